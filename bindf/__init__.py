@@ -1,0 +1,87 @@
+"""bindf: binary files of scientific instruments as pandas, polars and Arrow frames.
+
+>>> import bindf, pandas as pd, polars as pl
+>>> df = pd.read_apx("run.apx")                       # registered on import
+>>> lf = pl.scan_it02("runs/*.bin").filter(pl.col("ch2") > 0)
+>>> df.bindf.header["readout_uid"]
+
+Importing bindf registers ``read_<format>`` on pandas (returning pandas) and
+``read_<format>``/``scan_<format>`` on polars, without overwriting anything that already
+exists there, plus the ``bindf`` accessor on pandas and polars frames.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .errors import (
+    BindfError,
+    BindfWarning,
+    CorruptDataError,
+    CorruptDataWarning,
+    HeaderError,
+    TruncatedFileWarning,
+    UnknownFormatError,
+    UnsupportedReadoutError,
+)
+from .frontends.accessors import register_accessors
+from .frontends.polars import format_scanner, scan
+from .frontends.read import format_reader, iter_batches, read, read_header
+from .registry import FORMATS, detect_format, get_format
+
+#: The formats that get ``read_<name>``/``scan_<name>`` functions.
+_PUBLIC_FORMATS = ("apx", "it02", "spectro")
+
+read_apx = format_reader("apx", get_format("apx").reader_class().__doc__ or "")
+read_it02 = format_reader("it02", get_format("it02").reader_class().__doc__ or "")
+read_spectro = format_reader("spectro", get_format("spectro").reader_class().__doc__ or "")
+scan_apx = format_scanner("apx", read_apx.__doc__ or "")
+scan_it02 = format_scanner("it02", read_it02.__doc__ or "")
+scan_spectro = format_scanner("spectro", read_spectro.__doc__ or "")
+
+
+def _register_library_functions() -> None:
+    """Add ``pd.read_*``, ``pl.read_*`` and ``pl.scan_*``; never overwrite an attribute."""
+    import functools
+
+    import pandas as pd
+    import polars as pl
+
+    for name in _PUBLIC_FORMATS:
+        reader = globals()[f"read_{name}"]
+        for module, output in ((pd, "pandas"), (pl, "polars")):
+            attr = f"read_{name}"
+            if not hasattr(module, attr):
+                bound = functools.partial(reader, output=output)
+                functools.update_wrapper(bound, reader)
+                setattr(module, attr, bound)
+        if not hasattr(pl, f"scan_{name}"):
+            setattr(pl, f"scan_{name}", globals()[f"scan_{name}"])
+
+
+_register_library_functions()
+register_accessors()
+
+__all__ = [
+    "__version__",
+    "FORMATS",
+    "BindfError",
+    "BindfWarning",
+    "CorruptDataError",
+    "CorruptDataWarning",
+    "HeaderError",
+    "TruncatedFileWarning",
+    "UnknownFormatError",
+    "UnsupportedReadoutError",
+    "detect_format",
+    "get_format",
+    "iter_batches",
+    "read",
+    "read_apx",
+    "read_header",
+    "read_it02",
+    "read_spectro",
+    "scan",
+    "scan_apx",
+    "scan_it02",
+    "scan_spectro",
+]

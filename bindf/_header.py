@@ -1,0 +1,174 @@
+"""Strict parsing of the JSON headers that FLIM LABS and AstroPix files carry.
+
+Every format here stores ``magic | u32 length | JSON text``. The JSON is parsed with the
+standard-library parser (never ``eval``) and held to a stricter standard than
+``json.loads`` applies by default, because a header that is *almost* JSON is a sign of a
+damaged file and guessing would silently change the user's metadata:
+
+* the text must be UTF-8 and the top level an object;
+* duplicate keys, ``NaN``/``Infinity`` and lone UTF-16 surrogates are rejected;
+* nesting deeper than :data:`MAX_HEADER_DEPTH` is rejected (CPython would otherwise raise
+  ``RecursionError``, which is not a ``ValueError``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any, BinaryIO
+
+from .errors import HeaderError
+
+#: Deeper nesting than this is not metadata any instrument writes; refuse it early.
+MAX_HEADER_DEPTH = 64
+
+_U32 = struct.Struct("<I")
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _nesting_depth_exceeds(text: str, limit: int) -> bool:
+    """Cheap pre-check of bracket depth, ignoring brackets inside strings.
+
+    Runs before ``json.loads`` so that a header of a million ``[`` never reaches the
+    recursive parser at all.
+    """
+    depth = 0
+    in_string = False
+    escaped = False
+    for ch in text:  # headers are a few KB; this is per header, not per record
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def parse_json_header(
+    raw: bytes | bytearray | memoryview,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    offset: int | None = None,
+) -> dict[str, Any]:
+    """Parse ``raw`` as a strict JSON object, raising :class:`HeaderError` otherwise."""
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = None if offset is None else offset + exc.start
+        raise HeaderError(f"header is not UTF-8 text: {exc.reason}", path=path, offset=bad) from None
+    if _nesting_depth_exceeds(text, MAX_HEADER_DEPTH):
+        raise HeaderError(
+            f"header JSON is nested deeper than {MAX_HEADER_DEPTH} levels", path=path, offset=offset
+        )
+    try:
+        value = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as exc:
+        bad = None if offset is None else offset + len(text[: exc.pos].encode("utf-8"))
+        raise HeaderError(f"header is not valid JSON: {exc.msg}", path=path, offset=bad) from None
+    except (ValueError, RecursionError) as exc:
+        raise HeaderError(f"header is not valid JSON: {exc}", path=path, offset=offset) from None
+    if not isinstance(value, dict):
+        raise HeaderError(
+            f"header JSON must be an object, not {type(value).__name__}", path=path, offset=offset
+        )
+    try:
+        # Lone surrogates (from "\ud800" escapes) parse fine but cannot be written back
+        # out as UTF-8 (Arrow metadata, Parquet): reject them here, where we can say why.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise HeaderError(
+            "header JSON contains a lone UTF-16 surrogate", path=path, offset=offset
+        ) from None
+    return value
+
+
+def read_exact(f: BinaryIO, n: int) -> bytes:
+    """Read up to ``n`` bytes, looping over short reads (pipes, remote files)."""
+    chunks = []
+    remaining = n
+    while remaining > 0:
+        chunk = f.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_preamble(
+    f: BinaryIO,
+    *,
+    magic: bytes,
+    file_size: int,
+    path: str | os.PathLike[str] | None = None,
+    format_label: str,
+) -> tuple[dict[str, Any], int]:
+    """Read ``magic | u32 length | JSON`` from the start of ``f``.
+
+    Returns the parsed header and the byte offset of the first record. The declared
+    length is checked against ``file_size`` *before* anything is allocated, so a damaged
+    length field cannot make bindf reserve gigabytes.
+    """
+    head = read_exact(f, len(magic) + 4)
+    if len(head) < len(magic) or head[: len(magic)] != magic:
+        raise_bad_magic(head, magic=magic, path=path, format_label=format_label)
+    if len(head) < len(magic) + 4:
+        raise HeaderError(
+            f"{format_label} file ends inside the header length field",
+            path=path,
+            offset=len(magic),
+        )
+    (length,) = _U32.unpack_from(head, len(magic))
+    json_start = len(magic) + 4
+    available = file_size - json_start
+    if length > available:
+        raise HeaderError(
+            f"{format_label} header declares {length} bytes of JSON but only "
+            f"{max(available, 0)} bytes follow",
+            path=path,
+            offset=len(magic),
+        )
+    raw = read_exact(f, length)
+    if len(raw) < length:  # the file shrank after we measured it
+        raise HeaderError(
+            f"{format_label} file ends inside its JSON header", path=path, offset=json_start + len(raw)
+        )
+    return parse_json_header(raw, path=path, offset=json_start), json_start + length
+
+
+def raise_bad_magic(
+    head: bytes, *, magic: bytes, path: str | os.PathLike[str] | None, format_label: str
+) -> None:
+    from .errors import UnknownFormatError
+
+    if not head:
+        raise UnknownFormatError(f"file is empty, expected a {format_label} file", path=path, offset=0)
+    found = bytes(head[: len(magic)])
+    raise UnknownFormatError(
+        f"not a {format_label} file: expected magic {magic!r}, found {found!r}", path=path, offset=0
+    )

@@ -1,0 +1,122 @@
+"""Exceptions and warnings raised by bindf.
+
+Every problem with an input file surfaces as a :class:`BindfError` (a ``ValueError``)
+or a :class:`BindfWarning`, never as ``struct.error``, ``IndexError``, ``KeyError`` or
+similar. Both carry the file ``path`` and the byte ``offset`` where the problem was
+found, so that a user can look at the bytes with a hex editor.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = [
+    "BindfError",
+    "UnknownFormatError",
+    "HeaderError",
+    "UnsupportedReadoutError",
+    "CorruptDataError",
+    "BindfWarning",
+    "TruncatedFileWarning",
+    "CorruptDataWarning",
+    "missing_dependency",
+]
+
+
+def _describe(message: str, path: str | os.PathLike[str] | None, offset: int | None) -> str:
+    where = []
+    if path is not None:
+        where.append(os.fspath(path))
+    text = f"{': '.join(where)}: {message}" if where else message
+    if offset is not None:
+        text += f" (at byte offset {offset})"
+    return text
+
+
+class BindfError(ValueError):
+    """Base class of every error bindf raises about the content of a file.
+
+    Attributes
+    ----------
+    path:
+        The file that failed (``None`` for in-memory buffers).
+    offset:
+        Byte offset inside the file where the problem was found, when known.
+    reason:
+        The message without the path/offset decoration.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        offset: int | None = None,
+    ) -> None:
+        self.reason = message
+        self.path = os.fspath(path) if path is not None else None
+        self.offset = offset
+        super().__init__(_describe(message, path, offset))
+
+    def with_path(self, path: str | os.PathLike[str]) -> BindfError:
+        """Return a copy of this error that names ``path`` (used by multi-file reads)."""
+        return type(self)(self.reason, path=path, offset=self.offset)
+
+    # Exceptions travel between processes (dask workers): keep the keyword arguments.
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.reason, self.path, self.offset))
+
+
+def _rebuild(cls: type[BindfError], reason: str, path: str | None, offset: int | None):
+    return cls(reason, path=path, offset=offset)
+
+
+class UnknownFormatError(BindfError):
+    """The file is not in any format bindf knows (or not the one that was asked for)."""
+
+
+class HeaderError(BindfError):
+    """The file header is missing, cut short, not valid JSON, or lacks a required key."""
+
+
+class UnsupportedReadoutError(HeaderError):
+    """The header names a variant of the format that bindf cannot decode (e.g. an
+    AstroPix ``readout_uid`` other than the supported ones)."""
+
+
+class CorruptDataError(BindfError):
+    """The records after the header are damaged (bad marker, impossible value …)."""
+
+
+class BindfWarning(UserWarning):
+    """Base class of bindf warnings. Carries ``path`` and ``offset`` like the errors."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        offset: int | None = None,
+    ) -> None:
+        self.reason = message
+        self.path = os.fspath(path) if path is not None else None
+        self.offset = offset
+        super().__init__(_describe(message, path, offset))
+
+
+class TruncatedFileWarning(BindfWarning):
+    """The file ends in the middle of a record. Everything before the cut was returned."""
+
+
+class CorruptDataWarning(BindfWarning):
+    """Damaged records were skipped (``on_error="warn"``); the rest was returned."""
+
+
+def missing_dependency(package: str, extra: str) -> ModuleNotFoundError:
+    """The error to raise when an optional dependency is not installed."""
+    return ModuleNotFoundError(
+        f"this feature needs {package!r}, which is not installed; "
+        f"install it with: pip install 'bindf[{extra}]'",
+        name=package,
+    )

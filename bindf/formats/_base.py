@@ -1,0 +1,141 @@
+"""The contract every format module fulfils.
+
+A format module defines a subclass of :class:`FormatReader`. Opening one reads the header
+(and nothing else), after which:
+
+* :attr:`FormatReader.header` is the file's metadata as a plain dict (JSON-able);
+* :attr:`FormatReader.schema` is the full output schema, computed from the header alone;
+* :meth:`FormatReader.iter_batches` decodes the records into ``pyarrow.RecordBatch``es,
+  reading the file in bounded chunks.
+
+Everything user-facing (pandas/polars/arrow output, lazy scans, multi-file reads, Parquet,
+the CLI) is written once on top of this contract, in :mod:`bindf.frontends`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from .._source import Source
+
+#: Rows per record batch unless the caller asks otherwise. Large enough that per-batch
+#: overhead vanishes, small enough that a batch's raw bytes stay cache friendly-ish and
+#: memory stays bounded for streaming.
+DEFAULT_BATCH_ROWS = 1 << 20
+
+#: ``on_error`` policies for damaged records (see :meth:`FormatReader.__init__`).
+ON_ERROR_CHOICES = ("raise", "warn", "skip")
+
+
+class FormatReader(abc.ABC):
+    """One open file of one format. Subclasses implement ``_read_header`` and ``_batches``.
+
+    Parameters
+    ----------
+    source:
+        The file.
+    on_error:
+        What to do with a damaged record or readout: ``"raise"`` (default) a
+        :class:`~bindf.errors.CorruptDataError`; ``"warn"``: skip it with a
+        :class:`~bindf.errors.CorruptDataWarning`; ``"skip"``: skip it silently. Skipped
+        damage is counted in :attr:`errors`, which the frontends store in the metadata.
+    options:
+        Format-specific keyword options (e.g. ``layout=`` for IT02).
+    """
+
+    #: Short name used in the registry, in ``bindf.format`` metadata and by the CLI.
+    name: ClassVar[str]
+    #: Human name for messages ("FLIM LABS IT02 intensity tracing").
+    label: ClassVar[str]
+
+    def __init__(self, source: Source, *, on_error: str = "raise", **options: Any) -> None:
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
+        self.source = source
+        self.path = source.path
+        self.on_error = on_error
+        #: Damage skipped so far under on_error="warn"/"skip": {"kind": count}.
+        self.errors: dict[str, int] = {}
+        self.options = options
+        with source.open() as f:
+            self.header: dict[str, Any] = self._read_header(f)
+
+    # -- to implement -----------------------------------------------------------------
+    @abc.abstractmethod
+    def _read_header(self, f: Any) -> dict[str, Any]:
+        """Parse the header from the start of ``f``; remember where the records begin."""
+
+    @property
+    @abc.abstractmethod
+    def schema(self) -> pa.Schema:
+        """Full output schema (all columns), derived from the header alone."""
+
+    @abc.abstractmethod
+    def _batches(
+        self, columns: list[str], batch_size: int, n_rows: int | None
+    ) -> Iterator[pa.RecordBatch]:
+        """Yield batches holding exactly ``columns`` (schema order).
+
+        ``n_rows`` is a hint: stop reading once that many rows were produced. Batches must
+        split only at record boundaries, and decoding in batches must give the same rows
+        as decoding at once.
+        """
+
+    def count_rows(self) -> int | None:
+        """Number of rows without decoding, when the layout allows it cheaply (else None)."""
+        return None
+
+    # -- shared -----------------------------------------------------------------------
+    def resolve_columns(self, columns: Sequence[str] | None) -> list[str]:
+        """Validate a projection and return it in schema order."""
+        names = self.schema.names
+        if columns is None:
+            return list(names)
+        if isinstance(columns, str):
+            columns = [columns]
+        unknown = [c for c in columns if c not in names]
+        if unknown:
+            raise ValueError(
+                f"{self.path}: unknown column(s) {unknown} for {self.label}; available: {names}"
+            )
+        wanted = set(columns)
+        return [n for n in names if n in wanted]
+
+    def iter_batches(
+        self,
+        columns: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        n_rows: int | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Decode the file into record batches of at most ``batch_size`` rows."""
+        names = self.resolve_columns(columns)
+        size = int(batch_size) if batch_size else DEFAULT_BATCH_ROWS
+        if size <= 0:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        if n_rows is not None and n_rows < 0:
+            raise ValueError(f"n_rows must be >= 0, not {n_rows}")
+        if n_rows == 0:
+            return
+        produced = 0
+        for batch in self._batches(names, size, n_rows):
+            if batch.num_rows == 0:
+                continue
+            # Formats may produce bigger batches than asked (one decoded chunk); cut them.
+            for start in range(0, batch.num_rows, size):
+                piece = batch.slice(start, size)
+                if n_rows is not None and produced + piece.num_rows >= n_rows:
+                    yield piece.slice(0, n_rows - produced)
+                    return
+                produced += piece.num_rows
+                yield piece
+
+    def note_error(self, kind: str, count: int = 1) -> None:
+        """Count damage that was skipped under ``on_error="warn"/"skip"``."""
+        self.errors[kind] = self.errors.get(kind, 0) + count
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path!r}>"

@@ -1,0 +1,1 @@
+"""Everything that turns format readers' Arrow batches into what users hold."""

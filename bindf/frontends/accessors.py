@@ -1,0 +1,59 @@
+"""The ``df.bindf`` accessor on pandas DataFrames and namespace on polars frames.
+
+One implementation serves both libraries: it only needs :func:`info_of`, which knows
+where each library keeps bindf's metadata.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import pandas as pd
+import polars as pl
+
+from .output import info_of
+
+FrameT = TypeVar("FrameT", pd.DataFrame, pl.DataFrame, pl.LazyFrame)
+
+
+class BindfAccessor(Generic[FrameT]):
+    """``df.bindf``: the file header and format that a bindf reader attached."""
+
+    def __init__(self, frame: FrameT) -> None:
+        self._frame = frame
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Everything bindf knows about the frame's origin: format, header, source."""
+        info = info_of(self._frame)
+        if info is None:
+            raise AttributeError(
+                "this frame carries no bindf metadata (it was not returned by a bindf "
+                "reader, or an operation since then dropped it)"
+            )
+        return info
+
+    @property
+    def header(self) -> dict[str, Any]:
+        """The file header (the first file's, for multi-file reads)."""
+        return self.info["header"]
+
+    @property
+    def format(self) -> str:
+        """The format name, e.g. ``"apx"`` or ``"it02"``."""
+        return self.info["format"]
+
+    @property
+    def source(self) -> str | list[str] | None:
+        """The path (or list of paths) the frame was read from."""
+        return self.info.get("source")
+
+
+def register_accessors() -> None:
+    """Register ``bindf`` on pandas and polars frames (idempotent)."""
+    if not hasattr(pd.DataFrame, "bindf"):
+        pd.api.extensions.register_dataframe_accessor("bindf")(BindfAccessor)
+    if not hasattr(pl.DataFrame, "bindf"):
+        pl.api.register_dataframe_namespace("bindf")(BindfAccessor)
+    if not hasattr(pl.LazyFrame, "bindf"):
+        pl.api.register_lazyframe_namespace("bindf")(BindfAccessor)

@@ -1,0 +1,146 @@
+"""Arrow batches → the frame the user asked for, with the header attached.
+
+This is the only place that converts between Arrow, pandas and polars.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal, Union
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+
+from ..arrow import attach_info, info_from_metadata
+
+Output = Literal["pandas", "polars", "arrow"]
+Frame = Union[pd.DataFrame, pl.DataFrame, pa.Table]
+OUTPUTS = ("pandas", "polars", "arrow")
+
+# polars frames have no metadata slot. Their bindf info lives here, keyed by id() and
+# dropped when the frame is garbage collected (frames are weak-referenceable).
+_POLARS_INFO: dict[int, dict[str, Any]] = {}
+
+
+def check_output(output: str) -> None:
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
+
+
+def set_polars_info(frame: pl.DataFrame | pl.LazyFrame, info: dict[str, Any]) -> None:
+    """Attach bindf info to a polars frame (read back by ``frame.bindf``)."""
+    key = id(frame)
+    _POLARS_INFO[key] = info
+    weakref.finalize(frame, _POLARS_INFO.pop, key, None)
+
+
+def get_polars_info(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, Any] | None:
+    return _POLARS_INFO.get(id(frame))
+
+
+def table_from_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_batches(list(batches), schema=schema)
+
+
+def table_to_output(table: pa.Table, output: Output, info: dict[str, Any] | None) -> Frame:
+    """Convert a table to ``output`` and attach ``info`` the way each library allows."""
+    check_output(output)
+    if output == "arrow":
+        return attach_info(table, info) if info is not None else table
+    if output == "pandas":
+        frame = _table_to_pandas(table)
+        if info is not None:
+            frame.attrs["bindf"] = info
+        return frame
+    # rechunk=False keeps the batches as polars chunks: no concatenating copy.
+    pframe = pl.from_arrow(table, rechunk=False)
+    assert isinstance(pframe, pl.DataFrame)
+    if info is not None:
+        set_polars_info(pframe, info)
+    return pframe
+
+
+def _table_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow → pandas with no second copy of the data.
+
+    Integer fields that the schema declares nullable (e.g. spectroscopy ``channel``,
+    null on marker rows) become pandas' nullable integers (``UInt8`` …) instead of
+    float64, whether or not this particular file has a null: the dtype depends on the
+    format, never on the data. Formats declare never-null columns ``nullable=False``.
+    """
+    nullable = {
+        field.name: col.to_pandas(types_mapper=_NULLABLE_INTS.get)
+        for field, col in zip(table.schema, table.columns)
+        if pa.types.is_integer(field.type) and (field.nullable or col.null_count)
+    }
+    order = table.column_names
+    if nullable:
+        table = table.drop_columns(list(nullable))
+    # split_blocks/self_destruct: hand each column's memory to pandas instead of
+    # consolidating into 2-D blocks, so a read needs no second copy of the data.
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    if nullable:
+        for name, values in nullable.items():
+            frame[name] = values.array
+        frame = frame[order]
+    return frame
+
+
+_NULLABLE_INTS = {
+    pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+}
+
+
+def batch_to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
+    frame = pl.from_arrow(batch, rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def info_of(frame: Any) -> dict[str, Any] | None:
+    """The bindf info of any supported frame (pandas, polars, Arrow), or ``None``."""
+    if isinstance(frame, pd.DataFrame):
+        return frame.attrs.get("bindf")
+    if isinstance(frame, (pl.DataFrame, pl.LazyFrame)):
+        return get_polars_info(frame)
+    if isinstance(frame, (pa.Table, pa.RecordBatch)):
+        return info_from_metadata(frame.schema.metadata)
+    raise TypeError(f"expected a pandas, polars or Arrow frame, not {type(frame).__name__}")
+
+
+class ChunkedReader(Iterator[Frame]):
+    """Iterator of frames returned when ``chunksize=`` is given (pandas' convention).
+
+    Usable as a context manager; ``close()`` stops reading.
+    """
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, output: Output,
+                 info: Any) -> None:
+        self._batches = batches
+        self._schema = schema
+        self._output = output
+        self._info = info
+
+    def __iter__(self) -> ChunkedReader:
+        return self
+
+    def __next__(self) -> Frame:
+        batch = next(self._batches)
+        table = pa.Table.from_batches([batch], schema=self._schema)
+        return table_to_output(table, self._output, self._info())
+
+    def close(self) -> None:
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> ChunkedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

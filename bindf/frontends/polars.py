@@ -1,0 +1,112 @@
+"""Lazy polars scans over any bindf format, built on ``polars.io.plugins``.
+
+The schema comes from the first file's header alone. When polars runs the plan it calls
+our source with the projected columns, the predicate, ``n_rows`` and a batch size; we
+decode only the projected columns, filter every batch before yielding it, and stop
+reading as soon as ``n_rows`` rows survived the filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+from polars.io.plugins import register_io_source
+
+from .._source import Sources
+from .batches import ReadPlan
+from .output import batch_to_polars, set_polars_info
+
+
+def polars_schema(schema: pa.Schema) -> pl.Schema:
+    """The polars schema of an Arrow schema (via an empty table: exact same mapping)."""
+    return pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+
+
+def scan(
+    source: Sources,
+    *,
+    format: str | None = None,
+    batch_size: int | None = None,
+    include_file_paths: str | None = None,
+    row_index_name: str | None = None,
+    row_index_offset: int = 0,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> pl.LazyFrame:
+    """Lazily scan any supported file(s) into a ``polars.LazyFrame``.
+
+    Same sources and options as :func:`bindf.read`. Projections, predicates and
+    ``head()``/``n_rows`` are pushed into the reader.
+    """
+
+    def make_plan(columns: list[str] | None, n_rows: int | None, size: int | None) -> ReadPlan:
+        return ReadPlan(
+            source,
+            format=format,
+            columns=columns,
+            n_rows=n_rows,
+            batch_size=batch_size or size,
+            include_file_paths=include_file_paths,
+            row_index_name=row_index_name,
+            row_index_offset=row_index_offset,
+            storage_options=storage_options,
+            progress=progress,
+            options=options,
+        )
+
+    template = make_plan(None, None, None)
+    schema = polars_schema(template.output_schema())
+    format_name = template.first_reader.name
+
+    def io_source(
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        size_hint: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        columns = with_columns
+        if predicate is not None and columns is not None:
+            # The predicate may use columns that are not projected: decode those too.
+            needed = set(predicate.meta.root_names())
+            columns = list(dict.fromkeys([*columns, *(c for c in schema if c in needed)]))
+        # With a predicate, n_rows counts surviving rows, so the reader cannot stop early.
+        plan = make_plan(columns, n_rows if predicate is None else None, size_hint)
+        remaining = n_rows
+        for batch in plan.iter_batches():
+            frame = batch_to_polars(batch)
+            if predicate is not None:
+                frame = frame.filter(predicate)
+            if with_columns is not None:
+                frame = frame.select(with_columns)
+            if remaining is not None:
+                frame = frame.head(remaining)
+                remaining -= frame.height
+            if frame.height:
+                yield frame
+            if remaining is not None and remaining <= 0:
+                return
+
+    lazy = register_io_source(
+        io_source,
+        schema=schema,
+        explain_name=f"bindf.scan_{format_name}",
+        explain_detail=", ".join(s.path for s in template.sources[:3])
+        + (" …" if len(template.sources) > 3 else ""),
+    )
+    set_polars_info(lazy, template.info())
+    return lazy
+
+
+def format_scanner(name: str, extra_doc: str):
+    """Make ``scan_<name>``: :func:`scan` with the format fixed."""
+
+    def scanner(source: Sources, **kwargs: Any) -> pl.LazyFrame:
+        return scan(source, format=name, **kwargs)
+
+    scanner.__name__ = scanner.__qualname__ = f"scan_{name}"
+    scanner.__doc__ = extra_doc.rstrip() + "\n\nLazy variant; see :func:`bindf.scan`."
+    return scanner

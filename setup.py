@@ -1,0 +1,35 @@
+"""Build the Cython kernels.
+
+``BINDF_CYTHON_DEBUG=1`` compiles them with bounds, wraparound and initialisation checks
+switched on, so that the whole test suite can be run once against a kernel that raises
+instead of reading out of range (CI does this; see ``.ci/run``).
+"""
+
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+debug = os.environ.get("BINDF_CYTHON_DEBUG", "") not in ("", "0")
+directives = {
+    "language_level": "3",
+    "boundscheck": debug,
+    "wraparound": debug,
+    "initializedcheck": debug,
+    "cdivision": True,
+}
+
+kernels = ["it02", "apx"]
+extensions = [
+    Extension(
+        f"bindf._kernels._{name}",
+        [f"bindf/_kernels/_{name}.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for name in kernels
+    if os.path.exists(f"bindf/_kernels/_{name}.pyx")
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
