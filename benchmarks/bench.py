@@ -1,0 +1,76 @@
+"""bindf benchmarks: throughput as a ratio to a same-run numpy yardstick, and peak memory.
+
+    python benchmarks/bench.py                 # ~200 MB inputs (the issues' sizes)
+    python benchmarks/bench.py --size-mb 20    # quicker
+    python benchmarks/bench.py --only spectro  # cases whose name contains "spectro"
+
+Inputs are generated once into ``benchmarks/_data/`` (git-ignored) and reused.
+Cases live in ``benchmarks/bench_<format>.py`` (``CASES`` lists); see ``_harness.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+import _harness as h  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=float, default=200.0)
+    parser.add_argument("--only", default="")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true")
+    args = parser.parse_args(argv)
+    workdir = HERE / "_data"
+    workdir.mkdir(exist_ok=True)
+    target = int(args.size_mb * 1e6)
+
+    ystick_path = h.make_yardstick_file(workdir, target)
+    y_time, _ = h.best_time(lambda: h.yardstick(ystick_path), args.repeat)
+    y_rate = ystick_path.stat().st_size / y_time / 1e6
+    print(f"yardstick: np.fromfile + copy of 3 columns, {ystick_path.stat().st_size / 1e6:.0f} MB: "
+          f"{y_rate:.0f} MB/s")
+    print()
+    print(f"{'case':44} {'MB':>6} {'MB/s':>7} {'ratio':>6} {'goal':>6} {'Mrows/s':>8} "
+          f"{'peak/out':>9}")
+
+    cases = []
+    for module_path in sorted(HERE.glob("bench_*.py")):
+        module = importlib.import_module(module_path.stem)
+        cases.extend(module.CASES)
+    for case in cases:
+        if args.only and args.only not in case.name:
+            continue
+        path = case.make(workdir, target)
+        fn = h.resolve(case.run_ref)
+        t, frame = h.best_time(lambda fn=fn, path=path: fn(path), args.repeat)
+        size = path.stat().st_size
+        rate = size / t / 1e6
+        ratio = rate / y_rate
+        rows = h.frame_rows(frame)
+        del frame
+        goal = f"{case.goal_ratio:.2f}" if case.goal_ratio is not None else "-"
+        peak = "-"
+        if not args.no_memory:
+            m = h.measure_peak_in_subprocess(case.run_ref, path)
+            peak = f"{(m['peak'] - m['before']) / max(m['output'], 1):.2f}"
+        flag = "" if case.goal_ratio is None or ratio >= case.goal_ratio else "  (below goal)"
+        print(f"{case.name:44} {size / 1e6:6.0f} {rate:7.0f} {ratio:6.2f} {goal:>6} "
+              f"{rows / t / 1e6:8.2f} {peak:>9}{flag}")
+        for note in case.notes:
+            print(f"    {note}")
+    print()
+    print("ratio = case MB/s ÷ yardstick MB/s (same run). peak/out = (peak RSS − RSS before "
+          "the read) ÷ output frame size, in a fresh process.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
