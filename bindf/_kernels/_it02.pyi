@@ -1,0 +1,40 @@
+"""Type stub of the compiled IT02 kernel (``_it02.pyx``)."""
+
+import numpy as np
+from numpy.typing import NDArray
+
+STATUS_END: int
+STATUS_LIMIT: int
+STATUS_BAD_MASK: int
+BIN_OK: int
+BIN_NOT_FINITE: int
+BIN_NOT_AFTER_PREVIOUS: int
+BIN_OUT_OF_RANGE: int
+MAX_SPARSE_CHANNELS: int
+SPARSE_FIXED_BYTES: int
+
+def scan_sparse(
+    buf: NDArray[np.uint8] | bytes | bytearray | memoryview,
+    pos: int,
+    n_channels: int,
+    max_rows: int,
+) -> tuple[int, int, int]: ...
+def decode_sparse(
+    buf: NDArray[np.uint8] | bytes | bytearray | memoryview,
+    pos: int,
+    n_rows: int,
+    n_channels: int,
+    time_out: NDArray[np.float64],
+    counts_out: NDArray[np.uint32],
+    slots: NDArray[np.int8],
+    want_time: bool,
+) -> int: ...
+def assign_bins(
+    times: NDArray[np.float64],
+    bin_ns: float,
+    have_last: bool,
+    last_t: float,
+    last_bin: int,
+    bins_out: NDArray[np.int64],
+    status_out: NDArray[np.uint8],
+) -> tuple[int, bool, float, int]: ...

@@ -1,0 +1,122 @@
+"""Slow pure-Python twin of ``_it02.pyx``, for the parity tests only.
+
+Written for clarity, record by record, straight from the layout in FORMATS.md §2. The
+compiled kernel must give identical results (including the returned state) on any input.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+
+STATUS_END = 0
+STATUS_LIMIT = 1
+STATUS_BAD_MASK = 2
+BIN_OK = 0
+BIN_NOT_FINITE = 1
+BIN_NOT_AFTER_PREVIOUS = 2
+BIN_OUT_OF_RANGE = 3
+MAX_SPARSE_CHANNELS = 8
+SPARSE_FIXED_BYTES = 9
+_MAX_BIN = 2.0**52
+
+
+def _check_channels(n_channels: int) -> None:
+    if not 0 <= n_channels <= MAX_SPARSE_CHANNELS:
+        raise ValueError(f"n_channels must be 0..{MAX_SPARSE_CHANNELS}, not {n_channels}")
+
+
+def scan_sparse(buf, pos: int, n_channels: int, max_rows: int) -> tuple[int, int, int]:
+    _check_channels(n_channels)
+    data = bytes(buf)
+    if not 0 <= pos <= len(data):
+        raise ValueError("pos outside the buffer")
+    if max_rows < 0:
+        raise ValueError("max_rows must be >= 0")
+    rows = 0
+    while True:
+        if rows >= max_rows:
+            return rows, pos, STATUS_LIMIT
+        if len(data) - pos < SPARSE_FIXED_BYTES:
+            return rows, pos, STATUS_END
+        mask = data[pos + 8]
+        if mask >> n_channels:
+            return rows, pos, STATUS_BAD_MASK
+        size = SPARSE_FIXED_BYTES + 4 * bin(mask).count("1")
+        if len(data) - pos < size:
+            return rows, pos, STATUS_END
+        pos += size
+        rows += 1
+
+
+def decode_sparse(
+    buf, pos: int, n_rows: int, n_channels: int, time_out: np.ndarray, counts_out: np.ndarray,
+    slots: np.ndarray, want_time: bool,
+) -> int:
+    _check_channels(n_channels)
+    data = bytes(buf)
+    if not 0 <= pos <= len(data) or n_rows < 0 or len(slots) < n_channels:
+        raise ValueError("bad arguments")
+    if any(not -1 <= int(s) < counts_out.shape[0] for s in slots[:n_channels]):
+        raise ValueError("slot out of range")
+    if counts_out.shape[0] > 0 and counts_out.shape[1] < n_rows:
+        raise ValueError("counts_out too small")
+    if want_time and len(time_out) < n_rows:
+        raise ValueError("time_out too small")
+    for row in range(n_rows):
+        if len(data) - pos < SPARSE_FIXED_BYTES:
+            raise ValueError(f"no valid complete record at byte {pos}")
+        (time,) = struct.unpack_from("<d", data, pos)
+        mask = data[pos + 8]
+        size = SPARSE_FIXED_BYTES + 4 * bin(mask).count("1")
+        if mask >> n_channels or len(data) - pos < size:
+            raise ValueError(f"no valid complete record at byte {pos}")
+        if want_time:
+            time_out[row] = time
+        p = pos + SPARSE_FIXED_BYTES
+        for k in range(n_channels):
+            if mask & (1 << k):
+                (value,) = struct.unpack_from("<I", data, p)
+                p += 4
+            else:
+                value = 0
+            if slots[k] >= 0:
+                counts_out[slots[k], row] = value
+        pos += size
+    return pos
+
+
+def assign_bins(
+    times: np.ndarray, bin_ns: float, have_last: bool, last_t: float, last_bin: int,
+    bins_out: np.ndarray, status_out: np.ndarray,
+) -> tuple[int, bool, float, int]:
+    if len(bins_out) < len(times) or len(status_out) < len(times):
+        raise ValueError("outputs too short")
+    if not (math.isfinite(bin_ns) and bin_ns > 0):
+        raise ValueError("bin_ns must be a positive finite number")
+    n_bad = 0
+    for i, t in enumerate(times.tolist()):
+        if not math.isfinite(t):
+            status_out[i] = BIN_NOT_FINITE
+            n_bad += 1
+            continue
+        if have_last:
+            step = math.floor((t - last_t) / bin_ns + 0.5) if math.isfinite(
+                (t - last_t) / bin_ns + 0.5) else math.inf
+            if not step >= 1:
+                status_out[i] = BIN_NOT_AFTER_PREVIOUS
+                n_bad += 1
+                continue
+            b = last_bin + step
+        else:
+            b = math.floor(t / bin_ns + 0.5) if math.isfinite(t / bin_ns + 0.5) else math.inf
+        if not -_MAX_BIN <= b <= _MAX_BIN:
+            status_out[i] = BIN_OUT_OF_RANGE
+            n_bad += 1
+            continue
+        bins_out[i] = int(b)
+        status_out[i] = BIN_OK
+        have_last, last_t, last_bin = True, t, int(b)
+    return n_bad, have_last, last_t, last_bin
