@@ -25,6 +25,7 @@ from .errors import (
 )
 from .frontends.accessors import register_accessors
 from .frontends.polars import format_scanner, scan
+from .formats.it02 import write_it02
 from .frontends.read import format_reader, iter_batches, read, read_header
 from .registry import FORMATS, detect_format, get_format
 
@@ -84,4 +85,5 @@ __all__ = [
     "scan_apx",
     "scan_it02",
     "scan_spectro",
+    "write_it02",
 ]

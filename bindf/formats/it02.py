@@ -1,22 +1,761 @@
-"""Placeholder: being written (see the issue tracker)."""
+"""FLIM LABS intensity tracing ``IT02`` files (``read_it02``, ``write_it02``).
 
-from typing import ClassVar
+Layout: ``../shared/FORMATS.md`` §2, from the FLIM LABS ``intensity-tracing-py``
+documentation and its example export. ``IT02 | u32 J | J bytes of JSON`` then records
+until the end of the file, in one of two layouts:
 
+* **dense** (older software, the published example file): ``f64 time_ns`` then one
+  ``u32`` count per enabled channel, in header order. Fixed size ``8 + 4·N``: a packed
+  numpy dtype, no kernel.
+* **sparse** (current software): ``f64 time_ns, u8 mask``, then one ``u32`` per set bit,
+  lowest bit first; bit ``k`` is the ``k``-th entry of ``channels``. All-zero bins may be
+  missing. A final record with mask 0 marks the end of the acquisition and is not a bin.
+  Record boundaries form a chain, followed by :mod:`bindf._kernels._it02`.
+
+Both layouts share the magic, so the reader detects the layout (see
+:func:`detect_layout`) unless ``layout=`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from .._atomic import atomic_output
+from .._header import read_exact, read_preamble
+from .._kernels import _it02
+from .._source import iter_fixed_records, read_into
+from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import FormatReader
+
+IT02_MAGIC = b"IT02"
+FORMAT_LABEL = "IT02 intensity tracing"
+LAYOUTS = ("dense", "sparse")
+
+TIME_BYTES = 8
+COUNT_BYTES = 4
+#: Sparse: bytes before the counts (f64 time + u8 mask).
+SPARSE_FIXED_BYTES = _it02.SPARSE_FIXED_BYTES
+#: Sparse masks are one byte, so a sparse file has at most 8 channels.
+MAX_SPARSE_CHANNELS = _it02.MAX_SPARSE_CHANNELS
+MAX_SPARSE_RECORD = SPARSE_FIXED_BYTES + COUNT_BYTES * MAX_SPARSE_CHANNELS
+
+#: Header keys bindf adds to the file's JSON (only when the JSON lacks them). The writer
+#: drops them again, so a read → write → read round trip does not freeze stale values.
+DERIVED_KEYS = ("layout", "acquisition_end_ns")
+
+#: Raw bytes read per step. Bounded, so a read needs its output plus a few MB.
+CHUNK_BYTES = 8 << 20
+#: Layout detection looks at this many leading records (within PROBE_BYTES).
+PROBE_RECORDS = 64
+PROBE_BYTES = 64 << 10
+#: End-marker check: how many records before the candidate marker must chain onto it.
+MARKER_CHECK_DEPTH = 4
+#: Bytes at the end of the file the end-marker check may look at.
+MARKER_TAIL_BYTES = (MARKER_CHECK_DEPTH + 1) * MAX_SPARSE_RECORD
+#: Detection: no acquisition lasts longer than this (~31 years). Rejects garbage doubles.
+MAX_PLAUSIBLE_TIME_NS = 1e18
+#: Writer: rows encoded per step (bounds the temporary index arrays).
+WRITE_ROWS = 1 << 18
+
+_F64 = struct.Struct("<d")
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+_EMPTY_F64 = np.empty(0, dtype=np.float64)
+
+
+def dense_dtype(n_channels: int) -> np.dtype:
+    """One dense record: ``time_ns`` then ``c0 … c{N-1}`` (channel *positions*), packed."""
+    return np.dtype([("time_ns", "<f8")] + [(f"c{k}", "<u4") for k in range(n_channels)])
+
+
+def channel_column(channel: int) -> str:
+    """Column name of 0-based channel index ``channel``: the vendor shows it as ``i + 1``."""
+    return f"ch{channel + 1}"
+
+
+def _channels_problem(header: dict[str, Any]) -> str | None:
+    """Why ``header["channels"]`` is unusable, or None. Shared by reader and writer."""
+    channels = header.get("channels")
+    if not isinstance(channels, list):
+        return "'channels' must be a list of channel indices"
+    if not channels:
+        return "'channels' is empty: the file enables no channel"
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):
+        return f"'channels' must hold non-negative integers, not {channels!r}"
+    if len(set(channels)) != len(channels):
+        return f"'channels' lists a channel twice: {channels!r}"
+    return None
+
+
+def _bin_width_ns(header: dict[str, Any]) -> float | None:
+    """``bin_width_micros`` in ns, or None when absent or not a positive finite number."""
+    value = header.get("bin_width_micros")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    ns = float(value) * 1000.0
+    return ns if math.isfinite(ns) and ns > 0 else None
+
+
+# -- layout detection -------------------------------------------------------------------
+
+
+def _implausible_times(times: np.ndarray, bin_ns: float | None) -> str | None:
+    """Why these leading record times cannot be an intensity trace, or None.
+
+    Bins are distinct and in order: times must be finite, within [0, 1e18] ns and
+    increase by at least half a bin (any amount if the bin width is unknown). Doubles
+    read from misaligned bytes almost never pass this.
+    """
+    if len(times) == 0:
+        return "no complete record"
+    with np.errstate(invalid="ignore"):
+        if not np.isfinite(times).all():
+            return "a time is not finite"
+        if not ((times >= 0) & (times <= MAX_PLAUSIBLE_TIME_NS)).all():
+            return "a time is negative or absurdly large"
+        step = np.diff(times)
+        if bin_ns is None:
+            if not (step > 0).all():
+                return "times do not increase"
+        elif not (step >= 0.5 * bin_ns).all():
+            return "times do not advance by at least half a bin"
+    return None
+
+
+@dataclass
+class _Evidence:
+    """What the leading bytes say about one layout."""
+
+    #: Reason the layout is impossible (bad sparse mask), or None.
+    impossible: str | None
+    #: Reason the times look wrong, or None when they are plausible.
+    implausible: str | None
+    #: The data section ends exactly where this layout says it should.
+    clean_end: bool
+
+
+def _dense_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None
+                    ) -> _Evidence:
+    dtype = dense_dtype(n_channels)
+    n = min(len(head) // dtype.itemsize, PROBE_RECORDS)
+    times = np.frombuffer(head, dtype=dtype, count=n)["time_ns"]
+    return _Evidence(None, _implausible_times(times, bin_ns), data_bytes % dtype.itemsize == 0)
+
+
+def _sparse_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None,
+                     marker_found: bool) -> _Evidence:
+    if n_channels > MAX_SPARSE_CHANNELS:
+        return _Evidence(f"{n_channels} channels do not fit a one-byte mask", None, False)
+    whole = len(head) == data_bytes
+    rows, pos, status = _it02.scan_sparse(head, 0, n_channels, len(head) if whole else PROBE_RECORDS)
+    if status == _it02.STATUS_BAD_MASK:
+        return _Evidence(f"the record at data byte {pos} has an invalid mask 0x{head[pos + 8]:02x}",
+                         None, False)
+    n = min(rows, PROBE_RECORDS)
+    times = np.empty(n, dtype=np.float64)
+    counts = np.empty((0, n), dtype=np.uint32)
+    _it02.decode_sparse(head, 0, n, n_channels, times, counts,
+                        np.full(n_channels, -1, np.int8), True)
+    clean = (pos == len(head)) if whole else marker_found
+    return _Evidence(None, _implausible_times(times, bin_ns), clean)
+
+
+def detect_layout(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None,
+                  marker_found: bool) -> str | tuple[None, str]:
+    """Decide dense vs sparse from the first bytes after the header.
+
+    ``head`` is the start of the data section (all of it if ``data_bytes <= len(head)``),
+    ``marker_found`` whether the file ends in a verified sparse end marker. Returns the
+    layout, or ``(None, explanation)`` when the bytes fit neither or both equally well.
+
+    Rules, in order: an empty data section is dense (zero rows either way); a layout
+    whose leading times are plausible (see :func:`_implausible_times`) wins over one whose
+    are not; a tie is broken by which layout makes the data section end cleanly (dense:
+    a whole number of records; sparse: the chain ends exactly at the end of the file, or
+    the file ends with a verified end marker). The real dense example is decided at the
+    first step: read as sparse, its first mask is 0x7b, invalid for 3 channels.
+    """
+    if data_bytes == 0:
+        return "dense"
+    dense = _dense_evidence(head, data_bytes, n_channels, bin_ns)
+    sparse = _sparse_evidence(head, data_bytes, n_channels, bin_ns, marker_found)
+    ranked = {
+        name: (ev.implausible is None, ev.clean_end)
+        for name, ev in (("dense", dense), ("sparse", sparse))
+        if ev.impossible is None
+    }
+    best = max(ranked.values())
+    winners = [name for name, score in ranked.items() if score == best]
+    if len(winners) == 1 and (best[0] or best[1]):
+        return winners[0]
+    why = "; ".join(
+        f"as {name}: {ev.impossible or ev.implausible or 'plausible'}"
+        + ("" if ev.impossible else f", {'ends' if ev.clean_end else 'does not end'} cleanly")
+        for name, ev in (("dense", dense), ("sparse", sparse))
+    )
+    return (None, why)
+
+
+# -- end marker -------------------------------------------------------------------------
+
+
+def _find_end_marker(tail: bytes, tail_start: int, data_offset: int, n_channels: int,
+                     t_first: float) -> float | None:
+    """Time of the sparse end marker if the file's last 9 bytes are one, else None.
+
+    The chain cannot be walked backwards, so the candidate (``f64`` time then a zero
+    mask byte, at ``size - 9``) is accepted only if its time is finite and not before the
+    first record, and :data:`MARKER_CHECK_DEPTH` earlier records (or all of them, back to
+    the start of the data) chain onto it: a record of ``k`` counts ending exactly there,
+    whose mask has ``k`` bits, all valid, and whose time is finite and not after the
+    marker's. The reader re-checks while decoding: a chain that does not land on the
+    marker is reported as corrupt.
+    """
+    end = tail_start + len(tail)
+    marker = end - SPARSE_FIXED_BYTES
+    if marker < data_offset or n_channels > MAX_SPARSE_CHANNELS or tail[-1] != 0:
+        return None
+    (t_end,) = _F64.unpack_from(tail, marker - tail_start)
+    if not math.isfinite(t_end) or (marker > data_offset and not t_end >= t_first):
+        return None
+
+    def chains_back(record_end: int, depth: int) -> bool:
+        if record_end == data_offset or depth == 0:
+            return True
+        for k in range(n_channels + 1):
+            start = record_end - SPARSE_FIXED_BYTES - COUNT_BYTES * k
+            if start < max(data_offset, tail_start):
+                break
+            mask = tail[start - tail_start + 8]
+            if mask >> n_channels or _POPCOUNT[mask] != k:
+                continue
+            (t,) = _F64.unpack_from(tail, start - tail_start)
+            if math.isfinite(t) and t <= t_end and chains_back(start, depth - 1):
+                return True
+        return False
+
+    return t_end if chains_back(marker, MARKER_CHECK_DEPTH) else None
+
+
+# -- the reader -------------------------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    """Decoded records of one step: times (or None) and the wanted channels' counts."""
+
+    time: np.ndarray | None
+    counts: list[np.ndarray]
+    #: Byte offset in the file of record ``i`` of this chunk (for error messages; only
+    #: valid until the next chunk is requested).
+    offset_of: Callable[[int], int]
 
 
 class IT02Reader(FormatReader):
-    """Not implemented yet."""
+    """FLIM LABS intensity tracing (``IT02``), dense or sparse layout.
+
+    Columns
+    -------
+    time_ns : float64
+        Time of the bin, ns from the start of the acquisition (as written by the device).
+    ch{i+1} : uint32, one per enabled channel, in header order
+        Photon counts of 0-based channel ``i`` in that bin (the vendor software calls it
+        "Channel i+1"); channels [1, 3, 4] give ``ch2, ch4, ch5``. A channel whose bit is
+        not set in a sparse record counts 0.
+
+    Options
+    -------
+    layout : "dense" | "sparse" | None
+        Force the record layout; by default it is detected from the first records.
+    fill_gaps : bool
+        Return every bin from the first to the last, at ``bin_width_micros`` spacing,
+        with zero counts for missing bins (as the vendor's plotting script does). The
+        first record's bin index is ``floor(t / w + 0.5)`` (``w`` the bin width in ns);
+        every later record advances the index by ``floor((t - t_prev) / w + 0.5)`` from
+        the previous record, which must be at least 1. Indices follow time *differences*
+        so that a drifting device clock (the real example drifts by ~0.94 bin over 3000
+        bins) neither invents empty bins nor merges two bins. ``time_ns`` then holds the
+        nominal ``index * w``. A record less than half a bin after the previous one (or
+        with a non-finite time) is corrupt data (``on_error`` applies: skipped records
+        are dropped).
+
+    Header
+    ------
+    The file's JSON verbatim, plus (when the JSON lacks them): ``layout`` ("dense" or
+    "sparse") and, for sparse files, ``acquisition_end_ns``: the time of the final
+    mask-0 record, or None if the file does not end with one (still being written,
+    truncated). The end marker is found when the file is opened, from the last bytes;
+    see :func:`_find_end_marker`.
+
+    Damage: a file that ends inside a record gives a
+    :class:`~bindf.errors.TruncatedFileWarning` and all complete records. A sparse mask
+    with a bit >= N is a :class:`~bindf.errors.CorruptDataError` naming the record's byte
+    offset; under ``on_error="warn"/"skip"`` reading stops there (the record chain
+    cannot be followed past it) and the rows before it are returned.
+    """
 
     name: ClassVar[str] = "it02"
-    label: ClassVar[str] = "it02"
+    label: ClassVar[str] = "FLIM LABS IT02 intensity tracing"
 
-    def _read_header(self, f):
-        raise NotImplementedError("it02 reader not written yet")
+    def _read_header(self, f: BinaryIO) -> dict[str, Any]:
+        layout = self.options.pop("layout", None)
+        fill_gaps = self.options.pop("fill_gaps", False)
+        if self.options:
+            raise TypeError(f"unexpected option(s) for read_it02: {sorted(self.options)}")
+        if layout not in (None, *LAYOUTS):
+            raise ValueError(f"layout must be 'dense', 'sparse' or None, not {layout!r}")
+        if not isinstance(fill_gaps, bool):
+            raise TypeError(f"fill_gaps must be True or False, not {fill_gaps!r}")
+        raw, self.data_offset = read_preamble(
+            f, magic=IT02_MAGIC, file_size=self.source.size, path=self.path,
+            format_label=FORMAT_LABEL,
+        )
+        problem = _channels_problem(raw)
+        if problem:
+            raise HeaderError(f"{FORMAT_LABEL} header: {problem}", path=self.path, offset=8)
+        self.channels: list[int] = list(raw["channels"])
+        self.n_channels = len(self.channels)
+        self.bin_ns = _bin_width_ns(raw)
+        if fill_gaps and self.bin_ns is None:
+            raise HeaderError(
+                f"fill_gaps needs a positive 'bin_width_micros' in the header, found "
+                f"{raw.get('bin_width_micros')!r}", path=self.path, offset=8,
+            )
+        self.fill_gaps = fill_gaps
+        self.data_bytes = self.source.size - self.data_offset
+        head = read_exact(f, min(self.data_bytes, PROBE_BYTES))
+
+        sparse_possible = self.n_channels <= MAX_SPARSE_CHANNELS
+        end_ns = self._end_marker_time(f, head) if sparse_possible and layout != "dense" else None
+        if layout is None:
+            decided = detect_layout(head, self.data_bytes, self.n_channels, self.bin_ns,
+                                    end_ns is not None)
+            if isinstance(decided, tuple):
+                raise CorruptDataError(
+                    f"cannot tell whether this {FORMAT_LABEL} file uses the dense or the "
+                    f"sparse record layout ({decided[1]}); pass layout='dense' or "
+                    "layout='sparse'", path=self.path, offset=self.data_offset,
+                )
+            layout = decided
+        elif layout == "sparse" and not sparse_possible:
+            raise HeaderError(
+                f"the sparse layout has a one-byte channel mask, but the header enables "
+                f"{self.n_channels} channels", path=self.path, offset=8,
+            )
+        self.layout: str = layout
+        header = dict(raw)
+        header.setdefault("layout", layout)
+        if layout == "sparse":
+            self.acquisition_end_ns = end_ns
+            self.end_marker_offset = (
+                None if end_ns is None else self.source.size - SPARSE_FIXED_BYTES
+            )
+            header.setdefault("acquisition_end_ns", end_ns)
+        else:
+            self.acquisition_end_ns = None
+            self.end_marker_offset = None
+            self.dtype = dense_dtype(self.n_channels)
+            self.n_records, self.tail_bytes = divmod(self.data_bytes, self.dtype.itemsize)
+        self._schema = pa.schema(
+            [pa.field("time_ns", pa.float64(), nullable=False)]
+            + [pa.field(channel_column(c), pa.uint32(), nullable=False) for c in self.channels]
+        )
+        return header
+
+    def _end_marker_time(self, f: BinaryIO, head: bytes) -> float | None:
+        if self.data_bytes < SPARSE_FIXED_BYTES:
+            return None
+        t_first = _F64.unpack_from(head, 0)[0]
+        tail_len = min(self.data_bytes, MARKER_TAIL_BYTES)
+        f.seek(self.source.size - tail_len)
+        tail = read_exact(f, tail_len)
+        if len(tail) < tail_len:  # the file shrank since it was measured
+            return None
+        return _find_end_marker(tail, self.source.size - tail_len, self.data_offset,
+                                self.n_channels, t_first)
 
     @property
-    def schema(self):
-        raise NotImplementedError
+    def schema(self) -> pa.Schema:
+        return self._schema
 
-    def _batches(self, columns, batch_size, n_rows):
-        raise NotImplementedError
+    def count_rows(self) -> int | None:
+        if self.layout == "dense" and not self.fill_gaps:
+            return self.n_records
+        return None
+
+    # -- batches ----------------------------------------------------------------------
+    def _batches(
+        self, columns: list[str], batch_size: int, n_rows: int | None
+    ) -> Iterator[pa.RecordBatch]:
+        schema = pa.schema([self._schema.field(c) for c in columns])
+        want_time = "time_ns" in columns or self.fill_gaps
+        wanted = [k for k, c in enumerate(self.channels) if channel_column(c) in columns]
+        max_records = None if self.fill_gaps else n_rows
+        with self.source.open() as f:
+            if self.layout == "dense":
+                chunks = self._dense_chunks(f, want_time, wanted, batch_size, max_records)
+            else:
+                chunks = self._sparse_chunks(f, want_time, wanted, batch_size, max_records)
+            if not self.fill_gaps:
+                for chunk in chunks:
+                    yield _to_batch(schema, "time_ns" in columns, chunk.time, chunk.counts)
+                return
+            filler = _GapFiller(self, batch_size)
+            produced = 0
+            for chunk in chunks:
+                for time, counts in filler.feed(chunk):
+                    yield _to_batch(schema, "time_ns" in columns, time, counts)
+                    produced += len(time)
+                    if n_rows is not None and produced >= n_rows:
+                        return
+
+    def _dense_chunks(self, f: BinaryIO, want_time: bool, wanted: list[int], batch_size: int,
+                      max_records: int | None) -> Iterator[_Chunk]:
+        size = self.dtype.itemsize
+        count = self.n_records if max_records is None else min(max_records, self.n_records)
+        per_chunk = max(1, min(batch_size, CHUNK_BYTES // size))
+        got = 0
+        for records, offset in iter_fixed_records(
+            f, dtype=self.dtype, start=self.data_offset, count=count, records_per_chunk=per_chunk
+        ):
+            got += len(records)
+            yield _Chunk(
+                np.ascontiguousarray(records["time_ns"]) if want_time else None,
+                [np.ascontiguousarray(records[f"c{k}"]) for k in wanted],
+                lambda i, offset=offset: offset + i * size,
+            )
+        if got < count:
+            self._warn_truncated(self.data_offset + got * size, "the file shrank while it was read")
+        elif self.tail_bytes and count == self.n_records:
+            self._warn_truncated(
+                self.data_offset + self.n_records * size,
+                f"the last {self.tail_bytes} bytes are an incomplete {size}-byte record",
+            )
+
+    def _sparse_chunks(self, f: BinaryIO, want_time: bool, wanted: list[int], batch_size: int,
+                       max_records: int | None) -> Iterator[_Chunk]:
+        """Follow the record chain through the file, CHUNK_BYTES at a time.
+
+        The bytes of a record cut by the chunk boundary are moved to the front of the
+        buffer and completed by the next ``readinto``; the kernel resumes from there.
+        """
+        n_channels = self.n_channels
+        slots = np.full(n_channels, -1, dtype=np.int8)
+        slots[wanted] = np.arange(len(wanted), dtype=np.int8)
+        region_end = self.end_marker_offset if self.end_marker_offset is not None \
+            else self.source.size
+        buf = np.empty(CHUNK_BYTES + MAX_SPARSE_RECORD, dtype=np.uint8)
+        base = self.data_offset  # file offset of buf[0]
+        have = 0
+        remaining = max_records
+        f.seek(base)
+        while True:
+            want = min(len(buf) - have, region_end - (base + have))
+            got = read_into(f, buf[have:have + want]) if want > 0 else 0
+            have += got
+            shrank = got < want
+            at_end = shrank or base + have >= region_end
+            view = buf[:have]
+            pos = 0
+            while True:
+                limit = batch_size if remaining is None else min(batch_size, remaining)
+                start = pos
+                rows, pos, status = _it02.scan_sparse(view, start, n_channels, limit)
+                if rows:
+                    time = np.empty(rows, dtype=np.float64) if want_time else _EMPTY_F64
+                    counts = np.empty((len(wanted), rows), dtype=np.uint32)
+                    _it02.decode_sparse(view, start, rows, n_channels, time, counts, slots,
+                                        want_time)
+                    yield _Chunk(
+                        time if want_time else None, list(counts),
+                        lambda i, start=start, base=base, view=view:
+                            base + _it02.scan_sparse(view, start, n_channels, i)[1],
+                    )
+                    if remaining is not None:
+                        remaining -= rows
+                        if remaining <= 0:
+                            return
+                if status != _it02.STATUS_LIMIT:
+                    break
+            if status == _it02.STATUS_BAD_MASK:
+                self._bad_mask(base + pos, int(view[pos + 8]))
+                return
+            rest = have - pos
+            if at_end:
+                if rest or shrank:
+                    self._unfinished_chain(base + pos, rest, shrank)
+                return
+            buf[:rest] = buf[pos:have].copy()
+            base += pos
+            have = rest
+
+    # -- damage -----------------------------------------------------------------------
+    def _warn_truncated(self, offset: int, why: str) -> None:
+        warnings.warn(
+            TruncatedFileWarning(
+                f"truncated {FORMAT_LABEL} file: {why}; returning the complete records "
+                "before it", path=self.path, offset=offset,
+            ),
+            stacklevel=3,
+        )
+
+    def _damaged(self, kind: str, message: str, offset: int, count: int = 1) -> None:
+        """Raise, or count and (under ``"warn"``) warn, per ``on_error``."""
+        if self.on_error == "raise":
+            raise CorruptDataError(message, path=self.path, offset=offset)
+        self.note_error(kind, count)
+        if self.on_error == "warn":
+            warnings.warn(CorruptDataWarning(message, path=self.path, offset=offset),
+                          stacklevel=3)
+
+    def _bad_mask(self, offset: int, mask: int) -> None:
+        self._damaged(
+            "bad_mask",
+            f"record mask 0x{mask:02x} has a bit for channel position >= {self.n_channels} "
+            f"(the header enables {self.n_channels} channels); the records after it cannot "
+            "be framed",
+            offset,
+        )
+
+    def _unfinished_chain(self, offset: int, rest: int, shrank: bool) -> None:
+        if shrank:
+            self._warn_truncated(offset, "the file shrank while it was read")
+        elif self.end_marker_offset is not None:
+            self._damaged(
+                "chain_overruns_end_marker",
+                f"the record chain does not end at the end-of-acquisition marker at byte "
+                f"{self.end_marker_offset}: the record here runs into it",
+                offset,
+            )
+        else:
+            self._warn_truncated(offset, f"the last {rest} bytes are an incomplete record")
+
+
+def _to_batch(schema: pa.Schema, with_time: bool, time: np.ndarray | None,
+              counts: list[np.ndarray]) -> pa.RecordBatch:
+    arrays = ([pa.array(time)] if with_time else []) + [pa.array(c) for c in counts]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class _GapFiller:
+    """Turns decoded records into every bin from the first to the last (``fill_gaps``).
+
+    Bin indices come from :func:`bindf._kernels._it02.assign_bins`, whose state carries
+    across chunks, so batched and whole reads agree. Output is produced in windows of at
+    most ``window`` bins: a huge gap costs time, never a huge allocation.
+    """
+
+    _KINDS = {
+        _it02.BIN_NOT_FINITE: ("time_not_finite", "the record's time is not finite"),
+        _it02.BIN_NOT_AFTER_PREVIOUS: (
+            "time_not_increasing",
+            "the record's time is less than half a bin after the previous record's",
+        ),
+        _it02.BIN_OUT_OF_RANGE: ("time_out_of_range", "the record's bin index exceeds 2**52"),
+    }
+
+    def __init__(self, reader: IT02Reader, window: int) -> None:
+        self.reader = reader
+        self.bin_ns = float(reader.bin_ns)  # type: ignore[arg-type]
+        self.window = window
+        self.have_last = False
+        self.last_t = math.nan
+        self.last_bin = 0
+
+    def feed(self, chunk: _Chunk) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        times = chunk.time
+        assert times is not None
+        counts = chunk.counts
+        bins = np.empty(len(times), dtype=np.int64)
+        status = np.empty(len(times), dtype=np.uint8)
+        had_last, prev_bin = self.have_last, self.last_bin
+        n_bad, self.have_last, self.last_t, self.last_bin = _it02.assign_bins(
+            times, self.bin_ns, self.have_last, self.last_t, self.last_bin, bins, status
+        )
+        if n_bad:
+            self._report(status, chunk)
+            keep = status == _it02.BIN_OK
+            bins = bins[keep]
+            counts = [c[keep] for c in counts]
+        if not len(bins):
+            return
+        start = prev_bin + 1 if had_last else int(bins[0])
+        stop = int(bins[-1]) + 1
+        for w0 in range(start, stop, self.window):
+            w1 = min(w0 + self.window, stop)
+            lo, hi = (int(i) for i in np.searchsorted(bins, [w0, w1]))
+            time = np.arange(w0, w1, dtype=np.float64) * self.bin_ns
+            if hi - lo == w1 - w0:  # no gap in this window: the counts are the output
+                yield time, [c[lo:hi] for c in counts]
+                continue
+            where = bins[lo:hi] - w0
+            filled = []
+            for c in counts:
+                out = np.zeros(w1 - w0, dtype=np.uint32)
+                out[where] = c[lo:hi]
+                filled.append(out)
+            yield time, filled
+
+    def _report(self, status: np.ndarray, chunk: _Chunk) -> None:
+        bad = np.flatnonzero(status)
+        codes = [int(status[bad[0]])] if self.reader.on_error == "raise" else list(self._KINDS)
+        for code in codes:
+            kind, why = self._KINDS[code]
+            hits = bad[status[bad] == code]
+            if len(hits):
+                self.reader._damaged(
+                    kind,
+                    f"fill_gaps: {why}"
+                    + ("" if self.reader.on_error == "raise"
+                       else f"; dropped {len(hits)} such record(s) of this chunk"),
+                    chunk.offset_of(int(hits[0])),
+                    len(hits),
+                )
+
+
+# -- the writer -------------------------------------------------------------------------
+
+
+def _frame_to_table(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    module = type(data).__module__.split(".")[0]
+    if module == "polars" and hasattr(data, "to_arrow"):
+        if hasattr(data, "collect"):
+            raise TypeError("write_it02 needs a polars DataFrame; call .collect() first")
+        return data.to_arrow()
+    if module == "pandas":
+        return pa.Table.from_pandas(data, preserve_index=False)
+    raise TypeError(
+        f"write_it02 expects a pandas, polars or Arrow frame, not {type(data).__name__}"
+    )
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    if name not in table.column_names:
+        raise ValueError(f"write_it02: the frame has no {name!r} column "
+                         f"(it has {table.column_names})")
+    col = table.column(name)
+    if col.null_count:
+        raise ValueError(f"write_it02: column {name!r} has {col.null_count} null value(s)")
+    return col.to_numpy()
+
+
+def _counts_column(table: pa.Table, name: str) -> np.ndarray:
+    values = _column(table, name)
+    if values.dtype.kind not in "ui" and values.dtype != np.bool_:
+        raise ValueError(f"write_it02: column {name!r} must hold integers, not {values.dtype}")
+    if len(values) and (values.min() < 0 or values.max() > np.iinfo(np.uint32).max):
+        raise ValueError(f"write_it02: column {name!r} has counts outside 0 … 2**32-1")
+    return values.astype("<u4", copy=False)
+
+
+def write_it02(
+    path: str | os.PathLike[str],
+    data: Any,
+    header: dict[str, Any],
+    layout: str = "sparse",
+    acquisition_end_ns: float | None = None,
+) -> None:
+    """Write an IT02 file from a frame with ``time_ns`` and ``ch{i+1}`` columns.
+
+    ``header`` is written as the JSON header (its ``channels`` decide which ``ch*``
+    columns are written, in that order; bindf's derived keys ``layout`` and
+    ``acquisition_end_ns`` are left out). ``layout="sparse"`` omits bins in which every
+    channel is zero and ends the file with the mask-0 end marker at
+    ``acquisition_end_ns``; by default ``header["acquisition_end_ns"]`` if it is a number,
+    else the largest ``time_ns`` (device time stamps mark the *end* of each bin), else 0.
+    It must not be earlier than any ``time_ns``, which must be finite. The file appears
+    atomically: an interrupted write leaves no partial file.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'dense' or 'sparse', not {layout!r}")
+    if not isinstance(header, dict):
+        raise TypeError(f"header must be a dict, not {type(header).__name__}")
+    problem = _channels_problem(header)
+    if problem:
+        raise ValueError(f"write_it02: header {problem}")
+    channels: list[int] = list(header["channels"])
+    if layout == "sparse" and len(channels) > MAX_SPARSE_CHANNELS:
+        raise ValueError(f"write_it02: the sparse layout holds at most {MAX_SPARSE_CHANNELS} "
+                         f"channels, the header has {len(channels)}")
+    table = _frame_to_table(data)
+    names = [channel_column(c) for c in channels]
+    extra = [n for n in table.column_names
+             if n.startswith("ch") and n[2:].isdigit() and n not in names]
+    if extra:
+        raise ValueError(f"write_it02: columns {extra} are not channels of the header "
+                         f"({names})")
+    time = _column(table, "time_ns").astype("<f8", copy=False)
+    counts = [_counts_column(table, n) for n in names]
+    meta = {k: v for k, v in header.items() if k not in DERIVED_KEYS}
+    text = json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+        "utf-8")
+    preamble = IT02_MAGIC + struct.pack("<I", len(text)) + text
+
+    if layout == "sparse":
+        if len(time) and not np.isfinite(time).all():
+            raise ValueError("write_it02: time_ns must be finite in the sparse layout")
+        end = acquisition_end_ns
+        if end is None:
+            stored = header.get("acquisition_end_ns")
+            if isinstance(stored, (int, float)) and not isinstance(stored, bool):
+                end = stored
+        if end is None:
+            end = float(time.max()) if len(time) else 0.0
+        end = float(end)
+        if not math.isfinite(end) or (len(time) and end < time.max()):
+            raise ValueError(f"write_it02: acquisition_end_ns {end} must be finite and not "
+                             f"before the last time_ns ({time.max() if len(time) else None})")
+
+    with atomic_output(path) as f:
+        f.write(preamble)
+        for lo in range(0, len(time), WRITE_ROWS):
+            part = slice(lo, lo + WRITE_ROWS)
+            if layout == "dense":
+                f.write(_encode_dense(time[part], [c[part] for c in counts]).data)
+            else:
+                f.write(_encode_sparse(time[part], [c[part] for c in counts]).data)
+        if layout == "sparse":
+            f.write(_F64.pack(end) + b"\x00")
+
+
+def _encode_dense(time: np.ndarray, counts: list[np.ndarray]) -> np.ndarray:
+    records = np.empty(len(time), dtype=dense_dtype(len(counts)))
+    records["time_ns"] = time
+    for k, c in enumerate(counts):
+        records[f"c{k}"] = c
+    return records
+
+
+def _encode_sparse(time: np.ndarray, counts: list[np.ndarray]) -> np.ndarray:
+    """Sparse records of one slice of rows, all-zero rows left out, as bytes."""
+    mask = np.zeros(len(time), dtype=np.uint8)
+    for k, c in enumerate(counts):
+        mask |= (c != 0).astype(np.uint8) << np.uint8(k)
+    keep = mask != 0
+    mask = mask[keep]
+    time = time[keep]
+    sizes = SPARSE_FIXED_BYTES + COUNT_BYTES * _POPCOUNT[mask].astype(np.int64)
+    starts = np.cumsum(sizes) - sizes
+    out = np.empty(int(sizes.sum()), dtype=np.uint8)
+    out[starts[:, None] + np.arange(TIME_BYTES)] = time.astype("<f8").view(np.uint8).reshape(-1, 8)
+    out[starts + TIME_BYTES] = mask
+    for k, c in enumerate(counts):
+        has = (mask >> np.uint8(k)) & np.uint8(1) == 1
+        before = _POPCOUNT[mask[has] & np.uint8((1 << k) - 1)].astype(np.int64)
+        where = starts[has] + SPARSE_FIXED_BYTES + COUNT_BYTES * before
+        values = c[keep][has].astype("<u4").view(np.uint8).reshape(-1, 4)
+        out[where[:, None] + np.arange(COUNT_BYTES)] = values
+    return out
