@@ -23,9 +23,9 @@ from .errors import (
     UnknownFormatError,
     UnsupportedReadoutError,
 )
+from .formats.it02 import write_it02
 from .frontends.accessors import register_accessors
 from .frontends.polars import format_scanner, scan
-from .formats.it02 import write_it02
 from .frontends.read import format_reader, iter_batches, read, read_header
 from .registry import FORMATS, detect_format, get_format
 
