@@ -101,6 +101,23 @@ def frame_rows(frame: Any) -> int:
     return int(frame.shape[0]) if hasattr(frame, "shape") else int(frame.num_rows)
 
 
+def _peak_rss() -> int:
+    """This process's RSS high-water mark.
+
+    ``VmHWM`` rather than ``ru_maxrss``: on Linux a child started by ``subprocess`` keeps
+    the parent's ``ru_maxrss`` across ``exec``, so a benchmark parent holding big frames
+    would inflate every child's figure. ``VmHWM`` belongs to the new process image alone.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _current_rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -109,14 +126,14 @@ def _current_rss() -> int:
 def measure_peak_in_subprocess(run_ref: str, path: Path) -> dict[str, int]:
     """Run ``run_ref(path)`` in a fresh interpreter; report its memory high-water mark."""
     code = (
-        "import json, resource, sys\n"
+        "import json, sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "import _harness as h\n"
         f"fn = h.resolve({run_ref!r})\n"
         "import numpy, pyarrow, pandas, polars, bindf  # imports are not the read's cost\n"
         "before = h._current_rss()\n"
         f"frame = fn({str(path)!r})\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "peak = h._peak_rss()\n"
         "print(json.dumps({'before': before, 'peak': peak, 'output': h.frame_nbytes(frame)}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -146,19 +146,26 @@ def iter_fixed_records(
     start: int,
     count: int,
     records_per_chunk: int,
+    reuse: bool = False,
 ) -> Iterator[tuple[np.ndarray, int]]:
     """Yield ``(records, byte_offset)`` chunks of ``count`` fixed-size records from ``start``.
 
     Each chunk is a fresh structured array filled with ``readinto`` (no intermediate
     ``bytes`` object). Stops early, with a short last chunk, if the file turns out to be
     shorter than expected; the caller compares what it got with ``count`` to warn.
+
+    ``reuse=True`` fills one array over and over instead: the caller must copy out what
+    it keeps before asking for the next chunk. Readers that copy columns out anyway use
+    it, because freeing a multi-MB buffer per chunk between the allocations of the
+    output columns fragments the C heap (measured: +20% peak memory for IT02).
     """
     f.seek(start)
     itemsize = dtype.itemsize
     done = 0
+    shared = np.empty(min(records_per_chunk, count), dtype=dtype) if reuse else None
     while done < count:
         n = min(records_per_chunk, count - done)
-        chunk = np.empty(n, dtype=dtype)
+        chunk = np.empty(n, dtype=dtype) if shared is None else shared[:n]
         got = read_into(f, chunk) // itemsize
         if got:
             yield (chunk if got == n else chunk[:got]), start + done * itemsize

@@ -22,13 +22,13 @@ def scan_sparse(
 def decode_sparse(
     buf: NDArray[np.uint8] | bytes | bytearray | memoryview,
     pos: int,
-    n_rows: int,
     n_channels: int,
+    max_rows: int,
     time_out: NDArray[np.float64],
-    counts_out: NDArray[np.uint32],
+    counts_out: list[NDArray[np.uint32]],
     slots: NDArray[np.int8],
     want_time: bool,
-) -> int: ...
+) -> tuple[int, int, int]: ...
 def assign_bins(
     times: NDArray[np.float64],
     bin_ns: float,

@@ -125,72 +125,92 @@ def scan_sparse(const uint8_t[::1] buf, Py_ssize_t pos, int n_channels, Py_ssize
 def decode_sparse(
     const uint8_t[::1] buf,
     Py_ssize_t pos,
-    Py_ssize_t n_rows,
     int n_channels,
+    Py_ssize_t max_rows,
     double[::1] time_out,
-    uint32_t[:, ::1] counts_out,
+    list counts_out,
     const int8_t[::1] slots,
     bint want_time,
 ):
-    """Decode ``n_rows`` records starting at ``pos`` into the caller's arrays.
+    """Like :func:`scan_sparse`, and also decode the records into the caller's arrays.
 
-    ``time_out[i]`` gets record ``i``'s time (only if ``want_time``). For channel position
-    ``k`` (bit ``k`` of the mask), ``slots[k]`` is the row of ``counts_out`` that receives
-    its counts, or -1 to skip the channel; unset bits write 0. Returns the byte position
-    after the last record. Raises ``ValueError`` if the buffer does not hold ``n_rows``
-    valid records (callers run :func:`scan_sparse` first, so that means misuse).
+    ``time_out[i]`` gets record ``i``'s time (only if ``want_time``). ``counts_out`` is a
+    list of 1-D ``uint32`` arrays (at most 8); for channel position ``k`` (bit ``k`` of
+    the mask), ``slots[k]`` is the index of the array that receives its counts, or -1 to
+    skip the channel; unset bits write 0. Every output must have room for ``max_rows``
+    records. Returns ``(rows, pos, status)`` exactly as :func:`scan_sparse` does for the
+    same arguments.
     """
     _check_channels(n_channels)
     cdef Py_ssize_t n = buf.shape[0]
-    cdef Py_ssize_t n_out = counts_out.shape[0]
+    cdef Py_ssize_t n_out = len(counts_out)
     cdef Py_ssize_t k
+    cdef uint32_t* outs[_MAX_SPARSE_CHANNELS]
+    cdef uint32_t[::1] column
     if pos < 0 or pos > n:
         raise ValueError(f"pos {pos} outside the buffer of {n} bytes")
-    if n_rows < 0:
-        raise ValueError(f"n_rows must be >= 0, not {n_rows}")
+    if max_rows < 0:
+        raise ValueError(f"max_rows must be >= 0, not {max_rows}")
+    if n_out > _MAX_SPARSE_CHANNELS:
+        raise ValueError(f"at most {_MAX_SPARSE_CHANNELS} count outputs, not {n_out}")
     if slots.shape[0] < n_channels:
         raise ValueError("slots must have one entry per channel")
     for k in range(n_channels):
         if slots[k] < -1 or slots[k] >= n_out:
             raise ValueError(f"slot {slots[k]} for channel position {k} is out of range")
-    if n_out > 0 and counts_out.shape[1] < n_rows:
-        raise ValueError("counts_out has fewer columns than n_rows")
-    if want_time and time_out.shape[0] < n_rows:
-        raise ValueError("time_out is shorter than n_rows")
+    if want_time and time_out.shape[0] < max_rows:
+        raise ValueError("time_out has room for fewer than max_rows records")
+    # Typed views keep the buffers exported (alive, unmoved) for the duration of the call.
+    keep = []
+    for k in range(n_out):
+        column = counts_out[k]
+        if column.shape[0] < max_rows:
+            raise ValueError(f"counts_out[{k}] has room for fewer than max_rows records")
+        keep.append(column)
+        outs[k] = &column[0] if column.shape[0] > 0 else NULL
 
-    cdef Py_ssize_t row = 0
-    cdef Py_ssize_t p, size
+    cdef Py_ssize_t rows = 0
+    cdef Py_ssize_t size, p
+    cdef int status = _STATUS_END
     cdef unsigned int limit = 1u << n_channels
+    cdef unsigned int bit
     cdef uint8_t m
     cdef int8_t slot
     cdef uint32_t value
-    cdef bint failed = False
+    cdef const uint8_t* rec
     with nogil:
-        for row in range(n_rows):
+        while True:
+            if rows >= max_rows:
+                status = _STATUS_LIMIT
+                break
             if n - pos < _SPARSE_FIXED_BYTES:
-                failed = True
+                status = _STATUS_END
                 break
             m = buf[pos + 8]
-            size = _SPARSE_FIXED_BYTES + 4 * _POPCOUNT[m]
-            if m >= limit or n - pos < size:
-                failed = True
+            if m >= limit:
+                status = _STATUS_BAD_MASK
                 break
+            size = _SPARSE_FIXED_BYTES + 4 * _POPCOUNT[m]
+            if n - pos < size:
+                status = _STATUS_END
+                break
+            rec = &buf[pos]
             if want_time:
-                time_out[row] = _load_f64(&buf[pos])
-            p = pos + _SPARSE_FIXED_BYTES
+                time_out[rows] = _load_f64(rec)
+            # Branch-free: masks are random, so "if bit set" would be mispredicted half
+            # the time. An unset bit reads the record's first 4 bytes (always inside the
+            # record, which is >= 9 bytes) and masks the value to 0.
+            p = _SPARSE_FIXED_BYTES
             for k in range(n_channels):
-                if m & (1u << k):
-                    value = _load_u32(&buf[p])
-                    p += 4
-                else:
-                    value = 0
+                bit = (m >> k) & 1u
+                value = _load_u32(rec + bit * p) & (0u - bit)
+                p += 4 * bit
                 slot = slots[k]
                 if slot >= 0:
-                    counts_out[slot, row] = value
+                    outs[slot][rows] = value
             pos += size
-    if failed:
-        raise ValueError(f"no valid complete record at byte {pos} (row {row} of {n_rows})")
-    return pos
+            rows += 1
+    return rows, pos, status
 
 
 def assign_bins(

@@ -52,29 +52,35 @@ def scan_sparse(buf, pos: int, n_channels: int, max_rows: int) -> tuple[int, int
 
 
 def decode_sparse(
-    buf, pos: int, n_rows: int, n_channels: int, time_out: np.ndarray, counts_out: np.ndarray,
-    slots: np.ndarray, want_time: bool,
-) -> int:
+    buf, pos: int, n_channels: int, max_rows: int, time_out: np.ndarray,
+    counts_out: list[np.ndarray], slots: np.ndarray, want_time: bool,
+) -> tuple[int, int, int]:
     _check_channels(n_channels)
     data = bytes(buf)
-    if not 0 <= pos <= len(data) or n_rows < 0 or len(slots) < n_channels:
+    if not 0 <= pos <= len(data) or max_rows < 0 or len(slots) < n_channels:
         raise ValueError("bad arguments")
-    if any(not -1 <= int(s) < counts_out.shape[0] for s in slots[:n_channels]):
+    if len(counts_out) > MAX_SPARSE_CHANNELS:
+        raise ValueError("too many count outputs")
+    if any(not -1 <= int(s) < len(counts_out) for s in slots[:n_channels]):
         raise ValueError("slot out of range")
-    if counts_out.shape[0] > 0 and counts_out.shape[1] < n_rows:
+    if any(len(c) < max_rows for c in counts_out):
         raise ValueError("counts_out too small")
-    if want_time and len(time_out) < n_rows:
+    if want_time and len(time_out) < max_rows:
         raise ValueError("time_out too small")
-    for row in range(n_rows):
+    rows = 0
+    while True:
+        if rows >= max_rows:
+            return rows, pos, STATUS_LIMIT
         if len(data) - pos < SPARSE_FIXED_BYTES:
-            raise ValueError(f"no valid complete record at byte {pos}")
-        (time,) = struct.unpack_from("<d", data, pos)
+            return rows, pos, STATUS_END
         mask = data[pos + 8]
+        if mask >> n_channels:
+            return rows, pos, STATUS_BAD_MASK
         size = SPARSE_FIXED_BYTES + 4 * bin(mask).count("1")
-        if mask >> n_channels or len(data) - pos < size:
-            raise ValueError(f"no valid complete record at byte {pos}")
+        if len(data) - pos < size:
+            return rows, pos, STATUS_END
         if want_time:
-            time_out[row] = time
+            time_out[rows] = struct.unpack_from("<d", data, pos)[0]
         p = pos + SPARSE_FIXED_BYTES
         for k in range(n_channels):
             if mask & (1 << k):
@@ -83,9 +89,9 @@ def decode_sparse(
             else:
                 value = 0
             if slots[k] >= 0:
-                counts_out[slots[k], row] = value
+                counts_out[slots[k]][rows] = value
         pos += size
-    return pos
+        rows += 1
 
 
 def assign_bins(

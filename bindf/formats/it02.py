@@ -162,8 +162,7 @@ def _sparse_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: floa
                          None, False)
     n = min(rows, PROBE_RECORDS)
     times = np.empty(n, dtype=np.float64)
-    counts = np.empty((0, n), dtype=np.uint32)
-    _it02.decode_sparse(head, 0, n, n_channels, times, counts,
+    _it02.decode_sparse(head, 0, n_channels, n, times, [],
                         np.full(n_channels, -1, np.int8), True)
     clean = (pos == len(head)) if whole else marker_found
     return _Evidence(None, _implausible_times(times, bin_ns), clean)
@@ -425,12 +424,14 @@ class IT02Reader(FormatReader):
         per_chunk = max(1, min(batch_size, CHUNK_BYTES // size))
         got = 0
         for records, offset in iter_fixed_records(
-            f, dtype=self.dtype, start=self.data_offset, count=count, records_per_chunk=per_chunk
+            f, dtype=self.dtype, start=self.data_offset, count=count,
+            records_per_chunk=per_chunk, reuse=True,
         ):
             got += len(records)
+            # Copies: the record buffer is refilled for the next chunk.
             yield _Chunk(
-                np.ascontiguousarray(records["time_ns"]) if want_time else None,
-                [np.ascontiguousarray(records[f"c{k}"]) for k in wanted],
+                records["time_ns"].copy() if want_time else None,
+                [records[f"c{k}"].copy() for k in wanted],
                 lambda i, offset=offset: offset + i * size,
             )
         if got < count:
@@ -469,14 +470,22 @@ class IT02Reader(FormatReader):
             while True:
                 limit = batch_size if remaining is None else min(batch_size, remaining)
                 start = pos
-                rows, pos, status = _it02.scan_sparse(view, start, n_channels, limit)
+                # Room for the most records the bytes could hold (9 bytes each); the
+                # untouched tail costs no memory and is handed back by resize (realloc).
+                # One pass over the chain instead of a counting pass and a decoding pass.
+                cap = min(limit, (have - start) // SPARSE_FIXED_BYTES)
+                time = np.empty(cap, dtype=np.float64) if want_time else _EMPTY_F64
+                counts = [np.empty(cap, dtype=np.uint32) for _ in wanted]
+                rows, pos, status = _it02.decode_sparse(
+                    view, start, n_channels, cap, time, counts, slots, want_time)
+                if status == _it02.STATUS_LIMIT and cap < limit:
+                    status = _it02.STATUS_END  # fewer than 9 bytes are left
+                if rows < cap:
+                    for array in [time, *counts] if want_time else counts:
+                        array.resize(rows, refcheck=False)
                 if rows:
-                    time = np.empty(rows, dtype=np.float64) if want_time else _EMPTY_F64
-                    counts = np.empty((len(wanted), rows), dtype=np.uint32)
-                    _it02.decode_sparse(view, start, rows, n_channels, time, counts, slots,
-                                        want_time)
                     yield _Chunk(
-                        time if want_time else None, list(counts),
+                        time if want_time else None, counts,
                         lambda i, start=start, base=base, view=view:
                             base + _it02.scan_sparse(view, start, n_channels, i)[1],
                     )
