@@ -109,15 +109,16 @@ def assign_bins(
             n_bad += 1
             continue
         if have_last:
-            step = math.floor((t - last_t) / bin_ns + 0.5) if math.isfinite(
-                (t - last_t) / bin_ns + 0.5) else math.inf
+            x = (t - last_t) / bin_ns + 0.5  # may overflow to ±inf
+            step = math.floor(x) if math.isfinite(x) else x
             if not step >= 1:
                 status_out[i] = BIN_NOT_AFTER_PREVIOUS
                 n_bad += 1
                 continue
             b = last_bin + step
         else:
-            b = math.floor(t / bin_ns + 0.5) if math.isfinite(t / bin_ns + 0.5) else math.inf
+            x = t / bin_ns + 0.5
+            b = math.floor(x) if math.isfinite(x) else x
         if not -_MAX_BIN <= b <= _MAX_BIN:
             status_out[i] = BIN_OUT_OF_RANGE
             n_bad += 1

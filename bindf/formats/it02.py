@@ -165,6 +165,10 @@ def _sparse_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: floa
     _it02.decode_sparse(head, 0, n_channels, n, times, [],
                         np.full(n_channels, -1, np.int8), True)
     clean = (pos == len(head)) if whole else marker_found
+    if clean and whole and n == rows and rows and head[-1] == 0:
+        # The chain ends with a mask-0 record: the end marker, whose time may equal the
+        # last bin's. It is not a bin, so it does not take part in the spacing test.
+        times = times[:-1] if rows > 1 else times
     return _Evidence(None, _implausible_times(times, bin_ns), clean)
 
 
@@ -640,12 +644,16 @@ def _frame_to_table(data: Any) -> pa.Table:
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     module = type(data).__module__.split(".")[0]
-    if module == "polars" and hasattr(data, "to_arrow"):
+    if module == "polars":
         if hasattr(data, "collect"):
             raise TypeError("write_it02 needs a polars DataFrame; call .collect() first")
-        return data.to_arrow()
+        if hasattr(data, "to_arrow"):
+            return data.to_arrow()
     if module == "pandas":
-        return pa.Table.from_pandas(data, preserve_index=False)
+        # from_pandas=False: a NaN time is a NaN, not a missing value (nulls from pandas'
+        # nullable dtypes are still nulls, and rejected).
+        return pa.table({str(name): pa.array(data[name], from_pandas=False)
+                         for name in data.columns})
     raise TypeError(
         f"write_it02 expects a pandas, polars or Arrow frame, not {type(data).__name__}"
     )

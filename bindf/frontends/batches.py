@@ -182,7 +182,8 @@ class ReadPlan:
         """The bindf info dict (format, first header, source(s), skipped damage)."""
         first = self.first_reader
         errors: dict[str, int] = {}
-        for reader in [first, *self.readers_done]:
+        # readers_done holds the first reader too once it was read: count it once.
+        for reader in dict.fromkeys([first, *self.readers_done]):
             for kind, count in reader.errors.items():
                 errors[kind] = errors.get(kind, 0) + count
         source: str | list[str] = (

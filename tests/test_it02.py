@@ -1,0 +1,846 @@
+"""FLIM LABS IT02 intensity tracing: real sample, hand-made files, kernel parity, round trips."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bindf
+from bindf._kernels import _it02
+from bindf._kernels import it02_reference as ref
+from bindf._source import Source
+from bindf.errors import (
+    CorruptDataError,
+    CorruptDataWarning,
+    HeaderError,
+    TruncatedFileWarning,
+    UnknownFormatError,
+)
+from bindf.formats import it02
+from bindf.formats.it02 import IT02Reader, write_it02
+
+SAMPLE = "intensity-tracing-export-data-example.bin"
+SAMPLE_HEADER = {"channels": [1, 3, 4], "bin_width_micros": 1000,
+                 "acquisition_time_millis": 3000, "laser_period_ns": 25.0}
+HYPOTHESIS = settings(max_examples=40, deadline=None,
+                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def preamble(header: dict) -> bytes:
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return b"IT02" + struct.pack("<I", len(text)) + text
+
+
+def sparse_record(time: float, counts_by_position: dict[int, int]) -> bytes:
+    """One sparse record, built by hand: counts for the set bits, lowest bit first."""
+    mask = sum(1 << k for k in counts_by_position)
+    values = [counts_by_position[k] for k in sorted(counts_by_position)]
+    return struct.pack("<dB", time, mask) + struct.pack(f"<{len(values)}I", *values)
+
+
+def end_marker(time: float) -> bytes:
+    return struct.pack("<dB", time, 0)
+
+
+def write(tmp_path: Path, data: bytes, name: str = "f.bin") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def read(path, **kw) -> pd.DataFrame:
+    return bindf.read_it02(path, **kw)
+
+
+def numpy_parse_dense(path: Path) -> tuple[dict, np.ndarray]:
+    raw = path.read_bytes()
+    (length,) = struct.unpack_from("<I", raw, 4)
+    header = json.loads(raw[8:8 + length])
+    n = len(header["channels"])
+    dtype = np.dtype([("t", "<f8"), ("c", "<u4", (n,))])
+    return header, np.frombuffer(raw, dtype=dtype, offset=8 + length)
+
+
+@contextmanager
+def small_chunks(n_bytes: int):
+    """Make the sparse reader's read buffer tiny, so chunk boundaries cut records."""
+    with mock.patch.object(it02, "CHUNK_BYTES", n_bytes):
+        yield
+
+
+def frame(times, counts: dict[str, list[int]]) -> pd.DataFrame:
+    data = {"time_ns": np.asarray(times, dtype=np.float64)}
+    data.update({k: np.asarray(v, dtype=np.uint32) for k, v in counts.items()})
+    return pd.DataFrame(data)
+
+
+def fill_model(times: np.ndarray, counts: np.ndarray, bin_ns: float):
+    """Every bin from first to last; the documented rule, written as a plain loop."""
+    bins = []
+    last_t = last_b = None
+    for t in times:
+        if last_t is None:
+            b = math.floor(t / bin_ns + 0.5)
+        else:
+            step = math.floor((t - last_t) / bin_ns + 0.5)
+            assert step >= 1
+            b = last_b + step
+        bins.append(b)
+        last_t, last_b = t, b
+    if not bins:
+        return np.empty(0), np.empty((0, counts.shape[1]), np.uint32)
+    out = np.zeros((bins[-1] - bins[0] + 1, counts.shape[1]), dtype=np.uint32)
+    out[np.array(bins) - bins[0]] = counts
+    return np.arange(bins[0], bins[-1] + 1) * bin_ns, out
+
+
+# -- the real sample ------------------------------------------------------------------------
+
+
+def test_real_sample_matches_numpy_parse(data_dir):
+    path = data_dir / SAMPLE
+    header, records = numpy_parse_dense(path)
+    df = read(path)
+    assert list(df.columns) == ["time_ns", "ch2", "ch4", "ch5"]
+    assert len(df) == 2999 == len(records)
+    assert df["time_ns"].dtype == np.float64
+    assert all(df[c].dtype == np.uint32 for c in ["ch2", "ch4", "ch5"])
+    np.testing.assert_array_equal(df["time_ns"].to_numpy(), records["t"])
+    for i, name in enumerate(["ch2", "ch4", "ch5"]):
+        np.testing.assert_array_equal(df[name].to_numpy(), records["c"][:, i])
+    assert df["time_ns"].iloc[0] == 1000875.0
+    assert df["ch2"].iloc[:3].tolist() == [123, 3, 1093]
+    info = df.attrs["bindf"]
+    assert info["format"] == "it02"
+    assert info["header"] == {**header, "layout": "dense"}
+    assert "acquisition_end_ns" not in info["header"]
+
+
+def test_real_sample_is_detected_dense_and_counts_rows(data_dir):
+    reader = IT02Reader(Source(str(data_dir / SAMPLE)))
+    assert reader.layout == "dense"
+    assert reader.count_rows() == 2999
+    assert bindf.detect_format(Source(str(data_dir / SAMPLE))).name == "it02"
+    assert bindf.read_header(data_dir / SAMPLE)["channels"] == [1, 3, 4]
+
+
+def test_real_sample_layout_override(data_dir):
+    path = data_dir / SAMPLE
+    assert read(path, layout="dense").equals(read(path))
+    # Read as sparse, the first record's "mask" is the low byte of the first count (123).
+    with pytest.raises(CorruptDataError) as err:
+        read(path, layout="sparse")
+    assert err.value.offset == 106
+    assert "0x7b" in str(err.value)
+
+
+def test_real_sample_pandas_polars_scan(data_dir):
+    path = data_dir / SAMPLE
+    pdf = pd.read_it02(path)
+    assert pdf.attrs["bindf"]["header"]["channels"] == [1, 3, 4]
+    assert pdf.bindf.header["bin_width_micros"] == 1000
+    plf = pl.read_it02(path)
+    assert plf.bindf.header == pdf.bindf.header
+    assert plf.shape == (2999, 4)
+    lazy = pl.scan_it02(path)
+    assert lazy.bindf.header["layout"] == "dense"
+    assert lazy.collect().equals(plf)
+    assert pl.from_pandas(pdf).equals(plf)
+    # projection, predicate, head pushed into the scan
+    got = lazy.filter(pl.col("ch2") > 2250).select("time_ns").head(7).collect()
+    want = plf.filter(pl.col("ch2") > 2250).select("time_ns").head(7)
+    assert got.equals(want) and got.height == 7
+    assert lazy.select("ch4").collect().equals(plf.select("ch4"))
+    assert lazy.head(3).collect().equals(plf.head(3))
+    assert bindf.scan_it02(path).select(pl.len()).collect().item() == 2999
+
+
+def test_real_sample_batched_equals_whole(data_dir):
+    path = data_dir / SAMPLE
+    whole = read(path, output="arrow")
+    for size in (1, 7, 1000, 5000):
+        batches = list(bindf.iter_batches(path, format="it02", batch_size=size))
+        assert all(b.num_rows <= size for b in batches)
+        assert pa.Table.from_batches(batches).equals(whole.replace_schema_metadata(None))
+    chunks = list(read(path, chunksize=1000))
+    assert [len(c) for c in chunks] == [1000, 1000, 999]
+    assert pd.concat(chunks, ignore_index=True).equals(read(path))
+
+
+def test_real_sample_columns_and_n_rows(data_dir):
+    path = data_dir / SAMPLE
+    full = read(path)
+    assert read(path, columns=["ch5", "ch2"]).equals(full[["ch5", "ch2"]])
+    assert read(path, n_rows=10).equals(full.head(10))
+
+
+def test_real_sample_fill_gaps_follows_drifting_clock(data_dir):
+    # The device clock drifts by ~0.94 bin over the run: bins are indexed by time
+    # *differences*, so no bin is invented or merged; times become nominal.
+    path = data_dir / SAMPLE
+    full = read(path)
+    filled = read(path, fill_gaps=True)
+    assert len(filled) == 2999
+    np.testing.assert_array_equal(filled["time_ns"], np.arange(1, 3000) * 1e6)
+    assert filled[["ch2", "ch4", "ch5"]].equals(full[["ch2", "ch4", "ch5"]])
+
+
+def test_real_sample_rewrites_byte_identical(data_dir, tmp_path):
+    path = data_dir / SAMPLE
+    df = read(path)
+    out = tmp_path / "copy.bin"
+    write_it02(out, df, df.bindf.header, layout="dense")
+    assert out.read_bytes() == path.read_bytes()
+
+
+def test_real_sample_as_sparse_round_trip(data_dir, tmp_path):
+    df = pl.read_it02(data_dir / SAMPLE)
+    out = tmp_path / "sparse.bin"
+    bindf.write_it02(out, df, df.bindf.header, layout="sparse")
+    back = pl.read_it02(out)
+    assert back.bindf.header["layout"] == "sparse"
+    assert back.bindf.header["acquisition_end_ns"] == df["time_ns"].max()
+    # rows where every channel is 0 are omitted by the sparse writer: none in the sample
+    assert back.equals(df)
+    # 2999 records with one set bit: 13 bytes each, plus the 9-byte end marker
+    assert out.stat().st_size == len(preamble(SAMPLE_HEADER)) + 2999 * 13 + 9
+
+
+def test_multi_file_read(data_dir, tmp_path):
+    df = read(data_dir / SAMPLE)
+    other = tmp_path / "other.bin"
+    write_it02(other, df.head(5), SAMPLE_HEADER, layout="sparse")
+    both = read([data_dir / SAMPLE, other], include_file_paths="path")
+    assert len(both) == 3004
+    assert both["path"].iloc[-1] == str(other)
+
+
+# -- hand-made sparse files ---------------------------------------------------------------
+
+
+HEADER3 = {"channels": [0, 2, 5], "bin_width_micros": 10, "acquisition_time_millis": None,
+           "channel_names": {"2": "GFP"}}
+
+
+def sparse_sample() -> tuple[bytes, pd.DataFrame]:
+    records = [
+        sparse_record(10_000.0, {0: 5}),
+        sparse_record(20_000.0, {1: 7, 2: 1}),
+        sparse_record(30_000.0, {0: 1, 1: 2, 2: 3}),
+        # bins 4 and 5 (all zero) omitted
+        sparse_record(60_000.0, {2: 4_000_000_000}),
+    ]
+    expected = frame([1e4, 2e4, 3e4, 6e4],
+                     {"ch1": [5, 0, 1, 0], "ch3": [0, 7, 2, 0], "ch6": [0, 1, 3, 4_000_000_000]})
+    return preamble(HEADER3) + b"".join(records) + end_marker(65_000.0), expected
+
+
+def test_sparse_hand_made(tmp_path):
+    data, expected = sparse_sample()
+    path = write(tmp_path, data)
+    df = read(path)
+    assert df.equals(expected)
+    assert df.attrs["bindf"]["header"] == {**HEADER3, "layout": "sparse",
+                                           "acquisition_end_ns": 65_000.0}
+    reader = IT02Reader(Source(str(path)))
+    assert reader.layout == "sparse" and reader.count_rows() is None
+    assert read(path, layout="sparse").equals(expected)
+
+
+def test_sparse_batched_and_tiny_chunks_equal_whole(tmp_path):
+    data, expected = sparse_sample()
+    path = write(tmp_path, data)
+    for chunk in (1, 9, 10, 13, 20, 50):
+        with small_chunks(chunk):
+            for size in (1, 2, 3, 100):
+                got = pd.concat(list(read(path, chunksize=size)), ignore_index=True)
+                assert got.equals(expected), (chunk, size)
+
+
+def test_sparse_fill_gaps(tmp_path):
+    data, expected = sparse_sample()
+    path = write(tmp_path, data)
+    filled = read(path, fill_gaps=True)
+    np.testing.assert_array_equal(filled["time_ns"], np.arange(1, 7) * 1e4)
+    assert filled["ch6"].tolist() == [0, 1, 3, 0, 0, 4_000_000_000]
+    assert filled["ch1"].tolist() == [5, 0, 1, 0, 0, 0]
+    for chunk in (1, 13, 40):
+        with small_chunks(chunk):
+            for size in (1, 2, 4, 100):
+                got = pd.concat(list(read(path, fill_gaps=True, chunksize=size)),
+                                ignore_index=True)
+                assert got.equals(filled), (chunk, size)
+    assert read(path, fill_gaps=True, n_rows=4).equals(filled.head(4))
+    lazy = pl.scan_it02(path, fill_gaps=True)
+    assert lazy.collect().equals(pl.from_pandas(filled))
+    assert lazy.filter(pl.col("ch1") == 0).select("time_ns").collect()["time_ns"].to_list() \
+        == [2e4, 4e4, 5e4, 6e4]
+
+
+def test_fill_gaps_huge_gap_is_produced_in_windows(tmp_path):
+    header = {"channels": [0], "bin_width_micros": 1}
+    data = preamble(header) + sparse_record(1000.0, {0: 1}) + sparse_record(5e6, {0: 2}) \
+        + end_marker(5e6)
+    path = write(tmp_path, data)
+    batches = list(bindf.iter_batches(path, fill_gaps=True, batch_size=1000))
+    assert sum(b.num_rows for b in batches) == 5000
+    assert max(b.num_rows for b in batches) <= 1000
+    table = pa.Table.from_batches(batches)
+    assert table["ch1"][0].as_py() == 1 and table["ch1"][-1].as_py() == 2
+    assert pa.compute.sum(table["ch1"]).as_py() == 3
+
+
+def test_fill_gaps_rejects_records_in_the_same_bin(tmp_path):
+    header = {"channels": [0], "bin_width_micros": 1}
+    records = [sparse_record(1000.0, {0: 1}), sparse_record(2000.0, {0: 2}),
+               sparse_record(2300.0, {0: 3}), sparse_record(4000.0, {0: 4})]
+    path = write(tmp_path, preamble(header) + b"".join(records))
+    offset = len(preamble(header)) + 2 * 13
+    with pytest.raises(CorruptDataError) as err:
+        read(path, fill_gaps=True)
+    assert err.value.offset == offset
+    assert "half a bin" in str(err.value)
+    # without fill_gaps the records are simply returned
+    assert read(path)["ch1"].tolist() == [1, 2, 3, 4]
+    with pytest.warns(CorruptDataWarning):
+        df = read(path, fill_gaps=True, on_error="warn")
+    assert df["ch1"].tolist() == [1, 2, 0, 4]
+    assert df.attrs["bindf"]["errors"] == {"time_not_increasing": 1}
+    with small_chunks(13):
+        skipped = read(path, fill_gaps=True, on_error="skip")
+    assert skipped.equals(df)
+
+
+def test_fill_gaps_non_finite_time(tmp_path):
+    header = {"channels": [0], "bin_width_micros": 1}
+    records = [sparse_record(1000.0, {0: 1}), sparse_record(math.nan, {0: 2}),
+               sparse_record(2000.0, {0: 3})]
+    path = write(tmp_path, preamble(header) + b"".join(records))
+    with pytest.raises(CorruptDataError) as err:
+        read(path, fill_gaps=True, layout="sparse")
+    assert err.value.offset == len(preamble(header)) + 13
+    df = read(path, fill_gaps=True, layout="sparse", on_error="skip")
+    assert df["ch1"].tolist() == [1, 3]
+    assert math.isnan(read(path, layout="sparse")["time_ns"][1])
+
+
+def test_fill_gaps_needs_bin_width(tmp_path):
+    data = preamble({"channels": [0]}) + sparse_record(1.0, {0: 1}) + end_marker(2.0)
+    path = write(tmp_path, data)
+    assert read(path)["ch1"].tolist() == [1]
+    with pytest.raises(HeaderError, match="bin_width_micros"):
+        read(path, fill_gaps=True)
+
+
+def test_sparse_corrupt_mask_names_offset(tmp_path):
+    header = {"channels": [0, 1], "bin_width_micros": 1}
+    good = sparse_record(1000.0, {0: 1}) + sparse_record(2000.0, {0: 2, 1: 3})
+    bad = struct.pack("<dB", 3000.0, 0b100) + struct.pack("<I", 9)
+    after = sparse_record(4000.0, {1: 1})
+    path = write(tmp_path, preamble(header) + good + bad + after + end_marker(5000.0))
+    offset = len(preamble(header)) + len(good)
+    for chunk in (None, 10):
+        with small_chunks(chunk or it02.CHUNK_BYTES):
+            with pytest.raises(CorruptDataError) as err:
+                read(path, layout="sparse")
+        assert err.value.offset == offset
+        assert err.value.path == str(path)
+        assert "0x04" in str(err.value)
+    with pytest.warns(CorruptDataWarning) as caught:
+        df = read(path, layout="sparse", on_error="warn")
+    assert caught[0].message.offset == offset
+    assert df["ch1"].tolist() == [1, 2]
+    assert df.attrs["bindf"]["errors"] == {"bad_mask": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read(path, layout="sparse", on_error="skip")["ch2"].tolist() == [0, 3]
+
+
+def test_sparse_mask_zero_record_inside_is_a_zero_row(tmp_path):
+    header = {"channels": [0, 1], "bin_width_micros": 1}
+    data = preamble(header) + sparse_record(1000.0, {0: 1}) + end_marker(2000.0) \
+        + sparse_record(3000.0, {1: 4}) + end_marker(3500.0)
+    df = read(write(tmp_path, data))
+    assert df["time_ns"].tolist() == [1000.0, 2000.0, 3000.0]
+    assert df["ch1"].tolist() == [1, 0, 0] and df["ch2"].tolist() == [0, 0, 4]
+    assert df.bindf.header["acquisition_end_ns"] == 3500.0
+
+
+def test_sparse_without_end_marker(tmp_path):
+    header = {"channels": [0, 1], "bin_width_micros": 1}
+    data = preamble(header) + sparse_record(1000.0, {0: 1}) + sparse_record(2000.0, {0: 1, 1: 5})
+    df = read(write(tmp_path, data))
+    assert df.bindf.header["acquisition_end_ns"] is None
+    assert df["ch2"].tolist() == [0, 5]
+
+
+def test_only_end_marker_and_empty_data(tmp_path):
+    header = {"channels": [0, 1], "bin_width_micros": 1}
+    df = read(write(tmp_path, preamble(header) + end_marker(123.0)))
+    assert len(df) == 0 and list(df.columns) == ["time_ns", "ch1", "ch2"]
+    assert df.bindf.header["layout"] == "sparse"
+    assert df.bindf.header["acquisition_end_ns"] == 123.0
+    empty = write(tmp_path, preamble(header), "empty.bin")
+    for layout in (None, "dense", "sparse"):
+        table = read(empty, layout=layout, output="arrow")
+        assert table.num_rows == 0
+        assert table.schema.field("ch2").type == pa.uint32()
+        assert not table.schema.field("time_ns").nullable
+    assert IT02Reader(Source(str(empty))).count_rows() == 0
+    assert read(empty, layout="sparse").bindf.header["acquisition_end_ns"] is None
+    assert len(read(empty, fill_gaps=True)) == 0
+
+
+def test_sparse_truncated_mid_record(tmp_path):
+    data, expected = sparse_sample()
+    body = data[: -9]  # drop the end marker
+    for cut in (1, 5, 9, 12):
+        path = write(tmp_path, body[:-cut], f"cut{cut}.bin")
+        with pytest.warns(TruncatedFileWarning) as caught:
+            df = read(path)
+        assert df.equals(expected.head(3))
+        assert caught[0].message.offset == len(body) - 13
+    with pytest.warns(TruncatedFileWarning):
+        assert read(path, fill_gaps=True)["ch3"].tolist() == [0, 7, 2]
+
+
+def test_every_cut_of_a_sparse_file_gives_the_complete_records(tmp_path):
+    """Truncate a realistic sparse file at every byte: no false end marker, no error."""
+    rng = np.random.default_rng(1)
+    n = 60
+    counts = {f"ch{c + 1}": rng.poisson(lam, n) for c, lam in zip([0, 1, 2, 3],
+                                                                   [3, 0.5, 0.05, 300],
+                                                                   strict=True)}
+    df = frame(np.arange(1, n + 1) * 1e5 + rng.normal(0, 50, n), counts)
+    header = {"channels": [0, 1, 2, 3], "bin_width_micros": 100}
+    full = tmp_path / "full.bin"
+    write_it02(full, df, header, layout="sparse")
+    data = full.read_bytes()
+    start = len(preamble(header))
+    expected = read(full)
+    ends = start + np.cumsum([9 + 4 * int((expected.iloc[i, 1:] != 0).sum())
+                              for i in range(len(expected))])
+    cut_path = tmp_path / "cut.bin"
+    for cut in range(start + 1, len(data) - 9):
+        cut_path.write_bytes(data[:cut])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = read(cut_path, layout="sparse")
+        complete = int(np.searchsorted(ends, cut, side="right"))
+        assert got.equals(expected.head(complete)), cut
+        assert got.bindf.header["acquisition_end_ns"] is None, cut
+        assert bool(caught) == (cut not in ends), cut
+    cut_path.write_bytes(data[: start + 1000])
+    assert IT02Reader(Source(str(cut_path))).layout == "sparse"  # detection agrees
+
+
+def test_sparse_shrinking_file_is_a_truncation(tmp_path):
+    data, expected = sparse_sample()
+    path = write(tmp_path, data)
+    reader = IT02Reader(Source(str(path)))
+    path.write_bytes(data[:-20])  # the DAQ truncated it after we opened it
+    with pytest.warns(TruncatedFileWarning, match="shrank"):
+        table = pa.Table.from_batches(list(reader.iter_batches()))
+    assert table.num_rows == 3
+
+
+# -- dense files --------------------------------------------------------------------------
+
+
+def test_dense_truncated(tmp_path, data_dir):
+    data = (data_dir / SAMPLE).read_bytes()
+    full = read(data_dir / SAMPLE)
+    start = len(data) - 2999 * 20
+    path = write(tmp_path, data[: start + 20 * 10])  # at a record boundary: no warning
+    assert read(path).equals(full.head(10))
+    for cut in (1, 8, 19):
+        path = write(tmp_path, data[: start + 20 * 10 + cut], f"c{cut}.bin")
+        with pytest.warns(TruncatedFileWarning) as caught:
+            df = read(path)
+        assert df.equals(full.head(10))
+        assert caught[0].message.offset == start + 200
+        assert IT02Reader(Source(str(path))).count_rows() == 10
+
+
+def test_dense_more_than_eight_channels(tmp_path):
+    header = {"channels": list(range(10)), "bin_width_micros": 5}
+    df = frame(np.arange(1, 4) * 5000.0, {f"ch{i + 1}": [i, i + 1, 0] for i in range(10)})
+    path = tmp_path / "ten.bin"
+    write_it02(path, df, header, layout="dense")
+    assert read(path).equals(df)
+    with pytest.raises(HeaderError, match="one-byte"):
+        read(path, layout="sparse")
+    with pytest.raises(ValueError, match="at most 8"):
+        write_it02(path, df, header, layout="sparse")
+
+
+def test_dense_with_all_zero_counts_is_detected_dense(tmp_path):
+    header = {"channels": [0], "bin_width_micros": 1}
+    df = frame(np.arange(1, 50) * 1000.0, {"ch1": [0] * 49})
+    path = tmp_path / "zeros.bin"
+    write_it02(path, df, header, layout="dense")
+    assert IT02Reader(Source(str(path))).layout == "dense"
+    assert read(path).equals(df)
+
+
+def test_ambiguous_layout_asks_for_override(tmp_path):
+    # 36 zero bytes, 1 channel: three dense records or four sparse records, all at t=0.
+    path = write(tmp_path, preamble({"channels": [0], "bin_width_micros": 1}) + bytes(36))
+    with pytest.raises(CorruptDataError, match="layout="):
+        read(path)
+    assert len(read(path, layout="dense")) == 3
+    assert len(read(path, layout="sparse")) == 3  # the last all-zero record is the end marker
+
+
+# -- header and container damage ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "offset"),
+    [
+        (b"", UnknownFormatError, 0),
+        (b"IT01\x02\x00\x00\x00{}", UnknownFormatError, 0),
+        (b"IT02\x00", HeaderError, 4),
+        (b"IT02\xff\xff\xff\x7f{}", HeaderError, 4),
+        (b"IT02\x02\x00\x00\x00[]", HeaderError, 8),
+        (b"IT02\x05\x00\x00\x00{\"a\":", HeaderError, None),
+    ],
+)
+def test_container_damage(tmp_path, data, error, offset):
+    path = write(tmp_path, data)
+    with pytest.raises(error) as err:
+        bindf.read_it02(path)
+    assert err.value.path == str(path)
+    if offset is not None:
+        assert err.value.offset == offset
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{}, {"channels": []}, {"channels": "1,2"}, {"channels": [1, 1]}, {"channels": [-1]},
+     {"channels": [True]}, {"channels": [1.5]}],
+)
+def test_bad_channels_header(tmp_path, header):
+    path = write(tmp_path, preamble(header))
+    with pytest.raises(HeaderError, match="channels"):
+        read(path)
+
+
+def test_header_keeps_file_keys_verbatim(tmp_path):
+    header = {"channels": [0], "bin_width_micros": 1, "layout": "vendor-value",
+              "channel_names": {"0": "Ch A"}, "nested": {"x": [1, None]}}
+    path = write(tmp_path, preamble(header) + sparse_record(1000.0, {0: 1}) + end_marker(1500.0))
+    got = read(path).bindf.header
+    assert got == {**header, "acquisition_end_ns": 1500.0}
+    reader = IT02Reader(Source(str(path)))
+    assert reader.layout == "sparse"
+
+
+def test_options_are_checked(data_dir):
+    path = data_dir / SAMPLE
+    with pytest.raises(ValueError, match="layout"):
+        read(path, layout="packed")
+    with pytest.raises(TypeError, match="unexpected"):
+        read(path, nonsense=1)
+    with pytest.raises(TypeError, match="fill_gaps"):
+        read(path, fill_gaps="yes")
+
+
+# -- writer -------------------------------------------------------------------------------
+
+
+def test_writer_inputs_and_validation(tmp_path):
+    header = {"channels": [0, 2], "bin_width_micros": 1}
+    df = frame([1000.0, 2000.0, 3000.0], {"ch1": [1, 0, 0], "ch3": [2, 0, 5]})
+    path = tmp_path / "w.bin"
+    for data in (df, pl.from_pandas(df), pa.Table.from_pandas(df),
+                 pa.RecordBatch.from_pandas(df)):
+        write_it02(path, data, header)
+        assert read(path).equals(df.iloc[[0, 2]].reset_index(drop=True))
+    write_it02(path, df, header, layout="dense")
+    assert read(path).equals(df)
+
+    with pytest.raises(ValueError, match="ch3"):
+        write_it02(path, df.drop(columns="ch3"), header)
+    with pytest.raises(ValueError, match="not channels"):
+        write_it02(path, df.assign(ch9=1), header)
+    with pytest.raises(ValueError, match="outside"):
+        write_it02(path, df.assign(ch1=[-1, 0, 0]), header)
+    with pytest.raises(ValueError, match="integers"):
+        write_it02(path, df.assign(ch1=[0.5, 0, 0]), header)
+    with pytest.raises(ValueError, match="null"):
+        write_it02(path, pa.table({"time_ns": [1.0], "ch1": pa.array([None], pa.uint32()),
+                                   "ch3": [1]}), header)
+    with pytest.raises(ValueError, match="acquisition_end_ns"):
+        write_it02(path, df, header, acquisition_end_ns=2500.0)
+    with pytest.raises(ValueError, match="finite"):
+        write_it02(path, df.assign(time_ns=[1.0, np.nan, 3.0]), header)
+    with pytest.raises(ValueError, match="channels"):
+        write_it02(path, df, {"channels": [0, 0]})
+    with pytest.raises(TypeError):
+        write_it02(path, {"time_ns": [1.0]}, header)
+    with pytest.raises(TypeError, match="collect"):
+        write_it02(path, pl.from_pandas(df).lazy(), header)
+    # failed writes leave the previous file untouched
+    assert read(path).equals(df)
+
+
+def test_writer_end_marker_and_derived_keys(tmp_path):
+    header = {"channels": [0], "bin_width_micros": 1, "layout": "sparse",
+              "acquisition_end_ns": 9000.0}
+    df = frame([1000.0, 2000.0], {"ch1": [1, 0]})
+    path = tmp_path / "w.bin"
+    write_it02(path, df, header)
+    raw = path.read_bytes()
+    assert json.loads(raw[8:8 + struct.unpack_from("<I", raw, 4)[0]]) == {
+        "channels": [0], "bin_width_micros": 1}
+    assert raw[-9:] == end_marker(9000.0)
+    assert read(path).bindf.header["acquisition_end_ns"] == 9000.0
+    write_it02(path, df, header, acquisition_end_ns=2500.0)
+    assert read(path).bindf.header["acquisition_end_ns"] == 2500.0
+    write_it02(path, df, {"channels": [0]})
+    assert read(path).bindf.header["acquisition_end_ns"] == 2000.0
+    write_it02(path, df.head(0), {"channels": [0]})
+    assert path.read_bytes().endswith(end_marker(0.0))
+
+
+# -- hypothesis round trips -----------------------------------------------------------------
+
+
+@st.composite
+def trace(draw, realistic: bool):
+    n_channels = draw(st.integers(1, 8))
+    channels = draw(st.lists(st.integers(0, 15), min_size=n_channels, max_size=n_channels,
+                             unique=True))
+    n = draw(st.integers(0, 60))
+    bin_us = draw(st.sampled_from([1, 10, 1000, 2.5]))
+    if realistic:
+        steps = draw(st.lists(st.integers(1, 4), min_size=n, max_size=n))
+        jitter = draw(st.lists(st.floats(-0.2, 0.2), min_size=n, max_size=n))
+        times = (np.cumsum(steps) + np.array(jitter)) * bin_us * 1000.0 if n else np.empty(0)
+    else:
+        times = np.array(draw(st.lists(st.floats(-1e12, 1e12), min_size=n, max_size=n)))
+    count = st.one_of(st.just(0), st.integers(0, 5), st.integers(0, 2**32 - 1))
+    counts = {f"ch{c + 1}": draw(st.lists(count, min_size=n, max_size=n)) for c in channels}
+    header = {"channels": channels, "bin_width_micros": bin_us, "acquisition_time_millis": None}
+    return header, frame(times, counts)
+
+
+def _nonzero_rows(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df.iloc[:, 1:] != 0).any(axis=1)].reset_index(drop=True)
+
+
+@HYPOTHESIS
+@given(data=trace(realistic=True), chunk=st.integers(9, 200), size=st.integers(1, 50))
+def test_round_trip_realistic_autodetected(tmp_path, data, chunk, size):
+    header, df = data
+    sparse_path, dense_path = tmp_path / "s.bin", tmp_path / "d.bin"
+    write_it02(sparse_path, df, header, layout="sparse")
+    write_it02(dense_path, df, header, layout="dense")
+    with small_chunks(chunk):
+        got_dense = pd.concat([read(dense_path)] + [], ignore_index=True)
+        got_sparse = pd.concat(list(read(sparse_path, chunksize=size)) or [read(sparse_path)],
+                               ignore_index=True)
+    assert got_dense.equals(df)
+    assert got_dense.bindf.header["layout"] == "dense" or len(df) == 0
+    assert got_sparse.astype(df.dtypes).equals(_nonzero_rows(df))
+    sparse_header = read(sparse_path).bindf.header
+    assert sparse_header["layout"] == "sparse"
+    assert sparse_header["acquisition_end_ns"] == (df["time_ns"].max() if len(df) else 0.0)
+
+    # fill_gaps, batched, follows the documented rule; the sparse file lacks the all-zero
+    # bins, so its filled trace is the dense one without leading/trailing zero bins.
+    bin_ns = header["bin_width_micros"] * 1000.0
+    filled = {}
+    for path, rows in ((dense_path, df), (sparse_path, _nonzero_rows(df))):
+        times, counts = fill_model(rows["time_ns"].to_numpy(), rows.iloc[:, 1:].to_numpy(),
+                                   bin_ns)
+        with small_chunks(chunk):
+            parts = list(read(path, fill_gaps=True, chunksize=size))
+        got = pd.concat(parts, ignore_index=True) if parts else read(path, fill_gaps=True)
+        np.testing.assert_array_equal(got["time_ns"].to_numpy(), times)
+        np.testing.assert_array_equal(got.iloc[:, 1:].to_numpy(), counts)
+        filled[path] = got
+    dense_filled, sparse_filled = filled[dense_path], filled[sparse_path]
+    inside = dense_filled["time_ns"].isin(sparse_filled["time_ns"])
+    assert dense_filled[inside].reset_index(drop=True).equals(sparse_filled)
+
+
+@HYPOTHESIS
+@given(data=trace(realistic=False), chunk=st.integers(9, 100))
+def test_round_trip_any_times_with_layout_given(tmp_path, data, chunk):
+    header, df = data
+    path = tmp_path / "x.bin"
+    write_it02(path, df, header, layout="dense")
+    with small_chunks(chunk):
+        assert read(path, layout="dense").equals(df)
+    write_it02(path, df, header, layout="sparse")
+    with small_chunks(chunk):
+        got = read(path, layout="sparse")
+    assert got.astype(df.dtypes).equals(_nonzero_rows(df))
+
+
+# -- kernel parity --------------------------------------------------------------------------
+
+
+def _both(name, *args):
+    """Run the compiled kernel and the reference on copies of the same arguments."""
+    outs = []
+    for module in (_it02, ref):
+        copied = [a.copy() if isinstance(a, np.ndarray)
+                  else [x.copy() for x in a] if isinstance(a, list) else a for a in args]
+        try:
+            result = getattr(module, name)(*copied)
+        except ValueError:
+            result = "ValueError"
+        outs.append((result, copied))
+    return outs
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    return a == b
+
+
+@st.composite
+def chain_buffer(draw):
+    """Random bytes, or a valid record chain possibly damaged and cut."""
+    n_channels = draw(st.integers(0, 8))
+    if draw(st.booleans()):
+        buf = draw(st.binary(max_size=300))
+    else:
+        parts = []
+        for _ in range(draw(st.integers(0, 20))):
+            mask = draw(st.integers(0, (1 << n_channels) - 1))
+            parts.append(struct.pack("<dB", draw(st.floats()), mask))
+            parts.append(bytes(draw(st.binary(min_size=4 * bin(mask).count("1"),
+                                              max_size=4 * bin(mask).count("1")))))
+        buf = b"".join(parts)
+        if buf and draw(st.booleans()):
+            i = draw(st.integers(0, len(buf) - 1))
+            buf = buf[:i] + bytes([draw(st.integers(0, 255))]) + buf[i + 1:]
+        buf = buf[: draw(st.integers(0, len(buf)))]
+    return np.frombuffer(buf, dtype=np.uint8).copy(), n_channels
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=chain_buffer(), pos=st.integers(-2, 320), max_rows=st.integers(-1, 40),
+       n_channels_delta=st.sampled_from([0, 0, 0, 1, -1, 9]), want_time=st.booleans(),
+       slot_seed=st.integers(0, 2**32 - 1), room=st.integers(-1, 1))
+def test_kernel_parity_sparse(data, pos, max_rows, n_channels_delta, want_time, slot_seed, room):
+    buf, n_channels = data
+    n_channels += n_channels_delta
+    (a, _), (b, _) = _both("scan_sparse", buf, pos, n_channels, max_rows)
+    assert a == b
+    rng = np.random.default_rng(slot_seed)
+    n_out = int(rng.integers(0, 9))
+    slots = rng.integers(-1, max(n_out, 1) + (1 if room < 0 else 0),
+                         size=max(n_channels, 0) + 1).astype(np.int8)
+    cap = max(max_rows, 0) + room
+    counts = [np.full(max(cap, 0), 7, np.uint32) for _ in range(n_out)]
+    time = np.full(max(cap, 0), -1.0)
+    (a, out_a), (b, out_b) = _both("decode_sparse", buf, pos, n_channels, max_rows, time,
+                                   counts, slots, want_time)
+    assert a == b
+    if a != "ValueError":
+        assert a == _it02.scan_sparse(buf, pos, n_channels, max_rows)
+        assert _same(out_a[4], out_b[4]) and _same(out_a[5], out_b[5])
+
+
+def test_kernel_decode_matches_writer_records():
+    rng = np.random.default_rng(5)
+    for n_channels in range(1, 9):
+        n = 500
+        counts = [np.where(rng.random(n) < 0.5, 0, rng.integers(0, 2**32, n)).astype(np.uint32)
+                  for _ in range(n_channels)]
+        counts[0][:] = np.maximum(counts[0], 1)  # no all-zero bin: every row is written
+        times = rng.random(n) * 1e9
+        buf = it02._encode_sparse(times, counts)
+        time_out = np.empty(n)
+        outs = [np.empty(n, np.uint32) for _ in range(n_channels)]
+        slots = np.arange(n_channels, dtype=np.int8)
+        rows, pos, status = _it02.decode_sparse(buf, 0, n_channels, n, time_out, outs, slots,
+                                                True)
+        assert (rows, pos, status) == (n, len(buf), _it02.STATUS_LIMIT)
+        np.testing.assert_array_equal(time_out, times)
+        for got, want in zip(outs, counts, strict=True):
+            np.testing.assert_array_equal(got, want)
+        # resumable: decoding from any cut point continues the same chain
+        rows1, mid, _ = _it02.scan_sparse(buf, 0, n_channels, 137)
+        rows2, end, _ = _it02.scan_sparse(buf, mid, n_channels, n)
+        assert rows1 + rows2 == n and end == len(buf)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    times=st.lists(st.one_of(st.floats(), st.floats(-1e4, 1e4), st.integers(-5, 50)
+                             .map(float)), max_size=30),
+    bin_ns=st.sampled_from([1.0, 0.5, 3.0, 1e-300, 0.0, math.nan]),
+    have_last=st.booleans(), last_t=st.floats(), last_bin=st.integers(-2**52, 2**52),
+)
+def test_kernel_parity_assign_bins(times, bin_ns, have_last, last_t, last_bin):
+    t = np.array(times, dtype=np.float64)
+    bins = np.zeros(len(t), np.int64)
+    status = np.zeros(len(t), np.uint8)
+    (a, out_a), (b, out_b) = _both("assign_bins", t, bin_ns, have_last, last_t, last_bin,
+                                   bins, status)
+    assert _same(a, b)
+    if a != "ValueError":
+        ok = out_a[6] == 0
+        assert _same(out_a[6], out_b[6])
+        assert _same(out_a[5][ok], out_b[5][ok])
+
+
+def test_kernel_assign_bins_resumes():
+    rng = np.random.default_rng(3)
+    times = np.cumsum(rng.choice([0.2, 1.0, 1.0, 2.9, 7.0], 400)) * 10.0
+    times[[5, 77]] = np.nan
+    whole_bins = np.empty(400, np.int64)
+    whole_status = np.empty(400, np.uint8)
+    whole_state = _it02.assign_bins(times, 10.0, False, math.nan, 0, whole_bins, whole_status)
+    state = (False, math.nan, 0)
+    bins = np.empty(400, np.int64)
+    status = np.empty(400, np.uint8)
+    for lo, hi in [(0, 1), (1, 77), (77, 78), (78, 300), (300, 400)]:
+        _, *state = _it02.assign_bins(times[lo:hi], 10.0, *state, bins[lo:hi], status[lo:hi])
+    assert tuple(state) == tuple(whole_state[1:])
+    np.testing.assert_array_equal(status, whole_status)
+    np.testing.assert_array_equal(bins[status == 0], whole_bins[whole_status == 0])
+
+
+def test_kernel_argument_checks():
+    buf = np.zeros(20, np.uint8)
+    with pytest.raises(ValueError):
+        _it02.scan_sparse(buf, 21, 1, 1)
+    with pytest.raises(ValueError):
+        _it02.scan_sparse(buf, 0, 9, 1)
+    with pytest.raises(ValueError):
+        _it02.decode_sparse(buf, 0, 1, 2, np.empty(1), [np.empty(1, np.uint32)],
+                            np.zeros(1, np.int8), True)
+    with pytest.raises(ValueError):
+        _it02.decode_sparse(buf, 0, 1, 1, np.empty(1), [np.empty(1, np.uint32)],
+                            np.array([1], np.int8), True)
+    with pytest.raises(ValueError):
+        _it02.assign_bins(np.zeros(2), 1.0, False, 0.0, 0, np.empty(1, np.int64),
+                          np.empty(2, np.uint8))
