@@ -101,7 +101,10 @@ def _bin_width_ns(header: dict[str, Any]) -> float | None:
     value = header.get("bin_width_micros")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    ns = float(value) * 1000.0
+    try:
+        ns = float(value) * 1000.0
+    except OverflowError:  # a JSON integer beyond float range
+        return None
     return ns if math.isfinite(ns) and ns > 0 else None
 
 
@@ -165,10 +168,12 @@ def _sparse_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: floa
     _it02.decode_sparse(head, 0, n_channels, n, times, [],
                         np.full(n_channels, -1, np.int8), True)
     clean = (pos == len(head)) if whole else marker_found
-    if clean and whole and n == rows and rows and head[-1] == 0:
-        # The chain ends with a mask-0 record: the end marker, whose time may equal the
-        # last bin's. It is not a bin, so it does not take part in the spacing test.
-        times = times[:-1] if rows > 1 else times
+    if clean and whole and 1 < rows == n:
+        _, last, _ = _it02.scan_sparse(head, 0, n_channels, rows - 1)
+        if head[last + 8] == 0:
+            # The chain ends with a mask-0 record: the end marker, whose time may equal
+            # the last bin's. It is not a bin, so it takes no part in the spacing test.
+            times = times[:-1]
     return _Evidence(None, _implausible_times(times, bin_ns), clean)
 
 
@@ -375,7 +380,7 @@ class IT02Reader(FormatReader):
         return header
 
     def _end_marker_time(self, f: BinaryIO, head: bytes) -> float | None:
-        if self.data_bytes < SPARSE_FIXED_BYTES:
+        if self.data_bytes < SPARSE_FIXED_BYTES or len(head) < TIME_BYTES:
             return None
         t_first = _F64.unpack_from(head, 0)[0]
         tail_len = min(self.data_bytes, MARKER_TAIL_BYTES)
