@@ -48,13 +48,34 @@ def to_arrow_table(frame: Any) -> pa.Table:
         import pandas as pd
 
         if isinstance(frame, pd.DataFrame):
-            return pa.Table.from_pandas(frame, preserve_index=False)
+            return _pandas_to_arrow(frame)
     if isinstance(frame, Mapping):
         return pa.table({str(k): v for k, v in frame.items()})
     raise TypeError(
         "expected a pandas, polars or Arrow frame (or a dict of columns), "
         f"not {type(frame).__name__}"
     )
+
+
+def _pandas_to_arrow(frame: Any) -> pa.Table:
+    """pandas → Arrow keeping NaN as a value.
+
+    ``pa.Table.from_pandas`` turns NaN in float columns into nulls (pandas' missing-value
+    convention), but NaN is a legitimate ``f64`` the files store; plain numpy float columns
+    are therefore converted without that mapping. Nullable extension dtypes keep their NA
+    as null (and the writers refuse nulls).
+    """
+    names = [str(c) for c in frame.columns]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the frame has duplicate column names: {names}")
+    arrays = []
+    for i in range(frame.shape[1]):
+        series = frame.iloc[:, i]
+        if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f":
+            arrays.append(pa.array(series.to_numpy(), from_pandas=False))
+        else:
+            arrays.append(pa.array(series, from_pandas=True))
+    return pa.table(dict(zip(names, arrays, strict=True)))
 
 
 def require_columns(table: pa.Table, names: Sequence[str], what: str) -> None:
