@@ -346,6 +346,8 @@ def _records_from_wide(table: pa.Table, channels: list[int]) -> tuple[np.ndarray
     counts = np.empty((len(times), len(channels), BINS), dtype=np.uint32)
     for k, name in enumerate(names):  # per channel, not per record
         column = table.column(name).combine_chunks()
+        if len(column) == 0:
+            continue  # an empty pandas column has no element type to check
         if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
                 or pa.types.is_fixed_size_list(column.type)):
             raise ValueError(f"cannot write SP01: column {name!r} ({column.type}) is not a list of counts")
