@@ -20,8 +20,9 @@ reshaped with numpy (:mod:`._fixed`).
 from __future__ import annotations
 
 import math
+import operator
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
@@ -198,33 +199,45 @@ class SP01Reader(FixedRecordReader):
         per = self.rows_per_record
         count = self.n_records if n_rows is None else -(-n_rows // per)
         schema = pa.schema([self._schema.field(c) for c in columns])
-        decode = self._decode_wide if self.shape == "wide" else self._decode_tidy
-        for records in self._iter_records(count, max(1, batch_size // per)):
-            yield pa.RecordBatch.from_arrays(
-                [decode(records, c) for c in columns], schema=schema
-            )
+        if self.shape == "wide":
+            parts = {c: self._wide_part(c) for c in columns}
+        else:
+            parts = {}
+            if "time_ns" in columns:
+                parts["time_ns"] = operator.itemgetter("time_ns")
+            if "count" in columns:
+                parts["count"] = operator.itemgetter("counts")
+        for n, arrays in self._iter_parts(count, max(1, batch_size // per), parts):
+            if self.shape == "wide":
+                decoded = [self._decode_wide(arrays[c], c) for c in columns]
+            else:
+                decoded = [self._decode_tidy(n, arrays, c) for c in columns]
+            yield pa.RecordBatch.from_arrays(decoded, schema=schema)
 
-    def _decode_tidy(self, records: np.ndarray, name: str) -> pa.Array:
-        n = len(records)
+    def _wide_part(self, name: str) -> Callable[[np.ndarray], np.ndarray]:
         if name == "time_ns":
-            return pa.array(np.repeat(records["time_ns"], self.rows_per_record))
+            return operator.itemgetter("time_ns")
+        k = self._schema.names.index(name) - 1
+        return lambda records: records["counts"][:, k, :]
+
+    def _decode_tidy(self, n: int, arrays: dict[str, np.ndarray], name: str) -> pa.Array:
+        if name == "time_ns":
+            return pa.array(np.repeat(arrays["time_ns"], self.rows_per_record))
         if name == "channel":
             return pa.array(np.tile(self._channel_pattern, n))
         if name == "bin":
             return pa.array(np.tile(self._bin_pattern, n))
         if name == "count":
-            return pa.array(np.ascontiguousarray(records["counts"]).reshape(-1))
+            return pa.array(arrays["count"].reshape(-1))
         # name == "bin_time_ns"
         if self.laser_period_ns is None:
             return pa.nulls(n * self.rows_per_record, pa.float64())
         return pa.array(np.tile(self._bin_time_pattern, n))
 
-    def _decode_wide(self, records: np.ndarray, name: str) -> pa.Array:
+    def _decode_wide(self, values: np.ndarray, name: str) -> pa.Array:
         if name == "time_ns":
-            return pa.array(np.ascontiguousarray(records["time_ns"]))
-        k = self._schema.names.index(name) - 1
-        values = np.ascontiguousarray(records["counts"][:, k, :]).reshape(-1)
-        return pa.FixedSizeListArray.from_arrays(pa.array(values), type=HISTOGRAM_TYPE)
+            return pa.array(values)
+        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), type=HISTOGRAM_TYPE)
 
 
 def write_sp01(
@@ -267,6 +280,7 @@ def write_sp01(
         times, counts = _records_from_tidy(table, channels)
     else:
         times, counts = _records_from_wide(table, channels)
+    # counts[k] is channel k's (n, 256) histograms, usually a view of the frame's memory.
     dtype = record_dtype(len(channels))
     step = max(1, WRITE_CHUNK_ROWS // (len(channels) * BINS))
     with atomic_output(path, overwrite=overwrite) as f:
@@ -274,7 +288,8 @@ def write_sp01(
         for start in range(0, len(times), step):
             records = np.empty(min(step, len(times) - start), dtype=dtype)
             records["time_ns"] = times[start : start + step]
-            records["counts"] = counts[start : start + step]
+            for k, histograms in enumerate(counts):
+                records["counts"][:, k, :] = histograms[start : start + step]
             write_records(f, records)
 
 
@@ -293,8 +308,10 @@ def _frame_channels(table: pa.Table, tidy: bool) -> list[int]:
     return channels
 
 
-def _records_from_tidy(table: pa.Table, channels: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Tidy rows → (times[n], counts[n, N, 256]), checking that the grid is complete."""
+def _records_from_tidy(
+    table: pa.Table, channels: list[int]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Tidy rows → (times[n], [counts[n, 256] per channel]), checking the grid is complete."""
     n_channels = len(channels)
     per = n_channels * BINS
     time = column_values(table, "time_ns", np.float64)
@@ -330,11 +347,14 @@ def _records_from_tidy(table: pa.Table, channels: list[int]) -> tuple[np.ndarray
     bits = times.view(np.uint64)
     if (bits != bits[:, :1]).any():
         raise ValueError("cannot write SP01: time_ns differs within one record's rows")
-    return np.ascontiguousarray(times[:, 0]), count.reshape(n, n_channels, BINS)
+    per_channel = count.reshape(n, n_channels, BINS)
+    return np.ascontiguousarray(times[:, 0]), [per_channel[:, k, :] for k in range(n_channels)]
 
 
-def _records_from_wide(table: pa.Table, channels: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Wide rows → (times[n], counts[n, N, 256])."""
+def _records_from_wide(
+    table: pa.Table, channels: list[int]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Wide rows → (times[n], [counts[n, 256] per channel])."""
     names = [wide_column_name(c) for c in channels]
     missing = [c for c in ["time_ns", *names] if c not in table.column_names]
     if missing:
@@ -343,10 +363,11 @@ def _records_from_wide(table: pa.Table, channels: list[int]) -> tuple[np.ndarray
             f"the frame has {table.column_names}"
         )
     times = column_values(table, "time_ns", np.float64)
-    counts = np.empty((len(times), len(channels), BINS), dtype=np.uint32)
-    for k, name in enumerate(names):  # per channel, not per record
+    counts = []
+    for name in names:  # per channel, not per record
         column = table.column(name).combine_chunks()
         if len(column) == 0:
+            counts.append(np.empty((0, BINS), dtype=np.uint32))
             continue  # an empty pandas column has no element type to check
         if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
                 or pa.types.is_fixed_size_list(column.type)):
@@ -357,5 +378,5 @@ def _records_from_wide(table: pa.Table, channels: list[int]) -> tuple[np.ndarray
         if len(lengths) and (lengths != BINS).any():
             raise ValueError(f"cannot write SP01: every {name!r} histogram needs {BINS} values")
         flat = pa.table({name: pc.list_flatten(column)})
-        counts[:, k, :] = column_values(flat, name, np.uint32).reshape(len(times), BINS)
+        counts.append(column_values(flat, name, np.uint32).reshape(len(times), BINS))
     return times, counts

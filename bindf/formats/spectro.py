@@ -16,6 +16,7 @@ packed numpy structured array and the columns copied out (:mod:`._fixed`).
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, ClassVar
@@ -130,23 +131,49 @@ class SpectroReader(FixedRecordReader):
     ) -> Iterator[pa.RecordBatch]:
         count = self.n_records if n_rows is None else n_rows
         schema = pa.schema([SCHEMA.field(c) for c in columns])
-        for records in self._iter_records(count, batch_size):
-            yield pa.RecordBatch.from_arrays(
-                [_decode_column(records, c) for c in columns], schema=schema
+        fields = [f for f in RECORD_DTYPE.names if f in columns]
+        if {"channel", "marker"} & set(columns) and "event" not in fields:
+            fields.insert(0, "event")
+        parts = {name: operator.itemgetter(name) for name in fields}
+        for _, arrays in self._iter_parts(count, batch_size, parts):
+            yield pa.RecordBatch.from_arrays(decode_columns(arrays, columns), schema=schema)
+
+
+_MARKER_DICTIONARY = pa.array(MARKER_NAMES, pa.string())
+
+
+def decode_columns(raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+    """The requested output columns from contiguous raw field arrays of one chunk.
+
+    ``channel`` shares the data buffer of the event bytes (it is the same bytes with
+    marker rows masked), and the marker mask is computed once per chunk with three byte
+    comparisons. Chunks without any marker (photon-only acquisitions) skip the mask work.
+    """
+    out: dict[str, pa.Array] = {
+        name: pa.array(values) for name, values in raw.items() if name != "event"
+    }
+    if "event" in raw:
+        events = raw["event"]
+        event_array = pa.array(events)
+        out["event"] = event_array
+        n = len(events)
+        is_frame, is_line, is_pixel = (events == code for code in MARKERS)
+        is_marker = is_frame | is_line | is_pixel
+        if not is_marker.any():
+            out["channel"] = event_array
+            out["marker"] = pa.DictionaryArray.from_arrays(
+                pa.nulls(n, pa.int8()), _MARKER_DICTIONARY, safe=False
             )
-
-
-def _decode_column(records: np.ndarray, name: str) -> pa.Array:
-    """One output column from a chunk of raw records (always a contiguous copy)."""
-    if name in ("event", "microtime_ns", "macrotime_ns"):
-        return pa.array(np.ascontiguousarray(records[name]))
-    marker_index = _MARKER_INDEX[records["event"]]
-    is_marker = marker_index >= 0
-    if name == "channel":
-        return pa.array(np.ascontiguousarray(records["event"]), mask=is_marker)
-    # name == "marker"
-    indices = pa.array(marker_index, mask=~is_marker)
-    return pa.DictionaryArray.from_arrays(indices, pa.array(MARKER_NAMES, pa.string()))
+        else:
+            data = event_array.buffers()[1]
+            is_photon = pa.py_buffer(np.packbits(~is_marker, bitorder="little"))
+            out["channel"] = pa.Array.from_buffers(pa.uint8(), n, [is_photon, data])
+            # Index into MARKER_NAMES (frame 0, line 1, pixel 2); photon rows are null.
+            index = is_line.view(np.int8) + 2 * is_pixel.view(np.int8)
+            is_marker_bits = pa.py_buffer(np.packbits(is_marker, bitorder="little"))
+            indices = pa.Array.from_buffers(pa.int8(), n, [is_marker_bits, pa.py_buffer(index)])
+            out["marker"] = pa.DictionaryArray.from_arrays(indices, _MARKER_DICTIONARY, safe=False)
+    return [out[c] for c in columns]
 
 
 def looks_like_legacy_spectro(head: bytes, source: Source) -> bool:

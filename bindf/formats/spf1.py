@@ -22,6 +22,7 @@ for intervals without signal); bindf returns every value as stored.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, ClassVar
@@ -106,10 +107,9 @@ class SPF1Reader(FixedRecordReader):
     ) -> Iterator[pa.RecordBatch]:
         count = self.n_records if n_rows is None else n_rows
         schema = pa.schema([SCHEMA.field(c) for c in columns])
-        for records in self._iter_records(count, batch_size):
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(np.ascontiguousarray(records[c])) for c in columns], schema=schema
-            )
+        parts = {c: operator.itemgetter(c) for c in columns}
+        for _, arrays in self._iter_parts(count, batch_size, parts):
+            yield pa.RecordBatch.from_arrays([pa.array(arrays[c]) for c in columns], schema=schema)
 
 
 def write_spf1(
