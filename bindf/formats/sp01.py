@@ -167,6 +167,7 @@ class SP01Reader(FixedRecordReader):
         self.laser_period_ns = header_laser_period(header)
         self._set_layout(record_dtype(len(self.channels)), data_offset)
         n = len(self.channels)
+        self._periodic_cache: dict[str, pa.Array] = {}
         # Per-record patterns of the tidy columns, tiled per chunk.
         self._channel_pattern = np.repeat(np.array(self.channels, dtype=np.uint8), BINS)
         self._bin_pattern = np.tile(np.arange(BINS, dtype=np.uint16), n)
@@ -223,16 +224,30 @@ class SP01Reader(FixedRecordReader):
     def _decode_tidy(self, n: int, arrays: dict[str, np.ndarray], name: str) -> pa.Array:
         if name == "time_ns":
             return pa.array(np.repeat(arrays["time_ns"], self.rows_per_record))
-        if name == "channel":
-            return pa.array(np.tile(self._channel_pattern, n))
-        if name == "bin":
-            return pa.array(np.tile(self._bin_pattern, n))
         if name == "count":
             return pa.array(arrays["count"].reshape(-1))
-        # name == "bin_time_ns"
-        if self.laser_period_ns is None:
-            return pa.nulls(n * self.rows_per_record, pa.float64())
-        return pa.array(np.tile(self._bin_time_pattern, n))
+        return self._periodic_column(name, n)
+
+    def _periodic_column(self, name: str, n: int) -> pa.Array:
+        """``channel``, ``bin`` or ``bin_time_ns`` for ``n`` records.
+
+        These columns repeat the same pattern every record and depend on nothing but
+        ``n``, so every full batch can share one immutable Arrow array: a read then holds
+        a single copy of them per batch size instead of one per batch.
+        """
+        cached = self._periodic_cache.get(name)
+        if cached is not None and len(cached) == n * self.rows_per_record:
+            return cached
+        if name == "channel":
+            array = pa.array(np.tile(self._channel_pattern, n))
+        elif name == "bin":
+            array = pa.array(np.tile(self._bin_pattern, n))
+        elif self.laser_period_ns is None:  # bin_time_ns without a usable laser period
+            array = pa.nulls(n * self.rows_per_record, pa.float64())
+        else:
+            array = pa.array(np.tile(self._bin_time_pattern, n))
+        self._periodic_cache[name] = array
+        return array
 
     def _decode_wide(self, values: np.ndarray, name: str) -> pa.Array:
         if name == "time_ns":
