@@ -448,3 +448,24 @@ def test_multi_file(tmp_path):
     # Wide frames have one column per channel: different channel sets do not mix.
     with pytest.raises(BindfError, match="columns differ"):
         bindf.read_sp01(pattern, shape="wide")
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=3000), mutate=st.integers(0, 40), byte=st.integers(0, 255))
+def test_fuzz_never_crashes(tmp_path_factory, body, mutate, byte):
+    """Arbitrary bytes, and bytes after a (possibly mutated) valid preamble: a frame,
+    a BindfError, or a truncation warning, never anything else."""
+    data = bytearray(sp01_bytes({"channels": [0]}) + body)
+    if mutate < len(data):
+        data[mutate] = byte
+    path = tmp_path_factory.mktemp("fuzz") / "f.bin"
+    for candidate in (bytes(data), body):
+        path.write_bytes(candidate)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncatedFileWarning)
+            try:
+                df = bindf.read_sp01(path, output="arrow")
+            except BindfError:
+                continue
+        assert df.num_rows % 256 == 0

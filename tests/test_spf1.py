@@ -20,7 +20,7 @@ from polars.testing import assert_frame_equal
 
 import bindf
 from bindf._source import Source
-from bindf.errors import HeaderError, TruncatedFileWarning, UnknownFormatError
+from bindf.errors import BindfError, HeaderError, TruncatedFileWarning, UnknownFormatError
 from bindf.formats.spf1 import SPF1Reader
 
 REAL = "spf1_phasors_example.bin"
@@ -257,3 +257,22 @@ def test_header_damage(tmp_path, payload, match):
     with pytest.raises(HeaderError, match=match) as exc:
         bindf.read_spf1(path)
     assert exc.value.offset is not None and exc.value.offset >= 8
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=500), mutate=st.integers(0, 20), byte=st.integers(0, 255))
+def test_fuzz_never_crashes(tmp_path_factory, body, mutate, byte):
+    data = bytearray(spf1_bytes({"channels": [1]}) + body)
+    if mutate < len(data):
+        data[mutate] = byte
+    path = tmp_path_factory.mktemp("fuzz") / "f.bin"
+    for candidate in (bytes(data), body):
+        path.write_bytes(candidate)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncatedFileWarning)
+            try:
+                df = bindf.read_spf1(path, output="polars")
+            except BindfError:
+                continue
+        assert df.height == (len(candidate) - 8 - struct.unpack_from("<I", candidate, 4)[0]) // 32
