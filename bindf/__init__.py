@@ -26,6 +26,7 @@ from .errors import (
 from .frontends.accessors import register_accessors
 from .frontends.polars import format_scanner, scan
 from .frontends.read import format_reader, iter_batches, read, read_header
+from .parquet import read_parquet, to_parquet
 from .registry import FORMATS, detect_format, get_format
 
 #: The formats that get ``read_<name>``/``scan_<name>`` functions.
@@ -84,4 +85,6 @@ __all__ = [
     "scan_apx",
     "scan_it02",
     "scan_spectro",
+    "read_parquet",
+    "to_parquet",
 ]

@@ -72,7 +72,10 @@ def read_parquet(
 ) -> Frame:
     """Read a Parquet file written by bindf, with the header restored on the frame."""
     table = pq.read_table(path, columns=columns)
-    info = info_from_metadata(table.schema.metadata)
+    metadata = dict(table.schema.metadata or {})
+    file_metadata = pq.read_metadata(path).metadata or {}
+    metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
+    info = info_from_metadata(metadata)
     if output == "pandas":
         frame = table.to_pandas()
         if info is not None:
@@ -100,13 +103,19 @@ def write_batches(
     rows = 0
     with atomic_path(path, overwrite=overwrite) as tmp:
         if to == "parquet":
-            with pq.ParquetWriter(tmp, schema, compression=compression) as writer:
+            start_meta = info_to_metadata(info()) if info is not None else None
+            with pq.ParquetWriter(tmp, schema.with_metadata(start_meta) if start_meta else schema,
+                                  compression=compression) as writer:
                 for batch in batches:
                     writer.write_batch(batch)
                     rows += batch.num_rows
-                if info is not None:
+                end_meta = info_to_metadata(info()) if info is not None else None
+                if end_meta and end_meta != start_meta:
+                    # Learned while reading (skipped damage, sparse IT02 end time): the
+                    # Arrow schema is already written, so this goes into the file-level
+                    # key-value metadata, which bindf.read_parquet merges over it.
                     writer.add_key_value_metadata(
-                        {k.decode(): v.decode() for k, v in info_to_metadata(info()).items()}
+                        {k.decode(): v.decode() for k, v in end_meta.items()}
                     )
         elif to == "ipc":
             meta_schema = schema

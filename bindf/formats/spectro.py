@@ -156,7 +156,8 @@ def _decode_column(records: np.ndarray, name: str) -> pa.Array:
     if name == "channel":
         return pa.array(np.ascontiguousarray(records["event"]), mask=is_marker)
     # name == "marker"
-    indices = pa.array(marker_index, mask=~is_marker)
+    # Null slots get index 0, not -1: some readers (polars) check every index.
+    indices = pa.array(np.maximum(marker_index, 0), mask=~is_marker)
     return pa.DictionaryArray.from_arrays(indices, pa.array(MARKER_NAMES, pa.string()))
 
 
