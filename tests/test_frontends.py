@@ -181,19 +181,19 @@ def test_scan_predicate_on_unprojected_column(stt1_files: list[Path]) -> None:
 
 
 def test_scan_reads_only_what_head_needs(stt1_files: list[Path], monkeypatch) -> None:
-    from bindf.formats import spectro
+    from bindf.formats.spectro import SpectroReader
 
     seen = []
-    original = spectro._decode_column
+    original = SpectroReader.build_columns
 
-    def counting(records, name):
-        seen.append((name, len(records)))
-        return original(records, name)
+    def counting(self, raw, columns):
+        seen.append((tuple(raw), tuple(columns), len(next(iter(raw.values())))))
+        return original(self, raw, columns)
 
-    monkeypatch.setattr(spectro, "_decode_column", counting)
+    monkeypatch.setattr(SpectroReader, "build_columns", counting)
     pl.scan_spectro(stt1_files[0], batch_size=100).select("event").head(3).collect()
-    assert {name for name, _ in seen} == {"event"}
-    assert sum(n for _, n in seen) <= 100
+    assert {(fields, cols) for fields, cols, _ in seen} == {(("event",), ("event",))}
+    assert sum(n for *_, n in seen) <= 100
 
 
 def test_progress_bar(stt1_files: list[Path], capsys: pytest.CaptureFixture[str]) -> None:

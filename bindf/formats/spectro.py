@@ -14,17 +14,14 @@ packed numpy structured array and the columns copied out.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from .._header import read_preamble
-from .._source import Source, iter_fixed_records
-from ..errors import TruncatedFileWarning
-from ._base import FormatReader
+from .._source import Source
+from ._fixed import FixedRecordReader
 
 STT1_MAGIC = b"STT1"
 
@@ -36,10 +33,9 @@ RECORD_SIZE = RECORD_DTYPE.itemsize
 MARKERS: dict[int, str] = {70: "frame", 76: "line", 80: "pixel"}
 MARKER_NAMES = list(MARKERS.values())
 
-#: Marker lookup table: event byte → index into MARKER_NAMES, or -1 for photons.
-_MARKER_INDEX = np.full(256, -1, dtype=np.int8)
-for _i, _code in enumerate(MARKERS):
-    _MARKER_INDEX[_code] = _i
+#: Event byte → True for marker codes (used by the legacy-file probe).
+_IS_MARKER = np.zeros(256, dtype=bool)
+_IS_MARKER[list(MARKERS)] = True
 
 SCHEMA = pa.schema(
     [
@@ -57,7 +53,7 @@ _MAX_PLAUSIBLE_CHANNEL = 63
 _MAX_PLAUSIBLE_MICROTIME_NS = 1e6
 
 
-class SpectroReader(FormatReader):
+class SpectroReader(FixedRecordReader):
     """FLIM LABS spectroscopy photon events: legacy raw output or ``STT1`` export.
 
     Columns
@@ -103,62 +99,49 @@ class SpectroReader(FormatReader):
         else:
             raise ValueError(f"container must be 'stt1', 'legacy' or None, not {container!r}")
         self.container = container
-        data_bytes = self.source.size - self.data_offset
-        self.n_records, self.tail_bytes = divmod(data_bytes, RECORD_SIZE)
+        self.record_dtype = RECORD_DTYPE
         return header
 
     @property
     def schema(self) -> pa.Schema:
         return SCHEMA
 
-    def count_rows(self) -> int:
-        return self.n_records
+    def raw_fields_for(self, columns: list[str]) -> list[str]:
+        # channel and marker are derived from the event byte.
+        wanted = set(columns) | ({"event"} if {"channel", "marker"} & set(columns) else set())
+        return [name for name in RECORD_DTYPE.names if name in wanted]
 
-    def _batches(
-        self, columns: list[str], batch_size: int, n_rows: int | None
-    ) -> Iterator[pa.RecordBatch]:
-        count = self.n_records if n_rows is None else min(n_rows, self.n_records)
-        schema = pa.schema([SCHEMA.field(c) for c in columns])
-        got = 0
-        with self.source.open() as f:
-            for records, _ in iter_fixed_records(
-                f, dtype=RECORD_DTYPE, start=self.data_offset, count=count,
-                records_per_chunk=batch_size,
-            ):
-                got += len(records)
-                yield pa.RecordBatch.from_arrays(
-                    [_decode_column(records, c) for c in columns], schema=schema
-                )
-        if got < count:
-            self._warn_truncated(self.data_offset + got * RECORD_SIZE, shrank=True)
-        elif self.tail_bytes and count == self.n_records:
-            self._warn_truncated(self.data_offset + self.n_records * RECORD_SIZE)
-
-    def _warn_truncated(self, offset: int, shrank: bool = False) -> None:
-        why = "the file shrank while it was read" if shrank else (
-            f"the last {self.tail_bytes} bytes are an incomplete {RECORD_SIZE}-byte record"
-        )
-        warnings.warn(
-            TruncatedFileWarning(
-                f"truncated spectroscopy file: {why}; returning the complete records before it",
-                path=self.path, offset=offset,
-            ),
-            stacklevel=2,
-        )
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+        out = []
+        is_marker = None
+        for name in columns:
+            if name in RECORD_DTYPE.names:
+                out.append(pa.array(raw[name]))
+                continue
+            events = raw["event"]
+            if is_marker is None:
+                # Three comparisons beat a 256-entry lookup table by ~8x here.
+                is_marker = (events == 70) | (events == 76) | (events == 80)
+            if name == "channel":
+                out.append(_with_validity(pa.uint8(), events, ~is_marker))
+            else:  # "marker": index 0 frame, 1 line, 2 pixel; 0 also under nulls, since
+                # some readers (polars) check every index, even masked ones.
+                indices = (events == 76).view(np.int8) + 2 * (events == 80).view(np.int8)
+                out.append(pa.DictionaryArray.from_arrays(
+                    _with_validity(pa.int8(), indices, is_marker), _MARKER_DICTIONARY))
+        return out
 
 
-def _decode_column(records: np.ndarray, name: str) -> pa.Array:
-    """One output column from a chunk of raw records (always a contiguous copy)."""
-    if name in ("event", "microtime_ns", "macrotime_ns"):
-        return pa.array(np.ascontiguousarray(records[name]))
-    marker_index = _MARKER_INDEX[records["event"]]
-    is_marker = marker_index >= 0
-    if name == "channel":
-        return pa.array(np.ascontiguousarray(records["event"]), mask=is_marker)
-    # name == "marker"
-    # Null slots get index 0, not -1: some readers (polars) check every index.
-    indices = pa.array(np.maximum(marker_index, 0), mask=~is_marker)
-    return pa.DictionaryArray.from_arrays(indices, pa.array(MARKER_NAMES, pa.string()))
+_MARKER_DICTIONARY = pa.array(MARKER_NAMES, pa.string())
+
+
+def _with_validity(arrow_type: pa.DataType, values: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """A primitive Arrow array from contiguous ``values`` and a boolean validity mask,
+    building the validity bitmap with ``np.packbits`` (10x faster than ``mask=``)."""
+    bitmap = np.packbits(valid, bitorder="little")
+    return pa.Array.from_buffers(
+        arrow_type, len(values), [pa.py_buffer(bitmap), pa.py_buffer(values)]
+    )
 
 
 def looks_like_legacy_spectro(head: bytes, source: Source) -> bool:
@@ -170,7 +153,7 @@ def looks_like_legacy_spectro(head: bytes, source: Source) -> bool:
     events = records["event"]
     micro = records["microtime_ns"]
     macro = records["macrotime_ns"]
-    plausible_event = (events <= _MAX_PLAUSIBLE_CHANNEL) | (_MARKER_INDEX[events] >= 0)
+    plausible_event = (events <= _MAX_PLAUSIBLE_CHANNEL) | _IS_MARKER[events]
     with np.errstate(invalid="ignore"):
         return bool(
             plausible_event.all()
