@@ -38,3 +38,23 @@ def stt1_files(tmp_path: Path) -> list[Path]:
     """Three STT1 files of 1000, 500 and 250 photons."""
     return [write_stt1(tmp_path / f"run{i}.bin", n, seed=i)
             for i, n in enumerate((1000, 500, 250))]
+
+
+# Hypothesis profiles: "ci" (default; derandomized so CI is reproducible) and "nightly"
+# (long runs on a developer machine: HYPOTHESIS_PROFILE=nightly python -m pytest).
+try:
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "ci", max_examples=200, derandomize=True, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(
+        "nightly", max_examples=10_000, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is part of the [test] extra
+    pass
