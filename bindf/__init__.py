@@ -29,6 +29,7 @@ from .formats.spf1 import write_spf1
 from .frontends.accessors import register_accessors
 from .frontends.polars import format_scanner, scan
 from .frontends.read import format_reader, iter_batches, read, read_header
+from .parquet import read_parquet, to_parquet
 from .registry import FORMATS, detect_format, get_format
 
 #: The formats that get ``read_<name>``/``scan_<name>`` functions.
@@ -98,4 +99,6 @@ __all__ = [
     "write_sp01",
     "write_spectro",
     "write_spf1",
+    "read_parquet",
+    "to_parquet",
 ]

@@ -1,105 +1,142 @@
-"""Shared reading loop of formats made of fixed-size records after a header.
+"""Shared machinery for formats whose records all have one fixed size.
 
-Spectroscopy events, SP01 decay curves and SPF1 phasors all store ``header | records``
-with one packed record layout per file. Such files need no kernel: the number of
-complete records is known from the file size alone, and a partial record at the end is a
-truncation (warning, complete records kept).
+Spectroscopy photon events, dense IT02, SP01, SPF1 and the generic record reader are all
+"a header, then N records of one packed numpy dtype". For those the whole read path is
+here, written once:
 
-Reading is "small buffer, big columns": a reused buffer of about :data:`STAGING_BYTES`
-is filled with ``readinto`` and its fields are copied into the batch's column arrays.
-Copying a field out of packed records is a strided gather; doing it from a buffer that is
-still in the CPU cache is markedly faster than from one big freshly read chunk (measured:
-~30 % less time for the whole read of 17-byte records), and the temporary memory stays
-at one small buffer instead of a second copy of the batch.
+* the number of records follows from the file size (so no declared count can make bindf
+  allocate more than the file holds), and a partial record at the end is a truncation;
+* records are read with ``readinto`` into a small reused buffer (about 1 MiB, so it stays
+  in cache) and each requested field is copied straight into the output column of the
+  current batch: the only full-size allocation is the output itself;
+* any record range can be read on its own (:meth:`FixedRecordReader.iter_record_range`),
+  which is what dask's byte-range partitions use.
+
+A subclass sets :attr:`record_dtype` and :attr:`data_offset` in ``_read_header`` and, if
+it has derived columns, overrides :meth:`raw_fields_for` and :meth:`build_columns`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from .._source import read_into
 from ..errors import TruncatedFileWarning
 from ._base import FormatReader
 
-#: Size of the reused staging buffer: fits comfortably in L2 cache.
-STAGING_BYTES = 1 << 19
-
-#: ``name -> function(records) -> array`` whose first axis is the record axis; typically a
-#: field view such as ``lambda r: r["time_ns"]``.
-Parts = Mapping[str, Callable[[np.ndarray], np.ndarray]]
+#: Size of the reused read buffer. Small enough to stay in L2/L3 while its fields are
+#: copied out, large enough that per-chunk Python overhead is negligible.
+RAW_CHUNK_BYTES = 1 << 20
 
 
 class FixedRecordReader(FormatReader):
-    """A :class:`FormatReader` whose data is ``n`` records of one packed dtype.
+    """Base class for formats made of fixed-size records after a header."""
 
-    Subclasses call :meth:`_set_layout` at the end of ``_read_header`` and then use
-    :meth:`_iter_parts` in ``_batches``.
-    """
-
+    #: Packed dtype of one record (set by ``_read_header``).
     record_dtype: np.dtype
+    #: Byte offset of the first record (set by ``_read_header``).
     data_offset: int
-    n_records: int
-    tail_bytes: int
+    #: Output rows per record: 1 for most formats; a format whose records expand into
+    #: several rows (SP01's tidy shape: channels × 256 bins) overrides it. ``batch_size``
+    #: and ``n_rows`` count rows, record ranges count records.
+    rows_per_record: int = 1
 
-    def _set_layout(self, record_dtype: np.dtype, data_offset: int) -> None:
-        self.record_dtype = record_dtype
-        self.data_offset = data_offset
-        data_bytes = max(self.source.size - data_offset, 0)
-        self.n_records, self.tail_bytes = divmod(data_bytes, record_dtype.itemsize)
+    # -- layout -------------------------------------------------------------------------
+    @property
+    def record_size(self) -> int:
+        return self.record_dtype.itemsize
 
-    def _iter_parts(
-        self, count: int, records_per_batch: int, parts: Parts
-    ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """Yield ``(n, {name: contiguous array})`` for batches of the first ``count`` records.
+    @property
+    def n_records(self) -> int:
+        """Complete records in the file (a partial last record is not counted)."""
+        return max(self.source.size - self.data_offset, 0) // self.record_size
 
-        Each array has ``n`` rows along its first axis. A file that ends inside a record
-        (or shrank since it was opened) yields every complete record before the cut and
-        then a :class:`TruncatedFileWarning` naming the byte offset of the cut record.
-        """
-        count = min(count, self.n_records)
-        size = self.record_dtype.itemsize
-        per_batch = max(1, records_per_batch)
-        staging = np.empty(max(1, min(STAGING_BYTES // size, per_batch, count)),
-                           dtype=self.record_dtype)
-        done = 0
-        with self.source.open() as f:
-            f.seek(self.data_offset)
-            while done < count:
-                want = min(per_batch, count - done)
-                out: dict[str, np.ndarray] = {}
-                filled = 0
-                while filled < want:
-                    buf = staging[: min(len(staging), want - filled)]
-                    got = read_into(f, buf) // size
-                    for name, part in parts.items():
-                        view = part(buf[:got])
-                        if name not in out:
-                            out[name] = np.empty((want, *view.shape[1:]), dtype=view.dtype)
-                        out[name][filled : filled + got] = view
-                    filled += got
-                    if got < len(buf):
-                        break
-                if filled:
-                    yield filled, {k: v[:filled] for k, v in out.items()}
-                done += filled
-                if filled < want:
-                    break
-        if done < count:
-            self._warn_truncated(self.data_offset + done * size, "the file shrank while it was read")
-        elif self.tail_bytes and count == self.n_records:
+    def count_rows(self) -> int:
+        """Output rows of the complete records."""
+        return self.n_records * self.rows_per_record
+
+    @property
+    def tail_bytes(self) -> int:
+        """Bytes of an incomplete record at the end of the file (0 if none)."""
+        return max(self.source.size - self.data_offset, 0) % self.record_size
+
+    def row_offset(self, row: int) -> int:
+        """Byte offset of record ``row``."""
+        return self.data_offset + row * self.record_size
+
+    # -- decoding hooks -------------------------------------------------------------------
+    def raw_fields_for(self, columns: list[str]) -> list[str]:
+        """Record fields that must be read to produce ``columns`` (default: same names)."""
+        return [c for c in columns if c in self.record_dtype.names]
+
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+        """Output arrays for ``columns`` from the raw field arrays of one batch."""
+        return [pa.array(raw[c]) for c in columns]
+
+    # -- reading --------------------------------------------------------------------------
+    def _batches(
+        self, columns: list[str], batch_size: int, n_rows: int | None
+    ) -> Iterator[pa.RecordBatch]:
+        count = self.n_records
+        per = self.rows_per_record
+        stop = count if n_rows is None else min(-(-n_rows // per), count)
+        yield from self.iter_record_range(0, stop, columns, max(1, batch_size // per))
+        if stop == count and self.tail_bytes:
             self._warn_truncated(
-                self.data_offset + self.n_records * size,
-                f"the last {self.tail_bytes} bytes are an incomplete {size}-byte record",
+                self.row_offset(count),
+                f"the last {self.tail_bytes} bytes are an incomplete "
+                f"{self.record_size}-byte record",
             )
+
+    def iter_record_range(
+        self, start: int, stop: int, columns: list[str], batch_size: int
+    ) -> Iterator[pa.RecordBatch]:
+        """Yield batches of records ``start``..``stop`` (clipped to the file), at most
+        ``batch_size`` records each."""
+        stop = min(stop, self.n_records)
+        if start >= stop:
+            return
+        schema = pa.schema([self.schema.field(c) for c in columns])
+        fields = self.raw_fields_for(columns)
+        itemsize = self.record_size
+        raw = np.empty(max(RAW_CHUNK_BYTES // itemsize, 1), dtype=self.record_dtype)
+        with self.source.open() as f:
+            f.seek(self.row_offset(start))
+            row = start
+            while row < stop:
+                n = min(batch_size, stop - row)
+                out = {name: np.empty(n, dtype=self.record_dtype[name]) for name in fields}
+                filled = 0
+                while filled < n:
+                    want = min(len(raw), n - filled)
+                    got = read_into(f, raw[:want]) // itemsize
+                    for name in fields:
+                        out[name][filled : filled + got] = raw[name][:got]
+                    filled += got
+                    if got < want:
+                        break
+                if filled < n:  # the file shrank after it was opened
+                    out = {name: values[:filled] for name, values in out.items()}
+                if filled:
+                    yield pa.RecordBatch.from_arrays(self.build_columns(out, columns),
+                                                     schema=schema)
+                if filled < n:
+                    self._warn_truncated(
+                        self.row_offset(row + filled), "the file shrank while it was read"
+                    )
+                    return
+                row += n
 
     def _warn_truncated(self, offset: int, why: str) -> None:
         warnings.warn(
             TruncatedFileWarning(
                 f"truncated {self.label} file: {why}; returning the complete records before it",
-                path=self.path, offset=offset,
+                path=self.path,
+                offset=offset,
             ),
             stacklevel=3,
         )

@@ -20,9 +20,8 @@ reshaped with numpy (:mod:`._fixed`).
 from __future__ import annotations
 
 import math
-import operator
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
@@ -165,7 +164,8 @@ class SP01Reader(FixedRecordReader):
         )
         self.channels = header_channels(header, path=self.path)
         self.laser_period_ns = header_laser_period(header)
-        self._set_layout(record_dtype(len(self.channels)), data_offset)
+        self.record_dtype = record_dtype(len(self.channels))
+        self.data_offset = data_offset
         n = len(self.channels)
         self._periodic_cache: dict[str, pa.Array] = {}
         # Per-record patterns of the tidy columns, tiled per chunk.
@@ -188,44 +188,32 @@ class SP01Reader(FixedRecordReader):
         return self._schema
 
     @property
-    def rows_per_record(self) -> int:
+    def rows_per_record(self) -> int:  # type: ignore[override]  # (a class attribute in the base)
         return 1 if self.shape == "wide" else len(self.channels) * BINS
 
-    def count_rows(self) -> int:
-        return self.n_records * self.rows_per_record
-
-    def _batches(
-        self, columns: list[str], batch_size: int, n_rows: int | None
-    ) -> Iterator[pa.RecordBatch]:
-        per = self.rows_per_record
-        count = self.n_records if n_rows is None else -(-n_rows // per)
-        schema = pa.schema([self._schema.field(c) for c in columns])
+    def raw_fields_for(self, columns: list[str]) -> list[str]:
         if self.shape == "wide":
-            parts = {c: self._wide_part(c) for c in columns}
+            fields = {"time_ns"} & set(columns)
+            if set(columns) - {"time_ns"}:
+                fields.add("counts")
         else:
-            parts = {}
-            if "time_ns" in columns:
-                parts["time_ns"] = operator.itemgetter("time_ns")
+            fields = {"time_ns"} & set(columns)
             if "count" in columns:
-                parts["count"] = operator.itemgetter("counts")
-        for n, arrays in self._iter_parts(count, max(1, batch_size // per), parts):
-            if self.shape == "wide":
-                decoded = [self._decode_wide(arrays[c], c) for c in columns]
-            else:
-                decoded = [self._decode_tidy(n, arrays, c) for c in columns]
-            yield pa.RecordBatch.from_arrays(decoded, schema=schema)
+                fields.add("counts")
+        # Always read something: the batch length comes from the raw arrays.
+        return [f for f in self.record_dtype.names if f in fields] or ["time_ns"]
 
-    def _wide_part(self, name: str) -> Callable[[np.ndarray], np.ndarray]:
-        if name == "time_ns":
-            return operator.itemgetter("time_ns")
-        k = self._schema.names.index(name) - 1
-        return lambda records: records["counts"][:, k, :]
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+        n = len(next(iter(raw.values())))
+        if self.shape == "wide":
+            return [self._decode_wide(raw, c) for c in columns]
+        return [self._decode_tidy(n, raw, c) for c in columns]
 
     def _decode_tidy(self, n: int, arrays: dict[str, np.ndarray], name: str) -> pa.Array:
         if name == "time_ns":
             return pa.array(np.repeat(arrays["time_ns"], self.rows_per_record))
         if name == "count":
-            return pa.array(arrays["count"].reshape(-1))
+            return pa.array(arrays["counts"].reshape(-1))
         return self._periodic_column(name, n)
 
     def _periodic_column(self, name: str, n: int) -> pa.Array:
@@ -249,10 +237,15 @@ class SP01Reader(FixedRecordReader):
         self._periodic_cache[name] = array
         return array
 
-    def _decode_wide(self, values: np.ndarray, name: str) -> pa.Array:
+    def _decode_wide(self, raw: dict[str, np.ndarray], name: str) -> pa.Array:
         if name == "time_ns":
-            return pa.array(values)
-        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), type=HISTOGRAM_TYPE)
+            return pa.array(raw["time_ns"])
+        k = self._schema.names.index(name) - 1
+        counts = raw["counts"]
+        values = counts.reshape(-1) if counts.shape[1] == 1 else (
+            np.ascontiguousarray(counts[:, k, :]).reshape(-1)
+        )
+        return pa.FixedSizeListArray.from_arrays(pa.array(values), type=HISTOGRAM_TYPE)
 
 
 def write_sp01(

@@ -16,9 +16,8 @@ packed numpy structured array and the columns copied out (:mod:`._fixed`).
 
 from __future__ import annotations
 
-import operator
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
@@ -48,10 +47,9 @@ RECORD_SIZE = RECORD_DTYPE.itemsize
 MARKERS: dict[int, str] = {70: "frame", 76: "line", 80: "pixel"}
 MARKER_NAMES = list(MARKERS.values())
 
-#: Marker lookup table: event byte → index into MARKER_NAMES, or -1 for photons.
-_MARKER_INDEX = np.full(256, -1, dtype=np.int8)
-for _i, _code in enumerate(MARKERS):
-    _MARKER_INDEX[_code] = _i
+#: Event byte → True for marker codes (used by the legacy-file probe).
+_IS_MARKER = np.zeros(256, dtype=bool)
+_IS_MARKER[list(MARKERS)] = True
 
 SCHEMA = pa.schema(
     [
@@ -107,73 +105,67 @@ class SpectroReader(FixedRecordReader):
             container = "stt1" if f.read(4) == STT1_MAGIC else "legacy"
             f.seek(0)
         if container == "stt1":
-            header, data_offset = read_preamble(
+            header, self.data_offset = read_preamble(
                 f, magic=STT1_MAGIC, file_size=self.source.size, path=self.path,
                 format_label="STT1 spectroscopy",
             )
         elif container == "legacy":
-            header, data_offset = {}, 0
+            header, self.data_offset = {}, 0
         else:
             raise ValueError(f"container must be 'stt1', 'legacy' or None, not {container!r}")
         self.container = container
-        self._set_layout(RECORD_DTYPE, data_offset)
+        self.record_dtype = RECORD_DTYPE
         return header
 
     @property
     def schema(self) -> pa.Schema:
         return SCHEMA
 
-    def count_rows(self) -> int:
-        return self.n_records
+    def raw_fields_for(self, columns: list[str]) -> list[str]:
+        # channel and marker are derived from the event byte.
+        wanted = set(columns) | ({"event"} if {"channel", "marker"} & set(columns) else set())
+        return [name for name in RECORD_DTYPE.names if name in wanted]
 
-    def _batches(
-        self, columns: list[str], batch_size: int, n_rows: int | None
-    ) -> Iterator[pa.RecordBatch]:
-        count = self.n_records if n_rows is None else n_rows
-        schema = pa.schema([SCHEMA.field(c) for c in columns])
-        fields = [f for f in RECORD_DTYPE.names if f in columns]
-        if {"channel", "marker"} & set(columns) and "event" not in fields:
-            fields.insert(0, "event")
-        parts = {name: operator.itemgetter(name) for name in fields}
-        for _, arrays in self._iter_parts(count, batch_size, parts):
-            yield pa.RecordBatch.from_arrays(decode_columns(arrays, columns), schema=schema)
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+        out = []
+        is_marker = None
+        any_marker = False
+        event_array = None
+        for name in columns:
+            if name in RECORD_DTYPE.names:
+                out.append(pa.array(raw[name]))
+                continue
+            events = raw["event"]
+            if is_marker is None:
+                # Three comparisons beat a 256-entry lookup table by ~8x here.
+                is_marker = (events == 70) | (events == 76) | (events == 80)
+                any_marker = bool(is_marker.any())
+                event_array = pa.array(events)
+            if not any_marker:
+                # Photon-only chunk (the common case): channel is the event bytes as they
+                # are (one shared immutable buffer) and marker is all null.
+                out.append(event_array if name == "channel" else pa.DictionaryArray.from_arrays(
+                    pa.nulls(len(events), pa.int8()), _MARKER_DICTIONARY))
+            elif name == "channel":
+                out.append(_with_validity(pa.uint8(), events, ~is_marker))
+            else:  # "marker": index 0 frame, 1 line, 2 pixel; 0 also under nulls, since
+                # some readers (polars) check every index, even masked ones.
+                indices = (events == 76).view(np.int8) + 2 * (events == 80).view(np.int8)
+                out.append(pa.DictionaryArray.from_arrays(
+                    _with_validity(pa.int8(), indices, is_marker), _MARKER_DICTIONARY))
+        return out
 
 
 _MARKER_DICTIONARY = pa.array(MARKER_NAMES, pa.string())
 
 
-def decode_columns(raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
-    """The requested output columns from contiguous raw field arrays of one chunk.
-
-    ``channel`` shares the data buffer of the event bytes (it is the same bytes with
-    marker rows masked), and the marker mask is computed once per chunk with three byte
-    comparisons. Chunks without any marker (photon-only acquisitions) skip the mask work.
-    """
-    out: dict[str, pa.Array] = {
-        name: pa.array(values) for name, values in raw.items() if name != "event"
-    }
-    if "event" in raw:
-        events = raw["event"]
-        event_array = pa.array(events)
-        out["event"] = event_array
-        n = len(events)
-        is_frame, is_line, is_pixel = (events == code for code in MARKERS)
-        is_marker = is_frame | is_line | is_pixel
-        if not is_marker.any():
-            out["channel"] = event_array
-            out["marker"] = pa.DictionaryArray.from_arrays(
-                pa.nulls(n, pa.int8()), _MARKER_DICTIONARY, safe=False
-            )
-        else:
-            data = event_array.buffers()[1]
-            is_photon = pa.py_buffer(np.packbits(~is_marker, bitorder="little"))
-            out["channel"] = pa.Array.from_buffers(pa.uint8(), n, [is_photon, data])
-            # Index into MARKER_NAMES (frame 0, line 1, pixel 2); photon rows are null.
-            index = is_line.view(np.int8) + 2 * is_pixel.view(np.int8)
-            is_marker_bits = pa.py_buffer(np.packbits(is_marker, bitorder="little"))
-            indices = pa.Array.from_buffers(pa.int8(), n, [is_marker_bits, pa.py_buffer(index)])
-            out["marker"] = pa.DictionaryArray.from_arrays(indices, _MARKER_DICTIONARY, safe=False)
-    return [out[c] for c in columns]
+def _with_validity(arrow_type: pa.DataType, values: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """A primitive Arrow array from contiguous ``values`` and a boolean validity mask,
+    building the validity bitmap with ``np.packbits`` (10x faster than ``mask=``)."""
+    bitmap = np.packbits(valid, bitorder="little")
+    return pa.Array.from_buffers(
+        arrow_type, len(values), [pa.py_buffer(bitmap), pa.py_buffer(values)]
+    )
 
 
 def looks_like_legacy_spectro(head: bytes, source: Source) -> bool:
@@ -194,7 +186,7 @@ def looks_like_legacy_spectro(head: bytes, source: Source) -> bool:
     events = records["event"]
     micro = records["microtime_ns"]
     macro = records["macrotime_ns"]
-    plausible_event = (events <= _MAX_PLAUSIBLE_CHANNEL) | (_MARKER_INDEX[events] >= 0)
+    plausible_event = (events <= _MAX_PLAUSIBLE_CHANNEL) | _IS_MARKER[events]
     with np.errstate(invalid="ignore"):
         return bool(
             plausible_event.all()

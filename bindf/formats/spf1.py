@@ -22,9 +22,8 @@ for intervals without signal); bindf returns every value as stored.
 
 from __future__ import annotations
 
-import operator
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
@@ -92,24 +91,13 @@ class SPF1Reader(FixedRecordReader):
             f, magic=SPF1_MAGIC, file_size=self.source.size, path=self.path,
             format_label="SPF1 phasors",
         )
-        self._set_layout(RECORD_DTYPE, data_offset)
+        self.record_dtype = RECORD_DTYPE
+        self.data_offset = data_offset
         return header
 
     @property
     def schema(self) -> pa.Schema:
         return SCHEMA
-
-    def count_rows(self) -> int:
-        return self.n_records
-
-    def _batches(
-        self, columns: list[str], batch_size: int, n_rows: int | None
-    ) -> Iterator[pa.RecordBatch]:
-        count = self.n_records if n_rows is None else n_rows
-        schema = pa.schema([SCHEMA.field(c) for c in columns])
-        parts = {c: operator.itemgetter(c) for c in columns}
-        for _, arrays in self._iter_parts(count, batch_size, parts):
-            yield pa.RecordBatch.from_arrays([pa.array(arrays[c]) for c in columns], schema=schema)
 
 
 def write_spf1(

@@ -6,6 +6,7 @@ where each library keeps bindf's metadata.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Generic, TypeVar
 
 import pandas as pd
@@ -47,6 +48,14 @@ class BindfAccessor(Generic[FrameT]):
     def source(self) -> str | list[str] | None:
         """The path (or list of paths) the frame was read from."""
         return self.info.get("source")
+
+    def to_parquet(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
+        """Write the frame to Parquet with its header (see :func:`bindf.to_parquet`)."""
+        if isinstance(self._frame, pl.LazyFrame):
+            raise TypeError("collect() the LazyFrame first, or use sink_parquet")
+        from ..parquet import to_parquet
+
+        to_parquet(self._frame, path, **kwargs)
 
 
 def register_accessors() -> None:
