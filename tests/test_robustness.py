@@ -87,7 +87,6 @@ SUBJECTS: list[Subject] = [
     Subject("stt1", _stt1_bytes, "spectro", data_offset=_preamble_end),
     Subject("legacy-spectro", _legacy_bytes, "spectro", {"container": "legacy"}),
     Subject("sp01", _sp01_bytes, "sp01", data_offset=_preamble_end),
-    Subject("sp01-wide", _sp01_bytes, "sp01", {"shape": "wide"}, data_offset=_preamble_end),
     Subject("spf1", _spf1_bytes, "spf1", data_offset=_preamble_end),
 ]
 

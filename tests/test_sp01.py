@@ -148,14 +148,21 @@ def test_scan_parity_real(real):
     )
 
 
-@pytest.mark.parametrize("batch_size", [1, 100, 256, 511, 512, 5000, 10**7])
+@pytest.mark.parametrize("batch_size", [7, 100, 256, 511, 512, 5000, 10**7])
 def test_batches_equal_whole(real, batch_size):
+    # Batch sizes below one record's 512 rows still work (a record is cut into pieces).
     whole = bindf.read_sp01(real, output="arrow")
     assert bindf.read_sp01(real, output="arrow", batch_size=batch_size).equals(whole)
-    wide = bindf.read_sp01(real, output="arrow", shape="wide")
-    assert bindf.read_sp01(real, output="arrow", shape="wide", batch_size=batch_size).equals(wide)
     sizes = [b.num_rows for b in bindf.iter_batches(real, batch_size=batch_size)]
     assert sum(sizes) == 51200 and max(sizes) <= batch_size
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 99, 100, 1000])
+def test_wide_batches_equal_whole(real, batch_size):
+    wide = bindf.read_sp01(real, output="arrow", shape="wide")
+    assert bindf.read_sp01(real, output="arrow", shape="wide", batch_size=batch_size).equals(wide)
+    sizes = [b.num_rows for b in bindf.iter_batches(real, shape="wide", batch_size=batch_size)]
+    assert sum(sizes) == 100 and max(sizes) <= batch_size
 
 
 def test_n_rows_and_columns(real):

@@ -72,6 +72,17 @@ def record_dtype(n_channels: int) -> np.dtype:
     return np.dtype([("time_ns", "<f8"), ("counts", "<u4", (n_channels, BINS))])
 
 
+def wide_record_dtype(channels: list[int]) -> np.dtype:
+    """The same packed record, with one named field per channel's histogram.
+
+    Reading with this dtype hands each wide output column its own contiguous
+    ``(n, 256)`` array straight from the read loop, without a second copy.
+    """
+    return np.dtype(
+        [("time_ns", "<f8")] + [(wide_column_name(c), "<u4", (BINS,)) for c in channels]
+    )
+
+
 def wide_column_name(channel: int) -> str:
     """Name of a channel's histogram column in the wide output: the vendor's label."""
     return f"ch{channel + 1}"
@@ -164,7 +175,8 @@ class SP01Reader(FixedRecordReader):
         )
         self.channels = header_channels(header, path=self.path)
         self.laser_period_ns = header_laser_period(header)
-        self.record_dtype = record_dtype(len(self.channels))
+        self.record_dtype = (wide_record_dtype(self.channels) if self.shape == "wide"
+                             else record_dtype(len(self.channels)))
         self.data_offset = data_offset
         n = len(self.channels)
         self._periodic_cache: dict[str, pa.Array] = {}
@@ -193,9 +205,7 @@ class SP01Reader(FixedRecordReader):
 
     def raw_fields_for(self, columns: list[str]) -> list[str]:
         if self.shape == "wide":
-            fields = {"time_ns"} & set(columns)
-            if set(columns) - {"time_ns"}:
-                fields.add("counts")
+            fields = set(columns)  # the wide record dtype names its fields like the columns
         else:
             fields = {"time_ns"} & set(columns)
             if "count" in columns:
@@ -240,12 +250,8 @@ class SP01Reader(FixedRecordReader):
     def _decode_wide(self, raw: dict[str, np.ndarray], name: str) -> pa.Array:
         if name == "time_ns":
             return pa.array(raw["time_ns"])
-        k = self._schema.names.index(name) - 1
-        counts = raw["counts"]
-        values = counts.reshape(-1) if counts.shape[1] == 1 else (
-            np.ascontiguousarray(counts[:, k, :]).reshape(-1)
-        )
-        return pa.FixedSizeListArray.from_arrays(pa.array(values), type=HISTOGRAM_TYPE)
+        return pa.FixedSizeListArray.from_arrays(pa.array(raw[name].reshape(-1)),
+                                                 type=HISTOGRAM_TYPE)
 
 
 def write_sp01(
