@@ -19,6 +19,8 @@ import pandas as pd
 import polars as pl
 import pytest
 from conftest import write_stt1
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bindf
 from bindf.arrow import build_info
@@ -410,6 +412,76 @@ def test_decay_histogram_on_frames_from_the_reader(tmp_path: Path) -> None:
     assert df.bindf.decay_histogram(laser_period_ns=25.0).equals(table)
 
 
+# --- the shared binning -------------------------------------------------------------
+
+
+def reference_histogram(values, edges, group, n_groups, closed_last):
+    """numpy.histogram per group (searchsorted on the edges); without closed_last the
+    right edge itself is left out."""
+    keep = np.isfinite(values) & (closed_last | (values != edges[-1]))
+    return np.array([np.histogram(values[keep & (group == g)], bins=edges)[0]
+                     for g in range(n_groups)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.floats(0.01, 1e4), st.floats(-50, 50),
+       st.integers(0, 2**32 - 1), st.booleans(), st.sampled_from(["even", "jittered", "uneven"]),
+       st.sampled_from([1, 3, 700]))
+def test_grouped_histogram_matches_numpy(n_bins, span, lo, seed, closed_last, spacing,
+                                         n_groups):
+    from bindf.analysis._common import grouped_histogram
+
+    rng = np.random.default_rng(seed)
+    edges = lo + np.arange(n_bins + 1) * span / n_bins
+    if spacing == "jittered":  # still takes the multiply-and-correct path
+        edges[1:-1] += (rng.random(n_bins - 1) - 0.5) * 0.4 * span / n_bins
+    elif spacing == "uneven":
+        edges = lo + np.cumsum(np.r_[0, rng.random(n_bins) + 0.01]) * span
+    n = int(rng.integers(0, 3000))
+    values = rng.uniform(lo - span * 0.1, lo + span * 1.1, n)
+    # Values exactly on edges (also the last), NaN and infinities.
+    on_edges = rng.random(n) < 0.3
+    values[on_edges] = edges[rng.integers(0, n_bins + 1, on_edges.sum())]
+    specials = rng.random(n) < 0.02
+    values[specials] = rng.choice([np.nan, np.inf, -np.inf], specials.sum())
+    codes = rng.integers(0, n_groups, n)
+    lookup = np.arange(n_groups)
+    got = grouped_histogram(values, edges, closed_last=closed_last, codes=codes,
+                            lookup=lookup, n_groups=n_groups)
+    np.testing.assert_array_equal(
+        got, reference_histogram(values, edges, codes, n_groups, closed_last))
+
+
+def test_grouped_histogram_over_many_blocks() -> None:
+    from bindf.analysis._common import BLOCK, grouped_histogram
+
+    rng = np.random.default_rng(0)
+    values = rng.random(3 * BLOCK + 17) * 25.0
+    edges = np.arange(257) * 25.0 / 256
+    codes = rng.integers(0, 4, len(values)).astype(np.uint8)
+    lookup = np.arange(256)
+    # 4 groups: counted block by block; 400 groups: one flat count. Same answer.
+    for n_groups in (4, 400):
+        got = grouped_histogram(values, edges, closed_last=False, codes=codes,
+                                lookup=lookup, n_groups=n_groups)
+        np.testing.assert_array_equal(
+            got[:4], reference_histogram(values, edges, codes, 4, False))
+        assert not got[4:].any()
+
+
+def test_quantised_microtimes_land_in_their_own_bin() -> None:
+    # Microtimes on the bin starts (bin_time_ns) must fall in that bin, whatever the
+    # round-off of k * period / bins.
+    period = 25.0 / 3
+    bins = 256
+    starts = np.arange(bins) * period / bins
+    df = frame("polars", {"channel": pl.Series([0] * bins, dtype=pl.UInt8),
+                          "microtime_ns": starts}, "spectro", {"laser_period_ns": period})
+    dh = df.bindf.decay_histogram(bins=bins)
+    assert dh["count"].to_list() == [1] * bins
+    np.testing.assert_array_equal(dh["bin_time_ns"].to_numpy(), starts)
+
+
 # --- dispatch, metadata, dependencies --------------------------------------------------
 
 APX_HELPERS = ("hit_map", "tot_histogram", "hits_per_readout", "plot_hit_map", "plot_tot",
@@ -555,19 +627,36 @@ def test_plot_trace(kind: str, tmp_path: Path) -> None:
     assert labels == ["Channel 2", "GFP"]  # channel_names keyed by 0-based index
 
 
+def write_decay_file(path: Path, n: int = 20_000) -> Path:
+    """An STT1 file whose photons decay exponentially (lifetimes 1.5, 3, 4.5, 6 ns)
+    within a 25 ns laser period, plus a line marker every 50 records."""
+    rng = np.random.default_rng(5)
+    rec = np.zeros(n, dtype=[("event", "u1"), ("microtime_ns", "<f8"), ("macrotime_ns", "<f8")])
+    rec["event"] = rng.integers(0, 4, n)
+    rec["microtime_ns"] = rng.exponential(1.5 * (rec["event"] + 1.0)) % 25.0
+    rec["event"][::50] = 76
+    rec["macrotime_ns"] = np.cumsum(rng.random(n) * 100.0)
+    header = {"channels": [0, 1, 2, 3], "laser_period_ns": 25.0,
+              "channel_names": {"0": "donor"}}
+    text = json.dumps(header).encode()
+    path.write_bytes(b"STT1" + len(text).to_bytes(4, "little") + text + rec.tobytes())
+    return path
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_plot_decay(kind: str, tmp_path: Path) -> None:
-    path = write_stt1(tmp_path / "photons.bin", n=20_000, seed=5,
-                      header={"channels": [0, 1, 2, 3], "laser_period_ns": 25.0,
-                              "channel_names": {"0": "donor"}})
+    path = write_decay_file(tmp_path / "photons.bin")
     df = {"pandas": pd.read_spectro, "polars": pl.read_spectro,
           "lazy": pl.scan_spectro}[kind](path)
     ax = df.bindf.plot_decay(bins=128)
     assert ax.get_yscale() == "log"
     assert ax.get_xlim() == (0.0, 25.0)
     assert ax.get_xlabel() == "Microtime [ns]"
-    assert ax.get_ylabel().startswith("Photons per bin")
+    assert ax.get_ylabel() == "Photons per bin (0.195 ns)"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "donor", "Channel 2", "Channel 3", "Channel 4"]
     assert len(ax.patches) == 4
+    counts, edges, _ = ax.patches[0].get_data()
+    assert len(counts) == 128 and edges[-1] == 25.0
+    assert counts[0] > 20 * max(counts[-10:].max(), 1)  # it decays
     saved(ax, tmp_path / f"decay_{kind}.png")

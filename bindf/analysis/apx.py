@@ -26,9 +26,10 @@ import polars as pl
 
 from ._common import (
     bin_edges,
-    bin_index,
     columns_of,
-    grouped_counts,
+    dense_groups,
+    float_values,
+    grouped_histogram,
     like_input,
     new_axes,
 )
@@ -147,6 +148,10 @@ def plot_hits_per_readout(frame: Any, info: Mapping[str, Any], *, ax: Any = None
         ax.plot(seconds, table["hits"].to_numpy(), marker=".", linewidth=0.5)
         start = dt.datetime.fromtimestamp(int(stamps[0]) // 10**9, tz=dt.timezone.utc)
         title += f" (from {start:%Y-%m-%d %H:%M:%S} UTC)"
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("Time since first readout [s]")
     ax.set_ylabel("Hits per readout")
     ax.set_title(title)
@@ -185,7 +190,9 @@ def _hit_map(data: pl.DataFrame, header: Mapping[str, Any], per_chip: bool,
     cols = _small_ints(data, "column")
     n_rows, n_cols = grid_shape(header, rows, cols, shape)
     if per_chip:
-        chips, group = np.unique(_small_ints(data, "chip_id"), return_inverse=True)
+        chip = _small_ints(data, "chip_id")
+        chips, lookup = dense_groups(chip, 256)
+        group = lookup[chip]
         n_groups = len(chips)
     else:
         group = np.zeros(len(rows), dtype=np.int64)
@@ -214,19 +221,25 @@ def _tot_keys(by: str) -> list[str]:
 def _tot_histogram(data: pl.DataFrame, keys: list[str], bins: Any,
                    value_range: tuple[float, float] | None) -> pl.DataFrame:
     data = data.drop_nulls(keys)
-    tot = data["tot_us"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    tot = float_values(data["tot_us"])
     edges = bin_edges(tot, bins, value_range)
     n_bins = len(edges) - 1
+    # One integer per group (mixed radix over the keys' ranges), then dense numbering.
+    key_values = [_small_ints(data, key) for key in keys]
+    radix = [int(values.max()) + 1 if len(values) else 1 for values in key_values]
     code = np.zeros(data.height, dtype=np.int64)
-    for key in keys:  # one pass per key column, each value fits in 8 bits
-        code = (code << 8) | _small_ints(data, key)
-    groups, group = np.unique(code, return_inverse=True)
-    counts = grouped_counts(group, len(groups), bin_index(tot, edges, closed_last=True),
-                            n_bins)
+    for values, base in zip(key_values, radix):
+        code *= base
+        code += values
+    groups, lookup = dense_groups(code, int(np.prod(radix)))
+    counts = grouped_histogram(tot, edges, closed_last=True, codes=code, lookup=lookup,
+                               n_groups=len(groups))
     columns: dict[str, pl.Series] = {}
-    for position, key in enumerate(keys):
-        values = (groups >> (8 * (len(keys) - 1 - position))) & 0xFF
-        columns[key] = pl.Series(np.repeat(values, n_bins), dtype=pl.UInt8)
+    remaining = groups.copy()
+    for key, base in reversed(list(zip(keys, radix))):
+        columns[key] = pl.Series(np.repeat(remaining % base, n_bins), dtype=pl.UInt8)
+        remaining //= base
+    columns = {key: columns[key] for key in keys}  # back in key order
     columns["tot_us_low"] = pl.Series(np.tile(edges[:-1], len(groups)))
     columns["tot_us_high"] = pl.Series(np.tile(edges[1:], len(groups)))
     columns["count"] = pl.Series(counts.ravel(), dtype=pl.Int64)
@@ -234,6 +247,23 @@ def _tot_histogram(data: pl.DataFrame, keys: list[str], bins: Any,
 
 
 def _hits_per_readout(data: pl.DataFrame) -> pl.DataFrame:
+    # A hit table lists each readout's hits together, readouts in time order: count the
+    # runs in one pass. Anything else (shuffled or concatenated frames) is grouped.
+    readout = data["readout_id"].to_numpy()
+    stamp = data["timestamp"].to_numpy()
+    if data.null_count().sum_horizontal().item() == 0 and len(readout):
+        new_run = np.ones(len(readout), dtype=bool)
+        new_run[1:] = (readout[1:] != readout[:-1]) | (stamp[1:] != stamp[:-1])
+        starts = np.flatnonzero(new_run)
+        run_readout, run_stamp = readout[starts], stamp[starts]
+        ordered = (run_stamp[1:] > run_stamp[:-1]) | (
+            (run_stamp[1:] == run_stamp[:-1]) & (run_readout[1:] > run_readout[:-1]))
+        if ordered.all():
+            return pl.DataFrame({
+                "readout_id": data["readout_id"].gather(starts),
+                "timestamp": data["timestamp"].gather(starts),
+                "hits": pl.Series(np.diff(starts, append=len(readout)), dtype=pl.Int64),
+            })
     return (
         data.group_by(["readout_id", "timestamp"])
         .agg(pl.len().cast(pl.Int64).alias("hits"))
