@@ -180,6 +180,24 @@ def test_hits_per_readout(kind: str) -> None:
     assert hp.rows() == [(5, 500, 1), (7, 1_000, 2), (8, 3_000, 2)]  # time order
 
 
+@pytest.mark.parametrize("kind", ["pandas", "polars"])
+def test_hits_per_readout_in_file_order_and_shuffled(kind: str) -> None:
+    # Two runs read together: readout ids restart, timestamps tell them apart.
+    hits = [(0, 1, 1, 1.0, r, t) for r, t, k in
+            [(0, 100, 3), (1, 200, 1), (2, 300, 2), (0, 900, 1), (1, 950, 4)]
+            for _ in range(k)]
+    in_order = frame(kind, apx_columns(hits), "apx", AP4)
+    expected = [(0, 100, 3), (1, 200, 1), (2, 300, 2), (0, 900, 1), (1, 950, 4)]
+    assert as_polars(in_order.bindf.hits_per_readout(), kind).rows() == expected
+    order = np.random.default_rng(0).permutation(len(hits))
+    shuffled = frame(kind, apx_columns([hits[i] for i in order]), "apx", AP4)
+    assert as_polars(shuffled.bindf.hits_per_readout(), kind).rows() == expected
+    # A readout split in two runs (hits of readout 0 after readout 1) is still one row.
+    split = frame(kind, apx_columns([hits[0], hits[3], hits[1], hits[2]]), "apx", AP4)
+    assert as_polars(split.bindf.hits_per_readout(), kind).rows() == [(0, 100, 3),
+                                                                      (1, 200, 1)]
+
+
 def real_apx(kind: str) -> Any:
     """The real run's hit table, as the upstream decoder wrote it (CSV golden)."""
     path = Path(__file__).parent / "data" / "20250723_092534_data.csv"

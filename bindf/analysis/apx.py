@@ -177,9 +177,9 @@ def grid_shape(header: Mapping[str, Any], rows: np.ndarray, columns: np.ndarray,
                 f"column {top_col - 1}"
             )
         return n_rows, n_cols
-    uid = header.get("readout_uid")
-    n_rows, n_cols = GEOMETRY.get(uid, (FIELD_RANGE, FIELD_RANGE)) if type(uid) is int \
-        else (FIELD_RANGE, FIELD_RANGE)
+    uid = header.get("readout_uid")  # anything may be there: only look up an int
+    known = GEOMETRY.get(uid) if type(uid) is int else None
+    n_rows, n_cols = known or (FIELD_RANGE, FIELD_RANGE)
     return max(n_rows, top_row), max(n_cols, top_col)
 
 
