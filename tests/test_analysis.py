@@ -115,8 +115,9 @@ def test_hit_map_counts_every_pixel_of_the_grid(kind: str) -> None:
 
 def test_hit_map_grid_follows_readout_and_never_drops_hits() -> None:
     # No known readout: the full range of the 5-bit row/column fields.
-    df = frame("polars", apx_columns(HITS), "apx", {"readout_uid": 9999})
-    assert df.bindf.hit_map().height == 32 * 32
+    for header in ({"readout_uid": 9999}, {"readout_uid": [4000]}, {}):
+        df = frame("polars", apx_columns(HITS), "apx", header)
+        assert df.bindf.hit_map().height == 32 * 32
     # A hit outside the AstroPix 4 matrix grows the grid instead of vanishing.
     df = frame("polars", apx_columns([(0, 20, 2, 1.0, 0, 0)]), "apx", AP4)
     hm = df.bindf.hit_map()
@@ -595,7 +596,9 @@ def test_plot_hit_map(kind: str, tmp_path: Path) -> None:
     saved(ax, tmp_path / f"hit_map_{kind}.png")
 
     several = frame(kind, apx_columns(HITS), "apx", AP4)
-    ax = several.bindf.plot_hit_map(chip=1)
+    _, axes = plt.subplots(1, 2)
+    ax = several.bindf.plot_hit_map(chip=1, ax=axes[1], cmap="magma")
+    assert ax is axes[1] and ax.images[0].get_cmap().name == "magma"
     assert ax.images[0].get_array().sum() == 2 and "chip 1, 2 hits" in ax.get_title()
     assert "chips 0, 1 summed" in several.bindf.plot_hit_map().get_title()
 
