@@ -1,7 +1,8 @@
 """The ``df.bindf`` accessor on pandas DataFrames and namespace on polars frames.
 
 One implementation serves both libraries: it only needs :func:`info_of`, which knows
-where each library keeps bindf's metadata.
+where each library keeps bindf's metadata. The analysis helpers (``hit_map``, ``rebin``,
+``plot_decay`` …) come from :mod:`bindf.analysis`, dispatched on the frame's format.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from typing import Any, Generic, TypeVar
 import pandas as pd
 import polars as pl
 
+from ..analysis.accessor import AnalysisMethods
 from .output import info_of
 
 FrameT = TypeVar("FrameT", pd.DataFrame, pl.DataFrame, pl.LazyFrame)
 
 
-class BindfAccessor(Generic[FrameT]):
-    """``df.bindf``: the file header and format that a bindf reader attached."""
+class BindfAccessor(AnalysisMethods, Generic[FrameT]):
+    """``df.bindf``: the file header and format that a bindf reader attached, and the
+    analysis helpers for that format (see :mod:`bindf.analysis`)."""
 
     def __init__(self, frame: FrameT) -> None:
         self._frame = frame
