@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -101,26 +100,28 @@ def frame_rows(frame: Any) -> int:
     return int(frame.shape[0]) if hasattr(frame, "shape") else int(frame.num_rows)
 
 
-def _peak_rss() -> int:
-    """This process's RSS high-water mark.
-
-    ``VmHWM`` rather than ``ru_maxrss``: on Linux a child started by ``subprocess`` keeps
-    the parent's ``ru_maxrss`` across ``exec``, so a benchmark parent holding big frames
-    would inflate every child's figure. ``VmHWM`` belongs to the new process image alone.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _current_rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss() -> int:
+    """This process's RSS high-water mark (VmHWM), in bytes.
+
+    Not ``getrusage().ru_maxrss``: on Linux that value survives ``fork``+``exec``, so a
+    child started by a big parent reports the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux ≥ 4.0), so the next peak is the read's own."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def measure_peak_in_subprocess(run_ref: str, path: Path) -> dict[str, int]:
@@ -131,14 +132,11 @@ def measure_peak_in_subprocess(run_ref: str, path: Path) -> dict[str, int]:
         "import _harness as h\n"
         f"fn = h.resolve({run_ref!r})\n"
         "import numpy, pyarrow, pandas, polars, bindf  # imports are not the read's cost\n"
+        "h.reset_peak_rss()\n"
         "before = h._current_rss()\n"
         f"frame = fn({str(path)!r})\n"
-        "peak = h._peak_rss()\n"
+        "peak = h.peak_rss()\n"
         "print(json.dumps({'before': before, 'peak': peak, 'output': h.frame_nbytes(frame)}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def rss_limit_note() -> str:
-    return f"ru_maxrss now {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB"

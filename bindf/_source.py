@@ -14,15 +14,15 @@ import glob
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from .errors import BindfError, missing_dependency
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike[str]
 #: What every reader accepts as a source: one path/URL, or several (for multi-file reads).
-Sources = Union[PathLike, Sequence[PathLike]]
+Sources = PathLike | Sequence[PathLike]
 
 _GLOB_CHARS = set("*?[")
 

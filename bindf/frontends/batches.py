@@ -45,6 +45,10 @@ class ReadPlan:
         progress: bool = False,
         options: dict[str, Any] | None = None,
     ) -> None:
+        if batch_size is not None and batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        if n_rows is not None and n_rows < 0:
+            raise ValueError(f"n_rows must be >= 0, not {n_rows}")
         self.sources: list[Source] = expand_sources(sources, storage_options)
         self.format = format
         self.options = dict(options or {})
@@ -114,7 +118,10 @@ class ReadPlan:
 
     def _reader_columns(self) -> list[str]:
         extras = {self.include_file_paths, self.row_index_name}
-        return [n for n in self.output_names() if n not in extras]
+        columns = [n for n in self.output_names() if n not in extras]
+        # Only extra columns (or none) wanted: decode the first column anyway, since the
+        # row count comes from the data. It is dropped again before yielding.
+        return columns or self.first_reader.schema.names[:1]
 
     # -- data -------------------------------------------------------------------------
     def iter_batches(self) -> Iterator[pa.RecordBatch]:
@@ -146,7 +153,11 @@ class ReadPlan:
                     produced += batch.num_rows
                     if bar is not None:
                         bar.update(batch.num_rows)
-                    yield pa.RecordBatch.from_arrays([columns[n] for n in names], schema=schema)
+                    if names:
+                        yield pa.RecordBatch.from_arrays([columns[n] for n in names],
+                                                         schema=schema)
+                    else:  # a pure row count (e.g. polars' select(pl.len())): no columns
+                        yield batch.select([])
                 self.readers_done.append(reader)
         finally:
             if bar is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import pandas as pd
 import polars as pl
@@ -16,7 +16,7 @@ import pyarrow as pa
 from ..arrow import attach_info, info_from_metadata
 
 Output = Literal["pandas", "polars", "arrow"]
-Frame = Union[pd.DataFrame, pl.DataFrame, pa.Table]
+Frame = pd.DataFrame | pl.DataFrame | pa.Table
 OUTPUTS = ("pandas", "polars", "arrow")
 
 # polars frames have no metadata slot. Their bindf info lives here, keyed by id() and
