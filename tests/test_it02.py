@@ -580,9 +580,11 @@ def test_writer_inputs_and_validation(tmp_path):
         write_it02(path, df.drop(columns="ch3"), header)
     with pytest.raises(ValueError, match="not channels"):
         write_it02(path, df.assign(ch9=1), header)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="cannot be stored"):
         write_it02(path, df.assign(ch1=[-1, 0, 0]), header)
-    with pytest.raises(ValueError, match="integers"):
+    with pytest.raises(ValueError, match="cannot be stored"):
+        write_it02(path, df.assign(ch1=[2**32, 0, 0]), header)
+    with pytest.raises(ValueError, match="cannot be stored"):
         write_it02(path, df.assign(ch1=[0.5, 0, 0]), header)
     with pytest.raises(ValueError, match="null"):
         write_it02(path, pa.table({"time_ns": [1.0], "ch1": pa.array([None], pa.uint32()),
@@ -593,12 +595,32 @@ def test_writer_inputs_and_validation(tmp_path):
         write_it02(path, df.assign(time_ns=[1.0, np.nan, 3.0]), header)
     with pytest.raises(ValueError, match="channels"):
         write_it02(path, df, {"channels": [0, 0]})
+    with pytest.raises(ValueError, match="only stored in the sparse"):
+        write_it02(path, df, header, layout="dense", acquisition_end_ns=5000.0)
     with pytest.raises(TypeError):
-        write_it02(path, {"time_ns": [1.0]}, header)
-    with pytest.raises(TypeError, match="collect"):
-        write_it02(path, pl.from_pandas(df).lazy(), header)
+        write_it02(path, [1, 2], header)
+    with pytest.raises(FileExistsError):
+        write_it02(path, df, header, overwrite=False)
     # failed writes leave the previous file untouched
     assert read(path).equals(df)
+    # a dict of columns and a polars LazyFrame are accepted too
+    write_it02(path, {"time_ns": [1000.0], "ch1": [1], "ch3": [0]}, header)
+    assert read(path)["ch1"].tolist() == [1]
+    write_it02(path, pl.from_pandas(df).lazy(), header, layout="dense")
+    assert read(path).equals(df)
+
+
+def test_writer_inherits_header_and_layout(tmp_path, data_dir):
+    df = pl.read_it02(data_dir / SAMPLE)
+    out = tmp_path / "copy.bin"
+    write_it02(out, df)  # header and layout ("dense") from the frame bindf read
+    assert out.read_bytes() == (data_dir / SAMPLE).read_bytes()
+    bare = pl.DataFrame({"time_ns": [1e3, 2e3], "ch3": [1, 0], "ch1": [0, 0]})
+    write_it02(out, bare)  # no metadata: channels from the columns, sparse layout
+    back = read(out)
+    assert back.bindf.header == {"channels": [2, 0], "layout": "sparse",
+                                 "acquisition_end_ns": 2000.0}
+    assert back["ch3"].tolist() == [1]
 
 
 def test_writer_end_marker_and_derived_keys(tmp_path):

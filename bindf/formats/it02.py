@@ -18,12 +18,11 @@ Both layouts share the magic, so the reader detects the layout (see
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -34,6 +33,15 @@ from .._atomic import atomic_output
 from .._header import read_exact, read_preamble
 from .._kernels import _it02
 from .._source import iter_fixed_records, read_into
+from .._writing import (
+    WRITE_CHUNK_ROWS,
+    column_values,
+    encode_preamble,
+    inherited_header,
+    require_columns,
+    to_arrow_table,
+    write_records,
+)
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import FormatReader
 
@@ -62,10 +70,10 @@ PROBE_BYTES = 64 << 10
 MARKER_CHECK_DEPTH = 4
 #: Bytes at the end of the file the end-marker check may look at.
 MARKER_TAIL_BYTES = (MARKER_CHECK_DEPTH + 1) * MAX_SPARSE_RECORD
+#: Writer: sparse rows encoded per step (bounds its temporary index arrays to ~20 MB).
+SPARSE_ENCODE_ROWS = 1 << 18
 #: Detection: no acquisition lasts longer than this (~31 years). Rejects garbage doubles.
 MAX_PLAUSIBLE_TIME_NS = 1e18
-#: Writer: rows encoded per step (bounds the temporary index arrays).
-WRITE_ROWS = 1 << 18
 
 _F64 = struct.Struct("<d")
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -643,113 +651,104 @@ class _GapFiller:
 # -- the writer -------------------------------------------------------------------------
 
 
-def _frame_to_table(data: Any) -> pa.Table:
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    module = type(data).__module__.split(".")[0]
-    if module == "polars":
-        if hasattr(data, "collect"):
-            raise TypeError("write_it02 needs a polars DataFrame; call .collect() first")
-        if hasattr(data, "to_arrow"):
-            return data.to_arrow()
-    if module == "pandas":
-        # from_pandas=False: a NaN time is a NaN, not a missing value (nulls from pandas'
-        # nullable dtypes are still nulls, and rejected).
-        return pa.table({str(name): pa.array(data[name], from_pandas=False)
-                         for name in data.columns})
-    raise TypeError(
-        f"write_it02 expects a pandas, polars or Arrow frame, not {type(data).__name__}"
-    )
-
-
-def _column(table: pa.Table, name: str) -> np.ndarray:
-    if name not in table.column_names:
-        raise ValueError(f"write_it02: the frame has no {name!r} column "
-                         f"(it has {table.column_names})")
-    col = table.column(name)
-    if col.null_count:
-        raise ValueError(f"write_it02: column {name!r} has {col.null_count} null value(s)")
-    return col.to_numpy()
-
-
-def _counts_column(table: pa.Table, name: str) -> np.ndarray:
-    values = _column(table, name)
-    if values.dtype.kind not in "ui" and values.dtype != np.bool_:
-        raise ValueError(f"write_it02: column {name!r} must hold integers, not {values.dtype}")
-    if len(values) and (values.min() < 0 or values.max() > np.iinfo(np.uint32).max):
-        raise ValueError(f"write_it02: column {name!r} has counts outside 0 … 2**32-1")
-    return values.astype("<u4", copy=False)
+def _frame_channels(table: pa.Table) -> list[int]:
+    """Channel indices from ``ch{i+1}`` column names, in frame order."""
+    return [int(n[2:]) - 1 for n in table.column_names
+            if n.startswith("ch") and n[2:].isdigit() and int(n[2:]) >= 1]
 
 
 def write_it02(
     path: str | os.PathLike[str],
-    data: Any,
-    header: dict[str, Any],
-    layout: str = "sparse",
+    frame: Any,
+    header: Mapping[str, Any] | None = None,
+    layout: str | None = None,
     acquisition_end_ns: float | None = None,
+    *,
+    overwrite: bool = True,
 ) -> None:
     """Write an IT02 file from a frame with ``time_ns`` and ``ch{i+1}`` columns.
 
-    ``header`` is written as the JSON header (its ``channels`` decide which ``ch*``
-    columns are written, in that order; bindf's derived keys ``layout`` and
-    ``acquisition_end_ns`` are left out). ``layout="sparse"`` omits bins in which every
-    channel is zero and ends the file with the mask-0 end marker at
-    ``acquisition_end_ns``; by default ``header["acquisition_end_ns"]`` if it is a number,
-    else the largest ``time_ns`` (device time stamps mark the *end* of each bin), else 0.
-    It must not be earlier than any ``time_ns``, which must be finite. The file appears
-    atomically: an interrupted write leaves no partial file.
+    Parameters
+    ----------
+    path:
+        Destination. Written atomically: a failed write leaves no partial file.
+    frame:
+        pandas/polars/Arrow frame (or dict of columns): ``time_ns`` (float64) and one
+        ``uint32``-compatible count column ``ch{i+1}`` per channel of the header; counts
+        that do not fit ``uint32`` and nulls are refused.
+    header:
+        The JSON header; its ``channels`` decide which columns are written, in that order.
+        bindf's derived keys ``layout`` and ``acquisition_end_ns`` are not written. When
+        omitted, the header a bindf reader attached to ``frame`` is reused, else
+        ``{"channels": [...]}`` from the ``ch*`` columns in frame order.
+    layout:
+        ``"sparse"`` (current software): bins in which every channel is zero are left
+        out, and the file ends with the mask-0 end marker. ``"dense"``: every row, fixed
+        size. By default the header's ``layout`` key (a frame bindf read keeps its
+        layout), else ``"sparse"``.
+    acquisition_end_ns:
+        Sparse only: time of the end marker. By default the header's
+        ``acquisition_end_ns`` if it is a number, else the largest ``time_ns`` (device
+        time stamps mark the *end* of each bin), else 0. It must not be earlier than any
+        ``time_ns``; in the sparse layout times must be finite.
+    overwrite:
+        ``False`` refuses to replace an existing file.
     """
+    table = to_arrow_table(frame)
+    header = inherited_header(frame, header)
+    if header is None:
+        header = {"channels": _frame_channels(table)}
+    if layout is None:
+        layout = header.get("layout") if header.get("layout") in LAYOUTS else "sparse"
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be 'dense' or 'sparse', not {layout!r}")
-    if not isinstance(header, dict):
-        raise TypeError(f"header must be a dict, not {type(header).__name__}")
     problem = _channels_problem(header)
     if problem:
-        raise ValueError(f"write_it02: header {problem}")
+        raise ValueError(f"cannot write IT02: header {problem}")
     channels: list[int] = list(header["channels"])
     if layout == "sparse" and len(channels) > MAX_SPARSE_CHANNELS:
-        raise ValueError(f"write_it02: the sparse layout holds at most {MAX_SPARSE_CHANNELS} "
-                         f"channels, the header has {len(channels)}")
-    table = _frame_to_table(data)
+        raise ValueError(f"cannot write IT02: the sparse layout holds at most "
+                         f"{MAX_SPARSE_CHANNELS} channels, the header has {len(channels)}")
     names = [channel_column(c) for c in channels]
+    require_columns(table, ["time_ns", *names], "IT02 intensity tracing")
     extra = [n for n in table.column_names
              if n.startswith("ch") and n[2:].isdigit() and n not in names]
     if extra:
-        raise ValueError(f"write_it02: columns {extra} are not channels of the header "
-                         f"({names})")
-    time = _column(table, "time_ns").astype("<f8", copy=False)
-    counts = [_counts_column(table, n) for n in names]
-    meta = {k: v for k, v in header.items() if k not in DERIVED_KEYS}
-    text = json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
-        "utf-8")
-    preamble = IT02_MAGIC + struct.pack("<I", len(text)) + text
-
+        raise ValueError(f"cannot write IT02: columns {extra} are not channels of the "
+                         f"header ({names})")
+    preamble = encode_preamble(
+        IT02_MAGIC, {k: v for k, v in header.items() if k not in DERIVED_KEYS}
+    )
+    end = None
     if layout == "sparse":
-        if len(time) and not np.isfinite(time).all():
-            raise ValueError("write_it02: time_ns must be finite in the sparse layout")
+        time = column_values(table, "time_ns", "<f8")
+        if not np.isfinite(time).all():
+            raise ValueError("cannot write IT02: time_ns must be finite in the sparse layout")
+        last = float(time.max()) if len(time) else None
         end = acquisition_end_ns
-        if end is None:
-            stored = header.get("acquisition_end_ns")
-            if isinstance(stored, (int, float)) and not isinstance(stored, bool):
-                end = stored
-        if end is None:
-            end = float(time.max()) if len(time) else 0.0
-        end = float(end)
-        if not math.isfinite(end) or (len(time) and end < time.max()):
-            raise ValueError(f"write_it02: acquisition_end_ns {end} must be finite and not "
-                             f"before the last time_ns ({time.max() if len(time) else None})")
+        stored = header.get("acquisition_end_ns")
+        if end is None and isinstance(stored, (int, float)) and not isinstance(stored, bool):
+            end = stored
+        end = float(end if end is not None else (last if last is not None else 0.0))
+        if not math.isfinite(end) or (last is not None and end < last):
+            raise ValueError(f"cannot write IT02: acquisition_end_ns {end} must be finite and "
+                             f"not before the last time_ns ({last})")
+    elif acquisition_end_ns is not None:
+        raise ValueError("acquisition_end_ns is only stored in the sparse layout")
 
-    with atomic_output(path) as f:
+    with atomic_output(path, overwrite=overwrite) as f:
         f.write(preamble)
-        for lo in range(0, len(time), WRITE_ROWS):
-            part = slice(lo, lo + WRITE_ROWS)
+        for lo in range(0, table.num_rows, WRITE_CHUNK_ROWS):
+            part = table.slice(lo, WRITE_CHUNK_ROWS)
+            time = column_values(part, "time_ns", "<f8")
+            counts = [column_values(part, n, "<u4") for n in names]
             if layout == "dense":
-                f.write(_encode_dense(time[part], [c[part] for c in counts]).data)
-            else:
-                f.write(_encode_sparse(time[part], [c[part] for c in counts]).data)
-        if layout == "sparse":
+                write_records(f, _encode_dense(time, counts))
+            else:  # the encoder's index arrays are ~70 bytes a row: smaller steps
+                for i in range(0, len(time), SPARSE_ENCODE_ROWS):
+                    step = slice(i, i + SPARSE_ENCODE_ROWS)
+                    f.write(memoryview(_encode_sparse(time[step], [c[step] for c in counts])))
+        if end is not None:
             f.write(_F64.pack(end) + b"\x00")
 
 
