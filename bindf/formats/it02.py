@@ -63,6 +63,10 @@ DERIVED_KEYS = ("layout", "acquisition_end_ns")
 
 #: Raw bytes read per step. Bounded, so a read needs its output plus a few MB.
 CHUNK_BYTES = 8 << 20
+#: Rows of the output arrays allocated at once (see _Outputs); batches are cut to size.
+OUTPUT_ROWS = 1 << 22
+#: Rows decoded per step under fill_gaps, into scratch arrays reused for every step.
+SCRATCH_ROWS = 1 << 18
 #: Layout detection looks at this many leading records (within PROBE_BYTES).
 PROBE_RECORDS = 64
 PROBE_BYTES = 64 << 10
@@ -276,6 +280,37 @@ class _Chunk:
     offset_of: Callable[[int], int]
 
 
+class _Outputs:
+    """Output arrays of one batch, filled piece by piece, trimmed when handed out.
+
+    They are allocated large (:data:`OUTPUT_ROWS` rows, or what is left to read): a big
+    numpy array is backed by transparent huge pages, which makes faulting in the output
+    (its largest cost after decoding) about twice as cheap as with many small arrays.
+    Untouched capacity costs no memory, and ``resize`` (``realloc``) returns it.
+    """
+
+    def __init__(self, capacity: int, want_time: bool, n_counts: int) -> None:
+        self.capacity = capacity
+        self.filled = 0
+        self.time = np.empty(capacity, dtype=np.float64) if want_time else None
+        self.counts = [np.empty(capacity, dtype=np.uint32) for _ in range(n_counts)]
+
+    @property
+    def room(self) -> int:
+        return self.capacity - self.filled
+
+    def finish(self) -> _Chunk:
+        arrays = ([self.time] if self.time is not None else []) + self.counts
+        if self.filled < self.capacity:
+            for array in arrays:
+                array.resize(self.filled, refcheck=False)
+        return _Chunk(self.time, self.counts, _no_offsets)
+
+
+def _no_offsets(i: int) -> int:
+    raise AssertionError("record offsets are only kept for fill_gaps chunks")
+
+
 class IT02Reader(FormatReader):
     """FLIM LABS intensity tracing (``IT02``), dense or sparse layout.
 
@@ -416,41 +451,78 @@ class IT02Reader(FormatReader):
         want_time = "time_ns" in columns or self.fill_gaps
         wanted = [k for k, c in enumerate(self.channels) if channel_column(c) in columns]
         max_records = None if self.fill_gaps else n_rows
+        # With fill_gaps the decoded records are scratch (the filler builds new arrays),
+        # so chunks lend views of buffers reused for every chunk: freeing per-chunk
+        # temporaries between the long-lived output arrays would fragment the C heap.
+        borrow = self.fill_gaps
         with self.source.open() as f:
             if self.layout == "dense":
-                chunks = self._dense_chunks(f, want_time, wanted, batch_size, max_records)
+                chunks = self._dense_chunks(f, want_time, wanted, batch_size, max_records,
+                                            borrow)
             else:
-                chunks = self._sparse_chunks(f, want_time, wanted, batch_size, max_records)
+                chunks = self._sparse_chunks(f, want_time, wanted, batch_size, max_records,
+                                             borrow)
             if not self.fill_gaps:
                 for chunk in chunks:
                     yield _to_batch(schema, "time_ns" in columns, chunk.time, chunk.counts)
                 return
-            filler = _GapFiller(self, batch_size)
-            produced = 0
+            filler = _GapFiller(self, max(batch_size, OUTPUT_ROWS), len(wanted), n_rows)
             for chunk in chunks:
-                for time, counts in filler.feed(chunk):
-                    yield _to_batch(schema, "time_ns" in columns, time, counts)
-                    produced += len(time)
-                    if n_rows is not None and produced >= n_rows:
-                        return
+                for batch in filler.feed(chunk):
+                    yield _to_batch(schema, "time_ns" in columns, batch.time, batch.counts)
+                if filler.rows_left is not None and filler.rows_left <= 0:
+                    return
+            for batch in filler.flush():
+                yield _to_batch(schema, "time_ns" in columns, batch.time, batch.counts)
 
     def _dense_chunks(self, f: BinaryIO, want_time: bool, wanted: list[int], batch_size: int,
-                      max_records: int | None) -> Iterator[_Chunk]:
+                      max_records: int | None, borrow: bool) -> Iterator[_Chunk]:
+        """Fixed-size records, CHUNK_BYTES at a time, read into one reused buffer.
+
+        Owned chunks: the columns are copied into large output arrays (see
+        :class:`_Outputs`). Borrowed ones (``borrow``) are views valid until the next
+        chunk: times in a reused contiguous array, counts strided views of the records.
+        """
         size = self.dtype.itemsize
         count = self.n_records if max_records is None else min(max_records, self.n_records)
         per_chunk = max(1, min(batch_size, CHUNK_BYTES // size))
+        if borrow:
+            per_chunk = min(per_chunk, SCRATCH_ROWS)
+            scratch_time = np.empty(min(per_chunk, count), dtype=np.float64)
+        fields = [f"c{k}" for k in wanted]
+        out: _Outputs | None = None
         got = 0
         for records, offset in iter_fixed_records(
             f, dtype=self.dtype, start=self.data_offset, count=count,
             records_per_chunk=per_chunk, reuse=True,
         ):
-            got += len(records)
-            # Copies: the record buffer is refilled for the next chunk.
-            yield _Chunk(
-                records["time_ns"].copy() if want_time else None,
-                [records[f"c{k}"].copy() for k in wanted],
-                lambda i, offset=offset: offset + i * size,
-            )
+            n = len(records)
+            if borrow:
+                time = scratch_time[:n]
+                np.copyto(time, records["time_ns"])
+                yield _Chunk(time, [records[name] for name in fields],
+                             lambda i, offset=offset: offset + i * size)
+                got += n
+                continue
+            i = 0
+            while i < n:
+                if out is None:
+                    out = _Outputs(min(max(batch_size, OUTPUT_ROWS), count - got),
+                                   want_time, len(fields))
+                k = min(out.room, n - i)
+                lo, hi = out.filled, out.filled + k
+                if out.time is not None:
+                    np.copyto(out.time[lo:hi], records["time_ns"][i:i + k])
+                for column, name in zip(out.counts, fields, strict=True):
+                    np.copyto(column[lo:hi], records[name][i:i + k])
+                out.filled += k
+                got += k
+                i += k
+                if not out.room:
+                    yield out.finish()
+                    out = None
+        if out is not None and out.filled:
+            yield out.finish()
         if got < count:
             self._warn_truncated(self.data_offset + got * size, "the file shrank while it was read")
         elif self.tail_bytes and count == self.n_records:
@@ -460,11 +532,14 @@ class IT02Reader(FormatReader):
             )
 
     def _sparse_chunks(self, f: BinaryIO, want_time: bool, wanted: list[int], batch_size: int,
-                       max_records: int | None) -> Iterator[_Chunk]:
+                       max_records: int | None, borrow: bool) -> Iterator[_Chunk]:
         """Follow the record chain through the file, CHUNK_BYTES at a time.
 
         The bytes of a record cut by the chunk boundary are moved to the front of the
         buffer and completed by the next ``readinto``; the kernel resumes from there.
+        Owned chunks: the kernel decodes straight into large output arrays (see
+        :class:`_Outputs`), one pass over the chain. Borrowed ones (``borrow``) are views
+        of scratch arrays reused for every step.
         """
         n_channels = self.n_channels
         slots = np.full(n_channels, -1, dtype=np.int8)
@@ -475,6 +550,9 @@ class IT02Reader(FormatReader):
         base = self.data_offset  # file offset of buf[0]
         have = 0
         remaining = max_records
+        out: _Outputs | None = None
+        if borrow:
+            scratch = _Outputs(min(batch_size, SCRATCH_ROWS), want_time, len(wanted))
         f.seek(base)
         while True:
             want = min(len(buf) - have, region_end - (base + have))
@@ -484,42 +562,59 @@ class IT02Reader(FormatReader):
             at_end = shrank or base + have >= region_end
             view = buf[:have]
             pos = 0
+            status = _it02.STATUS_END
             while True:
-                limit = batch_size if remaining is None else min(batch_size, remaining)
+                if borrow:
+                    target = scratch
+                else:
+                    if out is None:
+                        # A record has at least 9 bytes: no more rows than that are left.
+                        cap = min(max(batch_size, OUTPUT_ROWS),
+                                  (region_end - base - pos) // SPARSE_FIXED_BYTES)
+                        if remaining is not None:
+                            cap = min(cap, remaining)
+                        if cap <= 0:
+                            break
+                        out = _Outputs(cap, want_time, len(wanted))
+                    target = out
+                limit = target.room
+                n_max = min(limit, (have - pos) // SPARSE_FIXED_BYTES)
                 start = pos
-                # Room for the most records the bytes could hold (9 bytes each); the
-                # untouched tail costs no memory and is handed back by resize (realloc).
-                # One pass over the chain instead of a counting pass and a decoding pass.
-                cap = min(limit, (have - start) // SPARSE_FIXED_BYTES)
-                time = np.empty(cap, dtype=np.float64) if want_time else _EMPTY_F64
-                counts = [np.empty(cap, dtype=np.uint32) for _ in wanted]
+                done = target.filled
                 rows, pos, status = _it02.decode_sparse(
-                    view, start, n_channels, cap, time, counts, slots, want_time)
-                if status == _it02.STATUS_LIMIT and cap < limit:
+                    view, start, n_channels, n_max,
+                    target.time[done:] if target.time is not None else _EMPTY_F64,
+                    [c[done:] for c in target.counts], slots, want_time)
+                if status == _it02.STATUS_LIMIT and n_max < limit:
                     status = _it02.STATUS_END  # fewer than 9 bytes are left
-                if rows < cap:
-                    for array in [time, *counts] if want_time else counts:
-                        array.resize(rows, refcheck=False)
-                if rows:
-                    yield _Chunk(
-                        time if want_time else None, counts,
-                        lambda i, start=start, base=base, view=view:
-                            base + _it02.scan_sparse(view, start, n_channels, i)[1],
-                    )
+                if borrow:
+                    if rows:
+                        yield _Chunk(
+                            scratch.time[:rows] if scratch.time is not None else None,
+                            [c[:rows] for c in scratch.counts],
+                            lambda i, start=start, base=base, view=view:
+                                base + _it02.scan_sparse(view, start, n_channels, i)[1],
+                        )
+                else:
+                    out.filled += rows  # type: ignore[union-attr]
                     if remaining is not None:
                         remaining -= rows
-                        if remaining <= 0:
+                    if not out.room:  # type: ignore[union-attr]
+                        yield out.finish()  # type: ignore[union-attr]
+                        out = None
+                        if remaining is not None and remaining <= 0:
                             return
                 if status != _it02.STATUS_LIMIT:
                     break
-            if status == _it02.STATUS_BAD_MASK:
-                self._bad_mask(base + pos, int(view[pos + 8]))
+            if status == _it02.STATUS_BAD_MASK or at_end:
+                if out is not None and out.filled:
+                    yield out.finish()
+                if status == _it02.STATUS_BAD_MASK:
+                    self._bad_mask(base + pos, int(view[pos + 8]))
+                elif have - pos or shrank:
+                    self._unfinished_chain(base + pos, have - pos, shrank)
                 return
             rest = have - pos
-            if at_end:
-                if rest or shrank:
-                    self._unfinished_chain(base + pos, rest, shrank)
-                return
             buf[:rest] = buf[pos:have].copy()
             base += pos
             have = rest
@@ -576,8 +671,9 @@ class _GapFiller:
     """Turns decoded records into every bin from the first to the last (``fill_gaps``).
 
     Bin indices come from :func:`bindf._kernels._it02.assign_bins`, whose state carries
-    across chunks, so batched and whole reads agree. Output is produced in windows of at
-    most ``window`` bins: a huge gap costs time, never a huge allocation.
+    across chunks, so batched and whole reads agree. Counts are scattered into large
+    zero-initialised output arrays (at most ``capacity`` rows each, so a huge gap costs
+    time, never a huge allocation); the nominal times are made when a batch is handed out.
     """
 
     _KINDS = {
@@ -589,21 +685,39 @@ class _GapFiller:
         _it02.BIN_OUT_OF_RANGE: ("time_out_of_range", "the record's bin index exceeds 2**52"),
     }
 
-    def __init__(self, reader: IT02Reader, window: int) -> None:
+    def __init__(self, reader: IT02Reader, capacity: int, n_counts: int,
+                 n_rows: int | None) -> None:
         self.reader = reader
         self.bin_ns = float(reader.bin_ns)  # type: ignore[arg-type]
-        self.window = window
+        self.capacity = capacity
+        self.n_counts = n_counts
+        self.rows_left = n_rows
+        # assign_bins state
         self.have_last = False
         self.last_t = math.nan
         self.last_bin = 0
+        # the batch being filled: bins [out_base, out_base + filled)
+        self.out: list[np.ndarray] | None = None
+        self.out_capacity = 0
+        self.out_base = 0
+        self.filled = 0
+        self.next_bin: int | None = None
+        # per-chunk work arrays, reused (see "borrow" in IT02Reader._batches)
+        self._bins = np.empty(0, dtype=np.int64)
+        self._status = np.empty(0, dtype=np.uint8)
+        self._where = np.empty(0, dtype=np.int64)
 
-    def feed(self, chunk: _Chunk) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    def feed(self, chunk: _Chunk) -> Iterator[_Chunk]:
+        """Take one chunk of records; yield the batches it completes."""
         times = chunk.time
         assert times is not None
         counts = chunk.counts
-        bins = np.empty(len(times), dtype=np.int64)
-        status = np.empty(len(times), dtype=np.uint8)
-        had_last, prev_bin = self.have_last, self.last_bin
+        n = len(times)
+        if len(self._bins) < n:
+            self._bins = np.empty(n, dtype=np.int64)
+            self._status = np.empty(n, dtype=np.uint8)
+            self._where = np.empty(n, dtype=np.int64)
+        bins, status = self._bins[:n], self._status[:n]
         n_bad, self.have_last, self.last_t, self.last_bin = _it02.assign_bins(
             times, self.bin_ns, self.have_last, self.last_t, self.last_bin, bins, status
         )
@@ -614,22 +728,56 @@ class _GapFiller:
             counts = [c[keep] for c in counts]
         if not len(bins):
             return
-        start = prev_bin + 1 if had_last else int(bins[0])
+        if self.next_bin is None:
+            self.next_bin = int(bins[0])
         stop = int(bins[-1]) + 1
-        for w0 in range(start, stop, self.window):
-            w1 = min(w0 + self.window, stop)
-            lo, hi = (int(i) for i in np.searchsorted(bins, [w0, w1]))
-            time = np.arange(w0, w1, dtype=np.float64) * self.bin_ns
-            if hi - lo == w1 - w0:  # no gap in this window: the counts are the output
-                yield time, [c[lo:hi] for c in counts]
-                continue
-            where = bins[lo:hi] - w0
-            filled = []
-            for c in counts:
-                out = np.zeros(w1 - w0, dtype=np.uint32)
-                out[where] = c[lo:hi]
-                filled.append(out)
-            yield time, filled
+        lo = 0
+        while self.next_bin < stop:
+            if self.out is None:
+                capacity = self.capacity
+                if self.rows_left is not None:
+                    capacity = min(capacity, self.rows_left)
+                if capacity <= 0:
+                    return
+                self.out = [np.zeros(capacity, dtype=np.uint32) for _ in range(self.n_counts)]
+                self.out_capacity = capacity
+                self.out_base, self.filled = self.next_bin, 0
+            end = min(self.out_base + self.out_capacity, stop)
+            hi = lo + int(np.searchsorted(bins[lo:], end))
+            if hi > lo:
+                first = int(bins[lo]) - self.out_base
+                if int(bins[hi - 1]) - int(bins[lo]) == hi - lo - 1:  # no gap: plain copy
+                    for out, c in zip(self.out, counts, strict=True):
+                        out[first:first + hi - lo] = c[lo:hi]
+                else:
+                    where = np.subtract(bins[lo:hi], self.out_base, out=self._where[: hi - lo])
+                    for out, c in zip(self.out, counts, strict=True):
+                        out[where] = c[lo:hi]
+            lo = hi
+            self.next_bin = end
+            self.filled = end - self.out_base
+            if self.filled == self.out_capacity:
+                yield self._finish()
+
+    def flush(self) -> Iterator[_Chunk]:
+        """Hand out the last, partly filled batch."""
+        if self.out is not None and self.filled:
+            yield self._finish()
+
+    def _finish(self) -> _Chunk:
+        assert self.out is not None
+        rows = self.filled
+        for out in self.out:
+            if len(out) > rows:
+                out.resize(rows, refcheck=False)
+        time = np.arange(self.out_base, self.out_base + rows, dtype=np.float64)
+        time *= self.bin_ns
+        chunk = _Chunk(time, self.out, _no_offsets)
+        if self.rows_left is not None:
+            self.rows_left -= rows
+        self.out = None
+        self.filled = 0
+        return chunk
 
     def _report(self, status: np.ndarray, chunk: _Chunk) -> None:
         bad = np.flatnonzero(status)
