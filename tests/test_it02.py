@@ -78,9 +78,12 @@ def numpy_parse_dense(path: Path) -> tuple[dict, np.ndarray]:
 
 
 @contextmanager
-def small_chunks(n_bytes: int):
-    """Make the sparse reader's read buffer tiny, so chunk boundaries cut records."""
-    with mock.patch.object(it02, "CHUNK_BYTES", n_bytes):
+def small_chunks(n_bytes: int, rows: int = 3):
+    """Make the reader's read buffer tiny, so chunk boundaries cut records, and its
+    output/scratch arrays a few rows long, so batches end inside chunks too."""
+    with mock.patch.object(it02, "CHUNK_BYTES", n_bytes), \
+            mock.patch.object(it02, "OUTPUT_ROWS", rows), \
+            mock.patch.object(it02, "SCRATCH_ROWS", rows):
         yield
 
 
@@ -669,14 +672,16 @@ def _nonzero_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @HYPOTHESIS
-@given(data=trace(realistic=True), chunk=st.integers(9, 200), size=st.integers(1, 50))
-def test_round_trip_realistic_autodetected(tmp_path, data, chunk, size):
+@given(data=trace(realistic=True), chunk=st.integers(9, 200), size=st.integers(1, 50),
+       rows=st.integers(1, 70))
+def test_round_trip_realistic_autodetected(tmp_path, data, chunk, size, rows):
     header, df = data
     sparse_path, dense_path = tmp_path / "s.bin", tmp_path / "d.bin"
     write_it02(sparse_path, df, header, layout="sparse")
     write_it02(dense_path, df, header, layout="dense")
-    with small_chunks(chunk):
-        got_dense = pd.concat([read(dense_path)] + [], ignore_index=True)
+    with small_chunks(chunk, rows):
+        got_dense = pd.concat(list(read(dense_path, chunksize=size)) or [read(dense_path)],
+                              ignore_index=True)
         got_sparse = pd.concat(list(read(sparse_path, chunksize=size)) or [read(sparse_path)],
                                ignore_index=True)
     assert got_dense.equals(df)
@@ -690,10 +695,10 @@ def test_round_trip_realistic_autodetected(tmp_path, data, chunk, size):
     # bins, so its filled trace is the dense one without leading/trailing zero bins.
     bin_ns = header["bin_width_micros"] * 1000.0
     filled = {}
-    for path, rows in ((dense_path, df), (sparse_path, _nonzero_rows(df))):
-        times, counts = fill_model(rows["time_ns"].to_numpy(), rows.iloc[:, 1:].to_numpy(),
+    for path, stored in ((dense_path, df), (sparse_path, _nonzero_rows(df))):
+        times, counts = fill_model(stored["time_ns"].to_numpy(), stored.iloc[:, 1:].to_numpy(),
                                    bin_ns)
-        with small_chunks(chunk):
+        with small_chunks(chunk, rows):
             parts = list(read(path, fill_gaps=True, chunksize=size))
         got = pd.concat(parts, ignore_index=True) if parts else read(path, fill_gaps=True)
         np.testing.assert_array_equal(got["time_ns"].to_numpy(), times)
