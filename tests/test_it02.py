@@ -453,6 +453,25 @@ def test_every_cut_of_a_sparse_file_gives_the_complete_records(tmp_path):
     assert IT02Reader(Source(str(cut_path))).layout == "sparse"  # detection agrees
 
 
+def test_truncated_tail_that_looks_like_an_end_marker(tmp_path):
+    # Found by a random search: the cut leaves 9 bytes ending in 0 whose "time" is a
+    # finite double and 4 plausible-looking records chaining back onto it. The
+    # 16-record check rejects it, so the file reads as truncated, not as corrupt.
+    body = bytes.fromhex(
+        "000000000070a740020f1e9c00000000000040af4002a2000000000000000070b7400693b941"
+        "00a1884300000000000058bb400c91124100ff5d4100000000000040bf40058b000000df0000"
+        "0000000000007cc54000000000000058cb400b710d4300")
+    header = {"channels": [0, 1, 2, 3], "bin_width_micros": 1}
+    assert it02._find_end_marker(body, 0, 0, 4, 3000.0) is None
+    with mock.patch.object(it02, "MARKER_CHECK_DEPTH", 4):
+        assert it02._find_end_marker(body, 0, 0, 4, 3000.0) is not None
+    path = write(tmp_path, preamble(header) + body)
+    assert bindf.read_header(path, layout="sparse")["acquisition_end_ns"] is None
+    with pytest.warns(TruncatedFileWarning):
+        df = read(path)  # detected as sparse
+    assert df["time_ns"].tolist() == [3000.0, 4000.0, 6000.0, 7000.0, 8000.0, 11000.0]
+
+
 def test_sparse_shrinking_file_is_a_truncation(tmp_path):
     data, expected = sparse_sample()
     path = write(tmp_path, data)

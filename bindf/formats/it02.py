@@ -71,7 +71,9 @@ SCRATCH_ROWS = 1 << 18
 PROBE_RECORDS = 64
 PROBE_BYTES = 64 << 10
 #: End-marker check: how many records before the candidate marker must chain onto it.
-MARKER_CHECK_DEPTH = 4
+#: Measured on 634k truncations of random sparse data (counts chosen to look like
+#: doubles): depth 4 accepted 441 false markers, 8 accepted 5, 16 none.
+MARKER_CHECK_DEPTH = 16
 #: Bytes at the end of the file the end-marker check may look at.
 MARKER_TAIL_BYTES = (MARKER_CHECK_DEPTH + 1) * MAX_SPARSE_RECORD
 #: Writer: sparse rows encoded per step (bounds its temporary index arrays to ~20 MB).
@@ -248,7 +250,16 @@ def _find_end_marker(tail: bytes, tail_start: int, data_offset: int, n_channels:
     if not math.isfinite(t_end) or (marker > data_offset and not t_end >= t_first):
         return None
 
+    seen: dict[tuple[int, int], bool] = {}
+
     def chains_back(record_end: int, depth: int) -> bool:
+        # Memoised: crafted bytes could otherwise make the search branch (N+1)**depth ways.
+        key = (record_end, depth)
+        if key not in seen:
+            seen[key] = _chains_back(record_end, depth)
+        return seen[key]
+
+    def _chains_back(record_end: int, depth: int) -> bool:
         if record_end == data_offset or depth == 0:
             return True
         for k in range(n_channels + 1):
