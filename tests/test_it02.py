@@ -135,6 +135,13 @@ def test_real_sample_matches_numpy_parse(data_dir):
     assert "acquisition_end_ns" not in info["header"]
 
 
+def test_bundled_sample_is_the_head_of_the_real_export(data_dir):
+    bundled = Path(bindf.__file__).parent / "samples" / "intensity_tracing_it02.bin"
+    df = bindf.read(bundled, output="polars")  # format detected from the magic
+    assert df.bindf.format == "it02"
+    assert df.equals(pl.read_it02(data_dir / SAMPLE).head(200))
+
+
 def test_real_sample_is_detected_dense_and_counts_rows(data_dir):
     reader = IT02Reader(Source(str(data_dir / SAMPLE)))
     assert reader.layout == "dense"

@@ -337,7 +337,12 @@ class IT02Reader(FormatReader):
     Options
     -------
     layout : "dense" | "sparse" | None
-        Force the record layout; by default it is detected from the first records.
+        Force the record layout. By default it is detected from the first records (see
+        :func:`detect_layout`): the layout whose leading times are plausible (finite,
+        within 0 … 1e18 ns, each at least half a bin after the previous) wins; a tie is
+        broken by which layout makes the data end cleanly; an empty data section reads
+        as dense. Bytes that fit neither (or both) raise
+        :class:`~bindf.errors.CorruptDataError` asking for ``layout=``.
     fill_gaps : bool
         Return every bin from the first to the last, at ``bin_width_micros`` spacing,
         with zero counts for missing bins (as the vendor's plotting script does). The
@@ -348,7 +353,8 @@ class IT02Reader(FormatReader):
         bins) neither invents empty bins nor merges two bins. ``time_ns`` then holds the
         nominal ``index * w``. A record less than half a bin after the previous one (or
         with a non-finite time) is corrupt data (``on_error`` applies: skipped records
-        are dropped).
+        are dropped). Bins are produced in bounded batches, but their number follows
+        the times: one absurd time far in the future means a long run of zero bins.
 
     Header
     ------
@@ -356,7 +362,8 @@ class IT02Reader(FormatReader):
     "sparse") and, for sparse files, ``acquisition_end_ns``: the time of the final
     mask-0 record, or None if the file does not end with one (still being written,
     truncated). The end marker is found when the file is opened, from the last bytes;
-    see :func:`_find_end_marker`.
+    see :func:`_find_end_marker`. A mask-0 record that is not the last record is an
+    ordinary bin whose counts are all zero.
 
     Damage: a file that ends inside a record gives a
     :class:`~bindf.errors.TruncatedFileWarning` and all complete records. A sparse mask
