@@ -106,6 +106,24 @@ def _current_rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_rss() -> int:
+    """This process's RSS high-water mark, in bytes.
+
+    ``ru_maxrss`` is not enough on Linux: ``execve`` carries the *parent's* high-water
+    mark over into the child's ``ru_maxrss``, so a benchmark driver that holds a few
+    hundred MB would inflate every measurement. ``VmHWM`` belongs to the new address
+    space only.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def measure_peak_in_subprocess(run_ref: str, path: Path) -> dict[str, int]:
     """Run ``run_ref(path)`` in a fresh interpreter; report its memory high-water mark."""
     code = (
@@ -116,7 +134,7 @@ def measure_peak_in_subprocess(run_ref: str, path: Path) -> dict[str, int]:
         "import numpy, pyarrow, pandas, polars, bindf  # imports are not the read's cost\n"
         "before = h._current_rss()\n"
         f"frame = fn({str(path)!r})\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "peak = h._peak_rss()\n"
         "print(json.dumps({'before': before, 'peak': peak, 'output': h.frame_nbytes(frame)}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

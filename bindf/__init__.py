@@ -23,6 +23,7 @@ from .errors import (
     UnknownFormatError,
     UnsupportedReadoutError,
 )
+from .formats.apx import write_apx
 from .frontends.accessors import register_accessors
 from .frontends.polars import format_scanner, scan
 from .frontends.read import format_reader, iter_batches, read, read_header
@@ -84,4 +85,5 @@ __all__ = [
     "scan_apx",
     "scan_it02",
     "scan_spectro",
+    "write_apx",
 ]

@@ -17,6 +17,7 @@ same hits. The pure-Python model in ``apx_reference.py`` is the parity oracle.
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 # frame_readouts stop codes
 cdef enum:
@@ -150,31 +151,58 @@ def find_marker(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end):
 cdef struct HitSink:
     bint store             # False: hits are only counted
     uint8_t* hits          # (cap, 8) row-major
-    int64_t* hit_readout
     uint8_t* hit_order
+    uint32_t* hit_readout_id
+    uint64_t* hit_timestamp
+    uint32_t readout_id    # of the readout being decoded
+    uint64_t timestamp
     Py_ssize_t cap
     Py_ssize_t n
     bint overflow
 
 
 cdef inline void emit(HitSink* sink, const uint8_t* first, Py_ssize_t n_first,
-                      const uint8_t* second, Py_ssize_t readout,
-                      Py_ssize_t order) noexcept nogil:
+                      const uint8_t* second, Py_ssize_t order) noexcept nogil:
     """Append one hit: ``n_first`` bytes of ``first`` then ``8 - n_first`` of ``second``."""
-    cdef Py_ssize_t j
     cdef uint8_t* dst
     if sink.store:
         if sink.n >= sink.cap:
             sink.overflow = True
             return
         dst = sink.hits + sink.n * HIT_SIZE
-        for j in range(n_first):
-            dst[j] = first[j]
-        for j in range(HIT_SIZE - n_first):
-            dst[n_first + j] = second[j]
-        sink.hit_readout[sink.n] = readout
+        if n_first == HIT_SIZE:
+            memcpy(dst, first, HIT_SIZE)
+        else:
+            memcpy(dst, first, n_first)
+            memcpy(dst + n_first, second, HIT_SIZE - n_first)
         sink.hit_order[sink.n] = <uint8_t>(order if order < MAX_ORDER else MAX_ORDER)
+        sink.hit_readout_id[sink.n] = sink.readout_id
+        sink.hit_timestamp[sink.n] = sink.timestamp
     sink.n += 1
+
+
+cdef inline uint64_t zero_bytes(uint64_t x) noexcept nogil:
+    """0x80 in every byte of ``x`` that is zero, 0 elsewhere (exact, no carries)."""
+    cdef uint64_t low7 = 0x7F7F7F7F7F7F7F7FULL
+    return ~(((x & low7) + low7) | x | low7)
+
+
+cdef uint64_t _probe = 1
+#: The zero_bytes() flag bit of the byte at the lowest address of a loaded word.
+cdef uint64_t FIRST_BYTE_FLAG = 0x80 if (<uint8_t*>&_probe)[0] == 1 else (<uint64_t>0x80) << 56
+
+
+cdef inline bint may_hold_start(const uint8_t* h) noexcept nogil:
+    """Whether any of ``h[1:8]`` is a start byte (``0xE0..0xFE``), eight bytes at once.
+
+    A shortcut for the common case: when it says yes the exact byte-by-byte rule runs.
+    (One 8-byte load; a 7-byte copy would stall on store forwarding.)
+    """
+    cdef uint64_t w
+    memcpy(&w, h, 8)
+    cdef uint64_t top3_set = zero_bytes((w & 0xE0E0E0E0E0E0E0E0ULL) ^ 0xE0E0E0E0E0E0E0E0ULL)
+    cdef uint64_t is_pad = zero_bytes(~w)
+    return (top3_set & ~is_pad & ~FIRST_BYTE_FLAG) != 0
 
 
 cdef int decode_one(
@@ -183,7 +211,6 @@ cdef int decode_one(
     uint8_t* carry,
     Py_ssize_t* carry_len,
     HitSink* sink,
-    Py_ssize_t readout,
     Py_ssize_t* n_hits,
 ) noexcept nogil:
     """One readout payload (FORMATS.md §1.2). Returns its status word."""
@@ -218,7 +245,7 @@ cdef int decode_one(
         if prev < 0:
             status |= ORPHANS_UNUSED
         elif prev + m == HIT_SIZE:
-            emit(sink, carry, prev, D + c, readout, order)
+            emit(sink, carry, prev, D + c, order)
             order += 1
             status |= ORPHANS_MATCHED
         else:
@@ -251,26 +278,35 @@ cdef int decode_one(
         if c + HIT_SIZE > n:  # upstream cannot unpack a short hit
             status |= DECODER_FAILURE
             break
-        k = 1
-        while k < HIT_SIZE:
-            if is_start(D[c + k]):
-                f = c + HIT_SIZE
-                while f < n and D[f] == IDLE:
-                    f += 1
-                if f < n and not is_start(D[f]):
-                    status |= INCOMPLETE_HIT_DROPPED
-                    c += k
-                    if c + HIT_SIZE > n:
-                        status |= DECODER_FAILURE
-                        break
-            k += 1
-        if status & DECODER_FAILURE:
-            break
-        emit(sink, D + c, HIT_SIZE, D, readout, order)
+        # Look-ahead of rule 3.4: the first non-idle byte after the tentative hit.
+        f = c + HIT_SIZE
+        while f < n and D[f] == IDLE:
+            f += 1
+        if f < n and not is_start(D[f]) and may_hold_start(D + c):
+            # Rare: the next byte is not a start byte and the hit holds one. Run rule
+            # 3.4 exactly: walk k = 1..7 over the (possibly shifted) tentative hit.
+            k = 1
+            while k < HIT_SIZE:
+                if is_start(D[c + k]):
+                    f = c + HIT_SIZE
+                    while f < n and D[f] == IDLE:
+                        f += 1
+                    if f < n and not is_start(D[f]):
+                        status |= INCOMPLETE_HIT_DROPPED
+                        c += k
+                        if c + HIT_SIZE > n:
+                            status |= DECODER_FAILURE
+                            break
+                k += 1
+            if status & DECODER_FAILURE:
+                break
+            f = c + HIT_SIZE
+            while f < n and D[f] == IDLE:
+                f += 1
+        # Otherwise no k can drop the hit: the look-ahead does not depend on k.
+        emit(sink, D + c, HIT_SIZE, D, order)
         order += 1
-        c += HIT_SIZE
-        while c < n and D[c] == IDLE:
-            c += 1
+        c = f  # rule 3.5: past the hit and the idle bytes after it
 
     if status & DECODER_FAILURE:
         carry_len[0] = -1
@@ -282,11 +318,14 @@ def decode_hits(
     const uint8_t[::1] buf,
     const int64_t[::1] payload_pos,
     const uint32_t[::1] payload_len,
+    const uint32_t[::1] readout_id,
+    const uint64_t[::1] timestamp,
     uint8_t[::1] carry,
     Py_ssize_t carry_len,
     uint8_t[:, ::1] hits,
-    int64_t[::1] hit_readout,
     uint8_t[::1] hit_order,
+    uint32_t[::1] hit_readout_id,
+    uint64_t[::1] hit_timestamp,
     uint8_t[::1] status,
     uint32_t[::1] n_hits,
     bint store=True,
@@ -296,8 +335,10 @@ def decode_hits(
     ``carry[:carry_len]`` are the extra bytes left by the readout before the first one
     (``carry_len = -1``: none); the function updates ``carry`` in place and returns
     ``(n_hits_total, carry_len)``. With ``store`` the 8 raw bytes of each hit go to
-    ``hits`` (row order = decoding order) with their readout index and decoding order;
-    without, hits are only counted. ``status`` and ``n_hits`` get one entry per readout.
+    ``hits`` (in readout order, then decoding order), its decoding order to
+    ``hit_order`` and its readout's id and timestamp to ``hit_readout_id`` and
+    ``hit_timestamp``; without, hits are only counted. ``status`` and ``n_hits`` (hits per
+    readout) get one entry per readout.
 
     Capacity: a readout of L bytes yields at most ``L // 8 + 1`` hits. A readout whose
     payload lies outside ``buf``, or hits beyond the output capacity, raise ``ValueError``
@@ -310,7 +351,9 @@ def decode_hits(
     cdef Py_ssize_t cl = carry_len
     cdef HitSink sink
     cdef bint bad_payload = False
-    if payload_len.shape[0] < n_readouts or status.shape[0] < n_readouts or n_hits.shape[0] < n_readouts:
+    if (payload_len.shape[0] < n_readouts or readout_id.shape[0] < n_readouts
+            or timestamp.shape[0] < n_readouts or status.shape[0] < n_readouts
+            or n_hits.shape[0] < n_readouts):
         raise ValueError("per-readout arrays are shorter than payload_pos")
     if carry.shape[0] < HIT_SIZE:
         raise ValueError("carry must hold 8 bytes")
@@ -320,8 +363,9 @@ def decode_hits(
         cl = -1
     sink.store = store
     sink.hits = NULL
-    sink.hit_readout = NULL
     sink.hit_order = NULL
+    sink.hit_readout_id = NULL
+    sink.hit_timestamp = NULL
     sink.cap = 0
     sink.n = 0
     sink.overflow = False
@@ -329,23 +373,28 @@ def decode_hits(
         if hits.shape[1] != HIT_SIZE:
             raise ValueError("hits must have 8 columns")
         sink.cap = hits.shape[0]
-        if hit_readout.shape[0] < sink.cap:
-            sink.cap = hit_readout.shape[0]
         if hit_order.shape[0] < sink.cap:
             sink.cap = hit_order.shape[0]
+        if hit_readout_id.shape[0] < sink.cap:
+            sink.cap = hit_readout_id.shape[0]
+        if hit_timestamp.shape[0] < sink.cap:
+            sink.cap = hit_timestamp.shape[0]
         if sink.cap > 0:  # else: the first hit overflows before anything is written
             sink.hits = &hits[0, 0]
-            sink.hit_readout = &hit_readout[0]
             sink.hit_order = &hit_order[0]
+            sink.hit_readout_id = &hit_readout_id[0]
+            sink.hit_timestamp = &hit_timestamp[0]
     with nogil:
         for r in range(n_readouts):
             start = payload_pos[r]
             if start < 0 or start > size or <int64_t>payload_len[r] > size - start:
                 bad_payload = True
                 break
+            sink.readout_id = readout_id[r]
+            sink.timestamp = timestamp[r]
             status[r] = <uint8_t>decode_one(
                 &buf[0] + start if size > 0 else NULL, payload_len[r],
-                &carry[0], &cl, &sink, r, &nh)
+                &carry[0], &cl, &sink, &nh)
             n_hits[r] = <uint32_t>nh
             if sink.overflow:
                 break

@@ -61,7 +61,12 @@ from .._atomic import atomic_output
 from .._header import read_preamble
 from .._kernels import _apx
 from .._source import read_into
-from ..errors import CorruptDataError, CorruptDataWarning, TruncatedFileWarning, UnsupportedReadoutError
+from ..errors import (
+    CorruptDataError,
+    CorruptDataWarning,
+    TruncatedFileWarning,
+    UnsupportedReadoutError,
+)
 from ._base import FormatReader
 
 MAGIC = b"%APXDF"
@@ -244,14 +249,15 @@ class ApxReader(FormatReader):
         schema = pa.schema([self.schema.field(c) for c in columns])
         per_call = max(1, min(batch_size, _READOUTS_PER_CALL))
         decoder = HitDecoder(store_hits=self.level == "hits")
+        hit_columns = HitColumns()
         produced = 0
         for framed in self._iter_framed(per_call):
             if framed.after_gap:
                 decoder.reset()
             decoded = decoder.decode(framed.buf, framed.header_pos + READOUT_HEADER_SIZE,
-                                     framed.length)
+                                     framed.length, framed.readout_id, framed.timestamp)
             if self.level == "hits":
-                arrays = hit_columns(decoded, framed.readout_id, framed.timestamp, columns)
+                arrays = hit_columns(decoded, columns)
             else:
                 arrays = readout_columns(decoded, framed, columns)
             batch = pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
@@ -417,14 +423,15 @@ _WORD_COLUMNS = frozenset(_FIELD) | {"ts_dec1", "ts_dec2", "tot_us"}
 
 @dataclass
 class Decoded:
-    """Output of one :meth:`HitDecoder.decode` call (arrays valid until the next call)."""
+    """Output of one :meth:`HitDecoder.decode` call (hit arrays valid until the next call)."""
 
     n_hits: int
-    hits: np.ndarray  # (n_hits, 8) uint8 raw bytes, or empty when not stored
-    hit_readout: np.ndarray  # int64 readout index per hit
-    hit_order: np.ndarray  # uint8
-    status: np.ndarray  # uint8 per readout
-    readout_hits: np.ndarray  # uint32 per readout
+    hits: np.ndarray  # (n_hits, 8) uint8 raw bytes (empty when hits are not stored)
+    hit_order: np.ndarray  # uint8 decoding order
+    hit_readout_id: np.ndarray  # uint32
+    hit_timestamp: np.ndarray  # uint64
+    status: np.ndarray  # uint8 per readout (fresh array)
+    readout_hits: np.ndarray  # uint32 hits per readout (fresh array)
 
 
 class HitDecoder:
@@ -434,9 +441,13 @@ class HitDecoder:
         self.store_hits = store_hits
         self.carry = np.zeros(HIT_SIZE, dtype=np.uint8)
         self.carry_len = -1
-        self._hits = np.empty((0, HIT_SIZE), dtype=np.uint8)
-        self._hit_readout = np.empty(0, dtype=np.int64)
-        self._hit_order = np.empty(0, dtype=np.uint8)
+        self._grow(0)
+
+    def _grow(self, size: int) -> None:
+        self._hits = np.empty((size, HIT_SIZE), dtype=np.uint8)
+        self._hit_order = np.empty(size, dtype=np.uint8)
+        self._hit_readout_id = np.empty(size, dtype=np.uint32)
+        self._hit_timestamp = np.empty(size, dtype=np.uint64)
 
     def reset(self) -> None:
         """Forget the carried extra bytes (after a gap in the byte stream)."""
@@ -446,84 +457,150 @@ class HitDecoder:
     def carried(self) -> bytes | None:
         return None if self.carry_len < 0 else bytes(self.carry[: self.carry_len])
 
-    def decode(self, buf: np.ndarray, payload_pos: np.ndarray, payload_len: np.ndarray) -> Decoded:
+    def decode(self, buf: np.ndarray, payload_pos: np.ndarray, payload_len: np.ndarray,
+               readout_id: np.ndarray, timestamp: np.ndarray) -> Decoded:
         n_readouts = len(payload_pos)
         if self.store_hits:
-            bound = int(np.sum(payload_len // HIT_SIZE, dtype=np.int64)) + n_readouts
+            # a readout of L bytes holds at most L // 8 hits plus one re-assembled hit
+            bound = int(np.sum(payload_len >> 3, dtype=np.int64)) + n_readouts
             if bound > len(self._hits):
-                size = max(bound, 2 * len(self._hits))
-                self._hits = np.empty((size, HIT_SIZE), dtype=np.uint8)
-                self._hit_readout = np.empty(size, dtype=np.int64)
-                self._hit_order = np.empty(size, dtype=np.uint8)
+                self._grow(max(bound, 2 * len(self._hits)))
         status = np.empty(n_readouts, dtype=np.uint8)
         readout_hits = np.empty(n_readouts, dtype=np.uint32)
         n, self.carry_len = _apx.decode_hits(
             buf, np.ascontiguousarray(payload_pos, dtype=np.int64),
-            np.ascontiguousarray(payload_len, dtype=np.uint32), self.carry, self.carry_len,
-            self._hits, self._hit_readout, self._hit_order, status, readout_hits,
-            self.store_hits,
+            np.ascontiguousarray(payload_len, dtype=np.uint32),
+            np.ascontiguousarray(readout_id, dtype=np.uint32),
+            np.ascontiguousarray(timestamp, dtype=np.uint64),
+            self.carry, self.carry_len, self._hits, self._hit_order,
+            self._hit_readout_id, self._hit_timestamp, status, readout_hits, self.store_hits,
         )
-        return Decoded(n, self._hits[:n], self._hit_readout[:n], self._hit_order[:n], status,
-                       readout_hits)
+        return Decoded(n, self._hits[:n], self._hit_order[:n], self._hit_readout_id[:n],
+                       self._hit_timestamp[:n], status, readout_hits)
+
+
+#: Per-byte bit reversal of both bytes of a uint16 (a 16-bit table halves the lookups).
+_BIT_REVERSE_PAIRS = np.frombuffer(
+    BIT_REVERSE[np.arange(1 << 16, dtype=np.uint16).view(np.uint8)].tobytes(), dtype=np.uint16
+)
+
+
+def reverse_bits(hits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(n, 8) raw hit bytes → the same bytes with their bit order reversed (lookup table)."""
+    pairs = np.ascontiguousarray(hits).view(np.uint16)
+    if out is None:
+        out = np.empty(hits.shape, dtype=np.uint8)
+    np.take(_BIT_REVERSE_PAIRS, pairs, out=out.view(np.uint16))
+    return out
 
 
 def hit_words(hits: np.ndarray) -> np.ndarray:
-    """(n, 8) raw hit bytes → native uint64 words, MSB = first bit of §1.3's layout."""
-    reversed_bytes = BIT_REVERSE[hits]
-    return reversed_bytes.view(">u8").reshape(-1).astype(np.uint64)
+    """(n, 8) raw hit bytes → native uint64 words whose MSB is bit 0 of §1.3's layout."""
+    return reverse_bits(hits).view(">u8").reshape(len(hits)).astype(np.uint64)
 
 
-def gray_to_binary(gray: np.ndarray) -> np.ndarray:
-    """Vectorised Gray decoding of values below 2**32 (in place on a uint32 copy)."""
-    value = gray.astype(np.uint32)
+def gray_to_binary(gray: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """Gray code → binary for values below 2**32, in place on ``gray`` (a uint32 array)."""
+    if scratch is None:
+        scratch = np.empty_like(gray)
     for shift in (1, 2, 4, 8, 16):
-        value ^= value >> np.uint32(shift)
-    return value
+        np.right_shift(gray, shift, out=scratch)
+        np.bitwise_xor(gray, scratch, out=gray)
+    return gray
 
 
-def _bits(word: np.ndarray, start: int, end: int, dtype: Any) -> np.ndarray:
-    shifted = word >> np.uint64(64 - end)
-    if start:
-        shifted &= np.uint64((1 << (end - start)) - 1)
-    return shifted.astype(dtype)
+#: Fields that lie inside one byte: name → (byte index, right shift, mask).
+_BYTE_FIELDS = {
+    name: (start // 8, 8 - (end - 8 * (start // 8)), (1 << (end - start)) - 1)
+    for name, start, end, _ in HIT_FIELDS
+    if start // 8 == (end - 1) // 8
+}
 
 
-def hit_columns(
-    decoded: Decoded, readout_id: np.ndarray, timestamp: np.ndarray, columns: Sequence[str]
-) -> list[np.ndarray]:
-    """The requested hit columns (fresh arrays) for one decoded chunk."""
-    word = hit_words(decoded.hits) if set(columns) & _WORD_COLUMNS else None
-    dec: dict[str, np.ndarray] = {}
+class HitColumns:
+    """Vectorised §1.3 field extraction with reusable scratch arrays.
 
-    def ts_dec(name: str) -> np.ndarray:
-        if name not in dec:
-            assert word is not None
-            start, end = _TS_BITS[name]
-            dec[name] = gray_to_binary(_bits(word, start, end, np.uint32))
-            if name == "ts_dec2":
-                ts1 = ts_dec("ts_dec1")
-                dec[name] += np.where(dec[name] < ts1, np.uint32(CLOCK_ROLLOVER), np.uint32(0))
-        return dec[name]
+    Output columns are fresh arrays (they become the frame); the scratch arrays live as
+    long as the reader, so per-chunk temporaries do not fault in new pages. Fields that
+    lie inside one byte are taken from the bit-reversed bytes (uint8 arithmetic), the
+    others from the big-endian uint64 word.
+    """
 
-    out = []
-    for name in columns:
-        if name in _FIELD:
-            assert word is not None
-            start, end, dtype = _FIELD[name]
-            out.append(_bits(word, start, end, dtype))
-        elif name == "readout_id":
-            out.append(readout_id.take(decoded.hit_readout))
-        elif name == "timestamp":
-            out.append(timestamp.take(decoded.hit_readout))
-        elif name == "decoding_order":
-            out.append(decoded.hit_order.copy())
-        elif name in ("ts_dec1", "ts_dec2"):
-            out.append(ts_dec(name))
-        elif name == "tot_us":
-            out.append((ts_dec("ts_dec2") - ts_dec("ts_dec1")) / CLOCK_CYCLES_PER_US)
-        else:  # pragma: no cover - resolve_columns validated the names
-            raise KeyError(name)
-    return out
+    def __init__(self) -> None:
+        self._size = -1
+        self._scratch(0)
+
+    def _scratch(self, n: int) -> None:
+        if n > self._size:
+            size = max(n, 2 * self._size)
+            self._reversed = np.empty((size, HIT_SIZE), dtype=np.uint8)
+            self._word = np.empty(size, dtype=np.uint64)
+            self._tmp64 = np.empty(size, dtype=np.uint64)
+            self._tmp32 = np.empty(size, dtype=np.uint32)
+            self._size = size
+
+    def __call__(self, decoded: Decoded, columns: Sequence[str]) -> list[np.ndarray]:
+        n = decoded.n_hits
+        self._scratch(n)
+        wanted = set(columns)
+        rev = word = None
+        if wanted & _WORD_COLUMNS:
+            rev = reverse_bits(decoded.hits, self._reversed[:n])
+            if wanted & (_WORD_COLUMNS - _BYTE_FIELDS.keys()):
+                word = self._word[:n]
+                np.copyto(word, rev.view(">u8").reshape(n), casting="unsafe")
+        tmp, tmp32 = self._tmp64[:n], self._tmp32[:n]
+        dec: dict[str, np.ndarray] = {}
+        if wanted & {"ts_dec1", "ts_dec2", "tot_us"}:
+            for name in ("ts_dec1", "ts_dec2"):
+                start, end = _TS_BITS[name]
+                dec[name] = self._word_field(word, tmp, start, end, np.uint32)
+                gray_to_binary(dec[name], tmp32)
+            ts1, ts2 = dec["ts_dec1"], dec["ts_dec2"]
+            np.less(ts2, ts1, out=tmp32, casting="unsafe")
+            np.left_shift(tmp32, 17, out=tmp32)  # 0 or CLOCK_ROLLOVER
+            ts2 += tmp32
+        out = []
+        for name in columns:
+            if name in _BYTE_FIELDS:
+                assert rev is not None
+                byte, shift, mask = _BYTE_FIELDS[name]
+                column = np.right_shift(rev[:, byte], shift)
+                if mask != 0xFF >> shift:
+                    column &= mask
+                out.append(column)
+            elif name in _FIELD:
+                start, end, dtype = _FIELD[name]
+                out.append(self._word_field(word, tmp, start, end, dtype))
+            elif name == "readout_id":
+                out.append(decoded.hit_readout_id.copy())
+            elif name == "timestamp":
+                out.append(decoded.hit_timestamp.copy())
+            elif name == "decoding_order":
+                out.append(decoded.hit_order.copy())
+            elif name in ("ts_dec1", "ts_dec2"):
+                out.append(dec[name])
+            elif name == "tot_us":
+                np.subtract(dec["ts_dec2"], dec["ts_dec1"], out=tmp32)
+                tot = tmp32.astype(np.float64)
+                tot /= CLOCK_CYCLES_PER_US
+                out.append(tot)
+            else:  # pragma: no cover - resolve_columns validated the names
+                raise KeyError(name)
+        return out
+
+    @staticmethod
+    def _word_field(word: Any, tmp: Any, start: int, end: int, dtype: Any) -> np.ndarray:
+        """Bits ``[start, end)`` (MSB first) of every word, as a fresh ``dtype`` array."""
+        result = np.empty(len(word), dtype=dtype)
+        if end == 64:
+            np.bitwise_and(word, (1 << (end - start)) - 1, out=result, casting="unsafe")
+        elif start == 0:
+            np.right_shift(word, 64 - end, out=result, casting="unsafe")
+        else:
+            np.right_shift(word, 64 - end, out=tmp)
+            np.bitwise_and(tmp, (1 << (end - start)) - 1, out=result, casting="unsafe")
+        return result
 
 
 def readout_columns(decoded: Decoded, framed: _Framed, columns: Sequence[str]) -> list[np.ndarray]:
