@@ -187,6 +187,56 @@ cdef inline uint64_t zero_bytes(uint64_t x) noexcept nogil:
     return ~(((x & low7) + low7) | x | low7)
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define BINDF_CTZ64(x) __builtin_ctzll(x)
+    #elif defined(_MSC_VER) && defined(_M_X64)
+    #include <intrin.h>
+    static __inline int BINDF_CTZ64(unsigned __int64 x) {
+        unsigned long i; _BitScanForward64(&i, x); return (int)i;
+    }
+    #else
+    static int BINDF_CTZ64(unsigned long long x) {
+        int n = 0; while (!(x & 1)) { x >>= 1; n++; } return n;
+    }
+    #endif
+    """
+    int BINDF_CTZ64(uint64_t x) nogil  # x != 0
+
+
+cdef inline Py_ssize_t skip_idle_pad(const uint8_t* D, Py_ssize_t c, Py_ssize_t n) noexcept nogil:
+    """First position >= ``c`` holding neither IDLE nor PAD, or ``n``.
+
+    Eight bytes per step: runs of 0..7 idle bytes (the usual gaps between hits) cost no
+    data-dependent branch.
+    """
+    cdef uint64_t w, keep
+    while c + 8 <= n:
+        w = le64(D + c)
+        keep = ~(zero_bytes(w ^ 0xBCBCBCBCBCBCBCBCULL) | zero_bytes(~w)) & 0x8080808080808080ULL
+        if keep:
+            return c + (BINDF_CTZ64(keep) >> 3)
+        c += 8
+    while c < n and (D[c] == IDLE or D[c] == PAD):
+        c += 1
+    return c
+
+
+cdef inline Py_ssize_t skip_idle(const uint8_t* D, Py_ssize_t c, Py_ssize_t n) noexcept nogil:
+    """First position >= ``c`` not holding IDLE, or ``n`` (PAD is not skipped)."""
+    cdef uint64_t w, keep
+    while c + 8 <= n:
+        w = le64(D + c)
+        keep = ~zero_bytes(w ^ 0xBCBCBCBCBCBCBCBCULL) & 0x8080808080808080ULL
+        if keep:
+            return c + (BINDF_CTZ64(keep) >> 3)
+        c += 8
+    while c < n and D[c] == IDLE:
+        c += 1
+    return c
+
+
 cdef uint64_t _probe = 1
 #: The zero_bytes() flag bit of the byte at the lowest address of a loaded word.
 cdef uint64_t FIRST_BYTE_FLAG = 0x80 if (<uint8_t*>&_probe)[0] == 1 else (<uint64_t>0x80) << 56
@@ -225,8 +275,7 @@ cdef int decode_one(
         n -= 1
 
     # 1. leading idle and padding
-    while c < n and (D[c] == IDLE or D[c] == PAD):
-        c += 1
+    c = skip_idle_pad(D, 0, n)
     if c >= n:  # nothing but idle/padding: upstream fails looking for a start byte
         n_hits[0] = 0
         return DECODER_FAILURE
@@ -254,10 +303,10 @@ cdef int decode_one(
 
     # 3. main loop
     while c < n:
-        while c < n and (D[c] == IDLE or D[c] == PAD):
-            c += 1
-        if c >= n:
-            break
+        if D[c] == IDLE or D[c] == PAD:  # usually a start byte already (c came from f)
+            c = skip_idle_pad(D, c, n)
+            if c >= n:
+                break
         if c + HIT_SIZE >= n:  # upstream ">=": a final complete hit is "extra bytes" too
             if is_start(D[c]):
                 for j in range(n - c):
@@ -278,19 +327,19 @@ cdef int decode_one(
         if c + HIT_SIZE > n:  # upstream cannot unpack a short hit
             status |= DECODER_FAILURE
             break
-        # Look-ahead of rule 3.4: the first non-idle byte after the tentative hit.
+        # Look-ahead of rule 3.4: the first non-idle byte after the tentative hit. It
+        # only matters when that byte exists and is not a start byte (evaluated without
+        # short-circuit branches: n > c here, so D[n - 1] is a valid dummy read).
         f = c + HIT_SIZE
-        while f < n and D[f] == IDLE:
-            f += 1
-        if f < n and not is_start(D[f]) and may_hold_start(D + c):
+        if f < n and D[f] == IDLE:
+            f = skip_idle(D, f, n)
+        if ((f < n) & (not is_start(D[f if f < n else n - 1]))) and may_hold_start(D + c):
             # Rare: the next byte is not a start byte and the hit holds one. Run rule
             # 3.4 exactly: walk k = 1..7 over the (possibly shifted) tentative hit.
             k = 1
             while k < HIT_SIZE:
                 if is_start(D[c + k]):
-                    f = c + HIT_SIZE
-                    while f < n and D[f] == IDLE:
-                        f += 1
+                    f = skip_idle(D, c + HIT_SIZE, n)
                     if f < n and not is_start(D[f]):
                         status |= INCOMPLETE_HIT_DROPPED
                         c += k
@@ -300,9 +349,7 @@ cdef int decode_one(
                 k += 1
             if status & DECODER_FAILURE:
                 break
-            f = c + HIT_SIZE
-            while f < n and D[f] == IDLE:
-                f += 1
+            f = skip_idle(D, c + HIT_SIZE, n)
         # Otherwise no k can drop the hit: the look-ahead does not depend on k.
         emit(sink, D + c, HIT_SIZE, D, order)
         order += 1

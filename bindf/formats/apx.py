@@ -156,7 +156,7 @@ BIT_REVERSE = np.array([int(f"{i:08b}"[::-1], 2) for i in range(256)], dtype=np.
 
 #: Default bytes per read. The first reads are smaller (see _FIRST_READ) so that
 #: ``head()`` decodes almost nothing; reads then double up to this bound.
-DEFAULT_CHUNK_BYTES = 4 << 20
+DEFAULT_CHUNK_BYTES = 1 << 20
 _FIRST_READ = 64 << 10
 #: Readouts per decode call (also bounded by batch_size): keeps per-call temporaries
 #: (a few arrays of 8 bytes per hit) cache-sized.
@@ -200,7 +200,7 @@ class ApxReader(FormatReader):
     -------
     level : "hits" (default) | "readouts"
     chunk_bytes : int
-        Upper bound of one read (default 4 MiB); a single larger readout still fits.
+        Upper bound of one read (default 1 MiB); a single larger readout still fits.
 
     The header (``readout_uid`` must be 4000 = AstroPix 4) is kept verbatim. A file cut
     inside a readout gives a :class:`~bindf.errors.TruncatedFileWarning` naming the byte
@@ -426,7 +426,7 @@ class Decoded:
     """Output of one :meth:`HitDecoder.decode` call (hit arrays valid until the next call)."""
 
     n_hits: int
-    hits: np.ndarray  # (n_hits, 8) uint8 raw bytes (empty when hits are not stored)
+    hits: np.ndarray  # (n_hits, 8) uint8 raw bytes (HitColumns bit-reverses them in place)
     hit_order: np.ndarray  # uint8 decoding order
     hit_readout_id: np.ndarray  # uint32
     hit_timestamp: np.ndarray  # uint64
@@ -485,13 +485,32 @@ _BIT_REVERSE_PAIRS = np.frombuffer(
 )
 
 
-def reverse_bits(hits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """(n, 8) raw hit bytes → the same bytes with their bit order reversed (lookup table)."""
-    pairs = np.ascontiguousarray(hits).view(np.uint16)
+#: Hits per lookup step of :func:`reverse_bits` (bounds its intp index scratch to 256 KiB).
+_REVERSE_BLOCK = 8192
+
+
+def reverse_bits(hits: np.ndarray, out: np.ndarray | None = None,
+                 index: np.ndarray | None = None) -> np.ndarray:
+    """(n, 8) raw hit bytes → the same bytes with their bit order reversed (lookup table).
+
+    One table lookup per byte pair. ``out`` may be ``hits`` itself (in place). numpy's
+    ``take`` widens indices to intp; doing that block by block into one small reused
+    ``index`` array keeps the scratch memory independent of the chunk size.
+    """
+    n = len(hits)
+    pairs = np.ascontiguousarray(hits).view(np.uint16).reshape(4 * n)
     if out is None:
-        out = np.empty(hits.shape, dtype=np.uint8)
-    np.take(_BIT_REVERSE_PAIRS, pairs, out=out.view(np.uint16))
-    return out
+        out = np.empty((n, HIT_SIZE), dtype=np.uint8)
+    target = out[:n].view(np.uint16).reshape(4 * n)
+    if index is None:
+        index = np.empty(4 * min(n, _REVERSE_BLOCK), dtype=np.intp)
+    step = len(index)
+    for start in range(0, 4 * n, step):
+        stop = min(start + step, 4 * n)
+        block = index[: stop - start]
+        np.copyto(block, pairs[start:stop], casting="unsafe")
+        np.take(_BIT_REVERSE_PAIRS, block, out=target[start:stop])
+    return out[:n]
 
 
 def hit_words(hits: np.ndarray) -> np.ndarray:
@@ -509,69 +528,55 @@ def gray_to_binary(gray: np.ndarray, scratch: np.ndarray | None = None) -> np.nd
     return gray
 
 
-#: Fields that lie inside one byte: name → (byte index, right shift, mask).
-_BYTE_FIELDS = {
-    name: (start // 8, 8 - (end - 8 * (start // 8)), (1 << (end - start)) - 1)
-    for name, start, end, _ in HIT_FIELDS
-    if start // 8 == (end - 1) // 8
-}
-
-
 class HitColumns:
     """Vectorised §1.3 field extraction with reusable scratch arrays.
 
     Output columns are fresh arrays (they become the frame); the scratch arrays live as
-    long as the reader, so per-chunk temporaries do not fault in new pages. Fields that
-    lie inside one byte are taken from the bit-reversed bytes (uint8 arithmetic), the
-    others from the big-endian uint64 word.
+    long as the reader, so per-chunk temporaries do not fault in new pages. After the
+    per-byte bit reversal the 64-bit word is read as two big-endian 32-bit halves; every
+    field is then cut out with 32-bit arithmetic (twice the SIMD lanes of 64-bit, and half
+    the scratch memory). The two fields that straddle bit 32 are joined from both halves.
     """
 
     def __init__(self) -> None:
         self._size = -1
         self._scratch(0)
+        self._index = np.empty(4 * _REVERSE_BLOCK, dtype=np.intp)
 
     def _scratch(self, n: int) -> None:
         if n > self._size:
             size = max(n, 2 * self._size)
-            self._reversed = np.empty((size, HIT_SIZE), dtype=np.uint8)
-            self._word = np.empty(size, dtype=np.uint64)
-            self._tmp64 = np.empty(size, dtype=np.uint64)
-            self._tmp32 = np.empty(size, dtype=np.uint32)
+            self._hi = np.empty(size, dtype=np.uint32)
+            self._lo = np.empty(size, dtype=np.uint32)
+            self._tmp = np.empty(size, dtype=np.uint32)
+            self._tmp2 = np.empty(size, dtype=np.uint32)
             self._size = size
 
     def __call__(self, decoded: Decoded, columns: Sequence[str]) -> list[np.ndarray]:
         n = decoded.n_hits
         self._scratch(n)
         wanted = set(columns)
-        rev = word = None
+        halves = (self._hi[:n], self._lo[:n], self._tmp[:n], self._tmp2[:n])
         if wanted & _WORD_COLUMNS:
-            rev = reverse_bits(decoded.hits, self._reversed[:n])
-            if wanted & (_WORD_COLUMNS - _BYTE_FIELDS.keys()):
-                word = self._word[:n]
-                np.copyto(word, rev.view(">u8").reshape(n), casting="unsafe")
-        tmp, tmp32 = self._tmp64[:n], self._tmp32[:n]
+            # in place: the raw bytes are not needed afterwards
+            reversed_bytes = reverse_bits(decoded.hits, decoded.hits, self._index)
+            reversed_bytes = reversed_bytes.view(">u4").reshape(n, 2)
+            np.copyto(halves[0], reversed_bytes[:, 0])
+            np.copyto(halves[1], reversed_bytes[:, 1])
         dec: dict[str, np.ndarray] = {}
         if wanted & {"ts_dec1", "ts_dec2", "tot_us"}:
-            for name in ("ts_dec1", "ts_dec2"):
-                start, end = _TS_BITS[name]
-                dec[name] = self._word_field(word, tmp, start, end, np.uint32)
-                gray_to_binary(dec[name], tmp32)
-            ts1, ts2 = dec["ts_dec1"], dec["ts_dec2"]
-            np.less(ts2, ts1, out=tmp32, casting="unsafe")
-            np.left_shift(tmp32, 17, out=tmp32)  # 0 or CLOCK_ROLLOVER
-            ts2 += tmp32
+            ts1 = gray_to_binary(self._field(halves, *_TS_BITS["ts_dec1"], np.uint32), halves[2])
+            ts2 = gray_to_binary(self._field(halves, *_TS_BITS["ts_dec2"], np.uint32), halves[2])
+            rolled = halves[2]
+            np.copyto(rolled, ts2 < ts1)
+            np.left_shift(rolled, 17, out=rolled)  # CLOCK_ROLLOVER where ts2 < ts1, else 0
+            ts2 += rolled
+            dec = {"ts_dec1": ts1, "ts_dec2": ts2}
         out = []
         for name in columns:
-            if name in _BYTE_FIELDS:
-                assert rev is not None
-                byte, shift, mask = _BYTE_FIELDS[name]
-                column = np.right_shift(rev[:, byte], shift)
-                if mask != 0xFF >> shift:
-                    column &= mask
-                out.append(column)
-            elif name in _FIELD:
+            if name in _FIELD:
                 start, end, dtype = _FIELD[name]
-                out.append(self._word_field(word, tmp, start, end, dtype))
+                out.append(self._field(halves, start, end, dtype))
             elif name == "readout_id":
                 out.append(decoded.hit_readout_id.copy())
             elif name == "timestamp":
@@ -581,25 +586,34 @@ class HitColumns:
             elif name in ("ts_dec1", "ts_dec2"):
                 out.append(dec[name])
             elif name == "tot_us":
-                np.subtract(dec["ts_dec2"], dec["ts_dec1"], out=tmp32)
-                tot = tmp32.astype(np.float64)
-                tot /= CLOCK_CYCLES_PER_US
-                out.append(tot)
+                difference = halves[2]
+                np.subtract(dec["ts_dec2"], dec["ts_dec1"], out=difference)
+                out.append(np.divide(difference, CLOCK_CYCLES_PER_US, dtype=np.float64))
             else:  # pragma: no cover - resolve_columns validated the names
                 raise KeyError(name)
         return out
 
     @staticmethod
-    def _word_field(word: Any, tmp: Any, start: int, end: int, dtype: Any) -> np.ndarray:
+    def _field(halves: tuple[np.ndarray, ...], start: int, end: int, dtype: Any) -> np.ndarray:
         """Bits ``[start, end)`` (MSB first) of every word, as a fresh ``dtype`` array."""
-        result = np.empty(len(word), dtype=dtype)
-        if end == 64:
-            np.bitwise_and(word, (1 << (end - start)) - 1, out=result, casting="unsafe")
-        elif start == 0:
-            np.right_shift(word, 64 - end, out=result, casting="unsafe")
+        hi, lo, tmp, tmp2 = halves
+        result = np.empty(len(hi), dtype=dtype)
+        if start < 32 < end:  # straddles the halves: (hi's low bits << k) | (lo >> (64 - end))
+            np.bitwise_and(hi, (1 << (32 - start)) - 1, out=tmp)
+            np.left_shift(tmp, end - 32, out=tmp)
+            np.right_shift(lo, 64 - end, out=tmp2)
+            np.bitwise_or(tmp, tmp2, out=result, casting="unsafe")
+            return result
+        source, top, bottom = (hi, 0, 32) if end <= 32 else (lo, 32, 64)
+        shift = bottom - end
+        mask = (1 << (end - start)) - 1
+        if shift == 0:
+            np.bitwise_and(source, mask, out=result, casting="unsafe")
+        elif start == top:  # the field starts at the top bit: no mask needed
+            np.right_shift(source, shift, out=result, casting="unsafe")
         else:
-            np.right_shift(word, 64 - end, out=tmp)
-            np.bitwise_and(tmp, (1 << (end - start)) - 1, out=result, casting="unsafe")
+            np.right_shift(source, shift, out=tmp)
+            np.bitwise_and(tmp, mask, out=result, casting="unsafe")
         return result
 
 
