@@ -50,9 +50,10 @@ from __future__ import annotations
 import json
 import struct
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -175,6 +176,12 @@ class _Framed:
     buf_offset: int  # file offset of buf[0]
     after_gap: bool  # damaged bytes were skipped right before these readouts
 
+    def detached(self) -> _Framed:
+        """A copy that does not share the reader's reused buffers (no payload bytes)."""
+        return _Framed(np.empty(0, np.uint8), self.header_pos.copy(), self.readout_id.copy(),
+                       self.timestamp.copy(), self.length.copy(), self.buf_offset,
+                       self.after_gap)
+
 
 class ApxReader(FormatReader):
     """AstroPix ``.apx`` run: one row per hit (default) or per readout.
@@ -201,6 +208,9 @@ class ApxReader(FormatReader):
     level : "hits" (default) | "readouts"
     chunk_bytes : int
         Upper bound of one read (default 1 MiB); a single larger readout still fits.
+    threads : bool
+        Decode the next chunk in a worker thread while the current one is turned into
+        columns (default True; the output is identical either way).
 
     The header (``readout_uid`` must be 4000 = AstroPix 4) is kept verbatim. A file cut
     inside a readout gives a :class:`~bindf.errors.TruncatedFileWarning` naming the byte
@@ -219,6 +229,7 @@ class ApxReader(FormatReader):
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
         chunk_bytes = int(self.options.pop("chunk_bytes", DEFAULT_CHUNK_BYTES))
+        self.threads = bool(self.options.pop("threads", True))
         if chunk_bytes < READOUT_HEADER_SIZE:
             raise ValueError(f"chunk_bytes must be at least {READOUT_HEADER_SIZE}")
         if self.options:
@@ -248,23 +259,43 @@ class ApxReader(FormatReader):
     ) -> Iterator[pa.RecordBatch]:
         schema = pa.schema([self.schema.field(c) for c in columns])
         per_call = max(1, min(batch_size, _READOUTS_PER_CALL))
-        decoder = HitDecoder(store_hits=self.level == "hits")
+        chunks = self._decoded_chunks(per_call, slots=2 if self.threads else 1)
+        if self.threads:
+            chunks = _prefetched(chunks)
         hit_columns = HitColumns()
         produced = 0
+        try:
+            for framed, decoded in chunks:
+                if framed is None:
+                    arrays = hit_columns(decoded, columns)
+                else:
+                    arrays = readout_columns(decoded, framed, columns)
+                batch = pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
+                produced += batch.num_rows
+                yield batch
+                if n_rows is not None and produced >= n_rows:
+                    return
+        finally:
+            chunks.close()
+
+    def _decoded_chunks(
+        self, per_call: int, slots: int
+    ) -> Generator[tuple[_Framed | None, Decoded], None, None]:
+        """Frame and decode readouts chunk by chunk: all the sequential work.
+
+        Yields ``(None, decoded)`` for ``level="hits"`` and ``(framed, decoded)`` with
+        private copies of the framing arrays for ``level="readouts"``. The decoded hit
+        arrays rotate through ``slots`` scratch sets, so with ``slots=2`` a consumer may
+        still use one chunk while the next is decoded (see :func:`_prefetched`).
+        """
+        hits = self.level == "hits"
+        decoder = HitDecoder(store_hits=hits, slots=slots)
         for framed in self._iter_framed(per_call):
             if framed.after_gap:
                 decoder.reset()
             decoded = decoder.decode(framed.buf, framed.header_pos + READOUT_HEADER_SIZE,
                                      framed.length, framed.readout_id, framed.timestamp)
-            if self.level == "hits":
-                arrays = hit_columns(decoded, columns)
-            else:
-                arrays = readout_columns(decoded, framed, columns)
-            batch = pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
-            produced += batch.num_rows
-            yield batch
-            if n_rows is not None and produced >= n_rows:
-                return
+            yield (None if hits else framed.detached()), decoded
 
     def _iter_framed(self, per_call: int) -> Iterator[_Framed]:
         """Frame the file's readouts chunk by chunk (the buffer is reused between yields)."""
@@ -435,19 +466,18 @@ class Decoded:
 
 
 class HitDecoder:
-    """Stateful wrapper of the hit kernel: owns the carried bytes and reusable buffers."""
+    """Stateful wrapper of the hit kernel: owns the carried bytes and reusable buffers.
 
-    def __init__(self, store_hits: bool = True) -> None:
+    With ``slots > 1`` successive calls write into different scratch sets, so the result
+    of one call stays valid while the next ``slots - 1`` calls run.
+    """
+
+    def __init__(self, store_hits: bool = True, slots: int = 1) -> None:
         self.store_hits = store_hits
         self.carry = np.zeros(HIT_SIZE, dtype=np.uint8)
         self.carry_len = -1
-        self._grow(0)
-
-    def _grow(self, size: int) -> None:
-        self._hits = np.empty((size, HIT_SIZE), dtype=np.uint8)
-        self._hit_order = np.empty(size, dtype=np.uint8)
-        self._hit_readout_id = np.empty(size, dtype=np.uint32)
-        self._hit_timestamp = np.empty(size, dtype=np.uint64)
+        self._slots = [_HitScratch(0) for _ in range(slots)]
+        self._next = 0
 
     def reset(self) -> None:
         """Forget the carried extra bytes (after a gap in the byte stream)."""
@@ -460,11 +490,13 @@ class HitDecoder:
     def decode(self, buf: np.ndarray, payload_pos: np.ndarray, payload_len: np.ndarray,
                readout_id: np.ndarray, timestamp: np.ndarray) -> Decoded:
         n_readouts = len(payload_pos)
+        scratch = self._slots[self._next]
+        self._next = (self._next + 1) % len(self._slots)
         if self.store_hits:
             # a readout of L bytes holds at most L // 8 hits plus one re-assembled hit
             bound = int(np.sum(payload_len >> 3, dtype=np.int64)) + n_readouts
-            if bound > len(self._hits):
-                self._grow(max(bound, 2 * len(self._hits)))
+            if bound > len(scratch.hits):
+                scratch.__init__(max(bound, 2 * len(scratch.hits)))
         status = np.empty(n_readouts, dtype=np.uint8)
         readout_hits = np.empty(n_readouts, dtype=np.uint32)
         n, self.carry_len = _apx.decode_hits(
@@ -472,11 +504,47 @@ class HitDecoder:
             np.ascontiguousarray(payload_len, dtype=np.uint32),
             np.ascontiguousarray(readout_id, dtype=np.uint32),
             np.ascontiguousarray(timestamp, dtype=np.uint64),
-            self.carry, self.carry_len, self._hits, self._hit_order,
-            self._hit_readout_id, self._hit_timestamp, status, readout_hits, self.store_hits,
+            self.carry, self.carry_len, scratch.hits, scratch.order,
+            scratch.readout_id, scratch.timestamp, status, readout_hits, self.store_hits,
         )
-        return Decoded(n, self._hits[:n], self._hit_order[:n], self._hit_readout_id[:n],
-                       self._hit_timestamp[:n], status, readout_hits)
+        return Decoded(n, scratch.hits[:n], scratch.order[:n], scratch.readout_id[:n],
+                       scratch.timestamp[:n], status, readout_hits)
+
+
+class _HitScratch:
+    """Per-hit output arrays of the kernel, reused from call to call."""
+
+    def __init__(self, size: int) -> None:
+        self.hits = np.empty((size, HIT_SIZE), dtype=np.uint8)
+        self.order = np.empty(size, dtype=np.uint8)
+        self.readout_id = np.empty(size, dtype=np.uint32)
+        self.timestamp = np.empty(size, dtype=np.uint64)
+
+
+_DONE = object()
+T = TypeVar("T")
+
+
+def _prefetched(items: Generator[T, None, None]) -> Generator[T, None, None]:
+    """Advance ``items`` one step ahead in a worker thread.
+
+    The framing and hit kernels release the GIL, and so do numpy's loops: decoding chunk
+    k + 1 overlaps with turning chunk k into columns. Exceptions and warnings raised by
+    ``items`` surface here, in order. Closing this generator waits for the worker and
+    closes ``items`` (which closes the file).
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindf-apx")
+    try:
+        pending = pool.submit(next, items, _DONE)
+        while True:
+            item = pending.result()
+            if item is _DONE:
+                return
+            pending = pool.submit(next, items, _DONE)
+            yield item
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        items.close()
 
 
 #: Per-byte bit reversal of both bytes of a uint16 (a 16-bit table halves the lookups).
