@@ -205,32 +205,41 @@ cdef extern from *:
     int BINDF_CTZ64(uint64_t x) nogil  # x != 0
 
 
-cdef inline Py_ssize_t skip_idle_pad(const uint8_t* D, Py_ssize_t c, Py_ssize_t n) noexcept nogil:
-    """First position >= ``c`` holding neither IDLE nor PAD, or ``n``.
+cdef inline Py_ssize_t skip_idle_pad(const uint8_t* D, Py_ssize_t c, Py_ssize_t n,
+                                     Py_ssize_t limit) noexcept nogil:
+    """First position in ``[c, n)`` holding neither IDLE nor PAD, or ``n``.
 
-    Eight bytes per step: runs of 0..7 idle bytes (the usual gaps between hits) cost no
-    data-dependent branch.
+    Eight bytes per step, so runs of 0..7 idle bytes (the usual gaps between hits) cost no
+    data-dependent branch. ``D[:limit]`` (``limit >= n``) is readable: bytes past the
+    payload end may be loaded but are masked out as "stop here".
     """
     cdef uint64_t w, keep
-    while c + 8 <= n:
+    while c + 8 <= limit:
         w = le64(D + c)
         keep = ~(zero_bytes(w ^ 0xBCBCBCBCBCBCBCBCULL) | zero_bytes(~w)) & 0x8080808080808080ULL
+        if n - c < 8:
+            keep |= 0x8080808080808080ULL << (8 * (n - c))
         if keep:
-            return c + (BINDF_CTZ64(keep) >> 3)
+            c += BINDF_CTZ64(keep) >> 3
+            return c if c < n else n
         c += 8
     while c < n and (D[c] == IDLE or D[c] == PAD):
         c += 1
     return c
 
 
-cdef inline Py_ssize_t skip_idle(const uint8_t* D, Py_ssize_t c, Py_ssize_t n) noexcept nogil:
-    """First position >= ``c`` not holding IDLE, or ``n`` (PAD is not skipped)."""
+cdef inline Py_ssize_t skip_idle(const uint8_t* D, Py_ssize_t c, Py_ssize_t n,
+                                 Py_ssize_t limit) noexcept nogil:
+    """First position in ``[c, n)`` not holding IDLE, or ``n`` (PAD is not skipped)."""
     cdef uint64_t w, keep
-    while c + 8 <= n:
+    while c + 8 <= limit:
         w = le64(D + c)
         keep = ~zero_bytes(w ^ 0xBCBCBCBCBCBCBCBCULL) & 0x8080808080808080ULL
+        if n - c < 8:
+            keep |= 0x8080808080808080ULL << (8 * (n - c))
         if keep:
-            return c + (BINDF_CTZ64(keep) >> 3)
+            c += BINDF_CTZ64(keep) >> 3
+            return c if c < n else n
         c += 8
     while c < n and D[c] == IDLE:
         c += 1
@@ -258,12 +267,16 @@ cdef inline bint may_hold_start(const uint8_t* h) noexcept nogil:
 cdef int decode_one(
     const uint8_t* D,
     Py_ssize_t n,
+    Py_ssize_t limit,
     uint8_t* carry,
     Py_ssize_t* carry_len,
     HitSink* sink,
     Py_ssize_t* n_hits,
 ) noexcept nogil:
-    """One readout payload (FORMATS.md §1.2). Returns its status word."""
+    """One readout payload ``D[:n]`` (FORMATS.md §1.2); ``D[:limit]`` is readable.
+
+    Returns the status word.
+    """
     cdef int status = 0
     cdef Py_ssize_t c = 0, k, m, f
     cdef Py_ssize_t prev = carry_len[0]
@@ -275,7 +288,7 @@ cdef int decode_one(
         n -= 1
 
     # 1. leading idle and padding
-    c = skip_idle_pad(D, 0, n)
+    c = skip_idle_pad(D, 0, n, limit)
     if c >= n:  # nothing but idle/padding: upstream fails looking for a start byte
         n_hits[0] = 0
         return DECODER_FAILURE
@@ -304,7 +317,7 @@ cdef int decode_one(
     # 3. main loop
     while c < n:
         if D[c] == IDLE or D[c] == PAD:  # usually a start byte already (c came from f)
-            c = skip_idle_pad(D, c, n)
+            c = skip_idle_pad(D, c, n, limit)
             if c >= n:
                 break
         if c + HIT_SIZE >= n:  # upstream ">=": a final complete hit is "extra bytes" too
@@ -332,14 +345,14 @@ cdef int decode_one(
         # short-circuit branches: n > c here, so D[n - 1] is a valid dummy read).
         f = c + HIT_SIZE
         if f < n and D[f] == IDLE:
-            f = skip_idle(D, f, n)
+            f = skip_idle(D, f, n, limit)
         if ((f < n) & (not is_start(D[f if f < n else n - 1]))) and may_hold_start(D + c):
             # Rare: the next byte is not a start byte and the hit holds one. Run rule
             # 3.4 exactly: walk k = 1..7 over the (possibly shifted) tentative hit.
             k = 1
             while k < HIT_SIZE:
                 if is_start(D[c + k]):
-                    f = skip_idle(D, c + HIT_SIZE, n)
+                    f = skip_idle(D, c + HIT_SIZE, n, limit)
                     if f < n and not is_start(D[f]):
                         status |= INCOMPLETE_HIT_DROPPED
                         c += k
@@ -349,7 +362,7 @@ cdef int decode_one(
                 k += 1
             if status & DECODER_FAILURE:
                 break
-            f = skip_idle(D, c + HIT_SIZE, n)
+            f = skip_idle(D, c + HIT_SIZE, n, limit)
         # Otherwise no k can drop the hit: the look-ahead does not depend on k.
         emit(sink, D + c, HIT_SIZE, D, order)
         order += 1
@@ -440,7 +453,7 @@ def decode_hits(
             sink.readout_id = readout_id[r]
             sink.timestamp = timestamp[r]
             status[r] = <uint8_t>decode_one(
-                &buf[0] + start if size > 0 else NULL, payload_len[r],
+                &buf[0] + start if size > 0 else NULL, payload_len[r], size - start,
                 &carry[0], &cl, &sink, &nh)
             n_hits[r] = <uint32_t>nh
             if sink.overflow:
