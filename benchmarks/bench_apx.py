@@ -75,8 +75,11 @@ def _comparisons() -> list[str]:
     del frame
     three, _ = h.best_time(lambda: read_polars_3_columns(path))
     head, _ = h.best_time(lambda: pl.scan_apx(path).head(10).collect(), repeat=5)
+    single, _ = h.best_time(lambda: bindf.read_apx(path, output="polars", threads=False))
     return [
         f"hits/s (all 18 columns): {hits / full / 1e6:.1f} M",
+        f"without the prefetch thread (threads=False): {single:.3f} s "
+        f"({APX_BYTES / single / 1e6:.0f} MB/s)",
         f"3 of 18 columns: {three:.3f} s vs all 18: {full:.3f} s (ratio {three / full:.2f})",
         f"pl.scan_apx(...).head(10).collect(): {head * 1e3:.1f} ms vs full read "
         f"{full * 1e3:.0f} ms (1/{full / head:.0f}; goal < 1/20)",

@@ -874,3 +874,31 @@ def test_reference_model_on_the_worked_example():
     result = ref.decode_payload(WORKED, None)
     assert result.status == 0 and result.extra is None
     assert result.hits == [WORKED[2:10], WORKED[12:20]]
+
+
+def test_header_only_file_gives_empty_frames(tmp_path):
+    path = write_file(tmp_path, apx_file_bytes([]))
+    df = bindf.read_apx(path)
+    assert len(df) == 0 and {c: str(t) for c, t in df.dtypes.items()} == HIT_DTYPES
+    assert len(bindf.read_apx(path, level="readouts")) == 0
+    assert pl.scan_apx(path).collect().height == 0
+
+
+def test_early_stop_leaves_no_worker_thread(split_run):
+    import threading
+
+    before = threading.active_count()
+    for _ in range(5):
+        assert pl.scan_apx(split_run).head(3).collect().height == 3
+        reader = bindf.read_apx(split_run, chunksize=10, output="polars")
+        next(reader)
+        reader.close()
+    assert threading.active_count() == before
+
+
+def test_several_files_in_one_read(split_run, data_dir):
+    both = bindf.read_apx([data_dir / SAMPLE, split_run], output="polars",
+                          include_file_paths="file")
+    single = [bindf.read_apx(p, output="polars") for p in (data_dir / SAMPLE, split_run)]
+    assert both.drop("file").equals(pl.concat(single))
+    assert both["file"].unique().len() == 2
