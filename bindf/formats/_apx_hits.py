@@ -261,10 +261,24 @@ class HitColumns:
         return result
 
 
-def encode_hits(columns: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Hit fields → (n, 8) raw bytes as the chip sends them (inverse of §1.3)."""
+def encode_hits(columns: Mapping[str, np.ndarray], first_index: int = 0) -> np.ndarray:
+    """Hit fields → (n, 8) raw bytes as the chip sends them (inverse of §1.3).
+
+    ``columns`` holds integer arrays named as the hit columns (``payload`` defaults to 7;
+    ``ts_decN`` may stand in for ``ts_coarseN``/``ts_fineN``). Raises ``ValueError``
+    naming the first offending hit (counted from ``first_index``) for values out of range
+    or hits whose first byte would not be a start byte.
+    """
     n = len(columns["readout_id"])
-    values = dict(columns)
+    values: dict[str, np.ndarray] = {}
+    for name, column in columns.items():
+        column = np.asarray(column)
+        if column.dtype.kind == "i" and column.size and column.min() < 0:
+            bad = first_index + int(np.argmin(column))
+            raise ValueError(f"write_apx: column {name!r} has negative values (hit {bad})")
+        values[name] = column.astype(np.uint64, copy=False)
+    if values["readout_id"].size and values["readout_id"].max() > 0xFFFFFFFF:
+        raise ValueError("write_apx: readout_id must fit in uint32")
     values.setdefault("payload", np.full(n, 7, dtype=np.uint64))
     for k, limit in (("1", CLOCK_ROLLOVER), ("2", 2 * CLOCK_ROLLOVER)):
         if f"ts_coarse{k}" in values and f"ts_fine{k}" in values:
@@ -272,26 +286,25 @@ def encode_hits(columns: Mapping[str, np.ndarray]) -> np.ndarray:
         dec = values[f"ts_dec{k}"]
         if dec.size and dec.max() >= limit:
             raise ValueError(f"write_apx: ts_dec{k} values must be below {limit}")
-        dec = dec % np.uint64(CLOCK_ROLLOVER)
+        dec = dec % np.uint64(CLOCK_ROLLOVER)  # a rolled-over ts_dec2 is stored modulo 2**17
         gray = dec ^ (dec >> np.uint64(1))
         values[f"ts_coarse{k}"] = gray >> np.uint64(3)
         values[f"ts_fine{k}"] = gray & np.uint64(7)
     word = np.zeros(n, dtype=np.uint64)
     for name, start, end, _ in HIT_FIELDS:
-        v = values[name]
-        if v.size and v.max() >= (1 << (end - start)):
-            raise ValueError(f"write_apx: {name} must be below {1 << (end - start)}")
-        word |= v << np.uint64(64 - end)
+        field = values[name]
+        if field.size and field.max() >= (1 << (end - start)):
+            bad = first_index + int(np.argmax(field >= (1 << (end - start))))
+            raise ValueError(f"write_apx: {name} must be below {1 << (end - start)} (hit {bad})")
+        word |= field << np.uint64(64 - end)
     raw = BIT_REVERSE[word.astype(">u8").view(np.uint8).reshape(n, HIT_SIZE)]
-    first = raw[:, 0] if n else raw[:0, 0]
-    bad = (first == PAD_BYTE) | ((first >> 5) != 0b111)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    first = raw[:, 0]
+    bad_start = (first == PAD_BYTE) | ((first >> 5) != 0b111)
+    if bad_start.any():
+        i = int(np.flatnonzero(bad_start)[0])
         raise ValueError(
-            f"write_apx: hit {i} (chip_id {int(values['chip_id'][i])}, payload "
+            f"write_apx: hit {first_index + i} (chip_id {int(values['chip_id'][i])}, payload "
             f"{int(values['payload'][i])}) would not start with a valid start byte "
             f"(0x{int(first[i]):02x}); AstroPix 4 hits need payload 7 and chip_id < 31"
         )
-    if columns["readout_id"].size and columns["readout_id"].max() > 0xFFFFFFFF:
-        raise ValueError("write_apx: readout_id must fit in uint32")
     return raw

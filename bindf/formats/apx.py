@@ -528,43 +528,49 @@ def write_apx(
     if n and gaps.min() < 0:
         raise ValueError("idle_between must be >= 0")
 
-    raw = encode_hits(columns)
-    rid = columns["readout_id"]
-    ts = columns["timestamp"]
-    starts = np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]]) if n else np.zeros(0, np.int64)
-    run_of_hit = np.cumsum(np.r_[False, rid[1:] != rid[:-1]]) if n else np.zeros(0, np.int64)
-    if n and np.any(ts != ts[starts][run_of_hit]):
-        bad = int(np.flatnonzero(ts != ts[starts][run_of_hit])[0])
-        raise ValueError(f"hit {bad}: hits of one readout must share its timestamp")
-    ends = np.r_[starts[1:], n]
+    rid, ts = columns["readout_id"], columns["timestamp"]
+    new_readout = np.empty(n, dtype=bool)
+    new_readout[:1] = True
+    np.not_equal(rid[1:], rid[:-1], out=new_readout[1:])
+    starts = np.flatnonzero(new_readout)
+    ends = np.append(starts[1:], n)
+    differs = ts != np.repeat(ts[starts], ends - starts)
+    if differs.any():
+        raise ValueError(f"hit {int(np.flatnonzero(differs)[0])}: hits of one readout must "
+                         "share its timestamp")
+    del new_readout, differs
 
+    # Block by block (whole readouts), so that the uint64 work arrays stay small; any
+    # error discards the temporary file.
     with atomic_output(path, overwrite=overwrite) as f:
         f.write(MAGIC)
         f.write(struct.pack("<I", len(header_bytes)))
         f.write(header_bytes)
         for first in range(0, len(starts), _WRITE_BLOCK_READOUTS):
-            sl = slice(first, first + _WRITE_BLOCK_READOUTS)
-            f.write(_readout_block(raw, rid, ts, gaps, starts[sl], ends[sl],
+            block_starts = starts[first : first + _WRITE_BLOCK_READOUTS]
+            block_ends = ends[first : first + _WRITE_BLOCK_READOUTS]
+            h0, h1 = int(block_starts[0]), int(block_ends[-1])
+            raw = encode_hits({name: values[h0:h1] for name, values in columns.items()},
+                              first_index=h0)
+            f.write(_readout_block(raw, rid[block_starts], ts[block_starts], gaps[h0:h1],
+                                   block_starts - h0, block_ends - h0,
                                    leading_idle, trailing_idle).data)
 
 
-def _readout_block(raw: np.ndarray, rid: np.ndarray, ts: np.ndarray, gaps: np.ndarray,
-                   starts: np.ndarray, ends: np.ndarray, leading: int,
+def _readout_block(raw: np.ndarray, readout_id: np.ndarray, timestamp: np.ndarray,
+                   gaps: np.ndarray, starts: np.ndarray, ends: np.ndarray, leading: int,
                    trailing: int) -> np.ndarray:
-    """The bytes of readouts ``[starts[i], ends[i])`` (hit index ranges), vectorised."""
-    h0, h1 = int(starts[0]), int(ends[-1])
-    hit_count = ends - starts
-    first = np.zeros(h1 - h0, dtype=bool)
-    first[starts - h0] = True
+    """The bytes of readouts holding hits ``raw[starts[i]:ends[i]]``, vectorised."""
+    n = len(raw)
     # idle bytes before each hit: leading for the first of a readout, else the gap after
     # the previous hit
-    before = np.empty(h1 - h0, dtype=np.int64)
-    before[1:] = gaps[h0 : h1 - 1]
-    before[first] = leading
+    before = np.empty(n, dtype=np.int64)
+    before[1:] = gaps[: n - 1]
+    before[starts] = leading
     step = before + HIT_SIZE
     cum = np.cumsum(step)
-    run_end_cum = cum[ends - h0 - 1]
-    run_start_cum = run_end_cum - np.add.reduceat(step, starts - h0)
+    run_end_cum = cum[ends - 1]
+    run_start_cum = run_end_cum - np.add.reduceat(step, starts)
     payload_len = run_end_cum - run_start_cum + trailing
     if np.any(payload_len > 0xFFFFFFFF):
         raise ValueError("a readout payload would exceed 4 GiB")
@@ -575,16 +581,15 @@ def _readout_block(raw: np.ndarray, rid: np.ndarray, ts: np.ndarray, gaps: np.nd
     head = np.empty(len(starts), dtype=np.dtype(
         [("marker", "S3"), ("readout_id", "<u4"), ("timestamp", "<u8"), ("length", "<u4")]))
     head["marker"] = READOUT_MARKER
-    head["readout_id"] = rid[starts]
-    head["timestamp"] = ts[starts]
+    head["readout_id"] = readout_id
+    head["timestamp"] = timestamp
     head["length"] = payload_len
     out[record_start[:, None] + np.arange(READOUT_HEADER_SIZE)] = head.view(np.uint8).reshape(
         -1, READOUT_HEADER_SIZE)
 
-    run = np.repeat(np.arange(len(starts)), hit_count)
-    hit_pos = (record_start[run] + READOUT_HEADER_SIZE + (cum - run_start_cum[run])
-               - HIT_SIZE)
-    out[hit_pos[:, None] + np.arange(HIT_SIZE)] = raw[h0:h1]
+    run = np.repeat(np.arange(len(starts)), ends - starts)
+    hit_pos = record_start[run] + READOUT_HEADER_SIZE + (cum - run_start_cum[run]) - HIT_SIZE
+    out[hit_pos[:, None] + np.arange(HIT_SIZE)] = raw
     return out
 
 
@@ -615,8 +620,11 @@ def _hit_arrays(hits: Any) -> dict[str, np.ndarray]:
         if name in names:
             values = get(name)
             if values.dtype.kind not in "iu":
-                raise ValueError(f"write_apx: column {name!r} must be integer, not {values.dtype}")
-            if values.size and values.min() < 0:
-                raise ValueError(f"write_apx: column {name!r} has negative values")
-            out[name] = values.astype(np.uint64)
+                raise ValueError(f"write_apx: column {name!r} must be integer (without "
+                                 f"missing values), not {values.dtype}")
+            out[name] = values
+    if len({len(v) for v in out.values()}) > 1:
+        raise ValueError("write_apx: columns have different lengths")
+    if out["timestamp"].size and out["timestamp"].min() < 0:
+        raise ValueError("write_apx: column 'timestamp' has negative values")
     return out
