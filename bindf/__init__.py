@@ -29,6 +29,7 @@ from .formats.spf1 import write_spf1
 from .frontends.accessors import register_accessors
 from .frontends.polars import format_scanner, scan
 from .frontends.read import format_reader, iter_batches, read, read_header
+from .frontends.records import read_records, scan_records
 from .parquet import read_parquet, to_parquet
 from .registry import FORMATS, detect_format, get_format
 
@@ -100,5 +101,7 @@ __all__ = [
     "write_spectro",
     "write_spf1",
     "read_parquet",
+    "read_records",
+    "scan_records",
     "to_parquet",
 ]
