@@ -27,6 +27,7 @@ from .formats.sp01 import write_sp01
 from .formats.spectro import write_spectro
 from .formats.spf1 import write_spf1
 from .frontends.accessors import register_accessors
+from .frontends.headers import read_headers
 from .frontends.polars import format_scanner, scan
 from .frontends.read import format_reader, iter_batches, read, read_header
 from .frontends.records import read_records, scan_records
@@ -70,6 +71,15 @@ def _register_library_functions() -> None:
 _register_library_functions()
 register_accessors()
 
+
+def __getattr__(name: str):
+    # ``bindf.dask`` without ``import bindf.dask``; dask is imported only then.
+    if name == "dask":
+        import importlib
+
+        return importlib.import_module(".dask", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "__version__",
     "FORMATS",
@@ -87,6 +97,7 @@ __all__ = [
     "read",
     "read_apx",
     "read_header",
+    "read_headers",
     "read_it02",
     "read_sp01",
     "read_spectro",
