@@ -26,6 +26,15 @@ from .frontends.dask import (
     read_apx,
     read_it02,
     read_spectro,
+    to_parquet,
 )
 
-__all__ = ["DEFAULT_BLOCKSIZE", "Partition", "read", "read_apx", "read_it02", "read_spectro"]
+__all__ = [
+    "DEFAULT_BLOCKSIZE",
+    "Partition",
+    "read",
+    "read_apx",
+    "read_it02",
+    "read_spectro",
+    "to_parquet",
+]

@@ -368,3 +368,18 @@ def test_local_cluster_matches_the_eager_read(tmp_path: Path, cluster_client) ->
         headers = bindf.read_headers(files, parallel=True)
         assert headers["rows"].tolist() == [2000 + 300 * i for i in range(6)]
         assert headers["path"].tolist() == files
+
+
+def test_to_parquet_dataset_keeps_the_header(stt1_files: list[Path], tmp_path: Path) -> None:
+    files = [str(p) for p in stt1_files]
+    ddf = bdask.read(files, blocksize=300 * RECORD, include_file_paths="file")
+    out = tmp_path / "photons.parquet"
+    bdask.to_parquet(ddf, str(out))
+    parts = sorted(out.glob("*.parquet"))
+    assert len(parts) == ddf.npartitions
+    eager = bindf.read(files, include_file_paths="file")
+    first = bindf.read_parquet(parts[0])
+    assert first.attrs["bindf"]["header"] == eager.attrs["bindf"]["header"]
+    assert first.attrs["bindf"]["source"] == files
+    back = pd.concat([bindf.read_parquet(p) for p in parts], ignore_index=True)
+    pd.testing.assert_frame_equal(back, eager)

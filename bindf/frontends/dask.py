@@ -263,6 +263,25 @@ def read(
     return ddf
 
 
+def to_parquet(ddf: dd.DataFrame, path: str, **kwargs: Any) -> Any:
+    """``ddf.to_parquet(path, ...)`` with the bindf header in every file's metadata.
+
+    The keys are the ones :func:`bindf.to_parquet` writes (``bindf.header``,
+    ``bindf.format`` …), taken from ``ddf``'s ``attrs["bindf"]``, so
+    :func:`bindf.read_parquet` on any part file restores the header. The index is not
+    written unless ``write_index=True`` (bindf frames have none worth keeping).
+    """
+    from ..arrow import info_to_metadata
+
+    info = ddf._meta.attrs.get("bindf")
+    if info is not None:
+        metadata = info_to_metadata(info)
+        metadata.update(kwargs.get("custom_metadata") or {})
+        kwargs["custom_metadata"] = metadata
+    kwargs.setdefault("write_index", False)
+    return ddf.to_parquet(path, **kwargs)
+
+
 def format_reader(name: str):
     """``read_<name>``: :func:`read` with the format fixed."""
 
