@@ -18,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from conftest import write_stt1
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bindf
 import bindf.dask as bdask
@@ -261,6 +263,32 @@ def test_plan_partitions_is_generic() -> None:
     assert [p.rows for p in plan_partitions([Fixed()], None)] == [(0, 25)]  # type: ignore[list-item]
     assert parse_blocksize("1 KiB") == 1024 and parse_blocksize(None) is None
     assert Partition("x").rows is None  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts=st.lists(st.integers(0, 5000), min_size=1, max_size=6),
+       record_size=st.integers(1, 64), blocksize=st.one_of(st.none(), st.integers(1, 10**5)))
+def test_planned_ranges_cover_every_record_once(counts: list[int], record_size: int,
+                                               blocksize: int | None) -> None:
+    class Fixed:
+        def __init__(self, i: int, n: int) -> None:
+            self.source, self.n, self.record_size = i, n, record_size
+
+        def count_rows(self) -> int:
+            return self.n
+
+        def iter_record_range(self, *args):  # pragma: no cover
+            raise AssertionError
+
+    parts = plan_partitions([Fixed(i, n) for i, n in enumerate(counts)], blocksize)  # type: ignore[misc]
+    per_record = 1 if blocksize is None else max(1, blocksize // record_size)
+    for i, n in enumerate(counts):
+        ranges = [p.rows for p in parts if p.source == i]
+        covered = [r for start, stop in ranges for r in range(start, stop)]
+        assert covered == list(range(n))
+        assert all(stop - start <= (n if blocksize is None else per_record)
+                   for start, stop in ranges)
+    assert len(parts) >= 1
 
 
 # -- damage ---------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def _warn_truncated_tails(readers: Sequence[FormatReader]) -> None:
                     path=reader.path,
                     offset=offset,
                 ),
-                stacklevel=4,
+                stacklevel=3,
             )
 
 
