@@ -215,6 +215,13 @@ class ToyReader(FormatReader):
         with self.source.open() as f:
             f.seek(4)
             values = np.frombuffer(f.read(), dtype="<u4")
+        bad = values == 0xFFFFFFFF  # "damaged" records, for the on_error tests
+        if bad.any():
+            if self.on_error == "raise":
+                offset = 4 + 4 * int(np.argmax(bad))
+                raise bindf.CorruptDataError("bad value", path=self.path, offset=offset)
+            self.note_error("bad value", int(bad.sum()))
+            values = values[~bad]
         table = {"value": pa.array(values), "odd": pa.array(values % 2 == 1)}
         yield pa.RecordBatch.from_arrays([table[c] for c in columns], names=columns)
 
@@ -238,6 +245,24 @@ def test_formats_without_record_ranges_get_one_partition_per_file(
     assert ddf.npartitions == 3  # blocksize does not apply
     assert_same(ddf, bindf.read(files, format="toy", include_file_paths="p"))
     assert_same(ddf[["odd"]], bindf.read(files, format="toy", columns=["odd"]))
+
+
+def test_damage_in_whole_file_partitions(tmp_path: Path, toy_format: None) -> None:
+    files = []
+    for i, values in enumerate(([1, 2, 0xFFFFFFFF, 4], [5, 6], [0xFFFFFFFF] * 2 + [7])):
+        path = tmp_path / f"d{i}.toy"
+        path.write_bytes(b"TOY1" + np.array(values, dtype="<u4").tobytes())
+        files.append(str(path))
+    with pytest.raises(bindf.CorruptDataError, match=r"d[02]\.toy") as info:
+        bdask.read(files, format="toy").compute()  # either damaged file may come first
+    assert (Path(info.value.path).name, info.value.offset) in {("d0.toy", 12), ("d2.toy", 4)}
+    ddf = bdask.read(files, format="toy", on_error="skip")
+    eager = bindf.read(files, format="toy", on_error="skip")
+    assert eager.attrs["bindf"]["errors"] == {"bad value": 3}
+    # Each partition counts its own damage; concatenation keeps attrs only when equal.
+    per_part = [ddf.partitions[i].compute().attrs["bindf"].get("errors") for i in range(3)]
+    assert per_part == [{"bad value": 1}, None, {"bad value": 2}]
+    pd.testing.assert_frame_equal(ddf.compute().reset_index(drop=True), eager)
 
 
 def test_plan_partitions_is_generic() -> None:

@@ -178,6 +178,9 @@ def read_partition(
         record_range=part.rows,
     )
     table = pa.Table.from_batches(list(plan.iter_batches()), schema=plan.output_schema())
+    errors = plan.info().get("errors")
+    if info is not None and errors:  # damage skipped under on_error="warn"/"skip"
+        info = {**info, "errors": errors}
     return table_to_output(table, "pandas", info)  # type: ignore[return-value]
 
 
