@@ -212,7 +212,7 @@ class ReadPlan:
         """The bindf info dict (format, first header, source(s), skipped damage)."""
         first = self.first_reader
         errors: dict[str, int] = {}
-        for reader in [first, *self.readers_done]:
+        for reader in [first, *(r for r in self.readers_done if r is not first)]:
             for kind, count in reader.errors.items():
                 errors[kind] = errors.get(kind, 0) + count
         source: str | list[str] = (
