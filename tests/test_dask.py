@@ -396,7 +396,8 @@ def test_import_bindf_does_not_need_dask(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cluster_client():
-    distributed = pytest.importorskip("distributed")
+    import distributed  # part of the test extra: a missing install must fail, not skip
+
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
