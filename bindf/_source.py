@@ -143,10 +143,22 @@ def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:
     fs, fs_path = _fsspec_filesystem(url, options)
     if not (_GLOB_CHARS & set(fs_path)) or fs.isfile(fs_path):
         return [Source(url, options, fs=fs, fs_path=fs_path)]
-    matches = sorted(p for p in fs.glob(fs_path) if fs.isfile(p))
+    # detail=True: the listing already says what is a file and how big it is, so an
+    # object store needs no request per match.
+    found = fs.glob(fs_path, detail=True)
+    matches = sorted((item for item in found.items() if item[1].get("type") == "file"),
+                     key=lambda item: item[0])
     if not matches:
         raise FileNotFoundError(f"no files match {url!r}")
-    return [Source(_match_url(url, fs, p), options, fs=fs, fs_path=p) for p in matches]
+    return [
+        Source(_match_url(url, fs, p), options, size=_listed_size(info), fs=fs, fs_path=p)
+        for p, info in matches
+    ]
+
+
+def _listed_size(info: dict[str, Any]) -> int:
+    size = info.get("size")
+    return int(size) if isinstance(size, int) and size >= 0 else -1  # -1: measure it
 
 
 def _match_url(pattern: str, fs: Any, match: str) -> str:
