@@ -437,3 +437,10 @@ def test_to_parquet_dataset_keeps_the_header(stt1_files: list[Path], tmp_path: P
     assert first.attrs["bindf"]["source"] == files
     back = pd.concat([bindf.read_parquet(p) for p in parts], ignore_index=True)
     pd.testing.assert_frame_equal(back, eager)
+
+
+def test_eager_only_options_are_refused_with_a_hint(stt1_files: list[Path]) -> None:
+    with pytest.raises(TypeError, match=r"n_rows=.*head"):
+        bdask.read(str(stt1_files[0]), n_rows=5)
+    with pytest.raises(TypeError, match="blocksize"):
+        bdask.read_spectro(str(stt1_files[0]), chunksize=5)

@@ -56,6 +56,19 @@ _THREADED_OPEN_MIN_FILES = 4
 _OPEN_THREADS = 16
 
 
+#: Options of the eager readers that make no sense for a partitioned collection.
+_EAGER_ONLY = {
+    "n_rows": "use ddf.head(n), which reads only the first partition(s)",
+    "row_index_name": "partitions count their rows from 0; for a global row number use "
+                      "a cumulative sum, ddf.assign(row=1).row.cumsum() - 1",
+    "row_index_offset": "see row_index_name",
+    "chunksize": "partitions are the chunks; set blocksize=",
+    "batch_size": "each partition is one frame; set blocksize=",
+    "output": "the partitions are pandas frames",
+    "progress": "use dask's progress bar or dashboard",
+}
+
+
 def _dask_dataframe():
     try:
         import dask.dataframe as dd
@@ -227,6 +240,8 @@ def read(
     collection is made; its complete records are read.
     """
     dd = _dask_dataframe()
+    for name in format_options.keys() & _EAGER_ONLY.keys():
+        raise TypeError(f"bindf.dask.read does not take {name}=: {_EAGER_ONLY[name]}")
     size = parse_blocksize(blocksize)
     if isinstance(columns, str):
         columns = [columns]
