@@ -193,6 +193,27 @@ def test_glob_legacy_files_and_format_options(tmp_path: Path) -> None:
     assert_same(ddf, eager)
 
 
+@pytest.mark.parametrize("shape", ["tidy", "wide"])
+def test_records_that_expand_into_several_rows(data_dir: Path, shape: str) -> None:
+    # SP01: one 2056-byte record (2 channels × 256 bins) is 512 tidy rows, or 1 wide row.
+    # Byte ranges count records, so partitions still start on record boundaries.
+    path = str(data_dir / "sp01_decay_curves_example.bin")
+    ddf = bdask.read(path, blocksize=7 * 2056, shape=shape)
+    assert ddf.npartitions == 15  # 100 records, 7 per partition
+    eager = bindf.read(path, shape=shape)
+    assert len(eager) == (51200 if shape == "tidy" else 100)
+    assert_same(ddf, eager)
+    if shape == "tidy":
+        assert_same(ddf[["time_ns", "count"]], bindf.read(path, columns=["time_ns", "count"]))
+
+
+def test_real_phasor_export_in_pieces(data_dir: Path) -> None:
+    path = str(data_dir / "spf1_phasors_example.bin")
+    ddf = bdask.read([path, path], blocksize=1000, include_file_paths="file")
+    assert ddf.npartitions == 2 * 13  # 400 records of 32 bytes, 31 per partition
+    assert_same(ddf, bindf.read([path, path], include_file_paths="file"))
+
+
 # -- formats without record ranges: one partition per file ---------------------------------
 
 class ToyReader(FormatReader):

@@ -185,7 +185,9 @@ class ReadPlan:
                 if self.record_range is not None:
                     start, stop = self.record_range
                     names = reader.resolve_columns(columns)
-                    size = self.batch_size or DEFAULT_BATCH_ROWS
+                    # batch_size counts rows; record ranges count records.
+                    per = getattr(reader, "rows_per_record", 1)
+                    size = max(1, (self.batch_size or DEFAULT_BATCH_ROWS) // per)
                     yield from reader.iter_record_range(start, stop, names, size)  # type: ignore[attr-defined]
                 else:
                     yield from reader.iter_batches(columns, self.batch_size, n_rows)

@@ -2,10 +2,11 @@
 
 How the work is cut into partitions:
 
-* formats of fixed-size records (readers with ``iter_record_range`` and a row count:
-  spectroscopy photon events, and dense IT02, SP01, SPF1 when they exist) are cut into
+* formats of fixed-size records (readers with ``iter_record_range`` and a record count:
+  spectroscopy photon events, SP01 decay curves, SPF1 phasors, dense IT02) are cut into
   **record-aligned byte ranges** of about ``blocksize`` bytes, so one big file is read by
-  several workers at once, each reading only its own range;
+  several workers at once, each reading only its own range. Ranges count records, not
+  rows: an SP01 record is 256 × channels tidy rows and stays whole;
 * every other format (AstroPix, sparse IT02: records can only be found by decoding from
   the start of the file) gets **one partition per file**.
 
@@ -94,8 +95,15 @@ def supports_record_ranges(reader: FormatReader) -> bool:
     return (
         callable(getattr(reader, "iter_record_range", None))
         and getattr(reader, "record_size", 0) > 0
-        and reader.count_rows() is not None
+        and record_count(reader) is not None
     )
+
+
+def record_count(reader: FormatReader) -> int | None:
+    """Complete records in the file. Record ranges count records, which differ from
+    output rows when one record expands into several (SP01's tidy shape)."""
+    n = getattr(reader, "n_records", None)
+    return int(n) if n is not None else reader.count_rows()
 
 
 def parse_blocksize(blocksize: int | str | None) -> int | None:
@@ -118,7 +126,7 @@ def plan_partitions(readers: Sequence[FormatReader], blocksize: int | None) -> l
         if not supports_record_ranges(reader):
             parts.append(Partition(reader.source))
             continue
-        count = int(reader.count_rows())  # type: ignore[arg-type]
+        count = int(record_count(reader))  # type: ignore[arg-type]
         step = count if blocksize is None else max(1, blocksize // reader.record_size)  # type: ignore[attr-defined]
         parts.extend(Partition(reader.source, (start, min(start + step, count)))
                      for start in range(0, count, max(step, 1)))
@@ -145,7 +153,7 @@ def _warn_truncated_tails(readers: Sequence[FormatReader]) -> None:
     for reader in readers:
         tail = getattr(reader, "tail_bytes", 0) if supports_record_ranges(reader) else 0
         if tail:
-            offset = reader.row_offset(reader.count_rows())  # type: ignore[attr-defined]
+            offset = reader.row_offset(record_count(reader))  # type: ignore[attr-defined]
             warnings.warn(
                 TruncatedFileWarning(
                     f"truncated {reader.label} file: the last {tail} bytes are an incomplete "
