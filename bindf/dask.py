@@ -25,7 +25,9 @@ from .frontends.dask import (
     read,
     read_apx,
     read_it02,
+    read_sp01,
     read_spectro,
+    read_spf1,
     to_parquet,
 )
 
@@ -35,6 +37,8 @@ __all__ = [
     "read",
     "read_apx",
     "read_it02",
+    "read_sp01",
     "read_spectro",
+    "read_spf1",
     "to_parquet",
 ]

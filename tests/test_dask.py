@@ -209,7 +209,7 @@ def test_records_that_expand_into_several_rows(data_dir: Path, shape: str) -> No
 
 def test_real_phasor_export_in_pieces(data_dir: Path) -> None:
     path = str(data_dir / "spf1_phasors_example.bin")
-    ddf = bdask.read([path, path], blocksize=1000, include_file_paths="file")
+    ddf = bdask.read_spf1([path, path], blocksize=1000, include_file_paths="file")
     assert ddf.npartitions == 2 * 13  # 400 records of 32 bytes, 31 per partition
     assert_same(ddf, bindf.read([path, path], include_file_paths="file"))
 

@@ -328,3 +328,5 @@ def format_reader(name: str):
 read_apx = format_reader("apx")
 read_it02 = format_reader("it02")
 read_spectro = format_reader("spectro")
+read_sp01 = format_reader("sp01")
+read_spf1 = format_reader("spf1")
