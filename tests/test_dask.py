@@ -214,6 +214,43 @@ def test_real_phasor_export_in_pieces(data_dir: Path) -> None:
     assert_same(ddf, bindf.read([path, path], include_file_paths="file"))
 
 
+def test_generic_records_with_a_header_dependent_layout(tmp_path: Path) -> None:
+    # A 16-byte header (u4 channels, u4 count, 8 spare) then `count` records of
+    # (f8 time, u2 × channels); two trailing bytes that the declared count excludes.
+    header_dtype = np.dtype([("channels", "<u4"), ("count", "<u4"), ("spare", "<u8")])
+    files = []
+    for i, (channels, n) in enumerate(((3, 500), (3, 260))):
+        rec = np.zeros(n, dtype=[("time", "<f8"), ("adc", "<u2", (channels,))])
+        rec["time"] = np.arange(n) * 0.5 + i
+        rec["adc"] = np.arange(n * channels, dtype="<u2").reshape(n, channels)
+        head = np.array([(channels, n, 0)], dtype=header_dtype).tobytes()
+        path = tmp_path / f"log{i}.dat"
+        path.write_bytes(head + rec.tobytes() + b"\0\0")
+        files.append(str(path))
+
+    def dtype(h):
+        return [("time", "<f8"), ("adc", "<u2", (h["channels"],))]
+
+    options = {"header": header_dtype, "count": lambda h: h["count"]}
+    ddf = bdask.read_records(files, dtype, blocksize=100 * 14, **options)
+    assert ddf.npartitions == 5 + 3
+    eager = bindf.read_records(files, dtype, **options)
+    assert list(eager.columns) == ["time", "adc_0", "adc_1", "adc_2"]
+    assert_same(ddf, eager)
+    assert_same(ddf[["adc_2"]], bindf.read_records(files, dtype, columns=["adc_2"], **options))
+
+    # A header that promises more records than the file holds: warned once, on the
+    # client; the partitions (which re-read the header) stay quiet.
+    short = tmp_path / "short.dat"
+    short.write_bytes(np.array([(3, 400, 0)], dtype=header_dtype).tobytes() + bytes(14 * 100))
+    with pytest.warns(bindf.TruncatedFileWarning, match="declares 400") as caught:
+        ddf = bdask.read_records(str(short), dtype, blocksize=10 * 14, **options)
+    assert len(caught) == 1 and ddf.npartitions == 10
+    with pytest.warns(bindf.TruncatedFileWarning):
+        eager = bindf.read_records(str(short), dtype, **options)
+    assert_same(ddf, eager)
+
+
 # -- formats without record ranges: one partition per file ---------------------------------
 
 class ToyReader(FormatReader):

@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .._source import Source, Sources
-from ..errors import TruncatedFileWarning, missing_dependency
+from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader
 from .batches import ReadPlan
 from .output import table_to_output
@@ -199,6 +199,11 @@ def read_partition(
         options=options,
         record_range=part.rows,
     )
+    with warnings.catch_warnings():
+        # What the header says (e.g. a declared record count beyond the end of the file)
+        # was reported on the client when the collection was made; not once per partition.
+        warnings.simplefilter("ignore", BindfWarning)
+        plan.first_reader  # noqa: B018 - opens the file and reads its header
     table = pa.Table.from_batches(list(plan.iter_batches()), schema=plan.output_schema())
     errors = plan.info().get("errors")
     if info is not None and errors:  # damage skipped under on_error="warn"/"skip"
@@ -323,6 +328,26 @@ def format_reader(name: str):
         read.__doc__ or ""
     )
     return reader
+
+
+def read_records(
+    paths_or_glob: Sources,
+    dtype: Any,
+    *,
+    offset: Any = None,
+    header: Any = None,
+    count: Any = -1,
+    subarrays: str = "flatten",
+    **kwargs: Any,
+) -> dd.DataFrame:
+    """Any files of fixed-size records described by a numpy ``dtype``, as a dask
+    DataFrame cut into record-aligned byte ranges (see :func:`bindf.read_records` for
+    ``dtype``/``offset``/``header``/``count``/``subarrays``; callables of the header must
+    pickle, which dask's cloudpickle does for lambdas too). Other keyword arguments are
+    those of :func:`read`.
+    """
+    return read(paths_or_glob, format="records", dtype=dtype, offset=offset, header=header,
+                count=count, subarrays=subarrays, **kwargs)
 
 
 read_apx = format_reader("apx")
