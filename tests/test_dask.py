@@ -502,3 +502,16 @@ def test_eager_only_options_are_refused_with_a_hint(stt1_files: list[Path]) -> N
         bdask.read(str(stt1_files[0]), n_rows=5)
     with pytest.raises(TypeError, match="blocksize"):
         bdask.read_spectro(str(stt1_files[0]), chunksize=5)
+
+
+def test_local_cluster_ships_header_callables(tmp_path: Path, cluster_client) -> None:
+    # read_records options that are lambdas of the header reach the worker processes.
+    header_dtype = np.dtype([("n", "<u4")])
+    path = tmp_path / "x.dat"
+    values = np.arange(1000, dtype="<f4")
+    path.write_bytes(np.array([(990,)], dtype=header_dtype).tobytes() + values.tobytes())
+    options = {"header": header_dtype, "count": lambda h: h["n"] - 10}
+    with dask.config.set(scheduler="dask.distributed"):
+        ddf = bdask.read_records(str(path), "<f4", blocksize=400, **options)
+        assert ddf.npartitions == 10
+        assert_same(ddf, bindf.read_records(str(path), "<f4", **options))
