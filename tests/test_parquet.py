@@ -80,3 +80,13 @@ def test_accessor_to_parquet(stt1_files: list[Path], tmp_path: Path) -> None:
     pdf = bindf.read(stt1_files[0])
     pdf.bindf.to_parquet(tmp_path / "b.parquet")
     assert pd.read_parquet(tmp_path / "b.parquet").attrs["bindf"]["format"] == "spectro"
+
+
+def test_read_parquet_dataset_folder(stt1_files: list[Path], tmp_path: Path) -> None:
+    import pyarrow.dataset as ds
+
+    table = bindf.read(stt1_files[0], output="arrow")
+    folder = tmp_path / "dataset"
+    ds.write_dataset(table, folder, format="parquet")
+    back = bindf.read_parquet(folder, output="polars")
+    assert back.height == 1000 and back.bindf.format == "spectro"
