@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -106,40 +105,38 @@ def _current_rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _peak_rss() -> int:
-    """This process's RSS high-water mark, in bytes.
+def peak_rss() -> int:
+    """This process's RSS high-water mark (VmHWM), in bytes.
 
-    ``ru_maxrss`` is not enough on Linux: ``execve`` carries the *parent's* high-water
-    mark over into the child's ``ru_maxrss``, so a benchmark driver that holds a few
-    hundred MB would inflate every measurement. ``VmHWM`` belongs to the new address
-    space only.
+    Not ``getrusage().ru_maxrss``: on Linux that value survives ``fork``+``exec``, so a
+    child started by a big parent reports the parent's peak.
     """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux ≥ 4.0), so the next peak is the read's own."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def measure_peak_in_subprocess(run_ref: str, path: Path) -> dict[str, int]:
     """Run ``run_ref(path)`` in a fresh interpreter; report its memory high-water mark."""
     code = (
-        "import json, resource, sys\n"
+        "import json, sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "import _harness as h\n"
         f"fn = h.resolve({run_ref!r})\n"
         "import numpy, pyarrow, pandas, polars, bindf  # imports are not the read's cost\n"
+        "h.reset_peak_rss()\n"
         "before = h._current_rss()\n"
         f"frame = fn({str(path)!r})\n"
-        "peak = h._peak_rss()\n"
+        "peak = h.peak_rss()\n"
         "print(json.dumps({'before': before, 'peak': peak, 'output': h.frame_nbytes(frame)}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def rss_limit_note() -> str:
-    return f"ru_maxrss now {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB"

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import _harness as h
+import polars as pl
 
 import bindf
-import polars as pl
 
 
 def make_legacy(workdir: Path, target_bytes: int) -> Path:

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 
-
 class OutputExistsError(FileExistsError):
     """The destination exists and overwriting was not allowed."""
 

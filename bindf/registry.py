@@ -70,6 +70,11 @@ FORMATS: tuple[FormatSpec, ...] = (
         magics=(b"STT1",),
         probe=_probe_legacy_spectro,
     ),
+    FormatSpec("sp01", "FLIM LABS spectroscopy decay curves (SP01)", "bindf.formats.sp01:SP01Reader", magics=(b"SP01",)),
+    # Never detected (no magic): used through bindf.read_records(path, dtype=...).
+    FormatSpec("records", "any fixed-size records described by a numpy dtype",
+               "bindf.formats.records:RecordsReader"),
+    FormatSpec("spf1", "FLIM LABS spectroscopy phasors (SPF1)", "bindf.formats.spf1:SPF1Reader", magics=(b"SPF1",)),
 )
 
 _BY_NAME = {spec.name: spec for spec in FORMATS}

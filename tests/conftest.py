@@ -12,3 +12,49 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+def write_stt1(path: Path, n: int = 1000, seed: int = 0, header: dict | None = None) -> Path:
+    """A synthetic STT1 photon file (numpy only, so frontend tests do not depend on the
+    format writers). Channel 0-3 photons with a line marker every 10th record."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rec = np.zeros(n, dtype=[("event", "u1"), ("microtime_ns", "<f8"), ("macrotime_ns", "<f8")])
+    rec["event"] = rng.integers(0, 4, n)
+    rec["event"][::10] = 76
+    rec["microtime_ns"] = rng.random(n) * 25.0
+    rec["macrotime_ns"] = np.cumsum(rng.random(n) * 100.0)
+    text = json.dumps(header if header is not None else {"channels": [0, 1, 2, 3],
+                                                         "laser_period_ns": 25.0}).encode()
+    path.write_bytes(b"STT1" + len(text).to_bytes(4, "little") + text + rec.tobytes())
+    return path
+
+
+@pytest.fixture
+def stt1_files(tmp_path: Path) -> list[Path]:
+    """Three STT1 files of 1000, 500 and 250 photons."""
+    return [write_stt1(tmp_path / f"run{i}.bin", n, seed=i)
+            for i, n in enumerate((1000, 500, 250))]
+
+
+# Hypothesis profiles: "ci" (default; derandomized so CI is reproducible) and "nightly"
+# (long runs on a developer machine: HYPOTHESIS_PROFILE=nightly python -m pytest).
+try:
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "ci", max_examples=200, derandomize=True, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(
+        "nightly", max_examples=10_000, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is part of the [test] extra
+    pass

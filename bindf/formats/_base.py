@@ -113,7 +113,7 @@ class FormatReader(abc.ABC):
     ) -> Iterator[pa.RecordBatch]:
         """Decode the file into record batches of at most ``batch_size`` rows."""
         names = self.resolve_columns(columns)
-        size = int(batch_size) if batch_size else DEFAULT_BATCH_ROWS
+        size = DEFAULT_BATCH_ROWS if batch_size is None else int(batch_size)
         if size <= 0:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         if n_rows is not None and n_rows < 0:

@@ -9,22 +9,33 @@ event byte is a 0-based channel index, or a marker: 70 ``F`` frame, 76 ``L`` lin
 * ``STT1`` time-tagger export: ``STT1 | u32 length | JSON header`` then the records.
 
 Fixed-size records need no kernel: chunks are read with ``readinto`` straight into a
-packed numpy structured array and the columns copied out.
+packed numpy structured array and the columns copied out (:mod:`._fixed`).
+
+:func:`write_spectro` writes either container from any frame with the three raw columns.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
+import os
+from collections.abc import Mapping
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
+from .._atomic import atomic_output
 from .._header import read_preamble
-from .._source import Source, iter_fixed_records
-from ..errors import TruncatedFileWarning
-from ._base import FormatReader
+from .._source import Source
+from .._writing import (
+    WRITE_CHUNK_ROWS,
+    column_values,
+    encode_preamble,
+    inherited_header,
+    require_columns,
+    to_arrow_table,
+    write_records,
+)
+from ._fixed import FixedRecordReader
 
 STT1_MAGIC = b"STT1"
 
@@ -36,10 +47,9 @@ RECORD_SIZE = RECORD_DTYPE.itemsize
 MARKERS: dict[int, str] = {70: "frame", 76: "line", 80: "pixel"}
 MARKER_NAMES = list(MARKERS.values())
 
-#: Marker lookup table: event byte → index into MARKER_NAMES, or -1 for photons.
-_MARKER_INDEX = np.full(256, -1, dtype=np.int8)
-for _i, _code in enumerate(MARKERS):
-    _MARKER_INDEX[_code] = _i
+#: Event byte → True for marker codes (used by the legacy-file probe).
+_IS_MARKER = np.zeros(256, dtype=bool)
+_IS_MARKER[list(MARKERS)] = True
 
 SCHEMA = pa.schema(
     [
@@ -57,7 +67,7 @@ _MAX_PLAUSIBLE_CHANNEL = 63
 _MAX_PLAUSIBLE_MICROTIME_NS = 1e6
 
 
-class SpectroReader(FormatReader):
+class SpectroReader(FixedRecordReader):
     """FLIM LABS spectroscopy photon events: legacy raw output or ``STT1`` export.
 
     Columns
@@ -70,6 +80,7 @@ class SpectroReader(FormatReader):
         Time since the start of the acquisition.
     channel : uint8, null on marker rows
         The 0-based channel index of a photon (the vendor software shows ``channel + 1``).
+        Every event byte that is not a marker code counts as a channel, as stored.
     marker : dictionary ("frame", "line", "pixel"), null on photon rows
         The marker kind for events 70/76/80.
 
@@ -103,73 +114,79 @@ class SpectroReader(FormatReader):
         else:
             raise ValueError(f"container must be 'stt1', 'legacy' or None, not {container!r}")
         self.container = container
-        data_bytes = self.source.size - self.data_offset
-        self.n_records, self.tail_bytes = divmod(data_bytes, RECORD_SIZE)
+        self.record_dtype = RECORD_DTYPE
         return header
 
     @property
     def schema(self) -> pa.Schema:
         return SCHEMA
 
-    def count_rows(self) -> int:
-        return self.n_records
+    def raw_fields_for(self, columns: list[str]) -> list[str]:
+        # channel and marker are derived from the event byte.
+        wanted = set(columns) | ({"event"} if {"channel", "marker"} & set(columns) else set())
+        return [name for name in RECORD_DTYPE.names if name in wanted]
 
-    def _batches(
-        self, columns: list[str], batch_size: int, n_rows: int | None
-    ) -> Iterator[pa.RecordBatch]:
-        count = self.n_records if n_rows is None else min(n_rows, self.n_records)
-        schema = pa.schema([SCHEMA.field(c) for c in columns])
-        got = 0
-        with self.source.open() as f:
-            for records, _ in iter_fixed_records(
-                f, dtype=RECORD_DTYPE, start=self.data_offset, count=count,
-                records_per_chunk=batch_size,
-            ):
-                got += len(records)
-                yield pa.RecordBatch.from_arrays(
-                    [_decode_column(records, c) for c in columns], schema=schema
-                )
-        if got < count:
-            self._warn_truncated(self.data_offset + got * RECORD_SIZE, shrank=True)
-        elif self.tail_bytes and count == self.n_records:
-            self._warn_truncated(self.data_offset + self.n_records * RECORD_SIZE)
-
-    def _warn_truncated(self, offset: int, shrank: bool = False) -> None:
-        why = "the file shrank while it was read" if shrank else (
-            f"the last {self.tail_bytes} bytes are an incomplete {RECORD_SIZE}-byte record"
-        )
-        warnings.warn(
-            TruncatedFileWarning(
-                f"truncated spectroscopy file: {why}; returning the complete records before it",
-                path=self.path, offset=offset,
-            ),
-            stacklevel=2,
-        )
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+        out = []
+        is_marker = None
+        any_marker = False
+        event_array = None
+        for name in columns:
+            if name in RECORD_DTYPE.names:
+                out.append(pa.array(raw[name]))
+                continue
+            events = raw["event"]
+            if is_marker is None:
+                # Three comparisons beat a 256-entry lookup table by ~8x here.
+                is_marker = (events == 70) | (events == 76) | (events == 80)
+                any_marker = bool(is_marker.any())
+                event_array = pa.array(events)
+            if not any_marker:
+                # Photon-only chunk (the common case): channel is the event bytes as they
+                # are (one shared immutable buffer) and marker is all null.
+                out.append(event_array if name == "channel" else pa.DictionaryArray.from_arrays(
+                    pa.nulls(len(events), pa.int8()), _MARKER_DICTIONARY))
+            elif name == "channel":
+                out.append(_with_validity(pa.uint8(), events, ~is_marker))
+            else:  # "marker": index 0 frame, 1 line, 2 pixel; 0 also under nulls, since
+                # some readers (polars) check every index, even masked ones.
+                indices = (events == 76).view(np.int8) + 2 * (events == 80).view(np.int8)
+                out.append(pa.DictionaryArray.from_arrays(
+                    _with_validity(pa.int8(), indices, is_marker), _MARKER_DICTIONARY))
+        return out
 
 
-def _decode_column(records: np.ndarray, name: str) -> pa.Array:
-    """One output column from a chunk of raw records (always a contiguous copy)."""
-    if name in ("event", "microtime_ns", "macrotime_ns"):
-        return pa.array(np.ascontiguousarray(records[name]))
-    marker_index = _MARKER_INDEX[records["event"]]
-    is_marker = marker_index >= 0
-    if name == "channel":
-        return pa.array(np.ascontiguousarray(records["event"]), mask=is_marker)
-    # name == "marker"
-    indices = pa.array(marker_index, mask=~is_marker)
-    return pa.DictionaryArray.from_arrays(indices, pa.array(MARKER_NAMES, pa.string()))
+_MARKER_DICTIONARY = pa.array(MARKER_NAMES, pa.string())
+
+
+def _with_validity(arrow_type: pa.DataType, values: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """A primitive Arrow array from contiguous ``values`` and a boolean validity mask,
+    building the validity bitmap with ``np.packbits`` (10x faster than ``mask=``)."""
+    bitmap = np.packbits(valid, bitorder="little")
+    return pa.Array.from_buffers(
+        arrow_type, len(values), [pa.py_buffer(bitmap), pa.py_buffer(values)]
+    )
 
 
 def looks_like_legacy_spectro(head: bytes, source: Source) -> bool:
-    """Cheap probe for header-less raw output: plausible events and times, sorted macrotime."""
+    """Cheap probe for header-less raw output: plausible events and times, sorted macrotime.
+
+    Up to 64 leading records must all have a plausible event byte (a channel below 64 or
+    a marker code), finite non-negative times, a microtime below 1 ms, and macrotimes
+    that never decrease. An all-zero head (a preallocated or zero-filled file) is not
+    taken for photon data. Random bytes pass these checks with a probability far below
+    one in a billion once a few records are checked.
+    """
     n = min(len(head), source.size) // RECORD_SIZE
     if n < 2:
         return False
     records = np.frombuffer(head, dtype=RECORD_DTYPE, count=min(n, _PROBE_RECORDS))
+    if not np.frombuffer(head, dtype=np.uint8, count=len(records) * RECORD_SIZE).any():
+        return False
     events = records["event"]
     micro = records["microtime_ns"]
     macro = records["macrotime_ns"]
-    plausible_event = (events <= _MAX_PLAUSIBLE_CHANNEL) | (_MARKER_INDEX[events] >= 0)
+    plausible_event = (events <= _MAX_PLAUSIBLE_CHANNEL) | _IS_MARKER[events]
     with np.errstate(invalid="ignore"):
         return bool(
             plausible_event.all()
@@ -179,3 +196,52 @@ def looks_like_legacy_spectro(head: bytes, source: Source) -> bool:
             and (macro >= 0).all()
             and (np.diff(macro) >= 0).all()
         )
+
+
+def write_spectro(
+    path: str | os.PathLike[str],
+    frame: Any,
+    header: Mapping[str, Any] | None = None,
+    container: str = "stt1",
+    *,
+    overwrite: bool = True,
+) -> None:
+    """Write spectroscopy photon events as an ``STT1`` export or legacy raw output.
+
+    Parameters
+    ----------
+    path:
+        Destination. Written atomically: a failed write leaves no partial file.
+    frame:
+        pandas/polars/Arrow frame (or dict of columns) with at least ``event``,
+        ``microtime_ns`` and ``macrotime_ns``. Other columns (the derived ``channel`` and
+        ``marker`` of a frame bindf read) are ignored: ``event`` is what is stored.
+        ``event`` must fit ``uint8``; nulls are refused.
+    header:
+        JSON header of an ``STT1`` file (``channels``, ``laser_period_ns`` …). When
+        omitted, the header a bindf reader attached to ``frame`` is reused, else ``{}``.
+    container:
+        ``"stt1"`` (default) or ``"legacy"``. Legacy raw output has no header at all, so
+        an explicit non-empty ``header`` is refused there rather than dropped.
+    overwrite:
+        ``False`` refuses to replace an existing file.
+    """
+    if container not in ("stt1", "legacy"):
+        raise ValueError(f"container must be 'stt1' or 'legacy', not {container!r}")
+    table = to_arrow_table(frame)
+    require_columns(table, RECORD_DTYPE.names, "spectroscopy events")
+    if container == "legacy":
+        if header:
+            raise ValueError("legacy spectroscopy output has no header; pass header=None "
+                             "or write container='stt1'")
+        preamble = b""
+    else:
+        preamble = encode_preamble(STT1_MAGIC, inherited_header(frame, header) or {})
+    with atomic_output(path, overwrite=overwrite) as f:
+        f.write(preamble)
+        for start in range(0, table.num_rows, WRITE_CHUNK_ROWS):
+            part = table.slice(start, WRITE_CHUNK_ROWS)
+            records = np.empty(part.num_rows, dtype=RECORD_DTYPE)
+            for name in RECORD_DTYPE.names:
+                records[name] = column_values(part, name, RECORD_DTYPE[name])
+            write_records(f, records)

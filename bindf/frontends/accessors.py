@@ -1,23 +1,27 @@
 """The ``df.bindf`` accessor on pandas DataFrames and namespace on polars frames.
 
 One implementation serves both libraries: it only needs :func:`info_of`, which knows
-where each library keeps bindf's metadata.
+where each library keeps bindf's metadata. The analysis helpers (``hit_map``, ``rebin``,
+``plot_decay`` …) come from :mod:`bindf.analysis`, dispatched on the frame's format.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Generic, TypeVar
 
 import pandas as pd
 import polars as pl
 
+from ..analysis.accessor import AnalysisMethods
 from .output import info_of
 
 FrameT = TypeVar("FrameT", pd.DataFrame, pl.DataFrame, pl.LazyFrame)
 
 
-class BindfAccessor(Generic[FrameT]):
-    """``df.bindf``: the file header and format that a bindf reader attached."""
+class BindfAccessor(AnalysisMethods, Generic[FrameT]):
+    """``df.bindf``: the file header and format that a bindf reader attached, and the
+    analysis helpers for that format (see :mod:`bindf.analysis`)."""
 
     def __init__(self, frame: FrameT) -> None:
         self._frame = frame
@@ -47,6 +51,14 @@ class BindfAccessor(Generic[FrameT]):
     def source(self) -> str | list[str] | None:
         """The path (or list of paths) the frame was read from."""
         return self.info.get("source")
+
+    def to_parquet(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
+        """Write the frame to Parquet with its header (see :func:`bindf.to_parquet`)."""
+        if isinstance(self._frame, pl.LazyFrame):
+            raise TypeError("collect() the LazyFrame first, or use sink_parquet")
+        from ..parquet import to_parquet
+
+        to_parquet(self._frame, path, **kwargs)
 
 
 def register_accessors() -> None:

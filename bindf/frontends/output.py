@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -16,7 +17,7 @@ import pyarrow as pa
 from ..arrow import attach_info, info_from_metadata
 
 Output = Literal["pandas", "polars", "arrow"]
-Frame = Union[pd.DataFrame, pl.DataFrame, pa.Table]
+Frame = pd.DataFrame | pl.DataFrame | pa.Table
 OUTPUTS = ("pandas", "polars", "arrow")
 
 # polars frames have no metadata slot. Their bindf info lives here, keyed by id() and
@@ -81,6 +82,16 @@ def _table_to_pandas(table: pa.Table) -> pd.DataFrame:
     # split_blocks/self_destruct: hand each column's memory to pandas instead of
     # consolidating into 2-D blocks, so a read needs no second copy of the data.
     frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    # Zero-copy columns are read-only views of Arrow memory, and pandas users expect to
+    # assign into a frame they read (df.loc[0, "x"] = …). Copy those columns one at a
+    # time: the view is dropped as soon as its copy replaces it, so the peak stays at the
+    # output plus one column.
+    for position in range(frame.shape[1]):
+        values = frame.iloc[:, position]
+        if isinstance(values.dtype, np.dtype):
+            array = values.to_numpy(copy=False)
+            if not array.flags.writeable:
+                frame.isetitem(position, array.copy())
     if nullable:
         for name, values in nullable.items():
             frame[name] = values.array

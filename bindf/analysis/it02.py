@@ -1,0 +1,174 @@
+"""Quick-look analysis of FLIM LABS intensity traces (``read_it02``): coarser bins, count
+rates and the trace plot.
+
+Columns used: ``time_ns`` (float64) and one ``ch{i+1}`` count column per enabled
+channel ``i`` (0-based, as in the header's ``channels``); the header gives
+``bin_width_micros`` and, optionally, ``channel_names`` (``{"<index>": name}``).
+
+``time_ns`` marks the *end* of a bin: in the real dense export the first record is one
+bin width after the start and the last one at ``acquisition_time_millis``. Its clock
+also drifts against the nominal bin width (by ~0.03 % in that file), so rebinning
+counts bins by the steps between consecutive records, not by ``time_ns / width``,
+which would open a false gap wherever the drift reaches half a bin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from ..frontends.output import set_polars_info
+from ._common import (
+    CHANNEL_COLUMN,
+    channel_label,
+    column_names,
+    columns_of,
+    header_number,
+    like_input,
+    new_axes,
+    positive_number,
+)
+
+#: The ``df.bindf`` methods this module serves.
+HELPERS = ("rebin", "count_rate", "plot_trace")
+
+#: How far ``width_us / bin_width_micros`` may be from an integer (float round-off).
+_MULTIPLE_TOLERANCE = 1e-9
+
+Frame = pd.DataFrame | pl.DataFrame
+
+
+def rebin(frame: Any, info: Mapping[str, Any], width_us: float, *,
+          drop_partial: bool = False) -> Frame:
+    """Sum every ``width_us / bin_width_micros`` consecutive bins into one.
+
+    The coarse bins start at the first record. Each keeps the ``time_ns`` of its last
+    fine bin (bin ends, like the input); missing fine bins (sparse files drop all-zero
+    bins) count as zeros. The last coarse bin covers fewer fine bins when the trace
+    does not divide evenly; ``drop_partial=True`` leaves it out.
+
+    Counts become uint64 (sums of uint32 can exceed 2**32). The result carries the
+    frame's bindf metadata with ``bin_width_micros`` set to ``width_us``, so
+    ``.bindf.count_rate()`` and ``.bindf.plot_trace()`` work on it.
+    """
+    bin_us = _bin_width(info, "rebin")
+    factor = _rebin_factor(width_us, bin_us)
+    names = ["time_ns", *_channel_columns(frame, "rebin")]
+    table = _rebin(columns_of(frame, names, "rebin"), bin_us, factor, drop_partial)
+    result = like_input(table, frame)
+    header = dict(info["header"])
+    header["bin_width_micros"] = int(width_us) if float(width_us).is_integer() else width_us
+    new_info = {**info, "header": header}
+    if isinstance(result, pd.DataFrame):
+        result.attrs["bindf"] = new_info
+    else:
+        set_polars_info(result, new_info)
+    return result
+
+
+def count_rate(frame: Any, info: Mapping[str, Any]) -> Frame:
+    """Counts per second: each ``ch*`` count divided by the bin width of the header.
+
+    Columns: ``time_ns`` and the same ``ch*`` names, as float64 counts/s.
+    """
+    bin_s = _bin_width(info, "count_rate") * 1e-6
+    channels = _channel_columns(frame, "count_rate")
+    data = columns_of(frame, ["time_ns", *channels], "count_rate")
+    return like_input(_rates(data, channels, bin_s), frame)
+
+
+def plot_trace(frame: Any, info: Mapping[str, Any], *, rate: bool = False,
+               ax: Any = None) -> Any:
+    """The intensity trace: one line per channel, counts per bin (or counts/s with
+    ``rate=True``) against time. Lines are labelled with the header's
+    ``channel_names``, else "Channel i+1" as in the vendor software."""
+    header = info["header"]
+    channels = _channel_columns(frame, "plot_trace")
+    data = columns_of(frame, ["time_ns", *channels], "plot_trace").sort("time_ns")
+    bin_us = positive_number(header.get("bin_width_micros"))
+    if rate:
+        data = _rates(data, channels, _bin_width(info, "plot_trace") * 1e-6)
+        ylabel = "Count rate [counts/s]"
+    else:
+        ylabel = f"Counts per {bin_us:g} µs bin" if bin_us else "Counts per bin"
+    ax = new_axes(ax)
+    seconds = data["time_ns"].to_numpy() / 1e9
+    for name in channels:
+        index = int(CHANNEL_COLUMN.fullmatch(name).group(1)) - 1  # type: ignore[union-attr]
+        ax.plot(seconds, data[name].to_numpy(), label=channel_label(index, header),
+                linewidth=0.8)
+    ax.set_xlabel("Time [s]")
+    ax.set_ylabel(ylabel)
+    ax.set_title("Intensity trace")
+    ax.legend()
+    return ax
+
+
+# --- computation (polars in, polars out) ---------------------------------------------
+
+
+def _bin_width(info: Mapping[str, Any], helper: str) -> float:
+    return header_number(info, "bin_width_micros", helper)
+
+
+def _channel_columns(frame: Any, helper: str) -> list[str]:
+    names = [name for name in column_names(frame) if CHANNEL_COLUMN.fullmatch(name)]
+    if not names:
+        raise ValueError(f"{helper}() found no channel count columns ('ch1', 'ch2', …)")
+    return names
+
+
+def _rebin_factor(width_us: Any, bin_us: float) -> int:
+    """How many fine bins make one bin of ``width_us``; a ValueError unless whole."""
+    width = positive_number(width_us)
+    if width is None:
+        raise ValueError(f"width_us must be a positive number of µs, not {width_us!r}")
+    ratio = width / bin_us
+    factor = round(ratio)
+    if factor < 1 or abs(ratio - factor) > _MULTIPLE_TOLERANCE * max(1.0, ratio):
+        lower = max(1, math.floor(ratio)) * bin_us
+        raise ValueError(
+            f"width_us={width_us!r} is not a multiple of the file's bin width "
+            f"({bin_us:g} µs); try {lower:g} or {lower + bin_us:g}"
+        )
+    return factor
+
+
+def _rebin(data: pl.DataFrame, bin_us: float, factor: int,
+           drop_partial: bool) -> pl.DataFrame:
+    channels = data.columns[1:]
+    data = data.filter(pl.col("time_ns").is_not_null() & pl.col("time_ns").is_not_nan())
+    data = data.sort("time_ns", maintain_order=True)
+    out_schema = {"time_ns": pl.Float64, **{name: pl.UInt64 for name in channels}}
+    if data.height == 0:
+        return pl.DataFrame(schema=out_schema)
+    bin_ns = bin_us * 1e3
+    times = data["time_ns"].to_numpy()
+    # Fine-bin position of each record, from the steps between records: robust to the
+    # clock drifting against the nominal width, and to missing (all-zero) bins.
+    steps = np.rint(np.diff(times) / bin_ns).astype(np.int64)
+    position = np.concatenate(([0], np.cumsum(steps)))
+    group = position // factor
+    starts = np.flatnonzero(np.diff(group, prepend=-1))
+    lasts = np.append(starts[1:] - 1, len(times) - 1)
+    group_end = (group[starts] + 1) * factor - 1  # last fine position of each group
+    end = np.minimum(group_end, position[-1])
+    columns = {"time_ns": times[lasts] + (end - position[lasts]) * bin_ns}
+    for name in channels:
+        counts = data[name].fill_null(0).to_numpy().astype(np.uint64)
+        columns[name] = np.add.reduceat(counts, starts)
+    table = pl.DataFrame(columns, schema=out_schema)
+    if drop_partial and group_end[-1] > position[-1]:
+        table = table.head(-1)
+    return table
+
+
+def _rates(data: pl.DataFrame, channels: list[str], bin_s: float) -> pl.DataFrame:
+    return data.with_columns(
+        [(pl.col(name).cast(pl.Float64) / bin_s).alias(name) for name in channels]
+    ).with_columns(pl.col("time_ns").cast(pl.Float64))

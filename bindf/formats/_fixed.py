@@ -1,0 +1,144 @@
+"""Shared machinery for formats whose records all have one fixed size.
+
+Spectroscopy photon events, dense IT02, SP01, SPF1 and the generic record reader are all
+"a header, then N records of one packed numpy dtype". For those the whole read path is
+here, written once:
+
+* the number of records follows from the file size (so no declared count can make bindf
+  allocate more than the file holds), and a partial record at the end is a truncation;
+* records are read with ``readinto`` into a small reused buffer (about 1 MiB, so it stays
+  in cache) and each requested field is copied straight into the output column of the
+  current batch: the only full-size allocation is the output itself;
+* any record range can be read on its own (:meth:`FixedRecordReader.iter_record_range`),
+  which is what dask's byte-range partitions use.
+
+A subclass sets :attr:`record_dtype` and :attr:`data_offset` in ``_read_header`` and, if
+it has derived columns, overrides :meth:`raw_fields_for` and :meth:`build_columns`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Generator, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from .._source import read_into
+from ..errors import TruncatedFileWarning
+from ._base import FormatReader
+
+#: Size of the reused read buffer. Small enough to stay in L2/L3 while its fields are
+#: copied out, large enough that per-chunk Python overhead is negligible.
+RAW_CHUNK_BYTES = 1 << 20
+
+
+class FixedRecordReader(FormatReader):
+    """Base class for formats made of fixed-size records after a header."""
+
+    #: Packed dtype of one record (set by ``_read_header``).
+    record_dtype: np.dtype
+    #: Byte offset of the first record (set by ``_read_header``).
+    data_offset: int
+    #: Output rows per record: 1 for most formats; a format whose records expand into
+    #: several rows (SP01's tidy shape: channels × 256 bins) overrides it. ``batch_size``
+    #: and ``n_rows`` count rows, record ranges count records.
+    rows_per_record: int = 1
+
+    # -- layout -------------------------------------------------------------------------
+    @property
+    def record_size(self) -> int:
+        return self.record_dtype.itemsize
+
+    @property
+    def n_records(self) -> int:
+        """Complete records in the file (a partial last record is not counted)."""
+        return max(self.source.size - self.data_offset, 0) // self.record_size
+
+    def count_rows(self) -> int:
+        """Output rows of the complete records."""
+        return self.n_records * self.rows_per_record
+
+    @property
+    def tail_bytes(self) -> int:
+        """Bytes of an incomplete record at the end of the file (0 if none)."""
+        return max(self.source.size - self.data_offset, 0) % self.record_size
+
+    def row_offset(self, row: int) -> int:
+        """Byte offset of record ``row``."""
+        return self.data_offset + row * self.record_size
+
+    # -- decoding hooks -------------------------------------------------------------------
+    def raw_fields_for(self, columns: list[str]) -> list[str]:
+        """Record fields that must be read to produce ``columns`` (default: same names)."""
+        return [c for c in columns if c in self.record_dtype.names]
+
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+        """Output arrays for ``columns`` from the raw field arrays of one batch."""
+        return [pa.array(raw[c]) for c in columns]
+
+    # -- reading --------------------------------------------------------------------------
+    def _batches(
+        self, columns: list[str], batch_size: int, n_rows: int | None
+    ) -> Iterator[pa.RecordBatch]:
+        count = self.n_records
+        per = self.rows_per_record
+        stop = count if n_rows is None else min(-(-n_rows // per), count)
+        shrank = yield from self.iter_record_range(0, stop, columns, max(1, batch_size // per))
+        if stop == count and self.tail_bytes and not shrank:
+            self._warn_truncated(
+                self.row_offset(count),
+                f"the last {self.tail_bytes} bytes are an incomplete "
+                f"{self.record_size}-byte record",
+            )
+
+    def iter_record_range(
+        self, start: int, stop: int, columns: list[str], batch_size: int
+    ) -> Generator[pa.RecordBatch, None, bool]:
+        """Yield batches of records ``start``..``stop`` (clipped to the file), at most
+        ``batch_size`` records each. Returns True if the file turned out shorter than
+        when it was opened (after warning about it)."""
+        stop = min(stop, self.n_records)
+        if start >= stop:
+            return False
+        schema = pa.schema([self.schema.field(c) for c in columns])
+        fields = self.raw_fields_for(columns)
+        itemsize = self.record_size
+        raw = np.empty(max(RAW_CHUNK_BYTES // itemsize, 1), dtype=self.record_dtype)
+        with self.source.open() as f:
+            f.seek(self.row_offset(start))
+            row = start
+            while row < stop:
+                n = min(batch_size, stop - row)
+                out = {name: np.empty(n, dtype=self.record_dtype[name]) for name in fields}
+                filled = 0
+                while filled < n:
+                    want = min(len(raw), n - filled)
+                    got = read_into(f, raw[:want]) // itemsize
+                    for name in fields:
+                        out[name][filled : filled + got] = raw[name][:got]
+                    filled += got
+                    if got < want:
+                        break
+                if filled < n:  # the file shrank after it was opened
+                    out = {name: values[:filled] for name, values in out.items()}
+                if filled:
+                    yield pa.RecordBatch.from_arrays(self.build_columns(out, columns),
+                                                     schema=schema)
+                if filled < n:
+                    self._warn_truncated(
+                        self.row_offset(row + filled), "the file shrank while it was read"
+                    )
+                    return True
+                row += n
+        return False
+
+    def _warn_truncated(self, offset: int, why: str) -> None:
+        warnings.warn(
+            TruncatedFileWarning(
+                f"truncated {self.label} file: {why}; returning the complete records before it",
+                path=self.path,
+                offset=offset,
+            ),
+            stacklevel=3,
+        )

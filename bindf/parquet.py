@@ -1,0 +1,139 @@
+"""Parquet (and Arrow IPC / CSV) export that keeps the file header.
+
+The header goes into the Parquet schema metadata under ``bindf.header`` (with
+``bindf.format``, ``bindf.source`` and ``bindf.version``), so any Arrow-based tool sees
+it. For pandas frames, ``df.attrs`` is also stored under ``PANDAS_ATTRS``, the key that
+``pandas.read_parquet`` restores ``attrs`` from. ``bindf.read_parquet`` restores the
+header on pandas, polars and Arrow output alike.
+
+Every export is atomic: written to a temporary file beside the destination and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._atomic import atomic_path
+from .arrow import attach_info, info_from_metadata, info_to_metadata
+from .frontends.output import Frame, Output, info_of, table_to_output
+
+PANDAS_ATTRS_KEY = b"PANDAS_ATTRS"
+
+
+def frame_to_table(frame: Frame) -> tuple[pa.Table, dict[str, Any] | None]:
+    """Any supported frame → (Arrow table, bindf info or None)."""
+    info = info_of(frame)
+    if isinstance(frame, pd.DataFrame):
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if frame.attrs:
+            metadata = dict(table.schema.metadata or {})
+            metadata[PANDAS_ATTRS_KEY] = json.dumps(frame.attrs, default=str).encode()
+            table = table.replace_schema_metadata(metadata)
+    elif isinstance(frame, pl.DataFrame):
+        table = frame.to_arrow()
+    elif isinstance(frame, pa.RecordBatch):
+        table = pa.Table.from_batches([frame])
+    elif isinstance(frame, pa.Table):
+        table = frame
+    else:
+        raise TypeError(f"expected a pandas, polars or Arrow frame, not {type(frame).__name__}")
+    if info is not None:
+        table = attach_info(table, info)
+    return table, info
+
+
+def to_parquet(
+    frame: Frame,
+    path: str | os.PathLike[str],
+    *,
+    compression: str = "zstd",
+    overwrite: bool = True,
+    **write_options: Any,
+) -> None:
+    """Write ``frame`` (pandas, polars or Arrow) to Parquet, keeping its bindf header."""
+    table, _ = frame_to_table(frame)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        pq.write_table(table, tmp, compression=compression, **write_options)
+
+
+def read_parquet(
+    path: str | os.PathLike[str],
+    *,
+    output: Output = "pandas",
+    columns: list[str] | None = None,
+) -> Frame:
+    """Read a Parquet file written by bindf, with the header restored on the frame."""
+    table = pq.read_table(path, columns=columns)
+    metadata = dict(table.schema.metadata or {})
+    # A dataset folder (dask's to_parquet, partitioned writes) has no single footer: its
+    # schema metadata already carries the header.
+    file_metadata = {} if os.path.isdir(path) else (pq.read_metadata(path).metadata or {})
+    metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
+    info = info_from_metadata(metadata)
+    if output == "pandas":
+        frame = table.to_pandas()
+        if info is not None:
+            frame.attrs["bindf"] = info
+        return frame
+    return table_to_output(table, output, info)
+
+
+def write_batches(
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+    path: str | os.PathLike[str],
+    *,
+    to: str,
+    info: Callable[[], dict[str, Any]] | None = None,
+    overwrite: bool = True,
+    compression: str = "zstd",
+) -> int:
+    """Stream batches to a Parquet, Arrow IPC or CSV file; return the number of rows.
+
+    ``info`` is called after the last batch (headers can grow while reading, e.g. the
+    sparse IT02 ``acquisition_end_ns``), and its result is stored in the file's metadata
+    where the format allows (Parquet footer; IPC schema gets the header known up front).
+    """
+    rows = 0
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        if to == "parquet":
+            start_meta = info_to_metadata(info()) if info is not None else None
+            with pq.ParquetWriter(tmp, schema.with_metadata(start_meta) if start_meta else schema,
+                                  compression=compression) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+                end_meta = info_to_metadata(info()) if info is not None else None
+                if end_meta and end_meta != start_meta:
+                    # Learned while reading (skipped damage, sparse IT02 end time): the
+                    # Arrow schema is already written, so this goes into the file-level
+                    # key-value metadata, which bindf.read_parquet merges over it.
+                    writer.add_key_value_metadata(
+                        {k.decode(): v.decode() for k, v in end_meta.items()}
+                    )
+        elif to == "ipc":
+            meta_schema = schema
+            if info is not None:
+                meta_schema = schema.with_metadata(info_to_metadata(info()))
+            with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, meta_schema) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+        elif to == "csv":
+            import pyarrow.csv as pacsv
+
+            with pacsv.CSVWriter(tmp, schema) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+        else:
+            raise ValueError(f"unknown output kind {to!r}; use parquet, ipc or csv")
+    return rows

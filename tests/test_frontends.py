@@ -1,0 +1,242 @@
+"""The shared frontends: outputs, metadata, registration, multi-file reads, lazy scans.
+
+They are format-independent; the STT1 photon format (simplest fixed-record layout) drives
+them here. Each format's own test file checks eager/lazy parity on its own data too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+from conftest import write_stt1
+
+import bindf
+from bindf.arrow import HEADER_KEY, table_info
+
+
+def test_outputs_carry_the_header(stt1_files: list[Path]) -> None:
+    path = stt1_files[0]
+    header = {"channels": [0, 1, 2, 3], "laser_period_ns": 25.0}
+
+    df = bindf.read(path)
+    assert isinstance(df, pd.DataFrame) and len(df) == 1000
+    assert df.attrs["bindf"] == {"format": "spectro", "header": header, "source": str(path)}
+    assert df.bindf.header == header and df.bindf.format == "spectro"
+
+    pf = bindf.read(path, output="polars")
+    assert isinstance(pf, pl.DataFrame) and pf.height == 1000
+    assert pf.bindf.header == header and pf.bindf.source == str(path)
+
+    table = bindf.read(path, output="arrow")
+    assert isinstance(table, pa.Table)
+    assert json.loads(table.schema.metadata[HEADER_KEY.encode()]) == header
+    assert table_info(table)["format"] == "spectro"
+
+    assert bindf.read_header(path) == header
+
+
+def test_library_registration(stt1_files: list[Path]) -> None:
+    assert isinstance(pd.read_spectro(stt1_files[0]), pd.DataFrame)
+    assert isinstance(pl.read_spectro(stt1_files[0]), pl.DataFrame)
+    assert isinstance(pl.scan_spectro(stt1_files[0]), pl.LazyFrame)
+    for name in ("read_apx", "read_it02", "read_spectro"):
+        assert callable(getattr(pd, name)) and callable(getattr(pl, name))
+
+
+def test_registration_never_overwrites(monkeypatch: pytest.MonkeyPatch) -> None:
+    sentinel = object()
+    monkeypatch.setattr(pd, "read_spectro", sentinel, raising=False)
+    bindf._register_library_functions()
+    assert pd.read_spectro is sentinel
+
+
+def test_frame_without_bindf_metadata_says_so() -> None:
+    with pytest.raises(AttributeError, match="no bindf metadata"):
+        _ = pd.DataFrame({"a": [1]}).bindf.header
+    with pytest.raises(AttributeError, match="no bindf metadata"):
+        _ = pl.DataFrame({"a": [1]}).bindf.header
+
+
+def test_columns_in_requested_order_and_n_rows(stt1_files: list[Path]) -> None:
+    df = bindf.read(stt1_files[0], columns=["macrotime_ns", "event"], n_rows=7)
+    assert list(df.columns) == ["macrotime_ns", "event"] and len(df) == 7
+    whole = bindf.read(stt1_files[0])
+    pd.testing.assert_frame_equal(df, whole[["macrotime_ns", "event"]].head(7))
+    assert len(bindf.read(stt1_files[0], n_rows=0)) == 0
+    with pytest.raises(ValueError, match="unknown column"):
+        bindf.read(stt1_files[0], columns=["nope"])
+
+
+def test_dtypes_do_not_depend_on_the_data(tmp_path: Path) -> None:
+    # channel is nullable by design (null on markers): pandas gets UInt8 even when a
+    # file happens to contain no marker, so concatenating runs never changes dtypes.
+    path = write_stt1(tmp_path / "x.bin", n=5)
+    assert str(bindf.read(path, n_rows=1, columns=["channel"])["channel"].dtype) == "UInt8"
+    assert str(bindf.read(path)["event"].dtype) == "uint8"
+
+
+def test_multi_file_glob_paths_and_row_index(stt1_files: list[Path], tmp_path: Path) -> None:
+    df = bindf.read(str(tmp_path / "run*.bin"), output="polars",
+                    include_file_paths="path", row_index_name="idx", row_index_offset=10)
+    assert df.height == 1750
+    assert df.columns[0] == "idx" and df.columns[-1] == "path"
+    assert df["idx"].to_list() == list(range(10, 1760))
+    counts = df.group_by("path").len().sort("path")
+    assert counts["path"].to_list() == [str(p) for p in stt1_files]
+    assert counts["len"].to_list() == [1000, 500, 250]
+    assert df.bindf.source == [str(p) for p in stt1_files]
+    # the frame keeps the first file's header
+    assert df.bindf.header == bindf.read_header(stt1_files[0])
+    singles = pl.concat([bindf.read(p, output="polars") for p in stt1_files])
+    assert df.drop("idx", "path").equals(singles)
+
+
+def test_multi_file_n_rows_spans_files(stt1_files: list[Path]) -> None:
+    df = bindf.read(stt1_files, n_rows=1200, include_file_paths="path", output="polars")
+    assert df.height == 1200
+    assert df["path"].n_unique() == 2
+
+
+def test_glob_without_match_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        bindf.read(str(tmp_path / "none*.bin"))
+    with pytest.raises(FileNotFoundError):
+        bindf.read(tmp_path / "missing.bin")
+
+
+def test_error_names_the_file_that_failed(stt1_files: list[Path], tmp_path: Path) -> None:
+    bad = tmp_path / "run9.bin"
+    bad.write_bytes(b"STT1\xff\xff\xff\x00{}")
+    with pytest.raises(bindf.HeaderError) as info:
+        bindf.read(str(tmp_path / "run*.bin"))
+    assert info.value.path == str(bad)
+    assert info.value.offset == 4
+
+
+def test_truncated_file_in_multi_file_read_warns_and_keeps_data(
+    stt1_files: list[Path], tmp_path: Path
+) -> None:
+    cut = tmp_path / "run1.bin"
+    data = cut.read_bytes()
+    cut.write_bytes(data[:-5])  # cut the last record of the middle file
+    with pytest.warns(bindf.TruncatedFileWarning, match="run1.bin") as caught:
+        df = bindf.read(str(tmp_path / "run*.bin"), output="polars", include_file_paths="p")
+    assert caught[0].message.path == str(cut)
+    assert df.filter(pl.col("p") == str(cut)).height == 499
+    assert df.height == 1749
+
+
+def test_chunksize_iterates_frames(stt1_files: list[Path]) -> None:
+    whole = bindf.read(stt1_files[0])
+    with bindf.read(stt1_files[0], chunksize=300) as reader:
+        chunks = list(reader)
+    assert [len(c) for c in chunks] == [300, 300, 300, 100]
+    assert all(c.attrs["bindf"]["format"] == "spectro" for c in chunks)
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+    polars_chunks = list(bindf.read(stt1_files[0], chunksize=400, output="polars"))
+    assert [c.height for c in polars_chunks] == [400, 400, 200]
+
+
+def test_iter_batches_bounded_and_equal(stt1_files: list[Path]) -> None:
+    batches = list(bindf.iter_batches(stt1_files[0], batch_size=128))
+    assert max(b.num_rows for b in batches) == 128
+    assert all(HEADER_KEY.encode() in b.schema.metadata for b in batches)
+    joined = pa.Table.from_batches(batches).replace_schema_metadata(None)
+    whole = bindf.read(stt1_files[0], output="arrow").replace_schema_metadata(None)
+    assert joined.equals(whole)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 1000, 5000])
+def test_small_batches_equal_whole(stt1_files: list[Path], batch_size: int) -> None:
+    whole = bindf.read(stt1_files[0], output="polars")
+    assert bindf.read(stt1_files[0], output="polars", batch_size=batch_size).equals(whole)
+
+
+def test_scan_matches_eager(stt1_files: list[Path], tmp_path: Path) -> None:
+    pattern = str(tmp_path / "run*.bin")
+    eager = bindf.read(pattern, output="polars", include_file_paths="path", row_index_name="i")
+    lazy = bindf.scan(pattern, include_file_paths="path", row_index_name="i")
+    assert lazy.collect_schema() == eager.schema
+    assert lazy.collect().equals(eager)
+    query = (pl.col("channel") == 2) & (pl.col("microtime_ns") > 10)
+    assert lazy.filter(query).select("i", "macrotime_ns").collect().equals(
+        eager.filter(query).select("i", "macrotime_ns"))
+    assert lazy.head(5).collect().equals(eager.head(5))
+    assert lazy.filter(pl.col("marker") == "line").head(3).collect().equals(
+        eager.filter(pl.col("marker") == "line").head(3))
+    assert lazy.select("path").unique().collect().height == 3
+    assert lazy.bindf.header == eager.bindf.header
+
+
+def test_scan_predicate_on_unprojected_column(stt1_files: list[Path]) -> None:
+    eager = bindf.read(stt1_files[0], output="polars")
+    got = pl.scan_spectro(stt1_files[0]).filter(pl.col("event") == 76).select("macrotime_ns")
+    assert got.collect().equals(eager.filter(pl.col("event") == 76).select("macrotime_ns"))
+
+
+def test_scan_reads_only_what_head_needs(stt1_files: list[Path], monkeypatch) -> None:
+    from bindf.formats.spectro import SpectroReader
+
+    seen = []
+    original = SpectroReader.build_columns
+
+    def counting(self, raw, columns):
+        seen.append((tuple(raw), tuple(columns), len(next(iter(raw.values())))))
+        return original(self, raw, columns)
+
+    monkeypatch.setattr(SpectroReader, "build_columns", counting)
+    pl.scan_spectro(stt1_files[0], batch_size=100).select("event").head(3).collect()
+    assert {(fields, cols) for fields, cols, _ in seen} == {(("event",), ("event",))}
+    assert sum(n for *_, n in seen) <= 100
+
+
+def test_progress_bar(stt1_files: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    df = bindf.read(stt1_files[0], progress=True)
+    assert len(df) == 1000
+    assert "1.00k" in capsys.readouterr().err
+
+
+def test_bad_arguments_are_value_errors(stt1_files: list[Path]) -> None:
+    with pytest.raises(ValueError, match="output"):
+        bindf.read(stt1_files[0], output="excel")
+    with pytest.raises(ValueError, match="batch_size"):
+        bindf.read(stt1_files[0], batch_size=0)
+    with pytest.raises(ValueError, match="on_error"):
+        bindf.read(stt1_files[0], on_error="ignore")
+    with pytest.raises(ValueError, match="unknown format"):
+        bindf.read(stt1_files[0], format="xyz")
+    with pytest.raises(ValueError, match="already exist"):
+        bindf.read(stt1_files[0], include_file_paths="event")
+
+
+def test_exceptions_pickle_with_their_location() -> None:
+    import pickle
+
+    err = bindf.CorruptDataError("bad marker", path="a.apx", offset=42)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is bindf.CorruptDataError
+    assert (back.path, back.offset, str(back)) == ("a.apx", 42, str(err))
+    assert isinstance(back, ValueError)
+
+
+def test_nullable_int_conversion_is_exact(tmp_path: Path) -> None:
+    path = write_stt1(tmp_path / "m.bin", n=40)
+    df = bindf.read(path)
+    events = df["event"].to_numpy().astype(np.int16)
+    expected = np.where(np.isin(events, [70, 76, 80]), -1, events)
+    got = df["channel"].astype("Int16").fillna(-1).to_numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_pandas_frames_are_writable(stt1_files: list[Path]) -> None:
+    df = bindf.read(stt1_files[0])
+    df.loc[0, "microtime_ns"] = 99.0
+    df.loc[1, "event"] = 3
+    df.loc[2, "channel"] = 1
+    assert df.loc[0, "microtime_ns"] == 99.0 and df.loc[1, "event"] == 3

@@ -1,0 +1,92 @@
+"""Parquet export keeps the header; round trips are exact; writes are atomic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+import bindf
+from bindf import parquet
+from bindf._atomic import OutputExistsError, atomic_output
+
+
+@pytest.mark.parametrize("output", ["pandas", "polars", "arrow"])
+def test_round_trip_keeps_header_and_values(stt1_files: list[Path], tmp_path: Path,
+                                            output: str) -> None:
+    frame = bindf.read(stt1_files[0], output=output)
+    out = tmp_path / "x.parquet"
+    parquet.to_parquet(frame, out)
+    back = parquet.read_parquet(out, output=output)
+    if output == "pandas":
+        pd.testing.assert_frame_equal(back, frame)
+        assert back.attrs["bindf"]["header"] == frame.attrs["bindf"]["header"]
+        # plain pandas restores attrs too (PANDAS_ATTRS key)
+        assert pd.read_parquet(out).attrs["bindf"]["header"] == frame.attrs["bindf"]["header"]
+    elif output == "polars":
+        assert back.equals(frame)
+        assert back.bindf.header == frame.bindf.header
+    else:
+        assert back.equals(frame)
+        assert back.schema.metadata[b"bindf.header"] == frame.schema.metadata[b"bindf.header"]
+    assert b"bindf.version" in pq.read_schema(out).metadata
+
+
+def test_plain_frames_export_too(tmp_path: Path) -> None:
+    out = tmp_path / "plain.parquet"
+    parquet.to_parquet(pl.DataFrame({"a": [1, 2]}), out)
+    assert pl.read_parquet(out)["a"].to_list() == [1, 2]
+
+
+def test_atomic_output_on_failure_and_interrupt(tmp_path: Path) -> None:
+    dest = tmp_path / "dest.bin"
+    dest.write_bytes(b"old")
+    for exc in (OSError("disk full"), KeyboardInterrupt()):
+        with pytest.raises(type(exc)), atomic_output(dest) as f:
+            f.write(b"partial")
+            raise exc
+        assert dest.read_bytes() == b"old"
+        assert os.listdir(tmp_path) == ["dest.bin"]
+
+
+def test_atomic_output_replaces_symlink_instead_of_writing_through(tmp_path: Path) -> None:
+    target = tmp_path / "target.bin"
+    target.write_bytes(b"keep me")
+    link = tmp_path / "link.bin"
+    link.symlink_to(target)
+    with atomic_output(link) as f:
+        f.write(b"new")
+    assert not link.is_symlink() and link.read_bytes() == b"new"
+    assert target.read_bytes() == b"keep me"
+
+
+def test_no_overwrite(tmp_path: Path) -> None:
+    dest = tmp_path / "d"
+    dest.write_bytes(b"x")
+    with pytest.raises(OutputExistsError), atomic_output(dest, overwrite=False):
+        pass
+    assert dest.read_bytes() == b"x"
+
+
+def test_accessor_to_parquet(stt1_files: list[Path], tmp_path: Path) -> None:
+    frame = bindf.read(stt1_files[0], output="polars")
+    frame.bindf.to_parquet(tmp_path / "a.parquet")
+    assert bindf.read_parquet(tmp_path / "a.parquet", output="polars").bindf.header == \
+        frame.bindf.header
+    pdf = bindf.read(stt1_files[0])
+    pdf.bindf.to_parquet(tmp_path / "b.parquet")
+    assert pd.read_parquet(tmp_path / "b.parquet").attrs["bindf"]["format"] == "spectro"
+
+
+def test_read_parquet_dataset_folder(stt1_files: list[Path], tmp_path: Path) -> None:
+    import pyarrow.dataset as ds
+
+    table = bindf.read(stt1_files[0], output="arrow")
+    folder = tmp_path / "dataset"
+    ds.write_dataset(table, folder, format="parquet")
+    back = bindf.read_parquet(folder, output="polars")
+    assert back.height == 1000 and back.bindf.format == "spectro"

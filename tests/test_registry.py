@@ -1,0 +1,143 @@
+"""Format registry and detection (``bindf/registry.py``): magic, then extension, then probe."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import bindf
+from bindf._source import Source
+from bindf.errors import UnknownFormatError
+from bindf.formats._base import FormatReader
+from bindf.registry import FORMATS, PROBE_BYTES, detect_format, get_format, open_reader
+
+
+def preamble(magic: bytes, header: dict) -> bytes:
+    raw = json.dumps(header).encode()
+    return magic + struct.pack("<I", len(raw)) + raw
+
+
+def write(tmp_path, name: str, data: bytes) -> Source:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return Source(str(path))
+
+
+def legacy_spectro_bytes(n: int = 20) -> bytes:
+    rec = np.zeros(n, dtype=[("e", "u1"), ("mi", "<f8"), ("ma", "<f8")])
+    rec["e"] = np.arange(n) % 3
+    rec["mi"] = 1.5
+    rec["ma"] = np.arange(n) * 10.0
+    return rec.tobytes()
+
+
+def test_registry_is_consistent():
+    names = [spec.name for spec in FORMATS]
+    assert len(names) == len(set(names))
+    assert {"apx", "it02", "spectro", "sp01", "spf1"} <= set(names)
+    magics = [m for spec in FORMATS for m in spec.magics]
+    assert len(magics) == len(set(magics))
+    # No magic is a prefix of another: detection order cannot matter.
+    for a in magics:
+        for b in magics:
+            assert a == b or not b.startswith(a)
+    for spec in FORMATS:
+        cls = spec.reader_class()
+        assert issubclass(cls, FormatReader)
+        assert cls.name == spec.name
+        assert get_format(spec.name) is spec
+
+
+def test_every_public_format_has_functions():
+    import pandas as pd
+    import polars as pl
+
+    for name in bindf._PUBLIC_FORMATS:
+        assert callable(getattr(bindf, f"read_{name}"))
+        assert callable(getattr(bindf, f"scan_{name}"))
+        assert callable(getattr(pd, f"read_{name}"))
+        assert callable(getattr(pl, f"read_{name}"))
+        assert callable(getattr(pl, f"scan_{name}"))
+    for name in ("write_spectro", "write_sp01", "write_spf1"):
+        assert name in bindf.__all__ and callable(getattr(bindf, name))
+
+
+def test_get_format_unknown():
+    with pytest.raises(ValueError, match="unknown format 'nope'.*spectro"):
+        get_format("nope")
+
+
+@pytest.mark.parametrize(
+    ("magic", "name"),
+    [(b"%APXDF", "apx"), (b"IT02", "it02"), (b"STT1", "spectro"), (b"SP01", "sp01"),
+     (b"SPF1", "spf1")],
+)
+def test_magic_detection(tmp_path, magic, name):
+    source = write(tmp_path, "file.dat", preamble(magic, {"channels": [0]}))
+    assert detect_format(source).name == name
+
+
+def test_magic_beats_extension(tmp_path):
+    source = write(tmp_path, "looks_like.apx", preamble(b"SP01", {"channels": [0]}))
+    assert detect_format(source).name == "sp01"
+
+
+def test_extension_when_no_magic(tmp_path):
+    source = write(tmp_path, "run.APX", b"garbage without a magic")
+    assert detect_format(source).name == "apx"
+
+
+def test_probe_when_no_magic_or_extension(tmp_path):
+    source = write(tmp_path, "spectroscopy-output-7.bin", legacy_spectro_bytes())
+    assert detect_format(source).name == "spectro"
+
+
+def test_probe_only_looks_at_the_head(tmp_path):
+    # Valid records first, garbage after PROBE_BYTES: still detected (cheap probe).
+    data = legacy_spectro_bytes(PROBE_BYTES // 17 + 1)
+    source = write(tmp_path, "big.bin", data + b"\xff" * 1000)
+    assert detect_format(source).name == "spectro"
+
+
+def test_empty_file(tmp_path):
+    with pytest.raises(UnknownFormatError, match="empty") as exc:
+        detect_format(write(tmp_path, "e.bin", b""))
+    assert exc.value.offset == 0
+
+
+def test_unknown_file_lists_formats(tmp_path):
+    source = write(tmp_path, "x.txt", b"hello, this is text and not a binary export\n" * 3)
+    with pytest.raises(UnknownFormatError) as exc:
+        detect_format(source)
+    message = str(exc.value)
+    assert exc.value.offset == 0
+    assert str(tmp_path / "x.txt") in message
+    for spec in FORMATS:
+        assert spec.name in message
+    with pytest.raises(UnknownFormatError):
+        bindf.read(source.path)
+
+
+def test_short_files_are_unknown(tmp_path):
+    for i, data in enumerate([b"S", b"SP", b"SP0", b"\x00" * 17, b"\x01" * 20]):
+        with pytest.raises(UnknownFormatError):
+            detect_format(write(tmp_path, f"s{i}.bin", data))
+
+
+def test_open_reader_forced_format(tmp_path):
+    source = write(tmp_path, "f.bin", preamble(b"SPF1", {"harmonics": 1}))
+    reader = open_reader(source, "spf1")
+    assert reader.name == "spf1" and reader.header == {"harmonics": 1}
+    with pytest.raises(UnknownFormatError, match="expected magic b'SP01'"):
+        open_reader(source, "sp01")
+    assert open_reader(source).name == "spf1"
+
+
+def test_read_with_format_argument(tmp_path):
+    source = write(tmp_path, "f.bin", preamble(b"SP01", {"channels": [2]}) + bytes(8 + 1024))
+    assert bindf.read(source.path, format="sp01").shape == (256, 5)
+    with pytest.raises(UnknownFormatError):
+        bindf.read(source.path, format="spf1")
