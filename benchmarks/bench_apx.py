@@ -7,7 +7,6 @@ the real sample), random pixel and timestamp fields.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import _harness as h
@@ -65,10 +64,8 @@ def read_readouts(path: Path) -> pl.DataFrame:
     return bindf.read_apx(path, output="polars", level="readouts")
 
 
-def _comparisons() -> list[str]:
-    """Projection and head() timings relative to a full read (printed under the case)."""
-    workdir = Path(__file__).parent / "_data"
-    workdir.mkdir(exist_ok=True)
+def _comparisons(workdir: Path) -> list[str]:
+    """Projection and head() timings relative to a full read."""
     path = make_apx(workdir, APX_BYTES)
     full, frame = h.best_time(lambda: read_polars(path))
     hits = frame.height
@@ -86,20 +83,16 @@ def _comparisons() -> list[str]:
     ]
 
 
-class _LazyNotes(list):
-    """Compute the comparison lines only when bench.py prints them."""
-
-    def __iter__(self):
-        if not super().__len__():
-            t0 = time.perf_counter()
-            self.extend(_comparisons())
-            self.append(f"(comparisons took {time.perf_counter() - t0:.1f} s)")
-        return super().__iter__()
+def extra_report(workdir: Path, args: object) -> None:
+    """Printed by bench.py after the table: hits/s, projection and head() comparisons."""
+    print("apx comparisons (same process, best of 3):")
+    for line in _comparisons(workdir):
+        print(f"    {line}")
 
 
 CASES = [
     h.Case("apx → polars (all 18 hit columns)", make_apx, "bench_apx:read_polars",
-           goal_ratio=0.25, unit="hits", notes=_LazyNotes()),
+           goal_ratio=0.25, unit="hits"),
     h.Case("apx → polars (3 hit columns)", make_apx, "bench_apx:read_polars_3_columns",
            unit="hits"),
     h.Case("apx → polars (readout table)", make_apx, "bench_apx:read_readouts",
