@@ -90,3 +90,13 @@ def test_read_parquet_dataset_folder(stt1_files: list[Path], tmp_path: Path) -> 
     ds.write_dataset(table, folder, format="parquet")
     back = bindf.read_parquet(folder, output="polars")
     assert back.height == 1000 and back.bindf.format == "spectro"
+
+
+def test_atomic_output_has_ordinary_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "f.bin") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
