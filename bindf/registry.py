@@ -43,6 +43,12 @@ class FormatSpec:
         return getattr(module, class_name)
 
 
+def _probe_apx_log(head: bytes, source: Source) -> bool:
+    from .formats.apx_log import looks_like_apx_log
+
+    return looks_like_apx_log(head, source)
+
+
 def _probe_legacy_spectro(head: bytes, source: Source) -> bool:
     from .formats.spectro import looks_like_legacy_spectro
 
@@ -56,6 +62,13 @@ FORMATS: tuple[FormatSpec, ...] = (
         "bindf.formats.apx:ApxReader",
         magics=(b"%APXDF",),
         extensions=(".apx",),
+    ),
+    FormatSpec(
+        "apx_log",
+        "legacy AstroPix text log (.log)",
+        "bindf.formats.apx_log:ApxLogReader",
+        extensions=(".log",),
+        probe=_probe_apx_log,
     ),
     FormatSpec(
         "it02",
