@@ -32,4 +32,5 @@ extensions = [
     if os.path.exists(f"bindf/_kernels/_{name}.pyx")
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives))
+# force: a debug build must regenerate the C code even when the .pyx did not change.
+setup(ext_modules=cythonize(extensions, compiler_directives=directives, force=debug))

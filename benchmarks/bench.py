@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'peak/out':>9}")
 
     cases = []
-    for module_path in sorted(HERE.glob("bench_*.py")):
-        module = importlib.import_module(module_path.stem)
+    modules = [importlib.import_module(p.stem) for p in sorted(HERE.glob("bench_*.py"))]
+    for module in modules:
         cases.extend(module.CASES)
     for case in cases:
         if args.only and args.only not in case.name:
@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("ratio = case MB/s ÷ yardstick MB/s (same run). peak/out = (peak RSS − RSS before "
           "the read) ÷ output frame size, in a fresh process.")
+    # Benchmarks that do not fit a Case (e.g. a dask cluster) report on their own.
+    for module in modules:
+        if hasattr(module, "extra_report") and (not args.only or args.only in module.__name__):
+            print()
+            module.extra_report(workdir, args)
     return 0
 
 

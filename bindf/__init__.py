@@ -23,23 +23,29 @@ from .errors import (
     UnknownFormatError,
     UnsupportedReadoutError,
 )
+from .formats.apx import write_apx
+from .formats.apx_log import convert_apx_log
 from .formats.it02 import write_it02
 from .formats.sp01 import write_sp01
 from .formats.spectro import write_spectro
 from .formats.spf1 import write_spf1
 from .frontends.accessors import register_accessors
+from .frontends.headers import read_headers
 from .frontends.polars import format_scanner, scan
 from .frontends.read import format_reader, iter_batches, read, read_header
+from .frontends.records import read_records, scan_records
 from .parquet import read_parquet, to_parquet
 from .registry import FORMATS, detect_format, get_format
 
 #: The formats that get ``read_<name>``/``scan_<name>`` functions.
-_PUBLIC_FORMATS = ("apx", "it02", "spectro", "sp01", "spf1")
+_PUBLIC_FORMATS = ("apx", "apx_log", "it02", "spectro", "sp01", "spf1")
 
 read_apx = format_reader("apx", get_format("apx").reader_class().__doc__ or "")
 read_it02 = format_reader("it02", get_format("it02").reader_class().__doc__ or "")
 read_spectro = format_reader("spectro", get_format("spectro").reader_class().__doc__ or "")
 scan_apx = format_scanner("apx", read_apx.__doc__ or "")
+read_apx_log = format_reader("apx_log", get_format("apx_log").reader_class().__doc__ or "")
+scan_apx_log = format_scanner("apx_log", read_apx_log.__doc__ or "")
 scan_it02 = format_scanner("it02", read_it02.__doc__ or "")
 scan_spectro = format_scanner("spectro", read_spectro.__doc__ or "")
 read_sp01 = format_reader("sp01", get_format("sp01").reader_class().__doc__ or "")
@@ -70,6 +76,15 @@ def _register_library_functions() -> None:
 _register_library_functions()
 register_accessors()
 
+
+def __getattr__(name: str):
+    # ``bindf.dask`` without ``import bindf.dask``; dask is imported only then.
+    if name == "dask":
+        import importlib
+
+        return importlib.import_module(".dask", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "__version__",
     "FORMATS",
@@ -87,6 +102,7 @@ __all__ = [
     "read",
     "read_apx",
     "read_header",
+    "read_headers",
     "read_it02",
     "read_sp01",
     "read_spectro",
@@ -97,10 +113,16 @@ __all__ = [
     "scan_sp01",
     "scan_spectro",
     "scan_spf1",
+    "write_apx",
+    "read_apx_log",
+    "scan_apx_log",
+    "convert_apx_log",
     "write_it02",
     "write_sp01",
     "write_spectro",
     "write_spf1",
     "read_parquet",
+    "read_records",
+    "scan_records",
     "to_parquet",
 ]

@@ -21,14 +21,31 @@ class OutputExistsError(FileExistsError):
     """The destination exists and overwriting was not allowed."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _temporary_file(dest: str) -> tuple[int, str]:
+    """A temporary file beside ``dest`` with the permissions a plain ``open`` would give.
+
+    ``mkstemp`` creates files with mode 0600 whatever the umask; output files should be
+    as readable as any other file the user creates.
+    """
+    directory = os.path.dirname(os.path.abspath(dest))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".tmp", dir=directory)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file next to ``path`` for binary writing; publish it on success."""
     dest = os.fspath(path)
     if not overwrite and os.path.lexists(dest):
         raise OutputExistsError(f"{dest}: output exists (pass overwrite=True / --force to replace it)")
-    directory = os.path.dirname(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".tmp", dir=directory)
+    fd, tmp = _temporary_file(dest)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -48,8 +65,7 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iter
     dest = os.fspath(path)
     if not overwrite and os.path.lexists(dest):
         raise OutputExistsError(f"{dest}: output exists (pass overwrite=True / --force to replace it)")
-    directory = os.path.dirname(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".tmp", dir=directory)
+    fd, tmp = _temporary_file(dest)
     os.close(fd)
     try:
         yield tmp

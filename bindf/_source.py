@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -28,45 +29,61 @@ _GLOB_CHARS = set("*?[")
 
 
 def _is_url(path: str) -> bool:
+    """True for fsspec URLs (``memory://``, ``s3://``, ``simplecache::…``); ``file://``
+    URLs are read as local paths, without fsspec."""
     return "://" in path and not path.startswith("file://")
 
 
 def _local_path(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
+    if not path.startswith("file://"):
+        return path
+    path = path[len("file://") :]
+    if path.startswith("localhost/"):
+        path = path[len("localhost") :]
+    if os.name == "nt" and re.match(r"/[A-Za-z]:", path):  # file:///C:/data → C:/data
+        path = path[1:]
+    return path
 
 
 @dataclass
 class Source:
-    """One input file. ``size`` is measured once, when the source is opened."""
+    """One input file. ``size`` is measured once, when the source is opened.
+
+    A remote source keeps the fsspec filesystem it was found on (``fs``, ``fs_path``):
+    re-parsing the URL text later would lose what the URL does not spell out (chained
+    caches, host names, a filesystem instance given by a glob). Sources pickle, so dask
+    tasks receive them whole.
+    """
 
     path: str
     storage_options: dict[str, Any] = field(default_factory=dict)
     size: int = -1
+    fs: Any = field(default=None, repr=False, compare=False)
+    fs_path: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.fs is None and _is_url(self.path):
+            self.fs, self.fs_path = _fsspec_filesystem(self.path, self.storage_options)
         if self.size < 0:
             self.size = self._measure()
 
     @property
     def is_remote(self) -> bool:
-        return _is_url(self.path)
+        return self.fs is not None
 
     def _measure(self) -> int:
-        if self.is_remote:
-            fs, fs_path = _fsspec_filesystem(self.path, self.storage_options)
-            try:
-                return int(fs.size(fs_path))
-            except FileNotFoundError:
-                raise
-            except OSError:
-                raise
+        if self.fs is not None:
+            size = self.fs.size(self.fs_path)
+            if size is None:  # e.g. an HTTP server that sends no Content-Length
+                raise OSError(f"{self.path}: the size of this remote file is unknown, "
+                              "and bindf needs it to find the last complete record")
+            return int(size)
         return os.stat(_local_path(self.path)).st_size
 
     def open(self) -> BinaryIO:
         """Open for binary reading (the caller closes it)."""
-        if self.is_remote:
-            fs, fs_path = _fsspec_filesystem(self.path, self.storage_options)
-            return fs.open(fs_path, "rb")
+        if self.fs is not None:
+            return self.fs.open(self.fs_path, "rb")
         return open(_local_path(self.path), "rb")  # noqa: SIM115 - caller closes
 
     def read_head(self, n: int) -> bytes:
@@ -75,7 +92,7 @@ class Source:
             return f.read(min(n, max(self.size, 0)) if self.size >= 0 else n)
 
 
-def _fsspec_filesystem(path: str, storage_options: dict[str, Any]):
+def _fsspec_filesystem(path: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
     try:
         import fsspec
     except ImportError:
@@ -85,26 +102,35 @@ def _fsspec_filesystem(path: str, storage_options: dict[str, Any]):
 
 
 def expand_sources(
-    sources: Sources, storage_options: dict[str, Any] | None = None
+    sources: Sources | Source | Sequence[Source],
+    storage_options: dict[str, Any] | None = None,
 ) -> list[Source]:
     """Turn a path, a glob or a list of either into :class:`Source` objects.
 
     Globs are expanded by bindf itself (Windows shells do not do it), sorted so that a
     multi-file read has a stable row order. A glob that matches nothing is an error, as
-    is a path that does not exist.
+    is a path that does not exist. A name that exists as written is never globbed (files
+    may have ``[`` in their names). :class:`Source` objects pass through unchanged.
     """
     options = dict(storage_options or {})
-    if isinstance(sources, (str, os.PathLike)):
-        items: list[PathLike] = [sources]
+    if isinstance(sources, (str, os.PathLike, Source)):
+        items: list[Any] = [sources]
     else:
         items = list(sources)
         if not items:
             raise FileNotFoundError("no input files were given")
     out: list[Source] = []
     for item in items:
+        if isinstance(item, Source):
+            out.append(item)
+            continue
         path = os.fspath(item)
-        if _GLOB_CHARS & set(path) and not os.path.exists(_local_path(path)):
-            matches = _expand_glob(path, options)
+        if _is_url(path):
+            out.extend(_expand_remote(path, options))
+        elif _GLOB_CHARS & set(path) and not os.path.exists(_local_path(path)):
+            prefix = "file://" if path.startswith("file://") else ""
+            matches = sorted(prefix + p for p in glob.glob(_local_path(path), recursive=True)
+                             if os.path.isfile(p))
             if not matches:
                 raise FileNotFoundError(f"no files match {path!r}")
             out.extend(Source(m, options) for m in matches)
@@ -113,15 +139,38 @@ def expand_sources(
     return out
 
 
-def _expand_glob(pattern: str, options: dict[str, Any]) -> list[str]:
-    if _is_url(pattern):
-        fs, fs_path = _fsspec_filesystem(pattern, options)
-        protocol = pattern.split("://", 1)[0]
-        return sorted(f"{protocol}://{p.lstrip('/')}" if protocol != "memory" else f"memory://{p}"
-                      for p in fs.glob(fs_path))
-    prefix = "file://" if pattern.startswith("file://") else ""
-    return sorted(prefix + p for p in glob.glob(_local_path(pattern), recursive=True)
-                  if os.path.isfile(p))
+def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:
+    fs, fs_path = _fsspec_filesystem(url, options)
+    if not (_GLOB_CHARS & set(fs_path)) or fs.isfile(fs_path):
+        return [Source(url, options, fs=fs, fs_path=fs_path)]
+    # detail=True: the listing already says what is a file and how big it is, so an
+    # object store needs no request per match.
+    found = fs.glob(fs_path, detail=True)
+    matches = sorted((item for item in found.items() if item[1].get("type") == "file"),
+                     key=lambda item: item[0])
+    if not matches:
+        raise FileNotFoundError(f"no files match {url!r}")
+    return [
+        Source(_match_url(url, fs, p), options, size=_listed_size(info), fs=fs, fs_path=p)
+        for p, info in matches
+    ]
+
+
+def _listed_size(info: dict[str, Any]) -> int:
+    size = info.get("size")
+    return int(size) if isinstance(size, int) and size >= 0 else -1  # -1: measure it
+
+
+def _match_url(pattern: str, fs: Any, match: str) -> str:
+    """The URL naming ``match``, a path that ``fs.glob`` returned for ``pattern``.
+
+    It is the name users see (``include_file_paths``, metadata, messages); reads go
+    through the kept filesystem. Leading pure-protocol links of a chained URL
+    (``simplecache::``) are kept, as is the target of an archive (``zip://*::file.zip``).
+    """
+    links = pattern.split("::")
+    k = next((i for i, link in enumerate(links) if "://" in link), 0)
+    return "::".join([*links[:k], fs.unstrip_protocol(match), *links[k + 1 :]])
 
 
 def read_into(f: BinaryIO, buffer: np.ndarray) -> int:

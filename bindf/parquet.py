@@ -73,7 +73,9 @@ def read_parquet(
     """Read a Parquet file written by bindf, with the header restored on the frame."""
     table = pq.read_table(path, columns=columns)
     metadata = dict(table.schema.metadata or {})
-    file_metadata = pq.read_metadata(path).metadata or {}
+    # A dataset folder (dask's to_parquet, partitioned writes) has no single footer: its
+    # schema metadata already carries the header.
+    file_metadata = {} if os.path.isdir(path) else (pq.read_metadata(path).metadata or {})
     metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
     info = info_from_metadata(metadata)
     if output == "pandas":

@@ -43,6 +43,12 @@ class FormatSpec:
         return getattr(module, class_name)
 
 
+def _probe_apx_log(head: bytes, source: Source) -> bool:
+    from .formats.apx_log import looks_like_apx_log
+
+    return looks_like_apx_log(head, source)
+
+
 def _probe_legacy_spectro(head: bytes, source: Source) -> bool:
     from .formats.spectro import looks_like_legacy_spectro
 
@@ -58,6 +64,13 @@ FORMATS: tuple[FormatSpec, ...] = (
         extensions=(".apx",),
     ),
     FormatSpec(
+        "apx_log",
+        "legacy AstroPix text log (.log)",
+        "bindf.formats.apx_log:ApxLogReader",
+        extensions=(".log",),
+        probe=_probe_apx_log,
+    ),
+    FormatSpec(
         "it02",
         "FLIM LABS intensity tracing (IT02)",
         "bindf.formats.it02:IT02Reader",
@@ -71,6 +84,9 @@ FORMATS: tuple[FormatSpec, ...] = (
         probe=_probe_legacy_spectro,
     ),
     FormatSpec("sp01", "FLIM LABS spectroscopy decay curves (SP01)", "bindf.formats.sp01:SP01Reader", magics=(b"SP01",)),
+    # Never detected (no magic): used through bindf.read_records(path, dtype=...).
+    FormatSpec("records", "any fixed-size records described by a numpy dtype",
+               "bindf.formats.records:RecordsReader"),
     FormatSpec("spf1", "FLIM LABS spectroscopy phasors (SPF1)", "bindf.formats.spf1:SPF1Reader", magics=(b"SPF1",)),
 )
 

@@ -232,3 +232,11 @@ def test_nullable_int_conversion_is_exact(tmp_path: Path) -> None:
     expected = np.where(np.isin(events, [70, 76, 80]), -1, events)
     got = df["channel"].astype("Int16").fillna(-1).to_numpy()
     np.testing.assert_array_equal(got, expected)
+
+
+def test_pandas_frames_are_writable(stt1_files: list[Path]) -> None:
+    df = bindf.read(stt1_files[0])
+    df.loc[0, "microtime_ns"] = 99.0
+    df.loc[1, "event"] = 3
+    df.loc[2, "channel"] = 1
+    assert df.loc[0, "microtime_ns"] == 99.0 and df.loc[1, "event"] == 3

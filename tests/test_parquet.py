@@ -80,3 +80,23 @@ def test_accessor_to_parquet(stt1_files: list[Path], tmp_path: Path) -> None:
     pdf = bindf.read(stt1_files[0])
     pdf.bindf.to_parquet(tmp_path / "b.parquet")
     assert pd.read_parquet(tmp_path / "b.parquet").attrs["bindf"]["format"] == "spectro"
+
+
+def test_read_parquet_dataset_folder(stt1_files: list[Path], tmp_path: Path) -> None:
+    import pyarrow.dataset as ds
+
+    table = bindf.read(stt1_files[0], output="arrow")
+    folder = tmp_path / "dataset"
+    ds.write_dataset(table, folder, format="parquet")
+    back = bindf.read_parquet(folder, output="polars")
+    assert back.height == 1000 and back.bindf.format == "spectro"
+
+
+def test_atomic_output_has_ordinary_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "f.bin") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644

@@ -19,7 +19,7 @@ it has derived columns, overrides :meth:`raw_fields_for` and :meth:`build_column
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -84,8 +84,8 @@ class FixedRecordReader(FormatReader):
         count = self.n_records
         per = self.rows_per_record
         stop = count if n_rows is None else min(-(-n_rows // per), count)
-        yield from self.iter_record_range(0, stop, columns, max(1, batch_size // per))
-        if stop == count and self.tail_bytes:
+        shrank = yield from self.iter_record_range(0, stop, columns, max(1, batch_size // per))
+        if stop == count and self.tail_bytes and not shrank:
             self._warn_truncated(
                 self.row_offset(count),
                 f"the last {self.tail_bytes} bytes are an incomplete "
@@ -94,12 +94,13 @@ class FixedRecordReader(FormatReader):
 
     def iter_record_range(
         self, start: int, stop: int, columns: list[str], batch_size: int
-    ) -> Iterator[pa.RecordBatch]:
+    ) -> Generator[pa.RecordBatch, None, bool]:
         """Yield batches of records ``start``..``stop`` (clipped to the file), at most
-        ``batch_size`` records each."""
+        ``batch_size`` records each. Returns True if the file turned out shorter than
+        when it was opened (after warning about it)."""
         stop = min(stop, self.n_records)
         if start >= stop:
-            return
+            return False
         schema = pa.schema([self.schema.field(c) for c in columns])
         fields = self.raw_fields_for(columns)
         itemsize = self.record_size
@@ -128,8 +129,9 @@ class FixedRecordReader(FormatReader):
                     self._warn_truncated(
                         self.row_offset(row + filled), "the file shrank while it was read"
                     )
-                    return
+                    return True
                 row += n
+        return False
 
     def _warn_truncated(self, offset: int, why: str) -> None:
         warnings.warn(

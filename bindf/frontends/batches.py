@@ -19,7 +19,7 @@ import pyarrow as pa
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from ..arrow import build_info
 from ..errors import BindfError, BindfWarning
-from ..formats._base import FormatReader
+from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader
 from ..registry import open_reader
 
 
@@ -44,12 +44,18 @@ class ReadPlan:
         storage_options: dict[str, Any] | None = None,
         progress: bool = False,
         options: dict[str, Any] | None = None,
+        record_range: tuple[int, int] | None = None,
     ) -> None:
         if batch_size is not None and batch_size <= 0:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         if n_rows is not None and n_rows < 0:
             raise ValueError(f"n_rows must be >= 0, not {n_rows}")
         self.sources: list[Source] = expand_sources(sources, storage_options)
+        if record_range is not None and (len(self.sources) != 1 or n_rows is not None):
+            raise ValueError("record_range needs exactly one source and no n_rows")
+        #: Read only records ``start``..``stop`` of the one source (dask's byte-range
+        #: partitions of fixed-size-record files, see ``iter_record_range``).
+        self.record_range = record_range
         self.format = format
         self.options = dict(options or {})
         self.n_rows = n_rows
@@ -134,8 +140,7 @@ class ReadPlan:
         bar = _progress_bar(self) if self.progress else None
         try:
             for i, source in enumerate(self.sources):
-                reader = self.first_reader if i == 0 else self._open(source, self.format)
-                self._check_compatible(reader)
+                reader = self.reader_for(i)
                 remaining = None if self.n_rows is None else self.n_rows - produced
                 if remaining is not None and remaining <= 0:
                     break
@@ -163,13 +168,29 @@ class ReadPlan:
             if bar is not None:
                 bar.close()
 
+    def reader_for(self, index: int) -> FormatReader:
+        """Open source ``index`` (the first is cached) and check it fits the first."""
+        if index == 0:
+            return self.first_reader
+        reader = self._open(self.sources[index], self.format)
+        self._check_compatible(reader)
+        return reader
+
     def _reader_batches(
         self, reader: FormatReader, columns: list[str], n_rows: int | None
     ) -> Iterator[pa.RecordBatch]:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", BindfWarning)
-                yield from reader.iter_batches(columns, self.batch_size, n_rows)
+                if self.record_range is not None:
+                    start, stop = self.record_range
+                    names = reader.resolve_columns(columns)
+                    # batch_size counts rows; record ranges count records.
+                    per = getattr(reader, "rows_per_record", 1)
+                    size = max(1, (self.batch_size or DEFAULT_BATCH_ROWS) // per)
+                    yield from reader.iter_record_range(start, stop, names, size)  # type: ignore[attr-defined]
+                else:
+                    yield from reader.iter_batches(columns, self.batch_size, n_rows)
         except BindfError as exc:
             raise ensure_bindf_path(exc, reader.path) from None
         finally:
@@ -193,8 +214,7 @@ class ReadPlan:
         """The bindf info dict (format, first header, source(s), skipped damage)."""
         first = self.first_reader
         errors: dict[str, int] = {}
-        # readers_done holds the first reader too once it was read: count it once.
-        for reader in dict.fromkeys([first, *self.readers_done]):
+        for reader in [first, *(r for r in self.readers_done if r is not first)]:
             for kind, count in reader.errors.items():
                 errors[kind] = errors.get(kind, 0) + count
         source: str | list[str] = (

@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -44,16 +45,39 @@ def table_from_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> 
     return pa.Table.from_batches(list(batches), schema=schema)
 
 
+def batches_to_output(
+    batches: list[pa.RecordBatch], schema: pa.Schema, output: Output,
+    info: dict[str, Any] | None,
+) -> Frame:
+    """Like :func:`table_to_output`, but *takes ownership* of ``batches`` (the list is
+    emptied), so that pandas conversion can free Arrow memory as it goes."""
+    table = pa.Table.from_batches(batches, schema=schema)
+    batches.clear()
+    holder = [table]
+    del table
+    return _owned_to_output(holder, output, info)
+
+
 def table_to_output(table: pa.Table, output: Output, info: dict[str, Any] | None) -> Frame:
-    """Convert a table to ``output`` and attach ``info`` the way each library allows."""
+    """Convert a table to ``output`` and attach ``info`` the way each library allows.
+
+    The table is consumed: pandas conversion releases its memory as it goes (pyarrow's
+    ``self_destruct``), so the caller must not use ``table`` afterwards.
+    """
+    return _owned_to_output([table], output, info)
+
+
+def _owned_to_output(holder: list[pa.Table], output: Output,
+                     info: dict[str, Any] | None) -> Frame:
     check_output(output)
-    if output == "arrow":
-        return attach_info(table, info) if info is not None else table
     if output == "pandas":
-        frame = _table_to_pandas(table)
+        frame = _owned_table_to_pandas(holder)
         if info is not None:
             frame.attrs["bindf"] = info
         return frame
+    table = holder.pop()
+    if output == "arrow":
+        return attach_info(table, info) if info is not None else table
     # rechunk=False keeps the batches as polars chunks: no concatenating copy.
     pframe = pl.from_arrow(table, rechunk=False)
     assert isinstance(pframe, pl.DataFrame)
@@ -62,25 +86,39 @@ def table_to_output(table: pa.Table, output: Output, info: dict[str, Any] | None
     return pframe
 
 
-def _table_to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Arrow → pandas with no second copy of the data.
+def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
+    """Arrow → pandas, taking the table out of ``holder`` so its memory can be released
+    column by column while the frame is built (peak: output plus about one column).
 
     Integer fields that the schema declares nullable (e.g. spectroscopy ``channel``,
     null on marker rows) become pandas' nullable integers (``UInt8`` …) instead of
     float64, whether or not this particular file has a null: the dtype depends on the
     format, never on the data. Formats declare never-null columns ``nullable=False``.
+    Every column is writable (pandas users assign into frames they read).
     """
-    nullable = {
-        field.name: col.to_pandas(types_mapper=_NULLABLE_INTS.get)
-        for field, col in zip(table.schema, table.columns)
-        if pa.types.is_integer(field.type) and (field.nullable or col.null_count)
-    }
+    table = holder.pop()
     order = table.column_names
+    nullable = {}
+    for field in table.schema:
+        column = table.column(field.name)
+        if pa.types.is_integer(field.type) and (field.nullable or column.null_count):
+            nullable[field.name] = column.to_pandas(types_mapper=_NULLABLE_INTS.get)
     if nullable:
-        table = table.drop_columns(list(nullable))
+        table = table.drop_columns(list(nullable))  # the old table (and its columns) go
     # split_blocks/self_destruct: hand each column's memory to pandas instead of
-    # consolidating into 2-D blocks, so a read needs no second copy of the data.
+    # consolidating into 2-D blocks, releasing Arrow memory as each column is converted.
     frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
+    # Single-chunk columns come out as read-only views of Arrow memory. Copy those one at
+    # a time: each view (and its Arrow buffer) is dropped as soon as its copy replaces it.
+    for position in range(frame.shape[1]):
+        values = frame.iloc[:, position]
+        if isinstance(values.dtype, np.dtype):
+            array = values.to_numpy(copy=False)
+            if not array.flags.writeable:
+                del values
+                frame.isetitem(position, array.copy())
+            del array
     if nullable:
         for name, values in nullable.items():
             frame[name] = values.array
@@ -130,9 +168,8 @@ class ChunkedReader(Iterator[Frame]):
         return self
 
     def __next__(self) -> Frame:
-        batch = next(self._batches)
-        table = pa.Table.from_batches([batch], schema=self._schema)
-        return table_to_output(table, self._output, self._info())
+        return batches_to_output([next(self._batches)], self._schema, self._output,
+                                 self._info())
 
     def close(self) -> None:
         close = getattr(self._batches, "close", None)

@@ -15,7 +15,7 @@ from .._source import PathLike, Source, Sources, ensure_bindf_path
 from ..errors import BindfError
 from ..registry import open_reader
 from .batches import ReadPlan
-from .output import ChunkedReader, Frame, Output, check_output, table_to_output
+from .output import ChunkedReader, Frame, Output, batches_to_output, check_output
 
 _COMMON_DOC = """
     Parameters common to every reader
@@ -101,8 +101,8 @@ def read(
     schema = plan.output_schema()
     if chunksize is not None:
         return ChunkedReader(plan.iter_batches(), schema, output, plan.info)
-    table = pa.Table.from_batches(list(plan.iter_batches()), schema=schema)
-    return table_to_output(table, output, plan.info())
+    batches = list(plan.iter_batches())
+    return batches_to_output(batches, schema, output, plan.info())
 
 
 read.__doc__ = (read.__doc__ or "") + _COMMON_DOC

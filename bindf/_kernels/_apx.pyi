@@ -1,0 +1,36 @@
+"""Type stub of the compiled AstroPix kernel (``_apx.pyx``)."""
+
+import numpy as np
+import numpy.typing as npt
+
+FRAME_END: int
+FRAME_FULL: int
+FRAME_INCOMPLETE: int
+FRAME_BAD_MARKER: int
+
+def frame_readouts(
+    buf: npt.NDArray[np.uint8],
+    pos: int,
+    end: int,
+    header_pos: npt.NDArray[np.int64],
+    readout_id: npt.NDArray[np.uint32],
+    timestamp: npt.NDArray[np.uint64],
+    length: npt.NDArray[np.uint32],
+) -> tuple[int, int, int]: ...
+def find_marker(buf: npt.NDArray[np.uint8], start: int, end: int) -> int: ...
+def decode_hits(
+    buf: npt.NDArray[np.uint8],
+    payload_pos: npt.NDArray[np.int64],
+    payload_len: npt.NDArray[np.uint32],
+    readout_id: npt.NDArray[np.uint32],
+    timestamp: npt.NDArray[np.uint64],
+    carry: npt.NDArray[np.uint8],
+    carry_len: int,
+    hits: npt.NDArray[np.uint8],
+    hit_order: npt.NDArray[np.uint8],
+    hit_readout_id: npt.NDArray[np.uint32],
+    hit_timestamp: npt.NDArray[np.uint64],
+    status: npt.NDArray[np.uint8],
+    n_hits: npt.NDArray[np.uint32],
+    store: bool = ...,
+) -> tuple[int, int]: ...

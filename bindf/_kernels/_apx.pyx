@@ -1,0 +1,465 @@
+# cython: language_level=3
+"""AstroPix ``.apx`` byte-level state machines (see ``../../shared/FORMATS.md`` §1).
+
+Two sequential jobs that cannot be vectorised:
+
+* :func:`frame_readouts` walks ``FE DC BA | u32 id | u64 ts | u32 L | payload`` records:
+  each record's position depends on the previous record's length.
+* :func:`decode_hits` finds the 8-byte hits inside readout payloads, re-assembling hits
+  cut across consecutive readouts (the "extra bytes" carried from one readout to the
+  next), exactly as FORMATS.md §1.2 prescribes.
+
+Both take arrays and write into arrays the caller allocated; neither does I/O or knows
+about headers. Every read and write is bounds-checked by hand (the module is compiled
+without Cython's bounds checks), so any input bytes are safe. Resumable state (the carried
+extra bytes) goes in and comes back out, so decoding readouts in any grouping gives the
+same hits. The pure-Python model in ``apx_reference.py`` is the parity oracle.
+"""
+
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+# frame_readouts stop codes
+cdef enum:
+    C_FRAME_END = 0          # consumed everything up to ``end``
+    C_FRAME_FULL = 1         # output arrays are full; call again from the returned position
+    C_FRAME_INCOMPLETE = 2   # ``end`` falls inside the readout at the returned position
+    C_FRAME_BAD_MARKER = 3   # no readout marker at the returned position
+
+FRAME_END = C_FRAME_END
+FRAME_FULL = C_FRAME_FULL
+FRAME_INCOMPLETE = C_FRAME_INCOMPLETE
+FRAME_BAD_MARKER = C_FRAME_BAD_MARKER
+
+cdef enum:
+    HIT_SIZE = 8
+    HEADER_SIZE = 19
+    IDLE = 0xBC
+    PAD = 0xFF
+    MAX_ORDER = 255   # decoding_order is uint8: saturate rather than wrap
+
+# status bits (FORMATS.md §1.2)
+cdef enum:
+    ORPHANS_MATCHED = 1
+    ORPHANS_DROPPED = 2
+    ORPHANS_UNUSED = 4
+    EXTRA_BYTES_KEPT = 8
+    EXTRA_BYTES_INVALID = 16
+    INCOMPLETE_HIT_DROPPED = 32
+    BYTES_UNVISITED = 64
+    DECODER_FAILURE = 128
+
+
+cdef inline bint is_start(uint8_t b) noexcept nogil:
+    return b != PAD and (b >> 5) == 7
+
+
+cdef inline uint32_t le32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0]) | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef inline uint64_t le64(const uint8_t* p) noexcept nogil:
+    return (<uint64_t>le32(p)) | ((<uint64_t>le32(p + 4)) << 32)
+
+
+def frame_readouts(
+    const uint8_t[::1] buf,
+    Py_ssize_t pos,
+    Py_ssize_t end,
+    int64_t[::1] header_pos,
+    uint32_t[::1] readout_id,
+    uint64_t[::1] timestamp,
+    uint32_t[::1] length,
+):
+    """Frame complete readouts in ``buf[pos:end]``.
+
+    Writes each readout's header position, id, timestamp and payload length; returns
+    ``(n_readouts, stop_position, code)`` with ``code`` one of the ``FRAME_*`` constants.
+    A readout whose declared length runs past ``end`` is reported as ``FRAME_INCOMPLETE``
+    (never read, never allocated); the caller decides whether more bytes can come.
+    """
+    cdef Py_ssize_t cap = header_pos.shape[0]
+    cdef Py_ssize_t n = 0, avail, i
+    cdef uint32_t L
+    cdef int code = C_FRAME_END
+    cdef const uint8_t* p
+    cdef uint8_t marker[3]
+    marker[0] = 0xFE
+    marker[1] = 0xDC
+    marker[2] = 0xBA
+    if readout_id.shape[0] < cap:
+        cap = readout_id.shape[0]
+    if timestamp.shape[0] < cap:
+        cap = timestamp.shape[0]
+    if length.shape[0] < cap:
+        cap = length.shape[0]
+    if end > buf.shape[0]:
+        end = buf.shape[0]
+    if pos < 0:
+        pos = 0
+    with nogil:
+        while True:
+            if pos >= end:
+                code = C_FRAME_END
+                break
+            if n >= cap:
+                code = C_FRAME_FULL
+                break
+            avail = end - pos
+            p = &buf[pos]
+            code = C_FRAME_END
+            for i in range(3 if avail >= 3 else avail):
+                if p[i] != marker[i]:
+                    code = C_FRAME_BAD_MARKER
+                    break
+            if code == C_FRAME_BAD_MARKER:
+                break
+            if avail < HEADER_SIZE:
+                code = C_FRAME_INCOMPLETE
+                break
+            L = le32(p + 15)
+            if <uint64_t>L > <uint64_t>(avail - HEADER_SIZE):
+                code = C_FRAME_INCOMPLETE
+                break
+            header_pos[n] = pos
+            readout_id[n] = le32(p + 3)
+            timestamp[n] = le64(p + 7)
+            length[n] = L
+            n += 1
+            pos += HEADER_SIZE + <Py_ssize_t>L
+    return n, pos, code
+
+
+def find_marker(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end):
+    """Position of the first complete ``FE DC BA`` in ``buf[start:end]``, or -1."""
+    cdef Py_ssize_t i
+    cdef Py_ssize_t found = -1
+    if end > buf.shape[0]:
+        end = buf.shape[0]
+    if start < 0:
+        start = 0
+    with nogil:
+        i = start
+        while i + 3 <= end:
+            if buf[i] == 0xFE and buf[i + 1] == 0xDC and buf[i + 2] == 0xBA:
+                found = i
+                break
+            i += 1
+    return found
+
+
+cdef struct HitSink:
+    bint store             # False: hits are only counted
+    uint8_t* hits          # (cap, 8) row-major
+    uint8_t* hit_order
+    uint32_t* hit_readout_id
+    uint64_t* hit_timestamp
+    uint32_t readout_id    # of the readout being decoded
+    uint64_t timestamp
+    Py_ssize_t cap
+    Py_ssize_t n
+    bint overflow
+
+
+cdef inline void emit(HitSink* sink, const uint8_t* first, Py_ssize_t n_first,
+                      const uint8_t* second, Py_ssize_t order) noexcept nogil:
+    """Append one hit: ``n_first`` bytes of ``first`` then ``8 - n_first`` of ``second``."""
+    cdef uint8_t* dst
+    if sink.store:
+        if sink.n >= sink.cap:
+            sink.overflow = True
+            return
+        dst = sink.hits + sink.n * HIT_SIZE
+        if n_first == HIT_SIZE:
+            memcpy(dst, first, HIT_SIZE)
+        else:
+            memcpy(dst, first, n_first)
+            memcpy(dst + n_first, second, HIT_SIZE - n_first)
+        sink.hit_order[sink.n] = <uint8_t>(order if order < MAX_ORDER else MAX_ORDER)
+        sink.hit_readout_id[sink.n] = sink.readout_id
+        sink.hit_timestamp[sink.n] = sink.timestamp
+    sink.n += 1
+
+
+cdef inline uint64_t zero_bytes(uint64_t x) noexcept nogil:
+    """0x80 in every byte of ``x`` that is zero, 0 elsewhere (exact, no carries)."""
+    cdef uint64_t low7 = 0x7F7F7F7F7F7F7F7FULL
+    return ~(((x & low7) + low7) | x | low7)
+
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define BINDF_CTZ64(x) __builtin_ctzll(x)
+    #elif defined(_MSC_VER) && defined(_M_X64)
+    #include <intrin.h>
+    static __inline int BINDF_CTZ64(unsigned __int64 x) {
+        unsigned long i; _BitScanForward64(&i, x); return (int)i;
+    }
+    #else
+    static int BINDF_CTZ64(unsigned long long x) {
+        int n = 0; while (!(x & 1)) { x >>= 1; n++; } return n;
+    }
+    #endif
+    """
+    int BINDF_CTZ64(uint64_t x) nogil  # x != 0
+
+
+cdef inline Py_ssize_t skip_idle_pad(const uint8_t* D, Py_ssize_t c, Py_ssize_t n,
+                                     Py_ssize_t limit) noexcept nogil:
+    """First position in ``[c, n)`` holding neither IDLE nor PAD, or ``n``.
+
+    Eight bytes per step, so runs of 0..7 idle bytes (the usual gaps between hits) cost no
+    data-dependent branch. ``D[:limit]`` (``limit >= n``) is readable: bytes past the
+    payload end may be loaded but are masked out as "stop here".
+    """
+    cdef uint64_t w, keep
+    while c + 8 <= limit:
+        w = le64(D + c)
+        keep = ~(zero_bytes(w ^ 0xBCBCBCBCBCBCBCBCULL) | zero_bytes(~w)) & 0x8080808080808080ULL
+        if n - c < 8:
+            keep |= 0x8080808080808080ULL << (8 * (n - c))
+        if keep:
+            c += BINDF_CTZ64(keep) >> 3
+            return c if c < n else n
+        c += 8
+    while c < n and (D[c] == IDLE or D[c] == PAD):
+        c += 1
+    return c
+
+
+cdef inline Py_ssize_t skip_idle(const uint8_t* D, Py_ssize_t c, Py_ssize_t n,
+                                 Py_ssize_t limit) noexcept nogil:
+    """First position in ``[c, n)`` not holding IDLE, or ``n`` (PAD is not skipped)."""
+    cdef uint64_t w, keep
+    while c + 8 <= limit:
+        w = le64(D + c)
+        keep = ~zero_bytes(w ^ 0xBCBCBCBCBCBCBCBCULL) & 0x8080808080808080ULL
+        if n - c < 8:
+            keep |= 0x8080808080808080ULL << (8 * (n - c))
+        if keep:
+            c += BINDF_CTZ64(keep) >> 3
+            return c if c < n else n
+        c += 8
+    while c < n and D[c] == IDLE:
+        c += 1
+    return c
+
+
+cdef uint64_t _probe = 1
+#: The zero_bytes() flag bit of the byte at the lowest address of a loaded word.
+cdef uint64_t FIRST_BYTE_FLAG = 0x80 if (<uint8_t*>&_probe)[0] == 1 else (<uint64_t>0x80) << 56
+
+
+cdef inline bint may_hold_start(const uint8_t* h) noexcept nogil:
+    """Whether any of ``h[1:8]`` is a start byte (``0xE0..0xFE``), eight bytes at once.
+
+    A shortcut for the common case: when it says yes the exact byte-by-byte rule runs.
+    (One 8-byte load; a 7-byte copy would stall on store forwarding.)
+    """
+    cdef uint64_t w
+    memcpy(&w, h, 8)
+    cdef uint64_t top3_set = zero_bytes((w & 0xE0E0E0E0E0E0E0E0ULL) ^ 0xE0E0E0E0E0E0E0E0ULL)
+    cdef uint64_t is_pad = zero_bytes(~w)
+    return (top3_set & ~is_pad & ~FIRST_BYTE_FLAG) != 0
+
+
+cdef int decode_one(
+    const uint8_t* D,
+    Py_ssize_t n,
+    Py_ssize_t limit,
+    uint8_t* carry,
+    Py_ssize_t* carry_len,
+    HitSink* sink,
+    Py_ssize_t* n_hits,
+) noexcept nogil:
+    """One readout payload ``D[:n]`` (FORMATS.md §1.2); ``D[:limit]`` is readable.
+
+    Returns the status word.
+    """
+    cdef int status = 0
+    cdef Py_ssize_t c = 0, k, m, f
+    cdef Py_ssize_t prev = carry_len[0]
+    cdef Py_ssize_t order = 0
+    cdef Py_ssize_t j
+
+    carry_len[0] = -1   # this readout's own extra bytes, if any, replace the carried ones
+    while n > 0 and D[n - 1] == PAD:
+        n -= 1
+
+    # 1. leading idle and padding
+    c = skip_idle_pad(D, 0, n, limit)
+    if c >= n:  # nothing but idle/padding: upstream fails looking for a start byte
+        n_hits[0] = 0
+        return DECODER_FAILURE
+
+    # 2. orphans (tail of a hit cut at the end of the previous readout)
+    if not is_start(D[c]):
+        k = 1
+        while c + k < n and not is_start(D[c + k]):
+            k += 1
+        if c + k >= n:
+            n_hits[0] = 0
+            return DECODER_FAILURE
+        m = k
+        while m > 0 and D[c + m - 1] == IDLE:
+            m -= 1
+        if prev < 0:
+            status |= ORPHANS_UNUSED
+        elif prev + m == HIT_SIZE:
+            emit(sink, carry, prev, D + c, order)
+            order += 1
+            status |= ORPHANS_MATCHED
+        else:
+            status |= ORPHANS_DROPPED
+        c += k
+
+    # 3. main loop
+    while c < n:
+        if D[c] == IDLE or D[c] == PAD:  # usually a start byte already (c came from f)
+            c = skip_idle_pad(D, c, n, limit)
+            if c >= n:
+                break
+        if c + HIT_SIZE >= n:  # upstream ">=": a final complete hit is "extra bytes" too
+            if is_start(D[c]):
+                for j in range(n - c):
+                    carry[j] = D[c + j]
+                carry_len[0] = n - c
+                status |= EXTRA_BYTES_KEPT
+            else:
+                status |= EXTRA_BYTES_INVALID
+            break
+        if not is_start(D[c]):
+            status |= BYTES_UNVISITED
+            c += 1
+            while c < n and not is_start(D[c]):
+                c += 1
+            if c >= n:
+                status |= DECODER_FAILURE
+                break
+        if c + HIT_SIZE > n:  # upstream cannot unpack a short hit
+            status |= DECODER_FAILURE
+            break
+        # Look-ahead of rule 3.4: the first non-idle byte after the tentative hit. It
+        # only matters when that byte exists and is not a start byte (evaluated without
+        # short-circuit branches: n > c here, so D[n - 1] is a valid dummy read).
+        f = c + HIT_SIZE
+        if f < n and D[f] == IDLE:
+            f = skip_idle(D, f, n, limit)
+        if ((f < n) & (not is_start(D[f if f < n else n - 1]))) and may_hold_start(D + c):
+            # Rare: the next byte is not a start byte and the hit holds one. Run rule
+            # 3.4 exactly: walk k = 1..7 over the (possibly shifted) tentative hit.
+            k = 1
+            while k < HIT_SIZE:
+                if is_start(D[c + k]):
+                    f = skip_idle(D, c + HIT_SIZE, n, limit)
+                    if f < n and not is_start(D[f]):
+                        status |= INCOMPLETE_HIT_DROPPED
+                        c += k
+                        if c + HIT_SIZE > n:
+                            status |= DECODER_FAILURE
+                            break
+                k += 1
+            if status & DECODER_FAILURE:
+                break
+            f = skip_idle(D, c + HIT_SIZE, n, limit)
+        # Otherwise no k can drop the hit: the look-ahead does not depend on k.
+        emit(sink, D + c, HIT_SIZE, D, order)
+        order += 1
+        c = f  # rule 3.5: past the hit and the idle bytes after it
+
+    if status & DECODER_FAILURE:
+        carry_len[0] = -1
+    n_hits[0] = order
+    return status
+
+
+def decode_hits(
+    const uint8_t[::1] buf,
+    const int64_t[::1] payload_pos,
+    const uint32_t[::1] payload_len,
+    const uint32_t[::1] readout_id,
+    const uint64_t[::1] timestamp,
+    uint8_t[::1] carry,
+    Py_ssize_t carry_len,
+    uint8_t[:, ::1] hits,
+    uint8_t[::1] hit_order,
+    uint32_t[::1] hit_readout_id,
+    uint64_t[::1] hit_timestamp,
+    uint8_t[::1] status,
+    uint32_t[::1] n_hits,
+    bint store=True,
+):
+    """Decode the readout payloads ``buf[payload_pos[i]:payload_pos[i] + payload_len[i]]``.
+
+    ``carry[:carry_len]`` are the extra bytes left by the readout before the first one
+    (``carry_len = -1``: none); the function updates ``carry`` in place and returns
+    ``(n_hits_total, carry_len)``. With ``store`` the 8 raw bytes of each hit go to
+    ``hits`` (in readout order, then decoding order), its decoding order to
+    ``hit_order`` and its readout's id and timestamp to ``hit_readout_id`` and
+    ``hit_timestamp``; without, hits are only counted. ``status`` and ``n_hits`` (hits per
+    readout) get one entry per readout.
+
+    Capacity: a readout of L bytes yields at most ``L // 8 + 1`` hits. A readout whose
+    payload lies outside ``buf``, or hits beyond the output capacity, raise ``ValueError``
+    (the caller sized things wrong; no memory is touched out of range).
+    """
+    cdef Py_ssize_t n_readouts = payload_pos.shape[0]
+    cdef Py_ssize_t r, nh = 0
+    cdef int64_t start
+    cdef Py_ssize_t size = buf.shape[0]
+    cdef Py_ssize_t cl = carry_len
+    cdef HitSink sink
+    cdef bint bad_payload = False
+    if (payload_len.shape[0] < n_readouts or readout_id.shape[0] < n_readouts
+            or timestamp.shape[0] < n_readouts or status.shape[0] < n_readouts
+            or n_hits.shape[0] < n_readouts):
+        raise ValueError("per-readout arrays are shorter than payload_pos")
+    if carry.shape[0] < HIT_SIZE:
+        raise ValueError("carry must hold 8 bytes")
+    if cl > HIT_SIZE:
+        raise ValueError("carry_len must be -1 or 0..8")
+    if cl < 0:
+        cl = -1
+    sink.store = store
+    sink.hits = NULL
+    sink.hit_order = NULL
+    sink.hit_readout_id = NULL
+    sink.hit_timestamp = NULL
+    sink.cap = 0
+    sink.n = 0
+    sink.overflow = False
+    if store:
+        if hits.shape[1] != HIT_SIZE:
+            raise ValueError("hits must have 8 columns")
+        sink.cap = hits.shape[0]
+        if hit_order.shape[0] < sink.cap:
+            sink.cap = hit_order.shape[0]
+        if hit_readout_id.shape[0] < sink.cap:
+            sink.cap = hit_readout_id.shape[0]
+        if hit_timestamp.shape[0] < sink.cap:
+            sink.cap = hit_timestamp.shape[0]
+        if sink.cap > 0:  # else: the first hit overflows before anything is written
+            sink.hits = &hits[0, 0]
+            sink.hit_order = &hit_order[0]
+            sink.hit_readout_id = &hit_readout_id[0]
+            sink.hit_timestamp = &hit_timestamp[0]
+    with nogil:
+        for r in range(n_readouts):
+            start = payload_pos[r]
+            if start < 0 or start > size or <int64_t>payload_len[r] > size - start:
+                bad_payload = True
+                break
+            sink.readout_id = readout_id[r]
+            sink.timestamp = timestamp[r]
+            status[r] = <uint8_t>decode_one(
+                &buf[0] + start if size > 0 else NULL, payload_len[r], size - start,
+                &carry[0], &cl, &sink, &nh)
+            n_hits[r] = <uint32_t>nh
+            if sink.overflow:
+                break
+    if bad_payload:
+        raise ValueError(f"payload {r} lies outside the buffer")
+    if sink.overflow:
+        raise ValueError("hit output arrays are too small for these readouts")
+    return sink.n, cl

@@ -1,0 +1,310 @@
+"""AstroPix 4 hits: bit layout, the hit kernel's wrapper and vectorised field extraction.
+
+FORMATS.md §1.2–1.3. The reader (:mod:`bindf.formats.apx`) frames readouts and hands
+their payloads to :class:`HitDecoder` (the Cython kernel: the sequential part) and the
+raw 8-byte hits to :class:`HitColumns` (numpy: everything else). :func:`encode_hits` is
+the inverse of §1.3, for the writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._kernels import _apx
+
+HIT_SIZE = 8
+PAD_BYTE = 0xFF
+
+#: Bit fields of one hit after per-byte bit reversal, MSB first: (name, [start, end), dtype).
+HIT_FIELDS: tuple[tuple[str, int, int, type], ...] = (
+    ("chip_id", 0, 5, np.uint8),
+    ("payload", 5, 8, np.uint8),
+    ("row", 8, 13, np.uint8),
+    ("column", 13, 18, np.uint8),
+    ("ts_neg1", 18, 19, np.uint8),
+    ("ts_coarse1", 19, 33, np.uint16),
+    ("ts_fine1", 33, 36, np.uint8),
+    ("ts_tdc1", 36, 41, np.uint8),
+    ("ts_neg2", 41, 42, np.uint8),
+    ("ts_coarse2", 42, 56, np.uint16),
+    ("ts_fine2", 56, 59, np.uint8),
+    ("ts_tdc2", 59, 64, np.uint8),
+)
+_FIELD = {name: (start, end, dtype) for name, start, end, dtype in HIT_FIELDS}
+#: (coarse << 3) | fine is the contiguous bit range [19, 36) (resp. [42, 59)).
+_TS_BITS = {"ts_dec1": (19, 36), "ts_dec2": (42, 59)}
+CLOCK_CYCLES_PER_US = 20.0
+CLOCK_ROLLOVER = 1 << 17
+
+#: Per-readout decoding status bits (FORMATS.md §1.2), bit i ↔ STATUS_FLAGS[i].
+STATUS_FLAGS: tuple[str, ...] = (
+    "orphans_matched",
+    "orphans_dropped",
+    "orphans_unused",
+    "extra_bytes_kept",
+    "extra_bytes_invalid",
+    "incomplete_hit_dropped",
+    "bytes_unvisited",
+    "decoder_failure",
+)
+
+#: Reverse the bit order inside a byte (bit 7 ↔ bit 0).
+BIT_REVERSE = np.array([int(f"{i:08b}"[::-1], 2) for i in range(256)], dtype=np.uint8)
+
+#: Hit columns computed from the hit's bits (the others come straight from the kernel).
+WORD_COLUMNS = frozenset(_FIELD) | {"ts_dec1", "ts_dec2", "tot_us"}
+
+
+@dataclass
+class Decoded:
+    """Output of one :meth:`HitDecoder.decode` call (hit arrays valid until the next call)."""
+
+    n_hits: int
+    hits: np.ndarray  # (n_hits, 8) uint8 raw bytes (HitColumns bit-reverses them in place)
+    hit_order: np.ndarray  # uint8 decoding order
+    hit_readout_id: np.ndarray  # uint32
+    hit_timestamp: np.ndarray  # uint64
+    status: np.ndarray  # uint8 per readout (fresh array)
+    readout_hits: np.ndarray  # uint32 hits per readout (fresh array)
+
+
+class HitDecoder:
+    """Stateful wrapper of the hit kernel: owns the carried bytes and reusable buffers.
+
+    With ``slots > 1`` successive calls write into different scratch sets, so the result
+    of one call stays valid while the next ``slots - 1`` calls run.
+    """
+
+    def __init__(self, store_hits: bool = True, slots: int = 1) -> None:
+        self.store_hits = store_hits
+        self.carry = np.zeros(HIT_SIZE, dtype=np.uint8)
+        self.carry_len = -1
+        self._slots = [_HitScratch(0) for _ in range(slots)]
+        self._next = 0
+
+    def reset(self) -> None:
+        """Forget the carried extra bytes (after a gap in the byte stream)."""
+        self.carry_len = -1
+
+    @property
+    def carried(self) -> bytes | None:
+        return None if self.carry_len < 0 else bytes(self.carry[: self.carry_len])
+
+    def decode(self, buf: np.ndarray, payload_pos: np.ndarray, payload_len: np.ndarray,
+               readout_id: np.ndarray, timestamp: np.ndarray) -> Decoded:
+        n_readouts = len(payload_pos)
+        scratch = self._slots[self._next]
+        self._next = (self._next + 1) % len(self._slots)
+        if self.store_hits:
+            # a readout of L bytes holds at most L // 8 hits plus one re-assembled hit
+            bound = int(np.sum(payload_len >> 3, dtype=np.int64)) + n_readouts
+            if bound > len(scratch.hits):
+                scratch.__init__(max(bound, 2 * len(scratch.hits)))
+        status = np.empty(n_readouts, dtype=np.uint8)
+        readout_hits = np.empty(n_readouts, dtype=np.uint32)
+        n, self.carry_len = _apx.decode_hits(
+            buf, np.ascontiguousarray(payload_pos, dtype=np.int64),
+            np.ascontiguousarray(payload_len, dtype=np.uint32),
+            np.ascontiguousarray(readout_id, dtype=np.uint32),
+            np.ascontiguousarray(timestamp, dtype=np.uint64),
+            self.carry, self.carry_len, scratch.hits, scratch.order,
+            scratch.readout_id, scratch.timestamp, status, readout_hits, self.store_hits,
+        )
+        return Decoded(n, scratch.hits[:n], scratch.order[:n], scratch.readout_id[:n],
+                       scratch.timestamp[:n], status, readout_hits)
+
+
+class _HitScratch:
+    """Per-hit output arrays of the kernel, reused from call to call."""
+
+    def __init__(self, size: int) -> None:
+        self.hits = np.empty((size, HIT_SIZE), dtype=np.uint8)
+        self.order = np.empty(size, dtype=np.uint8)
+        self.readout_id = np.empty(size, dtype=np.uint32)
+        self.timestamp = np.empty(size, dtype=np.uint64)
+
+
+#: Per-byte bit reversal of both bytes of a uint16 (a 16-bit table halves the lookups).
+_BIT_REVERSE_PAIRS = np.frombuffer(
+    BIT_REVERSE[np.arange(1 << 16, dtype=np.uint16).view(np.uint8)].tobytes(), dtype=np.uint16
+)
+
+
+#: Hits per lookup step of :func:`reverse_bits` (bounds its intp index scratch to 256 KiB).
+_REVERSE_BLOCK = 8192
+
+
+def reverse_bits(hits: np.ndarray, out: np.ndarray | None = None,
+                 index: np.ndarray | None = None) -> np.ndarray:
+    """(n, 8) raw hit bytes → the same bytes with their bit order reversed (lookup table).
+
+    One table lookup per byte pair. ``out`` may be ``hits`` itself (in place). numpy's
+    ``take`` widens indices to intp; doing that block by block into one small reused
+    ``index`` array keeps the scratch memory independent of the chunk size.
+    """
+    n = len(hits)
+    pairs = np.ascontiguousarray(hits).view(np.uint16).reshape(4 * n)
+    if out is None:
+        out = np.empty((n, HIT_SIZE), dtype=np.uint8)
+    target = out[:n].view(np.uint16).reshape(4 * n)
+    if index is None:
+        index = np.empty(4 * min(n, _REVERSE_BLOCK), dtype=np.intp)
+    step = len(index)
+    for start in range(0, 4 * n, step):
+        stop = min(start + step, 4 * n)
+        block = index[: stop - start]
+        np.copyto(block, pairs[start:stop], casting="unsafe")
+        np.take(_BIT_REVERSE_PAIRS, block, out=target[start:stop])
+    return out[:n]
+
+
+def gray_to_binary(gray: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """Gray code → binary for values below 2**32, in place on ``gray`` (a uint32 array)."""
+    if scratch is None:
+        scratch = np.empty_like(gray)
+    for shift in (1, 2, 4, 8, 16):
+        np.right_shift(gray, shift, out=scratch)
+        np.bitwise_xor(gray, scratch, out=gray)
+    return gray
+
+
+class HitColumns:
+    """Vectorised §1.3 field extraction with reusable scratch arrays.
+
+    Output columns are fresh arrays (they become the frame); the scratch arrays live as
+    long as the reader, so per-chunk temporaries do not fault in new pages. After the
+    per-byte bit reversal the 64-bit word is read as two big-endian 32-bit halves; every
+    field is then cut out with 32-bit arithmetic (twice the SIMD lanes of 64-bit, and half
+    the scratch memory). The two fields that straddle bit 32 are joined from both halves.
+    """
+
+    def __init__(self) -> None:
+        self._size = -1
+        self._scratch(0)
+        self._index = np.empty(4 * _REVERSE_BLOCK, dtype=np.intp)
+
+    def _scratch(self, n: int) -> None:
+        if n > self._size:
+            size = max(n, 2 * self._size)
+            self._hi = np.empty(size, dtype=np.uint32)
+            self._lo = np.empty(size, dtype=np.uint32)
+            self._tmp = np.empty(size, dtype=np.uint32)
+            self._tmp2 = np.empty(size, dtype=np.uint32)
+            self._size = size
+
+    def __call__(self, decoded: Decoded, columns: Sequence[str]) -> list[np.ndarray]:
+        n = decoded.n_hits
+        self._scratch(n)
+        wanted = set(columns)
+        halves = (self._hi[:n], self._lo[:n], self._tmp[:n], self._tmp2[:n])
+        if wanted & WORD_COLUMNS:
+            # in place: the raw bytes are not needed afterwards
+            reversed_bytes = reverse_bits(decoded.hits, decoded.hits, self._index)
+            reversed_bytes = reversed_bytes.view(">u4").reshape(n, 2)
+            np.copyto(halves[0], reversed_bytes[:, 0])
+            np.copyto(halves[1], reversed_bytes[:, 1])
+        dec: dict[str, np.ndarray] = {}
+        if wanted & {"ts_dec1", "ts_dec2", "tot_us"}:
+            ts1 = gray_to_binary(self._field(halves, *_TS_BITS["ts_dec1"], np.uint32), halves[2])
+            ts2 = gray_to_binary(self._field(halves, *_TS_BITS["ts_dec2"], np.uint32), halves[2])
+            rolled = halves[2]
+            np.copyto(rolled, ts2 < ts1)
+            np.left_shift(rolled, 17, out=rolled)  # CLOCK_ROLLOVER where ts2 < ts1, else 0
+            ts2 += rolled
+            dec = {"ts_dec1": ts1, "ts_dec2": ts2}
+        out = []
+        for name in columns:
+            if name in _FIELD:
+                start, end, dtype = _FIELD[name]
+                out.append(self._field(halves, start, end, dtype))
+            elif name == "readout_id":
+                out.append(decoded.hit_readout_id.copy())
+            elif name == "timestamp":
+                out.append(decoded.hit_timestamp.copy())
+            elif name == "decoding_order":
+                out.append(decoded.hit_order.copy())
+            elif name in ("ts_dec1", "ts_dec2"):
+                out.append(dec[name])
+            elif name == "tot_us":
+                difference = halves[2]
+                np.subtract(dec["ts_dec2"], dec["ts_dec1"], out=difference)
+                out.append(np.divide(difference, CLOCK_CYCLES_PER_US, dtype=np.float64))
+            else:  # pragma: no cover - resolve_columns validated the names
+                raise KeyError(name)
+        return out
+
+    @staticmethod
+    def _field(halves: tuple[np.ndarray, ...], start: int, end: int, dtype: Any) -> np.ndarray:
+        """Bits ``[start, end)`` (MSB first) of every word, as a fresh ``dtype`` array."""
+        hi, lo, tmp, tmp2 = halves
+        result = np.empty(len(hi), dtype=dtype)
+        if start < 32 < end:  # straddles the halves: (hi's low bits << k) | (lo >> (64 - end))
+            np.bitwise_and(hi, (1 << (32 - start)) - 1, out=tmp)
+            np.left_shift(tmp, end - 32, out=tmp)
+            np.right_shift(lo, 64 - end, out=tmp2)
+            np.bitwise_or(tmp, tmp2, out=result, casting="unsafe")
+            return result
+        source, top, bottom = (hi, 0, 32) if end <= 32 else (lo, 32, 64)
+        shift = bottom - end
+        mask = (1 << (end - start)) - 1
+        if shift == 0:
+            np.bitwise_and(source, mask, out=result, casting="unsafe")
+        elif start == top:  # the field starts at the top bit: no mask needed
+            np.right_shift(source, shift, out=result, casting="unsafe")
+        else:
+            np.right_shift(source, shift, out=tmp)
+            np.bitwise_and(tmp, mask, out=result, casting="unsafe")
+        return result
+
+
+def encode_hits(columns: Mapping[str, np.ndarray], first_index: int = 0) -> np.ndarray:
+    """Hit fields → (n, 8) raw bytes as the chip sends them (inverse of §1.3).
+
+    ``columns`` holds integer arrays named as the hit columns (``payload`` defaults to 7;
+    ``ts_decN`` may stand in for ``ts_coarseN``/``ts_fineN``). Raises ``ValueError``
+    naming the first offending hit (counted from ``first_index``) for values out of range
+    or hits whose first byte would not be a start byte.
+    """
+    n = len(columns["readout_id"])
+    values: dict[str, np.ndarray] = {}
+    for name, column in columns.items():
+        column = np.asarray(column)
+        if column.dtype.kind == "i" and column.size and column.min() < 0:
+            bad = first_index + int(np.argmin(column))
+            raise ValueError(f"write_apx: column {name!r} has negative values (hit {bad})")
+        values[name] = column.astype(np.uint64, copy=False)
+    if values["readout_id"].size and values["readout_id"].max() > 0xFFFFFFFF:
+        raise ValueError("write_apx: readout_id must fit in uint32")
+    values.setdefault("payload", np.full(n, 7, dtype=np.uint64))
+    for k, limit in (("1", CLOCK_ROLLOVER), ("2", 2 * CLOCK_ROLLOVER)):
+        if f"ts_coarse{k}" in values and f"ts_fine{k}" in values:
+            continue
+        dec = values[f"ts_dec{k}"]
+        if dec.size and dec.max() >= limit:
+            raise ValueError(f"write_apx: ts_dec{k} values must be below {limit}")
+        dec = dec % np.uint64(CLOCK_ROLLOVER)  # a rolled-over ts_dec2 is stored modulo 2**17
+        gray = dec ^ (dec >> np.uint64(1))
+        values[f"ts_coarse{k}"] = gray >> np.uint64(3)
+        values[f"ts_fine{k}"] = gray & np.uint64(7)
+    word = np.zeros(n, dtype=np.uint64)
+    for name, start, end, _ in HIT_FIELDS:
+        field = values[name]
+        if field.size and field.max() >= (1 << (end - start)):
+            bad = first_index + int(np.argmax(field >= (1 << (end - start))))
+            raise ValueError(f"write_apx: {name} must be below {1 << (end - start)} (hit {bad})")
+        word |= field << np.uint64(64 - end)
+    raw = BIT_REVERSE[word.astype(">u8").view(np.uint8).reshape(n, HIT_SIZE)]
+    first = raw[:, 0]
+    bad_start = (first == PAD_BYTE) | ((first >> 5) != 0b111)
+    if bad_start.any():
+        i = int(np.flatnonzero(bad_start)[0])
+        raise ValueError(
+            f"write_apx: hit {first_index + i} (chip_id {int(values['chip_id'][i])}, payload "
+            f"{int(values['payload'][i])}) would not start with a valid start byte "
+            f"(0x{int(first[i]):02x}); AstroPix 4 hits need payload 7 and chip_id < 31"
+        )
+    return raw

@@ -1,0 +1,357 @@
+"""``dask.dataframe`` collections over any bindf format: many files, or big files in pieces.
+
+How the work is cut into partitions:
+
+* formats of fixed-size records (readers with ``iter_record_range`` and a record count:
+  spectroscopy photon events, SP01 decay curves, SPF1 phasors, dense IT02) are cut into
+  **record-aligned byte ranges** of about ``blocksize`` bytes, so one big file is read by
+  several workers at once, each reading only its own range. Ranges count records, not
+  rows: an SP01 record is 256 × channels tidy rows and stays whole;
+* every other format (AstroPix, sparse IT02: records can only be found by decoding from
+  the start of the file) gets **one partition per file**.
+
+The client opens every file once (in a few threads) to read its header: that fixes the
+format, checks that all files have the same columns, gives the row counts that the byte
+ranges are cut from, and reports a truncated tail straight away. Each partition is then
+produced by the same :class:`~bindf.frontends.batches.ReadPlan` and the same Arrow →
+pandas conversion as :func:`bindf.read`, so the computed frame equals the eager one
+(dtypes included: nullable ``UInt8`` channels, categorical markers …).
+
+Headers: every partition, and the collection's ``_meta``, carries ``attrs["bindf"]`` as
+the eager reader would set it (format, the *first* file's header, the list of sources),
+so ``ddf.compute().attrs["bindf"]`` works. One row per file with every header is
+:func:`bindf.read_headers`.
+
+dask itself is imported only when a function here is called (``bindf[dask]``).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+
+from .._source import Source, Sources
+from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
+from ..formats._base import FormatReader
+from .batches import ReadPlan
+from .output import table_to_output
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+
+#: Default partition size for fixed-size-record formats: large enough that dask's
+#: per-task overhead vanishes, small enough for several partitions per worker's memory
+#: (records decode to about their own size, e.g. 17 → 19 bytes per photon).
+DEFAULT_BLOCKSIZE = "128 MiB"
+
+#: Header reads of more files than this run in threads (they are latency bound, remote
+#: files above all).
+_THREADED_OPEN_MIN_FILES = 4
+_OPEN_THREADS = 16
+
+
+#: Options of the eager readers that make no sense for a partitioned collection.
+_EAGER_ONLY = {
+    "n_rows": "use ddf.head(n), which reads only the first partition(s)",
+    "row_index_name": "partitions count their rows from 0; for a global row number use "
+                      "a cumulative sum, ddf.assign(row=1).row.cumsum() - 1",
+    "row_index_offset": "see row_index_name",
+    "chunksize": "partitions are the chunks; set blocksize=",
+    "batch_size": "each partition is one frame; set blocksize=",
+    "output": "the partitions are pandas frames",
+    "progress": "use dask's progress bar or dashboard",
+}
+
+
+def _dask_dataframe():
+    try:
+        import dask.dataframe as dd
+    except ImportError:
+        raise missing_dependency("dask", "dask") from None
+    return dd
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition: a file, and the records ``start``..``stop`` of it (None: all)."""
+
+    source: Source
+    rows: tuple[int, int] | None = None
+
+    @property
+    def path(self) -> str:
+        return self.source.path
+
+
+def supports_record_ranges(reader: FormatReader) -> bool:
+    """True when ``reader`` can read any record range on its own (fixed-size records)."""
+    return (
+        callable(getattr(reader, "iter_record_range", None))
+        and getattr(reader, "record_size", 0) > 0
+        and record_count(reader) is not None
+    )
+
+
+def record_count(reader: FormatReader) -> int | None:
+    """Complete records in the file. Record ranges count records, which differ from
+    output rows when one record expands into several (SP01's tidy shape)."""
+    n = getattr(reader, "n_records", None)
+    return int(n) if n is not None else reader.count_rows()
+
+
+def parse_blocksize(blocksize: int | str | None) -> int | None:
+    """``"128 MiB"``/``"64MB"``/``10_000_000`` → bytes; ``None`` → one partition per file."""
+    if blocksize is None:
+        return None
+    if isinstance(blocksize, str):
+        from dask.utils import parse_bytes
+
+        blocksize = parse_bytes(blocksize)
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize <= 0:
+        raise ValueError(f"blocksize must be a positive number of bytes or None, not {blocksize!r}")
+    return blocksize
+
+
+def plan_partitions(readers: Sequence[FormatReader], blocksize: int | None) -> list[Partition]:
+    """Partitions for the opened ``readers``, in file order then record order."""
+    parts: list[Partition] = []
+    for reader in readers:
+        if not supports_record_ranges(reader):
+            parts.append(Partition(reader.source))
+            continue
+        count = int(record_count(reader))  # type: ignore[arg-type]
+        step = count if blocksize is None else max(1, blocksize // reader.record_size)  # type: ignore[attr-defined]
+        parts.extend(Partition(reader.source, (start, min(start + step, count)))
+                     for start in range(0, count, max(step, 1)))
+    if not parts:  # every file is empty: one empty partition keeps the collection valid
+        parts.append(Partition(readers[0].source, (0, 0)))
+    return parts
+
+
+def _open_all(plan: ReadPlan) -> list[FormatReader]:
+    """Every file's reader (headers only), the first one first since it fixes the format."""
+    first = plan.reader_for(0)
+    n = len(plan.sources)
+    if n < _THREADED_OPEN_MIN_FILES:
+        rest = [plan.reader_for(i) for i in range(1, n)]
+    else:
+        with ThreadPoolExecutor(min(_OPEN_THREADS, n - 1)) as pool:
+            rest = list(pool.map(plan.reader_for, range(1, n)))
+    return [first, *rest]
+
+
+def _warn_truncated_tails(readers: Sequence[FormatReader]) -> None:
+    # Said once, on the client, when the collection is made: a warning raised inside a
+    # worker process would end up in the worker's log, not in front of the user.
+    for reader in readers:
+        tail = getattr(reader, "tail_bytes", 0) if supports_record_ranges(reader) else 0
+        if tail:
+            offset = reader.row_offset(record_count(reader))  # type: ignore[attr-defined]
+            warnings.warn(
+                TruncatedFileWarning(
+                    f"truncated {reader.label} file: the last {tail} bytes are an incomplete "
+                    f"{reader.record_size}-byte record; "  # type: ignore[attr-defined]
+                    "returning the complete records before it",
+                    path=reader.path,
+                    offset=offset,
+                ),
+                stacklevel=3,
+            )
+
+
+def pandas_meta(schema: pa.Schema, info: dict[str, Any] | None) -> pd.DataFrame:
+    """Empty pandas frame with exactly the dtypes the eager pandas reader gives ``schema``.
+
+    Categorical columns get dask's "unknown categories": a dictionary's values are only
+    known once data has been decoded.
+    """
+    from dask.dataframe.utils import clear_known_categories
+
+    meta = table_to_output(schema.empty_table(), "pandas", None)
+    meta = clear_known_categories(meta)
+    if info is not None:
+        meta.attrs["bindf"] = info
+    return meta
+
+
+def read_partition(
+    part: Partition,
+    columns: list[str] | None = None,
+    *,
+    format: str,
+    include_file_paths: str | None,
+    options: dict[str, Any],
+    info: dict[str, Any] | None,
+) -> pd.DataFrame:
+    """Produce one partition (runs on a worker). ``columns`` is dask's projection."""
+    plan = ReadPlan(
+        [part.source],
+        format=format,
+        columns=columns,
+        include_file_paths=include_file_paths,
+        options=options,
+        record_range=part.rows,
+    )
+    with warnings.catch_warnings():
+        # What the header says (e.g. a declared record count beyond the end of the file)
+        # was reported on the client when the collection was made; not once per partition.
+        warnings.simplefilter("ignore", BindfWarning)
+        plan.first_reader  # noqa: B018 - opens the file and reads its header
+    table = pa.Table.from_batches(list(plan.iter_batches()), schema=plan.output_schema())
+    errors = plan.info().get("errors")
+    if info is not None and errors:  # damage skipped under on_error="warn"/"skip"
+        info = {**info, "errors": errors}
+    return table_to_output(table, "pandas", info)  # type: ignore[return-value]
+
+
+def read(
+    paths_or_glob: Sources,
+    *,
+    format: str | None = None,
+    columns: Sequence[str] | str | None = None,
+    blocksize: int | str | None = DEFAULT_BLOCKSIZE,
+    include_file_paths: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    **format_options: Any,
+) -> dd.DataFrame:
+    """Read any supported file(s) into a lazy ``dask.dataframe.DataFrame``.
+
+    Parameters
+    ----------
+    paths_or_glob:
+        A path, a ``file://`` or fsspec URL, a glob (expanded by bindf, sorted), or a list
+        of those, exactly as for :func:`bindf.read`.
+    format:
+        Force a format; by default the first file's format is detected and all files are
+        read as that format.
+    columns:
+        Columns to read. Later selections (``ddf[["a", "b"]]``, ``ddf["a"]``) are pushed
+        into the reader too: unselected columns are never decoded.
+    blocksize:
+        Bytes per partition for fixed-size-record formats (``"128 MiB"``, ``64_000_000``);
+        partitions start and end on record boundaries. ``None``: one partition per file.
+        Other formats always get one partition per file.
+    include_file_paths:
+        Name of a column holding each row's source path.
+    storage_options:
+        Passed to fsspec for remote paths. The workers receive the opened filesystem, so
+        in-memory filesystems only work with in-process schedulers.
+    **format_options:
+        Passed to the format's reader (``container=``, ``layout=``, ``on_error=`` …).
+
+    The frame has no index (each partition counts from 0) and unknown divisions. Every
+    partition carries ``attrs["bindf"]`` (format, first header, sources) like the eager
+    reader's frame; use :func:`bindf.read_headers` for the header of every file.
+    A truncated file gives its :class:`~bindf.errors.TruncatedFileWarning` here, when the
+    collection is made; its complete records are read.
+    """
+    dd = _dask_dataframe()
+    for name in format_options.keys() & _EAGER_ONLY.keys():
+        raise TypeError(f"bindf.dask.read does not take {name}=: {_EAGER_ONLY[name]}")
+    size = parse_blocksize(blocksize)
+    if isinstance(columns, str):
+        columns = [columns]
+    plan = ReadPlan(
+        paths_or_glob,
+        format=format,
+        include_file_paths=include_file_paths,
+        storage_options=storage_options,
+        options=format_options,
+    )
+    readers = _open_all(plan)
+    schema = plan.output_schema()
+    if columns is not None:
+        unknown = [c for c in columns if c not in schema.names]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; available: {schema.names}")
+        columns = list(dict.fromkeys(columns))
+    _warn_truncated_tails(readers)
+    info = plan.info()
+    import dask
+
+    # dask would convert string columns to "string[pyarrow]" (NA semantics); the
+    # partitions already hold exactly what the eager reader returns (pandas' own ``str``,
+    # Arrow-backed on pandas 3), and results must not depend on the route taken.
+    with dask.config.set({"dataframe.convert-string": False}):
+        ddf = dd.from_map(
+            read_partition,
+            plan_partitions(readers, size),
+            meta=pandas_meta(schema, info),
+            label=f"bindf-read-{plan.format}",
+            enforce_metadata=False,
+            columns=columns,
+            format=plan.format,
+            include_file_paths=include_file_paths,
+            options=dict(format_options),
+            info=info,
+        )
+    return ddf
+
+
+def to_parquet(ddf: dd.DataFrame, path: str, **kwargs: Any) -> Any:
+    """``ddf.to_parquet(path, ...)`` with the bindf header in every file's metadata.
+
+    The keys are the ones :func:`bindf.to_parquet` writes (``bindf.header``,
+    ``bindf.format`` …), taken from ``ddf``'s ``attrs["bindf"]``, so
+    :func:`bindf.read_parquet` on any part file restores the header. The index is not
+    written unless ``write_index=True`` (bindf frames have none worth keeping).
+    """
+    from ..arrow import info_to_metadata
+
+    info = ddf._meta.attrs.get("bindf")
+    if info is not None:
+        metadata = info_to_metadata(info)
+        metadata.update(kwargs.get("custom_metadata") or {})
+        kwargs["custom_metadata"] = metadata
+    kwargs.setdefault("write_index", False)
+    return ddf.to_parquet(path, **kwargs)
+
+
+def format_reader(name: str):
+    """``read_<name>``: :func:`read` with the format fixed."""
+
+    @functools.wraps(read)
+    def reader(paths_or_glob: Sources, **kwargs: Any) -> dd.DataFrame:
+        if "format" in kwargs:
+            raise TypeError(f"read_{name} reads {name} files; use bindf.dask.read for format=")
+        return read(paths_or_glob, format=name, **kwargs)
+
+    reader.__name__ = reader.__qualname__ = f"read_{name}"
+    reader.__doc__ = f"Read {name} file(s) into a dask DataFrame (see :func:`read`).\n\n" + (
+        read.__doc__ or ""
+    )
+    return reader
+
+
+def read_records(
+    paths_or_glob: Sources,
+    dtype: Any,
+    *,
+    offset: Any = None,
+    header: Any = None,
+    count: Any = -1,
+    subarrays: str = "flatten",
+    **kwargs: Any,
+) -> dd.DataFrame:
+    """Any files of fixed-size records described by a numpy ``dtype``, as a dask
+    DataFrame cut into record-aligned byte ranges (see :func:`bindf.read_records` for
+    ``dtype``/``offset``/``header``/``count``/``subarrays``; callables of the header must
+    pickle, which dask's cloudpickle does for lambdas too). Other keyword arguments are
+    those of :func:`read`.
+    """
+    return read(paths_or_glob, format="records", dtype=dtype, offset=offset, header=header,
+                count=count, subarrays=subarrays, **kwargs)
+
+
+read_apx = format_reader("apx")
+read_it02 = format_reader("it02")
+read_spectro = format_reader("spectro")
+read_sp01 = format_reader("sp01")
+read_spf1 = format_reader("spf1")

@@ -1,0 +1,172 @@
+"""``bindf.read_headers``: one row per file with its header, for catalogues of many runs.
+
+Only headers are read (plus, for fixed-size-record formats, the row count that follows
+from the file size), so a catalogue of thousands of files is cheap. With many files the
+headers are read in parallel through ``dask.delayed`` when dask is installed (in threads,
+or on the cluster of an active ``distributed.Client``), serially otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from .._source import Source, Sources, ensure_bindf_path, expand_sources
+from ..errors import BindfError
+from ..registry import open_reader
+from .output import Frame, Output, check_output, table_to_output
+
+#: Columns every row has, before the header fields.
+FIXED_COLUMNS = ("path", "format", "size_bytes", "rows")
+
+#: From this many files on, headers are read in parallel (when dask is importable).
+PARALLEL_MIN_FILES = 16
+
+
+def flatten_header(header: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become dotted keys; lists (and empty dicts) become JSON text.
+
+    Scalars only, so every field is one typed column that pandas, polars, Arrow and
+    Parquet handle alike and that can be filtered on; ``json.loads`` gives a list back.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in header.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_header(value, prefix=f"{name}."))
+        elif isinstance(value, (dict, list)):
+            flat[name] = json.dumps(value, ensure_ascii=False)
+        else:
+            flat[name] = value
+    return flat
+
+
+def header_row(source: Source, format: str | None, flatten: bool,
+               options: dict[str, Any]) -> dict[str, Any]:
+    """The catalogue row of one file. Errors name the file."""
+    try:
+        reader = open_reader(source, format, **options)
+        rows = reader.count_rows()
+        header = reader.header
+        name = reader.name
+    except BindfError as exc:
+        raise ensure_bindf_path(exc, source.path) from None
+    except Exception as exc:
+        if hasattr(exc, "add_note"):  # Python ≥ 3.11
+            exc.add_note(f"while reading the header of {source.path}")
+        raise
+    row: dict[str, Any] = {"path": source.path, "format": name, "size_bytes": source.size,
+                           "rows": rows}
+    fields = flatten_header(header) if flatten else {
+        "header": json.dumps(header, ensure_ascii=False)}
+    for key, value in fields.items():
+        row[f"header.{key}" if key in FIXED_COLUMNS else key] = value
+    return row
+
+
+def _rows(sources: list[Source], format: str | None, flatten: bool, options: dict[str, Any],
+          parallel: bool | None) -> list[dict[str, Any]]:
+    if parallel is None:
+        parallel = len(sources) >= PARALLEL_MIN_FILES
+    if parallel:
+        try:
+            import dask
+        except ImportError:
+            parallel = False
+    if not parallel:
+        return [header_row(s, format, flatten, options) for s in sources]
+    tasks = [dask.delayed(header_row, pure=True)(s, format, flatten, options)  # type: ignore[attr-defined]
+             for s in sources]
+    # Header reads wait on I/O: threads, unless a distributed client is active (dask then
+    # uses it and the cluster reads them).
+    return list(dask.compute(*tasks, scheduler=_scheduler()))  # type: ignore[attr-defined]
+
+
+def _scheduler() -> str | None:
+    try:
+        from distributed import default_client
+
+        default_client()
+        return None  # the active client
+    except (ImportError, ValueError):
+        return "threads"
+
+
+#: Types of the fixed columns; only ``rows`` can be null.
+_FIXED_FIELDS = {
+    "path": pa.field("path", pa.string(), nullable=False),
+    "format": pa.field("format", pa.string(), nullable=False),
+    "size_bytes": pa.field("size_bytes", pa.int64(), nullable=False),
+    "rows": pa.field("rows", pa.int64()),
+}
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    names = list(dict.fromkeys([*FIXED_COLUMNS, *(key for row in rows for key in row)]))
+    arrays, fields = [], []
+    for name in names:
+        values = [row.get(name) for row in rows]
+        fixed = _FIXED_FIELDS.get(name)
+        array = pa.array(values, fixed.type) if fixed else _column(values)
+        arrays.append(array)
+        fields.append(fixed or pa.field(name, array.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _column(values: list[Any]) -> pa.Array:
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        # One key, several types across files (a number here, a string there): text.
+        return pa.array([None if v is None else _as_text(v) for v in values], pa.string())
+    return array if not pa.types.is_null(array.type) else array.cast(pa.string())
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def read_headers(
+    paths_or_glob: Sources,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    flatten: bool = True,
+    output: Output = "pandas",
+    format: str | None = None,
+    parallel: bool | None = None,
+    **options: Any,
+) -> Frame:
+    """One row per file: ``path``, ``format``, ``size_bytes``, ``rows`` and its header.
+
+    Parameters
+    ----------
+    paths_or_glob:
+        Paths, URLs or globs, as for :func:`bindf.read`. Files may be of different
+        formats (each is detected), unless ``format=`` forces one.
+    storage_options:
+        Passed to fsspec for remote paths.
+    flatten:
+        True: one column per scalar header field, nested dicts as dotted names
+        (``chip.threshold``), lists as JSON text. False: the whole header as JSON text in
+        one ``header`` column. A header key equal to a fixed column name is renamed
+        ``header.<key>``. Missing keys are null; a key with different types in different
+        files becomes JSON text.
+    output:
+        ``"pandas"`` (default), ``"polars"`` or ``"arrow"``.
+    parallel:
+        Read the headers in parallel with dask; by default when there are at least
+        :data:`PARALLEL_MIN_FILES` files and dask is installed.
+    **options:
+        Passed to the format readers (e.g. ``container=``).
+
+    ``rows`` is the number of complete records when the format knows it without decoding
+    (fixed-size records), else null. An unreadable header raises the reader's error,
+    naming the file.
+    """
+    check_output(output)
+    sources = expand_sources(paths_or_glob, storage_options)
+    rows = _rows(sources, format, flatten, dict(options), parallel)
+    return table_to_output(_table(rows), output, None)
+

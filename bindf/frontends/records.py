@@ -1,0 +1,75 @@
+"""``bindf.read_records`` / ``scan_records``: the generic fixed-record reader's front door.
+
+See :mod:`bindf.formats.records` for the layout rules and design decisions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from .._source import Sources
+from .output import Frame, Output
+from .polars import scan
+from .read import ChunkedReader, read
+
+
+def read_records(
+    source: Sources,
+    dtype: Any,
+    *,
+    offset: Any = None,
+    header: Any = None,
+    count: Any = -1,
+    subarrays: str = "flatten",
+    memmap: bool = False,
+    output: Output = "pandas",
+    **kwargs: Any,
+) -> Frame | ChunkedReader:
+    """Read any file of fixed-size records described by a numpy ``dtype``.
+
+    Parameters
+    ----------
+    dtype:
+        The record dtype (anything ``np.dtype`` accepts), or a callable taking the decoded
+        ``header`` (a dict) and returning one.
+    offset:
+        Byte offset of the first record (default: right after ``header``, else 0), or a
+        callable of the header.
+    header:
+        Optional structured dtype read at offset 0. Its fields become the frame's header
+        (``df.attrs["bindf"]["header"]``) and are passed to callable ``dtype``/``offset``/
+        ``count``.
+    count:
+        Number of records (-1: as many as the file holds), or a callable of the header.
+        Never more than the file holds.
+    subarrays:
+        ``"flatten"`` (default): a field of shape (k,) becomes columns ``name_0`` …
+        ``name_{k-1}``; ``"list"``: one fixed-size-list column.
+    memmap:
+        Use ``np.memmap`` views instead of ``readinto`` (unsafe on files that another
+        process may truncate: SIGBUS).
+
+    Other keyword arguments are those of :func:`bindf.read` (``columns``, ``n_rows``,
+    ``chunksize``, ``include_file_paths`` …).
+
+    >>> bindf.read_records("log.bin", [("name", "S12"), ("time", "<i8"), ("value", "<f4")])
+    """
+    return read(source, format="records", output=output, dtype=dtype, offset=offset,
+                header=header, count=count, subarrays=subarrays, memmap=memmap, **kwargs)
+
+
+def scan_records(
+    source: Sources,
+    dtype: Any,
+    *,
+    offset: Any = None,
+    header: Any = None,
+    count: Any = -1,
+    subarrays: str = "flatten",
+    **kwargs: Any,
+) -> pl.LazyFrame:
+    """Lazy variant of :func:`read_records` (a polars ``LazyFrame``)."""
+    return scan(source, format="records", dtype=dtype, offset=offset, header=header,
+                count=count, subarrays=subarrays, **kwargs)
