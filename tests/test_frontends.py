@@ -240,3 +240,13 @@ def test_pandas_frames_are_writable(stt1_files: list[Path]) -> None:
     df.loc[1, "event"] = 3
     df.loc[2, "channel"] = 1
     assert df.loc[0, "microtime_ns"] == 99.0 and df.loc[1, "event"] == 3
+
+
+@pytest.mark.parametrize("name", ["20250723_092534_data.apx",
+                                  "intensity-tracing-export-data-example.bin",
+                                  "sp01_decay_curves_example.bin", "spf1_phasors_example.bin"])
+def test_every_format_gives_writable_pandas_columns(data_dir: Path, name: str) -> None:
+    df = bindf.read(data_dir / name, n_rows=50)
+    for position in range(df.shape[1]):
+        df.iloc[0, position] = df.iloc[1, position]  # raises if the memory is read-only
+        assert df.iloc[0, position] == df.iloc[1, position]
