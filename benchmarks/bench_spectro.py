@@ -41,6 +41,43 @@ def vendor_struct_loop_rate(path: Path, max_bytes: int = 20_000_000) -> float:
     return done / (time.perf_counter() - t0) / 1e6
 
 
+def vendor_it02_dense_rate(path: Path, n_channels: int, max_bytes: int = 20_000_000) -> float:
+    """MB/s of the vendor's IT02 reading loop: one ``struct.unpack`` per record."""
+    import json
+
+    with open(path, "rb") as f:
+        f.read(4)
+        (length,) = struct.unpack("<I", f.read(4))
+        json.loads(f.read(length))
+        size = 8 + 4 * n_channels
+        fmt = "<d" + "I" * n_channels
+        t0 = time.perf_counter()
+        done = 0
+        while done < max_bytes:
+            data = f.read(size)
+            if len(data) < size:
+                break
+            struct.unpack(fmt, data)
+            done += size
+    return done / (time.perf_counter() - t0) / 1e6
+
+
+def extra_report(workdir: Path, args: object) -> None:
+    """The vendor scripts' per-record ``struct`` loops on the same files (first 20 MB)."""
+    target = int(getattr(args, "size_mb", 200) * 1e6)
+    spectro = make_legacy(workdir, target)
+    print("FLIM LABS vendor-script approach (struct.unpack per record, first 20 MB):")
+    print(f"    spectroscopy photon events: {vendor_struct_loop_rate(spectro):.1f} MB/s")
+    dense = sorted(workdir.glob("it02_dense*.bin"))
+    if dense:
+        print(f"    IT02 dense ({dense[0].name}): "
+              f"{vendor_it02_dense_rate(dense[0], _it02_channels(dense[0])):.1f} MB/s")
+
+
+def _it02_channels(path: Path) -> int:
+    return len(bindf.read_header(path)["channels"])
+
+
 CASES = [
     h.Case("spectro legacy → polars (all 5 columns)", make_legacy,
            "bench_spectro:read_polars", goal_ratio=1.0),
