@@ -100,3 +100,21 @@ def test_atomic_output_has_ordinary_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("name", ["20250723_092534_data.apx",
+                                  "intensity-tracing-export-data-example.bin",
+                                  "sp01_decay_curves_example.bin", "spf1_phasors_example.bin"])
+@pytest.mark.parametrize("output", ["pandas", "polars"])
+def test_real_samples_round_trip_exactly(data_dir: Path, tmp_path: Path, name: str,
+                                         output: str) -> None:
+    frame = bindf.read(data_dir / name, output=output)
+    out = tmp_path / "x.parquet"
+    bindf.to_parquet(frame, out)
+    back = bindf.read_parquet(out, output=output)
+    if output == "pandas":
+        pd.testing.assert_frame_equal(back, frame, check_exact=True)
+        assert back.attrs["bindf"]["header"] == frame.attrs["bindf"]["header"]
+    else:
+        assert back.schema == frame.schema and back.equals(frame)
+        assert back.bindf.header == frame.bindf.header
