@@ -6,7 +6,7 @@ This is the only place that converts between Arrow, pandas and polars.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -39,10 +39,6 @@ def set_polars_info(frame: pl.DataFrame | pl.LazyFrame, info: dict[str, Any]) ->
 
 def get_polars_info(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, Any] | None:
     return _POLARS_INFO.get(id(frame))
-
-
-def table_from_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_batches(list(batches), schema=schema)
 
 
 def batches_to_output(
