@@ -12,6 +12,10 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 
+#: Multiplies the number of fuzz inputs and kernel calls (a long local run:
+#: ``BINDF_FUZZ_SCALE=20``). ``HYPOTHESIS_PROFILE=nightly`` implies 20 unless it is set.
+FUZZ_SCALE = float(os.environ.get(
+    "BINDF_FUZZ_SCALE", "20" if os.environ.get("HYPOTHESIS_PROFILE") == "nightly" else "1"))
 #: Malformed inputs fed to the readers this session, per format family (robustness tests).
 FUZZ_INPUTS: dict[str, int] = {}
 #: Calls of the Cython kernels with random or adversarial arguments, per kernel function.
