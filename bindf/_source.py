@@ -177,15 +177,43 @@ def read_into(f: BinaryIO, buffer: np.ndarray) -> int:
     """Fill ``buffer`` (a contiguous array) from ``f``; return the number of bytes read.
 
     Loops over short reads, so a result smaller than ``buffer.nbytes`` means end of file.
+    Bytes the file no longer holds once the read returns are not counted (see
+    :func:`still_in_file`).
     """
     view = memoryview(buffer).cast("B")
+    start = _tell(f)
     total = 0
     while total < len(view):
         n = f.readinto(view[total:])
         if not n:
             break
         total += n
-    return total
+    return still_in_file(f, start, total)
+
+
+def still_in_file(f: BinaryIO, start: int | None, n: int) -> int:
+    """How many of the ``n`` bytes just read from ``start`` the file still holds.
+
+    A read that races with a truncation of the file can be handed zeros for the range
+    being cut, with a full byte count (Linux page cache; reproduced on ext4 with plain
+    ``readinto``): those zeros would decode as records. The file size is set before the
+    pages are zeroed, so measuring it again after the read tells which bytes are real.
+    Files without a descriptor (remote ones) are trusted as they are.
+    """
+    if n == 0 or start is None:
+        return n
+    try:
+        size = os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return n
+    return min(n, max(size - start, 0))
+
+
+def _tell(f: BinaryIO) -> int | None:
+    try:
+        return f.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def iter_fixed_records(

@@ -1,12 +1,50 @@
-"""Shared fixtures: paths of the real sample files copied into tests/data/."""
+"""Shared fixtures: paths of the real sample files copied into tests/data/; the counters
+of the robustness tests (printed at the end of the run, for the README "Reliability")."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+
+#: Multiplies the number of fuzz inputs and kernel calls (a long local run:
+#: ``BINDF_FUZZ_SCALE=20``). ``HYPOTHESIS_PROFILE=nightly`` implies 20 unless it is set.
+FUZZ_SCALE = float(os.environ.get(
+    "BINDF_FUZZ_SCALE", "20" if os.environ.get("HYPOTHESIS_PROFILE") == "nightly" else "1"))
+#: Malformed inputs fed to the readers this session, per format family (robustness tests).
+FUZZ_INPUTS: dict[str, int] = {}
+#: Calls of the Cython kernels with random or adversarial arguments, per kernel function.
+KERNEL_CALLS: dict[str, int] = {}
+
+
+def count_inputs(fmt: str, n: int = 1) -> None:
+    FUZZ_INPUTS[fmt] = FUZZ_INPUTS.get(fmt, 0) + n
+
+
+def count_kernel_calls(kernel: str, n: int = 1) -> None:
+    KERNEL_CALLS[kernel] = KERNEL_CALLS.get(kernel, 0) + n
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest hook
+    """Print the fuzz counters; ``BINDF_FUZZ_REPORT=file.json`` also writes them there."""
+    if not (FUZZ_INPUTS or KERNEL_CALLS):
+        return
+    report = {
+        "malformed_inputs": dict(sorted(FUZZ_INPUTS.items())),
+        "malformed_inputs_total": sum(FUZZ_INPUTS.values()),
+        "kernel_calls": dict(sorted(KERNEL_CALLS.items())),
+        "kernel_calls_total": sum(KERNEL_CALLS.values()),
+    }
+    terminalreporter.write_sep("-", "bindf robustness counters")
+    for key, value in report.items():
+        terminalreporter.write_line(f"{key}: {value}")
+    if os.environ.get("BINDF_FUZZ_REPORT"):
+        Path(os.environ["BINDF_FUZZ_REPORT"]).write_text(json.dumps(report, indent=1) + "\n")
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +81,6 @@ def stt1_files(tmp_path: Path) -> list[Path]:
 # Hypothesis profiles: "ci" (default; derandomized so CI is reproducible) and "nightly"
 # (long runs on a developer machine: HYPOTHESIS_PROFILE=nightly python -m pytest).
 try:
-    import os
-
     from hypothesis import HealthCheck, settings
 
     settings.register_profile(

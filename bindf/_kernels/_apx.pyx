@@ -136,11 +136,15 @@ def find_marker(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end):
     cdef Py_ssize_t found = -1
     if end > buf.shape[0]:
         end = buf.shape[0]
+    if end < 0:
+        end = 0
     if start < 0:
         start = 0
     with nogil:
         i = start
-        while i + 3 <= end:
+        # ``i <= end - 3``, not ``i + 3 <= end``: a start near PY_SSIZE_T_MAX must not
+        # overflow into a negative index (found by tests/test_kernel_fuzz.py).
+        while i <= end - 3:
             if buf[i] == 0xFE and buf[i + 1] == 0xDC and buf[i + 2] == 0xBA:
                 found = i
                 break

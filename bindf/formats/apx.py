@@ -277,6 +277,9 @@ class ApxReader(FormatReader):
         end_of_data = size  # bytes appended after opening are ignored
         cap = min(self.chunk_bytes, max(end_of_data - self.data_offset, 1))
         buf = np.empty(cap, dtype=np.uint8)
+        # No call can frame more readouts than the file holds headers for: a tiny file
+        # gets tiny framing arrays (24 bytes per slot; 786 KiB at the default per_call).
+        per_call = max(1, min(per_call, (end_of_data - self.data_offset) // READOUT_HEADER_SIZE))
         header_pos = np.empty(per_call, dtype=np.int64)
         readout_id = np.empty(per_call, dtype=np.uint32)
         timestamp = np.empty(per_call, dtype=np.uint64)

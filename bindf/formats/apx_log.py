@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._atomic import atomic_output
-from .._source import Source
+from .._source import Source, still_in_file
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._apx_hits import STATUS_FLAGS, HitColumns, HitDecoder
 from ._base import FormatReader
@@ -135,17 +135,30 @@ class ApxLogReader(FormatReader):
 
     def iter_readouts(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                               bool]]:
-        """Yield ``(payload_bytes, payload_pos, readout_id, line_offset, after_gap)`` per chunk
-        of whole lines (payloads concatenated in ``payload_bytes``)."""
+        """Yield ``(payload_bytes, payload_pos, readout_id, line_offset, after_gap)`` per run
+        of consecutive readout lines (payloads concatenated in ``payload_bytes``).
+
+        A chunk of whole lines is one run unless damaged lines were dropped from it
+        (``on_error="warn"/"skip"``): then it is cut there, and ``after_gap`` says that the
+        run does not continue the previous one in the chip's byte stream.
+        """
         line_number = self.header_lines
+        self._gap_pending = False
         with self.source.open() as f:
             f.seek(self.data_offset)
             offset = self.data_offset
             rest = b""
             remaining = self.source.size - self.data_offset
+            shrank = False
             while remaining > 0 or rest:
-                chunk = f.read(min(CHUNK_BYTES, remaining)) if remaining > 0 else b""
-                remaining -= len(chunk)
+                want = min(CHUNK_BYTES, remaining)
+                start = f.tell()
+                chunk = f.read(want) if want > 0 else b""
+                chunk = chunk[: still_in_file(f, start, len(chunk))]
+                # Fewer bytes than asked: the file shrank while it was read. Its end is
+                # here (asking again would get nothing, for ever).
+                shrank = shrank or len(chunk) < want
+                remaining = 0 if shrank else remaining - len(chunk)
                 text = rest + chunk
                 if remaining > 0:
                     cut = text.rfind(b"\n") + 1
@@ -155,70 +168,104 @@ class ApxLogReader(FormatReader):
                     text, rest = text[:cut], text[cut:]
                 else:
                     rest = b""
-                    text = self._drop_cut_last_line(text, offset)
+                    text = self._drop_cut_last_line(text, offset, shrank)
                 if not text:
                     break
-                yield self._parse_lines(text, offset, line_number)
+                yield from self._parse_lines(text, offset, line_number)
                 line_number += text.count(b"\n")
                 offset += len(text)
 
-    def _drop_cut_last_line(self, text: bytes, offset: int) -> bytes:
-        """A file cut inside its last line: warn and return the text without that line."""
+    def _drop_cut_last_line(self, text: bytes, offset: int, shrank: bool) -> bytes:
+        """A file cut inside its last line (or that shrank after it was opened): warn and
+        return the text without its incomplete last line."""
         cut = text.rfind(b"\n") + 1
         last = text[cut:]
-        if not last.strip() or DATA_LINE.fullmatch(last):
+        complete = not last.strip() or DATA_LINE.fullmatch(last)
+        if complete and not shrank:
             return text
+        why = "the file shrank while it was read" if shrank else "the last line is incomplete"
         warnings.warn(TruncatedFileWarning(
-            "truncated AstroPix text log: the last line is incomplete; returning the "
-            "readouts before it", path=self.path, offset=offset + cut), stacklevel=4)
-        return text[:cut]
+            f"truncated AstroPix text log: {why}; returning the readouts before it",
+            path=self.path, offset=offset + (len(text) if complete else cut)), stacklevel=4)
+        return text if complete else text[:cut]
 
     def _parse_lines(self, text: bytes, offset: int, first_line: int):
         matches = DATA_LINE.findall(text)
         line_starts = _nonblank_line_starts(text)
-        after_gap = False
+        # damaged lines: (position in text, line number, what is wrong with it)
+        damaged: list[tuple[int, int, str]] = []
         if len(matches) != len(line_starts):
             # Damaged or unusual lines: slow path (this chunk only) to find them, and
             # positions of the lines that did match.
-            after_gap = self._bad_lines(text, offset, first_line)
+            damaged = self._unmatched_lines(text, first_line)
             line_starts = np.fromiter((m.start() for m in DATA_LINE.finditer(text)),
                                       dtype=np.int64, count=len(matches))
         ids, hexes = zip(*matches) if matches else ((), ())
-        readout_id = np.array(ids, dtype=np.bytes_).astype(np.uint64) if ids else \
-            np.empty(0, np.uint64)
-        if len(readout_id) and readout_id.max() > np.iinfo(np.uint32).max:
-            bad = int(np.argmax(readout_id > np.iinfo(np.uint32).max))
-            raise CorruptDataError("readout id does not fit in 32 bits", path=self.path,
-                                   offset=offset + int(line_starts[bad]))
+        digits = np.array(ids, dtype=np.bytes_) if ids else np.empty(0, np.bytes_)
+        # The pattern admits any run of digits and of hex digits: ids must fit 32 bits
+        # (more than 10 significant digits cannot, and would overflow the conversion)
+        # and payloads must be whole bytes.
+        too_long = np.zeros(len(digits), dtype=bool)
+        if digits.dtype.itemsize > 10:
+            too_long = np.char.str_len(np.char.lstrip(digits, b"0")) > 10
+        readout_id = np.zeros(len(digits), dtype=np.uint64)
+        readout_id[~too_long] = digits[~too_long].astype(np.uint64)
+        too_big = too_long | (readout_id > np.iinfo(np.uint32).max)
         lengths = np.fromiter(map(len, hexes), dtype=np.int64, count=len(hexes))
-        if np.any(lengths & 1):
-            bad = int(np.argmax(lengths & 1))
-            raise CorruptDataError("odd number of hex digits in a payload", path=self.path,
-                                   offset=offset + int(line_starts[bad]))
+        odd = (lengths & 1).astype(bool)
+        bad = too_big | odd
+        for i in np.flatnonzero(bad):  # error path only
+            start = int(line_starts[i])
+            number = first_line + 1 + text.count(b"\n", 0, start)
+            why = "has a readout id that does not fit in 32 bits" if too_big[i] else \
+                "has an odd number of hex digits in its payload"
+            damaged.append((start, number, why))
+        if damaged:
+            damaged.sort()
+            if self.on_error == "raise":
+                position, number, why = damaged[0]
+                raise CorruptDataError(f"line {number} {why}", path=self.path,
+                                       offset=offset + position)
+            self.note_error("bad_log_line", len(damaged))
+            if self.on_error == "warn":
+                for position, number, why in damaged:
+                    warnings.warn(CorruptDataWarning(f"skipped malformed line {number} ({why})",
+                                                     path=self.path, offset=offset + position),
+                                  stacklevel=5)
+        keep = ~bad
+        line_starts = line_starts[keep]
+        hexes = [h for h, k in zip(hexes, keep) if k] if bad.any() else list(hexes)
+        readout_id = readout_id[keep].astype(np.uint32)
+        sizes = lengths[keep] // 2
         payload = np.frombuffer(binascii.unhexlify(b"".join(hexes)), dtype=np.uint8)
-        sizes = lengths // 2
-        pos = np.zeros(len(sizes), dtype=np.int64)
-        np.cumsum(sizes[:-1], out=pos[1:])
-        return payload, pos, readout_id.astype(np.uint32), offset + line_starts, after_gap
+        pos = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=pos[1:])
+        # Cut the runs where lines were dropped: no hit may join bytes across the gap.
+        gaps = np.searchsorted(line_starts, [p for p, _, _ in damaged])
+        bounds = [0, *sorted(set(gaps.tolist()) - {0, len(sizes)}), len(sizes)]
+        after_gap = self._gap_pending or bool(len(gaps) and gaps[0] == 0)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if a == b:
+                continue
+            yield (payload[pos[a] : pos[b]], pos[a:b] - pos[a], readout_id[a:b],
+                   offset + line_starts[a:b], after_gap)
+            after_gap = True
+        # A dropped line at the end of the chunk (or a chunk of nothing else) cuts the run
+        # that the next chunk starts.
+        self._gap_pending = bool(len(gaps) and gaps[-1] == len(sizes)) or (
+            after_gap and len(sizes) == 0)
 
-    def _bad_lines(self, text: bytes, offset: int, first_line: int) -> bool:
-        """Handle lines that are not readouts (error path only: loops over lines)."""
+    def _unmatched_lines(self, text: bytes, first_line: int) -> list[tuple[int, int, str]]:
+        """Lines that are not readouts: (position in ``text``, line number, what is
+        wrong). Error path only: loops over lines."""
         position = 0
-        bad = 0
+        found = []
         for number, raw in enumerate(text.splitlines(keepends=True), first_line + 1):
             if raw.strip() and not DATA_LINE.match(raw):
-                if self.on_error == "raise":
-                    raise CorruptDataError(
-                        f"line {number} is not '<readout_id>\\t b'<hex>'': {raw[:60]!r}",
-                        path=self.path, offset=offset + position)
-                bad += 1
-                if self.on_error == "warn":
-                    warnings.warn(CorruptDataWarning(
-                        f"skipped malformed line {number}", path=self.path,
-                        offset=offset + position), stacklevel=4)
+                found.append((position, number,
+                              f"is not '<readout_id>\\t b'<hex>'': {raw[:60]!r}"))
             position += len(raw)
-        self.note_error("bad_log_line", bad)
-        return bad > 0
+        return found
 
     def _batches(
         self, columns: list[str], batch_size: int, n_rows: int | None

@@ -1,0 +1,454 @@
+"""The Cython kernels, fuzzed directly: random bytes and adversarial arguments.
+
+The kernels are compiled without Cython's bounds checks and check every access by hand,
+so they must stay memory safe whatever they are given, not only what the readers give
+them. Each call here gets random bytes (biased towards the bytes that steer the state
+machines: readout markers, start bytes, idle, padding, sparse masks) and arguments a
+reader would never pass: positions past the end or negative (down to -2**63 and up to
+2**63 - 1), empty arrays, per-readout or output arrays of mismatched lengths, slots out
+of range, non-finite bin widths. Allowed outcomes:
+
+* a result whose invariants hold (counts within the output capacity, positions within
+  the buffer, records that really are where the result says);
+* ``ValueError`` for arguments the docstring says are refused (and, at call time,
+  ``TypeError``/``OverflowError`` from Cython's argument conversion: see
+  :func:`test_argument_conversion_errors`).
+
+Memory safety is checked three ways: input bytes sit flush against ``PROT_NONE`` guard
+pages (one byte read outside the buffer faults: "electric fence"), output arrays are
+views with canary bytes on both sides that must survive every call, and CI reruns this
+file against kernels built with ``boundscheck=True`` (``.ci/run``); ``fuzz/run_all.sh``
+runs the same kernels under AddressSanitizer with atheris.
+
+Call counts go to ``conftest.KERNEL_CALLS`` (README "Reliability"); ``BINDF_FUZZ_SCALE``
+multiplies them for long local runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import sys
+
+import numpy as np
+import pytest
+from conftest import FUZZ_SCALE, count_kernel_calls
+
+from bindf._kernels import _apx, _it02
+from bindf._kernels import apx_reference as apx_ref
+
+MARKER = b"\xfe\xdc\xba"
+EXTREMES = (-(2**63), -(2**31), -1, 2**31, 2**63 - 1)
+CANARY = 0xA5
+GUARD = 64  # canary elements on each side of an output array
+
+
+def runs(n: int) -> int:
+    return max(1, int(n * FUZZ_SCALE))
+
+
+# -- guard pages and canaries ----------------------------------------------------------------
+
+
+class GuardedPages:
+    """One read/write page between two ``PROT_NONE`` pages.
+
+    :meth:`place` copies bytes flush against the right guard (or the left one): a kernel
+    that reads one byte past the end (or before the start) of its buffer faults at once,
+    instead of silently reading a neighbour's memory.
+    """
+
+    def __init__(self) -> None:
+        self.page = mmap.PAGESIZE
+        self.map = mmap.mmap(-1, 3 * self.page)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        for offset in (0, 2 * self.page):
+            if libc.mprotect(address + offset, self.page, 0) != 0:  # PROT_NONE
+                raise OSError(ctypes.get_errno(), "mprotect failed")
+
+    def place(self, data: bytes | np.ndarray, right: bool = True) -> np.ndarray:
+        raw = bytes(data)
+        assert len(raw) <= self.page
+        offset = 2 * self.page - len(raw) if right else self.page
+        self.map[offset : offset + len(raw)] = raw
+        return np.frombuffer(self.map, dtype=np.uint8, count=len(raw), offset=offset)
+
+
+@pytest.fixture(scope="module")
+def guarded() -> GuardedPages:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("guard pages use mprotect (Linux)")
+    return GuardedPages()
+
+
+class Canaried:
+    """Output arrays that are views into larger arrays filled with canary bytes."""
+
+    def __init__(self) -> None:
+        self.bases: list[tuple[np.ndarray, int, int]] = []
+
+    def array(self, n: int, dtype: type, columns: int | None = None) -> np.ndarray:
+        shape = (n + 2 * GUARD,) if columns is None else (n + 2 * GUARD, columns)
+        base = np.empty(shape, dtype=dtype)
+        base.view(np.uint8)[...] = CANARY
+        self.bases.append((base, GUARD, GUARD + n))
+        return base[GUARD : GUARD + n]
+
+    def check(self) -> None:
+        for base, lo, hi in self.bases:
+            flat = base.reshape(-1).view(np.uint8)
+            row = base.nbytes // base.shape[0]
+            assert (flat[: lo * row] == CANARY).all(), "write before an output array"
+            assert (flat[hi * row :] == CANARY).all(), "write past an output array"
+
+
+def steering_bytes(rng: np.random.Generator, n: int, alphabet: bytes) -> bytes:
+    """Random bytes, half of them drawn from ``alphabet`` (the bytes the kernel tests)."""
+    data = rng.integers(0, 256, n, dtype=np.uint8)
+    pick = rng.random(n) < 0.5
+    data[pick] = rng.choice(np.frombuffer(alphabet, np.uint8), int(pick.sum()))
+    return data.tobytes()
+
+
+def position(rng: np.random.Generator, size: int) -> int:
+    """A position: usually inside ``[0, size]``, sometimes just outside, sometimes absurd."""
+    r = rng.random()
+    if r < 0.75:
+        return int(rng.integers(0, size + 1))
+    if r < 0.9:
+        return int(rng.integers(-3, size + 4))
+    return int(rng.choice(EXTREMES))
+
+
+# -- AstroPix kernels ------------------------------------------------------------------------
+
+APX_ALPHABET = bytes([0xFE, 0xDC, 0xBA, 0xBC, 0xFF, 0xE0, 0xE3, 0xF1, 0x00])
+
+
+def apx_frames(rng: np.random.Generator) -> bytes:
+    """Readout-like bytes: runs of framed readouts (some lengths absurd) and noise."""
+    parts = []
+    for _ in range(rng.integers(0, 6)):
+        kind = rng.random()
+        if kind < 0.6:
+            payload = steering_bytes(rng, int(rng.integers(0, 40)), APX_ALPHABET)
+            length = len(payload) if rng.random() < 0.8 else int(
+                rng.choice([0, 1, 2**31, 2**32 - 16, 2**32 - 1, len(payload) + 1]))
+            parts.append(MARKER + rng.bytes(12) + length.to_bytes(4, "little") + payload)
+        elif kind < 0.8:
+            parts.append(MARKER[: rng.integers(1, 4)])
+        else:
+            parts.append(steering_bytes(rng, int(rng.integers(0, 30)), APX_ALPHABET))
+    return b"".join(parts)
+
+
+def test_frame_readouts(guarded: GuardedPages) -> None:
+    rng = np.random.default_rng(101)
+    n_runs = runs(12_000)
+    seen_codes: set[int] = set()
+    for i in range(n_runs):
+        raw = apx_frames(rng)
+        buf = guarded.place(raw, right=i % 5 != 0)
+        pos, end = position(rng, len(raw)), position(rng, len(raw))
+        if rng.random() < 0.5:
+            end = len(raw)
+        caps = rng.integers(0, 8, 4) if rng.random() < 0.3 else [int(rng.integers(0, 8))] * 4
+        out = Canaried()
+        header_pos = out.array(int(caps[0]), np.int64)
+        readout_id = out.array(int(caps[1]), np.uint32)
+        timestamp = out.array(int(caps[2]), np.uint64)
+        length = out.array(int(caps[3]), np.uint32)
+        n, stop, code = _apx.frame_readouts(buf, pos, end, header_pos, readout_id, timestamp,
+                                            length)
+        out.check()
+        seen_codes.add(code)
+        limit = min(max(end, 0), len(raw))
+        assert code in (_apx.FRAME_END, _apx.FRAME_FULL, _apx.FRAME_INCOMPLETE,
+                        _apx.FRAME_BAD_MARKER)
+        assert 0 <= n <= min(caps)
+        expect = max(pos, 0)
+        for k in range(n):  # each framed readout is where the result says, inside [pos, end)
+            assert header_pos[k] == expect
+            assert raw[expect : expect + 3] == MARKER
+            assert int.from_bytes(raw[expect + 15 : expect + 19], "little") == length[k]
+            expect += 19 + int(length[k])
+            assert expect <= limit
+        assert stop == expect
+        if 0 <= pos <= len(raw) and end == len(raw) and code != _apx.FRAME_FULL:
+            readouts, ref_stop, why = apx_ref.split_readouts(raw, pos)
+            assert (n, stop) == (len(readouts), ref_stop)
+            assert code == {"end": _apx.FRAME_END, "truncated": _apx.FRAME_INCOMPLETE,
+                            "bad_marker": _apx.FRAME_BAD_MARKER}[why]
+    count_kernel_calls("apx.frame_readouts", n_runs)
+    assert seen_codes == {0, 1, 2, 3}
+
+
+def test_find_marker(guarded: GuardedPages) -> None:
+    rng = np.random.default_rng(102)
+    n_runs = runs(12_000)
+    for i in range(n_runs):
+        raw = steering_bytes(rng, int(rng.integers(0, 64)), MARKER + MARKER + b"\xfe\xdc")
+        buf = guarded.place(raw, right=i % 2 == 0)
+        start, end = position(rng, len(raw)), position(rng, len(raw))
+        found = _apx.find_marker(buf, start, end)
+        s, e = max(start, 0), min(max(end, 0), len(raw))
+        assert found == (raw[:e].find(MARKER, s) if s <= e else -1), (raw, start, end)
+    count_kernel_calls("apx.find_marker", n_runs)
+
+
+def _decode_hits_args(rng: np.random.Generator, guarded: GuardedPages, i: int):
+    raw = steering_bytes(rng, int(rng.integers(0, 120)), APX_ALPHABET)
+    buf = guarded.place(raw, right=i % 4 != 0)
+    n = int(rng.integers(0, 6))
+    # Payloads: consecutive slices of the buffer, or random (possibly outside) ones.
+    if rng.random() < 0.7 and n:
+        cuts = np.sort(rng.integers(0, len(raw) + 1, n + 1))
+        pos, lens = cuts[:-1], np.diff(cuts)
+    else:
+        pos = np.array([position(rng, len(raw)) for _ in range(n)], dtype=np.int64)
+        lens = rng.integers(0, len(raw) + 3, n)
+        lens[rng.random(n) < 0.1] = 2**32 - 1
+    mismatch = rng.random() < 0.1
+    per_readout = [n - (mismatch and rng.random() < 0.5 and n > 0) for _ in range(5)]
+    out = Canaried()
+    payload_pos = out.array(n, np.int64)
+    payload_pos[:] = pos
+    payload_len = out.array(per_readout[0], np.uint32)
+    payload_len[:] = lens[: per_readout[0]]
+    readout_id = out.array(per_readout[1], np.uint32)
+    readout_id[:] = np.arange(per_readout[1])
+    timestamp = out.array(per_readout[2], np.uint64)
+    timestamp[:] = 7
+    carry = out.array(8 if rng.random() < 0.9 else int(rng.integers(0, 8)), np.uint8)
+    carry[:] = rng.choice(np.frombuffer(APX_ALPHABET, np.uint8), len(carry))
+    carry_len = int(rng.integers(-3, 9)) if rng.random() < 0.9 else int(
+        rng.choice([9, 100, *EXTREMES]))
+    fitting = np.minimum(lens, len(raw))  # absurd lengths are refused before any output
+    capacity = int(fitting.sum() // 8 + n) if rng.random() < 0.7 else int(rng.integers(0, 4))
+    width = 8 if rng.random() < 0.95 else int(rng.choice([0, 7, 9]))
+    hits = out.array(capacity, np.uint8, columns=width)
+    hit_order = out.array(capacity, np.uint8)
+    hit_readout_id = out.array(capacity, np.uint32)
+    hit_timestamp = out.array(capacity, np.uint64)
+    status = out.array(per_readout[3], np.uint8)
+    n_hits = out.array(per_readout[4], np.uint32)
+    store = bool(rng.random() < 0.8)
+    args = (buf, payload_pos, payload_len, readout_id, timestamp, carry, carry_len, hits,
+            hit_order, hit_readout_id, hit_timestamp, status, n_hits, store)
+    return raw, args, out
+
+
+def test_decode_hits(guarded: GuardedPages) -> None:
+    rng = np.random.default_rng(103)
+    n_runs = runs(12_000)
+    outcomes = {"ok": 0, "ValueError": 0, "parity": 0}
+    for i in range(n_runs):
+        raw, args, out = _decode_hits_args(rng, guarded, i)
+        (buf, payload_pos, payload_len, _, _, carry, carry_len, hits, *_,
+         status, n_hits, store) = args
+        carry_in = carry.copy()
+        try:
+            total, carried = _apx.decode_hits(*args)
+        except ValueError:
+            outcomes["ValueError"] += 1
+            out.check()
+            continue
+        out.check()
+        outcomes["ok"] += 1
+        n = len(payload_pos)
+        assert -1 <= carried <= 8
+        assert int(n_hits[:n].sum()) == total
+        if store:
+            assert total <= len(hits)
+        # Parity with the pure-Python model (it takes the payloads as bytes).
+        if i % 4 == 0 and len(carry) == 8:
+            payloads = [raw[p : p + length] for p, length in zip(payload_pos, payload_len)]
+            extra = None if carry_len < 0 else bytes(carry_in[:carry_len])
+            results, ref_extra = apx_ref.decode_payloads(payloads, extra)
+            assert n_hits[:n].tolist() == [len(r.hits) for r in results]
+            assert status[:n].tolist() == [r.status for r in results]
+            assert (None if carried < 0 else bytes(carry[:carried])) == ref_extra
+            if store:
+                assert [bytes(h) for h in hits[:total]] == [h for r in results for h in r.hits]
+            outcomes["parity"] += 1
+    count_kernel_calls("apx.decode_hits", n_runs)
+    assert min(outcomes.values()) > n_runs // 50, outcomes
+
+
+# -- IT02 kernels ------------------------------------------------------------------------
+
+
+def sparse_chain(rng: np.random.Generator, n_channels: int) -> bytes:
+    """A sparse record chain (masks mostly valid), possibly damaged and cut, or noise."""
+    if rng.random() < 0.2:
+        return rng.bytes(int(rng.integers(0, 200)))
+    parts = []
+    for _ in range(rng.integers(0, 20)):
+        mask = int(rng.integers(0, 1 << min(max(n_channels, 0), 8))) if rng.random() < 0.95 \
+            else int(rng.integers(0, 256))
+        time = rng.choice([rng.random() * 1e9, np.nan, np.inf, -1.0])
+        parts.append(np.float64(time).tobytes() + bytes([mask])
+                     + rng.bytes(4 * bin(mask).count("1")))
+    data = bytearray(b"".join(parts))
+    if data and rng.random() < 0.3:
+        data[rng.integers(0, len(data))] = rng.integers(0, 256)
+    return bytes(data[: rng.integers(0, len(data) + 1)])
+
+
+def _channels(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 9)) if rng.random() < 0.9 else int(
+        rng.choice([-1, 9, 64, -(2**31), 2**31 - 1]))
+
+
+def _check_scan(raw: bytes, pos: int, n_channels: int, max_rows: int,
+                result: tuple[int, int, int]) -> None:
+    rows, stop, status = result
+    assert status in (_it02.STATUS_END, _it02.STATUS_LIMIT, _it02.STATUS_BAD_MASK)
+    assert 0 <= rows <= max_rows and pos + 9 * rows <= stop <= len(raw)
+    if status == _it02.STATUS_BAD_MASK:
+        assert raw[stop + 8] >> n_channels
+    elif status == _it02.STATUS_END:
+        rest = len(raw) - stop
+        assert rest < 9 or rest < 9 + 4 * bin(raw[stop + 8]).count("1")
+
+
+def test_scan_sparse(guarded: GuardedPages) -> None:
+    rng = np.random.default_rng(104)
+    n_runs = runs(12_000)
+    errors = 0
+    for i in range(n_runs):
+        n_channels = _channels(rng)
+        raw = sparse_chain(rng, n_channels)
+        buf = guarded.place(raw, right=i % 4 != 0)
+        pos = position(rng, len(raw))
+        max_rows = int(rng.integers(0, 30)) if rng.random() < 0.9 else int(
+            rng.choice([-1, 2**63 - 1]))
+        try:
+            result = _it02.scan_sparse(buf, pos, n_channels, max_rows)
+        except ValueError:
+            assert not (0 <= pos <= len(raw) and 0 <= n_channels <= 8 and max_rows >= 0)
+            errors += 1
+            continue
+        _check_scan(raw, pos, n_channels, max_rows, result)
+    count_kernel_calls("it02.scan_sparse", n_runs)
+    assert 0 < errors < n_runs
+
+
+def test_decode_sparse(guarded: GuardedPages) -> None:
+    rng = np.random.default_rng(105)
+    n_runs = runs(12_000)
+    errors = 0
+    for i in range(n_runs):
+        n_channels = _channels(rng)
+        raw = sparse_chain(rng, n_channels)
+        buf = guarded.place(raw, right=i % 4 != 0)
+        pos = position(rng, len(raw))
+        max_rows = int(rng.integers(0, 30)) if rng.random() < 0.95 else -1
+        room = max(max_rows, 0) + (int(rng.integers(-2, 2)) if rng.random() < 0.2 else 0)
+        out = Canaried()
+        n_out = int(rng.integers(0, 9)) if rng.random() < 0.95 else 9
+        counts = [out.array(max(room, 0), np.uint32) for _ in range(n_out)]
+        time_out = out.array(max(room, 0), np.float64)
+        slots = out.array(max(n_channels, 0) + int(rng.integers(-1, 2)) if 0 <= n_channels <= 8
+                          else int(rng.integers(0, 9)), np.int8)
+        slots[:] = rng.integers(-1, max(n_out, 1), len(slots))
+        if rng.random() < 0.1 and len(slots):
+            slots[rng.integers(0, len(slots))] = rng.choice([-128, -2, n_out, 127])
+        want_time = bool(rng.random() < 0.7)
+        try:
+            result = _it02.decode_sparse(buf, pos, n_channels, max_rows, time_out, counts,
+                                         slots, want_time)
+        except ValueError:
+            out.check()
+            errors += 1
+            continue
+        out.check()
+        assert result == _it02.scan_sparse(buf, pos, n_channels, max_rows)
+        _check_scan(raw, pos, n_channels, max_rows, result)
+    count_kernel_calls("it02.decode_sparse", n_runs)
+    assert 0 < errors < n_runs
+
+
+def test_assign_bins() -> None:
+    rng = np.random.default_rng(106)
+    n_runs = runs(12_000)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e308, -1e308, 5e-324, 2.0**53])
+    errors = 0
+    for _ in range(n_runs):
+        n = int(rng.integers(0, 40))
+        times = np.cumsum(rng.choice([0.2, 1.0, 1.0, 3.0, -2.0], n)) * 1e3
+        odd = rng.random(n) < 0.1
+        times[odd] = rng.choice(specials, int(odd.sum()))
+        bin_ns = float(rng.choice([1e3, 1e3, 0.5, 1e-300, 0.0, -1e3, np.nan, np.inf]))
+        out = Canaried()
+        bins = out.array(n if rng.random() < 0.9 else int(rng.integers(0, n + 1)), np.int64)
+        status = out.array(n if rng.random() < 0.9 else int(rng.integers(0, n + 1)), np.uint8)
+        last_bin = int(rng.integers(-(2**52), 2**52)) if rng.random() < 0.9 else int(
+            rng.choice([-(2**63), 2**63 - 1]))
+        try:
+            n_bad, have_last, last_t, new_last_bin = _it02.assign_bins(
+                times, bin_ns, bool(rng.random() < 0.5), float(rng.choice(specials)),
+                last_bin, bins, status)
+        except ValueError:
+            out.check()
+            errors += 1
+            continue
+        out.check()
+        ok = status[:n] == _it02.BIN_OK
+        assert n_bad == n - int(ok.sum())
+        assert set(status[:n].tolist()) <= {0, 1, 2, 3}
+        assert (np.abs(bins[:n][ok]) <= 2**52).all()
+        assert (np.diff(bins[:n][ok]) >= 1).all()
+    count_kernel_calls("it02.assign_bins", n_runs)
+    assert 0 < errors < n_runs
+
+
+# -- argument conversion -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", [
+    lambda: _apx.find_marker(np.zeros(4, np.uint8), 2**64, 0),
+    lambda: _apx.find_marker(np.zeros(4, np.int32), 0, 4),
+    lambda: _apx.find_marker(np.zeros((2, 2), np.uint8), 0, 4),
+    lambda: _apx.frame_readouts(np.zeros(4, np.uint8), 0, 4, *([np.zeros(2, np.float64)] * 4)),
+    lambda: _apx.decode_hits(np.zeros(8, np.uint8)[::2], *([None] * 12)),
+    lambda: _it02.scan_sparse(np.zeros(9, np.uint8), 0, 2**40, 1),
+    lambda: _it02.decode_sparse(np.zeros(9, np.uint8), 0, 1, 1, np.zeros(1), (np.zeros(1, np.uint32),),
+                                np.zeros(1, np.int8), True),
+    lambda: _it02.decode_sparse(np.zeros(9, np.uint8), 0, 1, 1, np.zeros(1), [np.zeros(1, np.int64)],
+                                np.zeros(1, np.int8), True),
+    lambda: _it02.assign_bins(np.zeros(2, np.float32), 1.0, False, 0.0, 0, np.zeros(2, np.int64),
+                              np.zeros(2, np.uint8)),
+], ids=["pos-overflow", "buf-dtype", "buf-2d", "out-dtype", "strided", "channels-overflow",
+        "counts-tuple", "counts-dtype", "times-dtype"])
+def test_argument_conversion_errors(call) -> None:  # noqa: ANN001
+    """Wrong types or values beyond the C types are refused before the kernel runs."""
+    with pytest.raises((TypeError, ValueError, OverflowError)):
+        call()
+    count_kernel_calls("argument conversion")
+
+
+def test_none_and_empty_arguments() -> None:
+    """Cython lets ``None`` through for memoryviews (a view of length 0): still safe."""
+    empty8 = np.zeros(0, np.uint8)
+    assert _apx.find_marker(None, 0, 10) == -1
+    assert _apx.frame_readouts(None, 0, 10, None, None, None, None) == (0, 0, _apx.FRAME_END)
+    assert _apx.frame_readouts(np.frombuffer(MARKER * 7, np.uint8), 0, 21, None, None, None,
+                               None) == (0, 0, _apx.FRAME_FULL)
+    assert _apx.decode_hits(empty8, *([np.zeros(0, t) for t in (np.int64, np.uint32, np.uint32,
+                                                                 np.uint64)]),
+                            np.zeros(8, np.uint8), -1, None, None, None, None,
+                            np.zeros(0, np.uint8), np.zeros(0, np.uint32), False) == (0, -1)
+    with pytest.raises(ValueError):
+        _apx.decode_hits(empty8, np.zeros(1, np.int64), None, None, None, None, -1,
+                         *([None] * 6))
+    assert _it02.scan_sparse(None, 0, 1, 5) == (0, 0, _it02.STATUS_END)
+    assert _it02.assign_bins(None, 1.0, False, 0.0, 0, None, None)[0] == 0
+    with pytest.raises(ValueError):
+        _it02.decode_sparse(np.zeros(30, np.uint8), 0, 1, 3, None, [], np.zeros(1, np.int8), True)
+    with pytest.raises(ValueError):
+        _it02.decode_sparse(np.zeros(30, np.uint8), 0, 1, 3, np.zeros(3), [None],
+                            np.zeros(1, np.int8), True)
+    count_kernel_calls("argument conversion", 9)
