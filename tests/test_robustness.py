@@ -425,6 +425,56 @@ def test_every_apx_length_field_set_absurd(tmp_path: Path) -> None:
     count_inputs("apx", k)
 
 
+_APX_HEAD = _preamble(b"%APXDF", b'{"readout_uid":4000}')[:6] + _preamble(
+    b"", b'{"readout_uid":4000}')
+_MIB = 1 << 20
+
+
+def _sparse_preamble(header: bytes) -> bytes:
+    return _preamble(b"IT02", header)
+
+
+WORST_CASES = [
+    # a bad marker, then a marker at every 19th byte whose payload cannot fit: the
+    # resynchronisation tries each (55k candidates) and moves on by one byte each time
+    ("apx-resync-markers", _APX_HEAD + b"?" + (b"\xfe\xdc\xba" + b"\xff" * 16) * (_MIB // 19),
+     {"format": "apx", "on_error": "skip"}, 0),
+    # 55k readouts of empty payloads: every one framed, every one a decoder failure
+    ("apx-empty-readouts", _APX_HEAD + (b"\xfe\xdc\xba" + bytes(16)) * (_MIB // 19),
+     {"format": "apx", "level": "readouts"}, _MIB // 19),
+    ("apx-partial-markers", _APX_HEAD + b"\xfe\xdc" * (_MIB // 2),
+     {"format": "apx", "on_error": "skip"}, 0),
+    # one readout of a million start bytes: 131071 hits (the last 8 bytes are "extra")
+    ("apx-log-one-long-line", b"1\t b'" + b"e0" * _MIB + b"'\n", {"format": "apx_log"},
+     _MIB // 8 - 1),
+    ("apx-log-junk-lines", b"junk\n" * (_MIB // 5), {"format": "apx_log", "on_error": "skip"},
+     0),
+    ("it02-sparse-minimal-records", _sparse_preamble(b'{"channels":[1]}') + bytes(9) * (_MIB // 9),
+     {"format": "it02", "layout": "sparse"}, _MIB // 9 - 1),  # the last is the end marker
+    # fill_gaps: 2**51 empty bins between two records (documented: the output follows the
+    # times, not the file size); n_rows bounds it
+    ("it02-fill-gaps-huge-gap",
+     _sparse_preamble(b'{"channels":[1],"bin_width_micros":0.001}')
+     + struct.pack("<dBI", 1.0, 1, 1) + struct.pack("<dBI", 2.0**51, 1, 2),
+     {"format": "it02", "layout": "sparse", "fill_gaps": True, "n_rows": 10**6}, 10**6),
+]
+
+
+@pytest.mark.parametrize("name, data, options, rows", WORST_CASES,
+                         ids=[case[0] for case in WORST_CASES])
+def test_worst_case_inputs_finish_quickly(name: str, data: bytes, options: dict[str, Any],
+                                          rows: int, tmp_path: Path) -> None:
+    """Every step of every reader moves the read position forward (by a byte at least,
+    usually by a record), so a megabyte of the most unhelpful bytes takes well under the
+    READ_SECONDS bound."""
+    path = _write(tmp_path / ("input.log" if "log" in name else "input.bin"), data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bindf.BindfWarning)
+        table = timed_read(path, **options)
+    assert table.num_rows == rows
+    count_inputs(options["format"])
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
