@@ -220,7 +220,8 @@ SUBJECTS: list[Subject] = [
     Subject("apx-log", "apx_log", _apx_log_bytes, "apx_log", data_offset=_apx_log_data_offset,
             preamble=False, bytes_per_row=16),
     Subject("it02-dense", "it02", _it02_dense_bytes, "it02", {"layout": "dense"},
-            data_offset=_preamble_end, detect_from=_it02_after_records(3), bytes_per_row=20),
+            # 12: a damaged header may enable fewer channels (8 + 4·N bytes per record)
+            data_offset=_preamble_end, detect_from=_it02_after_records(3), bytes_per_row=12),
     Subject("it02-sparse", "it02", _it02_sparse_bytes, "it02", {"layout": "sparse"},
             data_offset=_preamble_end, detect_from=_it02_after_records(3), bytes_per_row=9),
     Subject("stt1", "spectro", _stt1_bytes, "spectro", data_offset=_preamble_end,
