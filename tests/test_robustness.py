@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import DATA, FUZZ_INPUTS, count_inputs, write_stt1
+from conftest import DATA, FUZZ_INPUTS, FUZZ_SCALE, count_inputs, write_stt1
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -85,7 +85,7 @@ class Subject:
     #: A valid row needs at least this many bytes of file: no input of ``n`` bytes may
     #: give more than ``n // bytes_per_row`` rows (counts are capped by the file size).
     bytes_per_row: int = 1
-    #: Random byte-flip inputs per CI run.
+    #: Random byte-flip inputs per CI run (times BINDF_FUZZ_SCALE).
     flips: int = 600
 
 
@@ -220,7 +220,8 @@ SUBJECTS: list[Subject] = [
     Subject("apx-log", "apx_log", _apx_log_bytes, "apx_log", data_offset=_apx_log_data_offset,
             preamble=False, bytes_per_row=16),
     Subject("it02-dense", "it02", _it02_dense_bytes, "it02", {"layout": "dense"},
-            data_offset=_preamble_end, detect_from=_it02_after_records(3), bytes_per_row=20),
+            # 12: a damaged header may enable fewer channels (8 + 4·N bytes per record)
+            data_offset=_preamble_end, detect_from=_it02_after_records(3), bytes_per_row=12),
     Subject("it02-sparse", "it02", _it02_sparse_bytes, "it02", {"layout": "sparse"},
             data_offset=_preamble_end, detect_from=_it02_after_records(3), bytes_per_row=9),
     Subject("stt1", "spectro", _stt1_bytes, "spectro", data_offset=_preamble_end,
@@ -324,7 +325,8 @@ def test_random_byte_flips(subject: Subject, tmp_path: Path) -> None:
     rng = np.random.default_rng(1234)
     path = tmp_path / "flipped.bin"
     outcomes: dict[str, int] = {}
-    for i in range(subject.flips):
+    n = max(1, int(subject.flips * FUZZ_SCALE))
+    for i in range(n):
         damaged = bytearray(data)
         # Mostly inside the records; every fourth input anywhere, header included.
         lo = 0 if i % 4 == 0 else subject.data_offset(data)
@@ -335,7 +337,7 @@ def test_random_byte_flips(subject: Subject, tmp_path: Path) -> None:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if i % 3 == 0:  # format (and IT02 layout) detection must be just as robust
             read_outcome(path, subject, None, detect=True)
-    count_inputs(subject.family, subject.flips)
+    count_inputs(subject.family, n)
     assert outcomes.get("ok", 0) > 0
 
 
@@ -422,6 +424,56 @@ def test_every_apx_length_field_set_absurd(tmp_path: Path) -> None:
         k += 1
     tracemalloc.stop()
     count_inputs("apx", k)
+
+
+_APX_HEAD = _preamble(b"%APXDF", b'{"readout_uid":4000}')[:6] + _preamble(
+    b"", b'{"readout_uid":4000}')
+_MIB = 1 << 20
+
+
+def _sparse_preamble(header: bytes) -> bytes:
+    return _preamble(b"IT02", header)
+
+
+WORST_CASES = [
+    # a bad marker, then a marker at every 19th byte whose payload cannot fit: the
+    # resynchronisation tries each (55k candidates) and moves on by one byte each time
+    ("apx-resync-markers", _APX_HEAD + b"?" + (b"\xfe\xdc\xba" + b"\xff" * 16) * (_MIB // 19),
+     {"format": "apx", "on_error": "skip"}, 0),
+    # 55k readouts of empty payloads: every one framed, every one a decoder failure
+    ("apx-empty-readouts", _APX_HEAD + (b"\xfe\xdc\xba" + bytes(16)) * (_MIB // 19),
+     {"format": "apx", "level": "readouts"}, _MIB // 19),
+    ("apx-partial-markers", _APX_HEAD + b"\xfe\xdc" * (_MIB // 2),
+     {"format": "apx", "on_error": "skip"}, 0),
+    # one readout of a million start bytes: 131071 hits (the last 8 bytes are "extra")
+    ("apx-log-one-long-line", b"1\t b'" + b"e0" * _MIB + b"'\n", {"format": "apx_log"},
+     _MIB // 8 - 1),
+    ("apx-log-junk-lines", b"junk\n" * (_MIB // 5), {"format": "apx_log", "on_error": "skip"},
+     0),
+    ("it02-sparse-minimal-records", _sparse_preamble(b'{"channels":[1]}') + bytes(9) * (_MIB // 9),
+     {"format": "it02", "layout": "sparse"}, _MIB // 9 - 1),  # the last is the end marker
+    # fill_gaps: 2**51 empty bins between two records (documented: the output follows the
+    # times, not the file size); n_rows bounds it
+    ("it02-fill-gaps-huge-gap",
+     _sparse_preamble(b'{"channels":[1],"bin_width_micros":0.001}')
+     + struct.pack("<dBI", 1.0, 1, 1) + struct.pack("<dBI", 2.0**51, 1, 2),
+     {"format": "it02", "layout": "sparse", "fill_gaps": True, "n_rows": 10**6}, 10**6),
+]
+
+
+@pytest.mark.parametrize("name, data, options, rows", WORST_CASES,
+                         ids=[case[0] for case in WORST_CASES])
+def test_worst_case_inputs_finish_quickly(name: str, data: bytes, options: dict[str, Any],
+                                          rows: int, tmp_path: Path) -> None:
+    """Every step of every reader moves the read position forward (by a byte at least,
+    usually by a record), so a megabyte of the most unhelpful bytes takes well under the
+    READ_SECONDS bound."""
+    path = _write(tmp_path / ("input.log" if "log" in name else "input.bin"), data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bindf.BindfWarning)
+        table = timed_read(path, **options)
+    assert table.num_rows == rows
+    count_inputs(options["format"])
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -1,4 +1,13 @@
-"""Type stub of the compiled IT02 kernel (``_it02.pyx``)."""
+"""Type stub of the compiled IT02 kernel (``_it02.pyx``).
+
+Memory safe on any bytes and any argument values (fuzzed by ``tests/test_kernel_fuzz.py``
+and ``fuzz/fuzz_kernels.py``): positions outside the buffer are clamped or refused as
+each docstring says, and nothing is written past the end of an output array (a call
+stops when they are full, or raises ``ValueError`` if they are too short). Arguments of
+the wrong type or dtype, non-contiguous arrays and integers beyond the C types are
+refused by Cython's argument conversion (``TypeError``/``ValueError``/``OverflowError``);
+``None`` for an array is accepted as an empty array.
+"""
 
 import numpy as np
 from numpy.typing import NDArray

@@ -1,0 +1,48 @@
+"""Shared harness of the atheris reader targets (run them with ``run_all.sh``).
+
+Input layout and allowed outcomes: ``contract.py`` (shared with
+``tests/test_fuzz_regressions.py``, which replays findings without atheris). Besides
+those, libFuzzer reports AddressSanitizer errors from the Cython kernels (``run_all.sh``
+builds them with ASan), timeouts (``-timeout``) and allocations over
+``-malloc_limit_mb``.
+
+``bindf`` is imported under :func:`atheris.instrument_imports`, so coverage of its Python
+code guides the fuzzer. (The kernels are compiled by gcc, which cannot emit libFuzzer's
+coverage callbacks: inside them ASan checks memory, but coverage is not measured.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import atheris
+
+with atheris.instrument_imports(include=["bindf"]):
+    import bindf
+    import bindf.formats.apx
+    import bindf.formats.apx_log
+    import bindf.formats.it02
+    import bindf.formats.sp01
+    import bindf.formats.spectro
+    import bindf.formats.spf1  # noqa: F401 - imported here to be instrumented
+
+from contract import SUFFIX, check_input  # noqa: E402 - after bindf is instrumented
+
+
+def fuzz_reader(target: str) -> None:
+    """Fuzz the reader configurations of ``target`` (a key of ``contract.CONFIGS``)."""
+    directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    fd, path = tempfile.mkstemp(prefix="bindf-fuzz-", suffix=SUFFIX.get(target, ".bin"),
+                                dir=directory)
+    os.close(fd)
+
+    def one_input(data: bytes) -> None:
+        check_input(target, data, path)
+
+    try:
+        atheris.Setup(sys.argv, one_input)
+        atheris.Fuzz()
+    finally:
+        os.unlink(path)
