@@ -34,18 +34,9 @@ def _describe(message: str, path: str | os.PathLike[str] | None, offset: int | N
     return text
 
 
-class BindfError(ValueError):
-    """Base class of every error bindf raises about the content of a file.
-
-    Attributes
-    ----------
-    path:
-        The file that failed (``None`` for in-memory buffers).
-    offset:
-        Byte offset inside the file where the problem was found, when known.
-    reason:
-        The message without the path/offset decoration.
-    """
+class _Located:
+    """Shared by errors and warnings: ``reason``, ``path`` and ``offset`` attributes and a
+    message that names the file and the byte offset."""
 
     def __init__(
         self,
@@ -58,6 +49,20 @@ class BindfError(ValueError):
         self.path = os.fspath(path) if path is not None else None
         self.offset = offset
         super().__init__(_describe(message, path, offset))
+
+
+class BindfError(_Located, ValueError):
+    """Base class of every error bindf raises about the content of a file.
+
+    Attributes
+    ----------
+    path:
+        The file that failed (``None`` for in-memory buffers).
+    offset:
+        Byte offset inside the file where the problem was found, when known.
+    reason:
+        The message without the path/offset decoration.
+    """
 
     def with_path(self, path: str | os.PathLike[str]) -> BindfError:
         """Return a copy of this error that names ``path`` (used by multi-file reads)."""
@@ -89,20 +94,9 @@ class CorruptDataError(BindfError):
     """The records after the header are damaged (bad marker, impossible value …)."""
 
 
-class BindfWarning(UserWarning):
+class BindfWarning(_Located, UserWarning):
     """Base class of bindf warnings. Carries ``path`` and ``offset`` like the errors."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        path: str | os.PathLike[str] | None = None,
-        offset: int | None = None,
-    ) -> None:
-        self.reason = message
-        self.path = os.fspath(path) if path is not None else None
-        self.offset = offset
-        super().__init__(_describe(message, path, offset))
 
 
 class TruncatedFileWarning(BindfWarning):
