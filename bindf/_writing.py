@@ -147,3 +147,23 @@ def write_records(f: Any, records: np.ndarray) -> None:
     """Write a packed structured array's bytes (no per-record Python work)."""
     if records.size:
         f.write(memoryview(records.view(np.uint8)))
+
+
+def write_fixed_record_file(
+    path: Any, preamble: bytes, table: pa.Table, dtype: np.dtype, *, overwrite: bool = True
+) -> None:
+    """Write ``preamble`` then ``table``'s rows as packed ``dtype`` records, atomically.
+
+    Converts and writes :data:`WRITE_CHUNK_ROWS` rows at a time, so the writer's extra
+    memory stays bounded whatever the frame's size. Column names are the dtype's fields.
+    """
+    from ._atomic import atomic_output
+
+    with atomic_output(path, overwrite=overwrite) as f:
+        f.write(preamble)
+        for start in range(0, table.num_rows, WRITE_CHUNK_ROWS):
+            part = table.slice(start, WRITE_CHUNK_ROWS)
+            records = np.empty(part.num_rows, dtype=dtype)
+            for name in dtype.names:
+                records[name] = column_values(part, name, dtype[name])
+            write_records(f, records)

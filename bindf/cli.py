@@ -80,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     names = sorted(p.name for p in samples.iterdir() if p.name.endswith((".apx", ".bin")))
     print(f"bindf {bindf.__version__}: decoding the {len(names)} sample files bundled in "
           f"{samples}\n")
-    with pl.Config(tbl_rows=6, tbl_cols=12, fmt_str_lengths=40):
+    with pl.Config(tbl_rows=6, tbl_cols=9, tbl_width_chars=150, fmt_str_lengths=40):
         for name in names:
             with resources.as_file(samples / name) as path:
                 frame = bindf.read(path, output="polars")

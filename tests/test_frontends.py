@@ -240,3 +240,25 @@ def test_pandas_frames_are_writable(stt1_files: list[Path]) -> None:
     df.loc[1, "event"] = 3
     df.loc[2, "channel"] = 1
     assert df.loc[0, "microtime_ns"] == 99.0 and df.loc[1, "event"] == 3
+
+
+@pytest.mark.parametrize("name", ["20250723_092534_data.apx",
+                                  "intensity-tracing-export-data-example.bin",
+                                  "sp01_decay_curves_example.bin", "spf1_phasors_example.bin"])
+def test_every_format_gives_writable_pandas_columns(data_dir: Path, name: str) -> None:
+    df = bindf.read(data_dir / name, n_rows=50)
+    for position in range(df.shape[1]):
+        df.iloc[0, position] = df.iloc[1, position]  # raises if the memory is read-only
+        assert df.iloc[0, position] == df.iloc[1, position]
+
+
+def test_truncated_file_in_multi_file_scan_warns_and_keeps_data(
+    stt1_files: list[Path], tmp_path: Path
+) -> None:
+    cut = tmp_path / "run2.bin"
+    cut.write_bytes(cut.read_bytes()[:-9])
+    lazy = pl.scan_spectro(str(tmp_path / "run*.bin"), include_file_paths="p")
+    with pytest.warns(bindf.TruncatedFileWarning, match="run2.bin"):
+        df = lazy.collect()
+    assert df.filter(pl.col("p") == str(cut)).height == 249
+    assert df.height == 1749

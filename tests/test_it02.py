@@ -29,7 +29,7 @@ from bindf.errors import (
     TruncatedFileWarning,
     UnknownFormatError,
 )
-from bindf.formats import it02
+from bindf.formats import _it02_layout, it02
 from bindf.formats.it02 import IT02Reader, write_it02
 
 SAMPLE = "intensity-tracing-export-data-example.bin"
@@ -470,7 +470,7 @@ def test_truncated_tail_that_looks_like_an_end_marker(tmp_path):
         "0000000000007cc54000000000000058cb400b710d4300")
     header = {"channels": [0, 1, 2, 3], "bin_width_micros": 1}
     assert it02._find_end_marker(body, 0, 0, 4, 3000.0) is None
-    with mock.patch.object(it02, "MARKER_CHECK_DEPTH", 4):
+    with mock.patch.object(_it02_layout, "MARKER_CHECK_DEPTH", 4):
         assert it02._find_end_marker(body, 0, 0, 4, 3000.0) is not None
     path = write(tmp_path, preamble(header) + body)
     assert bindf.read_header(path, layout="sparse")["acquisition_end_ns"] is None

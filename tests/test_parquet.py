@@ -100,3 +100,63 @@ def test_atomic_output_has_ordinary_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("name", ["20250723_092534_data.apx",
+                                  "intensity-tracing-export-data-example.bin",
+                                  "sp01_decay_curves_example.bin", "spf1_phasors_example.bin"])
+@pytest.mark.parametrize("output", ["pandas", "polars"])
+def test_real_samples_round_trip_exactly(data_dir: Path, tmp_path: Path, name: str,
+                                         output: str) -> None:
+    frame = bindf.read(data_dir / name, output=output)
+    out = tmp_path / "x.parquet"
+    bindf.to_parquet(frame, out)
+    back = bindf.read_parquet(out, output=output)
+    if output == "pandas":
+        pd.testing.assert_frame_equal(back, frame, check_exact=True)
+        assert back.attrs["bindf"]["header"] == frame.attrs["bindf"]["header"]
+    else:
+        assert back.schema == frame.schema and back.equals(frame)
+        assert back.bindf.header == frame.bindf.header
+
+
+@pytest.mark.parametrize("fail_on", [1, 2, 3, "interrupt"])
+def test_writer_failing_mid_write_leaves_destination_untouched(
+    stt1_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_on
+) -> None:
+    import bindf._atomic as atomic
+    import bindf._writing as writing
+
+    frame = bindf.read(stt1_files[0], output="polars")
+    (tmp_path / "out").mkdir()
+    dest = tmp_path / "out" / "out.bin"
+    dest.write_bytes(b"previous content")
+    monkeypatch.setattr(writing, "WRITE_CHUNK_ROWS", 100)  # many writes
+    real_fdopen = os.fdopen
+
+    class Failing:
+        def __init__(self, f):
+            self._f, self._writes = f, 0
+
+        def write(self, data):
+            self._writes += 1
+            if fail_on == "interrupt" and self._writes == 2:
+                raise KeyboardInterrupt
+            if self._writes == fail_on:
+                raise OSError(28, "No space left on device")
+            return self._f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: Failing(real_fdopen(fd, mode)))
+    with pytest.raises(KeyboardInterrupt if fail_on == "interrupt" else OSError):
+        bindf.write_spectro(dest, frame)
+    assert dest.read_bytes() == b"previous content"
+    assert sorted(os.listdir(tmp_path / "out")) == ["out.bin"]

@@ -19,47 +19,38 @@ Both layouts share the magic, so the reader detects the layout (see
 from __future__ import annotations
 
 import math
-import os
-import struct
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from .._atomic import atomic_output
 from .._header import read_exact, read_preamble
 from .._kernels import _it02
 from .._source import iter_fixed_records, read_into
-from .._writing import (
-    WRITE_CHUNK_ROWS,
-    column_values,
-    encode_preamble,
-    inherited_header,
-    require_columns,
-    to_arrow_table,
-    write_records,
-)
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import FormatReader
-
-IT02_MAGIC = b"IT02"
-FORMAT_LABEL = "IT02 intensity tracing"
-LAYOUTS = ("dense", "sparse")
-
-TIME_BYTES = 8
-COUNT_BYTES = 4
-#: Sparse: bytes before the counts (f64 time + u8 mask).
-SPARSE_FIXED_BYTES = _it02.SPARSE_FIXED_BYTES
-#: Sparse masks are one byte, so a sparse file has at most 8 channels.
-MAX_SPARSE_CHANNELS = _it02.MAX_SPARSE_CHANNELS
-MAX_SPARSE_RECORD = SPARSE_FIXED_BYTES + COUNT_BYTES * MAX_SPARSE_CHANNELS
-
-#: Header keys bindf adds to the file's JSON (only when the JSON lacks them). The writer
-#: drops them again, so a read → write → read round trip does not freeze stale values.
-DERIVED_KEYS = ("layout", "acquisition_end_ns")
+from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach them here
+    _F64,
+    FORMAT_LABEL,
+    IT02_MAGIC,
+    LAYOUTS,
+    MARKER_TAIL_BYTES,
+    MAX_SPARSE_CHANNELS,
+    MAX_SPARSE_RECORD,
+    PROBE_BYTES,
+    SPARSE_FIXED_BYTES,
+    TIME_BYTES,
+    _bin_width_ns,
+    _channels_problem,
+    _find_end_marker,
+    channel_column,
+    dense_dtype,
+    detect_layout,
+)
+from ._it02_writer import _encode_sparse, write_it02  # noqa: F401 - public API, tests
 
 #: Raw bytes read per step. Bounded, so a read needs its output plus a few MB.
 CHUNK_BYTES = 8 << 20
@@ -67,215 +58,7 @@ CHUNK_BYTES = 8 << 20
 OUTPUT_ROWS = 1 << 22
 #: Rows decoded per step under fill_gaps, into scratch arrays reused for every step.
 SCRATCH_ROWS = 1 << 18
-#: Layout detection looks at this many leading records (within PROBE_BYTES).
-PROBE_RECORDS = 64
-PROBE_BYTES = 64 << 10
-#: End-marker check: how many records before the candidate marker must chain onto it.
-#: Measured on 634k truncations of random sparse data (counts chosen to look like
-#: doubles): depth 4 accepted 441 false markers, 8 accepted 5, 16 none.
-MARKER_CHECK_DEPTH = 16
-#: Bytes at the end of the file the end-marker check may look at.
-MARKER_TAIL_BYTES = (MARKER_CHECK_DEPTH + 1) * MAX_SPARSE_RECORD
-#: Writer: sparse rows encoded per step (bounds its temporary index arrays to ~20 MB).
-SPARSE_ENCODE_ROWS = 1 << 18
-#: Detection: no acquisition lasts longer than this (~31 years). Rejects garbage doubles.
-MAX_PLAUSIBLE_TIME_NS = 1e18
-
-_F64 = struct.Struct("<d")
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _EMPTY_F64 = np.empty(0, dtype=np.float64)
-
-
-def dense_dtype(n_channels: int) -> np.dtype:
-    """One dense record: ``time_ns`` then ``c0 … c{N-1}`` (channel *positions*), packed."""
-    return np.dtype([("time_ns", "<f8")] + [(f"c{k}", "<u4") for k in range(n_channels)])
-
-
-def channel_column(channel: int) -> str:
-    """Column name of 0-based channel index ``channel``: the vendor shows it as ``i + 1``."""
-    return f"ch{channel + 1}"
-
-
-def _channels_problem(header: dict[str, Any]) -> str | None:
-    """Why ``header["channels"]`` is unusable, or None. Shared by reader and writer."""
-    channels = header.get("channels")
-    if not isinstance(channels, list):
-        return "'channels' must be a list of channel indices"
-    if not channels:
-        return "'channels' is empty: the file enables no channel"
-    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):
-        return f"'channels' must hold non-negative integers, not {channels!r}"
-    if len(set(channels)) != len(channels):
-        return f"'channels' lists a channel twice: {channels!r}"
-    return None
-
-
-def _bin_width_ns(header: dict[str, Any]) -> float | None:
-    """``bin_width_micros`` in ns, or None when absent or not a positive finite number."""
-    value = header.get("bin_width_micros")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        ns = float(value) * 1000.0
-    except OverflowError:  # a JSON integer beyond float range
-        return None
-    return ns if math.isfinite(ns) and ns > 0 else None
-
-
-# -- layout detection -------------------------------------------------------------------
-
-
-def _implausible_times(times: np.ndarray, bin_ns: float | None) -> str | None:
-    """Why these leading record times cannot be an intensity trace, or None.
-
-    Bins are distinct and in order: times must be finite, within [0, 1e18] ns and
-    increase by at least half a bin (any amount if the bin width is unknown). Doubles
-    read from misaligned bytes almost never pass this.
-    """
-    if len(times) == 0:
-        return "no complete record"
-    with np.errstate(invalid="ignore"):
-        if not np.isfinite(times).all():
-            return "a time is not finite"
-        if not ((times >= 0) & (times <= MAX_PLAUSIBLE_TIME_NS)).all():
-            return "a time is negative or absurdly large"
-        step = np.diff(times)
-        if bin_ns is None:
-            if not (step > 0).all():
-                return "times do not increase"
-        elif not (step >= 0.5 * bin_ns).all():
-            return "times do not advance by at least half a bin"
-    return None
-
-
-@dataclass
-class _Evidence:
-    """What the leading bytes say about one layout."""
-
-    #: Reason the layout is impossible (bad sparse mask), or None.
-    impossible: str | None
-    #: Reason the times look wrong, or None when they are plausible.
-    implausible: str | None
-    #: The data section ends exactly where this layout says it should.
-    clean_end: bool
-
-
-def _dense_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None
-                    ) -> _Evidence:
-    dtype = dense_dtype(n_channels)
-    n = min(len(head) // dtype.itemsize, PROBE_RECORDS)
-    times = np.frombuffer(head, dtype=dtype, count=n)["time_ns"]
-    return _Evidence(None, _implausible_times(times, bin_ns), data_bytes % dtype.itemsize == 0)
-
-
-def _sparse_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None,
-                     marker_found: bool) -> _Evidence:
-    if n_channels > MAX_SPARSE_CHANNELS:
-        return _Evidence(f"{n_channels} channels do not fit a one-byte mask", None, False)
-    whole = len(head) == data_bytes
-    rows, pos, status = _it02.scan_sparse(head, 0, n_channels, len(head) if whole else PROBE_RECORDS)
-    if status == _it02.STATUS_BAD_MASK:
-        return _Evidence(f"the record at data byte {pos} has an invalid mask 0x{head[pos + 8]:02x}",
-                         None, False)
-    n = min(rows, PROBE_RECORDS)
-    times = np.empty(n, dtype=np.float64)
-    _it02.decode_sparse(head, 0, n_channels, n, times, [],
-                        np.full(n_channels, -1, np.int8), True)
-    clean = (pos == len(head)) if whole else marker_found
-    if clean and whole and 1 < rows == n:
-        _, last, _ = _it02.scan_sparse(head, 0, n_channels, rows - 1)
-        if head[last + 8] == 0:
-            # The chain ends with a mask-0 record: the end marker, whose time may equal
-            # the last bin's. It is not a bin, so it takes no part in the spacing test.
-            times = times[:-1]
-    return _Evidence(None, _implausible_times(times, bin_ns), clean)
-
-
-def detect_layout(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None,
-                  marker_found: bool) -> str | tuple[None, str]:
-    """Decide dense vs sparse from the first bytes after the header.
-
-    ``head`` is the start of the data section (all of it if ``data_bytes <= len(head)``),
-    ``marker_found`` whether the file ends in a verified sparse end marker. Returns the
-    layout, or ``(None, explanation)`` when the bytes fit neither or both equally well.
-
-    Rules, in order: an empty data section is dense (zero rows either way); a layout
-    whose leading times are plausible (see :func:`_implausible_times`) wins over one whose
-    are not; a tie is broken by which layout makes the data section end cleanly (dense:
-    a whole number of records; sparse: the chain ends exactly at the end of the file, or
-    the file ends with a verified end marker). The real dense example is decided at the
-    first step: read as sparse, its first mask is 0x7b, invalid for 3 channels.
-    """
-    if data_bytes == 0:
-        return "dense"
-    dense = _dense_evidence(head, data_bytes, n_channels, bin_ns)
-    sparse = _sparse_evidence(head, data_bytes, n_channels, bin_ns, marker_found)
-    ranked = {
-        name: (ev.implausible is None, ev.clean_end)
-        for name, ev in (("dense", dense), ("sparse", sparse))
-        if ev.impossible is None
-    }
-    best = max(ranked.values())
-    winners = [name for name, score in ranked.items() if score == best]
-    if len(winners) == 1 and (best[0] or best[1]):
-        return winners[0]
-    why = "; ".join(
-        f"as {name}: {ev.impossible or ev.implausible or 'plausible'}"
-        + ("" if ev.impossible else f", {'ends' if ev.clean_end else 'does not end'} cleanly")
-        for name, ev in (("dense", dense), ("sparse", sparse))
-    )
-    return (None, why)
-
-
-# -- end marker -------------------------------------------------------------------------
-
-
-def _find_end_marker(tail: bytes, tail_start: int, data_offset: int, n_channels: int,
-                     t_first: float) -> float | None:
-    """Time of the sparse end marker if the file's last 9 bytes are one, else None.
-
-    The chain cannot be walked backwards, so the candidate (``f64`` time then a zero
-    mask byte, at ``size - 9``) is accepted only if its time is finite and not before the
-    first record, and :data:`MARKER_CHECK_DEPTH` earlier records (or all of them, back to
-    the start of the data) chain onto it: a record of ``k`` counts ending exactly there,
-    whose mask has ``k`` bits, all valid, and whose time is finite and not after the
-    marker's. The reader re-checks while decoding: a chain that does not land on the
-    marker is reported as corrupt.
-    """
-    end = tail_start + len(tail)
-    marker = end - SPARSE_FIXED_BYTES
-    if marker < data_offset or n_channels > MAX_SPARSE_CHANNELS or tail[-1] != 0:
-        return None
-    (t_end,) = _F64.unpack_from(tail, marker - tail_start)
-    if not math.isfinite(t_end) or (marker > data_offset and not t_end >= t_first):
-        return None
-
-    seen: dict[tuple[int, int], bool] = {}
-
-    def chains_back(record_end: int, depth: int) -> bool:
-        # Memoised: crafted bytes could otherwise make the search branch (N+1)**depth ways.
-        key = (record_end, depth)
-        if key not in seen:
-            seen[key] = _chains_back(record_end, depth)
-        return seen[key]
-
-    def _chains_back(record_end: int, depth: int) -> bool:
-        if record_end == data_offset or depth == 0:
-            return True
-        for k in range(n_channels + 1):
-            start = record_end - SPARSE_FIXED_BYTES - COUNT_BYTES * k
-            if start < max(data_offset, tail_start):
-                break
-            mask = tail[start - tail_start + 8]
-            if mask >> n_channels or _POPCOUNT[mask] != k:
-                continue
-            (t,) = _F64.unpack_from(tail, start - tail_start)
-            if math.isfinite(t) and t <= t_end and chains_back(start, depth - 1):
-                return True
-        return False
-
-    return t_end if chains_back(marker, MARKER_CHECK_DEPTH) else None
-
 
 # -- the reader -------------------------------------------------------------------------
 
@@ -812,137 +595,3 @@ class _GapFiller:
                     chunk.offset_of(int(hits[0])),
                     len(hits),
                 )
-
-
-# -- the writer -------------------------------------------------------------------------
-
-
-def _frame_channels(table: pa.Table) -> list[int]:
-    """Channel indices from ``ch{i+1}`` column names, in frame order."""
-    return [int(n[2:]) - 1 for n in table.column_names
-            if n.startswith("ch") and n[2:].isdigit() and int(n[2:]) >= 1]
-
-
-def write_it02(
-    path: str | os.PathLike[str],
-    frame: Any,
-    header: Mapping[str, Any] | None = None,
-    layout: str | None = None,
-    acquisition_end_ns: float | None = None,
-    *,
-    overwrite: bool = True,
-) -> None:
-    """Write an IT02 file from a frame with ``time_ns`` and ``ch{i+1}`` columns.
-
-    Parameters
-    ----------
-    path:
-        Destination. Written atomically: a failed write leaves no partial file.
-    frame:
-        pandas/polars/Arrow frame (or dict of columns): ``time_ns`` (float64) and one
-        ``uint32``-compatible count column ``ch{i+1}`` per channel of the header; counts
-        that do not fit ``uint32`` and nulls are refused.
-    header:
-        The JSON header; its ``channels`` decide which columns are written, in that order.
-        bindf's derived keys ``layout`` and ``acquisition_end_ns`` are not written. When
-        omitted, the header a bindf reader attached to ``frame`` is reused, else
-        ``{"channels": [...]}`` from the ``ch*`` columns in frame order.
-    layout:
-        ``"sparse"`` (current software): bins in which every channel is zero are left
-        out, and the file ends with the mask-0 end marker. ``"dense"``: every row, fixed
-        size. By default the header's ``layout`` key (a frame bindf read keeps its
-        layout), else ``"sparse"``.
-    acquisition_end_ns:
-        Sparse only: time of the end marker. By default the header's
-        ``acquisition_end_ns`` if it is a number, else the largest ``time_ns`` (device
-        time stamps mark the *end* of each bin), else 0. It must not be earlier than any
-        ``time_ns``; in the sparse layout times must be finite.
-    overwrite:
-        ``False`` refuses to replace an existing file.
-    """
-    table = to_arrow_table(frame)
-    header = inherited_header(frame, header)
-    if header is None:
-        header = {"channels": _frame_channels(table)}
-    if layout is None:
-        layout = header.get("layout") if header.get("layout") in LAYOUTS else "sparse"
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be 'dense' or 'sparse', not {layout!r}")
-    problem = _channels_problem(header)
-    if problem:
-        raise ValueError(f"cannot write IT02: header {problem}")
-    channels: list[int] = list(header["channels"])
-    if layout == "sparse" and len(channels) > MAX_SPARSE_CHANNELS:
-        raise ValueError(f"cannot write IT02: the sparse layout holds at most "
-                         f"{MAX_SPARSE_CHANNELS} channels, the header has {len(channels)}")
-    names = [channel_column(c) for c in channels]
-    require_columns(table, ["time_ns", *names], "IT02 intensity tracing")
-    extra = [n for n in table.column_names
-             if n.startswith("ch") and n[2:].isdigit() and n not in names]
-    if extra:
-        raise ValueError(f"cannot write IT02: columns {extra} are not channels of the "
-                         f"header ({names})")
-    preamble = encode_preamble(
-        IT02_MAGIC, {k: v for k, v in header.items() if k not in DERIVED_KEYS}
-    )
-    end = None
-    if layout == "sparse":
-        time = column_values(table, "time_ns", "<f8")
-        if not np.isfinite(time).all():
-            raise ValueError("cannot write IT02: time_ns must be finite in the sparse layout")
-        last = float(time.max()) if len(time) else None
-        end = acquisition_end_ns
-        stored = header.get("acquisition_end_ns")
-        if end is None and isinstance(stored, (int, float)) and not isinstance(stored, bool):
-            end = stored
-        end = float(end if end is not None else (last if last is not None else 0.0))
-        if not math.isfinite(end) or (last is not None and end < last):
-            raise ValueError(f"cannot write IT02: acquisition_end_ns {end} must be finite and "
-                             f"not before the last time_ns ({last})")
-    elif acquisition_end_ns is not None:
-        raise ValueError("acquisition_end_ns is only stored in the sparse layout")
-
-    with atomic_output(path, overwrite=overwrite) as f:
-        f.write(preamble)
-        for lo in range(0, table.num_rows, WRITE_CHUNK_ROWS):
-            part = table.slice(lo, WRITE_CHUNK_ROWS)
-            time = column_values(part, "time_ns", "<f8")
-            counts = [column_values(part, n, "<u4") for n in names]
-            if layout == "dense":
-                write_records(f, _encode_dense(time, counts))
-            else:  # the encoder's index arrays are ~70 bytes a row: smaller steps
-                for i in range(0, len(time), SPARSE_ENCODE_ROWS):
-                    step = slice(i, i + SPARSE_ENCODE_ROWS)
-                    f.write(memoryview(_encode_sparse(time[step], [c[step] for c in counts])))
-        if end is not None:
-            f.write(_F64.pack(end) + b"\x00")
-
-
-def _encode_dense(time: np.ndarray, counts: list[np.ndarray]) -> np.ndarray:
-    records = np.empty(len(time), dtype=dense_dtype(len(counts)))
-    records["time_ns"] = time
-    for k, c in enumerate(counts):
-        records[f"c{k}"] = c
-    return records
-
-
-def _encode_sparse(time: np.ndarray, counts: list[np.ndarray]) -> np.ndarray:
-    """Sparse records of one slice of rows, all-zero rows left out, as bytes."""
-    mask = np.zeros(len(time), dtype=np.uint8)
-    for k, c in enumerate(counts):
-        mask |= (c != 0).astype(np.uint8) << np.uint8(k)
-    keep = mask != 0
-    mask = mask[keep]
-    time = time[keep]
-    sizes = SPARSE_FIXED_BYTES + COUNT_BYTES * _POPCOUNT[mask].astype(np.int64)
-    starts = np.cumsum(sizes) - sizes
-    out = np.empty(int(sizes.sum()), dtype=np.uint8)
-    out[starts[:, None] + np.arange(TIME_BYTES)] = time.astype("<f8").view(np.uint8).reshape(-1, 8)
-    out[starts + TIME_BYTES] = mask
-    for k, c in enumerate(counts):
-        has = (mask >> np.uint8(k)) & np.uint8(1) == 1
-        before = _POPCOUNT[mask[has] & np.uint8((1 << k) - 1)].astype(np.int64)
-        where = starts[has] + SPARSE_FIXED_BYTES + COUNT_BYTES * before
-        values = c[keep][has].astype("<u4").view(np.uint8).reshape(-1, 4)
-        out[where[:, None] + np.arange(COUNT_BYTES)] = values
-    return out

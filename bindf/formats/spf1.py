@@ -29,16 +29,14 @@ from typing import Any, BinaryIO, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from .._atomic import atomic_output
 from .._header import read_preamble
 from .._writing import (
-    WRITE_CHUNK_ROWS,
     column_values,
     encode_preamble,
     inherited_header,
     require_columns,
     to_arrow_table,
-    write_records,
+    write_fixed_record_file,
 )
 from ._fixed import FixedRecordReader
 
@@ -132,11 +130,4 @@ def write_spf1(
             "harmonics": int(harmonic.max()) if len(harmonic) else 0,
         }
     preamble = encode_preamble(SPF1_MAGIC, header)
-    with atomic_output(path, overwrite=overwrite) as f:
-        f.write(preamble)
-        for start in range(0, table.num_rows, WRITE_CHUNK_ROWS):
-            part = table.slice(start, WRITE_CHUNK_ROWS)
-            records = np.empty(part.num_rows, dtype=RECORD_DTYPE)
-            for name in RECORD_DTYPE.names:
-                records[name] = column_values(part, name, RECORD_DTYPE[name])
-            write_records(f, records)
+    write_fixed_record_file(path, preamble, table, RECORD_DTYPE, overwrite=overwrite)

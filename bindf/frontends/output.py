@@ -6,7 +6,7 @@ This is the only place that converts between Arrow, pandas and polars.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -39,10 +39,6 @@ def set_polars_info(frame: pl.DataFrame | pl.LazyFrame, info: dict[str, Any]) ->
 
 def get_polars_info(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, Any] | None:
     return _POLARS_INFO.get(id(frame))
-
-
-def table_from_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_batches(list(batches), schema=schema)
 
 
 def batches_to_output(
@@ -98,19 +94,28 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     """
     table = holder.pop()
     order = table.column_names
-    nullable = {}
+    direct: dict[str, Any] = {}
     for field in table.schema:
         column = table.column(field.name)
         if pa.types.is_integer(field.type) and (field.nullable or column.null_count):
-            nullable[field.name] = column.to_pandas(types_mapper=_NULLABLE_INTS.get)
-    if nullable:
-        table = table.drop_columns(list(nullable))  # the old table (and its columns) go
+            direct[field.name] = column.to_pandas(types_mapper=_NULLABLE_INTS.get).array
+        elif (view := _writable_view(column)) is not None:
+            direct[field.name] = view
+        elif _is_plain_numeric(column):
+            # Many chunks: concatenate into one new array, releasing each chunk as soon
+            # as it is copied (the table no longer references the column).
+            table = table.drop_columns([field.name])
+            chunks = column.chunks
+            del column
+            direct[field.name] = _concatenate_releasing(chunks, field.type)
+    if direct:
+        table = table.drop_columns([n for n in direct if n in table.column_names])
     # split_blocks/self_destruct: hand each column's memory to pandas instead of
     # consolidating into 2-D blocks, releasing Arrow memory as each column is converted.
     frame = table.to_pandas(split_blocks=True, self_destruct=True)
     del table
-    # Single-chunk columns come out as read-only views of Arrow memory. Copy those one at
-    # a time: each view (and its Arrow buffer) is dropped as soon as its copy replaces it.
+    # Columns that came out as read-only views of Arrow memory: copy them one at a time
+    # (each view and its Arrow buffer are dropped as soon as the copy replaces it).
     for position in range(frame.shape[1]):
         values = frame.iloc[:, position]
         if isinstance(values.dtype, np.dtype):
@@ -119,11 +124,49 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
                 del values
                 frame.isetitem(position, array.copy())
             del array
-    if nullable:
-        for name, values in nullable.items():
-            frame[name] = values.array
-        frame = frame[order]
-    return frame
+    if not direct:
+        return frame
+    # Assemble without copying (DataFrame.__setitem__ would copy each array).
+    columns = {name: frame[name] for name in frame.columns}
+    columns.update(direct)
+    del frame
+    return pd.DataFrame({name: columns[name] for name in order}, copy=False)
+
+
+def _is_plain_numeric(column: pa.ChunkedArray) -> bool:
+    kind = column.type
+    return (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and not column.null_count
+
+
+def _concatenate_releasing(chunks: list[pa.Array], kind: pa.DataType) -> np.ndarray:
+    """Copy ``chunks`` into one numpy array, dropping each chunk once it is copied."""
+    out = np.empty(sum(len(c) for c in chunks), dtype=np.dtype(kind.to_pandas_dtype()))
+    position = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        values = chunk.to_numpy(zero_copy_only=True)
+        out[position : position + len(values)] = values
+        position += len(values)
+        del chunk, values
+    return out
+
+
+def _writable_view(column: pa.ChunkedArray) -> np.ndarray | None:
+    """A zero-copy *writable* numpy view of a one-chunk, null-free numeric column whose
+    memory Arrow marks mutable (bindf's readers fill numpy arrays and hand them to Arrow
+    without copying, so this is the usual case); ``None`` otherwise."""
+    if column.num_chunks != 1 or column.null_count:
+        return None
+    chunk = column.chunk(0)
+    kind = chunk.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        return None
+    data = chunk.buffers()[1]
+    if data is None or not data.is_mutable:
+        return None
+    dtype = np.dtype(kind.to_pandas_dtype())
+    return np.frombuffer(data, dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize)
 
 
 _NULLABLE_INTS = {
