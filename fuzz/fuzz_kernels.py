@@ -1,8 +1,8 @@
 """atheris target: the Cython kernels called directly, every argument from the input.
 
 Under ``run_all.sh`` the kernels are built with AddressSanitizer and every array is a
-fresh numpy allocation of exactly its size (``PYTHONMALLOC=malloc``), so one byte read
-or written outside an array is reported. The only exception allowed is ``ValueError``
+fresh numpy allocation of exactly its size (numpy allocates array data with ``malloc``,
+which ASan intercepts), so one byte read or written outside an array is reported. The only exception allowed is ``ValueError``
 (arguments the kernel refuses); results must satisfy the same invariants as in
 ``tests/test_kernel_fuzz.py`` (counts within capacity, positions within the buffer).
 """
