@@ -260,6 +260,11 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which stopped reading: not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EX_OK
     except CliError as exc:
         print(f"bindf: error: {exc}", file=sys.stderr)
         return exc.code
