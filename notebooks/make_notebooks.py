@@ -233,9 +233,10 @@ ANALYSIS = [
         ## 1. AstroPix: does the injected pixel respond cleanly?
 
         The bundled `.apx` file is one point of a threshold scan on an AstroPix 4 chip.
-        The DAQ injects a test charge into a single pixel, reads the chip out, and repeats;
-        every readout lands in the file. The run's command-line arguments are in the
-        header, so the file itself says what was done.
+        The injection board pulses a test charge into a single pixel at a steady rate;
+        whenever the chip has hits, the DAQ reads it out and writes the readout to the
+        file. The run's command-line arguments are in the header, so the file itself says
+        what was done.
     """),
     code("""
         path = samples / "astropix_threshold_scan.apx"
@@ -263,23 +264,28 @@ ANALYSIS = [
     md("""
         ### Hits per readout
 
-        One injection per readout, so a clean pixel gives one hit per readout. The
-        `hits_per_readout` helper counts them (readouts with no hit at all are not in a
-        hit table, so the readout table above is the place to look for those).
+        If the pixel answers each injection once, every readout holds one hit and the
+        readouts come at the injection period. The `hits_per_readout` helper counts the
+        hits (readouts with no hit at all are not in a hit table, so the readout table
+        above is the place to look for those).
     """),
     code("""
         per_readout = hits.bindf.hits_per_readout()
         print(f"readouts without a hit: {readouts.filter(pl.col('n_hits') == 0).height}")
         per_readout["hits"].value_counts().sort("hits")
     """),
-    md("The one readout with two hits, and the time between injections:"),
+    md("""
+        The one readout with two hits, and the time between readouts: a missed injection
+        would leave a gap of two periods.
+    """),
     code("""
         double = per_readout.filter(pl.col("hits") > 1)["readout_id"]
         display(hits.filter(pl.col("readout_id").is_in(double.to_list()))
                     .select("readout_id", "chip_id", "row", "column", "tot_us"))
         gaps_ms = per_readout["timestamp"].diff().drop_nulls().cast(pl.Float64) / 1e6
         print(f"time between readouts: median {gaps_ms.median():.1f} ms, "
-              f"5-95 % range {gaps_ms.quantile(0.05):.1f}-{gaps_ms.quantile(0.95):.1f} ms")
+              f"5-95 % range {gaps_ms.quantile(0.05):.1f}-{gaps_ms.quantile(0.95):.1f} ms, "
+              f"longest {gaps_ms.max():.1f} ms")
     """),
     code("hits.bindf.plot_hits_per_readout();"),
     md("""
@@ -325,9 +331,10 @@ ANALYSIS = [
         ax.set_yscale("log")
     """),
     md("""
-        **Answer.** Every readout has a hit, and every hit is in the injected pixel: no
+        **Answer.** The readouts come every 78 ms with no gap of two periods, every one
+        holds a hit, and every hit is in the injected pixel: no injection went unseen, no
         other pixel fired during the run, and the decoder dropped nothing. The ToT is
-        steady (a spread of about 8 % around the median). Exactly one readout is
+        steady (standard deviation about 8 % of the median). Exactly one readout is
         different: it holds a second hit in the same pixel with a ToT far below the rest,
         the only hit under 100 µs.
 
@@ -372,9 +379,9 @@ ANALYSIS = [
     """),
     md("""
         No: the first and last eighths of the period hold as many photons per bin, and
-        the bin-to-bin variance is what Poisson noise alone gives (variance ≈ mean). The
-        example export is flat, like background light, so there is no lifetime to fit in
-        it.
+        the bin-to-bin scatter is about what Poisson noise alone gives (variance ≈ mean).
+        The bundled part of the example export is flat, like background light, so there
+        is no lifetime to fit in it.
 
         ### Photon events with known lifetimes
 
@@ -401,8 +408,8 @@ ANALYSIS = [
         $$p_j(\tau) = \frac{e^{-a_j/\tau} - e^{-b_j/\tau}}{1 - e^{-T/\tau}}.$$
 
         *Fit.* With $n_j$ photons in bin $j$, the log-likelihood is
-        $\ln L(\tau) = \sum_j n_j \ln p_j(\tau)$ (counts are Poisson; the total is
-        fixed). It is evaluated on a fine logarithmic grid of τ in one numpy expression;
+        $\ln L(\tau) = \sum_j n_j \ln p_j(\tau)$ (Poisson counts, conditioned on
+        their total). It is evaluated on a fine logarithmic grid of τ in one numpy expression;
         the best τ maximises it, and the 68 % interval is where $\ln L$ is within ½ of its
         maximum. A maximum at the edge of the grid means the data resolve no decay.
 
