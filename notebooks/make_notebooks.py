@@ -146,7 +146,7 @@ QUICKSTART_INTENSITY_TRACING = [
         coarse.bindf.count_rate().head()
     """),
     md("## Lazy scan"),
-    code('pl.scan_it02(path).filter(pl.col("ch2") > 2400).select("time_ns", "ch2").collect()'),
+    code('pl.scan_it02(path).filter(pl.col("ch2") > 2350).select("time_ns", "ch2").collect()'),
     md("## Plot"),
     code("trace.bindf.plot_trace();"),
     md("## Parquet"),
