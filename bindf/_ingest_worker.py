@@ -10,9 +10,9 @@ filesystem is atomic, so a reader never sees a partial part.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -62,6 +62,8 @@ class Job:
     #: ones are published; its SHA-256 (an unchanged content needs no conversion).
     old_parts: tuple[str, ...] = ()
     old_sha256: str | None = None
+    #: fsync each part before it is published (see ``bindf.ingest(fsync=)``).
+    fsync: bool = True
 
 
 def header_value(header: dict[str, Any], dotted: str) -> Any:
@@ -139,6 +141,14 @@ def run_job(job: Job) -> dict[str, Any]:
     return {"path": job.path, "status": "ingested", "entry": entry, "bytes": before.st_size}
 
 
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _changed_since(path: str, before: os.stat_result) -> bool:
     try:
         after = os.stat(path)
@@ -164,7 +174,10 @@ def _failure(job: Job, exc: BaseException, st: os.stat_result | None) -> dict[st
 def _write_and_publish(job: Job, before: os.stat_result,
                        signature: dict[str, Any]) -> dict[str, Any] | None:
     settings = job.settings
+    # Staged files: DEST/_bindf_staging/<key>.<random>-<i>.parquet (no folder per source:
+    # creating and removing one costs more than writing a small part).
     staging = os.path.join(job.dest, STAGING_NAME, f"{job.key}.{uuid.uuid4().hex[:12]}")
+    staged: list[str] = []
     try:
         stream_whole = before.st_size > IN_MEMORY_BYTES
         _READ_LOCK.acquire()
@@ -181,8 +194,8 @@ def _write_and_publish(job: Job, before: os.stat_result,
                     _READ_LOCK.release()
                     locked = False
                 stream = _AnnotatedStream(job, first, rest)
-                os.makedirs(staging)
-                staged = stream.write_parts(staging, int(settings.get("rows_per_part") or 0))
+                os.makedirs(os.path.dirname(staging), exist_ok=True)
+                stream.write_parts(staging, int(settings.get("rows_per_part") or 0), staged)
         finally:
             if locked:
                 _READ_LOCK.release()
@@ -193,10 +206,14 @@ def _write_and_publish(job: Job, before: os.stat_result,
                            *partition_dirs(info["header"], settings.get("partition_by") or [])])
         parts = [f"{prefix}/{job.key}-{i}.parquet" for i in range(len(staged))]
         os.makedirs(os.path.join(job.dest, *prefix.split("/")), exist_ok=True)
+        for temp in staged if job.fsync else ():  # on disk before the manifest lists them
+            _fsync(temp)
         for temp, part in zip(staged, parts, strict=True):
             os.replace(temp, os.path.join(job.dest, *part.split("/")))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for temp in staged:  # left only when something failed
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
     _discard_old_parts(job, parts)
     return {"key": job.key, "format": info["format"], **signature, "rows": stream.rows,
             "parts": parts, "partition": {name: header_value(info["header"], name)
@@ -290,19 +307,19 @@ class _AnnotatedStream:
             if limit and written >= limit:
                 return
 
-    def write_parts(self, folder: str, rows_per_part: int) -> list[str]:
-        """Write the parts into ``folder``; at least one, even for no rows."""
-        staged: list[str] = []
+    def write_parts(self, prefix: str, rows_per_part: int, staged: list[str]) -> None:
+        """Write the parts to ``<prefix>-<i>.parquet``, appending each path to ``staged``
+        (the caller's list, so it can clean up after a failure); at least one part."""
         while True:
-            path = os.path.join(folder, f"{len(staged)}.parquet")
+            path = f"{prefix}-{len(staged)}.parquet"
+            staged.append(path)
             written = write_batches(self._batches(rows_per_part), self.schema, path,
                                     to="parquet", info=lambda: self.info)
-            if written == 0 and staged:
-                os.unlink(path)
-                return staged
-            staged.append(path)
+            if written == 0 and len(staged) > 1:
+                os.unlink(staged.pop())
+                return
             if not rows_per_part or written < rows_per_part:
-                return staged
+                return
 
 
 def _chain(first: pa.Table, rest: Iterator[pa.Table]) -> Iterator[pa.Table]:

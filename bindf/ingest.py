@@ -28,13 +28,10 @@ run would have produced.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import glob
 import json
 import os
 import re
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,7 +39,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._ingest_worker import HEADER_COLUMN_TYPES, SOURCE_COLUMN, Job, header_value, run_job
+from ._ingest_sources import (
+    find_sources,
+    header_column_spec,
+    infer_column_type,
+    read_headers_for_types,
+)
+from ._ingest_worker import Job, header_value, remove_empty_dirs, run_job
 from ._manifest import (
     KEY_DIGITS,
     MANIFEST_NAME,
@@ -52,18 +55,16 @@ from ._manifest import (
     Manifest,
     source_key,
 )
-from .errors import BindfError, BindfWarning
+from .errors import BindfWarning
 
-__all__ = ["DatasetLockedError", "IngestReport", "ingest", "read_dataset", "watch"]
+__all__ = ["DatasetLockedError", "IngestReport", "add_ingest_command", "find_sources",
+           "ingest", "read_dataset", "watch"]
 
 #: Default number of rows per Parquet part; a bigger source is split into several parts.
 DEFAULT_ROWS_PER_PART = 16 << 20
 #: The manifest is saved at most this often while a run progresses (and at its end), so
 #: an interrupted run keeps most of its work without rewriting the manifest per file.
 CHECKPOINT_SECONDS = 2.0
-#: Files a folder source picks up by default: the registry's extensions, plus ``.bin``,
-#: the extension FLIM LABS exports carry (the registry detects those by magic bytes).
-FLIM_EXTENSION = ".bin"
 _PART_NAME = re.compile(rf"^[0-9a-f]{{{KEY_DIGITS}}}-\d+\.parquet$")
 
 
@@ -110,120 +111,6 @@ class IngestReport:
         return text
 
 
-# -- sources --------------------------------------------------------------------------
-def default_patterns() -> tuple[str, ...]:
-    from .registry import FORMATS
-
-    extensions = {ext for spec in FORMATS for ext in spec.extensions} | {FLIM_EXTENSION}
-    return tuple(sorted(f"*{ext}" for ext in extensions))
-
-
-def find_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                 pattern: str | Sequence[str] | None = None,
-                 exclude: str | None = None) -> list[str]:
-    """Absolute paths of the source files: paths, globs, and folders searched
-    recursively for names matching ``pattern`` (default: :func:`default_patterns`).
-    Hidden files and folders (``.name``) and anything under ``exclude`` (the dataset
-    itself) are skipped in folders. Sorted, without duplicates."""
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    patterns = ((pattern,) if isinstance(pattern, str) else tuple(pattern)) if pattern \
-        else default_patterns()
-    exclude = os.path.abspath(exclude) if exclude else None
-    found: set[str] = set()
-    for item in items:
-        path = os.fspath(item)
-        if "://" in path:
-            raise ValueError(f"{path}: bindf.ingest reads local (or mounted) files only")
-        if os.path.isdir(path):
-            found.update(_walk(path, patterns, exclude))
-        elif os.path.exists(path):
-            found.add(os.path.abspath(path))
-        elif glob.has_magic(path):
-            matches = glob.glob(path, recursive=True)
-            if not matches:
-                raise FileNotFoundError(f"no files match {path!r}")
-            for match in matches:
-                if os.path.isdir(match):
-                    found.update(_walk(match, patterns, exclude))
-                elif os.path.isfile(match):
-                    found.add(os.path.abspath(match))
-        else:
-            raise FileNotFoundError(2, "No such file or directory", path)
-    return sorted(found)
-
-
-def _walk(folder: str, patterns: tuple[str, ...], exclude: str | None) -> Iterator[str]:
-    for root, dirs, files in os.walk(os.path.abspath(folder)):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.join(root, d) != exclude)
-        for name in files:
-            if not name.startswith(".") and any(fnmatch.fnmatch(name, p) for p in patterns):
-                yield os.path.join(root, name)
-
-
-# -- settings -------------------------------------------------------------------------
-def _header_column_spec(header_columns: Sequence[str] | Mapping[str, str | None] | None
-                        ) -> dict[str, str | None]:
-    """``["a.b", "c:int64"]`` or ``{"a.b": None, "c": "int64"}`` → name → type or None."""
-    if not header_columns:
-        return {}
-    if isinstance(header_columns, str):
-        header_columns = [header_columns]
-    if isinstance(header_columns, Mapping):
-        spec = {str(k): v for k, v in header_columns.items()}
-    else:
-        spec = {}
-        for item in header_columns:
-            name, _, kind = str(item).partition(":")
-            spec[name.strip()] = kind.strip() or None
-    for name, kind in spec.items():
-        if kind is not None and kind not in HEADER_COLUMN_TYPES:
-            raise ValueError(f"header column {name!r}: unknown type {kind!r}; use one of "
-                             f"{sorted(HEADER_COLUMN_TYPES)}")
-        if not name or name == SOURCE_COLUMN:
-            raise ValueError(f"{name!r} cannot be a header column name")
-    return spec
-
-
-def infer_column_type(values: Iterable[Any]) -> str:
-    """The column type that holds every value: bool, int64, float64, else string."""
-    kinds = set()
-    for value in values:
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            kinds.add("bool")
-        elif isinstance(value, int):
-            kinds.add("int64" if -2**63 <= value < 2**63 else "string")
-        elif isinstance(value, float):
-            kinds.add("float64")
-        else:
-            kinds.add("string")
-    if kinds == {"bool"}:
-        return "bool"
-    if kinds == {"int64"}:
-        return "int64"
-    if kinds and kinds <= {"int64", "float64"}:
-        return "float64"
-    return "string"
-
-
-def _read_headers(paths: list[str], format: str | None,
-                  options: dict[str, Any]) -> list[dict[str, Any]]:
-    """Headers of ``paths`` for type inference; unreadable files are left out (their
-    ingestion records the error). One after the other: ``catch_warnings`` is not
-    thread-safe, and headers are cheap."""
-    import bindf
-
-    headers = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BindfWarning)
-        for path in paths:
-            with contextlib.suppress(BindfError, OSError, ValueError, TypeError):
-                headers.append(bindf.read_header(path, format=format, **options))
-    return headers
-
-
 # -- the run --------------------------------------------------------------------------
 def ingest(
     sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
@@ -242,6 +129,7 @@ def ingest(
     client: Any = None,
     progress: bool = False,
     rows_per_part: int = DEFAULT_ROWS_PER_PART,
+    fsync: bool = True,
     **options: Any,
 ) -> IngestReport:
     """Convert new and changed source files into the Parquet dataset ``dest``.
@@ -288,6 +176,11 @@ def ingest(
         A tqdm bar over bytes, with the file count (needs ``bindf[progress]``).
     rows_per_part:
         A source with more rows is split into several parts.
+    fsync:
+        Flush each part to disk before publishing it (the manifest is always flushed),
+        so that after a power cut the manifest never lists a part whose data was lost.
+        ``False`` is faster (about 3 ms less per file on a virtual disk) and still safe
+        against a killed process, whose written data the OS keeps.
     **options:
         Passed to the readers (``level="readouts"``, ``layout=`` …).
 
@@ -307,7 +200,7 @@ def ingest(
     threads = threads or _usable_cores()
     partition_by = [partition_by] if isinstance(partition_by, str) else list(partition_by)
     requested = {"partition_by": partition_by,
-                 "header_columns": _header_column_spec(header_columns),
+                 "header_columns": header_column_spec(header_columns),
                  "format": format, "options": options, "on_error": on_error,
                  "rows_per_part": rows_per_part}
     report = IngestReport(dest=dest, dry_run=dry_run)
@@ -321,7 +214,7 @@ def ingest(
             _recover(dest, manifest, existing)
         run = _Run(dest, manifest, report, existing, dry_run)
         settings = run.resolve_settings(requested, paths, threads, force)
-        jobs = run.plan(paths, settings, settle, force)
+        jobs = run.plan(paths, settings, settle, force, fsync)
         run.find_removed(paths, prune)
         if dry_run:
             report.seconds = time.perf_counter() - started
@@ -364,8 +257,6 @@ def _recover(dest: str, manifest: Manifest, existing: set[str]) -> None:
     """Undo what an interrupted run left: staged files, and published parts that the
     manifest does not list (their sources are not recorded as done, so they are
     converted again)."""
-    from ._ingest_worker import remove_empty_dirs
-
     shutil.rmtree(os.path.join(dest, STAGING_NAME), ignore_errors=True)
     for part in sorted(existing - manifest.referenced_parts()):
         path = os.path.join(dest, *part.split("/"))
@@ -401,7 +292,7 @@ class _Run:
         elif undeclared:
             headers = [e["header"] for e in self.manifest.sources.values() if e.get("header")]
             todo = [p for p in paths if p not in self.manifest.sources]
-            headers += _read_headers(todo, requested["format"], requested["options"])
+            headers += read_headers_for_types(todo, requested["format"], requested["options"])
             for name in undeclared:
                 columns[name] = infer_column_type(header_value(h, name) for h in headers)
         try:  # as the manifest will give it back (tuples become lists …)
@@ -415,7 +306,7 @@ class _Run:
         return settings
 
     def plan(self, paths: list[str], settings: dict[str, Any], settle: float,
-             force: bool) -> list[Job]:
+             force: bool, fsync: bool) -> list[Job]:
         """The jobs of this run; fills the report's unchanged/pending/failed lists, and
         for a dry run its ingested/replaced lists."""
         now = time.time()
@@ -451,7 +342,8 @@ class _Run:
             jobs.append(Job(path=path, key=entry["key"] if entry else source_key(path),
                             dest=self.dest, settings=settings,
                             old_parts=tuple(entry.get("parts") or ()) if entry else (),
-                            old_sha256=entry.get("sha256") if reuse_hash else None))
+                            old_sha256=entry.get("sha256") if reuse_hash else None,
+                            fsync=fsync))
         return jobs
 
     def _parts_present(self, entry: dict[str, Any]) -> bool:
@@ -476,7 +368,6 @@ class _Run:
             self.report.pruned.append(path)
             if self.dry_run:
                 continue
-            from ._ingest_worker import remove_empty_dirs
 
             for part in self.manifest.sources[path].get("parts") or ():
                 full = os.path.join(self.dest, *part.split("/"))
@@ -669,89 +560,8 @@ def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
     return lf
 
 
-# -- command line -------------------------------------------------------------------------
 def add_ingest_command(sub: Any) -> None:
-    """Register ``bindf ingest`` on the CLI's subparsers."""
-    p = sub.add_parser(
-        "ingest", help="keep a Parquet dataset in sync with many files (incremental)",
-        description="Convert new and changed files into a Hive-partitioned Parquet dataset "
-                    "with a manifest; safe to interrupt and rerun. Exit status 65 when a "
-                    "file failed, 75 when another ingest holds the dataset's lock.")
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="files, globs or folders")
-    p.add_argument("-o", "--output", required=True, metavar="DEST", help="dataset folder")
-    p.add_argument("--pattern", action="append",
-                   help="file names to pick up in folders (default: *.apx, *.log, *.bin)")
-    p.add_argument("--partition-by", help="comma-separated header fields (dotted)")
-    p.add_argument("--header-columns", help="header fields to add as columns, "
-                   "comma-separated, each optionally NAME:TYPE (bool, int64, float64, string)")
-    p.add_argument("--on-error", choices=["raise", "warn", "skip"], default="raise")
-    p.add_argument("--settle", type=float, default=None,
-                   help="skip files modified in the last SECONDS (default 0; --watch: "
-                        "the interval)")
-    p.add_argument("--prune", action="store_true", help="delete parts of removed sources")
-    p.add_argument("--dry-run", action="store_true", help="only list what would be done")
-    p.add_argument("--force", action="store_true", help="re-ingest every source")
-    p.add_argument("--threads", type=int, help="files converted at once")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.add_argument("--watch", action="store_true", help="re-run every --interval seconds")
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between --watch runs")
-    p.add_argument("--max-runs", type=int, help="stop --watch after this many runs")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--format", help="force the input format (default: detect)")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="reader option")
-    p.set_defaults(func=cmd_ingest)
+    """Register ``bindf ingest`` on the CLI's subparsers (see :mod:`bindf._ingest_cli`)."""
+    from ._ingest_cli import add_ingest_command as add
 
-
-def cmd_ingest(args: Any) -> int:
-    from .cli import EX_DATAERR, EX_OK, CliError, _columns, _parse_options
-
-    client = None
-    if args.scheduler:
-        from distributed import Client
-
-        client = Client(args.scheduler)
-    kwargs = dict(
-        pattern=args.pattern, format=args.format, partition_by=_columns(args.partition_by) or [],
-        header_columns=_columns(args.header_columns), on_error=args.on_error,
-        prune=args.prune, dry_run=args.dry_run, force=args.force, threads=args.threads,
-        client=client, progress=args.progress, **_parse_options(args.option or []))
-    if args.settle is not None:
-        kwargs["settle"] = args.settle
-
-    def show(report: IngestReport) -> None:
-        _print_report(report, args.quiet)
-
-    try:
-        if args.watch:
-            report = watch(args.sources, args.output, interval=args.interval,
-                           max_runs=args.max_runs, on_report=show, **kwargs)
-        else:
-            report = ingest(args.sources, args.output, **kwargs)
-            show(report)
-    except DatasetLockedError as exc:
-        raise CliError(str(exc), EX_TEMPFAIL) from None
-    finally:
-        if client is not None:
-            client.close()
-    return EX_OK if report is None or report.ok else EX_DATAERR
-
-
-#: sysexits' "temporary failure": the dataset is locked by another run; try again later.
-EX_TEMPFAIL = 75
-
-
-def _print_report(report: IngestReport, quiet: bool) -> None:
-    if report.dry_run:
-        for label, paths in (("ingest", report.ingested), ("replace", report.replaced),
-                             ("prune", report.pruned)):
-            for path in paths:
-                print(f"would {label}: {path}")
-    for path, message in report.failed.items():
-        # bindf errors name the file already
-        print(f"bindf: failed: {message if path in message else f'{path}: {message}'}",
-              file=sys.stderr)
-    if not quiet or report.dry_run:
-        for path in report.removed:
-            print(f"removed from disk: {path}", file=sys.stderr)
-        print(report.summary(), file=sys.stderr)
+    add(sub)
