@@ -80,7 +80,7 @@ class Manifest:
     """The parsed manifest: dataset settings and one entry per source path.
 
     ``sources`` maps the absolute source path to its entry (a JSON object; keys are
-    listed in ``docs/ingest.md``). ``settings`` is what the parts were made with
+    listed in ``docs/ingest.md``; on disk, a list of entries with a ``path`` key). ``settings`` is what the parts were made with
     (partitioning, header columns and their types, reader options): a run with other
     settings re-ingests every source.
     """
@@ -104,8 +104,11 @@ class Manifest:
             raise ManifestError(
                 f"unsupported manifest version {found!r} (this bindf writes "
                 f"{MANIFEST_VERSION})", path=path)
-        return cls(settings=data.get("settings"), sources=dict(data.get("sources") or {}),
-                   created=data.get("created"))
+        sources = {}
+        for entry in data.get("sources") or ():
+            entry = dict(entry)
+            sources[entry.pop("path")] = entry
+        return cls(settings=data.get("settings"), sources=sources, created=data.get("created"))
 
     def save(self, dest: str) -> None:
         """Replace the manifest atomically (temporary file, fsync, rename)."""
@@ -115,7 +118,9 @@ class Manifest:
             "created": self.created or utc_now(),
             "updated": utc_now(),
             "settings": self.settings,
-            "sources": dict(sorted(self.sources.items())),
+            # A list of objects, not an object keyed by path: DuckDB's read_json, pandas'
+            # json_normalize and jq handle a list of records naturally.
+            "sources": [{"path": path, **entry} for path, entry in sorted(self.sources.items())],
         }
         # Compact: the C encoder (indent= would use the pure-Python one, ~10x slower on
         # thousands of headers). ``jq . _bindf_manifest.json`` pretty-prints it.

@@ -199,8 +199,13 @@ def ingest(
     paths = find_sources(sources, pattern, exclude=dest)
     threads = threads or _usable_cores()
     partition_by = [partition_by] if isinstance(partition_by, str) else list(partition_by)
+    columns = header_column_spec(header_columns)
+    both = sorted(set(partition_by) & set(columns))
+    if both:  # DuckDB would read the folder's text over the file's typed column
+        raise ValueError(f"{both} cannot be both a partition and a header column: a "
+                         "partition field is already a column of every reader's scan")
     requested = {"partition_by": partition_by,
-                 "header_columns": header_column_spec(header_columns),
+                 "header_columns": columns,
                  "format": format, "options": options, "on_error": on_error,
                  "rows_per_part": rows_per_part}
     report = IngestReport(dest=dest, dry_run=dry_run)

@@ -118,7 +118,7 @@ def snapshot(dest: Path) -> dict[str, object]:
             continue
         if rel == MANIFEST_NAME:
             manifest = json.loads(path.read_text())
-            for entry in manifest["sources"].values():
+            for entry in manifest["sources"]:
                 entry.pop("ingested")
             out[rel] = {"settings": manifest["settings"], "sources": manifest["sources"]}
         else:
@@ -128,17 +128,24 @@ def snapshot(dest: Path) -> dict[str, object]:
     return out
 
 
+def _manifest(dest: Path) -> dict:
+    """The manifest with ``sources`` keyed by path (on disk: a list with ``path``)."""
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    manifest["sources"] = {e.pop("path"): e for e in manifest["sources"]}
+    return manifest
+
+
 def test_campaign_is_ingested_and_a_rerun_changes_nothing(campaign, tmp_path: Path) -> None:
     root, files = campaign
     dest = tmp_path / "ds"
-    report = bindf.ingest(root, dest, header_columns=["args.threshold", "channels"],
+    report = bindf.ingest(root, dest, header_columns=["readout_uid", "channels"],
                           partition_by=["args.threshold"])
     good = [p for k, v in files.items() if k != "damaged" for p in v]
     assert sorted(report.ingested) == sorted(str(p) for p in good)
     assert sorted(report.failed) == sorted(str(p) for p in files["damaged"])
     assert not report.ok
     assert "header" in report.failed[str(files["damaged"][0])]
-    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    manifest = _manifest(dest)
     truncated = manifest["sources"][str(root / "apx" / "truncated.apx")]
     assert truncated["error"] is None and "truncated" in truncated["warnings"][0]
 
@@ -148,14 +155,16 @@ def test_campaign_is_ingested_and_a_rerun_changes_nothing(campaign, tmp_path: Pa
         (part,) = entry["parts"]
         table = pl.read_parquet(dest / part)
         expected = bindf.read(path, output="polars")
-        assert table.drop("source", "args.threshold", "channels").equals(expected)
+        assert table.drop("source", "readout_uid", "channels").equals(expected)
         assert table["source"].unique().to_list() == [str(path)]
         assert entry["rows"] == len(expected) and entry["header"] == expected.bindf.header
         back = bindf.read_parquet(dest / part)  # bindf metadata in every part
         assert back.attrs["bindf"]["header"] == expected.bindf.header
         assert back.attrs["bindf"]["source"] == str(path)
-    assert manifest["settings"]["header_columns"] == {"args.threshold": "float64",
+    assert manifest["settings"]["header_columns"] == {"readout_uid": "int64",
                                                       "channels": "string"}
+    with pytest.raises(ValueError, match="both a partition and a header column"):
+        bindf.ingest(root, dest, header_columns=["args.threshold"], partition_by="args.threshold")
 
     # A reader filters runs by header values without opening a binary.
     scan = pl.scan_parquet(f"{dest}/format=apx/**/*.parquet", hive_partitioning=True)
@@ -175,7 +184,7 @@ def test_campaign_is_ingested_and_a_rerun_changes_nothing(campaign, tmp_path: Pa
     before = snapshot(dest)
     mtimes = {p: p.stat().st_mtime_ns for p in dest.rglob("*.parquet")}
     manifest_bytes = (dest / MANIFEST_NAME).read_bytes()
-    again = bindf.ingest(root, dest, header_columns=["args.threshold", "channels"],
+    again = bindf.ingest(root, dest, header_columns=["readout_uid", "channels"],
                          partition_by=["args.threshold"])
     assert not again.ingested and not again.replaced
     assert len(again.unchanged) == len(good) and sorted(again.failed) == sorted(report.failed)
@@ -192,7 +201,7 @@ def test_changed_added_removed_and_touched(campaign, tmp_path: Path) -> None:
     kwargs = {"partition_by": "args.threshold", "threads": 2}
     bindf.ingest(src, dest, **kwargs)
     changed, touched, gone = sorted(src.iterdir())[:3]
-    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    manifest = _manifest(dest)
     old_part = manifest["sources"][str(changed)]["parts"][0]
     # Changed: another threshold, so its part moves to another partition.
     shutil.copyfile(files["apx"][1], changed)
@@ -204,14 +213,13 @@ def test_changed_added_removed_and_touched(campaign, tmp_path: Path) -> None:
     dry = bindf.ingest(src, dest, dry_run=True, prune=True, **kwargs)
     assert dry.ingested == [str(added)] and set(dry.replaced) == {str(changed), str(touched)}
     assert dry.removed == [str(gone)] and dry.pruned == [str(gone)]
-    assert (dest / old_part).exists() and str(gone) in json.loads(
-        (dest / MANIFEST_NAME).read_text())["sources"]
+    assert (dest / old_part).exists() and str(gone) in _manifest(dest)["sources"]
 
     report = bindf.ingest(src, dest, **kwargs)
     assert report.ingested == [str(added)] and report.replaced == [str(changed)]
     assert str(touched) in report.unchanged  # content hash equal: not re-converted
     assert report.removed == [str(gone)] and not report.pruned
-    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    manifest = _manifest(dest)
     assert manifest["sources"][str(touched)]["mtime_ns"] == touched.stat().st_mtime_ns
     new_part = manifest["sources"][str(changed)]["parts"][0]
     assert new_part.startswith("format=apx/args.threshold=100.0/")
@@ -220,12 +228,12 @@ def test_changed_added_removed_and_touched(campaign, tmp_path: Path) -> None:
 
     pruned = bindf.ingest(src, dest, prune=True, **kwargs)
     assert pruned.pruned == [str(gone)]
-    assert str(gone) not in json.loads((dest / MANIFEST_NAME).read_text())["sources"]
+    assert str(gone) not in _manifest(dest)["sources"]
     # Same dataset as a clean ingestion of the folder as it is now.
     assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean", **kwargs))
     rows = pl.scan_parquet(f"{dest}/**/*.parquet", hive_partitioning=True).group_by(
         "source").len().collect()
-    recorded = json.loads((dest / MANIFEST_NAME).read_text())["sources"]
+    recorded = _manifest(dest)["sources"]
     assert dict(rows.rows()) == {p: e["rows"] for p, e in recorded.items()}  # no duplicate
 
 
@@ -253,7 +261,7 @@ def test_header_column_types_and_parts_split_by_rows(campaign, tmp_path: Path) -
                           header_columns={"laser_period_ns": "float64", "missing.key": None,
                                           "channels": "string"}, rows_per_part=500)
     assert report.ok
-    entry = json.loads((dest / MANIFEST_NAME).read_text())["sources"][str(files["sp01"][0])]
+    entry = _manifest(dest)["sources"][str(files["sp01"][0])]
     assert len(entry["parts"]) == 4 and entry["rows"] == 1536  # 500 + 500 + 500 + 36
     sp01 = bindf.read_dataset(dest, "sp01").collect()
     assert sp01.drop("source", "laser_period_ns", "missing.key", "channels", "format").equals(
@@ -281,7 +289,7 @@ def test_on_error_skip_records_the_skipped_damage(tmp_path: Path) -> None:
     lenient = bindf.ingest(src, tmp_path / "lenient", on_error="skip")
     assert "readout marker" in strict.failed[str(src / "damaged.apx")]
     assert lenient.ok
-    entry = json.loads((tmp_path / "lenient" / MANIFEST_NAME).read_text())["sources"][
+    entry = _manifest(tmp_path / "lenient")["sources"][
         str(src / "damaged.apx")]
     assert entry["skipped"] and entry["rows"] > 0
 
@@ -430,7 +438,7 @@ def test_local_cluster_run_equals_the_local_run(campaign, tmp_path: Path) -> Non
     root, files = campaign
     sources = [root / "flim", root / "apx" / "day2", root / "apx" / "damaged",
                root / "apx" / "truncated.apx"]
-    kwargs = {"partition_by": ["args.threshold"], "header_columns": ["args.threshold"],
+    kwargs = {"partition_by": ["args.threshold"], "header_columns": ["readout_uid"],
               "on_error": "warn"}
     local = _fresh(sources, tmp_path / "local", **kwargs)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
