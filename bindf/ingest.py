@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._ingest_sources import (
     find_sources,
@@ -56,6 +56,9 @@ from ._manifest import (
     source_key,
 )
 from .errors import BindfWarning
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["DatasetLockedError", "IngestReport", "add_ingest_command", "find_sources",
            "ingest", "read_dataset", "watch"]
@@ -425,7 +428,9 @@ class _Run:
             if status == "failed":
                 report.failed[path] = entry["error"]["message"]
             else:
-                (report.ingested if old is None else report.replaced).append(path)
+                # A file that failed before and reads now is new data, not a replacement.
+                fresh = old is None or bool(old.get("error"))
+                (report.ingested if fresh else report.replaced).append(path)
                 report.rows += entry["rows"]
                 report.bytes += result["bytes"]
         self.dirty = True
@@ -528,7 +533,7 @@ def watch(sources: Any, dest: str | os.PathLike[str], *, interval: float = 10.0,
 
 # -- reading --------------------------------------------------------------------------
 def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
-                 hive_partitioning: bool = True) -> Any:
+                 hive_partitioning: bool = True) -> pl.LazyFrame:
     """A lazy polars scan of the parts of one format in an ingested dataset.
 
     Scans exactly the parts the manifest lists (a consistent snapshot even while an

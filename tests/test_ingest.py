@@ -277,6 +277,30 @@ def test_header_column_types_and_parts_split_by_rows(campaign, tmp_path: Path) -
     assert len(bad.failed) == 2 and "declare its type" in next(iter(bad.failed.values()))
 
 
+def test_fewer_parts_and_a_repaired_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    decay = src / "decay.bin"
+    shutil.copyfile(SAMPLES / "decay_curves_sp01.bin", decay)
+    broken = src / "broken.apx"
+    broken.write_bytes((SAMPLES / "astropix_threshold_scan.apx").read_bytes()[:50])
+    dest = tmp_path / "ds"
+    first = bindf.ingest(src, dest, rows_per_part=500)
+    assert list(first.failed) == [str(broken)]
+    assert len(_manifest(dest)["sources"][str(decay)]["parts"]) == 4
+    # The decay file shrinks to 1 record (512 rows): two parts, the other two go.
+    frame = bindf.read(decay, output="polars")
+    bindf.write_sp01(decay, frame.filter(pl.col("time_ns") == frame["time_ns"].min()))
+    shutil.copyfile(SAMPLES / "astropix_threshold_scan.apx", broken)  # repaired
+    second = bindf.ingest(src, dest, rows_per_part=500)
+    assert second.ok and second.replaced == [str(decay)] and second.ingested == [str(broken)]
+    entry = _manifest(dest)["sources"][str(decay)]
+    on_disk = [p.relative_to(dest).as_posix() for p in dest.rglob(f"{entry['key']}-*.parquet")]
+    assert len(entry["parts"]) == 2 and sorted(on_disk) == sorted(entry["parts"])
+    assert _manifest(dest)["sources"][str(broken)]["error"] is None
+    assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean", rows_per_part=500))
+
+
 def test_on_error_skip_records_the_skipped_damage(tmp_path: Path) -> None:
     raw = bytearray((SAMPLES / "astropix_threshold_scan.apx").read_bytes())
     src = tmp_path / "src"
@@ -436,8 +460,7 @@ def test_two_concurrent_runs(campaign, tmp_path: Path) -> None:
 def test_local_cluster_run_equals_the_local_run(campaign, tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed")
     root, files = campaign
-    sources = [root / "flim", root / "apx" / "day2", root / "apx" / "damaged",
-               root / "apx" / "truncated.apx"]
+    sources = [root / "flim", root / "apx" / "damaged", root / "apx" / "truncated.apx"]
     kwargs = {"partition_by": ["args.threshold"], "header_columns": ["readout_uid"],
               "on_error": "warn"}
     local = _fresh(sources, tmp_path / "local", **kwargs)
@@ -445,7 +468,7 @@ def test_local_cluster_run_equals_the_local_run(campaign, tmp_path: Path) -> Non
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         report = bindf.ingest(sources, tmp_path / "dask", client=client, **kwargs)
-    assert len(report.ingested) == 48 + 40 + 1 and len(report.failed) == 2
+    assert len(report.ingested) == 48 + 1 and len(report.failed) == 2
     assert snapshot(tmp_path / "dask") == snapshot(local)
 
 
