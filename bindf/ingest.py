@@ -191,7 +191,8 @@ def ingest(
     SHA-256 differs too (a touched but identical file is only re-recorded), when its
     parts are missing, or when the settings (partitioning, header columns, options)
     differ from those the dataset was made with: then every source is re-converted.
-    Raises :class:`~bindf.ingest.DatasetLockedError` if another run holds the lock.
+    Raises :class:`bindf.DatasetLockedError` (a ``BindfError``) if another run holds
+    the dataset's lock.
     """
     started = time.perf_counter()
     if on_error not in ("raise", "warn", "skip"):
@@ -214,14 +215,13 @@ def ingest(
     report = IngestReport(dest=dest, dry_run=dry_run)
     if not dry_run:
         os.makedirs(dest, exist_ok=True)
-    lock = contextlib.nullcontext() if dry_run or not os.path.isdir(dest) else DatasetLock(dest)
-    with lock:
+    with contextlib.nullcontext() if dry_run else DatasetLock(dest):
         manifest = Manifest.load(dest) if os.path.isdir(dest) else Manifest()
         existing = _existing_parts(dest)
         if not dry_run:
             _recover(dest, manifest, existing)
         run = _Run(dest, manifest, report, existing, dry_run)
-        settings = run.resolve_settings(requested, paths, threads, force)
+        settings = run.resolve_settings(requested, paths)
         jobs = run.plan(paths, settings, settle, force, fsync)
         run.find_removed(paths, prune)
         if dry_run:
@@ -230,10 +230,11 @@ def ingest(
         try:
             run.execute(jobs, threads, client, progress)
         finally:
+            # Also on Ctrl-C or an unexpected error: record what was published so far.
+            if run.dirty:
+                manifest.save(dest)
             with contextlib.suppress(OSError):  # only when empty: a worker may still write
                 os.rmdir(os.path.join(dest, STAGING_NAME))
-        if run.dirty:
-            manifest.save(dest)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -287,8 +288,7 @@ class _Run:
         self.dirty = False
         self.settings_changed = False
 
-    def resolve_settings(self, requested: dict[str, Any], paths: list[str], threads: int,
-                         force: bool) -> dict[str, Any]:
+    def resolve_settings(self, requested: dict[str, Any], paths: list[str]) -> dict[str, Any]:
         """Fix undeclared header column types (from the manifest when it already has the
         column, else from the headers) and note whether the settings changed."""
         old = self.manifest.settings or {}

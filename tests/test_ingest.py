@@ -355,6 +355,30 @@ def test_a_file_that_changes_while_it_is_read_is_left_pending(tmp_path: Path,
     assert not list((tmp_path / "ds").rglob("*.parquet"))
 
 
+def test_ctrl_c_keeps_what_was_done(campaign, tmp_path: Path, monkeypatch) -> None:
+    import bindf.ingest  # noqa: F401 - the module (bindf.ingest is the function)
+
+    root, _ = campaign
+    module = sys.modules["bindf.ingest"]
+    real = module.run_job
+    calls = []
+
+    def interrupted_on_the_sixth(job):  # noqa: ANN001, ANN202
+        calls.append(job.path)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(module, "run_job", interrupted_on_the_sixth)
+    with pytest.raises(KeyboardInterrupt):
+        bindf.ingest(root / "flim", tmp_path / "ds", threads=1)
+    assert sorted(_manifest(tmp_path / "ds")["sources"]) == sorted(calls[:5])
+    monkeypatch.setattr(module, "run_job", real)
+    report = bindf.ingest(root / "flim", tmp_path / "ds")
+    assert len(report.unchanged) == 5 and len(report.ingested) == 48 - 5
+    assert snapshot(tmp_path / "ds") == snapshot(_fresh(root / "flim", tmp_path / "clean"))
+
+
 def test_lock_gives_the_second_run_a_clear_error(campaign, tmp_path: Path) -> None:
     root, _ = campaign
     dest = tmp_path / "ds"
