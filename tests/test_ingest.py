@@ -335,6 +335,43 @@ def test_growing_files_wait_for_settle(tmp_path: Path) -> None:
     assert report.ingested == [str(growing)] and report.ok
 
 
+def test_a_file_written_while_ingestions_run(tmp_path: Path) -> None:
+    """An instrument writes a run in pieces while ingestion reruns (what --watch does):
+    the run stays pending while it grows and is ingested whole once it settles."""
+    import threading
+
+    src = tmp_path / "src"
+    src.mkdir()
+    data = (SAMPLES / "astropix_threshold_scan.apx").read_bytes()
+    target = src / "live.apx"
+    done = threading.Event()
+
+    def instrument() -> None:
+        with open(target, "wb") as f:
+            for start in range(0, len(data), 2000):
+                f.write(data[start:start + 2000])
+                f.flush()
+                time.sleep(0.02)
+        done.set()
+
+    writer = threading.Thread(target=instrument)
+    writer.start()
+    seen_pending = False
+    while not done.is_set():
+        # (A writer stalled for longer than settle on a loaded machine would get its
+        # partial file ingested, and replaced later: the end result is the same.)
+        report = bindf.ingest(src, tmp_path / "ds", settle=1.0)
+        seen_pending |= report.pending == [str(target)]
+        time.sleep(0.02)
+    writer.join()
+    assert seen_pending
+    time.sleep(1.05)
+    report = bindf.ingest(src, tmp_path / "ds", settle=1.0)
+    assert report.ok and str(target) in report.ingested + report.replaced
+    assert bindf.read_dataset(tmp_path / "ds").drop("source", "format").collect().equals(
+        bindf.read(target, output="polars"))
+
+
 def test_a_file_that_changes_while_it_is_read_is_left_pending(tmp_path: Path,
                                                              monkeypatch) -> None:
     import bindf._ingest_worker as worker
