@@ -529,6 +529,13 @@ def test_local_cluster_run_equals_the_local_run(campaign, tmp_path: Path) -> Non
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         report = bindf.ingest(sources, tmp_path / "dask", client=client, **kwargs)
+        from bindf.cli import main
+
+        status = main(["ingest", *map(str, sources), "-o", str(tmp_path / "cli"), "-q",
+                       "--scheduler", cluster.scheduler_address, "--on-error", "warn",
+                       "--partition-by", "args.threshold", "--header-columns", "readout_uid"])
+    assert status == 65  # the damaged files
+    assert snapshot(tmp_path / "cli") == snapshot(local)
     assert len(report.ingested) == 48 + 1 and len(report.failed) == 2
     assert snapshot(tmp_path / "dask") == snapshot(local)
 
