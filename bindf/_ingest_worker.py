@@ -128,9 +128,10 @@ def run_job(job: Job) -> dict[str, Any]:
             return {"path": job.path, "status": "unchanged", "entry": signature,
                     "bytes": before.st_size}
         entry = _write_and_publish(job, before, signature)
-    except (BindfError, OSError, ValueError, TypeError) as exc:
-        # TypeError: a reader option this format does not take; ValueError: bad option
-        # values, header values that do not fit the dataset's columns.
+    except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the others
+        # Besides bindf's errors: TypeError (a reader option this format does not take),
+        # ValueError (header values that do not fit the dataset's columns), OSError, and
+        # anything unexpected, recorded with its type so that it can be reported.
         if _changed_since(job.path, before):  # the error may come from a half-written file
             return {"path": job.path, "status": "pending", "entry": None,
                     "bytes": before.st_size}
