@@ -34,6 +34,7 @@ from .frontends.headers import read_headers
 from .frontends.polars import format_scanner, scan
 from .frontends.read import format_reader, iter_batches, read, read_header
 from .frontends.records import read_records, scan_records
+from .ingest import DatasetLockedError, IngestReport, ingest, read_dataset
 from .parquet import read_parquet, to_parquet
 from .registry import FORMATS, detect_format, get_format
 
@@ -125,4 +126,8 @@ __all__ = [
     "read_records",
     "scan_records",
     "to_parquet",
+    "DatasetLockedError",
+    "IngestReport",
+    "ingest",
+    "read_dataset",
 ]

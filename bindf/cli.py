@@ -238,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     reader_options(p)
     p.set_defaults(func=cmd_convert)
+
+    from bindf.ingest import add_ingest_command
+
+    add_ingest_command(sub)
     return parser
 
 

@@ -1,0 +1,577 @@
+"""Campaigns: keep a Parquet dataset in sync with thousands of instrument files.
+
+>>> report = bindf.ingest("campaign/", "dataset/", header_columns=["args.threshold"])
+>>> report.ingested, report.failed
+>>> lf = bindf.read_dataset("dataset/", format="apx")         # lazy polars scan
+>>> lf.filter(pl.col("args.threshold") > 100).group_by("source").len().collect()
+
+Layout of ``DEST`` (Hive partitioning; details and the manifest schema in
+``docs/ingest.md``)::
+
+    DEST/_bindf_manifest.json                       what was ingested (the bookkeeping)
+    DEST/format=apx/[key=value/…]<hash>-0.parquet   parts of one source file
+    DEST/.bindf-ingest.lock                         held while an ingestion runs
+
+A source's parts are named after a hash of its absolute path, so a changed file's new
+parts replace the old ones under the same name (``os.replace``: atomic) instead of
+adding duplicates. Every row gains a ``source`` column and the requested header fields;
+every part carries the bindf metadata (format, header, source) in its footer.
+
+Crash safety: parts are staged under ``DEST/_bindf_staging`` and renamed into place, the
+manifest is replaced atomically *after* the parts it lists, and every run first removes
+what an interrupted run may have left: the staging folder, and parts the manifest does
+not list (their sources are re-ingested because the manifest does not record them as
+done). So after ``kill -9`` at any moment, a rerun yields the dataset an uninterrupted
+run would have produced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._ingest_sources import (
+    find_sources,
+    header_column_spec,
+    infer_column_type,
+    read_headers_for_types,
+)
+from ._ingest_worker import Job, header_value, remove_empty_dirs, run_job
+from ._manifest import (
+    KEY_DIGITS,
+    MANIFEST_NAME,
+    STAGING_NAME,
+    DatasetLock,
+    DatasetLockedError,
+    Manifest,
+    source_key,
+)
+from .errors import BindfWarning
+
+if TYPE_CHECKING:
+    import polars as pl
+
+__all__ = ["DatasetLockedError", "IngestReport", "add_ingest_command", "find_sources",
+           "ingest", "read_dataset", "watch"]
+
+#: Default number of rows per Parquet part; a bigger source is split into several parts.
+DEFAULT_ROWS_PER_PART = 16 << 20
+#: The manifest is saved at most this often while a run progresses (and at its end), so
+#: an interrupted run keeps most of its work without rewriting the manifest per file.
+CHECKPOINT_SECONDS = 2.0
+_PART_NAME = re.compile(rf"^[0-9a-f]{{{KEY_DIGITS}}}-\d+\.parquet$")
+
+
+@dataclass
+class IngestReport:
+    """What a run did (or, with ``dry_run=True``, would do). Lists hold source paths.
+
+    ``failed`` maps each source whose latest attempt failed to its error message: this
+    run's failures and those of unchanged files recorded earlier (a damaged file is not
+    retried until it changes). ``pending`` files were skipped because they are still
+    being written (see ``settle``); a later run picks them up. ``removed`` sources are in
+    the manifest but no longer on disk; ``pruned`` is the subset whose parts were deleted.
+    """
+
+    dest: str
+    dry_run: bool = False
+    ingested: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no source is recorded as failed."""
+        return not self.failed
+
+    def summary(self) -> str:
+        verb = "would ingest" if self.dry_run else "ingested"
+        text = (f"{self.dest}: {verb} {len(self.ingested)} new, "
+                f"{'would replace' if self.dry_run else 'replaced'} {len(self.replaced)} "
+                f"changed, {len(self.unchanged)} unchanged, {len(self.failed)} failed, "
+                f"{len(self.pending)} pending (still being written), "
+                f"{len(self.removed)} removed from disk")
+        if self.pruned:
+            text += f" ({len(self.pruned)} {'would be ' if self.dry_run else ''}pruned)"
+        if not self.dry_run:
+            text += f"; {self.rows} rows from {self.bytes / 1e6:.1f} MB in {self.seconds:.2f} s"
+        return text
+
+
+# -- the run --------------------------------------------------------------------------
+def ingest(
+    sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    dest: str | os.PathLike[str],
+    *,
+    pattern: str | Sequence[str] | None = None,
+    format: str | None = None,
+    partition_by: Sequence[str] | str = (),
+    header_columns: Sequence[str] | Mapping[str, str | None] | None = None,
+    on_error: str = "raise",
+    settle: float = 0.0,
+    prune: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    threads: int | None = None,
+    client: Any = None,
+    progress: bool = False,
+    rows_per_part: int = DEFAULT_ROWS_PER_PART,
+    fsync: bool = True,
+    **options: Any,
+) -> IngestReport:
+    """Convert new and changed source files into the Parquet dataset ``dest``.
+
+    Parameters
+    ----------
+    sources:
+        Paths, globs, or folders (searched recursively for ``pattern``), or a list.
+    dest:
+        The dataset folder (created if needed).
+    pattern:
+        Glob(s) of file names to pick up in folders; default: the extensions bindf knows
+        (``*.apx``, ``*.log``, ``*.bin``).
+    format:
+        Force one format for every file; default: detect each file's.
+    partition_by:
+        Header fields (dotted for nested keys) that add ``key=value`` folders below
+        ``format=…``. Missing values go to ``key=__HIVE_DEFAULT_PARTITION__`` (null).
+    header_columns:
+        Header fields to add as columns to every row: names (``"args.threshold"``), with
+        an optional type (``"args.threshold:float64"``; bool, int64, float64, string), or
+        a dict name → type. Without a type, the type that holds every file's value is
+        inferred once and kept in the manifest, so every part has the same schema.
+    on_error:
+        Per file, as in :func:`bindf.read`: ``"raise"`` makes a damaged file a recorded
+        failure (the others go on); ``"warn"``/``"skip"`` keep the good records and
+        count the skipped ones in the manifest.
+    settle:
+        Skip files modified less than this many seconds ago (still being written); they
+        are reported as ``pending``. A file that changes while it is read is pending too.
+    prune:
+        Delete the parts of sources that no longer exist on disk.
+    dry_run:
+        Report what would be done; write and delete nothing, take no lock.
+    force:
+        Re-ingest every source, changed or not.
+    threads:
+        Files converted at once in this process (default: the usable cores).
+    client:
+        A ``distributed.Client``: files are converted on its workers, which must see
+        ``dest`` at the same path (a shared filesystem). The manifest is written only
+        here, by the coordinating process.
+    progress:
+        A tqdm bar over bytes, with the file count (needs ``bindf[progress]``).
+    rows_per_part:
+        A source with more rows is split into several parts.
+    fsync:
+        Flush each part to disk before publishing it (the manifest is always flushed),
+        so that after a power cut the manifest never lists a part whose data was lost.
+        ``False`` is faster (about 3 ms less per file on a virtual disk) and still safe
+        against a killed process, whose written data the OS keeps.
+    **options:
+        Passed to the readers (``level="readouts"``, ``layout=`` …).
+
+    A file is re-converted when its size or mtime differ from the manifest's *and* its
+    SHA-256 differs too (a touched but identical file is only re-recorded), when its
+    parts are missing, or when the settings (partitioning, header columns, options)
+    differ from those the dataset was made with: then every source is re-converted.
+    Raises :class:`bindf.DatasetLockedError` (a ``BindfError``) if another run holds
+    the dataset's lock.
+    """
+    started = time.perf_counter()
+    if on_error not in ("raise", "warn", "skip"):
+        raise ValueError(f"on_error must be 'raise', 'warn' or 'skip', not {on_error!r}")
+    if rows_per_part is not None and rows_per_part < 1:
+        raise ValueError(f"rows_per_part must be positive, not {rows_per_part}")
+    dest = os.path.abspath(os.fspath(dest))
+    paths = find_sources(sources, pattern, exclude=dest)
+    threads = threads or _usable_cores()
+    partition_by = [partition_by] if isinstance(partition_by, str) else list(partition_by)
+    columns = header_column_spec(header_columns)
+    both = sorted(set(partition_by) & set(columns))
+    if both:  # DuckDB would read the folder's text over the file's typed column
+        raise ValueError(f"{both} cannot be both a partition and a header column: a "
+                         "partition field is already a column of every reader's scan")
+    requested = {"partition_by": partition_by,
+                 "header_columns": columns,
+                 "format": format, "options": options, "on_error": on_error,
+                 "rows_per_part": rows_per_part}
+    report = IngestReport(dest=dest, dry_run=dry_run)
+    if not dry_run:
+        os.makedirs(dest, exist_ok=True)
+    with contextlib.nullcontext() if dry_run else DatasetLock(dest):
+        manifest = Manifest.load(dest) if os.path.isdir(dest) else Manifest()
+        existing = _existing_parts(dest)
+        if not dry_run:
+            _recover(dest, manifest, existing)
+        run = _Run(dest, manifest, report, existing, dry_run)
+        settings = run.resolve_settings(requested, paths)
+        jobs = run.plan(paths, settings, settle, force, fsync)
+        run.find_removed(paths, prune)
+        if dry_run:
+            report.seconds = time.perf_counter() - started
+            return report
+        try:
+            run.execute(jobs, threads, client, progress)
+        finally:
+            # Also on Ctrl-C or an unexpected error: record what was published so far.
+            if run.dirty:
+                manifest.save(dest)
+            with contextlib.suppress(OSError):  # only when empty: a worker may still write
+                os.rmdir(os.path.join(dest, STAGING_NAME))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _usable_cores() -> int:
+    counter = getattr(os, "process_cpu_count", None)  # Python >= 3.13
+    if counter is not None:
+        return counter() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def _existing_parts(dest: str) -> set[str]:
+    """Relative paths of every bindf part file under ``dest/format=*``."""
+    found: set[str] = set()
+    if not os.path.isdir(dest):
+        return found
+    for entry in os.scandir(dest):
+        if not (entry.is_dir() and entry.name.startswith("format=")):
+            continue
+        for root, _dirs, files in os.walk(entry.path):
+            rel = os.path.relpath(root, dest).replace(os.sep, "/")
+            found.update(f"{rel}/{name}" for name in files if _PART_NAME.match(name))
+    return found
+
+
+def _recover(dest: str, manifest: Manifest, existing: set[str]) -> None:
+    """Undo what an interrupted run left: staged files, and published parts that the
+    manifest does not list (their sources are not recorded as done, so they are
+    converted again)."""
+    shutil.rmtree(os.path.join(dest, STAGING_NAME), ignore_errors=True)
+    for part in sorted(existing - manifest.referenced_parts()):
+        path = os.path.join(dest, *part.split("/"))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        remove_empty_dirs(os.path.dirname(path), dest)
+        existing.discard(part)
+
+
+class _Run:
+    """The coordinator's state during one :func:`ingest` call."""
+
+    def __init__(self, dest: str, manifest: Manifest, report: IngestReport,
+                 existing: set[str], dry_run: bool) -> None:
+        self.dest = dest
+        self.manifest = manifest
+        self.report = report
+        self.existing = existing
+        self.dry_run = dry_run
+        self.dirty = False
+        self.settings_changed = False
+
+    def resolve_settings(self, requested: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+        """Fix undeclared header column types (from the manifest when it already has the
+        column, else from the headers) and note whether the settings changed."""
+        old = self.manifest.settings or {}
+        columns = dict(requested["header_columns"])
+        old_columns = old.get("header_columns") or {}
+        undeclared = [n for n, kind in columns.items() if kind is None]
+        if undeclared and all(n in old_columns for n in undeclared):
+            columns.update({n: old_columns[n] for n in undeclared})
+        elif undeclared:
+            headers = [e["header"] for e in self.manifest.sources.values() if e.get("header")]
+            todo = [p for p in paths if p not in self.manifest.sources]
+            headers += read_headers_for_types(todo, requested["format"], requested["options"])
+            for name in undeclared:
+                columns[name] = infer_column_type(header_value(h, name) for h in headers)
+        try:  # as the manifest will give it back (tuples become lists …)
+            settings = json.loads(json.dumps({**requested, "header_columns": columns}))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"reader options must be JSON values to be recorded: {exc}") from None
+        self.settings_changed = bool(self.manifest.sources) and settings != old
+        if settings != old and not self.dry_run:
+            self.manifest.settings = settings
+            self.dirty = True
+        return settings
+
+    def plan(self, paths: list[str], settings: dict[str, Any], settle: float,
+             force: bool, fsync: bool) -> list[Job]:
+        """The jobs of this run; fills the report's unchanged/pending/failed lists, and
+        for a dry run its ingested/replaced lists."""
+        now = time.time()
+        report = self.report
+        todo = list(paths)
+        if self.settings_changed:  # every part must be remade, not only this run's
+            current = set(paths)
+            todo += sorted(p for p in self.manifest.sources if p not in current
+                           and os.path.exists(p))
+        jobs = []
+        for path in todo:
+            entry = self.manifest.sources.get(path)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                report.failed[path] = f"{exc.strerror or exc}"
+                continue
+            if settle and now - st.st_mtime < settle:
+                report.pending.append(path)
+                continue
+            if not (force or self.settings_changed) and entry is not None \
+                    and self._up_to_date(entry, st):
+                if entry.get("error"):
+                    report.failed[path] = entry["error"]["message"]
+                else:
+                    report.unchanged.append(path)
+                continue
+            if self.dry_run:
+                (report.ingested if entry is None else report.replaced).append(path)
+                continue
+            reuse_hash = entry is not None and not (force or self.settings_changed) \
+                and not entry.get("error") and self._parts_present(entry)
+            jobs.append(Job(path=path, key=entry["key"] if entry else source_key(path),
+                            dest=self.dest, settings=settings,
+                            old_parts=tuple(entry.get("parts") or ()) if entry else (),
+                            old_sha256=entry.get("sha256") if reuse_hash else None,
+                            fsync=fsync))
+        return jobs
+
+    def _parts_present(self, entry: dict[str, Any]) -> bool:
+        return all(part in self.existing for part in entry.get("parts") or ())
+
+    def _up_to_date(self, entry: dict[str, Any], st: os.stat_result) -> bool:
+        if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+            return False
+        error = entry.get("error")
+        if error:
+            return not error.get("retry")  # data errors wait for the file to change
+        return self._parts_present(entry)
+
+    def find_removed(self, paths: list[str], prune: bool) -> None:
+        current = set(paths)
+        for path in sorted(self.manifest.sources):
+            if path in current or os.path.exists(path):
+                continue
+            self.report.removed.append(path)
+            if not prune:
+                continue
+            self.report.pruned.append(path)
+            if self.dry_run:
+                continue
+
+            for part in self.manifest.sources[path].get("parts") or ():
+                full = os.path.join(self.dest, *part.split("/"))
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(full)
+                remove_empty_dirs(os.path.dirname(full), self.dest)
+            del self.manifest.sources[path]
+            self.dirty = True
+
+    # -- execution --------------------------------------------------------------------
+    def execute(self, jobs: list[Job], threads: int, client: Any, progress: bool) -> None:
+        if not jobs:
+            return
+        bar = _ProgressBar(jobs) if progress else None
+        last_save = time.monotonic()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BindfWarning)
+            try:
+                for result in _results(jobs, threads, client):
+                    self._record(result, caught)
+                    if bar is not None:
+                        bar.update(result["bytes"])
+                    if self.dirty and time.monotonic() - last_save > CHECKPOINT_SECONDS:
+                        self.manifest.save(self.dest)
+                        last_save = time.monotonic()
+            finally:
+                if bar is not None:
+                    bar.close()
+                others = [w for w in caught if not issubclass(w.category, BindfWarning)]
+                caught.clear()
+        for w in others:  # not ours to record: pass them on
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def _record(self, result: dict[str, Any], caught: list[warnings.WarningMessage]) -> None:
+        path, status, entry = result["path"], result["status"], result["entry"]
+        report = self.report
+        if status == "pending":
+            report.pending.append(path)
+            return
+        old = self.manifest.sources.get(path)
+        if status == "unchanged":  # same content, new mtime: only the record changes
+            self.manifest.sources[path] = {**old, **entry}
+            report.unchanged.append(path)
+        else:
+            mine = [w for w in caught if getattr(w.message, "path", None) == path]
+            for w in mine:
+                caught.remove(w)
+            entry["warnings"] = result.get("warnings") or [str(w.message) for w in mine]
+            self.manifest.sources[path] = entry
+            if status == "failed":
+                report.failed[path] = entry["error"]["message"]
+            else:
+                # A file that failed before and reads now is new data, not a replacement.
+                fresh = old is None or bool(old.get("error"))
+                (report.ingested if fresh else report.replaced).append(path)
+                report.rows += entry["rows"]
+                report.bytes += result["bytes"]
+        self.dirty = True
+
+
+def _results(jobs: list[Job], threads: int, client: Any) -> Iterator[dict[str, Any]]:
+    """Run the jobs locally in threads, or on a dask cluster; yield results as they end."""
+    if client is not None:
+        from distributed import as_completed as dask_completed
+
+        futures = client.map(_run_job_on_worker, jobs, pure=False)
+        try:
+            for future in dask_completed(futures):
+                yield future.result()
+        finally:
+            client.cancel(futures)
+        return
+    if threads <= 1:
+        yield from map(run_job, jobs)
+        return
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="bindf-ingest")
+    try:
+        futures = [pool.submit(run_job, job) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_job_on_worker(job: Job) -> dict[str, Any]:
+    """:func:`run_job` on a dask worker, returning its bindf warnings as text (warnings
+    raised in a worker process would otherwise end up in the worker's log)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BindfWarning)
+        result = run_job(job)
+    result["warnings"] = [str(w.message) for w in caught if issubclass(w.category, BindfWarning)]
+    return result
+
+
+class _ProgressBar:
+    """tqdm over the bytes of the files to convert, with the file count beside it."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            from .errors import missing_dependency
+
+            raise missing_dependency("tqdm", "progress") from None
+        total = 0
+        for job in jobs:
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(job.path)
+        self.files = len(jobs)
+        self.done = 0
+        self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc="ingest")
+        self.bar.set_postfix_str(f"0/{self.files} files")
+
+    def update(self, nbytes: int) -> None:
+        self.done += 1
+        self.bar.set_postfix_str(f"{self.done}/{self.files} files", refresh=False)
+        self.bar.update(nbytes)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# -- watching ---------------------------------------------------------------------------
+def watch(sources: Any, dest: str | os.PathLike[str], *, interval: float = 10.0,
+          max_runs: int | None = None,
+          on_report: Callable[[IngestReport], None] | None = None,
+          **kwargs: Any) -> IngestReport | None:
+    """Run :func:`ingest` every ``interval`` seconds until Ctrl-C (or ``max_runs`` runs).
+
+    A polling loop: each run converts only what changed since the last one, and files
+    still being written wait for ``settle`` seconds of quiet (default here: ``interval``).
+    ``on_report`` is called after each run. Returns the last report; a Ctrl-C between
+    runs ends the loop quietly, one during a run interrupts that run (a later run picks
+    up where it stopped). Growing files are re-converted whole once they settle; when
+    ``bindf.follow`` (live following of growing files) lands, this loop is meant to use
+    it to append only the new records.
+    """
+    kwargs.setdefault("settle", interval)
+    report = None
+    runs = 0
+    while max_runs is None or runs < max_runs:
+        report = ingest(sources, dest, **kwargs)
+        runs += 1
+        if on_report is not None:
+            on_report(report)
+        if max_runs is not None and runs >= max_runs:
+            break
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            break
+    return report
+
+
+# -- reading --------------------------------------------------------------------------
+def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
+                 hive_partitioning: bool = True) -> pl.LazyFrame:
+    """A lazy polars scan of the parts of one format in an ingested dataset.
+
+    Scans exactly the parts the manifest lists (a consistent snapshot even while an
+    ingestion runs), with the partition columns when ``hive_partitioning``. The scan's
+    ``lf.bindf`` metadata comes from the manifest: ``lf.bindf.header`` is the first
+    source's header, ``lf.bindf.source`` the list of sources, and
+    ``lf.bindf.info["headers"]`` maps every source to its header. ``format`` may be left
+    out when the dataset holds one format.
+    """
+    import polars as pl
+
+    from .arrow import build_info
+    from .frontends.output import set_polars_info
+
+    dest = os.path.abspath(os.fspath(dest))
+    if not os.path.exists(os.path.join(dest, MANIFEST_NAME)):
+        raise FileNotFoundError(2, "not a bindf dataset (no manifest)", dest)
+    manifest = Manifest.load(dest)
+    entries = {p: e for p, e in manifest.sources.items() if e.get("parts")}
+    formats = sorted({e["format"] for e in entries.values()})
+    if format is None:
+        if len(formats) != 1:
+            raise ValueError(f"the dataset holds formats {formats}; pass format=")
+        format = formats[0]
+    chosen = {p: e for p, e in entries.items() if e["format"] == format}
+    if not chosen:
+        raise ValueError(f"the dataset holds no {format!r} data; it has {formats}")
+    files = [os.path.join(dest, *part.split("/")) for e in chosen.values() for part in e["parts"]]
+    lf = pl.scan_parquet(files, hive_partitioning=hive_partitioning)
+    info = build_info(format, next(iter(chosen.values()))["header"], list(chosen))
+    info["headers"] = {p: e["header"] for p, e in chosen.items()}
+    info["dataset"] = dest
+    set_polars_info(lf, info)
+    return lf
+
+
+def add_ingest_command(sub: Any) -> None:
+    """Register ``bindf ingest`` on the CLI's subparsers (see :mod:`bindf._ingest_cli`)."""
+    from ._ingest_cli import add_ingest_command as add
+
+    add(sub)

@@ -1,0 +1,574 @@
+"""``bindf.ingest``: campaigns of many files into an incremental, crash-safe Parquet dataset.
+
+The campaign is generated with bindf's own writers from the bundled samples: AstroPix
+runs at several thresholds, sparse and dense IT02 traces, STT1 photon files, SP01 decay
+curves, SPF1 phasors, plus damaged files (cut header, random bytes, a truncated tail) and
+a file that is still being written. The kill -9 tests run ingestion in processes forked
+from a forkserver that has bindf imported already, so each one starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+import bindf
+from bindf._manifest import LOCK_NAME, MANIFEST_NAME, STAGING_NAME, DatasetLock
+from bindf.ingest import DatasetLockedError, find_sources
+
+SAMPLES = Path(bindf.__file__).parent / "samples"
+THRESHOLDS = (80.0, 100.0, 120.0, 150.0)
+
+
+def _apx_templates(folder: Path) -> list[Path]:
+    hits = bindf.read(SAMPLES / "astropix_threshold_scan.apx", output="polars")
+    header = hits.bindf.header
+    out = []
+    for i, threshold in enumerate(THRESHOLDS):
+        path = folder / f"apx_t{i}.apx"
+        head = {**header, "args": {**header["args"], "threshold": threshold}}
+        bindf.write_apx(path, hits.head(100 * (i + 1)), head)
+        out.append(path)
+    return out
+
+
+def make_campaign(root: Path, n_apx: int = 160, n_flim: int = 20) -> dict[str, list[Path]]:
+    """A few hundred small files of several formats, some damaged."""
+    templates = root / "_templates"
+    templates.mkdir(parents=True)
+    apx = _apx_templates(templates)
+    rng = np.random.default_rng(7)
+    files: dict[str, list[Path]] = {"apx": [], "it02": [], "spectro": [], "sp01": [],
+                                    "spf1": [], "damaged": []}
+    for i in range(n_apx):
+        day = root / "apx" / f"day{i % 4}"
+        day.mkdir(parents=True, exist_ok=True)
+        dest = day / f"run{i:04d}.apx"
+        shutil.copyfile(apx[i % len(apx)], dest)
+        files["apx"].append(dest)
+    flim = root / "flim"
+    flim.mkdir()
+    for i in range(n_flim):
+        n = 50 + 10 * i
+        trace = {"time_ns": np.arange(1, n + 1) * 1e6,
+                 "ch1": rng.integers(0, 3, n).astype("u4"),
+                 "ch2": rng.integers(0, 50, n).astype("u4")}
+        path = flim / f"trace{i:03d}.bin"
+        bindf.write_it02(path, trace, {"channels": [0, 1], "bin_width_micros": 1000},
+                         layout="sparse" if i % 2 else "dense")
+        files["it02"].append(path)
+        events = {"event": rng.integers(0, 4, n).astype("u1"),
+                  "microtime_ns": rng.random(n), "macrotime_ns": np.sort(rng.random(n)) * 1e6}
+        path = flim / f"photons{i:03d}.bin"
+        bindf.write_spectro(path, events, {"channels": [0, 1, 2, 3], "laser_period_ns": 12.5})
+        files["spectro"].append(path)
+    for i in range(4):
+        path = flim / f"decay{i}.bin"
+        shutil.copyfile(SAMPLES / "decay_curves_sp01.bin", path)
+        files["sp01"].append(path)
+        path = flim / f"phasors{i}.bin"
+        shutil.copyfile(SAMPLES / "phasors_spf1.bin", path)
+        files["spf1"].append(path)
+    damaged = root / "apx" / "damaged"
+    damaged.mkdir()
+    raw = apx[0].read_bytes()
+    (damaged / "cut_header.apx").write_bytes(raw[:60])
+    (damaged / "noise.bin").write_bytes(rng.integers(0, 256, 3000, dtype="u1").tobytes())
+    files["damaged"] += [damaged / "cut_header.apx", damaged / "noise.bin"]
+    # A truncated tail is not a failure: the complete readouts are kept, with a warning.
+    sample = (SAMPLES / "astropix_threshold_scan.apx").read_bytes()
+    (root / "apx" / "truncated.apx").write_bytes(sample[:-7])
+    files["apx"].append(root / "apx" / "truncated.apx")
+    shutil.rmtree(templates)
+    return files
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[Path]]]:
+    root = tmp_path_factory.mktemp("campaign")
+    return root, make_campaign(root)
+
+
+def copy_campaign(campaign, tmp_path: Path) -> tuple[Path, dict[str, list[Path]]]:
+    root, files = campaign
+    shutil.copytree(root, tmp_path / "src")
+    return tmp_path / "src", {k: [tmp_path / "src" / p.relative_to(root) for p in v]
+                              for k, v in files.items()}
+
+
+def snapshot(dest: Path) -> dict[str, object]:
+    """Every file of a dataset (content of parts, manifest minus volatile fields)."""
+    out: dict[str, object] = {}
+    for path in sorted(dest.rglob("*")):
+        rel = path.relative_to(dest).as_posix()
+        if path.is_dir() or rel == LOCK_NAME:
+            continue
+        if rel == MANIFEST_NAME:
+            manifest = json.loads(path.read_text())
+            for entry in manifest["sources"]:
+                entry.pop("ingested")
+            out[rel] = {"settings": manifest["settings"], "sources": manifest["sources"]}
+        else:
+            assert rel.endswith(".parquet") and rel.startswith("format="), rel
+            table = pq.read_table(path)
+            out[rel] = (table.to_pydict(), table.schema.metadata)
+    return out
+
+
+def _manifest(dest: Path) -> dict:
+    """The manifest with ``sources`` keyed by path (on disk: a list with ``path``)."""
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    manifest["sources"] = {e.pop("path"): e for e in manifest["sources"]}
+    return manifest
+
+
+def test_campaign_is_ingested_and_a_rerun_changes_nothing(campaign, tmp_path: Path) -> None:
+    root, files = campaign
+    dest = tmp_path / "ds"
+    report = bindf.ingest(root, dest, header_columns=["readout_uid", "channels"],
+                          partition_by=["args.threshold"])
+    good = [p for k, v in files.items() if k != "damaged" for p in v]
+    assert sorted(report.ingested) == sorted(str(p) for p in good)
+    assert sorted(report.failed) == sorted(str(p) for p in files["damaged"])
+    assert not report.ok
+    assert "header" in report.failed[str(files["damaged"][0])]
+    manifest = _manifest(dest)
+    truncated = manifest["sources"][str(root / "apx" / "truncated.apx")]
+    assert truncated["error"] is None and "truncated" in truncated["warnings"][0]
+
+    # Each source's part holds exactly what bindf.read gives, plus source + header columns.
+    for path in [files["apx"][0], files["apx"][1], files["it02"][1], files["sp01"][0]]:
+        entry = manifest["sources"][str(path)]
+        (part,) = entry["parts"]
+        table = pl.read_parquet(dest / part)
+        expected = bindf.read(path, output="polars")
+        assert table.drop("source", "readout_uid", "channels").equals(expected)
+        assert table["source"].unique().to_list() == [str(path)]
+        assert entry["rows"] == len(expected) and entry["header"] == expected.bindf.header
+        back = bindf.read_parquet(dest / part)  # bindf metadata in every part
+        assert back.attrs["bindf"]["header"] == expected.bindf.header
+        assert back.attrs["bindf"]["source"] == str(path)
+    assert manifest["settings"]["header_columns"] == {"readout_uid": "int64",
+                                                      "channels": "string"}
+    with pytest.raises(ValueError, match="both a partition and a header column"):
+        bindf.ingest(root, dest, header_columns=["args.threshold"], partition_by="args.threshold")
+
+    # A reader filters runs by header values without opening a binary.
+    scan = pl.scan_parquet(f"{dest}/format=apx/**/*.parquet", hive_partitioning=True)
+    counts = scan.group_by("args.threshold").agg(pl.col("source").n_unique()).collect()
+    assert sorted(counts.rows()) == [(80.0, 40), (100.0, 41), (120.0, 40), (150.0, 40)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bindf.BindfWarning)  # the truncated run
+        total = sum(len(bindf.read(p, output="arrow")) for p in files["apx"])
+    assert scan.select(pl.len()).collect().item() == total
+    lf = bindf.read_dataset(dest, format="apx")
+    assert lf.select(pl.len()).collect().item() == total
+    assert lf.bindf.header["args"]["threshold"] in THRESHOLDS
+    assert set(lf.bindf.info["headers"]) == {str(p) for p in files["apx"]}
+    assert lf.filter(pl.col("args.threshold") == 150.0).select("source").unique() \
+        .collect().height == 40
+
+    before = snapshot(dest)
+    mtimes = {p: p.stat().st_mtime_ns for p in dest.rglob("*.parquet")}
+    manifest_bytes = (dest / MANIFEST_NAME).read_bytes()
+    again = bindf.ingest(root, dest, header_columns=["readout_uid", "channels"],
+                         partition_by=["args.threshold"])
+    assert not again.ingested and not again.replaced
+    assert len(again.unchanged) == len(good) and sorted(again.failed) == sorted(report.failed)
+    assert snapshot(dest) == before
+    assert {p: p.stat().st_mtime_ns for p in dest.rglob("*.parquet")} == mtimes
+    assert (dest / MANIFEST_NAME).read_bytes() == manifest_bytes  # not even rewritten
+
+
+def test_changed_added_removed_and_touched(campaign, tmp_path: Path) -> None:
+    root, files = campaign
+    src = tmp_path / "src"
+    shutil.copytree(root / "apx" / "day0", src)  # 40 runs at threshold 80
+    dest = tmp_path / "ds"
+    kwargs = {"partition_by": "args.threshold", "threads": 2}
+    bindf.ingest(src, dest, **kwargs)
+    changed, touched, gone = sorted(src.iterdir())[:3]
+    manifest = _manifest(dest)
+    old_part = manifest["sources"][str(changed)]["parts"][0]
+    # Changed: another threshold, so its part moves to another partition.
+    shutil.copyfile(files["apx"][1], changed)
+    os.utime(touched, ns=(time.time_ns(), time.time_ns() + 10**9))  # same bytes, new mtime
+    gone.unlink()
+    added = src / "new.apx"
+    shutil.copyfile(files["apx"][2], added)
+
+    dry = bindf.ingest(src, dest, dry_run=True, prune=True, **kwargs)
+    assert dry.ingested == [str(added)] and set(dry.replaced) == {str(changed), str(touched)}
+    assert dry.removed == [str(gone)] and dry.pruned == [str(gone)]
+    assert (dest / old_part).exists() and str(gone) in _manifest(dest)["sources"]
+
+    report = bindf.ingest(src, dest, **kwargs)
+    assert report.ingested == [str(added)] and report.replaced == [str(changed)]
+    assert str(touched) in report.unchanged  # content hash equal: not re-converted
+    assert report.removed == [str(gone)] and not report.pruned
+    manifest = _manifest(dest)
+    assert manifest["sources"][str(touched)]["mtime_ns"] == touched.stat().st_mtime_ns
+    new_part = manifest["sources"][str(changed)]["parts"][0]
+    assert new_part.startswith("format=apx/args.threshold=100.0/")
+    assert new_part != old_part and not (dest / old_part).exists()
+    assert (dest / manifest["sources"][str(gone)]["parts"][0]).exists()
+
+    pruned = bindf.ingest(src, dest, prune=True, **kwargs)
+    assert pruned.pruned == [str(gone)]
+    assert str(gone) not in _manifest(dest)["sources"]
+    # Same dataset as a clean ingestion of the folder as it is now.
+    assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean", **kwargs))
+    rows = pl.scan_parquet(f"{dest}/**/*.parquet", hive_partitioning=True).group_by(
+        "source").len().collect()
+    recorded = _manifest(dest)["sources"]
+    assert dict(rows.rows()) == {p: e["rows"] for p, e in recorded.items()}  # no duplicate
+
+
+def test_settings_change_and_force_rebuild_everything(campaign, tmp_path: Path) -> None:
+    root, files = campaign
+    dest = tmp_path / "ds"
+    bindf.ingest(root / "flim", dest)
+    report = bindf.ingest(root / "flim", dest, header_columns=["laser_period_ns"])
+    assert len(report.replaced) == len(list((root / "flim").iterdir()))
+    assert snapshot(dest) == snapshot(_fresh(root / "flim", tmp_path / "c1",
+                                             header_columns=["laser_period_ns"]))
+    forced = bindf.ingest(root / "flim", dest, header_columns=["laser_period_ns"], force=True)
+    assert len(forced.replaced) == len(report.replaced)
+
+
+def _fresh(source: Path, dest: Path, **kwargs) -> Path:
+    bindf.ingest(source, dest, **kwargs)
+    return dest
+
+
+def test_header_column_types_and_parts_split_by_rows(campaign, tmp_path: Path) -> None:
+    root, files = campaign
+    dest = tmp_path / "ds"
+    report = bindf.ingest(files["sp01"][:1] + files["it02"][:2], dest,
+                          header_columns={"laser_period_ns": "float64", "missing.key": None,
+                                          "channels": "string"}, rows_per_part=500)
+    assert report.ok
+    entry = _manifest(dest)["sources"][str(files["sp01"][0])]
+    assert len(entry["parts"]) == 4 and entry["rows"] == 1536  # 500 + 500 + 500 + 36
+    sp01 = bindf.read_dataset(dest, "sp01").collect()
+    assert sp01.drop("source", "laser_period_ns", "missing.key", "channels", "format").equals(
+        bindf.read(files["sp01"][0], output="polars"))
+    assert sp01["laser_period_ns"].unique().to_list() == [25.0]
+    assert sp01["missing.key"].null_count() == len(sp01)
+    assert sp01["channels"].unique().to_list() == ["[1, 3]"]
+    with pytest.raises(ValueError, match="unknown type"):
+        bindf.ingest(files["sp01"], dest, header_columns=["x:decimal"])
+    # A value that does not fit the column's type fails that file only, with a hint.
+    bad = bindf.ingest(files["spf1"][:1] + files["it02"][:1], tmp_path / "t",
+                       header_columns={"channels": "int64"})
+    assert len(bad.failed) == 2 and "declare its type" in next(iter(bad.failed.values()))
+
+
+def test_fewer_parts_and_a_repaired_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    decay = src / "decay.bin"
+    shutil.copyfile(SAMPLES / "decay_curves_sp01.bin", decay)
+    broken = src / "broken.apx"
+    broken.write_bytes((SAMPLES / "astropix_threshold_scan.apx").read_bytes()[:50])
+    dest = tmp_path / "ds"
+    first = bindf.ingest(src, dest, rows_per_part=500)
+    assert list(first.failed) == [str(broken)]
+    assert len(_manifest(dest)["sources"][str(decay)]["parts"]) == 4
+    # The decay file shrinks to 1 record (512 rows): two parts, the other two go.
+    frame = bindf.read(decay, output="polars")
+    bindf.write_sp01(decay, frame.filter(pl.col("time_ns") == frame["time_ns"].min()))
+    shutil.copyfile(SAMPLES / "astropix_threshold_scan.apx", broken)  # repaired
+    second = bindf.ingest(src, dest, rows_per_part=500)
+    assert second.ok and second.replaced == [str(decay)] and second.ingested == [str(broken)]
+    entry = _manifest(dest)["sources"][str(decay)]
+    on_disk = [p.relative_to(dest).as_posix() for p in dest.rglob(f"{entry['key']}-*.parquet")]
+    assert len(entry["parts"]) == 2 and sorted(on_disk) == sorted(entry["parts"])
+    assert _manifest(dest)["sources"][str(broken)]["error"] is None
+    assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean", rows_per_part=500))
+
+
+def test_on_error_skip_records_the_skipped_damage(tmp_path: Path) -> None:
+    raw = bytearray((SAMPLES / "astropix_threshold_scan.apx").read_bytes())
+    src = tmp_path / "src"
+    src.mkdir()
+    header_end = 6 + 4 + int.from_bytes(raw[6:10], "little")
+    marker = raw.index(b"\xfe\xdc\xba", header_end + 2000)
+    raw[marker] = 0x00  # damage one readout's marker
+    (src / "damaged.apx").write_bytes(bytes(raw))
+    strict = bindf.ingest(src, tmp_path / "strict", on_error="raise")
+    lenient = bindf.ingest(src, tmp_path / "lenient", on_error="skip")
+    assert "readout marker" in strict.failed[str(src / "damaged.apx")]
+    assert lenient.ok
+    entry = _manifest(tmp_path / "lenient")["sources"][
+        str(src / "damaged.apx")]
+    assert entry["skipped"] and entry["rows"] > 0
+
+
+def test_growing_files_wait_for_settle(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(SAMPLES / "astropix_threshold_scan.apx", src / "done.apx")
+    old = time.time() - 60
+    os.utime(src / "done.apx", (old, old))
+    growing = src / "growing.apx"
+    growing.write_bytes((SAMPLES / "astropix_threshold_scan.apx").read_bytes()[:20000])
+    report = bindf.ingest(src, tmp_path / "ds", settle=30)
+    assert report.pending == [str(growing)] and report.ingested == [str(src / "done.apx")]
+    with open(growing, "ab") as f:  # the acquisition ends
+        f.write((SAMPLES / "astropix_threshold_scan.apx").read_bytes()[20000:])
+    os.utime(growing, (old, old))
+    report = bindf.ingest(src, tmp_path / "ds", settle=30)
+    assert report.ingested == [str(growing)] and report.ok
+
+
+def test_a_file_written_while_ingestions_run(tmp_path: Path) -> None:
+    """An instrument writes a run in pieces while ingestion reruns (what --watch does):
+    the run stays pending while it grows and is ingested whole once it settles."""
+    import threading
+
+    src = tmp_path / "src"
+    src.mkdir()
+    data = (SAMPLES / "astropix_threshold_scan.apx").read_bytes()
+    target = src / "live.apx"
+    done = threading.Event()
+
+    def instrument() -> None:
+        with open(target, "wb") as f:
+            for start in range(0, len(data), 2000):
+                f.write(data[start:start + 2000])
+                f.flush()
+                time.sleep(0.02)
+        done.set()
+
+    writer = threading.Thread(target=instrument)
+    writer.start()
+    seen_pending = False
+    while not done.is_set():
+        # (A writer stalled for longer than settle on a loaded machine would get its
+        # partial file ingested, and replaced later: the end result is the same.)
+        report = bindf.ingest(src, tmp_path / "ds", settle=1.0)
+        seen_pending |= report.pending == [str(target)]
+        time.sleep(0.02)
+    writer.join()
+    assert seen_pending
+    time.sleep(1.05)
+    report = bindf.ingest(src, tmp_path / "ds", settle=1.0)
+    assert report.ok and str(target) in report.ingested + report.replaced
+    assert bindf.read_dataset(tmp_path / "ds").drop("source", "format").collect().equals(
+        bindf.read(target, output="polars"))
+
+
+def test_a_file_that_changes_while_it_is_read_is_left_pending(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    import bindf._ingest_worker as worker
+
+    src = tmp_path / "run.apx"
+    shutil.copyfile(SAMPLES / "astropix_threshold_scan.apx", src)
+    real_hash = worker.file_sha256
+
+    def hash_then_append(path: str) -> str:
+        digest = real_hash(path)
+        with open(path, "ab") as f:
+            f.write(b"\x00")
+        return digest
+
+    monkeypatch.setattr(worker, "file_sha256", hash_then_append)
+    report = bindf.ingest(src, tmp_path / "ds")
+    assert report.pending == [str(src)]
+    assert not list((tmp_path / "ds").rglob("*.parquet"))
+
+
+def test_ctrl_c_keeps_what_was_done(campaign, tmp_path: Path, monkeypatch) -> None:
+    import bindf.ingest  # noqa: F401 - the module (bindf.ingest is the function)
+
+    root, _ = campaign
+    module = sys.modules["bindf.ingest"]
+    real = module.run_job
+    calls = []
+
+    def interrupted_on_the_sixth(job):  # noqa: ANN001, ANN202
+        calls.append(job.path)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(module, "run_job", interrupted_on_the_sixth)
+    with pytest.raises(KeyboardInterrupt):
+        bindf.ingest(root / "flim", tmp_path / "ds", threads=1)
+    assert sorted(_manifest(tmp_path / "ds")["sources"]) == sorted(calls[:5])
+    monkeypatch.setattr(module, "run_job", real)
+    report = bindf.ingest(root / "flim", tmp_path / "ds")
+    assert len(report.unchanged) == 5 and len(report.ingested) == 48 - 5
+    assert snapshot(tmp_path / "ds") == snapshot(_fresh(root / "flim", tmp_path / "clean"))
+
+
+def test_lock_gives_the_second_run_a_clear_error(campaign, tmp_path: Path) -> None:
+    root, _ = campaign
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    with DatasetLock(str(dest)):
+        with pytest.raises(DatasetLockedError, match=rf"pid {os.getpid()} on .*even if it is "
+                                                     "killed"):
+            bindf.ingest(root / "flim", dest)
+        out = subprocess.run([sys.executable, "-m", "bindf", "ingest", str(root / "flim"),
+                              "-o", str(dest)], capture_output=True, text=True)
+        assert out.returncode == 75
+        assert out.stderr.startswith("bindf: error:") and "another bindf ingest" in out.stderr
+    assert bindf.ingest(root / "flim", dest).ok  # released
+
+
+def _run_ingest(root: str, dest: str, kwargs: dict, started) -> None:  # noqa: ANN001
+    started.set()
+    bindf.ingest(root, dest, **kwargs)
+
+
+def _hold_lock_then_sleep(dest: str, ready) -> None:  # noqa: ANN001
+    with DatasetLock(dest):
+        ready.set()
+        time.sleep(60)
+
+
+@pytest.fixture(scope="module")
+def forkserver():
+    """Processes started with bindf already imported (the forkserver imports it once)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bindf", "bindf.ingest", "test_ingest"])
+    return context
+
+
+def test_a_killed_owner_never_leaves_a_stale_lock(tmp_path: Path, forkserver) -> None:
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    ready = forkserver.Event()
+    holder = forkserver.Process(target=_hold_lock_then_sleep, args=(str(dest), ready))
+    holder.start()
+    assert ready.wait(60)
+    with pytest.raises(DatasetLockedError, match=f"pid {holder.pid}"):
+        bindf.ingest(SAMPLES / "phasors_spf1.bin", dest)
+    holder.kill()  # SIGKILL: no cleanup code runs
+    holder.join()
+    assert bindf.ingest(SAMPLES / "phasors_spf1.bin", dest).ok
+
+
+def test_kill_9_at_random_moments_then_rerun_equals_a_clean_run(campaign, tmp_path: Path,
+                                                                forkserver) -> None:
+    root, _ = campaign
+    sources = [str(root / "flim"), str(root / "apx" / "day1"), str(root / "apx" / "damaged")]
+    kwargs = {"partition_by": ["args.threshold"], "header_columns": ["readout_uid"],
+              "threads": 2, "rows_per_part": 300}
+    clean = tmp_path / "clean"
+    started = time.perf_counter()
+    bindf.ingest(sources, clean, **kwargs)
+    duration = time.perf_counter() - started
+    expected = snapshot(clean)
+    rng = random.Random(1)
+    dest = tmp_path / "ds"
+    kills = 0
+    for attempt in range(6):
+        # Even attempts kill a first ingestion; odd ones a forced re-ingestion, whose
+        # parts replace existing ones under a manifest that lists them.
+        if attempt % 2 == 0:
+            shutil.rmtree(dest, ignore_errors=True)
+        started = forkserver.Event()
+        process = forkserver.Process(
+            target=_run_ingest,
+            args=(sources, str(dest), {**kwargs, "force": attempt % 2 == 1}, started))
+        process.start()
+        assert started.wait(60)
+        time.sleep(rng.uniform(0.0, duration))
+        if process.is_alive():
+            process.kill()
+            kills += 1
+        process.join()
+        report = bindf.ingest(sources, dest, **kwargs)  # the rerun
+        assert not list(dest.rglob("*.tmp")) and not (dest / STAGING_NAME).exists()
+        assert snapshot(dest) == expected, f"attempt {attempt}: {report.summary()}"
+    assert kills >= 3
+
+
+def test_two_concurrent_runs(campaign, tmp_path: Path) -> None:
+    root, _ = campaign
+    dest = tmp_path / "ds"
+    sources = [str(root / "flim"), str(root / "apx" / "damaged")]
+    command = [sys.executable, "-m", "bindf", "ingest", *sources, "-o", str(dest), "-q"]
+    runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = sorted((p.wait(), p.stderr.read()) for p in runs)
+    for process in runs:
+        process.stderr.close()
+    codes = [code for code, _ in outcomes]
+    # Damaged files make a finished run exit 65; a run that found the lock taken exits 75.
+    assert set(codes) <= {65, 75} and 65 in codes, outcomes
+    for code, err in outcomes:
+        if code == 75:
+            assert "another bindf ingest is writing this dataset" in err
+    assert snapshot(dest) == snapshot(_fresh(sources, tmp_path / "clean"))
+
+
+def test_local_cluster_run_equals_the_local_run(campaign, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    root, files = campaign
+    sources = [root / "flim", root / "apx" / "damaged", root / "apx" / "truncated.apx"]
+    kwargs = {"partition_by": ["args.threshold"], "header_columns": ["readout_uid"],
+              "on_error": "warn"}
+    local = _fresh(sources, tmp_path / "local", **kwargs)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        report = bindf.ingest(sources, tmp_path / "dask", client=client, **kwargs)
+        from bindf.cli import main
+
+        status = main(["ingest", *map(str, sources), "-o", str(tmp_path / "cli"), "-q",
+                       "--scheduler", cluster.scheduler_address, "--on-error", "warn",
+                       "--partition-by", "args.threshold", "--header-columns", "readout_uid"])
+    assert status == 65  # the damaged files
+    assert snapshot(tmp_path / "cli") == snapshot(local)
+    assert len(report.ingested) == 48 + 1 and len(report.failed) == 2
+    assert snapshot(tmp_path / "dask") == snapshot(local)
+
+
+def test_cli(campaign, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bindf.cli import main
+
+    root, files = campaign
+    dest = tmp_path / "ds"
+    assert main(["ingest", str(root / "flim"), "-o", str(dest), "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("would ingest: ") == len(list((root / "flim").iterdir()))
+    assert not dest.exists()
+    assert main(["ingest", str(root / "flim"), "-o", str(dest), "--header-columns",
+                 "laser_period_ns:float64", "--progress", "--threads", "1"]) == 0
+    _, err = capsys.readouterr()
+    assert "ingested 48 new" in err and "files" in err  # the tqdm bar's file count
+    assert main(["ingest", str(root / "apx"), "-o", str(tmp_path / "d2"), "--watch",
+                 "--interval", "0.05", "--max-runs", "2", "--settle", "0"]) == 65
+    _, err = capsys.readouterr()
+    assert err.count("cut_header.apx") == 2 and "unchanged" in err
+    assert main(["ingest", str(tmp_path / "nothing"), "-o", str(dest)]) == 66
+
+
+def test_find_sources(campaign, tmp_path: Path) -> None:
+    root, files = campaign
+    everything = find_sources(root)
+    assert len(everything) == sum(len(v) for v in files.values())
+    assert find_sources(str(root / "apx" / "day*"), pattern="run00*.apx") == sorted(
+        str(p) for p in files["apx"] if p.name.startswith("run00"))
+    assert find_sources([root / "flim" / "decay0.bin"] * 2) == [str(root / "flim" / "decay0.bin")]
+    with pytest.raises(FileNotFoundError):
+        find_sources(str(root / "nope*.apx"))
+    # The dataset itself, inside a source folder, is never a source.
+    dest = root.parent / "inside"
+    assert all("inside" not in p for p in find_sources([root], exclude=str(dest)))
