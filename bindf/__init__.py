@@ -13,6 +13,7 @@ exists there, plus the ``bindf`` accessor on pandas and polars frames.
 from __future__ import annotations
 
 from ._version import __version__
+from .accessors import register_accessors
 from .errors import (
     BindfError,
     BindfWarning,
@@ -23,13 +24,12 @@ from .errors import (
     UnknownFormatError,
     UnsupportedReadoutError,
 )
-from .formats.apx import write_apx
+from .formats._apx_writer import write_apx
 from .formats.apx_log import convert_apx_log
 from .formats.it02 import write_it02
 from .formats.sp01 import write_sp01
 from .formats.spectro import write_spectro
 from .formats.spf1 import write_spf1
-from .frontends.accessors import register_accessors
 from .frontends.headers import read_headers
 from .frontends.polars import format_scanner, scan
 from .frontends.read import format_reader, iter_batches, read, read_header
