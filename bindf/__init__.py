@@ -40,7 +40,6 @@ from .registry import _LISTENERS as _REGISTRY_LISTENERS
 from .registry import (
     FormatSpec,
     detect_format,
-    discover_plugins,
     format_names,
     get_format,
     list_formats,
@@ -105,6 +104,7 @@ __all__ = [
     "UnsupportedReadoutError",
     "convert_apx_log",
     "detect_format",
+    "discover_plugins",
     "get_format",
     "iter_batches",
     "list_formats",
@@ -119,12 +119,24 @@ __all__ = [
     "to_parquet",
 ]
 
+def discover_plugins() -> list[str]:
+    """Declare the formats of installed plugins (entry-point group ``bindf.formats``):
+    ``read_<name>`` & co. exist at once, the plugin's module is imported on first use.
+    ``import bindf`` does this; call it again after installing a plugin into a running
+    interpreter. Returns the names found this time."""
+    from .registry import discover_plugins as declare
+
+    names = declare()
+    for name in names:
+        _add_format_functions(name, has_writer=False)
+    return names
+
+
 def _install() -> None:
     for spec in list(_REGISTERED.values()):
         _on_register(spec)
-    for name in discover_plugins():  # plugins: names only, modules imported on first use
-        _add_format_functions(name, has_writer=False)
     _REGISTRY_LISTENERS.append(_on_register)
+    discover_plugins()
     register_accessors()
 
 

@@ -11,13 +11,19 @@ conversion) are all generated from it, so adding a common parameter is one
 A format's own options (``level=`` for AstroPix, ``layout=`` for IT02 …) are
 :class:`Param` s too, declared once in the format's :class:`~bindf.registry.FormatSpec`;
 they go to the format's reader.
+
+Adding a common parameter: one :class:`Param` line in :data:`COMMON` (its
+``goes_to`` says who receives it: :meth:`ReadPlan.from_kwargs
+<bindf.frontends.batches.ReadPlan.from_kwargs>` hands PLAN parameters to the
+``ReadPlan`` constructor and READER ones to the reader; OUTPUT ones are taken by
+:func:`bindf.read`), then the code that honours it, then ``python -m bindf._stubgen``.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +128,18 @@ def signature(kind: str, options: Iterable[Param], returns: str) -> inspect.Sign
     return inspect.Signature(params, return_annotation=returns)
 
 
+def signature_with_options(kind: str) -> inspect.Signature:
+    """The signature of a format-generic function (``bindf.read``, ``bindf.scan``):
+    ``source``, ``format``, the common parameters, then ``**options`` for the format's."""
+    base = signature(kind, (), "Any")
+    params = list(base.parameters.values())
+    params.insert(1, inspect.Parameter("format", inspect.Parameter.KEYWORD_ONLY,
+                                       default=None, annotation="str | None"))
+    params.append(inspect.Parameter("options", inspect.Parameter.VAR_KEYWORD,
+                                    annotation="Any"))
+    return base.replace(parameters=params)
+
+
 def check_names(function: str, given: Iterable[str], allowed: Iterable[str]) -> None:
     """A ``TypeError`` for keyword arguments ``function`` does not take, with a hint
     (``nrows`` → ``n_rows``, or the closest name) where there is one."""
@@ -138,23 +156,6 @@ def check_names(function: str, given: Iterable[str], allowed: Iterable[str]) -> 
     if hint:
         message += f"; did you mean {hint}=?"
     raise TypeError(message)
-
-
-def route(kind: str, options: Iterable[Param], values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Split keyword ``values`` by where they go: ``{PLAN: …, READER: …, OUTPUT: …}``.
-
-    Arguments left at their default are passed on too, except reader options (so a
-    reader's own defaults stay the reference)."""
-    out: dict[str, dict[str, Any]] = {PLAN: {}, READER: {}, OUTPUT: {}}
-    for p in parameters(kind, options):
-        if p.name in values:
-            value = values[p.name]
-        elif p.goes_to == READER:
-            continue
-        else:
-            value = p.default
-        out[p.goes_to][p.name] = value
-    return out
 
 
 def option(name: str, default: Any, annotation: str, doc: str) -> Param:

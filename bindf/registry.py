@@ -167,6 +167,8 @@ BUILTIN: tuple[FormatSpec, ...] = (
 _BY_NAME: dict[str, FormatSpec] = {spec.name: spec for spec in BUILTIN}
 #: Plugins named by an entry point whose spec was not loaded yet: name → entry point.
 _PENDING: dict[str, Any] = {}
+#: Entry points already declared: name → "module:attribute".
+_SEEN_ENTRY_POINTS: dict[str, str] = {}
 #: Called with each newly registered spec (``bindf`` adds its functions there).
 _LISTENERS: list[Callable[[FormatSpec], None]] = []
 
@@ -203,8 +205,13 @@ def register_format(spec: FormatSpec, *, replace: bool = False) -> FormatSpec:
 
 
 def discover_plugins() -> list[str]:
-    """Names of the formats that installed packages declare in the ``bindf.formats``
-    entry-point group (their modules are not imported). Called by ``import bindf``."""
+    """Declare the formats that installed packages name in the ``bindf.formats``
+    entry-point group (their modules are not imported) and return the new names.
+
+    ``import bindf`` calls it; call it again (as ``bindf.discover_plugins()``) after
+    installing a plugin into a running interpreter. An entry point already seen is
+    skipped; one whose name clashes with a registered format is ignored with a warning.
+    """
     from importlib.metadata import entry_points
 
     try:
@@ -214,12 +221,15 @@ def discover_plugins() -> list[str]:
         return []
     names = []
     for entry in found:
-        if entry.name in _BY_NAME or not _NAME.match(entry.name):
+        if _SEEN_ENTRY_POINTS.get(entry.name) == entry.value:
+            continue
+        if entry.name in _BY_NAME or entry.name in _PENDING or not _NAME.match(entry.name):
             warnings.warn(BindfWarning(
                 f"format plugin {entry.name!r} ({entry.value}) is ignored: "
-                + ("the name is taken" if entry.name in _BY_NAME else "not a valid name")),
+                + ("the name is taken" if _NAME.match(entry.name) else "not a valid name")),
                 stacklevel=2)
             continue
+        _SEEN_ENTRY_POINTS[entry.name] = entry.value
         _PENDING[entry.name] = entry
         names.append(entry.name)
     return names

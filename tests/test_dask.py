@@ -515,3 +515,22 @@ def test_local_cluster_ships_header_callables(tmp_path: Path, cluster_client) ->
         ddf = bdask.read_records(str(path), "<f4", blocksize=400, **options)
         assert ddf.npartitions == 10
         assert_same(ddf, bindf.read_records(str(path), "<f4", **options))
+
+
+def test_dense_it02_is_cut_into_record_ranges_sparse_is_not(tmp_path: Path) -> None:
+    # Dense IT02 records have one size (8 + 4 channels bytes): byte ranges, like any
+    # fixed-record format. The sparse record chain must be decoded from the start.
+    n = 3000
+    frame = {"time_ns": (np.arange(n) + 1) * 1e3, "ch1": np.arange(n) % 5,
+             "ch3": np.arange(n) * 7 % 11}
+    header = {"channels": [0, 2], "bin_width_micros": 1}
+    dense, sparse = tmp_path / "dense.bin", tmp_path / "sparse.bin"
+    bindf.write_it02(dense, frame, header, layout="dense")
+    bindf.write_it02(sparse, frame, header, layout="sparse")
+    ddf = bdask.read_it02(str(dense), blocksize=16 * 500)
+    assert ddf.npartitions == 6
+    assert_same(ddf, bindf.read_it02(str(dense)))
+    assert_same(bdask.read_it02(str(dense), blocksize=16 * 500, columns=["ch3"]),
+                bindf.read_it02(str(dense), columns=["ch3"]))
+    assert bdask.read_it02(str(sparse), blocksize=16 * 500).npartitions == 1
+    assert bdask.read_it02(str(dense), blocksize=16 * 500, fill_gaps=True).npartitions == 1

@@ -1,8 +1,10 @@
 """Shared machinery for formats whose records all have one fixed size.
 
-Spectroscopy photon events, dense IT02, SP01, SPF1 and the generic record reader are all
-"a header, then N records of one packed numpy dtype". For those the whole read path is
-here, written once:
+Spectroscopy photon events, SP01, SPF1, the generic record reader and every
+:class:`bindf.FixedRecordFormat` are "a header, then N records of one packed numpy
+dtype". For those the whole read path is here, written once (dense IT02 has its own,
+faster whole-file path into large output arrays, and reuses
+:meth:`FixedRecordReader.iter_record_range` for dask's byte ranges):
 
 * the number of records follows from the file size (so no declared count can make bindf
   allocate more than the file holds), and a partial record at the end is a truncation;

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -32,6 +32,7 @@ from .._kernels import _it02
 from .._source import iter_fixed_records
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import FormatReader
+from ._fixed import FixedRecordReader
 from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach them here
     _F64,
     FORMAT_LABEL,
@@ -244,6 +245,39 @@ class IT02Reader(FormatReader):
         if self.layout == "dense" and not self.fill_gaps:
             return self.n_records
         return None
+
+    # -- record ranges (dense layout): dask's byte-range partitions ---------------------
+    @property
+    def record_size(self) -> int:
+        """Bytes per record for the dense layout without ``fill_gaps``; 0 otherwise (the
+        sparse record chain, and gap filling, must be decoded from the start)."""
+        return self.dtype.itemsize if self.layout == "dense" and not self.fill_gaps else 0
+
+    @property
+    def record_dtype(self) -> np.dtype:
+        return self.dtype
+
+    def row_offset(self, row: int) -> int:
+        return self.data_offset + row * self.dtype.itemsize
+
+    def raw_fields_for(self, columns: list[str]) -> list[str]:
+        fields = ["time_ns"] if "time_ns" in columns else []
+        return fields + [f"c{k}" for k, c in enumerate(self.channels)
+                         if channel_column(c) in columns]
+
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+        by_column = {"time_ns": "time_ns",
+                     **{channel_column(c): f"c{k}" for k, c in enumerate(self.channels)}}
+        return [pa.array(raw[by_column[c]]) for c in columns]
+
+    def iter_record_range(self, start: int, stop: int, columns: list[str],
+                          batch_size: int) -> Generator[pa.RecordBatch, None, bool]:
+        """Records ``start``..``stop`` of a dense file on their own (see
+        :meth:`bindf.formats._fixed.FixedRecordReader.iter_record_range`)."""
+        if not self.record_size:
+            raise TypeError("only dense IT02 files (without fill_gaps) have record ranges")
+        return (yield from FixedRecordReader.iter_record_range(self, start, stop, columns,  # type: ignore[arg-type]
+                                                               batch_size))
 
     # -- batches ----------------------------------------------------------------------
     def _batches(

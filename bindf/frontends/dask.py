@@ -7,8 +7,12 @@ How the work is cut into partitions:
   **record-aligned byte ranges** of about ``blocksize`` bytes, so one big file is read by
   several workers at once, each reading only its own range. Ranges count records, not
   rows: an SP01 record is 256 × channels tidy rows and stays whole;
-* every other format (AstroPix, sparse IT02: records can only be found by decoding from
-  the start of the file) gets **one partition per file**.
+* every other format (AstroPix, legacy logs, sparse IT02, IT02 with ``fill_gaps``:
+  records can only be found by decoding from the start of the file) gets **one
+  partition per file**.
+
+``read_<format>`` for every registered format is generated from the registry (module
+``__getattr__`` below); there is no per-format line here.
 
 The client opens every file once (in a few threads) to read its header: that fixes the
 format, checks that all files have the same columns, gives the row counts that the byte

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .._params import docstring
+from .._params import docstring, signature_with_options
 from .._source import PathLike, Source, Sources, ensure_bindf_path
 from ..errors import BindfError
 from ..registry import open_reader
@@ -47,6 +47,9 @@ def read(
 
 
 read.__doc__ = (read.__doc__ or "") + "\n" + indent(docstring("read", ()), "    ")
+# Shown by inspect/Shift-Tab: every common parameter, then the format's options, which
+# depend on the format detected (``read_<format>`` lists them explicitly).
+read.__signature__ = signature_with_options("read")  # type: ignore[attr-defined]
 
 
 def iter_batches(
