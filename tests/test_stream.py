@@ -140,3 +140,55 @@ def test_finish_reports_an_incomplete_tail(tmp_path: Path) -> None:
     with pytest.warns(bindf.TruncatedFileWarning) as caught:
         list(stream.finish())
     assert caught[0].message.offset == stream.position
+
+
+def _sample_files(tmp_path: Path) -> dict[str, tuple[Path, dict]]:
+    """One file per streamable format (and layout), with read options."""
+    from test_apx_log import METADATA, _apx_readouts
+
+    files: dict[str, tuple[Path, dict]] = {"apx": (APX_SAMPLE, {}),
+                                           "apx-readouts": (APX_SAMPLE, {"level": "readouts"})}
+    log = tmp_path / "run.log"
+    log.write_text(METADATA + "".join(f"{rid}\t b'{payload.hex()}'\n"
+                                      for rid, payload in _apx_readouts(APX_SAMPLE)[:150]))
+    files["apx_log"] = (log, {})
+    files["apx_log-readouts"] = (log, {"level": "readouts"})
+    files["it02-sparse"] = (_sparse_file(tmp_path), {})
+    files["it02-dense"] = (DATA / "intensity-tracing-export-data-example.bin", {})
+    files["sp01"] = (DATA / "sp01_decay_curves_example.bin", {})
+    files["sp01-wide"] = (DATA / "sp01_decay_curves_example.bin", {"shape": "wide"})
+    files["spf1"] = (DATA / "spf1_phasors_example.bin", {})
+    from conftest import write_stt1
+
+    files["stt1"] = (write_stt1(tmp_path / "stt1.bin", n=3000), {})
+    for name in ("tpl", "stamp", "raw16"):  # formats added from outside (example_formats)
+        path = tmp_path / f"{name}.{'r16' if name == 'raw16' else 'bin'}"
+        path.write_bytes(bindf.get_format(name).sample_bytes())
+        files[name] = (path, {})
+    return files
+
+
+def test_every_format_streams_batches_equal_to_the_whole_read(tmp_path: Path) -> None:
+    """``reader.batch_stream()``: the API live following builds on, for every format."""
+    from bindf.registry import open_reader
+
+    for name, (path, options) in _sample_files(tmp_path).items():
+        whole = bindf.read(path, output="arrow", **options).replace_schema_metadata(None)
+        reader = open_reader(Source(str(path)), None, **options)
+        end = getattr(reader, "end_marker_offset", None) or path.stat().st_size
+        data = path.read_bytes()
+        for columns in (None, whole.column_names[-1:]):
+            stream = reader.batch_stream(columns)
+            assert stream.read_position == reader.data_offset
+            batches = []
+            for i, piece in enumerate(_pieces(data[reader.data_offset:end], 4, 3000)):
+                if i == 3:  # resume from a saved state in a new decoder
+                    state = stream.checkpoint()
+                    stream = reader.batch_stream(columns)
+                    stream.restore(state)
+                batches.extend(stream.feed(piece))
+            batches.extend(stream.finish())
+            got = pa.Table.from_batches(batches, schema=batches[0].schema)
+            expected = whole if columns is None else whole.select(columns)
+            assert got.equals(expected), (name, columns)
+            assert stream.read_position == end

@@ -281,3 +281,71 @@ def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = 
             break
         size = min(2 * size, max_read)
     yield from decoder.finish(shrank=shrank)
+
+
+class BatchStream:
+    """A :class:`StreamDecoder` whose units are turned into ``pyarrow.RecordBatch``es:
+    what :meth:`~bindf.formats._base.FormatReader.batch_stream` returns, the same API
+    for every format (live following feeds it the bytes appended to a file).
+
+    ``feed(bytes) -> list[RecordBatch]`` (rows completed by those bytes), ``finish()``
+    (the rest, with the truncation warning of an incomplete tail), ``checkpoint()`` /
+    ``restore(state)``, ``position``/``read_position``, ``errors``, ``ended``.
+    """
+
+    def __init__(self, decoder: StreamDecoder[Any], to_batch: Any) -> None:
+        self.decoder = decoder
+        self._to_batch = to_batch
+
+    def feed(self, data: bytes | bytearray | memoryview | np.ndarray) -> list[Any]:
+        return [b for b in (self._to_batch(u) for u in self.decoder.feed(data)) if b.num_rows]
+
+    def finish(self, *, shrank: bool = False) -> list[Any]:
+        return [b for b in (self._to_batch(u) for u in self.decoder.finish(shrank=shrank))
+                if b.num_rows]
+
+    def checkpoint(self) -> StreamState:
+        return self.decoder.checkpoint()
+
+    def restore(self, state: StreamState) -> None:
+        self.decoder.restore(state)
+
+    @property
+    def position(self) -> int:
+        return self.decoder.position
+
+    @property
+    def read_position(self) -> int:
+        return self.decoder.read_position
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return self.decoder.errors
+
+    @property
+    def ended(self) -> bool:
+        return self.decoder.ended
+
+
+class FixedRecordStream(StreamDecoder[dict[str, np.ndarray]]):
+    """Fixed-size records from a byte stream: yields ``{field: array}`` of the complete
+    records held (copies), carrying a partial record over to the next bytes."""
+
+    def __init__(self, position: int, *, path: str, dtype: np.dtype, fields: list[str],
+                 on_error: str = "raise", data_end: int | None = None,
+                 label: str = "file") -> None:
+        super().__init__(position, path=path, on_error=on_error, data_end=data_end,
+                         label=label, capacity=max(dtype.itemsize, 64 << 10))
+        self.dtype = dtype
+        self.fields = fields
+
+    def _decode(self, buf: np.ndarray, have: int,
+                final: bool) -> Iterator[dict[str, np.ndarray]]:
+        size = self.dtype.itemsize
+        n = (have - self._pos) // size
+        if not n:
+            return
+        records = np.frombuffer(buf, dtype=self.dtype, count=n, offset=self._pos)
+        out = {name: records[name].copy() for name in self.fields}
+        self._pos += n * size
+        yield out

@@ -75,7 +75,7 @@ from ._apx_hits import (
     HitDecoder,
 )
 from ._base import FormatReader
-from ._stream import StreamDecoder, decode_file
+from ._stream import BatchStream, StreamDecoder, decode_file
 
 MAGIC = b"%APXDF"
 READOUT_MARKER = b"\xfe\xdc\xba"
@@ -259,6 +259,20 @@ class ApxReader(FormatReader):
         finally:
             for kind, count in stream.errors.items():
                 self.note_error(kind, count)
+
+    def batch_stream(self, columns: Sequence[str] | None = None, *,
+                     data_end: int | None = None) -> BatchStream:
+        names = self.resolve_columns(columns)
+        schema = pa.schema([self.schema.field(c) for c in names])
+        hit_columns = HitColumns()
+
+        def to_batch(unit: tuple[_Framed | None, Decoded]) -> pa.RecordBatch:
+            framed, decoded = unit
+            arrays = (hit_columns(decoded, names) if framed is None
+                      else readout_columns(decoded, framed, names))
+            return pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
+
+        return BatchStream(self.stream(data_end=data_end), to_batch)
 
     def stream(self, *, per_call: int = _READOUTS_PER_CALL, slots: int = 1,
                data_end: int | None = -1) -> ApxStream:

@@ -32,7 +32,7 @@ import ast
 import binascii
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
@@ -41,9 +41,9 @@ import pyarrow as pa
 from .._atomic import atomic_output
 from .._source import Source
 from ..errors import CorruptDataError, HeaderError
-from ._apx_hits import STATUS_FLAGS, HitColumns, HitDecoder
+from ._apx_hits import STATUS_FLAGS, Decoded, HitColumns, HitDecoder
 from ._base import FormatReader
-from ._stream import StreamDecoder, decode_file
+from ._stream import BatchStream, StreamDecoder, decode_file
 from .apx import HITS_SCHEMA, MAGIC, READOUTS_SCHEMA, SUPPORTED_READOUTS
 
 #: One readout line: id, TAB, optional blanks, b'hex'. Anything else after the header
@@ -155,6 +155,27 @@ class ApxLogReader(FormatReader):
         return ApxLogStream(self.data_offset, path=self.path, on_error=self.on_error,
                             data_end=self.source.size if data_end == -1 else data_end,
                             first_line=self.header_lines)
+
+    def batch_stream(self, columns: Sequence[str] | None = None, *,
+                     data_end: int | None = None) -> BatchStream:
+        names = self.resolve_columns(columns)
+        schema = pa.schema([self.schema.field(c) for c in names])
+        stream = ApxLogHitStream(self.data_offset, path=self.path, on_error=self.on_error,
+                                 data_end=data_end, first_line=self.header_lines,
+                                 store_hits=self.level == "hits")
+        hit_columns = HitColumns()
+
+        def to_batch(unit: tuple[ReadoutRun, Decoded]) -> pa.RecordBatch:
+            (payload, pos, readout_id, line_offset, _), decoded = unit
+            if self.level == "hits":
+                arrays = hit_columns(decoded, names)
+            else:
+                lengths = np.diff(np.append(pos, len(payload))).astype(np.uint32)
+                arrays = _readout_arrays(names, readout_id, np.zeros(len(pos), np.uint64),
+                                         lengths, decoded, line_offset)
+            return pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
+
+        return BatchStream(stream, to_batch)
 
     def _batches(
         self, columns: list[str], batch_size: int, n_rows: int | None
@@ -322,6 +343,39 @@ class ApxLogStream(StreamDecoder[ReadoutRun]):
                               f"is not '<readout_id>\\t b'<hex>'': {raw[:60]!r}"))
             position += len(raw)
         return found
+
+
+
+class ApxLogHitStream(ApxLogStream):
+    """:class:`ApxLogStream` with the payloads' hits decoded too: yields
+    ``(run, decoded)``; the hit decoder's carried bytes are part of the state."""
+
+    def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
+                 first_line: int, store_hits: bool) -> None:
+        super().__init__(position, path=path, on_error=on_error, data_end=data_end,
+                         first_line=first_line)
+        self.hits = HitDecoder(store_hits=store_hits)
+
+    def _decode(self, buf: np.ndarray, have: int, final: bool) -> Iterator[Any]:
+        for run in super()._decode(buf, have, final):
+            payload, pos, readout_id, _, after_gap = run
+            if after_gap:
+                self.hits.reset()  # the byte stream is not continuous across dropped lines
+            lengths = np.diff(np.append(pos, len(payload))).astype(np.uint32)
+            yield run, self.hits.decode(payload, pos, lengths, readout_id,
+                                        np.zeros(len(pos), dtype=np.uint64))
+
+    def _kernel_state(self) -> tuple[int, bool, bytes | None]:
+        return (*super()._kernel_state(), self.hits.carried)
+
+    def _restore_kernel(self, state: tuple[int, bool, bytes | None]) -> None:
+        line_number, gap_pending, carried = state
+        super()._restore_kernel((line_number, gap_pending))
+        if carried is None:
+            self.hits.reset()
+        else:
+            self.hits.carry[: len(carried)] = np.frombuffer(carried, np.uint8)
+            self.hits.carry_len = len(carried)
 
 
 def _nonblank_line_starts(text: bytes) -> np.ndarray:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -52,7 +52,7 @@ from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach t
     detect_layout,
 )
 from ._it02_writer import _encode_sparse, write_it02  # noqa: F401 - public API, tests
-from ._stream import StreamDecoder, decode_file
+from ._stream import BatchStream, StreamDecoder, decode_file
 
 #: Raw bytes read per step. Bounded, so a read needs its output plus a few MB.
 CHUNK_BYTES = 8 << 20
@@ -383,6 +383,23 @@ class IT02Reader(FormatReader):
         """Where the records end: the end marker (not a bin), else the end of the file."""
         return self.end_marker_offset if self.end_marker_offset is not None \
             else self.source.size
+
+    def batch_stream(self, columns: Sequence[str] | None = None, *,
+                     data_end: int | None = None) -> BatchStream:
+        """See :meth:`FormatReader.batch_stream`. Dense files stream fixed-size records;
+        sparse ones follow the record chain (to the stream, a final mask-0 end marker is
+        a record like any other: whoever feeds it decides where the data ends).
+        ``fill_gaps`` reads cannot stream."""
+        if self.fill_gaps:
+            raise NotImplementedError("fill_gaps reads cannot be decoded as a stream")
+        if self.layout == "dense":
+            return FixedRecordReader.batch_stream(self, columns, data_end=data_end)  # type: ignore[arg-type]
+        names = self.resolve_columns(columns)
+        schema = pa.schema([self._schema.field(c) for c in names])
+        wanted = [k for k, c in enumerate(self.channels) if channel_column(c) in names]
+        stream = self.sparse_stream(wanted, want_time="time_ns" in names, data_end=data_end)
+        return BatchStream(stream, lambda chunk: _to_batch(schema, "time_ns" in names,
+                                                          chunk.time, chunk.counts))
 
     def sparse_stream(self, wanted: list[int] | None = None, *, want_time: bool = True,
                       batch_size: int = OUTPUT_ROWS, max_records: int | None = None,
