@@ -208,7 +208,7 @@ def test_import_bindf_is_lazy_and_knows_plugin_names_up_front() -> None:
     assert result.returncode == 0, result.stderr
     loaded = eval(result.stdout)  # noqa: S307 - a list of names printed by the child
     # only the shared machinery, no format module, no plugin, no dask
-    assert set(loaded) <= {"bindf.formats._base", "bindf.formats._fixed",
+    assert set(loaded) <= {"bindf.formats._base", "bindf.formats._fixed", "bindf.formats._stream",
                            "bindf.formats.fixed_format"}, loaded
 
 
