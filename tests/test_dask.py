@@ -534,3 +534,18 @@ def test_dense_it02_is_cut_into_record_ranges_sparse_is_not(tmp_path: Path) -> N
                 bindf.read_it02(str(dense), columns=["ch3"]))
     assert bdask.read_it02(str(sparse), blocksize=16 * 500).npartitions == 1
     assert bdask.read_it02(str(dense), blocksize=16 * 500, fill_gaps=True).npartitions == 1
+
+
+def test_every_registered_format_has_a_dask_reader(tmp_path: Path) -> None:
+    # Generated from the registry: the legacy log (once missing from the list) included.
+    from test_apx_log import METADATA, _apx_readouts
+
+    for name in bindf.registry.format_names():
+        assert callable(getattr(bdask, f"read_{name}")), name
+    apx = Path(__file__).parent / "data" / "20250723_092534_data.apx"
+    log = tmp_path / "run.log"
+    log.write_text(METADATA + "".join(f"{rid}\t b'{payload.hex()}'\n"
+                                      for rid, payload in _apx_readouts(apx)[:60]))
+    ddf = bdask.read_apx_log(str(log), columns=["readout_id", "row"])
+    assert ddf.npartitions == 1
+    assert_same(ddf, bindf.read_apx_log(str(log), columns=["readout_id", "row"]))
