@@ -61,3 +61,11 @@ def test_typing_stub_is_current() -> None:
         if spec.public:
             assert f"def read_{spec.name}(" in text and f"def scan_{spec.name}(" in text
     assert 'output: Literal["polars"], chunksize: None = ...' in text
+
+
+def test_generic_read_hints_too(tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "x.bin"  # refused before the file is opened
+    with pytest.raises(TypeError, match="'nrows'; did you mean n_rows="):
+        bindf.read(path, nrows=3)
+    with pytest.raises(TypeError, match="'usecols'; did you mean columns="):
+        bindf.scan(path, usecols=["g"])

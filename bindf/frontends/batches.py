@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._params import COMMON, PLAN
+from .._params import COMMON, HINTS, PLAN
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from ..arrow import build_info
 from ..errors import BindfError, BindfWarning
@@ -80,6 +80,10 @@ class ReadPlan:
         the pipeline handles (see :data:`bindf._params.COMMON`) go to the plan, every
         other one to the format's reader as an option."""
         plan_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _PLAN_PARAMS}
+        for name in kwargs:  # pandas/polars spellings (nrows, usecols …) get a hint
+            if name in HINTS:
+                raise TypeError(f"unexpected option (keyword argument) {name!r}; "
+                                f"did you mean {HINTS[name]}=?")
         return cls(sources, format=format, options=kwargs, record_range=record_range,
                    **plan_kwargs)
 
