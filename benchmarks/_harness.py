@@ -132,6 +132,8 @@ def measure_peak_in_subprocess(run_ref: str, path: Path) -> dict[str, int]:
         "import _harness as h\n"
         f"fn = h.resolve({run_ref!r})\n"
         "import numpy, pyarrow, pandas, polars, bindf  # imports are not the read's cost\n"
+        # bindf imports format modules on first use: import them all here too
+        "[spec.reader_class() for spec in bindf.list_formats()]\n"
         "h.reset_peak_rss()\n"
         "before = h._current_rss()\n"
         f"frame = fn({str(path)!r})\n"

@@ -6,13 +6,18 @@
 >>> df.bindf.header["readout_uid"]
 
 Importing bindf registers ``read_<format>`` on pandas (returning pandas) and
-``read_<format>``/``scan_<format>`` on polars, without overwriting anything that already
-exists there, plus the ``bindf`` accessor on pandas and polars frames.
+``read_<format>``/``scan_<format>`` on polars for every registered format (built-ins,
+installed plugins, and later :func:`register_format` calls), without overwriting
+anything that already exists there, plus the ``bindf`` accessor on pandas and polars
+frames. No format module and no dask is imported until it is used.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._version import __version__
+from .accessors import register_accessors
 from .errors import (
     BindfError,
     BindfWarning,
@@ -23,107 +28,94 @@ from .errors import (
     UnknownFormatError,
     UnsupportedReadoutError,
 )
-from .formats.apx import write_apx
-from .formats.apx_log import convert_apx_log
-from .formats.it02 import write_it02
-from .formats.sp01 import write_sp01
-from .formats.spectro import write_spectro
-from .formats.spf1 import write_spf1
-from .frontends.accessors import register_accessors
+from .formats.fixed_format import FixedRecordFormat
+from .frontends.api import FormatFunction, functions_for, register_library_functions
 from .frontends.headers import read_headers
-from .frontends.polars import format_scanner, scan
-from .frontends.read import format_reader, iter_batches, read, read_header
+from .frontends.polars import scan
+from .frontends.read import iter_batches, read, read_header
 from .frontends.records import read_records, scan_records
 from .ingest import DatasetLockedError, IngestReport, ingest, read_dataset
 from .parquet import read_parquet, to_parquet
-from .registry import FORMATS, detect_format, get_format
+from .registry import _BY_NAME as _REGISTERED
+from .registry import _LISTENERS as _REGISTRY_LISTENERS
+from .registry import (
+    FormatSpec,
+    detect_format,
+    format_names,
+    get_format,
+    list_formats,
+    register_format,
+)
 
-#: The formats that get ``read_<name>``/``scan_<name>`` functions.
-_PUBLIC_FORMATS = ("apx", "apx_log", "it02", "spectro", "sp01", "spf1")
 
-read_apx = format_reader("apx", get_format("apx").reader_class().__doc__ or "")
-read_it02 = format_reader("it02", get_format("it02").reader_class().__doc__ or "")
-read_spectro = format_reader("spectro", get_format("spectro").reader_class().__doc__ or "")
-scan_apx = format_scanner("apx", read_apx.__doc__ or "")
-read_apx_log = format_reader("apx_log", get_format("apx_log").reader_class().__doc__ or "")
-scan_apx_log = format_scanner("apx_log", read_apx_log.__doc__ or "")
-scan_it02 = format_scanner("it02", read_it02.__doc__ or "")
-scan_spectro = format_scanner("spectro", read_spectro.__doc__ or "")
-read_sp01 = format_reader("sp01", get_format("sp01").reader_class().__doc__ or "")
-scan_sp01 = format_scanner("sp01", read_sp01.__doc__ or "")
-read_spf1 = format_reader("spf1", get_format("spf1").reader_class().__doc__ or "")
-scan_spf1 = format_scanner("spf1", read_spf1.__doc__ or "")
+def _add_format_functions(name: str, has_writer: bool) -> None:
+    """``bindf.read_<name>`` & co. and the pandas/polars functions of one format."""
+    for attribute, function in functions_for(name, has_writer=has_writer).items():
+        globals()[attribute] = function
+        if attribute not in __all__:
+            __all__.append(attribute)
+    register_library_functions(name)
 
 
 def _register_library_functions() -> None:
-    """Add ``pd.read_*``, ``pl.read_*`` and ``pl.scan_*``; never overwrite an attribute."""
-    import functools
-
-    import pandas as pd
-    import polars as pl
-
-    for name in _PUBLIC_FORMATS:
-        reader = globals()[f"read_{name}"]
-        for module, output in ((pd, "pandas"), (pl, "polars")):
-            attr = f"read_{name}"
-            if not hasattr(module, attr):
-                bound = functools.partial(reader, output=output)
-                functools.update_wrapper(bound, reader)
-                setattr(module, attr, bound)
-        if not hasattr(pl, f"scan_{name}"):
-            setattr(pl, f"scan_{name}", globals()[f"scan_{name}"])
+    """Add ``pd.read_*``, ``pl.read_*`` and ``pl.scan_*`` of every format; never
+    overwrite an attribute that is not bindf's."""
+    for name in format_names():
+        register_library_functions(name)
 
 
-_register_library_functions()
-register_accessors()
+def _on_register(spec: FormatSpec) -> None:
+    if spec.public:
+        _add_format_functions(spec.name, spec.writer is not None)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # ``bindf.dask`` without ``import bindf.dask``; dask is imported only then.
     if name == "dask":
         import importlib
 
         return importlib.import_module(".dask", __name__)
+    if name == "FORMATS":  # every registered spec, current after later registrations
+        return tuple(list_formats())
+    if name == "_PUBLIC_FORMATS":
+        return tuple(format_names())
+    if name == "convert_apx_log":
+        from .formats.apx_log import convert_apx_log
+
+        return convert_apx_log
+    if name.startswith("write_") and name[6:] in format_names():
+        # a plugin whose spec is not loaded yet: is there a writer?
+        spec = get_format(name[6:])
+        if spec.writer is not None:
+            return FormatFunction("write", spec.name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",
-    "FORMATS",
     "BindfError",
     "BindfWarning",
     "CorruptDataError",
     "CorruptDataWarning",
+    "FixedRecordFormat",
+    "FormatSpec",
     "HeaderError",
     "TruncatedFileWarning",
     "UnknownFormatError",
     "UnsupportedReadoutError",
+    "convert_apx_log",
     "detect_format",
+    "discover_plugins",
     "get_format",
     "iter_batches",
+    "list_formats",
     "read",
-    "read_apx",
     "read_header",
     "read_headers",
-    "read_it02",
-    "read_sp01",
-    "read_spectro",
-    "read_spf1",
-    "scan",
-    "scan_apx",
-    "scan_it02",
-    "scan_sp01",
-    "scan_spectro",
-    "scan_spf1",
-    "write_apx",
-    "read_apx_log",
-    "scan_apx_log",
-    "convert_apx_log",
-    "write_it02",
-    "write_sp01",
-    "write_spectro",
-    "write_spf1",
     "read_parquet",
     "read_records",
+    "register_format",
+    "scan",
     "scan_records",
     "to_parquet",
     "DatasetLockedError",
@@ -131,3 +123,26 @@ __all__ = [
     "ingest",
     "read_dataset",
 ]
+
+def discover_plugins() -> list[str]:
+    """Declare the formats of installed plugins (entry-point group ``bindf.formats``):
+    ``read_<name>`` & co. exist at once, the plugin's module is imported on first use.
+    ``import bindf`` does this; call it again after installing a plugin into a running
+    interpreter. Returns the names found this time."""
+    from .registry import discover_plugins as declare
+
+    names = declare()
+    for name in names:
+        _add_format_functions(name, has_writer=False)
+    return names
+
+
+def _install() -> None:
+    for spec in list(_REGISTERED.values()):
+        _on_register(spec)
+    _REGISTRY_LISTENERS.append(_on_register)
+    discover_plugins()
+    register_accessors()
+
+
+_install()

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._frames import info_of, to_arrow_table  # noqa: F401 - writers import it from here
 from ._header import parse_json_header
 from .errors import HeaderError
 
@@ -28,54 +29,6 @@ from .errors import HeaderError
 WRITE_CHUNK_ROWS = 1 << 20
 
 _U32_MAX = 2**32 - 1
-
-
-def to_arrow_table(frame: Any) -> pa.Table:
-    """View a pandas/polars/Arrow frame (or a dict of columns) as a ``pyarrow.Table``."""
-    if isinstance(frame, pa.Table):
-        return frame
-    if isinstance(frame, pa.RecordBatch):
-        return pa.Table.from_batches([frame])
-    module = type(frame).__module__.split(".", 1)[0]
-    if module == "polars":
-        import polars as pl
-
-        if isinstance(frame, pl.LazyFrame):
-            frame = frame.collect()
-        if isinstance(frame, pl.DataFrame):
-            return frame.to_arrow()
-    if module == "pandas":
-        import pandas as pd
-
-        if isinstance(frame, pd.DataFrame):
-            return _pandas_to_arrow(frame)
-    if isinstance(frame, Mapping):
-        return pa.table({str(k): v for k, v in frame.items()})
-    raise TypeError(
-        "expected a pandas, polars or Arrow frame (or a dict of columns), "
-        f"not {type(frame).__name__}"
-    )
-
-
-def _pandas_to_arrow(frame: Any) -> pa.Table:
-    """pandas → Arrow keeping NaN as a value.
-
-    ``pa.Table.from_pandas`` turns NaN in float columns into nulls (pandas' missing-value
-    convention), but NaN is a legitimate ``f64`` the files store; plain numpy float columns
-    are therefore converted without that mapping. Nullable extension dtypes keep their NA
-    as null (and the writers refuse nulls).
-    """
-    names = [str(c) for c in frame.columns]
-    if len(set(names)) != len(names):
-        raise ValueError(f"the frame has duplicate column names: {names}")
-    arrays = []
-    for i in range(frame.shape[1]):
-        series = frame.iloc[:, i]
-        if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f":
-            arrays.append(pa.array(series.to_numpy(), from_pandas=False))
-        else:
-            arrays.append(pa.array(series, from_pandas=True))
-    return pa.table(dict(zip(names, arrays, strict=True)))
 
 
 def require_columns(table: pa.Table, names: Sequence[str], what: str) -> None:
@@ -115,8 +68,6 @@ def inherited_header(frame: Any, header: Mapping[str, Any] | None) -> dict[str, 
         if not isinstance(header, Mapping):
             raise TypeError(f"header must be a dict, not {type(header).__name__}")
         return dict(header)
-    from .frontends.output import info_of
-
     try:
         info = info_of(frame)
     except TypeError:

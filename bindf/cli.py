@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def reader_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--format", help="force the input format (default: detect)")
+        p.add_argument("--format", help="force the input format: "
+                       + ", ".join(format_names()) + " (default: detect)")
         p.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="format option, e.g. layout=sparse, level=readouts, fill_gaps=true")
 
@@ -243,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ingest_command(sub)
     return parser
+
+
+def format_names() -> list[str]:
+    from bindf.registry import format_names as names
+
+    return names()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

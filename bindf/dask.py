@@ -19,28 +19,28 @@ except ImportError:
 
     raise missing_dependency("dask", "dask") from None
 
+from typing import Any
+
 from .frontends.dask import (
     DEFAULT_BLOCKSIZE,
     Partition,
     read,
-    read_apx,
-    read_it02,
     read_records,
-    read_sp01,
-    read_spectro,
-    read_spf1,
     to_parquet,
 )
 
-__all__ = [
-    "DEFAULT_BLOCKSIZE",
-    "Partition",
-    "read",
-    "read_apx",
-    "read_it02",
-    "read_records",
-    "read_sp01",
-    "read_spectro",
-    "read_spf1",
-    "to_parquet",
-]
+
+def __getattr__(name: str) -> Any:
+    # bindf.dask.read_<format> for every registered format, plugins included.
+    from .frontends import dask as _frontend
+
+    return getattr(_frontend, name)
+
+
+def __dir__() -> list[str]:
+    from .registry import format_names
+
+    return sorted(set(globals()) | {f"read_{n}" for n in format_names()})
+
+
+__all__ = ["DEFAULT_BLOCKSIZE", "Partition", "read", "read_records", "to_parquet"]

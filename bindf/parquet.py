@@ -16,38 +16,34 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import pandas as pd
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_path
+from ._frames import info_of, to_arrow_table
 from .arrow import attach_info, info_from_metadata, info_to_metadata
-from .frontends.output import Frame, Output, info_of, table_to_output
+from .frontends.output import Frame, Output, table_to_output
 
 PANDAS_ATTRS_KEY = b"PANDAS_ATTRS"
 
 
 def frame_to_table(frame: Frame) -> tuple[pa.Table, dict[str, Any] | None]:
-    """Any supported frame → (Arrow table, bindf info or None)."""
+    """Any supported frame → (Arrow table, bindf info or None), through the same
+    conversion as the writers (:func:`bindf._frames.to_arrow_table`)."""
     info = info_of(frame)
-    if isinstance(frame, pd.DataFrame):
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if frame.attrs:
-            metadata = dict(table.schema.metadata or {})
-            metadata[PANDAS_ATTRS_KEY] = json.dumps(frame.attrs, default=str).encode()
-            table = table.replace_schema_metadata(metadata)
-    elif isinstance(frame, pl.DataFrame):
-        table = frame.to_arrow()
-    elif isinstance(frame, pa.RecordBatch):
-        table = pa.Table.from_batches([frame])
-    elif isinstance(frame, pa.Table):
-        table = frame
-    else:
-        raise TypeError(f"expected a pandas, polars or Arrow frame, not {type(frame).__name__}")
+    table = to_arrow_table(frame)
+    attrs = getattr(frame, "attrs", None) if _library_is_pandas(frame) else None
+    if attrs:
+        metadata = dict(table.schema.metadata or {})
+        metadata[PANDAS_ATTRS_KEY] = json.dumps(attrs, default=str).encode()
+        table = table.replace_schema_metadata(metadata)
     if info is not None:
         table = attach_info(table, info)
     return table, info
+
+
+def _library_is_pandas(frame: Any) -> bool:
+    return type(frame).__module__.split(".", 1)[0] == "pandas"
 
 
 def to_parquet(

@@ -1,20 +1,38 @@
 """Which formats bindf knows, and how a file's format is detected.
 
+A :class:`FormatSpec` is the only thing that names a format. Everything else is
+generated from the registered specs: ``bindf.read_<name>``/``scan_<name>``/``write_<name>``,
+``pd.read_<name>``, ``pl.read_<name>``/``scan_<name>``, ``bindf.dask.read_<name>``,
+detection, the CLI, and the robustness and fuzz sweeps. Adding a built-in format means
+one module under ``bindf/formats/`` plus one spec in :data:`BUILTIN`.
+
+Three ways in:
+
+* the built-in specs below;
+* :func:`register_format` at run time;
+* the entry-point group ``bindf.formats`` of an installed package: each entry point is
+  named after its format and loads to a spec (or a callable returning one). Names are
+  known without importing anything, so ``pd.read_<name>`` exists right after
+  ``import bindf``; the plugin module is imported on first use. A plugin that fails to
+  load gives a :class:`~bindf.errors.BindfWarning` naming it and is left out.
+
 Detection order: magic bytes, then the file extension, then each format's cheap probe of
-the first bytes. :data:`FORMATS` is the one place that lists them all: adding a format
-means one module under ``bindf/formats/`` plus one line here.
+the first bytes.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ._params import Param, option
 from ._source import Source
-from .errors import UnknownFormatError
+from .errors import BindfWarning, UnknownFormatError
 
 if TYPE_CHECKING:
     from .formats._base import FormatReader
@@ -22,25 +40,65 @@ if TYPE_CHECKING:
 #: How many leading bytes detection looks at.
 PROBE_BYTES = 4096
 
+#: Entry-point group of third-party formats.
+ENTRY_POINT_GROUP = "bindf.formats"
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _load(target: Any) -> Any:
+    """``"module:attribute"`` → the attribute (imported now); anything else as is."""
+    if not isinstance(target, str):
+        return target
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
 
 @dataclass(frozen=True)
 class FormatSpec:
-    """How to recognise one format and where its reader lives."""
+    """How to recognise one format, where its reader (and writer) live, and its options.
+
+    ``reader`` and ``writer`` may be objects or ``"module:attribute"`` text, imported on
+    first use (so that ``import bindf`` imports no format module).
+    """
 
     name: str
     description: str
-    #: ``"module:Class"`` of the :class:`~bindf.formats._base.FormatReader`, imported lazily.
-    reader: str
+    #: The :class:`~bindf.formats._base.FormatReader` subclass, or ``"module:Class"``.
+    reader: Any
     magics: tuple[bytes, ...] = ()
     extensions: tuple[str, ...] = ()
     #: ``probe(first_bytes, source)`` → True if the file looks like this format. Only
     #: consulted when neither magic nor extension decided.
     probe: Callable[[bytes, Source], bool] | None = field(default=None, compare=False)
+    #: ``write(path, frame, header=None, *, overwrite=True, ...)``, or ``"module:function"``.
+    writer: Any = None
+    #: The format's own reader options (``level=`` …), shown in every generated signature.
+    options: tuple[Param, ...] = ()
+    #: False: no generated ``read_<name>`` (the format has its own front door, like
+    #: ``read_records``) and never detected.
+    public: bool = True
+    #: ``sample() -> bytes``: a small valid file, for the robustness and fuzz sweeps
+    #: (``"module:function"`` allowed).
+    sample: Any = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"format name {self.name!r} must be lower case letters, digits "
+                             "and '_', starting with a letter (it becomes read_<name>)")
+        object.__setattr__(self, "magics", tuple(self.magics))
+        object.__setattr__(self, "extensions", tuple(e.lower() for e in self.extensions))
+        object.__setattr__(self, "options", tuple(self.options))
 
     def reader_class(self) -> type[FormatReader]:
-        module_name, _, class_name = self.reader.partition(":")
-        module = importlib.import_module(module_name)
-        return getattr(module, class_name)
+        return _load(self.reader)
+
+    def writer_function(self) -> Callable[..., Any] | None:
+        return _load(self.writer)
+
+    def sample_bytes(self) -> bytes | None:
+        make = _load(self.sample)
+        return None if make is None else make()
 
 
 def _probe_apx_log(head: bytes, source: Source) -> bool:
@@ -55,46 +113,169 @@ def _probe_legacy_spectro(head: bytes, source: Source) -> bool:
     return looks_like_legacy_spectro(head, source)
 
 
-FORMATS: tuple[FormatSpec, ...] = (
+_LEVEL = option("level", "hits", 'Literal["hits", "readouts"]',
+                'One row per hit (``"hits"``) or per readout (``"readouts"``).')
+
+BUILTIN: tuple[FormatSpec, ...] = (
     FormatSpec(
-        "apx",
-        "AstroPix binary run (.apx)",
-        "bindf.formats.apx:ApxReader",
-        magics=(b"%APXDF",),
-        extensions=(".apx",),
+        "apx", "AstroPix binary run (.apx)", "bindf.formats.apx:ApxReader",
+        magics=(b"%APXDF",), extensions=(".apx",), writer="bindf.formats._apx_writer:write_apx",
+        options=(
+            _LEVEL,
+            option("threads", True, "bool",
+                   "Decode the next chunk in a worker thread (same output)."),
+            option("chunk_bytes", 1 << 20, "int", "Upper bound of one read, in bytes."),
+        ),
     ),
     FormatSpec(
-        "apx_log",
-        "legacy AstroPix text log (.log)",
-        "bindf.formats.apx_log:ApxLogReader",
-        extensions=(".log",),
-        probe=_probe_apx_log,
+        "apx_log", "legacy AstroPix text log (.log)", "bindf.formats.apx_log:ApxLogReader",
+        extensions=(".log",), probe=_probe_apx_log, options=(_LEVEL,),
     ),
     FormatSpec(
-        "it02",
-        "FLIM LABS intensity tracing (IT02)",
-        "bindf.formats.it02:IT02Reader",
-        magics=(b"IT02",),
+        "it02", "FLIM LABS intensity tracing (IT02)", "bindf.formats.it02:IT02Reader",
+        magics=(b"IT02",), writer="bindf.formats._it02_writer:write_it02",
+        options=(
+            option("layout", None, 'Literal["dense", "sparse"] | None',
+                   "Force the record layout (default: detected)."),
+            option("fill_gaps", False, "bool",
+                   "Every bin from the first to the last, zeros included."),
+        ),
     ),
     FormatSpec(
-        "spectro",
-        "FLIM LABS spectroscopy photon events (STT1 or legacy raw output)",
-        "bindf.formats.spectro:SpectroReader",
-        magics=(b"STT1",),
-        probe=_probe_legacy_spectro,
+        "spectro", "FLIM LABS spectroscopy photon events (STT1 or legacy raw output)",
+        "bindf.formats.spectro:SpectroReader", magics=(b"STT1",), probe=_probe_legacy_spectro,
+        writer="bindf.formats.spectro:write_spectro",
+        options=(option("container", None, 'Literal["stt1", "legacy"] | None',
+                        "Force the container (default: STT1 magic, else legacy)."),),
     ),
-    FormatSpec("sp01", "FLIM LABS spectroscopy decay curves (SP01)", "bindf.formats.sp01:SP01Reader", magics=(b"SP01",)),
+    FormatSpec(
+        "sp01", "FLIM LABS spectroscopy decay curves (SP01)", "bindf.formats.sp01:SP01Reader",
+        magics=(b"SP01",), writer="bindf.formats.sp01:write_sp01",
+        options=(option("shape", "tidy", 'Literal["tidy", "long", "wide"]',
+                        "One row per record × channel × bin (tidy) or per record (wide)."),),
+    ),
+    FormatSpec(
+        "spf1", "FLIM LABS spectroscopy phasors (SPF1)", "bindf.formats.spf1:SPF1Reader",
+        magics=(b"SPF1",), writer="bindf.formats.spf1:write_spf1",
+    ),
     # Never detected (no magic): used through bindf.read_records(path, dtype=...).
     FormatSpec("records", "any fixed-size records described by a numpy dtype",
-               "bindf.formats.records:RecordsReader"),
-    FormatSpec("spf1", "FLIM LABS spectroscopy phasors (SPF1)", "bindf.formats.spf1:SPF1Reader", magics=(b"SPF1",)),
+               "bindf.formats.records:RecordsReader", public=False),
 )
 
-_BY_NAME = {spec.name: spec for spec in FORMATS}
+#: name → spec of every registered format, in registration order.
+_BY_NAME: dict[str, FormatSpec] = {spec.name: spec for spec in BUILTIN}
+#: Plugins named by an entry point whose spec was not loaded yet: name → entry point.
+_PENDING: dict[str, Any] = {}
+#: Entry points already declared: name → "module:attribute".
+_SEEN_ENTRY_POINTS: dict[str, str] = {}
+#: Called with each newly registered spec (``bindf`` adds its functions there).
+_LISTENERS: list[Callable[[FormatSpec], None]] = []
+
+
+def __getattr__(name: str) -> Any:
+    # FORMATS stays a tuple of every known spec, current after later registrations.
+    if name == "FORMATS":
+        return tuple(_specs())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def register_format(spec: FormatSpec, *, replace: bool = False) -> FormatSpec:
+    """Add ``spec`` to the registry; ``bindf.read_<name>``, ``scan_<name>``,
+    ``write_<name>``, ``pd.read_<name>``, ``pl.read_<name>``/``scan_<name>`` and
+    ``bindf.dask.read_<name>`` appear at once, and detection considers it.
+
+    A name that is already registered (a built-in above all) is refused with a
+    ``ValueError`` unless ``replace=True``. Returns ``spec``.
+    """
+    if not isinstance(spec, FormatSpec):
+        raise TypeError(f"register_format takes a FormatSpec, not {type(spec).__name__}")
+    known = spec.name in _BY_NAME or spec.name in _PENDING
+    if known and not replace:
+        builtin = any(s.name == spec.name for s in BUILTIN)
+        raise ValueError(
+            f"a format called {spec.name!r} is already registered"
+            + (" (a bindf built-in)" if builtin else "")
+            + "; pass replace=True to replace it")
+    _PENDING.pop(spec.name, None)
+    _BY_NAME[spec.name] = spec
+    for listener in list(_LISTENERS):
+        listener(spec)
+    return spec
+
+
+def discover_plugins() -> list[str]:
+    """Declare the formats that installed packages name in the ``bindf.formats``
+    entry-point group (their modules are not imported) and return the new names.
+
+    ``import bindf`` calls it; call it again (as ``bindf.discover_plugins()``) after
+    installing a plugin into a running interpreter. An entry point already seen is
+    skipped; one whose name clashes with a registered format is ignored with a warning.
+    """
+    from importlib.metadata import entry_points
+
+    try:
+        found = entry_points(group=ENTRY_POINT_GROUP)
+    except Exception as exc:  # noqa: BLE001 - broken metadata must not break import bindf
+        warnings.warn(BindfWarning(f"cannot list bindf format plugins: {exc}"), stacklevel=2)
+        return []
+    names = []
+    for entry in found:
+        if _SEEN_ENTRY_POINTS.get(entry.name) == entry.value:
+            continue
+        if entry.name in _BY_NAME or entry.name in _PENDING or not _NAME.match(entry.name):
+            warnings.warn(BindfWarning(
+                f"format plugin {entry.name!r} ({entry.value}) is ignored: "
+                + ("the name is taken" if _NAME.match(entry.name) else "not a valid name")),
+                stacklevel=2)
+            continue
+        _SEEN_ENTRY_POINTS[entry.name] = entry.value
+        _PENDING[entry.name] = entry
+        names.append(entry.name)
+    return names
+
+
+def _load_plugin(name: str) -> FormatSpec | None:
+    """Import the plugin named ``name`` now; None (with a warning) if it is broken."""
+    entry = _PENDING.pop(name)
+    try:
+        spec = entry.load()
+        if callable(spec) and not isinstance(spec, FormatSpec):
+            spec = spec()
+        if not isinstance(spec, FormatSpec):
+            raise TypeError(f"it loads to a {type(spec).__name__}, not a bindf FormatSpec")
+        if spec.name != name:
+            raise ValueError(f"its spec is called {spec.name!r}, not {name!r}")
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is a warning, never a crash
+        warnings.warn(BindfWarning(
+            f"format plugin {name!r} ({entry.value}) failed to load and is ignored: "
+            f"{type(exc).__name__}: {exc}"), stacklevel=3)
+        return None
+    _BY_NAME[name] = spec
+    return spec
+
+
+def _specs() -> list[FormatSpec]:
+    for name in list(_PENDING):
+        _load_plugin(name)
+    return list(_BY_NAME.values())
+
+
+def format_names(*, public_only: bool = True) -> list[str]:
+    """Names of every registered format and declared plugin, without loading plugins."""
+    names = [s.name for s in _BY_NAME.values() if s.public or not public_only]
+    return names + [n for n in _PENDING if n not in names]
+
+
+def list_formats() -> list[FormatSpec]:
+    """Every registered format's spec (plugins are loaded for this)."""
+    return _specs()
 
 
 def get_format(name: str) -> FormatSpec:
     """The spec called ``name`` (``ValueError`` listing the known names otherwise)."""
+    if name in _PENDING:
+        _load_plugin(name)
     try:
         return _BY_NAME[name]
     except KeyError:
@@ -104,21 +285,22 @@ def get_format(name: str) -> FormatSpec:
 def detect_format(source: Source) -> FormatSpec:
     """Detect the format of ``source``: magic bytes, then extension, then probes."""
     head = source.read_head(PROBE_BYTES)
-    for spec in FORMATS:
+    specs = [s for s in _specs() if s.public]
+    for spec in specs:
         if any(head.startswith(m) for m in spec.magics):
             return spec
     ext = os.path.splitext(source.path)[1].lower()
-    by_ext = [spec for spec in FORMATS if ext and ext in spec.extensions]
+    by_ext = [spec for spec in specs if ext and ext in spec.extensions]
     if len(by_ext) == 1:
         return by_ext[0]
-    for spec in FORMATS:
+    for spec in specs:
         if spec.probe is not None and spec.probe(head, source):
             return spec
     if not head:
         raise UnknownFormatError("file is empty", path=source.path, offset=0)
     raise UnknownFormatError(
         f"unrecognised file format (first bytes {head[:8]!r}); bindf reads: "
-        + ", ".join(f"{s.name} ({s.description})" for s in FORMATS),
+        + ", ".join(f"{s.name} ({s.description})" for s in _specs()),
         path=source.path,
         offset=0,
     )

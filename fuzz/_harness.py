@@ -21,20 +21,18 @@ import atheris
 
 with atheris.instrument_imports(include=["bindf"]):
     import bindf
-    import bindf.formats.apx
-    import bindf.formats.apx_log
-    import bindf.formats.it02
-    import bindf.formats.sp01
-    import bindf.formats.spectro
-    import bindf.formats.spf1  # noqa: F401 - imported here to be instrumented
 
-from contract import SUFFIX, check_input  # noqa: E402 - after bindf is instrumented
+    for _spec in bindf.list_formats():  # every format's module, to be instrumented
+        _spec.reader_class()
+
+from contract import check_input, suffix_for  # noqa: E402 - after bindf is instrumented
 
 
 def fuzz_reader(target: str) -> None:
-    """Fuzz the reader configurations of ``target`` (a key of ``contract.CONFIGS``)."""
+    """Fuzz the reader configurations of ``target`` (a registered format's name; see
+    ``contract.configs_for``)."""
     directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    fd, path = tempfile.mkstemp(prefix="bindf-fuzz-", suffix=SUFFIX.get(target, ".bin"),
+    fd, path = tempfile.mkstemp(prefix="bindf-fuzz-", suffix=suffix_for(target),
                                 dir=directory)
     os.close(fd)
 

@@ -74,6 +74,27 @@ CONFIGS: dict[str, list[Config]] = {
 SUFFIX = {"apx": ".apx", "apx_log": ".log"}
 
 
+def targets() -> list[str]:
+    """Every reader target: one per registered format (built-ins, plugins, run-time
+    registrations), so a new format is fuzzed without editing this file."""
+    return [spec.name for spec in bindf.list_formats() if spec.public]
+
+
+def configs_for(target: str) -> list[Config]:
+    """The configurations of ``target``: :data:`CONFIGS`, or for a format without
+    hand-written ones its default read and detection."""
+    return CONFIGS.get(target) or [({"format": target}, 0), ({"format": None}, 0)]
+
+
+def suffix_for(target: str) -> str:
+    """The file suffix that lets detection find ``target`` (its extension when it has
+    no magic)."""
+    if target in SUFFIX:
+        return SUFFIX[target]
+    spec = bindf.get_format(target)
+    return spec.extensions[0] if spec.extensions and not spec.magics else ".bin"
+
+
 class Finding(AssertionError):
     """An outcome the robustness contract does not allow."""
 
@@ -93,7 +114,7 @@ def read_table(path: str, options: dict[str, Any]) -> pa.Table:
 def check_input(target: str, data: bytes, path: str) -> str:
     """Write ``data[1:]`` to ``path``, read it with the configuration ``data[0]`` picks;
     raise :class:`Finding` unless the outcome is allowed. Returns "ok" or "error"."""
-    configs = CONFIGS[target]
+    configs = configs_for(target)
     options, bytes_per_row = configs[data[0] % len(configs)] if data else configs[0]
     body = data[1:]
     with open(path, "wb") as f:

@@ -15,17 +15,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
-#: target → format families of the robustness subjects it is seeded with
-TARGETS = {"apx": ["apx"], "apx_log": ["apx_log"], "it02": ["it02"], "spectro": ["spectro"],
-           "sp01": ["sp01"], "spf1": ["spf1"]}
-
-
 def main(out: Path) -> None:
     import test_robustness as robustness
-    from contract import CONFIGS
+    from contract import configs_for, targets
 
-    for target, families in TARGETS.items():
-        configs = CONFIGS[target]
+    # Each target is seeded with the robustness subjects of its format (for formats
+    # without hand-written subjects, the registry's sample of the format).
+    for target in targets():
+        families = [target]
+        configs = configs_for(target)
         folder = out / target
         folder.mkdir(parents=True, exist_ok=True)
         for subject in robustness.SUBJECTS:

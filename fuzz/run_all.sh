@@ -2,7 +2,8 @@
 # Run the atheris fuzz targets, SECONDS each, with the Cython kernels checked by
 # AddressSanitizer.
 #
-#   fuzz/run_all.sh SECONDS [TARGET ...]   targets: apx apx_log it02 spectro sp01 spf1
+#   fuzz/run_all.sh SECONDS [TARGET ...]   targets: every registered format (apx apx_log
+#                                          it02 spectro sp01 spf1, plugins …) and
 #                                          kernels (default: all)
 #
 # Per reader target: SECONDS of coverage-guided fuzzing (bindf's Python code is
@@ -26,11 +27,12 @@ set -euo pipefail
 seconds=${1:?usage: fuzz/run_all.sh SECONDS [TARGET ...]}
 shift
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then
-    targets=(apx apx_log it02 spectro sp01 spf1 kernels)
-fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 python=${PYTHON:-python3}
+if [ ${#targets[@]} -eq 0 ]; then  # one target per registered format, plus the kernels
+    read -r -a targets <<<"$(PYTHONPATH="$root:$root/fuzz" "$python" -c \
+        'import contract; print(" ".join(contract.targets()))') kernels"
+fi
 asan_mode=${BINDF_FUZZ_ASAN:-replay}
 work=${BINDF_FUZZ_WORK:-$(mktemp -d -t bindf-fuzz-XXXXXX)}
 mkdir -p "$work/corpus" "$work/artifacts" "$work/logs"
@@ -81,6 +83,8 @@ for target in "${targets[@]}"; do
     mkdir -p "$artifacts"
     corpus="$work/corpus/$target"
     fuzz="$root/fuzz/fuzz_$target.py"
+    [ -e "$fuzz" ] || fuzz="$root/fuzz/fuzz_format.py"  # any format without its own file
+    export BINDF_FUZZ_FORMAT="$target"
     set +e
     if [ "$target" = kernels ] || [ "$asan_mode" = all ]; then
         asan "$fuzz" "$corpus" -max_total_time="$seconds" "${flags[@]}" \

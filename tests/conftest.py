@@ -12,6 +12,15 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_configure(config) -> None:  # noqa: ANN001 - pytest hook
+    # The formats the tests add (an entry-point plugin, a run-time registration, a
+    # headerless one): registered before any test module is collected, so that the
+    # registry-driven sweeps (robustness, fuzz targets) include them.
+    import example_formats
+
+    example_formats.install()
+
+
 #: Multiplies the number of fuzz inputs and kernel calls (a long local run:
 #: ``BINDF_FUZZ_SCALE=20``). ``HYPOTHESIS_PROFILE=nightly`` implies 20 unless it is set.
 FUZZ_SCALE = float(os.environ.get(

@@ -510,8 +510,8 @@ SPECTRO_HELPERS = ("decay_histogram", "plot_decay")
 
 
 def test_helpers_are_accessor_methods_next_to_the_metadata(tmp_path: Path) -> None:
+    from bindf.accessors import BindfAccessor
     from bindf.analysis import FAMILIES
-    from bindf.frontends.accessors import BindfAccessor
 
     for name in APX_HELPERS + IT02_HELPERS + SPECTRO_HELPERS:
         assert callable(getattr(BindfAccessor, name)) and getattr(BindfAccessor, name).__doc__

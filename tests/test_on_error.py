@@ -386,3 +386,30 @@ def test_unknown_policy_is_refused(tmp_path: Path) -> None:
     bad, _, _ = _apx_bad_markers((10,))(tmp_path)
     with pytest.raises(ValueError, match="on_error"):
         bindf.read(bad, on_error="ignore")
+
+
+#: Where each built-in format's on_error behaviour is tested above (hand-written cases).
+_HAND_WRITTEN = {"apx": "DAMAGES", "apx_log": "DAMAGES", "it02": "DAMAGES + FIXED",
+                 "spectro": "FIXED (stt1)", "sp01": "FIXED", "spf1": "FIXED"}
+
+
+def test_every_registered_format_is_in_the_on_error_sweep(tmp_path: Path) -> None:
+    """Every registered format (plugins and run-time registrations included) takes the
+    three policies: formats with hand-written damage cases are listed above; every other
+    one is checked here on its registry sample, cut inside its last record."""
+    for spec in bindf.list_formats():
+        if not spec.public or spec.name in _HAND_WRITTEN:
+            continue
+        sample = spec.sample_bytes()
+        assert sample is not None, f"format {spec.name!r} has no sample for the sweep"
+        suffix = spec.extensions[0] if spec.extensions else ".bin"
+        path = tmp_path / f"{spec.name}{suffix}"
+        path.write_bytes(sample[:-3])
+        frames = []
+        for policy in POLICIES:
+            df, caught = _read(path, policy)
+            assert [type(w) for w in caught] == [TruncatedFileWarning], spec.name
+            assert "errors" not in df.attrs["bindf"]
+            frames.append(df)
+        pd.testing.assert_frame_equal(frames[0], frames[1])
+        pd.testing.assert_frame_equal(frames[0], frames[2])

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from ..frontends.output import set_polars_info
+from .._frames import set_polars_info
 from ._common import (
     CHANNEL_COLUMN,
     channel_label,

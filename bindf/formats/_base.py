@@ -85,6 +85,16 @@ class FormatReader(abc.ABC):
         as decoding at once.
         """
 
+    def batch_stream(self, columns: Sequence[str] | None = None, *,
+                     data_end: int | None = None) -> Any:
+        """A resumable decoder of this file's data as record batches of ``columns``
+        (a :class:`~bindf.formats._stream.BatchStream`), positioned where the records
+        begin (``stream.read_position``): feed it the file's bytes from there, in pieces
+        of any size, as they appear. ``data_end``: where the data ends, when known
+        (``None``: a file that is still growing). Formats that cannot stream raise
+        ``NotImplementedError``."""
+        raise NotImplementedError(f"{self.label} files cannot be decoded as a stream")
+
     def count_rows(self) -> int | None:
         """Number of rows without decoding, when the layout allows it cheaply (else None)."""
         return None

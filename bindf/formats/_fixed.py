@@ -1,8 +1,10 @@
 """Shared machinery for formats whose records all have one fixed size.
 
-Spectroscopy photon events, dense IT02, SP01, SPF1 and the generic record reader are all
-"a header, then N records of one packed numpy dtype". For those the whole read path is
-here, written once:
+Spectroscopy photon events, SP01, SPF1, the generic record reader and every
+:class:`bindf.FixedRecordFormat` are "a header, then N records of one packed numpy
+dtype". For those the whole read path is here, written once (dense IT02 has its own,
+faster whole-file path into large output arrays, and reuses
+:meth:`FixedRecordReader.iter_record_range` for dask's byte ranges):
 
 * the number of records follows from the file size (so no declared count can make bindf
   allocate more than the file holds), and a partial record at the end is a truncation;
@@ -19,7 +21,7 @@ it has derived columns, overrides :meth:`raw_fields_for` and :meth:`build_column
 from __future__ import annotations
 
 import warnings
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +29,7 @@ import pyarrow as pa
 from .._source import read_into
 from ..errors import TruncatedFileWarning
 from ._base import FormatReader
+from ._stream import BatchStream, FixedRecordStream
 
 #: Size of the reused read buffer. Small enough to stay in L2/L3 while its fields are
 #: copied out, large enough that per-chunk Python overhead is negligible.
@@ -76,6 +79,17 @@ class FixedRecordReader(FormatReader):
     def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
         """Output arrays for ``columns`` from the raw field arrays of one batch."""
         return [pa.array(raw[c]) for c in columns]
+
+    # -- streaming ------------------------------------------------------------------------
+    def batch_stream(self, columns: Sequence[str] | None = None, *,
+                     data_end: int | None = None) -> BatchStream:
+        names = self.resolve_columns(columns)
+        schema = pa.schema([self.schema.field(c) for c in names])
+        stream = FixedRecordStream(self.data_offset, path=self.path, dtype=self.record_dtype,
+                                   fields=self.raw_fields_for(names), on_error=self.on_error,
+                                   data_end=data_end, label=self.label)
+        return BatchStream(stream, lambda raw: pa.RecordBatch.from_arrays(
+            self.build_columns(raw, names), schema=schema))
 
     # -- reading --------------------------------------------------------------------------
     def _batches(

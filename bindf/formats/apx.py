@@ -51,10 +51,9 @@ Decisions where the spec leaves a choice (the README lists them too):
 
 from __future__ import annotations
 
-import json
 import struct
 import warnings
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, TypeVar
@@ -62,25 +61,21 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from .._atomic import atomic_output
 from .._header import read_preamble
 from .._kernels import _apx
-from .._source import read_into
 from ..errors import (
     CorruptDataError,
     CorruptDataWarning,
-    TruncatedFileWarning,
     UnsupportedReadoutError,
 )
 from ._apx_hits import (
-    HIT_SIZE,
     STATUS_FLAGS,
     Decoded,
     HitColumns,
     HitDecoder,
-    encode_hits,
 )
 from ._base import FormatReader
+from ._stream import BatchStream, StreamDecoder, decode_file
 
 MAGIC = b"%APXDF"
 READOUT_MARKER = b"\xfe\xdc\xba"
@@ -255,134 +250,160 @@ class ApxReader(FormatReader):
     def _decoded_chunks(
         self, per_call: int, slots: int
     ) -> Generator[tuple[_Framed | None, Decoded], None, None]:
-        """Frame and decode readouts chunk by chunk: all the sequential work.
+        """Frame and decode readouts chunk by chunk: all the sequential work (see
+        :class:`ApxStream`). The decoder's damage counts end up in :attr:`errors`."""
+        stream = self.stream(per_call=per_call, slots=slots)
+        try:
+            yield from decode_file(self.source, stream, first_read=_FIRST_READ,
+                                   max_read=self.chunk_bytes)
+        finally:
+            for kind, count in stream.errors.items():
+                self.note_error(kind, count)
 
-        Yields ``(None, decoded)`` for ``level="hits"`` and ``(framed, decoded)`` with
-        private copies of the framing arrays for ``level="readouts"``. The decoded hit
-        arrays rotate through ``slots`` scratch sets, so with ``slots=2`` a consumer may
-        still use one chunk while the next is decoded (see :func:`_prefetched`).
-        """
-        hits = self.level == "hits"
-        decoder = HitDecoder(store_hits=hits, slots=slots)
-        for framed in self._iter_framed(per_call):
-            if framed.after_gap:
-                decoder.reset()
-            decoded = decoder.decode(framed.buf, framed.header_pos + READOUT_HEADER_SIZE,
-                                     framed.length, framed.readout_id, framed.timestamp)
-            yield (None if hits else framed.detached()), decoded
+    def batch_stream(self, columns: Sequence[str] | None = None, *,
+                     data_end: int | None = None) -> BatchStream:
+        names = self.resolve_columns(columns)
+        schema = pa.schema([self.schema.field(c) for c in names])
+        hit_columns = HitColumns()
 
-    def _iter_framed(self, per_call: int) -> Iterator[_Framed]:
-        """Frame the file's readouts chunk by chunk (the buffer is reused between yields)."""
-        size = self.source.size
-        end_of_data = size  # bytes appended after opening are ignored
-        cap = min(self.chunk_bytes, max(end_of_data - self.data_offset, 1))
-        buf = np.empty(cap, dtype=np.uint8)
-        # No call can frame more readouts than the file holds headers for: a tiny file
+        def to_batch(unit: tuple[_Framed | None, Decoded]) -> pa.RecordBatch:
+            framed, decoded = unit
+            arrays = (hit_columns(decoded, names) if framed is None
+                      else readout_columns(decoded, framed, names))
+            return pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
+
+        return BatchStream(self.stream(data_end=data_end), to_batch)
+
+    def stream(self, *, per_call: int = _READOUTS_PER_CALL, slots: int = 1,
+               data_end: int | None = -1) -> ApxStream:
+        """A resumable decoder of this file's readouts, positioned at the first one.
+
+        ``data_end``: where the data ends (default: the file size when opened; ``None``
+        for a file that is still growing)."""
+        end = self.source.size if data_end == -1 else data_end
+        return ApxStream(self.data_offset, path=self.path, on_error=self.on_error,
+                         data_end=end, store_hits=self.level == "hits", per_call=per_call,
+                         slots=slots, chunk_bytes=self.chunk_bytes)
+
+
+@dataclass
+class _ApxKernelState:
+    """What :class:`ApxStream` carries besides bytes (saved by ``checkpoint``)."""
+
+    carry: bytes | None  # the hit decoder's extra bytes (None: none carried)
+    after_gap: bool
+    resyncing: bool
+    gap_start: int
+    gap_message: str
+
+
+class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
+    """Readouts framed and their hits decoded, from a stream of ``.apx`` data bytes.
+
+    Yields ``(None, decoded)`` when only hits are stored, ``(framed, decoded)`` with
+    private copies of the framing arrays otherwise (``level="readouts"``). The decoded
+    hit arrays rotate through ``slots`` scratch sets, so with ``slots=2`` a consumer may
+    still use one chunk while the next is decoded (see :func:`_prefetched`).
+    """
+
+    def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
+                 store_hits: bool, per_call: int, slots: int = 1,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        capacity = chunk_bytes if data_end is None else min(
+            chunk_bytes, max(data_end - position, 1))
+        super().__init__(position, path=path, on_error=on_error, data_end=data_end,
+                         label="AstroPix", capacity=capacity)
+        self.store_hits = store_hits
+        self.hits = HitDecoder(store_hits=store_hits, slots=slots)
+        # No call can frame more readouts than the data holds headers for: a tiny file
         # gets tiny framing arrays (24 bytes per slot; 786 KiB at the default per_call).
-        per_call = max(1, min(per_call, (end_of_data - self.data_offset) // READOUT_HEADER_SIZE))
-        header_pos = np.empty(per_call, dtype=np.int64)
-        readout_id = np.empty(per_call, dtype=np.uint32)
-        timestamp = np.empty(per_call, dtype=np.uint64)
-        length = np.empty(per_call, dtype=np.uint32)
-        buf_offset = self.data_offset  # file offset of buf[0]
-        have = 0  # valid bytes in buf
-        pos = 0  # parse position in buf
-        read_size = _FIRST_READ
-        after_gap = False
-        resyncing = False  # inside a damaged stretch, looking for the next marker
-        gap_start = 0
-        with self.source.open() as f:
-            f.seek(self.data_offset)
-            eof = self.data_offset >= end_of_data
-            shrank = False
-            while True:
-                if resyncing:
-                    found = self._resync(buf, pos, have, buf_offset, eof)
-                    if found is None:  # need more bytes (or the file ends in the gap)
-                        if eof:
-                            self._end_gap(gap_start, end_of_data, None)
-                            return
-                        keep = max(pos, have - (READOUT_HEADER_SIZE - 1))
-                        pos = keep
-                    else:
-                        pos = found
-                        self._end_gap(gap_start, buf_offset + pos, buf_offset + pos)
-                        resyncing = False
-                        after_gap = True
-                        continue
-                else:
-                    n, stop, code = _apx.frame_readouts(
-                        buf, pos, have, header_pos, readout_id, timestamp, length
-                    )
-                    if n:
-                        yield _Framed(buf, header_pos[:n], readout_id[:n], timestamp[:n],
-                                      length[:n], buf_offset, after_gap)
-                        after_gap = False
-                    pos = stop
-                    if code == _apx.FRAME_FULL:
-                        continue
-                    if code == _apx.FRAME_BAD_MARKER:
-                        offset = buf_offset + pos
-                        found_bytes = bytes(buf[pos : min(pos + 3, have)])
-                        message = (f"bad readout marker {found_bytes.hex(' ')} "
-                                   f"(expected {READOUT_MARKER.hex(' ')})")
-                        if self.on_error == "raise":
-                            raise CorruptDataError(message, path=self.path, offset=offset)
-                        resyncing = True
-                        gap_start = offset
-                        self._gap_message = message
-                        pos += 1
-                        continue
-                    if code == _apx.FRAME_INCOMPLETE:
-                        need = self._pending_size(buf, pos, have)
-                        if need is not None and buf_offset + pos + need > end_of_data:
-                            self._warn_truncated(buf_offset + pos, need, end_of_data)
-                            return
-                        if eof:
-                            self._warn_truncated(buf_offset + pos, need, end_of_data, shrank)
-                            return
-                        if need is not None and need > buf.size:
-                            buf = _grown(buf, pos, have, need)
-                            have -= pos
-                            buf_offset += pos
-                            pos = 0
-                    elif eof:  # FRAME_END with nothing more to read
-                        if shrank:
-                            self._warn_truncated(buf_offset + pos, None, end_of_data, True)
+        if data_end is not None:
+            per_call = min(per_call, (data_end - position) // READOUT_HEADER_SIZE)
+        per_call = max(1, per_call)
+        self._header_pos = np.empty(per_call, dtype=np.int64)
+        self._readout_id = np.empty(per_call, dtype=np.uint32)
+        self._timestamp = np.empty(per_call, dtype=np.uint64)
+        self._length = np.empty(per_call, dtype=np.uint32)
+        self.after_gap = False  # damaged bytes were skipped right before the next readout
+        self.resyncing = False  # inside a damaged stretch, looking for the next marker
+        self.gap_start = 0
+        self.gap_message = ""
+        self._shrank = False
+
+    def finish(self, *, shrank: bool = False) -> Iterator[tuple[_Framed | None, Decoded]]:
+        self._shrank = shrank
+        return super().finish(shrank=shrank)
+
+    def _decode(self, buf: np.ndarray, have: int,
+                final: bool) -> Iterator[tuple[_Framed | None, Decoded]]:
+        self.need = 0
+        while True:
+            pos = self._pos
+            if self.resyncing:
+                found = self._resync(buf, pos, have, final)
+                if found is None:  # need more bytes (or the data ends in the gap)
+                    if final:
+                        self._end_gap(self.gap_start, self._offset + have, None)
+                        self._pos = have
                         return
-                # read more: move the unparsed tail to the front, then fill
-                if pos:
-                    tail = have - pos
-                    buf[:tail] = buf[pos:have]
-                    buf_offset += pos
-                    have, pos = tail, 0
-                want = min(buf.size - have, read_size, end_of_data - (buf_offset + have))
-                got = read_into(f, buf[have : have + want]) if want > 0 else 0
-                have += got
-                read_size = min(read_size * 2, self.chunk_bytes)
-                if buf_offset + have >= end_of_data:
-                    eof = True
-                elif got < want:
-                    eof = shrank = True
+                    self._pos = max(pos, have - (READOUT_HEADER_SIZE - 1))
+                    return
+                self._pos = found
+                self._end_gap(self.gap_start, self._offset + found, self._offset + found)
+                self.resyncing = False
+                self.after_gap = True
+                continue
+            n, stop, code = _apx.frame_readouts(
+                buf, pos, have, self._header_pos, self._readout_id, self._timestamp,
+                self._length)
+            self._pos = stop
+            if n:
+                framed = _Framed(buf, self._header_pos[:n], self._readout_id[:n],
+                                 self._timestamp[:n], self._length[:n], self._offset,
+                                 self.after_gap)
+                if self.after_gap:
+                    self.hits.reset()  # the byte stream is not continuous across the gap
+                    self.after_gap = False
+                decoded = self.hits.decode(buf, framed.header_pos + READOUT_HEADER_SIZE,
+                                           framed.length, framed.readout_id, framed.timestamp)
+                yield (None if self.store_hits else framed.detached()), decoded
+            if code == _apx.FRAME_FULL:
+                continue
+            if code == _apx.FRAME_BAD_MARKER:
+                offset = self._offset + stop
+                found_bytes = bytes(buf[stop : min(stop + 3, have)])
+                message = (f"bad readout marker {found_bytes.hex(' ')} "
+                           f"(expected {READOUT_MARKER.hex(' ')})")
+                if self.on_error == "raise":
+                    raise CorruptDataError(message, path=self.path, offset=offset)
+                self.resyncing = True
+                self.gap_start = offset
+                self.gap_message = message
+                self._pos = stop + 1
+                continue
+            if code == _apx.FRAME_INCOMPLETE:
+                need = _pending_size(buf, stop, have)
+                if (need is not None and self.data_end is not None
+                        and self._offset + stop + need > self.data_end):
+                    self._warn_cut(self._offset + stop, need, self.data_end)
+                    self.ended = True
+                elif final:
+                    self._warn_cut(self._offset + stop, need, self._offset + have,
+                                   self._shrank)
+                else:
+                    self.need = need or 0
+            return
 
-    def _pending_size(self, buf: np.ndarray, pos: int, have: int) -> int | None:
-        """Total bytes of the readout starting at ``pos``, if its header is in the buffer."""
-        if have - pos < READOUT_HEADER_SIZE:
-            return None
-        (length,) = struct.unpack_from("<I", buf, pos + 15)
-        return READOUT_HEADER_SIZE + length
-
-    def _resync(self, buf: np.ndarray, pos: int, have: int, buf_offset: int,
-                eof: bool) -> int | None:
+    def _resync(self, buf: np.ndarray, pos: int, have: int, final: bool) -> int | None:
         """Position of the next plausible readout at or after ``pos`` (None: not here)."""
         while True:
             p = _apx.find_marker(buf, pos, have)
             if p < 0:
                 return None
-            need = self._pending_size(buf, p, have)
+            need = _pending_size(buf, p, have)
             if need is None:
-                return p if eof else None  # header cut by the buffer: decide after a read
-            if buf_offset + p + need <= self.source.size:
+                return p if final else None  # header cut by the buffer: decide after a read
+            if self.data_end is None or self._offset + p + need <= self.data_end:
                 return p
             pos = p + 1  # a marker whose payload cannot fit is payload data, not a readout
 
@@ -395,13 +416,13 @@ class ApxReader(FormatReader):
                     if resumed_at is not None else "no readout follows")
             warnings.warn(
                 CorruptDataWarning(
-                    f"{self._gap_message}: skipped {skipped} damaged bytes; {then}",
+                    f"{self.gap_message}: skipped {skipped} damaged bytes; {then}",
                     path=self.path, offset=start,
                 ),
                 stacklevel=4,
             )
 
-    def _warn_truncated(self, offset: int, need: int | None, end: int, shrank: bool = False) -> None:
+    def _warn_cut(self, offset: int, need: int | None, end: int, shrank: bool = False) -> None:
         if shrank:
             why = "the file shrank while it was read"
         elif need is None:
@@ -409,20 +430,34 @@ class ApxReader(FormatReader):
         else:
             why = (f"the readout there declares {need - READOUT_HEADER_SIZE} payload bytes "
                    f"but only {max(end - offset - READOUT_HEADER_SIZE, 0)} follow")
-        warnings.warn(
-            TruncatedFileWarning(
-                f"truncated AstroPix file: {why}; returning the hits of the complete readouts",
-                path=self.path, offset=offset,
-            ),
-            stacklevel=4,
-        )
+        self.warn_truncated(offset, why, "returning the hits of the complete readouts")
+
+    def _at_end(self, pending: int, shrank: bool) -> None:
+        if shrank:
+            self._warn_cut(self.position, None, self.read_position, True)
+
+    def _kernel_state(self) -> _ApxKernelState:
+        return _ApxKernelState(self.hits.carried, self.after_gap, self.resyncing,
+                               self.gap_start, self.gap_message)
+
+    def _restore_kernel(self, state: _ApxKernelState) -> None:
+        if state.carry is None:
+            self.hits.reset()
+        else:
+            self.hits.carry[: len(state.carry)] = np.frombuffer(state.carry, np.uint8)
+            self.hits.carry_len = len(state.carry)
+        self.after_gap = state.after_gap
+        self.resyncing = state.resyncing
+        self.gap_start = state.gap_start
+        self.gap_message = state.gap_message
 
 
-def _grown(buf: np.ndarray, pos: int, have: int, need: int) -> np.ndarray:
-    """A buffer of at least ``need`` bytes holding ``buf[pos:have]`` at its start."""
-    new = np.empty(need, dtype=np.uint8)
-    new[: have - pos] = buf[pos:have]
-    return new
+def _pending_size(buf: np.ndarray, pos: int, have: int) -> int | None:
+    """Total bytes of the readout starting at ``pos``, if its header is in the buffer."""
+    if have - pos < READOUT_HEADER_SIZE:
+        return None
+    (length,) = struct.unpack_from("<I", buf, pos + 15)
+    return READOUT_HEADER_SIZE + length
 
 
 _DONE = object()
@@ -473,161 +508,10 @@ def readout_columns(decoded: Decoded, framed: _Framed, columns: Sequence[str]) -
     return out
 
 
-# -- writer ----------------------------------------------------------------------------
-_REQUIRED_WRITE = ("readout_id", "timestamp", "chip_id", "row", "column", "ts_neg1", "ts_tdc1",
-                   "ts_neg2", "ts_tdc2")
-_WRITE_BLOCK_READOUTS = 1 << 16
+def __getattr__(name: str) -> Any:
+    # ``bindf.formats.apx.write_apx`` still works; the writer lives in its own module.
+    if name == "write_apx":
+        from ._apx_writer import write_apx
 
-
-def write_apx(
-    path: str | Any,
-    hits: Any,
-    header: Mapping[str, Any] | None = None,
-    *,
-    leading_idle: int = 2,
-    idle_between: int | Sequence[int] | np.ndarray = 0,
-    trailing_idle: int = 6,
-    overwrite: bool = True,
-) -> None:
-    """Write hits as an AstroPix 4 ``.apx`` file that ``read_apx`` decodes back exactly.
-
-    Parameters
-    ----------
-    path:
-        Destination; written atomically (a temporary file renamed into place).
-    hits:
-        pandas/polars frame, Arrow table or mapping of arrays with the hit fields
-        ``chip_id, row, column, ts_neg1, ts_coarse1, ts_fine1, ts_tdc1, ts_neg2,
-        ts_coarse2, ts_fine2, ts_tdc2`` plus ``readout_id`` and ``timestamp``.
-        ``payload`` is optional (it must be 7: only then is the first byte a start byte).
-        ``ts_coarseN``/``ts_fineN`` may be replaced by ``ts_decN`` (Gray-encoded back).
-        ``decoding_order``, ``tot_us`` and other columns are ignored (they are derived).
-        Consecutive rows with the same ``readout_id`` form one readout, in row order;
-        they must share one ``timestamp``.
-    header:
-        Run metadata (JSON-able). ``readout_uid`` is added as 4000 when missing; any
-        other value is refused.
-    leading_idle, idle_between, trailing_idle:
-        Idle bytes (``0xBC``) at the start of each payload, after each hit that another
-        hit of the same readout follows (an int, or one value per hit), and at the end.
-        ``trailing_idle`` must be ≥ 1: the decoder treats a hit that ends exactly at the
-        end of a payload as a cut hit (the upstream ``c + 8 >= n`` rule), and the writer
-        never produces trailing ``0xFF`` padding (the DAQ strips it).
-    overwrite:
-        Replace an existing file (default) or raise ``FileExistsError``.
-    """
-    columns = _hit_arrays(hits)
-    n = len(columns["readout_id"])
-    meta = dict(header or {})
-    uid = meta.setdefault("readout_uid", 4000)
-    if type(uid) is not int or uid not in SUPPORTED_READOUTS:
-        raise ValueError(f"write_apx writes AstroPix 4 files (readout_uid 4000), not {uid!r}")
-    if "readout_uid" != next(iter(meta)):
-        meta = {"readout_uid": uid, **{k: v for k, v in meta.items() if k != "readout_uid"}}
-    header_bytes = json.dumps(meta, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    if leading_idle < 0 or trailing_idle < 1:
-        raise ValueError("leading_idle must be >= 0 and trailing_idle >= 1 (see the docstring)")
-    gaps = np.broadcast_to(np.asarray(idle_between, dtype=np.int64), (n,))
-    if n and gaps.min() < 0:
-        raise ValueError("idle_between must be >= 0")
-
-    rid, ts = columns["readout_id"], columns["timestamp"]
-    new_readout = np.empty(n, dtype=bool)
-    new_readout[:1] = True
-    np.not_equal(rid[1:], rid[:-1], out=new_readout[1:])
-    starts = np.flatnonzero(new_readout)
-    ends = np.append(starts[1:], n)
-    differs = ts != np.repeat(ts[starts], ends - starts)
-    if differs.any():
-        raise ValueError(f"hit {int(np.flatnonzero(differs)[0])}: hits of one readout must "
-                         "share its timestamp")
-    del new_readout, differs
-
-    # Block by block (whole readouts), so that the uint64 work arrays stay small; any
-    # error discards the temporary file.
-    with atomic_output(path, overwrite=overwrite) as f:
-        f.write(MAGIC)
-        f.write(struct.pack("<I", len(header_bytes)))
-        f.write(header_bytes)
-        for first in range(0, len(starts), _WRITE_BLOCK_READOUTS):
-            block_starts = starts[first : first + _WRITE_BLOCK_READOUTS]
-            block_ends = ends[first : first + _WRITE_BLOCK_READOUTS]
-            h0, h1 = int(block_starts[0]), int(block_ends[-1])
-            raw = encode_hits({name: values[h0:h1] for name, values in columns.items()},
-                              first_index=h0)
-            f.write(_readout_block(raw, rid[block_starts], ts[block_starts], gaps[h0:h1],
-                                   block_starts - h0, block_ends - h0,
-                                   leading_idle, trailing_idle).data)
-
-
-def _readout_block(raw: np.ndarray, readout_id: np.ndarray, timestamp: np.ndarray,
-                   gaps: np.ndarray, starts: np.ndarray, ends: np.ndarray, leading: int,
-                   trailing: int) -> np.ndarray:
-    """The bytes of readouts holding hits ``raw[starts[i]:ends[i]]``, vectorised."""
-    n = len(raw)
-    # idle bytes before each hit: leading for the first of a readout, else the gap after
-    # the previous hit
-    before = np.empty(n, dtype=np.int64)
-    before[1:] = gaps[: n - 1]
-    before[starts] = leading
-    step = before + HIT_SIZE
-    cum = np.cumsum(step)
-    run_end_cum = cum[ends - 1]
-    run_start_cum = run_end_cum - np.add.reduceat(step, starts)
-    payload_len = run_end_cum - run_start_cum + trailing
-    if np.any(payload_len > 0xFFFFFFFF):
-        raise ValueError("a readout payload would exceed 4 GiB")
-    record = READOUT_HEADER_SIZE + payload_len
-    record_start = np.cumsum(record) - record
-    out = np.full(int(record.sum()), IDLE_BYTE, dtype=np.uint8)
-
-    head = np.empty(len(starts), dtype=np.dtype(
-        [("marker", "S3"), ("readout_id", "<u4"), ("timestamp", "<u8"), ("length", "<u4")]))
-    head["marker"] = READOUT_MARKER
-    head["readout_id"] = readout_id
-    head["timestamp"] = timestamp
-    head["length"] = payload_len
-    out[record_start[:, None] + np.arange(READOUT_HEADER_SIZE)] = head.view(np.uint8).reshape(
-        -1, READOUT_HEADER_SIZE)
-
-    run = np.repeat(np.arange(len(starts)), ends - starts)
-    hit_pos = record_start[run] + READOUT_HEADER_SIZE + (cum - run_start_cum[run]) - HIT_SIZE
-    out[hit_pos[:, None] + np.arange(HIT_SIZE)] = raw
-    return out
-
-
-def _hit_arrays(hits: Any) -> dict[str, np.ndarray]:
-    """Column name → numpy array, from pandas/polars/Arrow/mapping input."""
-    if isinstance(hits, (pa.Table, pa.RecordBatch)):
-        names = hits.schema.names
-        get = lambda c: hits.column(c).to_numpy()  # noqa: E731
-    elif isinstance(hits, Mapping):
-        names = list(hits)
-        get = lambda c: np.asarray(hits[c])  # noqa: E731
-    elif hasattr(hits, "columns") and hasattr(hits, "__getitem__"):  # pandas / polars
-        names = list(hits.columns)
-        get = lambda c: np.asarray(hits[c].to_numpy())  # noqa: E731
-    else:
-        raise TypeError(f"hits must be a DataFrame, Arrow table or mapping, not {type(hits).__name__}")
-    out: dict[str, np.ndarray] = {}
-    missing = [c for c in _REQUIRED_WRITE if c not in names]
-    for k in ("1", "2"):
-        if f"ts_coarse{k}" in names and f"ts_fine{k}" in names:
-            continue
-        if f"ts_dec{k}" not in names:
-            missing.append(f"ts_coarse{k}/ts_fine{k} (or ts_dec{k})")
-    if missing:
-        raise ValueError(f"write_apx: missing hit column(s) {missing}")
-    for name in (*_REQUIRED_WRITE, "payload", "ts_coarse1", "ts_fine1", "ts_coarse2",
-                 "ts_fine2", "ts_dec1", "ts_dec2"):
-        if name in names:
-            values = get(name)
-            if values.dtype.kind not in "iu":
-                raise ValueError(f"write_apx: column {name!r} must be integer (without "
-                                 f"missing values), not {values.dtype}")
-            out[name] = values
-    if len({len(v) for v in out.values()}) > 1:
-        raise ValueError("write_apx: columns have different lengths")
-    if out["timestamp"].size and out["timestamp"].min() < 0:
-        raise ValueError("write_apx: column 'timestamp' has negative values")
-    return out
+        return write_apx
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

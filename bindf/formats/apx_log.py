@@ -32,18 +32,18 @@ import ast
 import binascii
 import json
 import re
-import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from .._atomic import atomic_output
-from .._source import Source, still_in_file
-from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
-from ._apx_hits import STATUS_FLAGS, HitColumns, HitDecoder
+from .._source import Source
+from ..errors import CorruptDataError, HeaderError
+from ._apx_hits import STATUS_FLAGS, Decoded, HitColumns, HitDecoder
 from ._base import FormatReader
+from ._stream import BatchStream, StreamDecoder, decode_file
 from .apx import HITS_SCHEMA, MAGIC, READOUTS_SCHEMA, SUPPORTED_READOUTS
 
 #: One readout line: id, TAB, optional blanks, b'hex'. Anything else after the header
@@ -133,8 +133,7 @@ class ApxLogReader(FormatReader):
     def schema(self) -> pa.Schema:
         return HITS_SCHEMA if self.level == "hits" else READOUTS_SCHEMA
 
-    def iter_readouts(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                              bool]]:
+    def iter_readouts(self) -> Iterator[ReadoutRun]:
         """Yield ``(payload_bytes, payload_pos, readout_id, line_offset, after_gap)`` per run
         of consecutive readout lines (payloads concatenated in ``payload_bytes``).
 
@@ -142,38 +141,120 @@ class ApxLogReader(FormatReader):
         (``on_error="warn"/"skip"``): then it is cut there, and ``after_gap`` says that the
         run does not continue the previous one in the chip's byte stream.
         """
-        line_number = self.header_lines
-        self._gap_pending = False
-        with self.source.open() as f:
-            f.seek(self.data_offset)
-            offset = self.data_offset
-            rest = b""
-            remaining = self.source.size - self.data_offset
-            shrank = False
-            while remaining > 0 or rest:
-                want = min(CHUNK_BYTES, remaining)
-                start = f.tell()
-                chunk = f.read(want) if want > 0 else b""
-                chunk = chunk[: still_in_file(f, start, len(chunk))]
-                # Fewer bytes than asked: the file shrank while it was read. Its end is
-                # here (asking again would get nothing, for ever).
-                shrank = shrank or len(chunk) < want
-                remaining = 0 if shrank else remaining - len(chunk)
-                text = rest + chunk
-                if remaining > 0:
-                    cut = text.rfind(b"\n") + 1
-                    if cut == 0:  # one very long line: keep reading
-                        rest = text
-                        continue
-                    text, rest = text[:cut], text[cut:]
-                else:
-                    rest = b""
-                    text = self._drop_cut_last_line(text, offset, shrank)
-                if not text:
-                    break
-                yield from self._parse_lines(text, offset, line_number)
-                line_number += text.count(b"\n")
-                offset += len(text)
+        stream = self.stream()
+        try:
+            yield from decode_file(self.source, stream, first_read=CHUNK_BYTES,
+                                   max_read=CHUNK_BYTES)
+        finally:
+            for kind, count in stream.errors.items():
+                self.note_error(kind, count)
+
+    def stream(self, data_end: int | None = -1) -> ApxLogStream:
+        """A resumable decoder of this log's readout lines, at the first one
+        (``data_end=None`` for a file that is still growing)."""
+        return ApxLogStream(self.data_offset, path=self.path, on_error=self.on_error,
+                            data_end=self.source.size if data_end == -1 else data_end,
+                            first_line=self.header_lines)
+
+    def batch_stream(self, columns: Sequence[str] | None = None, *,
+                     data_end: int | None = None) -> BatchStream:
+        names = self.resolve_columns(columns)
+        schema = pa.schema([self.schema.field(c) for c in names])
+        stream = ApxLogHitStream(self.data_offset, path=self.path, on_error=self.on_error,
+                                 data_end=data_end, first_line=self.header_lines,
+                                 store_hits=self.level == "hits")
+        hit_columns = HitColumns()
+
+        def to_batch(unit: tuple[ReadoutRun, Decoded]) -> pa.RecordBatch:
+            (payload, pos, readout_id, line_offset, _), decoded = unit
+            if self.level == "hits":
+                arrays = hit_columns(decoded, names)
+            else:
+                lengths = np.diff(np.append(pos, len(payload))).astype(np.uint32)
+                arrays = _readout_arrays(names, readout_id, np.zeros(len(pos), np.uint64),
+                                         lengths, decoded, line_offset)
+            return pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
+
+        return BatchStream(stream, to_batch)
+
+    def _batches(
+        self, columns: list[str], batch_size: int, n_rows: int | None
+    ) -> Iterator[pa.RecordBatch]:
+        schema = pa.schema([self.schema.field(c) for c in columns])
+        decoder = HitDecoder(store_hits=self.level == "hits")
+        hit_columns = HitColumns()
+        produced = 0
+        for payload, pos, readout_id, line_offset, after_gap in self.iter_readouts():
+            if after_gap:
+                decoder.reset()  # the byte stream is not continuous across dropped lines
+            lengths = np.diff(np.append(pos, len(payload))).astype(np.uint32)
+            timestamp = np.zeros(len(pos), dtype=np.uint64)
+            decoded = decoder.decode(payload, pos, lengths, readout_id, timestamp)
+            if self.level == "hits":
+                arrays = hit_columns(decoded, columns)
+            else:
+                arrays = _readout_arrays(columns, readout_id, timestamp, lengths, decoded,
+                                         line_offset)
+            batch = pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
+            produced += batch.num_rows
+            yield batch
+            if n_rows is not None and produced >= n_rows:
+                return
+
+
+
+#: ``(payload_bytes, payload_pos, readout_id, line_offset, after_gap)``: one run of
+#: consecutive readout lines (see :meth:`ApxLogReader.iter_readouts`).
+ReadoutRun = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]
+
+
+class ApxLogStream(StreamDecoder[ReadoutRun]):
+    """Readout lines of a legacy log, parsed from a stream of text bytes.
+
+    Only whole lines are parsed; the incomplete last line is carried over to the next
+    bytes. State besides those bytes: the line number (for messages) and whether the run
+    that the next bytes start follows dropped lines.
+    """
+
+    def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
+                 first_line: int) -> None:
+        super().__init__(position, path=path, on_error=on_error, data_end=data_end,
+                         label="AstroPix text log", capacity=CHUNK_BYTES)
+        self.line_number = first_line
+        self.gap_pending = False
+        self._shrank = False
+
+    def finish(self, *, shrank: bool = False) -> Iterator[ReadoutRun]:
+        self._shrank = shrank
+        return super().finish(shrank=shrank)
+
+    def _decode(self, buf: np.ndarray, have: int, final: bool) -> Iterator[ReadoutRun]:
+        start = self._pos
+        text = buf[start:have].tobytes()
+        if final:
+            text = self._drop_cut_last_line(text, self._offset + start, self._shrank)
+        else:
+            cut = text.rfind(b"\n") + 1
+            if cut == 0:  # one very long line: wait for more bytes
+                return
+            text = text[:cut]
+        if not text:
+            return
+        first_line = self.line_number
+        self._pos = start + len(text)
+        self.line_number += text.count(b"\n")
+        yield from self._parse_lines(text, self._offset + start, first_line)
+
+    def _at_end(self, pending: int, shrank: bool) -> None:
+        if shrank:
+            self.warn_truncated(self.position, "the file shrank while it was read",
+                                "returning the readouts before it")
+
+    def _kernel_state(self) -> tuple[int, bool]:
+        return self.line_number, self.gap_pending
+
+    def _restore_kernel(self, state: tuple[int, bool]) -> None:
+        self.line_number, self.gap_pending = state
 
     def _drop_cut_last_line(self, text: bytes, offset: int, shrank: bool) -> bytes:
         """A file cut inside its last line (or that shrank after it was opened): warn and
@@ -184,9 +265,8 @@ class ApxLogReader(FormatReader):
         if complete and not shrank:
             return text
         why = "the file shrank while it was read" if shrank else "the last line is incomplete"
-        warnings.warn(TruncatedFileWarning(
-            f"truncated AstroPix text log: {why}; returning the readouts before it",
-            path=self.path, offset=offset + (len(text) if complete else cut)), stacklevel=4)
+        self.warn_truncated(offset + (len(text) if complete else cut), why,
+                            "returning the readouts before it")
         return text if complete else text[:cut]
 
     def _parse_lines(self, text: bytes, offset: int, first_line: int):
@@ -226,12 +306,9 @@ class ApxLogReader(FormatReader):
                 position, number, why = damaged[0]
                 raise CorruptDataError(f"line {number} {why}", path=self.path,
                                        offset=offset + position)
-            self.note_error("bad_log_line", len(damaged))
-            if self.on_error == "warn":
-                for position, number, why in damaged:
-                    warnings.warn(CorruptDataWarning(f"skipped malformed line {number} ({why})",
-                                                     path=self.path, offset=offset + position),
-                                  stacklevel=5)
+            for position, number, why in damaged:
+                self.damaged("bad_log_line", f"skipped malformed line {number} ({why})",
+                             offset + position)
         keep = ~bad
         line_starts = line_starts[keep]
         hexes = [h for h, k in zip(hexes, keep) if k] if bad.any() else list(hexes)
@@ -243,7 +320,7 @@ class ApxLogReader(FormatReader):
         # Cut the runs where lines were dropped: no hit may join bytes across the gap.
         gaps = np.searchsorted(line_starts, [p for p, _, _ in damaged])
         bounds = [0, *sorted(set(gaps.tolist()) - {0, len(sizes)}), len(sizes)]
-        after_gap = self._gap_pending or bool(len(gaps) and gaps[0] == 0)
+        after_gap = self.gap_pending or bool(len(gaps) and gaps[0] == 0)
         for a, b in zip(bounds[:-1], bounds[1:]):
             if a == b:
                 continue
@@ -252,7 +329,7 @@ class ApxLogReader(FormatReader):
             after_gap = True
         # A dropped line at the end of the chunk (or a chunk of nothing else) cuts the run
         # that the next chunk starts.
-        self._gap_pending = bool(len(gaps) and gaps[-1] == len(sizes)) or (
+        self.gap_pending = bool(len(gaps) and gaps[-1] == len(sizes)) or (
             after_gap and len(sizes) == 0)
 
     def _unmatched_lines(self, text: bytes, first_line: int) -> list[tuple[int, int, str]]:
@@ -267,29 +344,38 @@ class ApxLogReader(FormatReader):
             position += len(raw)
         return found
 
-    def _batches(
-        self, columns: list[str], batch_size: int, n_rows: int | None
-    ) -> Iterator[pa.RecordBatch]:
-        schema = pa.schema([self.schema.field(c) for c in columns])
-        decoder = HitDecoder(store_hits=self.level == "hits")
-        hit_columns = HitColumns()
-        produced = 0
-        for payload, pos, readout_id, line_offset, after_gap in self.iter_readouts():
+
+
+class ApxLogHitStream(ApxLogStream):
+    """:class:`ApxLogStream` with the payloads' hits decoded too: yields
+    ``(run, decoded)``; the hit decoder's carried bytes are part of the state."""
+
+    def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
+                 first_line: int, store_hits: bool) -> None:
+        super().__init__(position, path=path, on_error=on_error, data_end=data_end,
+                         first_line=first_line)
+        self.hits = HitDecoder(store_hits=store_hits)
+
+    def _decode(self, buf: np.ndarray, have: int, final: bool) -> Iterator[Any]:
+        for run in super()._decode(buf, have, final):
+            payload, pos, readout_id, _, after_gap = run
             if after_gap:
-                decoder.reset()  # the byte stream is not continuous across dropped lines
+                self.hits.reset()  # the byte stream is not continuous across dropped lines
             lengths = np.diff(np.append(pos, len(payload))).astype(np.uint32)
-            timestamp = np.zeros(len(pos), dtype=np.uint64)
-            decoded = decoder.decode(payload, pos, lengths, readout_id, timestamp)
-            if self.level == "hits":
-                arrays = hit_columns(decoded, columns)
-            else:
-                arrays = _readout_arrays(columns, readout_id, timestamp, lengths, decoded,
-                                         line_offset)
-            batch = pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
-            produced += batch.num_rows
-            yield batch
-            if n_rows is not None and produced >= n_rows:
-                return
+            yield run, self.hits.decode(payload, pos, lengths, readout_id,
+                                        np.zeros(len(pos), dtype=np.uint64))
+
+    def _kernel_state(self) -> tuple[int, bool, bytes | None]:
+        return (*super()._kernel_state(), self.hits.carried)
+
+    def _restore_kernel(self, state: tuple[int, bool, bytes | None]) -> None:
+        line_number, gap_pending, carried = state
+        super()._restore_kernel((line_number, gap_pending))
+        if carried is None:
+            self.hits.reset()
+        else:
+            self.hits.carry[: len(carried)] = np.frombuffer(carried, np.uint8)
+            self.hits.carry_len = len(carried)
 
 
 def _nonblank_line_starts(text: bytes) -> np.ndarray:

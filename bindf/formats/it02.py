@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -29,9 +29,10 @@ import pyarrow as pa
 
 from .._header import read_exact, read_preamble
 from .._kernels import _it02
-from .._source import iter_fixed_records, read_into
+from .._source import iter_fixed_records
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import FormatReader
+from ._fixed import FixedRecordReader
 from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach them here
     _F64,
     FORMAT_LABEL,
@@ -51,6 +52,7 @@ from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach t
     detect_layout,
 )
 from ._it02_writer import _encode_sparse, write_it02  # noqa: F401 - public API, tests
+from ._stream import BatchStream, StreamDecoder, decode_file
 
 #: Raw bytes read per step. Bounded, so a read needs its output plus a few MB.
 CHUNK_BYTES = 8 << 20
@@ -244,6 +246,39 @@ class IT02Reader(FormatReader):
             return self.n_records
         return None
 
+    # -- record ranges (dense layout): dask's byte-range partitions ---------------------
+    @property
+    def record_size(self) -> int:
+        """Bytes per record for the dense layout without ``fill_gaps``; 0 otherwise (the
+        sparse record chain, and gap filling, must be decoded from the start)."""
+        return self.dtype.itemsize if self.layout == "dense" and not self.fill_gaps else 0
+
+    @property
+    def record_dtype(self) -> np.dtype:
+        return self.dtype
+
+    def row_offset(self, row: int) -> int:
+        return self.data_offset + row * self.dtype.itemsize
+
+    def raw_fields_for(self, columns: list[str]) -> list[str]:
+        fields = ["time_ns"] if "time_ns" in columns else []
+        return fields + [f"c{k}" for k, c in enumerate(self.channels)
+                         if channel_column(c) in columns]
+
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+        by_column = {"time_ns": "time_ns",
+                     **{channel_column(c): f"c{k}" for k, c in enumerate(self.channels)}}
+        return [pa.array(raw[by_column[c]]) for c in columns]
+
+    def iter_record_range(self, start: int, stop: int, columns: list[str],
+                          batch_size: int) -> Generator[pa.RecordBatch, None, bool]:
+        """Records ``start``..``stop`` of a dense file on their own (see
+        :meth:`bindf.formats._fixed.FixedRecordReader.iter_record_range`)."""
+        if not self.record_size:
+            raise TypeError("only dense IT02 files (without fill_gaps) have record ranges")
+        return (yield from FixedRecordReader.iter_record_range(self, start, stop, columns,  # type: ignore[arg-type]
+                                                               batch_size))
+
     # -- batches ----------------------------------------------------------------------
     def _batches(
         self, columns: list[str], batch_size: int, n_rows: int | None
@@ -334,91 +369,54 @@ class IT02Reader(FormatReader):
 
     def _sparse_chunks(self, f: BinaryIO, want_time: bool, wanted: list[int], batch_size: int,
                        max_records: int | None, borrow: bool) -> Iterator[_Chunk]:
-        """Follow the record chain through the file, CHUNK_BYTES at a time.
+        """Follow the record chain through the file (see :class:`SparseStream`)."""
+        stream = self.sparse_stream(wanted, want_time=want_time, batch_size=batch_size,
+                                    max_records=max_records, borrow=borrow)
+        try:
+            yield from decode_file(self.source, stream, end=self._region_end(),
+                                   first_read=CHUNK_BYTES, max_read=CHUNK_BYTES, f=f)
+        finally:
+            for kind, count in stream.errors.items():
+                self.note_error(kind, count)
 
-        The bytes of a record cut by the chunk boundary are moved to the front of the
-        buffer and completed by the next ``readinto``; the kernel resumes from there.
-        Owned chunks: the kernel decodes straight into large output arrays (see
-        :class:`_Outputs`), one pass over the chain. Borrowed ones (``borrow``) are views
-        of scratch arrays reused for every step.
-        """
-        n_channels = self.n_channels
-        slots = np.full(n_channels, -1, dtype=np.int8)
-        slots[wanted] = np.arange(len(wanted), dtype=np.int8)
-        region_end = self.end_marker_offset if self.end_marker_offset is not None \
+    def _region_end(self) -> int:
+        """Where the records end: the end marker (not a bin), else the end of the file."""
+        return self.end_marker_offset if self.end_marker_offset is not None \
             else self.source.size
-        buf = np.empty(CHUNK_BYTES + MAX_SPARSE_RECORD, dtype=np.uint8)
-        base = self.data_offset  # file offset of buf[0]
-        have = 0
-        remaining = max_records
-        out: _Outputs | None = None
-        if borrow:
-            scratch = _Outputs(min(batch_size, SCRATCH_ROWS), want_time, len(wanted))
-        f.seek(base)
-        while True:
-            want = min(len(buf) - have, region_end - (base + have))
-            got = read_into(f, buf[have:have + want]) if want > 0 else 0
-            have += got
-            shrank = got < want
-            at_end = shrank or base + have >= region_end
-            view = buf[:have]
-            pos = 0
-            status = _it02.STATUS_END
-            while True:
-                if borrow:
-                    target = scratch
-                else:
-                    if out is None:
-                        # A record has at least 9 bytes: no more rows than that are left.
-                        cap = min(max(batch_size, OUTPUT_ROWS),
-                                  (region_end - base - pos) // SPARSE_FIXED_BYTES)
-                        if remaining is not None:
-                            cap = min(cap, remaining)
-                        if cap <= 0:
-                            break
-                        out = _Outputs(cap, want_time, len(wanted))
-                    target = out
-                limit = target.room
-                n_max = min(limit, (have - pos) // SPARSE_FIXED_BYTES)
-                start = pos
-                done = target.filled
-                rows, pos, status = _it02.decode_sparse(
-                    view, start, n_channels, n_max,
-                    target.time[done:] if target.time is not None else _EMPTY_F64,
-                    [c[done:] for c in target.counts], slots, want_time)
-                if status == _it02.STATUS_LIMIT and n_max < limit:
-                    status = _it02.STATUS_END  # fewer than 9 bytes are left
-                if borrow:
-                    if rows:
-                        yield _Chunk(
-                            scratch.time[:rows] if scratch.time is not None else None,
-                            [c[:rows] for c in scratch.counts],
-                            lambda i, start=start, base=base, view=view:
-                                base + _it02.scan_sparse(view, start, n_channels, i)[1],
-                        )
-                else:
-                    out.filled += rows  # type: ignore[union-attr]
-                    if remaining is not None:
-                        remaining -= rows
-                    if not out.room:  # type: ignore[union-attr]
-                        yield out.finish()  # type: ignore[union-attr]
-                        out = None
-                        if remaining is not None and remaining <= 0:
-                            return
-                if status != _it02.STATUS_LIMIT:
-                    break
-            if status == _it02.STATUS_BAD_MASK or at_end:
-                if out is not None and out.filled:
-                    yield out.finish()
-                if status == _it02.STATUS_BAD_MASK:
-                    self._bad_mask(base + pos, int(view[pos + 8]))
-                elif have - pos or shrank:
-                    self._unfinished_chain(base + pos, have - pos, shrank)
-                return
-            rest = have - pos
-            buf[:rest] = buf[pos:have].copy()
-            base += pos
-            have = rest
+
+    def batch_stream(self, columns: Sequence[str] | None = None, *,
+                     data_end: int | None = None) -> BatchStream:
+        """See :meth:`FormatReader.batch_stream`. Dense files stream fixed-size records;
+        sparse ones follow the record chain (to the stream, a final mask-0 end marker is
+        a record like any other: whoever feeds it decides where the data ends).
+        ``fill_gaps`` reads cannot stream."""
+        if self.fill_gaps:
+            raise NotImplementedError("fill_gaps reads cannot be decoded as a stream")
+        if self.layout == "dense":
+            return FixedRecordReader.batch_stream(self, columns, data_end=data_end)  # type: ignore[arg-type]
+        names = self.resolve_columns(columns)
+        schema = pa.schema([self._schema.field(c) for c in names])
+        wanted = [k for k, c in enumerate(self.channels) if channel_column(c) in names]
+        stream = self.sparse_stream(wanted, want_time="time_ns" in names, data_end=data_end)
+        return BatchStream(stream, lambda chunk: _to_batch(schema, "time_ns" in names,
+                                                          chunk.time, chunk.counts))
+
+    def sparse_stream(self, wanted: list[int] | None = None, *, want_time: bool = True,
+                      batch_size: int = OUTPUT_ROWS, max_records: int | None = None,
+                      borrow: bool = False, data_end: int | None = -1) -> SparseStream:
+        """A resumable decoder of this sparse file's record chain, at its first record.
+
+        ``wanted``: positions (in ``channels``) of the count columns to produce (default
+        all); ``data_end``: where the records end (default: the end marker or the file
+        size when opened; ``None`` for a file that is still growing)."""
+        if wanted is None:
+            wanted = list(range(self.n_channels))
+        return SparseStream(
+            self.data_offset, path=self.path, on_error=self.on_error,
+            data_end=self._region_end() if data_end == -1 else data_end,
+            n_channels=self.n_channels, wanted=wanted, want_time=want_time,
+            batch_size=batch_size, max_records=max_records, borrow=borrow,
+            end_marker_offset=self.end_marker_offset)
 
     # -- damage -----------------------------------------------------------------------
     def _warn_truncated(self, offset: int, why: str) -> None:
@@ -439,8 +437,109 @@ class IT02Reader(FormatReader):
             warnings.warn(CorruptDataWarning(message, path=self.path, offset=offset),
                           stacklevel=3)
 
+def _to_batch(schema: pa.Schema, with_time: bool, time: np.ndarray | None,
+              counts: list[np.ndarray]) -> pa.RecordBatch:
+    arrays = ([pa.array(time)] if with_time else []) + [pa.array(c) for c in counts]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+
+class SparseStream(StreamDecoder[_Chunk]):
+    """The sparse record chain, decoded chunk by chunk from a stream of data bytes.
+
+    The bytes of a record cut by the end of what is held stay in the buffer and are
+    completed by the next bytes; the kernel resumes from there. Owned chunks: the kernel
+    decodes straight into large output arrays (see :class:`_Outputs`), handed out when
+    full, by :meth:`feed`, or at the end. Borrowed ones (``borrow``) are views of scratch
+    arrays reused for every step (valid until the next one).
+    """
+
+    def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
+                 n_channels: int, wanted: list[int], want_time: bool, batch_size: int,
+                 max_records: int | None, borrow: bool,
+                 end_marker_offset: int | None = None) -> None:
+        super().__init__(position, path=path, on_error=on_error, data_end=data_end,
+                         label=FORMAT_LABEL, capacity=CHUNK_BYTES + MAX_SPARSE_RECORD)
+        self.n_channels = n_channels
+        self.slots = np.full(n_channels, -1, dtype=np.int8)
+        self.slots[wanted] = np.arange(len(wanted), dtype=np.int8)
+        self.n_wanted = len(wanted)
+        self.want_time = want_time
+        self.batch_size = batch_size
+        self.borrow = borrow
+        self.end_marker_offset = end_marker_offset
+        #: Records still to decode (``None``: all).
+        self.remaining = max_records
+        self.out: _Outputs | None = None
+        self.scratch = _Outputs(min(batch_size, SCRATCH_ROWS), want_time, len(wanted)) \
+            if borrow else None
+
+    def _decode(self, buf: np.ndarray, have: int, final: bool) -> Iterator[_Chunk]:
+        view = buf[:have]
+        status = _it02.STATUS_END
+        while True:
+            pos = self._pos
+            if self.scratch is not None:
+                target = self.scratch
+            else:
+                if self.out is None:
+                    cap = max(self.batch_size, OUTPUT_ROWS)
+                    if self.data_end is not None:
+                        # A record has at least 9 bytes: no more rows than that are left.
+                        cap = min(cap, (self.data_end - self._offset - pos) // SPARSE_FIXED_BYTES)
+                    if self.remaining is not None:
+                        cap = min(cap, self.remaining)
+                    if cap <= 0:
+                        break
+                    self.out = _Outputs(cap, self.want_time, self.n_wanted)
+                target = self.out
+            limit = target.room
+            n_max = min(limit, (have - pos) // SPARSE_FIXED_BYTES)
+            done = target.filled
+            rows, self._pos, status = _it02.decode_sparse(
+                view, pos, self.n_channels, n_max,
+                target.time[done:] if target.time is not None else _EMPTY_F64,
+                [c[done:] for c in target.counts], self.slots, self.want_time)
+            if status == _it02.STATUS_LIMIT and n_max < limit:
+                status = _it02.STATUS_END  # fewer than 9 bytes are left
+            if target is self.scratch:
+                if rows:
+                    yield _Chunk(
+                        target.time[:rows] if target.time is not None else None,
+                        [c[:rows] for c in target.counts],
+                        lambda i, start=pos, base=self._offset, view=view:
+                            base + _it02.scan_sparse(view, start, self.n_channels, i)[1],
+                    )
+            else:
+                target.filled += rows
+                if self.remaining is not None:
+                    self.remaining -= rows
+                if not target.room:
+                    self.out = None
+                    yield target.finish()
+                    if self.remaining is not None and self.remaining <= 0:
+                        self.ended = True
+                        return
+            if status != _it02.STATUS_LIMIT:
+                break
+        if status == _it02.STATUS_BAD_MASK:
+            self.ended = True
+            yield from self._drain()
+            self._bad_mask(self._offset + self._pos, int(view[self._pos + 8]))
+
+    def _drain(self) -> Iterator[_Chunk]:
+        if self.out is not None and self.out.filled:
+            out, self.out = self.out, None
+            yield out.finish()
+
+    def _kernel_state(self) -> int | None:
+        return self.remaining
+
+    def _restore_kernel(self, state: int | None) -> None:
+        self.remaining = state
+
     def _bad_mask(self, offset: int, mask: int) -> None:
-        self._damaged(
+        self.damaged(
             "bad_mask",
             f"record mask 0x{mask:02x} has a bit for channel position >= {self.n_channels} "
             f"(the header enables {self.n_channels} channels); the records after it cannot "
@@ -448,24 +547,21 @@ class IT02Reader(FormatReader):
             offset,
         )
 
-    def _unfinished_chain(self, offset: int, rest: int, shrank: bool) -> None:
+    def _at_end(self, pending: int, shrank: bool) -> None:
+        offset = self.position
         if shrank:
-            self._warn_truncated(offset, "the file shrank while it was read")
+            self.warn_truncated(offset, "the file shrank while it was read")
+        elif not pending:
+            return
         elif self.end_marker_offset is not None:
-            self._damaged(
+            self.damaged(
                 "chain_overruns_end_marker",
                 f"the record chain does not end at the end-of-acquisition marker at byte "
                 f"{self.end_marker_offset}: the record here runs into it",
                 offset,
             )
         else:
-            self._warn_truncated(offset, f"the last {rest} bytes are an incomplete record")
-
-
-def _to_batch(schema: pa.Schema, with_time: bool, time: np.ndarray | None,
-              counts: list[np.ndarray]) -> pa.RecordBatch:
-    arrays = ([pa.array(time)] if with_time else []) + [pa.array(c) for c in counts]
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+            self.warn_truncated(offset, f"the last {pending} bytes are an incomplete record")
 
 
 class _GapFiller:

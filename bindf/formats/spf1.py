@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, BinaryIO, ClassVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from .._header import read_preamble
 from .._writing import (
     column_values,
     encode_preamble,
@@ -38,7 +37,7 @@ from .._writing import (
     to_arrow_table,
     write_fixed_record_file,
 )
-from ._fixed import FixedRecordReader
+from .fixed_format import FixedRecordFormat
 
 SPF1_MAGIC = b"SPF1"
 
@@ -59,7 +58,14 @@ SCHEMA = pa.schema(
 )
 
 
-class SPF1Reader(FixedRecordReader):
+#: The whole reader: a declared fixed-record format (see :class:`bindf.FixedRecordFormat`).
+SPEC = FixedRecordFormat(
+    "spf1", magic=SPF1_MAGIC, header="json", dtype=RECORD_DTYPE,
+    description="FLIM LABS SPF1 phasors",
+)
+
+
+class SPF1Reader(SPEC.reader_class()):  # type: ignore[misc]
     """FLIM LABS spectroscopy phasors (``SPF1``): one (g, s) point per time, channel and
     harmonic.
 
@@ -78,24 +84,6 @@ class SPF1Reader(FixedRecordReader):
     A file that ends inside a record gives a :class:`~bindf.errors.TruncatedFileWarning`
     and all complete records.
     """
-
-    name: ClassVar[str] = "spf1"
-    label: ClassVar[str] = "FLIM LABS SPF1 phasors"
-
-    def _read_header(self, f: BinaryIO) -> dict[str, Any]:
-        if self.options:
-            raise TypeError(f"unexpected option(s) for read_spf1: {sorted(self.options)}")
-        header, data_offset = read_preamble(
-            f, magic=SPF1_MAGIC, file_size=self.source.size, path=self.path,
-            format_label="SPF1 phasors",
-        )
-        self.record_dtype = RECORD_DTYPE
-        self.data_offset = data_offset
-        return header
-
-    @property
-    def schema(self) -> pa.Schema:
-        return SCHEMA
 
 
 def write_spf1(

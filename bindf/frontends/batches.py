@@ -16,11 +16,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .._params import COMMON, HINTS, PLAN
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from ..arrow import build_info
 from ..errors import BindfError, BindfWarning
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader
 from ..registry import open_reader
+
+#: The common parameters (bindf._params.COMMON) that ReadPlan itself takes.
+_PLAN_PARAMS = frozenset(p.name for p in COMMON if p.goes_to == PLAN)
 
 
 class ReadPlan:
@@ -67,6 +71,21 @@ class ReadPlan:
         self._first: FormatReader | None = None
         self.readers_done: list[FormatReader] = []
         self.columns = self._split_columns(columns)
+
+    @classmethod
+    def from_kwargs(cls, sources: Sources, *, format: str | None = None,
+                    record_range: tuple[int, int] | None = None,
+                    **kwargs: Any) -> ReadPlan:
+        """A plan from the keyword arguments of a public reader: the common parameters
+        the pipeline handles (see :data:`bindf._params.COMMON`) go to the plan, every
+        other one to the format's reader as an option."""
+        plan_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _PLAN_PARAMS}
+        for name in kwargs:  # pandas/polars spellings (nrows, usecols …) get a hint
+            if name in HINTS:
+                raise TypeError(f"unexpected option (keyword argument) {name!r}; "
+                                f"did you mean {HINTS[name]}=?")
+        return cls(sources, format=format, options=kwargs, record_range=record_range,
+                   **plan_kwargs)
 
     # -- schema -----------------------------------------------------------------------
     @property

@@ -7,8 +7,12 @@ How the work is cut into partitions:
   **record-aligned byte ranges** of about ``blocksize`` bytes, so one big file is read by
   several workers at once, each reading only its own range. Ranges count records, not
   rows: an SP01 record is 256 × channels tidy rows and stays whole;
-* every other format (AstroPix, sparse IT02: records can only be found by decoding from
-  the start of the file) gets **one partition per file**.
+* every other format (AstroPix, legacy logs, sparse IT02, IT02 with ``fill_gaps``:
+  records can only be found by decoding from the start of the file) gets **one
+  partition per file**.
+
+``read_<format>`` for every registered format is generated from the registry (module
+``__getattr__`` below); there is no per-format line here.
 
 The client opens every file once (in a few threads) to read its header: that fixes the
 format, checks that all files have the same columns, gives the row counts that the byte
@@ -27,7 +31,6 @@ dask itself is imported only when a function here is called (``bindf[dask]``).
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -314,22 +317,6 @@ def to_parquet(ddf: dd.DataFrame, path: str, **kwargs: Any) -> Any:
     return ddf.to_parquet(path, **kwargs)
 
 
-def format_reader(name: str):
-    """``read_<name>``: :func:`read` with the format fixed."""
-
-    @functools.wraps(read)
-    def reader(paths_or_glob: Sources, **kwargs: Any) -> dd.DataFrame:
-        if "format" in kwargs:
-            raise TypeError(f"read_{name} reads {name} files; use bindf.dask.read for format=")
-        return read(paths_or_glob, format=name, **kwargs)
-
-    reader.__name__ = reader.__qualname__ = f"read_{name}"
-    reader.__doc__ = f"Read {name} file(s) into a dask DataFrame (see :func:`read`).\n\n" + (
-        read.__doc__ or ""
-    )
-    return reader
-
-
 def read_records(
     paths_or_glob: Sources,
     dtype: Any,
@@ -350,8 +337,12 @@ def read_records(
                 count=count, subarrays=subarrays, **kwargs)
 
 
-read_apx = format_reader("apx")
-read_it02 = format_reader("it02")
-read_spectro = format_reader("spectro")
-read_sp01 = format_reader("sp01")
-read_spf1 = format_reader("spf1")
+def __getattr__(name: str) -> Any:
+    # read_<format> of every registered format (generated, see bindf.frontends.api).
+    from ..registry import format_names
+
+    if name.startswith("read_") and name[5:] in format_names():
+        from .api import FormatFunction
+
+        return FormatFunction("dask", name[5:])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

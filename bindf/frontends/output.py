@@ -1,11 +1,11 @@
 """Arrow batches → the frame the user asked for, with the header attached.
 
-This is the only place that converts between Arrow, pandas and polars.
+This is the only place that converts Arrow to pandas and polars; the other way
+(frames to Arrow, for the writers and Parquet) is :func:`bindf._frames.to_arrow_table`.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -14,31 +14,16 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from ..arrow import attach_info, info_from_metadata
+from .._frames import get_polars_info, info_of, set_polars_info  # noqa: F401 - re-exported
+from ..arrow import attach_info
 
 Output = Literal["pandas", "polars", "arrow"]
 Frame = pd.DataFrame | pl.DataFrame | pa.Table
 OUTPUTS = ("pandas", "polars", "arrow")
 
-# polars frames have no metadata slot. Their bindf info lives here, keyed by id() and
-# dropped when the frame is garbage collected (frames are weak-referenceable).
-_POLARS_INFO: dict[int, dict[str, Any]] = {}
-
-
 def check_output(output: str) -> None:
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
-
-
-def set_polars_info(frame: pl.DataFrame | pl.LazyFrame, info: dict[str, Any]) -> None:
-    """Attach bindf info to a polars frame (read back by ``frame.bindf``)."""
-    key = id(frame)
-    _POLARS_INFO[key] = info
-    weakref.finalize(frame, _POLARS_INFO.pop, key, None)
-
-
-def get_polars_info(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, Any] | None:
-    return _POLARS_INFO.get(id(frame))
 
 
 def batches_to_output(
@@ -181,17 +166,6 @@ def batch_to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
     frame = pl.from_arrow(batch, rechunk=False)
     assert isinstance(frame, pl.DataFrame)
     return frame
-
-
-def info_of(frame: Any) -> dict[str, Any] | None:
-    """The bindf info of any supported frame (pandas, polars, Arrow), or ``None``."""
-    if isinstance(frame, pd.DataFrame):
-        return frame.attrs.get("bindf")
-    if isinstance(frame, (pl.DataFrame, pl.LazyFrame)):
-        return get_polars_info(frame)
-    if isinstance(frame, (pa.Table, pa.RecordBatch)):
-        return info_from_metadata(frame.schema.metadata)
-    raise TypeError(f"expected a pandas, polars or Arrow frame, not {type(frame).__name__}")
 
 
 class ChunkedReader(Iterator[Frame]):

@@ -44,19 +44,11 @@ def scan(
     """
 
     def make_plan(columns: list[str] | None, n_rows: int | None, size: int | None) -> ReadPlan:
-        return ReadPlan(
-            source,
-            format=format,
-            columns=columns,
-            n_rows=n_rows,
-            batch_size=batch_size or size,
-            include_file_paths=include_file_paths,
-            row_index_name=row_index_name,
-            row_index_offset=row_index_offset,
-            storage_options=storage_options,
-            progress=progress,
-            options=options,
-        )
+        return ReadPlan.from_kwargs(
+            source, format=format, columns=columns, n_rows=n_rows,
+            batch_size=batch_size or size, include_file_paths=include_file_paths,
+            row_index_name=row_index_name, row_index_offset=row_index_offset,
+            storage_options=storage_options, progress=progress, **options)
 
     template = make_plan(None, None, None)
     schema = polars_schema(template.output_schema())
@@ -99,14 +91,3 @@ def scan(
     )
     set_polars_info(lazy, template.info())
     return lazy
-
-
-def format_scanner(name: str, extra_doc: str):
-    """Make ``scan_<name>``: :func:`scan` with the format fixed."""
-
-    def scanner(source: Sources, **kwargs: Any) -> pl.LazyFrame:
-        return scan(source, format=name, **kwargs)
-
-    scanner.__name__ = scanner.__qualname__ = f"scan_{name}"
-    scanner.__doc__ = extra_doc.rstrip() + "\n\nLazy variant; see :func:`bindf.scan`."
-    return scanner

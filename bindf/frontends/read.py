@@ -6,77 +6,18 @@ exactly as the lazy polars scans do.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from textwrap import indent
 from typing import Any
 
 import pyarrow as pa
 
+from .._params import docstring, signature_with_options
 from .._source import PathLike, Source, Sources, ensure_bindf_path
 from ..errors import BindfError
 from ..registry import open_reader
 from .batches import ReadPlan
 from .output import ChunkedReader, Frame, Output, batches_to_output, check_output
-
-_COMMON_DOC = """
-    Parameters common to every reader
-    ---------------------------------
-    source:
-        A path, a ``file://`` or fsspec URL, a glob (expanded by bindf, sorted), or a list
-        of those. Several files are read one after the other into one frame; they must
-        have the same columns. The frame carries the *first* file's header; use
-        :func:`bindf.read_headers` for all of them.
-    columns:
-        Columns to return (in that order). Unrequested columns are not decoded.
-    n_rows:
-        Stop after this many rows.
-    output:
-        ``"pandas"`` (default), ``"polars"`` or ``"arrow"`` (a ``pyarrow.Table``).
-    chunksize:
-        Return an iterator of frames of at most this many rows instead of one frame
-        (pandas' convention; works for every ``output``).
-    batch_size:
-        Rows per internal Arrow batch.
-    include_file_paths:
-        Name of a column to add holding each row's source path (as in polars).
-    row_index_name, row_index_offset:
-        Add a ``uint64`` row-number column, counted across files (as in polars).
-    storage_options:
-        Passed to fsspec for remote paths.
-    progress:
-        Show a tqdm progress bar (needs ``bindf[progress]``).
-    on_error:
-        ``"raise"`` (default), ``"warn"`` or ``"skip"`` for damaged records/readouts.
-        Skipped damage is counted under ``"errors"`` in the metadata.
-"""
-
-
-def _plan(
-    source: Sources,
-    format: str | None,
-    *,
-    columns: Sequence[str] | None = None,
-    n_rows: int | None = None,
-    batch_size: int | None = None,
-    include_file_paths: str | None = None,
-    row_index_name: str | None = None,
-    row_index_offset: int = 0,
-    storage_options: dict[str, Any] | None = None,
-    progress: bool = False,
-    **options: Any,
-) -> ReadPlan:
-    return ReadPlan(
-        source,
-        format=format,
-        columns=columns,
-        n_rows=n_rows,
-        batch_size=batch_size,
-        include_file_paths=include_file_paths,
-        row_index_name=row_index_name,
-        row_index_offset=row_index_offset,
-        storage_options=storage_options,
-        progress=progress,
-        options=options,
-    )
 
 
 def read(
@@ -97,7 +38,7 @@ def read(
         if chunksize <= 0:
             raise ValueError(f"chunksize must be positive, not {chunksize}")
         kwargs["batch_size"] = chunksize
-    plan = _plan(source, format, **kwargs)
+    plan = ReadPlan.from_kwargs(source, format=format, **kwargs)
     schema = plan.output_schema()
     if chunksize is not None:
         return ChunkedReader(plan.iter_batches(), schema, output, plan.info)
@@ -105,7 +46,10 @@ def read(
     return batches_to_output(batches, schema, output, plan.info())
 
 
-read.__doc__ = (read.__doc__ or "") + _COMMON_DOC
+read.__doc__ = (read.__doc__ or "") + "\n" + indent(docstring("read", ()), "    ")
+# Shown by inspect/Shift-Tab: every common parameter, then the format's options, which
+# depend on the format detected (``read_<format>`` lists them explicitly).
+read.__signature__ = signature_with_options("read")  # type: ignore[attr-defined]
 
 
 def iter_batches(
@@ -120,7 +64,7 @@ def iter_batches(
     Every batch's schema metadata carries the bindf header. Accepts the same keyword
     arguments as :func:`read` (except ``output``/``chunksize``).
     """
-    plan = _plan(source, format, batch_size=batch_size, **kwargs)
+    plan = ReadPlan.from_kwargs(source, format=format, batch_size=batch_size, **kwargs)
     from ..arrow import info_to_metadata
 
     metadata = info_to_metadata(plan.info())
@@ -138,20 +82,3 @@ def read_header(
         return open_reader(source, format, **options).header
     except BindfError as exc:
         raise ensure_bindf_path(exc, source.path) from None
-
-
-def format_reader(name: str, extra_doc: str):
-    """Make ``read_<name>``: :func:`read` with the format fixed."""
-
-    def reader(
-        source: Sources,
-        *,
-        output: Output = "pandas",
-        chunksize: int | None = None,
-        **kwargs: Any,
-    ) -> Frame | ChunkedReader:
-        return read(source, format=name, output=output, chunksize=chunksize, **kwargs)
-
-    reader.__name__ = reader.__qualname__ = f"read_{name}"
-    reader.__doc__ = extra_doc.rstrip() + "\n" + _COMMON_DOC
-    return reader

@@ -13,8 +13,8 @@ from typing import Any, Generic, TypeVar
 import pandas as pd
 import polars as pl
 
-from ..analysis.accessor import AnalysisMethods
-from .output import info_of
+from ._frames import info_of
+from .analysis.accessor import AnalysisMethods
 
 FrameT = TypeVar("FrameT", pd.DataFrame, pl.DataFrame, pl.LazyFrame)
 
@@ -56,7 +56,7 @@ class BindfAccessor(AnalysisMethods, Generic[FrameT]):
         """Write the frame to Parquet with its header (see :func:`bindf.to_parquet`)."""
         if isinstance(self._frame, pl.LazyFrame):
             raise TypeError("collect() the LazyFrame first, or use sink_parquet")
-        from ..parquet import to_parquet
+        from .parquet import to_parquet
 
         to_parquet(self._frame, path, **kwargs)
 

@@ -1,0 +1,108 @@
+"""Frames as bindf sees them: the bindf info attached to a pandas, polars or Arrow
+frame, and any of them viewed as an Arrow table.
+
+This is the low floor that the writers, Parquet export, the frontends and the ``df.bindf``
+accessor all stand on; it imports nothing of bindf above :mod:`bindf.arrow`. pandas and
+polars are recognised by their module name, so this module imports neither.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .arrow import info_from_metadata
+
+# polars frames have no metadata slot. Their bindf info lives here, keyed by id() and
+# dropped when the frame is garbage collected (frames are weak-referenceable).
+_POLARS_INFO: dict[int, dict[str, Any]] = {}
+
+
+def _library(frame: Any) -> str:
+    return type(frame).__module__.split(".", 1)[0]
+
+
+def set_polars_info(frame: Any, info: dict[str, Any]) -> None:
+    """Attach bindf info to a polars frame (read back by ``frame.bindf``)."""
+    key = id(frame)
+    _POLARS_INFO[key] = info
+    weakref.finalize(frame, _POLARS_INFO.pop, key, None)
+
+
+def get_polars_info(frame: Any) -> dict[str, Any] | None:
+    return _POLARS_INFO.get(id(frame))
+
+
+def info_of(frame: Any) -> dict[str, Any] | None:
+    """The bindf info of any supported frame (pandas, polars, Arrow), or ``None``."""
+    if isinstance(frame, (pa.Table, pa.RecordBatch)):
+        return info_from_metadata(frame.schema.metadata)
+    library = _library(frame)
+    if library == "pandas":
+        import pandas as pd
+
+        if isinstance(frame, pd.DataFrame):
+            return frame.attrs.get("bindf")
+    if library == "polars":
+        import polars as pl
+
+        if isinstance(frame, (pl.DataFrame, pl.LazyFrame)):
+            return get_polars_info(frame)
+    raise TypeError(f"expected a pandas, polars or Arrow frame, not {type(frame).__name__}")
+
+
+def to_arrow_table(frame: Any) -> pa.Table:
+    """View a pandas/polars/Arrow frame (or a dict of columns) as a ``pyarrow.Table``.
+
+    The one frame → Arrow conversion: the writers and Parquet export both use it. pandas
+    frames keep their pandas schema metadata (so a Parquet file restores their dtypes),
+    and NaN stays a value (see :func:`_pandas_to_arrow`).
+    """
+    if isinstance(frame, pa.Table):
+        return frame
+    if isinstance(frame, pa.RecordBatch):
+        return pa.Table.from_batches([frame])
+    library = _library(frame)
+    if library == "polars":
+        import polars as pl
+
+        if isinstance(frame, pl.LazyFrame):
+            frame = frame.collect()
+        if isinstance(frame, pl.DataFrame):
+            return frame.to_arrow()
+    if library == "pandas":
+        import pandas as pd
+
+        if isinstance(frame, pd.DataFrame):
+            return _pandas_to_arrow(frame)
+    if isinstance(frame, Mapping):
+        return pa.table({str(k): v for k, v in frame.items()})
+    raise TypeError(
+        "expected a pandas, polars or Arrow frame (or a dict of columns), "
+        f"not {type(frame).__name__}"
+    )
+
+
+def _pandas_to_arrow(frame: Any) -> pa.Table:
+    """pandas → Arrow keeping NaN as a value.
+
+    ``pa.Table.from_pandas`` turns NaN in float columns into nulls (pandas' missing-value
+    convention), but NaN is a legitimate ``f64`` the files store; plain numpy float
+    columns are therefore put back without that mapping. Nullable extension dtypes keep
+    their NA as null (and the writers refuse nulls).
+    """
+    names = [str(c) for c in frame.columns]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the frame has duplicate column names: {names}")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for i in range(frame.shape[1]):
+        series = frame.iloc[:, i]
+        if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f" \
+                and table.column(i).null_count:
+            table = table.set_column(i, table.field(i),
+                                     pa.array(series.to_numpy(), from_pandas=False))
+    return table

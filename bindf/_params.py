@@ -1,0 +1,175 @@
+"""The parameters of the public readers, declared once.
+
+:data:`COMMON` is the one table of the parameters every ``read_<format>`` (and, where
+they apply, every ``scan_<format>`` and ``bindf.dask.read_<format>``) takes. The
+signatures that ``inspect.signature``, Jupyter's Shift-Tab and the typing stub show, the
+docstrings, and the routing of each argument to where it is used (the
+:class:`~bindf.frontends.batches.ReadPlan`, the format's reader, or the output
+conversion) are all generated from it, so adding a common parameter is one
+:class:`Param` line here (plus the code that honours it).
+
+A format's own options (``level=`` for AstroPix, ``layout=`` for IT02 …) are
+:class:`Param` s too, declared once in the format's :class:`~bindf.registry.FormatSpec`;
+they go to the format's reader.
+
+Adding a common parameter: one :class:`Param` line in :data:`COMMON` (its
+``goes_to`` says who receives it: :meth:`ReadPlan.from_kwargs
+<bindf.frontends.batches.ReadPlan.from_kwargs>` hands PLAN parameters to the
+``ReadPlan`` constructor and READER ones to the reader; OUTPUT ones are taken by
+:func:`bindf.read`), then the code that honours it, then ``python -m bindf._stubgen``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+#: Where an argument goes: the batch pipeline, the format's reader (as an option), or
+#: the conversion of Arrow batches to the requested output.
+PLAN, READER, OUTPUT = "plan", "reader", "output"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One keyword parameter of the generated readers."""
+
+    name: str
+    default: Any
+    #: Type annotation, as text (the signature shows it as written).
+    annotation: str
+    doc: str
+    #: PLAN, READER or OUTPUT (see above).
+    goes_to: str = PLAN
+    #: Also a parameter of ``scan_<format>`` (lazy scans get projections, row limits and
+    #: the output type from polars itself).
+    on_scan: bool = True
+    #: Also a parameter of ``bindf.dask.read_<format>``.
+    on_dask: bool = False
+    #: A parameter of ``read_<format>`` (False: only of the scans or dask).
+    on_read: bool = True
+
+
+COMMON: tuple[Param, ...] = (
+    Param("columns", None, "Sequence[str] | str | None",
+          "Columns to return (in that order). Unrequested columns are not decoded.",
+          on_scan=False, on_dask=True),
+    Param("n_rows", None, "int | None", "Stop after this many rows.", on_scan=False),
+    Param("output", "pandas", 'Literal["pandas", "polars", "arrow"]',
+          '``"pandas"`` (default), ``"polars"`` or ``"arrow"`` (a ``pyarrow.Table``).',
+          goes_to=OUTPUT, on_scan=False),
+    Param("chunksize", None, "int | None",
+          "Return an iterator of frames of at most this many rows instead of one frame "
+          "(pandas' convention; works for every ``output``).", goes_to=OUTPUT, on_scan=False),
+    Param("batch_size", None, "int | None", "Rows per internal Arrow batch."),
+    Param("include_file_paths", None, "str | None",
+          "Name of a column to add holding each row's source path (as in polars).",
+          on_dask=True),
+    Param("row_index_name", None, "str | None",
+          "Add a ``uint64`` row-number column of this name, counted across files (as in "
+          "polars)."),
+    Param("row_index_offset", 0, "int", "First value of the row-number column."),
+    Param("storage_options", None, "dict[str, Any] | None",
+          "Passed to fsspec for remote paths.", on_dask=True),
+    Param("progress", False, "bool",
+          "Show a tqdm progress bar (needs ``bindf[progress]``)."),
+    Param("on_error", "raise", 'Literal["raise", "warn", "skip"]',
+          '``"raise"`` (default), ``"warn"`` or ``"skip"`` for damaged records/readouts. '
+          'Skipped damage is counted under ``"errors"`` in the metadata.',
+          goes_to=READER, on_dask=True),
+    Param("blocksize", "128 MiB", "int | str | None",
+          "Bytes per partition for fixed-size-record formats (record-aligned byte ranges); "
+          "None: one partition per file. Other formats get one partition per file.",
+          on_read=False, on_scan=False, on_dask=True),
+)
+
+COMMON_BY_NAME = {p.name: p for p in COMMON}
+
+#: Names users bring from pandas, polars or numpy, and bindf's name for the same thing.
+HINTS: dict[str, str] = {
+    "nrows": "n_rows",
+    "usecols": "columns",
+    "chunk_size": "chunksize",
+    "include_file_path": "include_file_paths",
+    "row_count_name": "row_index_name",
+    "row_count_offset": "row_index_offset",
+    "errors": "on_error",
+    "engine": "output",
+}
+
+_SOURCE = inspect.Parameter("source", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                            annotation="str | os.PathLike[str] | Sequence[str | os.PathLike[str]]")
+
+
+def parameters(kind: str, options: Iterable[Param] = ()) -> list[Param]:
+    """The keyword parameters of a generated ``kind`` function (``"read"``, ``"scan"``
+    or ``"dask"``): the common ones that apply, then the format's ``options``."""
+    if kind == "read":
+        common = [p for p in COMMON if p.on_read]
+    elif kind == "scan":
+        common = [p for p in COMMON if p.on_scan]
+    elif kind == "dask":
+        common = [p for p in COMMON if p.on_dask]
+    else:
+        raise ValueError(kind)
+    names = {p.name for p in common}
+    return common + [p for p in options if p.name not in names]
+
+
+def signature(kind: str, options: Iterable[Param], returns: str) -> inspect.Signature:
+    """The signature ``inspect.signature`` shows for a generated function."""
+    params = [_SOURCE] + [
+        inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default,
+                          annotation=p.annotation)
+        for p in parameters(kind, options)
+    ]
+    return inspect.Signature(params, return_annotation=returns)
+
+
+def signature_with_options(kind: str) -> inspect.Signature:
+    """The signature of a format-generic function (``bindf.read``, ``bindf.scan``):
+    ``source``, ``format``, the common parameters, then ``**options`` for the format's."""
+    base = signature(kind, (), "Any")
+    params = list(base.parameters.values())
+    params.insert(1, inspect.Parameter("format", inspect.Parameter.KEYWORD_ONLY,
+                                       default=None, annotation="str | None"))
+    params.append(inspect.Parameter("options", inspect.Parameter.VAR_KEYWORD,
+                                    annotation="Any"))
+    return base.replace(parameters=params)
+
+
+def check_names(function: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """A ``TypeError`` for keyword arguments ``function`` does not take, with a hint
+    (``nrows`` → ``n_rows``, or the closest name) where there is one."""
+    allowed = list(allowed)
+    unknown = [name for name in given if name not in allowed]
+    if not unknown:
+        return
+    name = unknown[0]
+    hint = HINTS.get(name)
+    if hint is None or hint not in allowed:
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = close[0] if close else None
+    message = f"{function}() got an unexpected option (keyword argument) {name!r}"
+    if hint:
+        message += f"; did you mean {hint}=?"
+    raise TypeError(message)
+
+
+def option(name: str, default: Any, annotation: str, doc: str) -> Param:
+    """A format's own option (goes to its reader; on every generated function)."""
+    return Param(name, default, annotation, doc, goes_to=READER, on_scan=True, on_dask=True)
+
+
+def docstring(kind: str, options: Iterable[Param]) -> str:
+    """The "Parameters" section of a generated function's docstring."""
+    lines = ["Parameters", "----------", "source:",
+             "    A path, a ``file://`` or fsspec URL, a glob (expanded by bindf, sorted), or",
+             "    a list of those. Several files are read one after the other; they must have",
+             "    the same columns, and the frame carries the *first* file's header."]
+    for p in parameters(kind, options):
+        lines.append(f"{p.name}: {p.annotation} = {p.default!r}")
+        lines.append(f"    {p.doc}")
+    return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""The AstroPix ``.apx`` writer (``write_apx``): hit tables back to files that
+``read_apx`` decodes exactly. The layout is described in :mod:`bindf.formats.apx`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .._atomic import atomic_output
+from ._apx_hits import HIT_SIZE, encode_hits
+from .apx import IDLE_BYTE, MAGIC, READOUT_HEADER_SIZE, READOUT_MARKER, SUPPORTED_READOUTS
+
+# -- writer ----------------------------------------------------------------------------
+_REQUIRED_WRITE = ("readout_id", "timestamp", "chip_id", "row", "column", "ts_neg1", "ts_tdc1",
+                   "ts_neg2", "ts_tdc2")
+_WRITE_BLOCK_READOUTS = 1 << 16
+
+
+def write_apx(
+    path: str | Any,
+    hits: Any,
+    header: Mapping[str, Any] | None = None,
+    *,
+    leading_idle: int = 2,
+    idle_between: int | Sequence[int] | np.ndarray = 0,
+    trailing_idle: int = 6,
+    overwrite: bool = True,
+) -> None:
+    """Write hits as an AstroPix 4 ``.apx`` file that ``read_apx`` decodes back exactly.
+
+    Parameters
+    ----------
+    path:
+        Destination; written atomically (a temporary file renamed into place).
+    hits:
+        pandas/polars frame, Arrow table or mapping of arrays with the hit fields
+        ``chip_id, row, column, ts_neg1, ts_coarse1, ts_fine1, ts_tdc1, ts_neg2,
+        ts_coarse2, ts_fine2, ts_tdc2`` plus ``readout_id`` and ``timestamp``.
+        ``payload`` is optional (it must be 7: only then is the first byte a start byte).
+        ``ts_coarseN``/``ts_fineN`` may be replaced by ``ts_decN`` (Gray-encoded back).
+        ``decoding_order``, ``tot_us`` and other columns are ignored (they are derived).
+        Consecutive rows with the same ``readout_id`` form one readout, in row order;
+        they must share one ``timestamp``.
+    header:
+        Run metadata (JSON-able). ``readout_uid`` is added as 4000 when missing; any
+        other value is refused.
+    leading_idle, idle_between, trailing_idle:
+        Idle bytes (``0xBC``) at the start of each payload, after each hit that another
+        hit of the same readout follows (an int, or one value per hit), and at the end.
+        ``trailing_idle`` must be ≥ 1: the decoder treats a hit that ends exactly at the
+        end of a payload as a cut hit (the upstream ``c + 8 >= n`` rule), and the writer
+        never produces trailing ``0xFF`` padding (the DAQ strips it).
+    overwrite:
+        Replace an existing file (default) or raise ``FileExistsError``.
+    """
+    columns = _hit_arrays(hits)
+    n = len(columns["readout_id"])
+    meta = dict(header or {})
+    uid = meta.setdefault("readout_uid", 4000)
+    if type(uid) is not int or uid not in SUPPORTED_READOUTS:
+        raise ValueError(f"write_apx writes AstroPix 4 files (readout_uid 4000), not {uid!r}")
+    if "readout_uid" != next(iter(meta)):
+        meta = {"readout_uid": uid, **{k: v for k, v in meta.items() if k != "readout_uid"}}
+    header_bytes = json.dumps(meta, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    if leading_idle < 0 or trailing_idle < 1:
+        raise ValueError("leading_idle must be >= 0 and trailing_idle >= 1 (see the docstring)")
+    gaps = np.broadcast_to(np.asarray(idle_between, dtype=np.int64), (n,))
+    if n and gaps.min() < 0:
+        raise ValueError("idle_between must be >= 0")
+
+    rid, ts = columns["readout_id"], columns["timestamp"]
+    new_readout = np.empty(n, dtype=bool)
+    new_readout[:1] = True
+    np.not_equal(rid[1:], rid[:-1], out=new_readout[1:])
+    starts = np.flatnonzero(new_readout)
+    ends = np.append(starts[1:], n)
+    differs = ts != np.repeat(ts[starts], ends - starts)
+    if differs.any():
+        raise ValueError(f"hit {int(np.flatnonzero(differs)[0])}: hits of one readout must "
+                         "share its timestamp")
+    del new_readout, differs
+
+    # Block by block (whole readouts), so that the uint64 work arrays stay small; any
+    # error discards the temporary file.
+    with atomic_output(path, overwrite=overwrite) as f:
+        f.write(MAGIC)
+        f.write(struct.pack("<I", len(header_bytes)))
+        f.write(header_bytes)
+        for first in range(0, len(starts), _WRITE_BLOCK_READOUTS):
+            block_starts = starts[first : first + _WRITE_BLOCK_READOUTS]
+            block_ends = ends[first : first + _WRITE_BLOCK_READOUTS]
+            h0, h1 = int(block_starts[0]), int(block_ends[-1])
+            raw = encode_hits({name: values[h0:h1] for name, values in columns.items()},
+                              first_index=h0)
+            f.write(_readout_block(raw, rid[block_starts], ts[block_starts], gaps[h0:h1],
+                                   block_starts - h0, block_ends - h0,
+                                   leading_idle, trailing_idle).data)
+
+
+def _readout_block(raw: np.ndarray, readout_id: np.ndarray, timestamp: np.ndarray,
+                   gaps: np.ndarray, starts: np.ndarray, ends: np.ndarray, leading: int,
+                   trailing: int) -> np.ndarray:
+    """The bytes of readouts holding hits ``raw[starts[i]:ends[i]]``, vectorised."""
+    n = len(raw)
+    # idle bytes before each hit: leading for the first of a readout, else the gap after
+    # the previous hit
+    before = np.empty(n, dtype=np.int64)
+    before[1:] = gaps[: n - 1]
+    before[starts] = leading
+    step = before + HIT_SIZE
+    cum = np.cumsum(step)
+    run_end_cum = cum[ends - 1]
+    run_start_cum = run_end_cum - np.add.reduceat(step, starts)
+    payload_len = run_end_cum - run_start_cum + trailing
+    if np.any(payload_len > 0xFFFFFFFF):
+        raise ValueError("a readout payload would exceed 4 GiB")
+    record = READOUT_HEADER_SIZE + payload_len
+    record_start = np.cumsum(record) - record
+    out = np.full(int(record.sum()), IDLE_BYTE, dtype=np.uint8)
+
+    head = np.empty(len(starts), dtype=np.dtype(
+        [("marker", "S3"), ("readout_id", "<u4"), ("timestamp", "<u8"), ("length", "<u4")]))
+    head["marker"] = READOUT_MARKER
+    head["readout_id"] = readout_id
+    head["timestamp"] = timestamp
+    head["length"] = payload_len
+    out[record_start[:, None] + np.arange(READOUT_HEADER_SIZE)] = head.view(np.uint8).reshape(
+        -1, READOUT_HEADER_SIZE)
+
+    run = np.repeat(np.arange(len(starts)), ends - starts)
+    hit_pos = record_start[run] + READOUT_HEADER_SIZE + (cum - run_start_cum[run]) - HIT_SIZE
+    out[hit_pos[:, None] + np.arange(HIT_SIZE)] = raw
+    return out
+
+
+def _hit_arrays(hits: Any) -> dict[str, np.ndarray]:
+    """Column name → numpy array, from pandas/polars/Arrow/mapping input."""
+    if isinstance(hits, (pa.Table, pa.RecordBatch)):
+        names = hits.schema.names
+        get = lambda c: hits.column(c).to_numpy()  # noqa: E731
+    elif isinstance(hits, Mapping):
+        names = list(hits)
+        get = lambda c: np.asarray(hits[c])  # noqa: E731
+    elif hasattr(hits, "columns") and hasattr(hits, "__getitem__"):  # pandas / polars
+        names = list(hits.columns)
+        get = lambda c: np.asarray(hits[c].to_numpy())  # noqa: E731
+    else:
+        raise TypeError(f"hits must be a DataFrame, Arrow table or mapping, not {type(hits).__name__}")
+    out: dict[str, np.ndarray] = {}
+    missing = [c for c in _REQUIRED_WRITE if c not in names]
+    for k in ("1", "2"):
+        if f"ts_coarse{k}" in names and f"ts_fine{k}" in names:
+            continue
+        if f"ts_dec{k}" not in names:
+            missing.append(f"ts_coarse{k}/ts_fine{k} (or ts_dec{k})")
+    if missing:
+        raise ValueError(f"write_apx: missing hit column(s) {missing}")
+    for name in (*_REQUIRED_WRITE, "payload", "ts_coarse1", "ts_fine1", "ts_coarse2",
+                 "ts_fine2", "ts_dec1", "ts_dec2"):
+        if name in names:
+            values = get(name)
+            if values.dtype.kind not in "iu":
+                raise ValueError(f"write_apx: column {name!r} must be integer (without "
+                                 f"missing values), not {values.dtype}")
+            out[name] = values
+    if len({len(v) for v in out.values()}) > 1:
+        raise ValueError("write_apx: columns have different lengths")
+    if out["timestamp"].size and out["timestamp"].min() < 0:
+        raise ValueError("write_apx: column 'timestamp' has negative values")
+    return out

@@ -1,0 +1,351 @@
+"""One resumable stream core for formats that must be decoded from the start.
+
+AstroPix runs, sparse IT02 files and legacy AstroPix logs have no fixed record size:
+where a record starts is only known once the one before it was decoded. Their readers
+all do the same thing, written here once:
+
+1. read a chunk of bytes after the ones already held;
+2. decode every complete unit (readout, record, line) in the held bytes;
+3. carry the undecoded tail, and the decoder's own state (AstroPix "extra bytes", an
+   open output batch …), over to the next chunk;
+4. at the end of the data, report an incomplete tail as a truncation.
+
+:class:`StreamDecoder` is steps 2–4 as an *object*: its state (file position, carried
+bytes, kernel state, skipped damage) lives in attributes, never in the local variables
+of a generator, so a caller can hold it between reads. That is what live following of a
+growing file needs: decode what exists, keep the decoder, and later feed it only the
+bytes that were appended since.
+
+Two ways to drive one:
+
+* :meth:`StreamDecoder.feed` takes bytes from anywhere and returns the units they
+  completed (plus any rows the decoder was still buffering); :meth:`StreamDecoder.finish`
+  says no more bytes will come. ``decoder.position`` is the file offset of the first byte
+  not yet decoded, ``decoder.read_position`` the offset of the next byte to feed.
+* :func:`decode_file` reads a file with ``readinto`` straight into the decoder's buffer
+  (no copy) and yields what the decoder produces: the readers use it.
+
+:meth:`StreamDecoder.checkpoint` gives a :class:`StreamState` snapshot (position,
+carried bytes, a copy of the kernel state, error counts) that :meth:`~StreamDecoder.restore`
+puts back into a decoder built with the same options.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import warnings
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Generic, TypeVar
+
+import numpy as np
+
+from .._source import Source, read_into
+from ..errors import CorruptDataError, CorruptDataWarning, TruncatedFileWarning
+from ._base import ON_ERROR_CHOICES
+
+T = TypeVar("T")
+
+
+@dataclass
+class StreamState:
+    """A saved :class:`StreamDecoder`: enough to resume decoding later.
+
+    ``position`` is the file offset of the first undecoded byte, ``carry`` the bytes from
+    there on that were already read (an incomplete unit), ``kernel`` the format's own
+    state (a deep copy; opaque to callers), ``errors`` the damage skipped so far and
+    ``ended`` whether the data declared its own end (nothing after it is decoded).
+    """
+
+    position: int
+    carry: bytes
+    kernel: Any
+    errors: dict[str, int] = field(default_factory=dict)
+    ended: bool = False
+
+    @property
+    def read_position(self) -> int:
+        """File offset of the next byte to feed."""
+        return self.position + len(self.carry)
+
+
+class StreamDecoder(abc.ABC, Generic[T]):
+    """Decodes a byte stream chunk by chunk, carrying its tail and state across chunks.
+
+    Subclasses implement :meth:`_decode` (and, when they have state beyond the carried
+    bytes, :meth:`_kernel_state`/:meth:`_restore_kernel`, :meth:`_drain`, :meth:`_at_end`).
+
+    Parameters
+    ----------
+    position:
+        File offset of the first byte that will be fed (where the records begin).
+    path:
+        Named in errors and warnings.
+    on_error:
+        ``"raise"``, ``"warn"`` or ``"skip"`` (see :meth:`damaged`).
+    data_end:
+        File offset where the data ends, when known (a file read as it was when opened).
+        Decoders use it to call a declared length that runs past it a truncation without
+        waiting for bytes; ``None`` (a growing file) means "more may come".
+    label:
+        Human name of the format, for messages.
+    """
+
+    def __init__(self, position: int, *, path: str, on_error: str = "raise",
+                 data_end: int | None = None, label: str = "file",
+                 capacity: int = 64 << 10) -> None:
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
+        self.path = path
+        self.on_error = on_error
+        self.data_end = data_end
+        self.label = label
+        #: Damage skipped so far under on_error="warn"/"skip": {"kind": count}.
+        self.errors: dict[str, int] = {}
+        #: The data declared its own end (or decoding cannot go on): feed nothing more.
+        self.ended = False
+        #: Truncation already reported (finish() says nothing more about the tail).
+        self.truncation_reported = False
+        #: Bytes from ``position`` that must be held before decoding can progress (a
+        #: readout longer than the buffer): :meth:`space` grows the buffer to fit.
+        self.need = 0
+        self._buf = np.empty(max(capacity, 1), dtype=np.uint8)
+        self._offset = position  # file offset of _buf[0]
+        self._have = 0  # valid bytes in _buf
+        self._pos = 0  # bytes of _buf already decoded
+
+    # -- positions ----------------------------------------------------------------------
+    @property
+    def position(self) -> int:
+        """File offset of the first byte not yet decoded."""
+        return self._offset + self._pos
+
+    @property
+    def read_position(self) -> int:
+        """File offset of the next byte to feed."""
+        return self._offset + self._have
+
+    @property
+    def pending(self) -> int:
+        """Bytes held but not decoded yet (an incomplete unit)."""
+        return self._have - self._pos
+
+    # -- feeding --------------------------------------------------------------------------
+    def space(self, n: int) -> np.ndarray:
+        """A writable view of ``n`` bytes right after the held ones, for ``readinto``.
+
+        Moves the undecoded tail to the front of the buffer first; grows the buffer when
+        the tail plus ``n`` (or :attr:`need`) does not fit. Fill it, then :meth:`commit`.
+        """
+        if self._pos:
+            tail = self._have - self._pos
+            self._buf[:tail] = self._buf[self._pos:self._have]
+            self._offset += self._pos
+            self._have, self._pos = tail, 0
+        size = max(self._have + n, self.need)
+        if size > len(self._buf):
+            grown = np.empty(max(size, min(2 * len(self._buf), size + (64 << 20))),
+                             dtype=np.uint8)
+            grown[: self._have] = self._buf[: self._have]
+            self._buf = grown
+        return self._buf[self._have:self._have + n]
+
+    def commit(self, n: int) -> Iterator[T]:
+        """Take the first ``n`` bytes written into :meth:`space`; decode what they complete."""
+        self._have += n
+        if self.ended or not self._have - self._pos:
+            return iter(())
+        return self._decode(self._buf, self._have, final=False)
+
+    def feed(self, data: bytes | bytearray | memoryview | np.ndarray) -> list[T]:
+        """Decode ``data`` (the bytes after :attr:`read_position`); return what it
+        completed, including rows the decoder would otherwise still be collecting.
+
+        The units returned may be views of reused buffers: use each before the next call.
+        """
+        if self.ended:
+            return []
+        data = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) \
+            else data.view(np.uint8).reshape(-1)
+        self.space(len(data))[:] = data
+        out = list(self.commit(len(data)))
+        out.extend(self._drain())
+        return out
+
+    def finish(self, *, shrank: bool = False) -> Iterator[T]:
+        """No more bytes will come: decode what is still possible, hand out what the
+        decoder buffered, and report an incomplete tail (``shrank``: the file got
+        shorter than it was when opened)."""
+        if not self.ended and self._have - self._pos:
+            yield from self._decode(self._buf, self._have, final=True)
+        yield from self._drain()
+        if not self.truncation_reported:
+            self._at_end(self.pending if not self.ended else 0, shrank)
+
+    # -- state ------------------------------------------------------------------------------
+    def checkpoint(self) -> StreamState:
+        """A snapshot to resume from (see :meth:`restore`)."""
+        return StreamState(self.position, bytes(self._buf[self._pos:self._have]),
+                           copy.deepcopy(self._kernel_state()), dict(self.errors), self.ended)
+
+    def restore(self, state: StreamState) -> None:
+        """Continue from ``state`` (taken from a decoder with the same options)."""
+        self._offset = state.position
+        self._pos = 0
+        self._have = 0
+        carry = np.frombuffer(state.carry, dtype=np.uint8)
+        self.space(len(carry))[:] = carry
+        self._have = len(carry)
+        self._restore_kernel(copy.deepcopy(state.kernel))
+        self.errors = dict(state.errors)
+        self.ended = state.ended
+        self.truncation_reported = False
+
+    # -- for subclasses ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def _decode(self, buf: np.ndarray, have: int, final: bool) -> Iterator[T]:
+        """Decode complete units of ``buf[self._pos:have]``, advancing ``self._pos``
+        past each one *before* yielding what it produced. ``final``: no more bytes will
+        come. Set :attr:`need` when a unit is known to be larger than what is held."""
+
+    def _drain(self) -> Iterator[T]:
+        """Hand out rows the decoder still buffers (default: none)."""
+        return iter(())
+
+    def _at_end(self, pending: int, shrank: bool) -> None:
+        """The data ended with ``pending`` undecoded bytes: warn about a truncation."""
+        if shrank:
+            self.warn_truncated(self.position, "the file shrank while it was read")
+        elif pending:
+            self.warn_truncated(self.position,
+                                f"the last {pending} bytes are an incomplete record")
+
+    def _kernel_state(self) -> Any:
+        return None
+
+    def _restore_kernel(self, state: Any) -> None:
+        pass
+
+    # -- damage ---------------------------------------------------------------------------
+    def note_error(self, kind: str, count: int = 1) -> None:
+        """Count damage that was skipped under ``on_error="warn"/"skip"``."""
+        self.errors[kind] = self.errors.get(kind, 0) + count
+
+    def damaged(self, kind: str, message: str, offset: int, count: int = 1) -> None:
+        """Apply the ``on_error`` policy to damage: raise a
+        :class:`~bindf.errors.CorruptDataError`, or count it (and warn, under ``"warn"``)."""
+        if self.on_error == "raise":
+            raise CorruptDataError(message, path=self.path, offset=offset)
+        self.note_error(kind, count)
+        if self.on_error == "warn":
+            warnings.warn(CorruptDataWarning(message, path=self.path, offset=offset),
+                          stacklevel=3)
+
+    def warn_truncated(self, offset: int, why: str,
+                       keeps: str = "returning the complete records before it") -> None:
+        """Issue the one :class:`~bindf.errors.TruncatedFileWarning` of this stream."""
+        self.truncation_reported = True
+        warnings.warn(TruncatedFileWarning(f"truncated {self.label} file: {why}; {keeps}",
+                                           path=self.path, offset=offset), stacklevel=3)
+
+
+def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = None,
+                first_read: int = 1 << 20, max_read: int = 1 << 20,
+                f: BinaryIO | None = None) -> Generator[T, None, None]:
+    """Read ``source`` from ``decoder.read_position`` to ``end`` (default: its size when
+    opened) with ``readinto`` into the decoder's buffer, and yield what it decodes.
+
+    Reads start at ``first_read`` bytes and double up to ``max_read`` (so that
+    ``head()`` decodes little). A read that comes back short means the file shrank:
+    decoding ends there with a truncation warning. ``f``: an already open file.
+    """
+    end = source.size if end is None else end
+    if f is None:
+        with source.open() as opened:
+            yield from decode_file(source, decoder, end=end, first_read=first_read,
+                                   max_read=max_read, f=opened)
+        return
+    f.seek(decoder.read_position)
+    size = first_read
+    shrank = False
+    while not decoder.ended:
+        want = min(size, end - decoder.read_position)
+        if want <= 0:
+            break
+        view = decoder.space(want)
+        got = read_into(f, view)
+        yield from decoder.commit(got)
+        if got < want:
+            shrank = True
+            break
+        size = min(2 * size, max_read)
+    yield from decoder.finish(shrank=shrank)
+
+
+class BatchStream:
+    """A :class:`StreamDecoder` whose units are turned into ``pyarrow.RecordBatch``es:
+    what :meth:`~bindf.formats._base.FormatReader.batch_stream` returns, the same API
+    for every format (live following feeds it the bytes appended to a file).
+
+    ``feed(bytes) -> list[RecordBatch]`` (rows completed by those bytes), ``finish()``
+    (the rest, with the truncation warning of an incomplete tail), ``checkpoint()`` /
+    ``restore(state)``, ``position``/``read_position``, ``errors``, ``ended``.
+    """
+
+    def __init__(self, decoder: StreamDecoder[Any], to_batch: Any) -> None:
+        self.decoder = decoder
+        self._to_batch = to_batch
+
+    def feed(self, data: bytes | bytearray | memoryview | np.ndarray) -> list[Any]:
+        return [b for b in (self._to_batch(u) for u in self.decoder.feed(data)) if b.num_rows]
+
+    def finish(self, *, shrank: bool = False) -> list[Any]:
+        return [b for b in (self._to_batch(u) for u in self.decoder.finish(shrank=shrank))
+                if b.num_rows]
+
+    def checkpoint(self) -> StreamState:
+        return self.decoder.checkpoint()
+
+    def restore(self, state: StreamState) -> None:
+        self.decoder.restore(state)
+
+    @property
+    def position(self) -> int:
+        return self.decoder.position
+
+    @property
+    def read_position(self) -> int:
+        return self.decoder.read_position
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return self.decoder.errors
+
+    @property
+    def ended(self) -> bool:
+        return self.decoder.ended
+
+
+class FixedRecordStream(StreamDecoder[dict[str, np.ndarray]]):
+    """Fixed-size records from a byte stream: yields ``{field: array}`` of the complete
+    records held (copies), carrying a partial record over to the next bytes."""
+
+    def __init__(self, position: int, *, path: str, dtype: np.dtype, fields: list[str],
+                 on_error: str = "raise", data_end: int | None = None,
+                 label: str = "file") -> None:
+        super().__init__(position, path=path, on_error=on_error, data_end=data_end,
+                         label=label, capacity=max(dtype.itemsize, 64 << 10))
+        self.dtype = dtype
+        self.fields = fields
+
+    def _decode(self, buf: np.ndarray, have: int,
+                final: bool) -> Iterator[dict[str, np.ndarray]]:
+        size = self.dtype.itemsize
+        n = (have - self._pos) // size
+        if not n:
+            return
+        records = np.frombuffer(buf, dtype=self.dtype, count=n, offset=self._pos)
+        out = {name: records[name].copy() for name in self.fields}
+        self._pos += n * size
+        yield out

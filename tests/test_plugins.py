@@ -1,0 +1,237 @@
+"""Formats added from outside bindf get everything a built-in gets.
+
+Three ways in (``tests/example_formats.py``): a package that declares its format only
+through the ``bindf.formats`` entry point (``tpl``), a ``bindf.register_format`` call at
+run time (``stamp``, binary header plus a derived column), and a headerless format
+detected by its extension (``raw16``). For each: readers, pandas/polars functions,
+scans with projection pushdown, ``n_rows``, dask byte-range partitions, CLI info and
+convert, truncation warnings, and a fuzz target. The robustness sweep covers them through
+the registry (``tests/test_robustness.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import bindf
+from bindf.cli import main as cli_main
+from bindf.formats.fixed_format import FixedLayoutReader
+
+HERE = Path(__file__).parent
+ADDED = ("tpl", "stamp", "raw16")
+SUFFIX = {"tpl": ".tpl", "stamp": ".bin", "raw16": ".r16"}
+N = 5000
+
+
+def _frame(name: str) -> dict[str, np.ndarray]:
+    i = np.arange(N)
+    if name == "tpl":
+        return {"t_ns": i * 1.5, "ch1": i % 7, "ch3": i * 3}
+    if name == "stamp":
+        return {"t": i * 10, "value": i - 100}
+    return {"a": i, "b": i / 4, "c": -i % 300, "d": i % 60000}
+
+
+HEADERS = {"tpl": {"channels": [0, 2]}, "stamp": {"scale": 4, "spare": 0}, "raw16": None}
+
+
+@pytest.fixture(params=ADDED)
+def added(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path]:
+    name = request.param
+    path = tmp_path / f"data{SUFFIX[name]}"
+    getattr(bindf, f"write_{name}")(path, _frame(name), HEADERS[name])
+    return name, path
+
+
+def test_all_three_are_registered() -> None:
+    names = [spec.name for spec in bindf.list_formats()]
+    assert set(ADDED) <= set(names)
+    assert {"tpl", "stamp", "raw16"} <= set(bindf.registry.format_names())
+
+
+def test_read_every_output_and_detection(added: tuple[str, Path]) -> None:
+    name, path = added
+    expected = _frame(name)
+    df = bindf.read(path)  # detected: magic (tpl, stamp) or extension (raw16)
+    assert df.attrs["bindf"]["format"] == name
+    for column, values in expected.items():
+        np.testing.assert_array_equal(df[column].to_numpy(), values)
+    if name == "stamp":
+        np.testing.assert_allclose(df["ratio"].to_numpy(), expected["value"] / 4)
+        assert df.bindf.header == {"scale": 4, "spare": 0}
+    if name == "tpl":
+        assert df.bindf.header == {"channels": [0, 2]}
+    reader = getattr(bindf, f"read_{name}")
+    assert reader(path, output="polars").equals(pl.from_pandas(df))
+    assert getattr(pd, f"read_{name}")(path).equals(df)
+    assert getattr(pl, f"read_{name}")(path).equals(pl.from_pandas(df))
+    table = reader(path, output="arrow", columns=list(expected)[::-1], n_rows=7)
+    assert table.column_names == list(expected)[::-1] and table.num_rows == 7
+    chunks = list(reader(path, chunksize=1000))
+    assert [len(c) for c in chunks] == [1000] * 5
+
+
+def test_scan_pushes_the_projection_into_the_reader(added: tuple[str, Path],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    name, path = added
+    asked: list[list[str]] = []
+    original = FixedLayoutReader.raw_fields_for
+
+    def spy(self, columns):  # noqa: ANN001, ANN202
+        fields = original(self, columns)
+        asked.append(fields)
+        return fields
+
+    monkeypatch.setattr(FixedLayoutReader, "raw_fields_for", spy)
+    last = list(_frame(name))[-1]
+    lf = getattr(pl, f"scan_{name}")(path)
+    got = lf.filter(pl.col(last) > 10).select(last).head(3).collect()
+    assert got.height == 3 and got.columns == [last]
+    fields = asked[-1]
+    if name == "stamp":  # a transform may use any field: all are read
+        assert fields == ["t", "value"]
+    else:
+        assert fields == [last]
+    assert getattr(bindf, f"scan_{name}")(path).collect().height == N
+
+
+def test_dask_gets_record_aligned_partitions(added: tuple[str, Path]) -> None:
+    pytest.importorskip("dask.dataframe")
+    import bindf.dask
+
+    name, path = added
+    ddf = getattr(bindf.dask, f"read_{name}")(path, blocksize=20_000)
+    assert ddf.npartitions > 1
+    eager = bindf.read(path)
+    pd.testing.assert_frame_equal(ddf.compute().reset_index(drop=True), eager)
+
+
+def test_cli_info_and_convert(added: tuple[str, Path], tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    name, path = added
+    assert cli_main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    record = info[0] if isinstance(info, list) else info
+    assert record["format"] == name and record["rows"] == N
+    out = tmp_path / "out.parquet"
+    assert cli_main(["convert", str(path), "-o", str(out)]) == 0
+    assert bindf.read_parquet(out).equals(bindf.read(path))
+
+
+def test_truncated_file_warns_and_keeps_every_complete_record(
+        added: tuple[str, Path]) -> None:
+    name, path = added
+    data = path.read_bytes()
+    path.write_bytes(data[:-3])
+    with pytest.warns(bindf.TruncatedFileWarning) as caught:
+        df = bindf.read(path)
+    assert len(df) == N - 1
+    assert caught[0].message.offset == len(data) - _record_size(name)
+
+
+def _record_size(name: str) -> int:
+    return {"tpl": 16, "stamp": 12, "raw16": 16}[name]
+
+
+def test_fuzz_target_and_robustness_subject_exist(added: tuple[str, Path]) -> None:
+    sys.path.insert(0, str(HERE.parent / "fuzz"))
+    try:
+        import contract
+    finally:
+        sys.path.remove(str(HERE.parent / "fuzz"))
+    import test_robustness
+
+    name, path = added
+    assert name in contract.targets()
+    sample = bindf.get_format(name).sample_bytes()
+    for config in range(len(contract.configs_for(name))):
+        for data in (sample, sample[: len(sample) // 2], sample[:7]):
+            contract.check_input(name, bytes([config]) + data,
+                                 str(path.with_name("fuzz" + contract.suffix_for(name))))
+    assert any(s.family == name for s in test_robustness.SUBJECTS)
+
+
+def test_signatures_are_explicit_and_hint_pandas_names(added: tuple[str, Path]) -> None:
+    name, path = added
+    for function in (getattr(bindf, f"read_{name}"), getattr(bindf, f"scan_{name}"),
+                     getattr(pd, f"read_{name}"), getattr(pl, f"scan_{name}")):
+        params = inspect.signature(function).parameters
+        assert "source" in params and "on_error" in params
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
+    with pytest.raises(TypeError, match="did you mean n_rows="):
+        getattr(bindf, f"read_{name}")(path, nrows=3)
+    with pytest.raises(TypeError, match="did you mean columns="):
+        getattr(bindf, f"read_{name}")(path, usecols=["x"])
+
+
+def test_register_format_refuses_a_clash_unless_replace() -> None:
+    clash = bindf.FixedRecordFormat("apx", dtype="<u4", description="not AstroPix")
+    with pytest.raises(ValueError, match="already registered.*built-in.*replace=True"):
+        bindf.register_format(clash)
+    original = bindf.get_format("raw16")
+    replacement = bindf.FixedRecordFormat("raw16", dtype="<u8", extensions=(".r16",))
+    try:
+        assert bindf.register_format(replacement, replace=True) is replacement
+        assert bindf.get_format("raw16") is replacement
+    finally:
+        bindf.register_format(original, replace=True)
+
+
+def _fresh_python(code: str, *sites: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*(str(s) for s in sites),
+                                         env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+
+
+def test_import_bindf_is_lazy_and_knows_plugin_names_up_front() -> None:
+    result = _fresh_python(
+        "import sys, bindf, pandas as pd, polars as pl\n"
+        "assert callable(pd.read_tpl) and callable(pl.scan_tpl) and callable(bindf.read_tpl)\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('bindf.formats.', 'dask',"
+        " 'bindf_test_plugin')))\n"
+        "print(loaded)\n",
+        HERE / "plugin_site")
+    assert result.returncode == 0, result.stderr
+    loaded = eval(result.stdout)  # noqa: S307 - a list of names printed by the child
+    # only the shared machinery, no format module, no plugin, no dask
+    assert set(loaded) <= {"bindf.formats._base", "bindf.formats._fixed", "bindf.formats._stream",
+                           "bindf.formats.fixed_format"}, loaded
+
+
+def test_a_broken_plugin_is_a_warning_naming_it() -> None:
+    result = _fresh_python(
+        "import warnings\n"
+        "warnings.simplefilter('always')\n"
+        "import bindf\n"
+        "assert callable(bindf.read_brokenfmt)\n"
+        "names = [s.name for s in bindf.list_formats()]\n"
+        "assert 'brokenfmt' not in names and 'apx' in names, names\n"
+        "print('ok')\n",
+        HERE / "broken_plugin_site")
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+    assert "format plugin 'brokenfmt' (bindf_broken_plugin:spec) failed to load" in result.stderr
+
+
+def test_samples_read_cleanly(added: tuple[str, Path], tmp_path: Path) -> None:
+    name, _ = added
+    path = tmp_path / f"sample{SUFFIX[name]}"
+    path.write_bytes(bindf.get_format(name).sample_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = bindf.read(path, output="arrow")
+    assert table.num_rows == 40 and isinstance(table, pa.Table)
