@@ -515,7 +515,11 @@ def test_two_concurrent_runs(campaign, tmp_path: Path) -> None:
     for code, err in outcomes:
         if code == 75:
             assert "another bindf ingest is writing this dataset" in err
-    assert snapshot(dest) == snapshot(_fresh(sources, tmp_path / "clean"))
+    # The clean run goes through the CLI too: in this process the test plugins are
+    # registered, which changes the "unrecognised format" message stored for noise.bin.
+    clean = tmp_path / "clean"
+    subprocess.run([*command[:-3], "-o", str(clean), "-q"], stderr=subprocess.DEVNULL)
+    assert snapshot(dest) == snapshot(clean)
 
 
 def test_local_cluster_run_equals_the_local_run(campaign, tmp_path: Path) -> None:
