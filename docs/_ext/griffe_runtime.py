@@ -10,19 +10,29 @@ runtime object itself: its real signature and docstring, as ``help()`` shows the
 It also drops the class attributes that only runtime inspection sees (``__doc__``,
 ``__module__``, ``__weakref__``, ``__dataclass_fields__`` …): reading the source never
 shows them, and they are no part of the API.
+
+Finally, bindf's docstrings cross-reference with Sphinx roles (``:func:`bindf.read```,
+``:class:`~bindf.errors.HeaderError```), which Markdown would print literally. They
+become optional autorefs: a link where the reference documents the target, plain code
+otherwise (private helpers are not documented, and must not fail the build).
 """
 
 from __future__ import annotations
 
+import html
 import importlib
 import inspect
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import griffe
 
 
 class RuntimeMembers(griffe.Extension):
-    """Inspect the package's runtime functions that griffe could only record as aliases."""
+    """After a package is loaded: inspect the runtime functions griffe could only record as
+    unresolvable aliases (in the modules named by ``packages``; all when empty), drop
+    inspection-only class attributes, and turn Sphinx roles into optional autorefs."""
 
     def __init__(self, packages: list[str] | None = None) -> None:
         super().__init__()
@@ -35,8 +45,9 @@ class RuntimeMembers(griffe.Extension):
             for cls in module.classes.values():
                 if not cls.is_alias:
                     _drop_runtime_dunder_attributes(cls)
+        _rewrite_sphinx_roles(pkg, seen=set())
 
-    def _modules(self, module: griffe.Module):
+    def _modules(self, module: griffe.Module) -> Iterator[griffe.Module]:
         yield module
         for member in module.modules.values():
             if not member.is_alias:
@@ -58,6 +69,28 @@ class RuntimeMembers(griffe.Extension):
                 continue
             # handle_function sets the inspected Function as module.<name>.
             inspector.inspect_function(griffe.ObjectNode(runtime_object, name, parent=module_node))
+
+
+#: ``:role:`target``` or ``:role:`~target``` (``~``: show only the last component).
+_SPHINX_ROLE = re.compile(r":(?:py:)?(?:func|meth|class|exc|mod|data|attr|obj):`(~?)([\w.]+)(\(\))?`")
+
+
+def _autoref(match: re.Match[str]) -> str:
+    short, target, call = match.groups()
+    shown = (target.rsplit(".", 1)[-1] if short else target.lstrip(".")) + (call or "")
+    identifier = html.escape(target.lstrip("."), quote=True)
+    return f'<autoref identifier="{identifier}" optional><code>{html.escape(shown)}</code></autoref>'
+
+
+def _rewrite_sphinx_roles(obj: griffe.Object, seen: set[str]) -> None:
+    if obj.path in seen:
+        return
+    seen.add(obj.path)
+    if obj.docstring is not None:
+        obj.docstring.value = _SPHINX_ROLE.sub(_autoref, obj.docstring.value)
+    for member in obj.members.values():
+        if not member.is_alias:
+            _rewrite_sphinx_roles(member, seen)
 
 
 def _drop_runtime_dunder_attributes(cls: griffe.Class) -> None:
