@@ -1,7 +1,7 @@
 """FLIM LABS spectroscopy exports: SP01 decay curves, SPF1 phasors, and the writers.
 
 Run with ``python bench.py --only flim``. Inputs are generated with numpy from the byte
-layouts (FORMATS.md §3), not with bindf's writers, so a writer bug cannot make a reader
+layouts (docs/formats/), not with bindf's writers, so a writer bug cannot make a reader
 look fast.
 """
 

@@ -3,7 +3,7 @@ frames (pandas, polars and polars LazyFrames), frames built from the real sample
 error cases, and every plot saved to PNG with the Agg backend.
 
 The AstroPix and IT02 readers are written elsewhere; their frames are built here from the
-column layout of FORMATS.md (and from the upstream decoder's CSV and the real IT02
+column layout of docs/formats/ (and from the upstream decoder's CSV and the real IT02
 export). Spectroscopy frames also come from the real reader.
 """
 

@@ -1,7 +1,7 @@
-"""AstroPix ``.apx`` reader, kernel and writer (FORMATS.md §1).
+"""AstroPix ``.apx`` reader, kernel and writer (docs/formats/apx.md).
 
 Ground truth: the real run ``20250723_092534_data.apx`` and the upstream decoder's table of
-it (``.csv``). Hand-made payloads cover each rule of §1.2; the compiled kernel is checked
+it (``.csv``). Hand-made payloads cover each decoding rule; the compiled kernel is checked
 against the pure-Python model ``bindf._kernels.apx_reference`` on random noisy payloads.
 """
 
@@ -38,7 +38,7 @@ from bindf.formats import apx
 SAMPLE = "20250723_092534_data.apx"
 GOLDEN = "20250723_092534_data.csv"
 
-#: §1.3 dtypes, upstream column order.
+#: Hit-field dtypes, upstream column order.
 HIT_DTYPES = {
     "chip_id": "uint8", "payload": "uint8", "readout_id": "uint32", "timestamp": "uint64",
     "decoding_order": "uint8", "row": "uint8", "column": "uint8", "ts_neg1": "uint8",
@@ -236,7 +236,7 @@ def test_detected_by_magic(data_dir, tmp_path):
     assert bindf.detect_format(bindf._source.Source(str(renamed))).name == "apx"
 
 
-# -- §1.3 worked example ---------------------------------------------------------------
+# -- the worked example ---------------------------------------------------------------
 WORKED = bytes.fromhex("bcbc e05042030620d701 bcbc e05041130620d701 bcbcbcbcbcbc ffffffff")
 
 
@@ -270,7 +270,7 @@ def test_rollover_and_gray_decoding(tmp_path):
     assert (row.ts_dec1, row.ts_dec2, row.tot_us) == (d1, d2, tot)
 
 
-# -- §1.2 rule by rule (hand-made payloads) ------------------------------------------
+# -- decoding rule by rule (hand-made payloads) ------------------------------------------
 def test_no_idle_between_hits():
     h1, h2, h3 = hit(1), hit(2), hit(3)
     results = assert_kernel_matches_reference([IDLE2 + h1 + h2 + h3 + TAIL])

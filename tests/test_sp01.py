@@ -1,4 +1,4 @@
-"""SP01 decay curves (FORMATS.md §3): the real example export, writer round trips,
+"""SP01 decay curves (docs/formats/sp01.md): the real example export, writer round trips,
 damage, and eager/lazy parity."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Spectroscopy photon events: legacy raw output and STT1 exports (FORMATS.md §3).
+"""Spectroscopy photon events: legacy raw output and STT1 exports (docs/formats/spectro.md).
 
 No public real file exists for either container, so files are built two ways: directly
 with numpy from the byte layout (independent of bindf) and with ``bindf.write_spectro``.

@@ -1,4 +1,4 @@
-"""SPF1 phasors (FORMATS.md §3, real-file layout): the real example export, writer round
+"""SPF1 phasors (docs/formats/spf1.md, real-file layout): the real example export, writer round
 trips, damage, and eager/lazy parity."""
 
 from __future__ import annotations

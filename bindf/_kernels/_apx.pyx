@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""AstroPix ``.apx`` byte-level state machines (see ``../../shared/FORMATS.md`` §1).
+"""AstroPix ``.apx`` byte-level state machines (format page: ``docs/formats/apx.md``).
 
 Two sequential jobs that cannot be vectorised:
 
@@ -7,7 +7,7 @@ Two sequential jobs that cannot be vectorised:
   each record's position depends on the previous record's length.
 * :func:`decode_hits` finds the 8-byte hits inside readout payloads, re-assembling hits
   cut across consecutive readouts (the "extra bytes" carried from one readout to the
-  next), exactly as FORMATS.md §1.2 prescribes.
+  next), exactly as docs/formats/apx.md prescribes.
 
 Both take arrays and write into arrays the caller allocated; neither does I/O or knows
 about headers. Every read and write is bounds-checked by hand (the module is compiled
@@ -38,7 +38,7 @@ cdef enum:
     PAD = 0xFF
     MAX_ORDER = 255   # decoding_order is uint8: saturate rather than wrap
 
-# status bits (FORMATS.md §1.2)
+# status bits (docs/formats/apx.md, "Hits inside a payload")
 cdef enum:
     ORPHANS_MATCHED = 1
     ORPHANS_DROPPED = 2
@@ -277,7 +277,7 @@ cdef int decode_one(
     HitSink* sink,
     Py_ssize_t* n_hits,
 ) noexcept nogil:
-    """One readout payload ``D[:n]`` (FORMATS.md §1.2); ``D[:limit]`` is readable.
+    """One readout payload ``D[:n]`` (docs/formats/apx.md); ``D[:limit]`` is readable.
 
     Returns the status word.
     """

@@ -1,6 +1,6 @@
 """Slow pure-Python model of the AstroPix 4 decoder, for parity tests of ``_apx.pyx``.
 
-Written straight from ``../shared/FORMATS.md`` §1.1–1.2, one byte at a time, with no
+Written straight from ``docs/formats/apx.md`` (file layout, hits inside a payload), one byte at a time, with no
 attempt at speed. It mirrors the upstream decoder's behaviour, including the places
 where upstream *crashes*: every such place raises the private :class:`_Failure` here,
 which :func:`decode_payload` turns into the "decoder failure" status bit (7), keeping
@@ -23,7 +23,7 @@ HIT_SIZE = 8
 MARKER = b"\xfe\xdc\xba"
 READOUT_HEADER = struct.Struct("<3sIQI")  # marker, readout_id, timestamp, payload length
 
-# Status bits, FORMATS.md §1.2.
+# Status bits, docs/formats/apx.md.
 ORPHANS_MATCHED = 1 << 0
 ORPHANS_DROPPED = 1 << 1
 ORPHANS_UNUSED = 1 << 2

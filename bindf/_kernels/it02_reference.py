@@ -1,6 +1,6 @@
 """Slow pure-Python twin of ``_it02.pyx``, for the parity tests only.
 
-Written for clarity, record by record, straight from the layout in FORMATS.md §2. The
+Written for clarity, record by record, straight from the layout in docs/formats/it02.md. The
 compiled kernel must give identical results (including the returned state) on any input.
 """
 

@@ -1,7 +1,7 @@
 """Quick-look analysis of AstroPix hit tables (``read_apx``): hit maps, ToT histograms,
 hits per readout, and their plots.
 
-Columns used are the ones ``read_apx`` produces (``../shared/FORMATS.md`` §1.3):
+Columns used are the ones ``read_apx`` produces (``docs/formats/apx.md``):
 ``chip_id``, ``row``, ``column`` (5-bit fields, uint8), ``tot_us``, ``readout_id`` and
 ``timestamp`` (ns since the Unix epoch).
 

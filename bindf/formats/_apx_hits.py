@@ -1,9 +1,9 @@
 """AstroPix 4 hits: bit layout, the hit kernel's wrapper and vectorised field extraction.
 
-FORMATS.md §1.2–1.3. The reader (:mod:`bindf.formats.apx`) frames readouts and hands
+Layout: ``docs/formats/apx.md``. The reader (:mod:`bindf.formats.apx`) frames readouts and hands
 their payloads to :class:`HitDecoder` (the Cython kernel: the sequential part) and the
 raw 8-byte hits to :class:`HitColumns` (numpy: everything else). :func:`encode_hits` is
-the inverse of §1.3, for the writer.
+the inverse of the field layout, for the writer.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ _TS_BITS = {"ts_dec1": (19, 36), "ts_dec2": (42, 59)}
 CLOCK_CYCLES_PER_US = 20.0
 CLOCK_ROLLOVER = 1 << 17
 
-#: Per-readout decoding status bits (FORMATS.md §1.2), bit i ↔ STATUS_FLAGS[i].
+#: Per-readout decoding status bits (docs/formats/apx.md), bit i ↔ STATUS_FLAGS[i].
 STATUS_FLAGS: tuple[str, ...] = (
     "orphans_matched",
     "orphans_dropped",
@@ -173,7 +173,7 @@ def gray_to_binary(gray: np.ndarray, scratch: np.ndarray | None = None) -> np.nd
 
 
 class HitColumns:
-    """Vectorised §1.3 field extraction with reusable scratch arrays.
+    """Vectorised hit-field extraction with reusable scratch arrays.
 
     Output columns are fresh arrays (they become the frame); the scratch arrays live as
     long as the reader, so per-chunk temporaries do not fault in new pages. After the
@@ -262,7 +262,7 @@ class HitColumns:
 
 
 def encode_hits(columns: Mapping[str, np.ndarray], first_index: int = 0) -> np.ndarray:
-    """Hit fields → (n, 8) raw bytes as the chip sends them (inverse of §1.3).
+    """Hit fields → (n, 8) raw bytes as the chip sends them (inverse of the field extraction).
 
     ``columns`` holds integer arrays named as the hit columns (``payload`` defaults to 7;
     ``ts_decN`` may stand in for ``ts_coarseN``/``ts_fineN``). Raises ``ValueError``

@@ -1,11 +1,11 @@
 """AstroPix binary runs (``.apx``, ``read_apx``) and their writer (``write_apx``).
 
-Layout: ``../shared/FORMATS.md`` §1 (from the AstroPix collaboration's
+Layout: ``docs/formats/apx.md`` (from the AstroPix collaboration's
 ``astropix-analysis`` decoder, checked against a real run and the table that decoder
 made of it). ``%APXDF | u32 H | JSON header``, then readouts back to back:
 ``FE DC BA | u32 readout_id | u64 timestamp_ns | u32 L | L payload bytes``. Hits are
-8-byte words inside the payloads, found by the state machine of §1.2 and unpacked
-after reversing the bit order of every byte (§1.3).
+8-byte words inside the payloads, found by the state machine of that page and unpacked
+after reversing the bit order of every byte.
 
 Division of labour:
 
@@ -36,7 +36,7 @@ Decisions where the spec leaves a choice (the README lists them too):
   An empty payload is such a failure too (upstream cannot decode it either).
 * **Bit 6, bytes left unvisited**: set when rule 3.3 skips bytes that are neither idle,
   padding nor part of a hit to reach the next start byte.
-* **decoding_order** is ``uint8`` (§1.3): it saturates at 255 in the (never observed)
+* **decoding_order** is ``uint8`` (as upstream): it saturates at 255 in the (never observed)
   case of a readout with more than 255 hits, so ``decoding_order == 0`` still means
   "first hit of the readout".
 * **Bad readout marker** with ``on_error="warn"``/``"skip"``: the reader resynchronises

@@ -1,6 +1,6 @@
 """Legacy AstroPix text logs (``.log``, ``read_apx_log``) and their conversion to ``.apx``.
 
-Layout: ``../shared/FORMATS.md`` §1.4. Older DAQ versions saved runs as text: metadata
+Layout: ``docs/formats/apx-log.md``. Older DAQ versions saved runs as text: metadata
 lines first — ``Name: {python dict}`` lines and one ``Namespace(...)`` line (the DAQ's
 command-line options) — then one readout per line, ``<readout_id>\\t b'<hex payload>'``.
 The payloads are decoded exactly like ``.apx`` payloads (same kernel, same carry of a

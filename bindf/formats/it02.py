@@ -1,6 +1,6 @@
 """FLIM LABS intensity tracing ``IT02`` files (``read_it02``, ``write_it02``).
 
-Layout: ``../shared/FORMATS.md`` §2, from the FLIM LABS ``intensity-tracing-py``
+Layout: ``docs/formats/it02.md``, from the FLIM LABS ``intensity-tracing-py``
 documentation and its example export. ``IT02 | u32 J | J bytes of JSON`` then records
 until the end of the file, in one of two layouts:
 

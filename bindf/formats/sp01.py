@@ -1,6 +1,6 @@
 """FLIM LABS spectroscopy decay curves, ``SP01`` (``read_sp01``).
 
-Layout: ``../shared/FORMATS.md`` §3 (FLIM LABS ``spectroscopy-py`` export documentation,
+Layout: ``docs/formats/sp01.md`` (FLIM LABS ``spectroscopy-py`` export documentation,
 checked against the real example export in ``tests/data/``)::
 
     "SP01" | u32 J | J bytes of JSON header | records …

@@ -1,6 +1,6 @@
 """FLIM LABS spectroscopy photon events (``read_spectro``).
 
-Layout: ``../shared/FORMATS.md`` §3 (from the FLIM LABS ``spectroscopy-py`` documentation).
+Layout: ``docs/formats/spectro.md`` (from the FLIM LABS ``spectroscopy-py`` documentation).
 Every record is 17 packed bytes: ``u8 event, f64 microtime_ns, f64 macrotime_ns``. The
 event byte is a 0-based channel index, or a marker: 70 ``F`` frame, 76 ``L`` line,
 80 ``P`` pixel. Two containers hold these records:

@@ -1,6 +1,6 @@
 """FLIM LABS spectroscopy phasors, ``SPF1`` (``read_spf1``).
 
-Layout: ``../shared/FORMATS.md`` §3 **(real files)**::
+Layout: ``docs/formats/spf1.md`` (the real files' layout)::
 
     "SPF1" | u32 J | J bytes of JSON header | records …
     record (32 bytes) = u64 time_ns | u32 channel | u32 harmonic | f64 g | f64 s

@@ -249,6 +249,8 @@ def read(
     **format_options:
         Passed to the format's reader (``container=``, ``layout=``, ``on_error=`` …).
 
+    Notes
+    -----
     The frame has no index (each partition counts from 0) and unknown divisions. Every
     partition carries ``attrs["bindf"]`` (format, first header, sources) like the eager
     reader's frame; use :func:`bindf.read_headers` for the header of every file.

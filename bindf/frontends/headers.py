@@ -161,6 +161,8 @@ def read_headers(
     **options:
         Passed to the format readers (e.g. ``container=``).
 
+    Notes
+    -----
     ``rows`` is the number of complete records when the format knows it without decoding
     (fixed-size records), else null. An unreadable header raises the reader's error,
     naming the file.

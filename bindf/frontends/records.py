@@ -51,6 +51,8 @@ def read_records(
         Use ``np.memmap`` views instead of ``readinto`` (unsafe on files that another
         process may truncate: SIGBUS).
 
+    Notes
+    -----
     Other keyword arguments are those of :func:`bindf.read` (``columns``, ``n_rows``,
     ``chunksize``, ``include_file_paths`` …).
 
