@@ -90,7 +90,7 @@ def run(workdir: Path, n_files: int = 2000, threads: int | None = None) -> dict[
 
 
 def _threads(threads: int | None) -> int:
-    from bindf.ingest import _usable_cores
+    from bindf._ingest import _usable_cores
 
     return threads or _usable_cores()
 

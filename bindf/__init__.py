@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._ingest import DatasetLockedError, IngestReport, ingest, read_dataset
+from ._ingest import watch as watch_ingest
 from ._version import __version__
 from .accessors import register_accessors
 from .errors import (
@@ -34,7 +36,6 @@ from .frontends.headers import read_headers
 from .frontends.polars import scan
 from .frontends.read import iter_batches, read, read_header
 from .frontends.records import read_records, scan_records
-from .ingest import DatasetLockedError, IngestReport, ingest, read_dataset
 from .parquet import read_parquet, to_parquet
 from .registry import _BY_NAME as _REGISTERED
 from .registry import _LISTENERS as _REGISTRY_LISTENERS
@@ -121,6 +122,7 @@ __all__ = [
     "DatasetLockedError",
     "IngestReport",
     "ingest",
+    "watch_ingest",
     "read_dataset",
 ]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ._ingest import IngestReport, ingest, watch
 from ._manifest import DatasetLockedError
-from .ingest import IngestReport, ingest, watch
 
 #: sysexits' "temporary failure": the dataset is locked by another run; try again later.
 EX_TEMPFAIL = 75

@@ -1,4 +1,4 @@
-"""The bookkeeping of an ingested dataset: its manifest and its lock (see :mod:`bindf.ingest`).
+"""The bookkeeping of an ingested dataset: its manifest and its lock (see :func:`bindf.ingest`).
 
 The manifest, ``DEST/_bindf_manifest.json``, is the dataset's memory: for every source
 file ingested, what the file was (size, mtime, SHA-256 of its content), what bindf made of

@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     reader_options(p)
     p.set_defaults(func=cmd_convert)
 
-    from bindf.ingest import add_ingest_command
+    from bindf._ingest import add_ingest_command
 
     add_ingest_command(sub)
     return parser

@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import bindf
+from bindf._ingest import DatasetLockedError, find_sources
 from bindf._manifest import LOCK_NAME, MANIFEST_NAME, STAGING_NAME, DatasetLock
-from bindf.ingest import DatasetLockedError, find_sources
 
 SAMPLES = Path(bindf.__file__).parent / "samples"
 THRESHOLDS = (80.0, 100.0, 120.0, 150.0)
@@ -399,10 +399,10 @@ def test_a_file_that_changes_while_it_is_read_is_left_pending(tmp_path: Path,
 
 
 def test_ctrl_c_keeps_what_was_done(campaign, tmp_path: Path, monkeypatch) -> None:
-    import bindf.ingest  # noqa: F401 - the module (bindf.ingest is the function)
+    import bindf._ingest  # noqa: F401
 
     root, _ = campaign
-    module = sys.modules["bindf.ingest"]
+    module = sys.modules["bindf._ingest"]
     real = module.run_job
     calls = []
 
@@ -452,7 +452,7 @@ def _hold_lock_then_sleep(dest: str, ready) -> None:  # noqa: ANN001
 def forkserver():
     """Processes started with bindf already imported (the forkserver imports it once)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bindf", "bindf.ingest", "test_ingest"])
+    context.set_forkserver_preload(["bindf", "bindf._ingest", "test_ingest"])
     return context
 
 

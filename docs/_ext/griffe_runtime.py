@@ -69,6 +69,14 @@ class RuntimeMembers(griffe.Extension):
                 continue
             # handle_function sets the inspected Function as module.<name>.
             inspector.inspect_function(griffe.ObjectNode(runtime_object, name, parent=module_node))
+        # Public functions served by the module's __getattr__ (imported on first use, so
+        # that importing the package stays light) are not module members at all.
+        for name in getattr(runtime_module, "__all__", ()):
+            if name in module.members:
+                continue
+            runtime_object = getattr(runtime_module, name, None)
+            if inspect.isfunction(runtime_object):
+                inspector.inspect_function(griffe.ObjectNode(runtime_object, name, parent=module_node))
 
 
 #: ``:role:`target``` or ``:role:`~target``` (``~``: show only the last component).

@@ -187,12 +187,17 @@ def ingest(
     **options:
         Passed to the readers (``level="readouts"``, ``layout=`` …).
 
+    Raises
+    ------
+    bindf.DatasetLockedError
+        (a ``BindfError``) if another run holds the dataset's lock.
+
+    Notes
+    -----
     A file is re-converted when its size or mtime differ from the manifest's *and* its
     SHA-256 differs too (a touched but identical file is only re-recorded), when its
     parts are missing, or when the settings (partitioning, header columns, options)
     differ from those the dataset was made with: then every source is re-converted.
-    Raises :class:`bindf.DatasetLockedError` (a ``BindfError``) if another run holds
-    the dataset's lock.
     """
     started = time.perf_counter()
     if on_error not in ("raise", "warn", "skip"):
