@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from typing import Any, BinaryIO
 
@@ -24,6 +25,8 @@ from .errors import HeaderError
 MAX_HEADER_DEPTH = 64
 
 _U32 = struct.Struct("<I")
+#: A JSON escape of a UTF-16 surrogate code unit (the only source of lone surrogates).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -101,7 +104,10 @@ def parse_json_header(
     try:
         # Lone surrogates (from "\ud800" escapes) parse fine but cannot be written back
         # out as UTF-8 (Arrow metadata, Parquet): reject them here, where we can say why.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        # Only a \uD800-\uDFFF escape can make one (UTF-8 text cannot hold surrogates),
+        # so the re-encoding is skipped for the usual header that has none.
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise HeaderError(
             "header JSON contains a lone UTF-16 surrogate", path=path, offset=offset

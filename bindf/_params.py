@@ -75,6 +75,12 @@ COMMON: tuple[Param, ...] = (
           "Passed to fsspec for remote paths.", on_dask=True),
     Param("progress", False, "bool",
           "Show a tqdm progress bar (needs ``bindf[progress]``)."),
+    Param("threads", None, "int | None",
+          "Threads one read may use: files of a glob or list are decoded in parallel, "
+          "and a large file's records too where the format allows (same output, same "
+          "row order). ``None``: the usable cores, or ``BINDF_NUM_THREADS``; one inside "
+          "a dask worker; at most polars' pool size inside a polars scan.",
+          on_dask=True),
     Param("on_error", "raise", 'Literal["raise", "warn", "skip"]',
           '``"raise"`` (default), ``"warn"`` or ``"skip"`` for damaged records/readouts. '
           'Skipped damage is counted under ``"errors"`` in the metadata.',

@@ -122,8 +122,6 @@ BUILTIN: tuple[FormatSpec, ...] = (
         magics=(b"%APXDF",), extensions=(".apx",), writer="bindf.formats._apx_writer:write_apx",
         options=(
             _LEVEL,
-            option("threads", True, "bool",
-                   "Decode the next chunk in a worker thread (same output)."),
             option("chunk_bytes", 1 << 20, "int", "Upper bound of one read, in bytes."),
         ),
     ),

@@ -887,19 +887,47 @@ def test_header_only_file_gives_empty_frames(tmp_path):
     assert pl.scan_apx(path).collect().height == 0
 
 
-def test_early_stop_leaves_no_worker_thread(split_run):
+def test_early_stop_leaves_no_worker_thread(split_run, monkeypatch):
     import threading
 
-    def workers() -> list[threading.Thread]:  # polars' own threads show up as dummies
-        return [t for t in threading.enumerate() if t.name.startswith("bindf-apx")]
+    import bindf.formats.apx as apx_module
 
+    def workers() -> list[threading.Thread]:  # polars' own threads show up as dummies
+        return [t for t in threading.enumerate() if t.name.startswith("bindf-")]
+
+    # The sample is small: no prefetch thread by default (see the next test). Lower the
+    # threshold so that this one runs.
+    monkeypatch.setattr(apx_module, "PREFETCH_MIN_BYTES", 0)
     for _ in range(5):
-        assert pl.scan_apx(split_run).head(3).collect().height == 3
-        reader = bindf.read_apx(split_run, chunksize=10, output="polars")
+        assert pl.scan_apx(split_run, threads=2).head(3).collect().height == 3
+        reader = bindf.read_apx(split_run, chunksize=10, output="polars", threads=2)
         next(reader)
         assert len(workers()) == 1  # the prefetch thread is running ...
         reader.close()
         assert workers() == []  # ... and gone once the reader is closed
+        # Several files: the file pool's threads are gone too after an early stop.
+        reader = bindf.read_apx([split_run] * 4, chunksize=10, output="polars", threads=2)
+        next(reader)
+        reader.close()
+        assert workers() == []
+
+
+def test_small_files_start_no_thread(split_run):
+    import threading
+
+    started = []
+    original = threading.Thread.start
+
+    def spy(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        original(thread)
+
+    threading.Thread.start = spy  # type: ignore[method-assign]
+    try:
+        frame = bindf.read_apx(split_run, output="polars", threads=2)
+    finally:
+        threading.Thread.start = original  # type: ignore[method-assign]
+    assert frame.height and not [n for n in started if n.startswith("bindf-")]
 
 
 def test_several_files_in_one_read(split_run, data_dir):

@@ -20,13 +20,13 @@ it has derived columns, overrides :meth:`raw_fields_for` and :meth:`build_column
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Generator, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from .._source import read_into
+from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
 from ._base import FormatReader
 from ._stream import BatchStream, FixedRecordStream
@@ -148,7 +148,7 @@ class FixedRecordReader(FormatReader):
         return False
 
     def _warn_truncated(self, offset: int, why: str) -> None:
-        warnings.warn(
+        _warn(
             TruncatedFileWarning(
                 f"truncated {self.label} file: {why}; returning the complete records before it",
                 path=self.path,

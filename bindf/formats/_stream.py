@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import abc
 import copy
-import warnings
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Generic, TypeVar
@@ -42,6 +41,7 @@ from typing import Any, BinaryIO, Generic, TypeVar
 import numpy as np
 
 from .._source import Source, read_into
+from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, TruncatedFileWarning
 from ._base import ON_ERROR_CHOICES
 
@@ -239,14 +239,14 @@ class StreamDecoder(abc.ABC, Generic[T]):
             raise CorruptDataError(message, path=self.path, offset=offset)
         self.note_error(kind, count)
         if self.on_error == "warn":
-            warnings.warn(CorruptDataWarning(message, path=self.path, offset=offset),
+            _warn(CorruptDataWarning(message, path=self.path, offset=offset),
                           stacklevel=3)
 
     def warn_truncated(self, offset: int, why: str,
                        keeps: str = "returning the complete records before it") -> None:
         """Issue the one :class:`~bindf.errors.TruncatedFileWarning` of this stream."""
         self.truncation_reported = True
-        warnings.warn(TruncatedFileWarning(f"truncated {self.label} file: {why}; {keeps}",
+        _warn(TruncatedFileWarning(f"truncated {self.label} file: {why}; {keeps}",
                                            path=self.path, offset=offset), stacklevel=3)
 
 

@@ -15,9 +15,11 @@ Division of labour:
 * everything else is vectorised numpy on whole chunks (:mod:`._apx_hits`): bit reversal
   by lookup table, field extraction on the big-endian word (as two 32-bit halves), Gray
   decoding by XOR-shifts, clock rollover, ToT. Only the projected columns are computed;
-* by default a worker thread frames and decodes chunk k + 1 while chunk k is turned into
-  columns (both sides release the GIL); ``threads=False`` does it all in the caller's
-  thread. The output is the same.
+* with ``threads`` > 1 (the default on a multi-core machine) and a file larger than
+  :data:`PREFETCH_MIN_BYTES`, a worker thread frames and decodes chunk k + 1 while chunk
+  k is turned into columns (both sides release the GIL); ``threads=1`` (or the former
+  ``threads=False``) and small files do it all in the caller's thread, since a thread
+  per small file costs more than it saves. The output is the same.
 
 The file is read in bounded chunks with ``readinto``; a readout is never split between
 two decode calls (the unparsed tail of a chunk moves to the front of the buffer). A
@@ -52,7 +54,6 @@ Decisions where the spec leaves a choice (the README lists them too):
 from __future__ import annotations
 
 import struct
-import warnings
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ import pyarrow as pa
 
 from .._header import read_preamble
 from .._kernels import _apx
+from .._warnings import warn as _warn
 from ..errors import (
     CorruptDataError,
     CorruptDataWarning,
@@ -74,7 +76,7 @@ from ._apx_hits import (
     HitColumns,
     HitDecoder,
 )
-from ._base import FormatReader
+from ._base import FormatReader, numpy_batch
 from ._stream import BatchStream, StreamDecoder, decode_file
 
 MAGIC = b"%APXDF"
@@ -128,6 +130,11 @@ LEVELS = ("hits", "readouts")
 #: ``head()`` decodes almost nothing; reads then double up to this bound.
 DEFAULT_CHUNK_BYTES = 1 << 20
 _FIRST_READ = 64 << 10
+#: Files with fewer data bytes than this are decoded without the prefetch thread:
+#: they fit in a couple of reads, and starting a thread (and handing chunks across it)
+#: costs more than the overlap gains (measured: the lock waits were the largest cost
+#: of reading thousands of 10–30 KB runs).
+PREFETCH_MIN_BYTES = 2 * DEFAULT_CHUNK_BYTES
 #: Readouts per decode call (also bounded by batch_size): keeps per-call temporaries
 #: (a few arrays of 8 bytes per hit) cache-sized.
 _READOUTS_PER_CALL = 1 << 15
@@ -177,9 +184,11 @@ class ApxReader(FormatReader):
     level : "hits" (default) | "readouts"
     chunk_bytes : int
         Upper bound of one read (default 1 MiB); a single larger readout still fits.
-    threads : bool
-        Decode the next chunk in a worker thread while the current one is turned into
-        columns (default True; the output is identical either way).
+    threads : int | None
+        Threads for one file (the common ``threads=`` parameter). Above one, and for
+        files larger than :data:`PREFETCH_MIN_BYTES`, the next chunk is decoded in a
+        worker thread while the current one is turned into columns (the output is
+        identical either way). ``threads=False`` still works and means one.
 
     The header (``readout_uid`` must be 4000 = AstroPix 4) is kept verbatim. A file cut
     inside a readout gives a :class:`~bindf.errors.TruncatedFileWarning` naming the byte
@@ -198,7 +207,6 @@ class ApxReader(FormatReader):
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
         chunk_bytes = int(self.options.pop("chunk_bytes", DEFAULT_CHUNK_BYTES))
-        self.threads = bool(self.options.pop("threads", True))
         if chunk_bytes < READOUT_HEADER_SIZE:
             raise ValueError(f"chunk_bytes must be at least {READOUT_HEADER_SIZE}")
         if self.options:
@@ -228,8 +236,10 @@ class ApxReader(FormatReader):
     ) -> Iterator[pa.RecordBatch]:
         schema = pa.schema([self.schema.field(c) for c in columns])
         per_call = max(1, min(batch_size, _READOUTS_PER_CALL))
-        chunks = self._decoded_chunks(per_call, slots=2 if self.threads else 1)
-        if self.threads:
+        prefetch = (self.threads > 1
+                    and self.source.size - self.data_offset > PREFETCH_MIN_BYTES)
+        chunks = self._decoded_chunks(per_call, slots=2 if prefetch else 1)
+        if prefetch:
             chunks = _prefetched(chunks)
         hit_columns = HitColumns()
         produced = 0
@@ -239,7 +249,7 @@ class ApxReader(FormatReader):
                     arrays = hit_columns(decoded, columns)
                 else:
                     arrays = readout_columns(decoded, framed, columns)
-                batch = pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
+                batch = numpy_batch(arrays, schema)
                 produced += batch.num_rows
                 yield batch
                 if n_rows is not None and produced >= n_rows:
@@ -270,7 +280,7 @@ class ApxReader(FormatReader):
             framed, decoded = unit
             arrays = (hit_columns(decoded, names) if framed is None
                       else readout_columns(decoded, framed, names))
-            return pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
+            return numpy_batch(arrays, schema)
 
         return BatchStream(self.stream(data_end=data_end), to_batch)
 
@@ -414,7 +424,7 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
         if self.on_error == "warn":
             then = (f"resumed at the next readout marker (byte {resumed_at})"
                     if resumed_at is not None else "no readout follows")
-            warnings.warn(
+            _warn(
                 CorruptDataWarning(
                     f"{self.gap_message}: skipped {skipped} damaged bytes; {then}",
                     path=self.path, offset=start,

@@ -42,7 +42,7 @@ from .._atomic import atomic_output
 from .._source import Source
 from ..errors import CorruptDataError, HeaderError
 from ._apx_hits import STATUS_FLAGS, Decoded, HitColumns, HitDecoder
-from ._base import FormatReader
+from ._base import FormatReader, numpy_batch
 from ._stream import BatchStream, StreamDecoder, decode_file
 from .apx import HITS_SCHEMA, MAGIC, READOUTS_SCHEMA, SUPPORTED_READOUTS
 
@@ -173,7 +173,7 @@ class ApxLogReader(FormatReader):
                 lengths = np.diff(np.append(pos, len(payload))).astype(np.uint32)
                 arrays = _readout_arrays(names, readout_id, np.zeros(len(pos), np.uint64),
                                          lengths, decoded, line_offset)
-            return pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
+            return numpy_batch(arrays, schema)
 
         return BatchStream(stream, to_batch)
 
@@ -195,7 +195,7 @@ class ApxLogReader(FormatReader):
             else:
                 arrays = _readout_arrays(columns, readout_id, timestamp, lengths, decoded,
                                          line_offset)
-            batch = pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
+            batch = numpy_batch(arrays, schema)
             produced += batch.num_rows
             yield batch
             if n_rows is not None and produced >= n_rows:

@@ -24,7 +24,6 @@ The layout rules (sub-arrays, byte strings, byte order) are those of
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO, ClassVar
 
@@ -34,6 +33,7 @@ import pyarrow.compute as pc
 
 from .._header import raise_bad_magic, read_exact, read_preamble
 from .._params import Param
+from .._warnings import warn as _warn
 from .._writing import (
     encode_preamble,
     inherited_header,
@@ -145,7 +145,7 @@ class FixedLayoutReader(FixedRecordReader):
         self.rows_per_record = layout.rows_per_record
         self.declared_count = declared
         if declared is not None and declared > self._records_in_file():
-            warnings.warn(TruncatedFileWarning(
+            _warn(TruncatedFileWarning(
                 f"header declares {declared} records but the file holds "
                 f"{self._records_in_file()}; returning those",
                 path=self.path, offset=self.row_offset(self._records_in_file())), stacklevel=2)

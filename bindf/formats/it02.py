@@ -19,7 +19,6 @@ Both layouts share the magic, so the reader detects the layout (see
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
@@ -30,6 +29,7 @@ import pyarrow as pa
 from .._header import read_exact, read_preamble
 from .._kernels import _it02
 from .._source import iter_fixed_records
+from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import FormatReader
 from ._fixed import FixedRecordReader
@@ -420,7 +420,7 @@ class IT02Reader(FormatReader):
 
     # -- damage -----------------------------------------------------------------------
     def _warn_truncated(self, offset: int, why: str) -> None:
-        warnings.warn(
+        _warn(
             TruncatedFileWarning(
                 f"truncated {FORMAT_LABEL} file: {why}; returning the complete records "
                 "before it", path=self.path, offset=offset,
@@ -434,7 +434,7 @@ class IT02Reader(FormatReader):
             raise CorruptDataError(message, path=self.path, offset=offset)
         self.note_error(kind, count)
         if self.on_error == "warn":
-            warnings.warn(CorruptDataWarning(message, path=self.path, offset=offset),
+            _warn(CorruptDataWarning(message, path=self.path, offset=offset),
                           stacklevel=3)
 
 def _to_batch(schema: pa.Schema, with_time: bool, time: np.ndarray | None,

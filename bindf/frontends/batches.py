@@ -9,8 +9,10 @@ apart.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,8 +20,10 @@ import pyarrow as pa
 
 from .._params import COMMON, HINTS, PLAN
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
+from .._threads import resolve_threads
+from .._warnings import WarningSink
 from ..arrow import build_info
-from ..errors import BindfError, BindfWarning
+from ..errors import BindfError
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader
 from ..registry import open_reader
 
@@ -47,6 +51,7 @@ class ReadPlan:
         row_index_offset: int = 0,
         storage_options: dict[str, Any] | None = None,
         progress: bool = False,
+        threads: int | None = None,
         options: dict[str, Any] | None = None,
         record_range: tuple[int, int] | None = None,
     ) -> None:
@@ -62,6 +67,11 @@ class ReadPlan:
         self.record_range = record_range
         self.format = format
         self.options = dict(options or {})
+        # ``threads`` may also arrive among the options (dask hands the format options
+        # over as one dict): it is the plan's either way.
+        #: Threads this read may use (resolved, >= 1): files of a glob or list are
+        #: decoded in parallel; one file gets them all for its own decoding.
+        self.threads = resolve_threads(self.options.pop("threads", threads))
         self.n_rows = n_rows
         self.batch_size = batch_size
         self.include_file_paths = include_file_paths
@@ -98,9 +108,18 @@ class ReadPlan:
 
     def _open(self, source: Source, format: str | None) -> FormatReader:
         try:
-            return open_reader(source, format, **self.options)
+            return open_reader(source, format, threads=self._threads_per_file(),
+                               **self.options)
         except BindfError as exc:
             raise ensure_bindf_path(exc, source.path) from None
+
+    def _threads_per_file(self) -> int:
+        """Threads each file's reader gets: all of them for one file; with several
+        files, the pool decodes files in parallel and each reader gets its share."""
+        return max(1, self.threads // min(self.threads, len(self.sources)))
+
+    def _parallel_files(self) -> bool:
+        return self.threads > 1 and len(self.sources) > 1 and self.record_range is None
 
     def _extra_fields(self) -> list[pa.Field]:
         extra = []
@@ -150,20 +169,31 @@ class ReadPlan:
 
     # -- data -------------------------------------------------------------------------
     def iter_batches(self) -> Iterator[pa.RecordBatch]:
-        """Yield the batches of every source in turn, with extra columns added."""
+        """Yield the batches of every source in turn (sorted-file order, whatever the
+        number of threads), with extra columns added."""
         schema = self.output_schema()
         names = schema.names
         reader_columns = self._reader_columns()
         produced = 0
         row_index = self.row_index_offset
         bar = _progress_bar(self) if self.progress else None
+        plain = not self.row_index_name and not self.include_file_paths
+        files = (self._files_in_parallel(reader_columns) if self._parallel_files()
+                 else self._files_in_turn(reader_columns))
         try:
-            for i, source in enumerate(self.sources):
-                reader = self.reader_for(i)
-                remaining = None if self.n_rows is None else self.n_rows - produced
-                if remaining is not None and remaining <= 0:
-                    break
-                for batch in self._reader_batches(reader, reader_columns, remaining):
+            for source, batches in files:
+                for batch in batches:
+                    if self.n_rows is not None:
+                        if produced >= self.n_rows:
+                            break
+                        if produced + batch.num_rows > self.n_rows:
+                            batch = batch.slice(0, self.n_rows - produced)
+                    if plain and batch.schema.equals(schema):  # nothing to add or reorder
+                        produced += batch.num_rows
+                        if bar is not None:
+                            bar.update(batch.num_rows)
+                        yield batch
+                        continue
                     columns = dict(zip(batch.schema.names, batch.columns))
                     if self.row_index_name:
                         columns[self.row_index_name] = pa.array(
@@ -182,10 +212,94 @@ class ReadPlan:
                                                          schema=schema)
                     else:  # a pure row count (e.g. polars' select(pl.len())): no columns
                         yield batch.select([])
-                self.readers_done.append(reader)
+                if self.n_rows is not None and produced >= self.n_rows:
+                    break
         finally:
+            files.close()
             if bar is not None:
                 bar.close()
+
+    def _files_in_turn(
+        self, columns: list[str]
+    ) -> Generator[tuple[Source, Iterator[pa.RecordBatch]], None, None]:
+        """One file after the other, streaming each (bounded memory)."""
+        produced = [0]
+        for i, source in enumerate(self.sources):
+            remaining = None if self.n_rows is None else self.n_rows - produced[0]
+            if remaining is not None and remaining <= 0:
+                return
+            with source.held():
+                sink = WarningSink()
+                with sink.active():
+                    reader = self._reader_or_error(i)
+                sink.emit()
+                batches = self._reader_batches(reader, columns, remaining, produced)
+                try:
+                    yield source, batches
+                finally:
+                    batches.close()
+            self.readers_done.append(reader)
+
+    def _files_in_parallel(
+        self, columns: list[str]
+    ) -> Generator[tuple[Source, list[pa.RecordBatch]], None, None]:
+        """Files decoded on a pool of :attr:`threads` threads, handed out in file order.
+
+        Each task opens its file once, decodes it completely and records its warnings
+        (see :mod:`bindf._warnings`); they are issued here, in file order, before the
+        file's batches. At most ``threads + 1`` files are decoded ahead of the consumer
+        (a chunked read holds that many files' batches). With ``n_rows``, each file is
+        decoded up to the rows still missing when it was submitted (an upper bound).
+        """
+        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="bindf-read")
+        pending: deque[tuple[Source, Future[_FileResult]]] = deque()
+        submitted = 0
+        # Rows handed out so far; only the consumer (this generator) updates it.
+        produced = 0
+        try:
+            while True:
+                while submitted < len(self.sources) and len(pending) <= self.threads:
+                    remaining = None if self.n_rows is None else self.n_rows - produced
+                    if remaining is not None and remaining <= 0:
+                        break
+                    source = self.sources[submitted]
+                    pending.append((source, pool.submit(
+                        self._decode_whole_file, submitted, columns, remaining)))
+                    submitted += 1
+                if not pending:
+                    return
+                source, future = pending.popleft()
+                result = future.result()
+                result.sink.emit()
+                if result.error is not None:
+                    raise result.error
+                assert result.reader is not None
+                self.readers_done.append(result.reader)
+                produced += sum(b.num_rows for b in result.batches)
+                yield source, result.batches
+        finally:
+            for _, future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _decode_whole_file(self, index: int, columns: list[str],
+                           n_rows: int | None) -> _FileResult:
+        """One pool task: open file ``index`` once, decode it, keep its warnings."""
+        result = _FileResult(WarningSink())
+        try:
+            with self.sources[index].held(), result.sink.active():
+                result.reader = self._reader_or_error(index)
+                result.batches = list(self._reader_batches_collected(
+                    result.reader, columns, n_rows))
+        except BaseException as exc:  # handed to the consumer, raised there in file order
+            result.error = exc
+        return result
+
+    def _reader_or_error(self, index: int) -> FormatReader:
+        try:
+            return self.reader_for(index)
+        except BindfError as exc:
+            raise ensure_bindf_path(exc, self.sources[index].path) from None
 
     def reader_for(self, index: int) -> FormatReader:
         """Open source ``index`` (the first is cached) and check it fits the first."""
@@ -195,27 +309,48 @@ class ReadPlan:
         self._check_compatible(reader)
         return reader
 
-    def _reader_batches(
-        self, reader: FormatReader, columns: list[str], n_rows: int | None
-    ) -> Iterator[pa.RecordBatch]:
+    def _raw_batches(self, reader: FormatReader, columns: list[str],
+                     n_rows: int | None) -> Iterator[pa.RecordBatch]:
+        if self.record_range is not None:
+            start, stop = self.record_range
+            names = reader.resolve_columns(columns)
+            # batch_size counts rows; record ranges count records.
+            per = getattr(reader, "rows_per_record", 1)
+            size = max(1, (self.batch_size or DEFAULT_BATCH_ROWS) // per)
+            return reader.iter_record_range(start, stop, names, size)  # type: ignore[attr-defined]
+        return reader.iter_batches(columns, self.batch_size, n_rows)
+
+    def _reader_batches_collected(self, reader: FormatReader, columns: list[str],
+                                  n_rows: int | None) -> Iterator[pa.RecordBatch]:
+        """A reader's batches, its errors naming the file (warnings: the caller's sink)."""
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", BindfWarning)
-                if self.record_range is not None:
-                    start, stop = self.record_range
-                    names = reader.resolve_columns(columns)
-                    # batch_size counts rows; record ranges count records.
-                    per = getattr(reader, "rows_per_record", 1)
-                    size = max(1, (self.batch_size or DEFAULT_BATCH_ROWS) // per)
-                    yield from reader.iter_record_range(start, stop, names, size)  # type: ignore[attr-defined]
-                else:
-                    yield from reader.iter_batches(columns, self.batch_size, n_rows)
+            yield from self._raw_batches(reader, columns, n_rows)
         except BindfError as exc:
             raise ensure_bindf_path(exc, reader.path) from None
+
+    def _reader_batches(
+        self, reader: FormatReader, columns: list[str], n_rows: int | None,
+        produced: list[int] | None = None,
+    ) -> Generator[pa.RecordBatch, None, None]:
+        """A reader's batches, streamed. The reader runs with a :class:`WarningSink`
+        active only while it computes the next batch; what it recorded is issued before
+        that batch is handed on, so the consumer's own code never runs inside it."""
+        batches = self._reader_batches_collected(reader, columns, n_rows)
+        sink = WarningSink()
+        try:
+            while True:
+                with sink.active():
+                    batch = next(batches, None)
+                sink.emit()
+                if batch is None:
+                    return
+                if produced is not None:
+                    produced[0] += batch.num_rows
+                yield batch
         finally:
-            for w in caught:
-                # Re-emit outside the catch so user filters apply (and name the file).
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            with sink.active():
+                batches.close()
+            sink.emit()
 
     def _check_compatible(self, reader: FormatReader) -> None:
         first = self.first_reader
@@ -240,6 +375,16 @@ class ReadPlan:
             self.sources[0].path if len(self.sources) == 1 else [s.path for s in self.sources]
         )
         return build_info(first.name, first.header, source, errors or None)
+
+
+@dataclass
+class _FileResult:
+    """What a pool task hands back for one file (see ``ReadPlan._files_in_parallel``)."""
+
+    sink: WarningSink
+    reader: FormatReader | None = None
+    batches: list[pa.RecordBatch] = field(default_factory=list)
+    error: BaseException | None = None
 
 
 def _progress_bar(plan: ReadPlan):

@@ -16,6 +16,7 @@ import pyarrow as pa
 from polars.io.plugins import register_io_source
 
 from .._source import Sources
+from .._threads import resolve_threads
 from .batches import ReadPlan
 from .output import batch_to_polars, set_polars_info
 
@@ -35,6 +36,7 @@ def scan(
     row_index_offset: int = 0,
     storage_options: dict[str, Any] | None = None,
     progress: bool = False,
+    threads: int | None = None,
     **options: Any,
 ) -> pl.LazyFrame:
     """Lazily scan any supported file(s) into a ``polars.LazyFrame``.
@@ -43,12 +45,16 @@ def scan(
     ``head()``/``n_rows`` are pushed into the reader.
     """
 
+    # polars runs this scan on its own thread pool: stay within its size, so that the
+    # two pools together do not oversubscribe the machine.
+    threads = min(resolve_threads(threads), pl.thread_pool_size())
+
     def make_plan(columns: list[str] | None, n_rows: int | None, size: int | None) -> ReadPlan:
         return ReadPlan.from_kwargs(
             source, format=format, columns=columns, n_rows=n_rows,
             batch_size=batch_size or size, include_file_paths=include_file_paths,
             row_index_name=row_index_name, row_index_offset=row_index_offset,
-            storage_options=storage_options, progress=progress, **options)
+            storage_options=storage_options, progress=progress, threads=threads, **options)
 
     template = make_plan(None, None, None)
     schema = polars_schema(template.output_schema())
