@@ -1,0 +1,182 @@
+"""Parallel reads (``threads=``) give exactly the sequential output, warnings included."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import bindf
+from bindf._threads import ENV_VAR, default_threads, resolve_threads
+from bindf.errors import CorruptDataWarning, TruncatedFileWarning
+
+SAMPLES = Path(bindf.__file__).parent / "samples"
+FILES = {
+    "apx": SAMPLES / "astropix_threshold_scan.apx",
+    "it02": SAMPLES / "intensity_tracing_it02.bin",
+    "sp01": SAMPLES / "decay_curves_sp01.bin",
+    "spf1": SAMPLES / "phasors_spf1.bin",
+    "spectro": SAMPLES / "photon_events_stt1.bin",
+}
+
+
+def _copies(tmp_path: Path, source: Path, n: int) -> list[str]:
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"run_{i:03d}{source.suffix}"
+        shutil.copyfile(source, path)
+        paths.append(str(path))
+    return paths
+
+
+def _read(paths: list[str], threads: int, **kwargs) -> pa.Table:
+    return bindf.read(paths, output="arrow", threads=threads, **kwargs)
+
+
+@pytest.mark.parametrize("fmt", sorted(FILES))
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"include_file_paths": "file", "row_index_name": "i", "row_index_offset": 5},
+    {"n_rows": 1},
+    {"n_rows": 1234},
+    {"batch_size": 7},
+], ids=["plain", "extras", "n_rows=1", "n_rows=1234", "batch_size=7"])
+def test_files_in_parallel_equal_sequential(tmp_path, fmt, kwargs):
+    paths = _copies(tmp_path, FILES[fmt], 7)
+    sequential = _read(paths, 1, **kwargs)
+    for threads in (2, 3, 16):
+        parallel = _read(paths, threads, **kwargs)
+        assert parallel.equals(sequential), (fmt, threads)
+        assert parallel.schema.metadata == sequential.schema.metadata
+
+
+@pytest.mark.parametrize("fmt", sorted(FILES))
+def test_projection_in_parallel(tmp_path, fmt):
+    paths = _copies(tmp_path, FILES[fmt], 5)
+    names = bindf.read(paths[0], output="arrow").column_names
+    wanted = [names[-1], names[0]]
+    assert _read(paths, 3, columns=wanted).equals(_read(paths, 1, columns=wanted))
+
+
+def test_threads_one_is_the_sequential_path(tmp_path, monkeypatch):
+    from bindf.frontends.batches import ReadPlan
+
+    paths = _copies(tmp_path, FILES["apx"], 3)
+    monkeypatch.setattr(ReadPlan, "_files_in_parallel",
+                        lambda self, columns: pytest.fail("pool used with threads=1"))
+    assert _read(paths, 1).num_rows == 3 * 776
+
+
+def _truncated_copies(tmp_path: Path, n: int) -> list[str]:
+    """``n`` copies of the AstroPix sample, every second one cut inside a readout."""
+    paths = _copies(tmp_path, FILES["apx"], n)
+    for path in paths[1::2]:
+        data = Path(path).read_bytes()
+        Path(path).write_bytes(data[: len(data) - 25])
+    return paths
+
+
+def test_every_file_warning_kept_in_file_order(tmp_path):
+    paths = _truncated_copies(tmp_path, 9)
+    results = {}
+    for threads in (1, 4):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = _read(paths, threads)
+        truncations = [w.message for w in caught if w.category is TruncatedFileWarning]
+        results[threads] = (table, [str(m) for m in truncations])
+        assert [m.path for m in truncations] == paths[1::2]
+    assert results[1][0].equals(results[4][0])
+    assert results[1][1] == results[4][1]
+    # Every complete readout of a cut file is kept: only the cut one is missing.
+    whole = bindf.read(paths[0], output="arrow").num_rows
+    with pytest.warns(TruncatedFileWarning):
+        cut = bindf.read(paths[1], output="arrow", threads=4)
+    assert 0 < cut.num_rows < whole
+
+
+def test_warnings_shown_under_default_filters(tmp_path):
+    """Identical warnings of several files all show (no once-per-location dedup)."""
+    paths = _truncated_copies(tmp_path, 6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        _read(paths, 3)
+    assert sum(w.category is TruncatedFileWarning for w in caught) == 3
+
+
+def test_on_error_warn_in_parallel(tmp_path):
+    paths = _copies(tmp_path, FILES["apx"], 6)
+    for path in paths[::3]:  # damage the second readout marker
+        data = bytearray(Path(path).read_bytes())
+        second = data.index(b"\xfe\xdc\xba", data.index(b"\xfe\xdc\xba") + 1)
+        data[second] = 0
+        Path(path).write_bytes(bytes(data))
+    found = {}
+    for threads in (1, 3):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = bindf.read(paths, output="arrow", threads=threads, on_error="warn")
+        found[threads] = (table, [str(w.message) for w in caught
+                                  if w.category is CorruptDataWarning])
+    assert found[1][0].equals(found[3][0])
+    assert found[1][1] == found[3][1] and len(found[1][1]) == 2
+    with pytest.raises(bindf.CorruptDataError, match="run_000"):
+        bindf.read(paths, output="arrow", threads=3)
+
+
+def test_error_of_a_later_file_raised_after_earlier_files(tmp_path):
+    paths = _copies(tmp_path, FILES["apx"], 4)
+    Path(paths[2]).write_bytes(b"not an apx file at all")
+    with pytest.raises(bindf.BindfError, match="run_002"):
+        _read(paths, 3)
+
+
+def test_chunked_parallel_read_in_order(tmp_path):
+    paths = _copies(tmp_path, FILES["it02"], 5)
+    chunks = list(bindf.read(paths, output="arrow", threads=3, chunksize=50,
+                             include_file_paths="file"))
+    assert pa.concat_tables(chunks).equals(
+        bindf.read(paths, output="arrow", threads=1, include_file_paths="file"))
+
+
+def test_polars_scan_in_parallel(tmp_path):
+    import polars as pl
+
+    paths = _copies(tmp_path, FILES["spf1"], 4)
+    lazy = bindf.scan(paths, threads=4).filter(pl.col("harmonic") == 1)
+    assert lazy.collect().equals(bindf.scan(paths, threads=1)
+                                 .filter(pl.col("harmonic") == 1).collect())
+
+
+def test_resolve_threads(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert resolve_threads(None) == default_threads() >= 1
+    assert resolve_threads(False) == 1 and resolve_threads(True) == default_threads()
+    assert resolve_threads(3) == 3
+    with pytest.raises(ValueError, match="threads"):
+        resolve_threads(0)
+    with pytest.raises(TypeError, match="threads"):
+        resolve_threads("2")  # type: ignore[arg-type]
+    monkeypatch.setenv(ENV_VAR, "5")
+    assert resolve_threads(None) == 5
+    monkeypatch.setenv(ENV_VAR, "lots")
+    with pytest.raises(ValueError, match=ENV_VAR):
+        resolve_threads(None)
+
+
+def test_threads_false_still_accepted_by_apx(tmp_path):
+    paths = _copies(tmp_path, FILES["apx"], 2)
+    assert bindf.read_apx(paths, threads=False, output="arrow").equals(
+        bindf.read_apx(paths, threads=2, output="arrow"))
+
+
+def test_threads_in_the_signature():
+    import inspect
+
+    for function in (bindf.read_apx, bindf.read_it02, bindf.scan_spectro):
+        parameter = inspect.signature(function).parameters["threads"]
+        assert parameter.default is None and parameter.annotation == "int | None"
