@@ -112,6 +112,19 @@ class FormatReader(abc.ABC):
         ``NotImplementedError``."""
         raise NotImplementedError(f"{self.label} files cannot be decoded as a stream")
 
+    def small_file_units(self, columns: list[str]) -> tuple[list[Any], int] | None:
+        """For a small file, its data decoded completely to private *units* (whatever
+        :meth:`units_to_batch` takes) and their row count; ``None`` (the default) when the
+        format or this file does not do it. A multi-file read gathers the units of many
+        small files and makes one batch of them, so that per-column work (building
+        columns, wrapping them for Arrow) is paid once per group, not once per file."""
+        return None
+
+    def units_to_batch(self, units: list[Any], columns: list[str]) -> pa.RecordBatch:
+        """One batch of ``columns`` from the units of one or more files of this format
+        (with the same schema), in order."""
+        raise NotImplementedError
+
     def count_rows(self) -> int | None:
         """Number of rows without decoding, when the layout allows it cheaply (else None)."""
         return None

@@ -257,6 +257,37 @@ class ApxReader(FormatReader):
         finally:
             chunks.close()
 
+    def small_file_units(self, columns: list[str]) -> tuple[list[Decoded], int] | None:
+        """The hits of a file below :data:`PREFETCH_MIN_BYTES`, as private copies of the
+        kernel's raw output (8 bytes plus 14 of readout fields per hit): a read of many
+        small runs turns many files' hits into columns at once (:meth:`units_to_batch`)."""
+        if self.level != "hits" or self.source.size - self.data_offset > PREFETCH_MIN_BYTES:
+            return None
+        units = []
+        rows = 0
+        for _, decoded in self._decoded_chunks(_READOUTS_PER_CALL, slots=1):
+            if decoded.n_hits:
+                units.append(Decoded(
+                    decoded.n_hits, decoded.hits.copy(), decoded.hit_order.copy(),
+                    decoded.hit_readout_id.copy(), decoded.hit_timestamp.copy(),
+                    decoded.status, decoded.readout_hits))
+                rows += decoded.n_hits
+        return units, rows
+
+    def units_to_batch(self, units: list[Decoded], columns: list[str]) -> pa.RecordBatch:
+        schema = pa.schema([self.schema.field(c) for c in columns])
+        if len(units) == 1:
+            merged = units[0]
+        else:
+            merged = Decoded(
+                sum(u.n_hits for u in units), np.concatenate([u.hits for u in units]),
+                np.concatenate([u.hit_order for u in units]),
+                np.concatenate([u.hit_readout_id for u in units]),
+                np.concatenate([u.hit_timestamp for u in units]),
+                np.concatenate([u.status for u in units]),
+                np.concatenate([u.readout_hits for u in units]))
+        return numpy_batch(HitColumns()(merged, columns), schema)
+
     def _decoded_chunks(
         self, per_call: int, slots: int
     ) -> Generator[tuple[_Framed | None, Decoded], None, None]:

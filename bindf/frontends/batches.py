@@ -181,8 +181,8 @@ class ReadPlan:
         files = (self._files_in_parallel(reader_columns) if self._parallel_files()
                  else self._files_in_turn(reader_columns))
         try:
-            for source, batches in files:
-                for batch in batches:
+            for batches in self._coalesced(files, reader_columns):
+                for batch, runs in batches:
                     if self.n_rows is not None:
                         if produced >= self.n_rows:
                             break
@@ -200,9 +200,7 @@ class ReadPlan:
                             np.arange(row_index, row_index + batch.num_rows, dtype=np.uint64)
                         )
                     if self.include_file_paths:
-                        columns[self.include_file_paths] = pa.repeat(
-                            pa.scalar(source.path, pa.string()), batch.num_rows
-                        )
+                        columns[self.include_file_paths] = _path_column(runs, batch.num_rows)
                     row_index += batch.num_rows
                     produced += batch.num_rows
                     if bar is not None:
@@ -219,9 +217,64 @@ class ReadPlan:
             if bar is not None:
                 bar.close()
 
+    def _coalesced(
+        self, files: Generator[tuple[Source, Any], None, None], columns: list[str]
+    ) -> Generator[Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]], None, None]:
+        """Per file, its batches with the ``(path, rows)`` runs they hold; small files
+        that came as decoded units (see :meth:`FormatReader.small_file_units`) are
+        gathered, across files, into batches of up to :data:`DEFAULT_BATCH_ROWS` rows,
+        so that turning them into columns costs once per group instead of once per file.
+        """
+        units: list[Any] = []
+        runs: list[tuple[str, int]] = []
+        rows = 0
+        group_reader: FormatReader | None = None
+
+        def flush() -> Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
+            nonlocal units, runs, rows
+            assert group_reader is not None
+            batch = group_reader.units_to_batch(units, columns)
+            done = runs
+            units, runs, rows = [], [], 0
+            yield batch, done
+
+        try:
+            for source, items in files:
+                if isinstance(items, _Units):
+                    if rows and rows + items.rows > DEFAULT_BATCH_ROWS:
+                        yield flush()
+                    group_reader = items.reader
+                    units.extend(items.units)
+                    runs.append((source.path, items.rows))
+                    rows += items.rows
+                    continue
+                if units:
+                    yield flush()
+                yield ((batch, [(source.path, batch.num_rows)]) for batch in items)
+            if units:
+                yield flush()
+        finally:
+            files.close()
+
+    def _units(self, reader: FormatReader, columns: list[str]) -> _Units | None:
+        """A small file decoded to units (None: the reader streams batches instead)."""
+        if not self._coalesce:
+            return None
+        try:
+            found = reader.small_file_units(columns)
+        except BindfError as exc:
+            raise ensure_bindf_path(exc, reader.path) from None
+        return None if found is None else _Units(reader, *found)
+
+    @property
+    def _coalesce(self) -> bool:
+        # Batches must not exceed an explicit batch_size, and a row limit or a record
+        # range wants the reader's own early stop: those keep one batch stream per file.
+        return self.batch_size is None and self.n_rows is None and self.record_range is None
+
     def _files_in_turn(
         self, columns: list[str]
-    ) -> Generator[tuple[Source, Iterator[pa.RecordBatch]], None, None]:
+    ) -> Generator[tuple[Source, Any], None, None]:
         """One file after the other, streaming each (bounded memory)."""
         produced = [0]
         for i, source in enumerate(self.sources):
@@ -232,7 +285,12 @@ class ReadPlan:
                 sink = WarningSink()
                 with sink.active():
                     reader = self._reader_or_error(i)
+                    units = self._units(reader, columns)
                 sink.emit()
+                if units is not None:
+                    self.readers_done.append(reader)
+                    yield source, units
+                    continue
                 batches = self._reader_batches(reader, columns, remaining, produced)
                 try:
                     yield source, batches
@@ -275,7 +333,8 @@ class ReadPlan:
                     raise result.error
                 assert result.reader is not None
                 self.readers_done.append(result.reader)
-                produced += sum(b.num_rows for b in result.batches)
+                produced += (result.batches.rows if isinstance(result.batches, _Units)
+                             else sum(b.num_rows for b in result.batches))
                 yield source, result.batches
         finally:
             for _, future in pending:
@@ -289,8 +348,8 @@ class ReadPlan:
         try:
             with self.sources[index].held(), result.sink.active():
                 result.reader = self._reader_or_error(index)
-                result.batches = list(self._reader_batches_collected(
-                    result.reader, columns, n_rows))
+                result.batches = self._units(result.reader, columns) or list(
+                    self._reader_batches_collected(result.reader, columns, n_rows))
         except BaseException as exc:  # handed to the consumer, raised there in file order
             result.error = exc
         return result
@@ -383,8 +442,27 @@ class _FileResult:
 
     sink: WarningSink
     reader: FormatReader | None = None
-    batches: list[pa.RecordBatch] = field(default_factory=list)
+    batches: list[pa.RecordBatch] | _Units = field(default_factory=list)
     error: BaseException | None = None
+
+
+@dataclass
+class _Units:
+    """A small file decoded to units that its reader turns into a batch later, together
+    with those of the next small files (see ``ReadPlan._coalesced``)."""
+
+    reader: FormatReader
+    units: list[Any]
+    rows: int
+
+
+def _path_column(runs: list[tuple[str, int]], n_rows: int) -> pa.Array:
+    """The ``include_file_paths`` column of a batch holding ``runs`` of rows per file."""
+    if len(runs) == 1:
+        return pa.repeat(pa.scalar(runs[0][0], pa.string()), n_rows)
+    counts = np.array([n for _, n in runs], dtype=np.int64)
+    indices = np.repeat(np.arange(len(runs)), counts)[:n_rows]
+    return pa.array([p for p, _ in runs], pa.string()).take(pa.array(indices))
 
 
 def _progress_bar(plan: ReadPlan):

@@ -1,0 +1,166 @@
+"""Many small files and parallel decoding (issue 15), each against a same-run yardstick.
+
+    python benchmarks/bench.py --only threads          # this table only
+    python benchmarks/bench_threads.py [--files 2000]  # same, standalone
+
+* **small files**: 2,000 copies of a ~10 KB AstroPix run (the first readouts of the real
+  sample in ``tests/data``) read with one glob, ``pl.read_apx("runs/*.apx")``; per-file
+  time ÷ numpy's own per-file parse of the same files (``np.fromfile`` + copying out three
+  columns). Goal ≤ 5×.
+* **threads**: ``read_spectro`` → polars, ``read_apx`` (all 18 columns), 8 × 50 MB spectro
+  files via one glob, sparse IT02, each with ``threads=1`` and the default threads; the
+  ratio is to the yardstick of :mod:`_harness` measured in this run.
+
+Every figure is the best of ``--repeat`` runs, measured back to back; the thread count
+is printed with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import _harness as h
+import numpy as np
+import polars as pl
+
+import bindf
+from bindf._threads import default_threads
+
+HERE = Path(__file__).parent
+SAMPLE = HERE.parent / "tests" / "data" / "20250723_092534_data.apx"
+SMALL_BYTES = 10_000
+_YARDSTICK_DTYPE = np.dtype([("a", "<u4"), ("b", "<u4"), ("c", "<u4")])
+
+
+def _small_run(workdir: Path) -> bytes:
+    """The header and the first readouts of the real sample, cut at a readout boundary
+    near :data:`SMALL_BYTES`."""
+    data = SAMPLE.read_bytes()
+    cut = data.rfind(b"\xfe\xdc\xba", 0, SMALL_BYTES)
+    return data[:cut]
+
+
+def make_small_runs(workdir: Path, n_files: int) -> Path:
+    folder = workdir / f"small_runs_{n_files}"
+    if len(list(folder.glob("*.apx"))) != n_files:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        data = _small_run(workdir)
+        for i in range(n_files):
+            (folder / f"run_{i:05d}.apx").write_bytes(data)
+    return folder
+
+
+def numpy_per_file(paths: list[str]) -> None:
+    """The yardstick of the small-file case: numpy's parse of each file."""
+    for path in paths:
+        records = np.fromfile(path, dtype=_YARDSTICK_DTYPE)
+        records["a"].copy(), records["b"].copy(), records["c"].copy()
+
+
+def small_files_report(workdir: Path, n_files: int, repeat: int) -> list[str]:
+    folder = make_small_runs(workdir, n_files)
+    paths = sorted(glob.glob(str(folder / "*.apx")))
+    pattern = str(folder / "*.apx")
+    lines = []
+    numpy_time, _ = h.best_time(lambda: numpy_per_file(paths), repeat)
+    numpy_ms = numpy_time / n_files * 1e3
+    lines.append(f"yardstick: numpy per-file parse of {n_files} × {Path(paths[0]).stat().st_size} "
+                 f"B: {numpy_ms:.4f} ms/file")
+    for threads in (1, None):
+        t, frame = h.best_time(lambda threads=threads: pl.read_apx(pattern, threads=threads),
+                               repeat)
+        per_file = t / n_files * 1e3
+        shown = default_threads() if threads is None else threads
+        lines.append(f"pl.read_apx(glob of {n_files}), threads={shown}: {per_file:.3f} ms/file = "
+                     f"{per_file / numpy_ms:.1f}× numpy (goal ≤ 5×); {frame.height} hits")
+    return lines
+
+
+def _spectro_glob(workdir: Path, n_files: int, file_bytes: int) -> str:
+    from bench_spectro import make_legacy
+
+    folder = workdir / f"spectro_glob_{n_files}x{file_bytes}"
+    if len(list(folder.glob("*.bin"))) != n_files:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        one = make_legacy(workdir, file_bytes)
+        for i in range(n_files):
+            shutil.copyfile(one, folder / f"part_{i:02d}.bin")
+    return str(folder / "*.bin")
+
+
+def threads_report(workdir: Path, target: int, repeat: int) -> list[str]:
+    from bench_apx import APX_BYTES, make_apx
+    from bench_it02 import make_sparse
+    from bench_spectro import make_legacy
+
+    ystick = h.make_yardstick_file(workdir, target)
+    y_time, _ = h.best_time(lambda: h.yardstick(ystick), repeat)
+    y_rate = ystick.stat().st_size / y_time
+    spectro_glob = _spectro_glob(workdir, 8, 50_000_000)
+    cases = [
+        ("read_spectro → polars", make_legacy(workdir, target),
+         lambda p, t: bindf.read_spectro(p, output="polars", threads=t)),
+        ("read_apx, all 18 columns", make_apx(workdir, APX_BYTES),
+         lambda p, t: bindf.read_apx(p, output="polars", threads=t)),
+        ("8 × 50 MB spectro files via one glob", spectro_glob,
+         lambda p, t: bindf.read_spectro(p, output="polars", threads=t)),
+        ("sparse IT02 → polars", make_sparse(workdir, target),
+         lambda p, t: bindf.read_it02(p, output="polars", threads=t)),
+    ]
+    lines = [f"yardstick: {ystick.stat().st_size / y_time / 1e6:.0f} MB/s"]
+    for name, path, run in cases:
+        size = sum(Path(p).stat().st_size for p in glob.glob(str(path)))
+        figures = []
+        for threads in (1, default_threads()):
+            t, _ = h.best_time(lambda path=path, run=run, threads=threads: run(path, threads),
+                               repeat)
+            figures.append((threads, size / t / y_rate))
+        (_, one), (n, many) = figures
+        lines.append(f"{name:40} threads=1: {one:5.2f}×   threads={n}: {many:5.2f}× "
+                     f"(speed-up {many / one:.2f})")
+    return lines
+
+
+def extra_report(workdir: Path, args: object) -> None:
+    """Printed by bench.py after the table."""
+    repeat = getattr(args, "repeat", 3)
+    target = int(getattr(args, "size_mb", 200.0) * 1e6)
+    print(f"issue 15 (best of {repeat}, default threads = {default_threads()}):")
+    for line in small_files_report(workdir, getattr(args, "files", 2000), repeat):
+        print(f"    {line}")
+    for line in threads_report(workdir, target, repeat):
+        print(f"    {line}")
+
+
+CASES: list[h.Case] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--size-mb", type=float, default=200.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--small-only", action="store_true")
+    args = parser.parse_args(argv)
+    workdir = HERE / "_data"
+    workdir.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    if args.small_only:
+        for line in small_files_report(workdir, args.files, args.repeat):
+            print(line)
+    else:
+        extra_report(workdir, args)
+    print(f"({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    sys.exit(main())
