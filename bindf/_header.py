@@ -44,6 +44,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: One strict decoder for every header (``json.loads`` with hooks builds a new one per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates,
+                            parse_constant=_reject_constant)
+
+
 def _nesting_depth_exceeds(text: str, limit: int) -> bool:
     """Cheap pre-check of bracket depth, ignoring brackets inside strings.
 
@@ -91,9 +96,7 @@ def parse_json_header(
             f"header JSON is nested deeper than {MAX_HEADER_DEPTH} levels", path=path, offset=offset
         )
     try:
-        value = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
-        )
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         bad = None if offset is None else offset + len(text[: exc.pos].encode("utf-8"))
         raise HeaderError(f"header is not valid JSON: {exc.msg}", path=path, offset=bad) from None

@@ -180,3 +180,71 @@ def test_threads_in_the_signature():
     for function in (bindf.read_apx, bindf.read_it02, bindf.scan_spectro):
         parameter = inspect.signature(function).parameters["threads"]
         assert parameter.default is None and parameter.annotation == "int | None"
+
+
+# -- one large fixed-record file split into record-aligned parts ----------------------
+FIXED = ["sp01", "spf1", "spectro"]
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """Make every batch of a fixed-record file a parallel one, however small."""
+    import bindf.formats._fixed as fixed
+
+    monkeypatch.setattr(fixed, "PARALLEL_MIN_BYTES", 1)
+
+
+@pytest.mark.parametrize("fmt", FIXED)
+@pytest.mark.parametrize("threads", [2, 3, 7, 64])
+@pytest.mark.parametrize("kwargs", [{}, {"batch_size": 5}, {"n_rows": 11}, {"batch_size": 13, "n_rows": 40}])
+def test_fixed_records_split_equal_sequential(tmp_path, split_everything, fmt, threads, kwargs):
+    path = str(FILES[fmt])
+    sequential = bindf.read(path, output="arrow", threads=1, **kwargs)
+    parallel = bindf.read(path, output="arrow", threads=threads, **kwargs)
+    assert parallel.equals(sequential)
+    names = sequential.column_names
+    wanted = [names[-1], names[0]]
+    assert bindf.read(path, output="arrow", threads=threads, columns=wanted, **kwargs).equals(
+        bindf.read(path, output="arrow", threads=1, columns=wanted, **kwargs))
+
+
+@pytest.mark.parametrize("fmt", FIXED)
+def test_fixed_records_split_truncated_mid_record(tmp_path, split_everything, fmt):
+    data = FILES[fmt].read_bytes()
+    path = tmp_path / f"cut{FILES[fmt].suffix}"
+    path.write_bytes(data[:-3])  # cut inside the last record
+    results = []
+    for threads in (1, 3):
+        with pytest.warns(TruncatedFileWarning, match="incomplete"):
+            results.append(bindf.read(str(path), output="arrow", threads=threads))
+    assert results[0].equals(results[1])
+    whole = bindf.read(str(FILES[fmt]), output="arrow", threads=1)
+    # Every complete record is kept: only the cut one (its rows) is missing.
+    per_record = _reader(FILES[fmt]).rows_per_record
+    assert results[1].num_rows == whole.num_rows - per_record
+    assert results[1].equals(whole.slice(0, results[1].num_rows))
+
+
+def test_fixed_records_split_big_file_writes_into_the_output(tmp_path):
+    """A spectro file larger than the parallel threshold: same table with 1 and 2
+    threads, and the parallel read made no concatenated copies (one chunk per column)."""
+    from bindf.formats._fixed import PARALLEL_MIN_BYTES
+
+    table = bindf.read(str(FILES["spectro"]), output="arrow", threads=1)
+    raw = FILES["spectro"].read_bytes()
+    reader_offset = _reader(FILES["spectro"]).data_offset
+    records = raw[reader_offset:]
+    copies = PARALLEL_MIN_BYTES // len(records) + 2
+    path = tmp_path / "big.bin"
+    path.write_bytes(raw[:reader_offset] + records * copies)
+    one = bindf.read(str(path), output="arrow", threads=1)
+    two = bindf.read(str(path), output="arrow", threads=2)
+    assert two.equals(one) and one.num_rows == table.num_rows * copies
+    assert all(column.num_chunks == 1 for column in two.columns)
+
+
+def _reader(path: Path):
+    from bindf._source import Source
+    from bindf.registry import open_reader
+
+    return open_reader(Source(str(path)), threads=1)

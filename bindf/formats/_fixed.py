@@ -21,6 +21,9 @@ it has derived columns, overrides :meth:`raw_fields_for` and :meth:`build_column
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +33,10 @@ from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
 from ._base import FormatReader
 from ._stream import BatchStream, FixedRecordStream
+
+#: Batches of at least this many bytes are read by several threads (when the reader
+#: has ``threads`` > 1): below it a thread pool costs more than it gains.
+PARALLEL_MIN_BYTES = 8 << 20
 
 #: Size of the reused read buffer. Small enough to stay in L2/L3 while its fields are
 #: copied out, large enough that per-chunk Python overhead is negligible.
@@ -119,21 +126,21 @@ class FixedRecordReader(FormatReader):
         fields = self.raw_fields_for(columns)
         itemsize = self.record_size
         raw = np.empty(max(RAW_CHUNK_BYTES // itemsize, 1), dtype=self.record_dtype)
-        with self.source.open() as f:
+        pool = None
+        if (self.threads > 1 and not self.source.is_remote
+                and min(batch_size, stop - start) * itemsize >= PARALLEL_MIN_BYTES):
+            pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bindf-fixed")
+        with self.source.open() as f, (pool or nullcontext()):
             f.seek(self.row_offset(start))
             row = start
             while row < stop:
                 n = min(batch_size, stop - row)
                 out = {name: np.empty(n, dtype=self.record_dtype[name]) for name in fields}
-                filled = 0
-                while filled < n:
-                    want = min(len(raw), n - filled)
-                    got = read_into(f, raw[:want]) // itemsize
-                    for name in fields:
-                        out[name][filled : filled + got] = raw[name][:got]
-                    filled += got
-                    if got < want:
-                        break
+                if pool is not None and n * itemsize >= PARALLEL_MIN_BYTES:
+                    filled = self._fill_in_parallel(pool, row, n, fields, out)
+                    f.seek(self.row_offset(row + n))
+                else:
+                    filled = _fill(f, raw, n, fields, out)
                 if filled < n:  # the file shrank after it was opened
                     out = {name: values[:filled] for name, values in out.items()}
                 if filled:
@@ -147,6 +154,31 @@ class FixedRecordReader(FormatReader):
                 row += n
         return False
 
+    def _fill_in_parallel(self, pool: ThreadPoolExecutor, first: int, n: int,
+                          fields: list[str], out: dict[str, np.ndarray]) -> int:
+        """Fill ``out`` with records ``first``..``first + n``: the range is split into
+        one record-aligned part per thread, each read (its own file handle, ``readinto``
+        into its own small buffer) and copied into its slice of the same output arrays
+        (both release the GIL). Returns the records read before the first short read."""
+        parts = min(self.threads, n)
+        bounds = [n * k // parts for k in range(parts + 1)]
+        itemsize = self.record_size
+
+        def part(k: int) -> int:
+            a, b = bounds[k], bounds[k + 1]
+            raw = np.empty(max(min(RAW_CHUNK_BYTES // itemsize, b - a), 1),
+                           dtype=self.record_dtype)
+            with self.source.open() as f:  # pool threads hold no file: a fresh handle
+                f.seek(self.row_offset(first + a))
+                return _fill(f, raw, b - a, fields, {k: v[a:b] for k, v in out.items()})
+
+        filled = 0
+        for k, got in enumerate(pool.map(part, range(parts))):
+            filled += got
+            if got < bounds[k + 1] - bounds[k]:
+                break  # the records after a short read are not known to be real
+        return filled
+
     def _warn_truncated(self, offset: int, why: str) -> None:
         _warn(
             TruncatedFileWarning(
@@ -156,3 +188,20 @@ class FixedRecordReader(FormatReader):
             ),
             stacklevel=3,
         )
+
+
+def _fill(f: BinaryIO, raw: np.ndarray, n: int, fields: list[str],
+          out: dict[str, np.ndarray]) -> int:
+    """Read up to ``n`` records from ``f`` through the reused buffer ``raw`` and copy
+    ``fields`` into ``out`` (arrays of at least ``n``); return the records read."""
+    itemsize = raw.dtype.itemsize
+    filled = 0
+    while filled < n:
+        want = min(len(raw), n - filled)
+        got = read_into(f, raw[:want]) // itemsize
+        for name in fields:
+            out[name][filled : filled + got] = raw[name][:got]
+        filled += got
+        if got < want:
+            break
+    return filled
