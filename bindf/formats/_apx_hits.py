@@ -79,8 +79,11 @@ class HitDecoder:
     of one call stays valid while the next ``slots - 1`` calls run.
     """
 
-    def __init__(self, store_hits: bool = True, slots: int = 1) -> None:
+    def __init__(self, store_hits: bool = True, slots: int = 1, threads: int = 1) -> None:
         self.store_hits = store_hits
+        #: Calls with at least 2 × PARALLEL_MIN_READOUTS readouts are split into ranges
+        #: decoded by up to this many threads (:func:`decode_in_parallel`; same output).
+        self.threads = threads
         self.carry = np.zeros(HIT_SIZE, dtype=np.uint8)
         self.carry_len = -1
         self._slots = [_HitScratch(0) for _ in range(slots)]
@@ -97,6 +100,15 @@ class HitDecoder:
     def decode(self, buf: np.ndarray, payload_pos: np.ndarray, payload_len: np.ndarray,
                readout_id: np.ndarray, timestamp: np.ndarray) -> Decoded:
         n_readouts = len(payload_pos)
+        parts = min(self.threads, n_readouts // PARALLEL_MIN_READOUTS)
+        if parts > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(parts, thread_name_prefix="bindf-hits") as pool:
+                decoded, _, self.carry_len = decode_in_parallel(
+                    pool, parts, buf, payload_pos, payload_len, readout_id, timestamp,
+                    self.carry, self.carry_len, self.store_hits)
+            return decoded
         scratch = self._slots[self._next]
         self._next = (self._next + 1) % len(self._slots)
         if self.store_hits:
@@ -308,3 +320,126 @@ def encode_hits(columns: Mapping[str, np.ndarray], first_index: int = 0) -> np.n
             f"(0x{int(first[i]):02x}); AstroPix 4 hits need payload 7 and chip_id < 31"
         )
     return raw
+
+
+#: A readout range decoded in parallel holds at least this many readouts: below it the
+#: thread hand-over costs more than the decoding.
+PARALLEL_MIN_READOUTS = 4096
+
+
+@dataclass
+class _RangeResult:
+    """One readout range's decoded hits (fresh arrays) and the carry after it."""
+
+    decoded: Decoded
+    carry: np.ndarray  # 8 bytes
+    carry_len: int  # -1: nothing carried
+
+
+def _decode_range(buf: np.ndarray, pos: np.ndarray, length: np.ndarray, readout_id: np.ndarray,
+                  timestamp: np.ndarray, carry: np.ndarray, carry_len: int,
+                  store: bool) -> _RangeResult:
+    """Decode readouts with the kernel from the given carry, into fresh arrays."""
+    n_readouts = len(pos)
+    bound = (int(np.sum(length >> 3, dtype=np.int64)) + n_readouts) if store else 0
+    scratch = _HitScratch(bound)
+    status = np.empty(n_readouts, dtype=np.uint8)
+    readout_hits = np.empty(n_readouts, dtype=np.uint32)
+    carry = carry.copy()
+    n, carry_len = _apx.decode_hits(buf, pos, length, readout_id, timestamp, carry, carry_len,
+                                    scratch.hits, scratch.order, scratch.readout_id,
+                                    scratch.timestamp, status, readout_hits, store)
+    decoded = Decoded(n, scratch.hits[:n], scratch.order[:n], scratch.readout_id[:n],
+                      scratch.timestamp[:n], status, readout_hits)
+    return _RangeResult(decoded, carry, carry_len)
+
+
+def _same_state(a: tuple[np.ndarray, int], b: tuple[np.ndarray, int]) -> bool:
+    (carry_a, len_a), (carry_b, len_b) = a, b
+    return len_a == len_b and (len_a <= 0 or bytes(carry_a[:len_a]) == bytes(carry_b[:len_b]))
+
+
+def _concat(parts: list[Decoded]) -> Decoded:
+    if len(parts) == 1:
+        return parts[0]
+    return Decoded(sum(p.n_hits for p in parts),
+                   np.concatenate([p.hits for p in parts]),
+                   np.concatenate([p.hit_order for p in parts]),
+                   np.concatenate([p.hit_readout_id for p in parts]),
+                   np.concatenate([p.hit_timestamp for p in parts]),
+                   np.concatenate([p.status for p in parts]),
+                   np.concatenate([p.readout_hits for p in parts]))
+
+
+def _tail(decoded: Decoded, first_readout: int) -> Decoded:
+    """The hits and readout results of ``decoded`` from readout ``first_readout`` on."""
+    skip = int(np.sum(decoded.readout_hits[:first_readout], dtype=np.int64))
+    return Decoded(decoded.n_hits - skip,
+                   decoded.hits[skip:], decoded.hit_order[skip:],
+                   decoded.hit_readout_id[skip:], decoded.hit_timestamp[skip:],
+                   decoded.status[first_readout:], decoded.readout_hits[first_readout:])
+
+
+def decode_in_parallel(pool: Any, parts: int, buf: np.ndarray, payload_pos: np.ndarray,
+                       payload_len: np.ndarray, readout_id: np.ndarray, timestamp: np.ndarray,
+                       carry: np.ndarray, carry_len: int, store: bool
+                       ) -> tuple[Decoded, np.ndarray, int]:
+    """The hit kernel over readouts split into ``parts`` ranges decoded on ``pool``;
+    exactly what one sequential call gives (hits, status bits, the carry after).
+
+    The ranges after the first start from an *empty* carry, a guess. Then, range by range
+    in order, the true carry (the state after the left neighbour) is handed over: if it
+    is the guessed one, the range stands. Otherwise its first readouts are decoded again,
+    one at a time, both from the true state and from the guessed one, until the two
+    states agree after some readout: from there on the guessed decoding is right (the
+    kernel's output for a readout depends only on its bytes and the incoming carry),
+    and the readouts before are replaced by their true decoding.
+
+    Returns the decoded hits (fresh arrays), the carry after the last readout and its
+    length (-1: none).
+    """
+    n = len(payload_pos)
+    pos = np.ascontiguousarray(payload_pos, dtype=np.int64)
+    length = np.ascontiguousarray(payload_len, dtype=np.uint32)
+    rid = np.ascontiguousarray(readout_id, dtype=np.uint32)
+    ts = np.ascontiguousarray(timestamp, dtype=np.uint64)
+    bounds = [n * k // parts for k in range(parts + 1)]
+    empty = np.zeros(HIT_SIZE, dtype=np.uint8)
+
+    def run(k: int) -> _RangeResult:
+        a, b = bounds[k], bounds[k + 1]
+        start_carry, start_len = (carry, carry_len) if k == 0 else (empty, -1)
+        return _decode_range(buf, pos[a:b], length[a:b], rid[a:b], ts[a:b],
+                             start_carry, start_len, store)
+
+    results = list(pool.map(run, range(parts)))
+    pieces = [results[0].decoded]
+    state = (results[0].carry, results[0].carry_len)
+    for k in range(1, parts):
+        guessed = results[k]
+        if _same_state(state, (empty, -1)):
+            pieces.append(guessed.decoded)
+            state = (guessed.carry, guessed.carry_len)
+            continue
+        a, b = bounds[k], bounds[k + 1]
+        guess_state: tuple[np.ndarray, int] = (empty, -1)
+        redone = []
+        agreed_at = None
+        for j in range(a, b):
+            true = _decode_range(buf, pos[j:j + 1], length[j:j + 1], rid[j:j + 1],
+                                 ts[j:j + 1], state[0], state[1], store)
+            redone.append(true.decoded)
+            state = (true.carry, true.carry_len)
+            again = _decode_range(buf, pos[j:j + 1], length[j:j + 1], rid[j:j + 1],
+                                  ts[j:j + 1], guess_state[0], guess_state[1], store)
+            guess_state = (again.carry, again.carry_len)
+            if _same_state(state, guess_state):
+                agreed_at = j
+                break
+        pieces.extend(redone)
+        if agreed_at is not None:
+            pieces.append(_tail(guessed.decoded, agreed_at + 1 - a))
+            state = (guessed.carry, guessed.carry_len)
+    out_carry = carry
+    out_carry[:] = state[0]
+    return _concat(pieces), out_carry, state[1]

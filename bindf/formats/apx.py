@@ -324,7 +324,7 @@ class ApxReader(FormatReader):
         end = self.source.size if data_end == -1 else data_end
         return ApxStream(self.data_offset, path=self.path, on_error=self.on_error,
                          data_end=end, store_hits=self.level == "hits", per_call=per_call,
-                         slots=slots, chunk_bytes=self.chunk_bytes)
+                         slots=slots, chunk_bytes=self.chunk_bytes, threads=self.threads)
 
 
 @dataclass
@@ -349,13 +349,13 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
 
     def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
                  store_hits: bool, per_call: int, slots: int = 1,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, threads: int = 1) -> None:
         capacity = chunk_bytes if data_end is None else min(
             chunk_bytes, max(data_end - position, 1))
         super().__init__(position, path=path, on_error=on_error, data_end=data_end,
                          label="AstroPix", capacity=capacity)
         self.store_hits = store_hits
-        self.hits = HitDecoder(store_hits=store_hits, slots=slots)
+        self.hits = HitDecoder(store_hits=store_hits, slots=slots, threads=threads)
         # No call can frame more readouts than the data holds headers for: a tiny file
         # gets tiny framing arrays (24 bytes per slot; 786 KiB at the default per_call).
         if data_end is not None:
