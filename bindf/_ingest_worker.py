@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,12 +32,6 @@ CHUNK_ROWS = 1 << 20
 #: Sources up to this size are decoded whole before their parts are written; bigger
 #: ones are streamed chunk by chunk.
 IN_MEMORY_BYTES = 64 << 20
-#: bindf's read pipeline records warnings with ``warnings.catch_warnings``, which swaps
-#: process-wide state and is not thread-safe before Python 3.14: two reads at once lose
-#: or misroute each other's warnings (a truncated file would go unrecorded). So reads
-#: take turns; hashing and Parquet writing, the larger part of the work for small
-#: files, run in parallel.
-_READ_LOCK = threading.Lock()
 #: Hive's name for a missing partition value (polars, DuckDB and pyarrow read it as null).
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 #: Arrow types a header column can be declared as (``header_columns={"a.b": "float64"}``).
@@ -181,25 +174,19 @@ def _write_and_publish(job: Job, before: os.stat_result,
     staged: list[str] = []
     try:
         stream_whole = before.st_size > IN_MEMORY_BYTES
-        _READ_LOCK.acquire()
-        locked = True
-        try:
-            reader = _open_chunks(job)
-            with reader:
-                first = next(reader, None)
-                if first is None:  # no rows: an empty part still carries schema and header
-                    first = _open_chunks(job, n_rows=0)
-                rest: Iterator[pa.Table] = reader
-                if not stream_whole:  # decode now, write without holding the lock
-                    rest = iter(list(reader))
-                    _READ_LOCK.release()
-                    locked = False
-                stream = _AnnotatedStream(job, first, rest)
-                os.makedirs(os.path.dirname(staging), exist_ok=True)
-                stream.write_parts(staging, int(settings.get("rows_per_part") or 0), staged)
-        finally:
-            if locked:
-                _READ_LOCK.release()
+        # Reads of several files run at once: bindf's read pipeline keeps each read's
+        # warnings to itself (bindf._warnings), so every file's warnings are recorded.
+        reader = _open_chunks(job)
+        with reader:
+            first = next(reader, None)
+            if first is None:  # no rows: an empty part still carries schema and header
+                first = _open_chunks(job, n_rows=0)
+            rest: Iterator[pa.Table] = reader
+            if not stream_whole:  # decode now, then write
+                rest = iter(list(reader))
+            stream = _AnnotatedStream(job, first, rest)
+            os.makedirs(os.path.dirname(staging), exist_ok=True)
+            stream.write_parts(staging, int(settings.get("rows_per_part") or 0), staged)
         if _changed_since(job.path, before):
             return None  # still being written: try again on a later run
         info = stream.info
@@ -232,6 +219,9 @@ def _open_chunks(job: Job, n_rows: int | None = None) -> Any:
     kwargs = dict(settings.get("options") or {})
     kwargs.update(format=settings.get("format"), output="arrow",
                   on_error=settings.get("on_error", "raise"))
+    # Ingestion already converts files in parallel: one thread per read, so the two
+    # levels of parallelism do not oversubscribe the cores.
+    kwargs.setdefault("threads", 1)
     if n_rows is not None:
         return bindf.read(job.path, n_rows=n_rows, **kwargs)
     return bindf.read(job.path, chunksize=CHUNK_ROWS, **kwargs)

@@ -292,14 +292,13 @@ class ApxReader(FormatReader):
         self, per_call: int, slots: int
     ) -> Generator[tuple[_Framed | None, Decoded], None, None]:
         """Frame and decode readouts chunk by chunk: all the sequential work (see
-        :class:`ApxStream`). The decoder's damage counts end up in :attr:`errors`."""
+        :class:`ApxStream`). The decoder counts damage straight into :attr:`errors`, so
+        the counts are complete as soon as the last chunk is decoded (the metadata of
+        the last batch of a chunked read includes them)."""
         stream = self.stream(per_call=per_call, slots=slots)
-        try:
-            yield from decode_file(self.source, stream, first_read=_FIRST_READ,
-                                   max_read=self.chunk_bytes)
-        finally:
-            for kind, count in stream.errors.items():
-                self.note_error(kind, count)
+        stream.errors = self.errors
+        yield from decode_file(self.source, stream, first_read=_FIRST_READ,
+                               max_read=self.chunk_bytes)
 
     def batch_stream(self, columns: Sequence[str] | None = None, *,
                      data_end: int | None = None) -> BatchStream:
