@@ -193,13 +193,16 @@ def read_partition(
     options: dict[str, Any],
     info: dict[str, Any] | None,
 ) -> pd.DataFrame:
-    """Produce one partition (runs on a worker). ``columns`` is dask's projection."""
+    """Produce one partition (runs on a worker). ``columns`` is dask's projection.
+
+    dask already runs one partition per core (threads, processes or a cluster), so a
+    partition is decoded on one thread unless ``threads=`` was given explicitly."""
     plan = ReadPlan(
         [part.source],
         format=format,
         columns=columns,
         include_file_paths=include_file_paths,
-        options=options,
+        options={"threads": 1, **options},
         record_range=part.rows,
     )
     with warnings.catch_warnings():
