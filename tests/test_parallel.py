@@ -248,3 +248,33 @@ def _reader(path: Path):
     from bindf.registry import open_reader
 
     return open_reader(Source(str(path)), threads=1)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"batch_size": 7}, {"n_rows": 33},
+                                    {"columns": ["channel_3"]}, {"fill_gaps": True}])
+@pytest.mark.parametrize("threads", [2, 5])
+def test_dense_it02_split_equal_sequential(tmp_path, monkeypatch, kwargs, threads):
+    import bindf.formats.it02 as it02
+
+    path = str(FILES["it02"])
+    names = bindf.read(path, output="arrow").column_names
+    if "columns" in kwargs:
+        kwargs = {"columns": [names[-1]]}
+    sequential = bindf.read(path, output="arrow", threads=1, **kwargs)
+    monkeypatch.setattr(it02, "PARALLEL_MIN_BYTES", 1)
+    assert bindf.read(path, output="arrow", threads=threads, **kwargs).equals(sequential)
+
+
+def test_dense_it02_split_truncated_mid_record(tmp_path, monkeypatch):
+    import bindf.formats.it02 as it02
+
+    data = FILES["it02"].read_bytes()
+    path = tmp_path / "cut.bin"
+    path.write_bytes(data[:-5])
+    monkeypatch.setattr(it02, "PARALLEL_MIN_BYTES", 1)
+    results = []
+    for threads in (1, 3):
+        with pytest.warns(TruncatedFileWarning, match="incomplete"):
+            results.append(bindf.read(str(path), output="arrow", threads=threads))
+    whole = bindf.read(str(FILES["it02"]), output="arrow")
+    assert results[0].equals(results[1]) and results[1].num_rows == whole.num_rows - 1

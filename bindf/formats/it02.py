@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -32,7 +33,7 @@ from .._source import iter_fixed_records
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import FormatReader
-from ._fixed import FixedRecordReader
+from ._fixed import PARALLEL_MIN_BYTES, FixedRecordReader
 from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach them here
     _F64,
     FORMAT_LABEL,
@@ -328,10 +329,14 @@ class IT02Reader(FormatReader):
         fields = [f"c{k}" for k in wanted]
         out: _Outputs | None = None
         got = 0
-        for records, offset in iter_fixed_records(
+        parallel = (not borrow and self.threads > 1 and not self.source.is_remote
+                    and count * size >= PARALLEL_MIN_BYTES)
+        records_in_turn = () if parallel else iter_fixed_records(
             f, dtype=self.dtype, start=self.data_offset, count=count,
-            records_per_chunk=per_chunk, reuse=True,
-        ):
+            records_per_chunk=per_chunk, reuse=True)
+        if parallel:
+            got = yield from self._dense_in_parallel(want_time, fields, batch_size, count)
+        for records, offset in records_in_turn:
             n = len(records)
             if borrow:
                 time = scratch_time[:n]
@@ -366,6 +371,51 @@ class IT02Reader(FormatReader):
                 self.data_offset + self.n_records * size,
                 f"the last {self.tail_bytes} bytes are an incomplete {size}-byte record",
             )
+
+    def _dense_in_parallel(self, want_time: bool, fields: list[str], batch_size: int,
+                           count: int) -> Generator[_Chunk, None, int]:
+        """Dense records on :attr:`threads` threads: each output batch is split into one
+        record-aligned part per thread, read (own handle, ``readinto`` into a small
+        reused buffer) and copied into its slice of the batch's output arrays. Returns
+        the records read (fewer than ``count`` if the file shrank)."""
+        size = self.dtype.itemsize
+        per_chunk = max(1, CHUNK_BYTES // size)
+        got = 0
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="bindf-it02") as pool:
+            while got < count:
+                rows = min(max(batch_size, OUTPUT_ROWS), count - got)
+                out = _Outputs(rows, want_time, len(fields))
+                parts = min(self.threads, rows)
+                bounds = [rows * k // parts for k in range(parts + 1)]
+
+                def part(k: int, first: int = got, out: _Outputs = out,
+                         bounds: list[int] = bounds) -> int:
+                    a, b = bounds[k], bounds[k + 1]
+                    done = 0
+                    with self.source.open() as f:  # pool threads hold no file: a new handle
+                        for records, _ in iter_fixed_records(
+                                f, dtype=self.dtype, start=self.data_offset + (first + a) * size,
+                                count=b - a, records_per_chunk=per_chunk, reuse=True):
+                            lo, hi = a + done, a + done + len(records)
+                            if out.time is not None:
+                                np.copyto(out.time[lo:hi], records["time_ns"])
+                            for column, name in zip(out.counts, fields, strict=True):
+                                np.copyto(column[lo:hi], records[name])
+                            done += len(records)
+                    return done
+
+                filled = 0
+                for k, done in enumerate(pool.map(part, range(parts))):
+                    filled += done
+                    if done < bounds[k + 1] - bounds[k]:
+                        break  # records after a short read are not known to be real
+                out.filled = filled
+                got += filled
+                if filled:
+                    yield out.finish()
+                if filled < rows:
+                    break
+        return got
 
     def _sparse_chunks(self, f: BinaryIO, want_time: bool, wanted: list[int], batch_size: int,
                        max_records: int | None, borrow: bool) -> Iterator[_Chunk]:
