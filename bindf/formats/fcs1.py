@@ -213,13 +213,15 @@ class FCS1Reader(FormatReader):
             self._damaged("bad_data_block", "the data block needs the lists 'lag_index' and "
                           "'g2_correlations'", start)
             return [], None
-        try:
-            lag_array = pa.array(lags, type=pa.int64())
+        try:  # inferred, not cast: a cast to int64 would truncate 1.5 silently
+            lag_array = pa.array(lags)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
-            self._damaged("bad_data_block", "'lag_index' must be a list of integers", start)
-            return [], None
-        if lag_array.null_count:
-            self._damaged("bad_data_block", "'lag_index' holds null values", start)
+            lag_array = None
+        if lag_array is not None and pa.types.is_null(lag_array.type) and not lag_array:
+            lag_array = pa.array([], pa.int64())
+        if lag_array is None or lag_array.type != pa.int64() or lag_array.null_count:
+            self._damaged("bad_data_block", "'lag_index' must be a list of integers "
+                          "(without nulls)", start)
             return [], None
         pairs = []
         for position, entry in enumerate(g2):  # one step per channel pair, not per value
