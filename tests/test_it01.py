@@ -5,6 +5,7 @@ warning, raw slots, writer round trips, edge cases; the headerless 40-byte recip
 from __future__ import annotations
 
 import json
+import os
 import struct
 import warnings
 from pathlib import Path
@@ -19,8 +20,9 @@ from bindf.errors import HeaderError, TruncatedFileWarning
 from bindf.formats.it01 import AmbiguousChannelMappingWarning
 
 CUT = Path(__file__).parent / "data" / "it01_intensity-tracing-first1000.bin"
-#: The whole example export (not copied into tests/data: 483 KB).
-FULL = Path("/work/shared/data/flimlabs/it01_intensity-tracing-export-data-example.bin")
+#: The whole example export is not copied into tests/data (483 KB); point this variable
+#: at a copy to check its values too.
+FULL = Path(os.environ.get("BINDF_IT01_FULL_SAMPLE", "/nonexistent"))
 HEADER = {"channels": [0, 1], "bin_width_micros": 3000, "acquisition_time_millis": None,
           "laser_period_ns": 25.0}
 # The record spelled out independently of bindf: struct '<d8I'.
@@ -50,13 +52,15 @@ def test_real_cut_values() -> None:
     assert df.row(0) == (3000035.15625, 5624, 0)
     assert df.row(1) == (6000120.1171875, 31396, 0)
     assert df.row(2) == (9000229.98046875, 31391, 0)
+    assert df.row(-1) == (3000047233.8867188, 31059, 0)
+    assert df["ch1"].sum() == 31192766 and df["ch1"].max() == 31515
     header, raw = numpy_parse(CUT)
     np.testing.assert_array_equal(df["time_ns"].to_numpy(), raw["t"])
     np.testing.assert_array_equal(df["ch1"].to_numpy(), raw["s"][:, 0])
     assert (df["ch2"] == 0).all()
 
 
-@pytest.mark.skipif(not FULL.exists(), reason="the shared sample set is not on this machine")
+@pytest.mark.skipif(not FULL.is_file(), reason="BINDF_IT01_FULL_SAMPLE names no file")
 def test_real_full_file_values() -> None:
     assert FULL.stat().st_size == 483224
     df = bindf.read_it01(FULL, output="polars")
