@@ -21,10 +21,11 @@ import bindf
 from bindf.errors import (
     CorruptDataError,
     CorruptDataWarning,
+    FCS1LayoutWarning,
     HeaderError,
     TruncatedFileWarning,
 )
-from bindf.formats.fcs1 import FCS1LayoutWarning, sample
+from bindf.formats.fcs1 import sample
 
 REAL = Path(__file__).parent / "data" / "fcs1_fcs-export-data-example.bin"
 METADATA = {"acquisition_time": 4000, "bin_width": 10,

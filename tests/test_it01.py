@@ -16,8 +16,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import bindf
-from bindf.errors import HeaderError, TruncatedFileWarning
-from bindf.formats.it01 import AmbiguousChannelMappingWarning
+from bindf.errors import AmbiguousChannelMappingWarning, HeaderError, TruncatedFileWarning
 
 CUT = Path(__file__).parent / "data" / "it01_intensity-tracing-first1000.bin"
 #: The whole example export is not copied into tests/data (483 KB); point this variable

@@ -46,6 +46,7 @@ from ..errors import (
     BindfWarning,
     CorruptDataError,
     CorruptDataWarning,
+    FCS1LayoutWarning,
     HeaderError,
     TruncatedFileWarning,
 )
@@ -70,12 +71,6 @@ SCHEMA = pa.schema([
 #: Header keys the reader adds to the metadata JSON (the writer leaves them out).
 ADDED_KEYS = ("notes_text", "channel_names", "layout")
 LAYOUTS = ("mean_first", "no_mean", "unknown")
-
-
-class FCS1LayoutWarning(BindfWarning):
-    """The number of vectors per pair is neither ``num_acquisitions`` nor one more, so
-    bindf cannot tell whether the first vector is a stored mean: every vector is read
-    as an acquisition (``layout = "unknown"``)."""
 
 
 @dataclass

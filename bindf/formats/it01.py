@@ -39,7 +39,7 @@ from .._writing import (
     to_arrow_table,
     write_fixed_record_file,
 )
-from ..errors import BindfWarning
+from ..errors import AmbiguousChannelMappingWarning
 from ..registry import get_format
 from ._it02_layout import _channels_problem, channel_column
 from .fixed_format import FixedRecordFormat
@@ -50,12 +50,6 @@ RECORD_SIZE = 40
 #: The record as stored: time, then the eight counter slots.
 SLOTS_DTYPE = np.dtype([("time_ns", "<f8")] + [(f"slot_{i}", "<u4") for i in range(N_SLOTS)])
 assert SLOTS_DTYPE.itemsize == RECORD_SIZE
-
-
-class AmbiguousChannelMappingWarning(BindfWarning):
-    """An ``IT01`` header whose ``channels`` are not ``[0, 1, …, k-1]``: slot ``i`` was
-    read as ``channels[i]`` (the vendor's file readers), but the vendor's live display
-    reads slot ``c`` as channel ``c``, and no sample decides between them."""
 
 
 def channels_of(header: Mapping[str, Any]) -> list[int]:
