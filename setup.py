@@ -51,5 +51,13 @@ extensions = [
     if os.path.exists(f"bindf/_kernels/_{name}.pyx")
 ]
 
-# force: a debug build must regenerate the C code even when the .pyx did not change.
-setup(ext_modules=cythonize(extensions, compiler_directives=directives, force=debug))
+# Cython regenerates C code when the .pyx changed, not when the directives did, so the two
+# kinds of build keep their C apart: release C beside the .pyx (where the sdist picks it
+# up), debug C under build/. force: a checkout whose C came from an older Cython or a
+# debug build of earlier versions of this file is regenerated too (a few seconds).
+setup(ext_modules=cythonize(
+    extensions,
+    compiler_directives=directives,
+    build_dir="build/cython-debug" if debug else None,
+    force=True,
+))

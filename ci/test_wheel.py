@@ -71,6 +71,10 @@ def test_kernel_is_compiled_and_release_sized(kernel):
         assert size < 600_000, f"{relative} is {size} bytes: debug symbols not stripped"
 
 
+def test_no_generated_c_code_in_the_wheel():
+    assert not [name for name in INSTALLED if name.endswith(".c")]
+
+
 def test_third_party_data_keeps_its_licence():
     """The GPL-3.0 sample ships with the GPL text and a notice; FLIM LABS' MIT notice too."""
     licences = {name.split(".dist-info/licenses/", 1)[1]

@@ -40,11 +40,27 @@ def register_bindf_source(
     ``validate_schema`` and ``is_pure``, 2.0 added ``explain_name``/``explain_detail``
     (what ``LazyFrame.explain()`` prints). Optional keywords an older polars does not
     accept are dropped; the scan behaves the same, only ``explain()`` is less specific.
+
+    Older polars (1.4.1, at least) panics when a source yields no frame at all (a header-only
+    file, or a predicate no row passes), so an empty source yields one empty frame of
+    the projected schema.
     """
+
+    def at_least_one_frame(
+        with_columns: list[str] | None, predicate: Any, n_rows: int | None, size: int | None
+    ) -> Iterator[pl.DataFrame]:
+        empty = True
+        for frame in io_source(with_columns, predicate, n_rows, size):
+            empty = False
+            yield frame
+        if empty:
+            frame = pl.DataFrame(schema=schema)
+            yield frame if with_columns is None else frame.select(with_columns)
+
     optional = {"explain_name": explain_name, "explain_detail": explain_detail}
     accepted = inspect.signature(register_io_source).parameters
     supported = {name: value for name, value in optional.items() if name in accepted}
-    return register_io_source(io_source, schema=schema, **supported)
+    return register_io_source(at_least_one_frame, schema=schema, **supported)
 
 
 def scan(
