@@ -20,6 +20,9 @@ FILES = {
     "sp01": SAMPLES / "decay_curves_sp01.bin",
     "spf1": SAMPLES / "phasors_spf1.bin",
     "spectro": SAMPLES / "photon_events_stt1.bin",
+    "it01": SAMPLES / "intensity_tracing_it01.bin",
+    "itt1": SAMPLES / "time_tagger_itt1.bin",
+    "fcs1": SAMPLES / "fcs_curves_fcs1.bin",
 }
 
 
@@ -183,7 +186,7 @@ def test_threads_in_the_signature():
 
 
 # -- one large fixed-record file split into record-aligned parts ----------------------
-FIXED = ["sp01", "spf1", "spectro"]
+FIXED = ["sp01", "spf1", "spectro", "it01", "itt1"]
 
 
 @pytest.fixture
