@@ -27,6 +27,12 @@ from ..errors import BindfError
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader
 from ..registry import open_reader
 
+#: Rows of small files' units gathered before they become one batch (see
+#: ``ReadPlan._coalesced``): enough that per-column work is paid once per hundreds of
+#: small files, few enough that the units held meanwhile (about 21 bytes per AstroPix
+#: hit) stay a few MB, not a fraction of the output.
+GROUP_ROWS = 1 << 17
+
 #: The common parameters (bindf._params.COMMON) that ReadPlan itself takes.
 _PLAN_PARAMS = frozenset(p.name for p in COMMON if p.goes_to == PLAN)
 
@@ -222,7 +228,7 @@ class ReadPlan:
     ) -> Generator[Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]], None, None]:
         """Per file, its batches with the ``(path, rows)`` runs they hold; small files
         that came as decoded units (see :meth:`FormatReader.small_file_units`) are
-        gathered, across files, into batches of up to :data:`DEFAULT_BATCH_ROWS` rows,
+        gathered, across files, into batches of up to :data:`GROUP_ROWS` rows,
         so that turning them into columns costs once per group instead of once per file.
         """
         units: list[Any] = []
@@ -241,7 +247,7 @@ class ReadPlan:
         try:
             for source, items in files:
                 if isinstance(items, _Units):
-                    if rows and rows + items.rows > DEFAULT_BATCH_ROWS:
+                    if rows and rows + items.rows > GROUP_ROWS:
                         yield flush()
                     group_reader = items.reader
                     units.extend(items.units)
