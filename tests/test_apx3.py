@@ -638,3 +638,161 @@ def test_log_readout_uid_refuses_other_chip_versions(version):
     with pytest.raises(UnsupportedReadoutError, match="chipVer") as info:
         apx3.log_readout_uid({"Namespace": {"chipVer": version}}, path="run.log", offset=42)
     assert info.value.path == "run.log" and info.value.offset == 42
+
+
+# -- analysis: pairing row and column half-hits into pixel hits -------------------------------
+def generated_pixel_hits(seed: int, n_readouts: int = 300):
+    """Pixel hits with a known answer, and the half-hit table an AstroPix 3 chip sends.
+
+    Within one readout and chip the true ToTs are at least 100 cycles (0.5 µs) apart;
+    the row half reads 20 ± 10 cycles more than the column half (as in the real run).
+    So every true pair differs by at most 0.15 µs and every false pair by at least
+    0.35 µs: the greedy rule must find exactly the true pairs. Some pixel hits lose
+    one half (a lone half-hit that must stay unmatched).
+    """
+    rng = np.random.default_rng(seed)
+    pixels, halves = [], []
+    for readout in range(n_readouts):
+        k = int(rng.integers(1, 7))
+        chips = rng.integers(0, 3, k)
+        slots = rng.choice(30, k, replace=False)  # distinct ToT slots within the readout
+        for chip, slot in zip(chips, slots, strict=True):
+            tot = 200 + 100 * int(slot)
+            row, column = int(rng.integers(0, 35)), int(rng.integers(0, 35))
+            stamp = int(rng.integers(0, 256))
+            tot_row = tot + 20 + int(rng.integers(-10, 11))
+            tot_column = tot + int(rng.integers(-10, 11))
+            fate = rng.random()  # < 0.1: the row half is lost; > 0.9: the column half
+            if fate >= 0.1:
+                halves.append((readout, chip, 0, row, tot_row, stamp))
+            if fate <= 0.9:
+                halves.append((readout, chip, 1, column, tot_column, stamp))
+            if 0.1 <= fate <= 0.9:
+                pixels.append((readout, chip, row, column, tot_row / 200, tot_column / 200))
+    order = rng.permutation(len(halves))
+    table = pd.DataFrame(halves, columns=["readout_id", "chip_id", "column", "location",
+                                          "tot_dec", "chip_timestamp"])
+    table = table.iloc[order].sort_values("readout_id", kind="stable").reset_index(drop=True)
+    table["decoding_order"] = table.groupby("readout_id").cumcount()
+    table["tot_us"] = table["tot_dec"] / 200.0
+    truth = pd.DataFrame(pixels, columns=["readout_id", "chip_id", "row", "column",
+                                          "tot_us_row", "tot_us_column"])
+    return table, truth
+
+
+def sorted_pixels(frame: pd.DataFrame) -> pd.DataFrame:
+    columns = ["readout_id", "chip_id", "row", "column", "tot_us_row", "tot_us_column"]
+    out = frame[columns].astype({"readout_id": "int64", "chip_id": "int64", "row": "int64",
+                                 "column": "int64"})
+    return out.sort_values(columns).reset_index(drop=True)
+
+
+@pytest.mark.parametrize(("same_chip_timestamp", "limit"), [(True, None), (True, 0.25),
+                                                            (False, 0.25)])
+def test_match_rows_columns_finds_the_generated_pixels(same_chip_timestamp, limit):
+    from bindf.analysis.apx import match_rows_columns
+
+    halves, truth = generated_pixel_hits(1)
+    pixels = match_rows_columns(halves, {"header": {"readout_uid": 3000}},
+                                same_chip_timestamp=same_chip_timestamp,
+                                max_tot_difference_us=limit)
+    assert isinstance(pixels, pd.DataFrame)
+    assert list(pixels.columns) == ["readout_id", "chip_id", "row", "column", "tot_us_row",
+                                    "tot_us_column", "chip_timestamp", "decoding_order_row",
+                                    "decoding_order_column"]
+    assert len(pixels) == len(truth) > 500
+    pd.testing.assert_frame_equal(sorted_pixels(pixels), sorted_pixels(truth))
+    # in the order of the frame: by the earlier of the two half-hits
+    first = np.minimum(pixels["decoding_order_row"], pixels["decoding_order_column"])
+    keys = list(zip(pixels["readout_id"], first, strict=True))
+    assert keys == sorted(keys)
+
+
+def test_match_rows_columns_without_timestamp_or_limit_pairs_the_leftovers():
+    from bindf.analysis.apx import match_rows_columns
+
+    halves, truth = generated_pixel_hits(1)
+    pixels = match_rows_columns(halves, same_chip_timestamp=False)
+    # the true pairs are found first; lone halves of one readout and chip then pair up
+    # with each other, however far apart their ToTs are
+    found = pixels.merge(truth, on=list(truth.columns), how="inner")
+    assert len(found) == len(truth) < len(pixels)
+    extra = pixels.merge(truth, on=list(truth.columns), how="left", indicator=True)
+    extra = extra[extra["_merge"] == "left_only"]
+    assert ((extra["tot_us_row"] - extra["tot_us_column"]).abs() > 0.3).all()
+
+
+def test_match_rows_columns_keeps_unmatched_halves_on_request():
+    import polars as pl
+
+    from bindf.analysis.apx import match_rows_columns
+
+    halves, truth = generated_pixel_hits(2, n_readouts=100)
+    pixels = match_rows_columns(pl.from_pandas(halves), keep_unmatched=True)
+    assert isinstance(pixels, pl.DataFrame)
+    lone_rows = pixels.filter(pl.col("column").is_null())
+    lone_columns = pixels.filter(pl.col("row").is_null())
+    paired = pixels.filter(pl.col("row").is_not_null() & pl.col("column").is_not_null())
+    assert paired.height == len(truth)
+    assert lone_rows.height == int((halves["column"] == 0).sum()) - len(truth) > 0
+    assert lone_columns.height == int((halves["column"] == 1).sum()) - len(truth) > 0
+    assert lone_rows["tot_us_column"].null_count() == lone_rows.height
+
+
+def test_match_rows_columns_is_greedy_by_tot_with_ties_in_frame_order():
+    from bindf.analysis.apx import match_rows_columns
+
+    def frame(rows, columns):
+        n = len(rows) + len(columns)
+        return pd.DataFrame({"readout_id": [7] * n, "chip_id": [0] * n,
+                             "column": [0] * len(rows) + [1] * len(columns),
+                             "location": list(range(n)), "tot_us": rows + columns})
+
+    # r1-c0 is the closest pair; r0 is left with c1 although c0 is r0's nearest column
+    pixels = match_rows_columns(frame([1.0, 1.3], [1.2, 2.0]))
+    assert pixels[["row", "column"]].values.tolist() == [[0, 3], [1, 2]]
+    limited = match_rows_columns(frame([1.0, 1.3], [1.2, 2.0]), max_tot_difference_us=0.5)
+    assert limited[["row", "column"]].values.tolist() == [[1, 2]]
+    # equal differences: the earlier row half gets the earlier column half
+    ties = match_rows_columns(frame([1.0, 1.0], [1.0, 1.0]))
+    assert ties[["row", "column"]].values.tolist() == [[0, 2], [1, 3]]
+    # other readouts or chips are never partners
+    other = frame([1.0], [1.0])
+    other.loc[1, "chip_id"] = 1
+    assert len(match_rows_columns(other)) == 0
+    assert len(match_rows_columns(frame([], []))) == 0
+    with pytest.raises(ValueError, match="max_tot_difference_us"):
+        match_rows_columns(frame([1.0], [1.0]), max_tot_difference_us=-1)
+    with pytest.raises(ValueError, match="needs the column"):
+        match_rows_columns(frame([1.0], [1.0]).drop(columns="location"))
+
+
+def test_match_rows_columns_through_the_encoder_and_decoder():
+    """Generated pixel hits → half-hits → payload bytes → kernel → pairs → the pixels."""
+    from bindf.analysis.apx import hit_map, match_rows_columns
+
+    halves, truth = generated_pixel_hits(3, n_readouts=200)
+    raw = apx3.encode_hits({c: halves[c].to_numpy() for c in halves.columns})
+    counts = halves.groupby("readout_id").size()
+    records = apx3.readout_records(raw, counts.index.to_numpy(np.uint32),
+                                   np.zeros(len(counts), np.uint64), counts.to_numpy())
+    got, _, _ = decode_records(records)
+    pixels = match_rows_columns(pd.DataFrame(got), {"header": {"readout_uid": 3000}})
+    pd.testing.assert_frame_equal(sorted_pixels(pixels), sorted_pixels(truth))
+    info = {"header": {"readout_uid": 3000}}
+    grid = hit_map(pixels, info)
+    assert len(grid) == 35 * 35 and grid["hits"].sum() == len(truth)
+
+
+def test_match_rows_columns_on_the_real_run(data_dir):
+    from bindf.analysis.apx import match_rows_columns
+
+    _, df = read_run(data_dir / SAMPLE)
+    pixels = match_rows_columns(df)
+    # every pixel hit pairs halves of one readout with one chip timestamp; no half is
+    # used twice; this injection run fires row 8 / column 13
+    assert 4000 < len(pixels) <= (df["column"] == 1).sum()
+    assert not pixels.duplicated(["readout_id", "decoding_order_row"]).any()
+    assert not pixels.duplicated(["readout_id", "decoding_order_column"]).any()
+    assert (pixels.value_counts(["row", "column"]).index[0]) == (8, 13)
+    assert str(pixels["wall_timestamp"].dtype) == "uint64"
