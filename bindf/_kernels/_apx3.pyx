@@ -90,14 +90,18 @@ cdef inline Py_ssize_t skip_idle_pad(const uint8_t* D, Py_ssize_t c, Py_ssize_t 
     return c
 
 
-cdef inline bint cut_short(const uint8_t* D, Py_ssize_t c, Py_ssize_t n) noexcept nogil:
-    """Whether the word at ``c`` is followed (after idle bytes) by a non-start byte.
+cdef inline Py_ssize_t next_after(const uint8_t* D, Py_ssize_t c, Py_ssize_t n) noexcept nogil:
+    """Position of the first non-idle byte after the word at ``c`` (or ``n``)."""
+    return skip_idle(D, c + HIT_SIZE, n)
 
-    That is the upstream test for "the word at ``c`` is incomplete": the next hit should
-    begin right after it.
+
+cdef inline bint cut_short(const uint8_t* D, Py_ssize_t f, Py_ssize_t n) noexcept nogil:
+    """Whether the word whose :func:`next_after` is ``f`` counts as incomplete.
+
+    Upstream's test: the next hit should begin right after a complete word (idle bytes
+    aside), so a word followed by anything but a start byte was cut short.
     """
-    cdef Py_ssize_t a = skip_idle(D, c + HIT_SIZE, n)
-    return a < n and not is_start(D[a])
+    return f < n and not is_start(D[f])
 
 
 cdef int decode_one(
@@ -114,7 +118,7 @@ cdef int decode_one(
     none); on return it holds this readout's own (or ``carry_len == -1``).
     """
     cdef int status = 0
-    cdef Py_ssize_t c, k, m, j, width
+    cdef Py_ssize_t c, f, k, m, j, width
     cdef Py_ssize_t prev = carry_len[0]
     cdef Py_ssize_t order = 0
 
@@ -172,18 +176,20 @@ cdef int decode_one(
         # 4d. The word at c is dropped as incomplete when it holds a start byte at w[j]
         # AND the first non-idle byte after it is not a start byte. The second test only
         # depends on c, so when it fails no j can drop anything: skip the j loop.
-        if cut_short(D, c, n):
+        f = next_after(D, c, n)
+        if cut_short(D, f, n):
             width = n - c if n - c < HIT_SIZE else HIT_SIZE   # range fixed before the loop
             for j in range(1, width):
-                if c + j < n and is_start(D[c + j]) and cut_short(D, c, n):
+                if c + j < n and is_start(D[c + j]) and cut_short(D, f, n):
                     status |= INCOMPLETE_HIT_DROPPED
                     c += j
+                    f = next_after(D, c, n)
         if c + HIT_SIZE > n:                                               # 4e
             status |= BYTES_UNVISITED   # a cut word that is not kept as extra bytes
             break
         emit(sink, D + c, HIT_SIZE, D, order)
         order += 1
-        c = skip_idle(D, c + HIT_SIZE, n)
+        c = f   # past the hit and the idle bytes after it
 
     n_hits[0] = order
     return status

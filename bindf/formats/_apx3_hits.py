@@ -180,31 +180,57 @@ class Apx3HitDecoder:
                         scratch.timestamp[:n], status, readout_hits)
 
 
+#: 64-bit words mirrored per step of :class:`Apx3HitColumns` (512 KiB: cache-sized).
+_MIRROR_BLOCK = 1 << 16
+#: (mask, shift) of the three swap steps that mirror the bits of every byte of a word:
+#: swap nibbles, then bit pairs, then single bits.
+_MIRROR_STEPS = tuple((np.uint64(mask), np.uint64(shift)) for mask, shift in (
+    (0x0F0F0F0F0F0F0F0F, 4), (0x3333333333333333, 2), (0x5555555555555555, 1)))
+
+
 class Apx3HitColumns:
     """Raw 5-byte hits → the requested columns of :data:`HITS_SCHEMA` (fresh arrays).
 
-    Every field lies inside one byte, so a column costs one 256-entry table lookup on
-    one byte column (bit mirroring, shift and mask folded into the table) — only for the
-    columns asked for. ``tot_dec``/``tot_us`` join the two ToT bytes.
+    The bits of every byte are mirrored once, eight bytes at a time (three mask-and-
+    shift swaps on 64-bit words, no table lookups), into a scratch array kept for the
+    next call; every field then lies inside one mirrored byte and is cut out with a
+    shift and a mask on that byte column. Only the requested columns are computed, and
+    nothing is mirrored when none of them comes from the hit's bytes.
     """
 
     def __init__(self) -> None:
-        self._tables = {
-            name: ((BIT_REVERSE >> shift) & mask).astype(np.uint8)
-            for name, (_, shift, mask) in BYTE_FIELDS.items()
-        }
+        self._words = np.empty(0, dtype=np.uint64)
+        self._tmp = np.empty(_MIRROR_BLOCK, dtype=np.uint64)
 
-    def _field(self, hits: np.ndarray, name: str) -> np.ndarray:
-        index = BYTE_FIELDS[name][0]
-        return self._tables[name][hits[:, index]]
+    def _mirror(self, hits: np.ndarray) -> np.ndarray:
+        """``hits`` with the bits of each byte mirrored (a view of the scratch array)."""
+        n_bytes = hits.size
+        n_words = -(-n_bytes // 8)
+        if len(self._words) < n_words:
+            self._words = np.empty(max(n_words, 2 * len(self._words)), dtype=np.uint64)
+        words = self._words[:n_words]
+        as_bytes = words.view(np.uint8)
+        as_bytes[:n_bytes] = np.ascontiguousarray(hits).reshape(-1)
+        for start in range(0, n_words, _MIRROR_BLOCK):
+            x = words[start : start + _MIRROR_BLOCK]
+            t = self._tmp[: len(x)]
+            for mask, shift in _MIRROR_STEPS:  # x = ((x >> s) & m) | ((x & m) << s)
+                np.right_shift(x, shift, out=t)
+                t &= mask
+                x &= mask
+                x <<= shift
+                x |= t
+        return as_bytes[:n_bytes].reshape(-1, HIT_SIZE)
 
     def __call__(self, decoded: Decoded3, columns: Sequence[str]) -> list[np.ndarray]:
-        hits = decoded.hits
+        mirrored = None
+        if any(name in BYTE_FIELDS or name in ("tot_dec", "tot_us") for name in columns):
+            mirrored = self._mirror(decoded.hits)
         tot: np.ndarray | None = None
         out: list[np.ndarray] = []
         for name in columns:
             if name in BYTE_FIELDS:
-                out.append(self._field(hits, name))
+                out.append(_byte_field(mirrored, name))
             elif name == "readout_id":
                 out.append(decoded.hit_readout_id.copy())
             elif name == "wall_timestamp":
@@ -213,14 +239,30 @@ class Apx3HitColumns:
                 out.append(decoded.hit_order.copy())
             elif name in ("tot_dec", "tot_us"):
                 if tot is None:
-                    tot = self._field(hits, "tot_msb").astype(np.uint16)
+                    tot = _byte_field(mirrored, "tot_msb").astype(np.uint16)
                     tot <<= 8
-                    tot |= self._field(hits, "tot_lsb")
+                    tot |= mirrored[:, BYTE_FIELDS["tot_lsb"][0]]
                 out.append(tot.copy() if name == "tot_dec" else
                            np.divide(tot, CLOCK_CYCLES_PER_US, dtype=np.float64))
             else:
                 raise KeyError(f"no AstroPix 3 hit column {name!r}")
         return out
+
+
+def _byte_field(mirrored: Any, name: str) -> np.ndarray:
+    """One field of every mirrored hit, as a fresh uint8 array."""
+    index, shift, mask = BYTE_FIELDS[name]
+    column = mirrored[:, index]
+    result = np.empty(len(column), dtype=np.uint8)
+    if shift:
+        np.right_shift(column, shift, out=result)
+        if mask != 0xFF >> shift:
+            result &= mask
+    elif mask != 0xFF:
+        np.bitwise_and(column, mask, out=result)
+    else:
+        np.copyto(result, column)
+    return result
 
 
 def readout_columns(decoded: Decoded3, columns: Sequence[str], *, readout_id: np.ndarray,
