@@ -89,7 +89,8 @@ def _read(path: Path, columns: list[str] | None, level: str = "hits") -> pl.Data
                                                   schema=out_schema))
         if code != _apx.FRAME_FULL:
             break
-    return pl.from_arrow(pa.Table.from_batches(batches, schema=out_schema))
+    # as the reader's polars output: the batches stay polars chunks (no concatenating copy)
+    return pl.from_arrow(pa.Table.from_batches(batches, schema=out_schema), rechunk=False)
 
 
 def read_polars(path: Path) -> pl.DataFrame:
