@@ -796,3 +796,12 @@ def test_match_rows_columns_on_the_real_run(data_dir):
     assert not pixels.duplicated(["readout_id", "decoding_order_column"]).any()
     assert (pixels.value_counts(["row", "column"]).index[0]) == (8, 13)
     assert str(pixels["wall_timestamp"].dtype) == "uint64"
+
+
+def test_hits_per_readout_takes_the_wall_timestamp(data_dir):
+    from bindf.analysis.apx import hits_per_readout
+
+    _, df = read_run(data_dir / SAMPLE)
+    table = hits_per_readout(df, {"header": {"readout_uid": 3000}})
+    assert list(table.columns) == ["readout_id", "wall_timestamp", "hits"]
+    assert table["hits"].sum() == 11_393 and len(table) == df["readout_id"].nunique()

@@ -90,11 +90,14 @@ def tot_histogram(frame: Any, info: Mapping[str, Any], *, by: str = "chip",
 def hits_per_readout(frame: Any, info: Mapping[str, Any]) -> Frame:
     """Number of hits in each readout, in time order.
 
-    Columns: ``readout_id``, ``timestamp`` (as in the hit table) and ``hits`` (int64).
-    Readouts without any hit have no row in a hit table, so they do not appear here.
+    Columns: ``readout_id``, ``timestamp`` (as in the hit table; ``wall_timestamp`` for
+    AstroPix 3 tables, which call it so) and ``hits`` (int64). Readouts without any hit
+    have no row in a hit table, so they do not appear here.
     """
-    data = columns_of(frame, ["readout_id", "timestamp"], "hits_per_readout")
-    return like_input(_hits_per_readout(data), frame)
+    time = _readout_time_column(frame)
+    data = columns_of(frame, ["readout_id", time], "hits_per_readout")
+    table = _hits_per_readout(data.rename({time: "timestamp"}))
+    return like_input(table.rename({"timestamp": time}), frame)
 
 
 def match_rows_columns(frame: Any, info: Mapping[str, Any] | None = None, *,
@@ -186,8 +189,9 @@ def plot_tot(frame: Any, info: Mapping[str, Any], *,
 
 def plot_hits_per_readout(frame: Any, info: Mapping[str, Any], *, ax: Any = None) -> Any:
     """Hits per readout against time since the first readout."""
-    data = columns_of(frame, ["readout_id", "timestamp"], "plot_hits_per_readout")
-    table = _hits_per_readout(data)
+    time = _readout_time_column(frame)
+    data = columns_of(frame, ["readout_id", time], "plot_hits_per_readout")
+    table = _hits_per_readout(data.rename({time: "timestamp"}))
     ax = new_axes(ax)
     title = f"{_chip_name(info['header'])} hits per readout"
     if table.height:
@@ -257,6 +261,13 @@ def _hit_map(data: pl.DataFrame, header: Mapping[str, Any], per_chip: bool,
                                   dtype=pl.UInt8)
     columns["hits"] = pl.Series(counts, dtype=pl.Int64)
     return pl.DataFrame(columns)
+
+
+def _readout_time_column(frame: Any) -> str:
+    """``timestamp`` (AstroPix 4), or ``wall_timestamp`` in a frame that only has that."""
+    names = column_names(frame)
+    return "wall_timestamp" if "timestamp" not in names and "wall_timestamp" in names \
+        else "timestamp"
 
 
 def _match_rows_columns(data: pl.DataFrame, same_chip_timestamp: bool,
