@@ -3,11 +3,12 @@
 
 The container of an AstroPix 3 run is the same as AstroPix 4's, so readouts are framed
 by ``_apx.frame_readouts``; this module only finds the 5-byte hits inside the readout
-payloads (the format page in docs/, "AstroPix 3", describes the rules). It is a separate
-kernel rather than a mode of ``_apx.decode_hits`` because the two state machines differ
-in more than the hit size: AstroPix 3 start bytes are ``0x20..0x3F``, upstream *stops*
-(instead of crashing) where it runs out of bytes in the main loop, and the AstroPix 4
-kernel's eight-bytes-at-a-time shortcuts are built around its 8-byte hits.
+payloads (the format page in docs/, "AstroPix 3", describes the rules; the step numbers
+in the comments are its numbers). It is a separate kernel rather than a mode of
+``_apx.decode_hits`` because the two state machines differ in more than the hit size:
+AstroPix 3 start bytes are ``0x20..0x3F``, upstream *stops* (instead of crashing) where
+it runs out of bytes in the main loop, and the AstroPix 4 kernel's eight-bytes-at-a-time
+shortcuts are built around its 8-byte hits.
 
 Arrays in, arrays out, no I/O, no GIL. Every read and write is bounds-checked by hand
 (the module is compiled without Cython's bounds checks), so any input bytes are safe.
@@ -154,10 +155,10 @@ cdef int decode_one(
 
     # 4. main loop
     while c < n:
-        c = skip_idle_pad(D, c, n)                                         # 4a
+        c = skip_idle_pad(D, c, n)                                         # 4.1
         if c >= n:
             break
-        if c + HIT_SIZE >= n:  # 4b, upstream's ">=": a final complete word lands here too
+        if c + HIT_SIZE >= n:  # 4.2, upstream's ">=": a final complete word lands here too
             if is_start(D[c]):
                 for j in range(n - c):   # n - c <= HIT_SIZE: fits in carry
                     carry[j] = D[c + j]
@@ -166,14 +167,14 @@ cdef int decode_one(
             else:
                 status |= EXTRA_BYTES_INVALID
             break
-        if not is_start(D[c]):                                             # 4c
+        if not is_start(D[c]):                                             # 4.3
             status |= BYTES_UNVISITED
             c += 1
             while c < n and not is_start(D[c]):
                 c += 1
             if c >= n:
                 break
-        # 4d. The word at c is dropped as incomplete when it holds a start byte at w[j]
+        # 4.4. The word at c is dropped as incomplete when it holds a start byte at w[j]
         # AND the first non-idle byte after it is not a start byte. The second test only
         # depends on c, so when it fails no j can drop anything: skip the j loop.
         f = next_after(D, c, n)
@@ -184,7 +185,7 @@ cdef int decode_one(
                     status |= INCOMPLETE_HIT_DROPPED
                     c += j
                     f = next_after(D, c, n)
-        if c + HIT_SIZE > n:                                               # 4e
+        if c + HIT_SIZE > n:                                               # 4.5
             status |= BYTES_UNVISITED   # a cut word that is not kept as extra bytes
             break
         emit(sink, D + c, HIT_SIZE, D, order)
