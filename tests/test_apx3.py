@@ -390,6 +390,13 @@ def test_decoding_order_is_uint16_beyond_255():
     assert decoded.hit_order.tolist() == list(range(300))
 
 
+def test_decoding_order_saturates_at_65535():
+    hits, decoded, _ = kernel_decode([IDLE * 2 + A * 70_000 + IDLE * 4])
+    assert len(hits) == 70_000
+    order = decoded.hit_order
+    assert order[65_534] == 65_534 and (order[65_535:] == 65_535).all()
+
+
 # -- kernel vs reference on noisy payloads ----------------------------------------------------
 def noisy_payloads(rng: random.Random, n: int) -> list[bytes]:
     """Random readouts: streams of hits cut anywhere, plus idle/padding runs and junk."""
