@@ -20,7 +20,7 @@ directives = {
     "cdivision": True,
 }
 
-kernels = ["it02", "apx"]
+kernels = ["it02", "apx", "astep"]
 extensions = [
     Extension(
         f"bindf._kernels._{name}",
