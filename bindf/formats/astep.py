@@ -590,24 +590,27 @@ def looks_like_astep(head: bytes, source: Source) -> bool:
     """Probe: does the file start with a long, consistent run of A-STEP frames?
 
     The file has no magic, and shares the ``.bin`` extension with FLIM LABS exports, so
-    the probe asks a lot of the first bytes: after optional ``0xFF`` filler and at most
-    one frame's worth (17 bytes) of leading debris, every byte of the head must be a
-    frame or filler (no further resynchronisation), with at least
+    the probe asks a lot of the first bytes. From one of the first 18 positions (a file
+    may begin inside a frame), every byte of the head must be a frame or ``0xFF`` filler,
+    with no resynchronisation at all; the run must hold at least
     :data:`PROBE_MIN_FRAMES` frames, all with one timestamp width; three quarters of them
-    must carry one chip generation's payload (4 or 7), and in one byte order their
+    must carry one chip generation's payload (4 or 7); and in one byte order their
     timestamps may decrease at most once every eight frames. Random bytes and the FLIM
-    LABS formats fail on the first few bytes.
+    LABS formats fail within the first few bytes.
     """
     if len(head) < PROBE_MIN_FRAMES * 5:
         return False
-    parsed, walker, _, _ = parse_buffer(head)
+    data = np.frombuffer(head, dtype=np.uint8)
+    for start in range(MAX_FRAME_BYTES):
+        parsed, walker, _, _ = parse_buffer(data[start:])
+        if walker.counts()[2] == 0 and _consistent_run(parsed):
+            return True
+    return False
+
+
+def _consistent_run(parsed: _Parsed) -> bool:
     n = len(parsed.offset)
     if n < PROBE_MIN_FRAMES:
-        return False
-    _, skipped, stretches = walker.counts()
-    if stretches > 1 or walker.open_gap >= 0:
-        return False
-    if stretches == 1 and (skipped > MAX_FRAME_BYTES - 1 or walker.gap_start[0] > parsed.offset[0]):
         return False
     widths = timestamp_widths(parsed)
     if not (widths == widths[0]).all():
