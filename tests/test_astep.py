@@ -114,6 +114,7 @@ def kernel_in_pieces(data: bytes, cuts: list[int], ts_bytes: int = 0, frame_cap:
     out = [np.empty(frame_cap, np.int64), np.empty(frame_cap, np.uint8),
            np.empty(frame_cap, np.uint8), np.empty(frame_cap, np.uint64),
            np.empty(frame_cap, np.uint64)]
+    sensor_views = np.empty(frame_cap * 16, np.uint8)
     gap_start, gap_length = np.empty(gap_cap, np.int64), np.empty(gap_cap, np.int64)
     frames, gaps = [], []
     buf = np.empty(0, np.uint8)
@@ -126,13 +127,18 @@ def kernel_in_pieces(data: bytes, cuts: list[int], ts_bytes: int = 0, frame_cap:
         pos = 0
         while True:
             n, n_gaps, pos, code = _astep.parse_frames(buf, pos, len(buf), base, ts_bytes,
-                                                       state, *out, gap_start, gap_length)
+                                                       state, *out, sensor_views,
+                                                       gap_start, gap_length)
             for i in range(n):
                 offset, length, layer, sensor, ts = (int(a[i]) for a in out)
                 p = (sensor >> 56) & 7
                 width = length - 2 - p
-                frames.append(ref.Frame(offset, length, layer,
-                                        sensor.to_bytes(8, "big")[: p + 1],
+                view = sensor_views[16 * i : 16 * i + 16].tobytes()  # Arrow binary view
+                assert view[:4] == (p + 1).to_bytes(4, "little")
+                raw = view[4 : 5 + p]
+                assert raw == sensor.to_bytes(8, "big")[: p + 1]
+                assert view[5 + p :] == bytes(11 - p)
+                frames.append(ref.Frame(offset, length, layer, raw,
                                         ts.to_bytes(8, "little")[:width]))
             gaps.extend(zip(gap_start[:n_gaps].tolist(), gap_length[:n_gaps].tolist(), strict=True))
             if code != _astep.PARSE_FULL:
@@ -192,17 +198,20 @@ def test_kernel_reference_known_cases():
 def test_kernel_refuses_bad_arguments():
     buf = np.zeros(4, np.uint8)
     arrays = [np.empty(1, t) for t in (np.int64, np.uint8, np.uint8, np.uint64, np.uint64)]
-    gaps = [np.empty(1, np.int64), np.empty(1, np.int64)]
+    gaps = [np.empty(16, np.uint8), np.empty(1, np.int64), np.empty(1, np.int64)]
     with pytest.raises(ValueError, match="state"):
         _astep.parse_frames(buf, 0, 4, 0, 0, np.zeros(2, np.int64), *arrays, *gaps)
     with pytest.raises(ValueError, match="ts_bytes"):
         _astep.parse_frames(buf, 0, 4, 0, 3, _astep.new_state(), *arrays, *gaps)
     # positions outside the buffer are clamped, empty outputs stop at once
     assert _astep.parse_frames(buf, -5, 10**9, 0, 0, _astep.new_state(), *arrays, *gaps)[2] == 4
-    empty = [a[:0] for a in arrays]
     frame = np.frombuffer(frame_bytes(1, v3_sensor(0, 0, 0, 0, 0), 7), np.uint8)
+    empty = [a[:0] for a in arrays]
     assert _astep.parse_frames(frame, 0, len(frame), 0, 0, _astep.new_state(), *empty,
                                *gaps)[:4] == (0, 0, 0, _astep.PARSE_FULL)
+    # too little room for the sensor bytes: stop, write nothing
+    assert _astep.parse_frames(frame, 0, len(frame), 0, 0, _astep.new_state(), *arrays,
+                               np.empty(15, np.uint8), *gaps[1:])[:4] == (0, 0, 0, _astep.PARSE_FULL)
 
 
 # -- the real quad-chip run ---------------------------------------------------------

@@ -33,6 +33,7 @@ def parse_frames(
     layer: npt.NDArray[np.uint8],
     sensor: npt.NDArray[np.uint64],
     timestamp: npt.NDArray[np.uint64],
+    sensor_views: npt.NDArray[np.uint8],
     gap_start: npt.NDArray[np.int64],
     gap_length: npt.NDArray[np.int64],
 ) -> tuple[int, int, int, int]: ...

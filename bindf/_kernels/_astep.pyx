@@ -19,6 +19,7 @@ gives the same frames as parsing it whole. The pure-Python model in
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy
 
 # parse_frames stop codes
 cdef enum:
@@ -50,6 +51,31 @@ cdef enum:
     # byte outside 4..17 can never start a frame, whatever follows it.
     MIN_LENGTH = 4
     MAX_LENGTH = 17
+    VIEW_SIZE = 16
+
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define BINDF_BSWAP64(x) __builtin_bswap64(x)
+    #elif defined(_MSC_VER)
+    #include <stdlib.h>
+    #define BINDF_BSWAP64(x) _byteswap_uint64(x)
+    #else
+    static unsigned long long BINDF_BSWAP64(unsigned long long x) {
+        unsigned long long r = 0; int i;
+        for (i = 0; i < 8; i++) { r = (r << 8) | (x & 0xFF); x >>= 8; }
+        return r;
+    }
+    #endif
+    """
+    uint64_t BINDF_BSWAP64(uint64_t x) nogil
+
+
+cdef uint64_t _probe = 1
+#: Whether an 8-byte load reads the lowest address as the least significant byte: the
+#: fast path below needs it (big-endian hosts take the byte-by-byte path).
+cdef bint LITTLE_ENDIAN_HOST = (<uint8_t*>&_probe)[0] == 1
 
 
 cdef inline bint valid_width(int t, int wanted) noexcept nogil:
@@ -79,6 +105,7 @@ def parse_frames(
     uint8_t[::1] layer,
     uint64_t[::1] sensor,
     uint64_t[::1] timestamp,
+    uint8_t[::1] sensor_views,
     int64_t[::1] gap_start,
     int64_t[::1] gap_length,
 ):
@@ -88,6 +115,10 @@ def parse_frames(
     ``length`` (the length byte ``L``), ``layer``, ``sensor`` (its ``p + 1`` sensor bytes
     as a big-endian number left-aligned in 64 bits: the header byte is bits 63..56) and
     ``timestamp`` (its ``T`` timestamp bytes read little-endian; ``T = L - 2 - p``).
+    The sensor bytes are also written as Arrow binary-view entries, 16 bytes per frame in
+    ``sensor_views``: a little-endian int32 count (``p + 1``), then the bytes inline,
+    zero-padded to 12 (a view of at most 12 bytes needs no data buffer), so that the
+    array is an Arrow ``binary_view`` column as it stands.
 
     ``0xFF`` bytes between frames are filler. A byte that starts no valid frame (a length
     outside 4..17, or a timestamp width not in {2, 4, 6, 8}, or not ``ts_bytes`` when that
@@ -104,9 +135,11 @@ def parse_frames(
     cdef Py_ssize_t cap = frame_offset.shape[0]
     cdef Py_ssize_t gap_cap = gap_start.shape[0]
     cdef Py_ssize_t n = 0, n_gaps = 0, j
+    cdef Py_ssize_t size = buf.shape[0]
     cdef int code = C_PARSE_END
     cdef int L, p, t
-    cdef uint64_t word, ts
+    cdef uint64_t word, ts, raw
+    cdef uint8_t* view
     cdef int64_t open_at, filler, skipped, resyncs
     if state.shape[0] < C_STATE_SIZE:
         raise ValueError(f"state must hold {C_STATE_SIZE} values (see new_state())")
@@ -118,6 +151,8 @@ def parse_frames(
         cap = sensor.shape[0]
     if timestamp.shape[0] < cap:
         cap = timestamp.shape[0]
+    if sensor_views.shape[0] // VIEW_SIZE < cap:
+        cap = sensor_views.shape[0] // VIEW_SIZE
     if gap_length.shape[0] < gap_cap:
         gap_cap = gap_length.shape[0]
     if ts_bytes not in (0, 2, 4, 6, 8):
@@ -171,12 +206,36 @@ def parse_frames(
             if n >= cap:
                 code = C_PARSE_FULL
                 break
-            word = 0
-            for j in range(p + 1):
-                word |= (<uint64_t>buf[pos + 2 + j]) << (56 - 8 * j)
-            ts = 0
-            for j in range(t):
-                ts |= (<uint64_t>buf[pos + 3 + p + j]) << (8 * j)
+            if LITTLE_ENDIAN_HOST and pos + MAX_LENGTH + 1 <= size:
+                # Two 8-byte loads (the buffer holds them: pos + 18 <= size) and masks,
+                # rather than p + 1 + t single-byte steps.
+                memcpy(&word, &buf[pos + 2], 8)
+                word = BINDF_BSWAP64(word)
+                if p < 7:  # keep the p + 1 sensor bytes (a shift by 64 is undefined)
+                    word &= ~(0xFFFFFFFFFFFFFFFFULL >> (8 * (p + 1)))
+                memcpy(&ts, &buf[pos + 3 + p], 8)
+                if t < 8:
+                    ts &= (1ULL << (8 * t)) - 1
+            else:
+                word = 0
+                for j in range(p + 1):
+                    word |= (<uint64_t>buf[pos + 2 + j]) << (56 - 8 * j)
+                ts = 0
+                for j in range(t):
+                    ts |= (<uint64_t>buf[pos + 3 + p + j]) << (8 * j)
+            view = &sensor_views[n * VIEW_SIZE]
+            view[0] = <uint8_t>(p + 1)
+            view[1] = 0
+            view[2] = 0
+            view[3] = 0
+            # the masked word holds the sensor bytes, then zeros
+            if LITTLE_ENDIAN_HOST:
+                raw = BINDF_BSWAP64(word)
+                memcpy(view + 4, &raw, 8)
+            else:
+                memcpy(view + 4, &word, 8)
+            for j in range(12, VIEW_SIZE):
+                view[j] = 0
             frame_offset[n] = base_offset + pos
             length[n] = <uint8_t>L
             layer[n] = buf[pos + 1]

@@ -28,8 +28,9 @@ sources are silent or disagree are listed on the format page and in :class:`Aste
 from __future__ import annotations
 
 import math
+import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -42,6 +43,7 @@ from .._source import Source, read_into
 from .._writing import WRITE_CHUNK_ROWS, column_values, require_columns, to_arrow_table
 from ..errors import CorruptDataError, CorruptDataWarning, TruncatedFileWarning
 from ._base import FormatReader
+from .apx import _prefetched
 
 FILLER = 0xFF
 #: Timestamp widths the firmware can be configured to write (register values 0..3).
@@ -75,6 +77,10 @@ PROBE_MIN_FRAMES = 16
 _NOT_NULL = ("frame_index", "byte_offset", "length", "layer", "chip_id", "payload",
              "fpga_ts", "ts_bytes", "kind", "sensor")
 KIND_TYPE = pa.dictionary(pa.int8(), pa.string())
+#: ``sensor`` column type. Binary *view* (pyarrow >= 16), whose entries of up to 12 bytes
+#: are stored inline: the kernel writes them directly and polars takes them without a
+#: conversion (its own binary layout). Older pyarrow gets plain ``binary``.
+SENSOR_TYPE = pa.binary_view() if hasattr(pa, "binary_view") else pa.binary()
 
 
 def _field(name: str, type_: pa.DataType) -> pa.Field:
@@ -118,7 +124,7 @@ _TAIL_FIELDS = [
     ("fpga_ts", pa.uint64()),
     ("ts_bytes", pa.uint8()),
     ("kind", KIND_TYPE),
-    ("sensor", pa.binary()),
+    ("sensor", SENSOR_TYPE),
 ]
 
 SCHEMAS = {
@@ -151,31 +157,52 @@ class _Parsed:
     layer: np.ndarray  # uint8
     sensor: np.ndarray  # uint64, sensor bytes big-endian, left-aligned
     timestamp: np.ndarray  # uint64, timestamp bytes read little-endian
+    sensor_views: np.ndarray  # uint8, 16 per frame: Arrow binary-view entries (inline)
     first_index: int  # frame_index of the first frame
 
 
 class _FrameWalker:
-    """The kernel's output arrays and resumable state, for one walk over one stream."""
+    """The kernel's output arrays and resumable state, for one walk over one stream.
 
-    def __init__(self, frames: int, ts_bytes: int | None) -> None:
-        self.offset = np.empty(frames, dtype=np.int64)
-        self.length = np.empty(frames, dtype=np.uint8)
-        self.layer = np.empty(frames, dtype=np.uint8)
-        self.sensor = np.empty(frames, dtype=np.uint64)
-        self.timestamp = np.empty(frames, dtype=np.uint64)
+    Every :meth:`walk` writes into freshly allocated output arrays, so the columns that
+    are the kernel's output unchanged (offsets, lengths, layers, little-endian timestamps,
+    sensor bytes) go to Arrow without a copy. ``np.empty`` does not touch the memory, so
+    capacity a call does not fill costs address space, not RAM. Only the sensor words,
+    which columns are computed from and never handed out, are reused.
+    """
+
+    def __init__(self, frames: int, ts_bytes: int | None, slots: int = 1) -> None:
+        self.capacity = frames
+        #: ``slots`` sensor-word arrays used in turn: with 2, a consumer may still compute
+        #: columns from one walk's words while the next walk runs (in another thread).
+        self._sensor_slots = [np.empty(frames, dtype=np.uint64) for _ in range(slots)]
+        self._walks = 0
         self.gap_start = np.empty(max(1, frames // 4), dtype=np.int64)
         self.gap_length = np.empty_like(self.gap_start)
         self.state = _astep.new_state()
         self.ts_bytes = ts_bytes or 0
 
     def walk(self, buf: np.ndarray, pos: int, end: int, base: int) -> tuple[int, int, int, int]:
+        frames = self.capacity
+        self.sensor = self._sensor_slots[self._walks % len(self._sensor_slots)]
+        self._walks += 1
+        self.offset = np.empty(frames, dtype=np.int64)
+        self.length = np.empty(frames, dtype=np.uint8)
+        self.layer = np.empty(frames, dtype=np.uint8)
+        self.timestamp = np.empty(frames, dtype=np.uint64)
+        self.sensor_views = np.empty(frames * 16, dtype=np.uint8)
         return _astep.parse_frames(buf, pos, end, base, self.ts_bytes, self.state, self.offset,
                                    self.length, self.layer, self.sensor, self.timestamp,
-                                   self.gap_start, self.gap_length)
+                                   self.sensor_views, self.gap_start, self.gap_length)
 
     @property
     def open_gap(self) -> int:
         return int(self.state[_astep.STATE_GAP_OPEN_AT])
+
+    def parsed(self, n: int, first_index: int) -> _Parsed:
+        """The first ``n`` frames of the last walk (``sensor`` is valid until the next walk)."""
+        return _Parsed(self.offset[:n], self.length[:n], self.layer[:n], self.sensor[:n],
+                       self.timestamp[:n], self.sensor_views[: 16 * n], first_index)
 
     def counts(self) -> tuple[int, int, int]:
         """(filler bytes, skipped bytes, stretches begun) so far."""
@@ -192,9 +219,7 @@ def parse_buffer(data: bytes | np.ndarray, ts_bytes: int | None = None) -> tuple
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
     walker = _FrameWalker(len(buf) // 5 + 1, ts_bytes)
     n, _, stop, code = walker.walk(buf, 0, len(buf), 0)
-    parsed = _Parsed(walker.offset[:n], walker.length[:n], walker.layer[:n],
-                     walker.sensor[:n], walker.timestamp[:n], 0)
-    return parsed, walker, stop, code
+    return walker.parsed(n, 0), walker, stop, code
 
 
 def timestamp_widths(parsed: _Parsed) -> np.ndarray:
@@ -274,6 +299,10 @@ class AstepReader(FormatReader):
         (``v4_tick_ns`` is not used).
     chunk_bytes : int
         Upper bound of one read (default 1 MiB).
+    threads : bool
+        Walk the next chunk's frames in a worker thread while the current chunk's
+        columns are computed (default True; both release the GIL; the output is the
+        same either way).
 
     The header dict holds these choices (``chip``, ``ts_order``, ``ts_bytes``,
     ``tot_tick_ns``, ``tot_mode``) and, for the automatic ones, what they were based on
@@ -302,6 +331,7 @@ class AstepReader(FormatReader):
         v4_tick = opts.pop("v4_tick_ns", DEFAULT_V4_TICK_NS)
         tot_mode = opts.pop("tot_mode", "firmware")
         chunk_bytes = int(opts.pop("chunk_bytes", DEFAULT_CHUNK_BYTES))
+        self.threads = bool(opts.pop("threads", True))
         if opts:
             raise TypeError(f"unexpected option(s) for read_astep: {sorted(opts)}")
         if ts_order not in TS_ORDERS:
@@ -368,18 +398,29 @@ class AstepReader(FormatReader):
         schema = pa.schema([self.schema.field(c) for c in columns])
         per_call = max(1, min(batch_size, self.chunk_bytes // 4 + 1))
         produced = 0
-        for parsed in self._iter_parsed(per_call):
-            arrays = FrameColumns(self, parsed)
-            batch = pa.RecordBatch.from_arrays([arrays.arrow(c) for c in columns], schema=schema)
-            produced += batch.num_rows
-            yield batch
-            if n_rows is not None and produced >= n_rows:
-                return
+        chunks = self._iter_parsed(per_call, slots=2 if self.threads else 1)
+        if self.threads:
+            chunks = _prefetched(chunks)
+        try:
+            for parsed in chunks:
+                arrays = FrameColumns(self, parsed)
+                batch = pa.RecordBatch.from_arrays([arrays.arrow(c) for c in columns],
+                                                   schema=schema)
+                produced += batch.num_rows
+                yield batch
+                if n_rows is not None and produced >= n_rows:
+                    return
+        finally:
+            chunks.close()
 
-    def _iter_parsed(self, per_call: int) -> Iterator[_Parsed]:
-        """Walk the file chunk by chunk; the arrays of a yielded item are reused after it."""
+    def _iter_parsed(self, per_call: int, slots: int = 1) -> Generator[_Parsed, None, None]:
+        """Walk the file chunk by chunk.
+
+        A yielded item's ``sensor`` words are overwritten ``slots`` walks later; the other
+        arrays are its own.
+        """
         end_of_data = self.source.size  # bytes appended after opening are ignored
-        walker = _FrameWalker(max(1, min(per_call, end_of_data // 5 + 1)), self.ts_bytes)
+        walker = _FrameWalker(max(1, min(per_call, end_of_data // 5 + 1)), self.ts_bytes, slots)
         buf = np.empty(max(MAX_FRAME_BYTES, min(self.chunk_bytes, end_of_data)), dtype=np.uint8)
         base = 0  # stream offset of buf[0]
         have = pos = 0
@@ -396,7 +437,7 @@ class AstepReader(FormatReader):
                 if self.on_error == "raise" and first_gap is not None:
                     keep = int(np.searchsorted(walker.offset[:n], first_gap))
                     if keep:
-                        yield self._parsed(walker, keep, frames_done)
+                        yield walker.parsed(keep, frames_done)
                     value = int(buf[first_gap - base])
                     raise CorruptDataError(
                         f"byte 0x{value:02x} is neither 0xFF filler nor the start of an A-STEP "
@@ -408,7 +449,7 @@ class AstepReader(FormatReader):
                                            walker.gap_length[:n_gaps].tolist(), strict=True):
                         self._warn_gap(start, size)
                 if n:
-                    yield self._parsed(walker, n, frames_done)
+                    yield walker.parsed(n, frames_done)
                     frames_done += n
                 pos = stop
                 if code == _astep.PARSE_FULL:
@@ -433,10 +474,6 @@ class AstepReader(FormatReader):
                     eof = True
                 elif got < want:
                     eof = shrank = True
-
-    def _parsed(self, walker: _FrameWalker, n: int, first_index: int) -> _Parsed:
-        return _Parsed(walker.offset[:n], walker.length[:n], walker.layer[:n],
-                       walker.sensor[:n], walker.timestamp[:n], first_index)
 
     def _account(self, walker: _FrameWalker, reported: tuple[int, int, int]) -> tuple[int, int, int]:
         """Add the counts since the last call to :attr:`errors` (so they reach the metadata)."""
@@ -488,6 +525,7 @@ class FrameColumns:
         self.parsed = parsed
         self.n = len(parsed.offset)
         self._cache: dict[str, np.ndarray] = {}
+        self._validity: pa.Buffer | None | bool = False  # False: not computed yet
 
     def arrow(self, name: str) -> pa.Array:
         if name == "kind":
@@ -496,34 +534,53 @@ class FrameColumns:
         if name == "sensor":
             return self._sensor_bytes()
         values = self.get(name)
-        if name in _NOT_NULL or self.get("well_formed").all():
+        if name in _NOT_NULL:
             return pa.array(values)
-        return pa.array(values, mask=~self.get("well_formed"))
+        return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), self.n,
+                                     [self.validity(), pa.py_buffer(values)])
+
+    def validity(self) -> pa.Buffer | None:
+        """Arrow validity bitmap of the sensor columns (None: every frame well formed)."""
+        if self._validity is False:
+            valid = self.get("well_formed")
+            self._validity = (None if valid.all()
+                              else pa.py_buffer(np.packbits(valid, bitorder="little")))
+        return self._validity  # type: ignore[return-value]
 
     def get(self, name: str) -> np.ndarray:
         if name not in self._cache:
             self._cache[name] = self._compute(name)
         return self._cache[name]
 
+    def sensor_byte(self, k: int) -> np.ndarray:
+        """Sensor byte ``k`` of every frame (a strided view of the sensor words)."""
+        as_bytes = self.parsed.sensor.view(np.uint8).reshape(self.n, 8)
+        return as_bytes[:, 7 - k] if sys.byteorder == "little" else as_bytes[:, k]
+
     def _compute(self, name: str) -> np.ndarray:
         p, chip = self.parsed, self.reader.chip
         if name == "frame_index":
             return np.arange(p.first_index, p.first_index + self.n, dtype=np.int64)
         if name == "byte_offset":
-            return p.offset.copy()
+            return p.offset
         if name == "length":
-            return p.length.copy()
+            return p.length
         if name == "layer":
-            return p.layer.copy()
+            return p.layer
+        if name == "chip_id":
+            return self.sensor_byte(0) >> np.uint8(3)
+        if name == "payload":
+            return self.sensor_byte(0) & np.uint8(7)
         if name == "ts_bytes":
-            return timestamp_widths(p)
+            return p.length - np.uint8(2) - self.get("payload")
         if name == "fpga_ts":
-            return fpga_timestamps(p.timestamp, self.get("ts_bytes"), self.reader.ts_order).copy()
+            return fpga_timestamps(p.timestamp, self.get("ts_bytes"), self.reader.ts_order)
         if name == "well_formed":
             return self.get("payload") == np.uint8(PAYLOAD_OF_CHIP[chip])
-        if name == "kind_code":
-            return np.where(self.get("well_formed"), np.int8(_KIND_OF_CHIP[chip]),
-                            np.int8(_WRONG_LENGTH)).astype(np.int8)
+        if name == "kind_code":  # the generation's code, or _WRONG_LENGTH (no branchy where)
+            code = _KIND_OF_CHIP[chip]
+            wrong = (~self.get("well_formed")).view(np.int8)
+            return wrong * np.int8(_WRONG_LENGTH - code) + np.int8(code)
         if chip == 3:
             return self._v3(name)
         return self._v4(name)
@@ -531,13 +588,28 @@ class FrameColumns:
     def _v3(self, name: str) -> np.ndarray:
         if name in V3_BITS:
             byte, shift, mask = V3_BITS[name]
-            word = self.parsed.sensor >> np.uint64(56 - 8 * byte + shift)
-            return (word & np.uint64(mask)).astype(np.uint8)
+            values = self.sensor_byte(byte)
+            if shift:
+                values = values >> np.uint8(shift)
+            return values & np.uint8(mask) if mask != 0xFF else values.copy()
         if name == "tot_total":
             return (self.get("tot_msb").astype(np.uint16) << np.uint16(8)) | self.get("tot_lsb")
         if name == "tot_us":
-            return self.get("tot_total") * float(self.reader.tot_tick_ns) / 1000.0
+            return _ticks_to_us(self.get("tot_total"), self.reader.tot_tick_ns)
         raise KeyError(name)
+
+    def _sensor_bytes(self) -> pa.Array:
+        """The raw ``p + 1`` sensor bytes of each frame (binary view: polars' own layout)."""
+        views = self.parsed.sensor_views
+        if SENSOR_TYPE == pa.binary():  # pyarrow < 16: gather into a plain binary array
+            entries = views.reshape(self.n, 16)
+            count = entries[:, 0].astype(np.int32)
+            offsets = np.zeros(self.n + 1, dtype=np.int32)
+            np.cumsum(count, out=offsets[1:])
+            data = entries[:, 4:12][np.arange(8) < count[:, None]]
+            return pa.Array.from_buffers(pa.binary(), self.n,
+                                         [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+        return pa.Array.from_buffers(SENSOR_TYPE, self.n, [None, pa.py_buffer(views)])
 
     def _v4(self, name: str) -> np.ndarray:
         if name in V4_BITS:
@@ -571,18 +643,15 @@ class FrameColumns:
         if name == "tot_us":
             if mode == "apx":
                 return self.get("tot_total") / _APX_CYCLES_PER_US
-            return self.get("tot_total") * float(self.reader.tot_tick_ns) / 1000.0
+            return _ticks_to_us(self.get("tot_total"), self.reader.tot_tick_ns)
         raise KeyError(name)
 
-    def _sensor_bytes(self) -> pa.Array:
-        """The raw ``p + 1`` sensor bytes of each frame as an Arrow binary array."""
-        count = self.get("payload").astype(np.int32) + 1
-        offsets = np.zeros(self.n + 1, dtype=np.int32)
-        np.cumsum(count, out=offsets[1:])
-        as_bytes = self.parsed.sensor.astype(">u8").view(np.uint8).reshape(self.n, 8)
-        data = as_bytes[np.arange(8) < count[:, None]]
-        return pa.Array.from_buffers(pa.binary(), self.n,
-                                     [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+def _ticks_to_us(ticks: np.ndarray, tick_ns: float) -> np.ndarray:
+    """``ticks × tick_ns / 1000`` in that order (as the upstream decoders round), in place."""
+    out = np.multiply(ticks, float(tick_ns), dtype=np.float64)
+    out /= 1000.0
+    return out
 
 
 # -- detection -------------------------------------------------------------------------
