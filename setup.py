@@ -20,7 +20,7 @@ directives = {
     "cdivision": True,
 }
 
-kernels = ["it02", "apx", "apx3"]
+kernels = ["it02", "apx", "apx3", "astep"]
 extensions = [
     Extension(
         f"bindf._kernels._{name}",

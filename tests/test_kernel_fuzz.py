@@ -34,9 +34,10 @@ import numpy as np
 import pytest
 from conftest import FUZZ_SCALE, count_kernel_calls
 
-from bindf._kernels import _apx, _apx3, _it02
+from bindf._kernels import _apx, _apx3, _astep, _it02
 from bindf._kernels import apx3_reference as apx3_ref
 from bindf._kernels import apx_reference as apx_ref
+from bindf._kernels import astep_reference as astep_ref
 
 MARKER = b"\xfe\xdc\xba"
 EXTREMES = (-(2**63), -(2**31), -1, 2**31, 2**63 - 1)
@@ -121,6 +122,48 @@ def position(rng: np.random.Generator, size: int) -> int:
     if r < 0.9:
         return int(rng.integers(-3, size + 4))
     return int(rng.choice(EXTREMES))
+
+
+# -- A-STEP frame-stream kernel -------------------------------------------------------------
+
+#: Length bytes of short and long frames, filler, impossible lengths, payload-carrying headers.
+ASTEP_ALPHABET = bytes([0x04, 0x07, 0x0A, 0x0D, 0x11, 0x12, 0xFF, 0x00, 0x1C, 0x07, 0x3F])
+
+
+def test_parse_frames(guarded: GuardedPages) -> None:
+    rng = np.random.default_rng(131)
+    n_runs = runs(12_000)
+    seen_codes: set[int] = set()
+    for i in range(n_runs):
+        raw = steering_bytes(rng, int(rng.integers(0, 120)), ASTEP_ALPHABET)
+        buf = guarded.place(raw, right=i % 5 != 0)
+        pos, end = position(rng, len(raw)), position(rng, len(raw))
+        if rng.random() < 0.5:
+            pos, end = 0, len(raw)
+        caps = rng.integers(0, 6, 7) if rng.random() < 0.3 else [int(rng.integers(0, 6))] * 7
+        out = Canaried()
+        arrays = [out.array(int(caps[0]), np.int64), out.array(int(caps[1]), np.uint8),
+                  out.array(int(caps[2]), np.uint8), out.array(int(caps[3]), np.uint64),
+                  out.array(int(caps[4]), np.uint64), out.array(16 * int(caps[5]), np.uint8)]
+        gaps = [out.array(int(caps[6]), np.int64), out.array(int(caps[6]), np.int64)]
+        ts_bytes = int(rng.choice([0, 0, 2, 4, 6, 8]))
+        state = _astep.new_state()
+        base = int(rng.choice([0, 0, 1000, 2**62]))
+        n, n_gaps, stop, code = _astep.parse_frames(buf, pos, end, base, ts_bytes, state,
+                                                    *arrays, *gaps)
+        out.check()
+        seen_codes.add(code)
+        assert code in (_astep.PARSE_END, _astep.PARSE_FULL, _astep.PARSE_INCOMPLETE)
+        assert 0 <= n <= min(caps[:5]) and n <= caps[5] and 0 <= n_gaps <= caps[6]
+        assert max(pos, 0) <= stop or n == n_gaps == 0
+        if pos == 0 and end == len(raw) and code != _astep.PARSE_FULL:
+            expected = astep_ref.parse_stream(raw, ts_bytes or None)
+            assert [base + f.offset for f in expected.frames] == arrays[0][:n].tolist()
+            assert expected.filler_bytes == state[_astep.STATE_FILLER_BYTES]
+            assert expected.resync_bytes == state[_astep.STATE_RESYNC_BYTES]
+            assert (expected.truncated_at is not None) == (code == _astep.PARSE_INCOMPLETE)
+    count_kernel_calls("astep.parse_frames", n_runs)
+    assert seen_codes == {0, 1, 2}
 
 
 # -- AstroPix kernels ------------------------------------------------------------------------
