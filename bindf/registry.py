@@ -115,6 +115,9 @@ def _probe_legacy_spectro(head: bytes, source: Source) -> bool:
 
 _LEVEL = option("level", "hits", 'Literal["hits", "readouts"]',
                 'One row per hit (``"hits"``) or per readout (``"readouts"``).')
+_STITCH = option("stitch", None, "bool | None",
+                 "AstroPix 3: complete hits cut at a readout's end from the next readout "
+                 "(default False, as upstream). AstroPix 4 always does; False is refused.")
 
 BUILTIN: tuple[FormatSpec, ...] = (
     FormatSpec(
@@ -122,6 +125,7 @@ BUILTIN: tuple[FormatSpec, ...] = (
         magics=(b"%APXDF",), extensions=(".apx",), writer="bindf.formats._apx_writer:write_apx",
         options=(
             _LEVEL,
+            _STITCH,
             option("threads", True, "bool",
                    "Decode the next chunk in a worker thread (same output)."),
             option("chunk_bytes", 1 << 20, "int", "Upper bound of one read, in bytes."),
@@ -129,7 +133,7 @@ BUILTIN: tuple[FormatSpec, ...] = (
     ),
     FormatSpec(
         "apx_log", "legacy AstroPix text log (.log)", "bindf.formats.apx_log:ApxLogReader",
-        extensions=(".log",), probe=_probe_apx_log, options=(_LEVEL,),
+        extensions=(".log",), probe=_probe_apx_log, options=(_LEVEL, _STITCH),
     ),
     FormatSpec(
         "it02", "FLIM LABS intensity tracing (IT02)", "bindf.formats.it02:IT02Reader",

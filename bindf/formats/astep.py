@@ -41,9 +41,9 @@ from .._atomic import atomic_output
 from .._kernels import _astep
 from .._source import Source, read_into
 from .._writing import WRITE_CHUNK_ROWS, column_values, require_columns, to_arrow_table
-from ..errors import CorruptDataError, CorruptDataWarning, TruncatedFileWarning
+from ..errors import CorruptDataError, CorruptDataWarning
 from ._base import FormatReader
-from .apx import _prefetched
+from ._stream import BatchStream, StreamDecoder, decode_file, prefetched
 
 FILLER = 0xFF
 #: Timestamp widths the firmware can be configured to write (register values 0..3).
@@ -400,7 +400,7 @@ class AstepReader(FormatReader):
         produced = 0
         chunks = self._iter_parsed(per_call, slots=2 if self.threads else 1)
         if self.threads:
-            chunks = _prefetched(chunks)
+            chunks = prefetched(chunks)
         try:
             for parsed in chunks:
                 arrays = FrameColumns(self, parsed)
@@ -414,82 +414,116 @@ class AstepReader(FormatReader):
             chunks.close()
 
     def _iter_parsed(self, per_call: int, slots: int = 1) -> Generator[_Parsed, None, None]:
-        """Walk the file chunk by chunk.
+        """Walk the file chunk by chunk (:class:`AstepStream`); its counts end up in
+        :attr:`errors`. A yielded item's ``sensor`` words are overwritten ``slots`` walks
+        later; the other arrays are its own."""
+        stream = self.stream(per_call=per_call, slots=slots)
+        try:
+            yield from decode_file(self.source, stream, first_read=_FIRST_READ,
+                                   max_read=self.chunk_bytes)
+        finally:
+            for kind, count in stream.errors.items():
+                self.note_error(kind, count)
 
-        A yielded item's ``sensor`` words are overwritten ``slots`` walks later; the other
-        arrays are its own.
-        """
-        end_of_data = self.source.size  # bytes appended after opening are ignored
-        walker = _FrameWalker(max(1, min(per_call, end_of_data // 5 + 1)), self.ts_bytes, slots)
-        buf = np.empty(max(MAX_FRAME_BYTES, min(self.chunk_bytes, end_of_data)), dtype=np.uint8)
-        base = 0  # stream offset of buf[0]
-        have = pos = 0
-        frames_done = 0
-        reported = (0, 0, 0)
-        read_size = _FIRST_READ
-        eof = end_of_data == 0
-        shrank = False
-        with self.source.open() as f:
-            while True:
-                n, n_gaps, stop, code = walker.walk(buf, pos, have, base)
-                reported = self._account(walker, reported)
-                first_gap = self._first_new_gap(walker, n_gaps, reported)
-                if self.on_error == "raise" and first_gap is not None:
-                    keep = int(np.searchsorted(walker.offset[:n], first_gap))
-                    if keep:
-                        yield walker.parsed(keep, frames_done)
-                    value = int(buf[first_gap - base])
-                    raise CorruptDataError(
-                        f"byte 0x{value:02x} is neither 0xFF filler nor the start of an A-STEP "
-                        "frame (on_error='warn' or 'skip' resynchronises)",
-                        path=self.path, offset=first_gap,
-                    )
-                if self.on_error == "warn":
-                    for start, size in zip(walker.gap_start[:n_gaps].tolist(),
-                                           walker.gap_length[:n_gaps].tolist(), strict=True):
-                        self._warn_gap(start, size)
-                if n:
-                    yield walker.parsed(n, frames_done)
-                    frames_done += n
-                pos = stop
-                if code == _astep.PARSE_FULL:
-                    continue
-                if eof:
-                    if walker.open_gap >= 0 and self.on_error == "warn":
-                        self._warn_gap(walker.open_gap, base + pos - walker.open_gap)
-                    if code == _astep.PARSE_INCOMPLETE or shrank:
-                        self._warn_truncated(base + pos, buf[pos:have], shrank)
-                    return
-                # read more: move the unparsed tail (< 18 bytes) to the front, then fill
-                if pos:
-                    tail = have - pos
-                    buf[:tail] = buf[pos:have]
-                    base += pos
-                    have, pos = tail, 0
-                want = min(buf.size - have, read_size, end_of_data - (base + have))
-                got = read_into(f, buf[have : have + want]) if want > 0 else 0
-                have += got
-                read_size = min(read_size * 2, self.chunk_bytes)
-                if base + have >= end_of_data:
-                    eof = True
-                elif got < want:
-                    eof = shrank = True
+    def stream(self, *, per_call: int = 1 << 16, slots: int = 1,
+               data_end: int | None = -1) -> AstepStream:
+        """A resumable decoder of this stream's frames, from its first byte.
 
-    def _account(self, walker: _FrameWalker, reported: tuple[int, int, int]) -> tuple[int, int, int]:
-        """Add the counts since the last call to :attr:`errors` (so they reach the metadata)."""
-        now = walker.counts()
-        for kind, before, after in zip(("filler_bytes", "resync_bytes", "resyncs"), reported, now,
-                                       strict=True):
+        ``data_end``: where the data ends (default: the file size when opened; ``None``
+        for a file that is still growing)."""
+        end = self.source.size if data_end == -1 else data_end
+        return AstepStream(0, path=self.path, on_error=self.on_error, data_end=end,
+                           ts_bytes=self.ts_bytes, per_call=per_call, slots=slots,
+                           chunk_bytes=self.chunk_bytes)
+
+    def batch_stream(self, columns: Sequence[str] | None = None, *,
+                     data_end: int | None = None) -> BatchStream:
+        names = self.resolve_columns(columns)
+        schema = pa.schema([self.schema.field(c) for c in names])
+
+        def to_batch(parsed: _Parsed) -> pa.RecordBatch:
+            arrays = FrameColumns(self, parsed)
+            return pa.RecordBatch.from_arrays([arrays.arrow(c) for c in names], schema=schema)
+
+        return BatchStream(self.stream(data_end=data_end), to_batch)
+
+
+@dataclass
+class _AstepKernelState:
+    """What :class:`AstepStream` carries besides bytes (saved by ``checkpoint``)."""
+
+    kernel: np.ndarray  # the frame walker's state array (open gap, counts, …)
+    frames_done: int
+    reported: tuple[int, int, int]
+
+
+class AstepStream(StreamDecoder[_Parsed]):
+    """Layer frames parsed from a stream of A-STEP bytes (see :class:`AstepReader`).
+
+    The kernel's state (an open stretch of damage, the filler and resync counts) and the
+    frame count live in the object, so decoding resumes at any byte. Filler and resync
+    counts go to :attr:`errors` as they are found (``filler_bytes`` always: it is the
+    stream's statistics of skipped bytes; ``resync_bytes``/``resyncs`` under
+    ``on_error="warn"``/``"skip"``; ``"raise"`` raises at the first damaged byte).
+    """
+
+    def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
+                 ts_bytes: int | None, per_call: int, slots: int = 1,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        capacity = chunk_bytes if data_end is None else min(
+            chunk_bytes, max(data_end - position, 1))
+        super().__init__(position, path=path, on_error=on_error, data_end=data_end,
+                         label="A-STEP", capacity=max(capacity, MAX_FRAME_BYTES))
+        if data_end is not None:  # no walk can find more frames than the data holds
+            per_call = min(per_call, max(data_end - position, 0) // 5 + 1)
+        self.walker = _FrameWalker(max(1, per_call), ts_bytes, slots)
+        self.frames_done = 0
+        #: (filler bytes, resync bytes, stretches) already added to :attr:`errors`.
+        self.reported = (0, 0, 0)
+
+    def _decode(self, buf: np.ndarray, have: int, final: bool) -> Iterator[_Parsed]:
+        walker = self.walker
+        while True:
+            n, n_gaps, stop, code = walker.walk(buf, self._pos, have, self._offset)
+            self._account()
+            first_gap = self._first_new_gap(n_gaps)
+            if self.on_error == "raise" and first_gap is not None:
+                value = int(buf[first_gap - self._offset])
+                keep = int(np.searchsorted(walker.offset[:n], first_gap))
+                self.ended = True
+                if keep:
+                    yield walker.parsed(keep, self.frames_done)
+                raise CorruptDataError(
+                    f"byte 0x{value:02x} is neither 0xFF filler nor the start of an A-STEP "
+                    "frame (on_error='warn' or 'skip' resynchronises)",
+                    path=self.path, offset=first_gap,
+                )
+            if self.on_error == "warn":
+                for start, size in zip(walker.gap_start[:n_gaps].tolist(),
+                                       walker.gap_length[:n_gaps].tolist(), strict=True):
+                    self._warn_gap(start, size)
+            self._pos = stop
+            if n:
+                parsed = walker.parsed(n, self.frames_done)
+                self.frames_done += n
+                yield parsed
+            if code != _astep.PARSE_FULL:
+                return
+
+    def _account(self) -> None:
+        """Add the kernel's counts since the last call to :attr:`errors`."""
+        now = self.walker.counts()
+        for kind, before, after in zip(("filler_bytes", "resync_bytes", "resyncs"),
+                                       self.reported, now, strict=True):
             if after > before:
                 self.note_error(kind, after - before)
-        return now
+        self.reported = now
 
-    def _first_new_gap(self, walker: _FrameWalker, n_gaps: int,
-                       counts: tuple[int, int, int]) -> int | None:
+    def _first_new_gap(self, n_gaps: int) -> int | None:
         """Offset of the first stretch of unparsable bytes, if any was found."""
-        if counts[2] == 0:
+        if self.reported[2] == 0:
             return None
-        return int(walker.gap_start[0]) if n_gaps else walker.open_gap
+        return int(self.walker.gap_start[0]) if n_gaps else self.walker.open_gap
 
     def _warn_gap(self, start: int, size: int) -> None:
         warnings.warn(
@@ -500,21 +534,29 @@ class AstepReader(FormatReader):
             stacklevel=4,
         )
 
-    def _warn_truncated(self, offset: int, tail: np.ndarray, shrank: bool) -> None:
+    def _at_end(self, pending: int, shrank: bool) -> None:
+        open_gap = self.walker.open_gap
+        if open_gap >= 0 and self.on_error == "warn":
+            self._warn_gap(open_gap, self.position - open_gap)
+        tail = self._buf[self._pos:self._have]
         if shrank:
             why = "the file shrank while it was read"
+        elif not pending:
+            return
         elif len(tail) < 3:
             why = f"the file ends {len(tail)} byte(s) into a frame, before its sensor header"
         else:
             why = (f"the frame there declares {int(tail[0])} bytes after its length byte "
                    f"but only {len(tail) - 1} follow")
-        warnings.warn(
-            TruncatedFileWarning(
-                f"truncated A-STEP stream: {why}; returning every complete frame",
-                path=self.path, offset=offset,
-            ),
-            stacklevel=4,
-        )
+        self.warn_truncated(self.position, why, "returning every complete frame")
+
+    def _kernel_state(self) -> _AstepKernelState:
+        return _AstepKernelState(self.walker.state.copy(), self.frames_done, self.reported)
+
+    def _restore_kernel(self, state: _AstepKernelState) -> None:
+        self.walker.state[:] = state.kernel
+        self.frames_done = state.frames_done
+        self.reported = state.reported
 
 
 class FrameColumns:
