@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -744,9 +744,10 @@ _V4_WRITE = ("chip_id", "row", "column", "ts_neg1", "ts_coarse1", "ts_fine1", "t
 def write_astep(
     path: Any,
     frames: Any,
+    header: Mapping[str, Any] | None = None,
     *,
     chip: int | None = None,
-    ts_order: str = "little",
+    ts_order: str | None = None,
     ts_bytes: int | None = None,
     filler: int | Sequence[int] | np.ndarray = 0,
     overwrite: bool = True,
@@ -766,11 +767,17 @@ def write_astep(
         ``tot_msb``/``tot_lsb`` or ``tot_total``; payload 4) or 4 (``chip_id, row,
         column, ts_neg1, ts_coarse1, ts_fine1, ts_tdc1, ts_neg2, ts_coarse2, ts_fine2,
         ts_tdc2``; payload 7). Other columns are ignored.
+    header:
+        A header as :class:`AstepReader` reports it (``df.attrs["bindf"]["header"]``):
+        its ``chip``, ``ts_order`` and ``ts_bytes`` are the defaults of the options
+        below, so a frame read back is written the way it was read. The stream itself
+        has no header: nothing else of it is written.
     chip:
-        3 or 4, for encoding from fields (default: 3 if there is a ``location`` column,
-        else 4).
+        3 or 4, for encoding from fields (default: the header's, else 3 if there is a
+        ``location`` column, else 4).
     ts_order:
-        ``"little"`` (firmware until November 2025) or ``"big"`` (since).
+        ``"little"`` (firmware until November 2025; the default without a header) or
+        ``"big"`` (since).
     ts_bytes:
         Timestamp width for every frame (2, 4, 6, 8). Default: the ``ts_bytes`` column
         if the frame has one, else 4 (the firmware's default).
@@ -780,6 +787,10 @@ def write_astep(
     overwrite:
         Replace an existing file (default) or raise ``FileExistsError``.
     """
+    given = dict(header or {})
+    chip = given.get("chip") if chip is None else chip
+    ts_order = (given.get("ts_order") or "little") if ts_order is None else ts_order
+    ts_bytes = given.get("ts_bytes") if ts_bytes is None else ts_bytes
     if ts_order not in ("little", "big"):
         raise ValueError(f"ts_order must be 'little' or 'big', not {ts_order!r}")
     if ts_bytes is not None and ts_bytes not in TS_WIDTHS:
@@ -921,3 +932,21 @@ def _encode_v4(table: pa.Table) -> np.ndarray:
         word |= _field_values(table, name, end - first) << np.uint64(64 - end)
     return word
 
+
+
+def sample_file() -> bytes:
+    """A small, valid A-STEP stream (64 AstroPix 3 frames on two layers, 4-byte
+    little-endian timestamps, no filler): the registry's sample for the robustness,
+    on_error and fuzz sweeps, and ``bindf demo``."""
+    n = 64
+    index = np.arange(n)
+    table = pa.table({
+        "layer": (index % 2).astype(np.uint8),
+        "fpga_ts": (1000 + 37 * index).astype(np.uint64),
+        "chip_id": (index % 4).astype(np.uint8),
+        "column": (index % 2).astype(np.uint8),
+        "location": (index * 7 % 35).astype(np.uint8),
+        "chip_timestamp": (index * 3 % 256).astype(np.uint8),
+        "tot_total": (100 + index * 13 % 900).astype(np.uint16),
+    })
+    return _frame_block(table, 3, "little", 4, np.zeros(n, dtype=np.int64), 0).tobytes()
