@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from .._frames import set_polars_info
 from ._common import (
     bin_edges,
     column_names,
@@ -41,7 +42,7 @@ from ._common import (
 #: The ``df.bindf`` methods this module serves.
 HELPERS = (
     "hit_map", "tot_histogram", "hits_per_readout",
-    "plot_hit_map", "plot_tot", "plot_hits_per_readout",
+    "plot_hit_map", "plot_tot", "plot_hits_per_readout", "match_rows_columns",
 )
 
 #: Pixel matrix (rows, columns) by header ``readout_uid``.
@@ -140,8 +141,14 @@ def match_rows_columns(frame: Any, info: Mapping[str, Any] | None = None, *,
     optional = [c for c in ("chip_timestamp", "wall_timestamp", "decoding_order") if c in names]
     data = columns_of(frame, ["readout_id", "chip_id", "column", "location", "tot_us",
                               *optional], "match_rows_columns")
-    return like_input(_match_rows_columns(data, same_chip_timestamp, max_tot_difference_us,
-                                          keep_unmatched), frame)
+    result = like_input(_match_rows_columns(data, same_chip_timestamp, max_tot_difference_us,
+                                            keep_unmatched), frame)
+    if info is not None:  # the pixel table keeps the run's metadata: .bindf.hit_map() works
+        if isinstance(result, pd.DataFrame):
+            result.attrs["bindf"] = dict(info)
+        else:
+            set_polars_info(result, dict(info))
+    return result
 
 
 # --- plots ----------------------------------------------------------------------------
