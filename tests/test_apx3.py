@@ -6,14 +6,13 @@ to upstream's own table). Hand-made payloads cover each rule of the readout stat
 machine; the compiled kernel is checked against the pure-Python model
 ``bindf._kernels.apx3_reference`` on random noisy payloads.
 
-Until ``read_apx`` dispatches on ``readout_uid``, :func:`read_run` below opens and frames
-a file itself (with the AstroPix 4 framing kernel: the container is the same) and hands
-the payloads to the AstroPix 3 pieces.
+The real run is read through ``read_apx`` (which dispatches on the header's
+``readout_uid``); the end of the file checks the wiring: options, logs, writer, scans,
+dask, live decoding.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import struct
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import bindf
 from bindf._kernels import _apx, _apx3
 from bindf._kernels import apx3_reference as ref
 from bindf.errors import UnsupportedReadoutError
@@ -116,41 +116,17 @@ def flags(status: int) -> set[str]:
 
 def read_run(path: Path, *, stitch: bool = False, level: str = "hits",
              columns: list[str] | None = None, per_call: int | None = None):
-    """Open + frame an ``.apx`` file (test-local stand-in for read_apx), decode with apx3.
+    """``read_apx`` of an AstroPix 3 run: ``(header, frame)``.
 
-    ``per_call`` decodes that many readouts per kernel call (None: all at once).
+    ``per_call`` decodes that many readouts per kernel call (``batch_size`` bounds the
+    readouts per call; small reads and no worker thread then exercise the carry-over).
     """
-    data = path.read_bytes()
-    (header_len,) = struct.unpack_from("<I", data, 6)
-    header = json.loads(data[10 : 10 + header_len])
-    buf = np.frombuffer(data, dtype=np.uint8)
-    cap = len(data) // 19 + 1
-    header_pos = np.empty(cap, np.int64)
-    readout_id = np.empty(cap, np.uint32)
-    timestamp = np.empty(cap, np.uint64)
-    length = np.empty(cap, np.uint32)
-    n, stop, code = _apx.frame_readouts(buf, 10 + header_len, len(buf), header_pos,
-                                        readout_id, timestamp, length)
-    assert code == _apx.FRAME_END and stop == len(buf)
-    decoder = apx3.Apx3HitDecoder(stitch=stitch, store_hits=level == "hits")
-    to_columns = apx3.Apx3HitColumns()
-    schema = apx3.HITS_SCHEMA if level == "hits" else apx3.READOUTS_SCHEMA
-    names = columns or schema.names
-    parts = []
-    step = per_call or max(n, 1)
-    for first in range(0, n, step):
-        sl = slice(first, min(first + step, n))
-        decoded = decoder.decode(buf, header_pos[sl] + 19, length[sl], readout_id[sl],
-                                 timestamp[sl])
-        if level == "hits":
-            arrays = to_columns(decoded, names)
-        else:
-            arrays = apx3.readout_columns(
-                decoded, names, readout_id=readout_id[sl], wall_timestamp=timestamp[sl],
-                payload_length=length[sl], byte_offset=header_pos[sl].astype(np.uint64))
-        parts.append(pd.DataFrame(dict(zip(names, arrays, strict=True))))
-    frame = pd.concat(parts, ignore_index=True)
-    return header, frame
+    options = {} if per_call is None else {"batch_size": per_call, "chunk_bytes": 4096,
+                                          "threads": False}
+    frame = bindf.read_apx(path, stitch=stitch, level=level, columns=columns, **options)
+    header = frame.attrs["bindf"]["header"]
+    frame.attrs.clear()
+    return header, frame.reset_index(drop=True)
 
 
 # -- the real run -----------------------------------------------------------------------------
@@ -230,8 +206,12 @@ def test_projection_computes_the_same_values(data_dir):
                     ["decoding_order"]):
         _, part = read_run(data_dir / SAMPLE, columns=columns)
         pd.testing.assert_frame_equal(part, full[columns])
-    with pytest.raises(KeyError, match="no AstroPix 3 hit column 'row'"):
+    with pytest.raises(ValueError, match=r"unknown column\(s\) \['row'\]"):
         read_run(data_dir / SAMPLE, columns=["row"])
+    with pytest.raises(KeyError, match="no AstroPix 3 hit column 'row'"):
+        apx3.Apx3HitColumns()(apx3.Apx3HitDecoder().decode(
+            np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.uint32),
+            np.zeros(0, np.uint32), np.zeros(0, np.uint64)), ["row"])
 
 
 # -- hand-made payloads: each rule of the state machine ---------------------------------------
@@ -812,3 +792,103 @@ def test_hits_per_readout_takes_the_wall_timestamp(data_dir):
     table = hits_per_readout(df, {"header": {"readout_uid": 3000}})
     assert list(table.columns) == ["readout_id", "wall_timestamp", "hits"]
     assert table["hits"].sum() == 11_393 and len(table) == df["readout_id"].nunique()
+
+
+# -- wiring: options, logs, writer, scans, dask ------------------------------------------------
+def _readouts_of(path: Path) -> list[tuple[int, bytes]]:
+    """(readout_id, payload) of every readout, parsed plainly."""
+    data = path.read_bytes()
+    pos = 10 + struct.unpack_from("<I", data, 6)[0]
+    out = []
+    while pos < len(data):
+        _, rid, _, length = struct.unpack_from("<3sIQI", data, pos)
+        out.append((rid, data[pos + 19 : pos + 19 + length]))
+        pos += 19 + length
+    return out
+
+
+def test_stitch_option_per_generation(data_dir):
+    import inspect
+
+    assert "stitch" in inspect.signature(bindf.read_apx).parameters
+    assert "stitch" in inspect.signature(bindf.read_apx_log).parameters
+    ap4 = data_dir / "20250723_092534_data.apx"  # AstroPix 4
+    default = bindf.read_apx(ap4)
+    pd.testing.assert_frame_equal(bindf.read_apx(ap4, stitch=True), default)
+    with pytest.raises(ValueError, match="only for AstroPix 3"):
+        bindf.read_apx(ap4, stitch=False)
+    with pytest.raises(TypeError, match="stitch"):
+        bindf.read_apx(data_dir / SAMPLE, stitch="yes")
+
+
+def test_scans_and_n_rows_follow_the_astropix3_schema(data_dir):
+    import polars as pl
+
+    lazy = pl.scan_apx(data_dir / SAMPLE, stitch=True)
+    assert lazy.collect_schema()["decoding_order"] == pl.UInt16
+    got = lazy.select("location", "tot_us").head(50).collect()
+    full = bindf.read_apx(data_dir / SAMPLE, stitch=True)
+    np.testing.assert_array_equal(got["location"].to_numpy(), full["location"][:50])
+    assert len(bindf.read_apx(data_dir / SAMPLE, n_rows=7)) == 7
+
+
+def test_dask_reads_an_astropix3_run(data_dir):
+    pytest.importorskip("dask.dataframe")
+    import bindf.dask
+
+    ddf = bindf.dask.read_apx(data_dir / SAMPLE, stitch=True)
+    pd.testing.assert_frame_equal(ddf.compute().reset_index(drop=True),
+                                  bindf.read_apx(data_dir / SAMPLE, stitch=True))
+
+
+@pytest.mark.parametrize("stitch", [False, True])
+def test_write_apx_round_trips_astropix3(data_dir, tmp_path, stitch):
+    df = bindf.read_apx(data_dir / SAMPLE, stitch=stitch)
+    out = tmp_path / "copy.apx"
+    bindf.write_apx(out, df, df.attrs["bindf"]["header"], idle_between=3)
+    back = bindf.read_apx(out, stitch=stitch)
+    assert back.attrs["bindf"]["header"] == df.attrs["bindf"]["header"]
+    pd.testing.assert_frame_equal(back, df, check_like=False)
+    # without a header the AstroPix 3 table is recognised by its columns
+    bindf.write_apx(tmp_path / "bare.apx", df.drop(columns=["tot_msb", "tot_lsb"]))
+    bare = bindf.read_apx(tmp_path / "bare.apx")
+    assert bare.attrs["bindf"]["header"] == {"readout_uid": 3000}
+    pd.testing.assert_frame_equal(bare, df[bare.columns.tolist()])
+    with pytest.raises(ValueError, match="missing AstroPix 3 hit column"):
+        bindf.write_apx(tmp_path / "bad.apx", df.drop(columns=["location"]),
+                        {"readout_uid": 3000})
+    with pytest.raises(ValueError, match="4000 or 3000"):
+        bindf.write_apx(tmp_path / "bad.apx", df, {"readout_uid": 2000})
+
+
+def test_astropix3_log_is_read_through_chipver(data_dir, tmp_path):
+    readouts = _readouts_of(data_dir / SAMPLE)[:200]
+    lines = "".join(f"{rid}\t b'{payload.hex()}'\n" for rid, payload in readouts)
+    log = tmp_path / "run.log"
+    log.write_text("Namespace(name='vinj', chipVer=3, threshold=1030)\n" + lines)
+    for stitch in (False, True):
+        got = bindf.read_apx_log(log, stitch=stitch)
+        assert got.attrs["bindf"]["header"]["readout_uid"] == 3000
+        expected = bindf.read_apx(data_dir / SAMPLE, stitch=stitch)
+        expected = expected[expected["readout_id"] < 200].reset_index(drop=True)
+        expected["wall_timestamp"] = np.uint64(0)  # logs carry no readout time
+        pd.testing.assert_frame_equal(got, expected, check_like=False)
+    readout_table = bindf.read_apx_log(log, level="readouts")
+    assert "wall_timestamp" in readout_table.columns and len(readout_table) == 200
+    # the .apx made from the log decodes the same way
+    from bindf.formats.apx_log import convert_apx_log
+
+    convert_apx_log(str(log), str(tmp_path / "from_log.apx"))
+    pd.testing.assert_frame_equal(bindf.read_apx(tmp_path / "from_log.apx"),
+                                  bindf.read_apx_log(log))
+    log.write_text("Namespace(name='vinj', chipVer=5)\n" + lines)
+    with pytest.raises(UnsupportedReadoutError, match="chipVer=5"):
+        bindf.read_apx_log(log)
+
+
+def test_real_run_through_the_cli(data_dir, capsys):
+    from bindf.cli import main
+
+    assert main(["info", str(data_dir / SAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert "wall_timestamp" in out and "readout_uid: 3000" in out

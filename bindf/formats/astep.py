@@ -350,6 +350,7 @@ class AstepReader(FormatReader):
             raise ValueError(f"chunk_bytes must be at least {MAX_FRAME_BYTES}")
         self.chunk_bytes = chunk_bytes
         self.ts_bytes: int | None = ts_bytes
+        self.data_offset = 0  # no file header: frames (or filler) from the first byte
 
         auto: dict[str, Any] = {}
         if ts_order == "auto" or chip == "auto":
