@@ -5,11 +5,7 @@ half-hits (a row and a column half-hit per pixel hit), 0–2 idle bytes between 
 leading and 4 trailing idle bytes, random fields; written with the AstroPix 3 encoder
 (:func:`bindf.formats._apx3_hits.encode_hits` and ``readout_records``).
 
-Until ``read_apx`` dispatches on ``readout_uid``, :func:`read_polars` runs the same
-pieces the reader will: the file is framed with ``_apx.frame_readouts`` in blocks of
-readouts, each block is decoded by the AstroPix 3 kernel and turned into columns, and
-the record batches become one polars frame. When the reader is wired, replace its body
-by ``bindf.read_apx(path, output="polars")`` (and the same for the other two cases).
+Read with ``bindf.read_apx`` (it dispatches on the header's ``readout_uid``).
 """
 
 from __future__ import annotations
@@ -21,9 +17,8 @@ from pathlib import Path
 import _harness as h
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
-from bindf._kernels import _apx
+import bindf
 from bindf.formats import _apx3_hits as apx3
 
 #: Same size as the AstroPix 4 case, whatever --size-mb says.
@@ -31,8 +26,6 @@ APX3_BYTES = 70_000_000
 #: Mean bytes per readout of the generator below (19 header + 2 + 7 × 5 + ~6 + 4).
 _BYTES_PER_READOUT = 66
 _THREE_COLUMNS = ["readout_id", "column", "location"]
-#: Readouts per decode call (as the AstroPix 4 reader).
-_READOUTS_PER_CALL = 1 << 15
 
 
 def make_apx3(workdir: Path, target_bytes: int) -> Path:
@@ -62,35 +55,7 @@ def make_apx3(workdir: Path, target_bytes: int) -> Path:
 
 
 def _read(path: Path, columns: list[str] | None, level: str = "hits") -> pl.DataFrame:
-    """Frame + decode + columns, block by block (stand-in for ``read_apx``)."""
-    buf = np.fromfile(path, dtype=np.uint8)
-    (header_len,) = struct.unpack_from("<I", buf, 6)
-    pos = 10 + header_len
-    hits = level == "hits"
-    schema = apx3.HITS_SCHEMA if hits else apx3.READOUTS_SCHEMA
-    names = columns or schema.names
-    out_schema = pa.schema([schema.field(c) for c in names])
-    framing = [np.empty(_READOUTS_PER_CALL, t) for t in (np.int64, np.uint32, np.uint64,
-                                                         np.uint32)]
-    decoder = apx3.Apx3HitDecoder(store_hits=hits)
-    to_columns = apx3.Apx3HitColumns()
-    batches = []
-    while True:
-        n, pos, code = _apx.frame_readouts(buf, pos, len(buf), *framing)
-        header_pos, readout_id, timestamp, length = (a[:n] for a in framing)
-        decoded = decoder.decode(buf, header_pos + 19, length, readout_id, timestamp)
-        if hits:
-            arrays = to_columns(decoded, names)
-        else:
-            arrays = apx3.readout_columns(
-                decoded, names, readout_id=readout_id.copy(), wall_timestamp=timestamp.copy(),
-                payload_length=length.copy(), byte_offset=header_pos.astype(np.uint64))
-        batches.append(pa.RecordBatch.from_arrays([pa.array(a) for a in arrays],
-                                                  schema=out_schema))
-        if code != _apx.FRAME_FULL:
-            break
-    # as the reader's polars output: the batches stay polars chunks (no concatenating copy)
-    return pl.from_arrow(pa.Table.from_batches(batches, schema=out_schema), rechunk=False)
+    return bindf.read_apx(path, output="polars", columns=columns, level=level)
 
 
 def read_polars(path: Path) -> pl.DataFrame:

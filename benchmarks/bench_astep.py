@@ -16,8 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 import bindf
-from bindf._source import Source
-from bindf.formats.astep import AstepReader, write_astep
+from bindf.formats.astep import write_astep
 
 #: Mean bytes per frame of the generator below (11-byte frames, a few shorter, filler).
 _BYTES_PER_FRAME = 11.1
@@ -55,14 +54,7 @@ def make_astep(workdir: Path, target_bytes: int) -> Path:
 
 
 def _read(path: Path, **options: object) -> pl.DataFrame:
-    read_astep = getattr(bindf, "read_astep", None)
-    if read_astep is not None:  # once the format is registered
-        return read_astep(path, output="polars", **options)
-    columns = options.pop("columns", None)
-    reader = AstepReader(Source(str(path)), **options)
-    names = reader.resolve_columns(columns)
-    schema = pa.schema([reader.schema.field(c) for c in names])
-    return pl.from_arrow(pa.Table.from_batches(list(reader.iter_batches(names)), schema=schema))
+    return bindf.read_astep(path, output="polars", **options)
 
 
 def read_polars(path: Path) -> pl.DataFrame:
