@@ -2,7 +2,7 @@
 # Run the atheris fuzz targets, SECONDS each, with the Cython kernels checked by
 # AddressSanitizer.
 #
-#   fuzz/run_all.sh SECONDS [TARGET ...]   targets: every registered format (apx apx_log
+#   fuzz/run_all.sh SECONDS [TARGET ...]   targets: every registered format (apx apx_log astep
 #                                          it02 spectro sp01 spf1, plugins …) and
 #                                          kernels (default: all)
 #

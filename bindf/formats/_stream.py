@@ -286,7 +286,8 @@ def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = 
 
 
 
-def prefetched(items: Generator[T, None, None]) -> Generator[T, None, None]:
+def prefetched(items: Generator[T, None, None], *,
+               thread_name: str = "bindf-decode") -> Generator[T, None, None]:
     """Advance ``items`` one step ahead in a worker thread.
 
     The readers' kernels release the GIL, and so do numpy's loops: decoding chunk k + 1
@@ -294,7 +295,7 @@ def prefetched(items: Generator[T, None, None]) -> Generator[T, None, None]:
     ``items`` surface here, in order. Closing this generator waits for the worker and
     closes ``items`` (which closes the file).
     """
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindf-decode")
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
     try:
         pending = pool.submit(next, items, _DONE)
         while True:

@@ -296,7 +296,7 @@ class ApxReader(FormatReader):
         per_call = max(1, min(batch_size, _READOUTS_PER_CALL))
         chunks = self._decoded_chunks(per_call, slots=2 if self.threads else 1)
         if self.threads:
-            chunks = prefetched(chunks)
+            chunks = prefetched(chunks, thread_name="bindf-apx")
         hit_columns = new_hit_columns(self.readout_uid)
         produced = 0
         try:

@@ -401,7 +401,7 @@ class AstepReader(FormatReader):
         produced = 0
         chunks = self._iter_parsed(per_call, slots=2 if self.threads else 1)
         if self.threads:
-            chunks = prefetched(chunks)
+            chunks = prefetched(chunks, thread_name="bindf-astep")
         try:
             for parsed in chunks:
                 arrays = FrameColumns(self, parsed)
