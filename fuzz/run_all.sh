@@ -2,8 +2,9 @@
 # Run the atheris fuzz targets, SECONDS each, with the Cython kernels checked by
 # AddressSanitizer.
 #
-#   fuzz/run_all.sh SECONDS [TARGET ...]   targets: every registered format (apx apx_log astep
-#                                          it02 spectro sp01 spf1, plugins …) and
+#   fuzz/run_all.sh SECONDS [TARGET ...]   targets: every registered format (apx apx_log
+#                                          astep it02 spectro sp01 spf1 itt1 fcs1 it01,
+#                                          plugins …) and
 #                                          kernels (default: all)
 #
 # Per reader target: SECONDS of coverage-guided fuzzing (bindf's Python code is
