@@ -23,6 +23,8 @@ FILES = {
     "it01": SAMPLES / "intensity_tracing_it01.bin",
     "itt1": SAMPLES / "time_tagger_itt1.bin",
     "fcs1": SAMPLES / "fcs_curves_fcs1.bin",
+    "apx3": SAMPLES / "astropix3_injection_run.apx",
+    "astep": SAMPLES / "astep_quad_chip_frames.bin",
 }
 
 
