@@ -107,6 +107,12 @@ class CorruptDataWarning(BindfWarning):
     """Damaged records were skipped (``on_error="warn"``); the rest was returned."""
 
 
+class FileChangedWarning(BindfWarning):
+    """A file being followed (:func:`bindf.follow`) shrank or was replaced by another file:
+    following it stopped. ``offset`` is where bindf had read to; rows already yielded
+    stay as they were."""
+
+
 def missing_dependency(package: str, extra: str) -> ModuleNotFoundError:
     """The error to raise when an optional dependency is not installed."""
     return ModuleNotFoundError(

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, ClassVar
 
 import pyarrow as pa
 
@@ -29,6 +30,16 @@ DEFAULT_BATCH_ROWS = 1 << 20
 
 #: ``on_error`` policies for damaged records (see :meth:`FormatReader.__init__`).
 ON_ERROR_CHOICES = ("raise", "warn", "skip")
+
+
+@dataclass(frozen=True)
+class AcquisitionEnd:
+    """A format's in-band end-of-acquisition marker, as found by
+    :meth:`FormatReader.acquisition_end`: the records end at ``offset`` (the marker is not
+    a record) and ``header`` holds the keys the marker sets (e.g. ``acquisition_end_ns``)."""
+
+    offset: int
+    header: dict[str, Any] = field(default_factory=dict)
 
 
 class FormatReader(abc.ABC):
@@ -94,6 +105,25 @@ class FormatReader(abc.ABC):
         (``None``: a file that is still growing). Formats that cannot stream raise
         ``NotImplementedError``."""
         raise NotImplementedError(f"{self.label} files cannot be decoded as a stream")
+
+    # -- live following (bindf.follow) ------------------------------------------------------
+    #: Header keys that only a finished acquisition has (set by its end marker): while a
+    #: file is followed they are ``None`` until :meth:`acquisition_end` finds the marker.
+    end_header_keys: ClassVar[tuple[str, ...]] = ()
+
+    def acquisition_end(self, f: BinaryIO, size: int) -> AcquisitionEnd | None:
+        """Whether the file, ``size`` bytes long right now, ends with this format's own
+        end-of-acquisition marker (open ``f`` to read it). The follower feeds the records
+        only up to ``AcquisitionEnd.offset`` and ends there once the record chain lands
+        exactly on it and the file has stopped growing. Default: the format has no marker
+        (a followed file ends only by going idle)."""
+        return None
+
+    @property
+    def settled(self) -> bool:
+        """False while a decision taken at open from the data seen so far (IT02's record
+        layout) could still change as the file grows: a follower reopens the file later."""
+        return True
 
     def count_rows(self) -> int | None:
         """Number of rows without decoding, when the layout allows it cheaply (else None)."""
