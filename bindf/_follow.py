@@ -72,6 +72,9 @@ class _Tail:
         self.skip_until = 0
         self.skip_state: StreamState | None = None
         self.done = False
+        #: Why the file ended: "end_marker", "changed" (shrank, replaced, removed) or
+        #: "data_end" (the decoder cannot go on, e.g. damage skipped under on_error).
+        self.ended_by: str | None = None
 
     # -- polling -------------------------------------------------------------------------
     def poll(self) -> tuple[list[pa.RecordBatch], bool]:
@@ -84,10 +87,10 @@ class _Tail:
             return [], False
         grew = st.st_size != self.seen_size
         self.seen_size = st.st_size
-        if self.reader is None or not self.reader.settled:
+        if self.stream is None:
             if grew:
-                self._open(st)
-            if self.reader is None or not self.reader.settled:
+                self._open()
+            if self.stream is None:
                 return [], grew
             grew = True  # the reader just (re)opened: decode what it holds
         assert self.stream is not None
@@ -103,19 +106,24 @@ class _Tail:
             marker, size_then = self.candidate
             if st.st_size == size_then:  # still the end: the acquisition ended
                 self.header = {**self.header, **marker.header}
-                self.done = True
+                self.done, self.ended_by = True, "end_marker"
                 batches, self.held = self.held + self._finish(), []
                 return batches, False
             self.candidate = None  # more came after it: an ordinary record
         if not grew and st.st_size == self.stream.read_position:
             return [], False
         batches = self._read_to(st.st_size)
+        if self.stream.ended:  # nothing after this can be decoded (damage, under on_error)
+            self.done, self.ended_by = True, "data_end"
+            return batches + self._finish(), True
         if self.candidate is not None:
             self.held.extend(batches)
             return [], True
         return batches, True
 
-    def _open(self, st: os.stat_result) -> None:
+    def _open(self, force: bool = False) -> None:
+        """Open the file's reader (a cut header: remember the error, retry on growth) and,
+        once what it decided cannot change any more (or ``force``), its stream."""
         follower = self.follower
         try:
             reader = open_reader(Source(self.path), follower.format,
@@ -127,13 +135,14 @@ class _Tail:
         self.header_error = None
         follower.check_compatible(reader)
         self.reader = reader
-        if not reader.settled:
+        if not (reader.settled or force):
             return
         self.header = {**reader.header,
                        **{k: None for k in reader.end_header_keys if k in reader.header}}
         self.stream = reader.batch_stream(follower.reader_columns(reader), data_end=None)
         self.f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
-        self.identity = (os.fstat(self.f.fileno()).st_ino, os.fstat(self.f.fileno()).st_dev)
+        st = os.fstat(self.f.fileno())
+        self.identity = (st.st_ino, st.st_dev)
         if self.start is not None:
             self._skip_to(self.start)
 
@@ -233,29 +242,17 @@ class _Tail:
                                         f"{self.follower.idle_timeout} s")
             return []
         if self.stream is None:  # never settled: the file as it is now decides
-            self._open(os.stat(self.path))  # type: ignore[arg-type]
-            self.reader_settle()
+            self._open(force=True)
         batches = self._read_to(os.stat(self.path).st_size) if self.stream else []
         if self.candidate is not None:  # ends on its marker after all
             self.header = {**self.header, **self.candidate[0].header}
         return self.held + batches + self._finish()
 
-    def reader_settle(self) -> None:
-        """Open the stream of a reader that never settled (the file stopped growing)."""
-        reader = self.reader
-        if reader is None or self.stream is not None:
-            return
-        self.header = {**reader.header,
-                       **{k: None for k in reader.end_header_keys if k in reader.header}}
-        self.stream = reader.batch_stream(self.follower.reader_columns(reader), data_end=None)
-        self.f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
-        self.identity = (os.fstat(self.f.fileno()).st_ino, os.fstat(self.f.fileno()).st_dev)
-
     def _offset(self) -> int:
         return self.stream.read_position if self.stream is not None else 0
 
     def _stop(self, message: str, offset: int) -> None:
-        self.done = True
+        self.done, self.ended_by = True, "changed"
         warnings.warn(FileChangedWarning(message, path=self.path, offset=offset),
                       stacklevel=4)
 
@@ -316,7 +313,8 @@ class Follower(Iterator[Frame]):
         self.bytes = 0
         self.path: str | None = None
         self.header: dict[str, Any] | None = None
-        #: Why iteration stopped: "end_marker", "idle", "closed", "interrupted", "changed".
+        #: Why iteration stopped: "end_marker", "idle", "closed", "interrupted", "changed",
+        #: "data_end" (see the file ends in :func:`follow`).
         self.ended_by: str | None = None
         self._schema: pa.Schema | None = None
         self._tail: _Tail | None = None
@@ -451,10 +449,10 @@ class Follower(Iterator[Frame]):
                         self.bytes += max(tail.stream.read_position - before, 0)
                     if active:
                         last_activity = time.monotonic()
-                    yield from self._to_frames(tail, batches, always=tail.done
-                                               and tail.candidate is not None)
+                    yield from self._to_frames(tail, batches,
+                                               always=tail.ended_by == "end_marker")
                     if tail.done:
-                        ended = "end_marker" if tail.candidate is not None else "changed"
+                        ended = tail.ended_by
                         tail.close()
                         done.add(tail.path)
                         self._tail = None

@@ -359,3 +359,34 @@ def test_idle_follower_uses_little_cpu(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert float(result.stdout) < 0.01, result.stdout
+
+
+def test_every_format_followed_when_already_written(tmp_path: Path) -> None:
+    """Every streamable format (built-in and plugin), a file already complete: the frames
+    equal the read (small IT02 files decide their layout once they stop growing)."""
+    from test_stream import _sample_files
+
+    for name, (path, options) in _sample_files(tmp_path).items():
+        expected = _expected(path, **options)
+        with bindf.follow(path, poll_interval=0.01, idle_timeout=0.05, output="arrow",
+                          batch_size=700, **options) as follower:
+            frames = [f.replace_schema_metadata(None) for f in follower]
+        assert pa.concat_tables(frames).equals(expected), name
+        assert all(f.num_rows <= 700 for f in frames)
+
+
+def test_on_error_applies_to_damaged_records(tmp_path: Path) -> None:
+    """A sparse record with an impossible mask: raise by default, rows before it under
+    "skip" (as ``read``)."""
+    source = _sparse_it02(tmp_path / "s.bin", n=3000)
+    data = bytearray(source.read_bytes())
+    offset = bindf.registry.open_reader(bindf._source.Source(str(source))).data_offset
+    data[offset + 8] = 0xFF  # the first record's mask names channels the header lacks
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(bindf.CorruptDataError):
+        list(bindf.follow(bad, poll_interval=0.01, idle_timeout=0.05, layout="sparse"))
+    frames = list(bindf.follow(bad, poll_interval=0.01, idle_timeout=0.05, layout="sparse",
+                               on_error="skip", output="arrow"))
+    expected = bindf.read(bad, layout="sparse", on_error="skip", output="arrow")
+    assert sum(f.num_rows for f in frames) == expected.num_rows
