@@ -313,11 +313,14 @@ class Follower(Iterator[Frame]):
         self.bytes = 0
         self.path: str | None = None
         self.header: dict[str, Any] | None = None
+        self.format_name: str | None = None
         #: Why iteration stopped: "end_marker", "idle", "closed", "interrupted", "changed",
         #: "data_end" (see the file ends in :func:`follow`).
         self.ended_by: str | None = None
         self._schema: pa.Schema | None = None
         self._tail: _Tail | None = None
+        self._stop_requested = False
+        self._bytes_before = 0  # bytes of the files finished before the current one
         #: start="end": the size of each file that exists now (where its rows begin).
         self._sizes_at_start = {p: os.stat(p).st_size for p in self._candidates()
                                 if os.path.exists(p)}
@@ -335,6 +338,11 @@ class Follower(Iterator[Frame]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def stop(self) -> None:
+        """Ask the iteration to end at its next poll, as if Ctrl-C was pressed: safe to
+        call from a signal handler or another thread (``close`` is not)."""
+        self._stop_requested = True
 
     def close(self) -> None:
         """Stop following and close the file (frames already yielded stay valid)."""
@@ -418,7 +426,8 @@ class Follower(Iterator[Frame]):
                 pa.repeat(pa.scalar(tail.path, pa.string()), table.num_rows))
         table = table.select(self._output_names(table.schema.names[
             :table.num_columns - (1 if self.include_file_paths else 0)]))
-        self.path, self.header = tail.path, tail.header
+        self.path, self.header, self.format_name = tail.path, tail.header, tail.reader.name
+        self.bytes = self._bytes_before + (tail.stream.read_position if tail.stream else 0)
         info = build_info(tail.reader.name, tail.header, tail.path, tail.errors or None)
         size = self.batch_size or max(table.num_rows, 1)
         for start in range(0, max(table.num_rows, 1), size):
@@ -432,7 +441,7 @@ class Follower(Iterator[Frame]):
         done: set[str] = set()
         last_activity = time.monotonic()
         try:
-            while True:
+            while not self._stop_requested:
                 tail = self._tail
                 if tail is None:
                     path = self._next_file(done)
@@ -440,13 +449,10 @@ class Follower(Iterator[Frame]):
                         start = self._sizes_at_start.get(path) if self.start == "end" else None
                         tail = self._tail = _Tail(path, self, start)
                 if tail is not None:
-                    before = tail.stream.read_position if tail.stream is not None else 0
                     try:
                         batches, active = tail.poll()
                     except BindfError as exc:
                         raise ensure_bindf_path(exc, tail.path) from None
-                    if tail.stream is not None:
-                        self.bytes += max(tail.stream.read_position - before, 0)
                     if active:
                         last_activity = time.monotonic()
                     yield from self._to_frames(tail, batches,
@@ -456,6 +462,7 @@ class Follower(Iterator[Frame]):
                         tail.close()
                         done.add(tail.path)
                         self._tail = None
+                        self._bytes_before = self.bytes
                         if self._single or ended == "changed":
                             self.ended_by = ended
                             return
@@ -466,6 +473,7 @@ class Follower(Iterator[Frame]):
                         tail.close()
                         done.add(tail.path)
                         self._tail = None
+                        self._bytes_before = self.bytes
                         continue
                 if self.idle_timeout is not None and \
                         time.monotonic() - last_activity >= self.idle_timeout:
@@ -484,8 +492,8 @@ class Follower(Iterator[Frame]):
                 try:
                     time.sleep(self.poll_interval)
                 except KeyboardInterrupt:
-                    self.ended_by = "interrupted"
-                    return
+                    self._stop_requested = True
+            self.ended_by = "interrupted"
         finally:
             if self._tail is not None:
                 self._tail.close()

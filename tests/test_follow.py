@@ -390,3 +390,51 @@ def test_on_error_applies_to_damaged_records(tmp_path: Path) -> None:
                                on_error="skip", output="arrow"))
     expected = bindf.read(bad, layout="sparse", on_error="skip", output="arrow")
     assert sum(f.num_rows for f in frames) == expected.num_rows
+
+
+# -- the command line -------------------------------------------------------------------
+def test_cli_status_lines_and_parquet(tmp_path: Path) -> None:
+    source = _sparse_it02(tmp_path / "s.bin", n=5000)
+    out = tmp_path / "out.parquet"
+    result = subprocess.run(
+        [sys.executable, "-m", "bindf", "follow", str(source), "-o", str(out),
+         "--poll-interval", "0.02", "--idle-timeout", "5", "--status-interval", "0"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and all("rows" in line for line in lines)
+    assert "5,000 rows" in lines[-1] and "ch1=" in lines[-1] and "ch3=" in lines[-1]
+    got = bindf.read_parquet(out, output="arrow")
+    assert got.replace_schema_metadata(None).equals(_expected(source))
+    assert bindf.read_parquet(out).attrs["bindf"]["header"] == bindf.read_header(source)
+
+
+def test_cli_ctrl_c_leaves_a_valid_parquet_file(tmp_path: Path) -> None:
+    """SIGINT while following: the Parquet file is finished with every row seen."""
+    import signal
+
+    source = _apx_noisy(tmp_path / "src.apx")
+    data = source.read_bytes()
+    target = tmp_path / "run.apx"
+    half = len(data) // 2 + 5
+    target.write_bytes(data[:half])
+    out = tmp_path / "out.parquet"
+    proc = _start(["import sys; from bindf.cli import main; sys.exit(main(sys.argv[1:]))",
+                   "follow", str(target), "-o", str(out), "--poll-interval", "0.02",
+                   "--idle-timeout", "0", "--status-interval", "0"],
+                  stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    seen = ""
+    while "rows" not in seen and time.monotonic() < deadline:  # a first frame was seen
+        seen += proc.stderr.readline()
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    got = bindf.read_parquet(out, output="arrow").replace_schema_metadata(None)
+    target.write_bytes(data[:half])
+    with pytest.warns(bindf.TruncatedFileWarning):  # the cut readout: not in the output
+        expected = _expected(target)
+    assert got.num_rows > 0 and got.equals(expected)
+    assert bindf.read_parquet(out).attrs["bindf"]["header"] == bindf.read_header(source)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.parquet")]
