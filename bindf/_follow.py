@@ -139,7 +139,11 @@ class _Tail:
             return
         self.header = {**reader.header,
                        **{k: None for k in reader.end_header_keys if k in reader.header}}
-        self.stream = reader.batch_stream(follower.reader_columns(reader), data_end=None)
+        try:
+            self.stream = reader.batch_stream(follower.reader_columns(reader), data_end=None)
+        except NotImplementedError as exc:  # e.g. FCS1, written whole after the computation
+            raise ValueError(f"{self.path}: cannot be followed while it is written ({exc}); "
+                             "read it once it is complete") from None
         self.f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         st = os.fstat(self.f.fileno())
         self.identity = (st.st_ino, st.st_dev)

@@ -438,3 +438,9 @@ def test_cli_ctrl_c_leaves_a_valid_parquet_file(tmp_path: Path) -> None:
     assert got.num_rows > 0 and got.equals(expected)
     assert bindf.read_parquet(out).attrs["bindf"]["header"] == bindf.read_header(source)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.parquet")]
+
+
+def test_format_that_cannot_stream_is_a_clear_error() -> None:
+    fcs1 = DATA / "fcs1_fcs-export-data-example.bin"
+    with pytest.raises(ValueError, match="cannot be followed"):
+        list(bindf.follow(fcs1, poll_interval=0.01, idle_timeout=0.05))
