@@ -1,6 +1,6 @@
 """``bindf follow FILE...``: the command line of :func:`bindf.follow`.
 
-A status line (rows, rows/s, bytes, last time stamp, and per-channel counts for IT02 or
+A status line (rows, rows/s since the start, bytes, last time stamp, and per-channel counts for IT02 or
 per-chip hits for AstroPix) is redrawn in place on a terminal and printed once per
 interval otherwise. ``-o out.parquet`` streams every frame as a row group into a Parquet
 file written atomically (temporary file, then rename) and finished properly when the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -56,18 +57,36 @@ def add_follow_command(sub: Any) -> None:
 
 
 class Status:
-    """The status line: totals over every frame, drawn to ``out``."""
+    """The status line: totals over every frame, redrawn to ``out`` by a thread (every
+    0.25 s in place on a terminal, one line per ``interval`` otherwise)."""
 
     def __init__(self, out: TextIO, interval: float) -> None:
         self.out = out
         self.tty = out.isatty()
         self.interval = interval
         self.started = time.monotonic()
-        self.last_drawn = 0.0
         self.last_time: Any = None
         self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, follower: Follower) -> None:
+        """Redraw from a thread, so that the line keeps coming while the file is idle."""
+        period = 0.25 if self.tty else max(self.interval, 0.05)
+
+        def loop() -> None:
+            while not self._stop.wait(period):
+                self.draw(follower)
+
+        self._thread = threading.Thread(target=loop, name="bindf-follow-status", daemon=True)
+        self._thread.start()
 
     def add(self, frame: pa.Table) -> None:
+        with self._lock:
+            self._add(frame)
+
+    def _add(self, frame: pa.Table) -> None:
         for name in _TIME_COLUMNS:
             if name in frame.column_names and frame.num_rows:
                 self.last_time = frame.column(name)[-1].as_py()
@@ -94,19 +113,21 @@ class Status:
                 self.counts.items(), key=lambda kv: (len(kv[0]), kv[0]))))
         return " | ".join(parts)
 
-    def draw(self, follower: Follower, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_drawn < (0.1 if self.tty else self.interval):
-            return
-        self.last_drawn = now
-        text = self.line(follower)
-        if self.tty:
-            self.out.write("\r\x1b[2K" + text)
-        else:
-            self.out.write(text + "\n")
-        self.out.flush()
+    def draw(self, follower: Follower) -> None:
+        with self._lock:
+            text = self.line(follower)
+            if self.tty:
+                self.out.write("\r\x1b[2K" + text)
+            else:
+                self.out.write(text + "\n")
+            self.out.flush()
 
-    def close(self) -> None:
+    def close(self, follower: Follower) -> None:
+        """Stop redrawing; draw the final totals."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.draw(follower)
         if self.tty:
             self.out.write("\n")
             self.out.flush()
@@ -126,6 +147,8 @@ def cmd_follow(args: Any) -> int:
     status = None if args.quiet else Status(sys.stderr, args.status_interval)
     # Ctrl-C ends the follow at its next poll; the output is then finished properly.
     previous = signal.signal(signal.SIGINT, lambda signum, frame: follower.stop())
+    if status is not None:
+        status.start(follower)
     try:
         frames = _with_status(follower, status)
         if args.output:
@@ -152,8 +175,7 @@ def cmd_follow(args: Any) -> int:
         signal.signal(signal.SIGINT, previous)
         follower.close()
         if status is not None:
-            status.draw(follower, force=True)
-            status.close()
+            status.close(follower)
     return EX_OK
 
 
@@ -161,5 +183,4 @@ def _with_status(follower: Follower, status: Status | None) -> Iterator[pa.Table
     for frame in follower:
         if status is not None:
             status.add(frame)
-            status.draw(follower)
         yield frame
