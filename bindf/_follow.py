@@ -112,7 +112,9 @@ class _Tail:
             self.candidate = None  # more came after it: an ordinary record
         if not grew and st.st_size == self.stream.read_position:
             return [], False
-        batches = self._read_to(st.st_size)
+        # Rows held back with a candidate that turned out to be an ordinary record.
+        batches, self.held = self.held, []
+        batches += self._read_to(st.st_size)
         if self.stream.ended:  # nothing after this can be decoded (damage, under on_error)
             self.done, self.ended_by = True, "data_end"
             return batches + self._finish(), True
@@ -247,10 +249,13 @@ class _Tail:
             return []
         if self.stream is None:  # never settled: the file as it is now decides
             self._open(force=True)
-        batches = self._read_to(os.stat(self.path).st_size) if self.stream else []
-        if self.candidate is not None:  # ends on its marker after all
+        batches, self.held, self.candidate = self.held, [], None
+        if self.stream is not None:
+            batches += self._read_to(os.stat(self.path).st_size)
+        if self.candidate is not None:  # the records end on the marker: the end after all
             self.header = {**self.header, **self.candidate[0].header}
-        return self.held + batches + self._finish()
+            self.ended_by = "end_marker"
+        return batches + self._finish()
 
     def _offset(self) -> int:
         return self.stream.read_position if self.stream is not None else 0

@@ -185,14 +185,14 @@ def test_it02_zero_bin_followed_by_more_data_is_a_row(tmp_path: Path) -> None:
     target = tmp_path / "growing.bin"
     target.write_bytes(header + body + zero_bin)
 
-    def append_rest() -> None:
-        time.sleep(0.05)
+    def append_rest() -> None:  # after the first poll saw the zero bin at the end
+        time.sleep(0.25)
         with open(target, "ab") as f:
             f.write(later.tobytes() + marker)
 
     thread = threading.Thread(target=append_rest)
     thread.start()
-    with bindf.follow(target, poll_interval=0.4, idle_timeout=10, output="arrow") as follower:
+    with bindf.follow(target, poll_interval=0.6, idle_timeout=10, output="arrow") as follower:
         frames = [f.replace_schema_metadata(None) for f in follower]
     thread.join()
     assert follower.ended_by == "end_marker"
@@ -444,3 +444,26 @@ def test_format_that_cannot_stream_is_a_clear_error() -> None:
     fcs1 = DATA / "fcs1_fcs-export-data-example.bin"
     with pytest.raises(ValueError, match="cannot be followed"):
         list(bindf.follow(fcs1, poll_interval=0.01, idle_timeout=0.05))
+
+
+def test_it02_zero_bin_at_a_pause_then_more_records_without_a_marker(tmp_path: Path) -> None:
+    """Rows held back with a zero bin at the end of the file are released when more
+    records come, even when no end marker follows them (``idle_timeout`` ends it)."""
+    header = _sparse_it02(tmp_path / "h.bin", n=10).read_bytes()
+    header = header[:bindf.registry.open_reader(
+        bindf._source.Source(str(tmp_path / "h.bin"))).data_offset]
+    records = np.zeros(5000, dtype=[("t", "<f8"), ("mask", "u1"), ("a", "<u4"), ("b", "<u4")])
+    records["t"] = (np.arange(5000) + 1) * 1e3
+    records["mask"], records["a"], records["b"] = 3, 1, 2
+    zero_bin = struct.pack("<dB", 5001e3, 0)
+    tail = records[:3].copy()
+    tail["t"] += 5001e3
+    target = tmp_path / "growing.bin"
+    target.write_bytes(header + records.tobytes() + zero_bin)
+    threading.Timer(0.25, lambda: target.open("ab").write(tail.tobytes())).start()
+    with bindf.follow(target, poll_interval=0.6, idle_timeout=0.7, output="arrow",
+                      layout="sparse") as follower:
+        got = pa.concat_tables(f.replace_schema_metadata(None) for f in follower)
+    assert follower.ended_by == "idle"
+    assert got.equals(_expected(target, layout="sparse"))
+    assert got.num_rows == 5004
