@@ -304,7 +304,7 @@ def test_folder_where_files_appear(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=writer)
     thread.start()
-    frames = list(bindf.follow(str(folder / "*.bin"), poll_interval=0.02, idle_timeout=0.6,
+    frames = list(bindf.follow(str(folder / "*.bin"), poll_interval=0.02, idle_timeout=1.5,
                                output="arrow", include_file_paths="path"))
     thread.join()
     got = pa.concat_tables(f.replace_schema_metadata(None) for f in frames)
