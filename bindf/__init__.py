@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._follow import Follower, follow
 from ._ingest import DatasetLockedError, IngestReport, ingest, read_dataset
 from ._ingest import watch as watch_ingest
 from ._version import __version__
@@ -25,6 +26,7 @@ from .errors import (
     BindfWarning,
     CorruptDataError,
     CorruptDataWarning,
+    FileChangedWarning,
     HeaderError,
     TruncatedFileWarning,
     UnknownFormatError,
@@ -123,6 +125,9 @@ __all__ = [
     "IngestReport",
     "ingest",
     "watch_ingest",
+    "follow",
+    "Follower",
+    "FileChangedWarning",
     "read_dataset",
 ]
 

@@ -9,11 +9,14 @@ import polars as pl
 import pyarrow as pa
 
 from . import registry as registry
+from ._follow import Follower as Follower
+from ._follow import follow as follow
 from ._version import __version__ as __version__
 from .errors import BindfError as BindfError
 from .errors import BindfWarning as BindfWarning
 from .errors import CorruptDataError as CorruptDataError
 from .errors import CorruptDataWarning as CorruptDataWarning
+from .errors import FileChangedWarning as FileChangedWarning
 from .errors import HeaderError as HeaderError
 from .errors import TruncatedFileWarning as TruncatedFileWarning
 from .errors import UnknownFormatError as UnknownFormatError

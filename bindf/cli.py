@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bindf._ingest import add_ingest_command
 
     add_ingest_command(sub)
+    from bindf._follow_cli import add_follow_command
+
+    add_follow_command(sub)
     return parser
 
 

@@ -109,6 +109,12 @@ class CorruptDataWarning(BindfWarning):
     """Damaged records were skipped (``on_error="warn"``); the rest was returned."""
 
 
+class FileChangedWarning(BindfWarning):
+    """A file being followed (:func:`bindf.follow`) shrank or was replaced by another file:
+    following it stopped. ``offset`` is where bindf had read to; rows already yielded
+    stay as they were."""
+
+
 class AmbiguousChannelMappingWarning(BindfWarning):
     """An ``IT01`` header whose ``channels`` are not ``[0, 1, …, k-1]``: slot ``i`` was
     read as ``channels[i]`` (the vendor's file readers), but the vendor's live display

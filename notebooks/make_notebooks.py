@@ -508,9 +508,99 @@ ANALYSIS = [
     """),
 ]
 
+LIVE_ACQUISITION = [
+    md("""
+        # Live acquisition: follow a run while it is written
+
+        `bindf.follow` yields the rows that became complete since the last poll, never part
+        of a readout, nothing repeated or lost. Here a thread plays the instrument: it
+        replays the bundled AstroPix run into a new file in small, uneven pieces (cut
+        anywhere, header included), with pauses, as a DAQ flushing its buffer would; it
+        starts in the next cell, together with the follower.
+    """),
+    SETUP,
+    code("""
+        import random
+        import threading
+        import time
+
+        source = (samples / "astropix_threshold_scan.apx").read_bytes()
+        live = out / "live.apx"
+
+        def instrument() -> None:
+            rng = random.Random(1)
+            with open(live, "wb") as f:
+                i = 0
+                while i < len(source):
+                    n = rng.randint(1, 1500)
+                    f.write(source[i:i + n])
+                    f.flush()
+                    i += n
+                    time.sleep(rng.uniform(0.0, 0.1))
+    """),
+    md("""
+        ## A hit map that updates as the run grows
+        The follower starts before the file exists and waits for it. Each frame adds its
+        hits to the map, and the figure is redrawn in place. Following ends after
+        `idle_timeout` seconds without growth (an IT02 file ends at its end marker).
+    """),
+    code("""
+        import io
+
+        import matplotlib.pyplot as plt
+        import numpy as np
+        from IPython.display import Image, display
+
+
+        def png(fig) -> Image:  # the figure as an image, whatever matplotlib's backend
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=72)
+            return Image(buffer.getvalue())
+
+        counts = np.zeros((13, 16), dtype=np.int64)  # AstroPix 4 pixel grid: rows x columns
+        fig, ax = plt.subplots(figsize=(5, 4))
+        image = ax.imshow(counts, origin="lower", cmap="viridis", vmin=0)
+        fig.colorbar(image, ax=ax, label="hits")
+        ax.set_xlabel("column")
+        ax.set_ylabel("row")
+        plt.close(fig)  # shown, and redrawn, through the display handle only
+        handle = display(png(fig), display_id=True)
+
+        writer = threading.Thread(target=instrument)  # the run starts now
+        writer.start()
+        frames = []
+        with bindf.follow(live, poll_interval=0.05, idle_timeout=1.0) as follower:
+            for frame in follower:
+                frames.append(frame)
+                np.add.at(counts, (frame["row"].to_numpy(), frame["column"].to_numpy()), 1)
+                image.set_data(counts)
+                image.set_clim(0, max(counts.max(), 1))
+                ax.set_title(f"{counts.sum()} hits")
+                handle.update(png(fig))
+        writer.join()
+        print("several frames:", len(frames) > 1, "| ended by:", follower.ended_by)
+    """),
+    md("""
+        ## Exactly the finished file
+        The frames put together equal a read of the finished file, and each carries the
+        header.
+    """),
+    code("""
+        followed = pd.concat(frames, ignore_index=True)
+        print(len(followed), "hits; equal to bindf.read of the finished file:",
+              followed.equals(bindf.read_apx(live)))
+        frames[-1].bindf.header["readout_uid"]
+    """),
+    md("""
+        From a terminal, `bindf follow run.apx -o run.parquet` shows a live status line and
+        streams the rows into a Parquet file that is finished properly on Ctrl-C.
+    """),
+]
+
 #: File name → cells, in the order the tests list them.
 NOTEBOOKS: dict[str, list[NotebookNode]] = {
     "analysis_walkthrough.ipynb": ANALYSIS,
+    "live_acquisition.ipynb": LIVE_ACQUISITION,
     "quickstart_astropix.ipynb": QUICKSTART_ASTROPIX,
     "quickstart_intensity_tracing.ipynb": QUICKSTART_INTENSITY_TRACING,
     "quickstart_spectroscopy.ipynb": QUICKSTART_SPECTROSCOPY,

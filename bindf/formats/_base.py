@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, ClassVar
 
 import pyarrow as pa
 
@@ -39,6 +40,16 @@ def numpy_batch(arrays: Sequence[Any], schema: pa.Schema) -> pa.RecordBatch:
     small files each make a batch of 18 columns."""
     return pa.RecordBatch.from_arrays(
         [pa.array(a, type=f.type) for a, f in zip(arrays, schema)], schema=schema)
+
+
+@dataclass(frozen=True)
+class AcquisitionEnd:
+    """A format's in-band end-of-acquisition marker, as found by
+    :meth:`FormatReader.acquisition_end`: the records end at ``offset`` (the marker is not
+    a record) and ``header`` holds the keys the marker sets (e.g. ``acquisition_end_ns``)."""
+
+    offset: int
+    header: dict[str, Any] = field(default_factory=dict)
 
 
 class FormatReader(abc.ABC):
@@ -124,6 +135,26 @@ class FormatReader(abc.ABC):
         """One batch of ``columns`` from the units of one or more files of this format
         (with the same schema), in order."""
         raise NotImplementedError
+
+
+    # -- live following (bindf.follow) ------------------------------------------------------
+    #: Header keys that only a finished acquisition has (set by its end marker): while a
+    #: file is followed they are ``None`` until :meth:`acquisition_end` finds the marker.
+    end_header_keys: ClassVar[tuple[str, ...]] = ()
+
+    def acquisition_end(self, f: BinaryIO, size: int) -> AcquisitionEnd | None:
+        """Whether the file, ``size`` bytes long right now, ends with this format's own
+        end-of-acquisition marker (open ``f`` to read it). The follower feeds the records
+        only up to ``AcquisitionEnd.offset`` and ends there once the record chain lands
+        exactly on it and the file has stopped growing. Default: the format has no marker
+        (a followed file ends only by going idle)."""
+        return None
+
+    @property
+    def settled(self) -> bool:
+        """False while a decision taken at open from the data seen so far (IT02's record
+        layout) could still change as the file grows: a follower reopens the file later."""
+        return True
 
     def count_rows(self) -> int | None:
         """Number of rows without decoding, when the layout allows it cheaply (else None)."""

@@ -175,6 +175,17 @@ class StreamDecoder(abc.ABC, Generic[T]):
         out.extend(self._drain())
         return out
 
+    def read_from(self, f: BinaryIO, n: int) -> tuple[list[T], int]:
+        """Read up to ``n`` bytes of ``f`` (positioned at :attr:`read_position`) straight
+        into the buffer with ``readinto`` and decode them like :meth:`feed`; returns the
+        units and the number of bytes read (fewer than ``n`` at the end of the file)."""
+        if self.ended:
+            return [], 0
+        got = read_into(f, self.space(n))
+        out = list(self.commit(got))
+        out.extend(self._drain())
+        return out, got
+
     def finish(self, *, shrank: bool = False) -> Iterator[T]:
         """No more bytes will come: decode what is still possible, hand out what the
         decoder buffered, and report an incomplete tail (``shrank``: the file got
@@ -325,6 +336,12 @@ class BatchStream:
 
     def feed(self, data: bytes | bytearray | memoryview | np.ndarray) -> list[Any]:
         return [b for b in (self._to_batch(u) for u in self.decoder.feed(data)) if b.num_rows]
+
+    def read_from(self, f: BinaryIO, n: int) -> tuple[list[Any], int]:
+        """Like :meth:`feed`, reading up to ``n`` bytes of ``f`` into the decoder's buffer
+        (no copy); returns the batches and the number of bytes read."""
+        units, got = self.decoder.read_from(f, n)
+        return [b for b in (self._to_batch(u) for u in units) if b.num_rows], got
 
     def finish(self, *, shrank: bool = False) -> list[Any]:
         return [b for b in (self._to_batch(u) for u in self.decoder.finish(shrank=shrank))

@@ -32,7 +32,7 @@ from .._kernels import _it02
 from .._source import iter_fixed_records
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
-from ._base import FormatReader
+from ._base import AcquisitionEnd, FormatReader
 from ._fixed import PARALLEL_MIN_BYTES, FixedRecordReader
 from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach them here
     _F64,
@@ -168,6 +168,7 @@ class IT02Reader(FormatReader):
             raise TypeError(f"unexpected option(s) for read_it02: {sorted(self.options)}")
         if layout not in (None, *LAYOUTS):
             raise ValueError(f"layout must be 'dense', 'sparse' or None, not {layout!r}")
+        self._layout_forced = layout is not None
         if not isinstance(fill_gaps, bool):
             raise TypeError(f"fill_gaps must be True or False, not {fill_gaps!r}")
         raw, self.data_offset = read_preamble(
@@ -225,6 +226,34 @@ class IT02Reader(FormatReader):
             + [pa.field(channel_column(c), pa.uint32(), nullable=False) for c in self.channels]
         )
         return header
+
+    # -- live following -------------------------------------------------------------------
+    end_header_keys: ClassVar[tuple[str, ...]] = ("acquisition_end_ns",)
+
+    @property
+    def settled(self) -> bool:
+        """The layout was given, or detected from a full probe of records, or the file
+        already ends with its end marker: it cannot change as the file grows."""
+        return (self._layout_forced or self.data_bytes >= PROBE_BYTES
+                or self.end_marker_offset is not None)
+
+    def acquisition_end(self, f: BinaryIO, size: int) -> AcquisitionEnd | None:
+        """A sparse file of ``size`` bytes ends with its mask-0 end marker: the same test
+        as when a finished file is opened (see :func:`_find_end_marker`)."""
+        if self.layout != "sparse" or size - self.data_offset < SPARSE_FIXED_BYTES:
+            return None
+        tail_len = min(size - self.data_offset, MARKER_TAIL_BYTES)
+        f.seek(size - tail_len)
+        tail = read_exact(f, tail_len)
+        if len(tail) < tail_len or tail[-1] != 0:
+            return None
+        f.seek(self.data_offset)
+        head = read_exact(f, TIME_BYTES)
+        end_ns = _find_end_marker(tail, size - tail_len, self.data_offset, self.n_channels,
+                                  _F64.unpack_from(head, 0)[0])
+        if end_ns is None:
+            return None
+        return AcquisitionEnd(size - SPARSE_FIXED_BYTES, {"acquisition_end_ns": end_ns})
 
     def _end_marker_time(self, f: BinaryIO, head: bytes) -> float | None:
         if self.data_bytes < SPARSE_FIXED_BYTES or len(head) < TIME_BYTES:
@@ -466,7 +495,9 @@ class IT02Reader(FormatReader):
             data_end=self._region_end() if data_end == -1 else data_end,
             n_channels=self.n_channels, wanted=wanted, want_time=want_time,
             batch_size=batch_size, max_records=max_records, borrow=borrow,
-            end_marker_offset=self.end_marker_offset)
+            # A growing file (data_end None): whoever feeds the stream decides where the
+            # records end (see acquisition_end), not the marker seen when it was opened.
+            end_marker_offset=None if data_end is None else self.end_marker_offset)
 
     # -- damage -----------------------------------------------------------------------
     def _warn_truncated(self, offset: int, why: str) -> None:

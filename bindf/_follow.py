@@ -1,0 +1,586 @@
+"""Follow files while an instrument is still writing them: :func:`bindf.follow`.
+
+A follower polls each file with ``os.stat`` (no inotify: it must work on network drives
+and USB disks) and reads only the bytes appended since the last poll, with ``readinto``
+straight into the buffer of the format's resumable decoder
+(:meth:`~bindf.formats._base.FormatReader.batch_stream`). The decoder carries an
+incomplete record, readout or line, and its own state, to the next poll, so every frame
+holds whole records only, and the frames of a file put together are exactly what
+``bindf.read`` returns for the finished file.
+
+Where a followed file ends:
+
+* the format's own end-of-acquisition marker (:meth:`FormatReader.acquisition_end`; the
+  sparse IT02 mask-0 record), once the record chain lands exactly on it and one poll
+  later the file has not grown (a mask-0 record that more data follows is an ordinary bin,
+  as in ``read``). The last frame carries the header keys the marker sets;
+* the file did not grow for ``idle_timeout`` seconds;
+* it shrank or was replaced: :class:`~bindf.errors.FileChangedWarning` naming the offset;
+* the caller closes the follower, leaves its ``with`` block or presses Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+
+from ._source import Source, _is_url, ensure_bindf_path
+from .arrow import build_info
+from .errors import BindfError, FileChangedWarning
+from .formats._base import AcquisitionEnd, FormatReader
+from .formats._stream import BatchStream, FixedRecordStream, StreamState
+from .frontends.output import Frame, Output, check_output, table_to_output
+from .registry import open_reader
+
+#: Most bytes read (and decoded) in one step: a follower that starts on a large file, or
+#: a writer that appended a lot at once, still decodes in bounded memory.
+READ_STEP = 16 << 20
+
+START_CHOICES = ("begin", "end")
+_GLOB_CHARS = frozenset("*?[")
+
+
+class _Tail:
+    """One followed file: its reader, its decoder and where reading got to."""
+
+    def __init__(self, path: str, follower: Follower, start: int | None) -> None:
+        self.path = path
+        self.follower = follower
+        #: start="end": the file's size when following started (rows begin there).
+        self.start = start
+        self.reader: FormatReader | None = None
+        self.stream: BatchStream | None = None
+        self.f: BinaryIO | None = None
+        self.identity: tuple[int, int] | None = None
+        self.header: dict[str, Any] = {}
+        #: Size at the last poll (-1: never seen).
+        self.seen_size = -1
+        #: The last error opening the header (retried while the file grows).
+        self.header_error: BaseException | None = None
+        #: An end marker the records landed on: (marker, file size when found).
+        self.candidate: tuple[AcquisitionEnd, int] | None = None
+        #: Batches decoded in the poll that found ``candidate``: they go out with the
+        #: header the marker completes, in the frame that ends the file.
+        self.held: list[pa.RecordBatch] = []
+        #: start="end": file offset before which decoded rows are dropped.
+        self.skip_until = 0
+        self.skip_state: StreamState | None = None
+        self.done = False
+        #: Why the file ended: "end_marker", "changed" (shrank, replaced, removed) or
+        #: "data_end" (the decoder cannot go on, e.g. damage skipped under on_error).
+        self.ended_by: str | None = None
+
+    # -- polling -------------------------------------------------------------------------
+    def poll(self) -> tuple[list[pa.RecordBatch], bool]:
+        """Decode what was appended since the last poll: (batches, file changed)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self.reader is not None:
+                self._stop(f"{self.path} disappeared while it was followed", self._offset())
+            return [], False
+        grew = st.st_size != self.seen_size
+        self.seen_size = st.st_size
+        if self.stream is None:
+            if grew:
+                self._open()
+            if self.stream is None:
+                return [], grew
+            grew = True  # the reader just (re)opened: decode what it holds
+        assert self.stream is not None
+        if (st.st_ino, st.st_dev) != self.identity:
+            self._stop(f"{self.path} was replaced by another file while it was followed",
+                       self._offset())
+            return [], False
+        if st.st_size < self.stream.read_position:
+            self._stop(f"{self.path} shrank to {st.st_size} bytes while it was followed; "
+                       "stopped following it", self.stream.read_position)
+            return [], False
+        if self.candidate is not None:
+            marker, size_then = self.candidate
+            if st.st_size == size_then:  # still the end: the acquisition ended
+                self.header = {**self.header, **marker.header}
+                self.done, self.ended_by = True, "end_marker"
+                batches, self.held = self.held + self._finish(), []
+                return batches, False
+            self.candidate = None  # more came after it: an ordinary record
+        if not grew and st.st_size == self.stream.read_position:
+            return [], False
+        # Rows held back with a candidate that turned out to be an ordinary record.
+        batches, self.held = self.held, []
+        batches += self._read_to(st.st_size)
+        if self.stream.ended:  # nothing after this can be decoded (damage, under on_error)
+            self.done, self.ended_by = True, "data_end"
+            return batches + self._finish(), True
+        if self.candidate is not None:
+            self.held.extend(batches)
+            return [], True
+        return batches, True
+
+    def _open(self, force: bool = False) -> None:
+        """Open the file's reader (a cut header: remember the error, retry on growth) and,
+        once what it decided cannot change any more (or ``force``), its stream."""
+        follower = self.follower
+        try:
+            reader = open_reader(Source(self.path), follower.format,
+                                 on_error=follower.on_error, **follower.options)
+        except (BindfError, EOFError) as exc:  # an incomplete header: wait for more bytes
+            self.header_error = ensure_bindf_path(exc, self.path) \
+                if isinstance(exc, BindfError) else exc
+            return
+        self.header_error = None
+        follower.check_compatible(reader)
+        self.reader = reader
+        if not (reader.settled or force):
+            return
+        self.header = {**reader.header,
+                       **{k: None for k in reader.end_header_keys if k in reader.header}}
+        try:
+            self.stream = reader.batch_stream(follower.reader_columns(reader), data_end=None)
+        except NotImplementedError as exc:  # e.g. FCS1, written whole after the computation
+            raise ValueError(f"{self.path}: cannot be followed while it is written ({exc}); "
+                             "read it once it is complete") from None
+        self.f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        st = os.fstat(self.f.fileno())
+        self.identity = (st.st_ino, st.st_dev)
+        if self.start is not None:
+            self._skip_to(self.start)
+
+    def _skip_to(self, size: int) -> None:
+        """start="end": drop the records that begin before ``size`` (the next record
+        boundary at or after it is where the rows begin)."""
+        assert self.stream is not None and self.reader is not None
+        decoder = self.stream.decoder
+        if isinstance(decoder, FixedRecordStream):  # boundaries are arithmetic
+            itemsize = decoder.dtype.itemsize
+            first = self.reader.data_offset  # type: ignore[attr-defined]
+            boundary = first + -(-max(size - first, 0) // itemsize) * itemsize
+            self.stream.restore(StreamState(boundary, b"", None))
+            return
+        self._read_to(size, keep=False)
+        if decoder.pending:  # a record cut at ``size``: skip it once it is complete
+            self.skip_until = decoder.position + 1
+            self.skip_state = self.stream.checkpoint()
+
+    def _read_to(self, size: int, keep: bool = True) -> list[pa.RecordBatch]:
+        """Read and decode the bytes up to ``size`` (stopping at an end marker)."""
+        assert self.stream is not None and self.reader is not None and self.f is not None
+        target = size
+        marker = self.reader.acquisition_end(self.f, size)
+        if marker is not None and marker.offset >= self.stream.read_position:
+            target = marker.offset
+        if self.skip_until:
+            self._complete_skipped_record(size)
+        out = self._read_plain(target, keep)
+        if marker is not None and target == marker.offset:
+            if self.stream.position == marker.offset and not self.stream.decoder.pending:
+                self.candidate = (marker, size)
+            elif target < size:  # the records do not land on it: not a marker, read on
+                out.extend(self._read_plain(size, keep))
+        return out
+
+    def _read_plain(self, size: int, keep: bool) -> list[pa.RecordBatch]:
+        assert self.stream is not None and self.f is not None
+        out: list[pa.RecordBatch] = []
+        self.f.seek(self.stream.read_position)
+        while self.stream.read_position < size and not self.stream.ended:
+            batches, got = self.stream.read_from(
+                self.f, min(READ_STEP, size - self.stream.read_position))
+            if keep:
+                out.extend(batches)
+            if not got:
+                break
+        return out
+
+    def _complete_skipped_record(self, size: int) -> None:
+        """Feed exactly the bytes that complete the record cut at the start of a
+        start="end" follow, dropping its rows: the fewest new bytes that move the decoder
+        past its start, found by galloping then bisecting on throwaway decoders."""
+        assert self.stream is not None and self.reader is not None and self.f is not None
+        state = self.skip_state
+        assert state is not None
+        self.f.seek(state.read_position)
+        new = self.f.read(size - state.read_position)
+
+        def completes(n: int) -> bool:
+            trial = self.reader.batch_stream(  # type: ignore[union-attr]
+                self.follower.reader_columns(self.reader), data_end=None)  # type: ignore[arg-type]
+            trial.restore(state)
+            trial.feed(new[:n])
+            return trial.position >= self.skip_until
+
+        if not new or not completes(len(new)):
+            self.stream.feed(new)  # still incomplete: drop nothing yet, wait
+            self.skip_state = self.stream.checkpoint()
+            return
+        low, high = 0, 1
+        while not completes(high):
+            low, high = high, min(2 * high, len(new))
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if completes(mid) else (mid, high)
+        self.stream.feed(new[:high])
+        self.skip_until, self.skip_state = 0, None
+
+    def _finish(self) -> list[pa.RecordBatch]:
+        """The file ended: hand out what the decoder buffered (and warn about an
+        incomplete last record, as ``read`` does)."""
+        if self.stream is None:
+            return []
+        return self.stream.finish()
+
+    def finish(self) -> list[pa.RecordBatch]:
+        """The file will not grow any more (idle, or a later file appeared)."""
+        if self.done:
+            return []
+        self.done = True
+        if self.reader is None:
+            if self.header_error is not None:
+                raise self.header_error
+            if not os.path.exists(self.path):
+                raise FileNotFoundError(f"{self.path} did not appear within idle_timeout="
+                                        f"{self.follower.idle_timeout} s")
+            return []
+        if self.stream is None:  # never settled: the file as it is now decides
+            self._open(force=True)
+        batches, self.held, self.candidate = self.held, [], None
+        if self.stream is not None:
+            batches += self._read_to(os.stat(self.path).st_size)
+        if self.candidate is not None:  # the records end on the marker: the end after all
+            self.header = {**self.header, **self.candidate[0].header}
+            self.ended_by = "end_marker"
+        return batches + self._finish()
+
+    def _offset(self) -> int:
+        return self.stream.read_position if self.stream is not None else 0
+
+    def _stop(self, message: str, offset: int) -> None:
+        self.done, self.ended_by = True, "changed"
+        warnings.warn(FileChangedWarning(message, path=self.path, offset=offset),
+                      stacklevel=4)
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return dict(self.stream.errors) if self.stream is not None else {}
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+class Follower(Iterator[Frame]):
+    """Iterator of frames of the rows appended to one or more files; see :func:`follow`.
+
+    Also a context manager (leaving the ``with`` block closes it). Attributes for status
+    displays: :attr:`path` (the file being followed), :attr:`header`, :attr:`rows` and
+    :attr:`bytes` (totals so far), :attr:`ended_by` (why iteration stopped).
+    """
+
+    def __init__(self, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+                 poll_interval: float = 0.5, idle_timeout: float | None = 60.0,
+                 output: Output = "pandas", columns: Sequence[str] | None = None,
+                 batch_size: int | None = None, include_file_paths: str | None = None,
+                 start: str = "begin", on_error: str = "raise", format: str | None = None,
+                 **options: Any) -> None:
+        check_output(output)
+        if start not in START_CHOICES:
+            raise ValueError(f"start must be one of {START_CHOICES}, not {start!r}")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, not {poll_interval}")
+        if idle_timeout is not None and idle_timeout < 0:
+            raise ValueError(f"idle_timeout must be >= 0 or None, not {idle_timeout}")
+        if batch_size is not None and batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+        if not items:
+            raise FileNotFoundError("no file to follow was given")
+        self.patterns = [os.fspath(p) for p in items]
+        remote = [p for p in self.patterns if _is_url(p)]
+        if remote:
+            raise ValueError(f"bindf.follow follows local files only (polled with os.stat), "
+                             f"not {remote[0]!r}")
+        self.poll_interval = float(poll_interval)
+        self.idle_timeout = idle_timeout
+        self.output = output
+        self.columns = None if columns is None else \
+            ([columns] if isinstance(columns, str) else list(columns))
+        self.batch_size = batch_size
+        self.include_file_paths = include_file_paths
+        self.start = start
+        self.on_error = on_error
+        self.format = format
+        self.options = options
+        #: Totals so far, and the file and header of the latest frame.
+        self.rows = 0
+        self.bytes = 0
+        self.path: str | None = None
+        self.header: dict[str, Any] | None = None
+        self.format_name: str | None = None
+        #: Why iteration stopped: "end_marker", "idle", "closed", "interrupted", "changed",
+        #: "data_end" (see the file ends in :func:`follow`).
+        self.ended_by: str | None = None
+        self._schema: pa.Schema | None = None
+        self._tail: _Tail | None = None
+        self._stop_requested = False
+        self._bytes_before = 0  # bytes of the files finished before the current one
+        #: start="end": the size of each file that exists now (where its rows begin).
+        self._sizes_at_start = {p: os.stat(p).st_size for p in self._candidates()
+                                if os.path.exists(p)}
+        self._frames = self._run()
+
+    # -- iterator / context manager -----------------------------------------------------------
+    def __iter__(self) -> Follower:
+        return self
+
+    def __next__(self) -> Frame:
+        return next(self._frames)
+
+    def __enter__(self) -> Follower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stop(self) -> None:
+        """Ask the iteration to end at its next poll, as if Ctrl-C was pressed: safe to
+        call from a signal handler or another thread (``close`` is not)."""
+        self._stop_requested = True
+
+    def close(self) -> None:
+        """Stop following and close the file (frames already yielded stay valid)."""
+        if self.ended_by is None:
+            self.ended_by = "closed"
+        self._frames.close()
+        if self._tail is not None:
+            self._tail.close()
+
+    # -- files ------------------------------------------------------------------------------
+    def _candidates(self) -> list[str]:
+        """Every file the patterns name right now, in name order (a plain path counts
+        even before it exists: the follower waits for it)."""
+        found: set[str] = set()
+        for pattern in self.patterns:
+            if _GLOB_CHARS & set(pattern) and not os.path.exists(pattern):
+                found.update(p for p in globbing.glob(pattern, recursive=True)
+                             if os.path.isfile(p))
+            else:
+                found.add(pattern)
+        return sorted(found)
+
+    @property
+    def _single(self) -> bool:
+        return len(self.patterns) == 1 and not (_GLOB_CHARS & set(self.patterns[0])
+                                                and not os.path.exists(self.patterns[0]))
+
+    def _next_file(self, done: set[str]) -> str | None:
+        for path in self._candidates():
+            if path not in done:
+                return path
+        return None
+
+    # -- columns -------------------------------------------------------------------------------
+    def reader_columns(self, reader: FormatReader) -> list[str]:
+        """Columns to decode: the requested ones that the format has (the first column when
+        only ``include_file_paths`` is asked for: rows come from the data)."""
+        if self.columns is None:
+            return list(reader.schema.names)
+        extra = {self.include_file_paths}
+        wanted = [c for c in self.columns if c not in extra]
+        unknown = [c for c in wanted if c not in reader.schema.names]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; available: "
+                             f"{reader.schema.names + [c for c in extra if c]}")
+        return wanted or reader.schema.names[:1]
+
+    def check_compatible(self, reader: FormatReader) -> None:
+        if self._schema is None:
+            self._schema = reader.schema
+            if self.include_file_paths and self.include_file_paths in reader.schema.names:
+                raise ValueError(f"column name {self.include_file_paths!r} already exists in "
+                                 f"the {reader.name} data")
+        elif reader.schema != self._schema:
+            raise BindfError(f"cannot follow together with the files before it: its columns "
+                             f"differ ({reader.schema.names} vs {self._schema.names})",
+                             path=reader.path)
+
+    def _output_names(self, batch_names: list[str]) -> list[str]:
+        names = list(batch_names)
+        if self.include_file_paths:
+            names.append(self.include_file_paths)
+        if self.columns is None:
+            return names
+        return list(dict.fromkeys(self.columns))
+
+    # -- frames -------------------------------------------------------------------------------
+    def _to_frames(self, tail: _Tail, batches: list[pa.RecordBatch],
+                   always: bool = False) -> Iterator[Frame]:
+        if not batches and not always:
+            return
+        assert tail.reader is not None
+        if batches:
+            table = pa.Table.from_batches(batches)
+        else:
+            columns = self.reader_columns(tail.reader)
+            table = pa.schema([tail.reader.schema.field(c) for c in columns]).empty_table()
+        if self.include_file_paths:
+            table = table.append_column(
+                pa.field(self.include_file_paths, pa.string(), nullable=False),
+                pa.repeat(pa.scalar(tail.path, pa.string()), table.num_rows))
+        table = table.select(self._output_names(table.schema.names[
+            :table.num_columns - (1 if self.include_file_paths else 0)]))
+        self.path, self.header, self.format_name = tail.path, tail.header, tail.reader.name
+        self.bytes = self._bytes_before + (tail.stream.read_position if tail.stream else 0)
+        info = build_info(tail.reader.name, tail.header, tail.path, tail.errors or None)
+        size = self.batch_size or max(table.num_rows, 1)
+        for start in range(0, max(table.num_rows, 1), size):
+            piece = table.slice(start, size)
+            if not piece.num_rows and not always:
+                continue
+            self.rows += piece.num_rows
+            yield table_to_output(piece, self.output, dict(info))
+
+    def _run(self) -> Iterator[Frame]:
+        done: set[str] = set()
+        last_activity = time.monotonic()
+        try:
+            while not self._stop_requested:
+                tail = self._tail
+                if tail is None:
+                    path = self._next_file(done)
+                    if path is not None:
+                        start = self._sizes_at_start.get(path) if self.start == "end" else None
+                        tail = self._tail = _Tail(path, self, start)
+                if tail is not None:
+                    try:
+                        batches, active = tail.poll()
+                    except BindfError as exc:
+                        raise ensure_bindf_path(exc, tail.path) from None
+                    if active:
+                        last_activity = time.monotonic()
+                    yield from self._to_frames(tail, batches,
+                                               always=tail.ended_by == "end_marker")
+                    if tail.done:
+                        ended = tail.ended_by
+                        tail.close()
+                        done.add(tail.path)
+                        self._tail = None
+                        self._bytes_before = self.bytes
+                        if self._single or ended == "changed":
+                            self.ended_by = ended
+                            return
+                        continue
+                    if not active and self._next_file(done | {tail.path}) is not None:
+                        # The writer moved on to a later file: this one is finished.
+                        yield from self._to_frames(tail, tail.finish())
+                        tail.close()
+                        done.add(tail.path)
+                        self._tail = None
+                        self._bytes_before = self.bytes
+                        continue
+                if self.idle_timeout is not None and \
+                        time.monotonic() - last_activity >= self.idle_timeout:
+                    self.ended_by = "idle"
+                    if tail is not None:
+                        try:
+                            batches = tail.finish()
+                        except BindfError as exc:
+                            raise ensure_bindf_path(exc, tail.path) from None
+                        yield from self._to_frames(tail, batches)
+                    elif not done:
+                        raise FileNotFoundError(
+                            f"no file {' or '.join(map(repr, self.patterns))} appeared "
+                            f"within idle_timeout={self.idle_timeout} s")
+                    return
+                try:
+                    time.sleep(self.poll_interval)
+                except KeyboardInterrupt:
+                    self._stop_requested = True
+            self.ended_by = "interrupted"
+        finally:
+            if self._tail is not None:
+                self._tail.close()
+
+
+def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+           poll_interval: float = 0.5, idle_timeout: float | None = 60.0,
+           output: Output = "pandas", columns: Sequence[str] | None = None,
+           batch_size: int | None = None, include_file_paths: str | None = None,
+           start: str = "begin", on_error: str = "raise", format: str | None = None,
+           **options: Any) -> Follower:
+    """Follow a file (or a glob of files) while it is being written: an iterator of
+    frames, each holding the rows that became complete since the one before.
+
+    A frame never holds part of a record or readout, and no row is repeated or lost: the
+    frames of a file put together equal ``bindf.read`` of the finished file, whatever
+    pieces the writer flushed (a cut inside the header included). The file is polled
+    with ``os.stat`` every ``poll_interval`` seconds and only the new bytes are read (no
+    inotify, so network drives and USB disks work).
+
+    Parameters
+    ----------
+    source:
+        A path, a glob (``"runs/*.apx"``) or a list of them. A path that does not exist
+        yet, or whose header is still incomplete, is waited for (up to
+        ``idle_timeout``). Glob matches are followed one after the other in name order;
+        a file that appears later is picked up after the current one, and the current
+        one is taken as finished once a later file exists and it did not grow for one
+        poll.
+    poll_interval:
+        Seconds between two polls of a file that did not grow.
+    idle_timeout:
+        Stop once nothing grew (and no new file appeared) for this many seconds; then an
+        incomplete last record gives a :class:`~bindf.errors.TruncatedFileWarning`, as
+        ``read`` does. ``None``: never (stop with ``close()``, ``with`` or Ctrl-C). A
+        file or header that never completes raises after this time.
+    output:
+        ``"pandas"`` (default), ``"polars"`` or ``"arrow"``; every frame carries the
+        header like a read's frame (``df.attrs["bindf"]`` / ``df.bindf`` / schema
+        metadata).
+    columns:
+        Columns to decode (may name ``include_file_paths``).
+    batch_size:
+        Most rows per frame (more new rows are split into several frames).
+    include_file_paths:
+        Name of a column holding each row's file path.
+    start:
+        ``"begin"`` (default): every row of the file. ``"end"``: like ``tail -f``, only
+        records that begin at or after the file's size when following starts (a record
+        being written at that moment is skipped). Applies to files that exist when
+        following starts; files that appear later are followed from their beginning.
+    on_error:
+        Damaged records, as in ``read``: ``"raise"``, ``"warn"`` or ``"skip"``.
+    format:
+        Force the format instead of detecting it.
+    **options:
+        The format's own read options (``layout=``, ``level=`` …). IT02 ``fill_gaps``
+        is not supported.
+
+    Returns
+    -------
+    Follower
+        An iterator of frames, also a context manager.
+
+    Notes
+    -----
+    Following ends on the format's own end-of-acquisition marker (a sparse IT02 file's
+    mask-0 record: once the records land on it and one poll later the file has not
+    grown; the frame that ends the file, possibly empty, then carries
+    ``acquisition_end_ns``, which is ``None`` in the frames before), on ``idle_timeout``,
+    on ``close()``, on leaving a ``with`` block, and on Ctrl-C while it waits (the
+    iteration then simply ends). A file that shrinks or is replaced (another inode)
+    gives a :class:`~bindf.errors.FileChangedWarning` naming the byte offset read so far,
+    and following stops; frames already yielded are left as they were. An IT02 file
+    whose layout is not given is decoded once 64 KiB of records exist (or its end marker
+    or ``idle_timeout`` comes), since the layout is detected from the first records.
+    """
+    return Follower(source, poll_interval=poll_interval, idle_timeout=idle_timeout,
+                    output=output, columns=columns, batch_size=batch_size,
+                    include_file_paths=include_file_paths, start=start, on_error=on_error,
+                    format=format, **options)

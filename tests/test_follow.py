@@ -1,0 +1,469 @@
+"""``bindf.follow``: frames of a file while another process writes it.
+
+The writer and the follower run in separate processes (as an instrument and an analysis
+would): the writer appends a finished file's bytes in random pieces, from 1 byte up,
+cutting the header, records and readouts, with random pauses; the follower must yield
+more than one frame, stop by itself, and its frames put together must equal
+``bindf.read`` of the finished file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pytest
+
+import bindf
+
+TESTS = Path(__file__).parent
+DATA = TESTS / "data"
+APX_SAMPLE = DATA / "20250723_092534_data.apx"
+
+#: The writer process: appends the bytes of ``source`` to ``target`` in random pieces.
+WRITER = textwrap.dedent("""
+    import os, random, sys, time
+    source, target, seed, largest, pause, ready = sys.argv[1:7]
+    rng = random.Random(int(seed))
+    data = open(source, "rb").read()
+    while not os.path.exists(ready):  # the follower is running (and waits for the file)
+        time.sleep(0.01)
+    time.sleep(0.1)
+    with open(target, "wb", buffering=0) as f:
+        i = 0
+        while i < len(data):
+            n = rng.randint(1, int(largest)) if rng.random() < 0.8 else rng.randint(1, 8)
+            f.write(data[i:i + n])
+            i += n
+            if rng.random() < 0.3:
+                time.sleep(rng.random() * float(pause))
+""")
+
+#: The follower process: follows ``path`` and writes every frame (Arrow IPC), the number
+#: of frames and the last frame's bindf info.
+FOLLOWER = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[5])
+    import example_formats
+    example_formats.install()
+    import pyarrow as pa, pyarrow.ipc as ipc
+    import bindf
+    from bindf._frames import info_of
+    path, out, idle, options = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
+    follower = bindf.follow(path, poll_interval=0.02, idle_timeout=idle, output="arrow",
+                            **options)
+    open(out + ".ready", "w").close()
+    frames = list(follower)
+    table = pa.concat_tables(f.replace_schema_metadata(None) for f in frames)
+    with ipc.new_file(out, table.schema) as w:
+        w.write_table(table)
+    json.dump({"frames": len(frames), "rows": [f.num_rows for f in frames],
+               "info": info_of(frames[-1]),
+               "first_info": info_of(frames[0])}, open(out + ".json", "w"))
+""")
+
+
+def _apx_noisy(path: Path) -> Path:
+    """The real AstroPix run's readouts with noisy ones (cut hits, junk) among them."""
+    from test_apx import apx_file_bytes, noisy_payloads
+    from test_apx_log import _apx_readouts
+
+    rng = random.Random(3)
+    real = _apx_readouts(APX_SAMPLE)[:400]
+    noisy = noisy_payloads(rng, 200)
+    readouts = []
+    for k, (rid, payload) in enumerate(real):
+        readouts.append((rid, 1000 * k, payload))
+        if k < len(noisy):
+            readouts.append((rid, 1000 * k + 1, noisy[k]))
+    path.write_bytes(apx_file_bytes(readouts))
+    return path
+
+
+def _sparse_it02(path: Path, n: int = 20_000) -> Path:
+    """Sparse IT02 with its end marker; every bin has a count (as the instrument writes
+    them: a bin without photons is not written)."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 40, n)
+    b = np.where(a == 0, rng.integers(1, 40, n), np.where(rng.random(n) < 0.5, 0, a + 1))
+    frame = {"time_ns": (np.arange(n) + 1) * 1e3, "ch1": a, "ch3": b}
+    bindf.write_it02(path, frame, {"channels": [0, 2], "bin_width_micros": 1}, layout="sparse")
+    return path
+
+
+def _stamp(path: Path, n: int = 20_000) -> Path:
+    """The test plugin's fixed-record format (``tests/example_formats.py``)."""
+    rng = np.random.default_rng(8)
+    records = np.zeros(n, dtype=[("t", "<u8"), ("value", "<i4")])
+    records["t"] = np.cumsum(rng.integers(1, 100, n))
+    records["value"] = rng.integers(-1000, 1000, n)
+    path.write_bytes(b"STMP" + struct.pack("<II", 4, 0) + records.tobytes())
+    return path
+
+
+def _sources(tmp_path: Path) -> dict[str, Path]:
+    from conftest import write_stt1
+
+    src = tmp_path / "src"
+    src.mkdir()
+    return {"apx": _apx_noisy(src / "run.apx"), "it02": _sparse_it02(src / "sparse.bin"),
+            "stt1": write_stt1(src / "stt1.bin", n=20_000),
+            "stamp": _stamp(src / "run.stmp")}
+
+
+def _start(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", *args], env=env, **kwargs)
+
+
+def _follow_in_process(path: Path, out: Path, idle: float, options: dict) -> subprocess.Popen:
+    return _start([FOLLOWER, str(path), str(out), str(idle), json.dumps(options), str(TESTS)],
+                  stderr=subprocess.PIPE)
+
+
+def _expected(source: Path, **options) -> pa.Table:
+    return bindf.read(source, output="arrow", **options).replace_schema_metadata(None)
+
+
+@pytest.mark.parametrize("name", ["apx", "it02", "stt1", "stamp"])
+def test_follower_equals_read_of_finished_file(tmp_path: Path, name: str) -> None:
+    source = _sources(tmp_path)[name]
+    target = tmp_path / source.name
+    out = tmp_path / "frames.arrow"
+    # The follower starts first: it waits for the file, then for its header.
+    idle = 60.0 if name == "it02" else 1.5  # IT02 must stop at its end marker
+    follower = _follow_in_process(target, out, idle, {})
+    largest = max(source.stat().st_size // 25, 2)
+    writer = _start([WRITER, str(source), str(target), "7", str(largest), "0.06",
+                     str(out) + ".ready"])
+    assert writer.wait(timeout=120) == 0
+    started = time.monotonic()
+    _, err = follower.communicate(timeout=120)
+    assert follower.returncode == 0, err.decode()
+    if name == "it02":  # ended by its end marker, long before idle_timeout
+        assert time.monotonic() - started < 10
+    got = ipc.open_file(out).read_all()
+    meta = json.loads(Path(str(out) + ".json").read_text())
+    assert meta["frames"] > 1
+    assert got.equals(_expected(source)), name
+    assert meta["info"]["header"] == bindf.read_header(source)
+    if name == "it02":
+        assert meta["info"]["header"]["acquisition_end_ns"] is not None
+        assert meta["first_info"]["header"]["acquisition_end_ns"] is None
+
+
+def test_it02_zero_bin_followed_by_more_data_is_a_row(tmp_path: Path) -> None:
+    """A mask-0 record at the end of the file for a moment, that more records follow
+    before the next poll, is an ordinary bin (as in ``read``), not the end marker."""
+    header = _sparse_it02(tmp_path / "h.bin", n=10).read_bytes()
+    header = header[:bindf.registry.open_reader(
+        bindf._source.Source(str(tmp_path / "h.bin"))).data_offset]
+    n = 10_000
+    records = np.zeros(n, dtype=[("t", "<f8"), ("mask", "u1"), ("a", "<u4"), ("b", "<u4")])
+    records["t"] = (np.arange(n) + 1) * 1e3
+    records["mask"], records["a"], records["b"] = 3, 1, 2
+    body = records.tobytes()
+    later = records.copy()
+    later["t"] += (n + 1) * 1e3
+    marker = struct.pack("<dB", (2 * n + 2) * 1e3, 0)
+    zero_bin = struct.pack("<dB", (n + 1) * 1e3, 0)
+    source = tmp_path / "zero.bin"
+    source.write_bytes(header + body + zero_bin + later.tobytes() + marker)
+    whole = _expected(source)
+    assert whole.num_rows == 2 * n + 1 and whole.column("ch1")[n].as_py() == 0
+    target = tmp_path / "growing.bin"
+    target.write_bytes(header + body + zero_bin)
+
+    def append_rest() -> None:  # after the first poll saw the zero bin at the end
+        time.sleep(0.25)
+        with open(target, "ab") as f:
+            f.write(later.tobytes() + marker)
+
+    thread = threading.Thread(target=append_rest)
+    thread.start()
+    with bindf.follow(target, poll_interval=0.6, idle_timeout=10, output="arrow") as follower:
+        frames = [f.replace_schema_metadata(None) for f in follower]
+    thread.join()
+    assert follower.ended_by == "end_marker"
+    assert pa.concat_tables(frames).equals(whole)
+
+
+def test_never_created_file_raises_after_idle_timeout(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="did not appear"):
+        list(bindf.follow(tmp_path / "nothing.apx", poll_interval=0.02, idle_timeout=0.2))
+
+
+def test_incomplete_header_raises_after_idle_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "cut.apx"
+    path.write_bytes(APX_SAMPLE.read_bytes()[:10])
+    with pytest.raises(bindf.BindfError):
+        list(bindf.follow(path, poll_interval=0.02, idle_timeout=0.2))
+
+
+def test_shrink_warns_and_stops(tmp_path: Path) -> None:
+    from conftest import write_stt1
+
+    path = write_stt1(tmp_path / "s.bin", n=1000)
+    follower = bindf.follow(path, poll_interval=0.02, idle_timeout=5, output="arrow")
+    first = next(follower)
+    assert first.num_rows == 1000
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size - 170)
+    with pytest.warns(bindf.FileChangedWarning, match="shrank") as caught:
+        rest = list(follower)
+    assert rest == [] and follower.ended_by == "changed"
+    assert caught[0].message.offset == size
+    assert first.num_rows == 1000  # what was yielded stays
+
+
+def test_replaced_file_warns_and_stops(tmp_path: Path) -> None:
+    from conftest import write_stt1
+
+    path = write_stt1(tmp_path / "s.bin", n=1000)
+    follower = bindf.follow(path, poll_interval=0.02, idle_timeout=5, output="arrow")
+    assert next(follower).num_rows == 1000
+    other = write_stt1(tmp_path / "other.bin", n=2000)
+    os.replace(other, path)
+    with pytest.warns(bindf.FileChangedWarning, match="replaced"):
+        assert list(follower) == []
+
+
+def test_start_end_yields_only_records_written_afterwards(tmp_path: Path) -> None:
+    """``start="end"``: rows begin at the first record that starts at or after the size
+    the file had; a record cut there is skipped, for fixed and chained records alike."""
+    sources = _sources(tmp_path)
+    for name in ("stt1", "apx", "it02"):
+        source = sources[name]
+        whole = _expected(source)
+        data = source.read_bytes()
+        reader_offset = bindf.registry.open_reader(bindf._source.Source(str(source))).data_offset
+        target = tmp_path / f"end-{source.name}"
+        cut = reader_offset + (len(data) - reader_offset) // 2 + 3
+        target.write_bytes(data[:cut])
+        with bindf.follow(target, poll_interval=0.02, idle_timeout=0.5, output="arrow",
+                          start="end") as follower:
+            with open(target, "ab") as f:
+                f.write(data[cut:])
+            got = pa.concat_tables(f.replace_schema_metadata(None) for f in follower)
+        assert 0 < got.num_rows < whole.num_rows, name
+        # The rows are exactly the last rows of the whole read.
+        assert got.equals(whole.slice(whole.num_rows - got.num_rows)), name
+        # and they start at a record boundary after the cut: a fresh read of the bytes
+        # before the first yielded record has the other rows.
+        assert whole.num_rows - got.num_rows >= 1
+
+
+def test_start_end_fixed_records_boundary(tmp_path: Path) -> None:
+    from conftest import write_stt1
+
+    path = write_stt1(tmp_path / "s.bin", n=1000)
+    data = path.read_bytes()
+    whole = _expected(path)
+    header_len = len(data) - 1000 * 17
+    cut = header_len + 400 * 17 + 5  # inside record 400: it is skipped
+    path.write_bytes(data[:cut])
+    with bindf.follow(path, poll_interval=0.02, idle_timeout=0.3, output="arrow",
+                      start="end") as follower:
+        with open(path, "ab") as f:
+            f.write(data[cut:])
+        got = pa.concat_tables(f.replace_schema_metadata(None) for f in follower)
+    assert got.equals(whole.slice(401))
+
+
+def test_folder_where_files_appear(tmp_path: Path) -> None:
+    from conftest import write_stt1
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    src = tmp_path / "src"
+    src.mkdir()
+    files = [write_stt1(src / f"scan_{i:02d}.bin", n=300 + 100 * i, seed=i) for i in range(4)]
+    (folder / files[0].name).write_bytes(files[0].read_bytes())
+
+    def writer() -> None:
+        for f in files[1:]:
+            time.sleep(0.15)
+            data = f.read_bytes()
+            with open(folder / f.name, "wb") as out:
+                out.write(data[:100])
+                out.flush()
+                time.sleep(0.05)
+                out.write(data[100:])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    frames = list(bindf.follow(str(folder / "*.bin"), poll_interval=0.02, idle_timeout=1.5,
+                               output="arrow", include_file_paths="path"))
+    thread.join()
+    got = pa.concat_tables(f.replace_schema_metadata(None) for f in frames)
+    expected = bindf.read(str(src / "*.bin"), output="arrow",
+                          include_file_paths="path").replace_schema_metadata(None)
+    assert got.drop(["path"]).equals(expected.drop(["path"]))
+    assert [os.path.basename(p) for p in got.column("path").unique().to_pylist()] == \
+        [f.name for f in files]
+
+
+def test_frames_carry_header_and_options(tmp_path: Path) -> None:
+    from conftest import write_stt1
+
+    path = write_stt1(tmp_path / "s.bin", n=1000)
+    frames = list(bindf.follow(path, poll_interval=0.02, idle_timeout=0.1, output="pandas",
+                               columns=["macrotime_ns", "event"], batch_size=300))
+    assert [len(f) for f in frames] == [300, 300, 300, 100]
+    assert list(frames[0].columns) == ["macrotime_ns", "event"]
+    assert frames[0].attrs["bindf"]["header"] == bindf.read_header(path)
+    polars_frames = list(bindf.follow(path, poll_interval=0.02, idle_timeout=0.1,
+                                      output="polars"))
+    assert polars_frames[0].bindf.header == bindf.read_header(path)
+
+
+def test_close_and_with_end_iteration(tmp_path: Path) -> None:
+    from conftest import write_stt1
+
+    path = write_stt1(tmp_path / "s.bin", n=100)
+    with bindf.follow(path, poll_interval=0.02, idle_timeout=None) as follower:
+        assert len(next(follower)) == 100
+    assert follower.ended_by == "closed"
+    assert list(follower) == []
+
+
+def test_idle_follower_uses_little_cpu(tmp_path: Path) -> None:
+    """An idle follower (nothing grows) costs well under 5 % of a core: CPU time of a
+    process that follows an idle file for 2 s at the default poll interval."""
+    from conftest import write_stt1
+
+    path = write_stt1(tmp_path / "s.bin", n=100)
+    code = textwrap.dedent(f"""
+        import resource, time, bindf
+        follower = bindf.follow({str(path)!r}, idle_timeout=2.0)
+        next(follower)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.monotonic()
+        list(follower)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        print(cpu / (time.monotonic() - t0))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert float(result.stdout) < 0.01, result.stdout
+
+
+def test_every_format_followed_when_already_written(tmp_path: Path) -> None:
+    """Every streamable format (built-in and plugin), a file already complete: the frames
+    equal the read (small IT02 files decide their layout once they stop growing)."""
+    from test_stream import _sample_files
+
+    for name, (path, options) in _sample_files(tmp_path).items():
+        expected = _expected(path, **options)
+        with bindf.follow(path, poll_interval=0.01, idle_timeout=0.05, output="arrow",
+                          batch_size=700, **options) as follower:
+            frames = [f.replace_schema_metadata(None) for f in follower]
+        assert pa.concat_tables(frames).equals(expected), name
+        assert all(f.num_rows <= 700 for f in frames)
+
+
+def test_on_error_applies_to_damaged_records(tmp_path: Path) -> None:
+    """A sparse record with an impossible mask: raise by default, rows before it under
+    "skip" (as ``read``)."""
+    source = _sparse_it02(tmp_path / "s.bin", n=3000)
+    data = bytearray(source.read_bytes())
+    offset = bindf.registry.open_reader(bindf._source.Source(str(source))).data_offset
+    data[offset + 8] = 0xFF  # the first record's mask names channels the header lacks
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(bindf.CorruptDataError):
+        list(bindf.follow(bad, poll_interval=0.01, idle_timeout=0.05, layout="sparse"))
+    frames = list(bindf.follow(bad, poll_interval=0.01, idle_timeout=0.05, layout="sparse",
+                               on_error="skip", output="arrow"))
+    expected = bindf.read(bad, layout="sparse", on_error="skip", output="arrow")
+    assert sum(f.num_rows for f in frames) == expected.num_rows
+
+
+# -- the command line -------------------------------------------------------------------
+def test_cli_status_lines_and_parquet(tmp_path: Path) -> None:
+    source = _sparse_it02(tmp_path / "s.bin", n=5000)
+    out = tmp_path / "out.parquet"
+    result = subprocess.run(
+        [sys.executable, "-m", "bindf", "follow", str(source), "-o", str(out),
+         "--poll-interval", "0.02", "--idle-timeout", "5", "--status-interval", "0"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and all("rows" in line for line in lines)
+    assert "5,000 rows" in lines[-1] and "ch1=" in lines[-1] and "ch3=" in lines[-1]
+    got = bindf.read_parquet(out, output="arrow")
+    assert got.replace_schema_metadata(None).equals(_expected(source))
+    assert bindf.read_parquet(out).attrs["bindf"]["header"] == bindf.read_header(source)
+
+
+def test_cli_ctrl_c_leaves_a_valid_parquet_file(tmp_path: Path) -> None:
+    """SIGINT while following: the Parquet file is finished with every row seen."""
+    import signal
+
+    source = _apx_noisy(tmp_path / "src.apx")
+    data = source.read_bytes()
+    target = tmp_path / "run.apx"
+    half = len(data) // 2 + 5
+    target.write_bytes(data[:half])
+    out = tmp_path / "out.parquet"
+    proc = _start(["import sys; from bindf.cli import main; sys.exit(main(sys.argv[1:]))",
+                   "follow", str(target), "-o", str(out), "--poll-interval", "0.02",
+                   "--idle-timeout", "0", "--status-interval", "0"],
+                  stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    seen = ""
+    while "rows" not in seen and time.monotonic() < deadline:  # a first frame was seen
+        seen += proc.stderr.readline()
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    got = bindf.read_parquet(out, output="arrow").replace_schema_metadata(None)
+    target.write_bytes(data[:half])
+    with pytest.warns(bindf.TruncatedFileWarning):  # the cut readout: not in the output
+        expected = _expected(target)
+    assert got.num_rows > 0 and got.equals(expected)
+    assert bindf.read_parquet(out).attrs["bindf"]["header"] == bindf.read_header(source)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.parquet")]
+
+
+def test_format_that_cannot_stream_is_a_clear_error() -> None:
+    fcs1 = DATA / "fcs1_fcs-export-data-example.bin"
+    with pytest.raises(ValueError, match="cannot be followed"):
+        list(bindf.follow(fcs1, poll_interval=0.01, idle_timeout=0.05))
+
+
+def test_it02_zero_bin_at_a_pause_then_more_records_without_a_marker(tmp_path: Path) -> None:
+    """Rows held back with a zero bin at the end of the file are released when more
+    records come, even when no end marker follows them (``idle_timeout`` ends it)."""
+    header = _sparse_it02(tmp_path / "h.bin", n=10).read_bytes()
+    header = header[:bindf.registry.open_reader(
+        bindf._source.Source(str(tmp_path / "h.bin"))).data_offset]
+    records = np.zeros(5000, dtype=[("t", "<f8"), ("mask", "u1"), ("a", "<u4"), ("b", "<u4")])
+    records["t"] = (np.arange(5000) + 1) * 1e3
+    records["mask"], records["a"], records["b"] = 3, 1, 2
+    zero_bin = struct.pack("<dB", 5001e3, 0)
+    tail = records[:3].copy()
+    tail["t"] += 5001e3
+    target = tmp_path / "growing.bin"
+    target.write_bytes(header + records.tobytes() + zero_bin)
+    threading.Timer(0.25, lambda: target.open("ab").write(tail.tobytes())).start()
+    with bindf.follow(target, poll_interval=0.6, idle_timeout=0.7, output="arrow",
+                      layout="sparse") as follower:
+        got = pa.concat_tables(f.replace_schema_metadata(None) for f in follower)
+    assert follower.ended_by == "idle"
+    assert got.equals(_expected(target, layout="sparse"))
+    assert got.num_rows == 5004
