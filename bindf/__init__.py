@@ -30,6 +30,7 @@ from .formats.sp01 import write_sp01
 from .formats.spectro import write_spectro
 from .formats.spf1 import write_spf1
 from .frontends.accessors import register_accessors
+from .frontends.file import BindfFile, open  # noqa: A004 - bindf.open, like io.open
 from .frontends.headers import read_headers
 from .frontends.polars import format_scanner, scan
 from .frontends.read import format_reader, iter_batches, read, read_header
@@ -96,6 +97,8 @@ __all__ = [
     "TruncatedFileWarning",
     "UnknownFormatError",
     "UnsupportedReadoutError",
+    "BindfFile",
+    "open",
     "detect_format",
     "get_format",
     "iter_batches",

@@ -94,3 +94,19 @@ try:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # hypothesis is part of the [test] extra
     pass
+
+
+# -- one file of every format (tests/format_cases.py) ---------------------------------------
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``{case id: Case}``: a small file of every format (written once per module)."""
+    from format_cases import make_cases
+
+    return {case.id: case for case in make_cases(tmp_path_factory.mktemp("cases"))}
+
+
+@pytest.fixture(params=["apx", "apx_log", "it02_dense", "it02_sparse", "spectro_stt1",
+                        "spectro_legacy", "sp01", "spf1", "records"])
+def case(request: pytest.FixtureRequest, cases: dict):
+    """Each format in turn (a test taking ``case`` runs once per format)."""
+    return cases[request.param]

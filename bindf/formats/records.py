@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._header import read_exact
+from .._source import ObjectSource
 from ..errors import CorruptDataError, HeaderError, TruncatedFileWarning
 from ._fixed import FixedRecordReader
 
@@ -108,6 +109,8 @@ class RecordsReader(FixedRecordReader):
         self.use_memmap = bool(opts.pop("memmap", False))
         if opts:
             raise TypeError(f"unexpected option(s) for read_records: {sorted(opts)}")
+        if self.use_memmap and (self.source.is_remote or isinstance(self.source, ObjectSource)):
+            raise ValueError(f"{self.path}: memmap=True needs a local file path")
         if self.subarrays not in ("flatten", "list"):
             raise ValueError(f"subarrays must be 'flatten' or 'list', not {self.subarrays!r}")
 

@@ -45,7 +45,7 @@ def scan(
 
     def make_plan(columns: list[str] | None, n_rows: int | None, size: int | None) -> ReadPlan:
         return ReadPlan(
-            source,
+            sources,
             format=format,
             columns=columns,
             n_rows=n_rows,
@@ -58,7 +58,11 @@ def scan(
             options=options,
         )
 
+    sources: Any = source
     template = make_plan(None, None, None)
+    # Every collect reads the sources expanded here: a file object's start position is
+    # taken once (reading the header moved it), and a stream is copied only once.
+    sources = template.sources
     schema = polars_schema(template.output_schema())
     format_name = template.first_reader.name
 

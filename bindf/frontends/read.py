@@ -11,18 +11,31 @@ from typing import Any
 
 import pyarrow as pa
 
-from .._source import PathLike, Source, Sources, ensure_bindf_path
+from .._source import PathLike, Source, SourceObject, Sources, ensure_bindf_path, single_source
 from ..errors import BindfError
 from ..registry import open_reader
 from .batches import ReadPlan
-from .output import ChunkedReader, Frame, Output, batches_to_output, check_output
+from .output import (
+    ChunkedReader,
+    DtypeBackend,
+    Frame,
+    Output,
+    batches_to_output,
+    check_output,
+)
 
 _COMMON_DOC = """
     Parameters common to every reader
     ---------------------------------
     source:
-        A path, a ``file://`` or fsspec URL, a glob (expanded by bindf, sorted), or a list
-        of those. Several files are read one after the other into one frame; they must
+        A path, a ``file://`` or fsspec URL, a glob (expanded by bindf, sorted),
+        ``bytes``/``bytearray``/``memoryview``, a binary file object (``BytesIO``,
+        ``open(path, "rb")``, a zip member, ``sys.stdin.buffer``, an HTTP body; seekable
+        or not), an ``fsspec`` ``OpenFile``, or a list of those. A file object is read
+        from its current position and never closed by bindf; a non-seekable stream is
+        read once, with bounded memory (copied to a temporary file as it arrives); the
+        metadata's ``source`` names it (``"<BytesIO>"``, or the file's ``name``).
+        Several files are read one after the other into one frame; they must
         have the same columns. The frame carries the *first* file's header; use
         :func:`bindf.read_headers` for all of them.
     columns:
@@ -31,6 +44,10 @@ _COMMON_DOC = """
         Stop after this many rows.
     output:
         ``"pandas"`` (default), ``"polars"`` or ``"arrow"`` (a ``pyarrow.Table``).
+    dtype_backend:
+        pandas output only, as in pandas' readers: ``"numpy_nullable"`` (the default:
+        numpy columns, pandas' nullable integers where the format allows nulls) or
+        ``"pyarrow"`` (``pd.ArrowDtype`` columns wrapping bindf's Arrow buffers, no copy).
     chunksize:
         Return an iterator of frames of at most this many rows instead of one frame
         (pandas' convention; works for every ``output``).
@@ -85,6 +102,7 @@ def read(
     format: str | None = None,
     output: Output = "pandas",
     chunksize: int | None = None,
+    dtype_backend: DtypeBackend | None = None,  # issue 16: common reader parameter
     **kwargs: Any,
 ) -> Frame | ChunkedReader:
     """Read any supported file, detecting its format (or forcing ``format=``).
@@ -92,7 +110,7 @@ def read(
     Format-specific options (``layout=``, ``fill_gaps=``, ``level=`` …) are passed on to
     the format's reader.
     """
-    check_output(output)
+    check_output(output, dtype_backend)
     if chunksize is not None:
         if chunksize <= 0:
             raise ValueError(f"chunksize must be positive, not {chunksize}")
@@ -100,9 +118,9 @@ def read(
     plan = _plan(source, format, **kwargs)
     schema = plan.output_schema()
     if chunksize is not None:
-        return ChunkedReader(plan.iter_batches(), schema, output, plan.info)
+        return ChunkedReader(plan.iter_batches(), schema, output, plan.info, dtype_backend)
     batches = list(plan.iter_batches())
-    return batches_to_output(batches, schema, output, plan.info())
+    return batches_to_output(batches, schema, output, plan.info(), dtype_backend)
 
 
 read.__doc__ = (read.__doc__ or "") + _COMMON_DOC
@@ -129,11 +147,15 @@ def iter_batches(
 
 
 def read_header(
-    path: PathLike, *, format: str | None = None, storage_options: dict[str, Any] | None = None,
-    **options: Any,
+    path: PathLike | SourceObject | Source, *, format: str | None = None,
+    storage_options: dict[str, Any] | None = None, **options: Any,
 ) -> dict[str, Any]:
-    """Return the header of one file as a dict, reading nothing but the header."""
-    source = Source(str(path), dict(storage_options or {}))
+    """Return the header of one file as a dict, reading nothing but the header.
+
+    ``path`` may also be bytes or a binary file object (as for :func:`read`); a
+    non-seekable stream is consumed whole (see :class:`bindf._source.ObjectSource`).
+    """
+    source = single_source(path, storage_options)
     try:
         return open_reader(source, format, **options).header
     except BindfError as exc:
@@ -148,9 +170,11 @@ def format_reader(name: str, extra_doc: str):
         *,
         output: Output = "pandas",
         chunksize: int | None = None,
+        dtype_backend: DtypeBackend | None = None,  # issue 16: common reader parameter
         **kwargs: Any,
     ) -> Frame | ChunkedReader:
-        return read(source, format=name, output=output, chunksize=chunksize, **kwargs)
+        return read(source, format=name, output=output, chunksize=chunksize,
+                    dtype_backend=dtype_backend, **kwargs)
 
     reader.__name__ = reader.__qualname__ = f"read_{name}"
     reader.__doc__ = extra_doc.rstrip() + "\n" + _COMMON_DOC
