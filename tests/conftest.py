@@ -98,7 +98,7 @@ except ImportError:  # hypothesis is part of the [test] extra
 
 # -- one file of every format (tests/format_cases.py) ---------------------------------------
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def format_cases(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``{case id: Case}``: a small file of every format (written once per module)."""
     from format_cases import make_cases
 
@@ -107,6 +107,6 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(params=["apx", "apx_log", "it02_dense", "it02_sparse", "spectro_stt1",
                         "spectro_legacy", "sp01", "spf1", "records"])
-def case(request: pytest.FixtureRequest, cases: dict):
+def format_case(request: pytest.FixtureRequest, format_cases: dict):
     """Each format in turn (a test taking ``case`` runs once per format)."""
-    return cases[request.param]
+    return format_cases[request.param]

@@ -21,6 +21,16 @@ from bindf.frontends.output import table_to_arrow_backed_pandas
 duckdb = pytest.importorskip("duckdb")
 
 
+@pytest.fixture
+def cases(format_cases: dict[str, Case]) -> dict[str, Case]:
+    return format_cases  # conftest.py: a small file of every format
+
+
+@pytest.fixture
+def case(format_case: Case) -> Case:
+    return format_case  # conftest.py: each format in turn
+
+
 def expected_table(case: Case, **kwargs: Any) -> pa.Table:
     return bindf.read(case.path, output="arrow", **case.kwargs, **kwargs)
 

@@ -26,6 +26,16 @@ from bindf._source import ObjectSource, expand_sources
 from bindf.arrow import table_info
 
 
+@pytest.fixture
+def cases(format_cases: dict[str, Case]) -> dict[str, Case]:
+    return format_cases  # conftest.py: a small file of every format
+
+
+@pytest.fixture
+def case(format_case: Case) -> Case:
+    return format_case  # conftest.py: each format in turn
+
+
 def read_arrow(source: Any, case: Case, **kwargs: Any) -> pa.Table:
     return bindf.read(source, output="arrow", **case.kwargs, **kwargs)
 
