@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from ._atomic import atomic_path
 from .arrow import attach_info, info_from_metadata, info_to_metadata
-from .frontends.output import Frame, Output, info_of, table_to_output
+from .frontends.output import DtypeBackend, Frame, Output, check_output, info_of, table_to_output
 
 PANDAS_ATTRS_KEY = b"PANDAS_ATTRS"
 
@@ -69,8 +69,14 @@ def read_parquet(
     *,
     output: Output = "pandas",
     columns: list[str] | None = None,
+    dtype_backend: DtypeBackend | None = None,  # issue 16: as on every pandas output
 ) -> Frame:
-    """Read a Parquet file written by bindf, with the header restored on the frame."""
+    """Read a Parquet file written by bindf, with the header restored on the frame.
+
+    ``dtype_backend`` (pandas output only) is pandas' option: ``"pyarrow"`` gives
+    ``pd.ArrowDtype`` columns without a copy.
+    """
+    check_output(output, dtype_backend)
     table = pq.read_table(path, columns=columns)
     metadata = dict(table.schema.metadata or {})
     # A dataset folder (dask's to_parquet, partitioned writes) has no single footer: its
@@ -79,7 +85,9 @@ def read_parquet(
     metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
     info = info_from_metadata(metadata)
     if output == "pandas":
-        frame = table.to_pandas()
+        # pyarrow's own conversion: it restores what the pandas metadata says (index …).
+        frame = table.to_pandas(types_mapper=pd.ArrowDtype if dtype_backend == "pyarrow"
+                                else None)
         if info is not None:
             frame.attrs["bindf"] = info
         return frame

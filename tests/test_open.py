@@ -67,8 +67,16 @@ def test_attributes_and_outputs(case: Case) -> None:
         assert all(b.schema.metadata == f.schema.metadata for b in batches)
         assert plain(pa.Table.from_batches(batches)).equals(plain(expected))
     assert f.closed
-    with pytest.raises(ValueError, match="closed BindfFile"):
-        f.to_arrow()
+    for use in (f.to_arrow, f.scan, lambda: pa.table(f)):
+        with pytest.raises(ValueError, match="closed BindfFile"):
+            use()
+
+
+def test_progress_bar(cases: dict[str, Case], capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tqdm")
+    with bindf.open(cases["sp01"].path, progress=True) as f:
+        assert f.to_arrow().num_rows == expected_table(cases["sp01"]).num_rows
+    assert "rows" in capsys.readouterr().err
 
 
 def test_num_rows_is_known_for_fixed_records(cases: dict[str, Case]) -> None:
@@ -213,6 +221,16 @@ def test_dtype_backend_everywhere(cases: dict[str, Case]) -> None:
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), frame)
     with bindf.open(case.path) as f:
         pd.testing.assert_frame_equal(f.to_pandas(dtype_backend="pyarrow"), frame)
+
+
+def test_dtype_backend_on_read_parquet(cases: dict[str, Case], tmp_path: Path) -> None:
+    frame = bindf.read(cases["spectro_stt1"].path)
+    bindf.to_parquet(frame, tmp_path / "photons.parquet")
+    back = bindf.read_parquet(tmp_path / "photons.parquet", dtype_backend="pyarrow")
+    assert all(isinstance(t, pd.ArrowDtype) for t in back.dtypes)
+    assert back.attrs["bindf"]["header"] == frame.attrs["bindf"]["header"]
+    direct = bindf.read(cases["spectro_stt1"].path, dtype_backend="pyarrow")
+    pd.testing.assert_frame_equal(back, direct)
 
 
 def test_dtype_backend_pyarrow_does_not_copy() -> None:

@@ -72,10 +72,13 @@ class BindfFile:
         )
 
     # -- plans --------------------------------------------------------------------------
-    def _plan(self, columns: Sequence[str] | None = None,
-              batch_size: int | None = None) -> ReadPlan:
+    def _check_open(self) -> None:
         if self._closed:
             raise ValueError("I/O operation on a closed BindfFile")
+
+    def _plan(self, columns: Sequence[str] | None = None,
+              batch_size: int | None = None) -> ReadPlan:
+        self._check_open()
         settings = dict(self._settings)
         if batch_size is not None:
             settings["batch_size"] = batch_size
@@ -136,8 +139,7 @@ class BindfFile:
         :func:`bindf.scan`)."""
         from .polars import scan
 
-        if self._closed:
-            raise ValueError("I/O operation on a closed BindfFile")
+        self._check_open()
         settings = dict(self._settings)
         n_rows = settings.pop("n_rows")
         options = settings.pop("options")
@@ -163,6 +165,7 @@ class BindfFile:
 
         ``requested_schema`` may be a ``pyarrow.Schema`` or a schema PyCapsule.
         """
+        self._check_open()
         if requested_schema is None:
             return pa.RecordBatchReader.from_batches(self.schema, self.iter_batches())
         requested = (requested_schema if isinstance(requested_schema, pa.Schema)
@@ -239,6 +242,7 @@ def open(  # noqa: A001 - bindf.open mirrors io.open / fsspec.open on purpose
     row_index_name: str | None = None,
     row_index_offset: int = 0,
     storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
     **options: Any,
 ) -> BindfFile:
     """Open ``source`` (any source :func:`bindf.read` takes, several files included) and
@@ -250,15 +254,15 @@ def open(  # noqa: A001 - bindf.open mirrors io.open / fsspec.open on purpose
     ...     duckdb.sql("SELECT chip_id, count(*) FROM f GROUP BY chip_id")
 
     ``columns``, ``n_rows``, ``batch_size``, ``include_file_paths``, ``row_index_name``,
-    ``row_index_offset``, ``storage_options``, ``on_error`` and the format's own options
-    mean what they mean in :func:`bindf.read`. A non-seekable stream is copied once, with
+    ``row_index_offset``, ``storage_options``, ``progress`` (a bar per pass), ``on_error``
+    and the format's own options mean what they mean in :func:`bindf.read`. A non-seekable stream is copied once, with
     bounded memory, when the file is opened; ``close()`` (or leaving the ``with`` block)
     deletes the copy. A file object the caller passed in is never closed by bindf.
     """
     settings = {
         "n_rows": n_rows, "batch_size": batch_size, "include_file_paths": include_file_paths,
         "row_index_name": row_index_name, "row_index_offset": row_index_offset,
-        "options": options,
+        "progress": progress, "options": options,
     }
     return BindfFile(source, format=format, columns=columns, storage_options=storage_options,
                      settings=settings)
