@@ -20,16 +20,41 @@ import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
 from .errors import BindfError, missing_dependency
 
 PathLike = str | os.PathLike[str]
+
+
+class SupportsRead(Protocol):
+    """A binary stream: ``read(n)`` returns at most ``n`` bytes, ``b""`` at the end."""
+
+    def read(self, n: int = ..., /) -> bytes: ...
+
+
+class SupportsReadinto(Protocol):
+    """A binary stream that fills a buffer: ``readinto(b)`` returns the count, 0 at the end."""
+
+    def readinto(self, buffer: Any, /) -> int | None: ...
+
+
+class OpenFileLike(Protocol):
+    """An ``fsspec.core.OpenFile`` (fsspec stays optional)."""
+
+    fs: Any
+    path: str
+    mode: str
+    compression: str | None
+
+    def open(self) -> Any: ...
+
+
 #: One input that is not a path: bytes-like data, a binary file object (``read`` or
 #: ``readinto``; seekable or not) or an ``fsspec.core.OpenFile``.
-SourceObject = bytes | bytearray | memoryview | BinaryIO | Any
+SourceObject = bytes | bytearray | memoryview | SupportsRead | SupportsReadinto | OpenFileLike
 #: What every reader accepts as a source: one path/URL/buffer/file object, or several
 #: (for multi-file reads).
 Sources = PathLike | SourceObject | Sequence[PathLike | SourceObject]
