@@ -392,13 +392,12 @@ class ObjectSource(Source):
             if isinstance(obj, io.TextIOBase):
                 raise _text_mode_error(name)
             start = _seekable_start(obj)
-            if start is None:
+            remaining = None if start is None else _remaining_bytes(obj, start)
+            if start is None or remaining is None:
                 self._file, size = _spool(obj, name)
                 self._finalizer = weakref.finalize(self, self._file.close)
             else:
-                self._file, self._start = obj, start
-                size = obj.seek(0, io.SEEK_END) - start
-                obj.seek(start)
+                self._file, self._start, size = obj, start, remaining
             if owned:  # opened by bindf (a compressed OpenFile): closed by bindf
                 owner = obj
                 if self._finalizer is not None:
@@ -449,6 +448,18 @@ def _seekable_start(obj: Any) -> int | None:
         return int(obj.tell())
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def _remaining_bytes(obj: Any, start: int) -> int | None:
+    """Bytes from ``start`` to the end of a seekable object, leaving it at ``start``
+    (``None`` if it cannot seek to its end: it is then read as a stream)."""
+    try:
+        obj.seek(0, io.SEEK_END)
+        end = int(obj.tell())
+    except (AttributeError, OSError, ValueError):
+        end = None
+    obj.seek(start)
+    return None if end is None else max(end - start, 0)
 
 
 def _spool(stream: Any, name: str) -> tuple[Any, int]:

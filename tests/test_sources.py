@@ -106,6 +106,23 @@ def test_read_only_stream(case: Case) -> None:
     assert_same_read(read_arrow(ReadOnly(case.path.read_bytes()), case), expected, "<ReadOnly>")
 
 
+class NoSeekToEnd(io.BytesIO):
+    """Claims to seek, but not relative to the end (some HTTP file objects)."""
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            raise io.UnsupportedOperation("cannot seek from the end")
+        return super().seek(offset, whence)
+
+
+def test_object_that_cannot_seek_to_its_end_is_read_as_a_stream(cases: dict[str, Case]) -> None:
+    case = cases["it02_sparse"]
+    data = case.path.read_bytes()
+    buffer = NoSeekToEnd(b"junk" + data)
+    buffer.seek(4)
+    assert_same_read(read_arrow(buffer, case), read_arrow(case.path, case), "<NoSeekToEnd>")
+
+
 def test_open_file_is_read_from_current_position(case: Case, tmp_path: Path) -> None:
     junk = b"not part of the data" * 7
     path = tmp_path / ("prefixed" + case.path.suffix)
