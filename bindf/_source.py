@@ -389,23 +389,24 @@ class ObjectSource(Source):
             name = name or f"<{type(obj).__name__}>"
         else:
             name = name or _object_name(obj)
-            if isinstance(obj, io.TextIOBase):
-                raise _text_mode_error(name)
-            start = _seekable_start(obj)
-            remaining = None if start is None else _remaining_bytes(obj, start)
-            if start is None or remaining is None:
-                self._file, size = _spool(obj, name)
-                self._finalizer = weakref.finalize(self, self._file.close)
-            else:
-                self._file, self._start, size = obj, start, remaining
-            if owned:  # opened by bindf (a compressed OpenFile): closed by bindf
-                owner = obj
-                if self._finalizer is not None:
-                    self._finalizer.detach()
-                    spool = self._file
-                    self._finalizer = weakref.finalize(self, _close_all, spool, owner)
+            # Closed with the source: the stream's copy, and the object if bindf opened it
+            # (a compressed OpenFile). Never an object the caller passed in.
+            to_close = [obj] if owned else []
+            try:
+                if isinstance(obj, io.TextIOBase):
+                    raise _text_mode_error(name)
+                start = _seekable_start(obj)
+                remaining = None if start is None else _remaining_bytes(obj, start)
+                if start is None or remaining is None:
+                    self._file, size = _spool(obj, name)
+                    to_close.insert(0, self._file)
                 else:
-                    self._finalizer = weakref.finalize(self, owner.close)
+                    self._file, self._start, size = obj, start, remaining
+            except BaseException:
+                _close_all(*to_close)
+                raise
+            if to_close:
+                self._finalizer = weakref.finalize(self, _close_all, *to_close)
         super().__init__(name, {}, size=size)
 
     def __post_init__(self) -> None:  # a name such as "s3://…" must not make it remote
