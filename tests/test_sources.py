@@ -164,6 +164,26 @@ def test_scan_of_buffer_collects_twice(case: Case) -> None:
     assert second.equals(expected.select(case.projection))
 
 
+def test_truncated_stream_warns_and_keeps_complete_records(case: Case, tmp_path: Path) -> None:
+    """A stream cut short behaves like a file cut short: same warning, same rows."""
+    data = case.path.read_bytes()
+    cut = tmp_path / ("cut" + case.path.suffix)
+    cut.write_bytes(data[: len(data) - 5])
+    with pytest.warns(bindf.BindfWarning) as from_path:
+        expected = read_arrow(cut, case)
+    stream, thread = pipe_of(data[: len(data) - 5])
+    with stream, pytest.warns(bindf.BindfWarning) as from_stream:
+        got = read_arrow(stream, case)
+    thread.join()
+    assert plain_equal(got, expected)
+    assert [type(w.message) for w in from_stream] == [type(w.message) for w in from_path]
+    assert all(w.message.path == "<BufferedReader>" for w in from_stream)
+
+
+def plain_equal(a: pa.Table, b: pa.Table) -> bool:
+    return a.replace_schema_metadata(None).equals(b.replace_schema_metadata(None))
+
+
 # -- fsspec, archives, several objects -----------------------------------------------------
 def test_fsspec_open_file(cases: dict[str, Case]) -> None:
     fsspec = pytest.importorskip("fsspec")
