@@ -57,8 +57,13 @@ class FormatFunction:
     def _parameters(self) -> list[Any]:
         params = parameters(self.kind if self.kind != "write" else "read", self.spec.options)
         if self.output is not None:
-            params = [p for p in params if p.name != "output"]
+            params = [p for p in params if p.name not in self._fixed_output_drops()]
         return params
+
+    def _fixed_output_drops(self) -> tuple[str, ...]:
+        """Parameters ``pd.read_<name>``/``pl.read_<name>`` do not show: ``output``
+        (fixed), and ``dtype_backend`` where the output is not pandas."""
+        return ("output",) if self.output == "pandas" else ("output", "dtype_backend")
 
     @property
     def __signature__(self) -> inspect.Signature:  # noqa: PLW3201 - read by inspect
@@ -68,8 +73,9 @@ class FormatFunction:
         returns = _FIXED_OUTPUT_RETURNS.get(self.output or "", _KINDS[self.kind])
         sig = signature(self.kind, self.spec.options, returns)
         if self.output is not None:
+            drops = self._fixed_output_drops()
             sig = sig.replace(parameters=[p for p in sig.parameters.values()
-                                          if p.name != "output"])
+                                          if p.name not in drops])
         return sig
 
     @property
