@@ -115,7 +115,10 @@ def format_cases(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(params=["apx", "apx_log", "it02_dense", "it02_sparse", "spectro_stt1",
-                        "spectro_legacy", "sp01", "spf1", "records"])
+                        "spectro_legacy", "sp01", "spf1", "records",
+                        # formats added by tests/example_formats.py (plugin, run time,
+                        # headerless by extension)
+                        "tpl", "stamp", "raw16"])
 def format_case(request: pytest.FixtureRequest, format_cases: dict):
     """Each format in turn (a test taking ``case`` runs once per format)."""
     return format_cases[request.param]

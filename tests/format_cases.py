@@ -1,7 +1,9 @@
 """One small file of every format bindf reads, for tests that must cover them all
 (sources, dtype_backend, bindf.open): the bundled samples plus files made with bindf's
 own writers (sparse IT02), the AstroPix test run turned into a legacy log, a legacy
-spectroscopy raw output and a generic fixed-record file."""
+spectroscopy raw output, a generic fixed-record file, and one file of each format the
+tests add from outside (``tests/example_formats.py``: an entry-point plugin, a
+run-time registration, a headerless format found by its extension)."""
 
 from __future__ import annotations
 
@@ -77,6 +79,26 @@ def _records(directory: Path) -> Path:
     return path
 
 
+def _plugin_files(directory: Path) -> dict[str, Path]:
+    """A file of each format added by tests/example_formats.py, written by its own
+    generic writer."""
+    n = np.arange(700)
+    frames = {
+        "tpl": ({"t_ns": n * 1.5, "ch1": n % 7, "ch3": n * 3}, {"channels": [0, 2]}, ".tpl"),
+        "stamp": ({"t": n * 10, "value": n - 100}, {"scale": 4, "spare": 0}, ".bin"),
+        "raw16": ({"a": n, "b": n / 4, "c": -n % 300, "d": n % 60000}, None, ".r16"),
+    }
+    paths = {}
+    for name, (frame, header, suffix) in frames.items():
+        paths[name] = directory / f"{name}{suffix}"
+        getattr(bindf, f"write_{name}")(paths[name], frame, header)
+    return paths
+
+
+#: Case ids of the formats the tests add (conftest.py parametrises over all cases).
+PLUGIN_CASES = ("tpl", "stamp", "raw16")
+
+
 def make_cases(directory: Path) -> list[Case]:
     """Write every case's file into ``directory``."""
     apx = _sample("astropix_threshold_scan.apx", directory)
@@ -84,6 +106,7 @@ def make_cases(directory: Path) -> list[Case]:
     sparse = directory / "it02_sparse.bin"
     dense = bindf.read_it02(it02)
     bindf.write_it02(sparse, dense, dense.attrs["bindf"]["header"], layout="sparse")
+    plugins = _plugin_files(directory)
     return [
         Case("apx", apx, {}, ("chip_id", "tot_us")),
         Case("apx_log", _apx_log(apx, directory), {}, ("readout_id", "row")),
@@ -97,5 +120,9 @@ def make_cases(directory: Path) -> list[Case]:
         Case("records", _records(directory),
              {"format": "records", "dtype": RECORD_DTYPE, "header": RECORD_HEADER},
              ("time",)),
+        Case("tpl", plugins["tpl"], {}, ("ch1",)),
+        Case("stamp", plugins["stamp"], {}, ("t",)),
+        # Headerless: found by its extension, which a buffer does not have.
+        Case("raw16", plugins["raw16"], {"format": "raw16"}, ("b",)),
     ]
 

@@ -3,6 +3,7 @@ Arrow PyCapsule interface, for every format; and ``dtype_backend`` on pandas out
 
 from __future__ import annotations
 
+import inspect
 import io
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,44 @@ def test_dtype_backend_errors(cases: dict[str, Case]) -> None:
         bindf.read(path, dtype_backend="numpy")
     with pytest.raises(ValueError, match="pandas output only"):
         bindf.read(path, output="polars", dtype_backend="pyarrow")
+
+
+def test_dtype_backend_through_the_generated_functions(case: Case) -> None:
+    """``read_<format>``, ``pd.read_<format>`` (built-ins and test plugins) take the
+    parameter from the one COMMON table; polars output and scans do not show it."""
+    options = {k: v for k, v in case.kwargs.items() if k != "format"}
+    with bindf.open(case.path, **case.kwargs) as f:
+        name = f.format
+    if name == "records":  # read_records is not generated (its layout is per call)
+        pytest.skip("no generated function")
+    expected = bindf.read(case.path, dtype_backend="pyarrow", **case.kwargs)
+    for function in (getattr(bindf, f"read_{name}"), getattr(pd, f"read_{name}")):
+        assert "dtype_backend" in inspect.signature(function).parameters
+        pd.testing.assert_frame_equal(function(case.path, dtype_backend="pyarrow", **options),
+                                      expected)
+    for function in (getattr(pl, f"read_{name}"), getattr(bindf, f"scan_{name}")):
+        assert "dtype_backend" not in inspect.signature(function).parameters
+        with pytest.raises(TypeError, match="dtype_backend"):
+            function(case.path, dtype_backend="pyarrow", **options)
+    with pytest.raises(ValueError, match="pandas output only"):
+        getattr(bindf, f"read_{name}")(case.path, output="arrow", dtype_backend="pyarrow",
+                                       **options)
+
+
+def test_open_signature_comes_from_the_parameter_table() -> None:
+    from bindf._params import parameters
+
+    shown = inspect.signature(bindf.open).parameters
+    assert list(shown)[:2] == ["source", "format"]
+    assert list(shown)[2:-1] == [p.name for p in parameters("open")]
+    assert not {"output", "chunksize", "dtype_backend"} & set(shown)
+
+
+def test_open_refuses_output_choices_and_hints_pandas_names(cases: dict[str, Case]) -> None:
+    path = cases["sp01"].path
+    with pytest.raises(TypeError, match="to_pandas"):
+        bindf.open(path, dtype_backend="pyarrow")
+    with pytest.raises(TypeError, match="n_rows"):
+        bindf.open(path, nrows=5)
+    with bindf.open(path, n_rows=7, columns=["channel"]) as f:
+        assert f.to_pandas(dtype_backend="pyarrow").shape == (7, 1)

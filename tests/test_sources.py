@@ -343,3 +343,12 @@ def test_cli_stdin_rules(tmp_path: Path) -> None:
     assert twice.returncode == 2 and b"only once" in twice.stderr
     no_name = _bindf("convert", "-", "--output-dir", str(tmp_path), input=b"")
     assert no_name.returncode == 2 and b"use -o OUT" in no_name.stderr
+
+
+def test_named_file_object_is_detected_by_its_extension(cases: dict[str, Case]) -> None:
+    """A headerless format (test plugin ``raw16``) has only its extension to go by: an
+    ``open(path, "rb")`` object has a name, and detection uses it."""
+    case = cases["raw16"]
+    with open(case.path, "rb") as f:
+        table = bindf.read(f, output="arrow")
+    assert_same_read(table, read_arrow(case.path, case), str(case.path))
