@@ -21,6 +21,7 @@ import inspect
 from typing import Any
 
 from .._params import check_names, docstring, parameters, signature
+from .._source import Sources
 from ..registry import FormatSpec, get_format
 
 #: kind → (what it returns, for the signature; which parameter table applies)
@@ -95,7 +96,7 @@ class FormatFunction:
     def __repr__(self) -> str:
         return f"<bindf function {self.__name__}>"
 
-    def __call__(self, source: Any, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, source: Sources, *args: Any, **kwargs: Any) -> Any:
         if self.kind == "write":
             writer = self.spec.writer_function()
             return writer(source, *args, **kwargs)
