@@ -177,8 +177,10 @@ def option(name: str, default: Any, annotation: str, doc: str) -> Param:
     return Param(name, default, annotation, doc, goes_to=READER, on_scan=True, on_dask=True)
 
 
-def docstring(kind: str, options: Iterable[Param]) -> str:
-    """The "Parameters" section of a generated function's docstring."""
+def docstring(kind: str, options: Iterable[Param], drop: Iterable[str] = ()) -> str:
+    """The "Parameters" section of a generated function's docstring (without the
+    parameters named in ``drop``)."""
+    drop = set(drop)
     lines = ["Parameters", "----------", "source:",
              "    A path, a ``file://`` or fsspec URL, a glob (expanded by bindf, sorted),",
              "    ``bytes``/``bytearray``/``memoryview``, a binary file object (``BytesIO``,",
@@ -191,6 +193,8 @@ def docstring(kind: str, options: Iterable[Param]) -> str:
              "    the other; they must have the same columns, and the frame carries the",
              "    *first* file's header."]
     for p in parameters(kind, options):
+        if p.name in drop:
+            continue
         lines.append(f"{p.name}: {p.annotation} = {p.default!r}")
         lines.append(f"    {p.doc}")
     return "\n".join(lines)

@@ -88,7 +88,8 @@ class FormatFunction:
                 "dask": "Read into a lazy dask DataFrame"}[self.kind]
         head = f"{what} {spec.description} file(s)."
         reader_doc = inspect.cleandoc(spec.reader_class().__doc__ or "")
-        params = docstring(self.kind, self.spec.options)
+        params = docstring(self.kind, self.spec.options,
+                           drop=self._fixed_output_drops() if self.output else ())
         if self.output is not None:
             head += f" Returns a {self.output} frame."
         return "\n\n".join(part for part in (head, reader_doc, params) if part)
