@@ -29,9 +29,9 @@ class BindfFile:
     """An opened bindf source: header known, data decoded on demand.
 
     Made by :func:`bindf.open` (which documents the arguments); use it as a context
-    manager. Every data method starts a
-    new pass over the source, so it can be called any number of times (a non-seekable
-    stream was copied once when the file was opened, see :func:`bindf.open`).
+    manager. Every data method starts a new pass over the source, so it can be called
+    any number of times (a non-seekable stream was copied once when the file was
+    opened, see :func:`bindf.open`).
 
     Attributes
     ----------
