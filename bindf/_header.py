@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from typing import Any, BinaryIO
+
+import numpy as np
 
 from .errors import HeaderError
 
@@ -39,34 +42,42 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _nesting_depth_exceeds(text: str, limit: int) -> bool:
+def _nesting_depth_exceeds(raw: bytes, limit: int) -> bool:
     """Cheap pre-check of bracket depth, ignoring brackets inside strings.
 
     Runs before ``json.loads`` so that a header of a million ``[`` never reaches the
-    recursive parser at all.
+    recursive parser at all. Works on the UTF-8 bytes, vectorised: every byte of a
+    multi-byte UTF-8 character is >= 0x80, so none is taken for a quote, backslash or
+    bracket. (FCS1 files carry megabytes of JSON arrays: no loop per byte.)
     """
-    if text.count("[") + text.count("{") <= limit:  # the usual case, without a Python loop
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # the usual case
         return False
-    depth = 0
-    in_string = False
-    escaped = False
-    for ch in text:  # headers are a few KB; this is per header, not per record
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
+    data = np.frombuffer(raw, dtype=np.uint8)
+    # Quotes, backslashes and brackets are few next to the other bytes (digits of
+    # megabytes of numbers): work on their positions only.
+    quotes = np.flatnonzero(data == 0x22)
+    backslashes = np.flatnonzero(data == 0x5C)
+    if len(backslashes) and len(quotes):
+        # A quote is escaped when an odd number of backslashes directly precedes it.
+        run_start = np.ones(len(backslashes), dtype=bool)
+        run_start[1:] = np.diff(backslashes) != 1
+        first_of_run = backslashes[np.maximum.accumulate(
+            np.where(run_start, np.arange(len(backslashes)), 0))]
+        before = np.maximum(np.searchsorted(backslashes, quotes) - 1, 0)
+        touching = backslashes[before] == quotes - 1
+        run = np.where(touching, quotes - first_of_run[before], 0)
+        quotes = quotes[run % 2 == 0]
+    brackets = np.flatnonzero((data == 0x5B) | (data == 0x7B) | (data == 0x5D) | (data == 0x7D))
+    # A bracket is inside a string when an odd number of real quotes precede it.
+    outside = np.searchsorted(quotes, brackets) % 2 == 0
+    kinds = data[brackets[outside]]
+    steps = np.where((kinds == 0x5B) | (kinds == 0x7B), 1, -1).astype(np.int32)
+    return bool(np.cumsum(steps).max(initial=0) > limit)
+
+
+#: A \uD800-\uDFFF escape: the only way a lone surrogate gets into parsed JSON (the
+#: UTF-8 decoder refuses encoded surrogates).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def parse_json_header(
@@ -81,7 +92,7 @@ def parse_json_header(
     except UnicodeDecodeError as exc:
         bad = None if offset is None else offset + exc.start
         raise HeaderError(f"header is not UTF-8 text: {exc.reason}", path=path, offset=bad) from None
-    if _nesting_depth_exceeds(text, MAX_HEADER_DEPTH):
+    if _nesting_depth_exceeds(bytes(raw), MAX_HEADER_DEPTH):
         raise HeaderError(
             f"header JSON is nested deeper than {MAX_HEADER_DEPTH} levels", path=path, offset=offset
         )
@@ -101,7 +112,9 @@ def parse_json_header(
     try:
         # Lone surrogates (from "\ud800" escapes) parse fine but cannot be written back
         # out as UTF-8 (Arrow metadata, Parquet): reject them here, where we can say why.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        # Only text with such an escape can hold one; skip re-encoding megabytes otherwise.
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise HeaderError(
             "header JSON contains a lone UTF-16 surrogate", path=path, offset=offset

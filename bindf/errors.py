@@ -20,6 +20,8 @@ __all__ = [
     "BindfWarning",
     "TruncatedFileWarning",
     "CorruptDataWarning",
+    "AmbiguousChannelMappingWarning",
+    "FCS1LayoutWarning",
     "missing_dependency",
 ]
 
@@ -105,6 +107,18 @@ class TruncatedFileWarning(BindfWarning):
 
 class CorruptDataWarning(BindfWarning):
     """Damaged records were skipped (``on_error="warn"``); the rest was returned."""
+
+
+class AmbiguousChannelMappingWarning(BindfWarning):
+    """An ``IT01`` header whose ``channels`` are not ``[0, 1, …, k-1]``: slot ``i`` was
+    read as ``channels[i]`` (the vendor's file readers), but the vendor's live display
+    reads slot ``c`` as channel ``c``, and no sample decides between them."""
+
+
+class FCS1LayoutWarning(BindfWarning):
+    """The number of vectors per pair in an ``FCS1`` file is neither
+    ``num_acquisitions`` nor one more, so bindf cannot tell whether the first vector is a
+    stored mean: every vector is read as an acquisition (``layout = "unknown"``)."""
 
 
 def missing_dependency(package: str, extra: str) -> ModuleNotFoundError:

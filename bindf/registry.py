@@ -158,6 +158,24 @@ BUILTIN: tuple[FormatSpec, ...] = (
         "spf1", "FLIM LABS spectroscopy phasors (SPF1)", "bindf.formats.spf1:SPF1Reader",
         magics=(b"SPF1",), writer="bindf.formats.spf1:write_spf1",
     ),
+    FormatSpec(
+        "itt1", "FLIM LABS intensity time tagger events (ITT1)",
+        "bindf.formats.itt1:ITT1Reader", magics=(b"ITT1",),
+        writer="bindf.formats.itt1:write_itt1", sample="bindf.formats.itt1:sample",
+    ),
+    FormatSpec(
+        "fcs1", "FLIM LABS FCS correlation curves G(tau) (FCS1)",
+        "bindf.formats.fcs1:FCS1Reader", magics=(b"FCS1",),
+        writer="bindf.formats.fcs1:write_fcs1", sample="bindf.formats.fcs1:sample",
+    ),
+    FormatSpec(
+        "it01", "FLIM LABS intensity tracing, first version (IT01, 2024)",
+        "bindf.formats.it01:IT01Reader", magics=(b"IT01",),
+        writer="bindf.formats.it01:write_it01", sample="bindf.formats.it01:sample",
+        options=(option("slots", False, "bool",
+                        "Return the 8 raw counter slots ``slot_0 … slot_7`` instead of one "
+                        "``ch{c+1}`` column per enabled channel."),),
+    ),
     # Never detected (no magic): used through bindf.read_records(path, dtype=...).
     FormatSpec("records", "any fixed-size records described by a numpy dtype",
                "bindf.formats.records:RecordsReader", public=False),

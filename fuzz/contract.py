@@ -68,6 +68,21 @@ CONFIGS: dict[str, list[Config]] = {
         ({"format": "spf1"}, 32),
         ({"format": None}, 0),
     ],
+    "itt1": [
+        ({"format": "itt1"}, 9),
+        ({"format": None}, 0),
+    ],
+    "it01": [
+        ({"format": "it01"}, 40),
+        ({"format": "it01", "slots": True}, 40),
+        ({"format": None}, 0),
+    ],
+    # every row is one G value of the JSON text, at least two bytes ("0,")
+    "fcs1": [
+        ({"format": "fcs1"}, 2),
+        ({"format": "fcs1", "on_error": "skip"}, 2),
+        ({"format": None}, 0),
+    ],
 }
 
 #: File name suffix per target (detection looks at the extension).

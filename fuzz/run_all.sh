@@ -3,7 +3,8 @@
 # AddressSanitizer.
 #
 #   fuzz/run_all.sh SECONDS [TARGET ...]   targets: every registered format (apx apx_log
-#                                          it02 spectro sp01 spf1, plugins …) and
+#                                          it02 spectro sp01 spf1 itt1 fcs1 it01,
+#                                          plugins …) and
 #                                          kernels (default: all)
 #
 # Per reader target: SECONDS of coverage-guided fuzzing (bindf's Python code is

@@ -539,7 +539,7 @@ def test_helpers_for_another_format_say_so(fmt: str, columns: dict, header: dict
     df = frame("pandas", columns, fmt, header)
     for name in wrong:
         args = (2000,) if name == "rebin" else ()
-        with pytest.raises(TypeError, match=rf"{name}\(\) works on '\w+' frames, but this "
+        with pytest.raises(TypeError, match=rf"{name}\(\) works on '\w+'( / '\w+')* frames, but this "
                                             rf"frame's bindf format is '{fmt}'; its helpers "
                                             "are: "):
             getattr(df.bindf, name)(*args)

@@ -215,6 +215,22 @@ def _it02_chain_overrun(tmp_path: Path) -> tuple[Path, Path, int]:
     return bad, good, len(head) + 29 * 13 + 4
 
 
+def _fcs1_short_vector(tmp_path: Path) -> tuple[Path, Path, int]:
+    """FCS1: vector 1 of pair 2 (of 3) is one value short of lag_index."""
+    from bindf.formats.fcs1 import _encode
+
+    meta = {"num_acquisitions": 2, "bin_width": 10}
+    lags = [0, 2, 6, 18, 54]
+    curves = [[[c, c + 1], [[0.1 * c + 0.01 * v + 0.001 * j for j in range(5)]
+                            for v in range(2)]] for c in range(3)]
+    good = tmp_path / "good.bin"
+    good.write_bytes(_encode(meta, {"g2_correlations": curves, "lag_index": lags}))
+    curves[2][1][1] = curves[2][1][1][:-1]
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(_encode(meta, {"g2_correlations": curves, "lag_index": lags}))
+    return bad, good, 8 + len(json.dumps(meta, separators=(",", ":"))) + 4
+
+
 DAMAGES = [
     Damage("apx-bad-marker", _apx_bad_markers((10,)), _without("readout_id", {10}),
            _apx_skipped((10,))),
@@ -240,6 +256,10 @@ DAMAGES = [
     # returned as they came (the first 5 are intact), none is dropped.
     Damage("it02-chain-overruns-end-marker", _it02_chain_overrun, None,
            {"chain_overruns_end_marker": 1}, intact_rows=5, options={"layout": "sparse"}),
+    # The data JSON has no record boundaries: the offset is that of the data block.
+    Damage("fcs1-short-vector", _fcs1_short_vector,
+           lambda df: df[~((df.pair_index == 2) & (df.vector_index == 1))]
+           .reset_index(drop=True), {"bad_vector": 1}),
 ]
 
 
@@ -339,6 +359,10 @@ FIXED = {
                                      "sp01_decay_curves_example.bin").read_bytes()),
     "spf1": lambda p: p.write_bytes((Path(__file__).parent / "data" /
                                      "spf1_phasors_example.bin").read_bytes()),
+    "itt1": lambda p: bindf.write_itt1(p, {"event": np.arange(400) % 4,
+                                           "time_ns": np.arange(400) * 10.0}),
+    "it01": lambda p: p.write_bytes((Path(__file__).parent / "data" /
+                                     "it01_intensity-tracing-first1000.bin").read_bytes()),
     "it02-dense": lambda p: p.write_bytes((Path(__file__).parent / "data" /
                                            "intensity-tracing-export-data-example.bin")
                                           .read_bytes()),
@@ -390,7 +414,8 @@ def test_unknown_policy_is_refused(tmp_path: Path) -> None:
 
 #: Where each built-in format's on_error behaviour is tested above (hand-written cases).
 _HAND_WRITTEN = {"apx": "DAMAGES", "apx_log": "DAMAGES", "it02": "DAMAGES + FIXED",
-                 "spectro": "FIXED (stt1)", "sp01": "FIXED", "spf1": "FIXED"}
+                 "spectro": "FIXED (stt1)", "sp01": "FIXED", "spf1": "FIXED",
+                 "itt1": "FIXED", "it01": "FIXED", "fcs1": "DAMAGES + test_fcs1.py"}
 
 
 def test_every_registered_format_is_in_the_on_error_sweep(tmp_path: Path) -> None:

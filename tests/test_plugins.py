@@ -235,3 +235,35 @@ def test_samples_read_cleanly(added: tuple[str, Path], tmp_path: Path) -> None:
         warnings.simplefilter("error")
         table = bindf.read(path, output="arrow")
     assert table.num_rows == 40 and isinstance(table, pa.Table)
+
+
+def test_format_options_reach_the_dtype_callable_and_the_transform(tmp_path):
+    """A FixedRecordFormat option may change the record fields (IT01's ``slots=``): the
+    dtype callable and the transform get the option values as keyword arguments."""
+    import numpy as np
+    import pyarrow as pa
+
+    from bindf._params import option
+
+    def dtype(header, *, wide=False):
+        return [("a", "<u4"), ("b", "<u4")] if wide else [("a", "<u8")]
+
+    def transform(table, header, *, wide=False):
+        return table.append_column("wide", pa.array([wide] * table.num_rows, pa.bool_()))
+
+    spec = bindf.FixedRecordFormat(
+        "optdemo", magic=b"OPTD", header="json", dtype=dtype, transform=transform,
+        options=(option("wide", False, "bool", "two u32 fields instead of one u64"),),
+        writer=False)
+    bindf.register_format(spec, replace=True)
+    try:
+        path = tmp_path / "x.bin"
+        values = np.array([1, 2**33], dtype="<u8")
+        path.write_bytes(b"OPTD" + (2).to_bytes(4, "little") + b"{}" + values.tobytes())
+        narrow = bindf.read_optdemo(path, output="polars")
+        assert narrow["a"].to_list() == [1, 2**33] and not narrow["wide"].any()
+        wide = bindf.read_optdemo(path, wide=True, output="polars")
+        assert wide["a"].to_list() == [1, 0] and wide["b"].to_list() == [0, 2]
+        assert wide["wide"].all()
+    finally:  # later registry-driven tests (stub, sweeps) must not see it
+        bindf.registry._BY_NAME.pop("optdemo", None)

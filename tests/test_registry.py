@@ -73,7 +73,7 @@ def test_get_format_unknown():
 @pytest.mark.parametrize(
     ("magic", "name"),
     [(b"%APXDF", "apx"), (b"IT02", "it02"), (b"STT1", "spectro"), (b"SP01", "sp01"),
-     (b"SPF1", "spf1")],
+     (b"SPF1", "spf1"), (b"ITT1", "itt1"), (b"IT01", "it01"), (b"FCS1", "fcs1")],
 )
 def test_magic_detection(tmp_path, magic, name):
     source = write(tmp_path, "file.dat", preamble(magic, {"channels": [0]}))

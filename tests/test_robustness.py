@@ -91,6 +91,9 @@ class Subject:
     flips: int = 600
     #: An empty file is a valid file of zero records (no magic, no header).
     empty_is_valid: bool = False
+    #: A file of just the header is incomplete, not empty (FCS1: the data block is
+    #: missing): a truncation warning and no rows.
+    header_only_is_truncated: bool = False
 
 
 def _preamble(magic: bytes, header: bytes) -> bytes:
@@ -212,6 +215,26 @@ def _it02_after_records(k: int) -> Callable[[bytes], int]:
     return offset
 
 
+def _itt1_bytes() -> bytes:
+    """100 events (photons on 4 channels and the three markers) by bindf.write_itt1."""
+    rng = np.random.default_rng(13)
+    events = {"event": rng.choice(np.array([0, 1, 2, 3, 70, 76, 80], np.uint8), 100),
+              "time_ns": np.cumsum(rng.random(100) * 100)}
+    return _written(lambda p: bindf.write_itt1(p, events, {"channels": [0, 1, 2, 3]}))
+
+
+def _it01_bytes() -> bytes:
+    """The real IT01 export cut to its first 60 records."""
+    data = (DATA / "it01_intensity-tracing-first1000.bin").read_bytes()
+    return data[: _preamble_end(data) + 60 * 40]
+
+
+def _fcs1_bytes() -> bytes:
+    from bindf.formats.fcs1 import sample
+
+    return sample()
+
+
 SUBJECTS: list[Subject] = [
     Subject("apx-real", "apx", _apx_real_bytes, "apx", data_offset=_apx_data_offset,
             bytes_per_row=8),
@@ -234,6 +257,14 @@ SUBJECTS: list[Subject] = [
             preamble=False, bytes_per_row=17),
     Subject("sp01", "sp01", _sp01_bytes, "sp01", data_offset=_preamble_end, bytes_per_row=4),
     Subject("spf1", "spf1", _spf1_bytes, "spf1", data_offset=_preamble_end, bytes_per_row=32),
+    Subject("itt1", "itt1", _itt1_bytes, "itt1", data_offset=_preamble_end, bytes_per_row=9),
+    Subject("it01-real", "it01", _it01_bytes, "it01", data_offset=_preamble_end,
+            bytes_per_row=40),
+    Subject("it01-slots", "it01", _it01_bytes, "it01", {"slots": True},
+            data_offset=_preamble_end, bytes_per_row=40, flips=200),
+    # JSON curves: every row is one G value, at least two bytes of text ("0,").
+    Subject("fcs1", "fcs1", _fcs1_bytes, "fcs1", data_offset=_preamble_end, bytes_per_row=2,
+            header_only_is_truncated=True),
 ]
 
 
@@ -412,7 +443,8 @@ def _cheap_rejection(path: Path, expect: type[Warning] | type[BindfError]) -> No
 DECLARED = [2**32 - 16, 2**32 - 1, 2**31, 10**9]
 
 
-@pytest.mark.parametrize("magic", [b"STT1", b"IT02", b"SP01", b"SPF1", b"%APXDF"])
+@pytest.mark.parametrize("magic", [b"STT1", b"IT02", b"SP01", b"SPF1", b"%APXDF", b"ITT1",
+                                   b"IT01", b"FCS1"])
 @pytest.mark.parametrize("declared", DECLARED)
 def test_absurd_header_length_is_rejected_cheaply(magic: bytes, declared: int,
                                                   tmp_path: Path) -> None:
@@ -537,7 +569,11 @@ def test_zero_length_and_header_only(subject: Subject, tmp_path: Path) -> None:
     header_only = data[: subject.data_offset(data)]
     if header_only:
         path.write_bytes(header_only)
-        table = bindf.read(path, format=subject.format, output="arrow", **subject.options)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = bindf.read(path, format=subject.format, output="arrow", **subject.options)
+        expected = [TruncatedFileWarning] if subject.header_only_is_truncated else []
+        assert [w.category for w in caught] == expected
         assert table.num_rows == 0
         full = _full_read(_write(tmp_path / "full.bin", data), subject)
         assert table.schema.names == full.schema.names

@@ -16,10 +16,13 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from . import apx, it02, spectro
+from . import apx, fcs1, it02, spectro
 
 #: Format name → module with that family's helpers.
-FAMILIES: dict[str, ModuleType] = {"apx": apx, "it02": it02, "spectro": spectro}
+#: IT01 frames have IT02's columns (``time_ns``, ``ch{c+1}``) and ``bin_width_micros``;
+#: ITT1 events have no ``microtime_ns``, so the decay histogram does not apply to them.
+FAMILIES: dict[str, ModuleType] = {"apx": apx, "it02": it02, "it01": it02,
+                                   "spectro": spectro, "fcs1": fcs1}
 
 
 def helpers_for(format: str) -> tuple[str, ...]:

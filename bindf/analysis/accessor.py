@@ -68,10 +68,25 @@ class AnalysisMethods:
         """AstroPix: hits per readout against time since the first readout."""
         return self._call("plot_hits_per_readout", ax=ax)
 
-    # --- FLIM LABS intensity tracing ("it02") --------------------------------------
+    # --- FLIM LABS FCS correlation curves ("fcs1") -----------------------------------
+
+    def mean_curves(self) -> Any:
+        """FCS1: the mean G(τ) of each channel pair, one row per pair × lag: the stored
+        mean where the file has one, else the arithmetic mean of the acquisitions.
+
+        Columns ``pair_index, channel_1, channel_2, lag_index, tau_us, g2, stored``.
+        """
+        return self._call("mean_curves")
+
+    def plot_correlation(self, *, curves: str = "mean", ax: Any = None) -> Any:
+        """FCS1: G(τ) against τ (µs) on a log axis; one line per pair
+        (``curves="mean"``) or per pair and vector (``curves="all"``)."""
+        return self._call("plot_correlation", curves=curves, ax=ax)
+
+    # --- FLIM LABS intensity tracing ("it02", and "it01" with the same columns) ------
 
     def rebin(self, width_us: float, *, drop_partial: bool = False) -> Any:
-        """IT02: sum consecutive bins into bins of ``width_us`` (a whole multiple of the
+        """IT02/IT01: sum consecutive bins into bins of ``width_us`` (a whole multiple of the
         header's ``bin_width_micros``, else ValueError).
 
         Counts become uint64; the result keeps the bindf metadata with the new bin
@@ -80,12 +95,12 @@ class AnalysisMethods:
         return self._call("rebin", width_us, drop_partial=drop_partial)
 
     def count_rate(self) -> Any:
-        """IT02: counts per second of every ``ch*`` column (float64), from the header's
+        """IT02/IT01: counts per second of every ``ch*`` column (float64), from the header's
         ``bin_width_micros``."""
         return self._call("count_rate")
 
     def plot_trace(self, *, rate: bool = False, ax: Any = None) -> Any:
-        """IT02: one line per channel against time; counts per bin, or counts/s with
+        """IT02/IT01: one line per channel against time; counts per bin, or counts/s with
         ``rate=True``. Labels from ``channel_names``, else "Channel i+1"."""
         return self._call("plot_trace", rate=rate, ax=ax)
 

@@ -46,13 +46,23 @@ from ..registry import FormatSpec
 from ._fixed import FixedRecordReader
 
 HeaderKind = Any  # "json" | None | a structured numpy dtype (anything np.dtype accepts)
-#: ``transform(table, header) -> table``: derived columns from the raw record fields.
-Transform = Callable[[pa.Table, dict[str, Any]], pa.Table]
+#: ``transform(table, header, **options) -> table``: derived columns from the raw record
+#: fields (``options``: the format's declared options, when it has any).
+Transform = Callable[..., pa.Table]
 
 
-def resolve(value: Any, header: dict[str, Any]) -> Any:
-    """``value(header)`` for a callable layout value, ``value`` otherwise."""
-    return value(header) if callable(value) and not isinstance(value, (type, np.dtype)) else value
+def resolve(value: Any, header: dict[str, Any], options: Mapping[str, Any] | None = None) -> Any:
+    """``value(header, **options)`` for a callable layout value, ``value`` otherwise.
+
+    ``options`` are the values of the format's declared reader options (none for formats
+    without options and for ``read_records``), so that an option can change the layout
+    (IT01's ``slots=True`` reads other fields). Callables of formats with options take
+    them as keyword arguments, with defaults (the writer and the sample file resolve the
+    layout without options).
+    """
+    if callable(value) and not isinstance(value, (type, np.dtype)):
+        return value(header, **options) if options else value(header)
+    return value
 
 
 class FixedLayout:
@@ -92,6 +102,9 @@ class FixedLayoutReader(FixedRecordReader):
     layout: ClassVar[FixedLayout]
     #: The format's declared options (name → default).
     declared_options: ClassVar[dict[str, Any]] = {}
+    #: The option values of this read (declared defaults updated with the caller's);
+    #: handed to the layout callables and the transform. Empty for ``read_records``.
+    option_values: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
     use_memmap = False
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
@@ -125,9 +138,10 @@ class FixedLayoutReader(FixedRecordReader):
                 header = {n: _python_value(record[n]) for n in hdt.names}
                 header_end += hdt.itemsize
         try:
-            dtype = np.dtype(resolve(layout.dtype, header))
-            offset = resolve(layout.offset, header)
-            count = resolve(layout.count, header)
+            options = self.option_values
+            dtype = np.dtype(resolve(layout.dtype, header, options))
+            offset = resolve(layout.offset, header, options)
+            count = resolve(layout.count, header, options)
             offset = header_end if offset is None else int(offset)
             declared = None if count is None or int(count) < 0 else int(count)
         except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:
@@ -163,7 +177,8 @@ class FixedLayoutReader(FixedRecordReader):
         return header
 
     def _transformed(self, table: pa.Table) -> pa.Table:
-        out = self.layout.transform(table, self._header_for_transform)  # type: ignore[misc]
+        out = self.layout.transform(table, self._header_for_transform,  # type: ignore[misc]
+                                    **self.option_values)
         if isinstance(out, pa.RecordBatch):
             out = pa.Table.from_batches([out])
         if not isinstance(out, pa.Table):
@@ -245,7 +260,10 @@ class FixedRecordFormat(FormatSpec):
         The format's name: functions are called ``read_<name>`` etc.
     dtype:
         The record dtype (anything ``np.dtype`` accepts), or a callable of the header
-        dict returning one.
+        dict returning one. A format with ``options`` gets their values as keyword
+        arguments too (``dtype(header, **options)``), so an option may change the
+        record fields; give those keywords defaults (the writer and the sample file
+        resolve the dtype from the header alone).
     magic:
         Leading bytes that identify the format (used for detection).
     header:
@@ -258,7 +276,8 @@ class FixedRecordFormat(FormatSpec):
     description:
         One line for listings and messages.
     transform:
-        ``transform(table, header) -> table``: derives the output columns from the raw
+        ``transform(table, header) -> table`` (plus ``**options`` for a format with
+        options): derives the output columns from the raw
         record fields (an Arrow table of one batch). It must keep one row per record
         (times ``rows_per_record``) and give the same columns for any batch, the empty
         one included (that is how the schema is found). With a transform, every record
@@ -269,7 +288,8 @@ class FixedRecordFormat(FormatSpec):
         ``"flatten"`` (default) or ``"list"`` for sub-array fields (see ``read_records``).
     options:
         The format's own reader options, as :func:`bindf._params.option` declarations;
-        the reader finds their values in ``self.option_values``.
+        the reader finds their values in ``self.option_values``, and the ``dtype``
+        callable and the ``transform`` receive them as keyword arguments.
     writer:
         True (default): a generic atomic ``write_<name>`` (raw fields only; with a
         transform, the frame must hold the record fields); False: none; or a function.

@@ -17,7 +17,7 @@ packed numpy structured array and the columns copied out (:mod:`._fixed`).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
@@ -124,33 +124,40 @@ class SpectroReader(FixedRecordReader):
         return [name for name in RECORD_DTYPE.names if name in wanted]
 
     def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
-        out = []
-        is_marker = None
-        any_marker = False
-        event_array = None
-        for name in columns:
-            if name in RECORD_DTYPE.names:
-                out.append(pa.array(raw[name]))
-                continue
-            events = raw["event"]
-            if is_marker is None:
-                # Three comparisons beat a 256-entry lookup table by ~8x here.
-                is_marker = (events == 70) | (events == 76) | (events == 80)
-                any_marker = bool(is_marker.any())
-                event_array = pa.array(events)
-            if not any_marker:
-                # Photon-only chunk (the common case): channel is the event bytes as they
-                # are (one shared immutable buffer) and marker is all null.
-                out.append(event_array if name == "channel" else pa.DictionaryArray.from_arrays(
-                    pa.nulls(len(events), pa.int8()), _MARKER_DICTIONARY))
-            elif name == "channel":
-                out.append(_with_validity(pa.uint8(), events, ~is_marker))
-            else:  # "marker": index 0 frame, 1 line, 2 pixel; 0 also under nulls, since
-                # some readers (polars) check every index, even masked ones.
-                indices = (events == 76).view(np.int8) + 2 * (events == 80).view(np.int8)
-                out.append(pa.DictionaryArray.from_arrays(
-                    _with_validity(pa.int8(), indices, is_marker), _MARKER_DICTIONARY))
+        derived = event_columns(raw["event"], columns) if "event" in raw else {}
+        return [pa.array(raw[name]) if name in RECORD_DTYPE.names else derived[name]
+                for name in columns]
+
+
+def event_columns(events: np.ndarray, wanted: Sequence[str] = ("channel", "marker")
+                  ) -> dict[str, pa.Array]:
+    """The ``channel`` and ``marker`` columns (those named in ``wanted``) of FLIM LABS
+    event bytes: ``channel`` is the byte for photons and null for the marker codes
+    70/76/80, ``marker`` is ``frame``/``line``/``pixel`` for markers and null for
+    photons. Shared by every FLIM LABS photon-event format (spectroscopy, ``ITT1``)."""
+    out: dict[str, pa.Array] = {}
+    if not {"channel", "marker"} & set(wanted):
         return out
+    # Three comparisons beat a 256-entry lookup table by ~8x here.
+    is_marker = (events == 70) | (events == 76) | (events == 80)
+    if not is_marker.any():
+        # Photon-only chunk (the common case): channel is the event bytes as they are
+        # (one shared immutable buffer) and marker is all null.
+        if "channel" in wanted:
+            out["channel"] = pa.array(events)
+        if "marker" in wanted:
+            out["marker"] = pa.DictionaryArray.from_arrays(
+                pa.nulls(len(events), pa.int8()), _MARKER_DICTIONARY)
+        return out
+    if "channel" in wanted:
+        out["channel"] = _with_validity(pa.uint8(), events, ~is_marker)
+    if "marker" in wanted:
+        # index 0 frame, 1 line, 2 pixel; 0 also under nulls, since some readers
+        # (polars) check every index, even masked ones.
+        indices = (events == 76).view(np.int8) + 2 * (events == 80).view(np.int8)
+        out["marker"] = pa.DictionaryArray.from_arrays(
+            _with_validity(pa.int8(), indices, is_marker), _MARKER_DICTIONARY)
+    return out
 
 
 _MARKER_DICTIONARY = pa.array(MARKER_NAMES, pa.string())

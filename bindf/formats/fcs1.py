@@ -1,0 +1,425 @@
+"""FLIM LABS FCS correlation curves, ``FCS1`` (``read_fcs1``, ``write_fcs1``).
+
+Layout (the format page in docs/, from the vendor's Rust writer ``fcs_export_data`` and
+the published example export)::
+
+    "FCS1" | u32 M | M bytes of metadata JSON | u32 D | D bytes of data JSON
+
+The data JSON is ``{"g2_correlations": [[[ch1, ch2], [vec_0, vec_1, …]], …],
+"lag_index": [...]}``: per channel pair, one G(τ) vector per acquisition (and, for
+writers since August 2024, their mean first), each as long as ``lag_index``. The lags
+are in *bins* of the intensity trace (whatever the vendor's prose says), so
+``tau_us = lag_index × bin_width``. JSON ``null`` is a non-finite value (NaN).
+
+Both blocks go through bindf's strict JSON parser (never ``eval``, as the vendor scripts
+do), each declared length checked against the file size before anything is read. The
+table is built with one Arrow conversion per pair (no loop per value).
+
+Damage (``on_error``): the data JSON unusable as a whole (``bad_data_block``), a pair
+entry that is not ``[[ch1, ch2], [vectors…]]`` (``bad_pair``), a vector that is not a
+list of numbers as long as ``lag_index`` (``bad_vector``), bytes after the data block
+(``trailing_bytes``). Offsets name the start of the block concerned (JSON text has no
+record boundaries to point at more closely). A file that ends inside the data block, or
+before it, is a truncation (the writer writes the file in five calls after computing
+it): a :class:`~bindf.errors.TruncatedFileWarning` and an empty table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._atomic import atomic_output
+from .._header import parse_json_header, read_exact, read_preamble
+from .._writing import encode_preamble, inherited_header, require_columns, to_arrow_table
+from ..errors import (
+    BindfWarning,
+    CorruptDataError,
+    CorruptDataWarning,
+    FCS1LayoutWarning,
+    HeaderError,
+    TruncatedFileWarning,
+)
+from ._base import FormatReader
+
+FCS1_MAGIC = b"FCS1"
+FORMAT_LABEL = "FLIM LABS FCS1"
+_U32 = struct.Struct("<I")
+
+SCHEMA = pa.schema([
+    pa.field("pair_index", pa.int32(), nullable=False),
+    pa.field("channel_1", pa.uint8(), nullable=False),
+    pa.field("channel_2", pa.uint8(), nullable=False),
+    pa.field("vector_index", pa.int32(), nullable=False),
+    pa.field("is_mean", pa.bool_(), nullable=False),
+    pa.field("acquisition", pa.int32()),
+    pa.field("lag_index", pa.int64(), nullable=False),
+    pa.field("tau_us", pa.float64()),
+    pa.field("g2", pa.float64(), nullable=False),
+])
+
+#: Header keys the reader adds to the metadata JSON (the writer leaves them out).
+ADDED_KEYS = ("notes_text", "channel_names", "layout")
+LAYOUTS = ("mean_first", "no_mean", "unknown")
+
+
+@dataclass
+class _Pair:
+    """One ``[[ch1, ch2], [vectors…]]`` entry that passed the structural checks."""
+
+    position: int
+    channels: tuple[int, int]
+    vectors: list[Any]
+
+
+def parse_notes(notes: Any) -> tuple[Any, dict[str, Any]]:
+    """``(notes_text, channel_names)`` from the metadata's ``notes``: since 2026 the
+    vendor stores ``{"notes": text, "channel_names": {"<ch>": name}}`` as JSON text;
+    anything else is plain text (as the vendor's own reader falls back)."""
+    if not isinstance(notes, str):
+        return notes, {}
+    try:
+        parsed = parse_json_header(notes.encode("utf-8"))
+    except HeaderError:
+        return notes, {}
+    names = parsed.get("channel_names")
+    return parsed.get("notes", notes), dict(names) if isinstance(names, dict) else {}
+
+
+def detect_layout(vector_counts: list[int], num_acquisitions: Any) -> str:
+    """``"mean_first"`` when every pair has N+1 vectors, ``"no_mean"`` when N, else
+    ``"unknown"`` (N = ``num_acquisitions``)."""
+    n = num_acquisitions
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or not vector_counts:
+        return "unknown"
+    if all(k == n + 1 for k in vector_counts):
+        return "mean_first"
+    if all(k == n for k in vector_counts):
+        return "no_mean"
+    return "unknown"
+
+
+class FCS1Reader(FormatReader):
+    """FLIM LABS FCS correlation curves (``FCS1``): one row per channel pair × vector ×
+    lag, in file order.
+
+    Columns
+    -------
+    pair_index : int32
+        Position of the pair in the file (the file's order does not follow the
+        metadata's ``correlations``; key pairs by their channels).
+    channel_1, channel_2 : uint8
+        The correlated channels, 0-based.
+    vector_index : int32
+        Index of the vector in the pair's stored list.
+    is_mean : bool
+        The stored mean (vector 0 of files whose layout is ``"mean_first"``).
+    acquisition : int32, null for the mean
+        1-based index among the per-acquisition vectors. Not a time order: the writer
+        stores them in completion order, which differs between pairs.
+    lag_index : int64
+        The stored lag, in bins of the intensity trace.
+    tau_us : float64
+        ``lag_index × bin_width`` (µs); null when the metadata has no positive
+        ``bin_width``.
+    g2 : float64
+        G(τ); JSON null (a non-finite value) is NaN.
+
+    The header is the metadata JSON plus ``notes_text`` and ``channel_names`` (parsed
+    from ``notes``) and ``layout``: ``"mean_first"`` (N+1 vectors per pair, the first
+    is their mean), ``"no_mean"`` (N vectors) or ``"unknown"`` (anything else, with an
+    :class:`FCS1LayoutWarning`), where N is ``num_acquisitions``; ``None`` when the
+    file holds no curves. Keys already in the metadata are not replaced.
+    ``df.bindf.mean_curves()`` gives the mean curve of each pair (computed when the
+    file stores none) and ``df.bindf.plot_correlation()`` plots G(τ).
+    """
+
+    name: ClassVar[str] = "fcs1"
+    label: ClassVar[str] = FORMAT_LABEL
+
+    def _read_header(self, f: BinaryIO) -> dict[str, Any]:
+        if self.options:
+            raise TypeError(f"unexpected option(s) for read_fcs1: {sorted(self.options)}")
+        metadata, self.data_offset = read_preamble(
+            f, magic=FCS1_MAGIC, file_size=self.source.size, path=self.path,
+            format_label=FORMAT_LABEL)
+        #: Warnings to give when the data is read (not at every open of the file).
+        self._notices: list[BindfWarning] = []
+        self._table = SCHEMA.empty_table()
+        pairs, lags = self._read_data(f)
+        counts = [len(p.vectors) for p in pairs]
+        layout = detect_layout(counts, metadata.get("num_acquisitions")) if pairs else None
+        if layout == "unknown":
+            self._notices.append(FCS1LayoutWarning(
+                f"pairs have {sorted(set(counts))} vectors but num_acquisitions is "
+                f"{metadata.get('num_acquisitions')!r} (expected N or N+1): cannot tell "
+                "whether vector 0 is a stored mean; every vector is read as an acquisition",
+                path=self.path, offset=self.data_offset + 4))
+        if pairs:
+            self._table = self._build(pairs, lags, metadata.get("bin_width"),
+                                      layout == "mean_first")
+        header = dict(metadata)
+        notes_text, channel_names = parse_notes(metadata.get("notes", ""))
+        header.setdefault("notes_text", notes_text)
+        header.setdefault("channel_names", channel_names)
+        header.setdefault("layout", layout)
+        return header
+
+    # -- the data block -------------------------------------------------------------------
+    def _read_data(self, f: BinaryIO) -> tuple[list[_Pair], pa.Array | None]:
+        """The structurally valid pairs and the lags (``[]``, None when there are none)."""
+        pos = self.data_offset
+        size = self.source.size
+        length_field = read_exact(f, 4)
+        if len(length_field) < 4:
+            self._truncated(pos, "the file ends before the data block's length field"
+                            if pos == size else "the file ends inside the data length field")
+            return [], None
+        (length,) = _U32.unpack(length_field)
+        start = pos + 4
+        if length > size - start:  # checked before anything is allocated
+            self._truncated(pos, f"the data block declares {length} bytes but only "
+                                 f"{size - start} follow")
+            return [], None
+        raw = read_exact(f, length)
+        if len(raw) < length:  # the file shrank after it was measured
+            self._truncated(pos, "the file shrank while it was read")
+            return [], None
+        if size > start + length:
+            self._damaged("trailing_bytes", f"{size - start - length} bytes follow the data "
+                          "block (nothing should)", start + length)
+        try:
+            data = parse_json_header(raw, path=self.path, offset=start)
+        except HeaderError as exc:
+            self._damaged("bad_data_block", f"data block: {exc.reason}", exc.offset or start)
+            return [], None
+        lags, g2 = data.get("lag_index"), data.get("g2_correlations")
+        if not isinstance(lags, list) or not isinstance(g2, list):
+            self._damaged("bad_data_block", "the data block needs the lists 'lag_index' and "
+                          "'g2_correlations'", start)
+            return [], None
+        try:  # inferred, not cast: a cast to int64 would truncate 1.5 silently
+            lag_array = pa.array(lags)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+            lag_array = None
+        if lag_array is not None and pa.types.is_null(lag_array.type) and not lag_array:
+            lag_array = pa.array([], pa.int64())
+        if lag_array is None or lag_array.type != pa.int64() or lag_array.null_count:
+            self._damaged("bad_data_block", "'lag_index' must be a list of integers "
+                          "(without nulls)", start)
+            return [], None
+        pairs = []
+        for position, entry in enumerate(g2):  # one step per channel pair, not per value
+            problem = _pair_problem(entry)
+            if problem:
+                self._damaged("bad_pair", f"g2_correlations[{position}] {problem}", start)
+                continue
+            pairs.append(_Pair(position, (entry[0][0], entry[0][1]), entry[1]))
+        return pairs, lag_array
+
+    def _build(self, pairs: list[_Pair], lags: pa.Array, bin_width: Any,
+               mean_first: bool) -> pa.Table:
+        """The long table: one Arrow conversion per pair, the rest numpy."""
+        n_lags = len(lags)
+        blocks = []
+        for pair in pairs:
+            matrix, kept = self._pair_matrix(pair, n_lags)
+            if len(kept):
+                blocks.append((pair, matrix, kept))
+        if not blocks:
+            return SCHEMA.empty_table()
+        vectors = np.concatenate([kept for _, _, kept in blocks])
+        per_pair = np.array([len(kept) for _, _, kept in blocks])
+        rows_per_pair = per_pair * n_lags
+        g2 = np.concatenate([matrix.ravel() for _, matrix, _ in blocks])
+        vector_index = np.repeat(vectors, n_lags).astype(np.int32)
+        is_mean = (vector_index == 0) & mean_first
+        acquisition = vector_index + (0 if mean_first else 1)
+        lag_values = np.tile(lags.to_numpy(zero_copy_only=False), len(vectors))
+        width = bin_width if not isinstance(bin_width, bool) else None
+        if isinstance(width, (int, float)) and math.isfinite(width) and width > 0:
+            tau = pa.array(lag_values * float(width))
+        else:
+            tau = pa.nulls(len(lag_values), pa.float64())
+        columns = {
+            "pair_index": np.repeat([p.position for p, _, _ in blocks], rows_per_pair),
+            "channel_1": np.repeat([p.channels[0] for p, _, _ in blocks], rows_per_pair),
+            "channel_2": np.repeat([p.channels[1] for p, _, _ in blocks], rows_per_pair),
+            "vector_index": vector_index,
+            "is_mean": is_mean,
+            "acquisition": pa.array(acquisition, mask=is_mean, type=pa.int32()),
+            "lag_index": lag_values,
+            "tau_us": tau,
+            "g2": g2,
+        }
+        arrays = [columns[f.name] if isinstance(columns[f.name], pa.Array)
+                  else pa.array(np.asarray(columns[f.name]).astype(f.type.to_pandas_dtype()))
+                  for f in SCHEMA]
+        return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+    def _pair_matrix(self, pair: _Pair, n_lags: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pair's vectors as an (n_kept, n_lags) float64 matrix (null → NaN) and the
+        indices of the vectors kept (damaged ones dropped under warn/skip)."""
+        where = self.data_offset + 4
+        try:
+            arrays = pa.array(pair.vectors, type=pa.list_(pa.float64()))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+            arrays = None
+        if arrays is None or arrays.null_count:  # find the bad vectors (one step each)
+            good = []
+            for k, vector in enumerate(pair.vectors):
+                try:
+                    ok = vector is not None and pa.array(vector, type=pa.float64()) is not None
+                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+                    ok = False
+                if ok:
+                    good.append(k)
+                else:
+                    self._damaged("bad_vector", f"pair {pair.channels} vector {k} is not a "
+                                  "list of numbers", where)
+            arrays = pa.array([pair.vectors[k] for k in good], type=pa.list_(pa.float64()))
+            index = np.array(good, dtype=np.int64)
+        else:
+            index = np.arange(len(arrays), dtype=np.int64)
+        lengths = pc.list_value_length(arrays).to_numpy(zero_copy_only=False)
+        wrong = lengths != n_lags
+        for k in index[wrong]:
+            self._damaged("bad_vector", f"pair {pair.channels} vector {k} has "
+                          f"{lengths[index == k][0]} values but lag_index has {n_lags}", where)
+        if wrong.any():
+            arrays = arrays.filter(pa.array(~wrong))
+            index = index[~wrong]
+        values = arrays.flatten().fill_null(float("nan")).to_numpy(zero_copy_only=False)
+        return values.reshape(len(index), n_lags), index
+
+    # -- damage -----------------------------------------------------------------------------
+    def _damaged(self, kind: str, message: str, offset: int) -> None:
+        if self.on_error == "raise":
+            raise CorruptDataError(f"{FORMAT_LABEL}: {message}", path=self.path, offset=offset)
+        self.note_error(kind)
+        if self.on_error == "warn":
+            self._notices.append(CorruptDataWarning(
+                f"{FORMAT_LABEL}: {message}; dropped", path=self.path, offset=offset))
+
+    def _truncated(self, offset: int, why: str) -> None:
+        self._notices.append(TruncatedFileWarning(
+            f"truncated {FORMAT_LABEL} file: {why} (possibly still being written); "
+            "returning no curves", path=self.path, offset=offset))
+
+    # -- the reader contract ----------------------------------------------------------------
+    @property
+    def schema(self) -> pa.Schema:
+        return SCHEMA
+
+    def count_rows(self) -> int:
+        return self._table.num_rows
+
+    def _batches(self, columns: list[str], batch_size: int,
+                 n_rows: int | None) -> Iterator[pa.RecordBatch]:
+        for notice in self._notices:
+            warnings.warn(notice, stacklevel=3)
+        table = self._table.select(columns)
+        yield from table.to_batches(max_chunksize=batch_size)
+
+
+def _pair_problem(entry: Any) -> str | None:
+    """Why ``entry`` is not ``[[ch1, ch2], [vectors…]]`` with channels 0..255, or None."""
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], list)
+            and isinstance(entry[1], list)):
+        return "is not [[ch1, ch2], [vectors...]]"
+    channels = entry[0]
+    if len(channels) != 2 or any(isinstance(c, bool) or not isinstance(c, int)
+                                 or not 0 <= c <= 255 for c in channels):
+        return f"has channels {channels!r}, not two channel numbers 0..255"
+    return None
+
+
+def sample() -> bytes:
+    """A small valid file for the robustness and fuzz sweeps: 2 pairs × (mean + 2
+    acquisitions) × 6 lags (no null: the sweeps compare tables, and NaN != NaN)."""
+    lags = [0, 3, 9, 27, 81, 243]
+    curves = []
+    for pair_number, pair in enumerate(([0, 1], [1, 1])):
+        acquisitions = [[round(0.01 / (1 + lag) + 0.001 * (pair_number + a), 6) for lag in lags]
+                        for a in range(2)]
+        mean = [(x + y) / 2 for x, y in zip(*acquisitions)]
+        curves.append([pair, [mean, *acquisitions]])
+    metadata = {"acquisition_time": 1000, "bin_width": 10, "correlations": [[0, 1], [1, 1]],
+                "enabled_channels": [0, 1], "notes": "", "num_acquisitions": 2}
+    return _encode(metadata, {"g2_correlations": curves, "lag_index": lags})
+
+
+def _encode(metadata: Mapping[str, Any], data: Mapping[str, Any]) -> bytes:
+    block = json.dumps(dict(data), allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return encode_preamble(FCS1_MAGIC, metadata) + _U32.pack(len(block)) + block
+
+
+def write_fcs1(
+    path: str | os.PathLike[str],
+    frame: Any,
+    header: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = True,
+) -> None:
+    """Write correlation curves as an ``FCS1`` file, atomically.
+
+    Parameters
+    ----------
+    frame:
+        A long table as ``read_fcs1`` returns it: ``pair_index``, ``channel_1``,
+        ``channel_2``, ``vector_index``, ``lag_index`` and ``g2``, every vector of every
+        pair holding the same lags in the same order. Pairs and vectors are written in
+        ``pair_index`` / ``vector_index`` order (rows sorted by them, then by position);
+        NaN is written as JSON null, as the vendor's writer does.
+    header:
+        The metadata JSON. When omitted, the header a bindf reader attached to
+        ``frame`` is used, minus the keys the reader adds (``notes_text``,
+        ``channel_names``, ``layout``); else ``{}``.
+    overwrite:
+        ``False`` refuses to replace an existing file.
+    """
+    table = to_arrow_table(frame)
+    needed = ("pair_index", "channel_1", "channel_2", "vector_index", "lag_index", "g2")
+    require_columns(table, needed, "FCS1 curves")
+    explicit = header is not None
+    metadata = inherited_header(frame, header) or {}
+    if not explicit:
+        metadata = {k: v for k, v in metadata.items() if k not in ADDED_KEYS}
+    columns = {name: table.column(name).to_numpy() for name in needed}
+    order = np.lexsort((columns["vector_index"], columns["pair_index"]))  # stable
+    columns = {name: values[order] for name, values in columns.items()}
+    key = np.stack([columns["pair_index"], columns["vector_index"]])
+    starts = np.flatnonzero(np.r_[True, (key[:, 1:] != key[:, :-1]).any(axis=0)])
+    lengths = np.diff(np.r_[starts, len(order)])
+    if len(starts) and (lengths != lengths[0]).any():
+        raise ValueError("cannot write FCS1: vectors have different numbers of lags")
+    n_lags = int(lengths[0]) if len(starts) else 0
+    lag_matrix = columns["lag_index"].reshape(-1, n_lags) if n_lags else np.empty((0, 0))
+    if len(lag_matrix) and (lag_matrix != lag_matrix[0]).any():
+        raise ValueError("cannot write FCS1: vectors have different lag_index values")
+    g2 = columns["g2"].astype(np.float64).astype(object)
+    g2[np.isnan(columns["g2"].astype(np.float64))] = None
+    curves: list[list[Any]] = []
+    pair_starts = np.flatnonzero(np.r_[True, columns["pair_index"][starts][1:]
+                                       != columns["pair_index"][starts][:-1]]) \
+        if len(starts) else np.empty(0, dtype=np.int64)
+    vector_values = g2.reshape(-1, n_lags).tolist() if n_lags else []
+    bounds = np.r_[pair_starts, len(starts)]
+    for p, q in zip(bounds[:-1], bounds[1:]):  # one step per pair
+        row = starts[p]
+        pair = [int(columns["channel_1"][row]), int(columns["channel_2"][row])]
+        curves.append([pair, vector_values[p:q]])
+    lags = lag_matrix[0].tolist() if len(lag_matrix) else []
+    data = _encode(metadata, {"g2_correlations": curves, "lag_index": lags})
+    with atomic_output(path, overwrite=overwrite) as f:
+        f.write(data)
