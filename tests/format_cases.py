@@ -120,6 +120,9 @@ def make_cases(directory: Path) -> list[Case]:
         Case("records", _records(directory),
              {"format": "records", "dtype": RECORD_DTYPE, "header": RECORD_HEADER},
              ("time",)),
+        Case("itt1", _sample("time_tagger_itt1.bin", directory), {}, ("time_ns",)),
+        Case("fcs1", _sample("fcs_curves_fcs1.bin", directory), {}, ("lag_index", "g2")),
+        Case("it01", _sample("intensity_tracing_it01.bin", directory), {}, ("ch2",)),
         Case("tpl", plugins["tpl"], {}, ("ch1",)),
         Case("stamp", plugins["stamp"], {}, ("t",)),
         # Headerless: found by its extension, which a buffer does not have.
