@@ -11,9 +11,11 @@ Every export is atomic: written to a temporary file beside the destination and r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -79,6 +81,7 @@ def read_parquet(
     # schema metadata already carries the header.
     file_metadata = {} if os.path.isdir(path) else (pq.read_metadata(path).metadata or {})
     metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
+    table = restore_dictionary_index_types(table, file_metadata)
     info = info_from_metadata(metadata)
     if output == "pandas" and dtype_backend != "pyarrow":
         # pyarrow's own conversion: it restores what the pandas metadata says (nullable
@@ -89,6 +92,31 @@ def read_parquet(
             frame.attrs["bindf"] = info
         return frame
     return table_to_output(table, output, info, dtype_backend)
+
+
+def restore_dictionary_index_types(table: pa.Table, file_metadata: Mapping[bytes, bytes]) -> pa.Table:
+    """Give dictionary columns back the index type they were written with.
+
+    Parquet has no dictionary index width of its own. pyarrow stores the Arrow schema in
+    the file (``ARROW:schema``), but older releases (seen on 14 to 18) read every
+    dictionary column back with int32 indices anyway: an int8 ``marker`` came back int32
+    and a round trip was not exact. Casting the indices back is cheap: the dictionary
+    values are not touched.
+    """
+    stored = file_metadata.get(b"ARROW:schema")
+    if stored is None:
+        return table
+    try:
+        written = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored)))
+    except (binascii.Error, ValueError, pa.ArrowException):
+        return table  # not a schema pyarrow can read: keep what it gave us
+    for index, field in enumerate(table.schema):
+        if not pa.types.is_dictionary(field.type) or written.get_field_index(field.name) < 0:
+            continue
+        wanted = written.field(field.name).type
+        if pa.types.is_dictionary(wanted) and wanted != field.type:
+            table = table.set_column(index, field.with_type(wanted), table.column(index).cast(wanted))
+    return table
 
 
 def write_batches(

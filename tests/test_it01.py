@@ -5,7 +5,6 @@ warning, raw slots, writer round trips, edge cases; the headerless 40-byte recip
 from __future__ import annotations
 
 import json
-import os
 import struct
 import warnings
 from pathlib import Path
@@ -19,9 +18,8 @@ import bindf
 from bindf.errors import AmbiguousChannelMappingWarning, HeaderError, TruncatedFileWarning
 
 CUT = Path(__file__).parent / "data" / "it01_intensity-tracing-first1000.bin"
-#: The whole example export is not copied into tests/data (483 KB); point this variable
-#: at a copy to check its values too.
-FULL = Path(os.environ.get("BINDF_IT01_FULL_SAMPLE", "/nonexistent"))
+#: The whole example export (483 KB, 12,078 records).
+FULL = CUT.parent / "it01_intensity-tracing-export-data-example.bin"
 HEADER = {"channels": [0, 1], "bin_width_micros": 3000, "acquisition_time_millis": None,
           "laser_period_ns": 25.0}
 # The record spelled out independently of bindf: struct '<d8I'.
@@ -59,7 +57,6 @@ def test_real_cut_values() -> None:
     assert (df["ch2"] == 0).all()
 
 
-@pytest.mark.skipif(not FULL.is_file(), reason="BINDF_IT01_FULL_SAMPLE names no file")
 def test_real_full_file_values() -> None:
     assert FULL.stat().st_size == 483224
     df = bindf.read_it01(FULL, output="polars")

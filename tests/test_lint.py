@@ -16,7 +16,7 @@ def test_ruff_check() -> None:
     ruff = shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (it is part of the [test] extra)")
-    result = subprocess.run([ruff, "check", "bindf", "tests", "benchmarks", "docs"], cwd=ROOT,
+    result = subprocess.run([ruff, "check", "bindf", "tests", "benchmarks", "docs", "ci"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -330,26 +330,27 @@ def test_header_only_stt1(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("payload", "offset", "match"),
+    ("payload", "fault", "match"),
     [
-        (b'{"a": 1,}', 8 + 8, "not valid JSON"),
-        (b'{"a": 1, "a": 2}', 8, "duplicate key"),
-        (b'{"a": NaN}', 8, "NaN"),
-        (b'{"a": -Infinity}', 8, "Infinity"),
-        (b"[1, 2]", 8, "must be an object"),
-        (b'"text"', 8, "must be an object"),
-        (b"null", 8, "must be an object"),
-        (b"[" * 100 + b"]" * 100, 8, "nested deeper"),
-        (b'{"a": "\\ud800"}', 8, "surrogate"),
-        (b'{"a": "\xff"}', 8 + 7, "UTF-8"),
+        # trailing comma: Python 3.13 reports the comma, older ones the brace after it
+        (b'{"a": 1,}', {8 + 7, 8 + 8}, "not valid JSON"),
+        (b'{"a": 1, "a": 2}', {8}, "duplicate key"),
+        (b'{"a": NaN}', {8}, "NaN"),
+        (b'{"a": -Infinity}', {8}, "Infinity"),
+        (b"[1, 2]", {8}, "must be an object"),
+        (b'"text"', {8}, "must be an object"),
+        (b"null", {8}, "must be an object"),
+        (b"[" * 100 + b"]" * 100, {8}, "nested deeper"),
+        (b'{"a": "\\ud800"}', {8}, "surrogate"),
+        (b'{"a": "\xff"}', {8 + 7}, "UTF-8"),
     ],
 )
-def test_stt1_header_damage(tmp_path, payload, offset, match):
+def test_stt1_header_damage(tmp_path, payload, fault, match):
     path = tmp_path / "bad.bin"
     path.write_bytes(stt1_bytes(payload, sample_records(3)))
     with pytest.raises(HeaderError, match=match) as exc:
         bindf.read(path)
-    assert exc.value.offset == offset
+    assert exc.value.offset in fault
     assert exc.value.path == str(path)
 
 

@@ -8,7 +8,8 @@ reading as soon as ``n_rows`` rows survived the filter.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import polars as pl
@@ -23,6 +24,43 @@ from .output import batch_to_polars, set_polars_info
 def polars_schema(schema: pa.Schema) -> pl.Schema:
     """The polars schema of an Arrow schema (via an empty table: exact same mapping)."""
     return pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+
+
+def register_bindf_source(
+    io_source: Callable[..., Iterator[pl.DataFrame]],
+    *,
+    schema: pl.Schema,
+    explain_name: str,
+    explain_detail: str,
+) -> pl.LazyFrame:
+    """``register_io_source`` with the keywords this polars version knows.
+
+    The plugin API grew over polars 1.x/2.x: 1.4.1 (the first release with
+    ``polars.io.plugins``) takes only the callable and the schema, later 1.x releases
+    added ``validate_schema`` and ``is_pure``, 2.0 added ``explain_name`` and
+    ``explain_detail`` (what ``LazyFrame.explain()`` prints). Keywords this polars does
+    not accept are dropped: the scan behaves the same, only ``explain()`` says less.
+
+    Older polars (1.4.1 at least) panics when a source yields no frame at all (a
+    header-only file, or a predicate that no row passes), so an empty source yields one
+    empty frame of the projected schema.
+    """
+
+    def at_least_one_frame(
+        with_columns: list[str] | None, predicate: Any, n_rows: int | None, size: int | None
+    ) -> Iterator[pl.DataFrame]:
+        empty = True
+        for frame in io_source(with_columns, predicate, n_rows, size):
+            empty = False
+            yield frame
+        if empty:
+            frame = pl.DataFrame(schema=schema)
+            yield frame if with_columns is None else frame.select(with_columns)
+
+    optional = {"explain_name": explain_name, "explain_detail": explain_detail}
+    accepted = inspect.signature(register_io_source).parameters
+    supported = {name: value for name, value in optional.items() if name in accepted}
+    return register_io_source(at_least_one_frame, schema=schema, **supported)
 
 
 def scan(
@@ -86,7 +124,7 @@ def scan(
             if remaining is not None and remaining <= 0:
                 return
 
-    lazy = register_io_source(
+    lazy = register_bindf_source(
         io_source,
         schema=schema,
         explain_name=f"bindf.scan_{format_name}",
