@@ -261,9 +261,13 @@ def test_dtype_backend_through_the_generated_functions(case: Case) -> None:
     options = {k: v for k, v in case.kwargs.items() if k != "format"}
     with bindf.open(case.path, **case.kwargs) as f:
         name = f.format
-    if name == "records":  # read_records is not generated (its layout is per call)
-        pytest.skip("no generated function")
     expected = bindf.read(case.path, dtype_backend="pyarrow", **case.kwargs)
+    if name == "records":  # not generated (its layout is per call): passes it on to read
+        layout = {k: v for k, v in options.items() if k != "dtype"}
+        pd.testing.assert_frame_equal(
+            bindf.read_records(case.path, options["dtype"], dtype_backend="pyarrow", **layout),
+            expected)
+        return
     for function in (getattr(bindf, f"read_{name}"), getattr(pd, f"read_{name}")):
         assert "dtype_backend" in inspect.signature(function).parameters
         pd.testing.assert_frame_equal(function(case.path, dtype_backend="pyarrow", **options),
