@@ -11,6 +11,7 @@ to about 0.25 MB. A debug build keeps it, for gdb and sanitizers.
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
@@ -38,17 +39,18 @@ def release_link_args() -> list[str]:
     return []
 
 
-kernels = ["it02", "apx"]
+# Every kernel in bindf/_kernels (_apx, _apx3, _astep, _it02 …): a new one is built, and
+# checked by the debug pass of .ci/run, without a line here.
+kernels = sorted(p.stem for p in Path("bindf/_kernels").glob("_*.pyx"))
 extensions = [
     Extension(
-        f"bindf._kernels._{name}",
-        [f"bindf/_kernels/_{name}.pyx"],
+        f"bindf._kernels.{name}",
+        [f"bindf/_kernels/{name}.pyx"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_link_args=release_link_args(),
     )
     for name in kernels
-    if os.path.exists(f"bindf/_kernels/_{name}.pyx")
 ]
 
 # Cython regenerates C code when the .pyx changed, not when the directives did, so the two

@@ -113,23 +113,33 @@ def _probe_legacy_spectro(head: bytes, source: Source) -> bool:
     return looks_like_legacy_spectro(head, source)
 
 
+def _probe_astep(head: bytes, source: Source) -> bool:
+    from .formats.astep import looks_like_astep
+
+    return looks_like_astep(head, source)
+
+
 _LEVEL = option("level", "hits", 'Literal["hits", "readouts"]',
                 'One row per hit (``"hits"``) or per readout (``"readouts"``).')
+_STITCH = option("stitch", None, "bool | None",
+                 "AstroPix 3: complete hits cut at a readout's end from the next readout "
+                 "(default False, as upstream). AstroPix 4 always does; False is refused.")
 
 BUILTIN: tuple[FormatSpec, ...] = (
     FormatSpec(
-        "apx", "AstroPix binary run (.apx)", "bindf.formats.apx:ApxReader",
+        "apx", "AstroPix binary run (.apx: AstroPix 4 and 3)", "bindf.formats.apx:ApxReader",
         magics=(b"%APXDF",), extensions=(".apx",), writer="bindf.formats._apx_writer:write_apx",
         options=(
             _LEVEL,
+            _STITCH,
             option("threads", True, "bool",
                    "Decode the next chunk in a worker thread (same output)."),
             option("chunk_bytes", 1 << 20, "int", "Upper bound of one read, in bytes."),
         ),
     ),
     FormatSpec(
-        "apx_log", "legacy AstroPix text log (.log)", "bindf.formats.apx_log:ApxLogReader",
-        extensions=(".log",), probe=_probe_apx_log, options=(_LEVEL,),
+        "apx_log", "legacy AstroPix text log (.log: AstroPix 4 and 3)", "bindf.formats.apx_log:ApxLogReader",
+        extensions=(".log",), probe=_probe_apx_log, options=(_LEVEL, _STITCH),
     ),
     FormatSpec(
         "it02", "FLIM LABS intensity tracing (IT02)", "bindf.formats.it02:IT02Reader",
@@ -157,6 +167,28 @@ BUILTIN: tuple[FormatSpec, ...] = (
     FormatSpec(
         "spf1", "FLIM LABS spectroscopy phasors (SPF1)", "bindf.formats.spf1:SPF1Reader",
         magics=(b"SPF1",), writer="bindf.formats.spf1:write_spf1",
+    ),
+    # No magic and often a .bin extension shared with FLIM LABS files: detected only by
+    # its probe (a long consistent run of frames), never by extension.
+    FormatSpec(
+        "astep", "A-STEP firmware layer-frame stream (.bin, no magic)",
+        "bindf.formats.astep:AstepReader", probe=_probe_astep,
+        writer="bindf.formats.astep:write_astep", sample="bindf.formats.astep:sample_file",
+        options=(
+            option("ts_order", "auto", 'Literal["auto", "little", "big"]',
+                   "FPGA timestamp byte order; auto: fewer decreasing steps (in the header)."),
+            option("ts_bytes", None, "Literal[2, 4, 6, 8] | None",
+                   "Timestamp width; None accepts every width the firmware writes."),
+            option("chip", "auto", 'Literal["auto", 3, 4]',
+                   "Chip generation (fixes the columns); auto: the more frequent payload."),
+            option("v3_tick_ns", 10, "float", "AstroPix 3 ToT clock period, ns."),
+            option("v4_tick_ns", 25, "float", "AstroPix 4 timestamp unit, ns."),
+            option("tot_mode", "firmware", 'Literal["firmware", "modular", "apx"]',
+                   "AstroPix 4 ToT: the firmware's rule (exact), modulo 2**18, or read_apx's."),
+            option("threads", True, "bool",
+                   "Walk the next chunk in a worker thread (same output)."),
+            option("chunk_bytes", 1 << 20, "int", "Upper bound of one read, in bytes."),
+        ),
     ),
     FormatSpec(
         "itt1", "FLIM LABS intensity time tagger events (ITT1)",

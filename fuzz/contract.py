@@ -33,6 +33,8 @@ CONFIGS: dict[str, list[Config]] = {
         ({"format": "apx", "threads": False, "on_error": "skip"}, 8),
         ({"format": "apx", "threads": False, "on_error": "skip", "level": "readouts"}, 19),
         ({"format": "apx", "threads": True}, 8),
+        # AstroPix 3 runs (readout_uid 3000, 5-byte hits) are seeds of this target too
+        ({"format": "apx", "threads": False, "stitch": True}, 5),
         ({"format": None}, 0),  # detection, through bindf.read
     ],
     "apx_log": [
@@ -67,6 +69,14 @@ CONFIGS: dict[str, list[Config]] = {
     "spf1": [
         ({"format": "spf1"}, 32),
         ({"format": None}, 0),
+    ],
+    "astep": [
+        ({"format": "astep", "threads": False}, 5),  # smallest frame: 5 bytes
+        ({"format": "astep", "threads": False, "chip": 4, "tot_mode": "apx"}, 5),
+        ({"format": "astep", "threads": False, "on_error": "skip", "ts_order": "big"}, 5),
+        ({"format": "astep", "threads": False, "ts_bytes": 8, "chunk_bytes": 32}, 5),
+        ({"format": "astep", "threads": True}, 5),
+        ({"format": None}, 0),  # detection by the probe
     ],
     "itt1": [
         ({"format": "itt1"}, 9),

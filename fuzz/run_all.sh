@@ -3,7 +3,7 @@
 # AddressSanitizer.
 #
 #   fuzz/run_all.sh SECONDS [TARGET ...]   targets: every registered format (apx apx_log
-#                                          it02 spectro sp01 spf1 itt1 fcs1 it01,
+#                                          astep it02 spectro sp01 spf1 itt1 fcs1 it01,
 #                                          plugins …) and
 #                                          kernels (default: all)
 #

@@ -504,7 +504,7 @@ def test_quantised_microtimes_land_in_their_own_bin() -> None:
 # --- dispatch, metadata, dependencies --------------------------------------------------
 
 APX_HELPERS = ("hit_map", "tot_histogram", "hits_per_readout", "plot_hit_map", "plot_tot",
-               "plot_hits_per_readout")
+               "plot_hits_per_readout", "match_rows_columns")
 IT02_HELPERS = ("rebin", "count_rate", "plot_trace")
 SPECTRO_HELPERS = ("decay_histogram", "plot_decay")
 

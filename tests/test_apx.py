@@ -642,7 +642,7 @@ def test_header_length_beyond_eof(tmp_path):
     assert info.value.offset == 6
 
 
-@pytest.mark.parametrize("header", [{}, {"readout_uid": 3000}, {"readout_uid": "4000"},
+@pytest.mark.parametrize("header", [{}, {"readout_uid": 2000}, {"readout_uid": "4000"},
                                     {"readout_uid": 4000.0}, {"readout_uid": True}])
 def test_unsupported_readout_uid(tmp_path, header):
     path = write_file(tmp_path, apx_file_bytes([(0, 0, WORKED)], header=header))
@@ -856,7 +856,9 @@ def test_writer_rejects_undecodable_input(tmp_path):
     arrays = {k: np.array(v) for k, v in base.items()}
     with pytest.raises(ValueError, match="trailing_idle"):
         bindf.write_apx(path, arrays, trailing_idle=0)
-    with pytest.raises(ValueError, match="readout_uid 4000"):
+    with pytest.raises(ValueError, match="readout_uid 4000 or 3000"):
+        bindf.write_apx(path, arrays, {"readout_uid": 2000})
+    with pytest.raises(ValueError, match="missing AstroPix 3 hit column"):  # 3000: AstroPix 3
         bindf.write_apx(path, arrays, {"readout_uid": 3000})
     with pytest.raises(ValueError):
         bindf.write_apx(path, arrays, {"x": float("nan")})

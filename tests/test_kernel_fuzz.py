@@ -34,8 +34,10 @@ import numpy as np
 import pytest
 from conftest import FUZZ_SCALE, count_kernel_calls
 
-from bindf._kernels import _apx, _it02
+from bindf._kernels import _apx, _apx3, _astep, _it02
+from bindf._kernels import apx3_reference as apx3_ref
 from bindf._kernels import apx_reference as apx_ref
+from bindf._kernels import astep_reference as astep_ref
 
 MARKER = b"\xfe\xdc\xba"
 EXTREMES = (-(2**63), -(2**31), -1, 2**31, 2**63 - 1)
@@ -120,6 +122,48 @@ def position(rng: np.random.Generator, size: int) -> int:
     if r < 0.9:
         return int(rng.integers(-3, size + 4))
     return int(rng.choice(EXTREMES))
+
+
+# -- A-STEP frame-stream kernel -------------------------------------------------------------
+
+#: Length bytes of short and long frames, filler, impossible lengths, payload-carrying headers.
+ASTEP_ALPHABET = bytes([0x04, 0x07, 0x0A, 0x0D, 0x11, 0x12, 0xFF, 0x00, 0x1C, 0x07, 0x3F])
+
+
+def test_parse_frames(guarded: GuardedPages) -> None:
+    rng = np.random.default_rng(131)
+    n_runs = runs(12_000)
+    seen_codes: set[int] = set()
+    for i in range(n_runs):
+        raw = steering_bytes(rng, int(rng.integers(0, 120)), ASTEP_ALPHABET)
+        buf = guarded.place(raw, right=i % 5 != 0)
+        pos, end = position(rng, len(raw)), position(rng, len(raw))
+        if rng.random() < 0.5:
+            pos, end = 0, len(raw)
+        caps = rng.integers(0, 6, 7) if rng.random() < 0.3 else [int(rng.integers(0, 6))] * 7
+        out = Canaried()
+        arrays = [out.array(int(caps[0]), np.int64), out.array(int(caps[1]), np.uint8),
+                  out.array(int(caps[2]), np.uint8), out.array(int(caps[3]), np.uint64),
+                  out.array(int(caps[4]), np.uint64), out.array(16 * int(caps[5]), np.uint8)]
+        gaps = [out.array(int(caps[6]), np.int64), out.array(int(caps[6]), np.int64)]
+        ts_bytes = int(rng.choice([0, 0, 2, 4, 6, 8]))
+        state = _astep.new_state()
+        base = int(rng.choice([0, 0, 1000, 2**62]))
+        n, n_gaps, stop, code = _astep.parse_frames(buf, pos, end, base, ts_bytes, state,
+                                                    *arrays, *gaps)
+        out.check()
+        seen_codes.add(code)
+        assert code in (_astep.PARSE_END, _astep.PARSE_FULL, _astep.PARSE_INCOMPLETE)
+        assert 0 <= n <= min(caps[:5]) and n <= caps[5] and 0 <= n_gaps <= caps[6]
+        assert max(pos, 0) <= stop or n == n_gaps == 0
+        if pos == 0 and end == len(raw) and code != _astep.PARSE_FULL:
+            expected = astep_ref.parse_stream(raw, ts_bytes or None)
+            assert [base + f.offset for f in expected.frames] == arrays[0][:n].tolist()
+            assert expected.filler_bytes == state[_astep.STATE_FILLER_BYTES]
+            assert expected.resync_bytes == state[_astep.STATE_RESYNC_BYTES]
+            assert (expected.truncated_at is not None) == (code == _astep.PARSE_INCOMPLETE)
+    count_kernel_calls("astep.parse_frames", n_runs)
+    assert seen_codes == {0, 1, 2}
 
 
 # -- AstroPix kernels ------------------------------------------------------------------------
@@ -274,6 +318,88 @@ def test_decode_hits(guarded: GuardedPages) -> None:
                 assert [bytes(h) for h in hits[:total]] == [h for r in results for h in r.hits]
             outcomes["parity"] += 1
     count_kernel_calls("apx.decode_hits", n_runs)
+    assert min(outcomes.values()) > n_runs // 50, outcomes
+
+
+APX3_ALPHABET = bytes([0xBC, 0xFF, 0x20, 0x23, 0x3F, 0x40, 0x1F, 0x00])
+
+
+def _apx3_decode_hits_args(rng: np.random.Generator, guarded: GuardedPages, i: int):
+    """Arguments of ``_apx3.decode_hits``: AstroPix 3 steering bytes, the rest as above."""
+    raw = steering_bytes(rng, int(rng.integers(0, 120)), APX3_ALPHABET)
+    buf = guarded.place(raw, right=i % 4 != 0)
+    n = int(rng.integers(0, 6))
+    if rng.random() < 0.7 and n:
+        cuts = np.sort(rng.integers(0, len(raw) + 1, n + 1))
+        pos, lens = cuts[:-1], np.diff(cuts)
+    else:
+        pos = np.array([position(rng, len(raw)) for _ in range(n)], dtype=np.int64)
+        lens = rng.integers(0, len(raw) + 3, n)
+        lens[rng.random(n) < 0.1] = 2**32 - 1
+    mismatch = rng.random() < 0.1
+    per_readout = [n - (mismatch and rng.random() < 0.5 and n > 0) for _ in range(5)]
+    out = Canaried()
+    payload_pos = out.array(n, np.int64)
+    payload_pos[:] = pos
+    payload_len = out.array(per_readout[0], np.uint32)
+    payload_len[:] = lens[: per_readout[0]]
+    readout_id = out.array(per_readout[1], np.uint32)
+    readout_id[:] = np.arange(per_readout[1])
+    timestamp = out.array(per_readout[2], np.uint64)
+    timestamp[:] = 7
+    carry = out.array(5 if rng.random() < 0.9 else int(rng.integers(0, 5)), np.uint8)
+    carry[:] = rng.choice(np.frombuffer(APX3_ALPHABET, np.uint8), len(carry))
+    carry_len = int(rng.integers(-3, 6)) if rng.random() < 0.9 else int(
+        rng.choice([6, 100, *EXTREMES]))
+    stitch = bool(rng.random() < 0.7)
+    fitting = np.minimum(lens, len(raw))
+    capacity = int(fitting.sum() // 5 + n) if rng.random() < 0.7 else int(rng.integers(0, 4))
+    width = 5 if rng.random() < 0.95 else int(rng.choice([0, 4, 8]))
+    hits = out.array(capacity, np.uint8, columns=width)
+    hit_order = out.array(capacity, np.uint16)
+    hit_readout_id = out.array(capacity, np.uint32)
+    hit_timestamp = out.array(capacity, np.uint64)
+    status = out.array(per_readout[3], np.uint8)
+    n_hits = out.array(per_readout[4], np.uint32)
+    store = bool(rng.random() < 0.8)
+    args = (buf, payload_pos, payload_len, readout_id, timestamp, carry, carry_len, stitch,
+            hits, hit_order, hit_readout_id, hit_timestamp, status, n_hits, store)
+    return raw, args, out
+
+
+def test_apx3_decode_hits(guarded: GuardedPages) -> None:
+    rng = np.random.default_rng(303)
+    n_runs = runs(12_000)
+    outcomes = {"ok": 0, "ValueError": 0, "parity": 0}
+    for i in range(n_runs):
+        raw, args, out = _apx3_decode_hits_args(rng, guarded, i)
+        (buf, payload_pos, payload_len, _, _, carry, carry_len, stitch, hits, *_,
+         status, n_hits, store) = args
+        carry_in = carry.copy()
+        try:
+            total, carried = _apx3.decode_hits(*args)
+        except ValueError:
+            outcomes["ValueError"] += 1
+            out.check()
+            continue
+        out.check()
+        outcomes["ok"] += 1
+        n = len(payload_pos)
+        assert -1 <= carried <= 5 and (stitch or carried == -1)
+        assert int(n_hits[:n].sum()) == total
+        if store:
+            assert total <= len(hits)
+        if i % 4 == 0 and len(carry) == 5:  # parity with the pure-Python model
+            payloads = [raw[p : p + length] for p, length in zip(payload_pos, payload_len)]
+            extra = None if carry_len < 0 else bytes(carry_in[:carry_len])
+            results, ref_extra = apx3_ref.decode_payloads(payloads, extra, stitch=stitch)
+            assert n_hits[:n].tolist() == [len(r.hits) for r in results]
+            assert status[:n].tolist() == [r.status for r in results]
+            assert (None if carried < 0 else bytes(carry[:carried])) == ref_extra
+            if store:
+                assert [bytes(h) for h in hits[:total]] == [h for r in results for h in r.hits]
+            outcomes["parity"] += 1
+    count_kernel_calls("apx3.decode_hits", n_runs)
     assert min(outcomes.values()) > n_runs // 50, outcomes
 
 

@@ -128,6 +128,28 @@ def _written_apx() -> bytes:
         return path.read_bytes()
 
 
+APX3_RUN = Path(__file__).parent / "data" / "vinj0_th1030_20250729-185248.apx"
+
+
+def _apx3_bad_marker(k: int) -> Callable[[Path], tuple[Path, Path, int]]:
+    """The real AstroPix 3 run's first 60 readouts, the marker of readout ``k`` damaged."""
+    def make(tmp_path: Path) -> tuple[Path, Path, int]:
+        data = APX3_RUN.read_bytes()
+        offsets = apx_readout_offsets(data)
+        data = bytearray(data[: offsets[60][0]])
+        good = tmp_path / "good.apx"
+        good.write_bytes(bytes(data))
+        data[offsets[k][0] + 1] ^= 0xFF
+        bad = tmp_path / "bad.apx"
+        bad.write_bytes(bytes(data))
+        return bad, good, offsets[k][0]
+    return make
+
+
+def _apx3_skipped(k: int) -> dict[str, int]:
+    return {"bad_readout_marker": 1, "skipped_bytes": apx_readout_offsets(APX3_RUN.read_bytes())[k][1]}
+
+
 def _without(column: str, values: set[int]) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return lambda df: df[~df[column].isin(values)].reset_index(drop=True)
 
@@ -232,6 +254,10 @@ def _fcs1_short_vector(tmp_path: Path) -> tuple[Path, Path, int]:
 
 
 DAMAGES = [
+    # AstroPix 3 (readout_uid 3000): the same framing and resynchronisation; without
+    # stitching a lost readout loses only its own hits.
+    Damage("apx3-bad-marker", _apx3_bad_marker(17), _without("readout_id", {17}),
+           _apx3_skipped(17)),
     Damage("apx-bad-marker", _apx_bad_markers((10,)), _without("readout_id", {10}),
            _apx_skipped((10,))),
     Damage("apx-two-bad-markers", _apx_bad_markers((3, 21)), _without("readout_id", {3, 21}),

@@ -78,7 +78,7 @@ def test_licence_metadata_covers_what_the_wheel_ships():
     assert PROJECT["license"] == "MIT AND GPL-3.0-or-later"
     for pattern in PROJECT["license-files"]:
         assert glob.glob(str(ROOT / pattern)), f"license-files entry {pattern} matches nothing"
-    # The GPL part of the expression exists because of this one bundled file.
+    # The GPL part of the expression exists because of the bundled AstroPix files.
     assert (ROOT / "bindf" / "samples" / "astropix_threshold_scan.apx").exists()
     notice = (ROOT / "bindf" / "samples" / "NOTICE.md").read_text(encoding="utf-8")
     samples = [p.name for p in (ROOT / "bindf" / "samples").iterdir()

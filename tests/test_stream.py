@@ -158,6 +158,16 @@ def _sample_files(tmp_path: Path) -> dict[str, tuple[Path, dict]]:
     files["sp01"] = (DATA / "sp01_decay_curves_example.bin", {})
     files["sp01-wide"] = (DATA / "sp01_decay_curves_example.bin", {"shape": "wide"})
     files["spf1"] = (DATA / "spf1_phasors_example.bin", {})
+    apx3_run = DATA / "vinj0_th1030_20250729-185248.apx"
+    files["apx3"] = (apx3_run, {})
+    files["apx3-stitch"] = (apx3_run, {"stitch": True})
+    files["apx3-readouts"] = (apx3_run, {"level": "readouts", "stitch": True})
+    log3 = tmp_path / "run3.log"
+    log3.write_text("Namespace(name='v3', chipVer=3)\n" + "".join(
+        f"{rid}\t b'{payload.hex()}'\n" for rid, payload in _apx_readouts(apx3_run)[:150]))
+    files["apx3_log-stitch"] = (log3, {"stitch": True})
+    files["astep"] = (DATA / "quad_chip_data.bin", {})
+    files["astep-v4-apx"] = (DATA / "quad_chip_data.bin", {"chip": 4, "tot_mode": "apx"})
     from conftest import write_stt1
 
     files["stt1"] = (write_stt1(tmp_path / "stt1.bin", n=3000), {})

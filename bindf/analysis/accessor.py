@@ -68,6 +68,22 @@ class AnalysisMethods:
         """AstroPix: hits per readout against time since the first readout."""
         return self._call("plot_hits_per_readout", ax=ax)
 
+    def match_rows_columns(self, *, same_chip_timestamp: bool = True,
+                           max_tot_difference_us: float | None = None,
+                           keep_unmatched: bool = False) -> Any:
+        """AstroPix 3: pair each row half-hit with a column half-hit of the same readout
+        and chip (and chip timestamp), greedily by closest ToT: one row per pixel hit.
+
+        Columns ``readout_id, [wall_timestamp,] chip_id, row, column, tot_us_row,
+        tot_us_column, [chip_timestamp, decoding_order_row, decoding_order_column]``.
+        The result keeps the frame's bindf metadata, so ``.bindf.hit_map()`` and
+        ``.bindf.plot_hit_map()`` work on it. The rule is
+        :func:`bindf.analysis.apx.match_rows_columns`'s.
+        """
+        return self._call("match_rows_columns", same_chip_timestamp=same_chip_timestamp,
+                          max_tot_difference_us=max_tot_difference_us,
+                          keep_unmatched=keep_unmatched)
+
     # --- FLIM LABS FCS correlation curves ("fcs1") -----------------------------------
 
     def mean_curves(self) -> Any:

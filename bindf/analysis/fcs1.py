@@ -71,7 +71,7 @@ def plot_correlation(frame: Any, info: Mapping[str, Any], *, curves: str = "mean
 
 def _mean_curves(data: pl.DataFrame) -> pl.DataFrame:
     has_mean = data.group_by("pair_index").agg(pl.col("is_mean").any().alias("stored"))
-    data = data.join(has_mean, on="pair_index", how="left", maintain_order="left")
+    data = data.join(has_mean, on="pair_index", how="left")  # order: sorted below
     stored = data.filter(pl.col("stored") & pl.col("is_mean")).select(*_KEYS, "g2")
     computed = (data.filter(~pl.col("stored") & ~pl.col("is_mean"))
                 .group_by(_KEYS, maintain_order=True)

@@ -1,5 +1,6 @@
 """The AstroPix ``.apx`` writer (``write_apx``): hit tables back to files that
-``read_apx`` decodes exactly. The layout is described in :mod:`bindf.formats.apx`.
+``read_apx`` decodes exactly, AstroPix 4 (``readout_uid`` 4000) and AstroPix 3 (3000).
+The layout is described in :mod:`bindf.formats.apx`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._atomic import atomic_output
+from . import _apx3_hits as apx3
 from ._apx_hits import HIT_SIZE, encode_hits
 from .apx import IDLE_BYTE, MAGIC, READOUT_HEADER_SIZE, READOUT_MARKER, SUPPORTED_READOUTS
 
@@ -32,7 +34,14 @@ def write_apx(
     trailing_idle: int = 6,
     overwrite: bool = True,
 ) -> None:
-    """Write hits as an AstroPix 4 ``.apx`` file that ``read_apx`` decodes back exactly.
+    """Write hits as an AstroPix ``.apx`` file that ``read_apx`` decodes back exactly.
+
+    The chip generation is the header's ``readout_uid``: 4000 (AstroPix 4) or 3000
+    (AstroPix 3). Without one, a table with a ``location`` column and no ``row`` column
+    (the AstroPix 3 hit table) is written as AstroPix 3, anything else as AstroPix 4.
+    AstroPix 3 hits need ``chip_id, column, location`` and ``tot_msb``/``tot_lsb`` (or
+    ``tot_dec``), ``readout_id`` and ``wall_timestamp`` (or ``timestamp``);
+    ``chip_timestamp`` (default 0) and ``payload`` (must be 4) are optional.
 
     Parameters
     ----------
@@ -48,8 +57,8 @@ def write_apx(
         Consecutive rows with the same ``readout_id`` form one readout, in row order;
         they must share one ``timestamp``.
     header:
-        Run metadata (JSON-able). ``readout_uid`` is added as 4000 when missing; any
-        other value is refused.
+        Run metadata (JSON-able). ``readout_uid`` is added when missing (see above); a
+        value other than 4000 or 3000 is refused.
     leading_idle, idle_between, trailing_idle:
         Idle bytes (``0xBC``) at the start of each payload, after each hit that another
         hit of the same readout follows (an int, or one value per hit), and at the end.
@@ -59,12 +68,16 @@ def write_apx(
     overwrite:
         Replace an existing file (default) or raise ``FileExistsError``.
     """
-    columns = _hit_arrays(hits)
-    n = len(columns["readout_id"])
+    names, get = _column_getter(hits)
     meta = dict(header or {})
-    uid = meta.setdefault("readout_uid", 4000)
+    astropix3 = "location" in names and "row" not in names
+    uid = meta.setdefault("readout_uid", apx3.READOUT_UID if astropix3 else 4000)
     if type(uid) is not int or uid not in SUPPORTED_READOUTS:
-        raise ValueError(f"write_apx writes AstroPix 4 files (readout_uid 4000), not {uid!r}")
+        raise ValueError("write_apx writes AstroPix 4 and AstroPix 3 files (readout_uid "
+                         f"4000 or 3000), not {uid!r}")
+    columns = (_apx3_hit_arrays(names, get) if uid == apx3.READOUT_UID
+               else _hit_arrays(names, get))
+    n = len(columns["readout_id"])
     if "readout_uid" != next(iter(meta)):
         meta = {"readout_uid": uid, **{k: v for k, v in meta.items() if k != "readout_uid"}}
     header_bytes = json.dumps(meta, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -96,8 +109,15 @@ def write_apx(
             block_starts = starts[first : first + _WRITE_BLOCK_READOUTS]
             block_ends = ends[first : first + _WRITE_BLOCK_READOUTS]
             h0, h1 = int(block_starts[0]), int(block_ends[-1])
-            raw = encode_hits({name: values[h0:h1] for name, values in columns.items()},
-                              first_index=h0)
+            block = {name: values[h0:h1] for name, values in columns.items()}
+            if uid == apx3.READOUT_UID:
+                raw = apx3.encode_hits(block, first_index=h0)
+                f.write(apx3.readout_records(
+                    raw, rid[block_starts], ts[block_starts], block_ends - block_starts,
+                    leading_idle=leading_idle, idle_between=gaps[h0:h1],
+                    trailing_idle=trailing_idle).data)
+                continue
+            raw = encode_hits(block, first_index=h0)
             f.write(_readout_block(raw, rid[block_starts], ts[block_starts], gaps[h0:h1],
                                    block_starts - h0, block_ends - h0,
                                    leading_idle, trailing_idle).data)
@@ -139,8 +159,8 @@ def _readout_block(raw: np.ndarray, readout_id: np.ndarray, timestamp: np.ndarra
     return out
 
 
-def _hit_arrays(hits: Any) -> dict[str, np.ndarray]:
-    """Column name → numpy array, from pandas/polars/Arrow/mapping input."""
+def _column_getter(hits: Any) -> tuple[list[str], Any]:
+    """The column names of pandas/polars/Arrow/mapping input, and name → numpy array."""
     if isinstance(hits, (pa.Table, pa.RecordBatch)):
         names = hits.schema.names
         get = lambda c: hits.column(c).to_numpy()  # noqa: E731
@@ -152,17 +172,13 @@ def _hit_arrays(hits: Any) -> dict[str, np.ndarray]:
         get = lambda c: np.asarray(hits[c].to_numpy())  # noqa: E731
     else:
         raise TypeError(f"hits must be a DataFrame, Arrow table or mapping, not {type(hits).__name__}")
+    return names, get
+
+
+def _integer_columns(names: Sequence[str], get: Any, wanted: Sequence[str]) -> dict[str, np.ndarray]:
+    """The ``wanted`` columns that exist, checked to be integers of one length."""
     out: dict[str, np.ndarray] = {}
-    missing = [c for c in _REQUIRED_WRITE if c not in names]
-    for k in ("1", "2"):
-        if f"ts_coarse{k}" in names and f"ts_fine{k}" in names:
-            continue
-        if f"ts_dec{k}" not in names:
-            missing.append(f"ts_coarse{k}/ts_fine{k} (or ts_dec{k})")
-    if missing:
-        raise ValueError(f"write_apx: missing hit column(s) {missing}")
-    for name in (*_REQUIRED_WRITE, "payload", "ts_coarse1", "ts_fine1", "ts_coarse2",
-                 "ts_fine2", "ts_dec1", "ts_dec2"):
+    for name in wanted:
         if name in names:
             values = get(name)
             if values.dtype.kind not in "iu":
@@ -174,3 +190,36 @@ def _hit_arrays(hits: Any) -> dict[str, np.ndarray]:
     if out["timestamp"].size and out["timestamp"].min() < 0:
         raise ValueError("write_apx: column 'timestamp' has negative values")
     return out
+
+
+_APX3_WRITE = ("chip_id", "payload", "column", "location", "tot_msb", "tot_lsb", "tot_dec",
+               "chip_timestamp")
+
+
+def _apx3_hit_arrays(names: Sequence[str], get: Any) -> dict[str, np.ndarray]:
+    """The AstroPix 3 hit columns the writer needs (``wall_timestamp`` read as
+    ``timestamp``); the field checks are :func:`~._apx3_hits.encode_hits`'s."""
+    time_column = "wall_timestamp" if "wall_timestamp" in names else "timestamp"
+    missing = [c for c in ("readout_id", *apx3.REQUIRED_WRITE_COLUMNS) if c not in names]
+    if time_column not in names:
+        missing.append("wall_timestamp (or timestamp)")
+    if missing:
+        raise ValueError(f"write_apx: missing AstroPix 3 hit column(s) {missing}")
+    return _integer_columns([*names, "timestamp"],
+                            lambda c: get(time_column if c == "timestamp" else c),
+                            ["readout_id", "timestamp", *_APX3_WRITE])
+
+
+def _hit_arrays(names: Sequence[str], get: Any) -> dict[str, np.ndarray]:
+    """The AstroPix 4 hit columns the writer needs."""
+    missing = [c for c in _REQUIRED_WRITE if c not in names]
+    for k in ("1", "2"):
+        if f"ts_coarse{k}" in names and f"ts_fine{k}" in names:
+            continue
+        if f"ts_dec{k}" not in names:
+            missing.append(f"ts_coarse{k}/ts_fine{k} (or ts_dec{k})")
+    if missing:
+        raise ValueError(f"write_apx: missing hit column(s) {missing}")
+    return _integer_columns(names, get, (*_REQUIRED_WRITE, "payload", "ts_coarse1",
+                                         "ts_fine1", "ts_coarse2", "ts_fine2", "ts_dec1",
+                                         "ts_dec2"))

@@ -36,6 +36,7 @@ import abc
 import copy
 import warnings
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Generic, TypeVar
 
@@ -46,6 +47,7 @@ from ..errors import CorruptDataError, CorruptDataWarning, TruncatedFileWarning
 from ._base import ON_ERROR_CHOICES
 
 T = TypeVar("T")
+_DONE = object()
 
 
 @dataclass
@@ -281,6 +283,30 @@ def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = 
             break
         size = min(2 * size, max_read)
     yield from decoder.finish(shrank=shrank)
+
+
+
+def prefetched(items: Generator[T, None, None], *,
+               thread_name: str = "bindf-decode") -> Generator[T, None, None]:
+    """Advance ``items`` one step ahead in a worker thread.
+
+    The readers' kernels release the GIL, and so do numpy's loops: decoding chunk k + 1
+    overlaps with turning chunk k into columns (``threads=True`` of AstroPix and A-STEP). Exceptions and warnings raised by
+    ``items`` surface here, in order. Closing this generator waits for the worker and
+    closes ``items`` (which closes the file).
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+    try:
+        pending = pool.submit(next, items, _DONE)
+        while True:
+            item = pending.result()
+            if item is _DONE:
+                return
+            pending = pool.submit(next, items, _DONE)
+            yield item
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        items.close()
 
 
 class BatchStream:

@@ -1,5 +1,9 @@
 """AstroPix binary runs (``.apx``, ``read_apx``) and their writer (``write_apx``).
 
+AstroPix 4 (``readout_uid`` 4000) and AstroPix 3 (3000) runs share the container and
+the readout framing; the reader dispatches the hit decoding on the header's
+``readout_uid`` (AstroPix 3: :mod:`._apx3_hits`, ``docs/formats/astropix3.md``).
+
 Layout: ``docs/formats/apx.md`` (from the AstroPix collaboration's
 ``astropix-analysis`` decoder, checked against a real run and the table that decoder
 made of it). ``%APXDF | u32 H | JSON header``, then readouts back to back:
@@ -54,9 +58,8 @@ from __future__ import annotations
 import struct
 import warnings
 from collections.abc import Generator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, ClassVar, TypeVar
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -68,6 +71,7 @@ from ..errors import (
     CorruptDataWarning,
     UnsupportedReadoutError,
 )
+from . import _apx3_hits as apx3
 from ._apx_hits import (
     STATUS_FLAGS,
     Decoded,
@@ -75,7 +79,7 @@ from ._apx_hits import (
     HitDecoder,
 )
 from ._base import FormatReader
-from ._stream import BatchStream, StreamDecoder, decode_file
+from ._stream import BatchStream, StreamDecoder, decode_file, prefetched
 
 MAGIC = b"%APXDF"
 READOUT_MARKER = b"\xfe\xdc\xba"
@@ -85,7 +89,7 @@ READOUT_HEADER_SIZE = READOUT_HEADER.size  # 19
 IDLE_BYTE = 0xBC
 
 #: readout_uid → chip generation bindf can decode.
-SUPPORTED_READOUTS: dict[int, str] = {4000: "AstroPix 4"}
+SUPPORTED_READOUTS: dict[int, str] = {4000: "AstroPix 4", apx3.READOUT_UID: "AstroPix 3"}
 
 HITS_SCHEMA = pa.schema(
     [
@@ -122,7 +126,43 @@ READOUTS_SCHEMA = pa.schema(
     ]
 )
 
+#: readout_uid → hit table schema (AstroPix 3: see :mod:`._apx3_hits`).
+HIT_SCHEMAS: dict[int, pa.Schema] = {4000: HITS_SCHEMA, apx3.READOUT_UID: apx3.HITS_SCHEMA}
+#: readout_uid → readout table schema.
+READOUT_SCHEMAS: dict[int, pa.Schema] = {4000: READOUTS_SCHEMA,
+                                         apx3.READOUT_UID: apx3.READOUTS_SCHEMA}
+
 LEVELS = ("hits", "readouts")
+
+
+def resolve_stitch(readout_uid: int, stitch: bool | None) -> bool:
+    """Whether hits cut at the end of a readout are completed from the next one.
+
+    AstroPix 3 (3000): ``stitch`` as given, default False (upstream's table loses them).
+    AstroPix 4 (4000): always (upstream's AstroPix 4 decoder carries them); an explicit
+    ``stitch=False`` is refused rather than silently ignored.
+    """
+    if stitch is not None and not isinstance(stitch, bool):
+        raise TypeError(f"stitch must be True, False or None, not {stitch!r}")
+    if readout_uid == apx3.READOUT_UID:
+        return bool(stitch)
+    if stitch is False:
+        raise ValueError("stitch=False is only for AstroPix 3 runs (readout_uid 3000): "
+                         "AstroPix 4 readouts are always stitched, as upstream decodes them")
+    return True
+
+
+def new_hit_decoder(readout_uid: int, *, stitch: bool, store_hits: bool,
+                    slots: int = 1) -> HitDecoder | apx3.Apx3HitDecoder:
+    """The hit kernel's wrapper for this chip generation (same ``decode`` interface)."""
+    if readout_uid == apx3.READOUT_UID:
+        return apx3.Apx3HitDecoder(stitch=stitch, store_hits=store_hits, slots=slots)
+    return HitDecoder(store_hits=store_hits, slots=slots)
+
+
+def new_hit_columns(readout_uid: int) -> HitColumns | apx3.Apx3HitColumns:
+    """Raw hits → hit table columns, for this chip generation."""
+    return apx3.Apx3HitColumns() if readout_uid == apx3.READOUT_UID else HitColumns()
 
 #: Default bytes per read. The first reads are smaller (see _FIRST_READ) so that
 #: ``head()`` decodes almost nothing; reads then double up to this bound.
@@ -177,11 +217,20 @@ class ApxReader(FormatReader):
     level : "hits" (default) | "readouts"
     chunk_bytes : int
         Upper bound of one read (default 1 MiB); a single larger readout still fits.
+    stitch : bool | None
+        AstroPix 3 only: complete a hit cut at the end of a readout with the next
+        readout's first bytes (default False, as upstream's table). AstroPix 4 readouts
+        are always stitched; ``stitch=False`` on an AstroPix 4 run is a ``ValueError``.
     threads : bool
         Decode the next chunk in a worker thread while the current one is turned into
         columns (default True; the output is identical either way).
 
-    The header (``readout_uid`` must be 4000 = AstroPix 4) is kept verbatim. A file cut
+    AstroPix 3 runs (``readout_uid`` 3000) have their own columns (chip_id, payload,
+    readout_id, wall_timestamp, decoding_order : uint16, column, location, tot_msb,
+    tot_lsb, tot_dec, tot_us, chip_timestamp; the readout table names its time
+    ``wall_timestamp`` too): see :mod:`._apx3_hits` and the AstroPix 3 format page.
+
+    The header (``readout_uid`` 4000 = AstroPix 4 or 3000 = AstroPix 3) is kept verbatim. A file cut
     inside a readout gives a :class:`~bindf.errors.TruncatedFileWarning` naming the byte
     offset, plus every hit of the complete readouts. A bad readout marker is a
     :class:`~bindf.errors.CorruptDataError` naming the offset, unless ``on_error`` is
@@ -199,6 +248,7 @@ class ApxReader(FormatReader):
             raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
         chunk_bytes = int(self.options.pop("chunk_bytes", DEFAULT_CHUNK_BYTES))
         self.threads = bool(self.options.pop("threads", True))
+        stitch = self.options.pop("stitch", None)
         if chunk_bytes < READOUT_HEADER_SIZE:
             raise ValueError(f"chunk_bytes must be at least {READOUT_HEADER_SIZE}")
         if self.options:
@@ -216,11 +266,27 @@ class ApxReader(FormatReader):
                 f"header {what}; bindf decodes readout_uid {supported}",
                 path=self.path, offset=len(MAGIC) + 4,
             )
+        self.readout_uid: int = uid
+        self.stitch = resolve_stitch(uid, stitch)
         return header
 
     @property
     def schema(self) -> pa.Schema:
-        return HITS_SCHEMA if self.level == "hits" else READOUTS_SCHEMA
+        schemas = HIT_SCHEMAS if self.level == "hits" else READOUT_SCHEMAS
+        return schemas[self.readout_uid]
+
+    def _columns(self, unit: tuple[_Framed | None, Any], names: Sequence[str],
+                 hit_columns: Any) -> list[np.ndarray]:
+        """One decoded chunk → the arrays of the requested columns."""
+        framed, decoded = unit
+        if framed is None:
+            return hit_columns(decoded, names)
+        if self.readout_uid == apx3.READOUT_UID:
+            return apx3.readout_columns(
+                decoded, names, readout_id=framed.readout_id, wall_timestamp=framed.timestamp,
+                payload_length=framed.length,
+                byte_offset=framed.header_pos.astype(np.uint64) + np.uint64(framed.buf_offset))
+        return readout_columns(decoded, framed, names)
 
     # -- decoding ---------------------------------------------------------------------
     def _batches(
@@ -230,15 +296,12 @@ class ApxReader(FormatReader):
         per_call = max(1, min(batch_size, _READOUTS_PER_CALL))
         chunks = self._decoded_chunks(per_call, slots=2 if self.threads else 1)
         if self.threads:
-            chunks = _prefetched(chunks)
-        hit_columns = HitColumns()
+            chunks = prefetched(chunks, thread_name="bindf-apx")
+        hit_columns = new_hit_columns(self.readout_uid)
         produced = 0
         try:
-            for framed, decoded in chunks:
-                if framed is None:
-                    arrays = hit_columns(decoded, columns)
-                else:
-                    arrays = readout_columns(decoded, framed, columns)
+            for unit in chunks:
+                arrays = self._columns(unit, columns, hit_columns)
                 batch = pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
                 produced += batch.num_rows
                 yield batch
@@ -264,12 +327,10 @@ class ApxReader(FormatReader):
                      data_end: int | None = None) -> BatchStream:
         names = self.resolve_columns(columns)
         schema = pa.schema([self.schema.field(c) for c in names])
-        hit_columns = HitColumns()
+        hit_columns = new_hit_columns(self.readout_uid)
 
         def to_batch(unit: tuple[_Framed | None, Decoded]) -> pa.RecordBatch:
-            framed, decoded = unit
-            arrays = (hit_columns(decoded, names) if framed is None
-                      else readout_columns(decoded, framed, names))
+            arrays = self._columns(unit, names, hit_columns)
             return pa.RecordBatch.from_arrays([pa.array(a) for a in arrays], schema=schema)
 
         return BatchStream(self.stream(data_end=data_end), to_batch)
@@ -283,7 +344,8 @@ class ApxReader(FormatReader):
         end = self.source.size if data_end == -1 else data_end
         return ApxStream(self.data_offset, path=self.path, on_error=self.on_error,
                          data_end=end, store_hits=self.level == "hits", per_call=per_call,
-                         slots=slots, chunk_bytes=self.chunk_bytes)
+                         slots=slots, chunk_bytes=self.chunk_bytes,
+                         readout_uid=self.readout_uid, stitch=self.stitch)
 
 
 @dataclass
@@ -303,18 +365,20 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
     Yields ``(None, decoded)`` when only hits are stored, ``(framed, decoded)`` with
     private copies of the framing arrays otherwise (``level="readouts"``). The decoded
     hit arrays rotate through ``slots`` scratch sets, so with ``slots=2`` a consumer may
-    still use one chunk while the next is decoded (see :func:`_prefetched`).
+    still use one chunk while the next is decoded (see :func:`._stream.prefetched`).
     """
 
     def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
                  store_hits: bool, per_call: int, slots: int = 1,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, readout_uid: int = 4000,
+                 stitch: bool = True) -> None:
         capacity = chunk_bytes if data_end is None else min(
             chunk_bytes, max(data_end - position, 1))
         super().__init__(position, path=path, on_error=on_error, data_end=data_end,
                          label="AstroPix", capacity=capacity)
         self.store_hits = store_hits
-        self.hits = HitDecoder(store_hits=store_hits, slots=slots)
+        self.hits = new_hit_decoder(readout_uid, stitch=stitch, store_hits=store_hits,
+                                    slots=slots)
         # No call can frame more readouts than the data holds headers for: a tiny file
         # gets tiny framing arrays (24 bytes per slot; 786 KiB at the default per_call).
         if data_end is not None:
@@ -458,32 +522,6 @@ def _pending_size(buf: np.ndarray, pos: int, have: int) -> int | None:
         return None
     (length,) = struct.unpack_from("<I", buf, pos + 15)
     return READOUT_HEADER_SIZE + length
-
-
-_DONE = object()
-T = TypeVar("T")
-
-
-def _prefetched(items: Generator[T, None, None]) -> Generator[T, None, None]:
-    """Advance ``items`` one step ahead in a worker thread.
-
-    The framing and hit kernels release the GIL, and so do numpy's loops: decoding chunk
-    k + 1 overlaps with turning chunk k into columns. Exceptions and warnings raised by
-    ``items`` surface here, in order. Closing this generator waits for the worker and
-    closes ``items`` (which closes the file).
-    """
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindf-apx")
-    try:
-        pending = pool.submit(next, items, _DONE)
-        while True:
-            item = pending.result()
-            if item is _DONE:
-                return
-            pending = pool.submit(next, items, _DONE)
-            yield item
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        items.close()
 
 
 def readout_columns(decoded: Decoded, framed: _Framed, columns: Sequence[str]) -> list[np.ndarray]:

@@ -13,8 +13,12 @@ Decisions:
   every ``Name: {...}`` line becomes ``header["Name"]``. Python values that JSON cannot
   hold are converted: tuples → lists, sets → sorted lists, bytes → hex text, anything
   else → its ``repr``. Text lines that are neither are kept, in order, under
-  ``header["comments"]``. ``readout_uid`` is set to 4000 (AstroPix 4) unless present.
-* Logs carry no per-readout timestamp: the ``timestamp`` column is 0.
+  ``header["comments"]``. ``readout_uid`` is taken from the ``Namespace`` line's
+  ``chipVer`` (3 → 3000, AstroPix 3; 4 → 4000, AstroPix 4; absent → 4000) unless present;
+  AstroPix 3 logs are decoded with the AstroPix 3 hit kernel and give its columns
+  (``stitch=`` as for ``read_apx``).
+* Logs carry no per-readout timestamp: the ``timestamp`` (AstroPix 3:
+  ``wall_timestamp``) column is 0.
 * A malformed data line is a :class:`~bindf.errors.CorruptDataError` naming the line
   number and byte offset (``on_error="warn"``/``"skip"`` drop the line, reset the carried
   bytes, and count ``bad_log_line``). A malformed metadata line is a
@@ -41,10 +45,19 @@ import pyarrow as pa
 from .._atomic import atomic_output
 from .._source import Source
 from ..errors import CorruptDataError, HeaderError
-from ._apx_hits import STATUS_FLAGS, Decoded, HitColumns, HitDecoder
+from ._apx3_hits import log_readout_uid
+from ._apx_hits import STATUS_FLAGS, Decoded
 from ._base import FormatReader
 from ._stream import BatchStream, StreamDecoder, decode_file
-from .apx import HITS_SCHEMA, MAGIC, READOUTS_SCHEMA, SUPPORTED_READOUTS
+from .apx import (
+    HIT_SCHEMAS,
+    MAGIC,
+    READOUT_SCHEMAS,
+    SUPPORTED_READOUTS,
+    new_hit_columns,
+    new_hit_decoder,
+    resolve_stitch,
+)
 
 #: One readout line: id, TAB, optional blanks, b'hex'. Anything else after the header
 #: is a malformed line.
@@ -95,6 +108,7 @@ class ApxLogReader(FormatReader):
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
         self.level = self.options.pop("level", "hits")
+        stitch = self.options.pop("stitch", None)
         if self.level not in ("hits", "readouts"):
             raise ValueError(f"level must be 'hits' or 'readouts', not {self.level!r}")
         if self.options:
@@ -105,6 +119,7 @@ class ApxLogReader(FormatReader):
         header: dict[str, Any] = {}
         comments: list[str] = []
         offset = 0
+        namespace_offset = 0
         for number, raw in enumerate(head[: self.data_offset].splitlines(keepends=True), 1):
             line = raw.decode("utf-8", "replace").strip()
             try:
@@ -112,6 +127,7 @@ class ApxLogReader(FormatReader):
                     pass
                 elif line.startswith("Namespace("):
                     header["Namespace"] = parse_namespace(line)
+                    namespace_offset = offset
                 elif match := _METADATA_LINE.match(line):
                     value = ast.literal_eval(match.group(2))
                     header[match.group(1).strip()] = _jsonable(value)
@@ -123,15 +139,19 @@ class ApxLogReader(FormatReader):
             offset += len(raw)
         if comments:
             header["comments"] = comments
-        uid = header.setdefault("readout_uid", 4000)
+        uid = header["readout_uid"] = log_readout_uid(header, path=self.path,
+                                                      offset=namespace_offset)
         if uid not in SUPPORTED_READOUTS:
             raise HeaderError(f"readout_uid {uid!r} is not supported", path=self.path, offset=0)
+        self.readout_uid: int = uid
+        self.stitch = resolve_stitch(uid, stitch)
         self.header_lines = head[: self.data_offset].count(b"\n")
         return header
 
     @property
     def schema(self) -> pa.Schema:
-        return HITS_SCHEMA if self.level == "hits" else READOUTS_SCHEMA
+        schemas = HIT_SCHEMAS if self.level == "hits" else READOUT_SCHEMAS
+        return schemas[self.readout_uid]
 
     def iter_readouts(self) -> Iterator[ReadoutRun]:
         """Yield ``(payload_bytes, payload_pos, readout_id, line_offset, after_gap)`` per run
@@ -162,8 +182,9 @@ class ApxLogReader(FormatReader):
         schema = pa.schema([self.schema.field(c) for c in names])
         stream = ApxLogHitStream(self.data_offset, path=self.path, on_error=self.on_error,
                                  data_end=data_end, first_line=self.header_lines,
-                                 store_hits=self.level == "hits")
-        hit_columns = HitColumns()
+                                 hits=new_hit_decoder(self.readout_uid, stitch=self.stitch,
+                                                      store_hits=self.level == "hits"))
+        hit_columns = new_hit_columns(self.readout_uid)
 
         def to_batch(unit: tuple[ReadoutRun, Decoded]) -> pa.RecordBatch:
             (payload, pos, readout_id, line_offset, _), decoded = unit
@@ -181,8 +202,9 @@ class ApxLogReader(FormatReader):
         self, columns: list[str], batch_size: int, n_rows: int | None
     ) -> Iterator[pa.RecordBatch]:
         schema = pa.schema([self.schema.field(c) for c in columns])
-        decoder = HitDecoder(store_hits=self.level == "hits")
-        hit_columns = HitColumns()
+        decoder = new_hit_decoder(self.readout_uid, stitch=self.stitch,
+                                  store_hits=self.level == "hits")
+        hit_columns = new_hit_columns(self.readout_uid)
         produced = 0
         for payload, pos, readout_id, line_offset, after_gap in self.iter_readouts():
             if after_gap:
@@ -351,10 +373,10 @@ class ApxLogHitStream(ApxLogStream):
     ``(run, decoded)``; the hit decoder's carried bytes are part of the state."""
 
     def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
-                 first_line: int, store_hits: bool) -> None:
+                 first_line: int, hits: Any) -> None:
         super().__init__(position, path=path, on_error=on_error, data_end=data_end,
                          first_line=first_line)
-        self.hits = HitDecoder(store_hits=store_hits)
+        self.hits = hits  # the chip generation's hit decoder (see apx.new_hit_decoder)
 
     def _decode(self, buf: np.ndarray, have: int, final: bool) -> Iterator[Any]:
         for run in super()._decode(buf, have, final):
@@ -392,7 +414,8 @@ def _nonblank_line_starts(text: bytes) -> np.ndarray:
 
 
 def _readout_arrays(columns, readout_id, timestamp, lengths, decoded, line_offset):
-    values = {"readout_id": readout_id, "timestamp": timestamp, "payload_length": lengths,
+    values = {"readout_id": readout_id, "timestamp": timestamp, "wall_timestamp": timestamp,
+              "payload_length": lengths,
               "n_hits": decoded.readout_hits, "status": decoded.status,
               "byte_offset": line_offset.astype(np.uint64)}
     out = []

@@ -1,0 +1,88 @@
+"""Slow pure-Python model of the A-STEP frame-stream parser, for parity tests of ``_astep.pyx``.
+
+Written from the format page (``docs/formats/astep.md``), one byte at a time, on a whole
+stream, with no attempt at speed or resumability. At position ``i``:
+
+* ``0xFF`` is filler: ``i += 1``;
+* otherwise ``L = data[i]``, ``p = data[i + 2] & 7``, ``T = L - 2 - p``. If ``T`` is not a
+  width the firmware writes (2, 4, 6, 8; or not the configured width), the byte starts no
+  frame: skip it (resynchronisation) and count it. A length byte outside 4..17 can never
+  give such a ``T`` (``p`` is 0..7), so it is skipped without looking further, which
+  also decides the last one or two bytes of a stream whose header byte is missing;
+* if the frame runs past the end of the stream, the stream ends in a truncated frame
+  at ``i``; else the frame is emitted and ``i += 1 + L``.
+
+The compiled kernel must agree with :func:`parse_stream` frame for frame, stretch for
+stretch and count for count, however the stream is cut into pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FILLER = 0xFF
+WIDTHS = (2, 4, 6, 8)
+
+
+@dataclass(frozen=True)
+class Frame:
+    offset: int  # of the length byte in the stream
+    length: int  # L
+    layer: int
+    sensor: bytes  # p + 1 bytes, header byte first
+    timestamp: bytes  # T bytes, as stored
+
+
+@dataclass
+class Parsed:
+    frames: list[Frame] = field(default_factory=list)
+    #: (start, length) of every maximal run of skipped bytes
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    filler_bytes: int = 0
+    resync_bytes: int = 0
+    #: where the stream ends inside a frame (None: it ends between frames)
+    truncated_at: int | None = None
+
+
+def parse_stream(data: bytes, ts_bytes: int | None = None) -> Parsed:
+    """Parse a whole stream. ``ts_bytes``: the only width accepted (None: any of 2/4/6/8)."""
+    out = Parsed()
+    widths = WIDTHS if ts_bytes is None else (ts_bytes,)
+    gap_at: int | None = None
+    i = 0
+    n = len(data)
+    while i < n:
+        if data[i] == FILLER:
+            gap_at = _close_gap(out, gap_at, i)
+            out.filler_bytes += 1
+            i += 1
+            continue
+        length = data[i]
+        if 4 <= length <= 17:
+            if i + 2 >= n:
+                out.truncated_at = i
+                break
+            p = data[i + 2] & 7
+            width = length - 2 - p
+            if width in widths:
+                if i + 1 + length > n:
+                    out.truncated_at = i
+                    break
+                gap_at = _close_gap(out, gap_at, i)
+                out.frames.append(Frame(i, length, data[i + 1], data[i + 2 : i + 3 + p],
+                                        data[i + 3 + p : i + 1 + length]))
+                i += 1 + length
+                continue
+        if gap_at is None:
+            gap_at = i
+        out.resync_bytes += 1
+        i += 1
+    stop = i if out.truncated_at is None else out.truncated_at
+    _close_gap(out, gap_at, stop)
+    return out
+
+
+def _close_gap(out: Parsed, gap_at: int | None, here: int) -> None:
+    if gap_at is not None:
+        out.gaps.append((gap_at, here - gap_at))
+    return None

@@ -1,0 +1,953 @@
+"""A-STEP layer-frame streams (``.bin`` of the AstroPix/astep-fw DAQ), reader and writer.
+
+Layout (the format page ``docs/formats/astep.md``, written from the firmware's RTL and
+documentation and the collaboration's decoders, checked against a real quad-chip run):
+no file header; the host appends every read of the firmware's readout FIFO, so the file
+is a stream of *layer frames*
+
+``L | layer | h | p sensor bytes | T FPGA-timestamp bytes``
+
+where ``L`` counts the bytes after itself, ``h`` is the sensor header byte (chip id
+``h >> 3``, payload ``p = h & 7``) and ``T = L - 2 - p`` is 2, 4, 6 or 8. ``0xFF`` bytes
+between frames are filler (an empty FIFO reads as all ones). AstroPix 3 frames carry 5
+sensor bytes (``p = 4``), AstroPix 4 frames 8 (``p = 7``); the firmware forwards frames
+of any other payload too ("wrong length" frames), and the reader keeps them.
+
+Division of labour: the Cython kernel ``bindf._kernels._astep`` walks the stream (the
+only sequential work: each frame's position depends on the length byte of the one
+before), resumable across reads because frames straddle them. Everything else is
+vectorised numpy on whole chunks, and only the projected columns are computed.
+
+The file does not carry the three run parameters that decoding needs, so they are
+reader options with documented defaults and automatic choices (reported in the header
+dict): the FPGA timestamp byte order (``ts_order``), the chip generation (``chip``) and
+the ToT clock (``v3_tick_ns``/``v4_tick_ns``/``tot_mode``). Decisions where the
+sources are silent or disagree are listed on the format page and in :class:`AstepReader`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from .._atomic import atomic_output
+from .._kernels import _astep
+from .._source import Source, read_into
+from .._writing import WRITE_CHUNK_ROWS, column_values, require_columns, to_arrow_table
+from ..errors import CorruptDataError, CorruptDataWarning
+from ._base import FormatReader
+from ._stream import BatchStream, StreamDecoder, decode_file, prefetched
+
+FILLER = 0xFF
+#: Timestamp widths the firmware can be configured to write (register values 0..3).
+TS_WIDTHS = (2, 4, 6, 8)
+#: Largest frame on disk: length byte + L = 1 + 1 + 8 + 8.
+MAX_FRAME_BYTES = 18
+#: Sensor payload (``h & 7``) of a well-formed frame, per chip generation.
+PAYLOAD_OF_CHIP = {3: 4, 4: 7}
+
+TS_ORDERS = ("auto", "little", "big")
+CHIPS = ("auto", 3, 4)
+TOT_MODES = ("firmware", "modular", "apx")
+#: ``kind`` column values (a fixed dictionary, so that batches and files concatenate).
+KINDS = ("v3", "v4", "wrong_length")
+_KIND_OF_CHIP = {3: 0, 4: 1}
+_WRONG_LENGTH = 2
+
+DEFAULT_V3_TICK_NS = 10
+DEFAULT_V4_TICK_NS = 25
+#: ``tot_mode="apx"`` reproduces ``read_apx``: 20 clock cycles per µs.
+_APX_CYCLES_PER_US = 20.0
+
+#: Bytes the automatic choices (chip generation, timestamp byte order) look at.
+AUTO_SAMPLE_BYTES = 256 << 10
+DEFAULT_CHUNK_BYTES = 1 << 20
+_FIRST_READ = 64 << 10
+
+#: Detection: consecutive frames the head of a file must hold, at least.
+PROBE_MIN_FRAMES = 16
+
+_NOT_NULL = ("frame_index", "byte_offset", "length", "layer", "chip_id", "payload",
+             "fpga_ts", "ts_bytes", "kind", "sensor")
+KIND_TYPE = pa.dictionary(pa.int8(), pa.string())
+#: ``sensor`` column type. Binary *view* (pyarrow >= 16), whose entries of up to 12 bytes
+#: are stored inline: the kernel writes them directly and polars takes them without a
+#: conversion (its own binary layout). Older pyarrow gets plain ``binary``.
+SENSOR_TYPE = pa.binary_view() if hasattr(pa, "binary_view") else pa.binary()
+
+
+def _field(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=name not in _NOT_NULL)
+
+
+_HEAD_FIELDS = [
+    ("frame_index", pa.int64()),
+    ("byte_offset", pa.int64()),
+    ("length", pa.uint8()),
+    ("layer", pa.uint8()),
+    ("chip_id", pa.uint8()),
+    ("payload", pa.uint8()),
+]
+_V3_FIELDS = [
+    ("column", pa.uint8()),
+    ("location", pa.uint8()),
+    ("chip_timestamp", pa.uint8()),
+    ("tot_msb", pa.uint8()),
+    ("tot_lsb", pa.uint8()),
+    ("tot_total", pa.uint16()),
+    ("tot_us", pa.float64()),
+]
+_V4_FIELDS = [
+    ("row", pa.uint8()),
+    ("column", pa.uint8()),
+    ("ts_neg1", pa.uint8()),
+    ("ts_coarse1", pa.uint16()),
+    ("ts_fine1", pa.uint8()),
+    ("ts_tdc1", pa.uint8()),
+    ("ts_neg2", pa.uint8()),
+    ("ts_coarse2", pa.uint16()),
+    ("ts_fine2", pa.uint8()),
+    ("ts_tdc2", pa.uint8()),
+    ("ts_dec1", pa.uint32()),
+    ("ts_dec2", pa.uint32()),
+    ("tot_total", pa.uint32()),
+    ("tot_us", pa.float64()),
+]
+_TAIL_FIELDS = [
+    ("fpga_ts", pa.uint64()),
+    ("ts_bytes", pa.uint8()),
+    ("kind", KIND_TYPE),
+    ("sensor", SENSOR_TYPE),
+]
+
+SCHEMAS = {
+    chip: pa.schema([_field(n, t) for n, t in (*_HEAD_FIELDS, *sensor_fields, *_TAIL_FIELDS)])
+    for chip, sensor_fields in ((3, _V3_FIELDS), (4, _V4_FIELDS))
+}
+
+#: AstroPix 4 bit fields of the 64-bit sensor word, ``name: (first, end)`` counted from
+#: the most significant bit (the upstream ``AstroPix4Hit`` slices).
+V4_BITS = {
+    "chip_id": (0, 5), "payload": (5, 8), "row": (8, 13), "column": (13, 18),
+    "ts_neg1": (18, 19), "ts_coarse1": (19, 33), "ts_fine1": (33, 36), "ts_tdc1": (36, 41),
+    "ts_neg2": (41, 42), "ts_coarse2": (42, 56), "ts_fine2": (56, 59), "ts_tdc2": (59, 64),
+}
+#: AstroPix 3 fields: ``name: (sensor byte, shift, mask)`` (the sensor word holds byte k
+#: at bits 63 - 8k .. 56 - 8k).
+V3_BITS = {
+    "chip_id": (0, 3, 0x1F), "payload": (0, 0, 0x07), "column": (1, 7, 0x01),
+    "location": (1, 0, 0x3F), "chip_timestamp": (2, 0, 0xFF), "tot_msb": (3, 0, 0x0F),
+    "tot_lsb": (4, 0, 0xFF),
+}
+
+
+@dataclass
+class _Parsed:
+    """Frames parsed from one stretch of the stream (arrays valid until the next one)."""
+
+    offset: np.ndarray  # int64, stream offsets of the length bytes
+    length: np.ndarray  # uint8 (L)
+    layer: np.ndarray  # uint8
+    sensor: np.ndarray  # uint64, sensor bytes big-endian, left-aligned
+    timestamp: np.ndarray  # uint64, timestamp bytes read little-endian
+    sensor_views: np.ndarray  # uint8, 16 per frame: Arrow binary-view entries (inline)
+    first_index: int  # frame_index of the first frame
+
+
+class _FrameWalker:
+    """The kernel's output arrays and resumable state, for one walk over one stream.
+
+    Every :meth:`walk` writes into freshly allocated output arrays, so the columns that
+    are the kernel's output unchanged (offsets, lengths, layers, little-endian timestamps,
+    sensor bytes) go to Arrow without a copy. ``np.empty`` does not touch the memory, so
+    capacity a call does not fill costs address space, not RAM. Only the sensor words,
+    which columns are computed from and never handed out, are reused.
+    """
+
+    def __init__(self, frames: int, ts_bytes: int | None, slots: int = 1) -> None:
+        self.capacity = frames
+        #: ``slots`` sensor-word arrays used in turn: with 2, a consumer may still compute
+        #: columns from one walk's words while the next walk runs (in another thread).
+        self._sensor_slots = [np.empty(frames, dtype=np.uint64) for _ in range(slots)]
+        self._walks = 0
+        self.gap_start = np.empty(max(1, frames // 4), dtype=np.int64)
+        self.gap_length = np.empty_like(self.gap_start)
+        self.state = _astep.new_state()
+        self.ts_bytes = ts_bytes or 0
+
+    def walk(self, buf: np.ndarray, pos: int, end: int, base: int) -> tuple[int, int, int, int]:
+        frames = self.capacity
+        self.sensor = self._sensor_slots[self._walks % len(self._sensor_slots)]
+        self._walks += 1
+        self.offset = np.empty(frames, dtype=np.int64)
+        self.length = np.empty(frames, dtype=np.uint8)
+        self.layer = np.empty(frames, dtype=np.uint8)
+        self.timestamp = np.empty(frames, dtype=np.uint64)
+        self.sensor_views = np.empty(frames * 16, dtype=np.uint8)
+        return _astep.parse_frames(buf, pos, end, base, self.ts_bytes, self.state, self.offset,
+                                   self.length, self.layer, self.sensor, self.timestamp,
+                                   self.sensor_views, self.gap_start, self.gap_length)
+
+    @property
+    def open_gap(self) -> int:
+        return int(self.state[_astep.STATE_GAP_OPEN_AT])
+
+    def parsed(self, n: int, first_index: int) -> _Parsed:
+        """The first ``n`` frames of the last walk (``sensor`` is valid until the next walk)."""
+        return _Parsed(self.offset[:n], self.length[:n], self.layer[:n], self.sensor[:n],
+                       self.timestamp[:n], self.sensor_views[: 16 * n], first_index)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(filler bytes, skipped bytes, stretches begun) so far."""
+        s = self.state
+        return (int(s[_astep.STATE_FILLER_BYTES]), int(s[_astep.STATE_RESYNC_BYTES]),
+                int(s[_astep.STATE_RESYNCS]))
+
+
+def parse_buffer(data: bytes | np.ndarray, ts_bytes: int | None = None) -> tuple[_Parsed, _FrameWalker, int, int]:
+    """Parse a whole in-memory stream in one call: ``(frames, walker, stop, code)``.
+
+    For the automatic choices and the detection probe, which look at a file's head.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    walker = _FrameWalker(len(buf) // 5 + 1, ts_bytes)
+    n, _, stop, code = walker.walk(buf, 0, len(buf), 0)
+    return walker.parsed(n, 0), walker, stop, code
+
+
+def timestamp_widths(parsed: _Parsed) -> np.ndarray:
+    """``T`` of each frame (uint8): ``L - 2 - p``."""
+    payload = (parsed.sensor >> np.uint64(56)).astype(np.uint8) & np.uint8(7)
+    return parsed.length - np.uint8(2) - payload
+
+
+def fpga_timestamps(raw_le: np.ndarray, widths: np.ndarray, order: str) -> np.ndarray:
+    """The timestamps as numbers: ``raw_le`` holds the bytes read little-endian."""
+    if order == "little":
+        return raw_le
+    shift = (np.uint64(64) - widths.astype(np.uint64) * np.uint64(8))
+    return raw_le.byteswap() >> shift
+
+
+def count_decreases(values: np.ndarray) -> int:
+    return int(np.count_nonzero(values[1:] < values[:-1]))
+
+
+def _gray_to_binary(g: np.ndarray) -> np.ndarray:
+    """Inverse Gray code of values below 2**32 (uint32)."""
+    b = g.copy()
+    for shift in (1, 2, 4, 8, 16):
+        b ^= b >> np.uint32(shift)
+    return b
+
+
+class AstepReader(FormatReader):
+    """A-STEP ``.bin`` layer-frame stream: one row per frame, wrong-length frames included.
+
+    Columns
+    -------
+    frame_index : int64 (0, 1, … in file order), byte_offset : int64 (of the frame's
+    length byte), length : uint8 (the length byte ``L``: bytes after it), layer : uint8,
+    chip_id, payload : uint8 (from the sensor header byte; filled for every frame), then
+
+    * AstroPix 3 (``chip=3``): column (uint8 flag: 1 = ``location`` is a column, 0 = a
+      row), location, chip_timestamp, tot_msb, tot_lsb : uint8; tot_total : uint16 (ToT
+      clock cycles); tot_us : float64 (``tot_total × v3_tick_ns / 1000``);
+    * AstroPix 4 (``chip=4``): row, column, ts_neg1 : uint8; ts_coarse1 : uint16; ts_fine1,
+      ts_tdc1, ts_neg2 : uint8; ts_coarse2 : uint16; ts_fine2, ts_tdc2 : uint8; ts_dec1,
+      ts_dec2, tot_total : uint32; tot_us : float64 (see ``tot_mode``);
+
+    these sensor columns are **null** on wrong-length frames (payload other than 4 for
+    AstroPix 3, 7 for AstroPix 4), whose bytes mean something else; then fpga_ts : uint64
+    (FPGA timestamp ticks, not converted: the file does not say which clock), ts_bytes :
+    uint8 (``T``), kind : dictionary ``v3``/``v4``/``wrong_length``, sensor : binary (the
+    raw ``p + 1`` sensor bytes, so wrong-length frames lose nothing).
+
+    Options
+    -------
+    ts_order : "auto" (default) | "little" | "big"
+        Byte order of the FPGA timestamp (a property of the firmware build). ``"auto"``
+        picks the order whose timestamps decrease less often between successive frames
+        of the file's first 256 KiB (little-endian on a tie); the header reports the
+        choice and both counts.
+    ts_bytes : None (default) | 2 | 4 | 6 | 8
+        The configured timestamp width. ``None`` accepts any width the firmware can
+        write, frame by frame; a number also rejects frames of other widths (they are
+        then resynchronised over).
+    chip : "auto" (default) | 3 | 4
+        Chip generation, which fixes the columns. ``"auto"``: the generation whose
+        payload (4 or 7) more frames of the first 256 KiB carry (3 on a tie, e.g. an
+        empty file).
+    v3_tick_ns : float (default 10, the A-STEP sample clock)
+        AstroPix 3 ToT clock period.
+    v4_tick_ns : float (default 25)
+        AstroPix 4 unit of the 18-bit timestamps (half a 20 MHz cycle).
+    tot_mode : "firmware" (default) | "modular" | "apx"
+        AstroPix 4 ToT. ``"firmware"``: the astep-fw decoder exactly, ``tsN_dec =
+        gray2bin(coarse << 3 | fine) << 1 | neg``, ``tot_total = ts2 - ts1`` if ``ts2 >
+        ts1`` else ``2**18 - 1 + ts2 - ts1`` (so equal stamps give 2**18 - 1, as
+        upstream). ``"modular"``: the same stamps, ``tot_total = (ts2 - ts1) mod 2**18``.
+        ``"apx"``: the ``.apx`` decoder's values (``read_apx``): 17-bit ``tsN_dec``
+        without the neg bit, ``+2**17`` on rollover, ``tot_us = tot_total / 20``
+        (``v4_tick_ns`` is not used).
+    chunk_bytes : int
+        Upper bound of one read (default 1 MiB).
+    threads : bool
+        Walk the next chunk's frames in a worker thread while the current chunk's
+        columns are computed (default True; both release the GIL; the output is the
+        same either way).
+
+    The header dict holds these choices (``chip``, ``ts_order``, ``ts_bytes``,
+    ``tot_tick_ns``, ``tot_mode``) and, for the automatic ones, what they were based on
+    (``auto``). The file itself has no header.
+
+    Stream damage: ``0xFF`` filler is normal and counted (``filler_bytes``). Bytes that
+    start no valid frame are damage: with ``on_error="raise"`` (default) a
+    :class:`~bindf.errors.CorruptDataError` naming the offset (after the frames before
+    it); with ``"warn"``/``"skip"`` the reader resynchronises byte by byte, as the
+    firmware's own decoder does, and counts ``resync_bytes`` and ``resyncs`` (stretches);
+    ``"warn"`` emits one :class:`~bindf.errors.CorruptDataWarning` per stretch. These
+    counts go to the reader's ``errors`` (the ``bindf.errors`` metadata) as they are
+    read. A file that ends inside a frame gives a
+    :class:`~bindf.errors.TruncatedFileWarning` and every complete frame.
+    """
+
+    name: ClassVar[str] = "astep"
+    label: ClassVar[str] = "A-STEP layer-frame stream"
+
+    def _read_header(self, f: BinaryIO) -> dict[str, Any]:
+        opts = self.options
+        ts_order = opts.pop("ts_order", "auto")
+        ts_bytes = opts.pop("ts_bytes", None)
+        chip = opts.pop("chip", "auto")
+        v3_tick = opts.pop("v3_tick_ns", DEFAULT_V3_TICK_NS)
+        v4_tick = opts.pop("v4_tick_ns", DEFAULT_V4_TICK_NS)
+        tot_mode = opts.pop("tot_mode", "firmware")
+        chunk_bytes = int(opts.pop("chunk_bytes", DEFAULT_CHUNK_BYTES))
+        self.threads = bool(opts.pop("threads", True))
+        if opts:
+            raise TypeError(f"unexpected option(s) for read_astep: {sorted(opts)}")
+        if ts_order not in TS_ORDERS:
+            raise ValueError(f"ts_order must be one of {TS_ORDERS}, not {ts_order!r}")
+        if ts_bytes is not None and (isinstance(ts_bytes, bool) or ts_bytes not in TS_WIDTHS):
+            raise ValueError(f"ts_bytes must be None or one of {TS_WIDTHS}, not {ts_bytes!r}")
+        if isinstance(chip, bool) or chip not in CHIPS:
+            raise ValueError(f"chip must be one of {CHIPS}, not {chip!r}")
+        if tot_mode not in TOT_MODES:
+            raise ValueError(f"tot_mode must be one of {TOT_MODES}, not {tot_mode!r}")
+        for name, tick in (("v3_tick_ns", v3_tick), ("v4_tick_ns", v4_tick)):
+            if (isinstance(tick, bool) or not isinstance(tick, (int, float))
+                    or not math.isfinite(tick) or tick <= 0):
+                raise ValueError(f"{name} must be a positive number, not {tick!r}")
+        if chunk_bytes < MAX_FRAME_BYTES:
+            raise ValueError(f"chunk_bytes must be at least {MAX_FRAME_BYTES}")
+        self.chunk_bytes = chunk_bytes
+        self.ts_bytes: int | None = ts_bytes
+        self.data_offset = 0  # no file header: frames (or filler) from the first byte
+
+        auto: dict[str, Any] = {}
+        if ts_order == "auto" or chip == "auto":
+            sample = np.empty(min(AUTO_SAMPLE_BYTES, max(self.source.size, 0)), dtype=np.uint8)
+            got = read_into(f, sample)
+            parsed, _, _, _ = parse_buffer(sample[:got], ts_bytes)
+            auto["frames_examined"] = len(parsed.offset)
+            if chip == "auto":
+                payload = (parsed.sensor >> np.uint64(56)).astype(np.uint8) & np.uint8(7)
+                counts = {g: int(np.count_nonzero(payload == p)) for g, p in PAYLOAD_OF_CHIP.items()}
+                chip = 4 if counts[4] > counts[3] else 3
+                auto["frames_per_chip"] = {str(g): c for g, c in counts.items()}
+            if ts_order == "auto":
+                widths = timestamp_widths(parsed)
+                decreases = {order: count_decreases(fpga_timestamps(parsed.timestamp, widths, order))
+                             for order in ("little", "big")}
+                ts_order = "big" if decreases["big"] < decreases["little"] else "little"
+                auto["ts_decreases"] = decreases
+        self.chip: int = chip
+        self.ts_order: str = ts_order
+        self.tot_mode = tot_mode
+        if chip == 3:
+            tick: float = v3_tick
+        else:
+            tick = v4_tick if tot_mode != "apx" else 1000.0 / _APX_CYCLES_PER_US
+        self.tot_tick_ns = tick
+        header: dict[str, Any] = {
+            "chip": chip,
+            "ts_order": ts_order,
+            "ts_bytes": ts_bytes,
+            "tot_tick_ns": tick,
+            "tot_mode": tot_mode if chip == 4 else None,
+        }
+        if auto:
+            header["auto"] = auto
+        return header
+
+    @property
+    def schema(self) -> pa.Schema:
+        return SCHEMAS[self.chip]
+
+    # -- decoding ---------------------------------------------------------------------
+    def _batches(
+        self, columns: list[str], batch_size: int, n_rows: int | None
+    ) -> Iterator[pa.RecordBatch]:
+        schema = pa.schema([self.schema.field(c) for c in columns])
+        per_call = max(1, min(batch_size, self.chunk_bytes // 4 + 1))
+        produced = 0
+        chunks = self._iter_parsed(per_call, slots=2 if self.threads else 1)
+        if self.threads:
+            chunks = prefetched(chunks, thread_name="bindf-astep")
+        try:
+            for parsed in chunks:
+                arrays = FrameColumns(self, parsed)
+                batch = pa.RecordBatch.from_arrays([arrays.arrow(c) for c in columns],
+                                                   schema=schema)
+                produced += batch.num_rows
+                yield batch
+                if n_rows is not None and produced >= n_rows:
+                    return
+        finally:
+            chunks.close()
+
+    def _iter_parsed(self, per_call: int, slots: int = 1) -> Generator[_Parsed, None, None]:
+        """Walk the file chunk by chunk (:class:`AstepStream`); its counts end up in
+        :attr:`errors`. A yielded item's ``sensor`` words are overwritten ``slots`` walks
+        later; the other arrays are its own."""
+        stream = self.stream(per_call=per_call, slots=slots)
+        try:
+            yield from decode_file(self.source, stream, first_read=_FIRST_READ,
+                                   max_read=self.chunk_bytes)
+        finally:
+            for kind, count in stream.errors.items():
+                self.note_error(kind, count)
+
+    def stream(self, *, per_call: int = 1 << 16, slots: int = 1,
+               data_end: int | None = -1) -> AstepStream:
+        """A resumable decoder of this stream's frames, from its first byte.
+
+        ``data_end``: where the data ends (default: the file size when opened; ``None``
+        for a file that is still growing)."""
+        end = self.source.size if data_end == -1 else data_end
+        return AstepStream(0, path=self.path, on_error=self.on_error, data_end=end,
+                           ts_bytes=self.ts_bytes, per_call=per_call, slots=slots,
+                           chunk_bytes=self.chunk_bytes)
+
+    def batch_stream(self, columns: Sequence[str] | None = None, *,
+                     data_end: int | None = None) -> BatchStream:
+        names = self.resolve_columns(columns)
+        schema = pa.schema([self.schema.field(c) for c in names])
+
+        def to_batch(parsed: _Parsed) -> pa.RecordBatch:
+            arrays = FrameColumns(self, parsed)
+            return pa.RecordBatch.from_arrays([arrays.arrow(c) for c in names], schema=schema)
+
+        return BatchStream(self.stream(data_end=data_end), to_batch)
+
+
+@dataclass
+class _AstepKernelState:
+    """What :class:`AstepStream` carries besides bytes (saved by ``checkpoint``)."""
+
+    kernel: np.ndarray  # the frame walker's state array (open gap, counts, …)
+    frames_done: int
+    reported: tuple[int, int, int]
+
+
+class AstepStream(StreamDecoder[_Parsed]):
+    """Layer frames parsed from a stream of A-STEP bytes (see :class:`AstepReader`).
+
+    The kernel's state (an open stretch of damage, the filler and resync counts) and the
+    frame count live in the object, so decoding resumes at any byte. Filler and resync
+    counts go to :attr:`errors` as they are found (``filler_bytes`` always: it is the
+    stream's statistics of skipped bytes; ``resync_bytes``/``resyncs`` under
+    ``on_error="warn"``/``"skip"``; ``"raise"`` raises at the first damaged byte).
+    """
+
+    def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
+                 ts_bytes: int | None, per_call: int, slots: int = 1,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        capacity = chunk_bytes if data_end is None else min(
+            chunk_bytes, max(data_end - position, 1))
+        super().__init__(position, path=path, on_error=on_error, data_end=data_end,
+                         label="A-STEP", capacity=max(capacity, MAX_FRAME_BYTES))
+        if data_end is not None:  # no walk can find more frames than the data holds
+            per_call = min(per_call, max(data_end - position, 0) // 5 + 1)
+        self.walker = _FrameWalker(max(1, per_call), ts_bytes, slots)
+        self.frames_done = 0
+        #: (filler bytes, resync bytes, stretches) already added to :attr:`errors`.
+        self.reported = (0, 0, 0)
+
+    def _decode(self, buf: np.ndarray, have: int, final: bool) -> Iterator[_Parsed]:
+        walker = self.walker
+        while True:
+            n, n_gaps, stop, code = walker.walk(buf, self._pos, have, self._offset)
+            self._account()
+            first_gap = self._first_new_gap(n_gaps)
+            if self.on_error == "raise" and first_gap is not None:
+                value = int(buf[first_gap - self._offset])
+                keep = int(np.searchsorted(walker.offset[:n], first_gap))
+                self.ended = True
+                if keep:
+                    yield walker.parsed(keep, self.frames_done)
+                raise CorruptDataError(
+                    f"byte 0x{value:02x} is neither 0xFF filler nor the start of an A-STEP "
+                    "frame (on_error='warn' or 'skip' resynchronises)",
+                    path=self.path, offset=first_gap,
+                )
+            if self.on_error == "warn":
+                for start, size in zip(walker.gap_start[:n_gaps].tolist(),
+                                       walker.gap_length[:n_gaps].tolist(), strict=True):
+                    self._warn_gap(start, size)
+            self._pos = stop
+            if n:
+                parsed = walker.parsed(n, self.frames_done)
+                self.frames_done += n
+                yield parsed
+            if code != _astep.PARSE_FULL:
+                return
+
+    def _account(self) -> None:
+        """Add the kernel's counts since the last call to :attr:`errors`."""
+        now = self.walker.counts()
+        for kind, before, after in zip(("filler_bytes", "resync_bytes", "resyncs"),
+                                       self.reported, now, strict=True):
+            if after > before:
+                self.note_error(kind, after - before)
+        self.reported = now
+
+    def _first_new_gap(self, n_gaps: int) -> int | None:
+        """Offset of the first stretch of unparsable bytes, if any was found."""
+        if self.reported[2] == 0:
+            return None
+        return int(self.walker.gap_start[0]) if n_gaps else self.walker.open_gap
+
+    def _warn_gap(self, start: int, size: int) -> None:
+        warnings.warn(
+            CorruptDataWarning(
+                f"skipped {size} byte(s) that start no A-STEP frame (resynchronised)",
+                path=self.path, offset=start,
+            ),
+            stacklevel=4,
+        )
+
+    def _at_end(self, pending: int, shrank: bool) -> None:
+        open_gap = self.walker.open_gap
+        if open_gap >= 0 and self.on_error == "warn":
+            self._warn_gap(open_gap, self.position - open_gap)
+        tail = self._buf[self._pos:self._have]
+        if shrank:
+            why = "the file shrank while it was read"
+        elif not pending:
+            return
+        elif len(tail) < 3:
+            why = f"the file ends {len(tail)} byte(s) into a frame, before its sensor header"
+        else:
+            why = (f"the frame there declares {int(tail[0])} bytes after its length byte "
+                   f"but only {len(tail) - 1} follow")
+        self.warn_truncated(self.position, why, "returning every complete frame")
+
+    def _kernel_state(self) -> _AstepKernelState:
+        return _AstepKernelState(self.walker.state.copy(), self.frames_done, self.reported)
+
+    def _restore_kernel(self, state: _AstepKernelState) -> None:
+        self.walker.state[:] = state.kernel
+        self.frames_done = state.frames_done
+        self.reported = state.reported
+
+
+class FrameColumns:
+    """The columns of one chunk of parsed frames, each computed on first request."""
+
+    def __init__(self, reader: AstepReader, parsed: _Parsed) -> None:
+        self.reader = reader
+        self.parsed = parsed
+        self.n = len(parsed.offset)
+        self._cache: dict[str, np.ndarray] = {}
+        self._validity: pa.Buffer | None | bool = False  # False: not computed yet
+
+    def arrow(self, name: str) -> pa.Array:
+        if name == "kind":
+            return pa.DictionaryArray.from_arrays(pa.array(self.get("kind_code")),
+                                                  pa.array(KINDS, pa.string()))
+        if name == "sensor":
+            return self._sensor_bytes()
+        values = self.get(name)
+        if name in _NOT_NULL:
+            return pa.array(values)
+        return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), self.n,
+                                     [self.validity(), pa.py_buffer(values)])
+
+    def validity(self) -> pa.Buffer | None:
+        """Arrow validity bitmap of the sensor columns (None: every frame well formed)."""
+        if self._validity is False:
+            valid = self.get("well_formed")
+            self._validity = (None if valid.all()
+                              else pa.py_buffer(np.packbits(valid, bitorder="little")))
+        return self._validity  # type: ignore[return-value]
+
+    def get(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = self._compute(name)
+        return self._cache[name]
+
+    def sensor_byte(self, k: int) -> np.ndarray:
+        """Sensor byte ``k`` of every frame (a strided view of the sensor words)."""
+        as_bytes = self.parsed.sensor.view(np.uint8).reshape(self.n, 8)
+        return as_bytes[:, 7 - k] if sys.byteorder == "little" else as_bytes[:, k]
+
+    def _compute(self, name: str) -> np.ndarray:
+        p, chip = self.parsed, self.reader.chip
+        if name == "frame_index":
+            return np.arange(p.first_index, p.first_index + self.n, dtype=np.int64)
+        if name == "byte_offset":
+            return p.offset
+        if name == "length":
+            return p.length
+        if name == "layer":
+            return p.layer
+        if name == "chip_id":
+            return self.sensor_byte(0) >> np.uint8(3)
+        if name == "payload":
+            return self.sensor_byte(0) & np.uint8(7)
+        if name == "ts_bytes":
+            return p.length - np.uint8(2) - self.get("payload")
+        if name == "fpga_ts":
+            return fpga_timestamps(p.timestamp, self.get("ts_bytes"), self.reader.ts_order)
+        if name == "well_formed":
+            return self.get("payload") == np.uint8(PAYLOAD_OF_CHIP[chip])
+        if name == "kind_code":  # the generation's code, or _WRONG_LENGTH (no branchy where)
+            code = _KIND_OF_CHIP[chip]
+            wrong = (~self.get("well_formed")).view(np.int8)
+            return wrong * np.int8(_WRONG_LENGTH - code) + np.int8(code)
+        if chip == 3:
+            return self._v3(name)
+        return self._v4(name)
+
+    def _v3(self, name: str) -> np.ndarray:
+        if name in V3_BITS:
+            byte, shift, mask = V3_BITS[name]
+            values = self.sensor_byte(byte)
+            if shift:
+                values = values >> np.uint8(shift)
+            return values & np.uint8(mask) if mask != 0xFF else values.copy()
+        if name == "tot_total":
+            return (self.get("tot_msb").astype(np.uint16) << np.uint16(8)) | self.get("tot_lsb")
+        if name == "tot_us":
+            return _ticks_to_us(self.get("tot_total"), self.reader.tot_tick_ns)
+        raise KeyError(name)
+
+    def _sensor_bytes(self) -> pa.Array:
+        """The raw ``p + 1`` sensor bytes of each frame (binary view: polars' own layout)."""
+        views = self.parsed.sensor_views
+        if SENSOR_TYPE == pa.binary():  # pyarrow < 16: gather into a plain binary array
+            entries = views.reshape(self.n, 16)
+            count = entries[:, 0].astype(np.int32)
+            offsets = np.zeros(self.n + 1, dtype=np.int32)
+            np.cumsum(count, out=offsets[1:])
+            data = entries[:, 4:12][np.arange(8) < count[:, None]]
+            return pa.Array.from_buffers(pa.binary(), self.n,
+                                         [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+        return pa.Array.from_buffers(SENSOR_TYPE, self.n, [None, pa.py_buffer(views)])
+
+    def _v4(self, name: str) -> np.ndarray:
+        if name in V4_BITS:
+            first, end = V4_BITS[name]
+            word = (self.parsed.sensor >> np.uint64(64 - end)) & np.uint64((1 << (end - first)) - 1)
+            return word.astype(np.uint16 if end - first > 8 else np.uint8)
+        mode = self.reader.tot_mode
+        if name in ("gray1", "gray2"):
+            k = name[-1]
+            code = (self.get(f"ts_coarse{k}").astype(np.uint32) << np.uint32(3)) | self.get(f"ts_fine{k}")
+            return _gray_to_binary(code)
+        if name == "ts_dec1":
+            if mode == "apx":
+                return self.get("gray1")
+            return (self.get("gray1") << np.uint32(1)) | self.get("ts_neg1")
+        if name == "ts_dec2":
+            if mode == "apx":
+                ts1, ts2 = self.get("gray1"), self.get("gray2")
+                return ts2 + np.where(ts2 < ts1, np.uint32(1 << 17), np.uint32(0))
+            return (self.get("gray2") << np.uint32(1)) | self.get("ts_neg2")
+        if name == "tot_total":
+            ts1 = self.get("ts_dec1").astype(np.int64)
+            ts2 = self.get("ts_dec2").astype(np.int64)
+            if mode == "firmware":
+                tot = np.where(ts2 > ts1, ts2 - ts1, (1 << 18) - 1 + ts2 - ts1)
+            elif mode == "modular":
+                tot = (ts2 - ts1) % (1 << 18)
+            else:
+                tot = ts2 - ts1
+            return tot.astype(np.uint32)
+        if name == "tot_us":
+            if mode == "apx":
+                return self.get("tot_total") / _APX_CYCLES_PER_US
+            return _ticks_to_us(self.get("tot_total"), self.reader.tot_tick_ns)
+        raise KeyError(name)
+
+
+def _ticks_to_us(ticks: np.ndarray, tick_ns: float) -> np.ndarray:
+    """``ticks × tick_ns / 1000`` in that order (as the upstream decoders round), in place."""
+    out = np.multiply(ticks, float(tick_ns), dtype=np.float64)
+    out /= 1000.0
+    return out
+
+
+# -- detection -------------------------------------------------------------------------
+def looks_like_astep(head: bytes, source: Source) -> bool:
+    """Probe: does the file start with a long, consistent run of A-STEP frames?
+
+    The file has no magic, and shares the ``.bin`` extension with FLIM LABS exports, so
+    the probe asks a lot of the first bytes. From one of the first 18 positions (a file
+    may begin inside a frame), every byte of the head must be a frame or ``0xFF`` filler,
+    with no resynchronisation at all; the run must hold at least
+    :data:`PROBE_MIN_FRAMES` frames, all with one timestamp width; three quarters of them
+    must carry one chip generation's payload (4 or 7); and in one byte order their
+    timestamps may decrease at most once every eight frames. Random bytes and the FLIM
+    LABS formats fail within the first few bytes.
+    """
+    if len(head) < PROBE_MIN_FRAMES * 5:
+        return False
+    data = np.frombuffer(head, dtype=np.uint8)
+    for start in range(MAX_FRAME_BYTES):
+        parsed, walker, _, _ = parse_buffer(data[start:])
+        if walker.counts()[2] == 0 and _consistent_run(parsed):
+            return True
+    return False
+
+
+def _consistent_run(parsed: _Parsed) -> bool:
+    n = len(parsed.offset)
+    if n < PROBE_MIN_FRAMES:
+        return False
+    widths = timestamp_widths(parsed)
+    if not (widths == widths[0]).all():
+        return False
+    payload = (parsed.sensor >> np.uint64(56)).astype(np.uint8) & np.uint8(7)
+    typical = max(int(np.count_nonzero(payload == p)) for p in PAYLOAD_OF_CHIP.values())
+    if 4 * typical < 3 * n:
+        return False
+    decreases = min(count_decreases(fpga_timestamps(parsed.timestamp, widths, order))
+                    for order in ("little", "big"))
+    return 8 * decreases <= n
+
+
+# -- writer ----------------------------------------------------------------------------
+_V3_WRITE = ("chip_id", "column", "location", "chip_timestamp")
+_V4_WRITE = ("chip_id", "row", "column", "ts_neg1", "ts_coarse1", "ts_fine1", "ts_tdc1",
+             "ts_neg2", "ts_coarse2", "ts_fine2", "ts_tdc2")
+
+
+def write_astep(
+    path: Any,
+    frames: Any,
+    header: Mapping[str, Any] | None = None,
+    *,
+    chip: int | None = None,
+    ts_order: str | None = None,
+    ts_bytes: int | None = None,
+    filler: int | Sequence[int] | np.ndarray = 0,
+    overwrite: bool = True,
+) -> None:
+    """Write layer frames as an A-STEP ``.bin`` stream that :class:`AstepReader` reads back.
+
+    Parameters
+    ----------
+    path:
+        Destination; written atomically (a temporary file renamed into place).
+    frames:
+        pandas/polars frame, Arrow table or mapping of columns. Always ``layer`` and
+        ``fpga_ts``. The sensor bytes come from the ``sensor`` column (binary, 1 to 8 bytes
+        each, the first byte's low 3 bits = count - 1) when there is one, which writes
+        wrong-length frames and any reserved bits exactly; otherwise they are encoded
+        from the fields of ``chip`` 3 (``chip_id, column, location, chip_timestamp`` and
+        ``tot_msb``/``tot_lsb`` or ``tot_total``; payload 4) or 4 (``chip_id, row,
+        column, ts_neg1, ts_coarse1, ts_fine1, ts_tdc1, ts_neg2, ts_coarse2, ts_fine2,
+        ts_tdc2``; payload 7). Other columns are ignored.
+    header:
+        A header as :class:`AstepReader` reports it (``df.attrs["bindf"]["header"]``):
+        its ``chip``, ``ts_order`` and ``ts_bytes`` are the defaults of the options
+        below, so a frame read back is written the way it was read. The stream itself
+        has no header: nothing else of it is written.
+    chip:
+        3 or 4, for encoding from fields (default: the header's, else 3 if there is a
+        ``location`` column, else 4).
+    ts_order:
+        ``"little"`` (firmware until November 2025; the default without a header) or
+        ``"big"`` (since).
+    ts_bytes:
+        Timestamp width for every frame (2, 4, 6, 8). Default: the ``ts_bytes`` column
+        if the frame has one, else 4 (the firmware's default).
+    filler:
+        ``0xFF`` filler bytes written after each frame (an int, or one per frame), as an
+        empty readout FIFO leaves them.
+    overwrite:
+        Replace an existing file (default) or raise ``FileExistsError``.
+    """
+    given = dict(header or {})
+    chip = given.get("chip") if chip is None else chip
+    ts_order = (given.get("ts_order") or "little") if ts_order is None else ts_order
+    ts_bytes = given.get("ts_bytes") if ts_bytes is None else ts_bytes
+    if ts_order not in ("little", "big"):
+        raise ValueError(f"ts_order must be 'little' or 'big', not {ts_order!r}")
+    if ts_bytes is not None and ts_bytes not in TS_WIDTHS:
+        raise ValueError(f"ts_bytes must be None or one of {TS_WIDTHS}, not {ts_bytes!r}")
+    table = to_arrow_table(frames)
+    require_columns(table, ("layer", "fpga_ts"), "an A-STEP stream")
+    n = table.num_rows
+    fill = np.broadcast_to(np.asarray(filler, dtype=np.int64), (n,))
+    if n and fill.min() < 0:
+        raise ValueError("filler must be >= 0")
+    if "sensor" not in table.column_names:
+        if chip is None:
+            chip = 3 if "location" in table.column_names else 4
+        if chip not in PAYLOAD_OF_CHIP:
+            raise ValueError(f"chip must be 3 or 4, not {chip!r}")
+    with atomic_output(path, overwrite=overwrite) as f:
+        for start in range(0, n, WRITE_CHUNK_ROWS):
+            part = table.slice(start, WRITE_CHUNK_ROWS)
+            f.write(_frame_block(part, chip, ts_order, ts_bytes, fill[start : start + part.num_rows],
+                                 start).data)
+
+
+def _frame_block(table: pa.Table, chip: int | None, ts_order: str, ts_bytes: int | None,
+                 fill: np.ndarray, first_row: int) -> np.ndarray:
+    """The stream bytes of ``table``'s frames (vectorised)."""
+    n = table.num_rows
+    layer = column_values(table, "layer", np.uint8)
+    fpga_ts = column_values(table, "fpga_ts", np.uint64)
+    if ts_bytes is not None:
+        width = np.full(n, ts_bytes, dtype=np.int64)
+    elif "ts_bytes" in table.column_names:
+        width = column_values(table, "ts_bytes", np.uint8).astype(np.int64)
+        bad = ~np.isin(width, TS_WIDTHS)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"row {first_row + i}: ts_bytes {width[i]} is not one of {TS_WIDTHS}")
+    else:
+        width = np.full(n, 4, dtype=np.int64)
+    # fpga_ts must fit in its width (a shift by 64 is undefined, hence the minimum)
+    shift = (np.minimum(width, 7) * 8).astype(np.uint64)
+    too_big = (width < 8) & ((fpga_ts >> shift) != 0)
+    if too_big.any():
+        i = int(np.flatnonzero(too_big)[0])
+        raise ValueError(f"row {first_row + i}: fpga_ts {fpga_ts[i]} does not fit in {width[i]} bytes")
+
+    if "sensor" in table.column_names:
+        sensor_len, sensor_data, sensor_offsets = _sensor_column(table, first_row)
+    else:
+        word = _encode_v3(table) if chip == 3 else _encode_v4(table)
+        sensor_len = np.full(n, PAYLOAD_OF_CHIP[chip] + 1, dtype=np.int64)
+        as_bytes = word.astype(">u8").view(np.uint8).reshape(n, 8)
+        sensor_data = as_bytes[:, : PAYLOAD_OF_CHIP[chip] + 1].ravel()
+        sensor_offsets = np.arange(n + 1, dtype=np.int64) * (PAYLOAD_OF_CHIP[chip] + 1)
+
+    length = 1 + sensor_len + width  # L
+    step = 1 + length + fill
+    start = np.cumsum(step) - step
+    out = np.full(int(step.sum()), FILLER, dtype=np.uint8)
+    out[start] = length.astype(np.uint8)
+    out[start + 1] = layer
+    out[np.repeat(start + 2 - sensor_offsets[:-1], sensor_len) + np.arange(len(sensor_data))] = sensor_data
+    ts_le = fpga_ts.astype("<u8").view(np.uint8).reshape(n, 8)
+    j = np.arange(8)
+    keep = j < width[:, None]
+    source_col = j if ts_order == "little" else (width[:, None] - 1 - j)
+    rows = np.broadcast_to(np.arange(n)[:, None], (n, 8))
+    ts_bytes_out = ts_le[rows[keep], np.broadcast_to(source_col, (n, 8))[keep]]
+    ts_pos = (start + 2 + sensor_len)[:, None] + j
+    out[ts_pos[keep]] = ts_bytes_out
+    return out
+
+
+def _sensor_column(table: pa.Table, first_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(byte count, concatenated bytes, offsets)`` of the ``sensor`` column, validated."""
+    column = table.column("sensor")
+    if column.null_count:
+        raise ValueError(f"column 'sensor' has {column.null_count} null value(s)")
+    try:
+        array = column.combine_chunks().cast(pa.large_binary())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"column 'sensor' ({column.type}) is not binary: {exc}") from None
+    # a sliced array's offsets start at its own offset into the shared buffers
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64,
+                            count=array.offset + len(array) + 1)[array.offset :]
+    data_buffer = array.buffers()[2]
+    base = int(offsets[0])
+    data = (np.frombuffer(data_buffer, dtype=np.uint8)[base : int(offsets[-1])]
+            if data_buffer is not None else np.zeros(0, np.uint8))
+    offsets = offsets - base
+    count = np.diff(offsets)
+    bad = (count < 1) | (count > 8)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"row {first_row + i}: sensor has {count[i]} bytes (1 to 8 fit a frame)")
+    header = data[offsets[:-1]] if len(count) else np.zeros(0, np.uint8)
+    bad = (header & 7).astype(np.int64) + 1 != count
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"row {first_row + i}: sensor header 0x{header[i]:02x} announces "
+                         f"{(header[i] & 7) + 1} bytes but the row has {count[i]}")
+    return count, data, offsets
+
+
+def _field_values(table: pa.Table, name: str, bits: int) -> np.ndarray:
+    values = column_values(table, name, np.uint64)
+    if values.size and values.max() >> np.uint64(bits):
+        i = int(np.flatnonzero(values >> np.uint64(bits))[0])
+        raise ValueError(f"row {i}: {name} {values[i]} does not fit in {bits} bits")
+    return values
+
+
+def _encode_v3(table: pa.Table) -> np.ndarray:
+    names = table.column_names
+    missing = [c for c in _V3_WRITE if c not in names]
+    if not ({"tot_msb", "tot_lsb"} <= set(names) or "tot_total" in names):
+        missing.append("tot_msb/tot_lsb (or tot_total)")
+    if missing:
+        raise ValueError(f"cannot write AstroPix 3 frames: missing column(s) {missing}")
+    if {"tot_msb", "tot_lsb"} <= set(names):
+        msb, lsb = _field_values(table, "tot_msb", 4), _field_values(table, "tot_lsb", 8)
+    else:
+        total = _field_values(table, "tot_total", 12)
+        msb, lsb = total >> np.uint64(8), total & np.uint64(0xFF)
+    u = np.uint64
+    return ((((_field_values(table, "chip_id", 5) << u(3)) | u(4)) << u(56))
+            | (_field_values(table, "column", 1) << u(55))
+            | (_field_values(table, "location", 6) << u(48))
+            | (_field_values(table, "chip_timestamp", 8) << u(40))
+            | (msb << u(32)) | (lsb << u(24)))
+
+
+def _encode_v4(table: pa.Table) -> np.ndarray:
+    missing = [c for c in _V4_WRITE if c not in table.column_names]
+    if missing:
+        raise ValueError(f"cannot write AstroPix 4 frames: missing column(s) {missing}")
+    word = np.full(table.num_rows, np.uint64(7) << np.uint64(56))  # payload 7
+    for name in _V4_WRITE:
+        first, end = V4_BITS[name]
+        word |= _field_values(table, name, end - first) << np.uint64(64 - end)
+    return word
+
+
+
+def sample_file() -> bytes:
+    """A small, valid A-STEP stream (64 AstroPix 3 frames on two layers, 4-byte
+    little-endian timestamps, no filler): the registry's sample for the robustness,
+    on_error and fuzz sweeps, and ``bindf demo``."""
+    n = 64
+    index = np.arange(n)
+    table = pa.table({
+        "layer": (index % 2).astype(np.uint8),
+        "fpga_ts": (1000 + 37 * index).astype(np.uint64),
+        "chip_id": (index % 4).astype(np.uint8),
+        "column": (index % 2).astype(np.uint8),
+        "location": (index * 7 % 35).astype(np.uint8),
+        "chip_timestamp": (index * 3 % 256).astype(np.uint8),
+        "tot_total": (100 + index * 13 % 900).astype(np.uint16),
+    })
+    return _frame_block(table, 3, "little", 4, np.zeros(n, dtype=np.int64), 0).tobytes()
