@@ -115,7 +115,7 @@ def format_cases(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(params=["apx", "apx_log", "it02_dense", "it02_sparse", "spectro_stt1",
-                        "spectro_legacy", "sp01", "spf1", "itt1", "fcs1", "it01", "records",
+                        "spectro_legacy", "sp01", "spf1", "itt1", "fcs1", "it01", "astropix3", "astep", "records",
                         # formats added by tests/example_formats.py (plugin, run time,
                         # headerless by extension)
                         "tpl", "stamp", "raw16"])

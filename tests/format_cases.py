@@ -123,6 +123,10 @@ def make_cases(directory: Path) -> list[Case]:
         Case("itt1", _sample("time_tagger_itt1.bin", directory), {}, ("time_ns",)),
         Case("fcs1", _sample("fcs_curves_fcs1.bin", directory), {}, ("lag_index", "g2")),
         Case("it01", _sample("intensity_tracing_it01.bin", directory), {}, ("ch2",)),
+        Case("astropix3", _sample("astropix3_injection_run.apx", directory), {},
+             ("chip_id", "tot_us")),
+        Case("astep", _sample("astep_quad_chip_frames.bin", directory), {},
+             ("chip_id", "tot_us")),
         Case("tpl", plugins["tpl"], {}, ("ch1",)),
         Case("stamp", plugins["stamp"], {}, ("t",)),
         # Headerless: found by its extension, which a buffer does not have.

@@ -141,14 +141,34 @@ def table_to_arrow_backed_pandas(table: pa.Table) -> pd.DataFrame:
     """pandas' ``dtype_backend="pyarrow"``: every column a ``pd.ArrowDtype`` column that
     wraps the table's own Arrow chunks, so no value is copied (chunks stay chunks).
 
+    The one exception: pandas' ``ArrowDtype`` does not support Arrow's view types (a
+    frame holding one cannot even be printed), so a ``binary_view``/``string_view``
+    column (A-STEP's ``sensor`` bytes) is cast to ``binary``/``string``, a copy of that
+    column only.
+
     Unlike the default backend these columns share memory with Arrow and follow Arrow's
     semantics: nulls are ``pd.NA`` in every type, and the arrays are immutable (pandas
     copies a column on the first assignment into it).
     """
     columns = {
-        name: pd.arrays.ArrowExtensionArray(table.column(name)) for name in table.column_names
+        name: pd.arrays.ArrowExtensionArray(_without_view_type(table.column(name)))
+        for name in table.column_names
     }
     return pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows), copy=False)
+
+
+#: Arrow view types and the plain type pandas' ArrowDtype takes instead.
+_VIEW_TYPES = {
+    kind: plain for kind, plain in (("binary_view", pa.binary), ("string_view", pa.string))
+    if hasattr(pa, kind)
+}
+
+
+def _without_view_type(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    for kind, plain in _VIEW_TYPES.items():
+        if column.type == getattr(pa, kind)():
+            return column.cast(plain())
+    return column
 
 
 def _is_plain_numeric(column: pa.ChunkedArray) -> bool:
