@@ -75,11 +75,14 @@ def read_parquet(
     ``pd.ArrowDtype`` columns without a copy.
     """
     check_output(output, dtype_backend)
-    table = pq.read_table(path, columns=columns)
+    # One file is read as it is: no Hive partition columns guessed from its folder names
+    # (pyarrow < 18 fails on a folder like key=__HIVE_DEFAULT_PARTITION__).
+    is_file = not os.path.isdir(path)
+    table = pq.read_table(path, columns=columns, partitioning=None if is_file else "hive")
     metadata = dict(table.schema.metadata or {})
     # A dataset folder (dask's to_parquet, partitioned writes) has no single footer: its
     # schema metadata already carries the header.
-    file_metadata = {} if os.path.isdir(path) else (pq.read_metadata(path).metadata or {})
+    file_metadata = (pq.read_metadata(path).metadata or {}) if is_file else {}
     metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
     table = restore_dictionary_index_types(table, file_metadata)
     info = info_from_metadata(metadata)

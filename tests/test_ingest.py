@@ -129,7 +129,7 @@ def snapshot(dest: Path) -> dict[str, object]:
             out[rel] = {"settings": manifest["settings"], "sources": manifest["sources"]}
         else:
             assert rel.endswith(".parquet") and rel.startswith("format="), rel
-            table = pq.read_table(path)
+            table = pq.read_table(path, partitioning=None)
             out[rel] = (table.to_pydict(), table.schema.metadata)
     return out
 
