@@ -34,6 +34,7 @@ from .errors import (
 )
 from .formats.fixed_format import FixedRecordFormat
 from .frontends.api import FormatFunction, functions_for, register_library_functions
+from .frontends.file import BindfFile, open  # noqa: A004 - bindf.open, like io.open
 from .frontends.headers import read_headers
 from .frontends.polars import scan
 from .frontends.read import iter_batches, read, read_header
@@ -107,6 +108,8 @@ __all__ = [
     "UnknownFormatError",
     "UnsupportedReadoutError",
     "convert_apx_log",
+    "BindfFile",
+    "open",
     "detect_format",
     "discover_plugins",
     "get_format",

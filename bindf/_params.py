@@ -63,6 +63,12 @@ COMMON: tuple[Param, ...] = (
     Param("chunksize", None, "int | None",
           "Return an iterator of frames of at most this many rows instead of one frame "
           "(pandas' convention; works for every ``output``).", goes_to=OUTPUT, on_scan=False),
+    Param("dtype_backend", None, 'Literal["numpy_nullable", "pyarrow"] | None',
+          'pandas output only, as in pandas\' readers: ``"numpy_nullable"`` (the default, '
+          "also for None: numpy columns, pandas' nullable integers where a column can be "
+          'null) or ``"pyarrow"`` (``pd.ArrowDtype`` columns wrapping bindf\'s Arrow '
+          "buffers, no copy). Any other ``output`` refuses it (ValueError).",
+          goes_to=OUTPUT, on_scan=False),
     Param("batch_size", None, "int | None", "Rows per internal Arrow batch."),
     Param("include_file_paths", None, "str | None",
           "Name of a column to add holding each row's source path (as in polars).",
@@ -105,15 +111,22 @@ HINTS: dict[str, str] = {
     "engine": "output",
 }
 
+#: The ``source`` parameter: its annotation names the ``Sources`` type of
+#: :mod:`bindf._source` (paths, URLs, bytes, binary file objects, fsspec ``OpenFile``,
+#: or a list of those).
 _SOURCE = inspect.Parameter("source", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                            annotation="str | os.PathLike[str] | Sequence[str | os.PathLike[str]]")
+                            annotation="Sources")
 
 
 def parameters(kind: str, options: Iterable[Param] = ()) -> list[Param]:
-    """The keyword parameters of a generated ``kind`` function (``"read"``, ``"scan"``
-    or ``"dask"``): the common ones that apply, then the format's ``options``."""
+    """The keyword parameters of a generated ``kind`` function (``"read"``, ``"scan"``,
+    ``"dask"``, or ``"open"`` for :func:`bindf.open`: what a read takes except the output
+    choices, which its ``to_pandas()``/``to_polars()`` … make): the common ones that
+    apply, then the format's ``options``."""
     if kind == "read":
         common = [p for p in COMMON if p.on_read]
+    elif kind == "open":
+        common = [p for p in COMMON if p.on_read and p.goes_to != OUTPUT]
     elif kind == "scan":
         common = [p for p in COMMON if p.on_scan]
     elif kind == "dask":
@@ -135,8 +148,9 @@ def signature(kind: str, options: Iterable[Param], returns: str) -> inspect.Sign
 
 
 def signature_with_options(kind: str) -> inspect.Signature:
-    """The signature of a format-generic function (``bindf.read``, ``bindf.scan``):
-    ``source``, ``format``, the common parameters, then ``**options`` for the format's."""
+    """The signature of a format-generic function (``bindf.read``, ``bindf.scan``,
+    ``bindf.open``): ``source``, ``format``, the common parameters, then ``**options``
+    for the format's."""
     base = signature(kind, (), "Any")
     params = list(base.parameters.values())
     params.insert(1, inspect.Parameter("format", inspect.Parameter.KEYWORD_ONLY,
@@ -169,13 +183,24 @@ def option(name: str, default: Any, annotation: str, doc: str) -> Param:
     return Param(name, default, annotation, doc, goes_to=READER, on_scan=True, on_dask=True)
 
 
-def docstring(kind: str, options: Iterable[Param]) -> str:
-    """The "Parameters" section of a generated function's docstring."""
+def docstring(kind: str, options: Iterable[Param], drop: Iterable[str] = ()) -> str:
+    """The "Parameters" section of a generated function's docstring (without the
+    parameters named in ``drop``)."""
+    drop = set(drop)
     lines = ["Parameters", "----------", "source:",
-             "    A path, a ``file://`` or fsspec URL, a glob (expanded by bindf, sorted), or",
-             "    a list of those. Several files are read one after the other; they must have",
-             "    the same columns, and the frame carries the *first* file's header."]
+             "    A path, a ``file://`` or fsspec URL, a glob (expanded by bindf, sorted),",
+             "    ``bytes``/``bytearray``/``memoryview``, a binary file object (``BytesIO``,",
+             "    ``open(path, 'rb')``, a zip member, ``sys.stdin.buffer``, an HTTP body;",
+             "    seekable or not), an fsspec ``OpenFile``, or a list of those. A file object",
+             "    is read from its current position and never closed by bindf; a",
+             "    non-seekable stream is read once, with bounded memory (see the Arrow and",
+             "    DuckDB page of the docs); the metadata's ``source`` names it",
+             "    (``<BytesIO>``, or the file's ``name``). Several files are read one after",
+             "    the other; they must have the same columns, and the frame carries the",
+             "    *first* file's header."]
     for p in parameters(kind, options):
+        if p.name in drop:
+            continue
         lines.append(f"{p.name}: {p.annotation} = {p.default!r}")
         lines.append(f"    {p.doc}")
     return "\n".join(lines)

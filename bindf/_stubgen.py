@@ -33,6 +33,7 @@ import pyarrow as pa
 from . import registry as registry
 from ._follow import Follower as Follower
 from ._follow import follow as follow
+from ._source import Sources
 from ._version import __version__ as __version__
 from .errors import BindfError as BindfError
 from .errors import BindfWarning as BindfWarning
@@ -45,6 +46,7 @@ from .errors import UnknownFormatError as UnknownFormatError
 from .errors import UnsupportedReadoutError as UnsupportedReadoutError
 from .formats.apx_log import convert_apx_log as convert_apx_log
 from .formats.fixed_format import FixedRecordFormat as FixedRecordFormat
+from .frontends.file import BindfFile as BindfFile
 from .frontends.headers import read_headers as read_headers
 from .frontends.output import ChunkedReader
 from .frontends.polars import scan as scan
@@ -61,7 +63,9 @@ from .registry import get_format as get_format
 from .registry import list_formats as list_formats
 from .registry import register_format as register_format
 
-Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+Source = Sources
+
+def open(source: Sources, *, format: str | None = ..., %s, **options: Any) -> BindfFile: ...  # noqa: A001
 
 def discover_plugins() -> list[str]: ...
 def __getattr__(name: str) -> Any: ...
@@ -83,7 +87,8 @@ def _params(params: list[Param], override: dict[str, str]) -> str:
 
 def stub() -> str:
     """The stub text for the built-in formats."""
-    out = [_HEADER]
+    open_params = ", ".join(f"{p.name}: {p.annotation} = ..." for p in parameters("open"))
+    out = [_HEADER % open_params]
     for spec in BUILTIN:
         if not spec.public:
             continue
@@ -91,7 +96,10 @@ def stub() -> str:
         for output, returns in _OUTPUT_RETURNS:
             output_annotation = output if output == 'Literal["pandas"]' else output + "!"
             out.append("@overload")
-            out.append(f"def read_{spec.name}({_params(read_params, {'output': output_annotation, 'chunksize': 'None'})}) -> {returns}: ...")
+            override = {"output": output_annotation, "chunksize": "None"}
+            if returns != "pd.DataFrame":  # dtype_backend is for pandas output only
+                override["dtype_backend"] = "None"
+            out.append(f"def read_{spec.name}({_params(read_params, override)}) -> {returns}: ...")
         out.append("@overload")
         out.append(f"def read_{spec.name}({_params(read_params, {'chunksize': 'int!'})}) -> ChunkedReader: ...")
         out.append(f"def scan_{spec.name}({_params(parameters('scan', spec.options), {})}) -> pl.LazyFrame: ...")

@@ -63,6 +63,13 @@ def _columns(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
+def _inputs(names: Sequence[str]) -> list[Any]:
+    """Command-line inputs, with ``-`` meaning standard input (allowed once)."""
+    if list(names).count("-") > 1:
+        raise CliError("standard input (-) can be read only once", EX_USAGE)
+    return [sys.stdin.buffer if name == "-" else name for name in names]
+
+
 def _read_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs = _parse_options(args.option or [])
     if args.format:
@@ -104,7 +111,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     kwargs = _read_kwargs(args)
     fmt = kwargs.pop("format", None)
     records = []
-    for source in expand_sources(args.files):
+    for source in expand_sources(_inputs(args.files)):
         reader = open_reader(source, fmt, **kwargs)
         records.append({
             "path": source.path,
@@ -134,7 +141,7 @@ def cmd_head(args: argparse.Namespace) -> int:
 
     import bindf
 
-    frame = bindf.read(args.file, output="polars", n_rows=args.n, columns=_columns(args.columns),
+    frame = bindf.read(_inputs([args.file])[0], output="polars", n_rows=args.n, columns=_columns(args.columns),
                        **_read_kwargs(args))
     with pl.Config(tbl_rows=args.n, tbl_cols=-1):
         print(frame)
@@ -162,16 +169,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
                        EX_USAGE)
     kwargs = _read_kwargs(args)
     fmt = kwargs.pop("format", None)
-    sources = expand_sources(args.inputs)
+    if args.output_dir and "-" in args.inputs:
+        raise CliError("standard input (-) has no name to derive an output from; use -o OUT",
+                       EX_USAGE)
+    sources = expand_sources(_inputs(args.inputs))
     if args.output:
-        jobs = [([s.path for s in sources], args.output, _output_kind(args.output, args.to))]
+        jobs = [(sources, args.output, _output_kind(args.output, args.to))]
     else:
         kind = args.to or "parquet"
         os.makedirs(args.output_dir, exist_ok=True)
-        jobs = [([s.path], os.path.join(args.output_dir,
+        jobs = [([s], os.path.join(args.output_dir,
                  os.path.splitext(os.path.basename(s.path))[0] + EXTENSION_OF[kind]), kind)
                 for s in sources]
     for inputs, output, kind in jobs:
+        names = [s.path for s in inputs]
         if not args.force and os.path.lexists(output):
             raise CliError(f"{output}: output exists (use --force to replace it)", EX_CANTCREAT)
         plan = ReadPlan(inputs, format=fmt, columns=_columns(args.columns),
@@ -180,11 +191,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
             rows = write_batches(plan.iter_batches(), plan.output_schema(), output, to=kind,
                                  info=plan.info, overwrite=True)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and exc.filename in inputs:
+            if isinstance(exc, FileNotFoundError) and exc.filename in names:
                 raise
             raise CliError(f"{output}: cannot write: {exc.strerror or exc}", EX_IOERR) from None
         if not args.quiet:
-            print(f"{', '.join(inputs) if len(inputs) <= 3 else f'{len(inputs)} files'} → "
+            print(f"{', '.join(names) if len(names) <= 3 else f'{len(names)} files'} → "
                   f"{output} ({rows} rows, {kind})", file=sys.stderr)
     return EX_OK
 
@@ -214,13 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("info", help="format, header and row count of files (no full decode)")
-    p.add_argument("files", nargs="+", metavar="FILE", help="files or globs")
+    p.add_argument("files", nargs="+", metavar="FILE", help="files or globs (- for stdin)")
     p.add_argument("--json", action="store_true", help="print JSON")
     reader_options(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("head", help="print the first rows of a file")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="a file (- for stdin)")
     p.add_argument("-n", type=int, default=10, help="number of rows (default 10)")
     p.add_argument("--columns", help="comma-separated columns")
     reader_options(p)
@@ -229,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert files to Parquet, Arrow IPC or CSV",
                        description="Convert to Parquet/IPC/CSV. Output is written to a temporary "
                                    "file and renamed, so a failure leaves no partial output.")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="input files or globs")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="input files or globs (- for stdin)")
     p.add_argument("-o", "--output", help="one output file for all inputs (type from extension)")
     p.add_argument("--output-dir", help="write one output per input into this directory")
     p.add_argument("--to", choices=["parquet", "ipc", "csv"], help="output type")

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from ._atomic import atomic_path
 from ._frames import info_of, to_arrow_table
 from .arrow import attach_info, info_from_metadata, info_to_metadata
-from .frontends.output import Frame, Output, table_to_output
+from .frontends.output import DtypeBackend, Frame, Output, check_output, table_to_output
 
 PANDAS_ATTRS_KEY = b"PANDAS_ATTRS"
 
@@ -67,8 +67,14 @@ def read_parquet(
     *,
     output: Output = "pandas",
     columns: list[str] | None = None,
+    dtype_backend: DtypeBackend | None = None,
 ) -> Frame:
-    """Read a Parquet file written by bindf, with the header restored on the frame."""
+    """Read a Parquet file written by bindf, with the header restored on the frame.
+
+    ``dtype_backend`` (pandas output only) is pandas' option: ``"pyarrow"`` gives
+    ``pd.ArrowDtype`` columns without a copy.
+    """
+    check_output(output, dtype_backend)
     # One file is read as it is: no Hive partition columns guessed from its folder names
     # (pyarrow < 18 fails on a folder like key=__HIVE_DEFAULT_PARTITION__).
     is_file = not os.path.isdir(path)
@@ -80,12 +86,15 @@ def read_parquet(
     metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
     table = restore_dictionary_index_types(table, file_metadata)
     info = info_from_metadata(metadata)
-    if output == "pandas":
+    if output == "pandas" and dtype_backend != "pyarrow":
+        # pyarrow's own conversion: it restores what the pandas metadata says (nullable
+        # and categorical dtypes of a frame bindf wrote). The pyarrow backend needs none
+        # of that: every column becomes an ArrowDtype column, as in every bindf read.
         frame = table.to_pandas()
         if info is not None:
             frame.attrs["bindf"] = info
         return frame
-    return table_to_output(table, output, info)
+    return table_to_output(table, output, info, dtype_backend)
 
 
 def restore_dictionary_index_types(table: pa.Table, file_metadata: Mapping[bytes, bytes]) -> pa.Table:

@@ -103,3 +103,22 @@ try:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # hypothesis is part of the [test] extra
     pass
+
+
+# -- one file of every format (tests/format_cases.py) ---------------------------------------
+@pytest.fixture(scope="module")
+def format_cases(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``{case id: Case}``: a small file of every format (written once per module)."""
+    from format_cases import make_cases
+
+    return {case.id: case for case in make_cases(tmp_path_factory.mktemp("cases"))}
+
+
+@pytest.fixture(params=["apx", "apx_log", "it02_dense", "it02_sparse", "spectro_stt1",
+                        "spectro_legacy", "sp01", "spf1", "itt1", "fcs1", "it01", "astropix3", "astep", "records",
+                        # formats added by tests/example_formats.py (plugin, run time,
+                        # headerless by extension)
+                        "tpl", "stamp", "raw16"])
+def format_case(request: pytest.FixtureRequest, format_cases: dict):
+    """Each format in turn (a test taking ``case`` runs once per format)."""
+    return format_cases[request.param]

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO, ClassVar
 
+from .._source import ObjectSource
 from .fixed_format import FixedLayout, FixedLayoutReader
 
 
@@ -59,6 +60,8 @@ class RecordsReader(FixedLayoutReader):
                                                      "subarrays") if k in opts}
         if opts:
             raise TypeError(f"unexpected option(s) for read_records: {sorted(opts)}")
+        if self.use_memmap and (self.source.is_remote or isinstance(self.source, ObjectSource)):
+            raise ValueError(f"{self.path}: memmap=True needs a local file path")
         self.layout = FixedLayout(**layout_options)  # type: ignore[misc]
         self.subarrays = self.layout.subarrays
         return self._read_layout(f, self.layout)

@@ -21,6 +21,7 @@ import inspect
 from typing import Any
 
 from .._params import check_names, docstring, parameters, signature
+from .._source import Sources
 from ..registry import FormatSpec, get_format
 
 #: kind → (what it returns, for the signature; which parameter table applies)
@@ -57,8 +58,13 @@ class FormatFunction:
     def _parameters(self) -> list[Any]:
         params = parameters(self.kind if self.kind != "write" else "read", self.spec.options)
         if self.output is not None:
-            params = [p for p in params if p.name != "output"]
+            params = [p for p in params if p.name not in self._fixed_output_drops()]
         return params
+
+    def _fixed_output_drops(self) -> tuple[str, ...]:
+        """Parameters ``pd.read_<name>``/``pl.read_<name>`` do not show: ``output``
+        (fixed), and ``dtype_backend`` where the output is not pandas."""
+        return ("output",) if self.output == "pandas" else ("output", "dtype_backend")
 
     @property
     def __signature__(self) -> inspect.Signature:  # noqa: PLW3201 - read by inspect
@@ -68,8 +74,9 @@ class FormatFunction:
         returns = _FIXED_OUTPUT_RETURNS.get(self.output or "", _KINDS[self.kind])
         sig = signature(self.kind, self.spec.options, returns)
         if self.output is not None:
+            drops = self._fixed_output_drops()
             sig = sig.replace(parameters=[p for p in sig.parameters.values()
-                                          if p.name != "output"])
+                                          if p.name not in drops])
         return sig
 
     @property
@@ -81,7 +88,8 @@ class FormatFunction:
                 "dask": "Read into a lazy dask DataFrame"}[self.kind]
         head = f"{what} {spec.description} file(s)."
         reader_doc = inspect.cleandoc(spec.reader_class().__doc__ or "")
-        params = docstring(self.kind, self.spec.options)
+        params = docstring(self.kind, self.spec.options,
+                           drop=self._fixed_output_drops() if self.output else ())
         if self.output is not None:
             head += f" Returns a {self.output} frame."
         return "\n\n".join(part for part in (head, reader_doc, params) if part)
@@ -89,7 +97,7 @@ class FormatFunction:
     def __repr__(self) -> str:
         return f"<bindf function {self.__name__}>"
 
-    def __call__(self, source: Any, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, source: Sources, *args: Any, **kwargs: Any) -> Any:
         if self.kind == "write":
             writer = self.spec.writer_function()
             return writer(source, *args, **kwargs)

@@ -20,15 +20,27 @@ from ..arrow import attach_info
 Output = Literal["pandas", "polars", "arrow"]
 Frame = pd.DataFrame | pl.DataFrame | pa.Table
 OUTPUTS = ("pandas", "polars", "arrow")
+#: pandas' ``dtype_backend`` (pandas >= 2 readers); ``None`` means the default.
+DtypeBackend = Literal["numpy_nullable", "pyarrow"]
+DTYPE_BACKENDS = ("numpy_nullable", "pyarrow")
 
-def check_output(output: str) -> None:
+
+def check_output(output: str, dtype_backend: str | None = None) -> None:
+    """Validate ``output`` and ``dtype_backend`` (which only pandas output takes)."""
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, not {output!r}")
+    if dtype_backend is None:
+        return
+    if dtype_backend not in DTYPE_BACKENDS:
+        raise ValueError(f"dtype_backend must be one of {DTYPE_BACKENDS}, not {dtype_backend!r}")
+    if output != "pandas":
+        raise ValueError(f"dtype_backend applies to pandas output only; output={output!r} "
+                         "is Arrow-backed already")
 
 
 def batches_to_output(
     batches: list[pa.RecordBatch], schema: pa.Schema, output: Output,
-    info: dict[str, Any] | None,
+    info: dict[str, Any] | None, dtype_backend: DtypeBackend | None = None,
 ) -> Frame:
     """Like :func:`table_to_output`, but *takes ownership* of ``batches`` (the list is
     emptied), so that pandas conversion can free Arrow memory as it goes."""
@@ -36,23 +48,30 @@ def batches_to_output(
     batches.clear()
     holder = [table]
     del table
-    return _owned_to_output(holder, output, info)
+    return _owned_to_output(holder, output, info, dtype_backend)
 
 
-def table_to_output(table: pa.Table, output: Output, info: dict[str, Any] | None) -> Frame:
+def table_to_output(table: pa.Table, output: Output, info: dict[str, Any] | None,
+                    dtype_backend: DtypeBackend | None = None) -> Frame:
     """Convert a table to ``output`` and attach ``info`` the way each library allows.
 
     The table is consumed: pandas conversion releases its memory as it goes (pyarrow's
     ``self_destruct``), so the caller must not use ``table`` afterwards.
+    ``dtype_backend`` (pandas output only) is pandas' option: ``"numpy_nullable"``
+    (default) or ``"pyarrow"`` (see :func:`table_to_arrow_backed_pandas`).
     """
-    return _owned_to_output([table], output, info)
+    return _owned_to_output([table], output, info, dtype_backend)
 
 
 def _owned_to_output(holder: list[pa.Table], output: Output,
-                     info: dict[str, Any] | None) -> Frame:
-    check_output(output)
+                     info: dict[str, Any] | None,
+                     dtype_backend: DtypeBackend | None = None) -> Frame:
+    check_output(output, dtype_backend)
     if output == "pandas":
-        frame = _owned_table_to_pandas(holder)
+        if dtype_backend == "pyarrow":
+            frame = table_to_arrow_backed_pandas(holder.pop())
+        else:
+            frame = _owned_table_to_pandas(holder)
         if info is not None:
             frame.attrs["bindf"] = info
         return frame
@@ -118,6 +137,40 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     return pd.DataFrame({name: columns[name] for name in order}, copy=False)
 
 
+def table_to_arrow_backed_pandas(table: pa.Table) -> pd.DataFrame:
+    """pandas' ``dtype_backend="pyarrow"``: every column a ``pd.ArrowDtype`` column that
+    wraps the table's own Arrow chunks, so no value is copied (chunks stay chunks).
+
+    The one exception: pandas' ``ArrowDtype`` does not support Arrow's view types (a
+    frame holding one cannot even be printed), so a ``binary_view``/``string_view``
+    column (A-STEP's ``sensor`` bytes) is cast to ``binary``/``string``, a copy of that
+    column only.
+
+    Unlike the default backend these columns share memory with Arrow and follow Arrow's
+    semantics: nulls are ``pd.NA`` in every type, and the arrays are immutable (pandas
+    copies a column on the first assignment into it).
+    """
+    columns = {
+        name: pd.arrays.ArrowExtensionArray(_without_view_type(table.column(name)))
+        for name in table.column_names
+    }
+    return pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows), copy=False)
+
+
+#: Arrow view types and the plain type pandas' ArrowDtype takes instead.
+_VIEW_TYPES = {
+    kind: plain for kind, plain in (("binary_view", pa.binary), ("string_view", pa.string))
+    if hasattr(pa, kind)
+}
+
+
+def _without_view_type(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    for kind, plain in _VIEW_TYPES.items():
+        if column.type == getattr(pa, kind)():
+            return column.cast(plain())
+    return column
+
+
 def _is_plain_numeric(column: pa.ChunkedArray) -> bool:
     kind = column.type
     return (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and not column.null_count
@@ -175,18 +228,19 @@ class ChunkedReader(Iterator[Frame]):
     """
 
     def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, output: Output,
-                 info: Any) -> None:
+                 info: Any, dtype_backend: DtypeBackend | None = None) -> None:
         self._batches = batches
         self._schema = schema
         self._output = output
         self._info = info
+        self._dtype_backend = dtype_backend
 
     def __iter__(self) -> ChunkedReader:
         return self
 
     def __next__(self) -> Frame:
         return batches_to_output([next(self._batches)], self._schema, self._output,
-                                 self._info())
+                                 self._info(), self._dtype_backend)
 
     def close(self) -> None:
         close = getattr(self._batches, "close", None)

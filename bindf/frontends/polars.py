@@ -89,12 +89,16 @@ def scan(
 
     def make_plan(columns: list[str] | None, n_rows: int | None, size: int | None) -> ReadPlan:
         return ReadPlan.from_kwargs(
-            source, format=format, columns=columns, n_rows=n_rows,
+            sources, format=format, columns=columns, n_rows=n_rows,
             batch_size=batch_size or size, include_file_paths=include_file_paths,
             row_index_name=row_index_name, row_index_offset=row_index_offset,
             storage_options=storage_options, progress=progress, threads=threads, **options)
 
+    sources: Any = source
     template = make_plan(None, None, None)
+    # Every collect reads the sources expanded here: a file object's start position is
+    # taken once (reading the header moved it), and a stream is copied only once.
+    sources = template.sources
     schema = polars_schema(template.output_schema())
     format_name = template.first_reader.name
 

@@ -13,11 +13,18 @@ from typing import Any
 import pyarrow as pa
 
 from .._params import docstring, signature_with_options
-from .._source import PathLike, Source, Sources, ensure_bindf_path
+from .._source import PathLike, Source, SourceObject, Sources, ensure_bindf_path, single_source
 from ..errors import BindfError
 from ..registry import open_reader
 from .batches import ReadPlan
-from .output import ChunkedReader, Frame, Output, batches_to_output, check_output
+from .output import (
+    ChunkedReader,
+    DtypeBackend,
+    Frame,
+    Output,
+    batches_to_output,
+    check_output,
+)
 
 
 def read(
@@ -26,6 +33,7 @@ def read(
     format: str | None = None,
     output: Output = "pandas",
     chunksize: int | None = None,
+    dtype_backend: DtypeBackend | None = None,
     **kwargs: Any,
 ) -> Frame | ChunkedReader:
     """Read any supported file, detecting its format (or forcing ``format=``).
@@ -33,7 +41,7 @@ def read(
     Format-specific options (``layout=``, ``fill_gaps=``, ``level=`` …) are passed on to
     the format's reader.
     """
-    check_output(output)
+    check_output(output, dtype_backend)
     if chunksize is not None:
         if chunksize <= 0:
             raise ValueError(f"chunksize must be positive, not {chunksize}")
@@ -41,9 +49,9 @@ def read(
     plan = ReadPlan.from_kwargs(source, format=format, **kwargs)
     schema = plan.output_schema()
     if chunksize is not None:
-        return ChunkedReader(plan.iter_batches(), schema, output, plan.info)
+        return ChunkedReader(plan.iter_batches(), schema, output, plan.info, dtype_backend)
     batches = list(plan.iter_batches())
-    return batches_to_output(batches, schema, output, plan.info())
+    return batches_to_output(batches, schema, output, plan.info(), dtype_backend)
 
 
 read.__doc__ = (read.__doc__ or "") + "\n" + indent(docstring("read", ()), "    ")
@@ -73,11 +81,15 @@ def iter_batches(
 
 
 def read_header(
-    path: PathLike, *, format: str | None = None, storage_options: dict[str, Any] | None = None,
-    **options: Any,
+    path: PathLike | SourceObject | Source, *, format: str | None = None,
+    storage_options: dict[str, Any] | None = None, **options: Any,
 ) -> dict[str, Any]:
-    """Return the header of one file as a dict, reading nothing but the header."""
-    source = Source(str(path), dict(storage_options or {}))
+    """Return the header of one file as a dict, reading nothing but the header.
+
+    ``path`` may also be bytes or a binary file object (as for :func:`read`); a
+    non-seekable stream is consumed whole (see :class:`bindf._source.ObjectSource`).
+    """
+    source = single_source(path, storage_options)
     try:
         return open_reader(source, format, **options).header
     except BindfError as exc:

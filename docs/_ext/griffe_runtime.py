@@ -103,7 +103,11 @@ def _rewrite_sphinx_roles(obj: griffe.Object, seen: set[str]) -> None:
 
 def _drop_runtime_dunder_attributes(cls: griffe.Class) -> None:
     for name, member in list(cls.members.items()):
-        if name.startswith("__") and name.endswith("__") and member.is_attribute:
+        if not (name.startswith("__") and name.endswith("__")):
+            continue
+        # A runtime dunder that points nowhere griffe can follow (typing.Protocol gives
+        # its classes ``__init__ = typing._no_init_or_replace_init``) goes too.
+        if (member.is_alias and not _resolves(member)) or member.is_attribute:
             del cls.members[name]
     for inner in cls.classes.values():
         if not inner.is_alias:

@@ -1,0 +1,44 @@
+"""pandas output: the default ``dtype_backend`` ("numpy_nullable") against "pyarrow".
+
+Run with ``python bench.py --only pandas``. "pyarrow" wraps bindf's Arrow buffers in
+``pd.ArrowDtype`` columns without copying; the default builds writable numpy columns
+(and nullable integer arrays where a format allows nulls), which costs a copy of most
+columns. Inputs are the same generated files as the spectroscopy and AstroPix cases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import _harness as h
+import pandas as pd
+from bench_apx import make_apx
+from bench_spectro import make_legacy
+
+import bindf
+
+
+def spectro_default(path: Path) -> pd.DataFrame:
+    return bindf.read_spectro(path)
+
+
+def spectro_pyarrow(path: Path) -> pd.DataFrame:
+    return bindf.read_spectro(path, dtype_backend="pyarrow")
+
+
+def apx_default(path: Path) -> pd.DataFrame:
+    return bindf.read_apx(path)
+
+
+def apx_pyarrow(path: Path) -> pd.DataFrame:
+    return bindf.read_apx(path, dtype_backend="pyarrow")
+
+
+CASES = [
+    h.Case("spectro legacy → pandas (numpy_nullable)", make_legacy,
+           "bench_pandas:spectro_default"),
+    h.Case("spectro legacy → pandas (pyarrow backend)", make_legacy,
+           "bench_pandas:spectro_pyarrow"),
+    h.Case("apx → pandas (numpy_nullable)", make_apx, "bench_pandas:apx_default", unit="hits"),
+    h.Case("apx → pandas (pyarrow backend)", make_apx, "bench_pandas:apx_pyarrow", unit="hits"),
+]
