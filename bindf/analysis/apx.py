@@ -304,7 +304,7 @@ def _match_rows_columns(data: pl.DataFrame, same_chip_timestamp: bool,
         .join(columns.select(*keys, "_column", "tot_us_column"), on=keys, how="inner")
         .select("_row", "_column",
                 (pl.col("tot_us_row") - pl.col("tot_us_column")).abs().alias("_difference"))
-        .drop_nulls("_difference").drop_nans("_difference")  # a half without ToT
+        .filter(pl.col("_difference").is_not_nan())  # a half without ToT (null or NaN)
     )
     if max_difference is not None:
         candidates = candidates.filter(pl.col("_difference") <= max_difference)

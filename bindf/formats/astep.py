@@ -79,8 +79,18 @@ _NOT_NULL = ("frame_index", "byte_offset", "length", "layer", "chip_id", "payloa
 KIND_TYPE = pa.dictionary(pa.int8(), pa.string())
 #: ``sensor`` column type. Binary *view* (pyarrow >= 16), whose entries of up to 12 bytes
 #: are stored inline: the kernel writes them directly and polars takes them without a
-#: conversion (its own binary layout). Older pyarrow gets plain ``binary``.
-SENSOR_TYPE = pa.binary_view() if hasattr(pa, "binary_view") else pa.binary()
+#: conversion (its own binary layout). pyarrow < 18 gets plain ``binary`` (see below).
+def _binary_view_usable() -> bool:
+    """pyarrow 16 has binary_view, but casts it to binary (which pandas' ArrowDtype and
+    the writer need) only from 18 on; before that the plain binary layout is used."""
+    try:
+        pa.array([b""], pa.binary_view()).cast(pa.binary())
+    except (AttributeError, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+SENSOR_TYPE = pa.binary_view() if _binary_view_usable() else pa.binary()
 
 
 def _field(name: str, type_: pa.DataType) -> pa.Field:
@@ -646,7 +656,7 @@ class FrameColumns:
     def _sensor_bytes(self) -> pa.Array:
         """The raw ``p + 1`` sensor bytes of each frame (binary view: polars' own layout)."""
         views = self.parsed.sensor_views
-        if SENSOR_TYPE == pa.binary():  # pyarrow < 16: gather into a plain binary array
+        if SENSOR_TYPE == pa.binary():  # older pyarrow: gather into a plain binary array
             entries = views.reshape(self.n, 16)
             count = entries[:, 0].astype(np.int32)
             offsets = np.zeros(self.n + 1, dtype=np.int32)
