@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     modules = [importlib.import_module(p.stem) for p in sorted(HERE.glob("bench_*.py"))]
     for module in modules:
-        cases.extend(module.CASES)
+        # Benchmarks with their own command line (bench_follow: a writer process and
+        # latencies, not a read rate) declare no CASES.
+        cases.extend(getattr(module, "CASES", ()))
     for case in cases:
         if args.only and args.only not in case.name:
             continue
