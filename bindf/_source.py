@@ -143,7 +143,9 @@ class Source:
             yield self
             return
         with self.open() as f:
-            held[id(self)] = f
+            held[id(self)] = (_whole_file(f, self.size)
+                              if self.fs is None and 0 <= self.size <= HOLD_IN_MEMORY_BYTES
+                              else f)
             try:
                 yield self
             finally:
@@ -153,6 +155,24 @@ class Source:
         """The first ``n`` bytes (fewer if the file is shorter); for format detection."""
         with self.open() as f:
             return f.read(min(n, max(self.size, 0)) if self.size >= 0 else n)
+
+
+#: Local files up to this size are read whole, with one ``read``, when :meth:`Source.held`
+#: opens them: the reader's header and data reads then come from memory instead of a
+#: handful of system calls each (seek, read, tell, fstat), which is most of what
+#: remains of a small file's cost besides decoding. The file is still opened once.
+HOLD_IN_MEMORY_BYTES = 256 << 10
+
+
+def _whole_file(f: BinaryIO, size: int) -> io.BytesIO:
+    """The first ``size`` bytes of ``f`` (fewer if it shrank) as an in-memory file.
+
+    Bytes the file no longer holds after the read (see :func:`still_in_file`) are left
+    out, so a file cut while it is read looks to the reader exactly as a short read of
+    the file itself would: a truncation."""
+    data = f.read(size)
+    kept = still_in_file(f, 0, len(data))
+    return io.BytesIO(data if kept == len(data) else data[:kept])
 
 
 _THREAD_STATE = threading.local()

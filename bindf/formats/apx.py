@@ -58,6 +58,7 @@ Decisions where the spec leaves a choice (the README lists them too):
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
@@ -75,10 +76,12 @@ from ..errors import (
 )
 from . import _apx3_hits as apx3
 from ._apx_hits import (
+    HIT_SIZE,
     STATUS_FLAGS,
     Decoded,
     HitColumns,
     HitDecoder,
+    _HitScratch,
 )
 from ._base import FormatReader, numpy_batch
 from ._stream import BatchStream, StreamDecoder, decode_file, prefetched
@@ -330,6 +333,9 @@ class ApxReader(FormatReader):
         if (self.level != "hits" or self.readout_uid == apx3.READOUT_UID
                 or self.source.size - self.data_offset > PREFETCH_MIN_BYTES):
             return None  # AstroPix 3 hits have their own raw form: read file by file
+        whole = self._intact_run_units()
+        if whole is not None:
+            return whole
         units = []
         rows = 0
         for _, decoded in self._decoded_chunks(_READOUTS_PER_CALL, slots=1):
@@ -340,6 +346,47 @@ class ApxReader(FormatReader):
                     decoded.status, decoded.readout_hits))
                 rows += decoded.n_hits
         return units, rows
+
+    def _intact_run_units(self) -> tuple[list[Decoded], int] | None:
+        """:meth:`small_file_units` in two kernel calls, for a run whose readouts are all
+        intact and end exactly at the end of the file (the usual case): the data bytes
+        are read at once, framed into scratch arrays shared by this thread's small files,
+        and their hits decoded in one call, starting with no carried bytes as every file
+        does. Anything else (a truncated or damaged run, a file that shrank) returns
+        ``None``, and the run goes through the streaming decoder, which reports it."""
+        size = self.source.size - self.data_offset
+        with self.source.open() as f:  # the held file (in memory, see Source.held)
+            f.seek(self.data_offset)
+            data = f.read(size)
+        if len(data) != size:
+            return None
+        buf = np.frombuffer(data, dtype=np.uint8)
+        scratch = _small_run_scratch(size)
+        n, stop, code = _apx.frame_readouts(buf, 0, size, scratch.header_pos,
+                                            scratch.readout_id, scratch.timestamp,
+                                            scratch.length)
+        if code != _apx.FRAME_END or stop != size:
+            return None
+        if not n:
+            return [], 0
+        payload_pos = scratch.header_pos[:n]
+        payload_pos += READOUT_HEADER_SIZE
+        payload_len = scratch.length[:n]
+        hits = scratch.hits
+        bound = int(np.sum(payload_len >> 3, dtype=np.int64)) + n
+        if bound > len(hits.hits):
+            hits.__init__(max(bound, 2 * len(hits.hits)))
+        status = np.empty(n, dtype=np.uint8)
+        readout_hits = np.empty(n, dtype=np.uint32)
+        found, _ = _apx.decode_hits(
+            buf, payload_pos, payload_len, scratch.readout_id[:n], scratch.timestamp[:n],
+            scratch.carry, -1, hits.hits, hits.order, hits.readout_id, hits.timestamp,
+            status, readout_hits, True)
+        if not found:
+            return [], 0
+        return [Decoded(found, hits.hits[:found].copy(), hits.order[:found].copy(),
+                        hits.readout_id[:found].copy(), hits.timestamp[:found].copy(),
+                        status, readout_hits)], found
 
     def units_to_batch(self, units: list[Decoded], columns: list[str]) -> pa.RecordBatch:
         schema = pa.schema([self.schema.field(c) for c in columns])
@@ -390,6 +437,39 @@ class ApxReader(FormatReader):
                          data_end=end, store_hits=self.level == "hits", per_call=per_call,
                          slots=slots, chunk_bytes=self.chunk_bytes,
                          readout_uid=self.readout_uid, stitch=self.stitch, threads=self.threads)
+
+
+class _SmallRunScratch:
+    """Framing and hit arrays reused by the small runs one thread decodes in turn (see
+    :meth:`ApxReader._intact_run_units`)."""
+
+    def __init__(self) -> None:
+        self.size = -1
+        self.carry = np.zeros(HIT_SIZE, dtype=np.uint8)
+        self.hits = _HitScratch(0)
+
+    def fit(self, size: int) -> _SmallRunScratch:
+        """Make the framing arrays large enough for a run of ``size`` data bytes (which
+        holds at most ``size // 19`` readouts)."""
+        if size > self.size:
+            self.size = max(size, 2 * self.size)
+            readouts = self.size // READOUT_HEADER_SIZE + 1
+            self.header_pos = np.empty(readouts, dtype=np.int64)
+            self.readout_id = np.empty(readouts, dtype=np.uint32)
+            self.timestamp = np.empty(readouts, dtype=np.uint64)
+            self.length = np.empty(readouts, dtype=np.uint32)
+        return self
+
+
+_SMALL_RUN_SCRATCH = threading.local()
+
+
+def _small_run_scratch(size: int) -> _SmallRunScratch:
+    """This thread's :class:`_SmallRunScratch`, large enough for ``size`` data bytes."""
+    scratch = getattr(_SMALL_RUN_SCRATCH, "scratch", None)
+    if scratch is None:
+        scratch = _SMALL_RUN_SCRATCH.scratch = _SmallRunScratch()
+    return scratch.fit(size)
 
 
 @dataclass

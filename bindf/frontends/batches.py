@@ -114,6 +114,11 @@ class ReadPlan:
 
     def _open(self, source: Source, format: str | None) -> FormatReader:
         try:
+            if self._first is not None:
+                # The first file fixed the format: its reader class opens the others
+                # (no registry look-up per file, which costs an import_module call).
+                return type(self._first)(source, threads=self._threads_per_file(),
+                                         **self.options)
             return open_reader(source, format, threads=self._threads_per_file(),
                                **self.options)
         except BindfError as exc:
