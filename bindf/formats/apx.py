@@ -373,33 +373,33 @@ class ApxReader(FormatReader):
         payload_pos += READOUT_HEADER_SIZE
         payload_len = scratch.length[:n]
         hits = scratch.hits
-        bound = int(np.sum(payload_len >> 3, dtype=np.int64)) + n
+        # A readout of L payload bytes holds at most L // 8 hits plus one re-assembled
+        # hit; the payloads are fewer than ``size`` bytes.
+        bound = size // HIT_SIZE + n
         if bound > len(hits.hits):
             hits.__init__(max(bound, 2 * len(hits.hits)))
-        status = np.empty(n, dtype=np.uint8)
-        readout_hits = np.empty(n, dtype=np.uint32)
         found, _ = _apx.decode_hits(
             buf, payload_pos, payload_len, scratch.readout_id[:n], scratch.timestamp[:n],
             scratch.carry, -1, hits.hits, hits.order, hits.readout_id, hits.timestamp,
-            status, readout_hits, True)
+            scratch.status, scratch.readout_hits, True)
         if not found:
             return [], 0
+        # Private copies of the hit arrays; the per-readout ones make no hit column.
         return [Decoded(found, hits.hits[:found].copy(), hits.order[:found].copy(),
                         hits.readout_id[:found].copy(), hits.timestamp[:found].copy(),
-                        status, readout_hits)], found
+                        _NO_READOUTS_U8, _NO_READOUTS_U32)], found
 
     def units_to_batch(self, units: list[Decoded], columns: list[str]) -> pa.RecordBatch:
         schema = pa.schema([self.schema.field(c) for c in columns])
         if len(units) == 1:
             merged = units[0]
-        else:
+        else:  # the per-readout arrays (status, readout_hits) make no hit column
             merged = Decoded(
                 sum(u.n_hits for u in units), np.concatenate([u.hits for u in units]),
                 np.concatenate([u.hit_order for u in units]),
                 np.concatenate([u.hit_readout_id for u in units]),
                 np.concatenate([u.hit_timestamp for u in units]),
-                np.concatenate([u.status for u in units]),
-                np.concatenate([u.readout_hits for u in units]))
+                _NO_READOUTS_U8, _NO_READOUTS_U32)
         return numpy_batch(HitColumns()(merged, columns), schema)
 
     def _decoded_chunks(
@@ -458,10 +458,14 @@ class _SmallRunScratch:
             self.readout_id = np.empty(readouts, dtype=np.uint32)
             self.timestamp = np.empty(readouts, dtype=np.uint64)
             self.length = np.empty(readouts, dtype=np.uint32)
+            self.status = np.empty(readouts, dtype=np.uint8)
+            self.readout_hits = np.empty(readouts, dtype=np.uint32)
         return self
 
 
 _SMALL_RUN_SCRATCH = threading.local()
+_NO_READOUTS_U8 = np.empty(0, dtype=np.uint8)
+_NO_READOUTS_U32 = np.empty(0, dtype=np.uint32)
 
 
 def _small_run_scratch(size: int) -> _SmallRunScratch:
