@@ -438,7 +438,7 @@ class ReadPlan:
         first = self.first_reader
         if reader is first:
             return
-        if reader.schema != first.schema:
+        if reader.schema is not first.schema and reader.schema != first.schema:
             raise BindfError(
                 f"cannot read together with {first.path}: its columns differ "
                 f"({reader.schema.names} vs {first.schema.names})",
