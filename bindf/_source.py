@@ -138,6 +138,12 @@ class Source:
             return self.fs.open(self.fs_path, "rb")
         return open(_local_path(self.path), "rb")  # noqa: SIM115 - caller closes
 
+    def held_bytes(self) -> bytes | None:
+        """The whole file, when :meth:`held` holds it in memory in this thread (else
+        ``None``): a reader may decode from it directly, without a file object."""
+        held = _held_files().get(id(self))
+        return held if isinstance(held, bytes) else None
+
     def held(self) -> _Holding:
         """Open the file once for everything done with this source inside the block
         (detection, header, data): one ``open`` per file instead of two or three, which

@@ -354,24 +354,26 @@ class ApxReader(FormatReader):
         and their hits decoded in one call, starting with no carried bytes as every file
         does. Anything else (a truncated or damaged run, a file that shrank) returns
         ``None``, and the run goes through the streaming decoder, which reports it."""
-        size = self.source.size - self.data_offset
-        with self.source.open() as f:  # the held file (in memory, see Source.held)
-            f.seek(self.data_offset)
-            data = f.read(size)
-        if len(data) != size:
+        start, end = self.data_offset, self.source.size
+        data = self.source.held_bytes()  # the file held in memory (see Source.held)
+        if data is None:
+            with self.source.open() as f:
+                f.seek(start)
+                data = bytes(start) + f.read(end - start)  # positions as in the file
+        if len(data) != end:
             return None
         buf = np.frombuffer(data, dtype=np.uint8)
+        size = end - start
         scratch = _small_run_scratch(size)
-        n, stop, code = _apx.frame_readouts(buf, 0, size, scratch.header_pos,
+        n, stop, code = _apx.frame_readouts(buf, start, end, scratch.header_pos,
                                             scratch.readout_id, scratch.timestamp,
                                             scratch.length)
-        if code != _apx.FRAME_END or stop != size:
+        if code != _apx.FRAME_END or stop != end:
             return None
         if not n:
             return [], 0
-        payload_pos = scratch.header_pos[:n]
+        payload_pos = scratch.header_pos[:n]  # the kernel takes the count from this one
         payload_pos += READOUT_HEADER_SIZE
-        payload_len = scratch.length[:n]
         hits = scratch.hits
         # A readout of L payload bytes holds at most L // 8 hits plus one re-assembled
         # hit; the payloads are fewer than ``size`` bytes.
@@ -379,7 +381,7 @@ class ApxReader(FormatReader):
         if bound > len(hits.hits):
             hits.__init__(max(bound, 2 * len(hits.hits)))
         found, _ = _apx.decode_hits(
-            buf, payload_pos, payload_len, scratch.readout_id[:n], scratch.timestamp[:n],
+            buf, payload_pos, scratch.length, scratch.readout_id, scratch.timestamp,
             scratch.carry, -1, hits.hits, hits.order, hits.readout_id, hits.timestamp,
             scratch.status, scratch.readout_hits, True)
         if not found:
