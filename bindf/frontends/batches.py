@@ -241,31 +241,56 @@ class ReadPlan:
         runs: list[tuple[str, int]] = []
         rows = 0
         group_reader: FormatReader | None = None
+        # With several threads, a group is turned into columns by a worker while this
+        # thread goes on opening and decoding the next small files (numpy releases the
+        # GIL for the column work); its batch is handed on once the next group is
+        # gathered or something else must come first, so the order never changes.
+        pool: ThreadPoolExecutor | None = None
+        pending: tuple[Future[pa.RecordBatch], list[tuple[str, int]]] | None = None
 
-        def flush() -> Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
-            nonlocal units, runs, rows
+        def take_pending() -> list[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
+            nonlocal pending
+            if pending is None:
+                return []
+            future, done = pending
+            pending = None
+            return [(future.result(), done)]
+
+        def flush() -> list[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
+            """The batches now due: this group's, or (converting it in the background)
+            the previous group's."""
+            nonlocal units, runs, rows, pending, pool
             assert group_reader is not None
-            batch = group_reader.units_to_batch(units, columns)
-            done = runs
+            group, done = units, runs
             units, runs, rows = [], [], 0
-            yield batch, done
+            if self.threads == 1 or len(self.sources) == 1:
+                return [(group_reader.units_to_batch(group, columns), done)]
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindf-columns")
+            due = take_pending()
+            pending = (pool.submit(group_reader.units_to_batch, group, columns), done)
+            return due
 
         try:
             for source, items in files:
                 if isinstance(items, _Units):
                     if rows and rows + items.rows > GROUP_ROWS:
-                        yield flush()
+                        yield iter(flush())
                     group_reader = items.reader
                     units.extend(items.units)
                     runs.append((source.path, items.rows))
                     rows += items.rows
                     continue
                 if units:
-                    yield flush()
+                    yield iter(flush())
+                yield iter(take_pending())
                 yield ((batch, [(source.path, batch.num_rows)]) for batch in items)
             if units:
-                yield flush()
+                yield iter(flush())
+            yield iter(take_pending())
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             files.close()
 
     def _units(self, reader: FormatReader, columns: list[str]) -> _Units | None:
