@@ -23,7 +23,10 @@ Division of labour:
   :data:`PREFETCH_MIN_BYTES`, a worker thread frames and decodes chunk k + 1 while chunk
   k is turned into columns (both sides release the GIL); ``threads=1`` (or the former
   ``threads=False``) and small files do it all in the caller's thread, since a thread
-  per small file costs more than it saves. The output is the same.
+  per small file costs more than it saves. The output is the same. In a read of many
+  files, an intact small run (every readout complete) is framed and its hits found in
+  two kernel calls straight from its bytes held in memory, and the hits of many runs
+  become columns at once (:meth:`ApxReader.small_file_units`).
 
 The file is read in bounded chunks with ``readinto``; a readout is never split between
 two decode calls (the unparsed tail of a chunk moves to the front of the buffer). A
