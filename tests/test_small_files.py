@@ -195,3 +195,28 @@ def test_small_local_files_never_use_the_pool(tmp_path, monkeypatch):
         bindf.read_apx(paths, output="arrow", threads=2, on_error="warn")
     # only the column work of gathered groups goes to a worker, no file
     assert set(submitted) == {"units_to_batch"}
+
+
+SAMPLES = Path(bindf.__file__).parent / "samples"
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.iterdir()
+                                          if p.suffix in (".bin", ".apx")))
+def test_every_format_small_files_joined_into_one_chunk(tmp_path, sample):
+    """Formats that stream their batches get their small files' batches joined (one
+    chunk per group), with exactly the rows, types and file paths of the files read one
+    by one."""
+    paths = []
+    for i in range(12):
+        path = tmp_path / f"part_{i:02d}{Path(sample).suffix}"
+        path.write_bytes((SAMPLES / sample).read_bytes())
+        paths.append(str(path))
+    one_by_one = pa.concat_tables(
+        bindf.read(p, output="arrow", include_file_paths="file").replace_schema_metadata(None)
+        for p in paths)
+    for threads in (1, 2):
+        table = bindf.read(paths, output="arrow", include_file_paths="file", threads=threads)
+        assert table.replace_schema_metadata(None).equals(one_by_one)
+        assert table.schema.remove_metadata() == one_by_one.schema
+    frame = bindf.read(paths, output="polars")
+    assert frame.n_chunks() == 1

@@ -271,9 +271,25 @@ class ReadPlan:
             pending = (pool.submit(group_reader.units_to_batch, group, columns), done)
             return due
 
+        # Batches of small files that stream theirs (formats without units) are
+        # gathered likewise and joined into one batch per group, a copy of the group
+        # only: polars and pandas pay per chunk, and thousands of one-file chunks cost
+        # more than their copy.
+        small: list[pa.RecordBatch] = []
+        small_runs: list[tuple[str, int]] = []
+        small_rows = 0
+
+        def join_small() -> Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
+            nonlocal small, small_runs, small_rows
+            group, done = small, small_runs
+            small, small_runs, small_rows = [], [], 0
+            return iter(_joined(group, done))
+
         try:
             for source, items in files:
                 if isinstance(items, _Units):
+                    if small:
+                        yield join_small()
                     if rows and rows + items.rows > GROUP_ROWS:
                         yield iter(flush())
                     group_reader = items.reader
@@ -284,7 +300,19 @@ class ReadPlan:
                 if units:
                     yield iter(flush())
                 yield iter(take_pending())
+                if self._coalesce and _decoded_inline(source):
+                    for batch in items:
+                        if small_rows and small_rows + batch.num_rows > GROUP_ROWS:
+                            yield join_small()
+                        small.append(batch)
+                        small_runs.append((source.path, batch.num_rows))
+                        small_rows += batch.num_rows
+                    continue
+                if small:
+                    yield join_small()
                 yield ((batch, [(source.path, batch.num_rows)]) for batch in items)
+            if small:
+                yield join_small()
             if units:
                 yield iter(flush())
             yield iter(take_pending())
@@ -515,6 +543,23 @@ PARALLEL_MIN_FILE_BYTES = 1 << 20
 def _decoded_inline(source: Source) -> bool:
     """Whether a multi-file read decodes ``source`` in the consuming thread."""
     return source.fs is None and 0 <= source.size < PARALLEL_MIN_FILE_BYTES
+
+
+def _joined(batches: list[pa.RecordBatch], runs: list[tuple[str, int]]
+            ) -> list[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
+    """Small batches (of the same schema) as one batch with their ``runs``; as they
+    are if Arrow cannot join them (a dictionary column whose merged dictionary
+    outgrows its index type)."""
+    if len(batches) == 1:
+        return [(batches[0], runs)]
+    try:
+        table = pa.Table.from_batches(batches).combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return [(batch, [run]) for batch, run in zip(batches, runs)]
+    joined = table.to_batches()
+    if len(joined) != 1:  # no rows at all (or columns Arrow keeps in several chunks)
+        return [(batch, [run]) for batch, run in zip(batches, runs)]
+    return [(joined[0], runs)]
 
 
 def _path_column(runs: list[tuple[str, int]], n_rows: int) -> pa.Array:
