@@ -15,6 +15,7 @@ import glob
 import io
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
@@ -288,14 +289,25 @@ def expand_sources(
             out.extend(_expand_remote(path, options))
         elif _GLOB_CHARS & set(path) and not os.path.exists(_local_path(path)):
             prefix = "file://" if path.startswith("file://") else ""
-            matches = sorted(prefix + p for p in glob.glob(_local_path(path), recursive=True)
-                             if os.path.isfile(p))
+            # One stat per match says both that it is a file and its size.
+            matches = sorted((prefix + p, size) for p in glob.glob(_local_path(path),
+                                                                   recursive=True)
+                             if (size := _file_size(p)) is not None)
             if not matches:
                 raise FileNotFoundError(f"no files match {path!r}")
-            out.extend(Source(m, options) for m in matches)
+            out.extend(Source(m, options, size=size) for m, size in matches)
         else:
             out.append(Source(path, options))
     return out
+
+
+def _file_size(path: str) -> int | None:
+    """The size of a regular file (following links), or ``None`` for anything else."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def single_source(source: PathLike | SourceObject | Source,
