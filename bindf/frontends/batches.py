@@ -236,7 +236,9 @@ class ReadPlan:
         that came as decoded units (see :meth:`FormatReader.small_file_units`) are
         gathered, across files, into batches of up to :data:`GROUP_ROWS` rows,
         so that turning them into columns costs once per group instead of once per file.
-        """
+        The batches of other small local files are joined into groups of the same size.
+        Nothing is gathered when the batches must stay as the readers make them
+        (``batch_size``, ``n_rows``, record ranges)."""
         units: list[Any] = []
         runs: list[tuple[str, int]] = []
         rows = 0
@@ -554,7 +556,7 @@ def _joined(batches: list[pa.RecordBatch], runs: list[tuple[str, int]]
         return [(batches[0], runs)]
     try:
         table = pa.Table.from_batches(batches).combine_chunks()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except pa.ArrowException:
         return [(batch, [run]) for batch, run in zip(batches, runs)]
     joined = table.to_batches()
     if len(joined) != 1:  # no rows at all (or columns Arrow keeps in several chunks)
