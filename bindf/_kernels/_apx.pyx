@@ -19,6 +19,8 @@ same hits. The pure-Python model in ``apx_reference.py`` is the parity oracle.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+from bindf._kernels._columns cimport output_column, reverse_bits_per_byte
+
 # frame_readouts stop codes
 cdef enum:
     C_FRAME_END = 0          # consumed everything up to ``end``
@@ -483,13 +485,6 @@ cdef enum:
 cdef double CLOCK_CYCLES_PER_US = 20.0
 
 
-cdef inline uint64_t reverse_bits_per_byte(uint64_t x) noexcept nogil:
-    """Reverse the bit order inside each of the 8 bytes of ``x`` (bit 7 ↔ bit 0)."""
-    x = ((x >> 1) & 0x5555555555555555ULL) | ((x & 0x5555555555555555ULL) << 1)
-    x = ((x >> 2) & 0x3333333333333333ULL) | ((x & 0x3333333333333333ULL) << 2)
-    return ((x >> 4) & 0x0F0F0F0F0F0F0F0FULL) | ((x & 0x0F0F0F0F0F0F0F0FULL) << 4)
-
-
 cdef inline uint64_t hit_word(const uint8_t* h) noexcept nogil:
     """The hit's 64 bits, MSB first: byte 0's reversed bits are bits 63..56."""
     # written out so that compilers see one big-endian load (a byte swap), not 8 steps
@@ -553,22 +548,6 @@ cdef inline void decode_timestamps(const uint64_t* words, Py_ssize_t m, uint32_t
             dec2_out[first + i] = dec2
         if tot_out != NULL:
             tot_out[first + i] = <double>(dec2 - dec1) / CLOCK_CYCLES_PER_US
-
-
-ctypedef fused column_t:
-    uint8_t
-    uint16_t
-    uint32_t
-    double
-
-
-cdef column_t* output_column(column_t[::1] array, Py_ssize_t n, str name) except? NULL:
-    """The data pointer of an output column of at least ``n`` values; NULL for ``None``."""
-    if array is None or n == 0:
-        return NULL
-    if array.shape[0] < n:
-        raise ValueError(f"{name} holds fewer values than there are hits")
-    return &array[0]
 
 
 def hit_fields(

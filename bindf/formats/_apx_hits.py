@@ -154,41 +154,51 @@ class HitColumns:
     ``threads`` > 1 a large chunk is cut into hit ranges filled by a thread pool (the
     kernel releases the GIL), each range writing straight into its slice of the final
     columns. Call :meth:`close` to stop the pool (also done when garbage collected).
+    A subclass for another chip generation sets the class attributes.
     """
+
+    #: The chip generation, for error messages.
+    label = "AstroPix 4"
+    #: The kernel that cuts the columns of :attr:`word_columns` out of raw hits.
+    kernel = staticmethod(_apx.hit_fields)
+    #: Columns computed from a hit's bits, with their dtypes.
+    word_columns: Mapping[str, type] = WORD_COLUMNS
+    #: Columns copied from the kernel's per-hit readout fields: column → Decoded field.
+    readout_fields: Mapping[str, str] = _READOUT_FIELD
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None
 
-    def __call__(self, decoded: Decoded, columns: Sequence[str]) -> list[np.ndarray]:
+    def __call__(self, decoded: Any, columns: Sequence[str]) -> list[np.ndarray]:
         n = decoded.n_hits
-        words = {name: np.empty(n, dtype=WORD_COLUMNS[name])
-                 for name in columns if name in WORD_COLUMNS}
+        words = {name: np.empty(n, dtype=self.word_columns[name])
+                 for name in columns if name in self.word_columns}
         if words:
             self._fill(decoded.hits, words)
         out = []
         for name in columns:
             if name in words:
                 out.append(words[name])
-            elif name in _READOUT_FIELD:
-                out.append(getattr(decoded, _READOUT_FIELD[name]).copy())
-            else:  # pragma: no cover - resolve_columns validated the names
-                raise KeyError(name)
+            elif name in self.readout_fields:
+                out.append(getattr(decoded, self.readout_fields[name]).copy())
+            else:  # the readers validate names first; this guards direct use
+                raise KeyError(f"no {self.label} hit column {name!r}")
         return out
 
     def _fill(self, hits: np.ndarray, words: dict[str, np.ndarray]) -> None:
         n = len(hits)
         parts = min(self.threads, n // PARALLEL_MIN_HITS)
         if parts <= 1:
-            _apx.hit_fields(hits, **words)
+            self.kernel(hits, **words)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bindf-fields")
         bounds = [n * k // parts for k in range(parts + 1)]
         ranges = [(a, b) for a, b in zip(bounds, bounds[1:])]
         for done in self._pool.map(
-                lambda r: _apx.hit_fields(hits[r[0]:r[1]],
-                                          **{k: v[r[0]:r[1]] for k, v in words.items()}),
+                lambda r: self.kernel(hits[r[0]:r[1]],
+                                      **{k: v[r[0]:r[1]] for k, v in words.items()}),
                 ranges):
             del done
 

@@ -165,11 +165,11 @@ def new_hit_decoder(readout_uid: int, *, stitch: bool, store_hits: bool,
     return HitDecoder(store_hits=store_hits, slots=slots, threads=threads)
 
 
-def new_hit_columns(readout_uid: int, threads: int = 1) -> HitColumns | apx3.Apx3HitColumns:
+def new_hit_columns(readout_uid: int, threads: int = 1) -> HitColumns:
     """Raw hits → hit table columns, for this chip generation (AstroPix 4 columns may be
     filled by up to ``threads`` threads)."""
     if readout_uid == apx3.READOUT_UID:
-        return apx3.Apx3HitColumns()
+        return apx3.Apx3HitColumns(threads=threads)
     return HitColumns(threads=threads)
 
 #: Default bytes per read. The first reads are smaller (see _FIRST_READ) so that
@@ -333,8 +333,7 @@ class ApxReader(FormatReader):
                     return
         finally:
             chunks.close()
-            if isinstance(hit_columns, HitColumns):
-                hit_columns.close()
+            hit_columns.close()
 
     def small_file_units(self, columns: list[str]) -> tuple[list[Decoded], int] | None:
         """The hits of a file below :data:`PREFETCH_MIN_BYTES`, as private copies of the
