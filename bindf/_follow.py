@@ -279,8 +279,9 @@ class Follower(Iterator[Frame]):
     """Iterator of frames of the rows appended to one or more files; see :func:`follow`.
 
     Also a context manager (leaving the ``with`` block closes it). Attributes for status
-    displays: :attr:`path` (the file being followed), :attr:`header`, :attr:`rows` and
-    :attr:`bytes` (totals so far), :attr:`ended_by` (why iteration stopped).
+    displays: :attr:`path` (the file being followed), :attr:`paths` (every file so far),
+    :attr:`header`, :attr:`rows`, :attr:`bytes` and :attr:`errors` (totals so far),
+    :attr:`ended_by` (why iteration stopped).
     """
 
     def __init__(self, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
@@ -326,6 +327,9 @@ class Follower(Iterator[Frame]):
         #: Why iteration stopped: "end_marker", "idle", "closed", "interrupted", "changed",
         #: "data_end" (see the file ends in :func:`follow`).
         self.ended_by: str | None = None
+        #: Every file followed so far, in order.
+        self.paths: list[str] = []
+        self._errors_by_path: dict[str, dict[str, int]] = {}
         self._schema: pa.Schema | None = None
         self._tail: _Tail | None = None
         self._stop_requested = False
@@ -352,6 +356,15 @@ class Follower(Iterator[Frame]):
         """Ask the iteration to end at its next poll, as if Ctrl-C was pressed: safe to
         call from a signal handler or another thread (``close`` is not)."""
         self._stop_requested = True
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Damage skipped so far (``on_error="warn"|"skip"``), summed over every file."""
+        totals: dict[str, int] = {}
+        for counts in self._errors_by_path.values():
+            for kind, count in counts.items():
+                totals[kind] = totals.get(kind, 0) + count
+        return totals
 
     def close(self) -> None:
         """Stop following and close the file (frames already yielded stay valid)."""
@@ -436,6 +449,7 @@ class Follower(Iterator[Frame]):
         table = table.select(self._output_names(table.schema.names[
             :table.num_columns - (1 if self.include_file_paths else 0)]))
         self.path, self.header, self.format_name = tail.path, tail.header, tail.reader.name
+        self._errors_by_path[tail.path] = tail.errors
         self.bytes = self._bytes_before + (tail.stream.read_position if tail.stream else 0)
         info = build_info(tail.reader.name, tail.header, tail.path, tail.errors or None)
         size = self.batch_size or max(table.num_rows, 1)
@@ -457,11 +471,13 @@ class Follower(Iterator[Frame]):
                     if path is not None:
                         start = self._sizes_at_start.get(path) if self.start == "end" else None
                         tail = self._tail = _Tail(path, self, start)
+                        self.paths.append(path)
                 if tail is not None:
                     try:
                         batches, active = tail.poll()
                     except BindfError as exc:
                         raise ensure_bindf_path(exc, tail.path) from None
+                    self._errors_by_path[tail.path] = tail.errors
                     if active:
                         last_activity = time.monotonic()
                     yield from self._to_frames(tail, batches,

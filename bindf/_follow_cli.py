@@ -163,8 +163,10 @@ def cmd_follow(args: Any) -> int:
                     yield from table.replace_schema_metadata(None).to_batches()
 
             def info() -> dict[str, Any]:  # read at the end too: the header may grow
+                paths = follower.paths
                 return build_info(follower.format_name or "unknown", follower.header or {},
-                                  follower.path)
+                                  paths[0] if len(paths) == 1 else paths,
+                                  follower.errors or None)
 
             write_batches(batches(), schema, args.output, to="parquet", info=info,
                           overwrite=args.force)

@@ -68,7 +68,7 @@ COMMON: tuple[Param, ...] = (
           "also for None: numpy columns, pandas' nullable integers where a column can be "
           'null) or ``"pyarrow"`` (``pd.ArrowDtype`` columns wrapping bindf\'s Arrow '
           "buffers, no copy). Any other ``output`` refuses it (ValueError).",
-          goes_to=OUTPUT, on_scan=False),
+          goes_to=OUTPUT, on_scan=False, on_dask=True),
     Param("batch_size", None, "int | None", "Rows per internal Arrow batch."),
     Param("include_file_paths", None, "str | None",
           "Name of a column to add holding each row's source path (as in polars).",

@@ -33,7 +33,9 @@ from bindf.errors import (
     UnknownFormatError,
     UnsupportedReadoutError,
 )
+from bindf.formats import _apx_hits as apx_hits
 from bindf.formats import apx
+from bindf.formats._apx_hits import WORD_COLUMNS
 
 SAMPLE = "20250723_092534_data.apx"
 GOLDEN = "20250723_092534_data.csv"
@@ -477,6 +479,53 @@ def test_kernel_groupings_give_identical_hits():
                                      np.zeros(len(group), np.uint64))
             hits += [bytes(h) for h in decoded.hits]
         assert hits == whole
+
+
+def test_hit_fields_kernel_matches_reference():
+    # every bit pattern of each field, then random words; blocks of 2048 hits are cut
+    # inside (n is not a multiple), and the columns are filled one hit range at a time
+    rng = np.random.default_rng(17)
+    n = 5000
+    hits = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    hits[:256] = np.arange(256, dtype=np.uint8)[:, None]
+    expected = [ref.hit_fields(bytes(h)) for h in hits]
+    columns = {name: np.zeros(n, dtype) for name, dtype in WORD_COLUMNS.items()}
+    for a, b in ((0, 1), (1, 2049), (2049, n)):
+        _apx.hit_fields(hits[a:b], **{k: v[a:b] for k, v in columns.items()})
+    for name, values in columns.items():
+        assert values.tolist() == [e[name] for e in expected], name
+    # a projection writes only what it is given
+    row = np.zeros(n, np.uint8)
+    _apx.hit_fields(hits, row=row)
+    assert np.array_equal(row, columns["row"])
+
+
+def test_hit_fields_kernel_refuses_short_outputs():
+    hits = np.zeros((3, 8), np.uint8)
+    with pytest.raises(ValueError, match="tot_us holds fewer"):
+        _apx.hit_fields(hits, tot_us=np.zeros(2))
+    with pytest.raises(ValueError, match="8 columns"):
+        _apx.hit_fields(np.zeros((3, 7), np.uint8))
+    _apx.hit_fields(np.zeros((0, 8), np.uint8), row=np.zeros(0, np.uint8))  # nothing to do
+
+
+def test_hit_columns_in_parallel_equal_one_thread(monkeypatch):
+    monkeypatch.setattr(apx_hits, "PARALLEL_MIN_HITS", 100)
+    rng = np.random.default_rng(3)
+    n = 1001
+    decoded = apx_hits.Decoded(n, rng.integers(0, 256, (n, 8), dtype=np.uint8),
+                               rng.integers(0, 9, n, dtype=np.uint8),
+                               rng.integers(0, 99, n, dtype=np.uint32),
+                               rng.integers(0, 1 << 60, n, dtype=np.uint64),
+                               np.zeros(0, np.uint8), np.zeros(0, np.uint32))
+    names = list(apx.HITS_SCHEMA.names)
+    one = apx_hits.HitColumns(threads=1)(decoded, names)
+    many = apx_hits.HitColumns(threads=3)
+    try:
+        for a, b in zip(one, many(decoded, names), strict=True):
+            assert np.array_equal(a, b)
+    finally:
+        many.close()
 
 
 def test_kernel_is_memory_safe_on_bad_arguments():

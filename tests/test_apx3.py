@@ -892,3 +892,43 @@ def test_real_run_through_the_cli(data_dir, capsys):
     assert main(["info", str(data_dir / SAMPLE)]) == 0
     out = capsys.readouterr().out
     assert "wall_timestamp" in out and "readout_uid: 3000" in out
+
+
+def test_hit_fields_kernel_matches_reference():
+    from bindf._kernels import _apx3, apx3_reference
+
+    rng = np.random.default_rng(5)
+    n = 9000  # two blocks of 4096 and a partial one
+    hits = rng.integers(0, 256, (n, 5), dtype=np.uint8)
+    hits[:256] = np.arange(256, dtype=np.uint8)[:, None]  # every byte value in every byte
+    expected = [apx3_reference.hit_fields(bytes(h)) for h in hits]
+    columns = {name: np.zeros(n, dtype) for name, dtype in apx3.Apx3HitColumns.word_columns.items()}
+    for a, b in ((0, 7), (7, 4200), (4200, n)):
+        _apx3.hit_fields(hits[a:b], **{k: v[a:b] for k, v in columns.items()})
+    for name, values in columns.items():
+        assert values.tolist() == [e[name] for e in expected], name
+    with pytest.raises(ValueError, match="5 columns"):
+        _apx3.hit_fields(np.zeros((2, 8), np.uint8))
+    with pytest.raises(ValueError, match="tot_dec holds fewer"):
+        _apx3.hit_fields(hits, tot_dec=np.zeros(3, np.uint16))
+
+
+def test_hit_columns_in_parallel_equal_one_thread(monkeypatch):
+    from bindf.formats import _apx_hits
+
+    monkeypatch.setattr(_apx_hits, "PARALLEL_MIN_HITS", 50)
+    rng = np.random.default_rng(8)
+    n = 777
+    decoded = apx3.Decoded3(n, rng.integers(0, 256, (n, 5), dtype=np.uint8),
+                            rng.integers(0, 9, n, dtype=np.uint16),
+                            rng.integers(0, 99, n, dtype=np.uint32),
+                            rng.integers(0, 1 << 60, n, dtype=np.uint64),
+                            np.zeros(0, np.uint8), np.zeros(0, np.uint32))
+    names = list(apx3.HITS_SCHEMA.names)
+    one = apx3.Apx3HitColumns()(decoded, names)
+    many = apx3.Apx3HitColumns(threads=4)
+    try:
+        for a, b in zip(one, many(decoded, names), strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+    finally:
+        many.close()

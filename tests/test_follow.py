@@ -409,6 +409,27 @@ def test_cli_status_lines_and_parquet(tmp_path: Path) -> None:
     assert bindf.read_parquet(out).attrs["bindf"]["header"] == bindf.read_header(source)
 
 
+def test_cli_parquet_metadata_names_every_file_and_the_damage(tmp_path: Path) -> None:
+    good = _sparse_it02(tmp_path / "a.bin", n=2000)
+    data = bytearray(_sparse_it02(tmp_path / "b_src.bin", n=2000).read_bytes())
+    offset = bindf.registry.open_reader(bindf._source.Source(str(good))).data_offset
+    data[offset + 8] = 0xFF  # a damaged record, skipped under on_error="skip"
+    bad = tmp_path / "b.bin"
+    bad.write_bytes(bytes(data))
+    (tmp_path / "b_src.bin").unlink()
+    out = tmp_path / "out.parquet"
+    result = subprocess.run(
+        [sys.executable, "-m", "bindf", "follow", str(tmp_path / "*.bin"), "-o", str(out),
+         "--poll-interval", "0.02", "--idle-timeout", "1", "--on-error", "skip", "-q",
+         "--option", "layout=sparse"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    info = bindf.read_parquet(out).attrs["bindf"]
+    assert info["source"] == [str(good), str(bad)]
+    expected = bindf.read(bad, layout="sparse", on_error="skip").attrs["bindf"]["errors"]
+    assert expected and info["errors"] == expected
+
+
 def test_cli_ctrl_c_leaves_a_valid_parquet_file(tmp_path: Path) -> None:
     """SIGINT while following: the Parquet file is finished with every row seen."""
     import signal

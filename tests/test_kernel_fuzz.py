@@ -403,6 +403,50 @@ def test_apx3_decode_hits(guarded: GuardedPages) -> None:
     assert min(outcomes.values()) > n_runs // 50, outcomes
 
 
+# -- hit field kernels (AstroPix 4 and 3) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel, hit_size, word_columns", [
+    ("apx", 8, "bindf.formats._apx_hits:WORD_COLUMNS"),
+    ("apx3", 5, "bindf.formats._apx3_hits:Apx3HitColumns.word_columns"),
+])
+def test_hit_fields(guarded: GuardedPages, kernel: str, hit_size: int,
+                    word_columns: str) -> None:
+    """Raw hits flush against a guard page, outputs between canaries: every output either
+    refused (shorter than the hits: ValueError) or written exactly on its n values."""
+    import importlib
+
+    module_name, _, attr = word_columns.partition(":")
+    dtypes = importlib.import_module(module_name)
+    for part in attr.split("."):
+        dtypes = getattr(dtypes, part)
+    function = {"apx": _apx.hit_fields, "apx3": _apx3.hit_fields}[kernel]
+    rng = np.random.default_rng(606)
+    n_runs = runs(3_000)
+    outcomes = {"ok": 0, "ValueError": 0}
+    for _ in range(n_runs):
+        n = int(rng.integers(0, (guarded.page // hit_size) + 1))
+        hits = guarded.place(rng.bytes(n * hit_size)).reshape(n, hit_size)
+        out = Canaried()
+        columns = {}
+        for name, dtype in dtypes.items():
+            r = rng.random()
+            if r < 0.3:
+                continue  # not wanted
+            size = n if r < 0.95 else int(rng.integers(0, n + 1))
+            columns[name] = out.array(size, dtype)
+        try:
+            function(hits, **columns)
+        except ValueError:
+            outcomes["ValueError"] += 1
+            assert any(len(c) < n for c in columns.values())
+        else:
+            outcomes["ok"] += 1
+        out.check()
+    count_kernel_calls(f"{kernel}.hit_fields", n_runs)
+    assert min(outcomes.values()) > n_runs // 100, outcomes
+
+
 # -- IT02 kernels ------------------------------------------------------------------------
 
 

@@ -232,6 +232,20 @@ def test_dtype_backend_everywhere(cases: dict[str, Case]) -> None:
         pd.testing.assert_frame_equal(f.to_pandas(dtype_backend="pyarrow"), frame)
 
 
+def test_dtype_backend_on_dask(cases: dict[str, Case]) -> None:
+    pytest.importorskip("dask.dataframe")
+    import bindf.dask
+
+    case = cases["spectro_stt1"]
+    eager = bindf.read(case.path, dtype_backend="pyarrow")
+    ddf = bindf.dask.read_spectro(case.path, dtype_backend="pyarrow")
+    assert all(isinstance(t, pd.ArrowDtype) for t in ddf._meta.dtypes)
+    got = ddf.compute(scheduler="sync").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, eager, check_categorical=False)
+    with pytest.raises(ValueError, match="dtype_backend must be one of"):
+        bindf.dask.read(case.path, dtype_backend="numpy")
+
+
 def test_dtype_backend_on_read_parquet(cases: dict[str, Case], tmp_path: Path) -> None:
     # Written from Arrow output, the file holds bindf's own schema (a pandas frame
     # would bring pandas' string type into the dictionary column).

@@ -6,6 +6,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -283,3 +284,28 @@ def test_dense_it02_split_truncated_mid_record(tmp_path, monkeypatch):
             results.append(bindf.read(str(path), output="arrow", threads=threads))
     whole = bindf.read(str(FILES["it02"]), output="arrow")
     assert results[0].equals(results[1]) and results[1].num_rows == whole.num_rows - 1
+
+
+def test_polars_conversion_in_parallel_equals_one_thread(monkeypatch):
+    """Dictionary columns whose batches have different dictionaries (and nulls) convert to
+    the same polars frame, chunk for chunk, on one thread or several."""
+    from bindf.frontends import output
+
+    monkeypatch.setattr(output, "PARALLEL_POLARS_MIN_ROWS", 10)
+    rng = np.random.default_rng(2)
+    batches = []
+    for i in range(7):
+        n = int(rng.integers(1, 40))
+        names = pa.array(["frame", "line", "pixel"][i % 3:] + ["frame", "line"][: i % 3])
+        indices = pa.array(rng.integers(0, 3, n).astype(np.int8),
+                           mask=rng.random(n) < 0.3)
+        batches.append(pa.record_batch(
+            [pa.DictionaryArray.from_arrays(indices, names), pa.array(rng.random(n))],
+            names=["marker", "x"]))
+    table = pa.Table.from_batches(batches)
+    one = output.table_to_polars(table, threads=1)
+    for threads in (2, 3, 16):
+        many = output.table_to_polars(table, threads=threads)
+        assert many.equals(one) and many.dtypes == one.dtypes
+        assert many["marker"].to_list() == one["marker"].to_list()
+        assert many.n_chunks() == one.n_chunks()

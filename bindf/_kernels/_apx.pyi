@@ -43,3 +43,21 @@ def decode_hits(
     n_hits: npt.NDArray[np.uint32],
     store: bool = ...,
 ) -> tuple[int, int]: ...
+def hit_fields(
+    hits: npt.NDArray[np.uint8],
+    chip_id: npt.NDArray[np.uint8] | None = ...,
+    payload: npt.NDArray[np.uint8] | None = ...,
+    row: npt.NDArray[np.uint8] | None = ...,
+    column: npt.NDArray[np.uint8] | None = ...,
+    ts_neg1: npt.NDArray[np.uint8] | None = ...,
+    ts_coarse1: npt.NDArray[np.uint16] | None = ...,
+    ts_fine1: npt.NDArray[np.uint8] | None = ...,
+    ts_tdc1: npt.NDArray[np.uint8] | None = ...,
+    ts_neg2: npt.NDArray[np.uint8] | None = ...,
+    ts_coarse2: npt.NDArray[np.uint16] | None = ...,
+    ts_fine2: npt.NDArray[np.uint8] | None = ...,
+    ts_tdc2: npt.NDArray[np.uint8] | None = ...,
+    ts_dec1: npt.NDArray[np.uint32] | None = ...,
+    ts_dec2: npt.NDArray[np.uint32] | None = ...,
+    tot_us: npt.NDArray[np.float64] | None = ...,
+) -> None: ...

@@ -28,3 +28,15 @@ def decode_hits(
     n_hits: npt.NDArray[np.uint32],
     store: bool = ...,
 ) -> tuple[int, int]: ...
+def hit_fields(
+    hits: npt.NDArray[np.uint8],
+    chip_id: npt.NDArray[np.uint8] | None = ...,
+    payload: npt.NDArray[np.uint8] | None = ...,
+    column: npt.NDArray[np.uint8] | None = ...,
+    location: npt.NDArray[np.uint8] | None = ...,
+    chip_timestamp: npt.NDArray[np.uint8] | None = ...,
+    tot_msb: npt.NDArray[np.uint8] | None = ...,
+    tot_lsb: npt.NDArray[np.uint8] | None = ...,
+    tot_dec: npt.NDArray[np.uint16] | None = ...,
+    tot_us: npt.NDArray[np.float64] | None = ...,
+) -> None: ...

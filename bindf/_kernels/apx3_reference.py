@@ -133,3 +133,24 @@ def decode_payloads(
         results.append(result)
         carried = result.extra if stitch else None
     return results, carried
+
+
+#: Fields of a hit: ``name: (byte, shift, mask)`` of its bytes with their bit order
+#: mirrored (the format page, "Fields of a hit").
+HIT_FIELD_BYTES = {
+    "chip_id": (0, 3, 0x1F), "payload": (0, 0, 0x07), "column": (1, 7, 0x01),
+    "location": (1, 0, 0x3F), "chip_timestamp": (2, 0, 0xFF), "tot_msb": (3, 0, 0x0F),
+    "tot_lsb": (4, 0, 0xFF),
+}
+
+
+def hit_fields(hit: bytes) -> dict[str, int | float]:
+    """The columns of one 5-byte hit, byte by byte (the oracle of ``hit_fields``)."""
+    mirrored = [int(f"{byte:08b}"[::-1], 2) for byte in hit]
+    fields: dict[str, int | float] = {
+        name: (mirrored[byte] >> shift) & mask
+        for name, (byte, shift, mask) in HIT_FIELD_BYTES.items()
+    }
+    tot = int(fields["tot_msb"]) << 8 | int(fields["tot_lsb"])
+    fields.update(tot_dec=tot, tot_us=tot / 200.0)
+    return fields

@@ -139,6 +139,40 @@ def decode_payloads(
     return results, extra
 
 
+#: Bit fields of a hit, ``name: (start, end)`` counted from the most significant bit of
+#: the 64-bit word made of the hit's bytes, each with its bit order reversed.
+HIT_FIELD_BITS = {
+    "chip_id": (0, 5), "payload": (5, 8), "row": (8, 13), "column": (13, 18),
+    "ts_neg1": (18, 19), "ts_coarse1": (19, 33), "ts_fine1": (33, 36), "ts_tdc1": (36, 41),
+    "ts_neg2": (41, 42), "ts_coarse2": (42, 56), "ts_fine2": (56, 59), "ts_tdc2": (59, 64),
+}
+
+
+def _gray_to_binary(g: int) -> int:
+    b = 0
+    while g:
+        b ^= g
+        g >>= 1
+    return b
+
+
+def hit_fields(hit: bytes) -> dict[str, int | float]:
+    """The columns of one 8-byte hit, one bit at a time (the oracle of ``hit_fields``)."""
+    word = 0
+    for byte in hit:
+        word = (word << 8) | int(f"{byte:08b}"[::-1], 2)
+    fields: dict[str, int | float] = {
+        name: (word >> (64 - end)) & ((1 << (end - start)) - 1)
+        for name, (start, end) in HIT_FIELD_BITS.items()
+    }
+    ts1 = _gray_to_binary(int(fields["ts_coarse1"]) << 3 | int(fields["ts_fine1"]))
+    ts2 = _gray_to_binary(int(fields["ts_coarse2"]) << 3 | int(fields["ts_fine2"]))
+    if ts2 < ts1:  # the 2**17-cycle clock rolled over between the two edges
+        ts2 += 1 << 17
+    fields.update(ts_dec1=ts1, ts_dec2=ts2, tot_us=(ts2 - ts1) / 20.0)
+    return fields
+
+
 @dataclass
 class RawReadout:
     offset: int

@@ -12,7 +12,7 @@ Pieces, mirroring :mod:`._apx_hits` (AstroPix 4):
 * :class:`Apx3HitDecoder` owns the carried bytes and scratch arrays and calls the kernel
   (the only sequential work);
 * :class:`Apx3HitColumns` turns the raw 5-byte hits into the projected columns of
-  :data:`HITS_SCHEMA` (numpy, one table lookup per byte column that is needed);
+  :data:`HITS_SCHEMA` (the kernel's ``hit_fields``: one pass, split over threads);
 * :func:`readout_columns` gives the readout table (:data:`READOUTS_SCHEMA`);
 * :func:`encode_hits` and :func:`readout_records` are the writer's side: hit fields →
   raw hits → readout records that decode back to the same hits;
@@ -48,7 +48,7 @@ import pyarrow as pa
 
 from .._kernels import _apx3
 from ..errors import UnsupportedReadoutError
-from ._apx_hits import BIT_REVERSE, STATUS_FLAGS
+from ._apx_hits import BIT_REVERSE, STATUS_FLAGS, HitColumns
 
 READOUT_UID = 3000
 HIT_SIZE = 5
@@ -180,89 +180,16 @@ class Apx3HitDecoder:
                         scratch.timestamp[:n], status, readout_hits)
 
 
-#: 64-bit words mirrored per step of :class:`Apx3HitColumns` (512 KiB: cache-sized).
-_MIRROR_BLOCK = 1 << 16
-#: (mask, shift) of the three swap steps that mirror the bits of every byte of a word:
-#: swap nibbles, then bit pairs, then single bits.
-_MIRROR_STEPS = tuple((np.uint64(mask), np.uint64(shift)) for mask, shift in (
-    (0x0F0F0F0F0F0F0F0F, 4), (0x3333333333333333, 2), (0x5555555555555555, 1)))
+class Apx3HitColumns(HitColumns):
+    """Raw 5-byte hits → the requested columns of :data:`HITS_SCHEMA` (fresh arrays), by
+    the AstroPix 3 kernel's ``hit_fields`` (see :class:`HitColumns`)."""
 
-
-class Apx3HitColumns:
-    """Raw 5-byte hits → the requested columns of :data:`HITS_SCHEMA` (fresh arrays).
-
-    The bits of every byte are mirrored once, eight bytes at a time (three mask-and-
-    shift swaps on 64-bit words, no table lookups), into a scratch array kept for the
-    next call; every field then lies inside one mirrored byte and is cut out with a
-    shift and a mask on that byte column. Only the requested columns are computed, and
-    nothing is mirrored when none of them comes from the hit's bytes.
-    """
-
-    def __init__(self) -> None:
-        self._words = np.empty(0, dtype=np.uint64)
-        self._tmp = np.empty(_MIRROR_BLOCK, dtype=np.uint64)
-
-    def _mirror(self, hits: np.ndarray) -> np.ndarray:
-        """``hits`` with the bits of each byte mirrored (a view of the scratch array)."""
-        n_bytes = hits.size
-        n_words = -(-n_bytes // 8)
-        if len(self._words) < n_words:
-            self._words = np.empty(max(n_words, 2 * len(self._words)), dtype=np.uint64)
-        words = self._words[:n_words]
-        as_bytes = words.view(np.uint8)
-        as_bytes[:n_bytes] = np.ascontiguousarray(hits).reshape(-1)
-        for start in range(0, n_words, _MIRROR_BLOCK):
-            x = words[start : start + _MIRROR_BLOCK]
-            t = self._tmp[: len(x)]
-            for mask, shift in _MIRROR_STEPS:  # x = ((x >> s) & m) | ((x & m) << s)
-                np.right_shift(x, shift, out=t)
-                t &= mask
-                x &= mask
-                x <<= shift
-                x |= t
-        return as_bytes[:n_bytes].reshape(-1, HIT_SIZE)
-
-    def __call__(self, decoded: Decoded3, columns: Sequence[str]) -> list[np.ndarray]:
-        mirrored = None
-        if any(name in BYTE_FIELDS or name in ("tot_dec", "tot_us") for name in columns):
-            mirrored = self._mirror(decoded.hits)
-        tot: np.ndarray | None = None
-        out: list[np.ndarray] = []
-        for name in columns:
-            if name in BYTE_FIELDS:
-                out.append(_byte_field(mirrored, name))
-            elif name == "readout_id":
-                out.append(decoded.hit_readout_id.copy())
-            elif name == "wall_timestamp":
-                out.append(decoded.hit_timestamp.copy())
-            elif name == "decoding_order":
-                out.append(decoded.hit_order.copy())
-            elif name in ("tot_dec", "tot_us"):
-                if tot is None:
-                    tot = _byte_field(mirrored, "tot_msb").astype(np.uint16)
-                    tot <<= 8
-                    tot |= mirrored[:, BYTE_FIELDS["tot_lsb"][0]]
-                out.append(tot.copy() if name == "tot_dec" else
-                           np.divide(tot, CLOCK_CYCLES_PER_US, dtype=np.float64))
-            else:
-                raise KeyError(f"no AstroPix 3 hit column {name!r}")
-        return out
-
-
-def _byte_field(mirrored: Any, name: str) -> np.ndarray:
-    """One field of every mirrored hit, as a fresh uint8 array."""
-    index, shift, mask = BYTE_FIELDS[name]
-    column = mirrored[:, index]
-    result = np.empty(len(column), dtype=np.uint8)
-    if shift:
-        np.right_shift(column, shift, out=result)
-        if mask != 0xFF >> shift:
-            result &= mask
-    elif mask != 0xFF:
-        np.bitwise_and(column, mask, out=result)
-    else:
-        np.copyto(result, column)
-    return result
+    label = "AstroPix 3"
+    kernel = staticmethod(_apx3.hit_fields)
+    word_columns = {**{name: np.uint8 for name in BYTE_FIELDS},
+                    "tot_dec": np.uint16, "tot_us": np.float64}
+    readout_fields = {"readout_id": "hit_readout_id", "wall_timestamp": "hit_timestamp",
+                      "decoding_order": "hit_order"}
 
 
 def readout_columns(decoded: Decoded3, columns: Sequence[str], *, readout_id: np.ndarray,

@@ -1,14 +1,16 @@
-"""AstroPix 4 hits: bit layout, the hit kernel's wrapper and vectorised field extraction.
+"""AstroPix 4 hits: bit layout, and the wrappers of the hit kernels.
 
-Layout: ``docs/formats/apx.md``. The reader (:mod:`bindf.formats.apx`) frames readouts and hands
-their payloads to :class:`HitDecoder` (the Cython kernel: the sequential part) and the
-raw 8-byte hits to :class:`HitColumns` (numpy: everything else). :func:`encode_hits` is
-the inverse of the field layout, for the writer.
+Layout: ``docs/formats/apx.md``. The reader (:mod:`bindf.formats.apx`) frames readouts and
+hands their payloads to :class:`HitDecoder` (the kernel's ``decode_hits``: the sequential
+part), then the raw 8-byte hits to :class:`HitColumns` (the kernel's ``hit_fields``: one
+pass per chunk, split over threads). :func:`encode_hits` is the inverse of the field
+layout, for the writer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +36,6 @@ HIT_FIELDS: tuple[tuple[str, int, int, type], ...] = (
     ("ts_fine2", 56, 59, np.uint8),
     ("ts_tdc2", 59, 64, np.uint8),
 )
-_FIELD = {name: (start, end, dtype) for name, start, end, dtype in HIT_FIELDS}
-#: (coarse << 3) | fine is the contiguous bit range [19, 36) (resp. [42, 59)).
-_TS_BITS = {"ts_dec1": (19, 36), "ts_dec2": (42, 59)}
 CLOCK_CYCLES_PER_US = 20.0
 CLOCK_ROLLOVER = 1 << 17
 
@@ -54,9 +53,6 @@ STATUS_FLAGS: tuple[str, ...] = (
 
 #: Reverse the bit order inside a byte (bit 7 ↔ bit 0).
 BIT_REVERSE = np.array([int(f"{i:08b}"[::-1], 2) for i in range(256)], dtype=np.uint8)
-
-#: Hit columns computed from the hit's bits (the others come straight from the kernel).
-WORD_COLUMNS = frozenset(_FIELD) | {"ts_dec1", "ts_dec2", "tot_us"}
 
 
 @dataclass
@@ -102,8 +98,6 @@ class HitDecoder:
         n_readouts = len(payload_pos)
         parts = min(self.threads, n_readouts // PARALLEL_MIN_READOUTS)
         if parts > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             with ThreadPoolExecutor(parts, thread_name_prefix="bindf-hits") as pool:
                 decoded, _, self.carry_len = decode_in_parallel(
                     pool, parts, buf, payload_pos, payload_len, readout_id, timestamp,
@@ -140,137 +134,78 @@ class _HitScratch:
         self.timestamp = np.empty(size, dtype=np.uint64)
 
 
-#: Per-byte bit reversal of both bytes of a uint16 (a 16-bit table halves the lookups).
-_BIT_REVERSE_PAIRS = np.frombuffer(
-    BIT_REVERSE[np.arange(1 << 16, dtype=np.uint16).view(np.uint8)].tobytes(), dtype=np.uint16
-)
-
-
-#: Hits per lookup step of :func:`reverse_bits` (bounds its intp index scratch to 256 KiB).
-_REVERSE_BLOCK = 8192
-
-
-def reverse_bits(hits: np.ndarray, out: np.ndarray | None = None,
-                 index: np.ndarray | None = None) -> np.ndarray:
-    """(n, 8) raw hit bytes → the same bytes with their bit order reversed (lookup table).
-
-    One table lookup per byte pair. ``out`` may be ``hits`` itself (in place). numpy's
-    ``take`` widens indices to intp; doing that block by block into one small reused
-    ``index`` array keeps the scratch memory independent of the chunk size.
-    """
-    n = len(hits)
-    pairs = np.ascontiguousarray(hits).view(np.uint16).reshape(4 * n)
-    if out is None:
-        out = np.empty((n, HIT_SIZE), dtype=np.uint8)
-    target = out[:n].view(np.uint16).reshape(4 * n)
-    if index is None:
-        index = np.empty(4 * min(n, _REVERSE_BLOCK), dtype=np.intp)
-    step = len(index)
-    for start in range(0, 4 * n, step):
-        stop = min(start + step, 4 * n)
-        block = index[: stop - start]
-        np.copyto(block, pairs[start:stop], casting="unsafe")
-        np.take(_BIT_REVERSE_PAIRS, block, out=target[start:stop])
-    return out[:n]
-
-
-def gray_to_binary(gray: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
-    """Gray code → binary for values below 2**32, in place on ``gray`` (a uint32 array)."""
-    if scratch is None:
-        scratch = np.empty_like(gray)
-    for shift in (1, 2, 4, 8, 16):
-        np.right_shift(gray, shift, out=scratch)
-        np.bitwise_xor(gray, scratch, out=gray)
-    return gray
+#: Columns :func:`bindf._kernels._apx.hit_fields` computes from a hit's bits, with dtypes.
+WORD_COLUMNS: dict[str, type] = {
+    **{name: dtype for name, _, _, dtype in HIT_FIELDS},
+    "ts_dec1": np.uint32, "ts_dec2": np.uint32, "tot_us": np.float64,
+}
+#: Columns copied from the kernel's per-hit readout fields.
+_READOUT_FIELD = {"readout_id": "hit_readout_id", "timestamp": "hit_timestamp",
+                  "decoding_order": "hit_order"}
+#: Below this many hits a chunk's fields are computed in the caller's thread.
+PARALLEL_MIN_HITS = 1 << 16
 
 
 class HitColumns:
-    """Vectorised hit-field extraction with reusable scratch arrays.
+    """A decoded chunk → its projected hit columns, as fresh arrays (they become the frame).
 
-    Output columns are fresh arrays (they become the frame); the scratch arrays live as
-    long as the reader, so per-chunk temporaries do not fault in new pages. After the
-    per-byte bit reversal the 64-bit word is read as two big-endian 32-bit halves; every
-    field is then cut out with 32-bit arithmetic (twice the SIMD lanes of 64-bit, and half
-    the scratch memory). The two fields that straddle bit 32 are joined from both halves.
+    The bit fields, Gray-decoded timestamps and ToT come from one pass of the kernel's
+    ``hit_fields`` over the raw hits, which writes each requested column once. With
+    ``threads`` > 1 a large chunk is cut into hit ranges filled by a thread pool (the
+    kernel releases the GIL), each range writing straight into its slice of the final
+    columns. Call :meth:`close` to stop the pool (also done when garbage collected).
+    A subclass for another chip generation sets the class attributes.
     """
 
-    def __init__(self) -> None:
-        self._size = -1
-        self._scratch(0)
-        self._index = np.empty(4 * _REVERSE_BLOCK, dtype=np.intp)
+    #: The chip generation, for error messages.
+    label = "AstroPix 4"
+    #: The kernel that cuts the columns of :attr:`word_columns` out of raw hits.
+    kernel = staticmethod(_apx.hit_fields)
+    #: Columns computed from a hit's bits, with their dtypes.
+    word_columns: Mapping[str, type] = WORD_COLUMNS
+    #: Columns copied from the kernel's per-hit readout fields: column → Decoded field.
+    readout_fields: Mapping[str, str] = _READOUT_FIELD
 
-    def _scratch(self, n: int) -> None:
-        if n > self._size:
-            size = max(n, 2 * self._size)
-            self._hi = np.empty(size, dtype=np.uint32)
-            self._lo = np.empty(size, dtype=np.uint32)
-            self._tmp = np.empty(size, dtype=np.uint32)
-            self._tmp2 = np.empty(size, dtype=np.uint32)
-            self._size = size
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
 
-    def __call__(self, decoded: Decoded, columns: Sequence[str]) -> list[np.ndarray]:
+    def __call__(self, decoded: Any, columns: Sequence[str]) -> list[np.ndarray]:
         n = decoded.n_hits
-        self._scratch(n)
-        wanted = set(columns)
-        halves = (self._hi[:n], self._lo[:n], self._tmp[:n], self._tmp2[:n])
-        if wanted & WORD_COLUMNS:
-            # in place: the raw bytes are not needed afterwards
-            reversed_bytes = reverse_bits(decoded.hits, decoded.hits, self._index)
-            reversed_bytes = reversed_bytes.view(">u4").reshape(n, 2)
-            np.copyto(halves[0], reversed_bytes[:, 0])
-            np.copyto(halves[1], reversed_bytes[:, 1])
-        dec: dict[str, np.ndarray] = {}
-        if wanted & {"ts_dec1", "ts_dec2", "tot_us"}:
-            ts1 = gray_to_binary(self._field(halves, *_TS_BITS["ts_dec1"], np.uint32), halves[2])
-            ts2 = gray_to_binary(self._field(halves, *_TS_BITS["ts_dec2"], np.uint32), halves[2])
-            rolled = halves[2]
-            np.copyto(rolled, ts2 < ts1)
-            np.left_shift(rolled, 17, out=rolled)  # CLOCK_ROLLOVER where ts2 < ts1, else 0
-            ts2 += rolled
-            dec = {"ts_dec1": ts1, "ts_dec2": ts2}
+        words = {name: np.empty(n, dtype=self.word_columns[name])
+                 for name in columns if name in self.word_columns}
+        if words:
+            self._fill(decoded.hits, words)
         out = []
         for name in columns:
-            if name in _FIELD:
-                start, end, dtype = _FIELD[name]
-                out.append(self._field(halves, start, end, dtype))
-            elif name == "readout_id":
-                out.append(decoded.hit_readout_id.copy())
-            elif name == "timestamp":
-                out.append(decoded.hit_timestamp.copy())
-            elif name == "decoding_order":
-                out.append(decoded.hit_order.copy())
-            elif name in ("ts_dec1", "ts_dec2"):
-                out.append(dec[name])
-            elif name == "tot_us":
-                difference = halves[2]
-                np.subtract(dec["ts_dec2"], dec["ts_dec1"], out=difference)
-                out.append(np.divide(difference, CLOCK_CYCLES_PER_US, dtype=np.float64))
-            else:  # pragma: no cover - resolve_columns validated the names
-                raise KeyError(name)
+            if name in words:
+                out.append(words[name])
+            elif name in self.readout_fields:
+                out.append(getattr(decoded, self.readout_fields[name]).copy())
+            else:  # the readers validate names first; this guards direct use
+                raise KeyError(f"no {self.label} hit column {name!r}")
         return out
 
-    @staticmethod
-    def _field(halves: tuple[np.ndarray, ...], start: int, end: int, dtype: Any) -> np.ndarray:
-        """Bits ``[start, end)`` (MSB first) of every word, as a fresh ``dtype`` array."""
-        hi, lo, tmp, tmp2 = halves
-        result = np.empty(len(hi), dtype=dtype)
-        if start < 32 < end:  # straddles the halves: (hi's low bits << k) | (lo >> (64 - end))
-            np.bitwise_and(hi, (1 << (32 - start)) - 1, out=tmp)
-            np.left_shift(tmp, end - 32, out=tmp)
-            np.right_shift(lo, 64 - end, out=tmp2)
-            np.bitwise_or(tmp, tmp2, out=result, casting="unsafe")
-            return result
-        source, top, bottom = (hi, 0, 32) if end <= 32 else (lo, 32, 64)
-        shift = bottom - end
-        mask = (1 << (end - start)) - 1
-        if shift == 0:
-            np.bitwise_and(source, mask, out=result, casting="unsafe")
-        elif start == top:  # the field starts at the top bit: no mask needed
-            np.right_shift(source, shift, out=result, casting="unsafe")
-        else:
-            np.right_shift(source, shift, out=tmp)
-            np.bitwise_and(tmp, mask, out=result, casting="unsafe")
-        return result
+    def _fill(self, hits: np.ndarray, words: dict[str, np.ndarray]) -> None:
+        n = len(hits)
+        parts = min(self.threads, n // PARALLEL_MIN_HITS)
+        if parts <= 1:
+            self.kernel(hits, **words)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bindf-fields")
+        bounds = [n * k // parts for k in range(parts + 1)]
+        ranges = [(a, b) for a, b in zip(bounds, bounds[1:])]
+        for done in self._pool.map(
+                lambda r: self.kernel(hits[r[0]:r[1]],
+                                      **{k: v[r[0]:r[1]] for k, v in words.items()}),
+                ranges):
+            del done
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def encode_hits(columns: Mapping[str, np.ndarray], first_index: int = 0) -> np.ndarray:

@@ -16,17 +16,18 @@ Division of labour:
 * the Cython kernel ``bindf._kernels._apx`` frames readouts and finds hits (the only
   sequential work), carrying the "extra bytes" of a cut hit from one readout to the next
   so that any grouping of readouts gives the same hits;
-* everything else is vectorised numpy on whole chunks (:mod:`._apx_hits`): bit reversal
-  by lookup table, field extraction on the big-endian word (as two 32-bit halves), Gray
-  decoding by XOR-shifts, clock rollover, ToT. Only the projected columns are computed;
+* the same kernel's ``hit_fields`` turns a chunk's raw hits into the projected columns in
+  one pass (bit reversal, fields, Gray decoding, clock rollover, ToT), split over
+  ``threads`` (:class:`._apx_hits.HitColumns`); the readout table is numpy;
 * with ``threads`` > 1 (the default on a multi-core machine) and a file larger than
   :data:`PREFETCH_MIN_BYTES`, a worker thread frames and decodes chunk k + 1 while chunk
-  k is turned into columns (both sides release the GIL); ``threads=1`` (or the former
-  ``threads=False``) and small files do it all in the caller's thread, since a thread
-  per small file costs more than it saves. The output is the same. In a read of many
-  files, an intact small run (every readout complete) is framed and its hits found in
-  two kernel calls straight from its bytes held in memory, and the hits of many runs
-  become columns at once (:meth:`ApxReader.small_file_units`).
+  k is turned into columns (both sides release the GIL), each side with half the
+  threads; ``threads=1`` (or the former ``threads=False``) and small files do it all in
+  the caller's thread, since a thread per small file costs more than it saves. The
+  output is the same. In a read of many files, an intact small run (every readout
+  complete) is framed and its hits found in two kernel calls straight from its bytes
+  held in memory, and the hits of many runs become columns at once
+  (:meth:`ApxReader.small_file_units`).
 
 The file is read in bounded chunks with ``readinto``; a readout is never split between
 two decode calls (the unparsed tail of a chunk moves to the front of the buffer). A
@@ -170,9 +171,12 @@ def new_hit_decoder(readout_uid: int, *, stitch: bool, store_hits: bool,
     return HitDecoder(store_hits=store_hits, slots=slots, threads=threads)
 
 
-def new_hit_columns(readout_uid: int) -> HitColumns | apx3.Apx3HitColumns:
-    """Raw hits → hit table columns, for this chip generation."""
-    return apx3.Apx3HitColumns() if readout_uid == apx3.READOUT_UID else HitColumns()
+def new_hit_columns(readout_uid: int, threads: int = 1) -> HitColumns:
+    """Raw hits → hit table columns, for this chip generation (AstroPix 4 columns may be
+    filled by up to ``threads`` threads)."""
+    if readout_uid == apx3.READOUT_UID:
+        return apx3.Apx3HitColumns(threads=threads)
+    return HitColumns(threads=threads)
 
 #: Default bytes per read. The first reads are smaller (see _FIRST_READ) so that
 #: ``head()`` decodes almost nothing; reads then double up to this bound.
@@ -239,9 +243,10 @@ class ApxReader(FormatReader):
     threads : int | None
         Threads for one file (the common ``threads=`` parameter). Above one, and for
         files larger than :data:`PREFETCH_MIN_BYTES`, the next chunk is decoded in a
-        worker thread while the current one is turned into columns, and long runs of
-        AstroPix 4 readouts have their hits found in parallel (the output is identical
-        either way). ``threads=False`` still works and means one.
+        worker thread while the current one is turned into columns; above two, each
+        half also splits its AstroPix 4 work (hit finding over readout ranges, columns
+        over hit ranges). The output is identical either way. ``threads=False`` still
+        works and means one.
 
     AstroPix 3 runs (``readout_uid`` 3000) have their own columns (chip_id, payload,
     readout_id, wall_timestamp, decoding_order : uint16, column, location, tot_msb,
@@ -313,10 +318,16 @@ class ApxReader(FormatReader):
         per_call = max(1, min(batch_size, _READOUTS_PER_CALL))
         prefetch = (self.threads > 1
                     and self.source.size - self.data_offset > PREFETCH_MIN_BYTES)
-        chunks = self._decoded_chunks(per_call, slots=2 if prefetch else 1)
+        # With prefetch the two halves of the work overlap: a worker frames and decodes
+        # chunk k + 1 while this thread turns chunk k into columns. The threads are
+        # shared between the halves (2 cores: one each).
+        decode_threads = max(1, self.threads // 2) if prefetch else self.threads
+        chunks = self._decoded_chunks(per_call, slots=2 if prefetch else 1,
+                                      threads=decode_threads)
         if prefetch:
             chunks = prefetched(chunks, thread_name="bindf-apx")
-        hit_columns = new_hit_columns(self.readout_uid)
+        hit_columns = new_hit_columns(self.readout_uid,
+                                      self.threads - decode_threads if prefetch else self.threads)
         produced = 0
         try:
             for unit in chunks:
@@ -328,6 +339,7 @@ class ApxReader(FormatReader):
                     return
         finally:
             chunks.close()
+            hit_columns.close()
 
     def small_file_units(self, columns: list[str]) -> tuple[list[Decoded], int] | None:
         """The hits of a file below :data:`PREFETCH_MIN_BYTES`, as private copies of the
@@ -408,13 +420,13 @@ class ApxReader(FormatReader):
         return numpy_batch(HitColumns()(merged, columns), schema)
 
     def _decoded_chunks(
-        self, per_call: int, slots: int
+        self, per_call: int, slots: int, threads: int | None = None
     ) -> Generator[tuple[_Framed | None, Decoded], None, None]:
         """Frame and decode readouts chunk by chunk: all the sequential work (see
         :class:`ApxStream`). The decoder counts damage straight into :attr:`errors`, so
         the counts are complete as soon as the last chunk is decoded (the metadata of
         the last batch of a chunked read includes them)."""
-        stream = self.stream(per_call=per_call, slots=slots)
+        stream = self.stream(per_call=per_call, slots=slots, threads=threads)
         stream.errors = self.errors
         yield from decode_file(self.source, stream, first_read=_FIRST_READ,
                                max_read=self.chunk_bytes)
@@ -432,16 +444,18 @@ class ApxReader(FormatReader):
         return BatchStream(self.stream(data_end=data_end), to_batch)
 
     def stream(self, *, per_call: int = _READOUTS_PER_CALL, slots: int = 1,
-               data_end: int | None = -1) -> ApxStream:
+               data_end: int | None = -1, threads: int | None = None) -> ApxStream:
         """A resumable decoder of this file's readouts, positioned at the first one.
 
         ``data_end``: where the data ends (default: the file size when opened; ``None``
-        for a file that is still growing)."""
+        for a file that is still growing). ``threads``: for hit finding (default: the
+        read's ``threads``)."""
         end = self.source.size if data_end == -1 else data_end
         return ApxStream(self.data_offset, path=self.path, on_error=self.on_error,
                          data_end=end, store_hits=self.level == "hits", per_call=per_call,
                          slots=slots, chunk_bytes=self.chunk_bytes,
-                         readout_uid=self.readout_uid, stitch=self.stitch, threads=self.threads)
+                         readout_uid=self.readout_uid, stitch=self.stitch,
+                         threads=self.threads if threads is None else threads)
 
 
 class _SmallRunScratch:

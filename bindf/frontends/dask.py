@@ -44,7 +44,7 @@ from .._source import Source, Sources
 from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader
 from .batches import ReadPlan
-from .output import table_to_output
+from .output import DtypeBackend, check_output, table_to_output
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -169,15 +169,17 @@ def _warn_truncated_tails(readers: Sequence[FormatReader]) -> None:
             )
 
 
-def pandas_meta(schema: pa.Schema, info: dict[str, Any] | None) -> pd.DataFrame:
-    """Empty pandas frame with exactly the dtypes the eager pandas reader gives ``schema``.
+def pandas_meta(schema: pa.Schema, info: dict[str, Any] | None,
+                dtype_backend: DtypeBackend | None = None) -> pd.DataFrame:
+    """Empty pandas frame with exactly the dtypes the eager pandas reader gives ``schema``
+    (with ``dtype_backend``).
 
     Categorical columns get dask's "unknown categories": a dictionary's values are only
     known once data has been decoded.
     """
     from dask.dataframe.utils import clear_known_categories
 
-    meta = table_to_output(schema.empty_table(), "pandas", None)
+    meta = table_to_output(schema.empty_table(), "pandas", None, dtype_backend)
     meta = clear_known_categories(meta)
     if info is not None:
         meta.attrs["bindf"] = info
@@ -192,6 +194,7 @@ def read_partition(
     include_file_paths: str | None,
     options: dict[str, Any],
     info: dict[str, Any] | None,
+    dtype_backend: DtypeBackend | None = None,
 ) -> pd.DataFrame:
     """Produce one partition (runs on a worker). ``columns`` is dask's projection.
 
@@ -214,7 +217,7 @@ def read_partition(
     errors = plan.info().get("errors")
     if info is not None and errors:  # damage skipped under on_error="warn"/"skip"
         info = {**info, "errors": errors}
-    return table_to_output(table, "pandas", info)  # type: ignore[return-value]
+    return table_to_output(table, "pandas", info, dtype_backend)  # type: ignore[return-value]
 
 
 def read(
@@ -225,6 +228,7 @@ def read(
     blocksize: int | str | None = DEFAULT_BLOCKSIZE,
     include_file_paths: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    dtype_backend: DtypeBackend | None = None,
     **format_options: Any,
 ) -> dd.DataFrame:
     """Read any supported file(s) into a lazy ``dask.dataframe.DataFrame``.
@@ -249,6 +253,9 @@ def read(
     storage_options:
         Passed to fsspec for remote paths. The workers receive the opened filesystem, so
         in-memory filesystems only work with in-process schedulers.
+    dtype_backend:
+        As in pandas' readers and :func:`bindf.read`: ``"numpy_nullable"`` (default) or
+        ``"pyarrow"`` (``pd.ArrowDtype`` partitions).
     **format_options:
         Passed to the format's reader (``container=``, ``layout=``, ``on_error=`` …).
 
@@ -263,6 +270,7 @@ def read(
     dd = _dask_dataframe()
     for name in format_options.keys() & _EAGER_ONLY.keys():
         raise TypeError(f"bindf.dask.read does not take {name}=: {_EAGER_ONLY[name]}")
+    check_output("pandas", dtype_backend)
     size = parse_blocksize(blocksize)
     if isinstance(columns, str):
         columns = [columns]
@@ -291,7 +299,7 @@ def read(
         ddf = dd.from_map(
             read_partition,
             plan_partitions(readers, size),
-            meta=pandas_meta(schema, info),
+            meta=pandas_meta(schema, info, dtype_backend),
             label=f"bindf-read-{plan.format}",
             enforce_metadata=False,
             columns=columns,
@@ -299,6 +307,7 @@ def read(
             include_file_paths=include_file_paths,
             options=dict(format_options),
             info=info,
+            dtype_backend=dtype_backend,
         )
     return ddf
 

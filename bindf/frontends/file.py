@@ -127,7 +127,7 @@ class BindfFile:
         plan = self._plan()
         batches = list(plan.iter_batches())
         return batches_to_output(batches, plan.output_schema(), output, plan.info(),
-                                 dtype_backend)
+                                 dtype_backend, threads=plan.threads)
 
     def scan(self) -> pl.LazyFrame:
         """A polars ``LazyFrame`` over the same source(s), with pushdown (see

@@ -41,14 +41,16 @@ def check_output(output: str, dtype_backend: str | None = None) -> None:
 def batches_to_output(
     batches: list[pa.RecordBatch], schema: pa.Schema, output: Output,
     info: dict[str, Any] | None, dtype_backend: DtypeBackend | None = None,
+    threads: int = 1,
 ) -> Frame:
     """Like :func:`table_to_output`, but *takes ownership* of ``batches`` (the list is
-    emptied), so that pandas conversion can free Arrow memory as it goes."""
+    emptied), so that pandas conversion can free Arrow memory as it goes. ``threads``:
+    how many threads a polars conversion may use (see :func:`table_to_polars`)."""
     table = pa.Table.from_batches(batches, schema=schema)
     batches.clear()
     holder = [table]
     del table
-    return _owned_to_output(holder, output, info, dtype_backend)
+    return _owned_to_output(holder, output, info, dtype_backend, threads)
 
 
 def table_to_output(table: pa.Table, output: Output, info: dict[str, Any] | None,
@@ -65,7 +67,7 @@ def table_to_output(table: pa.Table, output: Output, info: dict[str, Any] | None
 
 def _owned_to_output(holder: list[pa.Table], output: Output,
                      info: dict[str, Any] | None,
-                     dtype_backend: DtypeBackend | None = None) -> Frame:
+                     dtype_backend: DtypeBackend | None = None, threads: int = 1) -> Frame:
     check_output(output, dtype_backend)
     if output == "pandas":
         if dtype_backend == "pyarrow":
@@ -78,12 +80,53 @@ def _owned_to_output(holder: list[pa.Table], output: Output,
     table = holder.pop()
     if output == "arrow":
         return attach_info(table, info) if info is not None else table
-    # rechunk=False keeps the batches as polars chunks: no concatenating copy.
-    pframe = pl.from_arrow(table, rechunk=False)
-    assert isinstance(pframe, pl.DataFrame)
+    pframe = table_to_polars(table, threads)
     if info is not None:
         set_polars_info(pframe, info)
     return pframe
+
+
+#: Tables with fewer rows are converted to polars on one thread.
+PARALLEL_POLARS_MIN_ROWS = 1 << 20
+#: Whether this polars has global categories (``pl.Categories``, polars >= 1.32): then
+#: dictionary columns converted separately concatenate into exactly what one conversion
+#: gives. Older polars would re-encode local categoricals (with a warning) or, under a
+#: StringCache, give a different categorical flavour: those convert on one thread.
+_GLOBAL_CATEGORIES = hasattr(pl, "Categories")
+
+
+def table_to_polars(table: pa.Table, threads: int = 1) -> pl.DataFrame:
+    """Arrow → polars without copying numeric buffers (``rechunk=False``: the batches
+    stay polars chunks). Dictionary columns must be turned into polars categoricals row
+    by row, the one costly part; with ``threads`` > 1 a large table's batches are split
+    into contiguous groups converted in parallel (polars releases the GIL) and joined
+    in order: the same frame, chunk for chunk."""
+    batches = table.to_batches()
+    parts = min(threads, len(batches))
+    if (parts <= 1 or table.num_rows < PARALLEL_POLARS_MIN_ROWS or not _GLOBAL_CATEGORIES
+            or not any(pa.types.is_dictionary(t) for t in table.schema.types)):
+        frame = pl.from_arrow(table, rechunk=False)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+    from concurrent.futures import ThreadPoolExecutor
+
+    # contiguous groups of batches holding about the same number of rows each
+    ends = np.cumsum([b.num_rows for b in batches])
+    cuts = np.searchsorted(ends, [table.num_rows * k / parts for k in range(1, parts)],
+                           side="left") + 1
+    bounds = [0, *sorted(set(int(c) for c in cuts if 0 < c < len(batches))), len(batches)]
+    groups = [batches[a:b] for a, b in zip(bounds, bounds[1:])]
+    schema = table.schema
+    del table, batches
+
+    def convert(group: list[pa.RecordBatch]) -> pl.DataFrame:
+        frame = pl.from_arrow(pa.Table.from_batches(group, schema=schema), rechunk=False)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="bindf-polars") as pool:
+        frames = list(pool.map(convert, groups))
+    return pl.concat(frames, rechunk=False)
 
 
 def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:

@@ -51,7 +51,8 @@ def read(
     if chunksize is not None:
         return ChunkedReader(plan.iter_batches(), schema, output, plan.info, dtype_backend)
     batches = list(plan.iter_batches())
-    return batches_to_output(batches, schema, output, plan.info(), dtype_backend)
+    return batches_to_output(batches, schema, output, plan.info(), dtype_backend,
+                             threads=plan.threads)
 
 
 read.__doc__ = (read.__doc__ or "") + "\n" + indent(docstring("read", ()), "    ")
