@@ -373,7 +373,7 @@ class ReadPlan:
         Small local files (see :func:`_decoded_inline`) are decoded in this thread when
         their turn comes: their cost is Python work that holds the GIL, so a worker
         thread would only add hand-over and GIL contention (measured: 2,000 × 10 KB
-        runs took twice as long on two threads as on one).
+        runs took 1.2–1.8 times as long on two threads as on one).
 
         Each task opens its file once, decodes it completely and records its warnings
         (see :mod:`bindf._warnings`); they are issued here, in file order, before the
