@@ -243,35 +243,15 @@ class ReadPlan:
         runs: list[tuple[str, int]] = []
         rows = 0
         group_reader: FormatReader | None = None
-        # With several threads, a group is turned into columns by a worker while this
-        # thread goes on opening and decoding the next small files (numpy releases the
-        # GIL for the column work); its batch is handed on once the next group is
-        # gathered or something else must come first, so the order never changes.
-        pool: ThreadPoolExecutor | None = None
-        pending: tuple[Future[pa.RecordBatch], list[tuple[str, int]]] | None = None
 
-        def take_pending() -> list[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
-            nonlocal pending
-            if pending is None:
-                return []
-            future, done = pending
-            pending = None
-            return [(future.result(), done)]
-
-        def flush() -> list[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
-            """The batches now due: this group's, or (converting it in the background)
-            the previous group's."""
-            nonlocal units, runs, rows, pending, pool
+        def flush() -> Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
+            # (Turning a group into columns in a worker thread while the next files are
+            # decoded was tried: with the one-pass column kernel it gained nothing.)
+            nonlocal units, runs, rows
             assert group_reader is not None
             group, done = units, runs
             units, runs, rows = [], [], 0
-            if self.threads == 1 or len(self.sources) == 1:
-                return [(group_reader.units_to_batch(group, columns), done)]
-            if pool is None:
-                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindf-columns")
-            due = take_pending()
-            pending = (pool.submit(group_reader.units_to_batch, group, columns), done)
-            return due
+            return iter([(group_reader.units_to_batch(group, columns), done)])
 
         # Batches of small files that stream theirs (formats without units) are
         # gathered likewise and joined into one batch per group, a copy of the group
@@ -293,15 +273,14 @@ class ReadPlan:
                     if small:
                         yield join_small()
                     if rows and rows + items.rows > GROUP_ROWS:
-                        yield iter(flush())
+                        yield flush()
                     group_reader = items.reader
                     units.extend(items.units)
                     runs.append((source.path, items.rows))
                     rows += items.rows
                     continue
                 if units:
-                    yield iter(flush())
-                yield iter(take_pending())
+                    yield flush()
                 if self._coalesce and _decoded_inline(source):
                     for batch in items:
                         if small_rows and small_rows + batch.num_rows > GROUP_ROWS:
@@ -316,11 +295,8 @@ class ReadPlan:
             if small:
                 yield join_small()
             if units:
-                yield iter(flush())
-            yield iter(take_pending())
+                yield flush()
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
             files.close()
 
     def _units(self, reader: FormatReader, columns: list[str]) -> _Units | None:
