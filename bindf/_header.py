@@ -129,8 +129,11 @@ def parse_json_header(
 
 def read_exact(f: BinaryIO, n: int) -> bytes:
     """Read up to ``n`` bytes, looping over short reads (pipes, remote files)."""
-    chunks = []
-    remaining = n
+    first = f.read(n)
+    if len(first) == n or not first:  # the usual case: one read
+        return first
+    chunks = [first]
+    remaining = n - len(first)
     while remaining > 0:
         chunk = f.read(remaining)
         if not chunk:

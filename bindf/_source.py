@@ -15,12 +15,12 @@ import glob
 import io
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -107,6 +107,12 @@ class Source:
     def is_remote(self) -> bool:
         return self.fs is not None
 
+    @property
+    def reads_whole_when_held(self) -> bool:
+        """Whether :meth:`held` reads a small file of this source whole into memory
+        (local files; remote ones are read in ranges, objects are in memory already)."""
+        return self.fs is None
+
     def _measure(self) -> int:
         if self.fs is not None:
             size = self.fs.size(self.fs_path)
@@ -120,34 +126,34 @@ class Source:
         """Open for binary reading (the caller closes it).
 
         Inside :meth:`held`, hand out the one held file instead (rewound to the start;
-        closing it does nothing), so that a reader's header and data reads share it.
+        closing it does nothing), so that a reader's header and data reads share it;
+        a small file held in memory gives a new in-memory file over the same bytes.
         """
         held = _held_files().get(id(self))
         if held is not None:
+            if isinstance(held, bytes):
+                return io.BytesIO(held)  # shares the bytes: no copy
             held.seek(0)
             return _HeldFile(held)  # type: ignore[return-value]
         if self.fs is not None:
             return self.fs.open(self.fs_path, "rb")
         return open(_local_path(self.path), "rb")  # noqa: SIM115 - caller closes
 
-    @contextmanager
-    def held(self) -> Iterator[Source]:
+    def held_bytes(self) -> bytes | None:
+        """The whole file, when :meth:`held` holds it in memory in this thread (else
+        ``None``): a reader may decode from it directly, without a file object."""
+        held = _held_files().get(id(self))
+        return held if isinstance(held, bytes) else None
+
+    def held(self) -> _Holding:
         """Open the file once for everything done with this source inside the block
         (detection, header, data): one ``open`` per file instead of two or three, which
-        is most of the cost of reading thousands of small files.
+        is most of the cost of reading thousands of small files. A local file of up to
+        :data:`HOLD_IN_MEMORY_BYTES` is read whole right away, with one ``read``.
 
         The held file belongs to the current thread: other threads reading the same
         source (dask partitions of one file) open their own."""
-        held = _held_files()
-        if id(self) in held:  # already held by an outer block
-            yield self
-            return
-        with self.open() as f:
-            held[id(self)] = f
-            try:
-                yield self
-            finally:
-                del held[id(self)]
+        return _Holding(self)
 
     def read_head(self, n: int) -> bytes:
         """The first ``n`` bytes (fewer if the file is shorter); for format detection."""
@@ -155,10 +161,65 @@ class Source:
             return f.read(min(n, max(self.size, 0)) if self.size >= 0 else n)
 
 
+#: Local files up to this size are read whole, with one ``read``, when :meth:`Source.held`
+#: opens them: the reader's header and data reads then come from memory instead of a
+#: handful of system calls each (seek, read, tell, fstat), which is most of what
+#: remains of a small file's cost besides decoding. The file is still opened once.
+HOLD_IN_MEMORY_BYTES = 256 << 10
+
+
+def _whole_file(f: BinaryIO, size: int) -> bytes:
+    """The first ``size`` bytes of ``f`` (fewer if it shrank).
+
+    Bytes the file no longer holds after the read (see :func:`still_in_file`) are left
+    out, so a file cut while it is read looks to the reader exactly as a short read of
+    the file itself would: a truncation."""
+    data = f.read(size)
+    kept = still_in_file(f, 0, len(data))
+    return data if kept == len(data) else data[:kept]
+
+
+class _Holding:
+    """The context manager of :meth:`Source.held` (a class, not ``@contextmanager``:
+    it runs once per file of a multi-file read, where a generator's overhead shows)."""
+
+    __slots__ = ("_source", "_key", "_files", "_file", "_held")
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._file: BinaryIO | None = None
+        self._held = False
+
+    def __enter__(self) -> Source:
+        source = self._source
+        self._files = files = _held_files()
+        self._key = key = id(source)
+        if key in files:  # already held by an outer block
+            return source
+        f = source.open()
+        if source.reads_whole_when_held and 0 <= source.size <= HOLD_IN_MEMORY_BYTES:
+            with f:
+                files[key] = _whole_file(f, source.size)
+        else:
+            files[key] = f
+            self._file = f
+        self._held = True
+        return source
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._held:
+            return
+        self._held = False
+        del self._files[self._key]
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 _THREAD_STATE = threading.local()
 
 
-def _held_files() -> dict[int, BinaryIO]:
+def _held_files() -> dict[int, BinaryIO | bytes]:
     """This thread's held files (see :meth:`Source.held`), by ``id`` of their source."""
     files = getattr(_THREAD_STATE, "held", None)
     if files is None:
@@ -228,14 +289,25 @@ def expand_sources(
             out.extend(_expand_remote(path, options))
         elif _GLOB_CHARS & set(path) and not os.path.exists(_local_path(path)):
             prefix = "file://" if path.startswith("file://") else ""
-            matches = sorted(prefix + p for p in glob.glob(_local_path(path), recursive=True)
-                             if os.path.isfile(p))
+            # One stat per match says both that it is a file and its size.
+            matches = sorted((prefix + p, size) for p in glob.glob(_local_path(path),
+                                                                   recursive=True)
+                             if (size := _file_size(p)) is not None)
             if not matches:
                 raise FileNotFoundError(f"no files match {path!r}")
-            out.extend(Source(m, options) for m in matches)
+            out.extend(Source(m, options, size=size) for m, size in matches)
         else:
             out.append(Source(path, options))
     return out
+
+
+def _file_size(path: str) -> int | None:
+    """The size of a regular file (following links), or ``None`` for anything else."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def single_source(source: PathLike | SourceObject | Source,
@@ -471,6 +543,10 @@ class ObjectSource(Source):
 
     def __post_init__(self) -> None:  # a name such as "s3://…" must not make it remote
         pass
+
+    @property
+    def reads_whole_when_held(self) -> bool:
+        return False  # open() ignores held files: every read is a view of the object
 
     def open(self) -> BinaryIO:
         """A fresh read-only view (closing it leaves the object open)."""

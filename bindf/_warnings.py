@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextvars
 import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 _SINK: contextvars.ContextVar[WarningSink | None] = contextvars.ContextVar(
@@ -31,14 +29,10 @@ class WarningSink:
 
     recorded: list[tuple[Warning, str, int]] = field(default_factory=list)
 
-    @contextmanager
-    def active(self) -> Iterator[WarningSink]:
-        """Record :func:`warn` calls of the current thread (context) into this sink."""
-        token = _SINK.set(self)
-        try:
-            yield self
-        finally:
-            _SINK.reset(token)
+    def active(self) -> _Active:
+        """Record :func:`warn` calls of the current thread (context) into this sink
+        (a context manager)."""
+        return _Active(self)
 
     def emit(self) -> None:
         """Issue the recorded warnings (in order, through the user's filters) and forget
@@ -46,6 +40,23 @@ class WarningSink:
         recorded, self.recorded = self.recorded, []
         for message, filename, lineno in recorded:
             warnings.warn_explicit(message, type(message), filename, lineno)
+
+
+class _Active:
+    """The context manager of :meth:`WarningSink.active` (a class, not
+    ``@contextmanager``: it runs once per file of a multi-file read)."""
+
+    __slots__ = ("_sink", "_token")
+
+    def __init__(self, sink: WarningSink) -> None:
+        self._sink = sink
+
+    def __enter__(self) -> WarningSink:
+        self._token = _SINK.set(self._sink)
+        return self._sink
+
+    def __exit__(self, *exc: object) -> None:
+        _SINK.reset(self._token)
 
 
 def warn(message: Warning, stacklevel: int = 1) -> None:

@@ -24,7 +24,10 @@ Division of labour:
   k is turned into columns (both sides release the GIL), each side with half the
   threads; ``threads=1`` (or the former ``threads=False``) and small files do it all in
   the caller's thread, since a thread per small file costs more than it saves. The
-  output is the same.
+  output is the same. In a read of many files, an intact small run (every readout
+  complete) is framed and its hits found in two kernel calls straight from its bytes
+  held in memory, and the hits of many runs become columns at once
+  (:meth:`ApxReader.small_file_units`).
 
 The file is read in bounded chunks with ``readinto``; a readout is never split between
 two decode calls (the unparsed tail of a chunk moves to the front of the buffer). A
@@ -59,6 +62,7 @@ Decisions where the spec leaves a choice (the README lists them too):
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
@@ -76,10 +80,12 @@ from ..errors import (
 )
 from . import _apx3_hits as apx3
 from ._apx_hits import (
+    HIT_SIZE,
     STATUS_FLAGS,
     Decoded,
     HitColumns,
     HitDecoder,
+    _HitScratch,
 )
 from ._base import FormatReader, numpy_batch
 from ._stream import BatchStream, StreamDecoder, decode_file, prefetched
@@ -342,6 +348,9 @@ class ApxReader(FormatReader):
         if (self.level != "hits" or self.readout_uid == apx3.READOUT_UID
                 or self.source.size - self.data_offset > PREFETCH_MIN_BYTES):
             return None  # AstroPix 3 hits have their own raw form: read file by file
+        whole = self._intact_run_units()
+        if whole is not None:
+            return whole
         units = []
         rows = 0
         for _, decoded in self._decoded_chunks(_READOUTS_PER_CALL, slots=1):
@@ -353,18 +362,61 @@ class ApxReader(FormatReader):
                 rows += decoded.n_hits
         return units, rows
 
+    def _intact_run_units(self) -> tuple[list[Decoded], int] | None:
+        """:meth:`small_file_units` in two kernel calls, for a run whose readouts are all
+        intact and end exactly at the end of the file (the usual case): the data bytes
+        are read at once, framed into scratch arrays shared by this thread's small files,
+        and their hits decoded in one call, starting with no carried bytes as every file
+        does. Anything else (a truncated or damaged run, a file that shrank) returns
+        ``None``, and the run goes through the streaming decoder, which reports it."""
+        start, end = self.data_offset, self.source.size
+        data = self.source.held_bytes()  # the file held in memory (see Source.held)
+        if data is None:
+            with self.source.open() as f:
+                f.seek(start)
+                data = bytes(start) + f.read(end - start)  # positions as in the file
+        if len(data) != end:
+            return None
+        buf = np.frombuffer(data, dtype=np.uint8)
+        size = end - start
+        scratch = _small_run_scratch(size)
+        n, stop, code = _apx.frame_readouts(buf, start, end, scratch.header_pos,
+                                            scratch.readout_id, scratch.timestamp,
+                                            scratch.length)
+        if code != _apx.FRAME_END or stop != end:
+            return None
+        if not n:
+            return [], 0
+        payload_pos = scratch.header_pos[:n]  # the kernel takes the count from this one
+        payload_pos += READOUT_HEADER_SIZE
+        hits = scratch.hits
+        # A readout of L payload bytes holds at most L // 8 hits plus one re-assembled
+        # hit; the payloads are fewer than ``size`` bytes.
+        bound = size // HIT_SIZE + n
+        if bound > len(hits.hits):
+            hits.__init__(max(bound, 2 * len(hits.hits)))
+        found, _ = _apx.decode_hits(
+            buf, payload_pos, scratch.length, scratch.readout_id, scratch.timestamp,
+            scratch.carry, -1, hits.hits, hits.order, hits.readout_id, hits.timestamp,
+            scratch.status, scratch.readout_hits, True)
+        if not found:
+            return [], 0
+        # Private copies of the hit arrays; the per-readout ones make no hit column.
+        return [Decoded(found, hits.hits[:found].copy(), hits.order[:found].copy(),
+                        hits.readout_id[:found].copy(), hits.timestamp[:found].copy(),
+                        _NO_READOUTS_U8, _NO_READOUTS_U32)], found
+
     def units_to_batch(self, units: list[Decoded], columns: list[str]) -> pa.RecordBatch:
         schema = pa.schema([self.schema.field(c) for c in columns])
         if len(units) == 1:
             merged = units[0]
-        else:
+        else:  # the per-readout arrays (status, readout_hits) make no hit column
             merged = Decoded(
                 sum(u.n_hits for u in units), np.concatenate([u.hits for u in units]),
                 np.concatenate([u.hit_order for u in units]),
                 np.concatenate([u.hit_readout_id for u in units]),
                 np.concatenate([u.hit_timestamp for u in units]),
-                np.concatenate([u.status for u in units]),
-                np.concatenate([u.readout_hits for u in units]))
+                _NO_READOUTS_U8, _NO_READOUTS_U32)
         return numpy_batch(HitColumns()(merged, columns), schema)
 
     def _decoded_chunks(
@@ -404,6 +456,43 @@ class ApxReader(FormatReader):
                          slots=slots, chunk_bytes=self.chunk_bytes,
                          readout_uid=self.readout_uid, stitch=self.stitch,
                          threads=self.threads if threads is None else threads)
+
+
+class _SmallRunScratch:
+    """Framing and hit arrays reused by the small runs one thread decodes in turn (see
+    :meth:`ApxReader._intact_run_units`)."""
+
+    def __init__(self) -> None:
+        self.size = -1
+        self.carry = np.zeros(HIT_SIZE, dtype=np.uint8)
+        self.hits = _HitScratch(0)
+
+    def fit(self, size: int) -> _SmallRunScratch:
+        """Make the framing arrays large enough for a run of ``size`` data bytes (which
+        holds at most ``size // 19`` readouts)."""
+        if size > self.size:
+            self.size = max(size, 2 * self.size)
+            readouts = self.size // READOUT_HEADER_SIZE + 1
+            self.header_pos = np.empty(readouts, dtype=np.int64)
+            self.readout_id = np.empty(readouts, dtype=np.uint32)
+            self.timestamp = np.empty(readouts, dtype=np.uint64)
+            self.length = np.empty(readouts, dtype=np.uint32)
+            self.status = np.empty(readouts, dtype=np.uint8)
+            self.readout_hits = np.empty(readouts, dtype=np.uint32)
+        return self
+
+
+_SMALL_RUN_SCRATCH = threading.local()
+_NO_READOUTS_U8 = np.empty(0, dtype=np.uint8)
+_NO_READOUTS_U32 = np.empty(0, dtype=np.uint32)
+
+
+def _small_run_scratch(size: int) -> _SmallRunScratch:
+    """This thread's :class:`_SmallRunScratch`, large enough for ``size`` data bytes."""
+    scratch = getattr(_SMALL_RUN_SCRATCH, "scratch", None)
+    if scratch is None:
+        scratch = _SMALL_RUN_SCRATCH.scratch = _SmallRunScratch()
+    return scratch.fit(size)
 
 
 @dataclass
