@@ -88,7 +88,7 @@ def _owned_to_output(holder: list[pa.Table], output: Output,
 
 #: Tables with fewer rows are converted to polars on one thread.
 PARALLEL_POLARS_MIN_ROWS = 1 << 20
-#: Whether this polars has global categories (``pl.Categories``, polars >= 1.32): then
+#: Whether this polars has global categories (``pl.Categories``, the newer polars): then
 #: dictionary columns converted separately concatenate into exactly what one conversion
 #: gives. Older polars would re-encode local categoricals (with a warning) or, under a
 #: StringCache, give a different categorical flavour: those convert on one thread.
