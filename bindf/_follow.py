@@ -434,6 +434,8 @@ class Follower(Iterator[Frame]):
     # -- frames -------------------------------------------------------------------------------
     def _to_frames(self, tail: _Tail, batches: list[pa.RecordBatch],
                    always: bool = False) -> Iterator[Frame]:
+        # every poll and finish of a tail comes here, with or without rows
+        self._errors_by_path[tail.path] = tail.errors
         if not batches and not always:
             return
         assert tail.reader is not None
@@ -449,7 +451,6 @@ class Follower(Iterator[Frame]):
         table = table.select(self._output_names(table.schema.names[
             :table.num_columns - (1 if self.include_file_paths else 0)]))
         self.path, self.header, self.format_name = tail.path, tail.header, tail.reader.name
-        self._errors_by_path[tail.path] = tail.errors
         self.bytes = self._bytes_before + (tail.stream.read_position if tail.stream else 0)
         info = build_info(tail.reader.name, tail.header, tail.path, tail.errors or None)
         size = self.batch_size or max(table.num_rows, 1)
@@ -477,7 +478,6 @@ class Follower(Iterator[Frame]):
                         batches, active = tail.poll()
                     except BindfError as exc:
                         raise ensure_bindf_path(exc, tail.path) from None
-                    self._errors_by_path[tail.path] = tail.errors
                     if active:
                         last_activity = time.monotonic()
                     yield from self._to_frames(tail, batches,
