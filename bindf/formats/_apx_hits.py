@@ -196,11 +196,9 @@ class HitColumns:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bindf-fields")
         bounds = [n * k // parts for k in range(parts + 1)]
         ranges = [(a, b) for a, b in zip(bounds, bounds[1:])]
-        for done in self._pool.map(
-                lambda r: self.kernel(hits[r[0]:r[1]],
-                                      **{k: v[r[0]:r[1]] for k, v in words.items()}),
-                ranges):
-            del done
+        list(self._pool.map(
+            lambda r: self.kernel(hits[r[0]:r[1]], **{k: v[r[0]:r[1]] for k, v in words.items()}),
+            ranges))
 
     def close(self) -> None:
         if self._pool is not None:
