@@ -447,6 +447,44 @@ def test_hit_fields(guarded: GuardedPages, kernel: str, hit_size: int,
     assert min(outcomes.values()) > n_runs // 100, outcomes
 
 
+def test_astep_v3_fields(guarded: GuardedPages) -> None:
+    """Sensor words and lengths flush against a guard page, outputs between canaries:
+    every output either refused (too short: ValueError) or written exactly on its n
+    values (the bitmap on its (n + 7) // 8 bytes)."""
+    from bindf.formats.astep import _V3_KERNEL_COLUMNS
+
+    dtypes = {("kind" if c == "kind_code" else c): np.uint8 if c == "kind_code" else t
+              for c, t in _V3_KERNEL_COLUMNS.items()}
+    rng = np.random.default_rng(607)
+    n_runs = runs(3_000)
+    outcomes = {"ok": 0, "ValueError": 0}
+    for _ in range(n_runs):
+        n = int(rng.integers(0, (guarded.page // 8) + 1))
+        sensor = guarded.place(rng.bytes(n * 8)).view(np.uint64)
+        short = rng.random() < 0.05
+        length = np.frombuffer(rng.bytes(n - 1 if short and n else n), np.uint8)
+        out = Canaried()
+        columns = {}
+        for name, dtype in {**dtypes, "valid": np.uint8}.items():
+            r = rng.random()
+            if r < 0.3:
+                continue  # not wanted
+            need = (n + 7) // 8 if name == "valid" else n
+            size = need if r < 0.95 else int(rng.integers(0, need + 1))
+            columns[name] = out.array(size, dtype)
+        try:
+            _astep.v3_fields(sensor, length, float(rng.choice([10.0, 25.0])), **columns)
+        except ValueError:
+            outcomes["ValueError"] += 1
+            assert len(length) < n or any(
+                len(c) < ((n + 7) // 8 if name == "valid" else n) for name, c in columns.items())
+        else:
+            outcomes["ok"] += 1
+        out.check()
+    count_kernel_calls("astep.v3_fields", n_runs)
+    assert min(outcomes.values()) > n_runs // 100, outcomes
+
+
 # -- IT02 kernels ------------------------------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 Memory safe on any bytes and any argument values: ``end`` is clamped to the buffer,
 nothing is written past the end of an output array (the call stops with ``PARSE_FULL``
 when one is full), and a ``state`` array that is too short or a ``ts_bytes`` outside
-{0, 2, 4, 6, 8} raises ``ValueError``. Arguments of the wrong type or dtype and
+{0, 2, 4, 6, 8} raises ``ValueError``, as does a ``v3_fields`` output shorter than
+``sensor`` or a ``length`` shorter than it. Arguments of the wrong type or dtype and
 non-contiguous arrays are refused by Cython's argument conversion.
 """
 
@@ -37,3 +38,20 @@ def parse_frames(
     gap_start: npt.NDArray[np.int64],
     gap_length: npt.NDArray[np.int64],
 ) -> tuple[int, int, int, int]: ...
+def v3_fields(
+    sensor: npt.NDArray[np.uint64],
+    length: npt.NDArray[np.uint8],
+    tick_ns: float,
+    chip_id: npt.NDArray[np.uint8] | None = None,
+    payload: npt.NDArray[np.uint8] | None = None,
+    ts_bytes: npt.NDArray[np.uint8] | None = None,
+    column: npt.NDArray[np.uint8] | None = None,
+    location: npt.NDArray[np.uint8] | None = None,
+    chip_timestamp: npt.NDArray[np.uint8] | None = None,
+    tot_msb: npt.NDArray[np.uint8] | None = None,
+    tot_lsb: npt.NDArray[np.uint8] | None = None,
+    tot_total: npt.NDArray[np.uint16] | None = None,
+    tot_us: npt.NDArray[np.float64] | None = None,
+    kind: npt.NDArray[np.uint8] | None = None,
+    valid: npt.NDArray[np.uint8] | None = None,
+) -> int: ...

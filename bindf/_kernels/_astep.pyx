@@ -6,7 +6,9 @@ readout FIFO: frames ``L | layer | sensor header h | p more sensor bytes | T tim
 bytes`` (``L`` counts the bytes after itself, ``p = h & 7``, ``T = L - 2 - p`` in
 {2, 4, 6, 8}), with ``0xFF`` filler wherever the FIFO was empty. The position of each
 frame depends on the length byte of the one before it: that walk is the only sequential
-work, and it lives here. Field decoding is vectorised numpy in ``bindf.formats.astep``.
+work, and it lives here. So does :func:`v3_fields`, which cuts the AstroPix 3 columns
+out of the walk's sensor words in one pass (numpy would take a pass per operation);
+the AstroPix 4 fields are vectorised numpy in ``bindf.formats.astep``.
 
 :func:`parse_frames` takes bytes and writes into arrays the caller allocated; it does no
 I/O. Every read and write is bounds-checked by hand (the module is compiled without
@@ -18,8 +20,10 @@ gives the same frames as parsing it whole. The pure-Python model in
 ``astep_reference.py`` is the parity oracle.
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memcpy
+
+from ._columns cimport output_column
 
 # parse_frames stop codes
 cdef enum:
@@ -248,3 +252,129 @@ def parse_frames(
     state[C_RESYNC_BYTES] = skipped
     state[C_RESYNCS] = resyncs
     return n, n_gaps, pos, code
+
+
+# -- AstroPix 3 sensor fields ------------------------------------------------------------
+cdef enum:
+    # Frames per block of v3_fields: each column is cut from one block of sensor words at
+    # a time (a loop the compiler vectorises), and the block stays in the L1 cache.
+    FIELD_BLOCK = 2048
+    V3_PAYLOAD = 4           # sensor header payload of a well-formed AstroPix 3 frame
+    KIND_V3 = 0
+    KIND_WRONG_LENGTH = 2
+
+
+cdef inline void cut_sensor_byte(const uint64_t* word, Py_ssize_t m, uint8_t* out,
+                                 int byte, int shift, uint8_t mask) noexcept nogil:
+    """``out[i] = (sensor byte ``byte`` of word i >> shift) & mask`` for one block."""
+    cdef Py_ssize_t i
+    cdef int at = 56 - 8 * byte + shift
+    if out == NULL:
+        return
+    for i in range(m):
+        out[i] = <uint8_t>(word[i] >> at) & mask
+
+
+def v3_fields(
+    const uint64_t[::1] sensor,
+    const uint8_t[::1] length,
+    double tick_ns,
+    uint8_t[::1] chip_id=None,
+    uint8_t[::1] payload=None,
+    uint8_t[::1] ts_bytes=None,
+    uint8_t[::1] column=None,
+    uint8_t[::1] location=None,
+    uint8_t[::1] chip_timestamp=None,
+    uint8_t[::1] tot_msb=None,
+    uint8_t[::1] tot_lsb=None,
+    uint16_t[::1] tot_total=None,
+    double[::1] tot_us=None,
+    uint8_t[::1] kind=None,
+    uint8_t[::1] valid=None,
+):
+    """Write the AstroPix 3 columns of frames parsed by :func:`parse_frames`.
+
+    ``sensor`` and ``length`` are that call's outputs (n frames); each keyword is an
+    output array of at least n values, or ``None`` for a column not wanted. The fields
+    are the sensor header's ``chip_id = h >> 3`` and ``payload = h & 7``, the timestamp
+    width ``ts_bytes = L - 2 - payload`` (modulo 256, as uint8 arithmetic), the bit
+    fields of sensor bytes 1..4, ``tot_total = tot_msb << 8 | tot_lsb`` and ``tot_us =
+    tot_total × tick_ns / 1000`` (multiplied, then divided: the upstream rounding).
+    ``kind`` is 0 (``v3``) for a frame with payload 4 and 2 (``wrong_length``) otherwise;
+    ``valid`` (at least ``(n + 7) // 8`` bytes) gets the Arrow validity bitmap of the
+    well-formed frames (bit ``i % 8`` of byte ``i // 8``). Fields are computed for every
+    frame, wrong-length ones included.
+
+    Returns the number of well-formed frames (payload 4). Releases the GIL.
+    """
+    cdef Py_ssize_t n = sensor.shape[0], first, m, i
+    if length.shape[0] < n:
+        raise ValueError("length holds fewer values than sensor")
+    cdef uint8_t* p_chip = output_column(chip_id, n, "chip_id")
+    cdef uint8_t* p_payload = output_column(payload, n, "payload")
+    cdef uint8_t* p_ts_bytes = output_column(ts_bytes, n, "ts_bytes")
+    cdef uint8_t* p_column = output_column(column, n, "column")
+    cdef uint8_t* p_location = output_column(location, n, "location")
+    cdef uint8_t* p_chip_ts = output_column(chip_timestamp, n, "chip_timestamp")
+    cdef uint8_t* p_msb = output_column(tot_msb, n, "tot_msb")
+    cdef uint8_t* p_lsb = output_column(tot_lsb, n, "tot_lsb")
+    cdef uint16_t* p_tot = output_column(tot_total, n, "tot_total")
+    cdef double* p_tot_us = output_column(tot_us, n, "tot_us")
+    cdef uint8_t* p_kind = output_column(kind, n, "kind")
+    cdef uint8_t* p_valid = output_column(valid, (n + 7) // 8, "valid")
+    if n == 0:
+        return 0
+    cdef const uint64_t* word
+    cdef const uint8_t* L
+    cdef uint8_t ok[FIELD_BLOCK + 8]  # 1 where the frame is well formed (+ zero padding)
+    cdef uint16_t tot[FIELD_BLOCK]
+    cdef uint64_t eight
+    cdef Py_ssize_t well_formed = 0, j
+    with nogil:
+        first = 0
+        while first < n:
+            m = min(<Py_ssize_t>FIELD_BLOCK, n - first)
+            word = &sensor[first]
+            L = &length[first]
+            cut_sensor_byte(word, m, p_chip + first if p_chip else NULL, 0, 3, 0x1F)
+            cut_sensor_byte(word, m, p_payload + first if p_payload else NULL, 0, 0, 0x07)
+            cut_sensor_byte(word, m, p_column + first if p_column else NULL, 1, 7, 0x01)
+            cut_sensor_byte(word, m, p_location + first if p_location else NULL, 1, 0, 0x3F)
+            cut_sensor_byte(word, m, p_chip_ts + first if p_chip_ts else NULL, 2, 0, 0xFF)
+            cut_sensor_byte(word, m, p_msb + first if p_msb else NULL, 3, 0, 0x0F)
+            cut_sensor_byte(word, m, p_lsb + first if p_lsb else NULL, 4, 0, 0xFF)
+            if p_ts_bytes != NULL:
+                for i in range(m):
+                    p_ts_bytes[first + i] = <uint8_t>(L[i] - 2 - ((word[i] >> 56) & 7))
+            for i in range(m):
+                ok[i] = ((word[i] >> 56) & 7) == V3_PAYLOAD
+            for i in range(m):
+                well_formed += ok[i]
+            if p_kind != NULL:
+                for i in range(m):
+                    p_kind[first + i] = KIND_WRONG_LENGTH - (KIND_WRONG_LENGTH - KIND_V3) * ok[i]
+            if p_valid != NULL:
+                # Blocks start at multiples of 8 frames, so each group of 8 is one bitmap
+                # byte. A little-endian load of 8 flags times this constant gathers flag i
+                # into bit 56 + i (the partial products never overlap, so never carry).
+                for i in range(m, m + 8):
+                    ok[i] = 0
+                for j in range(0, m, 8):
+                    if LITTLE_ENDIAN_HOST:
+                        memcpy(&eight, &ok[j], 8)
+                        p_valid[(first + j) >> 3] = <uint8_t>((eight * 0x0102040810204080ULL) >> 56)
+                    else:
+                        p_valid[(first + j) >> 3] = (ok[j] | ok[j + 1] << 1 | ok[j + 2] << 2
+                                                     | ok[j + 3] << 3 | ok[j + 4] << 4
+                                                     | ok[j + 5] << 5 | ok[j + 6] << 6
+                                                     | ok[j + 7] << 7)
+            if p_tot != NULL or p_tot_us != NULL:
+                for i in range(m):
+                    tot[i] = <uint16_t>(((word[i] >> 32) & 0x0F) << 8 | ((word[i] >> 24) & 0xFF))
+                if p_tot != NULL:
+                    memcpy(p_tot + first, tot, m * sizeof(uint16_t))
+                if p_tot_us != NULL:
+                    for i in range(m):
+                        p_tot_us[first + i] = tot[i] * tick_ns / 1000.0
+            first += m
+    return well_formed

@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""Helpers shared by the kernels that turn raw hits into output columns (``hit_fields``
-of ``_apx.pyx`` and ``_apx3.pyx``): inline, so each kernel compiles its own copy."""
+"""Helpers shared by the kernels that turn raw hits or frames into output columns
+(``hit_fields`` of ``_apx.pyx`` and ``_apx3.pyx``, ``v3_fields`` of ``_astep.pyx``): inline,
+so each kernel compiles its own copy."""
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -17,7 +18,7 @@ cdef inline column_t* output_column(column_t[::1] array, Py_ssize_t n, str name)
     if array is None or n == 0:
         return NULL
     if array.shape[0] < n:
-        raise ValueError(f"{name} holds fewer values than there are hits")
+        raise ValueError(f"{name} holds fewer than the {n} values to be written")
     return &array[0]
 
 

@@ -86,3 +86,32 @@ def _close_gap(out: Parsed, gap_at: int | None, here: int) -> None:
     if gap_at is not None:
         out.gaps.append((gap_at, here - gap_at))
     return None
+
+
+#: The columns of :func:`v3_fields`, in the order the kernel documents them.
+V3_COLUMNS = ("chip_id", "payload", "ts_bytes", "column", "location", "chip_timestamp",
+              "tot_msb", "tot_lsb", "tot_total", "tot_us", "kind", "valid")
+
+
+def v3_fields(frames: list[Frame], tick_ns: float) -> dict[str, list[int | float | bool]]:
+    """The AstroPix 3 columns of ``frames``, one frame at a time (model of
+    ``_astep.v3_fields``): sensor byte 0 is the header ``h`` (chip id ``h >> 3``, payload
+    ``h & 7``); byte 1 holds the column flag (bit 7) and the location (bits 5..0); byte 2
+    the chip timestamp; bytes 3 (low nibble) and 4 the ToT. A wrong-length frame's missing
+    bytes read as zero; its fields are computed all the same."""
+    out: dict[str, list[int | float | bool]] = {name: [] for name in V3_COLUMNS}
+    for frame in frames:
+        b = frame.sensor + bytes(5)
+        payload = b[0] & 7
+        tot_total = (b[3] & 0x0F) << 8 | b[4]
+        values = {
+            "chip_id": b[0] >> 3, "payload": payload,
+            "ts_bytes": (frame.length - 2 - payload) % 256,
+            "column": b[1] >> 7, "location": b[1] & 0x3F, "chip_timestamp": b[2],
+            "tot_msb": b[3] & 0x0F, "tot_lsb": b[4], "tot_total": tot_total,
+            "tot_us": tot_total * tick_ns / 1000, "kind": 0 if payload == 4 else 2,
+            "valid": payload == 4,
+        }
+        for name, value in values.items():
+            out[name].append(value)
+    return out

@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from .._atomic import atomic_output
 from .._kernels import _astep
+from .._lanes import Lanes, lanes_for
 from .._source import Source, read_into
 from .._writing import WRITE_CHUNK_ROWS, column_values, require_columns, to_arrow_table
 from ..errors import CorruptDataError, CorruptDataWarning
@@ -149,12 +150,11 @@ V4_BITS = {
     "ts_neg1": (18, 19), "ts_coarse1": (19, 33), "ts_fine1": (33, 36), "ts_tdc1": (36, 41),
     "ts_neg2": (41, 42), "ts_coarse2": (42, 56), "ts_fine2": (56, 59), "ts_tdc2": (59, 64),
 }
-#: AstroPix 3 fields: ``name: (sensor byte, shift, mask)`` (the sensor word holds byte k
-#: at bits 63 - 8k .. 56 - 8k).
-V3_BITS = {
-    "chip_id": (0, 3, 0x1F), "payload": (0, 0, 0x07), "column": (1, 7, 0x01),
-    "location": (1, 0, 0x3F), "chip_timestamp": (2, 0, 0xFF), "tot_msb": (3, 0, 0x0F),
-    "tot_lsb": (4, 0, 0xFF),
+#: Columns of an AstroPix 3 stream that ``_astep.v3_fields`` computes, with their dtypes.
+_V3_KERNEL_COLUMNS: dict[str, type] = {
+    "chip_id": np.uint8, "payload": np.uint8, "ts_bytes": np.uint8, "column": np.uint8,
+    "location": np.uint8, "chip_timestamp": np.uint8, "tot_msb": np.uint8,
+    "tot_lsb": np.uint8, "tot_total": np.uint16, "tot_us": np.float64, "kind_code": np.int8,
 }
 
 
@@ -174,15 +174,17 @@ class _Parsed:
 class _FrameWalker:
     """The kernel's output arrays and resumable state, for one walk over one stream.
 
-    Every :meth:`walk` writes into freshly allocated output arrays, so the columns that
-    are the kernel's output unchanged (offsets, lengths, layers, little-endian timestamps,
-    sensor bytes) go to Arrow without a copy. ``np.empty`` does not touch the memory, so
-    capacity a call does not fill costs address space, not RAM. Only the sensor words,
-    which columns are computed from and never handed out, are reused.
+    Every :meth:`walk` writes into new output memory (from ``lanes``: see
+    :mod:`bindf._lanes`), so the columns that are the kernel's output unchanged (offsets,
+    lengths, layers, little-endian timestamps, sensor bytes) go to Arrow without a copy;
+    :meth:`parsed` keeps the rows the walk filled and gives the rest back. Only the
+    sensor words, which columns are computed from and never handed out, are reused.
     """
 
-    def __init__(self, frames: int, ts_bytes: int | None, slots: int = 1) -> None:
+    def __init__(self, frames: int, ts_bytes: int | None, slots: int = 1,
+                 lanes: Lanes | None = None) -> None:
         self.capacity = frames
+        self.lanes = lanes if lanes is not None else Lanes(enabled=False)
         #: ``slots`` sensor-word arrays used in turn: with 2, a consumer may still compute
         #: columns from one walk's words while the next walk runs (in another thread).
         self._sensor_slots = [np.empty(frames, dtype=np.uint64) for _ in range(slots)]
@@ -193,14 +195,14 @@ class _FrameWalker:
         self.ts_bytes = ts_bytes or 0
 
     def walk(self, buf: np.ndarray, pos: int, end: int, base: int) -> tuple[int, int, int, int]:
-        frames = self.capacity
+        frames, reserve = self.capacity, self.lanes.reserve
         self.sensor = self._sensor_slots[self._walks % len(self._sensor_slots)]
         self._walks += 1
-        self.offset = np.empty(frames, dtype=np.int64)
-        self.length = np.empty(frames, dtype=np.uint8)
-        self.layer = np.empty(frames, dtype=np.uint8)
-        self.timestamp = np.empty(frames, dtype=np.uint64)
-        self.sensor_views = np.empty(frames * 16, dtype=np.uint8)
+        self.offset = reserve("offset", frames, np.int64)
+        self.length = reserve("length", frames, np.uint8)
+        self.layer = reserve("layer", frames, np.uint8)
+        self.timestamp = reserve("timestamp", frames, np.uint64)
+        self.sensor_views = reserve("sensor_views", frames * 16, np.uint8)
         return _astep.parse_frames(buf, pos, end, base, self.ts_bytes, self.state, self.offset,
                                    self.length, self.layer, self.sensor, self.timestamp,
                                    self.sensor_views, self.gap_start, self.gap_length)
@@ -210,9 +212,13 @@ class _FrameWalker:
         return int(self.state[_astep.STATE_GAP_OPEN_AT])
 
     def parsed(self, n: int, first_index: int) -> _Parsed:
-        """The first ``n`` frames of the last walk (``sensor`` is valid until the next walk)."""
-        return _Parsed(self.offset[:n], self.length[:n], self.layer[:n], self.sensor[:n],
-                       self.timestamp[:n], self.sensor_views[: 16 * n], first_index)
+        """The first ``n`` frames of the last walk (``sensor`` is valid until the next walk;
+        call at most once per walk)."""
+        keep = self.lanes.keep
+        return _Parsed(keep("offset", self.offset, n), keep("length", self.length, n),
+                       keep("layer", self.layer, n), self.sensor[:n],
+                       keep("timestamp", self.timestamp, n),
+                       keep("sensor_views", self.sensor_views, 16 * n), first_index)
 
     def counts(self) -> tuple[int, int, int]:
         """(filler bytes, skipped bytes, stretches begun) so far."""
@@ -238,12 +244,13 @@ def timestamp_widths(parsed: _Parsed) -> np.ndarray:
     return parsed.length - np.uint8(2) - payload
 
 
-def fpga_timestamps(raw_le: np.ndarray, widths: np.ndarray, order: str) -> np.ndarray:
+def fpga_timestamps(raw_le: np.ndarray, widths: np.ndarray, order: str,
+                    out: np.ndarray | None = None) -> np.ndarray:
     """The timestamps as numbers: ``raw_le`` holds the bytes read little-endian."""
     if order == "little":
         return raw_le
     shift = (np.uint64(64) - widths.astype(np.uint64) * np.uint64(8))
-    return raw_le.byteswap() >> shift
+    return np.right_shift(raw_le.byteswap(), shift, out=out)
 
 
 def count_decreases(values: np.ndarray) -> int:
@@ -414,9 +421,10 @@ class AstepReader(FormatReader):
         chunks = self._iter_parsed(per_call, slots=2 if prefetch else 1)
         if prefetch:
             chunks = prefetched(chunks, thread_name="bindf-astep")
+        lanes = lanes_for(self.source.size)  # this thread's; the walker has its own
         try:
             for parsed in chunks:
-                arrays = FrameColumns(self, parsed)
+                arrays = FrameColumns(self, parsed, lanes, columns)
                 batch = pa.RecordBatch.from_arrays([arrays.arrow(c) for c in columns],
                                                    schema=schema)
                 produced += batch.num_rows
@@ -430,7 +438,7 @@ class AstepReader(FormatReader):
         """Walk the file chunk by chunk (:class:`AstepStream`); its counts end up in
         :attr:`errors`. A yielded item's ``sensor`` words are overwritten ``slots`` walks
         later; the other arrays are its own."""
-        stream = self.stream(per_call=per_call, slots=slots)
+        stream = self.stream(per_call=per_call, slots=slots, lanes=lanes_for(self.source.size))
         try:
             yield from decode_file(self.source, stream, first_read=_FIRST_READ,
                                    max_read=self.chunk_bytes)
@@ -439,14 +447,15 @@ class AstepReader(FormatReader):
                 self.note_error(kind, count)
 
     def stream(self, *, per_call: int = 1 << 16, slots: int = 1,
-               data_end: int | None = -1) -> AstepStream:
+               data_end: int | None = -1, lanes: Lanes | None = None) -> AstepStream:
         """A resumable decoder of this stream's frames, from its first byte.
 
         ``data_end``: where the data ends (default: the file size when opened; ``None``
-        for a file that is still growing)."""
+        for a file that is still growing). ``lanes``: where the frames' arrays are
+        allocated (default: an array per walk; see :mod:`bindf._lanes`)."""
         end = self.source.size if data_end == -1 else data_end
         return AstepStream(0, path=self.path, on_error=self.on_error, data_end=end,
-                           ts_bytes=self.ts_bytes, per_call=per_call, slots=slots,
+                           ts_bytes=self.ts_bytes, per_call=per_call, slots=slots, lanes=lanes,
                            chunk_bytes=self.chunk_bytes)
 
     def batch_stream(self, columns: Sequence[str] | None = None, *,
@@ -455,7 +464,7 @@ class AstepReader(FormatReader):
         schema = pa.schema([self.schema.field(c) for c in names])
 
         def to_batch(parsed: _Parsed) -> pa.RecordBatch:
-            arrays = FrameColumns(self, parsed)
+            arrays = FrameColumns(self, parsed, wanted=names)
             return pa.RecordBatch.from_arrays([arrays.arrow(c) for c in names], schema=schema)
 
         return BatchStream(self.stream(data_end=data_end), to_batch)
@@ -482,14 +491,14 @@ class AstepStream(StreamDecoder[_Parsed]):
 
     def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
                  ts_bytes: int | None, per_call: int, slots: int = 1,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, lanes: Lanes | None = None) -> None:
         capacity = chunk_bytes if data_end is None else min(
             chunk_bytes, max(data_end - position, 1))
         super().__init__(position, path=path, on_error=on_error, data_end=data_end,
                          label="A-STEP", capacity=max(capacity, MAX_FRAME_BYTES))
         if data_end is not None:  # no walk can find more frames than the data holds
             per_call = min(per_call, max(data_end - position, 0) // 5 + 1)
-        self.walker = _FrameWalker(max(1, per_call), ts_bytes, slots)
+        self.walker = _FrameWalker(max(1, per_call), ts_bytes, slots, lanes)
         self.frames_done = 0
         #: (filler bytes, resync bytes, stretches) already added to :attr:`errors`.
         self.reported = (0, 0, 0)
@@ -573,12 +582,20 @@ class AstepStream(StreamDecoder[_Parsed]):
 
 
 class FrameColumns:
-    """The columns of one chunk of parsed frames, each computed on first request."""
+    """The columns of one chunk of parsed frames, each computed on first request.
 
-    def __init__(self, reader: AstepReader, parsed: _Parsed) -> None:
+    Output columns are written into ``lanes`` (see :mod:`bindf._lanes`); intermediate
+    values (``well_formed``, the Gray-decoded stamps) are ordinary arrays.
+    """
+
+    def __init__(self, reader: AstepReader, parsed: _Parsed, lanes: Lanes | None = None,
+                 wanted: Sequence[str] = ()) -> None:
         self.reader = reader
         self.parsed = parsed
         self.n = len(parsed.offset)
+        self.lanes = lanes if lanes is not None else Lanes(enabled=False)
+        #: The output columns of this read: one kernel pass computes all of them it can.
+        self.wanted = ["kind_code" if name == "kind" else name for name in wanted]
         self._cache: dict[str, np.ndarray] = {}
         self._validity: pa.Buffer | None | bool = False  # False: not computed yet
 
@@ -596,6 +613,8 @@ class FrameColumns:
 
     def validity(self) -> pa.Buffer | None:
         """Arrow validity bitmap of the sensor columns (None: every frame well formed)."""
+        if self._validity is False and self.reader.chip == 3:
+            self._v3_pass()
         if self._validity is False:
             valid = self.get("well_formed")
             self._validity = (None if valid.all()
@@ -607,15 +626,23 @@ class FrameColumns:
             self._cache[name] = self._compute(name)
         return self._cache[name]
 
+    def out(self, name: str, dtype: type) -> np.ndarray:
+        """Uninitialised memory for output column ``name``."""
+        return self.lanes.empty(name, self.n, dtype)
+
     def sensor_byte(self, k: int) -> np.ndarray:
         """Sensor byte ``k`` of every frame (a strided view of the sensor words)."""
         as_bytes = self.parsed.sensor.view(np.uint8).reshape(self.n, 8)
         return as_bytes[:, 7 - k] if sys.byteorder == "little" else as_bytes[:, k]
 
     def _compute(self, name: str) -> np.ndarray:
-        p, chip = self.parsed, self.reader.chip
+        p, chip, u8 = self.parsed, self.reader.chip, np.uint8
+        if chip == 3 and name in _V3_KERNEL_COLUMNS:
+            return self._v3_pass(name)
         if name == "frame_index":
-            return np.arange(p.first_index, p.first_index + self.n, dtype=np.int64)
+            index = self.out(name, np.int64)
+            index[:] = np.arange(p.first_index, p.first_index + self.n, dtype=np.int64)
+            return index
         if name == "byte_offset":
             return p.offset
         if name == "length":
@@ -623,35 +650,46 @@ class FrameColumns:
         if name == "layer":
             return p.layer
         if name == "chip_id":
-            return self.sensor_byte(0) >> np.uint8(3)
+            return np.right_shift(self.sensor_byte(0), u8(3), out=self.out(name, u8))
         if name == "payload":
-            return self.sensor_byte(0) & np.uint8(7)
+            return np.bitwise_and(self.sensor_byte(0), u8(7), out=self.out(name, u8))
         if name == "ts_bytes":
-            return p.length - np.uint8(2) - self.get("payload")
+            widths = np.subtract(p.length, u8(2), out=self.out(name, u8))
+            widths -= self.get("payload")
+            return widths
         if name == "fpga_ts":
-            return fpga_timestamps(p.timestamp, self.get("ts_bytes"), self.reader.ts_order)
+            if self.reader.ts_order == "little":
+                return p.timestamp
+            return fpga_timestamps(p.timestamp, self.get("ts_bytes"), self.reader.ts_order,
+                                   out=self.out(name, np.uint64))
         if name == "well_formed":
-            return self.get("payload") == np.uint8(PAYLOAD_OF_CHIP[chip])
+            return self.get("payload") == u8(PAYLOAD_OF_CHIP[chip])
         if name == "kind_code":  # the generation's code, or _WRONG_LENGTH (no branchy where)
             code = _KIND_OF_CHIP[chip]
             wrong = (~self.get("well_formed")).view(np.int8)
-            return wrong * np.int8(_WRONG_LENGTH - code) + np.int8(code)
-        if chip == 3:
-            return self._v3(name)
-        return self._v4(name)
-
-    def _v3(self, name: str) -> np.ndarray:
-        if name in V3_BITS:
-            byte, shift, mask = V3_BITS[name]
-            values = self.sensor_byte(byte)
-            if shift:
-                values = values >> np.uint8(shift)
-            return values & np.uint8(mask) if mask != 0xFF else values.copy()
-        if name == "tot_total":
-            return (self.get("tot_msb").astype(np.uint16) << np.uint16(8)) | self.get("tot_lsb")
-        if name == "tot_us":
-            return _ticks_to_us(self.get("tot_total"), self.reader.tot_tick_ns)
+            kind = np.multiply(wrong, np.int8(_WRONG_LENGTH - code), out=self.out(name, np.int8))
+            kind += np.int8(code)
+            return kind
+        if chip == 4:
+            return self._v4(name)
         raise KeyError(name)
+
+    def _v3_pass(self, name: str | None = None) -> np.ndarray:
+        """One ``_astep.v3_fields`` pass: ``name``, every wanted column the kernel
+        computes, and the validity bitmap. Returns column ``name`` (``None``: nothing)."""
+        names = {c for c in self.wanted if c in _V3_KERNEL_COLUMNS and c not in self._cache}
+        if name is not None:
+            names.add(name)
+        columns = {c: self.out(c, _V3_KERNEL_COLUMNS[c]) for c in names}
+        bitmap = np.empty((self.n + 7) // 8, dtype=np.uint8)
+        arguments = {("kind" if c == "kind_code" else c): a.view(np.uint8) if c == "kind_code" else a
+                     for c, a in columns.items()}
+        well_formed = _astep.v3_fields(self.parsed.sensor, self.parsed.length,
+                                       float(self.reader.tot_tick_ns), valid=bitmap, **arguments)
+        self._cache.update(columns)
+        if self._validity is False:
+            self._validity = None if well_formed == self.n else pa.py_buffer(bitmap)
+        return columns[name] if name is not None else bitmap
 
     def _sensor_bytes(self) -> pa.Array:
         """The raw ``p + 1`` sensor bytes of each frame (binary view: polars' own layout)."""
@@ -670,21 +708,26 @@ class FrameColumns:
         if name in V4_BITS:
             first, end = V4_BITS[name]
             word = (self.parsed.sensor >> np.uint64(64 - end)) & np.uint64((1 << (end - first)) - 1)
-            return word.astype(np.uint16 if end - first > 8 else np.uint8)
+            values = self.out(name, np.uint16 if end - first > 8 else np.uint8)
+            values[:] = word
+            return values
         mode = self.reader.tot_mode
         if name in ("gray1", "gray2"):
             k = name[-1]
             code = (self.get(f"ts_coarse{k}").astype(np.uint32) << np.uint32(3)) | self.get(f"ts_fine{k}")
             return _gray_to_binary(code)
-        if name == "ts_dec1":
-            if mode == "apx":
-                return self.get("gray1")
-            return (self.get("gray1") << np.uint32(1)) | self.get("ts_neg1")
-        if name == "ts_dec2":
-            if mode == "apx":
+        if name in ("ts_dec1", "ts_dec2"):
+            k = name[-1]
+            dec = self.out(name, np.uint32)
+            if mode != "apx":
+                np.left_shift(self.get(f"gray{k}"), np.uint32(1), out=dec)
+                dec |= self.get(f"ts_neg{k}")
+            elif k == "1":
+                dec[:] = self.get("gray1")
+            else:
                 ts1, ts2 = self.get("gray1"), self.get("gray2")
-                return ts2 + np.where(ts2 < ts1, np.uint32(1 << 17), np.uint32(0))
-            return (self.get("gray2") << np.uint32(1)) | self.get("ts_neg2")
+                np.add(ts2, np.where(ts2 < ts1, np.uint32(1 << 17), np.uint32(0)), out=dec)
+            return dec
         if name == "tot_total":
             ts1 = self.get("ts_dec1").astype(np.int64)
             ts2 = self.get("ts_dec2").astype(np.int64)
@@ -694,17 +737,20 @@ class FrameColumns:
                 tot = (ts2 - ts1) % (1 << 18)
             else:
                 tot = ts2 - ts1
-            return tot.astype(np.uint32)
+            values = self.out(name, np.uint32)
+            values[:] = tot
+            return values
         if name == "tot_us":
+            out = self.out(name, np.float64)
             if mode == "apx":
-                return self.get("tot_total") / _APX_CYCLES_PER_US
-            return _ticks_to_us(self.get("tot_total"), self.reader.tot_tick_ns)
+                return np.divide(self.get("tot_total"), _APX_CYCLES_PER_US, out=out)
+            return _ticks_to_us(self.get("tot_total"), self.reader.tot_tick_ns, out=out)
         raise KeyError(name)
 
 
-def _ticks_to_us(ticks: np.ndarray, tick_ns: float) -> np.ndarray:
-    """``ticks × tick_ns / 1000`` in that order (as the upstream decoders round), in place."""
-    out = np.multiply(ticks, float(tick_ns), dtype=np.float64)
+def _ticks_to_us(ticks: np.ndarray, tick_ns: float, out: np.ndarray | None = None) -> np.ndarray:
+    """``ticks × tick_ns / 1000`` in that order (as the upstream decoders round)."""
+    out = np.multiply(ticks, float(tick_ns), dtype=np.float64, out=out)
     out /= 1000.0
     return out
 

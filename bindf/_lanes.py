@@ -1,0 +1,109 @@
+"""Output columns of many consecutive batches, carved out of large blocks.
+
+Why: a streamed reader decodes a large file chunk by chunk, and each chunk's columns are
+small arrays (a few hundred KB). The first write to freshly allocated memory costs a page
+fault per 4 KiB page plus the kernel zeroing it, which for arrays this small is several
+times the cost of the write itself. NumPy asks Linux for transparent huge pages (one fault
+per 2 MiB) only for allocations of at least 4 MiB. A :class:`Lane` therefore allocates one
+column's memory in blocks of :data:`BLOCK_BYTES` and hands out consecutive slices of them,
+so every batch's column gets huge pages where the system offers them (``madvise`` mode,
+the common default) and the rest of the read is unchanged: each slice is an ordinary
+array that Arrow and polars take without a copy.
+
+A slice keeps its whole block alive, so a caller that keeps a single batch of a read
+pins up to one block per column; that is why only bulk reads of large inputs use lanes
+(:func:`lanes_for`), and small files, follow polls and header probes do not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Size of one block of a lane. Large enough for huge pages (numpy advises them from
+#: 4 MiB on) and few blocks per read; small enough that a finished read's partly used
+#: last block per column costs little.
+BLOCK_BYTES = 16 << 20
+#: Inputs below this size read into plain arrays (their columns fit one small block).
+MIN_INPUT_BYTES = 8 << 20
+_ALIGN = 64  # Arrow's recommended buffer alignment
+
+
+class Lane:
+    """One column's memory: :meth:`reserve` room for a batch, then :meth:`keep` its rows.
+
+    Used by one thread at a time. Between ``reserve`` and ``keep`` nothing else may be
+    taken from the lane; ``keep`` returns the first ``n`` values and gives the unused
+    rest of the reservation back, so the next batch follows directly after.
+    """
+
+    def __init__(self, dtype: np.dtype | type, block_bytes: int = BLOCK_BYTES) -> None:
+        self.dtype = np.dtype(dtype)
+        self.block_bytes = block_bytes
+        self._block = np.empty(0, dtype=np.uint8)
+        self._used = 0
+        self._reserved: np.ndarray | None = None
+
+    def reserve(self, capacity: int) -> np.ndarray:
+        """Room for up to ``capacity`` values (uninitialised)."""
+        nbytes = capacity * self.dtype.itemsize
+        if self._used + nbytes > len(self._block):
+            # A new block: the old one lives on in the slices already handed out.
+            self._block = np.empty(max(self.block_bytes, nbytes + _ALIGN), dtype=np.uint8)
+            self._used = -self._block.ctypes.data % _ALIGN
+        start = self._used
+        self._reserved = self._block[start:start + nbytes].view(self.dtype)
+        return self._reserved
+
+    def keep(self, n: int) -> np.ndarray:
+        """The first ``n`` values of the last reservation, now owned by the caller."""
+        reserved = self._reserved
+        if reserved is None or n > len(reserved):
+            raise ValueError("keep() needs a reservation of at least n values")
+        self._reserved = None
+        self._used += -(-n * self.dtype.itemsize // _ALIGN) * _ALIGN
+        return reserved[:n]
+
+    def empty(self, n: int) -> np.ndarray:
+        """``n`` values (uninitialised), like ``np.empty(n, dtype)``."""
+        self.reserve(n)
+        return self.keep(n)
+
+
+class Lanes:
+    """A :class:`Lane` per column name, created on first use; or plain ``np.empty``.
+
+    ``Lanes(enabled=False)`` allocates every array on its own, for reads too small to
+    profit (see :func:`lanes_for`); callers need not care which they got.
+    """
+
+    def __init__(self, *, enabled: bool = True, block_bytes: int = BLOCK_BYTES) -> None:
+        self.enabled = enabled
+        self.block_bytes = block_bytes
+        self._lanes: dict[str, Lane] = {}
+
+    def lane(self, name: str, dtype: np.dtype | type) -> Lane:
+        lane = self._lanes.get(name)
+        if lane is None or lane.dtype != np.dtype(dtype):
+            lane = self._lanes[name] = Lane(dtype, self.block_bytes)
+        return lane
+
+    def reserve(self, name: str, capacity: int, dtype: np.dtype | type) -> np.ndarray:
+        if not self.enabled:
+            return np.empty(capacity, dtype=dtype)
+        return self.lane(name, dtype).reserve(capacity)
+
+    def keep(self, name: str, array: np.ndarray, n: int) -> np.ndarray:
+        """The first ``n`` values of ``array``, which :meth:`reserve` returned for ``name``."""
+        if not self.enabled:
+            return array[:n]
+        return self._lanes[name].keep(n)
+
+    def empty(self, name: str, n: int, dtype: np.dtype | type) -> np.ndarray:
+        if not self.enabled:
+            return np.empty(n, dtype=dtype)
+        return self.lane(name, dtype).empty(n)
+
+
+def lanes_for(input_bytes: int | None) -> Lanes:
+    """Lanes for a bulk read of ``input_bytes`` (unknown size: plain arrays)."""
+    return Lanes(enabled=input_bytes is not None and input_bytes >= MIN_INPUT_BYTES)

@@ -1,0 +1,98 @@
+"""Column lanes (``bindf._lanes``): batches carved out of shared blocks, and the readers
+that use them give the same tables as with one array per batch."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from bindf import _lanes
+from bindf._lanes import Lane, Lanes, lanes_for
+from bindf._source import Source
+from bindf.formats import astep
+
+
+def test_kept_batches_follow_each_other_aligned_and_survive_new_blocks():
+    lane = Lane(np.int64, block_bytes=4096)
+    kept = []
+    for i, (capacity, n) in enumerate([(100, 10), (100, 100), (300, 1), (50, 0), (600, 3)]):
+        room = lane.reserve(capacity)
+        assert len(room) == capacity and room.dtype == np.int64
+        room[:n] = np.arange(n) + 1000 * i
+        kept.append(lane.keep(n))
+    for i, (values, n) in enumerate(zip(kept, [10, 100, 1, 0, 3], strict=True)):
+        assert values.tolist() == list(range(1000 * i, 1000 * i + n))
+        assert values.ctypes.data % 64 == 0
+    # the second batch starts where the first one's (aligned) end left off
+    assert kept[1].ctypes.data - kept[0].ctypes.data == 128
+    # a reservation larger than a block gets a block of its own
+    assert len(lane.reserve(10_000)) == 10_000
+
+
+def test_keep_gives_back_the_unused_reservation():
+    lane = Lane(np.uint8, block_bytes=1 << 16)
+    lane.reserve(1000)
+    first = lane.keep(10)
+    lane.reserve(1000)
+    second = lane.keep(5)
+    assert second.ctypes.data - first.ctypes.data == 64
+
+
+def test_keep_needs_a_reservation():
+    lane = Lane(np.uint8)
+    with pytest.raises(ValueError, match="reservation"):
+        lane.keep(1)
+    lane.reserve(4)
+    with pytest.raises(ValueError, match="reservation"):
+        lane.keep(5)
+    lane.keep(4)
+    with pytest.raises(ValueError, match="reservation"):
+        lane.keep(1)  # one keep per reservation
+
+
+def test_lanes_by_name_and_disabled_lanes_are_plain_arrays():
+    lanes = Lanes(block_bytes=1 << 12)
+    a = lanes.empty("x", 3, np.uint16)
+    b = lanes.empty("y", 3, np.float64)
+    assert (a.dtype, b.dtype) == (np.uint16, np.float64)
+    assert a.base is not None  # a slice of the lane's block
+    off = Lanes(enabled=False)
+    room = off.reserve("x", 8, np.uint8)
+    assert off.keep("x", room, 3).base is room
+    assert off.empty("x", 2, np.int32).base is None
+    assert not lanes_for(None).enabled
+    assert not lanes_for(_lanes.MIN_INPUT_BYTES - 1).enabled
+    assert lanes_for(_lanes.MIN_INPUT_BYTES).enabled
+
+
+def _astep_stream(rng: random.Random, n: int) -> bytes:
+    out = bytearray()
+    for i in range(n):
+        p = 4 if rng.random() < 0.97 else rng.randrange(8)
+        sensor = bytes([rng.randrange(4) << 3 | p]) + rng.randbytes(p)
+        out += bytes([1 + len(sensor) + 4, 1 + i % 3]) + sensor + (1000 + i).to_bytes(4, "little")
+        if rng.random() < 0.02:
+            out += b"\xff" * rng.randrange(1, 9)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_astep_read_in_lanes_equals_read_in_plain_arrays(tmp_path, monkeypatch, threads):
+    """Tiny blocks and chunks, so batches cross many block boundaries."""
+    path = tmp_path / "run.bin"
+    path.write_bytes(_astep_stream(random.Random(5), 6000))
+
+    def read() -> pa.Table:
+        reader = astep.AstepReader(Source(str(path)), chunk_bytes=1000, threads=threads)
+        return pa.Table.from_batches(list(reader.iter_batches()), schema=reader.schema)
+
+    plain = read()
+    monkeypatch.setattr(astep, "lanes_for", lambda size: Lanes(block_bytes=3000))
+    in_lanes = read()
+    assert in_lanes.num_rows == 6000
+    assert in_lanes.equals(plain)
+    kind = in_lanes.column("kind").combine_chunks().dictionary_decode()
+    assert 0 < kind.to_pylist().count("wrong_length") < 6000
