@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._kernels import _apx
+from .._lanes import Lanes
 
 HIT_SIZE = 8
 PAD_BYTE = 0xFF
@@ -147,7 +148,7 @@ PARALLEL_MIN_HITS = 1 << 16
 
 
 class HitColumns:
-    """A decoded chunk → its projected hit columns, as fresh arrays (they become the frame).
+    """A decoded chunk → its projected hit columns, as new arrays (they become the frame).
 
     The bit fields, Gray-decoded timestamps and ToT come from one pass of the kernel's
     ``hit_fields`` over the raw hits, which writes each requested column once. With
@@ -166,13 +167,17 @@ class HitColumns:
     #: Columns copied from the kernel's per-hit readout fields: column → Decoded field.
     readout_fields: Mapping[str, str] = _READOUT_FIELD
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, lanes: Lanes | None = None) -> None:
         self.threads = threads
+        #: Where the columns' memory comes from (:mod:`bindf._lanes`; default: an array
+        #: per column and chunk).
+        self.lanes = lanes if lanes is not None else Lanes(enabled=False)
         self._pool: ThreadPoolExecutor | None = None
 
     def __call__(self, decoded: Any, columns: Sequence[str]) -> list[np.ndarray]:
         n = decoded.n_hits
-        words = {name: np.empty(n, dtype=self.word_columns[name])
+        empty = self.lanes.empty
+        words = {name: empty(name, n, self.word_columns[name])
                  for name in columns if name in self.word_columns}
         if words:
             self._fill(decoded.hits, words)
@@ -181,7 +186,10 @@ class HitColumns:
             if name in words:
                 out.append(words[name])
             elif name in self.readout_fields:
-                out.append(getattr(decoded, self.readout_fields[name]).copy())
+                values = getattr(decoded, self.readout_fields[name])
+                copy = empty(name, n, values.dtype)
+                copy[:] = values
+                out.append(copy)
             else:  # the readers validate names first; this guards direct use
                 raise KeyError(f"no {self.label} hit column {name!r}")
         return out

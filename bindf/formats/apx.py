@@ -72,6 +72,7 @@ import pyarrow as pa
 
 from .._header import read_preamble
 from .._kernels import _apx
+from .._lanes import Lanes, lanes_for
 from .._warnings import warn as _warn
 from ..errors import (
     CorruptDataError,
@@ -171,12 +172,12 @@ def new_hit_decoder(readout_uid: int, *, stitch: bool, store_hits: bool,
     return HitDecoder(store_hits=store_hits, slots=slots, threads=threads)
 
 
-def new_hit_columns(readout_uid: int, threads: int = 1) -> HitColumns:
-    """Raw hits → hit table columns, for this chip generation (AstroPix 4 columns may be
-    filled by up to ``threads`` threads)."""
+def new_hit_columns(readout_uid: int, threads: int = 1, lanes: Lanes | None = None) -> HitColumns:
+    """Raw hits → hit table columns, for this chip generation (filled by up to ``threads``
+    threads, in memory from ``lanes``: see :mod:`bindf._lanes`)."""
     if readout_uid == apx3.READOUT_UID:
-        return apx3.Apx3HitColumns(threads=threads)
-    return HitColumns(threads=threads)
+        return apx3.Apx3HitColumns(threads=threads, lanes=lanes)
+    return HitColumns(threads=threads, lanes=lanes)
 
 #: Default bytes per read. The first reads are smaller (see _FIRST_READ) so that
 #: ``head()`` decodes almost nothing; reads then double up to this bound.
@@ -327,7 +328,8 @@ class ApxReader(FormatReader):
         if prefetch:
             chunks = prefetched(chunks, thread_name="bindf-apx")
         hit_columns = new_hit_columns(self.readout_uid,
-                                      self.threads - decode_threads if prefetch else self.threads)
+                                      self.threads - decode_threads if prefetch else self.threads,
+                                      lanes_for(self.source.size))
         produced = 0
         try:
             for unit in chunks:
