@@ -4,6 +4,7 @@ that use them give the same tables as with one array per batch."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -96,3 +97,15 @@ def test_astep_read_in_lanes_equals_read_in_plain_arrays(tmp_path, monkeypatch, 
     assert in_lanes.equals(plain)
     kind = in_lanes.column("kind").combine_chunks().dictionary_decode()
     assert 0 < kind.to_pylist().count("wrong_length") < 6000
+
+
+@pytest.mark.parametrize("name", ["20250723_092534_data.apx", "vinj0_th1030_20250729-185248.apx"])
+def test_apx_read_in_lanes_equals_read_in_plain_arrays(monkeypatch, name):
+    import bindf
+    from bindf.formats import apx
+
+    path = Path(__file__).parent / "data" / name
+    plain = bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=1)
+    monkeypatch.setattr(apx, "lanes_for", lambda size: Lanes(block_bytes=2000))
+    for threads in (1, 2):
+        assert bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=threads).equals(plain)
