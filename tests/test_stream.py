@@ -17,6 +17,7 @@ from bindf._source import Source
 from bindf.formats._apx_hits import HitColumns
 from bindf.formats.apx import HITS_SCHEMA, ApxReader
 from bindf.formats.apx_log import ApxLogReader
+from bindf.formats.astep import write_astep
 from bindf.formats.it02 import IT02Reader
 
 DATA = Path(__file__).parent / "data"
@@ -202,3 +203,46 @@ def test_every_format_streams_batches_equal_to_the_whole_read(tmp_path: Path) ->
             expected = whole if columns is None else whole.select(columns)
             assert got.equals(expected), (name, columns)
             assert stream.read_position == end
+
+
+def _many_units_file(tmp_path: Path, fmt: str) -> Path:
+    """A file whose whole-file feed completes several decoder calls' worth of units."""
+    rng = np.random.default_rng(11)
+    path = tmp_path / f"many.{fmt}"
+    if fmt == "apx":
+        n = 40_000  # > the readouts of one kernel call
+        hits = {"readout_id": np.arange(n, dtype=np.uint32),
+                "timestamp": np.arange(n, dtype=np.uint64) * 1000,
+                **{name: rng.integers(0, 16, n) for name in ("chip_id", "row", "column")},
+                "ts_neg1": rng.integers(0, 2, n), "ts_dec1": rng.integers(0, 1 << 16, n),
+                "ts_tdc1": rng.integers(0, 32, n), "ts_neg2": rng.integers(0, 2, n),
+                "ts_dec2": rng.integers(0, 1 << 16, n), "ts_tdc2": rng.integers(0, 32, n)}
+        bindf.write_apx(path, hits, {"readout_uid": 4000})
+    else:
+        n = 150_000  # > the frames of one walk
+        sensor = np.empty((n, 5), dtype=np.uint8)
+        sensor[:, 0] = rng.integers(0, 4, n, dtype=np.uint8) << 3 | 4
+        sensor[:, 1:] = rng.integers(0, 64, (n, 4), dtype=np.uint8)
+        offsets = np.arange(n + 1, dtype=np.int64) * 5
+        write_astep(path, pa.table({
+            "layer": rng.integers(1, 4, n, dtype=np.uint8),
+            "fpga_ts": np.arange(n, dtype=np.uint64),
+            "sensor": pa.Array.from_buffers(pa.large_binary(), n, [
+                None, pa.py_buffer(offsets), pa.py_buffer(sensor.reshape(-1))]),
+        }))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["apx", "astep"])
+def test_one_feed_of_many_units_equals_whole_read(tmp_path: Path, fmt: str) -> None:
+    """Following reads up to 16 MiB at a time, so one feed can complete more units than
+    one decoder call holds; each unit is converted before the next one reuses the
+    decoder's buffers (A-STEP sensor words, AstroPix hits)."""
+    path = _many_units_file(tmp_path, fmt)
+    whole = bindf.read(path, output="arrow", format=fmt)
+    reader = bindf.registry.get_format(fmt).reader_class()(Source(str(path)))
+    stream = reader.batch_stream()
+    data = path.read_bytes()[reader.data_offset:]
+    batches = stream.feed(data) + stream.finish()
+    assert len(batches) > 1
+    assert pa.Table.from_batches(batches).equals(whole)

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import abc
 import copy
-from collections.abc import Generator, Iterator
+import itertools
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Generic, TypeVar
@@ -160,31 +161,37 @@ class StreamDecoder(abc.ABC, Generic[T]):
             return iter(())
         return self._decode(self._buf, self._have, final=False)
 
-    def feed(self, data: bytes | bytearray | memoryview | np.ndarray) -> list[T]:
+    def feed(self, data: bytes | bytearray | memoryview | np.ndarray,
+             convert: Callable[[T], Any] | None = None) -> list[Any]:
         """Decode ``data`` (the bytes after :attr:`read_position`); return what it
         completed, including rows the decoder would otherwise still be collecting.
 
-        The units returned may be views of reused buffers: use each before the next call.
+        A unit may be a view of buffers the decoder reuses for the next one (the A-STEP
+        sensor words, the AstroPix hits), and ``data`` may complete several units:
+        ``convert`` is applied to each unit before the next is decoded, and the list
+        holds what it returns. Without it, only the last unit is sure to be intact.
         """
         if self.ended:
             return []
         data = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) \
             else data.view(np.uint8).reshape(-1)
         self.space(len(data))[:] = data
-        out = list(self.commit(len(data)))
-        out.extend(self._drain())
-        return out
+        return self._handed_out(self.commit(len(data)), convert)
 
-    def read_from(self, f: BinaryIO, n: int) -> tuple[list[T], int]:
+    def read_from(self, f: BinaryIO, n: int,
+                  convert: Callable[[T], Any] | None = None) -> tuple[list[Any], int]:
         """Read up to ``n`` bytes of ``f`` (positioned at :attr:`read_position`) straight
         into the buffer with ``readinto`` and decode them like :meth:`feed`; returns the
-        units and the number of bytes read (fewer than ``n`` at the end of the file)."""
+        units (converted) and the number of bytes read (fewer than ``n`` at the end)."""
         if self.ended:
             return [], 0
         got = read_into(f, self.space(n))
-        out = list(self.commit(got))
-        out.extend(self._drain())
-        return out, got
+        return self._handed_out(self.commit(got), convert), got
+
+    def _handed_out(self, units: Iterator[T], convert: Callable[[T], Any] | None) -> list[Any]:
+        """``units`` then the drained rows, each converted before the next is decoded."""
+        everything = itertools.chain(units, self._drain())
+        return list(everything) if convert is None else [convert(u) for u in everything]
 
     def finish(self, *, shrank: bool = False) -> Iterator[T]:
         """No more bytes will come: decode what is still possible, hand out what the
@@ -335,13 +342,13 @@ class BatchStream:
         self._to_batch = to_batch
 
     def feed(self, data: bytes | bytearray | memoryview | np.ndarray) -> list[Any]:
-        return [b for b in (self._to_batch(u) for u in self.decoder.feed(data)) if b.num_rows]
+        return [b for b in self.decoder.feed(data, self._to_batch) if b.num_rows]
 
     def read_from(self, f: BinaryIO, n: int) -> tuple[list[Any], int]:
         """Like :meth:`feed`, reading up to ``n`` bytes of ``f`` into the decoder's buffer
         (no copy); returns the batches and the number of bytes read."""
-        units, got = self.decoder.read_from(f, n)
-        return [b for b in (self._to_batch(u) for u in units) if b.num_rows], got
+        batches, got = self.decoder.read_from(f, n, self._to_batch)
+        return [b for b in batches if b.num_rows], got
 
     def finish(self, *, shrank: bool = False) -> list[Any]:
         return [b for b in (self._to_batch(u) for u in self.decoder.finish(shrank=shrank))

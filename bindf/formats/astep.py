@@ -171,54 +171,81 @@ class _Parsed:
     first_index: int  # frame_index of the first frame
 
 
+#: The frame walk's per-frame arrays: name → (dtype, values per frame, the output column
+#: that is the array unchanged, if any). The sensor words feed computed columns only.
+_WALK_ARRAYS: dict[str, tuple[type, int, str | None]] = {
+    "offset": (np.int64, 1, "byte_offset"),
+    "length": (np.uint8, 1, "length"),
+    "layer": (np.uint8, 1, "layer"),
+    "sensor": (np.uint64, 1, None),
+    "timestamp": (np.uint64, 1, "fpga_ts"),
+    "sensor_views": (np.uint8, 16, "sensor"),
+}
+
+
+def walk_arrays_for(columns: Sequence[str]) -> frozenset[str]:
+    """The walk arrays that the output ``columns`` hand out as they stand."""
+    return frozenset(name for name, (_, _, column) in _WALK_ARRAYS.items() if column in columns)
+
+
 class _FrameWalker:
     """The kernel's output arrays and resumable state, for one walk over one stream.
 
-    Every :meth:`walk` writes into new output memory (from ``lanes``: see
-    :mod:`bindf._lanes`), so the columns that are the kernel's output unchanged (offsets,
-    lengths, layers, little-endian timestamps, sensor bytes) go to Arrow without a copy;
-    :meth:`parsed` keeps the rows the walk filled and gives the rest back. Only the
-    sensor words, which columns are computed from and never handed out, are reused.
+    The arrays that batches hand out as columns (``handed_out``: offsets, lengths,
+    layers, little-endian timestamps, sensor bytes; by default all of them) are written
+    into new memory by every :meth:`walk` (from ``lanes``: see :mod:`bindf._lanes`), so
+    they go to Arrow without a copy; :meth:`parsed` keeps the rows the walk filled and
+    gives the rest back. The others (always the sensor words, which only feed computed
+    columns) are reused from walk to walk: with ``slots`` sets used in turn, a consumer
+    may still compute columns from one walk while the next ``slots - 1`` walks run.
     """
 
     def __init__(self, frames: int, ts_bytes: int | None, slots: int = 1,
-                 lanes: Lanes | None = None) -> None:
+                 lanes: Lanes | None = None,
+                 handed_out: frozenset[str] = frozenset(_WALK_ARRAYS) - {"sensor"}) -> None:
         self.capacity = frames
         self.lanes = lanes if lanes is not None else Lanes(enabled=False)
-        #: ``slots`` sensor-word arrays used in turn: with 2, a consumer may still compute
-        #: columns from one walk's words while the next walk runs (in another thread).
-        self._sensor_slots = [np.empty(frames, dtype=np.uint64) for _ in range(slots)]
+        self.handed_out = handed_out - {"sensor"}
+        self._slots = [{name: np.empty(frames * width, dtype=dtype)
+                        for name, (dtype, width, _) in _WALK_ARRAYS.items()
+                        if name not in self.handed_out} for _ in range(max(1, slots))]
         self._walks = 0
+        self._arrays: dict[str, np.ndarray] = {}
         self.gap_start = np.empty(max(1, frames // 4), dtype=np.int64)
         self.gap_length = np.empty_like(self.gap_start)
         self.state = _astep.new_state()
         self.ts_bytes = ts_bytes or 0
 
     def walk(self, buf: np.ndarray, pos: int, end: int, base: int) -> tuple[int, int, int, int]:
-        frames, reserve = self.capacity, self.lanes.reserve
-        self.sensor = self._sensor_slots[self._walks % len(self._sensor_slots)]
+        reused = self._slots[self._walks % len(self._slots)]
         self._walks += 1
-        self.offset = reserve("offset", frames, np.int64)
-        self.length = reserve("length", frames, np.uint8)
-        self.layer = reserve("layer", frames, np.uint8)
-        self.timestamp = reserve("timestamp", frames, np.uint64)
-        self.sensor_views = reserve("sensor_views", frames * 16, np.uint8)
-        return _astep.parse_frames(buf, pos, end, base, self.ts_bytes, self.state, self.offset,
-                                   self.length, self.layer, self.sensor, self.timestamp,
-                                   self.sensor_views, self.gap_start, self.gap_length)
+        a = self._arrays = {
+            name: reused[name] if name in reused
+            else self.lanes.reserve(name, self.capacity * width, dtype)
+            for name, (dtype, width, _) in _WALK_ARRAYS.items()
+        }
+        return _astep.parse_frames(buf, pos, end, base, self.ts_bytes, self.state, a["offset"],
+                                   a["length"], a["layer"], a["sensor"], a["timestamp"],
+                                   a["sensor_views"], self.gap_start, self.gap_length)
+
+    @property
+    def offset(self) -> np.ndarray:
+        """The last walk's frame offsets (all of its capacity)."""
+        return self._arrays["offset"]
 
     @property
     def open_gap(self) -> int:
         return int(self.state[_astep.STATE_GAP_OPEN_AT])
 
     def parsed(self, n: int, first_index: int) -> _Parsed:
-        """The first ``n`` frames of the last walk (``sensor`` is valid until the next walk;
-        call at most once per walk)."""
-        keep = self.lanes.keep
-        return _Parsed(keep("offset", self.offset, n), keep("length", self.length, n),
-                       keep("layer", self.layer, n), self.sensor[:n],
-                       keep("timestamp", self.timestamp, n),
-                       keep("sensor_views", self.sensor_views, 16 * n), first_index)
+        """The first ``n`` frames of the last walk (call at most once per walk). The
+        arrays not handed out are valid until ``slots`` walks later."""
+        arrays = {
+            name: self.lanes.keep(name, array, n * _WALK_ARRAYS[name][1])
+            if name in self.handed_out else array[: n * _WALK_ARRAYS[name][1]]
+            for name, array in self._arrays.items()
+        }
+        return _Parsed(first_index=first_index, **arrays)
 
     def counts(self) -> tuple[int, int, int]:
         """(filler bytes, skipped bytes, stretches begun) so far."""
@@ -418,7 +445,7 @@ class AstepReader(FormatReader):
         produced = 0
         # The common threads= (an int; threads=False → 1): a prefetch worker above one.
         prefetch = self.threads > 1
-        chunks = self._iter_parsed(per_call, slots=2 if prefetch else 1)
+        chunks = self._iter_parsed(per_call, columns, slots=2 if prefetch else 1)
         if prefetch:
             chunks = prefetched(chunks, thread_name="bindf-astep")
         lanes = lanes_for(self.source.size)  # this thread's; the walker has its own
@@ -434,11 +461,13 @@ class AstepReader(FormatReader):
         finally:
             chunks.close()
 
-    def _iter_parsed(self, per_call: int, slots: int = 1) -> Generator[_Parsed, None, None]:
+    def _iter_parsed(self, per_call: int, columns: Sequence[str],
+                     slots: int = 1) -> Generator[_Parsed, None, None]:
         """Walk the file chunk by chunk (:class:`AstepStream`); its counts end up in
         :attr:`errors`. A yielded item's ``sensor`` words are overwritten ``slots`` walks
         later; the other arrays are its own."""
-        stream = self.stream(per_call=per_call, slots=slots, lanes=lanes_for(self.source.size))
+        stream = self.stream(per_call=per_call, slots=slots, lanes=lanes_for(self.source.size),
+                             handed_out=walk_arrays_for(columns))
         try:
             yield from decode_file(self.source, stream, first_read=_FIRST_READ,
                                    max_read=self.chunk_bytes)
@@ -447,16 +476,19 @@ class AstepReader(FormatReader):
                 self.note_error(kind, count)
 
     def stream(self, *, per_call: int = 1 << 16, slots: int = 1,
-               data_end: int | None = -1, lanes: Lanes | None = None) -> AstepStream:
+               data_end: int | None = -1, lanes: Lanes | None = None,
+               handed_out: frozenset[str] | None = None) -> AstepStream:
         """A resumable decoder of this stream's frames, from its first byte.
 
         ``data_end``: where the data ends (default: the file size when opened; ``None``
         for a file that is still growing). ``lanes``: where the frames' arrays are
-        allocated (default: an array per walk; see :mod:`bindf._lanes`)."""
+        allocated (default: an array per walk; see :mod:`bindf._lanes`); ``handed_out``:
+        the walk arrays the caller keeps as columns (default: all; the others are
+        reused, see :class:`_FrameWalker`)."""
         end = self.source.size if data_end == -1 else data_end
         return AstepStream(0, path=self.path, on_error=self.on_error, data_end=end,
                            ts_bytes=self.ts_bytes, per_call=per_call, slots=slots, lanes=lanes,
-                           chunk_bytes=self.chunk_bytes)
+                           handed_out=handed_out, chunk_bytes=self.chunk_bytes)
 
     def batch_stream(self, columns: Sequence[str] | None = None, *,
                      data_end: int | None = None) -> BatchStream:
@@ -467,7 +499,8 @@ class AstepReader(FormatReader):
             arrays = FrameColumns(self, parsed, wanted=names)
             return pa.RecordBatch.from_arrays([arrays.arrow(c) for c in names], schema=schema)
 
-        return BatchStream(self.stream(data_end=data_end), to_batch)
+        return BatchStream(self.stream(data_end=data_end, handed_out=walk_arrays_for(names)),
+                           to_batch)
 
 
 @dataclass
@@ -491,14 +524,16 @@ class AstepStream(StreamDecoder[_Parsed]):
 
     def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
                  ts_bytes: int | None, per_call: int, slots: int = 1,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, lanes: Lanes | None = None) -> None:
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, lanes: Lanes | None = None,
+                 handed_out: frozenset[str] | None = None) -> None:
         capacity = chunk_bytes if data_end is None else min(
             chunk_bytes, max(data_end - position, 1))
         super().__init__(position, path=path, on_error=on_error, data_end=data_end,
                          label="A-STEP", capacity=max(capacity, MAX_FRAME_BYTES))
         if data_end is not None:  # no walk can find more frames than the data holds
             per_call = min(per_call, max(data_end - position, 0) // 5 + 1)
-        self.walker = _FrameWalker(max(1, per_call), ts_bytes, slots, lanes)
+        self.walker = (_FrameWalker(max(1, per_call), ts_bytes, slots, lanes) if handed_out is None
+                       else _FrameWalker(max(1, per_call), ts_bytes, slots, lanes, handed_out))
         self.frames_done = 0
         #: (filler bytes, resync bytes, stretches) already added to :attr:`errors`.
         self.reported = (0, 0, 0)
