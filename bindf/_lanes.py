@@ -10,6 +10,13 @@ so every batch's column gets huge pages where the system offers them (``madvise`
 the common default) and the rest of the read is unchanged: each slice is an ordinary
 array that Arrow and polars take without a copy.
 
+Blocks come from Arrow's mimalloc memory pool when pyarrow has one (its default pool
+on the usual builds), as the columns of Arrow's own readers do: mimalloc keeps freed
+memory for a while and hands it to the next allocation, so a read that follows another
+one (a notebook cell run again, a campaign read file by file) writes into memory that
+is already mapped instead of faulting in fresh pages. Without that pool, blocks are
+NumPy arrays, which get huge pages (see above).
+
 A slice keeps its whole block alive, so a caller that keeps a single batch of a read
 pins up to one block per column; that is why only bulk reads of large inputs use lanes
 (:func:`lanes_for`), and small files, follow polls and header probes do not.
@@ -18,6 +25,7 @@ pins up to one block per column; that is why only bulk reads of large inputs use
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 #: Size of one block of a lane. Large enough for huge pages (numpy advises them from
 #: 4 MiB on) and few blocks per read; small enough that a finished read's partly used
@@ -26,6 +34,23 @@ BLOCK_BYTES = 16 << 20
 #: Inputs below this size read into plain arrays (their columns fit one small block).
 MIN_INPUT_BYTES = 8 << 20
 _ALIGN = 64  # Arrow's recommended buffer alignment
+
+
+def _mimalloc_pool() -> pa.MemoryPool | None:
+    try:
+        return pa.mimalloc_memory_pool()
+    except (AttributeError, NotImplementedError):  # a pyarrow built without mimalloc
+        return None
+
+
+_POOL = _mimalloc_pool()
+
+
+def new_block(nbytes: int) -> np.ndarray:
+    """``nbytes`` of uninitialised memory (uint8) for a lane (see the module docstring)."""
+    if _POOL is None:
+        return np.empty(nbytes, dtype=np.uint8)
+    return np.frombuffer(pa.allocate_buffer(nbytes, memory_pool=_POOL), dtype=np.uint8)
 
 
 class Lane:
@@ -48,7 +73,7 @@ class Lane:
         nbytes = capacity * self.dtype.itemsize
         if self._used + nbytes > len(self._block):
             # A new block: the old one lives on in the slices already handed out.
-            self._block = np.empty(max(self.block_bytes, nbytes + _ALIGN), dtype=np.uint8)
+            self._block = new_block(max(self.block_bytes, nbytes + _ALIGN))
             self._used = -self._block.ctypes.data % _ALIGN
         start = self._used
         self._reserved = self._block[start:start + nbytes].view(self.dtype)

@@ -54,6 +54,16 @@ def test_keep_needs_a_reservation():
         lane.keep(1)  # one keep per reservation
 
 
+def test_blocks_come_from_arrows_mimalloc_pool_when_there_is_one():
+    if _lanes._POOL is None:
+        pytest.skip("this pyarrow has no mimalloc pool")
+    before = _lanes._POOL.bytes_allocated()
+    values = Lane(np.uint8, block_bytes=1 << 20).empty(10)
+    assert _lanes._POOL.bytes_allocated() >= before + (1 << 20)
+    del values
+    assert _lanes._POOL.bytes_allocated() == before
+
+
 def test_lanes_by_name_and_disabled_lanes_are_plain_arrays():
     lanes = Lanes(block_bytes=1 << 12)
     a = lanes.empty("x", 3, np.uint16)
@@ -109,3 +119,12 @@ def test_apx_read_in_lanes_equals_read_in_plain_arrays(monkeypatch, name):
     monkeypatch.setattr(apx, "lanes_for", lambda size: Lanes(block_bytes=2000))
     for threads in (1, 2):
         assert bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=threads).equals(plain)
+
+
+def test_blocks_without_arrows_mimalloc_pool(monkeypatch):
+    monkeypatch.setattr(_lanes, "_POOL", None)
+    lane = Lane(np.uint32, block_bytes=256)
+    values = lane.empty(10)
+    values[:] = 7
+    assert values.tolist() == [7] * 10
+    assert values.base.flags.owndata  # the block: a plain NumPy array

@@ -69,8 +69,13 @@ _APX_CYCLES_PER_US = 20.0
 
 #: Bytes the automatic choices (chip generation, timestamp byte order) look at.
 AUTO_SAMPLE_BYTES = 256 << 10
-DEFAULT_CHUNK_BYTES = 1 << 20
+#: Default bytes per read: 2 MiB halves the per-batch work of 1 MiB (a 50 MB read was
+#: ~15 % faster with two threads) and larger reads gained nothing more.
+DEFAULT_CHUNK_BYTES = 2 << 20
 _FIRST_READ = 64 << 10
+#: Frames one walk has room for, per byte of a read: typical frames are 11 (AstroPix 3)
+#: or 14 bytes (AstroPix 4) long; a read of shorter ones takes more walks.
+_FRAMES_PER_BYTE = 1 / 8
 
 #: Detection: consecutive frames the head of a file must hold, at least.
 PROBE_MIN_FRAMES = 16
@@ -342,7 +347,7 @@ class AstepReader(FormatReader):
         without the neg bit, ``+2**17`` on rollover, ``tot_us = tot_total / 20``
         (``v4_tick_ns`` is not used).
     chunk_bytes : int
-        Upper bound of one read (default 1 MiB).
+        Upper bound of one read (default 2 MiB).
     threads : int | None
         The common ``threads=`` parameter: above one, the next chunk's frames are walked
         in a worker thread while the current chunk's columns are computed (both release
@@ -441,7 +446,7 @@ class AstepReader(FormatReader):
         self, columns: list[str], batch_size: int, n_rows: int | None
     ) -> Iterator[pa.RecordBatch]:
         schema = pa.schema([self.schema.field(c) for c in columns])
-        per_call = max(1, min(batch_size, self.chunk_bytes // 4 + 1))
+        per_call = max(1, min(batch_size, int(self.chunk_bytes * _FRAMES_PER_BYTE) + 1))
         produced = 0
         # The common threads= (an int; threads=False → 1): a prefetch worker above one.
         prefetch = self.threads > 1
