@@ -53,6 +53,15 @@ def new_block(nbytes: int) -> np.ndarray:
     return np.frombuffer(pa.allocate_buffer(nbytes, memory_pool=_POOL), dtype=np.uint8)
 
 
+def new_column(n: int, dtype: np.dtype | type) -> np.ndarray:
+    """An uninitialised output column of ``n`` values of ``dtype``, like ``np.empty(n,
+    dtype)`` (a subarray dtype gives shape ``(n, *dtype.shape)``), from Arrow's mimalloc
+    pool when there is one: for columns allocated whole, which need no lane."""
+    dtype = np.dtype(dtype)
+    values = new_block(n * dtype.itemsize).view(dtype.base)
+    return values.reshape((n, *dtype.shape)) if dtype.shape else values
+
+
 class Lane:
     """One column's memory: :meth:`reserve` room for a batch, then :meth:`keep` its rows.
 

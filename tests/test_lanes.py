@@ -128,3 +128,14 @@ def test_blocks_without_arrows_mimalloc_pool(monkeypatch):
     values[:] = 7
     assert values.tolist() == [7] * 10
     assert values.base.flags.owndata  # the block: a plain NumPy array
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64, np.dtype((np.uint32, (4,))), np.dtype("<i2")])
+@pytest.mark.parametrize("n", [0, 1, 1000])
+def test_new_column_is_like_np_empty(dtype, n):
+    column = _lanes.new_column(n, dtype)
+    expected = np.empty(n, dtype=dtype)
+    assert (column.shape, column.dtype) == (expected.shape, expected.dtype)
+    assert column.flags.c_contiguous and column.flags.writeable
+    column[...] = 3
+    assert (column == 3).all()

@@ -10,7 +10,8 @@ faster whole-file path into large output arrays, and reuses
   allocate more than the file holds), and a partial record at the end is a truncation;
 * records are read with ``readinto`` into a small reused buffer (about 1 MiB, so it stays
   in cache) and each requested field is copied straight into the output column of the
-  current batch: the only full-size allocation is the output itself;
+  current batch: the only full-size allocation is the output itself (from Arrow's memory
+  pool, :func:`bindf._lanes.new_column`);
 * any record range can be read on its own (:meth:`FixedRecordReader.iter_record_range`),
   which is what dask's byte-range partitions use.
 
@@ -28,6 +29,7 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 
+from .._lanes import new_column
 from .._source import read_into
 from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
@@ -135,7 +137,7 @@ class FixedRecordReader(FormatReader):
             row = start
             while row < stop:
                 n = min(batch_size, stop - row)
-                out = {name: np.empty(n, dtype=self.record_dtype[name]) for name in fields}
+                out = {name: new_column(n, self.record_dtype[name]) for name in fields}
                 if pool is not None and n * itemsize >= PARALLEL_MIN_BYTES:
                     filled = self._fill_in_parallel(pool, row, n, fields, out)
                     f.seek(self.row_offset(row + n))
