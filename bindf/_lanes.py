@@ -53,15 +53,6 @@ def new_block(nbytes: int) -> np.ndarray:
     return np.frombuffer(pa.allocate_buffer(nbytes, memory_pool=_POOL), dtype=np.uint8)
 
 
-def new_column(n: int, dtype: np.dtype | type) -> np.ndarray:
-    """An uninitialised output column of ``n`` values of ``dtype``, like ``np.empty(n,
-    dtype)`` (a subarray dtype gives shape ``(n, *dtype.shape)``), from Arrow's mimalloc
-    pool when there is one: for columns allocated whole, which need no lane."""
-    dtype = np.dtype(dtype)
-    values = new_block(n * dtype.itemsize).view(dtype.base)
-    return values.reshape((n, *dtype.shape)) if dtype.shape else values
-
-
 class Lane:
     """One column's memory: :meth:`reserve` room for a batch, then :meth:`keep` its rows.
 
@@ -133,8 +124,13 @@ class Lanes:
         return self._lanes[name].keep(n)
 
     def empty(self, name: str, n: int, dtype: np.dtype | type) -> np.ndarray:
+        """Like ``np.empty(n, dtype)``; a subarray dtype gives shape ``(n, *dtype.shape)``."""
+        dtype = np.dtype(dtype)
         if not self.enabled:
             return np.empty(n, dtype=dtype)
+        if dtype.shape:  # lanes hold flat values: n records of k values each
+            flat = self.lane(name, dtype.base).empty(n * int(np.prod(dtype.shape)))
+            return flat.reshape((n, *dtype.shape))
         return self.lane(name, dtype).empty(n)
 
 

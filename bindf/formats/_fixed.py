@@ -10,8 +10,8 @@ faster whole-file path into large output arrays, and reuses
   allocate more than the file holds), and a partial record at the end is a truncation;
 * records are read with ``readinto`` into a small reused buffer (about 1 MiB, so it stays
   in cache) and each requested field is copied straight into the output column of the
-  current batch: the only full-size allocation is the output itself (from Arrow's memory
-  pool, :func:`bindf._lanes.new_column`);
+  current batch: the only full-size allocation is the output itself (in lanes of large
+  blocks from Arrow's memory pool, see :mod:`bindf._lanes`);
 * any record range can be read on its own (:meth:`FixedRecordReader.iter_record_range`),
   which is what dask's byte-range partitions use.
 
@@ -29,7 +29,7 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from .._lanes import new_column
+from .._lanes import lanes_for
 from .._source import read_into
 from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
@@ -132,12 +132,13 @@ class FixedRecordReader(FormatReader):
         if (self.threads > 1 and not self.source.is_remote
                 and min(batch_size, stop - start) * itemsize >= PARALLEL_MIN_BYTES):
             pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bindf-fixed")
+        lanes = lanes_for((stop - start) * itemsize)
         with self.source.open() as f, (pool or nullcontext()):
             f.seek(self.row_offset(start))
             row = start
             while row < stop:
                 n = min(batch_size, stop - row)
-                out = {name: new_column(n, self.record_dtype[name]) for name in fields}
+                out = {name: lanes.empty(name, n, self.record_dtype[name]) for name in fields}
                 if pool is not None and n * itemsize >= PARALLEL_MIN_BYTES:
                     filled = self._fill_in_parallel(pool, row, n, fields, out)
                     f.seek(self.row_offset(row + n))
