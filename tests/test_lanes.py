@@ -14,6 +14,7 @@ from bindf import _lanes
 from bindf._lanes import Lane, Lanes, lanes_for
 from bindf._source import Source
 from bindf.formats import astep
+from bindf.formats._base import FormatReader
 
 
 def test_kept_batches_follow_each_other_aligned_and_survive_new_blocks():
@@ -101,7 +102,7 @@ def test_astep_read_in_lanes_equals_read_in_plain_arrays(tmp_path, monkeypatch, 
         return pa.Table.from_batches(list(reader.iter_batches()), schema=reader.schema)
 
     plain = read()
-    monkeypatch.setattr(astep, "lanes_for", lambda size: Lanes(block_bytes=3000))
+    monkeypatch.setattr(FormatReader, "output_lanes", lambda self: Lanes(block_bytes=3000))
     in_lanes = read()
     assert in_lanes.num_rows == 6000
     assert in_lanes.equals(plain)
@@ -112,11 +113,10 @@ def test_astep_read_in_lanes_equals_read_in_plain_arrays(tmp_path, monkeypatch, 
 @pytest.mark.parametrize("name", ["20250723_092534_data.apx", "vinj0_th1030_20250729-185248.apx"])
 def test_apx_read_in_lanes_equals_read_in_plain_arrays(monkeypatch, name):
     import bindf
-    from bindf.formats import apx
 
     path = Path(__file__).parent / "data" / name
     plain = bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=1)
-    monkeypatch.setattr(apx, "lanes_for", lambda size: Lanes(block_bytes=2000))
+    monkeypatch.setattr(FormatReader, "output_lanes", lambda self: Lanes(block_bytes=2000))
     for threads in (1, 2):
         assert bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=threads).equals(plain)
 
@@ -150,10 +150,43 @@ def test_fixed_record_reads_in_lanes_equal_reads_in_plain_arrays(monkeypatch, na
     """Small batches in tiny blocks: columns (SP01's are 256 counts per record) cross
     many block boundaries."""
     import bindf
-    from bindf.formats import _fixed
 
     path = Path(__file__).parent / "data" / name
     plain = bindf.read(path, output="arrow", batch_size=7)
-    monkeypatch.setattr(_fixed, "lanes_for", lambda size: Lanes(block_bytes=3000))
+    monkeypatch.setattr(FormatReader, "output_lanes", lambda self: Lanes(block_bytes=3000))
     assert bindf.read(path, output="arrow", batch_size=7).equals(plain)
     assert bindf.read(path, output="arrow").equals(plain)
+
+
+def test_only_eager_reads_of_large_inputs_use_lanes(monkeypatch):
+    """A stream of batches (iter_batches, chunked reads, scans) must not pin a block per
+    column for batches it has let go: only eager reads, which keep every batch, and
+    only of inputs of MIN_INPUT_BYTES or more, get lanes."""
+    import polars as pl
+
+    import bindf
+
+    used: list[bool] = []
+    original = FormatReader.output_lanes
+
+    def spy(self):
+        lanes = original(self)
+        used.append(lanes.enabled)
+        return lanes
+
+    monkeypatch.setattr(FormatReader, "output_lanes", spy)
+    path = Path(__file__).parent / "data" / "spf1_phasors_example.bin"
+    bindf.read(path, output="arrow")
+    assert used == [False]  # a small input
+    monkeypatch.setattr(_lanes, "MIN_INPUT_BYTES", 0)
+    for read in (lambda: bindf.read(path, output="polars"),
+                 lambda: bindf.open(path).to_arrow()):
+        used.clear()
+        read()
+        assert used and all(used)
+    for stream in (lambda: list(bindf.iter_batches(path)),
+                   lambda: list(bindf.read(path, output="arrow", chunksize=3)),
+                   lambda: pl.scan_spf1(path).collect()):
+        used.clear()
+        stream()
+        assert used and not any(used)

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, ClassVar
 
 import pyarrow as pa
 
+from .._lanes import Lanes, lanes_for
 from .._source import Source
 from .._threads import resolve_threads
 
@@ -72,6 +73,9 @@ class FormatReader(abc.ABC):
         Format-specific keyword options (e.g. ``layout=`` for IT02).
     """
 
+    #: Set by eager reads, which keep every batch until the frame is built: then large
+    #: inputs get their output columns in lanes (see :meth:`output_lanes`).
+    keeps_every_batch: bool = False
     #: Short name used in the registry, in ``bindf.format`` metadata and by the CLI.
     name: ClassVar[str]
     #: Human name for messages ("FLIM LABS IT02 intensity tracing").
@@ -91,6 +95,13 @@ class FormatReader(abc.ABC):
         self.options = options
         with source.open() as f:
             self.header: dict[str, Any] = self._read_header(f)
+
+    def output_lanes(self) -> Lanes:
+        """Where this read's output columns are allocated (see :mod:`bindf._lanes`):
+        lanes of large blocks for an eager read of a large input, which keeps every
+        batch; plain arrays otherwise, so that a stream of batches (a scan, chunked
+        reads, ``iter_batches``) pins no block for the batches it has let go."""
+        return lanes_for(self.source.size if self.keeps_every_batch else None)
 
     # -- to implement -----------------------------------------------------------------
     @abc.abstractmethod

@@ -29,7 +29,6 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from .._lanes import lanes_for
 from .._source import read_into
 from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
@@ -132,7 +131,7 @@ class FixedRecordReader(FormatReader):
         if (self.threads > 1 and not self.source.is_remote
                 and min(batch_size, stop - start) * itemsize >= PARALLEL_MIN_BYTES):
             pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bindf-fixed")
-        lanes = lanes_for((stop - start) * itemsize)
+        lanes = self.output_lanes()
         with self.source.open() as f, (pool or nullcontext()):
             f.seek(self.row_offset(start))
             row = start

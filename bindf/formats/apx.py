@@ -72,7 +72,7 @@ import pyarrow as pa
 
 from .._header import read_preamble
 from .._kernels import _apx
-from .._lanes import Lanes, lanes_for
+from .._lanes import Lanes
 from .._warnings import warn as _warn
 from ..errors import (
     CorruptDataError,
@@ -329,7 +329,7 @@ class ApxReader(FormatReader):
             chunks = prefetched(chunks, thread_name="bindf-apx")
         hit_columns = new_hit_columns(self.readout_uid,
                                       self.threads - decode_threads if prefetch else self.threads,
-                                      lanes_for(self.source.size))
+                                      self.output_lanes())
         produced = 0
         try:
             for unit in chunks:

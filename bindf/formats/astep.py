@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from .._atomic import atomic_output
 from .._kernels import _astep
-from .._lanes import Lanes, lanes_for
+from .._lanes import Lanes
 from .._source import Source, read_into
 from .._writing import WRITE_CHUNK_ROWS, column_values, require_columns, to_arrow_table
 from ..errors import CorruptDataError, CorruptDataWarning
@@ -453,7 +453,7 @@ class AstepReader(FormatReader):
         chunks = self._iter_parsed(per_call, columns, slots=2 if prefetch else 1)
         if prefetch:
             chunks = prefetched(chunks, thread_name="bindf-astep")
-        lanes = lanes_for(self.source.size)  # this thread's; the walker has its own
+        lanes = self.output_lanes()  # this thread's; the walker has its own
         try:
             for parsed in chunks:
                 arrays = FrameColumns(self, parsed, lanes, columns)
@@ -471,7 +471,7 @@ class AstepReader(FormatReader):
         """Walk the file chunk by chunk (:class:`AstepStream`); its counts end up in
         :attr:`errors`. A yielded item's ``sensor`` words are overwritten ``slots`` walks
         later; the other arrays are its own."""
-        stream = self.stream(per_call=per_call, slots=slots, lanes=lanes_for(self.source.size),
+        stream = self.stream(per_call=per_call, slots=slots, lanes=self.output_lanes(),
                              handed_out=walk_arrays_for(columns))
         try:
             yield from decode_file(self.source, stream, first_read=_FIRST_READ,

@@ -85,6 +85,9 @@ class ReadPlan:
         self.row_index_offset = int(row_index_offset)
         self.progress = progress
         self._first: FormatReader | None = None
+        #: Whether the caller keeps every batch (an eager read): see
+        #: :meth:`keep_every_batch`.
+        self.keeps_every_batch = False
         self.readers_done: list[FormatReader] = []
         self.columns = self._split_columns(columns)
 
@@ -112,17 +115,28 @@ class ReadPlan:
             self.format = self._first.name
         return self._first
 
+    def keep_every_batch(self) -> None:
+        """The caller keeps every batch until the frame is built (an eager read): the
+        readers may then allocate their columns in lanes (see
+        :meth:`~bindf.formats._base.FormatReader.output_lanes`)."""
+        self.keeps_every_batch = True
+        if self._first is not None:
+            self._first.keeps_every_batch = True
+
     def _open(self, source: Source, format: str | None) -> FormatReader:
         try:
             if self._first is not None:
                 # The first file fixed the format: its reader class opens the others
                 # (no registry look-up per file, which costs an import_module call).
-                return type(self._first)(source, threads=self._threads_per_file(),
-                                         **self.options)
-            return open_reader(source, format, threads=self._threads_per_file(),
-                               **self.options)
+                reader = type(self._first)(source, threads=self._threads_per_file(),
+                                           **self.options)
+            else:
+                reader = open_reader(source, format, threads=self._threads_per_file(),
+                                     **self.options)
         except BindfError as exc:
             raise ensure_bindf_path(exc, source.path) from None
+        reader.keeps_every_batch = self.keeps_every_batch
+        return reader
 
     def _threads_per_file(self) -> int:
         """Threads each file's reader gets: all of them for one file; with several
