@@ -215,7 +215,7 @@ class FixedLayoutReader(FixedRecordReader):
         names = self._raw_schema.names
         table = pa.Table.from_arrays(self._raw_columns(raw, names), schema=self._raw_schema)
         out = self._transformed(table)
-        return [out.column(c).combine_chunks() for c in columns]
+        return [_one_array(out.column(c)) for c in columns]
 
     def _raw_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
         out = []
@@ -249,6 +249,12 @@ class FixedLayoutReader(FixedRecordReader):
             chunk = records[start:start + batch_size]
             raw = {name: np.asarray(chunk[name]) for name in self.raw_fields_for(columns)}
             yield pa.RecordBatch.from_arrays(self.build_columns(raw, columns), schema=schema)
+
+
+def _one_array(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array: its chunk as it is when it has one (``combine_chunks``
+    copies even then), else the chunks concatenated."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 class FixedRecordFormat(FormatSpec):
