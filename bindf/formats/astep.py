@@ -206,11 +206,11 @@ class _FrameWalker:
     """
 
     def __init__(self, frames: int, ts_bytes: int | None, slots: int = 1,
-                 lanes: Lanes | None = None,
-                 handed_out: frozenset[str] = frozenset(_WALK_ARRAYS) - {"sensor"}) -> None:
+                 lanes: Lanes | None = None, handed_out: frozenset[str] | None = None) -> None:
         self.capacity = frames
         self.lanes = lanes if lanes is not None else Lanes(enabled=False)
-        self.handed_out = handed_out - {"sensor"}
+        self.handed_out = (frozenset(_WALK_ARRAYS) if handed_out is None
+                           else handed_out) - {"sensor"}
         self._slots = [{name: np.empty(frames * width, dtype=dtype)
                         for name, (dtype, width, _) in _WALK_ARRAYS.items()
                         if name not in self.handed_out} for _ in range(max(1, slots))]
@@ -469,8 +469,9 @@ class AstepReader(FormatReader):
     def _iter_parsed(self, per_call: int, columns: Sequence[str],
                      slots: int = 1) -> Generator[_Parsed, None, None]:
         """Walk the file chunk by chunk (:class:`AstepStream`); its counts end up in
-        :attr:`errors`. A yielded item's ``sensor`` words are overwritten ``slots`` walks
-        later; the other arrays are its own."""
+        :attr:`errors`. A yielded item's arrays that none of ``columns`` hands out (the
+        sensor words always) are overwritten ``slots`` walks later; the others are its
+        own."""
         stream = self.stream(per_call=per_call, slots=slots, lanes=self.output_lanes(),
                              handed_out=walk_arrays_for(columns))
         try:
@@ -537,8 +538,7 @@ class AstepStream(StreamDecoder[_Parsed]):
                          label="A-STEP", capacity=max(capacity, MAX_FRAME_BYTES))
         if data_end is not None:  # no walk can find more frames than the data holds
             per_call = min(per_call, max(data_end - position, 0) // 5 + 1)
-        self.walker = (_FrameWalker(max(1, per_call), ts_bytes, slots, lanes) if handed_out is None
-                       else _FrameWalker(max(1, per_call), ts_bytes, slots, lanes, handed_out))
+        self.walker = _FrameWalker(max(1, per_call), ts_bytes, slots, lanes, handed_out)
         self.frames_done = 0
         #: (filler bytes, resync bytes, stretches) already added to :attr:`errors`.
         self.reported = (0, 0, 0)
