@@ -237,7 +237,7 @@ def _many_units_file(tmp_path: Path, fmt: str) -> Path:
 def test_one_feed_of_many_units_equals_whole_read(tmp_path: Path, fmt: str) -> None:
     """Following reads up to 16 MiB at a time, so one feed can complete more units than
     one decoder call holds; each unit is converted before the next one reuses the
-    decoder's buffers (A-STEP sensor words, AstroPix hits)."""
+    decoder's buffers (as the A-STEP walk does)."""
     path = _many_units_file(tmp_path, fmt)
     whole = bindf.read(path, output="arrow", format=fmt)
     reader = bindf.registry.get_format(fmt).reader_class()(Source(str(path)))
