@@ -142,7 +142,10 @@ def test_follower_equals_read_of_finished_file(tmp_path: Path, name: str) -> Non
     target = tmp_path / source.name
     out = tmp_path / "frames.arrow"
     # The follower starts first: it waits for the file, then for its header.
-    idle = 60.0 if name == "it02" else 1.5  # IT02 must stop at its end marker
+    # IT02 must stop at its end marker; the others stop after ``idle`` seconds without
+    # growth, which must outlast any stall of the writer on a loaded machine (1.5 s
+    # did not, once).
+    idle = 60.0 if name == "it02" else 3.0
     follower = _follow_in_process(target, out, idle, {})
     largest = max(source.stat().st_size // 25, 2)
     writer = _start([WRITER, str(source), str(target), "7", str(largest), "0.06",
