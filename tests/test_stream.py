@@ -233,14 +233,16 @@ def _many_units_file(tmp_path: Path, fmt: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("fmt", ["apx", "astep"])
-def test_one_feed_of_many_units_equals_whole_read(tmp_path: Path, fmt: str) -> None:
+def test_one_feed_of_many_units_equals_whole_read(tmp_path: Path, fmt: str, threads: int) -> None:
     """Following reads up to 16 MiB at a time, so one feed can complete more units than
     one decoder call holds; each unit is converted before the next one reuses the
-    decoder's buffers (as the A-STEP walk does)."""
+    decoder's buffers (the A-STEP walk's sensor words; the AstroPix hit scratch, when
+    hits are found on one thread)."""
     path = _many_units_file(tmp_path, fmt)
     whole = bindf.read(path, output="arrow", format=fmt)
-    reader = bindf.registry.get_format(fmt).reader_class()(Source(str(path)))
+    reader = bindf.registry.get_format(fmt).reader_class()(Source(str(path)), threads=threads)
     stream = reader.batch_stream()
     data = path.read_bytes()[reader.data_offset:]
     batches = stream.feed(data) + stream.finish()

@@ -167,9 +167,10 @@ class StreamDecoder(abc.ABC, Generic[T]):
         completed, including rows the decoder would otherwise still be collecting.
 
         A unit may be a view of buffers the decoder reuses for the next one (the A-STEP
-        walk's sensor words, for one), and ``data`` may complete several units:
-        ``convert`` is applied to each unit before the next is decoded, and the list
-        holds what it returns. Without it, only the last unit is sure to be intact.
+        walk's sensor words, the AstroPix hit scratch), and ``data`` may complete
+        several units: ``convert`` is applied to each unit before the next is decoded,
+        and the list holds what it returns. Without it, only the last unit is sure to
+        be intact.
         """
         if self.ended:
             return []
