@@ -207,10 +207,9 @@ def test_v3_fields_match_reference(seed):
     tick = rng.choice([10.0, 25.0, 3.3])
     expected = ref.v3_fields(frames, tick)
     n = len(frames)
-    dtypes = dict(astep._V3_KERNEL_COLUMNS, kind=np.uint8)
-    dtypes.pop("kind_code")
+    dtypes = astep._V3_KERNEL_COLUMNS
     wanted = [c for c in dtypes if rng.random() < 0.6] if seed % 3 else list(dtypes)
-    outputs = {c: np.full(n, 0xAB, dtypes[c]) for c in wanted}
+    outputs = {c: np.full(n, 0xAB).astype(dtypes[c]) for c in wanted}  # garbage to overwrite
     valid = np.full((n + 7) // 8, 0xAB, np.uint8)
     good = _astep.v3_fields(parsed.sensor, parsed.length, tick, valid=valid, **outputs)
     assert good == sum(expected["valid"])

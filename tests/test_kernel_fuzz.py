@@ -453,8 +453,7 @@ def test_astep_v3_fields(guarded: GuardedPages) -> None:
     values (the bitmap on its (n + 7) // 8 bytes)."""
     from bindf.formats.astep import _V3_KERNEL_COLUMNS
 
-    dtypes = {("kind" if c == "kind_code" else c): np.uint8 if c == "kind_code" else t
-              for c, t in _V3_KERNEL_COLUMNS.items()}
+    dtypes = _V3_KERNEL_COLUMNS
     rng = np.random.default_rng(607)
     n_runs = runs(3_000)
     outcomes = {"ok": 0, "ValueError": 0}

@@ -52,6 +52,6 @@ def v3_fields(
     tot_lsb: npt.NDArray[np.uint8] | None = None,
     tot_total: npt.NDArray[np.uint16] | None = None,
     tot_us: npt.NDArray[np.float64] | None = None,
-    kind: npt.NDArray[np.uint8] | None = None,
+    kind_code: npt.NDArray[np.int8] | None = None,
     valid: npt.NDArray[np.uint8] | None = None,
 ) -> int: ...

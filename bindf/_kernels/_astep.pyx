@@ -20,7 +20,7 @@ gives the same frames as parsing it whole. The pure-Python model in
 ``astep_reference.py`` is the parity oracle.
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
+from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memcpy
 
 from ._columns cimport output_column
@@ -289,7 +289,7 @@ def v3_fields(
     uint8_t[::1] tot_lsb=None,
     uint16_t[::1] tot_total=None,
     double[::1] tot_us=None,
-    uint8_t[::1] kind=None,
+    int8_t[::1] kind_code=None,
     uint8_t[::1] valid=None,
 ):
     """Write the AstroPix 3 columns of frames parsed by :func:`parse_frames`.
@@ -300,7 +300,8 @@ def v3_fields(
     width ``ts_bytes = L - 2 - payload`` (modulo 256, as uint8 arithmetic), the bit
     fields of sensor bytes 1..4, ``tot_total = tot_msb << 8 | tot_lsb`` and ``tot_us =
     tot_total × tick_ns / 1000`` (multiplied, then divided: the upstream rounding).
-    ``kind`` is 0 (``v3``) for a frame with payload 4 and 2 (``wrong_length``) otherwise;
+    ``kind_code`` (the ``kind`` column's dictionary index) is 0 (``v3``) for a frame
+    with payload 4 and 2 (``wrong_length``) otherwise;
     ``valid`` (at least ``(n + 7) // 8`` bytes) gets the Arrow validity bitmap of the
     well-formed frames (bit ``i % 8`` of byte ``i // 8``). Fields are computed for every
     frame, wrong-length ones included.
@@ -320,7 +321,7 @@ def v3_fields(
     cdef uint8_t* p_lsb = output_column(tot_lsb, n, "tot_lsb")
     cdef uint16_t* p_tot = output_column(tot_total, n, "tot_total")
     cdef double* p_tot_us = output_column(tot_us, n, "tot_us")
-    cdef uint8_t* p_kind = output_column(kind, n, "kind")
+    cdef int8_t* p_kind = output_column(kind_code, n, "kind_code")
     cdef uint8_t* p_valid = output_column(valid, (n + 7) // 8, "valid")
     if n == 0:
         return 0

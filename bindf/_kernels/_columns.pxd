@@ -3,10 +3,11 @@
 (``hit_fields`` of ``_apx.pyx`` and ``_apx3.pyx``, ``v3_fields`` of ``_astep.pyx``): inline,
 so each kernel compiles its own copy."""
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 ctypedef fused column_t:
+    int8_t
     uint8_t
     uint16_t
     uint32_t

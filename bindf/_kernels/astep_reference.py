@@ -90,7 +90,7 @@ def _close_gap(out: Parsed, gap_at: int | None, here: int) -> None:
 
 #: The columns of :func:`v3_fields`, in the order the kernel documents them.
 V3_COLUMNS = ("chip_id", "payload", "ts_bytes", "column", "location", "chip_timestamp",
-              "tot_msb", "tot_lsb", "tot_total", "tot_us", "kind", "valid")
+              "tot_msb", "tot_lsb", "tot_total", "tot_us", "kind_code", "valid")
 
 
 def v3_fields(frames: list[Frame], tick_ns: float) -> dict[str, list[int | float | bool]]:
@@ -109,7 +109,7 @@ def v3_fields(frames: list[Frame], tick_ns: float) -> dict[str, list[int | float
             "ts_bytes": (frame.length - 2 - payload) % 256,
             "column": b[1] >> 7, "location": b[1] & 0x3F, "chip_timestamp": b[2],
             "tot_msb": b[3] & 0x0F, "tot_lsb": b[4], "tot_total": tot_total,
-            "tot_us": tot_total * tick_ns / 1000, "kind": 0 if payload == 4 else 2,
+            "tot_us": tot_total * tick_ns / 1000, "kind_code": 0 if payload == 4 else 2,
             "valid": payload == 4,
         }
         for name, value in values.items():

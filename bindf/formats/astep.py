@@ -155,7 +155,8 @@ V4_BITS = {
     "ts_neg1": (18, 19), "ts_coarse1": (19, 33), "ts_fine1": (33, 36), "ts_tdc1": (36, 41),
     "ts_neg2": (41, 42), "ts_coarse2": (42, 56), "ts_fine2": (56, 59), "ts_tdc2": (59, 64),
 }
-#: Columns of an AstroPix 3 stream that ``_astep.v3_fields`` computes, with their dtypes.
+#: Columns of an AstroPix 3 stream that ``_astep.v3_fields`` computes (named as its
+#: keywords), with their dtypes.
 _V3_KERNEL_COLUMNS: dict[str, type] = {
     "chip_id": np.uint8, "payload": np.uint8, "ts_bytes": np.uint8, "column": np.uint8,
     "location": np.uint8, "chip_timestamp": np.uint8, "tot_msb": np.uint8,
@@ -722,10 +723,8 @@ class FrameColumns:
             names.add(name)
         columns = {c: self.out(c, _V3_KERNEL_COLUMNS[c]) for c in names}
         bitmap = np.empty((self.n + 7) // 8, dtype=np.uint8)
-        arguments = {("kind" if c == "kind_code" else c): a.view(np.uint8) if c == "kind_code" else a
-                     for c, a in columns.items()}
         well_formed = _astep.v3_fields(self.parsed.sensor, self.parsed.length,
-                                       float(self.reader.tot_tick_ns), valid=bitmap, **arguments)
+                                       float(self.reader.tot_tick_ns), valid=bitmap, **columns)
         self._cache.update(columns)
         if self._validity is False:
             self._validity = None if well_formed == self.n else pa.py_buffer(bitmap)
