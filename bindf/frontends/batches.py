@@ -85,8 +85,7 @@ class ReadPlan:
         self.row_index_offset = int(row_index_offset)
         self.progress = progress
         self._first: FormatReader | None = None
-        #: Whether the caller keeps every batch (an eager read): see
-        #: :meth:`keep_every_batch`.
+        #: Whether the caller keeps every batch (an eager read): see :meth:`all_batches`.
         self.keeps_every_batch = False
         self.readers_done: list[FormatReader] = []
         self.columns = self._split_columns(columns)
@@ -115,13 +114,14 @@ class ReadPlan:
             self.format = self._first.name
         return self._first
 
-    def keep_every_batch(self) -> None:
-        """The caller keeps every batch until the frame is built (an eager read): the
-        readers may then allocate their columns in lanes (see
+    def all_batches(self) -> list[pa.RecordBatch]:
+        """Every batch, for an eager read: as the caller keeps them all until the frame
+        is built, the readers may allocate their columns in lanes (see
         :meth:`~bindf.formats._base.FormatReader.output_lanes`)."""
         self.keeps_every_batch = True
         if self._first is not None:
             self._first.keeps_every_batch = True
+        return list(self.iter_batches())
 
     def _open(self, source: Source, format: str | None) -> FormatReader:
         try:

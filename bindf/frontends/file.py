@@ -125,9 +125,7 @@ class BindfFile:
     def _read(self, output: Any, dtype_backend: DtypeBackend | None = None) -> Any:
         check_output(output, dtype_backend)
         plan = self._plan()
-        plan.keep_every_batch()
-        batches = list(plan.iter_batches())
-        return batches_to_output(batches, plan.output_schema(), output, plan.info(),
+        return batches_to_output(plan.all_batches(), plan.output_schema(), output, plan.info(),
                                  dtype_backend, threads=plan.threads)
 
     def scan(self) -> pl.LazyFrame:

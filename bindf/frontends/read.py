@@ -50,9 +50,7 @@ def read(
     schema = plan.output_schema()
     if chunksize is not None:
         return ChunkedReader(plan.iter_batches(), schema, output, plan.info, dtype_backend)
-    plan.keep_every_batch()
-    batches = list(plan.iter_batches())
-    return batches_to_output(batches, schema, output, plan.info(), dtype_backend,
+    return batches_to_output(plan.all_batches(), schema, output, plan.info(), dtype_backend,
                              threads=plan.threads)
 
 
