@@ -787,9 +787,10 @@ class FrameColumns:
         raise KeyError(name)
 
 
-def _ticks_to_us(ticks: np.ndarray, tick_ns: float, out: np.ndarray | None = None) -> np.ndarray:
-    """``ticks × tick_ns / 1000`` in that order (as the upstream decoders round)."""
-    out = np.multiply(ticks, float(tick_ns), dtype=np.float64, out=out)
+def _ticks_to_us(ticks: np.ndarray, tick_ns: float, out: np.ndarray) -> np.ndarray:
+    """``ticks × tick_ns / 1000`` in that order (as the upstream decoders round), into
+    ``out`` (float64)."""
+    np.multiply(ticks, float(tick_ns), dtype=np.float64, out=out)
     out /= 1000.0
     return out
 
