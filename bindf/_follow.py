@@ -93,6 +93,12 @@ class _Tail:
             if self.stream is None:
                 return [], grew
             grew = True  # the reader just (re)opened: decode what it holds
+            # The header was read after the stat above, and the file may have grown in
+            # between: compare the stream with the file as opened, not with that stat
+            # (which made a file of 0 bytes then 12 look as if it had shrunk).
+            assert self.f is not None  # opened with the stream
+            st = os.fstat(self.f.fileno())
+            self.seen_size = st.st_size
         assert self.stream is not None
         if (st.st_ino, st.st_dev) != self.identity:
             self._stop(f"{self.path} was replaced by another file while it was followed",
