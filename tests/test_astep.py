@@ -114,7 +114,7 @@ def kernel_in_pieces(data: bytes, cuts: list[int], ts_bytes: int = 0, frame_cap:
     out = [np.empty(frame_cap, np.int64), np.empty(frame_cap, np.uint8),
            np.empty(frame_cap, np.uint8), np.empty(frame_cap, np.uint64),
            np.empty(frame_cap, np.uint64)]
-    sensor_views = np.empty(frame_cap * 16, np.uint8)
+    sensor_views = np.empty(frame_cap * 16, np.uint8)  # filled from the walk's sensor words
     gap_start, gap_length = np.empty(gap_cap, np.int64), np.empty(gap_cap, np.int64)
     frames, gaps = [], []
     buf = np.empty(0, np.uint8)
@@ -127,8 +127,8 @@ def kernel_in_pieces(data: bytes, cuts: list[int], ts_bytes: int = 0, frame_cap:
         pos = 0
         while True:
             n, n_gaps, pos, code = _astep.parse_frames(buf, pos, len(buf), base, ts_bytes,
-                                                       state, *out, sensor_views,
-                                                       gap_start, gap_length)
+                                                       state, *out, gap_start, gap_length)
+            _astep.sensor_views(out[3][:n], sensor_views)
             for i in range(n):
                 offset, length, layer, sensor, ts = (int(a[i]) for a in out)
                 p = (sensor >> 56) & 7
@@ -233,7 +233,7 @@ def test_v3_fields_refuses_short_outputs():
 def test_kernel_refuses_bad_arguments():
     buf = np.zeros(4, np.uint8)
     arrays = [np.empty(1, t) for t in (np.int64, np.uint8, np.uint8, np.uint64, np.uint64)]
-    gaps = [np.empty(16, np.uint8), np.empty(1, np.int64), np.empty(1, np.int64)]
+    gaps = [np.empty(1, np.int64), np.empty(1, np.int64)]
     with pytest.raises(ValueError, match="state"):
         _astep.parse_frames(buf, 0, 4, 0, 0, np.zeros(2, np.int64), *arrays, *gaps)
     with pytest.raises(ValueError, match="ts_bytes"):
@@ -244,9 +244,11 @@ def test_kernel_refuses_bad_arguments():
     empty = [a[:0] for a in arrays]
     assert _astep.parse_frames(frame, 0, len(frame), 0, 0, _astep.new_state(), *empty,
                                *gaps)[:4] == (0, 0, 0, _astep.PARSE_FULL)
-    # too little room for the sensor bytes: stop, write nothing
-    assert _astep.parse_frames(frame, 0, len(frame), 0, 0, _astep.new_state(), *arrays,
-                               np.empty(15, np.uint8), *gaps[1:])[:4] == (0, 0, 0, _astep.PARSE_FULL)
+    # too little room for the sensor bytes' views: refused, nothing written
+    views = np.zeros(31, np.uint8)
+    with pytest.raises(ValueError, match="32 bytes"):
+        _astep.sensor_views(np.zeros(2, np.uint64), views)
+    assert not views.any()
 
 
 # -- the real quad-chip run ---------------------------------------------------------

@@ -4,7 +4,8 @@ Memory safe on any bytes and any argument values: ``end`` is clamped to the buff
 nothing is written past the end of an output array (the call stops with ``PARSE_FULL``
 when one is full), and a ``state`` array that is too short or a ``ts_bytes`` outside
 {0, 2, 4, 6, 8} raises ``ValueError``, as does a ``v3_fields`` output shorter than
-``sensor`` or a ``length`` shorter than it. Arguments of the wrong type or dtype and
+``sensor``, a ``length`` shorter than it or ``sensor_views``' ``views`` shorter than 16
+bytes per sensor word. Arguments of the wrong type or dtype and
 non-contiguous arrays are refused by Cython's argument conversion.
 """
 
@@ -34,10 +35,10 @@ def parse_frames(
     layer: npt.NDArray[np.uint8],
     sensor: npt.NDArray[np.uint64],
     timestamp: npt.NDArray[np.uint64],
-    sensor_views: npt.NDArray[np.uint8],
     gap_start: npt.NDArray[np.int64],
     gap_length: npt.NDArray[np.int64],
 ) -> tuple[int, int, int, int]: ...
+def sensor_views(sensor: npt.NDArray[np.uint64], views: npt.NDArray[np.uint8]) -> None: ...
 def v3_fields(
     sensor: npt.NDArray[np.uint64],
     length: npt.NDArray[np.uint8],

@@ -6,9 +6,10 @@ readout FIFO: frames ``L | layer | sensor header h | p more sensor bytes | T tim
 bytes`` (``L`` counts the bytes after itself, ``p = h & 7``, ``T = L - 2 - p`` in
 {2, 4, 6, 8}), with ``0xFF`` filler wherever the FIFO was empty. The position of each
 frame depends on the length byte of the one before it: that walk is the only sequential
-work, and it lives here. So does :func:`v3_fields`, which cuts the AstroPix 3 columns
-out of the walk's sensor words in one pass (numpy would take a pass per operation);
-the AstroPix 4 fields are vectorised numpy in ``bindf.formats.astep``.
+work, and it lives here. So do :func:`v3_fields`, which cuts the AstroPix 3 columns
+out of the walk's sensor words in one pass (numpy would take a pass per operation), and
+:func:`sensor_views`, which lays the sensor bytes out as Arrow binary views; the
+AstroPix 4 fields are vectorised numpy in ``bindf.formats.astep``.
 
 :func:`parse_frames` takes bytes and writes into arrays the caller allocated; it does no
 I/O. Every read and write is bounds-checked by hand (the module is compiled without
@@ -109,7 +110,6 @@ def parse_frames(
     uint8_t[::1] layer,
     uint64_t[::1] sensor,
     uint64_t[::1] timestamp,
-    uint8_t[::1] sensor_views,
     int64_t[::1] gap_start,
     int64_t[::1] gap_length,
 ):
@@ -119,10 +119,8 @@ def parse_frames(
     ``length`` (the length byte ``L``), ``layer``, ``sensor`` (its ``p + 1`` sensor bytes
     as a big-endian number left-aligned in 64 bits: the header byte is bits 63..56) and
     ``timestamp`` (its ``T`` timestamp bytes read little-endian; ``T = L - 2 - p``).
-    The sensor bytes are also written as Arrow binary-view entries, 16 bytes per frame in
-    ``sensor_views``: a little-endian int32 count (``p + 1``), then the bytes inline,
-    zero-padded to 12 (a view of at most 12 bytes needs no data buffer), so that the
-    array is an Arrow ``binary_view`` column as it stands.
+    The walk writes nothing else: every other column is a function of these arrays,
+    computed after the walk (on another thread, when the reader has one).
 
     ``0xFF`` bytes between frames are filler. A byte that starts no valid frame (a length
     outside 4..17, or a timestamp width not in {2, 4, 6, 8}, or not ``ts_bytes`` when that
@@ -142,8 +140,7 @@ def parse_frames(
     cdef Py_ssize_t size = buf.shape[0]
     cdef int code = C_PARSE_END
     cdef int L, p, t
-    cdef uint64_t word, ts, raw
-    cdef uint8_t* view
+    cdef uint64_t word, ts
     cdef int64_t open_at, filler, skipped, resyncs
     if state.shape[0] < C_STATE_SIZE:
         raise ValueError(f"state must hold {C_STATE_SIZE} values (see new_state())")
@@ -155,8 +152,6 @@ def parse_frames(
         cap = sensor.shape[0]
     if timestamp.shape[0] < cap:
         cap = timestamp.shape[0]
-    if sensor_views.shape[0] // VIEW_SIZE < cap:
-        cap = sensor_views.shape[0] // VIEW_SIZE
     if gap_length.shape[0] < gap_cap:
         gap_cap = gap_length.shape[0]
     if ts_bytes not in (0, 2, 4, 6, 8):
@@ -227,19 +222,6 @@ def parse_frames(
                 ts = 0
                 for j in range(t):
                     ts |= (<uint64_t>buf[pos + 3 + p + j]) << (8 * j)
-            view = &sensor_views[n * VIEW_SIZE]
-            view[0] = <uint8_t>(p + 1)
-            view[1] = 0
-            view[2] = 0
-            view[3] = 0
-            # the masked word holds the sensor bytes, then zeros
-            if LITTLE_ENDIAN_HOST:
-                raw = BINDF_BSWAP64(word)
-                memcpy(view + 4, &raw, 8)
-            else:
-                memcpy(view + 4, &word, 8)
-            for j in range(12, VIEW_SIZE):
-                view[j] = 0
             frame_offset[n] = base_offset + pos
             length[n] = <uint8_t>L
             layer[n] = buf[pos + 1]
@@ -254,6 +236,50 @@ def parse_frames(
     return n, n_gaps, pos, code
 
 
+# -- the raw sensor bytes as Arrow binary views ------------------------------------------
+def sensor_views(const uint64_t[::1] sensor, uint8_t[::1] views):
+    """Write each frame's sensor bytes as an Arrow binary-view entry: 16 bytes per frame.
+
+    ``sensor`` holds :func:`parse_frames`' sensor words (the ``p + 1`` sensor bytes
+    big-endian, left-aligned, zeros after them; ``p`` is the header byte's low 3 bits).
+    Entry ``i`` of ``views`` (at least 16 × n bytes) is a little-endian int32 count
+    ``p + 1``, then the word's 8 bytes, most significant first (so the sensor bytes,
+    zero-padded; any other word is copied as it is), then 4 zero bytes: a view of at most 12 bytes needs
+    no data buffer, so ``views`` is an Arrow ``binary_view`` column as it stands (the
+    layout polars uses for binary columns). Releases the GIL.
+    """
+    cdef Py_ssize_t n = sensor.shape[0], i
+    cdef uint64_t word, swapped, head, tail
+    cdef uint8_t* out
+    cdef int j, count
+    if views.shape[0] < n * VIEW_SIZE:
+        raise ValueError(f"views holds fewer than the {n * VIEW_SIZE} bytes to be written")
+    if n == 0:
+        return
+    out = &views[0]
+    with nogil:
+        for i in range(n):
+            word = sensor[i]
+            count = <int>((word >> 56) & 7) + 1
+            if LITTLE_ENDIAN_HOST:
+                # Two 8-byte stores: the count and the first 4 bytes, then the other 4 and
+                # the zero padding (the bytes in memory order are the word byte-swapped).
+                swapped = BINDF_BSWAP64(word)
+                head = <uint64_t>count | (swapped << 32)
+                tail = swapped >> 32
+                memcpy(out + i * VIEW_SIZE, &head, 8)
+                memcpy(out + i * VIEW_SIZE + 8, &tail, 8)
+            else:
+                out[i * VIEW_SIZE] = <uint8_t>count  # the count is little-endian, as above
+                out[i * VIEW_SIZE + 1] = 0
+                out[i * VIEW_SIZE + 2] = 0
+                out[i * VIEW_SIZE + 3] = 0
+                for j in range(8):
+                    out[i * VIEW_SIZE + 4 + j] = <uint8_t>(word >> (56 - 8 * j))
+                for j in range(12, VIEW_SIZE):
+                    out[i * VIEW_SIZE + j] = 0
+
+
 # -- AstroPix 3 sensor fields ------------------------------------------------------------
 cdef enum:
     # Frames per block of v3_fields: each column is cut from one block of sensor words at
@@ -262,6 +288,7 @@ cdef enum:
     V3_PAYLOAD = 4           # sensor header payload of a well-formed AstroPix 3 frame
     KIND_V3 = 0
     KIND_WRONG_LENGTH = 2
+    TOT_VALUES = 4096        # 12-bit ToT
 
 
 cdef inline void cut_sensor_byte(const uint64_t* word, Py_ssize_t m, uint8_t* out,
@@ -329,9 +356,15 @@ def v3_fields(
     cdef const uint8_t* L
     cdef uint8_t ok[FIELD_BLOCK + 8]  # 1 where the frame is well formed (+ zero padding)
     cdef uint16_t tot[FIELD_BLOCK]
+    # tot_us of every 12-bit ToT, computed as the formula says (multiply, then divide):
+    # a table lookup per frame instead of a division.
+    cdef double us_of_tot[TOT_VALUES]
     cdef uint64_t eight
     cdef Py_ssize_t well_formed = 0, j
     with nogil:
+        if p_tot_us != NULL:
+            for j in range(TOT_VALUES):
+                us_of_tot[j] = j * tick_ns / 1000.0
         first = 0
         while first < n:
             m = min(<Py_ssize_t>FIELD_BLOCK, n - first)
@@ -376,6 +409,6 @@ def v3_fields(
                     memcpy(p_tot + first, tot, m * sizeof(uint16_t))
                 if p_tot_us != NULL:
                     for i in range(m):
-                        p_tot_us[first + i] = tot[i] * tick_ns / 1000.0
+                        p_tot_us[first + i] = us_of_tot[tot[i]]
             first += m
     return well_formed

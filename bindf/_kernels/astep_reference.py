@@ -115,3 +115,15 @@ def v3_fields(frames: list[Frame], tick_ns: float) -> dict[str, list[int | float
         for name, value in values.items():
             out[name].append(value)
     return out
+
+
+def sensor_views(words: list[int]) -> bytes:
+    """Model of ``_astep.sensor_views``: per sensor word (the walk's ``sensor`` output),
+    a 16-byte Arrow binary-view entry: the count ``p + 1`` as a little-endian int32
+    (``p`` = the top byte's low 3 bits), the word's 8 bytes most significant first (the
+    walk leaves zeros past the ``p + 1`` sensor bytes; other words are copied as they
+    are), then 4 zero bytes."""
+    out = bytearray()
+    for word in words:
+        out += ((word >> 56 & 7) + 1).to_bytes(4, "little") + word.to_bytes(8, "big") + bytes(4)
+    return bytes(out)

@@ -173,32 +173,30 @@ class _Parsed:
     layer: np.ndarray  # uint8
     sensor: np.ndarray  # uint64, sensor bytes big-endian, left-aligned
     timestamp: np.ndarray  # uint64, timestamp bytes read little-endian
-    sensor_views: np.ndarray  # uint8, 16 per frame: Arrow binary-view entries (inline)
     first_index: int  # frame_index of the first frame
 
 
-#: The frame walk's per-frame arrays: name → (dtype, values per frame, the output column
-#: that is the array unchanged, if any). The sensor words feed computed columns only.
-_WALK_ARRAYS: dict[str, tuple[type, int, str | None]] = {
-    "offset": (np.int64, 1, "byte_offset"),
-    "length": (np.uint8, 1, "length"),
-    "layer": (np.uint8, 1, "layer"),
-    "sensor": (np.uint64, 1, None),
-    "timestamp": (np.uint64, 1, "fpga_ts"),
-    "sensor_views": (np.uint8, 16, "sensor"),
+#: The frame walk's per-frame arrays: name → (dtype, the output column that is the
+#: array unchanged, if any). The sensor words feed computed columns only.
+_WALK_ARRAYS: dict[str, tuple[type, str | None]] = {
+    "offset": (np.int64, "byte_offset"),
+    "length": (np.uint8, "length"),
+    "layer": (np.uint8, "layer"),
+    "sensor": (np.uint64, None),
+    "timestamp": (np.uint64, "fpga_ts"),
 }
 
 
 def walk_arrays_for(columns: Sequence[str]) -> frozenset[str]:
     """The walk arrays that the output ``columns`` hand out as they stand."""
-    return frozenset(name for name, (_, _, column) in _WALK_ARRAYS.items() if column in columns)
+    return frozenset(name for name, (_, column) in _WALK_ARRAYS.items() if column in columns)
 
 
 class _FrameWalker:
     """The kernel's output arrays and resumable state, for one walk over one stream.
 
     The arrays that batches hand out as columns (``handed_out``: offsets, lengths,
-    layers, little-endian timestamps, sensor bytes; by default all of them) are written
+    layers, little-endian timestamps; by default all of them) are written
     into new memory by every :meth:`walk` (from ``lanes``: see :mod:`bindf._lanes`), so
     they go to Arrow without a copy; :meth:`parsed` keeps the rows the walk filled and
     gives the rest back. The others (always the sensor words, which only feed computed
@@ -212,8 +210,8 @@ class _FrameWalker:
         self.lanes = lanes if lanes is not None else Lanes(enabled=False)
         self.handed_out = (frozenset(_WALK_ARRAYS) if handed_out is None
                            else handed_out) - {"sensor"}
-        self._slots = [{name: np.empty(frames * width, dtype=dtype)
-                        for name, (dtype, width, _) in _WALK_ARRAYS.items()
+        self._slots = [{name: np.empty(frames, dtype=dtype)
+                        for name, (dtype, _) in _WALK_ARRAYS.items()
                         if name not in self.handed_out} for _ in range(max(1, slots))]
         self._walks = 0
         self._arrays: dict[str, np.ndarray] = {}
@@ -227,12 +225,12 @@ class _FrameWalker:
         self._walks += 1
         a = self._arrays = {
             name: reused[name] if name in reused
-            else self.lanes.reserve(name, self.capacity * width, dtype)
-            for name, (dtype, width, _) in _WALK_ARRAYS.items()
+            else self.lanes.reserve(name, self.capacity, dtype)
+            for name, (dtype, _) in _WALK_ARRAYS.items()
         }
         return _astep.parse_frames(buf, pos, end, base, self.ts_bytes, self.state, a["offset"],
                                    a["length"], a["layer"], a["sensor"], a["timestamp"],
-                                   a["sensor_views"], self.gap_start, self.gap_length)
+                                   self.gap_start, self.gap_length)
 
     @property
     def offset(self) -> np.ndarray:
@@ -247,8 +245,7 @@ class _FrameWalker:
         """The first ``n`` frames of the last walk (call at most once per walk). The
         arrays not handed out are valid until ``slots`` walks later."""
         arrays = {
-            name: self.lanes.keep(name, array, n * _WALK_ARRAYS[name][1])
-            if name in self.handed_out else array[: n * _WALK_ARRAYS[name][1]]
+            name: self.lanes.keep(name, array, n) if name in self.handed_out else array[:n]
             for name, array in self._arrays.items()
         }
         return _Parsed(first_index=first_index, **arrays)
@@ -641,9 +638,9 @@ class FrameColumns:
         self._validity: pa.Buffer | None | bool = False  # False: not computed yet
 
     def arrow(self, name: str) -> pa.Array:
-        if name == "kind":
+        if name == "kind":  # codes are 0..2 by construction: no bounds check (a pass)
             return pa.DictionaryArray.from_arrays(pa.array(self.get("kind_code")),
-                                                  pa.array(KINDS, pa.string()))
+                                                  _KIND_DICTIONARY, safe=False)
         if name == "sensor":
             return self._sensor_bytes()
         values = self.get(name)
@@ -681,9 +678,7 @@ class FrameColumns:
         if chip == 3 and name in _V3_KERNEL_COLUMNS:
             return self._v3_pass(name)
         if name == "frame_index":
-            index = self.out(name, np.int64)
-            index[:] = np.arange(p.first_index, p.first_index + self.n, dtype=np.int64)
-            return index
+            return np.add(_counting(self.n), p.first_index, out=self.out(name, np.int64))
         if name == "byte_offset":
             return p.offset
         if name == "length":
@@ -732,7 +727,8 @@ class FrameColumns:
 
     def _sensor_bytes(self) -> pa.Array:
         """The raw ``p + 1`` sensor bytes of each frame (binary view: polars' own layout)."""
-        views = self.parsed.sensor_views
+        views = self.out("sensor", np.dtype((np.uint8, 16))).reshape(-1)
+        _astep.sensor_views(self.parsed.sensor, views)
         if SENSOR_TYPE == pa.binary():  # older pyarrow: gather into a plain binary array
             entries = views.reshape(self.n, 16)
             count = entries[:, 0].astype(np.int32)
@@ -785,6 +781,21 @@ class FrameColumns:
                 return np.divide(self.get("tot_total"), _APX_CYCLES_PER_US, out=out)
             return _ticks_to_us(self.get("tot_total"), self.reader.tot_tick_ns, out=out)
         raise KeyError(name)
+
+
+_KIND_DICTIONARY = pa.array(KINDS, pa.string())
+_COUNTING = np.arange(0, dtype=np.int64)
+
+
+def _counting(n: int) -> np.ndarray:
+    """``0, 1, …, n - 1`` (int64, read-only), from one array kept for every batch: a
+    batch's frame index is one addition into its column, not an ``arange`` and a copy."""
+    global _COUNTING
+    if len(_COUNTING) < n:
+        counting = np.arange(max(n, 2 * len(_COUNTING)), dtype=np.int64)
+        counting.flags.writeable = False
+        _COUNTING = counting  # one assignment: a thread reading the old one is unaffected
+    return _COUNTING[:n]
 
 
 def _ticks_to_us(ticks: np.ndarray, tick_ns: float, out: np.ndarray) -> np.ndarray:
