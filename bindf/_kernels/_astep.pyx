@@ -140,6 +140,7 @@ def parse_frames(
     cdef Py_ssize_t size = buf.shape[0]
     cdef int code = C_PARSE_END
     cdef int L, p, t
+    cdef unsigned int width_mask
     cdef uint64_t word, ts
     cdef int64_t open_at, filler, skipped, resyncs
     if state.shape[0] < C_STATE_SIZE:
@@ -160,6 +161,8 @@ def parse_frames(
         end = buf.shape[0]
     if pos < 0:
         pos = 0
+    # bit T set for each timestamp width T a frame may have
+    width_mask = (1u << ts_bytes) if ts_bytes else (1u << 2 | 1u << 4 | 1u << 6 | 1u << 8)
     open_at = state[C_GAP_OPEN_AT]
     filler = state[C_FILLER_BYTES]
     skipped = state[C_RESYNC_BYTES]
@@ -169,6 +172,14 @@ def parse_frames(
             L = buf[pos]
             if L == FILLER:
                 t = -1                     # ends an open stretch, like a frame
+            elif end - pos > MAX_LENGTH:
+                # The common case: the longest frame fits before ``end``, so no end checks;
+                # the length and width tests fold into two comparisons and a bit test.
+                p = buf[pos + 2] & 7
+                t = L - 2 - p
+                if (<unsigned int>(L - MIN_LENGTH) > MAX_LENGTH - MIN_LENGTH
+                        or <unsigned int>t > 15 or not (width_mask >> t) & 1):
+                    t = 0
             elif L < MIN_LENGTH or L > MAX_LENGTH:
                 t = 0                      # cannot start a frame
             elif end - pos < 3:
