@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pytest
 
@@ -284,6 +285,41 @@ def test_dense_it02_split_truncated_mid_record(tmp_path, monkeypatch):
             results.append(bindf.read(str(path), output="arrow", threads=threads))
     whole = bindf.read(str(FILES["it02"]), output="arrow")
     assert results[0].equals(results[1]) and results[1].num_rows == whole.num_rows - 1
+
+
+@pytest.mark.parametrize("layout", ["all null", "mixed", "no null chunk", "empty"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_polars_conversion_of_null_chunks_equals_from_arrow(monkeypatch, layout, threads):
+    """Entirely null chunks of a dictionary column (spectroscopy's marker without
+    markers) become polars null runs instead of being converted row by row: the frame
+    is pl.from_arrow's, dtype for dtype and chunk for chunk, whatever the chunks hold,
+    and the other columns keep their places."""
+    from bindf.frontends import output
+
+    monkeypatch.setattr(output, "PARALLEL_POLARS_MIN_ROWS", 10)
+    rng = np.random.default_rng(3)
+    names = pa.array(["frame", "line", "pixel"])
+    pattern = {"all null": [True] * 5, "mixed": [True, False, True, True, False],
+               "no null chunk": [False] * 3, "empty": []}[layout]
+    batches = []
+    for null in pattern:
+        n = int(rng.integers(1, 30))
+        indices = pa.array(rng.integers(0, 3, n).astype(np.int8),
+                           mask=np.ones(n, bool) if null else rng.random(n) < 0.3)
+        marker = pa.DictionaryArray.from_arrays(indices, names)
+        batches.append(pa.record_batch(
+            [pa.array(rng.random(n)), marker, pa.array(rng.integers(0, 9, n)), marker],
+            names=["x", "marker", "channel", "marker2"]))
+    schema = pa.schema([("x", pa.float64()), ("marker", pa.dictionary(pa.int8(), pa.string())),
+                        ("channel", pa.int64()), ("marker2", pa.dictionary(pa.int8(), pa.string()))])
+    table = pa.Table.from_batches(batches, schema=schema)
+    got = output.table_to_polars(table, threads=threads)
+    expected = pl.from_arrow(table, rechunk=False)
+    assert got.columns == expected.columns and got.dtypes == expected.dtypes
+    assert got.equals(expected) and got.height == table.num_rows
+    for name in got.columns:
+        assert got[name].to_list() == expected[name].to_list()
+        assert got[name].n_chunks() == expected[name].n_chunks()
 
 
 def test_polars_conversion_in_parallel_equals_one_thread(monkeypatch):

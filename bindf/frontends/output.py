@@ -6,6 +6,7 @@ This is the only place that converts Arrow to pandas and polars; the other way
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -97,10 +98,67 @@ _GLOBAL_CATEGORIES = hasattr(pl, "Categories")
 
 def table_to_polars(table: pa.Table, threads: int = 1) -> pl.DataFrame:
     """Arrow → polars without copying numeric buffers (``rechunk=False``: the batches
-    stay polars chunks). Dictionary columns must be turned into polars categoricals row
-    by row, the one costly part; with ``threads`` > 1 a large table's batches are split
-    into contiguous groups converted in parallel (polars releases the GIL) and joined
-    in order: the same frame, chunk for chunk."""
+    stay polars chunks).
+
+    Dictionary columns must be turned into polars categoricals row by row, the one
+    costly part, and polars holds the GIL while it does. Two shortcuts, each giving the
+    frame ``pl.from_arrow`` gives, chunk for chunk:
+
+    * a chunk of a dictionary column that is entirely null (spectroscopy's ``marker``
+      in a chunk without markers: nearly all of them) becomes a polars null run, which
+      costs nothing per row, instead of a conversion (polars with global categories,
+      1.32 and later);
+    * with ``threads`` > 1 a large table's batches are split into contiguous groups
+      converted in parallel (where polars releases the GIL) and joined in order.
+    """
+    shortcuts = {}
+    for index, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            series = _null_chunks_to_polars(table.column(index), field.name)
+            if series is not None:
+                shortcuts[index] = series
+    if not shortcuts:
+        return _arrow_to_polars(table, threads)
+    rest = table
+    for index in sorted(shortcuts, reverse=True):
+        rest = rest.remove_column(index)
+    del table
+    converted = _arrow_to_polars(rest, threads).get_columns() if rest.num_columns else []
+    columns = iter(converted)
+    return pl.DataFrame([shortcuts[i] if i in shortcuts else next(columns)
+                         for i in range(len(converted) + len(shortcuts))])
+
+
+def _null_chunks_to_polars(column: pa.ChunkedArray, name: str) -> pl.Series | None:
+    """A dictionary column with entirely null chunks → polars, the null chunks as null
+    runs; ``None`` when it has none, or on older polars, whose local categoricals carry
+    each conversion's categories (a null run would have none)."""
+    if not _GLOBAL_CATEGORIES:
+        return None
+    chunks = column.chunks
+    null = [len(chunk) > 0 and chunk.null_count == len(chunk) for chunk in chunks]
+    if not any(null):
+        return None
+    # the dtype pl.from_arrow gives this column (Categorical, with this polars' options)
+    dtype = pl.from_arrow(pa.chunked_array([], type=column.type)).dtype  # type: ignore[union-attr]
+    parts: list[pl.Series] = []
+    for is_null, run in itertools.groupby(zip(chunks, null, strict=True), key=lambda c: c[1]):
+        run_chunks = [chunk for chunk, _ in run]
+        if is_null:  # one null run per chunk: the chunks stay as pl.from_arrow makes them
+            parts.extend(pl.repeat(None, len(chunk), dtype=dtype, eager=True)
+                         for chunk in run_chunks)
+        else:
+            converted = pl.from_arrow(pa.chunked_array(run_chunks, type=column.type),
+                                      rechunk=False)
+            assert isinstance(converted, pl.Series)
+            parts.append(converted)
+    series = pl.concat(parts, rechunk=False)
+    assert isinstance(series, pl.Series)
+    return series.alias(name)
+
+
+def _arrow_to_polars(table: pa.Table, threads: int = 1) -> pl.DataFrame:
+    """:func:`table_to_polars` without the null-chunk shortcut."""
     batches = table.to_batches()
     parts = min(threads, len(batches))
     if (parts <= 1 or table.num_rows < PARALLEL_POLARS_MIN_ROWS or not _GLOBAL_CATEGORIES
