@@ -447,6 +447,13 @@ def test_hit_fields(guarded: GuardedPages, kernel: str, hit_size: int,
     assert min(outcomes.values()) > n_runs // 100, outcomes
 
 
+def guarded_sensor_words(guarded: GuardedPages, rng: np.random.Generator) -> np.ndarray:
+    """A random number (up to a page's worth) of random A-STEP sensor words, flush
+    against the guard page."""
+    n = int(rng.integers(0, (guarded.page // 8) + 1))
+    return guarded.place(rng.bytes(n * 8)).view(np.uint64)
+
+
 def test_astep_v3_fields(guarded: GuardedPages) -> None:
     """Sensor words and lengths flush against a guard page, outputs between canaries:
     every output either refused (too short: ValueError) or written exactly on its n
@@ -458,8 +465,8 @@ def test_astep_v3_fields(guarded: GuardedPages) -> None:
     n_runs = runs(3_000)
     outcomes = {"ok": 0, "ValueError": 0}
     for _ in range(n_runs):
-        n = int(rng.integers(0, (guarded.page // 8) + 1))
-        sensor = guarded.place(rng.bytes(n * 8)).view(np.uint64)
+        sensor = guarded_sensor_words(guarded, rng)
+        n = len(sensor)
         short = rng.random() < 0.05
         length = np.frombuffer(rng.bytes(n - 1 if short and n else n), np.uint8)
         out = Canaried()
@@ -492,8 +499,8 @@ def test_astep_sensor_views(guarded: GuardedPages) -> None:
     n_runs = runs(3_000)
     outcomes = {"ok": 0, "ValueError": 0}
     for _ in range(n_runs):
-        n = int(rng.integers(0, (guarded.page // 8) + 1))
-        sensor = guarded.place(rng.bytes(n * 8)).view(np.uint64)
+        sensor = guarded_sensor_words(guarded, rng)
+        n = len(sensor)
         size = 16 * n if rng.random() < 0.9 else int(rng.integers(0, 16 * n + 1))
         out = Canaried()
         views = out.array(size, np.uint8)

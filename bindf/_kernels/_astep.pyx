@@ -255,9 +255,9 @@ def sensor_views(const uint64_t[::1] sensor, uint8_t[::1] views):
     big-endian, left-aligned, zeros after them; ``p`` is the header byte's low 3 bits).
     Entry ``i`` of ``views`` (at least 16 × n bytes) is a little-endian int32 count
     ``p + 1``, then the word's 8 bytes, most significant first (so the sensor bytes,
-    zero-padded; any other word is copied as it is), then 4 zero bytes: a view of at most 12 bytes needs
-    no data buffer, so ``views`` is an Arrow ``binary_view`` column as it stands (the
-    layout polars uses for binary columns). Releases the GIL.
+    zero-padded; any other word is copied as it is), then 4 zero bytes. A view of at
+    most 12 bytes needs no data buffer, so ``views`` is an Arrow ``binary_view`` column
+    as it stands (the layout polars uses for binary columns). Releases the GIL.
     """
     cdef Py_ssize_t n = sensor.shape[0], i
     cdef uint64_t word, swapped, head, tail

@@ -727,9 +727,12 @@ class FrameColumns:
 
     def _sensor_bytes(self) -> pa.Array:
         """The raw ``p + 1`` sensor bytes of each frame (binary view: polars' own layout)."""
-        views = self.out("sensor", np.dtype((np.uint8, 16))).reshape(-1)
+        as_views = SENSOR_TYPE != pa.binary()
+        # the views are the column (lane memory), or a temporary for older pyarrow
+        views = (self.out("sensor", np.dtype((np.uint8, 16))) if as_views
+                 else np.empty((self.n, 16), dtype=np.uint8)).reshape(-1)
         _astep.sensor_views(self.parsed.sensor, views)
-        if SENSOR_TYPE == pa.binary():  # older pyarrow: gather into a plain binary array
+        if not as_views:  # older pyarrow: gather into a plain binary array
             entries = views.reshape(self.n, 16)
             count = entries[:, 0].astype(np.int32)
             offsets = np.zeros(self.n + 1, dtype=np.int32)
