@@ -83,10 +83,17 @@ cdef uint64_t _probe = 1
 cdef bint LITTLE_ENDIAN_HOST = (<uint8_t*>&_probe)[0] == 1
 
 
-cdef inline bint valid_width(int t, int wanted) noexcept nogil:
-    if wanted != 0:
-        return t == wanted
-    return t == 2 or t == 4 or t == 6 or t == 8
+cdef inline unsigned int width_mask_for(int ts_bytes) noexcept nogil:
+    """Bit ``T`` set for each timestamp width ``T`` a frame may have: ``ts_bytes``, or
+    any width the firmware writes when it is 0."""
+    if ts_bytes != 0:
+        return 1u << ts_bytes
+    return 1u << 2 | 1u << 4 | 1u << 6 | 1u << 8
+
+
+cdef inline bint valid_width(int t, unsigned int width_mask) noexcept nogil:
+    """Whether ``t`` (which may be negative) is a width in ``width_mask``."""
+    return <unsigned int>t <= 15 and (width_mask >> t) & 1
 
 
 def new_state():
@@ -161,8 +168,7 @@ def parse_frames(
         end = buf.shape[0]
     if pos < 0:
         pos = 0
-    # bit T set for each timestamp width T a frame may have
-    width_mask = (1u << ts_bytes) if ts_bytes else (1u << 2 | 1u << 4 | 1u << 6 | 1u << 8)
+    width_mask = width_mask_for(ts_bytes)
     open_at = state[C_GAP_OPEN_AT]
     filler = state[C_FILLER_BYTES]
     skipped = state[C_RESYNC_BYTES]
@@ -174,11 +180,11 @@ def parse_frames(
                 t = -1                     # ends an open stretch, like a frame
             elif end - pos > MAX_LENGTH:
                 # The common case: the longest frame fits before ``end``, so no end checks;
-                # the length and width tests fold into two comparisons and a bit test.
+                # the length and width tests fold into comparisons and a bit test.
                 p = buf[pos + 2] & 7
                 t = L - 2 - p
                 if (<unsigned int>(L - MIN_LENGTH) > MAX_LENGTH - MIN_LENGTH
-                        or <unsigned int>t > 15 or not (width_mask >> t) & 1):
+                        or not valid_width(t, width_mask)):
                     t = 0
             elif L < MIN_LENGTH or L > MAX_LENGTH:
                 t = 0                      # cannot start a frame
@@ -188,7 +194,7 @@ def parse_frames(
             else:
                 p = buf[pos + 2] & 7
                 t = L - 2 - p
-                if not valid_width(t, ts_bytes):
+                if not valid_width(t, width_mask):
                     t = 0
                 elif end - pos < 1 + L:
                     code = C_PARSE_INCOMPLETE
