@@ -728,19 +728,19 @@ class FrameColumns:
     def _sensor_bytes(self) -> pa.Array:
         """The raw ``p + 1`` sensor bytes of each frame (binary view: polars' own layout)."""
         as_views = SENSOR_TYPE != pa.binary()
-        # the views are the column (lane memory), or a temporary for older pyarrow
-        views = (self.out("sensor", np.dtype((np.uint8, 16))) if as_views
-                 else np.empty((self.n, 16), dtype=np.uint8)).reshape(-1)
-        _astep.sensor_views(self.parsed.sensor, views)
+        # 16 bytes per frame: the column itself (lane memory), or a temporary for older
+        # pyarrow
+        entries = (self.out("sensor", np.dtype((np.uint8, 16))) if as_views
+                   else np.empty((self.n, 16), dtype=np.uint8))
+        _astep.sensor_views(self.parsed.sensor, entries.reshape(-1))
         if not as_views:  # older pyarrow: gather into a plain binary array
-            entries = views.reshape(self.n, 16)
             count = entries[:, 0].astype(np.int32)
             offsets = np.zeros(self.n + 1, dtype=np.int32)
             np.cumsum(count, out=offsets[1:])
             data = entries[:, 4:12][np.arange(8) < count[:, None]]
             return pa.Array.from_buffers(pa.binary(), self.n,
                                          [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-        return pa.Array.from_buffers(SENSOR_TYPE, self.n, [None, pa.py_buffer(views)])
+        return pa.Array.from_buffers(SENSOR_TYPE, self.n, [None, pa.py_buffer(entries)])
 
     def _v4(self, name: str) -> np.ndarray:
         if name in V4_BITS:
