@@ -1,14 +1,18 @@
 """Strict parsing of the JSON headers that FLIM LABS and AstroPix files carry.
 
-Every format here stores ``magic | u32 length | JSON text``. The JSON is parsed with the
-standard-library parser (never ``eval``) and held to a stricter standard than
-``json.loads`` applies by default, because a header that is *almost* JSON is a sign of a
-damaged file and guessing would silently change the user's metadata:
+Every format here stores ``magic | u32 length | JSON text``. The JSON is parsed (never
+``eval``) and held to a stricter standard than ``json.loads`` applies by default, because
+a header that is *almost* JSON is a sign of a damaged file and guessing would silently
+change the user's metadata:
 
 * the text must be UTF-8 and the top level an object;
 * duplicate keys, ``NaN``/``Infinity`` and lone UTF-16 surrogates are rejected;
 * nesting deeper than :data:`MAX_HEADER_DEPTH` is rejected (CPython would otherwise raise
   ``RecursionError``, which is not a ``ValueError``).
+
+A compiled parser (``bindf/_kernels/_jsonparse.pyx``) takes the headers that meet these
+rules, in one pass; it leaves every other text to the standard library's parser, which
+says what is wrong and where.
 """
 
 from __future__ import annotations
@@ -19,8 +23,7 @@ import re
 import struct
 from typing import Any, BinaryIO
 
-import numpy as np
-
+from ._kernels import _jsonparse
 from .errors import HeaderError
 
 #: Deeper nesting than this is not metadata any instrument writes; refuse it early.
@@ -44,42 +47,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-#: One strict decoder for every header (``json.loads`` with hooks builds a new one per call).
+#: The standard library's decoder, held to bindf's rules: it parses every header the
+#: compiled parser (``_jsonparse``) leaves alone, and gives the error bindf reports. One
+#: decoder for all headers: ``json.loads`` with arguments builds a new one per call.
 _DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates,
                             parse_constant=_reject_constant)
-
-
-def _nesting_depth_exceeds(raw: bytes, limit: int) -> bool:
-    """Cheap pre-check of bracket depth, ignoring brackets inside strings.
-
-    Runs before ``json.loads`` so that a header of a million ``[`` never reaches the
-    recursive parser at all. Works on the UTF-8 bytes, vectorised: every byte of a
-    multi-byte UTF-8 character is >= 0x80, so none is taken for a quote, backslash or
-    bracket. (FCS1 files carry megabytes of JSON arrays: no loop per byte.)
-    """
-    if raw.count(b"[") + raw.count(b"{") <= limit:  # the usual case
-        return False
-    data = np.frombuffer(raw, dtype=np.uint8)
-    # Quotes, backslashes and brackets are few next to the other bytes (digits of
-    # megabytes of numbers): work on their positions only.
-    quotes = np.flatnonzero(data == 0x22)
-    backslashes = np.flatnonzero(data == 0x5C)
-    if len(backslashes) and len(quotes):
-        # A quote is escaped when an odd number of backslashes directly precedes it.
-        run_start = np.ones(len(backslashes), dtype=bool)
-        run_start[1:] = np.diff(backslashes) != 1
-        first_of_run = backslashes[np.maximum.accumulate(
-            np.where(run_start, np.arange(len(backslashes)), 0))]
-        before = np.maximum(np.searchsorted(backslashes, quotes) - 1, 0)
-        touching = backslashes[before] == quotes - 1
-        run = np.where(touching, quotes - first_of_run[before], 0)
-        quotes = quotes[run % 2 == 0]
-    brackets = np.flatnonzero((data == 0x5B) | (data == 0x7B) | (data == 0x5D) | (data == 0x7D))
-    # A bracket is inside a string when an odd number of real quotes precede it.
-    outside = np.searchsorted(quotes, brackets) % 2 == 0
-    kinds = data[brackets[outside]]
-    steps = np.where((kinds == 0x5B) | (kinds == 0x7B), 1, -1).astype(np.int32)
-    return bool(np.cumsum(steps).max(initial=0) > limit)
 
 
 #: A \uD800-\uDFFF escape: the only way a lone surrogate gets into parsed JSON (the
@@ -94,12 +66,18 @@ def parse_json_header(
     offset: int | None = None,
 ) -> dict[str, Any]:
     """Parse ``raw`` as a strict JSON object, raising :class:`HeaderError` otherwise."""
+    # The usual case, a valid header, in one compiled pass (see _jsonparse: it accepts
+    # only what the rules below accept, and builds the same values).
+    value = _jsonparse.parse_object(raw, MAX_HEADER_DEPTH)
+    if value is not None:
+        return value
     try:
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
         bad = None if offset is None else offset + exc.start
         raise HeaderError(f"header is not UTF-8 text: {exc.reason}", path=path, offset=bad) from None
-    if _nesting_depth_exceeds(bytes(raw), MAX_HEADER_DEPTH):
+    # Before parsing: a header of a million ``[`` must never reach the recursive parser.
+    if _jsonparse.nesting_depth(raw) > MAX_HEADER_DEPTH:
         raise HeaderError(
             f"header JSON is nested deeper than {MAX_HEADER_DEPTH} levels", path=path, offset=offset
         )

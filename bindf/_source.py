@@ -168,15 +168,38 @@ class Source:
 HOLD_IN_MEMORY_BYTES = 256 << 10
 
 
-def _whole_file(f: BinaryIO, size: int) -> bytes:
-    """The first ``size`` bytes of ``f`` (fewer if it shrank).
+#: ``os.open`` flags for reading a file whole (binary mode matters on Windows).
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+
+
+def _whole_local_file(path: str, size: int) -> bytes:
+    """The first ``size`` bytes of the local file ``path`` (fewer if it shrank), read
+    through the file descriptor: no Python file object, whose construction costs as
+    much as the read itself for a file of a few kilobytes.
 
     Bytes the file no longer holds after the read (see :func:`still_in_file`) are left
     out, so a file cut while it is read looks to the reader exactly as a short read of
     the file itself would: a truncation."""
-    data = f.read(size)
-    kept = still_in_file(f, 0, len(data))
-    return data if kept == len(data) else data[:kept]
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        data = os.read(fd, size)
+        if 0 < len(data) < size:  # a short read before the end: read on
+            parts = [data]
+            got = len(data)
+            while got < size:
+                more = os.read(fd, size - got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        if data:
+            kept = min(len(data), max(os.fstat(fd).st_size, 0))  # as still_in_file
+            if kept < len(data):
+                data = data[:kept]
+    finally:
+        os.close(fd)
+    return data
 
 
 class _Holding:
@@ -196,12 +219,10 @@ class _Holding:
         self._key = key = id(source)
         if key in files:  # already held by an outer block
             return source
-        f = source.open()
         if source.reads_whole_when_held and 0 <= source.size <= HOLD_IN_MEMORY_BYTES:
-            with f:
-                files[key] = _whole_file(f, source.size)
+            files[key] = _whole_local_file(_local_path(source.path), source.size)
         else:
-            files[key] = f
+            files[key] = f = source.open()
             self._file = f
         self._held = True
         return source

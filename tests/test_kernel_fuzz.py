@@ -34,10 +34,11 @@ import numpy as np
 import pytest
 from conftest import FUZZ_SCALE, count_kernel_calls
 
-from bindf._kernels import _apx, _apx3, _astep, _it02
+from bindf._kernels import _apx, _apx3, _astep, _it02, _jsonparse
 from bindf._kernels import apx3_reference as apx3_ref
 from bindf._kernels import apx_reference as apx_ref
 from bindf._kernels import astep_reference as astep_ref
+from bindf._kernels import jsonparse_reference as jsonparse_ref
 
 MARKER = b"\xfe\xdc\xba"
 EXTREMES = (-(2**63), -(2**31), -1, 2**31, 2**63 - 1)
@@ -646,6 +647,69 @@ def test_assign_bins() -> None:
     assert 0 < errors < n_runs
 
 
+#: Pieces of JSON (and of almost-JSON) that steer the header parser into every branch:
+#: escapes cut anywhere, surrogates, numbers of every shape, literals and their prefixes.
+JSON_PIECES = [b"{", b"}", b"[", b"]", b",", b":", b" ", b"\n", b'"', b'"a"', b'"k": ',
+               b"\\", b"\\u", b"\\ud83d", b"\\ude00", b"\\u00e9", b"\\n", b"00", b"-",
+               b"1", b"1.5", b"e", b"E+", b"1e400", b"9" * 20, b"9" * 70, b"true", b"fals",
+               b"null", b"NaN", b"\xc3\xa9", b"\xe2\x82", b"\xff", b"\x01"]
+
+
+def _json_value(rng: np.random.Generator, depth: int = 0) -> object:
+    r = rng.random()
+    if depth < 4 and r < 0.25:
+        return {str(rng.choice(["a", "b", "é", "\\", '"', "k:"])) + str(k): _json_value(rng, depth + 1)
+                for k in range(int(rng.integers(0, 4)))}
+    if depth < 4 and r < 0.4:
+        return [_json_value(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))]
+    return rng.choice([None, True, False, 0, -7, 2**64, -(10**25), 0.1, -0.0, 1e300, "",
+                       "é€😀", "a\"b\\c/\n\t\x01", "\x7f"])
+
+
+def _json_like(rng: np.random.Generator) -> bytes:
+    """A header-like object, valid, then sometimes damaged: cut, or a piece spliced in."""
+    import json
+
+    r = rng.random()
+    if r < 0.2:  # soup of pieces
+        pieces = rng.integers(0, len(JSON_PIECES), int(rng.integers(0, 40)))
+        return b"{" + b"".join(JSON_PIECES[k] for k in pieces)
+    value = {f"k{i}": _json_value(rng) for i in range(int(rng.integers(0, 5)))}
+    raw = json.dumps(value, ensure_ascii=bool(rng.random() < 0.5)).encode()
+    if r < 0.6:
+        return raw
+    at = int(rng.integers(0, len(raw) + 1))
+    if r < 0.75:
+        return raw[:at]
+    return raw[:at] + JSON_PIECES[int(rng.integers(0, len(JSON_PIECES)))] + raw[at:]
+
+
+def test_json_parse_object(guarded: GuardedPages) -> None:
+    """The compiled header parser reads nothing outside its bytes, and what it accepts
+    the standard library accepts with the same value (no repeated keys, no constants)."""
+    import json
+
+    rng = np.random.default_rng(110)
+    n_runs = runs(6_000)
+    accepted = 0
+    for i in range(n_runs):
+        raw = _json_like(rng) if rng.random() < 0.9 else steering_bytes(
+            rng, int(rng.integers(0, 64)), b'{}[]":,\\0123456789.eE-+ ')
+        buf = guarded.place(raw, right=i % 2 == 0)
+        value = _jsonparse.parse_object(buf, int(rng.integers(0, 4)) if rng.random() < 0.2 else 64)
+        if value is not None:
+            accepted += 1
+            pairs_seen: list[list] = []
+            json.loads(raw.decode("utf-8"), parse_constant=pytest.fail,
+                       object_pairs_hook=pairs_seen.append)  # every object's pairs
+            assert all(len(dict(p)) == len(p) for p in pairs_seen), raw  # no repeated key
+            assert repr(value) == repr(json.loads(raw.decode("utf-8"))), raw
+        assert _jsonparse.nesting_depth(buf) == jsonparse_ref.nesting_depth(raw)
+    count_kernel_calls("jsonparse.parse_object", n_runs)
+    count_kernel_calls("jsonparse.nesting_depth", n_runs)
+    assert accepted > n_runs // 3  # most inputs are valid headers, or near misses
+
+
 # -- argument conversion -------------------------------------------------------------------
 
 
@@ -692,4 +756,6 @@ def test_none_and_empty_arguments() -> None:
     with pytest.raises(ValueError):
         _it02.decode_sparse(np.zeros(30, np.uint8), 0, 1, 3, np.zeros(3), [None],
                             np.zeros(1, np.int8), True)
-    count_kernel_calls("argument conversion", 9)
+    assert _jsonparse.parse_object(None, 64) is None
+    assert _jsonparse.nesting_depth(None) == 0
+    count_kernel_calls("argument conversion", 11)

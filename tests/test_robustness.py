@@ -747,6 +747,30 @@ def test_bytes_cut_off_during_a_read_are_not_returned(tmp_path: Path) -> None:
         assert read_into(f, np.zeros(50, np.uint8)) == 40
 
 
+def test_small_file_read_whole_keeps_only_the_bytes_it_still_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same race for a small file read whole through its descriptor
+    (``Source.held``), with short reads on the way: the bytes cut off during the read
+    are dropped, and the bytes before them are all kept."""
+    import os
+
+    from bindf import _source
+
+    path = _write(tmp_path / "race.bin", bytes(range(1, 101)))
+    original = os.read
+
+    def trickle_then_cut(fd: int, n: int) -> bytes:
+        data = original(fd, min(n, 7))
+        if os.lseek(fd, 0, os.SEEK_CUR) >= 70:  # cut the file under the reader
+            os.truncate(path, 40)
+        return data
+
+    monkeypatch.setattr(os, "read", trickle_then_cut)
+    assert _source._whole_local_file(str(path), 100) == bytes(range(1, 41))
+    monkeypatch.setattr(os, "read", lambda fd, n: original(fd, min(n, 7)))
+    assert _source._whole_local_file(str(path), 100) == bytes(range(1, 41))  # now short
+
+
 @pytest.mark.parametrize("subject", SUBJECTS, ids=lambda s: s.name)
 def test_file_shrinking_after_open(subject: Subject, tmp_path: Path) -> None:
     """The reader measured the size when it opened the file; then the file is cut in
