@@ -87,7 +87,11 @@ class ReadPlan:
         self._first: FormatReader | None = None
         #: Whether the caller keeps every batch (an eager read): see :meth:`all_batches`.
         self.keeps_every_batch = False
-        self.readers_done: list[FormatReader] = []
+        #: The damage counts (``reader.errors``) of the files read so far, for
+        #: :meth:`info`. Not the readers: a glob of thousands of small files would keep
+        #: every file's parsed header alive, which costs the garbage collector more
+        #: than parsing it did.
+        self.errors_done: list[dict[str, int]] = []
         self.columns = self._split_columns(columns)
 
     @classmethod
@@ -345,7 +349,7 @@ class ReadPlan:
                     units = self._units(reader, columns)
                 sink.emit()
                 if units is not None:
-                    self.readers_done.append(reader)
+                    self.errors_done.append(reader.errors)
                     yield source, units
                     continue
                 batches = self._reader_batches(reader, columns, remaining, produced)
@@ -353,7 +357,7 @@ class ReadPlan:
                     yield source, batches
                 finally:
                     batches.close()
-            self.readers_done.append(reader)
+            self.errors_done.append(reader.errors)
 
     def _files_in_parallel(
         self, columns: list[str]
@@ -399,7 +403,7 @@ class ReadPlan:
                 if result.error is not None:
                     raise result.error
                 assert result.reader is not None
-                self.readers_done.append(result.reader)
+                self.errors_done.append(result.reader.errors)
                 produced += (result.batches.rows if isinstance(result.batches, _Units)
                              else sum(b.num_rows for b in result.batches))
                 yield source, result.batches
@@ -495,8 +499,8 @@ class ReadPlan:
         """The bindf info dict (format, first header, source(s), skipped damage)."""
         first = self.first_reader
         errors: dict[str, int] = {}
-        for reader in [first, *(r for r in self.readers_done if r is not first)]:
-            for kind, count in reader.errors.items():
+        for counts in [first.errors, *(c for c in self.errors_done if c is not first.errors)]:
+            for kind, count in counts.items():
                 errors[kind] = errors.get(kind, 0) + count
         source: str | list[str] = (
             self.sources[0].path if len(self.sources) == 1 else [s.path for s in self.sources]
