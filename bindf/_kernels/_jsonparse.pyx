@@ -3,9 +3,9 @@
 
 The standard library's scanner needs an ``object_pairs_hook`` to refuse duplicate keys,
 and with the hook it builds a list of pairs per object and calls back into Python. Parsing
-an AstroPix header that way cost 40 µs, nearly half of reading a small run. This parser
-takes the common case, a valid header, in one pass over the UTF-8 bytes (6 µs), and
-refuses duplicate keys itself.
+an AstroPix header that way took 40 µs, a third of reading a small run. This parser takes
+the common case, a valid header, in one pass over the UTF-8 bytes (11 µs), and refuses
+duplicate keys itself.
 
 It only ever *accepts*. Anything it does not take as it is (invalid JSON, a repeated
 key, ``NaN``/``Infinity``, a lone UTF-16 surrogate, nesting deeper than ``max_depth``,
@@ -278,9 +278,17 @@ cdef class _Parser:
             cp = (cp << 4) | <uint32_t>digit
         return cp
 
+    cdef Py_ssize_t digits(self, Py_ssize_t i) except -1:
+        """The end of the run of digits at ``i``, which must hold at least one."""
+        if i >= self.n or not is_digit(self.p[i]):
+            raise _Unhandled
+        while i < self.n and is_digit(self.p[i]):
+            i += 1
+        return i
+
     cdef object number(self):
         """The number at ``pos``, by JSON's grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?"""
-        cdef Py_ssize_t start = self.pos, i = self.pos, digits_start
+        cdef Py_ssize_t start = self.pos, i = self.pos, digits_start, j
         cdef bint negative = False, is_float = False
         cdef int64_t whole = 0
         cdef char buffer[NUMBER_BUFFER]
@@ -291,25 +299,17 @@ cdef class _Parser:
         if i >= self.n or not is_digit(self.p[i]):
             raise _Unhandled  # "-" alone, or -Infinity
         if self.p[i] == 0x30:
-            i += 1
+            i += 1  # a leading zero stands alone ("01" is not JSON)
         else:
-            while i < self.n and is_digit(self.p[i]):
-                i += 1
+            i = self.digits(i)
         if i < self.n and self.p[i] == 0x2E:  # .
-            i += 1
-            if i >= self.n or not is_digit(self.p[i]):
-                raise _Unhandled
-            while i < self.n and is_digit(self.p[i]):
-                i += 1
+            i = self.digits(i + 1)
             is_float = True
         if i < self.n and (self.p[i] == 0x65 or self.p[i] == 0x45):  # e E
             i += 1
             if i < self.n and (self.p[i] == 0x2B or self.p[i] == 0x2D):
                 i += 1
-            if i >= self.n or not is_digit(self.p[i]):
-                raise _Unhandled
-            while i < self.n and is_digit(self.p[i]):
-                i += 1
+            i = self.digits(i)
             is_float = True
         self.pos = i
         if not is_float and i - digits_start <= FAST_INT_DIGITS:
