@@ -13,9 +13,10 @@ an integer beyond the interpreter's digit limit) makes :func:`parse_object` retu
 ``None``, and the header module parses the text again with the standard library, whose
 error messages and positions bindf reports. So this parser needs to agree with ``json``
 only on what it accepts, and there it builds exactly the same values: the same grammar
-(RFC 8259), integers through ``PyLong_FromString``/``int``, floats through
-``PyOS_string_to_double`` (the conversion ``float()`` uses), strings with the same
-escapes. ``tests/test_header.py`` checks that agreement on generated documents.
+(RFC 8259), integers exactly (in C up to 18 digits, through ``int`` beyond), floats
+through ``PyOS_string_to_double`` (the correctly rounded conversion ``float()`` and
+``json`` use), strings with the same escapes. ``tests/test_header.py`` and
+``tests/test_kernel_fuzz.py`` check that agreement on generated documents.
 
 Every read is bounds checked by hand: the parser must be memory safe on any bytes.
 """
