@@ -123,12 +123,62 @@ def test_options_equal_across_threads_and_paths(tmp_path, kwargs):
     for path in (str(tmp_path / "run_03.apx"), str(tmp_path / "run_04.apx")):
         Path(path).unlink()
     results = [bindf.read_apx(glob, output="arrow", threads=t, **kwargs) for t in (1, 2)]
-    # batch_size keeps one stream per file: the path without gathering units
+    # n_rows keeps one stream per file: the path without gathering units
     streamed = bindf.read_apx(glob, output="arrow", threads=1,
-                              **{"batch_size": 10**9, **kwargs})
+                              **{"n_rows": 10**12, **kwargs})
     assert results[0].equals(results[1])
     assert results[0].equals(streamed)
     assert results[0].schema.metadata == results[1].schema.metadata
+
+
+@pytest.mark.parametrize("batch_size", [1, 97, 300, 10**9])
+def test_batch_size_caps_batches_gathered_across_files(tmp_path, batch_size):
+    """With a batch_size (chunked reads, and every polars scan, which passes its own),
+    small files are still gathered across files, into batches of at most batch_size
+    rows; a file with more rows than that is cut. Each row keeps its file."""
+    paths = _mixed_runs(tmp_path)
+    del paths[3:6]  # only intact small runs: every file goes through the units
+    for name in ("run_03", "run_04", "run_05"):
+        (tmp_path / f"{name}.apx").unlink()
+    glob = str(tmp_path / "*.apx")
+    batches = list(bindf.iter_batches(glob, format="apx", batch_size=batch_size,
+                                      include_file_paths="file", threads=1))
+    whole = bindf.read_apx(glob, output="arrow", include_file_paths="file", threads=1)
+    assert all(b.num_rows <= batch_size for b in batches)
+    assert pa.Table.from_batches(batches).equals(whole.replace_schema_metadata(None))
+    if batch_size == 10**9:
+        assert len(batches) == 1  # one group: far fewer than one batch per file
+
+
+def test_split_keeps_each_rows_file():
+    from bindf.frontends.batches import _split
+
+    batch = pa.record_batch({"x": list(range(10))})
+    pieces = _split(batch, [("a", 3), ("b", 0), ("c", 5), ("d", 2)], 4)
+    assert [p.num_rows for p, _ in pieces] == [4, 4, 2]
+    assert [runs for _, runs in pieces] == [[("a", 3), ("c", 1)], [("c", 4)], [("d", 2)]]
+    assert pa.Table.from_batches([p for p, _ in pieces]).equals(pa.Table.from_batches([batch]))
+
+
+def test_polars_scan_of_small_files_gathers_them(tmp_path, monkeypatch):
+    """A scan gets polars' batch size (100,000 rows), not one batch per file: the units
+    of many small runs become columns once per group, as in an eager read."""
+    paths = _mixed_runs(tmp_path)
+    del paths[3:6]
+    for name in ("run_03", "run_04", "run_05"):
+        (tmp_path / f"{name}.apx").unlink()
+    groups = []
+    original = apx.ApxReader.units_to_batch
+
+    def spy(self, units, columns):
+        groups.append(len(units))
+        return original(self, units, columns)
+
+    monkeypatch.setattr(apx.ApxReader, "units_to_batch", spy)
+    glob = str(tmp_path / "*.apx")
+    scanned = pl.scan_apx(glob, include_file_paths="file").collect()
+    assert len(groups) == 1
+    assert scanned.equals(pl.read_apx(glob, include_file_paths="file"))
 
 
 def test_pandas_and_polars_outputs_equal_across_threads(tmp_path):

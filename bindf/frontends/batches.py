@@ -252,11 +252,13 @@ class ReadPlan:
     ) -> Generator[Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]], None, None]:
         """Per file, its batches with the ``(path, rows)`` runs they hold; small files
         that came as decoded units (see :meth:`FormatReader.small_file_units`) are
-        gathered, across files, into batches of up to :data:`GROUP_ROWS` rows,
-        so that turning them into columns costs once per group instead of once per file.
-        The batches of other small local files are joined into groups of the same size.
-        Nothing is gathered when the batches must stay as the readers make them
-        (``batch_size``, ``n_rows``, record ranges)."""
+        gathered, across files, into batches of up to :data:`GROUP_ROWS` rows (or
+        ``batch_size``, if smaller: no batch exceeds it), so that turning them into
+        columns costs once per group instead of once per file. The batches of other
+        small local files are joined into groups of the same size. Nothing is gathered
+        when the batches must stay as the readers make them (``n_rows``, record
+        ranges)."""
+        group_rows = GROUP_ROWS if self.batch_size is None else min(GROUP_ROWS, self.batch_size)
         units: list[Any] = []
         runs: list[tuple[str, int]] = []
         rows = 0
@@ -269,7 +271,10 @@ class ReadPlan:
             assert group_reader is not None
             group, done = units, runs
             units, runs, rows = [], [], 0
-            return iter([(group_reader.units_to_batch(group, columns), done)])
+            batch = group_reader.units_to_batch(group, columns)
+            if self.batch_size is not None and batch.num_rows > self.batch_size:
+                return iter(_split(batch, done, self.batch_size))  # one file above it
+            return iter([(batch, done)])
 
         # Batches of small files that stream theirs (formats without units) are
         # gathered likewise and joined into one batch per group, a copy of the group
@@ -290,7 +295,7 @@ class ReadPlan:
                 if isinstance(items, _Units):
                     if small:
                         yield join_small()
-                    if rows and rows + items.rows > GROUP_ROWS:
+                    if rows and rows + items.rows > group_rows:
                         yield flush()
                     group_reader = items.reader
                     units.extend(items.units)
@@ -301,7 +306,7 @@ class ReadPlan:
                     yield flush()
                 if self._coalesce and _decoded_inline(source):
                     for batch in items:
-                        if small_rows and small_rows + batch.num_rows > GROUP_ROWS:
+                        if small_rows and small_rows + batch.num_rows > group_rows:
                             yield join_small()
                         small.append(batch)
                         small_runs.append((source.path, batch.num_rows))
@@ -329,9 +334,10 @@ class ReadPlan:
 
     @property
     def _coalesce(self) -> bool:
-        # Batches must not exceed an explicit batch_size, and a row limit or a record
-        # range wants the reader's own early stop: those keep one batch stream per file.
-        return self.batch_size is None and self.n_rows is None and self.record_range is None
+        # A row limit or a record range wants the reader's own early stop: those keep
+        # one batch stream per file. (A batch_size only caps the groups: polars scans
+        # always pass one, and a scan of thousands of small runs must not pay per file.)
+        return self.n_rows is None and self.record_range is None
 
     def _files_in_turn(
         self, columns: list[str]
@@ -556,6 +562,28 @@ def _joined(batches: list[pa.RecordBatch], runs: list[tuple[str, int]]
     if len(joined) != 1:  # no rows at all (or columns Arrow keeps in several chunks)
         return [(batch, [run]) for batch, run in zip(batches, runs)]
     return [(joined[0], runs)]
+
+
+def _split(batch: pa.RecordBatch, runs: list[tuple[str, int]], size: int
+           ) -> list[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
+    """``batch`` (holding ``runs`` of rows per file) as slices of at most ``size`` rows,
+    each with the runs it holds."""
+    pieces = []
+    run, used = 0, 0  # the current run, and how many of its rows earlier pieces hold
+    for start in range(0, batch.num_rows, size):
+        piece = batch.slice(start, size)
+        held, need = [], piece.num_rows
+        while need and run < len(runs):  # the runs add up to the batch's rows
+            path, n = runs[run]
+            take = min(n - used, need)
+            if take:
+                held.append((path, take))
+            need -= take
+            used += take
+            if used == n:
+                run, used = run + 1, 0
+        pieces.append((piece, held))
+    return pieces
 
 
 def _path_column(runs: list[tuple[str, int]], n_rows: int) -> pa.Array:
