@@ -72,6 +72,7 @@ def small_files_report(workdir: Path, n_files: int, repeat: int) -> list[str]:
         "numpy": lambda: numpy_per_file(paths),
         1: lambda: pl.read_apx(pattern, threads=1),
         default_threads(): lambda: pl.read_apx(pattern, threads=None),
+        "scan": lambda: pl.scan_apx(pattern).collect(),
     }
     best = {key: float("inf") for key in runs}
     hits = 0
@@ -85,10 +86,13 @@ def small_files_report(workdir: Path, n_files: int, repeat: int) -> list[str]:
     numpy_ms = best.pop("numpy") / n_files * 1e3
     lines = [f"yardstick: numpy per-file parse of {n_files} × {Path(paths[0]).stat().st_size} "
              f"B: {numpy_ms:.4f} ms/file"]
+    scan = best.pop("scan") / n_files * 1e3
     for threads, t in best.items():
         per_file = t / n_files * 1e3
         lines.append(f"pl.read_apx(glob of {n_files}), threads={threads}: {per_file:.3f} ms/file = "
                      f"{per_file / numpy_ms:.1f}× numpy (goal ≤ 5×); {hits} hits")
+    lines.append(f"pl.scan_apx(glob of {n_files}).collect(), default threads: {scan:.3f} ms/file "
+                 f"= {scan / numpy_ms:.1f}× numpy")
     return lines
 
 
