@@ -297,12 +297,10 @@ cdef class _Parser:
             negative = True
             i += 1
         digits_start = i
-        if i >= self.n or not is_digit(self.p[i]):
-            raise _Unhandled  # "-" alone, or -Infinity
-        if self.p[i] == 0x30:
+        if i < self.n and self.p[i] == 0x30:
             i += 1  # a leading zero stands alone ("01" is not JSON)
         else:
-            i = self.digits(i)
+            i = self.digits(i)  # none at all: "-" alone, or -Infinity
         if i < self.n and self.p[i] == 0x2E:  # .
             i = self.digits(i + 1)
             is_float = True
