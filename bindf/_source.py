@@ -193,10 +193,9 @@ def _whole_local_file(path: str, size: int) -> bytes:
                 parts.append(more)
                 got += len(more)
             data = b"".join(parts)
-        if data:
-            kept = min(len(data), max(os.fstat(fd).st_size, 0))  # as still_in_file
-            if kept < len(data):
-                data = data[:kept]
+        kept = _still_in_descriptor(fd, 0, len(data))
+        if kept < len(data):
+            data = data[:kept]
     finally:
         os.close(fd)
     return data
@@ -405,8 +404,17 @@ def still_in_file(f: BinaryIO, start: int | None, n: int) -> int:
     if n == 0 or start is None:
         return n
     try:
-        size = os.fstat(f.fileno()).st_size
+        fd = f.fileno()
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return n
+    return _still_in_descriptor(fd, start, n)
+
+
+def _still_in_descriptor(fd: int, start: int, n: int) -> int:
+    """:func:`still_in_file` for an open file descriptor."""
+    try:
+        size = os.fstat(fd).st_size
+    except OSError:
         return n
     return min(n, max(size - start, 0))
 
