@@ -498,6 +498,14 @@ def test_hit_fields_kernel_matches_reference():
     row = np.zeros(n, np.uint8)
     _apx.hit_fields(hits, row=row)
     assert np.array_equal(row, columns["row"])
+    # the Gray-decoded stamps and ToT, alone or together: an unwanted stamp goes to the
+    # kernel's scratch, and tot_us is computed from the stamps either way
+    stamps = ("ts_dec1", "ts_dec2", "tot_us")
+    for wanted in [(name,) for name in stamps] + [("ts_dec1", "tot_us"), ("ts_dec2", "tot_us")]:
+        some = {name: np.zeros(n, WORD_COLUMNS[name]) for name in wanted}
+        _apx.hit_fields(hits, **some)
+        for name, values in some.items():
+            assert np.array_equal(values, columns[name]), (wanted, name)
 
 
 def test_hit_fields_kernel_refuses_short_outputs():
