@@ -24,7 +24,7 @@ gives the same frames as parsing it whole. The pure-Python model in
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memcpy
 
-from ._columns cimport output_column
+from bindf._kernels._columns cimport output_column
 
 # parse_frames stop codes
 cdef enum:
