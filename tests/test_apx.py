@@ -529,11 +529,8 @@ def test_hit_columns_in_parallel_equal_one_thread(monkeypatch):
     names = list(apx.HITS_SCHEMA.names)
     one = apx_hits.HitColumns(threads=1)(decoded, names)
     many = apx_hits.HitColumns(threads=3)
-    try:
-        for a, b in zip(one, many(decoded, names), strict=True):
-            assert np.array_equal(a, b)
-    finally:
-        many.close()
+    for a, b in zip(one, many(decoded, names), strict=True):
+        assert np.array_equal(a, b)
 
 
 def test_kernel_is_memory_safe_on_bad_arguments():
@@ -950,9 +947,15 @@ def test_early_stop_leaves_no_worker_thread(split_run, monkeypatch):
     import threading
 
     import bindf.formats.apx as apx_module
+    from bindf import _threads
 
-    def workers() -> list[threading.Thread]:  # polars' own threads show up as dummies
-        return [t for t in threading.enumerate() if t.name.startswith("bindf-")]
+    def workers() -> list[threading.Thread]:
+        """The threads of one read. Not polars' own (they show up as dummies), nor the
+        threads of bindf's shared pools, which stay for the next read, idle (every read
+        waits for or cancels its own tasks before it returns)."""
+        shared = tuple(role for role, _ in _threads._EXECUTORS)
+        return [t for t in threading.enumerate()
+                if t.name.startswith("bindf-") and not t.name.startswith(shared)]
 
     # The sample is small: no prefetch thread by default (see the next test). Lower the
     # threshold so that this one runs.
@@ -964,11 +967,14 @@ def test_early_stop_leaves_no_worker_thread(split_run, monkeypatch):
         assert len(workers()) == 1  # the prefetch thread is running ...
         reader.close()
         assert workers() == []  # ... and gone once the reader is closed
-        # Several files: the file pool's threads are gone too after an early stop.
+        # Several files: after an early stop, no file's prefetch thread is left either,
+        # and the shared pools hold no more threads than they were made with.
         reader = bindf.read_apx([split_run] * 4, chunksize=10, output="polars", threads=2)
         next(reader)
         reader.close()
         assert workers() == []
+        kept = sorted(t.name for t in threading.enumerate() if t.name.startswith("bindf-"))
+        assert len(kept) <= sum(workers for _, workers in _threads._EXECUTORS)
 
 
 def test_small_files_start_no_thread(split_run):

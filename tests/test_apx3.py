@@ -927,8 +927,5 @@ def test_hit_columns_in_parallel_equal_one_thread(monkeypatch):
     names = list(apx3.HITS_SCHEMA.names)
     one = apx3.Apx3HitColumns()(decoded, names)
     many = apx3.Apx3HitColumns(threads=4)
-    try:
-        for a, b in zip(one, many(decoded, names), strict=True):
-            assert a.dtype == b.dtype and np.array_equal(a, b)
-    finally:
-        many.close()
+    for a, b in zip(one, many(decoded, names), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import warnings
 from pathlib import Path
 
@@ -12,7 +13,15 @@ import pyarrow as pa
 import pytest
 
 import bindf
-from bindf._threads import ENV_VAR, default_threads, resolve_threads
+from bindf import _threads
+from bindf._threads import (
+    ENV_VAR,
+    default_threads,
+    read_in_parts,
+    resolve_threads,
+    settle,
+    shared_executor,
+)
 from bindf.errors import CorruptDataWarning, TruncatedFileWarning
 
 SAMPLES = Path(bindf.__file__).parent / "samples"
@@ -173,6 +182,72 @@ def test_resolve_threads(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "lots")
     with pytest.raises(ValueError, match=ENV_VAR):
         resolve_threads(None)
+
+
+def test_shared_executor_is_kept_per_role_and_size():
+    pool = shared_executor("bindf-test", 2)
+    assert shared_executor("bindf-test", 2) is pool
+    assert shared_executor("bindf-test", 3) is not pool
+    assert shared_executor("bindf-other", 2) is not pool
+    assert pool.submit(lambda: threading.current_thread().name).result().startswith("bindf-test")
+
+
+def test_reads_keep_their_threads(tmp_path):
+    # every read of a glob on two threads reuses the same pool threads: no new threads
+    # (with fresh allocator heaps) per read, and none left running between reads
+    paths = _copies(tmp_path, FILES["spectro"], 4)
+    expected = _read(paths, threads=1)
+    assert _read(paths, threads=2).equals(expected)
+    def bindf_threads() -> set[str]:
+        return {t.name for t in threading.enumerate() if t.name.startswith("bindf-")}
+
+    names = bindf_threads()
+    for _ in range(5):
+        assert _read(paths, threads=2).equals(expected)
+    assert bindf_threads() == names
+
+
+def test_settle_cancels_what_has_not_started_and_waits_for_the_rest():
+    pool = shared_executor("bindf-test-settle", 1)
+    release = threading.Event()
+    started = threading.Event()
+
+    def busy() -> str:
+        started.set()
+        release.wait(10)
+        return "done"
+
+    running = pool.submit(busy)
+    queued = pool.submit(lambda: "never")
+    assert started.wait(10)
+    threading.Timer(0.05, release.set).start()
+    settle([running, queued])
+    assert queued.cancelled() and running.done() and running.result() == "done"
+
+
+def test_read_in_parts_stops_counting_at_a_short_part():
+    pool = shared_executor("bindf-test-parts", 2)
+    ended = []
+
+    def part(k: int) -> int:
+        ended.append(k)
+        return (10, 4, 10)[k]  # part 1 is short: part 2's records are not counted
+
+    assert read_in_parts(pool, part, [10, 10, 10]) == 14
+    assert sorted(ended) == [0, 1, 2]  # every part ran to its end before the return
+    assert read_in_parts(pool, lambda k: 5, [5, 5]) == 10
+    with pytest.raises(ZeroDivisionError):
+        read_in_parts(pool, lambda k: 1 // k, [1, 1])
+
+
+def test_a_forked_child_makes_its_own_pools(monkeypatch):
+    # what os.register_at_fork runs in a child: the parent's pools (whose threads the
+    # child does not have) are forgotten, and the next use makes a working one
+    pool = shared_executor("bindf-test-fork", 1)
+    monkeypatch.setattr(_threads, "_EXECUTORS", dict(_threads._EXECUTORS))
+    _threads._forget_executors_after_fork()
+    fresh = shared_executor("bindf-test-fork", 1)
+    assert fresh is not pool and fresh.submit(lambda: 42).result() == 42
 
 
 def test_threads_false_still_accepted_by_apx(tmp_path):

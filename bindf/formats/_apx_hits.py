@@ -10,7 +10,6 @@ layout, for the writer.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from .._kernels import _apx
 from .._lanes import Lanes
+from .._threads import settle, shared_executor
 
 HIT_SIZE = 8
 PAD_BYTE = 0xFF
@@ -99,10 +99,10 @@ class HitDecoder:
         n_readouts = len(payload_pos)
         parts = min(self.threads, n_readouts // PARALLEL_MIN_READOUTS)
         if parts > 1:
-            with ThreadPoolExecutor(parts, thread_name_prefix="bindf-hits") as pool:
-                decoded, _, self.carry_len = decode_in_parallel(
-                    pool, parts, buf, payload_pos, payload_len, readout_id, timestamp,
-                    self.carry, self.carry_len, self.store_hits)
+            decoded, _, self.carry_len = decode_in_parallel(
+                shared_executor("bindf-hits", self.threads), parts, buf, payload_pos,
+                payload_len, readout_id, timestamp, self.carry, self.carry_len,
+                self.store_hits)
             return decoded
         scratch = self._slots[self._next]
         self._next = (self._next + 1) % len(self._slots)
@@ -154,8 +154,8 @@ class HitColumns:
     ``hit_fields`` over the raw hits, which writes each requested column once. With
     ``threads`` > 1 a large chunk is cut into hit ranges filled by a thread pool (the
     kernel releases the GIL), each range writing straight into its slice of the final
-    columns. Call :meth:`close` to stop the pool (also done when garbage collected).
-    A subclass for another chip generation sets the class attributes.
+    columns (the process's shared pool, :func:`bindf._threads.shared_executor`). A
+    subclass for another chip generation sets the class attributes.
     """
 
     #: The chip generation, for error messages.
@@ -172,7 +172,6 @@ class HitColumns:
         #: Where the columns' memory comes from (:mod:`bindf._lanes`; default: an array
         #: per column and chunk).
         self.lanes = lanes if lanes is not None else Lanes(enabled=False)
-        self._pool: ThreadPoolExecutor | None = None
 
     def __call__(self, decoded: Any, columns: Sequence[str]) -> list[np.ndarray]:
         n = decoded.n_hits
@@ -200,18 +199,16 @@ class HitColumns:
         if parts <= 1:
             self.kernel(hits, **words)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bindf-fields")
         bounds = [n * k // parts for k in range(parts + 1)]
         ranges = [(a, b) for a, b in zip(bounds, bounds[1:])]
-        list(self._pool.map(
-            lambda r: self.kernel(hits[r[0]:r[1]], **{k: v[r[0]:r[1]] for k, v in words.items()}),
-            ranges))
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        pool = shared_executor("bindf-fields", self.threads)
+        futures = [pool.submit(lambda a, b: self.kernel(
+            hits[a:b], **{k: v[a:b] for k, v in words.items()}), a, b) for a, b in ranges]
+        try:
+            for future in futures:
+                future.result()
+        finally:  # no range outlives the call (they write into ``words``)
+            settle(futures)
 
 
 def encode_hits(columns: Mapping[str, np.ndarray], first_index: int = 0) -> np.ndarray:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
 
 from .._source import read_into
+from .._threads import read_in_parts, shared_executor
 from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
 from ._base import FormatReader
@@ -130,9 +130,9 @@ class FixedRecordReader(FormatReader):
         pool = None
         if (self.threads > 1 and not self.source.is_remote
                 and min(batch_size, stop - start) * itemsize >= PARALLEL_MIN_BYTES):
-            pool = ThreadPoolExecutor(self.threads, thread_name_prefix="bindf-fixed")
+            pool = shared_executor("bindf-fixed", self.threads)
         lanes = self.output_lanes()
-        with self.source.open() as f, (pool or nullcontext()):
+        with self.source.open() as f:
             f.seek(self.row_offset(start))
             row = start
             while row < stop:
@@ -174,12 +174,7 @@ class FixedRecordReader(FormatReader):
                 f.seek(self.row_offset(first + a))
                 return _fill(f, raw, b - a, fields, {k: v[a:b] for k, v in out.items()})
 
-        filled = 0
-        for k, got in enumerate(pool.map(part, range(parts))):
-            filled += got
-            if got < bounds[k + 1] - bounds[k]:
-                break  # the records after a short read are not known to be real
-        return filled
+        return read_in_parts(pool, part, [b - a for a, b in zip(bounds, bounds[1:])])
 
     def _warn_truncated(self, offset: int, why: str) -> None:
         _warn(

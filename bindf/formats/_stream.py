@@ -314,6 +314,8 @@ def prefetched(items: Generator[T, None, None], *,
     ``items`` surface here, in order. Closing this generator waits for the worker and
     closes ``items`` (which closes the file).
     """
+    # A thread of its own, not one of the shared pools (bindf._threads.shared_executor):
+    # the files of a glob, decoded side by side, each need their worker at the same time.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
     try:
         pending = pool.submit(next, items, _DONE)

@@ -341,7 +341,6 @@ class ApxReader(FormatReader):
                     return
         finally:
             chunks.close()
-            hit_columns.close()
 
     def small_file_units(self, columns: list[str]) -> tuple[list[Decoded], int] | None:
         """The hits of a file below :data:`PREFETCH_MIN_BYTES`, as private copies of the

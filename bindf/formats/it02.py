@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -30,6 +29,7 @@ import pyarrow as pa
 from .._header import read_exact, read_preamble
 from .._kernels import _it02
 from .._source import iter_fixed_records
+from .._threads import read_in_parts, shared_executor
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import AcquisitionEnd, FormatReader
@@ -410,40 +410,36 @@ class IT02Reader(FormatReader):
         size = self.dtype.itemsize
         per_chunk = max(1, CHUNK_BYTES // size)
         got = 0
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="bindf-it02") as pool:
-            while got < count:
-                rows = min(max(batch_size, OUTPUT_ROWS), count - got)
-                out = _Outputs(rows, want_time, len(fields))
-                parts = min(self.threads, rows)
-                bounds = [rows * k // parts for k in range(parts + 1)]
+        pool = shared_executor("bindf-it02", self.threads)
+        while got < count:
+            rows = min(max(batch_size, OUTPUT_ROWS), count - got)
+            out = _Outputs(rows, want_time, len(fields))
+            parts = min(self.threads, rows)
+            bounds = [rows * k // parts for k in range(parts + 1)]
 
-                def part(k: int, first: int = got, out: _Outputs = out,
-                         bounds: list[int] = bounds) -> int:
-                    a, b = bounds[k], bounds[k + 1]
-                    done = 0
-                    with self.source.open() as f:  # pool threads hold no file: a new handle
-                        for records, _ in iter_fixed_records(
-                                f, dtype=self.dtype, start=self.data_offset + (first + a) * size,
-                                count=b - a, records_per_chunk=per_chunk, reuse=True):
-                            lo, hi = a + done, a + done + len(records)
-                            if out.time is not None:
-                                np.copyto(out.time[lo:hi], records["time_ns"])
-                            for column, name in zip(out.counts, fields, strict=True):
-                                np.copyto(column[lo:hi], records[name])
-                            done += len(records)
-                    return done
+            def part(k: int, first: int = got, out: _Outputs = out,
+                     bounds: list[int] = bounds) -> int:
+                a, b = bounds[k], bounds[k + 1]
+                done = 0
+                with self.source.open() as f:  # pool threads hold no file: a new handle
+                    for records, _ in iter_fixed_records(
+                            f, dtype=self.dtype, start=self.data_offset + (first + a) * size,
+                            count=b - a, records_per_chunk=per_chunk, reuse=True):
+                        lo, hi = a + done, a + done + len(records)
+                        if out.time is not None:
+                            np.copyto(out.time[lo:hi], records["time_ns"])
+                        for column, name in zip(out.counts, fields, strict=True):
+                            np.copyto(column[lo:hi], records[name])
+                        done += len(records)
+                return done
 
-                filled = 0
-                for k, done in enumerate(pool.map(part, range(parts))):
-                    filled += done
-                    if done < bounds[k + 1] - bounds[k]:
-                        break  # records after a short read are not known to be real
-                out.filled = filled
-                got += filled
-                if filled:
-                    yield out.finish()
-                if filled < rows:
-                    break
+            filled = read_in_parts(pool, part, [b - a for a, b in zip(bounds, bounds[1:])])
+            out.filled = filled
+            got += filled
+            if filled:
+                yield out.finish()
+            if filled < rows:
+                break
         return got
 
     def _sparse_chunks(self, f: BinaryIO, want_time: bool, wanted: list[int], batch_size: int,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from .._params import COMMON, HINTS, PLAN
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
-from .._threads import resolve_threads
+from .._threads import resolve_threads, settle, shared_executor
 from .._warnings import WarningSink
 from ..arrow import build_info
 from ..errors import BindfError
@@ -368,7 +368,8 @@ class ReadPlan:
     def _files_in_parallel(
         self, columns: list[str]
     ) -> Generator[tuple[Source, list[pa.RecordBatch]], None, None]:
-        """Files decoded on a pool of :attr:`threads` threads, handed out in file order.
+        """Files decoded on a pool of :attr:`threads` threads (the process's shared one,
+        see :func:`bindf._threads.shared_executor`), handed out in file order.
 
         Small local files (see :func:`_decoded_inline`) are decoded in this thread when
         their turn comes: their cost is Python work that holds the GIL, so a worker
@@ -381,7 +382,7 @@ class ReadPlan:
         (a chunked read holds that many files' batches). With ``n_rows``, each file is
         decoded up to the rows still missing when it was submitted (an upper bound).
         """
-        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="bindf-read")
+        pool = shared_executor("bindf-read", self.threads)
         pending: deque[tuple[Source, int, Future[_FileResult] | None]] = deque()
         submitted = 0
         # Rows handed out so far; only the consumer (this generator) updates it.
@@ -413,11 +414,8 @@ class ReadPlan:
                 produced += (result.batches.rows if isinstance(result.batches, _Units)
                              else sum(b.num_rows for b in result.batches))
                 yield source, result.batches
-        finally:
-            for _, _, future in pending:
-                if future is not None:
-                    future.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+        finally:  # files not handed out: cancelled, or waited for (they hold files open)
+            settle(future for _, _, future in pending if future is not None)
 
     def _decode_whole_file(self, index: int, columns: list[str],
                            n_rows: int | None) -> _FileResult:

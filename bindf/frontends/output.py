@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 from .._frames import get_polars_info, info_of, set_polars_info  # noqa: F401 - re-exported
+from .._threads import settle, shared_executor
 from ..arrow import attach_info
 
 Output = Literal["pandas", "polars", "arrow"]
@@ -166,8 +167,6 @@ def _arrow_to_polars(table: pa.Table, threads: int = 1) -> pl.DataFrame:
         frame = pl.from_arrow(table, rechunk=False)
         assert isinstance(frame, pl.DataFrame)
         return frame
-    from concurrent.futures import ThreadPoolExecutor
-
     # contiguous groups of batches holding about the same number of rows each
     ends = np.cumsum([b.num_rows for b in batches])
     cuts = np.searchsorted(ends, [table.num_rows * k / parts for k in range(1, parts)],
@@ -182,8 +181,12 @@ def _arrow_to_polars(table: pa.Table, threads: int = 1) -> pl.DataFrame:
         assert isinstance(frame, pl.DataFrame)
         return frame
 
-    with ThreadPoolExecutor(len(groups), thread_name_prefix="bindf-polars") as pool:
-        frames = list(pool.map(convert, groups))
+    pool = shared_executor("bindf-polars", threads)
+    futures = [pool.submit(convert, group) for group in groups]
+    try:
+        frames = [future.result() for future in futures]
+    finally:
+        settle(futures)
     return pl.concat(frames, rechunk=False)
 
 
