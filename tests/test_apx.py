@@ -7,10 +7,12 @@ against the pure-Python model ``bindf._kernels.apx_reference`` on random noisy p
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import struct
+import time
 import warnings
 from pathlib import Path
 
@@ -1001,3 +1003,28 @@ def test_several_files_in_one_read(split_run, data_dir):
     single = [bindf.read_apx(p, output="polars") for p in (data_dir / SAMPLE, split_run)]
     assert both.drop("file").equals(pl.concat(single))
     assert both["file"].unique().len() == 2
+
+
+def test_apx_prefetch_over_many_chunks_equals_one_thread(split_run, data_dir, monkeypatch):
+    # decode calls small enough (batch_size readouts each) that every scratch slot of the
+    # prefetch worker is reused many times while the consumer still holds the ones
+    # before (PREFETCH_AHEAD + 1 slots)
+    import bindf.formats.apx as apx_module
+
+    monkeypatch.setattr(apx_module, "PREFETCH_MIN_BYTES", 0)
+    # a slow consumer, so that the worker is always as far ahead as it may go while a
+    # chunk is being turned into columns (a slot reused too early would show)
+    columns = apx_module.ApxReader._columns
+
+    def slow_columns(self, *args):
+        time.sleep(0.0005)
+        return columns(self, *args)
+
+    monkeypatch.setattr(apx_module.ApxReader, "_columns", slow_columns)
+    for path, level, batch_size in itertools.product(
+            (split_run, data_dir / SAMPLE), ("hits", "readouts"), (2, 25)):
+        one = bindf.read_apx(path, output="arrow", level=level, threads=1,
+                             batch_size=batch_size)
+        two = bindf.read_apx(path, output="arrow", level=level, threads=2,
+                             batch_size=batch_size)
+        assert two.equals(one), (path, level, batch_size)

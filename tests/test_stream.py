@@ -248,3 +248,49 @@ def test_one_feed_of_many_units_equals_whole_read(tmp_path: Path, fmt: str, thre
     batches = stream.feed(data) + stream.finish()
     assert len(batches) > 1
     assert pa.Table.from_batches(batches).equals(whole)
+
+
+# -- prefetched(): a worker decoding ahead of the consumer --------------------------------
+
+
+@pytest.mark.parametrize("ahead", [1, 2, 3, 10])
+def test_prefetched_keeps_order_and_surfaces_an_error_in_its_place(ahead: int) -> None:
+    from bindf.formats._stream import prefetched
+
+    made = []
+
+    def items():
+        for i in range(6):
+            made.append(i)
+            if i == 4:
+                raise ValueError("item 4")
+            yield i
+
+    got = []
+    with pytest.raises(ValueError, match="item 4"):
+        for item in prefetched(items(), ahead=ahead):
+            got.append(item)
+    assert got == [0, 1, 2, 3]  # every item before the error, in order
+    assert made == [0, 1, 2, 3, 4]  # nothing made after it
+
+
+@pytest.mark.parametrize("ahead", [1, 2, 3])
+def test_prefetched_closed_early_closes_its_items(ahead: int) -> None:
+    from bindf.formats._stream import prefetched
+
+    made, closed = [], []
+
+    def items():
+        try:
+            for i in range(100):
+                made.append(i)
+                yield i
+        finally:
+            closed.append(True)
+
+    stream = prefetched(items(), ahead=ahead)
+    assert next(stream) == 0
+    stream.close()
+    assert closed == [True]
+    assert len(made) <= 1 + ahead  # the worker stayed at most `ahead` items ahead
+

@@ -35,6 +35,7 @@ from __future__ import annotations
 import abc
 import copy
 import itertools
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -305,25 +306,35 @@ def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = 
 
 
 
-def prefetched(items: Generator[T, None, None], *,
-               thread_name: str = "bindf-decode") -> Generator[T, None, None]:
-    """Advance ``items`` one step ahead in a worker thread.
+#: How many chunks a reader's prefetch worker decodes ahead of the thread that turns
+#: them into columns (AstroPix, A-STEP); its decoder needs ``PREFETCH_AHEAD + 1`` slots.
+PREFETCH_AHEAD = 2
 
-    The readers' kernels release the GIL, and so do numpy's loops: decoding chunk k + 1
-    overlaps with turning chunk k into columns (``threads=True`` of AstroPix and A-STEP). Exceptions and warnings raised by
-    ``items`` surface here, in order. Closing this generator waits for the worker and
-    closes ``items`` (which closes the file).
+
+def prefetched(items: Generator[T, None, None], *, ahead: int = 1,
+               thread_name: str = "bindf-decode") -> Generator[T, None, None]:
+    """Advance ``items`` up to ``ahead`` steps ahead of the consumer, in a worker thread.
+
+    The readers' kernels release the GIL, and so do numpy's loops: decoding chunks
+    k + 1 … k + ``ahead`` overlaps with turning chunk k into columns (``threads`` > 1 of
+    AstroPix and A-STEP). More than one step ahead lets the worker go on while the
+    consumer is held up on one chunk (say, by the page faults of a new output block), so
+    an item must stay valid while ``ahead`` more are made: the decoders' ``slots``.
+    Exceptions raised by ``items`` surface here, in order. Closing this generator waits
+    for the worker and closes ``items`` (which closes the file).
     """
     # A thread of its own, not one of the shared pools (bindf._threads.shared_executor):
     # the files of a glob, decoded side by side, each need their worker at the same time.
+    # Its one thread runs the queued next() calls in order; after the end (or an
+    # exception, which ends a generator) the calls still queued return _DONE.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
     try:
-        pending = pool.submit(next, items, _DONE)
+        pending = deque(pool.submit(next, items, _DONE) for _ in range(max(1, ahead)))
         while True:
-            item = pending.result()
+            item = pending.popleft().result()
             if item is _DONE:
                 return
-            pending = pool.submit(next, items, _DONE)
+            pending.append(pool.submit(next, items, _DONE))
             yield item
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

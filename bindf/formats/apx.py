@@ -89,7 +89,7 @@ from ._apx_hits import (
     _HitScratch,
 )
 from ._base import FormatReader, numpy_batch
-from ._stream import BatchStream, StreamDecoder, decode_file, prefetched
+from ._stream import PREFETCH_AHEAD, BatchStream, StreamDecoder, decode_file, prefetched
 
 MAGIC = b"%APXDF"
 READOUT_MARKER = b"\xfe\xdc\xba"
@@ -320,13 +320,13 @@ class ApxReader(FormatReader):
         prefetch = (self.threads > 1
                     and self.source.size - self.data_offset > PREFETCH_MIN_BYTES)
         # With prefetch the two halves of the work overlap: a worker frames and decodes
-        # chunk k + 1 while this thread turns chunk k into columns. The threads are
+        # the next chunks while this thread turns chunk k into columns. The threads are
         # shared between the halves (2 cores: one each).
         decode_threads = max(1, self.threads // 2) if prefetch else self.threads
-        chunks = self._decoded_chunks(per_call, slots=2 if prefetch else 1,
+        chunks = self._decoded_chunks(per_call, slots=PREFETCH_AHEAD + 1 if prefetch else 1,
                                       threads=decode_threads)
         if prefetch:
-            chunks = prefetched(chunks, thread_name="bindf-apx")
+            chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-apx")
         hit_columns = new_hit_columns(self.readout_uid,
                                       self.threads - decode_threads if prefetch else self.threads,
                                       self.output_lanes())

@@ -44,7 +44,7 @@ from .._source import Source, read_into
 from .._writing import WRITE_CHUNK_ROWS, column_values, require_columns, to_arrow_table
 from ..errors import CorruptDataError, CorruptDataWarning
 from ._base import FormatReader
-from ._stream import BatchStream, StreamDecoder, decode_file, prefetched
+from ._stream import PREFETCH_AHEAD, BatchStream, StreamDecoder, decode_file, prefetched
 
 FILLER = 0xFF
 #: Timestamp widths the firmware can be configured to write (register values 0..3).
@@ -448,9 +448,10 @@ class AstepReader(FormatReader):
         produced = 0
         # The common threads= (an int; threads=False → 1): a prefetch worker above one.
         prefetch = self.threads > 1
-        chunks = self._iter_parsed(per_call, columns, slots=2 if prefetch else 1)
+        chunks = self._iter_parsed(per_call, columns,
+                                   slots=PREFETCH_AHEAD + 1 if prefetch else 1)
         if prefetch:
-            chunks = prefetched(chunks, thread_name="bindf-astep")
+            chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-astep")
         lanes = self.output_lanes()  # this thread's; the walker has its own
         try:
             for parsed in chunks:
