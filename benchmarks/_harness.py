@@ -1,9 +1,10 @@
 """Benchmark harness shared by ``benchmarks/bench.py`` and the per-format case files.
 
-Every throughput is printed as a ratio to a *yardstick measured in the same run*: numpy's
-own parse of an equally sized file of 17-byte records (``np.fromfile`` with the packed
-dtype, then copying out the three columns). Ratios are comparable across machines and
-runs; absolute MB/s are not.
+Every throughput is printed as a ratio to a *yardstick measured in the same run*, in
+rounds that alternate it with the case (:func:`best_time_with_yardstick`): numpy's own
+parse of an equally sized file of 17-byte records (``np.fromfile`` with the packed dtype,
+then copying out the three columns). Ratios are comparable across machines and runs;
+absolute MB/s are not.
 
 Peak memory is measured in a fresh subprocess per case: ``ru_maxrss`` after the read
 minus the RSS just before it, compared with the size of the frame it produced.
@@ -61,6 +62,25 @@ def best_time(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
         result = fn()
         best = min(best, time.perf_counter() - t0)
     return best, result
+
+
+def best_time_with_yardstick(fn: Callable[[], Any], yardstick_path: Path,
+                             repeat: int = 3) -> tuple[float, float, Any]:
+    """The best time of ``fn`` and of the yardstick over ``repeat`` rounds that alternate
+    them, and ``fn``'s last result. Why rounds: on a shared virtual machine the speed of
+    everything drifts by tens of percent within minutes, so a yardstick timed once at the
+    start of a run is not the one a case minutes later should be compared with."""
+    best = best_y = float("inf")
+    result = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        yardstick(yardstick_path)
+        best_y = min(best_y, time.perf_counter() - t0)
+        result = None
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, best_y, result
 
 
 def make_yardstick_file(workdir: Path, target_bytes: int) -> Path:
