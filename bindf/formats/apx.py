@@ -20,8 +20,8 @@ Division of labour:
   one pass (bit reversal, fields, Gray decoding, clock rollover, ToT), split over
   ``threads`` (:class:`._apx_hits.HitColumns`); the readout table is numpy;
 * with ``threads`` > 1 (the default on a multi-core machine) and a file larger than
-  :data:`PREFETCH_MIN_BYTES`, a worker thread frames and decodes chunk k + 1 while chunk
-  k is turned into columns (both sides release the GIL), each side with half the
+  :data:`PREFETCH_MIN_BYTES`, a worker thread frames and decodes chunks k + 1 and k + 2
+  while chunk k is turned into columns (both sides release the GIL), each side with half the
   threads; ``threads=1`` (or the former ``threads=False``) and small files do it all in
   the caller's thread, since a thread per small file costs more than it saves. The
   output is the same. In a read of many files, an intact small run (every readout
@@ -243,8 +243,8 @@ class ApxReader(FormatReader):
         are always stitched; ``stitch=False`` on an AstroPix 4 run is a ``ValueError``.
     threads : int | None
         Threads for one file (the common ``threads=`` parameter). Above one, and for
-        files larger than :data:`PREFETCH_MIN_BYTES`, the next chunk is decoded in a
-        worker thread while the current one is turned into columns; above two, each
+        files larger than :data:`PREFETCH_MIN_BYTES`, the next chunks (up to two) are
+        decoded in a worker thread while the current one is turned into columns; above two, each
         half also splits its AstroPix 4 work (hit finding over readout ranges, columns
         over hit ranges). The output is identical either way. ``threads=False`` still
         works and means one.

@@ -347,10 +347,10 @@ class AstepReader(FormatReader):
     chunk_bytes : int
         Upper bound of one read (default 2 MiB).
     threads : int | None
-        The common ``threads=`` parameter: above one, the next chunk's frames are walked
-        in a worker thread while the current chunk's columns are computed (both release
-        the GIL; the output is the same either way). ``threads=False`` still works and
-        means one (no worker).
+        The common ``threads=`` parameter: above one, the next chunks' frames (up to two
+        ahead) are walked in a worker thread while the current chunk's columns are
+        computed (both release the GIL; the output is the same either way).
+        ``threads=False`` still works and means one (no worker).
 
     The header dict holds these choices (``chip``, ``ts_order``, ``ts_bytes``,
     ``tot_tick_ns``, ``tot_mode``) and, for the automatic ones, what they were based on
