@@ -22,6 +22,10 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Environment variable that sets the default number of threads.
 ENV_VAR = "BINDF_NUM_THREADS"
@@ -120,6 +124,17 @@ def settle(futures: Iterable[Future[object]]) -> None:
     what ``shutdown(wait=True, cancel_futures=True)`` does for a pool of one's own."""
     running = [future for future in futures if not future.cancel()]
     wait(running)
+
+
+def run_all(pool: ThreadPoolExecutor, task: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``task(item)`` for every item on ``pool``; the results in order. The first error
+    is raised once every task has ended (or was cancelled before it started): no task
+    outlives the call, since tasks write into the caller's output."""
+    futures = [pool.submit(task, item) for item in items]
+    try:
+        return [future.result() for future in futures]
+    finally:
+        settle(futures)
 
 
 def read_in_parts(pool: ThreadPoolExecutor, part: Callable[[int], int],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from bindf._threads import (
     default_threads,
     read_in_parts,
     resolve_threads,
+    run_all,
     settle,
     shared_executor,
 )
@@ -223,6 +225,24 @@ def test_settle_cancels_what_has_not_started_and_waits_for_the_rest():
     threading.Timer(0.05, release.set).start()
     settle([running, queued])
     assert queued.cancelled() and running.done() and running.result() == "done"
+
+
+def test_run_all_keeps_order_and_raises_once_every_task_ended():
+    pool = shared_executor("bindf-test-run-all", 2)
+    assert run_all(pool, lambda x: x * x, range(7)) == [0, 1, 4, 9, 16, 25, 36]
+    started, ended = set(), set()
+
+    def task(k: int) -> int:
+        started.add(k)
+        if k == 0:
+            raise ZeroDivisionError
+        time.sleep(0.02)
+        ended.add(k)
+        return k
+
+    with pytest.raises(ZeroDivisionError):
+        run_all(pool, task, range(4))
+    assert started - {0} == ended  # no task still running when the error came out
 
 
 def test_read_in_parts_stops_counting_at_a_short_part():

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._kernels import _apx
 from .._lanes import Lanes
-from .._threads import settle, shared_executor
+from .._threads import run_all, shared_executor
 
 HIT_SIZE = 8
 PAD_BYTE = 0xFF
@@ -201,14 +201,9 @@ class HitColumns:
             return
         bounds = [n * k // parts for k in range(parts + 1)]
         ranges = [(a, b) for a, b in zip(bounds, bounds[1:])]
-        pool = shared_executor("bindf-fields", self.threads)
-        futures = [pool.submit(lambda a, b: self.kernel(
-            hits[a:b], **{k: v[a:b] for k, v in words.items()}), a, b) for a, b in ranges]
-        try:
-            for future in futures:
-                future.result()
-        finally:  # no range outlives the call (they write into ``words``)
-            settle(futures)
+        run_all(shared_executor("bindf-fields", self.threads),
+                lambda r: self.kernel(hits[r[0]:r[1]], **{k: v[r[0]:r[1]] for k, v in words.items()}),
+                ranges)
 
 
 def encode_hits(columns: Mapping[str, np.ndarray], first_index: int = 0) -> np.ndarray:
@@ -350,7 +345,7 @@ def decode_in_parallel(pool: Any, parts: int, buf: np.ndarray, payload_pos: np.n
         return _decode_range(buf, pos[a:b], length[a:b], rid[a:b], ts[a:b],
                              start_carry, start_len, store)
 
-    results = list(pool.map(run, range(parts)))
+    results = run_all(pool, run, range(parts))
     pieces = [results[0].decoded]
     state = (results[0].carry, results[0].carry_len)
     for k in range(1, parts):

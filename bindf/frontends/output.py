@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 from .._frames import get_polars_info, info_of, set_polars_info  # noqa: F401 - re-exported
-from .._threads import settle, shared_executor
+from .._threads import run_all, shared_executor
 from ..arrow import attach_info
 
 Output = Literal["pandas", "polars", "arrow"]
@@ -181,12 +181,7 @@ def _arrow_to_polars(table: pa.Table, threads: int = 1) -> pl.DataFrame:
         assert isinstance(frame, pl.DataFrame)
         return frame
 
-    pool = shared_executor("bindf-polars", threads)
-    futures = [pool.submit(convert, group) for group in groups]
-    try:
-        frames = [future.result() for future in futures]
-    finally:
-        settle(futures)
+    frames = run_all(shared_executor("bindf-polars", threads), convert, groups)
     return pl.concat(frames, rechunk=False)
 
 
