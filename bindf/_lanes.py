@@ -34,7 +34,7 @@ import pyarrow as pa
 BLOCK_BYTES = 16 << 20
 #: Inputs below this size read into plain arrays (their columns fit one small block).
 MIN_INPUT_BYTES = 8 << 20
-_ALIGN = 64  # Arrow's recommended buffer alignment
+_ALIGN = 64  # Arrow's recommended buffer alignment, for the start of a block
 
 
 def _mimalloc_pool() -> pa.MemoryPool | None:
@@ -86,7 +86,12 @@ class Lane:
         if reserved is None or n > len(reserved):
             raise ValueError("keep() needs a reservation of at least n values")
         self._reserved = None
-        self._used += -(-n * self.dtype.itemsize // _ALIGN) * _ALIGN
+        # The next slice starts right after this one (not at the next 64-byte boundary):
+        # the batches of a read then lie back to back, and the eager frontends join them
+        # into one chunk per block without a copy (output.joined_adjacent_chunks).
+        # Every slice stays aligned to its item size, all that numpy, Arrow and polars
+        # need.
+        self._used += n * self.dtype.itemsize
         return reserved[:n]
 
     def empty(self, n: int) -> np.ndarray:

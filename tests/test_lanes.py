@@ -17,7 +17,7 @@ from bindf.formats import astep
 from bindf.formats._base import FormatReader
 
 
-def test_kept_batches_follow_each_other_aligned_and_survive_new_blocks():
+def test_kept_batches_follow_each_other_back_to_back_and_survive_new_blocks():
     lane = Lane(np.int64, block_bytes=4096)
     kept = []
     for i, (capacity, n) in enumerate([(100, 10), (100, 100), (300, 1), (50, 0), (600, 3)]):
@@ -27,9 +27,12 @@ def test_kept_batches_follow_each_other_aligned_and_survive_new_blocks():
         kept.append(lane.keep(n))
     for i, (values, n) in enumerate(zip(kept, [10, 100, 1, 0, 3], strict=True)):
         assert values.tolist() == list(range(1000 * i, 1000 * i + n))
-        assert values.ctypes.data % 64 == 0
-    # the second batch starts where the first one's (aligned) end left off
-    assert kept[1].ctypes.data - kept[0].ctypes.data == 128
+        assert values.ctypes.data % 8 == 0  # aligned to the item size
+    assert kept[0].ctypes.data % 64 == 0  # a block starts at a 64-byte boundary
+    # each batch starts right where the one before it ended (the eager frontends join
+    # such batches into one chunk)
+    assert kept[1].ctypes.data - kept[0].ctypes.data == 10 * 8
+    assert kept[2].ctypes.data - kept[1].ctypes.data == 100 * 8
     # a reservation larger than a block gets a block of its own
     assert len(lane.reserve(10_000)) == 10_000
 
@@ -40,7 +43,7 @@ def test_keep_gives_back_the_unused_reservation():
     first = lane.keep(10)
     lane.reserve(1000)
     second = lane.keep(5)
-    assert second.ctypes.data - first.ctypes.data == 64
+    assert second.ctypes.data - first.ctypes.data == 10
 
 
 def test_keep_needs_a_reservation():
@@ -190,3 +193,74 @@ def test_only_eager_reads_of_large_inputs_use_lanes(monkeypatch):
         used.clear()
         stream()
         assert used and not any(used)
+
+
+def _lane_chunks(lane: Lane, sizes: list[int], first: int = 0) -> list[pa.Array]:
+    chunks = []
+    for n in sizes:
+        values = lane.empty(n)
+        values[:] = np.arange(first, first + n)
+        first += n
+        chunks.append(pa.array(values))
+    return chunks
+
+
+def test_back_to_back_chunks_are_joined_without_a_copy():
+    import gc
+
+    from bindf.frontends.output import joined_adjacent_chunks
+
+    lane = Lane(np.uint32, block_bytes=400)  # 100 values per block
+    chunks = _lane_chunks(lane, [30, 0, 50, 20, 40, 10])  # a new block at the 40
+    column = pa.chunked_array(chunks)
+    table = pa.table({"x": column, "y": pa.chunked_array([c.cast(pa.float64()) for c in chunks])})
+    joined = joined_adjacent_chunks(table)
+    assert joined.equals(table) and joined.schema.equals(table.schema)
+    x = joined.column("x")
+    assert [len(c) for c in x.chunks] == [100, 50]  # one chunk per block
+    assert x.chunk(0).buffers()[1].address == chunks[0].buffers()[1].address  # no copy
+    assert [len(c) for c in joined.column("y").chunks] == [30, 0, 50, 20, 40, 10]  # scattered
+    expected = list(range(150))
+    del lane, chunks, column, table
+    gc.collect()
+    assert x.to_pylist() == expected  # the joined chunk keeps the memory alive
+
+
+def test_chunks_that_are_not_joined():
+    from bindf.frontends.output import joined_adjacent_chunks
+
+    lane = Lane(np.int64, block_bytes=1 << 12)
+    a, b, c = _lane_chunks(lane, [5, 6, 7])
+    with_nulls = pa.array(np.zeros(6, np.int64), mask=np.arange(6) % 2 == 0)
+    table = pa.table({  # 18 rows each
+        "nulls": pa.chunked_array([a, with_nulls, c]),  # a chunk with nulls stays apart
+        "reversed": pa.chunked_array([c, b, a]),  # back to back only in the other order
+        "one": pa.chunked_array([pa.array(np.arange(18))]),
+        "text": pa.chunked_array([pa.array(["x"] * 9), pa.array(["y"] * 9)]),
+        "sliced": pa.chunked_array([a.slice(0, 4), a.slice(4), b, c]),  # offsets count
+    })
+    joined = joined_adjacent_chunks(table)
+    assert joined.equals(table)
+    assert [c.num_chunks for c in joined.columns] == [3, 3, 1, 2, 1]
+    assert joined.column("sliced").to_pylist() == list(range(18))
+    nothing = pa.table({"x": pa.chunked_array([a, c])})  # not back to back
+    assert joined_adjacent_chunks(nothing) is nothing
+
+
+@pytest.mark.parametrize("output", ["polars", "arrow"])
+def test_eager_read_in_lanes_gives_one_chunk_per_block(monkeypatch, output):
+    """An eager read's batches carved out of lanes reach the user as one chunk per
+    column and block, with the same values as a read in plain arrays."""
+    import bindf
+
+    path = Path(__file__).parent / "data" / "20250723_092534_data.apx"
+    # (n_rows: streamed in chunks, not read whole as small files are)
+    plain = bindf.read_apx(path, output=output, batch_size=7, threads=1, n_rows=10**6)
+    monkeypatch.setattr(FormatReader, "output_lanes", lambda self: Lanes())
+    in_lanes = bindf.read_apx(path, output=output, batch_size=7, threads=1, n_rows=10**6)
+    assert in_lanes.equals(plain)
+    if output == "arrow":
+        assert max(c.num_chunks for c in plain.columns) > 10
+        assert all(c.num_chunks == 1 for c in in_lanes.columns)
+    else:
+        assert set(in_lanes.n_chunks("all")) == {1}

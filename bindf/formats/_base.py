@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
+import numpy as np
 import pyarrow as pa
 
 from .._lanes import Lanes, lanes_for
@@ -34,13 +35,40 @@ DEFAULT_BATCH_ROWS = 1 << 20
 ON_ERROR_CHOICES = ("raise", "warn", "skip")
 
 
+#: numpy dtypes whose values have exactly the bytes of an Arrow type (native byte order,
+#: no nulls): such an array becomes an Arrow array by wrapping its memory.
+_SAME_BYTES: dict[np.dtype, pa.DataType] = {
+    np.dtype(numpy_type): arrow_type for numpy_type, arrow_type in (
+        (np.int8, pa.int8()), (np.int16, pa.int16()), (np.int32, pa.int32()),
+        (np.int64, pa.int64()), (np.uint8, pa.uint8()), (np.uint16, pa.uint16()),
+        (np.uint32, pa.uint32()), (np.uint64, pa.uint64()), (np.float32, pa.float32()),
+        (np.float64, pa.float64()))
+}
+
+
+def numpy_to_arrow(values: Any, kind: pa.DataType | None = None) -> pa.Array:
+    """``pa.array(values, type=kind)`` for a numpy array, without a copy where possible.
+
+    A one-dimensional contiguous integer or float array of the same type is wrapped
+    directly (``Array.from_buffers``: 3 µs, against 19 µs for ``pa.array``, which goes
+    through its general conversion path even when it copies nothing). That matters for
+    readers that make tens of batches of 18 columns per file. Anything else (bool, which
+    Arrow packs into bits; a strided field of a record array; another target type; a
+    non-native byte order) goes through ``pa.array``.
+    """
+    if isinstance(values, np.ndarray):
+        same = _SAME_BYTES.get(values.dtype)
+        if (same is not None and (kind is None or kind == same) and values.ndim == 1
+                and values.flags.c_contiguous):
+            return pa.Array.from_buffers(same, len(values), [None, pa.py_buffer(values)])
+    return pa.array(values, type=kind)
+
+
 def numpy_batch(arrays: Sequence[Any], schema: pa.Schema) -> pa.RecordBatch:
     """A record batch of numpy ``arrays`` (one per field of ``schema``, zero-copy where
-    the dtype matches). Giving Arrow the type up front skips its type inference, which
-    costs several times more than the wrapping itself: that matters when thousands of
-    small files each make a batch of 18 columns."""
+    the dtype matches: :func:`numpy_to_arrow`)."""
     return pa.RecordBatch.from_arrays(
-        [pa.array(a, type=f.type) for a, f in zip(arrays, schema)], schema=schema)
+        [numpy_to_arrow(a, f.type) for a, f in zip(arrays, schema)], schema=schema)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from .._source import read_into
 from .._threads import read_in_parts, shared_executor
 from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
-from ._base import FormatReader
+from ._base import FormatReader, numpy_to_arrow
 from ._stream import BatchStream, FixedRecordStream
 
 #: Batches of at least this many bytes are read by several threads (when the reader
@@ -86,7 +86,7 @@ class FixedRecordReader(FormatReader):
 
     def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
         """Output arrays for ``columns`` from the raw field arrays of one batch."""
-        return [pa.array(raw[c]) for c in columns]
+        return [numpy_to_arrow(raw[c]) for c in columns]
 
     # -- streaming ------------------------------------------------------------------------
     def batch_stream(self, columns: Sequence[str] | None = None, *,

@@ -32,7 +32,7 @@ from .._source import iter_fixed_records
 from .._threads import read_in_parts, shared_executor
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
-from ._base import AcquisitionEnd, FormatReader
+from ._base import AcquisitionEnd, FormatReader, numpy_to_arrow
 from ._fixed import PARALLEL_MIN_BYTES, FixedRecordReader
 from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach them here
     _F64,
@@ -298,7 +298,7 @@ class IT02Reader(FormatReader):
     def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
         by_column = {"time_ns": "time_ns",
                      **{channel_column(c): f"c{k}" for k, c in enumerate(self.channels)}}
-        return [pa.array(raw[by_column[c]]) for c in columns]
+        return [numpy_to_arrow(raw[by_column[c]]) for c in columns]
 
     def iter_record_range(self, start: int, stop: int, columns: list[str],
                           batch_size: int) -> Generator[pa.RecordBatch, None, bool]:

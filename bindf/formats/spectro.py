@@ -32,6 +32,7 @@ from .._writing import (
     to_arrow_table,
     write_fixed_record_file,
 )
+from ._base import numpy_to_arrow
 from ._fixed import FixedRecordReader
 
 STT1_MAGIC = b"STT1"
@@ -125,7 +126,7 @@ class SpectroReader(FixedRecordReader):
 
     def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
         derived = event_columns(raw["event"], columns) if "event" in raw else {}
-        return [pa.array(raw[name]) if name in RECORD_DTYPE.names else derived[name]
+        return [numpy_to_arrow(raw[name]) if name in RECORD_DTYPE.names else derived[name]
                 for name in columns]
 
 
@@ -148,7 +149,7 @@ def event_columns(events: np.ndarray, wanted: Sequence[str] = ("channel", "marke
         # Photon-only chunk (the common case): channel is the event bytes as they are
         # (one shared immutable buffer) and marker is all null.
         if "channel" in wanted:
-            out["channel"] = pa.array(events)
+            out["channel"] = numpy_to_arrow(events)
         if "marker" in wanted:
             out["marker"] = pa.DictionaryArray.from_arrays(
                 pa.nulls(len(events), pa.int8()), _MARKER_DICTIONARY)

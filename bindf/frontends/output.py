@@ -50,9 +50,66 @@ def batches_to_output(
     how many threads a polars conversion may use (see :func:`table_to_polars`)."""
     table = pa.Table.from_batches(batches, schema=schema)
     batches.clear()
+    if output != "pandas":  # (pandas copies every column anyway, releasing as it goes)
+        table = joined_adjacent_chunks(table)
     holder = [table]
     del table
     return _owned_to_output(holder, output, info, dtype_backend, threads)
+
+
+def joined_adjacent_chunks(table: pa.Table) -> pa.Table:
+    """``table`` with the chunks of each integer or float column that lie back to back in
+    memory (an eager read's batches carved out of one lane block, see
+    :mod:`bindf._lanes`) joined into one chunk, without copying a value.
+
+    Why: polars pays about 8 µs per chunk and column to take an Arrow table (an AstroPix
+    read of 70 MB makes 70 batches of 18 columns: 8 ms), Arrow users iterate chunks, and
+    a one-chunk column is what they would ask for with ``combine_chunks``, which copies.
+    The joined chunk's buffer keeps the original chunks, and with them their memory,
+    alive. Columns with nulls, other types or scattered chunks stay as they are.
+    """
+    columns = table.columns
+    joined = [_joined_column(column) for column in columns]
+    if all(new is old for new, old in zip(joined, columns)):
+        return table
+    return pa.Table.from_arrays(joined, schema=table.schema)
+
+
+def _joined_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    kind = column.type
+    if column.num_chunks < 2 or not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        return column
+    width = kind.bit_width // 8
+    runs: list[list[pa.Array]] = []
+    end = -1  # address right after the last chunk of the current run
+    for chunk in column.chunks:
+        if not len(chunk):  # holds nothing (and its address may be anywhere): dropped
+            continue
+        validity, data = chunk.buffers()
+        if validity is not None or data is None:  # nulls: a chunk of its own
+            runs.append([chunk])
+            end = -1
+            continue
+        start = data.address + chunk.offset * width
+        if start == end:
+            runs[-1].append(chunk)
+        else:
+            runs.append([chunk])
+        end = start + len(chunk) * width
+    if all(len(run) == 1 for run in runs):  # nothing to join: the column as it was
+        return column
+    return pa.chunked_array([run[0] if len(run) == 1 else _one_chunk(run, kind, width)
+                             for run in runs], type=kind)
+
+
+def _one_chunk(run: list[pa.Array], kind: pa.DataType, width: int) -> pa.Array:
+    """Chunks that lie back to back in memory as one array over the same memory (the
+    buffer holds ``run``, so their memory lives as long as it does)."""
+    first = run[0]
+    start = first.buffers()[1].address + first.offset * width
+    rows = sum(len(chunk) for chunk in run)
+    memory = pa.foreign_buffer(start, rows * width, base=run)
+    return pa.Array.from_buffers(kind, rows, [None, memory])
 
 
 def table_to_output(table: pa.Table, output: Output, info: dict[str, Any] | None,
