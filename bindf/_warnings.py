@@ -42,6 +42,17 @@ class WarningSink:
             warnings.warn_explicit(message, type(message), filename, lineno)
 
 
+    def replay(self) -> None:
+        """Hand the recorded warnings on as if raised in this thread now: into the sink
+        active here, or issued (warnings a worker thread recorded for this one)."""
+        active = _SINK.get()
+        if active is None:
+            self.emit()
+            return
+        recorded, self.recorded = self.recorded, []
+        active.recorded.extend(recorded)
+
+
 class _Active:
     """The context manager of :meth:`WarningSink.active` (a class, not
     ``@contextmanager``: it runs once per file of a multi-file read)."""

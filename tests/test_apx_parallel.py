@@ -107,3 +107,145 @@ def test_reader_with_parallel_hit_decoding(monkeypatch, kwargs):
     for threads in (2, 3, 8):
         got = bindf.read_apx(sample, output="arrow", threads=threads, **kwargs)
         assert got.equals(expected), threads
+
+
+# -- an eager read cut into byte ranges (bindf.formats._apx_parts) ---------------------
+
+def _apx_bytes(payloads: list[bytes]) -> bytes:
+    import json
+    import struct
+
+    text = json.dumps({"readout_uid": 4000}).encode()
+    out = [b"%APXDF", struct.pack("<I", len(text)), text]
+    for i, payload in enumerate(payloads):
+        out.append(b"\xfe\xdc\xba" + struct.pack("<IQI", i, 10**18 + i, len(payload)) + payload)
+    return b"".join(out)
+
+
+def _noisy_run(seed: int, n_readouts: int) -> bytes:
+    """Readouts whose payloads cut hits anywhere (carries at many boundaries), with
+    empty and idle-only ones, and payloads that hold readout markers."""
+    rng = np.random.default_rng(seed)
+    buf, pos, length, _, _ = noisy_payloads(rng, n_readouts)
+    payloads = [bytes(buf[p:p + n]) for p, n in zip(pos, length)]
+    for k in range(0, n_readouts, 7):  # a marker (and a plausible header) inside payloads
+        payloads[k] = payloads[k][:2] + b"\xfe\xdc\xba" + bytes(4 + 8) + b"\x08\0\0\0" + payloads[k][2:]
+    return _apx_bytes(payloads)
+
+
+def _read(path, threads, **kwargs):
+    """The table, the warnings (category, text, offset) and the damage counts of an
+    eager read."""
+    import warnings
+
+    import bindf
+    from bindf.arrow import table_info
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            table = bindf.read_apx(path, output="arrow", threads=threads, **kwargs)
+        except bindf.BindfError as exc:
+            return None, [(type(exc), str(exc), getattr(exc, "offset", None))], None
+    said = [(w.category, str(w.message), getattr(w.message, "offset", None)) for w in caught]
+    return table, said, (table_info(table) or {}).get("errors")
+
+
+@pytest.fixture
+def cut_everywhere(monkeypatch):
+    """Ranges for files of any size, and no whole-file path for small runs."""
+    import bindf.formats._apx_parts as parts
+    import bindf.formats.apx as apx_module
+
+    monkeypatch.setattr(parts, "PART_MIN_BYTES", 1)
+    monkeypatch.setattr(parts, "CUT_WINDOW_BYTES", 300)
+    monkeypatch.setattr(apx_module, "PREFETCH_MIN_BYTES", 0)
+    return parts
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"level": "readouts"}, {"chunk_bytes": 64},
+                                    {"columns": ["tot_us", "readout_id"]}])
+def test_read_in_ranges_equals_one_pass(tmp_path, cut_everywhere, kwargs):
+    from pathlib import Path
+
+    import bindf
+
+    data = Path(__file__).parent / "data"
+    noisy = tmp_path / "noisy.apx"
+    noisy.write_bytes(_noisy_run(3, 600))
+    for path in (data / "20250723_092534_data.apx", data / "vinj0_th1030_20250729-185248.apx",
+                 Path(bindf.__file__).parent / "samples" / "astropix_threshold_scan.apx",
+                 noisy):
+        expected = _read(path, 1, **kwargs)
+        for threads in (2, 3, 7, 16):
+            got = _read(path, threads, **kwargs)
+            assert got[0].equals(expected[0]) and got[1:] == expected[1:], (path, threads)
+
+
+def _every_cut(monkeypatch, parts_module, path, threads=2, **kwargs):
+    """The read with the first cut at every byte offset of the data (guessed readout
+    starts inside headers, payloads, carried hits …), and with random sets of cuts."""
+    size = path.stat().st_size
+    expected = _read(path, 1, **kwargs)
+    rng = np.random.default_rng(0)
+    offsets = list(range(1, size))
+    sets = [[k] for k in offsets] + [sorted(rng.choice(offsets, 5, replace=False)) for _ in range(30)]
+    for cuts in sets:
+        def fake(f, first, end, parts, cuts=cuts):
+            inner = [int(c) for c in cuts if first < c < end]
+            return [first, *inner, end]
+
+        monkeypatch.setattr(parts_module, "cut_points", fake)
+        got = _read(path, threads, **kwargs)
+        if expected[0] is None:
+            assert got[0] is None and got[1] == expected[1], cuts
+        else:
+            assert got[0].equals(expected[0]) and got[1:] == expected[1:], cuts
+
+
+def test_cuts_anywhere_in_a_noisy_run(tmp_path, cut_everywhere, monkeypatch):
+    path = tmp_path / "noisy.apx"
+    path.write_bytes(_noisy_run(8, 60))
+    _every_cut(monkeypatch, cut_everywhere, path)
+    _every_cut(monkeypatch, cut_everywhere, path, threads=4, level="readouts")
+
+
+@pytest.mark.parametrize("damage", ["bad_marker", "junk_between", "truncated", "cut_header"])
+@pytest.mark.parametrize("on_error", ["raise", "warn", "skip"])
+def test_cuts_anywhere_in_a_damaged_run(tmp_path, cut_everywhere, monkeypatch, damage,
+                                        on_error):
+    """Warnings (text, offset, order), damage counts, errors and the rows kept are
+    those of one pass, wherever the ranges start."""
+    data = bytearray(_noisy_run(9, 30))
+    markers = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xfe\xdc\xba"]
+    middle = markers[len(markers) // 2]
+    if damage == "bad_marker":
+        data[middle + 1] = 0
+        data[markers[-3]] = 0
+    elif damage == "junk_between":
+        data[middle:middle] = b"junk\xfe\xdc"
+    elif damage == "truncated":
+        data = data[:-5]
+    else:
+        data = data[:markers[-1] + 7]
+    path = tmp_path / "damaged.apx"
+    path.write_bytes(bytes(data))
+    _every_cut(monkeypatch, cut_everywhere, path, on_error=on_error)
+
+
+def test_cut_points_are_readout_starts(tmp_path):
+    """On an intact run, the guessed cuts are where one pass finds readouts."""
+    import bindf
+    from bindf.formats import _apx_parts
+
+    path = tmp_path / "run.apx"
+    path.write_bytes(_noisy_run(4, 3000))
+    readouts = bindf.read_apx(path, level="readouts", output="arrow", threads=1)
+    starts = set(readouts.column("byte_offset").to_pylist())
+    reader = bindf.open(path)
+    first = readouts.column("byte_offset")[0].as_py()
+    with open(path, "rb") as f:
+        cuts = _apx_parts.cut_points(f, first, path.stat().st_size, 5)
+    assert len(cuts) == 6 and cuts[0] == first and cuts[-1] == path.stat().st_size
+    assert all(c in starts for c in cuts[1:-1]), cuts
+    assert reader is not None

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -80,6 +80,7 @@ from ..errors import (
     UnsupportedReadoutError,
 )
 from . import _apx3_hits as apx3
+from . import _apx_parts
 from ._apx_hits import (
     HIT_SIZE,
     STATUS_FLAGS,
@@ -311,12 +312,27 @@ class ApxReader(FormatReader):
                 byte_offset=framed.header_pos.astype(np.uint64) + np.uint64(framed.buf_offset))
         return readout_columns(decoded, framed, names)
 
+    def _converter(self, columns: Sequence[str], schema: pa.Schema,
+                   threads: int) -> Callable[[tuple[_Framed | None, Any]], pa.RecordBatch]:
+        """``unit -> batch`` for decoded chunks, with its own column memory (lanes)."""
+        hit_columns = new_hit_columns(self.readout_uid, threads, self.output_lanes())
+
+        def to_batch(unit: tuple[_Framed | None, Any]) -> pa.RecordBatch:
+            return numpy_batch(self._columns(unit, columns, hit_columns), schema)
+
+        return to_batch
+
     # -- decoding ---------------------------------------------------------------------
     def _batches(
         self, columns: list[str], batch_size: int, n_rows: int | None
     ) -> Iterator[pa.RecordBatch]:
         schema = pa.schema([self.schema.field(c) for c in columns])
         per_call = max(1, min(batch_size, _READOUTS_PER_CALL))
+        parts = _apx_parts.parts_for(self, n_rows)
+        if parts > 1:  # an eager read of a large run: ranges decoded side by side
+            yield from _apx_parts.batches_in_parts(
+                self, parts, lambda: self._converter(columns, schema, 1), per_call)
+            return
         prefetch = (self.threads > 1
                     and self.source.size - self.data_offset > PREFETCH_MIN_BYTES)
         # With prefetch the two halves of the work overlap: a worker frames and decodes
@@ -445,14 +461,16 @@ class ApxReader(FormatReader):
         return BatchStream(self.stream(data_end=data_end), to_batch)
 
     def stream(self, *, per_call: int = _READOUTS_PER_CALL, slots: int = 1,
-               data_end: int | None = -1, threads: int | None = None) -> ApxStream:
-        """A resumable decoder of this file's readouts, positioned at the first one.
+               data_end: int | None = -1, threads: int | None = None,
+               start: int | None = None) -> ApxStream:
+        """A resumable decoder of this file's readouts, positioned at the first one (or
+        at byte ``start``, as a new decoder: see :mod:`._apx_parts`).
 
         ``data_end``: where the data ends (default: the file size when opened; ``None``
         for a file that is still growing). ``threads``: for hit finding (default: the
         read's ``threads``)."""
         end = self.source.size if data_end == -1 else data_end
-        return ApxStream(self.data_offset, path=self.path, on_error=self.on_error,
+        return ApxStream(self.data_offset if start is None else start, path=self.path, on_error=self.on_error,
                          data_end=end, store_hits=self.level == "hits", per_call=per_call,
                          slots=slots, chunk_bytes=self.chunk_bytes,
                          readout_uid=self.readout_uid, stitch=self.stitch,
@@ -582,6 +600,8 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
             if code == _apx.FRAME_FULL:
                 continue
             if code == _apx.FRAME_BAD_MARKER:
+                if have - stop < len(READOUT_MARKER) and not final:
+                    return  # report the damage with all three bytes, whatever the reads
                 offset = self._offset + stop
                 found_bytes = bytes(buf[stop : min(stop + 3, have)])
                 message = (f"bad readout marker {found_bytes.hex(' ')} "

@@ -1,0 +1,203 @@
+"""An eager read of a large AstroPix run on several threads: the run cut into byte ranges
+at readout boundaries, each decoded whole (read, framing, hits, columns) by its own
+thread, with exactly the output of one pass.
+
+Why not one pipeline: a run's work has one sequential part, finding hits, which carries
+a few bytes from one readout to the next. Split across two threads as a pipeline (one
+thread reads, frames and finds hits, the other makes columns) the sequential side is
+the bottleneck and the other thread waits a third of the time. Cut into ranges, each
+thread does all the work of its range, and the threads finish together.
+
+Where a range starts is a guess, made from the bytes alone: a readout marker
+``FE DC BA`` near the ideal cut whose declared length leads to the next marker, and so
+on (:func:`cut_points`). Each range is decoded from the state a decoder has at the
+start of a run (no carried bytes, no damage being skipped). The guess is then checked
+against the truth, in file order: range k stands only if the decoding of the range
+before it ended *exactly* at its start, in that same fresh state. Then one pass would
+have reached the cut in the same state, and decoded the range identically (the decoder
+is deterministic). Otherwise (a marker inside a payload, a hit cut across the two
+readouts at the cut, damage), the range before simply goes on decoding through range k,
+whose own result is dropped, warnings and errors included. A wrong guess costs time,
+never a different result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+
+from .._kernels import _apx
+from .._source import read_into
+from .._threads import settle, shared_executor
+from .._warnings import WarningSink
+
+if TYPE_CHECKING:
+    from .apx import ApxReader, ApxStream
+
+#: Each range holds at least this many bytes (fewer ranges than threads for smaller
+#: runs): below it the ranges' start-up (a file handle, scratch, first reads) shows.
+PART_MIN_BYTES = 4 << 20
+#: Bytes looked at around an ideal cut for a readout start.
+CUT_WINDOW_BYTES = 64 << 10
+#: A guessed readout start must be followed by this many readouts whose markers and
+#: declared lengths chain up within the window (or by the end of the file).
+CUT_CHAIN = 4
+
+
+def parts_for(reader: ApxReader, n_rows: int | None) -> int:
+    """How many ranges an eager read of ``reader``'s run is cut into (1: not cut)."""
+    if not reader.keeps_every_batch or n_rows is not None or reader.source.fs is not None:
+        return 1
+    data_bytes = reader.source.size - reader.data_offset
+    return max(1, min(reader.threads, data_bytes // PART_MIN_BYTES))
+
+
+def cut_points(f: BinaryIO, start: int, end: int, parts: int) -> list[int]:
+    """Guessed readout starts cutting ``[start, end)`` into up to ``parts`` ranges of
+    about equal size: ``[start, cut_1, …, end]``. An ideal cut with no plausible readout
+    start nearby is left out (fewer, longer ranges)."""
+    cuts = [start]
+    header_pos = np.empty(CUT_CHAIN, dtype=np.int64)
+    readout_id = np.empty(CUT_CHAIN, dtype=np.uint32)
+    timestamp = np.empty(CUT_CHAIN, dtype=np.uint64)
+    length = np.empty(CUT_CHAIN, dtype=np.uint32)
+    window = np.empty(CUT_WINDOW_BYTES, dtype=np.uint8)
+    for k in range(1, parts):
+        ideal = start + (end - start) * k // parts
+        f.seek(ideal)
+        have = read_into(f, window)
+        pos = 0
+        while True:
+            found = _apx.find_marker(window, pos, have)
+            if found < 0:
+                break
+            n, stop, code = _apx.frame_readouts(window, found, have, header_pos, readout_id,
+                                                timestamp, length)
+            if n == CUT_CHAIN or (code == _apx.FRAME_END and ideal + stop == end and n):
+                if ideal + found > cuts[-1]:
+                    cuts.append(ideal + found)
+                break
+            pos = found + 1
+    return [*cuts, end]
+
+
+@dataclass
+class _Part:
+    """One range's decoding: its stream, batches, warnings and error."""
+
+    start: int
+    stop: int
+    stream: ApxStream
+    to_batch: Callable[[Any], pa.RecordBatch]
+    max_read: int
+    sink: WarningSink = field(default_factory=WarningSink)
+    batches: list[pa.RecordBatch] = field(default_factory=list)
+    error: BaseException | None = None
+    #: No more bytes will be decoded by this part (the end of the data, a file that
+    #: shrank, a readout that declares the end, an error).
+    done: bool = False
+    file: BinaryIO | None = None
+
+    def decode_to(self, stop: int, last: bool, source: Any) -> None:
+        """Read and decode up to byte ``stop`` (``last``: the end of the data, where the
+        stream is finished and an incomplete tail is reported)."""
+        with self.sink.active():
+            try:
+                if self.file is None:
+                    self.file = source.open()
+                    self.file.seek(self.stream.read_position)
+                self._decode_to(stop, last)
+            except BaseException as exc:  # raised by the consumer, in file order
+                self.error = exc
+                self.done = True
+
+    def _decode_to(self, stop: int, last: bool) -> None:
+        stream = self.stream
+        assert self.file is not None
+        while not stream.ended:
+            want = min(self.max_read, stop - stream.read_position)
+            if want <= 0:
+                break
+            got = read_into(self.file, stream.space(want))
+            self.batches.extend(self.to_batch(unit) for unit in stream.commit(got))
+            if got < want:  # the file shrank: no byte after this one is known to be real
+                self.batches.extend(self.to_batch(u) for u in stream.finish(shrank=True))
+                self.done = True
+                return
+        if stream.ended or last:
+            self.batches.extend(self.to_batch(unit) for unit in stream.finish())
+            self.done = True
+
+    def ended_fresh_at(self, position: int, fresh: Any) -> bool:
+        """Whether decoding ended exactly at ``position`` in the state ``fresh`` (the
+        state of a new decoder): then one pass would continue from there as a new
+        decoder started at ``position`` does."""
+        stream = self.stream
+        return (not self.done and stream.position == position and not stream.pending
+                and stream._kernel_state() == fresh)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def batches_in_parts(reader: ApxReader, parts: int,
+                     new_converter: Callable[[], Callable[[Any], pa.RecordBatch]],
+                     per_call: int) -> Iterator[pa.RecordBatch]:
+    """The batches of ``reader``'s run decoded in up to ``parts`` ranges on as many
+    threads (this one included), in file order: the values, warnings and damage counts
+    of one pass. ``new_converter()`` gives a range its own ``unit -> batch`` function
+    (its own column memory: each thread fills its own lanes)."""
+    source = reader.source
+    with source.open() as f:
+        cuts = cut_points(f, reader.data_offset, source.size, parts)
+    pieces = [_Part(a, b, reader.stream(per_call=per_call, threads=1, start=a),
+                    new_converter(), reader.chunk_bytes)
+              for a, b in zip(cuts, cuts[1:])]
+    last = len(pieces) - 1
+    futures = []
+    try:
+        if last:
+            pool = shared_executor("bindf-apx-parts", last)
+            futures = [pool.submit(piece.decode_to, piece.stop, k == last, source)
+                       for k, piece in enumerate(pieces[1:], 1)]
+        pieces[0].decode_to(pieces[0].stop, last == 0, source)
+        for future in futures:  # (decode_to keeps what a range raised for later)
+            future.result()
+        standing = _standing(pieces, reader.stream(per_call=1, threads=1)._kernel_state(),
+                             source)
+    finally:  # an interrupted read: ranges not started are cancelled, others awaited
+        settle(futures)
+        for piece in pieces:
+            piece.close()
+    for piece in standing:
+        piece.sink.replay()
+        for kind, count in piece.stream.errors.items():
+            reader.errors[kind] = reader.errors.get(kind, 0) + count
+        yield from piece.batches
+        piece.batches.clear()
+        if piece.error is not None:
+            raise piece.error
+
+
+def _standing(pieces: list[_Part], fresh: Any, source: Any) -> list[_Part]:
+    """The ranges whose decoding stands, in file order (see the module docstring): a
+    range stands if the one before it ended exactly at its start in the ``fresh`` state;
+    otherwise the one before decodes on through it (in this thread)."""
+    last = len(pieces) - 1
+    current = pieces[0]
+    standing = [current]
+    for k, piece in enumerate(pieces[1:], 1):
+        if current.done:
+            break  # the data ended (or decoding failed) before this range
+        if current.ended_fresh_at(piece.start, fresh):
+            current = piece
+            standing.append(current)
+        else:
+            current.decode_to(piece.stop, k == last, source)
+    return standing
