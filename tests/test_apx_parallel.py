@@ -216,7 +216,7 @@ def test_cuts_anywhere_in_a_damaged_run(tmp_path, cut_everywhere, monkeypatch, d
                                         on_error):
     """Warnings (text, offset, order), damage counts, errors and the rows kept are
     those of one pass, wherever the ranges start."""
-    data = bytearray(_noisy_run(9, 30))
+    data = bytearray(_noisy_run(9, 16))
     markers = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xfe\xdc\xba"]
     middle = markers[len(markers) // 2]
     if damage == "bad_marker":
