@@ -164,7 +164,7 @@ def cut_everywhere(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"level": "readouts"}, {"chunk_bytes": 64},
-                                    {"columns": ["tot_us", "readout_id"]}])
+                                    {"columns": ["tot_us", "readout_id"]}, {"stitch": True}])
 def test_read_in_ranges_equals_one_pass(tmp_path, cut_everywhere, kwargs):
     from pathlib import Path
 
@@ -182,13 +182,16 @@ def test_read_in_ranges_equals_one_pass(tmp_path, cut_everywhere, kwargs):
             assert got[0].equals(expected[0]) and got[1:] == expected[1:], (path, threads)
 
 
-def _every_cut(monkeypatch, parts_module, path, threads=2, **kwargs):
-    """The read with the first cut at every byte offset of the data (guessed readout
-    starts inside headers, payloads, carried hits …), and with random sets of cuts."""
+def _every_cut(monkeypatch, parts_module, path, threads=2, sample=None, **kwargs):
+    """The read with the first cut at every byte offset of the data (or ``sample`` random
+    ones: guessed readout starts inside headers, payloads, carried hits …), and with
+    random sets of cuts."""
     size = path.stat().st_size
     expected = _read(path, 1, **kwargs)
     rng = np.random.default_rng(0)
     offsets = list(range(1, size))
+    if sample is not None:
+        offsets = sorted(rng.choice(offsets, sample, replace=False).tolist())
     sets = [[k] for k in offsets] + [sorted(rng.choice(offsets, 5, replace=False)) for _ in range(30)]
     for cuts in sets:
         def fake(f, first, end, parts, cuts=cuts):
@@ -201,6 +204,14 @@ def _every_cut(monkeypatch, parts_module, path, threads=2, **kwargs):
             assert got[0] is None and got[1] == expected[1], cuts
         else:
             assert got[0].equals(expected[0]) and got[1:] == expected[1:], cuts
+
+
+@pytest.mark.parametrize("stitch", [False, True])
+def test_cuts_anywhere_in_an_astropix3_run(cut_everywhere, monkeypatch, stitch):
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "vinj0_th1030_20250729-185248.apx"
+    _every_cut(monkeypatch, cut_everywhere, path, sample=150, stitch=stitch)
 
 
 def test_cuts_anywhere_in_a_noisy_run(tmp_path, cut_everywhere, monkeypatch):

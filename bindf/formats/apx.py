@@ -19,12 +19,16 @@ Division of labour:
 * the same kernel's ``hit_fields`` turns a chunk's raw hits into the projected columns in
   one pass (bit reversal, fields, Gray decoding, clock rollover, ToT), split over
   ``threads`` (:class:`._apx_hits.HitColumns`); the readout table is numpy;
-* with ``threads`` > 1 (the default on a multi-core machine) and a file larger than
-  :data:`PREFETCH_MIN_BYTES`, a worker thread frames and decodes chunks k + 1 and k + 2
-  while chunk k is turned into columns (both sides release the GIL), each side with half the
-  threads; ``threads=1`` (or the former ``threads=False``) and small files do it all in
-  the caller's thread, since a thread per small file costs more than it saves. The
-  output is the same. In a read of many files, an intact small run (every readout
+* with ``threads`` > 1 (the default on a multi-core machine), an eager read of a local
+  run of at least 2 × :data:`._apx_parts.PART_MIN_BYTES` data bytes is cut into byte
+  ranges at guessed readout starts, one per thread, each decoded whole (read, framing,
+  hits, columns) by its own thread and checked against the decoding of the range before
+  it (:mod:`._apx_parts`). A stream of batches (scans, chunked reads) from a file larger
+  than :data:`PREFETCH_MIN_BYTES` has a worker thread frame and decode chunks k + 1 and
+  k + 2 while chunk k is turned into columns (both sides release the GIL), each side
+  with half the threads. ``threads=1`` (or the former ``threads=False``) and small files
+  do it all in the caller's thread, since a thread per small file costs more than it
+  saves. The output is the same. In a read of many files, an intact small run (every readout
   complete) is framed and its hits found in two kernel calls straight from its bytes
   held in memory, and the hits of many runs become columns at once
   (:meth:`ApxReader.small_file_units`).
@@ -243,9 +247,11 @@ class ApxReader(FormatReader):
         readout's first bytes (default False, as upstream's table). AstroPix 4 readouts
         are always stitched; ``stitch=False`` on an AstroPix 4 run is a ``ValueError``.
     threads : int | None
-        Threads for one file (the common ``threads=`` parameter). Above one, and for
-        files larger than :data:`PREFETCH_MIN_BYTES`, the next chunks (up to two) are
-        decoded in a worker thread while the current one is turned into columns; above two, each
+        Threads for one file (the common ``threads=`` parameter). Above one, an eager
+        read of a large local run is cut into byte ranges decoded side by side
+        (:mod:`._apx_parts`). In a stream of batches from a file larger than
+        :data:`PREFETCH_MIN_BYTES`, the next chunks (up to two) are decoded in a worker
+        thread while the current one is turned into columns; above two threads, each
         half also splits its AstroPix 4 work (hit finding over readout ranges, columns
         over hit ranges). The output is identical either way. ``threads=False`` still
         works and means one.
