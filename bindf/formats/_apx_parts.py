@@ -23,6 +23,7 @@ never a different result.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
 #: Each range holds at least this many bytes (fewer ranges than threads for smaller
 #: runs): below it the ranges' start-up (a file handle, scratch, first reads) shows.
 PART_MIN_BYTES = 4 << 20
+#: Ranges per thread. More would let the threads finish together when one core runs
+#: slower than the other (threads take ranges as they go), but each range brings its
+#: own column blocks and start-up: on the 70 MB run, two threads took 109–123 ms with
+#: 2 ranges each, 104–116 ms with one (six reads each, alternated).
+RANGES_PER_THREAD = 1
 #: Bytes looked at around an ideal cut for a readout start.
 CUT_WINDOW_BYTES = 64 << 10
 #: A guessed readout start must be followed by this many readouts whose markers and
@@ -50,10 +56,11 @@ CUT_CHAIN = 4
 
 def parts_for(reader: ApxReader, n_rows: int | None) -> int:
     """How many ranges an eager read of ``reader``'s run is cut into (1: not cut)."""
-    if not reader.keeps_every_batch or n_rows is not None or reader.source.fs is not None:
+    if (reader.threads < 2 or not reader.keeps_every_batch or n_rows is not None
+            or reader.source.fs is not None):
         return 1
     data_bytes = reader.source.size - reader.data_offset
-    return max(1, min(reader.threads, data_bytes // PART_MIN_BYTES))
+    return max(1, min(RANGES_PER_THREAD * reader.threads, data_bytes // PART_MIN_BYTES))
 
 
 def cut_points(f: BinaryIO, start: int, end: int, parts: int) -> list[int]:
@@ -109,7 +116,8 @@ class _Part:
             try:
                 if self.file is None:
                     self.file = source.open()
-                    self.file.seek(self.stream.read_position)
+                # (a thread's ranges may share its one held file: see Source.held)
+                self.file.seek(self.stream.read_position)
                 self._decode_to(stop, last)
             except BaseException as exc:  # raised by the consumer, in file order
                 self.error = exc
@@ -149,10 +157,12 @@ class _Part:
 def batches_in_parts(reader: ApxReader, parts: int,
                      new_converter: Callable[[], Callable[[Any], pa.RecordBatch]],
                      per_call: int) -> Iterator[pa.RecordBatch]:
-    """The batches of ``reader``'s run decoded in up to ``parts`` ranges on as many
-    threads (this one included), in file order: the values, warnings and damage counts
-    of one pass. ``new_converter()`` gives a range its own ``unit -> batch`` function
-    (its own column memory: each thread fills its own lanes)."""
+    """The batches of ``reader``'s run decoded in up to ``parts`` ranges by up to
+    ``reader.threads`` threads (this one included), in file order: the values, warnings
+    and damage counts of one pass. Each thread takes the next range not yet taken until
+    none is left, so a thread that runs slower (a busy core) decodes fewer of them.
+    ``new_converter()`` gives a range its own ``unit -> batch`` function (its own column
+    memory, see :mod:`bindf._lanes`)."""
     source = reader.source
     with source.open() as f:
         cuts = cut_points(f, reader.data_offset, source.size, parts)
@@ -160,13 +170,24 @@ def batches_in_parts(reader: ApxReader, parts: int,
                     new_converter(), reader.chunk_bytes)
               for a, b in zip(cuts, cuts[1:])]
     last = len(pieces) - 1
+    taken = iter(range(len(pieces)))  # next() on it is atomic under the GIL
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                k = next(taken, None)
+            if k is None:
+                return
+            pieces[k].decode_to(pieces[k].stop, k == last, source)
+
+    helpers = min(reader.threads, len(pieces)) - 1
     futures = []
     try:
-        if last:
-            pool = shared_executor("bindf-apx-parts", last)
-            futures = [pool.submit(piece.decode_to, piece.stop, k == last, source)
-                       for k, piece in enumerate(pieces[1:], 1)]
-        pieces[0].decode_to(pieces[0].stop, last == 0, source)
+        if helpers:
+            pool = shared_executor("bindf-apx-parts", helpers)
+            futures = [pool.submit(work) for _ in range(helpers)]
+        work()
         for future in futures:  # (decode_to keeps what a range raised for later)
             future.result()
         standing = _standing(pieces, reader.stream(per_call=1, threads=1)._kernel_state(),
