@@ -154,12 +154,15 @@ def _read(path, threads, **kwargs):
 @pytest.fixture
 def cut_everywhere(monkeypatch):
     """Ranges for files of any size, and no whole-file path for small runs."""
+    import bindf._source
     import bindf.formats._apx_parts as parts
     import bindf.formats.apx as apx_module
 
     monkeypatch.setattr(parts, "PART_MIN_BYTES", 1)
     monkeypatch.setattr(parts, "CUT_WINDOW_BYTES", 300)
     monkeypatch.setattr(apx_module, "PREFETCH_MIN_BYTES", 0)
+    # the reading thread's ranges share its one held file handle, as with large files
+    monkeypatch.setattr(bindf._source, "HOLD_IN_MEMORY_BYTES", 0)
     return parts
 
 
