@@ -543,6 +543,9 @@ class ObjectSource(Source):
         self._memory: memoryview | None = None
         self._file: Any = None
         self._start = 0
+        # One seek-and-read at a time on the object: the views of parallel reads (the
+        # record ranges of a large fixed-record file) share its one position.
+        self._file_lock = threading.Lock()
         self._finalizer: weakref.finalize | None = None
         if isinstance(obj, (bytes, bytearray, memoryview)):
             self._memory = memoryview(obj).cast("B")
@@ -579,7 +582,8 @@ class ObjectSource(Source):
 
     def open(self) -> BinaryIO:
         """A fresh read-only view (closing it leaves the object open)."""
-        return io.BufferedReader(_ObjectView(self._memory, self._file, self._start, self.size),
+        return io.BufferedReader(_ObjectView(self._memory, self._file, self._start, self.size,
+                                             self._file_lock),
                                  buffer_size=64 << 10)  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -655,12 +659,15 @@ def _spool(stream: Any, name: str) -> tuple[Any, int]:
 class _ObjectView(io.RawIOBase):
     """Read-only window ``[start, start + size)`` of a buffer or a seekable file object,
     with positions counted from ``start``. It keeps its own position and seeks the object
-    before reading, so several views of one object can be used in turn."""
+    before reading (holding ``lock`` from the seek to the end of the read), so several
+    views of one object can be used in turn or by several threads."""
 
-    def __init__(self, memory: memoryview | None, file: Any, start: int, size: int) -> None:
+    def __init__(self, memory: memoryview | None, file: Any, start: int, size: int,
+                 lock: threading.Lock | None = None) -> None:
         super().__init__()
         self._memory = memory
         self._file = file
+        self._lock = lock if lock is not None else threading.Lock()
         self._start = start
         self._size = size
         self._position = 0
@@ -690,14 +697,15 @@ class _ObjectView(io.RawIOBase):
             target[:n] = self._memory[self._position : self._position + n]
             got = n
         else:
-            self._file.seek(self._start + self._position)
-            if hasattr(self._file, "readinto"):
-                got = self._file.readinto(target[:n]) or 0
-            else:
-                data = self._file.read(n)
-                if isinstance(data, str):
-                    raise _text_mode_error(_object_name(self._file))
-                got = len(data)
-                target[:got] = data
+            with self._lock:
+                self._file.seek(self._start + self._position)
+                if hasattr(self._file, "readinto"):
+                    got = self._file.readinto(target[:n]) or 0
+                else:
+                    data = self._file.read(n)
+                    if isinstance(data, str):
+                        raise _text_mode_error(_object_name(self._file))
+                    got = len(data)
+                    target[:got] = data
         self._position += got
         return got

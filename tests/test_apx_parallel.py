@@ -263,3 +263,22 @@ def test_cut_points_are_readout_starts(tmp_path):
     assert len(cuts) == 6 and cuts[0] == first and cuts[-1] == path.stat().st_size
     assert all(c in starts for c in cuts[1:-1]), cuts
     assert reader is not None
+
+
+def test_ranges_of_a_file_object_and_of_bytes(tmp_path, cut_everywhere):
+    """Ranges decoded side by side from one binary file object (its views seek and read
+    it one at a time) or from bytes in memory."""
+    import io
+
+    import bindf
+
+    path = tmp_path / "noisy.apx"
+    path.write_bytes(_noisy_run(5, 2000))
+    expected = bindf.read_apx(path, output="arrow", threads=1)
+    for threads in (2, 5):
+        with open(path, "rb") as f:
+            assert bindf.read_apx(f, output="arrow", threads=threads).equals(expected)
+        assert bindf.read_apx(io.BytesIO(path.read_bytes()), output="arrow",
+                              threads=threads).equals(expected)
+        assert bindf.read_apx(path.read_bytes(), output="arrow",
+                              threads=threads).equals(expected)
