@@ -113,6 +113,12 @@ class Source:
         (local files; remote ones are read in ranges, objects are in memory already)."""
         return self.fs is None
 
+    @property
+    def reads_in_parallel(self) -> bool:
+        """Whether threads may read far-apart parts of this source side by side at no
+        extra cost (a local file; not a remote one, whose reads are network requests)."""
+        return self.fs is None
+
     def _measure(self) -> int:
         if self.fs is not None:
             size = self.fs.size(self.fs_path)
@@ -579,6 +585,13 @@ class ObjectSource(Source):
     @property
     def reads_whole_when_held(self) -> bool:
         return False  # open() ignores held files: every read is a view of the object
+
+    @property
+    def reads_in_parallel(self) -> bool:
+        # Bytes in memory, yes. A file object has one position, which its views take in
+        # turn, and seeking a decompressing stream (gzip, a zip member) backwards starts
+        # it over from the beginning: parts read side by side would be slower.
+        return self._memory is not None
 
     def open(self) -> BinaryIO:
         """A fresh read-only view (closing it leaves the object open)."""

@@ -265,15 +265,20 @@ def test_cut_points_are_readout_starts(tmp_path):
     assert reader is not None
 
 
-def test_ranges_of_a_file_object_and_of_bytes(tmp_path, cut_everywhere):
-    """Ranges decoded side by side from one binary file object (its views seek and read
-    it one at a time) or from bytes in memory."""
+def test_ranges_of_bytes_but_not_of_a_file_object(tmp_path, cut_everywhere):
+    """Bytes in memory are cut into ranges; a file object is not (its one position would
+    be taken in turn, and a decompressing stream would start over at each backward
+    seek), and reads the same."""
     import io
 
     import bindf
+    from bindf._source import expand_sources
 
     path = tmp_path / "noisy.apx"
     path.write_bytes(_noisy_run(5, 2000))
+    with open(path, "rb") as f:
+        assert not expand_sources(f)[0].reads_in_parallel
+    assert expand_sources(path.read_bytes())[0].reads_in_parallel
     expected = bindf.read_apx(path, output="arrow", threads=1)
     for threads in (2, 5):
         with open(path, "rb") as f:
@@ -282,3 +287,66 @@ def test_ranges_of_a_file_object_and_of_bytes(tmp_path, cut_everywhere):
                               threads=threads).equals(expected)
         assert bindf.read_apx(path.read_bytes(), output="arrow",
                               threads=threads).equals(expected)
+
+
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_an_interrupt_in_a_range_stops_the_read(tmp_path, cut_everywhere, monkeypatch, where):
+    """Ctrl-C (KeyboardInterrupt) in any range's thread ends the read with it: it is not
+    kept for later like a decoding error, nor lost with a range that is dropped (range
+    1 starts inside a readout header: a wrong guess)."""
+    import bindf
+
+    path = tmp_path / "noisy.apx"
+    path.write_bytes(_noisy_run(6, 3000))
+    cuts: list[int] = []
+
+    def guessed(f, a, b, n):
+        cuts[:] = [a, a + 7, (a + b) // 2, b]
+        return list(cuts)
+
+    monkeypatch.setattr(cut_everywhere, "cut_points", guessed)
+    original = cut_everywhere._Part._decode_to
+
+    def interrupted(self, stop, last):
+        if self.start == cuts[where]:
+            raise KeyboardInterrupt
+        original(self, stop, last)
+
+    monkeypatch.setattr(cut_everywhere._Part, "_decode_to", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bindf.read_apx(path, output="arrow", threads=2)
+
+
+def test_ranges_after_damage_stand(tmp_path, cut_everywhere, monkeypatch):
+    """A damaged stretch early in the run does not keep the later ranges from standing
+    (out of the stretch, the decoder's state is the same whatever damage came before)."""
+    import bindf
+
+    path = tmp_path / "damaged.apx"
+    path.write_bytes(_noisy_run(7, 400))
+    starts = bindf.read_apx(path, level="readouts", output="arrow", threads=1,
+                            columns=["byte_offset"]).column(0).to_pylist()
+    intact = path.read_bytes()
+    data = bytearray(intact)
+    data[starts[3] + 1] = 0  # readout 3's marker
+    path.write_bytes(bytes(data))
+    markers = starts[50::100]
+    standing = []
+    original = cut_everywhere._standing
+
+    def spy(pieces, fresh, source):
+        result = original(pieces, fresh, source)
+        standing.append((len(pieces), len(result)))
+        return result
+
+    monkeypatch.setattr(cut_everywhere, "_standing", spy)
+    monkeypatch.setattr(cut_everywhere, "cut_points",
+                        lambda f, a, b, n: [a, *markers, b])
+    expected = _read(path, 1, on_error="skip")
+    assert expected[2] == {"bad_readout_marker": 1, "skipped_bytes": expected[2]["skipped_bytes"]}
+    got = _read(path, 3, on_error="skip")
+    assert got[0].equals(expected[0]) and got[1:] == expected[1:]
+    # as many ranges stand as with no damage (some do not: a hit cut across readouts)
+    (tmp_path / "intact.apx").write_bytes(intact)
+    _read(tmp_path / "intact.apx", 3, on_error="skip")
+    assert standing[0] == standing[1] and standing[0][1] > 1

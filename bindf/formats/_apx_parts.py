@@ -57,7 +57,7 @@ CUT_CHAIN = 4
 def parts_for(reader: ApxReader, n_rows: int | None) -> int:
     """How many ranges an eager read of ``reader``'s run is cut into (1: not cut)."""
     if (reader.threads < 2 or not reader.keeps_every_batch or n_rows is not None
-            or reader.source.fs is not None):
+            or not reader.source.reads_in_parallel):
         return 1
     data_bytes = reader.source.size - reader.data_offset
     return max(1, min(RANGES_PER_THREAD * reader.threads, data_bytes // PART_MIN_BYTES))
@@ -119,7 +119,7 @@ class _Part:
                 # (a thread's ranges may share its one held file: see Source.held)
                 self.file.seek(self.stream.read_position)
                 self._decode_to(stop, last)
-            except BaseException as exc:  # raised by the consumer, in file order
+            except Exception as exc:  # raised by the consumer, in file order
                 self.error = exc
                 self.done = True
 
@@ -153,6 +153,12 @@ class _Part:
             self.file.close()
             self.file = None
 
+    def drop(self) -> None:
+        """Forget this range's result (it does not stand): its batches' memory too."""
+        self.batches.clear()
+        self.sink.recorded.clear()
+        self.close()
+
 
 def batches_in_parts(reader: ApxReader, parts: int,
                      new_converter: Callable[[], Callable[[Any], pa.RecordBatch]],
@@ -170,11 +176,12 @@ def batches_in_parts(reader: ApxReader, parts: int,
                     new_converter(), reader.chunk_bytes)
               for a, b in zip(cuts, cuts[1:])]
     last = len(pieces) - 1
-    taken = iter(range(len(pieces)))  # next() on it is atomic under the GIL
+    taken = iter(range(len(pieces)))
     lock = threading.Lock()
+    stop = threading.Event()  # set when the read is interrupted (Ctrl-C, an error)
 
     def work() -> None:
-        while True:
+        while not stop.is_set():
             with lock:
                 k = next(taken, None)
             if k is None:
@@ -192,7 +199,8 @@ def batches_in_parts(reader: ApxReader, parts: int,
             future.result()
         standing = _standing(pieces, reader.stream(per_call=1, threads=1)._kernel_state(),
                              source)
-    finally:  # an interrupted read: ranges not started are cancelled, others awaited
+    finally:  # an interrupted read: no more ranges are taken; running ones are awaited
+        stop.set()
         settle(futures)
         for piece in pieces:
             piece.close()
@@ -214,11 +222,14 @@ def _standing(pieces: list[_Part], fresh: Any, source: Any) -> list[_Part]:
     current = pieces[0]
     standing = [current]
     for k, piece in enumerate(pieces[1:], 1):
-        if current.done:
-            break  # the data ended (or decoding failed) before this range
+        if current.done:  # the data ended (or decoding failed) before this range
+            for later in pieces[k:]:
+                later.drop()
+            break
         if current.ended_fresh_at(piece.start, fresh):
             current = piece
             standing.append(current)
         else:
+            piece.drop()
             current.decode_to(piece.stop, k == last, source)
     return standing

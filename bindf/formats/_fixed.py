@@ -128,7 +128,7 @@ class FixedRecordReader(FormatReader):
         itemsize = self.record_size
         raw = np.empty(max(RAW_CHUNK_BYTES // itemsize, 1), dtype=self.record_dtype)
         pool = None
-        if (self.threads > 1 and not self.source.is_remote
+        if (self.threads > 1 and self.source.reads_in_parallel
                 and min(batch_size, stop - start) * itemsize >= PARALLEL_MIN_BYTES):
             pool = shared_executor("bindf-fixed", self.threads)
         lanes = self.output_lanes()

@@ -19,8 +19,8 @@ Division of labour:
 * the same kernel's ``hit_fields`` turns a chunk's raw hits into the projected columns in
   one pass (bit reversal, fields, Gray decoding, clock rollover, ToT), split over
   ``threads`` (:class:`._apx_hits.HitColumns`); the readout table is numpy;
-* with ``threads`` > 1 (the default on a multi-core machine), an eager read of a local
-  run of at least 2 × :data:`._apx_parts.PART_MIN_BYTES` data bytes is cut into byte
+* with ``threads`` > 1 (the default on a multi-core machine), an eager read of a run in
+  a local file or in memory of at least 2 × :data:`._apx_parts.PART_MIN_BYTES` data bytes is cut into byte
   ranges at guessed readout starts, one per thread, each decoded whole (read, framing,
   hits, columns) by its own thread and checked against the decoding of the range before
   it (:mod:`._apx_parts`). A stream of batches (scans, chunked reads) from a file larger
@@ -248,7 +248,7 @@ class ApxReader(FormatReader):
         are always stitched; ``stitch=False`` on an AstroPix 4 run is a ``ValueError``.
     threads : int | None
         Threads for one file (the common ``threads=`` parameter). Above one, an eager
-        read of a large local run is cut into byte ranges decoded side by side
+        read of a large run (a local file or bytes) is cut into byte ranges decoded side by side
         (:mod:`._apx_parts`). In a stream of batches from a file larger than
         :data:`PREFETCH_MIN_BYTES`, the next chunks (up to two) are decoded in a worker
         thread while the current one is turned into columns; above two threads, each
@@ -675,7 +675,12 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
             self._warn_cut(self.position, None, self.read_position, True)
 
     def _kernel_state(self) -> _ApxKernelState:
-        return _ApxKernelState(self.hits.carried, self.after_gap, self.resyncing,
+        # Where a damaged stretch began and why only matter inside it: out of one, the
+        # state is the same whatever damage came before (see _apx_parts, which compares
+        # states).
+        if not self.resyncing:
+            return _ApxKernelState(self.hits.carried, self.after_gap, False, 0, "")
+        return _ApxKernelState(self.hits.carried, self.after_gap, True,
                                self.gap_start, self.gap_message)
 
     def _restore_kernel(self, state: _ApxKernelState) -> None:
