@@ -221,7 +221,7 @@ def test_cuts_anywhere_in_a_noisy_run(tmp_path, cut_everywhere, monkeypatch):
     path = tmp_path / "noisy.apx"
     path.write_bytes(_noisy_run(8, 60))
     _every_cut(monkeypatch, cut_everywhere, path)
-    _every_cut(monkeypatch, cut_everywhere, path, threads=4, level="readouts")
+    _every_cut(monkeypatch, cut_everywhere, path, threads=4, sample=200, level="readouts")
 
 
 @pytest.mark.parametrize("damage", ["bad_marker", "junk_between", "truncated", "cut_header"])
