@@ -264,3 +264,34 @@ def test_eager_read_in_lanes_gives_one_chunk_per_block(monkeypatch, output):
         assert all(c.num_chunks == 1 for c in in_lanes.columns)
     else:
         assert set(in_lanes.n_chunks("all")) == {1}
+
+
+def test_numpy_to_arrow_is_pa_array():
+    """The wrapping shortcut gives what pa.array gives, for every kind of array."""
+    from bindf.formats._base import numpy_to_arrow
+
+    ints = np.arange(12, dtype=np.int64)
+    record = np.zeros(4, dtype=[("a", "<u4"), ("b", "<f8")])
+    record["a"] = [1, 2, 3, 4]
+    cases = [
+        (ints, None), (ints, pa.int64()), (ints.astype(np.uint8), pa.uint8()),
+        (ints.astype(np.uint8), pa.int16()),  # another target type: converted
+        (ints[::3], None),  # strided
+        (ints.reshape(3, 4)[:, 1], None),
+        (record["a"], None), (record["b"], pa.float64()),  # fields of a record array
+        (np.arange(5, dtype=np.float32), None), (np.zeros(0, np.uint16), None),
+        (np.array([True, False, True]), None),  # bits in Arrow
+        (np.array([0, 1, 2], dtype="datetime64[ns]"), None),
+        (np.ma.masked_array(np.arange(4), mask=[0, 1, 0, 1]), None),
+    ]
+    read_only = np.arange(6, dtype=np.int32)
+    read_only.flags.writeable = False
+    cases.append((read_only, None))
+    for values, kind in cases:
+        expected = pa.array(values, type=kind)
+        got = numpy_to_arrow(values, kind)
+        assert got.type == expected.type and got.equals(expected), (values, kind)
+    wrapped = numpy_to_arrow(ints)
+    assert wrapped.buffers()[1].address == ints.ctypes.data  # no copy
+    with pytest.raises((pa.ArrowException, ValueError)):
+        numpy_to_arrow(ints.astype(">i8"))  # as pa.array: no non-native byte order

@@ -54,9 +54,9 @@ def numpy_to_arrow(values: Any, kind: pa.DataType | None = None) -> pa.Array:
     through its general conversion path even when it copies nothing). That matters for
     readers that make tens of batches of 18 columns per file. Anything else (bool, which
     Arrow packs into bits; a strided field of a record array; another target type; a
-    non-native byte order) goes through ``pa.array``.
+    non-native byte order; a masked array) goes through ``pa.array``.
     """
-    if isinstance(values, np.ndarray):
+    if isinstance(values, np.ndarray) and not isinstance(values, np.ma.MaskedArray):
         same = _SAME_BYTES.get(values.dtype)
         if (same is not None and (kind is None or kind == same) and values.ndim == 1
                 and values.flags.c_contiguous):
