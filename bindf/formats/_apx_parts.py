@@ -5,7 +5,8 @@ thread, with exactly the output of one pass.
 Why not one pipeline: a run's work has one sequential part, finding hits, which carries
 a few bytes from one readout to the next. Split across two threads as a pipeline (one
 thread reads, frames and finds hits, the other makes columns) the sequential side is
-the bottleneck and the other thread waits a third of the time. Cut into ranges, each
+the bottleneck and the other thread waits for it (10–50 ms of a 100 ms read of a
+70 MB run, measured). Cut into ranges, each
 thread does all the work of its range, and the threads finish together.
 
 Where a range starts is a guess, made from the bytes alone: a readout marker
@@ -49,8 +50,8 @@ PART_MIN_BYTES = 4 << 20
 RANGES_PER_THREAD = 1
 #: Bytes looked at around an ideal cut for a readout start.
 CUT_WINDOW_BYTES = 64 << 10
-#: A guessed readout start must be followed by this many readouts whose markers and
-#: declared lengths chain up within the window (or by the end of the file).
+#: A guessed readout start must begin this many readouts in a row whose markers and
+#: declared lengths chain up within the window (or readouts up to the end of the file).
 CUT_CHAIN = 4
 
 
