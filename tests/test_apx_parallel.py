@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from bindf._kernels import _apx
@@ -307,10 +308,10 @@ def test_an_interrupt_in_a_range_stops_the_read(tmp_path, cut_everywhere, monkey
     monkeypatch.setattr(cut_everywhere, "cut_points", guessed)
     original = cut_everywhere._Part._decode_to
 
-    def interrupted(self, stop, last):
+    def interrupted(self, stop, last, source):
         if self.start == cuts[where]:
             raise KeyboardInterrupt
-        original(self, stop, last)
+        original(self, stop, last, source)
 
     monkeypatch.setattr(cut_everywhere._Part, "_decode_to", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -350,3 +351,34 @@ def test_ranges_after_damage_stand(tmp_path, cut_everywhere, monkeypatch):
     (tmp_path / "intact.apx").write_bytes(intact)
     _read(tmp_path / "intact.apx", 3, on_error="skip")
     assert standing[0] == standing[1] and standing[0][1] > 1
+
+
+@pytest.mark.parametrize("keep", [0.2, 0.5, 0.8, 1.0])
+def test_a_run_that_shrinks_under_the_ranges(tmp_path, cut_everywhere, keep):
+    """The file is cut shorter after it was opened (its size taken): the ranges give the
+    rows, the truncation warning and its offset that one pass gives."""
+    import warnings
+
+    from bindf._source import Source
+    from bindf.formats.apx import ApxReader
+
+    data = _noisy_run(11, 1500)
+
+    def read(threads):
+        path = tmp_path / f"shrinking_{threads}.apx"
+        path.write_bytes(data)
+        reader = ApxReader(Source(str(path)), threads=threads)
+        reader.keeps_every_batch = True
+        path.write_bytes(data[:int(len(data) * keep)])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = pa.Table.from_batches(list(reader.iter_batches()), schema=reader.schema)
+        return table, [(str(w.message).replace(str(path), ""), w.message.offset)
+                       for w in caught]
+
+    expected = read(1)
+    for threads in (2, 3):
+        got = read(threads)
+        assert got[0].equals(expected[0]) and got[1] == expected[1], threads
+    if keep < 1:
+        assert expected[1] and "shrank" in expected[1][0][0]

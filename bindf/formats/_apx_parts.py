@@ -36,6 +36,7 @@ from .._kernels import _apx
 from .._source import read_into
 from .._threads import settle, shared_executor
 from .._warnings import WarningSink
+from ._stream import decode_file
 
 if TYPE_CHECKING:
     from .apx import ApxReader, ApxStream
@@ -117,29 +118,21 @@ class _Part:
             try:
                 if self.file is None:
                     self.file = source.open()
-                # (a thread's ranges may share its one held file: see Source.held)
-                self.file.seek(self.stream.read_position)
-                self._decode_to(stop, last)
+                self._decode_to(stop, last, source)
             except Exception as exc:  # raised by the consumer, in file order
                 self.error = exc
                 self.done = True
 
-    def _decode_to(self, stop: int, last: bool) -> None:
+    def _decode_to(self, stop: int, last: bool, source: Any) -> None:
+        # decode_file seeks to the stream's read position first: a thread's ranges may
+        # share its one held file (see Source.held).
         stream = self.stream
-        assert self.file is not None
-        while not stream.ended:
-            want = min(self.max_read, stop - stream.read_position)
-            if want <= 0:
-                break
-            got = read_into(self.file, stream.space(want))
-            self.batches.extend(self.to_batch(unit) for unit in stream.commit(got))
-            if got < want:  # the file shrank: no byte after this one is known to be real
-                self.batches.extend(self.to_batch(u) for u in stream.finish(shrank=True))
-                self.done = True
-                return
-        if stream.ended or last:
-            self.batches.extend(self.to_batch(unit) for unit in stream.finish())
-            self.done = True
+        self.batches.extend(self.to_batch(unit) for unit in decode_file(
+            source, stream, end=stop, first_read=self.max_read, max_read=self.max_read,
+            f=self.file, finish=last))
+        # Finished: the last range, the data's own end, or a file that shrank (a read
+        # that came back short left the stream before ``stop``).
+        self.done = last or stream.ended or stream.read_position < stop
 
     def ended_fresh_at(self, position: int, fresh: Any) -> bool:
         """Whether decoding ended exactly at ``position`` in the state ``fresh`` (the

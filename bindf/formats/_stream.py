@@ -274,19 +274,22 @@ class StreamDecoder(abc.ABC, Generic[T]):
 
 def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = None,
                 first_read: int = 1 << 20, max_read: int = 1 << 20,
-                f: BinaryIO | None = None) -> Generator[T, None, None]:
+                f: BinaryIO | None = None, finish: bool = True) -> Generator[T, None, None]:
     """Read ``source`` from ``decoder.read_position`` to ``end`` (default: its size when
     opened) with ``readinto`` into the decoder's buffer, and yield what it decodes.
 
     Reads start at ``first_read`` bytes and double up to ``max_read`` (so that
     ``head()`` decodes little). A read that comes back short means the file shrank:
     decoding ends there with a truncation warning. ``f``: an already open file.
+    ``finish=False``: ``end`` is not the end of the data (another decoder reads on from
+    there, see :mod:`._apx_parts`), so the decoder is left unfinished, unless the file
+    shrank or the data declared its own end.
     """
     end = source.size if end is None else end
     if f is None:
         with source.open() as opened:
             yield from decode_file(source, decoder, end=end, first_read=first_read,
-                                   max_read=max_read, f=opened)
+                                   max_read=max_read, f=opened, finish=finish)
         return
     f.seek(decoder.read_position)
     size = first_read
@@ -302,7 +305,8 @@ def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = 
             shrank = True
             break
         size = min(2 * size, max_read)
-    yield from decoder.finish(shrank=shrank)
+    if finish or shrank or decoder.ended:
+        yield from decoder.finish(shrank=shrank)
 
 
 
