@@ -676,11 +676,11 @@ class _ObjectView(io.RawIOBase):
     views of one object can be used in turn or by several threads."""
 
     def __init__(self, memory: memoryview | None, file: Any, start: int, size: int,
-                 lock: threading.Lock | None = None) -> None:
+                 lock: threading.Lock) -> None:
         super().__init__()
         self._memory = memory
         self._file = file
-        self._lock = lock if lock is not None else threading.Lock()
+        self._lock = lock
         self._start = start
         self._size = size
         self._position = 0

@@ -41,7 +41,6 @@ class WarningSink:
         for message, filename, lineno in recorded:
             warnings.warn_explicit(message, type(message), filename, lineno)
 
-
     def replay(self) -> None:
         """Hand the recorded warnings on as if raised in this thread now: into the sink
         active here, or issued (warnings a worker thread recorded for this one)."""

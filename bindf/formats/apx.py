@@ -20,18 +20,18 @@ Division of labour:
   one pass (bit reversal, fields, Gray decoding, clock rollover, ToT), split over
   ``threads`` (:class:`._apx_hits.HitColumns`); the readout table is numpy;
 * with ``threads`` > 1 (the default on a multi-core machine), an eager read of a run in
-  a local file or in memory of at least 2 × :data:`._apx_parts.PART_MIN_BYTES` data bytes is cut into byte
-  ranges at guessed readout starts, one per thread, each decoded whole (read, framing,
-  hits, columns) by its own thread and checked against the decoding of the range before
-  it (:mod:`._apx_parts`). A stream of batches (scans, chunked reads) from a file larger
-  than :data:`PREFETCH_MIN_BYTES` has a worker thread frame and decode chunks k + 1 and
-  k + 2 while chunk k is turned into columns (both sides release the GIL), each side
-  with half the threads. ``threads=1`` (or the former ``threads=False``) and small files
-  do it all in the caller's thread, since a thread per small file costs more than it
-  saves. The output is the same. In a read of many files, an intact small run (every readout
-  complete) is framed and its hits found in two kernel calls straight from its bytes
-  held in memory, and the hits of many runs become columns at once
-  (:meth:`ApxReader.small_file_units`).
+  a local file or in memory of at least 2 × :data:`._apx_parts.PART_MIN_BYTES` data
+  bytes is cut into byte ranges at guessed readout starts, one per thread, each decoded
+  whole (read, framing, hits, columns) by its own thread and checked against the
+  decoding of the range before it (:mod:`._apx_parts`). A stream of batches (scans,
+  chunked reads) from a file larger than :data:`PREFETCH_MIN_BYTES` has a worker thread
+  frame and decode chunks k + 1 and k + 2 while chunk k is turned into columns (both
+  sides release the GIL), each side with half the threads. ``threads=1`` (or the former
+  ``threads=False``) and small files do it all in the caller's thread, since a thread
+  per small file costs more than it saves. The output is the same. In a read of many
+  files, an intact small run (every readout complete) is framed and its hits found in
+  two kernel calls straight from its bytes held in memory, and the hits of many runs
+  become columns at once (:meth:`ApxReader.small_file_units`).
 
 The file is read in bounded chunks with ``readinto``; a readout is never split between
 two decode calls (the unparsed tail of a chunk moves to the front of the buffer). A
@@ -248,8 +248,8 @@ class ApxReader(FormatReader):
         are always stitched; ``stitch=False`` on an AstroPix 4 run is a ``ValueError``.
     threads : int | None
         Threads for one file (the common ``threads=`` parameter). Above one, an eager
-        read of a large run (a local file or bytes) is cut into byte ranges decoded side by side
-        (:mod:`._apx_parts`). In a stream of batches from a file larger than
+        read of a large run (a local file or bytes) is cut into byte ranges decoded side
+        by side (:mod:`._apx_parts`). In a stream of batches from a file larger than
         :data:`PREFETCH_MIN_BYTES`, the next chunks (up to two) are decoded in a worker
         thread while the current one is turned into columns; above two threads, each
         half also splits its AstroPix 4 work (hit finding over readout ranges, columns
@@ -318,10 +318,12 @@ class ApxReader(FormatReader):
                 byte_offset=framed.header_pos.astype(np.uint64) + np.uint64(framed.buf_offset))
         return readout_columns(decoded, framed, names)
 
-    def _converter(self, columns: Sequence[str], schema: pa.Schema,
-                   threads: int) -> Callable[[tuple[_Framed | None, Any]], pa.RecordBatch]:
-        """``unit -> batch`` for decoded chunks, with its own column memory (lanes)."""
-        hit_columns = new_hit_columns(self.readout_uid, threads, self.output_lanes())
+    def _converter(self, columns: Sequence[str], schema: pa.Schema, threads: int = 1,
+                   lanes: Lanes | None = None
+                   ) -> Callable[[tuple[_Framed | None, Any]], pa.RecordBatch]:
+        """``unit -> batch`` for decoded chunks: hit columns filled by up to ``threads``
+        threads, in memory from ``lanes`` (default: an array per column and chunk)."""
+        hit_columns = new_hit_columns(self.readout_uid, threads, lanes)
 
         def to_batch(unit: tuple[_Framed | None, Any]) -> pa.RecordBatch:
             return numpy_batch(self._columns(unit, columns, hit_columns), schema)
@@ -336,8 +338,10 @@ class ApxReader(FormatReader):
         per_call = max(1, min(batch_size, _READOUTS_PER_CALL))
         parts = _apx_parts.parts_for(self, n_rows)
         if parts > 1:  # an eager read of a large run: ranges decoded side by side
+            # (each range fills its own lanes: one thread per range)
             yield from _apx_parts.batches_in_parts(
-                self, parts, lambda: self._converter(columns, schema, 1), per_call)
+                self, parts, lambda: self._converter(columns, schema, 1, self.output_lanes()),
+                per_call)
             return
         prefetch = (self.threads > 1
                     and self.source.size - self.data_offset > PREFETCH_MIN_BYTES)
@@ -349,14 +353,13 @@ class ApxReader(FormatReader):
                                       threads=decode_threads)
         if prefetch:
             chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-apx")
-        hit_columns = new_hit_columns(self.readout_uid,
-                                      self.threads - decode_threads if prefetch else self.threads,
-                                      self.output_lanes())
+        to_batch = self._converter(columns, schema,
+                                   self.threads - decode_threads if prefetch else self.threads,
+                                   self.output_lanes())
         produced = 0
         try:
             for unit in chunks:
-                arrays = self._columns(unit, columns, hit_columns)
-                batch = numpy_batch(arrays, schema)
+                batch = to_batch(unit)
                 produced += batch.num_rows
                 yield batch
                 if n_rows is not None and produced >= n_rows:
@@ -458,13 +461,7 @@ class ApxReader(FormatReader):
                      data_end: int | None = None) -> BatchStream:
         names = self.resolve_columns(columns)
         schema = pa.schema([self.schema.field(c) for c in names])
-        hit_columns = new_hit_columns(self.readout_uid)
-
-        def to_batch(unit: tuple[_Framed | None, Decoded]) -> pa.RecordBatch:
-            arrays = self._columns(unit, names, hit_columns)
-            return numpy_batch(arrays, schema)
-
-        return BatchStream(self.stream(data_end=data_end), to_batch)
+        return BatchStream(self.stream(data_end=data_end), self._converter(names, schema))
 
     def stream(self, *, per_call: int = _READOUTS_PER_CALL, slots: int = 1,
                data_end: int | None = -1, threads: int | None = None,
@@ -476,8 +473,8 @@ class ApxReader(FormatReader):
         for a file that is still growing). ``threads``: for hit finding (default: the
         read's ``threads``)."""
         end = self.source.size if data_end == -1 else data_end
-        return ApxStream(self.data_offset if start is None else start, path=self.path, on_error=self.on_error,
-                         data_end=end, store_hits=self.level == "hits", per_call=per_call,
+        return ApxStream(self.data_offset if start is None else start, path=self.path,
+                         on_error=self.on_error, data_end=end, store_hits=self.level == "hits", per_call=per_call,
                          slots=slots, chunk_bytes=self.chunk_bytes,
                          readout_uid=self.readout_uid, stitch=self.stitch,
                          threads=self.threads if threads is None else threads)
