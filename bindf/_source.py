@@ -380,6 +380,22 @@ def _match_url(pattern: str, fs: Any, match: str) -> str:
     return "::".join([*links[:k], fs.unstrip_protocol(match), *links[k + 1 :]])
 
 
+def scratch_records(dtype: np.dtype, n: int) -> np.ndarray:
+    """Room for ``n`` records of ``dtype`` in this thread's reused scratch memory, for a
+    read that copies what it needs out of it before it returns (never across a
+    ``yield``: another reader on the same thread would overwrite it).
+
+    Why: the parts of a parallel read run one after another on each thread, and a read
+    buffer used again is still in the core's cache where a new one is not (a fresh
+    1 MiB buffer per 4 MiB part made a one-thread read of a 50 MB file 7-20 % slower,
+    measured). Each thread keeps its largest buffer for its life (about 1 MiB)."""
+    nbytes = max(n, 1) * dtype.itemsize
+    buffer = getattr(_THREAD_STATE, "scratch", None)
+    if buffer is None or len(buffer) < nbytes:
+        buffer = _THREAD_STATE.scratch = np.empty(nbytes, dtype=np.uint8)
+    return buffer[:n * dtype.itemsize].view(dtype)
+
+
 def read_into(f: BinaryIO, buffer: np.ndarray) -> int:
     """Fill ``buffer`` (a contiguous array) from ``f``; return the number of bytes read.
 
@@ -440,6 +456,7 @@ def iter_fixed_records(
     count: int,
     records_per_chunk: int,
     reuse: bool = False,
+    buffer: np.ndarray | None = None,
 ) -> Iterator[tuple[np.ndarray, int]]:
     """Yield ``(records, byte_offset)`` chunks of ``count`` fixed-size records from ``start``.
 
@@ -451,11 +468,17 @@ def iter_fixed_records(
     it keeps before asking for the next chunk. Readers that copy columns out anyway use
     it, because freeing a multi-MB buffer per chunk between the allocations of the
     output columns fragments the C heap (measured: +20% peak memory for IT02).
+    ``buffer`` (records of ``dtype``; implies ``reuse``) is the array to fill, for a
+    caller that brings its own (:func:`scratch_records`); chunks are then at most its
+    length.
     """
     f.seek(start)
     itemsize = dtype.itemsize
     done = 0
-    shared = np.empty(min(records_per_chunk, count), dtype=dtype) if reuse else None
+    if buffer is not None:
+        records_per_chunk = min(records_per_chunk, len(buffer))
+    shared = buffer if buffer is not None else (
+        np.empty(min(records_per_chunk, count), dtype=dtype) if reuse else None)
     while done < count:
         n = min(records_per_chunk, count - done)
         chunk = np.empty(n, dtype=dtype) if shared is None else shared[:n]

@@ -137,24 +137,52 @@ def run_all(pool: ThreadPoolExecutor, task: Callable[[T], R], items: Iterable[T]
         settle(futures)
 
 
-def read_in_parts(pool: ThreadPoolExecutor, part: Callable[[int], int],
+def read_in_parts(pool: ThreadPoolExecutor | None, part: Callable[[int], int],
                   sizes: Sequence[int]) -> int:
-    """Run ``part(k)`` for every ``k`` of ``sizes`` on ``pool`` (each reads up to
-    ``sizes[k]`` records into its slice of one output and returns how many it read) and
-    return the records read before the first short part: what follows a short read (a
-    file that shrank) is not known to be real. Every part has ended when this returns,
-    since they write into the caller's output."""
-    futures = [pool.submit(part, k) for k in range(len(sizes))]
+    """Run ``part(k)`` for every ``k`` of ``sizes`` (each reads up to ``sizes[k]``
+    records into its slice of one output and returns how many it read) and return the
+    records read before the first short part: what follows a short read (a file that
+    shrank) is not known to be real.
+
+    The calling thread runs the first part, then every part that no thread of ``pool``
+    (None: no helpers) has started yet (it cancels that task and runs the part itself),
+    and then collects the parts the pool's threads ran. So the parts are shared by however
+    many pool threads are free (none when all are busy with other files of a multi-file
+    read), the caller never waits while a part is left to run, and a task of ``pool`` may
+    call this on its own pool without waiting for a task queued behind it. Every part has
+    ended when this returns, since they write into the caller's output.
+    """
+    futures = [] if pool is None else [pool.submit(part, k) for k in range(1, len(sizes))]
+    # What this thread ran: the records read, or the error raised (raised in part order,
+    # as the pool's are, so an error after a short part is never seen).
+    ran: dict[int, int | Exception] = {}
     try:
+        for k in range(len(sizes)):
+            if k == 0 or not futures or futures[k - 1].cancel():
+                try:
+                    ran[k] = part(k)
+                except Exception as exc:
+                    ran[k] = exc
         filled = 0
-        for future, size in zip(futures, sizes):
-            got = future.result()
+        for k, size in enumerate(sizes):
+            got = ran[k] if k in ran else futures[k - 1].result()
+            if isinstance(got, Exception):
+                raise got
             filled += got
             if got < size:
                 break
         return filled
     finally:
         settle(futures)
+
+
+def part_bounds(n: int, itemsize: int, threads: int, part_bytes: int) -> list[int]:
+    """Record-aligned bounds that cut ``n`` records of ``itemsize`` bytes into parts for
+    :func:`read_in_parts`: at least one per thread, and parts of about ``part_bytes``,
+    so that a thread that finishes early takes another part instead of idling while the
+    last one ends (the parts' sizes vary with the machine, not with the data)."""
+    parts = max(1, min(n, max(threads, -(-n * itemsize // part_bytes))))
+    return [n * k // parts for k in range(parts + 1)]
 
 
 def _forget_executors_after_fork() -> None:

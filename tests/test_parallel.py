@@ -260,6 +260,124 @@ def test_read_in_parts_stops_counting_at_a_short_part():
         read_in_parts(pool, lambda k: 1 // k, [1, 1])
 
 
+def test_read_in_parts_runs_every_part_itself_when_no_helper_is_free():
+    """The caller takes every part no pool thread has started: with the pool's only
+    thread busy (as in a multi-file read where every thread decodes a file), it runs
+    them all and returns without waiting for the pool."""
+    pool = shared_executor("bindf-test-busy", 1)
+    release = threading.Event()
+    busy = pool.submit(release.wait, 10)
+    ran_on = []
+
+    def part(k: int) -> int:
+        ran_on.append((k, threading.current_thread().name))
+        return 3
+
+    try:
+        assert read_in_parts(pool, part, [3, 3, 3, 3]) == 12
+    finally:
+        release.set()
+    busy.result()
+    me = threading.current_thread().name
+    assert sorted(ran_on) == [(k, me) for k in range(4)]
+
+
+def test_read_in_parts_from_a_task_of_its_own_pool():
+    """A task of the pool may cut its work into parts on that same pool (the multi-file
+    read's helpers): with one thread, the task runs every part itself, no deadlock."""
+    pool = shared_executor("bindf-test-own", 1)
+    future = pool.submit(read_in_parts, pool, lambda k: 2, [2] * 5)
+    assert future.result(timeout=10) == 10
+
+
+def test_read_in_parts_shares_with_a_free_helper_and_never_waits_in_line():
+    """A free pool thread takes parts while the caller works, and the caller does not
+    wait for the part the helper is running while later parts are left: it runs them."""
+    pool = shared_executor("bindf-test-free", 1)
+    helper_started = threading.Event()
+    helper_may_end = threading.Event()
+    ran_on = {}
+
+    def part(k: int) -> int:
+        ran_on[k] = threading.current_thread().name
+        if k == 0:  # the caller's first part: let the helper take part 1 meanwhile
+            assert helper_started.wait(10)
+        elif ran_on[k].startswith("bindf-test-free"):
+            helper_started.set()
+            assert helper_may_end.wait(10)  # busy until the caller ran the rest
+        elif len(ran_on) == 4:  # the caller's last part
+            helper_may_end.set()
+        return 1
+
+    assert read_in_parts(pool, part, [1, 1, 1, 1]) == 4
+    me = threading.current_thread().name
+    assert ran_on[1].startswith("bindf-test-free")
+    assert [ran_on[k] for k in (0, 2, 3)] == [me] * 3
+
+
+def test_read_in_parts_errors_and_short_parts_in_part_order():
+    # an error in a part after a short one is never seen (that part's records are not
+    # real); an error before it is raised, wherever each part ran
+    def part(k: int) -> int:
+        if k == 1:
+            return 0
+        if k == 2:
+            raise OSError("after the short part")
+        return 5
+
+    assert read_in_parts(None, part, [5, 5, 5]) == 5
+
+    def failing(k: int) -> int:
+        if k == 0:
+            raise OSError("first")
+        return 0
+
+    for pool in (None, shared_executor("bindf-test-parts", 2)):
+        with pytest.raises(OSError, match="first"):
+            read_in_parts(pool, failing, [5, 5, 5])
+
+
+@pytest.mark.parametrize(("n", "itemsize", "threads", "part_bytes", "expected"), [
+    (10, 17, 2, 1 << 20, [0, 5, 10]),        # small: one part per thread
+    (100, 10, 1, 300, [0, 25, 50, 75, 100]),  # 1,000 bytes in parts of about 300
+    (3, 8, 8, 1, [0, 1, 2, 3]),               # never more parts than records
+    (1, 8, 1, 1 << 20, [0, 1]),
+])
+def test_part_bounds(n, itemsize, threads, part_bytes, expected):
+    from bindf._threads import part_bounds
+
+    assert part_bounds(n, itemsize, threads, part_bytes) == expected
+
+
+@pytest.mark.parametrize("fmt", ["spectro", "it02"])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_glob_files_split_into_parts_shared_by_the_pool(tmp_path, monkeypatch, fmt, threads):
+    """In a multi-file read every file's batches are cut into parts that any free
+    thread of the read's pool may take (the last files are finished by every thread):
+    same table as one thread, warnings included, with a truncated file among them."""
+    import bindf.formats._fixed as fixed
+    import bindf.formats.it02 as it02
+
+    for module in (fixed, it02):
+        monkeypatch.setattr(module, "PARALLEL_MIN_BYTES", 1)
+        monkeypatch.setattr(module, "PART_BYTES", 64)
+    paths = _copies(tmp_path, FILES[fmt], 5)
+    data = Path(paths[3]).read_bytes()
+    Path(paths[3]).write_bytes(data[:-3])  # cut inside the last record
+
+    def read(threads: int, **kwargs) -> tuple[pa.Table, list[str]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = _read(paths, threads, **kwargs)
+        return table, [f"{w.category.__name__}: {w.message}" for w in caught]
+
+    for kwargs in ({}, {"batch_size": 7}, {"n_rows": 50}, {"include_file_paths": "file"}):
+        one, one_warnings = read(1, **kwargs)
+        many, many_warnings = read(threads, **kwargs)
+        assert many.equals(one) and many_warnings == one_warnings
+    assert "truncated" in one_warnings[0]
+
+
 def test_a_forked_child_makes_its_own_pools(monkeypatch):
     # what os.register_at_fork runs in a child: the parent's pools (whose threads the
     # child does not have) are forgotten, and the next use makes a working one

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
@@ -24,7 +25,7 @@ import pyarrow as pa
 
 from .._lanes import Lanes, lanes_for
 from .._source import Source
-from .._threads import resolve_threads
+from .._threads import resolve_threads, shared_executor
 
 #: Rows per record batch unless the caller asks otherwise. Large enough that per-batch
 #: overhead vanishes, small enough that a batch's raw bytes stay cache friendly-ish and
@@ -104,6 +105,10 @@ class FormatReader(abc.ABC):
     #: Set by eager reads, which keep every batch until the frame is built: then large
     #: inputs get their output columns in lanes (see :meth:`output_lanes`).
     keeps_every_batch: bool = False
+    #: Threads that may help decode parts of this file beside the thread reading it, set
+    #: by a multi-file read that decodes files in parallel (its pool: a thread with no
+    #: file left to take helps finish another file). None: :meth:`part_helpers` decides.
+    shared_helpers: ThreadPoolExecutor | None = None
     #: Short name used in the registry, in ``bindf.format`` metadata and by the CLI.
     name: ClassVar[str]
     #: Human name for messages ("FLIM LABS IT02 intensity tracing").
@@ -130,6 +135,14 @@ class FormatReader(abc.ABC):
         batch; plain arrays otherwise, so that a stream of batches (a scan, chunked
         reads, ``iter_batches``) pins no block for the batches it has let go."""
         return lanes_for(self.source.size if self.keeps_every_batch else None)
+
+    def part_helpers(self) -> ThreadPoolExecutor | None:
+        """Threads that may decode parts of this file beside the reading thread (see
+        :func:`bindf._threads.read_in_parts`): the multi-file read's pool, else
+        ``threads - 1`` threads of the process's shared pool; None for one thread."""
+        if self.shared_helpers is not None:
+            return self.shared_helpers
+        return shared_executor("bindf-parts", self.threads - 1) if self.threads > 1 else None
 
     # -- to implement -----------------------------------------------------------------
     @abc.abstractmethod

@@ -9,7 +9,7 @@ faster whole-file path into large output arrays, and reuses
 * the number of records follows from the file size (so no declared count can make bindf
   allocate more than the file holds), and a partial record at the end is a truncation;
 * records are read with ``readinto`` into a small reused buffer (about 1 MiB, so it stays
-  in cache) and each requested field is copied straight into the output column of the
+  in cache; one per thread, :func:`bindf._source.scratch_records`) and each requested field is copied straight into the output column of the
   current batch: the only full-size allocation is the output itself (in lanes of large
   blocks from Arrow's memory pool, see :mod:`bindf._lanes`);
 * any record range can be read on its own (:meth:`FixedRecordReader.iter_record_range`),
@@ -28,16 +28,22 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from .._source import read_into
-from .._threads import read_in_parts, shared_executor
+from .._source import read_into, scratch_records
+from .._threads import part_bounds, read_in_parts
 from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
 from ._base import FormatReader, numpy_to_arrow
 from ._stream import BatchStream, FixedRecordStream
 
-#: Batches of at least this many bytes are read by several threads (when the reader
-#: has ``threads`` > 1): below it a thread pool costs more than it gains.
+#: Batches of at least this many bytes are cut into parts that several threads read
+#: (when the reader has helpers, :meth:`FormatReader.part_helpers`): below it handing
+#: parts out costs more than it gains.
 PARALLEL_MIN_BYTES = 8 << 20
+
+#: About how many bytes of records one part of a parallel batch holds: parts are
+#: handed out one at a time, so a thread that finishes early takes another one instead
+#: of idling while the last part ends.
+PART_BYTES = 4 << 20
 
 #: Size of the reused read buffer. Small enough to stay in L2/L3 while its fields are
 #: copied out, large enough that per-chunk Python overhead is negligible.
@@ -126,11 +132,9 @@ class FixedRecordReader(FormatReader):
         schema = pa.schema([self.schema.field(c) for c in columns])
         fields = self.raw_fields_for(columns)
         itemsize = self.record_size
-        raw = np.empty(max(RAW_CHUNK_BYTES // itemsize, 1), dtype=self.record_dtype)
-        pool = None
-        if (self.threads > 1 and self.source.reads_in_parallel
-                and min(batch_size, stop - start) * itemsize >= PARALLEL_MIN_BYTES):
-            pool = shared_executor("bindf-fixed", self.threads)
+        helpers = self.part_helpers() if self.source.reads_in_parallel else None
+        in_parts = (helpers is not None
+                    and min(batch_size, stop - start) * itemsize >= PARALLEL_MIN_BYTES)
         lanes = self.output_lanes()
         with self.source.open() as f:
             f.seek(self.row_offset(start))
@@ -138,11 +142,11 @@ class FixedRecordReader(FormatReader):
             while row < stop:
                 n = min(batch_size, stop - row)
                 out = {name: lanes.empty(name, n, self.record_dtype[name]) for name in fields}
-                if pool is not None and n * itemsize >= PARALLEL_MIN_BYTES:
-                    filled = self._fill_in_parallel(pool, row, n, fields, out)
+                if in_parts and n * itemsize >= PARALLEL_MIN_BYTES:
+                    filled = self._fill_in_parts(helpers, row, n, fields, out)
                     f.seek(self.row_offset(row + n))
                 else:
-                    filled = _fill(f, raw, n, fields, out)
+                    filled = _fill(f, self.record_dtype, n, fields, out)
                 if filled < n:  # the file shrank after it was opened
                     out = {name: values[:filled] for name, values in out.items()}
                 if filled:
@@ -156,25 +160,24 @@ class FixedRecordReader(FormatReader):
                 row += n
         return False
 
-    def _fill_in_parallel(self, pool: ThreadPoolExecutor, first: int, n: int,
-                          fields: list[str], out: dict[str, np.ndarray]) -> int:
-        """Fill ``out`` with records ``first``..``first + n``: the range is split into
-        one record-aligned part per thread, each read (its own file handle, ``readinto``
-        into its own small buffer) and copied into its slice of the same output arrays
-        (both release the GIL). Returns the records read before the first short read."""
-        parts = min(self.threads, n)
-        bounds = [n * k // parts for k in range(parts + 1)]
+    def _fill_in_parts(self, helpers: ThreadPoolExecutor | None, first: int, n: int,
+                       fields: list[str], out: dict[str, np.ndarray]) -> int:
+        """Fill ``out`` with records ``first``..``first + n``: the range is cut into
+        record-aligned parts (:func:`~bindf._threads.part_bounds`), each read (its own
+        file handle, ``readinto`` into its own small buffer) and copied into its slice of
+        the same output arrays (both release the GIL) by this thread or a free one of
+        ``helpers``. Returns the records read before the first short read."""
         itemsize = self.record_size
+        bounds = part_bounds(n, itemsize, self.threads, PART_BYTES)
 
         def part(k: int) -> int:
             a, b = bounds[k], bounds[k + 1]
-            raw = np.empty(max(min(RAW_CHUNK_BYTES // itemsize, b - a), 1),
-                           dtype=self.record_dtype)
-            with self.source.open() as f:  # pool threads hold no file: a fresh handle
+            with self.source.open() as f:  # a handle per part: parts run on any thread
                 f.seek(self.row_offset(first + a))
-                return _fill(f, raw, b - a, fields, {k: v[a:b] for k, v in out.items()})
+                return _fill(f, self.record_dtype, b - a, fields,
+                             {k: v[a:b] for k, v in out.items()})
 
-        return read_in_parts(pool, part, [b - a for a, b in zip(bounds, bounds[1:])])
+        return read_in_parts(helpers, part, [b - a for a, b in zip(bounds, bounds[1:])])
 
     def _warn_truncated(self, offset: int, why: str) -> None:
         _warn(
@@ -187,11 +190,13 @@ class FixedRecordReader(FormatReader):
         )
 
 
-def _fill(f: BinaryIO, raw: np.ndarray, n: int, fields: list[str],
+def _fill(f: BinaryIO, dtype: np.dtype, n: int, fields: list[str],
           out: dict[str, np.ndarray]) -> int:
-    """Read up to ``n`` records from ``f`` through the reused buffer ``raw`` and copy
-    ``fields`` into ``out`` (arrays of at least ``n``); return the records read."""
-    itemsize = raw.dtype.itemsize
+    """Read up to ``n`` records of ``dtype`` from ``f`` through this thread's reused
+    buffer of about :data:`RAW_CHUNK_BYTES` and copy ``fields`` into ``out`` (arrays of
+    at least ``n``); return the records read."""
+    itemsize = dtype.itemsize
+    raw = scratch_records(dtype, max(min(RAW_CHUNK_BYTES // itemsize, n), 1))
     filled = 0
     while filled < n:
         want = min(len(raw), n - filled)

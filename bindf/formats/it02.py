@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -28,12 +29,12 @@ import pyarrow as pa
 
 from .._header import read_exact, read_preamble
 from .._kernels import _it02
-from .._source import iter_fixed_records
-from .._threads import read_in_parts, shared_executor
+from .._source import iter_fixed_records, scratch_records
+from .._threads import part_bounds, read_in_parts
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import AcquisitionEnd, FormatReader, numpy_to_arrow
-from ._fixed import PARALLEL_MIN_BYTES, FixedRecordReader
+from ._fixed import PARALLEL_MIN_BYTES, PART_BYTES, FixedRecordReader
 from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach them here
     _F64,
     FORMAT_LABEL,
@@ -358,13 +359,13 @@ class IT02Reader(FormatReader):
         fields = [f"c{k}" for k in wanted]
         out: _Outputs | None = None
         got = 0
-        parallel = (not borrow and self.threads > 1 and not self.source.is_remote
-                    and count * size >= PARALLEL_MIN_BYTES)
+        helpers = self.part_helpers() if self.source.reads_in_parallel else None
+        parallel = (not borrow and helpers is not None and count * size >= PARALLEL_MIN_BYTES)
         records_in_turn = () if parallel else iter_fixed_records(
             f, dtype=self.dtype, start=self.data_offset, count=count,
             records_per_chunk=per_chunk, reuse=True)
         if parallel:
-            got = yield from self._dense_in_parallel(want_time, fields, batch_size, count)
+            got = yield from self._dense_in_parts(helpers, want_time, fields, batch_size, count)
         for records, offset in records_in_turn:
             n = len(records)
             if borrow:
@@ -401,30 +402,31 @@ class IT02Reader(FormatReader):
                 f"the last {self.tail_bytes} bytes are an incomplete {size}-byte record",
             )
 
-    def _dense_in_parallel(self, want_time: bool, fields: list[str], batch_size: int,
-                           count: int) -> Generator[_Chunk, None, int]:
-        """Dense records on :attr:`threads` threads: each output batch is split into one
-        record-aligned part per thread, read (own handle, ``readinto`` into a small
-        reused buffer) and copied into its slice of the batch's output arrays. Returns
-        the records read (fewer than ``count`` if the file shrank)."""
+    def _dense_in_parts(self, helpers: ThreadPoolExecutor | None, want_time: bool,
+                        fields: list[str], batch_size: int,
+                        count: int) -> Generator[_Chunk, None, int]:
+        """Dense records in parts: each output batch is cut into record-aligned parts
+        (:func:`~bindf._threads.part_bounds`), each read (own handle, ``readinto`` into
+        a small reused buffer) and copied into its slice of the batch's output arrays by
+        this thread or a free one of ``helpers``. Returns the records read (fewer than
+        ``count`` if the file shrank)."""
         size = self.dtype.itemsize
         per_chunk = max(1, CHUNK_BYTES // size)
         got = 0
-        pool = shared_executor("bindf-it02", self.threads)
         while got < count:
             rows = min(max(batch_size, OUTPUT_ROWS), count - got)
             out = _Outputs(rows, want_time, len(fields))
-            parts = min(self.threads, rows)
-            bounds = [rows * k // parts for k in range(parts + 1)]
+            bounds = part_bounds(rows, size, self.threads, PART_BYTES)
 
             def part(k: int, first: int = got, out: _Outputs = out,
                      bounds: list[int] = bounds) -> int:
                 a, b = bounds[k], bounds[k + 1]
                 done = 0
-                with self.source.open() as f:  # pool threads hold no file: a new handle
+                with self.source.open() as f:  # a handle per part: parts run on any thread
                     for records, _ in iter_fixed_records(
                             f, dtype=self.dtype, start=self.data_offset + (first + a) * size,
-                            count=b - a, records_per_chunk=per_chunk, reuse=True):
+                            count=b - a, records_per_chunk=per_chunk,
+                            buffer=scratch_records(self.dtype, min(per_chunk, b - a))):
                         lo, hi = a + done, a + done + len(records)
                         if out.time is not None:
                             np.copyto(out.time[lo:hi], records["time_ns"])
@@ -433,7 +435,7 @@ class IT02Reader(FormatReader):
                         done += len(records)
                 return done
 
-            filled = read_in_parts(pool, part, [b - a for a, b in zip(bounds, bounds[1:])])
+            filled = read_in_parts(helpers, part, [b - a for a, b in zip(bounds, bounds[1:])])
             out.filled = filled
             got += filled
             if filled:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -396,7 +396,7 @@ class ReadPlan:
                     source = self.sources[submitted]
                     pending.append((source, submitted, None if _decoded_inline(source)
                                     else pool.submit(self._decode_whole_file, submitted,
-                                                     columns, remaining)))
+                                                     columns, remaining, pool)))
                     submitted += 1
                 if not pending:
                     return
@@ -417,13 +417,16 @@ class ReadPlan:
         finally:  # files not handed out: cancelled, or waited for (they hold files open)
             settle(future for _, _, future in pending if future is not None)
 
-    def _decode_whole_file(self, index: int, columns: list[str],
-                           n_rows: int | None) -> _FileResult:
-        """One pool task: open file ``index`` once, decode it, keep its warnings."""
+    def _decode_whole_file(self, index: int, columns: list[str], n_rows: int | None,
+                           helpers: ThreadPoolExecutor | None = None) -> _FileResult:
+        """One pool task: open file ``index`` once, decode it, keep its warnings.
+        ``helpers`` (the pool) may decode parts of it: a thread with no file left to
+        take helps finish the files still being decoded."""
         result = _FileResult(WarningSink())
         try:
             with self.sources[index].held(), result.sink.active():
                 result.reader = self._reader_or_error(index)
+                result.reader.shared_helpers = helpers
                 result.batches = self._units(result.reader, columns) or list(
                     self._reader_batches_collected(result.reader, columns, n_rows))
         except BaseException as exc:  # handed to the consumer, raised there in file order
