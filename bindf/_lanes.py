@@ -35,6 +35,7 @@ BLOCK_BYTES = 16 << 20
 #: Inputs below this size read into plain arrays (their columns fit one small block).
 MIN_INPUT_BYTES = 8 << 20
 _ALIGN = 64  # Arrow's recommended buffer alignment, for the start of a block
+_MIB = 1 << 20
 
 
 def _mimalloc_pool() -> pa.MemoryPool | None:
@@ -142,6 +143,17 @@ class Lanes:
         return self.lane(name, dtype).empty(n)
 
 
-def lanes_for(input_bytes: int | None) -> Lanes:
-    """Lanes for a bulk read of ``input_bytes`` (unknown size: plain arrays)."""
-    return Lanes(enabled=input_bytes is not None and input_bytes >= MIN_INPUT_BYTES)
+def lanes_for(input_bytes: int | None, shares: int = 1) -> Lanes:
+    """Lanes for a bulk read of ``input_bytes`` (unknown size: plain arrays), one of
+    ``shares`` that split the input between them (an AstroPix run cut into byte ranges,
+    each range with lanes of its own).
+
+    A block holds about one share of the input, whole MiB, up to :data:`BLOCK_BYTES`
+    (a column's bytes rarely exceed the input's: a larger one takes a second block).
+    Why: memory reserved, if not touched, still grows with blocks × columns × shares;
+    a 100 MB run cut into 25 ranges of 18 columns would reserve 7 GB of 16 MiB blocks
+    for 0.5 GB of output, which counts against a system that does not overcommit."""
+    if input_bytes is None or input_bytes < MIN_INPUT_BYTES:
+        return Lanes(enabled=False)
+    share = -(-input_bytes // max(shares, 1))
+    return Lanes(block_bytes=min(BLOCK_BYTES, -(-share // _MIB) * _MIB))

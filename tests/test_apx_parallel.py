@@ -167,6 +167,28 @@ def cut_everywhere(monkeypatch):
     return parts
 
 
+def test_ranges_take_blocks_of_their_share(tmp_path, cut_everywhere, monkeypatch):
+    """Each range has lanes of its own, with blocks sized to its share of the run (not
+    16 MiB each whatever the run's size); the table is one pass's."""
+    from bindf import _lanes
+
+    path = tmp_path / "noisy.apx"
+    path.write_bytes(_noisy_run(5, 3000))
+    expected = _read(path, 1)
+    requested: list[int] = []
+    original = _lanes.new_block
+
+    def spy(nbytes: int):
+        requested.append(nbytes)
+        return original(nbytes)
+
+    monkeypatch.setattr(_lanes, "MIN_INPUT_BYTES", 0)
+    monkeypatch.setattr(_lanes, "new_block", spy)
+    got = _read(path, 4)
+    assert got[0].equals(expected[0]) and got[1:] == expected[1:]
+    assert requested and max(requested) <= (1 << 20) + 64  # the run is < 1 MiB
+
+
 @pytest.mark.parametrize("kwargs", [{}, {"level": "readouts"}, {"chunk_bytes": 64},
                                     {"columns": ["tot_us", "readout_id"]}, {"stitch": True}])
 def test_read_in_ranges_equals_one_pass(tmp_path, cut_everywhere, kwargs):

@@ -172,8 +172,8 @@ def test_only_eager_reads_of_large_inputs_use_lanes(monkeypatch):
     used: list[bool] = []
     original = FormatReader.output_lanes
 
-    def spy(self):
-        lanes = original(self)
+    def spy(self, shares=1):
+        lanes = original(self, shares)
         used.append(lanes.enabled)
         return lanes
 
@@ -193,6 +193,27 @@ def test_only_eager_reads_of_large_inputs_use_lanes(monkeypatch):
         used.clear()
         stream()
         assert used and not any(used)
+
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize(("input_bytes", "shares", "block"), [
+    (None, 1, None),                       # a stream: plain arrays
+    (_lanes.MIN_INPUT_BYTES - 1, 1, None),  # small input: plain arrays
+    (1 << 30, 1, _lanes.BLOCK_BYTES),
+    (1 << 30, 16, _lanes.BLOCK_BYTES),     # shares of 64 MiB: blocks stay 16 MiB
+    (100_000_000, 25, 4 * MIB),            # 4 MB shares: whole MiB above them
+    (9 * MIB, 2, 5 * MIB),
+    (9 * MIB + 1, 1, 10 * MIB),
+])
+def test_blocks_hold_one_share_of_the_input(input_bytes, shares, block):
+    """Memory reserved stays proportional to the input, not to the number of ranges
+    that share it: a block holds about one share, in whole MiB, up to BLOCK_BYTES."""
+    lanes = lanes_for(input_bytes, shares)
+    assert lanes.enabled == (block is not None)
+    if block is not None:
+        assert lanes.block_bytes == block
 
 
 def _lane_chunks(lane: Lane, sizes: list[int], first: int = 0) -> list[pa.Array]:

@@ -129,12 +129,14 @@ class FormatReader(abc.ABC):
         with source.open() as f:
             self.header: dict[str, Any] = self._read_header(f)
 
-    def output_lanes(self) -> Lanes:
+    def output_lanes(self, shares: int = 1) -> Lanes:
         """Where this read's output columns are allocated (see :mod:`bindf._lanes`):
         lanes of large blocks for an eager read of a large input, which keeps every
         batch; plain arrays otherwise, so that a stream of batches (a scan, chunked
-        reads, ``iter_batches``) pins no block for the batches it has let go."""
-        return lanes_for(self.source.size if self.keeps_every_batch else None)
+        reads, ``iter_batches``) pins no block for the batches it has let go. ``shares``:
+        how many lanes split the input (one per byte range of a run read in ranges),
+        which sizes their blocks to one share (:func:`bindf._lanes.lanes_for`)."""
+        return lanes_for(self.source.size if self.keeps_every_batch else None, shares)
 
     def part_helpers(self) -> ThreadPoolExecutor | None:
         """Threads that may decode parts of this file beside the reading thread (see

@@ -340,7 +340,8 @@ class ApxReader(FormatReader):
         if parts > 1:  # an eager read of a large run: ranges decoded side by side
             # (each range fills its own lanes: one thread per range)
             yield from _apx_parts.batches_in_parts(
-                self, parts, lambda: self._converter(columns, schema, 1, self.output_lanes()),
+                self, parts,
+                lambda: self._converter(columns, schema, 1, self.output_lanes(shares=parts)),
                 per_call)
             return
         prefetch = (self.threads > 1
