@@ -180,7 +180,7 @@ def part_bounds(n: int, itemsize: int, threads: int, part_bytes: int) -> list[in
     """Record-aligned bounds that cut ``n`` records of ``itemsize`` bytes into parts for
     :func:`read_in_parts`: at least one per thread, and parts of about ``part_bytes``,
     so that a thread that finishes early takes another part instead of idling while the
-    last one ends (the parts' sizes vary with the machine, not with the data)."""
+    last one ends. Where the cuts fall never changes the output."""
     parts = max(1, min(n, max(threads, -(-n * itemsize // part_bytes))))
     return [n * k // parts for k in range(parts + 1)]
 
