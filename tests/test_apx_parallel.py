@@ -167,9 +167,10 @@ def cut_everywhere(monkeypatch):
     return parts
 
 
-def test_ranges_take_blocks_of_their_share(tmp_path, cut_everywhere, monkeypatch):
-    """Each range has lanes of its own, with blocks sized to its share of the run (not
-    16 MiB each whatever the run's size); the table is one pass's."""
+def test_ranges_take_small_blocks_for_small_shares(tmp_path, cut_everywhere, monkeypatch):
+    """Each range has lanes of its own, with small blocks when its share of the run is
+    small (not 16 MiB per column and range whatever the run's size); the table is one
+    pass's."""
     from bindf import _lanes
 
     path = tmp_path / "noisy.apx"
@@ -186,7 +187,7 @@ def test_ranges_take_blocks_of_their_share(tmp_path, cut_everywhere, monkeypatch
     monkeypatch.setattr(_lanes, "new_block", spy)
     got = _read(path, 4)
     assert got[0].equals(expected[0]) and got[1:] == expected[1:]
-    assert requested and max(requested) <= (1 << 20) + 64  # the run is < 1 MiB
+    assert requested and max(requested) <= _lanes.SMALL_BLOCK_BYTES + 64
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"level": "readouts"}, {"chunk_bytes": 64},

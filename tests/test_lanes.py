@@ -199,17 +199,17 @@ MIB = 1 << 20
 
 
 @pytest.mark.parametrize(("input_bytes", "shares", "block"), [
-    (None, 1, None),                       # a stream: plain arrays
+    (None, 1, None),                        # a stream: plain arrays
     (_lanes.MIN_INPUT_BYTES - 1, 1, None),  # small input: plain arrays
     (1 << 30, 1, _lanes.BLOCK_BYTES),
-    (1 << 30, 16, _lanes.BLOCK_BYTES),     # shares of 64 MiB: blocks stay 16 MiB
-    (100_000_000, 25, 4 * MIB),            # 4 MB shares: whole MiB above them
-    (9 * MIB, 2, 5 * MIB),
-    (9 * MIB + 1, 1, 10 * MIB),
+    (1 << 30, 64, _lanes.BLOCK_BYTES),      # shares of 16 MiB
+    (1 << 30, 65, _lanes.SMALL_BLOCK_BYTES),
+    (100_000_000, 25, _lanes.SMALL_BLOCK_BYTES),
+    (9 * MIB, 1, _lanes.SMALL_BLOCK_BYTES),
 ])
-def test_blocks_hold_one_share_of_the_input(input_bytes, shares, block):
-    """Memory reserved stays proportional to the input, not to the number of ranges
-    that share it: a block holds about one share, in whole MiB, up to BLOCK_BYTES."""
+def test_small_shares_get_small_blocks(input_bytes, shares, block):
+    """Memory reserved follows the input, not the number of ranges that share it: a
+    share smaller than BLOCK_BYTES gets blocks of SMALL_BLOCK_BYTES."""
     lanes = lanes_for(input_bytes, shares)
     assert lanes.enabled == (block is not None)
     if block is not None:
