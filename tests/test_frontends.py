@@ -197,9 +197,15 @@ def test_scan_reads_only_what_head_needs(stt1_files: list[Path], monkeypatch) ->
 
 
 def test_progress_bar(stt1_files: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tqdm")
     df = bindf.read(stt1_files[0], progress=True)
     assert len(df) == 1000
-    assert "1.00k" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # labelled with the file's name, not its whole path (which would crowd out the
+    # counts on a narrow terminal)
+    assert "1.00k" in err and stt1_files[0].name in err and str(stt1_files[0].parent) not in err
+    bindf.read(stt1_files[:2], progress=True)
+    assert "2 files" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_value_errors(stt1_files: list[Path]) -> None:

@@ -9,6 +9,7 @@ apart.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -607,4 +608,14 @@ def _progress_bar(plan: ReadPlan):
     total = plan.first_reader.count_rows() if len(plan.sources) == 1 else None
     if total is not None and plan.n_rows is not None:
         total = min(total, plan.n_rows)
-    return tqdm(total=total, unit="rows", unit_scale=True, desc=plan.sources[0].path)
+    return tqdm(total=total, unit="rows", unit_scale=True, desc=_progress_label(plan.sources))
+
+
+def _progress_label(sources: Sequence[Source]) -> str:
+    """The progress bar's label: the file's name, or how many files are read. Not the
+    whole path: tqdm fits the bar to the terminal's width, and a long path leaves no
+    room for the counts."""
+    if len(sources) > 1:
+        return f"{len(sources)} files"
+    path = sources[0].path
+    return re.split(r"[\\/]", path.rstrip("/\\"))[-1] or path
