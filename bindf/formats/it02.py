@@ -34,7 +34,7 @@ from .._threads import part_bounds, read_in_parts
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import AcquisitionEnd, FormatReader, numpy_to_arrow
-from ._fixed import PARALLEL_MIN_BYTES, PART_BYTES, FixedRecordReader
+from ._fixed import PARALLEL_MIN_BYTES, PART_BYTES, RAW_CHUNK_BYTES, FixedRecordReader
 from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach them here
     _F64,
     FORMAT_LABEL,
@@ -411,7 +411,9 @@ class IT02Reader(FormatReader):
         this thread or a free one of ``helpers``. Returns the records read (fewer than
         ``count`` if the file shrank)."""
         size = self.dtype.itemsize
-        per_chunk = max(1, CHUNK_BYTES // size)
+        # A part reads through its thread's reused buffer, a small one as the other
+        # fixed-record formats' (it stays in the core's cache while it is copied out).
+        per_chunk = max(1, RAW_CHUNK_BYTES // size)
         got = 0
         while got < count:
             rows = min(max(batch_size, OUTPUT_ROWS), count - got)
