@@ -387,7 +387,7 @@ def scratch_records(dtype: np.dtype, n: int) -> np.ndarray:
 
     Why: the parts of a parallel read run one after another on each thread, and a read
     buffer used again is still in the core's cache where a new one is not (a fresh
-    1 MiB buffer per 4 MiB part made a one-thread read of a 50 MB file 7-20 % slower,
+    1 MiB buffer per 4 MiB part made a one-thread read of a 50 MB file 6-23 % slower,
     measured). Each thread keeps its largest buffer for its life (about 1 MiB)."""
     nbytes = max(n, 1) * dtype.itemsize
     buffer = getattr(_THREAD_STATE, "scratch", None)
