@@ -9,9 +9,12 @@ faster whole-file path into large output arrays, and reuses
 * the number of records follows from the file size (so no declared count can make bindf
   allocate more than the file holds), and a partial record at the end is a truncation;
 * records are read with ``readinto`` into a small reused buffer (about 1 MiB, so it stays
-  in cache; one per thread, :func:`bindf._source.scratch_records`) and each requested field is copied straight into the output column of the
-  current batch: the only full-size allocation is the output itself (in lanes of large
-  blocks from Arrow's memory pool, see :mod:`bindf._lanes`);
+  in cache; one per thread, :func:`bindf._source.scratch_records`) and each requested
+  field is copied straight into the output column of the current batch: the only
+  full-size allocation is the output itself (in lanes of large blocks from Arrow's
+  memory pool, see :mod:`bindf._lanes`);
+* a large batch is cut into parts that the reading thread and any free thread of the
+  read fill side by side (:meth:`FixedRecordReader._fill_in_parts`);
 * any record range can be read on its own (:meth:`FixedRecordReader.iter_record_range`),
   which is what dask's byte-range partitions use.
 
@@ -164,9 +167,9 @@ class FixedRecordReader(FormatReader):
                        fields: list[str], out: dict[str, np.ndarray]) -> int:
         """Fill ``out`` with records ``first``..``first + n``: the range is cut into
         record-aligned parts (:func:`~bindf._threads.part_bounds`), each read (its own
-        file handle, ``readinto`` into its own small buffer) and copied into its slice of
-        the same output arrays (both release the GIL) by this thread or a free one of
-        ``helpers``. Returns the records read before the first short read."""
+        file handle, ``readinto`` into its thread's reused buffer) and copied into its
+        slice of the same output arrays (both release the GIL) by this thread or a free
+        one of ``helpers``. Returns the records read before the first short read."""
         itemsize = self.record_size
         bounds = part_bounds(n, itemsize, self.threads, PART_BYTES)
 

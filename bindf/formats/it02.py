@@ -407,8 +407,8 @@ class IT02Reader(FormatReader):
                         count: int) -> Generator[_Chunk, None, int]:
         """Dense records in parts: each output batch is cut into record-aligned parts
         (:func:`~bindf._threads.part_bounds`), each read (own handle, ``readinto`` into
-        a small reused buffer) and copied into its slice of the batch's output arrays by
-        this thread or a free one of ``helpers``. Returns the records read (fewer than
+        its thread's reused buffer) and copied into its slice of the batch's output
+        arrays by this thread or a free one of ``helpers``. Returns the records read (fewer than
         ``count`` if the file shrank)."""
         size = self.dtype.itemsize
         # A part reads through its thread's reused buffer, a small one as the other
