@@ -141,7 +141,11 @@ class FormatReader(abc.ABC):
     def part_helpers(self) -> ThreadPoolExecutor | None:
         """Threads that may decode parts of this file beside the reading thread (see
         :func:`bindf._threads.read_in_parts`): the multi-file read's pool, else
-        ``threads - 1`` threads of the process's shared pool; None for one thread."""
+        ``threads - 1`` threads of the process's shared pool; None for one thread, and
+        for a source whose parts cannot be read side by side (see
+        :attr:`bindf._source.Source.reads_in_parallel`)."""
+        if not self.source.reads_in_parallel:
+            return None
         if self.shared_helpers is not None:
             return self.shared_helpers
         return shared_executor("bindf-parts", self.threads - 1) if self.threads > 1 else None

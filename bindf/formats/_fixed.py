@@ -135,7 +135,7 @@ class FixedRecordReader(FormatReader):
         schema = pa.schema([self.schema.field(c) for c in columns])
         fields = self.raw_fields_for(columns)
         itemsize = self.record_size
-        helpers = self.part_helpers() if self.source.reads_in_parallel else None
+        helpers = self.part_helpers()
         in_parts = (helpers is not None
                     and min(batch_size, stop - start) * itemsize >= PARALLEL_MIN_BYTES)
         lanes = self.output_lanes()

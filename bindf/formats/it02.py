@@ -359,7 +359,7 @@ class IT02Reader(FormatReader):
         fields = [f"c{k}" for k in wanted]
         out: _Outputs | None = None
         got = 0
-        helpers = self.part_helpers() if self.source.reads_in_parallel else None
+        helpers = self.part_helpers()
         parallel = (not borrow and helpers is not None and count * size >= PARALLEL_MIN_BYTES)
         records_in_turn = () if parallel else iter_fixed_records(
             f, dtype=self.dtype, start=self.data_offset, count=count,
@@ -408,8 +408,8 @@ class IT02Reader(FormatReader):
         """Dense records in parts: each output batch is cut into record-aligned parts
         (:func:`~bindf._threads.part_bounds`), each read (own handle, ``readinto`` into
         its thread's reused buffer) and copied into its slice of the batch's output
-        arrays by this thread or a free one of ``helpers``. Returns the records read (fewer than
-        ``count`` if the file shrank)."""
+        arrays by this thread or a free one of ``helpers``. Returns the records read
+        (fewer than ``count`` if the file shrank)."""
         size = self.dtype.itemsize
         # A part reads through its thread's reused buffer, a small one as the other
         # fixed-record formats' (it stays in the core's cache while it is copied out).
