@@ -124,6 +124,55 @@ def test_apx_read_in_lanes_equals_read_in_plain_arrays(monkeypatch, name):
         assert bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=threads).equals(plain)
 
 
+def _vm_flags(address: int) -> list[str]:
+    """The VmFlags of the mapping of this process that holds ``address``."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and line.startswith("VmFlags:"):
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only")
+@pytest.mark.parametrize("pool", ["mimalloc", "numpy"])
+def test_blocks_are_advised_against_huge_pages(monkeypatch, pool):
+    """Every whole page of a block is in a mapping marked "no huge pages" (``nh``),
+    whichever allocator the block came from, however NumPy and mimalloc advise their
+    own memory: the last huge page of each column would be resident in full."""
+    if pool == "numpy":
+        monkeypatch.setattr(_lanes, "_POOL", None)
+    elif _lanes._POOL is None:
+        pytest.skip("this pyarrow has no mimalloc pool")
+    if _lanes._MADVISE is None:
+        pytest.skip("no madvise here")
+    block = _lanes.new_block(16 << 20)
+    page = _lanes._PAGE
+    first = -(-block.ctypes.data // page) * page
+    for address in (first, first + (8 << 20), block.ctypes.data + block.nbytes - page - 1):
+        assert "nh" in _vm_flags(address)
+    block[:] = 1  # the memory is ordinary, writable memory
+    assert int(block.sum()) == block.nbytes
+
+
+def test_no_huge_page_advice_is_skipped_for_small_blocks_and_without_madvise(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_lanes, "_MADVISE", lambda *args: calls.append(args) or 0)
+    _lanes._no_huge_pages(np.empty(_lanes._PAGE, dtype=np.uint8))
+    assert calls == []  # too small to hold two whole pages
+    block = np.empty(3 * _lanes._PAGE, dtype=np.uint8)
+    _lanes._no_huge_pages(block)
+    (start, length, advice), = calls
+    assert start % _lanes._PAGE == 0 and length % _lanes._PAGE == 0 and length >= _lanes._PAGE
+    assert block.ctypes.data <= start and start + length <= block.ctypes.data + block.nbytes
+    monkeypatch.setattr(_lanes, "_MADVISE", None)
+    _lanes._no_huge_pages(block)  # nothing to call: the block is used as it is
+    assert len(calls) == 1
+
+
 def test_blocks_without_arrows_mimalloc_pool(monkeypatch):
     monkeypatch.setattr(_lanes, "_POOL", None)
     lane = Lane(np.uint32, block_bytes=256)
