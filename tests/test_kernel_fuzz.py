@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 from conftest import FUZZ_SCALE, count_kernel_calls
 
-from bindf._kernels import _apx, _apx3, _astep, _it02, _jsonparse
+from bindf._kernels import _apx, _apx3, _astep, _fields, _it02, _jsonparse
 from bindf._kernels import apx3_reference as apx3_ref
 from bindf._kernels import apx_reference as apx_ref
 from bindf._kernels import astep_reference as astep_ref
@@ -710,6 +710,89 @@ def test_json_parse_object(guarded: GuardedPages) -> None:
     assert accepted > n_runs // 3  # most inputs are valid headers, or near misses
 
 
+# -- fixed-record fields --------------------------------------------------------------------
+
+
+def random_record_dtype(rng: np.random.Generator) -> np.dtype:
+    """A packed record of 1-5 fields of the sizes the kernel treats apart (1, 2, 4, 8
+    bytes) and others (3, 16 bytes, a subarray), in any order, byte order and padding."""
+    kinds = ["u1", "<u2", ">i2", "<f4", ">u4", "<f8", ">i8", "S3", "V16", ("<u2", (3,))]
+    fields, offset = [], 0
+    for k in range(int(rng.integers(1, 6))):
+        kind = kinds[int(rng.integers(0, len(kinds)))]
+        dtype = np.dtype(kind)
+        offset += int(rng.integers(0, 3))  # bytes no field covers
+        fields.append((f"f{k}", dtype, offset))
+        offset += dtype.itemsize
+    return np.dtype({"names": [f[0] for f in fields], "formats": [f[1] for f in fields],
+                     "offsets": [f[2] for f in fields],
+                     "itemsize": offset + int(rng.integers(0, 3))})
+
+
+def test_copy_fields(guarded: GuardedPages) -> None:
+    """Records flush against a guard page, columns between canaries and at every
+    alignment, with and without streaming stores: each column holds exactly numpy's copy
+    of its field, or the call is refused (ValueError) with nothing written."""
+    rng = np.random.default_rng(808)
+    n_runs = runs(2_000)
+    outcomes = {"ok": 0, "ValueError": 0}
+    for _ in range(n_runs):
+        dtype = random_record_dtype(rng)
+        n = int(rng.integers(0, guarded.page // dtype.itemsize + 1))
+        raw = guarded.place(rng.bytes(n * dtype.itemsize))
+        records = raw.view(dtype)
+        wanted = [name for name in dtype.names if rng.random() < 0.8] or [dtype.names[0]]
+        out = Canaried()
+        columns = []
+        for name in wanted:
+            size = dtype[name].itemsize
+            rows = n if rng.random() < 0.9 else int(rng.integers(0, n + 1))
+            shift = int(rng.integers(0, 8))  # any alignment of the column's first byte
+            columns.append(out.array(rows * size + shift, np.uint8)[shift:])
+        offsets = np.array([dtype.fields[name][1] for name in wanted], dtype=np.int64)
+        sizes = np.array([dtype[name].itemsize for name in wanted], dtype=np.int64)
+        if rng.random() < 0.05:  # a field outside the record
+            offsets[int(rng.integers(0, len(wanted)))] = int(rng.choice(
+                [-1, dtype.itemsize, dtype.itemsize - 1 + int(rng.integers(1, 4)), 2**62]))
+        before = [column.copy() for column in columns]
+        stream = bool(rng.random() < 0.5)
+        try:
+            _fields.copy_fields(raw, n, dtype.itemsize, offsets, sizes, columns, stream)
+        except ValueError:
+            outcomes["ValueError"] += 1
+            assert all((c == b).all() for c, b in zip(columns, before))  # nothing written
+            assert (any(len(c) < n * size for c, size in zip(columns, sizes))
+                    or any(o < 0 or o + s > dtype.itemsize for o, s in zip(offsets, sizes)))
+        else:
+            outcomes["ok"] += 1
+            for name, column in zip(wanted, columns):
+                expected = np.ascontiguousarray(records[name]).reshape(-1).view(np.uint8)
+                assert bytes(column[: len(expected)]) == expected.tobytes()
+        out.check()
+    count_kernel_calls("fields.copy_fields", n_runs)
+    assert min(outcomes.values()) > n_runs // 100, outcomes
+
+
+def test_copy_fields_refuses_counts_that_would_overflow() -> None:
+    """A huge ``n`` must not pass the size checks by wrapping around."""
+    records = np.zeros(64, np.uint8)
+    one = np.array([0], dtype=np.int64)
+    for n, size in ((2**62, 4), (2**61 + 1, 8), (2**63 - 1, 1)):
+        with pytest.raises(ValueError):
+            _fields.copy_fields(records, n, size, one, np.array([size], np.int64),
+                                [np.zeros(64, np.uint8)])
+    with pytest.raises(ValueError):  # the field's size alone overflows offset + size
+        _fields.copy_fields(records, 1, 8, np.array([4], np.int64),
+                            np.array([2**63 - 2], np.int64), [np.zeros(64, np.uint8)])
+    with pytest.raises(ValueError):
+        _fields.copy_fields(records, 1, 0, one, one, [np.zeros(64, np.uint8)])
+    with pytest.raises(ValueError):
+        _fields.copy_fields(records, 1, 8, one, np.array([1, 1], np.int64),
+                            [np.zeros(64, np.uint8)])
+    _fields.copy_fields(None, 0, 8, one, one, [None])  # nothing to copy: nothing touched
+    count_kernel_calls("fields.copy_fields", 7)
+
+
 # -- argument conversion -------------------------------------------------------------------
 
 
@@ -726,8 +809,12 @@ def test_json_parse_object(guarded: GuardedPages) -> None:
                                 np.zeros(1, np.int8), True),
     lambda: _it02.assign_bins(np.zeros(2, np.float32), 1.0, False, 0.0, 0, np.zeros(2, np.int64),
                               np.zeros(2, np.uint8)),
+    lambda: _fields.copy_fields(np.zeros(16, np.uint8)[::2], 1, 8, np.zeros(1, np.int64),
+                                np.ones(1, np.int64), [np.zeros(8, np.uint8)]),
+    lambda: _fields.copy_fields(np.zeros(16, np.uint8), 1, 8, np.zeros(1, np.int64),
+                                np.ones(1, np.int64), [np.zeros(8, np.float64)]),
 ], ids=["pos-overflow", "buf-dtype", "buf-2d", "out-dtype", "strided", "channels-overflow",
-        "counts-tuple", "counts-dtype", "times-dtype"])
+        "counts-tuple", "counts-dtype", "times-dtype", "records-strided", "column-dtype"])
 def test_argument_conversion_errors(call) -> None:  # noqa: ANN001
     """Wrong types or values beyond the C types are refused before the kernel runs."""
     with pytest.raises((TypeError, ValueError, OverflowError)):

@@ -10,9 +10,10 @@ faster whole-file path into large output arrays, and reuses
   allocate more than the file holds), and a partial record at the end is a truncation;
 * records are read with ``readinto`` into a small reused buffer (about 1 MiB, so it stays
   in cache; one per thread, :func:`bindf._source.scratch_records`) and each requested
-  field is copied straight into the output column of the current batch: the only
-  full-size allocation is the output itself (in lanes of large blocks from Arrow's
-  memory pool, see :mod:`bindf._lanes`);
+  field is copied straight into the output column of the current batch, by one call of
+  a compiled loop per chunk (:mod:`bindf._kernels._fields`; streaming stores for large
+  batches): the only full-size allocation is the output itself (in lanes of large
+  blocks from Arrow's memory pool, see :mod:`bindf._lanes`);
 * a large batch is cut into parts that the reading thread and any free thread of the
   read fill side by side (:meth:`FixedRecordReader._fill_in_parts`);
 * any record range can be read on its own (:meth:`FixedRecordReader.iter_record_range`),
@@ -24,13 +25,14 @@ it has derived columns, overrides :meth:`raw_fields_for` and :meth:`build_column
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
 
+from .._kernels import _fields
 from .._source import read_into, scratch_records
 from .._threads import part_bounds, read_in_parts
 from .._warnings import warn as _warn
@@ -47,6 +49,11 @@ PARALLEL_MIN_BYTES = 8 << 20
 #: handed out one at a time, so a thread that finishes early takes another one instead
 #: of idling while the last part ends.
 PART_BYTES = 4 << 20
+
+#: Batches of at least this many bytes of records are written with streaming stores
+#: (:mod:`bindf._kernels._fields`): their columns go to memory, not into the cache,
+#: which a batch this large would not stay in until it is used anyway.
+STREAM_MIN_BYTES = 8 << 20
 
 #: Size of the reused read buffer. Small enough to stay in L2/L3 while its fields are
 #: copied out, large enough that per-chunk Python overhead is negligible.
@@ -145,11 +152,12 @@ class FixedRecordReader(FormatReader):
             while row < stop:
                 n = min(batch_size, stop - row)
                 out = {name: lanes.empty(name, n, self.record_dtype[name]) for name in fields}
+                stream = n * itemsize >= STREAM_MIN_BYTES
                 if in_parts and n * itemsize >= PARALLEL_MIN_BYTES:
-                    filled = self._fill_in_parts(helpers, row, n, fields, out)
+                    filled = self._fill_in_parts(helpers, row, n, fields, out, stream)
                     f.seek(self.row_offset(row + n))
                 else:
-                    filled = _fill(f, self.record_dtype, n, fields, out)
+                    filled = _fill(f, self.record_dtype, n, fields, out, stream)
                 if filled < n:  # the file shrank after it was opened
                     out = {name: values[:filled] for name, values in out.items()}
                 if filled:
@@ -164,7 +172,8 @@ class FixedRecordReader(FormatReader):
         return False
 
     def _fill_in_parts(self, helpers: ThreadPoolExecutor | None, first: int, n: int,
-                       fields: list[str], out: dict[str, np.ndarray]) -> int:
+                       fields: list[str], out: dict[str, np.ndarray],
+                       stream: bool = False) -> int:
         """Fill ``out`` with records ``first``..``first + n``: the range is cut into
         record-aligned parts (:func:`~bindf._threads.part_bounds`), each read (its own
         file handle, ``readinto`` into its thread's reused buffer) and copied into its
@@ -178,7 +187,7 @@ class FixedRecordReader(FormatReader):
             with self.source.open() as f:  # a handle per part: parts run on any thread
                 f.seek(self.row_offset(first + a))
                 return _fill(f, self.record_dtype, b - a, fields,
-                             {k: v[a:b] for k, v in out.items()})
+                             {k: v[a:b] for k, v in out.items()}, stream)
 
         return read_in_parts(helpers, part, [b - a for a, b in zip(bounds, bounds[1:])])
 
@@ -194,19 +203,53 @@ class FixedRecordReader(FormatReader):
 
 
 def _fill(f: BinaryIO, dtype: np.dtype, n: int, fields: list[str],
-          out: dict[str, np.ndarray]) -> int:
+          out: dict[str, np.ndarray], stream: bool = False) -> int:
     """Read up to ``n`` records of ``dtype`` from ``f`` through this thread's reused
     buffer of about :data:`RAW_CHUNK_BYTES` and copy ``fields`` into ``out`` (arrays of
-    at least ``n``); return the records read."""
+    at least ``n``; with streaming stores if ``stream``, see :data:`STREAM_MIN_BYTES`);
+    return the records read."""
     itemsize = dtype.itemsize
     raw = scratch_records(dtype, max(min(RAW_CHUNK_BYTES // itemsize, n), 1))
+    copy = _field_copier(dtype, fields, out, stream=stream)
     filled = 0
     while filled < n:
         want = min(len(raw), n - filled)
         got = read_into(f, raw[:want]) // itemsize
-        for name in fields:
-            out[name][filled : filled + got] = raw[name][:got]
+        if copy is not None:
+            copy(raw, got, filled)
+        else:
+            for name in fields:
+                out[name][filled : filled + got] = raw[name][:got]
         filled += got
         if got < want:
             break
     return filled
+
+
+def _field_copier(dtype: np.dtype, fields: list[str], out: dict[str, np.ndarray], *,
+                  stream: bool) -> Callable[[np.ndarray, int, int], None] | None:
+    """``copy(records, n, at)``: the ``fields`` of the first ``n`` of ``records`` into
+    ``out`` from row ``at`` on, in one call of the compiled loop
+    (:func:`bindf._kernels._fields.copy_fields`); None where a column is not a
+    contiguous array of its field's dtype (numpy copies those)."""
+    if not fields:
+        return None
+    columns = []
+    for name in fields:
+        column = out[name]
+        field = dtype[name]
+        base = field.base if field.shape else field
+        if (column.dtype != base or not column.flags.c_contiguous
+                or column.shape[1:] != field.shape):
+            return None
+        columns.append(column.reshape(-1).view(np.uint8))
+    offsets = np.array([dtype.fields[name][1] for name in fields], dtype=np.int64)
+    sizes = np.array([dtype[name].itemsize for name in fields], dtype=np.int64)
+    record_size = dtype.itemsize
+
+    def copy(records: np.ndarray, n: int, at: int) -> None:
+        _fields.copy_fields(records.view(np.uint8), n, record_size, offsets, sizes,
+                            [column[at * size:] for column, size in zip(columns, sizes)],
+                            stream)
+
+    return copy
