@@ -31,7 +31,8 @@ SAMPLES = sorted(
     p.name for p in (resources.files("bindf") / "samples").iterdir()
     if p.name.endswith((".apx", ".bin"))
 )
-KERNELS = ["_apx", "_it02"]
+#: Every compiled kernel (setup.py builds each ``bindf/_kernels/_*.pyx``).
+KERNELS = ["_apx", "_apx3", "_astep", "_fields", "_it02", "_jsonparse"]
 
 
 def test_bindf_is_imported_from_the_installation_not_the_checkout():
