@@ -50,22 +50,35 @@ cdef extern from *:
 STREAMING_STORES = bool(BINDF_STREAMING_STORES)
 
 
-cdef inline uint64_t load64(const uint8_t* p) noexcept nogil:
-    cdef uint64_t v
-    memcpy(&v, p, 8)
-    return v
-
-
-cdef inline uint32_t load32(const uint8_t* p) noexcept nogil:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return v
-
-
 cdef inline uint16_t load16(const uint8_t* p) noexcept nogil:
     cdef uint16_t v
     memcpy(&v, p, 2)
     return v
+
+
+ctypedef fused word_t:
+    uint32_t
+    uint64_t
+
+
+cdef inline void copy_words(const uint8_t* src, Py_ssize_t n, Py_ssize_t record_size,
+                            uint8_t* dst, bint stream, word_t width) noexcept nogil:
+    """:func:`copy_field` for fields of 4 or 8 bytes, ``sizeof(word_t)`` (``width``
+    only selects the type): one load and one store per field, a streaming one where
+    ``dst`` is aligned to it. The size is a constant in each version, so each copy
+    compiles to a single move instead of a call to ``memcpy``."""
+    cdef Py_ssize_t i
+    cdef word_t value
+    if stream and (<size_t>dst) % sizeof(word_t) == 0:
+        for i in range(n):
+            memcpy(&value, src + i * record_size, sizeof(word_t))
+            if word_t is uint64_t:
+                bindf_stream64(dst + sizeof(word_t) * i, value)
+            else:
+                bindf_stream32(dst + sizeof(word_t) * i, value)
+    else:
+        for i in range(n):
+            memcpy(dst + sizeof(word_t) * i, src + i * record_size, sizeof(word_t))
 
 
 cdef void copy_field(const uint8_t* src, Py_ssize_t n, Py_ssize_t record_size,
@@ -74,19 +87,9 @@ cdef void copy_field(const uint8_t* src, Py_ssize_t n, Py_ssize_t record_size,
     cdef Py_ssize_t i = 0, j
     cdef uint64_t word
     if size == 8:
-        if stream and (<size_t>dst) % 8 == 0:
-            for i in range(n):
-                bindf_stream64(dst + 8 * i, load64(src + i * record_size))
-        else:
-            for i in range(n):
-                memcpy(dst + 8 * i, src + i * record_size, 8)
+        copy_words(src, n, record_size, dst, stream, <uint64_t>0)
     elif size == 4:
-        if stream and (<size_t>dst) % 4 == 0:
-            for i in range(n):
-                bindf_stream32(dst + 4 * i, load32(src + i * record_size))
-        else:
-            for i in range(n):
-                memcpy(dst + 4 * i, src + i * record_size, 4)
+        copy_words(src, n, record_size, dst, stream, <uint32_t>0)
     elif size == 1:
         if stream:
             # single bytes up to an 8-byte boundary, then 8 values per 8-byte store
