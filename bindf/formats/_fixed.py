@@ -157,7 +157,7 @@ class FixedRecordReader(FormatReader):
                     filled = self._fill_in_parts(helpers, row, n, fields, out, stream)
                     f.seek(self.row_offset(row + n))
                 else:
-                    filled = _fill(f, self.record_dtype, n, fields, out, stream)
+                    filled = fill_records(f, self.record_dtype, n, fields, out, stream)
                 if filled < n:  # the file shrank after it was opened
                     out = {name: values[:filled] for name, values in out.items()}
                 if filled:
@@ -186,8 +186,8 @@ class FixedRecordReader(FormatReader):
             a, b = bounds[k], bounds[k + 1]
             with self.source.open() as f:  # a handle per part: parts run on any thread
                 f.seek(self.row_offset(first + a))
-                return _fill(f, self.record_dtype, b - a, fields,
-                             {k: v[a:b] for k, v in out.items()}, stream)
+                return fill_records(f, self.record_dtype, b - a, fields,
+                                    {k: v[a:b] for k, v in out.items()}, stream)
 
         return read_in_parts(helpers, part, [b - a for a, b in zip(bounds, bounds[1:])])
 
@@ -202,7 +202,7 @@ class FixedRecordReader(FormatReader):
         )
 
 
-def _fill(f: BinaryIO, dtype: np.dtype, n: int, fields: list[str],
+def fill_records(f: BinaryIO, dtype: np.dtype, n: int, fields: list[str],
           out: dict[str, np.ndarray], stream: bool = False) -> int:
     """Read up to ``n`` records of ``dtype`` from ``f`` through this thread's reused
     buffer of about :data:`RAW_CHUNK_BYTES` and copy ``fields`` into ``out`` (arrays of

@@ -29,12 +29,18 @@ import pyarrow as pa
 
 from .._header import read_exact, read_preamble
 from .._kernels import _it02
-from .._source import iter_fixed_records, scratch_records
+from .._source import iter_fixed_records
 from .._threads import part_bounds, read_in_parts
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import AcquisitionEnd, FormatReader, numpy_to_arrow
-from ._fixed import PARALLEL_MIN_BYTES, PART_BYTES, RAW_CHUNK_BYTES, FixedRecordReader
+from ._fixed import (
+    PARALLEL_MIN_BYTES,
+    PART_BYTES,
+    STREAM_MIN_BYTES,
+    FixedRecordReader,
+    fill_records,
+)
 from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach them here
     _F64,
     FORMAT_LABEL,
@@ -411,31 +417,25 @@ class IT02Reader(FormatReader):
         arrays by this thread or a free one of ``helpers``. Returns the records read
         (fewer than ``count`` if the file shrank)."""
         size = self.dtype.itemsize
-        # A part reads through its thread's reused buffer, a small one as the other
-        # fixed-record formats' (it stays in the core's cache while it is copied out).
-        per_chunk = max(1, RAW_CHUNK_BYTES // size)
+        names = (["time_ns"] if want_time else []) + fields
         got = 0
         while got < count:
             rows = min(max(batch_size, OUTPUT_ROWS), count - got)
             out = _Outputs(rows, want_time, len(fields))
+            columns = dict(zip(names, ([out.time] if want_time else []) + out.counts,
+                               strict=True))
             bounds = part_bounds(rows, size, self.threads, PART_BYTES)
+            stream = rows * size >= STREAM_MIN_BYTES
 
-            def part(k: int, first: int = got, out: _Outputs = out,
-                     bounds: list[int] = bounds) -> int:
+            def part(k: int, first: int = got, columns: dict[str, np.ndarray] = columns,
+                     bounds: list[int] = bounds, stream: bool = stream) -> int:
                 a, b = bounds[k], bounds[k + 1]
-                done = 0
                 with self.source.open() as f:  # a handle per part: parts run on any thread
-                    for records, _ in iter_fixed_records(
-                            f, dtype=self.dtype, start=self.data_offset + (first + a) * size,
-                            count=b - a, records_per_chunk=per_chunk,
-                            buffer=scratch_records(self.dtype, min(per_chunk, b - a))):
-                        lo, hi = a + done, a + done + len(records)
-                        if out.time is not None:
-                            np.copyto(out.time[lo:hi], records["time_ns"])
-                        for column, name in zip(out.counts, fields, strict=True):
-                            np.copyto(column[lo:hi], records[name])
-                        done += len(records)
-                return done
+                    f.seek(self.data_offset + (first + a) * size)
+                    # the fixed-record formats' loop: this thread's reused buffer, the
+                    # compiled field copies (streaming stores for large batches)
+                    return fill_records(f, self.dtype, b - a, names,
+                                        {name: c[a:b] for name, c in columns.items()}, stream)
 
             filled = read_in_parts(helpers, part, [b - a for a, b in zip(bounds, bounds[1:])])
             out.filled = filled
