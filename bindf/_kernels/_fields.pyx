@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Fields of fixed-size records copied into columns: the inner loop of the readers built
 on ``bindf/formats/_fixed.py`` (spectroscopy, SP01, SPF1, every ``FixedRecordFormat``
-and the formats declared with one).
+and the formats declared with one) and of dense IT02's parallel parts.
 
 Why compiled: for streaming ("non-temporal") stores, which numpy does not use. They
 write a large column straight to memory instead of first reading each of its cache
