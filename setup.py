@@ -46,7 +46,9 @@ extensions = [
     Extension(
         f"bindf._kernels.{name}",
         [f"bindf/_kernels/{name}.pyx"],
-        include_dirs=[np.get_include()],
+        # bindf/_kernels for the C headers beside the .pyx (_apx_fields.h), which the
+        # debug build's C, generated under build/, must find too
+        include_dirs=[np.get_include(), "bindf/_kernels"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_link_args=release_link_args(),
     )

@@ -7,6 +7,7 @@ against the pure-Python model ``bindf._kernels.apx_reference`` on random noisy p
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -483,9 +484,12 @@ def test_kernel_groupings_give_identical_hits():
         assert hits == whole
 
 
-def test_hit_fields_kernel_matches_reference():
+@pytest.mark.parametrize("isa", _apx.HIT_FIELDS_ISAS)
+def test_hit_fields_kernel_matches_reference(isa):
     # every bit pattern of each field, then random words; blocks of 2048 hits are cut
-    # inside (n is not a multiple), and the columns are filled one hit range at a time
+    # inside (n is not a multiple), and the columns are filled one hit range at a time.
+    # Each instruction set's build of the loop this CPU runs, the baseline one always.
+    hit_fields = functools.partial(_apx.hit_fields, isa=isa)
     rng = np.random.default_rng(17)
     n = 5000
     hits = rng.integers(0, 256, (n, 8), dtype=np.uint8)
@@ -493,19 +497,19 @@ def test_hit_fields_kernel_matches_reference():
     expected = [ref.hit_fields(bytes(h)) for h in hits]
     columns = {name: np.zeros(n, dtype) for name, dtype in WORD_COLUMNS.items()}
     for a, b in ((0, 1), (1, 2049), (2049, n)):
-        _apx.hit_fields(hits[a:b], **{k: v[a:b] for k, v in columns.items()})
+        hit_fields(hits[a:b], **{k: v[a:b] for k, v in columns.items()})
     for name, values in columns.items():
         assert values.tolist() == [e[name] for e in expected], name
     # a projection writes only what it is given
     row = np.zeros(n, np.uint8)
-    _apx.hit_fields(hits, row=row)
+    hit_fields(hits, row=row)
     assert np.array_equal(row, columns["row"])
     # the Gray-decoded stamps and ToT, alone or together: an unwanted stamp goes to the
     # kernel's scratch, and tot_us is computed from the stamps either way
     stamps = ("ts_dec1", "ts_dec2", "tot_us")
     for wanted in [(name,) for name in stamps] + [("ts_dec1", "tot_us"), ("ts_dec2", "tot_us")]:
         some = {name: np.zeros(n, WORD_COLUMNS[name]) for name in wanted}
-        _apx.hit_fields(hits, **some)
+        hit_fields(hits, **some)
         for name, values in some.items():
             assert np.array_equal(values, columns[name]), (wanted, name)
 
@@ -517,6 +521,18 @@ def test_hit_fields_kernel_refuses_short_outputs():
     with pytest.raises(ValueError, match="8 columns"):
         _apx.hit_fields(np.zeros((3, 7), np.uint8))
     _apx.hit_fields(np.zeros((0, 8), np.uint8), row=np.zeros(0, np.uint8))  # nothing to do
+
+
+def test_hit_fields_kernel_runs_only_instruction_sets_this_cpu_has():
+    assert _apx.HIT_FIELDS_ISAS[-1] == "baseline"  # always built, runs everywhere
+    assert set(_apx.HIT_FIELDS_ISAS) <= {"avx512", "avx2", "baseline"}
+    hits = np.zeros((3, 8), np.uint8)
+    with pytest.raises(ValueError, match="isa must be one of"):
+        _apx.hit_fields(hits, row=np.zeros(3, np.uint8), isa="sse9")
+    missing = {"avx512", "avx2"} - set(_apx.HIT_FIELDS_ISAS)
+    for isa in missing:  # never run where it would be an illegal instruction
+        with pytest.raises(ValueError, match="on this machine"):
+            _apx.hit_fields(hits, row=np.zeros(3, np.uint8), isa=isa)
 
 
 def test_hit_columns_in_parallel_equal_one_thread(monkeypatch):

@@ -422,10 +422,12 @@ def test_hit_fields(guarded: GuardedPages, kernel: str, hit_size: int,
     for part in attr.split("."):
         dtypes = getattr(dtypes, part)
     function = {"apx": _apx.hit_fields, "apx3": _apx3.hit_fields}[kernel]
+    # AstroPix 4's loop has one build per instruction set: each one this CPU runs, in turn
+    isas = _apx.HIT_FIELDS_ISAS if kernel == "apx" else (None,)
     rng = np.random.default_rng(606)
     n_runs = runs(3_000)
     outcomes = {"ok": 0, "ValueError": 0}
-    for _ in range(n_runs):
+    for run in range(n_runs):
         n = int(rng.integers(0, (guarded.page // hit_size) + 1))
         hits = guarded.place(rng.bytes(n * hit_size)).reshape(n, hit_size)
         out = Canaried()
@@ -436,8 +438,9 @@ def test_hit_fields(guarded: GuardedPages, kernel: str, hit_size: int,
                 continue  # not wanted
             size = n if r < 0.95 else int(rng.integers(0, n + 1))
             columns[name] = out.array(size, dtype)
+        isa = isas[run % len(isas)]
         try:
-            function(hits, **columns)
+            function(hits, **columns, **({"isa": isa} if isa else {}))
         except ValueError:
             outcomes["ValueError"] += 1
             assert any(len(c) < n for c in columns.values())

@@ -16,6 +16,9 @@ FRAME_END: int
 FRAME_FULL: int
 FRAME_INCOMPLETE: int
 FRAME_BAD_MARKER: int
+#: The instruction sets ``hit_fields`` has a build for and this CPU runs, best first
+#: (a subset of ``("avx512", "avx2", "baseline")``; ``"baseline"`` always).
+HIT_FIELDS_ISAS: tuple[str, ...]
 
 def frame_readouts(
     buf: npt.NDArray[np.uint8],
@@ -60,4 +63,5 @@ def hit_fields(
     ts_dec1: npt.NDArray[np.uint32] | None = ...,
     ts_dec2: npt.NDArray[np.uint32] | None = ...,
     tot_us: npt.NDArray[np.float64] | None = ...,
+    isa: str | None = ...,
 ) -> None: ...

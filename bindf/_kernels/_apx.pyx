@@ -19,7 +19,7 @@ same hits. The pure-Python model in ``apx_reference.py`` is the parity oracle.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from bindf._kernels._columns cimport output_column, reverse_bits_per_byte
+from bindf._kernels._columns cimport output_column
 
 # frame_readouts stop codes
 cdef enum:
@@ -477,86 +477,41 @@ def decode_hits(
 # The fields of a hit are bit ranges of its 8 bytes after each byte's bit order is
 # reversed (docs/formats/apx.md, "Fields of a hit"). One pass in C reads each hit once and
 # writes each requested column once; the same work in numpy took ~15 passes over the
-# chunk with temporaries, 60 % of a read's time.
+# chunk with temporaries, 60 % of a read's time. The loop is in _apx_fields.h, compiled
+# there for each x86-64 instruction set that speeds it up (see that file's comment).
 
-cdef enum:
-    CLOCK_ROLLOVER_BIT = 17   # ts_dec2 < ts_dec1: the coarse clock wrapped (2**17 cycles)
-    FIELD_BLOCK = 2048        # hits per block of words (16 KiB: stays in the L1 cache)
+cdef extern from "_apx_fields.h" nogil:
+    enum:
+        BINDF_ISA_BASELINE
+        BINDF_ISA_AVX2
+        BINDF_ISA_AVX512
+    ctypedef struct bindf_hit_columns:
+        uint8_t* chip_id
+        uint8_t* payload
+        uint8_t* row
+        uint8_t* column
+        uint8_t* ts_neg1
+        uint16_t* ts_coarse1
+        uint8_t* ts_fine1
+        uint8_t* ts_tdc1
+        uint8_t* ts_neg2
+        uint16_t* ts_coarse2
+        uint8_t* ts_fine2
+        uint8_t* ts_tdc2
+        uint32_t* ts_dec1
+        uint32_t* ts_dec2
+        double* tot_us
+    int bindf_hit_fields_runs(int isa)
+    void bindf_hit_fields(int isa, const uint8_t* hits, Py_ssize_t n,
+                          const bindf_hit_columns* out)
 
-cdef double CLOCK_CYCLES_PER_US = 20.0
-
-
-cdef inline uint64_t hit_word(const uint8_t* h) noexcept nogil:
-    """The hit's 64 bits, MSB first: byte 0's reversed bits are bits 63..56."""
-    # written out so that compilers see one big-endian load (a byte swap), not 8 steps
-    cdef uint64_t w = ((<uint64_t>h[0] << 56) | (<uint64_t>h[1] << 48) | (<uint64_t>h[2] << 40)
-                       | (<uint64_t>h[3] << 32) | (<uint64_t>h[4] << 24) | (<uint64_t>h[5] << 16)
-                       | (<uint64_t>h[6] << 8) | <uint64_t>h[7])
-    return reverse_bits_per_byte(w)
-
-
-cdef inline uint32_t bits(uint64_t word, int start, int end) noexcept nogil:
-    """Bits ``[start, end)`` of ``word`` counted from the most significant bit."""
-    return <uint32_t>((word >> (64 - end)) & ((1ULL << (end - start)) - 1))
-
-
-cdef inline uint32_t gray_to_binary(uint32_t g) noexcept nogil:
-    g ^= g >> 1
-    g ^= g >> 2
-    g ^= g >> 4
-    g ^= g >> 8
-    g ^= g >> 16
-    return g
-
-
-ctypedef fused field_t:
-    uint8_t
-    uint16_t
-
-
-cdef inline void cut_field(const uint64_t* words, Py_ssize_t m, field_t* out,
-                           Py_ssize_t first, int start, int end) noexcept nogil:
-    """``out[first + i] = bits(words[i], start, end)``: one column of a block (``out``
-    NULL: not wanted).
-
-    A loop per column over a block of words (rather than every column per hit) is a
-    plain shift-and-mask loop that compilers turn into SIMD code."""
-    cdef Py_ssize_t i
-    cdef int shift = 64 - end
-    cdef uint64_t mask = (1ULL << (end - start)) - 1
-    if out == NULL:
-        return
-    out += first
-    for i in range(m):
-        out[i] = <field_t>((words[i] >> shift) & mask)
-
-
-cdef inline void decode_timestamps(const uint64_t* words, Py_ssize_t m, uint32_t* dec1_out,
-                                   uint32_t* dec2_out, double* tot_out,
-                                   Py_ssize_t first) noexcept nogil:
-    """ts_dec1, ts_dec2 and tot_us of a block (outputs may be NULL), at ``first`` on.
-
-    Branch-free loops (20 % of hit_fields, measured): the clock rollover is added as a
-    0/1 bit instead of an ``if``, a column not wanted is written to scratch instead of
-    being tested for per hit, and ToT is a second loop over the two stamps just written.
-    """
-    cdef Py_ssize_t i
-    cdef uint32_t dec1, dec2
-    cdef uint32_t scratch1[FIELD_BLOCK]
-    cdef uint32_t scratch2[FIELD_BLOCK]
-    dec1_out = dec1_out + first if dec1_out != NULL else scratch1
-    dec2_out = dec2_out + first if dec2_out != NULL else scratch2
-    for i in range(m):
-        # (coarse << 3) | fine is the contiguous bit range [19, 36) (resp. [42, 59))
-        dec1 = gray_to_binary(bits(words[i], 19, 36))
-        dec2 = gray_to_binary(bits(words[i], 42, 59))
-        dec2 += (<uint32_t>(dec2 < dec1)) << CLOCK_ROLLOVER_BIT  # the clock wrapped
-        dec1_out[i] = dec1
-        dec2_out[i] = dec2
-    if tot_out != NULL:
-        tot_out += first
-        for i in range(m):
-            tot_out[i] = <double>(dec2_out[i] - dec1_out[i]) / CLOCK_CYCLES_PER_US
+#: The instruction sets of ``hit_fields``, by name, in the order of preference.
+_ISA_BY_NAME = {"avx512": BINDF_ISA_AVX512, "avx2": BINDF_ISA_AVX2,
+                "baseline": BINDF_ISA_BASELINE}
+#: The ones this build has and this CPU runs, best first.
+HIT_FIELDS_ISAS = tuple(name for name, isa in _ISA_BY_NAME.items()
+                        if bindf_hit_fields_runs(isa))
+cdef int BEST_ISA = _ISA_BY_NAME[HIT_FIELDS_ISAS[0]]
 
 
 def hit_fields(
@@ -576,6 +531,7 @@ def hit_fields(
     uint32_t[::1] ts_dec1=None,
     uint32_t[::1] ts_dec2=None,
     double[::1] tot_us=None,
+    str isa=None,
 ):
     """Write the fields of the raw hits ``hits`` (n × 8 bytes) into the given columns.
 
@@ -583,51 +539,37 @@ def hit_fields(
     wanted. ``ts_decN`` are the Gray-decoded ``(ts_coarseN << 3) | ts_fineN``, with
     ``2**17`` added to ``ts_dec2`` when it is below ``ts_dec1`` (the clock rolled over
     between the two edges); ``tot_us = (ts_dec2 - ts_dec1) / 20`` (a 20 MHz clock).
+    ``isa`` picks the compiled loop by instruction set, one of :data:`HIT_FIELDS_ISAS`
+    (default: the first, the fastest this CPU runs; every one gives the same values).
     Releases the GIL, so slices of one chunk can be filled from several threads.
     """
-    cdef Py_ssize_t n = hits.shape[0], i
+    cdef Py_ssize_t n = hits.shape[0]
+    cdef int chosen = BEST_ISA
+    if isa is not None:
+        if isa not in HIT_FIELDS_ISAS:
+            raise ValueError(f"isa must be one of {HIT_FIELDS_ISAS} on this machine, "
+                             f"not {isa!r}")
+        chosen = _ISA_BY_NAME[isa]
     if n > 0 and hits.shape[1] != HIT_SIZE:
         raise ValueError("hits must have 8 columns")
-    cdef uint8_t* p_chip = output_column(chip_id, n, "chip_id")
-    cdef uint8_t* p_payload = output_column(payload, n, "payload")
-    cdef uint8_t* p_row = output_column(row, n, "row")
-    cdef uint8_t* p_column = output_column(column, n, "column")
-    cdef uint8_t* p_neg1 = output_column(ts_neg1, n, "ts_neg1")
-    cdef uint16_t* p_coarse1 = output_column(ts_coarse1, n, "ts_coarse1")
-    cdef uint8_t* p_fine1 = output_column(ts_fine1, n, "ts_fine1")
-    cdef uint8_t* p_tdc1 = output_column(ts_tdc1, n, "ts_tdc1")
-    cdef uint8_t* p_neg2 = output_column(ts_neg2, n, "ts_neg2")
-    cdef uint16_t* p_coarse2 = output_column(ts_coarse2, n, "ts_coarse2")
-    cdef uint8_t* p_fine2 = output_column(ts_fine2, n, "ts_fine2")
-    cdef uint8_t* p_tdc2 = output_column(ts_tdc2, n, "ts_tdc2")
-    cdef uint32_t* p_dec1 = output_column(ts_dec1, n, "ts_dec1")
-    cdef uint32_t* p_dec2 = output_column(ts_dec2, n, "ts_dec2")
-    cdef double* p_tot = output_column(tot_us, n, "tot_us")
+    cdef bindf_hit_columns out
+    out.chip_id = output_column(chip_id, n, "chip_id")
+    out.payload = output_column(payload, n, "payload")
+    out.row = output_column(row, n, "row")
+    out.column = output_column(column, n, "column")
+    out.ts_neg1 = output_column(ts_neg1, n, "ts_neg1")
+    out.ts_coarse1 = output_column(ts_coarse1, n, "ts_coarse1")
+    out.ts_fine1 = output_column(ts_fine1, n, "ts_fine1")
+    out.ts_tdc1 = output_column(ts_tdc1, n, "ts_tdc1")
+    out.ts_neg2 = output_column(ts_neg2, n, "ts_neg2")
+    out.ts_coarse2 = output_column(ts_coarse2, n, "ts_coarse2")
+    out.ts_fine2 = output_column(ts_fine2, n, "ts_fine2")
+    out.ts_tdc2 = output_column(ts_tdc2, n, "ts_tdc2")
+    out.ts_dec1 = output_column(ts_dec1, n, "ts_dec1")
+    out.ts_dec2 = output_column(ts_dec2, n, "ts_dec2")
+    out.tot_us = output_column(tot_us, n, "tot_us")
     if n == 0:
         return
-    cdef bint want_dec = p_dec1 != NULL or p_dec2 != NULL or p_tot != NULL
     cdef const uint8_t* h = &hits[0, 0]
-    cdef uint64_t words[FIELD_BLOCK]
-    cdef Py_ssize_t first, m
     with nogil:
-        first = 0
-        while first < n:
-            m = min(<Py_ssize_t>FIELD_BLOCK, n - first)
-            for i in range(m):
-                words[i] = hit_word(h + (first + i) * HIT_SIZE)
-            cut_field(words, m, p_chip, first, 0, 5)
-            cut_field(words, m, p_payload, first, 5, 8)
-            cut_field(words, m, p_row, first, 8, 13)
-            cut_field(words, m, p_column, first, 13, 18)
-            cut_field(words, m, p_neg1, first, 18, 19)
-            cut_field(words, m, p_coarse1, first, 19, 33)
-            cut_field(words, m, p_fine1, first, 33, 36)
-            cut_field(words, m, p_tdc1, first, 36, 41)
-            cut_field(words, m, p_neg2, first, 41, 42)
-            cut_field(words, m, p_coarse2, first, 42, 56)
-            cut_field(words, m, p_fine2, first, 56, 59)
-            cut_field(words, m, p_tdc2, first, 59, 64)
-            if want_dec:
-                decode_timestamps(words, m, p_dec1, p_dec2, p_tot, first)
-            first += m
-
+        bindf_hit_fields(chosen, h, n, &out)
