@@ -322,6 +322,117 @@ def test_decode_hits(guarded: GuardedPages) -> None:
     assert min(outcomes.values()) > n_runs // 50, outcomes
 
 
+def _mostly_clean_payload(rng: np.random.Generator) -> bytes:
+    """A readout payload as a healthy run writes it (idle bytes, hits that begin with a
+    start byte, idle bytes), or, one time in three, with one of the things that make
+    ``decode_hits`` leave its fast path for clean readouts at that point: padding at
+    either end, a hit flush with the end (carried on), a run of eight idle bytes or more,
+    a byte after a hit that is not a start byte, orphans, a readout too short to hold a
+    hit, or more hits than the decoding order counts (255)."""
+    def hit() -> bytes:
+        body = steering_bytes(rng, 7, APX_ALPHABET)
+        return bytes([int(rng.integers(0xE0, 0xFF))]) + body
+
+    n_hits = int(rng.integers(1, 6)) if rng.random() > 0.01 else int(rng.integers(250, 300))
+    parts = [b"\xbc" * int(rng.integers(0, 4))]
+    for k in range(n_hits):
+        parts.append(hit())
+        parts.append(b"\xbc" * int(rng.integers(0 if k < n_hits - 1 else 1, 3)))
+    payload = b"".join(parts)
+    if rng.random() < 1 / 3:
+        damage = int(rng.integers(0, 8))
+        if damage == 0:
+            payload += b"\xff" * int(rng.integers(1, 4))
+        elif damage == 1:
+            payload = b"\xff" * int(rng.integers(1, 3)) + payload
+        elif damage == 2:
+            payload = payload.rstrip(b"\xbc")
+        elif damage == 3:
+            cut = int(rng.integers(0, len(payload)))
+            payload = payload[:cut] + b"\xbc" * int(rng.integers(8, 20)) + payload[cut:]
+        elif damage == 4:
+            cut = int(rng.integers(0, len(payload)))
+            payload = payload[:cut] + bytes([int(rng.integers(0, 0xE0))]) + payload[cut:]
+        elif damage == 5:
+            payload = steering_bytes(rng, int(rng.integers(1, 8)), APX_ALPHABET) + payload
+        elif damage == 6:
+            payload = payload[: int(rng.integers(0, 10))]
+        else:
+            payload = steering_bytes(rng, len(payload), APX_ALPHABET)
+    return payload
+
+
+def test_decode_hits_on_mostly_clean_runs(guarded: GuardedPages) -> None:
+    """decode_hits' fast path for clean readouts (``decode_clean``) against the model:
+    runs of healthy readouts with damage at random places, across its windows of 64
+    readouts, with the last payload flush against the guard page (the buffer ends within
+    a word of it), output capacities that are exact or short, and any carried bytes."""
+    rng = np.random.default_rng(211)
+    n_runs = runs(1_000)
+    outcomes = {"ok": 0, "ValueError": 0}
+    for i in range(n_runs):
+        payloads: list[bytes] = []
+        size = 0
+        for _ in range(int(rng.integers(1, 200))):
+            payload = _mostly_clean_payload(rng)
+            if size + len(payload) + 2 > guarded.page:
+                break
+            payloads.append(payload)
+            size += len(payload) + 2
+        gaps = [bytes(steering_bytes(rng, 2, APX_ALPHABET)) for _ in payloads]
+        raw = b"".join(gap + payload for gap, payload in zip(gaps, payloads))
+        buf = guarded.place(raw, right=i % 3 != 0)
+        lens = np.array([len(p) for p in payloads], np.uint32)
+        pos = np.cumsum([len(g) + len(p) for g, p in zip(gaps, payloads)]) - lens
+        n = len(payloads)
+        out = Canaried()
+        payload_pos = out.array(n, np.int64)
+        payload_pos[:] = pos
+        payload_len = out.array(n, np.uint32)
+        payload_len[:] = lens
+        readout_id = out.array(n, np.uint32)
+        readout_id[:] = rng.integers(0, 2**32, n, dtype=np.uint32)
+        timestamp = out.array(n, np.uint64)
+        timestamp[:] = rng.integers(0, 2**63, n, dtype=np.uint64)
+        carry = out.array(8, np.uint8)
+        carry[:] = [int(rng.integers(0xE0, 0xFF))] + list(steering_bytes(rng, 7, APX_ALPHABET))
+        carry_len = int(rng.integers(-1, 9))
+        carry_in = carry.copy()
+        bound = int(lens.sum() // 8 + n)
+        capacity = bound if rng.random() < 0.8 else int(rng.integers(0, bound + 1))
+        hits = out.array(capacity, np.uint8, columns=8)
+        hit_order = out.array(capacity, np.uint8)
+        hit_readout_id = out.array(capacity, np.uint32)
+        hit_timestamp = out.array(capacity, np.uint64)
+        status = out.array(n, np.uint8)
+        n_hits = out.array(n, np.uint32)
+        results, ref_extra = apx_ref.decode_payloads(
+            payloads, None if carry_len < 0 else bytes(carry_in[:carry_len]))
+        expected = [h for r in results for h in r.hits]
+        try:
+            total, carried = _apx.decode_hits(
+                buf, payload_pos, payload_len, readout_id, timestamp, carry, carry_len, hits,
+                hit_order, hit_readout_id, hit_timestamp, status, n_hits, True)
+        except ValueError as exc:
+            assert "too small" in str(exc) and len(expected) > capacity
+            outcomes["ValueError"] += 1
+            out.check()
+            continue
+        out.check()
+        outcomes["ok"] += 1
+        assert [bytes(h) for h in hits[:total]] == expected
+        assert n_hits.tolist() == [len(r.hits) for r in results]
+        assert status.tolist() == [r.status for r in results]
+        assert (None if carried < 0 else bytes(carry[:carried])) == ref_extra
+        owner = np.repeat(np.arange(n), n_hits)
+        assert np.array_equal(hit_readout_id[:total], readout_id[owner])
+        assert np.array_equal(hit_timestamp[:total], timestamp[owner])
+        order = np.concatenate([np.arange(k) for k in n_hits.tolist()] or [[]])
+        assert np.array_equal(hit_order[:total], np.minimum(order, 255))
+    count_kernel_calls("apx.decode_hits (mostly clean runs)", n_runs)
+    assert min(outcomes.values()) > n_runs // 50, outcomes
+
+
 APX3_ALPHABET = bytes([0xBC, 0xFF, 0x20, 0x23, 0x3F, 0x40, 0x1F, 0x00])
 
 
