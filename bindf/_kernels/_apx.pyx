@@ -236,15 +236,18 @@ cdef inline Py_ssize_t skip_idle_pad(const uint8_t* D, Py_ssize_t c, Py_ssize_t 
 
 cdef inline Py_ssize_t skip_idle(const uint8_t* D, Py_ssize_t c, Py_ssize_t n,
                                  Py_ssize_t limit) noexcept nogil:
-    """First position in ``[c, n)`` not holding IDLE, or ``n`` (PAD is not skipped)."""
-    cdef uint64_t w, keep
+    """First position in ``[c, n)`` not holding IDLE, or ``n`` (PAD is not skipped).
+
+    In the next eight bytes XORed with idle bytes, the lowest set bit lies in the first
+    byte that is not idle (the load is little-endian), so a trailing-zero count finds it;
+    a bit at byte ``n - c`` stands for the end."""
+    cdef uint64_t x
     while c + 8 <= limit:
-        w = le64(D + c)
-        keep = ~zero_bytes(w ^ 0xBCBCBCBCBCBCBCBCULL) & 0x8080808080808080ULL
+        x = le64(D + c) ^ 0xBCBCBCBCBCBCBCBCULL
         if n - c < 8:
-            keep |= 0x8080808080808080ULL << (8 * (n - c))
-        if keep:
-            c += BINDF_CTZ64(keep) >> 3
+            x |= (<uint64_t>1) << (8 * (n - c))
+        if x:
+            c += BINDF_CTZ64(x) >> 3
             return c if c < n else n
         c += 8
     while c < n and D[c] == IDLE:

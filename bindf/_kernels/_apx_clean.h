@@ -124,7 +124,11 @@ static bindf_clean_stop bindf_clean_stream(
         ptrdiff_t next = first[i + 1];
         ptrdiff_t leave = (done & (ptrdiff_t)((uint64_t)next >> 63)) | ((done ^ 1) & (more_ok ^ 1));
         if (BINDF_UNLIKELY(leave)) {
-            bindf_clean_stop result = {i, n, k, (int)done};
+            bindf_clean_stop result;
+            result.readout = i;
+            result.hits = n;
+            result.taken = k;
+            result.finished = (int)done;
             return result;
         }
         c = done ? next : f;
