@@ -55,14 +55,15 @@ PART_BYTES = 4 << 20
 #: which a batch this large would not stay in until it is used anyway.
 STREAM_MIN_BYTES = 8 << 20
 
-#: Size of each thread's reused read buffer: a part (:data:`PART_BYTES`) in one read and
-#: one compiled copy. With 1 MiB, a part took four rounds of Python between the read and
-#: the copy, each of which needs the GIL, and on two threads the handing over of the
-#: GIL showed: 8 x 50 MB spectroscopy files, two threads, best of 4 in three rounds,
-#: 37.0-49.5 ms with 1 MiB, 35.4-40.3 with 4 MiB (one thread 60.7-62.7 and
-#: 60.0-61.5; a 200 MB file and dense IT02 the same or faster). The buffer still
-#: stays in the L3 cache while its fields are copied out.
-RAW_CHUNK_BYTES = PART_BYTES
+#: Size of each thread's reused read buffer: half a part (:data:`PART_BYTES`), so a part
+#: is two reads and two compiled copies. Each round of Python between a read and a copy
+#: needs the GIL, and on two threads the handing over of the GIL showed with 1 MiB (four
+#: rounds per part). 8 x 50 MB spectroscopy files, best of 6 in five rounds, speed-up of
+#: two threads over one: 1.61-1.73 with 1 MiB, 1.68-1.84 with 2 MiB, 1.72-1.84 with
+#: 4 MiB; a 200 MB file, dense IT02 and ITT1 the same or faster. Not 4 MiB: the buffer
+#: is kept per thread, and IT01's 200 MB read (80 MB of output) peaked at 1.11 times
+#: its output with 4 MiB against 1.04 with 1 MiB.
+RAW_CHUNK_BYTES = 2 << 20
 
 
 class FixedRecordReader(FormatReader):
