@@ -14,6 +14,12 @@ about headers. Every read and write is bounds-checked by hand (the module is com
 without Cython's bounds checks), so any input bytes are safe. Resumable state (the carried
 extra bytes) goes in and comes back out, so decoding readouts in any grouping gives the
 same hits. The pure-Python model in ``apx_reference.py`` is the parity oracle.
+
+Two loops are written in C, in headers beside this file, where Cython cannot say what
+they need: ``_apx_clean.h``, the branch-free inner loop of :func:`decode_clean` (the fast
+path of :func:`decode_hits` for clean readouts), and ``_apx_fields.h``, the loop of
+:func:`hit_fields`, built for several instruction sets. The Cython functions that call
+them check every bound before they do; the guard-page fuzz tests run both.
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
