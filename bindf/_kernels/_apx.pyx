@@ -425,9 +425,9 @@ cdef Py_ssize_t decode_clean(
 
     A clean readout is what almost every readout of a healthy run is: its payload lies in
     ``B[:size]``, its last byte is not padding, its first byte that is neither idle nor
-    padding is a start byte with a whole hit after it and at least one byte more, and
+    padding is a start byte that begins a whole hit with at least one byte after it, and
     after each hit the first byte that is not idle is either the end of the payload or
-    a start byte with the same room. :func:`decode_one` gives such a readout exactly the
+    such a start byte again. :func:`decode_one` gives such a readout exactly the
     hits this gives it, status 0 and no carried bytes, whatever bytes were carried into
     it (it has no orphans to use them on), so one pass can decode many of them without
     per-readout decisions.
