@@ -199,21 +199,8 @@ cdef inline uint64_t zero_bytes(uint64_t x) noexcept nogil:
     return ~(((x & low7) + low7) | x | low7)
 
 
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define BINDF_CTZ64(x) __builtin_ctzll(x)
-    #elif defined(_MSC_VER) && defined(_M_X64)
-    #include <intrin.h>
-    static __inline int BINDF_CTZ64(unsigned __int64 x) {
-        unsigned long i; _BitScanForward64(&i, x); return (int)i;
-    }
-    #else
-    static int BINDF_CTZ64(unsigned long long x) {
-        int n = 0; while (!(x & 1)) { x >>= 1; n++; } return n;
-    }
-    #endif
-    """
+cdef extern from "_apx_clean.h":
+    # the trailing-zero count of the fast path's header, shared with the exact decoder
     int BINDF_CTZ64(uint64_t x) nogil  # x != 0
 
 

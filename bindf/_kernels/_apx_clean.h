@@ -18,16 +18,17 @@
 #define BINDF_APX_IDLE 0xBC
 #define BINDF_APX_MAX_ORDER 255
 
+/* BINDF_CTZ64(x): the index of x's lowest set bit (x != 0); _apx.pyx uses it too. */
 #if defined(__GNUC__)
 #define BINDF_UNLIKELY(x) __builtin_expect(!!(x), 0)
 /* x's value is unknown to the optimiser from here on (it stays data, not control flow) */
 #define BINDF_OPAQUE(x) __asm__("" : "+r"(x))
-#define BINDF_CTZ64_CLEAN(x) __builtin_ctzll(x)
+#define BINDF_CTZ64(x) __builtin_ctzll(x)
 #elif defined(_MSC_VER) && defined(_M_X64)
 #include <intrin.h>
 #define BINDF_UNLIKELY(x) (x)
 #define BINDF_OPAQUE(x) ((void)0)
-static __inline int BINDF_CTZ64_CLEAN(unsigned __int64 x) {
+static __inline int BINDF_CTZ64(unsigned __int64 x) {
     unsigned long i;
     _BitScanForward64(&i, x);
     return (int)i;
@@ -35,7 +36,7 @@ static __inline int BINDF_CTZ64_CLEAN(unsigned __int64 x) {
 #else
 #define BINDF_UNLIKELY(x) (x)
 #define BINDF_OPAQUE(x) ((void)0)
-static int BINDF_CTZ64_CLEAN(unsigned long long x) {
+static int BINDF_CTZ64(unsigned long long x) {
     int n = 0;
     while (!(x & 1)) {
         x >>= 1;
@@ -113,7 +114,7 @@ static bindf_clean_stop bindf_clean_stream(
                 while (f < end && B[f] == BINDF_APX_IDLE)
                     f++;
             } else {
-                f = p + (ptrdiff_t)((uint64_t)BINDF_CTZ64_CLEAN(x) >> 3); /* <= end */
+                f = p + (ptrdiff_t)((uint64_t)BINDF_CTZ64(x) >> 3); /* <= end */
             }
         }
         /* done: 1 when the readout ended (then f == end). It goes through the empty asm

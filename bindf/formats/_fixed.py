@@ -8,8 +8,8 @@ faster whole-file path into large output arrays, and reuses
 
 * the number of records follows from the file size (so no declared count can make bindf
   allocate more than the file holds), and a partial record at the end is a truncation;
-* records are read with ``readinto`` into a small reused buffer (about 1 MiB, so it stays
-  in cache; one per thread, :func:`bindf._source.scratch_records`) and each requested
+* records are read with ``readinto`` into a reused buffer (:data:`RAW_CHUNK_BYTES`, which
+  stays in cache; one per thread, :func:`bindf._source.scratch_records`) and each requested
   field is copied straight into the output column of the current batch, by one call of
   a compiled loop per chunk (:mod:`bindf._kernels._fields`; streaming stores for large
   batches): the only full-size allocation is the output itself (in lanes of large
@@ -209,7 +209,7 @@ class FixedRecordReader(FormatReader):
 
 
 def fill_records(f: BinaryIO, dtype: np.dtype, n: int, fields: list[str],
-          out: dict[str, np.ndarray], stream: bool = False) -> int:
+                 out: dict[str, np.ndarray], stream: bool = False) -> int:
     """Read up to ``n`` records of ``dtype`` from ``f`` through this thread's reused
     buffer of about :data:`RAW_CHUNK_BYTES` and copy ``fields`` into ``out`` (arrays of
     at least ``n``; with streaming stores if ``stream``, see :data:`STREAM_MIN_BYTES`);
