@@ -486,9 +486,10 @@ def test_kernel_groupings_give_identical_hits():
 
 @pytest.mark.parametrize("isa", _apx.HIT_FIELDS_ISAS)
 def test_hit_fields_kernel_matches_reference(isa):
-    # every bit pattern of each field, then random words; blocks of 2048 hits are cut
-    # inside (n is not a multiple), and the columns are filled one hit range at a time.
-    # Each instruction set's build of the loop this CPU runs, the baseline one always.
+    # every bit pattern of each field, then random words; the loops' blocks (1024 hits
+    # for "planes", 2048 for "words") and AVX2's 32-hit vectors are cut inside (n is not
+    # a multiple), and the columns are filled one hit range at a time (one hit: only a
+    # vector loop's tail). Each loop this CPU runs; "baseline" and "words" always.
     hit_fields = functools.partial(_apx.hit_fields, isa=isa)
     rng = np.random.default_rng(17)
     n = 5000
@@ -524,8 +525,8 @@ def test_hit_fields_kernel_refuses_short_outputs():
 
 
 def test_hit_fields_kernel_runs_only_instruction_sets_this_cpu_has():
-    assert _apx.HIT_FIELDS_ISAS[-1] == "baseline"  # always built, runs everywhere
-    assert set(_apx.HIT_FIELDS_ISAS) <= {"avx512", "avx2", "baseline"}
+    assert _apx.HIT_FIELDS_ISAS[-2:] == ("baseline", "words")  # built and run everywhere
+    assert set(_apx.HIT_FIELDS_ISAS) <= {"avx512", "avx2", "baseline", "words"}
     hits = np.zeros((3, 8), np.uint8)
     with pytest.raises(ValueError, match="isa must be one of"):
         _apx.hit_fields(hits, row=np.zeros(3, np.uint8), isa="sse9")

@@ -533,7 +533,8 @@ def test_hit_fields(guarded: GuardedPages, kernel: str, hit_size: int,
     for part in attr.split("."):
         dtypes = getattr(dtypes, part)
     function = {"apx": _apx.hit_fields, "apx3": _apx3.hit_fields}[kernel]
-    # AstroPix 4's loop has one build per instruction set: each one this CPU runs, in turn
+    # AstroPix 4 has one compiled loop per instruction set, and "words": each this CPU
+    # runs, in turn
     isas = _apx.HIT_FIELDS_ISAS if kernel == "apx" else (None,)
     rng = np.random.default_rng(606)
     n_runs = runs(3_000)

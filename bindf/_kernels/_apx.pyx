@@ -580,14 +580,15 @@ def decode_hits(
 # The fields of a hit are bit ranges of its 8 bytes after each byte's bit order is
 # reversed (docs/formats/apx.md, "Fields of a hit"). One pass in C reads each hit once and
 # writes each requested column once; the same work in numpy took ~15 passes over the
-# chunk with temporaries, 60 % of a read's time. The loop is in _apx_fields.h, compiled
-# there for each x86-64 instruction set that speeds it up (see that file's comment).
+# chunk with temporaries, 60 % of a read's time. The loops are in _apx_fields.h, compiled
+# there for each x86-64 instruction set that speeds them up (see that file's comment).
 
 cdef extern from "_apx_fields.h" nogil:
     enum:
         BINDF_ISA_BASELINE
         BINDF_ISA_AVX2
         BINDF_ISA_AVX512
+        BINDF_ISA_WORDS
     ctypedef struct bindf_hit_columns:
         uint8_t* chip_id
         uint8_t* payload
@@ -608,9 +609,11 @@ cdef extern from "_apx_fields.h" nogil:
     void bindf_hit_fields(int isa, const uint8_t* hits, Py_ssize_t n,
                           const bindf_hit_columns* out)
 
-#: The instruction sets of ``hit_fields``, by name, in the order of preference.
+#: The compiled loops of ``hit_fields``, by name, in the order of preference: one per
+#: instruction set, and "words", the AVX-512 loop's algorithm built for the baseline
+#: (never the fastest; it lets tests check that algorithm on every machine).
 _ISA_BY_NAME = {"avx512": BINDF_ISA_AVX512, "avx2": BINDF_ISA_AVX2,
-                "baseline": BINDF_ISA_BASELINE}
+                "baseline": BINDF_ISA_BASELINE, "words": BINDF_ISA_WORDS}
 #: The ones this build has and this CPU runs, best first.
 HIT_FIELDS_ISAS = tuple(name for name, isa in _ISA_BY_NAME.items()
                         if bindf_hit_fields_runs(isa))
@@ -642,8 +645,8 @@ def hit_fields(
     wanted. ``ts_decN`` are the Gray-decoded ``(ts_coarseN << 3) | ts_fineN``, with
     ``2**17`` added to ``ts_dec2`` when it is below ``ts_dec1`` (the clock rolled over
     between the two edges); ``tot_us = (ts_dec2 - ts_dec1) / 20`` (a 20 MHz clock).
-    ``isa`` picks the compiled loop by instruction set, one of :data:`HIT_FIELDS_ISAS`
-    (default: the first, the fastest this CPU runs; every one gives the same values).
+    ``isa`` picks the compiled loop, one of :data:`HIT_FIELDS_ISAS` (default: the first,
+    the fastest this CPU runs; every one gives the same values).
     Releases the GIL, so slices of one chunk can be filled from several threads.
     """
     cdef Py_ssize_t n = hits.shape[0]
