@@ -4,9 +4,11 @@
 switched on, so that the whole test suite can be run once against a kernel that raises
 instead of reading out of range (CI does this; see ``.ci/run``).
 
-Every other build is a release build: the linker drops the debug information that
-Python's default ``CFLAGS`` (``-g``) put in, which shrinks each kernel from about 1.3 MB
-to about 0.25 MB. A debug build keeps it, for gdb and sanitizers.
+Every other build is a release build, without the debug information that Python's
+default ``CFLAGS`` (``-g``) ask for: GCC and Clang are told not to make it (``-g0``, a
+quarter less compile time), and the linker drops any that is left, which shrinks each
+kernel from about 1.3 MB to about 0.25 MB. A debug build keeps it, for gdb and
+sanitizers.
 """
 
 import os
@@ -25,6 +27,14 @@ directives = {
     "initializedcheck": debug,
     "cdivision": True,
 }
+
+
+def release_compile_args() -> list[str]:
+    """No debug information in a release build's objects (GCC and Clang; MSVC makes none
+    unless asked)."""
+    if debug or sys.platform == "win32":
+        return []
+    return ["-g0"]
 
 
 def release_link_args() -> list[str]:
@@ -50,6 +60,7 @@ extensions = [
         # debug build's C, generated under build/, must find too
         include_dirs=[np.get_include(), "bindf/_kernels"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=release_compile_args(),
         extra_link_args=release_link_args(),
     )
     for name in kernels
@@ -59,9 +70,15 @@ extensions = [
 # kinds of build keep their C apart: release C beside the .pyx (where the sdist picks it
 # up), debug C under build/. force: a checkout whose C came from an older Cython or a
 # debug build of earlier versions of this file is regenerated too (a few seconds).
-setup(ext_modules=cythonize(
-    extensions,
-    compiler_directives=directives,
-    build_dir="build/cython-debug" if debug else None,
-    force=True,
-))
+# The kernels are compiled side by side, one per core (build_ext's ``parallel``): most
+# of a build is the C compiler's, on seven files of about a megabyte of generated C
+# each (on a 2-core machine, ~2 minutes one after another).
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        build_dir="build/cython-debug" if debug else None,
+        force=True,
+    ),
+    options={"build_ext": {"parallel": os.cpu_count() or 1}},
+)

@@ -111,7 +111,8 @@ def steering_bytes(rng: np.random.Generator, n: int, alphabet: bytes) -> bytes:
     """Random bytes, half of them drawn from ``alphabet`` (the bytes the kernel tests)."""
     data = rng.integers(0, 256, n, dtype=np.uint8)
     pick = rng.random(n) < 0.5
-    data[pick] = rng.choice(np.frombuffer(alphabet, np.uint8), int(pick.sum()))
+    symbols = np.frombuffer(alphabet, np.uint8)
+    data[pick] = symbols[rng.integers(0, len(symbols), int(pick.sum()))]
     return data.tobytes()
 
 
@@ -329,15 +330,16 @@ def _mostly_clean_payload(rng: np.random.Generator) -> bytes:
     either end, a hit flush with the end (carried on), a run of eight idle bytes or more,
     a byte after a hit that is not a start byte, orphans, a readout too short to hold a
     hit, or more hits than the decoding order counts (255)."""
-    def hit() -> bytes:
-        body = steering_bytes(rng, 7, APX_ALPHABET)
-        return bytes([int(rng.integers(0xE0, 0xFF))]) + body
-
     n_hits = int(rng.integers(1, 6)) if rng.random() > 0.01 else int(rng.integers(250, 300))
+    # the hits' bytes drawn at once (a start byte, then 7 steering bytes each)
+    bodies = steering_bytes(rng, 7 * n_hits, APX_ALPHABET)
+    starts = rng.integers(0xE0, 0xFF, n_hits).tolist()
+    idle_after = rng.integers(0, 3, n_hits)
+    idle_after[-1] = rng.integers(1, 3)  # the last hit is not flush with the end
     parts = [b"\xbc" * int(rng.integers(0, 4))]
     for k in range(n_hits):
-        parts.append(hit())
-        parts.append(b"\xbc" * int(rng.integers(0 if k < n_hits - 1 else 1, 3)))
+        parts.append(bytes([starts[k]]) + bodies[7 * k:7 * k + 7])
+        parts.append(b"\xbc" * int(idle_after[k]))
     payload = b"".join(parts)
     if rng.random() < 1 / 3:
         damage = int(rng.integers(0, 8))
