@@ -10,13 +10,13 @@
  *
  * - "words": each hit as one 64-bit word (byte swap, bit reversal), each field a shift
  *   and a mask of it. Fastest where the vector unit narrows 64-bit lanes to bytes in one
- *   instruction (AVX-512): 0.7 ns per hit for all 15 columns on a Zen 5.
+ *   instruction (AVX-512): 0.8 ns per hit for all 15 columns on a Zen 5.
  * - "planes": the block's hits transposed into eight byte planes (plane j holds byte j
  *   of every hit, bit-reversed), each field then computed from one to three planes in
  *   lanes of its own width. Without AVX-512 a 64-bit lane becomes a byte only through
  *   several pack steps per column, which made "words" slower with AVX2 (10.9 ns per hit
  *   on a Zen 1) than with the SSE2 baseline (9.1); "planes" takes 5.7 (baseline) and
- *   4.9 (AVX2, whose byte shuffle reverses 32 bytes' bits in a few instructions).
+ *   4.8 (AVX2, whose byte shuffle reverses 32 bytes' bits in a few instructions).
  *
  * Cython cannot put a target attribute on a function, so the loops live here, written
  * once as always-inlined bodies and compiled into one wrapper per instruction set (GCC
