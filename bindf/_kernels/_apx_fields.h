@@ -174,12 +174,13 @@ BINDF_ALWAYS_INLINE void bindf_hit_fields_words(const uint8_t* hits, ptrdiff_t n
 
 typedef uint8_t bindf_planes[8][BINDF_PLANE_BLOCK];
 
-/* Bits [start, end) of hit i, from the planes that hold them, in lanes of type T (8 or
- * 16 bits for a field, 32 for a stamp): each plane's part shifted into place, the bits
- * above the field masked off. The bounds are constants, so the loop over planes unrolls
- * away. */
+/* Bits [start, end) of hit i (at most 16), from the planes that hold them, computed in
+ * lanes of type T (uint8_t for fields of up to 8 bits, else uint16_t): each plane's part
+ * shifted into place, the bits above the field masked off. The bounds are constants, so
+ * the loop over planes unrolls away. (The planes are not const: C before C23 does not
+ * convert a pointer to arrays into one to const arrays.) */
 #define BINDF_PLANE_BITS(NAME, T)                                                         \
-    BINDF_ALWAYS_INLINE T NAME(const bindf_planes planes, ptrdiff_t i, int start,         \
+    BINDF_ALWAYS_INLINE T NAME(bindf_planes planes, ptrdiff_t i, int start,               \
                                int end) {                                                 \
         T x = 0;                                                                          \
         for (int j = start / 8; j * 8 < end; j++) {                                       \
@@ -195,7 +196,7 @@ BINDF_PLANE_BITS(bindf_plane_bits16, uint16_t)
 /* A 17-bit Gray code at bits [start, start + 17) decoded in 16-bit lanes (twice as many
  * per vector as 32-bit ones): binary = Gray ^ (Gray >> 1) ^ (Gray >> 2) ^ ..., so the low
  * 16 bits are the decoded low 16 Gray bits, inverted when the top bit is set. */
-BINDF_ALWAYS_INLINE uint32_t bindf_plane_gray17(const bindf_planes planes, ptrdiff_t i,
+BINDF_ALWAYS_INLINE uint32_t bindf_plane_gray17(bindf_planes planes, ptrdiff_t i,
                                                 int start, int end) {
     uint16_t top = bindf_plane_bits8(planes, i, start, start + 1);
     uint16_t low = bindf_plane_bits16(planes, i, start + 1, end);
