@@ -16,8 +16,9 @@ FRAME_END: int
 FRAME_FULL: int
 FRAME_INCOMPLETE: int
 FRAME_BAD_MARKER: int
-#: The instruction sets ``hit_fields`` has a build for and this CPU runs, best first
-#: (a subset of ``("avx512", "avx2", "baseline")``; ``"baseline"`` always).
+#: The compiled loops of ``hit_fields`` this build has and this CPU runs, best first: a
+#: subset of ``("avx512", "avx2", "baseline", "words")``, ``"baseline"`` and ``"words"``
+#: (the AVX-512 loop's algorithm built for the baseline, for tests) always.
 HIT_FIELDS_ISAS: tuple[str, ...]
 
 def frame_readouts(
