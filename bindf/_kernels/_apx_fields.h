@@ -79,7 +79,6 @@ typedef struct {
  * [42, 59), 17 bits each. */
 #define BINDF_STAMP1_BITS 19, 36
 #define BINDF_STAMP2_BITS 42, 59
-#define BINDF_STAMP_WIDTH 17
 
 /* Hits per block: 2048 words (16 KiB), or 8 planes of 1024 bytes (8 KiB), stay in the
  * L1 cache while every column is cut. */
@@ -213,12 +212,18 @@ BINDF_ALWAYS_INLINE uint8_t bindf_reverse_bits8(uint8_t b) {
     return (uint8_t)((b >> 4) | (b << 4));
 }
 
-/* The first m hits' bytes, each bit-reversed, into the planes (portable C). */
-BINDF_ALWAYS_INLINE void bindf_fill_planes(bindf_planes planes, const uint8_t* hits,
-                                           ptrdiff_t m) {
+/* The first m hits' bytes into the planes, as they are (byte j of hit i to planes[j][i]). */
+BINDF_ALWAYS_INLINE void bindf_transpose_planes(bindf_planes planes, const uint8_t* hits,
+                                                ptrdiff_t m) {
     for (ptrdiff_t i = 0; i < m; i++)
         for (int j = 0; j < 8; j++)
             planes[j][i] = hits[i * 8 + j];
+}
+
+/* The first m hits' bytes, each bit-reversed, into the planes (portable C). */
+BINDF_ALWAYS_INLINE void bindf_fill_planes(bindf_planes planes, const uint8_t* hits,
+                                           ptrdiff_t m) {
+    bindf_transpose_planes(planes, hits, m);
     for (int j = 0; j < 8; j++)
         for (ptrdiff_t i = 0; i < m; i++)
             planes[j][i] = bindf_reverse_bits8(planes[j][i]);
@@ -229,9 +234,7 @@ BINDF_ALWAYS_INLINE void bindf_fill_planes(bindf_planes planes, const uint8_t* h
  * time (vpshufb), which compilers do not derive from the portable form. */
 __attribute__((target("avx2"))) static inline void bindf_fill_planes_avx2(
     bindf_planes planes, const uint8_t* hits, ptrdiff_t m) {
-    for (ptrdiff_t i = 0; i < m; i++)
-        for (int j = 0; j < 8; j++)
-            planes[j][i] = hits[i * 8 + j];
+    bindf_transpose_planes(planes, hits, m);
     const __m256i reversed_nibble = _mm256_setr_epi8(
         0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15,
         0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
