@@ -92,33 +92,31 @@ static bindf_clean_stop bindf_clean_stream(
         n++;
         k++;
         n_hits[i] = (uint32_t)k;
-        /* f: the first byte after the hit that is not idle, or the payload end. In the
-         * word of the next 8 bytes XORed with idle bytes, the lowest set bit lies in the
-         * first byte that is not idle (little-endian load), so a trailing-zero count
-         * finds it; a bit at byte `room` stands for the payload end. */
+        /* f: the first byte after the hit that is not idle, or a position at or past
+         * the payload end. In the word of the next 8 bytes XORed with idle bytes, the
+         * lowest set bit lies in the first byte that is not idle (little-endian load),
+         * so a trailing-zero count finds it. Bytes past the payload end may be looked
+         * at: whatever they are, f >= end then says that the readout ended, which is
+         * all that is asked of them (the load stays inside the buffer). */
         ptrdiff_t p = c + 8; /* < end */
-        ptrdiff_t room = end - p;
         ptrdiff_t f;
-        uint64_t x;
         if (BINDF_UNLIKELY(p + 8 > size)) { /* the buffer ends within 8 bytes */
             f = p;
             while (f < end && B[f] == BINDF_APX_IDLE)
                 f++;
         } else {
-            uint64_t near_end = room < 8; /* (opaque: a branch here would mispredict) */
-            BINDF_OPAQUE(near_end);
-            uint64_t past_end = near_end << (8 * (room & 7));
-            x = (bindf_load_le64(B + p) ^ 0xBCBCBCBCBCBCBCBCULL) | past_end;
+            uint64_t x = bindf_load_le64(B + p) ^ 0xBCBCBCBCBCBCBCBCULL;
             if (BINDF_UNLIKELY(x == 0)) { /* eight idle bytes or more */
                 f = p + 8;
                 while (f < end && B[f] == BINDF_APX_IDLE)
                     f++;
             } else {
-                f = p + (ptrdiff_t)((uint64_t)BINDF_CTZ64(x) >> 3); /* <= end */
+                f = p + (ptrdiff_t)((uint64_t)BINDF_CTZ64(x) >> 3); /* < p + 8 <= size */
             }
         }
-        /* done: 1 when the readout ended (then f == end). It goes through the empty asm
-         * so that the compiler cannot see it is a comparison and branch on it. */
+        /* done: 1 when the readout ended. It goes through the empty asm so that the
+         * compiler cannot see it is a comparison and branch on it. B[f - done] lies in
+         * the buffer either way (f <= size, and f < end <= size unless done). */
         ptrdiff_t done = f >= end;
         BINDF_OPAQUE(done);
         int more_ok = (f + 8 < end) & bindf_is_start_byte(B[f - done]);
