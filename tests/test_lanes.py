@@ -113,15 +113,42 @@ def test_astep_read_in_lanes_equals_read_in_plain_arrays(tmp_path, monkeypatch, 
     assert 0 < kind.to_pylist().count("wrong_length") < 6000
 
 
-@pytest.mark.parametrize("name", ["20250723_092534_data.apx", "vinj0_th1030_20250729-185248.apx"])
-def test_apx_read_in_lanes_equals_read_in_plain_arrays(monkeypatch, name):
+@pytest.mark.parametrize(("name", "writes_into_lanes"), [
+    ("20250723_092534_data.apx", True),  # AstroPix 4
+    ("vinj0_th1030_20250729-185248.apx", False),  # AstroPix 3: its decoder copies
+])
+def test_apx_read_in_lanes_equals_read_in_plain_arrays(monkeypatch, name, writes_into_lanes):
     import bindf
+    from bindf.formats import _apx_hits
 
     path = Path(__file__).parent / "data" / name
     plain = bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=1)
     monkeypatch.setattr(FormatReader, "output_lanes", lambda self: Lanes(block_bytes=2000))
+    # In lanes, hit finding writes the readout fields of the hits straight into their
+    # columns (HitDecoder.write_into); the values must be those of the copies.
+    owned: set[frozenset[str]] = set()
+    convert = _apx_hits.HitColumns.__call__
+
+    def spy(self, decoded, columns):
+        owned.add(decoded.owned)
+        return convert(self, decoded, columns)
+
+    monkeypatch.setattr(_apx_hits.HitColumns, "__call__", spy)
     for threads in (1, 2):
         assert bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=threads).equals(plain)
+        # (a row limit keeps a small run out of the many-small-files path, which
+        # gathers decoded runs without lanes)
+        assert bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=threads,
+                              n_rows=10**9).equals(plain)
+    all_three = frozenset({"hit_order", "hit_readout_id", "hit_timestamp"})
+    assert (all_three in owned) == writes_into_lanes
+    owned.clear()
+    some = [c for c in ["row", "timestamp", "wall_timestamp", "decoding_order"]
+            if c in plain.column_names]
+    assert bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=1, n_rows=10**9,
+                          columns=some).equals(plain.select(some))
+    assert owned == ({frozenset({"hit_order", "hit_timestamp"})} if writes_into_lanes
+                     else {frozenset()})
 
 
 def _vm_flags(address: int) -> list[str]:

@@ -115,6 +115,8 @@ class Decoded3:
     hit_timestamp: np.ndarray  # uint64 wall timestamp of the hit's readout
     status: np.ndarray  # uint8 per readout (fresh array)
     readout_hits: np.ndarray  # uint32 hits per readout (fresh array)
+    #: (as :attr:`._apx_hits.Decoded.owned`; this decoder always writes into its scratch)
+    owned: frozenset[str] = frozenset()
 
 
 class _HitScratch:

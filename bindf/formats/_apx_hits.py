@@ -67,6 +67,9 @@ class Decoded:
     hit_timestamp: np.ndarray  # uint64
     status: np.ndarray  # uint8 per readout (fresh array)
     readout_hits: np.ndarray  # uint32 hits per readout (fresh array)
+    #: Per-hit fields (``hit_order``, ...) written straight into a column's memory (see
+    #: :meth:`HitDecoder.write_into`): such an array becomes the column as it is.
+    owned: frozenset[str] = frozenset()
 
 
 class HitDecoder:
@@ -85,6 +88,25 @@ class HitDecoder:
         self.carry_len = -1
         self._slots = [_HitScratch(0) for _ in range(slots)]
         self._next = 0
+        self._lanes: Lanes | None = None
+        #: Decoded field → column whose lane it is written into (see write_into).
+        self._direct: dict[str, str] = {}
+
+    def write_into(self, lanes: Lanes, columns: Sequence[str]) -> None:
+        """Write the per-hit readout fields of the requested ``columns`` (readout id,
+        timestamp, decoding order) straight into their lanes, for a read whose chunks
+        are turned into columns in this thread right after each decoding, by a
+        :class:`HitColumns` on the same ``lanes``. It then takes those arrays as they
+        are instead of copying them out of the scratch (13 bytes per hit).
+
+        Only with lanes that are enabled (plain arrays reserved at the bound of hits
+        would keep unused room alive) and a decoder that stores hits; calls split over
+        threads (:func:`decode_in_parallel`) still return fresh arrays of their own."""
+        if not (lanes.enabled and self.store_hits):
+            return
+        self._lanes = lanes
+        self._direct = {field: column for column, field in _READOUT_FIELD.items()
+                        if column in columns}
 
     def reset(self) -> None:
         """Forget the carried extra bytes (after a gap in the byte stream)."""
@@ -113,16 +135,27 @@ class HitDecoder:
                 scratch.__init__(max(bound, 2 * len(scratch.hits)))
         status = np.empty(n_readouts, dtype=np.uint8)
         readout_hits = np.empty(n_readouts, dtype=np.uint32)
+        fields = {"hit_order": scratch.order, "hit_readout_id": scratch.readout_id,
+                  "hit_timestamp": scratch.timestamp}
+        lanes, direct = self._lanes, self._direct
+        if lanes is not None:
+            for field, column in direct.items():
+                fields[field] = lanes.reserve(column, bound, fields[field].dtype)
         n, self.carry_len = _apx.decode_hits(
             buf, np.ascontiguousarray(payload_pos, dtype=np.int64),
             np.ascontiguousarray(payload_len, dtype=np.uint32),
             np.ascontiguousarray(readout_id, dtype=np.uint32),
             np.ascontiguousarray(timestamp, dtype=np.uint64),
-            self.carry, self.carry_len, scratch.hits, scratch.order,
-            scratch.readout_id, scratch.timestamp, status, readout_hits, self.store_hits,
+            self.carry, self.carry_len, scratch.hits, fields["hit_order"],
+            fields["hit_readout_id"], fields["hit_timestamp"], status, readout_hits,
+            self.store_hits,
         )
-        return Decoded(n, scratch.hits[:n], scratch.order[:n], scratch.readout_id[:n],
-                       scratch.timestamp[:n], status, readout_hits)
+        for field in fields:
+            fields[field] = (lanes.keep(direct[field], fields[field], n)
+                             if lanes is not None and field in direct else fields[field][:n])
+        return Decoded(n, scratch.hits[:n], fields["hit_order"], fields["hit_readout_id"],
+                       fields["hit_timestamp"], status, readout_hits,
+                       frozenset(direct) if lanes is not None else frozenset())
 
 
 class _HitScratch:
@@ -185,7 +218,11 @@ class HitColumns:
             if name in words:
                 out.append(words[name])
             elif name in self.readout_fields:
-                values = getattr(decoded, self.readout_fields[name])
+                field = self.readout_fields[name]
+                values = getattr(decoded, field)
+                if field in decoded.owned:  # written straight into this column's lane
+                    out.append(values)
+                    continue
                 copy = empty(name, n, values.dtype)
                 copy[:] = values
                 out.append(copy)

@@ -155,20 +155,20 @@ class _Part:
 
 
 def batches_in_parts(reader: ApxReader, parts: int,
-                     new_converter: Callable[[], Callable[[Any], pa.RecordBatch]],
+                     new_converter: Callable[[ApxStream], Callable[[Any], pa.RecordBatch]],
                      per_call: int) -> Iterator[pa.RecordBatch]:
     """The batches of ``reader``'s run decoded in up to ``parts`` ranges by up to
     ``reader.threads`` threads (this one included), in file order: the values, warnings
     and damage counts of one pass. Each thread takes the next range not yet taken until
     none is left, so a thread that runs slower (a busy core) decodes fewer of them.
-    ``new_converter()`` gives a range its own ``unit -> batch`` function (its own column
-    memory, see :mod:`bindf._lanes`)."""
+    ``new_converter(stream)`` gives the range decoded by ``stream`` its own
+    ``unit -> batch`` function (its own column memory, see :mod:`bindf._lanes`)."""
     source = reader.source
     with source.open() as f:
         cuts = cut_points(f, reader.data_offset, source.size, parts)
-    pieces = [_Part(a, b, reader.stream(per_call=per_call, threads=1, start=a),
-                    new_converter(), reader.chunk_bytes)
-              for a, b in zip(cuts, cuts[1:])]
+    streams = [reader.stream(per_call=per_call, threads=1, start=a) for a in cuts[:-1]]
+    pieces = [_Part(a, b, stream, new_converter(stream), reader.chunk_bytes)
+              for a, b, stream in zip(cuts, cuts[1:], streams)]
     last = len(pieces) - 1
     taken = iter(range(len(pieces)))
     lock = threading.Lock()

@@ -324,11 +324,16 @@ class ApxReader(FormatReader):
         return readout_columns(decoded, framed, names)
 
     def _converter(self, columns: Sequence[str], schema: pa.Schema, threads: int = 1,
-                   lanes: Lanes | None = None
+                   lanes: Lanes | None = None, stream: ApxStream | None = None
                    ) -> Callable[[tuple[_Framed | None, Any]], pa.RecordBatch]:
         """``unit -> batch`` for decoded chunks: hit columns filled by up to ``threads``
-        threads, in memory from ``lanes`` (default: an array per column and chunk)."""
+        threads, in memory from ``lanes`` (default: an array per column and chunk).
+        ``stream``: the decoder whose chunks this thread converts as soon as each is
+        decoded; its hit finding then writes the readout fields of the hits straight
+        into their columns' lanes (:meth:`._apx_hits.HitDecoder.write_into`)."""
         hit_columns = new_hit_columns(self.readout_uid, threads, lanes)
+        if stream is not None and lanes is not None and isinstance(stream.hits, HitDecoder):
+            stream.hits.write_into(lanes, columns)
 
         def to_batch(unit: tuple[_Framed | None, Any]) -> pa.RecordBatch:
             return numpy_batch(self._columns(unit, columns, hit_columns), schema)
@@ -346,7 +351,8 @@ class ApxReader(FormatReader):
             # (each range fills its own lanes: one thread per range)
             yield from _apx_parts.batches_in_parts(
                 self, parts,
-                lambda: self._converter(columns, schema, 1, self.output_lanes(shares=parts)),
+                lambda stream: self._converter(columns, schema, 1,
+                                               self.output_lanes(shares=parts), stream),
                 per_call)
             return
         prefetch = (self.threads > 1
@@ -356,13 +362,16 @@ class ApxReader(FormatReader):
         # the next chunks while this thread turns chunk k into columns. The threads are
         # shared between the halves (2 cores: one each).
         decode_threads = max(1, self.threads // 2) if prefetch else self.threads
-        chunks = self._decoded_chunks(per_call, slots=PREFETCH_AHEAD + 1 if prefetch else 1,
-                                      threads=decode_threads)
+        stream = self.stream(per_call=per_call, slots=PREFETCH_AHEAD + 1 if prefetch else 1,
+                             threads=decode_threads)
+        chunks = self._decoded_chunks(stream)
         if prefetch:
             chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-apx")
+        # (without prefetch each chunk is converted here right after its decoding, so
+        # the decoder may write into the output columns: see _converter)
         to_batch = self._converter(columns, schema,
                                    self.threads - decode_threads if prefetch else self.threads,
-                                   self.output_lanes())
+                                   self.output_lanes(), None if prefetch else stream)
         produced = 0
         try:
             for unit in chunks:
@@ -386,7 +395,7 @@ class ApxReader(FormatReader):
             return whole
         units = []
         rows = 0
-        for _, decoded in self._decoded_chunks(_READOUTS_PER_CALL, slots=1):
+        for _, decoded in self._decoded_chunks(self.stream(per_call=_READOUTS_PER_CALL)):
             if decoded.n_hits:
                 units.append(Decoded(
                     decoded.n_hits, decoded.hits.copy(), decoded.hit_order.copy(),
@@ -453,13 +462,13 @@ class ApxReader(FormatReader):
         return numpy_batch(HitColumns()(merged, columns), schema)
 
     def _decoded_chunks(
-        self, per_call: int, slots: int, threads: int | None = None
+        self, stream: ApxStream
     ) -> Generator[tuple[_Framed | None, Decoded], None, None]:
-        """Frame and decode readouts chunk by chunk: all the sequential work (see
-        :class:`ApxStream`). The decoder counts damage straight into :attr:`errors`, so
-        the counts are complete as soon as the last chunk is decoded (the metadata of
-        the last batch of a chunked read includes them)."""
-        stream = self.stream(per_call=per_call, slots=slots, threads=threads)
+        """Frame and decode readouts chunk by chunk with ``stream`` (from :meth:`stream`):
+        all the sequential work (see :class:`ApxStream`). The decoder counts damage
+        straight into :attr:`errors`, so the counts are complete as soon as the last
+        chunk is decoded (the metadata of the last batch of a chunked read includes
+        them)."""
         stream.errors = self.errors
         yield from decode_file(self.source, stream, first_read=_FIRST_READ,
                                max_read=self.chunk_bytes)
