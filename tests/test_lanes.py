@@ -392,3 +392,75 @@ def test_numpy_to_arrow_is_pa_array():
     assert wrapped.buffers()[1].address == ints.ctypes.data  # no copy
     with pytest.raises((pa.ArrowException, ValueError)):
         numpy_to_arrow(ints.astype(">i8"))  # as pa.array: no non-native byte order
+
+
+def test_grouped_batches_join_back_to_back_chunks():
+    """Chunks carved out of lanes one after the other become one batch (each column one
+    Arrow array over their memory) until a lane starts a new block, ``max_rows`` is
+    reached or a chunk cannot be wrapped; the values are the chunks' in order."""
+    import gc
+
+    from bindf.formats._base import grouped_batches
+
+    schema = pa.schema([("a", pa.uint8()), ("b", pa.int64())])
+    lanes = Lanes(block_bytes=800)  # 100 int64 values per block
+    rows = [30, 0, 30, 30, 30, 25, 10]  # the 4th chunk of b starts a new block
+    chunks = []
+    for i, n in enumerate(rows):
+        a = lanes.empty("a", n, np.uint8)
+        b = lanes.empty("b", n, np.int64)
+        a[:] = i
+        b[:] = np.arange(n) + 1000 * i
+        chunks.append([a, b])
+    chunks.insert(5, [np.full(5, 9, np.uint8), np.arange(10, dtype=np.int64)[::2]])  # strided
+    expected = pa.Table.from_batches([pa.record_batch([pa.array(a), pa.array(b)], schema=schema)
+                                      for a, b in chunks if len(a)])
+    batches = list(grouped_batches(iter(chunks), schema, max_rows=70))
+    del chunks, lanes
+    gc.collect()  # the batches keep the lanes' memory alive
+    assert pa.Table.from_batches(batches).equals(expected)
+    # [30 + 30] (70 rows at most) [30] (b's next chunk in a new block) [30] (the strided
+    # chunk is a batch of its own) [5] [25 + 10]
+    assert [b.num_rows for b in batches] == [60, 30, 30, 5, 35]
+    many = list(grouped_batches(iter([[np.zeros(3, np.uint8), np.zeros(3, np.int64)]]),
+                                schema, max_rows=1))
+    assert [b.num_rows for b in many] == [3]  # a chunk larger than max_rows: as it is
+    assert list(grouped_batches(iter([]), schema, max_rows=10)) == []
+
+
+def test_eager_apx_read_in_lanes_makes_few_batches(monkeypatch):
+    """An eager AstroPix read in lanes hands the frontends a batch per run of back-to-back
+    chunks (up to batch_size rows), not a batch per chunk; a row-limited read keeps a
+    batch per chunk (it may stop after any)."""
+    import bindf
+    from bindf.formats import _base
+    from bindf.formats.apx import ApxReader
+
+    path = Path(__file__).parent / "data" / "20250723_092534_data.apx"
+    monkeypatch.setattr("bindf.formats.apx._FIRST_READ", 512)  # many small chunks
+    made: list[int] = []
+    numpy_batch = _base.numpy_batch
+
+    def count(arrays, schema):
+        made.append(len(arrays[0]))
+        return numpy_batch(arrays, schema)
+
+    monkeypatch.setattr("bindf.formats.apx.numpy_batch", count)
+    plain = bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=1, n_rows=10**6)
+    assert len(made) > 20  # a batch per chunk (no lanes for this small file)
+    monkeypatch.setattr(FormatReader, "output_lanes", lambda self, shares=1: Lanes())
+
+    def reader_batches(**kwargs):
+        reader = ApxReader(Source(str(path)), threads=1, chunk_bytes=512)
+        reader.keeps_every_batch = True  # as in an eager read
+        return list(reader.iter_batches(**kwargs))
+
+    grouped = reader_batches()
+    assert pa.Table.from_batches(grouped).equals(plain)
+    assert len(grouped) == 1
+    capped = reader_batches(batch_size=100)
+    assert pa.Table.from_batches(capped).equals(plain)
+    assert 7 < len(capped) < len(made) and max(b.num_rows for b in capped) <= 100
+    made.clear()
+    limited = bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=1, n_rows=10**6)
+    assert limited.equals(plain) and len(made) > 20

@@ -25,7 +25,7 @@ never a different result.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -101,7 +101,7 @@ class _Part:
     start: int
     stop: int
     stream: ApxStream
-    to_batch: Callable[[Any], pa.RecordBatch]
+    to_batches: Callable[[Iterable[Any]], Iterable[pa.RecordBatch]]
     max_read: int
     sink: WarningSink = field(default_factory=WarningSink)
     batches: list[pa.RecordBatch] = field(default_factory=list)
@@ -127,9 +127,9 @@ class _Part:
         # decode_file seeks to the stream's read position first: a thread's ranges may
         # share its one held file (see Source.held).
         stream = self.stream
-        self.batches.extend(self.to_batch(unit) for unit in decode_file(
+        self.batches.extend(self.to_batches(decode_file(
             source, stream, end=stop, first_read=self.max_read, max_read=self.max_read,
-            f=self.file, finish=last))
+            f=self.file, finish=last)))
         # Finished: the last range, the data's own end, or a file that shrank (a read
         # that came back short left the stream before ``stop``).
         self.done = last or stream.ended or stream.read_position < stop
@@ -155,14 +155,15 @@ class _Part:
 
 
 def batches_in_parts(reader: ApxReader, parts: int,
-                     new_converter: Callable[[ApxStream], Callable[[Any], pa.RecordBatch]],
+                     new_converter: Callable[[ApxStream],
+                                             Callable[[Iterable[Any]], Iterable[pa.RecordBatch]]],
                      per_call: int) -> Iterator[pa.RecordBatch]:
     """The batches of ``reader``'s run decoded in up to ``parts`` ranges by up to
     ``reader.threads`` threads (this one included), in file order: the values, warnings
     and damage counts of one pass. Each thread takes the next range not yet taken until
     none is left, so a thread that runs slower (a busy core) decodes fewer of them.
     ``new_converter(stream)`` gives the range decoded by ``stream`` its own
-    ``unit -> batch`` function (its own column memory, see :mod:`bindf._lanes`)."""
+    ``units -> batches`` function (its own column memory, see :mod:`bindf._lanes`)."""
     source = reader.source
     with source.open() as f:
         cuts = cut_points(f, reader.data_offset, source.size, parts)

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -93,7 +93,7 @@ from ._apx_hits import (
     HitDecoder,
     _HitScratch,
 )
-from ._base import FormatReader, numpy_batch
+from ._base import FormatReader, grouped_batches, numpy_batch
 from ._stream import PREFETCH_AHEAD, BatchStream, StreamDecoder, decode_file, prefetched
 
 MAGIC = b"%APXDF"
@@ -323,10 +323,10 @@ class ApxReader(FormatReader):
                 byte_offset=framed.header_pos.astype(np.uint64) + np.uint64(framed.buf_offset))
         return readout_columns(decoded, framed, names)
 
-    def _converter(self, columns: Sequence[str], schema: pa.Schema, threads: int = 1,
-                   lanes: Lanes | None = None, stream: ApxStream | None = None
-                   ) -> Callable[[tuple[_Framed | None, Any]], pa.RecordBatch]:
-        """``unit -> batch`` for decoded chunks: hit columns filled by up to ``threads``
+    def _column_maker(self, columns: Sequence[str], threads: int = 1,
+                      lanes: Lanes | None = None, stream: ApxStream | None = None
+                      ) -> Callable[[tuple[_Framed | None, Any]], list[np.ndarray]]:
+        """``unit -> arrays`` for decoded chunks: hit columns filled by up to ``threads``
         threads, in memory from ``lanes`` (default: an array per column and chunk).
         ``stream``: the decoder whose chunks this thread converts as soon as each is
         decoded; its hit finding then writes the readout fields of the hits straight
@@ -335,10 +335,30 @@ class ApxReader(FormatReader):
         if stream is not None and lanes is not None and isinstance(stream.hits, HitDecoder):
             stream.hits.write_into(lanes, columns)
 
-        def to_batch(unit: tuple[_Framed | None, Any]) -> pa.RecordBatch:
-            return numpy_batch(self._columns(unit, columns, hit_columns), schema)
+        def to_arrays(unit: tuple[_Framed | None, Any]) -> list[np.ndarray]:
+            return self._columns(unit, columns, hit_columns)
 
-        return to_batch
+        return to_arrays
+
+    def _converter(self, columns: Sequence[str], schema: pa.Schema
+                   ) -> Callable[[tuple[_Framed | None, Any]], pa.RecordBatch]:
+        """``unit -> batch`` for decoded chunks, one array per column and chunk."""
+        to_arrays = self._column_maker(columns)
+        return lambda unit: numpy_batch(to_arrays(unit), schema)
+
+    def _batch_maker(self, columns: Sequence[str], schema: pa.Schema, max_rows: int | None,
+                     threads: int = 1, lanes: Lanes | None = None,
+                     stream: ApxStream | None = None
+                     ) -> Callable[[Iterable[tuple[_Framed | None, Any]]],
+                                   Iterator[pa.RecordBatch]]:
+        """``units -> batches`` (see :meth:`_column_maker` for the arguments). With
+        ``max_rows`` and lanes, the chunks whose columns lie back to back become one
+        batch of up to ``max_rows`` rows (:func:`._base.grouped_batches`); else a batch
+        per chunk. (A read with a row limit wants a batch per chunk: it may stop early.)"""
+        to_arrays = self._column_maker(columns, threads, lanes, stream)
+        if max_rows is None or lanes is None or not lanes.enabled:
+            return lambda units: (numpy_batch(to_arrays(unit), schema) for unit in units)
+        return lambda units: grouped_batches(map(to_arrays, units), schema, max_rows)
 
     # -- decoding ---------------------------------------------------------------------
     def _batches(
@@ -351,8 +371,8 @@ class ApxReader(FormatReader):
             # (each range fills its own lanes: one thread per range)
             yield from _apx_parts.batches_in_parts(
                 self, parts,
-                lambda stream: self._converter(columns, schema, 1,
-                                               self.output_lanes(shares=parts), stream),
+                lambda stream: self._batch_maker(columns, schema, batch_size, 1,
+                                                 self.output_lanes(shares=parts), stream),
                 per_call)
             return
         prefetch = (self.threads > 1
@@ -369,13 +389,13 @@ class ApxReader(FormatReader):
             chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-apx")
         # (without prefetch each chunk is converted here right after its decoding, so
         # the decoder may write into the output columns: see _converter)
-        to_batch = self._converter(columns, schema,
-                                   self.threads - decode_threads if prefetch else self.threads,
-                                   self.output_lanes(), None if prefetch else stream)
+        to_batches = self._batch_maker(
+            columns, schema, batch_size if n_rows is None else None,
+            self.threads - decode_threads if prefetch else self.threads,
+            self.output_lanes(), None if prefetch else stream)
         produced = 0
         try:
-            for unit in chunks:
-                batch = to_batch(unit)
+            for batch in to_batches(chunks):
                 produced += batch.num_rows
                 yield batch
                 if n_rows is not None and produced >= n_rows:
