@@ -590,6 +590,9 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
             per_call = min(per_call, (data_end - position) // READOUT_HEADER_SIZE)
         per_call = max(1, per_call)
         self._header_pos = np.empty(per_call, dtype=np.int64)
+        # (each call's payload positions, reused: a fresh array per chunk was an
+        # allocation above malloc's mmap threshold, faulted in anew every time)
+        self._payload_pos = np.empty(per_call, dtype=np.int64)
         self._readout_id = np.empty(per_call, dtype=np.uint32)
         self._timestamp = np.empty(per_call, dtype=np.uint64)
         self._length = np.empty(per_call, dtype=np.uint32)
@@ -633,7 +636,9 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
                 if self.after_gap:
                     self.hits.reset()  # the byte stream is not continuous across the gap
                     self.after_gap = False
-                decoded = self.hits.decode(buf, framed.header_pos + READOUT_HEADER_SIZE,
+                payload_pos = np.add(framed.header_pos, READOUT_HEADER_SIZE,
+                                     out=self._payload_pos[:n])
+                decoded = self.hits.decode(buf, payload_pos,
                                            framed.length, framed.readout_id, framed.timestamp)
                 yield (None if self.store_hits else framed.detached()), decoded
             if code == _apx.FRAME_FULL:
