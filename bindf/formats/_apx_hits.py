@@ -130,7 +130,9 @@ class HitDecoder:
         self._next = (self._next + 1) % len(self._slots)
         if self.store_hits:
             # a readout of L bytes holds at most L // 8 hits plus one re-assembled hit
-            bound = int(np.sum(payload_len >> 3, dtype=np.int64)) + n_readouts
+            # (the sum of the L // 8 is at most the sum of the L over 8, which numpy
+            # sums without a temporary array)
+            bound = (int(payload_len.sum(dtype=np.int64)) >> 3) + n_readouts
             if bound > len(scratch.hits):
                 scratch.__init__(max(bound, 2 * len(scratch.hits)))
         status = np.empty(n_readouts, dtype=np.uint8)

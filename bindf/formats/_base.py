@@ -100,11 +100,13 @@ def grouped_batches(chunks: Iterable[Sequence[np.ndarray]], schema: pa.Schema,
             columns.append(pa.Array.from_buffers(column.type, rows, [None, memory]))
         return pa.RecordBatch.from_arrays(columns, schema=schema)
 
+    # the numpy dtype each field's chunks must have to be wrapped as they are
+    dtypes = [_NUMPY_OF.get(column.type) for column in schema]
     for arrays in chunks:
         n = len(arrays[0]) if len(arrays) else 0
         if n == 0:
             continue
-        memory = _wrappable_memory(arrays, schema)
+        memory = _wrappable_memory(arrays, dtypes)
         follows = (memory is not None and rows + n <= max_rows
                    and all(m.address == end for m, end in zip(memory, ends)))
         if run and not follows:
@@ -120,12 +122,18 @@ def grouped_batches(chunks: Iterable[Sequence[np.ndarray]], schema: pa.Schema,
         yield run_batch()
 
 
-def _wrappable_memory(arrays: Sequence[Any], schema: pa.Schema) -> list[pa.Buffer] | None:
-    """Each array's memory as an Arrow buffer, if every array has exactly the bytes of its
-    field's Arrow type (see :func:`numpy_to_arrow`); else None."""
+#: The numpy dtype with exactly the bytes of an Arrow type (the inverse of _SAME_BYTES).
+_NUMPY_OF: dict[pa.DataType, np.dtype] = {kind: dtype for dtype, kind in _SAME_BYTES.items()}
+
+
+def _wrappable_memory(arrays: Sequence[Any], dtypes: Sequence[np.dtype | None]
+                      ) -> list[pa.Buffer] | None:
+    """Each array's memory as an Arrow buffer, if every array is a one-dimensional
+    contiguous numpy array of the given dtype (one with the bytes of its field's Arrow
+    type, see :func:`numpy_to_arrow`); else None."""
     memory = []
-    for values, column in zip(arrays, schema):
-        if (type(values) is not np.ndarray or _SAME_BYTES.get(values.dtype) != column.type
+    for values, dtype in zip(arrays, dtypes):
+        if (dtype is None or type(values) is not np.ndarray or values.dtype != dtype
                 or values.ndim != 1 or not values.flags.c_contiguous):
             return None
         memory.append(pa.py_buffer(values))
