@@ -129,10 +129,7 @@ class HitDecoder:
         scratch = self._slots[self._next]
         self._next = (self._next + 1) % len(self._slots)
         if self.store_hits:
-            # a readout of L bytes holds at most L // 8 hits plus one re-assembled hit
-            # (the sum of the L // 8 is at most the sum of the L over 8, which numpy
-            # sums without a temporary array)
-            bound = (int(payload_len.sum(dtype=np.int64)) >> 3) + n_readouts
+            bound = most_hits(payload_len)
             if bound > len(scratch.hits):
                 scratch.__init__(max(bound, 2 * len(scratch.hits)))
         status = np.empty(n_readouts, dtype=np.uint8)
@@ -158,6 +155,13 @@ class HitDecoder:
         return Decoded(n, scratch.hits[:n], fields["hit_order"], fields["hit_readout_id"],
                        fields["hit_timestamp"], status, readout_hits,
                        frozenset(direct) if lanes is not None else frozenset())
+
+
+def most_hits(payload_len: np.ndarray) -> int:
+    """The most hits that readouts of these payload lengths can hold: a readout of L
+    bytes holds at most L // 8 hits plus one re-assembled hit, and the sum of the L // 8
+    is at most the sum of the L over 8 (which numpy sums without a temporary array)."""
+    return (int(payload_len.sum(dtype=np.int64)) >> 3) + len(payload_len)
 
 
 class _HitScratch:
@@ -313,7 +317,7 @@ def _decode_range(buf: np.ndarray, pos: np.ndarray, length: np.ndarray, readout_
                   store: bool) -> _RangeResult:
     """Decode readouts with the kernel from the given carry, into fresh arrays."""
     n_readouts = len(pos)
-    bound = (int(np.sum(length >> 3, dtype=np.int64)) + n_readouts) if store else 0
+    bound = most_hits(length) if store else 0
     scratch = _HitScratch(bound)
     status = np.empty(n_readouts, dtype=np.uint8)
     readout_hits = np.empty(n_readouts, dtype=np.uint32)

@@ -388,7 +388,7 @@ class ApxReader(FormatReader):
         if prefetch:
             chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-apx")
         # (without prefetch each chunk is converted here right after its decoding, so
-        # the decoder may write into the output columns: see _converter)
+        # the decoder may write into the output columns: see _column_maker)
         to_batches = self._batch_maker(
             columns, schema, batch_size if n_rows is None else None,
             self.threads - decode_threads if prefetch else self.threads,
