@@ -40,7 +40,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -113,24 +113,33 @@ class Lane:
     Used by one thread at a time. Between ``reserve`` and ``keep`` nothing else may be
     taken from the lane; ``keep`` returns the first ``n`` values and gives the unused
     rest of the reservation back, so the next batch follows directly after.
+
+    Every call is a few Python operations on the current block viewed as values (a slice
+    of it per batch): a reader asks for each column of each chunk, a thousand times per
+    70 MB AstroPix run.
     """
 
     def __init__(self, dtype: np.dtype | type, block_bytes: int = BLOCK_BYTES) -> None:
         self.dtype = np.dtype(dtype)
         self.block_bytes = block_bytes
-        self._block = np.empty(0, dtype=np.uint8)
-        self._used = 0
+        self._values = np.empty(0, dtype=self.dtype)  # the current block, as values
+        self._next = 0  # the first value of the block not handed out
         self._reserved: np.ndarray | None = None
+
+    def _new_block(self, capacity: int) -> None:
+        # A new block: the old one lives on in the slices already handed out.
+        itemsize = self.dtype.itemsize
+        block = new_block(max(self.block_bytes, capacity * itemsize + _ALIGN))
+        start = -block.ctypes.data % _ALIGN
+        usable = (len(block) - start) // itemsize
+        self._values = block[start:start + usable * itemsize].view(self.dtype)
+        self._next = 0
 
     def reserve(self, capacity: int) -> np.ndarray:
         """Room for up to ``capacity`` values (uninitialised)."""
-        nbytes = capacity * self.dtype.itemsize
-        if self._used + nbytes > len(self._block):
-            # A new block: the old one lives on in the slices already handed out.
-            self._block = new_block(max(self.block_bytes, nbytes + _ALIGN))
-            self._used = -self._block.ctypes.data % _ALIGN
-        start = self._used
-        self._reserved = self._block[start:start + nbytes].view(self.dtype)
+        if self._next + capacity > len(self._values):
+            self._new_block(capacity)
+        self._reserved = self._values[self._next:self._next + capacity]
         return self._reserved
 
     def keep(self, n: int) -> np.ndarray:
@@ -144,13 +153,18 @@ class Lane:
         # into one chunk per block without a copy (output.joined_adjacent_chunks).
         # Every slice stays aligned to its item size, all that numpy, Arrow and polars
         # need.
-        self._used += n * self.dtype.itemsize
+        self._next += n
         return reserved[:n]
 
     def empty(self, n: int) -> np.ndarray:
-        """``n`` values (uninitialised), like ``np.empty(n, dtype)``."""
-        self.reserve(n)
-        return self.keep(n)
+        """``n`` values (uninitialised), like ``np.empty(n, dtype)``: the same as
+        ``reserve(n)`` then ``keep(n)``."""
+        start = self._next
+        if start + n > len(self._values):
+            self._new_block(n)
+            start = 0
+        self._next = start + n
+        return self._values[start:start + n]
 
 
 class Lanes:
@@ -169,7 +183,7 @@ class Lanes:
 
     def lane(self, name: str, dtype: np.dtype | type) -> Lane:
         lane = self._lanes.get(name)
-        if lane is None or lane.dtype != np.dtype(dtype):
+        if lane is None or lane.dtype != dtype:
             lane = self._lanes[name] = Lane(dtype, self.block_bytes)
         return lane
 
@@ -193,6 +207,17 @@ class Lanes:
             flat = self.lane(name, dtype.base).empty(n * int(np.prod(dtype.shape)))
             return flat.reshape((n, *dtype.shape))
         return self.lane(name, dtype).empty(n)
+
+    def columns(self, dtypes: Mapping[str, np.dtype | type]) -> Callable[[int], list[np.ndarray]]:
+        """``empty(n)``: ``n`` uninitialised values for each column of ``dtypes`` (flat
+        dtypes; name → dtype), in its order: :meth:`empty` for a fixed set of columns,
+        which a reader asks for chunk after chunk, without looking its lanes up each
+        time."""
+        if not self.enabled:
+            plain = [np.dtype(dtype) for dtype in dtypes.values()]
+            return lambda n: [np.empty(n, dtype=dtype) for dtype in plain]
+        lanes = [self.lane(name, np.dtype(dtype)).empty for name, dtype in dtypes.items()]
+        return lambda n: [empty(n) for empty in lanes]
 
 
 def lanes_for(input_bytes: int | None, shares: int = 1) -> Lanes:

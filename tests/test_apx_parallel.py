@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -269,6 +270,45 @@ def test_cuts_anywhere_in_a_damaged_run(tmp_path, cut_everywhere, monkeypatch, d
     path = tmp_path / "damaged.apx"
     path.write_bytes(bytes(data))
     _every_cut(monkeypatch, cut_everywhere, path, on_error=on_error)
+
+
+@pytest.mark.parametrize("damage", [None, "bad_marker", "junk_between", "truncated"])
+def test_framing_hands_hit_finding_the_payload_total(tmp_path, monkeypatch, damage):
+    """The readouts framed in one call lie back to back, so the stream gives hit finding
+    their payloads' total (the framed bytes less the headers) for its bound of hits
+    instead of summing the lengths: it must be that sum, in every chunk, across
+    damaged stretches, partial readouts at chunk ends and the end of a cut run."""
+    import bindf
+    import bindf._source
+    from bindf.formats import _apx_hits
+
+    # (a file this small is otherwise read whole, in one framing call)
+    monkeypatch.setattr(bindf._source, "HOLD_IN_MEMORY_BYTES", 0)
+    data = bytearray(_noisy_run(5, 4000))  # beyond the first read (64 KiB)
+    markers = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xfe\xdc\xba"]
+    if damage == "bad_marker":
+        data[markers[3500] + 1] = 0
+    elif damage == "junk_between":
+        data[markers[3600]:markers[3600]] = b"junk\xfe\xdc"
+    elif damage == "truncated":
+        data = data[:-5]
+    path = tmp_path / "run.apx"
+    path.write_bytes(bytes(data))
+    given = []
+    bound = _apx_hits.most_hits
+
+    def spy(payload_len, payload_bytes=None):
+        given.append((payload_bytes, int(payload_len.sum(dtype=np.int64))))
+        return bound(payload_len, payload_bytes)
+
+    monkeypatch.setattr(_apx_hits, "most_hits", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for chunk_bytes in (97, 1000, 1 << 20):
+            bindf.read_apx(path, output="arrow", threads=1, on_error="skip",
+                           chunk_bytes=chunk_bytes, n_rows=10**9)
+    assert len(given) > 100, len(given)
+    assert all(total == summed for total, summed in given)
 
 
 def test_cut_points_are_readout_starts(tmp_path):

@@ -223,6 +223,27 @@ def test_lanes_empty_is_like_np_empty(dtype, n, enabled):
         assert (column == 3).all()
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_lanes_columns_make_each_column_like_empty(enabled):
+    lanes = Lanes(enabled=enabled, block_bytes=4096)
+    make = lanes.columns({"a": np.uint8, "b": np.dtype("<f8"), "c": np.uint16})
+    made = [make(n) for n in (10, 0, 300, 1000)]  # the last two cross blocks
+    for arrays, n in zip(made, (10, 0, 300, 1000), strict=True):
+        assert [(a.shape, a.dtype) for a in arrays] == [((n,), np.dtype(np.uint8)),
+                                                        ((n,), np.dtype("<f8")),
+                                                        ((n,), np.dtype(np.uint16))]
+        for k, a in enumerate(arrays):
+            assert a.flags.c_contiguous and a.flags.writeable
+            a[:] = (k + n) % 200
+    for arrays, n in zip(made, (10, 0, 300, 1000), strict=True):  # nothing overwritten
+        assert all((a == (k + n) % 200).all() for k, a in enumerate(arrays))
+    if enabled:  # a lane of its own per column, batch after batch back to back
+        first, second, last = made[0][1], made[2][1], made[3][1]
+        assert second.ctypes.data - first.ctypes.data == 10 * 8
+        # and Lanes.empty takes the same lanes
+        assert lanes.empty("b", 1, np.float64).ctypes.data == last.ctypes.data + 1000 * 8
+
+
 @pytest.mark.parametrize("name", ["sp01_decay_curves_example.bin", "spf1_phasors_example.bin",
                                   "it01_intensity-tracing-first1000.bin"])
 def test_fixed_record_reads_in_lanes_equal_reads_in_plain_arrays(monkeypatch, name):

@@ -157,15 +157,20 @@ class Apx3HitDecoder:
         return None if self.carry_len < 0 else bytes(self.carry[: self.carry_len])
 
     def decode(self, buf: np.ndarray, payload_pos: np.ndarray, payload_len: np.ndarray,
-               readout_id: np.ndarray, timestamp: np.ndarray) -> Decoded3:
-        """Decode the payloads ``buf[payload_pos[i]:payload_pos[i] + payload_len[i]]``."""
+               readout_id: np.ndarray, timestamp: np.ndarray,
+               payload_bytes: int | None = None) -> Decoded3:
+        """Decode the payloads ``buf[payload_pos[i]:payload_pos[i] + payload_len[i]]``.
+        ``payload_bytes``: their total length, where the caller knows it (see
+        :func:`bindf.formats._apx_hits.most_hits`)."""
         n_readouts = len(payload_pos)
         payload_len = np.ascontiguousarray(payload_len, dtype=np.uint32)
         scratch = self._slots[self._next]
         self._next = (self._next + 1) % len(self._slots)
         if self.store_hits:
             # a readout of L bytes holds at most L // 5 hits plus one re-assembled hit
-            bound = int(np.sum(payload_len // HIT_SIZE, dtype=np.int64)) + n_readouts
+            # (and the sum of the L // 5 is at most the sum of the L over 5)
+            bound = (int(np.sum(payload_len // HIT_SIZE, dtype=np.int64))
+                     if payload_bytes is None else payload_bytes // HIT_SIZE) + n_readouts
             if bound > len(scratch.hits):
                 scratch.__init__(max(bound, 2 * len(scratch.hits)))
         status = np.empty(n_readouts, dtype=np.uint8)

@@ -638,8 +638,11 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
                     self.after_gap = False
                 payload_pos = np.add(framed.header_pos, READOUT_HEADER_SIZE,
                                      out=self._payload_pos[:n])
-                decoded = self.hits.decode(buf, payload_pos,
-                                           framed.length, framed.readout_id, framed.timestamp)
+                # (the readouts lie back to back: their payloads are the bytes framed
+                # less the headers)
+                decoded = self.hits.decode(buf, payload_pos, framed.length, framed.readout_id,
+                                           framed.timestamp,
+                                           stop - pos - n * READOUT_HEADER_SIZE)
                 yield (None if self.store_hits else framed.detached()), decoded
             if code == _apx.FRAME_FULL:
                 continue
