@@ -700,6 +700,30 @@ def test_options_are_validated(data_dir):
         bindf.read_apx(data_dir / SAMPLE, chunk_bytes=5)
 
 
+@pytest.mark.parametrize("chunk_bytes", [19, 1000, 20_000])
+def test_chunk_bytes_bounds_every_read(data_dir, monkeypatch, chunk_bytes):
+    """``chunk_bytes`` is the upper bound of one read, the first one included (which is
+    otherwise 64 KiB, so that ``head()`` decodes little)."""
+    import bindf._source
+    from bindf.formats import _stream
+
+    monkeypatch.setattr(bindf._source, "HOLD_IN_MEMORY_BYTES", 0)  # no whole-file read
+    whole = bindf.read_apx(data_dir / SAMPLE, output="arrow")
+    sizes = []
+    read_into = _stream.read_into
+
+    def spy(f, view):
+        sizes.append(len(view))
+        return read_into(f, view)
+
+    monkeypatch.setattr(_stream, "read_into", spy)
+    got = bindf.read_apx(data_dir / SAMPLE, output="arrow", chunk_bytes=chunk_bytes,
+                         n_rows=10**9)
+    assert got.equals(whole)
+    assert sizes and max(sizes) <= chunk_bytes
+    assert sizes[0] == chunk_bytes  # (the sample holds 28 KB of data)
+
+
 # -- damaged files -------------------------------------------------------------------
 def test_empty_and_bad_magic(tmp_path):
     with pytest.raises(UnknownFormatError, match="empty"):

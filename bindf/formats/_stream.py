@@ -278,9 +278,10 @@ def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = 
     """Read ``source`` from ``decoder.read_position`` to ``end`` (default: its size when
     opened) with ``readinto`` into the decoder's buffer, and yield what it decodes.
 
-    Reads start at ``first_read`` bytes and double up to ``max_read`` (so that
-    ``head()`` decodes little). A read that comes back short means the file shrank:
-    decoding ends there with a truncation warning. ``f``: an already open file.
+    Reads start at ``first_read`` bytes (at most ``max_read``) and double up to
+    ``max_read`` (so that ``head()`` decodes little). A read that comes back short means
+    the file shrank: decoding ends there with a truncation warning. ``f``: an already
+    open file.
     ``finish=False``: ``end`` is not the end of the data (another decoder reads on from
     there, see :mod:`._apx_parts`), so the decoder is left unfinished, unless the file
     shrank or the data declared its own end.
@@ -292,7 +293,7 @@ def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = 
                                    max_read=max_read, f=opened, finish=finish)
         return
     f.seek(decoder.read_position)
-    size = first_read
+    size = min(first_read, max_read)  # (max_read bounds every read, the first one too)
     shrank = False
     while not decoder.ended:
         want = min(size, end - decoder.read_position)
