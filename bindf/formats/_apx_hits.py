@@ -9,7 +9,7 @@ layout, for the writer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,7 +221,11 @@ class HitColumns:
         #: Where the columns' memory comes from (:mod:`bindf._lanes`; default: an array
         #: per column and chunk).
         self.lanes = lanes if lanes is not None else Lanes(enabled=False)
-        self._columns: tuple[str, ...] | None = None  # the columns of the last call
+        # The columns of the last call, those of them cut out of the hits' bits, and
+        # n -> their new arrays (set again when a call asks for other columns).
+        self._columns: tuple[str, ...] = ()
+        self._word_names: list[str] = []
+        self._new_words: Callable[[int], list[np.ndarray]] = self.lanes.columns({})
 
     def __call__(self, decoded: Any, columns: Sequence[str]) -> list[np.ndarray]:
         n = decoded.n_hits
