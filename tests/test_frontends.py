@@ -174,6 +174,20 @@ def test_scan_matches_eager(stt1_files: list[Path], tmp_path: Path) -> None:
     assert lazy.bindf.header == eager.bindf.header
 
 
+def test_scan_schemas_are_converted_once_and_handed_out_as_copies() -> None:
+    """polars_schema caches the conversion per Arrow schema but gives each caller a
+    schema of its own (pl.Schema is a mutable mapping)."""
+    from bindf.frontends.polars import polars_schema
+
+    arrow = pa.schema([("a", pa.uint8()), ("b", pa.dictionary(pa.int8(), pa.string())),
+                       ("c", pa.float64())])
+    first, second = polars_schema(arrow), polars_schema(arrow)
+    assert first == second == pl.from_arrow(arrow.empty_table()).schema
+    assert first is not second
+    first["d"] = pl.Int64
+    assert "d" not in polars_schema(arrow)
+
+
 def test_scan_predicate_on_unprojected_column(stt1_files: list[Path]) -> None:
     eager = bindf.read(stt1_files[0], output="polars")
     got = pl.scan_spectro(stt1_files[0]).filter(pl.col("event") == 76).select("macrotime_ns")

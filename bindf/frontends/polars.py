@@ -8,6 +8,7 @@ reading as soon as ``n_rows`` rows survived the filter.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,8 +24,17 @@ from .output import batch_to_polars, set_polars_info
 
 
 def polars_schema(schema: pa.Schema) -> pl.Schema:
-    """The polars schema of an Arrow schema (via an empty table: exact same mapping)."""
-    return pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+    """The polars schema of an Arrow schema (via an empty table: exact same mapping).
+
+    Each call returns a new ``pl.Schema`` (a mutable mapping); the conversion itself is
+    cached per Arrow schema: it took ~0.4 ms, half of what building a scan costs, and a
+    campaign builds one scan per run."""
+    return pl.Schema(_polars_fields(schema))
+
+
+@functools.lru_cache(maxsize=64)
+def _polars_fields(schema: pa.Schema) -> tuple[tuple[str, pl.DataType], ...]:
+    return tuple(pl.from_arrow(schema.empty_table()).schema.items())  # type: ignore[union-attr]
 
 
 def register_bindf_source(
