@@ -32,7 +32,8 @@ process) ran at the same speed either way (AstroPix, best of 20: 39-42 ms and
 
 A slice keeps its whole block alive, so a caller that keeps a single batch of a read
 pins up to one block per column; that is why only bulk reads of large inputs use lanes
-(:func:`lanes_for`), and small files, follow polls and header probes do not.
+(:func:`lanes_for`), and small files, follow polls, header probes and reads of a few
+rows of a large file do not (see :meth:`bindf.formats._base.FormatReader.output_lanes`).
 """
 
 from __future__ import annotations

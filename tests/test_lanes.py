@@ -105,7 +105,7 @@ def test_astep_read_in_lanes_equals_read_in_plain_arrays(tmp_path, monkeypatch, 
         return pa.Table.from_batches(list(reader.iter_batches()), schema=reader.schema)
 
     plain = read()
-    monkeypatch.setattr(FormatReader, "output_lanes", lambda self: Lanes(block_bytes=3000))
+    monkeypatch.setattr(FormatReader, "output_lanes", lambda self, *args, **kwargs: Lanes(block_bytes=3000))
     in_lanes = read()
     assert in_lanes.num_rows == 6000
     assert in_lanes.equals(plain)
@@ -123,7 +123,7 @@ def test_apx_read_in_lanes_equals_read_in_plain_arrays(monkeypatch, name, writes
 
     path = Path(__file__).parent / "data" / name
     plain = bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=1)
-    monkeypatch.setattr(FormatReader, "output_lanes", lambda self: Lanes(block_bytes=2000))
+    monkeypatch.setattr(FormatReader, "output_lanes", lambda self, *args, **kwargs: Lanes(block_bytes=2000))
     # In lanes, hit finding writes the readout fields of the hits straight into their
     # columns (HitDecoder.write_into); the values must be those of the copies.
     owned: set[frozenset[str]] = set()
@@ -253,7 +253,7 @@ def test_fixed_record_reads_in_lanes_equal_reads_in_plain_arrays(monkeypatch, na
 
     path = Path(__file__).parent / "data" / name
     plain = bindf.read(path, output="arrow", batch_size=7)
-    monkeypatch.setattr(FormatReader, "output_lanes", lambda self: Lanes(block_bytes=3000))
+    monkeypatch.setattr(FormatReader, "output_lanes", lambda self, *args, **kwargs: Lanes(block_bytes=3000))
     assert bindf.read(path, output="arrow", batch_size=7).equals(plain)
     assert bindf.read(path, output="arrow").equals(plain)
 
@@ -269,8 +269,8 @@ def test_only_eager_reads_of_large_inputs_use_lanes(monkeypatch):
     used: list[bool] = []
     original = FormatReader.output_lanes
 
-    def spy(self, shares=1):
-        lanes = original(self, shares)
+    def spy(self, shares=1, input_bytes=None):
+        lanes = original(self, shares, input_bytes)
         used.append(lanes.enabled)
         return lanes
 
@@ -290,6 +290,36 @@ def test_only_eager_reads_of_large_inputs_use_lanes(monkeypatch):
         used.clear()
         stream()
         assert used and not any(used)
+
+
+@pytest.mark.parametrize(("name", "small_limit"), [
+    ("spf1_phasors_example.bin", 3),  # fixed records: the records' bytes are known
+    ("20250723_092534_data.apx", 10),  # AstroPix: at least 5 bytes per row
+    ("vinj0_th1030_20250729-185248.apx", 10),
+    ("quad_chip_data.bin", 10),  # A-STEP: at least 5 bytes per frame
+])
+def test_eager_reads_of_a_few_rows_use_plain_arrays(monkeypatch, name, small_limit):
+    """An eager read with a row limit decodes only the start of a large file: a
+    ``head(10)`` must not make a block per column (16 MiB each) for its ten rows."""
+    import bindf
+
+    used: list[bool] = []
+    original = FormatReader.output_lanes
+
+    def spy(self, shares=1, input_bytes=None):
+        lanes = original(self, shares, input_bytes)
+        used.append(lanes.enabled)
+        return lanes
+
+    monkeypatch.setattr(FormatReader, "output_lanes", spy)
+    monkeypatch.setattr(_lanes, "MIN_INPUT_BYTES", 1000)  # these files count as large
+    path = Path(__file__).parent / "data" / name
+    whole = bindf.read(path, output="arrow", n_rows=10**9)
+    assert used and all(used)
+    used.clear()
+    head = bindf.read(path, output="arrow", n_rows=small_limit)
+    assert used and not any(used)
+    assert head.equals(whole.slice(0, small_limit))
 
 
 MIB = 1 << 20
@@ -374,7 +404,7 @@ def test_eager_read_in_lanes_gives_one_chunk_per_block(monkeypatch, output):
     path = Path(__file__).parent / "data" / "20250723_092534_data.apx"
     # (n_rows: streamed in chunks, not read whole as small files are)
     plain = bindf.read_apx(path, output=output, batch_size=7, threads=1, n_rows=10**6)
-    monkeypatch.setattr(FormatReader, "output_lanes", lambda self: Lanes())
+    monkeypatch.setattr(FormatReader, "output_lanes", lambda self, *args, **kwargs: Lanes())
     in_lanes = bindf.read_apx(path, output=output, batch_size=7, threads=1, n_rows=10**6)
     assert in_lanes.equals(plain)
     if output == "arrow":
@@ -469,7 +499,7 @@ def test_eager_apx_read_in_lanes_makes_few_batches(monkeypatch):
     monkeypatch.setattr("bindf.formats.apx.numpy_batch", count)
     plain = bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=1, n_rows=10**6)
     assert len(made) > 20  # a batch per chunk (no lanes for this small file)
-    monkeypatch.setattr(FormatReader, "output_lanes", lambda self, shares=1: Lanes())
+    monkeypatch.setattr(FormatReader, "output_lanes", lambda self, *args, **kwargs: Lanes())
 
     def reader_batches(**kwargs):
         reader = ApxReader(Source(str(path)), threads=1, chunk_bytes=512)

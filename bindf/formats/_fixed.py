@@ -151,7 +151,7 @@ class FixedRecordReader(FormatReader):
         helpers = self.part_helpers()
         in_parts = (helpers is not None
                     and min(batch_size, stop - start) * itemsize >= PARALLEL_MIN_BYTES)
-        lanes = self.output_lanes()
+        lanes = self.output_lanes(input_bytes=(stop - start) * itemsize)
         with self.source.open() as f:
             f.seek(self.row_offset(start))
             row = start

@@ -188,6 +188,9 @@ def new_hit_columns(readout_uid: int, threads: int = 1, lanes: Lanes | None = No
 #: ``head()`` decodes almost nothing; reads then double up to this bound.
 DEFAULT_CHUNK_BYTES = 1 << 20
 _FIRST_READ = 64 << 10
+#: No output row takes fewer input bytes (an AstroPix 3 hit is 5 bytes, an AstroPix 4
+#: hit 8, a readout's header 19): ``n_rows`` rows decode at least ``n_rows`` times this.
+_MIN_ROW_BYTES = 5
 #: Files with fewer data bytes than this are decoded without the prefetch thread:
 #: they fit in a couple of reads, and starting a thread (and handing chunks across it)
 #: costs more than the overlap gains (measured: the lock waits were the largest cost
@@ -392,7 +395,8 @@ class ApxReader(FormatReader):
         to_batches = self._batch_maker(
             columns, schema, batch_size if n_rows is None else None,
             self.threads - decode_threads if prefetch else self.threads,
-            self.output_lanes(), None if prefetch else stream)
+            self.output_lanes(input_bytes=None if n_rows is None else n_rows * _MIN_ROW_BYTES),
+            None if prefetch else stream)
         produced = 0
         try:
             for batch in to_batches(chunks):

@@ -73,6 +73,8 @@ AUTO_SAMPLE_BYTES = 256 << 10
 #: ~15 % faster with two threads) and larger reads gained nothing more.
 DEFAULT_CHUNK_BYTES = 2 << 20
 _FIRST_READ = 64 << 10
+#: The shortest frame the walker accepts: the length byte and a length of 4.
+_MIN_FRAME_BYTES = 5
 #: Frames one walk has room for, per byte of a read: typical frames are 11 (AstroPix 3)
 #: or 14 bytes (AstroPix 4) long; a read of shorter ones takes more walks.
 _FRAMES_PER_BYTE = 1 / 8
@@ -448,11 +450,14 @@ class AstepReader(FormatReader):
         produced = 0
         # The common threads= (an int; threads=False → 1): a prefetch worker above one.
         prefetch = self.threads > 1
+        # (with a row limit, the least input its frames take: see output_lanes)
+        input_bytes = None if n_rows is None else n_rows * _MIN_FRAME_BYTES
         chunks = self._iter_parsed(per_call, columns,
-                                   slots=PREFETCH_AHEAD + 1 if prefetch else 1)
+                                   slots=PREFETCH_AHEAD + 1 if prefetch else 1,
+                                   input_bytes=input_bytes)
         if prefetch:
             chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-astep")
-        lanes = self.output_lanes()  # this thread's; the walker has its own
+        lanes = self.output_lanes(input_bytes=input_bytes)  # the walker has its own
         try:
             for parsed in chunks:
                 arrays = FrameColumns(self, parsed, lanes, columns)
@@ -465,13 +470,14 @@ class AstepReader(FormatReader):
         finally:
             chunks.close()
 
-    def _iter_parsed(self, per_call: int, columns: Sequence[str],
-                     slots: int = 1) -> Generator[_Parsed, None, None]:
+    def _iter_parsed(self, per_call: int, columns: Sequence[str], slots: int = 1,
+                     input_bytes: int | None = None) -> Generator[_Parsed, None, None]:
         """Walk the file chunk by chunk (:class:`AstepStream`); its counts end up in
         :attr:`errors`. A yielded item's arrays that none of ``columns`` hands out (the
         sensor words always) are overwritten ``slots`` walks later; the others are its
         own."""
-        stream = self.stream(per_call=per_call, slots=slots, lanes=self.output_lanes(),
+        stream = self.stream(per_call=per_call, slots=slots,
+                             lanes=self.output_lanes(input_bytes=input_bytes),
                              handed_out=walk_arrays_for(columns))
         try:
             yield from decode_file(self.source, stream, first_read=_FIRST_READ,
