@@ -94,6 +94,7 @@ class ReadPlan:
         #: than parsing it did.
         self.errors_done: list[dict[str, int]] = []
         self.columns = self._split_columns(columns)
+        self._full_schema: pa.Schema | None = None
 
     @classmethod
     def from_kwargs(cls, sources: Sources, *, format: str | None = None,
@@ -161,7 +162,14 @@ class ReadPlan:
         return extra
 
     def full_schema(self) -> pa.Schema:
-        """All columns a read could produce (reader schema plus requested extras)."""
+        """All columns a read could produce (reader schema plus requested extras).
+        Built once per plan (a read asks for it several times; the first file's
+        header and the options fix it)."""
+        if self._full_schema is None:
+            self._full_schema = self._build_full_schema()
+        return self._full_schema
+
+    def _build_full_schema(self) -> pa.Schema:
         extras = self._extra_fields()
         base = self.first_reader.schema
         clash = [f.name for f in extras if f.name in base.names]
