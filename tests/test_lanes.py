@@ -258,14 +258,9 @@ def test_fixed_record_reads_in_lanes_equal_reads_in_plain_arrays(monkeypatch, na
     assert bindf.read(path, output="arrow").equals(plain)
 
 
-def test_only_eager_reads_of_large_inputs_use_lanes(monkeypatch):
-    """A stream of batches (iter_batches, chunked reads, scans) must not pin a block per
-    column for batches it has let go: only eager reads, which keep every batch, and
-    only of inputs of MIN_INPUT_BYTES or more, get lanes."""
-    import polars as pl
-
-    import bindf
-
+def _record_lanes_used(monkeypatch) -> list[bool]:
+    """Whether each output_lanes() call of the reads that follow gave lanes (True) or
+    plain arrays (False), in call order."""
     used: list[bool] = []
     original = FormatReader.output_lanes
 
@@ -275,6 +270,18 @@ def test_only_eager_reads_of_large_inputs_use_lanes(monkeypatch):
         return lanes
 
     monkeypatch.setattr(FormatReader, "output_lanes", spy)
+    return used
+
+
+def test_only_eager_reads_of_large_inputs_use_lanes(monkeypatch):
+    """A stream of batches (iter_batches, chunked reads, scans) must not pin a block per
+    column for batches it has let go: only eager reads, which keep every batch, and
+    only of inputs of MIN_INPUT_BYTES or more, get lanes."""
+    import polars as pl
+
+    import bindf
+
+    used = _record_lanes_used(monkeypatch)
     path = Path(__file__).parent / "data" / "spf1_phasors_example.bin"
     bindf.read(path, output="arrow")
     assert used == [False]  # a small input
@@ -303,15 +310,7 @@ def test_eager_reads_of_a_few_rows_use_plain_arrays(monkeypatch, name, small_lim
     ``head(10)`` must not make a block per column (16 MiB each) for its ten rows."""
     import bindf
 
-    used: list[bool] = []
-    original = FormatReader.output_lanes
-
-    def spy(self, shares=1, input_bytes=None):
-        lanes = original(self, shares, input_bytes)
-        used.append(lanes.enabled)
-        return lanes
-
-    monkeypatch.setattr(FormatReader, "output_lanes", spy)
+    used = _record_lanes_used(monkeypatch)
     monkeypatch.setattr(_lanes, "MIN_INPUT_BYTES", 1000)  # these files count as large
     path = Path(__file__).parent / "data" / name
     whole = bindf.read(path, output="arrow", n_rows=10**9)
