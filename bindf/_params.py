@@ -160,19 +160,35 @@ def signature_with_options(kind: str) -> inspect.Signature:
     return base.replace(parameters=params)
 
 
-def check_names(function: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+#: Parameters of ``read_<format>`` that a polars scan does not take, and where a polars
+#: user finds the same thing.
+SCAN_HINTS: dict[str, str] = {
+    "n_rows": "polars limits a scan's rows: .head(n) on the LazyFrame",
+    "columns": "polars picks a scan's columns: .select(...) on the LazyFrame",
+    "output": "a scan is a polars LazyFrame: .collect(), then convert the DataFrame",
+    "chunksize": "did you mean batch_size=?",
+    "dtype_backend": "a scan is a polars LazyFrame; dtype_backend is for pandas output",
+}
+
+
+def check_names(function: str, given: Iterable[str], allowed: Iterable[str],
+                hints: dict[str, str] | None = None) -> None:
     """A ``TypeError`` for keyword arguments ``function`` does not take, with a hint
-    (``nrows`` → ``n_rows``, or the closest name) where there is one."""
+    where there is one: ``hints`` (what to do instead), else ``nrows`` → ``n_rows`` or
+    the closest name."""
     allowed = list(allowed)
     unknown = [name for name in given if name not in allowed]
     if not unknown:
         return
     name = unknown[0]
+    message = f"{function}() got an unexpected option (keyword argument) {name!r}"
+    instead = hints and (hints.get(name) or hints.get(HINTS.get(name, "")))  # nrows too
+    if instead:
+        raise TypeError(f"{message}; {instead}")
     hint = HINTS.get(name)
     if hint is None or hint not in allowed:
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = close[0] if close else None
-    message = f"{function}() got an unexpected option (keyword argument) {name!r}"
     if hint:
         message += f"; did you mean {hint}=?"
     raise TypeError(message)

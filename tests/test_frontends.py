@@ -138,7 +138,10 @@ def test_chunksize_iterates_frames(stt1_files: list[Path]) -> None:
         chunks = list(reader)
     assert [len(c) for c in chunks] == [300, 300, 300, 100]
     assert all(c.attrs["bindf"]["format"] == "spectro" for c in chunks)
-    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
+    # numbered on as pandas' chunked readers do, so the chunks concatenate to the whole
+    assert [(c.index[0], c.index[-1]) for c in chunks] == [(0, 299), (300, 599),
+                                                           (600, 899), (900, 999)]
+    pd.testing.assert_frame_equal(pd.concat(chunks), whole)
     polars_chunks = list(bindf.read(stt1_files[0], chunksize=400, output="polars"))
     assert [c.height for c in polars_chunks] == [400, 400, 200]
 
@@ -233,6 +236,9 @@ def test_bad_arguments_are_value_errors(stt1_files: list[Path]) -> None:
         bindf.read(stt1_files[0], format="xyz")
     with pytest.raises(ValueError, match="already exist"):
         bindf.read(stt1_files[0], include_file_paths="event")
+    for read in (bindf.read, lambda p, **kw: bindf.scan(p, **kw).collect()):
+        with pytest.raises(ValueError, match="name the same column 'x'"):
+            read(stt1_files[0], row_index_name="x", include_file_paths="x")
 
 
 def test_exceptions_pickle_with_their_location() -> None:

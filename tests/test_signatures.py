@@ -52,6 +52,18 @@ def test_misspelt_names_get_a_hint(wrong: str, right: str) -> None:
         bindf.read_apx("never-read.apx", **{wrong: 1})
 
 
+@pytest.mark.parametrize(("name", "instead"), [("n_rows", r"\.head\(n\)"),
+                                               ("nrows", r"\.head\(n\)"),
+                                               ("columns", r"\.select"),
+                                               ("output", r"\.collect\(\)"),
+                                               ("chunksize", "did you mean batch_size=")])
+def test_scans_point_to_polars_for_what_polars_does(name: str, instead: str) -> None:
+    # refused before the file is opened, by the format's scan and by bindf.scan alike
+    for scan in (bindf.scan_apx, bindf.scan):
+        with pytest.raises(TypeError, match=f"unexpected option.*{name!r}.*{instead}"):
+            scan("never-read.apx", **{name: 1})
+
+
 def test_typing_stub_is_current() -> None:
     committed = (inspect.getfile(bindf).replace("__init__.py", "__init__.pyi"))
     with open(committed, encoding="utf-8") as f:
@@ -67,5 +79,5 @@ def test_generic_read_hints_too(tmp_path) -> None:  # noqa: ANN001
     path = tmp_path / "x.bin"  # refused before the file is opened
     with pytest.raises(TypeError, match="'nrows'; did you mean n_rows="):
         bindf.read(path, nrows=3)
-    with pytest.raises(TypeError, match="'usecols'; did you mean columns="):
+    with pytest.raises(TypeError, match=r"'usecols'; polars picks a scan's columns: \.select"):
         bindf.scan(path, usecols=["g"])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .._params import check_names, docstring, parameters, signature
+from .._params import SCAN_HINTS, check_names, docstring, parameters, signature
 from .._source import Sources
 from ..registry import FormatSpec, get_format
 
@@ -109,7 +109,8 @@ class FormatFunction:
                             f"bindf.{'dask.' if self.kind == 'dask' else ''}"
                             f"{'scan' if self.kind == 'scan' else 'read'}(format=...)")
         allowed = [p.name for p in self._parameters()]
-        check_names(self.__name__, kwargs, allowed)
+        check_names(self.__name__, kwargs, allowed,
+                    hints=SCAN_HINTS if self.kind == "scan" else None)
         if self.kind == "read":
             from .read import read
 

@@ -171,6 +171,9 @@ class ReadPlan:
 
     def _build_full_schema(self) -> pa.Schema:
         extras = self._extra_fields()
+        if self.row_index_name and self.row_index_name == self.include_file_paths:
+            raise ValueError(f"row_index_name and include_file_paths name the same column "
+                             f"{self.row_index_name!r}; give them different names")
         base = self.first_reader.schema
         clash = [f.name for f in extras if f.name in base.names]
         if clash:

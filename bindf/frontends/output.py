@@ -393,7 +393,9 @@ def batch_to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
 class ChunkedReader(Iterator[Frame]):
     """Iterator of frames returned when ``chunksize=`` is given (pandas' convention).
 
-    Usable as a context manager; ``close()`` stops reading.
+    As in pandas' chunked readers, pandas chunks are numbered on from the chunks before
+    them (``RangeIndex`` 0..n-1, then n..), so ``pd.concat(chunks)`` equals the whole
+    read. Usable as a context manager; ``close()`` stops reading.
     """
 
     def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, output: Output,
@@ -403,13 +405,19 @@ class ChunkedReader(Iterator[Frame]):
         self._output = output
         self._info = info
         self._dtype_backend = dtype_backend
+        self._rows_before = 0
 
     def __iter__(self) -> ChunkedReader:
         return self
 
     def __next__(self) -> Frame:
-        return batches_to_output([next(self._batches)], self._schema, self._output,
-                                 self._info(), self._dtype_backend)
+        frame = batches_to_output([next(self._batches)], self._schema, self._output,
+                                  self._info(), self._dtype_backend)
+        if isinstance(frame, pd.DataFrame):
+            start = self._rows_before
+            frame.index = pd.RangeIndex(start, start + len(frame))
+        self._rows_before += len(frame)
+        return frame
 
     def close(self) -> None:
         close = getattr(self._batches, "close", None)

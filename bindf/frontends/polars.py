@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 from polars.io.plugins import register_io_source
 
+from .._params import HINTS, SCAN_HINTS, check_names
 from .._source import Sources
 from .._threads import resolve_threads
 from .batches import ReadPlan
@@ -93,6 +94,10 @@ def scan(
     ``head()``/``n_rows`` are pushed into the reader.
     """
 
+    # bindf.read's parameters that polars itself provides for a scan (.head, .select …)
+    check_names("scan", [name for name in options
+                         if name in SCAN_HINTS or HINTS.get(name) in SCAN_HINTS],
+                (), hints=SCAN_HINTS)
     # polars runs this scan on its own thread pool: stay within its size, so that the
     # two pools together do not oversubscribe the machine.
     threads = min(resolve_threads(threads), pl.thread_pool_size())
