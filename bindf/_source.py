@@ -131,15 +131,15 @@ class Source:
     def open(self) -> BinaryIO:
         """Open for binary reading (the caller closes it).
 
-        Inside :meth:`held`, hand out the one held file instead (rewound to the start;
-        closing it does nothing), so that a reader's header and data reads share it;
-        a small file held in memory gives a new in-memory file over the same bytes.
+        Inside :meth:`held`, hand out a view of the one held file instead (at the start,
+        with a position of its own; closing it does nothing), so that a reader's header
+        and data reads share it; a small file held in memory gives a new in-memory file
+        over the same bytes.
         """
         held = _held_files().get(id(self))
         if held is not None:
-            if isinstance(held, bytes):
-                return io.BytesIO(held)  # shares the bytes: no copy
-            held.seek(0)
+            if isinstance(held.content, bytes):
+                return io.BytesIO(held.content)  # shares the bytes: no copy
             return _HeldFile(held)  # type: ignore[return-value]
         if self.fs is not None:
             return self.fs.open(self.fs_path, "rb")
@@ -149,7 +149,7 @@ class Source:
         """The whole file, when :meth:`held` holds it in memory in this thread (else
         ``None``): a reader may decode from it directly, without a file object."""
         held = _held_files().get(id(self))
-        return held if isinstance(held, bytes) else None
+        return held.content if held is not None and isinstance(held.content, bytes) else None
 
     def held(self) -> _Holding:
         """Open the file once for everything done with this source inside the block
@@ -158,7 +158,10 @@ class Source:
         :data:`HOLD_IN_MEMORY_BYTES` is read whole right away, with one ``read``.
 
         The held file belongs to the current thread: other threads reading the same
-        source (dask partitions of one file) open their own."""
+        source (dask partitions of one file) open their own. Blocks of one source may
+        nest or interleave in a thread (a second pass over a ``bindf.open`` object
+        started while the first is paused between batches): they share the file, each
+        :meth:`open` reads at its own position, and the last block to end closes it."""
         return _Holding(self)
 
     def read_head(self, n: int) -> bytes:
@@ -207,45 +210,58 @@ def _whole_local_file(path: str, size: int) -> bytes:
     return data
 
 
+class _Held:
+    """One held file of a thread (see :meth:`Source.held`): its content, the number of
+    blocks holding it, and which view last moved the file's position."""
+
+    __slots__ = ("content", "holds", "user")
+
+    def __init__(self, content: BinaryIO | bytes) -> None:
+        self.content = content
+        self.holds = 1
+        self.user: _HeldFile | None = None
+
+
 class _Holding:
     """The context manager of :meth:`Source.held` (a class, not ``@contextmanager``:
     it runs once per file of a multi-file read, where a generator's overhead shows)."""
 
-    __slots__ = ("_source", "_key", "_files", "_file", "_held")
+    __slots__ = ("_source", "_key", "_files", "_entry")
 
     def __init__(self, source: Source) -> None:
         self._source = source
-        self._file: BinaryIO | None = None
-        self._held = False
+        self._entry: _Held | None = None
 
     def __enter__(self) -> Source:
         source = self._source
         self._files = files = _held_files()
         self._key = key = id(source)
-        if key in files:  # already held by an outer block
-            return source
-        if source.reads_whole_when_held and 0 <= source.size <= HOLD_IN_MEMORY_BYTES:
-            files[key] = _whole_local_file(_local_path(source.path), source.size)
+        entry = files.get(key)
+        if entry is not None:  # already held by an enclosing or interleaved block
+            entry.holds += 1
+        elif source.reads_whole_when_held and 0 <= source.size <= HOLD_IN_MEMORY_BYTES:
+            entry = files[key] = _Held(_whole_local_file(_local_path(source.path), source.size))
         else:
-            files[key] = f = source.open()
-            self._file = f
-        self._held = True
+            entry = files[key] = _Held(source.open())
+        self._entry = entry
         return source
 
     def __exit__(self, *exc: object) -> None:
-        if not self._held:
+        entry, self._entry = self._entry, None
+        if entry is None:
             return
-        self._held = False
+        entry.holds -= 1
+        if entry.holds:  # another block still reads it
+            return
         del self._files[self._key]
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if not isinstance(entry.content, bytes):
+            entry.content.close()
 
 
 _THREAD_STATE = threading.local()
 
 
-def _held_files() -> dict[int, BinaryIO | bytes]:
+def _held_files() -> dict[int, _Held]:
     """This thread's held files (see :meth:`Source.held`), by ``id`` of their source."""
     files = getattr(_THREAD_STATE, "held", None)
     if files is None:
@@ -254,11 +270,41 @@ def _held_files() -> dict[int, BinaryIO | bytes]:
 
 
 class _HeldFile:
-    """The held file of :meth:`Source.held` as its users see it: reads go through,
-    ``close()`` (and leaving a ``with`` block) does nothing."""
+    """A view of a held file (see :meth:`Source.held`) as one of its users sees it: reads
+    and seeks go to the file at this view's own position, so that views never move each
+    other (two passes over one source may interleave); ``close()`` (and leaving a
+    ``with`` block) does nothing."""
 
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
+    def __init__(self, held: _Held) -> None:
+        self._held = held
+        self._position = 0
+
+    def _file(self) -> BinaryIO:
+        """The held file, at this view's position (a seek only when another view moved
+        it since this one's last call)."""
+        held = self._held
+        f: BinaryIO = held.content  # type: ignore[assignment]
+        if held.user is not self:
+            f.seek(self._position)
+            held.user = self
+        return f
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file().read(size)
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._file().readinto(buffer) or 0
+        self._position += n
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._position = self._file().seek(offset, whence)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
     def __enter__(self) -> _HeldFile:
         return self
@@ -269,8 +315,8 @@ class _HeldFile:
     def close(self) -> None:
         pass
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._f, name)
+    def __getattr__(self, name: str) -> Any:  # fileno, name, seekable …: no moves
+        return getattr(self._file(), name)
 
 
 def _fsspec_filesystem(path: str, storage_options: dict[str, Any]) -> tuple[Any, str]:

@@ -115,6 +115,27 @@ def test_pa_table_and_record_batch_reader(case: Case) -> None:
         assert plain(reader.read_all()).equals(plain(expected))
 
 
+def test_interleaved_passes_are_independent(case: Case,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second pass started while the first is paused between batches (and a third
+    ending while both are paused) reads the whole source too: the passes share the
+    held file but never each other's position, and none closes it under another."""
+    import bindf._source
+
+    monkeypatch.setattr(bindf._source, "HOLD_IN_MEMORY_BYTES", 0)  # held open, not in memory
+    expected = plain(expected_table(case))
+    with open_case(case, batch_size=max(1, expected.num_rows // 5)) as f:
+        first, second = f.iter_batches(), f.iter_batches()
+        got_first, got_second = [next(first)], [next(second)]
+        assert plain(f.to_arrow()).equals(expected)  # a whole pass in between
+        got_first.append(next(first, None))
+        got_first += list(first)  # the first pass ends (and lets go of the file) …
+        got_second += list(second)  # … while the second goes on
+        for got in (got_first, got_second):
+            batches = [b for b in got if b is not None]
+            assert plain(pa.Table.from_batches(batches, schema=batches[0].schema)).equals(expected)
+
+
 def test_stream_is_lazy(cases: dict[str, Case], monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches are decoded as the consumer pulls them, not all at once."""
     case = cases["spectro_stt1"]
