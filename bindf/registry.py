@@ -45,6 +45,21 @@ ENTRY_POINT_GROUP = "bindf.formats"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
+#: Names no format may take: ``read_<name>`` (or ``scan_``/``write_``) is one of bindf's
+#: own functions (``read_header``, ``read_headers``, ``read_parquet``,
+#: ``read_dataset``), which a format's generated function would replace.
+RESERVED_NAMES = frozenset({"header", "headers", "parquet", "dataset"})
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a format (None: it can)."""
+    if not _NAME.match(name):
+        return ("must be lower case letters, digits and '_', starting with a letter "
+                "(it becomes read_<name>)")
+    if name in RESERVED_NAMES:
+        return f"is reserved: bindf.read_{name} is one of bindf's own functions"
+    return None
+
 
 def _load(target: Any) -> Any:
     """``"module:attribute"`` → the attribute (imported now); anything else as is."""
@@ -83,9 +98,9 @@ class FormatSpec:
     sample: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise ValueError(f"format name {self.name!r} must be lower case letters, digits "
-                             "and '_', starting with a letter (it becomes read_<name>)")
+        problem = _name_problem(self.name)
+        if problem:
+            raise ValueError(f"format name {self.name!r} {problem}")
         object.__setattr__(self, "magics", tuple(self.magics))
         object.__setattr__(self, "extensions", tuple(e.lower() for e in self.extensions))
         object.__setattr__(self, "options", tuple(self.options))
@@ -269,10 +284,12 @@ def discover_plugins() -> list[str]:
     for entry in found:
         if _SEEN_ENTRY_POINTS.get(entry.name) == entry.value:
             continue
-        if entry.name in _BY_NAME or entry.name in _PENDING or not _NAME.match(entry.name):
+        problem = _name_problem(entry.name)
+        if problem is None and (entry.name in _BY_NAME or entry.name in _PENDING):
+            problem = "is taken"
+        if problem:
             warnings.warn(BindfWarning(
-                f"format plugin {entry.name!r} ({entry.value}) is ignored: "
-                + ("the name is taken" if _NAME.match(entry.name) else "not a valid name")),
+                f"format plugin {entry.name!r} ({entry.value}) is ignored: the name {problem}"),
                 stacklevel=2)
             continue
         _SEEN_ENTRY_POINTS[entry.name] = entry.value
@@ -292,7 +309,9 @@ def _load_plugin(name: str) -> FormatSpec | None:
             raise TypeError(f"it loads to a {type(spec).__name__}, not a bindf FormatSpec")
         if spec.name != name:
             raise ValueError(f"its spec is called {spec.name!r}, not {name!r}")
-    except Exception as exc:  # noqa: BLE001 - a broken plugin is a warning, never a crash
+    # SystemExit too: a plugin module that calls sys.exit() at import must not end the
+    # process that reads an unrelated file
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin is a warning
         warnings.warn(BindfWarning(
             f"format plugin {name!r} ({entry.value}) failed to load and is ignored: "
             f"{type(exc).__name__}: {exc}"), stacklevel=3)

@@ -220,11 +220,36 @@ def test_a_broken_plugin_is_a_warning_naming_it() -> None:
         "assert callable(bindf.read_brokenfmt)\n"
         "names = [s.name for s in bindf.list_formats()]\n"
         "assert 'brokenfmt' not in names and 'apx' in names, names\n"
+        "from bindf.frontends.headers import read_headers\n"
+        "assert bindf.read_headers is read_headers  # a reserved name: not replaced\n"
+        f"frame = bindf.read({str(HERE / 'data' / 'spf1_phasors_example.bin')!r})\n"
+        "assert frame.attrs['bindf']['format'] == 'spf1'  # detection loads every plugin\n"
         "print('ok')\n",
         HERE / "broken_plugin_site")
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
     assert "format plugin 'brokenfmt' (bindf_broken_plugin:spec) failed to load" in result.stderr
+    assert ("format plugin 'headers' (bindf_broken_plugin:spec) is ignored: the name is "
+            "reserved: bindf.read_headers is one of bindf's own functions") in result.stderr
+    # a plugin that calls sys.exit() at import is a warning too, not the end of the process
+    assert ("format plugin 'exitfmt' (bindf_exiting_plugin:spec) failed to load and is "
+            "ignored: SystemExit: 3") in result.stderr
+
+
+def test_names_of_bindf_functions_are_reserved() -> None:
+    import re
+
+    import bindf.dask
+    from bindf.registry import RESERVED_NAMES
+
+    # every read_/scan_/write_ function of bindf's own, not made for a format
+    own = {m.group(2) for module in (bindf, bindf.dask) for attribute in dir(module)
+           if (m := re.match(r"(read|scan|write)_(\w+)$", attribute))
+           and m.group(2) not in bindf.format_names() and m.group(2) != "records"}
+    assert own == RESERVED_NAMES
+    for name in sorted(RESERVED_NAMES):
+        with pytest.raises(ValueError, match=f"'{name}' is reserved: bindf.read_{name} is"):
+            bindf.FixedRecordFormat(name, dtype="<u4")
 
 
 def test_samples_read_cleanly(added: tuple[str, Path], tmp_path: Path) -> None:
