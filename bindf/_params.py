@@ -171,6 +171,20 @@ SCAN_HINTS: dict[str, str] = {
 }
 
 
+#: Parameters of ``read_<format>`` that ``bindf.dask.read_<format>`` does not take, and
+#: what a dask user does instead.
+DASK_HINTS: dict[str, str] = {
+    "n_rows": "use ddf.head(n), which reads only the first partition(s)",
+    "row_index_name": "partitions count their rows from 0; for a global row number use "
+                      "a cumulative sum, ddf.assign(row=1).row.cumsum() - 1",
+    "row_index_offset": "see row_index_name",
+    "chunksize": "partitions are the chunks; set blocksize=",
+    "batch_size": "each partition is one frame; set blocksize=",
+    "output": "the partitions are pandas frames",
+    "progress": "use dask's progress bar or dashboard",
+}
+
+
 def check_names(function: str, given: Iterable[str], allowed: Iterable[str],
                 hints: dict[str, str] | None = None) -> None:
     """A ``TypeError`` for keyword arguments ``function`` does not take, with a hint

@@ -429,6 +429,13 @@ def test_missing_files_and_bad_arguments(tmp_path: Path, stt1_files: list[Path])
         bdask.read_spectro(str(stt1_files[0]), format="apx")
     with pytest.raises(TypeError, match="unexpected option"):
         bdask.read(str(stt1_files[0]), nonsense=1)
+    # eager-only options get the dask way to the same thing, from both spellings
+    for name, hint in [("n_rows", r"ddf\.head\(n\)"), ("nrows", r"ddf\.head\(n\)"),
+                       ("output", "pandas frames"), ("row_index_name", "cumsum")]:
+        with pytest.raises(TypeError, match=f"'{name}'; .*{hint}"):
+            bdask.read_spectro(str(stt1_files[0]), **{name: 1})
+    with pytest.raises(TypeError, match=r"does not take n_rows=: use ddf\.head\(n\)"):
+        bdask.read(str(stt1_files[0]), n_rows=1)
 
 
 def test_import_bindf_does_not_need_dask(tmp_path: Path) -> None:
@@ -495,6 +502,33 @@ def test_to_parquet_dataset_keeps_the_header(stt1_files: list[Path], tmp_path: P
     assert first.attrs["bindf"]["source"] == files
     back = pd.concat([bindf.read_parquet(p) for p in parts], ignore_index=True)
     pd.testing.assert_frame_equal(back, eager)
+
+
+def test_to_parquet_with_binary_and_list_columns(tmp_path: Path) -> None:
+    # object columns (A-STEP's binary sensor bytes, read_records' sub-arrays as lists):
+    # dask cannot infer their Arrow types from its placeholder values
+    records = tmp_path / "vectors.dat"
+    dtype = np.dtype([("t", "<u8"), ("v", "<u2", (3,))])
+    values = np.zeros(50, dtype=dtype)
+    values["t"] = np.arange(50)
+    values["v"] = np.arange(150).reshape(50, 3)
+    records.write_bytes(values.tobytes())
+    data = Path(__file__).parent / "data"
+    cases = [(bdask.read(str(data / "quad_chip_data.bin")), bindf.read(data / "quad_chip_data.bin")),
+             (bdask.read_records(str(records), dtype, subarrays="list", blocksize=20 * 14),
+              bindf.read_records(records, dtype, subarrays="list"))]
+    for k, (ddf, eager) in enumerate(cases):
+        out = tmp_path / f"out{k}.parquet"
+        bdask.to_parquet(ddf, str(out))
+        back = pd.concat([bindf.read_parquet(p) for p in sorted(out.glob("*.parquet"))],
+                         ignore_index=True)
+        assert back.columns.tolist() == eager.columns.tolist()
+        objects = [name for name in eager.columns if eager[name].dtype == object]
+        assert objects == (["sensor"] if k == 0 else ["v"])
+        pd.testing.assert_frame_equal(back.drop(columns=objects), eager.drop(columns=objects))
+        for name in objects:  # bytes, or arrays of the same values
+            assert [bytes(v) if k == 0 else list(v) for v in back[name]] == \
+                [bytes(v) if k == 0 else list(v) for v in eager[name]]
 
 
 def test_eager_only_options_are_refused_with_a_hint(stt1_files: list[Path]) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .._params import SCAN_HINTS, check_names, docstring, parameters, signature
+from .._params import DASK_HINTS, SCAN_HINTS, check_names, docstring, parameters, signature
 from .._source import Sources
 from ..registry import FormatSpec, get_format
 
@@ -110,7 +110,7 @@ class FormatFunction:
                             f"{'scan' if self.kind == 'scan' else 'read'}(format=...)")
         allowed = [p.name for p in self._parameters()]
         check_names(self.__name__, kwargs, allowed,
-                    hints=SCAN_HINTS if self.kind == "scan" else None)
+                    hints={"scan": SCAN_HINTS, "dask": DASK_HINTS}.get(self.kind))
         if self.kind == "read":
             from .read import read
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
+from .._params import DASK_HINTS
 from .._source import Source, Sources
 from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader
@@ -58,19 +59,6 @@ DEFAULT_BLOCKSIZE = "128 MiB"
 #: files above all).
 _THREADED_OPEN_MIN_FILES = 4
 _OPEN_THREADS = 16
-
-
-#: Options of the eager readers that make no sense for a partitioned collection.
-_EAGER_ONLY = {
-    "n_rows": "use ddf.head(n), which reads only the first partition(s)",
-    "row_index_name": "partitions count their rows from 0; for a global row number use "
-                      "a cumulative sum, ddf.assign(row=1).row.cumsum() - 1",
-    "row_index_offset": "see row_index_name",
-    "chunksize": "partitions are the chunks; set blocksize=",
-    "batch_size": "each partition is one frame; set blocksize=",
-    "output": "the partitions are pandas frames",
-    "progress": "use dask's progress bar or dashboard",
-}
 
 
 def _dask_dataframe():
@@ -268,8 +256,8 @@ def read(
     collection is made; its complete records are read.
     """
     dd = _dask_dataframe()
-    for name in format_options.keys() & _EAGER_ONLY.keys():
-        raise TypeError(f"bindf.dask.read does not take {name}=: {_EAGER_ONLY[name]}")
+    for name in format_options.keys() & DASK_HINTS.keys():
+        raise TypeError(f"bindf.dask.read does not take {name}=: {DASK_HINTS[name]}")
     check_output("pandas", dtype_backend)
     size = parse_blocksize(blocksize)
     if isinstance(columns, str):
@@ -328,7 +316,35 @@ def to_parquet(ddf: dd.DataFrame, path: str, **kwargs: Any) -> Any:
         metadata.update(kwargs.get("custom_metadata") or {})
         kwargs["custom_metadata"] = metadata
     kwargs.setdefault("write_index", False)
+    if kwargs.get("schema", "infer") == "infer":
+        kwargs["schema"] = _parquet_schema(ddf)
     return ddf.to_parquet(path, **kwargs)
+
+
+def _parquet_schema(ddf: dd.DataFrame) -> pa.Schema | str:
+    """The Arrow schema of ``ddf``'s Parquet files, or ``"infer"`` (dask's own).
+
+    dask infers the Arrow type of an ``object`` column from a placeholder value of its
+    own, which fails for bindf's binary (A-STEP ``sensor``) and list (sub-array) columns;
+    their types come from the first partition that holds a value instead (one partition
+    read, of those columns only)."""
+    meta = ddf._meta
+    objects = [name for name, kind in meta.dtypes.items() if pd.api.types.is_object_dtype(kind)]
+    if not objects:
+        return "infer"
+    object_fields: dict[str, pa.Field] = {}
+    for index in range(ddf.npartitions):
+        sample = ddf[objects].partitions[index].compute().dropna(how="all")
+        if len(sample):
+            types = pa.Schema.from_pandas(sample, preserve_index=False)
+            object_fields = {name: types.field(name) for name in objects}
+            break
+    if len(object_fields) < len(objects):  # no values at all: let dask decide
+        return "infer"
+    others = pa.Schema.from_pandas(ddf._meta_nonempty.drop(columns=objects),
+                                   preserve_index=False)
+    return pa.schema([object_fields[name] if name in object_fields else others.field(name)
+                      for name in meta.columns])
 
 
 def read_records(
