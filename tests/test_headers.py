@@ -13,7 +13,7 @@ from conftest import write_stt1
 
 import bindf
 from bindf.formats.spectro import SpectroReader
-from bindf.frontends.headers import flatten_header
+from bindf.frontends.headers import FIXED_COLUMNS, flatten_header
 
 HEADERS = [
     {"laser_period_ns": 25.0, "channels": [0, 1], "acq": {"mode": "tcspc", "bins": 256},
@@ -109,3 +109,20 @@ def test_flatten_header() -> None:
     assert flatten_header({"a": {"b": {"c": 1}, "d": [1, {"x": 2}]}, "e": {}, "f": None}) == {
         "a.b.c": 1, "a.d": '[1, {"x": 2}]', "e": "{}", "f": None}
     assert flatten_header({}) == {}
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ({"a.b": 1, "a": {"b": 2}}, {"a.b": 1, "a": '{"b": 2}'}),
+    ({"path": "top", "header": {"path": "nested"}},
+     {"header.path": "top", "header": '{"path": "nested"}'}),
+    ({"x": {"b.c": 1, "b": {"c": 2}}, "y": {"z": 1}, "rows": 5},
+     {"x": '{"b.c": 1, "b": {"c": 2}}', "y.z": 1, "header.rows": 5}),
+    ({"path": "x", "header.path": "y"}, {"header.path": "x", "header.header.path": "y"}),
+])
+def test_header_columns_never_overwrite_each_other(tmp_path: Path, header: dict,
+                                                   expected: dict) -> None:
+    path = tmp_path / "odd.spf1"
+    bindf.write_spf1(path, {"time_ns": [1], "channel": [0], "harmonic": [1], "g": [0.5],
+                            "s": [0.25]}, header={"channels": [0], **header})
+    row = bindf.read_headers(str(path)).iloc[0].to_dict()
+    assert {k: v for k, v in row.items() if k not in FIXED_COLUMNS + ("channels",)} == expected

@@ -59,11 +59,59 @@ def header_row(source: Source, format: str | None, flatten: bool,
         raise
     row: dict[str, Any] = {"path": source.path, "format": name, "size_bytes": source.size,
                            "rows": rows}
-    fields = flatten_header(header) if flatten else {
-        "header": json.dumps(header, ensure_ascii=False)}
-    for key, value in fields.items():
-        row[f"header.{key}" if key in FIXED_COLUMNS else key] = value
+    row.update(header_fields(header) if flatten
+               else {"header": json.dumps(header, ensure_ascii=False)})
     return row
+
+
+def header_fields(header: dict[str, Any]) -> dict[str, Any]:
+    """A header's columns in :func:`read_headers` (``flatten=True``), losing nothing.
+
+    :func:`flatten_header` of each top-level key, with a key equal to a fixed column
+    renamed ``header.<key>``. Where two keys would give one column name (``{"a.b": 1,
+    "a": {"b": 2}}``, or ``path`` renamed beside a nested ``header.path``), each
+    top-level key involved keeps its whole value under its own name instead (a dict as
+    JSON text), so that no value overwrites another.
+    """
+
+    def fields_of(key: str, value: Any) -> dict[str, Any]:
+        fields = flatten_header({key: value})
+        return {f"header.{name}" if name in FIXED_COLUMNS else name: v
+                for name, v in fields.items()}
+
+    def whole(key: str, value: Any) -> dict[str, Any]:
+        name = f"header.{key}" if key in FIXED_COLUMNS else key
+        if isinstance(value, dict) and value:
+            return {name: json.dumps(value, ensure_ascii=False)}
+        return fields_of(key, value)
+
+    per_key = {key: fields_of(key, value) for key, value in header.items()}
+    for _ in range(2):  # flattened, then colliding keys whole
+        owners: dict[str, list[str]] = {}
+        for key, fields in per_key.items():
+            for name in fields:
+                owners.setdefault(name, []).append(key)
+        clashing = {key for keys in owners.values() if len(keys) > 1 for key in keys}
+        # a subtree that collides with itself ({"b.c": 1, "b": {"c": 2}} inside one key)
+        clashing |= {key for key, value in header.items()
+                     if len(per_key[key]) < _leaves(value)}
+        if not clashing:
+            break
+        per_key.update({key: whole(key, header[key]) for key in clashing})
+    flat: dict[str, Any] = {}
+    for fields in per_key.values():
+        for name, value in fields.items():
+            while name in flat or name in FIXED_COLUMNS:  # "path" and "header.path" …
+                name = f"header.{name}"
+            flat[name] = value
+    return flat
+
+
+def _leaves(value: Any) -> int:
+    """How many columns :func:`flatten_header` makes of ``value`` when nothing collides."""
+    if isinstance(value, dict) and value:
+        return sum(_leaves(v) for v in value.values())
+    return 1
 
 
 def _rows(sources: list[Source], format: str | None, flatten: bool, options: dict[str, Any],
