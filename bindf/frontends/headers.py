@@ -199,8 +199,10 @@ def read_headers(
         True: one column per scalar header field, nested dicts as dotted names
         (``chip.threshold``), lists as JSON text. False: the whole header as JSON text in
         one ``header`` column. A header key equal to a fixed column name is renamed
-        ``header.<key>``. Missing keys are null; a key with different types in different
-        files becomes JSON text.
+        ``header.<key>``; keys whose flattened names would collide (``{"a.b": 1, "a":
+        {"b": 2}}``) keep their whole value under their own name (``a`` as JSON text),
+        so no value is lost. Missing keys are null; a key with different types in
+        different files becomes JSON text.
     output:
         ``"pandas"`` (default), ``"polars"`` or ``"arrow"``.
     parallel:
