@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import bindf
@@ -330,6 +331,29 @@ def test_counts_reach_every_output(output: str, tmp_path: Path) -> None:
         assert frame.bindf.info["errors"] == expected
     else:
         assert json.loads(frame.schema.metadata[b"bindf.errors"]) == expected
+
+
+def test_streams_give_their_counts_when_they_end(tmp_path: Path) -> None:
+    # a stream's schema goes out before any row is decoded: the counts come after
+    bad, _, _ = _apx_bad_markers((3, 21))(tmp_path)
+    expected = _apx_skipped((3, 21))
+    with bindf.open(bad, on_error="skip", batch_size=50) as f:
+        assert f.errors == {}
+        assert b"bindf.errors" not in pa.table(f).schema.metadata
+        assert f.errors == expected
+        f.errors = {}
+        list(f.iter_batches())
+        assert f.errors == expected
+        f.errors = {}
+        assert f.to_batch_reader(pa.schema([("row", pa.int64())])).read_all().num_rows
+        assert f.errors == expected
+        f.errors = {}
+        f.to_polars()
+        assert f.errors == expected
+    lf = bindf.scan_apx(bad, on_error="skip")
+    assert "errors" not in lf.bindf.info
+    assert lf.collect().height == len(_read(bad, "skip")[0])
+    assert lf.bindf.info["errors"] == expected
 
 
 def test_counts_add_up_over_files(tmp_path: Path) -> None:

@@ -44,6 +44,12 @@ class BindfFile:
     num_rows:
         The number of rows if it is known without decoding (fixed-size records), else
         ``None``.
+    errors:
+        The damage that ``on_error="warn"``/``"skip"`` dropped in the last pass to end
+        (``{kind: count}``; empty if none, and before any pass ended). A stream's schema
+        is sent before its rows are decoded, so the Arrow stream and ``iter_batches``
+        carry the header but not these counts; eager outputs (``to_arrow()`` …) carry
+        both.
     """
 
     def __init__(self, source: Sources, *, format: str | None = None,
@@ -64,6 +70,7 @@ class BindfFile:
         self.schema: pa.Schema = self._template.output_schema().with_metadata(
             info_to_metadata(self._template.info())
         )
+        self.errors: dict[str, int] = {}
 
     # -- plans --------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -108,6 +115,7 @@ class BindfFile:
         metadata = self.schema.metadata
         for batch in plan.iter_batches():
             yield batch.replace_schema_metadata(metadata)
+        self.errors = plan.info().get("errors", {})
 
     def to_arrow(self) -> pa.Table:
         """All rows as a ``pyarrow.Table`` with the bindf metadata."""
@@ -125,8 +133,10 @@ class BindfFile:
     def _read(self, output: Any, dtype_backend: DtypeBackend | None = None) -> Any:
         check_output(output, dtype_backend)
         plan = self._plan()
-        return batches_to_output(plan.all_batches(), plan.output_schema(), output, plan.info(),
-                                 dtype_backend, threads=plan.threads)
+        frame = batches_to_output(plan.all_batches(), plan.output_schema(), output,
+                                  plan.info(), dtype_backend, threads=plan.threads)
+        self.errors = plan.info().get("errors", {})
+        return frame
 
     def scan(self) -> pl.LazyFrame:
         """A polars ``LazyFrame`` over the same source(s), with pushdown (see
@@ -175,7 +185,16 @@ class BindfFile:
             metadata=available.metadata,
         )
         plan = self._plan(columns=names)
-        return pa.RecordBatchReader.from_batches(target, _cast_batches(plan, target))
+        return pa.RecordBatchReader.from_batches(target, self._cast_batches(plan, target))
+
+    def _cast_batches(self, plan: ReadPlan, target: pa.Schema) -> Iterator[pa.RecordBatch]:
+        for batch in plan.iter_batches():
+            yield pa.RecordBatch.from_arrays(
+                [column if column.type == field.type else column.cast(field.type)
+                 for column, field in zip(batch.columns, target)],
+                schema=target,
+            )
+        self.errors = plan.info().get("errors", {})
 
     # -- lifetime ---------------------------------------------------------------------
     @property
@@ -214,15 +233,6 @@ def _castable_field(have: pa.Field, want: pa.Field) -> pa.Field:
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
         return have
     return have.with_type(want.type)
-
-
-def _cast_batches(plan: ReadPlan, target: pa.Schema) -> Iterator[pa.RecordBatch]:
-    for batch in plan.iter_batches():
-        yield pa.RecordBatch.from_arrays(
-            [column if column.type == field.type else column.cast(field.type)
-             for column, field in zip(batch.columns, target)],
-            schema=target,
-        )
 
 
 def open(source: Sources, *, format: str | None = None,  # noqa: A001 - like io.open

@@ -90,8 +90,11 @@ def scan(
 ) -> pl.LazyFrame:
     """Lazily scan any supported file(s) into a ``polars.LazyFrame``.
 
-    Same sources and options as :func:`bindf.read`. Projections, predicates and
-    ``head()``/``n_rows`` are pushed into the reader.
+    Same sources and options as :func:`bindf.read` (but for what polars does itself:
+    ``.head(n)``, ``.select``, ``.collect()``). Projections, predicates and ``head()``
+    are pushed into the reader. ``lf.bindf.info`` holds the format, the first header
+    and the sources; after a collect, also the damage that ``on_error="warn"``/``"skip"``
+    dropped in it (``"errors"``), which is only known once the rows are read.
     """
 
     # bindf.read's parameters that polars itself provides for a scan (.head, .select …)
@@ -116,6 +119,7 @@ def scan(
     sources = template.sources
     schema = polars_schema(template.output_schema())
     format_name = template.first_reader.name
+    info = template.info()
 
     def io_source(
         with_columns: list[str] | None,
@@ -130,6 +134,17 @@ def scan(
             columns = list(dict.fromkeys([*columns, *(c for c in schema if c in needed)]))
         # With a predicate, n_rows counts surviving rows, so the reader cannot stop early.
         plan = make_plan(columns, n_rows if predicate is None else None, size_hint)
+        try:
+            yield from _frames(plan, predicate, with_columns, n_rows)
+        finally:  # the damage this collect dropped, for lf.bindf.info (see scan's doc)
+            errors = plan.info().get("errors")
+            if errors:
+                info["errors"] = errors
+            else:
+                info.pop("errors", None)
+
+    def _frames(plan: ReadPlan, predicate: pl.Expr | None, with_columns: list[str] | None,
+                n_rows: int | None) -> Iterator[pl.DataFrame]:
         remaining = n_rows
         for batch in plan.iter_batches():
             frame = batch_to_polars(batch)
@@ -152,5 +167,5 @@ def scan(
         explain_detail=", ".join(s.path for s in template.sources[:3])
         + (" …" if len(template.sources) > 3 else ""),
     )
-    set_polars_info(lazy, template.info())
+    set_polars_info(lazy, info)
     return lazy
