@@ -5,7 +5,8 @@ consumer understand.
 Its ``__arrow_c_stream__`` (the Arrow PyCapsule interface) hands out a fresh stream of
 record batches on every call, decoded on demand, so ``pa.table(f)``,
 ``pa.RecordBatchReader.from_stream(f)``, ``duckdb.sql("SELECT … FROM f")``,
-``pl.from_arrow``-style importers and any other consumer read it with bounded memory.
+``pl.DataFrame(f)`` and any other consumer read it with bounded memory (not
+``pl.from_arrow(f)``: polars takes a bare stream there as one struct Series).
 Everything is built on :class:`~bindf.frontends.batches.ReadPlan`, like every other read.
 """
 
