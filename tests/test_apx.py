@@ -914,6 +914,21 @@ def test_writer_from_ts_dec_and_real_run(tmp_path, data_dir):
     assert again.attrs["bindf"]["header"] == header
 
 
+@pytest.mark.parametrize("generation", [4, 3])
+@pytest.mark.parametrize("output", ["pandas", "polars", "arrow"])
+def test_writer_keeps_the_header_the_reader_attached(tmp_path, data_dir, generation, output):
+    source = (data_dir / SAMPLE if generation == 4 else
+              Path(bindf.__file__).parent / "samples" / "astropix3_injection_run.apx")
+    real = bindf.read_apx(source, output=output)
+    path = tmp_path / "copy.apx"
+    bindf.write_apx(path, real)
+    assert bindf.read_header(path) == bindf.read_header(source)
+    assert len(bindf.read_header(path)) > 1  # more than the readout_uid
+    bindf.write_apx(path, real, {"run": 7})  # a header given wins
+    assert bindf.read_header(path) == {"readout_uid": bindf.read_header(source)["readout_uid"],
+                                       "run": 7}
+
+
 def test_writer_layout(tmp_path):
     h = {"chip_id": [0, 0, 0], "row": [1, 1, 2], "column": [9, 10, 3], "ts_neg1": [0] * 3,
          "ts_coarse1": [1408, 1424, 5], "ts_fine1": [6, 6, 1], "ts_tdc1": [0] * 3,

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._atomic import atomic_output
+from .._writing import inherited_header
 from . import _apx3_hits as apx3
 from ._apx_hits import HIT_SIZE, encode_hits
 from .apx import IDLE_BYTE, MAGIC, READOUT_HEADER_SIZE, READOUT_MARKER, SUPPORTED_READOUTS
@@ -57,8 +58,10 @@ def write_apx(
         Consecutive rows with the same ``readout_id`` form one readout, in row order;
         they must share one ``timestamp``.
     header:
-        Run metadata (JSON-able). ``readout_uid`` is added when missing (see above); a
-        value other than 4000 or 3000 is refused.
+        Run metadata (JSON-able); ``None``: the header a bindf reader attached to
+        ``hits``, if any (so ``write_apx(path, read_apx(run))`` keeps the run's
+        configuration). ``readout_uid`` is added when missing (see above); a value other
+        than 4000 or 3000 is refused.
     leading_idle, idle_between, trailing_idle:
         Idle bytes (``0xBC``) at the start of each payload, after each hit that another
         hit of the same readout follows (an int, or one value per hit), and at the end.
@@ -69,7 +72,7 @@ def write_apx(
         Replace an existing file (default) or raise ``FileExistsError``.
     """
     names, get = _column_getter(hits)
-    meta = dict(header or {})
+    meta = inherited_header(hits, header) or {}
     astropix3 = "location" in names and "row" not in names
     uid = meta.setdefault("readout_uid", apx3.READOUT_UID if astropix3 else 4000)
     if type(uid) is not int or uid not in SUPPORTED_READOUTS:
