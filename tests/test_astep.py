@@ -668,3 +668,38 @@ def test_header_round_trips_as_json():
     header = AstepReader(Source(str(SAMPLE))).header
     assert json.loads(json.dumps(header)) == header
     assert os.path.getsize(SAMPLE) == 22010
+
+
+@pytest.mark.parametrize("copies", [1, 15])  # 22 KB; 330 KB, beyond a full sample
+@pytest.mark.parametrize("first_flush", [12, 1000])
+def test_follow_from_a_short_start_equals_the_finished_read(tmp_path, first_flush, copies):
+    """The automatic choices (timestamp order, chip) made from the first flush of a file
+    still being written may differ from those of the finished file: a follower waits
+    for a full sample (or the end of the file) before it decides, so that its frames
+    equal the read of the finished file."""
+    import threading
+    import time
+
+    frames = pa.concat_tables([bindf.read(DATA / "quad_chip_data.bin", output="arrow")] * copies)
+    big = tmp_path / "big_endian.bin"
+    write_astep(big, frames, ts_order="big")  # a short start looks little-endian
+    data = big.read_bytes()
+    live = tmp_path / "live.bin"
+    live.write_bytes(data[:first_flush])
+
+    def write_the_rest() -> None:
+        time.sleep(0.3)  # the follower has polled the short file many times by then
+        with open(live, "ab") as f:
+            f.write(data[first_flush:])
+
+    writer = threading.Thread(target=write_the_rest)
+    writer.start()
+    try:
+        got = list(bindf.follow(live, format="astep", poll_interval=0.01, idle_timeout=1.0,
+                                output="arrow"))
+    finally:
+        writer.join()
+    expected = bindf.read(live, format="astep", output="arrow")
+    assert bindf.read_header(live, format="astep")["ts_order"] == "big"
+    table = pa.concat_tables(t.replace_schema_metadata(None) for t in got)
+    assert table.equals(expected.replace_schema_metadata(None))

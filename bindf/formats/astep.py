@@ -405,6 +405,9 @@ class AstepReader(FormatReader):
         if ts_order == "auto" or chip == "auto":
             sample = np.empty(min(AUTO_SAMPLE_BYTES, max(self.source.size, 0)), dtype=np.uint8)
             got = read_into(f, sample)
+            # Made from fewer bytes than a full sample (a file still short, as when one
+            # is followed from its first flush), the choices could change as it grows.
+            self._choices_final = got >= AUTO_SAMPLE_BYTES
             parsed, _, _, _ = parse_buffer(sample[:got], ts_bytes)
             auto["frames_examined"] = len(parsed.offset)
             if chip == "auto":
@@ -440,6 +443,17 @@ class AstepReader(FormatReader):
     @property
     def schema(self) -> pa.Schema:
         return SCHEMAS[self.chip]
+
+    #: Whether the automatic choices (``chip``, ``ts_order``) are final: given, or made
+    #: from a full sample of :data:`AUTO_SAMPLE_BYTES` (set by ``_read_header``).
+    _choices_final: bool = True
+
+    @property
+    def settled(self) -> bool:
+        """The automatic choices were given or made from a full sample: a follower that
+        opened the file while it was shorter reopens it later, so that its frames equal
+        a read of the finished file."""
+        return self._choices_final
 
     # -- decoding ---------------------------------------------------------------------
     def _batches(
