@@ -239,6 +239,13 @@ def test_bad_arguments_are_value_errors(stt1_files: list[Path]) -> None:
     for read in (bindf.read, lambda p, **kw: bindf.scan(p, **kw).collect()):
         with pytest.raises(ValueError, match="name the same column 'x'"):
             read(stt1_files[0], row_index_name="x", include_file_paths="x")
+        with pytest.raises(ValueError, match=r"row_index_offset must be in 0\.\.2\*\*64 - 1"):
+            read(stt1_files[0], row_index_name="i", row_index_offset=-1)
+        with pytest.raises(ValueError, match="row index passes 2\\*\\*64 - 1"):  # no wrap to 0
+            read(stt1_files[0], row_index_name="i", row_index_offset=2**64 - 10)
+    last = bindf.read(stt1_files[0], output="polars", row_index_name="i",
+                      row_index_offset=2**64 - 1000)["i"]  # 1000 rows: ends on the largest
+    assert last[-1] == 2**64 - 1 and last.dtype == pl.UInt64
 
 
 def test_exceptions_pickle_with_their_location() -> None:

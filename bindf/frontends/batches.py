@@ -38,6 +38,10 @@ GROUP_ROWS = 1 << 17
 _PLAN_PARAMS = frozenset(p.name for p in COMMON if p.goes_to == PLAN)
 
 
+#: The largest row index (a uint64 column).
+_ROW_INDEX_MAX = (1 << 64) - 1
+
+
 class ReadPlan:
     """Everything needed to produce the batches of one read call.
 
@@ -84,6 +88,9 @@ class ReadPlan:
         self.include_file_paths = include_file_paths
         self.row_index_name = row_index_name
         self.row_index_offset = int(row_index_offset)
+        if not 0 <= self.row_index_offset <= _ROW_INDEX_MAX:
+            raise ValueError(f"row_index_offset must be in 0..2**64 - 1 (the row index is "
+                             f"uint64), not {row_index_offset}")
         self.progress = progress
         self._first: FormatReader | None = None
         #: Whether the caller keeps every batch (an eager read): see :meth:`all_batches`.
@@ -238,6 +245,10 @@ class ReadPlan:
                         continue
                     columns = dict(zip(batch.schema.names, batch.columns))
                     if self.row_index_name:
+                        if row_index + batch.num_rows - 1 > _ROW_INDEX_MAX:
+                            raise ValueError(
+                                f"the row index passes 2**64 - 1 (row_index_offset="
+                                f"{self.row_index_offset}); it would wrap around to 0")
                         columns[self.row_index_name] = pa.array(
                             np.arange(row_index, row_index + batch.num_rows, dtype=np.uint64)
                         )
