@@ -382,6 +382,214 @@ def test_sparse_corrupt_mask_names_offset(tmp_path):
         assert read(path, layout="sparse", on_error="skip")["ch2"].tolist() == [0, 3]
 
 
+SPARSE_DAMAGE_HEADER = {"channels": [0, 3], "bin_width_micros": 10}
+
+
+def sparse_trace(tmp_path: Path, n: int, name: str) -> tuple[Path, list[int]]:
+    """A realistic sparse file of ``n`` bins (all-zero ones left out by the writer) and the
+    byte offset of each record, found by walking the chain by hand."""
+    rng = np.random.default_rng(n)
+    df = frame((np.arange(1, n + 1) + rng.normal(0, 0.05, n)) * 1e4,
+               {"ch1": rng.poisson(2, n), "ch4": rng.poisson(0.3, n)})
+    path = tmp_path / name
+    write_it02(path, df, SPARSE_DAMAGE_HEADER, layout="sparse")
+    data = path.read_bytes()
+    pos = len(preamble(SPARSE_DAMAGE_HEADER))
+    offsets = []
+    while pos < len(data) - 9:  # the last 9 bytes are the end marker
+        offsets.append(pos)
+        pos += 9 + 4 * bin(data[pos + 8]).count("1")
+    return path, offsets
+
+
+def with_bad_mask(tmp_path: Path, clean: Path, offset: int, name: str = "bad.bin") -> Path:
+    data = bytearray(clean.read_bytes())
+    data[offset + 8] = 0xF0  # bits for channel positions 4-7; the header enables 2
+    return write(tmp_path, bytes(data), name)
+
+
+def expect_bad_mask_error(path: Path, offset: int, **kw) -> None:
+    with pytest.raises(CorruptDataError) as err:
+        got = read(path, **kw)
+        if kw.get("chunksize"):
+            list(got)
+    assert err.value.path == str(path) and err.value.offset == offset
+    assert "0xf0" in str(err.value) and "cannot tell" not in str(err.value)
+
+
+def check_damaged_sparse_read(path: Path, offset: int, before: pd.DataFrame) -> None:
+    """Every read path of a sparse file with a bad mask at ``offset`` and layout detected:
+    the records before it (``before``), reported per on_error with path and offset."""
+    bin_ns = SPARSE_DAMAGE_HEADER["bin_width_micros"] * 1000.0
+    times, counts = fill_model(before["time_ns"].to_numpy(), before.iloc[:, 1:].to_numpy(),
+                               bin_ns)
+    filled = frame(times, {c: counts[:, k] for k, c in enumerate(before.columns[1:])})
+    assert IT02Reader(Source(str(path))).layout == "sparse"
+
+    for kw in ({}, {"chunksize": 64}, {"fill_gaps": True}):
+        expect_bad_mask_error(path, offset, **kw)
+    with pytest.raises(CorruptDataError) as err:
+        bindf.scan_it02(path).collect()
+    assert err.value.path == str(path) and err.value.offset == offset
+
+    with pytest.warns(CorruptDataWarning) as caught:
+        df = read(path, on_error="warn")
+    assert [(w.message.path, w.message.offset) for w in caught] == [(str(path), offset)]
+    assert df.equals(before)
+    assert df.attrs["bindf"]["errors"] == {"bad_mask": 1}
+    with pytest.warns(CorruptDataWarning) as caught:
+        lazy = bindf.scan_it02(path, on_error="warn").collect()
+    assert caught[0].message.offset == offset
+    assert lazy.equals(pl.from_pandas(before))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read(path, on_error="skip").equals(before)
+        chunks = list(read(path, on_error="skip", chunksize=64))
+        assert pd.concat(chunks, ignore_index=True).equals(before)
+        assert bindf.scan_it02(path, on_error="skip").collect().equals(pl.from_pandas(before))
+        assert read(path, on_error="skip", fill_gaps=True).equals(filled)
+    with pytest.warns(CorruptDataWarning):
+        assert read(path, on_error="warn", fill_gaps=True).equals(filled)
+
+
+SMALL_SPARSE_BINS = 300
+LARGE_SPARSE_BINS = 6001
+MIN_BEFORE_BAD_MASK = _it02_layout.MIN_RECORDS_BEFORE_BAD_MASK
+
+
+@pytest.mark.parametrize("record", [MIN_BEFORE_BAD_MASK, 30, 63, 64, 150, -1])
+def test_sparse_bad_mask_detected_as_damage_small_file(tmp_path, record):
+    """The whole file fits the detection probe: a bad mask anywhere after the first few
+    records is damage to a sparse file, read per on_error like with layout='sparse'."""
+    clean, offsets = sparse_trace(tmp_path, SMALL_SPARSE_BINS, "clean.bin")
+    assert clean.stat().st_size < _it02_layout.PROBE_BYTES
+    record %= len(offsets)  # -1: the last record before the end marker
+    path = with_bad_mask(tmp_path, clean, offsets[record])
+    before = read(clean).head(record)
+    assert read(path, layout="sparse", on_error="skip").equals(before)
+    check_damaged_sparse_read(path, offsets[record], before)
+
+
+@pytest.fixture(scope="module")
+def large_sparse(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("large_sparse")
+    clean, offsets = sparse_trace(tmp, LARGE_SPARSE_BINS, "clean.bin")
+    data_offset = len(preamble(SPARSE_DAMAGE_HEADER))
+    assert clean.stat().st_size - data_offset > _it02_layout.PROBE_BYTES
+    return clean, offsets, read(clean)
+
+
+def _last_record_inside_probe(offsets: list[int]) -> int:
+    data_offset = len(preamble(SPARSE_DAMAGE_HEADER))
+    return max(i for i, o in enumerate(offsets)
+               if o + 9 + 4 * 2 <= data_offset + _it02_layout.PROBE_BYTES)
+
+
+@pytest.mark.parametrize("record", [MIN_BEFORE_BAD_MASK, 10, 63, 64, "probe end", "past probe"])
+def test_sparse_bad_mask_detected_as_damage_large_file(tmp_path, large_sparse, record):
+    """Over 64 KiB: the probe covers the first 64 records; a bad mask inside them must not
+    hide the layout, and one beyond them is found by the read alone."""
+    clean, offsets, full = large_sparse
+    last = _last_record_inside_probe(offsets)
+    record = {"probe end": last, "past probe": last + 100}.get(record, record)
+    path = with_bad_mask(tmp_path, clean, offsets[record])
+    before = full.head(record)
+    check_damaged_sparse_read(path, offsets[record], before)
+
+
+@pytest.mark.parametrize("record", [0, 1, MIN_BEFORE_BAD_MASK - 1])
+@pytest.mark.parametrize("size", [SMALL_SPARSE_BINS, LARGE_SPARSE_BINS])
+def test_sparse_bad_mask_near_the_start_stays_ambiguous(tmp_path, record, size):
+    """Too few records before the bad mask to tell a damaged sparse file from other bytes:
+    detection asks for layout= whatever on_error says; with it, the read is as usual."""
+    clean, offsets = sparse_trace(tmp_path, size, "clean.bin")
+    path = with_bad_mask(tmp_path, clean, offsets[record])
+    data_offset = len(preamble(SPARSE_DAMAGE_HEADER))
+    # Not a whole number of dense records: otherwise dense would win by ending cleanly.
+    assert (path.stat().st_size - data_offset) % (8 + 4 * 2) != 0
+    for on_error in ("raise", "warn", "skip"):
+        with pytest.raises(CorruptDataError, match="layout=") as err:
+            read(path, on_error=on_error)
+        assert err.value.path == str(path) and err.value.offset == data_offset
+        assert f"invalid mask 0xf0 after only {record} record(s)" in str(err.value)
+    with pytest.raises(CorruptDataError, match="layout="):
+        bindf.scan_it02(path, on_error="skip").collect()
+    with pytest.warns(CorruptDataWarning) as caught:
+        df = read(path, layout="sparse", on_error="warn")
+    assert caught[0].message.offset == offsets[record]
+    assert df.equals(read(clean).head(record))
+
+
+def test_sparse_bad_mask_wins_over_dense_that_only_ends_cleanly(tmp_path):
+    # Padded so that the data is a whole number of dense records: dense then "ends
+    # cleanly" with garbage times, which must not outrank 150 plausible sparse records.
+    clean, offsets = sparse_trace(tmp_path, SMALL_SPARSE_BINS, "clean.bin")
+    path = with_bad_mask(tmp_path, clean, offsets[150])
+    data = path.read_bytes()
+    dense_size = 8 + 4 * len(SPARSE_DAMAGE_HEADER["channels"])
+    data_offset = len(preamble(SPARSE_DAMAGE_HEADER))
+    path = write(tmp_path, data + bytes(-(len(data) - data_offset) % dense_size), "padded.bin")
+    assert (path.stat().st_size - data_offset) % dense_size == 0
+    check_damaged_sparse_read(path, offsets[150], read(clean).head(150))
+
+
+def test_damaged_sparse_evidence_never_beats_plausible_dense_times():
+    """Bytes built to read both ways with plausible times (1 channel, no bin width): dense
+    12-byte records, and 8 sparse 9-byte records followed by a bad mask. The damaged
+    sparse reading ties with dense that does not end cleanly and loses to dense that does."""
+
+    def head(n_bytes: int) -> bytes:
+        data = bytearray(n_bytes)
+        # Byte 7 (sign, exponent) and byte 6 of each double order the times: ~2 to 3 ns.
+        for k, b6 in enumerate([0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80]):
+            if 12 * k + 8 <= n_bytes:
+                data[12 * k + 6:12 * k + 8] = bytes([b6, 0x40])
+        for j, b6 in enumerate([0x10, 0x18, 0x28, 0x38, 0x40, 0x48, 0x58, 0x68]):
+            data[9 * j + 6:9 * j + 9] = bytes([b6, 0x40, 0])  # time, then mask 0
+        data[9 * 8 + 8] = 0xF0
+        return bytes(data)
+
+    tie = head(85)
+    decided = _it02_layout.detect_layout(tie, len(tie), 1, None, False)
+    assert decided == (None, "as dense: plausible, does not end cleanly; as sparse: "
+                       "plausible, then the record at data byte 72 has an invalid mask 0xf0")
+    clean_dense = head(96)
+    assert _it02_layout.detect_layout(clean_dense, len(clean_dense), 1, None, False) == "dense"
+
+
+def test_damaged_dense_files_are_never_detected_sparse(tmp_path, data_dir):
+    """Only a sparse chain broken by a bad mask gained evidence: dense files, clean or with
+    implausible times, read exactly as before."""
+    sample = (data_dir / SAMPLE).read_bytes()
+    start = len(sample) - 2999 * 20
+    for record in (0, 5, 40):
+        data = bytearray(sample)
+        data[start + 20 * record: start + 20 * record + 8] = struct.pack("<d", math.nan)
+        path = write(tmp_path, bytes(data), f"nan{record}.bin")
+        assert IT02Reader(Source(str(path))).layout == "dense"
+        assert math.isnan(read(path)["time_ns"][record])
+    rng = np.random.default_rng(3)
+    for n_channels in range(1, 8):
+        header = {"channels": list(range(n_channels)), "bin_width_micros": 10}
+        for lam in (0, 0.3, 3, 300, 3e6):
+            df = frame(np.arange(1, 200) * 1e4,
+                       {f"ch{c + 1}": rng.poisson(lam, 199) for c in range(n_channels)})
+            path = tmp_path / "dense.bin"
+            write_it02(path, df, header, layout="dense")
+            assert IT02Reader(Source(str(path))).layout == "dense"
+            data = bytearray(path.read_bytes())
+            first = len(preamble(header))
+            data[first:first + 8] = struct.pack("<d", -5.0)  # dense times now implausible
+            path.write_bytes(bytes(data))
+            try:
+                layout = IT02Reader(Source(str(path))).layout
+            except CorruptDataError as err:  # all-zero counts: as sparse, it chains too
+                assert "layout=" in str(err)
+                layout = None
+            assert layout != "sparse", (n_channels, lam)
+
+
 def test_sparse_mask_zero_record_inside_is_a_zero_row(tmp_path):
     header = {"channels": [0, 1], "bin_width_micros": 1}
     data = preamble(header) + sparse_record(1000.0, {0: 1}) + end_marker(2000.0) \

@@ -42,6 +42,14 @@ MARKER_CHECK_DEPTH = 16
 MARKER_TAIL_BYTES = (MARKER_CHECK_DEPTH + 1) * MAX_SPARSE_RECORD
 #: Detection: no acquisition lasts longer than this (~31 years). Rejects garbage doubles.
 MAX_PLAUSIBLE_TIME_NS = 1e18
+#: Detection: a sparse chain broken by an invalid mask still counts as sparse evidence
+#: when at least this many records come before the bad one (the read then reports the
+#: damage, per ``on_error``). Bytes that are not sparse do not chain that far: read as
+#: sparse, the real dense example and ~900k dense record sets (1-7 channels, counts from
+#: all-zero to random u32) never gave more than 2 records with plausible times, 300k
+#: random buffers never more than 3. 8 leaves a wide margin and still lets a sparse file
+#: damaged close to its start be detected.
+MIN_RECORDS_BEFORE_BAD_MASK = 8
 
 _F64 = struct.Struct("<d")
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -119,6 +127,9 @@ class _Evidence:
     implausible: str | None
     #: The data section ends exactly where this layout says it should.
     clean_end: bool
+    #: Damage that ends the record chain late enough for the records before it to still
+    #: count as evidence (see :data:`MIN_RECORDS_BEFORE_BAD_MASK`), or None.
+    damage: str | None = None
 
 
 def _dense_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None
@@ -135,13 +146,18 @@ def _sparse_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: floa
         return _Evidence(f"{n_channels} channels do not fit a one-byte mask", None, False)
     whole = len(head) == data_bytes
     rows, pos, status = _it02.scan_sparse(head, 0, n_channels, len(head) if whole else PROBE_RECORDS)
+    damage = None
     if status == _it02.STATUS_BAD_MASK:
-        return _Evidence(f"the record at data byte {pos} has an invalid mask 0x{head[pos + 8]:02x}",
-                         None, False)
+        damage = f"the record at data byte {pos} has an invalid mask 0x{head[pos + 8]:02x}"
+        if rows < MIN_RECORDS_BEFORE_BAD_MASK:
+            return _Evidence(f"{damage} after only {rows} record(s)", None, False)
     n = min(rows, PROBE_RECORDS)
     times = np.empty(n, dtype=np.float64)
     _it02.decode_sparse(head, 0, n_channels, n, times, [],
                         np.full(n_channels, -1, np.int8), True)
+    if damage is not None:
+        # The chain cannot reach the end of the data, so it never ends cleanly.
+        return _Evidence(None, _implausible_times(times, bin_ns), False, damage)
     clean = (pos == len(head)) if whole else marker_found
     if clean and whole and 1 < rows == n:
         _, last, _ = _it02.scan_sparse(head, 0, n_channels, rows - 1)
@@ -166,6 +182,13 @@ def detect_layout(head: bytes, data_bytes: int, n_channels: int, bin_ns: float |
     a whole number of records; sparse: the chain ends exactly at the end of the file, or
     the file ends with a verified end marker). The real dense example is decided at the
     first step: read as sparse, its first mask is 0x7b, invalid for 3 channels.
+
+    An invalid sparse mask rules the sparse layout out only when fewer than
+    :data:`MIN_RECORDS_BEFORE_BAD_MASK` records come before it. After that many, the
+    sparse reading is ranked like any other (by its times, up to the bad record) but never
+    ends cleanly: it wins over dense times that are implausible, so a damaged sparse file
+    reads as sparse and the damage is reported per ``on_error``, and it can never beat
+    plausible dense times (a tie with them raises).
     """
     if data_bytes == 0:
         return "dense"
@@ -182,7 +205,9 @@ def detect_layout(head: bytes, data_bytes: int, n_channels: int, bin_ns: float |
         return winners[0]
     why = "; ".join(
         f"as {name}: {ev.impossible or ev.implausible or 'plausible'}"
-        + ("" if ev.impossible else f", {'ends' if ev.clean_end else 'does not end'} cleanly")
+        + ("" if ev.impossible
+           else f", then {ev.damage}" if ev.damage
+           else f", {'ends' if ev.clean_end else 'does not end'} cleanly")
         for name, ev in (("dense", dense), ("sparse", sparse))
     )
     return (None, why)

@@ -135,7 +135,9 @@ class IT02Reader(FormatReader):
         within 0 … 1e18 ns, each at least half a bin after the previous) wins; a tie is
         broken by which layout makes the data end cleanly; an empty data section reads
         as dense. Bytes that fit neither (or both) raise
-        :class:`~bindf.errors.CorruptDataError` asking for ``layout=``.
+        :class:`~bindf.errors.CorruptDataError` asking for ``layout=``. A sparse chain
+        broken by an invalid mask after at least 8 records is still judged as sparse
+        (the bad mask is then damage, see below).
     fill_gaps : bool
         Return every bin from the first to the last, at ``bin_width_micros`` spacing,
         with zero counts for missing bins (as the vendor's plotting script does). The
