@@ -3,8 +3,9 @@
 Writers accept whatever frame the user holds (pandas, polars, Arrow, or a dict of
 columns), look at it through Arrow, and pull out each needed column as a numpy array of
 the on-disk type. The conversions are *safe* casts: a value that does not fit the file's
-type (an event of 300, a negative channel, a fractional count) is a ``ValueError`` rather
-than a silently wrapped number in the output file.
+type (an event of 300, a negative channel, a fractional count, a string longer than its
+field) is a ``ValueError`` naming the column rather than a silently wrapped number or a
+cut string in the output file.
 
 Headers are serialised as strict JSON and then parsed back with the reader's own parser,
 so a writer can never produce a file that bindf itself would refuse to read.
@@ -13,6 +14,7 @@ so a writer can never produce a file that bindf itself would refuse to read.
 from __future__ import annotations
 
 import json
+import operator
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._frames import info_of, to_arrow_table  # noqa: F401 - writers import it from here
+from . import _frames
+from ._frames import info_of
 from ._header import parse_json_header
 from .errors import HeaderError
 
@@ -29,6 +32,39 @@ from .errors import HeaderError
 WRITE_CHUNK_ROWS = 1 << 20
 
 _U32_MAX = 2**32 - 1
+
+#: numpy's NaT: what a datetime64/timedelta64 field holds for a null time.
+_NOT_A_TIME = np.iinfo(np.int64).min
+
+
+def to_arrow_table(frame: Any) -> pa.Table:
+    """:func:`bindf._frames.to_arrow_table` (the writers' view of a frame), whose error for
+    a string that UTF-8 cannot encode (a lone surrogate) names the column."""
+    try:
+        return _frames.to_arrow_table(frame)
+    except UnicodeEncodeError as exc:
+        where = _unencodable_column(frame)
+        raise ValueError(f"{where}holds a string that is not encodable as UTF-8 ({exc}); "
+                         "files hold UTF-8") from None
+
+
+def _unencodable_column(frame: Any) -> str:
+    """``"column 'x' "`` for the first column of ``frame`` (pandas or a dict of columns,
+    the inputs that hold Python strings) that cannot be converted, else ``""``. Called
+    only after the whole frame failed, so trying the columns one by one costs nothing
+    in the normal case."""
+    if isinstance(frame, Mapping):
+        parts = [(name, {name: values}) for name, values in frame.items()]
+    elif hasattr(frame, "iloc") and hasattr(frame, "columns"):
+        parts = [(name, frame.iloc[:, [i]]) for i, name in enumerate(frame.columns)]
+    else:
+        return ""
+    for name, part in parts:
+        try:
+            _frames.to_arrow_table(part)
+        except UnicodeEncodeError:
+            return f"column {name!r} "
+    return ""
 
 
 def require_columns(table: pa.Table, names: Sequence[str], what: str) -> None:
@@ -40,23 +76,174 @@ def require_columns(table: pa.Table, names: Sequence[str], what: str) -> None:
         )
 
 
-def column_values(table: pa.Table, name: str, dtype: np.dtype | str) -> np.ndarray:
-    """Column ``name`` as a contiguous numpy array of ``dtype`` (safe cast, no nulls)."""
+def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
+                  first_row: int = 0) -> np.ndarray:
+    """Column ``name`` as a contiguous numpy array of ``dtype`` (safe cast, no nulls).
+
+    Beside numbers: ``S`` fields take strings (as UTF-8) or bytes of at most the field's
+    size, NUL-padded; ``U`` fields strings of at most its characters; ``V`` fields bytes
+    of exactly its size; bool fields booleans (or integers 0/1); datetime64/timedelta64
+    fields timestamps/durations, null becoming NaT. Nothing is cut or wrapped: a value
+    that does not fit is a ``ValueError`` naming the column and its row (``first_row``:
+    the row number of ``table``'s first row, for a table that is part of a frame).
+    """
+    dtype = np.dtype(dtype)
     column = table.column(name)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if dtype.kind in "mM":  # null is a value there: NaT
+        return _time_values(column, name, dtype)
     if column.null_count:
         raise ValueError(f"column {name!r} has {column.null_count} null value(s); files cannot store them")
-    target = pa.from_numpy_dtype(np.dtype(dtype))
+    if dtype.kind in "SUV":
+        return _fixed_size_values(column, name, dtype, first_row)
+    if dtype.kind == "b":
+        return _bool_values(column, name, dtype, first_row)
+    try:
+        target = pa.from_numpy_dtype(dtype)
+    except (pa.ArrowNotImplementedError, TypeError):
+        raise ValueError(f"column {name!r} cannot be written as {dtype}: no such file "
+                         "type") from None
     if column.type != target:
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
         try:
-            column = pc.cast(column, target, safe=True)
+            cast = pc.cast(column, target, safe=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise ValueError(
                 f"column {name!r} ({column.type}) cannot be stored as {target}: {exc}"
             ) from None
+        if pa.types.is_floating(target):  # a safe cast lets a too large number become inf
+            _refuse_overflow(column, cast, name, target, first_row)
+        column = cast
     values = column.to_numpy() if column.num_chunks != 1 else column.chunk(0).to_numpy()
     return np.ascontiguousarray(values, dtype=dtype)
+
+
+def _refuse_overflow(column: pa.ChunkedArray, cast: pa.ChunkedArray, name: str,
+                     target: pa.DataType, first_row: int) -> None:
+    """Refuse a finite number of ``column`` that became infinite in ``cast`` (a float
+    field too small for it): Arrow's safe cast checks integers, not float ranges."""
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+        return
+    became_infinite = pc.and_(pc.is_finite(pc.cast(column, pa.float64())),
+                              pc.invert(pc.is_finite(cast)))
+    if pc.any(became_infinite).as_py():
+        row = pc.index(became_infinite, True).as_py()
+        raise ValueError(f"column {name!r}: {column[row].as_py()!r} in row {first_row + row} "
+                         f"is too large for {target}")
+
+
+def _time_values(column: pa.ChunkedArray, name: str, dtype: np.dtype) -> np.ndarray:
+    """A timestamp (naive) or date column as datetime64, a duration column as
+    timedelta64, in the unit of ``dtype`` (a safe cast: no lost precision, no overflow)."""
+    unit = np.datetime_data(dtype)[0]
+    kind = column.type
+    if dtype.kind == "M":
+        target = pa.timestamp(unit)
+        fits = (pa.types.is_timestamp(kind) and kind.tz is None) or pa.types.is_date(kind)
+        needs = ("naive timestamps (numpy's datetime64 has no time zone: convert "
+                 "zoned ones to naive UTC first)" if pa.types.is_timestamp(kind)
+                 else "timestamps or dates")
+    else:
+        target = pa.duration(unit)
+        fits = pa.types.is_duration(kind)
+        needs = "durations"
+    if not fits:
+        raise ValueError(f"column {name!r} ({kind}) cannot be stored as {dtype}: it needs {needs}")
+    try:
+        ticks = pc.cast(pc.cast(column, target, safe=True), pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"column {name!r} ({kind}) cannot be stored as {dtype}: {exc}") from None
+    values = pc.fill_null(ticks, _NOT_A_TIME).to_numpy()
+    return np.ascontiguousarray(values.view(dtype.newbyteorder("=")), dtype=dtype)
+
+
+def _bool_values(column: pa.ChunkedArray, name: str, dtype: np.dtype,
+                 first_row: int) -> np.ndarray:
+    if pa.types.is_boolean(column.type):
+        return np.ascontiguousarray(column.to_numpy(), dtype=dtype)
+    if not pa.types.is_integer(column.type):
+        raise ValueError(f"column {name!r} ({column.type}) cannot be stored as bool: it "
+                         "needs booleans (or integers 0 and 1)")
+    numbers = column.to_numpy()
+    other = np.flatnonzero((numbers != 0) & (numbers != 1))
+    if other.size:
+        row = int(other[0])
+        raise ValueError(f"column {name!r}: row {first_row + row} holds {numbers[row]}, "
+                         "which a bool field cannot store (0 or 1)")
+    return np.ascontiguousarray(numbers, dtype=dtype)
+
+
+#: Arrow types whose values are bytes (``S``/``V`` fields) or text (``S``/``U`` fields).
+_BYTES_TYPES = ("is_binary", "is_large_binary", "is_fixed_size_binary", "is_binary_view")
+_TEXT_TYPES = ("is_string", "is_large_string", "is_string_view")
+
+
+def _is_any(kind: pa.DataType, predicates: tuple[str, ...]) -> bool:
+    return any(getattr(pa.types, test, lambda _: False)(kind) for test in predicates)
+
+
+def _fixed_size_values(column: pa.ChunkedArray, name: str, dtype: np.dtype,
+                       first_row: int) -> np.ndarray:
+    """A string or bytes column as values of an ``S``, ``U`` or ``V`` field."""
+    kind = column.type
+    text, raw = _is_any(kind, _TEXT_TYPES), _is_any(kind, _BYTES_TYPES)
+    if not (text or raw) or (dtype.kind == "V" and text):
+        needs = {"S": "strings or bytes", "U": "strings", "V": "bytes"}[dtype.kind]
+        raise ValueError(f"column {name!r} ({kind}) cannot be stored as {dtype}: it needs {needs}")
+    if dtype.kind == "U" and raw:
+        try:
+            column = pc.cast(column, pa.large_string())
+        except pa.ArrowInvalid:
+            raise ValueError(f"column {name!r} ({kind}) cannot be stored as {dtype}: its "
+                             "bytes are not UTF-8 text") from None
+    lengths, data = _values_back_to_back(column)
+    if dtype.kind == "U":
+        width = dtype.itemsize // 4
+        lengths, data = _code_points(lengths, data)
+        unit, what = np.uint32, "characters long"
+    else:
+        width, unit, what = dtype.itemsize, np.uint8, "bytes long" + (" in UTF-8" if text else "")
+    wrong = np.flatnonzero(lengths != width if dtype.kind == "V" else lengths > width)
+    if wrong.size:
+        row = int(wrong[0])
+        limit = f"exactly {width}" if dtype.kind == "V" else f"at most {width}"
+        raise ValueError(f"column {name!r}: the value in row {first_row + row} is "
+                         f"{lengths[row]} {what}; a {dtype} field holds {limit} "
+                         "(values are never cut)")
+    padded = np.zeros((len(lengths), width), dtype=unit)
+    padded[np.arange(width) < lengths[:, None]] = data
+    return np.ascontiguousarray(padded.reshape(-1).view(dtype.newbyteorder("=")), dtype=dtype)
+
+
+def _values_back_to_back(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """The byte length of each value of a string/bytes column, and the bytes of all of
+    them back to back (from Arrow's own buffers: no step per value)."""
+    array = pc.cast(column, pa.large_binary()).combine_chunks()
+    if len(array) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64, count=len(array) + 1,
+                            offset=8 * array.offset)
+    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
+            else np.zeros(0, dtype=np.uint8))
+    return np.diff(offsets), data[offsets[0]:offsets[-1]]
+
+
+def _code_points(lengths: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decode UTF-8 values (``lengths`` bytes each, back to back in ``data``, valid
+    UTF-8): each value's count of code points, and all code points back to back."""
+    starts = np.flatnonzero((data & 0xC0) != 0x80)  # the first byte of each character
+    lead = data[starts].astype(np.uint32)
+    size = 1 + (lead >= 0xC0).astype(np.uint8) + (lead >= 0xE0) + (lead >= 0xF0)
+    points = lead & np.array([0, 0x7F, 0x1F, 0x0F, 0x07], dtype=np.uint32)[size]
+    padded = np.concatenate([data, np.zeros(3, dtype=np.uint8)]).astype(np.uint32)
+    for following in (1, 2, 3):  # a step per continuation byte, not per character
+        continued = size > following
+        points = np.where(continued, (points << 6) | (padded[starts + following] & 0x3F),
+                          points)
+    value_ends = np.concatenate([[0], np.cumsum(lengths)])
+    characters_before = np.concatenate([[0], np.cumsum((data & 0xC0) != 0x80)])
+    return np.diff(characters_before[value_ends]), points
 
 
 def inherited_header(frame: Any, header: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -94,6 +281,78 @@ def encode_preamble(magic: bytes, header: Mapping[str, Any]) -> bytes:
     return magic + struct.pack("<I", len(raw)) + raw
 
 
+def encode_header_record(dtype: np.dtype, header: Mapping[str, Any]) -> bytes:
+    """The bytes of one record of the structured ``dtype`` holding ``header``'s values
+    (a fixed-record format's binary header). A value that the field cannot hold exactly
+    (a string longer than the field, a negative or too large integer, a fraction in an
+    integer field, a finite number that would become infinite) is a ``ValueError``
+    naming the field: nothing is cut or wrapped."""
+    record = np.zeros(1, dtype=dtype)
+    for name in dtype.names:
+        if name not in header:
+            raise ValueError(f"header is missing field {name!r}")
+        field = dtype[name]
+        given = np.asarray(header[name], dtype=object)
+        if given.shape != field.shape:
+            raise ValueError(f"header field {name!r} ({field}) needs a value of shape "
+                             f"{field.shape}, not {given.shape}")
+        values = np.empty(field.shape, dtype=field.base)
+        for index in np.ndindex(*field.shape):  # a header's few values, not records
+            values[index] = _header_value(name, field.base, given[index])
+        record[name] = values
+    return record.tobytes()
+
+
+def _header_value(name: str, base: np.dtype, value: Any) -> Any:
+    """``value`` as something numpy stores in a field of ``base`` without a change."""
+    where = f"header field {name!r} ({base.str})"
+    if base.kind in "SV":
+        stored = value.encode("utf-8") if isinstance(value, str) and base.kind == "S" else value
+        if not isinstance(stored, (bytes, bytearray, memoryview, np.void)):
+            raise ValueError(f"{where} needs {'a string or ' if base.kind == 'S' else ''}"
+                             f"bytes, not {type(value).__name__}")
+        stored = bytes(stored)
+        if len(stored) > base.itemsize or (base.kind == "V" and len(stored) != base.itemsize):
+            limit = "exactly" if base.kind == "V" else "at most"
+            raise ValueError(f"{where}: {value!r} is {len(stored)} bytes; the field holds "
+                             f"{limit} {base.itemsize} (values are never cut)")
+        return np.void(stored) if base.kind == "V" else stored
+    if base.kind == "U":
+        if not isinstance(value, str):
+            raise ValueError(f"{where} needs a string, not {type(value).__name__}")
+        if len(value) > base.itemsize // 4:
+            raise ValueError(f"{where}: {value!r} is {len(value)} characters; the field "
+                             f"holds at most {base.itemsize // 4} (values are never cut)")
+        return value
+    if base.kind in "biu":
+        number = _integer(value)
+        if number is None:
+            raise ValueError(f"{where} needs an integer, not {value!r}")
+        low, high = (0, 1) if base.kind == "b" else (np.iinfo(base).min, np.iinfo(base).max)
+        if not low <= number <= high:
+            raise ValueError(f"{where}: {number} is outside {low}..{high}")
+        return number
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            stored = np.array(value, dtype=base)
+        overflowed = base.kind in "fc" and np.isfinite(value) and not np.isfinite(stored)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{where} cannot hold {value!r}: {exc}") from None
+    if overflowed:
+        raise ValueError(f"{where}: {value!r} is too large for the field")
+    return stored
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int when it is one (a float only when it is whole), else None."""
+    if isinstance(value, (float, np.floating)):
+        return int(value) if float(value).is_integer() else None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def write_records(f: Any, records: np.ndarray) -> None:
     """Write a packed structured array's bytes (no per-record Python work)."""
     if records.size:
@@ -107,6 +366,7 @@ def write_fixed_record_file(
 
     Converts and writes :data:`WRITE_CHUNK_ROWS` rows at a time, so the writer's extra
     memory stays bounded whatever the frame's size. Column names are the dtype's fields.
+    Bytes of a record that no field covers are zeros.
     """
     from ._atomic import atomic_output
 
@@ -114,7 +374,7 @@ def write_fixed_record_file(
         f.write(preamble)
         for start in range(0, table.num_rows, WRITE_CHUNK_ROWS):
             part = table.slice(start, WRITE_CHUNK_ROWS)
-            records = np.empty(part.num_rows, dtype=dtype)
+            records = np.zeros(part.num_rows, dtype=dtype)
             for name in dtype.names:
-                records[name] = column_values(part, name, dtype[name])
+                records[name] = column_values(part, name, dtype[name], first_row=start)
             write_records(f, records)

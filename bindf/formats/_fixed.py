@@ -106,8 +106,11 @@ class FixedRecordReader(FormatReader):
         """Record fields that must be read to produce ``columns`` (default: same names)."""
         return [c for c in columns if c in self.record_dtype.names]
 
-    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
-        """Output arrays for ``columns`` from the raw field arrays of one batch."""
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str],
+                      first_offset: int | None = None) -> list[pa.Array]:
+        """Output arrays for ``columns`` from the raw field arrays of one batch, whose
+        first record is at file offset ``first_offset`` (for damage found in the values,
+        which names its record; ``None``: not known)."""
         return [numpy_to_arrow(raw[c]) for c in columns]
 
     # -- streaming ------------------------------------------------------------------------
@@ -118,8 +121,15 @@ class FixedRecordReader(FormatReader):
         stream = FixedRecordStream(self.data_offset, path=self.path, dtype=self.record_dtype,
                                    fields=self.raw_fields_for(names), on_error=self.on_error,
                                    data_end=data_end, label=self.label)
-        return BatchStream(stream, lambda raw: pa.RecordBatch.from_arrays(
-            self.build_columns(raw, names), schema=schema))
+
+        def to_batch(raw: dict[str, np.ndarray]) -> pa.RecordBatch:
+            # The stream converts each unit as soon as it has stepped past its records.
+            count = len(next(iter(raw.values()))) if raw else 0
+            first = stream.position - count * self.record_size
+            return pa.RecordBatch.from_arrays(self.build_columns(raw, names, first),
+                                              schema=schema)
+
+        return BatchStream(stream, to_batch)
 
     # -- reading --------------------------------------------------------------------------
     def _batches(
@@ -167,8 +177,8 @@ class FixedRecordReader(FormatReader):
                 if filled < n:  # the file shrank after it was opened
                     out = {name: values[:filled] for name, values in out.items()}
                 if filled:
-                    yield pa.RecordBatch.from_arrays(self.build_columns(out, columns),
-                                                     schema=schema)
+                    yield pa.RecordBatch.from_arrays(
+                        self.build_columns(out, columns, self.row_offset(row)), schema=schema)
                 if filled < n:
                     self._warn_truncated(
                         self.row_offset(row + filled), "the file shrank while it was read"

@@ -18,8 +18,9 @@ copied out of the read buffer), ``n_rows``, record-aligned byte ranges for
 ``on_error``, an atomic writer, detection by magic or extension, and a place in the
 robustness/fuzz sweeps (through :meth:`FixedRecordFormat.sample_bytes`).
 
-The layout rules (sub-arrays, byte strings, byte order) are those of
-:func:`bindf.read_records`, which is this same reader with the layout given per call.
+The layout rules (sub-arrays, byte strings, byte order, which field types map to which
+Arrow types) are those of :func:`bindf.read_records`, which is this same reader with the
+layout given per call; ``docs/formats/records.md`` has them in full.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ from .._header import raise_bad_magic, read_exact, read_preamble
 from .._params import Param
 from .._warnings import warn as _warn
 from .._writing import (
+    encode_header_record,
     encode_preamble,
     inherited_header,
     require_columns,
     to_arrow_table,
     write_fixed_record_file,
 )
-from ..errors import CorruptDataError, HeaderError, TruncatedFileWarning
+from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ..registry import FormatSpec
 from ._fixed import FixedRecordReader
 
@@ -49,6 +51,23 @@ HeaderKind = Any  # "json" | None | a structured numpy dtype (anything np.dtype 
 #: ``transform(table, header, **options) -> table``: derived columns from the raw record
 #: fields (``options``: the format's declared options, when it has any).
 Transform = Callable[..., pa.Table]
+
+
+#: numpy's NaT: the int64 a datetime64/timedelta64 field holds for "no time".
+NOT_A_TIME = np.iinfo(np.int64).min
+
+#: datetime64/timedelta64 units with an Arrow timestamp/duration of the same unit.
+TIME_UNITS = ("s", "ms", "us", "ns")
+
+#: Arrow string arrays hold at most this many bytes (32-bit offsets).
+_MAX_STRING_BYTES = 2**31 - 1
+
+
+def is_layout_callable(value: Any) -> bool:
+    """Whether a layout value (``dtype``, ``offset``, ``count``) is a callable of the
+    header rather than the value itself (numpy scalar types are callables that are
+    values)."""
+    return callable(value) and not isinstance(value, (type, np.dtype))
 
 
 def resolve(value: Any, header: dict[str, Any], options: Mapping[str, Any] | None = None) -> Any:
@@ -60,7 +79,7 @@ def resolve(value: Any, header: dict[str, Any], options: Mapping[str, Any] | Non
     them as keyword arguments, with defaults (the writer and the sample file resolve the
     layout without options).
     """
-    if callable(value) and not isinstance(value, (type, np.dtype)):
+    if is_layout_callable(value):
         return value(header, **options) if options else value(header)
     return value
 
@@ -82,9 +101,14 @@ class FixedLayout:
             if not header_dtype.names:
                 raise ValueError("header= must be 'json', None or a structured dtype "
                                  "(named fields)")
+            if header_dtype.hasobject:
+                raise ValueError("header= has an object field: a file holds bytes, not "
+                                 "Python objects")
             header = header_dtype
         elif isinstance(header, str) and not magic:
             raise ValueError('header="json" needs a magic (magic | u32 length | JSON)')
+        if not is_layout_callable(dtype):  # refuse a bad layout before any data is read
+            check_record_dtype(as_record_dtype(np.dtype(dtype)))
         self.dtype = dtype
         self.magic = bytes(magic) if magic else b""
         self.header = header
@@ -149,12 +173,17 @@ class FixedLayoutReader(FixedRecordReader):
                               f"{type(exc).__name__}: {exc}", path=self.path, offset=0) from None
         if dtype.itemsize == 0:
             raise HeaderError("the record dtype has zero size", path=self.path, offset=0)
-        if not dtype.names:  # a plain dtype is read as a one-field record called "value"
-            dtype = np.dtype([("value", dtype)])
+        dtype = as_record_dtype(dtype)
+        try:  # a dtype callable may give what a static dtype is refused for at construction
+            check_record_dtype(dtype)
+        except ValueError as exc:
+            raise HeaderError(str(exc), path=self.path, offset=0) from None
         if offset < 0 or offset > self.source.size:
             raise HeaderError(f"data offset {offset} is outside the {self.source.size}-byte file",
                               path=self.path, offset=0)
-        self.record_dtype = dtype
+        # The records are read with a dtype of the same bytes that numpy can hand to
+        # readinto; the columns keep the declared field order and types.
+        self.record_dtype = readable_dtype(dtype)
         self.data_offset = offset
         self.rows_per_record = layout.rows_per_record
         self.declared_count = declared
@@ -163,11 +192,11 @@ class FixedLayoutReader(FixedRecordReader):
                 f"header declares {declared} records but the file holds "
                 f"{self._records_in_file()}; returning those",
                 path=self.path, offset=self.row_offset(self._records_in_file())), stacklevel=2)
-        try:
-            self.plan = _column_plan(dtype, layout.subarrays)
-        except ValueError as exc:
-            raise HeaderError(str(exc), path=self.path, offset=0) from None
-        raw_schema = pa.schema([_field(col, idx, base) for col, _, idx, base in self.plan])
+        self.plan = _column_plan(dtype, layout.subarrays)
+        # Text that is not text becomes null unless it is an error (see _damaged_text).
+        text_may_be_null = self.on_error != "raise"
+        raw_schema = pa.schema([_field(col, idx, base, text_may_be_null=text_may_be_null)
+                                for col, _, idx, base in self.plan])
         self._raw_schema = raw_schema
         self._header_for_transform = header
         if layout.transform is None:
@@ -209,15 +238,18 @@ class FixedLayoutReader(FixedRecordReader):
         wanted = {field for col, field, _, _ in self.plan if col in columns}
         return [n for n in self.record_dtype.names if n in wanted]
 
-    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str],
+                      first_offset: int | None = None) -> list[pa.Array]:
         if self.layout.transform is None:
-            return self._raw_columns(raw, columns)
+            return self._raw_columns(raw, columns, first_offset)
         names = self._raw_schema.names
-        table = pa.Table.from_arrays(self._raw_columns(raw, names), schema=self._raw_schema)
+        table = pa.Table.from_arrays(self._raw_columns(raw, names, first_offset),
+                                     schema=self._raw_schema)
         out = self._transformed(table)
         return [_one_array(out.column(c)) for c in columns]
 
-    def _raw_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+    def _raw_columns(self, raw: dict[str, np.ndarray], columns: list[str],
+                     first_offset: int | None) -> list[pa.Array]:
         out = []
         by_column = {col: (field, idx, base) for col, field, idx, base in self.plan}
         for column in columns:
@@ -228,11 +260,44 @@ class FixedLayoutReader(FixedRecordReader):
                 values = values.reshape(n, -1)[:, index]
             elif index is not None:  # keep as fixed-size list
                 flat = np.ascontiguousarray(values.reshape(n, -1))
-                items = _to_arrow(flat.reshape(-1), base, self.path)
-                out.append(pa.FixedSizeListArray.from_arrays(items, -index))
+                items = self._field_values(flat.reshape(-1), base, field, first_offset, -index)
+                list_type = self._raw_schema.field(column).type
+                out.append(pa.FixedSizeListArray.from_arrays(items, type=list_type))
                 continue
-            out.append(_to_arrow(values, base, self.path))
+            out.append(self._field_values(values, base, field, first_offset, 1))
         return out
+
+    def _field_values(self, values: np.ndarray, base: np.dtype, field: str,
+                      first_offset: int | None, per_record: int) -> pa.Array:
+        """Arrow values of one field (``per_record`` values per record: a sub-array kept
+        as a list); text that is not text is damage (:meth:`_damaged_text`)."""
+        if base.kind not in "SU":
+            return field_to_arrow(values, base)
+        array, damaged = text_to_arrow(values, base)
+        if damaged is not None:
+            self._damaged_text(field, base, np.flatnonzero(damaged) // per_record, first_offset)
+        return array
+
+    def _damaged_text(self, field: str, base: np.dtype, records_of_values: np.ndarray,
+                      first_offset: int | None) -> None:
+        """Apply ``on_error`` to values of a text field that are not text
+        (``records_of_values``: the record in the batch of each, in order): raise a
+        CorruptDataError at the first one's record, or count them
+        (``errors["invalid_text"]``) and let them be null."""
+        what = ("bytes that are not UTF-8 text" if base.kind == "S"
+                else "code points that are not Unicode characters")
+        first = int(records_of_values[0])
+        offset = None if first_offset is None else first_offset + first * self.record_size
+        hint = f"declare the field as 'V{base.itemsize}' to read its raw bytes"
+        if self.on_error == "raise":
+            raise CorruptDataError(f"record field {field!r} ({base.str}) holds {what}; {hint}",
+                                   path=self.path, offset=offset)
+        self.note_error("invalid_text", len(records_of_values))
+        if self.on_error == "warn":
+            _warn(CorruptDataWarning(
+                f"record field {field!r} ({base.str}) holds {what} in {len(records_of_values)} "
+                f"value(s) of this batch, the first in the record here; those values are "
+                f"null ({hint})", path=self.path, offset=offset), stacklevel=2)
 
     def _batches(self, columns: list[str], batch_size: int,
                  n_rows: int | None) -> Iterator[pa.RecordBatch]:
@@ -240,15 +305,17 @@ class FixedLayoutReader(FixedRecordReader):
             yield from super()._batches(columns, batch_size, n_rows)
             return
         count = self.n_records if n_rows is None else min(n_rows, self.n_records)
-        if count == 0:
-            return
         records = np.memmap(self.path, dtype=self.record_dtype, mode="r",
-                            offset=self.data_offset, shape=(count,))
+                            offset=self.data_offset, shape=(count,)) if count else None
         schema = pa.schema([self.schema.field(c) for c in columns])
         for start in range(0, count, batch_size):
-            chunk = records[start:start + batch_size]
+            chunk = records[start:start + batch_size]  # type: ignore[index]
             raw = {name: np.asarray(chunk[name]) for name in self.raw_fields_for(columns)}
-            yield pa.RecordBatch.from_arrays(self.build_columns(raw, columns), schema=schema)
+            yield pa.RecordBatch.from_arrays(
+                self.build_columns(raw, columns, self.row_offset(start)), schema=schema)
+        if count == self.n_records and self.tail_bytes:  # as the readinto path warns
+            self._warn_truncated(self.row_offset(count), f"the last {self.tail_bytes} bytes "
+                                 f"are an incomplete {self.record_size}-byte record")
 
 
 def _one_array(column: pa.ChunkedArray) -> pa.Array:
@@ -269,7 +336,10 @@ class FixedRecordFormat(FormatSpec):
         dict returning one. A format with ``options`` gets their values as keyword
         arguments too (``dtype(header, **options)``), so an option may change the
         record fields; give those keywords defaults (the writer and the sample file
-        resolve the dtype from the header alone).
+        resolve the dtype from the header alone). A dtype without an exact Arrow
+        column per field (complex, object, overlapping fields …, see
+        ``docs/formats/records.md``) is a ``ValueError`` here, or, from a callable, a
+        :class:`~bindf.errors.HeaderError` when a file's header gives it.
     magic:
         Leading bytes that identify the format (used for detection).
     header:
@@ -345,28 +415,85 @@ class FixedRecordFormat(FormatSpec):
             if base.kind in "iuf":
                 shape = (40,) + dtype[field].shape
                 records[field] = (np.arange(np.prod(shape)) % 100).reshape(shape)
-            elif base.kind == "S":
-                records[field] = b"x"
+            elif base.kind in "SU":
+                records[field] = "x"
         return _preamble(self.layout, header) + records.tobytes()  # type: ignore[attr-defined]
 
 
-def _record_dtype(layout: FixedLayout, header: dict[str, Any]) -> np.dtype:
-    dtype = np.dtype(resolve(layout.dtype, header))
+def as_record_dtype(dtype: np.dtype) -> np.dtype:
+    """``dtype`` as a record: a plain (non-structured) dtype is one field called ``value``."""
     return dtype if dtype.names else np.dtype([("value", dtype)])
+
+
+def _record_dtype(layout: FixedLayout, header: dict[str, Any]) -> np.dtype:
+    return as_record_dtype(np.dtype(resolve(layout.dtype, header)))
+
+
+def check_record_dtype(dtype: np.dtype) -> None:
+    """Refuse, with a ``ValueError`` naming the field, a record dtype whose fields have no
+    exact Arrow column or do not describe separate bytes of the record."""
+    spans = []
+    for name in dtype.names:
+        field_dtype, offset = dtype.fields[name][:2]
+        why = _unsupported_because(field_dtype.base)
+        if why:
+            raise ValueError(f"record field {name!r} ({field_dtype}) is not supported: {why}")
+        spans.append((offset, offset + field_dtype.itemsize, name))
+    spans.sort()
+    for (_, end, name), (start, _, following) in zip(spans, spans[1:]):
+        if start < end:
+            raise ValueError(f"record fields {name!r} and {following!r} overlap (bytes "
+                             f"{start}..{end - 1} belong to both): each field must be bytes "
+                             "of its own")
+
+
+def _unsupported_because(base: np.dtype) -> str:
+    """Why a field of base dtype ``base`` cannot be read (empty when it can)."""
+    if base.names:
+        return "a nested structure; flatten the dtype first"
+    if base.itemsize == 0:
+        return "it has zero size"
+    if base.kind == "c":
+        part = np.dtype(f"f{base.itemsize // 2}").newbyteorder(base.byteorder)
+        return ("Arrow has no complex type; declare the real and imaginary parts as two "
+                f"'{part.str}' fields")
+    if base.kind == "O":
+        return "a file holds bytes, not Python objects"
+    if base.kind == "f" and base.itemsize not in (2, 4, 8):
+        return f"Arrow has no {8 * base.itemsize}-bit float"
+    if base.kind in "mM":
+        unit, count = np.datetime_data(base)
+        if unit not in TIME_UNITS or count != 1:
+            return (f"Arrow times have the units {', '.join(TIME_UNITS)} only; declare the "
+                    "field as '<i8' (or '>i8') to read the raw counts")
+    return ""
+
+
+def readable_dtype(dtype: np.dtype) -> np.dtype:
+    """A dtype of the same bytes as ``dtype`` that numpy exports as a buffer (what
+    ``readinto`` fills): fields in the order of their offsets, datetime64/timedelta64 as
+    int64 of the same byte order. The field names and offsets are kept, so each field
+    reads the same bytes; ``dtype`` itself when it is already such a dtype."""
+    names = sorted(dtype.names, key=lambda name: dtype.fields[name][1])
+    formats = []
+    for name in names:
+        field_dtype = dtype[name]
+        base = field_dtype.base
+        if base.kind in "mM":
+            base = np.dtype(np.int64).newbyteorder(base.byteorder)
+        formats.append(np.dtype((base, field_dtype.shape)) if field_dtype.shape else base)
+    if names == list(dtype.names) and all(f == dtype[n] for n, f in zip(names, formats)):
+        return dtype
+    return np.dtype({"names": names, "formats": formats, "itemsize": dtype.itemsize,
+                     "offsets": [dtype.fields[name][1] for name in names]})
 
 
 def _preamble(layout: FixedLayout, header: dict[str, Any]) -> bytes:
     if isinstance(layout.header, str):
         return encode_preamble(layout.magic, header)
-    out = layout.magic
-    if layout.header is not None:
-        record = np.zeros(1, dtype=layout.header)
-        for name in layout.header.names:
-            if name not in header:
-                raise ValueError(f"header is missing field {name!r}")
-            record[name] = header[name]
-        out += record.tobytes()
-    return out
+    if layout.header is None:
+        return layout.magic
+    return layout.magic + encode_header_record(layout.header, header)
 
 
 def _generic_writer(name: str, layout: FixedLayout) -> Callable[..., None]:
@@ -375,6 +502,7 @@ def _generic_writer(name: str, layout: FixedLayout) -> Callable[..., None]:
         table = to_arrow_table(frame)
         meta = inherited_header(frame, header) or {}
         dtype = _record_dtype(layout, meta)
+        check_record_dtype(dtype)
         if any(dtype[n].shape for n in dtype.names):
             raise ValueError(f"write_{name} writes records without sub-array fields only")
         require_columns(table, dtype.names, f"{name} records")
@@ -384,9 +512,10 @@ def _generic_writer(name: str, layout: FixedLayout) -> Callable[..., None]:
     write.__name__ = write.__qualname__ = f"write_{name}"
     write.__doc__ = (f"Write a frame as a {name} file, atomically.\n\n"
                      "``frame`` (pandas, polars, Arrow or a dict of columns) needs a column per "
-                     "record field; values are cast safely to the field types. ``header`` "
-                     "(default: the one a bindf reader attached to ``frame``) is written "
-                     "as the format declares it.")
+                     "record field; values are cast safely to the field types (a value that "
+                     "does not fit, such as a string longer than its field, is a "
+                     "``ValueError``: nothing is cut). ``header`` (default: the one a bindf "
+                     "reader attached to ``frame``) is written as the format declares it.")
     return write
 
 
@@ -396,9 +525,6 @@ def _column_plan(dtype: np.dtype, subarrays: str) -> list[tuple[str, str, int | 
     for name in dtype.names:
         field_dtype = dtype[name]
         base, shape = field_dtype.base, field_dtype.shape
-        if base.names:
-            raise ValueError(f"nested structured field {name!r} is not supported; "
-                             "flatten the dtype first")
         size = int(np.prod(shape)) if shape else 0
         if shape and subarrays == "flatten":
             for i, index in enumerate(np.ndindex(*shape)):
@@ -415,34 +541,174 @@ def _native(dtype: np.dtype) -> np.dtype:
 
 def _arrow_type(base: np.dtype) -> pa.DataType:
     if base.kind in "SU":
-        return pa.string()  # a byte string that is not UTF-8 is a CorruptDataError
+        return pa.string()  # see text_to_arrow
     if base.kind == "V":
         return pa.binary(base.itemsize)
+    if base.kind == "M":
+        return pa.timestamp(np.datetime_data(base)[0])
+    if base.kind == "m":
+        return pa.duration(np.datetime_data(base)[0])
     return pa.from_numpy_dtype(_native(base))
 
 
-def _field(column: str, index: int | None, base: np.dtype) -> pa.Field:
+def _field(column: str, index: int | None, base: np.dtype, *,
+           text_may_be_null: bool) -> pa.Field:
     value_type = _arrow_type(base)
+    # NaT is null; so is text that is not text when on_error lets the read go on.
+    nullable = base.kind in "mM" or (base.kind in "SU" and text_may_be_null)
     if index is not None and index < 0:  # kept as a fixed-size list of -index items
-        return pa.field(column, pa.list_(pa.field("item", value_type, nullable=False),
+        return pa.field(column, pa.list_(pa.field("item", value_type, nullable=nullable),
                                          -index), nullable=False)
-    return pa.field(column, value_type, nullable=False)
+    return pa.field(column, value_type, nullable=nullable)
 
 
-def _to_arrow(values: np.ndarray, base: np.dtype, path: str) -> pa.Array:
-    if base.kind == "S":
-        binary = pa.array(np.ascontiguousarray(values), type=pa.binary())
-        try:
-            return pc.cast(binary, pa.string())
-        except pa.ArrowInvalid:
-            raise CorruptDataError(
-                f"byte-string field of dtype {base} is not UTF-8 text; read it with a 'V' "
-                "(raw bytes) dtype instead", path=path, offset=None) from None
+def field_to_arrow(values: np.ndarray, base: np.dtype) -> pa.Array:
+    """The Arrow array of the values of a field of base dtype ``base`` (not text: see
+    :func:`text_to_arrow`). datetime64/timedelta64 values may come as the int64 of
+    :func:`readable_dtype`; NaT becomes null."""
     if base.kind == "V":
         data = np.ascontiguousarray(values).view(np.uint8)
         return pa.FixedSizeBinaryArray.from_buffers(
             pa.binary(base.itemsize), len(values), [None, pa.py_buffer(data)])
+    if base.kind in "mM":
+        stored = np.ascontiguousarray(values)  # int64 or datetime64: the same bytes
+        ticks = np.ascontiguousarray(
+            stored.view(np.dtype(np.int64).newbyteorder(stored.dtype.byteorder)),
+            dtype=np.int64)
+        not_a_time = ticks == NOT_A_TIME
+        return pa.array(ticks, type=_arrow_type(base),
+                        mask=not_a_time if not_a_time.any() else None)
     return pa.array(np.ascontiguousarray(values, dtype=_native(base)))
+
+
+def text_to_arrow(values: np.ndarray, base: np.dtype) -> tuple[pa.Array, np.ndarray | None]:
+    """Arrow strings of the values of a byte-string (``S``, read as UTF-8) or unicode
+    (``U``) field, with numpy's meaning: a value ends at its last non-NUL byte (code
+    point), NULs before it are kept. Returns the array and the mask of the values that
+    are not text (not UTF-8; code points that are no character), which are null in the
+    array, or None when every value is text.
+
+    No Python step per value: the lengths come from the bytes as a 2-D numpy array, and
+    the values become one Arrow data buffer and its offsets.
+    """
+    if base.kind == "U":
+        return _unicode_to_arrow(values, base)
+    rows = np.ascontiguousarray(values).view(np.uint8).reshape(len(values), base.itemsize)
+    lengths = _lengths_before_trailing_nuls(rows)
+    try:  # one check of all the values (Arrow's), the common case being that all are text
+        binary = _string_array(pa.binary(), lengths, _kept_prefixes(rows, lengths))
+        return pc.cast(binary, pa.string()), None
+    except pa.ArrowInvalid:
+        damaged = ~_utf8_valid(rows)
+    lengths[damaged] = 0
+    return _string_array(pa.string(), lengths, _kept_prefixes(rows, lengths),
+                         valid=~damaged), damaged
+
+
+def _unicode_to_arrow(values: np.ndarray, base: np.dtype) -> tuple[pa.Array, np.ndarray | None]:
+    n, width = len(values), base.itemsize // 4
+    points = np.ascontiguousarray(values, dtype=_native(base)).view(np.uint32).reshape(n, width)
+    lengths = _lengths_before_trailing_nuls(points)
+    damaged = (((points >= 0xD800) & (points <= 0xDFFF)) | (points > 0x10FFFF)).any(axis=1)
+    counts = np.where(damaged, 0, lengths)  # the characters kept of each value
+    characters = points[np.arange(width) < counts[:, None]]
+    # UTF-8 bytes of each character: 1 to 4
+    sizes = (1 + (characters >= 0x80).astype(np.uint8) + (characters >= 0x800)
+             + (characters >= 0x10000))
+    bytes_before = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    byte_lengths = np.diff(bytes_before[np.concatenate([[0], np.cumsum(counts)])])
+    data = (characters.astype(np.uint8) if not sizes.size or sizes.max() == 1
+            else _utf8_bytes(characters, sizes))
+    if not damaged.any():
+        return _string_array(pa.string(), byte_lengths, data), None
+    return _string_array(pa.string(), byte_lengths, data, valid=~damaged), damaged
+
+
+def _lengths_before_trailing_nuls(units: np.ndarray) -> np.ndarray:
+    """For each row of ``units`` (bytes or code points): the count up to its last
+    non-zero unit (0 for a row of zeros)."""
+    n, width = units.shape
+    if n == 0 or width == 0:
+        return np.zeros(n, dtype=np.int64)
+    nonzero = units != 0
+    last = width - 1 - np.argmax(nonzero[:, ::-1], axis=1)
+    return np.where(nonzero[np.arange(n), last], last + 1, 0).astype(np.int64)
+
+
+def _kept_prefixes(rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The first ``lengths[i]`` bytes of each row of ``rows``, back to back."""
+    if np.all(lengths == rows.shape[1]):
+        return rows.reshape(-1)
+    return rows[np.arange(rows.shape[1]) < lengths[:, None]]
+
+
+def _string_array(kind: pa.DataType, lengths: np.ndarray, data: np.ndarray, *,
+                  valid: np.ndarray | None = None) -> pa.Array:
+    """A ``kind`` (string or binary) array of values of ``lengths`` bytes, ``data``
+    holding them back to back; null where ``valid`` is False."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] > _MAX_STRING_BYTES:
+        raise ValueError(f"a batch of {len(lengths)} records holds {offsets[-1]} bytes of "
+                         "text in one field, more than an Arrow string column holds; read "
+                         "with a smaller batch_size")
+    validity = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    nulls = 0 if valid is None else len(valid) - int(np.count_nonzero(valid))
+    return pa.Array.from_buffers(
+        kind, len(lengths),
+        [validity, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)],
+        null_count=nulls)
+
+
+def _utf8_bytes(characters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The UTF-8 encoding of ``characters`` (code points, as uint32) of ``sizes`` (1 to
+    4) bytes each, back to back."""
+    position = np.arange(4, dtype=np.int8)
+    shifts = (6 * np.maximum(sizes[:, None].astype(np.int8) - 1 - position, 0)).astype(np.uint32)
+    payload = characters[:, None] >> shifts
+    lead_marks = np.array([0, 0, 0xC0, 0xE0, 0xF0], dtype=np.uint32)[sizes]
+    encoded = np.where(position == 0, payload | lead_marks[:, None], 0x80 | (payload & 0x3F))
+    return encoded.astype(np.uint8)[position < sizes[:, None]]
+
+
+def _utf8_automaton() -> np.ndarray:
+    """``table[state, byte]``: the next state of a strict UTF-8 validator (RFC 3629: no
+    overlong forms, no surrogates, nothing above U+10FFFF). State 0 is "between
+    characters", 1 "not UTF-8" (it never leaves it); the others wait for continuation
+    bytes."""
+    between, invalid, tail1, tail2, tail3, after_e0, after_ed, after_f0, after_f4 = range(9)
+    table = np.full((9, 256), invalid, dtype=np.uint8)
+    table[between, 0x00:0x80] = between
+    table[between, 0xC2:0xE0] = tail1
+    table[between, 0xE0] = after_e0
+    table[between, 0xE1:0xED] = tail2
+    table[between, 0xED] = after_ed
+    table[between, 0xEE:0xF0] = tail2
+    table[between, 0xF0] = after_f0
+    table[between, 0xF1:0xF4] = tail3
+    table[between, 0xF4] = after_f4
+    table[tail1, 0x80:0xC0] = between
+    table[tail2, 0x80:0xC0] = tail1
+    table[tail3, 0x80:0xC0] = tail2
+    table[after_e0, 0xA0:0xC0] = tail1  # E0 80..9F would be overlong
+    table[after_ed, 0x80:0xA0] = tail1  # ED A0..BF would be a surrogate
+    table[after_f0, 0x90:0xC0] = tail2  # F0 80..8F would be overlong
+    table[after_f4, 0x80:0x90] = tail2  # F4 90.. would be above U+10FFFF
+    return table
+
+
+_UTF8_AUTOMATON = _utf8_automaton()
+
+
+def _utf8_valid(rows: np.ndarray) -> np.ndarray:
+    """Whether each row of ``rows`` (bytes) is UTF-8. A row's trailing NULs do not change
+    the verdict on the value before them: they keep a complete value complete and break
+    an incomplete one, as the end of the value would. One numpy step per byte of the
+    field, not per value."""
+    state = np.zeros(rows.shape[0], dtype=np.uint8)
+    for column in range(rows.shape[1]):
+        state = _UTF8_AUTOMATON[state, rows[:, column]]
+    return state == 0
 
 
 def _python_value(value: Any) -> Any:

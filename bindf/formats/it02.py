@@ -304,7 +304,8 @@ class IT02Reader(FormatReader):
         return fields + [f"c{k}" for k, c in enumerate(self.channels)
                          if channel_column(c) in columns]
 
-    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str],
+                      first_offset: int | None = None) -> list[pa.Array]:
         by_column = {"time_ns": "time_ns",
                      **{channel_column(c): f"c{k}" for k, c in enumerate(self.channels)}}
         return [numpy_to_arrow(raw[by_column[c]]) for c in columns]

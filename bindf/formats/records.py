@@ -21,8 +21,15 @@ Design decisions:
 * Sub-array fields are flattened to one column per element (``value_0``, ``value_1`` …,
   ``subarrays="flatten"``, the default) or kept as Arrow fixed-size lists
   (``subarrays="list"``). A plain (non-structured) dtype gives one column ``value``.
-* Byte-string fields (``S``) become Arrow strings when every value is UTF-8, else binary;
-  trailing NUL padding is removed. Big-endian fields are converted to native order.
+* Byte-string (``S``, read as UTF-8) and unicode (``U``) fields are Arrow strings with
+  numpy's value (trailing NULs removed, NULs before the last other byte kept); ``V``
+  fields fixed-size binary; datetime64/timedelta64 (units s, ms, us, ns) timestamps and
+  durations, NaT being null. Big-endian fields are converted to native order. The schema
+  is fixed before any record is read, so a value of a text field that is not text is
+  damage handled by ``on_error`` (raise with the record's offset, or null), never a
+  change of the column's type. Dtypes that have no exact Arrow column (complex, object,
+  overlapping fields …) are refused before any data is read; fields out of offset order
+  are read as numpy reads them. ``docs/formats/records.md`` has the full rules.
 * Reading uses ``readinto`` like every bindf reader (see :mod:`bindf.formats._fixed`); this is the reader of
   :class:`bindf.FixedRecordFormat` with the layout given per call.
   ``memmap=True`` gives the literal numpy-memmap behaviour (``np.memmap`` views, no read

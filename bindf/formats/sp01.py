@@ -213,7 +213,8 @@ class SP01Reader(FixedRecordReader):
         # Always read something: the batch length comes from the raw arrays.
         return [f for f in self.record_dtype.names if f in fields] or ["time_ns"]
 
-    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str],
+                      first_offset: int | None = None) -> list[pa.Array]:
         n = len(next(iter(raw.values())))
         if self.shape == "wide":
             return [self._decode_wide(raw, c) for c in columns]

@@ -124,7 +124,8 @@ class SpectroReader(FixedRecordReader):
         wanted = set(columns) | ({"event"} if {"channel", "marker"} & set(columns) else set())
         return [name for name in RECORD_DTYPE.names if name in wanted]
 
-    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str]) -> list[pa.Array]:
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str],
+                      first_offset: int | None = None) -> list[pa.Array]:
         derived = event_columns(raw["event"], columns) if "event" in raw else {}
         return [numpy_to_arrow(raw[name]) if name in RECORD_DTYPE.names else derived[name]
                 for name in columns]
