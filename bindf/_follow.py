@@ -141,10 +141,12 @@ class _Tail:
                 if isinstance(exc, BindfError) else exc
             return
         self.header_error = None
-        follower.check_compatible(reader)
         self.reader = reader
         if not (reader.settled or force):
             return
+        # Only a settled reader's schema is the file's (an empty AstroPix log's reader
+        # guesses AstroPix 4 until the header says otherwise).
+        follower.check_compatible(reader)
         self.header = {**reader.header,
                        **{k: None for k in reader.end_header_keys if k in reader.header}}
         try:

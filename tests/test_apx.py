@@ -983,8 +983,8 @@ def test_writer_does_not_overwrite_when_asked(tmp_path, data_dir):
     frame = bindf.read_apx(data_dir / SAMPLE)
     bindf.write_apx(path, frame)
     with pytest.raises(FileExistsError):
-        bindf.write_apx(path, frame, overwrite=False)
-    assert bindf.read_header(path) == {"readout_uid": 4000}
+        bindf.write_apx(path, frame, {"run": 2}, overwrite=False)
+    assert bindf.read_header(path) == bindf.read_header(data_dir / SAMPLE)  # the first write
 
 
 def test_reference_model_on_the_worked_example():

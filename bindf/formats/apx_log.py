@@ -8,15 +8,31 @@ cut hit's bytes from one readout to the next), so the hit table has the same 18 
 
 Decisions:
 
+* **What makes a file a log** (the format page's section of that name): the text before
+  the first readout line is UTF-8 (a metadata line may be cp1252, what the DAQ wrote on
+  Windows) without control bytes; the first byte that is not is a
+  :class:`~bindf.errors.HeaderError` in a log header, else an
+  :class:`~bindf.errors.UnknownFormatError` (binary data), at its offset. The file
+  starts with a metadata, ``Namespace(...)`` or readout line, or holds the
+  ``Namespace(...)`` line before its first readout; other text is an
+  :class:`~bindf.errors.UnknownFormatError` (under ``on_error="warn"``/``"skip"``,
+  malformed readout lines). An empty file has no rows.
+* **The header** is every line up to the ``Namespace(...)`` line (the DAQ writes it
+  last) and the metadata lines right after it; without one, the metadata lines at the
+  top. A file cut inside it is a :class:`~bindf.errors.HeaderError` at the end of the
+  file, whatever the cut point (the chip version is not known yet; ``bindf.follow``
+  waits for more).
+* **The last line** may lack its newline: a complete readout line is read, any other
+  unterminated last line is incomplete (:class:`~bindf.errors.TruncatedFileWarning`).
 * Metadata values are parsed with :func:`ast.literal_eval` (never ``eval``). The
   ``Namespace(...)`` line becomes a dict of its keyword arguments under ``"Namespace"``;
   every ``Name: {...}`` line becomes ``header["Name"]``. Python values that JSON cannot
   hold are converted: tuples → lists, sets → sorted lists, bytes → hex text, anything
-  else → its ``repr``. Text lines that are neither are kept, in order, under
-  ``header["comments"]``. ``readout_uid`` is taken from the ``Namespace`` line's
-  ``chipVer`` (3 → 3000, AstroPix 3; 4 → 4000, AstroPix 4; absent → 4000) unless present;
-  AstroPix 3 logs are decoded with the AstroPix 3 hit kernel and give its columns
-  (``stitch=`` as for ``read_apx``).
+  else → its ``repr``. Other text lines before the ``Namespace(...)`` line are kept, in
+  order, under ``header["comments"]``. ``readout_uid`` is taken from the ``Namespace``
+  line's ``chipVer`` (3 → 3000, AstroPix 3; 4 → 4000, AstroPix 4; absent → 4000) unless
+  present; AstroPix 3 logs are decoded with the AstroPix 3 hit kernel and give its
+  columns (``stitch=`` as for ``read_apx``).
 * Logs carry no per-readout timestamp: the ``timestamp`` (AstroPix 3:
   ``wall_timestamp``) column is 0.
 * A malformed data line is a :class:`~bindf.errors.CorruptDataError` naming the line
@@ -34,17 +50,18 @@ from __future__ import annotations
 
 import ast
 import binascii
+import codecs
 import json
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from .._atomic import atomic_output
 from .._source import Source
-from ..errors import CorruptDataError, HeaderError
+from ..errors import BindfError, CorruptDataError, HeaderError, UnknownFormatError
 from ._apx3_hits import log_readout_uid
 from ._apx_hits import STATUS_FLAGS, Decoded
 from ._base import FormatReader, numpy_batch
@@ -64,6 +81,24 @@ from .apx import (
 DATA_LINE = re.compile(rb"^(\d+)\t[ ]*b'([0-9a-fA-F]*)'[ \t]*\r?$", re.MULTILINE)
 _FIRST_DATA_LINE = re.compile(rb"^\d+\t", re.MULTILINE)
 _METADATA_LINE = re.compile(r"^([A-Za-z_][\w .-]*):\s*(\{.*\})\s*$")
+#: How a readout line starts (a file whose first line starts so is a log without header).
+_READOUT_START = re.compile(rb"[ \t]*\d+\t[ ]*b'")
+#: How a header line starts: the Namespace line or a metadata line ``Name: {``, after
+#: blank lines (and a byte order mark, which Windows editors put first).
+_HEADER_START = re.compile(
+    rb"\s*(?:\xef\xbb\xbf)?[ \t]*(?:Namespace\(|[A-Za-z_][\w .-]*:[ \t]*\{)")
+#: The start of a header line cut by the end of the file (``Names``,
+#: ``Voltagecard: {'thp``), or of a readout line cut before its tab (group 1): the only
+#: line of a file cut inside its first line.
+_CUT_FIRST_LINE = re.compile(
+    rb"\s*(?:\xef\xbb\xbf)?[ \t]*(?:Namespace\(.*|[A-Za-z_][\w .-]*(?::[ \t]*(?:\{.*)?)?|(\d+))")
+_NAMESPACE_LINE = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t\r\f\v]*Namespace\(", re.MULTILINE)
+#: Control bytes other than whitespace: never in a text log, the mark of binary data.
+_CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0e-\x1f]")
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+")
+#: What the DAQ's ``open(path, "w")`` wrote on (Western) Windows: accepted for metadata
+#: lines that are not UTF-8 (a path or name with accents in the options).
+WINDOWS_CODE_PAGE = "cp1252"
 #: Bytes of text decoded per step (whole lines; a longer line is still read whole).
 CHUNK_BYTES = 4 << 20
 #: The metadata block is small; refuse to treat megabytes of text as a header.
@@ -96,6 +131,153 @@ def parse_namespace(text: str) -> dict[str, Any]:
             if kw.arg is not None}
 
 
+class LogHeader(NamedTuple):
+    """What :func:`parse_header` found at the top of a log."""
+
+    header: dict[str, Any]
+    #: File offset of the line after the header: where the readout lines begin.
+    data_offset: int
+    #: Offset of the ``Namespace(...)`` line (0 without one), for chip-version errors.
+    namespace_offset: int
+    #: False for an empty (or blank) file: nothing is decided yet.
+    settled: bool
+
+
+def parse_header(head: bytes, *, complete: bool, path: str, strict: bool = True) -> LogHeader:
+    """Split the start of a log (``head``; the whole file when ``complete``) into its
+    parsed header and the offset where the readouts begin, or raise when the file is not
+    a log or is cut inside its header (the rules of the module docstring).
+
+    ``strict`` (``on_error="raise"``): text with no log structure is an
+    :class:`~bindf.errors.UnknownFormatError`; otherwise its lines are left to the
+    readout parser, which drops them as malformed lines.
+    """
+    first = _FIRST_DATA_LINE.search(head)
+    region = head[: first.start() if first else len(head)]
+    cut = complete and first is None  # the region's last line may end inside a character
+    bad = _non_text_offset(region, cut=cut)
+    if bad is not None:
+        raise _not_text(region, bad, path)
+    if not region.strip():
+        if first is None:  # empty, or blank lines: the DAQ has written nothing yet
+            return LogHeader({}, 0, 0, settled=False)
+        return LogHeader({}, first.start(), 0, settled=True)  # readouts without a header
+    namespace = _NAMESPACE_LINE.search(region)
+    if namespace is None and not _HEADER_START.match(region):
+        cut_line = _CUT_FIRST_LINE.fullmatch(region) if cut else None
+        if cut_line is not None and cut_line.group(1) is None:
+            raise _incomplete_header(len(head), complete, path)
+        if cut_line is None and first is None and strict:
+            start = len(region) - len(region.lstrip())
+            line = region[start:].split(b"\n", 1)[0]
+            raise UnknownFormatError(
+                "not an AstroPix text log: it starts with neither a metadata line "
+                "('Name: {...}') nor a readout line ('<readout_id>\\t b'<hex>''), and "
+                f"has no 'Namespace(...)' line; its first line: {line[:60]!r}",
+                path=path, offset=start)
+        # A first readout line cut before its tab; readouts after a damaged first line;
+        # or (on_error="warn"/"skip") lines for the readout parser to drop as malformed.
+        return LogHeader({}, 0, 0, settled=True)
+    if namespace is None and first is None:
+        raise _incomplete_header(len(head), complete, path)
+    return _split_header(region, None if namespace is None else namespace.start(),
+                         cut=cut, path=path)
+
+
+def _split_header(region: bytes, namespace_at: int | None, *, cut: bool,
+                  path: str) -> LogHeader:
+    """Parse the header lines at the top of ``region`` (the text before the first
+    readout line): every line before the ``Namespace(...)`` line (at ``namespace_at``),
+    then metadata lines; the first other line begins the readouts."""
+    header: dict[str, Any] = {}
+    comments: list[str] = []
+    namespace_offset = 0
+    data_offset = len(region)
+    for number, match in enumerate(_LINE.finditer(region), 1):
+        raw, offset = match.group(), match.start()
+        line = _line_text(raw).strip().lstrip("\ufeff").strip()
+        if not line:
+            continue
+        is_namespace = line.startswith("Namespace(")
+        metadata = None if is_namespace else _METADATA_LINE.match(line)
+        if not (is_namespace or metadata or (namespace_at is not None and offset < namespace_at)):
+            data_offset = offset
+            break
+        try:
+            if is_namespace:
+                header["Namespace"] = parse_namespace(line)
+                namespace_offset = offset
+            elif metadata:
+                header[metadata.group(1).strip()] = _jsonable(ast.literal_eval(metadata.group(2)))
+            else:
+                comments.append(line)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            if cut and not raw.endswith(b"\n"):  # the file ends inside this line
+                if "Namespace" in header:  # after a complete header: a cut readout line
+                    data_offset = offset
+                    break
+                raise _incomplete_header(len(region), True, path) from None
+            raise HeaderError(f"metadata line {number} is not a Python literal: {exc}",
+                              path=path, offset=offset) from None
+    if comments:
+        header["comments"] = comments
+    return LogHeader(header, data_offset, namespace_offset, settled=True)
+
+
+def _incomplete_header(size: int, complete: bool, path: str) -> HeaderError:
+    why = ("the file ends inside the log header: its 'Namespace(...)' line is missing or "
+           "cut, and no readout line follows" if complete else
+           f"no 'Namespace(...)' line and no readout line in the first {size} bytes")
+    return HeaderError(why, path=path, offset=size)
+
+
+def _non_text_offset(data: bytes, *, cut: bool) -> int | None:
+    """Offset of the first byte of ``data`` that cannot be in a log's header text: a
+    control byte (a NUL …), or a byte that is not UTF-8 outside a metadata line in the
+    Windows code page. ``cut``: ``data`` may end inside a character. None: all text."""
+    position = 0
+    while True:
+        control = _CONTROL_BYTE.search(data, position)
+        end = control.start() if control else len(data)
+        try:
+            codecs.utf_8_decode(data[position:end], "strict", not (cut and end == len(data)))
+            bad = control.start() if control else None
+        except UnicodeDecodeError as exc:
+            bad = position + exc.start
+        if bad is None or data[bad] < 0x80:
+            return bad
+        line_start = data.rfind(b"\n", 0, bad) + 1
+        line_end = data.find(b"\n", bad) + 1 or len(data)
+        line = data[line_start:line_end]
+        if not _HEADER_START.match(line) or _CONTROL_BYTE.search(line):
+            return bad
+        try:
+            line.decode(WINDOWS_CODE_PAGE)
+        except UnicodeDecodeError:
+            return bad
+        position = line_end
+
+
+def _not_text(region: bytes, bad: int, path: str) -> BindfError:
+    """The error for a byte that is not text: in a log header (a metadata line first, or
+    a ``Namespace(...)`` line somewhere), or in binary data (no log structure)."""
+    byte = region[bad]
+    what = f"byte {byte:#04x} ({'not UTF-8' if byte >= 0x80 else 'a control byte'})"
+    if _HEADER_START.match(region) or _NAMESPACE_LINE.search(region):
+        number = region.count(b"\n", 0, bad) + 1
+        return HeaderError(f"line {number} of the log header is not text: {what}",
+                           path=path, offset=bad)
+    return UnknownFormatError(f"not an AstroPix text log (UTF-8 text): {what}; the file "
+                              "looks binary", path=path, offset=bad)
+
+
+def _line_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:  # a metadata line in the Windows code page (checked), or
+        return raw.decode(WINDOWS_CODE_PAGE, "replace")  # cut inside its last character
+
+
 class ApxLogReader(FormatReader):
     """Legacy AstroPix text log: the same hit (or readout) table as ``read_apx``.
 
@@ -114,39 +296,26 @@ class ApxLogReader(FormatReader):
         if self.options:
             raise TypeError(f"unexpected option(s) for read_apx_log: {sorted(self.options)}")
         head = f.read(min(self.source.size, MAX_HEADER_BYTES))
-        first = _FIRST_DATA_LINE.search(head)
-        self.data_offset = first.start() if first else len(head)
-        header: dict[str, Any] = {}
-        comments: list[str] = []
-        offset = 0
-        namespace_offset = 0
-        for number, raw in enumerate(head[: self.data_offset].splitlines(keepends=True), 1):
-            line = raw.decode("utf-8", "replace").strip()
-            try:
-                if not line:
-                    pass
-                elif line.startswith("Namespace("):
-                    header["Namespace"] = parse_namespace(line)
-                    namespace_offset = offset
-                elif match := _METADATA_LINE.match(line):
-                    value = ast.literal_eval(match.group(2))
-                    header[match.group(1).strip()] = _jsonable(value)
-                else:
-                    comments.append(line)
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-                raise HeaderError(f"metadata line {number} is not a Python literal: {exc}",
-                                  path=self.path, offset=offset) from None
-            offset += len(raw)
-        if comments:
-            header["comments"] = comments
+        complete = len(head) < MAX_HEADER_BYTES or len(head) == self.source.size
+        parsed = parse_header(head, complete=complete, path=self.path,
+                              strict=self.on_error == "raise")
+        header = parsed.header
+        self.data_offset = parsed.data_offset
+        self._settled = parsed.settled
         uid = header["readout_uid"] = log_readout_uid(header, path=self.path,
-                                                      offset=namespace_offset)
+                                                      offset=parsed.namespace_offset)
         if uid not in SUPPORTED_READOUTS:
             raise HeaderError(f"readout_uid {uid!r} is not supported", path=self.path, offset=0)
         self.readout_uid: int = uid
         self.stitch = resolve_stitch(uid, stitch)
         self.header_lines = head[: self.data_offset].count(b"\n")
         return header
+
+    @property
+    def settled(self) -> bool:
+        """False for a file with nothing in it yet: its header (and with it the chip
+        version) is still to come, so a follower reopens it as it grows."""
+        return self._settled
 
     @property
     def schema(self) -> pa.Schema:
@@ -280,7 +449,9 @@ class ApxLogStream(StreamDecoder[ReadoutRun]):
 
     def _drop_cut_last_line(self, text: bytes, offset: int, shrank: bool) -> bytes:
         """A file cut inside its last line (or that shrank after it was opened): warn and
-        return the text without its incomplete last line."""
+        return the text without its incomplete last line. A last line that lacks only its
+        newline is complete (text files often end so) and is kept: a readout line cut
+        anywhere ends before its closing quote and cannot match :data:`DATA_LINE`."""
         cut = text.rfind(b"\n") + 1
         last = text[cut:]
         complete = not last.strip() or DATA_LINE.fullmatch(last)
@@ -294,14 +465,14 @@ class ApxLogStream(StreamDecoder[ReadoutRun]):
     def _parse_lines(self, text: bytes, offset: int, first_line: int):
         matches = DATA_LINE.findall(text)
         line_starts = _nonblank_line_starts(text)
-        # damaged lines: (position in text, line number, what is wrong with it)
-        damaged: list[tuple[int, int, str]] = []
+        not_readouts = np.empty(0, dtype=np.int64)  # positions of lines that are no readout
         if len(matches) != len(line_starts):
-            # Damaged or unusual lines: slow path (this chunk only) to find them, and
-            # positions of the lines that did match.
-            damaged = self._unmatched_lines(text, first_line)
-            line_starts = np.fromiter((m.start() for m in DATA_LINE.finditer(text)),
-                                      dtype=np.int64, count=len(matches))
+            # Damaged or unusual lines (this chunk only): the positions of the lines that
+            # did match, and of those that did not.
+            readout_starts = np.fromiter((m.start() for m in DATA_LINE.finditer(text)),
+                                         dtype=np.int64, count=len(matches))
+            not_readouts = _inked(text, line_starts[~np.isin(line_starts, readout_starts)])
+            line_starts = readout_starts
         ids, hexes = zip(*matches) if matches else ((), ())
         digits = np.array(ids, dtype=np.bytes_) if ids else np.empty(0, np.bytes_)
         # The pattern admits any run of digits and of hex digits: ids must fit 32 bits
@@ -316,21 +487,10 @@ class ApxLogStream(StreamDecoder[ReadoutRun]):
         lengths = np.fromiter(map(len, hexes), dtype=np.int64, count=len(hexes))
         odd = (lengths & 1).astype(bool)
         bad = too_big | odd
-        for i in np.flatnonzero(bad):  # error path only
-            start = int(line_starts[i])
-            number = first_line + 1 + text.count(b"\n", 0, start)
-            why = "has a readout id that does not fit in 32 bits" if too_big[i] else \
-                "has an odd number of hex digits in its payload"
-            damaged.append((start, number, why))
-        if damaged:
-            damaged.sort()
-            if self.on_error == "raise":
-                position, number, why = damaged[0]
-                raise CorruptDataError(f"line {number} {why}", path=self.path,
-                                       offset=offset + position)
-            for position, number, why in damaged:
-                self.damaged("bad_log_line", f"skipped malformed line {number} ({why})",
-                             offset + position)
+        damaged = np.sort(np.concatenate([not_readouts, line_starts[bad]]))
+        if len(damaged):
+            self._report_damaged(text, offset, first_line, damaged,
+                                 set(line_starts[too_big].tolist()), set(line_starts[odd].tolist()))
         keep = ~bad
         line_starts = line_starts[keep]
         hexes = [h for h, k in zip(hexes, keep) if k] if bad.any() else list(hexes)
@@ -340,7 +500,7 @@ class ApxLogStream(StreamDecoder[ReadoutRun]):
         pos = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=pos[1:])
         # Cut the runs where lines were dropped: no hit may join bytes across the gap.
-        gaps = np.searchsorted(line_starts, [p for p, _, _ in damaged])
+        gaps = np.searchsorted(line_starts, damaged)
         bounds = [0, *sorted(set(gaps.tolist()) - {0, len(sizes)}), len(sizes)]
         after_gap = self.gap_pending or bool(len(gaps) and gaps[0] == 0)
         for a, b in zip(bounds[:-1], bounds[1:]):
@@ -354,17 +514,32 @@ class ApxLogStream(StreamDecoder[ReadoutRun]):
         self.gap_pending = bool(len(gaps) and gaps[-1] == len(sizes)) or (
             after_gap and len(sizes) == 0)
 
-    def _unmatched_lines(self, text: bytes, first_line: int) -> list[tuple[int, int, str]]:
-        """Lines that are not readouts: (position in ``text``, line number, what is
-        wrong). Error path only: loops over lines."""
-        position = 0
-        found = []
-        for number, raw in enumerate(text.splitlines(keepends=True), first_line + 1):
-            if raw.strip() and not DATA_LINE.match(raw):
-                found.append((position, number,
-                              f"is not '<readout_id>\\t b'<hex>'': {raw[:60]!r}"))
-            position += len(raw)
-        return found
+    def _report_damaged(self, text: bytes, offset: int, first_line: int, damaged: np.ndarray,
+                        too_big: set[int], odd: set[int]) -> None:
+        """Apply ``on_error`` to the damaged lines starting at ``damaged`` (sorted
+        positions in ``text``): raise at the first, warn about each, or count them all."""
+        newlines = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 0x0A)
+        numbers = first_line + 1 + np.searchsorted(newlines, damaged)
+
+        def why(position: int) -> str:
+            if position in too_big:
+                return "has a readout id that does not fit in 32 bits"
+            if position in odd:
+                return "has an odd number of hex digits in its payload"
+            line = text[position : text.find(b"\n", position) + 1 or len(text)]
+            return f"is not '<readout_id>\\t b'<hex>'': {line[:60]!r}"
+
+        if self.on_error == "warn":
+            for position, number in zip(damaged.tolist(), numbers.tolist()):
+                self.damaged("bad_log_line", f"skipped malformed line {number} ({why(position)})",
+                             offset + position)
+            return
+        position, number = int(damaged[0]), int(numbers[0])
+        if self.on_error == "raise":
+            raise CorruptDataError(f"line {number} {why(position)}", path=self.path,
+                                   offset=offset + position)
+        self.damaged("bad_log_line", f"skipped malformed line {number} ({why(position)})",
+                     offset + position, count=len(damaged))
 
 
 
@@ -413,6 +588,21 @@ def _nonblank_line_starts(text: bytes) -> np.ndarray:
     return starts[length - has_cr > 0].astype(np.int64)
 
 
+#: Bytes that are not whitespace (``bytes.strip`` removes the others).
+_INK = np.ones(256, dtype=bool)
+_INK[list(b" \t\n\r\x0b\x0c")] = False
+
+
+def _inked(text: bytes, starts: np.ndarray) -> np.ndarray:
+    """The lines of ``text`` beginning at ``starts`` that are not only whitespace."""
+    data = np.frombuffer(text, dtype=np.uint8)
+    ink = np.concatenate(([0], np.cumsum(_INK[data])))
+    newlines = np.flatnonzero(data == 0x0A)
+    after = np.searchsorted(newlines, starts)
+    ends = np.append(newlines, len(data))[after]
+    return starts[ink[ends] > ink[starts]]
+
+
 def _readout_arrays(columns, readout_id, timestamp, lengths, decoded, line_offset):
     values = {"readout_id": readout_id, "timestamp": timestamp, "wall_timestamp": timestamp,
               "payload_length": lengths,
@@ -428,8 +618,16 @@ def _readout_arrays(columns, readout_id, timestamp, lengths, decoded, line_offse
 
 
 def looks_like_apx_log(head: bytes, source: Source) -> bool:
-    """Probe: a ``Namespace(`` metadata line or readout lines near the start."""
-    return b"Namespace(" in head or bool(DATA_LINE.search(head))
+    """Probe: what :func:`parse_header` takes for a log. Text up to the first readout
+    line, starting with a metadata line, the ``Namespace(...)`` line or a readout line,
+    or holding the ``Namespace(...)`` line (the head may end anywhere, even in a line)."""
+    first = _FIRST_DATA_LINE.search(head)
+    region = head[: first.start() if first else len(head)]
+    if _non_text_offset(region, cut=True) is not None:
+        return False
+    if not region.strip():
+        return first is not None and bool(_READOUT_START.match(head, first.start()))
+    return bool(_NAMESPACE_LINE.search(region) or _HEADER_START.match(region))
 
 
 def convert_apx_log(log_path: str, apx_path: str, *, overwrite: bool = True) -> int:
