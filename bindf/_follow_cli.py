@@ -1,15 +1,23 @@
 """``bindf follow FILE...``: the command line of :func:`bindf.follow`.
 
-A status line (rows, rows/s since the start, bytes, last time stamp, and per-channel counts for IT02 or
-per-chip hits for AstroPix) is redrawn in place on a terminal and printed once per
-interval otherwise. ``-o out.parquet`` streams every frame as a row group into a Parquet
-file written atomically (temporary file, then rename) and finished properly when the
-follow ends: end marker, idle timeout or Ctrl-C (SIGINT). The header, as known at the
-end (a sparse IT02 end time included), is in the file's metadata.
+A status line (rows, rows/s since the start, bytes, last time stamp, and per-channel counts
+for IT02 or per-chip hits for AstroPix and A-STEP) is redrawn in place on a terminal and
+printed once per interval otherwise. ``-o out.parquet`` streams every frame as a row group
+into a Parquet file written atomically (temporary file, then rename) and finished properly
+when the follow ends: end marker, idle timeout, Ctrl-C (SIGINT) or SIGTERM. The header of
+the first file followed, as known at the end (a sparse IT02 end time included), is in the
+file's metadata, with every file followed and the damage skipped.
+
+Ctrl-C and SIGTERM are how a follow is usually ended, so they end it like the end marker
+does: the output is finished and the exit status is 0. A follow that ends before any row
+arrived (a header-only file, ``--start end`` and nothing appended) writes a Parquet file of
+0 rows with the columns and header; one that ends before any file appeared writes nothing
+and exits with 66 (65 when the first file's header is still incomplete).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -22,11 +30,38 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._follow import Follower, follow
+from ._source import Source
 from .arrow import build_info
+from .cli import (
+    EX_DATAERR,
+    EX_NOINPUT,
+    EX_OK,
+    EX_USAGE,
+    CliError,
+    check_output,
+    columns_arg,
+    reader_options,
+    seconds,
+    signal_handlers,
+    write_output,
+)
+from .errors import BindfError
+from .formats._base import FormatReader
+from .registry import open_reader
 
-#: Columns whose totals the status line shows, per format: (column, label) — IT02
-#: photon counts per channel, AstroPix hits per chip.
-_TIME_COLUMNS = ("time_ns", "timestamp", "macrotime_ns")
+#: Columns holding the time stamp the status line shows as "last", the first one a frame
+#: has: IT02/IT01/ITT1 and co., AstroPix 4, AstroPix 3, spectroscopy photons, A-STEP.
+_TIME_COLUMNS = ("time_ns", "timestamp", "wall_timestamp", "macrotime_ns", "fpga_ts")
+
+#: Output extensions ``-o`` accepts: follow writes Parquet only, whose footer takes what
+#: is learned at the end (the sparse IT02 end time, damage skipped).
+_PARQUET_EXTENSIONS = (".parquet", ".pq")
+
+#: Reader keywords that ``bindf follow`` sets itself, and the flag that sets them.
+_SET_BY_FOLLOW = {"format": "--format", "columns": "--columns", "output": None,
+                  "include_file_paths": "--include-file-paths", "on_error": "--on-error",
+                  "start": "--start", "poll_interval": "--poll-interval",
+                  "idle_timeout": "--idle-timeout"}
 
 
 def add_follow_command(sub: Any) -> None:
@@ -35,15 +70,21 @@ def add_follow_command(sub: Any) -> None:
         "follow", help="follow files while they are written (live status, Parquet)",
         description="Decode files while an instrument writes them: only complete records, "
                     "nothing repeated or lost. Ends at the format's end marker (sparse "
-                    "IT02), after --idle-timeout seconds without growth, or on Ctrl-C.")
+                    "IT02), after --idle-timeout seconds without growth, or on Ctrl-C or "
+                    "SIGTERM, which finish the output and exit with status 0.")
     p.add_argument("sources", nargs="+", metavar="FILE", help="files or globs (in name order)")
     p.add_argument("-o", "--output", metavar="OUT.parquet",
-                   help="also write every row to this Parquet file (atomically)")
-    p.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS")
-    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="also write every row to this Parquet file (.parquet or .pq; "
+                        "atomically; 0 rows if none arrived)")
+    p.add_argument("--poll-interval", type=seconds(), default=0.5, metavar="SECONDS",
+                   help="seconds between two polls of a file that did not grow (default 0.5)")
+    p.add_argument("--idle-timeout", type=seconds(zero=True, infinite=True), default=60.0,
+                   metavar="SECONDS",
                    help="stop after this long without growth (0: never; default 60)")
-    p.add_argument("--status-interval", type=float, default=1.0, metavar="SECONDS",
-                   help="seconds between status lines when not on a terminal")
+    p.add_argument("--status-interval", type=seconds(zero=True), default=1.0,
+                   metavar="SECONDS",
+                   help="seconds between status lines when not on a terminal (default 1; "
+                        "0: as often as allowed, 20 lines a second)")
     p.add_argument("--start", choices=["begin", "end"], default="begin")
     p.add_argument("--columns", help="comma-separated columns to keep")
     p.add_argument("--include-file-paths", metavar="NAME", help="add a column of file paths")
@@ -134,51 +175,111 @@ class Status:
 
 
 def cmd_follow(args: Any) -> int:
-    from .cli import EX_OK, _columns, _parse_options
-    from .parquet import write_batches
-
+    options = reader_options(args.option, "follow", _SET_BY_FOLLOW)
+    columns = columns_arg(args.columns)
+    if args.output:
+        if os.path.splitext(args.output)[1].lower() not in _PARQUET_EXTENSIONS:
+            raise CliError(f"{args.output}: bindf follow writes Parquet only; name the output "
+                           f"{' or '.join(_PARQUET_EXTENSIONS)}", EX_USAGE)
+        check_output(args.output, args.force)
     follower = follow(
         args.sources if len(args.sources) > 1 else args.sources[0],
         poll_interval=args.poll_interval,
         idle_timeout=args.idle_timeout or None, output="arrow",
-        columns=_columns(args.columns), include_file_paths=args.include_file_paths,
-        start=args.start, on_error=args.on_error, format=args.format,
-        **_parse_options(args.option))
+        columns=columns, include_file_paths=args.include_file_paths,
+        start=args.start, on_error=args.on_error, format=args.format, **options)
     status = None if args.quiet else Status(sys.stderr, args.status_interval)
-    # Ctrl-C ends the follow at its next poll; the output is then finished properly.
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: follower.stop())
-    if status is not None:
-        status.start(follower)
-    try:
-        frames = _with_status(follower, status)
-        if args.output:
-            first = next(frames, None)
-            if first is None:
-                return EX_OK
-            schema = first.schema.remove_metadata()
 
-            def batches() -> Iterator[pa.RecordBatch]:
-                yield from first.replace_schema_metadata(None).to_batches()
-                for table in frames:
-                    yield from table.replace_schema_metadata(None).to_batches()
+    def stop(signum: int, frame: Any) -> None:
+        # Ends the follow at its next poll; the output is then finished properly.
+        follower.stop()
 
-            def info() -> dict[str, Any]:  # read at the end too: the header may grow
-                paths = follower.paths
-                return build_info(follower.format_name or "unknown", follower.header or {},
-                                  paths[0] if len(paths) == 1 else paths,
-                                  follower.errors or None)
-
-            write_batches(batches(), schema, args.output, to="parquet", info=info,
-                          overwrite=args.force)
-        else:
-            for _ in frames:
-                pass
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        follower.close()
+    with signal_handlers({signal.SIGINT: stop, signal.SIGTERM: stop}):
         if status is not None:
-            status.close(follower)
+            status.start(follower)
+        try:
+            frames = _with_status(follower, status)
+            if args.output:
+                _write_parquet(follower, frames, args.output, args.force)
+            else:
+                for _ in frames:
+                    pass
+        finally:
+            follower.close()
+            if status is not None:
+                status.close(follower)
     return EX_OK
+
+
+def _write_parquet(follower: Follower, frames: Iterator[pa.Table], output: str,
+                   force: bool) -> None:
+    """Stream the frames into ``output``, with the header of the first file followed (as
+    a multi-file ``read`` keeps), every file followed and the damage skipped."""
+    first: dict[str, Any] = {}  # the first file's header (it grows) and format
+
+    def noted(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        for table in tables:
+            if follower.path == follower.paths[0]:
+                first["header"], first["format"] = follower.header or {}, follower.format_name
+            yield table
+
+    def from_first_reader() -> FormatReader:  # the first file gave no row: its header as opened
+        reader = _first_reader(follower, output)
+        first["header"], first["format"] = _header_without_end(reader), reader.name
+        return reader
+
+    tables = noted(frames)
+    head = next(tables, None)
+    if head is None:  # no row arrived: 0 rows, with the columns and header
+        schema = _empty_schema(follower, from_first_reader())
+    else:
+        schema = head.schema.remove_metadata()
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        if head is not None:
+            yield from head.replace_schema_metadata(None).to_batches()
+        for table in tables:
+            yield from table.replace_schema_metadata(None).to_batches()
+
+    def info() -> dict[str, Any]:  # read at the end too: the header may grow
+        if "header" not in first:
+            from_first_reader()
+        paths = follower.paths
+        return build_info(first["format"], first["header"],
+                          paths[0] if len(paths) == 1 else paths, follower.errors or None)
+
+    write_output(batches(), schema, output, "parquet", info, force)
+
+
+def _first_reader(follower: Follower, output: str) -> FormatReader:
+    """The reader of the first file followed, opened as the follower opened it."""
+    if not follower.paths or not os.path.exists(follower.paths[0]):
+        raise CliError(f"{output}: not written: no file {' or '.join(follower.patterns)} "
+                       "appeared before the follow ended", EX_NOINPUT)
+    path = follower.paths[0]
+    try:
+        return open_reader(Source(path), follower.format, on_error=follower.on_error,
+                           **follower.options)
+    except (BindfError, EOFError) as exc:  # the follow ended while the header was cut
+        raise CliError(f"{output}: not written: {path}: no complete header ({exc})",
+                       EX_DATAERR) from None
+
+
+def _header_without_end(reader: FormatReader) -> dict[str, Any]:
+    """The header as a follow that saw no end marker knows it: the keys the marker sets
+    are None (as in the follower's own frames)."""
+    return {**reader.header, **{k: None for k in reader.end_header_keys if k in reader.header}}
+
+
+def _empty_schema(follower: Follower, reader: FormatReader) -> pa.Schema:
+    """The columns the follower's frames would have had."""
+    fields = [reader.schema.field(name) for name in follower.reader_columns(reader)]
+    if follower.include_file_paths:
+        fields.append(pa.field(follower.include_file_paths, pa.string(), nullable=False))
+    schema = pa.schema(fields)
+    if follower.columns is None:
+        return schema
+    return pa.schema([schema.field(name) for name in dict.fromkeys(follower.columns)])
 
 
 def _with_status(follower: Follower, status: Status | None) -> Iterator[pa.Table]:

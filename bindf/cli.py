@@ -3,24 +3,29 @@
 Exit codes follow sysexits(3), so scripts can tell failures apart:
 
 ==  =========================================================
-0   success
+0   success; also ``bindf follow`` ended by Ctrl-C or SIGTERM, its usual end
 2   usage error (bad option or argument)
 65  bad data: an input file is damaged or not a supported format
 66  an input file does not exist or cannot be read
 73  the output exists (use ``--force`` to replace it)
 74  I/O error while writing the output
 130 interrupted (Ctrl-C); no partial output is left behind
+143 terminated (SIGTERM); no partial output is left behind
 ==  =========================================================
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -31,10 +36,20 @@ EX_NOINPUT = 66
 EX_CANTCREAT = 73
 EX_IOERR = 74
 EX_INTERRUPTED = 130
+EX_TERMINATED = 143
 
 OUTPUT_KINDS = {".parquet": "parquet", ".pq": "parquet", ".arrow": "ipc", ".feather": "ipc",
                 ".ipc": "ipc", ".csv": "csv"}
 EXTENSION_OF = {"parquet": ".parquet", "ipc": ".arrow", "csv": ".csv"}
+
+#: Reader keywords that ``bindf head`` and ``bindf convert`` set themselves: ``--option``
+#: refuses them, naming the flag to use instead (None: the command decides it alone).
+_SET_BY_HEAD = {"format": "--format", "columns": "--columns", "n_rows": "-n",
+                "output": None, "chunksize": None, "dtype_backend": None}
+_SET_BY_CONVERT = {"format": "--format", "columns": "--columns", "progress": "--progress",
+                   "output": None, "chunksize": None, "dtype_backend": None,
+                   "record_range": None}
+_SET_BY_INFO = {"format": "--format"}
 
 
 class CliError(Exception):
@@ -43,6 +58,11 @@ class CliError(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler: like ``KeyboardInterrupt``, it unwinds every
+    ``with`` block (temporary outputs are removed), but no code stops on it by mistake."""
 
 
 def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -59,8 +79,31 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
+def reader_options(pairs: Sequence[str] | None, command: str,
+                   set_by_command: Mapping[str, str | None]) -> dict[str, Any]:
+    """The ``--option`` pairs of ``bindf COMMAND``, refusing the keywords the command sets
+    itself (``--option n_rows=5`` on ``head`` names ``-n``)."""
+    options = _parse_options(pairs or [])
+    for key in options:
+        if key in set_by_command:
+            flag = set_by_command[key]
+            raise CliError(f"--option {key}: use {flag} instead" if flag else
+                           f"--option {key}: bindf {command} sets {key} itself", EX_USAGE)
+    return options
+
+
 def _columns(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def columns_arg(text: str | None) -> list[str] | None:
+    """``--columns a,b``: None when not given; naming no column is a usage error."""
+    if text is None:
+        return None
+    columns = _columns(text)
+    if not columns:
+        raise CliError(f"--columns names no column: {text!r}", EX_USAGE)
+    return columns
 
 
 def _inputs(names: Sequence[str]) -> list[Any]:
@@ -70,11 +113,117 @@ def _inputs(names: Sequence[str]) -> list[Any]:
     return [sys.stdin.buffer if name == "-" else name for name in names]
 
 
-def _read_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs = _parse_options(args.option or [])
+def _read_kwargs(args: argparse.Namespace,
+                 set_by_command: Mapping[str, str | None]) -> dict[str, Any]:
+    kwargs = reader_options(args.option, args.command, set_by_command)
     if args.format:
         kwargs["format"] = args.format
     return kwargs
+
+
+# -- argument types: out-of-range values are usage errors (exit 2) -----------------------
+def count(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def seconds(*, zero: bool = False, infinite: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number of seconds > 0 (>= 0 with ``zero``; ``inf`` allowed
+    with ``infinite``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
+        if math.isnan(value) or (math.isinf(value) and not infinite) or value < 0 \
+                or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(
+                f"must be {'0 or more' if zero else 'a positive number of'} seconds, "
+                f"not {text!r}")
+        return value
+
+    parse.__name__ = "seconds"  # argparse names the type in its messages
+    return parse
+
+
+# -- outputs ------------------------------------------------------------------------------
+def check_output(path: str, force: bool, *, folder_made_later: bool = False) -> None:
+    """Refuse an output that cannot be written before reading anything: it is a folder
+    (74), it exists without ``force`` (73), or its folder is missing (74)."""
+    if os.path.isdir(path):
+        raise CliError(f"{path}: cannot write: it is a folder", EX_IOERR)
+    if not force and os.path.lexists(path):
+        raise CliError(f"{path}: output exists (use --force to replace it)", EX_CANTCREAT)
+    folder = os.path.dirname(path) or "."
+    if not folder_made_later and not os.path.isdir(folder):
+        raise CliError(f"{path}: cannot write: no folder {folder!r}", EX_IOERR)
+
+
+class _InputError(Exception):
+    """An error of the inputs, carried through the writer to be reported as such (not as
+    a failure to write the output)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _guarded(batches: Iterable[Any]) -> Iterator[Any]:
+    try:
+        yield from batches
+    except Exception as exc:  # KeyboardInterrupt & co. pass through unchanged
+        raise _InputError(exc) from exc
+
+
+def write_output(batches: Iterable[Any], schema: Any, output: str, kind: str,
+                 info: Callable[[], dict[str, Any]] | None, force: bool) -> int:
+    """Stream ``batches`` atomically into ``output``: errors of the inputs keep their exit
+    code, errors of the output are 73 (it appeared meanwhile) or 74, naming ``output``
+    (never the temporary file)."""
+    from bindf._atomic import OutputExistsError
+    from bindf.parquet import write_batches
+
+    try:
+        return write_batches(_guarded(batches), schema, output, to=kind, info=info,
+                             overwrite=force)
+    except _InputError as exc:
+        raise exc.error from None
+    except OutputExistsError:
+        raise CliError(f"{output}: output exists (use --force to replace it)",
+                       EX_CANTCREAT) from None
+    except OSError as exc:
+        raise CliError(f"{output}: cannot write: {exc.strerror or exc}", EX_IOERR) from None
+
+
+@contextlib.contextmanager
+def signal_handlers(handlers: Mapping[int, Callable[[int, Any], None]]) -> Iterator[None]:
+    """Install signal handlers for the ``with`` block, then restore the previous ones.
+    A signal ignored when the block starts (``nohup``, a script's background job) stays
+    ignored; outside the main thread (where Python cannot set handlers) nothing is
+    installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    try:
+        for signum, handler in handlers.items():
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handler)
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 # -- commands -------------------------------------------------------------------------
@@ -108,7 +257,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from bindf._source import expand_sources
     from bindf.registry import open_reader
 
-    kwargs = _read_kwargs(args)
+    kwargs = _read_kwargs(args, _SET_BY_INFO)
     fmt = kwargs.pop("format", None)
     records = []
     for source in expand_sources(_inputs(args.files)):
@@ -141,8 +290,9 @@ def cmd_head(args: argparse.Namespace) -> int:
 
     import bindf
 
-    frame = bindf.read(_inputs([args.file])[0], output="polars", n_rows=args.n, columns=_columns(args.columns),
-                       **_read_kwargs(args))
+    kwargs = _read_kwargs(args, _SET_BY_HEAD)
+    frame = bindf.read(_inputs([args.file])[0], output="polars", n_rows=args.n,
+                       columns=columns_arg(args.columns), **kwargs)
     with pl.Config(tbl_rows=args.n, tbl_cols=-1):
         print(frame)
     return EX_OK
@@ -159,42 +309,66 @@ def _output_kind(path: str, to: str | None) -> str:
     return OUTPUT_KINDS[ext]
 
 
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _refuse_collisions(jobs: Sequence[tuple[list[Any], str]]) -> None:
+    """``--output-dir``: inputs whose outputs would have the same name (``a/run.apx`` and
+    ``b/run.apx``, ``x.apx`` and ``x.bin``) are refused before anything is written. Names
+    differing only in case collide too: they are one file on macOS and Windows."""
+    outputs: dict[str, tuple[str, list[str]]] = {}
+    for inputs, output in jobs:
+        _, names = outputs.setdefault(os.path.basename(output).casefold(), (output, []))
+        names.extend(s.path for s in inputs)
+    for output, names in outputs.values():
+        if len(names) > 1:
+            listed = " and ".join(names) if len(names) == 2 else ", ".join(names)
+            raise CliError(f"inputs {listed} would {'both' if len(names) == 2 else 'all'} be "
+                           f"written to {output}; "
+                           "convert them in separate runs (or into one file with -o)",
+                           EX_USAGE)
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from bindf._source import expand_sources
     from bindf.frontends.batches import ReadPlan
-    from bindf.parquet import write_batches
 
     if bool(args.output) == bool(args.output_dir):
         raise CliError("give exactly one of -o OUT (one file) or --output-dir DIR (one per input)",
                        EX_USAGE)
-    kwargs = _read_kwargs(args)
+    kwargs = _read_kwargs(args, _SET_BY_CONVERT)
     fmt = kwargs.pop("format", None)
+    columns = columns_arg(args.columns)
     if args.output_dir and "-" in args.inputs:
         raise CliError("standard input (-) has no name to derive an output from; use -o OUT",
                        EX_USAGE)
+    kind = _output_kind(args.output, args.to) if args.output else args.to or "parquet"
     sources = expand_sources(_inputs(args.inputs))
     if args.output:
-        jobs = [(sources, args.output, _output_kind(args.output, args.to))]
+        jobs = [(sources, args.output)]
     else:
-        kind = args.to or "parquet"
-        os.makedirs(args.output_dir, exist_ok=True)
-        jobs = [([s], os.path.join(args.output_dir,
-                 os.path.splitext(os.path.basename(s.path))[0] + EXTENSION_OF[kind]), kind)
+        jobs = [([s], os.path.join(args.output_dir, _stem(s.path) + EXTENSION_OF[kind]))
                 for s in sources]
-    for inputs, output, kind in jobs:
-        names = [s.path for s in inputs]
-        if not args.force and os.path.lexists(output):
-            raise CliError(f"{output}: output exists (use --force to replace it)", EX_CANTCREAT)
-        plan = ReadPlan(inputs, format=fmt, columns=_columns(args.columns),
-                        progress=args.progress, options=kwargs)
+        _refuse_collisions(jobs)
+        if os.path.lexists(args.output_dir) and not os.path.isdir(args.output_dir):
+            raise CliError(f"--output-dir {args.output_dir}: exists and is not a folder",
+                           EX_IOERR)
+    for _, output in jobs:  # every output is checked before any is written
+        check_output(output, args.force, folder_made_later=bool(args.output_dir))
+    if args.output_dir:
         try:
-            rows = write_batches(plan.iter_batches(), plan.output_schema(), output, to=kind,
-                                 info=plan.info, overwrite=True)
+            os.makedirs(args.output_dir, exist_ok=True)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and exc.filename in names:
-                raise
-            raise CliError(f"{output}: cannot write: {exc.strerror or exc}", EX_IOERR) from None
+            raise CliError(f"--output-dir {args.output_dir}: cannot create the folder: "
+                           f"{exc.strerror or exc}", EX_IOERR) from None
+    for inputs, output in jobs:
+        plan = ReadPlan.from_kwargs(inputs, format=fmt, columns=columns,
+                                    progress=args.progress, **kwargs)
+        rows = write_output(plan.iter_batches(), plan.output_schema(), output, kind,
+                            plan.info, args.force)
         if not args.quiet:
+            names = [s.path for s in inputs]
             print(f"{', '.join(names) if len(names) <= 3 else f'{len(names)} files'} → "
                   f"{output} ({rows} rows, {kind})", file=sys.stderr)
     return EX_OK
@@ -206,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bindf",
         description="Read binary files of scientific instruments (AstroPix .apx, FLIM LABS "
                     "IT02/spectroscopy) and convert them to Parquet, Arrow or CSV.",
-        epilog="exit codes: 0 ok, 2 usage, 65 bad input data, 66 input missing/unreadable, "
-               "73 output exists (see --force), 74 I/O error writing output, 130 interrupted",
+        epilog="exit codes: 0 ok, 2 usage, 65 bad input data, 66 input missing/unreadable,\n"
+               "73 output exists (see --force), 74 I/O error writing output,\n"
+               "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); bindf follow exits 0 on\n"
+               "Ctrl-C or SIGTERM, its usual end",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from bindf import __version__
@@ -215,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bindf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def reader_options(p: argparse.ArgumentParser) -> None:
+    def add_reader_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--format", help="force the input format: "
                        + ", ".join(format_names()) + " (default: detect)")
         p.add_argument("--option", action="append", metavar="KEY=VALUE",
@@ -227,14 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="format, header and row count of files (no full decode)")
     p.add_argument("files", nargs="+", metavar="FILE", help="files or globs (- for stdin)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    reader_options(p)
+    add_reader_flags(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("head", help="print the first rows of a file")
     p.add_argument("file", metavar="FILE", help="a file (- for stdin)")
-    p.add_argument("-n", type=int, default=10, help="number of rows (default 10)")
+    p.add_argument("-n", type=count, default=10, help="number of rows (default 10)")
     p.add_argument("--columns", help="comma-separated columns")
-    reader_options(p)
+    add_reader_flags(p)
     p.set_defaults(func=cmd_head)
 
     p = sub.add_parser("convert", help="convert files to Parquet, Arrow IPC or CSV",
@@ -242,13 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "file and renamed, so a failure leaves no partial output.")
     p.add_argument("inputs", nargs="+", metavar="IN", help="input files or globs (- for stdin)")
     p.add_argument("-o", "--output", help="one output file for all inputs (type from extension)")
-    p.add_argument("--output-dir", help="write one output per input into this directory")
+    p.add_argument("--output-dir", help="write one output per input into this directory, "
+                   "named after the input (inputs that would share a name are refused)")
     p.add_argument("--to", choices=["parquet", "ipc", "csv"], help="output type")
     p.add_argument("--columns", help="comma-separated columns to keep")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("-q", "--quiet", action="store_true")
-    reader_options(p)
+    add_reader_flags(p)
     p.set_defaults(func=cmd_convert)
 
     from bindf._ingest import add_ingest_command
@@ -267,20 +444,31 @@ def format_names() -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from bindf.errors import BindfWarning
+    # Ctrl-C and SIGTERM while the commands import pandas, polars and pyarrow (about a
+    # second) also end quietly with 130 / 143.
+    try:
+        with signal_handlers({signal.SIGTERM: _raise_terminated}):
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            from bindf.errors import BindfWarning
 
-    def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-        print(f"bindf: warning: {message}", file=sys.stderr)
+            def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+                print(f"bindf: warning: {message}", file=sys.stderr)
 
-    with warnings.catch_warnings():
-        warnings.showwarning = show_warning
-        warnings.simplefilter("default", BindfWarning)
-        return _run(args)
+            with warnings.catch_warnings():
+                warnings.showwarning = show_warning
+                warnings.simplefilter("default", BindfWarning)
+                return _run(args)
+    except KeyboardInterrupt:
+        print("bindf: interrupted", file=sys.stderr)
+        return EX_INTERRUPTED
+    except Terminated:
+        print("bindf: terminated", file=sys.stderr)
+        return EX_TERMINATED
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bindf._atomic import OutputExistsError
     from bindf.errors import BindfError
 
     try:
@@ -296,6 +484,10 @@ def _run(args: argparse.Namespace) -> int:
     except BindfError as exc:
         print(f"bindf: error: {exc}", file=sys.stderr)
         return EX_DATAERR
+    except OutputExistsError as exc:
+        print(f"bindf: error: {exc.path}: output exists (use --force to replace it)",
+              file=sys.stderr)
+        return EX_CANTCREAT
     except FileExistsError as exc:
         print(f"bindf: error: {exc}", file=sys.stderr)
         return EX_CANTCREAT
@@ -304,15 +496,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"bindf: error: {name}: {exc.strerror or exc}" if name else f"bindf: error: {exc}",
               file=sys.stderr)
         return EX_NOINPUT
-    except ValueError as exc:  # bad option values (unknown column, bad layout …)
+    except (ValueError, TypeError) as exc:
+        # bad options and option values: unknown option, column or layout, a reader
+        # option of the wrong type (TypeError, as for Python keyword arguments) …
         print(f"bindf: error: {exc}", file=sys.stderr)
         return EX_USAGE
     except OSError as exc:
         print(f"bindf: error: {exc}", file=sys.stderr)
         return EX_IOERR
-    except KeyboardInterrupt:
-        print("bindf: interrupted", file=sys.stderr)
-        return EX_INTERRUPTED
 
 
 if __name__ == "__main__":

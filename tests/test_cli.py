@@ -118,5 +118,253 @@ def test_truncation_warning_is_one_line(tmp_path: Path, capsys) -> None:
 def test_python_dash_m_and_help() -> None:
     out = subprocess.run([sys.executable, "-m", "bindf", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for code in ("65", "66", "73", "74"):
+    for code in ("65", "66", "73", "74", "130", "143"):
         assert code in out
+
+
+# -- bad options and arguments: one line, exit 2 ----------------------------------------
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["head", "{f}", "--option", "nope=1"], "unexpected option(s) for read_spectro: ['nope']"),
+    (["head", "{f}", "--option", "n_rows=5"], "--option n_rows: use -n instead"),
+    (["head", "{f}", "--option", 'columns=["event"]'], "--option columns: use --columns instead"),
+    (["head", "{f}", "--option", "output=pandas"], "--option output: bindf head sets output itself"),
+    (["head", "{f}", "--option", "format=spectro"], "--option format: use --format instead"),
+    (["head", "{f}", "--option", "threads=abc"], "threads must be an int or None, not str"),
+    (["head", "{f}", "--columns", ","], "--columns names no column: ','"),
+    (["info", "{f}", "--option", "nope=1"], "unexpected option(s) for read_spectro: ['nope']"),
+    (["info", "{f}", "--option", "format=spectro"], "--option format: use --format instead"),
+    (["convert", "{f}", "-o", "{out}", "--option", "nope=1"],
+     "unexpected option(s) for read_spectro: ['nope']"),
+    (["convert", "{f}", "-o", "{out}", "--option", "progress=true"],
+     "--option progress: use --progress instead"),
+    (["convert", "{f}", "-o", "{out}", "--option", "chunksize=5"],
+     "--option chunksize: bindf convert sets chunksize itself"),
+    (["follow", "{f}", "-o", "{out}", "--option", "poll_interval=1"],
+     "--option poll_interval: use --poll-interval instead"),
+    (["follow", "{f}", "-o", "{out}", "--option", "nope=1", "--idle-timeout", "0.1", "-q"],
+     "unexpected option(s) for read_spectro: ['nope']"),
+    (["follow", "{f}", "--columns", "nope", "--idle-timeout", "0.1", "-q"],
+     "unknown column(s) ['nope']; available: ['event', 'microtime_ns', 'macrotime_ns', "
+     "'channel', 'marker']"),
+])
+def test_bad_options_are_one_line_usage_errors(tmp_path: Path, capsys, args: list[str],
+                                               message: str) -> None:
+    f = write_stt1(tmp_path / "a.bin", n=10)
+    out = tmp_path / "out.parquet"
+    argv = [a.format(f=f, out=out) for a in args]
+    assert run(*argv) == cli.EX_USAGE
+    assert _one_line_error(capsys) == f"bindf: error: {message}"
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["a.bin"]
+
+
+def test_records_without_dtype_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(100)))
+    for command in ("head", "info"):
+        assert run(command, str(junk), "--format", "records") == cli.EX_USAGE
+        assert _one_line_error(capsys) == "bindf: error: read_records needs dtype="
+
+
+def test_convert_takes_the_common_read_options(tmp_path: Path) -> None:
+    f = write_stt1(tmp_path / "a.bin", n=100)
+    out = tmp_path / "out.parquet"
+    assert run("convert", str(f), "-o", str(out), "-q", "--option", "n_rows=7",
+               "--option", "include_file_paths=path") == 0
+    got = pl.read_parquet(out)
+    assert got.height == 7 and got["path"].unique().to_list() == [str(f)]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["head", "{f}", "-n", "-1"], "argument -n: must be 0 or more, not -1"),
+    (["head", "{f}", "-n", "x"], "argument -n: expected a whole number, not 'x'"),
+    (["follow", "{f}", "--poll-interval", "0"],
+     "argument --poll-interval: must be a positive number of seconds, not '0'"),
+    (["follow", "{f}", "--poll-interval", "inf"],
+     "argument --poll-interval: must be a positive number of seconds, not 'inf'"),
+    (["follow", "{f}", "--idle-timeout", "-1"],
+     "argument --idle-timeout: must be 0 or more seconds, not '-1'"),
+    (["follow", "{f}", "--idle-timeout", "nan"],
+     "argument --idle-timeout: must be 0 or more seconds, not 'nan'"),
+    (["follow", "{f}", "--status-interval", "-0.5"],
+     "argument --status-interval: must be 0 or more seconds, not '-0.5'"),
+])
+def test_out_of_range_arguments_are_usage_errors(tmp_path: Path, capsys, args: list[str],
+                                                 message: str) -> None:
+    f = write_stt1(tmp_path / "a.bin", n=10)
+    with pytest.raises(SystemExit) as exc:
+        run(*[a.format(f=f) for a in args])
+    assert exc.value.code == cli.EX_USAGE
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {message}")
+
+
+def test_head_zero_rows_shows_the_columns(tmp_path: Path, capsys) -> None:
+    f = write_stt1(tmp_path / "a.bin", n=10)
+    assert run("head", str(f), "-n", "0") == 0
+    assert "shape: (0, 5)" in capsys.readouterr().out
+
+
+# -- convert --output-dir and output checks ---------------------------------------------
+@pytest.mark.parametrize(("names", "collide"), [
+    (["a/run.bin", "b/run.bin"], "a/run.bin and b/run.bin would both"),
+    (["x.apx", "x.bin", "y.bin"], "x.apx and x.bin would both"),
+    (["a/run.bin", "b/Run.bin", "c/RUN.bin"], "a/run.bin, b/Run.bin, c/RUN.bin would all"),
+])
+def test_output_dir_refuses_inputs_that_share_an_output_name(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, names: list[str],
+        collide: str) -> None:
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        write_stt1(tmp_path / name, n=10)
+    monkeypatch.chdir(tmp_path)
+    for force in ([], ["--force"]):
+        assert run("convert", *names, "--output-dir", "dd", *force) == cli.EX_USAGE
+        output = os.path.join("dd", os.path.splitext(os.path.basename(names[0]))[0]
+                              + ".parquet")
+        assert _one_line_error(capsys) == (
+            f"bindf: error: inputs {collide} be written to {output}; convert them in "
+            "separate runs (or into one file with -o)")
+        assert not (tmp_path / "dd").exists()
+
+
+def test_output_dir_that_is_a_file(tmp_path: Path, capsys) -> None:
+    f = write_stt1(tmp_path / "a.bin", n=10)
+    not_a_dir = tmp_path / "out.parquet"
+    not_a_dir.write_bytes(b"precious")
+    for force in ([], ["--force"]):
+        assert run("convert", str(f), "--output-dir", str(not_a_dir), *force) == cli.EX_IOERR
+        assert _one_line_error(capsys) == (
+            f"bindf: error: --output-dir {not_a_dir}: exists and is not a folder")
+    assert not_a_dir.read_bytes() == b"precious"
+
+
+def test_convert_checks_every_output_before_writing_any(stt1_files: list[Path],
+                                                         tmp_path: Path, capsys) -> None:
+    outdir = tmp_path / "pq"
+    outdir.mkdir()
+    (outdir / "run1.parquet").write_bytes(b"precious")
+    assert run("convert", *map(str, stt1_files), "--output-dir", str(outdir)) == cli.EX_CANTCREAT
+    assert _one_line_error(capsys) == (
+        f"bindf: error: {outdir / 'run1.parquet'}: output exists (use --force to replace it)")
+    assert sorted(p.name for p in outdir.iterdir()) == ["run1.parquet"]
+    assert run("convert", *map(str, stt1_files), "--output-dir", str(outdir), "-q",
+               "--force") == 0
+    assert pl.read_parquet(outdir / "run1.parquet").height == 500
+
+
+def test_output_problems_name_the_output(tmp_path: Path, capsys) -> None:
+    f = write_stt1(tmp_path / "a.bin", n=10)
+    missing = tmp_path / "no" / "x.parquet"
+    assert run("convert", str(f), "-o", str(missing)) == cli.EX_IOERR
+    assert _one_line_error(capsys) == (
+        f"bindf: error: {missing}: cannot write: no folder {str(missing.parent)!r}")
+    assert run("convert", str(f), "-o", str(tmp_path), "--to", "csv", "--force") == cli.EX_IOERR
+    assert _one_line_error(capsys) == f"bindf: error: {tmp_path}: cannot write: it is a folder"
+
+
+def test_output_that_appears_while_writing_is_kept(tmp_path: Path, capsys,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --force, a file created at the destination during the conversion is not
+    replaced (the output is linked into place, which fails if the name is taken)."""
+    from bindf.frontends.batches import ReadPlan
+
+    f = write_stt1(tmp_path / "a.bin", n=10)
+    out = tmp_path / "out.parquet"
+    batches = ReadPlan.iter_batches
+
+    def and_meanwhile(self):  # noqa: ANN001, ANN202
+        yield from batches(self)
+        out.write_bytes(b"another writer")
+
+    monkeypatch.setattr(ReadPlan, "iter_batches", and_meanwhile)
+    assert run("convert", str(f), "-o", str(out)) == cli.EX_CANTCREAT
+    assert _one_line_error(capsys) == (
+        f"bindf: error: {out}: output exists (use --force to replace it)")
+    assert out.read_bytes() == b"another writer"
+    assert sorted(os.listdir(tmp_path)) == ["a.bin", "out.parquet"]
+
+
+# -- atomic output ----------------------------------------------------------------------
+def test_atomic_path_fsyncs_before_publishing(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from bindf import _atomic
+
+    events: list[str] = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
+    dest = tmp_path / "out.bin"
+    with _atomic.atomic_path(dest) as tmp:
+        Path(tmp).write_bytes(b"data")
+    assert events == ["fsync", "replace"] and dest.read_bytes() == b"data"
+
+
+def test_atomic_no_overwrite_is_race_free(tmp_path: Path) -> None:
+    from bindf._atomic import OutputExistsError, atomic_output, atomic_path
+
+    for opener in (atomic_output, atomic_path):
+        dest = tmp_path / f"{opener.__name__}.bin"
+        with pytest.raises(OutputExistsError) as exc, opener(dest, overwrite=False) as f:
+            dest.write_bytes(b"another writer")  # appears after the up-front check
+            if isinstance(f, str):
+                Path(f).write_bytes(b"mine")
+            else:
+                f.write(b"mine")
+        assert str(exc.value) == f"{dest}: output exists (pass overwrite=True to replace it)"
+        assert exc.value.path == str(dest)
+        assert dest.read_bytes() == b"another writer"
+    assert sorted(os.listdir(tmp_path)) == ["atomic_output.bin", "atomic_path.bin"]
+
+
+def test_atomic_no_overwrite_without_hard_links(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from bindf._atomic import atomic_output
+
+    def no_links(src, dst):  # noqa: ANN001, ANN202 - as on FAT
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    dest = tmp_path / "out.bin"
+    with atomic_output(dest, overwrite=False) as f:
+        f.write(b"data")
+    assert dest.read_bytes() == b"data" and os.listdir(tmp_path) == ["out.bin"]
+
+
+# -- signals (in a subprocess) ----------------------------------------------------------
+@pytest.mark.parametrize(("signum", "code", "message"), [
+    ("SIGTERM", cli.EX_TERMINATED, "bindf: terminated"),
+    ("SIGINT", cli.EX_INTERRUPTED, "bindf: interrupted"),
+])
+def test_signal_while_converting_leaves_nothing(tmp_path: Path, signum: str, code: int,
+                                                message: str) -> None:
+    import signal
+    import time
+
+    big = write_stt1(tmp_path / "big.bin", n=1_500_000)
+    out = tmp_path / "big.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "bindf", "convert", str(big), "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]:  # writing
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(getattr(signal, signum))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code and err.strip() == message, err
+    assert os.listdir(tmp_path) == ["big.bin"]
+
+
+def test_unknown_format_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    f = write_stt1(tmp_path / "a.bin", n=10)
+    for args in (["head", str(f)], ["info", str(f)],
+                 ["convert", str(f), "-o", str(tmp_path / "x.parquet")],
+                 ["follow", str(f), "--idle-timeout", "0.1", "-q"]):
+        assert run(*args, "--format", "nope") == cli.EX_USAGE
+        assert _one_line_error(capsys).startswith("bindf: error: unknown format 'nope'; ")

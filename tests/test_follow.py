@@ -464,6 +464,176 @@ def test_cli_ctrl_c_leaves_a_valid_parquet_file(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.parquet")]
 
 
+def _follow_cli(*args: str) -> int:
+    from bindf import cli
+
+    return cli.main(["follow", *args, "--poll-interval", "0.02", "-q"])
+
+
+def _header_only(source: Path, target: Path) -> Path:
+    offset = bindf.registry.open_reader(bindf._source.Source(str(source))).data_offset
+    target.write_bytes(source.read_bytes()[:offset])
+    return target
+
+
+@pytest.mark.parametrize("name", ["stt1", "apx"])
+def test_cli_no_rows_gives_a_zero_row_file_with_the_header(tmp_path: Path, name: str,
+                                                           capsys) -> None:
+    """A header-only file, or --start end with nothing appended: a Parquet file of 0
+    rows with the columns and header, as `bindf convert` writes for the same file."""
+    source = _sources(tmp_path)[name]
+    empty = _header_only(source, tmp_path / f"empty{source.suffix}")
+    out, converted = tmp_path / "out.parquet", tmp_path / "converted.parquet"
+    assert _follow_cli(str(empty), "-o", str(out), "--idle-timeout", "0.2") == 0
+    from bindf import cli
+
+    assert cli.main(["convert", str(empty), "-o", str(converted), "-q"]) == 0
+    got = bindf.read_parquet(out, output="arrow")
+    assert got.num_rows == 0
+    assert got.schema.remove_metadata().equals(
+        bindf.read_parquet(converted, output="arrow").schema.remove_metadata())
+    info = bindf.read_parquet(out).attrs["bindf"]
+    assert info == bindf.read_parquet(converted).attrs["bindf"]
+    assert info["header"] == bindf.read_header(empty) and info["source"] == str(empty)
+
+    tail = tmp_path / "tail.parquet"
+    assert _follow_cli(str(source), "-o", str(tail), "--start", "end", "--idle-timeout", "0.2",
+                       "--columns", "path," + _expected(source).column_names[0],
+                       "--include-file-paths", "path") == 0
+    got = bindf.read_parquet(tail, output="arrow")
+    assert got.num_rows == 0 and got.column_names == ["path", _expected(source).column_names[0]]
+    assert bindf.read_parquet(tail).attrs["bindf"]["header"] == bindf.read_header(source)
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_output_is_checked_before_following(tmp_path: Path, capsys) -> None:
+    """Exit 73 / 74 / 2 at once, even for a file that has not appeared yet (the follow
+    would wait a minute for it)."""
+    later = tmp_path / "later.apx"
+    exists = tmp_path / "out.parquet"
+    exists.write_bytes(b"precious")
+    folder = tmp_path / "folder.parquet"
+    folder.mkdir()
+    cases = [
+        ([str(exists)], 73, f"{exists}: output exists (use --force to replace it)"),
+        ([str(tmp_path / "no" / "x.parquet")], 74,
+         f"{tmp_path / 'no' / 'x.parquet'}: cannot write: no folder "
+         f"{str(tmp_path / 'no')!r}"),
+        ([str(folder), "--force"], 74, f"{folder}: cannot write: it is a folder"),
+        ([str(tmp_path / "x.csv")], 2,
+         f"{tmp_path / 'x.csv'}: bindf follow writes Parquet only; name the output .parquet "
+         "or .pq"),
+        ([str(tmp_path / "x.parquet.arrow")], 2,
+         f"{tmp_path / 'x.parquet.arrow'}: bindf follow writes Parquet only; name the output "
+         ".parquet or .pq"),
+    ]
+    for output, code, message in cases:
+        started = time.monotonic()
+        assert _follow_cli(str(later), "-o", *output, "--idle-timeout", "60") == code
+        assert time.monotonic() - started < 5
+        err = capsys.readouterr().err
+        assert err == f"bindf: error: {message}\n"
+    assert exists.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.parquet", "out.parquet"]
+
+
+def test_cli_file_that_never_appears(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.parquet"
+    assert _follow_cli(str(tmp_path / "nothing.apx"), "-o", str(out),
+                       "--idle-timeout", "0.1") == 66
+    assert capsys.readouterr().err == (
+        f"bindf: error: {tmp_path / 'nothing.apx'} did not appear within idle_timeout=0.1 s\n")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_cli_signal_before_any_file_appeared(tmp_path: Path, signame: str) -> None:
+    """Stopped before the file appeared: no schema to write, so no output, exit 66."""
+    import signal
+
+    out = tmp_path / "out.parquet"
+    proc = _start(["import sys; from bindf.cli import main; sys.exit(main(sys.argv[1:]))",
+                   "follow", str(tmp_path / "run*.apx"), "-o", str(out),
+                   "--poll-interval", "0.02", "--idle-timeout", "0", "--status-interval", "0"],
+                  stderr=subprocess.PIPE, text=True)
+    assert "rows" in proc.stderr.readline()  # following
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 66, err
+    assert err.splitlines()[-1] == (f"bindf: error: {out}: not written: no file "
+                                    f"{tmp_path / 'run*.apx'} appeared before the follow ended")
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_sigterm_finishes_the_output_like_ctrl_c(tmp_path: Path) -> None:
+    import signal
+
+    from conftest import write_stt1
+
+    source = write_stt1(tmp_path / "run.bin", n=500)
+    out = tmp_path / "out.parquet"
+    proc = _start(["import sys; from bindf.cli import main; sys.exit(main(sys.argv[1:]))",
+                   "follow", str(source), "-o", str(out), "--poll-interval", "0.02",
+                   "--idle-timeout", "0", "--status-interval", "0"],
+                  stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "500 rows" not in seen:
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert bindf.read_parquet(out, output="arrow").replace_schema_metadata(None).equals(
+        _expected(source))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet", "run.bin"]
+
+
+def test_cli_parquet_keeps_the_first_files_header(tmp_path: Path) -> None:
+    """As a multi-file read (and `bindf convert`): the first file's header, every file
+    as the source; also when the first file has no rows."""
+    from conftest import write_stt1
+
+    first = write_stt1(tmp_path / "r1.bin", n=100, header={"run": 1})
+    second = write_stt1(tmp_path / "r2.bin", n=50, header={"run": 2})
+    out = tmp_path / "out.parquet"
+    assert _follow_cli(str(tmp_path / "r*.bin"), "-o", str(out), "--idle-timeout", "0.3") == 0
+    info = bindf.read_parquet(out).attrs["bindf"]
+    assert info["header"] == {"run": 1} and info["source"] == [str(first), str(second)]
+    assert bindf.read_parquet(out).shape[0] == 150
+
+    _header_only(first, first)  # the first file: a header, no rows
+    assert _follow_cli(str(tmp_path / "r*.bin"), "-o", str(out), "--force",
+                       "--idle-timeout", "0.3") == 0
+    info = bindf.read_parquet(out).attrs["bindf"]
+    assert info["header"] == {"run": 1} and info["format"] == "spectro"
+    assert bindf.read_parquet(out).shape[0] == 50
+
+
+@pytest.mark.parametrize(("sample", "column"), [
+    ("astropix3_injection_run.apx", "wall_timestamp"),
+    ("astep_quad_chip_frames.bin", "fpga_ts"),
+    ("astropix_threshold_scan.apx", "timestamp"),
+    ("photon_events_stt1.bin", "macrotime_ns"),
+    ("intensity_tracing_it02.bin", "time_ns"),
+])
+def test_cli_status_line_shows_the_last_time_stamp(sample: str, column: str) -> None:
+    import io
+    from importlib import resources
+
+    from bindf._follow_cli import Status
+
+    with resources.as_file(resources.files("bindf") / "samples" / sample) as path:
+        frame = bindf.read(path, output="arrow")
+    status = Status(io.StringIO(), 1.0)
+    status.add(frame)
+
+    class Totals:
+        rows, bytes = frame.num_rows, 1000
+
+    assert f"| last {frame.column(column)[-1].as_py()}" in status.line(Totals())
+
+
 def test_format_that_cannot_stream_is_a_clear_error() -> None:
     fcs1 = DATA / "fcs1_fcs-export-data-example.bin"
     with pytest.raises(ValueError, match="cannot be followed"):
