@@ -10,12 +10,20 @@ Layout of ``DEST`` (Hive partitioning; details and the manifest schema in
 
     DEST/_bindf_manifest.json                       what was ingested (the bookkeeping)
     DEST/format=apx/[key=value/…]<hash>-0.parquet   parts of one source file
+    DEST/format=apx-<schema>/…                      parts of the format's other schemas
     DEST/.bindf-ingest.lock                         held while an ingestion runs
 
 A source's parts are named after a hash of its absolute path, so a changed file's new
 parts replace the old ones under the same name (``os.replace``: atomic) instead of
 adding duplicates. Every row gains a ``source`` column and the requested header fields;
 every part carries the bindf metadata (format, header, source) in its footer.
+
+One folder, one schema: a format whose files give different columns (AstroPix 3 and 4
+runs, IT02 traces of other channels) keeps its *main* schema, the one of most of its
+sources, in ``format=<name>`` and each other schema in ``format=<name>-<fingerprint>``,
+so that a plain scan of any folder works. Workers only see the main schemas the manifest
+had when the run started; the coordinator picks the main schema of a format new to the
+dataset at the run's end and moves parts that are not in their schema's folder.
 
 Crash safety: parts are staged under ``DEST/_bindf_staging`` and renamed into place, the
 manifest is replaced atomically *after* the parts it lists, and every run first removes
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -38,6 +47,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from ._ingest_sources import (
     find_sources,
@@ -45,7 +55,14 @@ from ._ingest_sources import (
     infer_column_type,
     read_headers_for_types,
 )
-from ._ingest_worker import Job, header_value, remove_empty_dirs, run_job
+from ._ingest_worker import (
+    Job,
+    format_partition,
+    header_value,
+    remove_empty_dirs,
+    run_job,
+    schema_fingerprint,
+)
 from ._manifest import (
     KEY_DIGITS,
     MANIFEST_NAME,
@@ -53,8 +70,10 @@ from ._manifest import (
     DatasetLock,
     DatasetLockedError,
     Manifest,
+    file_sha256,
     source_key,
 )
+from ._threads import resolve_threads, usable_cores
 from .errors import BindfWarning
 
 if TYPE_CHECKING:
@@ -80,6 +99,9 @@ class IngestReport:
     retried until it changes). ``pending`` files were skipped because they are still
     being written (see ``settle``); a later run picks them up. ``removed`` sources are in
     the manifest but no longer on disk; ``pruned`` is the subset whose parts were deleted.
+    ``moved`` sources were not converted but their parts moved to their schema's folder
+    (a dataset written before bindf kept one folder per schema, or a format whose main
+    schema changed); a dry run does not predict moves.
     """
 
     dest: str
@@ -91,6 +113,7 @@ class IngestReport:
     pending: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)
     rows: int = 0
     bytes: int = 0
     seconds: float = 0.0
@@ -109,6 +132,8 @@ class IngestReport:
                 f"{len(self.removed)} removed from disk")
         if self.pruned:
             text += f" ({len(self.pruned)} {'would be ' if self.dry_run else ''}pruned)"
+        if self.moved:
+            text += f", {len(self.moved)} moved to their schema's folder"
         if not self.dry_run:
             text += f"; {self.rows} rows from {self.bytes / 1e6:.1f} MB in {self.seconds:.2f} s"
         return text
@@ -150,7 +175,9 @@ def ingest(
         Force one format for every file; default: detect each file's.
     partition_by:
         Header fields (dotted for nested keys) that add ``key=value`` folders below
-        ``format=…``. Missing values go to ``key=__HIVE_DEFAULT_PARTITION__`` (null).
+        ``format=…`` (``format=<name>`` holds the format's main schema, other schemas of
+        the same format go to ``format=<name>-<fingerprint>``). Missing values go to
+        ``key=__HIVE_DEFAULT_PARTITION__`` (null).
     header_columns:
         Header fields to add as columns to every row: names (``"args.threshold"``), with
         an optional type (``"args.threshold:float64"``; bool, int64, float64, string), or
@@ -163,14 +190,18 @@ def ingest(
     settle:
         Skip files modified less than this many seconds ago (still being written); they
         are reported as ``pending``. A file that changes while it is read is pending too.
+        Not negative.
     prune:
         Delete the parts of sources that no longer exist on disk.
     dry_run:
-        Report what would be done; write and delete nothing, take no lock.
+        Report what would be done; write and delete nothing, take no lock. A file whose
+        size and mtime changed is hashed, as a real run would, to tell a touched file
+        (unchanged) from a changed one.
     force:
         Re-ingest every source, changed or not.
     threads:
-        Files converted at once in this process (default: the usable cores).
+        Files converted at once in this process, at least 1 (default: the usable cores;
+        ``False``: 1, as for reads).
     client:
         A ``distributed.Client``: files are converted on its workers, which must see
         ``dest`` at the same path (a shared filesystem). The manifest is written only
@@ -191,6 +222,11 @@ def ingest(
     ------
     bindf.DatasetLockedError
         (a ``BindfError``) if another run holds the dataset's lock.
+    ValueError
+        For option values out of range (``threads`` < 1, negative ``settle`` …).
+    OSError
+        When ``dest`` cannot be created or written (per-file problems are recorded in the
+        manifest instead).
 
     Notes
     -----
@@ -204,9 +240,11 @@ def ingest(
         raise ValueError(f"on_error must be 'raise', 'warn' or 'skip', not {on_error!r}")
     if rows_per_part is not None and rows_per_part < 1:
         raise ValueError(f"rows_per_part must be positive, not {rows_per_part}")
+    threads = _usable_cores() if threads is None else resolve_threads(threads)
+    if not (math.isfinite(settle) and settle >= 0):
+        raise ValueError(f"settle must be 0 or more seconds, not {settle}")
     dest = os.path.abspath(os.fspath(dest))
     paths = find_sources(sources, pattern, exclude=dest)
-    threads = threads or _usable_cores()
     partition_by = [partition_by] if isinstance(partition_by, str) else list(partition_by)
     columns = header_column_spec(header_columns)
     both = sorted(set(partition_by) & set(columns))
@@ -219,13 +257,15 @@ def ingest(
                  "rows_per_part": rows_per_part}
     report = IngestReport(dest=dest, dry_run=dry_run)
     if not dry_run:
-        os.makedirs(dest, exist_ok=True)
+        _make_dataset_folder(dest)
     with contextlib.nullcontext() if dry_run else DatasetLock(dest):
         manifest = Manifest.load(dest) if os.path.isdir(dest) else Manifest()
         existing = _existing_parts(dest)
         if not dry_run:
             _recover(dest, manifest, existing)
         run = _Run(dest, manifest, report, existing, dry_run)
+        if not dry_run:
+            run.record_legacy_schemas()
         settings = run.resolve_settings(requested, paths)
         jobs = run.plan(paths, settings, settle, force, fsync)
         run.find_removed(paths, prune)
@@ -234,6 +274,9 @@ def ingest(
             return report
         try:
             run.execute(jobs, threads, client, progress)
+            # Only after a complete run: which schema is a format's main one is decided
+            # over all its sources, so an interrupted run's rerun decides as a clean run.
+            run.arrange_schemas()
         finally:
             # Also on Ctrl-C or an unexpected error: record what was published so far.
             if run.dirty:
@@ -244,13 +287,27 @@ def ingest(
     return report
 
 
+def _make_dataset_folder(dest: str) -> None:
+    """Create ``dest`` (and its parents); an error names ``dest`` itself, the output,
+    even when a parent could not be made."""
+    try:
+        os.makedirs(dest, exist_ok=True)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename not in (None, dest) else ""
+        raise OSError(exc.errno, f"{exc.strerror or exc}{where}", dest) from None
+
+
 def _usable_cores() -> int:
-    counter = getattr(os, "process_cpu_count", None)  # Python >= 3.13
-    if counter is not None:
-        return counter() or 1
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
+    """Default ``threads``: every usable core (also inside a dask worker, unlike reads:
+    the ingestion's threads are its only parallelism)."""
+    return usable_cores()
+
+
+def _part_schema(dest: str, part: str) -> Any:
+    """The Arrow schema of a published part, from its Parquet footer."""
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(os.path.join(dest, *part.split("/")))
 
 
 def _existing_parts(dest: str) -> set[str]:
@@ -315,6 +372,9 @@ class _Run:
         self.settings_changed = bool(self.manifest.sources) and settings != old
         if settings != old and not self.dry_run:
             self.manifest.settings = settings
+            # Every part is remade, and its schema may change with the settings (header
+            # columns, level= …): the main schemas are chosen again at the run's end.
+            self.manifest.schemas.clear()
             self.dirty = True
         return settings
 
@@ -347,17 +407,36 @@ class _Run:
                 else:
                     report.unchanged.append(path)
                 continue
-            if self.dry_run:
-                (report.ingested if entry is None else report.replaced).append(path)
-                continue
             reuse_hash = entry is not None and not (force or self.settings_changed) \
                 and not entry.get("error") and self._parts_present(entry)
+            if self.dry_run:
+                self._predict(path, entry, st, reuse_hash)
+                continue
             jobs.append(Job(path=path, key=entry["key"] if entry else source_key(path),
                             dest=self.dest, settings=settings,
                             old_parts=tuple(entry.get("parts") or ()) if entry else (),
                             old_sha256=entry.get("sha256") if reuse_hash else None,
-                            fsync=fsync))
+                            fsync=fsync, main_schemas=dict(self.manifest.schemas)))
         return jobs
+
+    def _predict(self, path: str, entry: dict[str, Any] | None, st: os.stat_result,
+                 reuse_hash: bool) -> None:
+        """A dry run's verdict on a file that is not up to date: what :func:`run_job`
+        would decide, hashing the file as it would (a touched file is unchanged)."""
+        report = self.report
+        if entry is None:
+            report.ingested.append(path)
+            return
+        if reuse_hash and entry.get("size") == st.st_size:
+            try:
+                same = file_sha256(path) == entry.get("sha256")
+            except OSError as exc:
+                report.failed[path] = f"{exc.strerror or exc}"
+                return
+            if same:
+                report.unchanged.append(path)
+                return
+        report.replaced.append(path)
 
     def _parts_present(self, entry: dict[str, Any]) -> bool:
         return all(part in self.existing for part in entry.get("parts") or ())
@@ -369,6 +448,104 @@ class _Run:
         if error:
             return not error.get("retry")  # data errors wait for the file to change
         return self._parts_present(entry)
+
+    # -- one folder per schema ----------------------------------------------------------
+    def record_legacy_schemas(self) -> None:
+        """Fingerprint the parts of entries written before the manifest recorded schemas
+        (from their Parquet footers, once), so that :meth:`arrange_schemas` can separate
+        the schemas they mixed in one ``format=`` folder."""
+        for entry in self.manifest.sources.values():
+            parts = entry.get("parts")
+            if "schema" in entry or not parts or not self._parts_present(entry):
+                continue  # (missing parts: the source is converted again anyway)
+            try:
+                entry["schema"] = schema_fingerprint(_part_schema(self.dest, parts[0]))
+            except (OSError, ValueError):  # (a damaged part: left as it was)
+                continue
+            self.dirty = True
+
+    def arrange_schemas(self) -> None:
+        """Choose the main schema of each format that has none (or none of whose sources
+        are left), and move the parts that are not in their schema's folder."""
+        # Every run walks every entry, so this is one cheap pass in the usual case (the
+        # no-op rerun of a big campaign); a second one only when a main schema changed.
+        counts, misplaced = self._schema_census()
+        mains = self.manifest.schemas
+        chosen = False
+        for name in sorted(set(mains) | {kind for kind, _ in counts}):
+            fingerprints = {f: n for (kind, f), n in counts.items() if kind == name}
+            if mains.get(name) in fingerprints:
+                continue
+            if fingerprints:
+                mains[name] = self._main_schema(name, fingerprints)
+            else:
+                del mains[name]
+            chosen = self.dirty = True
+        if chosen:
+            _, misplaced = self._schema_census()
+        converted = set(self.report.ingested) | set(self.report.replaced)
+        for path, top in sorted(misplaced):
+            if self._move_parts(self.manifest.sources[path], top) and path not in converted:
+                self.report.moved.append(path)
+
+    def _schema_census(self) -> tuple[dict[tuple[str, str], int], list[tuple[str, str]]]:
+        """Sources per (format, schema fingerprint), and the sources whose parts are not
+        in the folder of their schema (with that folder) under the current main schemas."""
+        mains = self.manifest.schemas
+        counts: dict[tuple[str, str], int] = {}
+        tops: dict[tuple[str, str], str] = {}
+        misplaced = []
+        for path, entry in self.manifest.sources.items():
+            parts, fingerprint = entry.get("parts"), entry.get("schema")
+            if not parts or not fingerprint:
+                continue
+            kind = (entry["format"], fingerprint)
+            counts[kind] = counts.get(kind, 0) + 1
+            top = tops.get(kind)
+            if top is None:
+                top = tops[kind] = format_partition(*kind, mains.get(kind[0])) + "/"
+            if not all(part.startswith(top) for part in parts):
+                misplaced.append((path, top[:-1]))
+        return counts, misplaced
+
+    def _main_schema(self, name: str, counts: dict[str, int]) -> str:
+        """The schema of most sources; on a tie, the one with more columns (say, AstroPix
+        4 over AstroPix 3); then the greater fingerprint (any fixed choice)."""
+        most = max(counts.values())
+        tied = sorted(f for f, n in counts.items() if n == most)
+        if len(tied) == 1:
+            return tied[0]
+        widths = dict.fromkeys(tied, 0)
+        for entry in self.manifest.sources.values():
+            fingerprint = entry.get("schema")
+            if entry.get("format") == name and widths.get(fingerprint) == 0 \
+                    and entry.get("parts"):
+                with contextlib.suppress(OSError, ValueError):  # (ArrowInvalid: ValueError)
+                    widths[fingerprint] = len(_part_schema(self.dest, entry["parts"][0]))
+        return max(tied, key=lambda f: (widths[f], f))
+
+    def _move_parts(self, entry: dict[str, Any], top: str) -> bool:
+        """Rename a source's parts below ``top`` (same partition folders and names).
+        Renames are atomic; the manifest lists the new paths once saved. Interrupted (or
+        a part gone missing), the entry keeps its old paths: the next run converts the
+        source again and its recovery deletes the parts moved already."""
+        moved = []
+        for part in entry["parts"]:
+            new = "/".join([top, *part.split("/")[1:]])
+            old_path = os.path.join(self.dest, *part.split("/"))
+            new_path = os.path.join(self.dest, *new.split("/"))
+            try:
+                os.makedirs(os.path.dirname(new_path), exist_ok=True)
+                os.replace(old_path, new_path)
+            except FileNotFoundError:
+                return False
+            remove_empty_dirs(os.path.dirname(old_path), self.dest)
+            self.existing.discard(part)
+            self.existing.add(new)
+            moved.append(new)
+        entry["parts"] = moved
+        self.dirty = True
+        return True
 
     def find_removed(self, paths: list[str], prune: bool) -> None:
         current = set(paths)
@@ -515,10 +692,15 @@ def watch(sources: Any, dest: str | os.PathLike[str], *, interval: float = 10.0,
     still being written wait for ``settle`` seconds of quiet (default here: ``interval``).
     ``on_report`` is called after each run. Returns the last report; a Ctrl-C between
     runs ends the loop quietly, one during a run interrupts that run (a later run picks
-    up where it stopped). Growing files are re-converted whole once they settle; when
-    ``bindf.follow`` (live following of growing files) lands, this loop is meant to use
-    it to append only the new records.
+    up where it stopped). A growing file is converted whole once it has settled (and
+    again, whole, if it grows later): this loop does not follow files as they grow; for
+    rows while they are written, use :func:`bindf.follow`. ``interval`` is a positive
+    number of seconds, ``max_runs`` at least 1.
     """
+    if not (math.isfinite(interval) and interval > 0):
+        raise ValueError(f"interval must be a positive number of seconds, not {interval}")
+    if max_runs is not None and max_runs < 1:
+        raise ValueError(f"max_runs must be at least 1, not {max_runs}")
     kwargs.setdefault("settle", interval)
     report = None
     runs = 0
@@ -547,6 +729,13 @@ def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
     source's header, ``lf.bindf.source`` the list of sources, and
     ``lf.bindf.info["headers"]`` maps every source to its header. ``format`` may be left
     out when the dataset holds one format.
+
+    A format whose sources have several schemas (AstroPix 3 and 4 runs are both
+    ``"apx"``) gives all of them in one frame: the main schema's columns first, a column
+    missing from a schema is null there, and a column typed differently takes the type
+    that holds both (``pl.concat(how="diagonal_relaxed")``). The ``format`` partition
+    column tells them apart (``"apx"``, ``"apx-<fingerprint>"``), and ``format=`` also
+    takes such a folder's value to scan that schema only.
     """
     import polars as pl
 
@@ -563,12 +752,26 @@ def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
         if len(formats) != 1:
             raise ValueError(f"the dataset holds formats {formats}; pass format=")
         format = formats[0]
-    chosen = {p: e for p, e in entries.items() if e["format"] == format}
+    folders = {p: unquote(e["parts"][0].split("/")[0].removeprefix("format="))
+               for p, e in entries.items()}
+    chosen = {p: e for p, e in entries.items() if format in (e["format"], folders[p])}
     if not chosen:
-        raise ValueError(f"the dataset holds no {format!r} data; it has {formats}")
-    files = [os.path.join(dest, *part.split("/")) for e in chosen.values() for part in e["parts"]]
-    lf = pl.scan_parquet(files, hive_partitioning=hive_partitioning)
-    info = build_info(format, next(iter(chosen.values()))["header"], list(chosen))
+        raise ValueError(f"the dataset holds no {format!r} data; it has {formats} (in "
+                         f"folders {sorted({f'format={v}' for v in folders.values()})})")
+    name = next(iter(chosen.values()))["format"]
+    # One scan per schema (a dataset written before bindf kept one folder per schema may
+    # mix them in one folder; its entries have no recorded fingerprint).
+    groups: dict[str, list[str]] = {}
+    for entry in chosen.values():
+        fingerprint = entry.get("schema") or schema_fingerprint(
+            _part_schema(dest, entry["parts"][0]))
+        groups.setdefault(fingerprint, []).extend(
+            os.path.join(dest, *part.split("/")) for part in entry["parts"])
+    main = manifest.schemas.get(name)
+    order = sorted(groups, key=lambda f: (f != main, min(groups[f])))
+    scans = [pl.scan_parquet(groups[f], hive_partitioning=hive_partitioning) for f in order]
+    lf = scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
+    info = build_info(name, next(iter(chosen.values()))["header"], list(chosen))
     info["headers"] = {p: e["header"] for p, e in chosen.items()}
     info["dataset"] = dest
     set_polars_info(lf, info)

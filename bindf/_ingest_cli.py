@@ -2,11 +2,15 @@
 
 Exit status: 0 when every source is ingested (or pending), 65 when some source failed
 (listed on stderr, recorded in the manifest), 75 when another run holds the dataset's
-lock, and the codes of :mod:`bindf.cli` otherwise (66 missing input, 130 Ctrl-C …).
+lock, 2 for a bad option value, 73 when ``DEST`` exists but is not a folder, 74 when the
+dataset cannot be written, and the codes of :mod:`bindf.cli` otherwise (66 missing
+input, 130 Ctrl-C …).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from typing import Any
 
@@ -15,6 +19,8 @@ from ._manifest import DatasetLockedError
 
 #: sysexits' "temporary failure": the dataset is locked by another run; try again later.
 EX_TEMPFAIL = 75
+#: Seconds between ``--watch`` runs when ``--interval`` is not given.
+DEFAULT_INTERVAL = 10.0
 
 
 def add_ingest_command(sub: Any) -> None:
@@ -33,19 +39,20 @@ def add_ingest_command(sub: Any) -> None:
                    "comma-separated, each optionally NAME:TYPE (bool, int64, float64, string)")
     p.add_argument("--on-error", choices=["raise", "warn", "skip"], default="raise")
     p.add_argument("--settle", type=float, default=None,
-                   help="skip files modified in the last SECONDS (default 0; --watch: "
-                        "the interval)")
+                   help="skip files modified in the last SECONDS, 0 or more (default 0; "
+                        "--watch: the interval)")
     p.add_argument("--prune", action="store_true", help="delete parts of removed sources")
     p.add_argument("--dry-run", action="store_true", help="only list what would be done")
     p.add_argument("--force", action="store_true", help="re-ingest every source")
     p.add_argument("--no-fsync", dest="fsync", action="store_false",
                    help="do not flush each part to disk (faster; still safe if killed, "
                         "not on power loss)")
-    p.add_argument("--threads", type=int, help="files converted at once")
+    p.add_argument("--threads", type=int, help="files converted at once (at least 1)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--watch", action="store_true", help="re-run every --interval seconds")
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between --watch runs")
+    p.add_argument("--interval", type=float, default=None,
+                   help=f"seconds between --watch runs (default {DEFAULT_INTERVAL:g})")
     p.add_argument("--max-runs", type=int, help="stop --watch after this many runs")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--format", help="force the input format (default: detect)")
@@ -56,6 +63,7 @@ def add_ingest_command(sub: Any) -> None:
 def cmd_ingest(args: Any) -> int:
     from .cli import EX_DATAERR, EX_OK, CliError, _columns, _parse_options
 
+    _check_options(args)
     client = None
     if args.scheduler:
         from distributed import Client
@@ -75,17 +83,63 @@ def cmd_ingest(args: Any) -> int:
 
     try:
         if args.watch:
-            report = watch(args.sources, args.output, interval=args.interval,
+            interval = DEFAULT_INTERVAL if args.interval is None else args.interval
+            report = watch(args.sources, args.output, interval=interval,
                            max_runs=args.max_runs, on_report=show, **kwargs)
         else:
             report = ingest(args.sources, args.output, **kwargs)
             show(report)
     except DatasetLockedError as exc:
         raise CliError(str(exc), EX_TEMPFAIL) from None
+    except OSError as exc:
+        error = _output_error(exc, args.output)
+        if error is None:
+            raise
+        raise error from None
     finally:
         if client is not None:
             client.close()
     return EX_OK if report is None or report.ok else EX_DATAERR
+
+
+def _check_options(args: Any) -> None:
+    """Refuse option values out of range, and --watch's options without --watch (one
+    line, exit status 2), before anything is read or written."""
+    from .cli import EX_USAGE, CliError
+
+    problems = []
+    if args.threads is not None and args.threads < 1:
+        problems.append(f"--threads must be at least 1, not {args.threads}")
+    if args.settle is not None and not (math.isfinite(args.settle) and args.settle >= 0):
+        problems.append(f"--settle must be 0 or more seconds, not {args.settle:g}")
+    if args.interval is not None and not (math.isfinite(args.interval) and args.interval > 0):
+        problems.append(f"--interval must be a positive number of seconds, "
+                        f"not {args.interval:g}")
+    if args.max_runs is not None and args.max_runs < 1:
+        problems.append(f"--max-runs must be at least 1, not {args.max_runs}")
+    if not args.watch:
+        given = [o for o, v in (("--interval", args.interval), ("--max-runs", args.max_runs))
+                 if v is not None]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            problems.append(f"{' and '.join(given)} {verb} only with --watch")
+    if problems:
+        raise CliError("; ".join(problems), EX_USAGE)
+
+
+def _output_error(exc: OSError, output: str) -> Exception | None:
+    """A CLI error for an OSError on the dataset folder (the output), None for another
+    path (a source: the CLI's usual input error)."""
+    from .cli import EX_CANTCREAT, EX_IOERR, CliError
+
+    dest = os.path.abspath(output)
+    names = [os.path.abspath(n) for n in (exc.filename, exc.filename2) if isinstance(n, str)]
+    if not any(n == dest or n.startswith(dest + os.sep) for n in names):
+        return None
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        return CliError(f"{output}: exists and is not a folder (a dataset is a folder)",
+                        EX_CANTCREAT)
+    return CliError(f"{output}: cannot write the dataset: {exc.strerror or exc}", EX_IOERR)
 
 
 def _print_report(report: IngestReport, quiet: bool) -> None:

@@ -11,11 +11,12 @@ filesystem is atomic, so a reader never sees a partial part.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -39,6 +40,8 @@ HEADER_COLUMN_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.fl
                        "string": pa.string()}
 #: Name of the column holding each row's source path.
 SOURCE_COLUMN = "source"
+#: Hex digits of a part schema's fingerprint (manifest entries, variant folder names).
+SCHEMA_DIGITS = 8
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class Job:
     old_sha256: str | None = None
     #: fsync each part before it is published (see ``bindf.ingest(fsync=)``).
     fsync: bool = True
+    #: Format → fingerprint of its main schema, as the manifest had it when the run
+    #: started (see :func:`format_partition`).
+    main_schemas: dict[str, str] = field(default_factory=dict)
 
 
 def header_value(header: dict[str, Any], dotted: str) -> Any:
@@ -86,6 +92,24 @@ def column_scalar(value: Any, type_name: str, name: str) -> pa.Scalar:
         raise ValueError(f"header field {name!r} is {json.dumps(value)[:60]}, which does not fit "
                          f"the dataset's {type_name} column (declare its type in header_columns)")
     return pa.scalar(value, kind)
+
+
+def schema_fingerprint(schema: pa.Schema) -> str:
+    """A short hash of a part schema's columns (names, Arrow types, nullability; not the
+    metadata): parts with the same fingerprint can be scanned as one table."""
+    text = json.dumps([[f.name, str(f.type), f.nullable] for f in schema])
+    return hashlib.sha256(text.encode()).hexdigest()[:SCHEMA_DIGITS]
+
+
+def format_partition(format: str, fingerprint: str, main: str | None) -> str:
+    """The top folder of a part: ``format=apx`` for the format's main schema in the
+    dataset, ``format=apx-<fingerprint>`` for any other one (AstroPix 3 runs beside
+    AstroPix 4 ones, IT02 traces of other channels …), so that every folder holds one
+    schema. Format names hold no ``-``. Without a main schema yet (the first run that
+    meets a format), parts go to the second kind; the run's end picks the main schema
+    and moves its parts (``bindf._ingest``)."""
+    value = format if fingerprint == main else f"{format}-{fingerprint}"
+    return f"format={quote(value, safe='')}"
 
 
 def partition_dirs(header: dict[str, Any], partition_by: list[str]) -> list[str]:
@@ -157,7 +181,7 @@ def _failure(job: Job, exc: BaseException, st: os.stat_result | None) -> dict[st
              "offset": getattr(exc, "offset", None),
              # A data error stays until the file changes; others (I/O) are retried.
              "retry": not isinstance(exc, BindfError)}
-    entry = {"key": job.key, "format": None, "size": st.st_size if st else None,
+    entry = {"key": job.key, "format": None, "schema": None, "size": st.st_size if st else None,
              "mtime_ns": st.st_mtime_ns if st else None, "sha256": None, "rows": 0, "parts": [],
              "partition": None, "header": None, "skipped": None, "warnings": [],
              "error": error, "ingested": utc_now(), "bindf_version": __version__}
@@ -190,8 +214,11 @@ def _write_and_publish(job: Job, before: os.stat_result,
         if _changed_since(job.path, before):
             return None  # still being written: try again on a later run
         info = stream.info
-        prefix = "/".join([f"format={quote(info['format'], safe='')}",
-                           *partition_dirs(info["header"], settings.get("partition_by") or [])])
+        fingerprint = schema_fingerprint(stream.schema)
+        top = format_partition(info["format"], fingerprint,
+                               job.main_schemas.get(info["format"]))
+        prefix = "/".join([top, *partition_dirs(info["header"],
+                                                settings.get("partition_by") or [])])
         parts = [f"{prefix}/{job.key}-{i}.parquet" for i in range(len(staged))]
         os.makedirs(os.path.join(job.dest, *prefix.split("/")), exist_ok=True)
         for temp in staged if job.fsync else ():  # on disk before the manifest lists them
@@ -203,9 +230,10 @@ def _write_and_publish(job: Job, before: os.stat_result,
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
     _discard_old_parts(job, parts)
-    return {"key": job.key, "format": info["format"], **signature, "rows": stream.rows,
-            "parts": parts, "partition": {name: header_value(info["header"], name)
-                                          for name in settings.get("partition_by") or []},
+    return {"key": job.key, "format": info["format"], "schema": fingerprint, **signature,
+            "rows": stream.rows, "parts": parts,
+            "partition": {name: header_value(info["header"], name)
+                          for name in settings.get("partition_by") or []},
             "header": info["header"], "skipped": info.get("errors"), "warnings": [],
             "error": None, "ingested": utc_now(), "bindf_version": __version__}
 

@@ -80,14 +80,18 @@ class Manifest:
     """The parsed manifest: dataset settings and one entry per source path.
 
     ``sources`` maps the absolute source path to its entry (a JSON object; keys are
-    listed in ``docs/ingest.md``; on disk, a list of entries with a ``path`` key). ``settings`` is what the parts were made with
-    (partitioning, header columns and their types, reader options): a run with other
-    settings re-ingests every source.
+    listed in ``docs/ingest.md``; on disk, a list of entries with a ``path`` key).
+    ``settings`` is what the parts were made with (partitioning, header columns and their
+    types, reader options): a run with other settings re-ingests every source.
+    ``schemas`` maps each format to the fingerprint of its *main* schema, the one whose
+    parts sit in ``format=<name>``; parts of the format's other schemas sit in
+    ``format=<name>-<fingerprint>`` (see ``bindf._ingest_worker.format_partition``).
     """
 
     settings: dict[str, Any] | None = None
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str | None = None
+    schemas: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, dest: str) -> Manifest:
@@ -108,7 +112,8 @@ class Manifest:
         for entry in data.get("sources") or ():
             entry = dict(entry)
             sources[entry.pop("path")] = entry
-        return cls(settings=data.get("settings"), sources=sources, created=data.get("created"))
+        return cls(settings=data.get("settings"), sources=sources, created=data.get("created"),
+                   schemas=dict(data.get("schemas") or {}))
 
     def save(self, dest: str) -> None:
         """Replace the manifest atomically (temporary file, fsync, rename)."""
@@ -118,6 +123,7 @@ class Manifest:
             "created": self.created or utc_now(),
             "updated": utc_now(),
             "settings": self.settings,
+            "schemas": dict(sorted(self.schemas.items())),
             # A list of objects, not an object keyed by path: DuckDB's read_json, pandas'
             # json_normalize and jq handle a list of records naturally.
             "sources": [{"path": path, **entry} for path, entry in sorted(self.sources.items())],

@@ -27,9 +27,14 @@ import pytest
 
 import bindf
 from bindf._ingest import DatasetLockedError, find_sources
-from bindf._manifest import LOCK_NAME, MANIFEST_NAME, STAGING_NAME, DatasetLock
+from bindf._ingest_worker import schema_fingerprint
+from bindf._manifest import LOCK_NAME, MANIFEST_NAME, STAGING_NAME, DatasetLock, source_key
 
 SAMPLES = Path(bindf.__file__).parent / "samples"
+#: Both are format "apx" (the reader tells the chip generation from the header), with
+#: different columns: 18 for AstroPix 4, 12 for AstroPix 3.
+APX4 = SAMPLES / "astropix_threshold_scan.apx"
+APX3 = SAMPLES / "astropix3_injection_run.apx"
 THRESHOLDS = (80.0, 100.0, 120.0, 150.0)
 
 
@@ -126,7 +131,8 @@ def snapshot(dest: Path) -> dict[str, object]:
                 error = entry.get("error") or {}
                 if "message" in error:
                     error["message"] = error["message"].split("; bindf reads:")[0]
-            out[rel] = {"settings": manifest["settings"], "sources": manifest["sources"]}
+            out[rel] = {"settings": manifest["settings"], "schemas": manifest["schemas"],
+                        "sources": manifest["sources"]}
         else:
             assert rel.endswith(".parquet") and rel.startswith("format="), rel
             table = pq.read_table(path, partitioning=None)
@@ -217,7 +223,9 @@ def test_changed_added_removed_and_touched(campaign, tmp_path: Path) -> None:
     shutil.copyfile(files["apx"][2], added)
 
     dry = bindf.ingest(src, dest, dry_run=True, prune=True, **kwargs)
-    assert dry.ingested == [str(added)] and set(dry.replaced) == {str(changed), str(touched)}
+    # The dry run hashes the touched file as the real run does: unchanged, not replaced.
+    assert dry.ingested == [str(added)] and dry.replaced == [str(changed)]
+    assert str(touched) in dry.unchanged
     assert dry.removed == [str(gone)] and dry.pruned == [str(gone)]
     assert (dest / old_part).exists() and str(gone) in _manifest(dest)["sources"]
 
@@ -473,7 +481,14 @@ def test_a_killed_owner_never_leaves_a_stale_lock(tmp_path: Path, forkserver) ->
 def test_kill_9_at_random_moments_then_rerun_equals_a_clean_run(campaign, tmp_path: Path,
                                                                 forkserver) -> None:
     root, _ = campaign
-    sources = [str(root / "flim"), str(root / "apx" / "day1"), str(root / "apx" / "damaged")]
+    # AstroPix 3 runs beside day1's AstroPix 4 ones: a first run ends by moving the main
+    # schema's parts to format=apx, and kills land there too.
+    apx3 = tmp_path / "apx3"
+    apx3.mkdir()
+    for i in range(3):
+        shutil.copyfile(APX3, apx3 / f"run{i}.apx")
+    sources = [str(root / "flim"), str(root / "apx" / "day1"), str(root / "apx" / "damaged"),
+               str(apx3)]
     kwargs = {"partition_by": ["args.threshold"], "header_columns": ["readout_uid"],
               "threads": 2, "rows_per_part": 300}
     clean = tmp_path / "clean"
@@ -504,6 +519,8 @@ def test_kill_9_at_random_moments_then_rerun_equals_a_clean_run(campaign, tmp_pa
         assert not list(dest.rglob("*.tmp")) and not (dest / STAGING_NAME).exists()
         assert snapshot(dest) == expected, f"attempt {attempt}: {report.summary()}"
     assert kills >= 3
+    assert sorted(p.name for p in dest.iterdir() if p.name.startswith("format=apx")) == [
+        "format=apx", f"format=apx-{_manifest(dest)['sources'][str(apx3 / 'run0.apx')]['schema']}"]
 
 
 def test_two_concurrent_runs(campaign, tmp_path: Path) -> None:
@@ -578,3 +595,323 @@ def test_find_sources(campaign, tmp_path: Path) -> None:
     # The dataset itself, inside a source folder, is never a source.
     dest = root.parent / "inside"
     assert all("inside" not in p for p in find_sources([root], exclude=str(dest)))
+
+
+# -- one folder per schema --------------------------------------------------------------
+def _eager(path: Path) -> pl.DataFrame:
+    return bindf.read(path, output="polars")
+
+
+def _mixed_campaign(folder: Path) -> tuple[Path, Path]:
+    """An AstroPix 4 and an AstroPix 3 run; the AstroPix 3 one sorts first."""
+    folder.mkdir()
+    a4, a3 = folder / "a4.apx", folder / "a3.apx"
+    shutil.copyfile(APX4, a4)
+    shutil.copyfile(APX3, a3)
+    return a4, a3
+
+
+def _folders(dest: Path) -> list[str]:
+    return sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_dir())
+
+
+def test_runs_of_one_format_with_other_columns_get_a_folder_each(tmp_path: Path) -> None:
+    a4, a3 = _mixed_campaign(tmp_path / "camp")
+    dest = tmp_path / "ds"
+    report = bindf.ingest(tmp_path / "camp", dest, threads=1)
+    assert report.ok and sorted(report.ingested) == [str(a3), str(a4)] and not report.moved
+    manifest = _manifest(dest)
+    fp4, fp3 = (manifest["sources"][str(p)]["schema"] for p in (a4, a3))
+    assert fp4 != fp3 and all(len(f) == 8 and int(f, 16) >= 0 for f in (fp4, fp3))
+    # Equal schemas, equal fingerprints: each recorded one is its part's footer's.
+    for entry in manifest["sources"].values():
+        assert schema_fingerprint(pq.read_schema(dest / entry["parts"][0])) == entry["schema"]
+    # A 1:1 tie goes to the schema with more columns: AstroPix 4 keeps format=apx.
+    assert manifest["schemas"] == {"apx": fp4}
+    assert manifest["sources"][str(a4)]["parts"] == [f"format=apx/{source_key(str(a4))}-0.parquet"]
+    assert manifest["sources"][str(a3)]["parts"] == [
+        f"format=apx-{fp3}/{source_key(str(a3))}-0.parquet"]
+    assert _folders(dest) == ["format=apx", f"format=apx-{fp3}"]  # no staging left
+    # The same dataset whatever order the files are converted in.
+    assert snapshot(dest) == snapshot(_fresh(tmp_path / "camp", tmp_path / "t2", threads=2))
+
+    # Each folder is one schema: the documented plain scan works (it failed on a
+    # decoding_order UInt16 != UInt8 mismatch when both runs shared format=apx).
+    e4, e3 = _eager(a4), _eager(a3)
+    scan = pl.scan_parquet(f"{dest}/format=apx/**/*.parquet", hive_partitioning=True)
+    assert scan.drop("source", "format").collect().equals(e4)
+    scan3 = pl.scan_parquet(f"{dest}/format=apx-{fp3}/**/*.parquet", hive_partitioning=True)
+    assert scan3.drop("source", "format").collect().equals(e3)
+
+    # read_dataset: every AstroPix run in one frame, the main schema's columns first.
+    lf = bindf.read_dataset(dest, format="apx")
+    assert set(lf.bindf.info["headers"]) == {str(a3), str(a4)}
+    frame = lf.collect()
+    assert frame.columns[:len(e4.columns)] == e4.columns
+    assert set(frame.columns) == set(e4.columns) | set(e3.columns) | {"source", "format"}
+    assert frame.schema["decoding_order"] == pl.UInt16  # UInt8 (4) and UInt16 (3)
+    assert frame.height == len(e4) + len(e3)
+    for path, eager, folder in ((a4, e4, "apx"), (a3, e3, f"apx-{fp3}")):
+        rows = frame.filter(pl.col("source") == str(path))
+        assert rows["format"].unique().to_list() == [folder]
+        assert rows.select(eager.columns).equals(
+            eager.cast({c: frame.schema[c] for c in eager.columns}))
+        others = set(frame.columns) - set(eager.columns) - {"source", "format"}
+        assert others and all(rows[c].null_count() == len(rows) for c in others)
+    assert bindf.read_dataset(dest).collect().equals(frame)  # one format: no format= needed
+    # A folder's value selects one schema.
+    only3 = bindf.read_dataset(dest, format=f"apx-{fp3}")
+    assert only3.drop("source", "format").collect().equals(e3)
+    assert list(only3.bindf.info["headers"]) == [str(a3)] and only3.bindf.format == "apx"
+    with pytest.raises(ValueError, match=rf"no 'it02' data; it has \['apx'\] \(in folders "
+                                         rf"\['format=apx', 'format=apx-{fp3}'\]\)"):
+        bindf.read_dataset(dest, format="it02")
+
+    manifest_bytes = (dest / MANIFEST_NAME).read_bytes()
+    again = bindf.ingest(tmp_path / "camp", dest)
+    assert sorted(again.unchanged) == [str(a3), str(a4)] and not again.moved
+    assert (dest / MANIFEST_NAME).read_bytes() == manifest_bytes  # not even rewritten
+
+
+def test_the_main_schema_stays_while_its_sources_do(tmp_path: Path) -> None:
+    src = tmp_path / "camp"
+    a4, a3 = _mixed_campaign(src)
+    shutil.copyfile(APX4, src / "c4.apx")
+    dest = tmp_path / "ds"
+    bindf.ingest(src, dest, partition_by="readout_uid")
+    fp4 = _manifest(dest)["schemas"]["apx"]
+    fp3 = _manifest(dest)["sources"][str(a3)]["schema"]
+    # More AstroPix 3 runs than 4 ones now: they join their folder, the main one stays.
+    more = [src / "b3_0.apx", src / "b3_1.apx"]
+    for path in more:
+        shutil.copyfile(APX3, path)
+    # A run rewritten as AstroPix 3: replaced, its part moves to the AstroPix 3 folder.
+    old_part = _manifest(dest)["sources"][str(src / "c4.apx")]["parts"][0]
+    assert old_part.startswith("format=apx/readout_uid=4000/")
+    shutil.copyfile(APX3, src / "c4.apx")
+    report = bindf.ingest(src, dest, partition_by="readout_uid")
+    assert report.ingested == [str(p) for p in more] and report.replaced == [str(src / "c4.apx")]
+    assert not report.moved
+    manifest = _manifest(dest)
+    assert manifest["schemas"] == {"apx": fp4}
+    threes = [a3, src / "c4.apx", *more]
+    for path in threes:
+        entry = manifest["sources"][str(path)]
+        assert entry["schema"] == fp3
+        assert entry["parts"] == [f"format=apx-{fp3}/readout_uid=3000/{entry['key']}-0.parquet"]
+    assert not (dest / old_part).exists()
+    assert _folders(dest) == sorted(["format=apx", "format=apx/readout_uid=4000",
+                                     f"format=apx-{fp3}", f"format=apx-{fp3}/readout_uid=3000"])
+
+    # The last AstroPix 4 run goes: AstroPix 3 becomes the main schema, and its parts
+    # move (renamed, not converted again).
+    a4.unlink()
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in dest.rglob("*.parquet")}
+    report = bindf.ingest(src, dest, partition_by="readout_uid", prune=True)
+    assert report.pruned == [str(a4)] and not report.ingested and not report.replaced
+    assert sorted(report.moved) == sorted(str(p) for p in threes)
+    assert "4 moved to their schema's folder" in report.summary()
+    manifest = _manifest(dest)
+    assert manifest["schemas"] == {"apx": fp3}
+    for path in threes:
+        entry = manifest["sources"][str(path)]
+        assert entry["parts"] == [f"format=apx/readout_uid=3000/{entry['key']}-0.parquet"]
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in dest.rglob("*.parquet")}
+    assert after == {name: s for name, s in before.items()
+                     if not name.startswith(source_key(str(a4)))}
+    assert _folders(dest) == ["format=apx", "format=apx/readout_uid=3000"]
+    assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean",
+                                             partition_by="readout_uid"))
+
+
+def test_ctrl_c_while_parts_move_then_rerun_equals_a_clean_run(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    src = tmp_path / "camp"
+    _mixed_campaign(src)
+    shutil.copyfile(APX4, src / "c4.apx")
+    dest = tmp_path / "ds"
+    real = os.replace
+    moves = []
+
+    def replace_then_interrupt(old, new) -> None:  # noqa: ANN001
+        real(old, new)
+        if f"{os.sep}format=apx-" in os.fspath(old) and STAGING_NAME not in os.fspath(old):
+            moves.append(old)  # the run's end moving AstroPix 4 parts to format=apx
+            if len(moves) == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        bindf.ingest(src, dest, threads=1)
+    monkeypatch.setattr(os, "replace", real)
+    assert len(moves) == 2
+    report = bindf.ingest(src, dest)
+    assert report.ok and report.replaced == [str(src / "c4.apx")]  # its moved part was lost
+    assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean"))
+
+
+def _as_written_before_schema_folders(dest: Path) -> None:
+    """Rewrite a dataset as bindf wrote it before one folder per schema: every part in
+    ``format=<name>``, and no schema fingerprints in the manifest."""
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    del manifest["schemas"]
+    for entry in manifest["sources"]:
+        del entry["schema"]
+        parts = []
+        for part in entry["parts"]:
+            old = "/".join([f"format={entry['format']}", *part.split("/")[1:]])
+            if old != part:
+                (dest / old).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(dest / part, dest / old)
+                folder = (dest / part).parent
+                while folder != dest and not any(folder.iterdir()):
+                    folder.rmdir()
+                    folder = folder.parent
+            parts.append(old)
+        entry["parts"] = parts
+    (dest / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+def test_a_dataset_written_before_schema_folders_is_read_and_fixed(tmp_path: Path) -> None:
+    src = tmp_path / "camp"
+    a4, a3 = _mixed_campaign(src)
+    dest = tmp_path / "ds"
+    bindf.ingest(src, dest, partition_by="readout_uid")
+    current = bindf.read_dataset(dest, format="apx").collect()
+    _as_written_before_schema_folders(dest)
+    assert _folders(dest) == ["format=apx", "format=apx/readout_uid=3000",
+                              "format=apx/readout_uid=4000"]
+    with pytest.raises(pl.exceptions.PolarsError):  # the old layout's mixed folder
+        pl.scan_parquet(f"{dest}/format=apx/**/*.parquet", hive_partitioning=True).collect()
+
+    # read_dataset reads it as it is (schemas from the part footers) ...
+    before = bindf.read_dataset(dest, format="apx").collect()
+    assert before.height == current.height and set(before.columns) == set(current.columns)
+    for path in (a4, a3):
+        mine = pl.col("source") == str(path)
+        assert before.filter(mine).select(current.columns).drop("format").equals(
+            current.filter(mine).drop("format"))
+
+    # ... and the next run moves the AstroPix 3 part out: nothing is converted again,
+    # the AstroPix 4 part stays where it was.
+    part4 = dest / _manifest(dest)["sources"][str(a4)]["parts"][0]
+    stat4 = part4.stat()
+    report = bindf.ingest(src, dest, partition_by="readout_uid")
+    assert report.moved == [str(a3)] and sorted(report.unchanged) == [str(a3), str(a4)]
+    assert not report.ingested and not report.replaced and report.ok
+    assert "1 moved to their schema's folder" in report.summary()
+    manifest = _manifest(dest)
+    fp3 = manifest["sources"][str(a3)]["schema"]
+    assert manifest["sources"][str(a4)]["parts"] == [part4.relative_to(dest).as_posix()]
+    assert (part4.stat().st_ino, part4.stat().st_mtime_ns) == (stat4.st_ino, stat4.st_mtime_ns)
+    assert manifest["sources"][str(a3)]["parts"] == [
+        f"format=apx-{fp3}/readout_uid=3000/{source_key(str(a3))}-0.parquet"]
+    assert _folders(dest) == sorted(["format=apx", "format=apx/readout_uid=4000",
+                                     f"format=apx-{fp3}", f"format=apx-{fp3}/readout_uid=3000"])
+    assert bindf.read_dataset(dest, format="apx").collect().equals(current)
+    assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean",
+                                             partition_by="readout_uid"))
+    manifest_bytes = (dest / MANIFEST_NAME).read_bytes()
+    assert not bindf.ingest(src, dest, partition_by="readout_uid").moved
+    assert (dest / MANIFEST_NAME).read_bytes() == manifest_bytes
+
+
+# -- dry runs, option values, exit statuses ---------------------------------------------
+def _summary(err: str) -> str:
+    """The counts of a summary line (the real run's rows and timing cut off)."""
+    (line,) = [text for text in err.splitlines() if " new, " in text]
+    return line.split(";")[0].replace("would ", "")
+
+
+def test_dry_run_hashes_a_touched_file_as_the_run_does(tmp_path: Path, capsys) -> None:
+    from bindf.cli import main
+
+    src = tmp_path / "camp"
+    src.mkdir()
+    touched, edited, other = src / "a.apx", src / "b.apx", src / "c.apx"
+    for path in (touched, edited, other):
+        shutil.copyfile(APX4, path)
+    dest = tmp_path / "ds"
+    command = ["ingest", str(src), "-o", str(dest)]
+    assert main(command) == 0
+    capsys.readouterr()
+    later = time.time_ns() + 10**9
+    os.utime(touched, ns=(later, later))  # same bytes, new mtime
+    raw = APX4.read_bytes()
+    edited.write_bytes(raw.replace(b'"threshold": 100.0', b'"threshold": 120.0'))  # same size
+    assert edited.stat().st_size == len(raw)
+    assert main([*command, "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"would replace: {edited}\n"
+    dry = _summary(err)
+    assert dry == f"{dest}: ingest 0 new, replace 1 changed, 2 unchanged, 0 failed, 0 pending " \
+                  "(still being written), 0 removed from disk"
+    assert main(command) == 0
+    _, err = capsys.readouterr()
+    assert _summary(err).replace("ingested", "ingest").replace("replaced", "replace") == dry
+    # The Python report says the same.
+    os.utime(touched, ns=(later + 10**9, later + 10**9))
+    report = bindf.ingest(src, dest, dry_run=True)
+    assert sorted(report.unchanged) == sorted(str(p) for p in (touched, edited, other))
+    assert not report.replaced
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--threads", "0"], "--threads must be at least 1, not 0"),
+    (["--settle", "-5"], "--settle must be 0 or more seconds, not -5"),
+    (["--settle", "nan"], "--settle must be 0 or more seconds, not nan"),
+    (["--interval", "5"], "--interval applies only with --watch"),
+    (["--max-runs", "2"], "--max-runs applies only with --watch"),
+    (["--interval", "5", "--max-runs", "2"], "--interval and --max-runs apply only with --watch"),
+    (["--watch", "--interval", "0"], "--interval must be a positive number of seconds, not 0"),
+    (["--watch", "--max-runs", "0"], "--max-runs must be at least 1, not 0"),
+])
+def test_cli_refuses_values_out_of_range(tmp_path: Path, capsys, options: list[str],
+                                         message: str) -> None:
+    from bindf.cli import main
+
+    dest = tmp_path / "ds"
+    assert main(["ingest", str(SAMPLES / "phasors_spf1.bin"), "-o", str(dest), *options]) == 2
+    assert capsys.readouterr().err == f"bindf: error: {message}\n"
+    assert not dest.exists()
+
+
+def test_python_refuses_values_out_of_range(tmp_path: Path) -> None:
+    run = SAMPLES / "phasors_spf1.bin"
+    dest = tmp_path / "ds"
+    with pytest.raises(ValueError, match=r"threads must be >= 1 \(or None for the default\), "
+                                         "not 0"):
+        bindf.ingest(run, dest, threads=0)
+    with pytest.raises(ValueError, match="settle must be 0 or more seconds, not -5"):
+        bindf.ingest(run, dest, settle=-5)
+    with pytest.raises(ValueError, match="interval must be a positive number of seconds, "
+                                         "not 0"):
+        bindf.watch_ingest(run, dest, interval=0)
+    with pytest.raises(ValueError, match="max_runs must be at least 1, not 0"):
+        bindf.watch_ingest(run, dest, max_runs=0)
+    assert not dest.exists()
+    assert bindf.ingest(run, dest, threads=False).ok  # as for reads: one thread
+
+
+def test_cli_output_problems_are_output_errors(tmp_path: Path, capsys) -> None:
+    from bindf.cli import main
+
+    run = str(SAMPLES / "phasors_spf1.bin")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a dataset")
+    assert main(["ingest", run, "-o", str(a_file)]) == 73
+    assert capsys.readouterr().err == (
+        f"bindf: error: {a_file}: exists and is not a folder (a dataset is a folder)\n")
+    assert main(["ingest", run, "-o", str(a_file / "ds")]) == 74
+    assert capsys.readouterr().err == (
+        f"bindf: error: {a_file / 'ds'}: cannot write the dataset: Not a directory\n")
+    if sys.platform == "linux":  # /proc takes no new folders, even from root
+        assert main(["ingest", run, "-o", "/proc/x"]) == 74
+        assert capsys.readouterr().err == (
+            "bindf: error: /proc/x: cannot write the dataset: No such file or directory\n")
+    # A missing source is still an input problem, and no dataset folder is made for it.
+    dest = tmp_path / "ds"
+    assert main(["ingest", str(tmp_path / "nothing"), "-o", str(dest)]) == 66
+    assert capsys.readouterr().err == f"bindf: error: {tmp_path / 'nothing'}: No such file " \
+                                      "or directory\n"
+    assert not dest.exists()
