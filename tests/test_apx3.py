@@ -849,8 +849,10 @@ def test_write_apx_round_trips_astropix3(data_dir, tmp_path, stitch):
     back = bindf.read_apx(out, stitch=stitch)
     assert back.attrs["bindf"]["header"] == df.attrs["bindf"]["header"]
     pd.testing.assert_frame_equal(back, df, check_like=False)
-    # without a header the AstroPix 3 table is recognised by its columns
-    bindf.write_apx(tmp_path / "bare.apx", df.drop(columns=["tot_msb", "tot_lsb"]))
+    # without a header (given or attached) the AstroPix 3 table is recognised by its columns
+    bare_frame = df.drop(columns=["tot_msb", "tot_lsb"])
+    bare_frame.attrs = {}
+    bindf.write_apx(tmp_path / "bare.apx", bare_frame)
     bare = bindf.read_apx(tmp_path / "bare.apx")
     assert bare.attrs["bindf"]["header"] == {"readout_uid": 3000}
     pd.testing.assert_frame_equal(bare, df[bare.columns.tolist()])

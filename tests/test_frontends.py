@@ -203,9 +203,9 @@ def test_scan_reads_only_what_head_needs(stt1_files: list[Path], monkeypatch) ->
     seen = []
     original = SpectroReader.build_columns
 
-    def counting(self, raw, columns):
+    def counting(self, raw, columns, first_offset=None):
         seen.append((tuple(raw), tuple(columns), len(next(iter(raw.values())))))
-        return original(self, raw, columns)
+        return original(self, raw, columns, first_offset)
 
     monkeypatch.setattr(SpectroReader, "build_columns", counting)
     pl.scan_spectro(stt1_files[0], batch_size=100).select("event").head(3).collect()
