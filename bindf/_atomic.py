@@ -100,17 +100,20 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[str]:
+def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True,
+                fsync: bool = True) -> Iterator[str]:
     """Like :func:`atomic_output` but yields a temporary *path*, for libraries that open
     files themselves (``pyarrow.parquet.write_table`` …). The file at that path is
-    fsynced once the ``with`` block ends, before it is published."""
+    fsynced once the ``with`` block ends, before it is published (``fsync=False``: not,
+    for a caller that fsyncs it later itself, as ingestion does its staged parts)."""
     dest = os.fspath(path)
     _check_free(dest, overwrite)
     fd, tmp = _temporary_file(dest)
     os.close(fd)
     try:
         yield tmp
-        _fsync_path(tmp)
+        if fsync:
+            _fsync_path(tmp)
         _publish(tmp, dest, overwrite)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

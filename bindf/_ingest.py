@@ -22,8 +22,9 @@ One folder, one schema: a format whose files give different columns (AstroPix 3 
 runs, IT02 traces of other channels) keeps its *main* schema, the one of most of its
 sources, in ``format=<name>`` and each other schema in ``format=<name>-<fingerprint>``,
 so that a plain scan of any folder works. Workers only see the main schemas the manifest
-had when the run started; the coordinator picks the main schema of a format new to the
-dataset at the run's end and moves parts that are not in their schema's folder.
+had when the run started, and put every part of a format new to the dataset in
+``format=<name>``; the coordinator picks its main schema at the run's end and moves the
+parts of the other schemas out (none, in the usual campaign of one schema).
 
 Crash safety: parts are staged under ``DEST/_bindf_staging`` and renamed into place, the
 manifest is replaced atomically *after* the parts it lists, and every run first removes

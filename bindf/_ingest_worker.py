@@ -106,9 +106,10 @@ def format_partition(format: str, fingerprint: str, main: str | None) -> str:
     dataset, ``format=apx-<fingerprint>`` for any other one (AstroPix 3 runs beside
     AstroPix 4 ones, IT02 traces of other channels …), so that every folder holds one
     schema. Format names hold no ``-``. Without a main schema yet (the first run that
-    meets a format), parts go to the second kind; the run's end picks the main schema
-    and moves its parts (``bindf._ingest``)."""
-    value = format if fingerprint == main else f"{format}-{fingerprint}"
+    meets a format), parts go to ``format=apx``: most campaigns have one schema per
+    format, and then nothing moves; the run's end picks the main schema and moves the
+    parts of any other one out (``bindf._ingest``)."""
+    value = format if main is None or fingerprint == main else f"{format}-{fingerprint}"
     return f"format={quote(value, safe='')}"
 
 
@@ -332,8 +333,10 @@ class _AnnotatedStream:
         while True:
             path = f"{prefix}-{len(staged)}.parquet"
             staged.append(path)
+            # fsync=False: the job fsyncs its staged parts itself, right before they
+            # are published, and only when asked to (``ingest(fsync=)``)
             written = write_batches(self._batches(rows_per_part), self.schema, path,
-                                    to="parquet", info=lambda: self.info)
+                                    to="parquet", info=lambda: self.info, fsync=False)
             if written == 0 and len(staged) > 1:
                 os.unlink(staged.pop())
                 return

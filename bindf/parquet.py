@@ -131,15 +131,19 @@ def write_batches(
     info: Callable[[], dict[str, Any]] | None = None,
     overwrite: bool = True,
     compression: str = "zstd",
+    fsync: bool = True,
 ) -> int:
     """Stream batches to a Parquet, Arrow IPC or CSV file; return the number of rows.
+
+    ``fsync``: flush the file to disk before it is published (see
+    :func:`bindf._atomic.atomic_path`).
 
     ``info`` is called after the last batch (headers can grow while reading, e.g. the
     sparse IT02 ``acquisition_end_ns``), and its result is stored in the file's metadata
     where the format allows (Parquet footer; IPC schema gets the header known up front).
     """
     rows = 0
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite, fsync=fsync) as tmp:
         if to == "parquet":
             start_meta = info_to_metadata(info()) if info is not None else None
             with pq.ParquetWriter(tmp, schema.with_metadata(start_meta) if start_meta else schema,

@@ -727,27 +727,77 @@ def test_the_main_schema_stays_while_its_sources_do(tmp_path: Path) -> None:
 def test_ctrl_c_while_parts_move_then_rerun_equals_a_clean_run(tmp_path: Path,
                                                                monkeypatch) -> None:
     src = tmp_path / "camp"
-    _mixed_campaign(src)
+    a4, a3 = _mixed_campaign(src)
     shutil.copyfile(APX4, src / "c4.apx")
+    shutil.copyfile(APX3, src / "b3.apx")  # two runs of each: AstroPix 4 wins the tie
     dest = tmp_path / "ds"
     real = os.replace
     moves = []
 
     def replace_then_interrupt(old, new) -> None:  # noqa: ANN001
         real(old, new)
-        if f"{os.sep}format=apx-" in os.fspath(old) and STAGING_NAME not in os.fspath(old):
-            moves.append(old)  # the run's end moving AstroPix 4 parts to format=apx
-            if len(moves) == 2:
-                raise KeyboardInterrupt
+        if f"{os.sep}format=apx-" in os.fspath(new) and STAGING_NAME not in os.fspath(old):
+            moves.append(old)  # the run's end moving AstroPix 3 parts out of format=apx
+            raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", replace_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         bindf.ingest(src, dest, threads=1)
     monkeypatch.setattr(os, "replace", real)
-    assert len(moves) == 2
+    assert len(moves) == 1 and f"{os.sep}format=apx{os.sep}" in os.fspath(moves[0])
     report = bindf.ingest(src, dest)
-    assert report.ok and report.replaced == [str(src / "c4.apx")]  # its moved part was lost
+    assert report.ok and report.replaced == [str(a3)]  # its moved part was lost
     assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean"))
+
+
+#: fsyncs of one ingestion's manifest writes (its atomic replace: the file, once).
+MANIFEST_FSYNCS = 1
+
+
+def test_each_part_is_fsynced_once_and_only_when_asked(tmp_path: Path, monkeypatch) -> None:
+    src = tmp_path / "camp"
+    src.mkdir()
+    for i in range(3):
+        shutil.copyfile(APX4, src / f"r{i}.apx")
+    real = os.fsync
+    calls: list[int] = []
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    counts = []
+    for k, fsync in enumerate((True, False)):
+        calls.clear()
+        bindf.ingest(src, tmp_path / f"ds{k}", fsync=fsync)
+        counts.append(len(calls))
+    # one per part, none with fsync=False: only the manifest's own (its atomic write)
+    assert counts == [3 + MANIFEST_FSYNCS, MANIFEST_FSYNCS]
+
+
+def test_one_schema_campaign_moves_nothing(tmp_path: Path, monkeypatch) -> None:
+    """Parts of a format without a main schema yet go to format=<name> straight away:
+    a campaign of one schema (the usual one) renames each part once, from staging."""
+    src = tmp_path / "camp"
+    src.mkdir()
+    for i in range(3):
+        shutil.copyfile(APX4, src / f"r{i}.apx")
+    real = os.replace
+    renames = []
+
+    def counting(old, new) -> None:  # noqa: ANN001
+        renames.append((os.fspath(old), os.fspath(new)))
+        real(old, new)
+
+    monkeypatch.setattr(os, "replace", counting)
+    report = bindf.ingest(src, tmp_path / "ds")
+    published = [(old, new) for old, new in renames
+                 if new.endswith(".parquet") and STAGING_NAME not in new]
+    assert len(published) == 3  # each part once, from staging to its place
+    assert all(STAGING_NAME in old and f"{os.sep}format=apx{os.sep}" in new
+               for old, new in published)
+    assert not report.moved
 
 
 def _as_written_before_schema_folders(dest: Path) -> None:
