@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._dataset import read_dataset
 from ._follow import Follower, follow
-from ._ingest import DatasetLockedError, IngestReport, ingest, read_dataset
+from ._ingest import DatasetLockedError, IngestReport, ingest
 from ._ingest import watch as watch_ingest
 from ._version import __version__
 from .accessors import register_accessors

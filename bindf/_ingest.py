@@ -47,8 +47,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from typing import Any
 
 from ._ingest_sources import (
     find_sources,
@@ -60,13 +59,13 @@ from ._ingest_worker import (
     Job,
     format_partition,
     header_value,
+    part_schema,
     remove_empty_dirs,
     run_job,
     schema_fingerprint,
 )
 from ._manifest import (
     KEY_DIGITS,
-    MANIFEST_NAME,
     STAGING_NAME,
     DatasetLock,
     DatasetLockedError,
@@ -77,11 +76,8 @@ from ._manifest import (
 from ._threads import resolve_threads, usable_cores
 from .errors import BindfWarning
 
-if TYPE_CHECKING:
-    import polars as pl
-
 __all__ = ["DatasetLockedError", "IngestReport", "add_ingest_command", "find_sources",
-           "ingest", "read_dataset", "watch"]
+           "ingest", "watch"]
 
 #: Default number of rows per Parquet part; a bigger source is split into several parts.
 DEFAULT_ROWS_PER_PART = 16 << 20
@@ -304,13 +300,6 @@ def _usable_cores() -> int:
     return usable_cores()
 
 
-def _part_schema(dest: str, part: str) -> Any:
-    """The Arrow schema of a published part, from its Parquet footer."""
-    import pyarrow.parquet as pq
-
-    return pq.read_schema(os.path.join(dest, *part.split("/")))
-
-
 def _existing_parts(dest: str) -> set[str]:
     """Relative paths of every bindf part file under ``dest/format=*``."""
     found: set[str] = set()
@@ -460,7 +449,7 @@ class _Run:
             if "schema" in entry or not parts or not self._parts_present(entry):
                 continue  # (missing parts: the source is converted again anyway)
             try:
-                entry["schema"] = schema_fingerprint(_part_schema(self.dest, parts[0]))
+                entry["schema"] = schema_fingerprint(part_schema(self.dest, parts[0]))
             except (OSError, ValueError):  # (a damaged part: left as it was)
                 continue
             self.dirty = True
@@ -522,7 +511,7 @@ class _Run:
             if entry.get("format") == name and widths.get(fingerprint) == 0 \
                     and entry.get("parts"):
                 with contextlib.suppress(OSError, ValueError):  # (ArrowInvalid: ValueError)
-                    widths[fingerprint] = len(_part_schema(self.dest, entry["parts"][0]))
+                    widths[fingerprint] = len(part_schema(self.dest, entry["parts"][0]))
         return max(tied, key=lambda f: (widths[f], f))
 
     def _move_parts(self, entry: dict[str, Any], top: str) -> bool:
@@ -717,66 +706,6 @@ def watch(sources: Any, dest: str | os.PathLike[str], *, interval: float = 10.0,
         except KeyboardInterrupt:
             break
     return report
-
-
-# -- reading --------------------------------------------------------------------------
-def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
-                 hive_partitioning: bool = True) -> pl.LazyFrame:
-    """A lazy polars scan of the parts of one format in an ingested dataset.
-
-    Scans exactly the parts the manifest lists (a consistent snapshot even while an
-    ingestion runs), with the partition columns when ``hive_partitioning``. The scan's
-    ``lf.bindf`` metadata comes from the manifest: ``lf.bindf.header`` is the first
-    source's header, ``lf.bindf.source`` the list of sources, and
-    ``lf.bindf.info["headers"]`` maps every source to its header. ``format`` may be left
-    out when the dataset holds one format.
-
-    A format whose sources have several schemas (AstroPix 3 and 4 runs are both
-    ``"apx"``) gives all of them in one frame: the main schema's columns first, a column
-    missing from a schema is null there, and a column typed differently takes the type
-    that holds both (``pl.concat(how="diagonal_relaxed")``). The ``format`` partition
-    column tells them apart (``"apx"``, ``"apx-<fingerprint>"``), and ``format=`` also
-    takes such a folder's value to scan that schema only.
-    """
-    import polars as pl
-
-    from .arrow import build_info
-    from .frontends.output import set_polars_info
-
-    dest = os.path.abspath(os.fspath(dest))
-    if not os.path.exists(os.path.join(dest, MANIFEST_NAME)):
-        raise FileNotFoundError(2, "not a bindf dataset (no manifest)", dest)
-    manifest = Manifest.load(dest)
-    entries = {p: e for p, e in manifest.sources.items() if e.get("parts")}
-    formats = sorted({e["format"] for e in entries.values()})
-    if format is None:
-        if len(formats) != 1:
-            raise ValueError(f"the dataset holds formats {formats}; pass format=")
-        format = formats[0]
-    folders = {p: unquote(e["parts"][0].split("/")[0].removeprefix("format="))
-               for p, e in entries.items()}
-    chosen = {p: e for p, e in entries.items() if format in (e["format"], folders[p])}
-    if not chosen:
-        raise ValueError(f"the dataset holds no {format!r} data; it has {formats} (in "
-                         f"folders {sorted({f'format={v}' for v in folders.values()})})")
-    name = next(iter(chosen.values()))["format"]
-    # One scan per schema (a dataset written before bindf kept one folder per schema may
-    # mix them in one folder; its entries have no recorded fingerprint).
-    groups: dict[str, list[str]] = {}
-    for entry in chosen.values():
-        fingerprint = entry.get("schema") or schema_fingerprint(
-            _part_schema(dest, entry["parts"][0]))
-        groups.setdefault(fingerprint, []).extend(
-            os.path.join(dest, *part.split("/")) for part in entry["parts"])
-    main = manifest.schemas.get(name)
-    order = sorted(groups, key=lambda f: (f != main, min(groups[f])))
-    scans = [pl.scan_parquet(groups[f], hive_partitioning=hive_partitioning) for f in order]
-    lf = scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
-    info = build_info(name, next(iter(chosen.values()))["header"], list(chosen))
-    info["headers"] = {p: e["header"] for p, e in chosen.items()}
-    info["dataset"] = dest
-    set_polars_info(lf, info)
-    return lf
 
 
 def add_ingest_command(sub: Any) -> None:

@@ -101,6 +101,14 @@ def schema_fingerprint(schema: pa.Schema) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:SCHEMA_DIGITS]
 
 
+def part_schema(dest: str, part: str) -> pa.Schema:
+    """The Arrow schema of a published part (``part``: its path relative to the dataset
+    folder ``dest``), from its Parquet footer."""
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(os.path.join(dest, *part.split("/")))
+
+
 def format_partition(format: str, fingerprint: str, main: str | None) -> str:
     """The top folder of a part: ``format=apx`` for the format's main schema in the
     dataset, ``format=apx-<fingerprint>`` for any other one (AstroPix 3 runs beside

@@ -1,0 +1,77 @@
+"""``bindf.read_dataset``: a lazy polars scan of what ``bindf ingest`` wrote.
+
+The manifest (``DEST/_bindf_manifest.json``, :mod:`bindf._manifest`) lists every part
+of every source, so a scan reads exactly those parts (a consistent snapshot even while
+an ingestion runs), one scan per schema (:mod:`bindf._ingest`: one folder per schema).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from ._ingest_worker import part_schema, schema_fingerprint
+from ._manifest import MANIFEST_NAME, Manifest
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
+                 hive_partitioning: bool = True) -> pl.LazyFrame:
+    """A lazy polars scan of the parts of one format in an ingested dataset.
+
+    Scans exactly the parts the manifest lists (a consistent snapshot even while an
+    ingestion runs), with the partition columns when ``hive_partitioning``. The scan's
+    ``lf.bindf`` metadata comes from the manifest: ``lf.bindf.header`` is the first
+    source's header, ``lf.bindf.source`` the list of sources, and
+    ``lf.bindf.info["headers"]`` maps every source to its header. ``format`` may be left
+    out when the dataset holds one format.
+
+    A format whose sources have several schemas (AstroPix 3 and 4 runs are both
+    ``"apx"``) gives all of them in one frame: the main schema's columns first, a column
+    missing from a schema is null there, and a column typed differently takes the type
+    that holds both (``pl.concat(how="diagonal_relaxed")``). The ``format`` partition
+    column tells them apart (``"apx"``, ``"apx-<fingerprint>"``), and ``format=`` also
+    takes such a folder's value to scan that schema only.
+    """
+    import polars as pl
+
+    from .arrow import build_info
+    from .frontends.output import set_polars_info
+
+    dest = os.path.abspath(os.fspath(dest))
+    if not os.path.exists(os.path.join(dest, MANIFEST_NAME)):
+        raise FileNotFoundError(2, "not a bindf dataset (no manifest)", dest)
+    manifest = Manifest.load(dest)
+    entries = {p: e for p, e in manifest.sources.items() if e.get("parts")}
+    formats = sorted({e["format"] for e in entries.values()})
+    if format is None:
+        if len(formats) != 1:
+            raise ValueError(f"the dataset holds formats {formats}; pass format=")
+        format = formats[0]
+    folders = {p: unquote(e["parts"][0].split("/")[0].removeprefix("format="))
+               for p, e in entries.items()}
+    chosen = {p: e for p, e in entries.items() if format in (e["format"], folders[p])}
+    if not chosen:
+        raise ValueError(f"the dataset holds no {format!r} data; it has {formats} (in "
+                         f"folders {sorted({f'format={v}' for v in folders.values()})})")
+    name = next(iter(chosen.values()))["format"]
+    # One scan per schema (a dataset written before bindf kept one folder per schema may
+    # mix them in one folder; its entries have no recorded fingerprint).
+    groups: dict[str, list[str]] = {}
+    for entry in chosen.values():
+        fingerprint = entry.get("schema") or schema_fingerprint(
+            part_schema(dest, entry["parts"][0]))
+        groups.setdefault(fingerprint, []).extend(
+            os.path.join(dest, *part.split("/")) for part in entry["parts"])
+    main = manifest.schemas.get(name)
+    order = sorted(groups, key=lambda f: (f != main, min(groups[f])))
+    scans = [pl.scan_parquet(groups[f], hive_partitioning=hive_partitioning) for f in order]
+    lf = scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
+    info = build_info(name, next(iter(chosen.values()))["header"], list(chosen))
+    info["headers"] = {p: e["header"] for p, e in chosen.items()}
+    info["dataset"] = dest
+    set_polars_info(lf, info)
+    return lf
