@@ -1,6 +1,6 @@
 """``python -m bindf`` is the ``bindf`` command."""
 
-from .cli import main
+from .cli import command
 
 if __name__ == "__main__":  # importing this module (API doc tools do) runs nothing
-    raise SystemExit(main())
+    command()

@@ -27,7 +27,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 EX_OK = 0
 EX_USAGE = 2
@@ -465,6 +465,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("bindf: terminated", file=sys.stderr)
         return EX_TERMINATED
+
+
+def command() -> NoReturn:
+    """The ``bindf`` command (console script and ``python -m bindf``): :func:`main` run
+    as a process.
+
+    After Ctrl-C or SIGTERM the process ends at once, without the interpreter's shutdown:
+    the exception a signal handler raises can arrive between a lock's acquire and the
+    ``with`` block that would release it (a thread pool's global shutdown lock, say), and
+    the shutdown, which takes that lock to stop the pools' threads, would then wait for
+    ever (seen: ``convert`` hung after SIGTERM under load). Every output was cleaned up by
+    then: the ``with`` blocks ran while the exception unwound.
+    """
+    code = main()
+    if code in (EX_INTERRUPTED, EX_TERMINATED):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _run(args: argparse.Namespace) -> int:
