@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -48,6 +49,22 @@ def _temporary_file(dest: str) -> tuple[int, str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".tmp", dir=directory)
     os.fchmod(fd, 0o666 & ~_umask())
     return fd, tmp
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back (they stay pending, then arrive as usual) while a
+    temporary file is made and recorded: the exception their handlers raise must not land
+    between the two, or the file would be left behind (seen in CI: SIGTERM just after the
+    file appeared). POSIX threads only; elsewhere nothing is held."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _check_free(dest: str, overwrite: bool) -> None:
@@ -86,16 +103,19 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
     """Open a temporary file next to ``path`` for binary writing; publish it on success."""
     dest = os.fspath(path)
     _check_free(dest, overwrite)
-    fd, tmp = _temporary_file(dest)
+    tmp = None
     try:
+        with _signals_held():  # the file exists only once ``tmp`` names it
+            fd, tmp = _temporary_file(dest)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         _publish(tmp, dest, overwrite)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
 
 
@@ -108,14 +128,17 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True,
     for a caller that fsyncs it later itself, as ingestion does its staged parts)."""
     dest = os.fspath(path)
     _check_free(dest, overwrite)
-    fd, tmp = _temporary_file(dest)
-    os.close(fd)
+    tmp = None
     try:
+        with _signals_held():  # the file exists only once ``tmp`` names it
+            fd, tmp = _temporary_file(dest)
+            os.close(fd)
         yield tmp
         if fsync:
             _fsync_path(tmp)
         _publish(tmp, dest, overwrite)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
