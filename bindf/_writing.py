@@ -124,10 +124,11 @@ def _refuse_overflow(column: pa.ChunkedArray, cast: pa.ChunkedArray, name: str,
     field too small for it): Arrow's safe cast checks integers, not float ranges."""
     if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
         return
-    became_infinite = pc.and_(pc.is_finite(pc.cast(column, pa.float64())),
-                              pc.invert(pc.is_finite(cast)))
-    if pc.any(became_infinite).as_py():
-        row = pc.index(became_infinite, True).as_py()
+    # numpy, not pyarrow.compute: is_finite has no half-float kernel before pyarrow 18
+    became_infinite = (np.isfinite(pc.cast(column, pa.float64()).to_numpy())
+                       & ~np.isfinite(cast.to_numpy()))
+    if became_infinite.any():
+        row = int(np.flatnonzero(became_infinite)[0])
         raise ValueError(f"column {name!r}: {column[row].as_py()!r} in row {first_row + row} "
                          f"is too large for {target}")
 

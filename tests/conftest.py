@@ -54,6 +54,32 @@ def cpu_seconds() -> Iterator[Callable[[], float]]:
             gc.enable()
 
 
+@contextlib.contextmanager
+def raises_from_scan(expected: type[BaseException], match: str | None = None,
+                     path: object = None, offset: int | None = None) -> Iterator[None]:
+    """``pytest.raises(expected)`` around a polars scan's ``collect()``. Newer polars
+    raise the reader's own exception; polars 1.4 (the oldest bindf supports) wraps it in
+    a ``ComputeError`` whose message names it, so then the message is checked instead:
+    the type, ``match``, and the ``path`` and byte ``offset`` the error carries."""
+    import re
+
+    import polars as pl
+
+    with pytest.raises((expected, pl.exceptions.ComputeError)) as caught:
+        yield
+    error, text = caught.value, str(caught.value)
+    if not isinstance(error, expected):
+        assert f"{expected.__name__}: " in text, text
+    if match is not None:
+        assert re.search(match, text), text
+    if path is not None:
+        assert (error.path == str(path) if isinstance(error, expected)
+                else str(path) in text), text
+    if offset is not None:
+        assert (error.offset == offset if isinstance(error, expected)
+                else f"byte offset {offset}" in text), text
+
+
 def count_inputs(fmt: str, n: int = 1) -> None:
     FUZZ_INPUTS[fmt] = FUZZ_INPUTS.get(fmt, 0) + n
 

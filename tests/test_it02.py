@@ -15,6 +15,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from conftest import raises_from_scan
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -428,9 +429,8 @@ def check_damaged_sparse_read(path: Path, offset: int, before: pd.DataFrame) -> 
 
     for kw in ({}, {"chunksize": 64}, {"fill_gaps": True}):
         expect_bad_mask_error(path, offset, **kw)
-    with pytest.raises(CorruptDataError) as err:
+    with raises_from_scan(CorruptDataError, path=path, offset=offset):
         bindf.scan_it02(path).collect()
-    assert err.value.path == str(path) and err.value.offset == offset
 
     with pytest.warns(CorruptDataWarning) as caught:
         df = read(path, on_error="warn")
@@ -513,7 +513,7 @@ def test_sparse_bad_mask_near_the_start_stays_ambiguous(tmp_path, record, size):
             read(path, on_error=on_error)
         assert err.value.path == str(path) and err.value.offset == data_offset
         assert f"invalid mask 0xf0 after only {record} record(s)" in str(err.value)
-    with pytest.raises(CorruptDataError, match="layout="):
+    with raises_from_scan(CorruptDataError, match="layout="):
         bindf.scan_it02(path, on_error="skip").collect()
     with pytest.warns(CorruptDataWarning) as caught:
         df = read(path, layout="sparse", on_error="warn")
