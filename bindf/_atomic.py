@@ -21,7 +21,7 @@ import contextlib
 import os
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 
@@ -51,20 +51,46 @@ def _temporary_file(dest: str) -> tuple[int, str]:
     return fd, tmp
 
 
+#: How many "file made, not yet recorded" steps are running, and the signal actions
+#: (see :func:`defer_while_held`) that arrived meanwhile.
+_HELD = [0]
+_DEFERRED: list[Callable[[], None]] = []
+
+
+def defer_while_held(action: Callable[[], None]) -> bool:
+    """For a signal handler that raises (SIGTERM, Ctrl-C): inside :func:`_signals_held`,
+    keep ``action`` (it runs when the step ends) and return True; else return False and
+    let the handler act now. A process-wide mask cannot do this on its own: a signal is
+    delivered to any thread that does not block it, and Python then runs its handler in
+    the main thread whatever the main thread's mask says."""
+    if _HELD[0]:
+        _DEFERRED.append(action)
+        return True
+    return False
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back (they stay pending, then arrive as usual) while a
-    temporary file is made and recorded: the exception their handlers raise must not land
-    between the two, or the file would be left behind (seen in CI: SIGTERM just after the
-    file appeared). POSIX threads only; elsewhere nothing is held."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    """Hold Ctrl-C and SIGTERM back while a temporary file is made and recorded: the
+    exception their handlers raise must not land between the two, or the file would be
+    left behind (seen in CI: SIGTERM just after the file appeared). Handlers that use
+    :func:`defer_while_held` (the ``bindf`` command's) run when the step ends; the
+    calling thread also blocks the two signals (POSIX), for the default Ctrl-C handler
+    of a program with no other threads."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    previous = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask else None
+    _HELD[0] += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _HELD[0] -= 1
+        if mask is not None:
+            mask(signal.SIG_SETMASK, previous)
+        if not _HELD[0] and _DEFERRED:
+            actions = list(_DEFERRED)
+            _DEFERRED.clear()
+            for action in actions:
+                action()  # raises: inside the caller's try, once the file is recorded
 
 
 def _check_free(dest: str, overwrite: bool) -> None:

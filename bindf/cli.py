@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any, NoReturn
 
+from bindf._atomic import defer_while_held
+
 EX_OK = 0
 EX_USAGE = 2
 EX_DATAERR = 65
@@ -223,7 +225,21 @@ def signal_handlers(handlers: Mapping[int, Callable[[int, Any], None]]) -> Itera
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    if not defer_while_held(_terminate):
+        _terminate()
+
+
+def _terminate() -> None:
     raise Terminated
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    if not defer_while_held(_interrupt):
+        _interrupt()
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 # -- commands -------------------------------------------------------------------------
@@ -447,7 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Ctrl-C and SIGTERM while the commands import pandas, polars and pyarrow (about a
     # second) also end quietly with 130 / 143.
     try:
-        with signal_handlers({signal.SIGTERM: _raise_terminated}):
+        # Both wait while an output's temporary file is being made (bindf._atomic).
+        with signal_handlers({signal.SIGTERM: _raise_terminated,
+                              signal.SIGINT: _raise_interrupted}):
             parser = build_parser()
             args = parser.parse_args(argv)
             from bindf.errors import BindfWarning
