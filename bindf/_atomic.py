@@ -21,6 +21,7 @@ import contextlib
 import os
 import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -51,10 +52,18 @@ def _temporary_file(dest: str) -> tuple[int, str]:
     return fd, tmp
 
 
-#: How many "file made, not yet recorded" steps are running, and the signal actions
-#: (see :func:`defer_while_held`) that arrived meanwhile.
-_HELD = [0]
-_DEFERRED: list[Callable[[], None]] = []
+class _HoldState(threading.local):
+    """Per thread: how many "file made, not yet recorded" steps are running, and the
+    signal actions (see :func:`defer_while_held`) that arrived meanwhile. Python runs
+    signal handlers in the main thread only, so only the main thread's state ever
+    defers anything; another thread's step cannot be interrupted by a handler."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.deferred: list[Callable[[], None]] = []
+
+
+_HOLD = _HoldState()
 
 
 def defer_while_held(action: Callable[[], None]) -> bool:
@@ -63,8 +72,8 @@ def defer_while_held(action: Callable[[], None]) -> bool:
     let the handler act now. A process-wide mask cannot do this on its own: a signal is
     delivered to any thread that does not block it, and Python then runs its handler in
     the main thread whatever the main thread's mask says."""
-    if _HELD[0]:
-        _DEFERRED.append(action)
+    if _HOLD.depth:
+        _HOLD.deferred.append(action)
         return True
     return False
 
@@ -74,21 +83,22 @@ def _signals_held() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM back while a temporary file is made and recorded: the
     exception their handlers raise must not land between the two, or the file would be
     left behind (seen in CI: SIGTERM just after the file appeared). Handlers that use
-    :func:`defer_while_held` (the ``bindf`` command's) run when the step ends; the
-    calling thread also blocks the two signals (POSIX), for the default Ctrl-C handler
-    of a program with no other threads."""
+    :func:`defer_while_held` (the ``bindf`` command's) run when the step ends. For other
+    handlers (Python's default Ctrl-C) the calling thread also blocks the two signals
+    (POSIX): that holds them back in a program with no other threads, where the signal
+    can only be delivered to this one."""
     mask = getattr(signal, "pthread_sigmask", None)
     previous = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask else None
-    _HELD[0] += 1
+    _HOLD.depth += 1
     try:
         yield
     finally:
-        _HELD[0] -= 1
+        _HOLD.depth -= 1
         if mask is not None:
             mask(signal.SIG_SETMASK, previous)
-        if not _HELD[0] and _DEFERRED:
-            actions = list(_DEFERRED)
-            _DEFERRED.clear()
+        if not _HOLD.depth and _HOLD.deferred:
+            actions = list(_HOLD.deferred)
+            _HOLD.deferred.clear()
             for action in actions:
                 action()  # raises: inside the caller's try, once the file is recorded
 

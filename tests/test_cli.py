@@ -336,6 +336,41 @@ def test_a_signal_while_the_temporary_file_is_made_leaves_nothing(
     assert threading.current_thread() is threading.main_thread()
 
 
+def test_signal_deferral_is_per_thread(tmp_path: Path) -> None:
+    """Another thread making an output does not make the main thread's handler wait (the
+    handler's exception belongs to the main thread, and the other thread's step cannot
+    be interrupted by it); the main thread's own step does, and runs the action after."""
+    import threading
+
+    from bindf import _atomic
+
+    inside, release = threading.Event(), threading.Event()
+
+    def other_thread_output() -> None:
+        with _atomic._signals_held():  # as if making its temporary file right now
+            inside.set()
+            release.wait(10)
+        with _atomic.atomic_output(tmp_path / "other.bin") as f:
+            f.write(b"x")
+
+    worker = threading.Thread(target=other_thread_output)
+    worker.start()
+    try:
+        assert inside.wait(10)
+        ran: list[int] = []
+        with _atomic._signals_held():
+            assert _atomic.defer_while_held(lambda: ran.append(1))
+            assert ran == []
+        assert ran == [1]
+        # the worker is still inside its step, yet nothing is deferred here
+        assert not _atomic.defer_while_held(lambda: ran.append(2))
+        assert ran == [1]
+    finally:
+        release.set()
+        worker.join()
+    assert (tmp_path / "other.bin").read_bytes() == b"x"
+
+
 def test_atomic_no_overwrite_is_race_free(tmp_path: Path) -> None:
     from bindf._atomic import OutputExistsError, atomic_output, atomic_path
 
