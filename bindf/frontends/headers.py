@@ -86,22 +86,20 @@ def header_fields(header: dict[str, Any]) -> dict[str, Any]:
         return fields_of(key, value)
 
     per_key = {key: fields_of(key, value) for key, value in header.items()}
-    for _ in range(2):  # flattened, then colliding keys whole
-        owners: dict[str, list[str]] = {}
-        for key, fields in per_key.items():
-            for name in fields:
-                owners.setdefault(name, []).append(key)
-        clashing = {key for keys in owners.values() if len(keys) > 1 for key in keys}
-        # a subtree that collides with itself ({"b.c": 1, "b": {"c": 2}} inside one key)
-        clashing |= {key for key, value in header.items()
-                     if len(per_key[key]) < _leaves(value)}
-        if not clashing:
-            break
-        per_key.update({key: whole(key, header[key]) for key in clashing})
+    owners: dict[str, list[str]] = {}
+    for key, fields in per_key.items():
+        for name in fields:
+            owners.setdefault(name, []).append(key)
+    clashing = {key for keys in owners.values() if len(keys) > 1 for key in keys}
+    # a subtree that collides with itself ({"b.c": 1, "b": {"c": 2}} inside one key)
+    clashing |= {key for key, value in header.items() if len(per_key[key]) < _leaves(value)}
+    per_key.update({key: whole(key, header[key]) for key in clashing})
+    # Whatever still clashes (a whole key's name equal to another key's flattened one,
+    # or a fixed column's) gets a "header." prefix, once more per clash.
     flat: dict[str, Any] = {}
     for fields in per_key.values():
         for name, value in fields.items():
-            while name in flat or name in FIXED_COLUMNS:  # "path" and "header.path" …
+            while name in flat or name in FIXED_COLUMNS:
                 name = f"header.{name}"
             flat[name] = value
     return flat
