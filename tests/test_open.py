@@ -178,6 +178,19 @@ def test_requested_schema_with_an_uncastable_type_keeps_the_native_one(
         assert reader.schema.field("channel").type == f.schema.field("channel").type
 
 
+def test_requested_schema_with_values_that_do_not_fit(cases: dict[str, Case]) -> None:
+    """A cast Arrow supports but that would change values is refused, naming the column
+    (Arrow's own error did not say which)."""
+    with open_case(cases["spectro_stt1"]) as f:
+        requested = pa.schema([("macrotime_ns", pa.int8())])
+        with pytest.raises(ValueError, match=r"column 'macrotime_ns': a value does not fit "
+                                             r"the requested type int8"):
+            f.to_batch_reader(requested).read_all()
+        with pytest.raises(ValueError, match="column 'macrotime_ns'"):
+            pa.table(f, schema=requested)
+        assert f.to_arrow().num_rows > 0  # the file is still usable
+
+
 def test_requested_schema_with_an_unknown_column(cases: dict[str, Case]) -> None:
     with open_case(cases["sp01"]) as f, pytest.raises(ValueError, match=r"\['nope'\]"):
         pa.table(f, schema=pa.schema([("nope", pa.int8())]))

@@ -114,9 +114,8 @@ class BindfFile:
         """Arrow record batches of at most ``batch_size`` rows (bounded memory)."""
         plan = self._plan(batch_size=batch_size)
         metadata = self.schema.metadata
-        for batch in plan.iter_batches():
+        for batch in self._pass(plan):
             yield batch.replace_schema_metadata(metadata)
-        self.errors = plan.info().get("errors", {})
 
     def to_arrow(self) -> pa.Table:
         """All rows as a ``pyarrow.Table`` with the bindf metadata."""
@@ -136,8 +135,16 @@ class BindfFile:
         plan = self._plan()
         frame = batches_to_output(plan.all_batches(), plan.output_schema(), output,
                                   plan.info(), dtype_backend, threads=plan.threads)
-        self.errors = plan.info().get("errors", {})
+        self._pass_ended(plan)
         return frame
+
+    def _pass(self, plan: ReadPlan) -> Iterator[pa.RecordBatch]:
+        """``plan``'s batches, then :attr:`errors` updated once they all came."""
+        yield from plan.iter_batches()
+        self._pass_ended(plan)
+
+    def _pass_ended(self, plan: ReadPlan) -> None:
+        self.errors = plan.info().get("errors", {})
 
     def scan(self) -> pl.LazyFrame:
         """A polars ``LazyFrame`` over the same source(s), with pushdown (see
@@ -189,13 +196,12 @@ class BindfFile:
         return pa.RecordBatchReader.from_batches(target, self._cast_batches(plan, target))
 
     def _cast_batches(self, plan: ReadPlan, target: pa.Schema) -> Iterator[pa.RecordBatch]:
-        for batch in plan.iter_batches():
+        for batch in self._pass(plan):
             yield pa.RecordBatch.from_arrays(
-                [column if column.type == field.type else column.cast(field.type)
+                [column if column.type == field.type else _cast(column, field)
                  for column, field in zip(batch.columns, target)],
                 schema=target,
             )
-        self.errors = plan.info().get("errors", {})
 
     # -- lifetime ---------------------------------------------------------------------
     @property
@@ -234,6 +240,17 @@ def _castable_field(have: pa.Field, want: pa.Field) -> pa.Field:
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
         return have
     return have.with_type(want.type)
+
+
+def _cast(column: pa.Array, field: pa.Field) -> pa.Array:
+    """``column`` as the consumer asked, naming the column where a value does not fit
+    (a cast Arrow supports may still lose values: 300 to int8; it is refused, not
+    wrapped)."""
+    try:
+        return column.cast(field.type)
+    except pa.ArrowInvalid as error:
+        raise ValueError(f"column {field.name!r}: a value does not fit the requested "
+                         f"type {field.type} ({error})") from None
 
 
 def open(source: Sources, *, format: str | None = None,  # noqa: A001 - like io.open
