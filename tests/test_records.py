@@ -74,6 +74,30 @@ def test_count_beyond_file_is_capped_with_warning(tmp_path: Path) -> None:
     assert len(df) == 4
 
 
+def test_count_beyond_file_warns_once_per_read(tmp_path: Path) -> None:
+    """The warning comes with the records, once: not when a scan is planned (the file
+    is opened to plan and again to read), and not when only the header is read."""
+    import warnings
+
+    path = tmp_path / "short.bin"
+    np.arange(4, dtype="<i8").tofile(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lazy = bindf.scan_records(path, "<i8", count=10)
+        with bindf.open(path, format="records", dtype="<i8", count=10) as f:
+            assert f.num_rows == 4
+        assert caught == []
+        frame = lazy.collect()
+    assert frame["value"].to_list() == [0, 1, 2, 3]
+    messages = [str(w.message) for w in caught]
+    assert messages == [f"{path}: truncated fixed-record file: the header declares 10 records but "
+                        "the file holds 4; returning the complete records before it "
+                        "(at byte offset 32)"]
+    with pytest.warns(bindf.TruncatedFileWarning, match="declares 10 records") as twice:
+        bindf.read_records(path, "<i8", count=10, memmap=True)
+    assert len(twice) == 1
+
+
 def test_partial_last_record_warns(tmp_path: Path) -> None:
     path = tmp_path / "cut.bin"
     path.write_bytes(np.arange(4, dtype="<i8").tobytes() + b"\x01\x02")

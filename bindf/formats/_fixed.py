@@ -97,6 +97,14 @@ class FixedRecordReader(FormatReader):
         """Bytes of an incomplete record at the end of the file (0 if none)."""
         return max(self.source.size - self.data_offset, 0) % self.record_size
 
+    def end_truncation(self) -> str | None:
+        """Why the complete records end before the data does (said once, by the warning
+        after the last of them), or ``None``."""
+        if self.tail_bytes:
+            return (f"the last {self.tail_bytes} bytes are an incomplete "
+                    f"{self.record_size}-byte record")
+        return None
+
     def row_offset(self, row: int) -> int:
         """Byte offset of record ``row``."""
         return self.data_offset + row * self.record_size
@@ -139,12 +147,9 @@ class FixedRecordReader(FormatReader):
         per = self.rows_per_record
         stop = count if n_rows is None else min(-(-n_rows // per), count)
         shrank = yield from self.iter_record_range(0, stop, columns, max(1, batch_size // per))
-        if stop == count and self.tail_bytes and not shrank:
-            self._warn_truncated(
-                self.row_offset(count),
-                f"the last {self.tail_bytes} bytes are an incomplete "
-                f"{self.record_size}-byte record",
-            )
+        why = self.end_truncation()
+        if stop == count and why and not shrank:
+            self._warn_truncated(self.row_offset(count), why)
 
     def iter_record_range(
         self, start: int, stop: int, columns: list[str], batch_size: int

@@ -43,7 +43,7 @@ from .._writing import (
     to_arrow_table,
     write_fixed_record_file,
 )
-from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
+from ..errors import CorruptDataError, CorruptDataWarning, HeaderError
 from ..registry import FormatSpec
 from ._fixed import FixedRecordReader
 
@@ -187,11 +187,6 @@ class FixedLayoutReader(FixedRecordReader):
         self.data_offset = offset
         self.rows_per_record = layout.rows_per_record
         self.declared_count = declared
-        if declared is not None and declared > self._records_in_file():
-            _warn(TruncatedFileWarning(
-                f"header declares {declared} records but the file holds "
-                f"{self._records_in_file()}; returning those",
-                path=self.path, offset=self.row_offset(self._records_in_file())), stacklevel=2)
         self.plan = _column_plan(dtype, layout.subarrays)
         # Text that is not text becomes null unless it is an error (see _damaged_text).
         text_may_be_null = self.on_error != "raise"
@@ -227,6 +222,14 @@ class FixedLayoutReader(FixedRecordReader):
     def tail_bytes(self) -> int:  # type: ignore[override]
         # With a declared count, bytes after the data are a trailer, not a truncation.
         return 0 if self.declared_count is not None else super().tail_bytes
+
+    def end_truncation(self) -> str | None:
+        # Said when the records have been read (not when the file is opened: a scan
+        # opens it once to plan and again to read).
+        held = self._records_in_file()
+        if self.declared_count is not None and self.declared_count > held:
+            return f"the header declares {self.declared_count} records but the file holds {held}"
+        return super().end_truncation()
 
     @property
     def schema(self) -> pa.Schema:
@@ -313,9 +316,9 @@ class FixedLayoutReader(FixedRecordReader):
             raw = {name: np.asarray(chunk[name]) for name in self.raw_fields_for(columns)}
             yield pa.RecordBatch.from_arrays(
                 self.build_columns(raw, columns, self.row_offset(start)), schema=schema)
-        if count == self.n_records and self.tail_bytes:  # as the readinto path warns
-            self._warn_truncated(self.row_offset(count), f"the last {self.tail_bytes} bytes "
-                                 f"are an incomplete {self.record_size}-byte record")
+        why = self.end_truncation()
+        if count == self.n_records and why:  # as the readinto path warns
+            self._warn_truncated(self.row_offset(count), why)
 
 
 def _one_array(column: pa.ChunkedArray) -> pa.Array:

@@ -142,16 +142,22 @@ def _warn_truncated_tails(readers: Sequence[FormatReader]) -> None:
     # Said once, on the client, when the collection is made: a warning raised inside a
     # worker process would end up in the worker's log, not in front of the user.
     for reader in readers:
-        tail = getattr(reader, "tail_bytes", 0) if supports_record_ranges(reader) else 0
-        if tail:
-            offset = reader.row_offset(record_count(reader))  # type: ignore[attr-defined]
+        if not supports_record_ranges(reader):
+            continue
+        if hasattr(reader, "end_truncation"):
+            why = reader.end_truncation()
+        elif getattr(reader, "tail_bytes", 0):
+            why = (f"the last {reader.tail_bytes} bytes are an incomplete "  # type: ignore[attr-defined]
+                   f"{reader.record_size}-byte record")  # type: ignore[attr-defined]
+        else:
+            why = None
+        if why:
             warnings.warn(
                 TruncatedFileWarning(
-                    f"truncated {reader.label} file: the last {tail} bytes are an incomplete "
-                    f"{reader.record_size}-byte record; "  # type: ignore[attr-defined]
-                    "returning the complete records before it",
+                    f"truncated {reader.label} file: {why}; returning the complete "
+                    "records before it",
                     path=reader.path,
-                    offset=offset,
+                    offset=reader.row_offset(record_count(reader)),  # type: ignore[attr-defined]
                 ),
                 stacklevel=3,
             )
