@@ -11,6 +11,7 @@ shows up as a short read, which becomes a truncation warning.
 
 from __future__ import annotations
 
+import errno
 import glob
 import io
 import os
@@ -121,7 +122,10 @@ class Source:
 
     def _measure(self) -> int:
         if self.fs is not None:
-            size = self.fs.size(self.fs_path)
+            try:
+                size = self.fs.size(self.fs_path)
+            except FileNotFoundError:  # fsspec names the path without its protocol
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self.path) from None
             if size is None:  # e.g. an HTTP server that sends no Content-Length
                 raise OSError(f"{self.path}: the size of this remote file is unknown, "
                               "and bindf needs it to find the last complete record")
@@ -404,7 +408,8 @@ def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:
     if not matches:
         raise FileNotFoundError(f"no files match {url!r}")
     return [
-        Source(_match_url(url, fs, p), options, size=_listed_size(info), fs=fs, fs_path=p)
+        Source(_match_url(url, fs, fs_path, p), options, size=_listed_size(info), fs=fs,
+               fs_path=p)
         for p, info in matches
     ]
 
@@ -414,16 +419,27 @@ def _listed_size(info: dict[str, Any]) -> int:
     return int(size) if isinstance(size, int) and size >= 0 else -1  # -1: measure it
 
 
-def _match_url(pattern: str, fs: Any, match: str) -> str:
-    """The URL naming ``match``, a path that ``fs.glob`` returned for ``pattern``.
+def _match_url(pattern: str, fs: Any, fs_pattern: str, match: str) -> str:
+    """The URL naming ``match``, a path that ``fs.glob`` returned for ``pattern``
+    (``fs_pattern``: the pattern as a path of ``fs``).
 
     It is the name users see (``include_file_paths``, metadata, messages); reads go
     through the kept filesystem. Leading pure-protocol links of a chained URL
     (``simplecache::``) are kept, as is the target of an archive (``zip://*::file.zip``).
+    The match is spelled as the pattern was: ``memory://g/*.apx`` gives
+    ``memory://g/a.apx``, as the explicit path would be named, where fsspec's own
+    spelling is ``memory:///g/a.apx``.
     """
     links = pattern.split("::")
     k = next((i for i, link in enumerate(links) if "://" in link), 0)
-    return "::".join([*links[:k], fs.unstrip_protocol(match), *links[k + 1 :]])
+    url = fs.unstrip_protocol(match)
+    written, canonical = links[k], fs.unstrip_protocol(fs_pattern)
+    same = 0  # the two spellings of the pattern end alike; their starts may differ
+    while same < min(len(written), len(canonical)) and written[-1 - same] == canonical[-1 - same]:
+        same += 1
+    if url.startswith(canonical[:len(canonical) - same]):
+        url = written[:len(written) - same] + url[len(canonical) - same:]
+    return "::".join([*links[:k], url, *links[k + 1 :]])
 
 
 def scratch_records(dtype: np.dtype, n: int) -> np.ndarray:

@@ -308,8 +308,11 @@ def _damaged_cases() -> list[tuple[str, dict, dict]]:
     texty["g2_correlations"][2][1][1][2] = "x"
     bad_pair = json.loads(json.dumps(good))
     bad_pair["g2_correlations"][0] = [[1, 2, 3], [[0.0] * 4]]
+    boolean = json.loads(json.dumps(good))  # JSON true is not a number (Arrow reads 1.0)
+    boolean["g2_correlations"][1][1][0][1] = True
     return [("vector_length_mismatch", short, {"bad_vector": 1}),
             ("text_in_a_vector", texty, {"bad_vector": 1}),
+            ("boolean_in_a_vector", boolean, {"bad_vector": 1}),
             ("bad_pair", bad_pair, {"bad_pair": 1})]
 
 
@@ -336,11 +339,29 @@ def test_damage_policies(case: tuple, policy: str, tmp_path: Path) -> None:
     else:
         assert [type(m) for m in messages] == [CorruptDataWarning]
     dropped = {"vector_length_mismatch": (1, 0), "text_in_a_vector": (2, 1),
-               "bad_pair": (0, None)}[name]
+               "boolean_in_a_vector": (1, 0), "bad_pair": (0, None)}[name]
     pair, vector = dropped
     gone = (pl.col("pair_index") == pair) & (
         pl.lit(True) if vector is None else pl.col("vector_index") == vector)
     assert df.equals(good.filter(~gone))
+
+
+@pytest.mark.parametrize("literal", ["true", "false"])
+def test_json_booleans_are_not_g2_values(literal: str, tmp_path: Path) -> None:
+    # true/false would otherwise become 1.0/0.0; a "true" inside a string elsewhere in
+    # the block does not disturb the intact vectors.
+    block = ('{"comment":"true false","lag_index":[0,1,2],"g2_correlations":'
+             f'[[[0,1],[[0.5,{literal},0.25],[0.125,-2.0,null]]]]}}').encode()
+    path = write(tmp_path, fcs1_bytes({"num_acquisitions": 2, "bin_width": 4}, block))
+    with pytest.raises(CorruptDataError, match="vector 0 is not a list of numbers") as info:
+        bindf.read_fcs1(path)
+    assert info.value.offset == 8 + len(json.dumps({"num_acquisitions": 2, "bin_width": 4})) + 4
+    df = bindf.read_fcs1(path, on_error="skip", output="polars")
+    assert df.bindf.info["errors"] == {"bad_vector": 1}
+    assert df["vector_index"].to_list() == [1, 1, 1]
+    assert df["acquisition"].to_list() == [2, 2, 2]
+    assert df["tau_us"].to_list() == [0.0, 4.0, 8.0]
+    assert df["g2"].to_list()[:2] == [0.125, -2.0] and math.isnan(df["g2"][2])
 
 
 def test_trailing_bytes_are_damage(tmp_path: Path) -> None:

@@ -89,12 +89,16 @@ def test_memory_glob(memdir) -> None:
     url, local = memdir
     sources = expand_sources(f"{url}/run*.bin")
     name = url.removeprefix("memory://")
-    # fsspec's canonical spelling of the matches; notes.txt does not match.
-    assert [s.path for s in sources] == [f"memory:///{name}/run{i}.bin" for i in range(3)]
+    # Spelled as the pattern was (as the explicit paths are named; fsspec's own spelling
+    # is memory:///…); notes.txt does not match.
+    assert [s.path for s in sources] == [f"memory://{name}/run{i}.bin" for i in range(3)]
+    assert [s.path for s in expand_sources(f"memory:///{name}/run*.bin")] == [
+        f"memory:///{name}/run{i}.bin" for i in range(3)]
     assert [s.size for s in sources] == [p.stat().st_size for p in local]
     df = bindf.read(f"{url}/run*.bin", include_file_paths="file")
     expected = bindf.read(local, include_file_paths="file")
     assert df["file"].unique().tolist() == [s.path for s in sources]
+    assert bindf.read(sources[0].path, include_file_paths="file")["file"][0] == sources[0].path
     pd.testing.assert_frame_equal(df.drop(columns="file"), expected.drop(columns="file"))
     # Re-reading a glob's match by its name gives the same rows.
     pd.testing.assert_frame_equal(bindf.read(sources[1].path), bindf.read(local[1]))
@@ -211,3 +215,11 @@ def test_file_urls(tmp_path: Path) -> None:
     # file://localhost/… is the same file.
     pd.testing.assert_frame_equal(bindf.read(f"file://localhost{paths[1]}"),
                                   bindf.read(paths[1]))
+
+
+def test_missing_remote_file_is_named_with_its_protocol(memdir) -> None:
+    url, _ = memdir
+    with pytest.raises(FileNotFoundError) as raised:
+        bindf.read(f"{url}/nope.bin", format="spectro")
+    assert raised.value.filename == f"{url}/nope.bin"
+    assert f"'{url}/nope.bin'" in str(raised.value)

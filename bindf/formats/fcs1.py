@@ -198,6 +198,9 @@ class FCS1Reader(FormatReader):
         if size > start + length:
             self._damaged("trailing_bytes", f"{size - start - length} bytes follow the data "
                           "block (nothing should)", start + length)
+        # JSON true/false parse as Python bools, which Arrow would turn into 1.0/0.0:
+        # only a block holding such a literal needs the slower check of each vector.
+        self._bool_literals = b"true" in raw or b"false" in raw
         try:
             data = parse_json_header(raw, path=self.path, offset=start)
         except HeaderError as exc:
@@ -275,11 +278,13 @@ class FCS1Reader(FormatReader):
             arrays = pa.array(pair.vectors, type=pa.list_(pa.float64()))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
             arrays = None
-        if arrays is None or arrays.null_count:  # find the bad vectors (one step each)
+        bools = self._bool_literals and _holds_bool(pair.vectors)
+        if arrays is None or arrays.null_count or bools:  # find the bad vectors (one step each)
             good = []
             for k, vector in enumerate(pair.vectors):
                 try:
-                    ok = vector is not None and pa.array(vector, type=pa.float64()) is not None
+                    ok = (isinstance(vector, list) and not (bools and _holds_bool(vector))
+                          and pa.array(vector, type=pa.float64()) is not None)
                 except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
                     ok = False
                 if ok:
@@ -330,6 +335,14 @@ class FCS1Reader(FormatReader):
             _warn(notice, stacklevel=3)
         table = self._table.select(columns)
         yield from table.to_batches(max_chunksize=batch_size)
+
+
+def _holds_bool(value: Any) -> bool:
+    """Whether the parsed JSON ``value`` holds a ``true``/``false`` anywhere (JSON
+    booleans are not numbers; Arrow would read them as 1.0/0.0). One C-level
+    re-encoding, no Python step per value."""
+    text = json.dumps(value)
+    return "true" in text or "false" in text
 
 
 def _pair_problem(entry: Any) -> str | None:
