@@ -185,16 +185,17 @@ def _guarded(batches: Iterable[Any]) -> Iterator[Any]:
 
 
 def write_output(batches: Iterable[Any], schema: Any, output: str, kind: str,
-                 info: Callable[[], dict[str, Any]] | None, force: bool) -> int:
-    """Stream ``batches`` atomically into ``output``: errors of the inputs keep their exit
-    code, errors of the output are 73 (it appeared meanwhile) or 74, naming ``output``
-    (never the temporary file)."""
+                 info: Callable[[], dict[str, Any]] | None, force: bool, *,
+                 fsync: bool = True) -> int:
+    """Stream ``batches`` atomically into ``output`` (flushed to disk first unless not
+    ``fsync``): errors of the inputs keep their exit code, errors of the output are 73
+    (it appeared meanwhile) or 74, naming ``output`` (never the temporary file)."""
     from bindf._atomic import OutputExistsError
     from bindf.parquet import write_batches
 
     try:
         return write_batches(_guarded(batches), schema, output, to=kind, info=info,
-                             overwrite=force)
+                             overwrite=force, fsync=fsync)
     except _InputError as exc:
         raise exc.error from None
     except OutputExistsError:
@@ -382,7 +383,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         plan = ReadPlan.from_kwargs(inputs, format=fmt, columns=columns,
                                     progress=args.progress, **kwargs)
         rows = write_output(plan.iter_batches(), plan.output_schema(), output, kind,
-                            plan.info, args.force)
+                            plan.info, args.force, fsync=args.fsync)
         if not args.quiet:
             names = [s.path for s in inputs]
             print(f"{', '.join(names) if len(names) <= 3 else f'{len(names)} files'} → "
@@ -439,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=["parquet", "ipc", "csv"], help="output type")
     p.add_argument("--columns", help="comma-separated columns to keep")
     p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--no-fsync", dest="fsync", action="store_false",
+                   help="do not flush each output to disk before it is published (faster "
+                        "for many small files; still never half-written if killed, but not "
+                        "safe against power loss)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("-q", "--quiet", action="store_true")
     add_reader_flags(p)

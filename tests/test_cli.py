@@ -289,6 +289,24 @@ def test_output_that_appears_while_writing_is_kept(tmp_path: Path, capsys,
     assert sorted(os.listdir(tmp_path)) == ["a.bin", "out.parquet"]
 
 
+def test_convert_no_fsync(stt1_files: list[Path], tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each output is fsynced once before it is published; --no-fsync skips that (many
+    small files), and the outputs are the same."""
+    synced: list[int] = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), fsync(fd))[1])
+    assert run("convert", *map(str, stt1_files), "--output-dir", str(tmp_path / "a"), "-q") == 0
+    assert len(synced) == len(stt1_files)
+    synced.clear()
+    assert run("convert", *map(str, stt1_files), "--output-dir", str(tmp_path / "b"), "-q",
+               "--no-fsync") == 0
+    assert synced == []
+    for source in stt1_files:
+        name = source.with_suffix(".parquet").name
+        assert pq.read_table(tmp_path / "a" / name).equals(pq.read_table(tmp_path / "b" / name))
+
+
 # -- atomic output ----------------------------------------------------------------------
 def test_atomic_path_fsyncs_before_publishing(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
