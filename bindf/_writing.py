@@ -27,14 +27,12 @@ from . import _frames
 from ._frames import info_of
 from ._header import parse_json_header
 from .errors import HeaderError
+from .formats._record_fields import NOT_A_TIME
 
 #: Rows converted and written per step: bounds the writer's extra memory on big frames.
 WRITE_CHUNK_ROWS = 1 << 20
 
 _U32_MAX = 2**32 - 1
-
-#: numpy's NaT: what a datetime64/timedelta64 field holds for a null time.
-_NOT_A_TIME = np.iinfo(np.int64).min
 
 
 def to_arrow_table(frame: Any) -> pa.Table:
@@ -154,7 +152,7 @@ def _time_values(column: pa.ChunkedArray, name: str, dtype: np.dtype) -> np.ndar
         ticks = pc.cast(pc.cast(column, target, safe=True), pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise ValueError(f"column {name!r} ({kind}) cannot be stored as {dtype}: {exc}") from None
-    values = pc.fill_null(ticks, _NOT_A_TIME).to_numpy()
+    values = pc.fill_null(ticks, NOT_A_TIME).to_numpy()
     return np.ascontiguousarray(values.view(dtype.newbyteorder("=")), dtype=dtype)
 
 

@@ -209,7 +209,7 @@ def test_import_bindf_is_lazy_and_knows_plugin_names_up_front() -> None:
     loaded = eval(result.stdout)  # noqa: S307 - a list of names printed by the child
     # only the shared machinery, no format module, no plugin, no dask
     assert set(loaded) <= {"bindf.formats._base", "bindf.formats._fixed", "bindf.formats._stream",
-                           "bindf.formats.fixed_format"}, loaded
+                           "bindf.formats._record_fields", "bindf.formats.fixed_format"}, loaded
 
 
 def test_a_broken_plugin_is_a_warning_naming_it() -> None:

@@ -526,7 +526,7 @@ def test_invalid_code_point_in_unicode_field(tmp_path: Path) -> None:
 def test_utf8_check_agrees_with_python() -> None:
     """The numpy UTF-8 automaton that finds the damaged values against Python's decoder,
     on values built from valid characters, classic invalid sequences and random bytes."""
-    from bindf.formats.fixed_format import text_to_arrow
+    from bindf.formats._record_fields import text_to_arrow
 
     rng = np.random.default_rng(7)
     pieces = [c.encode() for c in ("a", "\x00", "\u00e9", "\u20ac", "\ud7ff", "\ue000",

@@ -77,6 +77,14 @@ class RuntimeMembers(griffe.Extension):
             runtime_object = getattr(runtime_module, name, None)
             if inspect.isfunction(runtime_object):
                 inspector.inspect_function(griffe.ObjectNode(runtime_object, name, parent=module_node))
+        # Functions that only the module's __dir__ names (bindf.dask.read_<format>, one per
+        # registered format) are inspected too; a page lists them with ``members:``.
+        for name in dir(runtime_module):
+            if name.startswith("_") or name in module.members:
+                continue
+            runtime_object = getattr(runtime_module, name, None)
+            if inspect.isfunction(runtime_object):
+                inspector.inspect_function(griffe.ObjectNode(runtime_object, name, parent=module_node))
 
 
 #: ``:role:`target``` or ``:role:`~target``` (``~``: show only the last component).
