@@ -395,12 +395,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bindf",
-        description="Read binary files of scientific instruments (AstroPix .apx, FLIM LABS "
-                    "IT02/spectroscopy) and convert them to Parquet, Arrow or CSV.",
+        description="Read binary files of scientific instruments (AstroPix .apx and logs,\n"
+                    "A-STEP frames, FLIM LABS IT02/IT01/ITT1/FCS1/SP01/SPF1 and\n"
+                    "spectroscopy) and convert them to Parquet, Arrow or CSV.",
         epilog="exit codes: 0 ok, 2 usage, 65 bad input data, 66 input missing/unreadable,\n"
                "73 output exists (see --force), 74 I/O error writing output,\n"
-               "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); bindf follow exits 0 on\n"
-               "Ctrl-C or SIGTERM, its usual end",
+               "75 another ingest holds the dataset's lock, 130 interrupted (Ctrl-C),\n"
+               "143 terminated (SIGTERM); bindf follow exits 0 on Ctrl-C or SIGTERM,\n"
+               "its usual end",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from bindf import __version__

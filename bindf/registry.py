@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._params import Param, option
-from ._source import Source
+from ._source import Source, single_source
 from .errors import BindfWarning, UnknownFormatError
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ BUILTIN: tuple[FormatSpec, ...] = (
             option("v4_tick_ns", 25, "float", "AstroPix 4 timestamp unit, ns."),
             option("tot_mode", "firmware", 'Literal["firmware", "modular", "apx"]',
                    "AstroPix 4 ToT: the firmware's rule (exact), modulo 2**18, or read_apx's."),
-            option("chunk_bytes", 1 << 20, "int", "Upper bound of one read, in bytes."),
+            option("chunk_bytes", 2 << 20, "int", "Upper bound of one read, in bytes."),
         ),
     ),
     FormatSpec(
@@ -347,8 +347,15 @@ def get_format(name: str) -> FormatSpec:
         raise ValueError(f"unknown format {name!r}; bindf knows {sorted(_BY_NAME)}") from None
 
 
-def detect_format(source: Source) -> FormatSpec:
-    """Detect the format of ``source``: magic bytes, then extension, then probes."""
+def detect_format(source: Any) -> FormatSpec:
+    """The spec of ``source``'s format: by magic bytes, then extension, then probes.
+
+    ``source`` is one input as :func:`bindf.read` takes it (a path or URL, not a glob; a
+    file object; bytes); only its first bytes are read. An unrecognised file is an
+    :class:`~bindf.errors.UnknownFormatError` listing the formats tried.
+    """
+    if not isinstance(source, Source):
+        source = single_source(source)
     head = source.read_head(PROBE_BYTES)
     specs = [s for s in _specs() if s.public]
     for spec in specs:
@@ -365,7 +372,7 @@ def detect_format(source: Source) -> FormatSpec:
         raise UnknownFormatError("file is empty", path=source.path, offset=0)
     raise UnknownFormatError(
         f"unrecognised file format (first bytes {head[:8]!r}); bindf reads: "
-        + ", ".join(f"{s.name} ({s.description})" for s in _specs()),
+        + ", ".join(f"{s.name} ({s.description})" for s in specs),
         path=source.path,
         offset=0,
     )

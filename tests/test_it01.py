@@ -117,8 +117,10 @@ def test_projection_reads_only_the_asked_slots(tmp_path: Path) -> None:
 def test_unusable_channels_are_header_errors(header: dict, why: str, tmp_path: Path) -> None:
     path = tmp_path / "x.bin"
     path.write_bytes(it01_bytes(header, _random_records(2)))
-    with pytest.raises(HeaderError, match=why):
+    with pytest.raises(HeaderError, match=why) as raised:
         bindf.read_it01(path)
+    # at the JSON header, past the magic and its length field
+    assert (raised.value.path, raised.value.offset) == (str(path), 8)
     assert bindf.read_it01(path, slots=True).shape == (2, 9)  # raw slots need no channels
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,20 @@ def test_get_format_unknown():
 def test_magic_detection(tmp_path, magic, name):
     source = write(tmp_path, "file.dat", preamble(magic, {"channels": [0]}))
     assert detect_format(source).name == name
+
+
+def test_detect_format_takes_what_read_takes(tmp_path):
+    """A path, a str, bytes or a file object, as bindf.read takes them (a Source too)."""
+    import io
+
+    data = preamble(b"IT01", {"channels": [0]})
+    source = write(tmp_path, "file.dat", data)
+    for given in (Path(source.path), source.path, data, io.BytesIO(data)):
+        assert bindf.detect_format(given).name == "it01"
+    with pytest.raises(bindf.UnknownFormatError, match="unrecognised file format"):
+        bindf.detect_format(b"nothing known")
+    with pytest.raises(FileNotFoundError):
+        bindf.detect_format(tmp_path / "missing.bin")
 
 
 def test_magic_beats_extension(tmp_path):

@@ -81,3 +81,17 @@ def test_generic_read_hints_too(tmp_path) -> None:  # noqa: ANN001
         bindf.read(path, nrows=3)
     with pytest.raises(TypeError, match=r"'usecols'; polars picks a scan's columns: \.select"):
         bindf.scan(path, usecols=["g"])
+
+
+@pytest.mark.parametrize("fmt", ["apx", "astep"])
+def test_declared_option_defaults_are_the_readers(fmt: str) -> None:
+    """The registry declares options before any format module is imported; a default it
+    shows (signatures, stubs, docs) must be the one the reader uses when none is given."""
+    import importlib
+
+    spec = bindf.get_format(fmt)
+    module = importlib.import_module(f"bindf.formats.{fmt}")
+    declared = {o.name: o.default for o in spec.options}
+    assert declared["chunk_bytes"] == module.DEFAULT_CHUNK_BYTES
+    assert inspect.signature(getattr(bindf, f"read_{fmt}")).parameters[
+        "chunk_bytes"].default == module.DEFAULT_CHUNK_BYTES

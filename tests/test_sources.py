@@ -309,6 +309,17 @@ def test_empty_stream_is_unknown_format() -> None:
         bindf.read(b"")
 
 
+def test_unknown_format_lists_what_detection_can_find() -> None:
+    """The error lists the formats that detection tries, each with its description; not
+    ``records``, which is only ever read when asked for (it has no magic to find)."""
+    with pytest.raises(bindf.UnknownFormatError) as raised:
+        bindf.read(b"\x00\x01 not any format")
+    listed = str(raised.value).split("; bindf reads: ")[1]
+    names = [item.split(" (")[0] for item in listed.split("), ")]
+    assert "records" not in names
+    assert {"apx", "apx_log", "astep", "it02", "spectro", "itt1", "fcs1", "it01"} <= set(names)
+
+
 # -- the command line: standard input ----------------------------------------------------
 def _bindf(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "bindf", *args], capture_output=True,

@@ -159,6 +159,10 @@ class FixedLayoutReader(FixedRecordReader):
                 record = np.frombuffer(raw, dtype=hdt)[0]
                 header = {n: _python_value(record[n]) for n in hdt.names}
                 header_end += hdt.itemsize
+        # Where the values that make the layout are: the header's first byte (past the
+        # magic and, for JSON, its length field); 0 for a layout without a header.
+        values_at = 0 if layout.header is None else len(layout.magic) + (
+            4 if isinstance(layout.header, str) else 0)
         try:
             options = self.option_values
             dtype = np.dtype(resolve(layout.dtype, header, options))
@@ -168,17 +172,19 @@ class FixedLayoutReader(FixedRecordReader):
             declared = None if count is None or int(count) < 0 else int(count)
         except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:
             raise HeaderError(f"header values {header} do not give a valid layout: "
-                              f"{type(exc).__name__}: {exc}", path=self.path, offset=0) from None
+                              f"{type(exc).__name__}: {exc}", path=self.path,
+                              offset=values_at) from None
         if dtype.itemsize == 0:
-            raise HeaderError("the record dtype has zero size", path=self.path, offset=0)
+            raise HeaderError("the record dtype has zero size", path=self.path,
+                              offset=values_at)
         dtype = as_record_dtype(dtype)
         try:  # a dtype callable may give what a static dtype is refused for at construction
             check_record_dtype(dtype)
         except ValueError as exc:
-            raise HeaderError(str(exc), path=self.path, offset=0) from None
+            raise HeaderError(str(exc), path=self.path, offset=values_at) from None
         if offset < 0 or offset > self.source.size:
             raise HeaderError(f"data offset {offset} is outside the {self.source.size}-byte file",
-                              path=self.path, offset=0)
+                              path=self.path, offset=values_at)
         # The records are read with a dtype of the same bytes that numpy can hand to
         # readinto; the columns keep the declared field order and types.
         self.record_dtype = readable_dtype(dtype)
