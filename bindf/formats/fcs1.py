@@ -19,9 +19,10 @@ Damage (``on_error``): the data JSON unusable as a whole (``bad_data_block``), a
 entry that is not ``[[ch1, ch2], [vectors…]]`` (``bad_pair``), a vector that is not a
 list of numbers as long as ``lag_index`` (``bad_vector``), bytes after the data block
 (``trailing_bytes``). Offsets name the start of the block concerned (JSON text has no
-record boundaries to point at more closely). A file that ends inside the data block, or
-before it, is a truncation (the writer writes the file in five calls after computing
-it): a :class:`~bindf.errors.TruncatedFileWarning` and an empty table.
+record boundaries to point at more closely). A file whose metadata or data length runs
+past its end is a truncation (the writer writes the file in five calls after computing
+it): a :class:`~bindf.errors.TruncatedFileWarning` at that length field and an empty
+table, without metadata when the metadata block is the cut one.
 """
 
 from __future__ import annotations
@@ -150,12 +151,21 @@ class FCS1Reader(FormatReader):
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
         if self.options:
             raise TypeError(f"unexpected option(s) for read_fcs1: {sorted(self.options)}")
-        metadata, self.data_offset = read_preamble(
-            f, magic=FCS1_MAGIC, file_size=self.source.size, path=self.path,
-            format_label=FORMAT_LABEL)
         #: Warnings to give when the data is read (not at every open of the file).
         self._notices: list[BindfWarning] = []
         self._table = SCHEMA.empty_table()
+        try:
+            metadata, self.data_offset = read_preamble(
+                f, magic=FCS1_MAGIC, file_size=self.source.size, path=self.path,
+                format_label=FORMAT_LABEL)
+        except HeaderError as exc:
+            why = self._metadata_cut(f)
+            if why is None:  # complete but not a JSON object: a bad header
+                raise
+            # A length running past the end is a file still being written (the writer
+            # writes it in five calls once the curves are computed): no metadata yet.
+            self._truncated(exc.offset if exc.offset is not None else len(FCS1_MAGIC), why)
+            return {"notes_text": "", "channel_names": {}, "layout": None}
         pairs, lags = self._read_data(f)
         counts = [len(p.vectors) for p in pairs]
         layout = detect_layout(counts, metadata.get("num_acquisitions")) if pairs else None
@@ -174,6 +184,22 @@ class FCS1Reader(FormatReader):
         header.setdefault("channel_names", channel_names)
         header.setdefault("layout", layout)
         return header
+
+    def _metadata_cut(self, f: BinaryIO) -> str | None:
+        """Why the metadata block is incomplete (the file ends in its length field or
+        before its declared end), or None when it is complete."""
+        size = self.source.size
+        field_end = len(FCS1_MAGIC) + 4
+        if size < field_end:
+            return "the file ends inside the metadata length field"
+        f.seek(len(FCS1_MAGIC))
+        field = read_exact(f, 4)
+        if len(field) < 4:
+            return "the file shrank while it was read"
+        (length,) = _U32.unpack(field)
+        if length > size - field_end:
+            return f"the metadata block declares {length} bytes but only {size - field_end} follow"
+        return None
 
     # -- the data block -------------------------------------------------------------------
     def _read_data(self, f: BinaryIO) -> tuple[list[_Pair], pa.Array | None]:
