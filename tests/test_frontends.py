@@ -97,6 +97,71 @@ def test_multi_file_glob_paths_and_row_index(stt1_files: list[Path], tmp_path: P
     assert df.drop("idx", "path").equals(singles)
 
 
+def _opened_during(action, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths whose files ``action()`` opened (headers and data alike)."""
+    from bindf._source import Source
+
+    opened: list[str] = []
+    real = Source.open
+
+    def counting(self: Source):  # noqa: ANN202 - Source.open's own type
+        opened.append(self.path)
+        return real(self)
+
+    monkeypatch.setattr(Source, "open", counting)
+    action()
+    monkeypatch.undo()
+    return opened
+
+
+@pytest.mark.parametrize("predicate, kept", [
+    (lambda f: pl.col("path") == f[1], [1]),
+    (lambda f: (pl.col("path") == f[1]) | (pl.col("path") == f[2]), [1, 2]),
+    (lambda f: (pl.col("path") != f[0]) & (pl.col("channel") == 1) & (pl.col("event") > 3),
+     [1, 2]),
+    (lambda f: pl.col("path").is_in([f[2]]) & pl.col("path").str.ends_with(".bin"), [2]),
+    (lambda f: pl.col("path").str.contains("no such run"), []),
+])
+@pytest.mark.parametrize("row_index", [None, "idx"])
+def test_a_path_predicate_opens_only_the_files_it_keeps(
+        stt1_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        predicate, kept: list[int], row_index: str | None) -> None:
+    """A filter on the include_file_paths column is decided per file: the others are
+    not read (nor opened, when the row index does not need their row counts), and the
+    rows (row index included) are those of the eager read, filtered."""
+    files = [str(p) for p in stt1_files]
+    expr = predicate(files)
+    lazy = pl.scan_spectro(str(tmp_path / "run*.bin"), include_file_paths="path",
+                           row_index_name=row_index, row_index_offset=10)
+    got: list[pl.DataFrame] = []
+    opened = _opened_during(lambda: got.append(lazy.filter(expr).collect()), monkeypatch)
+    eager = bindf.read(str(tmp_path / "run*.bin"), output="polars", include_file_paths="path",
+                       row_index_name=row_index, row_index_offset=10)
+    expected = eager.filter(expr)
+    assert got[0].equals(expected)
+    assert sorted(set(got[0]["path"])) == [files[i] for i in kept if expected.height]
+    if row_index is None or not kept:
+        assert set(opened) == {files[i] for i in kept}
+    else:  # the row counts of the files before the last kept one come from their headers
+        assert set(opened) <= set(files[: max(kept) + 1])
+
+
+def test_a_path_predicate_with_a_row_index_of_unknown_counts(
+        stt1_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without row counts from the headers, the files before the last kept one are read
+    (their rows numbered, then filtered out); the files after it are not."""
+    from bindf.formats._fixed import FixedRecordReader
+
+    monkeypatch.setattr(FixedRecordReader, "count_rows", lambda self: None)
+    files = [str(p) for p in stt1_files]
+    lazy = pl.scan_spectro(str(tmp_path / "run*.bin"), include_file_paths="path",
+                           row_index_name="idx").filter(pl.col("path") == files[1])
+    got = lazy.collect()
+    assert got["idx"].to_list() == list(range(1000, 1500))
+    opened = _opened_during(lazy.collect, monkeypatch)
+    assert files[2] not in opened
+
+
 def test_multi_file_n_rows_spans_files(stt1_files: list[Path]) -> None:
     df = bindf.read(stt1_files, n_rows=1200, include_file_paths="path", output="polars")
     assert df.height == 1200

@@ -38,6 +38,40 @@ def _polars_fields(schema: pa.Schema) -> tuple[tuple[str, pl.DataType], ...]:
     return tuple(pl.from_arrow(schema.empty_table()).schema.items())  # type: ignore[union-attr]
 
 
+def _conjuncts(predicate: pl.Expr) -> list[pl.Expr]:
+    """The terms of ``predicate`` that must all hold (``a & b & c`` → a, b, c). Found
+    structurally (is the expression the ``&`` of its two inputs?), which every polars
+    version answers alike."""
+    parts = predicate.meta.pop()
+    if len(parts) == 2:
+        for left, right in (parts, parts[::-1]):
+            if predicate.meta.eq(left & right):
+                return _conjuncts(left) + _conjuncts(right)
+    return [predicate]
+
+
+def _files_kept(paths: list[str], column: str | None,
+                predicate: pl.Expr | None) -> list[bool] | None:
+    """Which files may hold a row that passes ``predicate``, judged by its terms that use
+    only the file path column ``column``; None when there are no such terms.
+
+    Sound because polars pushes only row-by-row predicates into a scan (the rows of a
+    batch are already filtered one by one): a term of the path alone has one value for
+    all the rows of a file.
+    """
+    if predicate is None or column is None:
+        return None
+    terms = [t for t in _conjuncts(predicate) if set(t.meta.root_names()) == {column}]
+    if not terms:
+        return None
+    try:
+        verdict = pl.DataFrame({column: paths}, schema={column: pl.String}).select(
+            pl.all_horizontal(terms).fill_null(False)).to_series()
+    except Exception:  # noqa: BLE001 - only a shortcut: the rows' filter reports it
+        return None
+    return verdict.to_list()
+
+
 def register_bindf_source(
     io_source: Callable[..., Iterator[pl.DataFrame]],
     *,
@@ -105,11 +139,13 @@ def scan(
     # two pools together do not oversubscribe the machine.
     threads = min(resolve_threads(threads), pl.thread_pool_size())
 
-    def make_plan(columns: list[str] | None, n_rows: int | None, size: int | None) -> ReadPlan:
+    def make_plan(columns: list[str] | None, n_rows: int | None, size: int | None, *,
+                  files: Any = None, first_row_index: int | None = None) -> ReadPlan:
         return ReadPlan.from_kwargs(
-            sources, format=format, columns=columns, n_rows=n_rows,
-            batch_size=batch_size or size, include_file_paths=include_file_paths,
-            row_index_name=row_index_name, row_index_offset=row_index_offset,
+            sources if files is None else files, format=format, columns=columns,
+            n_rows=n_rows, batch_size=batch_size or size, include_file_paths=include_file_paths,
+            row_index_name=row_index_name,
+            row_index_offset=row_index_offset if first_row_index is None else first_row_index,
             storage_options=storage_options, progress=progress, threads=threads, **options)
 
     sources: Any = source
@@ -133,32 +169,73 @@ def scan(
             needed = set(predicate.meta.root_names())
             columns = list(dict.fromkeys([*columns, *(c for c in schema if c in needed)]))
         # With a predicate, n_rows counts surviving rows, so the reader cannot stop early.
-        plan = make_plan(columns, n_rows if predicate is None else None, size_hint)
+        limit = n_rows if predicate is None else None
+        plans = [make_plan(columns, limit, size_hint, files=files, first_row_index=first)
+                 for files, first in _file_runs(predicate)]
         try:
-            yield from _frames(plan, predicate, with_columns, n_rows)
+            yield from _frames(plans, predicate, with_columns, n_rows)
         finally:  # the damage this collect dropped, for lf.bindf.info (see scan's doc)
-            errors = plan.info().get("errors")
+            errors: dict[str, int] = {}
+            for plan in plans:
+                for kind, count in plan.info().get("errors", {}).items():
+                    errors[kind] = errors.get(kind, 0) + count
             if errors:
                 info["errors"] = errors
             else:
                 info.pop("errors", None)
 
-    def _frames(plan: ReadPlan, predicate: pl.Expr | None, with_columns: list[str] | None,
-                n_rows: int | None) -> Iterator[pl.DataFrame]:
+    def _file_runs(predicate: pl.Expr | None) -> list[tuple[Any, int | None]]:
+        """The files to read, as runs of consecutive files, each with the row index of
+        its first row (None: the scan's ``row_index_offset``).
+
+        A predicate on the ``include_file_paths`` column is decided per file before any
+        is opened for its data (``filter(pl.col("path") == one)`` over a glob of
+        thousands of runs reads one). Files after the last kept one never shift a row
+        index; files skipped before a kept one do, by their row counts, which only some
+        formats know from the header: without them every file up to the last kept one
+        is read (and filtered row by row, as always).
+        """
+        kept = _files_kept([s.path for s in sources], include_file_paths, predicate)
+        if kept is None or all(kept):
+            return [(None, None)]
+        if not any(kept):
+            return []
+        last = max(i for i, keep in enumerate(kept) if keep)
+        if not row_index_name:
+            return [([s for s, keep in zip(sources, kept) if keep], None)]
+        counts = []
+        for index in range(last):
+            count = template.reader_for(index).count_rows()
+            if count is None:
+                return [(sources[: last + 1], None)]
+            counts.append(count)
+        runs, first_row = [], row_index_offset
+        for index in range(last + 1):
+            if kept[index] and (index == 0 or not kept[index - 1]):
+                runs.append(([], first_row))
+            if kept[index]:
+                runs[-1][0].append(sources[index])
+            if index < last:
+                first_row += counts[index]
+        return runs
+
+    def _frames(plans: list[ReadPlan], predicate: pl.Expr | None,
+                with_columns: list[str] | None, n_rows: int | None) -> Iterator[pl.DataFrame]:
         remaining = n_rows
-        for batch in plan.iter_batches():
-            frame = batch_to_polars(batch)
-            if predicate is not None:
-                frame = frame.filter(predicate)
-            if with_columns is not None:
-                frame = frame.select(with_columns)
-            if remaining is not None:
-                frame = frame.head(remaining)
-                remaining -= frame.height
-            if frame.height:
-                yield frame
-            if remaining is not None and remaining <= 0:
-                return
+        for plan in plans:
+            for batch in plan.iter_batches():
+                frame = batch_to_polars(batch)
+                if predicate is not None:
+                    frame = frame.filter(predicate)
+                if with_columns is not None:
+                    frame = frame.select(with_columns)
+                if remaining is not None:
+                    frame = frame.head(remaining)
+                    remaining -= frame.height
+                if frame.height:
+                    yield frame
+                if remaining is not None and remaining <= 0:
+                    return
 
     lazy = register_bindf_source(
         io_source,
