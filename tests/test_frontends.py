@@ -162,6 +162,35 @@ def test_a_path_predicate_with_a_row_index_of_unknown_counts(
     assert files[2] not in opened
 
 
+def test_a_streamed_glob_of_large_files_decodes_one_at_a_time(
+        stt1_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks and batches of a glob of large files: the files are streamed one after
+    the other (the first batch opens the first file only), each with every thread; an
+    eager read still decodes them side by side. Same rows either way."""
+    from bindf.frontends import batches
+
+    monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)  # no file decoded inline
+    monkeypatch.setattr(batches, "STREAM_AHEAD_MAX_FILE_BYTES", 1000)  # all "large"
+    pattern = str(tmp_path / "run*.bin")
+    plan = batches.ReadPlan(pattern, threads=2, batch_size=100)
+    assert not plan._parallel_files() and plan.first_reader.threads == 2
+
+    def first_batch() -> None:
+        with bindf.open(pattern, threads=2, batch_size=100) as f:
+            batch = next(f.iter_batches())
+            assert batch.num_rows == 100
+
+    assert set(_opened_during(first_batch, monkeypatch)) == {str(stt1_files[0])}
+    monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)
+    monkeypatch.setattr(batches, "STREAM_AHEAD_MAX_FILE_BYTES", 1000)
+    with bindf.open(pattern, threads=2) as f:
+        streamed = pa.Table.from_batches(list(f.iter_batches(batch_size=300)))
+    eager_plan = batches.ReadPlan(pattern, threads=2)
+    eager = pa.Table.from_batches(eager_plan.all_batches())
+    assert eager_plan._parallel_files() and eager_plan.first_reader.threads == 1
+    assert streamed.equals(eager) and eager.num_rows == 1750
+
+
 def test_multi_file_n_rows_spans_files(stt1_files: list[Path]) -> None:
     df = bindf.read(stt1_files, n_rows=1200, include_file_paths="path", output="polars")
     assert df.height == 1200

@@ -9,6 +9,7 @@ apart.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
@@ -134,6 +135,8 @@ class ReadPlan:
         self.keeps_every_batch = True
         if self._first is not None:
             self._first.keeps_every_batch = True
+            # files may now be decoded side by side: the first one gets its share
+            self._first.threads = self._threads_per_file()
         return list(self.iter_batches())
 
     def _open(self, source: Source, format: str | None) -> FormatReader:
@@ -152,13 +155,29 @@ class ReadPlan:
         return reader
 
     def _threads_per_file(self) -> int:
-        """Threads each file's reader gets: all of them for one file; with several
-        files, the pool decodes files in parallel and each reader gets its share."""
+        """Threads each file's reader gets: all of them for files read one after the
+        other; when the pool decodes files in parallel, each reader gets its share."""
+        if not self._parallel_files():
+            return self.threads
         return max(1, self.threads // min(self.threads, len(self.sources)))
 
     def _parallel_files(self) -> bool:
-        return (self.threads > 1 and len(self.sources) > 1 and self.record_range is None
-                and not all(map(_decoded_inline, self.sources)))
+        """Whether files are decoded side by side on the pool, each whole, ahead of the
+        consumer (see :meth:`_files_in_parallel`). A streamed read (scan, chunks,
+        ``iter_batches``) does so only with files of at most
+        :data:`STREAM_AHEAD_MAX_FILE_BYTES`: it would hold ``threads + 1`` whole decoded
+        files, where it promises a few batches (32 threads and 1 GB runs: ~33 GB before
+        the first chunk). Larger files are streamed one after the other, each decoded
+        with every thread."""
+        if not (self.threads > 1 and len(self.sources) > 1 and self.record_range is None):
+            return False
+        if all(map(_decoded_inline, self.sources)):
+            return False
+        return self.keeps_every_batch or self._all_files_small
+
+    @functools.cached_property
+    def _all_files_small(self) -> bool:
+        return all(0 <= s.size <= STREAM_AHEAD_MAX_FILE_BYTES for s in self.sources)
 
     def _extra_fields(self) -> list[pa.Field]:
         extra = []
@@ -564,6 +583,10 @@ class _Units:
 #: the kernels) is small. Larger files, and every remote file (whose reads wait on the
 #: network), go to the thread pool.
 PARALLEL_MIN_FILE_BYTES = 1 << 20
+
+#: The largest file that a streamed multi-file read decodes whole ahead of its consumer
+#: (see :meth:`ReadPlan._parallel_files`): ``threads + 1`` such files at most are held.
+STREAM_AHEAD_MAX_FILE_BYTES = 16 << 20
 
 
 def _decoded_inline(source: Source) -> bool:
