@@ -681,3 +681,160 @@ def test_plot_decay(kind: str, tmp_path: Path) -> None:
     assert len(counts) == 128 and edges[-1] == 25.0
     assert counts[0] > 20 * max(counts[-10:].max(), 1)  # it decays
     saved(ax, tmp_path / f"decay_{kind}.png")
+
+
+# --- frames read from several files (include_file_paths) ------------------------------
+
+
+def multi_file(kind: str, columns: dict[str, Any], fmt: str, header: dict[str, Any]) -> Any:
+    """Like frame(), with a ``file`` column and two sources in the metadata."""
+    df = frame(kind, columns, fmt, header)
+    info = {**df.bindf.info, "source": ["runs/a.bin", "runs/b.bin"]}
+    if kind == "pandas":
+        df.attrs["bindf"] = info
+    else:
+        set_polars_info(df, info)
+    return df
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rebin_works_file_by_file(kind: str) -> None:
+    # Two files on the same time axis, b's rows first: the old code sorted both together
+    # and summed a's and b's counts into the same coarse bins.
+    columns = it02_columns([1e6, 2e6, 3e6, 1e6, 2e6, 3e6], ch2=[10, 20, 30, 1, 2, 3])
+    columns["file"] = np.array(["runs/b.bin"] * 3 + ["runs/a.bin"] * 3)
+    df = multi_file(kind, columns, "it02", IT02_HEADER)
+    rb = as_polars(df.bindf.rebin(2000), kind)
+    assert rb.columns == ["file", "time_ns", "ch2"]
+    assert rb.rows() == [("runs/b.bin", 2e6, 30), ("runs/b.bin", 3e6, 30),
+                         ("runs/a.bin", 2e6, 3), ("runs/a.bin", 3e6, 3)]
+    # The partial last bin of every file is dropped.
+    assert as_polars(df.bindf.rebin(2000, drop_partial=True), kind).rows() == [
+        ("runs/b.bin", 2e6, 30), ("runs/a.bin", 2e6, 3)]
+    rate = as_polars(df.bindf.count_rate(), kind)
+    assert rate.columns == ["file", "time_ns", "ch2"]
+    assert rate["ch2"].to_list() == [10_000.0, 20_000.0, 30_000.0, 1000.0, 2000.0, 3000.0]
+    ax = df.bindf.plot_trace()
+    assert [line.get_label() for line in ax.lines] == ["Channel 2 (b.bin)", "Channel 2 (a.bin)"]
+    assert list(ax.lines[1].get_ydata()) == [1, 2, 3]
+
+
+def test_rebin_on_two_real_exports_equals_each_file_alone(tmp_path: Path) -> None:
+    sample = Path(bindf.__file__).parent / "samples" / "intensity_tracing_it02.bin"
+    full = Path(__file__).parent / "data" / "intensity-tracing-export-data-example.bin"
+    both = bindf.read_it02([sample, full], include_file_paths="file", output="polars")
+    coarse = both.bindf.rebin(7000)
+    for path in (sample, full):
+        alone = bindf.read_it02(path, output="polars").bindf.rebin(7000)
+        mine = coarse.filter(pl.col("file") == str(path)).drop("file")
+        assert mine.equals(alone)
+    assert coarse.height == 29 + 429
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_helpers_refuse_several_files_without_a_file_column(kind: str) -> None:
+    df = multi_file(kind, it02_columns([1e6, 1e6], ch2=[1, 2]), "it02", IT02_HEADER)
+    with pytest.raises(ValueError, match="include_file_paths='file'"):
+        df.bindf.rebin(2000)
+    hits = multi_file(kind, apx_columns(HITS), "apx", AP4)
+    with pytest.raises(ValueError, match=r"hits_per_readout\(\) works file by file"):
+        hits.bindf.hits_per_readout()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hits_per_readout_and_matching_work_file_by_file(kind: str) -> None:
+    # AstroPix 3 runs converted from logs have wall_timestamp 0: readout 0 of two files
+    # used to be one readout.
+    columns = {
+        "readout_id": np.array([0, 0, 0, 0], dtype="u4"),
+        "wall_timestamp": np.zeros(4, dtype="u8"),
+        "chip_id": np.zeros(4, dtype="u1"),
+        "column": np.array([0, 1, 0, 1], dtype="u1"),
+        "location": np.array([3, 7, 5, 9], dtype="u1"),
+        "tot_us": np.array([1.0, 0.9, 1.0, 0.95]),
+        "file": np.array(["runs/a.bin", "runs/a.bin", "runs/b.bin", "runs/b.bin"]),
+    }
+    df = multi_file(kind, columns, "apx", {"readout_uid": 3000})
+    per_readout = as_polars(df.bindf.hits_per_readout(), kind)
+    assert per_readout.rows() == [("runs/a.bin", 0, 0, 2), ("runs/b.bin", 0, 0, 2)]
+    # Without the file, the greedy rule would pair a's row 3 with b's column 9.
+    pixels = as_polars(df.bindf.match_rows_columns(), kind)
+    assert pixels.select("file", "row", "column").rows() == [("runs/a.bin", 3, 7),
+                                                              ("runs/b.bin", 5, 9)]
+    ax = df.bindf.plot_hits_per_readout()
+    assert ax.get_xlabel() == "Readout id"
+    assert [line.get_label() for line in ax.lines] == ["a.bin", "b.bin"]
+
+
+# --- FCS1 -----------------------------------------------------------------------------
+
+
+def fcs1_columns(g2: list[float | None], is_mean: list[bool], vector: list[int],
+                 lags: int) -> dict[str, Any]:
+    n = len(g2)
+    return {"pair_index": np.zeros(n, dtype="i4"), "channel_1": np.full(n, 3, dtype="u1"),
+            "channel_2": np.full(n, 5, dtype="u1"), "vector_index": np.array(vector, "i4"),
+            "is_mean": np.array(is_mean), "lag_index": np.tile(np.arange(lags), n // lags),
+            "tau_us": np.tile(np.arange(lags) * 10.0, n // lags), "g2": g2}
+
+
+@pytest.mark.parametrize("kind", ("polars", "lazy"))
+def test_mean_curves_takes_a_null_g2_as_nan(kind: str) -> None:
+    # Two acquisitions, one null at lag 1: the old sum/len read it as 0 (g2 = 1.0).
+    df = frame(kind, fcs1_columns([4.0, 2.0, 2.0, None], [False] * 4, [0, 0, 1, 1], 2),
+               "fcs1", {"bin_width": 10})
+    mean = as_polars(df.bindf.mean_curves(), kind)
+    assert mean["g2"].to_list()[0] == 3.0
+    assert np.isnan(mean["g2"][1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mean_curves_stored_or_computed(kind: str) -> None:
+    stored = fcs1_columns([9.0, 8.0, 1.0, 2.0, 3.0, 4.0], [True, True] + [False] * 4,
+                          [0, 0, 1, 1, 2, 2], 2)
+    mean = as_polars(frame(kind, stored, "fcs1", {}).bindf.mean_curves(), kind)
+    assert mean.columns == ["pair_index", "channel_1", "channel_2", "lag_index", "tau_us",
+                            "g2", "stored"]
+    assert mean.select("lag_index", "g2", "stored").rows() == [(0, 9.0, True),
+                                                               (1, 8.0, True)]
+    # A NaN (JSON null in the file) gives NaN; pandas NaN used to become a polars null
+    # that sum / len read as 0 (lag 1 came out 1.0).
+    computed = fcs1_columns([1.0, 2.0, 3.0, np.nan], [False] * 4, [0, 0, 1, 1], 2)
+    mean = frame(kind, computed, "fcs1", {}).bindf.mean_curves()
+    g2 = mean["g2"].to_numpy()
+    assert g2[0] == 2.0 and np.isnan(g2[1])
+    assert mean["stored"].to_list() == [False, False]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mean_curves_work_file_by_file(kind: str) -> None:
+    # File b (no stored mean) comes first; file a stores its mean.
+    b = fcs1_columns([1.0, 2.0, 3.0, 4.0], [False] * 4, [0, 0, 1, 1], 2)
+    a = fcs1_columns([9.0, 8.0, 0.0, 0.0], [True, True, False, False], [0, 0, 1, 1], 2)
+    columns = {name: np.concatenate([b[name], a[name]]) for name in b}
+    columns["file"] = np.array(["runs/b.bin"] * 4 + ["runs/a.bin"] * 4)
+    df = multi_file(kind, columns, "fcs1", {})
+    mean = as_polars(df.bindf.mean_curves(), kind)
+    assert mean.select("file", "lag_index", "g2", "stored").rows() == [
+        ("runs/b.bin", 0, 2.0, False), ("runs/b.bin", 1, 3.0, False),
+        ("runs/a.bin", 0, 9.0, True), ("runs/a.bin", 1, 8.0, True)]
+    ax = df.bindf.plot_correlation()
+    assert [line.get_label() for line in ax.lines] == ["Channel 4 × Channel 6 (b.bin)",
+                                                        "Channel 4 × Channel 6 (a.bin)"]
+    assert list(ax.lines[0].get_xdata()) == [10.0]  # tau 0 left out of the log axis
+
+
+def test_mean_curves_on_the_real_export_match_pandas() -> None:
+    curves = bindf.read_fcs1(Path(bindf.__file__).parent / "samples" / "fcs_curves_fcs1.bin")
+    mean = curves.bindf.mean_curves()
+    expected = curves.groupby(["pair_index", "lag_index"]).g2.mean()
+    assert len(mean) == 7 * 82 and not mean["stored"].any()
+    np.testing.assert_array_equal(mean["g2"].to_numpy(), expected.to_numpy())
+    ax = curves.bindf.plot_correlation(curves="all")
+    assert len(ax.lines) == 14 and ax.get_xscale() == "log" and ax.get_xlabel() == "τ [µs]"
+
+
+def test_plot_hit_map_refuses_a_chip_without_hits() -> None:
+    df = frame("polars", apx_columns(HITS), "apx", AP4)
+    with pytest.raises(ValueError, match=r"its chips are \[0, 1\]"):
+        df.bindf.plot_hit_map(chip=2)

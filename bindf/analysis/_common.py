@@ -66,6 +66,55 @@ def columns_of(frame: Any, names: Sequence[str], helper: str) -> pl.DataFrame:
     raise TypeError(f"expected a pandas or polars frame, not {type(frame).__name__}")
 
 
+def file_columns(frame: Any, info: Mapping[str, Any] | None, helper: str,
+                 needed: Sequence[str] = ()) -> list[str]:
+    """The columns that tell the files of a multi-file read apart: the frame's text
+    columns (``include_file_paths="file"`` adds one; no AstroPix, intensity-tracing or
+    FCS column holds text).
+
+    Helpers that follow a trace, a readout or a curve work file by file on them. A frame
+    whose metadata lists several source files but that has no such column cannot be
+    split: a ValueError says to read it with ``include_file_paths=``. Columns in
+    ``needed`` (the helper's own) are never file columns.
+    """
+    if isinstance(frame, pd.DataFrame):
+        names = [str(name) for name, dtype in frame.dtypes.items()
+                 if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype)]
+    elif isinstance(frame, (pl.DataFrame, pl.LazyFrame)):
+        schema = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
+        names = [name for name, dtype in schema.items()
+                 if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)]
+    else:
+        raise TypeError(f"expected a pandas or polars frame, not {type(frame).__name__}")
+    names = [name for name in names if name not in needed]
+    if not names:
+        source = (info or {}).get("source")
+        if isinstance(source, (list, tuple)) and len(source) > 1:
+            raise ValueError(
+                f"{helper}() works file by file, and this frame holds {len(source)} files "
+                "with no column telling their rows apart: read them with "
+                "include_file_paths='file' (or one file at a time)"
+            )
+    return names
+
+
+def sort_by_file(data: pl.DataFrame, files: Sequence[str], *then: str) -> pl.DataFrame:
+    """``data`` sorted by file, files in the order they first come in ``data``, then by
+    the columns ``then`` (stable: ties keep their order)."""
+    if not files:
+        return data.sort(list(then), maintain_order=True) if then else data
+    order = pl.int_range(pl.len(), dtype=pl.UInt32)
+    keyed = data.with_columns(order.alias("_bindf_row")).with_columns(
+        pl.col("_bindf_row").min().over(list(files)).alias("_bindf_file"))
+    return keyed.sort(["_bindf_file", *then], maintain_order=True).drop(
+        "_bindf_row", "_bindf_file")
+
+
+def file_label(values: Sequence[Any]) -> str:
+    """A short label for one file's group in a plot legend: the file's base name."""
+    return ", ".join(str(value).replace("\\", "/").rsplit("/", 1)[-1] for value in values)
+
+
 def like_input(result: pl.DataFrame, frame: Any) -> pd.DataFrame | pl.DataFrame:
     """``result`` in the library of ``frame``: pandas for pandas, polars otherwise.
 

@@ -49,7 +49,8 @@ class AnalysisMethods:
         """AstroPix: hits in each readout, in time order.
 
         Columns ``readout_id, timestamp, hits`` (readouts without hits are not in a hit
-        table, so not here either).
+        table, so not here either); file by file, after the file column, for frames read
+        with ``include_file_paths=``.
         """
         return self._call("hits_per_readout")
 
@@ -90,7 +91,9 @@ class AnalysisMethods:
         """FCS1: the mean G(τ) of each channel pair, one row per pair × lag: the stored
         mean where the file has one, else the arithmetic mean of the acquisitions.
 
-        Columns ``pair_index, channel_1, channel_2, lag_index, tau_us, g2, stored``.
+        Columns ``pair_index, channel_1, channel_2, lag_index, tau_us, g2, stored``
+        (after the file column, file by file, for frames read with
+        ``include_file_paths=``).
         """
         return self._call("mean_curves")
 
@@ -106,7 +109,8 @@ class AnalysisMethods:
         header's ``bin_width_micros``, else ValueError).
 
         Counts become uint64; the result keeps the bindf metadata with the new bin
-        width. The last bin may be partial; ``drop_partial=True`` drops it.
+        width. The last bin may be partial; ``drop_partial=True`` drops it. Frames read
+        with ``include_file_paths=`` are rebinned file by file.
         """
         return self._call("rebin", width_us, drop_partial=drop_partial)
 

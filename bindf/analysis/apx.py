@@ -33,10 +33,13 @@ from ._common import (
     column_names,
     columns_of,
     dense_groups,
+    file_columns,
+    file_label,
     float_values,
     grouped_histogram,
     like_input,
     new_axes,
+    sort_by_file,
 )
 
 #: The ``df.bindf`` methods this module serves.
@@ -67,7 +70,10 @@ def hit_map(frame: Any, info: Mapping[str, Any], *, per_chip: bool = False,
     """Hits per pixel over the whole pixel grid, zeros included (dead pixels show).
 
     Columns: ``chip_id`` (with ``per_chip=True``), ``row``, ``column`` (uint8), ``hits``
-    (int64); one row per pixel of the grid (per chip present), sorted.
+    (int64); one row per pixel of the grid (per chip present), sorted. Hits with a
+    null ``chip_id``, ``row`` or ``column`` (the unmatched half-hits of
+    ``match_rows_columns(keep_unmatched=True)``) name no pixel and are not counted.
+    Frames from several files are summed.
     """
     data = columns_of(frame, ["chip_id", "row", "column"], "hit_map")
     return like_input(_hit_map(data, info["header"], per_chip, shape), frame)
@@ -93,11 +99,14 @@ def hits_per_readout(frame: Any, info: Mapping[str, Any]) -> Frame:
 
     Columns: ``readout_id``, ``timestamp`` (as in the hit table; ``wall_timestamp`` for
     AstroPix 3 tables, which call it so) and ``hits`` (int64). Readouts without any hit
-    have no row in a hit table, so they do not appear here.
+    have no row in a hit table, so they do not appear here. A frame read from several
+    files with ``include_file_paths="file"`` is counted file by file (readout ids
+    restart in every file): the result starts with that column, files in frame order.
     """
     time = _readout_time_column(frame)
-    data = columns_of(frame, ["readout_id", time], "hits_per_readout")
-    table = _hits_per_readout(data.rename({time: "timestamp"}))
+    files = file_columns(frame, info, "hits_per_readout", ["readout_id", time])
+    data = columns_of(frame, [*files, "readout_id", time], "hits_per_readout")
+    table = _hits_per_readout(data.rename({time: "timestamp"}), files)
     return like_input(table.rename({"timestamp": time}), frame)
 
 
@@ -131,6 +140,9 @@ def match_rows_columns(frame: Any, info: Mapping[str, Any] | None = None, *,
     an unmatched column half), ``decoding_order_row``, ``decoding_order_column`` (when
     present), one row per pixel hit, in the order of the frame (by the earlier of the two
     half-hits). ``hit_map``, ``tot_histogram`` and ``plot_hit_map`` take this table.
+    A frame read from several files with ``include_file_paths="file"`` is matched file
+    by file (a half-hit never pairs with one of another file), and the result keeps that
+    column first.
 
     In the public AstroPix 3 sample the two halves of a pixel hit share the chip
     timestamp, and the row half's ToT is the larger by about 0.1 µs (19 clock cycles,
@@ -139,10 +151,11 @@ def match_rows_columns(frame: Any, info: Mapping[str, Any] | None = None, *,
     """
     names = column_names(frame)
     optional = [c for c in ("chip_timestamp", "wall_timestamp", "decoding_order") if c in names]
-    data = columns_of(frame, ["readout_id", "chip_id", "column", "location", "tot_us",
-                              *optional], "match_rows_columns")
-    result = like_input(_match_rows_columns(data, same_chip_timestamp, max_tot_difference_us,
-                                            keep_unmatched), frame)
+    needed = ["readout_id", "chip_id", "column", "location", "tot_us", *optional]
+    files = file_columns(frame, info, "match_rows_columns", needed)
+    data = columns_of(frame, [*files, *needed], "match_rows_columns")
+    result = like_input(_match_rows_columns(data, files, same_chip_timestamp,
+                                            max_tot_difference_us, keep_unmatched), frame)
     if info is not None:  # the pixel table keeps the run's metadata: .bindf.hit_map() works
         if isinstance(result, pd.DataFrame):
             result.attrs["bindf"] = dict(info)
@@ -160,6 +173,10 @@ def plot_hit_map(frame: Any, info: Mapping[str, Any], *, chip: int | None = None
     """Image of the hit map (row up, column across); one chip, or all chips summed."""
     data = columns_of(frame, ["chip_id", "row", "column"], "plot_hit_map")
     if chip is not None:
+        chips = data["chip_id"].drop_nulls().unique().sort().to_list()
+        if chips and chip not in chips:
+            raise ValueError(f"plot_hit_map(chip={chip!r}): this frame has no hit of that "
+                             f"chip; its chips are {chips}")
         data = data.filter(pl.col("chip_id") == chip)
     header = info["header"]
     table = _hit_map(data, header, False, shape)
@@ -195,25 +212,44 @@ def plot_tot(frame: Any, info: Mapping[str, Any], *,
 
 
 def plot_hits_per_readout(frame: Any, info: Mapping[str, Any], *, ax: Any = None) -> Any:
-    """Hits per readout against time since the first readout."""
+    """Hits per readout against time since the first readout (of each file, one line
+    per file for a frame read with ``include_file_paths="file"``).
+
+    Tables without a per-readout time (AstroPix 3 runs converted from text logs have
+    ``wall_timestamp`` 0 everywhere) are drawn against ``readout_id`` instead.
+    """
     time = _readout_time_column(frame)
-    data = columns_of(frame, ["readout_id", time], "plot_hits_per_readout")
-    table = _hits_per_readout(data.rename({time: "timestamp"}))
+    files = file_columns(frame, info, "plot_hits_per_readout", ["readout_id", time])
+    data = columns_of(frame, [*files, "readout_id", time], "plot_hits_per_readout")
+    table = _hits_per_readout(data.rename({time: "timestamp"}), files)
     ax = new_axes(ax)
     title = f"{_chip_name(info['header'])} hits per readout"
-    if table.height:
-        stamps = table["timestamp"].to_numpy().astype(np.int64)
-        seconds = (stamps - stamps[0]) / 1e9
-        ax.plot(seconds, table["hits"].to_numpy(), marker=".", linewidth=0.5)
-        start = dt.datetime.fromtimestamp(int(stamps[0]) // 10**9, tz=dt.timezone.utc)
+    timed = bool(table.height) and bool((table["timestamp"].fill_null(0) != 0).any())
+    parts = table.group_by(files, maintain_order=True) if files else [((), table)]
+    for key, part in parts:
+        part = part.drop_nulls(["readout_id", "timestamp"])
+        if not part.height:
+            continue
+        if timed:
+            stamps = part["timestamp"].to_numpy().astype(np.int64)
+            x = (stamps - stamps[0]) / 1e9
+        else:
+            x = part["readout_id"].to_numpy()
+        ax.plot(x, part["hits"].to_numpy(), marker=".", linewidth=0.5,
+                label=file_label(key) if files else None)
+    if timed and not files:
+        first = int(table["timestamp"].drop_nulls()[0])
+        start = dt.datetime.fromtimestamp(first // 10**9, tz=dt.timezone.utc)
         title += f" (from {start:%Y-%m-%d %H:%M:%S} UTC)"
     from matplotlib.ticker import MaxNLocator
 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("Time since first readout [s]")
+    ax.set_xlabel("Time since first readout [s]" if timed else "Readout id")
     ax.set_ylabel("Hits per readout")
     ax.set_title(title)
+    if files and table.height:
+        ax.legend()
     return ax
 
 
@@ -277,18 +313,18 @@ def _readout_time_column(frame: Any) -> str:
         else "timestamp"
 
 
-def _match_rows_columns(data: pl.DataFrame, same_chip_timestamp: bool,
+def _match_rows_columns(data: pl.DataFrame, files: list[str], same_chip_timestamp: bool,
                         max_difference: float | None, keep_unmatched: bool) -> pl.DataFrame:
     if max_difference is not None and not max_difference >= 0:
         raise ValueError(f"max_tot_difference_us must be >= 0 or None, not {max_difference!r}")
-    keys = ["readout_id", "chip_id"]
+    keys = [*files, "readout_id", "chip_id"]
     if same_chip_timestamp and "chip_timestamp" in data.columns:
         keys.append("chip_timestamp")
     data = data.with_row_index("_hit").drop_nulls(["readout_id", "chip_id", "column",
                                                     "location"])
     # fields a pixel hit takes from its half-hits (from the row half when both exist)
-    shared = [c for c in ("readout_id", "wall_timestamp", "chip_id", "chip_timestamp")
-              if c in data.columns]
+    shared = [*files, *(c for c in ("readout_id", "wall_timestamp", "chip_id",
+                                     "chip_timestamp") if c in data.columns)]
     has_order = "decoding_order" in data.columns
 
     def half(flag: int, side: str) -> pl.DataFrame:
@@ -330,7 +366,7 @@ def _match_rows_columns(data: pl.DataFrame, same_chip_timestamp: bool,
     table = pl.concat(parts, how="diagonal_relaxed")
     first = pl.min_horizontal(pl.col("_row"), pl.col("_column"))
     table = table.with_columns(first.alias("_first")).sort("_first")
-    wanted = ["readout_id", "wall_timestamp", "chip_id", "row", "column", "tot_us_row",
+    wanted = [*files, "readout_id", "wall_timestamp", "chip_id", "row", "column", "tot_us_row",
               "tot_us_column", "chip_timestamp", "decoding_order_row", "decoding_order_column"]
     return table.select([c for c in wanted if c in table.columns])
 
@@ -370,12 +406,13 @@ def _tot_histogram(data: pl.DataFrame, keys: list[str], bins: Any,
     return pl.DataFrame(columns)
 
 
-def _hits_per_readout(data: pl.DataFrame) -> pl.DataFrame:
+def _hits_per_readout(data: pl.DataFrame, files: list[str]) -> pl.DataFrame:
     # A hit table lists each readout's hits together, readouts in time order: count the
-    # runs in one pass. Anything else (shuffled or concatenated frames) is grouped.
+    # runs in one pass. Anything else (shuffled or concatenated frames, several files)
+    # is grouped.
     readout = data["readout_id"].to_numpy()
     stamp = data["timestamp"].to_numpy()
-    if data.null_count().sum_horizontal().item() == 0 and len(readout):
+    if not files and data.null_count().sum_horizontal().item() == 0 and len(readout):
         new_run = np.ones(len(readout), dtype=bool)
         new_run[1:] = (readout[1:] != readout[:-1]) | (stamp[1:] != stamp[:-1])
         starts = np.flatnonzero(new_run)
@@ -388,11 +425,9 @@ def _hits_per_readout(data: pl.DataFrame) -> pl.DataFrame:
                 "timestamp": data["timestamp"].gather(starts),
                 "hits": pl.Series(np.diff(starts, append=len(readout)), dtype=pl.Int64),
             })
-    return (
-        data.group_by(["readout_id", "timestamp"])
-        .agg(pl.len().cast(pl.Int64).alias("hits"))
-        .sort(["timestamp", "readout_id"])
-    )
+    table = (data.group_by([*files, "readout_id", "timestamp"], maintain_order=True)
+             .agg(pl.len().cast(pl.Int64).alias("hits")))
+    return sort_by_file(table, files, "timestamp", "readout_id")
 
 
 def _small_ints(data: pl.DataFrame, name: str) -> np.ndarray:

@@ -28,10 +28,13 @@ from ._common import (
     channel_label,
     column_names,
     columns_of,
+    file_columns,
+    file_label,
     header_number,
     like_input,
     new_axes,
     positive_number,
+    sort_by_file,
 )
 
 #: The ``df.bindf`` methods this module serves.
@@ -52,6 +55,10 @@ def rebin(frame: Any, info: Mapping[str, Any], width_us: float, *,
     bins) count as zeros. The last coarse bin covers fewer fine bins when the trace
     does not divide evenly; ``drop_partial=True`` leaves it out.
 
+    A frame read from several files with ``include_file_paths="file"`` is rebinned file
+    by file (coarse bins never mix two files): the result starts with that column,
+    files in the order they come in the frame, each file's bins in time order.
+
     Counts become uint64 (sums of uint32 can exceed 2**32). The result carries the
     frame's bindf metadata with ``bin_width_micros`` set to ``width_us``, so
     ``.bindf.count_rate()`` and ``.bindf.plot_trace()`` work on it.
@@ -59,7 +66,9 @@ def rebin(frame: Any, info: Mapping[str, Any], width_us: float, *,
     bin_us = _bin_width(info, "rebin")
     factor = _rebin_factor(width_us, bin_us)
     names = ["time_ns", *_channel_columns(frame, "rebin")]
-    table = _rebin(columns_of(frame, names, "rebin"), bin_us, factor, drop_partial)
+    files = file_columns(frame, info, "rebin", names)
+    table = _rebin(columns_of(frame, [*files, *names], "rebin"), files, bin_us, factor,
+                   drop_partial)
     result = like_input(table, frame)
     header = dict(info["header"])
     header["bin_width_micros"] = int(width_us) if float(width_us).is_integer() else width_us
@@ -74,11 +83,13 @@ def rebin(frame: Any, info: Mapping[str, Any], width_us: float, *,
 def count_rate(frame: Any, info: Mapping[str, Any]) -> Frame:
     """Counts per second: each ``ch*`` count divided by the bin width of the header.
 
-    Columns: ``time_ns`` and the same ``ch*`` names, as float64 counts/s.
+    Columns: ``time_ns`` and the same ``ch*`` names, as float64 counts/s (after the
+    file column of a frame read with ``include_file_paths="file"``), in frame order.
     """
     bin_s = _bin_width(info, "count_rate") * 1e-6
     channels = _channel_columns(frame, "count_rate")
-    data = columns_of(frame, ["time_ns", *channels], "count_rate")
+    files = file_columns(frame, {}, "count_rate", ["time_ns", *channels])
+    data = columns_of(frame, [*files, "time_ns", *channels], "count_rate")
     return like_input(_rates(data, channels, bin_s), frame)
 
 
@@ -86,10 +97,13 @@ def plot_trace(frame: Any, info: Mapping[str, Any], *, rate: bool = False,
                ax: Any = None) -> Any:
     """The intensity trace: one line per channel, counts per bin (or counts/s with
     ``rate=True``) against time. Lines are labelled with the header's
-    ``channel_names``, else "Channel i+1" as in the vendor software."""
+    ``channel_names``, else "Channel i+1" as in the vendor software; a frame read
+    from several files with ``include_file_paths="file"`` gets one line per file and
+    channel, the file's name in the label."""
     header = info["header"]
     channels = _channel_columns(frame, "plot_trace")
-    data = columns_of(frame, ["time_ns", *channels], "plot_trace").sort("time_ns")
+    files = file_columns(frame, info, "plot_trace", ["time_ns", *channels])
+    data = columns_of(frame, [*files, "time_ns", *channels], "plot_trace")
     bin_us = positive_number(header.get("bin_width_micros"))
     if rate:
         data = _rates(data, channels, _bin_width(info, "plot_trace") * 1e-6)
@@ -97,11 +111,17 @@ def plot_trace(frame: Any, info: Mapping[str, Any], *, rate: bool = False,
     else:
         ylabel = f"Counts per {bin_us:g} µs bin" if bin_us else "Counts per bin"
     ax = new_axes(ax)
-    seconds = data["time_ns"].to_numpy() / 1e9
-    for name in channels:
-        index = int(CHANNEL_COLUMN.fullmatch(name).group(1)) - 1  # type: ignore[union-attr]
-        ax.plot(seconds, data[name].to_numpy(), label=channel_label(index, header),
-                linewidth=0.8)
+    parts = (data.group_by(files, maintain_order=True) if files and data.height
+             else [((), data)])
+    for key, part in parts:
+        part = part.sort("time_ns")
+        seconds = part["time_ns"].to_numpy() / 1e9
+        for name in channels:
+            index = int(CHANNEL_COLUMN.fullmatch(name).group(1)) - 1  # type: ignore[union-attr]
+            label = channel_label(index, header)
+            if files:
+                label += f" ({file_label(key)})"
+            ax.plot(seconds, part[name].to_numpy(), label=label, linewidth=0.8)
     ax.set_xlabel("Time [s]")
     ax.set_ylabel(ylabel)
     ax.set_title("Intensity trace")
@@ -139,32 +159,51 @@ def _rebin_factor(width_us: Any, bin_us: float) -> int:
     return factor
 
 
-def _rebin(data: pl.DataFrame, bin_us: float, factor: int,
+def _rebin(data: pl.DataFrame, files: list[str], bin_us: float, factor: int,
            drop_partial: bool) -> pl.DataFrame:
-    channels = data.columns[1:]
+    channels = data.columns[len(files) + 1:]
     data = data.filter(pl.col("time_ns").is_not_null() & pl.col("time_ns").is_not_nan())
-    data = data.sort("time_ns", maintain_order=True)
-    out_schema = {"time_ns": pl.Float64, **{name: pl.UInt64 for name in channels}}
+    # each file's records together, files in frame order, then by time
+    data = sort_by_file(data, files, "time_ns")
+    out_schema = {**{name: data.schema[name] for name in files}, "time_ns": pl.Float64,
+                  **{name: pl.UInt64 for name in channels}}
     if data.height == 0:
         return pl.DataFrame(schema=out_schema)
     bin_ns = bin_us * 1e3
     times = data["time_ns"].to_numpy()
-    # Fine-bin position of each record, from the steps between records: robust to the
-    # clock drifting against the nominal width, and to missing (all-zero) bins.
-    steps = np.rint(np.diff(times) / bin_ns).astype(np.int64)
-    position = np.concatenate(([0], np.cumsum(steps)))
+    # Where a new file starts (always at row 0).
+    new_file = np.zeros(len(times), dtype=bool)
+    new_file[0] = True
+    if files:
+        changed = data.select(pl.any_horizontal(
+            [pl.col(name).ne_missing(pl.col(name).shift(1)) for name in files]))
+        new_file |= changed.to_series().fill_null(False).to_numpy()
+    file_id = np.cumsum(new_file) - 1
+    # Fine-bin position of each record within its file, from the steps between records:
+    # robust to the clock drifting against the nominal width, and to missing (all-zero)
+    # bins.
+    steps = np.zeros(len(times), dtype=np.int64)
+    steps[1:] = np.rint(np.diff(times) / bin_ns)
+    steps[new_file] = 0
+    position = np.cumsum(steps)
+    position -= position[new_file][file_id]
     group = position // factor
-    starts = np.flatnonzero(np.diff(group, prepend=-1))
+    new_group = new_file.copy()
+    new_group[1:] |= group[1:] != group[:-1]
+    starts = np.flatnonzero(new_group)
     lasts = np.append(starts[1:] - 1, len(times) - 1)
+    file_last = np.append(np.flatnonzero(new_file)[1:] - 1, len(times) - 1)
+    last_position = position[file_last][file_id[starts]]  # of each group's file
     group_end = (group[starts] + 1) * factor - 1  # last fine position of each group
-    end = np.minimum(group_end, position[-1])
-    columns = {"time_ns": times[lasts] + (end - position[lasts]) * bin_ns}
+    end = np.minimum(group_end, last_position)
+    columns: dict[str, Any] = {name: data[name].gather(starts) for name in files}
+    columns["time_ns"] = times[lasts] + (end - position[lasts]) * bin_ns
     for name in channels:
         counts = data[name].fill_null(0).to_numpy().astype(np.uint64)
         columns[name] = np.add.reduceat(counts, starts)
     table = pl.DataFrame(columns, schema=out_schema)
-    if drop_partial and group_end[-1] > position[-1]:
-        table = table.head(-1)
+    if drop_partial:
+        table = table.filter(pl.Series(group_end <= last_position))
     return table
 
 
