@@ -257,6 +257,8 @@ class _Tail:
             return []
         if self.stream is None:  # never settled: the file as it is now decides
             self._open(force=True)
+            if self.stream is None and self.header_error is not None:
+                raise self.header_error  # what reading the file now would raise
         batches, self.held, self.candidate = self.held, [], None
         if self.stream is not None:
             batches += self._read_to(os.stat(self.path).st_size)

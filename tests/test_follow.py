@@ -202,6 +202,56 @@ def test_it02_zero_bin_followed_by_more_data_is_a_row(tmp_path: Path) -> None:
     assert pa.concat_tables(frames).equals(whole)
 
 
+def _written_in_two_steps(target: Path, data: bytes, first: int,
+                          **follow_options) -> tuple[list[pa.Table], str]:
+    """Follow ``target`` while ``data[:first]`` is on disk for a few polls, then the rest."""
+    target.write_bytes(data[:first])
+
+    def append_rest() -> None:
+        time.sleep(0.3)
+        with open(target, "ab") as f:
+            f.write(data[first:])
+
+    thread = threading.Thread(target=append_rest)
+    thread.start()
+    try:
+        with bindf.follow(target, poll_interval=0.03, idle_timeout=1.0, output="arrow",
+                          **follow_options) as follower:
+            frames = [f.replace_schema_metadata(None) for f in follower]
+    finally:
+        thread.join()
+    return frames, follower.ended_by
+
+
+@pytest.mark.parametrize("first", [0, 1, 2, 3])
+def test_stt1_seen_with_part_of_its_magic_is_not_read_as_legacy(tmp_path: Path,
+                                                               first: int) -> None:
+    """A spectroscopy file that holds part of the STT1 magic when first polled: the
+    container is decided once 4 bytes exist (the whole file was decoded as legacy
+    records, header included: 189 rows instead of 182, no error)."""
+    data = (Path(bindf.__file__).parent / "samples" / "photon_events_stt1.bin").read_bytes()
+    source = tmp_path / "whole.bin"
+    source.write_bytes(data)
+    frames, _ = _written_in_two_steps(tmp_path / "growing.bin", data, first, format="spectro")
+    assert pa.concat_tables(frames).equals(_expected(source, format="spectro"))
+
+
+def test_undecidable_it02_layout_raises_as_read_does(tmp_path: Path) -> None:
+    """Records that fit neither IT02 layout, written after the header: following ends
+    with the CorruptDataError that reading the file raises (it ended silently, idle,
+    with no row)."""
+    sample = (Path(bindf.__file__).parent / "samples" / "intensity_tracing_it02.bin").read_bytes()
+    header_end = 8 + struct.unpack_from("<I", sample, 4)[0]
+    cut = header_end + 8 * 20 + 9
+    data = sample[:cut] + b"\x79\x42\xfd\xb3" + sample[cut:]  # 4 stray bytes in record 8
+    (tmp_path / "whole.bin").write_bytes(data)
+    with pytest.raises(bindf.CorruptDataError, match="cannot tell") as read_error:
+        bindf.read(tmp_path / "whole.bin", format="it02")
+    with pytest.raises(bindf.CorruptDataError, match="cannot tell") as follow_error:
+        _written_in_two_steps(tmp_path / "growing.bin", data, header_end, format="it02")
+    assert follow_error.value.offset == read_error.value.offset
+
+
 def test_never_created_file_raises_after_idle_timeout(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="did not appear"):
         list(bindf.follow(tmp_path / "nothing.apx", poll_interval=0.02, idle_timeout=0.2))

@@ -99,8 +99,13 @@ class SpectroReader(FixedRecordReader):
         container = self.options.pop("container", None)
         if self.options:
             raise TypeError(f"unexpected option(s) for read_spectro: {sorted(self.options)}")
+        self._container_forced = container is not None
+        self._container_open = False
         if container is None:
-            container = "stt1" if f.read(4) == STT1_MAGIC else "legacy"
+            start = f.read(4)
+            container = "stt1" if start == STT1_MAGIC else "legacy"
+            # A file being written may hold part of the magic only: not decided yet.
+            self._container_open = len(start) < 4 and STT1_MAGIC.startswith(start)
             f.seek(0)
         if container == "stt1":
             header, self.data_offset = read_preamble(
@@ -114,6 +119,12 @@ class SpectroReader(FixedRecordReader):
         self.container = container
         self.record_dtype = RECORD_DTYPE
         return header
+
+    @property
+    def settled(self) -> bool:
+        """False while the file is too short to tell the containers apart (empty, or a
+        part of the STT1 magic): a follower opens it again once it has grown."""
+        return self._container_forced or not self._container_open
 
     @property
     def schema(self) -> pa.Schema:
