@@ -18,6 +18,7 @@ says what is wrong and where.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -173,3 +174,15 @@ def raise_bad_magic(
     raise UnknownFormatError(
         f"not a {format_label} file: expected magic {magic!r}, found {found!r}", path=path, offset=0
     )
+
+
+def positive_number(value: Any) -> float | None:
+    """A header value as a float if it is a positive finite number, else None: not a
+    bool, and not an integer too large for a float (JSON allows 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number > 0 else None

@@ -131,6 +131,26 @@ def test_malicious_metadata_is_not_executed(tmp_path: Path) -> None:
         bindf.read_apx_log(path)
 
 
+@pytest.mark.parametrize("line", [
+    "Digital: {'note': '\\ud800'}",
+    "Digital: {'\\udfff': 1}",
+    "Namespace(name='\\ud83d', chipVer=4)",
+])
+def test_a_lone_surrogate_in_metadata_is_a_header_error(tmp_path: Path, line: str) -> None:
+    """A literal may spell a lone surrogate, which no header (Arrow metadata, Parquet)
+    can hold: a HeaderError at its line, from every reader (read raised a bare
+    UnicodeEncodeError, read_header returned it)."""
+    path = tmp_path / "run.log"
+    text = f"{line}\n" + ("" if line.startswith("Namespace") else
+                          " Namespace(name='scan', chipVer=4)\n") + "0\tb'e0c0a0bb00ff'\n"
+    path.write_text(text)
+    for call in (bindf.read_header, bindf.read_apx_log, bindf.read_headers,
+                 lambda p: bindf.scan(p).collect()):
+        with pytest.raises(bindf.HeaderError, match="lone surrogate") as raised:
+            call(path)
+        assert (raised.value.path, raised.value.offset) == (str(path), 0)
+
+
 def test_chunked_equals_whole(log_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bindf.formats import apx_log
 

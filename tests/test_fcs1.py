@@ -426,3 +426,18 @@ def test_dask(tmp_path: Path) -> None:
 
     ddf = bindf.dask.read_fcs1([REAL, REAL])
     assert len(ddf.compute()) == 2 * 1148
+
+
+@pytest.mark.parametrize("bin_width, expected", [
+    (10**400, [None] * 8),                       # no float: as no bin width
+    (1e308, [0.0, 1e308, None, None] * 2),       # a product beyond float64: null, not inf
+])
+def test_tau_of_bin_widths_beyond_float64(bin_width, expected, tmp_path: Path) -> None:
+    """Neither raises nor warns (OverflowError and numpy's overflow RuntimeWarning
+    before)."""
+    path = write(tmp_path, fcs1_bytes({**METADATA, "bin_width": bin_width}, curves(1, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = bindf.read_fcs1(path, output="polars")
+    assert df["tau_us"].to_list() == expected
+    assert df["lag_index"].to_list() == [0, 1, 3, 9] * 2

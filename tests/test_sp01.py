@@ -476,3 +476,17 @@ def test_fuzz_never_crashes(tmp_path_factory, body, mutate, byte):
             except BindfError:
                 continue
         assert df.num_rows % 256 == 0
+
+
+def test_a_laser_period_too_large_for_a_float_is_no_period(tmp_path) -> None:  # noqa: ANN001
+    """An integer of 400 digits is valid JSON but no float: the period is unknown, as
+    when the key is missing (it raised OverflowError, a foreign error)."""
+    counts = np.arange(2 * 256, dtype=np.uint32).reshape(1, 2, 256)
+    frames = {}
+    for name, period in (("huge", 10**400), ("none", None)):
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(sp01_bytes({"channels": [0, 1], "laser_period_ns": period},
+                                    times=[5.0], counts=counts))
+        frames[name] = bindf.read_sp01(path, output="polars")
+        assert bindf.read_header(path)["laser_period_ns"] == period
+    assert frames["huge"].equals(frames["none"])

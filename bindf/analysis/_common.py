@@ -8,7 +8,6 @@ the columns needed, and :func:`like_input` converts the polars result back.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from .._header import positive_number as positive_number  # the analysis modules' too
 from ..errors import HeaderError, missing_dependency
 
 #: Intensity-tracing count columns: ``ch{i+1}`` for the 0-based channel index ``i``.
@@ -126,14 +126,6 @@ def like_input(result: pl.DataFrame, frame: Any) -> pd.DataFrame | pl.DataFrame:
 
 
 # --- header values --------------------------------------------------------------------
-
-
-def positive_number(value: Any) -> float | None:
-    """``value`` as a float if it is a finite positive number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) and value > 0 else None
 
 
 def header_number(info: Mapping[str, Any], key: str, helper: str, hint: str = "") -> float:

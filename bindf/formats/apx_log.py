@@ -107,18 +107,31 @@ MAX_HEADER_BYTES = 16 << 20
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {_text(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, (set, frozenset)):
         return sorted((_jsonable(v) for v in value), key=repr)
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex()
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         return value if np.isfinite(value) else repr(value)
     return repr(value)
+
+
+def _text(value: str) -> str:
+    """``value``, if it is text: a literal may spell a lone surrogate (``'\\ud800'``),
+    which no UTF-8 header (Arrow metadata, Parquet, JSON) can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"a string holds {value[exc.start]!r}, a lone surrogate, which "
+                         "is not text") from None
+    return value
 
 
 def parse_namespace(text: str) -> dict[str, Any]:

@@ -28,7 +28,6 @@ table, without metadata when the metadata block is the cut one.
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 from collections.abc import Iterator, Mapping
@@ -40,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._atomic import atomic_output
-from .._header import parse_json_header, read_exact, read_preamble
+from .._header import parse_json_header, positive_number, read_exact, read_preamble
 from .._warnings import warn as _warn
 from .._writing import encode_preamble, inherited_header, require_columns, to_arrow_table
 from ..errors import (
@@ -275,9 +274,12 @@ class FCS1Reader(FormatReader):
         is_mean = (vector_index == 0) & mean_first
         acquisition = vector_index + (0 if mean_first else 1)
         lag_values = np.tile(lags.to_numpy(zero_copy_only=False), len(vectors))
-        width = bin_width if not isinstance(bin_width, bool) else None
-        if isinstance(width, (int, float)) and math.isfinite(width) and width > 0:
-            tau = pa.array(lag_values * float(width))
+        width = positive_number(bin_width)
+        if width is not None:
+            with np.errstate(over="ignore"):  # a τ beyond float64 is null, as below
+                tau_values = lag_values * width
+            beyond = ~np.isfinite(tau_values)
+            tau = pa.array(tau_values, mask=beyond if beyond.any() else None)
         else:
             tau = pa.nulls(len(lag_values), pa.float64())
         columns = {

@@ -19,7 +19,6 @@ reshaped with numpy (:mod:`._fixed`).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import Any, BinaryIO, ClassVar
@@ -29,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._atomic import atomic_output
-from .._header import read_preamble
+from .._header import positive_number, read_preamble
 from .._writing import (
     WRITE_CHUNK_ROWS,
     column_values,
@@ -113,11 +112,7 @@ def header_channels(header: Mapping[str, Any], *, path: str | None = None) -> li
 
 def header_laser_period(header: Mapping[str, Any]) -> float | None:
     """``laser_period_ns`` if it is a positive finite number, else None."""
-    value = header.get("laser_period_ns")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) and value > 0 else None
+    return positive_number(header.get("laser_period_ns"))
 
 
 class SP01Reader(FixedRecordReader):
