@@ -198,3 +198,31 @@ def test_cli_info_counts_rows_without_decoding(tmp_path: Path, capsys) -> None:
     import pyarrow.parquet as pq
 
     assert pq.read_table(out).num_rows == 40
+
+
+@pytest.mark.parametrize("columns, fields, classified", [
+    (["time_ns"], ["time_ns"], False),
+    (["event"], ["event"], False),
+    (["marker"], ["event"], True),
+    (["time_ns", "channel"], ["event", "time_ns"], True),
+])
+def test_projection_copies_and_derives_only_what_is_asked(
+        columns: list[str], fields: list[str], classified: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As read_spectro: a projection copies only the record fields it needs and derives
+    channel/marker only when asked (every field was copied and every event classified)."""
+    from bindf.formats import _fixed, spectro
+
+    sample = Path(bindf.__file__).parent / "samples" / "time_tagger_itt1.bin"
+    whole = bindf.read_itt1(sample, output="polars")
+    copied: list[list[str]] = []
+    derived: list[int] = []
+    real_fill, real_events = _fixed.fill_records, spectro.event_columns
+    monkeypatch.setattr(_fixed, "fill_records", lambda f, dtype, n, names, *a, **k: (
+        copied.append(list(names)), real_fill(f, dtype, n, names, *a, **k))[1])
+    monkeypatch.setattr(spectro, "event_columns", lambda events, wanted=(): (
+        derived.extend({"channel", "marker"} & set(wanted)), real_events(events, wanted))[1])
+    got = pl.scan_itt1(sample).select(columns).collect()
+    assert_frame_equal(got, whole.select(columns))
+    assert copied and all(names == fields for names in copied)
+    assert bool(derived) == classified

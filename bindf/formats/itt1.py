@@ -35,7 +35,7 @@ from .._writing import (
     write_fixed_record_file,
 )
 from .fixed_format import FixedRecordFormat
-from .spectro import event_columns
+from .spectro import PhotonEventColumns, event_columns
 
 ITT1_MAGIC = b"ITT1"
 
@@ -69,9 +69,10 @@ SPEC = FixedRecordFormat(
 )
 
 
-class ITT1Reader(SPEC.reader_class()):  # type: ignore[misc]
+class ITT1Reader(PhotonEventColumns, SPEC.reader_class()):  # type: ignore[misc]
     """FLIM LABS intensity time tagger (``ITT1``): one row per photon or marker, in
-    file order.
+    file order. (The declared transform gives the columns; the reads compute only the
+    columns asked for, as ``read_spectro`` does.)
 
     Columns
     -------

@@ -65,7 +65,26 @@ _MAX_PLAUSIBLE_CHANNEL = 63
 _MAX_PLAUSIBLE_MICROTIME_NS = 1e6
 
 
-class SpectroReader(FixedRecordReader):
+class PhotonEventColumns:
+    """The decoding hooks of a fixed-record reader of FLIM LABS photon events (an
+    ``event`` byte and its times; spectroscopy and ``ITT1``): only the record fields a
+    read asks for are copied, and ``channel``/``marker`` are derived from ``event`` only
+    when asked for (a ``select("time_ns")`` neither copies nor classifies the events)."""
+
+    record_dtype: np.dtype
+
+    def raw_fields_for(self, columns: list[str]) -> list[str]:
+        wanted = set(columns) | ({"event"} if {"channel", "marker"} & set(columns) else set())
+        return [name for name in self.record_dtype.names if name in wanted]
+
+    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str],
+                      first_offset: int | None = None) -> list[pa.Array]:
+        derived = event_columns(raw["event"], columns) if "event" in raw else {}
+        return [numpy_to_arrow(raw[name]) if name in self.record_dtype.names
+                else derived[name] for name in columns]
+
+
+class SpectroReader(PhotonEventColumns, FixedRecordReader):
     """FLIM LABS spectroscopy photon events: legacy raw output or ``STT1`` export.
 
     Columns
@@ -130,16 +149,6 @@ class SpectroReader(FixedRecordReader):
     def schema(self) -> pa.Schema:
         return SCHEMA
 
-    def raw_fields_for(self, columns: list[str]) -> list[str]:
-        # channel and marker are derived from the event byte.
-        wanted = set(columns) | ({"event"} if {"channel", "marker"} & set(columns) else set())
-        return [name for name in RECORD_DTYPE.names if name in wanted]
-
-    def build_columns(self, raw: dict[str, np.ndarray], columns: list[str],
-                      first_offset: int | None = None) -> list[pa.Array]:
-        derived = event_columns(raw["event"], columns) if "event" in raw else {}
-        return [numpy_to_arrow(raw[name]) if name in RECORD_DTYPE.names else derived[name]
-                for name in columns]
 
 
 def event_columns(events: np.ndarray, wanted: Sequence[str] = ("channel", "marker")
