@@ -1105,3 +1105,178 @@ def test_kernel_argument_checks():
     with pytest.raises(ValueError):
         _it02.assign_bins(np.zeros(2), 1.0, False, 0.0, 0, np.empty(1, np.int64),
                           np.empty(2, np.uint8))
+
+
+# -- fill_gaps: outliers and the gap bound ------------------------------------------------
+
+BUNDLED = Path(bindf.__file__).parent / "samples" / "intensity_tracing_it02.bin"
+
+
+def _sample_with_times(changes: dict[int, float]) -> tuple[bytes, int]:
+    """The bundled sample (dense, 20-byte records, 200 records, 1 ms bins) with the
+    times of some records replaced; returns the bytes and where the records start."""
+    data = bytearray(BUNDLED.read_bytes())
+    start = 8 + struct.unpack_from("<I", data, 4)[0]
+    for record, time in changes.items():
+        struct.pack_into("<d", data, start + 20 * record, time)
+    return bytes(data), start
+
+
+def _filled_without(records: list[int]) -> pd.DataFrame:
+    """The sample's filled trace with the counts of ``records`` zeroed: what dropping
+    those records gives when their neighbours' bins stay."""
+    df = read(BUNDLED, fill_gaps=True)
+    df.iloc[records, 1:] = 0
+    return df
+
+
+def _warned(path, **kw) -> tuple[pd.DataFrame, list[warnings.WarningMessage]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = read(path, fill_gaps=True, on_error="warn", **kw)
+    return df, [w for w in caught if issubclass(w.category, CorruptDataWarning)]
+
+
+def test_fill_gaps_drops_a_lone_outlier_not_the_records_after_it(tmp_path):
+    data, start = _sample_with_times({2: 5e8})  # record 2: bin 500 instead of 3
+    path = write(tmp_path, data)
+    assert len(read(path)) == 200  # without fill_gaps: unchanged
+    df, caught = _warned(path)
+    assert len(df) == 200
+    assert df.equals(_filled_without([2]))
+    assert [w.message.offset for w in caught] == [start + 40]
+    assert "out of line" in str(caught[0].message)
+    assert "dropped 1 such record(s)" in str(caught[0].message)
+    assert df.attrs["bindf"]["errors"] == {"time_outlier": 1}
+    assert read(path, fill_gaps=True, on_error="skip").equals(df)
+    with pytest.raises(CorruptDataError) as err:
+        read(path, fill_gaps=True)
+    assert err.value.offset == start + 40
+    assert err.value.path == str(path)
+
+
+def test_fill_gaps_outlier_at_the_first_record(tmp_path):
+    data, start = _sample_with_times({0: 5e8})
+    path = write(tmp_path, data)
+    df, caught = _warned(path)
+    assert df.equals(_filled_without([]).iloc[1:].reset_index(drop=True))
+    assert len(df) == 199
+    assert [w.message.offset for w in caught] == [start]
+    assert df.attrs["bindf"]["errors"] == {"time_outlier": 1}
+
+
+def test_fill_gaps_two_consecutive_outliers(tmp_path):
+    data, start = _sample_with_times({2: 5e8, 3: 5.01e8})
+    path = write(tmp_path, data)
+    df, caught = _warned(path)
+    assert len(df) == 200
+    assert df.equals(_filled_without([2, 3]))
+    assert [w.message.offset for w in caught] == [start + 40]
+    assert "dropped 2 such record(s)" in str(caught[0].message)
+    assert df.attrs["bindf"]["errors"] == {"time_outlier": 2}
+
+
+def test_fill_gaps_outlier_at_the_last_record(tmp_path):
+    # no record after it to contradict it: a genuine gap
+    data, _ = _sample_with_times({199: 5e8})
+    df = read(write(tmp_path, data, "near.bin"), fill_gaps=True)
+    assert len(df) == 500
+    assert df.iloc[:199].equals(_filled_without([]).iloc[:199])
+    assert (df.iloc[199:-1, 1:] == 0).all().all()
+    assert df["ch2"].iloc[-1] == 2253
+
+
+def test_fill_gaps_zeroed_time_is_not_an_outlier_of_its_neighbours(tmp_path):
+    # a record far *behind* (a dip) is dropped itself, as before
+    data, start = _sample_with_times({5: 0.0})
+    df, caught = _warned(write(tmp_path, data))
+    assert df.equals(_filled_without([5]))
+    assert [w.message.offset for w in caught] == [start + 100]
+    assert df.attrs["bindf"]["errors"] == {"time_not_increasing": 1}
+
+
+@pytest.mark.parametrize("records_per_chunk", [1, 2, 3, 4, 5, 7])
+def test_fill_gaps_outliers_across_chunk_boundaries(tmp_path, records_per_chunk):
+    # with 3 records a chunk, chunk 1 ends right after the outlier (record 2)
+    cases = {(2,): {2: 5e8}, (2, 3): {2: 5e8, 3: 5.01e8}, (0,): {0: 5e8},
+             (8, 9): {8: 1e15, 9: 1e15 + 1e6}, (197,): {197: 1e15}}
+    for dropped, changes in cases.items():
+        data, _ = _sample_with_times(changes)
+        path = write(tmp_path, data)
+        whole = read(path, fill_gaps=True, on_error="skip")
+        expected = _filled_without([d for d in dropped if d]).iloc[(1 if 0 in dropped else 0):]
+        assert whole.equals(expected.reset_index(drop=True)), dropped
+        with small_chunks(20 * records_per_chunk):
+            for size in (1, 3, 200):
+                got = pd.concat(list(read(path, fill_gaps=True, on_error="skip",
+                                          chunksize=size)), ignore_index=True)
+                assert got.equals(whole), (dropped, size)
+
+
+def test_fill_gaps_sparse_outlier_at_chunk_boundary(tmp_path):
+    header = {"channels": [0, 1], "bin_width_micros": 1}
+    times = [1000.0 * k for k in range(1, 11)]
+    times[4] = 7e14
+    records = [sparse_record(t, {0: k + 1} if k % 2 else {0: k + 1, 1: 7})
+               for k, t in enumerate(times)]
+    # no end marker: it is accepted only when the records before it chain up to it
+    path = write(tmp_path, preamble(header) + b"".join(records))
+    offset = len(preamble(header)) + sum(len(r) for r in records[:4])
+    df, caught = _warned(path, layout="sparse")
+    assert df["ch1"].tolist() == [1, 2, 3, 4, 0, 6, 7, 8, 9, 10]
+    assert df["ch2"].tolist() == [7, 0, 7, 0, 0, 0, 7, 0, 7, 0]
+    assert [w.message.offset for w in caught] == [offset]
+    # chunks that end right after the outlier, inside it, or inside the next record
+    cut_after = sum(len(r) for r in records[:5])
+    for chunk in (cut_after, cut_after - 3, cut_after + 4, 13, 9):
+        with small_chunks(chunk):
+            df_c, caught_c = _warned(path, layout="sparse")
+            assert df_c.equals(df), chunk
+            assert [w.message.offset for w in caught_c] == [offset], chunk
+
+
+def test_fill_gaps_far_future_time_is_bounded(tmp_path):
+    import time
+    import tracemalloc
+    for changes, rows in (({2: 1e15}, 200), ({2: 1e15, 3: 2e15}, 200)):
+        data, _ = _sample_with_times(changes)
+        path = write(tmp_path, data)
+        for on_error in ("skip", "warn", "raise"):
+            tracemalloc.start()
+            began = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", CorruptDataWarning)
+                    df = read(path, fill_gaps=True, on_error=on_error)
+            except CorruptDataError:
+                assert on_error == "raise"
+            else:
+                assert on_error != "raise"
+                assert len(df) == rows
+            finally:
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            assert time.perf_counter() - began < 5
+            assert peak < 64 << 20, (changes, on_error, peak)
+
+
+def test_outlier_runs_rule():
+    w = 1.0
+    t = np.array([1, 2, 50, 3, 4, 5], dtype=float)
+    assert it02._outlier_runs(t, w, at_start=False).tolist() == [0, 0, 1, 0, 0, 0]
+    # the record after the jump is ahead of the jump: no outlier (the dip rule applies)
+    t = np.array([10, 20, 15, 25, 30], dtype=float)
+    assert not it02._outlier_runs(t, w, at_start=True).any()
+    # not enough records after it: not judged
+    t = np.array([1, 2, 50, 3], dtype=float)
+    assert not it02._outlier_runs(t, w, at_start=True).any()
+    # the first record has no record before it: only at the start of the file
+    t = np.array([50, 1, 2, 3], dtype=float)
+    assert it02._outlier_runs(t, w, at_start=True).tolist() == [1, 0, 0, 0]
+    assert not it02._outlier_runs(t, w, at_start=False).any()
+    # runs longer than MAX_OUTLIER_RUN are not outliers
+    t = np.array([1, 50, 51, 52, 2, 3, 4, 5], dtype=float)
+    assert not it02._outlier_runs(t, w, at_start=False).any()
+    # valid traces have none
+    t = np.cumsum(np.random.default_rng(1).integers(1, 5, 1000)).astype(float)
+    assert not it02._outlier_runs(t, w, at_start=True).any()

@@ -68,6 +68,11 @@ CHUNK_BYTES = 8 << 20
 OUTPUT_ROWS = 1 << 22
 #: Rows decoded per step under fill_gaps, into scratch arrays reused for every step.
 SCRATCH_ROWS = 1 << 18
+#: Records at the end of a borrowed sparse chunk whose byte offsets are cheap to find.
+TAIL_ROWS = 64
+#: fill_gaps: the longest run of consecutive records that can be judged an outlier (see
+#: _outlier_runs); the records after such a run are held back until enough follow.
+MAX_OUTLIER_RUN = 2
 _EMPTY_F64 = np.empty(0, dtype=np.float64)
 
 # -- the reader -------------------------------------------------------------------------
@@ -146,10 +151,28 @@ class IT02Reader(FormatReader):
         the previous record, which must be at least 1. Indices follow time *differences*
         so that a drifting device clock (the real example drifts by ~0.94 bin over 3000
         bins) neither invents empty bins nor merges two bins. ``time_ns`` then holds the
-        nominal ``index * w``. A record less than half a bin after the previous one (or
-        with a non-finite time) is corrupt data (``on_error`` applies: skipped records
-        are dropped). Bins are produced in bounded batches, but their number follows
-        the times: one absurd time far in the future means a long run of zero bins.
+        nominal ``index * w``. Damaged times (``on_error`` applies; under
+        ``"warn"``/``"skip"`` the records named are dropped, the rest kept):
+
+        * a non-finite time;
+        * an *outlier run*: ``m`` consecutive records (``m`` = 1 or 2, see
+          ``MAX_OUTLIER_RUN``) such that the ``m + 1`` records after them are all less
+          than half a bin after every record of the run, yet continue validly from the
+          record before it (each at least half a bin after the one before: the record
+          before the run, then these ``m + 1``; at the file's first record there is no
+          record before). A single time jumping far ahead thus loses that record, not the
+          good records after it. Judging a record needs the 4 records after it, held back
+          across chunks; a record followed by fewer (the end of the file) is never an
+          outlier;
+        * a record less than half a bin after the last kept one.
+
+        Bins are produced in bounded batches, but their number follows the times: a long
+        pause is a long run of zero bins (a genuine pause is data), and so is a time far
+        in the future that no later record contradicts (the file's last records).
+
+        Under ``"raise"`` the first damaged record found raises
+        :class:`~bindf.errors.CorruptDataError` with its byte offset (an outlier is
+        found once the records after it are read).
 
     Header
     ------
@@ -580,10 +603,23 @@ class SparseStream(StreamDecoder[_Chunk]):
             limit = target.room
             n_max = min(limit, (have - pos) // SPARSE_FIXED_BYTES)
             done = target.filled
+            # Borrowed chunks are decoded in two calls, so that the byte position of the
+            # last TAIL_ROWS records is known: the gap filler asks for their offsets in
+            # every chunk (it holds them back), and a scan from the chunk's start would
+            # cost as much as a second decode.
+            split = n_max - TAIL_ROWS if target is self.scratch and n_max > 2 * TAIL_ROWS \
+                else n_max
             rows, self._pos, status = _it02.decode_sparse(
-                view, pos, self.n_channels, n_max,
+                view, pos, self.n_channels, split,
                 target.time[done:] if target.time is not None else _EMPTY_F64,
                 [c[done:] for c in target.counts], self.slots, self.want_time)
+            mid_rows, mid_pos = rows, self._pos
+            if split < n_max and status == _it02.STATUS_LIMIT:
+                more, self._pos, status = _it02.decode_sparse(
+                    view, mid_pos, self.n_channels, n_max - split,
+                    target.time[done + rows:] if target.time is not None else _EMPTY_F64,
+                    [c[done + rows:] for c in target.counts], self.slots, self.want_time)
+                rows += more
             if status == _it02.STATUS_LIMIT and n_max < limit:
                 status = _it02.STATUS_END  # fewer than 9 bytes are left
             if target is self.scratch:
@@ -591,8 +627,11 @@ class SparseStream(StreamDecoder[_Chunk]):
                     yield _Chunk(
                         target.time[:rows] if target.time is not None else None,
                         [c[:rows] for c in target.counts],
-                        lambda i, start=pos, base=self._offset, view=view:
-                            base + _it02.scan_sparse(view, start, self.n_channels, i)[1],
+                        lambda i, start=pos, mid=mid_rows, mid_pos=mid_pos,
+                        base=self._offset, view=view: base + (
+                            _it02.scan_sparse(view, mid_pos, self.n_channels, i - mid)[1]
+                            if i >= mid else
+                            _it02.scan_sparse(view, start, self.n_channels, i)[1]),
                     )
             else:
                 target.filled += rows
@@ -648,17 +687,81 @@ class SparseStream(StreamDecoder[_Chunk]):
             self.warn_truncated(offset, f"the last {pending} bytes are an incomplete record")
 
 
+#: _GapFiller status code of a record judged an outlier (beside the kernel's BIN_* codes).
+_OUTLIER = 255
+
+
+def _follows(earlier: np.ndarray | float, later: np.ndarray | float, bin_ns: float) -> np.ndarray:
+    """``later`` is at least half a bin after ``earlier``: the step test of
+    :func:`bindf._kernels._it02.assign_bins` (``floor(d / w + 0.5) >= 1``), same float
+    operations, so both always agree."""
+    return (np.subtract(later, earlier) / bin_ns + 0.5) >= 1.0
+
+
+def _outlier_runs(times: np.ndarray, bin_ns: float, at_start: bool) -> np.ndarray:
+    """Which of ``times`` (finite, file order) belong to an outlier run.
+
+    A run of ``m`` consecutive records (``1 <= m <= MAX_OUTLIER_RUN``), ``r`` = the run,
+    ``p`` = the record just before it and ``c_0 … c_m`` = the ``m + 1`` records just after
+    it, is an outlier run when
+
+    * no ``c_k`` follows any record of ``r`` (they are all behind the run), and
+    * ``p, c_0, …, c_m`` is a valid chain: each follows the one before it (without ``p``
+      when the run starts at the file's first record, ``at_start`` and index 0).
+
+    "Follows" is the gap-filling step test. A run needs all ``2m + 2`` records, so runs
+    are only found where they all are in ``times``; the caller holds back the last records
+    of a chunk until enough follow. A run ends where the next record does not follow the
+    one before it, so a file without such a break has no outlier at all.
+    """
+    n = len(times)
+    flags = np.zeros(n, dtype=bool)
+    if n < 3:
+        return flags
+    # i in breaks: times[i + 1] does not follow times[i]
+    breaks = np.flatnonzero(~_follows(times[:-1], times[1:], bin_ns))
+    lowest = 0 if at_start else 1
+    for m in range(1, MAX_OUTLIER_RUN + 1):
+        first = breaks - (m - 1)
+        first = first[(first >= lowest) & (first + 2 * m < n)]
+        if not len(first):
+            continue
+        run = first[:, None] + np.arange(m)
+        after = first[:, None] + m + np.arange(m + 1)
+        ok = ~_follows(times[run].min(axis=1), times[after].max(axis=1), bin_ns)
+        for k in range(m):
+            ok &= _follows(times[after[:, k]], times[after[:, k + 1]], bin_ns)
+        has_p = first >= 1
+        ok[has_p] &= _follows(times[first[has_p] - 1], times[first[has_p] + m], bin_ns)
+        flags[run[ok].ravel()] = True
+    return flags
+
+
 class _GapFiller:
     """Turns decoded records into every bin from the first to the last (``fill_gaps``).
 
-    Bin indices come from :func:`bindf._kernels._it02.assign_bins`, whose state carries
-    across chunks, so batched and whole reads agree. Counts are scattered into large
-    zero-initialised output arrays (at most ``capacity`` rows each, so a huge gap costs
-    time, never a huge allocation); the nominal times are made when a batch is handed out.
+    Per chunk: records with a non-finite time are dropped; outlier runs (see
+    :func:`_outlier_runs`) are dropped; the rest get bin indices from
+    :func:`bindf._kernels._it02.assign_bins` (which drops records less than half a bin
+    after the last kept one). Judging
+    outliers needs the ``2 * MAX_OUTLIER_RUN`` records after each one, so the last
+    (finite) records of each chunk are copied and held back, decided with the next chunk
+    or by :meth:`flush`; the times of the last ``MAX_OUTLIER_RUN`` decided records are kept
+    as context. All state carries across chunks, so batched and whole reads agree.
+    Counts are scattered into large zero-initialised output arrays (at most ``capacity``
+    rows each); the nominal times are made when a batch is handed out.
+
+    Fast path: the kernel is first run on every record held; when it drops none there is
+    no break in the time order, hence no outlier, and its bins are used as they are.
     """
 
     _KINDS = {
         _it02.BIN_NOT_FINITE: ("time_not_finite", "the record's time is not finite"),
+        _OUTLIER: (
+            "time_outlier",
+            "the record's time is out of line with the records around it (the records "
+            "after it continue from the one before it, and are all behind it)",
+        ),
         _it02.BIN_NOT_AFTER_PREVIOUS: (
             "time_not_increasing",
             "the record's time is less than half a bin after the previous record's",
@@ -673,17 +776,24 @@ class _GapFiller:
         self.capacity = capacity
         self.n_counts = n_counts
         self.rows_left = n_rows
+        self.hold = 2 * MAX_OUTLIER_RUN
         # assign_bins state
         self.have_last = False
         self.last_t = math.nan
         self.last_bin = 0
+        # held-back records (finite times, not yet judged) and their byte offsets
+        self.held_time = _EMPTY_F64
+        self.held_counts: list[np.ndarray] = [np.empty(0, np.uint32)] * n_counts
+        self.held_offsets: list[int] = []
+        # times of the last MAX_OUTLIER_RUN judged (finite) records; empty at the start
+        self.context = _EMPTY_F64
         # the batch being filled: bins [out_base, out_base + filled)
         self.out: list[np.ndarray] | None = None
         self.out_capacity = 0
         self.out_base = 0
         self.filled = 0
         self.next_bin: int | None = None
-        # per-chunk work arrays, reused (see "borrow" in IT02Reader._batches)
+        # work arrays, reused (see "borrow" in IT02Reader._batches)
         self._bins = np.empty(0, dtype=np.int64)
         self._status = np.empty(0, dtype=np.uint8)
         self._where = np.empty(0, dtype=np.int64)
@@ -693,20 +803,88 @@ class _GapFiller:
         times = chunk.time
         assert times is not None
         counts = chunk.counts
+        finite = np.isfinite(times)
+        index: np.ndarray | None = None
+        if not finite.all():
+            index = np.flatnonzero(finite)
+            n_bad = len(times) - len(index)
+            self._damaged(_it02.BIN_NOT_FINITE, n_bad,
+                          chunk.offset_of(int(np.argmin(finite))))
+            times = times[index]
+            counts = [c[index] for c in counts]
+        n_held = len(self.held_time)
+        if n_held:
+            times = np.concatenate([self.held_time, times])
+            counts = [np.concatenate([h, c]) for h, c in zip(self.held_counts, counts,
+                                                            strict=True)]
+        held_offsets = self.held_offsets
+
+        def offset_of(i: int) -> int:
+            if i < n_held:
+                return held_offsets[i]
+            i -= n_held
+            return chunk.offset_of(int(index[i]) if index is not None else i)
+
+        yield from self._judge(times, counts, offset_of, final=False)
+
+    def flush(self) -> Iterator[_Chunk]:
+        """Judge the records held back, then hand out the last, partly filled batch."""
+        if len(self.held_time):
+            offsets = self.held_offsets
+            yield from self._judge(self.held_time, self.held_counts, offsets.__getitem__,
+                                   final=True)
+        if self.out is not None and self.filled:
+            yield self._finish()
+
+    def _judge(self, times: np.ndarray, counts: list[np.ndarray],
+               offset_of: Callable[[int], int], final: bool) -> Iterator[_Chunk]:
+        """Decide the fate of ``times`` (finite; held records first) but the last
+        ``self.hold`` (unless ``final``), hold those back, scatter the kept ones."""
         n = len(times)
+        cut = n if final else max(0, n - self.hold)
         if len(self._bins) < n:
             self._bins = np.empty(n, dtype=np.int64)
             self._status = np.empty(n, dtype=np.uint8)
             self._where = np.empty(n, dtype=np.int64)
         bins, status = self._bins[:n], self._status[:n]
-        n_bad, self.have_last, self.last_t, self.last_bin = _it02.assign_bins(
-            times, self.bin_ns, self.have_last, self.last_t, self.last_bin, bins, status
-        )
-        if n_bad:
-            self._report(status, chunk)
-            keep = status == _it02.BIN_OK
-            bins = bins[keep]
-            counts = [c[keep] for c in counts]
+        state = (self.have_last, self.last_t, self.last_bin)
+        n_bad, *after = _it02.assign_bins(times, self.bin_ns, *state, bins, status)
+        if not n_bad:  # no break in the time order: no outlier either
+            if cut == n:
+                self.have_last, self.last_t, self.last_bin = after
+            elif cut:
+                self.have_last, self.last_t, self.last_bin = True, float(times[cut - 1]), \
+                    int(bins[cut - 1])
+            kept_bins, kept_counts = bins[:cut], [c[:cut] for c in counts]
+        else:
+            with_context = np.concatenate([self.context, times])
+            k0 = len(self.context)
+            outlier = _outlier_runs(with_context, self.bin_ns, at_start=k0 == 0)[k0:k0 + cut]
+            keep = np.flatnonzero(~outlier)
+            n_bad, self.have_last, self.last_t, self.last_bin = _it02.assign_bins(
+                np.ascontiguousarray(times[keep]), self.bin_ns, *state,
+                bins[:len(keep)], status[:len(keep)])
+            verdict = np.full(cut, _OUTLIER, dtype=np.uint8)
+            verdict[keep] = status[:len(keep)]
+            self._report(verdict, offset_of)
+            ok = verdict == _it02.BIN_OK
+            kept_bins = bins[:len(keep)][status[:len(keep)] == _it02.BIN_OK]
+            kept_counts = [c[:cut][ok] for c in counts]
+        if cut:
+            self.context = np.concatenate([self.context, times[:cut]])[-MAX_OUTLIER_RUN:]
+        if not final:
+            # copies: chunks lend arrays that are reused for the next chunk
+            self.held_time = times[cut:].copy()
+            self.held_counts = [c[cut:].copy() for c in counts]
+            self.held_offsets = [offset_of(i) for i in range(cut, n)]
+        else:
+            self.held_time = _EMPTY_F64
+            self.held_counts = [np.empty(0, np.uint32)] * self.n_counts
+            self.held_offsets = []
+        yield from self._scatter(kept_bins, kept_counts)
+
+    def _scatter(self, bins: np.ndarray, counts: list[np.ndarray]) -> Iterator[_Chunk]:
+        """Put the kept records' counts at their bins; yield the batches completed."""
         if not len(bins):
             return
         if self.next_bin is None:
@@ -740,11 +918,6 @@ class _GapFiller:
             if self.filled == self.out_capacity:
                 yield self._finish()
 
-    def flush(self) -> Iterator[_Chunk]:
-        """Hand out the last, partly filled batch."""
-        if self.out is not None and self.filled:
-            yield self._finish()
-
     def _finish(self) -> _Chunk:
         assert self.out is not None
         rows = self.filled
@@ -760,18 +933,23 @@ class _GapFiller:
         self.filled = 0
         return chunk
 
-    def _report(self, status: np.ndarray, chunk: _Chunk) -> None:
+    def _damaged(self, code: int, count: int, offset: int) -> None:
+        kind, why = self._KINDS[code]
+        self.reader._damaged(
+            kind,
+            f"fill_gaps: {why}"
+            + ("" if self.reader.on_error == "raise"
+               else f"; dropped {count} such record(s) of this chunk"),
+            offset,
+            count,
+        )
+
+    def _report(self, status: np.ndarray, offset_of: Callable[[int], int]) -> None:
         bad = np.flatnonzero(status)
+        if not len(bad):
+            return
         codes = [int(status[bad[0]])] if self.reader.on_error == "raise" else list(self._KINDS)
         for code in codes:
-            kind, why = self._KINDS[code]
             hits = bad[status[bad] == code]
             if len(hits):
-                self.reader._damaged(
-                    kind,
-                    f"fill_gaps: {why}"
-                    + ("" if self.reader.on_error == "raise"
-                       else f"; dropped {len(hits)} such record(s) of this chunk"),
-                    chunk.offset_of(int(hits[0])),
-                    len(hits),
-                )
+                self._damaged(code, len(hits), offset_of(int(hits[0])))
