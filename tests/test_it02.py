@@ -1280,3 +1280,30 @@ def test_outlier_runs_rule():
     # valid traces have none
     t = np.cumsum(np.random.default_rng(1).integers(1, 5, 1000)).astype(float)
     assert not it02._outlier_runs(t, w, at_start=True).any()
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_streamed_reads_allocate_the_batches_they_ask_for(tmp_path, layout, monkeypatch):
+    """Chunks and scans get batches of their size (a first chunk of 1,000 rows read
+    84 MB of a dense file: every batch was 4 Mi rows); eager reads keep the large
+    output arrays. Same rows either way."""
+    sample = (Path(bindf.__file__).parent / "samples" / "intensity_tracing_it02.bin")
+    path = tmp_path / f"{layout}.bin"
+    bindf.write_it02(path, bindf.read_it02(sample, output="polars"), layout=layout)
+    whole = bindf.read_it02(path, output="polars")
+    capacities: list[int] = []
+    real_init = it02._Outputs.__init__
+
+    def recording(self, capacity, *args, **kwargs):
+        capacities.append(capacity)
+        real_init(self, capacity, *args, **kwargs)
+
+    monkeypatch.setattr(it02._Outputs, "__init__", recording)
+    chunks = list(bindf.read_it02(path, output="polars", chunksize=30))
+    assert [c.height for c in chunks] == [30] * 6 + [20]
+    assert capacities and max(capacities) <= 30
+    assert pl.concat(chunks).equals(whole)
+    capacities.clear()
+    assert bindf.read_it02(path, output="polars").equals(whole)
+    # one batch for the whole file (OUTPUT_ROWS, capped by what the bytes can hold)
+    assert len(capacities) == 1 and capacities[0] >= 200

@@ -350,22 +350,26 @@ class IT02Reader(FormatReader):
         want_time = "time_ns" in columns or self.fill_gaps
         wanted = [k for k, c in enumerate(self.channels) if channel_column(c) in columns]
         max_records = None if self.fill_gaps else n_rows
+        # An eager read keeps every batch: large output arrays (see _Outputs) cost less
+        # to fill. A streamed one (scan, chunks) gets batches of the size it asked for,
+        # so that its first batch does not wait for (and hold) 4 Mi rows.
+        output_rows = max(batch_size, OUTPUT_ROWS) if self.keeps_every_batch else batch_size
         # With fill_gaps the decoded records are scratch (the filler builds new arrays),
         # so chunks lend views of buffers reused for every chunk: freeing per-chunk
         # temporaries between the long-lived output arrays would fragment the C heap.
         borrow = self.fill_gaps
         with self.source.open() as f:
             if self.layout == "dense":
-                chunks = self._dense_chunks(f, want_time, wanted, batch_size, max_records,
+                chunks = self._dense_chunks(f, want_time, wanted, output_rows, max_records,
                                             borrow)
             else:
-                chunks = self._sparse_chunks(f, want_time, wanted, batch_size, max_records,
+                chunks = self._sparse_chunks(f, want_time, wanted, output_rows, max_records,
                                              borrow)
             if not self.fill_gaps:
                 for chunk in chunks:
                     yield _to_batch(schema, "time_ns" in columns, chunk.time, chunk.counts)
                 return
-            filler = _GapFiller(self, max(batch_size, OUTPUT_ROWS), len(wanted), n_rows)
+            filler = _GapFiller(self, output_rows, len(wanted), n_rows)
             for chunk in chunks:
                 for batch in filler.feed(chunk):
                     yield _to_batch(schema, "time_ns" in columns, batch.time, batch.counts)
@@ -410,8 +414,7 @@ class IT02Reader(FormatReader):
             i = 0
             while i < n:
                 if out is None:
-                    out = _Outputs(min(max(batch_size, OUTPUT_ROWS), count - got),
-                                   want_time, len(fields))
+                    out = _Outputs(min(batch_size, count - got), want_time, len(fields))
                 k = min(out.room, n - i)
                 lo, hi = out.filled, out.filled + k
                 if out.time is not None:
@@ -446,7 +449,7 @@ class IT02Reader(FormatReader):
         names = (["time_ns"] if want_time else []) + fields
         got = 0
         while got < count:
-            rows = min(max(batch_size, OUTPUT_ROWS), count - got)
+            rows = min(batch_size, count - got)
             out = _Outputs(rows, want_time, len(fields))
             columns = dict(zip(names, ([out.time] if want_time else []) + out.counts,
                                strict=True))
@@ -477,9 +480,12 @@ class IT02Reader(FormatReader):
         """Follow the record chain through the file (see :class:`SparseStream`)."""
         stream = self.sparse_stream(wanted, want_time=want_time, batch_size=batch_size,
                                     max_records=max_records, borrow=borrow)
+        # A few records wanted (head, n_rows): read little more than they can take.
+        first_read = CHUNK_BYTES if max_records is None else \
+            max(1 << 16, min(CHUNK_BYTES, (max_records + 1) * MAX_SPARSE_RECORD))
         try:
             yield from decode_file(self.source, stream, end=self._region_end(),
-                                   first_read=CHUNK_BYTES, max_read=CHUNK_BYTES, f=f)
+                                   first_read=first_read, max_read=CHUNK_BYTES, f=f)
         finally:
             for kind, count in stream.errors.items():
                 self.note_error(kind, count)
@@ -590,7 +596,7 @@ class SparseStream(StreamDecoder[_Chunk]):
                 target = self.scratch
             else:
                 if self.out is None:
-                    cap = max(self.batch_size, OUTPUT_ROWS)
+                    cap = self.batch_size
                     if self.data_end is not None:
                         # A record has at least 9 bytes: no more rows than that are left.
                         cap = min(cap, (self.data_end - self._offset - pos) // SPARSE_FIXED_BYTES)
