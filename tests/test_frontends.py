@@ -169,9 +169,11 @@ def test_a_streamed_glob_of_large_files_decodes_one_at_a_time(
     eager read still decodes them side by side. Same rows either way."""
     from bindf.frontends import batches
 
+    pattern = str(tmp_path / "run*.bin")
+    # small files (decoded inline, one after the other): one thread each, as always
+    assert batches.ReadPlan(pattern, threads=2, batch_size=100).first_reader.threads == 1
     monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)  # no file decoded inline
     monkeypatch.setattr(batches, "STREAM_AHEAD_MAX_FILE_BYTES", 1000)  # all "large"
-    pattern = str(tmp_path / "run*.bin")
     plan = batches.ReadPlan(pattern, threads=2, batch_size=100)
     assert not plan._parallel_files() and plan.first_reader.threads == 2
 

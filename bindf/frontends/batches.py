@@ -155,25 +155,31 @@ class ReadPlan:
         return reader
 
     def _threads_per_file(self) -> int:
-        """Threads each file's reader gets: all of them for files read one after the
-        other; when the pool decodes files in parallel, each reader gets its share."""
-        if not self._parallel_files():
+        """Threads each file's reader gets: all of them for one file, or for large files
+        streamed one after the other (see :meth:`_parallel_files`); else, with several
+        files, its share (1 for a glob of small files, whose cost is per-file Python
+        work that extra threads only slow down)."""
+        if self._streams_large_files():
             return self.threads
         return max(1, self.threads // min(self.threads, len(self.sources)))
 
+    def _may_read_files_side_by_side(self) -> bool:
+        return (self.threads > 1 and len(self.sources) > 1 and self.record_range is None
+                and not all(map(_decoded_inline, self.sources)))
+
     def _parallel_files(self) -> bool:
         """Whether files are decoded side by side on the pool, each whole, ahead of the
-        consumer (see :meth:`_files_in_parallel`). A streamed read (scan, chunks,
-        ``iter_batches``) does so only with files of at most
-        :data:`STREAM_AHEAD_MAX_FILE_BYTES`: it would hold ``threads + 1`` whole decoded
-        files, where it promises a few batches (32 threads and 1 GB runs: ~33 GB before
-        the first chunk). Larger files are streamed one after the other, each decoded
-        with every thread."""
-        if not (self.threads > 1 and len(self.sources) > 1 and self.record_range is None):
-            return False
-        if all(map(_decoded_inline, self.sources)):
-            return False
-        return self.keeps_every_batch or self._all_files_small
+        consumer (see :meth:`_files_in_parallel`)."""
+        return self._may_read_files_side_by_side() and not self._streams_large_files()
+
+    def _streams_large_files(self) -> bool:
+        """A streamed read (scan, chunks, ``iter_batches``) of files above
+        :data:`STREAM_AHEAD_MAX_FILE_BYTES`: decoded side by side, it would hold
+        ``threads + 1`` whole decoded files where it promises a few batches (32 threads
+        and 1 GB runs: ~33 GB before the first chunk), so they are streamed one after
+        the other, each decoded with every thread."""
+        return (not self.keeps_every_batch and not self._all_files_small
+                and self._may_read_files_side_by_side())
 
     @functools.cached_property
     def _all_files_small(self) -> bool:
