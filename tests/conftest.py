@@ -58,7 +58,7 @@ def cpu_seconds() -> Iterator[Callable[[], float]]:
 def raises_from_scan(expected: type[BaseException], match: str | None = None,
                      path: object = None, offset: int | None = None) -> Iterator[None]:
     """``pytest.raises(expected)`` around a polars scan's ``collect()``. Newer polars
-    raise the reader's own exception; polars 1.4 (the oldest bindf supports) wraps it in
+    raise the reader's own exception; polars 1.x (1.22, the oldest bindf supports) wraps it in
     a ``ComputeError`` whose message names it, so then the message is checked instead:
     the type, ``match``, and the ``path`` and byte ``offset`` the error carries."""
     import re

@@ -114,6 +114,23 @@ def _opened_during(action, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return opened
 
 
+def _polars_hands_over(predicate: pl.Expr) -> bool:
+    """Whether this polars gives ``predicate`` to an IO source (older ones keep filters
+    whose functions they cannot serialize, such as some string functions, and apply
+    them to the rows themselves)."""
+    from polars.io.plugins import register_io_source
+
+    given: list[object] = []
+
+    def source(with_columns, predicate, n_rows, batch_size):  # noqa: ANN001, ANN202
+        given.append(predicate)
+        yield pl.DataFrame({"path": ["x"], "channel": [1], "event": [4]})
+
+    schema = {"path": pl.String, "channel": pl.Int64, "event": pl.Int64}
+    register_io_source(source, schema=schema).filter(predicate).collect()
+    return given[0] is not None
+
+
 @pytest.mark.parametrize("predicate, kept", [
     (lambda f: pl.col("path") == f[1], [1]),
     (lambda f: (pl.col("path") == f[1]) | (pl.col("path") == f[2]), [1, 2]),
@@ -138,8 +155,11 @@ def test_a_path_predicate_opens_only_the_files_it_keeps(
     eager = bindf.read(str(tmp_path / "run*.bin"), output="polars", include_file_paths="path",
                        row_index_name=row_index, row_index_offset=10)
     expected = eager.filter(expr)
-    assert got[0].equals(expected)
+    as_text = pl.col("marker").cast(pl.String)  # categoricals of two reads (polars < 1.32)
+    assert got[0].with_columns(as_text).equals(expected.with_columns(as_text))
     assert sorted(set(got[0]["path"])) == [files[i] for i in kept if expected.height]
+    if not _polars_hands_over(expr):  # it filters the rows itself: every file is read
+        return
     if row_index is None or not kept:
         assert set(opened) == {files[i] for i in kept}
     else:  # the row counts of the files before the last kept one come from their headers

@@ -96,13 +96,13 @@ def test_build_requires_a_setuptools_that_reads_spdx_licences():
 
 # -- polars 1.x / 2.x plugin API ----------------------------------------------------------
 def test_scan_drops_keywords_an_older_register_io_source_does_not_take(monkeypatch):
-    """polars 1.4–1.x: ``register_io_source(callable, schema)`` only."""
+    """polars 1.x (1.22 included): ``register_io_source(callable, schema)`` only."""
     from bindf.frontends import polars as polars_frontend
 
     real = polars_frontend.register_io_source
     seen: dict[str, object] = {}
 
-    def register_io_source(callable, schema):  # the polars 1.4.1 signature
+    def register_io_source(callable, schema):  # the polars 1.22 signature
         seen["schema"] = schema
         return real(callable, schema=schema)
 

@@ -81,13 +81,13 @@ def register_bindf_source(
 ) -> pl.LazyFrame:
     """``register_io_source`` with the keywords this polars version knows.
 
-    The plugin API grew over polars 1.x/2.x: 1.4.1 (the first release with
-    ``polars.io.plugins``) takes only the callable and the schema, later 1.x releases
-    added ``validate_schema`` and ``is_pure``, 2.0 added ``explain_name`` and
+    The plugin API grew over polars 1.x/2.x: 1.x (1.22, the oldest bindf supports,
+    included) takes only the callable and the schema, later releases added
+    ``validate_schema`` and ``is_pure``, 2.0 added ``explain_name`` and
     ``explain_detail`` (what ``LazyFrame.explain()`` prints). Keywords this polars does
     not accept are dropped: the scan behaves the same, only ``explain()`` says less.
 
-    Older polars (1.4.1 at least) panics when a source yields no frame at all (a
+    Older polars (1.22 at least) panics when a source yields no frame at all (a
     header-only file, or a predicate that no row passes), so an empty source yields one
     empty frame of the projected schema.
     """
