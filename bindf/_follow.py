@@ -33,7 +33,7 @@ import pyarrow as pa
 from ._source import Source, _is_url, ensure_bindf_path
 from .arrow import build_info
 from .errors import BindfError, FileChangedWarning
-from .formats._base import AcquisitionEnd, FormatReader
+from .formats._base import AcquisitionEnd, FormatReader, summed_errors
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
 from .frontends.output import Frame, Output, check_output, table_to_output
 from .registry import open_reader
@@ -370,11 +370,7 @@ class Follower(Iterator[Frame]):
     @property
     def errors(self) -> dict[str, int]:
         """Damage skipped so far (``on_error="warn"|"skip"``), summed over every file."""
-        totals: dict[str, int] = {}
-        for counts in self._errors_by_path.values():
-            for kind, count in counts.items():
-                totals[kind] = totals.get(kind, 0) + count
-        return totals
+        return summed_errors(self._errors_by_path.values())
 
     def close(self) -> None:
         """Stop following and close the file (frames already yielded stay valid)."""

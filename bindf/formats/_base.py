@@ -15,7 +15,7 @@ the CLI) is written once on top of this contract, in :mod:`bindf.frontends`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
@@ -342,3 +342,13 @@ class FormatReader(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path!r}>"
+
+
+def summed_errors(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Damage counts (``{kind: count}``, as :attr:`FormatReader.errors`) of several
+    readers or passes, summed per kind."""
+    total: dict[str, int] = {}
+    for each in counts:
+        for kind, count in each.items():
+            total[kind] = total.get(kind, 0) + count
+    return total

@@ -26,7 +26,7 @@ from .._threads import resolve_threads, settle, shared_executor
 from .._warnings import WarningSink
 from ..arrow import build_info
 from ..errors import BindfError
-from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader
+from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, summed_errors
 from ..registry import open_reader
 
 #: Rows of small files' units gathered before they become one batch (see
@@ -553,10 +553,8 @@ class ReadPlan:
     def info(self) -> dict[str, Any]:
         """The bindf info dict (format, first header, source(s), skipped damage)."""
         first = self.first_reader
-        errors: dict[str, int] = {}
-        for counts in [first.errors, *(c for c in self.errors_done if c is not first.errors)]:
-            for kind, count in counts.items():
-                errors[kind] = errors.get(kind, 0) + count
+        errors = summed_errors(
+            [first.errors, *(c for c in self.errors_done if c is not first.errors)])
         source: str | list[str] = (
             self.sources[0].path if len(self.sources) == 1 else [s.path for s in self.sources]
         )

@@ -20,6 +20,7 @@ from polars.io.plugins import register_io_source
 from .._params import HINTS, SCAN_HINTS, check_names
 from .._source import Sources
 from .._threads import resolve_threads
+from ..formats._base import summed_errors
 from .batches import ReadPlan
 from .output import batch_to_polars, set_polars_info
 
@@ -175,10 +176,7 @@ def scan(
         try:
             yield from _frames(plans, predicate, with_columns, n_rows)
         finally:  # the damage this collect dropped, for lf.bindf.info (see scan's doc)
-            errors: dict[str, int] = {}
-            for plan in plans:
-                for kind, count in plan.info().get("errors", {}).items():
-                    errors[kind] = errors.get(kind, 0) + count
+            errors = summed_errors(plan.info().get("errors") or {} for plan in plans)
             if errors:
                 info["errors"] = errors
             else:
