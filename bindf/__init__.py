@@ -30,6 +30,7 @@ from .errors import (
     FileChangedWarning,
     HeaderError,
     TruncatedFileWarning,
+    TruncatedHeaderError,
     UnknownFormatError,
     UnsupportedReadoutError,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "FormatSpec",
     "HeaderError",
     "TruncatedFileWarning",
+    "TruncatedHeaderError",
     "UnknownFormatError",
     "UnsupportedReadoutError",
     "convert_apx_log",

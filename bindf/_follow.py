@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from ._source import Source, _is_url, ensure_bindf_path
 from .arrow import build_info
-from .errors import BindfError, FileChangedWarning
+from .errors import BindfError, FileChangedWarning, HeaderError, TruncatedHeaderError
 from .formats._base import AcquisitionEnd, FormatReader, summed_errors
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
 from .frontends.output import Frame, Output, check_output, table_to_output
@@ -136,9 +136,13 @@ class _Tail:
         try:
             reader = open_reader(Source(self.path), follower.format,
                                  on_error=follower.on_error, **follower.options)
-        except (BindfError, EOFError) as exc:  # an incomplete header: wait for more bytes
-            self.header_error = ensure_bindf_path(exc, self.path) \
-                if isinstance(exc, BindfError) else exc
+        except (BindfError, EOFError) as exc:
+            error = ensure_bindf_path(exc, self.path) if isinstance(exc, BindfError) else exc
+            if isinstance(error, HeaderError) and not isinstance(error, TruncatedHeaderError):
+                raise error from None  # complete and damaged: more bytes cannot mend it
+            # A header still being written (or a magic, or too few records to tell the
+            # layout): wait for more bytes, and raise this if none come.
+            self.header_error = error
             return
         self.header_error = None
         self.reader = reader
@@ -549,8 +553,10 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
     ----------
     source:
         A path, a glob (``"runs/*.apx"``) or a list of them. A path that does not exist
-        yet, or whose header is still incomplete, is waited for (up to
-        ``idle_timeout``). Glob matches are followed one after the other in name order;
+        yet, or whose header is still incomplete (a
+        :class:`~bindf.errors.TruncatedHeaderError`), is waited for (up to
+        ``idle_timeout``); a complete header that is damaged raises its
+        :class:`~bindf.errors.HeaderError` at once. Glob matches are followed one after the other in name order;
         a file that appears later is picked up after the current one, and the current
         one is taken as finished once a later file exists and it did not grow for one
         poll.

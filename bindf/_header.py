@@ -25,7 +25,7 @@ import struct
 from typing import Any, BinaryIO
 
 from ._kernels import _jsonparse
-from .errors import HeaderError
+from .errors import HeaderError, TruncatedHeaderError
 
 #: Deeper nesting than this is not metadata any instrument writes; refuse it early.
 MAX_HEADER_DEPTH = 64
@@ -134,13 +134,15 @@ def read_preamble(
 
     Returns the parsed header and the byte offset of the first record. The declared
     length is checked against ``file_size`` *before* anything is allocated, so a damaged
-    length field cannot make bindf reserve gigabytes.
+    length field cannot make bindf reserve gigabytes. A file that ends inside the length
+    field or before the declared end raises :class:`TruncatedHeaderError` (offset: the
+    length field), a complete header that is not a JSON object :class:`HeaderError`.
     """
     head = read_exact(f, len(magic) + 4)
     if len(head) < len(magic) or head[: len(magic)] != magic:
         raise_bad_magic(head, magic=magic, path=path, format_label=format_label)
     if len(head) < len(magic) + 4:
-        raise HeaderError(
+        raise TruncatedHeaderError(
             f"{format_label} file ends inside the header length field",
             path=path,
             offset=len(magic),
@@ -149,7 +151,7 @@ def read_preamble(
     json_start = len(magic) + 4
     available = file_size - json_start
     if length > available:
-        raise HeaderError(
+        raise TruncatedHeaderError(
             f"{format_label} header declares {length} bytes of JSON but only "
             f"{max(available, 0)} bytes follow",
             path=path,
@@ -157,7 +159,7 @@ def read_preamble(
         )
     raw = read_exact(f, length)
     if len(raw) < length:  # the file shrank after we measured it
-        raise HeaderError(
+        raise TruncatedHeaderError(
             f"{format_label} file ends inside its JSON header", path=path, offset=json_start + len(raw)
         )
     return parse_json_header(raw, path=path, offset=json_start), json_start + length

@@ -42,6 +42,7 @@ from .errors import CorruptDataWarning as CorruptDataWarning
 from .errors import FileChangedWarning as FileChangedWarning
 from .errors import HeaderError as HeaderError
 from .errors import TruncatedFileWarning as TruncatedFileWarning
+from .errors import TruncatedHeaderError as TruncatedHeaderError
 from .errors import UnknownFormatError as UnknownFormatError
 from .errors import UnsupportedReadoutError as UnsupportedReadoutError
 from .formats.apx_log import convert_apx_log as convert_apx_log

@@ -15,6 +15,7 @@ __all__ = [
     "BindfError",
     "UnknownFormatError",
     "HeaderError",
+    "TruncatedHeaderError",
     "UnsupportedReadoutError",
     "CorruptDataError",
     "BindfWarning",
@@ -85,6 +86,13 @@ class UnknownFormatError(BindfError):
 
 class HeaderError(BindfError):
     """The file header is missing, cut short, not valid JSON, or lacks a required key."""
+
+
+class TruncatedHeaderError(HeaderError):
+    """The file ends inside its header: cut short, or still being written (the same file
+    read again later may be complete). ``offset`` is the header field whose bytes are
+    missing (a length field, or where the file ends). Catch it to tell a file that is
+    not finished yet from a damaged one (any other :class:`HeaderError`)."""
 
 
 class UnsupportedReadoutError(HeaderError):

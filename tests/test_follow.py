@@ -264,6 +264,27 @@ def test_incomplete_header_raises_after_idle_timeout(tmp_path: Path) -> None:
         list(bindf.follow(path, poll_interval=0.02, idle_timeout=0.2))
 
 
+def test_cut_header_waits_and_damaged_header_raises_at_once(tmp_path: Path) -> None:
+    """A header still being written is waited for (a TruncatedHeaderError only when
+    idle_timeout passes); a complete header that is not JSON cannot be mended by more
+    bytes, so it raises at once, not after idle_timeout."""
+    data = APX_SAMPLE.read_bytes()
+    cut = tmp_path / "cut.apx"
+    cut.write_bytes(data[:100])
+    started = time.monotonic()
+    with pytest.raises(bindf.TruncatedHeaderError, match="declares 1357 bytes") as info:
+        list(bindf.follow(cut, poll_interval=0.02, idle_timeout=0.5))
+    assert time.monotonic() - started >= 0.5 and info.value.offset == 6
+    damaged = tmp_path / "damaged.apx"
+    damaged.write_bytes(data[:20] + b"\x00" + data[21:])
+    started = time.monotonic()
+    with pytest.raises(bindf.HeaderError, match="not valid JSON") as info:
+        list(bindf.follow(damaged, poll_interval=0.02, idle_timeout=30))
+    assert time.monotonic() - started < 10
+    assert not isinstance(info.value, bindf.TruncatedHeaderError)
+    assert (info.value.path, info.value.offset) == (str(damaged), 20)
+
+
 def test_shrink_warns_and_stops(tmp_path: Path) -> None:
     from conftest import write_stt1
 

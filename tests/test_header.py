@@ -386,3 +386,39 @@ def test_a_repeated_key_is_refused_at_any_depth(pairs, ascii_only) -> None:
             parse_json_header(text.encode())
     else:
         assert parse_json_header(text.encode()) == json.loads(text)
+
+
+def test_every_cut_inside_a_header_is_a_truncated_header_error(format_case) -> None:
+    """A file cut anywhere inside its header (or still being written) says so with
+    :class:`TruncatedHeaderError`, so that a caller can tell it from a damaged header:
+    cut inside the magic it is not (yet) the format; from the magic on, every cut before
+    the records opens or raises TruncatedHeaderError with the offset of the header field
+    that lacks bytes. Only IT02's layout guess may find too few records to decide."""
+    import warnings
+
+    import bindf
+    from bindf._source import Source
+    from bindf.errors import TruncatedHeaderError
+    from bindf.registry import open_reader
+
+    options = dict(format_case.kwargs)
+    data = format_case.path.read_bytes()
+    fmt = options.pop("format", None) or bindf.detect_format(format_case.path).name
+    magic_length = max((len(m) for m in bindf.get_format(fmt).magics), default=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FCS1 warns of a cut metadata block
+        data_offset = open_reader(Source(str(format_case.path)), fmt, **options).data_offset
+        opened = []
+        for cut in range(min(len(data), data_offset + 200)):
+            try:
+                bindf.read_header(data[:cut], format=fmt, **options)
+            except UnknownFormatError as exc:
+                assert cut < magic_length, (cut, exc)
+            except TruncatedHeaderError as exc:
+                assert cut < data_offset and exc.offset is not None, (cut, exc)
+                assert exc.offset <= cut, (cut, exc)
+            except bindf.CorruptDataError as exc:
+                assert fmt == "it02" and "cannot tell" in str(exc), (cut, exc)
+            else:
+                opened.append(cut)
+    assert data_offset in opened

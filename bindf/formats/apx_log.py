@@ -61,7 +61,13 @@ import pyarrow as pa
 
 from .._atomic import atomic_output
 from .._source import Source
-from ..errors import BindfError, CorruptDataError, HeaderError, UnknownFormatError
+from ..errors import (
+    BindfError,
+    CorruptDataError,
+    HeaderError,
+    TruncatedHeaderError,
+    UnknownFormatError,
+)
 from ._apx3_hits import log_readout_uid
 from ._apx_hits import STATUS_FLAGS, Decoded
 from ._base import FormatReader, numpy_batch
@@ -238,10 +244,12 @@ def _split_header(region: bytes, namespace_at: int | None, *, cut: bool,
 
 
 def _incomplete_header(size: int, complete: bool, path: str) -> HeaderError:
-    why = ("the file ends inside the log header: its 'Namespace(...)' line is missing or "
-           "cut, and no readout line follows" if complete else
-           f"no 'Namespace(...)' line and no readout line in the first {size} bytes")
-    return HeaderError(why, path=path, offset=size)
+    if complete:  # the whole file was looked at: it ends inside its header
+        return TruncatedHeaderError(
+            "the file ends inside the log header: its 'Namespace(...)' line is missing or "
+            "cut, and no readout line follows", path=path, offset=size)
+    return HeaderError(f"no 'Namespace(...)' line and no readout line in the first {size} "
+                       "bytes", path=path, offset=size)
 
 
 def _non_text_offset(data: bytes, *, cut: bool) -> int | None:

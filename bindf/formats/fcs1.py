@@ -49,6 +49,7 @@ from ..errors import (
     FCS1LayoutWarning,
     HeaderError,
     TruncatedFileWarning,
+    TruncatedHeaderError,
 )
 from ._base import FormatReader
 
@@ -157,13 +158,11 @@ class FCS1Reader(FormatReader):
             metadata, self.data_offset = read_preamble(
                 f, magic=FCS1_MAGIC, file_size=self.source.size, path=self.path,
                 format_label=FORMAT_LABEL)
-        except HeaderError as exc:
-            why = self._metadata_cut(f)
-            if why is None:  # complete but not a JSON object: a bad header
-                raise
+        except TruncatedHeaderError as exc:
             # A length running past the end is a file still being written (the writer
             # writes it in five calls once the curves are computed): no metadata yet.
-            self._truncated(exc.offset if exc.offset is not None else len(FCS1_MAGIC), why)
+            self._truncated(exc.offset if exc.offset is not None else len(FCS1_MAGIC),
+                            exc.reason)
             return {"notes_text": "", "channel_names": {}, "layout": None}
         pairs, lags = self._read_data(f)
         counts = [len(p.vectors) for p in pairs]
@@ -183,22 +182,6 @@ class FCS1Reader(FormatReader):
         header.setdefault("channel_names", channel_names)
         header.setdefault("layout", layout)
         return header
-
-    def _metadata_cut(self, f: BinaryIO) -> str | None:
-        """Why the metadata block is incomplete (the file ends in its length field or
-        before its declared end), or None when it is complete."""
-        size = self.source.size
-        field_end = len(FCS1_MAGIC) + 4
-        if size < field_end:
-            return "the file ends inside the metadata length field"
-        f.seek(len(FCS1_MAGIC))
-        field = read_exact(f, 4)
-        if len(field) < 4:
-            return "the file shrank while it was read"
-        (length,) = _U32.unpack(field)
-        if length > size - field_end:
-            return f"the metadata block declares {length} bytes but only {size - field_end} follow"
-        return None
 
     # -- the data block -------------------------------------------------------------------
     def _read_data(self, f: BinaryIO) -> tuple[list[_Pair], pa.Array | None]:

@@ -42,7 +42,7 @@ from .._writing import (
     to_arrow_table,
     write_fixed_record_file,
 )
-from ..errors import CorruptDataError, CorruptDataWarning, HeaderError
+from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedHeaderError
 from ..registry import FormatSpec
 from ._fixed import FixedRecordReader
 from ._record_fields import (
@@ -152,7 +152,7 @@ class FixedLayoutReader(FixedRecordReader):
                 hdt = layout.header
                 raw = read_exact(f, hdt.itemsize)
                 if len(raw) < hdt.itemsize:
-                    raise HeaderError(
+                    raise TruncatedHeaderError(
                         f"file is shorter ({header_end + len(raw)} bytes) than its "
                         f"{header_end + hdt.itemsize}-byte header",
                         path=self.path, offset=header_end + len(raw))
@@ -182,9 +182,13 @@ class FixedLayoutReader(FixedRecordReader):
             check_record_dtype(dtype)
         except ValueError as exc:
             raise HeaderError(str(exc), path=self.path, offset=values_at) from None
-        if offset < 0 or offset > self.source.size:
-            raise HeaderError(f"data offset {offset} is outside the {self.source.size}-byte file",
-                              path=self.path, offset=values_at)
+        if offset < 0:
+            raise HeaderError(f"data offset {offset} is negative", path=self.path,
+                              offset=values_at)
+        if offset > self.source.size:  # the records' start is not written yet, or cut
+            raise TruncatedHeaderError(
+                f"data offset {offset} is past the end of the {self.source.size}-byte file",
+                path=self.path, offset=values_at)
         # The records are read with a dtype of the same bytes that numpy can hand to
         # readinto; the columns keep the declared field order and types.
         self.record_dtype = readable_dtype(dtype)
