@@ -1,4 +1,4 @@
-"""pandas output: the default ``dtype_backend`` ("numpy_nullable") against "pyarrow".
+"""pandas output: the default ``dtype_backend`` (None: numpy columns) against "pyarrow".
 
 Run with ``python bench.py --only pandas``. "pyarrow" wraps bindf's Arrow buffers in
 ``pd.ArrowDtype`` columns without copying; the default builds writable numpy columns
@@ -35,10 +35,10 @@ def apx_pyarrow(path: Path) -> pd.DataFrame:
 
 
 CASES = [
-    h.Case("spectro legacy → pandas (numpy_nullable)", make_legacy,
+    h.Case("spectro legacy → pandas (default dtypes)", make_legacy,
            "bench_pandas:spectro_default"),
     h.Case("spectro legacy → pandas (pyarrow backend)", make_legacy,
            "bench_pandas:spectro_pyarrow"),
-    h.Case("apx → pandas (numpy_nullable)", make_apx, "bench_pandas:apx_default", unit="hits"),
+    h.Case("apx → pandas (default dtypes)", make_apx, "bench_pandas:apx_default", unit="hits"),
     h.Case("apx → pandas (pyarrow backend)", make_apx, "bench_pandas:apx_pyarrow", unit="hits"),
 ]

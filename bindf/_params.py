@@ -64,10 +64,12 @@ COMMON: tuple[Param, ...] = (
           "Return an iterator of frames of at most this many rows instead of one frame "
           "(pandas' convention; works for every ``output``).", goes_to=OUTPUT, on_scan=False),
     Param("dtype_backend", None, 'Literal["numpy_nullable", "pyarrow"] | None',
-          'pandas output only, as in pandas\' readers: ``"numpy_nullable"`` (the default, '
-          "also for None: numpy columns, pandas' nullable integers where a column can be "
-          'null) or ``"pyarrow"`` (``pd.ArrowDtype`` columns wrapping bindf\'s Arrow '
-          "buffers, no copy). Any other ``output`` refuses it (ValueError).",
+          "pandas output only, as in pandas' readers: None (the default: numpy columns, "
+          "pandas' nullable integers and booleans where a column can be null), "
+          '``"numpy_nullable"`` (pandas\' masked dtypes for every number and boolean, '
+          'as ``pd.read_parquet`` gives) or ``"pyarrow"`` (``pd.ArrowDtype`` columns '
+          "wrapping bindf's Arrow buffers, no copy). Any other ``output`` refuses it "
+          "(ValueError).",
           goes_to=OUTPUT, on_scan=False, on_dask=True),
     Param("batch_size", None, "int | None", "Rows per internal Arrow batch."),
     Param("include_file_paths", None, "str | None",

@@ -249,10 +249,28 @@ def test_dtype_backend_pyarrow(case: Case) -> None:
     assert isinstance(frame.index, pd.RangeIndex) and len(frame) == expected.num_rows
 
 
-def test_dtype_backend_numpy_nullable_is_the_default(case: Case) -> None:
-    pd.testing.assert_frame_equal(
-        bindf.read(case.path, dtype_backend="numpy_nullable", **case.kwargs),
-        bindf.read(case.path, **case.kwargs))
+def test_dtype_backend_numpy_nullable_as_pandas_readers_give_it(case: Case) -> None:
+    """``"numpy_nullable"`` is pandas' option: every integer, float and boolean column
+    masked (``UInt32``, ``Float64``, ``boolean``), as ``pd.read_parquet`` gives for the
+    same table; the values and nulls are the default read's."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    table = expected_table(case)
+    buffer = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(None), buffer)
+    buffer.seek(0)
+    theirs = pd.read_parquet(buffer, dtype_backend="numpy_nullable")
+    ours = bindf.read(case.path, dtype_backend="numpy_nullable", **case.kwargs)
+    pd.testing.assert_frame_equal(ours, theirs, check_dtype=True)
+    default = bindf.read(case.path, **case.kwargs)
+    assert ours.attrs["bindf"] == default.attrs["bindf"]
+    numeric = [c for c in default.columns if default[c].dtype.kind in "biuf"]
+    assert numeric and all(isinstance(ours[c].dtype, pd.api.extensions.ExtensionDtype)
+                           for c in numeric)
+    for name in numeric:
+        assert ours[name].isna().equals(default[name].isna()), name
 
 
 def test_dtype_backend_everywhere(cases: dict[str, Case]) -> None:

@@ -567,3 +567,21 @@ def test_writer_refuses_a_number_too_large_for_a_float_field(
     write(path, {"x": [np.inf, 0.1], "y": [np.nan, 2.0**40]})
     expected = np.array([(np.inf, np.nan), (0.1, 2.0**40)], [("x", "<f2"), ("y", "<f4")])
     assert path.read_bytes() == expected.tobytes()
+
+
+def test_nullable_bool_of_a_transform_is_boolean_whatever_the_data(tmp_path: Path, registered) -> None:
+    """A nullable bool column (a declared format's ``transform`` may add one) is pandas'
+    ``boolean`` in every chunk, with or without a null in it (it was numpy ``bool`` in a
+    chunk without nulls and ``object`` in one with)."""
+    def flags(table: pa.Table, header: dict) -> pa.Table:
+        values = table.column("v").to_numpy()
+        return table.append_column(
+            pa.field("flag", pa.bool_()), pa.array(values > 1, mask=values == 0))
+
+    registered("nbool", dtype=[("v", "<i4")], magic=b"NBOL", transform=flags)
+    path = tmp_path / "f.nbool"
+    path.write_bytes(b"NBOL" + np.array([1, 2, 0, 3], "<i4").tobytes())
+    chunks = list(bindf.read(path, format="nbool", chunksize=2))
+    assert [str(c["flag"].dtype) for c in chunks] == ["boolean", "boolean"]
+    assert chunks[1]["flag"].tolist() == [pd.NA, True]
+    assert str(bindf.read(path, format="nbool", n_rows=2)["flag"].dtype) == "boolean"

@@ -118,8 +118,9 @@ def table_to_output(table: pa.Table, output: Output, info: dict[str, Any] | None
 
     The table is consumed: pandas conversion releases its memory as it goes (pyarrow's
     ``self_destruct``), so the caller must not use ``table`` afterwards.
-    ``dtype_backend`` (pandas output only) is pandas' option: ``"numpy_nullable"``
-    (default) or ``"pyarrow"`` (see :func:`table_to_arrow_backed_pandas`).
+    ``dtype_backend`` (pandas output only) is pandas' option: ``None`` (default, numpy
+    columns), ``"numpy_nullable"`` (see :func:`table_to_masked_pandas`) or ``"pyarrow"``
+    (see :func:`table_to_arrow_backed_pandas`).
     """
     return _owned_to_output([table], output, info, dtype_backend)
 
@@ -131,6 +132,8 @@ def _owned_to_output(holder: list[pa.Table], output: Output,
     if output == "pandas":
         if dtype_backend == "pyarrow":
             frame = table_to_arrow_backed_pandas(holder.pop())
+        elif dtype_backend == "numpy_nullable":
+            frame = table_to_masked_pandas(holder.pop())
         else:
             frame = _owned_table_to_pandas(holder)
         if info is not None:
@@ -259,10 +262,11 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     """Arrow → pandas, taking the table out of ``holder`` so its memory can be released
     column by column while the frame is built (peak: output plus about one column).
 
-    Integer fields that the schema declares nullable (e.g. spectroscopy ``channel``,
-    null on marker rows) become pandas' nullable integers (``UInt8`` …) instead of
-    float64, whether or not this particular file has a null: the dtype depends on the
-    format, never on the data. Formats declare never-null columns ``nullable=False``.
+    Integer and boolean fields that the schema declares nullable (e.g. spectroscopy
+    ``channel``, null on marker rows) become pandas' nullable ``UInt8`` … and
+    ``boolean`` instead of float64 or object, whether or not this particular file has a
+    null: the dtype depends on the format, never on the data. Formats declare never-null
+    columns ``nullable=False``.
     Every column is writable (pandas users assign into frames they read).
     """
     table = holder.pop()
@@ -270,8 +274,9 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     direct: dict[str, Any] = {}
     for field in table.schema:
         column = table.column(field.name)
-        if pa.types.is_integer(field.type) and (field.nullable or column.null_count):
-            direct[field.name] = column.to_pandas(types_mapper=_NULLABLE_INTS.get).array
+        if (pa.types.is_integer(field.type) or pa.types.is_boolean(field.type)) and (
+                field.nullable or column.null_count):
+            direct[field.name] = column.to_pandas(types_mapper=_MASKED_DTYPES.get).array
         elif (view := _writable_view(column)) is not None:
             direct[field.name] = view
         elif _is_plain_numeric(column):
@@ -304,6 +309,16 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     columns.update(direct)
     del frame
     return pd.DataFrame({name: columns[name] for name in order}, copy=False)
+
+
+def table_to_masked_pandas(table: pa.Table) -> pd.DataFrame:
+    """pandas' ``dtype_backend="numpy_nullable"``: every integer, float, boolean and
+    string column a pandas masked (nullable) column (``UInt32``, ``Float64``,
+    ``boolean``, ``string``) with ``pd.NA`` for nulls, as ``pd.read_parquet(...,
+    dtype_backend="numpy_nullable")`` gives for the same table; categories, times and
+    bytes keep their default dtypes. Each column is copied into its masked array."""
+    return table.to_pandas(types_mapper=_MASKED_DTYPES.get, split_blocks=True,
+                           self_destruct=True)
 
 
 def table_to_arrow_backed_pandas(table: pa.Table) -> pd.DataFrame:
@@ -376,11 +391,16 @@ def _writable_view(column: pa.ChunkedArray) -> np.ndarray | None:
     return np.frombuffer(data, dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize)
 
 
-_NULLABLE_INTS = {
+#: Arrow types and pandas' masked (nullable) dtypes for them, as pandas' own readers
+#: map them for ``dtype_backend="numpy_nullable"``.
+_MASKED_DTYPES = {
     pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(),
     pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
     pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
     pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+    pa.float32(): pd.Float32Dtype(), pa.float64(): pd.Float64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+    pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype(),
 }
 
 
