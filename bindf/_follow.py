@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from ._source import Source, _is_url, ensure_bindf_path
+from ._source import Source, _is_url, ensure_bindf_path, user_path
 from .arrow import build_info
 from .errors import BindfError, FileChangedWarning, HeaderError, TruncatedHeaderError
 from .formats._base import AcquisitionEnd, FormatReader, summed_errors
@@ -316,7 +316,7 @@ class Follower(Iterator[Frame]):
         items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         if not items:
             raise FileNotFoundError("no file to follow was given")
-        self.patterns = [os.fspath(p) for p in items]
+        self.patterns = [user_path(os.fspath(p)) for p in items]
         remote = [p for p in self.patterns if _is_url(p)]
         if remote:
             raise ValueError(f"bindf.follow follows local files only (polled with os.stat), "

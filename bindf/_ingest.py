@@ -240,7 +240,7 @@ def ingest(
     threads = _usable_cores() if threads is None else resolve_threads(threads)
     if not (math.isfinite(settle) and settle >= 0):
         raise ValueError(f"settle must be 0 or more seconds, not {settle}")
-    dest = os.path.abspath(os.fspath(dest))
+    dest = os.path.abspath(os.path.expanduser(os.fspath(dest)))
     paths = find_sources(sources, pattern, exclude=dest)
     partition_by = [partition_by] if isinstance(partition_by, str) else list(partition_by)
     columns = header_column_spec(header_columns)

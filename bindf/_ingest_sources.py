@@ -44,7 +44,7 @@ def find_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     exclude = os.path.abspath(exclude) if exclude else None
     found: set[str] = set()
     for item in items:
-        path = os.fspath(item)
+        path = os.path.expanduser(os.fspath(item))
         if "://" in path:
             raise ValueError(f"{path}: bindf.ingest reads local (or mounted) files only")
         if os.path.isdir(path):

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from .errors import BindfError, missing_dependency
+from .errors import BindfError, UnknownFormatError, missing_dependency
 
 PathLike = str | os.PathLike[str]
 
@@ -69,6 +69,12 @@ def _is_url(path: str) -> bool:
     """True for fsspec URLs (``memory://``, ``s3://``, ``simplecache::…``); ``file://``
     URLs are read as local paths, without fsspec."""
     return "://" in path and not path.startswith("file://")
+
+
+def user_path(path: str) -> str:
+    """``~`` and ``~user`` at the start of a local path expanded, as pandas and polars
+    readers do (a URL is left alone)."""
+    return os.path.expanduser(path) if path.startswith("~") else path
 
 
 def _local_path(path: str) -> str:
@@ -360,7 +366,7 @@ def expand_sources(
         if is_source_object(item):
             out.append(object_source(item))
             continue
-        path = os.fspath(item)
+        path = user_path(os.fspath(item))
         if _is_url(path):
             out.extend(_expand_remote(path, options))
         elif _GLOB_CHARS & set(path) and not os.path.exists(_local_path(path)):
@@ -393,7 +399,7 @@ def single_source(source: PathLike | SourceObject | Source,
         return source
     if is_source_object(source):
         return object_source(source)
-    return Source(os.fspath(source), dict(storage_options or {}))
+    return Source(user_path(os.fspath(source)), dict(storage_options or {}))
 
 
 def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:
@@ -657,6 +663,11 @@ class ObjectSource(Source):
                     to_close.insert(0, self._file)
                 else:
                     self._file, self._start, size = obj, start, remaining
+                if size == 0 and start:  # read before: "file is empty" would mislead
+                    raise UnknownFormatError(
+                        f"nothing left to read: the file object is at its end (position "
+                        f"{start}), where bindf starts reading; seek(0) to read it from "
+                        "the start", path=name, offset=start)
             except BaseException:
                 _close_all(*to_close)
                 raise

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -363,3 +364,36 @@ def test_named_file_object_is_detected_by_its_extension(cases: dict[str, Case]) 
     with open(case.path, "rb") as f:
         table = bindf.read(f, output="arrow")
     assert_same_read(table, read_arrow(case.path, case), str(case.path))
+
+
+def test_tilde_is_the_home_folder(cases: dict[str, Case], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``~`` starts a path in the home folder, as in pandas' and polars' readers: eager
+    reads, globs, scans, headers and follow."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    case = cases["it02_dense"]
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "a.bin").write_bytes(case.path.read_bytes())
+    expected = bindf.read(case.path)
+    pd.testing.assert_frame_equal(bindf.read("~/runs/a.bin"), expected)
+    pd.testing.assert_frame_equal(pd.read_it02("~/runs/*.bin"), expected)
+    assert pl.scan_it02("~/runs/a.bin").collect().height == len(expected)
+    assert bindf.read_header("~/runs/a.bin") == bindf.read_header(case.path)
+    assert len(bindf.read_headers("~/runs/*.bin")) == 1
+    with bindf.follow("~/runs/a.bin", idle_timeout=0, poll_interval=0.01) as frames:
+        assert sum(len(f) for f in frames) == len(expected)
+
+
+def test_a_file_object_at_its_end_says_so(cases: dict[str, Case]) -> None:
+    """A file object read before is at its end: the error names the position and how to
+    read it again, instead of calling a non-empty file empty."""
+    case = cases["it02_dense"]
+    with open(case.path, "rb") as f:
+        first = pd.read_it02(f)
+        assert len(first) > 0
+        with pytest.raises(bindf.UnknownFormatError, match=r"at its end \(position 4106\)"
+                           r".*seek\(0\)") as info:
+            pd.read_it02(f)
+        assert info.value.offset == 4106 and info.value.path == str(case.path)
+        f.seek(0)
+        pd.testing.assert_frame_equal(pd.read_it02(f), first)
