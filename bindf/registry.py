@@ -22,6 +22,7 @@ the first bytes.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import re
@@ -228,6 +229,8 @@ BUILTIN: tuple[FormatSpec, ...] = (
 _BY_NAME: dict[str, FormatSpec] = {spec.name: spec for spec in BUILTIN}
 #: Plugins named by an entry point whose spec was not loaded yet: name → entry point.
 _PENDING: dict[str, Any] = {}
+#: Plugins that failed to load: name → why (raised when the format is asked for by name).
+_FAILED: dict[str, str] = {}
 #: Entry points already declared: name → "module:attribute".
 _SEEN_ENTRY_POINTS: dict[str, str] = {}
 #: Called with each newly registered spec (``bindf`` adds its functions there).
@@ -251,6 +254,9 @@ def register_format(spec: FormatSpec, *, replace: bool = False) -> FormatSpec:
     """
     if not isinstance(spec, FormatSpec):
         raise TypeError(f"register_format takes a FormatSpec, not {type(spec).__name__}")
+    if spec.name == "records":  # its reader serves bindf.read_records(path, dtype=...)
+        raise ValueError("format name 'records' is reserved: bindf.read_records is one of "
+                         "bindf's own functions")
     known = spec.name in _BY_NAME or spec.name in _PENDING
     if known and not replace:
         builtin = any(s.name == spec.name for s in BUILTIN)
@@ -259,6 +265,7 @@ def register_format(spec: FormatSpec, *, replace: bool = False) -> FormatSpec:
             + (" (a bindf built-in)" if builtin else "")
             + "; pass replace=True to replace it")
     _PENDING.pop(spec.name, None)
+    _FAILED.pop(spec.name, None)
     _BY_NAME[spec.name] = spec
     for listener in list(_LISTENERS):
         listener(spec)
@@ -312,9 +319,10 @@ def _load_plugin(name: str) -> FormatSpec | None:
     # SystemExit too: a plugin module that calls sys.exit() at import must not end the
     # process that reads an unrelated file
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin is a warning
-        warnings.warn(BindfWarning(
-            f"format plugin {name!r} ({entry.value}) failed to load and is ignored: "
-            f"{type(exc).__name__}: {exc}"), stacklevel=3)
+        why = (f"format plugin {name!r} ({entry.value}) failed to load: "
+               f"{type(exc).__name__}: {exc}")
+        _FAILED[name] = why
+        warnings.warn(BindfWarning(f"{why}; it is ignored"), stacklevel=3)
         return None
     _BY_NAME[name] = spec
     return spec
@@ -338,13 +346,19 @@ def list_formats() -> list[FormatSpec]:
 
 
 def get_format(name: str) -> FormatSpec:
-    """The spec called ``name`` (``ValueError`` listing the known names otherwise)."""
+    """The spec called ``name``; a ``ValueError`` otherwise, saying why a plugin of that
+    name failed to load, or listing the known names (plugins included)."""
     if name in _PENDING:
         _load_plugin(name)
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise ValueError(f"unknown format {name!r}; bindf knows {sorted(_BY_NAME)}") from None
+    spec = _BY_NAME.get(name)
+    if spec is not None:
+        return spec
+    if name in _FAILED:
+        raise ValueError(_FAILED[name])
+    known = format_names()
+    close = difflib.get_close_matches(str(name), known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(f"unknown format {name!r}; {hint}bindf knows {sorted(known)}")
 
 
 def detect_format(source: Any) -> FormatSpec:
@@ -358,9 +372,16 @@ def detect_format(source: Any) -> FormatSpec:
         source = single_source(source)
     head = source.read_head(PROBE_BYTES)
     specs = [s for s in _specs() if s.public]
+    # The longest magic that matches wins (a plugin for a newer revision may extend a
+    # built-in's magic); between equally long ones, the first registered (built-ins).
+    best: FormatSpec | None = None
+    best_length = 0
     for spec in specs:
-        if any(head.startswith(m) for m in spec.magics):
-            return spec
+        length = max((len(m) for m in spec.magics if head.startswith(m)), default=0)
+        if length > best_length:
+            best, best_length = spec, length
+    if best is not None:
+        return best
     ext = os.path.splitext(source.path)[1].lower()
     by_ext = [spec for spec in specs if ext and ext in spec.extensions]
     if len(by_ext) == 1:

@@ -224,6 +224,10 @@ def test_a_broken_plugin_is_a_warning_naming_it() -> None:
         "assert bindf.read_headers is read_headers  # a reserved name: not replaced\n"
         f"frame = bindf.read({str(HERE / 'data' / 'spf1_phasors_example.bin')!r})\n"
         "assert frame.attrs['bindf']['format'] == 'spf1'  # detection loads every plugin\n"
+        "try:\n"
+        "    bindf.read_brokenfmt('x.bin')\n"
+        "except ValueError as exc:\n"
+        "    print('called:', exc)\n"
         "print('ok')\n",
         HERE / "broken_plugin_site")
     assert result.returncode == 0, result.stderr
@@ -232,8 +236,11 @@ def test_a_broken_plugin_is_a_warning_naming_it() -> None:
     assert ("format plugin 'headers' (bindf_broken_plugin:spec) is ignored: the name is "
             "reserved: bindf.read_headers is one of bindf's own functions") in result.stderr
     # a plugin that calls sys.exit() at import is a warning too, not the end of the process
-    assert ("format plugin 'exitfmt' (bindf_exiting_plugin:spec) failed to load and is "
-            "ignored: SystemExit: 3") in result.stderr
+    assert ("format plugin 'exitfmt' (bindf_exiting_plugin:spec) failed to load: "
+            "SystemExit: 3; it is ignored") in result.stderr
+    # calling its reader later says why, not "unknown format"
+    assert "called: format plugin 'brokenfmt' (bindf_broken_plugin:spec) failed to load: " \
+        in result.stdout
 
 
 def test_names_of_bindf_functions_are_reserved() -> None:
@@ -292,3 +299,33 @@ def test_format_options_reach_the_dtype_callable_and_the_transform(tmp_path):
         assert wide["wide"].all()
     finally:  # later registry-driven tests (stub, sweeps) must not see it
         bindf.registry._BY_NAME.pop("optdemo", None)
+
+
+# Registers a public format: after test_names_of_bindf_functions_are_reserved, whose
+# sweep of bindf's functions would take its read_<name> for one of bindf's own.
+def test_longest_matching_magic_wins(tmp_path: Path) -> None:
+    """A plugin whose magic extends a built-in's (a newer revision) is detected as
+    itself, whatever the registration order; the built-in keeps its files."""
+    from bindf import registry
+
+    spec = bindf.FixedRecordFormat("it02next", magic=b"IT02\xff\x02", dtype="<u4")
+    registry.register_format(spec)
+    try:
+        newer = tmp_path / "new.bin"
+        newer.write_bytes(b"IT02\xff\x02" + bytes(8))
+        assert bindf.detect_format(newer).name == "it02next"
+        assert bindf.read(newer)["value"].tolist() == [0, 0]
+        assert bindf.detect_format(HERE / "data" / "intensity-tracing-export-data-example.bin"
+                                   ).name == "it02"
+    finally:  # later registry-driven tests (stub, sweeps) must not see it
+        bindf.registry._BY_NAME.pop("it02next", None)
+
+
+def test_records_cannot_be_replaced_and_typos_get_a_hint() -> None:
+    with pytest.raises(ValueError, match="'records' is reserved: bindf.read_records"):
+        bindf.register_format(bindf.FixedRecordFormat("records", dtype="<u4"), replace=True)
+    assert bindf.get_format("records").reader == "bindf.formats.records:RecordsReader"
+    with pytest.raises(ValueError, match=r"unknown format 'spectr'; did you mean 'spectro'\? "
+                       r"bindf knows \[.*'tpl'") as info:
+        bindf.get_format("spectr")
+    assert "'records'" not in str(info.value)  # not a format to name in format=
