@@ -4,6 +4,8 @@ misspelt pandas-style names get a hint, and the typing stub is current."""
 from __future__ import annotations
 
 import inspect
+import re
+from typing import Any
 
 import pandas as pd
 import polars as pl
@@ -95,3 +97,61 @@ def test_declared_option_defaults_are_the_readers(fmt: str) -> None:
     assert declared["chunk_bytes"] == module.DEFAULT_CHUNK_BYTES
     assert inspect.signature(getattr(bindf, f"read_{fmt}")).parameters[
         "chunk_bytes"].default == module.DEFAULT_CHUNK_BYTES
+
+
+def _stub_tree() -> Any:
+    import ast
+
+    with open(inspect.getfile(bindf).replace("__init__.py", "__init__.pyi"),
+              encoding="utf-8") as f:
+        return ast.parse(f.read())
+
+
+def test_every_stub_function_has_the_runtime_parameters() -> None:
+    """Each function of the stub takes the parameters of the object ``bindf`` has at
+    run time, in order and of the same kind (a writer's ``hits=`` was ``frame=`` there,
+    its options hidden behind ``**options``)."""
+    import ast
+
+    kinds = {"POSITIONAL_ONLY": "positional", "POSITIONAL_OR_KEYWORD": "positional",
+             "KEYWORD_ONLY": "keyword", "VAR_POSITIONAL": "*", "VAR_KEYWORD": "**"}
+    checked = 0
+    for node in _stub_tree().body:
+        if not isinstance(node, ast.FunctionDef) or node.name.startswith("__"):
+            continue
+        args = node.args
+        stubbed = [(a.arg, "positional") for a in args.posonlyargs + args.args]
+        stubbed += [(args.vararg.arg, "*")] if args.vararg else []
+        stubbed += [(a.arg, "keyword") for a in args.kwonlyargs]
+        stubbed += [(args.kwarg.arg, "**")] if args.kwarg else []
+        runtime = [(p.name, kinds[p.kind.name])
+                   for p in inspect.signature(getattr(bindf, node.name)).parameters.values()]
+        assert stubbed == runtime, node.name
+        checked += 1
+    assert checked > 40
+
+
+def test_every_public_name_is_in_the_stub_and_exists() -> None:
+    """Names a type checker learns from the stub are the names ``bindf`` has (the stub
+    once declared a ``bindf.Source`` that did not exist, and left out ``ingest``)."""
+    import ast
+
+    declared = set()
+    for node in _stub_tree().body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            declared.add(node.name)
+        elif isinstance(node, ast.ImportFrom):
+            declared.update(a.asname for a in node.names if a.asname == a.name or (
+                a.asname and not a.asname.startswith("_")))
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            declared.add(target.id)
+    declared -= {"__getattr__"}
+    for name in sorted(declared):
+        assert hasattr(bindf, name), name
+    # the functions of formats added from outside (the tests' plugins) exist only at
+    # run time (the stub's __getattr__)
+    added = set(bindf.format_names()) - {spec.name for spec in BUILTIN}
+    expected = {n for n in bindf.__all__
+                if not ((m := re.match(r"(read|scan|write)_(\w+)$", n)) and m.group(2) in added)}
+    assert expected - declared == set()
