@@ -56,7 +56,9 @@ COMMON: tuple[Param, ...] = (
     Param("columns", None, "Sequence[str] | str | None",
           "Columns to return (in that order). Unrequested columns are not decoded.",
           on_scan=False, on_dask=True),
-    Param("n_rows", None, "int | None", "Stop after this many rows.", on_scan=False),
+    Param("n_rows", None, "int | None",
+          "Stop after this many rows (on a scan: polars' ``n_rows``, the first rows of the "
+          "scan, before any later ``filter``, like ``.head(n)`` right after it)."),
     Param("output", "pandas", 'Literal["pandas", "polars", "arrow"]',
           '``"pandas"`` (default), ``"polars"`` or ``"arrow"`` (a ``pyarrow.Table``).',
           goes_to=OUTPUT, on_scan=False),
@@ -165,7 +167,6 @@ def signature_with_options(kind: str) -> inspect.Signature:
 #: Parameters of ``read_<format>`` that a polars scan does not take, and where a polars
 #: user finds the same thing.
 SCAN_HINTS: dict[str, str] = {
-    "n_rows": "polars limits a scan's rows: .head(n) on the LazyFrame",
     "columns": "polars picks a scan's columns: .select(...) on the LazyFrame",
     "output": "a scan is a polars LazyFrame: .collect(), then convert the DataFrame",
     "chunksize": "did you mean batch_size=?",

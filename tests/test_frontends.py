@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from conftest import raises_from_scan, write_stt1
+from polars.testing import assert_frame_equal
 
 import bindf
 from bindf.arrow import HEADER_KEY, table_info
@@ -414,3 +415,36 @@ def test_truncated_file_in_multi_file_scan_warns_and_keeps_data(
         df = lazy.collect()
     assert df.filter(pl.col("p") == str(cut)).height == 249
     assert df.height == 1749
+
+
+def test_scan_takes_n_rows_as_polars_scans_do(stt1_files: list[Path]) -> None:
+    """``n_rows`` on a scan is polars' own: the scan's first rows, before any later
+    filter (as ``pl.scan_parquet(n_rows=)``), across files, with the row index."""
+    whole = pl.scan_spectro(stt1_files, row_index_name="i").collect()
+    lazy = pl.scan_spectro(stt1_files, n_rows=1500, row_index_name="i")
+    assert_frame_equal(lazy.collect(), whole.head(1500))
+    assert_frame_equal(lazy.filter(pl.col("event") == 1).collect(),
+                       whole.head(1500).filter(pl.col("event") == 1))
+    assert_frame_equal(lazy.select("macrotime_ns").head(3).collect(),
+                       whole.select("macrotime_ns").head(3))
+    assert lazy.bindf.info["format"] == "spectro"
+    assert pl.scan_spectro(stt1_files[0], n_rows=0).collect().height == 0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="n_rows must be an integer >= 0"):
+            bindf.scan(stt1_files[0], n_rows=bad)
+
+
+def test_head_then_filter_is_the_filter_of_the_first_rows(stt1_files: list[Path],
+                                                          tmp_path: Path) -> None:
+    """``head(n).filter(p)``: the rows of the first n that pass p (polars 2 hands the
+    scan both; it once returned the first n rows that pass p), also on a path filter
+    that would skip files, and ``filter(p).head(n)`` the first n that pass."""
+    whole = pl.scan_spectro(stt1_files, include_file_paths="file").collect()
+    lazy = pl.scan_spectro(stt1_files, include_file_paths="file")
+    odd = pl.col("event") == 1
+    assert_frame_equal(lazy.head(1500).filter(odd).collect(), whole.head(1500).filter(odd))
+    assert_frame_equal(lazy.filter(odd).head(700).collect(), whole.filter(odd).head(700))
+    last = str(stt1_files[-1])
+    assert lazy.head(10).filter(pl.col("file") == last).collect().height == 0
+    assert_frame_equal(lazy.filter(pl.col("file") == last).head(10).collect(),
+                       whole.filter(pl.col("file") == last).head(10))

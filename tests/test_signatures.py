@@ -54,8 +54,7 @@ def test_misspelt_names_get_a_hint(wrong: str, right: str) -> None:
         bindf.read_apx("never-read.apx", **{wrong: 1})
 
 
-@pytest.mark.parametrize(("name", "instead"), [("n_rows", r"\.head\(n\)"),
-                                               ("nrows", r"\.head\(n\)"),
+@pytest.mark.parametrize(("name", "instead"), [("nrows", "did you mean n_rows="),
                                                ("columns", r"\.select"),
                                                ("output", r"\.collect\(\)"),
                                                ("chunksize", "did you mean batch_size=")])

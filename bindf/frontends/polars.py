@@ -2,8 +2,9 @@
 
 The schema comes from the first file's header alone. When polars runs the plan it calls
 our source with the projected columns, the predicate, ``n_rows`` and a batch size; we
-decode only the projected columns, filter every batch before yielding it, and stop
-reading as soon as ``n_rows`` rows survived the filter.
+decode only the projected columns, stop reading after the scan's first ``n_rows`` rows,
+and filter every batch before yielding it. (polars passes ``n_rows`` with a predicate
+only for ``head(n).filter(...)``: the limit comes first, as in its own scans.)
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def scan(
     source: Sources,
     *,
     format: str | None = None,
+    n_rows: int | None = None,
     batch_size: int | None = None,
     include_file_paths: str | None = None,
     row_index_name: str | None = None,
@@ -126,8 +128,9 @@ def scan(
     """Lazily scan any supported file(s) into a ``polars.LazyFrame``.
 
     Same sources and options as :func:`bindf.read` (but for what polars does itself:
-    ``.head(n)``, ``.select``, ``.collect()``). Projections, predicates and ``head()``
-    are pushed into the reader. ``lf.bindf.info`` holds the format, the first header
+    ``.select``, ``.collect()``). ``n_rows`` is polars' scan option: the scan's first
+    rows, before any later filter (``.head(n)`` right after the scan). Projections,
+    predicates and ``head()`` are pushed into the reader. ``lf.bindf.info`` holds the format, the first header
     and the sources; after a collect, also the damage that ``on_error="warn"``/``"skip"``
     dropped in it (``"errors"``), which is only known once the rows are read.
     """
@@ -136,6 +139,9 @@ def scan(
     check_names("scan", [name for name in options
                          if name in SCAN_HINTS or HINTS.get(name) in SCAN_HINTS],
                 (), hints=SCAN_HINTS)
+    if n_rows is not None and (isinstance(n_rows, bool) or not isinstance(n_rows, int)
+                               or n_rows < 0):
+        raise ValueError(f"n_rows must be an integer >= 0, not {n_rows!r}")
     # polars runs this scan on its own thread pool: stay within its size, so that the
     # two pools together do not oversubscribe the machine.
     threads = min(resolve_threads(threads), pl.thread_pool_size())
@@ -169,12 +175,15 @@ def scan(
             # The predicate may use columns that are not projected: decode those too.
             needed = set(predicate.meta.root_names())
             columns = list(dict.fromkeys([*columns, *(c for c in schema if c in needed)]))
-        # With a predicate, n_rows counts surviving rows, so the reader cannot stop early.
-        limit = n_rows if predicate is None else None
-        plans = [make_plan(columns, limit, size_hint, files=files, first_row_index=first)
-                 for files, first in _file_runs(predicate)]
+        # polars hands a scan both a predicate and n_rows only for head(n).filter(...)
+        # (a filter before the head keeps the head above the scan): the first n rows of
+        # the scan, then the filter, as its own scans apply their pre-slice. Those rows
+        # may come from any file, so then no file is skipped by its path.
+        runs = _file_runs(predicate) if n_rows is None else [(None, None)]
+        plans = [make_plan(columns, n_rows, size_hint, files=files, first_row_index=first)
+                 for files, first in runs]
         try:
-            yield from _frames(plans, predicate, with_columns, n_rows)
+            yield from _frames(plans, predicate, with_columns)
         finally:  # the damage this collect dropped, for lf.bindf.info (see scan's doc)
             errors = summed_errors(plan.info().get("errors") or {} for plan in plans)
             if errors:
@@ -218,22 +227,16 @@ def scan(
         return runs
 
     def _frames(plans: list[ReadPlan], predicate: pl.Expr | None,
-                with_columns: list[str] | None, n_rows: int | None) -> Iterator[pl.DataFrame]:
-        remaining = n_rows
-        for plan in plans:
+                with_columns: list[str] | None) -> Iterator[pl.DataFrame]:
+        for plan in plans:  # each plan stops after its n_rows itself
             for batch in plan.iter_batches():
                 frame = batch_to_polars(batch)
                 if predicate is not None:
                     frame = frame.filter(predicate)
                 if with_columns is not None:
                     frame = frame.select(with_columns)
-                if remaining is not None:
-                    frame = frame.head(remaining)
-                    remaining -= frame.height
                 if frame.height:
                     yield frame
-                if remaining is not None and remaining <= 0:
-                    return
 
     lazy = register_bindf_source(
         io_source,
@@ -242,5 +245,7 @@ def scan(
         explain_detail=", ".join(s.path for s in template.sources[:3])
         + (" …" if len(template.sources) > 3 else ""),
     )
+    if n_rows is not None:  # polars' own scans apply n_rows before any later filter
+        lazy = lazy.head(n_rows)
     set_polars_info(lazy, info)
     return lazy
