@@ -37,13 +37,28 @@ _U32_MAX = 2**32 - 1
 
 def to_arrow_table(frame: Any) -> pa.Table:
     """:func:`bindf._frames.to_arrow_table` (the writers' view of a frame), whose error for
-    a string that UTF-8 cannot encode (a lone surrogate) names the column."""
+    a string that UTF-8 cannot encode (a lone surrogate) names the column, and for a dict
+    of columns of different lengths gives each length."""
     try:
         return _frames.to_arrow_table(frame)
     except UnicodeEncodeError as exc:
         where = _unencodable_column(frame)
         raise ValueError(f"{where}holds a string that is not encodable as UTF-8 ({exc}); "
                          "files hold UTF-8") from None
+    except pa.ArrowInvalid:
+        lengths = _column_lengths(frame)
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"the columns have different lengths: {lengths}") from None
+        raise
+
+
+def _column_lengths(frame: Any) -> dict[str, int]:
+    """The length of each column of a dict of columns (the one input whose columns can
+    differ in length), for the error Arrow gives when they do; ``{}`` for other inputs."""
+    if not isinstance(frame, Mapping):
+        return {}
+    return {str(name): len(values) for name, values in frame.items()
+            if hasattr(values, "__len__") and not isinstance(values, (str, bytes))}
 
 
 def _unencodable_column(frame: Any) -> str:
@@ -74,8 +89,20 @@ def require_columns(table: pa.Table, names: Sequence[str], what: str) -> None:
         )
 
 
+def refuse_unlisted_channels(table: pa.Table, channel_columns: Sequence[str],
+                             what: str) -> None:
+    """Raise a ``ValueError`` naming every ``ch<number>`` column of ``table`` that is not
+    in ``channel_columns`` (the header's channels): a writer writes the header's
+    channels only, so such a column would otherwise be dropped without a word."""
+    extra = [n for n in table.column_names
+             if n.startswith("ch") and n[2:].isdigit() and n not in channel_columns]
+    if extra:
+        raise ValueError(f"cannot write {what}: columns {extra} are not channels of the "
+                         f"header ({list(channel_columns)})")
+
+
 def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
-                  first_row: int = 0) -> np.ndarray:
+                  first_row: int = 0, null_as_nan: bool = False) -> np.ndarray:
     """Column ``name`` as a contiguous numpy array of ``dtype`` (safe cast, no nulls).
 
     Beside numbers: ``S`` fields take strings (as UTF-8) or bytes of at most the field's
@@ -84,6 +111,8 @@ def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
     fields timestamps/durations, null becoming NaT. Nothing is cut or wrapped: a value
     that does not fit is a ``ValueError`` naming the column and its row (``first_row``:
     the row number of ``table``'s first row, for a table that is part of a frame).
+    ``null_as_nan``: for a float ``dtype``, null becomes NaN instead of being refused
+    (for formats whose NaN stands for "no value", such as FCS1's JSON null).
     """
     dtype = np.dtype(dtype)
     column = table.column(name)
@@ -91,7 +120,7 @@ def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
         column = column.cast(column.type.value_type)
     if dtype.kind in "mM":  # null is a value there: NaT
         return _time_values(column, name, dtype)
-    if column.null_count:
+    if column.null_count and not (null_as_nan and dtype.kind == "f"):
         raise ValueError(f"column {name!r} has {column.null_count} null value(s); files cannot store them")
     if dtype.kind in "SUV":
         return _fixed_size_values(column, name, dtype, first_row)
@@ -112,7 +141,9 @@ def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
         if pa.types.is_floating(target):  # a safe cast lets a too large number become inf
             _refuse_overflow(column, cast, name, target, first_row)
         column = cast
-    values = column.to_numpy() if column.num_chunks != 1 else column.chunk(0).to_numpy()
+    # zero_copy_only=False: a null (allowed above only for floats) becomes NaN
+    values = (column.to_numpy() if column.num_chunks != 1
+              else column.chunk(0).to_numpy(zero_copy_only=False))
     return np.ascontiguousarray(values, dtype=dtype)
 
 
@@ -179,6 +210,39 @@ _TEXT_TYPES = ("is_string", "is_large_string", "is_string_view")
 
 def _is_any(kind: pa.DataType, predicates: tuple[str, ...]) -> bool:
     return any(getattr(pa.types, test, lambda _: False)(kind) for test in predicates)
+
+
+def is_bytes_type(kind: pa.DataType) -> bool:
+    """Whether ``kind`` holds bytes: binary of any offset width, fixed size, or views."""
+    return _is_any(kind, _BYTES_TYPES)
+
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def binary_as_hex(array: pa.Array) -> pa.Array:
+    """A bytes array (see :func:`is_bytes_type`) as hex text: ``0x`` and two lowercase
+    digits per byte (``b"\\x1c\\x91"`` → ``"0x1c91"``; ``bytes.fromhex(text[2:])``
+    reverses it), nulls kept: for outputs that hold text only, such as CSV. The prefix
+    keeps a CSV reader from taking an all-digit value (``"0012"``) for a number and
+    dropping its zeros. One numpy pass over all the bytes, no step per value."""
+    lengths, data = _values_back_to_back(pa.chunked_array([array]))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(2 + 2 * lengths, out=offsets[1:])
+    text = np.empty(int(offsets[-1]), dtype=np.uint8)
+    text[offsets[:-1]] = ord("0")
+    text[offsets[:-1] + 1] = ord("x")
+    value_of_byte = np.repeat(np.arange(len(lengths)), lengths)
+    high = 2 * np.arange(len(data)) + 2 * (value_of_byte + 1)  # each byte's first digit
+    text[high] = _HEX_DIGITS[data >> 4]
+    text[high + 1] = _HEX_DIGITS[data & 0x0F]
+    validity = None
+    if array.null_count:
+        valid = array.is_valid().to_numpy(zero_copy_only=False)
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.large_string(), len(array),
+                                 [validity, pa.py_buffer(offsets), pa.py_buffer(text)],
+                                 null_count=array.null_count)
 
 
 def _fixed_size_values(column: pa.ChunkedArray, name: str, dtype: np.dtype,

@@ -5,7 +5,8 @@ Exit codes follow sysexits(3), so scripts can tell failures apart:
 ==  =========================================================
 0   success; also ``bindf follow`` ended by Ctrl-C or SIGTERM, its usual end
 2   usage error (bad option or argument)
-65  bad data: an input file is damaged or not a supported format
+65  bad data: an input file is damaged or not a supported format, or its data cannot
+    be held by the output type (a list column in CSV)
 66  an input file does not exist or cannot be read
 73  the output exists (use ``--force`` to replace it)
 74  I/O error while writing the output
@@ -189,11 +190,18 @@ def write_output(batches: Iterable[Any], schema: Any, output: str, kind: str,
                  fsync: bool = True) -> int:
     """Stream ``batches`` atomically into ``output`` (flushed to disk first unless not
     ``fsync``): errors of the inputs keep their exit code, errors of the output are 73
-    (it appeared meanwhile) or 74, naming ``output`` (never the temporary file)."""
+    (it appeared meanwhile) or 74, naming ``output`` (never the temporary file), and data
+    that the output type cannot hold is 65 (a data problem, not a usage one)."""
+    import pyarrow as pa
+
     from bindf._atomic import OutputExistsError
     from bindf.parquet import write_batches
 
+    if kind == "csv":
+        batches, schema = csv_ready(batches, schema, output)
     try:
+        if kind == "ipc" and info is not None:
+            return _write_ipc(_guarded(batches), schema, output, info, force, fsync)
         return write_batches(_guarded(batches), schema, output, to=kind, info=info,
                              overwrite=force, fsync=fsync)
     except _InputError as exc:
@@ -203,6 +211,125 @@ def write_output(batches: Iterable[Any], schema: Any, output: str, kind: str,
                        EX_CANTCREAT) from None
     except OSError as exc:
         raise CliError(f"{output}: cannot write: {exc.strerror or exc}", EX_IOERR) from None
+    except (ValueError, TypeError, pa.ArrowNotImplementedError) as exc:
+        # The writer refused a value or type (the inputs' own errors were re-raised above)
+        raise CliError(f"{output}: cannot write the data as {kind}: {exc}", EX_DATAERR) from None
+
+
+def _write_ipc(batches: Iterable[Any], schema: Any, output: str,
+               info: Callable[[], dict[str, Any]], force: bool, fsync: bool) -> int:
+    """Arrow IPC with the bindf info as it is once every batch is read, as in a Parquet
+    output. The IPC schema, metadata included, is written before the first batch, so
+    when reading changed the info (damage counted under ``on_error="skip"``/``"warn"``,
+    a sparse IT02's end time) the finished temporary file is copied once more with the
+    final metadata, memory-mapped (no decoding), before it is published."""
+    import pyarrow as pa
+
+    from bindf._atomic import atomic_path
+    from bindf.arrow import info_to_metadata
+    from bindf.parquet import write_batches
+
+    with atomic_path(output, overwrite=force, fsync=fsync) as written:
+        rows = write_batches(batches, schema, written, to="ipc", info=info, fsync=False)
+        final = schema.with_metadata(info_to_metadata(info()))
+        with pa.memory_map(written) as source:
+            stored = pa.ipc.open_file(source).schema
+        if stored.metadata != final.metadata:
+            with atomic_path(written, fsync=False) as copy:  # then replaces ``written``
+                _copy_ipc(written, copy, final)
+    return rows
+
+
+def _copy_ipc(source_path: str, copy_path: str, schema: Any) -> None:
+    """Copy the Arrow IPC file at ``source_path`` batch by batch (memory-mapped: the
+    data is not decoded) to ``copy_path``, with ``schema`` (same fields, new metadata).
+    Every view of the mapping is gone when this returns, so that the copy can replace
+    the source (Windows refuses to replace a mapped file)."""
+    import pyarrow as pa
+
+    with pa.memory_map(source_path) as source, pa.OSFile(copy_path, "wb") as sink:
+        reader = pa.ipc.open_file(source)
+        with pa.ipc.new_file(sink, schema) as writer:
+            for index in range(reader.num_record_batches):
+                writer.write_batch(reader.get_batch(index))
+
+
+#: The nested Arrow kinds that a CSV cell cannot hold, in the order an error names them.
+_CSV_NESTED = ("list", "struct", "map", "union")
+
+
+def csv_ready(batches: Iterable[Any], schema: Any, output: str) -> tuple[Iterator[Any], Any]:
+    """``batches`` and ``schema`` as CSV can hold them. A CSV cell holds one value:
+    binary columns (A-STEP's ``sensor``) become hex text (``0x1c91``, see
+    :func:`bindf._writing.binary_as_hex`), string views plain strings, batch by batch;
+    nested columns (lists, such as SP01's ``shape=wide`` curves, structs, maps) are
+    refused from the schema alone, before anything is read or written, naming them and
+    the ways out (exit 65)."""
+    import pyarrow as pa
+
+    nested = {field.name: kind for field in schema
+              if (kind := _nested_kind(field.type)) is not None}
+    if nested:
+        kinds = "/".join(sorted(set(nested.values()), key=_CSV_NESTED.index))
+        others = [name for name in schema.names if name not in nested]
+        keep = f", or leave them out with --columns {','.join(others)}" if others else ""
+        raise CliError(f"{output}: CSV holds one value per cell, not the {kinds} column(s) "
+                       f"{list(nested)}; write Parquet or Arrow IPC instead (a .parquet or "
+                       f".arrow output, or --to parquet|ipc){keep}", EX_DATAERR)
+    converters = {index: converter for index, field in enumerate(schema)
+                  if (converter := _csv_converter(field.type)) is not None}
+    if not converters:
+        return iter(batches), schema
+    for index in converters:
+        field = schema.field(index)
+        schema = schema.set(index, field.with_type(pa.large_string()))
+
+    def converted() -> Iterator[Any]:
+        for batch in batches:
+            arrays = list(batch.columns)
+            for index, converter in converters.items():
+                arrays[index] = converter(arrays[index])
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    return converted(), schema
+
+
+def _nested_kind(kind: Any) -> str | None:
+    """``"list"``, ``"struct"``, ``"map"`` or ``"union"`` for a nested Arrow type
+    (dictionary values included), else None."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not pa.types.is_nested(kind):
+        return None
+    for name in _CSV_NESTED[1:]:
+        if getattr(pa.types, f"is_{name}")(kind):
+            return name
+    return "list"
+
+
+def _csv_converter(kind: Any) -> Callable[[Any], Any] | None:
+    """What turns a column of ``kind`` into one that Arrow's CSV writer takes as text
+    that reads back (its writer refuses binary that is not UTF-8 and views), or None
+    for a type it writes as it is."""
+    import pyarrow as pa
+
+    from bindf._writing import binary_as_hex, is_bytes_type
+
+    decode = pa.types.is_dictionary(kind)
+    values = kind.value_type if decode else kind
+    binary = is_bytes_type(values)
+    view = getattr(pa.types, "is_string_view", lambda _: False)(values)  # pyarrow >= 16
+    if not (binary or view):
+        return None
+
+    def convert(array: Any) -> Any:
+        if decode:
+            array = array.dictionary_decode()
+        return binary_as_hex(array) if binary else array.cast(pa.large_string())
+
+    return convert
 
 
 @contextlib.contextmanager
@@ -398,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read binary files of scientific instruments (AstroPix .apx and logs,\n"
                     "A-STEP frames, FLIM LABS IT02/IT01/ITT1/FCS1/SP01/SPF1 and\n"
                     "spectroscopy) and convert them to Parquet, Arrow or CSV.",
-        epilog="exit codes: 0 ok, 2 usage, 65 bad input data, 66 input missing/unreadable,\n"
+        epilog="exit codes: 0 ok, 2 usage, 65 bad data, 66 input missing/unreadable,\n"
                "73 output exists (see --force), 74 I/O error writing output,\n"
                "75 another ingest holds the dataset's lock, 130 interrupted (Ctrl-C),\n"
                "143 terminated (SIGTERM); bindf follow exits 0 on Ctrl-C or SIGTERM,\n"

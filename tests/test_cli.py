@@ -453,3 +453,56 @@ def test_unknown_format_is_a_usage_error(tmp_path: Path, capsys) -> None:
                  ["follow", str(f), "--idle-timeout", "0.1", "-q"]):
         assert run(*args, "--format", "nope") == cli.EX_USAGE
         assert _one_line_error(capsys).startswith("bindf: error: unknown format 'nope'; ")
+
+
+# -- outputs that cannot hold every column, metadata learned while reading ---------------------
+
+
+def test_convert_to_csv_writes_binary_as_hex(data_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "frames.csv"
+    assert run("convert", str(data_dir / "quad_chip_data.bin"), "-o", str(out)) == 0
+    assert f"→ {out} (2004 rows, csv)" in capsys.readouterr().err
+    sensor = pl.read_csv(out)["sensor"]
+    assert sensor.dtype == pl.String
+    assert sensor[:3].to_list() == ["0x1162", "0x1c910b00ca", "0x1c910b00e8"]
+    expected = bindf.read_astep(data_dir / "quad_chip_data.bin", columns=["sensor"])["sensor"]
+    assert [bytes.fromhex(cell[2:]) for cell in sensor] == expected.tolist()
+
+
+def test_convert_to_csv_refuses_list_columns_as_bad_data(data_dir: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    out = tmp_path / "wide.csv"
+    status = run("convert", str(data_dir / "sp01_decay_curves_example.bin"),
+                 "--option", "shape=wide", "-o", str(out))
+    assert status == cli.EX_DATAERR == 65  # not 2: the command line is right
+    assert capsys.readouterr().err == (
+        f"bindf: error: {out}: CSV holds one value per cell, not the list column(s) "
+        "['ch2', 'ch4']; write Parquet or Arrow IPC instead (a .parquet or .arrow output, or "
+        "--to parquet|ipc), or leave them out with --columns time_ns\n")
+    assert os.listdir(tmp_path) == []  # refused before anything was written
+    assert run("convert", str(data_dir / "sp01_decay_curves_example.bin"), "--option",
+               "shape=wide", "--columns", "time_ns", "-o", str(out), "-q") == 0
+    assert pl.read_csv(out).columns == ["time_ns"]
+
+
+def test_arrow_output_keeps_the_damage_count_like_parquet(data_dir: Path,
+                                                         tmp_path: Path) -> None:
+    import pyarrow as pa
+    from test_on_error import apx_readout_offsets
+
+    data = bytearray((data_dir / "20250723_092534_data.apx").read_bytes())
+    offset, size = apx_readout_offsets(bytes(data))[3]
+    data[offset + 1] ^= 0xFF  # the readout marker
+    bad = tmp_path / "bad.apx"
+    bad.write_bytes(bytes(data))
+    expected = {"bad_readout_marker": 1, "skipped_bytes": size}
+    for name in ("skip.parquet", "skip.arrow"):
+        assert run("convert", str(bad), "-o", str(tmp_path / name), "-q",
+                   "--option", "on_error=skip") == 0
+    parquet = bindf.read_parquet(tmp_path / "skip.parquet", output="arrow")
+    with pa.ipc.open_file(tmp_path / "skip.arrow") as reader:
+        ipc = reader.read_all()
+    assert bindf.arrow.table_info(parquet)["errors"] == expected
+    assert bindf.arrow.table_info(ipc)["errors"] == expected
+    assert ipc.equals(parquet)
+    assert sorted(os.listdir(tmp_path)) == ["bad.apx", "skip.arrow", "skip.parquet"]

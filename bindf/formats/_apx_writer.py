@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._atomic import atomic_output
-from .._writing import inherited_header
+from .._writing import column_values, inherited_header, to_arrow_table
 from . import _apx3_hits as apx3
 from ._apx_hits import HIT_SIZE, encode_hits
 from .apx import IDLE_BYTE, MAGIC, READOUT_HEADER_SIZE, READOUT_MARKER, SUPPORTED_READOUTS
@@ -55,6 +55,9 @@ def write_apx(
         ``payload`` is optional (it must be 7: only then is the first byte a start byte).
         ``ts_coarseN``/``ts_fineN`` may be replaced by ``ts_decN`` (Gray-encoded back).
         ``decoding_order``, ``tot_us`` and other columns are ignored (they are derived).
+        The fields are integers; a float column (a pandas merge or reindex makes them)
+        is cast safely, as by every writer: whole numbers are written, a fraction, NaN
+        or null is a ``ValueError`` naming the column.
         Consecutive rows with the same ``readout_id`` form one readout, in row order;
         they must share one ``timestamp``.
     header:
@@ -71,15 +74,14 @@ def write_apx(
     overwrite:
         Replace an existing file (default) or raise ``FileExistsError``.
     """
-    names, get = _column_getter(hits)
+    table = to_arrow_table(hits)
     meta = inherited_header(hits, header) or {}
-    astropix3 = "location" in names and "row" not in names
+    astropix3 = "location" in table.column_names and "row" not in table.column_names
     uid = meta.setdefault("readout_uid", apx3.READOUT_UID if astropix3 else 4000)
     if type(uid) is not int or uid not in SUPPORTED_READOUTS:
         raise ValueError("write_apx writes AstroPix 4 and AstroPix 3 files (readout_uid "
                          f"4000 or 3000), not {uid!r}")
-    columns = (_apx3_hit_arrays(names, get) if uid == apx3.READOUT_UID
-               else _hit_arrays(names, get))
+    columns = _apx3_hit_arrays(table) if uid == apx3.READOUT_UID else _hit_arrays(table)
     n = len(columns["readout_id"])
     if "readout_uid" != next(iter(meta)):
         meta = {"readout_uid": uid, **{k: v for k, v in meta.items() if k != "readout_uid"}}
@@ -162,34 +164,29 @@ def _readout_block(raw: np.ndarray, readout_id: np.ndarray, timestamp: np.ndarra
     return out
 
 
-def _column_getter(hits: Any) -> tuple[list[str], Any]:
-    """The column names of pandas/polars/Arrow/mapping input, and name → numpy array."""
-    if isinstance(hits, (pa.Table, pa.RecordBatch)):
-        names = hits.schema.names
-        get = lambda c: hits.column(c).to_numpy()  # noqa: E731
-    elif isinstance(hits, Mapping):
-        names = list(hits)
-        get = lambda c: np.asarray(hits[c])  # noqa: E731
-    elif hasattr(hits, "columns") and hasattr(hits, "__getitem__"):  # pandas / polars
-        names = list(hits.columns)
-        get = lambda c: np.asarray(hits[c].to_numpy())  # noqa: E731
-    else:
-        raise TypeError(f"hits must be a DataFrame, Arrow table or mapping, not {type(hits).__name__}")
-    return names, get
-
-
-def _integer_columns(names: Sequence[str], get: Any, wanted: Sequence[str]) -> dict[str, np.ndarray]:
-    """The ``wanted`` columns that exist, checked to be integers of one length."""
+def _integer_columns(table: pa.Table, wanted: Sequence[str],
+                     stored_as: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """The ``wanted`` columns that exist, as integer arrays (``stored_as`` maps a wanted
+    name to the column that holds it). Integer columns keep their type, so that
+    :func:`~._apx_hits.encode_hits` names the hit of a negative or too large value;
+    float columns (a pandas merge makes them) go through the writers' safe cast, so that
+    whole numbers are written and a fraction, NaN or null is refused, naming the column."""
     out: dict[str, np.ndarray] = {}
     for name in wanted:
-        if name in names:
-            values = get(name)
-            if values.dtype.kind not in "iu":
-                raise ValueError(f"write_apx: column {name!r} must be integer (without "
-                                 f"missing values), not {values.dtype}")
-            out[name] = values
-    if len({len(v) for v in out.values()}) > 1:
-        raise ValueError("write_apx: columns have different lengths")
+        source = (stored_as or {}).get(name, name)
+        if source not in table.column_names:
+            continue
+        kind = table.schema.field(source).type
+        if pa.types.is_integer(kind):
+            target = np.dtype(kind.to_pandas_dtype())
+        elif pa.types.is_floating(kind):
+            target = np.dtype(np.int64)
+        else:
+            raise ValueError(f"write_apx: column {source!r} must be integer, not {kind}")
+        try:
+            out[name] = column_values(table, source, target)
+        except ValueError as exc:
+            raise ValueError(f"write_apx: hit fields are integers: {exc}") from None
     if out["timestamp"].size and out["timestamp"].min() < 0:
         raise ValueError("write_apx: column 'timestamp' has negative values")
     return out
@@ -199,22 +196,23 @@ _APX3_WRITE = ("chip_id", "payload", "column", "location", "tot_msb", "tot_lsb",
                "chip_timestamp")
 
 
-def _apx3_hit_arrays(names: Sequence[str], get: Any) -> dict[str, np.ndarray]:
+def _apx3_hit_arrays(table: pa.Table) -> dict[str, np.ndarray]:
     """The AstroPix 3 hit columns the writer needs (``wall_timestamp`` read as
     ``timestamp``); the field checks are :func:`~._apx3_hits.encode_hits`'s."""
+    names = table.column_names
     time_column = "wall_timestamp" if "wall_timestamp" in names else "timestamp"
     missing = [c for c in ("readout_id", *apx3.REQUIRED_WRITE_COLUMNS) if c not in names]
     if time_column not in names:
         missing.append("wall_timestamp (or timestamp)")
     if missing:
         raise ValueError(f"write_apx: missing AstroPix 3 hit column(s) {missing}")
-    return _integer_columns([*names, "timestamp"],
-                            lambda c: get(time_column if c == "timestamp" else c),
-                            ["readout_id", "timestamp", *_APX3_WRITE])
+    return _integer_columns(table, ["readout_id", "timestamp", *_APX3_WRITE],
+                            stored_as={"timestamp": time_column})
 
 
-def _hit_arrays(names: Sequence[str], get: Any) -> dict[str, np.ndarray]:
+def _hit_arrays(table: pa.Table) -> dict[str, np.ndarray]:
     """The AstroPix 4 hit columns the writer needs."""
+    names = table.column_names
     missing = [c for c in _REQUIRED_WRITE if c not in names]
     for k in ("1", "2"):
         if f"ts_coarse{k}" in names and f"ts_fine{k}" in names:
@@ -223,6 +221,5 @@ def _hit_arrays(names: Sequence[str], get: Any) -> dict[str, np.ndarray]:
             missing.append(f"ts_coarse{k}/ts_fine{k} (or ts_dec{k})")
     if missing:
         raise ValueError(f"write_apx: missing hit column(s) {missing}")
-    return _integer_columns(names, get, (*_REQUIRED_WRITE, "payload", "ts_coarse1",
-                                         "ts_fine1", "ts_coarse2", "ts_fine2", "ts_dec1",
-                                         "ts_dec2"))
+    return _integer_columns(table, (*_REQUIRED_WRITE, "payload", "ts_coarse1", "ts_fine1",
+                                    "ts_coarse2", "ts_fine2", "ts_dec1", "ts_dec2"))

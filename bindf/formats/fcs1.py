@@ -41,7 +41,13 @@ import pyarrow.compute as pc
 from .._atomic import atomic_output
 from .._header import parse_json_header, positive_number, read_exact, read_preamble
 from .._warnings import warn as _warn
-from .._writing import encode_preamble, inherited_header, require_columns, to_arrow_table
+from .._writing import (
+    column_values,
+    encode_preamble,
+    inherited_header,
+    require_columns,
+    to_arrow_table,
+)
 from ..errors import (
     BindfWarning,
     CorruptDataError,
@@ -388,6 +394,11 @@ def _encode(metadata: Mapping[str, Any], data: Mapping[str, Any]) -> bytes:
     return encode_preamble(FCS1_MAGIC, metadata) + _U32.pack(len(block)) + block
 
 
+#: The columns ``write_fcs1`` reads, and the type each is safely cast to.
+_WRITTEN_COLUMNS = {"pair_index": np.int64, "channel_1": np.uint8, "channel_2": np.uint8,
+                    "vector_index": np.int64, "lag_index": np.int64, "g2": np.float64}
+
+
 def write_fcs1(
     path: str | os.PathLike[str],
     frame: Any,
@@ -403,8 +414,12 @@ def write_fcs1(
         A long table as ``read_fcs1`` returns it: ``pair_index``, ``channel_1``,
         ``channel_2``, ``vector_index``, ``lag_index`` and ``g2``, every vector of every
         pair holding the same lags in the same order. Pairs and vectors are written in
-        ``pair_index`` / ``vector_index`` order (rows sorted by them, then by position);
-        NaN is written as JSON null, as the vendor's writer does.
+        ``pair_index`` / ``vector_index`` order (rows sorted by them, then by position).
+        Values are cast safely, as by every writer: channels must be integers 0..255,
+        the same on every row of a pair; indices and lags integers; ``g2`` numbers, where
+        NaN, infinities and nulls are written as JSON null, as the vendor's writer does.
+        A value that does not fit is a ``ValueError`` naming its column. An empty frame
+        gives a file without curves.
     header:
         The metadata JSON. When omitted, the header a bindf reader attached to
         ``frame`` is used, minus the keys the reader adds (``notes_text``,
@@ -413,37 +428,51 @@ def write_fcs1(
         ``False`` refuses to replace an existing file.
     """
     table = to_arrow_table(frame)
-    needed = ("pair_index", "channel_1", "channel_2", "vector_index", "lag_index", "g2")
-    require_columns(table, needed, "FCS1 curves")
+    require_columns(table, _WRITTEN_COLUMNS, "FCS1 curves")
     explicit = header is not None
     metadata = inherited_header(frame, header) or {}
     if not explicit:
         metadata = {k: v for k, v in metadata.items() if k not in ADDED_KEYS}
-    columns = {name: table.column(name).to_numpy() for name in needed}
-    order = np.lexsort((columns["vector_index"], columns["pair_index"]))  # stable
-    columns = {name: values[order] for name, values in columns.items()}
-    key = np.stack([columns["pair_index"], columns["vector_index"]])
-    starts = np.flatnonzero(np.r_[True, (key[:, 1:] != key[:, :-1]).any(axis=0)])
-    lengths = np.diff(np.r_[starts, len(order)])
-    if len(starts) and (lengths != lengths[0]).any():
-        raise ValueError("cannot write FCS1: vectors have different numbers of lags")
-    n_lags = int(lengths[0]) if len(starts) else 0
-    lag_matrix = columns["lag_index"].reshape(-1, n_lags) if n_lags else np.empty((0, 0))
-    if len(lag_matrix) and (lag_matrix != lag_matrix[0]).any():
-        raise ValueError("cannot write FCS1: vectors have different lag_index values")
-    g2 = columns["g2"].astype(np.float64).astype(object)
-    g2[np.isnan(columns["g2"].astype(np.float64))] = None
-    curves: list[list[Any]] = []
-    pair_starts = np.flatnonzero(np.r_[True, columns["pair_index"][starts][1:]
-                                       != columns["pair_index"][starts][:-1]]) \
-        if len(starts) else np.empty(0, dtype=np.int64)
-    vector_values = g2.reshape(-1, n_lags).tolist() if n_lags else []
-    bounds = np.r_[pair_starts, len(starts)]
-    for p, q in zip(bounds[:-1], bounds[1:]):  # one step per pair
-        row = starts[p]
-        pair = [int(columns["channel_1"][row]), int(columns["channel_2"][row])]
-        curves.append([pair, vector_values[p:q]])
-    lags = lag_matrix[0].tolist() if len(lag_matrix) else []
+    columns = {name: column_values(table, name, dtype, null_as_nan=name == "g2")
+               for name, dtype in _WRITTEN_COLUMNS.items()}
+    curves, lags = _curves(columns) if table.num_rows else ([], [])
     data = _encode(metadata, {"g2_correlations": curves, "lag_index": lags})
     with atomic_output(path, overwrite=overwrite) as f:
         f.write(data)
+
+
+def _curves(columns: dict[str, np.ndarray]) -> tuple[list[Any], list[int]]:
+    """The ``g2_correlations`` and ``lag_index`` lists of the data block, from the
+    writer's columns (at least one row), checked to make a file the reader accepts."""
+    order = np.lexsort((columns["vector_index"], columns["pair_index"]))  # stable
+    columns = {name: values[order] for name, values in columns.items()}
+    pairs = columns["pair_index"]
+    pair_starts = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]])
+    pair_rows = np.diff(np.r_[pair_starts, len(pairs)])
+    for name in ("channel_1", "channel_2"):  # the file stores a pair's channels once
+        channel = columns[name]
+        expected = np.repeat(channel[pair_starts], pair_rows)
+        stray = np.flatnonzero(channel != expected)
+        if stray.size:
+            row = int(stray[0])
+            raise ValueError(f"cannot write FCS1: column {name!r} holds {expected[row]} and "
+                             f"{channel[row]} for pair_index {pairs[row]} (row {order[row]}); "
+                             "the rows of a pair must agree on its channels")
+    key = np.stack([pairs, columns["vector_index"]])
+    starts = np.flatnonzero(np.r_[True, (key[:, 1:] != key[:, :-1]).any(axis=0)])
+    lengths = np.diff(np.r_[starts, len(pairs)])
+    if (lengths != lengths[0]).any():
+        raise ValueError("cannot write FCS1: vectors have different numbers of lags")
+    n_lags = int(lengths[0])
+    lag_matrix = columns["lag_index"].reshape(-1, n_lags)
+    if (lag_matrix != lag_matrix[0]).any():
+        raise ValueError("cannot write FCS1: vectors have different lag_index values")
+    g2 = columns["g2"].astype(object)
+    g2[~np.isfinite(columns["g2"])] = None  # strict JSON has no NaN or infinity
+    vector_values = g2.reshape(-1, n_lags).tolist()
+    vector_bounds = np.searchsorted(starts, np.r_[pair_starts, len(pairs)])
+    curves = [[[int(columns["channel_1"][row]), int(columns["channel_2"][row])],
+               vector_values[first:last]]
+              for row, first, last in zip(pair_starts, vector_bounds[:-1],
+                                          vector_bounds[1:])]  # one step per pair
+    return curves, lag_matrix[0].tolist()

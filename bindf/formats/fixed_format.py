@@ -447,8 +447,14 @@ def _generic_writer(name: str, layout: FixedLayout) -> Callable[..., None]:
     def write(path: Any, frame: Any, header: Mapping[str, Any] | None = None, *,
               overwrite: bool = True) -> None:
         table = to_arrow_table(frame)
-        meta = inherited_header(frame, header) or {}
-        dtype = _record_dtype(layout, meta)
+        meta = inherited_header(frame, header)
+        try:
+            dtype = _record_dtype(layout, meta or {})
+        except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:
+            # The layout is a callable of the header (the reader wraps its failure the
+            # same way): say which header lacked what, not the callable's bare KeyError.
+            raise ValueError(_layout_problem(name, meta, exc)) from None
+        meta = meta or {}
         check_record_dtype(dtype)
         if any(dtype[n].shape for n in dtype.names):
             raise ValueError(f"write_{name} writes records without sub-array fields only")
@@ -464,6 +470,19 @@ def _generic_writer(name: str, layout: FixedLayout) -> Callable[..., None]:
                      "``ValueError``: nothing is cut). ``header`` (default: the one a bindf "
                      "reader attached to ``frame``) is written as the format declares it.")
     return write
+
+
+def _layout_problem(name: str, header: dict[str, Any] | None, exc: Exception) -> str:
+    """Why ``write_<name>`` cannot resolve its record layout from ``header`` (None: none
+    was given and the frame carries none)."""
+    cause = f"{type(exc).__name__}: {exc}"
+    if header is None:
+        return (f"cannot write {name}: its record layout needs header values ({cause}), and "
+                "the frame carries no bindf header; pass header=")
+    if isinstance(exc, KeyError) and exc.args:
+        return (f"cannot write {name}: the header {header} has no key {exc.args[0]!r}, "
+                "which the record layout needs")
+    return f"cannot write {name}: the header {header} does not give a valid record layout: {cause}"
 
 
 def _python_value(value: Any) -> Any:

@@ -35,6 +35,7 @@ from .._writing import (
     column_values,
     encode_preamble,
     inherited_header,
+    refuse_unlisted_channels,
     require_columns,
     to_arrow_table,
     write_fixed_record_file,
@@ -159,7 +160,8 @@ def write_it01(
         ``ch{c+1}`` count column per channel ``c`` of the header's ``channels`` (written
         to slot ``i`` for ``channels[i]``, the reader's mapping; other slots are 0), or
         the raw ``slot_0 … slot_7`` (all eight, written as they are). Counts must fit
-        uint32.
+        uint32. A ``ch{c+1}`` column of a channel the header does not list is a
+        ``ValueError`` (the file has no slot for it), not dropped.
     header:
         The JSON header. When omitted, the header a bindf reader attached to ``frame``
         is reused; else, for channel columns, ``channels`` is derived from their names,
@@ -188,6 +190,7 @@ def write_it01(
         raise ValueError(f"cannot write IT01: {exc}") from None
     names = ["time_ns"] + [channel_column(c) for c in channels]
     require_columns(table, names, "IT01 records")
+    refuse_unlisted_channels(table, names[1:], "IT01")
     # Build the full slot layout (unused slots zero) and write it like raw slots.
     columns = {"time_ns": column_values(table, "time_ns", np.float64)}
     for i in range(N_SLOTS):
