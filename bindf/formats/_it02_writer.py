@@ -19,6 +19,7 @@ from .._writing import (
     column_values,
     encode_preamble,
     inherited_header,
+    refuse_unlisted_channels,
     require_columns,
     to_arrow_table,
     write_records,
@@ -104,11 +105,7 @@ def write_it02(
                          f"{MAX_SPARSE_CHANNELS} channels, the header has {len(channels)}")
     names = [channel_column(c) for c in channels]
     require_columns(table, ["time_ns", *names], "IT02 intensity tracing")
-    extra = [n for n in table.column_names
-             if n.startswith("ch") and n[2:].isdigit() and n not in names]
-    if extra:
-        raise ValueError(f"cannot write IT02: columns {extra} are not channels of the "
-                         f"header ({names})")
+    refuse_unlisted_channels(table, names, "IT02")
     preamble = encode_preamble(
         IT02_MAGIC, {k: v for k, v in header.items() if k not in DERIVED_KEYS}
     )
