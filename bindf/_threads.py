@@ -13,6 +13,10 @@ mask), unless
 
 ``threads=False`` (the AstroPix readers' former prefetch switch) still works and means
 one thread, no prefetch worker; ``threads=True`` means the default.
+
+A count above :func:`max_threads` (four per usable core) is taken as that: reads decode
+in memory, so more threads than that only wait, and each would be a thread of its own
+(``threads=20000`` once cut a 10 MB file into a part per 30 records, on 250 threads).
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def max_threads() -> int:
+    """The most threads one read uses, whatever ``threads=`` says: four per usable core."""
+    return 4 * usable_cores()
+
+
 def in_dask_worker() -> bool:
     """True inside a task of a ``dask.distributed`` worker (without importing dask)."""
     import sys
@@ -67,7 +76,7 @@ def default_threads() -> int:
             raise ValueError(f"{ENV_VAR} must be a positive integer, not {text!r}") from None
         if value < 1:
             raise ValueError(f"{ENV_VAR} must be a positive integer, not {text!r}")
-        return value
+        return min(value, max_threads())
     if in_dask_worker():
         return 1
     return usable_cores()
@@ -85,7 +94,7 @@ def resolve_threads(threads: int | bool | None) -> int:
         raise TypeError(f"threads must be an int or None, not {type(threads).__name__}") from None
     if threads < 1:
         raise ValueError(f"threads must be >= 1 (or None for the default), not {threads}")
-    return threads
+    return min(threads, max_threads())
 
 
 # -- thread pools kept for the life of the process ---------------------------------------
@@ -176,12 +185,19 @@ def read_in_parts(pool: ThreadPoolExecutor | None, part: Callable[[int], int],
         settle(futures)
 
 
+#: The smallest part worth a task of its own (a part opens the file and starts a thread).
+MIN_PART_BYTES = 1 << 20
+
+
 def part_bounds(n: int, itemsize: int, threads: int, part_bytes: int) -> list[int]:
     """Record-aligned bounds that cut ``n`` records of ``itemsize`` bytes into parts for
-    :func:`read_in_parts`: at least one per thread, and parts of about ``part_bytes``,
-    so that a thread that finishes early takes another part instead of idling while the
-    last one ends. Where the cuts fall never changes the output."""
-    parts = max(1, min(n, max(threads, -(-n * itemsize // part_bytes))))
+    :func:`read_in_parts`: parts of about ``part_bytes``, so that a thread that finishes
+    early takes another part instead of idling while the last one ends, and at least one
+    per thread as long as each holds :data:`MIN_PART_BYTES`. Where the cuts fall never
+    changes the output."""
+    total = n * itemsize
+    per_thread = min(threads, max(1, total // MIN_PART_BYTES))
+    parts = max(1, min(n, max(per_thread, -(-total // part_bytes))))
     return [n * k // parts for k in range(parts + 1)]
 
 

@@ -338,7 +338,9 @@ def test_read_in_parts_errors_and_short_parts_in_part_order():
 
 
 @pytest.mark.parametrize(("n", "itemsize", "threads", "part_bytes", "expected"), [
-    (10, 17, 2, 1 << 20, [0, 5, 10]),        # small: one part per thread
+    (10, 17, 2, 1 << 20, [0, 10]),           # under MIN_PART_BYTES: one part
+    (3 << 20, 1, 2, 4 << 20, [0, 3 << 19, 3 << 20]),  # one part per thread
+    (3 << 20, 1, 20000, 4 << 20, [0, 1 << 20, 2 << 20, 3 << 20]),  # 1 MiB parts at least
     (100, 10, 1, 300, [0, 25, 50, 75, 100]),  # 1,000 bytes in parts of about 300
     (3, 8, 8, 1, [0, 1, 2, 3]),               # never more parts than records
     (1, 8, 1, 1 << 20, [0, 1]),
@@ -558,3 +560,16 @@ def test_polars_conversion_in_parallel_equals_one_thread(monkeypatch):
         assert many.equals(one) and many.dtypes == one.dtypes
         assert many["marker"].to_list() == one["marker"].to_list()
         assert many.n_chunks() == one.n_chunks()
+
+
+def test_threads_beyond_four_per_core_are_four_per_core(monkeypatch) -> None:
+    """threads=20000 (or BINDF_NUM_THREADS=999999) is four threads per usable core: a
+    read decodes in memory, so more only wait (20000 once meant 250 threads and a
+    part per 30 records)."""
+    from bindf import _threads
+
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
+    assert _threads.resolve_threads(20000) == 8 == _threads.resolve_threads(2**31)
+    assert _threads.resolve_threads(5) == 5
+    monkeypatch.setenv("BINDF_NUM_THREADS", "999999")
+    assert _threads.resolve_threads(None) == 8
