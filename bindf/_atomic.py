@@ -6,6 +6,11 @@ file in the destination's directory, flushed and fsynced, then moved to the dest
 On any exception (``KeyboardInterrupt`` included) the temporary file is removed and the
 destination is untouched.
 
+Destinations are local paths (``~`` expanded, ``file://`` URLs taken as paths). Before
+anything is written, an fsspec URL is refused (the rename that makes a write atomic is
+local), and so are a destination that is a folder and one whose folder does not exist:
+each with an error naming the destination, not the temporary file.
+
 With ``overwrite=True`` the move is ``os.replace``, which replaces a symlink sitting at
 the destination instead of writing through it. With ``overwrite=False`` it is
 ``os.link`` of the temporary file to the destination, which fails if anything appeared
@@ -18,12 +23,15 @@ between the two is replaced.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import signal
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
+
+from ._source import _is_url, _local_path, user_path
 
 
 class OutputExistsError(FileExistsError):
@@ -34,33 +42,82 @@ class OutputExistsError(FileExistsError):
         self.path = path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+#: How a temporary file is opened: created by this call or not at all (``O_EXCL``, which
+#: also refuses a symlink left at the name), binary on Windows. Mode 0666 under the umask
+#: gives the permissions a plain ``open`` would (``mkstemp``'s are 0600 whatever the
+#: umask), and output files should be as readable as any other file the user makes.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+#: Random names tried before giving up (each taken name is another file's).
+_NAME_ATTEMPTS = 100
+
+
+def _destination(path: str | os.PathLike[str], overwrite: bool) -> str:
+    """The local path to write ``path`` to, checked before anything is written (see the
+    module docstring)."""
+    dest = os.fsdecode(path)
+    if _is_url(dest):
+        raise ValueError(f"{dest}: bindf writes local files only (atomically: a temporary "
+                         "file beside the destination renamed into place); write a local "
+                         "file, then copy it")
+    dest = _local_path(user_path(dest))
+    if os.path.isdir(dest) and not os.path.islink(dest):  # a link is replaced, not followed
+        raise IsADirectoryError(errno.EISDIR, "the destination is a folder", dest)
+    directory = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(directory):
+        if os.path.exists(directory):
+            raise NotADirectoryError(errno.ENOTDIR, f"{directory} is not a folder", dest)
+        raise FileNotFoundError(errno.ENOENT, f"no folder {directory} to write into", dest)
+    _check_free(dest, overwrite)
+    return dest
 
 
 def _temporary_file(dest: str) -> tuple[int, str]:
-    """A temporary file beside ``dest`` with the permissions a plain ``open`` would give.
+    """A new temporary file beside ``dest``: (descriptor, name).
 
-    ``mkstemp`` creates files with mode 0600 whatever the umask; output files should be
-    as readable as any other file the user creates.
+    The name goes into this thread's ``_HOLD.unclaimed`` *before* the file is created,
+    and the caller takes it out once it holds the name itself. Ctrl-C raises in whatever
+    line runs when it arrives: if that is after ``os.open`` has made the file but before
+    the name reached the caller (on the way back from this function), the caller's
+    cleanup (:func:`_remove_temporary`) still finds the file there. ``mkstemp`` made and
+    named the file in one call, and such a Ctrl-C left it behind.
     """
     directory = os.path.dirname(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".tmp", dir=directory)
-    os.fchmod(fd, 0o666 & ~_umask())
-    return fd, tmp
+    prefix = f".{os.path.basename(dest)}."
+    for _ in range(_NAME_ATTEMPTS):
+        tmp = os.path.join(directory, f"{prefix}{secrets.token_hex(4)}.tmp")
+        _HOLD.unclaimed.append(tmp)
+        try:
+            return os.open(tmp, _CREATE_FLAGS, 0o666), tmp
+        except FileExistsError:
+            _HOLD.unclaimed.remove(tmp)  # another file's name: not ours to remove
+        except OSError as exc:
+            _HOLD.unclaimed.remove(tmp)
+            exc.filename = dest  # the user's path, not a name they never chose
+            raise
+    raise FileExistsError(errno.EEXIST, f"no free temporary file name in {directory}", dest)
+
+
+def _remove_temporary(tmp: str | None) -> None:
+    """Remove the caller's temporary file ``tmp`` and any this thread made whose name
+    its caller did not get to hold (see :func:`_temporary_file`)."""
+    names = dict.fromkeys([*_HOLD.unclaimed, *([tmp] if tmp is not None else [])])
+    _HOLD.unclaimed.clear()
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
 
 
 class _HoldState(threading.local):
-    """Per thread: how many "file made, not yet recorded" steps are running, and the
-    signal actions (see :func:`defer_while_held`) that arrived meanwhile. Python runs
-    signal handlers in the main thread only, so only the main thread's state ever
+    """Per thread: how many "file made, not yet recorded" steps are running, the signal
+    actions (see :func:`defer_while_held`) that arrived meanwhile, and the temporary
+    files named but not yet held by their caller (see :func:`_temporary_file`). Python
+    runs signal handlers in the main thread only, so only the main thread's state ever
     defers anything; another thread's step cannot be interrupted by a handler."""
 
     def __init__(self) -> None:
         self.depth = 0
         self.deferred: list[Callable[[], None]] = []
+        self.unclaimed: list[str] = []
 
 
 _HOLD = _HoldState()
@@ -86,7 +143,10 @@ def _signals_held() -> Iterator[None]:
     :func:`defer_while_held` (the ``bindf`` command's) run when the step ends. For other
     handlers (Python's default Ctrl-C) the calling thread also blocks the two signals
     (POSIX): that holds them back in a program with no other threads, where the signal
-    can only be delivered to this one."""
+    can only be delivered to this one. Elsewhere (pyarrow, polars, Jupyter start
+    threads) Ctrl-C can still land inside the step, and the name that
+    :func:`_temporary_file` records before making the file is what lets the caller's
+    cleanup remove it."""
     mask = getattr(signal, "pthread_sigmask", None)
     previous = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask else None
     _HOLD.depth += 1
@@ -137,21 +197,19 @@ def _fsync_path(path: str) -> None:
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file next to ``path`` for binary writing; publish it on success."""
-    dest = os.fspath(path)
-    _check_free(dest, overwrite)
+    dest = _destination(path, overwrite)
     tmp = None
     try:
-        with _signals_held():  # the file exists only once ``tmp`` names it
+        with _signals_held():
             fd, tmp = _temporary_file(dest)
+            _HOLD.unclaimed.clear()  # ``tmp`` holds the name now
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         _publish(tmp, dest, overwrite)
     except BaseException:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        _remove_temporary(tmp)
         raise
 
 
@@ -162,19 +220,17 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True,
     files themselves (``pyarrow.parquet.write_table`` …). The file at that path is
     fsynced once the ``with`` block ends, before it is published (``fsync=False``: not,
     for a caller that fsyncs it later itself, as ingestion does its staged parts)."""
-    dest = os.fspath(path)
-    _check_free(dest, overwrite)
+    dest = _destination(path, overwrite)
     tmp = None
     try:
-        with _signals_held():  # the file exists only once ``tmp`` names it
+        with _signals_held():
             fd, tmp = _temporary_file(dest)
+            _HOLD.unclaimed.clear()  # ``tmp`` holds the name now
             os.close(fd)
         yield tmp
         if fsync:
             _fsync_path(tmp)
         _publish(tmp, dest, overwrite)
     except BaseException:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        _remove_temporary(tmp)
         raise

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from ._source import Source, _is_url, ensure_bindf_path, user_path
-from .arrow import build_info
+from .arrow import build_info, path_text
 from .errors import BindfError, FileChangedWarning, HeaderError, TruncatedHeaderError
 from .formats._base import AcquisitionEnd, FormatReader, summed_errors
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
@@ -457,7 +457,7 @@ class Follower(Iterator[Frame]):
         if self.include_file_paths:
             table = table.append_column(
                 pa.field(self.include_file_paths, pa.string(), nullable=False),
-                pa.repeat(pa.scalar(tail.path, pa.string()), table.num_rows))
+                pa.repeat(pa.scalar(path_text(tail.path), pa.string()), table.num_rows))
         table = table.select(self._output_names(table.schema.names[
             :table.num_columns - (1 if self.include_file_paths else 0)]))
         self.path, self.header, self.format_name = tail.path, tail.header, tail.reader.name

@@ -55,12 +55,17 @@ def info_of(frame: Any) -> dict[str, Any] | None:
     raise TypeError(f"expected a pandas, polars or Arrow frame, not {type(frame).__name__}")
 
 
-def to_arrow_table(frame: Any) -> pa.Table:
+def to_arrow_table(frame: Any, *, keep_index: bool = False) -> pa.Table:
     """View a pandas/polars/Arrow frame (or a dict of columns) as a ``pyarrow.Table``.
 
     The one frame → Arrow conversion: the writers and Parquet export both use it. pandas
     frames keep their pandas schema metadata (so a Parquet file restores their dtypes),
     and NaN stays a value (see :func:`_pandas_to_arrow`).
+
+    ``keep_index`` (pandas frames): keep the index as pandas' own ``to_parquet`` does, a
+    ``RangeIndex`` in the pandas metadata only and any other index as columns after the
+    frame's (the Parquet export: a groupby result keeps its keys). Without it the index
+    is dropped: the format writers take columns only.
     """
     if isinstance(frame, pa.Table):
         return frame
@@ -78,7 +83,7 @@ def to_arrow_table(frame: Any) -> pa.Table:
         import pandas as pd
 
         if isinstance(frame, pd.DataFrame):
-            return _pandas_to_arrow(frame)
+            return _pandas_to_arrow(frame, keep_index)
     if isinstance(frame, Mapping):
         return pa.table({str(k): v for k, v in frame.items()})
     raise TypeError(
@@ -87,7 +92,7 @@ def to_arrow_table(frame: Any) -> pa.Table:
     )
 
 
-def _pandas_to_arrow(frame: Any) -> pa.Table:
+def _pandas_to_arrow(frame: Any, keep_index: bool = False) -> pa.Table:
     """pandas → Arrow keeping NaN as a value.
 
     ``pa.Table.from_pandas`` turns NaN in float columns into nulls (pandas' missing-value
@@ -98,7 +103,9 @@ def _pandas_to_arrow(frame: Any) -> pa.Table:
     names = [str(c) for c in frame.columns]
     if len(set(names)) != len(names):
         raise ValueError(f"the frame has duplicate column names: {names}")
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # preserve_index=None is pandas' to_parquet default (see to_arrow_table). Index
+    # columns come after the frame's, so column i below is still the frame's column i.
+    table = pa.Table.from_pandas(frame, preserve_index=None if keep_index else False)
     for i in range(frame.shape[1]):
         series = frame.iloc[:, i]
         if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f" \

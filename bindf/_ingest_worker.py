@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ._manifest import STAGING_NAME, file_sha256, utc_now
 from ._version import __version__
-from .arrow import table_info
+from .arrow import path_text, table_info
 from .errors import BindfError
 from .parquet import write_batches
 
@@ -296,7 +296,7 @@ class _AnnotatedStream:
         self.rows = 0
         columns = job.settings.get("header_columns") or {}
         header = self.info.get("header") or {}
-        self._extra = [(SOURCE_COLUMN, pa.scalar(job.path, pa.string()))]
+        self._extra = [(SOURCE_COLUMN, pa.scalar(path_text(job.path), pa.string()))]
         self._extra += [(name, column_scalar(header_value(header, name), kind, name))
                         for name, kind in columns.items()]
         clash = [name for name, _ in self._extra if name in first.column_names]

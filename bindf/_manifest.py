@@ -132,8 +132,16 @@ class Manifest:
         # thousands of headers). ``jq . _bindf_manifest.json`` pretty-prints it.
         text = json.dumps(document, ensure_ascii=False, allow_nan=False,
                           separators=(",", ":"))
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A file name that is not valid UTF-8 (Python holds its bytes as lone
+            # surrogates): written as \udcXX escapes, valid JSON that json.loads turns
+            # back into the same name, so the file is found again on the next run.
+            data = json.dumps(document, ensure_ascii=True, allow_nan=False,
+                              separators=(",", ":")).encode("ascii")
         with atomic_output(os.path.join(dest, MANIFEST_NAME)) as f:
-            f.write(text.encode("utf-8"))
+            f.write(data)
         self.created = document["created"]
 
     def referenced_parts(self) -> set[str]:

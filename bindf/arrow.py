@@ -4,7 +4,8 @@ Arrow schema metadata holds, as UTF-8 JSON text:
 
 * ``bindf.format``: the format name (``"it02"``, ``"apx"`` …);
 * ``bindf.header``: the file header (the first file's, for multi-file reads);
-* ``bindf.source``: the path, or a JSON list of paths for multi-file reads;
+* ``bindf.source``: the path as a JSON string, or a JSON list of paths for multi-file
+  reads (as :func:`path_text` gives them: valid UTF-8 whatever the file name);
 * ``bindf.version``: the bindf version that decoded the file;
 * ``bindf.errors``: counts of damaged records skipped under ``on_error="warn"/"skip"``
   (only present when something was skipped).
@@ -16,6 +17,7 @@ pandas frames get the same content as a dict in ``df.attrs["bindf"]``; polars fr
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pyarrow as pa
@@ -27,6 +29,28 @@ HEADER_KEY = "bindf.header"
 SOURCE_KEY = "bindf.source"
 VERSION_KEY = "bindf.version"
 ERRORS_KEY = "bindf.errors"
+
+
+def path_text(path: str) -> str:
+    """``path`` as text that Arrow strings and metadata can hold (valid UTF-8).
+
+    On POSIX a file name is bytes, and Python gives a name that is not valid UTF-8 (a
+    Latin-1 ``é`` written by an instrument PC, a zip unpacked with the wrong code page)
+    as a str with surrogate escapes, which UTF-8 cannot encode. Its undecodable bytes
+    become ``\\xNN`` escapes here (``mesure_\\xe9.bin``): text to show and compare,
+    not a name to open again. Readers keep opening the real path. Valid names come
+    back unchanged.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (not from a file name)
+        raw = path.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def build_info(
@@ -44,14 +68,16 @@ def build_info(
 
 def info_to_metadata(info: dict[str, Any]) -> dict[bytes, bytes]:
     """Serialise a bindf info dict to Arrow schema metadata."""
-    meta = {
-        FORMAT_KEY: info["format"],
-        HEADER_KEY: json.dumps(info["header"], ensure_ascii=False),
-        VERSION_KEY: info.get("version", __version__),
-    }
+    meta: dict[str, str] = {}
+    if info.get("format") is not None:  # None: a header given without a format name
+        meta[FORMAT_KEY] = info["format"]
+    meta[HEADER_KEY] = json.dumps(info["header"], ensure_ascii=False)
+    meta[VERSION_KEY] = info.get("version") or __version__
     source = info.get("source")
     if source is not None:
-        meta[SOURCE_KEY] = source if isinstance(source, str) else json.dumps(source)
+        # Always JSON (a string or a list), so that no path can pass for a list.
+        meta[SOURCE_KEY] = json.dumps(path_text(source) if isinstance(source, str)
+                                      else [path_text(s) for s in source], ensure_ascii=False)
     if info.get("errors"):
         meta[ERRORS_KEY] = json.dumps(info["errors"])
     return {k.encode(): v.encode("utf-8") for k, v in meta.items()}
@@ -62,9 +88,7 @@ def info_from_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any] | 
     if not metadata or HEADER_KEY.encode() not in metadata:
         return None
     meta = {k.decode("utf-8", "replace"): v.decode("utf-8") for k, v in metadata.items()}
-    source: Any = meta.get(SOURCE_KEY)
-    if source is not None and source.startswith("["):
-        source = json.loads(source)
+    source = _source_from_text(meta[SOURCE_KEY]) if SOURCE_KEY in meta else None
     info = build_info(
         meta.get(FORMAT_KEY, "unknown"),
         json.loads(meta[HEADER_KEY]),
@@ -73,6 +97,21 @@ def info_from_metadata(metadata: dict[bytes, bytes] | None) -> dict[str, Any] | 
     )
     info["version"] = meta.get(VERSION_KEY)
     return info
+
+
+def _source_from_text(text: str) -> str | list[str]:
+    """The ``bindf.source`` value: a JSON string or list of strings, or, as files written
+    before the value was always JSON hold it, one path as plain text. A plain path that
+    happens to be JSON of another kind (``[1]``, ``2024``) is taken as text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    return text
 
 
 def attach_info(table: pa.Table, info: dict[str, Any]) -> pa.Table:

@@ -6,34 +6,77 @@ it. For pandas frames, ``df.attrs`` is also stored under ``PANDAS_ATTRS``, the k
 ``pandas.read_parquet`` restores ``attrs`` from. ``bindf.read_parquet`` restores the
 header on pandas, polars and Arrow output alike.
 
-Every export is atomic: written to a temporary file beside the destination and renamed.
+Every export to a path is atomic: written to a temporary file beside the destination and
+renamed (see :mod:`bindf._atomic`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_path
 from ._frames import info_of, to_arrow_table
+from ._source import (
+    SourceObject,
+    _fsspec_filesystem,
+    _is_fsspec_open_file,
+    _is_url,
+    _local_path,
+    _object_name,
+    _text_mode_error,
+    is_source_object,
+    user_path,
+)
+from ._writing import encode_preamble, inherited_header
 from .arrow import attach_info, info_from_metadata, info_to_metadata
+from .errors import CorruptDataError, UnknownFormatError
 from .frontends.output import DtypeBackend, Frame, Output, check_output, table_to_output
 
 PANDAS_ATTRS_KEY = b"PANDAS_ATTRS"
+#: The schema metadata key of the pandas metadata pyarrow writes for a pandas frame.
+PANDAS_METADATA_KEY = b"pandas"
 
 
-def frame_to_table(frame: Frame) -> tuple[pa.Table, dict[str, Any] | None]:
+def frame_to_table(frame: Frame, *, header: Mapping[str, Any] | None = None,
+                   format: str | None = None) -> tuple[pa.Table, dict[str, Any] | None]:
     """Any supported frame → (Arrow table, bindf info or None), through the same
-    conversion as the writers (:func:`bindf._frames.to_arrow_table`)."""
-    info = info_of(frame)
-    table = to_arrow_table(frame)
+    conversion as the writers (:func:`bindf._frames.to_arrow_table`), keeping a pandas
+    index as pandas' own ``to_parquet`` does.
+
+    ``header``/``format`` replace what the frame carries (see :func:`to_parquet`). The
+    header stored must be strict JSON, as the format writers require.
+    """
+    carried = info_of(frame)
+    info = dict(carried) if carried is not None else None
+    replaced = header is not None or format is not None
+    if header is not None:
+        info = info if info is not None else {"format": None, "source": None}
+        info["header"] = inherited_header(frame, header)
+    if format is not None:
+        if info is None:
+            raise ValueError("format= names the format of the header, and this frame "
+                             "carries no header: pass header= too")
+        info["format"] = format
+    if info is not None:
+        # The writers' own check (strict JSON that reads back); the preamble is unused.
+        encode_preamble(b"", info["header"])
+    if _library_is_pandas(frame) and replaced:
+        # attrs as stored (pyarrow's pandas metadata, PANDAS_ATTRS) say what bindf.header
+        # says, not the header that was replaced
+        frame = frame.copy(deep=False)
+        frame.attrs = {**frame.attrs, "bindf": info}
+    table = to_arrow_table(frame, keep_index=True)
     attrs = getattr(frame, "attrs", None) if _library_is_pandas(frame) else None
     if attrs:
         metadata = dict(table.schema.metadata or {})
@@ -50,51 +93,225 @@ def _library_is_pandas(frame: Any) -> bool:
 
 def to_parquet(
     frame: Frame,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | BinaryIO,
     *,
+    header: Mapping[str, Any] | None = None,
+    format: str | None = None,
     compression: str = "zstd",
     overwrite: bool = True,
     **write_options: Any,
 ) -> None:
-    """Write ``frame`` (pandas, polars or Arrow) to Parquet, keeping its bindf header."""
-    table, _ = frame_to_table(frame)
+    """Write ``frame`` (pandas, polars or Arrow) to Parquet, keeping its bindf header.
+
+    Parameters
+    ----------
+    frame:
+        A pandas, polars (or ``LazyFrame``, collected) or Arrow frame. A pandas index
+        other than the default ``RangeIndex`` is written as columns, as pandas' own
+        ``to_parquet`` does, and :func:`read_parquet` (or ``pd.read_parquet``) restores
+        it.
+    path:
+        A local path (``~`` expanded), written atomically: to a temporary file beside
+        it, renamed into place once complete. A missing folder or a path that is a
+        folder is an error before anything is written. Or a binary file object opened
+        for writing (``io.BytesIO``, ``open(p, "wb")``), written as it is: neither
+        closed nor made atomic by bindf. Or an fsspec ``OpenFile`` for remote storage
+        (``fsspec.open("s3://…", "wb")``), which bindf opens and closes. A URL string
+        is refused: the rename that makes a write atomic is local.
+    header:
+        The header to store, instead of the one the frame carries. Frames made by a
+        polars operation (``filter``, ``head``, ``with_columns`` …) carry none: pass the
+        original frame's ``df.bindf.header``. It must be strict JSON, as for the format
+        writers: ``NaN``/``Infinity`` and values JSON does not know (numpy integers:
+        convert with ``int(value)``) are a ``ValueError``.
+    format:
+        The format name stored with the header (default: the frame's).
+    compression:
+        Parquet compression codec (``"zstd"``, ``"snappy"``, ``None`` …).
+    overwrite:
+        False: an existing file at ``path`` is an error (a ``FileExistsError``).
+    **write_options:
+        Passed to ``pyarrow.parquet.write_table`` (``row_group_size=`` …).
+    """
+    table, _ = frame_to_table(frame, header=header, format=format)
+    if _is_fsspec_open_file(path):
+        if "w" not in path.mode or "b" not in path.mode:
+            raise TypeError(f"{_open_file_name(path)}: open it for binary writing, "
+                            f"mode 'wb' (not {path.mode!r})")
+        with path as f:
+            pq.write_table(table, f, compression=compression, **write_options)
+        return
+    if hasattr(path, "write"):
+        if isinstance(path, io.TextIOBase):
+            raise TypeError(f"{_object_name(path)}: this file object is opened in text "
+                            "mode, and Parquet is bytes: open it with mode 'wb'")
+        pq.write_table(table, path, compression=compression, **write_options)
+        return
+    if isinstance(path, str) and _is_url(path):
+        raise ValueError(f"{path}: bindf writes Parquet to local paths (atomically) or to "
+                         "file objects; for remote storage pass "
+                         "fsspec.open(url, 'wb') instead of the URL")
     with atomic_path(path, overwrite=overwrite) as tmp:
         pq.write_table(table, tmp, compression=compression, **write_options)
 
 
+def _open_file_name(open_file: Any) -> str:
+    return open_file.fs.unstrip_protocol(open_file.path)
+
+
 def read_parquet(
-    path: str | os.PathLike[str],
+    source: str | os.PathLike[str] | SourceObject,
     *,
     output: Output = "pandas",
     columns: list[str] | None = None,
     dtype_backend: DtypeBackend | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Frame:
-    """Read a Parquet file written by bindf, with the header restored on the frame.
+    """Read a Parquet file, or a folder of them (a dataset), with the header restored.
 
-    ``dtype_backend`` (pandas output only) is pandas' option: ``"pyarrow"`` gives
-    ``pd.ArrowDtype`` columns without a copy.
+    Parameters
+    ----------
+    source:
+        A local path (``~`` expanded) or a ``file://`` or fsspec URL (``s3://…``,
+        ``memory://…``), of a file or a dataset folder (Hive partitions read as
+        columns); or one file as ``bytes``, a binary file object (read whole, whatever
+        its position: Parquet is read from its footer; never closed by bindf) or an
+        fsspec ``OpenFile``.
+    output:
+        ``"pandas"`` (default), ``"polars"`` or ``"arrow"``.
+    columns:
+        Columns to read (all by default); one the file does not have is a
+        ``ValueError``.
+    dtype_backend:
+        pandas output only: ``None`` (default), ``"numpy_nullable"`` or ``"pyarrow"``,
+        as in pandas' readers.
+    storage_options:
+        Passed to fsspec for URLs.
+
+    Notes
+    -----
+    pandas dtypes: a file written from a pandas frame comes back as pandas wrote it
+    (its dtypes and index, from the pandas metadata pyarrow stores), as
+    ``pd.read_parquet`` gives it. Any other file (``bindf convert``, a polars or Arrow
+    frame) is converted as ``pd.read_<format>`` converts: an integer column the file
+    declares nullable becomes a pandas nullable integer (``UInt8`` …) whether or not it
+    holds a null. polars declares every column nullable, which says nothing: in a file
+    that declares no column non-nullable, an integer column is a nullable integer if
+    it holds a null, a numpy integer otherwise.
     """
     check_output(output, dtype_backend)
-    # One file is read as it is: no Hive partition columns guessed from its folder names
-    # (pyarrow < 18 fails on a folder like key=__HIVE_DEFAULT_PARTITION__).
-    is_file = not os.path.isdir(path)
-    table = pq.read_table(path, columns=columns, partitioning=None if is_file else "hive")
+    table, file_metadata = _read_table(source, columns, storage_options or {},
+                                       use_pandas_metadata=output == "pandas")
     metadata = dict(table.schema.metadata or {})
     # A dataset folder (dask's to_parquet, partitioned writes) has no single footer: its
     # schema metadata already carries the header.
-    file_metadata = (pq.read_metadata(path).metadata or {}) if is_file else {}
     metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
     table = restore_dictionary_index_types(table, file_metadata)
     info = info_from_metadata(metadata)
-    if output == "pandas" and dtype_backend != "pyarrow":
-        # pyarrow's own conversion: it restores what the pandas metadata says (nullable
-        # and categorical dtypes of a frame bindf wrote). The pyarrow backend needs none
-        # of that: every column becomes an ArrowDtype column, as in every bindf read.
-        frame = table.to_pandas()
+    # "numpy_nullable" goes to table_to_output even then: its masked conversion is
+    # pyarrow's too, which reads the pandas metadata (the index) the same way.
+    if output == "pandas" and PANDAS_METADATA_KEY in metadata \
+            and dtype_backend != "numpy_nullable":
+        # Written from a pandas frame: pyarrow restores what the pandas metadata says
+        # (the index; nullable and categorical dtypes), as pd.read_parquet does.
+        frame = table.to_pandas(types_mapper=pd.ArrowDtype if dtype_backend else None)
         if info is not None:
             frame.attrs["bindf"] = info
         return frame
+    if output == "pandas":
+        table = _nullability_from_data(table)
     return table_to_output(table, output, info, dtype_backend)
+
+
+def _nullability_from_data(table: pa.Table) -> pa.Table:
+    """``table`` with the columns that hold no null declared not nullable, when no column
+    is declared so. Such a file says nothing about which columns can be null (polars
+    declares every column nullable; bindf's formats declare their never-null columns),
+    and the data is all there is to go by: an integer column with nulls becomes a
+    pandas nullable integer, one without a numpy integer."""
+    if not all(field.nullable for field in table.schema):
+        return table
+    schema = pa.schema([field.with_nullable(column.null_count > 0)
+                        for field, column in zip(table.schema, table.columns)],
+                       metadata=table.schema.metadata)
+    return pa.Table.from_arrays(table.columns, schema=schema)
+
+
+def _read_table(source: Any, columns: list[str] | None, storage_options: dict[str, Any],
+                *, use_pandas_metadata: bool) -> tuple[pa.Table, Mapping[bytes, bytes]]:
+    """The table at ``source`` and its file-level metadata (none for a dataset)."""
+    options = {"columns": columns, "use_pandas_metadata": use_pandas_metadata}
+    if _is_fsspec_open_file(source):
+        if "b" not in source.mode:
+            raise _text_mode_error(_open_file_name(source))
+        with source as f:
+            return _read_file(f, _open_file_name(source), **options)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _read_file(pa.BufferReader(pa.py_buffer(source)), f"<{type(source).__name__}>",
+                          **options)
+    if is_source_object(source):
+        name = _object_name(source)
+        if isinstance(source, io.TextIOBase):
+            raise _text_mode_error(name)
+        seekable = getattr(source, "seekable", None)
+        if seekable is None or not seekable():
+            # a pipe or stdin: Parquet is read from its end, so the whole stream is needed
+            return _read_file(pa.BufferReader(source.read()), name, **options)
+        return _read_file(source, name, **options)
+    path = user_path(os.fspath(source))
+    if _is_url(path):
+        fs, fs_path = _fsspec_filesystem(path, storage_options)
+        if fs.isdir(fs_path):
+            return _read_dataset(fs_path, fs, **options)
+        try:
+            with fs.open(fs_path, "rb") as f:
+                return _read_file(f, path, **options)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
+    path = _local_path(path)
+    if os.path.isdir(path):
+        return _read_dataset(path, None, **options)
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    return _read_file(path, path, **options)
+
+
+def _read_file(file: Any, name: str, *, columns: list[str] | None,
+               use_pandas_metadata: bool) -> tuple[pa.Table, Mapping[bytes, bytes]]:
+    """One Parquet file (a path or an open file), read as it is: unlike
+    ``pq.read_table``, no Hive partition columns guessed from its folder names (pyarrow
+    < 18 fails on a folder like key=__HIVE_DEFAULT_PARTITION__)."""
+    try:
+        parquet = pq.ParquetFile(file)
+    except pa.ArrowInvalid as exc:  # no Parquet footer
+        raise UnknownFormatError(f"not a Parquet file ({exc})", path=name) from None
+    with parquet:
+        _check_columns(columns, parquet.schema_arrow.names, name)
+        try:
+            table = parquet.read(columns=columns, use_pandas_metadata=use_pandas_metadata)
+        except pa.ArrowInvalid as exc:  # a damaged page or row group
+            raise CorruptDataError(f"cannot read this Parquet file: {exc}", path=name) from None
+        except OSError as exc:  # pyarrow's decoding errors too ("Unexpected end of stream")
+            if exc.filename is None and hasattr(exc, "add_note"):  # Python ≥ 3.11
+                exc.add_note(f"while reading the Parquet file {name}")
+            raise
+        return table, parquet.metadata.metadata or {}
+
+
+def _read_dataset(path: str, filesystem: Any, *, columns: list[str] | None,
+                  use_pandas_metadata: bool) -> tuple[pa.Table, Mapping[bytes, bytes]]:
+    dataset = pq.ParquetDataset(path, filesystem=filesystem, partitioning="hive")
+    _check_columns(columns, dataset.schema.names, path)
+    return dataset.read(columns=columns, use_pandas_metadata=use_pandas_metadata), {}
+
+
+def _check_columns(columns: list[str] | None, names: list[str], where: str) -> None:
+    """pyarrow skips a column the file does not have without a word: say so instead."""
+    if columns is None:
+        return
+    unknown = [c for c in columns if c not in names]
+    if unknown:
+        raise ValueError(f"{where}: unknown column(s) {unknown}; available: {names}")
 
 
 def restore_dictionary_index_types(table: pa.Table, file_metadata: Mapping[bytes, bytes]) -> pa.Table:

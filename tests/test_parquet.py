@@ -160,3 +160,120 @@ def test_writer_failing_mid_write_leaves_destination_untouched(
         bindf.write_spectro(dest, frame)
     assert dest.read_bytes() == b"previous content"
     assert sorted(os.listdir(tmp_path / "out")) == ["out.bin"]
+
+
+def _atomic_openers():
+    from bindf._atomic import atomic_output, atomic_path
+
+    return [atomic_output, atomic_path]
+
+
+@pytest.mark.parametrize("opener", _atomic_openers())
+def test_ctrl_c_as_the_temporary_file_is_created_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opener
+) -> None:
+    """Ctrl-C lands just after ``os.open`` made the temporary file, before its name got
+    back to bindf (seen in programs with other threads, where blocking SIGINT in the
+    calling thread does not hold it back)."""
+    real_open = os.open
+
+    def made_then_interrupted(path, flags, mode=0o777, **kwargs):
+        fd = real_open(path, flags, mode, **kwargs)
+        if os.fspath(path).endswith(".tmp"):
+            os.close(fd)
+            raise KeyboardInterrupt
+        return fd
+
+    monkeypatch.setattr(os, "open", made_then_interrupted)
+    with pytest.raises(KeyboardInterrupt), opener(tmp_path / "out.bin"):
+        pass
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("opener", _atomic_openers())
+def test_ctrl_c_as_the_temporary_file_name_is_returned_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opener
+) -> None:
+    import bindf._atomic as atomic
+
+    real = atomic._temporary_file
+
+    def made_then_interrupted(dest: str) -> tuple[int, str]:
+        fd, _ = real(dest)
+        os.close(fd)
+        raise KeyboardInterrupt  # the caller never gets the name
+
+    monkeypatch.setattr(atomic, "_temporary_file", made_then_interrupted)
+    with pytest.raises(KeyboardInterrupt), opener(tmp_path / "out.bin"):
+        pass
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    # the next output of this thread is unaffected
+    with atomic.atomic_output(tmp_path / "next.bin") as f:
+        f.write(b"x")
+    assert os.listdir(tmp_path) == ["next.bin"]
+
+
+def test_ctrl_c_while_writing_through_the_api_leaves_nothing(
+    stt1_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+    frame = bindf.read(stt1_files[0])
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def made_then_interrupted(path, flags, mode=0o777, **kwargs):
+        fd = real_open(path, flags, mode, **kwargs)
+        if os.fspath(path).startswith(str(out)) and os.fspath(path).endswith(".tmp"):
+            os.close(fd)
+            raise KeyboardInterrupt
+        return fd
+
+    monkeypatch.setattr(os, "open", made_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bindf.to_parquet(frame, out / "x.parquet")
+    with pytest.raises(KeyboardInterrupt):
+        bindf.write_spectro(out / "x.bin", frame)
+    monkeypatch.undo()
+    assert os.listdir(out) == []
+
+
+def test_temporary_file_taken_names_are_skipped_not_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bindf._atomic as atomic
+
+    names = iter(["aaaa", "bbbb"])
+    monkeypatch.setattr(atomic.secrets, "token_hex", lambda n: next(names))
+    (tmp_path / ".out.bin.aaaa.tmp").write_bytes(b"another writer's")
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_output(tmp_path / "out.bin") as f:
+        f.write(b"partial")
+        raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == [".out.bin.aaaa.tmp"]
+    assert (tmp_path / ".out.bin.aaaa.tmp").read_bytes() == b"another writer's"
+
+
+@pytest.mark.parametrize("write", [
+    lambda frame, dest: bindf.write_spectro(dest, frame),
+    lambda frame, dest: bindf.to_parquet(frame, dest),
+])
+def test_output_destination_errors_name_the_destination(stt1_files: list[Path],
+                                                        tmp_path: Path, write) -> None:
+    frame = bindf.read(stt1_files[0])
+    dest = tmp_path / "missing" / "out.x"
+    with pytest.raises(FileNotFoundError) as missing:
+        write(frame, dest)
+    assert missing.value.filename == str(dest)
+    assert f"no folder {tmp_path / 'missing'}" in str(missing.value)
+    with pytest.raises(ValueError, match=r"^s3://bucket/out\.x: bindf writes "):
+        write(frame, "s3://bucket/out.x")
+    (tmp_path / "a_folder").mkdir()
+    with pytest.raises(IsADirectoryError) as folder:
+        write(frame, tmp_path / "a_folder")
+    assert folder.value.filename == str(tmp_path / "a_folder")
+    (tmp_path / "a_file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="is not a folder"):
+        write(frame, tmp_path / "a_file" / "out.x")
+    assert sorted(os.listdir(tmp_path)) == sorted(["a_folder", "a_file"] + [
+        p.name for p in stt1_files if p.parent == tmp_path])

@@ -338,7 +338,7 @@ def test_cli_converts_a_pipe_from_stdin(cases: dict[str, Case], tmp_path: Path) 
     table = pq.read_table(out)
     expected = read_arrow(case.path, case)
     assert table.replace_schema_metadata(None).equals(expected.replace_schema_metadata(None))
-    assert table.schema.metadata[b"bindf.source"] == b"<stdin>"
+    assert table.schema.metadata[b"bindf.source"] == b'"<stdin>"'  # JSON text
 
 
 def test_cli_info_and_head_read_stdin(cases: dict[str, Case]) -> None:

@@ -24,7 +24,7 @@ from .._params import COMMON, HINTS, PLAN
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import resolve_threads, settle, shared_executor
 from .._warnings import WarningSink
-from ..arrow import build_info
+from ..arrow import build_info, path_text
 from ..errors import BindfError
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, summed_errors
 from ..registry import open_reader
@@ -638,12 +638,15 @@ def _split(batch: pa.RecordBatch, runs: list[tuple[str, int]], size: int
 
 
 def _path_column(runs: list[tuple[str, int]], n_rows: int) -> pa.Array:
-    """The ``include_file_paths`` column of a batch holding ``runs`` of rows per file."""
+    """The ``include_file_paths`` column of a batch holding ``runs`` of rows per file.
+
+    Paths are put as :func:`bindf.arrow.path_text` gives them: an Arrow string must be
+    valid UTF-8, which a file name need not be."""
     if len(runs) == 1:
-        return pa.repeat(pa.scalar(runs[0][0], pa.string()), n_rows)
+        return pa.repeat(pa.scalar(path_text(runs[0][0]), pa.string()), n_rows)
     counts = np.array([n for _, n in runs], dtype=np.int64)
     indices = np.repeat(np.arange(len(runs)), counts)[:n_rows]
-    return pa.array([p for p, _ in runs], pa.string()).take(pa.array(indices))
+    return pa.array([path_text(p) for p, _ in runs], pa.string()).take(pa.array(indices))
 
 
 def _progress_bar(plan: ReadPlan):

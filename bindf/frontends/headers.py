@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
+from ..arrow import path_text
 from ..errors import BindfError
 from ..registry import open_reader
 from .output import Frame, Output, check_output, table_to_output
@@ -57,8 +58,9 @@ def header_row(source: Source, format: str | None, flatten: bool,
         if hasattr(exc, "add_note"):  # Python ≥ 3.11
             exc.add_note(f"while reading the header of {source.path}")
         raise
-    row: dict[str, Any] = {"path": source.path, "format": name, "size_bytes": source.size,
-                           "rows": rows}
+    # an Arrow string column: valid UTF-8, which a file name need not be
+    row: dict[str, Any] = {"path": path_text(source.path), "format": name,
+                           "size_bytes": source.size, "rows": rows}
     row.update(header_fields(header) if flatten
                else {"header": json.dumps(header, ensure_ascii=False)})
     return row
@@ -211,9 +213,11 @@ def read_headers(
 
     Notes
     -----
-    ``rows`` is the number of complete records when the format knows it without decoding
-    (fixed-size records), else null. An unreadable header raises the reader's error,
-    naming the file.
+    ``path`` is the file's path, except that a name that is not valid UTF-8 (possible on
+    POSIX) has its undecodable bytes as ``\\xNN`` escapes (see
+    :func:`bindf.arrow.path_text`). ``rows`` is the number of complete records when the
+    format knows it without decoding (fixed-size records), else null. An unreadable
+    header raises the reader's error, naming the file.
     """
     check_output(output)
     sources = expand_sources(paths_or_glob, storage_options)

@@ -21,6 +21,7 @@ from polars.io.plugins import register_io_source
 from .._params import HINTS, SCAN_HINTS, check_names
 from .._source import Sources
 from .._threads import resolve_threads
+from ..arrow import path_text
 from ..formats._base import summed_errors
 from .batches import ReadPlan
 from .output import batch_to_polars, set_polars_info
@@ -202,7 +203,7 @@ def scan(
         formats know from the header: without them every file up to the last kept one
         is read (and filtered row by row, as always).
         """
-        kept = _files_kept([s.path for s in sources], include_file_paths, predicate)
+        kept = _files_kept([path_text(s.path) for s in sources], include_file_paths, predicate)
         if kept is None or all(kept):
             return [(None, None)]
         if not any(kept):
@@ -242,7 +243,7 @@ def scan(
         io_source,
         schema=schema,
         explain_name=f"bindf.scan_{format_name}",
-        explain_detail=", ".join(s.path for s in template.sources[:3])
+        explain_detail=", ".join(path_text(s.path) for s in template.sources[:3])
         + (" …" if len(template.sources) > 3 else ""),
     )
     if n_rows is not None:  # polars' own scans apply n_rows before any later filter

@@ -1,0 +1,145 @@
+"""Source paths in metadata and path columns: names that are not valid UTF-8, names that
+look like JSON, and the ``bindf.source`` text of files written by older versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import bindf
+from bindf import cli
+from bindf.arrow import info_from_metadata, path_text, table_info
+
+SAMPLE = Path(bindf.__file__).parent / "samples" / "intensity_tracing_it02.bin"
+
+
+def test_path_text_escapes_only_what_utf8_cannot_hold() -> None:
+    assert path_text("/data/mesure_\udce9.bin") == "/data/mesure_\\xe9.bin"
+    assert path_text("/data/mesure_é [1].bin") == "/data/mesure_é [1].bin"
+    # a surrogate that stands for no byte: its UTF-8 form, escaped
+    assert path_text("x\ud800") == "x\\xed\\xa0\\x80"
+
+
+@pytest.fixture
+def latin1_name(tmp_path: Path) -> tuple[str, str]:
+    """(the path as Python gives it, the text bindf shows) of a copy of the IT02 sample
+    whose name holds a Latin-1 ``é`` (the byte 0xE9, not UTF-8)."""
+    raw = os.path.join(os.fsencode(tmp_path), b"mesure_\xe9.bin")
+    try:
+        shutil.copy(SAMPLE, raw)
+    except OSError:  # a file system that takes UTF-8 names only (macOS, Windows)
+        pytest.skip("this file system refuses names that are not UTF-8")
+    return os.fsdecode(raw), f"{tmp_path}/mesure_\\xe9.bin"
+
+
+def test_non_utf8_name_in_arrow_metadata(latin1_name: tuple[str, str]) -> None:
+    path, shown = latin1_name
+    table = bindf.read(path, output="arrow")
+    assert table.schema.metadata[b"bindf.source"] == json.dumps(shown, ensure_ascii=False).encode()
+    assert table_info(table)["source"] == shown
+    assert table.equals(bindf.read(SAMPLE, output="arrow").replace_schema_metadata(
+        table.schema.metadata))
+    assert sum(b.num_rows for b in bindf.iter_batches(path)) == 200
+    with bindf.open(path) as f:
+        assert pa.table(f).num_rows == 200
+    # pandas attrs keep the path as Python gave it: it opens the file again
+    assert pd.read_it02(path).attrs["bindf"]["source"] == path
+
+
+def test_non_utf8_name_in_file_path_column_and_headers(latin1_name: tuple[str, str],
+                                                       tmp_path: Path) -> None:
+    path, shown = latin1_name
+    shutil.copy(SAMPLE, tmp_path / "other.bin")
+    frame = pd.read_it02(str(tmp_path / "*.bin"), include_file_paths="file")
+    # sorted by the real names: b"mesure_\xe9" < b"other"
+    assert frame["file"].tolist() == [shown] * 200 + [str(tmp_path / "other.bin")] * 200
+    one = pd.read_it02(path, include_file_paths="file")
+    assert one["file"].tolist() == [shown] * 200
+    headers = bindf.read_headers(path)
+    assert headers["path"].tolist() == [shown]
+    assert headers["rows"].tolist() == [200]
+
+
+def test_non_utf8_name_to_parquet_and_convert(latin1_name: tuple[str, str],
+                                              tmp_path: Path) -> None:
+    path, shown = latin1_name
+    frame = pd.read_it02(path)
+    bindf.to_parquet(frame, tmp_path / "api.parquet")
+    back = bindf.read_parquet(tmp_path / "api.parquet")
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    assert back.attrs["bindf"]["source"] == shown
+    assert cli.main(["convert", path, "-o", str(tmp_path / "cli.parquet"), "-q"]) == 0
+    converted = bindf.read_parquet(tmp_path / "cli.parquet")
+    assert converted.attrs["bindf"]["source"] == shown
+    pd.testing.assert_frame_equal(converted, frame, check_exact=True)
+
+
+@pytest.mark.parametrize("name", ["[run 1].bin", "[1]", '"quoted".bin'])
+def test_name_that_looks_like_json_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              name: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(SAMPLE, tmp_path / name)
+    table = bindf.read(name, output="arrow")
+    assert table.schema.metadata[b"bindf.source"] == json.dumps(name).encode()
+    assert table_info(table)["source"] == name
+    with bindf.open(name) as f:
+        assert table_info(pa.table(f))["source"] == name
+    bindf.to_parquet(table, "out.parquet")
+    assert bindf.read_parquet("out.parquet").attrs["bindf"]["source"] == name
+    assert bindf.read_parquet("out.parquet", output="polars").bindf.source == name
+    both = bindf.read([name, str(SAMPLE)], output="arrow")
+    assert table_info(both)["source"] == [name, str(SAMPLE)]
+
+
+@pytest.mark.parametrize(("stored", "source"), [
+    (b"/data/run 1.bin", "/data/run 1.bin"),
+    (b"[run 1].bin", "[run 1].bin"),
+    (b"[1]", "[1]"),
+    (b"2024", "2024"),
+    (b'["a.bin", "b.bin"]', ["a.bin", "b.bin"]),  # a multi-file read: always JSON
+])
+def test_source_written_by_older_versions(tmp_path: Path, stored: bytes,
+                                          source: str | list[str]) -> None:
+    """Older versions stored one path as plain text (a list of paths as JSON)."""
+    metadata = {b"bindf.format": b"it02", b"bindf.header": b'{"a": 1}',
+                b"bindf.source": stored, b"bindf.version": b"0.0.9"}
+    assert info_from_metadata(metadata) == {"format": "it02", "header": {"a": 1},
+                                            "source": source, "version": "0.0.9"}
+    out = tmp_path / "old.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}).replace_schema_metadata(metadata), out)
+    back = bindf.read_parquet(out)
+    assert back.attrs["bindf"]["source"] == source
+    assert back["x"].tolist() == [1, 2]
+
+
+def test_latin1_name_in_scans_follow_and_ingest(latin1_name: tuple[str, str],
+                                                tmp_path: Path) -> None:
+    """The polars scan (its explain text and a filter on the path column), follow's
+    path column and ingestion's source column show the name as text."""
+    import polars as pl
+
+    path, shown = latin1_name
+    expected = len(bindf.read(SAMPLE))
+    lazy = bindf.scan(path, include_file_paths="file")
+    assert lazy.collect().height == expected
+    assert lazy.filter(pl.col("file") == shown).collect().height == expected
+    assert lazy.filter(pl.col("file") != shown).collect().height == 0
+    assert "mesure_\\xe9.bin" in lazy.explain()
+    with bindf.follow(path, idle_timeout=0, poll_interval=0.01, output="polars",
+                      include_file_paths="file") as frames:
+        got = pl.concat(list(frames))
+    assert got.height == expected and got["file"].unique().to_list() == [shown]
+    report = bindf.ingest(path, tmp_path / "dataset")
+    assert not report.failed and report.rows == expected
+    again = bindf.ingest(path, tmp_path / "dataset")  # found again: nothing to do
+    assert not again.ingested and not again.failed
+    dataset = bindf.read_dataset(tmp_path / "dataset").collect()
+    assert dataset.height == expected
+    assert dataset["source"].unique().to_list() == [shown]
