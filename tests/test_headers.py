@@ -67,12 +67,24 @@ def test_flatten_false_and_outputs(runs: list[Path], tmp_path: Path) -> None:
 
 
 def test_parallel_equals_serial(tmp_path: Path) -> None:
+    """Remote headers are fetched on several threads, local ones read in order; the
+    rows are the same either way, in source order."""
+    import fsspec
+
     files = [write_stt1(tmp_path / f"f{i:02d}.bin", n=10 + i, seed=i,
                         header={"index": i, "meta": {"even": i % 2 == 0}})
              for i in range(20)]
     serial = bindf.read_headers(str(tmp_path / "f*.bin"), parallel=False)
-    auto = bindf.read_headers(str(tmp_path / "f*.bin"))  # 20 files: dask, in threads
+    auto = bindf.read_headers(str(tmp_path / "f*.bin"))
     pd.testing.assert_frame_equal(serial, auto)
+    memory = fsspec.filesystem("memory")
+    for path in files:
+        memory.pipe(f"/headers/{path.name}", path.read_bytes())
+    remote = bindf.read_headers("memory://headers/f*.bin", threads=3)
+    pd.testing.assert_frame_equal(remote.drop(columns="path"), serial.drop(columns="path"))
+    assert [Path(p).name for p in remote["path"]] == [f.name for f in files]
+    one = bindf.read_headers("memory://headers/f*.bin", threads=1)
+    pd.testing.assert_frame_equal(one, remote)
     assert serial["index"].tolist() == list(range(20))
     assert serial["rows"].tolist() == [10 + i for i in range(20)]
     assert serial["meta.even"].tolist() == [i % 2 == 0 for i in range(20)]
@@ -126,3 +138,16 @@ def test_header_columns_never_overwrite_each_other(tmp_path: Path, header: dict,
                             "s": [0.25]}, header={"channels": [0], **header})
     row = bindf.read_headers(str(path)).iloc[0].to_dict()
     assert {k: v for k, v in row.items() if k not in FIXED_COLUMNS + ("channels",)} == expected
+
+
+def test_options_go_to_the_formats_that_take_them(tmp_path: Path, runs: list[Path]) -> None:
+    """A glob mixing formats: each file gets the options its format takes (container=
+    went to the AstroPix reader too and failed); an option no format takes is a
+    TypeError naming it."""
+    apx = tmp_path / "run.apx"
+    apx.write_bytes((Path(bindf.__file__).parent / "samples"
+                     / "astropix_threshold_scan.apx").read_bytes())
+    frame = bindf.read_headers([str(runs[0]), str(apx)], container="stt1")
+    assert frame["format"].tolist() == ["spectro", "apx"]
+    with pytest.raises(TypeError, match="'containr'; did you mean container="):
+        bindf.read_headers([str(runs[0]), str(apx)], containr="stt1")
