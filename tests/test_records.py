@@ -585,3 +585,36 @@ def test_nullable_bool_of_a_transform_is_boolean_whatever_the_data(tmp_path: Pat
     assert [str(c["flag"].dtype) for c in chunks] == ["boolean", "boolean"]
     assert chunks[1]["flag"].tolist() == [pd.NA, True]
     assert str(bindf.read(path, format="nbool", n_rows=2)["flag"].dtype) == "boolean"
+
+
+def test_declared_format_with_a_count_and_an_offset(tmp_path: Path, registered) -> None:
+    """A declared format whose header gives the record count and whose records start at
+    a fixed offset: a trailer (a checksum) is not read as a record, a file with fewer
+    records than declared warns; the writer pads to the offset and checks the count."""
+    registered("counted", magic=b"CNT1", header="json", dtype=[("t", "<u8"), ("v", "<f4")],
+               offset=64, count=lambda h: h["n_records"], example_header={"n_records": 3})
+    records = np.zeros(3, dtype=[("t", "<u8"), ("v", "<f4")])
+    records["t"], records["v"] = [1, 2, 3], [0.5, 1.5, 2.5]
+    text = b'{"n_records": 3}'
+    preamble = b"CNT1" + len(text).to_bytes(4, "little") + text
+    path = tmp_path / "run.cnt"
+    path.write_bytes(preamble + bytes(64 - len(preamble)) + records.tobytes()
+                     + b"CRC32+END:" * 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frame = bindf.read(path, format="counted")
+    assert frame["t"].tolist() == [1, 2, 3] and frame["v"].tolist() == [0.5, 1.5, 2.5]
+    cut = tmp_path / "cut.cnt"
+    cut.write_bytes(path.read_bytes()[:64 + 12 * 2])
+    with pytest.warns(bindf.TruncatedFileWarning, match="declares 3 records"):
+        assert len(bindf.read(cut, format="counted")) == 2
+    sample = bindf.get_format("counted").sample_bytes()
+    assert sample.startswith(b"CNT1") and len(sample) == 64 + 3 * 12
+    write = bindf.get_format("counted").writer
+    out = tmp_path / "written.cnt"
+    write(out, frame, {"n_records": 3})
+    assert out.read_bytes()[64:] == records.tobytes()  # zeros up to the offset, then records
+    pd.testing.assert_frame_equal(bindf.read(out, format="counted"), frame)
+    with pytest.raises(ValueError, match="declares 5 records but the frame has 3 rows"):
+        write(tmp_path / "bad.cnt", frame, {"n_records": 5})
+    assert not (tmp_path / "bad.cnt").exists()

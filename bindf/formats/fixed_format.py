@@ -358,6 +358,15 @@ class FixedRecordFormat(FormatSpec):
         parsed strictly: duplicate keys, NaN, deep nesting … are refused); ``None``: no
         header, records right after the magic (or from byte 0); a structured numpy dtype:
         one header record after the magic, its fields become the header dict.
+    offset:
+        Byte offset of the first record, or a callable of the header returning it
+        (default: right after the header). Bytes between the header and it are skipped.
+    count:
+        The number of records, or a callable of the header returning it (such as
+        ``lambda h: h["n_records"]``); a negative value or None: every whole record up
+        to the end of the file. With a count, bytes after the last record (a checksum,
+        an end-of-run block) are not read as records, and a file holding fewer records
+        than declared gives a :class:`~bindf.errors.TruncatedFileWarning`.
     extensions:
         File extensions (with the dot) that identify the format when there is no magic.
     description:
@@ -379,7 +388,9 @@ class FixedRecordFormat(FormatSpec):
         callable and the ``transform`` receive them as keyword arguments.
     writer:
         True (default): a generic atomic ``write_<name>`` (raw fields only; with a
-        transform, the frame must hold the record fields); False: none; or a function.
+        transform, the frame must hold the record fields; with an ``offset``, zero bytes
+        up to it; with a ``count``, the header's count must equal the frame's rows);
+        False: none; or a function.
     probe:
         ``probe(first_bytes, source) -> bool``, consulted when neither magic nor
         extension decided.
@@ -389,14 +400,16 @@ class FixedRecordFormat(FormatSpec):
     """
 
     def __init__(self, name: str, *, dtype: Any, magic: bytes | None = None,
-                 header: HeaderKind = None, extensions: tuple[str, ...] = (),
+                 header: HeaderKind = None, offset: Any = None, count: Any = -1,
+                 extensions: tuple[str, ...] = (),
                  description: str = "", transform: Transform | None = None,
                  rows_per_record: int = 1, subarrays: str = "flatten",
                  options: tuple[Param, ...] = (), writer: Any = True,
                  probe: Callable[..., bool] | None = None,
                  example_header: Mapping[str, Any] | None = None) -> None:
-        layout = FixedLayout(dtype=dtype, magic=magic, header=header, subarrays=subarrays,
-                             transform=transform, rows_per_record=rows_per_record)
+        layout = FixedLayout(dtype=dtype, magic=magic, header=header, offset=offset,
+                             count=count, subarrays=subarrays, transform=transform,
+                             rows_per_record=rows_per_record)
         label = description or f"{name} fixed-record"
         reader = type(f"{name.title().replace('_', '')}Reader", (FixedLayoutReader,), {
             "name": name, "label": label, "layout": layout,
@@ -417,18 +430,26 @@ class FixedRecordFormat(FormatSpec):
         object.__setattr__(self, "example_header", dict(example_header or {}))
 
     def _sample(self) -> bytes:
-        """A small valid file: 40 records whose numeric fields count up."""
+        """A small valid file: 40 records (or the example header's count) whose numeric
+        fields count up, at the layout's offset."""
+        layout: FixedLayout = self.layout  # type: ignore[attr-defined]
         header = dict(self.example_header)  # type: ignore[attr-defined]
-        dtype = _record_dtype(self.layout, header)  # type: ignore[attr-defined]
-        records = np.zeros(40, dtype=dtype)
+        dtype = _record_dtype(layout, header)
+        count = resolve(layout.count, header)
+        n = 40 if count is None or int(count) < 0 else int(count)
+        records = np.zeros(n, dtype=dtype)
         for field in dtype.names:
             base = dtype[field].base
             if base.kind in "iuf":
-                shape = (40,) + dtype[field].shape
+                shape = (n,) + dtype[field].shape
                 records[field] = (np.arange(np.prod(shape)) % 100).reshape(shape)
             elif base.kind in "SU":
                 records[field] = "x"
-        return _preamble(self.layout, header) + records.tobytes()  # type: ignore[attr-defined]
+        preamble = _preamble(layout, header)
+        offset = resolve(layout.offset, header)
+        if offset is not None:
+            preamble += bytes(max(int(offset) - len(preamble), 0))
+        return preamble + records.tobytes()
 
 
 def _record_dtype(layout: FixedLayout, header: dict[str, Any]) -> np.dtype:
@@ -460,6 +481,19 @@ def _generic_writer(name: str, layout: FixedLayout) -> Callable[..., None]:
             raise ValueError(f"write_{name} writes records without sub-array fields only")
         require_columns(table, dtype.names, f"{name} records")
         preamble = _preamble(layout, meta)
+        try:
+            offset = resolve(layout.offset, meta)
+            count = resolve(layout.count, meta)
+        except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:
+            raise ValueError(_layout_problem(name, meta, exc)) from None
+        if offset is not None:
+            if int(offset) < len(preamble):
+                raise ValueError(f"cannot write {name}: the records' offset {offset} lies "
+                                 f"inside the {len(preamble)}-byte header")
+            preamble += bytes(int(offset) - len(preamble))
+        if count is not None and int(count) >= 0 and int(count) != table.num_rows:
+            raise ValueError(f"cannot write {name}: the header declares {count} records "
+                             f"but the frame has {table.num_rows} rows")
         write_fixed_record_file(path, preamble, table, dtype, overwrite=overwrite)
 
     write.__name__ = write.__qualname__ = f"write_{name}"
