@@ -30,13 +30,14 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
+from ._params import check_names
 from ._source import Source, _is_url, ensure_bindf_path, user_path
 from .arrow import build_info, path_text
 from .errors import BindfError, FileChangedWarning, HeaderError, TruncatedHeaderError
 from .formats._base import AcquisitionEnd, FormatReader, summed_errors
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
-from .frontends.output import Frame, Output, check_output, table_to_output
-from .registry import open_reader
+from .frontends.output import DtypeBackend, Frame, Output, check_output, table_to_output
+from .registry import get_format, list_formats, open_reader
 
 #: Most bytes read (and decoded) in one step: a follower that starts on a large file, or
 #: a writer that appended a lot at once, still decodes in bounded memory.
@@ -303,8 +304,12 @@ class Follower(Iterator[Frame]):
                  output: Output = "pandas", columns: Sequence[str] | None = None,
                  batch_size: int | None = None, include_file_paths: str | None = None,
                  start: str = "begin", on_error: str = "raise", format: str | None = None,
-                 **options: Any) -> None:
-        check_output(output)
+                 dtype_backend: DtypeBackend | None = None, **options: Any) -> None:
+        check_output(output, dtype_backend)
+        # Options are checked now, not when the file appears (maybe a minute later):
+        # those of ``format``, or without one, names that some format takes.
+        specs = [get_format(format)] if format is not None else list_formats()
+        check_names("follow", options, {param.name for spec in specs for param in spec.options})
         if start not in START_CHOICES:
             raise ValueError(f"start must be one of {START_CHOICES}, not {start!r}")
         if poll_interval <= 0:
@@ -324,6 +329,7 @@ class Follower(Iterator[Frame]):
         self.poll_interval = float(poll_interval)
         self.idle_timeout = idle_timeout
         self.output = output
+        self.dtype_backend = dtype_backend
         self.columns = None if columns is None else \
             ([columns] if isinstance(columns, str) else list(columns))
         self.batch_size = batch_size
@@ -469,7 +475,7 @@ class Follower(Iterator[Frame]):
             if not piece.num_rows and not always:
                 continue
             self.rows += piece.num_rows
-            yield table_to_output(piece, self.output, dict(info))
+            yield table_to_output(piece, self.output, dict(info), self.dtype_backend)
 
     def _run(self) -> Iterator[Frame]:
         done: set[str] = set()
@@ -539,7 +545,7 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
            output: Output = "pandas", columns: Sequence[str] | None = None,
            batch_size: int | None = None, include_file_paths: str | None = None,
            start: str = "begin", on_error: str = "raise", format: str | None = None,
-           **options: Any) -> Follower:
+           dtype_backend: DtypeBackend | None = None, **options: Any) -> Follower:
     """Follow a file (or a glob of files) while it is being written: an iterator of
     frames, each holding the rows that became complete since the one before.
 
@@ -586,9 +592,12 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
         Damaged records, as in ``read``: ``"raise"``, ``"warn"`` or ``"skip"``.
     format:
         Force the format instead of detecting it.
+    dtype_backend:
+        pandas output only, as for ``read``: None, ``"numpy_nullable"`` or ``"pyarrow"``.
     **options:
-        The format's own read options (``layout=``, ``level=`` …). IT02 ``fill_gaps``
-        is not supported.
+        The format's own read options (``layout=``, ``level=`` …), checked when
+        ``follow`` is called (those of ``format``, or without it, names that some
+        format takes). IT02 ``fill_gaps`` is not supported.
 
     Returns
     -------
@@ -611,4 +620,4 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
     return Follower(source, poll_interval=poll_interval, idle_timeout=idle_timeout,
                     output=output, columns=columns, batch_size=batch_size,
                     include_file_paths=include_file_paths, start=start, on_error=on_error,
-                    format=format, **options)
+                    format=format, dtype_backend=dtype_backend, **options)

@@ -140,7 +140,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     (["info", "{f}", "--option", "nope=1"], "unexpected option(s) for read_spectro: ['nope']"),
     (["info", "{f}", "--option", "format=spectro"], "--option format: use --format instead"),
     (["convert", "{f}", "-o", "{out}", "--option", "nope=1"],
-     "unexpected option(s) for read_spectro: ['nope']"),
+     "follow() got an unexpected option (keyword argument) 'nope'"),
     (["convert", "{f}", "-o", "{out}", "--option", "progress=true"],
      "--option progress: use --progress instead"),
     (["convert", "{f}", "-o", "{out}", "--option", "chunksize=5"],
@@ -148,7 +148,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     (["follow", "{f}", "-o", "{out}", "--option", "poll_interval=1"],
      "--option poll_interval: use --poll-interval instead"),
     (["follow", "{f}", "-o", "{out}", "--option", "nope=1", "--idle-timeout", "0.1", "-q"],
-     "unexpected option(s) for read_spectro: ['nope']"),
+     "follow() got an unexpected option (keyword argument) 'nope'"),
     (["follow", "{f}", "--columns", "nope", "--idle-timeout", "0.1", "-q"],
      "unknown column(s) ['nope']; available: ['event', 'microtime_ns', 'macrotime_ns', "
      "'channel', 'marker']"),

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
@@ -732,3 +733,25 @@ def test_it02_zero_bin_at_a_pause_then_more_records_without_a_marker(tmp_path: P
     assert follower.ended_by == "idle"
     assert got.equals(_expected(target, layout="sparse"))
     assert got.num_rows == 5004
+
+
+def test_options_are_checked_when_follow_is_called(tmp_path: Path) -> None:
+    """A misspelt option is a TypeError with a hint at once, not a FileNotFoundError
+    after idle_timeout once the file never appears; dtype_backend works as for read."""
+    started = time.monotonic()
+    with pytest.raises(TypeError, match=r"follow\(\) got an unexpected option .*'layot'; "
+                                        "did you mean layout="):
+        bindf.follow(tmp_path / "later.bin", format="it02", layot="dense", idle_timeout=30)
+    with pytest.raises(TypeError, match="'levl'"):
+        bindf.follow(tmp_path / "later.bin", levl="hits", idle_timeout=30)
+    assert time.monotonic() - started < 5
+    with pytest.raises(ValueError, match="dtype_backend applies to pandas output only"):
+        bindf.follow(tmp_path / "later.bin", output="polars", dtype_backend="pyarrow")
+    path = tmp_path / "run.bin"
+    path.write_bytes((Path(bindf.__file__).parent / "samples" / "intensity_tracing_it02.bin")
+                     .read_bytes())
+    with bindf.follow(path, idle_timeout=0, poll_interval=0.01,
+                      dtype_backend="pyarrow") as frames:
+        frame = pd.concat(list(frames))
+    expected = bindf.read(path, dtype_backend="pyarrow")
+    assert list(frame.dtypes) == list(expected.dtypes) and len(frame) == len(expected)
