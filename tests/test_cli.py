@@ -140,7 +140,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     (["info", "{f}", "--option", "nope=1"], "unexpected option(s) for read_spectro: ['nope']"),
     (["info", "{f}", "--option", "format=spectro"], "--option format: use --format instead"),
     (["convert", "{f}", "-o", "{out}", "--option", "nope=1"],
-     "follow() got an unexpected option (keyword argument) 'nope'"),
+     "unexpected option(s) for read_spectro: ['nope']"),
     (["convert", "{f}", "-o", "{out}", "--option", "progress=true"],
      "--option progress: use --progress instead"),
     (["convert", "{f}", "-o", "{out}", "--option", "chunksize=5"],
