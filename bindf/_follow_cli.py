@@ -52,6 +52,12 @@ from .registry import open_reader
 #: Columns holding the time stamp the status line shows as "last", the first one a frame
 #: has: IT02/IT01/ITT1 and co., AstroPix 4, AstroPix 3, spectroscopy photons, A-STEP.
 _TIME_COLUMNS = ("time_ns", "timestamp", "wall_timestamp", "macrotime_ns", "fpga_ts")
+#: The built-in formats whose status line shows those: what a column of that name
+#: means in a format added from outside is not known (its ``ch1`` may be signed ADC
+#: samples, not counts), so its line shows rows, rate and bytes only.
+_TOTALS_OF = {"chips": ("apx", "apx_log", "astep"), "channels": ("it02", "it01"),
+              "time": ("apx", "apx_log", "astep", "it02", "it01", "itt1", "spectro", "sp01",
+                       "spf1")}
 
 #: Output extensions ``-o`` accepts: follow writes Parquet only, whose footer takes what
 #: is learned at the end (the sparse IT02 end time, damage skipped).
@@ -123,21 +129,21 @@ class Status:
         self._thread = threading.Thread(target=loop, name="bindf-follow-status", daemon=True)
         self._thread.start()
 
-    def add(self, frame: pa.Table) -> None:
+    def add(self, frame: pa.Table, format_name: str | None) -> None:
         with self._lock:
-            self._add(frame)
+            self._add(frame, format_name)
 
-    def _add(self, frame: pa.Table) -> None:
-        for name in _TIME_COLUMNS:
+    def _add(self, frame: pa.Table, format_name: str | None) -> None:
+        for name in _TIME_COLUMNS if format_name in _TOTALS_OF["time"] else ():
             if name in frame.column_names and frame.num_rows:
                 self.last_time = frame.column(name)[-1].as_py()
                 break
-        if "chip_id" in frame.column_names:  # AstroPix: hits per chip
+        if format_name in _TOTALS_OF["chips"] and "chip_id" in frame.column_names:
             chips, hits = np.unique(frame.column("chip_id").to_numpy(), return_counts=True)
             for chip, n in zip(chips.tolist(), hits.tolist(), strict=True):
                 key = f"chip{chip}"
                 self.counts[key] = self.counts.get(key, 0) + n
-        else:  # IT02 and co.: photon counts per channel column
+        elif format_name in _TOTALS_OF["channels"]:  # photon counts per channel column
             for name in frame.column_names:
                 if name.startswith("ch") and name[2:].isdigit():
                     total = pc.sum(frame.column(name)).as_py() or 0
@@ -285,5 +291,5 @@ def _empty_schema(follower: Follower, reader: FormatReader) -> pa.Schema:
 def _with_status(follower: Follower, status: Status | None) -> Iterator[pa.Table]:
     for frame in follower:
         if status is not None:
-            status.add(frame)
+            status.add(frame, follower.format_name)
         yield frame

@@ -698,12 +698,29 @@ def test_cli_status_line_shows_the_last_time_stamp(sample: str, column: str) -> 
     with resources.as_file(resources.files("bindf") / "samples" / sample) as path:
         frame = bindf.read(path, output="arrow")
     status = Status(io.StringIO(), 1.0)
-    status.add(frame)
+    status.add(frame, frame.schema.metadata[b"bindf.format"].decode())
 
     class Totals:
         rows, bytes = frame.num_rows, 1000
 
     assert f"| last {frame.column(column)[-1].as_py()}" in status.line(Totals())
+
+
+def test_cli_status_line_of_a_format_added_from_outside_shows_no_totals() -> None:
+    """A plugin's ``ch1`` may be signed samples, not counts: its status line shows
+    rows, rate and bytes, no channel sums and no "last" time stamp."""
+    import io
+
+    from bindf._follow_cli import Status
+
+    frame = pa.table({"time_ns": [1, 2], "ch1": [-5, 3], "chip_id": [0, 1]})
+    status = Status(io.StringIO(), 1.0)
+    status.add(frame, "someplugin")
+
+    class Totals:
+        rows, bytes = 2, 100
+
+    assert status.line(Totals()).split(" | ")[::2] == ["2 rows", "100 bytes"]
 
 
 def test_format_that_cannot_stream_is_a_clear_error() -> None:
