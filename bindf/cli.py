@@ -609,7 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             with warnings.catch_warnings():
                 warnings.showwarning = show_warning
-                warnings.simplefilter("default", BindfWarning)
+                if not sys.warnoptions:  # python -W ... (or PYTHONWARNINGS) decides instead
+                    warnings.simplefilter("default", BindfWarning)
                 return _run(args)
     except KeyboardInterrupt:
         print("bindf: interrupted", file=sys.stderr)

@@ -52,6 +52,7 @@ import ast
 import binascii
 import codecs
 import json
+import os
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO, ClassVar, NamedTuple
@@ -60,7 +61,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._atomic import atomic_output
-from .._source import Source
+from .._source import Source, user_path
 from ..errors import (
     BindfError,
     CorruptDataError,
@@ -651,14 +652,15 @@ def looks_like_apx_log(head: bytes, source: Source) -> bool:
     return bool(_NAMESPACE_LINE.search(region) or _HEADER_START.match(region))
 
 
-def convert_apx_log(log_path: str, apx_path: str, *, overwrite: bool = True) -> int:
+def convert_apx_log(log_path: str | os.PathLike[str], apx_path: str | os.PathLike[str], *,
+                    overwrite: bool = True) -> int:
     """Convert a legacy text log to an ``.apx`` file; return the number of readouts.
 
     The header is the log's metadata (as ``read_apx_log`` parses it); timestamps are 0.
     The payload bytes are copied unchanged, so ``read_apx`` of the result gives the same
     hits as ``read_apx_log`` of the log.
     """
-    reader = ApxLogReader(Source(str(log_path)))
+    reader = ApxLogReader(Source(user_path(os.fspath(log_path))))
     header = json.dumps(reader.header, ensure_ascii=False).encode("utf-8")
     count = 0
     with atomic_output(apx_path, overwrite=overwrite) as out:
