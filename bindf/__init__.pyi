@@ -36,7 +36,6 @@ from .frontends.headers import read_headers as read_headers
 from .frontends.output import ChunkedReader
 from .frontends.polars import scan as scan
 from .frontends.read import iter_batches as iter_batches
-from .frontends.read import read as read
 from .frontends.read import read_header as read_header
 from .frontends.records import read_records as read_records
 from .frontends.records import scan_records as scan_records
@@ -59,6 +58,14 @@ def watch_ingest(sources: Any, dest: str | os.PathLike[str], *, interval: float 
 # run time: a type checker sees them as Any.
 def __getattr__(name: str) -> Any: ...
 
+@overload
+def read(source: _Sources, *, format: str | None = ..., columns: Sequence[str] | str | None = ..., n_rows: int | None = ..., output: Literal["pandas"] = ..., chunksize: None = ..., dtype_backend: Literal["numpy_nullable", "pyarrow"] | None = ..., batch_size: int | None = ..., include_file_paths: str | None = ..., row_index_name: str | None = ..., row_index_offset: int = ..., storage_options: dict[str, Any] | None = ..., progress: bool = ..., threads: int | None = ..., on_error: Literal["raise", "warn", "skip"] = ..., **options: Any) -> pd.DataFrame: ...
+@overload
+def read(source: _Sources, *, format: str | None = ..., columns: Sequence[str] | str | None = ..., n_rows: int | None = ..., output: Literal["polars"], chunksize: None = ..., dtype_backend: None = ..., batch_size: int | None = ..., include_file_paths: str | None = ..., row_index_name: str | None = ..., row_index_offset: int = ..., storage_options: dict[str, Any] | None = ..., progress: bool = ..., threads: int | None = ..., on_error: Literal["raise", "warn", "skip"] = ..., **options: Any) -> pl.DataFrame: ...
+@overload
+def read(source: _Sources, *, format: str | None = ..., columns: Sequence[str] | str | None = ..., n_rows: int | None = ..., output: Literal["arrow"], chunksize: None = ..., dtype_backend: None = ..., batch_size: int | None = ..., include_file_paths: str | None = ..., row_index_name: str | None = ..., row_index_offset: int = ..., storage_options: dict[str, Any] | None = ..., progress: bool = ..., threads: int | None = ..., on_error: Literal["raise", "warn", "skip"] = ..., **options: Any) -> pa.Table: ...
+@overload
+def read(source: _Sources, *, format: str | None = ..., columns: Sequence[str] | str | None = ..., n_rows: int | None = ..., output: Literal["pandas", "polars", "arrow"] = ..., chunksize: int, dtype_backend: Literal["numpy_nullable", "pyarrow"] | None = ..., batch_size: int | None = ..., include_file_paths: str | None = ..., row_index_name: str | None = ..., row_index_offset: int = ..., storage_options: dict[str, Any] | None = ..., progress: bool = ..., threads: int | None = ..., on_error: Literal["raise", "warn", "skip"] = ..., **options: Any) -> ChunkedReader: ...
 @overload
 def read_apx(source: _Sources, *, columns: Sequence[str] | str | None = ..., n_rows: int | None = ..., output: Literal["pandas"] = ..., chunksize: None = ..., dtype_backend: Literal["numpy_nullable", "pyarrow"] | None = ..., batch_size: int | None = ..., include_file_paths: str | None = ..., row_index_name: str | None = ..., row_index_offset: int = ..., storage_options: dict[str, Any] | None = ..., progress: bool = ..., threads: int | None = ..., on_error: Literal["raise", "warn", "skip"] = ..., level: Literal["hits", "readouts"] = ..., stitch: bool | None = ..., chunk_bytes: int = ...) -> pd.DataFrame: ...
 @overload

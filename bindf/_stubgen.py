@@ -62,7 +62,6 @@ from .frontends.headers import read_headers as read_headers
 from .frontends.output import ChunkedReader
 from .frontends.polars import scan as scan
 from .frontends.read import iter_batches as iter_batches
-from .frontends.read import read as read
 from .frontends.read import read_header as read_header
 from .frontends.records import read_records as read_records
 from .frontends.records import scan_records as scan_records
@@ -108,24 +107,39 @@ def stub() -> str:
     # bindf.watch_ingest is _ingest.watch: a stub's "import as" with another name would
     # not re-export it, so it is written out
     out = [_HEADER % (open_params, _signature_stub("watch_ingest", watch))]
+    out += _read_overloads("read", parameters("read"), generic=True)
     for spec in BUILTIN:
         if not spec.public:
             continue
-        read_params = parameters("read", spec.options)
-        for output, returns in _OUTPUT_RETURNS:
-            output_annotation = output if output == 'Literal["pandas"]' else output + "!"
-            out.append("@overload")
-            override = {"output": output_annotation, "chunksize": "None"}
-            if returns != "pd.DataFrame":  # dtype_backend is for pandas output only
-                override["dtype_backend"] = "None"
-            out.append(f"def read_{spec.name}({_params(read_params, override)}) -> {returns}: ...")
-        out.append("@overload")
-        out.append(f"def read_{spec.name}({_params(read_params, {'chunksize': 'int!'})}) -> ChunkedReader: ...")
+        out += _read_overloads(f"read_{spec.name}", parameters("read", spec.options))
         out.append(f"def scan_{spec.name}({_params(parameters('scan', spec.options), {})}) -> pl.LazyFrame: ...")
         if spec.writer is not None:
             out.append(_signature_stub(f"write_{spec.name}", _load(spec.writer)))
         out.append("")
     return "\n".join(out)
+
+
+def _read_overloads(name: str, params: list[Param], generic: bool = False) -> list[str]:
+    """``@overload``s of a reader whose return type follows ``output=`` and
+    ``chunksize=``; ``generic``: ``bindf.read``, which also takes ``format=`` and the
+    formats' own options."""
+
+    def signature(override: dict[str, str]) -> str:
+        text = _params(params, override)
+        if generic:
+            text = text.replace("source: _Sources, *", "source: _Sources, *, "
+                                "format: str | None = ...", 1) + ", **options: Any"
+        return text
+
+    out = []
+    for output, returns in _OUTPUT_RETURNS:
+        output_annotation = output if output == 'Literal["pandas"]' else output + "!"
+        override = {"output": output_annotation, "chunksize": "None"}
+        if returns != "pd.DataFrame":  # dtype_backend is for pandas output only
+            override["dtype_backend"] = "None"
+        out += ["@overload", f"def {name}({signature(override)}) -> {returns}: ..."]
+    out += ["@overload", f"def {name}({signature({'chunksize': 'int!'})}) -> ChunkedReader: ..."]
+    return out
 
 
 def _signature_stub(name: str, function: Callable[..., Any]) -> str:
