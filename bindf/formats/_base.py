@@ -15,6 +15,7 @@ the CLI) is written once on top of this contract, in :mod:`bindf.frontends`.
 from __future__ import annotations
 
 import abc
+import difflib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -335,6 +336,25 @@ class FormatReader(abc.ABC):
                     return
                 produced += piece.num_rows
                 yield piece
+
+    def refuse_options(self, left: Mapping[str, Any], known: Iterable[str] = ()) -> None:
+        """Raise the ``TypeError`` for ``left``, the options this reader did not take (none:
+        nothing), with a hint for a near miss among its own options (``known`` and the
+        spec's) and the common reader parameters (``colums`` → ``columns``)."""
+        if not left:
+            return
+        from .._params import COMMON, HINTS
+        from ..registry import get_format
+
+        try:
+            own = [param.name for param in get_format(self.name).options]
+        except ValueError:  # a reader used outside the registry
+            own = []
+        names = [*known, *own, *(param.name for param in COMMON)]
+        first = sorted(left)[0]
+        hint = HINTS.get(first) or next(iter(difflib.get_close_matches(first, names, n=1)), None)
+        raise TypeError(f"unexpected option(s) for read_{self.name}: {sorted(left)}"
+                        + (f"; did you mean {hint}=?" if hint else ""))
 
     def note_error(self, kind: str, count: int = 1) -> None:
         """Count damage that was skipped under ``on_error="warn"/"skip"``."""

@@ -289,8 +289,7 @@ class ApxReader(FormatReader):
         stitch = self.options.pop("stitch", None)
         if chunk_bytes < READOUT_HEADER_SIZE:
             raise ValueError(f"chunk_bytes must be at least {READOUT_HEADER_SIZE}")
-        if self.options:
-            raise TypeError(f"unexpected option(s) for read_apx: {sorted(self.options)}")
+        self.refuse_options(self.options)
         self.level = level
         self.chunk_bytes = chunk_bytes
         header, self.data_offset = read_preamble(

@@ -315,8 +315,7 @@ class ApxLogReader(FormatReader):
         stitch = self.options.pop("stitch", None)
         if self.level not in ("hits", "readouts"):
             raise ValueError(f"level must be 'hits' or 'readouts', not {self.level!r}")
-        if self.options:
-            raise TypeError(f"unexpected option(s) for read_apx_log: {sorted(self.options)}")
+        self.refuse_options(self.options)
         head = f.read(min(self.source.size, MAX_HEADER_BYTES))
         complete = len(head) < MAX_HEADER_BYTES or len(head) == self.source.size
         parsed = parse_header(head, complete=complete, path=self.path,

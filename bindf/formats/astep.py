@@ -381,8 +381,7 @@ class AstepReader(FormatReader):
         v4_tick = opts.pop("v4_tick_ns", DEFAULT_V4_TICK_NS)
         tot_mode = opts.pop("tot_mode", "firmware")
         chunk_bytes = int(opts.pop("chunk_bytes", DEFAULT_CHUNK_BYTES))
-        if opts:
-            raise TypeError(f"unexpected option(s) for read_astep: {sorted(opts)}")
+        self.refuse_options(opts)
         if ts_order not in TS_ORDERS:
             raise ValueError(f"ts_order must be one of {TS_ORDERS}, not {ts_order!r}")
         if ts_bytes is not None and (isinstance(ts_bytes, bool) or ts_bytes not in TS_WIDTHS):

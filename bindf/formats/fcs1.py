@@ -155,8 +155,7 @@ class FCS1Reader(FormatReader):
     label: ClassVar[str] = FORMAT_LABEL
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
-        if self.options:
-            raise TypeError(f"unexpected option(s) for read_fcs1: {sorted(self.options)}")
+        self.refuse_options(self.options)
         #: Warnings to give when the data is read (not at every open of the file).
         self._notices: list[BindfWarning] = []
         self._table = SCHEMA.empty_table()

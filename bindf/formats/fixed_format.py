@@ -130,9 +130,8 @@ class FixedLayoutReader(FixedRecordReader):
     use_memmap = False
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
-        unknown = set(self.options) - set(self.declared_options)
-        if unknown:
-            raise TypeError(f"unexpected option(s) for read_{self.name}: {sorted(unknown)}")
+        self.refuse_options({k: v for k, v in self.options.items()
+                             if k not in self.declared_options}, self.declared_options)
         self.option_values = {**self.declared_options, **self.options}
         return self._read_layout(f, self.layout)
 

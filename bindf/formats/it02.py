@@ -196,8 +196,7 @@ class IT02Reader(FormatReader):
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
         layout = self.options.pop("layout", None)
         fill_gaps = self.options.pop("fill_gaps", False)
-        if self.options:
-            raise TypeError(f"unexpected option(s) for read_it02: {sorted(self.options)}")
+        self.refuse_options(self.options)
         if layout not in (None, *LAYOUTS):
             raise ValueError(f"layout must be 'dense', 'sparse' or None, not {layout!r}")
         self._layout_forced = layout is not None

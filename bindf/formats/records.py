@@ -65,8 +65,8 @@ class RecordsReader(FixedLayoutReader):
         self.use_memmap = bool(opts.pop("memmap", False))
         layout_options = {k: opts.pop(k) for k in ("dtype", "header", "offset", "count",
                                                      "subarrays") if k in opts}
-        if opts:
-            raise TypeError(f"unexpected option(s) for read_records: {sorted(opts)}")
+        self.refuse_options(opts, ("dtype", "header", "offset", "count", "subarrays",
+                                   "memmap"))
         if self.use_memmap and (self.source.is_remote or isinstance(self.source, ObjectSource)):
             raise ValueError(f"{self.path}: memmap=True needs a local file path")
         self.layout = FixedLayout(**layout_options)  # type: ignore[misc]

@@ -159,8 +159,7 @@ class SP01Reader(FixedRecordReader):
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
         shape = self.options.pop("shape", "tidy")
-        if self.options:
-            raise TypeError(f"unexpected option(s) for read_sp01: {sorted(self.options)}")
+        self.refuse_options(self.options)
         if shape not in SHAPES:
             raise ValueError(f"shape must be one of {SHAPES}, not {shape!r}")
         self.shape = "tidy" if shape == "long" else shape

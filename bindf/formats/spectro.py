@@ -116,8 +116,7 @@ class SpectroReader(PhotonEventColumns, FixedRecordReader):
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
         container = self.options.pop("container", None)
-        if self.options:
-            raise TypeError(f"unexpected option(s) for read_spectro: {sorted(self.options)}")
+        self.refuse_options(self.options)
         self._container_forced = container is not None
         self._container_open = False
         if container is None:
