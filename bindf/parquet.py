@@ -219,8 +219,26 @@ def read_parquet(
             frame.attrs["bindf"] = info
         return frame
     if output == "pandas":
-        table = _nullability_from_data(table)
+        table = _signed_dictionary_indices(_nullability_from_data(table))
     return table_to_output(table, output, info, dtype_backend)
+
+
+#: Unsigned dictionary index types (polars writes uint32) and the signed type that holds
+#: every index of each (pandas category codes are signed).
+_SIGNED_INDEX = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
+                 pa.uint64(): pa.int64()}
+
+
+def _signed_dictionary_indices(table: pa.Table) -> pa.Table:
+    """``table`` with unsigned dictionary indices made signed: pyarrow before 19 cannot
+    convert them to pandas ("unsigned dictionary indices … not yet supported"), and a
+    file written by polars has uint32 ones. The dictionary values are not touched."""
+    for index, field in enumerate(table.schema):
+        kind = field.type
+        if pa.types.is_dictionary(kind) and kind.index_type in _SIGNED_INDEX:
+            signed = pa.dictionary(_SIGNED_INDEX[kind.index_type], kind.value_type, kind.ordered)
+            table = table.set_column(index, field.with_type(signed), table.column(index).cast(signed))
+    return table
 
 
 def _nullability_from_data(table: pa.Table) -> pa.Table:

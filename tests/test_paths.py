@@ -131,7 +131,13 @@ def test_latin1_name_in_scans_follow_and_ingest(latin1_name: tuple[str, str],
     assert lazy.collect().height == expected
     assert lazy.filter(pl.col("file") == shown).collect().height == expected
     assert lazy.filter(pl.col("file") != shown).collect().height == 0
-    assert "mesure_\\xe9.bin" in lazy.explain()
+    import inspect
+
+    from polars.io.plugins import register_io_source
+
+    explained = lazy.explain()  # the file name is in it where polars shows a detail (2.0+)
+    if "explain_detail" in inspect.signature(register_io_source).parameters:
+        assert "mesure_\\xe9.bin" in explained
     with bindf.follow(path, idle_timeout=0, poll_interval=0.01, output="polars",
                       include_file_paths="file") as frames:
         got = pl.concat(list(frames))

@@ -46,6 +46,12 @@ def curves() -> pd.DataFrame:
     return bindf.read_fcs1(FCS1)
 
 
+def _pyarrow_message(message: str) -> str:
+    """A pattern of ``message``, whose float values pyarrow prints as ``4.700000`` (its
+    newer releases) or ``4.7`` (17, the oldest bindf supports)."""
+    return re.escape(message).replace("00000", "(00000)?")
+
+
 @pytest.mark.parametrize(("value", "dtype", "message"), [
     (256, "int64", "column 'channel_1' (int64) cannot be stored as uint8: Integer value 256 "
                    "not in range: 0 to 255"),
@@ -57,7 +63,7 @@ def curves() -> pd.DataFrame:
 def test_fcs1_refuses_a_channel_the_file_cannot_hold(curves, tmp_path, value, dtype, message):
     curves["channel_1"] = curves["channel_1"].astype(dtype)
     curves.loc[curves["pair_index"] == 0, "channel_1"] = value
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+    with pytest.raises(ValueError, match=f"^{_pyarrow_message(message)}$"):
         bindf.write_fcs1(tmp_path / "x.bin", curves)
     assert nothing_written(tmp_path)
 
@@ -161,7 +167,7 @@ def test_apx_refuses_a_fraction_or_nan_naming_the_column(tmp_path, value, messag
     hits = bindf.read_apx(APX4)
     hits["row"] = hits["row"].astype("float64")
     hits.loc[3, "row"] = value
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+    with pytest.raises(ValueError, match=f"^{_pyarrow_message(message)}$"):
         bindf.write_apx(tmp_path / "f.apx", hits)
     assert nothing_written(tmp_path)
 
