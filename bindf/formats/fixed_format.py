@@ -68,6 +68,11 @@ def is_layout_callable(value: Any) -> bool:
     return callable(value) and not isinstance(value, (type, np.dtype))
 
 
+#: What a layout callable, or a header value it uses, raises for a header that does not
+#: give a layout (the reader makes a HeaderError of it, the writer a ValueError).
+LAYOUT_ERRORS = (TypeError, ValueError, KeyError, OverflowError, IndexError)
+
+
 def resolve(value: Any, header: dict[str, Any], options: Mapping[str, Any] | None = None) -> Any:
     """``value(header, **options)`` for a callable layout value, ``value`` otherwise.
 
@@ -169,7 +174,7 @@ class FixedLayoutReader(FixedRecordReader):
             count = resolve(layout.count, header, options)
             offset = header_end if offset is None else int(offset)
             declared = None if count is None or int(count) < 0 else int(count)
-        except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:
+        except LAYOUT_ERRORS as exc:
             raise HeaderError(f"header values {header} do not give a valid layout: "
                               f"{type(exc).__name__}: {exc}", path=self.path,
                               offset=values_at) from None
@@ -444,15 +449,24 @@ class FixedRecordFormat(FormatSpec):
                 records[field] = (np.arange(np.prod(shape)) % 100).reshape(shape)
             elif base.kind in "SU":
                 records[field] = "x"
-        preamble = _preamble(layout, header)
-        offset = resolve(layout.offset, header)
-        if offset is not None:
-            preamble += bytes(max(int(offset) - len(preamble), 0))
-        return preamble + records.tobytes()
+        start = _records_start(_preamble(layout, header), resolve(layout.offset, header),
+                               self.name)
+        return start + records.tobytes()
 
 
 def _record_dtype(layout: FixedLayout, header: dict[str, Any]) -> np.dtype:
     return as_record_dtype(np.dtype(resolve(layout.dtype, header)))
+
+
+def _records_start(preamble: bytes, offset: Any, name: str) -> bytes:
+    """What a file holds before its records: the preamble, then zero bytes up to the
+    layout's resolved ``offset`` when it has one."""
+    if offset is None:
+        return preamble
+    if int(offset) < len(preamble):
+        raise ValueError(f"cannot write {name}: the records' offset {offset} lies inside "
+                         f"the {len(preamble)}-byte header")
+    return preamble + bytes(int(offset) - len(preamble))
 
 
 def _preamble(layout: FixedLayout, header: dict[str, Any]) -> bytes:
@@ -470,7 +484,9 @@ def _generic_writer(name: str, layout: FixedLayout) -> Callable[..., None]:
         meta = inherited_header(frame, header)
         try:
             dtype = _record_dtype(layout, meta or {})
-        except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:
+            count = resolve(layout.count, meta or {})
+            offset = resolve(layout.offset, meta or {})
+        except LAYOUT_ERRORS as exc:
             # The layout is a callable of the header (the reader wraps its failure the
             # same way): say which header lacked what, not the callable's bare KeyError.
             raise ValueError(_layout_problem(name, meta, exc)) from None
@@ -479,17 +495,7 @@ def _generic_writer(name: str, layout: FixedLayout) -> Callable[..., None]:
         if any(dtype[n].shape for n in dtype.names):
             raise ValueError(f"write_{name} writes records without sub-array fields only")
         require_columns(table, dtype.names, f"{name} records")
-        preamble = _preamble(layout, meta)
-        try:
-            offset = resolve(layout.offset, meta)
-            count = resolve(layout.count, meta)
-        except (TypeError, ValueError, KeyError, OverflowError, IndexError) as exc:
-            raise ValueError(_layout_problem(name, meta, exc)) from None
-        if offset is not None:
-            if int(offset) < len(preamble):
-                raise ValueError(f"cannot write {name}: the records' offset {offset} lies "
-                                 f"inside the {len(preamble)}-byte header")
-            preamble += bytes(int(offset) - len(preamble))
+        preamble = _records_start(_preamble(layout, meta), offset, name)
         if count is not None and int(count) >= 0 and int(count) != table.num_rows:
             raise ValueError(f"cannot write {name}: the header declares {count} records "
                              f"but the frame has {table.num_rows} rows")
