@@ -593,12 +593,18 @@ def object_source(obj: Any) -> Source:
     bindf) and read as a file object.
     """
     if _is_fsspec_open_file(obj):
+        name = open_file_name(obj)
         if "b" not in obj.mode:
-            raise _text_mode_error(obj.fs.unstrip_protocol(obj.path))
+            raise _text_mode_error(name)
         if obj.compression is None:
-            return Source(obj.fs.unstrip_protocol(obj.path), fs=obj.fs, fs_path=obj.path)
-        return ObjectSource(obj.open(), name=obj.fs.unstrip_protocol(obj.path), owned=True)
+            return Source(name, fs=obj.fs, fs_path=obj.path)
+        return ObjectSource(obj.open(), name=name, owned=True)
     return ObjectSource(obj)
+
+
+def open_file_name(open_file: Any) -> str:
+    """The URL of an fsspec ``OpenFile`` (``memory://x.bin``), for messages and metadata."""
+    return open_file.fs.unstrip_protocol(open_file.path)
 
 
 def _text_mode_error(name: str) -> BindfError:

@@ -36,6 +36,7 @@ from ._source import (
     _object_name,
     _text_mode_error,
     is_source_object,
+    open_file_name,
     user_path,
 )
 from ._writing import encode_preamble, inherited_header
@@ -136,7 +137,7 @@ def to_parquet(
     table, _ = frame_to_table(frame, header=header, format=format)
     if _is_fsspec_open_file(path):
         if "w" not in path.mode or "b" not in path.mode:
-            raise TypeError(f"{_open_file_name(path)}: open it for binary writing, "
+            raise TypeError(f"{open_file_name(path)}: open it for binary writing, "
                             f"mode 'wb' (not {path.mode!r})")
         with path as f:
             pq.write_table(table, f, compression=compression, **write_options)
@@ -153,10 +154,6 @@ def to_parquet(
                          "fsspec.open(url, 'wb') instead of the URL")
     with atomic_path(path, overwrite=overwrite) as tmp:
         pq.write_table(table, tmp, compression=compression, **write_options)
-
-
-def _open_file_name(open_file: Any) -> str:
-    return open_file.fs.unstrip_protocol(open_file.path)
 
 
 def read_parquet(
@@ -261,9 +258,9 @@ def _read_table(source: Any, columns: list[str] | None, storage_options: dict[st
     options = {"columns": columns, "use_pandas_metadata": use_pandas_metadata}
     if _is_fsspec_open_file(source):
         if "b" not in source.mode:
-            raise _text_mode_error(_open_file_name(source))
+            raise _text_mode_error(open_file_name(source))
         with source as f:
-            return _read_file(f, _open_file_name(source), **options)
+            return _read_file(f, open_file_name(source), **options)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _read_file(pa.BufferReader(pa.py_buffer(source)), f"<{type(source).__name__}>",
                           **options)
