@@ -200,8 +200,6 @@ def write_output(batches: Iterable[Any], schema: Any, output: str, kind: str,
     if kind == "csv":
         batches, schema = csv_ready(batches, schema, output)
     try:
-        if kind == "ipc" and info is not None:
-            return _write_ipc(_guarded(batches), schema, output, info, force, fsync)
         return write_batches(_guarded(batches), schema, output, to=kind, info=info,
                              overwrite=force, fsync=fsync)
     except _InputError as exc:
@@ -214,44 +212,6 @@ def write_output(batches: Iterable[Any], schema: Any, output: str, kind: str,
     except (ValueError, TypeError, pa.ArrowNotImplementedError) as exc:
         # The writer refused a value or type (the inputs' own errors were re-raised above)
         raise CliError(f"{output}: cannot write the data as {kind}: {exc}", EX_DATAERR) from None
-
-
-def _write_ipc(batches: Iterable[Any], schema: Any, output: str,
-               info: Callable[[], dict[str, Any]], force: bool, fsync: bool) -> int:
-    """Arrow IPC with the bindf info as it is once every batch is read, as in a Parquet
-    output. The IPC schema, metadata included, is written before the first batch, so
-    when reading changed the info (damage counted under ``on_error="skip"``/``"warn"``,
-    a sparse IT02's end time) the finished temporary file is copied once more with the
-    final metadata, memory-mapped (no decoding), before it is published."""
-    import pyarrow as pa
-
-    from bindf._atomic import atomic_path
-    from bindf.arrow import info_to_metadata
-    from bindf.parquet import write_batches
-
-    with atomic_path(output, overwrite=force, fsync=fsync) as written:
-        rows = write_batches(batches, schema, written, to="ipc", info=info, fsync=False)
-        final = schema.with_metadata(info_to_metadata(info()))
-        with pa.memory_map(written) as source:
-            stored = pa.ipc.open_file(source).schema
-        if stored.metadata != final.metadata:
-            with atomic_path(written, fsync=False) as copy:  # then replaces ``written``
-                _copy_ipc(written, copy, final)
-    return rows
-
-
-def _copy_ipc(source_path: str, copy_path: str, schema: Any) -> None:
-    """Copy the Arrow IPC file at ``source_path`` batch by batch (memory-mapped: the
-    data is not decoded) to ``copy_path``, with ``schema`` (same fields, new metadata).
-    Every view of the mapping is gone when this returns, so that the copy can replace
-    the source (Windows refuses to replace a mapped file)."""
-    import pyarrow as pa
-
-    with pa.memory_map(source_path) as source, pa.OSFile(copy_path, "wb") as sink:
-        reader = pa.ipc.open_file(source)
-        with pa.ipc.new_file(sink, schema) as writer:
-            for index in range(reader.num_record_batches):
-                writer.write_batch(reader.get_batch(index))
 
 
 #: The nested Arrow kinds that a CSV cell cannot hold, in the order an error names them.

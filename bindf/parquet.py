@@ -354,6 +354,18 @@ def restore_dictionary_index_types(table: pa.Table, file_metadata: Mapping[bytes
     return table
 
 
+def _copy_ipc(source_path: str, copy_path: str, schema: pa.Schema) -> None:
+    """Copy the Arrow IPC file at ``source_path`` batch by batch (memory-mapped: the
+    data is not decoded) to ``copy_path``, with ``schema`` (same fields, new metadata).
+    Every view of the mapping is gone when this returns, so that the copy can replace
+    the source (Windows refuses to replace a mapped file)."""
+    with pa.memory_map(source_path) as source, pa.OSFile(copy_path, "wb") as sink:
+        reader = pa.ipc.open_file(source)
+        with pa.ipc.new_file(sink, schema) as writer:
+            for index in range(reader.num_record_batches):
+                writer.write_batch(reader.get_batch(index))
+
+
 def write_batches(
     batches: Iterable[pa.RecordBatch],
     schema: pa.Schema,
@@ -370,9 +382,12 @@ def write_batches(
     ``fsync``: flush the file to disk before it is published (see
     :func:`bindf._atomic.atomic_path`).
 
-    ``info`` is called after the last batch (headers can grow while reading, e.g. the
-    sparse IT02 ``acquisition_end_ns``), and its result is stored in the file's metadata
-    where the format allows (Parquet footer; IPC schema gets the header known up front).
+    ``info`` is called before the first batch and after the last (headers can grow
+    while reading, e.g. the sparse IT02 ``acquisition_end_ns``; damage skipped under
+    ``on_error``), and what it says at the end is stored in the file's metadata: in
+    Parquet's footer, and in an IPC file's schema, which is written before the first
+    batch, so an IPC file whose info changed is copied once more with the final schema
+    (memory-mapped, no decoding) before it is published. CSV holds no metadata.
     """
     rows = 0
     with atomic_path(path, overwrite=overwrite, fsync=fsync) as tmp:
@@ -392,13 +407,16 @@ def write_batches(
                         {k.decode(): v.decode() for k, v in end_meta.items()}
                     )
         elif to == "ipc":
-            meta_schema = schema
-            if info is not None:
-                meta_schema = schema.with_metadata(info_to_metadata(info()))
-            with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, meta_schema) as writer:
+            start_meta = info_to_metadata(info()) if info is not None else None
+            with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(
+                    sink, schema.with_metadata(start_meta) if start_meta else schema) as writer:
                 for batch in batches:
                     writer.write_batch(batch)
                     rows += batch.num_rows
+            end_meta = info_to_metadata(info()) if info is not None else None
+            if end_meta and end_meta != start_meta:
+                with atomic_path(tmp, fsync=False) as copy:  # then replaces ``tmp``
+                    _copy_ipc(tmp, copy, schema.with_metadata(end_meta))
         elif to == "csv":
             import pyarrow.csv as pacsv
 
