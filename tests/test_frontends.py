@@ -448,3 +448,21 @@ def test_head_then_filter_is_the_filter_of_the_first_rows(stt1_files: list[Path]
     assert lazy.head(10).filter(pl.col("file") == last).collect().height == 0
     assert_frame_equal(lazy.filter(pl.col("file") == last).head(10).collect(),
                        whole.filter(pl.col("file") == last).head(10))
+
+
+def test_a_query_of_no_scan_column_keeps_every_row(format_case) -> None:
+    """polars 2 asks a scan for no column at all when the query needs only the rows
+    (``with_row_index().select("i")``, ``pl.len()`` after a row index): every row
+    still counts (it once returned an empty frame), in both engines and with a filter."""
+    kwargs = dict(format_case.kwargs)
+    eager = bindf.read(format_case.path, output="polars", **kwargs)
+    indexed = bindf.scan(format_case.path, **kwargs).with_row_index("i", offset=7)
+    assert indexed.select("i").collect()["i"].to_list() == list(range(7, 7 + eager.height))
+    for engine in ("auto", "streaming"):
+        assert indexed.select(pl.len()).collect(engine=engine).item() == eager.height
+    assert_frame_equal(indexed.select(pl.col("i") * 2).tail(3).collect(),
+                       eager.with_row_index("i", offset=7).select(pl.col("i") * 2).tail(3))
+    column = format_case.projection[0]
+    assert_frame_equal(
+        indexed.filter(pl.col(column).is_not_null()).select("i").collect(),
+        eager.with_row_index("i", offset=7).filter(pl.col(column).is_not_null()).select("i"))

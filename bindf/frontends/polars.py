@@ -172,6 +172,11 @@ def scan(
         size_hint: int | None,
     ) -> Iterator[pl.DataFrame]:
         columns = with_columns
+        if columns == []:
+            # polars 2 asks for no column when the query needs only the row count
+            # (``with_row_index().select("index")``): decode the first column (as polars
+            # asks for ``select(pl.len())``) and hand back frames of its height, no columns.
+            columns = list(schema)[:1]
         if predicate is not None and columns is not None:
             # The predicate may use columns that are not projected: decode those too.
             needed = set(predicate.meta.root_names())
@@ -235,7 +240,9 @@ def scan(
                 if predicate is not None:
                     frame = frame.filter(predicate)
                 if with_columns is not None:
-                    frame = frame.select(with_columns)
+                    # ``select([])`` would also drop the height; ``drop`` keeps it
+                    frame = (frame.select(with_columns) if with_columns
+                             else frame.drop(frame.columns))
                 if frame.height:
                     yield frame
 
