@@ -34,7 +34,7 @@ from ._params import check_names
 from ._source import Source, _is_url, ensure_bindf_path, user_path
 from .arrow import build_info, path_text
 from .errors import BindfError, FileChangedWarning, HeaderError, TruncatedHeaderError
-from .formats._base import AcquisitionEnd, FormatReader, summed_errors
+from .formats._base import AcquisitionEnd, FormatReader, empty_batch, summed_errors
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
 from .frontends.output import DtypeBackend, Frame, Output, check_output, table_to_output
 from .registry import get_format, list_formats, open_reader
@@ -459,7 +459,9 @@ class Follower(Iterator[Frame]):
             table = pa.Table.from_batches(batches)
         else:
             columns = self.reader_columns(tail.reader)
-            table = pa.schema([tail.reader.schema.field(c) for c in columns]).empty_table()
+            table = pa.Table.from_batches([empty_batch(
+                pa.schema([tail.reader.schema.field(c) for c in columns]),
+                tail.reader.dictionaries)])
         if self.include_file_paths:
             table = table.append_column(
                 pa.field(self.include_file_paths, pa.string(), nullable=False),

@@ -466,3 +466,36 @@ def test_a_query_of_no_scan_column_keeps_every_row(format_case) -> None:
     assert_frame_equal(
         indexed.filter(pl.col(column).is_not_null()).select("i").collect(),
         eager.with_row_index("i", offset=7).filter(pl.col(column).is_not_null()).select("i"))
+
+
+@pytest.mark.parametrize("case_id, column", [("spectro_stt1", "marker"),
+                                             ("spectro_legacy", "marker"),
+                                             ("itt1", "marker"), ("astep", "kind")])
+def test_a_read_of_no_rows_keeps_the_categories(format_cases: dict, case_id: str,
+                                                column: str) -> None:
+    """A categorical column has its format's categories in a result of no rows too
+    (``n_rows=0``, an empty follow poll), so that ``pd.concat`` of an empty run and a
+    full one stays categorical (it became ``object``)."""
+    case = format_cases[case_id]
+    full = bindf.read(case.path, **case.kwargs)
+    empty = bindf.read(case.path, n_rows=0, **case.kwargs)
+    assert len(empty) == 0 and len(full[column].cat.categories) == 3
+    assert empty[column].dtype == full[column].dtype
+    assert pd.concat([empty, full])[column].dtype == full[column].dtype
+    arrow = bindf.read(case.path, n_rows=0, output="arrow", **case.kwargs)[column]
+    one_row = bindf.read(case.path, n_rows=1, output="arrow", **case.kwargs)[column]
+    assert arrow.chunk(0).dictionary.equals(one_row.chunk(0).dictionary)
+    pyarrow_backed = bindf.read(case.path, n_rows=0, dtype_backend="pyarrow", **case.kwargs)
+    assert pyarrow_backed[column].dtype == bindf.read(
+        case.path, n_rows=1, dtype_backend="pyarrow", **case.kwargs)[column].dtype
+
+
+def test_a_header_only_file_keeps_the_categories(tmp_path: Path) -> None:
+    """The same for a run that recorded nothing (its writer makes one)."""
+    path = tmp_path / "empty.bin"
+    full = pd.read_spectro(write_stt1(tmp_path / "full.bin", 10))
+    bindf.write_spectro(path, full.iloc[:0], full.attrs["bindf"]["header"])
+    empty = pd.read_spectro(path)
+    assert len(empty) == 0 and empty["marker"].dtype == full["marker"].dtype
+    assert bindf.dask.read_spectro(path).compute()["marker"].cat.categories.tolist() == \
+        ["frame", "line", "pixel"]

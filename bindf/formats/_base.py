@@ -182,6 +182,11 @@ class FormatReader(abc.ABC):
     name: ClassVar[str]
     #: Human name for messages ("FLIM LABS IT02 intensity tracing").
     label: ClassVar[str]
+    #: The fixed dictionary (categories) of each dictionary-encoded column, by name. A
+    #: result of no rows carries them too (:func:`empty_batch`): pandas takes a
+    #: categorical column's categories from the data, and ``pd.concat`` of runs turns the
+    #: column to ``object`` if one empty run has none.
+    dictionaries: ClassVar[Mapping[str, pa.Array]] = {}
 
     def __init__(self, source: Source, *, on_error: str = "raise",
                  threads: int | bool | None = None, **options: Any) -> None:
@@ -362,6 +367,16 @@ class FormatReader(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path!r}>"
+
+
+def empty_batch(schema: pa.Schema, dictionaries: Mapping[str, pa.Array]) -> pa.RecordBatch:
+    """A batch of no rows of ``schema``, its dictionary columns named in
+    ``dictionaries`` holding those (see :attr:`FormatReader.dictionaries`)."""
+    return pa.RecordBatch.from_arrays(
+        [pa.DictionaryArray.from_arrays(pa.array([], f.type.index_type), dictionaries[f.name])
+         if f.name in dictionaries and pa.types.is_dictionary(f.type) else pa.array([], f.type)
+         for f in schema],
+        schema=schema)
 
 
 def summed_errors(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:

@@ -85,6 +85,7 @@ PROBE_MIN_FRAMES = 16
 _NOT_NULL = ("frame_index", "byte_offset", "length", "layer", "chip_id", "payload",
              "fpga_ts", "ts_bytes", "kind", "sensor")
 KIND_TYPE = pa.dictionary(pa.int8(), pa.string())
+_KIND_DICTIONARY = pa.array(KINDS, pa.string())
 #: ``sensor`` column type. Binary *view* (pyarrow >= 16), whose entries of up to 12 bytes
 #: are stored inline: the kernel writes them directly and polars takes them without a
 #: conversion (its own binary layout). pyarrow < 18 gets plain ``binary`` (see below).
@@ -371,6 +372,7 @@ class AstepReader(FormatReader):
 
     name: ClassVar[str] = "astep"
     label: ClassVar[str] = "A-STEP layer-frame stream"
+    dictionaries: ClassVar[Mapping[str, pa.Array]] = {"kind": _KIND_DICTIONARY}
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
         opts = self.options
@@ -806,7 +808,6 @@ class FrameColumns:
         raise KeyError(name)
 
 
-_KIND_DICTIONARY = pa.array(KINDS, pa.string())
 _COUNTING = np.arange(0, dtype=np.int64)
 
 

@@ -44,6 +44,7 @@ RECORD_SIZE = RECORD_DTYPE.itemsize
 #: Marker event codes and the names used in the ``marker`` column.
 MARKERS: dict[int, str] = {70: "frame", 76: "line", 80: "pixel"}
 MARKER_NAMES = list(MARKERS.values())
+_MARKER_DICTIONARY = pa.array(MARKER_NAMES, pa.string())
 
 #: Event byte → True for marker codes (used by the legacy-file probe).
 _IS_MARKER = np.zeros(256, dtype=bool)
@@ -72,6 +73,7 @@ class PhotonEventColumns:
     when asked for (a ``select("time_ns")`` neither copies nor classifies the events)."""
 
     record_dtype: np.dtype
+    dictionaries: ClassVar[Mapping[str, pa.Array]] = {"marker": _MARKER_DICTIONARY}
 
     def raw_fields_for(self, columns: list[str]) -> list[str]:
         wanted = set(columns) | ({"event"} if {"channel", "marker"} & set(columns) else set())
@@ -185,7 +187,6 @@ def event_columns(events: np.ndarray, wanted: Sequence[str] = ("channel", "marke
     return out
 
 
-_MARKER_DICTIONARY = pa.array(MARKER_NAMES, pa.string())
 _FIRST_MARKER_CODE = min(MARKERS)
 
 

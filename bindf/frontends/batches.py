@@ -26,7 +26,7 @@ from .._threads import resolve_threads, settle, shared_executor
 from .._warnings import WarningSink
 from ..arrow import build_info, path_text
 from ..errors import BindfError
-from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, summed_errors
+from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, empty_batch, summed_errors
 from ..registry import open_reader
 
 #: Rows of small files' units gathered before they become one batch (see
@@ -131,13 +131,14 @@ class ReadPlan:
     def all_batches(self) -> list[pa.RecordBatch]:
         """Every batch, for an eager read: as the caller keeps them all until the frame
         is built, the readers may allocate their columns in lanes (see
-        :meth:`~bindf.formats._base.FormatReader.output_lanes`)."""
+        :meth:`~bindf.formats._base.FormatReader.output_lanes`). No rows: one
+        :meth:`empty_batch`."""
         self.keeps_every_batch = True
         if self._first is not None:
             self._first.keeps_every_batch = True
             # files may now be decoded side by side: the first one gets its share
             self._first.threads = self._threads_per_file()
-        return list(self.iter_batches())
+        return list(self.iter_batches()) or [self.empty_batch()]
 
     def _open(self, source: Source, format: str | None) -> FormatReader:
         try:
@@ -233,6 +234,12 @@ class ReadPlan:
     def output_schema(self) -> pa.Schema:
         full = self.full_schema()
         return pa.schema([full.field(n) for n in self.output_names()])
+
+    def empty_batch(self) -> pa.RecordBatch:
+        """The batch of a read of no rows (``n_rows=0``, header-only files), with its
+        format's categories in the dictionary columns (see
+        :attr:`~bindf.formats._base.FormatReader.dictionaries`)."""
+        return empty_batch(self.output_schema(), self.first_reader.dictionaries)
 
     def _reader_columns(self) -> list[str]:
         extras = {self.include_file_paths, self.row_index_name}

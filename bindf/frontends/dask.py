@@ -207,7 +207,8 @@ def read_partition(
         # was reported on the client when the collection was made; not once per partition.
         warnings.simplefilter("ignore", BindfWarning)
         plan.first_reader  # noqa: B018 - opens the file and reads its header
-    table = pa.Table.from_batches(list(plan.iter_batches()), schema=plan.output_schema())
+    table = pa.Table.from_batches(list(plan.iter_batches()) or [plan.empty_batch()],
+                                  schema=plan.output_schema())
     errors = plan.info().get("errors")
     if info is not None and errors:  # damage skipped under on_error="warn"/"skip"
         info = {**info, "errors": errors}
