@@ -66,7 +66,25 @@ def to_arrow_table(frame: Any, *, keep_index: bool = False) -> pa.Table:
     ``RangeIndex`` in the pandas metadata only and any other index as columns after the
     frame's (the Parquet export: a groupby result keeps its keys). Without it the index
     is dropped: the format writers take columns only.
+
+    Errors name what to mend: a string that UTF-8 cannot encode (a lone surrogate)
+    names its column, a dict of columns of different lengths gives each length.
     """
+    try:
+        return _as_arrow_table(frame, keep_index)
+    except UnicodeEncodeError as exc:
+        where = _unencodable_column(frame)
+        raise ValueError(f"{where}holds a string that is not encodable as UTF-8 ({exc}); "
+                         "files hold UTF-8") from None
+    except pa.ArrowInvalid:
+        lengths = _column_lengths(frame)
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"the columns have different lengths: {lengths}") from None
+        raise
+
+
+def _as_arrow_table(frame: Any, keep_index: bool) -> pa.Table:
+    """:func:`to_arrow_table` without its readable errors."""
     if isinstance(frame, pa.Table):
         return frame
     if isinstance(frame, pa.RecordBatch):
@@ -90,6 +108,34 @@ def to_arrow_table(frame: Any, *, keep_index: bool = False) -> pa.Table:
         "expected a pandas, polars or Arrow frame (or a dict of columns), "
         f"not {type(frame).__name__}"
     )
+
+
+def _column_lengths(frame: Any) -> dict[str, int]:
+    """The length of each column of a dict of columns (the one input whose columns can
+    differ in length), for the error Arrow gives when they do; ``{}`` for other inputs."""
+    if not isinstance(frame, Mapping):
+        return {}
+    return {str(name): len(values) for name, values in frame.items()
+            if hasattr(values, "__len__") and not isinstance(values, (str, bytes))}
+
+
+def _unencodable_column(frame: Any) -> str:
+    """``"column 'x' "`` for the first column of ``frame`` (pandas or a dict of columns,
+    the inputs that hold Python strings) that cannot be converted, else ``""``. Called
+    only after the whole frame failed, so trying the columns one by one costs nothing
+    in the normal case."""
+    if isinstance(frame, Mapping):
+        parts = [(name, {name: values}) for name, values in frame.items()]
+    elif hasattr(frame, "iloc") and hasattr(frame, "columns"):
+        parts = [(name, frame.iloc[:, [i]]) for i, name in enumerate(frame.columns)]
+    else:
+        return ""
+    for name, part in parts:
+        try:
+            _as_arrow_table(part, False)
+        except UnicodeEncodeError:
+            return f"column {name!r} "
+    return ""
 
 
 def _pandas_to_arrow(frame: Any, keep_index: bool = False) -> pa.Table:

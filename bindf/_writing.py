@@ -23,8 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _frames
-from ._frames import info_of
+from ._frames import info_of, to_arrow_table  # noqa: F401 - the writers' view of a frame
 from ._header import parse_json_header
 from .errors import HeaderError
 from .formats._record_fields import NOT_A_TIME
@@ -33,51 +32,6 @@ from .formats._record_fields import NOT_A_TIME
 WRITE_CHUNK_ROWS = 1 << 20
 
 _U32_MAX = 2**32 - 1
-
-
-def to_arrow_table(frame: Any) -> pa.Table:
-    """:func:`bindf._frames.to_arrow_table` (the writers' view of a frame), whose error for
-    a string that UTF-8 cannot encode (a lone surrogate) names the column, and for a dict
-    of columns of different lengths gives each length."""
-    try:
-        return _frames.to_arrow_table(frame)
-    except UnicodeEncodeError as exc:
-        where = _unencodable_column(frame)
-        raise ValueError(f"{where}holds a string that is not encodable as UTF-8 ({exc}); "
-                         "files hold UTF-8") from None
-    except pa.ArrowInvalid:
-        lengths = _column_lengths(frame)
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"the columns have different lengths: {lengths}") from None
-        raise
-
-
-def _column_lengths(frame: Any) -> dict[str, int]:
-    """The length of each column of a dict of columns (the one input whose columns can
-    differ in length), for the error Arrow gives when they do; ``{}`` for other inputs."""
-    if not isinstance(frame, Mapping):
-        return {}
-    return {str(name): len(values) for name, values in frame.items()
-            if hasattr(values, "__len__") and not isinstance(values, (str, bytes))}
-
-
-def _unencodable_column(frame: Any) -> str:
-    """``"column 'x' "`` for the first column of ``frame`` (pandas or a dict of columns,
-    the inputs that hold Python strings) that cannot be converted, else ``""``. Called
-    only after the whole frame failed, so trying the columns one by one costs nothing
-    in the normal case."""
-    if isinstance(frame, Mapping):
-        parts = [(name, {name: values}) for name, values in frame.items()]
-    elif hasattr(frame, "iloc") and hasattr(frame, "columns"):
-        parts = [(name, frame.iloc[:, [i]]) for i, name in enumerate(frame.columns)]
-    else:
-        return ""
-    for name, part in parts:
-        try:
-            _frames.to_arrow_table(part)
-        except UnicodeEncodeError:
-            return f"column {name!r} "
-    return ""
 
 
 def require_columns(table: pa.Table, names: Sequence[str], what: str) -> None:

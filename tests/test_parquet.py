@@ -277,3 +277,13 @@ def test_output_destination_errors_name_the_destination(stt1_files: list[Path],
         write(frame, tmp_path / "a_file" / "out.x")
     assert sorted(os.listdir(tmp_path)) == sorted(["a_folder", "a_file"] + [
         p.name for p in stt1_files if p.parent == tmp_path])
+
+
+def test_a_string_utf8_cannot_encode_names_its_column(tmp_path: Path) -> None:
+    """``to_parquet`` goes through the one frame → Arrow conversion of the writers, with
+    its errors: a lone surrogate names its column (it was pyarrow's UnicodeEncodeError)
+    and nothing is written."""
+    frame = pd.DataFrame({"ok": ["a", "b"], "note": ["x", "\ud800"]}, dtype=object)
+    with pytest.raises(ValueError, match="column 'note' holds a string that is not encodable"):
+        bindf.to_parquet(frame, tmp_path / "out.parquet")
+    assert list(tmp_path.iterdir()) == []
