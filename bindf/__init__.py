@@ -63,13 +63,6 @@ def _add_format_functions(name: str, has_writer: bool) -> None:
     register_library_functions(name)
 
 
-def _register_library_functions() -> None:
-    """Add ``pd.read_*``, ``pl.read_*`` and ``pl.scan_*`` of every format; never
-    overwrite an attribute that is not bindf's."""
-    for name in format_names():
-        register_library_functions(name)
-
-
 def _on_register(spec: FormatSpec) -> None:
     if spec.public:
         _add_format_functions(spec.name, spec.writer is not None)

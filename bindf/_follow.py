@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from ._params import check_names
-from ._source import Source, _is_url, ensure_bindf_path, user_path
+from ._source import Source, _is_url, ensure_bindf_path, has_glob_chars, user_path
 from .arrow import build_info, path_text
 from .errors import BindfError, FileChangedWarning, HeaderError, TruncatedHeaderError
 from .formats._base import AcquisitionEnd, FormatReader, empty_batch, summed_errors
@@ -44,7 +44,6 @@ from .registry import get_format, list_formats, open_reader
 READ_STEP = 16 << 20
 
 START_CHOICES = ("begin", "end")
-_GLOB_CHARS = frozenset("*?[")
 
 
 class _Tail:
@@ -396,7 +395,7 @@ class Follower(Iterator[Frame]):
         even before it exists: the follower waits for it)."""
         found: set[str] = set()
         for pattern in self.patterns:
-            if _GLOB_CHARS & set(pattern) and not os.path.exists(pattern):
+            if has_glob_chars(pattern) and not os.path.exists(pattern):
                 found.update(p for p in globbing.glob(pattern, recursive=True)
                              if os.path.isfile(p))
             else:
@@ -405,7 +404,7 @@ class Follower(Iterator[Frame]):
 
     @property
     def _single(self) -> bool:
-        return len(self.patterns) == 1 and not (_GLOB_CHARS & set(self.patterns[0])
+        return len(self.patterns) == 1 and not (has_glob_chars(self.patterns[0])
                                                 and not os.path.exists(self.patterns[0]))
 
     def _next_file(self, done: set[str]) -> str | None:

@@ -76,7 +76,7 @@ from ._manifest import (
 from ._threads import resolve_threads, usable_cores
 from .errors import BindfWarning
 
-__all__ = ["DatasetLockedError", "IngestReport", "add_ingest_command", "find_sources",
+__all__ = ["DatasetLockedError", "IngestReport", "find_sources",
            "ingest", "watch"]
 
 #: Default number of rows per Parquet part; a bigger source is split into several parts.
@@ -707,9 +707,3 @@ def watch(sources: Any, dest: str | os.PathLike[str], *, interval: float = 10.0,
             break
     return report
 
-
-def add_ingest_command(sub: Any) -> None:
-    """Register ``bindf ingest`` on the CLI's subparsers (see :mod:`bindf._ingest_cli`)."""
-    from ._ingest_cli import add_ingest_command as add
-
-    add(sub)

@@ -101,7 +101,6 @@ COMMON: tuple[Param, ...] = (
           on_read=False, on_scan=False, on_dask=True),
 )
 
-COMMON_BY_NAME = {p.name: p for p in COMMON}
 
 #: Names users bring from pandas, polars or numpy, and bindf's name for the same thing.
 HINTS: dict[str, str] = {

@@ -62,7 +62,12 @@ SourceObject = bytes | bytearray | memoryview | SupportsRead | SupportsReadinto 
 #: (for multi-file reads).
 Sources = PathLike | SourceObject | Sequence[PathLike | SourceObject]
 
-_GLOB_CHARS = set("*?[")
+_GLOB_CHARS = frozenset("*?[")
+
+
+def has_glob_chars(text: str) -> bool:
+    """Whether ``text`` holds a character that makes it a glob pattern (``* ? [``)."""
+    return not _GLOB_CHARS.isdisjoint(text)
 
 
 def _is_url(path: str) -> bool:
@@ -369,7 +374,7 @@ def expand_sources(
         path = user_path(os.fspath(item))
         if _is_url(path):
             out.extend(_expand_remote(path, options))
-        elif _GLOB_CHARS & set(path) and not os.path.exists(_local_path(path)):
+        elif has_glob_chars(path) and not os.path.exists(_local_path(path)):
             prefix = "file://" if path.startswith("file://") else ""
             # One stat per match says both that it is a file and its size.
             matches = sorted((prefix + p, size) for p in glob.glob(_local_path(path),
@@ -404,7 +409,7 @@ def single_source(source: PathLike | SourceObject | Source,
 
 def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:
     fs, fs_path = _fsspec_filesystem(url, options)
-    if not (_GLOB_CHARS & set(fs_path)) or fs.isfile(fs_path):
+    if not has_glob_chars(fs_path) or fs.isfile(fs_path):
         return [Source(url, options, fs=fs, fs_path=fs_path)]
     # detail=True: the listing already says what is a file and how big it is, so an
     # object store needs no request per match.

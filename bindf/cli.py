@@ -493,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from bindf import __version__
+    from bindf.registry import format_names
 
     parser.add_argument("--version", action="version", version=f"bindf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -538,19 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_reader_flags(p)
     p.set_defaults(func=cmd_convert)
 
-    from bindf._ingest import add_ingest_command
+    from bindf._ingest_cli import add_ingest_command
 
     add_ingest_command(sub)
     from bindf._follow_cli import add_follow_command
 
     add_follow_command(sub)
     return parser
-
-
-def format_names() -> list[str]:
-    from bindf.registry import format_names as names
-
-    return names()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

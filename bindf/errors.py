@@ -23,6 +23,7 @@ __all__ = [
     "CorruptDataWarning",
     "AmbiguousChannelMappingWarning",
     "FCS1LayoutWarning",
+    "FileChangedWarning",
     "missing_dependency",
 ]
 

@@ -53,7 +53,9 @@ def test_library_registration(stt1_files: list[Path]) -> None:
 def test_registration_never_overwrites(monkeypatch: pytest.MonkeyPatch) -> None:
     sentinel = object()
     monkeypatch.setattr(pd, "read_spectro", sentinel, raising=False)
-    bindf._register_library_functions()
+    from bindf.frontends.api import register_library_functions
+
+    register_library_functions("spectro")
     assert pd.read_spectro is sentinel
 
 

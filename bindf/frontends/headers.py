@@ -1,9 +1,10 @@
 """``bindf.read_headers``: one row per file with its header, for catalogues of many runs.
 
 Only headers are read (plus, for fixed-size-record formats, the row count that follows
-from the file size), so a catalogue of thousands of files is cheap. With many files the
-headers are read in parallel through ``dask.delayed`` when dask is installed (in threads,
-or on the cluster of an active ``distributed.Client``), serially otherwise.
+from the file size), so a catalogue of thousands of files is cheap. Local headers are
+read one after the other in the calling thread (parsing holds the GIL: threads made it
+slower); remote (fsspec) ones, whose time is latency, ``threads`` at a time on bindf's
+thread pool. dask is not used.
 """
 
 from __future__ import annotations
