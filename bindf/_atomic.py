@@ -8,8 +8,10 @@ destination is untouched.
 
 Destinations are local paths (``~`` expanded, ``file://`` URLs taken as paths). Before
 anything is written, an fsspec URL is refused (the rename that makes a write atomic is
-local), and so are a destination that is a folder and one whose folder does not exist:
-each with an error naming the destination, not the temporary file.
+local), and so are a destination that is a folder, one whose folder does not exist,
+and one that is a device, pipe or socket (``/dev/null``, or ``/dev/stdout`` through its
+link), which the rename would replace with a file: each with an error naming the
+destination, not the temporary file.
 
 With ``overwrite=True`` the move is ``os.replace``, which replaces a symlink sitting at
 the destination instead of writing through it. With ``overwrite=False`` it is
@@ -62,6 +64,9 @@ def _destination(path: str | os.PathLike[str], overwrite: bool) -> str:
     dest = _local_path(user_path(dest))
     if os.path.isdir(dest) and not os.path.islink(dest):  # a link is replaced, not followed
         raise IsADirectoryError(errno.EISDIR, "the destination is a folder", dest)
+    if os.path.exists(dest) and not os.path.isfile(dest) and not os.path.isdir(dest):
+        raise OSError(errno.EINVAL, "the destination is a device, pipe or socket, not a "
+                      "file: writing it atomically would replace it", dest)
     directory = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(directory):
         if os.path.exists(directory):

@@ -38,7 +38,7 @@ from .cli import (
     EX_OK,
     EX_USAGE,
     CliError,
-    check_output,
+    check_output_path,
     columns_arg,
     reader_options,
     seconds,
@@ -187,7 +187,7 @@ def cmd_follow(args: Any) -> int:
         if os.path.splitext(args.output)[1].lower() not in _PARQUET_EXTENSIONS:
             raise CliError(f"{args.output}: bindf follow writes Parquet only; name the output "
                            f"{' or '.join(_PARQUET_EXTENSIONS)}", EX_USAGE)
-        check_output(args.output, args.force)
+        check_output_path(args.output, args.force)
     follower = follow(
         args.sources if len(args.sources) > 1 else args.sources[0],
         poll_interval=args.poll_interval,

@@ -157,9 +157,20 @@ def seconds(*, zero: bool = False, infinite: bool = False) -> Callable[[str], fl
 
 
 # -- outputs ------------------------------------------------------------------------------
-def check_output(path: str, force: bool, *, folder_made_later: bool = False) -> None:
+def streamed_output(path: str) -> bool:
+    """Whether ``path`` is written as a stream, not atomically: ``-`` (standard output)
+    or an existing device, pipe or socket (``/dev/null``, ``/dev/stdout``, a FIFO), which
+    an atomic write would replace with a file."""
+    return path == "-" or (os.path.exists(path) and not os.path.isfile(path)
+                           and not os.path.isdir(path))
+
+
+def check_output_path(path: str, force: bool, *, folder_made_later: bool = False) -> None:
     """Refuse an output that cannot be written before reading anything: it is a folder
-    (74), it exists without ``force`` (73), or its folder is missing (74)."""
+    (74), it exists without ``force`` (73), or its folder is missing (74). A streamed
+    output (:func:`streamed_output`) is written as it is."""
+    if streamed_output(path):
+        return
     if os.path.isdir(path):
         raise CliError(f"{path}: cannot write: it is a folder", EX_IOERR)
     if not force and os.path.lexists(path):
@@ -200,10 +211,19 @@ def write_output(batches: Iterable[Any], schema: Any, output: str, kind: str,
     if kind == "csv":
         batches, schema = csv_ready(batches, schema, output)
     try:
-        return write_batches(_guarded(batches), schema, output, to=kind, info=info,
-                             overwrite=force, fsync=fsync)
+        if not streamed_output(output):
+            return write_batches(_guarded(batches), schema, output, to=kind, info=info,
+                                 overwrite=force, fsync=fsync)
+        if output == "-":
+            sys.stdout.flush()
+            return write_batches(_guarded(batches), schema, sys.stdout.buffer, to=kind,
+                                 info=info)
+        with open(output, "wb") as sink:
+            return write_batches(_guarded(batches), schema, sink, to=kind, info=info)
     except _InputError as exc:
         raise exc.error from None
+    except BrokenPipeError:
+        raise  # the reader of a pipe stopped (``| head``): not an error, see _run
     except OutputExistsError:
         raise CliError(f"{output}: output exists (use --force to replace it)",
                        EX_CANTCREAT) from None
@@ -405,6 +425,10 @@ def cmd_head(args: argparse.Namespace) -> int:
 def _output_kind(path: str, to: str | None) -> str:
     if to:
         return to
+    if streamed_output(path):
+        raise CliError(f"{'standard output (-o -)' if path == '-' else path} has no "
+                       "extension to tell the output type from; add --to parquet|ipc|csv",
+                       EX_USAGE)
     ext = os.path.splitext(path)[1].lower()
     if ext not in OUTPUT_KINDS:
         raise CliError(
@@ -448,6 +472,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise CliError("standard input (-) has no name to derive an output from; use -o OUT",
                        EX_USAGE)
     kind = _output_kind(args.output, args.to) if args.output else args.to or "parquet"
+    if args.output == "-" and kind != "csv" and sys.stdout.isatty():
+        raise CliError(f"-o -: will not write {kind} (binary) to a terminal; redirect or "
+                       "pipe standard output, or use --to csv", EX_USAGE)
     sources = expand_sources(_inputs(args.inputs))
     if args.output:
         jobs = [(sources, args.output)]
@@ -459,7 +486,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise CliError(f"--output-dir {args.output_dir}: exists and is not a folder",
                            EX_IOERR)
     for _, output in jobs:  # every output is checked before any is written
-        check_output(output, args.force, folder_made_later=bool(args.output_dir))
+        check_output_path(output, args.force, folder_made_later=bool(args.output_dir))
     if args.output_dir:
         try:
             os.makedirs(args.output_dir, exist_ok=True)
@@ -474,7 +501,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if not args.quiet:
             names = [s.path for s in inputs]
             print(f"{', '.join(names) if len(names) <= 3 else f'{len(names)} files'} → "
-                  f"{output} ({rows} rows, {kind})", file=sys.stderr)
+                  f"{'standard output' if output == '-' else output} ({rows} rows, {kind})",
+                  file=sys.stderr)
     return EX_OK
 
 
@@ -524,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Convert to Parquet/IPC/CSV. Output is written to a temporary "
                                    "file and renamed, so a failure leaves no partial output.")
     p.add_argument("inputs", nargs="+", metavar="IN", help="input files or globs (- for stdin)")
-    p.add_argument("-o", "--output", help="one output file for all inputs (type from extension)")
+    p.add_argument("-o", "--output", help="one output file for all inputs (type from extension); "
+                   "- is standard output (with --to)")
     p.add_argument("--output-dir", help="write one output per input into this directory, "
                    "named after the input (inputs that would share a name are refused)")
     p.add_argument("--to", choices=["parquet", "ipc", "csv"], help="output type")

@@ -369,7 +369,7 @@ def _copy_ipc(source_path: str, copy_path: str, schema: pa.Schema) -> None:
 def write_batches(
     batches: Iterable[pa.RecordBatch],
     schema: pa.Schema,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | BinaryIO,
     *,
     to: str,
     info: Callable[[], dict[str, Any]] | None = None,
@@ -379,51 +379,69 @@ def write_batches(
 ) -> int:
     """Stream batches to a Parquet, Arrow IPC or CSV file; return the number of rows.
 
-    ``fsync``: flush the file to disk before it is published (see
-    :func:`bindf._atomic.atomic_path`).
+    ``path``: a local path, written atomically (see :func:`bindf._atomic.atomic_path`;
+    ``fsync``: flush the file to disk before it is published), or a writable binary
+    stream (``bindf convert -o -``: standard output), written as the batches come, Arrow
+    IPC in the *stream* format (the one a pipe can carry: the file format's reader needs
+    its footer first).
 
     ``info`` is called before the first batch and after the last (headers can grow
     while reading, e.g. the sparse IT02 ``acquisition_end_ns``; damage skipped under
     ``on_error``), and what it says at the end is stored in the file's metadata: in
     Parquet's footer, and in an IPC file's schema, which is written before the first
     batch, so an IPC file whose info changed is copied once more with the final schema
-    (memory-mapped, no decoding) before it is published. CSV holds no metadata.
+    (memory-mapped, no decoding) before it is published. An IPC stream keeps the info
+    of the start. CSV holds no metadata.
     """
+    if to not in ("parquet", "ipc", "csv"):
+        raise ValueError(f"unknown output kind {to!r}; use parquet, ipc or csv")
+    if hasattr(path, "write"):
+        return _write_into(batches, schema, path, to, info, compression)
+    with atomic_path(path, overwrite=overwrite, fsync=fsync) as tmp:  # type: ignore[arg-type]
+        return _write_into(batches, schema, tmp, to, info, compression)
+
+
+def _write_into(batches: Iterable[pa.RecordBatch], schema: pa.Schema,
+                sink: str | BinaryIO, to: str, info: Callable[[], dict[str, Any]] | None,
+                compression: str) -> int:
+    """:func:`write_batches` into ``sink``: a temporary file's path, or a stream."""
     rows = 0
-    with atomic_path(path, overwrite=overwrite, fsync=fsync) as tmp:
-        if to == "parquet":
-            start_meta = info_to_metadata(info()) if info is not None else None
-            with pq.ParquetWriter(tmp, schema.with_metadata(start_meta) if start_meta else schema,
-                                  compression=compression) as writer:
-                for batch in batches:
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
-                end_meta = info_to_metadata(info()) if info is not None else None
-                if end_meta and end_meta != start_meta:
-                    # Learned while reading (skipped damage, sparse IT02 end time): the
-                    # Arrow schema is already written, so this goes into the file-level
-                    # key-value metadata, which bindf.read_parquet merges over it.
-                    writer.add_key_value_metadata(
-                        {k.decode(): v.decode() for k, v in end_meta.items()}
-                    )
-        elif to == "ipc":
-            start_meta = info_to_metadata(info()) if info is not None else None
-            with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(
-                    sink, schema.with_metadata(start_meta) if start_meta else schema) as writer:
-                for batch in batches:
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
+    start_meta = info_to_metadata(info()) if info is not None and to != "csv" else None
+    schema_at_start = schema.with_metadata(start_meta) if start_meta else schema
+    if to == "parquet":
+        with pq.ParquetWriter(sink, schema_at_start, compression=compression) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
             end_meta = info_to_metadata(info()) if info is not None else None
             if end_meta and end_meta != start_meta:
-                with atomic_path(tmp, fsync=False) as copy:  # then replaces ``tmp``
-                    _copy_ipc(tmp, copy, schema.with_metadata(end_meta))
-        elif to == "csv":
-            import pyarrow.csv as pacsv
+                # Learned while reading (skipped damage, sparse IT02 end time). The
+                # footer is written at the end, and with it the Arrow schema that
+                # pyarrow, pandas, polars and DuckDB read the metadata from
+                # (``ARROW:schema``, the serialized schema): both get the final values.
+                final = base64.b64encode(schema.with_metadata(end_meta).serialize()).decode()
+                writer.add_key_value_metadata(
+                    {**{k.decode(): v.decode() for k, v in end_meta.items()},
+                     "ARROW:schema": final})
+    elif to == "ipc" and not isinstance(sink, str):
+        with pa.ipc.new_stream(sink, schema_at_start) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    elif to == "ipc":
+        with pa.OSFile(sink, "wb") as file, pa.ipc.new_file(file, schema_at_start) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        end_meta = info_to_metadata(info()) if info is not None else None
+        if end_meta and end_meta != start_meta:
+            with atomic_path(sink, fsync=False) as copy:  # then replaces ``sink``
+                _copy_ipc(sink, copy, schema.with_metadata(end_meta))
+    else:
+        import pyarrow.csv as pacsv
 
-            with pacsv.CSVWriter(tmp, schema) as writer:
-                for batch in batches:
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
-        else:
-            raise ValueError(f"unknown output kind {to!r}; use parquet, ipc or csv")
+        with pacsv.CSVWriter(sink, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
     return rows

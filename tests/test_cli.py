@@ -505,4 +505,60 @@ def test_arrow_output_keeps_the_damage_count_like_parquet(data_dir: Path,
     assert bindf.arrow.table_info(parquet)["errors"] == expected
     assert bindf.arrow.table_info(ipc)["errors"] == expected
     assert ipc.equals(parquet)
+    # The Parquet file's Arrow schema (what pyarrow, pandas, polars and DuckDB read)
+    # has the final count too, not only the footer's key-value list.
+    for schema in (pq.read_schema(tmp_path / "skip.parquet"),
+                   pq.read_table(tmp_path / "skip.parquet").schema):
+        assert json.loads(schema.metadata[b"bindf.errors"]) == expected
     assert sorted(os.listdir(tmp_path)) == ["bad.apx", "skip.arrow", "skip.parquet"]
+
+
+@pytest.mark.parametrize("kind", ["csv", "ipc", "parquet"])
+def test_convert_to_standard_output(stt1_files: list[Path], tmp_path: Path, kind: str) -> None:
+    """``-o -`` is standard output (with ``--to``): CSV, the Arrow IPC *stream* format
+    (what a pipe carries) and Parquet, written as they come; it once wrote a file named
+    ``-``. A reader of the pipe that stops early (``| head``) is not an error."""
+    import io
+
+    import pyarrow as pa
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    done = subprocess.run([sys.executable, "-m", "bindf", "convert", str(stt1_files[0]),
+                           "--to", kind, "-o", "-"], capture_output=True, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert b"standard output (1000 rows" in done.stderr and list(cwd.iterdir()) == []
+    expected = bindf.read(stt1_files[0], output="arrow")
+    if kind == "csv":
+        got = pl.read_csv(done.stdout)["macrotime_ns"].to_list()
+    elif kind == "ipc":
+        table = pa.ipc.open_stream(done.stdout).read_all()
+        assert json.loads(table.schema.metadata[b"bindf.header"]) == \
+            json.loads(expected.schema.metadata[b"bindf.header"])
+        got = table["macrotime_ns"].to_pylist()
+    else:
+        got = pq.read_table(io.BytesIO(done.stdout))["macrotime_ns"].to_pylist()
+    assert got == expected["macrotime_ns"].to_pylist()
+    big = write_stt1(tmp_path / "big.bin", 400_000)
+    piped = subprocess.run(f'"{sys.executable}" -m bindf convert "{big}" --to csv -o - | head -2',
+                           shell=True, capture_output=True)
+    assert piped.stdout.count(b"\n") == 2 and piped.stderr == b""
+
+
+def test_standard_output_needs_a_type_and_special_files_are_streamed(
+        stt1_files: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``-o -`` without ``--to`` says so (exit 2); an existing device such as
+    ``/dev/null`` is written through, never replaced by a file (``--force`` would
+    have renamed a file over it), and the library writers refuse to replace it."""
+    assert run("convert", str(stt1_files[0]), "-o", "-") == 2
+    assert "standard output (-o -) has no extension" in capsys.readouterr().err
+    if not os.path.exists("/dev/null") or sys.platform == "win32":
+        pytest.skip("no /dev/null")
+    before = os.stat("/dev/null")
+    assert run("convert", str(stt1_files[0]), "--to", "csv", "-o", "/dev/null", "-q") == 0
+    assert run("convert", str(stt1_files[0]), "--to", "csv", "-o", "/dev/null", "-q",
+               "--force") == 0
+    with pytest.raises(OSError, match="a device, pipe or socket"):
+        bindf.to_parquet(bindf.read(stt1_files[0]), "/dev/null")
+    after = os.stat("/dev/null")
+    assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
