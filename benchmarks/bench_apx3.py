@@ -3,7 +3,8 @@
 The input is a synthetic run of ~70 MB (as for AstroPix 4): realistic readouts of 2–12
 half-hits (a row and a column half-hit per pixel hit), 0–2 idle bytes between hits, 2
 leading and 4 trailing idle bytes, random fields; written with the AstroPix 3 encoder
-(:func:`bindf.formats._apx3_hits.encode_hits` and ``readout_records``).
+(:func:`bindf.formats._apx3_hits.encode_hits` and
+:func:`bindf.formats._apx_writer.readout_records`).
 
 Read with ``bindf.read_apx`` (it dispatches on the header's ``readout_uid``).
 """
@@ -20,6 +21,7 @@ import polars as pl
 
 import bindf
 from bindf.formats import _apx3_hits as apx3
+from bindf.formats._apx_writer import readout_records
 
 #: Same size as the AstroPix 4 case, whatever --size-mb says.
 APX3_BYTES = 70_000_000
@@ -43,7 +45,7 @@ def make_apx3(workdir: Path, target_bytes: int) -> Path:
         "chip_timestamp": np.repeat(rng.integers(0, 256, n // 2), 2),
         "tot_dec": rng.integers(10, 600, n),
     })
-    records = apx3.readout_records(
+    records = readout_records(
         raw, np.arange(n_readouts, dtype=np.uint32),
         1_753_810_368_000_000_000 + np.arange(n_readouts, dtype=np.uint64) * 50_000_000,
         per_readout, idle_between=rng.integers(0, 3, n))

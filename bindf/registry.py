@@ -187,7 +187,7 @@ BUILTIN: tuple[FormatSpec, ...] = (
     FormatSpec(
         "astep", "A-STEP firmware layer-frame stream (.bin, no magic)",
         "bindf.formats.astep:AstepReader", probe=_probe_astep,
-        writer="bindf.formats.astep:write_astep", sample="bindf.formats.astep:sample_file",
+        writer="bindf.formats._astep_writer:write_astep", sample="bindf.formats.astep:sample_file",
         options=(
             option("ts_order", "auto", 'Literal["auto", "little", "big"]',
                    "FPGA timestamp byte order; auto: fewer decreasing steps (in the header)."),

@@ -564,6 +564,49 @@ def test_missing_columns_are_named() -> None:
             df.bindf.tot_histogram()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_astropix3_half_hits_are_sent_to_match_rows_columns(kind: str) -> None:
+    # An AstroPix 3 hit table has location, no row: no read option gives row.
+    columns = {"chip_id": np.zeros(2, dtype="u1"), "readout_id": np.zeros(2, dtype="u4"),
+               "column": np.array([0, 1], dtype="u1"), "location": np.array([3, 7], dtype="u1"),
+               "tot_us": np.array([1.0, 0.9])}
+    df = frame(kind, columns, "apx", {"readout_uid": 3000})
+    hint = "(AstroPix 3 hits are half-hits: call df.bindf.match_rows_columns() first)"
+    calls = [
+        ("hit_map", {}, "['chip_id', 'row', 'column']"),
+        ("tot_histogram", {"by": "pixel"}, "['chip_id', 'row', 'column', 'tot_us']"),
+        ("plot_hit_map", {}, "['chip_id', 'row', 'column']"),
+    ]
+    for name, kwargs, needed in calls:
+        with pytest.raises(ValueError) as info:
+            getattr(df.bindf, name)(**kwargs)
+        assert str(info.value) == (f"{name}() needs the column(s) {needed}; this frame "
+                                   f"lacks ['row'] {hint}")
+    assert as_polars(df.bindf.tot_histogram(bins=1), kind)["count"].to_list() == [2]
+    pixels = df.bindf.match_rows_columns()
+    assert as_polars(pixels.bindf.hit_map(), kind)["hits"].sum() == 1
+    # any other frame without row keeps the usual advice
+    del columns["location"]
+    with pytest.raises(ValueError) as info:
+        frame(kind, columns, "apx", AP4).bindf.hit_map()
+    assert str(info.value) == ("hit_map() needs the column(s) ['chip_id', 'row', 'column']; "
+                               "this frame lacks ['row'] (select them when reading, or do "
+                               "not drop them)")
+
+
+def test_hit_map_grid_by_chip() -> None:
+    """13 × 16 for AstroPix 4, 35 × 35 for AstroPix 3, 32 × 32 for a header naming no
+    known chip (the accessor's docstring says so)."""
+    one_hit = apx_columns([(0, 1, 1, 1.0, 0, 0)])
+    for header, (rows, cols) in [({"readout_uid": 4000}, (13, 16)),
+                                 ({"readout_uid": 3000}, (35, 35)),
+                                 ({"readout_uid": 1234}, (32, 32)), ({}, (32, 32)),
+                                 ({"readout_uid": [4000]}, (32, 32))]:
+        grid = as_polars(frame("polars", one_hit, "apx", header).bindf.hit_map(), "polars")
+        assert grid.height == rows * cols, header
+        assert (grid["row"].max() + 1, grid["column"].max() + 1) == (rows, cols), header
+
+
 def test_plots_need_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
     df = frame("polars", apx_columns(HITS), "apx", AP4)
     monkeypatch.setitem(sys.modules, "matplotlib", None)

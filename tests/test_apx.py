@@ -245,6 +245,18 @@ def test_detected_by_magic(data_dir, tmp_path):
 WORKED = bytes.fromhex("bcbc e05042030620d701 bcbc e05041130620d701 bcbcbcbcbcbc ffffffff")
 
 
+def test_tot_us_divides_by_the_kernels_clock_rate(tmp_path):
+    """tot_us is computed in the kernel; ``_apx.CLOCK_CYCLES_PER_US`` is the rate it uses
+    (read_astep's ``tot_mode="apx"`` takes it from there)."""
+    from bindf.formats import astep
+
+    assert _apx.CLOCK_CYCLES_PER_US == 20.0  # upstream's 20 MHz clock
+    assert astep._APX_CYCLES_PER_US == _apx.CLOCK_CYCLES_PER_US
+    df = bindf.read_apx(write_file(tmp_path, apx_file_bytes([(7, 1234, WORKED)])))
+    ticks = df["ts_dec2"].to_numpy(np.float64) - df["ts_dec1"].to_numpy(np.float64)
+    np.testing.assert_array_equal(df["tot_us"], ticks / _apx.CLOCK_CYCLES_PER_US)
+
+
 def test_worked_example(tmp_path):
     path = write_file(tmp_path, apx_file_bytes([(7, 1234, WORKED)]))
     df = bindf.read_apx(path)

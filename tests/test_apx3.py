@@ -28,6 +28,8 @@ from bindf._kernels import _apx, _apx3
 from bindf._kernels import apx3_reference as ref
 from bindf.errors import UnsupportedReadoutError
 from bindf.formats import _apx3_hits as apx3
+from bindf.formats._apx_writer import readout_records
+from bindf.formats.apx_log import log_readout_uid
 
 SAMPLE = "vinj0_th1030_20250729-185248.apx"
 GOLDEN = "vinj0_th1030_20250729-185248_hits.csv.gz"
@@ -148,6 +150,12 @@ def test_real_run_matches_upstream_table(data_dir, golden):
             got = got.astype(np.int64)
         np.testing.assert_array_equal(got, expected, err_msg=column)
     np.testing.assert_array_equal(df["tot_us"], df["tot_dec"] / 200.0)
+
+
+def test_tot_us_divides_by_the_kernels_clock_rate(data_dir):
+    assert _apx3.CLOCK_CYCLES_PER_US == 200.0  # the 200 MHz ToT counter
+    _, df = read_run(data_dir / SAMPLE)
+    np.testing.assert_array_equal(df["tot_us"], df["tot_dec"] / _apx3.CLOCK_CYCLES_PER_US)
 
 
 def test_real_run_with_stitching(data_dir, golden):
@@ -542,7 +550,7 @@ def test_write_round_trip(gaps):
     idle = rng.integers(0, 4, n) if gaps == "random" else gaps
     ids = np.arange(len(per_readout), dtype=np.uint32) * 3
     stamps = np.arange(len(per_readout), dtype=np.uint64) * 1_000_000 + 1_753_000_000 * 10**9
-    records = apx3.readout_records(raw, ids, stamps, per_readout, idle_between=idle)
+    records = readout_records(raw, ids, stamps, per_readout, idle_between=idle)
     for stitch in (False, True):
         got, decoded, readout_id = decode_records(records, stitch)
         np.testing.assert_array_equal(readout_id, ids)
@@ -562,8 +570,8 @@ def test_write_round_trip_with_msb_lsb_and_empty_readouts():
               "tot_lsb": np.array([13, 255])}
     raw = apx3.encode_hits(fields)
     assert bytes(raw[0]) == make_hit(0, 0, 8, 0, 269)
-    records = apx3.readout_records(raw, np.array([0, 1, 2], np.uint32),
-                                   np.zeros(3, np.uint64), np.array([1, 0, 1]))
+    records = readout_records(raw, np.array([0, 1, 2], np.uint32),
+                              np.zeros(3, np.uint64), np.array([1, 0, 1]))
     got, decoded, _ = decode_records(records)
     assert got["tot_dec"].tolist() == [269, 255] and got["readout_id"].tolist() == [0, 2]
     # the hit-less readout is idle bytes only: flagged as upstream fails on it
@@ -573,8 +581,8 @@ def test_write_round_trip_with_msb_lsb_and_empty_readouts():
 def test_encoder_matches_the_real_run(data_dir):
     _, df = read_run(data_dir / SAMPLE)
     raw = apx3.encode_hits({c: df[c].to_numpy() for c in df.columns})
-    records = apx3.readout_records(raw, np.arange(len(df), dtype=np.uint32),
-                                   np.zeros(len(df), np.uint64), np.ones(len(df), np.int64))
+    records = readout_records(raw, np.arange(len(df), dtype=np.uint32),
+                              np.zeros(len(df), np.uint64), np.ones(len(df), np.int64))
     got, _, _ = decode_records(records)
     for column in ("chip_id", "column", "location", "tot_dec", "chip_timestamp"):
         np.testing.assert_array_equal(got[column], df[column].to_numpy(), err_msg=column)
@@ -600,11 +608,11 @@ def test_encoder_and_records_refuse_bad_layouts():
         apx3.encode_hits({"chip_id": np.array([0])})
     raw = apx3.encode_hits({"chip_id": [0], "column": [0], "location": [1], "tot_dec": [2]})
     with pytest.raises(ValueError, match="trailing_idle >= 1"):
-        apx3.readout_records(raw, [0], [0], [1], trailing_idle=0)
+        readout_records(raw, [0], [0], [1], trailing_idle=0)
     with pytest.raises(ValueError, match="sum to the number of hits"):
-        apx3.readout_records(raw, [0], [0], [2])
+        readout_records(raw, [0], [0], [2])
     with pytest.raises(ValueError, match="idle_between"):
-        apx3.readout_records(raw, [0], [0], [1], idle_between=-1)
+        readout_records(raw, [0], [0], [1], idle_between=-1)
 
 
 # -- .log files: chip version ----------------------------------------------------------------
@@ -617,13 +625,13 @@ def test_encoder_and_records_refuse_bad_layouts():
     ({"readout_uid": 3000, "Namespace": {"chipVer": 4}}, 3000),
 ])
 def test_log_readout_uid(header, uid):
-    assert apx3.log_readout_uid(header) == uid
+    assert log_readout_uid(header) == uid
 
 
 @pytest.mark.parametrize("version", [2, 5, True, "three", 3.0])
 def test_log_readout_uid_refuses_other_chip_versions(version):
     with pytest.raises(UnsupportedReadoutError, match="chipVer") as info:
-        apx3.log_readout_uid({"Namespace": {"chipVer": version}}, path="run.log", offset=42)
+        log_readout_uid({"Namespace": {"chipVer": version}}, path="run.log", offset=42)
     assert info.value.path == "run.log" and info.value.offset == 42
 
 
@@ -761,8 +769,8 @@ def test_match_rows_columns_through_the_encoder_and_decoder():
     halves, truth = generated_pixel_hits(3, n_readouts=200)
     raw = apx3.encode_hits({c: halves[c].to_numpy() for c in halves.columns})
     counts = halves.groupby("readout_id").size()
-    records = apx3.readout_records(raw, counts.index.to_numpy(np.uint32),
-                                   np.zeros(len(counts), np.uint64), counts.to_numpy())
+    records = readout_records(raw, counts.index.to_numpy(np.uint32),
+                              np.zeros(len(counts), np.uint64), counts.to_numpy())
     got, _, _ = decode_records(records)
     pixels = match_rows_columns(pd.DataFrame(got), {"header": {"readout_uid": 3000}})
     pd.testing.assert_frame_equal(sorted_pixels(pixels), sorted_pixels(truth))

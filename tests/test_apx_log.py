@@ -113,6 +113,23 @@ def test_same_hits_as_apx(log_file: Path, data_dir: Path) -> None:
     assert (got["timestamp"] == 0).all()
 
 
+@pytest.mark.parametrize(("sample", "chip_version"), [(APX, 4), (APX3, 3)])
+def test_astropix_helpers_work_on_logs(sample: str, chip_version: int, data_dir: Path,
+                                       tmp_path: Path) -> None:
+    """A log's frame has read_apx's columns and readout_uid: the same df.bindf helpers
+    give the same hit map as the .apx it was made from (AstroPix 3: after pairing)."""
+    metadata = f"Namespace(name='run1', chipVer={chip_version})\n"
+    log = _write_log(tmp_path / "run.log", _apx_readouts(data_dir / sample), metadata)
+    expected = bindf.read_apx(data_dir / sample, output="polars")
+    got = bindf.read_apx_log(log, output="polars")
+    if chip_version == 3:
+        expected = expected.bindf.match_rows_columns()
+        got = got.bindf.match_rows_columns()
+    expected_map = expected.bindf.hit_map(per_chip=True)
+    assert expected_map["hits"].sum() > 0
+    assert got.bindf.hit_map(per_chip=True).equals(expected_map)
+
+
 def test_metadata_parsed_without_eval(log_file: Path) -> None:
     header = bindf.read_header(log_file)
     assert header["Voltagecard"]["vcasc2"] == 1.1

@@ -30,7 +30,7 @@ from bindf.errors import (
     TruncatedFileWarning,
     UnknownFormatError,
 )
-from bindf.formats import _it02_layout, it02
+from bindf.formats import _it02_layout, _it02_writer, it02
 from bindf.formats.it02 import IT02Reader, write_it02
 
 SAMPLE = "intensity-tracing-export-data-example.bin"
@@ -677,9 +677,9 @@ def test_truncated_tail_that_looks_like_an_end_marker(tmp_path):
         "00a1884300000000000058bb400c91124100ff5d4100000000000040bf40058b000000df0000"
         "0000000000007cc54000000000000058cb400b710d4300")
     header = {"channels": [0, 1, 2, 3], "bin_width_micros": 1}
-    assert it02._find_end_marker(body, 0, 0, 4, 3000.0) is None
+    assert _it02_layout._find_end_marker(body, 0, 0, 4, 3000.0) is None
     with mock.patch.object(_it02_layout, "MARKER_CHECK_DEPTH", 4):
-        assert it02._find_end_marker(body, 0, 0, 4, 3000.0) is not None
+        assert _it02_layout._find_end_marker(body, 0, 0, 4, 3000.0) is not None
     path = write(tmp_path, preamble(header) + body)
     assert bindf.read_header(path, layout="sparse")["acquisition_end_ns"] is None
     with pytest.warns(TruncatedFileWarning):
@@ -1037,7 +1037,7 @@ def test_kernel_decode_matches_writer_records():
                   for _ in range(n_channels)]
         counts[0][:] = np.maximum(counts[0], 1)  # no all-zero bin: every row is written
         times = rng.random(n) * 1e9
-        buf = it02._encode_sparse(times, counts)
+        buf = _it02_writer._encode_sparse(times, counts)
         time_out = np.empty(n)
         outs = [np.empty(n, np.uint32) for _ in range(n_channels)]
         slots = np.arange(n_channels, dtype=np.int8)

@@ -20,6 +20,8 @@ FRAME_BAD_MARKER: int
 #: subset of ``("avx512", "avx2", "baseline", "words")``, ``"baseline"`` and ``"words"``
 #: (the AVX-512 loop's algorithm built for the baseline, for tests) always.
 HIT_FIELDS_ISAS: tuple[str, ...]
+#: ToT clock cycles per microsecond, as the hit fields compute ``tot_us``.
+CLOCK_CYCLES_PER_US: float
 
 def frame_readouts(
     buf: npt.NDArray[np.uint8],

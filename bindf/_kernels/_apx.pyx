@@ -589,6 +589,7 @@ cdef extern from "_apx_fields.h" nogil:
         BINDF_ISA_AVX2
         BINDF_ISA_AVX512
         BINDF_ISA_WORDS
+    const double BINDF_CLOCK_CYCLES_PER_US
     ctypedef struct bindf_hit_columns:
         uint8_t* chip_id
         uint8_t* payload
@@ -618,6 +619,10 @@ _ISA_BY_NAME = {"avx512": BINDF_ISA_AVX512, "avx2": BINDF_ISA_AVX2,
 HIT_FIELDS_ISAS = tuple(name for name, isa in _ISA_BY_NAME.items()
                         if bindf_hit_fields_runs(isa))
 cdef int BEST_ISA = _ISA_BY_NAME[HIT_FIELDS_ISAS[0]]
+#: Clock cycles per µs of the two timestamps ``tot_us`` is computed from (the value
+#: ``hit_fields`` divides by, defined in _apx_fields.h): read from here by Python code
+#: that must agree with it.
+CLOCK_CYCLES_PER_US = BINDF_CLOCK_CYCLES_PER_US
 
 
 def hit_fields(

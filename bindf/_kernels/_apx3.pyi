@@ -11,6 +11,9 @@ empty array. Readouts are framed by ``_apx.frame_readouts`` (same container).
 import numpy as np
 import numpy.typing as npt
 
+#: ToT clock cycles per microsecond (200 MHz), as ``tot_us`` is computed.
+CLOCK_CYCLES_PER_US: float
+
 def decode_hits(
     buf: npt.NDArray[np.uint8],
     payload_pos: npt.NDArray[np.int64],

@@ -308,7 +308,10 @@ def decode_hits(
 cdef enum:
     FIELD_BLOCK = 4096        # hits per block (5 planes of 4 KiB: stays in the L1 cache)
 
-cdef double CLOCK_CYCLES_PER_US = 200.0   # ToT counts a 200 MHz clock
+cdef double CYCLES_PER_US = 200.0   # ToT counts a 200 MHz clock
+#: Clock cycles per µs of the ToT counter (``tot_us = tot_dec / CLOCK_CYCLES_PER_US``):
+#: the value ``hit_fields`` divides by, for Python code that must agree with it.
+CLOCK_CYCLES_PER_US = CYCLES_PER_US
 
 #: MIRRORED[b]: the byte b with its bit order reversed.
 cdef uint8_t MIRRORED[256]
@@ -384,5 +387,5 @@ def hit_fields(
                     if p_dec != NULL:
                         p_dec[first + i] = tot
                     if p_tot != NULL:
-                        p_tot[first + i] = tot / CLOCK_CYCLES_PER_US
+                        p_tot[first + i] = tot / CYCLES_PER_US
             first += m

@@ -86,6 +86,7 @@ typedef struct {
 #define BINDF_PLANE_BLOCK 1024
 /* ts_dec2 < ts_dec1: the coarse clock wrapped between the two edges (2**17 cycles). */
 #define BINDF_CLOCK_ROLLOVER_BIT 17
+/* Timestamp clock: 20 cycles per µs (Python reads it as _apx.CLOCK_CYCLES_PER_US). */
 #define BINDF_CLOCK_CYCLES_PER_US 20.0
 
 #define BINDF_AT(column, first) ((column) != NULL ? (column) + (first) : NULL)

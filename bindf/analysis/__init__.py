@@ -19,9 +19,10 @@ from typing import Any
 from . import apx, fcs1, it02, spectro
 
 #: Format name → module with that family's helpers.
+#: AstroPix text logs (``apx_log``) give ``read_apx``'s columns and header ``readout_uid``;
 #: IT01 frames have IT02's columns (``time_ns``, ``ch{c+1}``) and ``bin_width_micros``;
 #: ITT1 events have no ``microtime_ns``, so the decay histogram does not apply to them.
-FAMILIES: dict[str, ModuleType] = {"apx": apx, "it02": it02, "it01": it02,
+FAMILIES: dict[str, ModuleType] = {"apx": apx, "apx_log": apx, "it02": it02, "it01": it02,
                                    "spectro": spectro, "fcs1": fcs1}
 
 

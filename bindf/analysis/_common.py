@@ -29,12 +29,18 @@ def column_names(frame: Any) -> list[str]:
     return [str(name) for name in frame.columns]
 
 
-def require_columns(frame: Any, needed: Sequence[str], helper: str) -> None:
+#: What :func:`require_columns` advises, unless the helper knows better.
+SELECT_THEM = "select them when reading, or do not drop them"
+
+
+def require_columns(frame: Any, needed: Sequence[str], helper: str,
+                    hint: str = SELECT_THEM) -> None:
+    """A ValueError naming the columns of ``needed`` that ``frame`` lacks, and ``hint``."""
     missing = [name for name in needed if name not in column_names(frame)]
     if missing:
         raise ValueError(
             f"{helper}() needs the column(s) {list(needed)}; this frame lacks {missing} "
-            "(select them when reading, or do not drop them)"
+            f"({hint})"
         )
 
 
@@ -48,14 +54,16 @@ def float_values(series: pl.Series) -> np.ndarray:
     return series.to_numpy()
 
 
-def columns_of(frame: Any, names: Sequence[str], helper: str) -> pl.DataFrame:
-    """Just ``names`` of ``frame`` as a polars DataFrame.
+def columns_of(frame: Any, names: Sequence[str], helper: str,
+               hint: str = SELECT_THEM) -> pl.DataFrame:
+    """Just ``names`` of ``frame`` as a polars DataFrame (a missing one is a ValueError
+    with ``hint``: see :func:`require_columns`).
 
     A LazyFrame is collected with only these columns, so ``scan_*`` + a helper reads no
     other column. pandas columns go through Arrow, which keeps nullable integers
     (spectroscopy ``channel``) as integers with nulls.
     """
-    require_columns(frame, names, helper)
+    require_columns(frame, names, helper, hint)
     names = list(names)
     if isinstance(frame, pd.DataFrame):
         return pl.from_pandas(frame[names])

@@ -31,8 +31,9 @@ class AnalysisMethods:
         """AstroPix: hits per pixel, one row per pixel of the grid (zeros included).
 
         Columns ``[chip_id,] row, column, hits``. The grid is the chip's pixel matrix
-        (13 × 16 for AstroPix 4; 32 × 32, the 5-bit field range, otherwise), grown to
-        cover every hit; ``shape=(rows, columns)`` sets it.
+        (13 × 16 for AstroPix 4, 35 × 35 for AstroPix 3; 32 × 32 when the header names
+        no known chip), grown to cover every hit; ``shape=(rows, columns)`` sets it.
+        AstroPix 3 hits are half-hits: call :meth:`match_rows_columns` first.
         """
         return self._call("hit_map", per_chip=per_chip, shape=shape)
 
@@ -41,7 +42,8 @@ class AnalysisMethods:
         """AstroPix: histogram of ``tot_us`` per chip (``by="chip"``) or per pixel
         (``by="pixel"``), shared edges; ``bins``/``range`` as in ``numpy.histogram``.
 
-        Columns ``chip_id[, row, column], tot_us_low, tot_us_high, count``.
+        Columns ``chip_id[, row, column], tot_us_low, tot_us_high, count``. Per pixel,
+        AstroPix 3 hits (half-hits) need :meth:`match_rows_columns` first.
         """
         return self._call("tot_histogram", by=by, bins=bins, range=range)
 

@@ -48,13 +48,10 @@ HELPERS = (
     "plot_hit_map", "plot_tot", "plot_hits_per_readout", "match_rows_columns",
 )
 
-#: Pixel matrix (rows, columns) by header ``readout_uid``.
-GEOMETRY: dict[int, tuple[int, int]] = {4000: (13, 16), 3000: (35, 35)}
-#: Row and column are 5-bit fields: the range any readout can address.
+#: Grid side (rows and columns) when the header names no chip bindf knows: AstroPix 4's
+#: ``row`` and ``column`` are 5-bit fields, so 32 × 32 holds any hit such a chip sends
+#: (AstroPix 3's 35 × 35 matrix comes from :func:`pixel_matrix`).
 FIELD_RANGE = 32
-
-#: Display names of readouts in plot titles.
-CHIP_NAMES: dict[int, str] = {4000: "AstroPix 4", 3000: "AstroPix 3"}
 
 #: ``tot_histogram(by=...)`` choices and the columns that identify a group.
 TOT_GROUPS: dict[str, list[str]] = {"chip": ["chip_id"], "pixel": ["chip_id", "row", "column"]}
@@ -73,9 +70,11 @@ def hit_map(frame: Any, info: Mapping[str, Any], *, per_chip: bool = False,
     (int64); one row per pixel of the grid (per chip present), sorted. Hits with a
     null ``chip_id``, ``row`` or ``column`` (the unmatched half-hits of
     ``match_rows_columns(keep_unmatched=True)``) name no pixel and are not counted.
-    Frames from several files are summed.
+    Frames from several files are summed. An AstroPix 3 hit table holds half-hits (a
+    ``location``, no ``row``): pair them into pixel hits with :func:`match_rows_columns`
+    first.
     """
-    data = columns_of(frame, ["chip_id", "row", "column"], "hit_map")
+    data = _pixel_columns_of(frame, ["chip_id", "row", "column"], "hit_map")
     return like_input(_hit_map(data, info["header"], per_chip, shape), frame)
 
 
@@ -90,7 +89,7 @@ def tot_histogram(frame: Any, info: Mapping[str, Any], *, by: str = "chip",
     its right edge; hits outside the edges are not counted).
     """
     keys = _tot_keys(by)
-    data = columns_of(frame, [*keys, "tot_us"], "tot_histogram")
+    data = _pixel_columns_of(frame, [*keys, "tot_us"], "tot_histogram")
     return like_input(_tot_histogram(data, keys, bins, range), frame)
 
 
@@ -171,7 +170,7 @@ def plot_hit_map(frame: Any, info: Mapping[str, Any], *, chip: int | None = None
                  shape: tuple[int, int] | None = None, ax: Any = None,
                  **imshow_kwargs: Any) -> Any:
     """Image of the hit map (row up, column across); one chip, or all chips summed."""
-    data = columns_of(frame, ["chip_id", "row", "column"], "plot_hit_map")
+    data = _pixel_columns_of(frame, ["chip_id", "row", "column"], "plot_hit_map")
     if chip is not None:
         chips = data["chip_id"].drop_nulls().unique().sort().to_list()
         if chips and chip not in chips:
@@ -272,10 +271,20 @@ def grid_shape(header: Mapping[str, Any], rows: np.ndarray, columns: np.ndarray,
                 f"column {top_col - 1}"
             )
         return n_rows, n_cols
-    uid = header.get("readout_uid")  # anything may be there: only look up an int
-    known = GEOMETRY.get(uid) if type(uid) is int else None
-    n_rows, n_cols = known or (FIELD_RANGE, FIELD_RANGE)
+    n_rows, n_cols = pixel_matrix(header.get("readout_uid"))
     return max(n_rows, top_row), max(n_cols, top_col)
+
+
+def pixel_matrix(readout_uid: Any) -> tuple[int, int]:
+    """(rows, columns) of the chip a header's ``readout_uid`` names: 13 × 16 for
+    AstroPix 4, 35 × 35 for AstroPix 3, else :data:`FIELD_RANGE` squared."""
+    # (imported here: ``import bindf`` loads this module and must load no format module)
+    from ..formats.apx import APX3_READOUT_UID, APX4_READOUT_UID
+
+    if type(readout_uid) is not int:  # anything may be there: only look up an int
+        return FIELD_RANGE, FIELD_RANGE
+    matrices = {APX4_READOUT_UID: (13, 16), APX3_READOUT_UID: (35, 35)}
+    return matrices.get(readout_uid, (FIELD_RANGE, FIELD_RANGE))
 
 
 def _hit_map(data: pl.DataFrame, header: Mapping[str, Any], per_chip: bool,
@@ -441,9 +450,23 @@ def _small_ints(data: pl.DataFrame, name: str) -> np.ndarray:
     return values.to_numpy().astype(np.int64, copy=False)
 
 
+def _pixel_columns_of(frame: Any, names: list[str], helper: str) -> pl.DataFrame:
+    """:func:`columns_of` for helpers that need ``row``: an AstroPix 3 hit table
+    (``location``, no ``row``) lacks it because its rows are half-hits, which no read
+    option turns into pixels, so the error sends its user to :func:`match_rows_columns`."""
+    present = column_names(frame)
+    if "row" in names and "row" not in present and "location" in present:
+        return columns_of(frame, names, helper, "AstroPix 3 hits are half-hits: call "
+                                                "df.bindf.match_rows_columns() first")
+    return columns_of(frame, names, helper)
+
+
 def _chip_name(header: Mapping[str, Any]) -> str:
+    # (imported here: ``import bindf`` loads this module and must load no format module)
+    from ..formats.apx import SUPPORTED_READOUTS
+
     uid = header.get("readout_uid")
-    return CHIP_NAMES.get(uid, "AstroPix") if type(uid) is int else "AstroPix"
+    return SUPPORTED_READOUTS.get(uid, "AstroPix") if type(uid) is int else "AstroPix"
 
 
 def _chips_text(data: pl.DataFrame) -> str:

@@ -1,5 +1,5 @@
 """AstroPix 3 hits (``readout_uid`` 3000): the hit kernel's wrapper, field extraction,
-the readout table, the encoder for the writer, and the chip version of ``.log`` files.
+the readout table, and the inverse of the field layout (:func:`encode_hits`).
 
 The container of an AstroPix 3 ``.apx`` run is the AstroPix 4 one (``%APXDF``, JSON
 header, ``FE DC BA`` readout records), so the reader frames readouts with the same code
@@ -14,9 +14,9 @@ Pieces, mirroring :mod:`._apx_hits` (AstroPix 4):
 * :class:`Apx3HitColumns` turns the raw 5-byte hits into the projected columns of
   :data:`HITS_SCHEMA` (the kernel's ``hit_fields``: one pass, split over threads);
 * :func:`readout_columns` gives the readout table (:data:`READOUTS_SCHEMA`);
-* :func:`encode_hits` and :func:`readout_records` are the writer's side: hit fields →
-  raw hits → readout records that decode back to the same hits;
-* :func:`log_readout_uid` picks the readout type of a text log from ``chipVer``.
+* :func:`encode_hits` is the writer's side: hit fields → raw hits that decode back to
+  the same fields (laid out in readouts by :func:`._apx_writer.readout_records`, the
+  builder of both chip generations).
 
 Decisions (also in the docs page):
 
@@ -37,8 +37,6 @@ Decisions (also in the docs page):
 
 from __future__ import annotations
 
-import ast
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,21 +45,12 @@ import numpy as np
 import pyarrow as pa
 
 from .._kernels import _apx3
-from ..errors import UnsupportedReadoutError
 from ._apx_hits import BIT_REVERSE, STATUS_FLAGS, HitColumns
 
-READOUT_UID = 3000
 HIT_SIZE = 5
-IDLE_BYTE = 0xBC
 PAD_BYTE = 0xFF
-#: ToT counter clock: 200 MHz, 5 ns per cycle.
-CLOCK_CYCLES_PER_US = 200.0
 #: ``payload`` of every valid hit: only then is the hit's first byte a start byte.
 HIT_PAYLOAD = 4
-
-READOUT_MARKER = b"\xfe\xdc\xba"
-#: marker, readout_id, wall_timestamp (ns since the epoch), payload length
-READOUT_HEADER = struct.Struct("<3sIQI")
 
 HITS_SCHEMA = pa.schema(
     [
@@ -230,7 +219,7 @@ def readout_columns(decoded: Decoded3, columns: Sequence[str], *, readout_id: np
     return out
 
 
-# -- writing -----------------------------------------------------------------------------
+# -- encoding (the writer's side) ---------------------------------------------------
 
 #: Hit columns the encoder needs (``payload`` defaults to 4, ``chip_timestamp`` to 0;
 #: ``tot_dec`` may stand in for ``tot_msb``/``tot_lsb``).
@@ -290,109 +279,3 @@ def _check_below(values: np.ndarray, limit: int, name: str, first_index: int) ->
     if too_big.any():
         bad = first_index + int(np.argmax(too_big))
         raise ValueError(f"AstroPix 3 hits: {name} must be below {limit} (hit {bad})")
-
-
-def readout_records(raw: np.ndarray, readout_id: np.ndarray, wall_timestamp: np.ndarray,
-                    hits_per_readout: np.ndarray, *, leading_idle: int = 2,
-                    idle_between: int | np.ndarray = 0, trailing_idle: int = 4) -> np.ndarray:
-    """The bytes of readout records (``FE DC BA`` header + payload) holding ``raw`` hits.
-
-    Readout ``i`` holds the next ``hits_per_readout[i]`` rows of ``raw`` (``(n, 5)``,
-    from :func:`encode_hits`), with ``leading_idle`` idle bytes (``0xBC``) before its
-    first hit, ``idle_between`` after every hit but its last (an int or one value per
-    hit) and ``trailing_idle`` at its end. A readout of zero hits is all idle bytes,
-    which the decoder flags as a failure (as upstream fails on it).
-
-    ``trailing_idle`` must be ≥ 1: the decoder treats a word that ends exactly at the
-    end of a payload as cut (the upstream ``c + 5 >= n`` rule) and keeps it only as
-    extra bytes for the next readout. Vectorised: no loop per hit or per readout.
-    """
-    if leading_idle < 0 or trailing_idle < 1:
-        raise ValueError("leading_idle must be >= 0 and trailing_idle >= 1 (a hit that ends "
-                         "a payload is read as cut)")
-    raw = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, HIT_SIZE)
-    counts = np.asarray(hits_per_readout, dtype=np.int64)
-    n, n_readouts = len(raw), len(counts)
-    if (counts.size and counts.min() < 0) or int(counts.sum()) != n:
-        raise ValueError("hits_per_readout must be >= 0 and sum to the number of hits")
-    gaps = np.broadcast_to(np.asarray(idle_between, dtype=np.int64), (n,))
-    if n and gaps.min() < 0:
-        raise ValueError("idle_between must be >= 0")
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    # idle bytes before each hit: leading_idle for the first of its readout, else the gap
-    # after the previous hit
-    before = np.empty(n, dtype=np.int64)
-    before[1:] = gaps[: n - 1]
-    before[starts[counts > 0]] = leading_idle
-    step = before + HIT_SIZE
-    cum = np.concatenate(([0], np.cumsum(step)))
-    body = cum[ends] - cum[starts]  # leading idle + hits + gaps of each readout
-    payload_len = np.where(counts > 0, body, leading_idle) + trailing_idle
-    if payload_len.size and payload_len.max() > 0xFFFFFFFF:
-        raise ValueError("a readout payload would exceed 4 GiB")
-    record = READOUT_HEADER.size + payload_len
-    record_start = np.cumsum(record) - record
-    out = np.full(int(record.sum()), IDLE_BYTE, dtype=np.uint8)
-    head = np.empty(n_readouts, dtype=np.dtype(
-        [("marker", "S3"), ("readout_id", "<u4"), ("timestamp", "<u8"), ("length", "<u4")]))
-    head["marker"] = READOUT_MARKER
-    head["readout_id"] = readout_id
-    head["timestamp"] = wall_timestamp
-    head["length"] = payload_len
-    out[record_start[:, None] + np.arange(READOUT_HEADER.size)] = (
-        head.view(np.uint8).reshape(-1, READOUT_HEADER.size))
-    readout_of_hit = np.repeat(np.arange(n_readouts), counts)
-    hit_pos = (record_start[readout_of_hit] + READOUT_HEADER.size
-               + cum[1:] - cum[starts][readout_of_hit] - HIT_SIZE)
-    out[hit_pos[:, None] + np.arange(HIT_SIZE)] = raw
-    return out
-
-
-# -- text logs -----------------------------------------------------------------------------
-
-#: ``chipVer`` of an AstroPix text log's ``Namespace(...)`` line → ``readout_uid``.
-CHIP_VERSION_READOUTS: dict[int, int] = {3: READOUT_UID, 4: 4000}
-
-
-def log_readout_uid(header: Mapping[str, Any], *, path: str | None = None,
-                    offset: int = 0) -> int:
-    """The ``readout_uid`` of an AstroPix text log, from its parsed metadata.
-
-    ``header`` is the log reader's header dict (the ``Namespace(...)`` line parsed into
-    ``header["Namespace"]``). Rules, in order:
-
-    1. an explicit integer ``header["readout_uid"]`` wins;
-    2. ``header["Namespace"]["chipVer"]``: 3 → 3000 (AstroPix 3), 4 → 4000 (AstroPix 4);
-       a value given as text (``'3'``) is read as the integer it spells;
-    3. no ``chipVer`` (or no ``Namespace`` line): 4000, as bindf read such logs before.
-
-    Any other ``chipVer`` raises :class:`~bindf.errors.UnsupportedReadoutError` with
-    ``path`` and ``offset`` (the log reader passes the offset of the Namespace line).
-    The log reader calls it right after parsing the metadata lines, in place of its
-    ``setdefault("readout_uid", 4000)``::
-
-        header["readout_uid"] = log_readout_uid(header, path=self.path, offset=ns_offset)
-
-    and then decodes payloads with :class:`Apx3HitDecoder` when the answer is 3000.
-    """
-    uid = header.get("readout_uid")
-    if isinstance(uid, int) and not isinstance(uid, bool):
-        return uid
-    namespace = header.get("Namespace")
-    version = namespace.get("chipVer") if isinstance(namespace, Mapping) else None
-    if version is None:
-        return 4000
-    if isinstance(version, str):
-        try:
-            version = ast.literal_eval(version.strip())
-        except (ValueError, SyntaxError):
-            pass
-    if isinstance(version, int) and not isinstance(version, bool):
-        if version in CHIP_VERSION_READOUTS:
-            return CHIP_VERSION_READOUTS[version]
-    raise UnsupportedReadoutError(
-        f"the log's Namespace line has chipVer={version!r}; bindf reads AstroPix "
-        f"{' and '.join(str(v) for v in CHIP_VERSION_READOUTS)} logs",
-        path=path, offset=offset,
-    )

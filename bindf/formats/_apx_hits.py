@@ -37,7 +37,8 @@ HIT_FIELDS: tuple[tuple[str, int, int, type], ...] = (
     ("ts_fine2", 56, 59, np.uint8),
     ("ts_tdc2", 59, 64, np.uint8),
 )
-CLOCK_CYCLES_PER_US = 20.0
+#: Period of the coarse clock (2**17 cycles: ``BINDF_CLOCK_ROLLOVER_BIT`` of
+#: _apx_fields.h, where the kernel adds it to a rolled-over ``ts_dec2``); the encoder's.
 CLOCK_ROLLOVER = 1 << 17
 
 #: Per-readout decoding status bits (docs/formats/apx.md), bit i ↔ STATUS_FLAGS[i].

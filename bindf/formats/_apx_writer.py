@@ -16,8 +16,17 @@ import pyarrow as pa
 from .._atomic import atomic_output
 from .._writing import column_values, inherited_header, to_arrow_table
 from . import _apx3_hits as apx3
-from ._apx_hits import HIT_SIZE, encode_hits
-from .apx import IDLE_BYTE, MAGIC, READOUT_HEADER_SIZE, READOUT_MARKER, SUPPORTED_READOUTS
+from ._apx_hits import encode_hits
+from .apx import (
+    APX3_READOUT_UID,
+    APX4_READOUT_UID,
+    IDLE_BYTE,
+    MAGIC,
+    READOUT_DTYPE,
+    READOUT_HEADER_SIZE,
+    READOUT_MARKER,
+    SUPPORTED_READOUTS,
+)
 
 # -- writer ----------------------------------------------------------------------------
 _REQUIRED_WRITE = ("readout_id", "timestamp", "chip_id", "row", "column", "ts_neg1", "ts_tdc1",
@@ -77,11 +86,11 @@ def write_apx(
     table = to_arrow_table(hits)
     meta = inherited_header(hits, header) or {}
     astropix3 = "location" in table.column_names and "row" not in table.column_names
-    uid = meta.setdefault("readout_uid", apx3.READOUT_UID if astropix3 else 4000)
+    uid = meta.setdefault("readout_uid", APX3_READOUT_UID if astropix3 else APX4_READOUT_UID)
     if type(uid) is not int or uid not in SUPPORTED_READOUTS:
         raise ValueError("write_apx writes AstroPix 4 and AstroPix 3 files (readout_uid "
                          f"4000 or 3000), not {uid!r}")
-    columns = _apx3_hit_arrays(table) if uid == apx3.READOUT_UID else _hit_arrays(table)
+    columns = _apx3_hit_arrays(table) if uid == APX3_READOUT_UID else _hit_arrays(table)
     n = len(columns["readout_id"])
     if "readout_uid" != next(iter(meta)):
         meta = {"readout_uid": uid, **{k: v for k, v in meta.items() if k != "readout_uid"}}
@@ -115,52 +124,73 @@ def write_apx(
             block_ends = ends[first : first + _WRITE_BLOCK_READOUTS]
             h0, h1 = int(block_starts[0]), int(block_ends[-1])
             block = {name: values[h0:h1] for name, values in columns.items()}
-            if uid == apx3.READOUT_UID:
-                raw = apx3.encode_hits(block, first_index=h0)
-                f.write(apx3.readout_records(
-                    raw, rid[block_starts], ts[block_starts], block_ends - block_starts,
-                    leading_idle=leading_idle, idle_between=gaps[h0:h1],
-                    trailing_idle=trailing_idle).data)
-                continue
-            raw = encode_hits(block, first_index=h0)
-            f.write(_readout_block(raw, rid[block_starts], ts[block_starts], gaps[h0:h1],
-                                   block_starts - h0, block_ends - h0,
-                                   leading_idle, trailing_idle).data)
+            encode = apx3.encode_hits if uid == APX3_READOUT_UID else encode_hits
+            f.write(readout_records(
+                encode(block, first_index=h0), rid[block_starts], ts[block_starts],
+                block_ends - block_starts, leading_idle=leading_idle,
+                idle_between=gaps[h0:h1], trailing_idle=trailing_idle).data)
 
 
-def _readout_block(raw: np.ndarray, readout_id: np.ndarray, timestamp: np.ndarray,
-                   gaps: np.ndarray, starts: np.ndarray, ends: np.ndarray, leading: int,
-                   trailing: int) -> np.ndarray:
-    """The bytes of readouts holding hits ``raw[starts[i]:ends[i]]``, vectorised."""
-    n = len(raw)
-    # idle bytes before each hit: leading for the first of a readout, else the gap after
-    # the previous hit
+def readout_records(raw: np.ndarray, readout_id: np.ndarray, timestamp: np.ndarray,
+                    hits_per_readout: np.ndarray, *, leading_idle: int = 2,
+                    idle_between: int | np.ndarray = 0, trailing_idle: int = 4) -> np.ndarray:
+    """The bytes of readout records (``FE DC BA`` header + payload) holding ``raw`` hits,
+    for either chip generation.
+
+    ``raw`` is the ``(n, hit size)`` array of raw hits from an ``encode_hits``
+    (:func:`._apx_hits.encode_hits`: 8 bytes, AstroPix 4; :func:`._apx3_hits.encode_hits`:
+    5 bytes, AstroPix 3). Readout ``i`` (``readout_id[i]``, ``timestamp[i]``) holds the
+    next ``hits_per_readout[i]`` rows of ``raw``, with ``leading_idle`` idle bytes
+    (``0xBC``) before its first hit, ``idle_between`` after every hit but its last (an int
+    or one value per hit) and ``trailing_idle`` at its end. A readout of zero hits is
+    ``leading_idle + trailing_idle`` idle bytes, which the decoder flags as a failure (as
+    upstream fails on it).
+
+    ``trailing_idle`` must be ≥ 1: the decoder treats a hit that ends exactly at the end
+    of a payload as cut (the upstream ``c + 8 >= n`` / ``c + 5 >= n`` rules) and keeps it
+    only as extra bytes for the next readout. Vectorised: no loop per hit or per readout.
+    """
+    if leading_idle < 0 or trailing_idle < 1:
+        raise ValueError("leading_idle must be >= 0 and trailing_idle >= 1 (a hit that ends "
+                         "a payload is read as cut)")
+    raw = np.ascontiguousarray(raw, dtype=np.uint8)
+    if raw.ndim != 2:
+        raise ValueError(f"raw must be an (n, hit size) array of raw hits, not {raw.ndim}-d")
+    hit_size = raw.shape[1]
+    counts = np.asarray(hits_per_readout, dtype=np.int64)
+    n, n_readouts = len(raw), len(counts)
+    if (counts.size and counts.min() < 0) or int(counts.sum()) != n:
+        raise ValueError("hits_per_readout must be >= 0 and sum to the number of hits")
+    gaps = np.broadcast_to(np.asarray(idle_between, dtype=np.int64), (n,))
+    if n and gaps.min() < 0:
+        raise ValueError("idle_between must be >= 0")
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    # idle bytes before each hit: leading_idle for the first of its readout, else the gap
+    # after the previous hit
     before = np.empty(n, dtype=np.int64)
     before[1:] = gaps[: n - 1]
-    before[starts] = leading
-    step = before + HIT_SIZE
-    cum = np.cumsum(step)
-    run_end_cum = cum[ends - 1]
-    run_start_cum = run_end_cum - np.add.reduceat(step, starts)
-    payload_len = run_end_cum - run_start_cum + trailing
-    if np.any(payload_len > 0xFFFFFFFF):
+    before[starts[counts > 0]] = leading_idle
+    step = before + hit_size
+    cum = np.concatenate(([0], np.cumsum(step)))
+    body = cum[ends] - cum[starts]  # leading idle + hits + gaps of each readout
+    payload_len = np.where(counts > 0, body, leading_idle) + trailing_idle
+    if payload_len.size and payload_len.max() > 0xFFFFFFFF:
         raise ValueError("a readout payload would exceed 4 GiB")
     record = READOUT_HEADER_SIZE + payload_len
     record_start = np.cumsum(record) - record
     out = np.full(int(record.sum()), IDLE_BYTE, dtype=np.uint8)
-
-    head = np.empty(len(starts), dtype=np.dtype(
-        [("marker", "S3"), ("readout_id", "<u4"), ("timestamp", "<u8"), ("length", "<u4")]))
+    head = np.empty(n_readouts, dtype=READOUT_DTYPE)
     head["marker"] = READOUT_MARKER
     head["readout_id"] = readout_id
     head["timestamp"] = timestamp
     head["length"] = payload_len
-    out[record_start[:, None] + np.arange(READOUT_HEADER_SIZE)] = head.view(np.uint8).reshape(
-        -1, READOUT_HEADER_SIZE)
-
-    run = np.repeat(np.arange(len(starts)), ends - starts)
-    hit_pos = record_start[run] + READOUT_HEADER_SIZE + (cum - run_start_cum[run]) - HIT_SIZE
-    out[hit_pos[:, None] + np.arange(HIT_SIZE)] = raw
+    out[record_start[:, None] + np.arange(READOUT_HEADER_SIZE)] = (
+        head.view(np.uint8).reshape(-1, READOUT_HEADER_SIZE))
+    readout_of_hit = np.repeat(np.arange(n_readouts), counts)
+    hit_pos = (record_start[readout_of_hit] + READOUT_HEADER_SIZE
+               + cum[1:] - cum[starts][readout_of_hit] - hit_size)
+    out[hit_pos[:, None] + np.arange(hit_size)] = raw
     return out
 
 

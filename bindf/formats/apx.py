@@ -101,10 +101,19 @@ READOUT_MARKER = b"\xfe\xdc\xba"
 #: marker, readout_id, timestamp (ns since the epoch), payload length
 READOUT_HEADER = struct.Struct("<3sIQI")
 READOUT_HEADER_SIZE = READOUT_HEADER.size  # 19
+#: The same readout header as a numpy record (packed: 19 bytes), for laying out many
+#: readouts at once (the writers).
+READOUT_DTYPE = np.dtype([("marker", "S3"), ("readout_id", "<u4"), ("timestamp", "<u8"),
+                          ("length", "<u4")])
 IDLE_BYTE = 0xBC
 
+#: Header ``readout_uid`` of AstroPix 4 runs.
+APX4_READOUT_UID = 4000
+#: Header ``readout_uid`` of AstroPix 3 runs (hits decoded by :mod:`._apx3_hits`).
+APX3_READOUT_UID = 3000
 #: readout_uid → chip generation bindf can decode.
-SUPPORTED_READOUTS: dict[int, str] = {4000: "AstroPix 4", apx3.READOUT_UID: "AstroPix 3"}
+SUPPORTED_READOUTS: dict[int, str] = {APX4_READOUT_UID: "AstroPix 4",
+                                      APX3_READOUT_UID: "AstroPix 3"}
 
 HITS_SCHEMA = pa.schema(
     [
@@ -142,10 +151,11 @@ READOUTS_SCHEMA = pa.schema(
 )
 
 #: readout_uid → hit table schema (AstroPix 3: see :mod:`._apx3_hits`).
-HIT_SCHEMAS: dict[int, pa.Schema] = {4000: HITS_SCHEMA, apx3.READOUT_UID: apx3.HITS_SCHEMA}
+HIT_SCHEMAS: dict[int, pa.Schema] = {APX4_READOUT_UID: HITS_SCHEMA,
+                                     APX3_READOUT_UID: apx3.HITS_SCHEMA}
 #: readout_uid → readout table schema.
-READOUT_SCHEMAS: dict[int, pa.Schema] = {4000: READOUTS_SCHEMA,
-                                         apx3.READOUT_UID: apx3.READOUTS_SCHEMA}
+READOUT_SCHEMAS: dict[int, pa.Schema] = {APX4_READOUT_UID: READOUTS_SCHEMA,
+                                         APX3_READOUT_UID: apx3.READOUTS_SCHEMA}
 
 LEVELS = ("hits", "readouts")
 
@@ -159,7 +169,7 @@ def resolve_stitch(readout_uid: int, stitch: bool | None) -> bool:
     """
     if stitch is not None and not isinstance(stitch, bool):
         raise TypeError(f"stitch must be True, False or None, not {stitch!r}")
-    if readout_uid == apx3.READOUT_UID:
+    if readout_uid == APX3_READOUT_UID:
         return bool(stitch)
     if stitch is False:
         raise ValueError("stitch=False is only for AstroPix 3 runs (readout_uid 3000): "
@@ -172,7 +182,7 @@ def new_hit_decoder(readout_uid: int, *, stitch: bool, store_hits: bool,
     """The hit kernel's wrapper for this chip generation (same ``decode`` interface).
     ``threads``: AstroPix 4 hit finding may split long runs of readouts over threads
     (:func:`._apx_hits.decode_in_parallel`); AstroPix 3 decodes on one."""
-    if readout_uid == apx3.READOUT_UID:
+    if readout_uid == APX3_READOUT_UID:
         return apx3.Apx3HitDecoder(stitch=stitch, store_hits=store_hits, slots=slots)
     return HitDecoder(store_hits=store_hits, slots=slots, threads=threads)
 
@@ -180,7 +190,7 @@ def new_hit_decoder(readout_uid: int, *, stitch: bool, store_hits: bool,
 def new_hit_columns(readout_uid: int, threads: int = 1, lanes: Lanes | None = None) -> HitColumns:
     """Raw hits → hit table columns, for this chip generation (filled by up to ``threads``
     threads, in memory from ``lanes``: see :mod:`bindf._lanes`)."""
-    if readout_uid == apx3.READOUT_UID:
+    if readout_uid == APX3_READOUT_UID:
         return apx3.Apx3HitColumns(threads=threads, lanes=lanes)
     return HitColumns(threads=threads, lanes=lanes)
 
@@ -318,7 +328,7 @@ class ApxReader(FormatReader):
         framed, decoded = unit
         if framed is None:
             return hit_columns(decoded, names)
-        if self.readout_uid == apx3.READOUT_UID:
+        if self.readout_uid == APX3_READOUT_UID:
             return apx3.readout_columns(
                 decoded, names, readout_id=framed.readout_id, wall_timestamp=framed.timestamp,
                 payload_length=framed.length,
@@ -410,7 +420,7 @@ class ApxReader(FormatReader):
         """The hits of a file below :data:`PREFETCH_MIN_BYTES`, as private copies of the
         kernel's raw output (8 bytes plus 14 of readout fields per hit): a read of many
         small runs turns many files' hits into columns at once (:meth:`units_to_batch`)."""
-        if (self.level != "hits" or self.readout_uid == apx3.READOUT_UID
+        if (self.level != "hits" or self.readout_uid == APX3_READOUT_UID
                 or self.source.size - self.data_offset > PREFETCH_MIN_BYTES):
             return None  # AstroPix 3 hits have their own raw form: read file by file
         whole = self._intact_run_units()
@@ -578,7 +588,7 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
 
     def __init__(self, position: int, *, path: str, on_error: str, data_end: int | None,
                  store_hits: bool, per_call: int, slots: int = 1,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, readout_uid: int = 4000,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, readout_uid: int = APX4_READOUT_UID,
                  stitch: bool = True, threads: int = 1) -> None:
         capacity = chunk_bytes if data_end is None else min(
             chunk_bytes, max(data_end - position, 1))

@@ -54,7 +54,7 @@ import codecs
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, ClassVar, NamedTuple
 
 import numpy as np
@@ -68,14 +68,19 @@ from ..errors import (
     HeaderError,
     TruncatedHeaderError,
     UnknownFormatError,
+    UnsupportedReadoutError,
 )
-from ._apx3_hits import log_readout_uid
 from ._apx_hits import STATUS_FLAGS, Decoded
 from ._base import FormatReader, numpy_batch
 from ._stream import BatchStream, StreamDecoder, decode_file
 from .apx import (
+    APX3_READOUT_UID,
+    APX4_READOUT_UID,
     HIT_SCHEMAS,
     MAGIC,
+    READOUT_DTYPE,
+    READOUT_HEADER_SIZE,
+    READOUT_MARKER,
     READOUT_SCHEMAS,
     SUPPORTED_READOUTS,
     new_hit_columns,
@@ -298,6 +303,46 @@ def _line_text(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:  # a metadata line in the Windows code page (checked), or
         return raw.decode(WINDOWS_CODE_PAGE, "replace")  # cut inside its last character
+
+
+#: ``chipVer`` of an AstroPix text log's ``Namespace(...)`` line → ``readout_uid``.
+CHIP_VERSION_READOUTS: dict[int, int] = {3: APX3_READOUT_UID, 4: APX4_READOUT_UID}
+
+
+def log_readout_uid(header: Mapping[str, Any], *, path: str | None = None,
+                    offset: int = 0) -> int:
+    """The ``readout_uid`` of an AstroPix text log (which chip's hits its payloads hold),
+    from its parsed header (:func:`parse_header`: the ``Namespace(...)`` line's keyword
+    arguments are under ``header["Namespace"]``). Rules, in order:
+
+    1. an explicit integer ``header["readout_uid"]`` wins;
+    2. ``header["Namespace"]["chipVer"]``: 3 → 3000 (AstroPix 3), 4 → 4000 (AstroPix 4);
+       a value given as text (``'3'``) is read as the integer it spells;
+    3. no ``chipVer`` (or no ``Namespace`` line): 4000, as bindf read such logs before.
+
+    Any other ``chipVer`` raises :class:`~bindf.errors.UnsupportedReadoutError` with
+    ``path`` and ``offset`` (the reader passes the offset of the Namespace line).
+    """
+    uid = header.get("readout_uid")
+    if isinstance(uid, int) and not isinstance(uid, bool):
+        return uid
+    namespace = header.get("Namespace")
+    version = namespace.get("chipVer") if isinstance(namespace, Mapping) else None
+    if version is None:
+        return APX4_READOUT_UID
+    if isinstance(version, str):
+        try:
+            version = ast.literal_eval(version.strip())
+        except (ValueError, SyntaxError):
+            pass
+    if isinstance(version, int) and not isinstance(version, bool):
+        if version in CHIP_VERSION_READOUTS:
+            return CHIP_VERSION_READOUTS[version]
+    raise UnsupportedReadoutError(
+        f"the log's Namespace line has chipVer={version!r}; bindf reads AstroPix "
+        f"{' and '.join(str(v) for v in CHIP_VERSION_READOUTS)} logs",
+        path=path, offset=offset,
+    )
 
 
 class ApxLogReader(FormatReader):
@@ -674,13 +719,12 @@ def convert_apx_log(log_path: str | os.PathLike[str], apx_path: str | os.PathLik
 def _readout_block(payload: np.ndarray, pos: np.ndarray, lengths: np.ndarray,
                    readout_id: np.ndarray) -> np.ndarray:
     """Readouts ``FE DC BA | id | timestamp 0 | length | payload`` laid out with numpy."""
-    header = np.zeros(len(pos), dtype=[("marker", "3u1"), ("id", "<u4"), ("ts", "<u8"),
-                                       ("len", "<u4")])
-    header["marker"] = (0xFE, 0xDC, 0xBA)
-    header["id"] = readout_id
-    header["len"] = lengths
-    header_bytes = header.view(np.uint8).reshape(len(pos), header.dtype.itemsize)
-    size = header.dtype.itemsize
+    header = np.zeros(len(pos), dtype=READOUT_DTYPE)
+    header["marker"] = READOUT_MARKER
+    header["readout_id"] = readout_id
+    header["length"] = lengths
+    header_bytes = header.view(np.uint8).reshape(len(pos), READOUT_HEADER_SIZE)
+    size = READOUT_HEADER_SIZE
     starts = np.arange(len(pos), dtype=np.int64) * size + pos
     out = np.empty(len(pos) * size + len(payload), dtype=np.uint8)
     out[(starts[:, None] + np.arange(size)).ravel()] = header_bytes.ravel()

@@ -41,7 +41,7 @@ from ._fixed import (
     FixedRecordReader,
     fill_records,
 )
-from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach them here
+from ._it02_layout import (
     _F64,
     FORMAT_LABEL,
     IT02_MAGIC,
@@ -59,7 +59,7 @@ from ._it02_layout import (  # noqa: F401 - re-exported: tests and users reach t
     dense_dtype,
     detect_layout,
 )
-from ._it02_writer import _encode_sparse, write_it02  # noqa: F401 - public API, tests
+from ._it02_writer import write_it02  # noqa: F401 - bindf.formats.it02.write_it02 still works
 from ._stream import BatchStream, StreamDecoder, decode_file
 
 #: Raw bytes read per step. Bounded, so a read needs its output plus a few MB.
