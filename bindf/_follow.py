@@ -45,6 +45,11 @@ READ_STEP = 16 << 20
 
 START_CHOICES = ("begin", "end")
 
+#: Header bytes kept to tell a rewritten file (see ``_Tail.known_bytes``), at most.
+_KNOWN_BYTES_MAX = 64 << 10
+#: Bytes before the read position kept for the same purpose.
+_KNOWN_BYTES_TAIL = 64
+
 
 class _Tail:
     """One followed file: its reader, its decoder and where reading got to."""
@@ -61,6 +66,14 @@ class _Tail:
         self.header: dict[str, Any] = {}
         #: Size at the last poll (-1: never seen).
         self.seen_size = -1
+        #: (offset, bytes) the file held when read: its header and the last bytes decoded.
+        #: A file that no longer holds them was rewritten under the same name (a new
+        #: run started in place, within one poll: its inode and a size that never shrank
+        #: at a poll do not tell).
+        self.known_bytes: list[tuple[int, bytes]] = []
+        #: The largest size seen since the file was opened: bytes known to have existed
+        #: (start="end" may put the stream at a record boundary past them).
+        self.largest_size = -1
         #: The last error opening the header (retried while the file grows).
         self.header_error: BaseException | None = None
         #: An end marker the records landed on: (marker, file size when found).
@@ -83,7 +96,7 @@ class _Tail:
             st = os.stat(self.path)
         except FileNotFoundError:
             if self.reader is not None:
-                self._stop(f"{self.path} disappeared while it was followed", self._offset())
+                self._stop("the file disappeared while it was followed", self._offset())
             return [], False
         grew = st.st_size != self.seen_size
         self.seen_size = st.st_size
@@ -101,12 +114,17 @@ class _Tail:
             self.seen_size = st.st_size
         assert self.stream is not None
         if (st.st_ino, st.st_dev) != self.identity:
-            self._stop(f"{self.path} was replaced by another file while it was followed",
+            self._stop("the file was replaced by another file while it was followed",
                        self._offset())
             return [], False
-        if st.st_size < self.stream.read_position:
-            self._stop(f"{self.path} shrank to {st.st_size} bytes while it was followed; "
+        if st.st_size < min(self.stream.read_position, self.largest_size):
+            self._stop(f"the file shrank to {st.st_size} bytes while it was followed; "
                        "stopped following it", self.stream.read_position)
+            return [], False
+        self.largest_size = max(self.largest_size, st.st_size)
+        if grew and self._rewritten():
+            self._stop("the file was rewritten from its start while it was followed (a new "
+                       "run under the same name?); stopped following it", self._offset())
             return [], False
         if self.candidate is not None:
             marker, size_then = self.candidate
@@ -124,10 +142,33 @@ class _Tail:
         if self.stream.ended:  # nothing after this can be decoded (damage, under on_error)
             self.done, self.ended_by = True, "data_end"
             return batches + self._finish(), True
+        self._remember_last_bytes()
         if self.candidate is not None:
             self.held.extend(batches)
             return [], True
         return batches, True
+
+    def _remember_last_bytes(self) -> None:
+        """Keep the last bytes read (after the header) for :meth:`_rewritten`."""
+        assert self.f is not None and self.stream is not None
+        header = self.known_bytes[0]
+        end = min(self.stream.read_position, self.largest_size if self.largest_size >= 0
+                  else self.stream.read_position)
+        start = max(len(header[1]), end - _KNOWN_BYTES_TAIL)
+        if start >= end:
+            self.known_bytes = [header]
+            return
+        self.f.seek(start)
+        self.known_bytes = [header, (start, self.f.read(end - start))]
+
+    def _rewritten(self) -> bool:
+        """Whether the file no longer holds the bytes it held when they were read."""
+        assert self.f is not None
+        for offset, data in self.known_bytes:
+            self.f.seek(offset)
+            if self.f.read(len(data)) != data:
+                return True
+        return False
 
     def _open(self, force: bool = False) -> None:
         """Open the file's reader (a cut header: remember the error, retry on growth) and,
@@ -161,8 +202,11 @@ class _Tail:
         self.f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         st = os.fstat(self.f.fileno())
         self.identity = (st.st_ino, st.st_dev)
+        self.known_bytes = [(0, self.f.read(min(getattr(reader, "data_offset", 0),
+                                                 _KNOWN_BYTES_MAX)))]
         if self.start is not None:
             self._skip_to(self.start)
+        self._remember_last_bytes()
 
     def _skip_to(self, size: int) -> None:
         """start="end": drop the records that begin before ``size`` (the next record

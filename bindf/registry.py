@@ -220,9 +220,20 @@ BUILTIN: tuple[FormatSpec, ...] = (
                         "Return the 8 raw counter slots ``slot_0 … slot_7`` instead of one "
                         "``ch{c+1}`` column per enabled channel."),),
     ),
-    # Never detected (no magic): used through bindf.read_records(path, dtype=...).
+    # Never detected (no magic): used through bindf.read_records(path, dtype=...). Its
+    # options are declared for what checks a format's options by name (bindf.follow,
+    # the CLI's --option); bindf.read_records documents them.
     FormatSpec("records", "any fixed-size records described by a numpy dtype",
-               "bindf.formats.records:RecordsReader", public=False),
+               "bindf.formats.records:RecordsReader", public=False,
+               options=(
+                   option("dtype", None, "Any", "The record dtype, or a callable of the header."),
+                   option("offset", None, "Any", "Byte offset of the first record."),
+                   option("header", None, "Any", "Structured dtype of a header at offset 0."),
+                   option("count", -1, "Any", "Number of records (-1: as many as there are)."),
+                   option("subarrays", "flatten", 'Literal["flatten", "list"]',
+                          "How a field of shape (k,) becomes columns."),
+                   option("memmap", False, "bool", "np.memmap views instead of reads."),
+               )),
 )
 
 #: name → spec of every registered format, in registration order.
