@@ -15,7 +15,8 @@ Where a followed file ends:
   later the file has not grown (a mask-0 record that more data follows is an ordinary bin,
   as in ``read``). The last frame carries the header keys the marker sets;
 * the file did not grow for ``idle_timeout`` seconds;
-* it shrank or was replaced: :class:`~bindf.errors.FileChangedWarning` naming the offset;
+* it shrank, was replaced or rewritten: :class:`~bindf.errors.FileChangedWarning` naming
+  the offset;
 * the caller closes the follower, leaves its ``with`` block or presses Ctrl-C.
 """
 
@@ -656,7 +657,8 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
     grown; the frame that ends the file, possibly empty, then carries
     ``acquisition_end_ns``, which is ``None`` in the frames before), on ``idle_timeout``,
     on ``close()``, on leaving a ``with`` block, and on Ctrl-C while it waits (the
-    iteration then simply ends). A file that shrinks or is replaced (another inode)
+    iteration then simply ends). A file that shrinks, is replaced (another inode) or
+    is rewritten from its start (it no longer holds its header or the last bytes read)
     gives a :class:`~bindf.errors.FileChangedWarning` naming the byte offset read so far,
     and following stops; frames already yielded are left as they were. An IT02 file
     whose layout is not given is decoded once 64 KiB of records exist (or its end marker

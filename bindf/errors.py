@@ -119,8 +119,8 @@ class CorruptDataWarning(BindfWarning):
 
 
 class FileChangedWarning(BindfWarning):
-    """A file being followed (:func:`bindf.follow`) shrank or was replaced by another file:
-    following it stopped. ``offset`` is where bindf had read to; rows already yielded
+    """A file being followed (:func:`bindf.follow`) shrank, was replaced by another file or
+    was rewritten from its start: following it stopped. ``offset`` is where bindf had read to; rows already yielded
     stay as they were."""
 
 
