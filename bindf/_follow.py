@@ -468,8 +468,8 @@ class Follower(Iterator[Frame]):
         wanted = [c for c in self.columns if c not in extra]
         unknown = [c for c in wanted if c not in reader.schema.names]
         if unknown:
-            raise ValueError(f"unknown column(s) {unknown}; available: "
-                             f"{reader.schema.names + [c for c in extra if c]}")
+            raise ValueError(f"{path_text(reader.path)}: unknown column(s) {unknown}; "
+                             f"available: {reader.schema.names + [c for c in extra if c]}")
         return wanted or reader.schema.names[:1]
 
     def check_compatible(self, reader: FormatReader) -> None:

@@ -83,15 +83,35 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def reader_options(pairs: Sequence[str] | None, command: str,
-                   set_by_command: Mapping[str, str | None]) -> dict[str, Any]:
+                   set_by_command: Mapping[str, str | None], *,
+                   takes_read_options: bool = True) -> dict[str, Any]:
     """The ``--option`` pairs of ``bindf COMMAND``, refusing the keywords the command sets
-    itself (``--option n_rows=5`` on ``head`` names ``-n``)."""
+    itself (``--option n_rows=5`` on ``head`` names ``-n``, as do ``nrows`` and a near
+    miss such as ``colums``, which the reader would answer in Python's spelling), and,
+    for a command that reads headers only (``takes_read_options=False``: ``info``), the
+    common read options."""
+    import difflib
+
+    from bindf._params import COMMON, HINTS
+    from bindf.registry import list_formats
+
     options = _parse_options(pairs or [])
+    common = {param.name for param in COMMON}
+    known = {param.name for spec in list_formats() for param in spec.options} | common
+    flags = {key: flag for key, flag in set_by_command.items() if flag}
     for key in options:
-        if key in set_by_command:
-            flag = set_by_command[key]
+        wanted = HINTS.get(key, key)  # pandas' and polars' spellings: nrows, usecols …
+        if wanted in set_by_command:
+            flag = set_by_command[wanted]
             raise CliError(f"--option {key}: use {flag} instead" if flag else
-                           f"--option {key}: bindf {command} sets {key} itself", EX_USAGE)
+                           f"--option {key}: bindf {command} sets {wanted} itself", EX_USAGE)
+        if not takes_read_options and wanted in common - {"on_error", "threads"}:
+            raise CliError(f"--option {key}: bindf {command} reads headers only; --option "
+                           "takes the format's options here", EX_USAGE)
+        close = difflib.get_close_matches(key, list(flags), n=1, cutoff=0.8)
+        if close and key not in known:
+            raise CliError(f"--option {key}: no such option; did you mean {flags[close[0]]}?",
+                           EX_USAGE)
     return options
 
 
@@ -118,7 +138,8 @@ def _inputs(names: Sequence[str]) -> list[Any]:
 
 def _read_kwargs(args: argparse.Namespace,
                  set_by_command: Mapping[str, str | None]) -> dict[str, Any]:
-    kwargs = reader_options(args.option, args.command, set_by_command)
+    kwargs = reader_options(args.option, args.command, set_by_command,
+                            takes_read_options=args.command != "info")
     if args.format:
         kwargs["format"] = args.format
     return kwargs
@@ -395,8 +416,13 @@ def cmd_info(args: argparse.Namespace) -> int:
             "header": reader.header,
         })
     if args.json:
-        print(json.dumps(records if len(records) > 1 else records[0], indent=2,
-                         ensure_ascii=False))
+        # One object for one named file; a list for several arguments or any glob,
+        # however many files it matches (a script must not break on the day a folder
+        # holds one run).
+        from bindf._source import has_glob_chars
+
+        one = len(args.files) == 1 and not has_glob_chars(args.files[0])
+        print(json.dumps(records[0] if one else records, indent=2, ensure_ascii=False))
         return EX_OK
     for rec in records:
         rows = rec["rows"] if rec["rows"] is not None else "(known after decoding)"
@@ -417,7 +443,11 @@ def cmd_head(args: argparse.Namespace) -> int:
     kwargs = _read_kwargs(args, _SET_BY_HEAD)
     frame = bindf.read(_inputs([args.file])[0], output="polars", n_rows=args.n,
                        columns=columns_arg(args.columns), **kwargs)
-    with pl.Config(tbl_rows=args.n, tbl_cols=-1):
+    # Every column at its full width, one line per row: polars would otherwise squeeze
+    # the table into 100 characters when the output is not a terminal (a 19-digit time
+    # stamp split over six lines), or into the terminal's width.
+    with pl.Config(tbl_rows=args.n, tbl_cols=-1, tbl_width_chars=60_000,
+                   fmt_str_lengths=100):
         print(frame)
     return EX_OK
 
@@ -493,6 +523,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(f"--output-dir {args.output_dir}: cannot create the folder: "
                            f"{exc.strerror or exc}", EX_IOERR) from None
+    if columns is not None and len(jobs) > 1:
+        # Every input has the columns asked for (headers only), before any is written.
+        for inputs, _ in jobs:
+            ReadPlan.from_kwargs(inputs, format=fmt, columns=columns, **kwargs).output_schema()
     for inputs, output in jobs:
         plan = ReadPlan.from_kwargs(inputs, format=fmt, columns=columns,
                                     progress=args.progress, **kwargs)

@@ -150,7 +150,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     (["follow", "{f}", "-o", "{out}", "--option", "nope=1", "--idle-timeout", "0.1", "-q"],
      "follow() got an unexpected option (keyword argument) 'nope'"),
     (["follow", "{f}", "--columns", "nope", "--idle-timeout", "0.1", "-q"],
-     "unknown column(s) ['nope']; available: ['event', 'microtime_ns', 'macrotime_ns', "
+     "{f}: unknown column(s) ['nope']; available: ['event', 'microtime_ns', 'macrotime_ns', "
      "'channel', 'marker']"),
 ])
 def test_bad_options_are_one_line_usage_errors(tmp_path: Path, capsys, args: list[str],
@@ -159,8 +159,28 @@ def test_bad_options_are_one_line_usage_errors(tmp_path: Path, capsys, args: lis
     out = tmp_path / "out.parquet"
     argv = [a.format(f=f, out=out) for a in args]
     assert run(*argv) == cli.EX_USAGE
-    assert _one_line_error(capsys) == f"bindf: error: {message}"
+    assert _one_line_error(capsys) == f"bindf: error: {message.format(f=f)}"
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["a.bin"]
+
+
+def test_columns_that_one_input_lacks_are_refused_before_any_output(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--output-dir`` with ``--columns`` that one input lacks (an AstroPix 3 run has no
+    ``row``): the error names that input, and no output is written (the first input's
+    was, and the error named no file)."""
+    from importlib import resources
+
+    samples = resources.files("bindf") / "samples"
+    runs = tmp_path / "in"
+    runs.mkdir()
+    (runs / "a_run.apx").write_bytes((samples / "astropix_threshold_scan.apx").read_bytes())
+    (runs / "b_run.apx").write_bytes((samples / "astropix3_injection_run.apx").read_bytes())
+    out = tmp_path / "out"
+    assert run("convert", str(runs / "*.apx"), "--output-dir", str(out), "--columns",
+               "row,tot_us", "-q") == cli.EX_USAGE
+    assert _one_line_error(capsys).startswith(
+        f"bindf: error: {runs / 'b_run.apx'}: unknown column(s) ['row']")
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 def test_records_without_dtype_is_a_usage_error(tmp_path: Path, capsys) -> None:
@@ -562,3 +582,45 @@ def test_standard_output_needs_a_type_and_special_files_are_streamed(
         bindf.to_parquet(bindf.read(stt1_files[0]), "/dev/null")
     after = os.stat("/dev/null")
     assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+
+
+def test_head_prints_one_line_per_row_in_full(data_dir: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Piped or redirected (not a terminal), ``head`` squeezed every column into 100
+    characters: a 19-digit time stamp came out over six lines."""
+    assert run("head", str(data_dir / "20250723_092534_data.apx"), "-n", "2") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + 7  # shape, top, names, ---, dtypes, ═, 2 rows, bottom
+    assert "1753255536707629800" in lines[6] and "1753255536785609300" in lines[7]
+    assert "tot_us" in lines[2]
+
+
+def test_info_json_is_a_list_for_a_glob_of_one_file(stt1_files: list[Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A glob gives a list even when it matches one file (it gave an object then, a list
+    for two), one named file an object."""
+    assert run("info", str(tmp_path / "run0*.bin"), "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert isinstance(listed, list) and [r["path"] for r in listed] == [str(stt1_files[0])]
+    assert run("info", str(stt1_files[0]), str(stt1_files[1]), "--json") == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert run("info", str(stt1_files[0]), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["path"] == str(stt1_files[0])
+
+
+@pytest.mark.parametrize("command, option, message", [
+    ("convert", "colums=row", "--option colums: no such option; did you mean --columns?"),
+    ("head", "n_row=3", "--option n_row: no such option; did you mean -n?"),
+    ("head", "nrows=3", "--option nrows: use -n instead"),
+    ("info", "columns=ch2", "--option columns: bindf info reads headers only"),
+])
+def test_option_hints_use_the_command_line_spelling(stt1_files: list[Path], tmp_path: Path,
+                                                    command: str, option: str, message: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A near miss of an option the command sets itself names the flag (the reader
+    said "did you mean columns=?", which the CLI then refused; info suggested the
+    option itself)."""
+    extra = ["-o", str(tmp_path / "x.parquet")] if command == "convert" else []
+    assert run(command, str(stt1_files[0]), *extra, "--option", option) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.parquet").exists()

@@ -227,8 +227,9 @@ class ReadPlan:
         if self.columns is None:
             return full
         unknown = [c for c in self.columns if c not in full]
-        if unknown:
-            raise ValueError(f"unknown column(s) {unknown}; available: {full}")
+        if unknown:  # the schema is the first file's: name it (a glob may mix chips)
+            raise ValueError(f"{path_text(self.sources[0].path)}: unknown column(s) "
+                             f"{unknown}; available: {full}")
         return list(dict.fromkeys(self.columns))
 
     def output_schema(self) -> pa.Schema:
