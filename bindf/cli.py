@@ -612,8 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Ctrl-C and SIGTERM while the commands import pandas, polars and pyarrow (about a
-    # second) also end quietly with 130 / 143.
+    # Ctrl-C and SIGTERM from here on end quietly with 130 / 143. Before, while
+    # ``import bindf`` loads pandas, polars and pyarrow (this module is part of the
+    # package), Python's own handling applies: a traceback, as the docs say.
     try:
         # Both wait while an output's temporary file is being made (bindf._atomic).
         with signal_handlers({signal.SIGTERM: _raise_terminated,
