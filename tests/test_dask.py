@@ -317,10 +317,15 @@ def test_damage_in_whole_file_partitions(tmp_path: Path, toy_format: None) -> No
     ddf = bdask.read(files, format="toy", on_error="skip")
     eager = bindf.read(files, format="toy", on_error="skip")
     assert eager.attrs["bindf"]["errors"] == {"bad value": 3}
-    # Each partition counts its own damage; concatenation keeps attrs only when equal.
-    per_part = [ddf.partitions[i].compute().attrs["bindf"].get("errors") for i in range(3)]
-    assert per_part == [{"bad value": 1}, None, {"bad value": 2}]
-    pd.testing.assert_frame_equal(ddf.compute().reset_index(drop=True), eager)
+    # Every partition carries the collection's attrs, no damage count of its own:
+    # concatenation keeps attrs only when they are equal (a count per partition lost
+    # the header of the whole result).
+    per_part = [ddf.partitions[i].compute().attrs["bindf"] for i in range(3)]
+    assert all(attrs == per_part[0] and "errors" not in attrs for attrs in per_part)
+    computed = ddf.compute()
+    pd.testing.assert_frame_equal(computed.reset_index(drop=True), eager)
+    assert computed.attrs["bindf"]["header"] == eager.attrs["bindf"]["header"]
+    assert computed.attrs["bindf"]["source"] == eager.attrs["bindf"]["source"]
 
 
 def test_plan_partitions_is_generic() -> None:

@@ -23,8 +23,11 @@ pandas conversion as :func:`bindf.read`, so the computed frame equals the eager 
 
 Headers: every partition, and the collection's ``_meta``, carries ``attrs["bindf"]`` as
 the eager reader would set it (format, the *first* file's header, the list of sources),
-so ``ddf.compute().attrs["bindf"]`` works. One row per file with every header is
-:func:`bindf.read_headers`.
+so ``ddf.compute().attrs["bindf"]`` works. Damage skipped under ``on_error="warn"`` or
+``"skip"`` is not counted there (``"errors"``), unlike an eager read: each partition
+knows only its own, and partitions whose attrs differ would lose them all in pandas'
+concat; ``on_error="warn"`` warns of each (in the worker that decodes it). One row per
+file with every header is :func:`bindf.read_headers`.
 
 dask itself is imported only when a function here is called (``bindf[dask]``).
 """
@@ -209,9 +212,9 @@ def read_partition(
         plan.first_reader  # noqa: B018 - opens the file and reads its header
     table = pa.Table.from_batches(list(plan.iter_batches()) or [plan.empty_batch()],
                                   schema=plan.output_schema())
-    errors = plan.info().get("errors")
-    if info is not None and errors:  # damage skipped under on_error="warn"/"skip"
-        info = {**info, "errors": errors}
+    # Every partition carries the same attrs: pandas' concat (what compute does) keeps
+    # attrs only when they are equal, so a partition's own damage count (on_error=
+    # "warn"/"skip") would drop the header of the whole result. Damage is warned of.
     return table_to_output(table, "pandas", info, dtype_backend)  # type: ignore[return-value]
 
 
