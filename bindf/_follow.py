@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from ._params import check_names
+from ._params import check_count, check_names
 from ._source import Source, _is_url, ensure_bindf_path, has_glob_chars, user_path
 from .arrow import build_info, path_text
 from .errors import BindfError, FileChangedWarning, HeaderError, TruncatedHeaderError
@@ -360,8 +360,7 @@ class Follower(Iterator[Frame]):
             raise ValueError(f"poll_interval must be positive, not {poll_interval}")
         if idle_timeout is not None and idle_timeout < 0:
             raise ValueError(f"idle_timeout must be >= 0 or None, not {idle_timeout}")
-        if batch_size is not None and batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        check_count("batch_size", batch_size, 1)
         items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         if not items:
             raise FileNotFoundError("no file to follow was given")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +186,17 @@ DASK_HINTS: dict[str, str] = {
     "output": "the partitions are pandas frames",
     "progress": "use dask's progress bar or dashboard",
 }
+
+
+def check_count(name: str, value: Any, minimum: int) -> None:
+    """A ``ValueError`` unless ``value`` is None or an integer (not a bool) >= ``minimum``:
+    row counts and sizes (``n_rows``, ``batch_size``, ``chunksize``), which a float such
+    as 2.5 would turn into odd batches or a foreign error deep in a reader."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, not {value!r}")
 
 
 def check_names(function: str, given: Iterable[str], allowed: Iterable[str],

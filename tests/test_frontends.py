@@ -501,3 +501,19 @@ def test_a_header_only_file_keeps_the_categories(tmp_path: Path) -> None:
     assert len(empty) == 0 and empty["marker"].dtype == full["marker"].dtype
     assert bindf.dask.read_spectro(path).compute()["marker"].cat.categories.tolist() == \
         ["frame", "line", "pixel"]
+
+
+@pytest.mark.parametrize("call", [
+    lambda p: list(bindf.iter_batches(p, batch_size=2.5)),
+    lambda p: list(pd.read_spectro(p, chunksize=2.5)),
+    lambda p: pl.scan_spectro(p, batch_size=0).collect(),
+    lambda p: pl.read_spectro(p, batch_size=True),
+    lambda p: pd.read_spectro(p, n_rows=1.0),
+])
+def test_sizes_and_counts_must_be_integers(stt1_files: list[Path], call) -> None:
+    """``batch_size``/``chunksize``/``n_rows`` refuse floats and bools everywhere (2.5 gave
+    2-row batches, or pyarrow's TypeError in an AstroPix read) and scans refuse a
+    batch size of 0 as the other readers do (it was ignored)."""
+    with pytest.raises(ValueError, match=r"(batch_size|chunksize|n_rows) must be (a positive "
+                                         r"integer|an integer >= 0), not"):
+        call(stt1_files[0])

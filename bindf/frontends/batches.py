@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._params import COMMON, HINTS, PLAN
+from .._params import COMMON, HINTS, PLAN, check_count
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import resolve_threads, settle, shared_executor
 from .._warnings import WarningSink
@@ -67,10 +67,8 @@ class ReadPlan:
         options: dict[str, Any] | None = None,
         record_range: tuple[int, int] | None = None,
     ) -> None:
-        if batch_size is not None and batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, not {batch_size}")
-        if n_rows is not None and n_rows < 0:
-            raise ValueError(f"n_rows must be >= 0, not {n_rows}")
+        check_count("batch_size", batch_size, 1)
+        check_count("n_rows", n_rows, 0)
         self.sources: list[Source] = expand_sources(sources, storage_options)
         if record_range is not None and (len(self.sources) != 1 or n_rows is not None):
             raise ValueError("record_range needs exactly one source and no n_rows")

@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 from polars.io.plugins import register_io_source
 
-from .._params import HINTS, SCAN_HINTS, check_names
+from .._params import HINTS, SCAN_HINTS, check_count, check_names
 from .._source import Sources
 from .._threads import resolve_threads
 from ..arrow import path_text
@@ -140,9 +140,8 @@ def scan(
     check_names("scan", [name for name in options
                          if name in SCAN_HINTS or HINTS.get(name) in SCAN_HINTS],
                 (), hints=SCAN_HINTS)
-    if n_rows is not None and (isinstance(n_rows, bool) or not isinstance(n_rows, int)
-                               or n_rows < 0):
-        raise ValueError(f"n_rows must be an integer >= 0, not {n_rows!r}")
+    check_count("n_rows", n_rows, 0)
+    check_count("batch_size", batch_size, 1)
     # polars runs this scan on its own thread pool: stay within its size, so that the
     # two pools together do not oversubscribe the machine.
     threads = min(resolve_threads(threads), pl.thread_pool_size())

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .._params import docstring, signature_with_options
+from .._params import check_count, docstring, signature_with_options
 from .._source import PathLike, Source, SourceObject, Sources, ensure_bindf_path, single_source
 from ..errors import BindfError
 from ..registry import open_reader
@@ -43,8 +43,7 @@ def read(
     """
     check_output(output, dtype_backend)
     if chunksize is not None:
-        if chunksize <= 0:
-            raise ValueError(f"chunksize must be positive, not {chunksize}")
+        check_count("chunksize", chunksize, 1)
         kwargs["batch_size"] = chunksize
     plan = ReadPlan.from_kwargs(source, format=format, **kwargs)
     schema = plan.output_schema()
