@@ -1,8 +1,10 @@
 """``bindf.read_dataset``: a lazy polars scan of what ``bindf ingest`` wrote.
 
 The manifest (``DEST/_bindf_manifest.json``, :mod:`bindf._manifest`) lists every part
-of every source, so a scan reads exactly those parts (a consistent snapshot even while
-an ingestion runs), one scan per schema (:mod:`bindf._ingest`: one folder per schema).
+of every source, so a scan reads exactly those parts, one scan per schema
+(:mod:`bindf._ingest`: one folder per schema). Ingestion never overwrites a listed part
+with other data and deletes parts only after saving a manifest that no longer lists
+them, so a scan reads its snapshot or, once such a manifest is saved, fails.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
                  hive_partitioning: bool = True) -> pl.LazyFrame:
     """A lazy polars scan of the parts of one format in an ingested dataset.
 
-    Scans exactly the parts the manifest lists (a consistent snapshot even while an
-    ingestion runs), with the partition columns when ``hive_partitioning``. The scan's
-    ``lf.bindf`` metadata comes from the manifest: ``lf.bindf.header`` is the first
-    source's header, ``lf.bindf.source`` the list of sources, and
+    Scans exactly the parts the manifest lists when called, with the partition columns
+    when ``hive_partitioning``. While another run ingests, collecting the scan gives the
+    rows of that snapshot until the run saves a manifest that no longer lists some of
+    its parts (a re-converted source's old parts); then it raises polars'
+    ``FileNotFoundError``, and the scan must be built again. It never mixes old and new
+    rows. The scan's ``lf.bindf`` metadata comes from the manifest: ``lf.bindf.header``
+    is the first source's header, ``lf.bindf.source`` the list of sources, and
     ``lf.bindf.info["headers"]`` maps every source to its header. ``format`` may be left
     out when the dataset holds one format.
 

@@ -9,14 +9,16 @@ Layout of ``DEST`` (Hive partitioning; details and the manifest schema in
 ``docs/ingest.md``)::
 
     DEST/_bindf_manifest.json                       what was ingested (the bookkeeping)
-    DEST/format=apx/[key=value/…]<hash>-0.parquet   parts of one source file
+    DEST/format=apx/[key=value/…]<hash>-<tag>-0.parquet   parts of one source file
     DEST/format=apx-<schema>/…                      parts of the format's other schemas
     DEST/.bindf-ingest.lock                         held while an ingestion runs
 
-A source's parts are named after a hash of its absolute path, so a changed file's new
-parts replace the old ones under the same name (``os.replace``: atomic) instead of
-adding duplicates. Every row gains a ``source`` column and the requested header fields;
-every part carries the bindf metadata (format, header, source) in its footer.
+A source's parts are named after a hash of its absolute path (``<hash>``) and a hash of
+its content, the settings and the bindf version (``<tag>``), so a changed file's new
+parts get new names: a scan built from the saved manifest keeps reading the old ones,
+which are deleted once a saved manifest no longer lists them. Every row gains a
+``source`` column and the requested header fields; every part carries the bindf
+metadata (format, header, source) in its footer.
 
 One folder, one schema: a format whose files give different columns (AstroPix 3 and 4
 runs, IT02 traces of other channels) keeps its *main* schema, the one of most of its
@@ -27,11 +29,13 @@ had when the run started, and put every part of a format new to the dataset in
 parts of the other schemas out (none, in the usual campaign of one schema).
 
 Crash safety: parts are staged under ``DEST/_bindf_staging`` and renamed into place, the
-manifest is replaced atomically *after* the parts it lists, and every run first removes
-what an interrupted run may have left: the staging folder, and parts the manifest does
-not list (their sources are re-ingested because the manifest does not record them as
-done). So after ``kill -9`` at any moment, a rerun yields the dataset an uninterrupted
-run would have produced.
+manifest is replaced atomically *after* the parts it lists and *before* the parts it
+stopped listing are deleted, and every run first removes what an interrupted run may
+have left: the staging folder, and parts the manifest does not list (their sources are
+re-ingested because the manifest does not record them as done). Each entry records the
+hash of the settings its parts were made with, so an interrupted settings change is
+completed by the rerun. So after ``kill -9`` at any moment, a rerun yields the dataset an
+uninterrupted run would have produced.
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._ingest_sources import (
@@ -56,6 +61,7 @@ from ._ingest_sources import (
     read_headers_for_types,
 )
 from ._ingest_worker import (
+    TAG_DIGITS,
     Job,
     format_partition,
     header_value,
@@ -71,6 +77,7 @@ from ._manifest import (
     DatasetLockedError,
     Manifest,
     file_sha256,
+    settings_hash,
     source_key,
 )
 from ._threads import resolve_threads, usable_cores
@@ -84,7 +91,8 @@ DEFAULT_ROWS_PER_PART = 16 << 20
 #: The manifest is saved at most this often while a run progresses (and at its end), so
 #: an interrupted run keeps most of its work without rewriting the manifest per file.
 CHECKPOINT_SECONDS = 2.0
-_PART_NAME = re.compile(rf"^[0-9a-f]{{{KEY_DIGITS}}}-\d+\.parquet$")
+#: ``<key>-<tag>-<i>.parquet``; datasets of earlier versions have ``<key>-<i>.parquet``.
+_PART_NAME = re.compile(rf"^[0-9a-f]{{{KEY_DIGITS}}}(-[0-9a-f]{{{TAG_DIGITS}}})?-\d+\.parquet$")
 
 
 @dataclass
@@ -98,7 +106,9 @@ class IngestReport:
     the manifest but no longer on disk; ``pruned`` is the subset whose parts were deleted.
     ``moved`` sources were not converted but their parts moved to their schema's folder
     (a dataset written before bindf kept one folder per schema, or a format whose main
-    schema changed); a dry run does not predict moves.
+    schema changed); a dry run does not predict moves. ``warnings`` maps each source
+    converted in this run whose read gave bindf warnings (a truncated tail, damage
+    skipped under ``on_error="warn"``) to their messages; the manifest keeps them too.
     """
 
     dest: str
@@ -111,6 +121,7 @@ class IngestReport:
     removed: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     moved: list[str] = field(default_factory=list)
+    warnings: dict[str, list[str]] = field(default_factory=dict)
     rows: int = 0
     bytes: int = 0
     seconds: float = 0.0
@@ -131,6 +142,8 @@ class IngestReport:
             text += f" ({len(self.pruned)} {'would be ' if self.dry_run else ''}pruned)"
         if self.moved:
             text += f", {len(self.moved)} moved to their schema's folder"
+        if self.warnings:
+            text += f", {len(self.warnings)} with warnings"
         if not self.dry_run:
             text += f"; {self.rows} rows from {self.bytes / 1e6:.1f} MB in {self.seconds:.2f} s"
         return text
@@ -230,7 +243,14 @@ def ingest(
     A file is re-converted when its size or mtime differ from the manifest's *and* its
     SHA-256 differs too (a touched but identical file is only re-recorded), when its
     parts are missing, or when the settings (partitioning, header columns, options)
-    differ from those the dataset was made with: then every source is re-converted.
+    differ from those its parts were made with (each manifest entry records them): so a
+    run with new settings re-converts every source, and so does the rerun of such a run
+    that was interrupted, for the sources it had not done yet.
+
+    Interrupted (Ctrl-C, or an exception raised by a signal handler, such as the
+    ``bindf`` command's SIGTERM one), a run stops its conversions between batches,
+    records the files whose parts it already published, saves the manifest and removes
+    its staged files before the exception propagates.
     """
     started = time.perf_counter()
     if on_error not in ("raise", "warn", "skip"):
@@ -276,8 +296,7 @@ def ingest(
             run.arrange_schemas()
         finally:
             # Also on Ctrl-C or an unexpected error: record what was published so far.
-            if run.dirty:
-                manifest.save(dest)
+            run.save()
             with contextlib.suppress(OSError):  # only when empty: a worker may still write
                 os.rmdir(os.path.join(dest, STAGING_NAME))
     report.seconds = time.perf_counter() - started
@@ -338,11 +357,39 @@ class _Run:
         self.existing = existing
         self.dry_run = dry_run
         self.dirty = False
-        self.settings_changed = False
+        #: ``settings_hash`` of this run's settings, and the one that entries written
+        #: before entries recorded theirs were made with (the manifest's settings).
+        self.settings_hash = ""
+        self.legacy_hash = settings_hash(manifest.settings)
+        #: Parts that sources no longer use: deleted once a saved manifest no longer
+        #: lists them (see :meth:`save`).
+        self.superseded: set[str] = set()
+
+    def save(self) -> None:
+        """Save the manifest if it changed, then delete the parts it stopped listing: in
+        this order, so that the saved manifest never lists a deleted part, and a scan
+        built from the previous manifest stays readable until the new one is saved."""
+        if not self.dirty:
+            return
+        self.manifest.save(self.dest)
+        self.dirty = False
+        listed = self.manifest.referenced_parts()
+        for part in sorted(self.superseded - listed):
+            path = os.path.join(self.dest, *part.split("/"))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            remove_empty_dirs(os.path.dirname(path), self.dest)
+            self.existing.discard(part)
+        self.superseded.clear()
+
+    def current(self, entry: dict[str, Any]) -> bool:
+        """Whether an entry was made with this run's settings."""
+        return entry.get("settings_hash", self.legacy_hash) == self.settings_hash
 
     def resolve_settings(self, requested: dict[str, Any], paths: list[str]) -> dict[str, Any]:
         """Fix undeclared header column types (from the manifest when it already has the
-        column, else from the headers) and note whether the settings changed."""
+        column, else from the headers), and record them in the manifest if they changed
+        (each entry keeps the hash of the settings it was made with, see :meth:`current`)."""
         old = self.manifest.settings or {}
         columns = dict(requested["header_columns"])
         old_columns = old.get("header_columns") or {}
@@ -359,8 +406,12 @@ class _Run:
             settings = json.loads(json.dumps({**requested, "header_columns": columns}))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"reader options must be JSON values to be recorded: {exc}") from None
-        self.settings_changed = bool(self.manifest.sources) and settings != old
-        if settings != old and not self.dry_run:
+        self.settings_hash = settings_hash(settings)
+        if self.settings_hash != self.legacy_hash and not self.dry_run:
+            # Entries of an earlier bindf were made with the manifest's settings: say so
+            # before they change, or a checkpoint would make them look current.
+            for entry in self.manifest.sources.values():
+                entry.setdefault("settings_hash", self.legacy_hash)
             self.manifest.settings = settings
             # Every part is remade, and its schema may change with the settings (header
             # columns, level= …): the main schemas are chosen again at the run's end.
@@ -375,10 +426,12 @@ class _Run:
         now = time.time()
         report = self.report
         todo = list(paths)
-        if self.settings_changed:  # every part must be remade, not only this run's
-            current = set(paths)
-            todo += sorted(p for p in self.manifest.sources if p not in current
-                           and os.path.exists(p))
+        # Every part must agree with the settings, not only those of this run's sources:
+        # recorded sources made with other settings are converted again too (all of them
+        # after a settings change, the rest of them after an interrupted one).
+        named = set(paths)
+        todo += sorted(p for p, e in self.manifest.sources.items()
+                       if p not in named and not self.current(e) and os.path.exists(p))
         jobs = []
         for path in todo:
             entry = self.manifest.sources.get(path)
@@ -390,22 +443,22 @@ class _Run:
             if settle and now - st.st_mtime < settle:
                 report.pending.append(path)
                 continue
-            if not (force or self.settings_changed) and entry is not None \
-                    and self._up_to_date(entry, st):
+            remake = force or (entry is not None and not self.current(entry))
+            if not remake and entry is not None and self._up_to_date(entry, st):
                 if entry.get("error"):
                     report.failed[path] = entry["error"]["message"]
                 else:
                     report.unchanged.append(path)
                 continue
-            reuse_hash = entry is not None and not (force or self.settings_changed) \
+            reuse_hash = entry is not None and not remake \
                 and not entry.get("error") and self._parts_present(entry)
             if self.dry_run:
                 self._predict(path, entry, st, reuse_hash)
                 continue
             jobs.append(Job(path=path, key=entry["key"] if entry else source_key(path),
                             dest=self.dest, settings=settings,
-                            old_parts=tuple(entry.get("parts") or ()) if entry else (),
                             old_sha256=entry.get("sha256") if reuse_hash else None,
+                            settings_hash=self.settings_hash,
                             fsync=fsync, main_schemas=dict(self.manifest.schemas)))
         return jobs
 
@@ -515,24 +568,32 @@ class _Run:
         return max(tied, key=lambda f: (widths[f], f))
 
     def _move_parts(self, entry: dict[str, Any], top: str) -> bool:
-        """Rename a source's parts below ``top`` (same partition folders and names).
-        Renames are atomic; the manifest lists the new paths once saved. Interrupted (or
-        a part gone missing), the entry keeps its old paths: the next run converts the
-        source again and its recovery deletes the parts moved already."""
+        """Give a source's parts their paths below ``top`` (same partition folders and
+        names) as hard links: the old paths, which the saved manifest lists, stay until
+        the manifest that lists the new ones is saved (:meth:`save` deletes them then).
+        Interrupted before that, the manifest keeps the old paths: the next run's
+        recovery deletes the new ones and its end moves the parts again. A part gone
+        missing leaves the entry as it was (the next run converts the source again)."""
         moved = []
         for part in entry["parts"]:
             new = "/".join([top, *part.split("/")[1:]])
             old_path = os.path.join(self.dest, *part.split("/"))
             new_path = os.path.join(self.dest, *new.split("/"))
+            os.makedirs(os.path.dirname(new_path), exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # (unlisted: left by a crash)
+                os.unlink(new_path)
             try:
-                os.makedirs(os.path.dirname(new_path), exist_ok=True)
-                os.replace(old_path, new_path)
+                os.link(old_path, new_path)
             except FileNotFoundError:
                 return False
-            remove_empty_dirs(os.path.dirname(old_path), self.dest)
-            self.existing.discard(part)
+            except OSError:  # a filesystem without hard links: rename (atomic too)
+                try:
+                    os.replace(old_path, new_path)
+                except FileNotFoundError:
+                    return False
             self.existing.add(new)
             moved.append(new)
+        self.superseded.update(entry["parts"])
         entry["parts"] = moved
         self.dirty = True
         return True
@@ -548,12 +609,8 @@ class _Run:
             self.report.pruned.append(path)
             if self.dry_run:
                 continue
-
-            for part in self.manifest.sources[path].get("parts") or ():
-                full = os.path.join(self.dest, *part.split("/"))
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(full)
-                remove_empty_dirs(os.path.dirname(full), self.dest)
+            # Deleted by the next save, once the manifest no longer lists them.
+            self.superseded.update(self.manifest.sources[path].get("parts") or ())
             del self.manifest.sources[path]
             self.dirty = True
 
@@ -565,15 +622,21 @@ class _Run:
         last_save = time.monotonic()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", BindfWarning)
+            runner = _Runner(jobs, threads, client)  # (starts the jobs: warnings caught)
             try:
-                for result in _results(jobs, threads, client):
+                for result in runner.results():
                     self._record(result, caught)
                     if bar is not None:
                         bar.update(result["bytes"])
                     if self.dirty and time.monotonic() - last_save > CHECKPOINT_SECONDS:
-                        self.manifest.save(self.dest)
+                        self.save()
                         last_save = time.monotonic()
             finally:
+                # Interrupted: stop the running jobs, and record those that published
+                # their parts before they saw the request (or the parts would be in the
+                # dataset folder but not in the manifest until the next run).
+                for result in runner.stop():
+                    self._record(result, caught)
                 if bar is not None:
                     bar.close()
                 others = [w for w in caught if not issubclass(w.category, BindfWarning)]
@@ -589,7 +652,9 @@ class _Run:
             return
         old = self.manifest.sources.get(path)
         if status == "unchanged":  # same content, new mtime: only the record changes
-            self.manifest.sources[path] = {**old, **entry}
+            # (only asked of an entry made with this run's settings, see ``plan``)
+            self.manifest.sources[path] = {**old, **entry,
+                                           "settings_hash": self.settings_hash}
             report.unchanged.append(path)
         else:
             mine = [w for w in caught if getattr(w.message, "path", None) == path]
@@ -597,6 +662,9 @@ class _Run:
                 caught.remove(w)
             entry["warnings"] = result.get("warnings") or [str(w.message) for w in mine]
             self.manifest.sources[path] = entry
+            self.superseded.update(set((old or {}).get("parts") or ()) - set(entry["parts"]))
+            if entry["warnings"]:
+                report.warnings[path] = list(entry["warnings"])
             if status == "failed":
                 report.failed[path] = entry["error"]["message"]
             else:
@@ -608,28 +676,55 @@ class _Run:
         self.dirty = True
 
 
-def _results(jobs: list[Job], threads: int, client: Any) -> Iterator[dict[str, Any]]:
-    """Run the jobs locally in threads, or on a dask cluster; yield results as they end."""
-    if client is not None:
-        from distributed import as_completed as dask_completed
+class _Runner:
+    """Runs the jobs locally in threads, or on a dask cluster.
 
-        futures = client.map(_run_job_on_worker, jobs, pure=False)
-        try:
-            for future in dask_completed(futures):
-                yield future.result()
-        finally:
-            client.cancel(futures)
-        return
-    if threads <= 1:
-        yield from map(run_job, jobs)
-        return
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="bindf-ingest")
-    try:
-        futures = [pool.submit(run_job, job) for job in jobs]
-        for future in as_completed(futures):
+    :meth:`results` yields results as jobs end; :meth:`stop` (always called, also after
+    an exception) stops the jobs still running and returns the results of those that
+    ended but were not yielded. Local jobs run in worker threads even with ``threads=1``,
+    so that Ctrl-C lands in the coordinating thread, never inside a job between
+    publishing its parts and returning them.
+    """
+
+    def __init__(self, jobs: list[Job], threads: int, client: Any) -> None:
+        self.client = client
+        self.taken: set[Any] = set()
+        if client is not None:  # (no stop Event: it does not pickle; dask cancels instead)
+            self.pool = None
+            self.futures = client.map(_run_job_on_worker, jobs, pure=False)
+            return
+        self.event = threading.Event()
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="bindf-ingest")
+        self.futures = [self.pool.submit(run_job, replace(job, stop=self.event))
+                        for job in jobs]
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        if self.client is not None:
+            from distributed import as_completed as completed
+        else:
+            completed = as_completed
+        for future in completed(self.futures):
+            self.taken.add(future)
             yield future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+
+    def stop(self) -> list[dict[str, Any]]:
+        if self.pool is None:
+            self.client.cancel([f for f in self.futures if f not in self.taken])
+            return [f.result() for f in self.futures
+                    if f not in self.taken and f.status == "finished"]
+        self.event.set()
+        while True:
+            try:
+                # A job sees the request at its next batch and removes its staged files:
+                # wait for that, also through a second Ctrl-C.
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                break
+            except BaseException:  # noqa: BLE001, S112 - see above
+                continue
+        late = [f for f in self.futures if f not in self.taken and f.done()
+                and not f.cancelled() and f.exception() is None]
+        self.taken.update(late)
+        return [f.result() for f in late]
 
 
 def _run_job_on_worker(job: Job) -> dict[str, Any]:

@@ -21,6 +21,18 @@ from ._manifest import DatasetLockedError
 EX_TEMPFAIL = 75
 #: Seconds between ``--watch`` runs when ``--interval`` is not given.
 DEFAULT_INTERVAL = 10.0
+#: Keywords that ``bindf ingest`` passes to :func:`bindf.ingest` / :func:`bindf.watch_ingest`
+#: (or to the readers) itself: ``--option`` refuses them, naming the flag to use instead
+#: (None: the command decides it alone).
+_SET_BY_INGEST = {
+    "sources": "SOURCE arguments", "dest": "-o/--output", "format": "--format",
+    "pattern": "--pattern", "partition_by": "--partition-by",
+    "header_columns": "--header-columns", "on_error": "--on-error", "settle": "--settle",
+    "prune": "--prune", "dry_run": "--dry-run", "force": "--force",
+    "fsync": "--no-fsync", "threads": "--threads", "client": "--scheduler",
+    "progress": "--progress", "interval": "--interval", "max_runs": "--max-runs",
+    "on_report": None, "output": None, "chunksize": None, "n_rows": None,
+}
 
 
 def add_ingest_command(sub: Any) -> None:
@@ -61,9 +73,10 @@ def add_ingest_command(sub: Any) -> None:
 
 
 def cmd_ingest(args: Any) -> int:
-    from .cli import EX_DATAERR, EX_OK, CliError, _columns, _parse_options
+    from .cli import EX_DATAERR, EX_OK, CliError, _columns, reader_options
 
     _check_options(args)
+    options = reader_options(args.option, "ingest", _SET_BY_INGEST)
     client = None
     if args.scheduler:
         from distributed import Client
@@ -74,7 +87,7 @@ def cmd_ingest(args: Any) -> int:
         header_columns=_columns(args.header_columns), on_error=args.on_error,
         prune=args.prune, dry_run=args.dry_run, force=args.force, threads=args.threads,
         fsync=args.fsync,
-        client=client, progress=args.progress, **_parse_options(args.option or []))
+        client=client, progress=args.progress, **options)
     if args.settle is not None:
         kwargs["settle"] = args.settle
 
@@ -152,6 +165,10 @@ def _print_report(report: IngestReport, quiet: bool) -> None:
         # bindf errors name the file already
         print(f"bindf: failed: {message if path in message else f'{path}: {message}'}",
               file=sys.stderr)
+    for path, texts in report.warnings.items():  # as convert and follow show them
+        for text in texts:
+            print(f"bindf: warning: {text if path in text else f'{path}: {text}'}",
+                  file=sys.stderr)
     if not quiet or report.dry_run:
         for path in report.removed:
             print(f"removed from disk: {path}", file=sys.stderr)

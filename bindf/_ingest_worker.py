@@ -5,7 +5,10 @@ takes a picklable :class:`Job` and returns a plain dict, and never touches the m
 (only the coordinator writes that). Each source's parts are written under
 ``DEST/_bindf_staging/`` and renamed into their Hive partition only once all of them are
 complete and the source is known not to have changed meanwhile; a rename within one
-filesystem is atomic, so a reader never sees a partial part.
+filesystem is atomic, so a reader never sees a partial part. New parts never take the
+name of a part the manifest lists for other content (see :func:`part_tag`), and a job
+never deletes parts: the coordinator deletes those a source no longer needs once the
+manifest that stops listing them is saved.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from ._manifest import STAGING_NAME, file_sha256, utc_now
+from ._manifest import STAGED_SUFFIX, STAGING_NAME, file_sha256, utc_now
 from ._version import __version__
 from .arrow import path_text, table_info
 from .errors import BindfError
@@ -42,6 +45,13 @@ HEADER_COLUMN_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.fl
 SOURCE_COLUMN = "source"
 #: Hex digits of a part schema's fingerprint (manifest entries, variant folder names).
 SCHEMA_DIGITS = 8
+#: Hex digits of the tag in a part's name (``<key>-<tag>-<i>.parquet``, see :func:`part_tag`).
+TAG_DIGITS = 8
+
+
+class IngestStopped(Exception):
+    """Raised inside a job when its run is being interrupted (``Job.stop`` is set): the
+    job removes its staged files and publishes nothing."""
 
 
 @dataclass(frozen=True)
@@ -54,15 +64,23 @@ class Job:
     #: Dataset settings: ``partition_by``, ``header_columns`` (name → type), ``format``,
     #: ``options``, ``on_error``, ``rows_per_part``.
     settings: dict[str, Any]
-    #: Parts the manifest lists for this source (relative paths), deleted once the new
-    #: ones are published; its SHA-256 (an unchanged content needs no conversion).
-    old_parts: tuple[str, ...] = ()
+    #: The source's SHA-256 in the manifest (an unchanged content needs no conversion).
     old_sha256: str | None = None
+    #: ``bindf._manifest.settings_hash(settings)``, recorded in the entry.
+    settings_hash: str = ""
     #: fsync each part before it is published (see ``bindf.ingest(fsync=)``).
     fsync: bool = True
     #: Format → fingerprint of its main schema, as the manifest had it when the run
     #: started (see :func:`format_partition`).
     main_schemas: dict[str, str] = field(default_factory=dict)
+    #: A ``threading.Event`` set when the run is interrupted: the job stops between
+    #: batches and before publishing (local threads only; None on dask, where an Event
+    #: does not pickle).
+    stop: Any = field(default=None, compare=False, repr=False)
+
+    def check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise IngestStopped(self.path)
 
 
 def header_value(header: dict[str, Any], dotted: str) -> Any:
@@ -109,6 +127,17 @@ def part_schema(dest: str, part: str) -> pa.Schema:
     return pq.read_schema(os.path.join(dest, *part.split("/")))
 
 
+def part_tag(sha256: str, settings_hash: str) -> str:
+    """The middle of a part's name: a hash of the source's content, the settings and the
+    bindf version it was converted with. A re-conversion of other content (or with other
+    settings) gets new names, so that it never overwrites a part that the saved manifest
+    still lists (a ``read_dataset`` scan built from it stays readable); converting the
+    same content again with the same settings and version gives the same names, and the
+    rerun of an interrupted run gives the same dataset as a clean run."""
+    text = f"{sha256}\0{settings_hash}\0{__version__}"
+    return hashlib.sha256(text.encode()).hexdigest()[:TAG_DIGITS]
+
+
 def format_partition(format: str, fingerprint: str, main: str | None) -> str:
     """The top folder of a part: ``format=apx`` for the format's main schema in the
     dataset, ``format=apx-<fingerprint>`` for any other one (AstroPix 3 runs beside
@@ -142,7 +171,9 @@ def partition_dirs(header: dict[str, Any], partition_by: list[str]) -> list[str]
 def run_job(job: Job) -> dict[str, Any]:
     """Ingest one source. Returns ``{"path", "status", "entry", "bytes"}`` where status is
     ``"ingested"``, ``"unchanged"`` (content identical, conversion skipped), ``"pending"``
-    (the file changed while it was read) or ``"failed"`` (``entry["error"]`` says why)."""
+    (the file changed while it was read) or ``"failed"`` (``entry["error"]`` says why).
+    Raises :class:`IngestStopped` when ``job.stop`` is set before the parts are
+    published (nothing is published then, and no staged file is left)."""
     try:
         before = os.stat(job.path)
     except OSError as exc:
@@ -153,7 +184,10 @@ def run_job(job: Job) -> dict[str, Any]:
         if sha == job.old_sha256:
             return {"path": job.path, "status": "unchanged", "entry": signature,
                     "bytes": before.st_size}
+        job.check_stop()
         entry = _write_and_publish(job, before, signature)
+    except IngestStopped:
+        raise
     except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the others
         # Besides bindf's errors: TypeError (a reader option this format does not take),
         # ValueError (header values that do not fit the dataset's columns), OSError, and
@@ -161,7 +195,6 @@ def run_job(job: Job) -> dict[str, Any]:
         if _changed_since(job.path, before):  # the error may come from a half-written file
             return {"path": job.path, "status": "pending", "entry": None,
                     "bytes": before.st_size}
-        _discard_old_parts(job, ())
         return _failure(job, exc, before)
     if entry is None:
         return {"path": job.path, "status": "pending", "entry": None, "bytes": before.st_size}
@@ -193,7 +226,8 @@ def _failure(job: Job, exc: BaseException, st: os.stat_result | None) -> dict[st
     entry = {"key": job.key, "format": None, "schema": None, "size": st.st_size if st else None,
              "mtime_ns": st.st_mtime_ns if st else None, "sha256": None, "rows": 0, "parts": [],
              "partition": None, "header": None, "skipped": None, "warnings": [],
-             "error": error, "ingested": utc_now(), "bindf_version": __version__}
+             "error": error, "settings_hash": job.settings_hash, "ingested": utc_now(),
+             "bindf_version": __version__}
     return {"path": job.path, "status": "failed", "entry": entry,
             "bytes": st.st_size if st else 0}
 
@@ -201,8 +235,9 @@ def _failure(job: Job, exc: BaseException, st: os.stat_result | None) -> dict[st
 def _write_and_publish(job: Job, before: os.stat_result,
                        signature: dict[str, Any]) -> dict[str, Any] | None:
     settings = job.settings
-    # Staged files: DEST/_bindf_staging/<key>.<random>-<i>.parquet (no folder per source:
-    # creating and removing one costs more than writing a small part).
+    # Staged files: DEST/_bindf_staging/<key>.<random>-<i>.parquet.tmp (no folder per
+    # source: creating and removing one costs more than writing a small part; the suffix
+    # keeps them out of the `dataset/**/*.parquet` globs of DuckDB and polars).
     staging = os.path.join(job.dest, STAGING_NAME, f"{job.key}.{uuid.uuid4().hex[:12]}")
     staged: list[str] = []
     try:
@@ -211,12 +246,13 @@ def _write_and_publish(job: Job, before: os.stat_result,
         # warnings to itself (bindf._warnings), so every file's warnings are recorded.
         reader = _open_chunks(job)
         with reader:
-            first = next(reader, None)
+            chunks = _until_stopped(job, reader)
+            first = next(chunks, None)
             if first is None:  # no rows: an empty part still carries schema and header
                 first = _open_chunks(job, n_rows=0)
-            rest: Iterator[pa.Table] = reader
+            rest: Iterator[pa.Table] = chunks
             if not stream_whole:  # decode now, then write
-                rest = iter(list(reader))
+                rest = iter(list(chunks))
             stream = _AnnotatedStream(job, first, rest)
             os.makedirs(os.path.dirname(staging), exist_ok=True)
             stream.write_parts(staging, int(settings.get("rows_per_part") or 0), staged)
@@ -228,23 +264,34 @@ def _write_and_publish(job: Job, before: os.stat_result,
                                job.main_schemas.get(info["format"]))
         prefix = "/".join([top, *partition_dirs(info["header"],
                                                 settings.get("partition_by") or [])])
-        parts = [f"{prefix}/{job.key}-{i}.parquet" for i in range(len(staged))]
+        tag = part_tag(signature["sha256"], job.settings_hash)
+        parts = [f"{prefix}/{job.key}-{tag}-{i}.parquet" for i in range(len(staged))]
         os.makedirs(os.path.join(job.dest, *prefix.split("/")), exist_ok=True)
         for temp in staged if job.fsync else ():  # on disk before the manifest lists them
             _fsync(temp)
+        # The last moment to stop: once published, the parts must reach the manifest
+        # (the coordinator records every job that returns, interrupted or not).
+        job.check_stop()
         for temp, part in zip(staged, parts, strict=True):
             os.replace(temp, os.path.join(job.dest, *part.split("/")))
     finally:
         for temp in staged:  # left only when something failed
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
-    _discard_old_parts(job, parts)
     return {"key": job.key, "format": info["format"], "schema": fingerprint, **signature,
             "rows": stream.rows, "parts": parts,
             "partition": {name: header_value(info["header"], name)
                           for name in settings.get("partition_by") or []},
             "header": info["header"], "skipped": info.get("errors"), "warnings": [],
-            "error": None, "ingested": utc_now(), "bindf_version": __version__}
+            "error": None, "settings_hash": job.settings_hash, "ingested": utc_now(),
+            "bindf_version": __version__}
+
+
+def _until_stopped(job: Job, chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """``chunks``, checking as each one arrives whether the run is being interrupted."""
+    for chunk in chunks:
+        job.check_stop()
+        yield chunk
 
 
 def _open_chunks(job: Job, n_rows: int | None = None) -> Any:
@@ -262,17 +309,6 @@ def _open_chunks(job: Job, n_rows: int | None = None) -> Any:
     if n_rows is not None:
         return bindf.read(job.path, n_rows=n_rows, **kwargs)
     return bindf.read(job.path, chunksize=CHUNK_ROWS, **kwargs)
-
-
-def _discard_old_parts(job: Job, keep: list[str] | tuple[str, ...]) -> None:
-    """Delete the source's previous parts that the new ones did not replace."""
-    for part in set(job.old_parts) - set(keep):
-        path = os.path.join(job.dest, *part.split("/"))
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        remove_empty_dirs(os.path.dirname(path), job.dest)
 
 
 def remove_empty_dirs(folder: str, stop: str) -> None:
@@ -325,6 +361,7 @@ class _AnnotatedStream:
         """Batches up to ``limit`` rows (0: all), splitting the batch that crosses it."""
         written = 0
         while (batch := self._next_batch()) is not None:
+            self.job.check_stop()
             if limit and written + batch.num_rows > limit:
                 keep = limit - written
                 self._held.insert(0, batch.slice(keep))
@@ -336,10 +373,10 @@ class _AnnotatedStream:
                 return
 
     def write_parts(self, prefix: str, rows_per_part: int, staged: list[str]) -> None:
-        """Write the parts to ``<prefix>-<i>.parquet``, appending each path to ``staged``
+        """Write the parts to ``<prefix>-<i>.parquet.tmp``, appending each path to ``staged``
         (the caller's list, so it can clean up after a failure); at least one part."""
         while True:
-            path = f"{prefix}-{len(staged)}.parquet"
+            path = f"{prefix}-{len(staged)}{STAGED_SUFFIX}"
             staged.append(path)
             # fsync=False: the job fsyncs its staged parts itself, right before they
             # are published, and only when asked to (``ingest(fsync=)``)

@@ -6,7 +6,8 @@ it (format, header, parts, rows, damage skipped) or why it failed. It is JSON be
 entries are nested (headers, lists of parts, errors), because there are thousands of them
 at most (a few MB), and because any tool reads it (``json.load``, DuckDB's ``read_json``,
 ``jq``). It is replaced atomically (temporary file, fsync, rename), always *after* the
-parts it lists were published, so it never lists a part that does not exist. The schema
+parts it lists were published and *before* the parts it no longer lists are deleted, so
+it never lists a part that does not exist. The schema
 is documented in ``docs/ingest.md``; :data:`MANIFEST_VERSION` changes when it does.
 
 The lock, ``DEST/.bindf-ingest.lock``, keeps two ingestions from writing one dataset at
@@ -34,9 +35,11 @@ from .errors import BindfError
 
 MANIFEST_NAME = "_bindf_manifest.json"
 LOCK_NAME = ".bindf-ingest.lock"
-#: Parts are staged here before being renamed into place; ``_`` and ``.`` prefixed
-#: names are skipped by pyarrow/DuckDB dataset discovery and by ``format=*/**`` globs.
+#: Parts are staged here before being renamed into place. pyarrow's dataset discovery
+#: skips ``_``-prefixed names, but DuckDB's and polars' ``**`` globs do not: the staged
+#: files' names end in :data:`STAGED_SUFFIX`, so that no ``*.parquet`` glob picks them up.
 STAGING_NAME = "_bindf_staging"
+STAGED_SUFFIX = ".parquet.tmp"
 #: Version of the manifest layout (bumped on incompatible changes).
 MANIFEST_VERSION = 1
 #: Hex digits of a source's path hash in its part names (64 bits).
@@ -56,12 +59,27 @@ def utc_now() -> str:
 
 
 def source_key(path: str) -> str:
-    """The stable name of a source's parts: a hash of its absolute path.
+    """The stable prefix of a source's part names: a hash of its absolute path.
 
-    Stable across runs, machines and bindf versions (SHA-256 of the UTF-8 path), so a
-    changed file's new parts land on the old parts' names and replace them atomically.
+    Stable across runs, machines and bindf versions (SHA-256 of the UTF-8 path). The rest
+    of a part's name depends on what it was made from (``bindf._ingest_worker.part_tag``),
+    so a changed file's new parts get new names and the old ones stay readable until the
+    manifest no longer lists them.
     """
     return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:KEY_DIGITS]
+
+
+def settings_hash(settings: dict[str, Any] | None) -> str:
+    """16 hex digits identifying the settings a part was made with (recorded per source,
+    so that a run can tell the parts an interrupted settings change left behind).
+
+    Key order is ignored except in ``header_columns``, whose order is the parts' column
+    order (it is hashed as a list of pairs)."""
+    settings = dict(settings or {})
+    settings["header_columns"] = [list(item) for item in
+                                  (settings.get("header_columns") or {}).items()]
+    text = json.dumps(settings, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_DIGITS]
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:

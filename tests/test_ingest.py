@@ -14,10 +14,13 @@ import multiprocessing
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +30,15 @@ import pytest
 
 import bindf
 from bindf._ingest import DatasetLockedError, find_sources
-from bindf._ingest_worker import schema_fingerprint
-from bindf._manifest import LOCK_NAME, MANIFEST_NAME, STAGING_NAME, DatasetLock, source_key
+from bindf._ingest_worker import part_tag, schema_fingerprint
+from bindf._manifest import (
+    LOCK_NAME,
+    MANIFEST_NAME,
+    STAGING_NAME,
+    DatasetLock,
+    Manifest,
+    source_key,
+)
 
 SAMPLES = Path(bindf.__file__).parent / "samples"
 #: Both are format "apx" (the reader tells the chip generation from the header), with
@@ -138,6 +148,12 @@ def snapshot(dest: Path) -> dict[str, object]:
             table = pq.read_table(path, partitioning=None)
             out[rel] = (table.to_pydict(), table.schema.metadata)
     return out
+
+
+def _part_name(entry: dict, i: int = 0) -> str:
+    """The file name of a source's part ``i``: ``<key>-<tag>-<i>.parquet``, the tag a hash
+    of the source's content, the settings and the bindf version."""
+    return f"{entry['key']}-{part_tag(entry['sha256'], entry['settings_hash'])}-{i}.parquet"
 
 
 def _manifest(dest: Path) -> dict:
@@ -628,9 +644,10 @@ def test_runs_of_one_format_with_other_columns_get_a_folder_each(tmp_path: Path)
         assert schema_fingerprint(pq.read_schema(dest / entry["parts"][0])) == entry["schema"]
     # A 1:1 tie goes to the schema with more columns: AstroPix 4 keeps format=apx.
     assert manifest["schemas"] == {"apx": fp4}
-    assert manifest["sources"][str(a4)]["parts"] == [f"format=apx/{source_key(str(a4))}-0.parquet"]
-    assert manifest["sources"][str(a3)]["parts"] == [
-        f"format=apx-{fp3}/{source_key(str(a3))}-0.parquet"]
+    e4, e3 = manifest["sources"][str(a4)], manifest["sources"][str(a3)]
+    assert e4["key"] == source_key(str(a4)) and e3["key"] == source_key(str(a3))
+    assert e4["parts"] == [f"format=apx/{_part_name(e4)}"]
+    assert e3["parts"] == [f"format=apx-{fp3}/{_part_name(e3)}"]
     assert _folders(dest) == ["format=apx", f"format=apx-{fp3}"]  # no staging left
     # The same dataset whatever order the files are converted in.
     assert snapshot(dest) == snapshot(_fresh(tmp_path / "camp", tmp_path / "t2", threads=2))
@@ -698,7 +715,7 @@ def test_the_main_schema_stays_while_its_sources_do(tmp_path: Path) -> None:
     for path in threes:
         entry = manifest["sources"][str(path)]
         assert entry["schema"] == fp3
-        assert entry["parts"] == [f"format=apx-{fp3}/readout_uid=3000/{entry['key']}-0.parquet"]
+        assert entry["parts"] == [f"format=apx-{fp3}/readout_uid=3000/{_part_name(entry)}"]
     assert not (dest / old_part).exists()
     assert _folders(dest) == sorted(["format=apx", "format=apx/readout_uid=4000",
                                      f"format=apx-{fp3}", f"format=apx-{fp3}/readout_uid=3000"])
@@ -715,7 +732,7 @@ def test_the_main_schema_stays_while_its_sources_do(tmp_path: Path) -> None:
     assert manifest["schemas"] == {"apx": fp3}
     for path in threes:
         entry = manifest["sources"][str(path)]
-        assert entry["parts"] == [f"format=apx/readout_uid=3000/{entry['key']}-0.parquet"]
+        assert entry["parts"] == [f"format=apx/readout_uid=3000/{_part_name(entry)}"]
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in dest.rglob("*.parquet")}
     assert after == {name: s for name, s in before.items()
                      if not name.startswith(source_key(str(a4)))}
@@ -731,22 +748,30 @@ def test_ctrl_c_while_parts_move_then_rerun_equals_a_clean_run(tmp_path: Path,
     shutil.copyfile(APX4, src / "c4.apx")
     shutil.copyfile(APX3, src / "b3.apx")  # two runs of each: AstroPix 4 wins the tie
     dest = tmp_path / "ds"
-    real = os.replace
+    real = os.link
     moves = []
 
-    def replace_then_interrupt(old, new) -> None:  # noqa: ANN001
+    def link_then_interrupt(old, new) -> None:  # noqa: ANN001
         real(old, new)
-        if f"{os.sep}format=apx-" in os.fspath(new) and STAGING_NAME not in os.fspath(old):
-            moves.append(old)  # the run's end moving AstroPix 3 parts out of format=apx
-            raise KeyboardInterrupt
+        assert f"{os.sep}format=apx-" in os.fspath(new)
+        moves.append(old)  # the run's end moving AstroPix 3 parts out of format=apx
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    monkeypatch.setattr(os, "link", link_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         bindf.ingest(src, dest, threads=1)
-    monkeypatch.setattr(os, "replace", real)
+    monkeypatch.setattr(os, "link", real)
     assert len(moves) == 1 and f"{os.sep}format=apx{os.sep}" in os.fspath(moves[0])
+    # The saved manifest still lists the part at its old path, which is still there.
+    manifest = _manifest(dest)
+    assert all((dest / p).is_file() for e in manifest["sources"].values() for p in e["parts"])
+    assert manifest["sources"][str(a3)]["parts"] == [
+        Path(moves[0]).relative_to(dest).as_posix()]
     report = bindf.ingest(src, dest)
-    assert report.ok and report.replaced == [str(a3)]  # its moved part was lost
+    # Nothing converted again: the rerun's end moves the parts of both AstroPix 3 runs
+    # (the recovery deleted the link the interrupted run made).
+    assert report.ok and not report.replaced and not report.ingested
+    assert report.moved == [str(a3), str(src / "b3.apx")]
     assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean"))
 
 
@@ -855,7 +880,7 @@ def test_a_dataset_written_before_schema_folders_is_read_and_fixed(tmp_path: Pat
     assert manifest["sources"][str(a4)]["parts"] == [part4.relative_to(dest).as_posix()]
     assert (part4.stat().st_ino, part4.stat().st_mtime_ns) == (stat4.st_ino, stat4.st_mtime_ns)
     assert manifest["sources"][str(a3)]["parts"] == [
-        f"format=apx-{fp3}/readout_uid=3000/{source_key(str(a3))}-0.parquet"]
+        f"format=apx-{fp3}/readout_uid=3000/{_part_name(manifest['sources'][str(a3)])}"]
     assert _folders(dest) == sorted(["format=apx", "format=apx/readout_uid=4000",
                                      f"format=apx-{fp3}", f"format=apx-{fp3}/readout_uid=3000"])
     assert bindf.read_dataset(dest, format="apx").collect().equals(current)
@@ -915,6 +940,12 @@ def test_dry_run_hashes_a_touched_file_as_the_run_does(tmp_path: Path, capsys) -
     (["--interval", "5", "--max-runs", "2"], "--interval and --max-runs apply only with --watch"),
     (["--watch", "--interval", "0"], "--interval must be a positive number of seconds, not 0"),
     (["--watch", "--max-runs", "0"], "--max-runs must be at least 1, not 0"),
+    # Keywords the command sets itself: the flag, not Python's "multiple values" TypeError.
+    (["--option", "on_error=skip"], "--option on_error: use --on-error instead"),
+    (["--option", "format=apx"], "--option format: use --format instead"),
+    (["--option", "prune=true"], "--option prune: use --prune instead"),
+    (["--option", "dest=elsewhere"], "--option dest: use -o/--output instead"),
+    (["--option", "chunksize=5"], "--option chunksize: bindf ingest sets chunksize itself"),
 ])
 def test_cli_refuses_values_out_of_range(tmp_path: Path, capsys, options: list[str],
                                          message: str) -> None:
@@ -965,3 +996,311 @@ def test_cli_output_problems_are_output_errors(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err == f"bindf: error: {tmp_path / 'nothing'}: No such file " \
                                       "or directory\n"
     assert not dest.exists()
+
+
+# -- interrupted runs, readers during a run, warnings -------------------------------------
+def _ingest_then_die(src: str, dest: str, kwargs: dict, jobs: int) -> None:
+    """An ingestion that saves its manifest after every file it records, and dies as
+    with ``kill -9`` (``os._exit``) once its ``jobs``-th file's parts are published,
+    before that file is recorded."""
+    import bindf._ingest as module
+
+    module.CHECKPOINT_SECONDS = 0
+    real, done = module.run_job, []
+
+    def run_job(job):  # noqa: ANN001, ANN202
+        result = real(job)
+        done.append(job.path)
+        if len(done) == jobs:
+            os._exit(9)
+        return result
+
+    module.run_job = run_job
+    bindf.ingest(src, dest, threads=1, **kwargs)
+
+
+def _die_after(forkserver, src: Path, dest: Path, kwargs: dict, jobs: int) -> None:  # noqa: ANN001
+    process = forkserver.Process(target=_ingest_then_die,
+                                 args=(str(src), str(dest), kwargs, jobs))
+    process.start()
+    process.join()
+    assert process.exitcode == 9
+
+
+def test_an_interrupted_settings_change_is_completed_by_the_rerun(tmp_path: Path,
+                                                                  forkserver) -> None:
+    src = tmp_path / "camp"
+    src.mkdir()
+    for i in range(8):
+        shutil.copyfile(APX4, src / f"run{i}.apx")
+    dest = tmp_path / "ds"
+    old = {"header_columns": ["args.threshold"]}
+    new = {"header_columns": ["args.threshold", "readout_uid"]}
+    bindf.ingest(src, dest, **old)
+    _die_after(forkserver, src, dest, new, 4)
+    # The checkpoints saved the new settings while 5 entries were made with the old
+    # ones; the 4th file's new part was published but not recorded.
+    manifest = _manifest(dest)
+    assert list(manifest["settings"]["header_columns"]) == ["args.threshold", "readout_uid"]
+    hashes = [e["settings_hash"] for e in manifest["sources"].values()]
+    assert len(set(hashes)) == 2 and hashes.count(hashes[0]) == 3
+    report = bindf.ingest(src, dest, **new)
+    assert report.ok and len(report.unchanged) == 3 and len(report.replaced) == 5
+    assert not report.moved and not report.ingested
+    parts = list(dest.rglob("*.parquet"))
+    assert len(parts) == 8 and all("readout_uid" in pq.read_schema(p).names for p in parts)
+    assert bindf.read_dataset(dest).collect().height == 8 * len(_eager(APX4))
+    assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean", **new))
+
+    # Entries of a manifest written before entries recorded their settings were made
+    # with the manifest's settings.
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    for entry in manifest["sources"]:
+        del entry["settings_hash"]
+    (dest / MANIFEST_NAME).write_text(json.dumps(manifest))
+    again = bindf.ingest(src, dest, **new)
+    assert len(again.unchanged) == 8 and not again.replaced
+
+    # Interrupted again, then rerun naming one file: the others are completed too.
+    _die_after(forkserver, src, dest, old, 2)
+    partial = bindf.ingest(src / "run0.apx", dest, **old)
+    assert partial.unchanged == [str(src / "run0.apx")] and len(partial.replaced) == 7
+    assert snapshot(dest) == snapshot(_fresh(src, tmp_path / "clean_old", **old))
+
+
+def _collect(lf: pl.LazyFrame) -> pl.DataFrame | str:
+    try:
+        return lf.collect()
+    except Exception as exc:  # noqa: BLE001 - the test compares what happened
+        return type(exc).__name__
+
+
+def test_a_scan_keeps_its_snapshot_until_a_new_manifest_is_saved(tmp_path: Path, forkserver,
+                                                                 monkeypatch) -> None:
+    hits = bindf.read(APX4, output="polars")
+    header = hits.bindf.header
+
+    def write(path: Path, n: int, threshold: float) -> None:
+        bindf.write_apx(path, hits.head(n),
+                        {**header, "args": {**header["args"], "threshold": threshold}})
+
+    src = tmp_path / "camp"
+    src.mkdir()
+    runs = [src / f"run{i}.apx" for i in range(3)]
+    for path in runs:
+        write(path, 100, 100.0)
+    dest = tmp_path / "ds"
+    kwargs = {"partition_by": ["args.threshold"]}
+    bindf.ingest(src, dest, **kwargs)
+    lf = bindf.read_dataset(dest)
+    expected = lf.collect()
+    assert expected.height == 300
+    write(runs[0], 100, 120.0)  # changed, another partition folder
+    write(runs[1], 150, 100.0)  # changed, same partition folder
+
+    def listed_parts_exist() -> bool:
+        return all((dest / p).is_file()
+                   for e in _manifest(dest)["sources"].values() for p in e["parts"])
+
+    # Killed once run0's new part is published (in another folder): the manifest lists
+    # existing parts only, and the snapshot built before reads what it read.
+    _die_after(forkserver, src, dest, kwargs, 1)
+    assert listed_parts_exist()
+    assert _collect(lf).equals(expected)
+
+    # While a run converts (until it saves its manifest), the old snapshot reads the same.
+    real_save = Manifest.save
+    seen = []
+
+    def check_then_save(self, folder):  # noqa: ANN001, ANN202
+        seen.append((listed_parts_exist(), _collect(lf).equals(expected)))
+        real_save(self, folder)
+
+    monkeypatch.setattr(Manifest, "save", check_then_save)
+    report = bindf.ingest(src, dest, threads=1, **kwargs)
+    monkeypatch.undo()
+    assert sorted(report.replaced) == [str(runs[0]), str(runs[1])]
+    assert seen == [(True, True)]
+    # Once saved, the parts it no longer lists are gone: the old scan fails, a new
+    # one reads the new rows; nothing is left that the manifest does not list.
+    assert _collect(lf) == "FileNotFoundError"
+    on_disk = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.parquet"))
+    assert on_disk == sorted(p for e in _manifest(dest)["sources"].values() for p in e["parts"])
+    counts = bindf.read_dataset(dest).group_by("source", "args.threshold").len().collect()
+    assert sorted(counts.rows()) == [(str(runs[0]), 120.0, 100), (str(runs[1]), 100.0, 150),
+                                     (str(runs[2]), 100.0, 100)]
+
+
+def test_staged_parts_are_outside_every_parquet_glob(tmp_path: Path, monkeypatch) -> None:
+    import bindf._ingest_worker as worker
+
+    src = tmp_path / "camp"
+    src.mkdir()
+    for i in range(2):
+        shutil.copyfile(APX4, src / f"run{i}.apx")
+    dest = tmp_path / "ds"
+    bindf.ingest(src, dest)
+    rows = 2 * len(_eager(APX4))
+    (src / "run1.apx").write_bytes(APX4.read_bytes()[:-7])  # changed: converted again
+    real, seen = worker._fsync, []
+
+    def look_while_staged(path: str) -> None:
+        real(path)
+        glob = f"{dest}/**/*.parquet"
+        polars_rows = pl.scan_parquet(glob, hive_partitioning=True).select(pl.len()).collect()
+        try:
+            import duckdb
+        except ImportError:
+            duckdb_rows = rows
+        else:
+            duckdb_rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}', "
+                                     "hive_partitioning = true, union_by_name = true)"
+                                     ).fetchall()[0][0]
+        seen.append((sorted(os.listdir(dest / STAGING_NAME)), polars_rows.item(), duckdb_rows))
+
+    monkeypatch.setattr(worker, "_fsync", look_while_staged)
+    assert bindf.ingest(src, dest).replaced == [str(src / "run1.apx")]
+    ((staged, polars_rows, duckdb_rows),) = seen
+    key = source_key(str(src / "run1.apx"))
+    assert len(staged) == 1 and staged[0].startswith(f"{key}.")
+    assert staged[0].endswith("-0.parquet.tmp")
+    assert (polars_rows, duckdb_rows) == (rows, rows)  # the published parts only
+
+
+class _SlowChunks:
+    """A source's rows in 60 chunks, one every 50 ms: a big file's conversion."""
+
+    def __init__(self, path: str, log: list[int]) -> None:
+        self.table = bindf.read(path, output="arrow")
+        self.log = log
+
+    def __enter__(self) -> _SlowChunks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __iter__(self):  # noqa: ANN204
+        n = self.table.num_rows
+        for i in range(60):
+            time.sleep(0.05)
+            self.log.append(i)
+            yield self.table.slice(i * n // 60, (i + 1) * n // 60 - i * n // 60)
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs POSIX interval timers")
+def test_ctrl_c_stops_the_running_conversions_at_once(tmp_path: Path, monkeypatch) -> None:
+    import bindf._ingest_worker as worker
+
+    src = tmp_path / "camp"
+    src.mkdir()
+    for i in range(2):
+        shutil.copyfile(APX4, src / f"run{i}.apx")
+    dest = tmp_path / "ds"
+    chunks: list[int] = []
+    monkeypatch.setattr(worker, "_open_chunks",
+                        lambda job, n_rows=None: _SlowChunks(job.path, chunks))
+
+    def interrupt(signum, frame) -> None:  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    started = time.monotonic()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(KeyboardInterrupt):
+            bindf.ingest(src, dest, threads=2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # Each conversion takes 3 s: they were stopped, not waited for, and left nothing.
+    assert time.monotonic() - started < 2.5 and len(chunks) < 60
+    assert not (dest / STAGING_NAME).exists()
+    assert not list(dest.rglob("*.parquet")) and not list(dest.rglob("*.tmp"))
+    assert _manifest(dest)["sources"] == {}
+
+
+def test_a_conversion_that_ends_while_the_run_stops_is_recorded(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    import bindf._ingest as module
+
+    src = tmp_path / "camp"
+    src.mkdir()
+    first, second = src / "a.apx", src / "b.apx"
+    for path in (first, second):
+        shutil.copyfile(APX4, path)
+    real = module.run_job
+    interrupted = threading.Event()
+
+    def run_job(job):  # noqa: ANN001, ANN202
+        if job.path == str(second):
+            interrupted.set()
+            raise KeyboardInterrupt  # reaches the coordinator while a.apx converts
+        assert interrupted.wait(60)
+        # a.apx passed its last check before the request: it publishes its part.
+        return real(replace(job, stop=None))
+
+    monkeypatch.setattr(module, "run_job", run_job)
+    dest = tmp_path / "ds"
+    with pytest.raises(KeyboardInterrupt):
+        bindf.ingest(src, dest, threads=2)
+    sources = _manifest(dest)["sources"]
+    assert list(sources) == [str(first)] and sources[str(first)]["rows"] == len(_eager(APX4))
+    on_disk = [p.relative_to(dest).as_posix() for p in dest.rglob("*.parquet")]
+    assert on_disk == sources[str(first)]["parts"]  # recorded, not an orphan
+    assert not (dest / STAGING_NAME).exists()
+
+
+def test_warnings_of_this_runs_conversions_are_reported(tmp_path: Path, capsys) -> None:
+    from bindf.cli import main
+
+    src = tmp_path / "camp"
+    src.mkdir()
+    cut = src / "cut.apx"
+    cut.write_bytes(APX4.read_bytes()[:-7])
+    shutil.copyfile(APX4, src / "whole.apx")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bindf.read(cut)
+    expected = [str(w.message) for w in caught]
+    assert len(expected) == 1 and expected[0].startswith(f"{cut}: truncated AstroPix file")
+    dest = tmp_path / "ds"
+    command = ["ingest", str(src), "-o", str(dest), "--on-error", "warn"]
+    assert main(command) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[:-1] == [f"bindf: warning: {expected[0]}"]
+    assert _summary("\n".join(err)) == (
+        f"{dest}: ingested 2 new, replaced 0 changed, 0 unchanged, 0 failed, 0 pending "
+        "(still being written), 0 removed from disk, 1 with warnings")
+    assert _manifest(dest)["sources"][str(cut)]["warnings"] == expected
+    # A rerun converts nothing: no warning again (the manifest keeps them).
+    assert main(command) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and _summary(err[0]) == (
+        f"{dest}: ingested 0 new, replaced 0 changed, 2 unchanged, 0 failed, 0 pending "
+        "(still being written), 0 removed from disk")
+    report = bindf.ingest(src, tmp_path / "py")
+    assert report.warnings == {str(cut): expected}
+    assert report.summary().startswith(f"{tmp_path / 'py'}: ingested 2 new, replaced 0 "
+                                       "changed, 0 unchanged, 0 failed, 0 pending (still "
+                                       "being written), 0 removed from disk, 1 with warnings; ")
+
+
+def test_parts_named_by_earlier_versions_are_kept_or_cleaned(tmp_path: Path) -> None:
+    src = tmp_path / "camp"
+    src.mkdir()
+    run = src / "run.apx"
+    shutil.copyfile(APX4, run)
+    dest = tmp_path / "ds"
+    bindf.ingest(src, dest)
+    # As an earlier bindf named them: <key>-<i>.parquet, listed; plus an unlisted one.
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    (entry,) = manifest["sources"]
+    legacy = f"format=apx/{entry['key']}-0.parquet"
+    os.replace(dest / entry["parts"][0], dest / legacy)
+    entry["parts"] = [legacy]
+    (dest / MANIFEST_NAME).write_text(json.dumps(manifest))
+    shutil.copyfile(dest / legacy, dest / "format=apx" / f"{'0' * 16}-0.parquet")
+    assert bindf.ingest(src, dest).unchanged == [str(run)]
+    assert [p.name for p in (dest / "format=apx").iterdir()] == [f"{entry['key']}-0.parquet"]
+    assert bindf.read_dataset(dest).collect().height == len(_eager(APX4))
