@@ -1304,3 +1304,13 @@ def test_parts_named_by_earlier_versions_are_kept_or_cleaned(tmp_path: Path) -> 
     assert bindf.ingest(src, dest).unchanged == [str(run)]
     assert [p.name for p in (dest / "format=apx").iterdir()] == [f"{entry['key']}-0.parquet"]
     assert bindf.read_dataset(dest).collect().height == len(_eager(APX4))
+
+
+@pytest.mark.parametrize("option", ["chunksize", "n_rows", "output", "batch_size"])
+def test_read_options_that_ingestion_sets_are_refused_at_once(tmp_path: Path,
+                                                              option: str) -> None:
+    """``chunksize=5`` failed every file with read()'s "got multiple values" TypeError,
+    recorded as each file's failure; it is refused before anything is done."""
+    with pytest.raises(TypeError, match=f"ingest\\(\\) sets {option} itself"):
+        bindf.ingest(tmp_path, tmp_path / "ds", **{option: 5})
+    assert not (tmp_path / "ds").exists()
