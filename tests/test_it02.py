@@ -463,7 +463,7 @@ def test_sparse_bad_mask_detected_as_damage_small_file(tmp_path, record):
     """The whole file fits the detection probe: a bad mask anywhere after the first few
     records is damage to a sparse file, read per on_error like with layout='sparse'."""
     clean, offsets = sparse_trace(tmp_path, SMALL_SPARSE_BINS, "clean.bin")
-    assert clean.stat().st_size < _it02_layout.PROBE_BYTES
+    assert clean.stat().st_size < _it02_layout.LAYOUT_PROBE_BYTES
     record %= len(offsets)  # -1: the last record before the end marker
     path = with_bad_mask(tmp_path, clean, offsets[record])
     before = read(clean).head(record)
@@ -476,14 +476,14 @@ def large_sparse(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("large_sparse")
     clean, offsets = sparse_trace(tmp, LARGE_SPARSE_BINS, "clean.bin")
     data_offset = len(preamble(SPARSE_DAMAGE_HEADER))
-    assert clean.stat().st_size - data_offset > _it02_layout.PROBE_BYTES
+    assert clean.stat().st_size - data_offset > _it02_layout.LAYOUT_PROBE_BYTES
     return clean, offsets, read(clean)
 
 
 def _last_record_inside_probe(offsets: list[int]) -> int:
     data_offset = len(preamble(SPARSE_DAMAGE_HEADER))
     return max(i for i, o in enumerate(offsets)
-               if o + 9 + 4 * 2 <= data_offset + _it02_layout.PROBE_BYTES)
+               if o + 9 + 4 * 2 <= data_offset + _it02_layout.LAYOUT_PROBE_BYTES)
 
 
 @pytest.mark.parametrize("record", [MIN_BEFORE_BAD_MASK, 10, 63, 64, "probe end", "past probe"])

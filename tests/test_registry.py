@@ -156,3 +156,21 @@ def test_read_with_format_argument(tmp_path):
     assert bindf.read(source.path, format="sp01").shape == (256, 5)
     with pytest.raises(UnknownFormatError):
         bindf.read(source.path, format="spf1")
+
+
+def test_option_defaults_agree_with_the_readers_constants() -> None:
+    """An option's default is written in the spec (what help(), the stub and the docs
+    show) and, where the reader needs it as a constant, as ``DEFAULT_<NAME>`` in the
+    reader's module: the two must agree (a change to one alone would make the documented
+    default differ from the real one)."""
+    import sys
+
+    checked = 0
+    for spec in FORMATS:
+        module = sys.modules[spec.reader_class().__module__]
+        for param in spec.options:
+            constant = f"DEFAULT_{param.name.upper()}"
+            if hasattr(module, constant):
+                assert getattr(module, constant) == param.default, (spec.name, param.name)
+                checked += 1
+    assert checked >= 4  # apx chunk_bytes; astep chunk_bytes, v3_tick_ns, v4_tick_ns

@@ -31,9 +31,9 @@ MAX_SPARSE_RECORD = SPARSE_FIXED_BYTES + COUNT_BYTES * MAX_SPARSE_CHANNELS
 #: drops them again, so a read → write → read round trip does not freeze stale values.
 DERIVED_KEYS = ("layout", "acquisition_end_ns")
 
-#: Layout detection looks at this many leading records (within PROBE_BYTES).
+#: Layout detection looks at this many leading records (within LAYOUT_PROBE_BYTES).
 PROBE_RECORDS = 64
-PROBE_BYTES = 64 << 10
+LAYOUT_PROBE_BYTES = 64 << 10
 #: End-marker check: how many records before the candidate marker must chain onto it.
 #: Measured on 634k truncations of random sparse data (counts chosen to look like
 #: doubles): depth 4 accepted 441 false markers, 8 accepted 5, 16 none.

@@ -45,11 +45,11 @@ from ._it02_layout import (
     _F64,
     FORMAT_LABEL,
     IT02_MAGIC,
+    LAYOUT_PROBE_BYTES,
     LAYOUTS,
     MARKER_TAIL_BYTES,
     MAX_SPARSE_CHANNELS,
     MAX_SPARSE_RECORD,
-    PROBE_BYTES,
     SPARSE_FIXED_BYTES,
     TIME_BYTES,
     _bin_width_ns,
@@ -219,7 +219,7 @@ class IT02Reader(FormatReader):
             )
         self.fill_gaps = fill_gaps
         self.data_bytes = self.source.size - self.data_offset
-        head = read_exact(f, min(self.data_bytes, PROBE_BYTES))
+        head = read_exact(f, min(self.data_bytes, LAYOUT_PROBE_BYTES))
 
         sparse_possible = self.n_channels <= MAX_SPARSE_CHANNELS
         end_ns = self._end_marker_time(f, head) if sparse_possible and layout != "dense" else None
@@ -265,7 +265,7 @@ class IT02Reader(FormatReader):
     def settled(self) -> bool:
         """The layout was given, or detected from a full probe of records, or the file
         already ends with its end marker: it cannot change as the file grows."""
-        return (self._layout_forced or self.data_bytes >= PROBE_BYTES
+        return (self._layout_forced or self.data_bytes >= LAYOUT_PROBE_BYTES
                 or self.end_marker_offset is not None)
 
     def acquisition_end(self, f: BinaryIO, size: int) -> AcquisitionEnd | None:
