@@ -46,9 +46,10 @@ READ_STEP = 16 << 20
 
 START_CHOICES = ("begin", "end")
 
-#: Header bytes kept to tell a rewritten file (see ``_Tail.known_bytes``), at most.
+#: Header bytes kept to tell a rewritten file while no record was read (see
+#: ``_Tail.known_bytes``), at most.
 _KNOWN_BYTES_MAX = 64 << 10
-#: Bytes before the read position kept for the same purpose.
+#: Bytes before the read position kept for the same purpose once records were read.
 _KNOWN_BYTES_TAIL = 64
 
 
@@ -67,11 +68,14 @@ class _Tail:
         self.header: dict[str, Any] = {}
         #: Size at the last poll (-1: never seen).
         self.seen_size = -1
-        #: (offset, bytes) the file held when read: its header and the last bytes decoded.
-        #: A file that no longer holds them was rewritten under the same name (a new
-        #: run started in place, within one poll: its inode and a size that never shrank
-        #: at a poll do not tell).
-        self.known_bytes: list[tuple[int, bytes]] = []
+        #: (offset, bytes) the file held when read: the last bytes of records read, or
+        #: the header while there are none. A file that no longer holds them was
+        #: rewritten under the same name (a new run started in place, within one poll:
+        #: its inode and a size that never shrank at a poll do not tell). Not the
+        #: header once records follow it: an instrument may update its header in place
+        #: at the end of an acquisition (a record count), which is no new run.
+        self.known_bytes: tuple[int, bytes] = (0, b"")
+        self.data_offset = 0
         #: The largest size seen since the file was opened: bytes known to have existed
         #: (start="end" may put the stream at a record boundary past them).
         self.largest_size = -1
@@ -150,26 +154,25 @@ class _Tail:
         return batches, True
 
     def _remember_last_bytes(self) -> None:
-        """Keep the last bytes read (after the header) for :meth:`_rewritten`."""
+        """Keep the last bytes of the records read (none yet: the header) for
+        :meth:`_rewritten`."""
         assert self.f is not None and self.stream is not None
-        header = self.known_bytes[0]
-        end = min(self.stream.read_position, self.largest_size if self.largest_size >= 0
-                  else self.stream.read_position)
-        start = max(len(header[1]), end - _KNOWN_BYTES_TAIL)
-        if start >= end:
-            self.known_bytes = [header]
-            return
+        end = self.stream.read_position
+        if self.largest_size >= 0:
+            end = min(end, self.largest_size)
+        if end > self.data_offset:
+            start = max(self.data_offset, end - _KNOWN_BYTES_TAIL)
+        else:
+            start, end = 0, min(self.data_offset, _KNOWN_BYTES_MAX)
         self.f.seek(start)
-        self.known_bytes = [header, (start, self.f.read(end - start))]
+        self.known_bytes = (start, self.f.read(end - start))
 
     def _rewritten(self) -> bool:
         """Whether the file no longer holds the bytes it held when they were read."""
         assert self.f is not None
-        for offset, data in self.known_bytes:
-            self.f.seek(offset)
-            if self.f.read(len(data)) != data:
-                return True
-        return False
+        offset, data = self.known_bytes
+        self.f.seek(offset)
+        return self.f.read(len(data)) != data
 
     def _open(self, force: bool = False) -> None:
         """Open the file's reader (a cut header: remember the error, retry on growth) and,
@@ -203,8 +206,7 @@ class _Tail:
         self.f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         st = os.fstat(self.f.fileno())
         self.identity = (st.st_ino, st.st_dev)
-        self.known_bytes = [(0, self.f.read(min(getattr(reader, "data_offset", 0),
-                                                 _KNOWN_BYTES_MAX)))]
+        self.data_offset = getattr(reader, "data_offset", 0)
         if self.start is not None:
             self._skip_to(self.start)
         self._remember_last_bytes()
@@ -657,7 +659,7 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
     ``acquisition_end_ns``, which is ``None`` in the frames before), on ``idle_timeout``,
     on ``close()``, on leaving a ``with`` block, and on Ctrl-C while it waits (the
     iteration then simply ends). A file that shrinks, is replaced (another inode) or
-    is rewritten from its start (it no longer holds its header or the last bytes read)
+    is rewritten from its start (it no longer holds the last bytes of records read)
     gives a :class:`~bindf.errors.FileChangedWarning` naming the byte offset read so far,
     and following stops; frames already yielded are left as they were. An IT02 file
     whose layout is not given is decoded once 64 KiB of records exist (or its end marker

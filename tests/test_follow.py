@@ -847,3 +847,33 @@ def test_generic_fixed_records_are_followed(tmp_path: Path) -> None:
     assert got.equals(bindf.read(path, output="arrow", **options).replace_schema_metadata(None))
     with pytest.raises(TypeError, match="did you mean dtype="):
         bindf.follow(path, format="records", dtyp=records)
+
+
+def test_a_header_updated_in_place_at_the_end_is_no_rewrite(tmp_path: Path) -> None:
+    """An instrument may write its record count into the header when it stops: that
+    changes bytes before the records, which is no new run (the follow goes on to
+    its idle end with every row and no warning)."""
+    import warnings
+
+    header = np.dtype([("magic", "S4"), ("n", "<u4")])
+    records = np.dtype([("t", "<i8"), ("v", "<f4")])
+    values = np.zeros(300, records)
+    values["t"] = np.arange(300)
+    path = tmp_path / "log.bin"
+    path.write_bytes(np.array([(b"LOG1", 0)], header).tobytes() + values[:100].tobytes())
+    options = {"format": "records", "dtype": records, "header": header}
+
+    def finish() -> None:
+        with open(path, "r+b") as f:
+            f.seek(0, 2)
+            f.write(values[100:].tobytes())
+            f.seek(4)
+            f.write(np.uint32(300).tobytes())  # the count, written at the end
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bindf.FileChangedWarning)
+        with bindf.follow(path, poll_interval=0.02, idle_timeout=0.4, output="arrow",
+                          **options) as follower:
+            threading.Timer(0.15, finish).start()
+            got = pa.concat_tables(f.replace_schema_metadata(None) for f in follower)
+    assert follower.ended_by == "idle" and got["t"].to_pylist() == list(range(300))
