@@ -787,7 +787,9 @@ def watch(sources: Any, dest: str | os.PathLike[str], *, interval: float = 10.0,
     up where it stopped). A growing file is converted whole once it has settled (and
     again, whole, if it grows later): this loop does not follow files as they grow; for
     rows while they are written, use :func:`bindf.follow`. ``interval`` is a positive
-    number of seconds, ``max_runs`` at least 1.
+    number of seconds, ``max_runs`` at least 1 (runs that happened: a round in which
+    another process held the dataset's lock, a manual ``bindf ingest`` say, is skipped
+    with a warning and the loop goes on).
     """
     if not (math.isfinite(interval) and interval > 0):
         raise ValueError(f"interval must be a positive number of seconds, not {interval}")
@@ -797,12 +799,17 @@ def watch(sources: Any, dest: str | os.PathLike[str], *, interval: float = 10.0,
     report = None
     runs = 0
     while max_runs is None or runs < max_runs:
-        report = ingest(sources, dest, **kwargs)
-        runs += 1
-        if on_report is not None:
-            on_report(report)
-        if max_runs is not None and runs >= max_runs:
-            break
+        try:
+            report = ingest(sources, dest, **kwargs)
+        except DatasetLockedError as exc:  # a watcher outlives another run: try again
+            warnings.warn(BindfWarning(f"{exc}; trying again in {interval:g} s"),
+                          stacklevel=2)
+        else:
+            runs += 1
+            if on_report is not None:
+                on_report(report)
+            if max_runs is not None and runs >= max_runs:
+                break
         try:
             time.sleep(interval)
         except KeyboardInterrupt:

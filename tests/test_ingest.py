@@ -461,6 +461,24 @@ def test_lock_gives_the_second_run_a_clear_error(campaign, tmp_path: Path) -> No
     assert bindf.ingest(root / "flim", dest).ok  # released
 
 
+def test_a_watcher_outlives_a_run_that_holds_the_lock(campaign, tmp_path: Path) -> None:
+    """``watch_ingest`` meeting another run's lock (a manual ``bindf ingest``) skips that
+    round with a warning and goes on (it stopped with DatasetLockedError)."""
+    import threading
+
+    root, _ = campaign
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    lock = DatasetLock(str(dest))
+    lock.__enter__()
+    threading.Timer(0.3, lambda: lock.__exit__(None, None, None)).start()
+    reports = []
+    with pytest.warns(bindf.BindfWarning, match="another bindf ingest .* trying again in"):
+        last = bindf.watch_ingest(root / "flim", dest, interval=0.1, max_runs=1,
+                                  on_report=reports.append)
+    assert len(reports) == 1 and last is reports[0] and last.ok and last.ingested
+
+
 def _run_ingest(root: str, dest: str, kwargs: dict, started) -> None:  # noqa: ANN001
     started.set()
     bindf.ingest(root, dest, **kwargs)
