@@ -1045,13 +1045,18 @@ def _die_after(forkserver, src: Path, dest: Path, kwargs: dict, jobs: int) -> No
     assert process.exitcode == 9
 
 
-def test_an_interrupted_settings_change_is_completed_by_the_rerun(tmp_path: Path,
-                                                                  forkserver) -> None:
+def _copies_of_the_apx_run(tmp_path: Path, n: int) -> tuple[Path, Path]:
+    """A campaign folder of ``n`` copies of the AstroPix run, and a dataset path."""
     src = tmp_path / "camp"
     src.mkdir()
-    for i in range(8):
+    for i in range(n):
         shutil.copyfile(APX4, src / f"run{i}.apx")
-    dest = tmp_path / "ds"
+    return src, tmp_path / "ds"
+
+
+def test_an_interrupted_settings_change_is_completed_by_the_rerun(tmp_path: Path,
+                                                                  forkserver) -> None:
+    src, dest = _copies_of_the_apx_run(tmp_path, 8)
     old = {"header_columns": ["args.threshold"]}
     new = {"header_columns": ["args.threshold", "readout_uid"]}
     bindf.ingest(src, dest, **old)
@@ -1152,11 +1157,7 @@ def test_a_scan_keeps_its_snapshot_until_a_new_manifest_is_saved(tmp_path: Path,
 def test_staged_parts_are_outside_every_parquet_glob(tmp_path: Path, monkeypatch) -> None:
     import bindf._ingest_worker as worker
 
-    src = tmp_path / "camp"
-    src.mkdir()
-    for i in range(2):
-        shutil.copyfile(APX4, src / f"run{i}.apx")
-    dest = tmp_path / "ds"
+    src, dest = _copies_of_the_apx_run(tmp_path, 2)
     bindf.ingest(src, dest)
     rows = 2 * len(_eager(APX4))
     (src / "run1.apx").write_bytes(APX4.read_bytes()[:-7])  # changed: converted again
@@ -1210,11 +1211,7 @@ class _SlowChunks:
 def test_ctrl_c_stops_the_running_conversions_at_once(tmp_path: Path, monkeypatch) -> None:
     import bindf._ingest_worker as worker
 
-    src = tmp_path / "camp"
-    src.mkdir()
-    for i in range(2):
-        shutil.copyfile(APX4, src / f"run{i}.apx")
-    dest = tmp_path / "ds"
+    src, dest = _copies_of_the_apx_run(tmp_path, 2)
     chunks: list[int] = []
     monkeypatch.setattr(worker, "_open_chunks",
                         lambda job, n_rows=None: _SlowChunks(job.path, chunks))
