@@ -10,11 +10,13 @@ them, so a scan reads its snapshot or, once such a manifest is saved, fails.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from ._ingest_worker import part_schema, schema_fingerprint
-from ._manifest import MANIFEST_NAME, Manifest
+from ._manifest import MANIFEST_NAME, Manifest, settings_hash
+from .errors import BindfWarning
 
 if TYPE_CHECKING:
     import polars as pl
@@ -51,6 +53,17 @@ def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
         raise FileNotFoundError(2, "not a bindf dataset (no manifest)", dest)
     manifest = Manifest.load(dest)
     entries = {p: e for p, e in manifest.sources.items() if e.get("parts")}
+    # Parts made with other settings than the dataset's (a settings change that was
+    # interrupted, or whose sources are gone from disk) have other columns or partition
+    # folders: scanned with the rest they would fail the whole scan.
+    current = settings_hash(manifest.settings)
+    stale = [p for p, e in entries.items() if e.get("settings_hash", current) != current]
+    if stale:
+        warnings.warn(BindfWarning(
+            f"{dest}: {len(stale)} source(s) have parts made with earlier settings and are "
+            f"left out (first: {stale[0]}); run bindf ingest again (prune=True deletes "
+            "those of files removed from disk)"), stacklevel=2)
+        entries = {p: e for p, e in entries.items() if p not in set(stale)}
     formats = sorted({e["format"] for e in entries.values()})
     if format is None:
         if len(formats) != 1:

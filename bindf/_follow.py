@@ -46,10 +46,7 @@ READ_STEP = 16 << 20
 
 START_CHOICES = ("begin", "end")
 
-#: Header bytes kept to tell a rewritten file while no record was read (see
-#: ``_Tail.known_bytes``), at most.
-_KNOWN_BYTES_MAX = 64 << 10
-#: Bytes before the read position kept for the same purpose once records were read.
+#: Bytes before the read position kept to tell a rewritten file (``_Tail.known_bytes``).
 _KNOWN_BYTES_TAIL = 64
 
 
@@ -68,12 +65,12 @@ class _Tail:
         self.header: dict[str, Any] = {}
         #: Size at the last poll (-1: never seen).
         self.seen_size = -1
-        #: (offset, bytes) the file held when read: the last bytes of records read, or
-        #: the header while there are none. A file that no longer holds them was
-        #: rewritten under the same name (a new run started in place, within one poll:
-        #: its inode and a size that never shrank at a poll do not tell). Not the
-        #: header once records follow it: an instrument may update its header in place
-        #: at the end of an acquisition (a record count), which is no new run.
+        #: (offset, bytes) the file held when read: the last bytes of records read. A
+        #: file that no longer holds them was rewritten under the same name (a new run
+        #: started in place, within one poll: its inode and a size that never shrank at
+        #: a poll do not tell). Never the header: an instrument may update it in place
+        #: at the end of an acquisition (a record count), which is no new run; so a new
+        #: run written in place before the first record was read goes unnoticed.
         self.known_bytes: tuple[int, bytes] = (0, b"")
         self.data_offset = 0
         #: The largest size seen since the file was opened: bytes known to have existed
@@ -101,7 +98,8 @@ class _Tail:
             st = os.stat(self.path)
         except FileNotFoundError:
             if self.reader is not None:
-                self._stop("the file disappeared while it was followed", self._offset())
+                return self._stop("the file disappeared while it was followed",
+                                  self._offset()), False
             return [], False
         grew = st.st_size != self.seen_size
         self.seen_size = st.st_size
@@ -119,18 +117,17 @@ class _Tail:
             self.seen_size = st.st_size
         assert self.stream is not None
         if (st.st_ino, st.st_dev) != self.identity:
-            self._stop("the file was replaced by another file while it was followed",
-                       self._offset())
-            return [], False
+            return self._stop("the file was replaced by another file while it was "
+                              "followed", self._offset()), False
         if st.st_size < min(self.stream.read_position, self.largest_size):
-            self._stop(f"the file shrank to {st.st_size} bytes while it was followed; "
-                       "stopped following it", self.stream.read_position)
-            return [], False
+            return self._stop(f"the file shrank to {st.st_size} bytes while it was "
+                              "followed; stopped following it",
+                              self.stream.read_position), False
         self.largest_size = max(self.largest_size, st.st_size)
         if grew and self._rewritten():
-            self._stop("the file was rewritten from its start while it was followed (a new "
-                       "run under the same name?); stopped following it", self._offset())
-            return [], False
+            return self._stop("the file was rewritten from its start while it was followed "
+                              "(a new run under the same name?); stopped following it",
+                              self._offset()), False
         if self.candidate is not None:
             marker, size_then = self.candidate
             if st.st_size == size_then:  # still the end: the acquisition ended
@@ -154,25 +151,29 @@ class _Tail:
         return batches, True
 
     def _remember_last_bytes(self) -> None:
-        """Keep the last bytes of the records read (none yet: the header) for
-        :meth:`_rewritten`."""
-        assert self.f is not None and self.stream is not None
+        """Keep the last bytes of the records read for :meth:`_rewritten` (none read
+        yet: nothing; see ``known_bytes``)."""
+        assert self.stream is not None
         end = self.stream.read_position
         if self.largest_size >= 0:
             end = min(end, self.largest_size)
-        if end > self.data_offset:
-            start = max(self.data_offset, end - _KNOWN_BYTES_TAIL)
-        else:
-            start, end = 0, min(self.data_offset, _KNOWN_BYTES_MAX)
-        self.f.seek(start)
-        self.known_bytes = (start, self.f.read(end - start))
+        start = max(self.data_offset, end - _KNOWN_BYTES_TAIL)
+        self.known_bytes = (start, self._read_at(start, end - start) if end > start else b"")
 
     def _rewritten(self) -> bool:
         """Whether the file no longer holds the bytes it held when they were read."""
-        assert self.f is not None
         offset, data = self.known_bytes
-        self.f.seek(offset)
-        return self.f.read(len(data)) != data
+        return bool(data) and self._read_at(offset, len(data)) != data
+
+    def _read_at(self, offset: int, size: int) -> bytes:
+        """The file's bytes at ``offset`` as they are on disk now: not through the
+        reading file object, whose buffer may still hold what was read before."""
+        assert self.f is not None
+        if hasattr(os, "pread"):
+            return os.pread(self.f.fileno(), size, offset)
+        with open(self.path, "rb", buffering=0) as f:  # (Windows: no pread)
+            f.seek(offset)
+            return f.read(size)
 
     def _open(self, force: bool = False) -> None:
         """Open the file's reader (a cut header: remember the error, retry on growth) and,
@@ -321,10 +322,14 @@ class _Tail:
     def _offset(self) -> int:
         return self.stream.read_position if self.stream is not None else 0
 
-    def _stop(self, message: str, offset: int) -> None:
+    def _stop(self, message: str, offset: int) -> list[pa.RecordBatch]:
+        """End the file as changed, with a warning; return the rows held back with an
+        end-marker candidate (complete rows of what was read: not lost)."""
         self.done, self.ended_by = True, "changed"
         warnings.warn(FileChangedWarning(message, path=self.path, offset=offset),
                       stacklevel=4)
+        held, self.held = self.held, []
+        return held
 
     @property
     def errors(self) -> dict[str, int]:

@@ -612,6 +612,14 @@ class _Run:
                 continue
             self.report.removed.append(path)
             if not prune:
+                if not self.current(self.manifest.sources[path]) and not self.dry_run:
+                    # Its parts cannot be remade: they keep other settings (partition
+                    # folders, header columns) than the rest, which breaks folder readers.
+                    warnings.warn(BindfWarning(
+                        f"{path}: removed from disk; its parts were made with earlier "
+                        "settings and cannot be made again: read_dataset leaves them out, "
+                        "and readers of the folders may fail on them; prune=True (--prune) "
+                        "deletes them"), stacklevel=3)
                 continue
             self.report.pruned.append(path)
             if self.dry_run:

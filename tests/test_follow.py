@@ -849,7 +849,9 @@ def test_generic_fixed_records_are_followed(tmp_path: Path) -> None:
         bindf.follow(path, format="records", dtyp=records)
 
 
-def test_a_header_updated_in_place_at_the_end_is_no_rewrite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("at_start", [0, 100])
+def test_a_header_updated_in_place_at_the_end_is_no_rewrite(tmp_path: Path,
+                                                            at_start: int) -> None:
     """An instrument may write its record count into the header when it stops: that
     changes bytes before the records, which is no new run (the follow goes on to
     its idle end with every row and no warning)."""
@@ -860,13 +862,13 @@ def test_a_header_updated_in_place_at_the_end_is_no_rewrite(tmp_path: Path) -> N
     values = np.zeros(300, records)
     values["t"] = np.arange(300)
     path = tmp_path / "log.bin"
-    path.write_bytes(np.array([(b"LOG1", 0)], header).tobytes() + values[:100].tobytes())
+    path.write_bytes(np.array([(b"LOG1", 0)], header).tobytes() + values[:at_start].tobytes())
     options = {"format": "records", "dtype": records, "header": header}
 
     def finish() -> None:
         with open(path, "r+b") as f:
             f.seek(0, 2)
-            f.write(values[100:].tobytes())
+            f.write(values[at_start:].tobytes())
             f.seek(4)
             f.write(np.uint32(300).tobytes())  # the count, written at the end
 
@@ -877,3 +879,51 @@ def test_a_header_updated_in_place_at_the_end_is_no_rewrite(tmp_path: Path) -> N
             threading.Timer(0.15, finish).start()
             got = pa.concat_tables(f.replace_schema_metadata(None) for f in follower)
     assert follower.ended_by == "idle" and got["t"].to_pylist() == list(range(300))
+
+
+@pytest.mark.parametrize("how", ["rewrite", "replace", "remove"])
+def test_rows_held_at_an_end_marker_are_kept_when_the_file_then_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A sparse IT02 run that ended with its marker holds its last rows until the next
+    poll confirms the end. A new run written in place, another file put in its place or
+    its removal before that poll is noticed (a rewrite through the disk, not the
+    reader's buffer, which still held the old bytes: it was read as more of the run)
+    and the held rows still come out (all 1000 were lost)."""
+    import warnings
+
+    from bindf import _follow
+
+    path = _sparse_it02(tmp_path / "trace.bin", n=1000)
+    whole = _expected(path)
+    other = tmp_path / "other.bin"
+    bindf.write_it02(other, {"time_ns": (np.arange(3000) + 1) * 7e3, "ch1": np.ones(3000),
+                             "ch3": np.full(3000, 2)},
+                     {"channels": [0, 2], "bin_width_micros": 7}, layout="sparse")
+
+    def change() -> None:
+        if how == "rewrite":  # same inode
+            path.write_bytes(other.read_bytes())
+        elif how == "replace":
+            os.replace(other, path)
+        else:
+            path.unlink()
+
+    polls = []
+    original = _follow._Tail.poll
+
+    def poll(self):  # noqa: ANN001, ANN202 - the change lands right after the first poll
+        result = original(self)
+        if not polls:
+            change()
+        polls.append(result)
+        return result
+
+    monkeypatch.setattr(_follow._Tail, "poll", poll)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with bindf.follow(path, poll_interval=0.02, idle_timeout=2, output="arrow",
+                          layout="sparse") as follower:
+            frames = [f.replace_schema_metadata(None) for f in follower]
+    assert follower.ended_by == "changed"
+    assert pa.concat_tables(frames).equals(whole.replace_schema_metadata(None))
+    assert [w for w in caught if w.category is bindf.FileChangedWarning]

@@ -1329,3 +1329,28 @@ def test_read_options_that_ingestion_sets_are_refused_at_once(tmp_path: Path,
     with pytest.raises(TypeError, match=f"ingest\\(\\) sets {option} itself"):
         bindf.ingest(tmp_path, tmp_path / "ds", **{option: 5})
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_removed_source_of_earlier_settings_is_left_out_with_a_warning(
+        tmp_path: Path) -> None:
+    """A file removed from disk keeps its parts (without prune), which a settings change
+    cannot remake: the run warns, and read_dataset leaves them out with a warning
+    (their other partition folders made the scan fail with polars' own error)."""
+    src, dest = _copies_of_the_apx_run(tmp_path, 3)
+    bindf.ingest(src, dest, threads=1)
+    (src / "run0.apx").unlink()
+    with pytest.warns(bindf.BindfWarning, match="run0.apx: removed from disk; its parts "
+                                                 "were made with earlier settings"):
+        report = bindf.ingest(src, dest, partition_by=["readout_uid"], threads=1)
+    assert report.removed == [str(src / "run0.apx")] and len(report.replaced) == 2
+    with pytest.warns(bindf.BindfWarning, match="1 source\\(s\\) have parts made with "
+                                                 "earlier settings and are left out"):
+        frame = bindf.read_dataset(dest).collect()
+    assert frame.height == 2 * len(_eager(APX4))
+    assert set(frame["source"]) == {str(src / "run1.apx"), str(src / "run2.apx")}
+    bindf.ingest(src, dest, partition_by=["readout_uid"], prune=True, threads=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bindf.BindfWarning)
+        assert bindf.read_dataset(dest).collect().height == frame.height
