@@ -460,8 +460,9 @@ def test_a_query_of_no_scan_column_keeps_every_row(format_case) -> None:
     eager = bindf.read(format_case.path, output="polars", **kwargs)
     indexed = bindf.scan(format_case.path, **kwargs).with_row_index("i", offset=7)
     assert indexed.select("i").collect()["i"].to_list() == list(range(7, 7 + eager.height))
-    for engine in ("auto", "streaming"):
-        assert indexed.select(pl.len()).collect(engine=engine).item() == eager.height
+    assert indexed.select(pl.len()).collect().item() == eager.height
+    if int(pl.__version__.split(".")[0]) >= 2:  # polars 1.x has no engine="streaming"
+        assert indexed.select(pl.len()).collect(engine="streaming").item() == eager.height
     assert_frame_equal(indexed.select(pl.col("i") * 2).tail(3).collect(),
                        eager.with_row_index("i", offset=7).select(pl.col("i") * 2).tail(3))
     column = format_case.projection[0]
