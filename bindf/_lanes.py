@@ -120,9 +120,13 @@ class Lane:
     70 MB AstroPix run.
     """
 
-    def __init__(self, dtype: np.dtype | type, block_bytes: int = BLOCK_BYTES) -> None:
+    def __init__(self, dtype: np.dtype | type, block_bytes: int = BLOCK_BYTES,
+                 first_block_bytes: int | None = None) -> None:
         self.dtype = np.dtype(dtype)
         self.block_bytes = block_bytes
+        #: Size of the first block when it differs (a column of known length, see
+        #: :class:`Lanes`); None once that block exists.
+        self._first_block_bytes = first_block_bytes
         self._values = np.empty(0, dtype=self.dtype)  # the current block, as values
         self._next = 0  # the first value of the block not handed out
         self._reserved: np.ndarray | None = None
@@ -130,7 +134,10 @@ class Lane:
     def _new_block(self, capacity: int) -> None:
         # A new block: the old one lives on in the slices already handed out.
         itemsize = self.dtype.itemsize
-        block = new_block(max(self.block_bytes, capacity * itemsize + _ALIGN))
+        size = self.block_bytes
+        if self._first_block_bytes is not None:
+            size, self._first_block_bytes = self._first_block_bytes, None
+        block = new_block(max(size, capacity * itemsize + _ALIGN))
         start = -block.ctypes.data % _ALIGN
         usable = (len(block) - start) // itemsize
         self._values = block[start:start + usable * itemsize].view(self.dtype)
@@ -175,17 +182,29 @@ class Lanes:
     keep every batch or are too small to profit (see :func:`lanes_for` and
     :meth:`~bindf.formats._base.FormatReader.output_lanes`); callers need not care
     which they got.
+
+    ``rows``: how many rows every column of the read will hold, where the reader knows
+    it (a fixed-record read: the records in the file). Each lane's first block then
+    holds exactly its column, so that every batch of the column lies back to back in one
+    block: one chunk for polars and Arrow
+    (:func:`bindf.frontends.output.joined_adjacent_chunks`), and a pandas column
+    without a copy. A lane whose column
+    outgrows it (it should not) goes on in blocks of ``block_bytes``.
     """
 
-    def __init__(self, *, enabled: bool = True, block_bytes: int = BLOCK_BYTES) -> None:
+    def __init__(self, *, enabled: bool = True, block_bytes: int = BLOCK_BYTES,
+                 rows: int | None = None) -> None:
         self.enabled = enabled
         self.block_bytes = block_bytes
+        self.rows = rows
         self._lanes: dict[str, Lane] = {}
 
-    def lane(self, name: str, dtype: np.dtype | type) -> Lane:
+    def lane(self, name: str, dtype: np.dtype | type, values_per_row: int = 1) -> Lane:
         lane = self._lanes.get(name)
         if lane is None or lane.dtype != dtype:
-            lane = self._lanes[name] = Lane(dtype, self.block_bytes)
+            first = (None if self.rows is None
+                     else self.rows * values_per_row * np.dtype(dtype).itemsize + _ALIGN)
+            lane = self._lanes[name] = Lane(dtype, self.block_bytes, first)
         return lane
 
     def reserve(self, name: str, capacity: int, dtype: np.dtype | type) -> np.ndarray:
@@ -205,7 +224,8 @@ class Lanes:
         if not self.enabled:
             return np.empty(n, dtype=dtype)
         if dtype.shape:  # lanes hold flat values: n records of k values each
-            flat = self.lane(name, dtype.base).empty(n * int(np.prod(dtype.shape)))
+            per_row = int(np.prod(dtype.shape))
+            flat = self.lane(name, dtype.base, per_row).empty(n * per_row)
             return flat.reshape((n, *dtype.shape))
         return self.lane(name, dtype).empty(n)
 
@@ -221,7 +241,7 @@ class Lanes:
         return lambda n: [empty(n) for empty in lanes]
 
 
-def lanes_for(input_bytes: int | None, shares: int = 1) -> Lanes:
+def lanes_for(input_bytes: int | None, shares: int = 1, rows: int | None = None) -> Lanes:
     """Lanes for a bulk read of ``input_bytes`` (unknown size: plain arrays), one of
     ``shares`` that split the input between them (an AstroPix run cut into byte ranges,
     each range with lanes of its own).
@@ -233,8 +253,23 @@ def lanes_for(input_bytes: int | None, shares: int = 1) -> Lanes:
     against a system that does not overcommit). Measured on such reads, 1 MiB blocks
     also kept the peak resident memory lowest (70 MB run on 8 threads: 289 MB, against
     334 MB with 16 MiB blocks and 341 MB with blocks of one share, ~5 MiB; a 9 MB run
-    on 2 threads: 45, 56 and 82 MB), at the same speed."""
+    on 2 threads: 45, 56 and 82 MB), at the same speed.
+
+    ``rows``: the rows of every column, where the read knows them (see :class:`Lanes`)."""
     if input_bytes is None or input_bytes < MIN_INPUT_BYTES:
         return Lanes(enabled=False)
     share = -(-input_bytes // max(shares, 1))
-    return Lanes(block_bytes=BLOCK_BYTES if share >= BLOCK_BYTES else SMALL_BLOCK_BYTES)
+    return Lanes(block_bytes=BLOCK_BYTES if share >= BLOCK_BYTES else SMALL_BLOCK_BYTES,
+                 rows=rows)
+
+
+def release_unused_memory() -> None:
+    """Ask Arrow's memory pool to return the memory it keeps after frees to the
+    operating system now (mimalloc otherwise does so after a short delay); used where a
+    conversion drops memory it will not reuse (see ``bindf.frontends.output``). Blocks
+    that are plain NumPy arrays (no mimalloc pool) go back when freed."""
+    if _POOL is not None:
+        _POOL.release_unused()
+    default = pa.default_memory_pool()
+    if _POOL is None or default.backend_name != _POOL.backend_name:
+        default.release_unused()

@@ -407,6 +407,55 @@ def test_every_format_gives_writable_pandas_columns(data_dir: Path, name: str) -
         assert df.iloc[0, position] == df.iloc[1, position]
 
 
+def _many_chunk_table() -> pa.Table:
+    """A table of every kind of column the pandas conversion treats on its own, in
+    chunks with and without nulls, empty chunks included."""
+    markers = pa.array(["M1", "M2", "M3"])
+
+    def dictionary(indices: list[int | None], values: pa.Array = markers) -> pa.Array:
+        return pa.DictionaryArray.from_arrays(pa.array(indices, type=pa.int8()), values)
+
+    columns = {
+        "wide": pa.chunked_array([[1, 2**63], [], [7, 8, 9]], type=pa.uint64()),
+        "real": pa.chunked_array([[0.5, float("nan")], [], [2.5, -1.0, 3.0]]),
+        "channel": pa.chunked_array([[1, None], [], [3, 4, None]], type=pa.uint8()),
+        "never_null_here": pa.chunked_array([[1, 2], [], [3, 4, 5]], type=pa.int16()),
+        "flag": pa.chunked_array([[True, None], [], [False, True, True]]),
+        "marker": pa.chunked_array([dictionary([None, None]), dictionary([]),
+                                    dictionary([2, None, 0])]),
+        "kind": pa.chunked_array([dictionary([0, 1]), dictionary([]),
+                                  dictionary([1, 0, 0], pa.array(["B", "A"]))]),
+        "when": pa.chunked_array([[1, 2], [], [3, 4, 5]], type=pa.timestamp("ns")),
+        "text": pa.chunked_array([["a", None], [], ["c", "d", "e"]]),
+    }
+    schema = pa.schema([pa.field(name, column.type, nullable=name != "wide")
+                        for name, column in columns.items()])
+    return pa.table(columns, schema=schema)
+
+
+def test_pandas_conversion_of_many_chunks_equals_pyarrows() -> None:
+    """The chunk-by-chunk pandas conversion (which releases memory as it goes) gives
+    exactly the frame of pyarrow's own conversion, with nullable integers and booleans
+    as pandas' masked arrays, and every column writable."""
+    from bindf.frontends.output import _MASKED_DTYPES, table_to_output
+
+    reference = _many_chunk_table()
+    expected = pd.DataFrame({
+        name: reference.column(name).to_pandas(
+            types_mapper=_MASKED_DTYPES.get if field.nullable and (
+                pa.types.is_integer(field.type) or pa.types.is_boolean(field.type)) else None)
+        for name, field in zip(reference.column_names, reference.schema)
+    })
+    frame = table_to_output(_many_chunk_table(), "pandas", None)
+    pd.testing.assert_frame_equal(frame, expected)
+    assert str(frame["channel"].dtype) == "UInt8" and str(frame["flag"].dtype) == "boolean"
+    assert frame["wide"].dtype == np.uint64 and frame["wide"][1] == 2**63
+    assert list(frame["marker"].cat.codes) == [-1, -1, 2, -1, 0]
+    assert list(frame["kind"]) == ["M1", "M2", "A", "B", "B"]  # two dictionaries
+    for position in range(frame.shape[1]):
+        frame.iloc[0, position] = frame.iloc[1, position]  # raises if read-only
+
+
 def test_truncated_file_in_multi_file_scan_warns_and_keeps_data(
     stt1_files: list[Path], tmp_path: Path
 ) -> None:

@@ -264,8 +264,8 @@ def _record_lanes_used(monkeypatch) -> list[bool]:
     used: list[bool] = []
     original = FormatReader.output_lanes
 
-    def spy(self, shares=1, input_bytes=None):
-        lanes = original(self, shares, input_bytes)
+    def spy(self, shares=1, input_bytes=None, rows=None):
+        lanes = original(self, shares, input_bytes, rows)
         used.append(lanes.enabled)
         return lanes
 
@@ -514,3 +514,58 @@ def test_eager_apx_read_in_lanes_makes_few_batches(monkeypatch):
     made.clear()
     limited = bindf.read_apx(path, output="arrow", chunk_bytes=512, threads=1, n_rows=10**6)
     assert limited.equals(plain) and len(made) > 20
+
+
+def test_lanes_of_known_rows_hold_each_column_in_one_block():
+    """``rows`` sizes each lane's first block to its whole column (subarray dtypes
+    count their values), so that every batch of the column lies back to back in it;
+    a column that outgrows it goes on in ordinary blocks."""
+    lanes = Lanes(block_bytes=1 << 12, rows=1000)
+    parts = [lanes.empty("x", n, np.float64) for n in (300, 300, 400)]
+    assert [p.ctypes.data for p in parts[1:]] == [parts[0].ctypes.data + 300 * 8,
+                                                  parts[0].ctypes.data + 600 * 8]
+    wide = [lanes.empty("w", n, np.dtype((np.uint16, 4))) for n in (999, 1)]
+    assert wide[1].ctypes.data == wide[0].ctypes.data + 999 * 4 * 2
+    more = lanes.empty("x", 10, np.float64)  # past the known rows: a new block
+    assert more.ctypes.data != parts[2].ctypes.data + 400 * 8
+    assert lanes_for(_lanes.MIN_INPUT_BYTES, rows=7).rows == 7
+
+
+@pytest.mark.parametrize("name", ["spf1_phasors_example.bin", "sp01_decay_curves_example.bin"])
+def test_fixed_record_eager_read_gives_one_chunk_per_raw_column(monkeypatch, name):
+    """A fixed-record read knows its rows: each raw column is one chunk, whatever the
+    batch size, with the values of a read in plain arrays."""
+    import bindf
+
+    path = Path(__file__).parent / "data" / name
+    plain = bindf.read(path, output="arrow", batch_size=5)
+    monkeypatch.setattr(_lanes, "MIN_INPUT_BYTES", 0)  # the small example counts as large
+    in_lanes = bindf.read(path, output="arrow", batch_size=5)
+    assert in_lanes.equals(plain) and max(c.num_chunks for c in plain.columns) > 1
+    raw = {"spf1_phasors_example.bin": ["time_ns", "channel", "harmonic", "g", "s"],
+           "sp01_decay_curves_example.bin": ["count"]}[name]
+    assert [in_lanes.column(c).num_chunks for c in raw] == [1] * len(raw)
+
+
+def test_pandas_columns_over_back_to_back_chunks_are_views_not_copies():
+    """A null-free numeric column whose chunks lie back to back in writable memory (an
+    eager read's column in one lane block) becomes a pandas column over that memory, no
+    copy; two columns over the same memory do not stay views of it."""
+    from bindf.frontends.output import table_to_output
+
+    lane = Lane(np.int64, block_bytes=1 << 12)
+    chunks = _lane_chunks(lane, [3, 4, 5])
+    columns = {"x": pa.chunked_array(chunks), "same": pa.chunked_array(chunks),
+               "apart": pa.chunked_array([pa.array(np.arange(6)), pa.array(np.arange(6, 12))])}
+    # never null, as readers declare such columns (nullable integers become masked arrays)
+    table = pa.table(columns, schema=pa.schema([pa.field(name, pa.int64(), nullable=False)
+                                                for name in columns]))
+    address = chunks[0].buffers()[1].address
+    del chunks
+    frame = table_to_output(table, "pandas", None)
+    x = frame["x"].to_numpy()
+    assert x.ctypes.data == address  # the lane's own memory (writable: below)
+    assert list(frame["x"]) == list(range(12)) == list(frame["same"]) == list(frame["apart"])
+    assert frame["same"].to_numpy().ctypes.data != address  # copied: not an alias of x
+    frame.loc[0, "x"] = 99
+    assert frame.loc[0, "same"] == 0 and frame.loc[0, "x"] == 99

@@ -203,7 +203,8 @@ class FormatReader(abc.ABC):
         with source.open() as f:
             self.header: dict[str, Any] = self._read_header(f)
 
-    def output_lanes(self, shares: int = 1, input_bytes: int | None = None) -> Lanes:
+    def output_lanes(self, shares: int = 1, input_bytes: int | None = None,
+                     rows: int | None = None) -> Lanes:
         """Where this read's output columns are allocated (see :mod:`bindf._lanes`):
         lanes of large blocks for an eager read of a large input, which keeps every
         batch; plain arrays otherwise, so that a stream of batches (a scan, chunked
@@ -214,9 +215,12 @@ class FormatReader(abc.ABC):
         ``input_bytes``: what the read decodes, where that is less than the file: a
         record range, or with a row limit the least input its rows take. Why: a
         ``head(10)`` of a 70 MB AstroPix run made one 16 MiB block per column (288 MiB
-        reserved, its first pages touched, for 10 rows that then kept them alive)."""
+        reserved, its first pages touched, for 10 rows that then kept them alive).
+
+        ``rows``: the rows every column will hold, where the read knows them (records of
+        a fixed size): each column then lies in one block."""
         size = self.source.size if input_bytes is None else min(input_bytes, self.source.size)
-        return lanes_for(size if self.keeps_every_batch else None, shares)
+        return lanes_for(size if self.keeps_every_batch else None, shares, rows)
 
     def part_helpers(self) -> ThreadPoolExecutor | None:
         """Threads that may decode parts of this file beside the reading thread (see

@@ -166,7 +166,9 @@ class FixedRecordReader(FormatReader):
         helpers = self.part_helpers()
         in_parts = (helpers is not None
                     and min(batch_size, stop - start) * itemsize >= PARALLEL_MIN_BYTES)
-        lanes = self.output_lanes(input_bytes=(stop - start) * itemsize)
+        # every raw column holds one value (or one subarray) per record: sized so, each
+        # lies in one block (see bindf._lanes.Lanes)
+        lanes = self.output_lanes(input_bytes=(stop - start) * itemsize, rows=stop - start)
         with self.source.open() as f:
             f.seek(self.row_offset(start))
             row = start

@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 
 from .._frames import get_polars_info, info_of, set_polars_info  # noqa: F401 - re-exported
+from .._lanes import release_unused_memory
 from .._threads import run_all, shared_executor
 from ..arrow import attach_info
 
@@ -260,8 +261,8 @@ def _arrow_to_polars(table: pa.Table, threads: int = 1) -> pl.DataFrame:
 
 def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     """Arrow → pandas, taking the table out of ``holder`` so its memory can be released
-    column by column while the frame is built. (Arrow's pool keeps what is released for
-    a while, so the peak is about twice the output unless ``MIMALLOC_PURGE_DELAY=0``.)
+    chunk by chunk while the frame is built: the peak stays close to the output (see
+    :class:`_FreedMemory`).
 
     Integer and boolean fields that the schema declares nullable (e.g. spectroscopy
     ``channel``, null on marker rows) become pandas' nullable ``UInt8`` … and
@@ -272,30 +273,48 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     """
     table = holder.pop()
     order = table.column_names
+    freed = _FreedMemory()
     direct: dict[str, Any] = {}
+    viewed: list[tuple[int, int]] = []  # the memory of the columns handed out as views
     for field in table.schema:
         column = table.column(field.name)
         if (pa.types.is_integer(field.type) or pa.types.is_boolean(field.type)) and (
                 field.nullable or column.null_count):
-            direct[field.name] = column.to_pandas(types_mapper=_MASKED_DTYPES.get).array
+            convert = _masked_releasing
         elif (view := _writable_view(column)) is not None:
+            # Two columns over the same memory (a reader may hand one buffer out twice)
+            # must not stay views: writing into one would change the other.
+            span = (view.ctypes.data, view.ctypes.data + view.nbytes)
+            if any(start < span[1] and span[0] < end for start, end in viewed):
+                view = view.copy()
+            else:
+                viewed.append(span)
             direct[field.name] = view
+            continue
         elif _is_plain_numeric(column):
-            # Many chunks: concatenate into one new array, releasing each chunk as soon
-            # as it is copied (the table no longer references the column).
-            table = table.drop_columns([field.name])
-            chunks = column.chunks
-            del column
-            direct[field.name] = _concatenate_releasing(chunks, field.type)
+            convert = _concatenate_releasing
+        elif _has_one_dictionary(column):
+            convert = _categorical_releasing
+        else:
+            continue
+        # The table no longer references the column, and the converter drops each
+        # chunk as soon as it is copied.
+        table = table.drop_columns([field.name])
+        chunks = column.chunks
+        del column
+        direct[field.name] = convert(chunks, field.type, freed)
+    freed.release()
     if direct:
         table = table.drop_columns([n for n in direct if n in table.column_names])
-    # split_blocks/self_destruct: hand each column's memory to pandas instead of
+    # The rest (times, strings, bytes, dictionaries that differ between chunks):
+    # split_blocks/self_destruct hand each column's memory to pandas instead of
     # consolidating into 2-D blocks, releasing Arrow memory as each column is converted.
     # deduplicate_objects=False: pyarrow's default looks every bytes value up in a table
     # of those seen (A-STEP's sensor words: 43 s and 6.6 GB for a 200 MB file, 1.6 s and
     # 1.0 GB without); equal values stay equal, only not the same Python object.
     frame = table.to_pandas(split_blocks=True, self_destruct=True, deduplicate_objects=False)
     del table
+    freed.release()
     # Columns that came out as read-only views of Arrow memory: copy them one at a time
     # (each view and its Arrow buffer are dropped as soon as the copy replaces it).
     for position in range(frame.shape[1]):
@@ -313,6 +332,122 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     columns.update(direct)
     del frame
     return pd.DataFrame({name: columns[name] for name in order}, copy=False)
+
+
+#: :class:`_FreedMemory` hands memory back after this many bytes of chunks are dropped.
+RELEASE_STEP_BYTES = 4 << 20
+
+
+class _FreedMemory:
+    """Hands the memory of the chunks a pandas conversion has dropped back to the
+    operating system, every :data:`RELEASE_STEP_BYTES`.
+
+    Why: pandas' default columns are numpy arrays, so every column of several chunks is
+    copied. Its chunks are dropped as they are copied, but Arrow's memory pool (mimalloc,
+    where bindf's readers take their output memory, see :mod:`bindf._lanes`) keeps freed
+    memory for a while, and a read into pandas peaked at twice its output (spectroscopy
+    1.93, AstroPix 2.03; ``MIMALLOC_PURGE_DELAY=0`` gave about 1.2). Asking the pool to
+    return it as the conversion goes keeps the peak within about one lane block (16 MiB)
+    of the larger of the output and the read's own peak. The cost: the next read faults
+    that memory in again instead of reusing it, as it would after a pause anyway. A
+    release that finds nothing to return costs a few microseconds; the step keeps many
+    tiny chunks (a glob of small files) from asking for each.
+    """
+
+    def __init__(self) -> None:
+        self._pending = 0
+
+    def dropped(self, nbytes: int) -> None:
+        self._pending += nbytes
+        if self._pending >= RELEASE_STEP_BYTES:
+            self.release()
+
+    def release(self) -> None:
+        self._pending = 0
+        release_unused_memory()
+
+
+def _concatenate_releasing(chunks: list[pa.Array], kind: pa.DataType,
+                           freed: _FreedMemory) -> np.ndarray:
+    """Copy ``chunks`` into one numpy array, dropping each chunk once it is copied."""
+    out = np.empty(sum(len(c) for c in chunks), dtype=np.dtype(kind.to_pandas_dtype()))
+    position = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        values = chunk.to_numpy(zero_copy_only=True)
+        out[position : position + len(values)] = values
+        position += len(values)
+        nbytes = chunk.nbytes
+        del chunk, values
+        freed.dropped(nbytes)
+    return out
+
+
+def _masked_releasing(chunks: list[pa.Array], kind: pa.DataType,
+                      freed: _FreedMemory) -> pd.api.extensions.ExtensionArray:
+    """An integer or boolean column as pandas' masked array (``UInt8``, ``boolean`` …,
+    what ``to_pandas(types_mapper=...)`` gives), copied chunk by chunk into one values
+    and one mask array, dropping each chunk once it is copied."""
+    rows = sum(len(c) for c in chunks)
+    boolean = pa.types.is_boolean(kind)
+    values = np.empty(rows, dtype=np.bool_ if boolean else np.dtype(kind.to_pandas_dtype()))
+    mask = np.empty(rows, dtype=np.bool_)
+    position = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        end = position + len(chunk)
+        if chunk.null_count:
+            values[position:end] = chunk.fill_null(False if boolean else 0).to_numpy(
+                zero_copy_only=False)
+            mask[position:end] = chunk.is_null().to_numpy(zero_copy_only=False)
+        else:
+            values[position:end] = chunk.to_numpy(zero_copy_only=False)
+            mask[position:end] = False
+        position = end
+        nbytes = chunk.nbytes
+        del chunk
+        freed.dropped(nbytes)
+    if boolean:
+        return pd.arrays.BooleanArray(values, mask)
+    return pd.arrays.IntegerArray(values, mask)
+
+
+def _has_one_dictionary(column: pa.ChunkedArray) -> bool:
+    """Whether ``column`` is a dictionary column whose chunks share one dictionary (a
+    format's fixed categories), so that it converts as codes alone."""
+    if not pa.types.is_dictionary(column.type) or column.num_chunks == 0:
+        return False
+    first = column.chunk(0).dictionary
+    return all(chunk.dictionary.equals(first) for chunk in column.chunks[1:])
+
+
+def _categorical_releasing(chunks: list[pa.Array], kind: pa.DataType,
+                           freed: _FreedMemory) -> pd.Categorical:
+    """A dictionary column whose chunks share one dictionary (see
+    :func:`_has_one_dictionary`) as the ``pd.Categorical`` pyarrow's ``to_pandas`` gives
+    (same categories, codes of the indices' type, -1 for nulls), copied chunk by chunk
+    into one codes array, dropping each chunk once it is copied."""
+    # pyarrow's own categories and dtype, from an empty slice of the first chunk
+    dtype = chunks[0].slice(0, 0).to_pandas().dtype
+    codes = np.empty(sum(len(c) for c in chunks),
+                     dtype=np.dtype(kind.index_type.to_pandas_dtype()))
+    position = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        end = position + len(chunk)
+        if chunk.null_count == len(chunk):
+            codes[position:end] = -1
+        else:
+            indices = chunk.indices
+            codes[position:end] = indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        position = end
+        nbytes = chunk.nbytes
+        del chunk
+        freed.dropped(nbytes)
+    return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
 
 def table_to_masked_pandas(table: pa.Table) -> pd.DataFrame:
@@ -365,35 +500,49 @@ def _is_plain_numeric(column: pa.ChunkedArray) -> bool:
     return (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and not column.null_count
 
 
-def _concatenate_releasing(chunks: list[pa.Array], kind: pa.DataType) -> np.ndarray:
-    """Copy ``chunks`` into one numpy array, dropping each chunk once it is copied."""
-    out = np.empty(sum(len(c) for c in chunks), dtype=np.dtype(kind.to_pandas_dtype()))
-    position = 0
-    chunks.reverse()
-    while chunks:
-        chunk = chunks.pop()
-        values = chunk.to_numpy(zero_copy_only=True)
-        out[position : position + len(values)] = values
-        position += len(values)
-        del chunk, values
-    return out
-
-
 def _writable_view(column: pa.ChunkedArray) -> np.ndarray | None:
-    """A zero-copy *writable* numpy view of a one-chunk, null-free numeric column whose
-    memory Arrow marks mutable (bindf's readers fill numpy arrays and hand them to Arrow
-    without copying, so this is the usual case); ``None`` otherwise."""
-    if column.num_chunks != 1 or column.null_count:
+    """A zero-copy *writable* numpy view of a null-free numeric column whose chunks lie
+    back to back in memory that Arrow marks mutable (bindf's readers fill numpy arrays,
+    one column of a fixed-record read in one block, see :mod:`bindf._lanes`, and hand
+    them to Arrow without copying, so this is the usual case); ``None`` otherwise.
+
+    The view keeps the chunks, and so their memory, alive; nothing else refers to them
+    once the table that held them is gone (the conversion owns it)."""
+    kind = column.type
+    if column.null_count or not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
         return None
-    chunk = column.chunk(0)
-    kind = chunk.type
-    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-        return None
-    data = chunk.buffers()[1]
-    if data is None or not data.is_mutable:
-        return None
+    chunks = [chunk for chunk in column.chunks if len(chunk)]
     dtype = np.dtype(kind.to_pandas_dtype())
-    return np.frombuffer(data, dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize)
+    if not chunks:
+        return None
+    end = None
+    for chunk in chunks:
+        data = chunk.buffers()[1]
+        if data is None or not data.is_mutable:
+            return None
+        start = data.address + chunk.offset * dtype.itemsize
+        if end is not None and start != end:
+            return None
+        end = start + len(chunk) * dtype.itemsize
+    if len(chunks) == 1:
+        chunk = chunks[0]
+        return np.frombuffer(chunk.buffers()[1], dtype=dtype, count=len(chunk),
+                             offset=chunk.offset * dtype.itemsize)
+    return np.asarray(_MemoryOf(chunks, dtype))
+
+
+class _MemoryOf:
+    """Chunks that lie back to back in writable memory, seen by numpy as one array (the
+    array interface below); the array's base, so the chunks live as long as it does."""
+
+    def __init__(self, chunks: list[pa.Array], dtype: np.dtype) -> None:
+        self.chunks = chunks
+        first = chunks[0]
+        start = first.buffers()[1].address + first.offset * dtype.itemsize
+        self.__array_interface__ = {
+            "version": 3, "typestr": dtype.str, "data": (start, False),
+            "shape": (sum(len(chunk) for chunk in chunks),),
+        }
 
 
 #: Arrow types and pandas' masked (nullable) dtypes for them, as pandas' own readers
