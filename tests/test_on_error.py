@@ -356,6 +356,27 @@ def test_streams_give_their_counts_when_they_end(tmp_path: Path) -> None:
     assert lf.bindf.info["errors"] == expected
 
 
+@pytest.mark.parametrize("output", ["pandas", "polars"])
+def test_chunked_reads_keep_their_info_through_concat_and_count_at_the_end(
+        output: str, tmp_path: Path) -> None:
+    """Every chunk carries the same info, so ``pd.concat`` keeps the header (pandas drops
+    attrs that differ, and a running damage count made them differ once damage was
+    met); the count is the reader's, final after the last chunk."""
+    bad, _, _ = _apx_bad_markers((3, 21))(tmp_path)
+    whole = bindf.read(bad, on_error="skip")
+    reader = bindf.read(bad, on_error="skip", chunksize=len(whole) // 5, output=output)
+    assert reader.errors == {}
+    chunks = list(reader)
+    assert len(chunks) > 3 and reader.errors == _apx_skipped((3, 21))
+    info = {key: value for key, value in whole.attrs["bindf"].items() if key != "errors"}
+    if output == "pandas":
+        joined = pd.concat(chunks)
+        pd.testing.assert_frame_equal(joined, whole)
+        assert joined.attrs == {"bindf": info}
+    else:
+        assert all(chunk.bindf.info == info for chunk in chunks)
+
+
 def test_counts_add_up_over_files(tmp_path: Path) -> None:
     bad, _, _ = _apx_bad_markers((10,))(tmp_path)
     second = tmp_path / "second.apx"

@@ -570,6 +570,11 @@ class ChunkedReader(Iterator[Frame]):
     As in pandas' chunked readers, pandas chunks are numbered on from the chunks before
     them (``RangeIndex`` 0..n-1, then n..), so ``pd.concat(chunks)`` equals the whole
     read. Usable as a context manager; ``close()`` stops reading.
+
+    Every chunk carries the same info (format, header, source), so that ``pd.concat``
+    keeps it (pandas drops ``attrs`` that differ between the frames it joins). Damage
+    skipped under ``on_error="warn"``/``"skip"`` is counted in :attr:`errors`, which is
+    final once the last chunk is read, as a stream's count is.
     """
 
     def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, output: Output,
@@ -584,9 +589,15 @@ class ChunkedReader(Iterator[Frame]):
     def __iter__(self) -> ChunkedReader:
         return self
 
+    @property
+    def errors(self) -> dict[str, int]:
+        """Damage skipped so far, ``{kind: count}`` (empty if none)."""
+        return dict(self._info().get("errors") or {})
+
     def __next__(self) -> Frame:
+        info = {key: value for key, value in self._info().items() if key != "errors"}
         frame = batches_to_output([next(self._batches)], self._schema, self._output,
-                                  self._info(), self._dtype_backend)
+                                  info, self._dtype_backend)
         if isinstance(frame, pd.DataFrame):
             start = self._rows_before
             frame.index = pd.RangeIndex(start, start + len(frame))
