@@ -89,7 +89,7 @@ __all__ = ["DatasetLockedError", "IngestReport", "find_sources",
 #: Default number of rows per Parquet part; a bigger source is split into several parts.
 DEFAULT_ROWS_PER_PART = 16 << 20
 #: Read options that ingestion sets itself for each file's read.
-_SET_BY_INGESTION = ("output", "chunksize", "batch_size", "n_rows")
+SET_BY_INGESTION = ("output", "chunksize", "batch_size", "n_rows")
 #: The manifest is saved at most this often while a run progresses (and at its end), so
 #: an interrupted run keeps most of its work without rewriting the manifest per file.
 CHECKPOINT_SECONDS = 2.0
@@ -260,7 +260,7 @@ def ingest(
     if rows_per_part is not None and rows_per_part < 1:
         raise ValueError(f"rows_per_part must be positive, not {rows_per_part}")
     # Read options that ingestion sets itself: refused here, not by every file's read.
-    for name in _SET_BY_INGESTION:
+    for name in SET_BY_INGESTION:
         if name in options:
             raise TypeError(f"ingest() sets {name} itself (it reads each file in chunks "
                             "into Parquet parts); leave it out")

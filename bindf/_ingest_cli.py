@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from ._ingest import IngestReport, ingest, watch
+from ._ingest import SET_BY_INGESTION, IngestReport, ingest, watch
 from ._manifest import DatasetLockedError
 
 #: sysexits' "temporary failure": the dataset is locked by another run; try again later.
@@ -31,7 +31,9 @@ _SET_BY_INGEST = {
     "prune": "--prune", "dry_run": "--dry-run", "force": "--force",
     "fsync": "--no-fsync", "threads": "--threads", "client": "--scheduler",
     "progress": "--progress", "interval": "--interval", "max_runs": "--max-runs",
-    "on_report": None, "output": None, "chunksize": None, "n_rows": None,
+    "on_report": None,
+    # the read options ingestion itself sets (it reads each file in chunks into parts)
+    **{name: None for name in SET_BY_INGESTION},
 }
 
 

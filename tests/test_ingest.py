@@ -964,6 +964,7 @@ def test_dry_run_hashes_a_touched_file_as_the_run_does(tmp_path: Path, capsys) -
     (["--option", "prune=true"], "--option prune: use --prune instead"),
     (["--option", "dest=elsewhere"], "--option dest: use -o/--output instead"),
     (["--option", "chunksize=5"], "--option chunksize: bindf ingest sets chunksize itself"),
+    (["--option", "batch_size=5"], "--option batch_size: bindf ingest sets batch_size itself"),
 ])
 def test_cli_refuses_values_out_of_range(tmp_path: Path, capsys, options: list[str],
                                          message: str) -> None:
