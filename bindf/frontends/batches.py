@@ -136,6 +136,12 @@ class ReadPlan:
             self._first.keeps_every_batch = True
             # files may now be decoded side by side: the first one gets its share
             self._first.threads = self._threads_per_file()
+        return self.listed_batches()
+
+    def listed_batches(self) -> list[pa.RecordBatch]:
+        """Every batch as :meth:`iter_batches` makes them (no lanes unless
+        :meth:`all_batches` asked for them); no rows: one :meth:`empty_batch`, which
+        carries the columns' fixed categories."""
         return list(self.iter_batches()) or [self.empty_batch()]
 
     def _open(self, source: Source, format: str | None) -> FormatReader:

@@ -210,8 +210,8 @@ def read_partition(
         # was reported on the client when the collection was made; not once per partition.
         warnings.simplefilter("ignore", BindfWarning)
         plan.first_reader  # noqa: B018 - opens the file and reads its header
-    table = pa.Table.from_batches(list(plan.iter_batches()) or [plan.empty_batch()],
-                                  schema=plan.output_schema())
+    # (not all_batches(): a partition's columns are not carved out of lanes)
+    table = pa.Table.from_batches(plan.listed_batches(), schema=plan.output_schema())
     # Every partition carries the same attrs: pandas' concat (what compute does) keeps
     # attrs only when they are equal, so a partition's own damage count (on_error=
     # "warn"/"skip") would drop the header of the whole result. Damage is warned of.
