@@ -259,6 +259,7 @@ def _write_and_publish(job: Job, before: os.stat_result,
         if _changed_since(job.path, before):
             return None  # still being written: try again on a later run
         info = stream.info
+        skipped = reader.errors or None  # the read's count, final once it ended
         fingerprint = schema_fingerprint(stream.schema)
         top = format_partition(info["format"], fingerprint,
                                job.main_schemas.get(info["format"]))
@@ -282,7 +283,7 @@ def _write_and_publish(job: Job, before: os.stat_result,
             "rows": stream.rows, "parts": parts,
             "partition": {name: header_value(info["header"], name)
                           for name in settings.get("partition_by") or []},
-            "header": info["header"], "skipped": info.get("errors"), "warnings": [],
+            "header": info["header"], "skipped": skipped, "warnings": [],
             "error": None, "settings_hash": job.settings_hash, "ingested": utc_now(),
             "bindf_version": __version__}
 
@@ -351,7 +352,7 @@ class _AnnotatedStream:
             table = next(self._tables, None)
             if table is None:
                 return None
-            self.info = table_info(table) or self.info  # grows: skipped counts, IT02 end
+            self.info = table_info(table) or self.info  # grows: the IT02 end
             n = table.num_rows
             arrays = [*table.columns, *(pa.repeat(scalar, n) for _, scalar in self._extra)]
             self._held = pa.Table.from_arrays(arrays, schema=self.schema).to_batches()
