@@ -6,7 +6,9 @@ a header that is *almost* JSON is a sign of a damaged file and guessing would si
 change the user's metadata:
 
 * the text must be UTF-8 and the top level an object;
-* duplicate keys, ``NaN``/``Infinity`` and lone UTF-16 surrogates are rejected;
+* duplicate keys, ``NaN``/``Infinity``, numbers beyond a 64-bit float (``1e999``, which
+  would become infinity and could not be written back as JSON) and lone UTF-16
+  surrogates are rejected;
 * nesting deeper than :data:`MAX_HEADER_DEPTH` is rejected (CPython would otherwise raise
   ``RecursionError``, which is not a ``ValueError``).
 
@@ -48,11 +50,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 32 else text[:29] + "..."
+        raise ValueError(f"the number {shown} is beyond a 64-bit float")
+    return value
+
+
 #: The standard library's decoder, held to bindf's rules: it parses every header the
 #: compiled parser (``_jsonparse``) leaves alone, and gives the error bindf reports. One
 #: decoder for all headers: ``json.loads`` with arguments builds a new one per call.
 _DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates,
-                            parse_constant=_reject_constant)
+                            parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 #: A \uD800-\uDFFF escape: the only way a lone surrogate gets into parsed JSON (the

@@ -8,7 +8,8 @@ the common case, a valid header, in one pass over the UTF-8 bytes (11 µs), and 
 duplicate keys itself.
 
 It only ever *accepts*. Anything it does not take as it is (invalid JSON, a repeated
-key, ``NaN``/``Infinity``, a lone UTF-16 surrogate, nesting deeper than ``max_depth``,
+key, ``NaN``/``Infinity``, a number beyond a double such as ``1e999``, a lone UTF-16
+surrogate, nesting deeper than ``max_depth``,
 an integer beyond the interpreter's digit limit) makes :func:`parse_object` return
 ``None``, and the header module parses the text again with the standard library, whose
 error messages and positions bindf reports. So this parser needs to agree with ``json``
@@ -25,6 +26,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.math cimport isinf
 from libc.string cimport memcpy
 
 
@@ -315,16 +317,23 @@ cdef class _Parser:
             for j in range(digits_start, i):
                 whole = whole * 10 + (self.p[j] - 0x30)
             return PyLong_FromLongLong(-whole if negative else whole)
+        cdef double real
         if i - start >= NUMBER_BUFFER:
             # Long numbers: the same conversions, through Python (``int`` refuses more
             # digits than the interpreter's limit with ValueError, as ``json`` does).
             text = (<const char*>self.p)[start:i]
-            return float(text) if is_float else int(text)
-        memcpy(buffer, self.p + start, i - start)
-        buffer[i - start] = 0
-        if is_float:
-            return PyFloat_FromDouble(PyOS_string_to_double(buffer, NULL, NULL))
-        return int(buffer[:i - start])
+            if not is_float:
+                return int(text)
+            real = float(text)
+        else:
+            memcpy(buffer, self.p + start, i - start)
+            buffer[i - start] = 0
+            if not is_float:
+                return int(buffer[:i - start])
+            real = PyOS_string_to_double(buffer, NULL, NULL)
+        if isinf(real):
+            raise _Unhandled  # beyond a double (1e999): the header module refuses it
+        return PyFloat_FromDouble(real)
 
 
 def parse_object(const uint8_t[::1] raw, int max_depth) -> dict | None:
