@@ -671,7 +671,9 @@ def test_every_cut_of_a_sparse_file_gives_the_complete_records(tmp_path):
 def test_truncated_tail_that_looks_like_an_end_marker(tmp_path):
     # Found by a random search: the cut leaves 9 bytes ending in 0 whose "time" is a
     # finite double and 4 plausible-looking records chaining back onto it. The
-    # 16-record check rejects it, so the file reads as truncated, not as corrupt.
+    # 16-record check rejects it, and so, since the chain's times must also lie between
+    # the first record's and the next one's, does a check of 4, so the file reads as
+    # truncated, not as corrupt.
     body = bytes.fromhex(
         "000000000070a740020f1e9c00000000000040af4002a2000000000000000070b7400693b941"
         "00a1884300000000000058bb400c91124100ff5d4100000000000040bf40058b000000df0000"
@@ -679,12 +681,75 @@ def test_truncated_tail_that_looks_like_an_end_marker(tmp_path):
     header = {"channels": [0, 1, 2, 3], "bin_width_micros": 1}
     assert _it02_layout._find_end_marker(body, 0, 0, 4, 3000.0) is None
     with mock.patch.object(_it02_layout, "MARKER_CHECK_DEPTH", 4):
-        assert _it02_layout._find_end_marker(body, 0, 0, 4, 3000.0) is not None
+        assert _it02_layout._find_end_marker(body, 0, 0, 4, 3000.0) is None
     path = write(tmp_path, preamble(header) + body)
     assert bindf.read_header(path, layout="sparse")["acquisition_end_ns"] is None
     with pytest.warns(TruncatedFileWarning):
         df = read(path)  # detected as sparse
     assert df["time_ns"].tolist() == [3000.0, 4000.0, 6000.0, 7000.0, 8000.0, 11000.0]
+
+
+def test_truncated_tail_of_small_counts_is_not_an_end_marker(tmp_path):
+    """Photon counts are small integers full of zero bytes: cut inside a record, such a
+    file's tail chained back 16 records when only the framing was checked (about one
+    cut in 3,000 in a sweep), and the read raised CorruptDataError ("the record chain
+    does not end at the end-of-acquisition marker") with an invented end time. The
+    "times" of misframed records are bytes of counts: not between the first record's
+    time and the next one's."""
+    body = bytes.fromhex(
+        "0000000080842e41576f000000e4000000250000001e010000240000000000000060e34641ded700"
+        "000056000000460000006a000000f40000004200000000000000d012534129ff0000000a01000072"
+        "0000000000000060e35641d7bb000000b20000005b00000026000000140000004800000000000000"
+        "f0b35a41d0640000000b0000008b0000000000000080845e41e3f5000000cd0000002c010000f800"
+        "0000a300000000000000d0126341444c000000530000000000000018fb6441fb24000000cc000000"
+        "25010000e10000005d000000ac000000ec0000000000000060e36641ef7d000000af000000690000"
+        "00c20000009400000023010000af00000000000000a8cb6841ec2600000028010000200100000f01"
+        "00007e00000000000000f0b36a4166a600000003000000aa0000007400000000000000389c6c4137"
+        "17000000df0000004b000000cf000000f90000000000000080846e41aefd000000240000006b0000"
+        "00d70000002501000000000000882a71412ec6000000eb0000007c0000007f00000000000000ac1e"
+        "7241f375000000d60000006300000041000000580000007300000000000000d01273415c1c010000"
+        "75000000ee0000003400000000000000f4067441bf2a010000ad000000e500000061000000cf0000"
+        "0022010000270000000000000018fb74418b1a00000091000000e100000097000000000000003cef"
+        "7541bba2000000f7000000db000000a900000046000000050000000000000060e37641b1e3000000"
+        "c800000001000000100000000000000084d7774169fc000000d30000006f00000029010000000000"
+        "00a8cb78417faf0000007700000044000000220100005e000000030000001500000000000000ccbf"
+        "7941160d000000090100009e00000000000000f0b37a41dea9000000fe0000007500000052000000"
+        "e9000000320000000000000014a87b41e6da0000000300000082000000bb000000dc000000000000"
+        "005c907d41ce37000000330000009c0000005d000000e700000000000000a4787f417b34000000f5"
+        "000000ba000000e6000000ef000000f40000000000000064368041ff0c010000dc0000003b000000"
+        "a9000000f200000026000000ef000000c60000000000000076b0804105fc000000bb000000000000"
+        "009aa48141e8f40000007e000000500000001700000000000000ac1e8241d58e0000003300000009"
+        "000000150100009500000000000000be988241fa6000000068000000cb0000002f0000004200")
+    header = {"channels": list(range(8)), "bin_width_micros": 1000}
+    path = write(tmp_path, preamble(header) + body)
+    assert bindf.read_header(path, layout="sparse")["acquisition_end_ns"] is None
+    with pytest.warns(TruncatedFileWarning, match="incomplete record"):
+        df = read(path, layout="sparse")
+    assert df.bindf.header["acquisition_end_ns"] is None and len(df) == 31
+
+
+@pytest.mark.parametrize("times", [
+    [1e6, 2e6, 3e6, 4e6, 3.99e6],  # the end marker's time before the last record's
+    [1e6, float("nan"), 3e6, 4e6, 4.5e6],  # a damaged time among the last records
+])
+def test_final_mask_zero_record_is_the_end_marker_whatever_its_times(tmp_path, times):
+    """A final mask-0 record ends the acquisition and is not a bin. The guess from the
+    last bytes checks times and misses these; the whole read walks the chain onto the
+    last 9 bytes and finds the marker there (an extra zero row before)."""
+    header = {"channels": [0, 1], "bin_width_micros": 1000}
+    body = b"".join(sparse_record(t, {i % 2: i + 1}) for i, t in enumerate(times[:-1]))
+    path = write(tmp_path, preamble(header) + body + end_marker(times[-1]))
+    assert bindf.read_header(path, layout="sparse")["acquisition_end_ns"] is None  # a guess
+    for on_error in ("raise", "skip"):
+        df = read(path, layout="sparse", on_error=on_error)
+        assert len(df) == 4 and df["ch1"].tolist() == [1, 0, 3, 0]
+        assert df.bindf.header["acquisition_end_ns"] == times[-1]
+    table = read(path, layout="sparse", output="arrow", columns=["ch2"])
+    assert table.column("ch2").to_pylist() == [0, 2, 0, 4]
+    assert read(path, layout="sparse", n_rows=2)["ch1"].tolist() == [1, 0]
+    if math.isfinite(times[1]):  # (a NaN time is damage to fill_gaps)
+        filled = read(path, layout="sparse", fill_gaps=True)
+        assert filled["time_ns"].tolist() == [1e6, 2e6, 3e6, 4e6]
 
 
 def test_sparse_shrinking_file_is_a_truncation(tmp_path):

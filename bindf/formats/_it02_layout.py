@@ -224,9 +224,16 @@ def _find_end_marker(tail: bytes, tail_start: int, data_offset: int, n_channels:
     mask byte, at ``size - 9``) is accepted only if its time is finite and not before the
     first record, and :data:`MARKER_CHECK_DEPTH` earlier records (or all of them, back to
     the start of the data) chain onto it: a record of ``k`` counts ending exactly there,
-    whose mask has ``k`` bits, all valid, and whose time is finite and not after the
-    marker's. The reader re-checks while decoding: a chain that does not land on the
-    marker is reported as corrupt.
+    whose mask has ``k`` bits, all valid, and whose time is finite, not before the first
+    record's and not after the time of the record (or marker) it chains onto. Why the
+    times: photon counts are small integers full of zero bytes, and without them the
+    tail of a file cut inside a record could pass for a marker about once in 15,000 cuts
+    (bytes of counts read as the "times" of misframed records are tiny or huge).
+
+    This is a guess from the last bytes (headers, ``read_headers`` and ``follow`` need no
+    more); a whole read walks the chain from the start and settles it: a chain that runs
+    into the guessed marker is reported as corrupt, and one that ends exactly on the
+    file's last 9 bytes with a mask-0 record finds the marker the guess missed.
     """
     end = tail_start + len(tail)
     marker = end - SPARSE_FIXED_BYTES
@@ -248,6 +255,7 @@ def _find_end_marker(tail: bytes, tail_start: int, data_offset: int, n_channels:
     def _chains_back(record_end: int, depth: int) -> bool:
         if record_end == data_offset or depth == 0:
             return True
+        (t_later,) = _F64.unpack_from(tail, record_end - tail_start)
         for k in range(n_channels + 1):
             start = record_end - SPARSE_FIXED_BYTES - COUNT_BYTES * k
             if start < max(data_offset, tail_start):
@@ -256,7 +264,7 @@ def _find_end_marker(tail: bytes, tail_start: int, data_offset: int, n_channels:
             if mask >> n_channels or _POPCOUNT[mask] != k:
                 continue
             (t,) = _F64.unpack_from(tail, start - tail_start)
-            if math.isfinite(t) and t <= t_end and chains_back(start, depth - 1):
+            if t_first <= t <= t_later and chains_back(start, depth - 1):
                 return True
         return False
 

@@ -179,9 +179,10 @@ class IT02Reader(FormatReader):
     The file's JSON verbatim, plus (when the JSON lacks them): ``layout`` ("dense" or
     "sparse") and, for sparse files, ``acquisition_end_ns``: the time of the final
     mask-0 record, or None if the file does not end with one (still being written,
-    truncated). The end marker is found when the file is opened, from the last bytes;
-    see :func:`_find_end_marker`. A mask-0 record that is not the last record is an
-    ordinary bin whose counts are all zero.
+    truncated). The end marker is guessed when the file is opened, from the last bytes
+    (see :func:`_find_end_marker`), and settled by a whole read, which walks the record
+    chain (see :meth:`_sparse_chunks`). A mask-0 record that is not the last record is
+    an ordinary bin whose counts are all zero.
 
     Damage: a file that ends inside a record gives a
     :class:`~bindf.errors.TruncatedFileWarning` and all complete records. A sparse mask
@@ -241,6 +242,7 @@ class IT02Reader(FormatReader):
         self.layout: str = layout
         header = dict(raw)
         header.setdefault("layout", layout)
+        self._end_in_json = "acquisition_end_ns" in raw
         if layout == "sparse":
             self.acquisition_end_ns = end_ns
             self.end_marker_offset = (
@@ -476,18 +478,60 @@ class IT02Reader(FormatReader):
 
     def _sparse_chunks(self, f: BinaryIO, want_time: bool, wanted: list[int], batch_size: int,
                        max_records: int | None, borrow: bool) -> Iterator[_Chunk]:
-        """Follow the record chain through the file (see :class:`SparseStream`)."""
+        """Follow the record chain through the file (see :class:`SparseStream`).
+
+        The end marker guessed when the file was opened (see :func:`_find_end_marker`)
+        bounds the records. Without one, a file whose last byte is a zero mask may still
+        end with a marker the guess could not confirm (a marker whose time is before the
+        last record's, a damaged time among the last records): the chain is walked to
+        the last 9 bytes first, and if it lands exactly there, they are a final record of
+        mask 0, the end marker by definition, not a row."""
         stream = self.sparse_stream(wanted, want_time=want_time, batch_size=batch_size,
                                     max_records=max_records, borrow=borrow)
         # A few records wanted (head, n_rows): read little more than they can take.
         first_read = CHUNK_BYTES if max_records is None else \
             max(1 << 16, min(CHUNK_BYTES, (max_records + 1) * MAX_SPARSE_RECORD))
+        size = self.source.size
+        unconfirmed = self._unconfirmed_marker(f)
         try:
-            yield from decode_file(self.source, stream, end=self._region_end(),
-                                   first_read=first_read, max_read=CHUNK_BYTES, f=f)
+            if unconfirmed is None:
+                yield from decode_file(self.source, stream, end=self._region_end(),
+                                       first_read=first_read, max_read=CHUNK_BYTES, f=f)
+                return
+            stream.data_end = unconfirmed
+            yield from decode_file(self.source, stream, end=unconfirmed, first_read=first_read,
+                                   max_read=CHUNK_BYTES, f=f, finish=False)
+            if stream.ended:  # enough rows (n_rows), or damage: finished there
+                return
+            if stream.position == unconfirmed and not stream.pending:
+                self._found_end_marker(f, unconfirmed)
+                yield from stream.finish()
+                return
+            stream.data_end = size  # not a record of its own: the data runs to the end
+            yield from decode_file(self.source, stream, end=size, first_read=first_read,
+                                   max_read=CHUNK_BYTES, f=f)
         finally:
             for kind, count in stream.errors.items():
                 self.note_error(kind, count)
+
+    def _unconfirmed_marker(self, f: BinaryIO) -> int | None:
+        """Where an end marker the guess did not confirm would start: the last 9 bytes,
+        when no marker was guessed and the file's last byte is a zero mask."""
+        size = self.source.size
+        if self.end_marker_offset is not None or size - self.data_offset < SPARSE_FIXED_BYTES:
+            return None
+        f.seek(size - 1)
+        return size - SPARSE_FIXED_BYTES if f.read(1) == b"\x00" else None
+
+    def _found_end_marker(self, f: BinaryIO, offset: int) -> None:
+        """The chain ends exactly on a mask-0 record at ``offset``, the last one: record
+        it as the end marker (in the header too, unless the file's JSON has the key)."""
+        f.seek(offset)
+        (end_ns,) = _F64.unpack(read_exact(f, TIME_BYTES))
+        self.acquisition_end_ns = end_ns
+        self.end_marker_offset = offset
+        if not self._end_in_json:
+            self.header["acquisition_end_ns"] = end_ns
 
     def _region_end(self) -> int:
         """Where the records end: the end marker (not a bin), else the end of the file."""
