@@ -202,8 +202,8 @@ class _Tail:
         try:
             self.stream = reader.batch_stream(follower.reader_columns(reader), data_end=None)
         except NotImplementedError as exc:  # e.g. FCS1, written whole after the computation
-            raise ValueError(f"{self.path}: cannot be followed while it is written ({exc}); "
-                             "read it once it is complete") from None
+            raise BindfError(f"cannot be followed while it is written ({exc}); read it "
+                             "once it is complete", path=self.path) from None
         self.f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         st = os.fstat(self.f.fileno())
         self.identity = (st.st_ino, st.st_dev)

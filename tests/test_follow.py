@@ -778,8 +778,9 @@ def test_cli_status_line_of_a_format_added_from_outside_shows_no_totals() -> Non
 
 def test_format_that_cannot_stream_is_a_clear_error() -> None:
     fcs1 = DATA / "fcs1_fcs-export-data-example.bin"
-    with pytest.raises(ValueError, match="cannot be followed"):
+    with pytest.raises(bindf.errors.BindfError, match="cannot be followed") as caught:
         list(bindf.follow(fcs1, poll_interval=0.01, idle_timeout=0.05))
+    assert caught.value.path == str(fcs1) and str(caught.value).count(str(fcs1)) == 1
 
 
 def test_it02_zero_bin_at_a_pause_then_more_records_without_a_marker(tmp_path: Path) -> None:
