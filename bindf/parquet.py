@@ -42,7 +42,14 @@ from ._source import (
 from ._writing import encode_preamble, inherited_header
 from .arrow import attach_info, info_from_metadata, info_to_metadata
 from .errors import CorruptDataError, UnknownFormatError
-from .frontends.output import DtypeBackend, Frame, Output, check_output, table_to_output
+from .frontends.output import (
+    SIGNED_INDEX,
+    DtypeBackend,
+    Frame,
+    Output,
+    check_output,
+    table_to_output,
+)
 
 PANDAS_ATTRS_KEY = b"PANDAS_ATTRS"
 #: The schema metadata key of the pandas metadata pyarrow writes for a pandas frame.
@@ -222,18 +229,14 @@ def read_parquet(
 
 #: Unsigned dictionary index types (polars writes uint32) and the signed type that holds
 #: every index of each (pandas category codes are signed).
-_SIGNED_INDEX = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
-                 pa.uint64(): pa.int64()}
-
-
 def _signed_dictionary_indices(table: pa.Table) -> pa.Table:
     """``table`` with unsigned dictionary indices made signed: pyarrow before 19 cannot
     convert them to pandas ("unsigned dictionary indices … not yet supported"), and a
     file written by polars has uint32 ones. The dictionary values are not touched."""
     for index, field in enumerate(table.schema):
         kind = field.type
-        if pa.types.is_dictionary(kind) and kind.index_type in _SIGNED_INDEX:
-            signed = pa.dictionary(_SIGNED_INDEX[kind.index_type], kind.value_type, kind.ordered)
+        if pa.types.is_dictionary(kind) and kind.index_type in SIGNED_INDEX:
+            signed = pa.dictionary(SIGNED_INDEX[kind.index_type], kind.value_type, kind.ordered)
             table = table.set_column(index, field.with_type(signed), table.column(index).cast(signed))
     return table
 

@@ -425,6 +425,10 @@ def _many_chunk_table() -> pa.Table:
                                     dictionary([2, None, 0])]),
         "kind": pa.chunked_array([dictionary([0, 1]), dictionary([]),
                                   dictionary([1, 0, 0], pa.array(["B", "A"]))]),
+        # a plugin's unsigned codes (pyarrow before 19 cannot convert them itself)
+        "unsigned": pa.chunked_array([
+            pa.DictionaryArray.from_arrays(pa.array(indices, type=pa.uint8()), markers)
+            for indices in ([2, None], [], [0, 1, 2])]),
         "when": pa.chunked_array([[1, 2], [], [3, 4, 5]], type=pa.timestamp("ns")),
         "text": pa.chunked_array([["a", None], [], ["c", "d", "e"]]),
     }
@@ -440,6 +444,9 @@ def test_pandas_conversion_of_many_chunks_equals_pyarrows() -> None:
     from bindf.frontends.output import _MASKED_DTYPES, table_to_output
 
     reference = _many_chunk_table()
+    unsigned = pa.dictionary(pa.int16(), pa.string())
+    reference = reference.set_column(reference.schema.get_field_index("unsigned"), "unsigned",
+                                     reference.column("unsigned").cast(unsigned))
     expected = pd.DataFrame({
         name: reference.column(name).to_pandas(
             types_mapper=_MASKED_DTYPES.get if field.nullable and (
@@ -452,6 +459,7 @@ def test_pandas_conversion_of_many_chunks_equals_pyarrows() -> None:
     assert frame["wide"].dtype == np.uint64 and frame["wide"][1] == 2**63
     assert list(frame["marker"].cat.codes) == [-1, -1, 2, -1, 0]
     assert list(frame["kind"]) == ["M1", "M2", "A", "B", "B"]  # two dictionaries
+    assert list(frame["unsigned"].cat.codes) == [2, -1, 0, 1, 2]
     for position in range(frame.shape[1]):
         frame.iloc[0, position] = frame.iloc[1, position]  # raises if read-only
 

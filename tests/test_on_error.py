@@ -373,6 +373,8 @@ def test_chunked_reads_keep_their_info_through_concat_and_count_at_the_end(
         joined = pd.concat(chunks)
         pd.testing.assert_frame_equal(joined, whole)
         assert joined.attrs == {"bindf": info}
+        chunks[0].attrs["bindf"]["header"]["mine"] = 1  # each chunk has its own header
+        assert "mine" not in chunks[1].attrs["bindf"]["header"]
     else:
         assert all(chunk.bindf.info == info for chunk in chunks)
 

@@ -6,6 +6,7 @@ This is the only place that converts Arrow to pandas and polars; the other way
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -269,7 +270,9 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     ``boolean`` instead of float64 or object, whether or not this particular file has a
     null: the dtype depends on the format, never on the data. Formats declare never-null
     columns ``nullable=False``.
-    Every column is writable (pandas users assign into frames they read).
+    Every column is writable (pandas users assign into frames they read); the values of
+    a list column (SP01's ``shape="wide"`` rows) are read-only numpy arrays, as pyarrow
+    makes them.
     """
     table = holder.pop()
     order = table.column_names
@@ -414,6 +417,12 @@ def _masked_releasing(chunks: list[pa.Array], kind: pa.DataType,
     return pd.arrays.IntegerArray(values, mask)
 
 
+#: Unsigned dictionary index types and the signed ones that hold all their values and
+#: -1 (pandas' code for a null), for pandas output.
+SIGNED_INDEX = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
+                pa.uint64(): pa.int64()}
+
+
 def _has_one_dictionary(column: pa.ChunkedArray) -> bool:
     """Whether ``column`` is a dictionary column whose chunks share one dictionary (a
     format's fixed categories), so that it converts as codes alone."""
@@ -429,10 +438,13 @@ def _categorical_releasing(chunks: list[pa.Array], kind: pa.DataType,
     :func:`_has_one_dictionary`) as the ``pd.Categorical`` pyarrow's ``to_pandas`` gives
     (same categories, codes of the indices' type, -1 for nulls), copied chunk by chunk
     into one codes array, dropping each chunk once it is copied."""
-    # pyarrow's own categories and dtype, from an empty slice of the first chunk
-    dtype = chunks[0].slice(0, 0).to_pandas().dtype
-    codes = np.empty(sum(len(c) for c in chunks),
-                     dtype=np.dtype(kind.index_type.to_pandas_dtype()))
+    # Unsigned indices (a plugin's uint8 codes) become signed ones wide enough for all
+    # their values and -1 (pyarrow before 19 cannot convert them at all).
+    signed = SIGNED_INDEX.get(kind.index_type, kind.index_type)
+    # pyarrow's own categories and dtype, from an empty array of the same dictionary
+    dtype = pa.DictionaryArray.from_arrays(pa.array([], type=signed), chunks[0].dictionary,
+                                           ordered=kind.ordered).to_pandas().dtype
+    codes = np.empty(sum(len(c) for c in chunks), dtype=np.dtype(signed.to_pandas_dtype()))
     position = 0
     chunks.reverse()
     while chunks:
@@ -442,6 +454,8 @@ def _categorical_releasing(chunks: list[pa.Array], kind: pa.DataType,
             codes[position:end] = -1
         else:
             indices = chunk.indices
+            if indices.type != signed:
+                indices = indices.cast(signed)
             codes[position:end] = indices.fill_null(-1).to_numpy(zero_copy_only=False)
         position = end
         nbytes = chunk.nbytes
@@ -595,7 +609,9 @@ class ChunkedReader(Iterator[Frame]):
         return dict(self._info().get("errors") or {})
 
     def __next__(self) -> Frame:
-        info = {key: value for key, value in self._info().items() if key != "errors"}
+        # each chunk its own copy: an edit of one chunk's header must not reach the others
+        info = copy.deepcopy({key: value for key, value in self._info().items()
+                              if key != "errors"})
         frame = batches_to_output([next(self._batches)], self._schema, self._output,
                                   info, self._dtype_backend)
         if isinstance(frame, pd.DataFrame):
