@@ -13,6 +13,8 @@ from pathlib import Path
 import _harness as h
 import pandas as pd
 from bench_apx import make_apx
+from bench_flim_exports import make_itt1
+from bench_it02 import make_dense
 from bench_spectro import make_legacy
 
 import bindf
@@ -34,6 +36,14 @@ def apx_pyarrow(path: Path) -> pd.DataFrame:
     return bindf.read_apx(path, dtype_backend="pyarrow")
 
 
+def it02_dense_default(path: Path) -> pd.DataFrame:
+    return bindf.read_it02(path)
+
+
+def itt1_default(path: Path) -> pd.DataFrame:
+    return bindf.read_itt1(path)
+
+
 CASES = [
     h.Case("spectro legacy → pandas (default dtypes)", make_legacy,
            "bench_pandas:spectro_default"),
@@ -41,4 +51,6 @@ CASES = [
            "bench_pandas:spectro_pyarrow"),
     h.Case("apx → pandas (default dtypes)", make_apx, "bench_pandas:apx_default", unit="hits"),
     h.Case("apx → pandas (pyarrow backend)", make_apx, "bench_pandas:apx_pyarrow", unit="hits"),
+    h.Case("it02 dense → pandas (default dtypes)", make_dense, "bench_pandas:it02_dense_default"),
+    h.Case("itt1 → pandas (default dtypes)", make_itt1, "bench_pandas:itt1_default"),
 ]

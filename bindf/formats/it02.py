@@ -355,6 +355,11 @@ class IT02Reader(FormatReader):
         # to fill. A streamed one (scan, chunks) gets batches of the size it asked for,
         # so that its first batch does not wait for (and hold) 4 Mi rows.
         output_rows = max(batch_size, OUTPUT_ROWS) if self.keeps_every_batch else batch_size
+        if self.keeps_every_batch and self.layout == "dense" and not self.fill_gaps:
+            # The records are counted: one array per column holds them all, one chunk for
+            # polars and Arrow, and a pandas column without a copy (see
+            # bindf.frontends.output._writable_view).
+            output_rows = max(output_rows, self.n_records)
         # With fill_gaps the decoded records are scratch (the filler builds new arrays),
         # so chunks lend views of buffers reused for every chunk: freeing per-chunk
         # temporaries between the long-lived output arrays would fragment the C heap.
