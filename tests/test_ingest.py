@@ -1021,20 +1021,35 @@ def test_cli_output_problems_are_output_errors(tmp_path: Path, capsys) -> None:
 def _ingest_then_die(src: str, dest: str, kwargs: dict, jobs: int) -> None:
     """An ingestion that saves its manifest after every file it records, and dies as
     with ``kill -9`` (``os._exit``) once its ``jobs``-th file's parts are published,
-    before that file is recorded."""
+    before that file is recorded. Jobs run in a worker thread while the coordinating
+    thread records and saves their results: each job waits until the ones before it are
+    saved, so that exactly ``jobs - 1`` files are recorded however the threads run."""
+    import threading
+
     import bindf._ingest as module
 
     module.CHECKPOINT_SECONDS = 0
-    real, done = module.run_job, []
+    real_job, real_save, done = module.run_job, module._Run.save, []
+    saved = threading.Condition()
+    saves = [0]
+
+    def save(self):  # noqa: ANN001, ANN202
+        real_save(self)
+        with saved:
+            saves[0] += 1
+            saved.notify_all()
 
     def run_job(job):  # noqa: ANN001, ANN202
-        result = real(job)
+        with saved:  # (the first save of a run comes after its first record)
+            assert saved.wait_for(lambda: saves[0] >= len(done), timeout=60)
+        result = real_job(job)
         done.append(job.path)
         if len(done) == jobs:
             os._exit(9)
         return result
 
     module.run_job = run_job
+    module._Run.save = save
     bindf.ingest(src, dest, threads=1, **kwargs)
 
 
