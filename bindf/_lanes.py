@@ -42,6 +42,7 @@ import ctypes
 import mmap
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -79,20 +80,23 @@ def new_block(nbytes: int) -> np.ndarray:
     return block
 
 
-def _load_madvise() -> Callable[[int, int, int], int] | None:
-    """libc's ``madvise`` on Linux (None elsewhere, or where it cannot be found)."""
-    if not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_NOHUGEPAGE"):
+def _libc_function(name: str, argtypes: list[Any]) -> Any:
+    """The C library's function ``name`` (returning an int) on Linux; None elsewhere, or
+    where the C library has none (``malloc_trim`` is glibc's, not musl's)."""
+    if not sys.platform.startswith("linux"):
         return None
     try:
-        function = ctypes.CDLL(None, use_errno=True).madvise
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    function.argtypes = argtypes
     function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]
+    return function
 
 
-_MADVISE = _load_madvise()
+_MADVISE: Callable[[int, int, int], int] | None = (
+    _libc_function("madvise", [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int])
+    if hasattr(mmap, "MADV_NOHUGEPAGE") else None)
 _PAGE = mmap.PAGESIZE
 
 
@@ -263,20 +267,7 @@ def lanes_for(input_bytes: int | None, shares: int = 1, rows: int | None = None)
                  rows=rows)
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim`` (None elsewhere: other C libraries, macOS, Windows)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # musl has none
-        return None
-    function.argtypes = [ctypes.c_size_t]
-    function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]
-
-
-_MALLOC_TRIM = _load_malloc_trim()
+_MALLOC_TRIM: Callable[[int], int] | None = _libc_function("malloc_trim", [ctypes.c_size_t])
 
 
 def release_unused_memory() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -82,9 +82,20 @@ def _joined_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
     if column.num_chunks < 2 or not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
         return column
     width = kind.bit_width // 8
+    runs = _adjacent_runs(column.chunks, width)
+    if all(len(run) == 1 for run in runs):  # nothing to join: the column as it was
+        return column
+    return pa.chunked_array([run[0] if len(run) == 1 else _one_chunk(run, kind, width)
+                             for run in runs], type=kind)
+
+
+def _adjacent_runs(chunks: list[pa.Array], width: int) -> list[list[pa.Array]]:
+    """``chunks`` (of a fixed-width type of ``width`` bytes) grouped into runs that lie
+    back to back in memory, in order; empty chunks left out, a chunk with nulls a run of
+    its own."""
     runs: list[list[pa.Array]] = []
     end = -1  # address right after the last chunk of the current run
-    for chunk in column.chunks:
+    for chunk in chunks:
         if not len(chunk):  # holds nothing (and its address may be anywhere): dropped
             continue
         validity, data = chunk.buffers()
@@ -98,10 +109,7 @@ def _joined_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
         else:
             runs.append([chunk])
         end = start + len(chunk) * width
-    if all(len(run) == 1 for run in runs):  # nothing to join: the column as it was
-        return column
-    return pa.chunked_array([run[0] if len(run) == 1 else _one_chunk(run, kind, width)
-                             for run in runs], type=kind)
+    return runs
 
 
 def _one_chunk(run: list[pa.Array], kind: pa.DataType, width: int) -> pa.Array:
@@ -315,8 +323,10 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     # deduplicate_objects=False: pyarrow's default looks every bytes value up in a table
     # of those seen (A-STEP's sensor words: 43 s and 6.6 GB for a 200 MB file, 1.6 s and
     # 1.0 GB without); equal values stay equal, only not the same Python object.
+    converted = table.nbytes  # all of it released by self_destruct
     frame = table.to_pandas(split_blocks=True, self_destruct=True, deduplicate_objects=False)
     del table
+    freed.dropped(converted)
     freed.release()
     # Columns that came out as read-only views of Arrow memory: copy them one at a time
     # (each view and its Arrow buffer are dropped as soon as the copy replaces it).
@@ -366,24 +376,39 @@ class _FreedMemory:
             self.release()
 
     def release(self) -> None:
-        self._pending = 0
-        release_unused_memory()
+        """Hand back what was dropped since the last release (nothing dropped: no call,
+        so that conversions of views alone, e.g. the chunks of a chunked read, pay none)."""
+        if self._pending:
+            self._pending = 0
+            release_unused_memory()
+
+
+def _copy_releasing(chunks: list[pa.Array], freed: _FreedMemory,
+                    copy_chunk: Callable[[pa.Array, int, int], None]) -> None:
+    """``copy_chunk(chunk, start, end)`` for each of ``chunks`` in turn (its rows
+    ``start:end`` of the column), emptying the list and dropping each chunk once copied
+    (this is then its last reference) before the next is copied."""
+    position = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        end = position + len(chunk)
+        copy_chunk(chunk, position, end)
+        position = end
+        nbytes = chunk.nbytes
+        del chunk
+        freed.dropped(nbytes)
 
 
 def _concatenate_releasing(chunks: list[pa.Array], kind: pa.DataType,
                            freed: _FreedMemory) -> np.ndarray:
     """Copy ``chunks`` into one numpy array, dropping each chunk once it is copied."""
     out = np.empty(sum(len(c) for c in chunks), dtype=np.dtype(kind.to_pandas_dtype()))
-    position = 0
-    chunks.reverse()
-    while chunks:
-        chunk = chunks.pop()
-        values = chunk.to_numpy(zero_copy_only=True)
-        out[position : position + len(values)] = values
-        position += len(values)
-        nbytes = chunk.nbytes
-        del chunk, values
-        freed.dropped(nbytes)
+
+    def copy_chunk(chunk: pa.Array, start: int, end: int) -> None:
+        out[start:end] = chunk.to_numpy(zero_copy_only=True)
+
+    _copy_releasing(chunks, freed, copy_chunk)
     return out
 
 
@@ -396,22 +421,17 @@ def _masked_releasing(chunks: list[pa.Array], kind: pa.DataType,
     boolean = pa.types.is_boolean(kind)
     values = np.empty(rows, dtype=np.bool_ if boolean else np.dtype(kind.to_pandas_dtype()))
     mask = np.empty(rows, dtype=np.bool_)
-    position = 0
-    chunks.reverse()
-    while chunks:
-        chunk = chunks.pop()
-        end = position + len(chunk)
+
+    def copy_chunk(chunk: pa.Array, start: int, end: int) -> None:
         if chunk.null_count:
-            values[position:end] = chunk.fill_null(False if boolean else 0).to_numpy(
+            values[start:end] = chunk.fill_null(False if boolean else 0).to_numpy(
                 zero_copy_only=False)
-            mask[position:end] = chunk.is_null().to_numpy(zero_copy_only=False)
+            mask[start:end] = chunk.is_null().to_numpy(zero_copy_only=False)
         else:
-            values[position:end] = chunk.to_numpy(zero_copy_only=False)
-            mask[position:end] = False
-        position = end
-        nbytes = chunk.nbytes
-        del chunk
-        freed.dropped(nbytes)
+            values[start:end] = chunk.to_numpy(zero_copy_only=False)
+            mask[start:end] = False
+
+    _copy_releasing(chunks, freed, copy_chunk)
     if boolean:
         return pd.arrays.BooleanArray(values, mask)
     return pd.arrays.IntegerArray(values, mask)
@@ -445,22 +465,17 @@ def _categorical_releasing(chunks: list[pa.Array], kind: pa.DataType,
     dtype = pa.DictionaryArray.from_arrays(pa.array([], type=signed), chunks[0].dictionary,
                                            ordered=kind.ordered).to_pandas().dtype
     codes = np.empty(sum(len(c) for c in chunks), dtype=np.dtype(signed.to_pandas_dtype()))
-    position = 0
-    chunks.reverse()
-    while chunks:
-        chunk = chunks.pop()
-        end = position + len(chunk)
+
+    def copy_chunk(chunk: pa.Array, start: int, end: int) -> None:
         if chunk.null_count == len(chunk):
-            codes[position:end] = -1
-        else:
-            indices = chunk.indices
-            if indices.type != signed:
-                indices = indices.cast(signed)
-            codes[position:end] = indices.fill_null(-1).to_numpy(zero_copy_only=False)
-        position = end
-        nbytes = chunk.nbytes
-        del chunk
-        freed.dropped(nbytes)
+            codes[start:end] = -1
+            return
+        indices = chunk.indices
+        if indices.type != signed:
+            indices = indices.cast(signed)
+        codes[start:end] = indices.fill_null(-1).to_numpy(zero_copy_only=False)
+
+    _copy_releasing(chunks, freed, copy_chunk)
     return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
 
@@ -525,19 +540,11 @@ def _writable_view(column: pa.ChunkedArray) -> np.ndarray | None:
     kind = column.type
     if column.null_count or not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
         return None
-    chunks = [chunk for chunk in column.chunks if len(chunk)]
     dtype = np.dtype(kind.to_pandas_dtype())
-    if not chunks:
+    runs = _adjacent_runs(column.chunks, dtype.itemsize)
+    if len(runs) != 1 or not all(chunk.buffers()[1].is_mutable for chunk in runs[0]):
         return None
-    end = None
-    for chunk in chunks:
-        data = chunk.buffers()[1]
-        if data is None or not data.is_mutable:
-            return None
-        start = data.address + chunk.offset * dtype.itemsize
-        if end is not None and start != end:
-            return None
-        end = start + len(chunk) * dtype.itemsize
+    chunks = runs[0]
     if len(chunks) == 1:
         chunk = chunks[0]
         return np.frombuffer(chunk.buffers()[1], dtype=dtype, count=len(chunk),
