@@ -63,7 +63,8 @@ def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
             f"{dest}: {len(stale)} source(s) have parts made with earlier settings and are "
             f"left out (first: {stale[0]}); run bindf ingest again (prune=True deletes "
             "those of files removed from disk)"), stacklevel=2)
-        entries = {p: e for p, e in entries.items() if p not in set(stale)}
+        left_out = set(stale)
+        entries = {p: e for p, e in entries.items() if p not in left_out}
     formats = sorted({e["format"] for e in entries.values()})
     if format is None:
         if len(formats) != 1:
