@@ -87,9 +87,13 @@ class _Tail:
         self.skip_until = 0
         self.skip_state: StreamState | None = None
         self.done = False
-        #: Why the file ended: "end_marker", "changed" (shrank, replaced, removed) or
-        #: "data_end" (the decoder cannot go on, e.g. damage skipped under on_error).
+        #: Why the file ended: "end_marker", "changed" (shrank, replaced, removed),
+        #: "data_end" (the decoder cannot go on, e.g. damage skipped under on_error) or
+        #: "error" (damage under on_error="raise": :attr:`error`).
         self.ended_by: str | None = None
+        #: The damage that ended the file under on_error="raise". The rows decoded before
+        #: it are handed out first; the follower raises it after them.
+        self.error: BindfError | None = None
 
     # -- polling -------------------------------------------------------------------------
     def poll(self) -> tuple[list[pa.RecordBatch], bool]:
@@ -141,6 +145,9 @@ class _Tail:
         # Rows held back with a candidate that turned out to be an ordinary record.
         batches, self.held = self.held, []
         batches += self._read_to(st.st_size)
+        if self.error is not None:
+            self.done, self.ended_by = True, "error"
+            return batches, True
         if self.stream.ended:  # nothing after this can be decoded (damage, under on_error)
             self.done, self.ended_by = True, "data_end"
             return batches + self._finish(), True
@@ -250,13 +257,36 @@ class _Tail:
         out: list[pa.RecordBatch] = []
         self.f.seek(self.stream.read_position)
         while self.stream.read_position < size and not self.stream.ended:
-            batches, got = self.stream.read_from(
-                self.f, min(READ_STEP, size - self.stream.read_position))
+            before = self.stream.checkpoint()
+            try:
+                batches, got = self.stream.read_from(
+                    self.f, min(READ_STEP, size - self.stream.read_position))
+            except BindfError as exc:  # on_error="raise": keep what came before it
+                self.error = exc
+                if keep:
+                    out.extend(self._rows_before(before, exc))
+                break
             if keep:
                 out.extend(batches)
             if not got:
                 break
         return out
+
+    def _rows_before(self, state: StreamState, error: BindfError) -> list[pa.RecordBatch]:
+        """The rows of the records between ``state`` and the damage ``error`` names,
+        decoded again from ``state`` up to its offset (a record cut there stays
+        undecoded); none where the offset is not past ``state``, or when those bytes
+        fail again (a decoder that judges a unit by what follows it)."""
+        assert self.stream is not None and self.f is not None
+        if error.offset is None or error.offset <= state.read_position:
+            return []
+        self.stream.restore(state)
+        self.f.seek(state.read_position)
+        try:
+            batches, _ = self.stream.read_from(self.f, error.offset - state.read_position)
+        except BindfError:
+            return []
+        return batches
 
     def _complete_skipped_record(self, size: int) -> None:
         """Feed exactly the bytes that complete the record cut at the start of a
@@ -291,9 +321,13 @@ class _Tail:
     def _finish(self) -> list[pa.RecordBatch]:
         """The file ended: hand out what the decoder buffered (and warn about an
         incomplete last record, as ``read`` does)."""
-        if self.stream is None:
+        if self.stream is None or self.error is not None:
             return []
-        return self.stream.finish()
+        try:
+            return self.stream.finish()
+        except BindfError as exc:  # on_error="raise": the rows before it are out already
+            self.error = exc
+            return []
 
     def finish(self) -> list[pa.RecordBatch]:
         """The file will not grow any more (idle, or a later file appeared)."""
@@ -529,6 +563,13 @@ class Follower(Iterator[Frame]):
             self.rows += piece.num_rows
             yield table_to_output(piece, self.output, dict(info), self.dtype_backend)
 
+    def _raise_error_of(self, tail: _Tail) -> None:
+        """Raise the damage that ended ``tail`` under on_error="raise" (once the frames
+        of the rows before it are out)."""
+        if tail.error is not None:
+            self.ended_by = "error"
+            raise ensure_bindf_path(tail.error, tail.path)
+
     def _run(self) -> Iterator[Frame]:
         done: set[str] = set()
         last_activity = time.monotonic()
@@ -550,6 +591,7 @@ class Follower(Iterator[Frame]):
                         last_activity = time.monotonic()
                     yield from self._to_frames(tail, batches,
                                                always=tail.ended_by == "end_marker")
+                    self._raise_error_of(tail)
                     if tail.done:
                         ended = tail.ended_by
                         tail.close()
@@ -563,6 +605,7 @@ class Follower(Iterator[Frame]):
                     if not active and self._next_file(done | {tail.path}) is not None:
                         # The writer moved on to a later file: this one is finished.
                         yield from self._to_frames(tail, tail.finish())
+                        self._raise_error_of(tail)
                         tail.close()
                         done.add(tail.path)
                         self._tail = None
@@ -577,6 +620,7 @@ class Follower(Iterator[Frame]):
                         except BindfError as exc:
                             raise ensure_bindf_path(exc, tail.path) from None
                         yield from self._to_frames(tail, batches)
+                        self._raise_error_of(tail)
                     elif not done:
                         raise FileNotFoundError(
                             f"no file {' or '.join(map(repr, self.patterns))} appeared "
@@ -641,7 +685,9 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
         being written at that moment is skipped). Applies to files that exist when
         following starts; files that appear later are followed from their beginning.
     on_error:
-        Damaged records, as in ``read``: ``"raise"``, ``"warn"`` or ``"skip"``.
+        Damaged records, as in ``read``: ``"raise"``, ``"warn"`` or ``"skip"``. Under
+        ``"raise"`` the rows of the complete records before the damage are yielded
+        first; the next step of the iteration raises the error.
     format:
         Force the format instead of detecting it.
     dtype_backend:

@@ -9,7 +9,9 @@ the first file followed, as known at the end (a sparse IT02 end time included), 
 file's metadata, with every file followed and the damage skipped.
 
 Ctrl-C and SIGTERM are how a follow is usually ended, so they end it like the end marker
-does: the output is finished and the exit status is 0. A follow that ends before any row
+does: the output is finished and the exit status is 0. Damage that ends the follow
+(``--on-error raise``, the default) finishes the output with the rows before it and
+exits with 65. A follow that ends before any row
 arrived (a header-only file, ``--start end`` and nothing appended) writes a Parquet file of
 0 rows with the columns and header; one that ends before any file appeared writes nothing
 and exits with 66 (65 when the first file's header is still incomplete).
@@ -206,7 +208,10 @@ def cmd_follow(args: Any) -> int:
         try:
             frames = _with_status(follower, status)
             if args.output:
-                _write_parquet(follower, frames, args.output, args.force)
+                damage = _write_parquet(follower, frames, args.output, args.force)
+                if damage is not None:
+                    raise CliError(f"{damage}; {args.output} holds the {follower.rows:,} "
+                                   "rows before it", EX_DATAERR)
             else:
                 for _ in frames:
                     pass
@@ -218,16 +223,23 @@ def cmd_follow(args: Any) -> int:
 
 
 def _write_parquet(follower: Follower, frames: Iterator[pa.Table], output: str,
-                   force: bool) -> None:
+                   force: bool) -> BindfError | None:
     """Stream the frames into ``output``, with the header of the first file followed (as
-    a multi-file ``read`` keeps), every file followed and the damage skipped."""
+    a multi-file ``read`` keeps), every file followed and the damage skipped. Damage that
+    ends the follow (``--on-error raise``) ends the output too, finished with the rows
+    before it (a live acquisition's rows are not thrown away): it is returned."""
     first: dict[str, Any] = {}  # the first file's header (it grows) and format
+    damage: list[BindfError] = []
 
     def noted(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
-        for table in tables:
-            if follower.path == follower.paths[0]:
-                first["header"], first["format"] = follower.header or {}, follower.format_name
-            yield table
+        try:
+            for table in tables:
+                if follower.path == follower.paths[0]:
+                    first["header"], first["format"] = (follower.header or {},
+                                                        follower.format_name)
+                yield table
+        except BindfError as exc:
+            damage.append(exc)
 
     def from_first_reader() -> FormatReader:  # the first file gave no row: its header as opened
         reader = _first_reader(follower, output)
@@ -255,6 +267,7 @@ def _write_parquet(follower: Follower, frames: Iterator[pa.Table], output: str,
                           paths[0] if len(paths) == 1 else paths, follower.errors or None)
 
     write_output(batches(), schema, output, "parquet", info, force)
+    return damage[0] if damage else None
 
 
 def _first_reader(follower: Follower, output: str) -> FormatReader:

@@ -520,6 +520,54 @@ def test_on_error_applies_to_damaged_records(tmp_path: Path) -> None:
     assert sum(f.num_rows for f in frames) == expected.num_rows
 
 
+def _sparse_damaged_at(tmp_path: Path, record: int, n: int = 3000) -> tuple[Path, int]:
+    """A sparse IT02 file whose ``record``-th record has an impossible mask; returns it
+    and the rows before that record (as ``read`` gives them)."""
+    source = _sparse_it02(tmp_path / "s_src.bin", n=n)
+    data = bytearray(source.read_bytes())
+    offset = bindf.registry.open_reader(bindf._source.Source(str(source))).data_offset
+    for _ in range(record):  # walk the chain: 8-byte time, mask, a u32 per set bit
+        offset += 9 + 4 * bin(data[offset + 8]).count("1")
+    data[offset + 8] = 0xFF  # the mask names channels the header lacks
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(bytes(data))
+    return bad, record
+
+
+def test_damage_under_raise_yields_the_rows_before_it_then_raises(tmp_path: Path) -> None:
+    """on_error="raise": every complete record before the damage comes out, also those
+    decoded in the same step as the damage, and then the error, naming the file."""
+    bad, before = _sparse_damaged_at(tmp_path, 1800)
+    expected = _expected(tmp_path / "s_src.bin", layout="sparse").slice(0, before)
+    follower = bindf.follow(bad, poll_interval=0.01, idle_timeout=0.05, layout="sparse",
+                            output="arrow")
+    frames = []
+    with pytest.raises(bindf.CorruptDataError) as caught:
+        for frame in follower:
+            frames.append(frame.replace_schema_metadata(None))
+    assert caught.value.path == str(bad) and caught.value.offset is not None
+    assert pa.concat_tables(frames).equals(expected)
+    assert follower.ended_by == "error" and follower.rows == before
+
+
+def test_damage_under_raise_in_a_later_poll(tmp_path: Path) -> None:
+    """The damage arrives in a later write than the rows before it: those rows were
+    yielded with their poll, the rows of the damaged write's complete records too."""
+    bad, before = _sparse_damaged_at(tmp_path, 2500)
+    data = bad.read_bytes()
+    target = tmp_path / "live.bin"
+    target.write_bytes(data[:len(data) // 3])
+    follower = bindf.follow(target, poll_interval=0.01, idle_timeout=5, layout="sparse",
+                            output="arrow")
+    frames = [next(follower)]
+    with open(target, "ab") as f:
+        f.write(data[len(data) // 3:])
+    with pytest.raises(bindf.CorruptDataError):
+        for frame in follower:
+            frames.append(frame)
+    assert len(frames) >= 2 and sum(f.num_rows for f in frames) == before
+
+
 # -- the command line -------------------------------------------------------------------
 def test_cli_status_lines_and_parquet(tmp_path: Path) -> None:
     source = _sparse_it02(tmp_path / "s.bin", n=5000)
@@ -556,6 +604,22 @@ def test_cli_parquet_metadata_names_every_file_and_the_damage(tmp_path: Path) ->
     assert info["source"] == [str(good), str(bad)]
     expected = bindf.read(bad, layout="sparse", on_error="skip").attrs["bindf"]["errors"]
     assert expected and info["errors"] == expected
+
+
+def test_cli_damage_under_raise_keeps_the_rows_before_it(tmp_path: Path, capsys) -> None:
+    """``bindf follow -o`` (on_error="raise"): the Parquet file is finished with the rows
+    before the damage, the error is reported and the exit status is 65."""
+    bad, before = _sparse_damaged_at(tmp_path, 1200)
+    out = tmp_path / "out.parquet"
+    assert _follow_cli(str(bad), "-o", str(out), "--idle-timeout", "0.2",
+                       "--option", "layout=sparse") == 65
+    err = capsys.readouterr().err
+    assert str(bad) in err and "byte offset" in err and f"the {before:,} rows before it" in err
+    got = bindf.read_parquet(out, output="arrow")
+    expected = _expected(tmp_path / "s_src.bin", layout="sparse").slice(0, before)
+    assert got.replace_schema_metadata(None).equals(expected)
+    assert bindf.read_parquet(out).attrs["bindf"]["source"] == str(bad)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.parquet")]
 
 
 def test_cli_ctrl_c_leaves_a_valid_parquet_file(tmp_path: Path) -> None:
