@@ -10,12 +10,12 @@ them, so a scan reads its snapshot or, once such a manifest is saved, fails.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from ._ingest_worker import part_schema, schema_fingerprint
 from ._manifest import MANIFEST_NAME, Manifest, settings_hash
+from ._warnings import warn
 from .errors import BindfWarning
 
 if TYPE_CHECKING:
@@ -59,10 +59,10 @@ def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
     current = settings_hash(manifest.settings)
     stale = [p for p, e in entries.items() if e.get("settings_hash", current) != current]
     if stale:
-        warnings.warn(BindfWarning(
+        warn(BindfWarning(
             f"{dest}: {len(stale)} source(s) have parts made with earlier settings and are "
             f"left out (first: {stale[0]}); run bindf ingest again (prune=True deletes "
-            "those of files removed from disk)"), stacklevel=2)
+            "those of files removed from disk)"))
         left_out = set(stale)
         entries = {p: e for p, e in entries.items() if p not in left_out}
     formats = sorted({e["format"] for e in entries.values()})

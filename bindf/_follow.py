@@ -25,7 +25,6 @@ from __future__ import annotations
 import glob as globbing
 import os
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -33,6 +32,7 @@ import pyarrow as pa
 
 from ._params import check_count, check_names
 from ._source import Source, _is_url, ensure_bindf_path, has_glob_chars, user_path
+from ._warnings import warn
 from .arrow import build_info, path_text
 from .errors import BindfError, FileChangedWarning, HeaderError, TruncatedHeaderError
 from .formats._base import AcquisitionEnd, FormatReader, empty_batch, summed_errors
@@ -360,8 +360,7 @@ class _Tail:
         """End the file as changed, with a warning; return the rows held back with an
         end-marker candidate (complete rows of what was read: not lost)."""
         self.done, self.ended_by = True, "changed"
-        warnings.warn(FileChangedWarning(message, path=self.path, offset=offset),
-                      stacklevel=4)
+        warn(FileChangedWarning(message, path=self.path, offset=offset))
         held, self.held = self.held, []
         return held
 

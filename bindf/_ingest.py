@@ -81,6 +81,7 @@ from ._manifest import (
     source_key,
 )
 from ._threads import resolve_threads, usable_cores
+from ._warnings import warn
 from .errors import BindfWarning
 
 __all__ = ["DatasetLockedError", "IngestReport", "find_sources",
@@ -615,11 +616,11 @@ class _Run:
                 if not self.current(self.manifest.sources[path]) and not self.dry_run:
                     # Its parts cannot be remade: they keep other settings (partition
                     # folders, header columns) than the rest, which breaks folder readers.
-                    warnings.warn(BindfWarning(
+                    warn(BindfWarning(
                         f"{path}: removed from disk; its parts were made with earlier "
                         "settings and cannot be made again: read_dataset leaves them out, "
                         "and readers of the folders may fail on them; prune=True (--prune) "
-                        "deletes them"), stacklevel=3)
+                        "deletes them"))
                 continue
             self.report.pruned.append(path)
             if self.dry_run:
@@ -810,8 +811,7 @@ def watch(sources: Any, dest: str | os.PathLike[str], *, interval: float = 10.0,
         try:
             report = ingest(sources, dest, **kwargs)
         except DatasetLockedError as exc:  # a watcher outlives another run: try again
-            warnings.warn(BindfWarning(f"{exc}; trying again in {interval:g} s"),
-                          stacklevel=2)
+            warn(BindfWarning(f"{exc}; trying again in {interval:g} s"))
         else:
             runs += 1
             if on_report is not None:

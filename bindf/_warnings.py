@@ -1,10 +1,16 @@
 """Warnings of a read, collected per file without touching global warning state.
 
 A reader reports damage (a truncated tail, a skipped readout) with :func:`warn`. Outside
-a read pipeline that is plain :func:`warnings.warn`. While :class:`WarningSink` is
-active in the current thread (``with sink.active():``), the warning is recorded in the
-sink instead, with the place it was raised; the pipeline re-emits recorded warnings
-with :meth:`WarningSink.emit` in the caller's thread, in file order.
+a read pipeline it is issued at once. While :class:`WarningSink` is active in the current
+thread (``with sink.active():``), the warning is recorded in the sink instead; the
+pipeline issues recorded warnings with :meth:`WarningSink.emit` in the caller's thread,
+in file order.
+
+Every warning is issued at the user's line: the innermost frame outside bindf and the
+libraries bindf is called through (polars' ``collect``, pandas, dask), found when it is
+issued. A fixed ``stacklevel`` cannot say that: the same reader code runs under eager
+reads, scans, chunked reads and follows, each a different depth below the user, and
+warnings a worker thread recorded have no user frames at all.
 
 Why not ``warnings.catch_warnings(record=True)``: it swaps the process-wide filters
 and ``showwarning``, so it is not thread-safe (two files decoded in parallel lose or
@@ -15,19 +21,26 @@ code too. A context variable is per thread, and set only while the reader runs.
 from __future__ import annotations
 
 import contextvars
+import os
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
+from types import FrameType
 
 _SINK: contextvars.ContextVar[WarningSink | None] = contextvars.ContextVar(
     "bindf_warning_sink", default=None)
 
+#: Packages whose frames a warning's location skips: bindf, and what calls into it.
+_CALLERS_SKIPPED = ("polars", "pandas", "dask")
+_BINDF_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 
 @dataclass
 class WarningSink:
-    """Warnings recorded while active: ``(warning, filename, lineno)`` in order."""
+    """Warnings recorded while active, in order."""
 
-    recorded: list[tuple[Warning, str, int]] = field(default_factory=list)
+    recorded: list[Warning] = field(default_factory=list)
 
     def active(self) -> _Active:
         """Record :func:`warn` calls of the current thread (context) into this sink
@@ -35,11 +48,11 @@ class WarningSink:
         return _Active(self)
 
     def emit(self) -> None:
-        """Issue the recorded warnings (in order, through the user's filters) and forget
-        them. Each is issued on its own: identical warnings of several files all show."""
-        recorded, self.recorded = self.recorded, []
-        for message, filename, lineno in recorded:
-            warnings.warn_explicit(message, type(message), filename, lineno)
+        """Issue the recorded warnings (in order, through the user's filters, at the
+        user's line) and forget them. Each is issued on its own: identical warnings of
+        several files all show."""
+        while self.recorded:  # (a prefetch worker may add one meanwhile: not lost)
+            _issue(self.recorded.pop(0))
 
     def replay(self) -> None:
         """Hand the recorded warnings on as if raised in this thread now: into the sink
@@ -69,16 +82,45 @@ class _Active:
         _SINK.reset(self._token)
 
 
-def warn(message: Warning, stacklevel: int = 1) -> None:
-    """:func:`warnings.warn` for readers: recorded when a :class:`WarningSink` is active
-    in this thread, issued at once otherwise. ``stacklevel`` as for ``warnings.warn``."""
+def warn(message: Warning) -> None:
+    """:func:`warnings.warn` for bindf: recorded when a :class:`WarningSink` is active in
+    this thread, issued at once (at the user's line) otherwise."""
     sink = _SINK.get()
     if sink is None:
-        warnings.warn(message, stacklevel=stacklevel + 1)
+        _issue(message)
+    else:
+        sink.recorded.append(message)
+
+
+def _issue(message: Warning) -> None:
+    frame = _user_frame()
+    if frame is None:  # no frame outside bindf (a worker thread): as Python does then
+        warnings.warn_explicit(message, type(message), "sys", 1)
         return
-    try:
-        frame = sys._getframe(stacklevel)
-        where = (frame.f_code.co_filename, frame.f_lineno)
-    except ValueError:  # the stack is shallower than stacklevel
-        where = ("sys", 1)
-    sink.recorded.append((message, *where))
+    warnings.warn_explicit(message, type(message), frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__"))
+
+
+def _user_frame() -> FrameType | None:
+    """The innermost frame of this thread outside bindf and :data:`_CALLERS_SKIPPED`. In
+    a thread with none (a thread of polars' pool running a scan's batches), the main
+    thread's, if that thread is inside those packages: waiting for the work that warns
+    (``collect()``), most likely."""
+    skipped = (_BINDF_DIR, *(os.path.dirname(os.path.abspath(module.__file__)) + os.sep
+                             for name in _CALLERS_SKIPPED
+                             if (module := sys.modules.get(name)) is not None
+                             and getattr(module, "__file__", None)))
+
+    def inside(frame: FrameType) -> bool:
+        return os.path.abspath(frame.f_code.co_filename).startswith(skipped)
+
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and inside(frame):
+        frame = frame.f_back
+    if frame is None and threading.current_thread() is not threading.main_thread():
+        frame = sys._current_frames().get(threading.main_thread().ident)  # type: ignore[arg-type]
+        if frame is None or not inside(frame):
+            return None
+        while frame is not None and inside(frame):
+            frame = frame.f_back
+    return frame

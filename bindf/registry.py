@@ -26,13 +26,13 @@ import difflib
 import importlib
 import os
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._params import Param, option
 from ._source import Source, single_source
+from ._warnings import warn
 from .errors import BindfWarning, UnknownFormatError
 
 if TYPE_CHECKING:
@@ -296,7 +296,7 @@ def discover_plugins() -> list[str]:
     try:
         found = entry_points(group=ENTRY_POINT_GROUP)
     except Exception as exc:  # noqa: BLE001 - broken metadata must not break import bindf
-        warnings.warn(BindfWarning(f"cannot list bindf format plugins: {exc}"), stacklevel=2)
+        warn(BindfWarning(f"cannot list bindf format plugins: {exc}"))
         return []
     names = []
     for entry in found:
@@ -306,9 +306,8 @@ def discover_plugins() -> list[str]:
         if problem is None and (entry.name in _BY_NAME or entry.name in _PENDING):
             problem = "is taken"
         if problem:
-            warnings.warn(BindfWarning(
-                f"format plugin {entry.name!r} ({entry.value}) is ignored: the name {problem}"),
-                stacklevel=2)
+            warn(BindfWarning(
+                f"format plugin {entry.name!r} ({entry.value}) is ignored: the name {problem}"))
             continue
         _SEEN_ENTRY_POINTS[entry.name] = entry.value
         _PENDING[entry.name] = entry
@@ -333,7 +332,7 @@ def _load_plugin(name: str) -> FormatSpec | None:
         why = (f"format plugin {name!r} ({entry.value}) failed to load: "
                f"{type(exc).__name__}: {exc}")
         _FAILED[name] = why
-        warnings.warn(BindfWarning(f"{why}; it is ignored"), stacklevel=3)
+        warn(BindfWarning(f"{why}; it is ignored"))
         return None
     _BY_NAME[name] = spec
     return spec

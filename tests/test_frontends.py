@@ -14,7 +14,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
-from conftest import raises_from_scan, write_stt1
+from conftest import DATA, raises_from_scan, write_stt1
 from polars.testing import assert_frame_equal
 
 import bindf
@@ -575,3 +575,41 @@ def test_sizes_and_counts_must_be_integers(stt1_files: list[Path], call) -> None
     with pytest.raises(ValueError, match=r"(batch_size|chunksize|n_rows) must be (a positive "
                                          r"integer|an integer >= 0), not"):
         call(stt1_files[0])
+
+
+# -- where warnings point ---------------------------------------------------------------
+def _cut(tmp_path: Path, name: str, source: str, n_files: int = 1) -> list[Path]:
+    """Copies of a real sample, each cut inside its last record or readout."""
+    data = (DATA / source).read_bytes()
+    paths = [tmp_path / f"{k}_{name}" for k in range(n_files)]
+    for path in paths:
+        path.write_bytes(data[:-3])
+    return paths
+
+
+_WARNING_CALLS = {
+    "read": lambda p: bindf.read(p[0]),
+    "read threads=2 (A-STEP: a prefetch worker decodes)": lambda p: bindf.read(p[0], threads=2),
+    "glob on 2 threads": lambda p: bindf.read(p, threads=2),
+    "pandas chunks": lambda p: list(bindf.read(p[0], chunksize=100)),
+    "polars scan (decoded on polars' threads)": lambda p: bindf.scan(p).collect(),
+    "follow": lambda p: list(bindf.follow(p[0], poll_interval=0.01, idle_timeout=0.05)),
+}
+
+
+@pytest.mark.parametrize("how", list(_WARNING_CALLS))
+@pytest.mark.parametrize("source", ["quad_chip_data.bin", "20250723_092534_data.apx",
+                                    "intensity-tracing-export-data-example.bin"])
+def test_warnings_point_at_the_callers_line(tmp_path: Path, source: str, how: str) -> None:
+    """A truncation warning names the line that called bindf, not bindf's own code,
+    whichever path decoded the file and in whichever thread."""
+    import warnings
+
+    paths = _cut(tmp_path, source, source, n_files=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _WARNING_CALLS[how](paths)
+    truncations = [w for w in caught if w.category is bindf.TruncatedFileWarning]
+    assert truncations, how
+    caller = (__file__, _WARNING_CALLS[how].__code__.co_firstlineno)  # the lambda's line
+    assert {(w.filename, w.lineno) for w in truncations} == {caller}

@@ -221,7 +221,6 @@ class FixedRecordReader(FormatReader):
                 path=self.path,
                 offset=offset,
             ),
-            stacklevel=3,
         )
 
 

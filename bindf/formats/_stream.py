@@ -33,6 +33,7 @@ puts back into a decoder built with the same options.
 from __future__ import annotations
 
 import abc
+import contextvars
 import copy
 import itertools
 from collections import deque
@@ -261,15 +262,14 @@ class StreamDecoder(abc.ABC, Generic[T]):
             raise CorruptDataError(message, path=self.path, offset=offset)
         self.note_error(kind, count)
         if self.on_error == "warn":
-            _warn(CorruptDataWarning(message, path=self.path, offset=offset),
-                          stacklevel=3)
+            _warn(CorruptDataWarning(message, path=self.path, offset=offset))
 
     def warn_truncated(self, offset: int, why: str,
                        keeps: str = "returning the complete records before it") -> None:
         """Issue the one :class:`~bindf.errors.TruncatedFileWarning` of this stream."""
         self.truncation_reported = True
         _warn(TruncatedFileWarning(f"truncated {self.label} file: {why}; {keeps}",
-                                           path=self.path, offset=offset), stacklevel=3)
+                                   path=self.path, offset=offset))
 
 
 def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = None,
@@ -332,14 +332,19 @@ def prefetched(items: Generator[T, None, None], *, ahead: int = 1,
     # the files of a glob, decoded side by side, each need their worker at the same time.
     # Its one thread runs the queued next() calls in order; after the end (or an
     # exception, which ends a generator) the calls still queued return _DONE.
+    # The worker runs in a copy of the consumer's context, as of its first step: the
+    # read's warning sink (bindf._warnings) is active there too, so the warnings of the
+    # chunks it decodes are issued by the consumer, in the read's order of files.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+    context = contextvars.copy_context()
     try:
-        pending = deque(pool.submit(next, items, _DONE) for _ in range(max(1, ahead)))
+        pending = deque(pool.submit(context.run, next, items, _DONE)
+                        for _ in range(max(1, ahead)))
         while True:
             item = pending.popleft().result()
             if item is _DONE:
                 return
-            pending.append(pool.submit(next, items, _DONE))
+            pending.append(pool.submit(context.run, next, items, _DONE))
             yield item
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -711,7 +711,6 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
                     f"{self.gap_message}: skipped {skipped} damaged bytes; {then}",
                     path=self.path, offset=start,
                 ),
-                stacklevel=4,
             )
 
     def _warn_cut(self, offset: int, need: int | None, end: int, shrank: bool = False) -> None:

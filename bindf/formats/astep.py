@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
@@ -41,6 +40,7 @@ import pyarrow as pa
 from .._kernels import _apx, _astep
 from .._lanes import Lanes
 from .._source import Source, read_into
+from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning
 from ._base import FormatReader
 from ._stream import PREFETCH_AHEAD, BatchStream, StreamDecoder, decode_file, prefetched
@@ -608,13 +608,9 @@ class AstepStream(StreamDecoder[_Parsed]):
         return int(self.walker.gap_start[0]) if n_gaps else self.walker.open_gap
 
     def _warn_gap(self, start: int, size: int) -> None:
-        warnings.warn(
-            CorruptDataWarning(
-                f"skipped {size} byte(s) that start no A-STEP frame (resynchronised)",
-                path=self.path, offset=start,
-            ),
-            stacklevel=4,
-        )
+        _warn(CorruptDataWarning(
+            f"skipped {size} byte(s) that start no A-STEP frame (resynchronised)",
+            path=self.path, offset=start))
 
     def _at_end(self, pending: int, shrank: bool) -> None:
         open_gap = self.walker.open_gap

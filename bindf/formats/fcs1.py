@@ -348,7 +348,7 @@ class FCS1Reader(FormatReader):
     def _batches(self, columns: list[str], batch_size: int,
                  n_rows: int | None) -> Iterator[pa.RecordBatch]:
         for notice in self._notices:
-            _warn(notice, stacklevel=3)
+            _warn(notice)
         table = self._table.select(columns)
         yield from table.to_batches(max_chunksize=batch_size)
 

@@ -312,7 +312,7 @@ class FixedLayoutReader(FixedRecordReader):
             _warn(CorruptDataWarning(
                 f"record field {field!r} ({base.str}) holds {what} in {len(records_of_values)} "
                 f"value(s) of this batch, the first in the record here; those values are "
-                f"null ({hint})", path=self.path, offset=offset), stacklevel=2)
+                f"null ({hint})", path=self.path, offset=offset))
 
     def _batches(self, columns: list[str], batch_size: int,
                  n_rows: int | None) -> Iterator[pa.RecordBatch]:

@@ -140,7 +140,7 @@ class IT01Reader(SPEC.reader_class()):  # type: ignore[misc]
                 f"IT01 channels {channels} are not [0..{len(channels) - 1}]: slot i was read "
                 "as channels[i] (the vendor's file readers), but slot c may hold physical "
                 "channel c (the vendor's live display); the mapping is ambiguous, compare "
-                "with read_it01(..., slots=True)", path=self.path, offset=8), stacklevel=2)
+                "with read_it01(..., slots=True)", path=self.path, offset=8))
         return header
 
 

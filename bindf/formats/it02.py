@@ -586,7 +586,6 @@ class IT02Reader(FormatReader):
                 f"truncated {FORMAT_LABEL} file: {why}; returning the complete records "
                 "before it", path=self.path, offset=offset,
             ),
-            stacklevel=3,
         )
 
     def _damaged(self, kind: str, message: str, offset: int, count: int = 1) -> None:
@@ -595,8 +594,7 @@ class IT02Reader(FormatReader):
             raise CorruptDataError(message, path=self.path, offset=offset)
         self.note_error(kind, count)
         if self.on_error == "warn":
-            _warn(CorruptDataWarning(message, path=self.path, offset=offset),
-                          stacklevel=3)
+            _warn(CorruptDataWarning(message, path=self.path, offset=offset))
 
 def _to_batch(schema: pa.Schema, with_time: bool, time: np.ndarray | None,
               counts: list[np.ndarray]) -> pa.RecordBatch:

@@ -45,6 +45,7 @@ import pyarrow as pa
 
 from .._params import DASK_HINTS
 from .._source import Source, Sources
+from .._warnings import warn
 from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader
 from .batches import ReadPlan
@@ -155,14 +156,13 @@ def _warn_truncated_tails(readers: Sequence[FormatReader]) -> None:
         else:
             why = None
         if why:
-            warnings.warn(
+            warn(
                 TruncatedFileWarning(
                     f"truncated {reader.label} file: {why}; returning the complete "
                     "records before it",
                     path=reader.path,
                     offset=reader.row_offset(record_count(reader)),  # type: ignore[attr-defined]
                 ),
-                stacklevel=3,
             )
 
 
