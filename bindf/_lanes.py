@@ -39,6 +39,7 @@ rows of a large file do not (see :meth:`bindf.formats._base.FormatReader.output_
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import sys
 from collections.abc import Callable, Mapping
@@ -110,6 +111,30 @@ def _no_huge_pages(block: np.ndarray) -> None:
     end = (block.ctypes.data + block.nbytes) // _PAGE * _PAGE
     if end > start:
         _MADVISE(start, end - start, mmap.MADV_NOHUGEPAGE)
+
+
+#: ``madvise`` advice that faults pages in writable without touching them (Linux 5.14+;
+#: Python's ``mmap`` names it from 3.13 on).
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+#: Whether the kernel took that advice (an older kernel refuses it: never asked again).
+_populate_works = _MADVISE is not None
+
+
+def fault_in(array: np.ndarray) -> None:
+    """Fault in the whole pages of ``array``'s memory now, ready for writing, without
+    changing its contents: a thread that has time to spare does this ahead of the one
+    that will write there (which would otherwise take a page fault, and wait for the
+    kernel to zero the page, at every 4 KiB or 2 MiB). Pages already there are left
+    alone; memory that is no longer mapped is refused by the kernel, harmlessly, so a
+    caller may race with whoever frees it."""
+    global _populate_works
+    if not _populate_works or array.nbytes < _PAGE:
+        return
+    start = -(-array.ctypes.data // _PAGE) * _PAGE
+    end = (array.ctypes.data + array.nbytes) // _PAGE * _PAGE
+    if end > start and _MADVISE(start, end - start, _MADV_POPULATE_WRITE) != 0 \
+            and ctypes.get_errno() == errno.EINVAL:  # an older kernel: no such advice
+        _populate_works = False
 
 
 class Lane:

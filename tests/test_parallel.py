@@ -573,3 +573,142 @@ def test_threads_beyond_four_per_core_are_four_per_core(monkeypatch) -> None:
     assert _threads.resolve_threads(5) == 5
     monkeypatch.setenv("BINDF_NUM_THREADS", "999999")
     assert _threads.resolve_threads(None) == 8
+
+
+# -- sparse IT02: the chain walked on one thread, reads and output pages on another -------
+#: Bins of :func:`_sparse_file` (each with a count: the writer leaves out empty ones).
+SPARSE_BINS = 6000
+
+
+def _sparse_file(path: Path, seed: int = 4, marker: bool = True) -> Path:
+    """A sparse IT02 file of :data:`SPARSE_BINS` bins with random masks (and its end
+    marker)."""
+    rng = np.random.default_rng(seed)
+    n = SPARSE_BINS
+    counts = {f"ch{c + 1}": rng.poisson(rate, n).astype(np.uint32) * (rng.random(n) < 0.6)
+              for c, rate in enumerate((30.0, 2.0, 0.3))}
+    counts["ch1"][(counts["ch1"] == 0) & (counts["ch2"] == 0) & (counts["ch3"] == 0)] = 1
+    frame = {"time_ns": np.arange(1, n + 1) * 1000.0, **counts}
+    bindf.write_it02(path, frame, {"channels": [0, 1, 2], "bin_width_micros": 1},
+                     layout="sparse")
+    if not marker:  # an acquisition stopped without its end marker
+        path.write_bytes(path.read_bytes()[:-9])
+    return path
+
+
+@pytest.fixture
+def small_sparse_chunks(monkeypatch):
+    """Chunks of 4 KiB: a file of a few hundred KB takes the read-ahead path, with many
+    chunk boundaries inside records."""
+    import bindf.formats.it02 as it02
+
+    monkeypatch.setattr(it02, "CHUNK_BYTES", 4096)
+
+
+@pytest.mark.parametrize("headroom", [4096, 0])  # 0: every chunk's tail is copied instead
+@pytest.mark.parametrize("kwargs", [{}, {"columns": ["ch3"]}, {"columns": ["time_ns", "ch1"]},
+                                    {"n_rows": 777}, {"batch_size": 500},
+                                    {"fill_gaps": True}])
+def test_sparse_it02_read_ahead_equals_sequential(tmp_path, small_sparse_chunks, monkeypatch,
+                                                  headroom, kwargs):
+    import bindf.formats._stream as stream
+
+    monkeypatch.setattr(stream, "READ_AHEAD_HEADROOM", headroom)
+    for marker in (True, False):
+        path = _sparse_file(tmp_path / f"s{marker}.bin", marker=marker)
+        sequential = bindf.read(path, output="arrow", threads=1, **kwargs)
+        parallel = bindf.read(path, output="arrow", threads=2, **kwargs)
+        assert parallel.equals(sequential)
+        assert parallel.num_rows == kwargs.get("n_rows", SPARSE_BINS)
+        assert (parallel.schema.metadata == sequential.schema.metadata)
+
+
+def test_sparse_it02_read_ahead_is_used_and_faults_in_the_output(tmp_path, small_sparse_chunks,
+                                                                 monkeypatch):
+    """Each chunk after the first is read by the other thread, which then faults in the
+    output rows it can fill; nothing reads ahead on one thread or for a few rows."""
+    import bindf.formats._stream as stream
+    import bindf.formats.it02 as it02
+
+    path = _sparse_file(tmp_path / "s.bin")
+    reads, faulted = [], []
+    real_fault_in = it02.fault_in
+    monkeypatch.setattr(stream, "read_into", lambda f, buffer: (
+        reads.append(threading.current_thread().name), _threads_read_into(f, buffer))[1])
+    monkeypatch.setattr(it02, "fault_in", lambda array: (
+        faulted.append(array.size), real_fault_in(array)))
+    bindf.read(path, output="arrow", threads=2)
+    assert len(reads) > 20 and all(name.startswith("bindf-read-ahead") for name in reads)
+    assert faulted and sum(faulted) > 0
+    reads.clear()
+    bindf.read(path, output="arrow", threads=1)
+    bindf.read(path, output="arrow", threads=2, n_rows=10)
+    assert reads and not any(name.startswith("bindf-read-ahead") for name in reads)
+
+
+def _threads_read_into(f, buffer):
+    from bindf._source import read_into
+
+    return read_into(f, buffer)
+
+
+def test_sparse_it02_read_ahead_truncated_and_damaged(tmp_path, small_sparse_chunks):
+    """A file cut inside a record warns and keeps every complete record; damage under
+    each on_error gives what the sequential read gives."""
+    path = _sparse_file(tmp_path / "s.bin", marker=False)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(data[:-5])
+    results = []
+    for threads in (1, 2):
+        with pytest.warns(TruncatedFileWarning, match="incomplete"):
+            results.append(bindf.read(cut, output="arrow", threads=threads))
+    assert results[0].equals(results[1]) and results[1].num_rows == SPARSE_BINS - 1
+    damaged = bytearray(data)
+    offset = bindf.registry.open_reader(bindf._source.Source(str(path))).data_offset
+    for _ in range(4000):  # walk the chain to the 4000th record; break its mask
+        offset += 9 + 4 * bin(damaged[offset + 8]).count("1")
+    damaged[offset + 8] = 0xF0
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(bytes(damaged))
+    with pytest.raises(bindf.CorruptDataError) as caught:
+        bindf.read(bad, threads=2, layout="sparse")
+    assert caught.value.offset == offset
+    got = [bindf.read(bad, output="arrow", threads=t, layout="sparse", on_error="skip")
+           for t in (1, 2)]
+    with pytest.warns(CorruptDataWarning, match="mask 0xf0") as caught:
+        got.append(bindf.read(bad, output="arrow", threads=2, layout="sparse", on_error="warn"))
+    assert [w.message.offset for w in caught] == [offset]
+    assert got[0].equals(got[1]) and got[1].equals(got[2]) and got[1].num_rows == 4000
+
+
+def test_sparse_it02_read_ahead_of_a_file_that_shrank(tmp_path, small_sparse_chunks):
+    """Cut after it was opened: the read ahead comes back short, a truncation warning,
+    every record before the cut (as one thread reads it)."""
+    from bindf._source import Source
+    from bindf.formats.it02 import IT02Reader
+
+    path = _sparse_file(tmp_path / "s.bin")
+    data = path.read_bytes()
+    tables = []
+    for threads in (1, 2):
+        path.write_bytes(data)
+        reader = IT02Reader(Source(str(path)), threads=threads, layout="sparse")
+        reader.keeps_every_batch = True
+        path.write_bytes(data[:len(data) // 2])  # the writer truncated it meanwhile
+        with pytest.warns(TruncatedFileWarning, match="shrank"):
+            tables.append(pa.Table.from_batches(list(reader.iter_batches())))
+    assert tables[0].equals(tables[1]) and 0 < tables[1].num_rows < SPARSE_BINS // 2 + 50
+
+
+def test_fault_in_leaves_contents_and_takes_any_slice():
+    from bindf._lanes import fault_in
+
+    array = np.arange(3_000_000, dtype=np.uint32)
+    for piece in (array, array[1:], array[5:9], array[:0], array[123_456:2_000_001]):
+        fault_in(piece)
+    assert np.array_equal(array, np.arange(3_000_000, dtype=np.uint32))
+    fresh = np.empty(1 << 22, dtype=np.uint8)
+    fault_in(fresh[100:])  # pages of new memory: faulted in, ready to write
+    fresh[:] = 7
+    assert (fresh == 7).all()

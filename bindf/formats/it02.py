@@ -29,8 +29,9 @@ import pyarrow as pa
 
 from .._header import read_exact, read_preamble
 from .._kernels import _it02
+from .._lanes import fault_in
 from .._source import iter_fixed_records
-from .._threads import part_bounds, read_in_parts
+from .._threads import part_bounds, read_in_parts, shared_executor
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import AcquisitionEnd, FormatReader, numpy_to_arrow
@@ -355,11 +356,14 @@ class IT02Reader(FormatReader):
         # to fill. A streamed one (scan, chunks) gets batches of the size it asked for,
         # so that its first batch does not wait for (and hold) 4 Mi rows.
         output_rows = max(batch_size, OUTPUT_ROWS) if self.keeps_every_batch else batch_size
-        if self.keeps_every_batch and self.layout == "dense" and not self.fill_gaps:
-            # The records are counted: one array per column holds them all, one chunk for
-            # polars and Arrow, and a pandas column without a copy (see
-            # bindf.frontends.output._writable_view).
-            output_rows = max(output_rows, self.n_records)
+        if self.keeps_every_batch and not self.fill_gaps:
+            # One array per column holds every record: one chunk for polars and Arrow, and
+            # a pandas column without a copy (see bindf.frontends.output._writable_view).
+            # Dense records are counted; sparse ones are at most one per 9 bytes, and
+            # the capacity they do not fill is never touched (no memory) and handed back
+            # when the arrays are trimmed (see _Outputs).
+            output_rows = max(output_rows, self.n_records if self.layout == "dense" else
+                              (self._region_end() - self.data_offset) // SPARSE_FIXED_BYTES)
         # With fill_gaps the decoded records are scratch (the filler builds new arrays),
         # so chunks lend views of buffers reused for every chunk: freeing per-chunk
         # temporaries between the long-lived output arrays would fragment the C heap.
@@ -498,14 +502,21 @@ class IT02Reader(FormatReader):
             max(1 << 16, min(CHUNK_BYTES, (max_records + 1) * MAX_SPARSE_RECORD))
         size = self.source.size
         unconfirmed = self._unconfirmed_marker(f)
+        # A whole read of a large local file on more than one thread: each next chunk is
+        # read by another thread while this one walks the chain through the one before.
+        read_ahead = shared_executor("bindf-read-ahead", self.threads - 1) \
+            if self.threads > 1 and max_records is None and not self.source.is_remote \
+            and size - self.data_offset > 2 * CHUNK_BYTES else None
         try:
             if unconfirmed is None:
                 yield from decode_file(self.source, stream, end=self._region_end(),
-                                       first_read=first_read, max_read=CHUNK_BYTES, f=f)
+                                       first_read=first_read, max_read=CHUNK_BYTES, f=f,
+                                       read_ahead=read_ahead)
                 return
             stream.data_end = unconfirmed
             yield from decode_file(self.source, stream, end=unconfirmed, first_read=first_read,
-                                   max_read=CHUNK_BYTES, f=f, finish=False)
+                                   max_read=CHUNK_BYTES, f=f, finish=False,
+                                   read_ahead=read_ahead)
             if stream.ended:  # enough rows (n_rows), or damage: finished there
                 return
             if stream.position == unconfirmed and not stream.pending:
@@ -630,8 +641,28 @@ class SparseStream(StreamDecoder[_Chunk]):
         #: Records still to decode (``None``: all).
         self.remaining = max_records
         self.out: _Outputs | None = None
+        #: Rows of ``out`` already faulted in by :meth:`fault_in_output`.
+        self.faulted_in: tuple[_Outputs | None, int] = (None, 0)
         self.scratch = _Outputs(min(batch_size, SCRATCH_ROWS), want_time, len(wanted)) \
             if borrow else None
+
+    def fault_in_output(self, n: int) -> None:
+        """Fault in the rows of the current output that ``n`` more bytes can fill (a
+        record has at least 9 bytes), from where the decoder is (it fills them at the
+        same time: whichever comes first faults a page in). Rows past the last record
+        are faulted in for nothing, at most one read's worth, until the output is
+        trimmed."""
+        out = self.out
+        if out is None:
+            return
+        done_before = self.faulted_in[1] if self.faulted_in[0] is out else 0
+        start = max(done_before, out.filled)
+        stop = min(out.capacity, out.filled + n // SPARSE_FIXED_BYTES)
+        if stop <= start:
+            return
+        for array in ([out.time] if out.time is not None else []) + out.counts:
+            fault_in(array[start:stop])
+        self.faulted_in = (out, stop)
 
     def _decode(self, buf: np.ndarray, have: int, final: bool) -> Iterator[_Chunk]:
         view = buf[:have]
