@@ -613,3 +613,23 @@ def test_warnings_point_at_the_callers_line(tmp_path: Path, source: str, how: st
     assert truncations, how
     caller = (__file__, _WARNING_CALLS[how].__code__.co_firstlineno)  # the lambda's line
     assert {(w.filename, w.lineno) for w in truncations} == {caller}
+
+
+def test_scan_batches_are_the_readers_not_polars_hint(tmp_path: Path, monkeypatch) -> None:
+    """polars asks a scan for 100,000-row frames; bindf hands its readers' batches (about
+    1 Mi rows) unless the scan was given a batch_size: small frames made collects up to
+    twice as slow. The result is the same either way."""
+    import bindf.frontends.polars as frontend
+
+    path = write_stt1(tmp_path / "big.stt1", n=350_000)
+    heights: list[int] = []
+    real = frontend.batch_to_polars
+    monkeypatch.setattr(frontend, "batch_to_polars",
+                        lambda batch: (heights.append(batch.num_rows), real(batch))[1])
+    whole = bindf.read(path, output="polars")
+    assert_frame_equal(pl.scan_spectro(path).collect(), whole)
+    assert heights == [350_000]
+    heights.clear()
+    filtered = pl.scan_spectro(path, batch_size=60_000).filter(pl.col("event") == 76).collect()
+    assert heights == [60_000] * 5 + [50_000]
+    assert_frame_equal(filtered, whole.filter(pl.col("event") == 76))
