@@ -381,8 +381,8 @@ def _decoded_reading_ahead(f: BinaryIO, decoder: StreamDecoder[T], end: int, siz
             pending = None
             next_want = min(size, end - decoder.read_position)
             if got == want and next_want > 0:  # the next read, while these are decoded
-                spare = freed if len(freed) >= READ_AHEAD_HEADROOM + size else \
-                    np.empty(READ_AHEAD_HEADROOM + size, dtype=np.uint8)
+                # (the decoder's own first buffer, of another size, is let go)
+                spare = freed if len(freed) == len(spare) else np.empty_like(spare)
                 pending = pool.submit(read, spare, next_want)
             yield from units
             if got < want:

@@ -503,20 +503,21 @@ class IT02Reader(FormatReader):
         size = self.source.size
         unconfirmed = self._unconfirmed_marker(f)
         # A whole read of a large local file on more than one thread: each next chunk is
-        # read by another thread while this one walks the chain through the one before.
+        # read by another thread while this one walks the chain through the one before,
+        # in reads of half a chunk (two buffers in turn: the memory of one chunk).
         read_ahead = shared_executor("bindf-read-ahead", self.threads - 1) \
             if self.threads > 1 and max_records is None and not self.source.is_remote \
             and size - self.data_offset > 2 * CHUNK_BYTES else None
+        step = CHUNK_BYTES if read_ahead is None else CHUNK_BYTES // 2
         try:
             if unconfirmed is None:
                 yield from decode_file(self.source, stream, end=self._region_end(),
-                                       first_read=first_read, max_read=CHUNK_BYTES, f=f,
+                                       first_read=first_read, max_read=step, f=f,
                                        read_ahead=read_ahead)
                 return
             stream.data_end = unconfirmed
             yield from decode_file(self.source, stream, end=unconfirmed, first_read=first_read,
-                                   max_read=CHUNK_BYTES, f=f, finish=False,
-                                   read_ahead=read_ahead)
+                                   max_read=step, f=f, finish=False, read_ahead=read_ahead)
             if stream.ended:  # enough rows (n_rows), or damage: finished there
                 return
             if stream.position == unconfirmed and not stream.pending:
