@@ -508,7 +508,7 @@ class IT02Reader(FormatReader):
         read_ahead = shared_executor("bindf-read-ahead", self.threads - 1) \
             if self.threads > 1 and max_records is None and not self.source.is_remote \
             and size - self.data_offset > 2 * CHUNK_BYTES else None
-        step = CHUNK_BYTES if read_ahead is None else CHUNK_BYTES // 2
+        step = CHUNK_BYTES if read_ahead is None else max(1, CHUNK_BYTES // 2)
         try:
             if unconfirmed is None:
                 yield from decode_file(self.source, stream, end=self._region_end(),
