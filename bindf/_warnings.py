@@ -34,6 +34,7 @@ _SINK: contextvars.ContextVar[WarningSink | None] = contextvars.ContextVar(
 #: Packages whose frames a warning's location skips: bindf, and what calls into it.
 _CALLERS_SKIPPED = ("polars", "pandas", "dask")
 _BINDF_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
 
 
 @dataclass
@@ -102,25 +103,28 @@ def _issue(message: Warning) -> None:
 
 
 def _user_frame() -> FrameType | None:
-    """The innermost frame of this thread outside bindf and :data:`_CALLERS_SKIPPED`. In
-    a thread with none (a thread of polars' pool running a scan's batches), the main
-    thread's, if that thread is inside those packages: waiting for the work that warns
-    (``collect()``), most likely."""
+    """The innermost frame of this thread outside bindf, :data:`_CALLERS_SKIPPED` and the
+    standard library (which runs threads and their tasks). In a thread with none (a
+    thread of polars' pool running a scan's batches, a dask worker thread), the main
+    thread's, if the main thread is inside those packages: waiting there (in
+    ``collect()``, ``compute()``) for the work that warns, most likely."""
     skipped = (_BINDF_DIR, *(os.path.dirname(os.path.abspath(module.__file__)) + os.sep
                              for name in _CALLERS_SKIPPED
                              if (module := sys.modules.get(name)) is not None
                              and getattr(module, "__file__", None)))
+    passed = (*skipped, _STDLIB_DIR)
 
-    def inside(frame: FrameType) -> bool:
-        return os.path.abspath(frame.f_code.co_filename).startswith(skipped)
+    def inside(frame: FrameType, packages: tuple[str, ...]) -> bool:
+        return os.path.abspath(frame.f_code.co_filename).startswith(packages)
 
     frame: FrameType | None = sys._getframe(2)
-    while frame is not None and inside(frame):
+    while frame is not None and inside(frame, passed):
         frame = frame.f_back
-    if frame is None and threading.current_thread() is not threading.main_thread():
-        frame = sys._current_frames().get(threading.main_thread().ident)  # type: ignore[arg-type]
-        if frame is None or not inside(frame):
-            return None
-        while frame is not None and inside(frame):
-            frame = frame.f_back
-    return frame
+    if frame is not None or threading.current_thread() is threading.main_thread():
+        return frame
+    frame = sys._current_frames().get(threading.main_thread().ident)  # type: ignore[arg-type]
+    waiting = False  # (the main thread is inside bindf or a package that calls it)
+    while frame is not None and inside(frame, passed):
+        waiting = waiting or inside(frame, skipped)
+        frame = frame.f_back
+    return frame if waiting else None

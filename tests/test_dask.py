@@ -588,3 +588,24 @@ def test_every_registered_format_has_a_dask_reader(tmp_path: Path) -> None:
     ddf = bdask.read_apx_log(str(log), columns=["readout_id", "row"])
     assert ddf.npartitions == 1
     assert_same(ddf, bindf.read_apx_log(str(log), columns=["readout_id", "row"]))
+
+
+def test_a_partitions_warning_points_at_the_compute_line(tmp_path: Path) -> None:
+    """A partition decoded on a dask worker thread warns at the line that computed (the
+    main thread's, waiting in dask), not at dask's or bindf's code."""
+    import warnings
+
+    from conftest import DATA
+
+    data = bytearray((DATA / "20250723_092534_data.apx").read_bytes())
+    second = data.index(b"\xfe\xdc\xba", data.index(b"\xfe\xdc\xba") + 1)
+    data[second] = 0  # a damaged readout marker: skipped with a warning
+    path = tmp_path / "damaged.apx"
+    path.write_bytes(bytes(data))
+    ddf = bdask.read_apx(str(path), on_error="warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = ddf.compute(scheduler="threads"); line = sys._getframe().f_lineno  # noqa: E702
+    damage = [w for w in caught if w.category is bindf.CorruptDataWarning]
+    assert len(frame) and damage
+    assert {(w.filename, w.lineno) for w in damage} == {(__file__, line)}

@@ -332,7 +332,6 @@ def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = 
         yield from decoder.finish(shrank=shrank)
 
 
-
 def _decoded_reading(f: BinaryIO, decoder: StreamDecoder[T], end: int, first_read: int,
                      max_read: int) -> Generator[T, None, bool]:
     """:func:`decode_file`'s loop: read into the decoder's buffer, decode, in turn.
