@@ -42,6 +42,7 @@ import ctypes
 import errno
 import mmap
 import sys
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -71,6 +72,15 @@ def _mimalloc_pool() -> pa.MemoryPool | None:
 _POOL = _mimalloc_pool()
 
 
+#: Every block still alive (its slices keep it so), by ``id``: its ``(start, end)``
+#: addresses and a reference that forgets it when it dies. Memory that only bindf's
+#: output columns use, which a conversion that owns them may discard once copied (see
+#: :func:`live_block_spans`). Blocks are made on any thread of a read; single dict
+#: operations need no lock (a lock taken in the reference's callback, which the
+#: garbage collector may run while this thread holds it, could deadlock).
+_BLOCKS: dict[int, tuple[int, int, weakref.ref[np.ndarray]]] = {}
+
+
 def new_block(nbytes: int) -> np.ndarray:
     """``nbytes`` of uninitialised memory (uint8) for a lane (see the module docstring)."""
     if _POOL is None:
@@ -78,7 +88,17 @@ def new_block(nbytes: int) -> np.ndarray:
     else:
         block = np.frombuffer(pa.allocate_buffer(nbytes, memory_pool=_POOL), dtype=np.uint8)
     _no_huge_pages(block)
+    key = id(block)
+    _BLOCKS[key] = (block.ctypes.data, block.ctypes.data + block.nbytes,
+                    weakref.ref(block, lambda _, key=key: _BLOCKS.pop(key, None)))
     return block
+
+
+def live_block_spans() -> list[tuple[int, int]]:
+    """``(start, end)`` addresses of the blocks still alive, sorted: memory of bindf's
+    output columns and nothing else (no user's buffer, no file, no reader's scratch)."""
+    return sorted((start, end) for start, end, alive in list(_BLOCKS.values())
+                  if alive() is not None)
 
 
 def _libc_function(name: str, argtypes: list[Any]) -> Any:
@@ -135,6 +155,20 @@ def fault_in(array: np.ndarray) -> None:
     if end > start and _MADVISE(start, end - start, _MADV_POPULATE_WRITE) != 0 \
             and ctypes.get_errno() == errno.EINVAL:  # an older kernel: no such advice
         _populate_works = False
+
+
+def discard(array: np.ndarray) -> None:
+    """Hand the whole pages inside ``array``'s memory back to the system now
+    (``MADV_DONTNEED``), though the memory stays allocated: what they held is lost (a
+    page touched again reads as zeros). Only for memory that nothing reads again, such
+    as the part of a lane block a pandas conversion has copied (its block is freed only
+    once its last slice is: up to 16 MiB per column otherwise stay resident meanwhile)."""
+    if _MADVISE is None or array.nbytes < _PAGE:
+        return
+    start = -(-array.ctypes.data // _PAGE) * _PAGE
+    end = (array.ctypes.data + array.nbytes) // _PAGE * _PAGE
+    if end > start:
+        _MADVISE(start, end - start, mmap.MADV_DONTNEED)
 
 
 class Lane:

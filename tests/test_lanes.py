@@ -569,3 +569,89 @@ def test_pandas_columns_over_back_to_back_chunks_are_views_not_copies():
     assert frame["same"].to_numpy().ctypes.data != address  # copied: not an alias of x
     frame.loc[0, "x"] = 99
     assert frame.loc[0, "same"] == 0 and frame.loc[0, "x"] == 99
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pandas_copy_out_of_lane_blocks_discards_what_it_copied(monkeypatch, threads):
+    """An AstroPix read into pandas copies its columns out of lane blocks and discards
+    each copied megabyte of a block at once (the block is freed only with its last
+    slice): the frame equals the one pyarrow makes from the same read."""
+    import bindf
+    from bindf.frontends import output
+
+    path = Path(__file__).parent / "data" / "20250723_092534_data.apx"
+    expected = bindf.read_apx(path, output="arrow", threads=threads).to_pandas()
+    # blocks of 256 bytes: every column spans several, so none is a view of one block
+    monkeypatch.setattr(FormatReader, "output_lanes",
+                        lambda self, *args, **kwargs: Lanes(block_bytes=256))
+    monkeypatch.setattr(output, "DISCARD_STEP_BYTES", 64)
+    discarded: list[int] = []
+    real_discard = output.discard
+    monkeypatch.setattr(output, "discard", lambda piece: (discarded.append(piece.nbytes),
+                                                          real_discard(piece)))
+    frame = bindf.read_apx(path, chunk_bytes=512, threads=threads, n_rows=10**9)
+    assert frame.equals(expected)
+    assert len(discarded) > 18 and max(discarded) <= 64
+
+
+def test_pandas_copy_of_a_larger_run_discards_whole_pages(tmp_path, monkeypatch):
+    """The same with pages actually handed back: a 2 MB run (the real readouts repeated)
+    in 64 KiB blocks, discarded 8 KiB at a time; every value survives."""
+    from test_apx import apx_file_bytes
+    from test_apx_log import _apx_readouts
+
+    import bindf
+    from bindf.frontends import output
+
+    real = _apx_readouts(Path(__file__).parent / "data" / "20250723_092534_data.apx")
+    readouts = [(k, 1000 * k, payload) for k in range(60) for _, payload in real]
+    path = tmp_path / "long.apx"
+    path.write_bytes(apx_file_bytes(readouts))
+    expected = bindf.read_apx(path, output="arrow", threads=1).to_pandas()
+    assert len(expected) > 40_000
+    monkeypatch.setattr(FormatReader, "output_lanes",
+                        lambda self, *args, **kwargs: Lanes(block_bytes=1 << 16))
+    monkeypatch.setattr(output, "DISCARD_STEP_BYTES", 8192)
+    for threads in (1, 2):
+        assert bindf.read_apx(path, threads=threads, n_rows=10**9).equals(expected)
+
+
+def test_pandas_copy_discards_nothing_when_buffers_overlap():
+    """Two columns over one lane block's memory: copying one must not discard what the
+    other still holds, so a table whose buffers overlap discards nothing."""
+    from bindf.frontends import output
+
+    block = _lanes.new_block(1 << 20)
+    values = block[: 1 << 19].view(np.int64)
+    values[:] = np.arange(len(values))
+    shared = pa.py_buffer(values)
+    one = pa.Array.from_buffers(pa.int64(), len(values), [None, shared])
+    table = pa.table({"a": pa.chunked_array([one[: 1000], one[1000:]]),
+                      "b": pa.chunked_array([one])})
+    assert not output._disjoint_buffers(table)
+    frame = output.batches_to_output(table.to_batches(), table.schema, "pandas", None)
+    assert frame["a"].tolist() == frame["b"].tolist() == list(range(len(values)))
+    assert output._disjoint_buffers(pa.table({"a": [1, 2], "b": [3, 4]}))
+
+
+def test_live_block_spans_forget_dead_blocks():
+    block = _lanes.new_block(1 << 16)
+    span = (block.ctypes.data, block.ctypes.data + block.nbytes)
+    assert span in _lanes.live_block_spans()
+    del block
+    assert span not in _lanes.live_block_spans()
+
+
+def test_discard_and_fault_in_touch_only_whole_pages_inside():
+    data = np.arange(4 << 20, dtype=np.uint8)
+    _lanes.discard(data[:100])  # less than a page: nothing
+    _lanes.fault_in(data[:100])
+    assert np.array_equal(data, np.arange(4 << 20, dtype=np.uint8))
+    piece = data[5000:3_000_000]
+    _lanes.discard(piece)  # the whole pages inside read as zeros, the rest is kept
+    first = -(-piece.ctypes.data // 4096) * 4096 - data.ctypes.data
+    last = (piece.ctypes.data + piece.nbytes) // 4096 * 4096 - data.ctypes.data
+    assert not data[first:last].any()
+    kept = np.arange(4 << 20, dtype=np.uint8)
+    assert np.array_equal(data[:first], kept[:first])
+    assert np.array_equal(data[last:], kept[last:])

@@ -6,6 +6,7 @@ This is the only place that converts Arrow to pandas and polars; the other way
 
 from __future__ import annotations
 
+import bisect
 import copy
 import itertools
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from .._frames import get_polars_info, info_of, set_polars_info  # noqa: F401 - re-exported
-from .._lanes import release_unused_memory
+from .._lanes import discard, live_block_spans, release_unused_memory
 from .._threads import run_all, shared_executor
 from ..arrow import attach_info
 
@@ -284,7 +285,7 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     """
     table = holder.pop()
     order = table.column_names
-    freed = _FreedMemory()
+    freed = _FreedMemory(live_block_spans() if _disjoint_buffers(table) else [])
     direct: dict[str, Any] = {}
     viewed: list[tuple[int, int]] = []  # the memory of the columns handed out as views
     for field in table.schema:
@@ -351,9 +352,16 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
 RELEASE_STEP_BYTES = 4 << 20
 
 
+#: Bytes of a chunk in lane memory copied before the copied part is discarded.
+DISCARD_STEP_BYTES = 1 << 20
+
+
 class _FreedMemory:
     """Hands the memory of the chunks a pandas conversion has dropped back to the
-    operating system, every :data:`RELEASE_STEP_BYTES`.
+    operating system, every :data:`RELEASE_STEP_BYTES`; and, where a chunk lies in a
+    lane block (``discardable``: the spans of :func:`bindf._lanes.live_block_spans`,
+    empty when the table's buffers overlap), the part of it already copied, every
+    :data:`DISCARD_STEP_BYTES` (see :meth:`copy_discarding`).
 
     Why: pandas' default columns are numpy arrays, so every column of several chunks is
     copied. Its chunks are dropped as they are copied, but Arrow's memory pool (mimalloc,
@@ -367,8 +375,31 @@ class _FreedMemory:
     tiny chunks (a glob of small files) from asking for each.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, discardable: list[tuple[int, int]]) -> None:
         self._pending = 0
+        self._discardable = discardable
+        self._starts = [start for start, _ in discardable]
+
+    def copy_discarding(self, out: np.ndarray, values: np.ndarray) -> None:
+        """``out[:] = values``, discarding the pages of ``values`` as they are copied
+        when they lie in a lane block. Why: a block is freed only once every slice of it
+        is, so a column copied out of 16 MiB blocks kept up to one block resident beyond
+        the output (an AstroPix run into pandas peaked at 1.11-1.14 times its output).
+        The conversion owns the table, and no other buffer of it shares that memory
+        (checked when the conversion starts), so nothing reads those pages again."""
+        if not self._in_lane_block(values):
+            out[:] = values
+            return
+        step = max(1, DISCARD_STEP_BYTES // max(values.itemsize, 1))
+        for at in range(0, len(values), step):
+            piece = values[at:at + step]
+            out[at:at + len(piece)] = piece
+            discard(piece)
+
+    def _in_lane_block(self, values: np.ndarray) -> bool:
+        where = bisect.bisect_right(self._starts, values.ctypes.data) - 1
+        return where >= 0 and \
+            values.ctypes.data + values.nbytes <= self._discardable[where][1]
 
     def dropped(self, nbytes: int) -> None:
         self._pending += nbytes
@@ -406,10 +437,29 @@ def _concatenate_releasing(chunks: list[pa.Array], kind: pa.DataType,
     out = np.empty(sum(len(c) for c in chunks), dtype=np.dtype(kind.to_pandas_dtype()))
 
     def copy_chunk(chunk: pa.Array, start: int, end: int) -> None:
-        out[start:end] = chunk.to_numpy(zero_copy_only=True)
+        freed.copy_discarding(out[start:end], chunk.to_numpy(zero_copy_only=True))
 
     _copy_releasing(chunks, freed, copy_chunk)
     return out
+
+
+def _disjoint_buffers(table: pa.Table) -> bool:
+    """Whether no two buffers of ``table``'s chunks share memory (a dictionary shared
+    by the chunks of a column counts once)."""
+    spans = set()
+    for column in table.columns:
+        for chunk in column.chunks:
+            buffers = chunk.buffers()
+            if pa.types.is_dictionary(chunk.type):
+                spans.update((b.address, b.address + b.size)
+                             for b in chunk.dictionary.buffers() if b is not None and b.size)
+            spans_before = len(spans)
+            own = {(b.address, b.address + b.size) for b in buffers if b is not None and b.size}
+            spans.update(own)
+            if len(spans) != spans_before + len(own):  # a buffer seen before: shared
+                return False
+    ordered = sorted(spans)
+    return all(end <= start for (_, end), (start, _) in zip(ordered, ordered[1:]))
 
 
 def _masked_releasing(chunks: list[pa.Array], kind: pa.DataType,
