@@ -207,7 +207,7 @@ class _Tail:
         self.header = {**reader.header,
                        **{k: None for k in reader.end_header_keys if k in reader.header}}
         try:
-            self.stream = reader.batch_stream(follower.reader_columns(reader), data_end=None)
+            self.stream = self._new_stream()
         except NotImplementedError as exc:  # e.g. FCS1, written whole after the computation
             raise BindfError(f"cannot be followed while it is written ({exc}); read it "
                              "once it is complete", path=self.path) from None
@@ -274,19 +274,27 @@ class _Tail:
 
     def _rows_before(self, state: StreamState, error: BindfError) -> list[pa.RecordBatch]:
         """The rows of the records between ``state`` and the damage ``error`` names,
-        decoded again from ``state`` up to its offset (a record cut there stays
-        undecoded); none where the offset is not past ``state``, or when those bytes
-        fail again (a decoder that judges a unit by what follows it)."""
-        assert self.stream is not None and self.f is not None
+        decoded again from ``state`` up to its offset by a new decoder (the failed one
+        may hold part of what it decoded; a record cut at the offset stays undecoded);
+        none where the offset is not past ``state``, or when those bytes fail again (a
+        decoder that judges a unit by what follows it)."""
+        assert self.f is not None
         if error.offset is None or error.offset <= state.read_position:
             return []
-        self.stream.restore(state)
+        again = self._new_stream()
+        again.restore(state)
         self.f.seek(state.read_position)
         try:
-            batches, _ = self.stream.read_from(self.f, error.offset - state.read_position)
+            batches, _ = again.read_from(self.f, error.offset - state.read_position)
         except BindfError:
             return []
         return batches
+
+    def _new_stream(self) -> BatchStream:
+        """A decoder of this file's records as the follow decodes them, at its start."""
+        assert self.reader is not None
+        return self.reader.batch_stream(self.follower.reader_columns(self.reader),
+                                        data_end=None)
 
     def _complete_skipped_record(self, size: int) -> None:
         """Feed exactly the bytes that complete the record cut at the start of a
@@ -299,8 +307,7 @@ class _Tail:
         new = self.f.read(size - state.read_position)
 
         def completes(n: int) -> bool:
-            trial = self.reader.batch_stream(  # type: ignore[union-attr]
-                self.follower.reader_columns(self.reader), data_end=None)  # type: ignore[arg-type]
+            trial = self._new_stream()
             trial.restore(state)
             trial.feed(new[:n])
             return trial.position >= self.skip_until

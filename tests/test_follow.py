@@ -568,6 +568,35 @@ def test_damage_under_raise_in_a_later_poll(tmp_path: Path) -> None:
     assert len(frames) >= 2 and sum(f.num_rows for f in frames) == before
 
 
+@pytest.mark.parametrize("step", [1 << 24, 997])  # one read, or many (READ_STEP)
+def test_astropix_damage_under_raise_yields_each_row_before_it_once(tmp_path: Path,
+                                                                    monkeypatch,
+                                                                    step: int) -> None:
+    """A damaged readout marker mid-run under on_error="raise": the follow's rows are
+    those of the run cut just before it, each once (the rows of the step that met the
+    damage are decoded again by a new decoder, not the failed one)."""
+    import bindf._follow as following
+
+    monkeypatch.setattr(following, "READ_STEP", step)
+    data = bytearray(APX_SAMPLE.read_bytes())
+    at = -1
+    for _ in range(40):  # the 40th readout marker
+        at = data.index(b"\xfe\xdc\xba", at + 1)
+    prefix = tmp_path / "prefix.apx"
+    prefix.write_bytes(bytes(data[:at]))
+    data[at] = 0
+    bad = tmp_path / "bad.apx"
+    bad.write_bytes(bytes(data))
+    frames = []
+    with pytest.raises(bindf.CorruptDataError) as caught:
+        for frame in bindf.follow(bad, poll_interval=0.01, idle_timeout=0.05, output="arrow"):
+            frames.append(frame.replace_schema_metadata(None))
+    assert caught.value.offset is not None and caught.value.offset >= at
+    expected = _expected(prefix)
+    assert expected.num_rows > 30
+    assert pa.concat_tables(frames).equals(expected)
+
+
 # -- the command line -------------------------------------------------------------------
 def test_cli_status_lines_and_parquet(tmp_path: Path) -> None:
     source = _sparse_it02(tmp_path / "s.bin", n=5000)
