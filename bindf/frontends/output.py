@@ -446,20 +446,19 @@ def _concatenate_releasing(chunks: list[pa.Array], kind: pa.DataType,
 def _disjoint_buffers(table: pa.Table) -> bool:
     """Whether no two buffers of ``table``'s chunks share memory (a dictionary shared
     by the chunks of a column counts once)."""
-    spans = set()
+    spans: list[tuple[int, int]] = []
+    dictionaries: set[tuple[int, int]] = set()
     for column in table.columns:
         for chunk in column.chunks:
-            buffers = chunk.buffers()
+            spans += _spans(chunk.buffers())
             if pa.types.is_dictionary(chunk.type):
-                spans.update((b.address, b.address + b.size)
-                             for b in chunk.dictionary.buffers() if b is not None and b.size)
-            spans_before = len(spans)
-            own = {(b.address, b.address + b.size) for b in buffers if b is not None and b.size}
-            spans.update(own)
-            if len(spans) != spans_before + len(own):  # a buffer seen before: shared
-                return False
-    ordered = sorted(spans)
+                dictionaries.update(_spans(chunk.dictionary.buffers()))
+    ordered = sorted(spans + list(dictionaries))
     return all(end <= start for (_, end), (start, _) in zip(ordered, ordered[1:]))
+
+
+def _spans(buffers: list[pa.Buffer | None]) -> list[tuple[int, int]]:
+    return [(b.address, b.address + b.size) for b in buffers if b is not None and b.size]
 
 
 def _masked_releasing(chunks: list[pa.Array], kind: pa.DataType,
