@@ -578,10 +578,10 @@ def test_sizes_and_counts_must_be_integers(stt1_files: list[Path], call) -> None
 
 
 # -- where warnings point ---------------------------------------------------------------
-def _cut(tmp_path: Path, name: str, source: str, n_files: int = 1) -> list[Path]:
+def _cut(tmp_path: Path, source: str, n_files: int) -> list[Path]:
     """Copies of a real sample, each cut inside its last record or readout."""
     data = (DATA / source).read_bytes()
-    paths = [tmp_path / f"{k}_{name}" for k in range(n_files)]
+    paths = [tmp_path / f"{k}_{source}" for k in range(n_files)]
     for path in paths:
         path.write_bytes(data[:-3])
     return paths
@@ -605,7 +605,7 @@ def test_warnings_point_at_the_callers_line(tmp_path: Path, source: str, how: st
     whichever path decoded the file and in whichever thread."""
     import warnings
 
-    paths = _cut(tmp_path, source, source, n_files=2)
+    paths = _cut(tmp_path, source, n_files=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _WARNING_CALLS[how](paths)
