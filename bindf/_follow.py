@@ -32,9 +32,15 @@ import pyarrow as pa
 
 from ._params import check_count, check_names
 from ._source import Source, _is_url, ensure_bindf_path, has_glob_chars, user_path
-from ._warnings import warn
+from ._warnings import WarningSink, warn
 from .arrow import build_info, path_text
-from .errors import BindfError, FileChangedWarning, HeaderError, TruncatedHeaderError
+from .errors import (
+    BindfError,
+    FileChangedWarning,
+    HeaderError,
+    TruncatedFileWarning,
+    TruncatedHeaderError,
+)
 from .formats._base import AcquisitionEnd, FormatReader, empty_batch, summed_errors
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
 from .frontends.output import DtypeBackend, Frame, Output, check_output, table_to_output
@@ -88,12 +94,16 @@ class _Tail:
         self.skip_state: StreamState | None = None
         self.done = False
         #: Why the file ended: "end_marker", "changed" (shrank, replaced, removed),
-        #: "data_end" (the decoder cannot go on, e.g. damage skipped under on_error) or
-        #: "error" (damage under on_error="raise": :attr:`error`).
+        #: "data_end" (the decoder cannot go on, e.g. damage skipped under on_error),
+        #: "error" (damage under on_error="raise": :attr:`error`) or "complete" (a file
+        #: written in one go, read whole).
         self.ended_by: str | None = None
         #: The damage that ended the file under on_error="raise". The rows decoded before
         #: it are handed out first; the follower raises it after them.
         self.error: BindfError | None = None
+        #: A format written in one go (:attr:`FormatReader.written_whole`): no stream;
+        #: the file is read whole once its size held for one poll.
+        self.whole = False
 
     # -- polling -------------------------------------------------------------------------
     def poll(self) -> tuple[list[pa.RecordBatch], bool]:
@@ -110,6 +120,9 @@ class _Tail:
         if self.stream is None:
             if grew:
                 self._open()
+            if self.whole and not grew:  # (a writer caught mid-file makes it grow again)
+                batches = self._read_whole(final=False)
+                return batches, self.done
             if self.stream is None:
                 return [], grew
             grew = True  # the reader just (re)opened: decode what it holds
@@ -206,9 +219,12 @@ class _Tail:
         follower.check_compatible(reader)
         self.header = {**reader.header,
                        **{k: None for k in reader.end_header_keys if k in reader.header}}
+        if reader.written_whole:
+            self.whole = True
+            return
         try:
             self.stream = self._new_stream()
-        except NotImplementedError as exc:  # e.g. FCS1, written whole after the computation
+        except NotImplementedError as exc:  # a format added from outside that cannot
             raise BindfError(f"cannot be followed while it is written ({exc}); read it "
                              "once it is complete", path=self.path) from None
         self.f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
@@ -218,6 +234,25 @@ class _Tail:
         if self.start is not None:
             self._skip_to(self.start)
         self._remember_last_bytes()
+
+    def _read_whole(self, final: bool) -> list[pa.RecordBatch]:
+        """The rows of a file written in one go, read whole (none with start="end": it
+        was written before following started), and the file is done. A read that finds
+        the file cut (a truncation warning) is not done unless ``final`` (the follow's
+        idle end, or a later file appeared): the writer is still at it, and the next
+        poll reads it again."""
+        assert self.reader is not None
+        if self.start is not None:
+            self.done, self.ended_by = True, "complete"
+            return []
+        seen = WarningSink()
+        with seen.active():
+            batches = list(self.reader.iter_batches(self.follower.reader_columns(self.reader)))
+        if not final and any(isinstance(w, TruncatedFileWarning) for w in seen.recorded):
+            return []
+        seen.replay()
+        self.done, self.ended_by = True, "complete"
+        return batches
 
     def _skip_to(self, size: int) -> None:
         """start="end": drop the records that begin before ``size`` (the next record
@@ -352,6 +387,8 @@ class _Tail:
             self._open(force=True)
             if self.stream is None and self.header_error is not None:
                 raise self.header_error  # what reading the file now would raise
+            if self.whole:
+                return self._read_whole(final=True)
         batches, self.held, self.candidate = self.held, [], None
         if self.stream is not None:
             batches += self._read_to(os.stat(self.path).st_size)
@@ -373,7 +410,9 @@ class _Tail:
 
     @property
     def errors(self) -> dict[str, int]:
-        return dict(self.stream.errors) if self.stream is not None else {}
+        if self.stream is not None:
+            return dict(self.stream.errors)
+        return dict(self.reader.errors) if self.whole and self.reader is not None else {}
 
     def close(self) -> None:
         if self.f is not None:
@@ -718,7 +757,9 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
     iteration then simply ends). A file that shrinks, is replaced (another inode) or
     is rewritten from its start (it no longer holds the last bytes of records read)
     gives a :class:`~bindf.errors.FileChangedWarning` naming the byte offset read so far,
-    and following stops; frames already yielded are left as they were. An IT02 file
+    and following stops; frames already yielded are left as they were. A format written
+    in one go (FCS1) is read whole once its file opens uncut and its size held for a
+    poll (``ended_by == "complete"``). An IT02 file
     whose layout is not given is decoded once 64 KiB of records exist (or its end marker
     or ``idle_timeout`` comes), since the layout is detected from the first records.
     """

@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -869,11 +870,88 @@ def test_cli_status_line_of_a_format_added_from_outside_shows_no_totals() -> Non
     assert status.line(Totals()).split(" | ")[::2] == ["2 rows", "100 bytes"]
 
 
-def test_format_that_cannot_stream_is_a_clear_error() -> None:
+def test_format_that_cannot_stream_is_a_clear_error(monkeypatch) -> None:
+    """A format that neither streams nor is written whole (one added from outside)."""
+    from bindf.formats.fcs1 import FCS1Reader
+
+    monkeypatch.setattr(FCS1Reader, "written_whole", False)
     fcs1 = DATA / "fcs1_fcs-export-data-example.bin"
     with pytest.raises(bindf.errors.BindfError, match="cannot be followed") as caught:
         list(bindf.follow(fcs1, poll_interval=0.01, idle_timeout=0.05))
     assert caught.value.path == str(fcs1) and str(caught.value).count(str(fcs1)) == 1
+
+
+FCS1_SAMPLE = DATA / "fcs1_fcs-export-data-example.bin"
+
+
+def test_a_file_written_whole_is_read_once_complete(tmp_path: Path) -> None:
+    """FCS1 (written in one go after the correlations are computed) is not decoded as a
+    stream: the follower reads it whole once its size held for a poll; its rows are
+    the read's, and following that file ends there."""
+    expected = _expected(FCS1_SAMPLE)
+    target = tmp_path / "fcs.bin"
+    follower = bindf.follow(target, poll_interval=0.02, idle_timeout=10, output="arrow")
+    data = FCS1_SAMPLE.read_bytes()
+
+    def write() -> None:  # the file appears, written in two pieces within a poll
+        time.sleep(0.1)
+        with open(target, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            f.write(data[len(data) // 2:])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    frames = [f.replace_schema_metadata(None) for f in follower]
+    writer.join()
+    assert pa.concat_tables(frames).equals(expected)
+    assert follower.ended_by == "complete" and follower.rows == expected.num_rows
+    assert follower.header == bindf.read_header(FCS1_SAMPLE)
+
+
+def test_a_file_written_whole_that_pauses_mid_file_is_waited_for(tmp_path: Path) -> None:
+    """A writer that stops for several polls inside the file: the cut read is not taken
+    for the file (no warning, no rows yet); the rows come once it is complete. One that
+    never completes is read as it is at the idle end, with read's truncation warning."""
+    data = FCS1_SAMPLE.read_bytes()
+    target = tmp_path / "fcs.bin"
+    target.write_bytes(data[: len(data) // 2])
+    follower = bindf.follow(target, poll_interval=0.01, idle_timeout=10, output="arrow")
+
+    def finish() -> None:
+        time.sleep(0.3)  # about 30 polls
+        with open(target, "ab") as f:
+            f.write(data[len(data) // 2:])
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no truncation warning meanwhile
+        frames = [f.replace_schema_metadata(None) for f in follower]
+    writer.join()
+    assert pa.concat_tables(frames).equals(_expected(FCS1_SAMPLE))
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.warns(bindf.TruncatedFileWarning):
+        rows = sum(f.num_rows for f in bindf.follow(cut, poll_interval=0.01, idle_timeout=0.1,
+                                                    output="arrow"))
+    assert rows == 0
+
+
+def test_files_written_whole_in_a_glob_and_start_end(tmp_path: Path) -> None:
+    for name in ("a_fcs.bin", "b_fcs.bin"):
+        (tmp_path / name).write_bytes(FCS1_SAMPLE.read_bytes())
+    one = _expected(FCS1_SAMPLE)
+    with bindf.follow(tmp_path / "*_fcs.bin", poll_interval=0.01, idle_timeout=0.2,
+                      output="arrow", include_file_paths="path") as follower:
+        got = pa.concat_tables([f.replace_schema_metadata(None) for f in follower])
+    assert got.num_rows == 2 * one.num_rows
+    assert got.drop_columns(["path"]).equals(pa.concat_tables([one, one]))
+    assert got.column("path").unique().to_pylist() == [str(tmp_path / "a_fcs.bin"),
+                                                      str(tmp_path / "b_fcs.bin")]
+    # start="end": written before following started, so none of its rows
+    assert list(bindf.follow(tmp_path / "a_fcs.bin", poll_interval=0.01, idle_timeout=0.1,
+                             start="end")) == []
 
 
 def test_it02_zero_bin_at_a_pause_then_more_records_without_a_marker(tmp_path: Path) -> None:

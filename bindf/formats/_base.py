@@ -283,6 +283,11 @@ class FormatReader(abc.ABC):
     #: Header keys that only a finished acquisition has (set by its end marker): while a
     #: file is followed they are ``None`` until :meth:`acquisition_end` finds the marker.
     end_header_keys: ClassVar[tuple[str, ...]] = ()
+    #: The instrument writes the whole file at once, when its data exist (FLIM LABS FCS1:
+    #: after the correlations are computed), so a file that opens is complete. Such a
+    #: format need not stream: ``bindf.follow`` reads the file whole once its size held
+    #: for one poll.
+    written_whole: ClassVar[bool] = False
 
     def acquisition_end(self, f: BinaryIO, size: int) -> AcquisitionEnd | None:
         """Whether the file, ``size`` bytes long right now, ends with this format's own

@@ -153,6 +153,8 @@ class FCS1Reader(FormatReader):
 
     name: ClassVar[str] = "fcs1"
     label: ClassVar[str] = FORMAT_LABEL
+    # FLIM LABS writes an FCS1 file in one go, once the correlations are computed.
+    written_whole: ClassVar[bool] = True
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
         self.refuse_options(self.options)
