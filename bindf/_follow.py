@@ -400,6 +400,13 @@ class _Tail:
     def _offset(self) -> int:
         return self.stream.read_position if self.stream is not None else 0
 
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the file read so far (a file written in one go: all, once read)."""
+        if self.whole and self.done and self.reader is not None:
+            return self.reader.source.size
+        return self._offset()
+
     def _stop(self, message: str, offset: int) -> list[pa.RecordBatch]:
         """End the file as changed, with a warning; return the rows held back with an
         end-marker candidate (complete rows of what was read: not lost)."""
@@ -598,7 +605,7 @@ class Follower(Iterator[Frame]):
         table = table.select(self._output_names(table.schema.names[
             :table.num_columns - (1 if self.include_file_paths else 0)]))
         self.path, self.header, self.format_name = tail.path, tail.header, tail.reader.name
-        self.bytes = self._bytes_before + (tail.stream.read_position if tail.stream else 0)
+        self.bytes = self._bytes_before + tail.bytes_read
         info = build_info(tail.reader.name, tail.header, tail.path, tail.errors or None)
         size = self.batch_size or max(table.num_rows, 1)
         for start in range(0, max(table.num_rows, 1), size):

@@ -906,6 +906,7 @@ def test_a_file_written_whole_is_read_once_complete(tmp_path: Path) -> None:
     writer.join()
     assert pa.concat_tables(frames).equals(expected)
     assert follower.ended_by == "complete" and follower.rows == expected.num_rows
+    assert follower.bytes == len(data)
     assert follower.header == bindf.read_header(FCS1_SAMPLE)
 
 
