@@ -121,16 +121,22 @@ _MADVISE: Callable[[int, int, int], int] | None = (
 _PAGE = mmap.PAGESIZE
 
 
+def _advise_whole_pages(array: np.ndarray, advice: int) -> int:
+    """``madvise(advice)`` on the whole pages inside ``array``'s memory (a page that
+    other memory shares is left alone): its result, or 0 when there is no such page."""
+    assert _MADVISE is not None  # (callers check: Linux only)
+    start = -(-array.ctypes.data // _PAGE) * _PAGE
+    end = (array.ctypes.data + array.nbytes) // _PAGE * _PAGE
+    return _MADVISE(start, end - start, advice) if end > start else 0
+
+
 def _no_huge_pages(block: np.ndarray) -> None:
     """Advise the kernel to back the whole pages inside ``block`` with ordinary pages,
     before anything touches them (why: the module docstring). Advice only: where it is
     refused or unavailable, the block is used as it is."""
     if _MADVISE is None or block.nbytes < 2 * _PAGE:
         return
-    start = -(-block.ctypes.data // _PAGE) * _PAGE
-    end = (block.ctypes.data + block.nbytes) // _PAGE * _PAGE
-    if end > start:
-        _MADVISE(start, end - start, mmap.MADV_NOHUGEPAGE)
+    _advise_whole_pages(block, mmap.MADV_NOHUGEPAGE)
 
 
 #: ``madvise`` advice that faults pages in writable without touching them (Linux 5.14+;
@@ -150,9 +156,7 @@ def fault_in(array: np.ndarray) -> None:
     global _populate_works
     if not _populate_works or array.nbytes < _PAGE:
         return
-    start = -(-array.ctypes.data // _PAGE) * _PAGE
-    end = (array.ctypes.data + array.nbytes) // _PAGE * _PAGE
-    if end > start and _MADVISE(start, end - start, _MADV_POPULATE_WRITE) != 0 \
+    if _advise_whole_pages(array, _MADV_POPULATE_WRITE) != 0 \
             and ctypes.get_errno() == errno.EINVAL:  # an older kernel: no such advice
         _populate_works = False
 
@@ -165,10 +169,7 @@ def discard(array: np.ndarray) -> None:
     once its last slice is: up to 16 MiB per column otherwise stay resident meanwhile)."""
     if _MADVISE is None or array.nbytes < _PAGE:
         return
-    start = -(-array.ctypes.data // _PAGE) * _PAGE
-    end = (array.ctypes.data + array.nbytes) // _PAGE * _PAGE
-    if end > start:
-        _MADVISE(start, end - start, mmap.MADV_DONTNEED)
+    _advise_whole_pages(array, mmap.MADV_DONTNEED)
 
 
 class Lane:

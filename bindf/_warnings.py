@@ -6,9 +6,10 @@ thread (``with sink.active():``), the warning is recorded in the sink instead; t
 pipeline issues recorded warnings with :meth:`WarningSink.emit` in the caller's thread,
 in file order.
 
-Every warning is issued at the user's line: the innermost frame outside bindf and the
-libraries bindf is called through (polars' ``collect``, pandas, dask), found when it is
-issued. A fixed ``stacklevel`` cannot say that: the same reader code runs under eager
+Every warning is issued at the user's line: the innermost frame outside bindf, the
+libraries bindf is called through (polars' ``collect``, pandas, dask) and the standard
+library (which runs threads and their tasks), found when it is issued (see
+:func:`_user_frame`). A fixed ``stacklevel`` cannot say that: the same reader code runs under eager
 reads, scans, chunked reads and follows, each a different depth below the user, and
 warnings a worker thread recorded have no user frames at all.
 
