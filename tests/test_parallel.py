@@ -632,9 +632,9 @@ def test_sparse_it02_read_ahead_is_used_and_faults_in_the_output(tmp_path, small
 
     path = _sparse_file(tmp_path / "s.bin")
     reads, faulted = [], []
-    real_fault_in = it02.fault_in
+    real_fault_in, real_read_into = it02.fault_in, stream.read_into
     monkeypatch.setattr(stream, "read_into", lambda f, buffer: (
-        reads.append(threading.current_thread().name), _threads_read_into(f, buffer))[1])
+        reads.append(threading.current_thread().name), real_read_into(f, buffer))[1])
     monkeypatch.setattr(it02, "fault_in", lambda array: (
         faulted.append(array.size), real_fault_in(array)))
     bindf.read(path, output="arrow", threads=2)
@@ -644,12 +644,6 @@ def test_sparse_it02_read_ahead_is_used_and_faults_in_the_output(tmp_path, small
     bindf.read(path, output="arrow", threads=1)
     bindf.read(path, output="arrow", threads=2, n_rows=10)
     assert reads and not any(name.startswith("bindf-read-ahead") for name in reads)
-
-
-def _threads_read_into(f, buffer):
-    from bindf._source import read_into
-
-    return read_into(f, buffer)
 
 
 def test_sparse_it02_read_ahead_truncated_and_damaged(tmp_path, small_sparse_chunks):
