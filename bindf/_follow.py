@@ -43,6 +43,7 @@ from .errors import (
 )
 from .formats._base import AcquisitionEnd, FormatReader, empty_batch, summed_errors
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
+from .frontends.batches import with_extra_columns
 from .frontends.output import DtypeBackend, Frame, Output, check_output, table_to_output
 from .registry import get_format, list_formats, open_reader
 
@@ -581,7 +582,7 @@ class Follower(Iterator[Frame]):
             names.append(self.include_file_paths)
         if self.columns is None:
             return names
-        return list(dict.fromkeys(self.columns))
+        return with_extra_columns(self.columns, None, self.include_file_paths)
 
     # -- frames -------------------------------------------------------------------------------
     def _to_frames(self, tail: _Tail, batches: list[pa.RecordBatch],
@@ -726,7 +727,8 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
         header like a read's frame (``df.attrs["bindf"]`` / ``df.bindf`` / schema
         metadata).
     columns:
-        Columns to decode (may name ``include_file_paths``).
+        Columns to decode. The ``include_file_paths`` column is added last whatever
+        it names (or where it names it).
     batch_size:
         Most rows per frame (more new rows are split into several frames).
     include_file_paths:

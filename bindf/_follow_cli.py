@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from ._follow import Follower, follow
 from ._source import Source
-from .arrow import build_info
+from .arrow import build_info, with_metadata
 from .cli import (
     EX_DATAERR,
     EX_NOINPUT,
@@ -255,9 +255,9 @@ def _write_parquet(follower: Follower, frames: Iterator[pa.Table], output: str,
 
     def batches() -> Iterator[pa.RecordBatch]:
         if head is not None:
-            yield from head.replace_schema_metadata(None).to_batches()
+            yield from with_metadata(head, None).to_batches()
         for table in tables:
-            yield from table.replace_schema_metadata(None).to_batches()
+            yield from with_metadata(table, None).to_batches()
 
     def info() -> dict[str, Any]:  # read at the end too: the header may grow
         if "header" not in first:

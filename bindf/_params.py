@@ -55,7 +55,9 @@ class Param:
 
 COMMON: tuple[Param, ...] = (
     Param("columns", None, "Sequence[str] | str | None",
-          "Columns to return (in that order). Unrequested columns are not decoded.",
+          "Columns to return (in that order). Unrequested columns are not decoded. The "
+          "``row_index_name`` and ``include_file_paths`` columns are added whatever it "
+          "names, first and last as in polars (or where it names them).",
           on_scan=False, on_dask=True),
     Param("n_rows", None, "int | None",
           "Stop after this many rows (on a scan: polars' ``n_rows``, the first rows of the "

@@ -118,7 +118,19 @@ def attach_info(table: pa.Table, info: dict[str, Any]) -> pa.Table:
     """Return ``table`` with the bindf keys added to its schema metadata (others kept)."""
     metadata = dict(table.schema.metadata or {})
     metadata.update(info_to_metadata(info))
-    return table.replace_schema_metadata(metadata)
+    return with_metadata(table, metadata)
+
+
+def with_metadata(table: pa.Table, metadata: dict[Any, Any] | None) -> pa.Table:
+    """``table`` with its schema metadata replaced by ``metadata``, its rows kept.
+
+    ``Table.replace_schema_metadata`` gives a table of no columns zero rows (pyarrow up
+    to 26 at least), so a read of ``columns=[]`` (a row count) would lose its height:
+    such a table is rebuilt from its batches, which keep theirs."""
+    if table.num_columns:
+        return table.replace_schema_metadata(metadata)
+    return pa.Table.from_batches(table.to_batches(),
+                                 schema=table.schema.with_metadata(metadata or {}))
 
 
 def table_info(table: pa.Table | pa.RecordBatch | pa.Schema) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ from ._source import (
     user_path,
 )
 from ._writing import encode_preamble, inherited_header
-from .arrow import attach_info, info_from_metadata, info_to_metadata
+from .arrow import attach_info, info_from_metadata, info_to_metadata, with_metadata
 from .errors import CorruptDataError, UnknownFormatError
 from .frontends.output import (
     SIGNED_INDEX,
@@ -89,7 +89,7 @@ def frame_to_table(frame: Frame, *, header: Mapping[str, Any] | None = None,
     if attrs:
         metadata = dict(table.schema.metadata or {})
         metadata[PANDAS_ATTRS_KEY] = json.dumps(attrs, default=str).encode()
-        table = table.replace_schema_metadata(metadata)
+        table = with_metadata(table, metadata)
     if info is not None:
         table = attach_info(table, info)
     return table, info

@@ -100,6 +100,45 @@ def test_multi_file_glob_paths_and_row_index(stt1_files: list[Path], tmp_path: P
     assert df.drop("idx", "path").equals(singles)
 
 
+def test_columns_keep_the_row_index_and_file_path_columns(stt1_files: list[Path],
+                                                           tmp_path: Path) -> None:
+    """As in polars, ``columns=`` picks the data's columns: the row index and the file
+    path are added whatever it names (first and last), or where it names them."""
+    import bindf.dask
+
+    glob = str(tmp_path / "run*.bin")
+    extras = {"include_file_paths": "path", "row_index_name": "idx"}
+    full = bindf.read(glob, output="polars", **extras)
+    picked = bindf.read(glob, output="polars", columns=["channel"], **extras)
+    assert picked.columns == ["idx", "channel", "path"]
+    assert picked.equals(full.select("idx", "channel", "path"))
+    placed = bindf.read(glob, output="polars", columns=["path", "channel", "idx"], **extras)
+    assert placed.equals(full.select("path", "channel", "idx"))
+    chunks = list(bindf.read(glob, output="arrow", columns=["event"], chunksize=600, **extras))
+    assert [c.column_names for c in chunks] == [["idx", "event", "path"]] * len(chunks)
+    with bindf.open(glob, columns=["event"], **extras) as f:
+        assert f.schema.names == ["idx", "event", "path"]
+        assert pa.table(f).column_names == ["idx", "event", "path"]
+    partitions = bindf.dask.read_spectro(glob, columns=["event"], include_file_paths="path")
+    assert list(partitions.compute().columns) == ["event", "path"]
+    with bindf.follow(stt1_files[0], columns=["event"], include_file_paths="path",
+                      idle_timeout=0) as follower:
+        assert {tuple(frame.columns) for frame in follower} == {("event", "path")}
+
+
+def test_counts_and_options_that_are_not_the_functions_own(stt1_files: list[Path]) -> None:
+    path = stt1_files[0]
+    # polars refuses a float row index offset; bindf no longer truncates it
+    for offset in (1.5, True, "3"):
+        with pytest.raises(ValueError, match="row_index_offset must be an integer"):
+            bindf.read(path, row_index_name="i", row_index_offset=offset)
+    # iter_batches yields Arrow batches: an output choice is refused by its own name
+    # (it was "did you mean dtype_backend=?" for dtype_backend itself, naming read_spectro)
+    for name, value in (("dtype_backend", "pyarrow"), ("output", "polars"), ("chunksize", 5)):
+        with pytest.raises(TypeError, match=f"'{name}': it chooses the output of bindf.read"):
+            next(bindf.iter_batches(path, **{name: value}))
+
+
 def _opened_during(action, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The paths whose files ``action()`` opened (headers and data alike)."""
     from bindf._source import Source
@@ -358,7 +397,7 @@ def test_bad_arguments_are_value_errors(stt1_files: list[Path]) -> None:
     for read in (bindf.read, lambda p, **kw: bindf.scan(p, **kw).collect()):
         with pytest.raises(ValueError, match="name the same column 'x'"):
             read(stt1_files[0], row_index_name="x", include_file_paths="x")
-        with pytest.raises(ValueError, match=r"row_index_offset must be in 0\.\.2\*\*64 - 1"):
+        with pytest.raises(ValueError, match=r"row_index_offset must be an integer in 0\.\.2\*\*64 - 1"):
             read(stt1_files[0], row_index_name="i", row_index_offset=-1)
         # no wrap to 0 (the scan meets it while collecting)
         with (pytest.raises(ValueError, match="row index passes 2\\*\\*64 - 1")

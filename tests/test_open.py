@@ -232,6 +232,56 @@ def test_duckdb_multi_file_query(cases: dict[str, Case], tmp_path: Path) -> None
     assert all(abs(m - mean_tot) < 1e-9 for _, _, m in rows)
 
 
+def test_no_columns_keep_the_row_count(case: Case) -> None:
+    """``columns=[]`` asks for the row count: every output has the rows, no columns
+    (pyarrow's replace_schema_metadata drops the height of such a table)."""
+    rows = expected_table(case).num_rows
+    assert bindf.read(case.path, columns=[], output="arrow", **case.kwargs).num_rows == rows
+    assert len(bindf.read(case.path, columns=[], **case.kwargs)) == rows
+    assert bindf.read(case.path, columns=[], output="polars", **case.kwargs).height == rows
+    chunks = bindf.read(case.path, columns=[], output="arrow", chunksize=7, **case.kwargs)
+    assert sum(chunk.num_rows for chunk in chunks) == rows
+    with open_case(case, columns=[]) as f:
+        assert f.to_arrow().num_rows == rows and pa.table(f).num_rows == rows
+
+
+def test_a_file_replaced_since_it_was_opened_is_an_error(tmp_path: Path) -> None:
+    """A BindfFile and a scan read their sources again on every pass, under the columns
+    they found when made: a run written anew under the same name with other channels
+    gave its values under the old names (or a polars error). Now a bindf error names
+    the file and both column lists; the same columns again read as usual."""
+    import shutil
+
+    def run(path: Path, channels: list[int], values: list[int]) -> Path:
+        frame = pd.DataFrame({"time_ns": np.arange(1.0, 51.0) * 1e6}
+                             | {f"ch{c + 1}": np.full(50, v, "u4")
+                                for c, v in zip(channels, values)})
+        bindf.write_it02(path, frame, header={"channels": channels}, layout="dense")
+        return path
+
+    first = run(tmp_path / "a.bin", [1, 3, 4], [2, 4, 5])
+    second = run(tmp_path / "b.bin", [0, 1, 2], [1, 222, 3])
+    live = tmp_path / "live.bin"
+    shutil.copy(first, live)
+    opened, lazy = bindf.open(live), pl.scan_it02(live)
+    shutil.copy(second, live)
+    changed = r"its columns changed since it was opened \(time_ns: double, ch1: uint32"
+    for consume in (lambda: pa.table(opened), opened.to_pandas, opened.iter_batches,
+                    lambda: pa.RecordBatchReader.from_stream(opened),
+                    lambda: lazy.select("ch2").collect(), lazy.collect):
+        with pytest.raises(bindf.BindfError, match=changed) as caught:
+            consume()
+        assert caught.value.path == str(live)
+    # a scan that skips the first file by its path: that file's columns are the scan's
+    both = pl.scan_it02([first, live], include_file_paths="file")
+    with pytest.raises(bindf.BindfError, match=f"cannot read together with {first}"):
+        both.filter(pl.col("file") == str(live)).collect()
+    shutil.copy(first, live)
+    assert pa.table(opened).equals(bindf.read(first, output="arrow").replace_schema_metadata(
+        pa.table(opened).schema.metadata))
+    assert lazy.collect().equals(bindf.read(first, output="polars"))
+
+
 # -- dtype_backend -----------------------------------------------------------------------
 def test_dtype_backend_pyarrow(case: Case) -> None:
     expected = expected_table(case)

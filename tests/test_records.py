@@ -74,6 +74,22 @@ def test_count_beyond_file_is_capped_with_warning(tmp_path: Path) -> None:
     assert len(df) == 4
 
 
+def test_a_negative_count_other_than_minus_one_is_refused(tmp_path: Path) -> None:
+    """-1 is "as many as the file holds"; another negative count is a mistake (an
+    arithmetic slip, or a damaged header field), not a request for every record."""
+    path = tmp_path / "rec.bin"
+    np.arange(10, dtype="<u4").tofile(path)
+    assert len(bindf.read_records(path, "<u4", count=-1)) == 10
+    for count in (-5, 2.5, True):
+        with pytest.raises(ValueError, match="count must be a number of records, -1"):
+            bindf.read_records(path, "<u4", count=count)
+    counted = tmp_path / "counted.bin"
+    counted.write_bytes(np.array([-5], "<i4").tobytes() + np.arange(10, dtype="<u4").tobytes())
+    with pytest.raises(bindf.HeaderError, match="negative record count -5") as caught:
+        bindf.read_records(counted, "<u4", header=[("rows", "<i4")], count=lambda h: h["rows"])
+    assert caught.value.offset == 0 and caught.value.path == str(counted)
+
+
 def test_count_beyond_file_warns_once_per_read(tmp_path: Path) -> None:
     """The warning comes with the records, once: not when a scan is planned (the file
     is opened to plan and again to read), and not when only the header is read."""

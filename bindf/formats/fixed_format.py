@@ -26,6 +26,7 @@ layout given per call; ``docs/formats/records.md`` has them in full.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from numbers import Integral
 from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
@@ -112,6 +113,10 @@ class FixedLayout:
             raise ValueError('header="json" needs a magic (magic | u32 length | JSON)')
         if not is_layout_callable(dtype):  # refuse a bad layout before any data is read
             check_record_dtype(as_record_dtype(np.dtype(dtype)))
+        if not (count is None or is_layout_callable(count)) and (
+                isinstance(count, bool) or not isinstance(count, Integral) or count < -1):
+            raise ValueError(f"count must be a number of records, -1 (as many as the file "
+                             f"holds) or a callable of the header, not {count!r}")
         self.dtype = dtype
         self.magic = bytes(magic) if magic else b""
         self.header = header
@@ -173,11 +178,14 @@ class FixedLayoutReader(FixedRecordReader):
             offset = resolve(layout.offset, header, options)
             count = resolve(layout.count, header, options)
             offset = header_end if offset is None else int(offset)
-            declared = None if count is None or int(count) < 0 else int(count)
+            declared = None if count is None or int(count) == -1 else int(count)
         except LAYOUT_ERRORS as exc:
             raise HeaderError(f"header values {header} do not give a valid layout: "
                               f"{type(exc).__name__}: {exc}", path=self.path,
                               offset=values_at) from None
+        if declared is not None and declared < 0:  # (-1 is "as many as the file holds")
+            raise HeaderError(f"header values {header} give a negative record count "
+                              f"{declared}", path=self.path, offset=values_at)
         if dtype.itemsize == 0:
             raise HeaderError("the record dtype has zero size", path=self.path,
                               offset=values_at)

@@ -15,12 +15,13 @@ from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from .._params import COMMON, HINTS, PLAN, check_count
+from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import resolve_threads, settle, shared_executor
 from .._warnings import WarningSink
@@ -37,6 +38,7 @@ GROUP_ROWS = 1 << 17
 
 #: The common parameters (bindf._params.COMMON) that ReadPlan itself takes.
 _PLAN_PARAMS = frozenset(p.name for p in COMMON if p.goes_to == PLAN)
+_OUTPUT_PARAMS = frozenset(p.name for p in COMMON if p.goes_to == OUTPUT)
 
 
 #: The largest row index (a uint64 column).
@@ -66,6 +68,7 @@ class ReadPlan:
         threads: int | None = None,
         options: dict[str, Any] | None = None,
         record_range: tuple[int, int] | None = None,
+        like: ReadPlan | None = None,
     ) -> None:
         check_count("batch_size", batch_size, 1)
         check_count("n_rows", n_rows, 0)
@@ -86,10 +89,12 @@ class ReadPlan:
         self.batch_size = batch_size
         self.include_file_paths = include_file_paths
         self.row_index_name = row_index_name
+        # (a float would be truncated, as polars refuses it: not an integer, refused too)
+        if (isinstance(row_index_offset, bool) or not isinstance(row_index_offset, Integral)
+                or not 0 <= row_index_offset <= _ROW_INDEX_MAX):
+            raise ValueError(f"row_index_offset must be an integer in 0..2**64 - 1 (the row "
+                             f"index is uint64), not {row_index_offset!r}")
         self.row_index_offset = int(row_index_offset)
-        if not 0 <= self.row_index_offset <= _ROW_INDEX_MAX:
-            raise ValueError(f"row_index_offset must be in 0..2**64 - 1 (the row index is "
-                             f"uint64), not {row_index_offset}")
         self.progress = progress
         self._first: FormatReader | None = None
         #: Whether the caller keeps every batch (an eager read): see :meth:`all_batches`.
@@ -100,11 +105,17 @@ class ReadPlan:
         #: than parsing it did.
         self.errors_done: list[dict[str, int]] = []
         self.columns = self._split_columns(columns)
+        #: An earlier plan of the same read (a ``bindf.open`` or a scan reads its sources
+        #: again on every pass, made from the first one): a first file whose columns now
+        #: differ from its columns was replaced or rewritten since, an error, not rows
+        #: under wrong names.
+        self.like = like
         self._full_schema: pa.Schema | None = None
 
     @classmethod
     def from_kwargs(cls, sources: Sources, *, format: str | None = None,
                     record_range: tuple[int, int] | None = None,
+                    like: ReadPlan | None = None,
                     **kwargs: Any) -> ReadPlan:
         """A plan from the keyword arguments of a public reader: the common parameters
         the pipeline handles (see :data:`bindf._params.COMMON`) go to the plan, every
@@ -114,8 +125,14 @@ class ReadPlan:
             if name in HINTS:
                 raise TypeError(f"unexpected option (keyword argument) {name!r}; "
                                 f"did you mean {HINTS[name]}=?")
+            if name in _OUTPUT_PARAMS:  # bindf.read takes these before making a plan
+                raise TypeError(f"unexpected option (keyword argument) {name!r}: it "
+                                "chooses the output of bindf.read and read_<format>, "
+                                "which iter_batches (Arrow batches) and bindf.open (its "
+                                "to_pandas(dtype_backend=...), to_polars(), to_arrow()) "
+                                "do not take")
         return cls(sources, format=format, options=kwargs, record_range=record_range,
-                   **plan_kwargs)
+                   like=like, **plan_kwargs)
 
     # -- schema -----------------------------------------------------------------------
     @property
@@ -215,8 +232,18 @@ class ReadPlan:
         clash = [f.name for f in extras if f.name in base.names]
         if clash:
             raise ValueError(f"column name(s) {clash} already exist in the {self.format} data")
-        return pa.schema(list(extras[:1] if self.row_index_name else []) + list(base)
-                         + [f for f in extras if f.name == self.include_file_paths])
+        schema = pa.schema(list(extras[:1] if self.row_index_name else []) + list(base)
+                           + [f for f in extras if f.name == self.include_file_paths])
+        if self.like is not None and not schema.equals(self.like.full_schema()):
+            now, before = _described(schema), _described(self.like.full_schema())
+            path, first = self.first_reader.path, self.like.first_reader.path
+            if path != first:  # a scan's filter on the file paths skipped the first file
+                raise BindfError(f"cannot read together with {first}: its columns differ "
+                                 f"({now} vs {before})", path=path)
+            raise BindfError(f"its columns changed since it was opened ({now}, before "
+                             f"{before}): the file was replaced or rewritten; open or scan "
+                             "it again", path=path)
+        return schema
 
     def _split_columns(self, columns: Sequence[str] | None) -> list[str] | None:
         if columns is None:
@@ -234,7 +261,7 @@ class ReadPlan:
         if unknown:  # the schema is the first file's: name it (a glob may mix chips)
             raise ValueError(f"{path_text(self.sources[0].path)}: unknown column(s) "
                              f"{unknown}; available: {full}")
-        return list(dict.fromkeys(self.columns))
+        return with_extra_columns(self.columns, self.row_index_name, self.include_file_paths)
 
     def output_schema(self) -> pa.Schema:
         full = self.full_schema()
@@ -659,6 +686,24 @@ def _path_column(runs: list[tuple[str, int]], n_rows: int) -> pa.Array:
     counts = np.array([n for _, n in runs], dtype=np.int64)
     indices = np.repeat(np.arange(len(runs)), counts)[:n_rows]
     return pa.array([path_text(p) for p, _ in runs], pa.string()).take(pa.array(indices))
+
+
+def with_extra_columns(columns: Sequence[str], row_index_name: str | None,
+                       include_file_paths: str | None) -> list[str]:
+    """The requested ``columns`` (each once), and the columns a read adds that they do
+    not name where polars puts them: the row index first, the file path last. (Naming
+    one in ``columns`` places it there.)"""
+    names = list(dict.fromkeys(columns))
+    if row_index_name and row_index_name not in names:
+        names.insert(0, row_index_name)
+    if include_file_paths and include_file_paths not in names:
+        names.append(include_file_paths)
+    return names
+
+
+def _described(schema: pa.Schema) -> str:
+    """``schema``'s columns, as an error message names them: ``a: uint8, b: double``."""
+    return ", ".join(f"{field.name}: {field.type}" for field in schema)
 
 
 def _progress_bar(plan: ReadPlan):

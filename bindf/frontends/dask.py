@@ -48,7 +48,7 @@ from .._source import Source, Sources
 from .._warnings import warn
 from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader
-from .batches import ReadPlan
+from .batches import ReadPlan, with_extra_columns
 from .output import DtypeBackend, check_output, table_to_output
 
 if TYPE_CHECKING:
@@ -201,7 +201,9 @@ def read_partition(
         [part.source],
         format=format,
         columns=columns,
-        include_file_paths=include_file_paths,
+        # dask's projection names every column the partition must have, exactly
+        include_file_paths=(include_file_paths if columns is None
+                            or include_file_paths in columns else None),
         options={"threads": 1, **options},
         record_range=part.rows,
     )
@@ -285,7 +287,7 @@ def read(
         unknown = [c for c in columns if c not in schema.names]
         if unknown:
             raise ValueError(f"unknown column(s) {unknown}; available: {schema.names}")
-        columns = list(dict.fromkeys(columns))
+        columns = with_extra_columns(columns, None, include_file_paths)
     _warn_truncated_tails(readers)
     info = plan.info()
     import dask

@@ -86,7 +86,10 @@ class BindfFile:
             kwargs["columns"] = columns
         if batch_size is not None:
             kwargs["batch_size"] = batch_size
-        return ReadPlan.from_kwargs(self._sources, format=self.format, **kwargs)
+        plan = ReadPlan.from_kwargs(self._sources, format=self.format, like=self._template,
+                                    **kwargs)
+        plan.full_schema()  # raises if the first file's columns changed since it was opened
+        return plan
 
     @property
     def info(self) -> dict[str, Any]:
@@ -112,9 +115,13 @@ class BindfFile:
     # -- data -------------------------------------------------------------------------
     def iter_batches(self, batch_size: int | None = None) -> Iterator[pa.RecordBatch]:
         """Arrow record batches of at most ``batch_size`` rows (bounded memory)."""
-        plan = self._plan(batch_size=batch_size)
+        # (the plan is made now: a file replaced since it was opened raises here, not
+        # inside a consumer of the stream, which would wrap the error in its own)
+        return self._stamped(self._pass(self._plan(batch_size=batch_size)))
+
+    def _stamped(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         metadata = self.schema.metadata
-        for batch in self._pass(plan):
+        for batch in batches:
             yield batch.replace_schema_metadata(metadata)
 
     def to_arrow(self) -> pa.Table:

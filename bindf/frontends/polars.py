@@ -147,7 +147,8 @@ def scan(
     threads = min(resolve_threads(threads), pl.thread_pool_size())
 
     def make_plan(columns: list[str] | None, n_rows: int | None, *,
-                  files: Any = None, first_row_index: int | None = None) -> ReadPlan:
+                  files: Any = None, first_row_index: int | None = None,
+                  like: ReadPlan | None = None) -> ReadPlan:
         # Batches: the scan's batch_size, else the readers' own (about 1 Mi rows, or a
         # chunk of the file), not polars' hint of 100,000 rows: frames that small made a
         # collect 1.6-2.2 times as slow (spectroscopy, sparse IT02), each frame paying
@@ -158,7 +159,8 @@ def scan(
             n_rows=n_rows, batch_size=batch_size, include_file_paths=include_file_paths,
             row_index_name=row_index_name,
             row_index_offset=row_index_offset if first_row_index is None else first_row_index,
-            storage_options=storage_options, progress=progress, threads=threads, **options)
+            storage_options=storage_options, progress=progress, threads=threads,
+            like=like, **options)
 
     sources: Any = source
     template = make_plan(None, None)
@@ -190,7 +192,9 @@ def scan(
         # the scan, then the filter, as its own scans apply their pre-slice. Those rows
         # may come from any file, so then no file is skipped by its path.
         runs = _file_runs(predicate) if n_rows is None else [(None, None)]
-        plans = [make_plan(columns, n_rows, files=files, first_row_index=first)
+        # (each collect reads the files again: one replaced since has other columns)
+        plans = [make_plan(columns, n_rows, files=files, first_row_index=first,
+                           like=template)
                  for files, first in runs]
         try:
             yield from _frames(plans, predicate, with_columns)
