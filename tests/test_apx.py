@@ -800,6 +800,40 @@ def test_declared_length_beyond_eof_is_truncation_not_allocation(tmp_path):
     assert caught[0].message.offset == second and len(df) == 2
 
 
+def test_a_damaged_length_with_readouts_after_it_is_damage_not_a_cut(tmp_path, data_dir):
+    """One flipped bit in a readout's length field made it run past the end of the file:
+    it was taken for the file's cut last readout (a truncation warning, even under
+    on_error="raise"), and every readout after it was lost. Whole readouts after it tell
+    damage from a cut: raise there, or skip that readout and read on."""
+    raw = bytearray((data_dir / SAMPLE).read_bytes())
+    intact = bindf.read_apx(data_dir / SAMPLE, output="polars")
+    damaged_at = raw.index(b"\xfe\xdc\xba", len(raw) // 3)
+    (readout_id,) = struct.unpack_from("<I", raw, damaged_at + 3)
+    raw[damaged_at + 18] ^= 1  # the length's high byte: 16 MiB more than the file holds
+    path = write_file(tmp_path, bytes(raw))
+    with pytest.raises(CorruptDataError, match="damaged length field") as info:
+        bindf.read_apx(path)
+    assert info.value.offset == damaged_at and info.value.path == str(path)
+    expected = intact.filter(pl.col("readout_id") != readout_id)
+    assert 0 < expected.height < intact.height
+    with pytest.warns(CorruptDataWarning, match="declares 16777232 payload bytes") as caught:
+        warned = bindf.read_apx(path, on_error="warn", output="polars")
+    assert [w.message.offset for w in caught] == [damaged_at]
+    assert warned.equals(expected)
+    assert warned.bindf.info["errors"]["bad_readout_length"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kwargs in ({}, {"chunk_bytes": 64}, {"threads": 1}):
+            assert bindf.read_apx(path, on_error="skip", output="polars", **kwargs).equals(warned)
+        assert pl.scan_apx(path, on_error="skip").collect().equals(warned)
+    # a follower meets it while the file grows: the rows before it, then the error
+    follower = bindf.follow(path, output="polars", idle_timeout=0)
+    rows = []
+    with pytest.raises(CorruptDataError, match="damaged length field"):
+        rows.extend(follower)
+    assert pl.concat(rows).equals(intact.filter(pl.col("readout_id") < readout_id))
+
+
 def test_bad_marker_raises_with_offset(tmp_path):
     data = bytearray(apx_file_bytes([(0, 0, WORKED), (1, 0, WORKED), (2, 0, WORKED)]))
     second = data.index(b"\xfe\xdc\xba", data.index(b"\xfe\xdc\xba") + 1)

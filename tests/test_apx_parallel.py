@@ -249,7 +249,8 @@ def test_cuts_anywhere_in_a_noisy_run(tmp_path, cut_everywhere, monkeypatch):
     _every_cut(monkeypatch, cut_everywhere, path, threads=4, sample=200, level="readouts")
 
 
-@pytest.mark.parametrize("damage", ["bad_marker", "junk_between", "truncated", "cut_header"])
+@pytest.mark.parametrize("damage", ["bad_marker", "junk_between", "truncated", "cut_header",
+                                    "bad_length"])
 @pytest.mark.parametrize("on_error", ["raise", "warn", "skip"])
 def test_cuts_anywhere_in_a_damaged_run(tmp_path, cut_everywhere, monkeypatch, damage,
                                         on_error):
@@ -265,6 +266,8 @@ def test_cuts_anywhere_in_a_damaged_run(tmp_path, cut_everywhere, monkeypatch, d
         data[middle:middle] = b"junk\xfe\xdc"
     elif damage == "truncated":
         data = data[:-5]
+    elif damage == "bad_length":  # a length past the end of the file, readouts after it
+        data[middle + 15:middle + 19] = (1 << 24).to_bytes(4, "little")
     else:
         data = data[:markers[-1] + 7]
     path = tmp_path / "damaged.apx"
@@ -272,7 +275,8 @@ def test_cuts_anywhere_in_a_damaged_run(tmp_path, cut_everywhere, monkeypatch, d
     _every_cut(monkeypatch, cut_everywhere, path, on_error=on_error)
 
 
-@pytest.mark.parametrize("damage", [None, "bad_marker", "junk_between", "truncated"])
+@pytest.mark.parametrize("damage", [None, "bad_marker", "junk_between", "truncated",
+                                    "bad_length"])
 def test_framing_hands_hit_finding_the_payload_total(tmp_path, monkeypatch, damage):
     """The readouts framed in one call lie back to back, so the stream gives hit finding
     their payloads' total (the framed bytes less the headers) for its bound of hits
@@ -292,6 +296,8 @@ def test_framing_hands_hit_finding_the_payload_total(tmp_path, monkeypatch, dama
         data[markers[3600]:markers[3600]] = b"junk\xfe\xdc"
     elif damage == "truncated":
         data = data[:-5]
+    elif damage == "bad_length":
+        data[markers[3500] + 15:markers[3500] + 19] = (1 << 24).to_bytes(4, "little")
     path = tmp_path / "run.apx"
     path.write_bytes(bytes(data))
     given = []

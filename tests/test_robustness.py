@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 import bindf
 from bindf._source import Source
-from bindf.errors import BindfError, TruncatedFileWarning
+from bindf.errors import BindfError, CorruptDataError, TruncatedFileWarning
 from bindf.registry import open_reader
 
 #: No read of a small damaged file may take longer than this (a loop that stops making
@@ -487,9 +487,10 @@ def test_absurd_apx_payload_length_is_a_cheap_truncation(declared: int, tmp_path
 
 
 def test_every_apx_length_field_set_absurd(tmp_path: Path) -> None:
-    """Each readout's L of the real slice in turn set to 2**32 - 16: a truncation
-    warning at that readout, the readouts before it intact, no allocation beyond the
-    file size."""
+    """Each readout's L of the real slice in turn set to 2**32 - 16: damage at that
+    readout when whole readouts follow it (raised; skipped with every other readout
+    intact under on_error="skip"), a truncation warning with the readouts before it
+    intact for the last readout, and no allocation beyond the file size."""
     data = subject_bytes(SUBJECTS[0])
     original = _write(tmp_path / "full.apx", data)
     full = _full_read(original, SUBJECTS[0])
@@ -505,10 +506,19 @@ def test_every_apx_length_field_set_absurd(tmp_path: Path) -> None:
         damaged[pos + 15 : pos + 19] = struct.pack("<I", 2**32 - 16)
         path.write_bytes(bytes(damaged))
         tracemalloc.reset_peak()
-        with pytest.warns(TruncatedFileWarning) as caught:
-            table = timed_read(path)
-        assert caught[0].message.offset == pos
-        assert table.replace_schema_metadata(None).equals(full.slice(0, hits_before[k]))
+        if pos + 19 + length < len(data):  # readouts follow: its length field is damaged
+            with pytest.raises(CorruptDataError, match="damaged length field") as raised:
+                timed_read(path)
+            assert raised.value.offset == pos
+            table = timed_read(path, on_error="skip")
+            kept = pa.concat_tables([full.slice(0, hits_before[k]),
+                                     full.slice(hits_before[k + 1])])
+        else:
+            with pytest.warns(TruncatedFileWarning) as caught:
+                table = timed_read(path)
+            assert caught[0].message.offset == pos
+            kept = full.slice(0, hits_before[k])
+        assert table.replace_schema_metadata(None).equals(kept)
         assert tracemalloc.get_traced_memory()[1] < (1 << 20) + 4 * len(data)
         pos += 19 + length
         k += 1

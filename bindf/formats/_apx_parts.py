@@ -70,28 +70,35 @@ def cut_points(f: BinaryIO, start: int, end: int, parts: int) -> list[int]:
     about equal size: ``[start, cut_1, …, end]``. An ideal cut with no plausible readout
     start nearby is left out (fewer, longer ranges)."""
     cuts = [start]
-    header_pos = np.empty(CUT_CHAIN, dtype=np.int64)
-    readout_id = np.empty(CUT_CHAIN, dtype=np.uint32)
-    timestamp = np.empty(CUT_CHAIN, dtype=np.uint64)
-    length = np.empty(CUT_CHAIN, dtype=np.uint32)
     window = np.empty(CUT_WINDOW_BYTES, dtype=np.uint8)
     for k in range(1, parts):
         ideal = start + (end - start) * k // parts
         f.seek(ideal)
         have = read_into(f, window)
-        pos = 0
-        while True:
-            found = _apx.find_marker(window, pos, have)
-            if found < 0:
-                break
-            n, stop, code = _apx.frame_readouts(window, found, have, header_pos, readout_id,
-                                                timestamp, length)
-            if n == CUT_CHAIN or (code == _apx.FRAME_END and ideal + stop == end and n):
-                if ideal + found > cuts[-1]:
-                    cuts.append(ideal + found)
-                break
-            pos = found + 1
+        found = plausible_readout(window, 0, have, ends_data=ideal + have == end)
+        if found >= 0 and ideal + found > cuts[-1]:
+            cuts.append(ideal + found)
     return [*cuts, end]
+
+
+def plausible_readout(buf: np.ndarray, pos: int, have: int, *, ends_data: bool) -> int:
+    """Position of the first readout marker at or after ``pos`` in ``buf[:have]`` that
+    begins :data:`CUT_CHAIN` readouts whose declared lengths lead from one marker to the
+    next (or, when ``ends_data``, whole readouts up to ``have``, the end of the data);
+    -1 if there is none. A marker found in payload bytes by chance does not chain."""
+    header_pos = np.empty(CUT_CHAIN, dtype=np.int64)
+    readout_id = np.empty(CUT_CHAIN, dtype=np.uint32)
+    timestamp = np.empty(CUT_CHAIN, dtype=np.uint64)
+    length = np.empty(CUT_CHAIN, dtype=np.uint32)
+    while True:
+        found = _apx.find_marker(buf, pos, have)
+        if found < 0:
+            return -1
+        n, stop, code = _apx.frame_readouts(buf, found, have, header_pos, readout_id,
+                                            timestamp, length)
+        if n == CUT_CHAIN or (n and code == _apx.FRAME_END and stop == have and ends_data):
+            return found
+        pos = found + 1
 
 
 @dataclass

@@ -59,6 +59,11 @@ Decisions where the spec leaves a choice (the README lists them too):
   ``note_error("bad_readout_marker")`` once per damaged stretch and
   ``note_error("skipped_bytes", n)``. ``"warn"`` emits one
   :class:`~bindf.errors.CorruptDataWarning` per stretch, naming its offset.
+* **A declared length past the end of the file** is a cut (the file's last readout,
+  a truncation warning) unless whole readouts follow it (:data:`LENGTH_CHECK_BYTES`
+  are looked at, :func:`._apx_parts.plausible_readout`): then the length field is
+  damaged, raised under ``"raise"``; ``"warn"``/``"skip"`` skip that readout and read
+  on (``note_error("bad_readout_length")`` and its ``skipped_bytes``).
 * ``batch_size`` also bounds the number of readouts per decode call, so batched and
   whole decoding can be compared down to one readout per call.
 """
@@ -211,6 +216,10 @@ PREFETCH_MIN_BYTES = 2 * DEFAULT_CHUNK_BYTES
 #: them to be thrown away (``pl.scan_apx(big).head(10)``, best of 40 in three rounds:
 #: 1.45-1.82 ms with it, 1.10-1.23 without).
 PREFETCH_MAX_SKIPPED_ROWS = 1 << 16
+#: A readout whose declared length runs past the end of the file is a cut (the file's
+#: last readout) unless whole readouts follow it: this many bytes after it are looked
+#: at to tell (read once, at most, for the one readout that ends a damaged or cut file).
+LENGTH_CHECK_BYTES = 1 << 20
 #: Readouts per decode call (also bounded by batch_size): keeps per-call temporaries
 #: (a few arrays of 8 bytes per hit) cache-sized.
 _READOUTS_PER_CALL = 1 << 15
@@ -675,8 +684,25 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
                 continue
             if code == _apx.FRAME_INCOMPLETE:
                 need = _pending_size(buf, stop, have)
-                if (need is not None and self.data_end is not None
-                        and self._offset + stop + need > self.data_end):
+                past_end = (need is not None and self.data_end is not None
+                            and self._offset + stop + need > self.data_end)
+                if need is not None and (past_end or final or self.data_end is None):
+                    # The DAQ writes readout after readout: whole readouts after one
+                    # that cannot complete mean that its length field is damaged (a
+                    # cut file ends inside its last readout, with nothing after it).
+                    look = None if self.data_end is None else min(
+                        self.data_end - self._offset - stop, LENGTH_CHECK_BYTES)
+                    if past_end and not final and look is not None and have - stop < look:
+                        self.need = look  # read the bytes that tell, then decide
+                        return
+                    ends_data = final or self._offset + have == self.data_end
+                    after = _apx_parts.plausible_readout(buf, stop + 1, have,
+                                                         ends_data=ends_data)
+                    if after >= 0:
+                        self._damaged_length(stop, need, after)
+                        continue
+                if past_end:
+                    assert need is not None and self.data_end is not None
                     self._warn_cut(self._offset + stop, need, self.data_end)
                     self.ended = True
                 elif final:
@@ -685,6 +711,19 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
                 else:
                     self.need = need or 0
             return
+
+    def _damaged_length(self, stop: int, need: int, after: int) -> None:
+        """The readout at ``buf[stop]`` declares more bytes than come before whole
+        readouts at ``buf[after]``: damage (raise, or skip to ``after``), not a cut."""
+        offset, resumed = self._offset + stop, self._offset + after
+        message = (f"the readout there declares {need - READOUT_HEADER_SIZE} payload bytes, "
+                   f"but whole readouts follow at byte {resumed} (a damaged length field)")
+        if self.on_error == "raise":
+            raise CorruptDataError(message, path=self.path, offset=offset)
+        self.gap_message = message
+        self._end_gap(offset, resumed, resumed, kind="bad_readout_length")
+        self.after_gap = True
+        self._pos = after
 
     def _resync(self, buf: np.ndarray, pos: int, have: int, final: bool) -> int | None:
         """Position of the next plausible readout at or after ``pos`` (None: not here)."""
@@ -699,9 +738,10 @@ class ApxStream(StreamDecoder[tuple[_Framed | None, Decoded]]):
                 return p
             pos = p + 1  # a marker whose payload cannot fit is payload data, not a readout
 
-    def _end_gap(self, start: int, end: int, resumed_at: int | None) -> None:
+    def _end_gap(self, start: int, end: int, resumed_at: int | None,
+                 kind: str = "bad_readout_marker") -> None:
         skipped = end - start
-        self.note_error("bad_readout_marker")
+        self.note_error(kind)
         self.note_error("skipped_bytes", skipped)
         if self.on_error == "warn":
             then = (f"resumed at the next readout marker (byte {resumed_at})"
