@@ -274,6 +274,29 @@ def test_rebin_follows_record_steps_not_nominal_times() -> None:
     assert fine.bindf.rebin(0.3).rows() == [(300.0, 6)]
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_rebin_keeps_coarse_bins_whose_fine_bins_a_sparse_file_left_out(kind: str) -> None:
+    """A sparse file leaves out all-zero fine bins, which may make up whole coarse bins:
+    those are zero rows (they were missing, so a rate plot skipped the empty window),
+    each ending a whole number of fine bins after the last record before it, in every
+    file of a glob."""
+    columns = it02_columns([1e6, 2.0002e6, 7.0001e6, 8e6, 1e6, 5e6],
+                           ch2=[1, 2, 3, 4, 5, 6])
+    columns["file"] = np.array(["runs/a.bin"] * 4 + ["runs/b.bin"] * 2)
+    df = multi_file(kind, columns, "it02", IT02_HEADER)
+    rb = as_polars(df.bindf.rebin(2000), kind)
+    assert rb.rows() == [
+        ("runs/a.bin", 2.0002e6, 3), ("runs/a.bin", 4.0002e6, 0),
+        ("runs/a.bin", 6.0002e6, 0), ("runs/a.bin", 8e6, 7),
+        ("runs/b.bin", 2e6, 5), ("runs/b.bin", 4e6, 0), ("runs/b.bin", 5e6, 6)]
+    dense = multi_file(kind, it02_columns(np.arange(1, 9) * 1e6, ch2=[1, 2, 0, 0, 0, 0, 3, 4])
+                       | {"file": np.array(["runs/a.bin"] * 8)}, "it02", IT02_HEADER)
+    assert as_polars(dense.bindf.rebin(2000), kind)["ch2"].to_list() == [3, 0, 0, 7]
+    # the last, partial coarse bin of b (one fine bin) goes with drop_partial
+    assert as_polars(df.bindf.rebin(2000, drop_partial=True), kind)["ch2"].to_list() == [
+        3, 0, 0, 7, 5, 0]
+
+
 def real_it02(kind: str, ones: bool = False) -> Any:
     """The real dense IT02 export as read_it02 lays it out (time_ns, ch{i+1} …)."""
     raw = (Path(__file__).parent / "data" / "intensity-tracing-export-data-example.bin")

@@ -52,7 +52,9 @@ def rebin(frame: Any, info: Mapping[str, Any], width_us: float, *,
 
     The coarse bins start at the first record. Each keeps the ``time_ns`` of its last
     fine bin (bin ends, like the input); missing fine bins (sparse files drop all-zero
-    bins) count as zeros. The last coarse bin covers fewer fine bins when the trace
+    bins) count as zeros, and a coarse bin made of missing fine bins only is a row of
+    zeros (its ``time_ns`` whole fine bins after the last record before it). The last
+    coarse bin covers fewer fine bins when the trace
     does not divide evenly; ``drop_partial=True`` leaves it out.
 
     A frame read from several files with ``include_file_paths="file"`` is rebinned file
@@ -190,17 +192,35 @@ def _rebin(data: pl.DataFrame, files: list[str], bin_us: float, factor: int,
     group = position // factor
     new_group = new_file.copy()
     new_group[1:] |= group[1:] != group[:-1]
-    starts = np.flatnonzero(new_group)
+    starts = np.flatnonzero(new_group)  # first record of each coarse bin that has one
     lasts = np.append(starts[1:] - 1, len(times) - 1)
     file_last = np.append(np.flatnonzero(new_file)[1:] - 1, len(times) - 1)
-    last_position = position[file_last][file_id[starts]]  # of each group's file
-    group_end = (group[starts] + 1) * factor - 1  # last fine position of each group
+    # Every coarse bin from a file's first record to its last, those without a record
+    # too (a sparse file leaves out all-zero fine bins, which may fill whole coarse
+    # bins): row ``first_row[f] + g`` is coarse bin g of file f.
+    bins_per_file = group[file_last] + 1
+    first_row = np.cumsum(bins_per_file) - bins_per_file
+    rows = int(bins_per_file.sum())
+    file_of_row = np.repeat(np.arange(len(file_last)), bins_per_file)
+    bin_of_row = np.arange(rows) - first_row[file_of_row]
+    filled = first_row[file_id[starts]] + group[starts]  # the rows that have records
+    # Each row's time comes from the last record at or before it (its own, or that of
+    # the bin before it in its file: every file's first bin has one), moved on by whole
+    # fine bins.
+    row_of_record = np.full(rows, -1, dtype=np.int64)
+    row_of_record[filled] = np.arange(len(starts))
+    anchor = np.maximum.accumulate(row_of_record)
+    last_position = position[file_last][file_of_row]
+    group_end = (bin_of_row + 1) * factor - 1  # last fine position of each coarse bin
     end = np.minimum(group_end, last_position)
-    columns: dict[str, Any] = {name: data[name].gather(starts) for name in files}
-    columns["time_ns"] = times[lasts] + (end - position[lasts]) * bin_ns
+    columns: dict[str, Any] = {name: data[name].gather(starts[anchor]) for name in files}
+    anchor_last = lasts[anchor]
+    columns["time_ns"] = times[anchor_last] + (end - position[anchor_last]) * bin_ns
     for name in channels:
         counts = data[name].fill_null(0).to_numpy().astype(np.uint64)
-        columns[name] = np.add.reduceat(counts, starts)
+        summed = np.zeros(rows, dtype=np.uint64)
+        summed[filled] = np.add.reduceat(counts, starts)
+        columns[name] = summed
     table = pl.DataFrame(columns, schema=out_schema)
     if drop_partial:
         table = table.filter(pl.Series(group_end <= last_position))
