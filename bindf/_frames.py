@@ -55,7 +55,7 @@ def info_of(frame: Any) -> dict[str, Any] | None:
     raise TypeError(f"expected a pandas, polars or Arrow frame, not {type(frame).__name__}")
 
 
-def to_arrow_table(frame: Any, *, keep_index: bool = False) -> pa.Table:
+def to_arrow_table(frame: Any, *, keep_index: bool = False, keep_na: bool = False) -> pa.Table:
     """View a pandas/polars/Arrow frame (or a dict of columns) as a ``pyarrow.Table``.
 
     The one frame → Arrow conversion: the writers and Parquet export both use it. pandas
@@ -67,11 +67,17 @@ def to_arrow_table(frame: Any, *, keep_index: bool = False) -> pa.Table:
     frame's (the Parquet export: a groupby result keeps its keys). Without it the index
     is dropped: the format writers take columns only.
 
+    ``keep_na`` (pandas frames): keep a missing value of a nullable float column
+    (``Float64`` …) as null, as Parquet stores it. Without it (the format writers, whose
+    floats have no missing value but NaN) it is NaN: pandas 3 reads NaN into such a
+    column as ``pd.NA``, so a frame read with ``dtype_backend="numpy_nullable"`` could not
+    be written back.
+
     Errors name what to mend: a string that UTF-8 cannot encode (a lone surrogate)
     names its column, a dict of columns of different lengths gives each length.
     """
     try:
-        return _as_arrow_table(frame, keep_index)
+        return _as_arrow_table(frame, keep_index, keep_na)
     except UnicodeEncodeError as exc:
         where = _unencodable_column(frame)
         raise ValueError(f"{where}holds a string that is not encodable as UTF-8 ({exc}); "
@@ -83,7 +89,7 @@ def to_arrow_table(frame: Any, *, keep_index: bool = False) -> pa.Table:
         raise
 
 
-def _as_arrow_table(frame: Any, keep_index: bool) -> pa.Table:
+def _as_arrow_table(frame: Any, keep_index: bool, keep_na: bool = False) -> pa.Table:
     """:func:`to_arrow_table` without its readable errors."""
     if isinstance(frame, pa.Table):
         return frame
@@ -101,7 +107,7 @@ def _as_arrow_table(frame: Any, keep_index: bool) -> pa.Table:
         import pandas as pd
 
         if isinstance(frame, pd.DataFrame):
-            return _pandas_to_arrow(frame, keep_index)
+            return _pandas_to_arrow(frame, keep_index, keep_na)
     if isinstance(frame, Mapping):
         return pa.table({str(k): v for k, v in frame.items()})
     raise TypeError(
@@ -138,14 +144,17 @@ def _unencodable_column(frame: Any) -> str:
     return ""
 
 
-def _pandas_to_arrow(frame: Any, keep_index: bool = False) -> pa.Table:
+def _pandas_to_arrow(frame: Any, keep_index: bool = False, keep_na: bool = False) -> pa.Table:
     """pandas → Arrow keeping NaN as a value.
 
     ``pa.Table.from_pandas`` turns NaN in float columns into nulls (pandas' missing-value
     convention), but NaN is a legitimate ``f64`` the files store; plain numpy float
-    columns are therefore put back without that mapping. Nullable extension dtypes keep
-    their NA as null (and the writers refuse nulls).
+    columns are therefore put back without that mapping. Nullable float columns'
+    NA becomes NaN too unless ``keep_na`` (see :func:`to_arrow_table`); other nullable
+    extension dtypes keep their NA as null (and the writers refuse nulls).
     """
+    import pandas as pd
+
     names = [str(c) for c in frame.columns]
     if len(set(names)) != len(names):
         raise ValueError(f"the frame has duplicate column names: {names}")
@@ -154,8 +163,14 @@ def _pandas_to_arrow(frame: Any, keep_index: bool = False) -> pa.Table:
     table = pa.Table.from_pandas(frame, preserve_index=None if keep_index else False)
     for i in range(frame.shape[1]):
         series = frame.iloc[:, i]
-        if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f" \
-                and table.column(i).null_count:
-            table = table.set_column(i, table.field(i),
-                                     pa.array(series.to_numpy(), from_pandas=False))
+        if not table.column(i).null_count:
+            continue
+        if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f":
+            values = series.to_numpy()
+        elif not keep_na and isinstance(series.dtype, (pd.Float32Dtype, pd.Float64Dtype)):
+            values = series.to_numpy(dtype=series.dtype.numpy_dtype, na_value=np.nan)
+        else:
+            continue
+        table = table.set_column(i, table.field(i).with_type(pa.from_numpy_dtype(values.dtype)),
+                                 pa.array(values, from_pandas=False))
     return table

@@ -53,9 +53,17 @@ class BindfAccessor(AnalysisMethods, Generic[FrameT]):
         return self.info.get("source")
 
     def to_parquet(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
-        """Write the frame to Parquet with its header (see :func:`bindf.to_parquet`)."""
-        if isinstance(self._frame, pl.LazyFrame):
-            raise TypeError("collect() the LazyFrame first, or use sink_parquet")
+        """Write the frame (a LazyFrame: collected) to Parquet with its header (see
+        :func:`bindf.to_parquet`, which takes the same arguments).
+
+        A frame that carries no bindf metadata (a polars operation since the read
+        dropped it) is a ``ValueError`` unless ``header=`` is given: writing it through
+        ``df.bindf`` asks for the header, and a file without one would lose it silently.
+        """
+        if kwargs.get("header") is None and info_of(self._frame) is None:
+            raise ValueError("this frame carries no bindf metadata (an operation since the "
+                             "read dropped it): pass header=, e.g. the read frame's "
+                             "df.bindf.header")
         from .parquet import to_parquet
 
         to_parquet(self._frame, path, **kwargs)

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_path
@@ -84,7 +85,7 @@ def frame_to_table(frame: Frame, *, header: Mapping[str, Any] | None = None,
         # says, not the header that was replaced
         frame = frame.copy(deep=False)
         frame.attrs = {**frame.attrs, "bindf": info}
-    table = to_arrow_table(frame, keep_index=True)
+    table = to_arrow_table(frame, keep_index=True, keep_na=True)
     attrs = getattr(frame, "attrs", None) if _library_is_pandas(frame) else None
     if attrs:
         metadata = dict(table.schema.metadata or {})
@@ -211,7 +212,8 @@ def read_parquet(
     # schema metadata already carries the header.
     metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
     table = restore_dictionary_index_types(table, file_metadata)
-    info = info_from_metadata(metadata)
+    info = info_from_metadata(metadata) or _info_from_pandas_attrs(metadata)
+    table = _format_categories(table, info)
     # "numpy_nullable" goes to table_to_output even then: its masked conversion is
     # pyarrow's too, which reads the pandas metadata (the index) the same way.
     if output == "pandas" and PANDAS_METADATA_KEY in metadata \
@@ -225,6 +227,57 @@ def read_parquet(
     if output == "pandas":
         table = _signed_dictionary_indices(_nullability_from_data(table))
     return table_to_output(table, output, info, dtype_backend)
+
+
+def _info_from_pandas_attrs(metadata: Mapping[bytes, bytes]) -> dict[str, Any] | None:
+    """The bindf info of a frame that pandas' own ``to_parquet`` wrote: it keeps
+    ``df.attrs`` (as JSON, under ``PANDAS_ATTRS``) but knows nothing of ``bindf.*`` keys.
+    ``None`` if there is none, or it is not a bindf info."""
+    try:
+        attrs = json.loads(metadata[PANDAS_ATTRS_KEY])
+    except (KeyError, ValueError):
+        return None
+    info = attrs.get("bindf") if isinstance(attrs, dict) else None
+    if (not isinstance(info, dict) or not isinstance(info.get("format"), str)
+            or not isinstance(info.get("header"), dict)):
+        return None
+    return info
+
+
+def _format_categories(table: pa.Table, info: Mapping[str, Any] | None) -> pa.Table:
+    """The format's own categories in its dictionary columns (spectroscopy ``marker``,
+    A-STEP ``kind``), as ``read_<format>`` gives them: a file keeps only the values its
+    rows hold (a polars frame, an empty or filtered one), so a pandas category column
+    had other categories than a fresh read's, and a ``concat`` of the two fell back to
+    strings. A column holding a value the format does not know is left as it is."""
+    if info is None:
+        return table
+    from .registry import get_format
+
+    try:
+        dictionaries = get_format(info["format"]).reader_class().dictionaries
+    except (ValueError, KeyError, AttributeError):  # a format not registered here
+        return table
+    for name, categories in dictionaries.items():
+        index = table.schema.get_field_index(name)
+        if index < 0 or not pa.types.is_dictionary(table.schema.field(index).type):
+            continue
+        column = table.column(index)
+        try:
+            values = column.cast(categories.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        codes = pc.index_in(values, value_set=categories)
+        if codes.null_count != values.null_count:
+            continue
+        # (the formats declare int8 indices for their few categories)
+        kind = pa.dictionary(pa.int8(), categories.type)
+        # (one chunk at least: a column of no chunks has no dictionary for pandas)
+        chunks = [pa.DictionaryArray.from_arrays(chunk.cast(pa.int8()), categories)
+                  for chunk in codes.chunks or [pa.array([], pa.int32())]]
+        field = table.schema.field(index).with_type(kind)
+        table = table.set_column(index, field, pa.chunked_array(chunks, type=kind))
+    return table
 
 
 #: Unsigned dictionary index types (polars writes uint32) and the signed type that holds

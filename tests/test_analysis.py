@@ -617,6 +617,34 @@ def test_astropix3_half_hits_are_sent_to_match_rows_columns(kind: str) -> None:
                                "not drop them)")
 
 
+def test_astropix3_pixel_tables_in_the_helpers_that_take_them() -> None:
+    """The pixel table of match_rows_columns: its two ToTs are named for the ToT
+    helpers (tot_histogram needed a tot_us it lacks), and with keep_unmatched a pandas
+    frame's row/column are nullable uint8 (they were float64, which hit_map refused)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run = Path(bindf.__file__).parent / "samples" / "astropix3_injection_run.apx"
+    for kind in ("pandas", "polars"):
+        pixels = bindf.read_apx(run, output=kind).bindf.match_rows_columns()
+        with pytest.raises(ValueError, match="pass tot='tot_us_row' or tot='tot_us_column'"):
+            pixels.bindf.tot_histogram(by="pixel")
+        table = as_polars(pixels, kind)
+        for tot in ("tot_us_row", "tot_us_column"):
+            counted = as_polars(pixels.bindf.tot_histogram(by="pixel", bins=7, tot=tot), kind)
+            assert counted["count"].sum() == table[tot].count()
+            per_chip = as_polars(pixels.bindf.tot_histogram(bins=7, tot=tot), kind)
+            expected, _ = np.histogram(table[tot].to_numpy(), bins=7)
+            assert per_chip["count"].to_list() == expected.tolist()  # the sample: one chip
+        assert pixels.bindf.plot_tot(tot="tot_us_row").get_xlabel()
+    unmatched = bindf.read_apx(run).bindf.match_rows_columns(keep_unmatched=True)
+    assert {str(unmatched[c].dtype) for c in ("row", "column")} == {"UInt8"}
+    assert str(unmatched["decoding_order_row"].dtype) == "UInt16"
+    assert unmatched["row"].isna().any() or unmatched["column"].isna().any()
+    matched = unmatched.dropna(subset=["row", "column"])
+    assert unmatched.bindf.hit_map()["hits"].sum() == len(matched)
+
+
 def test_hit_map_grid_by_chip() -> None:
     """13 × 16 for AstroPix 4, 35 × 35 for AstroPix 3, 32 × 32 for a header naming no
     known chip (the accessor's docstring says so)."""

@@ -13,6 +13,7 @@ import pytest
 import bindf
 from bindf import parquet
 from bindf._atomic import OutputExistsError, atomic_output
+from bindf.arrow import table_info
 
 
 @pytest.mark.parametrize("output", ["pandas", "polars", "arrow"])
@@ -80,6 +81,48 @@ def test_accessor_to_parquet(stt1_files: list[Path], tmp_path: Path) -> None:
     pdf = bindf.read(stt1_files[0])
     pdf.bindf.to_parquet(tmp_path / "b.parquet")
     assert pd.read_parquet(tmp_path / "b.parquet").attrs["bindf"]["format"] == "spectro"
+
+
+def test_accessor_to_parquet_of_a_lazy_frame_and_of_a_frame_without_header(
+        stt1_files: list[Path], tmp_path: Path) -> None:
+    """A LazyFrame's accessor writes what bindf.to_parquet writes (it refused); a frame
+    that lost its metadata is refused by the accessor (the file had no header)."""
+    lazy = pl.scan_spectro(stt1_files[0])
+    lazy.bindf.to_parquet(tmp_path / "lazy.parquet")
+    back = bindf.read_parquet(tmp_path / "lazy.parquet", output="polars")
+    assert back.bindf.header == lazy.bindf.header and back.equals(lazy.collect())
+    collected = lazy.filter(pl.col("channel") == 0).collect()
+    with pytest.raises(ValueError, match="carries no bindf metadata.*pass header="):
+        collected.bindf.to_parquet(tmp_path / "lost.parquet")
+    assert not (tmp_path / "lost.parquet").exists()
+    collected.bindf.to_parquet(tmp_path / "given.parquet", header=lazy.bindf.header)
+    assert bindf.read_parquet(tmp_path / "given.parquet").attrs["bindf"]["header"] == \
+        lazy.bindf.header
+
+
+def test_read_parquet_gives_the_formats_categories_and_pandas_attrs(
+        stt1_files: list[Path], tmp_path: Path) -> None:
+    """A file keeps only the categories its rows hold: read_parquet gives the format's
+    own (a concat with a fresh read stays categorical). A file that pandas itself wrote
+    keeps the header in PANDAS_ATTRS only: every output gets it back."""
+    fresh = bindf.read(stt1_files[0])
+    categories = fresh["marker"].cat.categories.tolist()
+    bindf.to_parquet(pl.read_spectro(stt1_files[0]), tmp_path / "polars.parquet")
+    bindf.to_parquet(fresh.iloc[:0], tmp_path / "empty.parquet")
+    for name in ("polars.parquet", "empty.parquet"):
+        back = bindf.read_parquet(tmp_path / name)
+        assert back["marker"].cat.categories.tolist() == categories
+        assert pd.concat([fresh, back])["marker"].dtype == fresh["marker"].dtype
+        arrow = bindf.read_parquet(tmp_path / name, output="arrow")
+        assert arrow.schema.field("marker").type == \
+            bindf.read(stt1_files[0], output="arrow").schema.field("marker").type
+    assert bindf.read_parquet(tmp_path / "polars.parquet", output="polars").equals(
+        bindf.read(stt1_files[0], output="polars"))
+    fresh.to_parquet(tmp_path / "by_pandas.parquet")  # pandas' own writer
+    for output in ("pandas", "polars", "arrow"):
+        back = bindf.read_parquet(tmp_path / "by_pandas.parquet", output=output)
+        header = table_info(back)["header"] if output == "arrow" else back.bindf.header
+        assert header == fresh.bindf.header
 
 
 def test_read_parquet_dataset_folder(stt1_files: list[Path], tmp_path: Path) -> None:

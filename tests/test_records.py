@@ -90,6 +90,21 @@ def test_a_negative_count_other_than_minus_one_is_refused(tmp_path: Path) -> Non
     assert caught.value.offset == 0 and caught.value.path == str(counted)
 
 
+def test_fractional_offsets_and_counts_are_refused(tmp_path: Path) -> None:
+    """int() floored them: a read misaligned by a byte, with only a truncation warning."""
+    path = tmp_path / "rec.bin"
+    np.arange(6, dtype="<u2").tofile(path)
+    for offset in (1.5, True, -2):
+        with pytest.raises(ValueError, match="offset must be a number of bytes"):
+            bindf.read_records(path, "<u2", offset=offset)
+    for layout in ({"count": lambda h: 2.5}, {"offset": lambda h: 0.5}):
+        with pytest.raises(bindf.HeaderError, match="is not a whole number"):
+            bindf.read_records(path, "<u2", **layout)
+    # whole floats, as a JSON header may hold them, are whole numbers
+    assert bindf.read_records(path, "<u2", count=lambda h: 2.0, offset=lambda h: 2.0)[
+        "value"].tolist() == [1, 2]
+
+
 def test_count_beyond_file_warns_once_per_read(tmp_path: Path) -> None:
     """The warning comes with the records, once: not when a scan is planned (the file
     is opened to plan and again to read), and not when only the header is read."""

@@ -228,3 +228,24 @@ def test_declared_writer_without_a_header_says_so(toy, tmp_path):
     header = b'{"channels":[0,2]}'
     assert (tmp_path / "x.toy").read_bytes() == (b"TOY1" + struct.pack("<I", len(header))
                                                  + header + records.tobytes())
+
+
+def test_a_frame_read_with_nullable_floats_writes_back(tmp_path):
+    """pandas 3 reads NaN into a nullable float column as NA: the writers take that NA
+    as the NaN the file holds (they refused it as a null), so the round trip is exact.
+    A polars null in a float column is still refused (polars tells null from NaN)."""
+    import polars as pl
+
+    sample = Path(bindf.__file__).parent / "samples" / "phasors_spf1.bin"
+    frame = bindf.read_spf1(sample)
+    frame.loc[0, "g"] = np.nan
+    bindf.write_spf1(tmp_path / "nan.bin", frame)
+    masked = bindf.read_spf1(tmp_path / "nan.bin", dtype_backend="numpy_nullable")
+    masked.loc[1, "s"] = pd.NA  # missing in any pandas: NaN in the file
+    bindf.write_spf1(tmp_path / "back.bin", masked)
+    back = bindf.read_spf1(tmp_path / "back.bin")
+    assert np.isnan(back.loc[0, "g"]) and np.isnan(back.loc[1, "s"])
+    pd.testing.assert_frame_equal(back.drop(index=1), frame.drop(index=1))
+    nulls = pl.from_pandas(frame).with_columns(pl.lit(None, pl.Float64).alias("g"))
+    with pytest.raises(ValueError, match="column 'g' has .* null value"):
+        bindf.write_spf1(tmp_path / "nulls.bin", nulls)

@@ -18,6 +18,7 @@ import polars as pl
 
 from .._header import positive_number as positive_number  # the analysis modules' too
 from ..errors import HeaderError, missing_dependency
+from ..frontends.output import MASKED_DTYPES
 
 #: Intensity-tracing count columns: ``ch{i+1}`` for the 0-based channel index ``i``.
 CHANNEL_COLUMN = re.compile(r"ch([1-9][0-9]*)")
@@ -127,10 +128,17 @@ def like_input(result: pl.DataFrame, frame: Any) -> pd.DataFrame | pl.DataFrame:
     """``result`` in the library of ``frame``: pandas for pandas, polars otherwise.
 
     A LazyFrame gets an eager polars DataFrame: the helper has already computed it.
+    Integer and boolean columns holding nulls become pandas' masked dtypes (``UInt8`` …),
+    as bindf's readers give them, not float64 or object.
     """
-    if isinstance(frame, pd.DataFrame):
-        return result.to_pandas()
-    return result
+    if not isinstance(frame, pd.DataFrame):
+        return result
+    converted = result.to_pandas()
+    for name, dtype in result.schema.items():
+        if (dtype.is_integer() or dtype == pl.Boolean) and result[name].null_count():
+            masked = result[name].to_arrow().to_pandas(types_mapper=MASKED_DTYPES.get)
+            converted[name] = masked.array
+    return converted
 
 
 # --- header values --------------------------------------------------------------------

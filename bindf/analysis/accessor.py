@@ -38,14 +38,16 @@ class AnalysisMethods:
         return self._call("hit_map", per_chip=per_chip, shape=shape)
 
     def tot_histogram(self, by: str = "chip", bins: int | Sequence[float] | str = 100,
-                      range: tuple[float, float] | None = None) -> Any:
+                      range: tuple[float, float] | None = None, *,
+                      tot: str | None = None) -> Any:
         """AstroPix: histogram of ``tot_us`` per chip (``by="chip"``) or per pixel
         (``by="pixel"``), shared edges; ``bins``/``range`` as in ``numpy.histogram``.
 
         Columns ``chip_id[, row, column], tot_us_low, tot_us_high, count``. Per pixel,
-        AstroPix 3 hits (half-hits) need :meth:`match_rows_columns` first.
+        AstroPix 3 hits (half-hits) need :meth:`match_rows_columns` first, whose pixel
+        table has two ToTs: ``tot="tot_us_row"`` or ``"tot_us_column"`` picks one.
         """
-        return self._call("tot_histogram", by=by, bins=bins, range=range)
+        return self._call("tot_histogram", by=by, bins=bins, range=range, tot=tot)
 
     def hits_per_readout(self) -> Any:
         """AstroPix: hits in each readout, in time order.
@@ -63,9 +65,11 @@ class AnalysisMethods:
         return self._call("plot_hit_map", chip=chip, shape=shape, ax=ax, **imshow_kwargs)
 
     def plot_tot(self, bins: int | Sequence[float] | str = 100,
-                 range: tuple[float, float] | None = None, *, ax: Any = None) -> Any:
-        """AstroPix: ToT histogram, one step line per chip."""
-        return self._call("plot_tot", bins=bins, range=range, ax=ax)
+                 range: tuple[float, float] | None = None, *, ax: Any = None,
+                 tot: str | None = None) -> Any:
+        """AstroPix: ToT histogram, one step line per chip (``tot``: as for
+        :meth:`tot_histogram`)."""
+        return self._call("plot_tot", bins=bins, range=range, ax=ax, tot=tot)
 
     def plot_hits_per_readout(self, *, ax: Any = None) -> Any:
         """AstroPix: hits per readout against time since the first readout."""

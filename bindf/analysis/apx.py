@@ -80,17 +80,21 @@ def hit_map(frame: Any, info: Mapping[str, Any], *, per_chip: bool = False,
 
 def tot_histogram(frame: Any, info: Mapping[str, Any], *, by: str = "chip",
                   bins: int | Sequence[float] | str = 100,
-                  range: tuple[float, float] | None = None) -> Frame:
+                  range: tuple[float, float] | None = None, tot: str | None = None) -> Frame:
     """Histogram of ``tot_us`` per chip or per pixel, with the same bin edges for all.
 
     Columns: the group (``chip_id``, or ``chip_id, row, column``), ``tot_us_low``,
     ``tot_us_high`` (bin edges, µs) and ``count`` (int64); every bin of every group
     that has hits. ``bins``/``range`` as in ``numpy.histogram`` (the last bin includes
-    its right edge; hits outside the edges are not counted).
+    its right edge; hits outside the edges are not counted). ``tot``: the column of ToT
+    values (default ``tot_us``; the pixel table of :func:`match_rows_columns` has two,
+    ``tot_us_row`` and ``tot_us_column``, and one must be named).
     """
     keys = _tot_keys(by)
-    data = _pixel_columns_of(frame, [*keys, "tot_us"], "tot_histogram")
-    return like_input(_tot_histogram(data, keys, bins, range), frame)
+    column = _tot_column(frame, tot, "tot_histogram")
+    data = _pixel_columns_of(frame, [*keys, column], "tot_histogram")
+    return like_input(_tot_histogram(data.rename({column: "tot_us"}), keys, bins, range),
+                      frame)
 
 
 def hits_per_readout(frame: Any, info: Mapping[str, Any]) -> Frame:
@@ -138,7 +142,8 @@ def match_rows_columns(frame: Any, info: Mapping[str, Any] | None = None, *,
     (float64), ``chip_timestamp`` (when present; the row half's, or the column half's for
     an unmatched column half), ``decoding_order_row``, ``decoding_order_column`` (when
     present), one row per pixel hit, in the order of the frame (by the earlier of the two
-    half-hits). ``hit_map``, ``tot_histogram`` and ``plot_hit_map`` take this table.
+    half-hits). ``hit_map`` and ``plot_hit_map`` take this table, and so do
+    ``tot_histogram`` and ``plot_tot`` with ``tot="tot_us_row"`` or ``"tot_us_column"``.
     A frame read from several files with ``include_file_paths="file"`` is matched file
     by file (a half-hit never pairs with one of another file), and the result keeps that
     column first.
@@ -194,10 +199,12 @@ def plot_hit_map(frame: Any, info: Mapping[str, Any], *, chip: int | None = None
 
 def plot_tot(frame: Any, info: Mapping[str, Any], *,
              bins: int | Sequence[float] | str = 100,
-             range: tuple[float, float] | None = None, ax: Any = None) -> Any:
-    """ToT histogram, one step line per chip."""
-    data = columns_of(frame, ["chip_id", "tot_us"], "plot_tot")
-    table = _tot_histogram(data, ["chip_id"], bins, range)
+             range: tuple[float, float] | None = None, ax: Any = None,
+             tot: str | None = None) -> Any:
+    """ToT histogram, one step line per chip (``tot``: as for :func:`tot_histogram`)."""
+    column = _tot_column(frame, tot, "plot_tot")
+    data = columns_of(frame, ["chip_id", column], "plot_tot")
+    table = _tot_histogram(data.rename({column: "tot_us"}), ["chip_id"], bins, range)
     ax = new_axes(ax)
     for (chip,), part in table.group_by(["chip_id"], maintain_order=True):
         edges = np.append(part["tot_us_low"].to_numpy(), part["tot_us_high"][-1])
@@ -448,6 +455,18 @@ def _small_ints(data: pl.DataFrame, name: str) -> np.ndarray:
         if values.len() and (values.min() < 0 or values.max() > 255):
             raise ValueError(f"column {name!r} has values outside 0..255")
     return values.to_numpy().astype(np.int64, copy=False)
+
+
+def _tot_column(frame: Any, tot: str | None, helper: str) -> str:
+    """The ToT column a histogram counts: ``tot``, or ``tot_us``. A pixel table (two ToTs,
+    one per half-hit) must say which: the error names both."""
+    if tot is not None:
+        return tot
+    present = column_names(frame)
+    if "tot_us" not in present and {"tot_us_row", "tot_us_column"} <= set(present):
+        raise ValueError(f"{helper}() counts one ToT per hit, and a pixel table has two: "
+                         "pass tot='tot_us_row' or tot='tot_us_column'")
+    return "tot_us"
 
 
 def _pixel_columns_of(frame: Any, names: list[str], helper: str) -> pl.DataFrame:

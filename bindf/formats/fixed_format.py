@@ -74,6 +74,22 @@ def is_layout_callable(value: Any) -> bool:
 LAYOUT_ERRORS = (TypeError, ValueError, KeyError, OverflowError, IndexError)
 
 
+def _is_whole(value: Any, minimum: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``minimum``."""
+    return not isinstance(value, bool) and isinstance(value, Integral) and value >= minimum
+
+
+def _whole_number(value: Any, what: str) -> int:
+    """``value`` (from a header, or a layout callable) as an int: an integer, or a float
+    that is one (JSON headers may write ``64.0``). A fraction or a bool is a
+    ``ValueError``: ``int()`` would floor it, and the records would be read misaligned."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"the {what} {value!r} is not a whole number")
+    return int(value)
+
+
 def resolve(value: Any, header: dict[str, Any], options: Mapping[str, Any] | None = None) -> Any:
     """``value(header, **options)`` for a callable layout value, ``value`` otherwise.
 
@@ -113,10 +129,12 @@ class FixedLayout:
             raise ValueError('header="json" needs a magic (magic | u32 length | JSON)')
         if not is_layout_callable(dtype):  # refuse a bad layout before any data is read
             check_record_dtype(as_record_dtype(np.dtype(dtype)))
-        if not (count is None or is_layout_callable(count)) and (
-                isinstance(count, bool) or not isinstance(count, Integral) or count < -1):
+        if not (count is None or is_layout_callable(count) or _is_whole(count, -1)):
             raise ValueError(f"count must be a number of records, -1 (as many as the file "
                              f"holds) or a callable of the header, not {count!r}")
+        if not (offset is None or is_layout_callable(offset) or _is_whole(offset, 0)):
+            raise ValueError(f"offset must be a number of bytes (>= 0), None (after the "
+                             f"header) or a callable of the header, not {offset!r}")
         self.dtype = dtype
         self.magic = bytes(magic) if magic else b""
         self.header = header
@@ -177,8 +195,9 @@ class FixedLayoutReader(FixedRecordReader):
             dtype = np.dtype(resolve(layout.dtype, header, options))
             offset = resolve(layout.offset, header, options)
             count = resolve(layout.count, header, options)
-            offset = header_end if offset is None else int(offset)
-            declared = None if count is None or int(count) == -1 else int(count)
+            offset = header_end if offset is None else _whole_number(offset, "offset")
+            count = None if count is None else _whole_number(count, "record count")
+            declared = None if count is None or count == -1 else count
         except LAYOUT_ERRORS as exc:
             raise HeaderError(f"header values {header} do not give a valid layout: "
                               f"{type(exc).__name__}: {exc}", path=self.path,

@@ -534,7 +534,7 @@ def table_to_masked_pandas(table: pa.Table) -> pd.DataFrame:
     ``boolean``, ``string``) with ``pd.NA`` for nulls, as ``pd.read_parquet(...,
     dtype_backend="numpy_nullable")`` gives for the same table; categories, times and
     bytes keep their default dtypes. Each column is copied into its masked array."""
-    return table.to_pandas(types_mapper=_MASKED_DTYPES.get, split_blocks=True,
+    return table.to_pandas(types_mapper=MASKED_DTYPES.get, split_blocks=True,
                            deduplicate_objects=False,
                            self_destruct=True)
 
@@ -617,7 +617,7 @@ class _MemoryOf:
 
 #: Arrow types and pandas' masked (nullable) dtypes for them, as pandas' own readers
 #: map them for ``dtype_backend="numpy_nullable"``.
-_MASKED_DTYPES = {
+MASKED_DTYPES = {
     pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(),
     pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
     pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
