@@ -36,6 +36,7 @@ from ._warnings import WarningSink, warn
 from .arrow import build_info, path_text
 from .errors import (
     BindfError,
+    CorruptDataError,
     FileChangedWarning,
     HeaderError,
     TruncatedFileWarning,
@@ -121,6 +122,13 @@ class _Tail:
         if self.stream is None:
             if grew:
                 self._open()
+            elif isinstance(self.header_error, CorruptDataError):
+                # Damage its reader met on opening (FCS1 reads the whole file), in a
+                # file whose size held for a poll: bytes written cannot change, so more
+                # bytes cannot mend it. Raised now, not after idle_timeout (or never).
+                self.error, self.header_error = self.header_error, None
+                self.done, self.ended_by = True, "error"
+                return [], True
             if self.whole and not grew:  # (a writer caught mid-file makes it grow again)
                 batches = self._read_whole(final=False)
                 return batches, self.done
@@ -164,6 +172,12 @@ class _Tail:
             return batches, True
         if self.stream.ended:  # nothing after this can be decoded (damage, under on_error)
             self.done, self.ended_by = True, "data_end"
+            # The records stopped before an end marker the file may hold: its header
+            # keys, as a read of the file gives them.
+            assert self.reader is not None and self.f is not None
+            marker = self.reader.acquisition_end(self.f, st.st_size)
+            if marker is not None:
+                self.header = {**self.header, **marker.header}
             return batches + self._finish(), True
         self._remember_last_bytes()
         if self.candidate is not None:
@@ -608,13 +622,21 @@ class Follower(Iterator[Frame]):
         self.path, self.header, self.format_name = tail.path, tail.header, tail.reader.name
         self.bytes = self._bytes_before + tail.bytes_read
         info = build_info(tail.reader.name, tail.header, tail.path, tail.errors or None)
+        # Frames before the last of this poll come before the acquisition's end: its
+        # keys (acquisition_end_ns) are None there, as in the frames of earlier polls.
+        before_end = build_info(tail.reader.name, {
+            **tail.header, **{k: None for k in tail.reader.end_header_keys if k in tail.header}
+        }, tail.path, tail.errors or None)
         size = self.batch_size or max(table.num_rows, 1)
-        for start in range(0, max(table.num_rows, 1), size):
+        starts = range(0, max(table.num_rows, 1), size)
+        for start in starts:
             piece = table.slice(start, size)
             if not piece.num_rows and not always:
                 continue
             self.rows += piece.num_rows
-            yield table_to_output(piece, self.output, dict(info), self.dtype_backend)
+            yield table_to_output(piece, self.output,
+                                  dict(info if start == starts[-1] else before_end),
+                                  self.dtype_backend)
 
     def _raise_error_of(self, tail: _Tail) -> None:
         """Raise the damage that ended ``tail`` under on_error="raise" (once the frames
@@ -640,10 +662,10 @@ class Follower(Iterator[Frame]):
                         batches, active = tail.poll()
                     except BindfError as exc:
                         raise ensure_bindf_path(exc, tail.path) from None
-                    if active:
-                        last_activity = time.monotonic()
                     yield from self._to_frames(tail, batches,
                                                always=tail.ended_by == "end_marker")
+                    if active:  # (after the frames: the caller's time with them is not idle)
+                        last_activity = time.monotonic()
                     self._raise_error_of(tail)
                     if tail.done:
                         ended = tail.ended_by
@@ -718,7 +740,8 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
     poll_interval:
         Seconds between two polls of a file that did not grow.
     idle_timeout:
-        Stop once nothing grew (and no new file appeared) for this many seconds; then an
+        Stop once nothing grew (and no new file appeared) for this many seconds (the
+        time the caller spends on a frame does not count); then an
         incomplete last record gives a :class:`~bindf.errors.TruncatedFileWarning`, as
         ``read`` does. ``None``: never (stop with ``close()``, ``with`` or Ctrl-C). A
         file or header that never completes raises after this time.
@@ -770,7 +793,9 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
     in one go (FCS1) is read whole once its file opens uncut and its size held for a
     poll (``ended_by == "complete"``). An IT02 file
     whose layout is not given is decoded once 64 KiB of records exist (or its end marker
-    or ``idle_timeout`` comes), since the layout is detected from the first records.
+    or ``idle_timeout`` comes), since the layout is detected from the first records; an
+    A-STEP file once 256 KiB exist, unless ``chip=`` and ``ts_order=`` are given (a read
+    chooses them from its first 256 KiB).
     """
     return Follower(source, poll_interval=poll_interval, idle_timeout=idle_timeout,
                     output=output, columns=columns, batch_size=batch_size,

@@ -47,7 +47,7 @@ from .cli import (
     signal_handlers,
     write_output,
 )
-from .errors import BindfError
+from .errors import BindfError, TruncatedHeaderError
 from .formats._base import FormatReader
 from .registry import open_reader
 
@@ -279,9 +279,11 @@ def _first_reader(follower: Follower, output: str) -> FormatReader:
     try:
         return open_reader(Source(path), follower.format, on_error=follower.on_error,
                            **follower.options)
-    except (BindfError, EOFError) as exc:  # the follow ended while the header was cut
+    except (TruncatedHeaderError, EOFError) as exc:  # the follow ended while it was cut
         raise CliError(f"{output}: not written: {path}: no complete header ({exc})",
                        EX_DATAERR) from None
+    except BindfError as exc:  # damaged (an FCS1 file is read whole when opened)
+        raise CliError(f"{output}: not written: {exc}", EX_DATAERR) from None
 
 
 def _header_without_end(reader: FormatReader) -> dict[str, Any]:

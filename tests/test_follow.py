@@ -1100,3 +1100,87 @@ def test_rows_held_at_an_end_marker_are_kept_when_the_file_then_changes(
     assert follower.ended_by == "changed"
     assert pa.concat_tables(frames).equals(whole.replace_schema_metadata(None))
     assert [w for w in caught if w.category is bindf.FileChangedWarning]
+
+
+def test_the_time_a_loop_spends_on_a_frame_is_not_idle(tmp_path: Path) -> None:
+    """idle_timeout counted the caller's time with a frame as time without growth: a
+    loop slower than it ended the follow while the file grew (rows lost, and a false
+    truncation warning)."""
+    data = APX_SAMPLE.read_bytes()
+    path = tmp_path / "slow.apx"
+    path.write_bytes(data[:2000])
+
+    def writer() -> None:
+        with open(path, "ab", buffering=0) as f:
+            for i in range(2000, len(data), 2000):
+                f.write(data[i:i + 2000])
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    frames = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with bindf.follow(path, poll_interval=0.02, idle_timeout=0.3,
+                          output="arrow") as live:
+            for frame in live:
+                frames.append(frame.replace_schema_metadata(None))
+                time.sleep(0.4)  # longer than idle_timeout, while the file grows
+    thread.join()
+    assert live.ended_by == "idle" and len(frames) > 1
+    assert pa.concat_tables(frames).equals(_expected(path))
+
+
+def test_a_damaged_fcs1_file_raises_once_its_size_held(tmp_path: Path) -> None:
+    """Damage an FCS1 reader meets when it opens the file (read whole) cannot be mended
+    by more bytes: raised at the poll that finds the size unchanged, as damage ending a
+    follow is (ended_by "error"), not after idle_timeout, nor never with None. The
+    command line names the damage, not a missing header."""
+    data = bytearray(FCS1_SAMPLE.read_bytes())
+    data[len(data) // 2] = 0xFF
+    path = tmp_path / "bad.bin"
+    path.write_bytes(bytes(data))
+    with pytest.raises(bindf.CorruptDataError) as expected:
+        bindf.read(path)
+    started = time.monotonic()
+    follower = bindf.follow(path, poll_interval=0.02, idle_timeout=None)
+    with pytest.raises(bindf.CorruptDataError) as caught:
+        list(follower)
+    assert time.monotonic() - started < 5
+    assert follower.ended_by == "error" and str(caught.value) == str(expected.value)
+    done = subprocess.run([sys.executable, "-m", "bindf", "follow", str(path), "-o",
+                           str(tmp_path / "out.parquet"), "--idle-timeout", "0.5"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 65 and "no complete header" not in done.stderr
+    assert f"not written: {expected.value}" in done.stderr
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_acquisition_end_only_in_the_last_frame_and_after_damage(tmp_path: Path) -> None:
+    """The end marker's acquisition_end_ns: only in the frame that ends the file (every
+    batch_size piece of that poll had it), and also when damage skipped under
+    on_error="warn" ends the records before the marker (it was lost there; a read
+    keeps it)."""
+    n = 3000
+    frame = pd.DataFrame({"time_ns": np.arange(1, n + 1) * 1e6,
+                          "ch1": (np.arange(n) % 50 + 1).astype("u4")})
+    path = tmp_path / "sparse.bin"
+    bindf.write_it02(path, frame, {"channels": [0]}, layout="sparse",
+                     acquisition_end_ns=float(n + 5) * 1e6)
+    pieces = bindf.follow(path, batch_size=1000, output="polars", poll_interval=0.02)
+    ends = [(f.height, f.bindf.header["acquisition_end_ns"]) for f in pieces]
+    assert ends == [(1000, None), (1000, None), (1000, float(n + 5) * 1e6)]
+    assert pieces.ended_by == "end_marker"
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 4] = b"\xff" * 4
+    (tmp_path / "damaged.bin").write_bytes(bytes(damaged))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bindf.CorruptDataWarning)
+        read = bindf.read(tmp_path / "damaged.bin", on_error="warn", output="polars")
+        follower = bindf.follow(tmp_path / "damaged.bin", on_error="warn", output="polars",
+                                poll_interval=0.02, idle_timeout=0.3)
+        frames = list(follower)
+    assert follower.ended_by == "data_end"
+    assert sum(f.height for f in frames) == read.height < n
+    assert frames[-1].bindf.header == read.bindf.header
+    assert read.bindf.header["acquisition_end_ns"] == float(n + 5) * 1e6
