@@ -480,7 +480,7 @@ def test_pandas_conversion_of_many_chunks_equals_pyarrows() -> None:
     """The chunk-by-chunk pandas conversion (which releases memory as it goes) gives
     exactly the frame of pyarrow's own conversion, with nullable integers and booleans
     as pandas' masked arrays, and every column writable."""
-    from bindf.frontends.output import _MASKED_DTYPES, table_to_output
+    from bindf.frontends.output import MASKED_DTYPES, table_to_output
 
     reference = _many_chunk_table()
     unsigned = pa.dictionary(pa.int16(), pa.string())
@@ -488,7 +488,7 @@ def test_pandas_conversion_of_many_chunks_equals_pyarrows() -> None:
                                      reference.column("unsigned").cast(unsigned))
     expected = pd.DataFrame({
         name: reference.column(name).to_pandas(
-            types_mapper=_MASKED_DTYPES.get if field.nullable and (
+            types_mapper=MASKED_DTYPES.get if field.nullable and (
                 pa.types.is_integer(field.type) or pa.types.is_boolean(field.type)) else None)
         for name, field in zip(reference.column_names, reference.schema)
     })
