@@ -13,6 +13,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from conftest import raises_from_scan
 from format_cases import Case
 
 import bindf
@@ -238,7 +239,8 @@ def test_no_columns_keep_the_row_count(case: Case) -> None:
     rows = expected_table(case).num_rows
     assert bindf.read(case.path, columns=[], output="arrow", **case.kwargs).num_rows == rows
     assert len(bindf.read(case.path, columns=[], **case.kwargs)) == rows
-    assert bindf.read(case.path, columns=[], output="polars", **case.kwargs).height == rows
+    if pl.DataFrame({"a": [1]}).drop("a").height == 1:  # (older polars: no such height)
+        assert bindf.read(case.path, columns=[], output="polars", **case.kwargs).height == rows
     chunks = bindf.read(case.path, columns=[], output="arrow", chunksize=7, **case.kwargs)
     assert sum(chunk.num_rows for chunk in chunks) == rows
     with open_case(case, columns=[]) as f:
@@ -267,14 +269,16 @@ def test_a_file_replaced_since_it_was_opened_is_an_error(tmp_path: Path) -> None
     shutil.copy(second, live)
     changed = r"its columns changed since it was opened \(time_ns: double, ch1: uint32"
     for consume in (lambda: pa.table(opened), opened.to_pandas, opened.iter_batches,
-                    lambda: pa.RecordBatchReader.from_stream(opened),
-                    lambda: lazy.select("ch2").collect(), lazy.collect):
+                    lambda: pa.RecordBatchReader.from_stream(opened)):
         with pytest.raises(bindf.BindfError, match=changed) as caught:
             consume()
         assert caught.value.path == str(live)
+    for collect in (lambda: lazy.select("ch2").collect(), lazy.collect):
+        with raises_from_scan(bindf.BindfError, match=changed, path=live):
+            collect()
     # a scan that skips the first file by its path: that file's columns are the scan's
     both = pl.scan_it02([first, live], include_file_paths="file")
-    with pytest.raises(bindf.BindfError, match=f"cannot read together with {first}"):
+    with raises_from_scan(bindf.BindfError, match=f"cannot read together with {first}"):
         both.filter(pl.col("file") == str(live)).collect()
     shutil.copy(first, live)
     assert pa.table(opened).equals(bindf.read(first, output="arrow").replace_schema_metadata(
