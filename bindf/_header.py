@@ -161,6 +161,15 @@ def read_preamble(
     json_start = len(magic) + 4
     available = file_size - json_start
     if length > available:
+        whole = _whole_json_object(read_exact(f, min(max(available, 0), _LENGTH_PROBE_BYTES)))
+        if whole is not None:
+            raise HeaderError(
+                f"{format_label} header declares {length} bytes of JSON, more than the "
+                f"{available} that follow, but a whole JSON header of {whole} bytes is "
+                "followed by records (a damaged length field)",
+                path=path,
+                offset=len(magic),
+            )
         raise TruncatedHeaderError(
             f"{format_label} header declares {length} bytes of JSON but only "
             f"{max(available, 0)} bytes follow",
@@ -173,6 +182,27 @@ def read_preamble(
             f"{format_label} file ends inside its JSON header", path=path, offset=json_start + len(raw)
         )
     return parse_json_header(raw, path=path, offset=json_start), json_start + length
+
+
+#: Bytes after a header length field that runs past the end of the file looked at to
+#: tell a cut header from a damaged length (headers are a few KB).
+_LENGTH_PROBE_BYTES = 1 << 20
+
+
+def _whole_json_object(data: bytes) -> int | None:
+    """The size of a whole JSON object at the start of ``data`` that bytes other than
+    whitespace follow (records after a complete header), else None: a header still being
+    written (or cut) ends inside its object, or in its padding."""
+    # (surrogateescape: the records after the object are bytes that are not UTF-8)
+    text = data.decode("utf-8", "surrogateescape")
+    try:
+        value, end = json.JSONDecoder().raw_decode(text)
+    except ValueError:
+        return None
+    size = len(text[:end].encode("utf-8", "surrogateescape"))
+    if not isinstance(value, dict) or not data[size:].strip(b" \t\r\n"):
+        return None
+    return size
 
 
 def raise_bad_magic(

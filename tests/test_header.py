@@ -20,7 +20,7 @@ from bindf._header import (
     read_preamble,
 )
 from bindf._kernels import _jsonparse, jsonparse_reference
-from bindf.errors import BindfError, HeaderError, UnknownFormatError
+from bindf.errors import BindfError, HeaderError, TruncatedHeaderError, UnknownFormatError
 
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.text(max_size=12),
@@ -209,6 +209,29 @@ def test_read_preamble_length_beyond_eof_does_not_allocate():
     with pytest.raises(HeaderError, match="declares 4294967295 bytes of JSON but only 2") as exc:
         read_preamble(NoBigReads(data), magic=b"SP01", file_size=len(data), format_label="SP01")
     assert exc.value.offset == 4
+
+
+def test_a_damaged_length_before_a_whole_header_is_damage_not_a_cut():
+    """A flipped high bit in the length field made every JSON-header format report a
+    cut header (TruncatedHeaderError: a follow waits for more bytes, a pipeline
+    retries); a whole JSON object followed by records says the length is damaged. A
+    header cut inside its object, or followed only by padding, is still a cut."""
+    header = b'{"channels": [1, 3], "bin_width_micros": 1000}'
+    records = bytes(range(200))
+    damaged = b"SP01" + struct.pack("<I", len(header) | 1 << 24) + header + records
+
+    def read(data: bytes) -> None:
+        read_preamble(io.BytesIO(data), magic=b"SP01", file_size=len(data),
+                      format_label="SP01")
+
+    with pytest.raises(HeaderError, match=f"whole JSON header of {len(header)} bytes is "
+                       r"followed by records \(a damaged length field\)") as exc:
+        read(damaged)
+    assert not isinstance(exc.value, TruncatedHeaderError) and exc.value.offset == 4
+    padded = b"SP01" + struct.pack("<I", len(header) + 64) + header + b" " * 10
+    for cut in (damaged[:8 + len(header) - 1], padded):
+        with pytest.raises(TruncatedHeaderError, match="but only"):
+            read(cut)
 
 
 def test_read_preamble_file_shrank():
