@@ -315,7 +315,8 @@ class FormatReader(abc.ABC):
             return list(names)
         if isinstance(columns, str):
             columns = [columns]
-        unknown = [c for c in columns if c not in names]
+        known = set(names)
+        unknown = [c for c in columns if c not in known]
         if unknown:
             raise ValueError(
                 f"{self.path}: unknown column(s) {unknown} for {self.label}; available: {names}"

@@ -269,6 +269,25 @@ def _arrow_to_polars(table: pa.Table, threads: int = 1) -> pl.DataFrame:
     return pl.concat(frames, rechunk=False)
 
 
+class _Spans:
+    """Disjoint memory spans, kept sorted: :meth:`add` tells in O(log n) whether a new
+    span overlaps one of them (a check against every span was quadratic in columns)."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, start: int, end: int) -> bool:
+        """Add ``[start, end)`` unless it overlaps a span held; whether it was added."""
+        at = bisect.bisect_right(self.starts, start)
+        if (at and self.ends[at - 1] > start) or (at < len(self.starts)
+                                                  and self.starts[at] < end):
+            return False
+        self.starts.insert(at, start)
+        self.ends.insert(at, end)
+        return True
+
+
 def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     """Arrow → pandas, taking the table out of ``holder`` so its memory can be released
     chunk by chunk while the frame is built: the peak stays close to the output (see
@@ -286,22 +305,28 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     table = holder.pop()
     order = table.column_names
     freed = _FreedMemory(live_block_spans() if _disjoint_buffers(table) else [])
+    schema = table.schema
+    # The columns held one by one (None once converted), not by the table: a converted
+    # column's memory goes as it is copied, and no step costs per column already seen
+    # (dropping each from the table did: a layout of 20,000 columns took 23 s).
+    held: list[pa.ChunkedArray | None] = list(table.columns)
+    height = table.select([])  # the rows of a frame that keeps no column as Arrow
+    del table
     direct: dict[str, Any] = {}
-    viewed: list[tuple[int, int]] = []  # the memory of the columns handed out as views
-    for field in table.schema:
-        column = table.column(field.name)
+    viewed = _Spans()  # the memory of the columns handed out as views
+    for index, field in enumerate(schema):
+        column = held[index]
+        assert column is not None
         if (pa.types.is_integer(field.type) or pa.types.is_boolean(field.type)) and (
                 field.nullable or column.null_count):
             convert = _masked_releasing
         elif (view := _writable_view(column)) is not None:
             # Two columns over the same memory (a reader may hand one buffer out twice)
             # must not stay views: writing into one would change the other.
-            span = (view.ctypes.data, view.ctypes.data + view.nbytes)
-            if any(start < span[1] and span[0] < end for start, end in viewed):
+            if not viewed.add(view.ctypes.data, view.ctypes.data + view.nbytes):
                 view = view.copy()
-            else:
-                viewed.append(span)
             direct[field.name] = view
+            held[index] = None
             continue
         elif _is_plain_numeric(column):
             convert = _concatenate_releasing
@@ -309,15 +334,17 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
             convert = _categorical_releasing
         else:
             continue
-        # The table no longer references the column, and the converter drops each
-        # chunk as soon as it is copied.
-        table = table.drop_columns([field.name])
+        # Nothing else references the column, and the converter drops each chunk as
+        # soon as it is copied.
+        held[index] = None
         chunks = column.chunks
         del column
         direct[field.name] = convert(chunks, field.type, freed)
     freed.release()
-    if direct:
-        table = table.drop_columns([n for n in direct if n in table.column_names])
+    rest = [index for index, column in enumerate(held) if column is not None]
+    table = pa.Table.from_arrays([held[index] for index in rest], schema=pa.schema(
+        [schema.field(index) for index in rest], metadata=schema.metadata)) if rest else height
+    del held, height
     # The rest (times, strings, bytes, dictionaries that differ between chunks):
     # split_blocks/self_destruct hand each column's memory to pandas instead of
     # consolidating into 2-D blocks, releasing Arrow memory as each column is converted.
