@@ -157,7 +157,11 @@ class Source:
                 return io.BytesIO(held.content)  # shares the bytes: no copy
             return _HeldFile(held)  # type: ignore[return-value]
         if self.fs is not None:
-            return self.fs.open(self.fs_path, "rb")
+            f = self.fs.open(self.fs_path, "rb")
+            # fsspec's memory filesystem hands every open of a path the same file object
+            if isinstance(f, io.BytesIO):
+                return _OwnPosition(f)  # type: ignore[return-value]
+            return f
         return open(_local_path(self.path), "rb")  # noqa: SIM115 - caller closes
 
     def held_bytes(self) -> bytes | None:
@@ -332,6 +336,58 @@ class _HeldFile:
 
     def __getattr__(self, name: str) -> Any:  # fileno, name, seekable …: no moves
         return getattr(self._file(), name)
+
+
+class _OwnPosition:
+    """A reader's own view of an in-memory file that every open returns (fsspec's
+    ``memory://`` gives each ``open`` of a path the same ``BytesIO``: readers in threads,
+    the two files of ``[p, p]`` or two scans of one ``collect_all`` moved each other's
+    position, and got rows of the wrong place, or none). Reads copy from the file's
+    buffer at this view's position; ``close()`` leaves the shared file open."""
+
+    def __init__(self, f: io.BytesIO) -> None:
+        self._f = f
+        self._position = 0
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        with self._f.getbuffer() as data:
+            n = max(0, min(len(out), len(data) - self._position))
+            out[:n] = data[self._position:self._position + n]
+        self._position += n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._f.getbuffer() as data:
+            end = len(data) if size is None or size < 0 else self._position + size
+            chunk = bytes(data[self._position:end])
+        self._position += len(chunk)
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._position, self._f.getbuffer().nbytes)[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _OwnPosition:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 def _fsspec_filesystem(path: str, storage_options: dict[str, Any]) -> tuple[Any, str]:

@@ -468,6 +468,10 @@ def _output_kind(path: str, to: str | None) -> str:
 
 
 def _stem(path: str) -> str:
+    """The file name without extension, of the link that names the file in a chained
+    URL (``zip://run1.bin::data.zip``: ``run1``, not the archive's ``data``)."""
+    if "://" in path:  # (a local name may hold "::" itself)
+        path = next(link for link in path.split("::") if "://" in link)
     return os.path.splitext(os.path.basename(path))[0]
 
 

@@ -219,11 +219,20 @@ def read_parquet(
     if output == "pandas" and PANDAS_METADATA_KEY in metadata \
             and dtype_backend != "numpy_nullable":
         # Written from a pandas frame: pyarrow restores what the pandas metadata says
-        # (the index; nullable and categorical dtypes), as pd.read_parquet does.
-        frame = table.to_pandas(types_mapper=pd.ArrowDtype if dtype_backend else None)
-        if info is not None:
-            frame.attrs["bindf"] = info
-        return frame
+        # (the index; nullable and categorical dtypes), as pd.read_parquet does. pandas
+        # cannot read back all it writes there (an ArrowDtype dictionary column of a
+        # frame read with dtype_backend="pyarrow": "data type ... not understood"):
+        # such a file is converted as one without pandas metadata.
+        try:
+            frame = table.to_pandas(types_mapper=pd.ArrowDtype if dtype_backend else None)
+        except (TypeError, ValueError):
+            frame = None
+            table = with_metadata(table, {k: v for k, v in (table.schema.metadata or {}).items()
+                                          if k != PANDAS_METADATA_KEY})
+        if frame is not None:
+            if info is not None:
+                frame.attrs["bindf"] = info
+            return frame
     if output == "pandas":
         table = _signed_dictionary_indices(_nullability_from_data(table))
     return table_to_output(table, output, info, dtype_backend)

@@ -252,6 +252,22 @@ def test_output_dir_refuses_inputs_that_share_an_output_name(
         assert not (tmp_path / "dd").exists()
 
 
+def test_output_dir_names_archive_members_after_themselves(tmp_path: Path) -> None:
+    """The members of a zip archive were named after the archive (`r2.parquet`), so two
+    of them collided; each is named after itself, as `bindf info` names it."""
+    import zipfile
+
+    runs = [write_stt1(tmp_path / f"run{i}.bin", n=10 + i, seed=i) for i in (1, 2)]
+    with zipfile.ZipFile(tmp_path / "r2.zip", "w") as archive:
+        for path in runs:
+            archive.write(path, path.name)
+    out = tmp_path / "out"
+    assert run("convert", f"zip://*.bin::{tmp_path / 'r2.zip'}", "--output-dir", str(out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["run1.parquet", "run2.parquet"]
+    for path in runs:
+        assert pq.read_table(out / f"{path.stem}.parquet").num_rows == len(bindf.read(path))
+
+
 def test_output_dir_that_is_a_file(tmp_path: Path, capsys) -> None:
     f = write_stt1(tmp_path / "a.bin", n=10)
     not_a_dir = tmp_path / "out.parquet"

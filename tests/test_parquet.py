@@ -125,6 +125,19 @@ def test_read_parquet_gives_the_formats_categories_and_pandas_attrs(
         assert header == fresh.bindf.header
 
 
+def test_a_frame_read_with_the_pyarrow_backend_round_trips(stt1_files: list[Path],
+                                                           tmp_path: Path) -> None:
+    """pandas writes pandas metadata it cannot read back for an ArrowDtype dictionary
+    column (`marker` of a dtype_backend="pyarrow" read): read_parquet raised pandas'
+    TypeError; the file is now converted as one without pandas metadata."""
+    arrow_backed = bindf.read(stt1_files[0], dtype_backend="pyarrow")
+    bindf.to_parquet(arrow_backed, tmp_path / "a.parquet")
+    pd.testing.assert_frame_equal(bindf.read_parquet(tmp_path / "a.parquet"),
+                                  bindf.read(stt1_files[0]))
+    pd.testing.assert_frame_equal(
+        bindf.read_parquet(tmp_path / "a.parquet", dtype_backend="pyarrow"), arrow_backed)
+
+
 def test_read_parquet_dataset_folder(stt1_files: list[Path], tmp_path: Path) -> None:
     import pyarrow.dataset as ds
 

@@ -4,12 +4,14 @@ and ``storage_options`` reaching the filesystem in every reader, scan and dask f
 from __future__ import annotations
 
 import uuid
+import warnings
 from pathlib import Path
 
 import dask
 import fsspec
 import pandas as pd
 import polars as pl
+import pyarrow.compute as pc
 import pytest
 from conftest import write_stt1
 from fsspec.implementations.memory import MemoryFileSystem
@@ -83,6 +85,33 @@ def test_memory_url_eager_read_equals_local(memdir) -> None:
     assert bindf.read_header(f"{url}/run1.bin") == bindf.read_header(local[1])
     batches = list(bindf.iter_batches(f"{url}/run0.bin", batch_size=300))
     assert [b.num_rows for b in batches] == [300, 300, 300, 100]
+
+
+def test_memory_reads_at_once_each_keep_their_position(memdir, tmp_path: Path) -> None:
+    """fsspec's memory filesystem hands every open of a path the same file object:
+    reads in threads, a list naming the file twice and two queries of one scan in
+    collect_all moved each other's position (wrong rows, none, or false damage). Each
+    read now has a position of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = memdir
+    fs = fsspec.filesystem("memory")
+    big = write_stt1(tmp_path / "big.bin", n=600_000, seed=7)
+    fs.pipe(f"{url[len('memory://'):]}/big.bin", big.read_bytes())
+    apx = Path(__file__).parent / "data" / "20250723_092534_data.apx"
+    fs.pipe(f"{url[len('memory://'):]}/run.apx", apx.read_bytes())
+    expected = bindf.read(big, output="arrow").replace_schema_metadata(None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with ThreadPoolExecutor(4) as pool:
+            tables = list(pool.map(lambda _: bindf.read(f"{url}/big.bin", output="arrow",
+                                                        threads=1), range(6)))
+        assert all(t.replace_schema_metadata(None).equals(expected) for t in tables)
+        lazy = pl.scan_spectro(f"{url}/big.bin")
+        counts = pl.collect_all([lazy.select(pl.len()), lazy.select(pl.col("event").sum())])
+        assert [c.item() for c in counts] == [len(expected), pc.sum(expected["event"]).as_py()]
+        twice = pl.read_apx([f"{url}/run.apx"] * 2)
+        assert twice.height == 2 * bindf.read_apx(apx).shape[0]
 
 
 def test_memory_glob(memdir) -> None:
