@@ -258,8 +258,13 @@ def test_truncation_at_every_offset(tmp_path: Path) -> None:
 @pytest.mark.parametrize("declared", [2**32 - 1, 2**31, 10**9, 28])
 @pytest.mark.parametrize("block", ["metadata", "data"])
 def test_lengths_past_the_end_are_cheap(block: str, declared: int, tmp_path: Path) -> None:
-    if block == "metadata":
-        data = b"FCS1" + struct.pack("<I", declared) + b"{}" + bytes(20)
+    if block == "metadata":  # (cut inside its JSON: a whole one followed by more is damage)
+        data = b"FCS1" + struct.pack("<I", declared) + b'{"notes_text": "' + bytes(4)
+        damaged = write(tmp_path, b"FCS1" + struct.pack("<I", declared) + b"{}" + bytes(20),
+                        "damaged.bin")
+        with pytest.raises(bindf.HeaderError, match="a damaged length field") as caught:
+            bindf.read_fcs1(damaged)
+        assert caught.value.offset == 4
     else:
         data = fcs1_bytes(b"{}", None) + struct.pack("<I", declared) + b'{"lag_index":[]}'
     path = write(tmp_path, data)
