@@ -106,9 +106,9 @@ class ReadPlan:
         self.errors_done: list[dict[str, int]] = []
         self.columns = self._split_columns(columns)
         #: An earlier plan of the same read (a ``bindf.open`` or a scan reads its sources
-        #: again on every pass, made from the first one): a first file whose columns now
-        #: differ from its columns was replaced or rewritten since, an error, not rows
-        #: under wrong names.
+        #: again on every pass, each pass a plan like the first one): when this plan's
+        #: first file has other columns than that plan's, the file was replaced or
+        #: rewritten since, which is an error, not rows under the old names.
         self.like = like
         self._full_schema: pa.Schema | None = None
 
