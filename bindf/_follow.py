@@ -232,8 +232,7 @@ class _Tail:
         # Only a settled reader's schema is the file's (an empty AstroPix log's reader
         # guesses AstroPix 4 until the header says otherwise).
         follower.check_compatible(reader)
-        self.header = {**reader.header,
-                       **{k: None for k in reader.end_header_keys if k in reader.header}}
+        self.header = reader.header_before_end()
         if reader.written_whole:
             self.whole = True
             return
@@ -624,9 +623,8 @@ class Follower(Iterator[Frame]):
         info = build_info(tail.reader.name, tail.header, tail.path, tail.errors or None)
         # Frames before the last of this poll come before the acquisition's end: its
         # keys (acquisition_end_ns) are None there, as in the frames of earlier polls.
-        before_end = build_info(tail.reader.name, {
-            **tail.header, **{k: None for k in tail.reader.end_header_keys if k in tail.header}
-        }, tail.path, tail.errors or None)
+        before_end = build_info(tail.reader.name, tail.reader.header_before_end(tail.header),
+                                tail.path, tail.errors or None)
         size = self.batch_size or max(table.num_rows, 1)
         starts = range(0, max(table.num_rows, 1), size)
         for start in starts:

@@ -243,7 +243,7 @@ def _write_parquet(follower: Follower, frames: Iterator[pa.Table], output: str,
 
     def from_first_reader() -> FormatReader:  # the first file gave no row: its header as opened
         reader = _first_reader(follower, output)
-        first["header"], first["format"] = _header_without_end(reader), reader.name
+        first["header"], first["format"] = reader.header_before_end(), reader.name
         return reader
 
     tables = noted(frames)
@@ -284,12 +284,6 @@ def _first_reader(follower: Follower, output: str) -> FormatReader:
                        EX_DATAERR) from None
     except BindfError as exc:  # damaged (an FCS1 file is read whole when opened)
         raise CliError(f"{output}: not written: {exc}", EX_DATAERR) from None
-
-
-def _header_without_end(reader: FormatReader) -> dict[str, Any]:
-    """The header as a follow that saw no end marker knows it: the keys the marker sets
-    are None (as in the follower's own frames)."""
-    return {**reader.header, **{k: None for k in reader.end_header_keys if k in reader.header}}
 
 
 def _empty_schema(follower: Follower, reader: FormatReader) -> pa.Schema:

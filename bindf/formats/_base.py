@@ -289,6 +289,12 @@ class FormatReader(abc.ABC):
     #: for one poll.
     written_whole: ClassVar[bool] = False
 
+    def header_before_end(self, header: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``header`` (default: this reader's) as a follow knows it before the end
+        marker: the :attr:`end_header_keys` it has are ``None``."""
+        header = self.header if header is None else header
+        return {**header, **{k: None for k in self.end_header_keys if k in header}}
+
     def acquisition_end(self, f: BinaryIO, size: int) -> AcquisitionEnd | None:
         """Whether the file, ``size`` bytes long right now, ends with this format's own
         end-of-acquisition marker (open ``f`` to read it). The follower feeds the records
