@@ -780,6 +780,33 @@ def test_dense_truncated(tmp_path, data_dir):
         assert IT02Reader(Source(str(path))).count_rows() == 10
 
 
+def test_file_cut_inside_its_first_record_has_no_row_and_warns(tmp_path, data_dir):
+    """A file cut inside its first record (or whose first record is still being written)
+    read "cannot tell dense or sparse"; either layout gives no row, so it is a truncation:
+    no row, a warning at the data's first byte, the layout None while both are possible."""
+    dense = (data_dir / SAMPLE).read_bytes()
+    sparse, _ = sparse_sample()
+    sparse_start = len(preamble(HEADER3))
+    cases = [  # data, where its records start, its first record's size, its columns
+        (dense, len(dense) - 2999 * 20, 20, ["time_ns", "ch2", "ch4", "ch5"]),
+        (sparse, sparse_start, 9 + 4 * bin(sparse[sparse_start + 8]).count("1"),
+         ["time_ns", "ch1", "ch3", "ch6"]),
+    ]
+    for data, start, first, columns in cases:
+        for cut in range(1, first):
+            path = write(tmp_path, data[: start + cut], f"cut{cut}.bin")
+            for on_error in ("raise", "warn"):
+                with pytest.warns(TruncatedFileWarning, match="incomplete") as caught:
+                    df = read(path, on_error=on_error)
+                assert len(df) == 0 and list(df.columns) == columns
+                assert caught[0].message.offset == start
+            # Bytes 0-8 are a time and a mask: when the mask byte cannot be one of this
+            # file's masks (the dense sample's is 0x7b), only the dense layout is left.
+            layout = "dense" if cut >= 9 and data is dense else None
+            assert df.bindf.header["layout"] == layout, cut
+            assert bindf.read_header(path)["layout"] == layout
+
+
 def test_dense_more_than_eight_channels(tmp_path):
     header = {"channels": list(range(10)), "bin_width_micros": 5}
     df = frame(np.arange(1, 4) * 5000.0, {f"ch{i + 1}": [i, i + 1, 0] for i in range(10)})

@@ -51,6 +51,9 @@ MAX_PLAUSIBLE_TIME_NS = 1e18
 #: damaged close to its start be detected.
 MIN_RECORDS_BEFORE_BAD_MASK = 8
 
+#: Why a layout's reading of the leading bytes finds nothing to judge.
+NO_COMPLETE_RECORD = "no complete record"
+
 _F64 = struct.Struct("<d")
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
@@ -102,7 +105,7 @@ def _implausible_times(times: np.ndarray, bin_ns: float | None) -> str | None:
     read from misaligned bytes almost never pass this.
     """
     if len(times) == 0:
-        return "no complete record"
+        return NO_COMPLETE_RECORD
     with np.errstate(invalid="ignore"):
         if not np.isfinite(times).all():
             return "a time is not finite"
@@ -169,14 +172,19 @@ def _sparse_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: floa
 
 
 def detect_layout(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None,
-                  marker_found: bool) -> str | tuple[None, str]:
+                  marker_found: bool) -> str | tuple[None, str] | None:
     """Decide dense vs sparse from the first bytes after the header.
 
     ``head`` is the start of the data section (all of it if ``data_bytes <= len(head)``),
     ``marker_found`` whether the file ends in a verified sparse end marker. Returns the
-    layout, or ``(None, explanation)`` when the bytes fit neither or both equally well.
+    layout; ``None`` when the data holds no complete record in either layout that its
+    bytes allow (a file cut inside its first record, or one whose first record is still
+    being written): either way it has no row yet, and a read gives none with a truncation
+    warning; or ``(None, explanation)`` when the bytes fit neither or both equally well.
 
-    Rules, in order: an empty data section is dense (zero rows either way); a layout
+    Rules, in order: an empty data section is dense (zero rows either way); data too short
+    for a first record is undecided (above), or dense if its ninth byte is no sparse mask
+    for ``n_channels``; a layout
     whose leading times are plausible (see :func:`_implausible_times`) wins over one whose
     are not; a tie is broken by which layout makes the data section end cleanly (dense:
     a whole number of records; sparse: the chain ends exactly at the end of the file, or
@@ -194,6 +202,9 @@ def detect_layout(head: bytes, data_bytes: int, n_channels: int, bin_ns: float |
         return "dense"
     dense = _dense_evidence(head, data_bytes, n_channels, bin_ns)
     sparse = _sparse_evidence(head, data_bytes, n_channels, bin_ns, marker_found)
+    if dense.implausible == NO_COMPLETE_RECORD and (
+            sparse.impossible or sparse.implausible == NO_COMPLETE_RECORD):
+        return "dense" if sparse.impossible else None
     ranked = {
         name: (ev.implausible is None, ev.clean_end)
         for name, ev in (("dense", dense), ("sparse", sparse))

@@ -140,7 +140,10 @@ class IT02Reader(FormatReader):
         :func:`detect_layout`): the layout whose leading times are plausible (finite,
         within 0 … 1e18 ns, each at least half a bin after the previous) wins; a tie is
         broken by which layout makes the data end cleanly; an empty data section reads
-        as dense. Bytes that fit neither (or both) raise
+        as dense. Data too short for a first record in any layout its bytes allow (a file
+        cut inside its first record) gives no row and a
+        :class:`~bindf.errors.TruncatedFileWarning`, and the header's ``layout`` is None
+        when both layouts are still possible. Bytes that fit neither (or both) raise
         :class:`~bindf.errors.CorruptDataError` asking for ``layout=``. A sparse chain
         broken by an invalid mask after at least 8 records is still judged as sparse
         (the bad mask is then damage, see below).
@@ -225,6 +228,7 @@ class IT02Reader(FormatReader):
 
         sparse_possible = self.n_channels <= MAX_SPARSE_CHANNELS
         end_ns = self._end_marker_time(f, head) if sparse_possible and layout != "dense" else None
+        known = True
         if layout is None:
             decided = detect_layout(head, self.data_bytes, self.n_channels, self.bin_ns,
                                     end_ns is not None)
@@ -234,15 +238,20 @@ class IT02Reader(FormatReader):
                     f"sparse record layout ({decided[1]}); pass layout='dense' or "
                     "layout='sparse'", path=self.path, offset=self.data_offset,
                 )
-            layout = decided
+            # Undecided: too few bytes for a first record in either layout. Read as dense,
+            # they are one incomplete record: no row and a truncation warning, as either
+            # layout would give; the header says the layout is not known yet.
+            known = decided is not None
+            layout = decided or "dense"
         elif layout == "sparse" and not sparse_possible:
             raise HeaderError(
                 f"the sparse layout has a one-byte channel mask, but the header enables "
                 f"{self.n_channels} channels", path=self.path, offset=8,
             )
         self.layout: str = layout
+        self._layout_known = known
         header = dict(raw)
-        header.setdefault("layout", layout)
+        header.setdefault("layout", layout if known else None)
         self._end_in_json = "acquisition_end_ns" in raw
         if layout == "sparse":
             self.acquisition_end_ns = end_ns
@@ -442,10 +451,9 @@ class IT02Reader(FormatReader):
         if got < count:
             self._warn_truncated(self.data_offset + got * size, "the file shrank while it was read")
         elif self.tail_bytes and count == self.n_records:
-            self._warn_truncated(
-                self.data_offset + self.n_records * size,
-                f"the last {self.tail_bytes} bytes are an incomplete {size}-byte record",
-            )
+            record = f"{size}-byte record" if self._layout_known else "first record"
+            self._warn_truncated(self.data_offset + self.n_records * size,
+                                 f"the last {self.tail_bytes} bytes are an incomplete {record}")
 
     def _dense_in_parts(self, helpers: ThreadPoolExecutor | None, want_time: bool,
                         fields: list[str], batch_size: int,
