@@ -384,6 +384,21 @@ def test_trailing_bytes_are_damage(tmp_path: Path) -> None:
     assert len(df) == 16 and df.attrs["bindf"]["errors"] == {"trailing_bytes": 1}
 
 
+def test_bytes_inserted_into_the_data_block_are_one_damage_of_the_block(tmp_path: Path) -> None:
+    """Bytes inserted inside the data JSON leave its end after the declared length: the
+    block is what is damaged (it was blamed on bytes after the block, and counted twice)."""
+    data = fcs1_bytes(METADATA, curves())
+    inside = data.index(b"g2_correlations")
+    path = write(tmp_path, data[:inside] + b"  ,,  " + data[inside:])
+    with pytest.raises(CorruptDataError, match="data block: .*6 bytes follow it") as info:
+        bindf.read_fcs1(path)
+    assert "follow the data block" not in str(info.value)
+    with pytest.warns(CorruptDataWarning) as caught:
+        df = bindf.read_fcs1(path, on_error="warn")
+    assert len(caught) == 1 and len(df) == 0
+    assert df.attrs["bindf"]["errors"] == {"bad_data_block": 1}
+
+
 # -- writer, frontends --------------------------------------------------------------------------
 
 

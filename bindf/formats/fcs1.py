@@ -210,17 +210,24 @@ class FCS1Reader(FormatReader):
         if len(raw) < length:  # the file shrank after it was measured
             self._truncated(pos, "the file shrank while it was read")
             return [], None
-        if size > start + length:
-            self._damaged("trailing_bytes", f"{size - start - length} bytes follow the data "
-                          "block (nothing should)", start + length)
+        trailing = size - start - length
         # JSON true/false parse as Python bools, which Arrow would turn into 1.0/0.0:
         # only a block holding such a literal needs the slower check of each vector.
         self._bool_literals = b"true" in raw or b"false" in raw
         try:
             data = parse_json_header(raw, path=self.path, offset=start)
         except HeaderError as exc:
-            self._damaged("bad_data_block", f"data block: {exc.reason}", exc.offset or start)
+            # Bytes after a block that is no JSON are one damage, not two: bytes inserted
+            # into the text (or a length field too small) cut it short and leave its end
+            # after it, so the block is what is named.
+            after = f" ({trailing} bytes follow it: bytes inserted into the block or a " \
+                    "damaged length field)" if trailing else ""
+            self._damaged("bad_data_block", f"data block: {exc.reason}{after}",
+                          exc.offset or start)
             return [], None
+        if trailing:
+            self._damaged("trailing_bytes", f"{trailing} bytes follow the data block "
+                          "(nothing should)", start + length)
         lags, g2 = data.get("lag_index"), data.get("g2_correlations")
         if not isinstance(lags, list) or not isinstance(g2, list):
             self._damaged("bad_data_block", "the data block needs the lists 'lag_index' and "
