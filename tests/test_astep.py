@@ -309,6 +309,36 @@ def test_batched_equals_whole(chunk_bytes, batch_size):
     assert read(SAMPLE, chunk_bytes=chunk_bytes, batch_size=batch_size).equals(whole)
 
 
+def test_walks_without_frames_do_not_reuse_frames_still_held():
+    """The sensor words are reused from walk to walk, in ``slots`` sets taken in turn. A
+    walk over filler alone hands nothing out; it counted as a turn, so with a prefetch
+    worker (threads > 1) the walk after it overwrote frames the consumer still held."""
+    stream = SAMPLE.read_bytes()
+    frames = np.frombuffer(stream[:2000], dtype=np.uint8)
+    filler = np.full(1000, 0xFF, dtype=np.uint8)
+    walker = astep._FrameWalker(1000, None, slots=2)
+    n, *_ = walker.walk(frames, 0, len(frames), 0)
+    held = walker.parsed(n, 0)
+    kept = held.sensor.copy()
+    assert walker.walk(filler, 0, len(filler), 0)[0] == 0  # nothing to hand out
+    walker.state = _astep.new_state()
+    other = np.frombuffer(stream[2000:4000], dtype=np.uint8)
+    walker.walk(other, 0, len(other), 0)
+    assert np.array_equal(held.sensor, kept)
+
+
+def test_prefetched_walks_over_filler_give_the_frames_of_one_thread(tmp_path):
+    """End to end: a run with idle stretches of 0xFF filler (the FIFO read empty), read
+    with a prefetch worker, equals the one-thread read (frames got other frames' sensor
+    bytes: 319 wrong rows on every run of this file)."""
+    one = SAMPLE.read_bytes()
+    path = tmp_path / "idle.bin"
+    path.write_bytes((one[:30_000] + b"\xff" * 9_000) * 4)
+    expected = read(path, chunk_bytes=4096, threads=1)
+    for _ in range(3):
+        assert read(path, chunk_bytes=4096, threads=2).equals(expected)
+
+
 def test_projection_and_n_rows():
     whole = read(SAMPLE)
     for columns in (["tot_us"], ["sensor", "frame_index"], ["kind", "location", "fpga_ts"]):

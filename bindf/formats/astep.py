@@ -203,8 +203,9 @@ class _FrameWalker:
     into new memory by every :meth:`walk` (from ``lanes``: see :mod:`bindf._lanes`), so
     they go to Arrow without a copy; :meth:`parsed` keeps the rows the walk filled and
     gives the rest back. The others (always the sensor words, which only feed computed
-    columns) are reused from walk to walk: with ``slots`` sets used in turn, a consumer
-    may still compute columns from one walk while the next ``slots - 1`` walks run.
+    columns) are reused from walk to walk: with ``slots`` sets used in turn by the walks
+    that hand frames out, a consumer may still compute columns from one walk's frames
+    while the next ``slots - 1`` such walks run.
     """
 
     def __init__(self, frames: int, ts_bytes: int | None, slots: int = 1,
@@ -216,7 +217,9 @@ class _FrameWalker:
         self._slots = [{name: np.empty(frames, dtype=dtype)
                         for name, (dtype, _) in _WALK_ARRAYS.items()
                         if name not in self.handed_out} for _ in range(max(1, slots))]
-        self._walks = 0
+        #: Walks whose frames were handed out (:meth:`parsed`): the consumer may still
+        #: compute columns from the last ``slots - 1`` of them.
+        self._handed = 0
         self._arrays: dict[str, np.ndarray] = {}
         self.gap_start = np.empty(max(1, frames // 4), dtype=np.int64)
         self.gap_length = np.empty_like(self.gap_start)
@@ -224,8 +227,9 @@ class _FrameWalker:
         self.ts_bytes = ts_bytes or 0
 
     def walk(self, buf: np.ndarray, pos: int, end: int, base: int) -> tuple[int, int, int, int]:
-        reused = self._slots[self._walks % len(self._slots)]
-        self._walks += 1
+        # The set after the last one handed out: a walk that finds no frame (filler,
+        # damage) hands nothing out, so the next walk may write into its set again.
+        reused = self._slots[self._handed % len(self._slots)]
         a = self._arrays = {
             name: reused[name] if name in reused
             else self.lanes.reserve(name, self.capacity, dtype)
@@ -251,6 +255,7 @@ class _FrameWalker:
             name: self.lanes.keep(name, array, n) if name in self.handed_out else array[:n]
             for name, array in self._arrays.items()
         }
+        self._handed += 1
         return _Parsed(first_index=first_index, **arrays)
 
     def counts(self) -> tuple[int, int, int]:
