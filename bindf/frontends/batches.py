@@ -406,6 +406,15 @@ class ReadPlan:
                 yield join_small()
             if units:
                 yield flush()
+        except Exception:
+            # Damage under on_error="raise" (or any failure): the rows gathered before it
+            # are handed out first, as a stream hands out the rows before the damage (a
+            # chunked read's consumer gets them, then the error).
+            if small:
+                yield join_small()
+            if units:
+                yield flush()
+            raise
         finally:
             files.close()
 
@@ -413,10 +422,15 @@ class ReadPlan:
         """A small file decoded to units (None: the reader streams batches instead)."""
         if not self._coalesce:
             return None
+        counted = dict(reader.errors)
         try:
             found = reader.small_file_units(columns)
-        except BindfError as exc:
-            raise ensure_bindf_path(exc, reader.path) from None
+        except BindfError:
+            # Damaged: the file is streamed instead, which hands out the rows before the
+            # damage and then raises the same error there (units are all or nothing).
+            reader.errors.clear()
+            reader.errors.update(counted)
+            return None
         return None if found is None else _Units(reader, *found)
 
     @property
@@ -495,6 +509,8 @@ class ReadPlan:
                     result = future.result()
                 result.sink.emit()
                 if result.error is not None:
+                    if result.batches:  # the rows before the damage, then the error
+                        yield source, result.batches
                     raise result.error
                 assert result.reader is not None
                 self.errors_done.append(result.reader.errors)
@@ -514,8 +530,13 @@ class ReadPlan:
             with self.sources[index].held(), result.sink.active():
                 result.reader = self._reader_or_error(index)
                 result.reader.shared_helpers = helpers
-                result.batches = self._units(result.reader, columns) or list(
-                    self._reader_batches_collected(result.reader, columns, n_rows))
+                units = self._units(result.reader, columns)
+                if units is not None:
+                    result.batches = units
+                else:  # kept as decoded: on damage the rows before it are handed out
+                    for batch in self._reader_batches_collected(result.reader, columns,
+                                                                n_rows):
+                        result.batches.append(batch)
         except BaseException as exc:  # handed to the consumer, raised there in file order
             result.error = exc
         return result
