@@ -413,5 +413,37 @@ def open_reader(
     source: Source, format: str | None = None, **options: object
 ) -> FormatReader:
     """Open ``source`` with the reader of ``format`` (detected when None)."""
-    spec = get_format(format) if format else detect_format(source)
+    if format:
+        spec = get_format(format)
+        refuse_other_format(source, spec.name)
+    else:
+        spec = detect_format(source)
     return spec.reader_class()(source, **options)
+
+
+def refuse_other_format(source: Source, name: str) -> None:
+    """Raise :class:`~bindf.errors.UnknownFormatError` if ``source``, opened as format
+    ``name`` (given, or the format of a multi-file read's first file), starts with
+    another format's magic and not with one of its own.
+
+    Only for formats that read files without a magic of their own (legacy spectroscopy,
+    A-STEP, the text log): their readers would decode any bytes, so an IT02 run in a
+    glob of legacy spectroscopy files became rows of garbage. Formats with a magic and
+    no probe check their magic when they read the header."""
+    spec = _BY_NAME.get(name)
+    if spec is None or not spec.public or (spec.magics and spec.probe is None):
+        return
+    others = [m for s in _specs() if s.public and s is not spec for m in s.magics]
+    if not others:
+        return
+    head = source.read_head(max(len(m) for m in (*others, *spec.magics)))
+    if any(head.startswith(m) for m in spec.magics):
+        return
+    length, other = max(((len(m), s) for s in _specs() if s.public and s is not spec
+                         for m in s.magics if head.startswith(m)),
+                        key=lambda found: found[0], default=(0, None))
+    if other is not None:
+        raise UnknownFormatError(
+            f"this file is of format {other.name!r} ({other.description}; it starts with "
+            f"{head[:length]!r}), not {spec.name!r}; read it with format={other.name!r}",
+            path=source.path, offset=0)

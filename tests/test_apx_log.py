@@ -270,17 +270,22 @@ def test_binary_file_is_not_a_log(kind: str, on_error: str, data_dir: Path,
     data = _binary(kind, data_dir, tmp_path)
     path = tmp_path / "run.log"
     path.write_bytes(data)
+    assert FIRST_BINARY_BYTE[kind] == _first_binary_byte(data)
+    assert not looks_like_apx_log(data[:4096], Source(str(path)))
+    if kind in ("apx", "sp01"):  # another format's magic: named before the log reader looks
+        with pytest.raises(bindf.UnknownFormatError, match=f"of format '{kind}'") as info:
+            bindf.read_apx_log(path, on_error=on_error)
+        assert (info.value.path, info.value.offset) == (str(path), 0)
+        # bindf.read: their magic decides before the extension
+        assert bindf.read(path).attrs["bindf"]["format"] == kind
+        return
     with pytest.raises(bindf.UnknownFormatError, match="not an AstroPix text log") as info:
         bindf.read_apx_log(path, on_error=on_error)
-    assert info.value.path == str(path)
-    assert info.value.offset == FIRST_BINARY_BYTE[kind] == _first_binary_byte(data)
-    assert not looks_like_apx_log(data[:4096], Source(str(path)))
-    if kind in ("apx", "sp01"):  # bindf.read: their magic decides before the extension
-        assert bindf.read(path).attrs["bindf"]["format"] == kind
-    else:  # the extension chose the log reader, which refuses the file
-        with pytest.raises(bindf.UnknownFormatError) as detected:
-            bindf.read(path)
-        assert (detected.value.path, detected.value.offset) == (str(path), info.value.offset)
+    assert (info.value.path, info.value.offset) == (str(path), FIRST_BINARY_BYTE[kind])
+    # bindf.read: the extension chose the log reader, which refuses the file
+    with pytest.raises(bindf.UnknownFormatError) as detected:
+        bindf.read(path)
+    assert (detected.value.path, detected.value.offset) == (str(path), info.value.offset)
 
 
 def test_daq_run_log_is_not_a_log(tmp_path: Path) -> None:

@@ -151,6 +151,42 @@ def test_open_reader_forced_format(tmp_path):
     assert open_reader(source).name == "spf1"
 
 
+SAMPLES = Path(bindf.__file__).parent / "samples"
+
+
+@pytest.mark.parametrize("output", ["pandas", "arrow"])
+def test_a_file_of_another_format_is_never_decoded_as_a_format_without_magic(
+        tmp_path, output):
+    """Legacy spectroscopy and A-STEP have no magic: their readers decode any bytes. A
+    file carrying another format's magic, given one of those formats (or following a
+    first file of one in a list or glob), was read as rows of garbage (exit 0 from
+    ``bindf convert``): it is an UnknownFormatError naming the format it is."""
+    it02 = (SAMPLES / "intensity_tracing_it02.bin").read_bytes()
+    sp01 = SAMPLES / "decay_curves_sp01.bin"
+    cut = tmp_path / "run.bin"  # a whole number of 17-byte records: no truncation hint
+    cut.write_bytes(it02[: len(it02) // 17 * 17])
+    cases = [
+        (lambda: bindf.read_spectro(cut, output=output), cut, "it02", "spectro"),
+        (lambda: bindf.read_spectro(cut, container="legacy", output=output), cut, "it02",
+         "spectro"),
+        (lambda: bindf.read_astep(sp01, output=output), sp01, "sp01", "astep"),
+        (lambda: bindf.read([SAMPLES / "photon_events_stt1.bin", cut], output=output), cut,
+         "it02", "spectro"),
+        (lambda: bindf.read([SAMPLES / "astep_quad_chip_frames.bin", sp01], format="astep",
+                            output=output), sp01, "sp01", "astep"),
+        (lambda: list(bindf.read([SAMPLES / "photon_events_stt1.bin", cut], chunksize=5,
+                                 output=output)), cut, "it02", "spectro"),
+    ]
+    for read, path, actual, asked in cases:
+        with pytest.raises(UnknownFormatError) as info:
+            read()
+        assert info.value.path == str(path) and info.value.offset == 0
+        assert f"of format {actual!r}" in str(info.value)
+        assert f"not {asked!r}; read it with format={actual!r}" in str(info.value)
+    # a file of the format's own magic is read as before
+    assert len(bindf.read_spectro(SAMPLES / "photon_events_stt1.bin", output=output)) > 0
+
+
 def test_read_with_format_argument(tmp_path):
     source = write(tmp_path, "f.bin", preamble(b"SP01", {"channels": [2]}) + bytes(8 + 1024))
     assert bindf.read(source.path, format="sp01").shape == (256, 5)

@@ -28,7 +28,7 @@ from .._warnings import WarningSink
 from ..arrow import build_info, path_text
 from ..errors import BindfError
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, empty_batch, summed_errors
-from ..registry import open_reader
+from ..registry import open_reader, refuse_other_format
 
 #: Rows of small files' units gathered before they become one batch (see
 #: ``ReadPlan._coalesced``): enough that per-column work is paid once per hundreds of
@@ -165,7 +165,9 @@ class ReadPlan:
         try:
             if self._first is not None:
                 # The first file fixed the format: its reader class opens the others
-                # (no registry look-up per file, which costs an import_module call).
+                # (no registry look-up per file, which costs an import_module call),
+                # unless the file is another format's (see refuse_other_format).
+                refuse_other_format(source, self._first.name)
                 reader = type(self._first)(source, threads=self._threads_per_file(),
                                            **self.options)
             else:
