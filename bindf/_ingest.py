@@ -41,6 +41,7 @@ uninterrupted run would have produced.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import math
 import os
@@ -265,6 +266,7 @@ def ingest(
         if name in options:
             raise TypeError(f"ingest() sets {name} itself (it reads each file in chunks "
                             "into Parquet parts); leave it out")
+    _check_reader_options(format, options)
     threads = _usable_cores() if threads is None else resolve_threads(threads)
     if not (math.isfinite(settle) and settle >= 0):
         raise ValueError(f"settle must be 0 or more seconds, not {settle}")
@@ -309,6 +311,26 @@ def ingest(
                 os.rmdir(os.path.join(dest, STAGING_NAME))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_reader_options(format: str | None, options: Mapping[str, Any]) -> None:
+    """Refuse an unknown ``format`` (``ValueError``) or option name (``TypeError``, with
+    a hint for a near miss) before the dataset is touched: every file's read would fail
+    on it, and a run whose settings changed replaces the parts made before."""
+    from ._params import COMMON, HINTS
+    from .registry import get_format, list_formats
+
+    specs = [get_format(format)] if format else list_formats()
+    known = {param.name for spec in specs for param in spec.options}
+    known |= {param.name for param in COMMON} - set(SET_BY_INGESTION)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        first = unknown[0]
+        hint = HINTS.get(first) or next(iter(difflib.get_close_matches(first, known, n=1)),
+                                        None)
+        raise TypeError(f"unexpected option(s) for ingest"
+                        f"{f' (format {format!r})' if format else ''}: {unknown}"
+                        + (f"; did you mean {hint}=?" if hint else ""))
 
 
 def _make_dataset_folder(dest: str) -> None:

@@ -279,6 +279,28 @@ def test_settings_change_and_force_rebuild_everything(campaign, tmp_path: Path) 
     assert len(forced.replaced) == len(report.replaced)
 
 
+def test_a_misspelt_option_or_format_is_refused_before_the_dataset_is_touched(
+        campaign, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in an option name or the format failed every file's read, and a run whose
+    settings changed replaces the parts made before: the dataset lost every part."""
+    from bindf.cli import main
+
+    root, files = campaign
+    dest = tmp_path / "ds"
+    bindf.ingest(files["it02"][:2], dest)
+    before = snapshot(dest)
+    with pytest.raises(TypeError, match=r"\['levle'\]; did you mean level=\?"):
+        bindf.ingest(files["it02"][:2], dest, levle="readouts")
+    with pytest.raises(TypeError, match=r"format 'it02'\): \['level'\]"):
+        bindf.ingest(files["it02"][:2], dest, format="it02", level="readouts")
+    with pytest.raises(ValueError, match="unknown format 'it2'; did you mean 'it02'"):
+        bindf.ingest(files["it02"][:2], dest, format="it2")
+    for flags in (["--option", "bogus=1"], ["--format", "bogus"]):
+        assert main(["ingest", *map(str, files["it02"][:2]), "-o", str(dest), *flags]) == 2
+        assert "bindf: error: " in capsys.readouterr().err
+    assert snapshot(dest) == before
+
+
 def _fresh(source: Path, dest: Path, **kwargs) -> Path:
     bindf.ingest(source, dest, **kwargs)
     return dest
