@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,26 @@ def test_rebin_sums_consecutive_bins(kind: str) -> None:
     assert df.bindf.header["bin_width_micros"] == 1000  # the input's is untouched
     assert as_polars(coarse.bindf.count_rate(), kind)["ch2"].to_list() == [1500.0, 3500.0,
                                                                            2500.0]
+
+
+def test_files_of_different_bin_widths_read_together_are_warned_of(tmp_path: Path) -> None:
+    """A frame of several files carries the first file's header; the rate and rebinning
+    helpers divide by its bin width, silently wrong for a file binned otherwise: such a
+    read warns, naming the file and both widths (the rows are each file's own)."""
+    a = {"time_ns": np.arange(1, 21) * 1e6, "ch1": np.full(20, 10, np.uint32)}
+    b = {"time_ns": np.arange(1, 201) * 1e5, "ch1": np.full(200, 1, np.uint32)}
+    bindf.write_it02(tmp_path / "a.bin", a, header={"channels": [0], "bin_width_micros": 1000})
+    bindf.write_it02(tmp_path / "b.bin", b, header={"channels": [0], "bin_width_micros": 100})
+    bindf.write_it02(tmp_path / "c.bin", a, header={"channels": [0], "bin_width_micros": 1000})
+    for threads in (1, 2):
+        with pytest.warns(bindf.BindfWarning, match="'bin_width_micros' is 100, the first "
+                                                    "file's 1000") as caught:
+            df = bindf.read_it02(sorted(tmp_path.glob("*.bin")), threads=threads)
+        assert [w.message.path for w in caught] == [str(tmp_path / "b.bin")]
+        assert df["time_ns"].tolist() == [*a["time_ns"], *b["time_ns"], *a["time_ns"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bindf.read_it02([tmp_path / "a.bin", tmp_path / "c.bin"])  # same widths: silent
 
 
 def test_rebin_follows_record_steps_not_nominal_times() -> None:

@@ -279,6 +279,11 @@ class FormatReader(abc.ABC):
         raise NotImplementedError
 
 
+    #: Header values that a frame's analysis helpers take from its header (the first
+    #: file's, in a read of several files): a later file whose value differs gets a
+    #: :class:`~bindf.errors.BindfWarning` (its rows are read as its own header says).
+    analysis_header_keys: ClassVar[tuple[str, ...]] = ()
+
     # -- live following (bindf.follow) ------------------------------------------------------
     #: Header keys that only a finished acquisition has (set by its end marker): while a
     #: file is followed they are ``None`` until :meth:`acquisition_end` finds the marker.

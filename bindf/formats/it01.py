@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -128,6 +128,9 @@ class IT01Reader(SPEC.reader_class()):  # type: ignore[misc]
     A file that ends inside a record gives a :class:`~bindf.errors.TruncatedFileWarning`
     and all complete records; an empty body gives an empty frame.
     """
+
+    #: the IT02 analysis helpers divide by it (see IT02Reader)
+    analysis_header_keys: ClassVar[tuple[str, ...]] = ("bin_width_micros",)
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
         slots = self.options.get("slots", False)

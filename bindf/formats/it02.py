@@ -272,6 +272,8 @@ class IT02Reader(FormatReader):
 
     # -- live following -------------------------------------------------------------------
     end_header_keys: ClassVar[tuple[str, ...]] = ("acquisition_end_ns",)
+    #: ``df.bindf.rebin``/``count_rate``/``plot_trace(rate=True)`` divide by it.
+    analysis_header_keys: ClassVar[tuple[str, ...]] = ("bin_width_micros",)
 
     @property
     def settled(self) -> bool:

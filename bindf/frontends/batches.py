@@ -24,9 +24,9 @@ import pyarrow as pa
 from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import resolve_threads, settle, shared_executor
-from .._warnings import WarningSink
+from .._warnings import WarningSink, warn
 from ..arrow import build_info, path_text
-from ..errors import BindfError
+from ..errors import BindfError, BindfWarning
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, empty_batch, summed_errors
 from ..registry import open_reader, refuse_other_format
 
@@ -610,6 +610,14 @@ class ReadPlan:
                 f"({reader.schema.names} vs {first.schema.names})",
                 path=reader.path,
             )
+        for key in first.analysis_header_keys:
+            if reader.header.get(key) != first.header.get(key):
+                warn(BindfWarning(
+                    f"its {key!r} is {reader.header.get(key)!r}, the first file's "
+                    f"{first.header.get(key)!r}: the frame's header is the first file's, "
+                    "so the helpers that use it (df.bindf.rebin, count_rate …) would be "
+                    "wrong for this file's rows; read such files separately",
+                    path=reader.path))
 
     # -- metadata ---------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
