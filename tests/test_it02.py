@@ -731,6 +731,8 @@ def test_truncated_tail_of_small_counts_is_not_an_end_marker(tmp_path):
 @pytest.mark.parametrize("times", [
     [1e6, 2e6, 3e6, 4e6, 3.99e6],  # the end marker's time before the last record's
     [1e6, float("nan"), 3e6, 4e6, 4.5e6],  # a damaged time among the last records
+    [1e6, 2e6, 3e6, 4e6, float("nan")],  # the end marker's own time damaged
+    [1e6, 2e6, 3e6, 4e6, float("inf")],
 ])
 def test_final_mask_zero_record_is_the_end_marker_whatever_its_times(tmp_path, times):
     """A final mask-0 record ends the acquisition and is not a bin. The guess from the
@@ -743,8 +745,11 @@ def test_final_mask_zero_record_is_the_end_marker_whatever_its_times(tmp_path, t
     for on_error in ("raise", "skip"):
         df = read(path, layout="sparse", on_error=on_error)
         assert len(df) == 4 and df["ch1"].tolist() == [1, 0, 3, 0]
-        assert df.bindf.header["acquisition_end_ns"] == times[-1]
+        # a non-finite end time is none (headers are strict JSON: it was NaN there)
+        end = times[-1] if math.isfinite(times[-1]) else None
+        assert df.bindf.header["acquisition_end_ns"] == end
     table = read(path, layout="sparse", output="arrow", columns=["ch2"])
+    json.loads(table.schema.metadata[b"bindf.header"], parse_constant=pytest.fail)
     assert table.column("ch2").to_pylist() == [0, 2, 0, 4]
     assert read(path, layout="sparse", n_rows=2)["ch1"].tolist() == [1, 0]
     if math.isfinite(times[1]):  # (a NaN time is damage to fill_gaps)

@@ -183,7 +183,7 @@ class IT02Reader(FormatReader):
     The file's JSON verbatim, plus (when the JSON lacks them): ``layout`` ("dense" or
     "sparse") and, for sparse files, ``acquisition_end_ns``: the time of the final
     mask-0 record, or None if the file does not end with one (still being written,
-    truncated). The end marker is guessed when the file is opened, from the last bytes
+    truncated) or its time is not finite. The end marker is guessed when the file is opened, from the last bytes
     (see :func:`_find_end_marker`), and settled by a whole read, which walks the record
     chain (see :meth:`_sparse_chunks`). A mask-0 record that is not the last record is
     an ordinary bin whose counts are all zero.
@@ -558,6 +558,10 @@ class IT02Reader(FormatReader):
         it as the end marker (in the header too, unless the file's JSON has the key)."""
         f.seek(offset)
         (end_ns,) = _F64.unpack(read_exact(f, TIME_BYTES))
+        if not math.isfinite(end_ns):
+            # a damaged time: no end time (as the header-only guess says), and headers
+            # stay strict JSON
+            end_ns = None
         self.acquisition_end_ns = end_ns
         self.end_marker_offset = offset
         if not self._end_in_json:
