@@ -440,8 +440,27 @@ def expand_sources(
                 raise FileNotFoundError(f"no files match {path!r}")
             out.extend(Source(m, options, size=size) for m, size in matches)
         else:
-            out.append(Source(path, options))
+            out.append(_path_source(path, options))
     return out
+
+
+def _path_source(path: str, options: dict[str, Any]) -> Source:
+    """The :class:`Source` of one path or URL. A local pipe (a named FIFO, a shell's
+    ``<(command)``, ``/dev/stdin`` fed by a pipe) is read as a stream, like
+    ``sys.stdin.buffer``: its size is not known before it is read (it stats as 0 bytes,
+    which read as "file is empty"). Devices are refused: ``/dev/zero`` never ends."""
+    if not _is_url(path):
+        local = _local_path(path)
+        try:
+            mode = os.stat(local).st_mode
+        except (OSError, ValueError):
+            mode = None  # the Source names the problem (no such file …)
+        if mode is not None and stat.S_ISFIFO(mode):
+            return ObjectSource(open(local, "rb"), name=path, owned=True)  # noqa: SIM115
+        if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise BindfError("not a regular file, a pipe or a directory (a device?): bindf "
+                             "reads files and streams", path=path)
+    return Source(path, options)
 
 
 def _file_size(path: str) -> int | None:
@@ -460,7 +479,7 @@ def single_source(source: PathLike | SourceObject | Source,
         return source
     if is_source_object(source):
         return object_source(source)
-    return Source(user_path(os.fspath(source)), dict(storage_options or {}))
+    return _path_source(user_path(os.fspath(source)), dict(storage_options or {}))
 
 
 def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:

@@ -94,6 +94,35 @@ def test_pipe_equals_path(case: Case) -> None:
     assert_same_read(got, expected, "<BufferedReader>")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_path_is_read_as_a_stream(case: Case, tmp_path: Path) -> None:
+    """A FIFO (a shell's ``<(command)``, ``mkfifo``) stats as 0 bytes: it was read as
+    "file is empty". It is a stream, read like a pipe object; the metadata names it."""
+    expected = read_arrow(case.path, case)
+    fifo = tmp_path / "run.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as out:
+            out.write(case.path.read_bytes())
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    got = read_arrow(str(fifo), case)
+    thread.join()
+    assert_same_read(got, expected, str(fifo))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_a_device_path_is_refused() -> None:
+    for device in ("/dev/zero", "/dev/null"):
+        with pytest.raises(bindf.BindfError, match="not a regular file") as info:
+            bindf.read(device)
+        assert info.value.path == device
+        with pytest.raises(bindf.BindfError, match="not a regular file"):
+            bindf.read_header(device)
+
+
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_bytes_like(case: Case, kind: type) -> None:
     expected = read_arrow(case.path, case)
