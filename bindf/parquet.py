@@ -160,8 +160,8 @@ def to_parquet(
         raise ValueError(f"{path}: bindf writes Parquet to local paths (atomically) or to "
                          "file objects; for remote storage pass "
                          "fsspec.open(url, 'wb') instead of the URL")
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        pq.write_table(table, tmp, compression=compression, **write_options)
+    with atomic_path(path, overwrite=overwrite) as tmp, _output_file(tmp) as f:
+        pq.write_table(table, f, compression=compression, **write_options)
 
 
 def read_parquet(
@@ -353,7 +353,11 @@ def _read_table(source: Any, columns: list[str] | None, storage_options: dict[st
         return _read_dataset(path, None, **options)
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-    return _read_file(path, path, **options)
+    # opened through a bytes path: pyarrow encodes a str path as UTF-8, which a Linux
+    # file name need not be (see _output_file); not memory-mapped (a file truncated
+    # while mapped kills the process)
+    with pa.OSFile(os.fsencode(path), "rb") as file:
+        return _read_file(file, path, **options)
 
 
 def _read_file(file: Any, name: str, *, columns: list[str] | None,
@@ -424,11 +428,19 @@ def _copy_ipc(source_path: str, copy_path: str, schema: pa.Schema) -> None:
     data is not decoded) to ``copy_path``, with ``schema`` (same fields, new metadata).
     Every view of the mapping is gone when this returns, so that the copy can replace
     the source (Windows refuses to replace a mapped file)."""
-    with pa.memory_map(source_path) as source, pa.OSFile(copy_path, "wb") as sink:
+    with pa.memory_map(os.fsencode(source_path)) as source, _output_file(copy_path) as sink:
         reader = pa.ipc.open_file(source)
         with pa.ipc.new_file(sink, schema) as writer:
             for index in range(reader.num_record_batches):
                 writer.write_batch(reader.get_batch(index))
+
+
+def _output_file(path: str) -> pa.NativeFile:
+    """``path`` opened for writing by Arrow's own file class: given the path as bytes
+    (``os.fsencode``), it takes every name the system does; pyarrow encodes a ``str``
+    path as UTF-8, which a Linux file name need not be (a Latin-1 name reaches Python
+    with surrogates, and pyarrow's writers raised ``UnicodeEncodeError``)."""
+    return pa.OSFile(os.fsencode(path), "wb")
 
 
 def write_batches(
@@ -468,11 +480,15 @@ def write_batches(
 
 def _write_into(batches: Iterable[pa.RecordBatch], schema: pa.Schema,
                 sink: str | BinaryIO, to: str, info: Callable[[], dict[str, Any]] | None,
-                compression: str) -> int:
-    """:func:`write_batches` into ``sink``: a temporary file's path, or a stream."""
+                compression: str, path: str | None = None) -> int:
+    """:func:`write_batches` into ``sink``: a temporary file's path, or a stream (``path``:
+    the file the stream writes, when it is one)."""
     rows = 0
     start_meta = info_to_metadata(info()) if info is not None and to != "csv" else None
     schema_at_start = schema.with_metadata(start_meta) if start_meta else schema
+    if isinstance(sink, str):
+        with _output_file(sink) as file:
+            return _write_into(batches, schema, file, to, info, compression, path=sink)
     if to == "parquet":
         with pq.ParquetWriter(sink, schema_at_start, compression=compression) as writer:
             for batch in batches:
@@ -488,20 +504,21 @@ def _write_into(batches: Iterable[pa.RecordBatch], schema: pa.Schema,
                 writer.add_key_value_metadata(
                     {**{k.decode(): v.decode() for k, v in end_meta.items()},
                      "ARROW:schema": final})
-    elif to == "ipc" and not isinstance(sink, str):
+    elif to == "ipc" and path is None:
         with pa.ipc.new_stream(sink, schema_at_start) as writer:
             for batch in batches:
                 writer.write_batch(batch)
                 rows += batch.num_rows
     elif to == "ipc":
-        with pa.OSFile(sink, "wb") as file, pa.ipc.new_file(file, schema_at_start) as writer:
+        with pa.ipc.new_file(sink, schema_at_start) as writer:
             for batch in batches:
                 writer.write_batch(batch)
                 rows += batch.num_rows
+        sink.close()
         end_meta = info_to_metadata(info()) if info is not None else None
         if end_meta and end_meta != start_meta:
-            with atomic_path(sink, fsync=False) as copy:  # then replaces ``sink``
-                _copy_ipc(sink, copy, schema.with_metadata(end_meta))
+            with atomic_path(path, fsync=False) as copy:  # then replaces ``path``
+                _copy_ipc(path, copy, schema.with_metadata(end_meta))
     else:
         import pyarrow.csv as pacsv
 

@@ -81,6 +81,24 @@ def test_non_utf8_name_to_parquet_and_convert(latin1_name: tuple[str, str],
     pd.testing.assert_frame_equal(converted, frame, check_exact=True)
 
 
+def test_non_utf8_output_names(latin1_name: tuple[str, str], tmp_path: Path) -> None:
+    """Outputs named with a non-UTF-8 byte: pyarrow encodes a str path as UTF-8, and its
+    writers raised UnicodeEncodeError (the CLI called it bad data, exit 65)."""
+    path, _ = latin1_name
+    frame = pd.read_it02(path)
+    named = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"sortie_\xe9"))
+    bindf.to_parquet(frame, named + ".parquet")
+    pd.testing.assert_frame_equal(bindf.read_parquet(named + ".parquet"), frame)
+    for kind in ("parquet", "csv", "arrow"):
+        assert cli.main(["convert", path, "-o", f"{named}_cli.{kind}", "-q"]) == 0
+    pd.testing.assert_frame_equal(bindf.read_parquet(named + "_cli.parquet"), frame)
+    assert pd.read_csv(named + "_cli.csv")["ch2"].tolist() == frame["ch2"].tolist()
+    with open(named + "_cli.arrow", "rb") as f:
+        assert pa.ipc.open_file(f).read_all().num_rows == 200
+    assert cli.main(["convert", path, "--output-dir", str(tmp_path / "out"), "-q"]) == 0
+    assert os.listdir(os.fsencode(tmp_path / "out")) == [b"mesure_\xe9.parquet"]
+
+
 @pytest.mark.parametrize("name", ["[run 1].bin", "[1]", '"quoted".bin'])
 def test_name_that_looks_like_json_reads_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               name: str) -> None:
