@@ -139,6 +139,9 @@ def _read_overloads(name: str, params: list[Param], generic: bool = False) -> li
             override["dtype_backend"] = "None"
         out += ["@overload", f"def {name}({signature(override)}) -> {returns}: ..."]
     out += ["@overload", f"def {name}({signature({'chunksize': 'int!'})}) -> ChunkedReader: ..."]
+    # output= held in a variable (a str, not a literal): any of the three frames
+    out += ["@overload", f"def {name}({signature({'output': 'str!', 'chunksize': 'None'})})"
+            " -> pd.DataFrame | pl.DataFrame | pa.Table: ..."]
     return out
 
 

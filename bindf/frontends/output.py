@@ -10,7 +10,7 @@ import bisect
 import copy
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ from .._threads import run_all, shared_executor
 from ..arrow import attach_info
 
 Output = Literal["pandas", "polars", "arrow"]
-Frame = pd.DataFrame | pl.DataFrame | pa.Table
+Frame: TypeAlias = pd.DataFrame | pl.DataFrame | pa.Table
 OUTPUTS = ("pandas", "polars", "arrow")
 #: pandas' ``dtype_backend`` (pandas >= 2 readers); ``None`` means the default.
 DtypeBackend = Literal["numpy_nullable", "pyarrow"]
