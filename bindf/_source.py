@@ -448,7 +448,8 @@ def _path_source(path: str, options: dict[str, Any]) -> Source:
     """The :class:`Source` of one path or URL. A local pipe (a named FIFO, a shell's
     ``<(command)``, ``/dev/stdin`` fed by a pipe) is read as a stream, like
     ``sys.stdin.buffer``: its size is not known before it is read (it stats as 0 bytes,
-    which read as "file is empty"). Devices are refused: ``/dev/zero`` never ends."""
+    which read as "file is empty"). A directory is an ``IsADirectoryError`` naming it;
+    devices are refused (``/dev/zero`` never ends)."""
     if not _is_url(path):
         local = _local_path(path)
         try:
@@ -457,9 +458,12 @@ def _path_source(path: str, options: dict[str, Any]) -> Source:
             mode = None  # the Source names the problem (no such file …)
         if mode is not None and stat.S_ISFIFO(mode):
             return ObjectSource(open(local, "rb"), name=path, owned=True)  # noqa: SIM115
-        if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            raise BindfError("not a regular file, a pipe or a directory (a device?): bindf "
-                             "reads files and streams", path=path)
+        if mode is not None and stat.S_ISDIR(mode):  # named here, wherever it is in a list
+            raise IsADirectoryError(errno.EISDIR, "Is a directory (for its files, give a "
+                                    f"glob such as {os.path.join(path, '*')!r})", path)
+        if mode is not None and not stat.S_ISREG(mode):
+            raise BindfError("not a regular file or a pipe (a device?): bindf reads files "
+                             "and streams", path=path)
     return Source(path, options)
 
 

@@ -132,6 +132,12 @@ def test_counts_and_options_that_are_not_the_functions_own(stt1_files: list[Path
     for offset in (1.5, True, "3"):
         with pytest.raises(ValueError, match="row_index_offset must be an integer"):
             bindf.read(path, row_index_name="i", row_index_offset=offset)
+    # a column name that is no str was pyarrow's "expected bytes, int found"
+    for name, value in (("row_index_name", 5), ("include_file_paths", True)):
+        for call in (lambda kw: bindf.read(path, **kw),
+                     lambda kw: pl.scan_spectro(path, **kw).collect()):
+            with pytest.raises(TypeError, match=f"{name} must be a column name"):
+                call({name: value})
     # iter_batches yields Arrow batches: an output choice is refused by its own name
     # (it was "did you mean dtype_backend=?" for dtype_backend itself, naming read_spectro)
     for name, value in (("dtype_backend", "pyarrow"), ("output", "polars"), ("chunksize", 5)):

@@ -113,10 +113,20 @@ def test_a_named_pipe_path_is_read_as_a_stream(case: Case, tmp_path: Path) -> No
     assert_same_read(got, expected, str(fifo))
 
 
+def test_a_directory_is_named_wherever_it_is_in_a_list(cases: dict[str, Case],
+                                                      tmp_path: Path) -> None:
+    """A directory in a list was "[Errno 21] Is a directory", naming no path."""
+    case = next(iter(cases.values()))
+    for source in (tmp_path, [case.path, tmp_path]):
+        with pytest.raises(IsADirectoryError, match="give a glob") as info:
+            bindf.read(source, **case.kwargs)
+        assert info.value.filename == str(tmp_path)
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
 def test_a_device_path_is_refused() -> None:
     for device in ("/dev/zero", "/dev/null"):
-        with pytest.raises(bindf.BindfError, match="not a regular file") as info:
+        with pytest.raises(bindf.BindfError, match="not a regular file or a pipe") as info:
             bindf.read(device)
         assert info.value.path == device
         with pytest.raises(bindf.BindfError, match="not a regular file"):

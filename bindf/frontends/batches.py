@@ -87,6 +87,11 @@ class ReadPlan:
         self.threads = resolve_threads(self.options.pop("threads", threads))
         self.n_rows = n_rows
         self.batch_size = batch_size
+        for name, value in (("include_file_paths", include_file_paths),
+                            ("row_index_name", row_index_name)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a column name (a str) or None, not "
+                                f"{value!r}")
         self.include_file_paths = include_file_paths
         self.row_index_name = row_index_name
         # (a float would be truncated, as polars refuses it: not an integer, refused too)
