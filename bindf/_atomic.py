@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+from ._params import check_flag
 from ._source import _is_url, _local_path, user_path
 
 
@@ -56,6 +57,7 @@ _NAME_ATTEMPTS = 100
 def _destination(path: str | os.PathLike[str], overwrite: bool) -> str:
     """The local path to write ``path`` to, checked before anything is written (see the
     module docstring)."""
+    check_flag("overwrite", overwrite)
     dest = os.fsdecode(path)
     if _is_url(dest):
         raise ValueError(f"{dest}: bindf writes local files only (atomically: a temporary "

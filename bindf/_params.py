@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 #: Where an argument goes: the batch pipeline, the format's reader (as an option), or
 #: the conversion of Arrow batches to the requested output.
 PLAN, READER, OUTPUT = "plan", "reader", "output"
@@ -199,6 +201,13 @@ def check_count(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, not {value!r}")
+
+
+def check_flag(name: str, value: Any) -> None:
+    """A ``TypeError`` unless ``value`` is True or False (a numpy bool too): a string
+    such as ``"no"`` is truthy, and ``overwrite="no"`` would overwrite."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
 
 
 def check_names(function: str, given: Iterable[str], allowed: Iterable[str],

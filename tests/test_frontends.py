@@ -145,6 +145,30 @@ def test_counts_and_options_that_are_not_the_functions_own(stt1_files: list[Path
             next(bindf.iter_batches(path, **{name: value}))
 
 
+def test_flags_take_only_true_or_false(stt1_files: list[Path], tmp_path: Path) -> None:
+    """A string is truthy: ``overwrite="no"`` overwrote the file, ``progress="yes"`` and
+    ``flatten="no"`` were taken as True."""
+    path = stt1_files[0]
+    frame = bindf.read_spectro(path)
+    out = tmp_path / "out.bin"
+    out.write_bytes(b"keep me")
+    calls = {
+        "overwrite": lambda: bindf.write_spectro(out, frame, overwrite="no"),
+        "progress": lambda: bindf.read(path, progress="yes"),
+        "flatten": lambda: bindf.read_headers(path, flatten="no"),
+        "parallel": lambda: bindf.read_headers(path, parallel="x"),
+        "memmap": lambda: bindf.read_records(path, "u1", memmap="x"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=f"{name} must be True or False"):
+            call()
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        bindf.to_parquet(frame, tmp_path / "out.parquet", overwrite="no")
+    assert out.read_bytes() == b"keep me"
+    bindf.write_spectro(out, frame, overwrite=np.True_)  # numpy's bool is a bool
+    assert bindf.read_spectro(out).equals(frame)
+
+
 def _opened_during(action, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The paths whose files ``action()`` opened (headers and data alike)."""
     from bindf._source import Source

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count
+from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count, check_flag
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import resolve_threads, settle, shared_executor
 from .._warnings import WarningSink, warn
@@ -100,6 +100,7 @@ class ReadPlan:
             raise ValueError(f"row_index_offset must be an integer in 0..2**64 - 1 (the row "
                              f"index is uint64), not {row_index_offset!r}")
         self.row_index_offset = int(row_index_offset)
+        check_flag("progress", progress)
         self.progress = progress
         self._first: FormatReader | None = None
         #: Whether the caller keeps every batch (an eager read): see :meth:`all_batches`.

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .._params import check_names
+from .._params import check_flag, check_names
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import resolve_threads, run_all, shared_executor
 from ..arrow import path_text
@@ -222,6 +222,9 @@ def read_headers(
     header raises the reader's error, naming the file.
     """
     check_output(output)
+    check_flag("flatten", flatten)
+    if parallel is not None:
+        check_flag("parallel", parallel)
     if format is None and options:  # with format=, its reader refuses what it does not take
         check_names("read_headers", options,
                     {param.name for spec in list_formats() for param in spec.options})

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 
+from .._params import check_flag
 from .._source import Sources
 from .output import Frame, Output
 from .polars import scan
@@ -58,6 +59,7 @@ def read_records(
 
     >>> bindf.read_records("log.bin", [("name", "S12"), ("time", "<i8"), ("value", "<f4")])
     """
+    check_flag("memmap", memmap)
     return read(source, format="records", output=output, dtype=dtype, offset=offset,
                 header=header, count=count, subarrays=subarrays, memmap=memmap, **kwargs)
 
