@@ -18,7 +18,7 @@ import errno
 import io
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import pandas as pd
@@ -76,6 +76,9 @@ def frame_to_table(frame: Frame, *, header: Mapping[str, Any] | None = None,
         if info is None:
             raise ValueError("format= names the format of the header, and this frame "
                              "carries no header: pass header= too")
+        from .registry import get_format
+
+        get_format(format)  # a ValueError listing the known formats
         info["format"] = format
     if info is not None:
         # The writers' own check (strict JSON that reads back); the preamble is unused.
@@ -142,6 +145,7 @@ def to_parquet(
     **write_options:
         Passed to ``pyarrow.parquet.write_table`` (``row_group_size=`` …).
     """
+    _check_compression(compression)
     table, _ = frame_to_table(frame, header=header, format=format)
     if _is_fsspec_open_file(path):
         if "w" not in path.mode or "b" not in path.mode:
@@ -168,7 +172,7 @@ def read_parquet(
     source: str | os.PathLike[str] | SourceObject,
     *,
     output: Output = "pandas",
-    columns: list[str] | None = None,
+    columns: Sequence[str] | str | None = None,
     dtype_backend: DtypeBackend | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Frame:
@@ -185,8 +189,8 @@ def read_parquet(
     output:
         ``"pandas"`` (default), ``"polars"`` or ``"arrow"``.
     columns:
-        Columns to read (all by default); one the file does not have is a
-        ``ValueError``.
+        Columns to read (all by default; a str is one column); one the file does not
+        have is a ``ValueError``.
     dtype_backend:
         pandas output only: ``None`` (default), ``"numpy_nullable"`` or ``"pyarrow"``,
         as in pandas' readers.
@@ -205,7 +209,9 @@ def read_parquet(
     it holds a null, a numpy integer otherwise.
     """
     check_output(output, dtype_backend)
-    table, file_metadata = _read_table(source, columns, storage_options or {},
+    # a str is one column, as every bindf reader takes it
+    wanted = [columns] if isinstance(columns, str) else None if columns is None else list(columns)
+    table, file_metadata = _read_table(source, wanted, storage_options or {},
                                        use_pandas_metadata=output == "pandas")
     metadata = dict(table.schema.metadata or {})
     # A dataset folder (dask's to_parquet, partitioned writes) has no single footer: its
@@ -435,6 +441,20 @@ def _copy_ipc(source_path: str, copy_path: str, schema: pa.Schema) -> None:
                 writer.write_batch(reader.get_batch(index))
 
 
+#: Parquet's codecs, as pyarrow names them (any case); a dict sets one per column.
+PARQUET_CODECS = ("none", "snappy", "gzip", "brotli", "lz4", "zstd")
+
+
+def _check_compression(compression: Any) -> None:
+    """A ``ValueError`` for a codec Parquet does not know (pyarrow raised its own
+    ``ArrowException`` only once the file was being written)."""
+    if compression is None or isinstance(compression, dict):
+        return
+    if not isinstance(compression, str) or compression.lower() not in PARQUET_CODECS:
+        raise ValueError(f"compression must be one of {list(PARQUET_CODECS)} or None, not "
+                         f"{compression!r}")
+
+
 def _output_file(path: str) -> pa.NativeFile:
     """``path`` opened for writing by Arrow's own file class: given the path as bytes
     (``os.fsencode``), it takes every name the system does; pyarrow encodes a ``str``
@@ -472,6 +492,8 @@ def write_batches(
     """
     if to not in ("parquet", "ipc", "csv"):
         raise ValueError(f"unknown output kind {to!r}; use parquet, ipc or csv")
+    if to == "parquet":
+        _check_compression(compression)
     if hasattr(path, "write"):
         return _write_into(batches, schema, path, to, info, compression)
     with atomic_path(path, overwrite=overwrite, fsync=fsync) as tmp:  # type: ignore[arg-type]

@@ -100,6 +100,33 @@ def test_accessor_to_parquet_of_a_lazy_frame_and_of_a_frame_without_header(
         lazy.bindf.header
 
 
+def test_read_parquet_takes_one_column_as_a_str(stt1_files: list[Path], tmp_path: Path) -> None:
+    """As every bindf reader: columns="event" is one column (it was read as the list of
+    its letters, "unknown column(s) ['e', 'v', ...]")."""
+    frame = bindf.read_spectro(stt1_files[0])
+    bindf.to_parquet(frame, tmp_path / "x.parquet")
+    for output in ("pandas", "polars", "arrow"):
+        back = bindf.read_parquet(tmp_path / "x.parquet", columns="event", output=output)
+        assert list(back.columns if output != "arrow" else back.column_names) == ["event"]
+    back = bindf.read_parquet(tmp_path / "x.parquet", columns=("marker", "event"))
+    assert list(back.columns) == ["marker", "event"]
+
+
+def test_to_parquet_refuses_an_unknown_codec_or_format(stt1_files: list[Path],
+                                                       tmp_path: Path) -> None:
+    """pyarrow raised its own ArrowException for a codec, mid-write; an unknown format
+    name was stored, and read back as that format."""
+    frame = bindf.read_spectro(stt1_files[0])
+    with pytest.raises(ValueError, match="compression must be one of"):
+        bindf.to_parquet(frame, tmp_path / "x.parquet", compression="bogus")
+    with pytest.raises(ValueError, match="unknown format 'spectra'; did you mean 'spectro'"):
+        bindf.to_parquet(frame, tmp_path / "x.parquet", format="spectra")
+    assert not (tmp_path / "x.parquet").exists()
+    bindf.to_parquet(frame, tmp_path / "x.parquet", compression="GZIP")
+    assert pq.ParquetFile(tmp_path / "x.parquet").metadata.row_group(0).column(0).compression \
+        == "GZIP"
+
+
 def test_read_parquet_gives_the_formats_categories_and_pandas_attrs(
         stt1_files: list[Path], tmp_path: Path) -> None:
     """A file keeps only the categories its rows hold: read_parquet gives the format's
