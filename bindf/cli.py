@@ -381,7 +381,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     names = sorted(p.name for p in samples.iterdir() if p.name.endswith((".apx", ".bin")))
     print(f"bindf {bindf.__version__}: decoding the {len(names)} sample files bundled in "
           f"{samples}\n")
-    with pl.Config(tbl_rows=6, tbl_cols=9, tbl_width_chars=150, fmt_str_lengths=40):
+    with pl.Config(tbl_rows=6, tbl_cols=9, tbl_width_chars=150, fmt_str_lengths=40,
+                   tbl_formatting=_table_style()):
         for name in names:
             with resources.as_file(samples / name) as path:
                 frame = bindf.read(path, output="polars")
@@ -447,9 +448,20 @@ def cmd_head(args: argparse.Namespace) -> int:
     # the table into 100 characters when the output is not a terminal (a 19-digit time
     # stamp split over six lines), or into the terminal's width.
     with pl.Config(tbl_rows=args.n, tbl_cols=-1, tbl_width_chars=60_000,
-                   fmt_str_lengths=100):
+                   fmt_str_lengths=100, tbl_formatting=_table_style()):
         print(frame)
     return EX_OK
+
+
+def _table_style() -> str:
+    """polars' table style for standard output: its box drawing where the output's
+    encoding can show it, plain ASCII otherwise (PYTHONIOENCODING=ascii, a Windows
+    console code page), where the box characters would be escapes."""
+    try:
+        "┌─┬┐│┆".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "ASCII_FULL_CONDENSED"
+    return "UTF8_FULL_CONDENSED"
 
 
 def _output_kind(path: str, to: str | None) -> str:
@@ -654,6 +666,12 @@ def command() -> NoReturn:
     ever (seen: ``convert`` hung after SIGTERM under load). Every output was cleaned up by
     then: the ``with`` blocks ran while the exception unwound.
     """
+    # What the terminal's encoding cannot show (the tables' box drawing under
+    # PYTHONIOENCODING=ascii, a Windows console page, a file name) is printed escaped
+    # instead of failing the command.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     code = main()
     if code in (EX_INTERRUPTED, EX_TERMINATED):
         for stream in (sys.stdout, sys.stderr):

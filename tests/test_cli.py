@@ -223,6 +223,21 @@ def test_out_of_range_arguments_are_usage_errors(tmp_path: Path, capsys, args: l
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {message}")
 
 
+def test_output_in_an_encoding_without_box_drawing(stt1_files: list[Path]) -> None:
+    """Under PYTHONIOENCODING=ascii (or a console code page), the table's box drawing
+    failed the command with "'ascii' codec can't encode" and exit 2: the table is drawn
+    in ASCII, and other text the encoding cannot show is escaped."""
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-m", "bindf", "head", str(stt1_files[0]), "-n", "2"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].startswith("+---") and "| event" in done.stdout
+    demo = subprocess.run([sys.executable, "-m", "bindf", "demo"], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    assert "rows \\xd7 " in demo.stdout  # the demo's "×", escaped
+
+
 def test_head_zero_rows_shows_the_columns(tmp_path: Path, capsys) -> None:
     f = write_stt1(tmp_path / "a.bin", n=10)
     assert run("head", str(f), "-n", "0") == 0
