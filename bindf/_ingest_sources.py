@@ -128,6 +128,9 @@ def read_headers_for_types(paths: list[str], format: str | None,
     thread-safe, and headers are cheap."""
     import bindf
 
+    from ._params import ROW_PARAMS
+
+    options = {k: v for k, v in options.items() if k not in ROW_PARAMS}  # rows' only
     headers = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BindfWarning)

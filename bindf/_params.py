@@ -106,6 +106,10 @@ COMMON: tuple[Param, ...] = (
           on_read=False, on_scan=False, on_dask=True),
 )
 
+#: The common parameters that shape the rows a read returns: a header-only read
+#: (``read_header``) takes none of them (``threads`` and ``on_error`` it ignores).
+ROW_PARAMS = frozenset(p.name for p in COMMON) - {"threads", "on_error"}
+
 
 #: Names users bring from pandas, polars or numpy, and bindf's name for the same thing.
 HINTS: dict[str, str] = {

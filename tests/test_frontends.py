@@ -132,6 +132,10 @@ def test_counts_and_options_that_are_not_the_functions_own(stt1_files: list[Path
     for offset in (1.5, True, "3"):
         with pytest.raises(ValueError, match="row_index_offset must be an integer"):
             bindf.read(path, row_index_name="i", row_index_offset=offset)
+    # read_header named read_apx and hinted the very name given ("did you mean n_rows=?")
+    with pytest.raises(TypeError, match=r"read_header\(\) reads the header only and takes "
+                                        r"no \['columns', 'n_rows'\]"):
+        bindf.read_header(path, n_rows=3, columns=["event"])
     # a column name that is no str was pyarrow's "expected bytes, int found"
     for name, value in (("row_index_name", 5), ("include_file_paths", True)):
         for call in (lambda kw: bindf.read(path, **kw),

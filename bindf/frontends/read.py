@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .._params import check_count, docstring, signature_with_options
+from .._params import ROW_PARAMS, check_count, docstring, signature_with_options
 from .._source import PathLike, Source, SourceObject, Sources, ensure_bindf_path, single_source
 from ..errors import BindfError
 from ..registry import open_reader
@@ -88,6 +88,10 @@ def read_header(
     ``path`` may also be bytes or a binary file object (as for :func:`read`); a
     non-seekable stream is consumed whole (see :class:`bindf._source.ObjectSource`).
     """
+    taken_by_reads = sorted(set(options) & ROW_PARAMS)
+    if taken_by_reads:  # (the reader would name itself and hint the very same name)
+        raise TypeError(f"read_header() reads the header only and takes no {taken_by_reads}; "
+                        "it takes format=, storage_options= and the format's own options")
     source = single_source(path, storage_options)
     try:
         return open_reader(source, format, **options).header
