@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -412,13 +412,16 @@ def expand_sources(
     may have ``[`` in their names). :class:`Source` objects pass through unchanged;
     buffers and file objects become :class:`ObjectSource` (see there).
     """
-    options = dict(storage_options or {})
+    options = _storage_options(storage_options)
     if isinstance(sources, (str, os.PathLike, Source)) or is_source_object(sources):
         items: list[Any] = [sources]
-    else:
+    elif isinstance(sources, Iterable):
         items = list(sources)
         if not items:
             raise FileNotFoundError("no input files were given")
+    else:
+        raise TypeError(f"source must be a path, a glob, a URL, bytes, a binary file "
+                        f"object or a list of those, not {sources!r}")
     out: list[Source] = []
     for item in items:
         if isinstance(item, Source):
@@ -442,6 +445,17 @@ def expand_sources(
         else:
             out.append(_path_source(path, options))
     return out
+
+
+def _storage_options(storage_options: Any) -> dict[str, Any]:
+    """``storage_options`` as a dict (fsspec's keyword arguments); a ``TypeError`` for
+    anything else (a str gave "dictionary update sequence element #0 …")."""
+    if storage_options is None:
+        return {}
+    if not isinstance(storage_options, Mapping):
+        raise TypeError(f"storage_options must be a dict of fsspec options or None, not "
+                        f"{storage_options!r}")
+    return dict(storage_options)
 
 
 def _path_source(path: str, options: dict[str, Any]) -> Source:
@@ -483,7 +497,7 @@ def single_source(source: PathLike | SourceObject | Source,
         return source
     if is_source_object(source):
         return object_source(source)
-    return _path_source(user_path(os.fspath(source)), dict(storage_options or {}))
+    return _path_source(user_path(os.fspath(source)), _storage_options(storage_options))
 
 
 def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:

@@ -136,6 +136,16 @@ def test_counts_and_options_that_are_not_the_functions_own(stt1_files: list[Path
     with pytest.raises(TypeError, match=r"read_header\(\) reads the header only and takes "
                                         r"no \['columns', 'n_rows'\]"):
         bindf.read_header(path, n_rows=3, columns=["event"])
+    # foreign messages: "'int' object is not iterable", "dictionary update sequence …"
+    for kwargs, message in (({"columns": 5}, "columns must be a column name or a list"),
+                            ({"columns": ["event", 1]}, "columns must be a column name"),
+                            ({"storage_options": "x"}, "storage_options must be a dict")):
+        with pytest.raises(TypeError, match=message):
+            bindf.read(path, **kwargs)
+    with pytest.raises(TypeError, match="source must be a path, a glob"):
+        bindf.read(None)
+    with pytest.raises(TypeError, match="storage_options must be a dict"):
+        bindf.read_headers(path, storage_options=5)
     # a column name that is no str was pyarrow's "expected bytes, int found"
     for name, value in (("row_index_name", 5), ("include_file_paths", True)):
         for call in (lambda kw: bindf.read(path, **kw),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from numbers import Integral
@@ -258,7 +258,11 @@ class ReadPlan:
             return None
         if isinstance(columns, str):
             columns = [columns]
-        return list(columns)
+        names = list(columns) if isinstance(columns, Iterable) else None
+        if names is None or not all(isinstance(c, str) for c in names):
+            raise TypeError(f"columns must be a column name or a list of them, not "
+                            f"{columns!r}")
+        return names
 
     def output_names(self) -> list[str]:
         """Output column names, in the order the user asked for (schema order if not)."""
