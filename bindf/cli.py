@@ -23,6 +23,7 @@ import json
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 import warnings
@@ -453,6 +454,23 @@ def cmd_head(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _is_terminal(output: str) -> bool:
+    """``-o -``, or a path such as ``/dev/stdout`` or ``/dev/tty``, is a terminal."""
+    if output == "-":
+        return sys.stdout.isatty()
+    try:
+        if not stat.S_ISCHR(os.stat(output).st_mode):  # a new or regular file, a pipe
+            return False
+        fd = os.open(output, os.O_WRONLY | getattr(os, "O_NOCTTY", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
+
+
 def _table_style() -> str:
     """polars' table style for standard output: its box drawing where the output's
     encoding can show it, plain ASCII otherwise (PYTHONIOENCODING=ascii, a Windows
@@ -518,9 +536,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise CliError("standard input (-) has no name to derive an output from; use -o OUT",
                        EX_USAGE)
     kind = _output_kind(args.output, args.to) if args.output else args.to or "parquet"
-    if args.output == "-" and kind != "csv" and sys.stdout.isatty():
-        raise CliError(f"-o -: will not write {kind} (binary) to a terminal; redirect or "
-                       "pipe standard output, or use --to csv", EX_USAGE)
+    if args.output and kind != "csv" and _is_terminal(args.output):
+        raise CliError(f"-o {args.output}: will not write {kind} (binary) to a terminal; "
+                       "redirect or pipe standard output, or use --to csv", EX_USAGE)
     sources = expand_sources(_inputs(args.inputs))
     if args.output:
         jobs = [(sources, args.output)]
@@ -599,8 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_head)
 
     p = sub.add_parser("convert", help="convert files to Parquet, Arrow IPC or CSV",
-                       description="Convert to Parquet/IPC/CSV. Output is written to a temporary "
-                                   "file and renamed, so a failure leaves no partial output.")
+                       description="Convert to Parquet/IPC/CSV. A file output is written to a "
+                                   "temporary file and renamed, so a failure leaves no partial "
+                                   "output; standard output (-o -) and devices are streams.")
     p.add_argument("inputs", nargs="+", metavar="IN", help="input files or globs (- for stdin)")
     p.add_argument("-o", "--output", help="one output file for all inputs (type from extension); "
                    "- is standard output (with --to)")

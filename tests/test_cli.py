@@ -238,6 +238,28 @@ def test_output_in_an_encoding_without_box_drawing(stt1_files: list[Path]) -> No
     assert "rows \\xd7 " in demo.stdout  # the demo's "×", escaped
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+def test_binary_output_is_never_written_to_a_terminal(stt1_files: list[Path]) -> None:
+    """-o - on a terminal was refused, -o /dev/stdout (the same terminal) was not: 31 KB
+    of Parquet on the screen. A pipe takes both."""
+    import pty
+
+    main_end, terminal = pty.openpty()
+    try:
+        for output in ("-", "/dev/stdout"):
+            done = subprocess.run([sys.executable, "-m", "bindf", "convert", str(stt1_files[0]),
+                                   "--to", "parquet", "-o", output], stdout=terminal,
+                                  stderr=subprocess.PIPE, text=True, timeout=120)
+            assert done.returncode == 2 and "to a terminal" in done.stderr, done.stderr
+    finally:
+        os.close(main_end)
+        os.close(terminal)
+    piped = subprocess.run([sys.executable, "-m", "bindf", "convert", str(stt1_files[0]),
+                            "--to", "parquet", "-o", "/dev/stdout"], capture_output=True,
+                           timeout=120)
+    assert piped.returncode == 0 and piped.stdout[:4] == b"PAR1"
+
+
 def test_head_zero_rows_shows_the_columns(tmp_path: Path, capsys) -> None:
     f = write_stt1(tmp_path / "a.bin", n=10)
     assert run("head", str(f), "-n", "0") == 0
