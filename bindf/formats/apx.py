@@ -82,6 +82,7 @@ import pyarrow as pa
 from .._header import read_preamble
 from .._kernels import _apx
 from .._lanes import Lanes
+from .._params import check_count
 from .._warnings import warn as _warn
 from ..errors import (
     CorruptDataError,
@@ -304,10 +305,9 @@ class ApxReader(FormatReader):
         level = self.options.pop("level", "hits")
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
-        chunk_bytes = int(self.options.pop("chunk_bytes", DEFAULT_CHUNK_BYTES))
+        chunk_bytes = self.options.pop("chunk_bytes", DEFAULT_CHUNK_BYTES)
+        check_count("chunk_bytes", chunk_bytes, READOUT_HEADER_SIZE)
         stitch = self.options.pop("stitch", None)
-        if chunk_bytes < READOUT_HEADER_SIZE:
-            raise ValueError(f"chunk_bytes must be at least {READOUT_HEADER_SIZE}")
         self.refuse_options(self.options)
         self.level = level
         self.chunk_bytes = chunk_bytes

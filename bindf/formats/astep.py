@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from .._kernels import _apx, _astep
 from .._lanes import Lanes
+from .._params import check_count
 from .._source import Source, read_into
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning
@@ -387,7 +388,8 @@ class AstepReader(FormatReader):
         v3_tick = opts.pop("v3_tick_ns", DEFAULT_V3_TICK_NS)
         v4_tick = opts.pop("v4_tick_ns", DEFAULT_V4_TICK_NS)
         tot_mode = opts.pop("tot_mode", "firmware")
-        chunk_bytes = int(opts.pop("chunk_bytes", DEFAULT_CHUNK_BYTES))
+        chunk_bytes = opts.pop("chunk_bytes", DEFAULT_CHUNK_BYTES)
+        check_count("chunk_bytes", chunk_bytes, MAX_FRAME_BYTES)
         self.refuse_options(opts)
         if ts_order not in TS_ORDERS:
             raise ValueError(f"ts_order must be one of {TS_ORDERS}, not {ts_order!r}")
@@ -401,8 +403,6 @@ class AstepReader(FormatReader):
             if (isinstance(tick, bool) or not isinstance(tick, (int, float))
                     or not math.isfinite(tick) or tick <= 0):
                 raise ValueError(f"{name} must be a positive number, not {tick!r}")
-        if chunk_bytes < MAX_FRAME_BYTES:
-            raise ValueError(f"chunk_bytes must be at least {MAX_FRAME_BYTES}")
         self.chunk_bytes = chunk_bytes
         self.ts_bytes: int | None = ts_bytes
         self.data_offset = 0  # no file header: frames (or filler) from the first byte
