@@ -281,10 +281,13 @@ def inherited_header(frame: Any, header: Mapping[str, Any] | None) -> dict[str, 
     return dict(info["header"])
 
 
-def encode_preamble(magic: bytes, header: Mapping[str, Any]) -> bytes:
-    """``magic | u32 length | JSON`` for ``header``, checked by the reader's own parser."""
+def encode_preamble(magic: bytes, header: Mapping[str, Any], *, compact: bool = True) -> bytes:
+    """``magic | u32 length | JSON`` for ``header``, checked by the reader's own parser.
+    ``compact=False``: Python's default separators (``", "``, ``": "``), as the AstroPix
+    DAQ writes its header."""
     try:
-        text = json.dumps(dict(header), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(dict(header), ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":") if compact else None)
         raw = text.encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise ValueError(f"header cannot be written as strict JSON: {exc}") from None

@@ -249,3 +249,24 @@ def test_a_frame_read_with_nullable_floats_writes_back(tmp_path):
     nulls = pl.from_pandas(frame).with_columns(pl.lit(None, pl.Float64).alias("g"))
     with pytest.raises(ValueError, match="column 'g' has .* null value"):
         bindf.write_spf1(tmp_path / "nulls.bin", nulls)
+
+
+def test_write_apx_refuses_bad_layout_arguments_by_name(tmp_path):
+    """Foreign messages before: "'<' not supported between 'str' and 'int'", numpy's
+    "operands could not be broadcast", json's "Out of range float values"."""
+    hits = bindf.read_apx(Path(bindf.__file__).parent / "samples" / "astropix_threshold_scan.apx")
+    out = tmp_path / "run.apx"
+    cases = [({"leading_idle": "x"}, "leading_idle must be an integer >= 0"),
+             ({"trailing_idle": 0}, "trailing_idle must be a positive integer"),
+             ({"idle_between": [1, 2]}, r"idle_between must be an integer or one integer per "
+                                        r"hit \(776\)"),
+             ({"idle_between": 1.5}, "idle_between must be an integer"),
+             ({"idle_between": -1}, "idle_between must be >= 0"),
+             ({"header": {"gain": float("nan")}}, "header cannot be written as strict JSON")]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            bindf.write_apx(out, hits, **kwargs)
+        assert not out.exists()
+    bindf.write_apx(out, hits, idle_between=np.arange(len(hits)) % 3)
+    pd.testing.assert_frame_equal(bindf.read_apx(out), hits, check_like=False,
+                                  check_exact=True, check_flags=False, check_freq=False)

@@ -5,8 +5,6 @@ The layout is described in :mod:`bindf.formats.apx`.
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from .._atomic import atomic_output
-from .._writing import column_values, inherited_header, to_arrow_table
+from .._params import check_count
+from .._writing import column_values, encode_preamble, inherited_header, to_arrow_table
 from . import _apx3_hits as apx3
 from ._apx_hits import encode_hits
 from .apx import (
@@ -94,12 +93,11 @@ def write_apx(
     n = len(columns["readout_id"])
     if "readout_uid" != next(iter(meta)):
         meta = {"readout_uid": uid, **{k: v for k, v in meta.items() if k != "readout_uid"}}
-    header_bytes = json.dumps(meta, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    if leading_idle < 0 or trailing_idle < 1:
-        raise ValueError("leading_idle must be >= 0 and trailing_idle >= 1 (see the docstring)")
-    gaps = np.broadcast_to(np.asarray(idle_between, dtype=np.int64), (n,))
-    if n and gaps.min() < 0:
-        raise ValueError("idle_between must be >= 0")
+    # strict JSON that reads back (or a ValueError), spaced as the DAQ writes it
+    preamble = encode_preamble(MAGIC, meta, compact=False)
+    check_count("leading_idle", leading_idle, 0)
+    check_count("trailing_idle", trailing_idle, 1)  # (a hit ending a payload reads as cut)
+    gaps = _idle_between(idle_between, n)
 
     rid, ts = columns["readout_id"], columns["timestamp"]
     new_readout = np.empty(n, dtype=bool)
@@ -116,9 +114,7 @@ def write_apx(
     # Block by block (whole readouts), so that the uint64 work arrays stay small; any
     # error discards the temporary file.
     with atomic_output(path, overwrite=overwrite) as f:
-        f.write(MAGIC)
-        f.write(struct.pack("<I", len(header_bytes)))
-        f.write(header_bytes)
+        f.write(preamble)
         for first in range(0, len(starts), _WRITE_BLOCK_READOUTS):
             block_starts = starts[first : first + _WRITE_BLOCK_READOUTS]
             block_ends = ends[first : first + _WRITE_BLOCK_READOUTS]
@@ -129,6 +125,18 @@ def write_apx(
                 encode(block, first_index=h0), rid[block_starts], ts[block_starts],
                 block_ends - block_starts, leading_idle=leading_idle,
                 idle_between=gaps[h0:h1], trailing_idle=trailing_idle).data)
+
+
+def _idle_between(idle_between: Any, n: int) -> np.ndarray:
+    """``idle_between`` as one count per hit: an int, or one non-negative integer per
+    hit (a ValueError naming it otherwise, not numpy's broadcasting message)."""
+    values = np.asarray(idle_between)
+    if values.dtype.kind not in "iu" or values.ndim > 1 or (values.ndim and len(values) != n):
+        raise ValueError(f"idle_between must be an integer or one integer per hit ({n}), "
+                         f"not {idle_between!r}")
+    if values.size and values.min() < 0:
+        raise ValueError("idle_between must be >= 0")
+    return np.broadcast_to(values.astype(np.int64), (n,))
 
 
 def readout_records(raw: np.ndarray, readout_id: np.ndarray, timestamp: np.ndarray,
@@ -161,9 +169,7 @@ def readout_records(raw: np.ndarray, readout_id: np.ndarray, timestamp: np.ndarr
     n, n_readouts = len(raw), len(counts)
     if (counts.size and counts.min() < 0) or int(counts.sum()) != n:
         raise ValueError("hits_per_readout must be >= 0 and sum to the number of hits")
-    gaps = np.broadcast_to(np.asarray(idle_between, dtype=np.int64), (n,))
-    if n and gaps.min() < 0:
-        raise ValueError("idle_between must be >= 0")
+    gaps = _idle_between(idle_between, n)
     ends = np.cumsum(counts)
     starts = ends - counts
     # idle bytes before each hit: leading_idle for the first of its readout, else the gap
