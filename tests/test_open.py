@@ -160,6 +160,30 @@ def test_requested_schema_projects_and_reorders(case: Case) -> None:
         assert plain(reader.read_all()).equals(plain(expected))
 
 
+def test_requested_schema_and_scan_with_the_extra_columns_opened_with(
+        cases: dict[str, Case]) -> None:
+    """Opened with a row index: a requested schema's columns were taken by position
+    from batches that begin with the row index (macrotime_ns held 0, 1, 2 …); a scan of
+    an object opened with columns= dropped the row index and the path column."""
+    case = cases["spectro_stt1"]
+    expected = expected_table(case)
+    with bindf.open(case.path, row_index_name="ri", include_file_paths="file") as f:
+        for names in (["macrotime_ns"], ["channel", "macrotime_ns"], ["file", "event"]):
+            requested = pa.schema([f.schema.field(n) for n in names])
+            table = pa.table(f, schema=requested)
+            for name in names:
+                want = (pa.array([str(case.path)] * expected.num_rows) if name == "file"
+                        else expected[name])
+                assert table[name].equals(pa.chunked_array([want]).cast(
+                    table[name].type)), name
+            reader = pa.RecordBatchReader.from_stream(f, schema=requested)
+            assert plain(reader.read_all()).equals(plain(table))
+    with bindf.open(case.path, columns=["channel"], row_index_name="ri",
+                    include_file_paths="file") as f:
+        assert f.scan().collect().columns == f.to_polars().columns == ["ri", "channel", "file"]
+        assert f.scan().collect().equals(f.to_polars())
+
+
 def test_requested_schema_casts(cases: dict[str, Case]) -> None:
     case = cases["spectro_stt1"]
     with open_case(case) as f:

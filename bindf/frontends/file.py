@@ -22,7 +22,7 @@ import pyarrow as pa
 from .._params import COMMON, OUTPUT, signature_with_options
 from .._source import ObjectSource, Source, Sources
 from ..arrow import info_to_metadata
-from .batches import ReadPlan
+from .batches import ReadPlan, with_extra_columns
 from .output import DtypeBackend, batches_to_output, check_output
 
 
@@ -163,8 +163,10 @@ class BindfFile:
         columns = kwargs.pop("columns", None)
         n_rows = kwargs.pop("n_rows", None)
         lazy = scan(self._sources, format=self.format, **kwargs)
-        if columns is not None:
-            lazy = lazy.select(list(columns) if not isinstance(columns, str) else [columns])
+        if columns is not None:  # the extra columns stay, as in every other output
+            names = list(columns) if not isinstance(columns, str) else [columns]
+            lazy = lazy.select(with_extra_columns(names, kwargs.get("row_index_name"),
+                                                  kwargs.get("include_file_paths")))
         return lazy if n_rows is None else lazy.head(n_rows)
 
     # -- Arrow PyCapsule interface ------------------------------------------------------
@@ -204,9 +206,12 @@ class BindfFile:
 
     def _cast_batches(self, plan: ReadPlan, target: pa.Schema) -> Iterator[pa.RecordBatch]:
         for batch in self._pass(plan):
+            # by name: the plan adds the row index and path columns the object was
+            # opened with, wherever the request names them or not
+            columns = [batch.column(field.name) for field in target]
             yield pa.RecordBatch.from_arrays(
                 [column if column.type == field.type else _cast(column, field)
-                 for column, field in zip(batch.columns, target)],
+                 for column, field in zip(columns, target)],
                 schema=target,
             )
 

@@ -162,6 +162,8 @@ def scan(
             storage_options=storage_options, progress=progress, threads=threads,
             like=like, **options)
 
+    #: polars' own scans apply n_rows before any later filter: see io_source
+    scan_rows = n_rows
     sources: Any = source
     template = make_plan(None, None)
     # Every collect reads the sources expanded here: a file object's start position is
@@ -189,8 +191,12 @@ def scan(
             columns = list(dict.fromkeys([*columns, *(c for c in schema if c in needed)]))
         # polars hands a scan both a predicate and n_rows only for head(n).filter(...)
         # (a filter before the head keeps the head above the scan): the first n rows of
-        # the scan, then the filter, as its own scans apply their pre-slice. Those rows
-        # may come from any file, so then no file is skipped by its path.
+        # the scan, then the filter, as its own scans apply their pre-slice. The scan's
+        # own n_rows is such a pre-slice too (applied here: as a head() on the scan's
+        # frame, polars 2.1 lost it under a later with_row_index().head(more)). Those
+        # rows may come from any file, so then no file is skipped by its path.
+        if scan_rows is not None:
+            n_rows = scan_rows if n_rows is None else min(n_rows, scan_rows)
         runs = _file_runs(predicate) if n_rows is None else [(None, None)]
         # (each collect reads the files again: one replaced since has other columns)
         plans = [make_plan(columns, n_rows, files=files, first_row_index=first,
@@ -261,7 +267,5 @@ def scan(
         explain_detail=", ".join(path_text(s.path) for s in template.sources[:3])
         + (" …" if len(template.sources) > 3 else ""),
     )
-    if n_rows is not None:  # polars' own scans apply n_rows before any later filter
-        lazy = lazy.head(n_rows)
     set_polars_info(lazy, info)
     return lazy
