@@ -18,6 +18,7 @@ import errno
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
@@ -390,9 +391,30 @@ def _read_file(file: Any, name: str, *, columns: list[str] | None,
 
 def _read_dataset(path: str, filesystem: Any, *, columns: list[str] | None,
                   use_pandas_metadata: bool) -> tuple[pa.Table, Mapping[bytes, bytes]]:
-    dataset = pq.ParquetDataset(path, filesystem=filesystem, partitioning="hive")
-    _check_columns(columns, dataset.schema.names, path)
-    return dataset.read(columns=columns, use_pandas_metadata=use_pandas_metadata), {}
+    import pyarrow.dataset as ds
+
+    listed = pq.ParquetDataset(path, filesystem=filesystem, partitioning="hive")
+    _check_columns(columns, listed.schema.names, path)
+    # Files in natural order: dask names its parts part.0 … part.16, which pyarrow lists
+    # as text (part.1, part.10, …, part.2): the rows came back out of order. (Each
+    # fragment keeps its partition values.)
+    fragments = sorted(listed.fragments, key=lambda fragment: _natural_key(fragment.path))
+    dataset = ds.FileSystemDataset(fragments, listed.schema, ds.ParquetFileFormat(),
+                                   filesystem=listed.filesystem)
+    metadata = listed.schema.metadata or {}
+    wanted = columns
+    if columns is not None and use_pandas_metadata and b"pandas" in metadata:
+        # as ParquetDataset.read: the pandas index columns come along
+        index = [c for c in json.loads(metadata[b"pandas"]).get("index_columns", [])
+                 if isinstance(c, str) and c not in columns]
+        wanted = [*columns, *index]
+    table = dataset.to_table(columns=wanted)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), {}
+
+
+def _natural_key(path: str) -> list[Any]:
+    """Sort key of a path with its runs of digits as numbers (part.2 before part.10)."""
+    return [int(piece) if piece.isdigit() else piece for piece in re.split(r"(\d+)", path)]
 
 
 def _check_columns(columns: list[str] | None, names: list[str], where: str) -> None:

@@ -509,6 +509,20 @@ def test_to_parquet_dataset_keeps_the_header(stt1_files: list[Path], tmp_path: P
     pd.testing.assert_frame_equal(back, eager)
 
 
+def test_a_dataset_of_many_parts_reads_back_in_row_order(stt1_files: list[Path],
+                                                         tmp_path: Path) -> None:
+    """dask names its parts part.0 … part.16; read as a folder, pyarrow listed them as
+    text (part.1, part.10, …, part.2), and the rows came back out of order."""
+    ddf = bdask.read(str(stt1_files[0]), blocksize=50 * RECORD)
+    out = tmp_path / "photons.parquet"
+    bdask.to_parquet(ddf, str(out))
+    assert ddf.npartitions > 11
+    eager = bindf.read(stt1_files[0], output="polars")
+    assert bindf.read_parquet(out, output="polars").equals(eager)
+    back = bindf.read_parquet(out, columns=["macrotime_ns"])
+    assert back["macrotime_ns"].tolist() == eager["macrotime_ns"].to_list()
+
+
 def test_to_parquet_with_binary_and_list_columns(tmp_path: Path) -> None:
     # object columns (A-STEP's binary sensor bytes, read_records' sub-arrays as lists):
     # dask cannot infer their Arrow types from its placeholder values
