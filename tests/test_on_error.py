@@ -418,6 +418,23 @@ def test_a_stream_hands_out_the_rows_before_the_damage_then_raises(
             assert got.equals(before.replace_schema_metadata()), (source, chunksize)
 
 
+def test_a_chunked_read_of_no_rows_gives_one_empty_chunk(tmp_path: Path) -> None:
+    """As pandas' chunked readers (read_csv of a header-only file): one empty chunk with
+    the columns, so that pd.concat(chunks) equals the whole read (it got no chunk:
+    "No objects to concatenate")."""
+    bindf.write_apx(tmp_path / "good.apx", _apx_hits(30))
+    full = bindf.read(tmp_path / "good.apx")
+    empty = tmp_path / "empty.apx"
+    bindf.write_apx(empty, full.iloc[:0], full.attrs["bindf"]["header"])
+    for source, kwargs in ((empty, {}), (tmp_path / "good.apx", {"n_rows": 0})):
+        whole = bindf.read(source, **kwargs)
+        chunks = list(bindf.read(source, chunksize=10, **kwargs))
+        assert len(chunks) == 1
+        pd.testing.assert_frame_equal(pd.concat(chunks), whole)
+        polars_chunks = list(bindf.read(source, chunksize=10, output="polars", **kwargs))
+        assert [c.shape for c in polars_chunks] == [(0, whole.shape[1])]
+
+
 def test_counts_add_up_over_files(tmp_path: Path) -> None:
     bad, _, _ = _apx_bad_markers((10,))(tmp_path)
     second = tmp_path / "second.apx"

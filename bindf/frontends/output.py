@@ -675,8 +675,12 @@ class ChunkedReader(Iterator[Frame]):
     """
 
     def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, output: Output,
-                 info: Any, dtype_backend: DtypeBackend | None = None) -> None:
+                 info: Any, dtype_backend: DtypeBackend | None = None,
+                 empty: Callable[[], pa.RecordBatch] | None = None) -> None:
         self._batches = batches
+        #: The batch of a read of no rows: as pandas' chunked readers, a read without
+        #: rows gives one empty chunk with the columns (``pd.concat`` needs one).
+        self._empty = empty
         self._schema = schema
         self._output = output
         self._info = info
@@ -695,7 +699,13 @@ class ChunkedReader(Iterator[Frame]):
         # each chunk its own copy: an edit of one chunk's header must not reach the others
         info = copy.deepcopy({key: value for key, value in self._info().items()
                               if key != "errors"})
-        frame = batches_to_output([next(self._batches)], self._schema, self._output,
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            if self._rows_before or self._empty is None:
+                raise
+            batch, self._empty = self._empty(), None  # once
+        frame = batches_to_output([batch], self._schema, self._output,
                                   info, self._dtype_backend)
         if isinstance(frame, pd.DataFrame):
             start = self._rows_before

@@ -48,7 +48,8 @@ def read(
     plan = ReadPlan.from_kwargs(source, format=format, **kwargs)
     schema = plan.output_schema()
     if chunksize is not None:
-        return ChunkedReader(plan.iter_batches(), schema, output, plan.info, dtype_backend)
+        return ChunkedReader(plan.iter_batches(), schema, output, plan.info, dtype_backend,
+                             empty=plan.empty_batch)
     return batches_to_output(plan.all_batches(), schema, output, plan.info(), dtype_backend,
                              threads=plan.threads)
 
