@@ -232,17 +232,34 @@ def read_parquet(
         # such a file is converted as one without pandas metadata.
         try:
             frame = table.to_pandas(types_mapper=pd.ArrowDtype if dtype_backend else None)
-        except (TypeError, ValueError):
+        except _PANDAS_METADATA_UNREADABLE:
             frame = None
-            table = with_metadata(table, {k: v for k, v in (table.schema.metadata or {}).items()
-                                          if k != PANDAS_METADATA_KEY})
+            table = _without_pandas_metadata(table)
         if frame is not None:
             if info is not None:
                 frame.attrs["bindf"] = info
             return frame
-    if output == "pandas":
-        table = _signed_dictionary_indices(_nullability_from_data(table))
-    return table_to_output(table, output, info, dtype_backend)
+    if output != "pandas":
+        return table_to_output(table, output, info, dtype_backend)
+    table = _signed_dictionary_indices(_nullability_from_data(table))
+    try:
+        return table_to_output(table, output, info, dtype_backend)
+    except _PANDAS_METADATA_UNREADABLE:
+        if PANDAS_METADATA_KEY not in (table.schema.metadata or {}):
+            raise
+        # "numpy_nullable" (pyarrow reads the pandas metadata there too): as above
+        return table_to_output(_without_pandas_metadata(table), output, info, dtype_backend)
+
+
+#: What pandas raises on pandas metadata it wrote but cannot read back: an ArrowDtype
+#: dictionary column ("data type ... not understood"), an ArrowDtype fixed-size list
+#: ("pyarrow type specific parameters ([256]) ... not supported").
+_PANDAS_METADATA_UNREADABLE = (TypeError, ValueError, NotImplementedError)
+
+
+def _without_pandas_metadata(table: pa.Table) -> pa.Table:
+    return with_metadata(table, {k: v for k, v in (table.schema.metadata or {}).items()
+                                 if k != PANDAS_METADATA_KEY})
 
 
 def _info_from_pandas_attrs(metadata: Mapping[bytes, bytes]) -> dict[str, Any] | None:

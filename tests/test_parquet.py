@@ -163,6 +163,18 @@ def test_a_frame_read_with_the_pyarrow_backend_round_trips(stt1_files: list[Path
                                   bindf.read(stt1_files[0]))
     pd.testing.assert_frame_equal(
         bindf.read_parquet(tmp_path / "a.parquet", dtype_backend="pyarrow"), arrow_backed)
+    # every backend, and an SP01 wide frame's fixed-size lists ("pyarrow type specific
+    # parameters ([256]) in the string is not supported"; numpy_nullable: "data type
+    # ... not understood")
+    sp01 = Path(bindf.__file__).parent / "samples" / "decay_curves_sp01.bin"
+    bindf.to_parquet(bindf.read(sp01, shape="wide", dtype_backend="pyarrow"),
+                     tmp_path / "b.parquet")
+    for source, name, options in ((stt1_files[0], "a.parquet", {}),
+                                  (sp01, "b.parquet", {"shape": "wide"})):
+        for backend in (None, "numpy_nullable", "pyarrow"):
+            pd.testing.assert_frame_equal(
+                bindf.read_parquet(tmp_path / name, dtype_backend=backend),
+                bindf.read(source, dtype_backend=backend, **options))
 
 
 def test_read_parquet_dataset_folder(stt1_files: list[Path], tmp_path: Path) -> None:
