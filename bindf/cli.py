@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import math
 import os
@@ -402,13 +403,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import bindf
     from bindf._source import expand_sources
-    from bindf.registry import open_reader
+    from bindf.frontends.headers import header_reader
 
     kwargs = _read_kwargs(args, _SET_BY_INFO)
     fmt = kwargs.pop("format", None)
+    if fmt is None and kwargs:  # each file gets the options its format takes (a glob
+        # may mix formats): one that no format takes is a typo
+        known = {p.name for spec in bindf.list_formats() for p in spec.options}
+        for key in kwargs:
+            if key not in known | {"on_error", "threads"}:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                raise CliError(f"--option {key}: no format takes it"
+                               + (f"; did you mean {close[0]}?" if close else ""), EX_USAGE)
     records = []
     for source in expand_sources(_inputs(args.files)):
-        reader = open_reader(source, fmt, **kwargs)
+        reader = header_reader(source, fmt, kwargs)
         records.append({
             "path": source.path,
             "format": reader.name,

@@ -29,6 +29,21 @@ def test_info_json(stt1_files: list[Path], capsys: pytest.CaptureFixture[str]) -
     assert "macrotime_ns" in info["columns"]
 
 
+def test_info_gives_each_file_the_options_of_its_format(tmp_path: Path, capsys) -> None:
+    """As read_headers: over a glob of several formats, --option layout=sparse reaches
+    the IT02 files only (it failed: "unexpected option(s) for read_astep"); an option
+    that no format takes is a usage error."""
+    samples = Path(bindf.__file__).parent / "samples"
+    for name in ("intensity_tracing_it02.bin", "decay_curves_sp01.bin",
+                 "astropix_threshold_scan.apx"):
+        (tmp_path / name).write_bytes((samples / name).read_bytes())
+    assert run("info", str(tmp_path / "*"), "--option", "layout=dense", "--json") == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["format"] for r in records] == ["apx", "sp01", "it02"]
+    assert run("info", str(tmp_path / "*"), "--option", "layut=dense") == 2
+    assert "--option layut: no format takes it; did you mean layout?" in capsys.readouterr().err
+
+
 def test_info_text_many_files(stt1_files: list[Path], tmp_path: Path, capsys) -> None:
     assert run("info", str(tmp_path / "run*.bin")) == 0
     out = capsys.readouterr().out

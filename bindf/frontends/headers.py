@@ -19,6 +19,7 @@ from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import resolve_threads, run_all, shared_executor
 from ..arrow import path_text
 from ..errors import BindfError
+from ..formats._base import FormatReader
 from ..registry import detect_format, list_formats, open_reader
 from .output import Frame, Output, check_output, table_to_output
 
@@ -45,17 +46,23 @@ def flatten_header(header: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def header_reader(source: Source, format: str | None,
+                  options: dict[str, Any]) -> FormatReader:
+    """The reader of one file, for its header. Without ``format``, the file's format
+    (detected) gets those of ``options`` that it takes: a glob may mix formats whose
+    options differ (``layout=`` is IT02's only)."""
+    if format is None and options:
+        spec = detect_format(source)
+        taken = {param.name for param in spec.options}
+        format, options = spec.name, {k: v for k, v in options.items() if k in taken}
+    return open_reader(source, format, **options)
+
+
 def header_row(source: Source, format: str | None, flatten: bool,
                options: dict[str, Any]) -> dict[str, Any]:
-    """The catalogue row of one file. Errors name the file. Without ``format``, the
-    file's format (detected) gets those of ``options`` that it takes: a glob may mix
-    formats whose options differ."""
+    """The catalogue row of one file (see :func:`header_reader`). Errors name the file."""
     try:
-        if format is None and options:
-            spec = detect_format(source)
-            taken = {param.name for param in spec.options}
-            format, options = spec.name, {k: v for k, v in options.items() if k in taken}
-        reader = open_reader(source, format, **options)
+        reader = header_reader(source, format, options)
         rows = reader.count_rows()
         header = reader.header
         name = reader.name
