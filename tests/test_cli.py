@@ -152,7 +152,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     (["head", "{f}", "--option", "format=spectro"], "--option format: use --format instead"),
     (["head", "{f}", "--option", "threads=abc"], "threads must be an int or None, not str"),
     (["head", "{f}", "--columns", ","], "--columns names no column: ','"),
-    (["info", "{f}", "--option", "nope=1"], "unexpected option(s) for read_spectro: ['nope']"),
+    (["info", "{f}", "--option", "nope=1"], "--option nope: no format takes it"),
     (["info", "{f}", "--option", "format=spectro"], "--option format: use --format instead"),
     (["convert", "{f}", "-o", "{out}", "--option", "nope=1"],
      "unexpected option(s) for read_spectro: ['nope']"),
