@@ -196,11 +196,12 @@ DASK_HINTS: dict[str, str] = {
 }
 
 
-def check_count(name: str, value: Any, minimum: int) -> None:
-    """A ``ValueError`` unless ``value`` is None or an integer (not a bool) >= ``minimum``:
-    row counts and sizes (``n_rows``, ``batch_size``, ``chunksize``), which a float such
-    as 2.5 would turn into odd batches or a foreign error deep in a reader."""
-    if value is None:
+def check_count(name: str, value: Any, minimum: int, *, optional: bool = True) -> None:
+    """A ``ValueError`` unless ``value`` is an integer (not a bool) >= ``minimum``, or
+    None when ``optional``: row counts and sizes (``n_rows``, ``batch_size``,
+    ``chunksize``), which a float such as 2.5 would turn into odd batches or a foreign
+    error deep in a reader."""
+    if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"

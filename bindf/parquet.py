@@ -481,7 +481,7 @@ def _copy_ipc(source_path: str, copy_path: str, schema: pa.Schema) -> None:
 
 
 #: Parquet's codecs, as pyarrow names them (any case); a dict sets one per column.
-PARQUET_CODECS = ("none", "snappy", "gzip", "brotli", "lz4", "zstd")
+PARQUET_CODECS = ("none", "snappy", "gzip", "brotli", "lz4", "lz4_raw", "zstd")
 
 
 def _check_compression(compression: Any) -> None:

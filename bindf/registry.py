@@ -426,21 +426,28 @@ def refuse_other_format(source: Source, name: str) -> None:
     ``name`` (given, or the format of a multi-file read's first file), starts with
     another format's magic and not with one of its own.
 
-    Only for formats that read files without a magic of their own (legacy spectroscopy,
-    A-STEP, the text log): their readers would decode any bytes, so an IT02 run in a
-    glob of legacy spectroscopy files became rows of garbage. Formats with a magic and
-    no probe check their magic when they read the header."""
+    Only for the built-in formats that read files without a magic of their own (legacy
+    spectroscopy, A-STEP, the text log): their readers would decode any bytes, so an
+    IT02 run in a glob of legacy spectroscopy files became rows of garbage. Their own
+    files begin with another format's magic only by a rare coincidence, which format
+    detection (magic first) would already misread: A-STEP begins with a length byte of
+    4 to 17, a log with text, legacy spectroscopy with an event byte (a channel, or a
+    marker ``F``/``L``/``P``) and a double. Formats
+    with a magic and no probe check their magic when they read the header. Only loaded
+    formats are consulted: no plugin is imported for this."""
     spec = _BY_NAME.get(name)
-    if spec is None or not spec.public or (spec.magics and spec.probe is None):
+    if spec not in BUILTIN or (spec.magics and spec.probe is None):
+        # (a plugin's headerless format reads any bytes its author's data may start
+        # with: its own probe, not another format's magic, decides)
         return
-    others = [m for s in _specs() if s.public and s is not spec for m in s.magics]
+    loaded = [s for s in _BY_NAME.values() if s.public and s is not spec]  # no plugin import
+    others = [m for s in loaded for m in s.magics]
     if not others:
         return
     head = source.read_head(max(len(m) for m in (*others, *spec.magics)))
     if any(head.startswith(m) for m in spec.magics):
         return
-    length, other = max(((len(m), s) for s in _specs() if s.public and s is not spec
-                         for m in s.magics if head.startswith(m)),
+    length, other = max(((len(m), s) for s in loaded for m in s.magics if head.startswith(m)),
                         key=lambda found: found[0], default=(0, None))
     if other is not None:
         raise UnknownFormatError(

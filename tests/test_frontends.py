@@ -144,7 +144,7 @@ def test_counts_and_options_that_are_not_the_functions_own(stt1_files: list[Path
             bindf.read(path, **kwargs)
     for reader, sample in ((bindf.read_apx, "astropix_threshold_scan.apx"),
                            (bindf.read_astep, "astep_quad_chip_frames.bin")):
-        for bad in ("x", "4096", 2.5, 1):  # int("x") was Python's own message
+        for bad in ("x", "4096", 2.5, 1, None):  # int("x") was Python's own message
             with pytest.raises(ValueError, match=r"chunk_bytes must be an integer >= 1\d"):
                 reader(Path(bindf.__file__).parent / "samples" / sample, chunk_bytes=bad)
     with pytest.raises(TypeError, match="source must be a path, a glob"):

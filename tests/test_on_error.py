@@ -433,6 +433,18 @@ def test_a_chunked_read_of_no_rows_gives_one_empty_chunk(tmp_path: Path) -> None
         pd.testing.assert_frame_equal(pd.concat(chunks), whole)
         polars_chunks = list(bindf.read(source, chunksize=10, output="polars", **kwargs))
         assert [c.shape for c in polars_chunks] == [(0, whole.shape[1])]
+    # but none from a reader closed before its first chunk, or after its read failed
+    with bindf.read(empty, chunksize=10) as reader:
+        pass
+    assert list(reader) == []
+    data = bytearray((tmp_path / "good.apx").read_bytes())
+    offset = apx_readout_offsets(bytes(data))[0][0]
+    data[offset + 1] ^= 0xFF  # the first readout's marker
+    (tmp_path / "bad.apx").write_bytes(bytes(data))
+    reader = bindf.read(tmp_path / "bad.apx", chunksize=10)
+    with pytest.raises(CorruptDataError):
+        next(reader)
+    assert list(reader) == []
 
 
 def test_counts_add_up_over_files(tmp_path: Path) -> None:

@@ -212,6 +212,32 @@ def test_import_bindf_is_lazy_and_knows_plugin_names_up_front() -> None:
                            "bindf.formats._record_fields", "bindf.formats.fixed_format"}, loaded
 
 
+def test_a_read_with_format_given_imports_no_plugin() -> None:
+    """A format given (A-STEP, no magic of its own: its file is checked against the
+    other formats' magics) imports no plugin: only loaded formats are consulted."""
+    sample = Path(bindf.__file__).parent / "samples" / "astep_quad_chip_frames.bin"
+    result = _fresh_python(
+        "import sys, warnings, bindf\n"
+        "warnings.simplefilter('error')\n"
+        f"bindf.read({str(sample)!r}, format='astep')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('bindf_test_plugin')))\n",
+        HERE / "plugin_site")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_headerless_plugin_format_reads_bytes_that_look_like_a_magic(tmp_path: Path) -> None:
+    """A plugin's headerless records may begin with any bytes, another format's magic
+    too: the format given decides (refusing such files is for bindf's own magic-less
+    formats, whose data cannot plausibly begin so)."""
+    data = np.zeros(4, dtype="<u8")
+    data[0] = int.from_bytes(b"ITT1\0\0\0\0", "little")
+    path = tmp_path / "x.r16"
+    path.write_bytes(data.tobytes())
+    frame = bindf.read(path, format="raw16")
+    assert len(frame) == 2
+
+
 def test_a_broken_plugin_is_a_warning_naming_it() -> None:
     result = _fresh_python(
         "import warnings\n"

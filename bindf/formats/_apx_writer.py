@@ -95,8 +95,8 @@ def write_apx(
         meta = {"readout_uid": uid, **{k: v for k, v in meta.items() if k != "readout_uid"}}
     # strict JSON that reads back (or a ValueError), spaced as the DAQ writes it
     preamble = encode_preamble(MAGIC, meta, compact=False)
-    check_count("leading_idle", leading_idle, 0)
-    check_count("trailing_idle", trailing_idle, 1)  # (a hit ending a payload reads as cut)
+    check_count("leading_idle", leading_idle, 0, optional=False)
+    check_count("trailing_idle", trailing_idle, 1, optional=False)  # (a hit ending a payload reads as cut)
     gaps = _idle_between(idle_between, n)
 
     rid, ts = columns["readout_id"], columns["timestamp"]

@@ -306,7 +306,7 @@ class ApxReader(FormatReader):
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
         chunk_bytes = self.options.pop("chunk_bytes", DEFAULT_CHUNK_BYTES)
-        check_count("chunk_bytes", chunk_bytes, READOUT_HEADER_SIZE)
+        check_count("chunk_bytes", chunk_bytes, READOUT_HEADER_SIZE, optional=False)
         stitch = self.options.pop("stitch", None)
         self.refuse_options(self.options)
         self.level = level

@@ -389,7 +389,7 @@ class AstepReader(FormatReader):
         v4_tick = opts.pop("v4_tick_ns", DEFAULT_V4_TICK_NS)
         tot_mode = opts.pop("tot_mode", "firmware")
         chunk_bytes = opts.pop("chunk_bytes", DEFAULT_CHUNK_BYTES)
-        check_count("chunk_bytes", chunk_bytes, MAX_FRAME_BYTES)
+        check_count("chunk_bytes", chunk_bytes, MAX_FRAME_BYTES, optional=False)
         self.refuse_options(opts)
         if ts_order not in TS_ORDERS:
             raise ValueError(f"ts_order must be one of {TS_ORDERS}, not {ts_order!r}")

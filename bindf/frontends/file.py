@@ -161,13 +161,13 @@ class BindfFile:
         self._check_open()
         kwargs = dict(self._kwargs)
         columns = kwargs.pop("columns", None)
-        n_rows = kwargs.pop("n_rows", None)
+        # (n_rows goes to the scan, which applies it inside its source: see scan)
         lazy = scan(self._sources, format=self.format, **kwargs)
         if columns is not None:  # the extra columns stay, as in every other output
             names = list(columns) if not isinstance(columns, str) else [columns]
             lazy = lazy.select(with_extra_columns(names, kwargs.get("row_index_name"),
                                                   kwargs.get("include_file_paths")))
-        return lazy if n_rows is None else lazy.head(n_rows)
+        return lazy
 
     # -- Arrow PyCapsule interface ------------------------------------------------------
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:

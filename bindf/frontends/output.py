@@ -705,6 +705,9 @@ class ChunkedReader(Iterator[Frame]):
             if self._rows_before or self._empty is None:
                 raise
             batch, self._empty = self._empty(), None  # once
+        except BaseException:
+            self._empty = None  # a read that failed has ended: no empty chunk after it
+            raise
         frame = batches_to_output([batch], self._schema, self._output,
                                   info, self._dtype_backend)
         if isinstance(frame, pd.DataFrame):
@@ -714,6 +717,7 @@ class ChunkedReader(Iterator[Frame]):
         return frame
 
     def close(self) -> None:
+        self._empty = None  # a closed reader gives no more chunks
         close = getattr(self._batches, "close", None)
         if close is not None:
             close()
