@@ -81,6 +81,7 @@ from ._manifest import (
     settings_hash,
     source_key,
 )
+from ._params import check_flag
 from ._threads import resolve_threads, usable_cores
 from ._warnings import warn
 from .errors import BindfWarning
@@ -267,6 +268,9 @@ def ingest(
             raise TypeError(f"ingest() sets {name} itself (it reads each file in chunks "
                             "into Parquet parts); leave it out")
     _check_reader_options(format, options)
+    for name, flag in (("prune", prune), ("dry_run", dry_run), ("force", force),
+                       ("progress", progress), ("fsync", fsync)):
+        check_flag(name, flag)  # prune="no" pruned
     threads = _usable_cores() if threads is None else resolve_threads(threads)
     if not (math.isfinite(settle) and settle >= 0):
         raise ValueError(f"settle must be 0 or more seconds, not {settle}")

@@ -128,9 +128,9 @@ def read_headers_for_types(paths: list[str], format: str | None,
     thread-safe, and headers are cheap."""
     import bindf
 
-    from ._params import ROW_PARAMS
+    from ._params import DATA_ONLY_PARAMS
 
-    options = {k: v for k, v in options.items() if k not in ROW_PARAMS}  # rows' only
+    options = {k: v for k, v in options.items() if k not in DATA_ONLY_PARAMS}  # a data read's only
     headers = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BindfWarning)

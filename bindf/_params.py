@@ -106,9 +106,11 @@ COMMON: tuple[Param, ...] = (
           on_read=False, on_scan=False, on_dask=True),
 )
 
-#: The common parameters that shape the rows a read returns: a header-only read
-#: (``read_header``) takes none of them (``threads`` and ``on_error`` it ignores).
-ROW_PARAMS = frozenset(p.name for p in COMMON) - {"threads", "on_error"}
+#: The common parameters of reading data (which rows and columns, batches, the
+#: progress bar): a header-only read (``read_header``) takes none of them. It ignores
+#: ``threads`` and ``on_error``, and takes ``storage_options`` as its own.
+DATA_ONLY_PARAMS = frozenset(p.name for p in COMMON) - {"threads", "on_error",
+                                                        "storage_options"}
 
 
 #: Names users bring from pandas, polars or numpy, and bindf's name for the same thing.
@@ -206,6 +208,18 @@ def check_count(name: str, value: Any, minimum: int, *, optional: bool = True) -
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, not {value!r}")
+
+
+def column_list(columns: Any) -> list[str] | None:
+    """``columns=`` as a list of names (a str is one name; None stays None), or a
+    ``TypeError`` saying what it takes (not "'int' object is not iterable")."""
+    if columns is None:
+        return None
+    names = [columns] if isinstance(columns, str) else \
+        list(columns) if isinstance(columns, Iterable) else None
+    if names is None or not all(isinstance(c, str) for c in names):
+        raise TypeError(f"columns must be a column name or a list of them, not {columns!r}")
+    return names
 
 
 def check_flag(name: str, value: Any) -> None:

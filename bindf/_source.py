@@ -458,6 +458,11 @@ def _storage_options(storage_options: Any) -> dict[str, Any]:
     return dict(storage_options)
 
 
+class NotARegularFileError(OSError):
+    """An input path that is a device (``/dev/zero``): not a file bindf can read, as a
+    missing file or a directory (the CLI's exit status 66)."""
+
+
 def _path_source(path: str, options: dict[str, Any]) -> Source:
     """The :class:`Source` of one path or URL. A local pipe (a named FIFO, a shell's
     ``<(command)``, ``/dev/stdin`` fed by a pipe) is read as a stream, like
@@ -476,8 +481,8 @@ def _path_source(path: str, options: dict[str, Any]) -> Source:
             raise IsADirectoryError(errno.EISDIR, "Is a directory (for its files, give a "
                                     f"glob such as {os.path.join(path, '*')!r})", path)
         if mode is not None and not stat.S_ISREG(mode):
-            raise BindfError("not a regular file or a pipe (a device?): bindf reads files "
-                             "and streams", path=path)
+            raise NotARegularFileError(errno.EINVAL, "not a regular file or a pipe (a "
+                                       "device?): bindf reads files and streams", path)
     return Source(path, options)
 
 

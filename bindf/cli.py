@@ -711,6 +711,7 @@ def command() -> NoReturn:
 
 def _run(args: argparse.Namespace) -> int:
     from bindf._atomic import OutputExistsError
+    from bindf._source import NotARegularFileError
     from bindf.errors import BindfError
 
     try:
@@ -733,7 +734,7 @@ def _run(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         print(f"bindf: error: {exc}", file=sys.stderr)
         return EX_CANTCREAT
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (FileNotFoundError, IsADirectoryError, PermissionError, NotARegularFileError) as exc:
         name = exc.filename if exc.filename is not None else ""
         print(f"bindf: error: {name}: {exc.strerror or exc}" if name else f"bindf: error: {exc}",
               file=sys.stderr)

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from ._atomic import atomic_path
 from ._frames import info_of, to_arrow_table
+from ._params import column_list
 from ._source import (
     SourceObject,
     _fsspec_filesystem,
@@ -210,8 +211,7 @@ def read_parquet(
     it holds a null, a numpy integer otherwise.
     """
     check_output(output, dtype_backend)
-    # a str is one column, as every bindf reader takes it
-    wanted = [columns] if isinstance(columns, str) else None if columns is None else list(columns)
+    wanted = column_list(columns)  # (a str is one column, as every bindf reader takes it)
     table, file_metadata = _read_table(source, wanted, storage_options or {},
                                        use_pandas_metadata=output == "pandas")
     metadata = dict(table.schema.metadata or {})
@@ -535,21 +535,20 @@ def write_batches(
         _check_compression(compression)
     if hasattr(path, "write"):
         return _write_into(batches, schema, path, to, info, compression)
-    with atomic_path(path, overwrite=overwrite, fsync=fsync) as tmp:  # type: ignore[arg-type]
-        return _write_into(batches, schema, tmp, to, info, compression)
+    with atomic_path(path, overwrite=overwrite, fsync=fsync) as tmp, \
+            _output_file(tmp) as file:  # type: ignore[arg-type]
+        return _write_into(batches, schema, file, to, info, compression, path=tmp)
 
 
 def _write_into(batches: Iterable[pa.RecordBatch], schema: pa.Schema,
-                sink: str | BinaryIO, to: str, info: Callable[[], dict[str, Any]] | None,
-                compression: str, path: str | None = None) -> int:
-    """:func:`write_batches` into ``sink``: a temporary file's path, or a stream (``path``:
-    the file the stream writes, when it is one)."""
+                sink: BinaryIO | pa.NativeFile, to: str,
+                info: Callable[[], dict[str, Any]] | None, compression: str,
+                path: str | None = None) -> int:
+    """:func:`write_batches` into ``sink``: the open temporary file at ``path``, or a
+    stream (``path`` None: Arrow IPC goes in the stream format)."""
     rows = 0
     start_meta = info_to_metadata(info()) if info is not None and to != "csv" else None
     schema_at_start = schema.with_metadata(start_meta) if start_meta else schema
-    if isinstance(sink, str):
-        with _output_file(sink) as file:
-            return _write_into(batches, schema, file, to, info, compression, path=sink)
     if to == "parquet":
         with pq.ParquetWriter(sink, schema_at_start, compression=compression) as writer:
             for batch in batches:

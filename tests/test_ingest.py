@@ -295,6 +295,9 @@ def test_a_misspelt_option_or_format_is_refused_before_the_dataset_is_touched(
         bindf.ingest(files["it02"][:2], dest, format="it02", level="readouts")
     with pytest.raises(ValueError, match="unknown format 'it2'; did you mean 'it02'"):
         bindf.ingest(files["it02"][:2], dest, format="it2")
+    for flag in ("prune", "force", "dry_run", "progress", "fsync"):  # prune="no" pruned
+        with pytest.raises(TypeError, match=f"{flag} must be True or False"):
+            bindf.ingest(files["it02"][:1], dest, **{flag: "no"})
     for flags in (["--option", "bogus=1"], ["--format", "bogus"]):
         assert main(["ingest", *map(str, files["it02"][:2]), "-o", str(dest), *flags]) == 2
         assert "bindf: error: " in capsys.readouterr().err

@@ -126,11 +126,14 @@ def test_a_directory_is_named_wherever_it_is_in_a_list(cases: dict[str, Case],
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
 def test_a_device_path_is_refused() -> None:
     for device in ("/dev/zero", "/dev/null"):
-        with pytest.raises(bindf.BindfError, match="not a regular file or a pipe") as info:
+        with pytest.raises(OSError, match="not a regular file or a pipe") as info:
             bindf.read(device)
-        assert info.value.path == device
-        with pytest.raises(bindf.BindfError, match="not a regular file"):
+        assert info.value.filename == device
+        with pytest.raises(OSError, match="not a regular file"):
             bindf.read_header(device)
+    from bindf.cli import EX_NOINPUT, main
+
+    assert main(["info", "/dev/zero"]) == EX_NOINPUT  # an input that cannot be read
 
 
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])

@@ -251,7 +251,8 @@ class _FrameWalker:
 
     def parsed(self, n: int, first_index: int) -> _Parsed:
         """The first ``n`` frames of the last walk (call at most once per walk). The
-        arrays not handed out are valid until ``slots`` walks later."""
+        arrays not handed out stay valid while the next ``slots - 1`` walks whose frames
+        are handed out run (walks that find none do not count)."""
         arrays = {
             name: self.lanes.keep(name, array, n) if name in self.handed_out else array[:n]
             for name, array in self._arrays.items()
@@ -494,8 +495,8 @@ class AstepReader(FormatReader):
                      input_bytes: int | None = None) -> Generator[_Parsed, None, None]:
         """Walk the file chunk by chunk (:class:`AstepStream`); its counts end up in
         :attr:`errors`. A yielded item's arrays that none of ``columns`` hands out (the
-        sensor words always) are overwritten ``slots`` walks later; the others are its
-        own."""
+        sensor words always) are overwritten by the ``slots``-th item after it; the
+        others are its own."""
         stream = self.stream(per_call=per_call, slots=slots,
                              lanes=self.output_lanes(input_bytes=input_bytes),
                              handed_out=walk_arrays_for(columns))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from numbers import Integral
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count, check_flag
+from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count, check_flag, column_list
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import resolve_threads, settle, shared_executor
 from .._warnings import WarningSink, warn
@@ -110,7 +110,7 @@ class ReadPlan:
         #: every file's parsed header alive, which costs the garbage collector more
         #: than parsing it did.
         self.errors_done: list[dict[str, int]] = []
-        self.columns = self._split_columns(columns)
+        self.columns = column_list(columns)
         #: An earlier plan of the same read (a ``bindf.open`` or a scan reads its sources
         #: again on every pass, each pass a plan like the first one): when this plan's
         #: first file has other columns than that plan's, the file was replaced or
@@ -253,16 +253,6 @@ class ReadPlan:
                              "it again", path=path)
         return schema
 
-    def _split_columns(self, columns: Sequence[str] | None) -> list[str] | None:
-        if columns is None:
-            return None
-        if isinstance(columns, str):
-            columns = [columns]
-        names = list(columns) if isinstance(columns, Iterable) else None
-        if names is None or not all(isinstance(c, str) for c in names):
-            raise TypeError(f"columns must be a column name or a list of them, not "
-                            f"{columns!r}")
-        return names
 
     def output_names(self) -> list[str]:
         """Output column names, in the order the user asked for (schema order if not)."""

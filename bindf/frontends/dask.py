@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from .._params import DASK_HINTS
+from .._params import DASK_HINTS, column_list
 from .._source import Source, Sources
 from .._warnings import warn
 from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
@@ -272,8 +272,7 @@ def read(
         raise TypeError(f"bindf.dask.read does not take {name}=: {DASK_HINTS[name]}")
     check_output("pandas", dtype_backend)
     size = parse_blocksize(blocksize)
-    if isinstance(columns, str):
-        columns = [columns]
+    columns = column_list(columns)
     plan = ReadPlan(
         paths_or_glob,
         format=format,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .._params import ROW_PARAMS, check_count, docstring, signature_with_options
+from .._params import DATA_ONLY_PARAMS, check_count, docstring, signature_with_options
 from .._source import PathLike, Source, SourceObject, Sources, ensure_bindf_path, single_source
 from ..errors import BindfError
 from ..registry import open_reader
@@ -89,7 +89,7 @@ def read_header(
     ``path`` may also be bytes or a binary file object (as for :func:`read`); a
     non-seekable stream is consumed whole (see :class:`bindf._source.ObjectSource`).
     """
-    taken_by_reads = sorted(set(options) & ROW_PARAMS)
+    taken_by_reads = sorted(set(options) & DATA_ONLY_PARAMS)
     if taken_by_reads:  # (the reader would name itself and hint the very same name)
         raise TypeError(f"read_header() reads the header only and takes no {taken_by_reads}; "
                         "it takes format=, storage_options= and the format's own options")
