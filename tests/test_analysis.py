@@ -272,9 +272,16 @@ def test_files_of_different_bin_widths_read_together_are_warned_of(tmp_path: Pat
             df = bindf.read_it02(sorted(tmp_path.glob("*.bin")), threads=threads)
         assert [w.message.path for w in caught] == [str(tmp_path / "b.bin")]
         assert df["time_ns"].tolist() == [*a["time_ns"], *b["time_ns"], *a["time_ns"]]
+    # a scan filtered to one file: that file is compared with the scan's first (it was
+    # the first of its own pass, and went unwarned)
+    lazy = pl.scan_it02(str(tmp_path / "*.bin"), include_file_paths="file")
+    with pytest.warns(bindf.BindfWarning, match="'bin_width_micros' is 100") as caught:
+        lazy.filter(pl.col("file") == str(tmp_path / "b.bin")).collect()
+    assert [w.message.path for w in caught] == [str(tmp_path / "b.bin")]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         bindf.read_it02([tmp_path / "a.bin", tmp_path / "c.bin"])  # same widths: silent
+        lazy.filter(pl.col("file") == str(tmp_path / "c.bin")).collect()
 
 
 def test_rebin_follows_record_steps_not_nominal_times() -> None:

@@ -552,9 +552,11 @@ class ReadPlan:
     def reader_for(self, index: int) -> FormatReader:
         """Open source ``index`` (the first is cached) and check it fits the first."""
         if index == 0:
-            return self.first_reader
-        reader = self._open(self.sources[index], self.format)
-        self._check_compatible(reader)
+            reader = self.first_reader
+        else:
+            reader = self._open(self.sources[index], self.format)
+            self._check_compatible(reader)
+        self._warn_of_header_differences(reader)
         return reader
 
     def _raw_batches(self, reader: FormatReader, columns: list[str],
@@ -610,6 +612,15 @@ class ReadPlan:
                 f"({reader.schema.names} vs {first.schema.names})",
                 path=reader.path,
             )
+
+    def _warn_of_header_differences(self, reader: FormatReader) -> None:
+        """Warn when ``reader``'s file differs in a header value the frame's analysis
+        helpers use (:attr:`~bindf.formats._base.FormatReader.analysis_header_keys`) from
+        the file whose header the frame carries: the first of the read (of the scan or
+        ``bindf.open`` this pass belongs to: a filter on the paths may skip it)."""
+        first = self.like.first_reader if self.like is not None else self.first_reader
+        if reader.path == first.path:
+            return
         for key in first.analysis_header_keys:
             if reader.header.get(key) != first.header.get(key):
                 warn(BindfWarning(

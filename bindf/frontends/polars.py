@@ -21,6 +21,7 @@ from polars.io.plugins import register_io_source
 from .._params import HINTS, SCAN_HINTS, check_count, check_names
 from .._source import Sources
 from .._threads import resolve_threads
+from .._warnings import WarningSink
 from ..arrow import path_text
 from ..formats._base import summed_errors
 from .batches import ReadPlan
@@ -231,11 +232,12 @@ def scan(
         if not row_index_name:
             return [([s for s, keep in zip(sources, kept) if keep], None)]
         counts = []
-        for index in range(last):
-            count = template.reader_for(index).count_rows()
-            if count is None:
-                return [(sources[: last + 1], None)]
-            counts.append(count)
+        with WarningSink().active():  # (not read here: their own pass warns of them)
+            for index in range(last):
+                count = template.reader_for(index).count_rows()
+                if count is None:
+                    return [(sources[: last + 1], None)]
+                counts.append(count)
         runs, first_row = [], row_index_offset
         for index in range(last + 1):
             if kept[index] and (index == 0 or not kept[index - 1]):
