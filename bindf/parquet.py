@@ -233,12 +233,10 @@ def read_parquet(
         try:
             frame = table.to_pandas(types_mapper=pd.ArrowDtype if dtype_backend else None)
         except _PANDAS_METADATA_UNREADABLE:
-            frame = None
-            table = _without_pandas_metadata(table)
-        if frame is not None:
-            if info is not None:
-                frame.attrs["bindf"] = info
-            return frame
+            return _without_pandas_metadata(table, info, dtype_backend)
+        if info is not None:
+            frame.attrs["bindf"] = info
+        return frame
     if output != "pandas":
         return table_to_output(table, output, info, dtype_backend)
     table = _signed_dictionary_indices(_nullability_from_data(table))
@@ -248,7 +246,7 @@ def read_parquet(
         if PANDAS_METADATA_KEY not in (table.schema.metadata or {}):
             raise
         # "numpy_nullable" (pyarrow reads the pandas metadata there too): as above
-        return table_to_output(_without_pandas_metadata(table), output, info, dtype_backend)
+        return _without_pandas_metadata(table, info, dtype_backend)
 
 
 #: What pandas raises on pandas metadata it wrote but cannot read back: an ArrowDtype
@@ -257,9 +255,33 @@ def read_parquet(
 _PANDAS_METADATA_UNREADABLE = (TypeError, ValueError, NotImplementedError)
 
 
-def _without_pandas_metadata(table: pa.Table) -> pa.Table:
-    return with_metadata(table, {k: v for k, v in (table.schema.metadata or {}).items()
-                                 if k != PANDAS_METADATA_KEY})
+def _without_pandas_metadata(table: pa.Table, info: dict[str, Any] | None,
+                             dtype_backend: DtypeBackend | None) -> pd.DataFrame:
+    """A pandas frame of ``table`` converted as if it had no pandas metadata (which
+    pandas cannot read back, see :data:`_PANDAS_METADATA_UNREADABLE`), with the index
+    that metadata describes set again: stored index columns, or a range."""
+    stored = (table.schema.metadata or {})[PANDAS_METADATA_KEY]
+    plain = with_metadata(table, {k: v for k, v in (table.schema.metadata or {}).items()
+                                  if k != PANDAS_METADATA_KEY})
+    plain = _signed_dictionary_indices(_nullability_from_data(plain))
+    frame = table_to_output(plain, "pandas", info, dtype_backend)
+    try:
+        described = json.loads(stored)
+        index = described.get("index_columns") or []
+        names = {c.get("field_name"): c.get("name") for c in described.get("columns", [])}
+    except (ValueError, AttributeError, TypeError):  # unreadable as well: no index then
+        return frame
+    stored_columns = [c for c in index if isinstance(c, str) and c in frame.columns]
+    if stored_columns and len(stored_columns) == len(index):
+        attrs = frame.attrs
+        frame = frame.set_index(stored_columns)
+        frame.index.names = [names.get(c) for c in stored_columns]
+        frame.attrs = attrs
+    elif len(index) == 1 and isinstance(index[0], dict) and index[0].get("kind") == "range":
+        r = index[0]
+        if (r.get("stop", 0) - r.get("start", 0)) // (r.get("step") or 1) == len(frame):
+            frame.index = pd.RangeIndex(r["start"], r["stop"], r["step"], name=r.get("name"))
+    return frame
 
 
 def _info_from_pandas_attrs(metadata: Mapping[bytes, bytes]) -> dict[str, Any] | None:

@@ -175,6 +175,14 @@ def test_a_frame_read_with_the_pyarrow_backend_round_trips(stt1_files: list[Path
             pd.testing.assert_frame_equal(
                 bindf.read_parquet(tmp_path / name, dtype_backend=backend),
                 bindf.read(source, dtype_backend=backend, **options))
+    # the index the pandas metadata describes comes back with it: stored, or a range
+    for rows, name in (([5, 2, 40, 7], "taken.parquet"), (slice(10, 20), "range.parquet")):
+        part = arrow_backed.iloc[rows]
+        bindf.to_parquet(part, tmp_path / name)
+        for backend in (None, "numpy_nullable", "pyarrow"):
+            back = bindf.read_parquet(tmp_path / name, dtype_backend=backend)
+            assert back.index.tolist() == part.index.tolist()  # (Int64 for numpy_nullable)
+            assert list(back.columns) == list(part.columns)
 
 
 def test_read_parquet_dataset_folder(stt1_files: list[Path], tmp_path: Path) -> None:
