@@ -415,6 +415,10 @@ def expand_sources(
     options = _storage_options(storage_options)
     if isinstance(sources, (str, os.PathLike, Source)) or is_source_object(sources):
         items: list[Any] = [sources]
+    elif isinstance(sources, (set, frozenset, Mapping)):  # no order: rows would follow
+        raise TypeError(f"source must be a path, a glob or a list (an ordered sequence), "
+                        f"not a {type(sources).__name__}: its order, and so the rows', "
+                        "would change from run to run; pass sorted(...)")
     elif isinstance(sources, Iterable):
         items = list(sources)
         if not items:
@@ -502,6 +506,9 @@ def single_source(source: PathLike | SourceObject | Source,
         return source
     if is_source_object(source):
         return object_source(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a path, a URL, bytes or a binary file object, not "
+                        f"{source!r}")
     return _path_source(user_path(os.fspath(source)), _storage_options(storage_options))
 
 

@@ -23,6 +23,7 @@ import difflib
 import json
 import math
 import os
+import re
 import signal
 import stat
 import sys
@@ -184,8 +185,28 @@ def streamed_output(path: str) -> bool:
     """Whether ``path`` is written as a stream, not atomically: ``-`` (standard output)
     or an existing device, pipe or socket (``/dev/null``, ``/dev/stdout``, a FIFO), which
     an atomic write would replace with a file."""
-    return path == "-" or (os.path.exists(path) and not os.path.isfile(path)
-                           and not os.path.isdir(path))
+    return path == "-" or _names_a_descriptor(path) or (
+        os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path))
+
+
+#: An open file descriptor of the process, by its path (Linux and the BSDs).
+_DESCRIPTOR_PATH = re.compile(r"/dev/(std(in|out|err)|fd/\d+)|/proc/(self|thread-self|\d+)/fd/\d+")
+
+
+def _names_a_descriptor(path: str) -> bool:
+    """Whether ``path`` is, or links to, one of the process's open descriptors
+    (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``): redirected to a file it
+    stats as that regular file, and an atomic write would replace the link (with
+    ``--force``, ``/dev/stdout`` itself) instead of writing into the redirection."""
+    current = os.path.abspath(path)
+    for _ in range(16):  # a chain of links, followed one at a time
+        if _DESCRIPTOR_PATH.fullmatch(current):
+            return True
+        if not os.path.islink(current):
+            return False
+        current = os.path.normpath(os.path.join(os.path.dirname(current),
+                                                os.readlink(current)))
+    return False
 
 
 def check_output_path(path: str, force: bool, *, folder_made_later: bool = False) -> None:

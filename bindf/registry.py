@@ -436,9 +436,9 @@ def refuse_other_format(source: Source, name: str) -> None:
     with a magic and no probe check their magic when they read the header. Only loaded
     formats are consulted: no plugin is imported for this."""
     spec = _BY_NAME.get(name)
-    if spec not in BUILTIN or (spec.magics and spec.probe is None):
-        # (a plugin's headerless format reads any bytes its author's data may start
-        # with: its own probe, not another format's magic, decides)
+    if spec not in BUILTIN or not spec.public or (spec.magics and spec.probe is None):
+        # (a plugin's headerless format, or read_records, reads any bytes its user's
+        # data may start with: not another format's magic)
         return
     loaded = [s for s in _BY_NAME.values() if s.public and s is not spec]  # no plugin import
     others = [m for s in loaded for m in s.magics]

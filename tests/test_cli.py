@@ -275,6 +275,24 @@ def test_binary_output_is_never_written_to_a_terminal(stt1_files: list[Path]) ->
     assert piped.returncode == 0 and piped.stdout[:4] == b"PAR1"
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="no /proc/self/fd")
+def test_a_descriptor_path_is_written_through(stt1_files: list[Path], tmp_path: Path) -> None:
+    """-o /dev/stdout redirected to a file stats as that regular file: it was "output
+    exists", and with --force a link to it (or /dev/stdout itself) was replaced by a
+    file while the redirection got nothing."""
+    link = tmp_path / "mystdout"
+    link.symlink_to("/proc/self/fd/1")
+    for output, extra in (("/dev/stdout", []), (str(link), ["--force"])):
+        target = tmp_path / "out.parquet"
+        with open(target, "wb") as out:
+            done = subprocess.run([sys.executable, "-m", "bindf", "convert", str(stt1_files[0]),
+                                   "--to", "parquet", "-o", output, *extra], stdout=out,
+                                  stderr=subprocess.PIPE, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert pq.read_table(target).num_rows == bindf.read(stt1_files[0]).shape[0]
+    assert link.is_symlink()
+
+
 def test_head_zero_rows_shows_the_columns(tmp_path: Path, capsys) -> None:
     f = write_stt1(tmp_path / "a.bin", n=10)
     assert run("head", str(f), "-n", "0") == 0

@@ -149,6 +149,13 @@ def test_counts_and_options_that_are_not_the_functions_own(stt1_files: list[Path
                 reader(Path(bindf.__file__).parent / "samples" / sample, chunk_bytes=bad)
     with pytest.raises(TypeError, match="source must be a path, a glob"):
         bindf.read(None)
+    with pytest.raises(TypeError, match="not a set: its order"):  # rows in hash order
+        bindf.read({str(path)})
+    with pytest.raises(TypeError, match="source must be a path, a URL"):
+        bindf.read_header(None)
+    with pytest.raises(TypeError, match="give chunksize= or batch_size=, not both"):
+        bindf.read(path, chunksize=10, batch_size="x")  # (it was ignored, unchecked)
+
     with pytest.raises(TypeError, match="storage_options must be a dict"):
         bindf.read_headers(path, storage_options=5)
     # a column name that is no str was pyarrow's "expected bytes, int found"
@@ -162,6 +169,13 @@ def test_counts_and_options_that_are_not_the_functions_own(stt1_files: list[Path
     for name, value in (("dtype_backend", "pyarrow"), ("output", "polars"), ("chunksize", 5)):
         with pytest.raises(TypeError, match=f"'{name}': it chooses the output of bindf.read"):
             next(bindf.iter_batches(path, **{name: value}))
+
+
+def test_read_records_reads_bytes_that_begin_like_a_magic(tmp_path: Path) -> None:
+    """read_records reads any bytes: those of a file that begins like another format's
+    magic too (refused for a moment by the check meant for magic-less formats)."""
+    (tmp_path / "records.bin").write_bytes(b"SP01" + bytes(12))
+    assert len(bindf.read_records(tmp_path / "records.bin", dtype="<u4", offset=4)) == 3
 
 
 def test_flags_take_only_true_or_false(stt1_files: list[Path], tmp_path: Path) -> None:

@@ -253,7 +253,6 @@ class ReadPlan:
                              "it again", path=path)
         return schema
 
-
     def output_names(self) -> list[str]:
         """Output column names, in the order the user asked for (schema order if not)."""
         full = self.full_schema().names

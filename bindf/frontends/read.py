@@ -44,6 +44,9 @@ def read(
     check_output(output, dtype_backend)
     if chunksize is not None:
         check_count("chunksize", chunksize, 1)
+        if kwargs.get("batch_size") is not None:  # (it was ignored, unchecked)
+            raise TypeError("give chunksize= or batch_size=, not both: with chunksize= "
+                            "every chunk is one batch of that many rows")
         kwargs["batch_size"] = chunksize
     plan = ReadPlan.from_kwargs(source, format=format, **kwargs)
     schema = plan.output_schema()
