@@ -400,7 +400,21 @@ def test_a_stream_hands_out_the_rows_before_the_damage_then_raises(
         (tmp_path / "runs" / name).write_bytes(data)
     (tmp_path / "runs" / "c.bin").write_bytes(bad_astep.read_bytes())
     first_ten = hits.filter(pc.less(hits["readout_id"], 10))
+    # a text log whose 41st line is damaged (its lines were parsed as one unit)
+    run = (Path(bindf.__file__).parent / "samples" / "astropix_threshold_scan.apx").read_bytes()
+    pos, lines = 10 + struct.unpack_from("<I", run, 6)[0], []
+    while pos < len(run):
+        _, readout, _, n = struct.unpack_from("<3sIQI", run, pos)
+        lines.append(f"{readout}\t b'{run[pos + 19:pos + 19 + n].hex()}'\n")
+        pos += 19 + n
+    head = "Namespace(name='r')\n"
+    (tmp_path / "bad.log").write_text(head + "".join(lines[:40]) + "17\t b'zz'\n"
+                                      + "".join(lines[41:]))
+    (tmp_path / "before.log").write_text(head + "".join(lines[:40]))
+    log_before = bindf.read(tmp_path / "before.log", output="arrow")
+    log_damage = len(head) + sum(map(len, lines[:40]))
     cases = [  # source, its format, the rows before its damage, the damage's offset
+        (tmp_path / "bad.log", "apx_log", log_before, log_damage),
         (bad_apx, "apx", first_ten, offset),
         (bad_astep, "astep", frames.slice(0, 9), cut),
         (str(tmp_path / "runs" / "*.bin"), "astep",

@@ -554,6 +554,10 @@ class ApxLogStream(StreamDecoder[ReadoutRun]):
         odd = (lengths & 1).astype(bool)
         bad = too_big | odd
         damaged = np.sort(np.concatenate([not_readouts, line_starts[bad]]))
+        if len(damaged) and self.on_error == "raise" and damaged[0]:
+            # The lines before the first damaged one are whole and intact: their
+            # readouts are handed out before the error, as every stream does.
+            yield from self._parse_lines(text[: int(damaged[0])], offset, first_line)
         if len(damaged):
             self._report_damaged(text, offset, first_line, damaged,
                                  set(line_starts[too_big].tolist()), set(line_starts[odd].tolist()))
