@@ -322,11 +322,9 @@ def _check_reader_options(format: str | None, options: Mapping[str, Any]) -> Non
     a hint for a near miss) before the dataset is touched: every file's read would fail
     on it, and a run whose settings changed replaces the parts made before."""
     from ._params import COMMON, HINTS
-    from .registry import get_format, list_formats
+    from .registry import option_names
 
-    specs = [get_format(format)] if format else list_formats()
-    known = {param.name for spec in specs for param in spec.options}
-    known |= {param.name for param in COMMON} - set(SET_BY_INGESTION)
+    known = option_names(format) | ({param.name for param in COMMON} - set(SET_BY_INGESTION))
     unknown = sorted(set(options) - known)
     if unknown:
         first = unknown[0]

@@ -96,11 +96,11 @@ def reader_options(pairs: Sequence[str] | None, command: str,
     import difflib
 
     from bindf._params import COMMON, HINTS
-    from bindf.registry import list_formats
+    from bindf.registry import option_names
 
     options = _parse_options(pairs or [])
     common = {param.name for param in COMMON}
-    known = {param.name for spec in list_formats() for param in spec.options} | common
+    known = option_names() | common
     flags = {key: flag for key, flag in set_by_command.items() if flag}
     for key in options:
         wanted = HINTS.get(key, key)  # pandas' and polars' spellings: nrows, usecols …
@@ -425,12 +425,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     import bindf
     from bindf._source import expand_sources
     from bindf.frontends.headers import header_reader
+    from bindf.registry import option_names
 
     kwargs = _read_kwargs(args, _SET_BY_INFO)
     fmt = kwargs.pop("format", None)
     if fmt is None and kwargs:  # each file gets the options its format takes (a glob
         # may mix formats): one that no format takes is a typo
-        known = {p.name for spec in bindf.list_formats() for p in spec.options}
+        known = option_names()
         for key in kwargs:
             if key not in known | {"on_error", "threads"}:
                 close = difflib.get_close_matches(key, sorted(known), n=1)

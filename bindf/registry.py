@@ -350,6 +350,12 @@ def format_names(*, public_only: bool = True) -> list[str]:
     return names + [n for n in _PENDING if n not in names]
 
 
+def option_names(format: str | None = None) -> set[str]:
+    """The names of ``format``'s own options, or of every format's (plugins loaded)."""
+    specs = [get_format(format)] if format else _specs()
+    return {param.name for spec in specs for param in spec.options}
+
+
 def list_formats() -> list[FormatSpec]:
     """Every registered format's spec (plugins are loaded for this)."""
     return _specs()

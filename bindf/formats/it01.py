@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from .._params import check_flag
 from .._warnings import warn as _warn
 from .._writing import (
     column_values,
@@ -134,8 +135,7 @@ class IT01Reader(SPEC.reader_class()):  # type: ignore[misc]
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
         slots = self.options.get("slots", False)
-        if not isinstance(slots, (bool, np.bool_)):
-            raise TypeError(f"slots must be True or False, not {slots!r}")
+        check_flag("slots", slots)
         header = super()._read_header(f)
         channels = header.get("channels")
         if not slots and channels != list(range(len(channels))):

@@ -19,7 +19,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from .._params import COMMON, OUTPUT, signature_with_options
+from .._params import COMMON, OUTPUT, column_list, signature_with_options
 from .._source import ObjectSource, Source, Sources
 from ..arrow import info_to_metadata
 from .batches import ReadPlan, with_extra_columns
@@ -164,8 +164,8 @@ class BindfFile:
         # (n_rows goes to the scan, which applies it inside its source: see scan)
         lazy = scan(self._sources, format=self.format, **kwargs)
         if columns is not None:  # the extra columns stay, as in every other output
-            names = list(columns) if not isinstance(columns, str) else [columns]
-            lazy = lazy.select(with_extra_columns(names, kwargs.get("row_index_name"),
+            lazy = lazy.select(with_extra_columns(column_list(columns),
+                                                  kwargs.get("row_index_name"),
                                                   kwargs.get("include_file_paths")))
         return lazy
 

@@ -20,7 +20,7 @@ from .._threads import resolve_threads, run_all, shared_executor
 from ..arrow import path_text
 from ..errors import BindfError
 from ..formats._base import FormatReader
-from ..registry import detect_format, list_formats, open_reader
+from ..registry import detect_format, open_reader, option_names
 from .output import Frame, Output, check_output, table_to_output
 
 #: Columns every row has, before the header fields.
@@ -234,7 +234,7 @@ def read_headers(
         check_flag("parallel", parallel)
     if format is None and options:  # with format=, its reader refuses what it does not take
         check_names("read_headers", options,
-                    {param.name for spec in list_formats() for param in spec.options})
+                    option_names())
     workers = 1 if parallel is False else resolve_threads(threads)
     sources = expand_sources(paths_or_glob, storage_options)
     rows = _rows(sources, format, flatten, dict(options), workers)
