@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from ._params import check_count, check_names
-from ._source import Source, _is_url, ensure_bindf_path, has_glob_chars, user_path
+from ._source import Source, _is_url, compression_of, ensure_bindf_path, has_glob_chars, user_path
 from ._warnings import WarningSink, warn
 from .arrow import build_info, path_text
 from .errors import (
@@ -476,6 +476,11 @@ class Follower(Iterator[Frame]):
         if remote:
             raise ValueError(f"bindf.follow follows local files only (polled with os.stat), "
                              f"not {remote[0]!r}")
+        compressed = [p for p in self.patterns if compression_of(p) is not None]
+        if compressed:  # its bytes appended so far do not decompress to whole rows
+            raise ValueError(f"bindf.follow follows the files an instrument writes, not "
+                             f"compressed ones ({compressed[0]!r}): read it with "
+                             "bindf.read_* once it is complete")
         self.poll_interval = float(poll_interval)
         self.idle_timeout = idle_timeout
         self.output = output

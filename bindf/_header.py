@@ -211,10 +211,10 @@ def raise_bad_magic(
     from .errors import UnknownFormatError
 
     if not head:
-        raise UnknownFormatError(f"file is empty, expected a {format_label} file", path=path, offset=0)
+        raise UnknownFormatError(f"file is empty, expected {format_label} data", path=path, offset=0)
     found = bytes(head[: len(magic)])
     raise UnknownFormatError(
-        f"not a {format_label} file: expected magic {magic!r}, found {found!r}", path=path, offset=0
+        f"not {format_label} data: expected magic {magic!r}, found {found!r}", path=path, offset=0
     )
 
 

@@ -17,10 +17,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._ingest_worker import HEADER_COLUMN_TYPES, SOURCE_COLUMN
+from ._source import COMPRESSIONS
 from .errors import BindfError, BindfWarning
 
 #: Files a folder source picks up by default: the registry's extensions, plus ``.bin``,
-#: the extension FLIM LABS exports carry (the registry detects those by magic bytes).
+#: the extension FLIM LABS exports carry (the registry detects those by magic bytes),
+#: each also compressed (``run.apx.gz``).
 FLIM_EXTENSION = ".bin"
 
 
@@ -28,7 +30,8 @@ def default_patterns() -> tuple[str, ...]:
     from .registry import FORMATS
 
     extensions = {ext for spec in FORMATS for ext in spec.extensions} | {FLIM_EXTENSION}
-    return tuple(sorted(f"*{ext}" for ext in extensions))
+    return tuple(sorted(f"*{ext}{compressed}" for ext in extensions
+                        for compressed in ("", *COMPRESSIONS)))
 
 
 def find_sources(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],

@@ -269,7 +269,9 @@ def docstring(kind: str, options: Iterable[Param], drop: Iterable[str] = ()) -> 
              "    is read from its current position and never closed by bindf; a",
              "    non-seekable stream is read once, with bounded memory (see the Arrow and",
              "    DuckDB page of the docs); the metadata's ``source`` names it",
-             "    (``<BytesIO>``, or the file's ``name``). Several files are read one after",
+             "    (``<BytesIO>``, or the file's ``name``). A name ending in ``.gz``, ``.bz2``,",
+             "    ``.xz`` or ``.zst`` is read decompressed (as pandas infers compression;",
+             "    see *Compressed files* in the reading guide). Several files are read one after",
              "    the other; they must have the same columns, and the frame carries the",
              "    *first* file's header."]
     for p in parameters(kind, options):

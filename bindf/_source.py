@@ -27,7 +27,14 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from .errors import BindfError, UnknownFormatError, missing_dependency
+from ._warnings import warn
+from .errors import (
+    BindfError,
+    CorruptDataError,
+    TruncatedFileWarning,
+    UnknownFormatError,
+    missing_dependency,
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -118,6 +125,12 @@ class Source:
     @property
     def is_remote(self) -> bool:
         return self.fs is not None
+
+    @property
+    def uncompressed_name(self) -> str:
+        """The name without the suffix of a compression bindf undid (``run.log.gz`` →
+        ``run.log``): what the file's extension says about its format."""
+        return self.path
 
     @property
     def reads_whole_when_held(self) -> bool:
@@ -445,7 +458,8 @@ def expand_sources(
                              if (size := _file_size(p)) is not None)
             if not matches:
                 raise FileNotFoundError(f"no files match {path!r}")
-            out.extend(Source(m, options, size=size) for m, size in matches)
+            out.extend(DecompressedSource(m, options) if compression_of(m) is not None
+                       else Source(m, options, size=size) for m, size in matches)
         else:
             out.append(_path_source(path, options))
     return out
@@ -479,6 +493,8 @@ def _path_source(path: str, options: dict[str, Any]) -> Source:
             mode = os.stat(local).st_mode
         except (OSError, ValueError):
             mode = None  # the Source names the problem (no such file …)
+        if mode is not None and compression_of(path) is not None and not stat.S_ISDIR(mode):
+            return DecompressedSource(path, options)
         if mode is not None and stat.S_ISFIFO(mode):
             return ObjectSource(open(local, "rb"), name=path, owned=True)  # noqa: SIM115
         if mode is not None and stat.S_ISDIR(mode):  # named here, wherever it is in a list
@@ -487,6 +503,9 @@ def _path_source(path: str, options: dict[str, Any]) -> Source:
         if mode is not None and not stat.S_ISREG(mode):
             raise NotARegularFileError(errno.EINVAL, "not a regular file or a pipe (a "
                                        "device?): bindf reads files and streams", path)
+    elif compression_of(path) is not None:
+        fs, fs_path = _fsspec_filesystem(path, options)
+        return DecompressedSource(path, options, fs=fs, fs_path=fs_path)
     return Source(path, options)
 
 
@@ -515,6 +534,8 @@ def single_source(source: PathLike | SourceObject | Source,
 def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:
     fs, fs_path = _fsspec_filesystem(url, options)
     if not has_glob_chars(fs_path) or fs.isfile(fs_path):
+        if compression_of(fs_path) is not None:
+            return [DecompressedSource(url, options, fs=fs, fs_path=fs_path)]
         return [Source(url, options, fs=fs, fs_path=fs_path)]
     # detail=True: the listing already says what is a file and how big it is, so an
     # object store needs no request per match.
@@ -524,9 +545,10 @@ def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:
     if not matches:
         raise FileNotFoundError(f"no files match {url!r}")
     return [
-        Source(_match_url(url, fs, fs_path, p), options, size=_listed_size(info), fs=fs,
-               fs_path=p)
+        DecompressedSource(name, options, fs=fs, fs_path=p) if compression_of(p) is not None
+        else Source(name, options, size=_listed_size(info), fs=fs, fs_path=p)
         for p, info in matches
+        for name in (_match_url(url, fs, fs_path, p),)
     ]
 
 
@@ -879,6 +901,143 @@ def _spool(stream: Any, name: str) -> tuple[Any, int]:
         raise
     spool.seek(0)
     return spool, size
+
+
+# -- compressed files -------------------------------------------------------------------
+#: A file whose name ends so is read decompressed, as pandas' readers infer a file's
+#: compression from its name: ``read_apx("run.apx.gz")``. zstd needs Python 3.14 or the
+#: ``zstandard`` package (``pip install 'bindf[zstd]'``); the others come with Python.
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+
+
+def compression_of(path: str) -> str | None:
+    """The compression that a file's name says (``run.apx.gz`` → ``"gzip"``), or None."""
+    return COMPRESSIONS.get(os.path.splitext(path)[1].lower())
+
+
+class DecompressedSource(ObjectSource):
+    """A compressed file (:data:`COMPRESSIONS`), decompressed once, front to back, into a
+    temporary copy, as a stream is (see :class:`ObjectSource`): readers need the size of
+    the data and read it in passes, and a compressed file can only be read from its start.
+    The copy stays in memory up to :data:`SPOOL_MEMORY_BYTES` and moves to ``TMPDIR``
+    beyond; it is deleted when the source is. A file cut short (a download that stopped)
+    gives a :class:`~bindf.errors.TruncatedFileWarning` and keeps every byte decompressed
+    before the cut; damaged data is a :class:`~bindf.errors.CorruptDataError`.
+
+    Unlike other file-object sources it pickles (by its name: the receiving process
+    decompresses the file again), so dask reads compressed files too.
+    """
+
+    def __init__(self, path: str, storage_options: dict[str, Any] | None = None, *,
+                 fs: Any = None, fs_path: str | None = None) -> None:
+        options = dict(storage_options or {})
+        compression = compression_of(fs_path if fs is not None else path)
+        assert compression is not None
+        raw = (fs.open(fs_path, "rb") if fs is not None
+               else open(_local_path(path), "rb"))  # noqa: SIM115 - closed below
+        try:
+            copy, _ = _spool(_Decompressing(raw, compression, path), path)
+        finally:
+            raw.close()
+        super().__init__(copy, name=path, owned=True)
+        self.storage_options = options
+        self._fs, self._fs_path = fs, fs_path
+
+    @property
+    def uncompressed_name(self) -> str:
+        return os.path.splitext(self.path)[0]
+
+    def __reduce__(self) -> Any:
+        return (_decompressed_again, (self.path, self.storage_options, self._fs, self._fs_path))
+
+    def __repr__(self) -> str:
+        return f"DecompressedSource({self.path!r}, size={self.size})"
+
+
+def _decompressed_again(path: str, storage_options: dict[str, Any], fs: Any,
+                        fs_path: str | None) -> DecompressedSource:
+    return DecompressedSource(path, storage_options, fs=fs, fs_path=fs_path)
+
+
+class _Decompressing:
+    """The decompressed bytes of a compressed file object, with ``read``: what
+    :func:`_spool` copies. Decompressor objects (not Python's ``GzipFile`` …, which drop
+    what they decompressed in a call that reaches a cut) so that a file cut short keeps
+    every byte before the cut, and ends with a warning; damaged data is a bindf error
+    naming the file and the offset (in the compressed file) where it was found.
+    Concatenated streams (``cat a.gz b.gz``, ``pigz``, ``pbzip2``) are read one after the
+    other, as the command-line tools do; zero bytes after the last are padding."""
+
+    def __init__(self, raw: BinaryIO, compression: str, path: str) -> None:
+        self._raw, self._compression, self._path = raw, compression, path
+        self._decompressor = _decompressor(compression)
+        self._decompressed = 0
+        self._finished = False
+
+    def read(self, n: int) -> bytes:
+        while not self._finished:
+            offset = _tell(self._raw)
+            compressed = self._raw.read(DECOMPRESS_CHUNK_BYTES)
+            if not compressed:
+                self._finished = True
+                if not self._decompressor.eof:
+                    self._cut(offset)
+                break
+            data = self._decompress(compressed, offset)
+            if data:
+                self._decompressed += len(data)
+                return data
+        return b""
+
+    def _decompress(self, compressed: bytes, offset: int | None) -> bytes:
+        out = []
+        while compressed:
+            try:
+                out.append(self._decompressor.decompress(compressed))
+            except Exception as exc:  # noqa: BLE001 - zlib.error, OSError, LZMAError …
+                raise CorruptDataError(
+                    f"cannot decompress this {self._compression} file ({exc}): the "
+                    f"damage is in the {len(compressed):,} compressed bytes that start",
+                    path=self._path, offset=offset) from None
+            if not self._decompressor.eof:
+                break
+            compressed = self._decompressor.unused_data.lstrip(b"\0")  # the next stream
+            if compressed:
+                self._decompressor = _decompressor(self._compression)
+        return b"".join(out)
+
+    def _cut(self, offset: int | None) -> None:
+        warn(TruncatedFileWarning(
+            f"the {self._compression} file ends before its compressed data does (cut "
+            f"short?): reading the {self._decompressed:,} bytes decompressed before the cut",
+            path=self._path, offset=offset))
+
+
+#: Compressed bytes read and decompressed at a time.
+DECOMPRESS_CHUNK_BYTES = 256 << 10
+
+
+def _decompressor(compression: str) -> Any:
+    """A new decompressor object: ``decompress(bytes)``, ``eof`` and ``unused_data``."""
+    if compression == "gzip":
+        import zlib
+        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # a gzip header and trailer
+    if compression == "bz2":
+        import bz2
+        return bz2.BZ2Decompressor()
+    if compression == "xz":
+        import lzma
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    try:  # Python 3.14+
+        from compression.zstd import ZstdDecompressor  # type: ignore[import-not-found]
+        return ZstdDecompressor()
+    except ImportError:
+        pass
+    try:
+        import zstandard
+    except ImportError:
+        raise missing_dependency("zstandard", "zstd") from None
+    return zstandard.ZstdDecompressor().decompressobj()
 
 
 class _ObjectView(io.RawIOBase):

@@ -398,7 +398,7 @@ def detect_format(source: Any) -> FormatSpec:
             best, best_length = spec, length
     if best is not None:
         return best
-    ext = os.path.splitext(source.path)[1].lower()
+    ext = os.path.splitext(source.uncompressed_name)[1].lower()
     by_ext = [spec for spec in specs if ext and ext in spec.extensions]
     if len(by_ext) == 1:
         return by_ext[0]

@@ -1,0 +1,187 @@
+"""Compressed files (``run.apx.gz``, ``.bz2``, ``.xz``, ``.zst``) are read decompressed,
+as pandas' readers infer a file's compression from its name: every format, every entry
+point, equal to the read of the plain file; a cut file warns and keeps what came before
+the cut, damaged data is a bindf error naming the file."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import pickle
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from format_cases import Case
+
+import bindf
+from bindf._source import COMPRESSIONS, DecompressedSource, expand_sources
+from bindf.arrow import table_info
+
+zstandard = pytest.importorskip("zstandard")  # the [test] extra installs it
+
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    ".gz": gzip.compress,
+    ".bz2": bz2.compress,
+    ".xz": lzma.compress,
+    ".zst": lambda data: zstandard.ZstdCompressor().compress(data),
+}
+
+
+def compressed(path: Path, suffix: str = ".gz", data: bytes | None = None) -> Path:
+    """``path`` compressed next to itself (``run.apx`` → ``run.apx.gz``)."""
+    target = path.with_name(path.name + suffix)
+    target.write_bytes(COMPRESSORS[suffix](path.read_bytes() if data is None else data))
+    return target
+
+
+def test_every_compression_bindf_infers_is_tested() -> None:
+    assert set(COMPRESSORS) == set(COMPRESSIONS)
+
+
+def test_every_format_reads_compressed_as_plain(format_case: Case) -> None:
+    """Detection (by magic, by the extension under the suffix: ``run.log.gz`` is a log,
+    or by a probe), header and rows: all as from the plain file."""
+    case = format_case
+    expected = bindf.read(case.path, output="arrow", **case.kwargs)
+    packed = compressed(case.path)
+    got = bindf.read(packed, output="arrow", **case.kwargs)
+    assert got.replace_schema_metadata(None).equals(expected.replace_schema_metadata(None))
+    assert table_info(got)["header"] == table_info(expected)["header"]
+    assert table_info(got)["source"] == str(packed)
+
+
+@pytest.mark.parametrize("suffix", list(COMPRESSORS))
+def test_each_compression_and_concatenated_streams(data_dir: Path, tmp_path: Path,
+                                                   suffix: str) -> None:
+    run = tmp_path / "run.apx"
+    run.write_bytes((data_dir / "20250723_092534_data.apx").read_bytes())
+    expected = bindf.read_apx(run, output="arrow")
+    got = bindf.read_apx(compressed(run, suffix), output="arrow")
+    assert got.replace_schema_metadata(None).equals(expected.replace_schema_metadata(None))
+    assert table_info(got)["header"] == table_info(expected)["header"]
+    # Concatenated streams (`cat a.gz b.gz`, pigz, pbzip2) and zero padding after them,
+    # as the command-line tools read them.
+    data = run.read_bytes()
+    half = len(data) // 2
+    joined = tmp_path / f"joined.apx{suffix}"
+    joined.write_bytes(COMPRESSORS[suffix](data[:half]) + COMPRESSORS[suffix](data[half:])
+                       + bytes(16))
+    got = bindf.read_apx(joined, output="arrow")
+    assert got.replace_schema_metadata(None).equals(expected.replace_schema_metadata(None))
+
+
+def test_globs_lists_scans_and_file_paths(data_dir: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "a.apx"
+    plain.write_bytes((data_dir / "20250723_092534_data.apx").read_bytes())
+    packed = compressed(plain, ".gz")
+    compressed(plain, ".xz")
+    one = bindf.read_apx(plain)
+    both = bindf.read_apx(str(tmp_path / "a.apx*"), include_file_paths="file")
+    assert both["file"].unique().tolist() == [str(plain), str(packed), str(packed)[:-3] + ".xz"]
+    assert len(both) == 3 * len(one)
+    scan = pl.scan_apx(str(tmp_path / "*.gz")).filter(pl.col("chip_id") == 0).select("tot_us")
+    assert scan.collect()["tot_us"].to_list() == one.loc[one["chip_id"] == 0, "tot_us"].tolist()
+    chunks = list(bindf.read_apx([packed, plain], chunksize=100))
+    assert sum(len(c) for c in chunks) == 2 * len(one)
+    with bindf.open(packed) as f:
+        assert pa.table(f).num_rows == len(one)
+    assert bindf.read_header(packed) == bindf.read_header(plain)
+    assert bindf.read_headers([plain, packed])["readout_uid"].nunique() == 1
+
+
+def test_cut_file_warns_and_keeps_what_came_before_the_cut(data_dir: Path,
+                                                           tmp_path: Path) -> None:
+    run = tmp_path / "run.apx"
+    run.write_bytes((data_dir / "20250723_092534_data.apx").read_bytes())
+    whole = bindf.read_apx(run)
+    packed = compressed(run, ".gz")
+    cut = tmp_path / "cut.apx.gz"
+    cut.write_bytes(packed.read_bytes()[: packed.stat().st_size * 3 // 4])
+    with pytest.warns(bindf.TruncatedFileWarning) as caught:
+        got = bindf.read_apx(cut)
+    messages = [str(w.message) for w in caught]
+    assert any("gzip file ends before its compressed data does" in m and str(cut) in m
+               for m in messages)
+    assert 0 < len(got) < len(whole)
+    assert got.equals(whole.iloc[: len(got)])  # a prefix of the rows, each exact
+
+
+def test_damaged_data_is_a_bindf_error_naming_the_file(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run.apx"
+    run.write_bytes((data_dir / "20250723_092534_data.apx").read_bytes())
+    data = bytearray(compressed(run, ".gz").read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 32] = b"\x55" * 32
+    damaged = tmp_path / "damaged.apx.gz"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(bindf.CorruptDataError, match="cannot decompress this gzip file") as info:
+        bindf.read_apx(damaged)
+    assert info.value.path == str(damaged) and info.value.offset == 0
+    not_gzip = tmp_path / "plain.apx.gz"  # named .gz, but not compressed
+    not_gzip.write_bytes(run.read_bytes())
+    with pytest.raises(bindf.CorruptDataError, match="incorrect header check"):
+        bindf.read_apx(not_gzip)
+
+
+def test_pickles_by_name_for_dask(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run.apx"
+    run.write_bytes((data_dir / "20250723_092534_data.apx").read_bytes())
+    packed = compressed(run, ".bz2")
+    (source,) = expand_sources(packed)
+    assert isinstance(source, DecompressedSource)
+    again = pickle.loads(pickle.dumps(source))
+    assert (again.path, again.size) == (source.path, source.size)
+    with again.open() as f, source.open() as g:
+        assert f.read() == g.read() == run.read_bytes()
+    import bindf.dask
+
+    assert bindf.dask.read_apx(str(packed)).compute().equals(bindf.read_apx(run))
+
+
+def test_remote_compressed_files(data_dir: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    data = (data_dir / "20250723_092534_data.apx").read_bytes()
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/compressed/run.apx.gz", gzip.compress(data))
+    expected = bindf.read_apx(data)
+    assert bindf.read_apx("memory://compressed/run.apx.gz").equals(expected)
+    assert bindf.read_apx("memory://compressed/*.gz").equals(expected)
+
+
+def test_follow_refuses_a_compressed_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not compressed ones"):
+        bindf.follow(tmp_path / "run.apx.gz")
+
+
+def test_a_folder_named_like_a_compressed_file_is_a_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "runs.gz"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError):
+        bindf.read_apx(folder)
+
+
+def test_zstd_without_a_decompressor_names_the_package(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "run.apx.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"%APXDF"))
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    monkeypatch.setitem(sys.modules, "compression.zstd", None)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'bindf\[zstd\]'"):
+        bindf.read_apx(path)
+
+
+def test_ingest_finds_compressed_runs_by_default(data_dir: Path, tmp_path: Path) -> None:
+    from bindf._ingest_sources import find_sources
+
+    run = tmp_path / "run.apx"
+    run.write_bytes((data_dir / "20250723_092534_data.apx").read_bytes())
+    packed = compressed(run, ".zst")
+    (tmp_path / "notes.txt.gz").write_bytes(gzip.compress(b"not a run"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert find_sources(str(tmp_path)) == [str(run), str(packed)]
