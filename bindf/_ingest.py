@@ -318,11 +318,12 @@ def ingest(
 
 
 def _check_reader_options(format: str | None, options: Mapping[str, Any]) -> None:
-    """Refuse an unknown ``format`` (``ValueError``) or option name (``TypeError``, with
-    a hint for a near miss) before the dataset is touched: every file's read would fail
-    on it, and a run whose settings changed replaces the parts made before."""
+    """Refuse an unknown ``format`` (``ValueError``), option name (``TypeError``, with
+    a hint for a near miss) or a value no format allows (``level="bogus"``,
+    ``ValueError``) before the dataset is touched: every file's read would fail on it,
+    and a run whose settings changed replaces the parts made before."""
     from ._params import COMMON, HINTS
-    from .registry import option_names
+    from .registry import check_option_values, option_names
 
     known = option_names(format) | ({param.name for param in COMMON} - set(SET_BY_INGESTION))
     unknown = sorted(set(options) - known)
@@ -333,6 +334,7 @@ def _check_reader_options(format: str | None, options: Mapping[str, Any]) -> Non
         raise TypeError(f"unexpected option(s) for ingest"
                         f"{f' (format {format!r})' if format else ''}: {unknown}"
                         + (f"; did you mean {hint}=?" if hint else ""))
+    check_option_values(options, format)
 
 
 def _make_dataset_folder(dest: str) -> None:

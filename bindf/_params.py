@@ -21,6 +21,7 @@ Adding a common parameter: one :class:`Param` line in :data:`COMMON` (its
 
 from __future__ import annotations
 
+import ast
 import difflib
 import inspect
 import numbers
@@ -227,6 +228,42 @@ def check_flag(name: str, value: Any) -> None:
     such as ``"no"`` is truthy, and ``overwrite="no"`` would overwrite."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, not {value!r}")
+
+
+def allowed_values(annotation: str) -> list[Any] | None:
+    """The values an option's annotation allows, when it lists them all
+    (``'Literal["dense", "sparse"] | None'`` → ``["dense", "sparse", None]``,
+    ``"bool"`` → ``[True, False]``); ``None`` when it does not (``int``, ``Any``)."""
+    values: list[Any] = []
+    for part in (p.strip() for p in annotation.split("|")):
+        if part == "None":
+            values.append(None)
+        elif part == "bool":
+            values += [True, False]
+        elif part.startswith("Literal[") and part.endswith("]"):
+            try:
+                listed = ast.literal_eval(f"[{part[len('Literal['):-1]}]")
+            except (ValueError, SyntaxError):
+                return None
+            values += listed
+        else:
+            return None
+    return values
+
+
+def value_allowed(value: Any, values: list[Any]) -> bool:
+    """Whether ``value`` is one of ``values``: numpy's bools and integers count as
+    Python's, but not ``True`` as ``1`` or ``1.0`` as ``1``."""
+    def same(v: Any) -> bool:
+        if v is None or isinstance(v, str):
+            return value == v and type(value) is type(v)
+        if isinstance(v, bool):
+            return isinstance(value, (bool, np.bool_)) and bool(value) is v
+        if isinstance(v, int):
+            return (isinstance(value, numbers.Integral)
+                    and not isinstance(value, (bool, np.bool_)) and value == v)
+        return value == v
+    return any(same(v) for v in values)
 
 
 def check_names(function: str, given: Iterable[str], allowed: Iterable[str],

@@ -26,11 +26,11 @@ import difflib
 import importlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._params import Param, option
+from ._params import Param, allowed_values, option, value_allowed
 from ._source import Source, single_source
 from ._warnings import warn
 from .errors import BindfWarning, UnknownFormatError
@@ -354,6 +354,25 @@ def option_names(format: str | None = None) -> set[str]:
     """The names of ``format``'s own options, or of every format's (plugins loaded)."""
     specs = [get_format(format)] if format else _specs()
     return {param.name for spec in specs for param in spec.options}
+
+
+def check_option_values(options: Mapping[str, Any], format: str | None = None) -> None:
+    """A ``ValueError`` for an option value that no format taking the option allows
+    (``level="bogus"``), told from the options' annotations where they list every value
+    (``Literal[...]``, ``bool``); other values are the readers' to check. For a caller
+    that must refuse before any file is read (``ingest``, whose failed files lose their
+    parts; ``follow``, whose file may appear a minute later)."""
+    specs = [get_format(format)] if format else _specs()
+    for name, value in options.items():
+        taking = [(spec.name, param) for spec in specs for param in spec.options
+                  if param.name == name]
+        choices = [allowed_values(param.annotation) for _, param in taking]
+        if not taking or any(c is None or value_allowed(value, c) for c in choices):
+            continue
+        listed = dict.fromkeys(v for c in choices if c is not None for v in c)
+        formats = ", ".join(dict.fromkeys(spec_name for spec_name, _ in taking))
+        raise ValueError(f"{name} must be one of {tuple(listed)!r} (format {formats}), "
+                         f"not {value!r}")
 
 
 def list_formats() -> list[FormatSpec]:

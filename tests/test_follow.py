@@ -987,6 +987,8 @@ def test_options_are_checked_when_follow_is_called(tmp_path: Path) -> None:
         bindf.follow(tmp_path / "later.bin", format="it02", layot="dense", idle_timeout=30)
     with pytest.raises(TypeError, match="'levl'"):
         bindf.follow(tmp_path / "later.bin", levl="hits", idle_timeout=30)
+    with pytest.raises(ValueError, match=r"level must be one of \('hits', 'readouts'\)"):
+        bindf.follow(tmp_path / "later.apx", level="hit", idle_timeout=30)
     assert time.monotonic() - started < 5
     with pytest.raises(ValueError, match="dtype_backend applies to pandas output only"):
         bindf.follow(tmp_path / "later.bin", output="polars", dtype_backend="pyarrow")

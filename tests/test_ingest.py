@@ -298,7 +298,14 @@ def test_a_misspelt_option_or_format_is_refused_before_the_dataset_is_touched(
     for flag in ("prune", "force", "dry_run", "progress", "fsync"):  # prune="no" pruned
         with pytest.raises(TypeError, match=f"{flag} must be True or False"):
             bindf.ingest(files["it02"][:1], dest, **{flag: "no"})
-    for flags in (["--option", "bogus=1"], ["--format", "bogus"]):
+    # A value that no format taking the option allows (the annotations list them).
+    with pytest.raises(ValueError, match=r"layout must be one of \('dense', 'sparse', None\) "
+                                         r"\(format it02\), not 'spares'"):
+        bindf.ingest(files["it02"][:2], dest, layout="spares")
+    with pytest.raises(ValueError, match="fill_gaps must be one of"):
+        bindf.ingest(files["it02"][:2], dest, format="it02", fill_gaps="yes")
+    for flags in (["--option", "bogus=1"], ["--format", "bogus"],
+                  ["--option", "layout=spares"]):
         assert main(["ingest", *map(str, files["it02"][:2]), "-o", str(dest), *flags]) == 2
         assert "bindf: error: " in capsys.readouterr().err
     assert snapshot(dest) == before

@@ -210,3 +210,29 @@ def test_option_defaults_agree_with_the_readers_constants() -> None:
                 assert getattr(module, constant) == param.default, (spec.name, param.name)
                 checked += 1
     assert checked >= 4  # apx chunk_bytes; astep chunk_bytes, v3_tick_ns, v4_tick_ns
+
+
+def test_option_values_are_checked_from_their_annotations() -> None:
+    """What ``ingest`` and ``follow`` refuse before reading: a value outside the values an
+    option's annotation lists, for every format taking the option; other values (numpy
+    integers, ``Any`` options, ranges) are left to the readers."""
+    import numpy as np
+
+    from bindf._params import allowed_values
+    from bindf.registry import check_option_values
+
+    assert allowed_values('Literal["dense", "sparse"] | None') == ["dense", "sparse", None]
+    assert allowed_values("bool | None") == [True, False, None]
+    assert allowed_values("int") is None and allowed_values("Any") is None
+    for good in ({"ts_bytes": np.int64(4)}, {"fill_gaps": np.True_}, {"chip": "auto"},
+                 {"chunk_bytes": "left to the reader"}, {"stitch": None}, {"dtype": "<u4"}):
+        check_option_values(good)
+    for bad, message in (({"ts_bytes": True}, r"ts_bytes must be one of \(2, 4, 6, 8, None\)"),
+                         ({"fill_gaps": 1}, r"fill_gaps must be one of \(True, False\)"),
+                         ({"ts_bytes": 4.0}, "not 4.0"),
+                         ({"shape": "Wide"}, r"\(format sp01\), not 'Wide'")):
+        with pytest.raises(ValueError, match=message):
+            check_option_values(bad)
+    with pytest.raises(ValueError, match=r"\(format apx, apx_log\)"):
+        check_option_values({"level": "hit"}, None)
+    check_option_values({"level": "hit"}, "it02")  # not an option of it02: not this check's
