@@ -20,7 +20,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, overload
 
 import pandas as pd
 import pyarrow as pa
@@ -53,6 +53,9 @@ from .frontends.output import (
     check_output,
     table_to_output,
 )
+
+if TYPE_CHECKING:
+    import polars as pl
 
 PANDAS_ATTRS_KEY = b"PANDAS_ATTRS"
 #: The schema metadata key of the pandas metadata pyarrow writes for a pandas frame.
@@ -170,10 +173,32 @@ def to_parquet(
         pq.write_table(table, f, compression=compression, **write_options)
 
 
+@overload
+def read_parquet(source: str | os.PathLike[str] | SourceObject, *, output: Literal["pandas"] = ...,
+                 columns: Sequence[str] | str | None = ...,
+                 dtype_backend: DtypeBackend | None = ...,
+                 storage_options: dict[str, Any] | None = ...) -> pd.DataFrame: ...
+@overload
+def read_parquet(source: str | os.PathLike[str] | SourceObject, *, output: Literal["polars"],
+                 columns: Sequence[str] | str | None = ...,
+                 dtype_backend: None = ...,
+                 storage_options: dict[str, Any] | None = ...) -> pl.DataFrame: ...
+@overload
+def read_parquet(source: str | os.PathLike[str] | SourceObject, *, output: Literal["arrow"],
+                 columns: Sequence[str] | str | None = ...,
+                 dtype_backend: None = ...,
+                 storage_options: dict[str, Any] | None = ...) -> pa.Table: ...
+@overload
+def read_parquet(source: str | os.PathLike[str] | SourceObject, *, output: str,
+                 columns: Sequence[str] | str | None = ...,
+                 dtype_backend: DtypeBackend | None = ...,
+                 storage_options: dict[str, Any] | None = ...) -> Frame: ...
+
+
 def read_parquet(
     source: str | os.PathLike[str] | SourceObject,
     *,
-    output: Output = "pandas",
+    output: Output | str = "pandas",
     columns: Sequence[str] | str | None = None,
     dtype_backend: DtypeBackend | None = None,
     storage_options: dict[str, Any] | None = None,

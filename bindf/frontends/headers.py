@@ -10,7 +10,7 @@ thread pool. dask is not used.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pyarrow as pa
 
@@ -22,6 +22,10 @@ from ..errors import BindfError
 from ..formats._base import FormatReader
 from ..registry import detect_format, open_reader, option_names
 from .output import Frame, Output, check_output, table_to_output
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import polars as pl
 
 #: Columns every row has, before the header fields.
 FIXED_COLUMNS = ("path", "format", "size_bytes", "rows")
@@ -179,12 +183,34 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+@overload
+def read_headers(paths_or_glob: Sources, *, storage_options: dict[str, Any] | None = ...,
+                 flatten: bool = ..., output: Literal["pandas"] = ..., format: str | None = ...,
+                 threads: int | None = ..., parallel: bool | None = ...,
+                 **options: Any) -> pd.DataFrame: ...
+@overload
+def read_headers(paths_or_glob: Sources, *, storage_options: dict[str, Any] | None = ...,
+                 flatten: bool = ..., output: Literal["polars"], format: str | None = ...,
+                 threads: int | None = ..., parallel: bool | None = ...,
+                 **options: Any) -> pl.DataFrame: ...
+@overload
+def read_headers(paths_or_glob: Sources, *, storage_options: dict[str, Any] | None = ...,
+                 flatten: bool = ..., output: Literal["arrow"], format: str | None = ...,
+                 threads: int | None = ..., parallel: bool | None = ...,
+                 **options: Any) -> pa.Table: ...
+@overload
+def read_headers(paths_or_glob: Sources, *, storage_options: dict[str, Any] | None = ...,
+                 flatten: bool = ..., output: str, format: str | None = ...,
+                 threads: int | None = ..., parallel: bool | None = ...,
+                 **options: Any) -> Frame: ...
+
+
 def read_headers(
     paths_or_glob: Sources,
     *,
     storage_options: dict[str, Any] | None = None,
     flatten: bool = True,
-    output: Output = "pandas",
+    output: Output | str = "pandas",
     format: str | None = None,
     threads: int | None = None,
     parallel: bool | None = None,

@@ -5,7 +5,7 @@ See :mod:`bindf.formats.records` for the layout rules and design decisions.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import polars as pl
 
@@ -14,6 +14,32 @@ from .._source import Sources
 from .output import Frame, Output
 from .polars import scan
 from .read import ChunkedReader, read
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+
+@overload
+def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any = ...,
+                 count: Any = ..., subarrays: str = ..., memmap: bool = ...,
+                 output: Literal["pandas"] = ..., chunksize: None = ..., **kwargs: Any) -> pd.DataFrame: ...
+@overload
+def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any = ...,
+                 count: Any = ..., subarrays: str = ..., memmap: bool = ...,
+                 output: Literal["polars"], chunksize: None = ..., **kwargs: Any) -> pl.DataFrame: ...
+@overload
+def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any = ...,
+                 count: Any = ..., subarrays: str = ..., memmap: bool = ...,
+                 output: Literal["arrow"], chunksize: None = ..., **kwargs: Any) -> pa.Table: ...
+@overload
+def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any = ...,
+                 count: Any = ..., subarrays: str = ..., memmap: bool = ...,
+                 output: Output = ..., chunksize: int, **kwargs: Any) -> ChunkedReader: ...
+@overload
+def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any = ...,
+                 count: Any = ..., subarrays: str = ..., memmap: bool = ...,
+                 output: str, chunksize: None = ..., **kwargs: Any) -> Frame: ...
 
 
 def read_records(
@@ -25,7 +51,7 @@ def read_records(
     count: Any = -1,
     subarrays: str = "flatten",
     memmap: bool = False,
-    output: Output = "pandas",
+    output: Output | str = "pandas",
     **kwargs: Any,
 ) -> Frame | ChunkedReader:
     """Read any file of fixed-size records described by a numpy ``dtype``.
