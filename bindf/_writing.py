@@ -327,10 +327,18 @@ def _header_value(name: str, base: np.dtype, value: Any) -> Any:
     """``value`` as something numpy stores in a field of ``base`` without a change."""
     where = f"header field {name!r} ({base.str})"
     if base.kind in "SV":
-        stored = value.encode("utf-8") if isinstance(value, str) and base.kind == "S" else value
+        stored = value
+        if isinstance(value, str) and base.kind == "S":
+            stored = value.encode("utf-8")
+        elif isinstance(value, str):  # raw bytes as the header of a read gives them
+            try:
+                stored = bytes.fromhex(value)
+            except ValueError:
+                raise ValueError(f"{where} needs bytes or hex text, not {value!r}") from None
         if not isinstance(stored, (bytes, bytearray, memoryview, np.void)):
             raise ValueError(f"{where} needs {'a string or ' if base.kind == 'S' else ''}"
-                             f"bytes, not {type(value).__name__}")
+                             f"bytes{' or hex text' if base.kind == 'V' else ''}, not "
+                             f"{type(value).__name__}")
         stored = bytes(stored)
         if len(stored) > base.itemsize or (base.kind == "V" and len(stored) != base.itemsize):
             limit = "exactly" if base.kind == "V" else "at most"
@@ -352,6 +360,8 @@ def _header_value(name: str, base: np.dtype, value: Any) -> Any:
         if not low <= number <= high:
             raise ValueError(f"{where}: {number} is outside {low}..{high}")
         return number
+    if value is None and base.kind in "fmM":  # as a read gives NaN and NaT back
+        return np.array(None, dtype=base)
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             stored = np.array(value, dtype=base)

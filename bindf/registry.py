@@ -62,6 +62,21 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
+def _listed(what: str, values: Any, kind: type, example: Any) -> tuple[Any, ...]:
+    """``values`` as a tuple of non-empty ``kind`` values; a ``TypeError`` for a single
+    value given bare (``tuple(b"TOYR")`` would be four integers, ``tuple(".xyz")`` four
+    letters) or a value of another type, a ``ValueError`` for an empty one."""
+    if isinstance(values, (str, bytes, bytearray)):
+        raise TypeError(f"{what} is a tuple ({what}=({example!r},)), not {values!r}")
+    listed = tuple(values)
+    for value in listed:
+        if not isinstance(value, kind):
+            raise TypeError(f"{what} holds {kind.__name__} values ({example!r}), not {value!r}")
+        if not value:
+            raise ValueError(f"{what} holds an empty value: every file would match it")
+    return listed
+
+
 def _load(target: Any) -> Any:
     """``"module:attribute"`` → the attribute (imported now); anything else as is."""
     if not isinstance(target, str):
@@ -102,8 +117,15 @@ class FormatSpec:
         problem = _name_problem(self.name)
         if problem:
             raise ValueError(f"format name {self.name!r} {problem}")
-        object.__setattr__(self, "magics", tuple(self.magics))
-        object.__setattr__(self, "extensions", tuple(e.lower() for e in self.extensions))
+        object.__setattr__(self, "magics", _listed("magics", self.magics, bytes, b"TOYR"))
+        extensions = _listed("extensions", self.extensions, str, ".toy")
+        bad = [e for e in extensions if not (e.startswith(".") and len(e) > 1)]
+        if bad:  # "bin" would never equal the ".bin" that os.path.splitext gives
+            raise ValueError(f"extensions start with a dot ('.bin'), not {bad[0]!r}")
+        object.__setattr__(self, "extensions", tuple(e.lower() for e in extensions))
+        if self.probe is not None and not callable(self.probe):
+            raise TypeError(f"probe must be a function of (first_bytes, source), not "
+                            f"{self.probe!r}")
         object.__setattr__(self, "options", tuple(self.options))
 
     def reader_class(self) -> type[FormatReader]:
@@ -238,6 +260,10 @@ BUILTIN: tuple[FormatSpec, ...] = (
 
 #: name → spec of every registered format, in registration order.
 _BY_NAME: dict[str, FormatSpec] = {spec.name: spec for spec in BUILTIN}
+#: name → position in the order formats were declared (built-ins, then each plugin
+#: when its entry point was found or it was registered): detection's tie-break between
+#: equally long magics, whichever plugins happen to be loaded yet.
+_DECLARED: dict[str, int] = {spec.name: i for i, spec in enumerate(BUILTIN)}
 #: Plugins named by an entry point whose spec was not loaded yet: name → entry point.
 _PENDING: dict[str, Any] = {}
 #: Plugins that failed to load: name → why (raised when the format is asked for by name).
@@ -278,6 +304,7 @@ def register_format(spec: FormatSpec, *, replace: bool = False) -> FormatSpec:
     _PENDING.pop(spec.name, None)
     _FAILED.pop(spec.name, None)
     _BY_NAME[spec.name] = spec
+    _declare(spec.name)
     for listener in list(_LISTENERS):
         listener(spec)
     return spec
@@ -311,6 +338,7 @@ def discover_plugins() -> list[str]:
             continue
         _SEEN_ENTRY_POINTS[entry.name] = entry.value
         _PENDING[entry.name] = entry
+        _declare(entry.name)
         names.append(entry.name)
     return names
 
@@ -338,10 +366,15 @@ def _load_plugin(name: str) -> FormatSpec | None:
     return spec
 
 
+def _declare(name: str) -> None:
+    _DECLARED.setdefault(name, len(_DECLARED))
+
+
 def _specs() -> list[FormatSpec]:
+    """Every spec (plugins loaded), in the order they were declared."""
     for name in list(_PENDING):
         _load_plugin(name)
-    return list(_BY_NAME.values())
+    return sorted(_BY_NAME.values(), key=lambda spec: _DECLARED.get(spec.name, len(_DECLARED)))
 
 
 def format_names(*, public_only: bool = True) -> list[str]:
@@ -373,6 +406,11 @@ def check_option_values(options: Mapping[str, Any], format: str | None = None) -
         formats = ", ".join(dict.fromkeys(spec_name for spec_name, _ in taking))
         raise ValueError(f"{name} must be one of {tuple(listed)!r} (format {formats}), "
                          f"not {value!r}")
+
+
+def registered_spec(name: str) -> FormatSpec | None:
+    """The loaded spec called ``name``, or None (no plugin is imported for this)."""
+    return _BY_NAME.get(name)
 
 
 def list_formats() -> list[FormatSpec]:
@@ -422,7 +460,7 @@ def detect_format(source: Any) -> FormatSpec:
     if len(by_ext) == 1:
         return by_ext[0]
     for spec in specs:
-        if spec.probe is not None and spec.probe(head, source):
+        if spec.probe is not None and _probe_says(spec, head, source):
             return spec
     if not head:
         raise UnknownFormatError("file is empty", path=source.path, offset=0)
@@ -432,6 +470,19 @@ def detect_format(source: Any) -> FormatSpec:
         path=source.path,
         offset=0,
     )
+
+
+def _probe_says(spec: FormatSpec, head: bytes, source: Source) -> bool:
+    """What ``spec``'s probe says of a file; a probe that raises (a plugin's bug) is a
+    warning naming its format and says no: one format must not stop the detection of
+    every other format's files."""
+    try:
+        return bool(spec.probe(head, source))  # type: ignore[misc]
+    except Exception as exc:  # noqa: BLE001 - whatever a plugin's code raises
+        warn(BindfWarning(f"the probe of format {spec.name!r} failed on this file "
+                          f"({type(exc).__name__}: {exc}); it is taken as not that format",
+                          path=source.path))
+        return False
 
 
 def open_reader(

@@ -355,3 +355,139 @@ def test_records_cannot_be_replaced_and_typos_get_a_hint() -> None:
                        r"bindf knows \[.*'tpl'") as info:
         bindf.get_format("spectr")
     assert "'records'" not in str(info.value)  # not a format to name in format=
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch):
+    """Formats a test registers are gone afterwards (later registry-driven tests, the stub
+    and the sweeps, must not see them)."""
+    from bindf import registry
+
+    monkeypatch.setattr(registry, "_BY_NAME", dict(registry._BY_NAME))
+    monkeypatch.setattr(registry, "_DECLARED", dict(registry._DECLARED))
+    monkeypatch.setattr(bindf, "__all__", list(bindf.__all__))
+    names = set(vars(bindf))
+    yield registry
+    for name in set(vars(bindf)) - names:  # read_<name> & co. of the test's formats
+        delattr(bindf, name)
+
+
+def test_binary_header_values_are_json_and_write_back(tmp_path: Path,
+                                                      scratch_registry) -> None:
+    """Raw bytes, times, NaN and sub-arrays of a binary header record became bytes,
+    datetime and float('nan') in the header dict, which every Arrow path (Arrow output,
+    bindf.open, Parquet, bindf info) then failed to encode as JSON."""
+    header = np.dtype([("serial", "V4"), ("started", "<M8[s]"), ("gate", "<m8[ms]"),
+                       ("gain", "<f4"), ("name", "S6"), ("pair", "<u2", (2,)),
+                       ("unset", "<M8[us]")])
+    spec = bindf.FixedRecordFormat("vhdr", magic=b"VHDR", header=header,
+                                   dtype=[("t", "<u8"), ("v", "<f4")])
+    bindf.register_format(spec)
+    record = np.zeros(1, header)
+    record["serial"] = np.void(b"\x01\x02\xab\xcd")
+    record["started"] = np.datetime64("2026-12-02T10:00:00")
+    record["gate"] = np.timedelta64(1500, "ms")
+    record["gain"] = np.nan
+    record["name"] = b"abc"
+    record["pair"] = [3, 4]
+    record["unset"] = np.datetime64("NaT")
+    rows = np.zeros(3, [("t", "<u8"), ("v", "<f4")])
+    path = tmp_path / "a.vhdr"
+    path.write_bytes(b"VHDR" + record.tobytes() + rows.tobytes())
+    expected = {"serial": "0102abcd", "started": "2026-12-02T10:00:00", "gate": 1500,
+                "gain": None, "name": "abc", "pair": [3, 4], "unset": None}
+    assert bindf.read_header(path) == expected
+    table = bindf.read_vhdr(path, output="arrow")
+    assert json.loads(table.schema.metadata[b"bindf.header"]) == expected
+    frame = bindf.read_vhdr(path)
+    bindf.to_parquet(frame, tmp_path / "a.parquet")
+    assert bindf.read_parquet(tmp_path / "a.parquet").attrs["bindf"]["header"] == expected
+    bindf.write_vhdr(tmp_path / "b.vhdr", frame)  # the writer takes each value back
+    assert (tmp_path / "b.vhdr").read_bytes() == path.read_bytes()
+    with pytest.raises(ValueError, match="header field 'c' .* no complex number"):
+        bindf.FixedRecordFormat("chdr", magic=b"CHDR", header=[("c", "<c8")], dtype="<u4")
+
+
+def test_a_plugin_readers_options_are_checked_and_defaulted(tmp_path: Path,
+                                                            scratch_registry) -> None:
+    """A reader of its own that checks nothing: bindf.read(..., typo=1) was silently
+    ignored, and self.options lacked the declared defaults."""
+    from bindf._params import option
+    from bindf.formats._base import FormatReader
+
+    seen: dict[str, object] = {}
+
+    class KnobReader(FormatReader):
+        name = "knob"
+        label = "knob test"
+
+        def _read_header(self, f):
+            seen.update(self.option_values)
+            return {"bytes": bytes(f.read(4))} if self.option_values["raw"] else {}
+
+        @property
+        def schema(self):
+            return pa.schema([("x", pa.uint8())])
+
+        def _batches(self, columns, batch_size, n_rows):
+            yield pa.record_batch([pa.array([1], pa.uint8())], names=["x"])
+
+    bindf.register_format(bindf.FormatSpec(
+        "knob", "knob test", KnobReader, magics=(b"KNOB",),
+        options=(option("level", 7, "int", "a knob"), option("raw", False, "bool", "bytes"))))
+    path = tmp_path / "k.bin"
+    path.write_bytes(b"KNOB")
+    assert bindf.read(path)["x"].tolist() == [1]
+    assert seen == {"level": 7, "raw": False}
+    bindf.read(path, level=3)
+    assert seen["level"] == 3
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) for read_knob: \['levle'\]; "
+                                        "did you mean level="):
+        bindf.read(path, levle=3)
+    with pytest.raises(bindf.HeaderError, match="reader of format 'knob' made is not JSON "
+                                               "values .*bytes is not JSON serializable"):
+        bindf.read(path, raw=True)
+
+
+def test_equal_magics_go_to_the_first_declared_format(tmp_path: Path,
+                                                      scratch_registry) -> None:
+    """Between equally long magics the first declared format wins, loaded or not yet:
+    the answer depended on whether an entry-point plugin had been used in the process."""
+    twin = bindf.FixedRecordFormat("tpl_twin", magic=b"TPL1", header="json", dtype="<u4")
+    bindf.register_format(twin)  # declared after the tpl entry point
+    path = tmp_path / "c.tpl"
+    bindf.write_tpl(path, _frame("tpl"), HEADERS["tpl"])
+    assert bindf.detect_format(path).name == "tpl"
+    scratch_registry._BY_NAME["tpl"] = scratch_registry._BY_NAME.pop("tpl")  # loaded last
+    assert bindf.detect_format(path).name == "tpl"
+
+
+def test_a_probe_that_raises_is_a_warning_not_a_failed_detection(tmp_path: Path,
+                                                                 scratch_registry) -> None:
+    def probe(head, source):
+        raise ZeroDivisionError("probe bug")
+
+    bindf.register_format(bindf.FixedRecordFormat("bugprobe", dtype="<u4", probe=probe))
+    path = tmp_path / "unknown.xyz"
+    path.write_bytes(b"\x00\x01" * 40)
+    with pytest.warns(bindf.BindfWarning, match="probe of format 'bugprobe' failed on this "
+                                                r"file \(ZeroDivisionError: probe bug\)"):
+        with pytest.raises(bindf.UnknownFormatError, match="unrecognised file format"):
+            bindf.read(path)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"dtype": [("a", "<u2", (2,)), ("a_0", "<u2")]}, ValueError,
+     "'a' and 'a_0' both give the column 'a_0'"),
+    ({"dtype": "<u4", "extensions": ".xyz"}, TypeError, r"extensions is a tuple"),
+    ({"dtype": "<u4", "extensions": ("xyz",)}, ValueError, "start with a dot"),
+    ({"dtype": "<u4", "rows_per_record": 0}, ValueError, "rows_per_record must be"),
+    ({"dtype": "<u4", "transform": 5}, TypeError, "transform must be a function"),
+    ({"dtype": "<q9"}, ValueError, r"dtype='<q9' is not a numpy dtype"),
+    ({"dtype": "<u4", "magic": b"AB", "header": "yaml"}, ValueError, 'header must be "json"'),
+    ({"dtype": "<u4", "magic": "ABCD"}, TypeError, "magic is bytes"),
+    ({"dtype": "<u4", "probe": "yes"}, TypeError, "probe must be a function"),
+])
+def test_a_bad_spec_is_refused_when_it_is_declared(kwargs, error, message) -> None:
+    with pytest.raises(error, match=message):
+        bindf.FixedRecordFormat("badspec", **kwargs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import difflib
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import pyarrow as pa
 from .._lanes import Lanes, lanes_for
 from .._source import Source
 from .._threads import resolve_threads, shared_executor
+from ..errors import HeaderError
 
 #: Rows per record batch unless the caller asks otherwise. Large enough that per-batch
 #: overhead vanishes, small enough that a batch's raw bytes stay cache friendly-ish and
@@ -199,9 +201,40 @@ class FormatReader(abc.ABC):
         self.on_error = on_error
         #: Damage skipped so far under on_error="warn"/"skip": {"kind": count}.
         self.errors: dict[str, int] = {}
+        declared = self._declared_options()
+        if declared is not None:  # a name the spec does not declare: whatever the reader does
+            self.refuse_options({k: v for k, v in options.items() if k not in declared},
+                                declared)
+        #: The format's own options, as the caller gave them.
         self.options = options
+        #: The same with the spec's declared defaults filled in (what a reader uses).
+        self.option_values: dict[str, Any] = {**(declared or {}), **options}
         with source.open() as f:
             self.header: dict[str, Any] = self._read_header(f)
+        if not type(self).__module__.startswith("bindf."):  # (bindf's own headers are)
+            self._check_strict_json_header()
+
+    def _check_strict_json_header(self) -> None:
+        """A :class:`~bindf.errors.HeaderError` if a plugin reader's header is not strict
+        JSON values: it travels as JSON (Arrow and Parquet metadata, ``bindf info``),
+        where bytes, times or NaN failed later with a foreign error."""
+        try:
+            json.dumps(self.header, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise HeaderError(
+                f"the header that the reader of format {self.name!r} made is not JSON values "
+                f"({exc}); a header travels as JSON (Arrow and Parquet metadata): give bytes "
+                "as hex text, times as ISO 8601 text, NaN as None", path=self.path) from None
+
+    def _declared_options(self) -> dict[str, Any] | None:
+        """The registered spec's options of this reader's format (name → default), or
+        ``None`` for a reader used outside the registry."""
+        from ..registry import registered_spec
+
+        spec = registered_spec(self.name)
+        if spec is None or not isinstance(self, spec.reader_class()):
+            return None
+        return {param.name: param.default for param in spec.options}
 
     def output_lanes(self, shares: int = 1, input_bytes: int | None = None,
                      rows: int | None = None) -> Lanes:

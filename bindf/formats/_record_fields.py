@@ -103,6 +103,13 @@ def column_plan(dtype: np.dtype, subarrays: str) -> list[tuple[str, str, int | N
                 plan.append((f"{name}_{suffix}", name, i, base))
         else:
             plan.append((name, name, None if not shape else -size, base))
+    columns = [column for column, *_ in plan]
+    if len(set(columns)) < len(columns):  # ("a", (2,)) and "a_0" would both be a_0
+        twice = next(c for c in columns if columns.count(c) > 1)
+        fields = [field for column, field, *_ in plan if column == twice]
+        raise ValueError(f"record fields {fields[0]!r} and {fields[1]!r} both give the column "
+                         f"{twice!r} (a sub-array field's columns are <name>_<index>): "
+                         "rename one")
     return plan
 
 

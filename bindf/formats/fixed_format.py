@@ -25,6 +25,7 @@ layout given per call; ``docs/formats/records.md`` has them in full.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from numbers import Integral
 from typing import Any, BinaryIO, ClassVar
@@ -104,6 +105,15 @@ def resolve(value: Any, header: dict[str, Any], options: Mapping[str, Any] | Non
     return value
 
 
+def _numpy_dtype(value: Any, what: str) -> np.dtype:
+    """``np.dtype(value)``, or a ``ValueError`` that says which argument it was (numpy's
+    own ``TypeError`` names neither)."""
+    try:
+        return np.dtype(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}={value!r} is not a numpy dtype: {exc}") from None
+
+
 class FixedLayout:
     """Where the records are and what they look like (shared by
     :class:`FixedRecordFormat` and :func:`bindf.read_records`).
@@ -116,19 +126,40 @@ class FixedLayout:
                  transform: Transform | None = None, rows_per_record: int = 1) -> None:
         if subarrays not in ("flatten", "list"):
             raise ValueError(f"subarrays must be 'flatten' or 'list', not {subarrays!r}")
+        if magic is not None and not isinstance(magic, bytes):
+            raise TypeError(f"magic is bytes (magic=b'TOYR'), not {magic!r}")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be a function of (table, header), not "
+                            f"{transform!r}")
+        if not _is_whole(rows_per_record, 1):
+            raise ValueError(f"rows_per_record must be an integer >= 1, not {rows_per_record!r}")
+        if isinstance(header, str) and header != "json":
+            raise ValueError(f'header must be "json", None or a structured numpy dtype, not '
+                             f"{header!r}")
         if header is not None and not (isinstance(header, str) and header == "json"):
-            header_dtype = np.dtype(header)
+            header_dtype = _numpy_dtype(header, "header")
             if not header_dtype.names:
                 raise ValueError("header= must be 'json', None or a structured dtype "
                                  "(named fields)")
             if header_dtype.hasobject:
                 raise ValueError("header= has an object field: a file holds bytes, not "
                                  "Python objects")
+            for field_name in header_dtype.names:
+                field_base = header_dtype[field_name].base
+                if field_base.kind == "c" or field_base.names:
+                    raise ValueError(
+                        f"header field {field_name!r} ({header_dtype[field_name]}) is not "
+                        "supported: the header is JSON values, which have no "
+                        + ("complex number; declare the real and imaginary parts as two "
+                           "fields" if field_base.kind == "c" else
+                           "nested records; flatten the dtype first"))
             header = header_dtype
         elif isinstance(header, str) and not magic:
             raise ValueError('header="json" needs a magic (magic | u32 length | JSON)')
         if not is_layout_callable(dtype):  # refuse a bad layout before any data is read
-            check_record_dtype(as_record_dtype(np.dtype(dtype)))
+            record_dtype = as_record_dtype(_numpy_dtype(dtype, "dtype"))
+            check_record_dtype(record_dtype)
+            column_plan(record_dtype, subarrays)
         if not (count is None or is_layout_callable(count) or _is_whole(count, -1)):
             raise ValueError(f"count must be a number of records, -1 (as many as the file "
                              f"holds) or a callable of the header, not {count!r}")
@@ -158,6 +189,7 @@ class FixedLayoutReader(FixedRecordReader):
     use_memmap = False
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
+        # (also outside the registry, where the base class knows no spec)
         self.refuse_options({k: v for k, v in self.options.items()
                              if k not in self.declared_options}, self.declared_options)
         self.option_values = {**self.declared_options, **self.options}
@@ -184,7 +216,7 @@ class FixedLayoutReader(FixedRecordReader):
                         f"{header_end + hdt.itemsize}-byte header",
                         path=self.path, offset=header_end + len(raw))
                 record = np.frombuffer(raw, dtype=hdt)[0]
-                header = {n: _python_value(record[n]) for n in hdt.names}
+                header = {n: _header_json(record[n], hdt[n].base) for n in hdt.names}
                 header_end += hdt.itemsize
         # Where the values that make the layout are: the header's first byte (past the
         # magic and, for JSON, its length field); 0 for a layout without a header.
@@ -211,6 +243,7 @@ class FixedLayoutReader(FixedRecordReader):
         dtype = as_record_dtype(dtype)
         try:  # a dtype callable may give what a static dtype is refused for at construction
             check_record_dtype(dtype)
+            plan = column_plan(dtype, layout.subarrays)
         except ValueError as exc:
             raise HeaderError(str(exc), path=self.path, offset=values_at) from None
         if offset < 0:
@@ -226,7 +259,7 @@ class FixedLayoutReader(FixedRecordReader):
         self.data_offset = offset
         self.rows_per_record = layout.rows_per_record
         self.declared_count = declared
-        self.plan = column_plan(dtype, layout.subarrays)
+        self.plan = plan
         # Text that is not text becomes null unless it is an error (see _damaged_text).
         text_may_be_null = self.on_error != "raise"
         raw_schema = pa.schema([arrow_field(col, idx, base, text_may_be_null=text_may_be_null)
@@ -394,7 +427,7 @@ class FixedRecordFormat(FormatSpec):
         (default: right after the header). Bytes between the header and it are skipped.
     count:
         The number of records, or a callable of the header returning it (such as
-        ``lambda h: h["n_records"]``); a negative value or None: every whole record up
+        ``lambda h: h["n_records"]``); -1 (the default) or None: every whole record up
         to the end of the file. With a count, bytes after the last record (a checksum,
         an end-of-run block) are not read as records, and a file holding fewer records
         than declared gives a :class:`~bindf.errors.TruncatedFileWarning`.
@@ -455,7 +488,7 @@ class FixedRecordFormat(FormatSpec):
             writer = None
         super().__init__(name, description or f"{name} (fixed-size records)", reader,
                          magics=(layout.magic,) if layout.magic else (),
-                         extensions=tuple(extensions), probe=probe, writer=writer,
+                         extensions=extensions, probe=probe, writer=writer,
                          options=tuple(options), sample=self._sample)
         object.__setattr__(self, "layout", layout)
         object.__setattr__(self, "example_header", dict(example_header or {}))
@@ -551,9 +584,22 @@ def _layout_problem(name: str, header: dict[str, Any] | None, exc: Exception) ->
     return f"cannot write {name}: the header {header} does not give a valid record layout: {cause}"
 
 
-def _python_value(value: Any) -> Any:
+def _header_json(value: Any, base: np.dtype) -> Any:
+    """A binary header field's value (``base``: the field's element dtype) as the JSON
+    value the frame's header holds, for strict JSON (Arrow and Parquet metadata, the
+    CLI): text fields as text (``S`` read as UTF-8), raw bytes (``V``) as hex text,
+    datetime64 as ISO 8601 text, timedelta64 as a count of its unit, NaT and non-finite
+    floats as None (strict JSON has neither); a sub-array as a list of those. The
+    writers take each of these back."""
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value.item() if hasattr(value, "item") else value
+        return [_header_json(v, base) for v in value]  # a header's few values
+    if base.kind == "V":
+        return bytes(value).hex()
+    if base.kind == "S":
+        return bytes(value).decode("utf-8", "replace")
+    if base.kind in "mM":
+        if np.isnat(value):
+            return None
+        return str(np.datetime_as_string(value)) if base.kind == "M" else int(value.astype(np.int64))
+    item = value.item() if hasattr(value, "item") else value
+    return None if isinstance(item, float) and not math.isfinite(item) else item

@@ -60,6 +60,8 @@ class RecordsReader(FixedLayoutReader):
 
     def _read_header(self, f: BinaryIO) -> dict[str, Any]:
         opts = dict(self.options)
+        # Its options are the layout itself, not values for the layout's callables.
+        self.option_values = {}
         if "dtype" not in opts:
             raise TypeError("read_records needs dtype=")
         self.use_memmap = bool(opts.pop("memmap", False))
