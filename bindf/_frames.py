@@ -26,11 +26,34 @@ def _library(frame: Any) -> str:
     return type(frame).__module__.split(".", 1)[0]
 
 
-def set_polars_info(frame: Any, info: dict[str, Any]) -> None:
-    """Attach bindf info to a polars frame (read back by ``frame.bindf``)."""
+#: The columns that the Arrow schema a polars frame was made from declared non-nullable,
+#: kept as its info is: polars declares every column nullable, and Arrow taken back from
+#: the frame (a Parquet file written from a frame fresh from a read) declares them so
+#: again, as a read into Arrow does. pandas types a nullable integer column by that
+#: declaration, not by whether this file's rows hold a null.
+_POLARS_REQUIRED: dict[int, frozenset[str]] = {}
+
+
+def set_polars_info(frame: Any, info: dict[str, Any], schema: pa.Schema | None = None) -> None:
+    """Attach bindf info to a polars frame (read back by ``frame.bindf``); ``schema``:
+    the Arrow schema the frame was converted from, whose non-nullable columns
+    :func:`to_arrow_table` declares so again."""
     key = id(frame)
     _POLARS_INFO[key] = info
     weakref.finalize(frame, _POLARS_INFO.pop, key, None)
+    if schema is not None:
+        _POLARS_REQUIRED[key] = frozenset(f.name for f in schema if not f.nullable)
+        weakref.finalize(frame, _POLARS_REQUIRED.pop, key, None)
+
+
+def _with_required_columns(table: pa.Table, required: frozenset[str]) -> pa.Table:
+    """``table`` with the ``required`` columns that hold no null declared non-nullable."""
+    fields = [field.with_nullable(False)
+              if field.name in required and table.column(i).null_count == 0 else field
+              for i, field in enumerate(table.schema)]
+    if all(a is b for a, b in zip(fields, table.schema)):
+        return table
+    return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, table.schema.metadata))
 
 
 def get_polars_info(frame: Any) -> dict[str, Any] | None:
@@ -102,7 +125,9 @@ def _as_arrow_table(frame: Any, keep_index: bool, keep_na: bool = False) -> pa.T
         if isinstance(frame, pl.LazyFrame):
             frame = frame.collect()
         if isinstance(frame, pl.DataFrame):
-            return frame.to_arrow()
+            required = _POLARS_REQUIRED.get(id(frame))
+            table = frame.to_arrow()
+            return _with_required_columns(table, required) if required else table
     if library == "pandas":
         import pandas as pd
 

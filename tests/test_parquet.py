@@ -390,3 +390,23 @@ def test_a_string_utf8_cannot_encode_names_its_column(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="column 'note' holds a string that is not encodable"):
         bindf.to_parquet(frame, tmp_path / "out.parquet")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_polars_frame_fresh_from_a_read_keeps_the_formats_nullability(tmp_path: Path) -> None:
+    """polars declares every column nullable: a Parquet file written from
+    ``pl.read_spectro(...)`` declared nothing non-nullable, and read back the
+    spectroscopy ``channel`` was numpy ``uint8`` in a file without markers and ``UInt8``
+    in one with: its type drifted from file to file of a campaign."""
+    sample = Path(bindf.__file__).parent / "samples" / "photon_events_stt1.bin"
+    events = pd.read_spectro(sample)
+    photons = events[events["marker"].isna()].reset_index(drop=True)
+    photons.attrs = events.attrs
+    no_markers = tmp_path / "photons.bin"
+    bindf.write_spectro(no_markers, photons)
+    for source in (sample, no_markers):
+        expected = pd.read_spectro(source).dtypes
+        written = tmp_path / f"{source.stem}.parquet"
+        pl.read_spectro(source).bindf.to_parquet(written)
+        assert bindf.read_parquet(written).dtypes.equals(expected)
+        assert not pq.read_schema(written).field("event").nullable
+        assert pq.read_schema(written).field("channel").nullable

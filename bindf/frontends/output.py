@@ -153,9 +153,10 @@ def _owned_to_output(holder: list[pa.Table], output: Output,
     table = holder.pop()
     if output == "arrow":
         return attach_info(table, info) if info is not None else table
+    schema = table.schema
     pframe = table_to_polars(table, threads)
     if info is not None:
-        set_polars_info(pframe, info)
+        set_polars_info(pframe, info, schema)
     return pframe
 
 
