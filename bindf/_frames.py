@@ -34,6 +34,75 @@ def _library(frame: Any) -> str:
 _POLARS_REQUIRED: dict[int, frozenset[str]] = {}
 
 
+_READ_ONLY = ("bindf's info (df.attrs['bindf']) is shared by every frame pandas derives "
+              "from a read, and so cannot change in place: change a copy, such as "
+              "header = dict(df.bindf.header)")
+
+
+class SharedDict(dict):  # type: ignore[type-arg]
+    """A read-only dict of bindf info that every frame pandas derives from a read shares.
+
+    pandas deep-copies ``attrs`` into each frame it derives (a slice, a column
+    arithmetic, every group of a ``groupby``): the info of a read of thousands of files
+    (every source path) made each such step cost milliseconds. Read-only, a deep copy of
+    it can be itself. ``dict(x)`` and ``x.copy()`` give ordinary dicts to change."""
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedDict:
+        return self
+
+    def __copy__(self) -> SharedDict:
+        return self
+
+    def __reduce__(self) -> Any:
+        return (SharedDict, (dict(self),))
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(_READ_ONLY)
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+
+class SharedList(list):  # type: ignore[type-arg]
+    """A read-only list inside :class:`SharedDict` (a header's lists, the sources)."""
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedList:
+        return self
+
+    def __copy__(self) -> SharedList:
+        return self
+
+    def __reduce__(self) -> Any:
+        return (SharedList, (list(self),))
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(_READ_ONLY)
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+
+
+def shared(value: Any) -> Any:
+    """``value`` with every dict and list in it made a :class:`SharedDict` /
+    :class:`SharedList` (once per read: the header's few values and the source list)."""
+    if isinstance(value, (SharedDict, SharedList)):
+        return value
+    if isinstance(value, dict):
+        return SharedDict((k, shared(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return SharedList(shared(v) for v in value)
+    return value
+
+
+def set_pandas_info(frame: Any, info: Mapping[str, Any]) -> None:
+    """Attach bindf info to a pandas frame (``attrs["bindf"]``), shared and read-only."""
+    frame.attrs["bindf"] = shared(dict(info))
+
+
 def set_polars_info(frame: Any, info: dict[str, Any], schema: pa.Schema | None = None) -> None:
     """Attach bindf info to a polars frame (read back by ``frame.bindf``); ``schema``:
     the Arrow schema the frame was converted from, whose non-nullable columns

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_path
-from ._frames import info_of, to_arrow_table
+from ._frames import info_of, set_pandas_info, shared, to_arrow_table
 from ._params import column_list
 from ._source import (
     SourceObject,
@@ -92,7 +92,7 @@ def frame_to_table(frame: Frame, *, header: Mapping[str, Any] | None = None,
         # attrs as stored (pyarrow's pandas metadata, PANDAS_ATTRS) say what bindf.header
         # says, not the header that was replaced
         frame = frame.copy(deep=False)
-        frame.attrs = {**frame.attrs, "bindf": info}
+        frame.attrs = {**frame.attrs, "bindf": shared(info)}
     table = to_arrow_table(frame, keep_index=True, keep_na=True)
     attrs = getattr(frame, "attrs", None) if _library_is_pandas(frame) else None
     if attrs:
@@ -260,7 +260,7 @@ def read_parquet(
         except _PANDAS_METADATA_UNREADABLE:
             return _without_pandas_metadata(table, info, dtype_backend)
         if info is not None:
-            frame.attrs["bindf"] = info
+            set_pandas_info(frame, info)
         return frame
     if output != "pandas":
         return table_to_output(table, output, info, dtype_backend)

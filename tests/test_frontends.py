@@ -743,3 +743,25 @@ def test_scan_batches_are_the_readers_not_polars_hint(tmp_path: Path, monkeypatc
     filtered = pl.scan_spectro(path, batch_size=60_000).filter(pl.col("event") == 76).collect()
     assert heights == [60_000] * 5 + [50_000]
     assert_frame_equal(filtered, whole.filter(pl.col("event") == 76))
+
+
+def test_pandas_frames_share_the_reads_info_read_only(data_dir: Path) -> None:
+    """pandas deep-copies attrs into every frame it derives: with the source list of a
+    read of thousands of files, each slice or group cost milliseconds. The info is
+    shared (its deep copy is itself), so it is read-only; copies of it are plain dicts."""
+    import copy
+    import pickle
+
+    run = data_dir / "20250723_092534_data.apx"
+    df = bindf.read_apx([run, run])
+    info = df.attrs["bindf"]
+    assert df.iloc[:5].attrs["bindf"] is info and (df["tot_us"] * 2).attrs["bindf"] is info
+    assert copy.deepcopy(info) is info and info["source"] == [str(run), str(run)]
+    with pytest.raises(TypeError, match="change a copy"):
+        info["header"]["readout_uid"] = 3
+    with pytest.raises(TypeError, match="change a copy"):
+        info["source"].append("x")
+    header = dict(df.bindf.header)
+    header["readout_uid"] = 3  # a copy is an ordinary dict
+    again = pickle.loads(pickle.dumps(df))
+    assert again.attrs["bindf"] == info and json.loads(json.dumps(info)) == info

@@ -142,7 +142,8 @@ def test_header_must_be_strict_json(tmp_path: Path, value: object, message: str)
     out = tmp_path / "x.parquet"
     with pytest.raises(ValueError, match=message):
         bindf.to_parquet(frame, out, header=header)
-    frame.attrs["bindf"]["header"] = header  # inherited from the frame: the same check
+    # inherited from the frame: the same check (the read's info is read-only: replaced)
+    frame.attrs["bindf"] = {**frame.attrs["bindf"], "header": header}
     with pytest.raises(ValueError, match=message):
         bindf.to_parquet(frame, out)
     assert os.listdir(tmp_path) == []

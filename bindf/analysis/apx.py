@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from .._frames import set_polars_info
+from .._frames import set_pandas_info, set_polars_info
 from ._common import (
     bin_edges,
     column_names,
@@ -162,7 +162,7 @@ def match_rows_columns(frame: Any, info: Mapping[str, Any] | None = None, *,
                                             max_tot_difference_us, keep_unmatched), frame)
     if info is not None:  # the pixel table keeps the run's metadata: .bindf.hit_map() works
         if isinstance(result, pd.DataFrame):
-            result.attrs["bindf"] = dict(info)
+            set_pandas_info(result, info)
         else:
             set_polars_info(result, dict(info))
     return result

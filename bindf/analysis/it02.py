@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from .._frames import set_polars_info
+from .._frames import set_pandas_info, set_polars_info
 from ._common import (
     CHANNEL_COLUMN,
     channel_label,
@@ -76,7 +76,7 @@ def rebin(frame: Any, info: Mapping[str, Any], width_us: float, *,
     header["bin_width_micros"] = int(width_us) if float(width_us).is_integer() else width_us
     new_info = {**info, "header": header}
     if isinstance(result, pd.DataFrame):
-        result.attrs["bindf"] = new_info
+        set_pandas_info(result, new_info)
     else:
         set_polars_info(result, new_info)
     return result

@@ -49,7 +49,7 @@ from .._warnings import warn
 from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader
 from .batches import ReadPlan, with_extra_columns
-from .output import DtypeBackend, check_output, table_to_output
+from .output import DtypeBackend, check_output, set_pandas_info, table_to_output
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -179,7 +179,7 @@ def pandas_meta(schema: pa.Schema, info: dict[str, Any] | None,
     meta = table_to_output(schema.empty_table(), "pandas", None, dtype_backend)
     meta = clear_known_categories(meta)
     if info is not None:
-        meta.attrs["bindf"] = info
+        set_pandas_info(meta, info)
     return meta
 
 

@@ -17,7 +17,12 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from .._frames import get_polars_info, info_of, set_polars_info  # noqa: F401 - re-exported
+from .._frames import (  # noqa: F401 - re-exported
+    get_polars_info,
+    info_of,
+    set_pandas_info,
+    set_polars_info,
+)
 from .._lanes import discard, live_block_spans, release_unused_memory
 from .._threads import run_all, shared_executor
 from ..arrow import attach_info
@@ -148,7 +153,7 @@ def _owned_to_output(holder: list[pa.Table], output: Output,
         else:
             frame = _owned_table_to_pandas(holder)
         if info is not None:
-            frame.attrs["bindf"] = info
+            set_pandas_info(frame, info)
         return frame
     table = holder.pop()
     if output == "arrow":
