@@ -309,7 +309,8 @@ def docstring(kind: str, options: Iterable[Param], drop: Iterable[str] = ()) -> 
              "    (``<BytesIO>``, or the file's ``name``). A name ending in ``.gz``, ``.bz2``,",
              "    ``.xz`` or ``.zst`` is read decompressed (as pandas infers compression;",
              "    see *Compressed files* in the reading guide). Several files are read one after",
-             "    the other; they must have the same columns, and the frame carries the",
+             "    the other; they must have the same columns (or the same requested",
+             "    ones), and the frame carries the",
              "    *first* file's header."]
     for p in parameters(kind, options):
         if p.name in drop:

@@ -765,3 +765,28 @@ def test_pandas_frames_share_the_reads_info_read_only(data_dir: Path) -> None:
     header["readout_uid"] = 3  # a copy is an ordinary dict
     again = pickle.loads(pickle.dumps(df))
     assert again.attrs["bindf"] == info and json.loads(json.dumps(info)) == info
+
+
+def test_files_of_other_columns_read_together_for_the_columns_they_share(
+        tmp_path: Path) -> None:
+    """IT02 runs of other channels: refused whole (with the shared columns named), read
+    for the columns they have alike, as polars' Parquet readers do."""
+    n = 50
+    for name, channels in (("a", [0, 1]), ("b", [1, 2])):
+        columns = {"time_ns": np.arange(1, n + 1, dtype=np.float64) * 1000}
+        columns |= {f"ch{c + 1}": np.arange(1, n + 1, dtype=np.uint32) for c in channels}
+        bindf.write_it02(tmp_path / f"{name}.bin", columns,
+                         {"channels": channels, "bin_width_micros": 1, "laser_period_ns": 12.5})
+    runs = str(tmp_path / "*.bin")
+    with pytest.raises(bindf.BindfError, match=r"columns differ .*ask for them: "
+                                               r"columns=\['time_ns', 'ch2'\]"):
+        bindf.read_it02(runs)
+    with pytest.raises(bindf.BindfError, match="columns differ"):
+        bindf.read_it02(runs, columns=["time_ns", "ch1"])  # b.bin has no ch1
+    expected = pd.concat([bindf.read_it02(tmp_path / f"{name}.bin", columns=["time_ns", "ch2"])
+                          for name in "ab"], ignore_index=True)
+    assert bindf.read_it02(runs, columns=["time_ns", "ch2"]).equals(expected)
+    scanned = pl.scan_it02(runs).filter(pl.col("ch2") > 10).select("ch2").collect()
+    assert scanned["ch2"].to_list() == expected.loc[expected["ch2"] > 10, "ch2"].tolist()
+    chunks = list(bindf.read_it02(runs, columns=["ch2"], chunksize=20))
+    assert pd.concat(chunks, ignore_index=True)["ch2"].equals(expected["ch2"])

@@ -602,15 +602,24 @@ class ReadPlan:
             sink.emit()
 
     def _check_compatible(self, reader: FormatReader) -> None:
+        """Refuse a file whose columns differ from the first file's, unless a projection
+        asks only for columns the two have alike (IT02 runs of other channels read for
+        ``time_ns`` and the channels they share), as polars' Parquet readers do."""
         first = self.first_reader
-        if reader is first:
+        if reader is first or reader.schema is first.schema or reader.schema == first.schema:
             return
-        if reader.schema is not first.schema and reader.schema != first.schema:
-            raise BindfError(
-                f"cannot read together with {first.path}: its columns differ "
-                f"({reader.schema.names} vs {first.schema.names})",
-                path=reader.path,
-            )
+        if self.columns is not None:
+            wanted = self._reader_columns()
+            if all(name in reader.schema.names
+                   and reader.schema.field(name).type == first.schema.field(name).type
+                   for name in wanted):
+                return
+        shared = [name for name in first.schema.names if name in reader.schema.names
+                  and reader.schema.field(name).type == first.schema.field(name).type]
+        raise BindfError(
+            f"cannot read together with {first.path}: its columns differ "
+            f"({reader.schema.names} vs {first.schema.names}); to read the columns they "
+            f"share, ask for them: columns={shared}", path=reader.path)
 
     def _warn_of_header_differences(self, reader: FormatReader) -> None:
         """Warn when ``reader``'s file differs in a header value the frame's analysis
