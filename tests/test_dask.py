@@ -109,11 +109,13 @@ def test_meta_has_the_eager_dtypes_and_header(stt1_files: list[Path]) -> None:
     eager = bindf.read([str(p) for p in stt1_files], include_file_paths="path")
     assert list(ddf.columns) == list(eager.columns)
     meta = ddf._meta
-    for name in eager.columns:
-        if name == "marker":  # categories are only known from data
-            assert isinstance(meta[name].dtype, pd.CategoricalDtype)
-        else:
-            assert meta[name].dtype == eager[name].dtype, name
+    for name in eager.columns:  # the format's fixed categories are known up front
+        assert meta[name].dtype == eager[name].dtype, name
+    assert ddf["marker"].cat.known  # (were "unknown": .cat and get_dummies needed a pass)
+    import dask.dataframe as dd
+
+    dummies = dd.get_dummies(ddf[["marker"]]).compute()
+    assert list(dummies.columns) == ["marker_frame", "marker_line", "marker_pixel"]
     assert str(meta["channel"].dtype) == "UInt8"
     assert meta.attrs["bindf"] == eager.attrs["bindf"]
     assert meta.attrs["bindf"]["header"] == {"channels": [0, 1, 2, 3], "laser_period_ns": 25.0}

@@ -35,7 +35,7 @@ dask itself is imported only when a function here is called (``bindf[dask]``).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,7 +47,7 @@ from .._params import DASK_HINTS, column_list
 from .._source import Source, Sources
 from .._warnings import warn
 from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
-from ..formats._base import FormatReader
+from ..formats._base import FormatReader, empty_batch
 from .batches import ReadPlan, with_extra_columns
 from .output import DtypeBackend, check_output, set_pandas_info, table_to_output
 
@@ -167,17 +167,26 @@ def _warn_truncated_tails(readers: Sequence[FormatReader]) -> None:
 
 
 def pandas_meta(schema: pa.Schema, info: dict[str, Any] | None,
-                dtype_backend: DtypeBackend | None = None) -> pd.DataFrame:
+                dtype_backend: DtypeBackend | None = None,
+                dictionaries: Mapping[str, pa.Array] | None = None) -> pd.DataFrame:
     """Empty pandas frame with exactly the dtypes the eager pandas reader gives ``schema``
     (with ``dtype_backend``).
 
-    Categorical columns get dask's "unknown categories": a dictionary's values are only
-    known once data has been decoded.
+    A categorical column of the format's own fixed categories (``dictionaries``, see
+    :attr:`~bindf.formats._base.FormatReader.dictionaries`: the spectroscopy ``marker``,
+    which every partition carries whole) has them known, so ``ddf.marker.cat`` and
+    ``dd.get_dummies`` work without a pass over the data; any other gets dask's "unknown
+    categories": its values are only known once data has been decoded.
     """
     from dask.dataframe.utils import clear_known_categories
 
-    meta = table_to_output(schema.empty_table(), "pandas", None, dtype_backend)
-    meta = clear_known_categories(meta)
+    dictionaries = dictionaries or {}
+    meta = table_to_output(pa.Table.from_batches([empty_batch(schema, dictionaries)]),
+                           "pandas", None, dtype_backend)
+    unknown = [name for name in meta.columns if isinstance(meta[name].dtype, pd.CategoricalDtype)
+               and name not in dictionaries]
+    if unknown:
+        meta = clear_known_categories(meta, cols=unknown)
     if info is not None:
         set_pandas_info(meta, info)
     return meta
@@ -298,7 +307,7 @@ def read(
         ddf = dd.from_map(
             read_partition,
             plan_partitions(readers, size),
-            meta=pandas_meta(schema, info, dtype_backend),
+            meta=pandas_meta(schema, info, dtype_backend, readers[0].dictionaries),
             label=f"bindf-read-{plan.format}",
             enforce_metadata=False,
             columns=columns,
