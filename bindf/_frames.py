@@ -17,21 +17,30 @@ import pyarrow as pa
 
 from .arrow import info_from_metadata
 
-# polars frames have no metadata slot. Their bindf info lives here, keyed by id() and
-# dropped when the frame is garbage collected (frames are weak-referenceable).
-_POLARS_INFO: dict[int, dict[str, Any]] = {}
+# polars frames have no metadata slot. Their bindf info lives here, keyed by id(), with a
+# weak reference that says whether the frame under that id is still the one the info was
+# attached to: the entry is dropped when the frame is garbage collected, but a Ctrl-C
+# landing in that finalizer skips it, and a later frame given the same id must not
+# report another read's header.
+_POLARS_INFO: dict[int, _PolarsInfo] = {}
+
+
+class _PolarsInfo:
+    __slots__ = ("frame", "info", "required")
+
+    def __init__(self, frame: Any, info: dict[str, Any], required: frozenset[str]) -> None:
+        self.frame = weakref.ref(frame)
+        self.info = info
+        #: The columns that the Arrow schema the frame was made from declared
+        #: non-nullable: polars declares every column nullable, and Arrow taken back from
+        #: the frame (a Parquet file written from a frame fresh from a read) declares them
+        #: so again, as a read into Arrow does. pandas types a nullable integer column by
+        #: that declaration, not by whether this file's rows hold a null.
+        self.required = required
 
 
 def _library(frame: Any) -> str:
     return type(frame).__module__.split(".", 1)[0]
-
-
-#: The columns that the Arrow schema a polars frame was made from declared non-nullable,
-#: kept as its info is: polars declares every column nullable, and Arrow taken back from
-#: the frame (a Parquet file written from a frame fresh from a read) declares them so
-#: again, as a read into Arrow does. pandas types a nullable integer column by that
-#: declaration, not by whether this file's rows hold a null.
-_POLARS_REQUIRED: dict[int, frozenset[str]] = {}
 
 
 _READ_ONLY = ("bindf's info (df.attrs['bindf']) is shared by every frame pandas derives "
@@ -108,11 +117,20 @@ def set_polars_info(frame: Any, info: dict[str, Any], schema: pa.Schema | None =
     the Arrow schema the frame was converted from, whose non-nullable columns
     :func:`to_arrow_table` declares so again."""
     key = id(frame)
-    _POLARS_INFO[key] = info
+    required = frozenset() if schema is None else frozenset(
+        f.name for f in schema if not f.nullable)
+    _POLARS_INFO[key] = _PolarsInfo(frame, info, required)
     weakref.finalize(frame, _POLARS_INFO.pop, key, None)
-    if schema is not None:
-        _POLARS_REQUIRED[key] = frozenset(f.name for f in schema if not f.nullable)
-        weakref.finalize(frame, _POLARS_REQUIRED.pop, key, None)
+
+
+def _polars_entry(frame: Any) -> _PolarsInfo | None:
+    entry = _POLARS_INFO.get(id(frame))
+    return entry if entry is not None and entry.frame() is frame else None
+
+
+def get_polars_info(frame: Any) -> dict[str, Any] | None:
+    entry = _polars_entry(frame)
+    return None if entry is None else entry.info
 
 
 def _with_required_columns(table: pa.Table, required: frozenset[str]) -> pa.Table:
@@ -123,10 +141,6 @@ def _with_required_columns(table: pa.Table, required: frozenset[str]) -> pa.Tabl
     if all(a is b for a, b in zip(fields, table.schema)):
         return table
     return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, table.schema.metadata))
-
-
-def get_polars_info(frame: Any) -> dict[str, Any] | None:
-    return _POLARS_INFO.get(id(frame))
 
 
 def info_of(frame: Any) -> dict[str, Any] | None:
@@ -194,9 +208,9 @@ def _as_arrow_table(frame: Any, keep_index: bool, keep_na: bool = False) -> pa.T
         if isinstance(frame, pl.LazyFrame):
             frame = frame.collect()
         if isinstance(frame, pl.DataFrame):
-            required = _POLARS_REQUIRED.get(id(frame))
+            entry = _polars_entry(frame)
             table = frame.to_arrow()
-            return _with_required_columns(table, required) if required else table
+            return _with_required_columns(table, entry.required) if entry else table
     if library == "pandas":
         import pandas as pd
 

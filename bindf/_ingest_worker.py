@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import uuid
@@ -202,11 +203,8 @@ def run_job(job: Job) -> dict[str, Any]:
 
 
 def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with io.FileIO(path, "r") as f:  # (a file object: closed even after Ctrl-C, see _source)
+        os.fsync(f.fileno())
 
 
 def _changed_since(path: str, before: os.stat_result) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import os
 import socket
@@ -176,35 +177,43 @@ class DatasetLock:
 
     def __init__(self, dest: str) -> None:
         self.path = os.path.join(dest, LOCK_NAME)
-        self._fd: int | None = None
+        self._file: io.FileIO | None = None
 
     def __enter__(self) -> DatasetLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        # A file object, not a bare descriptor, and closed on any failure before the
+        # lock is handed over (a full disk while the owner is written, Ctrl-C): a lost
+        # descriptor would hold the lock until the process ends, refusing every later
+        # ingest of the dataset, this process's and any other's. Dropping a file object
+        # that an interrupt kept from being assigned closes it too.
+        lock_file = io.FileIO(self.path, "a+")  # create if missing, never truncate
         try:
-            _lock_fd(fd)
-        except BlockingIOError:
-            owner = _read_owner(fd)
-            os.close(fd)
-            raise DatasetLockedError(
-                f"another bindf ingest is writing this dataset ({owner}); wait for it to "
-                "finish. The lock is released when that process ends, even if it is killed",
-                path=self.path) from None
+            fd = lock_file.fileno()
+            os.lseek(fd, 0, os.SEEK_SET)  # (Windows locks bytes from the position)
+            try:
+                _lock_fd(fd)
+            except BlockingIOError:
+                owner = _read_owner(fd)
+                raise DatasetLockedError(
+                    f"another bindf ingest is writing this dataset ({owner}); wait for it "
+                    "to finish. The lock is released when that process ends, even if it is "
+                    "killed", path=self.path) from None
+            owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now(),
+                     "bindf_version": __version__}
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(owner).encode())  # (appended: at the new end, 0)
         except BaseException:
-            os.close(fd)
+            lock_file.close()  # closing releases the lock
             raise
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now(),
-                 "bindf_version": __version__}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(owner).encode())
-        self._fd = fd
+        self._file = lock_file
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing releases the lock
-            self._fd = None
+        lock_file, self._file = self._file, None
+        if lock_file is not None:
+            try:
+                os.ftruncate(lock_file.fileno(), 0)
+            finally:
+                lock_file.close()  # closing releases the lock
 
 
 def _lock_fd(fd: int) -> None:

@@ -123,7 +123,16 @@ HINTS: dict[str, str] = {
     "row_count_name": "row_index_name",
     "row_count_offset": "row_index_offset",
     "errors": "on_error",
-    "engine": "output",
+}
+
+#: What to do instead, for parameters of pandas' and polars' readers that bindf has no
+#: use for (a close name would mislead: ``rechunk`` is not ``chunksize``).
+ADVICE: dict[str, str] = {
+    "rechunk": "bindf's frames are contiguous already: drop rechunk=",
+    "low_memory": "for bounded memory, read in chunks (chunksize=) or scan lazily",
+    "engine": "bindf has one decoder per format; output= picks pandas, polars or Arrow",
+    "use_pyarrow": "for Arrow, output='arrow' (or dtype_backend='pyarrow' in pandas)",
+    "filepath_or_buffer": "the source is the first argument (or source=)",
 }
 
 #: The ``source`` parameter: its annotation names the ``Sources`` type of
@@ -277,7 +286,8 @@ def check_names(function: str, given: Iterable[str], allowed: Iterable[str],
         return
     name = unknown[0]
     message = f"{function}() got an unexpected option (keyword argument) {name!r}"
-    instead = hints and (hints.get(name) or hints.get(HINTS.get(name, "")))  # nrows too
+    hints = hints or {}
+    instead = hints.get(name) or hints.get(HINTS.get(name, "")) or ADVICE.get(name)  # nrows too
     if instead:
         raise TypeError(f"{message}; {instead}")
     hint = HINTS.get(name)

@@ -209,20 +209,21 @@ class Source:
 HOLD_IN_MEMORY_BYTES = 256 << 10
 
 
-#: ``os.open`` flags for reading a file whole (binary mode matters on Windows).
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
-
 
 def _whole_local_file(path: str, size: int) -> bytes:
     """The first ``size`` bytes of the local file ``path`` (fewer if it shrank), read
-    through the file descriptor: no Python file object, whose construction costs as
-    much as the read itself for a file of a few kilobytes.
+    with ``os.read`` on the file's descriptor: no buffered reader, whose construction
+    costs as much as the read itself for a file of a few kilobytes.
 
     Bytes the file no longer holds after the read (see :func:`still_in_file`) are left
     out, so a file cut while it is read looks to the reader exactly as a short read of
     the file itself would: a truncation."""
-    fd = os.open(path, _READ_FLAGS)
+    # A file object rather than os.open: Ctrl-C lands when a call returns, and a bare
+    # descriptor it kept from being assigned would stay open for good (a file object is
+    # closed when dropped). It costs ~1.5 µs a file; the reads still go through the fd.
+    opened = io.FileIO(path, "r")
     try:
+        fd = opened.fileno()
         data = os.read(fd, size)
         if 0 < len(data) < size:  # a short read before the end: read on
             parts = [data]
@@ -238,7 +239,7 @@ def _whole_local_file(path: str, size: int) -> bytes:
         if kept < len(data):
             data = data[:kept]
     finally:
-        os.close(fd)
+        opened.close()
     return data
 
 
@@ -428,6 +429,10 @@ def expand_sources(
     options = _storage_options(storage_options)
     if isinstance(sources, (str, os.PathLike, Source)) or is_source_object(sources):
         items: list[Any] = [sources]
+    elif _is_table(sources):  # iterating a DataFrame gives its column names
+        raise TypeError(f"source must be a path, a glob or a list of them, not a "
+                        f"{type(sources).__name__}: for paths held in one of its columns, "
+                        "pass that column (df['path'])")
     elif isinstance(sources, (set, frozenset, Mapping)):  # no order: rows would follow
         raise TypeError(f"source must be a path, a glob or a list (an ordered sequence), "
                         f"not a {type(sources).__name__}: its order, and so the rows', "
@@ -463,6 +468,13 @@ def expand_sources(
         else:
             out.append(_path_source(path, options))
     return out
+
+
+def _is_table(obj: object) -> bool:
+    """A pandas/polars frame or an Arrow table (recognised without importing them)."""
+    module = type(obj).__module__.split(".", 1)[0]
+    return module in ("pandas", "polars", "pyarrow") and type(obj).__name__ in (
+        "DataFrame", "LazyFrame", "Table", "RecordBatch")
 
 
 def _storage_options(storage_options: Any) -> dict[str, Any]:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import operator
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -99,12 +100,57 @@ def resolve_threads(threads: int | bool | None) -> int:
 
 # -- thread pools kept for the life of the process ---------------------------------------
 
-_EXECUTORS: dict[tuple[str, int], ThreadPoolExecutor] = {}
+class Lane:
+    """At most ``limit`` tasks at a time on a pool shared with other lanes: what a pool of
+    ``limit`` threads of its own gives (``submit`` returns a future that can be cancelled
+    until its task starts), without threads of its own. A lane's tasks run in
+    submission order, by at most ``limit`` runners that each take the next task when
+    theirs ends."""
+
+    def __init__(self, pool: ThreadPoolExecutor, limit: int) -> None:
+        self._pool = pool
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._runners = 0
+
+    def submit(self, task: Callable[..., R], *args: Any) -> Future[R]:
+        future: Future[R] = Future()
+        with self._lock:
+            self._queue.append((future, task, args))
+            start = self._runners < self._limit
+            if start:
+                self._runners += 1
+        if start:
+            self._pool.submit(self._run)
+        return future
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._runners -= 1
+                    return
+                future, task, args = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():  # cancelled while queued
+                continue
+            try:
+                result = task(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+#: One pool per role; its threads are made as the role's lanes need them, up to this many.
+_POOL_THREADS = 1024
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+_LANES: dict[tuple[str, int], Lane] = {}
 _EXECUTORS_LOCK = threading.Lock()
 
 
-def shared_executor(role: str, workers: int) -> ThreadPoolExecutor:
-    """The process's pool of ``workers`` threads for one kind of task, ``role`` (also the
+def shared_executor(role: str, workers: int) -> Lane:
+    """The process's lane of ``workers`` threads for one kind of task, ``role`` (also the
     threads' name prefix), created on first use and shared by every later read.
 
     Why not a pool per read: a thread's allocations come from its own heap (mimalloc,
@@ -116,16 +162,21 @@ def shared_executor(role: str, workers: int) -> ThreadPoolExecutor:
     of the CPU time with kept threads.
 
     One pool per role, so that a task never waits for tasks queued behind it on its own
-    pool. Callers never shut a shared pool down: they cancel or wait for their own
-    futures (:func:`settle`). A forked child starts with none (threads do not survive a
-    fork).
+    pool; a lane per thread count over it, so that reads with other ``threads=`` (or
+    other shares of them per file) reuse the role's threads instead of keeping a pool of
+    idle threads each (a sweep of ``threads=1 … 8`` kept 33 threads and their heaps).
+    Callers never shut a shared pool down: they cancel or wait for their own futures
+    (:func:`settle`). A forked child starts with none (threads do not survive a fork).
     """
     key = (role, workers)
     with _EXECUTORS_LOCK:
-        pool = _EXECUTORS.get(key)
-        if pool is None:
-            pool = _EXECUTORS[key] = ThreadPoolExecutor(workers, thread_name_prefix=role)
-        return pool
+        lane = _LANES.get(key)
+        if lane is None:
+            pool = _POOLS.get(role)
+            if pool is None:
+                pool = _POOLS[role] = ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix=role)
+            lane = _LANES[key] = Lane(pool, workers)
+        return lane
 
 
 def settle(futures: Iterable[Future[object]]) -> None:
@@ -135,7 +186,7 @@ def settle(futures: Iterable[Future[object]]) -> None:
     wait(running)
 
 
-def run_all(pool: ThreadPoolExecutor, task: Callable[[T], R], items: Iterable[T]) -> list[R]:
+def run_all(pool: Lane, task: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``task(item)`` for every item on ``pool``; the results in order. The first error
     is raised once every task has ended (or was cancelled before it started): no task
     outlives the call, since tasks write into the caller's output."""
@@ -146,7 +197,7 @@ def run_all(pool: ThreadPoolExecutor, task: Callable[[T], R], items: Iterable[T]
         settle(futures)
 
 
-def read_in_parts(pool: ThreadPoolExecutor | None, part: Callable[[int], int],
+def read_in_parts(pool: Lane | None, part: Callable[[int], int],
                   sizes: Sequence[int]) -> int:
     """Run ``part(k)`` for every ``k`` of ``sizes`` (each reads up to ``sizes[k]``
     records into its slice of one output and returns how many it read) and return the
@@ -204,7 +255,8 @@ def part_bounds(n: int, itemsize: int, threads: int, part_bytes: int) -> list[in
 def _forget_executors_after_fork() -> None:
     # A forked child holds the pools but not their threads: it would queue tasks that no
     # thread runs. It makes its own on first use.
-    _EXECUTORS.clear()
+    _POOLS.clear()
+    _LANES.clear()
     global _EXECUTORS_LOCK
     _EXECUTORS_LOCK = threading.Lock()
 

@@ -429,7 +429,8 @@ def get_format(name: str) -> FormatSpec:
     if name in _FAILED:
         raise ValueError(_FAILED[name])
     known = format_names()
-    close = difflib.get_close_matches(str(name), known, n=1)
+    close = ([n for n in known if n == str(name).lower()]  # format="IT02", the magic
+             or difflib.get_close_matches(str(name), known, n=1))
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ValueError(f"unknown format {name!r}; {hint}bindf knows {sorted(known)}")
 

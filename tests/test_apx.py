@@ -1057,7 +1057,7 @@ def test_early_stop_leaves_no_worker_thread(split_run, monkeypatch):
         """The threads of one read. Not polars' own (they show up as dummies), nor the
         threads of bindf's shared pools, which stay for the next read, idle (every read
         waits for or cancels its own tasks before it returns)."""
-        shared = tuple(role for role, _ in _threads._EXECUTORS)
+        shared = tuple(_threads._POOLS)
         return [t for t in threading.enumerate()
                 if t.name.startswith("bindf-") and not t.name.startswith(shared)]
 
@@ -1078,7 +1078,7 @@ def test_early_stop_leaves_no_worker_thread(split_run, monkeypatch):
         reader.close()
         assert workers() == []
         kept = sorted(t.name for t in threading.enumerate() if t.name.startswith("bindf-"))
-        assert len(kept) <= sum(workers for _, workers in _threads._EXECUTORS)
+        assert len(kept) <= sum(lane._limit for lane in _threads._LANES.values())
 
 
 def test_small_files_start_no_thread(split_run):

@@ -790,3 +790,53 @@ def test_files_of_other_columns_read_together_for_the_columns_they_share(
     assert scanned["ch2"].to_list() == expected.loc[expected["ch2"] > 10, "ch2"].tolist()
     chunks = list(bindf.read_it02(runs, columns=["ch2"], chunksize=20))
     assert pd.concat(chunks, ignore_index=True)["ch2"].equals(expected["ch2"])
+
+
+def test_what_pandas_and_polars_users_type_gets_bindfs_answer(data_dir: Path) -> None:
+    """Keywords of pandas' and polars' readers that bindf has no use for get advice (a
+    close name misled: rechunk → "did you mean chunksize?"), a missing source and a
+    DataFrame given as the source get bindf's message, an empty column name is refused
+    (it was taken for "no column"), and a format named in capitals gets a hint."""
+    run = data_dir / "intensity-tracing-export-data-example.bin"
+    cases = [
+        (lambda: pd.read_it02(filepath_or_buffer=run), TypeError,
+         "'filepath_or_buffer'; the source is the first argument"),
+        (lambda: pd.read_it02(), TypeError, r"read_it02\(\) needs the source"),
+        (lambda: bindf.write_it02(), TypeError, r"write_it02\(\) needs the output"),
+        (lambda: bindf.read_it02(run, rechunk=True), TypeError, "drop rechunk="),
+        (lambda: bindf.read_it02(run, engine="c"), TypeError, "output= picks pandas"),
+        (lambda: bindf.read_it02(run, use_pyarrow=True), TypeError, "output='arrow'"),
+        (lambda: bindf.read(run, format="IT02"), ValueError, "did you mean 'it02'"),
+        (lambda: bindf.read_it02(pd.DataFrame({str(run): [1]})), TypeError,
+         r"not a DataFrame: .* pass that column"),
+        (lambda: bindf.read_it02(pl.DataFrame({"path": [str(run)]})), TypeError,
+         "not a DataFrame"),
+        (lambda: bindf.read_it02(run, row_index_name=""), ValueError, "not an empty string"),
+        (lambda: pl.scan_it02(run, include_file_paths=""), ValueError, "not an empty string"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+    assert len(bindf.read_it02(pd.Series([run, run]))) == 2 * len(bindf.read_it02(run))
+
+
+def test_a_polars_frame_never_reports_another_frames_info(data_dir: Path) -> None:
+    """polars frames' info is kept by id(); a Ctrl-C inside the finalizer that drops it
+    when the frame goes left the entry behind, and a later frame given the same id
+    reported that read's header (as if it were the file's)."""
+    import gc
+
+    from bindf import _frames
+
+    read = pl.read_it02(data_dir / "intensity-tracing-export-data-example.bin")
+    stale = _frames._POLARS_INFO[id(read)]
+    del read
+    gc.collect()
+    other = pl.DataFrame({"a": [1, 2]})
+    _frames._POLARS_INFO[id(other)] = stale  # the entry a skipped finalizer leaves
+    try:
+        assert _frames.get_polars_info(other) is None
+        with pytest.raises(AttributeError, match="carries no bindf metadata"):
+            other.bindf.header  # noqa: B018
+    finally:
+        _frames._POLARS_INFO.pop(id(other), None)

@@ -9,6 +9,7 @@ from a forkserver that has bindf imported already, so each one starts in millise
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -509,6 +510,29 @@ def test_a_watcher_outlives_a_run_that_holds_the_lock(campaign, tmp_path: Path) 
         last = bindf.watch_ingest(root / "flim", dest, interval=0.1, max_runs=1,
                                   on_report=reports.append)
     assert len(reports) == 1 and last is reports[0] and last.ok and last.ingested
+
+
+def test_a_lock_that_fails_while_taken_is_released(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while the owner record was written left the descriptor open and the
+    lock held: every later ingest of the dataset, this process's and any other's, was
+    refused until the process ended."""
+    from bindf import _manifest
+
+    def disk_full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    opened = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    with monkeypatch.context() as patch:
+        patch.setattr(_manifest.os, "write", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            DatasetLock(str(dest)).__enter__()
+    with DatasetLock(str(dest)):  # free again
+        pass
+    if opened is not None:
+        assert len(os.listdir("/proc/self/fd")) == opened
 
 
 def _run_ingest(root: str, dest: str, kwargs: dict, started) -> None:  # noqa: ANN001

@@ -384,10 +384,48 @@ def test_a_forked_child_makes_its_own_pools(monkeypatch):
     # what os.register_at_fork runs in a child: the parent's pools (whose threads the
     # child does not have) are forgotten, and the next use makes a working one
     pool = shared_executor("bindf-test-fork", 1)
-    monkeypatch.setattr(_threads, "_EXECUTORS", dict(_threads._EXECUTORS))
+    monkeypatch.setattr(_threads, "_POOLS", dict(_threads._POOLS))
+    monkeypatch.setattr(_threads, "_LANES", dict(_threads._LANES))
     _threads._forget_executors_after_fork()
     fresh = shared_executor("bindf-test-fork", 1)
     assert fresh is not pool and fresh.submit(lambda: 42).result() == 42
+
+
+def test_reads_of_every_thread_count_share_one_pool_per_role(tmp_path):
+    """A pool per (role, thread count) kept every pool's idle threads: a sweep of
+    threads=1 … 6 left 1 + 2 + … threads per role. Now the role's threads are shared,
+    and a lane still runs at most its own count of tasks at once."""
+    import threading
+    import time
+
+    # Legacy photon records (17 bytes), 10 MB: cut into parts on helper threads.
+    records = np.zeros(600_000, dtype=[("event", "u1"), ("micro", "<f8"), ("macro", "<f8")])
+    records["macro"] = np.arange(len(records), dtype=np.float64)
+    big = tmp_path / "spectroscopy-output-1.bin"
+    big.write_bytes(records.tobytes())
+    for threads in range(1, 7):
+        bindf.read_spectro(big, threads=threads, output="arrow")
+        bindf.read_spectro([big, big], threads=threads, output="arrow")
+    for role in _threads._POOLS:
+        named = [t for t in threading.enumerate() if t.name.startswith(role + "_")]
+        assert len(named) <= 6, (role, len(named))  # (a pool per count: up to 1 + … + 6)
+    lane = shared_executor("bindf-test-lane", 2)
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def task(_: int) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+
+    _threads.run_all(lane, task, range(12))
+    assert most[0] == 2
+    queued = [lane.submit(time.sleep, 0.05) for _ in range(6)]
+    assert queued[-1].cancel()  # not started: cancelled, never run
+    _threads.settle(queued)
 
 
 def test_threads_false_still_accepted_by_apx(tmp_path):

@@ -18,7 +18,6 @@ import abc
 import difflib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
@@ -27,7 +26,7 @@ import pyarrow as pa
 
 from .._lanes import Lanes, lanes_for
 from .._source import Source
-from .._threads import resolve_threads, shared_executor
+from .._threads import Lane, resolve_threads, shared_executor
 from ..errors import HeaderError
 
 #: Rows per record batch unless the caller asks otherwise. Large enough that per-batch
@@ -179,7 +178,7 @@ class FormatReader(abc.ABC):
     #: Threads that may help decode parts of this file beside the thread reading it, set
     #: by a multi-file read that decodes files in parallel (its pool: a thread with no
     #: file left to take helps finish another file). None: :meth:`part_helpers` decides.
-    shared_helpers: ThreadPoolExecutor | None = None
+    shared_helpers: Lane | None = None
     #: Short name used in the registry, in ``bindf.format`` metadata and by the CLI.
     name: ClassVar[str]
     #: Human name for messages ("FLIM LABS IT02 intensity tracing").
@@ -255,7 +254,7 @@ class FormatReader(abc.ABC):
         size = self.source.size if input_bytes is None else min(input_bytes, self.source.size)
         return lanes_for(size if self.keeps_every_batch else None, shares, rows)
 
-    def part_helpers(self) -> ThreadPoolExecutor | None:
+    def part_helpers(self) -> Lane | None:
         """Threads that may decode parts of this file beside the reading thread (see
         :func:`bindf._threads.read_in_parts`): the multi-file read's pool, else
         ``threads - 1`` threads of the process's shared pool; None for one thread, and

@@ -45,7 +45,7 @@ from typing import Any, BinaryIO, Generic, TypeVar
 import numpy as np
 
 from .._source import Source, read_into
-from .._threads import settle
+from .._threads import Lane, settle
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, TruncatedFileWarning
 from ._base import ON_ERROR_CHOICES
@@ -301,7 +301,7 @@ class StreamDecoder(abc.ABC, Generic[T]):
 def decode_file(source: Source, decoder: StreamDecoder[T], *, end: int | None = None,
                 first_read: int = 1 << 20, max_read: int = 1 << 20,
                 f: BinaryIO | None = None, finish: bool = True,
-                read_ahead: ThreadPoolExecutor | None = None) -> Generator[T, None, None]:
+                read_ahead: Lane | None = None) -> Generator[T, None, None]:
     """Read ``source`` from ``decoder.read_position`` to ``end`` (default: its size when
     opened) with ``readinto`` into the decoder's buffer, and yield what it decodes.
 
@@ -355,7 +355,7 @@ READ_AHEAD_HEADROOM = 4096
 
 
 def _decoded_reading_ahead(f: BinaryIO, decoder: StreamDecoder[T], end: int, size: int,
-                           pool: ThreadPoolExecutor) -> Generator[T, None, bool]:
+                           pool: Lane) -> Generator[T, None, bool]:
     """:func:`decode_file`'s loop with the reading moved to a thread of ``pool``: two
     buffers take turns, one read into (``size`` bytes at a time) while the decoder
     decodes the other, which it adopts without a copy; after each read that thread

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar
 
@@ -31,7 +30,7 @@ from .._header import read_exact, read_preamble
 from .._kernels import _it02
 from .._lanes import fault_in
 from .._source import iter_fixed_records
-from .._threads import part_bounds, read_in_parts, shared_executor
+from .._threads import Lane, part_bounds, read_in_parts, shared_executor
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import AcquisitionEnd, FormatReader, numpy_to_arrow
@@ -457,7 +456,7 @@ class IT02Reader(FormatReader):
             self._warn_truncated(self.data_offset + self.n_records * size,
                                  f"the last {self.tail_bytes} bytes are an incomplete {record}")
 
-    def _dense_in_parts(self, helpers: ThreadPoolExecutor | None, want_time: bool,
+    def _dense_in_parts(self, helpers: Lane | None, want_time: bool,
                         fields: list[str], batch_size: int,
                         count: int) -> Generator[_Chunk, None, int]:
         """Dense records in parts: each output batch is cut into record-aligned parts

@@ -33,6 +33,10 @@ _KINDS = {
 _FIXED_OUTPUT_RETURNS = {"pandas": "pandas.DataFrame", "polars": "polars.DataFrame"}
 
 
+#: The default of ``source``: a call without one is refused with bindf's message.
+_NO_SOURCE: Any = object()
+
+
 class FormatFunction:
     """``read_<name>`` / ``scan_<name>`` / ``write_<name>`` / ``bindf.dask.read_<name>``
     of one format (``output`` fixed for ``pd.read_<name>`` / ``pl.read_<name>``)."""
@@ -97,7 +101,14 @@ class FormatFunction:
     def __repr__(self) -> str:
         return f"<bindf function {self.__name__}>"
 
-    def __call__(self, source: Sources, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, source: Sources = _NO_SOURCE, *args: Any, **kwargs: Any) -> Any:
+        if source is _NO_SOURCE:  # (Python's own message names FormatFunction.__call__)
+            if self.kind == "write":
+                raise TypeError(f"{self.__name__}() needs the output (a path or a binary "
+                                "file object) as its first argument")
+            check_names(self.__name__, kwargs, [p.name for p in self._parameters()])
+            raise TypeError(f"{self.__name__}() needs the source (a path, a glob, a URL, "
+                            "bytes, a file object or a list of those) as its first argument")
         if self.kind == "write":
             writer = self.spec.writer_function()
             return writer(source, *args, **kwargs)

@@ -13,7 +13,7 @@ import functools
 import re
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any
@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count, check_flag, column_list
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
-from .._threads import resolve_threads, settle, shared_executor
+from .._threads import Lane, resolve_threads, settle, shared_executor
 from .._warnings import WarningSink, warn
 from ..arrow import build_info, path_text
 from ..errors import BindfError, BindfWarning
@@ -92,6 +92,9 @@ class ReadPlan:
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a column name (a str) or None, not "
                                 f"{value!r}")
+            if value == "":  # was taken for "no column"; polars makes a column named ""
+                raise ValueError(f"{name} must be a column name, not an empty string "
+                                 "(None for no such column)")
         self.include_file_paths = include_file_paths
         self.row_index_name = row_index_name
         # (a float would be truncated, as polars refuses it: not an integer, refused too)
@@ -522,7 +525,7 @@ class ReadPlan:
             settle(future for _, _, future in pending if future is not None)
 
     def _decode_whole_file(self, index: int, columns: list[str], n_rows: int | None,
-                           helpers: ThreadPoolExecutor | None = None) -> _FileResult:
+                           helpers: Lane | None = None) -> _FileResult:
         """One pool task: open file ``index`` once, decode it, keep its warnings.
         ``helpers`` (the pool) may decode parts of it: a thread with no file left to
         take helps finish the files still being decoded."""
