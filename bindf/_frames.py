@@ -9,7 +9,7 @@ polars are recognised by their module name, so this module imports neither.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -26,11 +26,14 @@ _POLARS_INFO: dict[int, _PolarsInfo] = {}
 
 
 class _PolarsInfo:
-    __slots__ = ("frame", "info", "required")
+    __slots__ = ("frame", "info", "plan", "required")
 
-    def __init__(self, frame: Any, info: dict[str, Any], required: frozenset[str]) -> None:
+    def __init__(self, frame: Any, info: dict[str, Any], required: frozenset[str],
+                 plan: Callable[[], Any] | None) -> None:
         self.frame = weakref.ref(frame)
         self.info = info
+        #: A bindf scan's LazyFrame: a new ReadPlan of the scan (to stream it to a file)
+        self.plan = plan
         #: The columns that the Arrow schema the frame was made from declared
         #: non-nullable: polars declares every column nullable, and Arrow taken back from
         #: the frame (a Parquet file written from a frame fresh from a read) declares them
@@ -112,14 +115,16 @@ def set_pandas_info(frame: Any, info: Mapping[str, Any]) -> None:
     frame.attrs["bindf"] = shared(dict(info))
 
 
-def set_polars_info(frame: Any, info: dict[str, Any], schema: pa.Schema | None = None) -> None:
+def set_polars_info(frame: Any, info: dict[str, Any], schema: pa.Schema | None = None, *,
+                    plan: Callable[[], Any] | None = None) -> None:
     """Attach bindf info to a polars frame (read back by ``frame.bindf``); ``schema``:
     the Arrow schema the frame was converted from, whose non-nullable columns
-    :func:`to_arrow_table` declares so again."""
+    :func:`to_arrow_table` declares so again; ``plan``: for a scan's LazyFrame, what
+    makes a ``ReadPlan`` of its rows (see :func:`polars_scan_plan`)."""
     key = id(frame)
     required = frozenset() if schema is None else frozenset(
         f.name for f in schema if not f.nullable)
-    _POLARS_INFO[key] = _PolarsInfo(frame, info, required)
+    _POLARS_INFO[key] = _PolarsInfo(frame, info, required, plan)
     weakref.finalize(frame, _POLARS_INFO.pop, key, None)
 
 
@@ -131,6 +136,14 @@ def _polars_entry(frame: Any) -> _PolarsInfo | None:
 def get_polars_info(frame: Any) -> dict[str, Any] | None:
     entry = _polars_entry(frame)
     return None if entry is None else entry.info
+
+
+def polars_scan_plan(frame: Any) -> Callable[[], Any] | None:
+    """For the LazyFrame a bindf scan returned (not one a polars operation made from
+    it), what makes a ``ReadPlan`` of its rows: a writer streams those batches instead
+    of collecting the frame. None for any other frame."""
+    entry = _polars_entry(frame) if _library(frame) == "polars" else None
+    return None if entry is None else entry.plan
 
 
 def _with_required_columns(table: pa.Table, required: frozenset[str]) -> pa.Table:

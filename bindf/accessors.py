@@ -53,8 +53,9 @@ class BindfAccessor(AnalysisMethods, Generic[FrameT]):
         return self.info.get("source")
 
     def to_parquet(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
-        """Write the frame (a LazyFrame: collected) to Parquet with its header (see
-        :func:`bindf.to_parquet`, which takes the same arguments).
+        """Write the frame to Parquet with its header (see :func:`bindf.to_parquet`, which
+        takes the same arguments). The LazyFrame of a bindf scan is streamed batch by
+        batch; any other LazyFrame is collected first.
 
         A frame that carries no bindf metadata (a polars operation since the read
         dropped it) is a ``ValueError`` unless ``header=`` is given: writing it through

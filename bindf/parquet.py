@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_path
-from ._frames import info_of, set_pandas_info, shared, to_arrow_table
+from ._frames import info_of, polars_scan_plan, set_pandas_info, shared, to_arrow_table
 from ._params import column_list
 from ._source import (
     SourceObject,
@@ -71,23 +71,8 @@ def frame_to_table(frame: Frame, *, header: Mapping[str, Any] | None = None,
     ``header``/``format`` replace what the frame carries (see :func:`to_parquet`). The
     header stored must be strict JSON, as the format writers require.
     """
-    carried = info_of(frame)
-    info = dict(carried) if carried is not None else None
+    info = _info_to_store(frame, header, format)
     replaced = header is not None or format is not None
-    if header is not None:
-        info = info if info is not None else {"format": None, "source": None}
-        info["header"] = inherited_header(frame, header)
-    if format is not None:
-        if info is None:
-            raise ValueError("format= names the format of the header, and this frame "
-                             "carries no header: pass header= too")
-        from .registry import get_format
-
-        get_format(format)  # a ValueError listing the known formats
-        info["format"] = format
-    if info is not None:
-        # The writers' own check (strict JSON that reads back); the preamble is unused.
-        encode_preamble(b"", info["header"])
     if _library_is_pandas(frame) and replaced:
         # attrs as stored (pyarrow's pandas metadata, PANDAS_ATTRS) say what bindf.header
         # says, not the header that was replaced
@@ -102,6 +87,29 @@ def frame_to_table(frame: Frame, *, header: Mapping[str, Any] | None = None,
     if info is not None:
         table = attach_info(table, info)
     return table, info
+
+
+def _info_to_store(frame: Any, header: Mapping[str, Any] | None,
+                   format: str | None) -> dict[str, Any] | None:
+    """The bindf info a Parquet file of ``frame`` stores: the frame's, its header or
+    format replaced by ``header``/``format``; the header checked as the writers check it."""
+    carried = info_of(frame)
+    info = dict(carried) if carried is not None else None
+    if header is not None:
+        info = info if info is not None else {"format": None, "source": None}
+        info["header"] = inherited_header(frame, header)
+    if format is not None:
+        if info is None:
+            raise ValueError("format= names the format of the header, and this frame "
+                             "carries no header: pass header= too")
+        from .registry import get_format
+
+        get_format(format)  # a ValueError listing the known formats
+        info["format"] = format
+    if info is not None:
+        # The writers' own check (strict JSON that reads back); the preamble is unused.
+        encode_preamble(b"", info["header"])
+    return info
 
 
 def _library_is_pandas(frame: Any) -> bool:
@@ -123,7 +131,9 @@ def to_parquet(
     Parameters
     ----------
     frame:
-        A pandas, polars (or ``LazyFrame``, collected) or Arrow frame. A pandas index
+        A pandas, polars or Arrow frame, or a polars ``LazyFrame``: that of a bindf scan
+        is streamed batch by batch (as ``bindf convert`` writes; with ``**write_options``
+        or to an fsspec ``OpenFile``, collected), any other collected. A pandas index
         other than the default ``RangeIndex`` is written as columns, as pandas' own
         ``to_parquet`` does, and :func:`read_parquet` (or ``pd.read_parquet``) restores
         it.
@@ -151,6 +161,21 @@ def to_parquet(
         Passed to ``pyarrow.parquet.write_table`` (``row_group_size=`` …).
     """
     _check_compression(compression)
+    scan = polars_scan_plan(frame)
+    if scan is not None and not write_options and not _is_fsspec_open_file(path) \
+            and not (isinstance(path, str) and _is_url(path)):
+        # A bindf scan as it was made: its batches streamed to the file, as bindf
+        # convert does, never all in memory (collecting first held the whole frame)
+        stored = _info_to_store(frame, header, format)
+        plan = scan()
+
+        def info() -> dict[str, Any]:  # the damage skipped is known at the end
+            return {**plan.info(), **{k: stored[k] for k in ("header", "format")}}
+
+        write_batches(plan.iter_batches(), plan.output_schema(), path, to="parquet",
+                      info=info if stored is not None else None, overwrite=overwrite,
+                      compression=compression)
+        return
     table, _ = frame_to_table(frame, header=header, format=format)
     if _is_fsspec_open_file(path):
         if "w" not in path.mode or "b" not in path.mode:

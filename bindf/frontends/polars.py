@@ -269,5 +269,7 @@ def scan(
         explain_detail=", ".join(path_text(s.path) for s in template.sources[:3])
         + (" …" if len(template.sources) > 3 else ""),
     )
-    set_polars_info(lazy, info)
+    # (lf.bindf.to_parquet streams the scan's batches to the file, header and damage
+    # counts included, instead of collecting the frame)
+    set_polars_info(lazy, info, plan=lambda: make_plan(None, scan_rows))
     return lazy
