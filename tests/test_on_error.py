@@ -374,7 +374,8 @@ def test_chunked_reads_keep_their_info_through_concat_and_count_at_the_end(
         joined = pd.concat(chunks)
         pd.testing.assert_frame_equal(joined, whole)
         assert joined.attrs == {"bindf": info}
-        chunks[0].attrs["bindf"]["header"]["mine"] = 1  # each chunk has its own header
+        with pytest.raises(TypeError, match="change a copy"):  # no chunk changes another's
+            chunks[0].attrs["bindf"]["header"]["mine"] = 1
         assert "mine" not in chunks[1].attrs["bindf"]["header"]
     else:
         assert all(chunk.bindf.info == info for chunk in chunks)
