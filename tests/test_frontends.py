@@ -840,3 +840,25 @@ def test_a_polars_frame_never_reports_another_frames_info(data_dir: Path) -> Non
             other.bindf.header  # noqa: B018
     finally:
         _frames._POLARS_INFO.pop(id(other), None)
+
+
+@pytest.mark.parametrize("output", ["pandas", "polars"])
+def test_chunked_reads_take_any_number_of_rows_as_pandas_readers_do(
+        data_dir: Path, output: str) -> None:
+    """get_chunk(size) and read(nrows), as pandas' chunked readers have them."""
+    run = data_dir / "it01_intensity-tracing-export-data-example.bin"
+    whole = bindf.read_it01(run, output=output)
+    reader = bindf.read_it01(run, output=output, chunksize=1000)
+    parts = [reader.get_chunk(7), reader.get_chunk(1500), next(reader), reader.read(10),
+             reader.read()]
+    assert [len(p) for p in parts] == [7, 1500, 1000, 10, len(whole) - 2517]
+    assert len(reader.read()) == 0 and list(reader.read().columns) == list(whole.columns)
+    with pytest.raises(StopIteration):
+        reader.get_chunk(5)
+    if output == "pandas":
+        joined = pd.concat(parts)
+        assert joined.equals(whole) and joined.index.equals(whole.index)
+    else:
+        assert pl.concat(parts).equals(whole)
+    with pytest.raises(ValueError, match="size"):
+        bindf.read_it01(run, chunksize=10).get_chunk(0)

@@ -24,6 +24,7 @@ from .._frames import (  # noqa: F401 - re-exported
     set_polars_info,
 )
 from .._lanes import discard, live_block_spans, release_unused_memory
+from .._params import check_count
 from .._threads import run_all, shared_executor
 from ..arrow import attach_info
 
@@ -674,6 +675,9 @@ class ChunkedReader(Iterator[Frame]):
     them (``RangeIndex`` 0..n-1, then n..), so ``pd.concat(chunks)`` equals the whole
     read. Usable as a context manager; ``close()`` stops reading.
 
+    ``get_chunk(size)`` and ``read(nrows)`` take any number of rows, as pandas' chunked
+    readers' do (iteration then goes on with the next ``chunksize`` rows).
+
     Every chunk carries the same info (format, header, source), so that ``pd.concat``
     keeps it (pandas drops ``attrs`` that differ between the frames it joins). Damage
     skipped under ``on_error="warn"``/``"skip"`` is counted in :attr:`errors`, which is
@@ -682,16 +686,23 @@ class ChunkedReader(Iterator[Frame]):
 
     def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, output: Output,
                  info: Any, dtype_backend: DtypeBackend | None = None,
-                 empty: Callable[[], pa.RecordBatch] | None = None) -> None:
+                 empty: Callable[[], pa.RecordBatch] | None = None,
+                 chunksize: int | None = None) -> None:
         self._batches = batches
+        #: The rows of a chunk after get_chunk or read cut a batch (None: the batch's rest)
+        self._chunksize = chunksize
         #: The batch of a read of no rows: as pandas' chunked readers, a read without
         #: rows gives one empty chunk with the columns (``pd.concat`` needs one).
         self._empty = empty
+        self._make_empty = empty  # (kept: read() at the end gives a frame of no rows)
         self._schema = schema
         self._output = output
         self._info = info
         self._dtype_backend = dtype_backend
         self._rows_before = 0
+        #: Rows taken from the stream but not handed out yet (the rest of a batch that
+        #: get_chunk or read cut)
+        self._pending: list[pa.RecordBatch] = []
 
     def __iter__(self) -> ChunkedReader:
         return self
@@ -702,19 +713,70 @@ class ChunkedReader(Iterator[Frame]):
         return dict(self._info().get("errors") or {})
 
     def __next__(self) -> Frame:
-        # each chunk its own copy: an edit of one chunk's header must not reach the others
-        info = copy.deepcopy({key: value for key, value in self._info().items()
-                              if key != "errors"})
+        if self._pending:  # after get_chunk or read cut a batch: the next chunksize rows
+            if self._chunksize is not None:
+                return self._frame(self._take(self._chunksize))
+            batches, self._pending = self._pending, []
+            return self._frame(batches)
+        return self._frame([self._next_batch()])
+
+    def get_chunk(self, size: int | None = None) -> Frame:
+        """The next ``size`` rows (fewer at the end; default: the next chunk), as pandas'
+        chunked readers' ``get_chunk``; ``StopIteration`` once every row was handed out."""
+        if size is None:
+            return next(self)
+        check_count("size", size, 1)
+        batches = self._take(size)
+        if not batches:
+            raise StopIteration
+        return self._frame(batches)
+
+    def read(self, nrows: int | None = None) -> Frame:
+        """The next ``nrows`` rows (default: all that are left) as one frame, as pandas'
+        chunked readers' ``read``; a frame of no rows (with the columns) at the end."""
+        check_count("nrows", nrows, 0)
+        batches = self._take(nrows)
+        return self._frame(batches or [self._make_empty() if self._make_empty is not None
+                                       else pa.RecordBatch.from_pylist([], schema=self._schema)])
+
+    def _take(self, rows: int | None) -> list[pa.RecordBatch]:
+        """Batches of the next ``rows`` rows (``None``: every row left), the rest of a
+        cut batch kept for the next call."""
+        taken, count = [], 0
+        while rows is None or count < rows:
+            if self._pending:
+                batch = self._pending.pop(0)
+            else:
+                try:
+                    batch = self._next_batch(empty_chunk=False)
+                except StopIteration:
+                    break
+            if rows is not None and count + batch.num_rows > rows:
+                keep = rows - count
+                self._pending.insert(0, batch.slice(keep))
+                batch = batch.slice(0, keep)
+            taken.append(batch)
+            count += batch.num_rows
+        return taken
+
+    def _next_batch(self, *, empty_chunk: bool = True) -> pa.RecordBatch:
         try:
-            batch = next(self._batches)
+            return next(self._batches)
         except StopIteration:
-            if self._rows_before or self._empty is None:
+            if not empty_chunk or self._rows_before or self._empty is None:
                 raise
             batch, self._empty = self._empty(), None  # once
+            return batch
         except BaseException:
             self._empty = None  # a read that failed has ended: no empty chunk after it
             raise
-        frame = batches_to_output([batch], self._schema, self._output,
+
+    def _frame(self, batches: list[pa.RecordBatch]) -> Frame:
+        # each chunk its own copy: an edit of one polars chunk's info must not reach the
+        # others (a pandas chunk's is read-only, see bindf._frames.SharedDict)
+        info = copy.deepcopy({key: value for key, value in self._info().items()
+                              if key != "errors"})
+        frame = batches_to_output(batches, self._schema, self._output,
                                   info, self._dtype_backend)
         if isinstance(frame, pd.DataFrame):
             start = self._rows_before

@@ -52,7 +52,7 @@ def read(
     schema = plan.output_schema()
     if chunksize is not None:
         return ChunkedReader(plan.iter_batches(), schema, output, plan.info, dtype_backend,
-                             empty=plan.empty_batch)
+                             empty=plan.empty_batch, chunksize=chunksize)
     return batches_to_output(plan.all_batches(), schema, output, plan.info(), dtype_backend,
                              threads=plan.threads)
 
