@@ -421,6 +421,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_formats(args: argparse.Namespace) -> int:
+    """Every format bindf reads here (built-ins and installed plugins): name, how it is
+    detected, its options, whether it has a writer."""
+    import bindf
+    from bindf.registry import BUILTIN
+
+    rows = []
+    for spec in bindf.list_formats():
+        if not spec.public:
+            continue
+        rows.append({
+            "name": spec.name,
+            "description": spec.description,
+            "magics": [m.decode("ascii", "backslashreplace") for m in spec.magics],
+            "extensions": list(spec.extensions),
+            "probe": spec.probe is not None,
+            "options": {p.name: p.annotation for p in spec.options},
+            "writer": spec.writer is not None,
+            "plugin": spec not in BUILTIN,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return EX_OK
+    for row in rows:
+        found = ([f"magic {m}" for m in row["magics"]] + [f"*{e}" for e in row["extensions"]]
+                 + (["probe"] if row["probe"] else []))
+        print(f"{row['name']}{'  (plugin)' if row['plugin'] else ''}: {row['description']}"
+              f"\n  detected by: {', '.join(found) or 'format= only'}"
+              f"\n  writer: {'write_' + row['name'] if row['writer'] else 'none'}")
+        for name, annotation in row["options"].items():
+            print(f"  option {name}: {annotation}")
+    return EX_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import bindf
     from bindf._source import expand_sources
@@ -633,6 +667,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="decode the sample files bundled with bindf")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("formats", help="list the formats bindf reads (plugins included)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_formats)
 
     p = sub.add_parser("info", help="format, header and row count of files (no full decode)")
     p.add_argument("files", nargs="+", metavar="FILE", help="files or globs (- for stdin)")

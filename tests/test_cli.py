@@ -710,3 +710,18 @@ def test_option_hints_use_the_command_line_spelling(stt1_files: list[Path], tmp_
     assert run(command, str(stt1_files[0]), *extra, "--option", option) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_formats_lists_every_format_with_how_it_is_found(capsys) -> None:
+    from bindf.cli import main
+
+    assert main(["formats"]) == 0
+    text = capsys.readouterr().out
+    assert "apx: AstroPix binary run" in text and "detected by: magic %APXDF, *.apx" in text
+    assert "option layout: Literal[\"dense\", \"sparse\"] | None" in text
+    assert "tpl  (plugin)" in text  # the tests' entry-point plugin
+    assert main(["formats", "--json"]) == 0
+    listed = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert listed["it02"]["magics"] == ["IT02"] and listed["it02"]["writer"]
+    assert listed["astep"]["probe"] and not listed["astep"]["plugin"]
+    assert "records" not in listed  # read_records is bindf's own function, not a format
