@@ -920,11 +920,14 @@ def _spool(stream: Any, name: str) -> tuple[Any, int]:
 #: compression from its name: ``read_apx("run.apx.gz")``. zstd needs Python 3.14 or the
 #: ``zstandard`` package (``pip install 'bindf[zstd]'``); the others come with Python.
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+_COMPRESSED_SUFFIXES = tuple(COMPRESSIONS)
 
 
 def compression_of(path: str) -> str | None:
     """The compression that a file's name says (``run.apx.gz`` → ``"gzip"``), or None."""
-    return COMPRESSIONS.get(os.path.splitext(path)[1].lower())
+    if not path.lower().endswith(_COMPRESSED_SUFFIXES):  # (once per file of a glob)
+        return None
+    return COMPRESSIONS[os.path.splitext(path)[1].lower()]
 
 
 class DecompressedSource(ObjectSource):

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from .. import registry
 from .._lanes import Lanes, lanes_for
 from .._source import Source
 from .._threads import Lane, resolve_threads, shared_executor
@@ -152,6 +153,11 @@ class AcquisitionEnd:
     header: dict[str, Any] = field(default_factory=dict)
 
 
+#: Reader class → (the spec it was worked out for, its declared options), for
+#: :meth:`FormatReader._declared_options`.
+_DECLARED_OPTIONS: dict[type, tuple[Any, dict[str, Any] | None]] = {}
+
+
 class FormatReader(abc.ABC):
     """One open file of one format. Subclasses implement ``_read_header`` and ``_batches``.
 
@@ -201,7 +207,8 @@ class FormatReader(abc.ABC):
         #: Damage skipped so far under on_error="warn"/"skip": {"kind": count}.
         self.errors: dict[str, int] = {}
         declared = self._declared_options()
-        if declared is not None:  # a name the spec does not declare: whatever the reader does
+        # a name the spec does not declare: refused whatever the reader does
+        if declared is not None and not declared.keys() >= options.keys():
             self.refuse_options({k: v for k, v in options.items() if k not in declared},
                                 declared)
         #: The format's own options, as the caller gave them.
@@ -227,13 +234,16 @@ class FormatReader(abc.ABC):
 
     def _declared_options(self) -> dict[str, Any] | None:
         """The registered spec's options of this reader's format (name → default), or
-        ``None`` for a reader used outside the registry."""
-        from ..registry import registered_spec
-
-        spec = registered_spec(self.name)
-        if spec is None or not isinstance(self, spec.reader_class()):
-            return None
-        return {param.name: param.default for param in spec.options}
+        ``None`` for a reader used outside the registry. Worked out once per reader
+        class and spec: a glob of thousands of small files opens a reader per file."""
+        spec = registry.registered_spec(self.name)
+        known = _DECLARED_OPTIONS.get(type(self))
+        if known is not None and known[0] is spec:
+            return known[1]
+        declared = None if spec is None or not isinstance(self, spec.reader_class()) else {
+            param.name: param.default for param in spec.options}
+        _DECLARED_OPTIONS[type(self)] = (spec, declared)
+        return declared
 
     def output_lanes(self, shares: int = 1, input_bytes: int | None = None,
                      rows: int | None = None) -> Lanes:
