@@ -51,7 +51,23 @@ _READ_ONLY = ("bindf's info (df.attrs['bindf']) is shared by every frame pandas 
               "header = dict(df.bindf.header)")
 
 
-class SharedDict(dict):  # type: ignore[type-arg]
+class _Shared:
+    """What :class:`SharedDict` and :class:`SharedList` have alike: a copy, deep or not, is
+    the object itself, and changing it in place is a ``TypeError`` saying what to do."""
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+    def __copy__(self) -> Any:
+        return self
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(_READ_ONLY)
+
+
+class SharedDict(_Shared, dict):  # type: ignore[type-arg]
     """A read-only dict of bindf info that every frame pandas derives from a read shares.
 
     pandas deep-copies ``attrs`` into each frame it derives (a slice, a column
@@ -61,41 +77,23 @@ class SharedDict(dict):  # type: ignore[type-arg]
 
     __slots__ = ()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> SharedDict:
-        return self
-
-    def __copy__(self) -> SharedDict:
-        return self
-
     def __reduce__(self) -> Any:
         return (SharedDict, (dict(self),))
 
-    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(_READ_ONLY)
-
-    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __ior__ = _Shared._refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _Shared._refuse  # type: ignore[assignment]
 
 
-class SharedList(list):  # type: ignore[type-arg]
+class SharedList(_Shared, list):  # type: ignore[type-arg]
     """A read-only list inside :class:`SharedDict` (a header's lists, the sources)."""
 
     __slots__ = ()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> SharedList:
-        return self
-
-    def __copy__(self) -> SharedList:
-        return self
-
     def __reduce__(self) -> Any:
         return (SharedList, (list(self),))
 
-    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(_READ_ONLY)
-
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
-    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _Shared._refuse  # type: ignore[assignment]
+    append = extend = insert = pop = remove = clear = sort = reverse = _Shared._refuse  # type: ignore[assignment]
 
 
 def shared(value: Any) -> Any:

@@ -261,11 +261,13 @@ def allowed_values(annotation: str) -> list[Any] | None:
 
 
 def value_allowed(value: Any, values: list[Any]) -> bool:
-    """Whether ``value`` is one of ``values``: numpy's bools and integers count as
-    Python's, but not ``True`` as ``1`` or ``1.0`` as ``1``."""
+    """Whether ``value`` is one of ``values``: numpy's bools, integers and strings count as
+    Python's (and str enums as their text), but not ``True`` as ``1`` or ``1.0`` as ``1``."""
     def same(v: Any) -> bool:
-        if v is None or isinstance(v, str):
-            return value == v and type(value) is type(v)
+        if v is None:
+            return value is None
+        if isinstance(v, str):  # numpy's str_ and str enums too
+            return isinstance(value, str) and value == v
         if isinstance(v, bool):
             return isinstance(value, (bool, np.bool_)) and bool(value) is v
         if isinstance(v, int):

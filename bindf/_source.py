@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
+from ._frames import _library
 from ._warnings import warn
 from .errors import (
     BindfError,
@@ -471,9 +472,9 @@ def expand_sources(
 
 
 def _is_table(obj: object) -> bool:
-    """A pandas/polars frame or an Arrow table (recognised without importing them)."""
-    module = type(obj).__module__.split(".", 1)[0]
-    return module in ("pandas", "polars", "pyarrow") and type(obj).__name__ in (
+    """A pandas, polars or dask frame or an Arrow table (recognised without importing
+    them)."""
+    return _library(obj) in ("pandas", "polars", "pyarrow", "dask") and type(obj).__name__ in (
         "DataFrame", "LazyFrame", "Table", "RecordBatch")
 
 
@@ -872,7 +873,8 @@ def _close_all(*files: Any) -> None:
 def _seekable_start(obj: Any) -> int | None:
     """The object's current position if it can seek (``None`` for a stream)."""
     try:
-        if not obj.seekable():
+        seekable = getattr(obj, "seekable", None)  # (SpooledTemporaryFile < 3.11 has none)
+        if seekable is not None and not seekable():
             return None
         return int(obj.tell())
     except (AttributeError, OSError, ValueError):
@@ -975,59 +977,100 @@ def _decompressed_again(path: str, storage_options: dict[str, Any], fs: Any,
 
 
 class _Decompressing:
-    """The decompressed bytes of a compressed file object, with ``read``: what
-    :func:`_spool` copies. Decompressor objects (not Python's ``GzipFile`` …, which drop
-    what they decompressed in a call that reaches a cut) so that a file cut short keeps
-    every byte before the cut, and ends with a warning; damaged data is a bindf error
-    naming the file and the offset (in the compressed file) where it was found.
-    Concatenated streams (``cat a.gz b.gz``, ``pigz``, ``pbzip2``) are read one after the
-    other, as the command-line tools do; zero bytes after the last are padding."""
+    """The decompressed bytes of a compressed file object, with ``read`` (what
+    :func:`_spool` copies; each call gives the next piece of at most
+    :data:`DECOMPRESSED_PIECE_BYTES`, whatever size it is asked for). Decompressor objects
+    (not Python's ``GzipFile`` …, which drop what they decompressed in a call that reaches
+    a cut) so that a file cut short keeps every byte before the cut, and ends with a
+    warning; damaged data is a bindf error naming the file and the offset (in the
+    compressed file) of the piece where it was found. Output is bounded per step: 337
+    bytes of bz2 hold 400 MB of zeros. Concatenated streams (``cat a.gz b.gz``, ``pigz``,
+    ``pbzip2``) are read one after the other, as the command-line tools do; zero bytes
+    after a stream are padding."""
 
     def __init__(self, raw: BinaryIO, compression: str, path: str) -> None:
         self._raw, self._compression, self._path = raw, compression, path
-        self._decompressor = _decompressor(compression)
-        self._decompressed = 0
-        self._finished = False
+        self._pieces = self._decompressed()
 
-    def read(self, n: int) -> bytes:
-        while not self._finished:
+    def read(self, n: int = -1) -> bytes:
+        return next(self._pieces, b"")
+
+    def _decompressed(self) -> Iterator[bytes]:
+        decompressor = _decompressor(self._compression)
+        started = False  # whether the current stream has had input
+        done = 0
+        while True:
             offset = _tell(self._raw)
-            compressed = self._raw.read(DECOMPRESS_CHUNK_BYTES)
-            if not compressed:
-                self._finished = True
-                if not self._decompressor.eof:
-                    self._cut(offset)
-                break
-            data = self._decompress(compressed, offset)
-            if data:
-                self._decompressed += len(data)
-                return data
-        return b""
+            pending = self._raw.read(DECOMPRESS_CHUNK_BYTES)
+            if not pending:  # (an empty file never started a stream: cut too)
+                if not started or not decompressor.eof:
+                    self._cut(offset, done)
+                return
+            while pending:
+                if decompressor.eof:  # a stream ended: padding, or the next stream
+                    pending = pending.lstrip(b"\0")
+                    if not pending:
+                        break
+                    decompressor, started = _decompressor(self._compression), False
+                started, fed, pending = True, pending, b""
+                try:
+                    for piece, after_end in _steps(decompressor, fed):
+                        done += len(piece)
+                        pending = after_end  # (the last step's: what follows the stream)
+                        if piece:
+                            yield piece
+                except (EOFError, ValueError, OSError, RuntimeError) as exc:
+                    if isinstance(exc, OSError) and exc.errno is not None:
+                        raise  # the disk, not the data
+                    raise self._damaged(exc, offset) from None
+                except Exception as exc:  # noqa: BLE001 - zlib.error, LZMAError, ZstdError
+                    raise self._damaged(exc, offset) from None
 
-    def _decompress(self, compressed: bytes, offset: int | None) -> bytes:
-        out = []
-        while compressed:
-            try:
-                out.append(self._decompressor.decompress(compressed))
-            except Exception as exc:  # noqa: BLE001 - zlib.error, OSError, LZMAError …
-                raise CorruptDataError(
-                    f"cannot decompress this {self._compression} file ({exc}): the "
-                    f"damage is in the {len(compressed):,} compressed bytes that start",
-                    path=self._path, offset=offset) from None
-            if not self._decompressor.eof:
-                break
-            compressed = self._decompressor.unused_data.lstrip(b"\0")  # the next stream
-            if compressed:
-                self._decompressor = _decompressor(self._compression)
-        return b"".join(out)
+    def _damaged(self, exc: Exception, offset: int | None) -> CorruptDataError:
+        return CorruptDataError(
+            f"cannot decompress this {self._compression} file ({exc}): the damage is in "
+            f"the {DECOMPRESS_CHUNK_BYTES:,} compressed bytes (or fewer, at the end) that "
+            "start", path=self._path, offset=offset)
 
-    def _cut(self, offset: int | None) -> None:
+    def _cut(self, offset: int | None, done: int) -> None:
         warn(TruncatedFileWarning(
             f"the {self._compression} file ends before its compressed data does (cut "
-            f"short?): reading the {self._decompressed:,} bytes decompressed before the cut",
+            f"short?): reading the {done:,} bytes decompressed before the cut",
             path=self._path, offset=offset))
 
 
+def _steps(decompressor: Any, data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Feed ``data`` to ``decompressor`` in steps of at most
+    :data:`DECOMPRESSED_PIECE_BYTES` of output: ``(piece, input left)`` after each, the
+    input left being what follows the stream's end once it ended (else nothing). zlib
+    keeps the input it did not use in ``unconsumed_tail``; bz2, lzma and Python's zstd
+    buffer it and are drained with empty input; the zstandard package's objects take no
+    output limit."""
+    limit = DECOMPRESSED_PIECE_BYTES
+    if hasattr(decompressor, "needs_input"):  # bz2, lzma, compression.zstd
+        piece = decompressor.decompress(data, limit)
+        while not decompressor.eof and not decompressor.needs_input:
+            yield piece, b""
+            piece = decompressor.decompress(b"", limit)
+        yield piece, decompressor.unused_data if decompressor.eof else b""
+    elif type(decompressor).__module__ == "zlib":
+        while True:
+            piece = decompressor.decompress(data, limit)
+            data = decompressor.unconsumed_tail
+            if decompressor.eof:
+                yield piece, decompressor.unused_data
+                return
+            if not data:
+                yield piece, b""
+                return
+            yield piece, b""
+    else:  # zstandard's decompressobj
+        piece = decompressor.decompress(data)
+        yield piece, decompressor.unused_data if decompressor.eof else b""
+
+
+#: Decompressed bytes handed on at most per step (see :func:`_steps`).
+DECOMPRESSED_PIECE_BYTES = 4 << 20
 #: Compressed bytes read and decompressed at a time.
 DECOMPRESS_CHUNK_BYTES = 256 << 10
 

@@ -122,7 +122,13 @@ class Lane:
             if start:
                 self._runners += 1
         if start:
-            self._pool.submit(self._run)
+            try:
+                self._pool.submit(self._run)
+            except BaseException:  # (a pool after interpreter shutdown, no thread left):
+                with self._lock:  # undone, or the lane would wait for a runner for good
+                    self._runners -= 1
+                    self._queue = deque(item for item in self._queue if item[0] is not future)
+                raise
         return future
 
     def _run(self) -> None:
@@ -164,7 +170,8 @@ def shared_executor(role: str, workers: int) -> Lane:
     One pool per role, so that a task never waits for tasks queued behind it on its own
     pool; a lane per thread count over it, so that reads with other ``threads=`` (or
     other shares of them per file) reuse the role's threads instead of keeping a pool of
-    idle threads each (a sweep of ``threads=1 … 8`` kept 33 threads and their heaps).
+    idle threads each (reads of a 50 MB file and of two, with ``threads=1 … 8``, kept 62
+    idle threads and their heaps; now 15).
     Callers never shut a shared pool down: they cancel or wait for their own futures
     (:func:`settle`). A forked child starts with none (threads do not survive a fork).
     """

@@ -608,7 +608,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.output:
         jobs = [(sources, args.output)]
     else:
-        jobs = [([s], os.path.join(args.output_dir, _stem(s.path) + EXTENSION_OF[kind]))
+        jobs = [([s], os.path.join(args.output_dir,
+                                   _stem(s.uncompressed_name) + EXTENSION_OF[kind]))
                 for s in sources]
         _refuse_collisions(jobs)
         if os.path.lexists(args.output_dir) and not os.path.isdir(args.output_dir):

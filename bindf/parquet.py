@@ -28,7 +28,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_path
-from ._frames import info_of, polars_scan_plan, set_pandas_info, shared, to_arrow_table
+from ._frames import (
+    _library,
+    info_of,
+    polars_scan_plan,
+    set_pandas_info,
+    shared,
+    to_arrow_table,
+)
 from ._params import column_list
 from ._source import (
     SourceObject,
@@ -73,13 +80,13 @@ def frame_to_table(frame: Frame, *, header: Mapping[str, Any] | None = None,
     """
     info = _info_to_store(frame, header, format)
     replaced = header is not None or format is not None
-    if _library_is_pandas(frame) and replaced:
+    if _library(frame) == "pandas" and replaced:
         # attrs as stored (pyarrow's pandas metadata, PANDAS_ATTRS) say what bindf.header
         # says, not the header that was replaced
         frame = frame.copy(deep=False)
         frame.attrs = {**frame.attrs, "bindf": shared(info)}
     table = to_arrow_table(frame, keep_index=True, keep_na=True)
-    attrs = getattr(frame, "attrs", None) if _library_is_pandas(frame) else None
+    attrs = getattr(frame, "attrs", None) if _library(frame) == "pandas" else None
     if attrs:
         metadata = dict(table.schema.metadata or {})
         metadata[PANDAS_ATTRS_KEY] = json.dumps(attrs, default=str).encode()
@@ -110,10 +117,6 @@ def _info_to_store(frame: Any, header: Mapping[str, Any] | None,
         # The writers' own check (strict JSON that reads back); the preamble is unused.
         encode_preamble(b"", info["header"])
     return info
-
-
-def _library_is_pandas(frame: Any) -> bool:
-    return type(frame).__module__.split(".", 1)[0] == "pandas"
 
 
 def to_parquet(

@@ -480,10 +480,16 @@ def _probe_says(spec: FormatSpec, head: bytes, source: Source) -> bool:
     try:
         return bool(spec.probe(head, source))  # type: ignore[misc]
     except Exception as exc:  # noqa: BLE001 - whatever a plugin's code raises
-        warn(BindfWarning(f"the probe of format {spec.name!r} failed on this file "
-                          f"({type(exc).__name__}: {exc}); it is taken as not that format",
-                          path=source.path))
+        if spec.name not in _PROBES_FAILED:  # once (a glob would repeat it per file)
+            _PROBES_FAILED.add(spec.name)
+            warn(BindfWarning(f"the probe of format {spec.name!r} failed on this file "
+                              f"({type(exc).__name__}: {exc}); files are taken as not "
+                              "of that format (said once per process)", path=source.path))
         return False
+
+
+#: Formats whose probe raised (warned once).
+_PROBES_FAILED: set[str] = set()
 
 
 def open_reader(

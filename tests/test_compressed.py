@@ -141,6 +141,14 @@ def test_pickles_by_name_for_dask(data_dir: Path, tmp_path: Path) -> None:
     import bindf.dask
 
     assert bindf.dask.read_apx(str(packed)).compute().equals(bindf.read_apx(run))
+    # fixed-size records: one partition per compressed file (each task decompresses it)
+    records = run.with_name("it01.bin")
+    records.write_bytes((data_dir / "it01_intensity-tracing-export-data-example.bin")
+                        .read_bytes())
+    ddf = bindf.dask.read_it01(str(compressed(records, ".gz")), blocksize=4000)
+    assert ddf.npartitions == 1 and bindf.dask.read_it01(str(records), blocksize=4000
+                                                         ).npartitions > 1
+    assert ddf.compute().equals(bindf.read_it01(records))
 
 
 def test_remote_compressed_files(data_dir: Path) -> None:
@@ -185,3 +193,14 @@ def test_ingest_finds_compressed_runs_by_default(data_dir: Path, tmp_path: Path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert find_sources(str(tmp_path)) == [str(run), str(packed)]
+
+
+def test_convert_names_an_output_after_the_uncompressed_name(data_dir: Path,
+                                                            tmp_path: Path) -> None:
+    from bindf.cli import main
+
+    run = tmp_path / "run.apx"
+    run.write_bytes((data_dir / "20250723_092534_data.apx").read_bytes())
+    packed = compressed(run, ".xz")
+    assert main(["convert", str(packed), "--output-dir", str(tmp_path / "out"), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run.parquet"]

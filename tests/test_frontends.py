@@ -778,8 +778,8 @@ def test_files_of_other_columns_read_together_for_the_columns_they_share(
         bindf.write_it02(tmp_path / f"{name}.bin", columns,
                          {"channels": channels, "bin_width_micros": 1, "laser_period_ns": 12.5})
     runs = str(tmp_path / "*.bin")
-    with pytest.raises(bindf.BindfError, match=r"columns differ .*ask for them: "
-                                               r"columns=\['time_ns', 'ch2'\]"):
+    with pytest.raises(bindf.BindfError, match=r"columns differ .*ask for them "
+                                               r"\(columns=\['time_ns', 'ch2'\], or a scan"):
         bindf.read_it02(runs)
     with pytest.raises(bindf.BindfError, match="columns differ"):
         bindf.read_it02(runs, columns=["time_ns", "ch1"])  # b.bin has no ch1
@@ -790,6 +790,14 @@ def test_files_of_other_columns_read_together_for_the_columns_they_share(
     assert scanned["ch2"].to_list() == expected.loc[expected["ch2"] > 10, "ch2"].tolist()
     chunks = list(bindf.read_it02(runs, columns=["ch2"], chunksize=20))
     assert pd.concat(chunks, ignore_index=True)["ch2"].equals(expected["ch2"])
+    # a scan filtered to the second file by its path, and dask, read them so too
+    only_b = (pl.scan_it02(runs, include_file_paths="f")
+              .filter(pl.col("f").str.ends_with("b.bin")).select("ch2").collect())
+    assert only_b["ch2"].to_list() == list(range(1, n + 1))
+    from bindf import dask as bindf_dask
+
+    assert bindf_dask.read_it02(runs, columns=["time_ns", "ch2"]).compute() \
+        .reset_index(drop=True).equals(expected)
 
 
 def test_what_pandas_and_polars_users_type_gets_bindfs_answer(data_dir: Path) -> None:
@@ -862,3 +870,10 @@ def test_chunked_reads_take_any_number_of_rows_as_pandas_readers_do(
         assert pl.concat(parts).equals(whole)
     with pytest.raises(ValueError, match="size"):
         bindf.read_it01(run, chunksize=10).get_chunk(0)
+    closed = bindf.read_it01(run, output=output, chunksize=100)
+    closed.get_chunk(5)
+    closed.close()  # the 95 rows the get_chunk cut off are not handed out after it
+    with pytest.raises(StopIteration):
+        next(closed)
+    with pytest.raises(ValueError, match="closed"):
+        closed.read()

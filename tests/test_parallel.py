@@ -744,3 +744,17 @@ def test_fault_in_leaves_contents_and_takes_any_slice():
     fault_in(fresh[100:])  # pages of new memory: faulted in, ready to write
     fresh[:] = 7
     assert (fresh == 7).all()
+
+
+def test_a_lane_whose_pool_refuses_a_task_raises_and_stays_usable():
+    """A pool that refuses (after interpreter shutdown) left the lane counting a runner
+    that never ran: every later task waited for good."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    refusing = ThreadPoolExecutor(1)
+    refusing.shutdown()
+    lane = _threads.Lane(refusing, 2)
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="shutdown"):
+            lane.submit(lambda: 1)
+    assert lane._runners == 0 and not lane._queue

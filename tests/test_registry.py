@@ -225,6 +225,7 @@ def test_option_values_are_checked_from_their_annotations() -> None:
     assert allowed_values("bool | None") == [True, False, None]
     assert allowed_values("int") is None and allowed_values("Any") is None
     for good in ({"ts_bytes": np.int64(4)}, {"fill_gaps": np.True_}, {"chip": "auto"},
+                 {"level": np.str_("hits")},
                  {"chunk_bytes": "left to the reader"}, {"stitch": None}, {"dtype": "<u4"}):
         check_option_values(good)
     for bad, message in (({"ts_bytes": True}, r"ts_bytes must be one of \(2, 4, 6, 8, None\)"),

@@ -590,7 +590,7 @@ def _header_json(value: Any, base: np.dtype) -> Any:
     CLI): text fields as text (``S`` read as UTF-8), raw bytes (``V``) as hex text,
     datetime64 as ISO 8601 text, timedelta64 as a count of its unit, NaT and non-finite
     floats as None (strict JSON has neither); a sub-array as a list of those. The
-    writers take each of these back."""
+    writers take each of these back (None as NaN or NaT: an infinity comes back NaN)."""
     if isinstance(value, np.ndarray):
         return [_header_json(v, base) for v in value]  # a header's few values
     if base.kind == "V":

@@ -245,7 +245,8 @@ class ReadPlan:
             raise ValueError(f"column name(s) {clash} already exist in the {self.format} data")
         schema = pa.schema(list(extras[:1] if self.row_index_name else []) + list(base)
                            + [f for f in extras if f.name == self.include_file_paths])
-        if self.like is not None and not schema.equals(self.like.full_schema()):
+        if self.like is not None and not schema.equals(self.like.full_schema()) \
+                and not self._requested_alike(schema, self.like.full_schema()):
             now, before = _described(schema), _described(self.like.full_schema())
             path, first = self.first_reader.path, self.like.first_reader.path
             if path != first:  # a scan's filter on the file paths skipped the first file
@@ -611,18 +612,25 @@ class ReadPlan:
         first = self.first_reader
         if reader is first or reader.schema is first.schema or reader.schema == first.schema:
             return
-        if self.columns is not None:
-            wanted = self._reader_columns()
-            if all(name in reader.schema.names
-                   and reader.schema.field(name).type == first.schema.field(name).type
-                   for name in wanted):
-                return
+        if self._requested_alike(reader.schema, first.schema):
+            return
         shared = [name for name in first.schema.names if name in reader.schema.names
                   and reader.schema.field(name).type == first.schema.field(name).type]
         raise BindfError(
             f"cannot read together with {first.path}: its columns differ "
             f"({reader.schema.names} vs {first.schema.names}); to read the columns they "
-            f"share, ask for them: columns={shared}", path=reader.path)
+            f"share, ask for them (columns={shared}, or a scan's select)", path=reader.path)
+
+    def _requested_alike(self, schema: pa.Schema, first: pa.Schema) -> bool:
+        """Whether a projection asks only for columns that ``schema`` has as ``first``
+        (the first file's) has them: then files of other columns read together."""
+        if self.columns is None:
+            return False
+        extras = {self.include_file_paths, self.row_index_name}
+        wanted = [name for name in self.columns if name not in extras]
+        return bool(wanted) and all(
+            name in schema.names and name in first.names
+            and schema.field(name).type == first.field(name).type for name in wanted)
 
     def _warn_of_header_differences(self, reader: FormatReader) -> None:
         """Warn when ``reader``'s file differs in a header value the frame's analysis

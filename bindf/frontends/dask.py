@@ -44,7 +44,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .._params import DASK_HINTS, column_list
-from .._source import Source, Sources
+from .._source import DecompressedSource, Source, Sources
 from .._warnings import warn
 from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader, empty_batch
@@ -118,7 +118,8 @@ def plan_partitions(readers: Sequence[FormatReader], blocksize: int | None) -> l
     """Partitions for the opened ``readers``, in file order then record order."""
     parts: list[Partition] = []
     for reader in readers:
-        if not supports_record_ranges(reader):
+        # (a compressed file is decompressed whole by every task that receives it)
+        if not supports_record_ranges(reader) or isinstance(reader.source, DecompressedSource):
             parts.append(Partition(reader.source))
             continue
         count = int(record_count(reader))  # type: ignore[arg-type]
@@ -285,16 +286,14 @@ def read(
     plan = ReadPlan(
         paths_or_glob,
         format=format,
+        columns=columns,  # (files of other columns read together for the ones they share)
         include_file_paths=include_file_paths,
         storage_options=storage_options,
         options=format_options,
     )
     readers = _open_all(plan)
-    schema = plan.output_schema()
+    schema = plan.output_schema()  # (an unknown column is a ValueError listing them)
     if columns is not None:
-        unknown = [c for c in columns if c not in schema.names]
-        if unknown:
-            raise ValueError(f"unknown column(s) {unknown}; available: {schema.names}")
         columns = with_extra_columns(columns, None, include_file_paths)
     _warn_truncated_tails(readers)
     info = plan.info()

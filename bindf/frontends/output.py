@@ -685,16 +685,17 @@ class ChunkedReader(Iterator[Frame]):
     """
 
     def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, output: Output,
-                 info: Any, dtype_backend: DtypeBackend | None = None,
-                 empty: Callable[[], pa.RecordBatch] | None = None,
-                 chunksize: int | None = None) -> None:
+                 info: Any, dtype_backend: DtypeBackend | None, *,
+                 empty: Callable[[], pa.RecordBatch], chunksize: int) -> None:
         self._batches = batches
-        #: The rows of a chunk after get_chunk or read cut a batch (None: the batch's rest)
-        self._chunksize = chunksize
-        #: The batch of a read of no rows: as pandas' chunked readers, a read without
-        #: rows gives one empty chunk with the columns (``pd.concat`` needs one).
+        #: The batch of a read of no rows (with the format's categories): as pandas'
+        #: chunked readers, a read without rows gives one empty chunk with the columns
+        #: (``pd.concat`` needs one), and ``read()`` at the end a frame of no rows.
         self._empty = empty
-        self._make_empty = empty  # (kept: read() at the end gives a frame of no rows)
+        #: Whether that empty chunk may still come (not after a row, a close, an error)
+        self._empty_chunk_due = True
+        #: The rows of a chunk (iteration goes on so after get_chunk or read cut a batch)
+        self._chunksize = chunksize
         self._schema = schema
         self._output = output
         self._info = info
@@ -703,6 +704,7 @@ class ChunkedReader(Iterator[Frame]):
         #: Rows taken from the stream but not handed out yet (the rest of a batch that
         #: get_chunk or read cut)
         self._pending: list[pa.RecordBatch] = []
+        self._closed = False
 
     def __iter__(self) -> ChunkedReader:
         return self
@@ -714,10 +716,7 @@ class ChunkedReader(Iterator[Frame]):
 
     def __next__(self) -> Frame:
         if self._pending:  # after get_chunk or read cut a batch: the next chunksize rows
-            if self._chunksize is not None:
-                return self._frame(self._take(self._chunksize))
-            batches, self._pending = self._pending, []
-            return self._frame(batches)
+            return self._frame(self._take(self._chunksize))
         return self._frame([self._next_batch()])
 
     def get_chunk(self, size: int | None = None) -> Frame:
@@ -735,9 +734,9 @@ class ChunkedReader(Iterator[Frame]):
         """The next ``nrows`` rows (default: all that are left) as one frame, as pandas'
         chunked readers' ``read``; a frame of no rows (with the columns) at the end."""
         check_count("nrows", nrows, 0)
-        batches = self._take(nrows)
-        return self._frame(batches or [self._make_empty() if self._make_empty is not None
-                                       else pa.RecordBatch.from_pylist([], schema=self._schema)])
+        if self._closed:
+            raise ValueError("this chunked reader is closed")
+        return self._frame(self._take(nrows) or [self._empty()])
 
     def _take(self, rows: int | None) -> list[pa.RecordBatch]:
         """Batches of the next ``rows`` rows (``None``: every row left), the rest of a
@@ -760,22 +759,26 @@ class ChunkedReader(Iterator[Frame]):
         return taken
 
     def _next_batch(self, *, empty_chunk: bool = True) -> pa.RecordBatch:
+        if self._closed:
+            raise StopIteration
         try:
-            return next(self._batches)
+            batch = next(self._batches)
         except StopIteration:
-            if not empty_chunk or self._rows_before or self._empty is None:
+            if not empty_chunk or self._rows_before or not self._empty_chunk_due:
                 raise
-            batch, self._empty = self._empty(), None  # once
-            return batch
+            self._empty_chunk_due = False  # once
+            return self._empty()
         except BaseException:
-            self._empty = None  # a read that failed has ended: no empty chunk after it
+            self._empty_chunk_due = False  # a read that failed has ended: no empty chunk
             raise
+        return batch
 
     def _frame(self, batches: list[pa.RecordBatch]) -> Frame:
-        # each chunk its own copy: an edit of one polars chunk's info must not reach the
-        # others (a pandas chunk's is read-only, see bindf._frames.SharedDict)
-        info = copy.deepcopy({key: value for key, value in self._info().items()
-                              if key != "errors"})
+        info = {key: value for key, value in self._info().items() if key != "errors"}
+        if self._output != "pandas":
+            # each chunk its own copy: an edit of one polars chunk's info must not reach
+            # the others (a pandas chunk's is made read-only, see bindf._frames.SharedDict)
+            info = copy.deepcopy(info)
         frame = batches_to_output(batches, self._schema, self._output,
                                   info, self._dtype_backend)
         if isinstance(frame, pd.DataFrame):
@@ -785,7 +788,10 @@ class ChunkedReader(Iterator[Frame]):
         return frame
 
     def close(self) -> None:
-        self._empty = None  # a closed reader gives no more chunks
+        """Stop reading: no more chunks (nor rows a get_chunk or read cut off)."""
+        self._closed = True
+        self._pending.clear()
+        self._empty_chunk_due = False
         close = getattr(self._batches, "close", None)
         if close is not None:
             close()
