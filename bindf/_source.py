@@ -1019,11 +1019,9 @@ class _Decompressing:
                         pending = after_end  # (the last step's: what follows the stream)
                         if piece:
                             yield piece
-                except (EOFError, ValueError, OSError, RuntimeError) as exc:
+                except Exception as exc:  # noqa: BLE001 - zlib.error, OSError, LZMAError …
                     if isinstance(exc, OSError) and exc.errno is not None:
                         raise  # the disk, not the data
-                    raise self._damaged(exc, offset) from None
-                except Exception as exc:  # noqa: BLE001 - zlib.error, LZMAError, ZstdError
                     raise self._damaged(exc, offset) from None
 
     def _damaged(self, exc: Exception, offset: int | None) -> CorruptDataError:
