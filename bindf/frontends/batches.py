@@ -245,16 +245,18 @@ class ReadPlan:
             raise ValueError(f"column name(s) {clash} already exist in the {self.format} data")
         schema = pa.schema(list(extras[:1] if self.row_index_name else []) + list(base)
                            + [f for f in extras if f.name == self.include_file_paths])
-        if self.like is not None and not schema.equals(self.like.full_schema()) \
-                and not self._requested_alike(schema, self.like.full_schema()):
+        if self.like is not None and not schema.equals(self.like.full_schema()):
             now, before = _described(schema), _described(self.like.full_schema())
             path, first = self.first_reader.path, self.like.first_reader.path
-            if path != first:  # a scan's filter on the file paths skipped the first file
+            if path == first:  # the same file, rewritten since: whatever is asked of it
+                raise BindfError(f"its columns changed since it was opened ({now}, before "
+                                 f"{before}): the file was replaced or rewritten; open or "
+                                 "scan it again", path=path)
+            # a scan's filter on the file paths skipped the first file: another file, read
+            # with the first as other files of a read are (see _check_compatible)
+            if not self._requested_alike(schema, self.like.full_schema()):
                 raise BindfError(f"cannot read together with {first}: its columns differ "
                                  f"({now} vs {before})", path=path)
-            raise BindfError(f"its columns changed since it was opened ({now}, before "
-                             f"{before}): the file was replaced or rewritten; open or scan "
-                             "it again", path=path)
         return schema
 
     def output_names(self) -> list[str]:
