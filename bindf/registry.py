@@ -383,10 +383,14 @@ def format_names(*, public_only: bool = True) -> list[str]:
     return names + [n for n in _PENDING if n not in names]
 
 
+def _specs_of(format: str | None) -> list[FormatSpec]:
+    """``format``'s spec, or without one every spec (plugins loaded)."""
+    return [get_format(format)] if format else _specs()
+
+
 def option_names(format: str | None = None) -> set[str]:
     """The names of ``format``'s own options, or of every format's (plugins loaded)."""
-    specs = [get_format(format)] if format else _specs()
-    return {param.name for spec in specs for param in spec.options}
+    return {param.name for spec in _specs_of(format) for param in spec.options}
 
 
 def check_option_values(options: Mapping[str, Any], format: str | None = None) -> None:
@@ -395,7 +399,7 @@ def check_option_values(options: Mapping[str, Any], format: str | None = None) -
     (``Literal[...]``, ``bool``); other values are the readers' to check. For a caller
     that must refuse before any file is read (``ingest``, whose failed files lose their
     parts; ``follow``, whose file may appear a minute later)."""
-    specs = [get_format(format)] if format else _specs()
+    specs = _specs_of(format)
     for name, value in options.items():
         taking = [(spec.name, param) for spec in specs for param in spec.options
                   if param.name == name]

@@ -616,8 +616,7 @@ class ReadPlan:
             return
         if self._requested_alike(reader.schema, first.schema):
             return
-        shared = [name for name in first.schema.names if name in reader.schema.names
-                  and reader.schema.field(name).type == first.schema.field(name).type]
+        shared = _alike_columns(reader.schema, first.schema)
         raise BindfError(
             f"cannot read together with {first.path}: its columns differ "
             f"({reader.schema.names} vs {first.schema.names}); to read the columns they "
@@ -629,10 +628,8 @@ class ReadPlan:
         if self.columns is None:
             return False
         extras = {self.include_file_paths, self.row_index_name}
-        wanted = [name for name in self.columns if name not in extras]
-        return bool(wanted) and all(
-            name in schema.names and name in first.names
-            and schema.field(name).type == first.field(name).type for name in wanted)
+        wanted = {name for name in self.columns if name not in extras}
+        return bool(wanted) and wanted <= set(_alike_columns(schema, first))
 
     def _warn_of_header_differences(self, reader: FormatReader) -> None:
         """Warn when ``reader``'s file differs in a header value the frame's analysis
@@ -693,6 +690,12 @@ PARALLEL_MIN_FILE_BYTES = 1 << 20
 #: The largest file that a streamed multi-file read decodes whole ahead of its consumer
 #: (see :meth:`ReadPlan._parallel_files`): ``threads + 1`` such files at most are held.
 STREAM_AHEAD_MAX_FILE_BYTES = 16 << 20
+
+
+def _alike_columns(schema: pa.Schema, first: pa.Schema) -> list[str]:
+    """The columns of ``first`` that ``schema`` has too, of the same type (first's order)."""
+    return [name for name in first.names
+            if name in schema.names and schema.field(name).type == first.field(name).type]
 
 
 def _decoded_inline(source: Source) -> bool:
