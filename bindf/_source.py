@@ -134,6 +134,13 @@ class Source:
         return self.path
 
     @property
+    def planning_size(self) -> int:
+        """The size a read plans with before the file's turn (which files to decode in
+        the consuming thread, which to decode ahead): :attr:`size`, or an estimate where
+        only reading the file would tell (a compressed file), or -1 (unknown)."""
+        return self.size
+
+    @property
     def reads_whole_when_held(self) -> bool:
         """Whether :meth:`held` reads a small file of this source whole into memory
         (local files; remote ones are read in ranges, objects are in memory already)."""
@@ -464,7 +471,8 @@ def expand_sources(
                              if (size := _file_size(p)) is not None)
             if not matches:
                 raise FileNotFoundError(f"no files match {path!r}")
-            out.extend(DecompressedSource(m, options) if compression_of(m) is not None
+            out.extend(DecompressedSource(m, options, stored_size=size)
+                       if compression_of(m) is not None
                        else Source(m, options, size=size) for m, size in matches)
         else:
             out.append(_path_source(path, options))
@@ -503,11 +511,12 @@ def _path_source(path: str, options: dict[str, Any]) -> Source:
     if not _is_url(path):
         local = _local_path(path)
         try:
-            mode = os.stat(local).st_mode
+            found = os.stat(local)
+            mode = found.st_mode
         except (OSError, ValueError):
             mode = None  # the Source names the problem (no such file …)
         if mode is not None and compression_of(path) is not None and not stat.S_ISDIR(mode):
-            return DecompressedSource(path, options)
+            return DecompressedSource(path, options, stored_size=found.st_size)
         if mode is not None and stat.S_ISFIFO(mode):
             return ObjectSource(open(local, "rb"), name=path, owned=True)  # noqa: SIM115
         if mode is not None and stat.S_ISDIR(mode):  # named here, wherever it is in a list
@@ -933,47 +942,161 @@ def compression_of(path: str) -> str | None:
 
 
 class DecompressedSource(ObjectSource):
-    """A compressed file (:data:`COMPRESSIONS`), decompressed once, front to back, into a
+    """A compressed file (:data:`COMPRESSIONS`), decompressed front to back into a
     temporary copy, as a stream is (see :class:`ObjectSource`): readers need the size of
     the data and read it in passes, and a compressed file can only be read from its start.
     The copy stays in memory up to :data:`SPOOL_MEMORY_BYTES` and moves to ``TMPDIR``
-    beyond; it is deleted when the source is. A file cut short (a download that stopped)
-    gives a :class:`~bindf.errors.TruncatedFileWarning` and keeps every byte decompressed
-    before the cut; damaged data is a :class:`~bindf.errors.CorruptDataError`.
+    beyond. A file cut short (a download that stopped) gives a
+    :class:`~bindf.errors.TruncatedFileWarning` and keeps every byte decompressed before
+    the cut; damaged data is a :class:`~bindf.errors.CorruptDataError`.
+
+    Decompressed when first needed (its size, its header, its data), not when found: a
+    glob of a thousand ``.gz`` runs costs nothing until each file's turn. The copy is let
+    go when the last :meth:`held` block of the source ends (in any thread), so a
+    multi-file read keeps the copies of the files it is decoding, not of every file;
+    reading the source again decompresses it again. Its size, once known, is kept.
 
     Unlike other file-object sources it pickles (by its name: the receiving process
     decompresses the file again), so dask reads compressed files too.
     """
 
     def __init__(self, path: str, storage_options: dict[str, Any] | None = None, *,
-                 fs: Any = None, fs_path: str | None = None) -> None:
-        options = dict(storage_options or {})
+                 fs: Any = None, fs_path: str | None = None, stored_size: int = -1) -> None:
         compression = compression_of(fs_path if fs is not None else path)
         assert compression is not None
-        raw = (fs.open(fs_path, "rb") if fs is not None
-               else open(_local_path(path), "rb"))  # noqa: SIM115 - closed below
-        try:
-            copy, _ = _spool(_Decompressing(raw, compression, path), path)
-        finally:
-            raw.close()
-        super().__init__(copy, name=path, owned=True)
-        self.storage_options = options
+        self._compression = compression
+        self._memory = None
+        self._file: _DecompressedCopy | None = None
+        self._start = 0
+        self._file_lock = threading.Lock()
+        self._finalizer = None
+        # Guards the copy and its holders: a scan's files may be read by several
+        # threads at once (two collects), each holding and letting go.
+        self._copy_lock = threading.Lock()
+        self._holders = 0
+        self._size = -1
+        self._stored_size = stored_size  # compressed, of a local file (-1: not known)
+        Source.__init__(self, path, dict(storage_options or {}))  # (size unknown: -1)
         self._fs, self._fs_path = fs, fs_path
+
+    @property  # type: ignore[override]
+    def size(self) -> int:
+        """The decompressed size (decompressing the file, the first time it is asked)."""
+        if self._size < 0:
+            with self._copy_lock:
+                self._decompressed()
+        return self._size
+
+    @size.setter
+    def size(self, value: int) -> None:  # (Source's generated __init__ sets -1)
+        self._size = value
+
+    @property
+    def planning_size(self) -> int:
+        if self._size >= 0 or self._fs is not None:  # known; or remote: -1, unknown
+            return self._size
+        return self._stored_size * COMPRESSION_RATIO_GUESS if self._stored_size >= 0 else -1
 
     @property
     def uncompressed_name(self) -> str:
         return os.path.splitext(self.path)[0]
 
+    @property
+    def reads_in_parallel(self) -> bool:
+        return False  # one copy, one position: its views take turns
+
+    def _decompressed(self) -> _DecompressedCopy:
+        """The copy, decompressing the file if no copy is held (call with the lock)."""
+        if self._file is None:
+            raw = (self._fs.open(self._fs_path, "rb") if self._fs is not None
+                   else open(_local_path(self.path), "rb"))  # noqa: SIM115 - closed below
+            try:
+                spool, size = _spool(_Decompressing(raw, self._compression, self.path),
+                                     self.path)
+            finally:
+                raw.close()
+            self._file, self._size = _DecompressedCopy(spool), size
+        return self._file
+
+    def open(self) -> BinaryIO:
+        """A fresh read-only view of the copy (decompressing the file if none is held)."""
+        with self._copy_lock:
+            copy = self._decompressed()
+            size = self._size
+        return io.BufferedReader(_ObjectView(None, copy, 0, size, self._file_lock),
+                                 buffer_size=64 << 10)  # type: ignore[return-value]
+
+    def held(self) -> _HeldCopy:  # type: ignore[override]
+        """Keep the copy for the block (decompressing the file if none is held); the
+        last block to end lets it go (views still open keep it until they close)."""
+        return _HeldCopy(self)
+
+    def close(self) -> None:
+        """Let go of the copy now (it is freed once no view of it is open)."""
+        with self._copy_lock:
+            self._file = None
+
     def __reduce__(self) -> Any:
-        return (_decompressed_again, (self.path, self.storage_options, self._fs, self._fs_path))
+        return (DecompressedSource, (self.path, self.storage_options),
+                {"_fs": self._fs, "_fs_path": self._fs_path, "_stored_size": self._stored_size})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
-        return f"DecompressedSource({self.path!r}, size={self.size})"
+        size = "not decompressed yet" if self._size < 0 else self._size
+        return f"DecompressedSource({self.path!r}, size={size})"
 
 
-def _decompressed_again(path: str, storage_options: dict[str, Any], fs: Any,
-                        fs_path: str | None) -> DecompressedSource:
-    return DecompressedSource(path, storage_options, fs=fs, fs_path=fs_path)
+#: What a read plans with as the size of a local compressed file it has not decompressed
+#: yet (see :attr:`Source.planning_size`): this many times its compressed size, a
+#: common ratio for instrument data. A wrong guess costs speed, never rows.
+COMPRESSION_RATIO_GUESS = 4
+
+
+class _HeldCopy:
+    """The context manager of :meth:`DecompressedSource.held`."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: DecompressedSource) -> None:
+        self._source = source
+
+    def __enter__(self) -> DecompressedSource:
+        source = self._source
+        with source._copy_lock:
+            source._decompressed()
+            source._holders += 1
+        return source
+
+    def __exit__(self, *exc: object) -> None:
+        source = self._source
+        with source._copy_lock:
+            source._holders -= 1
+            if not source._holders:
+                source._file = None
+
+
+class _DecompressedCopy:
+    """The temporary copy of a compressed file, shared by its source and the views
+    reading it; closed (its memory or disk space freed) when the last of them lets it
+    go, so a view still reading never finds it closed under it."""
+
+    def __init__(self, spool: Any) -> None:
+        self._spool = spool
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._spool.seek(offset, whence))
+
+    def readinto(self, buffer: Any) -> int:
+        if hasattr(self._spool, "readinto"):
+            return int(self._spool.readinto(buffer) or 0)
+        data = self._spool.read(len(buffer))  # SpooledTemporaryFile before 3.11
+        buffer[:len(data)] = data
+        return len(data)
+
+    def __del__(self) -> None:
+        self._spool.close()
 
 
 class _Decompressing:

@@ -473,15 +473,16 @@ def cmd_info(args: argparse.Namespace) -> int:
                                + (f"; did you mean {close[0]}?" if close else ""), EX_USAGE)
     records = []
     for source in expand_sources(_inputs(args.files)):
-        reader = header_reader(source, fmt, kwargs)
-        records.append({
-            "path": source.path,
-            "format": reader.name,
-            "size_bytes": source.size,
-            "rows": reader.count_rows(),
-            "columns": reader.schema.names,
-            "header": reader.header,
-        })
+        with source.held():  # one open; a compressed file's copy let go after it
+            reader = header_reader(source, fmt, kwargs)
+            records.append({
+                "path": source.path,
+                "format": reader.name,
+                "size_bytes": source.size,
+                "rows": reader.count_rows(),
+                "columns": reader.schema.names,
+                "header": reader.header,
+            })
     if args.json:
         # One object for one named file; a list for several arguments or any glob,
         # however many files it matches (a script must not break on the day a folder

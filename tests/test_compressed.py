@@ -6,12 +6,14 @@ the cut, damaged data is a bindf error naming the file."""
 from __future__ import annotations
 
 import bz2
+import gc
 import gzip
 import lzma
 import pickle
 import sys
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -20,6 +22,7 @@ import pytest
 from format_cases import Case
 
 import bindf
+from bindf import _source
 from bindf._source import COMPRESSIONS, DecompressedSource, expand_sources
 from bindf.arrow import table_info
 
@@ -126,6 +129,106 @@ def test_damaged_data_is_a_bindf_error_naming_the_file(data_dir: Path, tmp_path:
     not_gzip.write_bytes(run.read_bytes())
     with pytest.raises(bindf.CorruptDataError, match="incorrect header check"):
         bindf.read_apx(not_gzip)
+
+
+class CopyCounter:
+    """Counts the temporary copies of compressed files: made, alive, most alive at once."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.made = self.alive = self.most = 0
+        copy_class = _source._DecompressedCopy
+        made, freed = copy_class.__init__, copy_class.__del__
+
+        def init(copy: object, spool: object) -> None:
+            made(copy, spool)
+            self.made += 1
+            self.alive += 1
+            self.most = max(self.most, self.alive)
+
+        def delete(copy: object) -> None:
+            self.alive -= 1
+            freed(copy)
+
+        monkeypatch.setattr(copy_class, "__init__", init)
+        monkeypatch.setattr(copy_class, "__del__", delete)
+
+    def reset(self) -> None:
+        gc.collect()
+        self.made, self.most = 0, self.alive
+
+
+@pytest.fixture
+def six_runs(data_dir: Path, tmp_path: Path) -> tuple[str, pa.Table]:
+    """A glob of six compressed runs, and what reading them plain gives."""
+    data = (data_dir / "20250723_092534_data.apx").read_bytes()
+    for i in range(6):
+        (tmp_path / f"run{i}.apx").write_bytes(data)
+        compressed(tmp_path / f"run{i}.apx", ".gz")
+    plain = bindf.read_apx(str(tmp_path / "*.apx"), output="arrow")
+    return str(tmp_path / "*.apx.gz"), plain
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_file_is_decompressed_in_its_turn_and_let_go(
+        six_runs: tuple[str, pa.Table], monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    """A glob costs nothing until each file's turn; a read keeps the copies of the files
+    it is decoding (at most one per thread, and the one the consumer reads), not all."""
+    pattern, plain = six_runs
+    copies = CopyCounter(monkeypatch)
+    sources = expand_sources(pattern)
+    stored = (Path(pattern).parent / "run0.apx.gz").stat().st_size
+    assert copies.made == 0 and [s.planning_size for s in sources] == [4 * stored] * 6
+    assert repr(sources[0]).endswith("size=not decompressed yet)")
+    got = bindf.read_apx(pattern, output="arrow", threads=threads)
+    assert got.replace_schema_metadata(None).equals(plain.replace_schema_metadata(None))
+    gc.collect()
+    # each file once (the first file's header and rows share one copy), none kept
+    assert (copies.made, copies.alive) == (6, 0) and 1 <= copies.most <= threads + 1
+    copies.reset()
+    streamed = pa.Table.from_batches(bindf.iter_batches(pattern, threads=threads))
+    assert streamed.replace_schema_metadata(None).equals(plain.replace_schema_metadata(None))
+    gc.collect()
+    assert (copies.made, copies.alive, copies.most) == (6, 0, 1)
+
+
+def test_a_scan_decompresses_what_its_query_reads(six_runs: tuple[str, pa.Table],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    pattern, plain = six_runs
+    copies = CopyCounter(monkeypatch)
+    scan = pl.scan_apx(pattern)
+    assert copies.made == 1  # the first file: its header gives the schema
+    head = scan.head(3).collect()  # rows of the first file only: its copy, read once
+    gc.collect()
+    assert (copies.made, copies.alive) == (1, 0)
+    assert head.to_arrow().equals(pl.from_arrow(plain.slice(0, 3)).to_arrow())
+    copies.reset()
+    assert scan.collect().height == plain.num_rows  # collected again: decompressed again
+    gc.collect()
+    assert (copies.made, copies.alive) == (6, 0)
+
+
+def test_one_scan_collected_by_threads_at_once(six_runs: tuple[str, pa.Table]) -> None:
+    """The copies are held and let go by every thread reading them: none is let go
+    under another thread's read."""
+    pattern, plain = six_runs
+    scan = pl.scan_apx(pattern, threads=1)
+    with ThreadPoolExecutor(4) as pool:
+        frames = list(pool.map(lambda _: scan.collect(), range(8)))
+    expected = pl.from_arrow(plain)
+    for frame in frames:
+        assert frame.equals(expected)
+
+
+def test_header_reads_let_each_copy_go(six_runs: tuple[str, pa.Table],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    pattern, plain = six_runs
+    copies = CopyCounter(monkeypatch)
+    headers = bindf.read_headers(pattern)
+    gc.collect()
+    assert (copies.made, copies.alive, copies.most) == (6, 0, 1)
+    assert headers["format"].tolist() == ["apx"] * 6
+    plain_size = (Path(pattern).parent / "run0.apx").stat().st_size
+    assert headers["size_bytes"].tolist() == [plain_size] * 6  # decompressed sizes
 
 
 def test_pickles_by_name_for_dask(data_dir: Path, tmp_path: Path) -> None:

@@ -216,7 +216,7 @@ class ReadPlan:
 
     @functools.cached_property
     def _all_files_small(self) -> bool:
-        return all(0 <= s.size <= STREAM_AHEAD_MAX_FILE_BYTES for s in self.sources)
+        return all(0 <= s.planning_size <= STREAM_AHEAD_MAX_FILE_BYTES for s in self.sources)
 
     def _extra_fields(self) -> list[pa.Field]:
         extra = []
@@ -700,7 +700,7 @@ def _alike_columns(schema: pa.Schema, first: pa.Schema) -> list[str]:
 
 def _decoded_inline(source: Source) -> bool:
     """Whether a multi-file read decodes ``source`` in the consuming thread."""
-    return source.fs is None and 0 <= source.size < PARALLEL_MIN_FILE_BYTES
+    return source.fs is None and 0 <= source.planning_size < PARALLEL_MIN_FILE_BYTES
 
 
 def _joined(batches: list[pa.RecordBatch], runs: list[tuple[str, int]]

@@ -119,7 +119,7 @@ def plan_partitions(readers: Sequence[FormatReader], blocksize: int | None) -> l
     parts: list[Partition] = []
     for reader in readers:
         # (a compressed file is decompressed whole by every task that receives it)
-        if not supports_record_ranges(reader) or isinstance(reader.source, DecompressedSource):
+        if isinstance(reader.source, DecompressedSource) or not supports_record_ranges(reader):
             parts.append(Partition(reader.source))
             continue
         count = int(record_count(reader))  # type: ignore[arg-type]
@@ -297,6 +297,10 @@ def read(
         columns = with_extra_columns(columns, None, include_file_paths)
     _warn_truncated_tails(readers)
     info = plan.info()
+    partitions = plan_partitions(readers, size)
+    for source in plan.sources:  # the tasks decompress their file again: no copy kept
+        if isinstance(source, DecompressedSource):
+            source.close()
     import dask
 
     # dask would convert string columns to "string[pyarrow]" (NA semantics); the
@@ -305,7 +309,7 @@ def read(
     with dask.config.set({"dataframe.convert-string": False}):
         ddf = dd.from_map(
             read_partition,
-            plan_partitions(readers, size),
+            partitions,
             meta=pandas_meta(schema, info, dtype_backend, readers[0].dictionaries),
             label=f"bindf-read-{plan.format}",
             enforce_metadata=False,

@@ -66,10 +66,12 @@ def header_row(source: Source, format: str | None, flatten: bool,
                options: dict[str, Any]) -> dict[str, Any]:
     """The catalogue row of one file (see :func:`header_reader`). Errors name the file."""
     try:
-        reader = header_reader(source, format, options)
-        rows = reader.count_rows()
-        header = reader.header
-        name = reader.name
+        with source.held():  # one open; a compressed file's copy let go after it
+            reader = header_reader(source, format, options)
+            rows = reader.count_rows()
+            header = reader.header
+            name = reader.name
+            size = source.size
     except BindfError as exc:
         raise ensure_bindf_path(exc, source.path) from None
     except Exception as exc:
@@ -78,7 +80,7 @@ def header_row(source: Source, format: str | None, flatten: bool,
         raise
     # an Arrow string column: valid UTF-8, which a file name need not be
     row: dict[str, Any] = {"path": path_text(source.path), "format": name,
-                           "size_bytes": source.size, "rows": rows}
+                           "size_bytes": size, "rows": rows}
     row.update(header_fields(header) if flatten
                else {"header": json.dumps(header, ensure_ascii=False)})
     return row
