@@ -25,6 +25,7 @@ from .accessors import register_accessors
 from .errors import (
     BindfError,
     BindfWarning,
+    ColumnNotFoundError,
     CorruptDataError,
     CorruptDataWarning,
     FileChangedWarning,
@@ -94,6 +95,7 @@ __all__ = [
     "__version__",
     "BindfError",
     "BindfWarning",
+    "ColumnNotFoundError",
     "CorruptDataError",
     "CorruptDataWarning",
     "FixedRecordFormat",

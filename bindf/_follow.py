@@ -36,6 +36,7 @@ from ._warnings import WarningSink, warn
 from .arrow import build_info, path_text
 from .errors import (
     BindfError,
+    ColumnNotFoundError,
     CorruptDataError,
     FileChangedWarning,
     HeaderError,
@@ -580,7 +581,7 @@ class Follower(Iterator[Frame]):
         wanted = [c for c in self.columns if c not in extra]
         unknown = [c for c in wanted if c not in reader.schema.names]
         if unknown:
-            raise ValueError(f"{path_text(reader.path)}: unknown column(s) {unknown}; "
+            raise ColumnNotFoundError(f"{path_text(reader.path)}: unknown column(s) {unknown}; "
                              f"available: {reader.schema.names + [c for c in extra if c]}")
         return wanted or reader.schema.names[:1]
 

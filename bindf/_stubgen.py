@@ -47,6 +47,7 @@ from ._source import Sources as _Sources
 from ._version import __version__ as __version__
 from .errors import BindfError as BindfError
 from .errors import BindfWarning as BindfWarning
+from .errors import ColumnNotFoundError as ColumnNotFoundError
 from .errors import CorruptDataError as CorruptDataError
 from .errors import CorruptDataWarning as CorruptDataWarning
 from .errors import FileChangedWarning as FileChangedWarning

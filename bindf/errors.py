@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from polars.exceptions import ColumnNotFoundError as _PolarsColumnNotFoundError
+
 __all__ = [
     "BindfError",
     "UnknownFormatError",
@@ -18,6 +20,7 @@ __all__ = [
     "TruncatedHeaderError",
     "UnsupportedReadoutError",
     "CorruptDataError",
+    "ColumnNotFoundError",
     "BindfWarning",
     "TruncatedFileWarning",
     "CorruptDataWarning",
@@ -103,6 +106,14 @@ class UnsupportedReadoutError(HeaderError):
 
 class CorruptDataError(BindfError):
     """The records after the header are damaged (bad marker, impossible value …)."""
+
+
+class ColumnNotFoundError(ValueError, _PolarsColumnNotFoundError):
+    """A requested column (``columns=``) that the data does not have; the message names
+    the file and lists the columns it has. Not a problem of the file, so not a
+    :class:`BindfError`: both a ``ValueError``, as pandas' readers raise for a column they
+    cannot find, and polars' ``ColumnNotFoundError``, as polars' readers and scans raise,
+    so code written for either library catches it."""
 
 
 class BindfWarning(_Located, UserWarning):

@@ -51,7 +51,7 @@ from ._source import (
 )
 from ._writing import encode_preamble, inherited_header
 from .arrow import attach_info, info_from_metadata, info_to_metadata, with_metadata
-from .errors import CorruptDataError, UnknownFormatError
+from .errors import ColumnNotFoundError, CorruptDataError, UnknownFormatError
 from .frontends.output import (
     SIGNED_INDEX,
     DtypeBackend,
@@ -515,7 +515,7 @@ def _check_columns(columns: list[str] | None, names: list[str], where: str) -> N
         return
     unknown = [c for c in columns if c not in names]
     if unknown:
-        raise ValueError(f"{where}: unknown column(s) {unknown}; available: {names}")
+        raise ColumnNotFoundError(f"{where}: unknown column(s) {unknown}; available: {names}")
 
 
 def restore_dictionary_index_types(table: pa.Table, file_metadata: Mapping[bytes, bytes]) -> pa.Table:

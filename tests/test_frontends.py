@@ -76,6 +76,25 @@ def test_columns_in_requested_order_and_n_rows(stt1_files: list[Path]) -> None:
         bindf.read(stt1_files[0], columns=["nope"])
 
 
+def test_an_unknown_column_is_caught_as_pandas_and_polars_code_catch_it(
+        stt1_files: list[Path], tmp_path: Path) -> None:
+    """pandas' readers raise ValueError, polars' ColumnNotFoundError: both catch it, from
+    every entry point that takes columns=."""
+    path = stt1_files[0]
+    bindf.to_parquet(bindf.read(path), tmp_path / "x.parquet")
+    message = r"unknown column\(s\) \['nope'\]"
+    for read in (lambda: pd.read_spectro(path, columns=["nope"]),
+                 lambda: pl.read_spectro(path, columns=["event", "nope"]),
+                 lambda: bindf.read([path, path], columns=["nope"]),
+                 lambda: bindf.open(path, columns=["nope"]),
+                 lambda: bindf.read_parquet(tmp_path / "x.parquet", columns=["nope"])):
+        with pytest.raises(pl.exceptions.ColumnNotFoundError, match=message) as caught:
+            read()
+        assert isinstance(caught.value, ValueError)
+        assert isinstance(caught.value, bindf.ColumnNotFoundError)
+        assert str(path if "parquet" not in str(caught.value) else tmp_path) in str(caught.value)
+
+
 def test_dtypes_do_not_depend_on_the_data(tmp_path: Path) -> None:
     # channel is nullable by design (null on markers): pandas gets UInt8 even when a
     # file happens to contain no marker, so concatenating runs never changes dtypes.

@@ -28,7 +28,7 @@ from .. import registry
 from .._lanes import Lanes, lanes_for
 from .._source import Source
 from .._threads import Lane, resolve_threads, shared_executor
-from ..errors import HeaderError
+from ..errors import ColumnNotFoundError, HeaderError
 
 #: Rows per record batch unless the caller asks otherwise. Large enough that per-batch
 #: overhead vanishes, small enough that a batch's raw bytes stay cache friendly-ish and
@@ -371,7 +371,7 @@ class FormatReader(abc.ABC):
         known = set(names)
         unknown = [c for c in columns if c not in known]
         if unknown:
-            raise ValueError(
+            raise ColumnNotFoundError(
                 f"{self.path}: unknown column(s) {unknown} for {self.label}; available: {names}"
             )
         wanted = set(columns)

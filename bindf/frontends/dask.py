@@ -292,7 +292,7 @@ def read(
         options=format_options,
     )
     readers = _open_all(plan)
-    schema = plan.output_schema()  # (an unknown column is a ValueError listing them)
+    schema = plan.output_schema()  # (an unknown column: ColumnNotFoundError, listing them)
     if columns is not None:
         columns = with_extra_columns(columns, None, include_file_paths)
     _warn_truncated_tails(readers)
