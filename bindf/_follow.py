@@ -47,7 +47,7 @@ from .formats._base import AcquisitionEnd, FormatReader, empty_batch, summed_err
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
 from .frontends.batches import with_extra_columns
 from .frontends.output import DtypeBackend, Frame, Output, check_output, table_to_output
-from .registry import check_option_values, get_format, list_formats, open_reader
+from .registry import check_option_values, open_reader, option_names
 
 #: Most bytes read (and decoded) in one step: a follower that starts on a large file, or
 #: a writer that appended a lot at once, still decodes in bounded memory.
@@ -460,8 +460,7 @@ class Follower(Iterator[Frame]):
         check_output(output, dtype_backend)
         # Options are checked now, not when the file appears (maybe a minute later):
         # those of ``format``, or without one, names that some format takes.
-        specs = [get_format(format)] if format is not None else list_formats()
-        check_names("follow", options, {param.name for spec in specs for param in spec.options})
+        check_names("follow", options, option_names(format))
         check_option_values(options, format)
         if start not in START_CHOICES:
             raise ValueError(f"start must be one of {START_CHOICES}, not {start!r}")

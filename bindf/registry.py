@@ -385,7 +385,7 @@ def format_names(*, public_only: bool = True) -> list[str]:
 
 def _specs_of(format: str | None) -> list[FormatSpec]:
     """``format``'s spec, or without one every spec (plugins loaded)."""
-    return [get_format(format)] if format else _specs()
+    return [get_format(format)] if format is not None else _specs()
 
 
 def option_names(format: str | None = None) -> set[str]:
@@ -499,8 +499,9 @@ _PROBES_FAILED: set[str] = set()
 def open_reader(
     source: Source, format: str | None = None, **options: object
 ) -> FormatReader:
-    """Open ``source`` with the reader of ``format`` (detected when None)."""
-    if format:
+    """Open ``source`` with the reader of ``format`` (detected when None; ``""`` names no
+    format and is refused, as by every other entry point)."""
+    if format is not None:
         spec = get_format(format)
         refuse_other_format(source, spec.name)
     else:

@@ -71,6 +71,17 @@ def test_get_format_unknown():
         get_format("nope")
 
 
+def test_an_empty_format_name_is_refused_everywhere(tmp_path: Path) -> None:
+    """format="" names no format: not "detect it" (None says that), wherever it is given."""
+    run = Path(__file__).parent / "data" / "20250723_092534_data.apx"
+    for call in (lambda: bindf.read(run, format=""), lambda: bindf.read_headers(run, format=""),
+                 lambda: bindf.open(run, format=""), lambda: bindf.scan(run, format=""),
+                 lambda: bindf.ingest(run.parent, tmp_path / "dataset", format=""),
+                 lambda: bindf.follow(run, format="", idle_timeout=0)):
+        with pytest.raises(ValueError, match="unknown format ''; bindf knows"):
+            call()
+
+
 @pytest.mark.parametrize(
     ("magic", "name"),
     [(b"%APXDF", "apx"), (b"IT02", "it02"), (b"STT1", "spectro"), (b"SP01", "sp01"),
