@@ -616,6 +616,19 @@ def test_nullable_bool_of_a_transform_is_boolean_whatever_the_data(tmp_path: Pat
     assert [str(c["flag"].dtype) for c in chunks] == ["boolean", "boolean"]
     assert chunks[1]["flag"].tolist() == [pd.NA, True]
     assert str(bindf.read(path, format="nbool", n_rows=2)["flag"].dtype) == "boolean"
+    # declared non-nullable, as the README says: numpy bool, in every chunk
+
+    def required_flags(table: pa.Table, header: dict) -> pa.Table:
+        values = table.column("v").to_numpy()
+        return table.append_column(pa.field("flag", pa.bool_(), nullable=False),
+                                   pa.array(values > 1))
+
+    registered("rbool", dtype=[("v", "<i4")], magic=b"RBOL", transform=required_flags)
+    other = tmp_path / "f.rbool"
+    other.write_bytes(b"RBOL" + np.array([1, 2, 0, 3], "<i4").tobytes())
+    chunks = list(bindf.read(other, format="rbool", chunksize=2))
+    assert [c["flag"].dtype for c in chunks] == [np.dtype(bool)] * 2
+    assert [c["flag"].tolist() for c in chunks] == [[False, True], [False, True]]
 
 
 def test_declared_format_with_a_count_and_an_offset(tmp_path: Path, registered) -> None:
