@@ -435,25 +435,8 @@ def expand_sources(
     buffers and file objects become :class:`ObjectSource` (see there).
     """
     options = _storage_options(storage_options)
-    if isinstance(sources, (str, os.PathLike, Source)) or is_source_object(sources):
-        items: list[Any] = [sources]
-    elif _is_table(sources):  # iterating a DataFrame gives its column names
-        raise TypeError(f"source must be a path, a glob or a list of them, not a "
-                        f"{type(sources).__name__}: for paths held in one of its columns, "
-                        "pass that column (df['path'])")
-    elif isinstance(sources, (set, frozenset, Mapping)):  # no order: rows would follow
-        raise TypeError(f"source must be a path, a glob or a list (an ordered sequence), "
-                        f"not a {type(sources).__name__}: its order, and so the rows', "
-                        "would change from run to run; pass sorted(...)")
-    elif isinstance(sources, Iterable):
-        items = list(sources)
-        if not items:
-            raise FileNotFoundError("no input files were given")
-    else:
-        raise TypeError(f"source must be a path, a glob, a URL, bytes, a binary file "
-                        f"object or a list of those, not {sources!r}")
     out: list[Source] = []
-    for item in items:
+    for item in source_items(sources):
         if isinstance(item, Source):
             out.append(item)
             continue
@@ -464,19 +447,48 @@ def expand_sources(
         if _is_url(path):
             out.extend(_expand_remote(path, options))
         elif has_glob_chars(path) and not os.path.exists(_local_path(path)):
-            prefix = "file://" if path.startswith("file://") else ""
-            # One stat per match says both that it is a file and its size.
-            matches = sorted((prefix + p, size) for p in glob.glob(_local_path(path),
-                                                                   recursive=True)
-                             if (size := _file_size(p)) is not None)
-            if not matches:
-                raise FileNotFoundError(f"no files match {path!r}")
             out.extend(DecompressedSource(m, options, stored_size=size)
                        if compression_of(m) is not None
-                       else Source(m, options, size=size) for m, size in matches)
+                       else Source(m, options, size=size) for m, size in local_matches(path))
         else:
             out.append(_path_source(path, options))
     return out
+
+
+def source_items(sources: Any) -> list[Any]:
+    """The inputs ``sources`` names, one item each (a path, a glob, a buffer, a file
+    object, a :class:`Source`), globs not expanded yet; what a multi-file read may be
+    given checked: an ordered collection, not empty."""
+    if isinstance(sources, (str, os.PathLike, Source)) or is_source_object(sources):
+        return [sources]
+    if _is_table(sources):  # iterating a DataFrame gives its column names
+        raise TypeError(f"source must be a path, a glob or a list of them, not a "
+                        f"{type(sources).__name__}: for paths held in one of its columns, "
+                        "pass that column (df['path'])")
+    if isinstance(sources, (set, frozenset, Mapping)):  # no order: rows would follow
+        raise TypeError(f"source must be a path, a glob or a list (an ordered sequence), "
+                        f"not a {type(sources).__name__}: its order, and so the rows', "
+                        "would change from run to run; pass sorted(...)")
+    if isinstance(sources, Iterable):
+        items = list(sources)
+        if not items:
+            raise FileNotFoundError("no input files were given")
+        return items
+    raise TypeError(f"source must be a path, a glob, a URL, bytes, a binary file "
+                    f"object or a list of those, not {sources!r}")
+
+
+def local_matches(pattern: str) -> list[tuple[str, int]]:
+    """The regular files the local glob ``pattern`` matches (``**`` recursive; a
+    ``file://`` pattern gives ``file://`` names), sorted, with their sizes. Folders are
+    not matches. None is a ``FileNotFoundError``."""
+    prefix = "file://" if pattern.startswith("file://") else ""
+    # One stat per match says both that it is a file and its size.
+    matches = sorted((prefix + p, size) for p in glob.glob(_local_path(pattern), recursive=True)
+                     if (size := _file_size(p)) is not None)
+    if not matches:
+        raise FileNotFoundError(f"no files match {pattern!r}")
+    return matches
 
 
 def _is_table(obj: object) -> bool:
@@ -559,6 +571,17 @@ def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:
         if compression_of(fs_path) is not None:
             return [DecompressedSource(url, options, fs=fs, fs_path=fs_path)]
         return [Source(url, options, fs=fs, fs_path=fs_path)]
+    return [
+        DecompressedSource(name, options, fs=fs, fs_path=p) if compression_of(p) is not None
+        else Source(name, options, size=_listed_size(info), fs=fs, fs_path=p)
+        for name, p, info in remote_matches(url, fs, fs_path)
+    ]
+
+
+def remote_matches(url: str, fs: Any, fs_path: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """The files the glob ``url`` (``fs_path`` on the fsspec filesystem ``fs``) matches,
+    sorted: each as ``(URL naming it, its path on fs, its listing)``. Folders are not
+    matches. None is a ``FileNotFoundError``."""
     # detail=True: the listing already says what is a file and how big it is, so an
     # object store needs no request per match.
     found = fs.glob(fs_path, detail=True)
@@ -566,12 +589,7 @@ def _expand_remote(url: str, options: dict[str, Any]) -> list[Source]:
                      key=lambda item: item[0])
     if not matches:
         raise FileNotFoundError(f"no files match {url!r}")
-    return [
-        DecompressedSource(name, options, fs=fs, fs_path=p) if compression_of(p) is not None
-        else Source(name, options, size=_listed_size(info), fs=fs, fs_path=p)
-        for p, info in matches
-        for name in (_match_url(url, fs, fs_path, p),)
-    ]
+    return [(_match_url(url, fs, fs_path, p), p, info) for p, info in matches]
 
 
 def _listed_size(info: dict[str, Any]) -> int:

@@ -87,14 +87,8 @@ class ReadPlan:
         self.threads = resolve_threads(self.options.pop("threads", threads))
         self.n_rows = n_rows
         self.batch_size = batch_size
-        for name, value in (("include_file_paths", include_file_paths),
-                            ("row_index_name", row_index_name)):
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"{name} must be a column name (a str) or None, not "
-                                f"{value!r}")
-            if value == "":  # was taken for "no column"; polars makes a column named ""
-                raise ValueError(f"{name} must be a column name, not an empty string "
-                                 "(None for no such column)")
+        check_extra_column_name("include_file_paths", include_file_paths)
+        check_extra_column_name("row_index_name", row_index_name)
         self.include_file_paths = include_file_paths
         self.row_index_name = row_index_name
         # (a float would be truncated, as polars refuses it: not an integer, refused too)
@@ -639,14 +633,8 @@ class ReadPlan:
         first = self.like.first_reader if self.like is not None else self.first_reader
         if reader.path == first.path:
             return
-        for key in first.analysis_header_keys:
-            if reader.header.get(key) != first.header.get(key):
-                warn(BindfWarning(
-                    f"its {key!r} is {reader.header.get(key)!r}, the first file's "
-                    f"{first.header.get(key)!r}: the frame's header is the first file's, "
-                    "so the helpers that use it (df.bindf.rebin, count_rate …) would be "
-                    "wrong for this file's rows; read such files separately",
-                    path=reader.path))
+        warn_of_header_differences(first.analysis_header_keys, reader.header,
+                                   first.header, reader.path)
 
     # -- metadata ---------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -690,6 +678,30 @@ PARALLEL_MIN_FILE_BYTES = 1 << 20
 #: The largest file that a streamed multi-file read decodes whole ahead of its consumer
 #: (see :meth:`ReadPlan._parallel_files`): ``threads + 1`` such files at most are held.
 STREAM_AHEAD_MAX_FILE_BYTES = 16 << 20
+
+
+def warn_of_header_differences(keys: Sequence[str], header: dict[str, Any],
+                               first: dict[str, Any], path: str) -> None:
+    """Warn when ``header`` (of the file at ``path``) differs in one of ``keys`` (the
+    header values the frame's analysis helpers use) from ``first``, the header the
+    frame carries."""
+    for key in keys:
+        if header.get(key) != first.get(key):
+            warn(BindfWarning(
+                f"its {key!r} is {header.get(key)!r}, the first file's "
+                f"{first.get(key)!r}: the frame's header is the first file's, "
+                "so the helpers that use it (df.bindf.rebin, count_rate …) would be "
+                "wrong for this file's rows; read such files separately",
+                path=path))
+
+
+def check_extra_column_name(name: str, value: Any) -> None:
+    """``include_file_paths``/``row_index_name`` (``name``) is a column name or None."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a column name (a str) or None, not {value!r}")
+    if value == "":  # was taken for "no column"; polars makes a column named ""
+        raise ValueError(f"{name} must be a column name, not an empty string "
+                         "(None for no such column)")
 
 
 def _alike_columns(schema: pa.Schema, first: pa.Schema) -> list[str]:
