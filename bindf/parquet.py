@@ -20,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, overload
 
 import pandas as pd
@@ -36,7 +37,7 @@ from ._frames import (
     shared,
     to_arrow_table,
 )
-from ._params import column_list
+from ._params import check_count, column_list
 from ._source import (
     SourceObject,
     _fsspec_filesystem,
@@ -44,14 +45,27 @@ from ._source import (
     _is_url,
     _local_path,
     _object_name,
+    _storage_options,
     _text_mode_error,
+    has_glob_chars,
     is_source_object,
+    local_matches,
     open_file_name,
+    remote_matches,
+    source_items,
     user_path,
 )
 from ._writing import encode_preamble, inherited_header
-from .arrow import attach_info, info_from_metadata, info_to_metadata, with_metadata
-from .errors import ColumnNotFoundError, CorruptDataError, UnknownFormatError
+from .arrow import attach_info, build_info, info_from_metadata, info_to_metadata, with_metadata
+from .errors import BindfError, ColumnNotFoundError, CorruptDataError, UnknownFormatError
+from .formats._base import summed_errors
+from .frontends.batches import (
+    _alike_columns,
+    _path_column,
+    check_extra_column_name,
+    warn_of_header_differences,
+    with_extra_columns,
+)
 from .frontends.output import (
     SIGNED_INDEX,
     DtypeBackend,
@@ -201,37 +215,50 @@ def to_parquet(
         pq.write_table(table, f, compression=compression, **write_options)
 
 
+#: What ``read_parquet`` takes as its source: one path, glob, URL or object, or a list
+#: of paths, globs, URLs and objects.
+ParquetSource = str | os.PathLike[str] | SourceObject
+ParquetSources = ParquetSource | Sequence[ParquetSource]
+
+
 @overload
-def read_parquet(source: str | os.PathLike[str] | SourceObject, *, output: Literal["pandas"] = ...,
-                 columns: Sequence[str] | str | None = ...,
+def read_parquet(source: ParquetSources, *, output: Literal["pandas"] = ...,
+                 columns: Sequence[str] | str | None = ..., n_rows: int | None = ...,
+                 include_file_paths: str | None = ...,
                  dtype_backend: DtypeBackend | None = ...,
                  storage_options: dict[str, Any] | None = ...) -> pd.DataFrame: ...
 @overload
-def read_parquet(source: str | os.PathLike[str] | SourceObject, *, output: Literal["polars"],
-                 columns: Sequence[str] | str | None = ...,
+def read_parquet(source: ParquetSources, *, output: Literal["polars"],
+                 columns: Sequence[str] | str | None = ..., n_rows: int | None = ...,
+                 include_file_paths: str | None = ...,
                  dtype_backend: None = ...,
                  storage_options: dict[str, Any] | None = ...) -> pl.DataFrame: ...
 @overload
-def read_parquet(source: str | os.PathLike[str] | SourceObject, *, output: Literal["arrow"],
-                 columns: Sequence[str] | str | None = ...,
+def read_parquet(source: ParquetSources, *, output: Literal["arrow"],
+                 columns: Sequence[str] | str | None = ..., n_rows: int | None = ...,
+                 include_file_paths: str | None = ...,
                  dtype_backend: None = ...,
                  storage_options: dict[str, Any] | None = ...) -> pa.Table: ...
 @overload
-def read_parquet(source: str | os.PathLike[str] | SourceObject, *, output: str,
-                 columns: Sequence[str] | str | None = ...,
+def read_parquet(source: ParquetSources, *, output: str,
+                 columns: Sequence[str] | str | None = ..., n_rows: int | None = ...,
+                 include_file_paths: str | None = ...,
                  dtype_backend: DtypeBackend | None = ...,
                  storage_options: dict[str, Any] | None = ...) -> Frame: ...
 
 
 def read_parquet(
-    source: str | os.PathLike[str] | SourceObject,
+    source: ParquetSources,
     *,
     output: Output | str = "pandas",
     columns: Sequence[str] | str | None = None,
+    n_rows: int | None = None,
+    include_file_paths: str | None = None,
     dtype_backend: DtypeBackend | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Frame:
-    """Read a Parquet file, or a folder of them (a dataset), with the header restored.
+    """Read Parquet files with the bindf header restored: one file, a folder of them (a
+    dataset), or several files by a glob or a list, their rows one after the other.
 
     Parameters
     ----------
@@ -241,11 +268,38 @@ def read_parquet(
         columns); or one file as ``bytes``, a binary file object (read whole, whatever
         its position: Parquet is read from its footer; never closed by bindf) or an
         fsspec ``OpenFile``.
+
+        Or a glob (``"out/*.parquet"``, ``"s3://bucket/runs/**/*.parquet"``), expanded
+        as bindf's readers expand theirs: matches sorted by name, ``**`` recursive, a
+        name that exists as written never globbed, no match a ``FileNotFoundError``.
+        A glob matches files only: a folder it matches is skipped, and a file it
+        matches inside a Hive-partitioned folder is read as a plain file, without
+        partition columns (give the folder itself for those).
+
+        Or a list of any of these (globs expanded in place), read in list order; each
+        item is read as it would be alone (a folder as a dataset, an object whole). An
+        empty list is a ``FileNotFoundError``; a set is a ``TypeError`` (no order).
     output:
         ``"pandas"`` (default), ``"polars"`` or ``"arrow"``.
     columns:
-        Columns to read (all by default; a str is one column); one the file does not
-        have is a ``ValueError``.
+        Columns to read (all by default; a str is one column); one a file does not have
+        is a ``ValueError`` naming the file. Several files must have the same columns,
+        in the same order, of the same types (whether a column is declared nullable
+        may differ); when ``columns`` is given, only those: files of other columns read
+        together for the columns they share, as bindf's readers read such files. Any
+        other difference is a :class:`~bindf.errors.BindfError` naming the file and
+        the columns that differ.
+    n_rows:
+        Read only the first ``n_rows`` rows, across files in order: the files of a glob
+        or list after the one that completes them are not opened (``n_rows=0`` reads
+        the first file's footer only, for its columns), and within a file only the row
+        groups needed are read. (A dataset folder is read by pyarrow's
+        ``Dataset.head``, which may read a few of its files ahead.)
+    include_file_paths:
+        Name of a column to add, holding each row's Parquet file (its path or URL as
+        given or matched; an object's name), as in polars. It comes last, or where
+        ``columns`` names it; a file that has a column of that name is a
+        ``ValueError``.
     dtype_backend:
         pandas output only: ``None`` (default), ``"numpy_nullable"`` or ``"pyarrow"``,
         as in pandas' readers.
@@ -254,6 +308,19 @@ def read_parquet(
 
     Notes
     -----
+    The header of several files is what bindf's readers give for the original binary
+    files read together: the first file's format and header (a file whose analysis
+    header values differ from the first's, ``bin_width_micros`` …, is warned of), the
+    list of every file's stored source (a file that stores none stands for itself by
+    its Parquet path), the damage skipped summed (``errors``), and ``version`` when
+    every file says the same (else ``None``). With ``n_rows``, only the files read are
+    in it. Files of another format than the first's, or with a bindf header where the
+    first has none (or none where it has one), are an error: their rows would carry a
+    header that is not theirs.
+
+    pandas: the index is the one pyarrow restores from the first file's pandas
+    metadata; stored index columns are concatenated, a ``RangeIndex`` spans all rows.
+
     pandas dtypes: a file written from a pandas frame comes back as pandas wrote it
     (its dtypes and index, from the pandas metadata pyarrow stores), as
     ``pd.read_parquet`` gives it. Any other file (``bindf convert``, a polars or Arrow
@@ -264,15 +331,19 @@ def read_parquet(
     it holds a null, a numpy integer otherwise.
     """
     check_output(output, dtype_backend)
+    check_count("n_rows", n_rows, 0)
+    check_extra_column_name("include_file_paths", include_file_paths)
     wanted = column_list(columns)  # (a str is one column, as every bindf reader takes it)
-    table, file_metadata = _read_table(source, wanted, storage_options or {},
-                                       use_pandas_metadata=output == "pandas")
+    # the path column is bindf's to add, not read from the files
+    reading = None if wanted is None else [c for c in wanted if c != include_file_paths]
+    inputs = _parquet_inputs(source, _storage_options(storage_options))
+    table, info = _read_inputs(inputs, reading, n_rows, include_file_paths,
+                               use_pandas_metadata=output == "pandas")
+    if include_file_paths and wanted is not None and include_file_paths in wanted:
+        # where columns= names it (pandas index columns stay after the rest)
+        order = with_extra_columns(wanted, None, include_file_paths)
+        table = table.select(order + [c for c in table.column_names if c not in order])
     metadata = dict(table.schema.metadata or {})
-    # A dataset folder (dask's to_parquet, partitioned writes) has no single footer: its
-    # schema metadata already carries the header.
-    metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
-    table = restore_dictionary_index_types(table, file_metadata)
-    info = info_from_metadata(metadata) or _info_from_pandas_attrs(metadata)
     table = _format_categories(table, info)
     # "numpy_nullable" goes to table_to_output even then: its masked conversion is
     # pyarrow's too, which reads the pandas metadata (the index) the same way.
@@ -300,6 +371,184 @@ def read_parquet(
             raise
         # "numpy_nullable" (pyarrow reads the pandas metadata there too): as above
         return _without_pandas_metadata(table, info, dtype_backend)
+
+
+@dataclass(frozen=True)
+class _RemotePath:
+    """A file or folder on an fsspec filesystem: ``name`` is its URL (for messages, the
+    path column and the header's source), ``fs``/``fs_path`` what reads it (a glob's
+    match keeps the filesystem it was found on, see :class:`bindf._source.Source`)."""
+
+    name: str
+    fs: Any
+    fs_path: str
+
+
+def _parquet_inputs(source: Any, storage_options: dict[str, Any]) -> list[Any]:
+    """The inputs of a read, in order: each a local path, a :class:`_RemotePath` or an
+    object (bytes, file object, ``OpenFile``); globs expanded (files only, sorted)."""
+    inputs: list[Any] = []
+    for item in source_items(source):
+        if is_source_object(item):
+            inputs.append(item)
+            continue
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(f"source must be a path, a glob, a URL, bytes, a binary file "
+                            f"object or a list of those, not {item!r}")
+        path = user_path(os.fspath(item))
+        if _is_url(path):
+            fs, fs_path = _fsspec_filesystem(path, storage_options)
+            # (exists, not isfile: a dataset folder named as written is not a glob)
+            if has_glob_chars(fs_path) and not fs.exists(fs_path):
+                inputs.extend(_RemotePath(name, fs, p)
+                              for name, p, _ in remote_matches(path, fs, fs_path))
+            else:
+                inputs.append(_RemotePath(path, fs, fs_path))
+        elif has_glob_chars(path) and not os.path.exists(_local_path(path)):
+            inputs.extend(name for name, _ in local_matches(path))
+        else:
+            inputs.append(path)
+    return inputs
+
+
+def _input_name(item: Any) -> str:
+    """What messages, the path column and a stand-in source call an input."""
+    if isinstance(item, _RemotePath):
+        return item.name
+    if isinstance(item, str):
+        return item
+    if _is_fsspec_open_file(item):
+        return open_file_name(item)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"<{type(item).__name__}>"
+    return _object_name(item)
+
+
+def _read_inputs(inputs: list[Any], columns: list[str] | None, n_rows: int | None,
+                 path_column: str | None, *, use_pandas_metadata: bool,
+                 ) -> tuple[pa.Table, dict[str, Any] | None]:
+    """The rows of ``inputs`` one after the other (up to ``n_rows``; the path column
+    last if asked), with the first's schema metadata, and the bindf info of them all."""
+    tables: list[pa.Table] = []
+    names: list[str] = []
+    infos: list[dict[str, Any] | None] = []
+    remaining = n_rows
+    for item in inputs:
+        if remaining == 0 and tables:  # n_rows reached: the next files are not opened
+            break
+        name = _input_name(item)
+        table, file_metadata = _read_table(item, name, columns, n_rows=remaining,
+                                           use_pandas_metadata=use_pandas_metadata,
+                                           reserved=path_column)
+        metadata = dict(table.schema.metadata or {})
+        # A dataset folder (dask's to_parquet, partitioned writes) has no single footer:
+        # its schema metadata already carries the header.
+        metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
+        table = with_metadata(restore_dictionary_index_types(table, file_metadata), metadata)
+        if tables:
+            _check_alike(table, tables[0], name, names[0])
+        tables.append(table)
+        names.append(name)
+        infos.append(info_from_metadata(metadata) or _info_from_pandas_attrs(metadata))
+        if remaining is not None:
+            remaining -= table.num_rows
+    table = _concatenated(tables)
+    if path_column:
+        table = table.append_column(
+            pa.field(path_column, pa.string(), nullable=False),
+            _path_column([(n, t.num_rows) for n, t in zip(names, tables)], table.num_rows))
+    return table, _joined_info(names, infos, many=len(inputs) > 1)
+
+
+def _check_alike(table: pa.Table, first: pa.Table, name: str, first_name: str) -> None:
+    """Refuse a file whose columns (as read: ``columns`` projects both) differ from the
+    first file's in name, order or type, naming what differs. Whether a column is
+    declared nullable may differ (polars declares every column so, bindf's formats
+    only the columns that can be null)."""
+    here = [(f.name, f.type) for f in table.schema]
+    there = [(f.name, f.type) for f in first.schema]
+    if here == there:
+        return
+    types = dict(here)
+    first_types = dict(there)
+    differences = []
+    extra = [n for n in table.column_names if n not in first_types]
+    missing = [n for n in first.column_names if n not in types]
+    retyped = [f"{n!r} is {types[n]} here, {first_types[n]} in the first file"
+               for n in first.column_names if n in types and types[n] != first_types[n]]
+    if extra:
+        differences.append(f"only here: {extra}")
+    if missing:
+        differences.append(f"missing here: {missing}")
+    differences.extend(retyped)
+    if not differences:
+        differences.append(f"in another order: {table.column_names} vs {first.column_names}")
+    shared = _alike_columns(table.schema, first.schema)
+    hint = f"; to read the columns they share, ask for them (columns={shared})" if shared else ""
+    raise BindfError(f"cannot read together with {first_name}: its columns differ "
+                     f"({'; '.join(differences)}){hint}", path=name)
+
+
+def _concatenated(tables: list[pa.Table]) -> pa.Table:
+    """``tables`` one after the other, with the first's schema metadata; a column is
+    nullable if it is in any of them (:func:`_check_alike` made sure nothing else
+    differs)."""
+    if len(tables) == 1:
+        return tables[0]
+    metadata = tables[0].schema.metadata
+    if not tables[0].num_columns:  # (concat_tables gives tables of no columns 0 rows)
+        return pa.Table.from_batches([b for t in tables for b in t.to_batches()],
+                                     schema=tables[0].schema)
+    return with_metadata(pa.concat_tables(tables, promote_options="default"), metadata)
+
+
+def _joined_info(names: list[str], infos: list[dict[str, Any] | None], *,
+                 many: bool) -> dict[str, Any] | None:
+    """The bindf info of a read of the files ``names`` (whose own infos are ``infos``),
+    as a multi-file read of the binary files gives it (see :func:`read_parquet`).
+    ``many``: the read was of several inputs (a source list even if ``n_rows`` was
+    reached in the first, as the binary readers give one for several files)."""
+    first = infos[0]
+    if not many:
+        return first
+    for name, info in zip(names[1:], infos[1:]):
+        if (info is None) != (first is None):
+            holds = ("holds no bindf header, and the first file does" if info is None else
+                     "holds a bindf header, and the first file does not")
+            raise BindfError(f"cannot read together with {names[0]}: it {holds}; read "
+                             "them separately", path=name)
+        if info is not None and first is not None and info.get("format") != first.get("format"):
+            raise BindfError(f"cannot read together with {names[0]}: its header is of "
+                             f"format {info.get('format')!r}, the first file's "
+                             f"{first.get('format')!r}", path=name)
+    if first is None:
+        return None
+    known = [info for info in infos if info is not None]  # (all of them, checked above)
+    keys = _analysis_header_keys(first.get("format"))
+    sources: list[str] = []
+    for i, (name, info) in enumerate(zip(names, known)):
+        if i:
+            warn_of_header_differences(keys, info["header"], first["header"], name)
+        source = info.get("source")
+        sources.extend(source if isinstance(source, list) else
+                       [source if isinstance(source, str) else name])
+    errors = summed_errors(info.get("errors") or {} for info in known)
+    joined = build_info(first["format"], first["header"], sources, errors or None)
+    if any("version" in info for info in known):
+        versions = {info.get("version") for info in known}
+        joined["version"] = versions.pop() if len(versions) == 1 else None
+    return joined
+
+
+def _analysis_header_keys(format: str | None) -> tuple[str, ...]:
+    """The header values ``format``'s analysis helpers use (none for a format not
+    registered here)."""
+    from .registry import get_format
+
+    try:
+        return tuple(get_format(format).reader_class().analysis_header_keys)  # type: ignore[arg-type]
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return ()
 
 
 #: What pandas raises on pandas metadata it wrote but cannot read back: an ArrowDtype
@@ -416,20 +665,22 @@ def _nullability_from_data(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(table.columns, schema=schema)
 
 
-def _read_table(source: Any, columns: list[str] | None, storage_options: dict[str, Any],
-                *, use_pandas_metadata: bool) -> tuple[pa.Table, Mapping[bytes, bytes]]:
-    """The table at ``source`` and its file-level metadata (none for a dataset)."""
-    options = {"columns": columns, "use_pandas_metadata": use_pandas_metadata}
+def _read_table(source: Any, name: str, columns: list[str] | None, *, n_rows: int | None,
+                use_pandas_metadata: bool, reserved: str | None,
+                ) -> tuple[pa.Table, Mapping[bytes, bytes]]:
+    """The table at ``source`` (one input, see :func:`_parquet_inputs`; ``name``: what
+    messages call it) and its file-level metadata (none for a dataset). ``reserved``: a
+    column name the file must not have (the path column bindf adds)."""
+    options: dict[str, Any] = {"columns": columns, "n_rows": n_rows,
+                               "use_pandas_metadata": use_pandas_metadata, "reserved": reserved}
     if _is_fsspec_open_file(source):
         if "b" not in source.mode:
-            raise _text_mode_error(open_file_name(source))
+            raise _text_mode_error(name)
         with source as f:
-            return _read_file(f, open_file_name(source), **options)
+            return _read_file(f, name, **options)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _read_file(pa.BufferReader(pa.py_buffer(source)), f"<{type(source).__name__}>",
-                          **options)
+        return _read_file(pa.BufferReader(pa.py_buffer(source)), name, **options)
     if is_source_object(source):
-        name = _object_name(source)
         if isinstance(source, io.TextIOBase):
             raise _text_mode_error(name)
         seekable = getattr(source, "seekable", None)
@@ -437,41 +688,47 @@ def _read_table(source: Any, columns: list[str] | None, storage_options: dict[st
             # a pipe or stdin: Parquet is read from its end, so the whole stream is needed
             return _read_file(pa.BufferReader(source.read()), name, **options)
         return _read_file(source, name, **options)
-    path = user_path(os.fspath(source))
-    if _is_url(path):
-        fs, fs_path = _fsspec_filesystem(path, storage_options)
-        if fs.isdir(fs_path):
-            return _read_dataset(fs_path, fs, **options)
+    if isinstance(source, _RemotePath):
+        if source.fs.isdir(source.fs_path):
+            return _read_dataset(source.fs_path, source.fs, name, **options)
         try:
-            with fs.open(fs_path, "rb") as f:
-                return _read_file(f, path, **options)
+            with source.fs.open(source.fs_path, "rb") as f:
+                return _read_file(f, name, **options)
         except FileNotFoundError:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
-    path = _local_path(path)
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name) from None
+    path = _local_path(source)
     if os.path.isdir(path):
-        return _read_dataset(path, None, **options)
+        return _read_dataset(path, None, name, **options)
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
     # opened through a bytes path: pyarrow encodes a str path as UTF-8, which a Linux
     # file name need not be (see _output_file); not memory-mapped (a file truncated
     # while mapped kills the process)
     with pa.OSFile(os.fsencode(path), "rb") as file:
-        return _read_file(file, path, **options)
+        return _read_file(file, name, **options)
 
 
-def _read_file(file: Any, name: str, *, columns: list[str] | None,
-               use_pandas_metadata: bool) -> tuple[pa.Table, Mapping[bytes, bytes]]:
+def _read_file(file: Any, name: str, *, columns: list[str] | None, n_rows: int | None,
+               use_pandas_metadata: bool, reserved: str | None,
+               ) -> tuple[pa.Table, Mapping[bytes, bytes]]:
     """One Parquet file (a path or an open file), read as it is: unlike
     ``pq.read_table``, no Hive partition columns guessed from its folder names (pyarrow
-    < 18 fails on a folder like key=__HIVE_DEFAULT_PARTITION__)."""
+    < 18 fails on a folder like key=__HIVE_DEFAULT_PARTITION__). With ``n_rows``, only
+    the row groups that hold the first ``n_rows`` rows are read."""
     try:
         parquet = pq.ParquetFile(file)
     except pa.ArrowInvalid as exc:  # no Parquet footer
         raise UnknownFormatError(f"not a Parquet file ({exc})", path=name) from None
     with parquet:
-        _check_columns(columns, parquet.schema_arrow.names, name)
+        _check_columns(columns, parquet.schema_arrow.names, name, reserved)
+        options: dict[str, Any] = {"columns": columns,
+                                   "use_pandas_metadata": use_pandas_metadata}
         try:
-            table = parquet.read(columns=columns, use_pandas_metadata=use_pandas_metadata)
+            if n_rows is None:
+                table = parquet.read(**options)
+            else:
+                groups = _first_row_groups(parquet.metadata, n_rows)
+                table = parquet.read_row_groups(groups, **options).slice(0, n_rows)
         except pa.ArrowInvalid as exc:  # a damaged page or row group
             raise CorruptDataError(f"cannot read this Parquet file: {exc}", path=name) from None
         except OSError as exc:  # pyarrow's decoding errors too ("Unexpected end of stream")
@@ -481,12 +738,23 @@ def _read_file(file: Any, name: str, *, columns: list[str] | None,
         return table, parquet.metadata.metadata or {}
 
 
-def _read_dataset(path: str, filesystem: Any, *, columns: list[str] | None,
-                  use_pandas_metadata: bool) -> tuple[pa.Table, Mapping[bytes, bytes]]:
+def _first_row_groups(metadata: pq.FileMetaData, n_rows: int) -> list[int]:
+    """The row groups (from the first) that hold the file's first ``n_rows`` rows."""
+    groups: list[int] = []
+    rows = 0
+    while rows < n_rows and len(groups) < metadata.num_row_groups:
+        rows += metadata.row_group(len(groups)).num_rows
+        groups.append(len(groups))
+    return groups
+
+
+def _read_dataset(path: str, filesystem: Any, name: str, *, columns: list[str] | None,
+                  n_rows: int | None, use_pandas_metadata: bool, reserved: str | None,
+                  ) -> tuple[pa.Table, Mapping[bytes, bytes]]:
     import pyarrow.dataset as ds
 
     listed = pq.ParquetDataset(path, filesystem=filesystem, partitioning="hive")
-    _check_columns(columns, listed.schema.names, path)
+    _check_columns(columns, listed.schema.names, name, reserved)
     # Files in natural order: dask names its parts part.0 … part.16, which pyarrow lists
     # as text (part.1, part.10, …, part.2): the rows came back out of order. (Each
     # fragment keeps its partition values.)
@@ -500,8 +768,10 @@ def _read_dataset(path: str, filesystem: Any, *, columns: list[str] | None,
         index = [c for c in json.loads(metadata[b"pandas"]).get("index_columns", [])
                  if isinstance(c, str) and c not in columns]
         wanted = [*columns, *index]
-    table = dataset.to_table(columns=wanted)
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), {}
+    # (head reads the fragments in order, and no more of them than the rows need)
+    table = (dataset.to_table(columns=wanted) if n_rows is None
+             else dataset.head(n_rows, columns=wanted))
+    return with_metadata(table, {**(table.schema.metadata or {}), **metadata}), {}
 
 
 def _natural_key(path: str) -> list[Any]:
@@ -509,8 +779,14 @@ def _natural_key(path: str) -> list[Any]:
     return [int(piece) if piece.isdigit() else piece for piece in re.split(r"(\d+)", path)]
 
 
-def _check_columns(columns: list[str] | None, names: list[str], where: str) -> None:
-    """pyarrow skips a column the file does not have without a word: say so instead."""
+def _check_columns(columns: list[str] | None, names: list[str], where: str,
+                   reserved: str | None = None) -> None:
+    """pyarrow skips a column the file does not have without a word: say so instead.
+    ``reserved``: the name of the column bindf adds (``include_file_paths``), which the
+    file must not have too."""
+    if reserved is not None and reserved in names:
+        raise ValueError(f"{where}: column name {reserved!r} (include_file_paths) already "
+                         "exists in this file; choose another name")
     if columns is None:
         return
     unknown = [c for c in columns if c not in names]

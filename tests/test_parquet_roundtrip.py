@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import polars as pl
+import polars.testing
 import pyarrow.parquet as pq
 import pytest
 
@@ -265,3 +267,296 @@ def test_arrow_table_round_trip_keeps_the_schema(tmp_path: Path) -> None:
     assert back.equals(table)
     assert back.schema.field("channel").nullable and not back.schema.field("event").nullable
     assert back.num_rows == 182
+
+
+# -- several files: a glob or a list ------------------------------------------------------
+
+
+def _info(frame: object) -> dict:
+    """The bindf info of a pandas, polars or Arrow frame, as a plain dict, without
+    ``version`` (checked): a Parquet file says which bindf decoded it, a read of the
+    binary file does not (but for Arrow output, whose metadata says it)."""
+    from bindf._frames import info_of
+
+    info = dict(info_of(frame))
+    assert info.pop("version", bindf.__version__) == bindf.__version__
+    return info
+
+
+def _assert_same(back: object, expected: object) -> None:
+    if isinstance(expected, pd.DataFrame):
+        pd.testing.assert_frame_equal(back, expected, check_exact=True)
+    elif isinstance(expected, pl.DataFrame):
+        pl.testing.assert_frame_equal(back, expected)
+    else:
+        # (values and types; a pandas-written file does not declare columns non-nullable)
+        assert back.cast(expected.schema).equals(expected)
+        assert back.column_names == expected.column_names
+
+
+def _converted(paths: list[Path], folder: Path, writer: str) -> None:
+    """Each of ``paths`` to ``folder/<name>.parquet``, by ``bindf convert`` or by
+    ``to_parquet`` of a frame read with ``writer`` as output."""
+    if writer == "cli":
+        assert cli.main(["convert", *map(str, paths), "--output-dir", str(folder),
+                         "--to", "parquet", "-q"]) == 0
+        return
+    folder.mkdir()
+    for path in paths:
+        bindf.to_parquet(bindf.read(path, output=writer), folder / f"{path.stem}.parquet")
+
+
+@pytest.mark.parametrize("writer", ["cli", "pandas", "polars"])
+@pytest.mark.parametrize("output", ["pandas", "polars", "arrow"])
+def test_a_glob_of_converted_files_reads_as_the_binary_files_do(
+        stt1_files: list[Path], tmp_path: Path, writer: str, output: str) -> None:
+    _converted(stt1_files, tmp_path / "out", writer)
+    binary = bindf.read(str(tmp_path / "run*.bin"), output=output)
+    back = bindf.read_parquet(str(tmp_path / "out" / "*.parquet"), output=output)
+    _assert_same(back, binary)
+    assert _info(back) == _info(binary) == {
+        "format": "spectro", "header": {"channels": [0, 1, 2, 3], "laser_period_ns": 25.0},
+        "source": [str(p) for p in stt1_files]}
+    # the same with n_rows, columns and the path column (placed by columns=), as
+    # bindf.read takes them
+    options = {"n_rows": 1100, "columns": ["marker", "file", "event"],
+               "include_file_paths": "file"}
+    binary = bindf.read(str(tmp_path / "run*.bin"), output=output, **options)
+    back = bindf.read_parquet(str(tmp_path / "out" / "*.parquet"), output=output, **options)
+    # (the path column names the Parquet files where the binary read names its files)
+    assert _column(back, "file") == ([str(tmp_path / "out" / "run0.parquet")] * 1000
+                                     + [str(tmp_path / "out" / "run1.parquet")] * 100)
+    _assert_same(_dropped(back, "file"), _dropped(binary, "file"))
+    # the sources of the files read: the third is not opened, and its source unknown
+    assert _info(back) == {**_info(binary),
+                                             "source": [str(p) for p in stt1_files[:2]]}
+
+
+def _column(frame: object, name: str) -> list:
+    if isinstance(frame, pd.DataFrame):
+        return frame[name].tolist()
+    return frame[name].to_list() if isinstance(frame, pl.DataFrame) else \
+        frame.column(name).to_pylist()
+
+
+def _dropped(frame: object, name: str) -> object:
+    if isinstance(frame, pd.DataFrame):
+        return frame.drop(columns=name)
+    return frame.drop(name) if isinstance(frame, pl.DataFrame) else frame.drop_columns(name)
+
+
+def test_damage_skipped_is_summed_as_the_binary_read_sums_it(data_dir: Path,
+                                                            tmp_path: Path) -> None:
+    from test_on_error import apx_readout_offsets
+
+    original = (data_dir / "20250723_092534_data.apx").read_bytes()
+    bad = []
+    for i, readout in enumerate((3, 5)):
+        data = bytearray(original)
+        offset, _ = apx_readout_offsets(original)[readout]
+        data[offset + 1] ^= 0xFF  # the readout marker
+        bad.append(tmp_path / f"bad{i}.apx")
+        bad[-1].write_bytes(bytes(data))
+    assert cli.main(["convert", *map(str, bad), "--output-dir", str(tmp_path / "out"),
+                     "--to", "parquet", "-q", "--option", "on_error=skip"]) == 0
+    binary = pd.read_apx(bad, on_error="skip")
+    back = bindf.read_parquet(str(tmp_path / "out" / "bad*.parquet"))
+    pd.testing.assert_frame_equal(back, binary, check_exact=True)
+    assert _info(back) == _info(binary)
+    assert back.attrs["bindf"]["errors"]["bad_readout_marker"] == 2
+    assert back.attrs["bindf"]["source"] == [str(p) for p in bad]
+
+
+def test_a_list_reads_in_list_order_any_kind_of_source(stt1_files: list[Path],
+                                                       tmp_path: Path) -> None:
+    _converted(stt1_files, tmp_path / "out", "cli")
+    out = [tmp_path / "out" / f"run{i}.parquet" for i in range(3)]
+    expected = pd.read_spectro([stt1_files[2], stt1_files[0], stt1_files[1]])
+    with open(out[1], "rb") as f:
+        back = bindf.read_parquet([out[2], str(out[0]), f], include_file_paths="file")
+        assert not f.closed
+    assert back.pop("file").tolist() == ([str(out[2])] * 250 + [str(out[0])] * 1000
+                                         + [str(out[1])] * 500)
+    pd.testing.assert_frame_equal(back, expected, check_exact=True)
+    assert back.attrs["bindf"]["source"] == [str(stt1_files[i]) for i in (2, 0, 1)]
+    # bytes among them: named <bytes> in the path column
+    back = bindf.read_parquet([out[1].read_bytes(), out[1]], output="polars",
+                              include_file_paths="file", columns=["file", "event"])
+    assert back.columns == ["file", "event"]
+    assert back["file"].unique(maintain_order=True).to_list() == ["<bytes>", str(out[1])]
+    assert back["event"].to_list() == pl.read_spectro(stt1_files[1])["event"].to_list() * 2
+
+
+def test_n_rows_reads_no_more_files_than_it_needs(stt1_files: list[Path],
+                                                  tmp_path: Path) -> None:
+    _converted(stt1_files, tmp_path / "out", "cli")
+    (tmp_path / "out" / "run2.parquet").write_bytes(b"not Parquet: never opened")
+    pattern = str(tmp_path / "out" / "*.parquet")
+    for n in (0, 999, 1000, 1001, 1499, 1500):
+        expected = pd.read_spectro(stt1_files[:2], n_rows=n)
+        back = bindf.read_parquet(pattern, n_rows=n)
+        pd.testing.assert_frame_equal(back, expected, check_exact=True)
+        # a source list however few files were read (the files read: the others' are
+        # not known)
+        read = stt1_files[:1] if n <= 1000 else stt1_files[:2]
+        assert back.attrs["bindf"]["source"] == [str(p) for p in read]
+    assert bindf.read_parquet(pattern, n_rows=0, output="polars").schema == \
+        pl.read_spectro(stt1_files[0], n_rows=0).schema
+    with pytest.raises(UnknownFormatError, match=r"run2\.parquet: not a Parquet file"):
+        bindf.read_parquet(pattern, n_rows=1501)
+    with pytest.raises(ValueError, match=r"n_rows must be an integer >= 0, not -1"):
+        bindf.read_parquet(pattern, n_rows=-1)
+
+
+def test_n_rows_within_a_file_of_row_groups_and_a_dataset(stt1_files: list[Path],
+                                                          tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    table = bindf.read(stt1_files[0], output="arrow")
+    bindf.to_parquet(table, tmp_path / "groups.parquet", row_group_size=100)
+    for n in (0, 1, 100, 250, 1000, 5000):
+        back = bindf.read_parquet(tmp_path / "groups.parquet", output="arrow", n_rows=n)
+        assert back.equals(table.slice(0, n))
+    keyed = table.append_column("k", pa.array(np.arange(1000) % 2, pa.int32()))
+    ds.write_dataset(keyed, tmp_path / "hive", format="parquet", partitioning=["k"],
+                     partitioning_flavor="hive")
+    back = bindf.read_parquet(tmp_path / "hive", output="polars", n_rows=700)
+    assert back["k"].to_list() == [0] * 500 + [1] * 200
+    # a dataset folder in a list is read as it is alone, partition columns and all
+    back = bindf.read_parquet([tmp_path / "hive", tmp_path / "hive"], output="polars",
+                              n_rows=1200, columns=["k"])
+    assert back["k"].to_list() == [0] * 500 + [1] * 500 + [0] * 200
+
+
+def test_a_glob_matches_files_only(stt1_files: list[Path], tmp_path: Path) -> None:
+    _converted(stt1_files[:2], tmp_path / "out", "cli")
+    (tmp_path / "out" / "sub").mkdir()
+    (tmp_path / "out" / "run1.parquet").rename(tmp_path / "out" / "sub" / "run1.parquet")
+    files = bindf.read_parquet(str(tmp_path / "out" / "*"), output="polars",
+                               include_file_paths="file")["file"].unique().to_list()
+    assert files == [str(tmp_path / "out" / "run0.parquet")]  # not the folder sub
+    files = bindf.read_parquet(str(tmp_path / "out" / "**"), output="polars",
+                               include_file_paths="file")["file"].unique(maintain_order=True)
+    assert files.to_list() == [str(tmp_path / "out" / "run0.parquet"),
+                               str(tmp_path / "out" / "sub" / "run1.parquet")]
+    with pytest.raises(FileNotFoundError, match=r"no files match '.*nothing\*\.parquet'"):
+        bindf.read_parquet(str(tmp_path / "nothing*.parquet"))
+    with pytest.raises(FileNotFoundError, match="no input files were given"):
+        bindf.read_parquet([])
+    with pytest.raises(TypeError, match="not a set: its order"):
+        bindf.read_parquet({str(tmp_path / "out" / "run0.parquet")})
+
+
+def test_files_of_other_columns_read_together_only_for_the_columns_they_share(
+        tmp_path: Path) -> None:
+    apx = [SAMPLES / "astropix3_injection_run.apx", SAMPLES / "astropix_threshold_scan.apx"]
+    _converted(apx, tmp_path / "out", "cli")
+    pattern = str(tmp_path / "out" / "*.parquet")
+    first, second = (str(tmp_path / "out" / f"{p.stem}.parquet") for p in apx)
+    shared = ["chip_id", "payload", "readout_id", "column", "tot_us"]
+    message = (f"{second}: cannot read together with {first}: its columns differ (only "
+               "here: ['timestamp', 'row', 'ts_neg1', 'ts_coarse1', 'ts_fine1', "
+               "'ts_tdc1', 'ts_neg2', 'ts_coarse2', 'ts_fine2', 'ts_tdc2', 'ts_dec1', "
+               "'ts_dec2']; missing here: ['wall_timestamp', 'location', 'tot_msb', "
+               "'tot_lsb', 'tot_dec', 'chip_timestamp']; 'decoding_order' is uint8 here, "
+               f"uint16 in the first file); to read the columns they share, ask for them "
+               f"(columns={shared})")
+    with pytest.raises(BindfError, match=f"^{re.escape(message)}$"):
+        bindf.read_parquet(pattern)
+    with pytest.raises(BindfError, match=re.escape("'decoding_order' is uint8 here, uint16 "
+                                                   "in the first file)")):
+        bindf.read_parquet(pattern, columns=["tot_us", "decoding_order"])
+    for output in ("pandas", "polars"):
+        binary = bindf.read(apx, columns=shared[::-1], output=output)
+        back = bindf.read_parquet(pattern, columns=shared[::-1], output=output)
+        _assert_same(back, binary)
+        assert _info(back) == _info(binary)
+    with pytest.raises(ValueError, match=re.escape(f"{second}: unknown column(s) "
+                                                   "['wall_timestamp']")):
+        bindf.read_parquet(pattern, columns=["wall_timestamp"])
+
+
+def test_files_in_another_column_order_or_with_other_headers_are_refused(
+        tmp_path: Path) -> None:
+    frame = pl.read_spectro(SPECTRO)
+    bindf.to_parquet(frame, tmp_path / "a.parquet")
+    bindf.to_parquet(frame.select(frame.columns[::-1]), tmp_path / "b.parquet",
+                     header=frame.bindf.header, format="spectro")
+    with pytest.raises(BindfError, match=re.escape(
+            f"{tmp_path / 'b.parquet'}: cannot read together with {tmp_path / 'a.parquet'}: "
+            "its columns differ (in another order: ['marker', 'channel', 'macrotime_ns', "
+            "'microtime_ns', 'event'] vs ['event', 'microtime_ns', 'macrotime_ns', "
+            "'channel', 'marker']); to read the columns they share, ask for them "
+            "(columns=['event', 'microtime_ns', 'macrotime_ns', 'channel', 'marker'])")):
+        bindf.read_parquet([tmp_path / "a.parquet", tmp_path / "b.parquet"])
+    # read together for the columns asked, in the order asked
+    back = bindf.read_parquet([tmp_path / "a.parquet", tmp_path / "b.parquet"],
+                              output="polars", columns=["channel", "event"])
+    pl.testing.assert_frame_equal(back, pl.concat([frame.select("channel", "event")] * 2))
+    # no source stored (header= on a frame without one): the file stands for itself
+    assert back.bindf.source == [str(SPECTRO), str(tmp_path / "b.parquet")]
+    bindf.to_parquet(frame.to_arrow().replace_schema_metadata(None), tmp_path / "plain.parquet")
+    with pytest.raises(BindfError, match=re.escape(
+            f"{tmp_path / 'plain.parquet'}: cannot read together with "
+            f"{tmp_path / 'a.parquet'}: it holds no bindf header, and the first file does; "
+            "read them separately")):
+        bindf.read_parquet([tmp_path / "a.parquet", tmp_path / "plain.parquet"])
+    with pytest.raises(BindfError, match="it holds a bindf header, and the first file "
+                                         "does not"):
+        bindf.read_parquet([tmp_path / "plain.parquet", tmp_path / "a.parquet"])
+    plain = bindf.read_parquet([tmp_path / "plain.parquet"] * 2)
+    assert "bindf" not in plain.attrs
+    expected = pd.read_spectro([SPECTRO, SPECTRO])
+    expected.attrs = {}
+    # (no format: the categories are those of the file's rows, not the format's)
+    expected["marker"] = expected["marker"].cat.remove_unused_categories()
+    pd.testing.assert_frame_equal(plain, expected, check_exact=True)
+    bindf.to_parquet(frame, tmp_path / "other.parquet", header=frame.bindf.header,
+                     format="sp01")
+    with pytest.raises(BindfError, match=re.escape(
+            "its header is of format 'sp01', the first file's 'spectro'")):
+        bindf.read_parquet([tmp_path / "a.parquet", tmp_path / "other.parquet"])
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path / 'a.parquet'}: column name 'event' (include_file_paths) already "
+            "exists in this file; choose another name")):
+        bindf.read_parquet([tmp_path / "a.parquet"], include_file_paths="event")
+
+
+def test_a_header_value_the_helpers_use_differing_is_warned_of(tmp_path: Path) -> None:
+    frame = pd.read_it02(SAMPLES / "intensity_tracing_it02.bin")
+    bindf.to_parquet(frame, tmp_path / "a.parquet")
+    header = {**frame.attrs["bindf"]["header"], "bin_width_micros": 500}
+    bindf.to_parquet(frame, tmp_path / "b.parquet", header=header)
+    with pytest.warns(bindf.BindfWarning, match=re.escape(
+            f"{tmp_path / 'b.parquet'}: its 'bin_width_micros' is 500, the first file's "
+            "1000: the frame's header is the first file's")):
+        back = bindf.read_parquet(str(tmp_path / "*.parquet"))
+    assert back.attrs["bindf"]["header"] == frame.attrs["bindf"]["header"]
+
+
+def test_read_parquet_glob_on_fsspec(stt1_files: list[Path], tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    _converted(stt1_files, tmp_path / "out", "cli")
+    memory = fsspec.filesystem("memory")
+    for i in (2, 0, 1):  # (listed in another order than their names')
+        memory.pipe(f"/bindf-many/run{i}.parquet",
+                    (tmp_path / "out" / f"run{i}.parquet").read_bytes())
+    memory.pipe("/bindf-many/set/part-0.parquet", (tmp_path / "out" / "run0.parquet").read_bytes())
+    try:
+        back = bindf.read_parquet("memory://bindf-many/*.parquet", output="polars",
+                                  include_file_paths="file", storage_options={})
+        expected = pl.read_spectro([str(p) for p in stt1_files])
+        pl.testing.assert_frame_equal(back.drop("file"), expected)
+        assert back["file"].unique(maintain_order=True).to_list() == [
+            f"memory://bindf-many/run{i}.parquet" for i in range(3)]
+        assert _info(back) == expected.bindf.info
+        back = bindf.read_parquet(["memory://bindf-many/run2.parquet",
+                                   "memory://bindf-many/set"], n_rows=300, output="arrow")
+        assert back.equals(bindf.read([stt1_files[2], stt1_files[0]], n_rows=300,
+                                      output="arrow"))
+        with pytest.raises(FileNotFoundError, match=re.escape(
+                "no files match 'memory://bindf-many/*.nope'")):
+            bindf.read_parquet("memory://bindf-many/*.nope")
+    finally:
+        memory.rm("/bindf-many", recursive=True)

@@ -24,6 +24,8 @@ import bindf
 pytest.importorskip("mypy")
 
 USER_CODE = '''
+from pathlib import Path
+
 from typing_extensions import assert_type  # (typing has it from 3.11 on)
 
 import pandas as pd
@@ -50,6 +52,8 @@ assert_type(bindf.read_headers(p), pd.DataFrame)
 assert_type(bindf.read_parquet(p, output="polars"), pl.DataFrame)
 assert_type(bindf.read_parquet(p, output="arrow"), pa.Table)
 assert_type(bindf.read_parquet(p), pd.DataFrame)
+assert_type(bindf.read_parquet([p, Path(p), b"PAR1"], output="polars", n_rows=10), pl.DataFrame)
+assert_type(bindf.read_parquet("out/*.parquet", include_file_paths="file"), pd.DataFrame)
 assert_type(bindf.read_dataset(p), pl.LazyFrame)
 assert_type(bindf.open(p), bindf.BindfFile)
 for chunk in bindf.read_spectro(p, chunksize=10, output="polars"):
