@@ -283,8 +283,8 @@ def read_parquet(
         ``"pandas"`` (default), ``"polars"`` or ``"arrow"``.
     columns:
         Columns to read (all by default; a str is one column); one a file does not have
-        is a ``ValueError`` naming the file. Several files must have the same columns,
-        in the same order, of the same types (whether a column is declared nullable
+        is a :class:`~bindf.errors.ColumnNotFoundError` naming the file. Several files
+        must have the same columns, in the same order, of the same types (whether a column is declared nullable
         may differ); when ``columns`` is given, only those: files of other columns read
         together for the columns they share, as bindf's readers read such files. Any
         other difference is a :class:`~bindf.errors.BindfError` naming the file and
