@@ -284,10 +284,10 @@ def read_parquet(
     columns:
         Columns to read (all by default; a str is one column); one a file does not have
         is a :class:`~bindf.errors.ColumnNotFoundError` naming the file. Several files
-        must have the same columns, in the same order, of the same types (whether a column is declared nullable
-        may differ); when ``columns`` is given, only those: files of other columns read
-        together for the columns they share, as bindf's readers read such files. Any
-        other difference is a :class:`~bindf.errors.BindfError` naming the file and
+        must have the same columns, in the same order, of the same types (whether a
+        column is declared nullable may differ); when ``columns`` is given, only those:
+        files of other columns read together for the columns they share, as bindf's
+        readers read such files. Any other difference is a :class:`~bindf.errors.BindfError` naming the file and
         the columns that differ.
     n_rows:
         Read only the first ``n_rows`` rows, across files in order: the files of a glob
