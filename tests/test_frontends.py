@@ -552,8 +552,12 @@ def _many_chunk_table() -> pa.Table:
             for indices in ([2, None], [], [0, 1, 2])]),
         "when": pa.chunked_array([[1, 2], [], [3, 4, 5]], type=pa.timestamp("ns")),
         "text": pa.chunked_array([["a", None], [], ["c", "d", "e"]]),
+        # floats with nulls (NaN in pandas), bits of a never-null bool, bytes
+        "energy": pa.chunked_array([[None, 1.5], [], [2.0, None, 3.0]], type=pa.float32()),
+        "fired": pa.chunked_array([[True, False], [], [False, True, True]]),
+        "raw": pa.chunked_array([[b"\x01", None], [], [b"", b"ab", b"\xff" * 20]]),
     }
-    schema = pa.schema([pa.field(name, column.type, nullable=name != "wide")
+    schema = pa.schema([pa.field(name, column.type, nullable=name not in ("wide", "fired"))
                         for name, column in columns.items()])
     return pa.table(columns, schema=schema)
 
@@ -581,8 +585,19 @@ def test_pandas_conversion_of_many_chunks_equals_pyarrows() -> None:
     assert list(frame["marker"].cat.codes) == [-1, -1, 2, -1, 0]
     assert list(frame["kind"]) == ["M1", "M2", "A", "B", "B"]  # two dictionaries
     assert list(frame["unsigned"].cat.codes) == [2, -1, 0, 1, 2]
+    assert frame["energy"].dtype == np.float32 and frame["energy"].isna().tolist() == [
+        True, False, False, True, False]
+    assert frame["fired"].dtype == np.bool_ and frame["raw"].tolist()[:2] == [b"\x01", None]
     for position in range(frame.shape[1]):
         frame.iloc[0, position] = frame.iloc[1, position]  # raises if read-only
+    # dtype_backend="numpy_nullable": pyarrow's conversion with pandas' masked dtypes
+    masked = table_to_output(_many_chunk_table(), "pandas", None, "numpy_nullable")
+    expected = pd.DataFrame({
+        name: reference.column(name).to_pandas(types_mapper=MASKED_DTYPES.get)
+        for name in reference.column_names})
+    pd.testing.assert_frame_equal(masked, expected)
+    assert str(masked["energy"].dtype) == "Float32" and masked["energy"].isna().sum() == 2
+    assert str(masked["fired"].dtype) == "boolean" and str(masked["wide"].dtype) == "UInt64"
 
 
 def test_truncated_file_in_multi_file_scan_warns_and_keeps_data(

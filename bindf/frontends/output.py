@@ -136,7 +136,7 @@ def table_to_output(table: pa.Table, output: Output, info: dict[str, Any] | None
     The table is consumed: pandas conversion releases its memory as it goes (pyarrow's
     ``self_destruct``), so the caller must not use ``table`` afterwards.
     ``dtype_backend`` (pandas output only) is pandas' option: ``None`` (default, numpy
-    columns), ``"numpy_nullable"`` (see :func:`table_to_masked_pandas`) or ``"pyarrow"``
+    columns), ``"numpy_nullable"`` (see :func:`_owned_table_to_pandas`) or ``"pyarrow"``
     (see :func:`table_to_arrow_backed_pandas`).
     """
     return _owned_to_output([table], output, info, dtype_backend)
@@ -149,10 +149,8 @@ def _owned_to_output(holder: list[pa.Table], output: Output,
     if output == "pandas":
         if dtype_backend == "pyarrow":
             frame = table_to_arrow_backed_pandas(holder.pop())
-        elif dtype_backend == "numpy_nullable":
-            frame = table_to_masked_pandas(holder.pop())
         else:
-            frame = _owned_table_to_pandas(holder)
+            frame = _owned_table_to_pandas(holder, masked=dtype_backend == "numpy_nullable")
         if info is not None:
             set_pandas_info(frame, info)
         return frame
@@ -295,7 +293,7 @@ class _Spans:
         return True
 
 
-def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
+def _owned_table_to_pandas(holder: list[pa.Table], *, masked: bool = False) -> pd.DataFrame:
     """Arrow → pandas, taking the table out of ``holder`` so its memory can be released
     chunk by chunk while the frame is built: the peak stays close to the output (see
     :class:`_FreedMemory`).
@@ -304,12 +302,23 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     ``channel``, null on marker rows) become pandas' nullable ``UInt8`` … and
     ``boolean`` instead of float64 or object, whether or not this particular file has a
     null: the dtype depends on the format, never on the data. Formats declare never-null
-    columns ``nullable=False``.
+    columns ``nullable=False``. Float nulls are NaN, as in pyarrow's ``to_pandas``.
     Every column is writable (pandas users assign into frames they read); the values of
     a list column (SP01's ``shape="wide"`` rows) are read-only numpy arrays, as pyarrow
     makes them.
+
+    ``masked``: pandas' ``dtype_backend="numpy_nullable"``, what ``pd.read_parquet(...,
+    dtype_backend="numpy_nullable")`` gives for the same table: every integer, float,
+    boolean and string column a pandas masked (nullable) column (``UInt32``,
+    ``Float64``, ``boolean``, ``string``) with ``pd.NA`` for nulls; categories, times
+    and bytes keep their default dtypes.
     """
     table = holder.pop()
+    if masked and b"pandas" in (table.schema.metadata or {}):
+        # A frame pandas wrote (read back from Parquet): pyarrow's conversion restores
+        # its index and dtypes from the pandas metadata, as pd.read_parquet does.
+        return table.to_pandas(types_mapper=MASKED_DTYPES.get, split_blocks=True,
+                               deduplicate_objects=False, self_destruct=True)
     order = table.column_names
     freed = _FreedMemory(live_block_spans() if _disjoint_buffers(table) else [])
     schema = table.schema
@@ -324,8 +333,10 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     for index, field in enumerate(schema):
         column = held[index]
         assert column is not None
-        if (pa.types.is_integer(field.type) or pa.types.is_boolean(field.type)) and (
-                field.nullable or column.null_count):
+        numeric = pa.types.is_integer(field.type) or pa.types.is_boolean(field.type)
+        if (masked and (numeric or pa.types.is_floating(field.type))
+                and field.type in MASKED_DTYPES) or (
+                numeric and (field.nullable or column.null_count)):
             convert = _masked_releasing
         elif (view := _writable_view(column)) is not None:
             # Two columns over the same memory (a reader may hand one buffer out twice)
@@ -339,7 +350,10 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
             convert = _concatenate_releasing
         elif _has_one_dictionary(column):
             convert = _categorical_releasing
-        else:
+        elif _is_bytes(field.type):
+            convert = _bytes_releasing
+        else:  # left to pyarrow (below), whose conversion must be its last holder
+            del column
             continue
         # Nothing else references the column, and the converter drops each chunk as
         # soon as it is copied.
@@ -359,7 +373,8 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
     # of those seen (A-STEP's sensor words: 43 s and 6.6 GB for a 200 MB file, 1.6 s and
     # 1.0 GB without); equal values stay equal, only not the same Python object.
     converted = table.nbytes  # all of it released by self_destruct
-    frame = table.to_pandas(split_blocks=True, self_destruct=True, deduplicate_objects=False)
+    frame = table.to_pandas(types_mapper=MASKED_DTYPES.get if masked else None,
+                            split_blocks=True, self_destruct=True, deduplicate_objects=False)
     del table
     freed.dropped(converted)
     freed.release()
@@ -372,7 +387,9 @@ def _owned_table_to_pandas(holder: list[pa.Table]) -> pd.DataFrame:
             if not array.flags.writeable:
                 del values
                 frame.isetitem(position, array.copy())
+                freed.dropped(array.nbytes)  # (its Arrow memory, once the view goes)
             del array
+    freed.release()
     if not direct:
         return frame
     # Assemble without copying (DataFrame.__setitem__ would copy each array).
@@ -467,11 +484,35 @@ def _copy_releasing(chunks: list[pa.Array], freed: _FreedMemory,
 
 def _concatenate_releasing(chunks: list[pa.Array], kind: pa.DataType,
                            freed: _FreedMemory) -> np.ndarray:
-    """Copy ``chunks`` into one numpy array, dropping each chunk once it is copied."""
+    """Copy ``chunks`` into one numpy array, dropping each chunk once it is copied. Float
+    nulls become NaN (as pyarrow's ``to_pandas`` makes them); Arrow's booleans are bits,
+    unpacked a chunk at a time."""
     out = np.empty(sum(len(c) for c in chunks), dtype=np.dtype(kind.to_pandas_dtype()))
+    in_place = not pa.types.is_boolean(kind)
 
     def copy_chunk(chunk: pa.Array, start: int, end: int) -> None:
-        freed.copy_discarding(out[start:end], chunk.to_numpy(zero_copy_only=True))
+        freed.copy_discarding(out[start:end], chunk.to_numpy(
+            zero_copy_only=in_place and not chunk.null_count))
+
+    _copy_releasing(chunks, freed, copy_chunk)
+    return out
+
+
+def _is_bytes(kind: pa.DataType) -> bool:
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or (
+        hasattr(pa.types, "is_binary_view") and pa.types.is_binary_view(kind))
+
+
+def _bytes_releasing(chunks: list[pa.Array], kind: pa.DataType,
+                     freed: _FreedMemory) -> np.ndarray:
+    """A bytes column (A-STEP's ``sensor`` words) as the object array of ``bytes`` (None
+    for nulls) that pyarrow's ``to_pandas`` gives, made a chunk at a time, dropping each
+    chunk once it is copied: pyarrow holds the whole Arrow column until every Python
+    object is made (a 200 MB A-STEP run: 1.52 times its output into pandas)."""
+    out = np.empty(sum(len(c) for c in chunks), dtype=object)
+
+    def copy_chunk(chunk: pa.Array, start: int, end: int) -> None:
+        out[start:end] = chunk.to_numpy(zero_copy_only=False)
 
     _copy_releasing(chunks, freed, copy_chunk)
     return out
@@ -497,16 +538,21 @@ def _spans(buffers: list[pa.Buffer | None]) -> list[tuple[int, int]]:
 
 def _masked_releasing(chunks: list[pa.Array], kind: pa.DataType,
                       freed: _FreedMemory) -> pd.api.extensions.ExtensionArray:
-    """An integer or boolean column as pandas' masked array (``UInt8``, ``boolean`` …,
-    what ``to_pandas(types_mapper=...)`` gives), copied chunk by chunk into one values
-    and one mask array, dropping each chunk once it is copied."""
+    """An integer, float or boolean column as pandas' masked array (``UInt8``,
+    ``Float32``, ``boolean`` …, what ``to_pandas(types_mapper=...)`` gives), copied chunk
+    by chunk into one values and one mask array, dropping each chunk once it is copied."""
     rows = sum(len(c) for c in chunks)
     boolean = pa.types.is_boolean(kind)
+    floating = pa.types.is_floating(kind)
     values = np.empty(rows, dtype=np.bool_ if boolean else np.dtype(kind.to_pandas_dtype()))
     mask = np.empty(rows, dtype=np.bool_)
 
     def copy_chunk(chunk: pa.Array, start: int, end: int) -> None:
-        if chunk.null_count:
+        if floating:  # pandas' own rule for NaN (an NA, as pd.read_parquet gives it)
+            piece = MASKED_DTYPES[kind].__from_arrow__(chunk)
+            values[start:end] = piece.to_numpy(dtype=values.dtype, na_value=0)
+            mask[start:end] = piece.isna()
+        elif chunk.null_count:
             values[start:end] = chunk.fill_null(False if boolean else 0).to_numpy(
                 zero_copy_only=False)
             mask[start:end] = chunk.is_null().to_numpy(zero_copy_only=False)
@@ -517,6 +563,8 @@ def _masked_releasing(chunks: list[pa.Array], kind: pa.DataType,
     _copy_releasing(chunks, freed, copy_chunk)
     if boolean:
         return pd.arrays.BooleanArray(values, mask)
+    if floating:
+        return pd.arrays.FloatingArray(values, mask)
     return pd.arrays.IntegerArray(values, mask)
 
 
@@ -562,17 +610,6 @@ def _categorical_releasing(chunks: list[pa.Array], kind: pa.DataType,
     return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
 
-def table_to_masked_pandas(table: pa.Table) -> pd.DataFrame:
-    """pandas' ``dtype_backend="numpy_nullable"``: every integer, float, boolean and
-    string column a pandas masked (nullable) column (``UInt32``, ``Float64``,
-    ``boolean``, ``string``) with ``pd.NA`` for nulls, as ``pd.read_parquet(...,
-    dtype_backend="numpy_nullable")`` gives for the same table; categories, times and
-    bytes keep their default dtypes. Each column is copied into its masked array."""
-    return table.to_pandas(types_mapper=MASKED_DTYPES.get, split_blocks=True,
-                           deduplicate_objects=False,
-                           self_destruct=True)
-
-
 def table_to_arrow_backed_pandas(table: pa.Table) -> pd.DataFrame:
     """pandas' ``dtype_backend="pyarrow"``: every column a ``pd.ArrowDtype`` column that
     wraps the table's own Arrow chunks, so no value is copied (chunks stay chunks).
@@ -608,8 +645,12 @@ def _without_view_type(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _is_plain_numeric(column: pa.ChunkedArray) -> bool:
+    """A column that becomes a plain numpy column: floats (nulls become NaN), booleans
+    and integers without nulls (columns declared nullable are masked, see
+    :func:`_owned_table_to_pandas`)."""
     kind = column.type
-    return (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and not column.null_count
+    return pa.types.is_floating(kind) or pa.types.is_boolean(kind) or (
+        pa.types.is_integer(kind) and not column.null_count)
 
 
 def _writable_view(column: pa.ChunkedArray) -> np.ndarray | None:
