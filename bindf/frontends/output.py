@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import functools
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeAlias
@@ -548,10 +549,13 @@ def _masked_releasing(chunks: list[pa.Array], kind: pa.DataType,
     mask = np.empty(rows, dtype=np.bool_)
 
     def copy_chunk(chunk: pa.Array, start: int, end: int) -> None:
-        if floating:  # pandas' own rule for NaN (an NA, as pd.read_parquet gives it)
-            piece = MASKED_DTYPES[kind].__from_arrow__(chunk)
-            values[start:end] = piece.to_numpy(dtype=values.dtype, na_value=0)
-            mask[start:end] = piece.isna()
+        if floating:
+            into = values[start:end]
+            into[:] = chunk.to_numpy(zero_copy_only=False)  # (nulls: NaN)
+            mask[start:end] = chunk.is_null().to_numpy(zero_copy_only=False) \
+                if chunk.null_count else False
+            if _nan_is_na():  # as pandas' own conversion (pd.read_parquet) marks them
+                mask[start:end] |= np.isnan(into)
         elif chunk.null_count:
             values[start:end] = chunk.fill_null(False if boolean else 0).to_numpy(
                 zero_copy_only=False)
@@ -566,6 +570,14 @@ def _masked_releasing(chunks: list[pa.Array], kind: pa.DataType,
     if floating:
         return pd.arrays.FloatingArray(values, mask)
     return pd.arrays.IntegerArray(values, mask)
+
+
+@functools.cache
+def _nan_is_na() -> bool:
+    """Whether this pandas makes a float NaN from Arrow an NA in its masked arrays (pandas
+    3 does; 2.x keeps NaN a value): asked of pandas' own conversion once."""
+    converted = pd.Float64Dtype().__from_arrow__(pa.array([float("nan")]))
+    return bool(converted.isna()[0])
 
 
 #: Unsigned dictionary index types and the signed ones that hold all their values and
