@@ -446,6 +446,7 @@ def _read_inputs(inputs: list[Any], columns: list[str] | None, n_rows: int | Non
         metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
         table = with_metadata(restore_dictionary_index_types(table, file_metadata), metadata)
         if tables:
+            table = _index_types_like(table, tables[0])
             _check_alike(table, tables[0], name, names[0])
         tables.append(table)
         names.append(name)
@@ -458,6 +459,27 @@ def _read_inputs(inputs: list[Any], columns: list[str] | None, n_rows: int | Non
             pa.field(path_column, pa.string(), nullable=False),
             _path_column([(n, t.num_rows) for n, t in zip(names, tables)], table.num_rows))
     return table, _joined_info(names, infos, many=len(inputs) > 1)
+
+
+def _index_types_like(table: pa.Table, first: pa.Table) -> pa.Table:
+    """``table`` with the dictionary index types of ``first``'s columns of the same name
+    and values: a width the files do not store alike (a dataset folder's columns come
+    back with int32 indices from pyarrow before 19, whatever the file was written with:
+    see :func:`restore_dictionary_index_types`), not a difference in the data."""
+    for index, field in enumerate(table.schema):
+        at = first.schema.get_field_index(field.name)
+        if at < 0 or not pa.types.is_dictionary(field.type):
+            continue
+        wanted = first.schema.field(at).type
+        if (pa.types.is_dictionary(wanted) and wanted != field.type
+                and wanted.value_type == field.type.value_type
+                and wanted.ordered == field.type.ordered):
+            try:
+                column = table.column(index).cast(wanted)
+            except pa.ArrowInvalid:  # an index that does not fit: a real difference
+                continue
+            table = table.set_column(index, field.with_type(wanted), column)
+    return table
 
 
 def _check_alike(table: pa.Table, first: pa.Table, name: str, first_name: str) -> None:
