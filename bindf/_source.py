@@ -135,9 +135,15 @@ class Source:
 
     @property
     def planning_size(self) -> int:
-        """The size a read plans with before the file's turn (which files to decode in
-        the consuming thread, which to decode ahead): :attr:`size`, or an estimate where
-        only reading the file would tell (a compressed file), or -1 (unknown)."""
+        """The size a read plans its speed with before the file's turn (which files to
+        decode in the consuming thread): :attr:`size`, or an estimate where only reading
+        the file would tell (a compressed file), or -1 (unknown)."""
+        return self.size
+
+    @property
+    def known_size(self) -> int:
+        """:attr:`size` if knowing it reads nothing, else -1 (a compressed file not
+        decompressed yet): what a promise about memory is planned with."""
         return self.size
 
     @property
@@ -191,18 +197,19 @@ class Source:
         held = _held_files().get(id(self))
         return held.content if held is not None and isinstance(held.content, bytes) else None
 
-    def held(self) -> _Holding:
+    def held(self, *, small_whole: bool = True) -> _Holding:
         """Open the file once for everything done with this source inside the block
         (detection, header, data): one ``open`` per file instead of two or three, which
         is most of the cost of reading thousands of small files. A local file of up to
-        :data:`HOLD_IN_MEMORY_BYTES` is read whole right away, with one ``read``.
+        :data:`HOLD_IN_MEMORY_BYTES` is read whole right away, with one ``read``, unless
+        ``small_whole`` is false (a block that reads the header only).
 
         The held file belongs to the current thread: other threads reading the same
         source (dask partitions of one file) open their own. Blocks of one source may
         nest or interleave in a thread (a second pass over a ``bindf.open`` object
         started while the first is paused between batches): they share the file, each
         :meth:`open` reads at its own position, and the last block to end closes it."""
-        return _Holding(self)
+        return _Holding(self, small_whole)
 
     def read_head(self, n: int) -> bytes:
         """The first ``n`` bytes (fewer if the file is shorter); for format detection."""
@@ -267,10 +274,11 @@ class _Holding:
     """The context manager of :meth:`Source.held` (a class, not ``@contextmanager``:
     it runs once per file of a multi-file read, where a generator's overhead shows)."""
 
-    __slots__ = ("_source", "_key", "_files", "_entry")
+    __slots__ = ("_source", "_small_whole", "_key", "_files", "_entry")
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, small_whole: bool = True) -> None:
         self._source = source
+        self._small_whole = small_whole
         self._entry: _Held | None = None
 
     def __enter__(self) -> Source:
@@ -280,7 +288,8 @@ class _Holding:
         entry = files.get(key)
         if entry is not None:  # already held by an enclosing or interleaved block
             entry.holds += 1
-        elif source.reads_whole_when_held and 0 <= source.size <= HOLD_IN_MEMORY_BYTES:
+        elif (self._small_whole and source.reads_whole_when_held
+              and 0 <= source.size <= HOLD_IN_MEMORY_BYTES):
             entry = files[key] = _Held(_whole_local_file(_local_path(source.path), source.size))
         else:
             entry = files[key] = _Held(source.open())
@@ -1016,6 +1025,10 @@ class DecompressedSource(ObjectSource):
         return self._stored_size * COMPRESSION_RATIO_GUESS if self._stored_size >= 0 else -1
 
     @property
+    def known_size(self) -> int:
+        return self._size
+
+    @property
     def uncompressed_name(self) -> str:
         return os.path.splitext(self.path)[0]
 
@@ -1044,9 +1057,10 @@ class DecompressedSource(ObjectSource):
         return io.BufferedReader(_ObjectView(None, copy, 0, size, self._file_lock),
                                  buffer_size=64 << 10)  # type: ignore[return-value]
 
-    def held(self) -> _HeldCopy:  # type: ignore[override]
+    def held(self, *, small_whole: bool = True) -> _HeldCopy:  # type: ignore[override]
         """Keep the copy for the block (decompressing the file if none is held); the
-        last block to end lets it go (views still open keep it until they close)."""
+        last block to end lets it go (views still open keep it until they close).
+        (``small_whole``: the whole file is decompressed either way.)"""
         return _HeldCopy(self)
 
     def close(self) -> None:
@@ -1055,21 +1069,27 @@ class DecompressedSource(ObjectSource):
             self._file = None
 
     def __reduce__(self) -> Any:
-        return (DecompressedSource, (self.path, self.storage_options),
-                {"_fs": self._fs, "_fs_path": self._fs_path, "_stored_size": self._stored_size})
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        # (the filesystem too: a member of an archive, zip://run.apx.gz::runs.zip, is
+        # named by its URL, whose end says nothing of the member's compression)
+        return (_decompressed_again, (self.path, self.storage_options, self._fs,
+                                      self._fs_path, self._stored_size))
 
     def __repr__(self) -> str:
         size = "not decompressed yet" if self._size < 0 else self._size
         return f"DecompressedSource({self.path!r}, size={size})"
 
 
-#: What a read plans with as the size of a local compressed file it has not decompressed
-#: yet (see :attr:`Source.planning_size`): this many times its compressed size, a
-#: common ratio for instrument data. A wrong guess costs speed, never rows.
+#: What a read plans its speed with as the size of a local compressed file it has not
+#: decompressed yet (see :attr:`Source.planning_size`): this many times its compressed
+#: size, a common ratio for instrument data. A wrong guess costs speed, never rows or
+#: memory (memory bounds use :attr:`Source.known_size`).
 COMPRESSION_RATIO_GUESS = 4
+
+
+def _decompressed_again(path: str, storage_options: dict[str, Any], fs: Any,
+                        fs_path: str | None, stored_size: int) -> DecompressedSource:
+    return DecompressedSource(path, storage_options, fs=fs, fs_path=fs_path,
+                              stored_size=stored_size)
 
 
 class _HeldCopy:

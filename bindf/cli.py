@@ -143,7 +143,7 @@ def _read_kwargs(args: argparse.Namespace,
                  set_by_command: Mapping[str, str | None]) -> dict[str, Any]:
     kwargs = reader_options(args.option, args.command, set_by_command,
                             takes_read_options=args.command != "info")
-    if args.format:
+    if args.format is not None:  # ("" is refused, as by the Python functions)
         kwargs["format"] = args.format
     return kwargs
 
@@ -473,7 +473,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                                + (f"; did you mean {close[0]}?" if close else ""), EX_USAGE)
     records = []
     for source in expand_sources(_inputs(args.files)):
-        with source.held():  # one open; a compressed file's copy let go after it
+        # one open; a compressed file's copy let go after it
+        with source.held(small_whole=False):
             reader = header_reader(source, fmt, kwargs)
             records.append({
                 "path": source.path,

@@ -219,6 +219,63 @@ def test_one_scan_collected_by_threads_at_once(six_runs: tuple[str, pa.Table]) -
         assert frame.equals(expected)
 
 
+def test_a_streamed_read_plans_memory_with_sizes_it_knows(tmp_path: Path) -> None:
+    """A file that compresses well (zeros: 50 MB in 50 KB) is not taken for a small one
+    by a streamed read, which decodes files ahead only when each is known to be small."""
+    from bindf.frontends.batches import ReadPlan
+
+    for i in range(3):
+        compressed(tmp_path / f"z{i}.bin", ".gz", data=bytes(50 << 20))
+    plan = ReadPlan.from_kwargs(str(tmp_path / "z*.bin.gz"), format="it01", threads=2)
+    assert plan.sources[1].planning_size < 1 << 20 and plan.sources[1].known_size == -1
+    assert not plan._parallel_files()  # streamed one after the other, not three ahead
+
+
+def test_warnings_of_cut_files_come_in_file_order(data_dir: Path, tmp_path: Path) -> None:
+    """Files decompressed on the pool warn of their cut in file order, each before the
+    warnings of its rows, whatever thread finished first."""
+    data = (data_dir / "it01_intensity-tracing-export-data-example.bin").read_bytes() * 8
+    for i in range(4):
+        packed = gzip.compress(data)
+        (tmp_path / f"run{i}.bin.gz").write_bytes(packed[: len(packed) * 3 // 4])
+    for _ in range(3):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            bindf.read(str(tmp_path / "*.bin.gz"), format="it01", output="arrow", threads=2)
+        gzip_cuts = [w.message.path for w in caught if "gzip file ends" in str(w.message)]
+        assert gzip_cuts == [str(tmp_path / f"run{i}.bin.gz") for i in range(4)]
+        paths = [w.message.path for w in caught]
+        assert paths == sorted(paths)  # a file's own warnings follow its cut's
+
+
+def test_counting_rows_lets_each_copy_go(data_dir: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    data = (data_dir / "it01_intensity-tracing-export-data-example.bin").read_bytes()
+    for i in range(4):
+        (tmp_path / f"run{i}.bin.gz").write_bytes(gzip.compress(data))
+    copies = CopyCounter(monkeypatch)
+    with bindf.open(str(tmp_path / "*.bin.gz"), format="it01") as f:
+        assert f.num_rows == 4 * bindf.read_it01(data).shape[0]
+        gc.collect()
+        assert copies.made == 4 and copies.alive <= 1  # (the first's, for the header)
+
+
+def test_an_archive_member_pickles_with_its_filesystem(data_dir: Path, tmp_path: Path) -> None:
+    """A compressed member of a zip (``zip://run.apx.gz::runs.zip``: the URL ends in
+    .zip) travels to dask worker processes with the filesystem that reads it."""
+    pytest.importorskip("fsspec")
+    import zipfile
+
+    data = (data_dir / "20250723_092534_data.apx").read_bytes()
+    with zipfile.ZipFile(tmp_path / "runs.zip", "w") as archive:
+        archive.writestr("run.apx.gz", gzip.compress(data))
+    (source,) = expand_sources(f"zip://*.apx.gz::{tmp_path / 'runs.zip'}")
+    again = pickle.loads(pickle.dumps(source))
+    assert isinstance(again, DecompressedSource) and again.path == source.path
+    with again.open() as f:
+        assert f.read() == data
+
+
 def test_header_reads_let_each_copy_go(six_runs: tuple[str, pa.Table],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     pattern, plain = six_runs

@@ -210,7 +210,8 @@ class ReadPlan:
 
     @functools.cached_property
     def _all_files_small(self) -> bool:
-        return all(0 <= s.planning_size <= STREAM_AHEAD_MAX_FILE_BYTES for s in self.sources)
+        # (a compressed file not decompressed yet counts as large: its size is unknown)
+        return all(0 <= s.known_size <= STREAM_AHEAD_MAX_FILE_BYTES for s in self.sources)
 
     def _extra_fields(self) -> list[pa.Field]:
         extra = []
@@ -528,7 +529,8 @@ class ReadPlan:
         take helps finish the files still being decoded."""
         result = _FileResult(WarningSink())
         try:
-            with self.sources[index].held(), result.sink.active():
+            # (the sink first: decompressing the file at held() may warn of a cut)
+            with result.sink.active(), self.sources[index].held():
                 result.reader = self._reader_or_error(index)
                 result.reader.shared_helpers = helpers
                 units = self._units(result.reader, columns)

@@ -133,13 +133,17 @@ def plan_partitions(readers: Sequence[FormatReader], blocksize: int | None) -> l
 
 def _open_all(plan: ReadPlan) -> list[FormatReader]:
     """Every file's reader (headers only), the first one first since it fixes the format."""
-    first = plan.reader_for(0)
+    def opened(index: int) -> FormatReader:
+        with plan.sources[index].held(small_whole=False):  # (a compressed file's copy
+            return plan.reader_for(index)                  # let go after its header)
+
+    first = opened(0)
     n = len(plan.sources)
     if n < _THREADED_OPEN_MIN_FILES:
-        rest = [plan.reader_for(i) for i in range(1, n)]
+        rest = [opened(i) for i in range(1, n)]
     else:
         with ThreadPoolExecutor(min(_OPEN_THREADS, n - 1)) as pool:
-            rest = list(pool.map(plan.reader_for, range(1, n)))
+            rest = list(pool.map(opened, range(1, n)))
     return [first, *rest]
 
 
@@ -292,15 +296,17 @@ def read(
         options=format_options,
     )
     readers = _open_all(plan)
-    schema = plan.output_schema()  # (an unknown column: ColumnNotFoundError, listing them)
-    if columns is not None:
-        columns = with_extra_columns(columns, None, include_file_paths)
-    _warn_truncated_tails(readers)
-    info = plan.info()
-    partitions = plan_partitions(readers, size)
-    for source in plan.sources:  # the tasks decompress their file again: no copy kept
-        if isinstance(source, DecompressedSource):
-            source.close()
+    try:
+        schema = plan.output_schema()  # (an unknown column: ColumnNotFoundError, listing them)
+        if columns is not None:
+            columns = with_extra_columns(columns, None, include_file_paths)
+        _warn_truncated_tails(readers)
+        info = plan.info()
+        partitions = plan_partitions(readers, size)
+    finally:  # a copy the checks decompressed again: the tasks decompress their own
+        for source in plan.sources:
+            if isinstance(source, DecompressedSource):
+                source.close()
     import dask
 
     # dask would convert string columns to "string[pyarrow]" (NA semantics); the

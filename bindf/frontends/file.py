@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from .._params import COMMON, OUTPUT, column_list, signature_with_options
 from .._source import ObjectSource, Source, Sources
-from ..arrow import info_to_metadata
+from ..arrow import info_to_metadata, path_text
+from ..errors import ColumnNotFoundError
 from .batches import ReadPlan, with_extra_columns
 from .output import DtypeBackend, batches_to_output, check_output
 
@@ -104,8 +105,10 @@ class BindfFile:
 
     def _count_rows(self) -> int | None:
         total = 0
-        for index in range(len(self._sources)):
-            count = self._template.reader_for(index).count_rows()
+        for index, source in enumerate(self._sources):
+            # (a compressed file's copy let go after its count)
+            with source.held(small_whole=False):
+                count = self._template.reader_for(index).count_rows()
             if count is None:
                 return None
             total += count
@@ -194,8 +197,9 @@ class BindfFile:
         available = self.schema
         unknown = [name for name in requested.names if name not in available.names]
         if unknown:
-            raise ValueError(f"requested column(s) {unknown} are not in this "
-                             f"{self.format} data; available: {available.names}")
+            raise ColumnNotFoundError(
+                f"{path_text(self._sources[0].path)}: unknown column(s) {unknown} in the "
+                f"requested schema; available: {available.names}")
         names = requested.names
         target = pa.schema(
             [_castable_field(available.field(n), requested.field(n)) for n in names],

@@ -66,7 +66,8 @@ def header_row(source: Source, format: str | None, flatten: bool,
                options: dict[str, Any]) -> dict[str, Any]:
     """The catalogue row of one file (see :func:`header_reader`). Errors name the file."""
     try:
-        with source.held():  # one open; a compressed file's copy let go after it
+        # one open; a compressed file's copy let go after it
+        with source.held(small_whole=False):
             reader = header_reader(source, format, options)
             rows = reader.count_rows()
             header = reader.header
