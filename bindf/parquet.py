@@ -297,9 +297,9 @@ def read_parquet(
         ``Dataset.head``, which may read a few of its files ahead.)
     include_file_paths:
         Name of a column to add, holding each row's Parquet file (its path or URL as
-        given or matched; an object's name), as in polars. It comes last, or where
-        ``columns`` names it; a file that has a column of that name is a
-        ``ValueError``.
+        given or matched; for a dataset folder, the folder's; an object's name), as in
+        polars. It comes last, or where ``columns`` names it; a file that has a column
+        of that name is a ``ValueError``.
     dtype_backend:
         pandas output only: ``None`` (default), ``"numpy_nullable"`` or ``"pyarrow"``,
         as in pandas' readers.
@@ -446,8 +446,8 @@ def _read_inputs(inputs: list[Any], columns: list[str] | None, n_rows: int | Non
         metadata.update({k: v for k, v in file_metadata.items() if k.startswith(b"bindf.")})
         table = with_metadata(restore_dictionary_index_types(table, file_metadata), metadata)
         if tables:
-            table = _index_types_like(table, tables[0])
-            _check_alike(table, tables[0], name, names[0])
+            table = _representations_like(table, tables[0])
+            _check_alike(table, tables[0], name, names[0], columns)
         tables.append(table)
         names.append(name)
         infos.append(info_from_metadata(metadata) or _info_from_pandas_attrs(metadata))
@@ -461,28 +461,46 @@ def _read_inputs(inputs: list[Any], columns: list[str] | None, n_rows: int | Non
     return table, _joined_info(names, infos, many=len(inputs) > 1)
 
 
-def _index_types_like(table: pa.Table, first: pa.Table) -> pa.Table:
-    """``table`` with the dictionary index types of ``first``'s columns of the same name
-    and values: a width the files do not store alike (a dataset folder's columns come
-    back with int32 indices from pyarrow before 19, whatever the file was written with:
-    see :func:`restore_dictionary_index_types`), not a difference in the data."""
+def _representations_like(table: pa.Table, first: pa.Table) -> pa.Table:
+    """``table`` with ``first``'s types where a column of the same name holds the same
+    values in another representation, which writers do not store alike, not a difference
+    in the data: a dictionary's index width (a dataset folder's columns come back with
+    int32 indices from pyarrow before 19, whatever the file was written with: see
+    :func:`restore_dictionary_index_types`), and text or bytes as ``string``,
+    ``large_string`` or a view (polars writes large ones, pandas and dask plain ones)."""
     for index, field in enumerate(table.schema):
         at = first.schema.get_field_index(field.name)
-        if at < 0 or not pa.types.is_dictionary(field.type):
+        if at < 0:
             continue
         wanted = first.schema.field(at).type
-        if (pa.types.is_dictionary(wanted) and wanted != field.type
-                and wanted.value_type == field.type.value_type
-                and wanted.ordered == field.type.ordered):
-            try:
-                column = table.column(index).cast(wanted)
-            except pa.ArrowInvalid:  # an index that does not fit: a real difference
-                continue
-            table = table.set_column(index, field.with_type(wanted), column)
+        if wanted == field.type or not _same_values(wanted, field.type):
+            continue
+        try:
+            column = table.column(index).cast(wanted)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # (an index that does
+            continue                                             # not fit: a difference)
+        table = table.set_column(index, field.with_type(wanted), column)
     return table
 
 
-def _check_alike(table: pa.Table, first: pa.Table, name: str, first_name: str) -> None:
+def _same_values(a: pa.DataType, b: pa.DataType) -> bool:
+    """Whether ``a`` and ``b`` hold the same values in other representations (see
+    :func:`_representations_like`)."""
+    if pa.types.is_dictionary(a) and pa.types.is_dictionary(b):
+        return a.value_type == b.value_type and a.ordered == b.ordered
+    return any(a in kinds and b in kinds for kinds in _REPRESENTATIONS)
+
+
+#: Types of the same values in other layouts (the view types from pyarrow 16 on).
+_REPRESENTATIONS = [
+    {getattr(pa, name)() for name in names if hasattr(pa, name)}
+    for names in (("string", "large_string", "string_view"),
+                  ("binary", "large_binary", "binary_view"))
+]
+
+
+def _check_alike(table: pa.Table, first: pa.Table, name: str, first_name: str,
+                 columns: list[str] | None) -> None:
     """Refuse a file whose columns (as read: ``columns`` projects both) differ from the
     first file's in name, order or type, naming what differs. Whether a column is
     declared nullable may differ (polars declares every column so, bindf's formats
@@ -506,7 +524,13 @@ def _check_alike(table: pa.Table, first: pa.Table, name: str, first_name: str) -
     if not differences:
         differences.append(f"in another order: {table.column_names} vs {first.column_names}")
     shared = _alike_columns(table.schema, first.schema)
-    hint = f"; to read the columns they share, ask for them (columns={shared})" if shared else ""
+    if columns is not None and set(columns) <= set(shared):
+        # what was asked is alike: the rest is a pandas index one file stores
+        hint = "; the others are a pandas index one of them stores: read them separately"
+    elif shared:
+        hint = f"; to read the columns they share, ask for them (columns={shared})"
+    else:
+        hint = ""
     raise BindfError(f"cannot read together with {first_name}: its columns differ "
                      f"({'; '.join(differences)}){hint}", path=name)
 

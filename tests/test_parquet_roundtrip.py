@@ -555,6 +555,19 @@ def test_files_whose_dictionary_indices_differ_in_width_read_together(tmp_path: 
         pa.concat_tables([frame, frame]).replace_schema_metadata(None))
 
 
+def test_files_of_text_as_string_or_large_string_read_together(tmp_path: Path) -> None:
+    """polars writes ``large_string``, pandas and dask ``string``: the same text, read
+    together as the first file's type (as pl.read_parquet and pd.concat read them)."""
+    polars_written = pl.DataFrame({"run": ["a", "bb"], "n": [1, 2]})
+    polars_written.write_parquet(tmp_path / "a.parquet")
+    pa_written = pa.table({"run": pa.array(["c"], pa.string()), "n": pa.array([3])})
+    pq.write_table(pa_written, tmp_path / "b.parquet")
+    assert pq.read_schema(tmp_path / "a.parquet").field("run").type != pa.string()
+    back = bindf.read_parquet(str(tmp_path / "*.parquet"), output="polars")
+    polars.testing.assert_frame_equal(back, pl.DataFrame({"run": ["a", "bb", "c"],
+                                                          "n": [1, 2, 3]}))
+
+
 def test_read_parquet_glob_on_fsspec(stt1_files: list[Path], tmp_path: Path) -> None:
     fsspec = pytest.importorskip("fsspec")
     _converted(stt1_files, tmp_path / "out", "cli")
