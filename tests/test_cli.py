@@ -557,8 +557,10 @@ def test_unknown_format_is_a_usage_error(tmp_path: Path, capsys) -> None:
     for args in (["head", str(f)], ["info", str(f)],
                  ["convert", str(f), "-o", str(tmp_path / "x.parquet")],
                  ["follow", str(f), "--idle-timeout", "0.1", "-q"]):
-        assert run(*args, "--format", "nope") == cli.EX_USAGE
-        assert _one_line_error(capsys).startswith("bindf: error: unknown format 'nope'; ")
+        for name in ("nope", ""):  # ("" names no format, as in the Python functions)
+            assert run(*args, "--format", name) == cli.EX_USAGE
+            assert _one_line_error(capsys).startswith(
+                f"bindf: error: unknown format {name!r}; ")
 
 
 # -- outputs that cannot hold every column, metadata learned while reading ---------------------

@@ -87,6 +87,8 @@ def test_an_unknown_column_is_caught_as_pandas_and_polars_code_catch_it(
                  lambda: pl.read_spectro(path, columns=["event", "nope"]),
                  lambda: bindf.read([path, path], columns=["nope"]),
                  lambda: bindf.open(path, columns=["nope"]),
+                 lambda: bindf.open(path).to_batch_reader(
+                     pa.schema([pa.field("nope", pa.int8())])),
                  lambda: bindf.read_parquet(tmp_path / "x.parquet", columns=["nope"])):
         with pytest.raises(pl.exceptions.ColumnNotFoundError, match=message) as caught:
             read()
