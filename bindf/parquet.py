@@ -526,7 +526,8 @@ def _check_alike(table: pa.Table, first: pa.Table, name: str, first_name: str,
     shared = _alike_columns(table.schema, first.schema)
     if columns is not None and set(columns) <= set(shared):
         # what was asked is alike: the rest is a pandas index one file stores
-        hint = "; the others are a pandas index one of them stores: read them separately"
+        hint = ("; the others are a pandas index one of them stores: read them separately, "
+                "or as polars or Arrow (which keep no index)")
     elif shared:
         hint = f"; to read the columns they share, ask for them (columns={shared})"
     else:

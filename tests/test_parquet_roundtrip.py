@@ -568,6 +568,19 @@ def test_files_of_text_as_string_or_large_string_read_together(tmp_path: Path) -
                                                           "n": [1, 2, 3]}))
 
 
+def test_a_pandas_index_one_file_stores_is_named_as_such(tmp_path: Path) -> None:
+    pd.DataFrame({"a": [1, 2]}, index=pd.Index([5, 6], name="idx")).to_parquet(
+        tmp_path / "a.parquet")
+    pl.DataFrame({"a": [3]}).write_parquet(tmp_path / "b.parquet")
+    files = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    with pytest.raises(BindfError, match=re.escape(
+            "its columns differ (missing here: ['idx']); the others are a pandas index one "
+            "of them stores: read them separately, or as polars or Arrow (which keep no "
+            "index)")):
+        bindf.read_parquet(files, columns=["a"])
+    assert bindf.read_parquet(files, columns=["a"], output="polars")["a"].to_list() == [1, 2, 3]
+
+
 def test_read_parquet_glob_on_fsspec(stt1_files: list[Path], tmp_path: Path) -> None:
     fsspec = pytest.importorskip("fsspec")
     _converted(stt1_files, tmp_path / "out", "cli")
