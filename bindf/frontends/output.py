@@ -367,12 +367,13 @@ def _owned_table_to_pandas(holder: list[pa.Table], *, masked: bool = False) -> p
     table = pa.Table.from_arrays([held[index] for index in rest], schema=pa.schema(
         [schema.field(index) for index in rest], metadata=schema.metadata)) if rest else height
     del held, height
-    # The rest (times, strings, bytes, dictionaries that differ between chunks):
+    # The rest (times, strings, lists, dictionaries that differ between chunks):
     # split_blocks/self_destruct hand each column's memory to pandas instead of
     # consolidating into 2-D blocks, releasing Arrow memory as each column is converted.
-    # deduplicate_objects=False: pyarrow's default looks every bytes value up in a table
-    # of those seen (A-STEP's sensor words: 43 s and 6.6 GB for a 200 MB file, 1.6 s and
-    # 1.0 GB without); equal values stay equal, only not the same Python object.
+    # deduplicate_objects=False: pyarrow's default looks every value up in a table of
+    # those seen (A-STEP's sensor words, when bytes went this way: 43 s and 6.6 GB for a
+    # 200 MB file, 1.6 s and 1.0 GB without); equal values stay equal, only not the same
+    # Python object.
     converted = table.nbytes  # all of it released by self_destruct
     frame = table.to_pandas(types_mapper=MASKED_DTYPES.get if masked else None,
                             split_blocks=True, self_destruct=True, deduplicate_objects=False)
