@@ -983,8 +983,8 @@ class DecompressedSource(ObjectSource):
     multi-file read keeps the copies of the files it is decoding, not of every file;
     reading the source again decompresses it again. Its size, once known, is kept.
 
-    Unlike other file-object sources it pickles (by its name: the receiving process
-    decompresses the file again), so dask reads compressed files too.
+    Unlike other file-object sources it pickles (by its name and filesystem: the
+    receiving process decompresses the file again), so dask reads compressed files too.
     """
 
     def __init__(self, path: str, storage_options: dict[str, Any] | None = None, *,
