@@ -36,12 +36,12 @@ from ._warnings import WarningSink, warn
 from .arrow import build_info, path_text
 from .errors import (
     BindfError,
-    ColumnNotFoundError,
     CorruptDataError,
     FileChangedWarning,
     HeaderError,
     TruncatedFileWarning,
     TruncatedHeaderError,
+    check_columns_known,
 )
 from .formats._base import AcquisitionEnd, FormatReader, empty_batch, summed_errors
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
@@ -578,10 +578,8 @@ class Follower(Iterator[Frame]):
             return list(reader.schema.names)
         extra = {self.include_file_paths}
         wanted = [c for c in self.columns if c not in extra]
-        unknown = [c for c in wanted if c not in reader.schema.names]
-        if unknown:
-            raise ColumnNotFoundError(f"{path_text(reader.path)}: unknown column(s) {unknown}; "
-                             f"available: {reader.schema.names + [c for c in extra if c]}")
+        check_columns_known(path_text(reader.path), wanted,
+                            reader.schema.names + [c for c in extra if c])
         return wanted or reader.schema.names[:1]
 
     def check_compatible(self, reader: FormatReader) -> None:

@@ -9,6 +9,7 @@ found, so that a user can look at the bytes with a hex editor.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from polars.exceptions import ColumnNotFoundError as _PolarsColumnNotFoundError
@@ -114,6 +115,18 @@ class ColumnNotFoundError(ValueError, _PolarsColumnNotFoundError):
     :class:`BindfError`: both a ``ValueError``, as pandas' readers raise for a column they
     cannot find, and polars' ``ColumnNotFoundError``, as polars' readers and scans raise,
     so code written for either library catches it."""
+
+
+def check_columns_known(where: str, asked: Iterable[str], available: Sequence[str], *,
+                        detail: str = "") -> None:
+    """Raise :class:`ColumnNotFoundError` for the names in ``asked`` (in that order)
+    that ``available`` lacks: ``"{where}: unknown column(s) [...]{detail}; available:
+    [...]"``, the one message of every entry point that takes ``columns=``."""
+    known = set(available)
+    unknown = [name for name in asked if name not in known]
+    if unknown:
+        raise ColumnNotFoundError(f"{where}: unknown column(s) {unknown}{detail}; "
+                                  f"available: {list(available)}")
 
 
 class BindfWarning(_Located, UserWarning):

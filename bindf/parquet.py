@@ -57,7 +57,7 @@ from ._source import (
 )
 from ._writing import encode_preamble, inherited_header
 from .arrow import attach_info, build_info, info_from_metadata, info_to_metadata, with_metadata
-from .errors import BindfError, ColumnNotFoundError, CorruptDataError, UnknownFormatError
+from .errors import BindfError, CorruptDataError, UnknownFormatError, check_columns_known
 from .formats._base import summed_errors
 from .frontends.batches import (
     _alike_columns,
@@ -834,11 +834,8 @@ def _check_columns(columns: list[str] | None, names: list[str], where: str,
     if reserved is not None and reserved in names:
         raise ValueError(f"{where}: column name {reserved!r} (include_file_paths) already "
                          "exists in this file; choose another name")
-    if columns is None:
-        return
-    unknown = [c for c in columns if c not in names]
-    if unknown:
-        raise ColumnNotFoundError(f"{where}: unknown column(s) {unknown}; available: {names}")
+    if columns is not None:
+        check_columns_known(where, columns, names)
 
 
 def restore_dictionary_index_types(table: pa.Table, file_metadata: Mapping[bytes, bytes]) -> pa.Table:

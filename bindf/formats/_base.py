@@ -28,7 +28,7 @@ from .. import registry
 from .._lanes import Lanes, lanes_for
 from .._source import Source
 from .._threads import Lane, resolve_threads, shared_executor
-from ..errors import ColumnNotFoundError, HeaderError
+from ..errors import HeaderError, check_columns_known
 
 #: Rows per record batch unless the caller asks otherwise. Large enough that per-batch
 #: overhead vanishes, small enough that a batch's raw bytes stay cache friendly-ish and
@@ -368,12 +368,7 @@ class FormatReader(abc.ABC):
             return list(names)
         if isinstance(columns, str):
             columns = [columns]
-        known = set(names)
-        unknown = [c for c in columns if c not in known]
-        if unknown:
-            raise ColumnNotFoundError(
-                f"{self.path}: unknown column(s) {unknown} for {self.label}; available: {names}"
-            )
+        check_columns_known(self.path, columns, names, detail=f" for {self.label}")
         wanted = set(columns)
         return [n for n in names if n in wanted]
 

@@ -26,7 +26,7 @@ from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import Lane, resolve_threads, settle, shared_executor
 from .._warnings import WarningSink, warn
 from ..arrow import build_info, path_text
-from ..errors import BindfError, BindfWarning, ColumnNotFoundError
+from ..errors import BindfError, BindfWarning, check_columns_known
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, empty_batch, summed_errors
 from ..registry import open_reader, refuse_other_format
 
@@ -259,10 +259,8 @@ class ReadPlan:
         full = self.full_schema().names
         if self.columns is None:
             return full
-        unknown = [c for c in self.columns if c not in full]
-        if unknown:  # the schema is the first file's: name it (a glob may mix chips)
-            raise ColumnNotFoundError(f"{path_text(self.sources[0].path)}: unknown column(s) "
-                             f"{unknown}; available: {full}")
+        # (the schema is the first file's: name it, a glob may mix chips)
+        check_columns_known(path_text(self.sources[0].path), self.columns, full)
         return with_extra_columns(self.columns, self.row_index_name, self.include_file_paths)
 
     def output_schema(self) -> pa.Schema:

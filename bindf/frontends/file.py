@@ -22,7 +22,7 @@ import pyarrow as pa
 from .._params import COMMON, OUTPUT, column_list, signature_with_options
 from .._source import ObjectSource, Source, Sources
 from ..arrow import info_to_metadata, path_text
-from ..errors import ColumnNotFoundError
+from ..errors import check_columns_known
 from .batches import ReadPlan, with_extra_columns
 from .output import DtypeBackend, batches_to_output, check_output
 
@@ -195,11 +195,8 @@ class BindfFile:
         requested = (requested_schema if isinstance(requested_schema, pa.Schema)
                      else pa.Schema._import_from_c_capsule(requested_schema))
         available = self.schema
-        unknown = [name for name in requested.names if name not in available.names]
-        if unknown:
-            raise ColumnNotFoundError(
-                f"{path_text(self._sources[0].path)}: unknown column(s) {unknown} in the "
-                f"requested schema; available: {available.names}")
+        check_columns_known(path_text(self._sources[0].path), requested.names,
+                            available.names, detail=" in the requested schema")
         names = requested.names
         target = pa.schema(
             [_castable_field(available.field(n), requested.field(n)) for n in names],
