@@ -33,7 +33,7 @@ import pyarrow as pa
 from ._params import check_count, check_names
 from ._source import Source, _is_url, compression_of, ensure_bindf_path, has_glob_chars, user_path
 from ._warnings import WarningSink, warn
-from .arrow import build_info, path_text
+from .arrow import build_info, path_text, repeated
 from .errors import (
     BindfError,
     CorruptDataError,
@@ -619,7 +619,7 @@ class Follower(Iterator[Frame]):
         if self.include_file_paths:
             table = table.append_column(
                 pa.field(self.include_file_paths, pa.string(), nullable=False),
-                pa.repeat(pa.scalar(path_text(tail.path), pa.string()), table.num_rows))
+                repeated(pa.scalar(path_text(tail.path), pa.string()), table.num_rows))
         table = table.select(self._output_names(table.schema.names[
             :table.num_columns - (1 if self.include_file_paths else 0)]))
         self.path, self.header, self.format_name = tail.path, tail.header, tail.reader.name

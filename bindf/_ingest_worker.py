@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ._manifest import STAGED_SUFFIX, STAGING_NAME, file_sha256, utc_now
 from ._version import __version__
-from .arrow import path_text, table_info
+from .arrow import path_text, repeated, table_info
 from .errors import BindfError
 from .parquet import write_batches
 
@@ -352,7 +352,7 @@ class _AnnotatedStream:
                 return None
             self.info = table_info(table) or self.info  # grows: the IT02 end
             n = table.num_rows
-            arrays = [*table.columns, *(pa.repeat(scalar, n) for _, scalar in self._extra)]
+            arrays = [*table.columns, *(repeated(scalar, n) for _, scalar in self._extra)]
             self._held = pa.Table.from_arrays(arrays, schema=self.schema).to_batches()
         return self._held.pop(0)
 

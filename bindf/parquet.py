@@ -61,8 +61,8 @@ from .errors import BindfError, CorruptDataError, UnknownFormatError, check_colu
 from .formats._base import summed_errors
 from .frontends.batches import (
     _alike_columns,
-    _path_column,
     check_extra_column_name,
+    path_chunks,
     warn_of_header_differences,
     with_extra_columns,
 )
@@ -338,7 +338,8 @@ def read_parquet(
     reading = None if wanted is None else [c for c in wanted if c != include_file_paths]
     inputs = _parquet_inputs(source, _storage_options(storage_options))
     table, info = _read_inputs(inputs, reading, n_rows, include_file_paths,
-                               use_pandas_metadata=output == "pandas")
+                               use_pandas_metadata=output == "pandas",
+                               paths_as_views=output == "polars")
     if include_file_paths and wanted is not None and include_file_paths in wanted:
         # where columns= names it (pandas index columns stay after the rest)
         order = with_extra_columns(wanted, None, include_file_paths)
@@ -426,9 +427,11 @@ def _input_name(item: Any) -> str:
 
 def _read_inputs(inputs: list[Any], columns: list[str] | None, n_rows: int | None,
                  path_column: str | None, *, use_pandas_metadata: bool,
-                 ) -> tuple[pa.Table, dict[str, Any] | None]:
+                 paths_as_views: bool = False) -> tuple[pa.Table, dict[str, Any] | None]:
     """The rows of ``inputs`` one after the other (up to ``n_rows``; the path column
-    last if asked), with the first's schema metadata, and the bindf info of them all."""
+    last if asked, of ``string_view`` for ``paths_as_views``: see
+    :attr:`bindf.frontends.batches.ReadPlan.path_type`), with the first's schema
+    metadata, and the bindf info of them all."""
     tables: list[pa.Table] = []
     names: list[str] = []
     infos: list[dict[str, Any] | None] = []
@@ -455,9 +458,11 @@ def _read_inputs(inputs: list[Any], columns: list[str] | None, n_rows: int | Non
             remaining -= table.num_rows
     table = _concatenated(tables)
     if path_column:
+        kind = pa.string_view() if paths_as_views else pa.string()
         table = table.append_column(
-            pa.field(path_column, pa.string(), nullable=False),
-            _path_column([(n, t.num_rows) for n, t in zip(names, tables)], table.num_rows))
+            pa.field(path_column, kind, nullable=False),
+            pa.chunked_array(path_chunks([(n, t.num_rows) for n, t in zip(names, tables)],
+                                         kind), kind))
     return table, _joined_info(names, infos, many=len(inputs) > 1)
 
 

@@ -9,13 +9,16 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import bindf
 from bindf import cli
-from bindf.arrow import info_from_metadata, path_text, table_info
+from bindf.arrow import info_from_metadata, path_text, repeated, table_info
+from bindf.frontends import batches
+from bindf.frontends.batches import ReadPlan
 
 SAMPLE = Path(bindf.__file__).parent / "samples" / "intensity_tracing_it02.bin"
 
@@ -167,3 +170,81 @@ def test_latin1_name_in_scans_follow_and_ingest(latin1_name: tuple[str, str],
     dataset = bindf.read_dataset(tmp_path / "dataset").collect()
     assert dataset.height == expected
     assert dataset["source"].unique().to_list() == [shown]
+
+
+@pytest.mark.parametrize("value", [
+    pa.scalar("runs/a.bin"), pa.scalar("é/ß", pa.large_string()), pa.scalar(""),
+    pa.scalar(b"\x00\xff"), pa.scalar(b"", pa.large_binary()), pa.scalar(None, pa.string()),
+    pa.scalar(7, pa.uint8()), pa.scalar("a path longer than twelve", pa.string_view()),
+])
+@pytest.mark.parametrize("n", [0, 1, 5, 1000])
+def test_repeated_is_pa_repeat(value: pa.Scalar, n: int) -> None:
+    got = repeated(value, n)
+    got.validate(full=True)
+    assert got.type == value.type
+    assert got.equals(pa.repeat(value, n))
+
+
+def test_repeated_refuses_what_string_offsets_cannot_hold() -> None:
+    # (refused before anything is allocated)
+    with pytest.raises(pa.ArrowCapacityError, match="3000000 rows of a 1000-byte value "
+                       "need 3000000000 bytes, beyond string's 2 GiB"):
+        repeated(pa.scalar("x" * 1000), 3_000_000)
+    assert len(repeated(pa.scalar("x" * 1000, pa.large_string()), 3)) == 3
+
+
+def _two_runs(tmp_path: Path) -> tuple[str, list[str]]:
+    """A glob of two copies of the IT02 sample, and the path column it reads as."""
+    for name in ("a.bin", "b.bin"):
+        shutil.copy(SAMPLE, tmp_path / name)
+    return str(tmp_path / "*.bin"), [str(tmp_path / "a.bin")] * 200 + [
+        str(tmp_path / "b.bin")] * 200
+
+
+def test_path_column_type_per_output(tmp_path: Path) -> None:
+    """Arrow consumers get ``string``; polars frames are made from ``string_view``
+    batches (polars' own string type, taken as it is), whose rows all point at one copy
+    of their path: the same values either way, and the same in every entry point."""
+    glob, expected = _two_runs(tmp_path)
+    arrow = bindf.read(glob, output="arrow", include_file_paths="file")
+    assert arrow.schema.field("file").type == pa.string()
+    assert arrow["file"].to_pylist() == expected
+    assert pd.read_it02(glob, include_file_paths="file")["file"].tolist() == expected
+    frame = pl.read_it02(glob, include_file_paths="file")
+    assert frame.schema["file"] == pl.String
+    assert frame["file"].to_list() == expected
+    assert pl.scan_it02(glob, include_file_paths="file").collect()["file"].to_list() == expected
+    with bindf.open(glob, include_file_paths="file") as f:
+        assert f.schema.field("file").type == pa.string()
+        assert f.to_polars()["file"].to_list() == expected  # (a pass of another type)
+        assert f.to_arrow()["file"].to_pylist() == expected
+        assert f.to_pandas()["file"].tolist() == expected
+    plan = ReadPlan.from_kwargs(glob, include_file_paths="file", paths_as_views=True)
+    column = plan.all_batches()[0].column("file")
+    assert column.type == pa.string_view()
+    assert column.buffers()[2].size == len(expected[0])  # the path once, not per row
+
+
+def test_path_column_past_string_offsets_comes_in_slices(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose ``string`` path column would pass its 2 GiB is handed out in
+    slices that do not (here the limit is made 10 paths long); the rows stay the same."""
+    glob, expected = _two_runs(tmp_path)
+    monkeypatch.setattr(batches, "_STRING_BYTES_MAX", 10 * len(expected[0]) + 5)
+    got = list(bindf.iter_batches(glob, include_file_paths="file"))
+    assert [b.num_rows for b in got] == [10] * 40
+    assert [v for b in got for v in b.column("file").to_pylist()] == expected
+    assert bindf.read(glob, output="arrow", include_file_paths="file",
+                      columns=["time_ns"])["file"].to_pylist() == expected
+    # (polars' views have no such limit: the two small files make one batch)
+    plan = ReadPlan.from_kwargs(glob, include_file_paths="file", paths_as_views=True)
+    assert [b.num_rows for b in plan.all_batches()] == [400]
+    bindf.to_parquet(pd.read_it02(glob), tmp_path / "all.parquet")
+    back = bindf.read_parquet([tmp_path / "all.parquet"] * 2, output="arrow",
+                              include_file_paths="file")
+    name = str(tmp_path / "all.parquet")
+    per_chunk = batches._STRING_BYTES_MAX // len(name)  # (a longer path than the runs')
+    whole, rest = divmod(400, per_chunk)
+    assert [len(c) for c in back["file"].chunks] == 2 * (
+        [per_chunk] * whole + ([rest] if rest else []))
+    assert back["file"].to_pylist() == [name] * 800

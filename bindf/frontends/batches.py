@@ -25,7 +25,7 @@ from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count, check_flag, colu
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import Lane, resolve_threads, settle, shared_executor
 from .._warnings import WarningSink, warn
-from ..arrow import build_info, path_text
+from ..arrow import build_info, path_text, repeated
 from ..errors import BindfError, BindfWarning, check_columns_known
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, empty_batch, summed_errors
 from ..registry import open_reader, refuse_other_format
@@ -69,6 +69,7 @@ class ReadPlan:
         options: dict[str, Any] | None = None,
         record_range: tuple[int, int] | None = None,
         like: ReadPlan | None = None,
+        paths_as_views: bool = False,
     ) -> None:
         check_count("batch_size", batch_size, 1)
         check_count("n_rows", n_rows, 0)
@@ -90,6 +91,13 @@ class ReadPlan:
         check_extra_column_name("include_file_paths", include_file_paths)
         check_extra_column_name("row_index_name", row_index_name)
         self.include_file_paths = include_file_paths
+        #: The Arrow type of the ``include_file_paths`` column. ``string`` for Arrow
+        #: consumers (pyarrow before 19 has no compute kernels for view types), and
+        #: ``string_view`` where the batches become polars frames (``paths_as_views``):
+        #: polars' own string type, taken without a copy, 16 bytes a row all pointing at
+        #: one copy of the path, where a ``string`` column holds the path once per row
+        #: and polars copies it into views (a glob of 8 x 50 MB runs: 1.3 GB more).
+        self.path_type = pa.string_view() if paths_as_views else pa.string()
         self.row_index_name = row_index_name
         # (a float would be truncated, as polars refuses it: not an integer, refused too)
         if (isinstance(row_index_offset, bool) or not isinstance(row_index_offset, Integral)
@@ -118,7 +126,7 @@ class ReadPlan:
     @classmethod
     def from_kwargs(cls, sources: Sources, *, format: str | None = None,
                     record_range: tuple[int, int] | None = None,
-                    like: ReadPlan | None = None,
+                    like: ReadPlan | None = None, paths_as_views: bool = False,
                     **kwargs: Any) -> ReadPlan:
         """A plan from the keyword arguments of a public reader: the common parameters
         the pipeline handles (see :data:`bindf._params.COMMON`) go to the plan, every
@@ -135,7 +143,7 @@ class ReadPlan:
                                 "to_pandas(dtype_backend=...), to_polars(), to_arrow()) "
                                 "do not take")
         return cls(sources, format=format, options=kwargs, record_range=record_range,
-                   like=like, **plan_kwargs)
+                   like=like, paths_as_views=paths_as_views, **plan_kwargs)
 
     # -- schema -----------------------------------------------------------------------
     @property
@@ -218,7 +226,7 @@ class ReadPlan:
         if self.row_index_name:
             extra.append(pa.field(self.row_index_name, pa.uint64(), nullable=False))
         if self.include_file_paths:
-            extra.append(pa.field(self.include_file_paths, pa.string(), nullable=False))
+            extra.append(pa.field(self.include_file_paths, self.path_type, nullable=False))
         return extra
 
     def full_schema(self) -> pa.Schema:
@@ -240,8 +248,13 @@ class ReadPlan:
             raise ValueError(f"column name(s) {clash} already exist in the {self.format} data")
         schema = pa.schema(list(extras[:1] if self.row_index_name else []) + list(base)
                            + [f for f in extras if f.name == self.include_file_paths])
-        if self.like is not None and not schema.equals(self.like.full_schema()):
-            now, before = _described(schema), _described(self.like.full_schema())
+        like = self.like.full_schema() if self.like is not None else None
+        if like is not None and self.include_file_paths:  # (either type: the same column)
+            at = like.get_field_index(self.include_file_paths)
+            if at >= 0:
+                like = like.set(at, like.field(at).with_type(self.path_type))
+        if like is not None and not schema.equals(like):
+            now, before = _described(schema), _described(like)
             path, first = self.first_reader.path, self.like.first_reader.path
             if path == first:  # the same file, rewritten since: whatever is asked of it
                 raise BindfError(f"its columns changed since it was opened ({now}, before "
@@ -249,7 +262,7 @@ class ReadPlan:
                                  "scan it again", path=path)
             # a scan's filter on the file paths skipped the first file: another file, read
             # with the first as other files of a read are (see _check_compatible)
-            if not self._requested_alike(schema, self.like.full_schema()):
+            if not self._requested_alike(schema, like):
                 raise BindfError(f"cannot read together with {first}: its columns differ "
                                  f"({now} vs {before})", path=path)
         return schema
@@ -295,6 +308,8 @@ class ReadPlan:
                  else self._files_in_turn(reader_columns))
         try:
             for batches in self._coalesced(files, reader_columns):
+                if self.include_file_paths and self.path_type == pa.string():
+                    batches = _paths_within_string_limit(batches)
                 for batch, runs in batches:
                     if self.n_rows is not None:
                         if produced >= self.n_rows:
@@ -317,7 +332,8 @@ class ReadPlan:
                             np.arange(row_index, row_index + batch.num_rows, dtype=np.uint64)
                         )
                     if self.include_file_paths:
-                        columns[self.include_file_paths] = _path_column(runs, batch.num_rows)
+                        columns[self.include_file_paths] = _path_column(
+                            runs, batch.num_rows, self.path_type)
                     row_index += batch.num_rows
                     produced += batch.num_rows
                     if bar is not None:
@@ -754,16 +770,57 @@ def _split(batch: pa.RecordBatch, runs: list[tuple[str, int]], size: int
     return pieces
 
 
-def _path_column(runs: list[tuple[str, int]], n_rows: int) -> pa.Array:
-    """The ``include_file_paths`` column of a batch holding ``runs`` of rows per file.
+def _path_column(runs: list[tuple[str, int]], n_rows: int, kind: pa.DataType) -> pa.Array:
+    """The ``include_file_paths`` column of a batch holding ``runs`` of rows per file,
+    of which the first ``n_rows`` (a batch cut short by ``n_rows`` keeps its runs), of
+    ``kind`` (``string``, or ``string_view``: see :attr:`ReadPlan.path_type`)."""
+    first, left = [], n_rows
+    for path, rows in runs:
+        if left <= 0:
+            break
+        first.append((path, min(rows, left)))
+        left -= rows
+    parts = path_chunks(first, kind)
+    if len(parts) == 1:
+        return parts[0]
+    return pa.concat_arrays(parts) if parts else pa.array([], kind)
 
-    Paths are put as :func:`bindf.arrow.path_text` gives them: an Arrow string must be
-    valid UTF-8, which a file name need not be."""
-    if len(runs) == 1:
-        return pa.repeat(pa.scalar(path_text(runs[0][0]), pa.string()), n_rows)
-    counts = np.array([n for _, n in runs], dtype=np.int64)
-    indices = np.repeat(np.arange(len(runs)), counts)[:n_rows]
-    return pa.array([path_text(p) for p, _ in runs], pa.string()).take(pa.array(indices))
+
+def path_chunks(runs: list[tuple[str, int]], kind: pa.DataType) -> list[pa.Array]:
+    """An ``include_file_paths`` column of ``runs`` (``(path, rows)`` per file) as
+    arrays of ``kind``: one a file, a ``string`` one cut where a file's rows would pass
+    its 2 GiB of text (:data:`_STRING_BYTES_MAX`). Paths are put as
+    :func:`bindf.arrow.path_text` gives them: an Arrow string must be valid UTF-8, which
+    a file name need not be. Built a file at a time, never per row (see
+    :func:`bindf.arrow.repeated`); a ``string_view`` array's rows all point at one copy
+    of their path."""
+    chunks = []
+    for path, rows in runs:
+        value = pa.scalar(path_text(path), kind)
+        step = rows if kind != pa.string() else _STRING_BYTES_MAX // max(
+            1, len(value.as_buffer()))
+        chunks.extend(repeated(value, min(step, rows - start))
+                      for start in range(0, rows, max(step, 1)))
+    return chunks
+
+
+#: The most bytes an Arrow ``string`` array holds (its offsets are int32).
+_STRING_BYTES_MAX = (1 << 31) - 1
+
+
+def _paths_within_string_limit(
+    batches: Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]]
+) -> Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
+    """``batches`` with those whose ``string`` path column would pass
+    :data:`_STRING_BYTES_MAX` handed out in slices that do not (a file of 100 M rows
+    with a 30-byte path would need 3 GB in one batch)."""
+    for batch, runs in batches:
+        longest = max((len(path_text(path).encode()) for path, _ in runs), default=1)
+        fit = _STRING_BYTES_MAX // max(longest, 1)
+        if batch.num_rows <= fit:
+            yield batch, runs
+        else:
+            yield from _split(batch, runs, fit)
 
 
 def with_extra_columns(columns: Sequence[str], row_index_name: str | None,

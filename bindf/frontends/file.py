@@ -80,7 +80,7 @@ class BindfFile:
             raise ValueError("I/O operation on a closed BindfFile")
 
     def _plan(self, columns: Sequence[str] | None = None,
-              batch_size: int | None = None) -> ReadPlan:
+              batch_size: int | None = None, paths_as_views: bool = False) -> ReadPlan:
         self._check_open()
         kwargs = dict(self._kwargs)
         if columns is not None:
@@ -88,7 +88,7 @@ class BindfFile:
         if batch_size is not None:
             kwargs["batch_size"] = batch_size
         plan = ReadPlan.from_kwargs(self._sources, format=self.format, like=self._template,
-                                    **kwargs)
+                                    paths_as_views=paths_as_views, **kwargs)
         plan.full_schema()  # raises if the first file's columns changed since it was opened
         return plan
 
@@ -142,7 +142,7 @@ class BindfFile:
 
     def _read(self, output: Any, dtype_backend: DtypeBackend | None = None) -> Any:
         check_output(output, dtype_backend)
-        plan = self._plan()
+        plan = self._plan(paths_as_views=output == "polars")
         frame = batches_to_output(plan.all_batches(), plan.output_schema(), output,
                                   plan.info(), dtype_backend, threads=plan.threads)
         self._pass_ended(plan)

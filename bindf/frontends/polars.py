@@ -161,7 +161,7 @@ def scan(
             row_index_name=row_index_name,
             row_index_offset=row_index_offset if first_row_index is None else first_row_index,
             storage_options=storage_options, progress=progress, threads=threads,
-            like=like, **options)
+            like=like, paths_as_views=True, **options)
 
     #: polars' own scans apply n_rows before any later filter: see io_source
     scan_rows = n_rows

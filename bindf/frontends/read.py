@@ -48,7 +48,8 @@ def read(
             raise TypeError("give chunksize= or batch_size=, not both: with chunksize= "
                             "every chunk is one batch of that many rows")
         kwargs["batch_size"] = chunksize
-    plan = ReadPlan.from_kwargs(source, format=format, **kwargs)
+    plan = ReadPlan.from_kwargs(source, format=format, paths_as_views=output == "polars",
+                                **kwargs)
     schema = plan.output_schema()
     if chunksize is not None:
         return ChunkedReader(plan.iter_batches(), schema, output, plan.info, dtype_backend,
