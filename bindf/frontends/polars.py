@@ -149,7 +149,7 @@ def scan(
 
     def make_plan(columns: list[str] | None, n_rows: int | None, *,
                   files: Any = None, first_row_index: int | None = None,
-                  like: ReadPlan | None = None) -> ReadPlan:
+                  like: ReadPlan | None = None, to_polars: bool = True) -> ReadPlan:
         # Batches: the scan's batch_size, else the readers' own (about 1 Mi rows, or a
         # chunk of the file), not polars' hint of 100,000 rows: frames that small made a
         # collect 1.6-2.2 times as slow (spectroscopy, sparse IT02), each frame paying
@@ -161,7 +161,7 @@ def scan(
             row_index_name=row_index_name,
             row_index_offset=row_index_offset if first_row_index is None else first_row_index,
             storage_options=storage_options, progress=progress, threads=threads,
-            like=like, paths_as_views=True, **options)
+            like=like, paths_as_views=to_polars, **options)
 
     #: polars' own scans apply n_rows before any later filter: see io_source
     scan_rows = n_rows
@@ -270,6 +270,6 @@ def scan(
         + (" …" if len(template.sources) > 3 else ""),
     )
     # (lf.bindf.to_parquet streams the scan's batches to the file, header and damage
-    # counts included, instead of collecting the frame)
-    set_polars_info(lazy, info, plan=lambda: make_plan(None, scan_rows))
+    # counts included, instead of collecting the frame: Arrow's batches, not polars')
+    set_polars_info(lazy, info, plan=lambda: make_plan(None, scan_rows, to_polars=False))
     return lazy
