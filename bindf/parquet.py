@@ -72,6 +72,7 @@ from .frontends.output import (
     Frame,
     Output,
     check_output,
+    paths_as_views,
     table_to_output,
 )
 
@@ -339,7 +340,7 @@ def read_parquet(
     inputs = _parquet_inputs(source, _storage_options(storage_options))
     table, info = _read_inputs(inputs, reading, n_rows, include_file_paths,
                                use_pandas_metadata=output == "pandas",
-                               paths_as_views=output == "polars")
+                               paths_as_views=paths_as_views(output, dtype_backend))
     if include_file_paths and wanted is not None and include_file_paths in wanted:
         # where columns= names it (pandas index columns stay after the rest)
         order = with_extra_columns(wanted, None, include_file_paths)

@@ -219,6 +219,17 @@ def test_path_column_type_per_output(tmp_path: Path) -> None:
         assert f.to_polars()["file"].to_list() == expected  # (a pass of another type)
         assert f.to_arrow()["file"].to_pylist() == expected
         assert f.to_pandas()["file"].tolist() == expected
+    # pandas: the dtype pd.read_parquet gives a text column, whichever the backend
+    pq.write_table(pa.table({"file": expected}), tmp_path / "paths.parquet")
+    for backend in (None, "numpy_nullable", "pyarrow"):
+        asked = {"dtype_backend": backend} if backend else {}
+        got = pd.read_it02(glob, include_file_paths="file", **asked)["file"]
+        want = pd.read_parquet(tmp_path / "paths.parquet", **asked)["file"]
+        assert got.dtype == want.dtype
+        assert got.tolist() == want.tolist()
+    got = pd.read_it02(glob, include_file_paths="file")["file"]
+    if got.dtype == object:  # (pandas 2) one Python string a path, not one a row
+        assert got.iloc[0] is got.iloc[199] and got.iloc[200] is got.iloc[399]
     plan = ReadPlan.from_kwargs(glob, include_file_paths="file", paths_as_views=True)
     column = plan.all_batches()[0].column("file")
     assert column.type == pa.string_view()

@@ -93,10 +93,11 @@ class ReadPlan:
         self.include_file_paths = include_file_paths
         #: The Arrow type of the ``include_file_paths`` column. ``string`` for Arrow
         #: consumers (pyarrow before 19 has no compute kernels for view types), and
-        #: ``string_view`` where the batches become polars frames (``paths_as_views``):
-        #: polars' own string type, taken without a copy, 16 bytes a row all pointing at
-        #: one copy of the path, where a ``string`` column holds the path once per row
-        #: and polars copies it into views (a glob of 8 x 50 MB runs: 1.3 GB more).
+        #: ``string_view`` where the batches become polars or pandas frames
+        #: (``paths_as_views``): 16 bytes a row, all pointing at one copy of the path,
+        #: where a ``string`` column holds the path once per row (a glob of 8 x 50 MB
+        #: runs: 1.3 GB). polars takes views as its own strings; pandas makes them the
+        #: text column it makes of ``string`` (see ``output._shared_text``).
         self.path_type = pa.string_view() if paths_as_views else pa.string()
         self.row_index_name = row_index_name
         # (a float would be truncated, as polars refuses it: not an integer, refused too)

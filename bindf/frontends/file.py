@@ -24,7 +24,7 @@ from .._source import ObjectSource, Source, Sources
 from ..arrow import info_to_metadata, path_text
 from ..errors import check_columns_known
 from .batches import ReadPlan, with_extra_columns
-from .output import DtypeBackend, batches_to_output, check_output
+from .output import DtypeBackend, batches_to_output, check_output, paths_as_views
 
 
 class BindfFile:
@@ -142,7 +142,7 @@ class BindfFile:
 
     def _read(self, output: Any, dtype_backend: DtypeBackend | None = None) -> Any:
         check_output(output, dtype_backend)
-        plan = self._plan(paths_as_views=output == "polars")
+        plan = self._plan(paths_as_views=paths_as_views(output, dtype_backend))
         frame = batches_to_output(plan.all_batches(), plan.output_schema(), output,
                                   plan.info(), dtype_backend, threads=plan.threads)
         self._pass_ended(plan)

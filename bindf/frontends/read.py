@@ -24,6 +24,7 @@ from .output import (
     Output,
     batches_to_output,
     check_output,
+    paths_as_views,
 )
 
 
@@ -48,7 +49,7 @@ def read(
             raise TypeError("give chunksize= or batch_size=, not both: with chunksize= "
                             "every chunk is one batch of that many rows")
         kwargs["batch_size"] = chunksize
-    plan = ReadPlan.from_kwargs(source, format=format, paths_as_views=output == "polars",
+    plan = ReadPlan.from_kwargs(source, format=format, paths_as_views=paths_as_views(output, dtype_backend),
                                 **kwargs)
     schema = plan.output_schema()
     if chunksize is not None:
