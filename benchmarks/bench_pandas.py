@@ -45,6 +45,10 @@ def itt1_default(path: Path) -> pd.DataFrame:
     return bindf.read_itt1(path)
 
 
+def spectro_with_paths(path: Path) -> pd.DataFrame:
+    return bindf.read_spectro(path, include_file_paths="path")
+
+
 def spectro_numpy_nullable(path: Path) -> pd.DataFrame:
     return bindf.read_spectro(path, dtype_backend="numpy_nullable")
 
@@ -67,6 +71,8 @@ CASES = [
     h.Case("apx → pandas (pyarrow backend)", make_apx, "bench_pandas:apx_pyarrow", unit="hits"),
     h.Case("it02 dense → pandas (default dtypes)", make_dense, "bench_pandas:it02_dense_default"),
     h.Case("itt1 → pandas (default dtypes)", make_itt1, "bench_pandas:itt1_default"),
+    h.Case("spectro legacy → pandas, include_file_paths", make_legacy,
+           "bench_pandas:spectro_with_paths"),
     h.Case("spectro legacy → pandas (numpy_nullable)", make_legacy,
            "bench_pandas:spectro_numpy_nullable"),
     h.Case("astep → pandas (default dtypes)", make_astep, "bench_pandas:astep_default",

@@ -21,6 +21,11 @@ def read_polars(path: Path) -> pl.DataFrame:
     return bindf.read_spectro(path, output="polars")
 
 
+def read_polars_with_paths(path: Path) -> pl.DataFrame:
+    # the file's path on every row (as a glob of runs is read to tell them apart)
+    return bindf.read_spectro(path, output="polars", include_file_paths="path")
+
+
 def read_polars_raw_columns(path: Path) -> pl.DataFrame:
     return bindf.read_spectro(
         path, output="polars", columns=["event", "microtime_ns", "macrotime_ns"]
@@ -116,4 +121,6 @@ CASES = [
            "bench_spectro:read_polars", goal_ratio=1.0),
     h.Case("spectro legacy → polars (3 raw columns)", make_legacy,
            "bench_spectro:read_polars_raw_columns", goal_ratio=1.0),
+    h.Case("spectro legacy → polars, include_file_paths", make_legacy,
+           "bench_spectro:read_polars_with_paths"),
 ]

@@ -20,7 +20,6 @@ import json
 import os
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from ._version import __version__
@@ -54,36 +53,22 @@ def path_text(path: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def repeated(value: pa.Scalar, n: int) -> pa.Array:
-    """``pa.repeat(value, n)``: a column of one value (a file's path, a header value).
+#: The most bytes an Arrow ``string`` or ``binary`` array holds (its offsets are int32).
+STRING_BYTES_MAX = (1 << 31) - 1
 
-    ``pa.repeat`` writes a string or bytes value row by row (0.29 s for a 50 MB
-    spectroscopy run's 2.9 M rows, six times its decoding); here the bytes are laid by
-    doubling copies and the offsets by numpy. A value too long for ``string``'s int32
-    offsets over ``n`` rows raises ``pa.ArrowCapacityError``, as Arrow does.
-    """
+
+def repeated(value: pa.Scalar, n: int) -> pa.Array:
+    """``pa.repeat(value, n)``: a column of one value (a file's path, a header value),
+    refusing with ``pa.ArrowCapacityError`` a ``string`` or ``binary`` value too long
+    for :data:`STRING_BYTES_MAX` over ``n`` rows, where ``pa.repeat`` hands back an
+    invalid array (its offsets wrap around; reading the last rows crashes Python)."""
     kind = value.type
-    large = pa.types.is_large_string(kind) or pa.types.is_large_binary(kind)
-    if not value.is_valid or not (large or pa.types.is_string(kind)
-                                  or pa.types.is_binary(kind)):
-        return pa.repeat(value, n)
-    data = value.as_buffer()
-    size = data.size
-    total = size * n
-    if not large and total >= 1 << 31:
-        raise pa.ArrowCapacityError(f"{n} rows of a {size}-byte value need {total} bytes, "
-                                    f"beyond {kind}'s 2 GiB")
-    offsets = size * np.arange(n + 1, dtype=np.int64 if large else np.int32)
-    out = np.empty(total, dtype=np.uint8)
-    if total:
-        out[:size] = np.frombuffer(data, dtype=np.uint8)
-        done = size
-        while done < total:  # a few large copies, not n small ones
-            step = min(done, total - done)
-            out[done:done + step] = out[:step]
-            done += step
-    return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(out)],
-                                 null_count=0)
+    if value.is_valid and (pa.types.is_string(kind) or pa.types.is_binary(kind)):
+        total = value.as_buffer().size * n
+        if total > STRING_BYTES_MAX:
+            raise pa.ArrowCapacityError(f"{n} rows of a {value.as_buffer().size}-byte "
+                                        f"value need {total} bytes, beyond {kind}'s 2 GiB")
+    return pa.repeat(value, n)
 
 
 def build_info(

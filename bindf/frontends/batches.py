@@ -25,7 +25,7 @@ from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count, check_flag, colu
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import Lane, resolve_threads, settle, shared_executor
 from .._warnings import WarningSink, warn
-from ..arrow import build_info, path_text, repeated
+from ..arrow import STRING_BYTES_MAX, build_info, path_text, repeated
 from ..errors import BindfError, BindfWarning, check_columns_known
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, empty_batch, summed_errors
 from ..registry import open_reader, refuse_other_format
@@ -792,9 +792,8 @@ def path_chunks(runs: list[tuple[str, int]], kind: pa.DataType) -> list[pa.Array
     arrays of ``kind``: one a file, a ``string`` one cut where a file's rows would pass
     its 2 GiB of text (:data:`_STRING_BYTES_MAX`). Paths are put as
     :func:`bindf.arrow.path_text` gives them: an Arrow string must be valid UTF-8, which
-    a file name need not be. Built a file at a time, never per row (see
-    :func:`bindf.arrow.repeated`); a ``string_view`` array's rows all point at one copy
-    of their path."""
+    a file name need not be. A ``string_view`` array's rows all point at one copy of
+    their path."""
     chunks = []
     for path, rows in runs:
         value = pa.scalar(path_text(path), kind)
@@ -805,8 +804,9 @@ def path_chunks(runs: list[tuple[str, int]], kind: pa.DataType) -> list[pa.Array
     return chunks
 
 
-#: The most bytes an Arrow ``string`` array holds (its offsets are int32).
-_STRING_BYTES_MAX = (1 << 31) - 1
+#: The most bytes of paths in a ``string`` path column (see
+#: :func:`_paths_within_string_limit`): a name of this module's own, which tests lower.
+_STRING_BYTES_MAX = STRING_BYTES_MAX
 
 
 def _paths_within_string_limit(
