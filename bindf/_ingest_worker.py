@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ._manifest import STAGED_SUFFIX, STAGING_NAME, file_sha256, utc_now
 from ._version import __version__
-from .arrow import path_text, repeated, table_info
+from .arrow import path_text, repeated, rows_within_limit, table_info
 from .errors import BindfError
 from .parquet import write_batches
 
@@ -351,9 +351,14 @@ class _AnnotatedStream:
             if table is None:
                 return None
             self.info = table_info(table) or self.info  # grows: the IT02 end
-            n = table.num_rows
-            arrays = [*table.columns, *(repeated(scalar, n) for _, scalar in self._extra)]
-            self._held = pa.Table.from_arrays(arrays, schema=self.schema).to_batches()
+            # (slices whose repeated text, a long header value, stays within Arrow's
+            # 2 GiB a column)
+            step = rows_within_limit(scalar for _, scalar in self._extra)
+            for start in range(0, max(table.num_rows, 1), step):
+                piece = table.slice(start, step)
+                arrays = [*piece.columns,
+                          *(repeated(scalar, piece.num_rows) for _, scalar in self._extra)]
+                self._held += pa.Table.from_arrays(arrays, schema=self.schema).to_batches()
         return self._held.pop(0)
 
     def _batches(self, limit: int) -> Iterator[pa.RecordBatch]:

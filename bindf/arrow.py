@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -69,6 +71,14 @@ def repeated(value: pa.Scalar, n: int) -> pa.Array:
             raise pa.ArrowCapacityError(f"{n} rows of a {value.as_buffer().size}-byte "
                                         f"value need {total} bytes, beyond {kind}'s 2 GiB")
     return pa.repeat(value, n)
+
+
+def rows_within_limit(values: Iterable[pa.Scalar]) -> int:
+    """How many rows a batch may have for :func:`repeated` columns of ``values`` (a
+    file's path, header values) to stay within :data:`STRING_BYTES_MAX` each."""
+    longest = max((value.as_buffer().size for value in values if value.is_valid and (
+        pa.types.is_string(value.type) or pa.types.is_binary(value.type))), default=0)
+    return STRING_BYTES_MAX // longest if longest else sys.maxsize
 
 
 def build_info(

@@ -1426,3 +1426,26 @@ def test_a_removed_source_of_earlier_settings_is_left_out_with_a_warning(
     with warnings.catch_warnings():
         warnings.simplefilter("error", bindf.BindfWarning)
         assert bindf.read_dataset(dest).collect().height == frame.height
+
+
+def test_a_long_header_value_column_stays_within_arrow_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header column repeats its value on every row: where a batch of rows would pass
+    Arrow's 2 GiB of text (a long text header over a million rows), it is written in
+    slices that do not (pa.repeat made an invalid array that crashed when read). The
+    limit is made 100 values long here."""
+    source = tmp_path / "run.bin"
+    shutil.copy(SAMPLES / "intensity_tracing_it02.bin", source)
+    value = bindf.read_header(source)["channels"]
+    text = json.dumps(value, ensure_ascii=False)
+    monkeypatch.setattr(bindf.arrow, "STRING_BYTES_MAX", 100 * len(text.encode()) + 7)
+    bindf.ingest(source, tmp_path / "ds", header_columns=["channels"])
+    (part,) = _manifest(tmp_path / "ds")["sources"][str(source)]["parts"]
+    table = pq.read_table(tmp_path / "ds" / part)
+    expected = bindf.read(source, output="arrow")
+    assert table.num_rows == expected.num_rows == 200
+    assert table["channels"].to_pylist() == [text] * 200
+    assert table.drop_columns(["source", "channels"]).to_pylist() == expected.to_pylist()
+    # (the source column is repeated text too: the longer of the two sets the slices)
+    step = bindf.arrow.STRING_BYTES_MAX // max(len(text.encode()), len(str(source).encode()))
+    assert pq.ParquetFile(tmp_path / "ds" / part).metadata.num_row_groups == -(-200 // step)

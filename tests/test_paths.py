@@ -17,7 +17,6 @@ import pytest
 import bindf
 from bindf import cli
 from bindf.arrow import info_from_metadata, path_text, repeated, table_info
-from bindf.frontends import batches
 from bindf.frontends.batches import ReadPlan
 
 SAMPLE = Path(bindf.__file__).parent / "samples" / "intensity_tracing_it02.bin"
@@ -229,7 +228,7 @@ def test_path_column_past_string_offsets_comes_in_slices(
     """A batch whose ``string`` path column would pass its 2 GiB is handed out in
     slices that do not (here the limit is made 10 paths long); the rows stay the same."""
     glob, expected = _two_runs(tmp_path)
-    monkeypatch.setattr(batches, "_STRING_BYTES_MAX", 10 * len(expected[0]) + 5)
+    monkeypatch.setattr(bindf.arrow, "STRING_BYTES_MAX", 10 * len(expected[0]) + 5)
     got = list(bindf.iter_batches(glob, include_file_paths="file"))
     assert [b.num_rows for b in got] == [10] * 40
     assert [v for b in got for v in b.column("file").to_pylist()] == expected
@@ -242,7 +241,7 @@ def test_path_column_past_string_offsets_comes_in_slices(
     back = bindf.read_parquet([tmp_path / "all.parquet"] * 2, output="arrow",
                               include_file_paths="file")
     name = str(tmp_path / "all.parquet")
-    per_chunk = batches._STRING_BYTES_MAX // len(name)  # (a longer path than the runs')
+    per_chunk = bindf.arrow.STRING_BYTES_MAX // len(name)  # (a longer path than the runs')
     whole, rest = divmod(400, per_chunk)
     assert [len(c) for c in back["file"].chunks] == 2 * (
         [per_chunk] * whole + ([rest] if rest else []))

@@ -25,7 +25,7 @@ from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count, check_flag, colu
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import Lane, resolve_threads, settle, shared_executor
 from .._warnings import WarningSink, warn
-from ..arrow import STRING_BYTES_MAX, build_info, path_text, repeated
+from ..arrow import build_info, path_text, repeated, rows_within_limit
 from ..errors import BindfError, BindfWarning, check_columns_known
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, empty_batch, summed_errors
 from ..registry import open_reader, refuse_other_format
@@ -790,34 +790,27 @@ def _path_column(runs: list[tuple[str, int]], n_rows: int, kind: pa.DataType) ->
 def path_chunks(runs: list[tuple[str, int]], kind: pa.DataType) -> list[pa.Array]:
     """An ``include_file_paths`` column of ``runs`` (``(path, rows)`` per file) as
     arrays of ``kind``: one a file, a ``string`` one cut where a file's rows would pass
-    its 2 GiB of text (:data:`_STRING_BYTES_MAX`). Paths are put as
+    its 2 GiB of text (see :func:`bindf.arrow.rows_within_limit`). Paths are put as
     :func:`bindf.arrow.path_text` gives them: an Arrow string must be valid UTF-8, which
     a file name need not be. A ``string_view`` array's rows all point at one copy of
     their path."""
     chunks = []
     for path, rows in runs:
         value = pa.scalar(path_text(path), kind)
-        step = rows if kind != pa.string() else _STRING_BYTES_MAX // max(
-            1, len(value.as_buffer()))
+        step = rows_within_limit([value])
         chunks.extend(repeated(value, min(step, rows - start))
-                      for start in range(0, rows, max(step, 1)))
+                      for start in range(0, rows, step))
     return chunks
-
-
-#: The most bytes of paths in a ``string`` path column (see
-#: :func:`_paths_within_string_limit`): a name of this module's own, which tests lower.
-_STRING_BYTES_MAX = STRING_BYTES_MAX
 
 
 def _paths_within_string_limit(
     batches: Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]]
 ) -> Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
-    """``batches`` with those whose ``string`` path column would pass
-    :data:`_STRING_BYTES_MAX` handed out in slices that do not (a file of 100 M rows
-    with a 30-byte path would need 3 GB in one batch)."""
+    """``batches`` with those whose ``string`` path column would pass Arrow's 2 GiB of
+    text handed out in slices that do not (a file of 100 M rows with a 30-byte path
+    would need 3 GB in one batch)."""
     for batch, runs in batches:
-        longest = max((len(path_text(path).encode()) for path, _ in runs), default=1)
-        fit = _STRING_BYTES_MAX // max(longest, 1)
+        fit = rows_within_limit([pa.scalar(path_text(path)) for path, _ in runs])
         if batch.num_rows <= fit:
             yield batch, runs
         else:
