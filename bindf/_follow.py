@@ -33,7 +33,7 @@ import pyarrow as pa
 from ._params import check_count, check_names
 from ._source import Source, _is_url, compression_of, ensure_bindf_path, has_glob_chars, user_path
 from ._warnings import WarningSink, warn
-from .arrow import build_info, path_text, repeated
+from .arrow import build_info, path_text
 from .errors import (
     BindfError,
     CorruptDataError,
@@ -45,8 +45,15 @@ from .errors import (
 )
 from .formats._base import AcquisitionEnd, FormatReader, empty_batch, summed_errors
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
-from .frontends.batches import with_extra_columns
-from .frontends.output import DtypeBackend, Frame, Output, check_output, table_to_output
+from .frontends.batches import path_chunks, with_extra_columns
+from .frontends.output import (
+    DtypeBackend,
+    Frame,
+    Output,
+    check_output,
+    paths_as_views,
+    table_to_output,
+)
 from .registry import check_option_values, open_reader, option_names
 
 #: Most bytes read (and decoded) in one step: a follower that starts on a large file, or
@@ -616,10 +623,12 @@ class Follower(Iterator[Frame]):
             table = pa.Table.from_batches([empty_batch(
                 pa.schema([tail.reader.schema.field(c) for c in columns]),
                 tail.reader.dictionaries)])
-        if self.include_file_paths:
+        if self.include_file_paths:  # (as a read makes it: see ReadPlan.path_type)
+            kind = pa.string_view() if paths_as_views(self.output, self.dtype_backend) \
+                else pa.string()
             table = table.append_column(
-                pa.field(self.include_file_paths, pa.string(), nullable=False),
-                repeated(pa.scalar(path_text(tail.path), pa.string()), table.num_rows))
+                pa.field(self.include_file_paths, kind, nullable=False),
+                pa.chunked_array(path_chunks([(tail.path, table.num_rows)], kind), kind))
         table = table.select(self._output_names(table.schema.names[
             :table.num_columns - (1 if self.include_file_paths else 0)]))
         self.path, self.header, self.format_name = tail.path, tail.header, tail.reader.name

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
@@ -1186,3 +1187,25 @@ def test_acquisition_end_only_in_the_last_frame_and_after_damage(tmp_path: Path)
     assert sum(f.height for f in frames) == read.height < n
     assert frames[-1].bindf.header == read.bindf.header
     assert read.bindf.header["acquisition_end_ns"] == float(n + 5) * 1e6
+
+
+def test_path_column_of_a_large_poll_stays_within_arrow_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All that one poll read gets its path column: where that would pass Arrow's 2 GiB
+    of text (a 700 MB run followed from the beginning), it comes in chunks that do not,
+    where it raised (here the limit is made 64 paths long). Types as a read gives them."""
+    from conftest import write_stt1
+
+    path = write_stt1(tmp_path / "s.bin", n=1000)
+    monkeypatch.setattr(bindf.arrow, "STRING_BYTES_MAX", 64 * len(str(path)))
+    frames = list(bindf.follow(path, poll_interval=0.02, idle_timeout=0.1, output="arrow",
+                               include_file_paths="path"))
+    column = pa.concat_tables(frames).column("path")
+    assert column.type == pa.string()
+    assert column.to_pylist() == [str(path)] * 1000
+    assert max(len(chunk) for chunk in column.chunks) == 64
+    frames = list(bindf.follow(path, poll_interval=0.02, idle_timeout=0.1, output="polars",
+                               include_file_paths="path", batch_size=400))
+    assert [f["path"].to_list() for f in frames] == [[str(path)] * 400] * 2 + [
+        [str(path)] * 200]
+    assert frames[0].schema["path"] == pl.String
