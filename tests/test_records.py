@@ -662,3 +662,38 @@ def test_declared_format_with_a_count_and_an_offset(tmp_path: Path, registered) 
     with pytest.raises(ValueError, match="declares 5 records but the frame has 3 rows"):
         write(tmp_path / "bad.cnt", frame, {"n_records": 5})
     assert not (tmp_path / "bad.cnt").exists()
+
+
+def test_batches_of_text_stay_within_an_arrow_string_column(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's text column holds at most 2 GiB: a 2 GiB file of 2048-byte names failed
+    with the default batch size ("read with a smaller batch_size"); batches are now cut
+    to fit, counted at the most bytes a record can put in a column (a U3 value up to 12
+    bytes of UTF-8; a sub-array of text kept as a list, all its values). The limit is made
+    100 such records here."""
+    from bindf.formats import fixed_format
+
+    dtype = np.dtype([("name", "S16"), ("tag", "<U3"), ("pair", "S4", (2,)), ("x", "<u2")])
+    records = np.zeros(1000, dtype)
+    records["name"] = [f"run {i}".encode() for i in range(1000)]
+    records["tag"] = "é€x"
+    records["pair"] = [(b"ab", b"cd")] * 1000
+    records["x"] = np.arange(1000)
+    path = tmp_path / "names.bin"
+    path.write_bytes(records.tobytes())
+    monkeypatch.setattr(fixed_format, "STRING_BYTES_MAX", 16 * 100 + 15)
+    # (n_rows: the reader's batches as they come, not joined as a small file's are)
+    batches = list(bindf.iter_batches(path, format="records", dtype=dtype, subarrays="list",
+                                      n_rows=1000))
+    assert [b.num_rows for b in batches] == [100] * 10
+    table = pa.Table.from_batches(batches)
+    assert table["name"].to_pylist() == [f"run {i}" for i in range(1000)]
+    assert table["tag"].to_pylist() == ["é€x"] * 1000
+    assert table["pair"].to_pylist() == [["ab", "cd"]] * 1000
+    assert table["x"].to_pylist() == list(range(1000))
+    # (what a batch may hold, per column: name 16, tag 12, pair 2 x 4 bytes)
+    assert bindf.read_records(path, dtype, output="polars")["x"].to_list() == list(range(1000))
+    monkeypatch.setattr(fixed_format, "STRING_BYTES_MAX", 12 * 100)
+    only_tag = bindf.iter_batches(path, format="records", columns=["tag"], n_rows=1000,
+                                  dtype=[("_", "V16"), ("tag", "<U3"), ("__", "V10")])
+    assert [b.num_rows for b in only_tag] == [100] * 10

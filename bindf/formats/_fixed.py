@@ -77,6 +77,10 @@ class FixedRecordReader(FormatReader):
     #: several rows (SP01's tidy shape: channels × 256 bins) overrides it. ``batch_size``
     #: and ``n_rows`` count rows, record ranges count records.
     rows_per_record: int = 1
+    #: The most records in one batch (None: no limit beyond ``batch_size``): a format
+    #: with text fields keeps each text column of a batch within what an Arrow
+    #: ``string`` array holds (see ``FixedLayoutReader``).
+    max_batch_records: int | None = None
 
     # -- layout -------------------------------------------------------------------------
     @property
@@ -160,6 +164,8 @@ class FixedRecordReader(FormatReader):
         stop = min(stop, self.n_records)
         if start >= stop:
             return False
+        if self.max_batch_records is not None:
+            batch_size = min(batch_size, self.max_batch_records)
         schema = pa.schema([self.schema.field(c) for c in columns])
         fields = self.raw_fields_for(columns)
         itemsize = self.record_size

@@ -16,14 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..arrow import STRING_BYTES_MAX
+
 #: numpy's NaT: the int64 a datetime64/timedelta64 field holds for "no time".
 NOT_A_TIME = np.iinfo(np.int64).min
 
 #: datetime64/timedelta64 units with an Arrow timestamp/duration of the same unit.
 TIME_UNITS = ("s", "ms", "us", "ns")
-
-#: Arrow string arrays hold at most this many bytes (32-bit offsets).
-_MAX_STRING_BYTES = 2**31 - 1
 
 
 def as_record_dtype(dtype: np.dtype) -> np.dtype:
@@ -226,7 +225,8 @@ def _string_array(kind: pa.DataType, lengths: np.ndarray, data: np.ndarray, *,
     holding them back to back; null where ``valid`` is False."""
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] > _MAX_STRING_BYTES:
+    # (readers keep their batches within it: FixedLayoutReader's max_batch_records)
+    if offsets[-1] > STRING_BYTES_MAX:
         raise ValueError(f"a batch of {len(lengths)} records holds {offsets[-1]} bytes of "
                          "text in one field, more than an Arrow string column holds; read "
                          "with a smaller batch_size")

@@ -44,6 +44,7 @@ from .._writing import (
     to_arrow_table,
     write_fixed_record_file,
 )
+from ..arrow import STRING_BYTES_MAX
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedHeaderError
 from ..registry import FormatSpec
 from ._fixed import FixedRecordReader
@@ -260,6 +261,14 @@ class FixedLayoutReader(FixedRecordReader):
         self.rows_per_record = layout.rows_per_record
         self.declared_count = declared
         self.plan = plan
+        # The most bytes of text one record puts in a column (a sub-array of text kept
+        # as a list puts all its values; UTF-8 takes at most the 4 bytes a "U" character
+        # has): batches stay within an Arrow string column's 2 GiB (a 2 GiB file of
+        # 2048-byte names would otherwise fail to read with the default batch size).
+        text_bytes = [base.itemsize * (-index if index is not None and index < 0 else 1)
+                      for _, _, index, base in plan if base.kind in "SU"]
+        self.max_batch_records = (max(1, STRING_BYTES_MAX // max(text_bytes))
+                                  if text_bytes and max(text_bytes) else None)
         # Text that is not text becomes null unless it is an error (see _damaged_text).
         text_may_be_null = self.on_error != "raise"
         raw_schema = pa.schema([arrow_field(col, idx, base, text_may_be_null=text_may_be_null)

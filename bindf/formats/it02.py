@@ -321,6 +321,9 @@ class IT02Reader(FormatReader):
         return None
 
     # -- record ranges (dense layout): dask's byte-range partitions ---------------------
+    #: (what FixedRecordReader.iter_record_range, borrowed below, asks: no text columns)
+    max_batch_records = None
+
     @property
     def record_size(self) -> int:
         """Bytes per record for the dense layout without ``fill_gaps``; 0 otherwise (the
