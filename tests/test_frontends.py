@@ -913,3 +913,18 @@ def test_chunked_reads_take_any_number_of_rows_as_pandas_readers_do(
         next(closed)
     with pytest.raises(ValueError, match="closed"):
         closed.read()
+
+
+def test_more_rows_than_a_polars_frame_holds_is_a_clear_error(
+        stt1_files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """polars with its 32-bit row index holds 2**32 - 1 rows; a read of more panicked in
+    Rust (pyo3's PanicException, which ``except Exception`` does not catch). Here the
+    limit is made 999 rows; the same read to Arrow, or n_rows within it, works."""
+    from bindf.frontends import output
+
+    monkeypatch.setattr(output, "_polars_max_rows", lambda: 999)
+    with pytest.raises(ValueError, match=r"^this read has 1,000 rows, more than the 999 a "
+                       r"polars frame holds .*pip install 'polars\[rt64\]'"):
+        bindf.read(stt1_files[0], output="polars")
+    assert bindf.read(stt1_files[0], output="arrow").num_rows == 1000
+    assert pl.read_spectro(stt1_files[0], n_rows=999).height == 999

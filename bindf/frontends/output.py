@@ -207,6 +207,12 @@ def table_to_polars(table: pa.Table, threads: int = 1) -> pl.DataFrame:
     * with ``threads`` > 1 a large table's batches are split into contiguous groups
       converted in parallel (where polars releases the GIL) and joined in order.
     """
+    if table.num_rows > _polars_max_rows():
+        raise ValueError(
+            f"this read has {table.num_rows:,} rows, more than the {_polars_max_rows():,} a "
+            "polars frame holds with its 32-bit row index (a Rust panic otherwise): install "
+            "polars' 64-bit build (pip install 'polars[rt64]'), or read fewer rows at a time "
+            "(n_rows=, a scan's filter or slice, chunksize=), or output='arrow'")
     shortcuts = {}
     for index, field in enumerate(table.schema):
         if pa.types.is_dictionary(field.type):
@@ -223,6 +229,12 @@ def table_to_polars(table: pa.Table, threads: int = 1) -> pl.DataFrame:
     columns = iter(converted)
     return pl.DataFrame([shortcuts[i] if i in shortcuts else next(columns)
                          for i in range(len(converted) + len(shortcuts))])
+
+
+@functools.cache
+def _polars_max_rows() -> int:
+    """Rows a polars frame holds: 2**32 - 1 with its default 32-bit row index."""
+    return (1 << 32) - 1 if pl.get_index_type() == pl.UInt32 else (1 << 64) - 1
 
 
 def _null_chunks_to_polars(column: pa.ChunkedArray, name: str) -> pl.Series | None:
