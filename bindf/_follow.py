@@ -51,7 +51,7 @@ from .frontends.output import (
     Frame,
     Output,
     check_output,
-    paths_as_views,
+    path_type_for,
     table_to_output,
 )
 from .registry import check_option_values, open_reader, option_names
@@ -624,8 +624,7 @@ class Follower(Iterator[Frame]):
                 pa.schema([tail.reader.schema.field(c) for c in columns]),
                 tail.reader.dictionaries)])
         if self.include_file_paths:  # (as a read makes it: see ReadPlan.path_type)
-            kind = pa.string_view() if paths_as_views(self.output, self.dtype_backend) \
-                else pa.string()
+            kind = path_type_for(self.output, self.dtype_backend)
             table = table.append_column(
                 pa.field(self.include_file_paths, kind, nullable=False),
                 pa.chunked_array(path_chunks([(tail.path, table.num_rows)], kind), kind))

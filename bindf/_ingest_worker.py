@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ._manifest import STAGED_SUFFIX, STAGING_NAME, file_sha256, utc_now
 from ._version import __version__
-from .arrow import path_text, repeated, rows_within_limit, table_info
+from .arrow import path_text, repeated, rows_within_limit, table_info, text_bytes
 from .errors import BindfError
 from .parquet import write_batches
 
@@ -342,6 +342,9 @@ class _AnnotatedStream:
         for name, scalar in self._extra:
             schema = schema.append(pa.field(name, scalar.type))
         self.schema = schema
+        #: Rows per batch: the repeated text (a long header value, the path) stays
+        #: within Arrow's 2 GiB a column.
+        self._step = rows_within_limit(text_bytes(scalar) for _, scalar in self._extra)
         self._tables = _chain(first, rest)
         self._held: list[pa.RecordBatch] = []
 
@@ -351,11 +354,8 @@ class _AnnotatedStream:
             if table is None:
                 return None
             self.info = table_info(table) or self.info  # grows: the IT02 end
-            # (slices whose repeated text, a long header value, stays within Arrow's
-            # 2 GiB a column)
-            step = rows_within_limit(scalar for _, scalar in self._extra)
-            for start in range(0, max(table.num_rows, 1), step):
-                piece = table.slice(start, step)
+            for start in range(0, max(table.num_rows, 1), self._step):
+                piece = table.slice(start, self._step)
                 arrays = [*piece.columns,
                           *(repeated(scalar, piece.num_rows) for _, scalar in self._extra)]
                 self._held += pa.Table.from_arrays(arrays, schema=self.schema).to_batches()

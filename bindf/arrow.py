@@ -64,20 +64,26 @@ def repeated(value: pa.Scalar, n: int) -> pa.Array:
     refusing with ``pa.ArrowCapacityError`` a ``string`` or ``binary`` value too long
     for :data:`STRING_BYTES_MAX` over ``n`` rows, where ``pa.repeat`` hands back an
     invalid array (its offsets wrap around; reading the last rows crashes Python)."""
-    kind = value.type
-    if value.is_valid and (pa.types.is_string(kind) or pa.types.is_binary(kind)):
-        total = value.as_buffer().size * n
-        if total > STRING_BYTES_MAX:
-            raise pa.ArrowCapacityError(f"{n} rows of a {value.as_buffer().size}-byte "
-                                        f"value need {total} bytes, beyond {kind}'s 2 GiB")
+    size = text_bytes(value)
+    if n > rows_within_limit([size]):
+        raise pa.ArrowCapacityError(f"{n} rows of a {size}-byte value need {n * size} "
+                                    f"bytes, beyond {value.type}'s 2 GiB")
     return pa.repeat(value, n)
 
 
-def rows_within_limit(values: Iterable[pa.Scalar]) -> int:
-    """How many rows a batch may have for :func:`repeated` columns of ``values`` (a
-    file's path, header values) to stay within :data:`STRING_BYTES_MAX` each."""
-    longest = max((value.as_buffer().size for value in values if value.is_valid and (
-        pa.types.is_string(value.type) or pa.types.is_binary(value.type))), default=0)
+def text_bytes(value: pa.Scalar) -> int:
+    """The bytes ``value`` puts in a ``string`` or ``binary`` column on each row it is
+    repeated on (0 for other types and nulls, whose columns have no such limit)."""
+    if value.is_valid and (pa.types.is_string(value.type) or pa.types.is_binary(value.type)):
+        return value.as_buffer().size
+    return 0
+
+
+def rows_within_limit(sizes: Iterable[int]) -> int:
+    """How many rows a batch may have for columns repeating values of these ``sizes``
+    (:func:`text_bytes`: a file's path, header values) to stay within
+    :data:`STRING_BYTES_MAX` each."""
+    longest = max(sizes, default=0)
     return STRING_BYTES_MAX // longest if longest else sys.maxsize
 
 

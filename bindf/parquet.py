@@ -72,7 +72,7 @@ from .frontends.output import (
     Frame,
     Output,
     check_output,
-    paths_as_views,
+    path_type_for,
     table_to_output,
 )
 
@@ -340,7 +340,7 @@ def read_parquet(
     inputs = _parquet_inputs(source, _storage_options(storage_options))
     table, info = _read_inputs(inputs, reading, n_rows, include_file_paths,
                                use_pandas_metadata=output == "pandas",
-                               paths_as_views=paths_as_views(output, dtype_backend))
+                               path_type=path_type_for(output, dtype_backend))
     if include_file_paths and wanted is not None and include_file_paths in wanted:
         # where columns= names it (pandas index columns stay after the rest)
         order = with_extra_columns(wanted, None, include_file_paths)
@@ -428,9 +428,10 @@ def _input_name(item: Any) -> str:
 
 def _read_inputs(inputs: list[Any], columns: list[str] | None, n_rows: int | None,
                  path_column: str | None, *, use_pandas_metadata: bool,
-                 paths_as_views: bool = False) -> tuple[pa.Table, dict[str, Any] | None]:
+                 path_type: pa.DataType | None = None,
+                 ) -> tuple[pa.Table, dict[str, Any] | None]:
     """The rows of ``inputs`` one after the other (up to ``n_rows``; the path column
-    last if asked, of ``string_view`` for ``paths_as_views``: see
+    last if asked, of ``path_type``, ``string`` by default: see
     :attr:`bindf.frontends.batches.ReadPlan.path_type`), with the first's schema
     metadata, and the bindf info of them all."""
     tables: list[pa.Table] = []
@@ -459,7 +460,7 @@ def _read_inputs(inputs: list[Any], columns: list[str] | None, n_rows: int | Non
             remaining -= table.num_rows
     table = _concatenated(tables)
     if path_column:
-        kind = pa.string_view() if paths_as_views else pa.string()
+        kind = pa.string() if path_type is None else path_type
         table = table.append_column(
             pa.field(path_column, kind, nullable=False),
             pa.chunked_array(path_chunks([(n, t.num_rows) for n, t in zip(names, tables)],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -217,7 +218,8 @@ def test_path_column_type_per_output(tmp_path: Path) -> None:
     got = pd.read_it02(glob, include_file_paths="file")["file"]
     if got.dtype == object:  # (pandas 2) one Python string a path, not one a row
         assert got.iloc[0] is got.iloc[199] and got.iloc[200] is got.iloc[399]
-    plan = ReadPlan.from_kwargs(glob, include_file_paths="file", paths_as_views=True)
+    plan = ReadPlan.from_kwargs(expected[0], include_file_paths="file",
+                                path_type=pa.string_view())
     column = plan.all_batches()[0].column("file")
     assert column.type == pa.string_view()
     assert column.buffers()[2].size == len(expected[0])  # the path once, not per row
@@ -235,7 +237,7 @@ def test_path_column_past_string_offsets_comes_in_slices(
     assert bindf.read(glob, output="arrow", include_file_paths="file",
                       columns=["time_ns"])["file"].to_pylist() == expected
     # (polars' views have no such limit: the two small files make one batch)
-    plan = ReadPlan.from_kwargs(glob, include_file_paths="file", paths_as_views=True)
+    plan = ReadPlan.from_kwargs(glob, include_file_paths="file", path_type=pa.string_view())
     assert [b.num_rows for b in plan.all_batches()] == [400]
     bindf.to_parquet(pd.read_it02(glob), tmp_path / "all.parquet")
     back = bindf.read_parquet([tmp_path / "all.parquet"] * 2, output="arrow",
@@ -246,3 +248,25 @@ def test_path_column_past_string_offsets_comes_in_slices(
     assert [len(c) for c in back["file"].chunks] == 2 * (
         [per_chunk] * whole + ([rest] if rest else []))
     assert back["file"].to_pylist() == [name] * 800
+
+
+def test_path_column_dtype_does_not_depend_on_the_files(tmp_path: Path) -> None:
+    """With pandas' future.infer_string on (pandas 2.x's opt-in, pandas 3's default),
+    the path column of a glob of two 200-row files, of 300 small files and of a chunked
+    read have one dtype, the one a text column of the same read gets (pyarrow 17
+    converts an array as the option says, a table not: the column was text of the one
+    kind or the other depending on the files)."""
+    many = tmp_path / "many"
+    many.mkdir()
+    for k in range(300):
+        shutil.copy(SAMPLE, many / f"r{k:03d}.bin")
+    glob, _ = _two_runs(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # (pandas 3 deprecates it)
+        with pd.option_context("future.infer_string", True):
+            dtypes = {str(pd.read_it02(glob, include_file_paths="file")["file"].dtype),
+                      str(pd.read_it02(str(many / "*.bin"),
+                                       include_file_paths="file")["file"].dtype)}
+            with pd.read_it02(glob, include_file_paths="file", chunksize=150) as chunks:
+                dtypes |= {str(chunk["file"].dtype) for chunk in chunks}
+    assert len(dtypes) == 1, dtypes

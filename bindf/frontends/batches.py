@@ -25,7 +25,7 @@ from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count, check_flag, colu
 from .._source import Source, Sources, ensure_bindf_path, expand_sources
 from .._threads import Lane, resolve_threads, settle, shared_executor
 from .._warnings import WarningSink, warn
-from ..arrow import build_info, path_text, repeated, rows_within_limit
+from ..arrow import build_info, path_text, repeated, rows_within_limit, text_bytes
 from ..errors import BindfError, BindfWarning, check_columns_known
 from ..formats._base import DEFAULT_BATCH_ROWS, FormatReader, empty_batch, summed_errors
 from ..registry import open_reader, refuse_other_format
@@ -69,7 +69,7 @@ class ReadPlan:
         options: dict[str, Any] | None = None,
         record_range: tuple[int, int] | None = None,
         like: ReadPlan | None = None,
-        paths_as_views: bool = False,
+        path_type: pa.DataType | None = None,
     ) -> None:
         check_count("batch_size", batch_size, 1)
         check_count("n_rows", n_rows, 0)
@@ -91,14 +91,13 @@ class ReadPlan:
         check_extra_column_name("include_file_paths", include_file_paths)
         check_extra_column_name("row_index_name", row_index_name)
         self.include_file_paths = include_file_paths
-        #: The Arrow type of the ``include_file_paths`` column. ``string`` for Arrow
-        #: consumers (pyarrow before 19 has no compute kernels for view types), and
-        #: ``string_view`` where the batches become polars or pandas frames
-        #: (``paths_as_views``): 16 bytes a row, all pointing at one copy of the path,
-        #: where a ``string`` column holds the path once per row (a glob of 8 x 50 MB
-        #: runs: 1.3 GB). polars takes views as its own strings; pandas makes them the
-        #: text column it makes of ``string`` (see ``output._shared_text``).
-        self.path_type = pa.string_view() if paths_as_views else pa.string()
+        #: The Arrow type of the ``include_file_paths`` column: ``string`` (the default,
+        #: what Arrow consumers get: pyarrow 17 can neither take nor cast views back), or
+        #: ``string_view`` where the batches become frames that take views with less
+        #: memory (see :func:`~bindf.frontends.output.path_type_for`): 16 bytes a row,
+        #: all pointing at one copy of the path, where ``string`` holds the path on
+        #: every row (a glob of 8 x 50 MB runs: 1.3 GB).
+        self.path_type = pa.string() if path_type is None else path_type
         self.row_index_name = row_index_name
         # (a float would be truncated, as polars refuses it: not an integer, refused too)
         if (isinstance(row_index_offset, bool) or not isinstance(row_index_offset, Integral)
@@ -127,7 +126,7 @@ class ReadPlan:
     @classmethod
     def from_kwargs(cls, sources: Sources, *, format: str | None = None,
                     record_range: tuple[int, int] | None = None,
-                    like: ReadPlan | None = None, paths_as_views: bool = False,
+                    like: ReadPlan | None = None, path_type: pa.DataType | None = None,
                     **kwargs: Any) -> ReadPlan:
         """A plan from the keyword arguments of a public reader: the common parameters
         the pipeline handles (see :data:`bindf._params.COMMON`) go to the plan, every
@@ -144,7 +143,7 @@ class ReadPlan:
                                 "to_pandas(dtype_backend=...), to_polars(), to_arrow()) "
                                 "do not take")
         return cls(sources, format=format, options=kwargs, record_range=record_range,
-                   like=like, paths_as_views=paths_as_views, **plan_kwargs)
+                   like=like, path_type=path_type, **plan_kwargs)
 
     # -- schema -----------------------------------------------------------------------
     @property
@@ -774,17 +773,29 @@ def _split(batch: pa.RecordBatch, runs: list[tuple[str, int]], size: int
 def _path_column(runs: list[tuple[str, int]], n_rows: int, kind: pa.DataType) -> pa.Array:
     """The ``include_file_paths`` column of a batch holding ``runs`` of rows per file,
     of which the first ``n_rows`` (a batch cut short by ``n_rows`` keeps its runs), of
-    ``kind`` (``string``, or ``string_view``: see :attr:`ReadPlan.path_type`)."""
+    ``kind`` (``string``, or ``string_view``: see :attr:`ReadPlan.path_type`), within
+    Arrow's 2 GiB for ``string`` (see :func:`_paths_within_string_limit`)."""
     first, left = [], n_rows
     for path, rows in runs:
         if left <= 0:
             break
-        first.append((path, min(rows, left)))
+        first.append((path_text(path), min(rows, left)))
         left -= rows
-    parts = path_chunks(first, kind)
-    if len(parts) == 1:
-        return parts[0]
-    return pa.concat_arrays(parts) if parts else pa.array([], kind)
+    if len(first) <= 1:  # one file (most batches): its path repeated
+        text, rows = first[0] if first else ("", 0)
+        return repeated(pa.scalar(text, kind), rows)
+    # Many small files' rows (a group of at most GROUP_ROWS: its text fits a string):
+    # one lookup, as a file each cost 5-10 us more (2,000 runs a batch).
+    counts = np.array([rows for _, rows in first], dtype=np.int64)
+    column = pa.array([text for text, _ in first], pa.string()).take(
+        pa.array(np.repeat(np.arange(len(first)), counts)))
+    if kind == pa.string():
+        return column
+    try:
+        return column.cast(kind)
+    except pa.ArrowNotImplementedError:  # pyarrow 17 casts nothing to views
+        return pa.concat_arrays([repeated(pa.scalar(text, kind), rows)
+                                 for text, rows in first])
 
 
 def path_chunks(runs: list[tuple[str, int]], kind: pa.DataType) -> list[pa.Array]:
@@ -797,7 +808,7 @@ def path_chunks(runs: list[tuple[str, int]], kind: pa.DataType) -> list[pa.Array
     chunks = []
     for path, rows in runs:
         value = pa.scalar(path_text(path), kind)
-        step = rows_within_limit([value])
+        step = rows_within_limit([text_bytes(value)])
         chunks.extend(repeated(value, min(step, rows - start))
                       for start in range(0, rows, step))
     return chunks
@@ -810,7 +821,7 @@ def _paths_within_string_limit(
     text handed out in slices that do not (a file of 100 M rows with a 30-byte path
     would need 3 GB in one batch)."""
     for batch, runs in batches:
-        fit = rows_within_limit([pa.scalar(path_text(path)) for path, _ in runs])
+        fit = rows_within_limit(len(path_text(path).encode()) for path, _ in runs)
         if batch.num_rows <= fit:
             yield batch, runs
         else:

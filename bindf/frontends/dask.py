@@ -49,7 +49,7 @@ from .._warnings import warn
 from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader, empty_batch
 from .batches import ReadPlan, with_extra_columns
-from .output import DtypeBackend, check_output, set_pandas_info, table_to_output
+from .output import DtypeBackend, check_output, path_type_for, set_pandas_info, table_to_output
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -220,6 +220,7 @@ def read_partition(
                             or include_file_paths in columns else None),
         options={"threads": 1, **options},
         record_range=part.rows,
+        path_type=path_type_for("pandas", dtype_backend),
     )
     with warnings.catch_warnings():
         # What the header says (e.g. a declared record count beyond the end of the file)

@@ -24,7 +24,7 @@ from .._source import ObjectSource, Source, Sources
 from ..arrow import info_to_metadata, path_text
 from ..errors import check_columns_known
 from .batches import ReadPlan, with_extra_columns
-from .output import DtypeBackend, batches_to_output, check_output, paths_as_views
+from .output import DtypeBackend, batches_to_output, check_output, path_type_for
 
 
 class BindfFile:
@@ -80,7 +80,8 @@ class BindfFile:
             raise ValueError("I/O operation on a closed BindfFile")
 
     def _plan(self, columns: Sequence[str] | None = None,
-              batch_size: int | None = None, paths_as_views: bool = False) -> ReadPlan:
+              batch_size: int | None = None,
+              path_type: pa.DataType | None = None) -> ReadPlan:
         self._check_open()
         kwargs = dict(self._kwargs)
         if columns is not None:
@@ -88,7 +89,7 @@ class BindfFile:
         if batch_size is not None:
             kwargs["batch_size"] = batch_size
         plan = ReadPlan.from_kwargs(self._sources, format=self.format, like=self._template,
-                                    paths_as_views=paths_as_views, **kwargs)
+                                    path_type=path_type, **kwargs)
         plan.full_schema()  # raises if the first file's columns changed since it was opened
         return plan
 
@@ -142,7 +143,7 @@ class BindfFile:
 
     def _read(self, output: Any, dtype_backend: DtypeBackend | None = None) -> Any:
         check_output(output, dtype_backend)
-        plan = self._plan(paths_as_views=paths_as_views(output, dtype_backend))
+        plan = self._plan(path_type=path_type_for(output, dtype_backend))
         frame = batches_to_output(plan.all_batches(), plan.output_schema(), output,
                                   plan.info(), dtype_backend, threads=plan.threads)
         self._pass_ended(plan)

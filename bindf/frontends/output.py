@@ -50,22 +50,26 @@ def check_output(output: str, dtype_backend: str | None = None) -> None:
                          "is Arrow-backed already")
 
 
-def paths_as_views(output: Output, dtype_backend: DtypeBackend | None = None) -> bool:
-    """Whether a read for ``output`` makes its ``include_file_paths`` column of Arrow's
-    ``string_view`` (see :attr:`~bindf.frontends.batches.ReadPlan.path_type`), else of
-    ``string``, whichever the conversion turns into its own text column with less.
+def path_type_for(output: Output, dtype_backend: DtypeBackend | None = None) -> pa.DataType:
+    """The Arrow type a read for ``output`` makes its ``include_file_paths`` column of:
+    whichever its conversion turns into the library's own text column with least memory
+    (see :attr:`~bindf.frontends.batches.ReadPlan.path_type`).
 
-    polars takes views as its strings. pandas' default backend makes object columns of
-    text (pandas 2) from views with one Python string a path (see :func:`_shared_text`),
-    but its Arrow-backed text (pandas 3's ``str``, ``dtype_backend``) is ``large_string``
-    or ``string``, which a ``string`` column becomes without copying its bytes (a view
-    column's bytes would be written out again: 1.3 GB more for 8 x 50 MB runs)."""
+    ``string_view`` (16 bytes a row, every row of a file pointing at one copy of its
+    path) for polars, which takes views as its strings, and for pandas' default backend
+    where it makes object columns of text (pandas 2; see :func:`_shared_text`).
+    ``string`` for Arrow consumers, and for pandas' Arrow-backed text (pandas 3's
+    ``str``, ``dtype_backend="pyarrow"``), which takes a ``string`` column without
+    copying its bytes (views would be written out again: 1.3 GB for 8 x 50 MB runs), and
+    for ``numpy_nullable``, whose pandas makes its own column."""
     if output == "polars":
-        return True
-    if output != "pandas" or dtype_backend is not None:
-        return False
-    # (asked each time: pandas 2.x users may switch future.infer_string on)
-    return pa.array(["a"]).to_pandas().dtype == object
+        return pa.string_view()
+    # (asked each time, of a table's conversion as the frame's: pandas 2.x users may
+    # switch future.infer_string on, which pyarrow 17 follows for arrays, not tables)
+    if output == "pandas" and dtype_backend is None \
+            and pa.table({"a": ["a"]}).to_pandas()["a"].dtype == object:
+        return pa.string_view()
+    return pa.string()
 
 
 def batches_to_output(
@@ -383,9 +387,10 @@ def _owned_table_to_pandas(holder: list[pa.Table], *, masked: bool = False) -> p
             convert = _categorical_releasing
         elif _is_bytes(field.type):
             convert = _bytes_releasing
-        elif _is_text(field.type) and _few_values(column):
+        elif pa.types.is_string_view(field.type) and not masked:
+            # (a path column: see path_type_for)
             held[index] = None
-            direct[field.name] = _shared_text(column, masked)
+            direct[field.name] = _shared_text(column)
             nbytes = _nbytes(column)
             del column
             freed.dropped(nbytes)
@@ -551,39 +556,17 @@ def _is_bytes(kind: pa.DataType) -> bool:
         hasattr(pa.types, "is_binary_view") and pa.types.is_binary_view(kind))
 
 
-def _is_text(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
-        hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind))
-
-
-#: Rows of a text column's first chunk that :func:`_few_values` looks at, and the most
-#: distinct values among them for the column to count as a few values repeated.
-FEW_VALUES_SAMPLE = 4096
-FEW_VALUES_MAX = 64
-
-
-def _few_values(column: pa.ChunkedArray) -> bool:
-    """Whether a text column looks like a few values repeated (an ``include_file_paths``
-    column, a header value per file), judged on its first rows.
-
-    Why: pandas 2 makes text columns object arrays, one Python string per row unless
-    pyarrow's ``deduplicate_objects`` shares one per value, as ``pd.read_parquet``
-    does. Sharing costs a lookup per row: 23.5 M file paths 10.9 s and 5 GB without,
-    0.37 s and 190 MB with; but 3 M distinct values 0.13 s without, 0.72 s with. The
-    sample decides which; either way the values are the same."""
-    first = next((chunk for chunk in column.chunks if len(chunk)), None)
-    if first is None:
-        return False
-    sample = first.slice(0, FEW_VALUES_SAMPLE)
-    return len(sample.unique()) <= min(FEW_VALUES_MAX, len(sample) // 2)
-
-
-def _shared_text(column: pa.ChunkedArray, masked: bool) -> Any:
-    """A text column as pandas makes it, each value one Python object (pandas 2's
-    object columns; pandas 3's ``str`` columns hold Arrow text either way)."""
-    series = column.to_pandas(types_mapper=MASKED_DTYPES.get if masked else None,
-                              deduplicate_objects=True)
-    return series.array
+def _shared_text(column: pa.ChunkedArray) -> Any:
+    """A ``string_view`` column (an ``include_file_paths`` column: a few values over
+    many rows) as the object column pandas 2 makes of text, with one Python string per
+    distinct value, as ``pd.read_parquet`` shares them (pyarrow's
+    ``deduplicate_objects``): 23.5 M rows of 8 paths 0.37 s and 190 MB, against 10.9 s
+    and 5 GB with a string per row. Converted as a one-column table, as the other text
+    columns are (pyarrow 17 converts an array as ``future.infer_string`` says, a table
+    not)."""
+    frame = pa.table({"": column}).to_pandas(deduplicate_objects=True, split_blocks=True,
+                                             self_destruct=True)
+    return frame.iloc[:, 0].array
 
 
 def _bytes_releasing(chunks: list[pa.Array], kind: pa.DataType,
@@ -794,7 +777,7 @@ MASKED_DTYPES = {
     pa.float32(): pd.Float32Dtype(), pa.float64(): pd.Float64Dtype(),
     pa.bool_(): pd.BooleanDtype(),
     pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype(),
-    **({pa.string_view(): pd.StringDtype()} if hasattr(pa, "string_view") else {}),
+    pa.string_view(): pd.StringDtype(),
 }
 
 

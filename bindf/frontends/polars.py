@@ -25,7 +25,7 @@ from .._warnings import WarningSink
 from ..arrow import path_text
 from ..formats._base import summed_errors
 from .batches import ReadPlan
-from .output import batch_to_polars, set_polars_info
+from .output import batch_to_polars, path_type_for, set_polars_info
 
 
 def polars_schema(schema: pa.Schema) -> pl.Schema:
@@ -161,7 +161,7 @@ def scan(
             row_index_name=row_index_name,
             row_index_offset=row_index_offset if first_row_index is None else first_row_index,
             storage_options=storage_options, progress=progress, threads=threads,
-            like=like, paths_as_views=to_polars, **options)
+            like=like, path_type=path_type_for("polars") if to_polars else None, **options)
 
     #: polars' own scans apply n_rows before any later filter: see io_source
     scan_rows = n_rows

@@ -24,7 +24,7 @@ from .output import (
     Output,
     batches_to_output,
     check_output,
-    paths_as_views,
+    path_type_for,
 )
 
 
@@ -49,8 +49,8 @@ def read(
             raise TypeError("give chunksize= or batch_size=, not both: with chunksize= "
                             "every chunk is one batch of that many rows")
         kwargs["batch_size"] = chunksize
-    plan = ReadPlan.from_kwargs(source, format=format, paths_as_views=paths_as_views(output, dtype_backend),
-                                **kwargs)
+    plan = ReadPlan.from_kwargs(source, format=format,
+                                path_type=path_type_for(output, dtype_backend), **kwargs)
     schema = plan.output_schema()
     if chunksize is not None:
         return ChunkedReader(plan.iter_batches(), schema, output, plan.info, dtype_backend,
