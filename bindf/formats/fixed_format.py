@@ -265,10 +265,10 @@ class FixedLayoutReader(FixedRecordReader):
         # as a list puts all its values; UTF-8 takes at most the 4 bytes a "U" character
         # has): batches stay within an Arrow string column's 2 GiB (a 2 GiB file of
         # 2048-byte names would otherwise fail to read with the default batch size).
-        text_bytes = [base.itemsize * (-index if index is not None and index < 0 else 1)
-                      for _, _, index, base in plan if base.kind in "SU"]
-        self.max_batch_records = (max(1, STRING_BYTES_MAX // max(text_bytes))
-                                  if text_bytes and max(text_bytes) else None)
+        widths = [base.itemsize * (-index if index is not None and index < 0 else 1)
+                  for _, _, index, base in plan if base.kind in "SU"]
+        self.max_batch_records = (max(1, STRING_BYTES_MAX // max(widths))
+                                  if widths and max(widths) else None)
         # Text that is not text becomes null unless it is an error (see _damaged_text).
         text_may_be_null = self.on_error != "raise"
         raw_schema = pa.schema([arrow_field(col, idx, base, text_may_be_null=text_may_be_null)
