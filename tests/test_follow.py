@@ -395,6 +395,45 @@ def test_start_end_yields_only_records_written_afterwards(tmp_path: Path) -> Non
         assert whole.num_rows - got.num_rows >= 1
 
 
+@pytest.mark.parametrize("case", ["apx", "apx3", "log", "it02", "astep"])
+@pytest.mark.parametrize("projected", [False, True])
+def test_start_end_skips_chained_records_then_decodes_the_asked_columns(
+        tmp_path: Path, case: str, projected: bool) -> None:
+    """``start="end"`` finds where the existing records end with a decoder of no column
+    and hands its state (carried hit bytes, damage being resynced, records left …) to the
+    follow's own decoder: the rows after the cut are exactly the whole read's last rows,
+    for every format decoded as a chain, whatever columns are asked for."""
+    from importlib import resources
+
+    from test_apx_log import _apx_readouts, _write_log
+
+    samples = resources.files("bindf") / "samples"
+    source = {
+        "apx": lambda: _apx_noisy(tmp_path / "run.apx"),
+        "apx3": lambda: Path(str(samples / "astropix3_injection_run.apx")),
+        "log": lambda: _write_log(tmp_path / "run.log", _apx_readouts(APX_SAMPLE)[:300]),
+        "it02": lambda: _sparse_it02(tmp_path / "sparse.bin"),
+        "astep": lambda: Path(str(samples / "astep_quad_chip_frames.bin")),
+    }[case]()
+    whole = _expected(source)
+    columns = whole.column_names[1::2] if projected else None
+    if columns:
+        whole = whole.select(columns)
+    data = source.read_bytes()
+    offset = bindf.registry.open_reader(bindf._source.Source(str(source))).data_offset
+    target = tmp_path / f"growing{source.suffix}"
+    cut = offset + (len(data) - offset) * 2 // 3 + 1
+    target.write_bytes(data[:cut])
+    with bindf.follow(target, poll_interval=0.02, idle_timeout=0.5, output="arrow",
+                      start="end", columns=columns) as follower:
+        with open(target, "ab") as f:
+            f.write(data[cut:])
+        got = pa.concat_tables(f.replace_schema_metadata(None) for f in follower)
+    assert got.column_names == whole.column_names
+    assert 0 < got.num_rows < whole.num_rows
+    assert got.equals(whole.slice(whole.num_rows - got.num_rows))
+
+
 def test_start_end_fixed_records_boundary(tmp_path: Path) -> None:
     from conftest import write_stt1
 
