@@ -45,8 +45,8 @@ def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
     """
     import polars as pl
 
+    from ._frames import set_polars_info
     from .arrow import build_info
-    from .frontends.output import set_polars_info
 
     dest = os.path.abspath(os.fspath(dest))
     if not os.path.exists(os.path.join(dest, MANIFEST_NAME)):

@@ -25,6 +25,10 @@ them check every bound before they do; the guard-page fuzz tests run both.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+from bindf._kernels._status cimport (
+    BYTES_UNVISITED, DECODER_FAILURE, EXTRA_BYTES_INVALID, EXTRA_BYTES_KEPT,
+    INCOMPLETE_HIT_DROPPED, ORPHANS_DROPPED, ORPHANS_MATCHED, ORPHANS_UNUSED,
+)
 from bindf._kernels._columns cimport output_column
 
 # frame_readouts stop codes
@@ -45,18 +49,6 @@ cdef enum:
     IDLE = 0xBC
     PAD = 0xFF
     MAX_ORDER = 255   # decoding_order is uint8: saturate rather than wrap
-
-# status bits (docs/formats/apx.md, "Hits inside a payload")
-cdef enum:
-    ORPHANS_MATCHED = 1
-    ORPHANS_DROPPED = 2
-    ORPHANS_UNUSED = 4
-    EXTRA_BYTES_KEPT = 8
-    EXTRA_BYTES_INVALID = 16
-    INCOMPLETE_HIT_DROPPED = 32
-    BYTES_UNVISITED = 64
-    DECODER_FAILURE = 128
-
 
 cdef inline bint is_start(uint8_t b) noexcept nogil:
     return b != PAD and (b >> 5) == 7

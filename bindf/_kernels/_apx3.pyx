@@ -20,6 +20,10 @@ pure-Python model in ``apx3_reference.py`` is the parity oracle.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+from bindf._kernels._status cimport (
+    BYTES_UNVISITED, DECODER_FAILURE, EXTRA_BYTES_INVALID, EXTRA_BYTES_KEPT,
+    INCOMPLETE_HIT_DROPPED, ORPHANS_DROPPED, ORPHANS_MATCHED, ORPHANS_UNUSED,
+)
 from bindf._kernels._columns cimport output_column, reverse_bits_per_byte
 
 cdef enum:
@@ -27,19 +31,6 @@ cdef enum:
     IDLE = 0xBC
     PAD = 0xFF
     MAX_ORDER = 65535   # decoding_order is uint16: saturate rather than wrap
-
-# Status bits, one byte per readout. Bits 0-6 are the upstream decoder's own events,
-# bit 7 marks the readouts where upstream fails (raises or never returns).
-cdef enum:
-    ORPHANS_MATCHED = 1
-    ORPHANS_DROPPED = 2
-    ORPHANS_UNUSED = 4
-    EXTRA_BYTES_KEPT = 8
-    EXTRA_BYTES_INVALID = 16
-    INCOMPLETE_HIT_DROPPED = 32
-    BYTES_UNVISITED = 64
-    DECODER_FAILURE = 128
-
 
 cdef inline bint is_start(uint8_t b) noexcept nogil:
     """An AstroPix 3 start byte: top three bits 001 (``0x20..0x3F``), never padding."""

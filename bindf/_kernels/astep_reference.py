@@ -53,7 +53,8 @@ def parse_stream(data: bytes, ts_bytes: int | None = None) -> Parsed:
     n = len(data)
     while i < n:
         if data[i] == FILLER:
-            gap_at = _close_gap(out, gap_at, i)
+            _close_gap(out, gap_at, i)
+            gap_at = None
             out.filler_bytes += 1
             i += 1
             continue
@@ -68,7 +69,8 @@ def parse_stream(data: bytes, ts_bytes: int | None = None) -> Parsed:
                 if i + 1 + length > n:
                     out.truncated_at = i
                     break
-                gap_at = _close_gap(out, gap_at, i)
+                _close_gap(out, gap_at, i)
+                gap_at = None
                 out.frames.append(Frame(i, length, data[i + 1], data[i + 2 : i + 3 + p],
                                         data[i + 3 + p : i + 1 + length]))
                 i += 1 + length
@@ -85,7 +87,6 @@ def parse_stream(data: bytes, ts_bytes: int | None = None) -> Parsed:
 def _close_gap(out: Parsed, gap_at: int | None, here: int) -> None:
     if gap_at is not None:
         out.gaps.append((gap_at, here - gap_at))
-    return None
 
 
 #: The columns of :func:`v3_fields`, in the order the kernel documents them.

@@ -159,7 +159,8 @@ _DECLARED_OPTIONS: dict[type, tuple[Any, dict[str, Any] | None]] = {}
 
 
 class FormatReader(abc.ABC):
-    """One open file of one format. Subclasses implement ``_read_header`` and ``_batches``.
+    """One open file of one format. Subclasses implement ``_read_header``, ``schema`` and
+    ``_batches``.
 
     Parameters
     ----------

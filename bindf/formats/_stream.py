@@ -1,8 +1,9 @@
 """One resumable stream core for formats that must be decoded from the start.
 
-AstroPix runs, sparse IT02 files and legacy AstroPix logs have no fixed record size:
-where a record starts is only known once the one before it was decoded. Their readers
-all do the same thing, written here once:
+AstroPix runs, A-STEP frames, sparse IT02 files and legacy AstroPix logs have no fixed
+record size: where a record starts is only known once the one before it was decoded.
+Their readers all do the same thing, written here once (and so does a followed file of
+fixed-size records, :class:`FixedRecordStream`, which only carries a cut record):
 
 1. read a chunk of bytes after the ones already held;
 2. decode every complete unit (readout, record, line) in the held bytes;

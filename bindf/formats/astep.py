@@ -43,6 +43,7 @@ from .._params import check_count
 from .._source import Source, read_into
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning
+from ._apx_hits import CLOCK_ROLLOVER, HIT_FIELDS
 from ._base import FormatReader
 from ._stream import PREFETCH_AHEAD, BatchStream, StreamDecoder, decode_file, prefetched
 
@@ -153,12 +154,9 @@ SCHEMAS = {
 }
 
 #: AstroPix 4 bit fields of the 64-bit sensor word, ``name: (first, end)`` counted from
-#: the most significant bit (the upstream ``AstroPix4Hit`` slices).
-V4_BITS = {
-    "chip_id": (0, 5), "payload": (5, 8), "row": (8, 13), "column": (13, 18),
-    "ts_neg1": (18, 19), "ts_coarse1": (19, 33), "ts_fine1": (33, 36), "ts_tdc1": (36, 41),
-    "ts_neg2": (41, 42), "ts_coarse2": (42, 56), "ts_fine2": (56, 59), "ts_tdc2": (59, 64),
-}
+#: the most significant bit (the upstream ``AstroPix4Hit`` slices): the fields of an
+#: ``.apx`` hit, whose 8 bytes the sensor word holds.
+V4_BITS = {name: (first, end) for name, first, end, _ in HIT_FIELDS}
 #: Columns of an AstroPix 3 stream that ``_astep.v3_fields`` computes (named as its
 #: keywords), with their dtypes.
 _V3_KERNEL_COLUMNS: dict[str, type] = {
@@ -788,7 +786,7 @@ class FrameColumns:
                 dec[:] = self.get("gray1")
             else:
                 ts1, ts2 = self.get("gray1"), self.get("gray2")
-                np.add(ts2, np.where(ts2 < ts1, np.uint32(1 << 17), np.uint32(0)), out=dec)
+                np.add(ts2, np.where(ts2 < ts1, np.uint32(CLOCK_ROLLOVER), np.uint32(0)), out=dec)
             return dec
         if name == "tot_total":
             ts1 = self.get("ts_dec1").astype(np.int64)

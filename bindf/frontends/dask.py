@@ -3,13 +3,14 @@
 How the work is cut into partitions:
 
 * formats of fixed-size records (readers with ``iter_record_range`` and a record count:
-  spectroscopy photon events, SP01 decay curves, SPF1 phasors, dense IT02) are cut into
+  spectroscopy photon events, ITT1, dense IT02, IT01, SP01 decay curves, SPF1 phasors,
+  ``read_records`` and every ``FixedRecordFormat``) are cut into
   **record-aligned byte ranges** of about ``blocksize`` bytes, so one big file is read by
   several workers at once, each reading only its own range. Ranges count records, not
   rows: an SP01 record is 256 × channels tidy rows and stays whole;
-* every other format (AstroPix, legacy logs, sparse IT02, IT02 with ``fill_gaps``:
-  records can only be found by decoding from the start of the file) gets **one
-  partition per file**.
+* every other format (AstroPix, legacy logs, A-STEP, sparse IT02, IT02 with
+  ``fill_gaps``: records can only be found by decoding from the start of the file; FCS1:
+  one JSON document) gets **one partition per file**.
 
 ``read_<format>`` for every registered format is generated from the registry (module
 ``__getattr__`` below); there is no per-format line here.

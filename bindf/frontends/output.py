@@ -569,8 +569,8 @@ def _shared_text(column: pa.ChunkedArray) -> Any:
     return frame.iloc[:, 0].array
 
 
-def _bytes_releasing(chunks: list[pa.Array], kind: pa.DataType,
-                     freed: _FreedMemory) -> np.ndarray:
+def _bytes_releasing(chunks: list[pa.Array], _kind: pa.DataType,
+                     freed: _FreedMemory) -> np.ndarray:  # (the converters' signature)
     """A bytes column (A-STEP's ``sensor`` words) as the object array of ``bytes`` (None
     for nulls) that pyarrow's ``to_pandas`` gives, made a chunk at a time, dropping each
     chunk once it is copied: pyarrow holds the whole Arrow column until every Python
