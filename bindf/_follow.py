@@ -665,6 +665,23 @@ class Follower(Iterator[Frame]):
             self.ended_by = "error"
             raise ensure_bindf_path(tail.error, tail.path)
 
+    def _final_frames(self, tail: _Tail) -> Iterator[Frame]:
+        """The frames of what ``tail`` still holds, its file growing no more (then the
+        damage that ended it, under on_error="raise")."""
+        try:
+            batches = tail.finish()
+        except BindfError as exc:
+            raise ensure_bindf_path(exc, tail.path) from None
+        yield from self._to_frames(tail, batches)
+        self._raise_error_of(tail)
+
+    def _retire(self, tail: _Tail, done: set[str]) -> None:
+        """``tail``'s file is finished: close it, and the next file's bytes count on."""
+        tail.close()
+        done.add(tail.path)
+        self._tail = None
+        self._bytes_before = self.bytes
+
     def _run(self) -> Iterator[Frame]:
         done: set[str] = set()
         last_activity = time.monotonic()
@@ -688,34 +705,21 @@ class Follower(Iterator[Frame]):
                         last_activity = time.monotonic()
                     self._raise_error_of(tail)
                     if tail.done:
-                        ended = tail.ended_by
-                        tail.close()
-                        done.add(tail.path)
-                        self._tail = None
-                        self._bytes_before = self.bytes
-                        if self._single or ended == "changed":
-                            self.ended_by = ended
+                        self._retire(tail, done)
+                        if self._single or tail.ended_by == "changed":
+                            self.ended_by = tail.ended_by
                             return
                         continue
                     if not active and self._next_file(done | {tail.path}) is not None:
                         # The writer moved on to a later file: this one is finished.
-                        yield from self._to_frames(tail, tail.finish())
-                        self._raise_error_of(tail)
-                        tail.close()
-                        done.add(tail.path)
-                        self._tail = None
-                        self._bytes_before = self.bytes
+                        yield from self._final_frames(tail)
+                        self._retire(tail, done)
                         continue
                 if self.idle_timeout is not None and \
                         time.monotonic() - last_activity >= self.idle_timeout:
                     self.ended_by = "idle"
                     if tail is not None:
-                        try:
-                            batches = tail.finish()
-                        except BindfError as exc:
-                            raise ensure_bindf_path(exc, tail.path) from None
-                        yield from self._to_frames(tail, batches)
-                        self._raise_error_of(tail)
+                        yield from self._final_frames(tail)
                     elif not done:
                         raise FileNotFoundError(
                             f"no file {' or '.join(map(repr, self.patterns))} appeared "
