@@ -673,22 +673,33 @@ def _format_categories(table: pa.Table, info: Mapping[str, Any] | None) -> pa.Ta
         index = table.schema.get_field_index(name)
         if index < 0 or not pa.types.is_dictionary(table.schema.field(index).type):
             continue
-        column = table.column(index)
-        try:
-            values = column.cast(categories.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-        codes = pc.index_in(values, value_set=categories)
-        if codes.null_count != values.null_count:
-            continue
         # (the formats declare int8 indices for their few categories)
         kind = pa.dictionary(pa.int8(), categories.type)
-        # (one chunk at least: a column of no chunks has no dictionary for pandas)
-        chunks = [pa.DictionaryArray.from_arrays(chunk.cast(pa.int8()), categories)
-                  for chunk in codes.chunks or [pa.array([], pa.int32())]]
+        chunks = [_recoded(chunk, categories) for chunk in table.column(index).chunks]
+        if any(chunk is None for chunk in chunks):
+            continue
         field = table.schema.field(index).with_type(kind)
-        table = table.set_column(index, field, pa.chunked_array(chunks, type=kind))
+        # (one chunk at least: a column of no chunks has no dictionary for pandas)
+        table = table.set_column(index, field, pa.chunked_array(
+            chunks or [pa.DictionaryArray.from_arrays(pa.array([], pa.int8()), categories)],
+            type=kind))
     return table
+
+
+def _recoded(chunk: pa.DictionaryArray, categories: pa.Array) -> pa.DictionaryArray | None:
+    """``chunk`` with ``categories`` as its dictionary (int8 indices); ``None`` when a
+    row holds a value that is not one of them. Recoded through the chunk's dictionary
+    (a handful of values), so the rows' work is one take of small integers."""
+    try:
+        values = chunk.dictionary.cast(categories.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    position = pc.index_in(values, value_set=categories)  # null: not a category (or null)
+    unknown = pc.and_(position.is_null(), values.is_valid())
+    codes = pc.take(position, chunk.indices)
+    if pc.any(unknown).as_py() and pc.any(pc.take(unknown, chunk.indices)).as_py():
+        return None
+    return pa.DictionaryArray.from_arrays(codes.cast(pa.int8()), categories)
 
 
 #: Unsigned dictionary index types (polars writes uint32) and the signed type that holds
@@ -770,7 +781,9 @@ def _read_file(file: Any, name: str, *, columns: list[str] | None, n_rows: int |
     < 18 fails on a folder like key=__HIVE_DEFAULT_PARTITION__). With ``n_rows``, only
     the row groups that hold the first ``n_rows`` rows are read."""
     try:
-        parquet = pq.ParquetFile(file)
+        # pre_buffer: each row group's column chunks read in a few large coalesced
+        # reads, as pq.read_table does (a 300 MB A-STEP file: 1.9–3.1 s → 1.5–1.9 s)
+        parquet = pq.ParquetFile(file, pre_buffer=True)
     except pa.ArrowInvalid as exc:  # no Parquet footer
         raise UnknownFormatError(f"not a Parquet file ({exc})", path=name) from None
     with parquet:
