@@ -99,7 +99,7 @@ from ._apx_hits import (
     HitDecoder,
     _HitScratch,
 )
-from ._base import FormatReader, grouped_batches, numpy_batch
+from ._base import FormatReader, coalesced_batches, grouped_batches, numpy_batch
 from ._stream import PREFETCH_AHEAD, BatchStream, StreamDecoder, decode_file, prefetched
 
 MAGIC = b"%APXDF"
@@ -374,11 +374,15 @@ class ApxReader(FormatReader):
                                    Iterator[pa.RecordBatch]]:
         """``units -> batches`` (see :meth:`_column_maker` for the arguments). With
         ``max_rows`` and lanes, the chunks whose columns lie back to back become one
-        batch of up to ``max_rows`` rows (:func:`._base.grouped_batches`); else a batch
-        per chunk. (A read with a row limit wants a batch per chunk: it may stop early.)"""
+        batch of up to ``max_rows`` rows (:func:`._base.grouped_batches`); with
+        ``max_rows`` alone, small chunks (damage cuts a chunk at every gap) are joined
+        (:func:`._base.coalesced_batches`); else a batch per chunk. (A read with a row
+        limit wants a batch per chunk: it may stop early.)"""
         to_arrays = self._column_maker(columns, threads, lanes, stream)
-        if max_rows is None or lanes is None or not lanes.enabled:
+        if max_rows is None:
             return lambda units: (numpy_batch(to_arrays(unit), schema) for unit in units)
+        if lanes is None or not lanes.enabled:
+            return lambda units: coalesced_batches(map(to_arrays, units), schema, max_rows)
         return lambda units: grouped_batches(map(to_arrays, units), schema, max_rows)
 
     # -- decoding ---------------------------------------------------------------------

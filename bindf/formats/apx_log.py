@@ -71,7 +71,7 @@ from ..errors import (
     UnsupportedReadoutError,
 )
 from ._apx_hits import STATUS_FLAGS, Decoded
-from ._base import FormatReader, numpy_batch
+from ._base import FormatReader, coalesced_batches, numpy_batch
 from ._stream import BatchStream, StreamDecoder, decode_file
 from .apx import (
     APX3_READOUT_UID,
@@ -440,22 +440,29 @@ class ApxLogReader(FormatReader):
         decoder = new_hit_decoder(self.readout_uid, stitch=self.stitch,
                                   store_hits=self.level == "hits")
         hit_columns = new_hit_columns(self.readout_uid)
+
+        def runs_arrays() -> Iterator[list[np.ndarray]]:
+            for payload, pos, readout_id, line_offset, after_gap in self.iter_readouts():
+                if after_gap:
+                    decoder.reset()  # the byte stream is not continuous across dropped lines
+                lengths = np.diff(np.append(pos, len(payload))).astype(np.uint32)
+                timestamp = np.zeros(len(pos), dtype=np.uint64)
+                decoded = decoder.decode(payload, pos, lengths, readout_id, timestamp)
+                if self.level == "hits":
+                    yield hit_columns(decoded, columns)
+                else:
+                    yield _readout_arrays(columns, readout_id, timestamp, lengths, decoded,
+                                          line_offset)
+
+        if n_rows is None:  # (damaged lines cut a chunk into runs: small ones joined)
+            yield from coalesced_batches(runs_arrays(), schema, batch_size)
+            return
         produced = 0
-        for payload, pos, readout_id, line_offset, after_gap in self.iter_readouts():
-            if after_gap:
-                decoder.reset()  # the byte stream is not continuous across dropped lines
-            lengths = np.diff(np.append(pos, len(payload))).astype(np.uint32)
-            timestamp = np.zeros(len(pos), dtype=np.uint64)
-            decoded = decoder.decode(payload, pos, lengths, readout_id, timestamp)
-            if self.level == "hits":
-                arrays = hit_columns(decoded, columns)
-            else:
-                arrays = _readout_arrays(columns, readout_id, timestamp, lengths, decoded,
-                                         line_offset)
+        for arrays in runs_arrays():
             batch = numpy_batch(arrays, schema)
             produced += batch.num_rows
             yield batch
-            if n_rows is not None and produced >= n_rows:
+            if produced >= n_rows:
                 return
 
 
