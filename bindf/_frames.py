@@ -108,6 +108,17 @@ def shared(value: Any) -> Any:
     return value
 
 
+def unshared(value: Any) -> Any:
+    """A plain copy of (shared) info that may be changed: its dicts and lists copied, the
+    values in them, immutable JSON scalars, not."""
+    if isinstance(value, dict):
+        return {key: unshared(v) if isinstance(v, (dict, list)) else v
+                for key, v in value.items()}
+    if isinstance(value, list):
+        return [unshared(v) if isinstance(v, (dict, list)) else v for v in value]
+    return value
+
+
 def set_pandas_info(frame: Any, info: Mapping[str, Any]) -> None:
     """Attach bindf info to a pandas frame (``attrs["bindf"]``), shared and read-only."""
     frame.attrs["bindf"] = shared(dict(info))

@@ -388,6 +388,25 @@ def test_chunksize_iterates_frames(stt1_files: list[Path]) -> None:
     assert [c.height for c in polars_chunks] == [400, 400, 200]
 
 
+def test_chunks_of_many_files_carry_one_info(stt1_files: list[Path]) -> None:
+    """Every chunk of a multi-file read carries the read's info (every source): made
+    once, shared read-only by the pandas chunks (it was rebuilt and walked for every
+    chunk: O(files) a chunk), a copy of its own in each polars chunk."""
+    sources = [str(p) for p in stt1_files]
+    chunks = list(bindf.read(sources, chunksize=250))
+    assert len(chunks) > 4
+    first = chunks[0].attrs["bindf"]
+    assert first["source"] == sources and "errors" not in first
+    assert all(c.attrs["bindf"]["source"] is first["source"] for c in chunks)
+    with pytest.raises(TypeError):
+        first["source"].append("x")
+    polars_chunks = list(bindf.read(sources, chunksize=250, output="polars"))
+    polars_chunks[0].bindf.info["source"].append("x")
+    polars_chunks[0].bindf.info["header"]["edited"] = True
+    assert all(c.bindf.info["source"] == sources and "edited" not in c.bindf.info["header"]
+               for c in polars_chunks[1:])
+
+
 def test_iter_batches_bounded_and_equal(stt1_files: list[Path]) -> None:
     batches = list(bindf.iter_batches(stt1_files[0], batch_size=128))
     assert max(b.num_rows for b in batches) == 128

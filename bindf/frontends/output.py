@@ -7,7 +7,6 @@ This is the only place that converts Arrow to pandas and polars; the other way
 from __future__ import annotations
 
 import bisect
-import copy
 import functools
 import itertools
 from collections.abc import Callable, Iterator
@@ -23,6 +22,8 @@ from .._frames import (  # noqa: F401 - re-exported
     info_of,
     set_pandas_info,
     set_polars_info,
+    shared,
+    unshared,
 )
 from .._lanes import discard, live_block_spans, release_unused_memory
 from .._params import check_count
@@ -818,6 +819,11 @@ class ChunkedReader(Iterator[Frame]):
         self._schema = schema
         self._output = output
         self._info = info
+        #: The info every chunk carries, made once and read-only (None: not yet): a read
+        #: of thousands of files lists every source, which rebuilding and copying for
+        #: each chunk made O(files) a chunk. Without the damage count, which grows as the
+        #: chunks are read (see :attr:`errors`).
+        self._chunk_info: Any = None
         self._dtype_backend = dtype_backend
         self._rows_before = 0
         #: Rows taken from the stream but not handed out yet (the rest of a batch that
@@ -893,11 +899,14 @@ class ChunkedReader(Iterator[Frame]):
         return batch
 
     def _frame(self, batches: list[pa.RecordBatch]) -> Frame:
-        info = {key: value for key, value in self._info().items() if key != "errors"}
+        if self._chunk_info is None:
+            self._chunk_info = shared(
+                {key: value for key, value in self._info().items() if key != "errors"})
+        info = self._chunk_info
         if self._output != "pandas":
             # each chunk its own copy: an edit of one polars chunk's info must not reach
             # the others (a pandas chunk's is made read-only, see bindf._frames.SharedDict)
-            info = copy.deepcopy(info)
+            info = unshared(info)
         frame = batches_to_output(batches, self._schema, self._output,
                                   info, self._dtype_backend)
         if isinstance(frame, pd.DataFrame):
