@@ -182,6 +182,18 @@ def test_include_file_paths(stt1_files: list[Path]) -> None:
         bdask.read(files, include_file_paths="event")
 
 
+def test_partitions_share_the_collections_info(stt1_files: list[Path]) -> None:
+    """The info (every source) is made read-only once on the client, and every
+    partition refers to it: made again for each partition, a glob of thousands of
+    small runs cost O(files) a partition, O(files²) in all."""
+    files = [str(p) for p in stt1_files]
+    ddf = bdask.read(files, blocksize=123 * RECORD)
+    first, second = (ddf.get_partition(k).compute(scheduler="sync") for k in (0, 5))
+    assert first.attrs["bindf"]["source"] == files
+    assert first.attrs["bindf"]["source"] is second.attrs["bindf"]["source"]
+    assert ddf._meta.attrs["bindf"]["source"] is first.attrs["bindf"]["source"]
+
+
 def test_glob_legacy_files_and_format_options(tmp_path: Path) -> None:
     # Legacy raw output: no header, records from byte 0; container= goes to the reader.
     for i in range(5):

@@ -50,7 +50,14 @@ from .._warnings import warn
 from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader, empty_batch
 from .batches import ReadPlan, with_extra_columns
-from .output import DtypeBackend, check_output, path_type_for, set_pandas_info, table_to_output
+from .output import (
+    DtypeBackend,
+    check_output,
+    path_type_for,
+    set_pandas_info,
+    shared,
+    table_to_output,
+)
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -207,8 +214,12 @@ def read_partition(
     options: dict[str, Any],
     info: dict[str, Any] | None,
     dtype_backend: DtypeBackend | None = None,
+    path_type: pa.DataType,
 ) -> pd.DataFrame:
-    """Produce one partition (runs on a worker). ``columns`` is dask's projection.
+    """Produce one partition (runs on a worker). ``columns`` is dask's projection;
+    ``info`` is the collection's (read-only: see :func:`bindf._frames.shared`), and
+    ``path_type`` its ``include_file_paths`` column's type, both worked out once on the
+    client (per partition they cost O(files) and a pandas conversion).
 
     dask already runs one partition per core (threads, processes or a cluster), so a
     partition is decoded on one thread unless ``threads=`` was given explicitly."""
@@ -221,7 +232,7 @@ def read_partition(
                             or include_file_paths in columns else None),
         options={"threads": 1, **options},
         record_range=part.rows,
-        path_type=path_type_for("pandas", dtype_backend),
+        path_type=path_type,
     )
     with warnings.catch_warnings():
         # What the header says (e.g. a declared record count beyond the end of the file)
@@ -303,7 +314,7 @@ def read(
         if columns is not None:
             columns = with_extra_columns(columns, None, include_file_paths)
         _warn_truncated_tails(readers)
-        info = plan.info()
+        info = shared(plan.info())  # (one read-only copy every partition refers to)
         partitions = plan_partitions(readers, size)
     finally:  # a copy the checks decompressed again: the tasks decompress their own
         for source in plan.sources:
@@ -327,6 +338,7 @@ def read(
             options=dict(format_options),
             info=info,
             dtype_backend=dtype_backend,
+            path_type=path_type_for("pandas", dtype_backend),
         )
     return ddf
 
