@@ -22,6 +22,7 @@ code too. A context variable is per thread, and set only while the reader runs.
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import sys
 import threading
@@ -103,20 +104,40 @@ def _issue(message: Warning) -> None:
                            module=frame.f_globals.get("__name__"))
 
 
+#: (absolute file name, folders) → whether the file lies in one of them: a warning per
+#: damaged unit (100,000 of them) walked the stack through ``abspath`` each time.
+_INSIDE: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+
+@functools.cache
+def _skipped_dirs(imported: tuple[bool, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """bindf's folder and those of the :data:`_CALLERS_SKIPPED` packages imported (as
+    ``imported`` says, in that order); then the same and the standard library's."""
+    del imported  # (the cache key: the folders change as those packages get imported)
+    skipped = (_BINDF_DIR, *(os.path.dirname(os.path.abspath(module.__file__)) + os.sep
+                             for name in _CALLERS_SKIPPED
+                             if (module := sys.modules.get(name)) is not None
+                             and getattr(module, "__file__", None)))
+    return skipped, (*skipped, _STDLIB_DIR)
+
+
 def _user_frame() -> FrameType | None:
     """The innermost frame of this thread outside bindf, :data:`_CALLERS_SKIPPED` and the
     standard library (which runs threads and their tasks). In a thread with none (a
     thread of polars' pool running a scan's batches, a dask worker thread), the main
     thread's, if the main thread is inside those packages: waiting there (in
     ``collect()``, ``compute()``) for the work that warns, most likely."""
-    skipped = (_BINDF_DIR, *(os.path.dirname(os.path.abspath(module.__file__)) + os.sep
-                             for name in _CALLERS_SKIPPED
-                             if (module := sys.modules.get(name)) is not None
-                             and getattr(module, "__file__", None)))
-    passed = (*skipped, _STDLIB_DIR)
+    skipped, passed = _skipped_dirs(tuple(name in sys.modules for name in _CALLERS_SKIPPED))
 
     def inside(frame: FrameType, packages: tuple[str, ...]) -> bool:
-        return os.path.abspath(frame.f_code.co_filename).startswith(packages)
+        filename = frame.f_code.co_filename
+        if not os.path.isabs(filename):  # (relative to the working folder, which moves)
+            return os.path.abspath(filename).startswith(packages)
+        known = _INSIDE.get((filename, packages))
+        if known is None:
+            known = _INSIDE[filename, packages] = \
+                os.path.abspath(filename).startswith(packages)
+        return known
 
     frame: FrameType | None = sys._getframe(2)
     while frame is not None and inside(frame, passed):
