@@ -1404,3 +1404,21 @@ def test_streamed_reads_allocate_the_batches_they_ask_for(tmp_path, layout, monk
     assert bindf.read_it02(path, output="polars").equals(whole)
     # one batch for the whole file (OUTPUT_ROWS, capped by what the bytes can hold)
     assert len(capacities) == 1 and capacities[0] >= 200
+
+
+def test_chunks_carry_what_the_header_learns_during_the_read(tmp_path: Path) -> None:
+    """A sparse file's end marker is only told from a last record once the chain reaches
+    it: the chunk read after that carries its time in the header, as a whole read does
+    (chunk info made once, at the first chunk, lost it)."""
+    times = [1e6, 2e6, 3e6, 4e6]
+    body = b"".join(sparse_record(t, {i % 2: i + 1}) for i, t in enumerate(times))
+    path = tmp_path / "s.bin"
+    path.write_bytes(preamble({"channels": [0, 1], "bin_width_micros": 1000}) + body
+                     + end_marker(3.99e6))
+    whole = bindf.read(path, layout="sparse").attrs["bindf"]["header"]
+    assert whole["acquisition_end_ns"] == 3.99e6
+    for output in ("pandas", "polars"):
+        chunks = list(bindf.read(path, layout="sparse", chunksize=2, output=output))
+        headers = [(c.attrs["bindf"] if output == "pandas" else c.bindf.info)["header"]
+                   for c in chunks]
+        assert [h["acquisition_end_ns"] for h in headers] == [None, 3.99e6]

@@ -819,11 +819,12 @@ class ChunkedReader(Iterator[Frame]):
         self._schema = schema
         self._output = output
         self._info = info
-        #: The info every chunk carries, made once and read-only (None: not yet): a read
-        #: of thousands of files lists every source, which rebuilding and copying for
-        #: each chunk made O(files) a chunk. Without the damage count, which grows as the
-        #: chunks are read (see :attr:`errors`).
-        self._chunk_info: Any = None
+        #: The source list every chunk's info carries, made read-only once (None: not
+        #: yet): a read of thousands of files lists every source, which walking and
+        #: copying for each chunk made O(files) a chunk. The rest of the info is made
+        #: for each chunk: a header may learn more as the read goes on (a sparse IT02
+        #: end marker's time).
+        self._sources: Any = None
         self._dtype_backend = dtype_backend
         self._rows_before = 0
         #: Rows taken from the stream but not handed out yet (the rest of a batch that
@@ -899,10 +900,14 @@ class ChunkedReader(Iterator[Frame]):
         return batch
 
     def _frame(self, batches: list[pa.RecordBatch]) -> Frame:
-        if self._chunk_info is None:
-            self._chunk_info = shared(
-                {key: value for key, value in self._info().items() if key != "errors"})
-        info = self._chunk_info
+        # (without the damage count, which grows as the chunks are read: see errors)
+        info = {key: value for key, value in self._info().items() if key != "errors"}
+        sources = info.get("source")
+        if isinstance(sources, list):
+            if self._sources is None or self._sources != sources:
+                self._sources = shared(sources)
+            info["source"] = self._sources
+        info = shared(info)  # (the shared source list is taken as it is)
         if self._output != "pandas":
             # each chunk its own copy: an edit of one polars chunk's info must not reach
             # the others (a pandas chunk's is made read-only, see bindf._frames.SharedDict)
