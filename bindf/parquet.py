@@ -679,9 +679,11 @@ def _format_categories(table: pa.Table, info: Mapping[str, Any] | None) -> pa.Ta
         if any(chunk is None for chunk in chunks):
             continue
         field = table.schema.field(index).with_type(kind)
-        # (one chunk at least: a column of no chunks has no dictionary for pandas)
+        # One chunk: the chunks' int8 codes joined (as the old decoding gave them), and
+        # one at least (a column of no chunks has no dictionary for pandas).
         table = table.set_column(index, field, pa.chunked_array(
-            chunks or [pa.DictionaryArray.from_arrays(pa.array([], pa.int8()), categories)],
+            [pa.concat_arrays(chunks) if len(chunks) > 1 else chunks[0]] if chunks
+            else [pa.DictionaryArray.from_arrays(pa.array([], pa.int8()), categories)],
             type=kind))
     return table
 
@@ -693,11 +695,24 @@ def _recoded(chunk: pa.DictionaryArray, categories: pa.Array) -> pa.DictionaryAr
     try:
         values = chunk.dictionary.cast(categories.type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+        # (a dictionary entry no row uses may not cast: bytes that are not UTF-8)
+        return _recoded_rows(chunk, categories)
     position = pc.index_in(values, value_set=categories)  # null: not a category (or null)
     unknown = pc.and_(position.is_null(), values.is_valid())
     codes = pc.take(position, chunk.indices)
     if pc.any(unknown).as_py() and pc.any(pc.take(unknown, chunk.indices)).as_py():
+        return None
+    return pa.DictionaryArray.from_arrays(codes.cast(pa.int8()), categories)
+
+
+def _recoded_rows(chunk: pa.DictionaryArray, categories: pa.Array) -> pa.DictionaryArray | None:
+    """:func:`_recoded` through the rows' values, for a dictionary that does not cast."""
+    try:
+        values = chunk.cast(categories.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    codes = pc.index_in(values, value_set=categories)
+    if codes.null_count != values.null_count:
         return None
     return pa.DictionaryArray.from_arrays(codes.cast(pa.int8()), categories)
 
