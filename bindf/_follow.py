@@ -287,17 +287,19 @@ class _Tail:
             boundary = first + -(-max(size - first, 0) // itemsize) * itemsize
             self.stream.restore(StreamState(boundary, b"", None))
             return
-        # Where each record begins is only known by decoding the ones before it, but
-        # their rows are dropped: a stream of no column finds the boundaries (and the
-        # decoder's state) without making any (a 200 MB sparse IT02 file: 0.6 s → 0.07 s),
-        # and the follow's stream resumes from its state (kernel states do not depend on
-        # the columns asked for).
-        wanted, self.stream = self.stream, self.reader.batch_stream([], data_end=None)
-        try:
+        if not self.reader.stream_state_ignores_columns:
             self._read_to(size, keep=False)
-        finally:
-            skipped, self.stream = self.stream, wanted
-        self.stream.restore(skipped.checkpoint())
+        else:
+            # Where each record begins is only known by decoding the ones before it, but
+            # their rows are dropped: a stream of no column finds the boundaries (and the
+            # decoder's state) without making any (200 MB of sparse IT02: 0.16 → 0.06 s),
+            # and the follow's stream resumes from its state.
+            wanted, self.stream = self.stream, self.reader.batch_stream([], data_end=None)
+            try:
+                self._read_to(size, keep=False)
+            finally:
+                skipped, self.stream = self.stream, wanted
+            self.stream.restore(skipped.checkpoint())
         if decoder.pending:  # a record cut at ``size``: skip it once it is complete
             self.skip_until = decoder.position + 1
             self.skip_state = self.stream.checkpoint()

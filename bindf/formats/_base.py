@@ -395,6 +395,11 @@ class FormatReader(abc.ABC):
     #: format need not stream: ``bindf.follow`` reads the file whole once its size held
     #: for one poll.
     written_whole: ClassVar[bool] = False
+    #: The state of this format's :meth:`batch_stream` (its checkpoint) is the same
+    #: whatever columns it makes: ``follow(start="end")`` then walks the bytes that
+    #: exist with a stream of no column and resumes its own from that state (the
+    #: built-in chained formats). Otherwise it decodes them with its own stream.
+    stream_state_ignores_columns: ClassVar[bool] = False
 
     def header_before_end(self, header: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``header`` (default: this reader's) as a follow knows it before the end

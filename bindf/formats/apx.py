@@ -298,6 +298,8 @@ class ApxReader(FormatReader):
     where upstream would crash are flagged (``decoder_failure``) instead.
     """
 
+    stream_state_ignores_columns = True  # (see FormatReader)
+
     name: ClassVar[str] = "apx"
     label: ClassVar[str] = "AstroPix .apx"
 

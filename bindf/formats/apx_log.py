@@ -352,6 +352,8 @@ class ApxLogReader(FormatReader):
     how metadata lines become the header.
     """
 
+    stream_state_ignores_columns = True  # (see FormatReader)
+
     name: ClassVar[str] = "apx_log"
     label: ClassVar[str] = "AstroPix text log"
 

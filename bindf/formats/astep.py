@@ -375,6 +375,8 @@ class AstepReader(FormatReader):
     :class:`~bindf.errors.TruncatedFileWarning` and every complete frame.
     """
 
+    stream_state_ignores_columns = True  # (see FormatReader)
+
     name: ClassVar[str] = "astep"
     label: ClassVar[str] = "A-STEP layer-frame stream"
     dictionaries: ClassVar[Mapping[str, pa.Array]] = {"kind": _KIND_DICTIONARY}

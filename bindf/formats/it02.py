@@ -194,6 +194,8 @@ class IT02Reader(FormatReader):
     cannot be followed past it) and the rows before it are returned.
     """
 
+    stream_state_ignores_columns = True  # (see FormatReader)
+
     name: ClassVar[str] = "it02"
     label: ClassVar[str] = "FLIM LABS IT02 intensity tracing"
 
