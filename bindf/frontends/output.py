@@ -783,9 +783,11 @@ MASKED_DTYPES = {
 
 
 def batch_to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
-    frame = pl.from_arrow(batch, rechunk=False)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    """One batch of a stream (a scan, a chunked read) → polars, as
+    :func:`table_to_polars` converts a whole read: a dictionary column without a value
+    in the batch (spectroscopy's ``marker`` in nearly every batch) becomes a null run
+    instead of a conversion row by row (a 50 MB spectroscopy scan: 6 of its 18 ms)."""
+    return table_to_polars(pa.Table.from_batches([batch]))
 
 
 class ChunkedReader(Iterator[Frame]):
