@@ -16,6 +16,7 @@ import pytest
 
 import bindf
 from bindf._source import Source
+from bindf.formats import apx_log
 from bindf.formats.apx_log import ApxLogReader, looks_like_apx_log
 
 APX = "20250723_092534_data.apx"
@@ -455,3 +456,59 @@ def test_many_damaged_lines_give_few_batches_and_every_row(tmp_path: Path, data_
         assert table.column("readout_id").to_pylist() == [rid for rid, _ in kept]
     reader = open_reader(Source(str(path)), on_error="skip", level=level)
     assert len(list(reader.iter_batches())) == 1  # (was one per stretch: 400)
+
+
+def _log_line(rng: np.random.Generator, unusual: float) -> bytes:
+    """One line of a log: mostly a readout line as the DAQ writes it; with probability
+    ``unusual`` one that is blank, laid out differently, or damaged."""
+    payload = rng.integers(0, 256, int(rng.integers(0, 12)), dtype=np.uint8).tobytes().hex()
+    readout_id = int(rng.integers(0, 1 << 20))
+    if rng.random() >= unusual:
+        return f"{readout_id}\t b'{payload}'\n".encode()
+    return rng.choice([
+        b"\n", b"\r\n", b"  \t\n", b"\x0b\x0c \n",  # blank
+        f"{readout_id}\tb'{payload.upper()}' \t\r\n".encode(),  # other blanks, CRLF
+        f"000{readout_id % 1000}\t   b'{payload}'\n".encode(),  # leading zeros
+        b"4294967295\t b'ab'\n",  # the largest id
+        b"4294967296\t b'ab'\n",  # too large
+        b"00000000001\t b'ab'\n",  # 11 digits, fits
+        f"{readout_id}\t b'{payload}a'\n".encode(),  # half a byte
+        f"{readout_id} b'{payload}'\n".encode(),  # no tab
+        f"{readout_id}\t b'{payload}\n".encode(),  # no closing quote
+        b"x1\t b'ab'\n", b"garbage\n", b"'\n",
+    ])
+
+
+@pytest.mark.parametrize("unusual", [0.0, 0.02, 0.3])
+def test_clean_text_is_parsed_with_numpy_as_line_by_line(unusual):
+    """The numpy parse of clean text (no object per line) gives exactly what the
+    line-by-line parse gives, and declines every text with a line it does not cover."""
+    rng = np.random.default_rng(7)
+    parsed_with_numpy = 0
+    for _ in range(300):
+        text = b"".join(_log_line(rng, unusual) for _ in range(int(rng.integers(0, 40))))
+        if rng.random() < 0.3:  # the last line of a file may lack its newline
+            text = text.rstrip(b"\n")
+        starts = apx_log._nonblank_line_starts(text)
+        line_starts, readout_id, sizes, payload, damaged, *_ = \
+            apx_log._checked_readouts(text, starts)
+        clean = apx_log._clean_readouts(text, starts)
+        if clean is None:
+            continue
+        parsed_with_numpy += 1
+        assert len(damaged) == 0
+        for got, expected in zip(clean, (line_starts, readout_id, sizes, payload), strict=True):
+            assert got.dtype == expected.dtype
+            assert got.tolist() == expected.tolist()
+    assert parsed_with_numpy > (250 if unusual == 0 else 5)
+
+
+def test_a_clean_log_is_read_without_the_line_by_line_parse(log_file, data_dir, monkeypatch):
+    calls = []
+    checked = apx_log._checked_readouts
+    monkeypatch.setattr(apx_log, "_checked_readouts",
+                        lambda *args: calls.append(1) or checked(*args))
+    got = bindf.read_apx_log(log_file, output="polars")
+    assert not calls
+    expected = bindf.read_apx(data_dir / APX, output="polars")
+    assert got.drop("timestamp").equals(expected.drop("timestamp"))

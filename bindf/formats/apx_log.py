@@ -91,6 +91,8 @@ from .apx import (
 #: One readout line: id, TAB, optional blanks, b'hex'. Anything else after the header
 #: is a malformed line.
 DATA_LINE = re.compile(rb"^(\d+)\t[ ]*b'([0-9a-fA-F]*)'[ \t]*\r?$", re.MULTILINE)
+#: The same lines, matched without groups: ``subn`` counts them making no object a line.
+_DATA_LINE_UNGROUPED = re.compile(DATA_LINE.pattern.replace(b"(", b"(?:"), re.MULTILINE)
 _FIRST_DATA_LINE = re.compile(rb"^\d+\t", re.MULTILINE)
 _METADATA_LINE = re.compile(r"^([A-Za-z_][\w .-]*):\s*(\{.*\})\s*$")
 #: How a readout line starts (a file whose first line starts so is a log without header).
@@ -538,44 +540,20 @@ class ApxLogStream(StreamDecoder[ReadoutRun]):
         return text if complete else text[:cut]
 
     def _parse_lines(self, text: bytes, offset: int, first_line: int):
-        matches = DATA_LINE.findall(text)
         line_starts = _nonblank_line_starts(text)
-        not_readouts = np.empty(0, dtype=np.int64)  # positions of lines that are no readout
-        if len(matches) != len(line_starts):
-            # Damaged or unusual lines (this chunk only): the positions of the lines that
-            # did match, and of those that did not.
-            readout_starts = np.fromiter((m.start() for m in DATA_LINE.finditer(text)),
-                                         dtype=np.int64, count=len(matches))
-            not_readouts = _inked(text, line_starts[~np.isin(line_starts, readout_starts)])
-            line_starts = readout_starts
-        ids, hexes = zip(*matches) if matches else ((), ())
-        digits = np.array(ids, dtype=np.bytes_) if ids else np.empty(0, np.bytes_)
-        # The pattern admits any run of digits and of hex digits: ids must fit 32 bits
-        # (more than 10 significant digits cannot, and would overflow the conversion)
-        # and payloads must be whole bytes.
-        too_long = np.zeros(len(digits), dtype=bool)
-        if digits.dtype.itemsize > 10:
-            too_long = np.char.str_len(np.char.lstrip(digits, b"0")) > 10
-        readout_id = np.zeros(len(digits), dtype=np.uint64)
-        readout_id[~too_long] = digits[~too_long].astype(np.uint64)
-        too_big = too_long | (readout_id > np.iinfo(np.uint32).max)
-        lengths = np.fromiter(map(len, hexes), dtype=np.int64, count=len(hexes))
-        odd = (lengths & 1).astype(bool)
-        bad = too_big | odd
-        damaged = np.sort(np.concatenate([not_readouts, line_starts[bad]]))
-        if len(damaged) and self.on_error == "raise" and damaged[0]:
-            # The lines before the first damaged one are whole and intact: their
-            # readouts are handed out before the error, as every stream does.
-            yield from self._parse_lines(text[: int(damaged[0])], offset, first_line)
-        if len(damaged):
-            self._report_damaged(text, offset, first_line, damaged,
-                                 set(line_starts[too_big].tolist()), set(line_starts[odd].tolist()))
-        keep = ~bad
-        line_starts = line_starts[keep]
-        hexes = [h for h, k in zip(hexes, keep) if k] if bad.any() else list(hexes)
-        readout_id = readout_id[keep].astype(np.uint32)
-        sizes = lengths[keep] // 2
-        payload = np.frombuffer(binascii.unhexlify(b"".join(hexes)), dtype=np.uint8)
+        clean = _clean_readouts(text, line_starts)
+        if clean is not None:
+            line_starts, readout_id, sizes, payload = clean
+            damaged = np.empty(0, dtype=np.int64)
+        else:
+            line_starts, readout_id, sizes, payload, damaged, too_big, odd = \
+                _checked_readouts(text, line_starts)
+            if len(damaged) and self.on_error == "raise" and damaged[0]:
+                # The lines before the first damaged one are whole and intact: their
+                # readouts are handed out before the error, as every stream does.
+                yield from self._parse_lines(text[: int(damaged[0])], offset, first_line)
+            if len(damaged):
+                self._report_damaged(text, offset, first_line, damaged, too_big, odd)
         pos = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=pos[1:])
         # Cut the runs where lines were dropped: no hit may join bytes across the gap.
@@ -652,6 +630,92 @@ class ApxLogHitStream(ApxLogStream):
         else:
             self.hits.carry[: len(carried)] = np.frombuffer(carried, np.uint8)
             self.hits.carry_len = len(carried)
+
+
+#: Readout fields of the lines of a text: positions of the readout lines, their ids
+#: (uint32), payload sizes in bytes, and the payloads joined (uint8).
+Readouts = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _clean_readouts(text: bytes, line_starts: np.ndarray) -> Readouts | None:
+    """The readouts of ``text`` when each of its nonblank lines (starting at
+    ``line_starts``) is a readout line of at most 10 id digits that fits 32 bits and
+    whole payload bytes; None for any other text (a damaged or unusual line), which
+    :func:`_checked_readouts` parses line by line.
+
+    Why: logs are nearly always clean, and the line-by-line parse makes three Python
+    objects a line, whose garbage collection was most of a read (18 MB of log, 226,000
+    readouts: 0.37-0.41 s, 0.16 s with the collector off). Here the lines are counted by
+    a regular expression without groups, and once each is known to be a readout line
+    its fields are cut out with numpy from the positions of its tab and quotes."""
+    if _DATA_LINE_UNGROUPED.subn(b"", text)[1] != len(line_starts):
+        return None
+    data = np.frombuffer(text, dtype=np.uint8)
+    tabs = np.flatnonzero(data == 0x09)
+    id_ends = tabs[np.searchsorted(tabs, line_starts)]  # the tab after the id's digits
+    digits = id_ends - line_starts
+    # Every line is a readout line: two quotes each, around its payload, and none in the
+    # blank lines between them.
+    quotes = np.flatnonzero(data == 0x27)
+    hex_starts, hex_ends = quotes[0::2] + 1, quotes[1::2]
+    hex_lengths = hex_ends - hex_starts
+    if len(line_starts) and (digits.max() > 10 or (hex_lengths & 1).any()):
+        return None  # long ids (leading zeros, or too many digits), half bytes
+    readout_id = np.zeros(len(line_starts), dtype=np.uint64)
+    for place in range(int(digits.max(initial=0))):  # one step per digit place
+        has = digits > place
+        readout_id[has] += (data[id_ends[has] - 1 - place] - np.uint64(0x30)) \
+            * np.uint64(10**place)
+    if len(readout_id) and int(readout_id.max()) > np.iinfo(np.uint32).max:
+        return None
+    # The payloads' hex digits: a mask that each payload's first digit opens and the
+    # quote after it closes (empty payloads left out: they would open and close at one
+    # place; all other places differ).
+    filled = hex_lengths > 0
+    edges = np.zeros(len(data) + 1, dtype=np.int8)
+    edges[hex_starts[filled]] = 1
+    edges[hex_ends[filled]] = -1
+    inside = np.cumsum(edges[:-1], dtype=np.int8).view(bool)
+    payload = np.frombuffer(binascii.unhexlify(data[inside].tobytes()), dtype=np.uint8)
+    return line_starts, readout_id.astype(np.uint32), hex_lengths // 2, payload
+
+
+def _checked_readouts(text: bytes, line_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                            np.ndarray, set[int], set[int]]:
+    """The readouts of ``text`` (nonblank lines at ``line_starts``) parsed line by line
+    (:data:`DATA_LINE`), with the lines that are damaged: ``(*Readouts, damaged, too_big, odd)``, ``damaged`` the sorted
+    positions of the lines that are no readout (blank lines aside), ``too_big`` and
+    ``odd`` those of readout lines whose id does not fit 32 bits or whose payload is not
+    whole bytes. The readouts are those of the undamaged lines."""
+    matches = DATA_LINE.findall(text)
+    not_readouts = np.empty(0, dtype=np.int64)  # positions of lines that are no readout
+    if len(matches) != len(line_starts):
+        # Damaged or unusual lines (this chunk only): the positions of the lines that
+        # did match, and of those that did not.
+        readout_starts = np.fromiter((m.start() for m in DATA_LINE.finditer(text)),
+                                     dtype=np.int64, count=len(matches))
+        not_readouts = _inked(text, line_starts[~np.isin(line_starts, readout_starts)])
+        line_starts = readout_starts
+    ids, hexes = zip(*matches) if matches else ((), ())
+    digits = np.array(ids, dtype=np.bytes_) if ids else np.empty(0, np.bytes_)
+    # The pattern admits any run of digits and of hex digits: ids must fit 32 bits
+    # (more than 10 significant digits cannot, and would overflow the conversion)
+    # and payloads must be whole bytes.
+    too_long = np.zeros(len(digits), dtype=bool)
+    if digits.dtype.itemsize > 10:
+        too_long = np.char.str_len(np.char.lstrip(digits, b"0")) > 10
+    readout_id = np.zeros(len(digits), dtype=np.uint64)
+    readout_id[~too_long] = digits[~too_long].astype(np.uint64)
+    too_big = too_long | (readout_id > np.iinfo(np.uint32).max)
+    lengths = np.fromiter(map(len, hexes), dtype=np.int64, count=len(hexes))
+    odd = (lengths & 1).astype(bool)
+    bad = too_big | odd
+    damaged = np.sort(np.concatenate([not_readouts, line_starts[bad]]))
+    keep = ~bad
+    hexes = [h for h, k in zip(hexes, keep) if k] if bad.any() else list(hexes)
+    payload = np.frombuffer(binascii.unhexlify(b"".join(hexes)), dtype=np.uint8)
+    return (line_starts[keep], readout_id[keep].astype(np.uint32), lengths[keep] // 2, payload,
+            damaged, set(line_starts[too_big].tolist()), set(line_starts[odd].tolist()))
 
 
 def _nonblank_line_starts(text: bytes) -> np.ndarray:
