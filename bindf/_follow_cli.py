@@ -49,17 +49,12 @@ from .cli import (
 )
 from .errors import BindfError, TruncatedHeaderError
 from .formats._base import FormatReader
-from .registry import open_reader
+from .registry import open_reader, registered_spec
 
 #: Columns holding the time stamp the status line shows as "last", the first one a frame
-#: has: IT02/IT01/ITT1 and co., AstroPix 4, AstroPix 3, spectroscopy photons, A-STEP.
+#: has: IT02/IT01/ITT1 and co., AstroPix 4, AstroPix 3, spectroscopy photons, A-STEP
+#: (for the formats whose spec's ``live_totals`` has "time").
 _TIME_COLUMNS = ("time_ns", "timestamp", "wall_timestamp", "macrotime_ns", "fpga_ts")
-#: The built-in formats whose status line shows those: what a column of that name
-#: means in a format added from outside is not known (its ``ch1`` may be signed ADC
-#: samples, not counts), so its line shows rows, rate and bytes only.
-_TOTALS_OF = {"chips": ("apx", "apx_log", "astep"), "channels": ("it02", "it01"),
-              "time": ("apx", "apx_log", "astep", "it02", "it01", "itt1", "spectro", "sp01",
-                       "spf1")}
 
 #: Output extensions ``-o`` accepts: follow writes Parquet only, whose footer takes what
 #: is learned at the end (the sparse IT02 end time, damage skipped).
@@ -136,16 +131,18 @@ class Status:
             self._add(frame, format_name)
 
     def _add(self, frame: pa.Table, format_name: str | None) -> None:
-        for name in _TIME_COLUMNS if format_name in _TOTALS_OF["time"] else ():
+        spec = None if format_name is None else registered_spec(format_name)
+        totals = spec.live_totals if spec is not None else ()
+        for name in _TIME_COLUMNS if "time" in totals else ():
             if name in frame.column_names and frame.num_rows:
                 self.last_time = frame.column(name)[-1].as_py()
                 break
-        if format_name in _TOTALS_OF["chips"] and "chip_id" in frame.column_names:
+        if "chips" in totals and "chip_id" in frame.column_names:
             chips, hits = np.unique(frame.column("chip_id").to_numpy(), return_counts=True)
             for chip, n in zip(chips.tolist(), hits.tolist(), strict=True):
                 key = f"chip{chip}"
                 self.counts[key] = self.counts.get(key, 0) + n
-        elif format_name in _TOTALS_OF["channels"]:  # photon counts per channel column
+        elif "channels" in totals:  # photon counts per channel column
             for name in frame.column_names:
                 if name.startswith("ch") and name[2:].isdigit():
                     total = pc.sum(frame.column(name)).as_py() or 0

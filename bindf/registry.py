@@ -46,6 +46,26 @@ ENTRY_POINT_GROUP = "bindf.formats"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
+#: The families of ``df.bindf`` analysis helpers (:mod:`bindf.analysis`, a module each)
+#: that a format's frames may take (:attr:`FormatSpec.analysis`), and what the frames
+#: must have for them.
+ANALYSIS_FAMILIES = {
+    "apx": "AstroPix hits: read_apx's columns and the header's readout_uid",
+    "it02": "binned counts: time_ns, then ch1, ch2 … (counts), and the header's "
+            "bin_width_micros",
+    "spectro": "photon events: event, microtime_ns, macrotime_ns, channel, and the "
+               "header's laser_period_ns",
+    "fcs1": "correlation curves: read_fcs1's columns",
+}
+#: What ``bindf follow``'s status line may add for a format's frames
+#: (:attr:`FormatSpec.live_totals`).
+LIVE_TOTALS = {
+    "time": "the last time stamp: the frame's first column of time_ns, timestamp, "
+            "wall_timestamp, macrotime_ns, fpga_ts",
+    "chips": "hits per chip (chip_id)",
+    "channels": "the sum of each ch<N> column (counts)",
+}
+
 #: Names no format may take: ``read_<name>`` (or ``scan_``/``write_``) is one of bindf's
 #: own functions (``read_header``, ``read_headers``, ``read_parquet``,
 #: ``read_dataset``), which a format's generated function would replace.
@@ -112,6 +132,14 @@ class FormatSpec:
     #: ``sample() -> bytes``: a small valid file, for the robustness and fuzz sweeps
     #: (``"module:function"`` allowed).
     sample: Any = field(default=None, compare=False)
+    #: The family of ``df.bindf`` analysis helpers its frames take (a key of
+    #: :data:`ANALYSIS_FAMILIES`: its frames have that family's columns and header
+    #: fields), or None: none.
+    analysis: str | None = None
+    #: What ``bindf follow``'s status line shows for it beside rows, rate and bytes
+    #: (keys of :data:`LIVE_TOTALS`). Empty by default: what a column called ``ch1``
+    #: means in a format is the format's to say (it may hold signed ADC samples).
+    live_totals: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problem = _name_problem(self.name)
@@ -127,6 +155,14 @@ class FormatSpec:
             raise TypeError(f"probe must be a function of (first_bytes, source), not "
                             f"{self.probe!r}")
         object.__setattr__(self, "options", tuple(self.options))
+        if self.analysis is not None and self.analysis not in ANALYSIS_FAMILIES:
+            raise ValueError(f"analysis is one of {sorted(ANALYSIS_FAMILIES)} or None, "
+                             f"not {self.analysis!r}")
+        live_totals = _listed("live_totals", self.live_totals, str, "time")
+        unknown = [t for t in live_totals if t not in LIVE_TOTALS]
+        if unknown:
+            raise ValueError(f"live_totals holds some of {list(LIVE_TOTALS)}, not {unknown[0]!r}")
+        object.__setattr__(self, "live_totals", live_totals)
 
     def reader_class(self) -> type[FormatReader]:
         return _load(self.reader)
@@ -167,6 +203,7 @@ BUILTIN: tuple[FormatSpec, ...] = (
     FormatSpec(
         "apx", "AstroPix binary run (.apx: AstroPix 4 and 3)", "bindf.formats.apx:ApxReader",
         magics=(b"%APXDF",), extensions=(".apx",), writer="bindf.formats._apx_writer:write_apx",
+        analysis="apx", live_totals=("time", "chips"),
         options=(
             _LEVEL,
             _STITCH,
@@ -176,10 +213,13 @@ BUILTIN: tuple[FormatSpec, ...] = (
     FormatSpec(
         "apx_log", "legacy AstroPix text log (.log: AstroPix 4 and 3)", "bindf.formats.apx_log:ApxLogReader",
         extensions=(".log",), probe=_probe_apx_log, options=(_LEVEL, _STITCH),
+        # read_apx's columns and header readout_uid: AstroPix's helpers
+        analysis="apx", live_totals=("time", "chips"),
     ),
     FormatSpec(
         "it02", "FLIM LABS intensity tracing (IT02)", "bindf.formats.it02:IT02Reader",
         magics=(b"IT02",), writer="bindf.formats._it02_writer:write_it02",
+        analysis="it02", live_totals=("time", "channels"),
         options=(
             option("layout", None, 'Literal["dense", "sparse"] | None',
                    "Force the record layout (default: detected)."),
@@ -190,19 +230,19 @@ BUILTIN: tuple[FormatSpec, ...] = (
     FormatSpec(
         "spectro", "FLIM LABS spectroscopy photon events (STT1 or legacy raw output)",
         "bindf.formats.spectro:SpectroReader", magics=(b"STT1",), probe=_probe_legacy_spectro,
-        writer="bindf.formats.spectro:write_spectro",
+        writer="bindf.formats.spectro:write_spectro", analysis="spectro", live_totals=("time",),
         options=(option("container", None, 'Literal["stt1", "legacy"] | None',
                         "Force the container (default: STT1 magic, else legacy)."),),
     ),
     FormatSpec(
         "sp01", "FLIM LABS spectroscopy decay curves (SP01)", "bindf.formats.sp01:SP01Reader",
-        magics=(b"SP01",), writer="bindf.formats.sp01:write_sp01",
+        magics=(b"SP01",), writer="bindf.formats.sp01:write_sp01", live_totals=("time",),
         options=(option("shape", "tidy", 'Literal["tidy", "long", "wide"]',
                         "One row per record × channel × bin (tidy) or per record (wide)."),),
     ),
     FormatSpec(
         "spf1", "FLIM LABS spectroscopy phasors (SPF1)", "bindf.formats.spf1:SPF1Reader",
-        magics=(b"SPF1",), writer="bindf.formats.spf1:write_spf1",
+        magics=(b"SPF1",), writer="bindf.formats.spf1:write_spf1", live_totals=("time",),
     ),
     # No magic and often a .bin extension shared with FLIM LABS files: detected only by
     # its probe (a long consistent run of frames), never by extension.
@@ -210,6 +250,7 @@ BUILTIN: tuple[FormatSpec, ...] = (
         "astep", "A-STEP firmware layer-frame stream (.bin, no magic)",
         "bindf.formats.astep:AstepReader", probe=_probe_astep,
         writer="bindf.formats._astep_writer:write_astep", sample="bindf.formats.astep:sample_file",
+        live_totals=("time", "chips"),
         options=(
             option("ts_order", "auto", 'Literal["auto", "little", "big"]',
                    "FPGA timestamp byte order; auto: fewer decreasing steps (in the header)."),
@@ -228,16 +269,20 @@ BUILTIN: tuple[FormatSpec, ...] = (
         "itt1", "FLIM LABS intensity time tagger events (ITT1)",
         "bindf.formats.itt1:ITT1Reader", magics=(b"ITT1",),
         writer="bindf.formats.itt1:write_itt1", sample="bindf.formats.itt1:sample",
+        live_totals=("time",),  # no microtime_ns: the decay histogram does not apply
     ),
     FormatSpec(
         "fcs1", "FLIM LABS FCS correlation curves G(tau) (FCS1)",
         "bindf.formats.fcs1:FCS1Reader", magics=(b"FCS1",),
         writer="bindf.formats.fcs1:write_fcs1", sample="bindf.formats.fcs1:sample",
+        analysis="fcs1",
     ),
     FormatSpec(
         "it01", "FLIM LABS intensity tracing, first version (IT01, 2024)",
         "bindf.formats.it01:IT01Reader", magics=(b"IT01",),
         writer="bindf.formats.it01:write_it01", sample="bindf.formats.it01:sample",
+        # IT02's columns (time_ns, ch{c+1}) and bin_width_micros: IT02's helpers
+        analysis="it02", live_totals=("time", "channels"),
         options=(option("slots", False, "bool",
                         "Return the 8 raw counter slots ``slot_0 … slot_7`` instead of one "
                         "``ch{c+1}`` column per enabled channel."),),

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import warnings
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,79 @@ def test_register_format_refuses_a_clash_unless_replace() -> None:
         assert bindf.get_format("raw16") is replacement
     finally:
         bindf.register_format(original, replace=True)
+
+
+@pytest.fixture
+def raw16_as_counts(tmp_path: Path):
+    """``raw16`` replaced for one test by a format of binned counts (IT02's columns and
+    header field) that declares IT02's analysis helpers and follow totals; a file of it."""
+    original = bindf.get_format("raw16")
+    counts = bindf.FixedRecordFormat(
+        "raw16", dtype=[("time_ns", "<u8"), ("ch1", "<u4"), ("ch2", "<u4")],
+        header=[("bin_width_micros", "<f8")], magic=b"CNT1", extensions=(".r16",),
+        analysis="it02", live_totals=("time", "channels"))
+    records = np.zeros(4, dtype=[("time_ns", "<u8"), ("ch1", "<u4"), ("ch2", "<u4")])
+    records["time_ns"] = [0, 1000, 2000, 3000]
+    records["ch1"], records["ch2"] = [1, 2, 3, 4], [10, 0, 10, 0]
+    path = tmp_path / "run.r16"
+    path.write_bytes(b"CNT1" + np.float64(1.0).tobytes() + records.tobytes())
+    bindf.register_format(counts, replace=True)
+    try:
+        yield path
+    finally:
+        bindf.register_format(original, replace=True)
+
+
+def test_a_format_added_from_outside_takes_the_analysis_helpers_it_declares(raw16_as_counts):
+    from bindf.analysis import helpers_for
+
+    assert helpers_for("raw16") == ("rebin", "count_rate", "plot_trace")
+    frame = bindf.read(raw16_as_counts, output="polars")
+    rebinned = frame.bindf.rebin(2)  # 2 µs bins of the 1 µs bins, each at its last one
+    assert rebinned["time_ns"].to_list() == [1000, 3000]
+    assert rebinned["ch1"].to_list() == [3, 7] and rebinned["ch2"].to_list() == [10, 10]
+    with pytest.raises(TypeError, match=r"hit_map\(\) works on 'apx' / 'apx_log' frames, "
+                                        r"but this frame's bindf format is 'raw16'; "
+                                        r"its helpers are: rebin, count_rate, plot_trace"):
+        frame.bindf.hit_map()
+    with resources.as_file(resources.files("bindf") / "samples" / "photon_events_stt1.bin") as stt1:
+        photons = bindf.read_spectro(stt1)
+    with pytest.raises(TypeError, match=r"rebin\(\) works on 'it02' / 'it01' / 'raw16' frames"):
+        photons.bindf.rebin(2)
+
+
+def test_a_format_added_from_outside_gets_the_follow_totals_it_declares(raw16_as_counts):
+    import io
+
+    from bindf._follow_cli import Status
+
+    frame = bindf.read(raw16_as_counts, output="arrow")
+    status = Status(io.StringIO(), 1.0)
+    status.add(frame, "raw16")
+
+    class Totals:
+        rows, bytes = 4, 60
+
+    assert status.line(Totals()).split(" | ")[3:] == ["last 3000", "ch1=10 ch2=20"]
+
+
+@pytest.mark.parametrize(("keywords", "error", "message"), [
+    ({"analysis": "it03"}, ValueError, r"analysis is one of \['apx', 'fcs1', 'it02', 'spectro'\]"),
+    ({"live_totals": ("time", "hits")}, ValueError, r"live_totals holds some of .*not 'hits'"),
+    ({"live_totals": "time"}, TypeError, r"live_totals is a tuple"),
+])
+def test_unknown_analysis_family_or_follow_total_is_refused(keywords, error, message):
+    with pytest.raises(error, match=message):
+        bindf.FormatSpec("toy", "toy", FixedLayoutReader, **keywords)
+    with pytest.raises(error, match=message):
+        bindf.FixedRecordFormat("toy", dtype="<u4", **keywords)
+
+
+def test_every_analysis_family_has_its_helpers():
+    from bindf import registry
+    from bindf.analysis import FAMILIES
+
+    assert set(FAMILIES) == set(registry.ANALYSIS_FAMILIES)
 
 
 def _fresh_python(code: str, *sites: Path) -> subprocess.CompletedProcess[str]:

@@ -6,8 +6,9 @@ library (pandas in → pandas out, polars in → polars out; a LazyFrame is coll
 only the columns the helper needs). ``plot_*`` helpers draw with matplotlib
 (``pip install 'bindf[plot]'``), imported only when called, and return the Axes.
 
-A helper is dispatched on the frame's ``bindf.format``: :data:`FAMILIES` maps each
-format to its module, whose ``HELPERS`` tuple lists what it serves.
+A helper is dispatched on the frame's ``bindf.format``: its spec's ``analysis`` names the
+family (:data:`bindf.registry.ANALYSIS_FAMILIES`), whose module here
+(:data:`FAMILIES`) lists what it serves in its ``HELPERS`` tuple.
 """
 
 from __future__ import annotations
@@ -16,20 +17,27 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from .. import registry
 from . import apx, fcs1, it02, spectro
 
-#: Format name → module with that family's helpers.
-#: AstroPix text logs (``apx_log``) give ``read_apx``'s columns and header ``readout_uid``;
-#: IT01 frames have IT02's columns (``time_ns``, ``ch{c+1}``) and ``bin_width_micros``;
-#: ITT1 events have no ``microtime_ns``, so the decay histogram does not apply to them.
-FAMILIES: dict[str, ModuleType] = {"apx": apx, "apx_log": apx, "it02": it02, "it01": it02,
-                                   "spectro": spectro, "fcs1": fcs1}
+#: Family name → module with that family's helpers.
+FAMILIES: dict[str, ModuleType] = {"apx": apx, "it02": it02, "spectro": spectro,
+                                   "fcs1": fcs1}
+
+
+def _family(format: str) -> str | None:
+    """The analysis family of ``format``'s frames; None for a format unknown here (a
+    frame read back from Parquet whose plugin is not installed) or without one."""
+    try:
+        return registry.get_format(format).analysis
+    except (ValueError, TypeError):
+        return None
 
 
 def helpers_for(format: str) -> tuple[str, ...]:
     """Names of the ``df.bindf`` analysis methods that work on ``format`` frames."""
-    module = FAMILIES.get(format)
-    return tuple(module.HELPERS) if module is not None else ()
+    family = _family(format)
+    return tuple(FAMILIES[family].HELPERS) if family is not None else ()
 
 
 def helper(format: str, name: str) -> Callable[..., Any]:
@@ -38,8 +46,9 @@ def helper(format: str, name: str) -> Callable[..., Any]:
     A TypeError that names the right formats and this frame's own helpers otherwise.
     """
     if name in helpers_for(format):
-        return getattr(FAMILIES[format], name)
-    owners = [fmt for fmt, module in FAMILIES.items() if name in module.HELPERS]
+        return getattr(FAMILIES[_family(format)], name)  # type: ignore[index]
+    owners = [spec.name for spec in registry.list_formats()
+              if spec.analysis is not None and name in FAMILIES[spec.analysis].HELPERS]
     own = helpers_for(format)
     message = (f"{name}() works on {' / '.join(repr(f) for f in owners)} frames, "
                f"but this frame's bindf format is {format!r}")

@@ -470,6 +470,9 @@ class FixedRecordFormat(FormatSpec):
     example_header:
         A header from which a small sample file can be written (for the robustness and
         fuzz sweeps), when ``dtype`` needs header fields.
+    analysis, live_totals:
+        The ``df.bindf`` analysis helpers its frames take, and what ``bindf follow``
+        shows for it (see :class:`~bindf.registry.FormatSpec`).
     """
 
     def __init__(self, name: str, *, dtype: Any, magic: bytes | None = None,
@@ -479,7 +482,8 @@ class FixedRecordFormat(FormatSpec):
                  rows_per_record: int = 1, subarrays: str = "flatten",
                  options: tuple[Param, ...] = (), writer: Any = True,
                  probe: Callable[..., bool] | None = None,
-                 example_header: Mapping[str, Any] | None = None) -> None:
+                 example_header: Mapping[str, Any] | None = None,
+                 analysis: str | None = None, live_totals: tuple[str, ...] = ()) -> None:
         layout = FixedLayout(dtype=dtype, magic=magic, header=header, offset=offset,
                              count=count, subarrays=subarrays, transform=transform,
                              rows_per_record=rows_per_record)
@@ -498,7 +502,8 @@ class FixedRecordFormat(FormatSpec):
         super().__init__(name, description or f"{name} (fixed-size records)", reader,
                          magics=(layout.magic,) if layout.magic else (),
                          extensions=extensions, probe=probe, writer=writer,
-                         options=tuple(options), sample=self._sample)
+                         options=tuple(options), sample=self._sample, analysis=analysis,
+                         live_totals=live_totals)
         object.__setattr__(self, "layout", layout)
         object.__setattr__(self, "example_header", dict(example_header or {}))
 
