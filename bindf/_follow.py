@@ -313,6 +313,8 @@ class _Tail:
             target = marker.offset
         if self.skip_until:
             self._complete_skipped_record(size)
+            if self.error is not None:
+                return []
         out = self._read_plain(target, keep)
         if marker is not None and target == marker.offset:
             if self.stream.position == marker.offset and not self.stream.decoder.pending:
@@ -368,7 +370,12 @@ class _Tail:
     def _complete_skipped_record(self, size: int) -> None:
         """Feed exactly the bytes that complete the record cut at the start of a
         start="end" follow, dropping its rows: the fewest new bytes that move the decoder
-        past its start, found by galloping then bisecting on throwaway decoders."""
+        past its start, or into damage, found by galloping then bisecting on throwaway
+        decoders. Only the follow's own decoder warns of damage (each trial would again),
+        and damage that a trial raises at (``on_error="raise"``) is where the search
+        ends, not the follow: a trial fed all the new bytes raised at damage records
+        after the skipped one, and the rows of the records between were lost. Damage
+        the follow's decoder raises at here ends the follow (:attr:`error`)."""
         assert self.stream is not None and self.reader is not None and self.f is not None
         state = self.skip_state
         assert state is not None
@@ -378,7 +385,11 @@ class _Tail:
         def completes(n: int) -> bool:
             trial = self._new_stream()
             trial.restore(state)
-            trial.feed(new[:n])
+            try:
+                with WarningSink().active():  # (dropped: the follow's decoder warns)
+                    trial.feed(new[:n])
+            except BindfError:
+                return True  # damage: the follow's decoder is to meet it too
             return trial.position >= self.skip_until
 
         if not new or not completes(len(new)):
@@ -391,8 +402,11 @@ class _Tail:
         while high - low > 1:
             mid = (low + high) // 2
             low, high = (low, mid) if completes(mid) else (mid, high)
-        self.stream.feed(new[:high])
         self.skip_until, self.skip_state = 0, None
+        try:
+            self.stream.feed(new[:high])
+        except BindfError as exc:  # on_error="raise", in the skipped record: no rows
+            self.error = exc
 
     def _finish(self) -> list[pa.RecordBatch]:
         """The file ended: hand out what the decoder buffered (and warn about an

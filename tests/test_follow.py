@@ -434,6 +434,55 @@ def test_start_end_skips_chained_records_then_decodes_the_asked_columns(
     assert got.equals(whole.slice(whole.num_rows - got.num_rows))
 
 
+@pytest.mark.parametrize("policy", ["raise", "warn"])
+def test_start_end_with_damage_after_the_cut_record(tmp_path: Path, policy: str) -> None:
+    """``start="end"`` in a log cut inside a readout line, with malformed lines after it:
+    the rows between the skipped line and the damage come out before the error
+    (``raise``: they were lost, the search for the skipped line's end raised first), and
+    each damaged line is warned of once, as counted (``warn``: the search's throwaway
+    decoders warned again)."""
+    import warnings
+
+    from test_apx_log import _apx_readouts
+
+    readouts = _apx_readouts(APX_SAMPLE)[:300]
+    lines = [f"{rid}\t b'{payload.hex()}'\n".encode() for rid, payload in readouts]
+    for k in (160, 200):  # file lines 162 and 202, before readouts 160 and 199
+        lines.insert(k, b"garbage line\n")
+    data = b"Namespace(name='x', chipVer=4)\n" + b"".join(lines)
+    whole_file = tmp_path / "whole.log"
+    whole_file.write_bytes(data)
+    whole = bindf.read_apx_log(whole_file, on_error="skip", output="arrow")
+    whole = whole.replace_schema_metadata(None)
+    ids = whole.column("readout_id").to_pylist()
+    path = tmp_path / "run.log"
+    cut = data.index(lines[150]) + 5  # inside the line of readout 150: skipped
+    path.write_bytes(data[:cut])
+    frames = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with bindf.follow(path, poll_interval=0.02, idle_timeout=0.4, output="arrow",
+                          start="end", on_error=policy) as follower:
+            with path.open("ab") as f:
+                f.write(data[cut:])
+            if policy == "raise":
+                with pytest.raises(bindf.errors.CorruptDataError, match="line 162 "):
+                    frames.extend(follower)
+            else:
+                frames.extend(follower)
+    got = pa.concat_tables(f.replace_schema_metadata(None) for f in frames)
+    first = ids.index(readouts[151][0])
+    if policy == "raise":  # the hits of readouts 151-159, before the first damage
+        end = ids.index(readouts[160][0])
+        assert end > first and got.equals(whole.slice(first, end - first))
+    else:
+        assert got.equals(whole.slice(first))
+        damage = [str(w.message) for w in caught if "malformed line" in str(w.message)]
+        assert [m.split(": ", 1)[1].split(" (")[0] for m in damage] == [
+            "skipped malformed line 162", "skipped malformed line 202"]
+        assert follower.errors == {"bad_log_line": 2}
+
+
 def test_start_end_fixed_records_boundary(tmp_path: Path) -> None:
     from conftest import write_stt1
 
