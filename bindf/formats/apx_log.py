@@ -680,13 +680,15 @@ def _clean_readouts(text: bytes, line_starts: np.ndarray) -> Readouts | None:
     return line_starts, readout_id.astype(np.uint32), hex_lengths // 2, payload
 
 
-def _checked_readouts(text: bytes, line_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                            np.ndarray, set[int], set[int]]:
+def _checked_readouts(
+    text: bytes, line_starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, set[int], set[int]]:
     """The readouts of ``text`` (nonblank lines at ``line_starts``) parsed line by line
-    (:data:`DATA_LINE`), with the lines that are damaged: ``(*Readouts, damaged, too_big, odd)``, ``damaged`` the sorted
-    positions of the lines that are no readout (blank lines aside), ``too_big`` and
-    ``odd`` those of readout lines whose id does not fit 32 bits or whose payload is not
-    whole bytes. The readouts are those of the undamaged lines."""
+    (:data:`DATA_LINE`), with the lines that are damaged: ``(*Readouts, damaged,
+    too_big, odd)``, ``damaged`` the sorted positions of the lines that are no readout
+    (blank lines aside), ``too_big`` and ``odd`` those of readout lines whose id does
+    not fit 32 bits or whose payload is not whole bytes. The readouts are those of the
+    undamaged lines."""
     matches = DATA_LINE.findall(text)
     not_readouts = np.empty(0, dtype=np.int64)  # positions of lines that are no readout
     if len(matches) != len(line_starts):
