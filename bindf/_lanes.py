@@ -94,32 +94,6 @@ def new_block(nbytes: int) -> np.ndarray:
     return block
 
 
-#: Arrays of at least this size that a read allocates on their own (streamed batches,
-#: see :class:`Lanes`) come from Arrow's pool too; smaller ones from NumPy, which
-#: serves them from the C library's heap without a page fault (glibc maps each
-#: allocation of 128 KiB or more on its own at first: fresh pages, faulted in again by
-#: every batch of every read).
-POOLED_MIN_BYTES = 128 << 10
-
-
-def pooled_empty(n: int, dtype: np.dtype | type) -> np.ndarray:
-    """Like ``np.empty(n, dtype)`` (a subarray dtype gives shape ``(n, *dtype.shape)``),
-    one array of its own, but a large one from Arrow's mimalloc pool (see
-    :data:`POOLED_MIN_BYTES`). Why: a stream's batches cannot share blocks (a batch
-    kept would pin them), so each column of each batch is an allocation of its own; from
-    NumPy, each was freshly mapped memory, faulted in page by page, and a scan repeated
-    in a notebook paid that for every batch of every run (a 50 MB spectroscopy file as
-    ``iter_batches``: 17-18 ms, 11 ms from the pool, which hands the freed columns of
-    one batch to the next)."""
-    dtype = np.dtype(dtype)
-    nbytes = n * dtype.itemsize
-    if _POOL is None or nbytes < POOLED_MIN_BYTES:
-        return np.empty(n, dtype=dtype)
-    flat = np.frombuffer(pa.allocate_buffer(nbytes, memory_pool=_POOL), dtype=dtype.base)
-    _no_huge_pages(flat)
-    return flat.reshape((n, *dtype.shape)) if dtype.shape else flat
-
-
 def live_block_spans() -> list[tuple[int, int]]:
     """``(start, end)`` addresses of the blocks still alive, sorted: memory of bindf's
     output columns and nothing else (no user's buffer, no file, no reader's scratch)."""
@@ -266,8 +240,7 @@ class Lane:
 
 
 class Lanes:
-    """A :class:`Lane` per column name, created on first use; or plain arrays
-    (:func:`pooled_empty`).
+    """A :class:`Lane` per column name, created on first use; or plain ``np.empty``.
 
     ``Lanes(enabled=False)`` allocates every array on its own, for reads that do not
     keep every batch or are too small to profit (see :func:`lanes_for` and
@@ -300,7 +273,7 @@ class Lanes:
 
     def reserve(self, name: str, capacity: int, dtype: np.dtype | type) -> np.ndarray:
         if not self.enabled:
-            return pooled_empty(capacity, dtype)
+            return np.empty(capacity, dtype=dtype)
         return self.lane(name, dtype).reserve(capacity)
 
     def keep(self, name: str, array: np.ndarray, n: int) -> np.ndarray:
@@ -313,7 +286,7 @@ class Lanes:
         """Like ``np.empty(n, dtype)``; a subarray dtype gives shape ``(n, *dtype.shape)``."""
         dtype = np.dtype(dtype)
         if not self.enabled:
-            return pooled_empty(n, dtype)
+            return np.empty(n, dtype=dtype)
         if dtype.shape:  # lanes hold flat values: n records of k values each
             per_row = int(np.prod(dtype.shape))
             flat = self.lane(name, dtype.base, per_row).empty(n * per_row)
@@ -327,7 +300,7 @@ class Lanes:
         time."""
         if not self.enabled:
             plain = [np.dtype(dtype) for dtype in dtypes.values()]
-            return lambda n: [pooled_empty(n, dtype) for dtype in plain]
+            return lambda n: [np.empty(n, dtype=dtype) for dtype in plain]
         lanes = [self.lane(name, np.dtype(dtype)).empty for name, dtype in dtypes.items()]
         return lambda n: [empty(n) for empty in lanes]
 

@@ -83,34 +83,6 @@ def test_lanes_by_name_and_disabled_lanes_are_plain_arrays():
     assert lanes_for(_lanes.MIN_INPUT_BYTES).enabled
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.dtype("<f8"), np.dtype((np.uint32, (256,)))])
-def test_disabled_lanes_take_large_arrays_from_the_pool_each_its_own(dtype):
-    if _lanes._POOL is None:
-        pytest.skip("this pyarrow has no mimalloc pool")
-    n = _lanes.POOLED_MIN_BYTES // np.dtype(dtype).itemsize + 1
-    before = _lanes._POOL.bytes_allocated()
-    off = Lanes(enabled=False)
-    arrays = [off.empty("x", n, dtype), off.columns({"x": dtype})(n)[0],
-              off.keep("x", off.reserve("x", n + 5, dtype), n)]
-    assert _lanes._POOL.bytes_allocated() >= before + 3 * n * np.dtype(dtype).itemsize
-    for k, array in enumerate(arrays):
-        expected = np.empty(n, dtype=dtype)
-        assert (array.shape, array.dtype) == (expected.shape, expected.dtype)
-        assert array.flags.c_contiguous and array.flags.writeable
-        array[...] = k + 1
-    assert [int(a.min()) for a in arrays] == [int(a.max()) for a in arrays] == [1, 2, 3]
-    del arrays, array  # each its own allocation: nothing of theirs outlives them
-    assert _lanes._POOL.bytes_allocated() == before
-
-
-def test_disabled_lanes_take_small_arrays_and_all_without_the_pool_from_numpy(monkeypatch):
-    small = Lanes(enabled=False).empty("x", _lanes.POOLED_MIN_BYTES - 1, np.uint8)
-    assert small.flags.owndata
-    monkeypatch.setattr(_lanes, "_POOL", None)
-    large = Lanes(enabled=False).empty("x", _lanes.POOLED_MIN_BYTES, np.uint8)
-    assert large.flags.owndata
-
-
 def _astep_stream(rng: random.Random, n: int) -> bytes:
     out = bytearray()
     for i in range(n):

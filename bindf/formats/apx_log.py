@@ -664,8 +664,9 @@ def _clean_readouts(text: bytes, line_starts: np.ndarray) -> Readouts | None:
     readout_id = np.zeros(len(line_starts), dtype=np.uint64)
     for place in range(int(digits.max(initial=0))):  # one step per digit place
         has = digits > place
-        readout_id[has] += (data[id_ends[has] - 1 - place] - np.uint64(0x30)) \
-            * np.uint64(10**place)
+        # (uint64 before any arithmetic: NumPy 1 keeps a uint8 minus a scalar in uint8)
+        digit = data[id_ends[has] - 1 - place].astype(np.uint64) - np.uint64(0x30)
+        readout_id[has] += digit * np.uint64(10**place)
     if len(readout_id) and int(readout_id.max()) > np.iinfo(np.uint32).max:
         return None
     # The payloads' hex digits: a mask that each payload's first digit opens and the
