@@ -744,3 +744,24 @@ def test_follow_from_a_short_start_equals_the_finished_read(tmp_path, first_flus
     assert bindf.read_header(live, format="astep")["ts_order"] == "big"
     table = pa.concat_tables(t.replace_schema_metadata(None) for t in got)
     assert table.equals(expected.replace_schema_metadata(None))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_read_that_stops_before_damage_counts_no_resync_under_raise(data_dir, tmp_path,
+                                                                      threads):
+    """Under ``on_error="raise"`` nothing is skipped: a read of the first rows, which
+    stops before the damage, reports no resync, whatever the threads (on two, the
+    prefetch thread decodes the damaged chunk ahead and counted one)."""
+    data = (data_dir / "quad_chip_data.bin").read_bytes() * 136  # ~3 MB: prefetched
+    first = bindf.read(data_dir / "quad_chip_data.bin", format="astep", output="arrow")
+    starts = [o + len(data) // 136 * r for r in range(136)
+              for o in first["byte_offset"].to_pylist()]
+    at = min(s for s in starts if s >= 150_000)
+    damaged = bytearray(data)
+    damaged[at] = 0x01  # a length byte that starts no frame
+    path = tmp_path / "damaged.bin"
+    path.write_bytes(bytes(damaged))
+    head = bindf.read(path, format="astep", n_rows=5, threads=threads, output="arrow")
+    assert head.num_rows == 5 and "errors" not in bindf.arrow.table_info(head)
+    with pytest.raises(bindf.CorruptDataError, match=f"at byte offset {at}"):
+        bindf.read(path, format="astep", threads=threads)

@@ -1422,3 +1422,45 @@ def test_chunks_carry_what_the_header_learns_during_the_read(tmp_path: Path) -> 
         headers = [(c.attrs["bindf"] if output == "pandas" else c.bindf.info)["header"]
                    for c in chunks]
         assert [h["acquisition_end_ns"] for h in headers] == [None, 3.99e6]
+
+
+@pytest.mark.parametrize(("damage", "record"), [("nan", 500), ("nan", 3), ("back", 1200)])
+def test_fill_gaps_hands_out_the_bins_before_the_damage_then_raises(data_dir, tmp_path,
+                                                                     damage, record):
+    """``fill_gaps=True`` under ``on_error="raise"``: every way of reading first hands
+    out the bins of the records before the damaged one (as a read of the file cut there
+    gives), then raises at its offset (a batch of rows was lost, all of them through
+    ``bindf.open``)."""
+    data = bytearray((data_dir / SAMPLE).read_bytes())
+    offset = 8 + struct.unpack_from("<I", data, 4)[0]
+    size = 8 + 4 * 3  # time + three channels
+    at = offset + record * size
+    time = struct.unpack_from("<d", data, at)[0]
+    struct.pack_into("<d", data, at, math.nan if damage == "nan" else time - 5e6)
+    path = tmp_path / "damaged.bin"
+    path.write_bytes(bytes(data))
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(bytes(data[:at]))
+    expected = bindf.read(cut, fill_gaps=True, output="arrow").replace_schema_metadata(None)
+    assert expected.num_rows > 0
+
+    def batches_of(read):
+        got = []
+        with pytest.raises((bindf.errors.CorruptDataError, pa.ArrowInvalid)) as caught:
+            got.extend(read())
+        assert f"(at byte offset {at})" in str(caught.value)
+        table = pa.Table.from_batches(got) if got else expected.slice(0, 0)
+        return table.replace_schema_metadata(None)
+
+    def chunks():
+        for frame in bindf.read(path, fill_gaps=True, chunksize=64, output="arrow"):
+            yield from frame.to_batches()
+
+    def stream():
+        with bindf.open(path, fill_gaps=True) as f:
+            yield from pa.RecordBatchReader.from_stream(f)
+
+    reads = {"iter_batches": lambda: bindf.iter_batches(path, fill_gaps=True, batch_size=100),
+             "chunks": chunks, "stream": stream}
+    for name, read in reads.items():
+        assert batches_of(read).equals(expected), name

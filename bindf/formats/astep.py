@@ -573,8 +573,11 @@ class AstepStream(StreamDecoder[_Parsed]):
         walker = self.walker
         while True:
             n, n_gaps, stop, code = walker.walk(buf, self._pos, have, self._offset)
-            self._account()
             first_gap = self._first_new_gap(n_gaps)
+            # (no resync counted under "raise": it raises at the first damaged byte; a
+            # read that stopped before it, its rows taken, counted one when its damage
+            # was decoded ahead on another thread)
+            self._account(resyncs=self.on_error != "raise")
             if self.on_error == "raise" and first_gap is not None:
                 value = int(buf[first_gap - self._offset])
                 keep = int(np.searchsorted(walker.offset[:n], first_gap))
@@ -598,18 +601,19 @@ class AstepStream(StreamDecoder[_Parsed]):
             if code != _astep.PARSE_FULL:
                 return
 
-    def _account(self) -> None:
-        """Add the kernel's counts since the last call to :attr:`errors`."""
+    def _account(self, resyncs: bool = True) -> None:
+        """Add the kernel's counts since the last call to :attr:`errors` (the resync
+        counts only if ``resyncs``)."""
         now = self.walker.counts()
         for kind, before, after in zip(("filler_bytes", "resync_bytes", "resyncs"),
                                        self.reported, now, strict=True):
-            if after > before:
+            if after > before and (resyncs or kind == "filler_bytes"):
                 self.note_error(kind, after - before)
         self.reported = now
 
     def _first_new_gap(self, n_gaps: int) -> int | None:
         """Offset of the first stretch of unparsable bytes, if any was found."""
-        if self.reported[2] == 0:
+        if self.walker.counts()[2] == 0:
             return None
         return int(self.walker.gap_start[0]) if n_gaps else self.walker.open_gap
 

@@ -910,6 +910,15 @@ class _GapFiller:
         counts = chunk.counts
         finite = np.isfinite(times)
         index: np.ndarray | None = None
+        if not finite.all() and self.reader.on_error == "raise":
+            # The records before the damage first, as if the file ended there (their
+            # rows out before the error, as every stream hands them out), then raise.
+            first_bad = int(np.argmin(finite))
+            before = _Chunk(times[:first_bad], [c[:first_bad] for c in counts],
+                            chunk.offset_of)
+            yield from self.feed(before)
+            yield from self.flush()
+            self._damaged(_it02.BIN_NOT_FINITE, 1, chunk.offset_of(first_bad))
         if not finite.all():
             index = np.flatnonzero(finite)
             n_bad = len(times) - len(index)
@@ -971,6 +980,15 @@ class _GapFiller:
                 bins[:len(keep)], status[:len(keep)])
             verdict = np.full(cut, _OUTLIER, dtype=np.uint8)
             verdict[keep] = status[:len(keep)]
+            if self.reader.on_error == "raise" and verdict.any():
+                # The records before the first damaged one, judged as if the file ended
+                # there, out before the error (the state as it was before this call).
+                self.have_last, self.last_t, self.last_bin = state
+                first_bad = int(np.flatnonzero(verdict)[0])
+                yield from self._judge(times[:first_bad], [c[:first_bad] for c in counts],
+                                       offset_of, final=True)
+                if self.out is not None and self.filled:
+                    yield self._finish()
             self._report(verdict, offset_of)
             ok = verdict == _it02.BIN_OK
             kept_bins = bins[:len(keep)][status[:len(keep)] == _it02.BIN_OK]
