@@ -376,6 +376,24 @@ def test_json_booleans_are_not_g2_values(literal: str, tmp_path: Path) -> None:
     assert df["g2"].to_list()[:2] == [0.125, -2.0] and math.isnan(df["g2"][2])
 
 
+def test_integers_beyond_two_to_the_53_are_rounded_as_json_readers_do(tmp_path: Path) -> None:
+    """A G(τ) value written as an integer too large for a double to hold exactly is read
+    as the nearest double (as ``float`` of the parsed JSON gives it; it was refused as
+    "not a list of numbers"); one beyond the double range is damage."""
+    big = 2**60 + 1
+    block = ('{"lag_index":[0,1,2],"g2_correlations":'
+             f'[[[0,1],[[0.5,{big},null],[1,2,{10**400}],[0.25,-1,3]]]]}}').encode()
+    meta = {"num_acquisitions": 3, "bin_width": 4}
+    path = write(tmp_path, fcs1_bytes(meta, block))
+    with pytest.raises(CorruptDataError, match="vector 1 is not a list of numbers"):
+        bindf.read_fcs1(path)
+    df = bindf.read_fcs1(path, on_error="skip", output="polars")
+    assert df.bindf.info["errors"] == {"bad_vector": 1}
+    assert df["vector_index"].to_list() == [0, 0, 0, 2, 2, 2]
+    g2 = df["g2"].to_list()
+    assert g2[:2] == [0.5, float(big)] and math.isnan(g2[2]) and g2[3:] == [0.25, -1.0, 3.0]
+
+
 def test_trailing_bytes_are_damage(tmp_path: Path) -> None:
     path = write(tmp_path, fcs1_bytes(METADATA, curves()) + b"\0\0")
     with pytest.raises(CorruptDataError, match="follow the data block"):

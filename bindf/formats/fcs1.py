@@ -305,19 +305,20 @@ class FCS1Reader(FormatReader):
             arrays = None
         bools = self._bool_literals and _holds_bool(pair.vectors)
         if arrays is None or arrays.null_count or bools:  # find the bad vectors (one step each)
-            good = []
+            good, kept = [], []
             for k, vector in enumerate(pair.vectors):
-                try:
-                    ok = (isinstance(vector, list) and not (bools and _holds_bool(vector))
-                          and pa.array(vector, type=pa.float64()) is not None)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
-                    ok = False
-                if ok:
+                values = (_doubles(vector) if isinstance(vector, list)
+                          and not (bools and _holds_bool(vector)) else None)
+                if values is not None:
                     good.append(k)
+                    kept.append(values)
                 else:
                     self._damaged("bad_vector", f"pair {pair.channels} vector {k} is not a "
                                   "list of numbers", where)
-            arrays = pa.array([pair.vectors[k] for k in good], type=pa.list_(pa.float64()))
+            offsets = np.zeros(len(kept) + 1, dtype=np.int32)
+            np.cumsum([len(values) for values in kept], out=offsets[1:])
+            arrays = pa.ListArray.from_arrays(
+                pa.array(offsets), pa.concat_arrays(kept) if kept else pa.array([], pa.float64()))
             index = np.array(good, dtype=np.int64)
         else:
             index = np.arange(len(arrays), dtype=np.int64)
@@ -360,6 +361,24 @@ class FCS1Reader(FormatReader):
             _warn(notice)
         table = self._table.select(columns)
         yield from table.to_batches(max_chunksize=batch_size)
+
+
+def _doubles(vector: list[Any]) -> pa.Array | None:
+    """One G(τ) vector as float64 values (null where JSON has ``null``), or None when it
+    is not a list of numbers. An integer beyond 2⁵³, which pyarrow refuses to round, is
+    rounded to the nearest double, as Python's ``float`` and a JSON reader into numpy
+    give it (one Python step per value, only for such a vector); one beyond the double
+    range is no number."""
+    try:
+        return pa.array(vector, type=pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        pass
+    if not all(v is None or type(v) in (int, float) for v in vector):
+        return None
+    try:
+        return pa.array([None if v is None else float(v) for v in vector], type=pa.float64())
+    except OverflowError:
+        return None
 
 
 def _holds_bool(value: Any) -> bool:
