@@ -34,10 +34,13 @@ def _family(format: str) -> str | None:
         return None
 
 
+def _helpers_of(family: str | None) -> tuple[str, ...]:
+    return tuple(FAMILIES[family].HELPERS) if family is not None else ()
+
+
 def helpers_for(format: str) -> tuple[str, ...]:
     """Names of the ``df.bindf`` analysis methods that work on ``format`` frames."""
-    family = _family(format)
-    return tuple(FAMILIES[family].HELPERS) if family is not None else ()
+    return _helpers_of(_family(format))
 
 
 def helper(format: str, name: str) -> Callable[..., Any]:
@@ -45,11 +48,12 @@ def helper(format: str, name: str) -> Callable[..., Any]:
 
     A TypeError that names the right formats and this frame's own helpers otherwise.
     """
-    if name in helpers_for(format):
-        return getattr(FAMILIES[_family(format)], name)  # type: ignore[index]
+    family = _family(format)  # (one registry lookup: it may load a plugin)
+    own = _helpers_of(family)
+    if family is not None and name in own:
+        return getattr(FAMILIES[family], name)
     owners = [spec.name for spec in registry.list_formats()
-              if spec.analysis is not None and name in FAMILIES[spec.analysis].HELPERS]
-    own = helpers_for(format)
+              if name in _helpers_of(spec.analysis)]
     message = (f"{name}() works on {' / '.join(repr(f) for f in owners)} frames, "
                f"but this frame's bindf format is {format!r}")
     if own:

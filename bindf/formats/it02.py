@@ -947,6 +947,11 @@ class _GapFiller:
             offsets = self.held_offsets
             yield from self._judge(self.held_time, self.held_counts, offsets.__getitem__,
                                    final=True)
+        yield from self._partial_batch()
+
+    def _partial_batch(self) -> Iterator[_Chunk]:
+        """The batch being filled, handed out as it is (at the end of the records, or of
+        those before damage under ``on_error="raise"``)."""
         if self.out is not None and self.filled:
             yield self._finish()
 
@@ -987,8 +992,7 @@ class _GapFiller:
                 first_bad = int(np.flatnonzero(verdict)[0])
                 yield from self._judge(times[:first_bad], [c[:first_bad] for c in counts],
                                        offset_of, final=True)
-                if self.out is not None and self.filled:
-                    yield self._finish()
+                yield from self._partial_batch()
             self._report(verdict, offset_of)
             ok = verdict == _it02.BIN_OK
             kept_bins = bins[:len(keep)][status[:len(keep)] == _it02.BIN_OK]
