@@ -388,6 +388,29 @@ def test_chunksize_iterates_frames(stt1_files: list[Path]) -> None:
     assert [c.height for c in polars_chunks] == [400, 400, 200]
 
 
+@pytest.mark.parametrize("output", ["pandas", "polars", "arrow"])
+def test_chunks_hold_chunksize_rows_whatever_the_batches(data_dir: Path, output: str) -> None:
+    """pandas' convention: every chunk but the last holds ``chunksize`` rows, though the
+    decoder's batches end where a read of the file ends (``chunk_bytes``), a file ends,
+    or a damaged stretch ends (they were handed out as they came: 100, 61, 26, …)."""
+    runs = [data_dir / "vinj0_th1030_20250729-185248.apx"] * 2
+    whole = bindf.read(runs, output="arrow")
+    for chunksize in (100, 1000, 10**6):
+        with bindf.read(runs, chunksize=chunksize, chunk_bytes=4096, output=output) as reader:
+            first = reader.get_chunk(7)  # (then on with chunksize rows each)
+            chunks = list(reader)
+        sizes = [len(first), *(len(c) for c in chunks)]
+        assert sizes[0] == 7 and sizes[1:-1] == [chunksize] * (len(sizes) - 2)
+        assert 0 < sizes[-1] <= chunksize and sum(sizes) == whole.num_rows
+        if output == "pandas":
+            got = pa.Table.from_pandas(pd.concat([first, *chunks]), preserve_index=False)
+        elif output == "polars":
+            got = pl.concat([first, *chunks]).to_arrow()
+        else:
+            got = pa.concat_tables([first, *chunks])
+        assert got.to_pydict() == whole.to_pydict()
+
+
 def test_chunks_of_many_files_carry_one_info(stt1_files: list[Path]) -> None:
     """Every chunk of a multi-file read carries the read's info (every source): made
     once, shared read-only by the pandas chunks (it was rebuilt and walked for every

@@ -431,6 +431,8 @@ def test_a_stream_hands_out_the_rows_before_the_damage_then_raises(
             assert info.value.offset == at
             got = pa.concat_tables(chunks).replace_schema_metadata()
             assert got.equals(before.replace_schema_metadata()), (source, chunksize)
+            # chunksize rows each, but the one that met the damage (then the error)
+            assert all(c.num_rows == chunksize for c in chunks[:-1])
 
 
 def test_a_chunked_read_of_no_rows_gives_one_empty_chunk(tmp_path: Path) -> None:

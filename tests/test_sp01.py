@@ -178,8 +178,11 @@ def test_n_rows_and_columns(real):
 
 def test_chunksize(real):
     chunks = list(bindf.read_sp01(real, chunksize=5000))
-    # "At most chunksize rows": SP01 chunks hold whole records (9 × 512 rows here).
-    assert [len(c) for c in chunks] == [4608] * 11 + [512]
+    # pandas' convention: chunksize rows each (a record's rows may span two chunks);
+    # the decoder's batches hold whole records (9 × 512 rows here)
+    assert [len(c) for c in chunks] == [5000] * 10 + [1200]
+    assert [b.num_rows for b in bindf.iter_batches(real, batch_size=5000)] == \
+        [4608] * 11 + [512]
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), bindf.read_sp01(real))
 
 

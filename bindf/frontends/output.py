@@ -793,9 +793,11 @@ def batch_to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
 class ChunkedReader(Iterator[Frame]):
     """Iterator of frames returned when ``chunksize=`` is given (pandas' convention).
 
-    As in pandas' chunked readers, pandas chunks are numbered on from the chunks before
-    them (``RangeIndex`` 0..n-1, then n..), so ``pd.concat(chunks)`` equals the whole
-    read. Usable as a context manager; ``close()`` stops reading.
+    As in pandas' chunked readers, each chunk holds ``chunksize`` rows (the last one
+    fewer), whatever the sizes of the decoder's batches (which end where a read of the
+    file or a damaged stretch ends), and pandas chunks are numbered on from the chunks
+    before them (``RangeIndex`` 0..n-1, then n..), so ``pd.concat(chunks)`` equals the
+    whole read. Usable as a context manager; ``close()`` stops reading.
 
     ``get_chunk(size)`` and ``read(nrows)`` take any number of rows, as pandas' chunked
     readers' do (iteration then goes on with the next ``chunksize`` rows).
@@ -803,7 +805,9 @@ class ChunkedReader(Iterator[Frame]):
     Every chunk carries the same info (format, header, source), so that ``pd.concat``
     keeps it (pandas drops ``attrs`` that differ between the frames it joins). Damage
     skipped under ``on_error="warn"``/``"skip"`` is counted in :attr:`errors`, which is
-    final once the last chunk is read, as a stream's count is.
+    final once the last chunk is read, as a stream's count is. Under ``"raise"`` the
+    rows before the damage come first (the chunk that meets it ends there, shorter),
+    then the next call raises.
     """
 
     def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, output: Output,
@@ -832,6 +836,9 @@ class ChunkedReader(Iterator[Frame]):
         #: Rows taken from the stream but not handed out yet (the rest of a batch that
         #: get_chunk or read cut)
         self._pending: list[pa.RecordBatch] = []
+        #: The error the stream raised after rows that a chunk then handed out: raised
+        #: by the next call
+        self._failed: Exception | None = None
         self._closed = False
 
     def __iter__(self) -> ChunkedReader:
@@ -843,8 +850,10 @@ class ChunkedReader(Iterator[Frame]):
         return dict(self._info().get("errors") or {})
 
     def __next__(self) -> Frame:
-        if self._pending:  # after get_chunk or read cut a batch: the next chunksize rows
-            return self._frame(self._take(self._chunksize))
+        batches = self._take(self._chunksize)
+        if batches:
+            return self._frame(batches)
+        # no row left: StopIteration, or the one empty chunk of a read without rows
         return self._frame([self._next_batch()])
 
     def get_chunk(self, size: int | None = None) -> Frame:
@@ -878,6 +887,11 @@ class ChunkedReader(Iterator[Frame]):
                     batch = self._next_batch(empty_chunk=False)
                 except StopIteration:
                     break
+                except Exception as exc:
+                    if not taken:
+                        raise
+                    self._failed = exc  # (the rows before it first)
+                    break
             if rows is not None and count + batch.num_rows > rows:
                 keep = rows - count
                 self._pending.insert(0, batch.slice(keep))
@@ -889,6 +903,9 @@ class ChunkedReader(Iterator[Frame]):
     def _next_batch(self, *, empty_chunk: bool = True) -> pa.RecordBatch:
         if self._closed:
             raise StopIteration
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
         try:
             batch = next(self._batches)
         except StopIteration:
@@ -926,6 +943,7 @@ class ChunkedReader(Iterator[Frame]):
         """Stop reading: no more chunks (nor rows a get_chunk or read cut off)."""
         self._closed = True
         self._pending.clear()
+        self._failed = None
         self._empty_chunk_due = False
         close = getattr(self._batches, "close", None)
         if close is not None:
