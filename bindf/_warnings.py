@@ -54,7 +54,7 @@ class WarningSink:
         """Issue the recorded warnings (in order, through the user's filters, at the
         user's line) and forget them. Each is issued on its own: identical warnings of
         several files all show."""
-        while self.recorded:  # (a prefetch worker may add one meanwhile: not lost)
+        while self.recorded:
             _issue(self.recorded.pop(0))
 
     def replay(self) -> None:

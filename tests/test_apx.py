@@ -892,6 +892,53 @@ def test_many_damaged_markers_give_few_batches_and_every_row(tmp_path, level):
     ).replace_schema_metadata(None))
 
 
+@pytest.mark.parametrize("how", ["chunked", "n_rows", "scan head"])
+def test_a_read_that_stops_early_reports_only_the_damage_it_read(tmp_path, monkeypatch, how):
+    """A read that stops after its first rows warns of, and counts, the damage of the
+    chunks it read only, on two threads as on one: the prefetch worker decodes chunks
+    ahead, and their warnings and counts wait for them to be taken (they reached the
+    read's warnings and ``errors`` at once)."""
+    monkeypatch.setattr(apx, "PREFETCH_MIN_BYTES", 0)
+    monkeypatch.setattr(apx, "PREFETCH_MAX_SKIPPED_ROWS", 0)
+    columns = apx.ApxReader._columns
+
+    def slow_columns(self, *args):  # (the worker gets as far ahead as it may go)
+        time.sleep(0.02)
+        return columns(self, *args)
+
+    monkeypatch.setattr(apx.ApxReader, "_columns", slow_columns)
+    good = IDLE2 + hit(1) + hit(2) + TAIL
+    data = bytearray(apx_file_bytes([(k, 10 * k, good) for k in range(3000)]))
+    markers = [i for i in range(len(data)) if data[i : i + 3] == b"\xfe\xdc\xba"]
+    for k in (3, 250, 1500, 2900):  # 250: in the chunk after the first (decoded ahead)
+        data[markers[k] : markers[k] + 3] = b"JNK"
+    path = write_file(tmp_path, bytes(data))
+
+    def stop_early(threads: int) -> tuple[list[int | None], dict[str, int]]:
+        options = dict(on_error="warn", chunk_bytes=8192, threads=threads)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if how == "chunked":
+                reader = bindf.read_apx(path, chunksize=10, output="arrow", **options)
+                first = next(reader)
+                assert first.num_rows == 10
+                errors = reader.errors
+                reader.close()
+            elif how == "n_rows":
+                head = bindf.read_apx(path, n_rows=10, output="arrow", **options)
+                errors = bindf.arrow.table_info(head)["errors"]
+            else:
+                assert pl.scan_apx(path, **options).head(10).collect().height == 10
+                errors = None  # (polars' head keeps no bindf metadata)
+        return [w.message.offset for w in caught], errors
+
+    one = stop_early(1)
+    assert one[0] == [markers[3]]
+    assert one[1] in (None, {"bad_readout_marker": 1, "skipped_bytes": len(good) + 19})
+    for _ in range(3):
+        assert stop_early(2) == one
+
+
 def test_resync_skips_markers_whose_payload_cannot_fit(tmp_path):
     h1 = hit(3)
     fake = b"\xfe\xdc\xba" + struct.pack("<IQI", 9, 9, 10**6)  # inside junk: L too big

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import warnings
 from pathlib import Path
 
@@ -744,6 +745,43 @@ def test_follow_from_a_short_start_equals_the_finished_read(tmp_path, first_flus
     assert bindf.read_header(live, format="astep")["ts_order"] == "big"
     table = pa.concat_tables(t.replace_schema_metadata(None) for t in got)
     assert table.equals(expected.replace_schema_metadata(None))
+
+
+def test_a_read_that_stops_early_reports_only_the_damage_it_read(data_dir, tmp_path,
+                                                                 monkeypatch):
+    """Under ``"warn"`` a read of the first rows warns of, and counts, the damage and
+    filler of the chunks it read only, on two threads as on one (the prefetch worker's
+    chunks decoded ahead reached the read's warnings and counts at once)."""
+    data = (data_dir / "quad_chip_data.bin").read_bytes() * 40
+    frame_starts = bindf.read(data_dir / "quad_chip_data.bin", format="astep",
+                              output="arrow")["byte_offset"].to_pylist()
+    starts = [o + len(data) // 40 * r for r in range(40) for o in frame_starts]
+    damaged = bytearray(data)
+    at = [min(s for s in starts if s >= target) for target in (100, 70_000, 300_000)]
+    for offset in at:  # the first chunk (64 KiB), the second, a later one
+        damaged[offset] = 0x01  # a length byte that starts no frame
+    path = tmp_path / "damaged.bin"
+    path.write_bytes(bytes(damaged))
+    made = astep.FrameColumns
+
+    def slow_columns(*args, **kwargs):  # (the worker gets as far ahead as it may go)
+        time.sleep(0.02)
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(astep, "FrameColumns", slow_columns)
+
+    def stop_early(threads: int) -> tuple[list[int | None], dict[str, int]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            head = bindf.read(path, format="astep", n_rows=5, threads=threads,
+                              on_error="warn", chunk_bytes=64 << 10, output="arrow")
+        return ([w.message.offset for w in caught],
+                bindf.arrow.table_info(head).get("errors"))
+
+    one = stop_early(1)
+    assert one[0] == [at[0]] and one[1]["resyncs"] == 1
+    for _ in range(3):
+        assert stop_early(2) == one
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -294,3 +294,54 @@ def test_prefetched_closed_early_closes_its_items(ahead: int) -> None:
     assert closed == [True]
     assert len(made) <= 1 + ahead  # the worker stayed at most `ahead` items ahead
 
+
+
+@pytest.mark.parametrize("ahead", [1, 2, 3])
+def test_prefetched_hands_on_warnings_and_counts_with_their_items(ahead: int) -> None:
+    """A step's warnings and damage counts reach the read when its item is taken: a
+    consumer that stops early gets none of the steps decoded ahead of it."""
+    import threading
+
+    from bindf._warnings import WarningSink, warn
+    from bindf.errors import CorruptDataWarning
+    from bindf.formats._stream import prefetched
+
+    counted: dict[str, int] = {}  # the decoder's, written by the worker only
+    made = threading.Event()
+
+    def items():
+        for i in range(10):
+            warn(CorruptDataWarning(f"damage in item {i}", path="f", offset=i))
+            counted["damaged"] = counted.get("damaged", 0) + 1
+            counted[f"kind{i % 2}"] = counted.get(f"kind{i % 2}", 0) + 2
+            if i == 1 + ahead:
+                made.set()  # the worker is as far ahead as it may go
+            yield i
+
+    into = {"other": 5}  # (counts the reader already had stay)
+    sink = WarningSink()
+    with sink.active():
+        stream = prefetched(items(), ahead=ahead, counts=(lambda: counted, into))
+        got = [next(stream), next(stream)]
+        assert made.wait(5)
+    stream.close()
+    assert got == [0, 1]
+    assert [w.offset for w in sink.recorded] == [0, 1]
+    assert into == {"other": 5, "damaged": 2, "kind0": 2, "kind1": 2}
+
+
+def test_prefetched_hands_on_the_warnings_before_an_error() -> None:
+    from bindf._warnings import WarningSink, warn
+    from bindf.errors import CorruptDataWarning
+    from bindf.formats._stream import prefetched
+
+    def items():
+        yield 0
+        warn(CorruptDataWarning("before the error", path="f", offset=7))
+        raise ValueError("damage")
+
+    sink = WarningSink()
+    with sink.active(), pytest.raises(ValueError, match="damage"):
+        for _ in prefetched(items(), ahead=2):
+            pass
+    assert [w.offset for w in sink.recorded] == [7]

@@ -47,6 +47,7 @@ import numpy as np
 
 from .._source import Source, read_into
 from .._threads import Lane, settle
+from .._warnings import WarningSink
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, TruncatedFileWarning
 from ._base import ON_ERROR_CHOICES
@@ -402,7 +403,9 @@ PREFETCH_AHEAD = 2
 
 
 def prefetched(items: Generator[T, None, None], *, ahead: int = 1,
-               thread_name: str = "bindf-decode") -> Generator[T, None, None]:
+               thread_name: str = "bindf-decode",
+               counts: tuple[Callable[[], dict[str, int]], dict[str, int]] | None = None,
+               ) -> Generator[T, None, None]:
     """Advance ``items`` up to ``ahead`` steps ahead of the consumer, in a worker thread.
 
     The readers' kernels release the GIL, and so do numpy's loops: decoding chunks
@@ -412,24 +415,49 @@ def prefetched(items: Generator[T, None, None], *, ahead: int = 1,
     an item must stay valid while ``ahead`` more are made: the decoders' ``slots``.
     Exceptions raised by ``items`` surface here, in order. Closing this generator waits
     for the worker and closes ``items`` (which closes the file).
+
+    What a step reports travels with its item: the warnings it gave (:func:`warn`) are
+    handed on (:meth:`~bindf._warnings.WarningSink.replay`) when its item is taken, and
+    with ``counts = (current, into)`` the damage counts it added to ``current()`` (the
+    decoder's ``errors``, which only the worker touches) are added to ``into`` (the
+    reader's) then. A consumer that stops early (``n_rows``, ``head``) so reports exactly
+    what a one-thread read reports, not the damage of chunks decoded ahead.
     """
     # A thread of its own, not one of the shared pools (bindf._threads.shared_executor):
     # the files of a glob, decoded side by side, each need their worker at the same time.
-    # Its one thread runs the queued next() calls in order; after the end (or an
-    # exception, which ends a generator) the calls still queued return _DONE.
-    # The worker runs in a copy of the consumer's context, as of its first step: the
-    # read's warning sink (bindf._warnings) is active there too, so the warnings of the
-    # chunks it decodes are issued by the consumer, in the read's order of files.
+    # Its one thread runs the queued steps in order; after the end (or an exception,
+    # which ends a generator) the steps still queued return _DONE. A step runs in a copy
+    # of the consumer's context, as of its first step, with a sink of its own.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
     context = contextvars.copy_context()
+    current, into = counts if counts is not None else (None, None)
+
+    def step() -> tuple[Any, WarningSink, dict[str, int] | None, BaseException | None]:
+        sink = WarningSink()
+        failed = None
+        try:
+            with sink.active():
+                item = next(items, _DONE)
+        except BaseException as exc:  # (raised in the consumer, after the warnings)
+            item, failed = _DONE, exc
+        return item, sink, None if current is None else dict(current()), failed
+
+    reported: dict[str, int] = {}  # of the counts, what `into` has been given
     try:
-        pending = deque(pool.submit(context.run, next, items, _DONE)
-                        for _ in range(max(1, ahead)))
+        pending = deque(pool.submit(context.run, step) for _ in range(max(1, ahead)))
         while True:
-            item = pending.popleft().result()
+            item, sink, counted, failed = pending.popleft().result()
+            sink.replay()
+            if counted is not None and into is not None:
+                for kind, count in counted.items():
+                    if count != reported.get(kind, 0):
+                        into[kind] = into.get(kind, 0) + count - reported.get(kind, 0)
+                reported = counted
+            if failed is not None:
+                raise failed
             if item is _DONE:
                 return
-            pending.append(pool.submit(context.run, next, items, _DONE))
+            pending.append(pool.submit(context.run, step))
             yield item
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -411,9 +411,10 @@ class ApxReader(FormatReader):
         decode_threads = max(1, self.threads // 2) if prefetch else self.threads
         stream = self.stream(per_call=per_call, slots=PREFETCH_AHEAD + 1 if prefetch else 1,
                              threads=decode_threads)
-        chunks = self._decoded_chunks(stream)
-        if prefetch:
-            chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-apx")
+        chunks = self._decoded_chunks(stream, counted_here=not prefetch)
+        if prefetch:  # (the counts of chunks decoded ahead wait for them to be taken)
+            chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-apx",
+                                counts=(lambda: stream.errors, self.errors))
         # (without prefetch each chunk is converted here right after its decoding, so
         # the decoder may write into the output columns: see _column_maker)
         to_batches = self._batch_maker(
@@ -510,14 +511,16 @@ class ApxReader(FormatReader):
         return numpy_batch(HitColumns()(merged, columns), schema)
 
     def _decoded_chunks(
-        self, stream: ApxStream
+        self, stream: ApxStream, *, counted_here: bool = True
     ) -> Generator[tuple[_Framed | None, Decoded], None, None]:
         """Frame and decode readouts chunk by chunk with ``stream`` (from :meth:`stream`):
-        all the sequential work (see :class:`ApxStream`). The decoder counts damage
-        straight into :attr:`errors`, so the counts are complete as soon as the last
-        chunk is decoded (the metadata of the last batch of a chunked read includes
-        them)."""
-        stream.errors = self.errors
+        all the sequential work (see :class:`ApxStream`). With ``counted_here`` the
+        decoder counts damage straight into :attr:`errors`, so the counts are complete
+        as soon as the last chunk is decoded (the metadata of the last batch of a chunked
+        read includes them); else it keeps them (a prefetch worker's: see
+        :func:`._stream.prefetched`, which hands them on chunk by chunk)."""
+        if counted_here:
+            stream.errors = self.errors
         yield from decode_file(self.source, stream, first_read=_FIRST_READ,
                                max_read=self.chunk_bytes)
 

@@ -473,11 +473,13 @@ class AstepReader(FormatReader):
         prefetch = self.threads > 1
         # (with a row limit, the least input its frames take: see output_lanes)
         input_bytes = None if n_rows is None else n_rows * _MIN_FRAME_BYTES
-        chunks = self._iter_parsed(per_call, columns,
-                                   slots=PREFETCH_AHEAD + 1 if prefetch else 1,
-                                   input_bytes=input_bytes)
-        if prefetch:
-            chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-astep")
+        stream = self.stream(per_call=per_call, slots=PREFETCH_AHEAD + 1 if prefetch else 1,
+                             lanes=self.output_lanes(input_bytes=input_bytes),
+                             handed_out=walk_arrays_for(columns))
+        chunks = self._iter_parsed(stream, counted_here=not prefetch)
+        if prefetch:  # (the counts of chunks decoded ahead wait for them to be taken)
+            chunks = prefetched(chunks, ahead=PREFETCH_AHEAD, thread_name="bindf-astep",
+                                counts=(lambda: stream.errors, self.errors))
         lanes = self.output_lanes(input_bytes=input_bytes)  # the walker has its own
         try:
             for parsed in chunks:
@@ -491,21 +493,18 @@ class AstepReader(FormatReader):
         finally:
             chunks.close()
 
-    def _iter_parsed(self, per_call: int, columns: Sequence[str], slots: int = 1,
-                     input_bytes: int | None = None) -> Generator[_Parsed, None, None]:
-        """Walk the file chunk by chunk (:class:`AstepStream`); its counts end up in
-        :attr:`errors`. A yielded item's arrays that none of ``columns`` hands out (the
-        sensor words always) are overwritten by the ``slots``-th item after it; the
-        others are its own."""
-        stream = self.stream(per_call=per_call, slots=slots,
-                             lanes=self.output_lanes(input_bytes=input_bytes),
-                             handed_out=walk_arrays_for(columns))
-        try:
-            yield from decode_file(self.source, stream, first_read=_FIRST_READ,
-                                   max_read=self.chunk_bytes)
-        finally:
-            for kind, count in stream.errors.items():
-                self.note_error(kind, count)
+    def _iter_parsed(self, stream: AstepStream, *,
+                     counted_here: bool = True) -> Generator[_Parsed, None, None]:
+        """Walk the file chunk by chunk with ``stream`` (from :meth:`stream`). With
+        ``counted_here`` its counts go straight into :attr:`errors`; else the stream
+        keeps them (a prefetch worker's: see :func:`._stream.prefetched`). A yielded
+        item's arrays that the stream's ``handed_out`` leaves out (the sensor words
+        always) are overwritten by the ``slots``-th item after it; the others are its
+        own."""
+        if counted_here:
+            stream.errors = self.errors
+        yield from decode_file(self.source, stream, first_read=_FIRST_READ,
+                               max_read=self.chunk_bytes)
 
     def stream(self, *, per_call: int = 1 << 16, slots: int = 1,
                data_end: int | None = -1, lanes: Lanes | None = None,
@@ -573,11 +572,11 @@ class AstepStream(StreamDecoder[_Parsed]):
         walker = self.walker
         while True:
             n, n_gaps, stop, code = walker.walk(buf, self._pos, have, self._offset)
-            first_gap = self._first_new_gap(n_gaps)
-            # (no resync counted under "raise": it raises at the first damaged byte; a
-            # read that stopped before it, its rows taken, counted one when its damage
-            # was decoded ahead on another thread)
-            self._account(resyncs=self.on_error != "raise")
+            counts = walker.counts()  # (filler bytes, resync bytes, stretches) so far
+            first_gap = self._first_new_gap(n_gaps, counts)
+            # (no resync counted under "raise": nothing is skipped, it raises at the
+            # first damaged byte)
+            self._account(counts, resyncs=self.on_error != "raise")
             if self.on_error == "raise" and first_gap is not None:
                 value = int(buf[first_gap - self._offset])
                 keep = int(np.searchsorted(walker.offset[:n], first_gap))
@@ -601,19 +600,19 @@ class AstepStream(StreamDecoder[_Parsed]):
             if code != _astep.PARSE_FULL:
                 return
 
-    def _account(self, resyncs: bool = True) -> None:
-        """Add the kernel's counts since the last call to :attr:`errors` (the resync
-        counts only if ``resyncs``)."""
-        now = self.walker.counts()
+    def _account(self, now: tuple[int, int, int], resyncs: bool = True) -> None:
+        """Add the kernel's counts ``now`` (:meth:`_FrameWalker.counts`) since the last
+        call to :attr:`errors` (the resync counts only if ``resyncs``)."""
         for kind, before, after in zip(("filler_bytes", "resync_bytes", "resyncs"),
                                        self.reported, now, strict=True):
             if after > before and (resyncs or kind == "filler_bytes"):
                 self.note_error(kind, after - before)
         self.reported = now
 
-    def _first_new_gap(self, n_gaps: int) -> int | None:
-        """Offset of the first stretch of unparsable bytes, if any was found."""
-        if self.walker.counts()[2] == 0:
+    def _first_new_gap(self, n_gaps: int, counts: tuple[int, int, int]) -> int | None:
+        """Offset of the first stretch of unparsable bytes, if any was found (``counts``:
+        the kernel's, :meth:`_FrameWalker.counts`)."""
+        if counts[2] == 0:
             return None
         return int(self.walker.gap_start[0]) if n_gaps else self.walker.open_gap
 
