@@ -435,6 +435,31 @@ def test_a_stream_hands_out_the_rows_before_the_damage_then_raises(
             assert all(c.num_rows == chunksize for c in chunks[:-1])
 
 
+def test_get_chunk_hands_out_the_rows_before_the_damage_read_raises_at_once(
+        tmp_path: Path) -> None:
+    """``get_chunk`` (which a loop calls again) ends at the damage and the next call
+    raises; ``read()`` asks for the rows in one call, so it raises at once (a frame cut
+    short at the damage would pass for all of them)."""
+    bad, good, offset = _apx_bad_markers((10,))(tmp_path)
+    before = bindf.read(good, output="arrow").filter(
+        pc.less(bindf.read(good, output="arrow")["readout_id"], 10))
+    reader = bindf.read(bad, chunksize=5, output="arrow")
+    got = [reader.get_chunk(before.num_rows - 3), reader.get_chunk(100)]
+    assert [c.num_rows for c in got] == [before.num_rows - 3, 3]
+    assert pa.concat_tables(got).replace_schema_metadata().equals(
+        before.replace_schema_metadata())
+    with pytest.raises(CorruptDataError) as info:
+        reader.get_chunk(100)
+    assert info.value.offset == offset
+    with pytest.raises(StopIteration):  # (the read has ended)
+        reader.get_chunk(100)
+    for nrows in (None, 10**6):
+        reader = bindf.read(bad, chunksize=5, output="arrow")
+        assert reader.read(3).num_rows == 3
+        with pytest.raises(CorruptDataError):
+            reader.read(nrows)
+
+
 def test_a_chunked_read_of_no_rows_gives_one_empty_chunk(tmp_path: Path) -> None:
     """As pandas' chunked readers (read_csv of a header-only file): one empty chunk with
     the columns, so that pd.concat(chunks) equals the whole read (it got no chunk:

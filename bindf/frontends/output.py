@@ -806,8 +806,8 @@ class ChunkedReader(Iterator[Frame]):
     keeps it (pandas drops ``attrs`` that differ between the frames it joins). Damage
     skipped under ``on_error="warn"``/``"skip"`` is counted in :attr:`errors`, which is
     final once the last chunk is read, as a stream's count is. Under ``"raise"`` the
-    rows before the damage come first (the chunk that meets it ends there, shorter),
-    then the next call raises.
+    rows before the damage come first (the chunk or ``get_chunk`` that meets it ends
+    there, shorter), then the next call raises; ``read()`` raises at once.
     """
 
     def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, output: Output,
@@ -873,11 +873,15 @@ class ChunkedReader(Iterator[Frame]):
         check_count("nrows", nrows, 0)
         if self._closed:
             raise ValueError("this chunked reader is closed")
-        return self._frame(self._take(nrows) or [self._empty()])
+        # (an error raises at once: one call asks for these rows, and a frame cut short
+        # at the damage would pass for all of them)
+        return self._frame(self._take(nrows, defer_error=False) or [self._empty()])
 
-    def _take(self, rows: int | None) -> list[pa.RecordBatch]:
+    def _take(self, rows: int | None, *, defer_error: bool = True) -> list[pa.RecordBatch]:
         """Batches of the next ``rows`` rows (``None``: every row left), the rest of a
-        cut batch kept for the next call."""
+        cut batch kept for the next call. With ``defer_error``, an error after some rows
+        ends the batches there and is raised by the next call (iteration and
+        ``get_chunk``, which a loop calls again)."""
         taken, count = [], 0
         while rows is None or count < rows:
             if self._pending:
@@ -888,7 +892,7 @@ class ChunkedReader(Iterator[Frame]):
                 except StopIteration:
                     break
                 except Exception as exc:
-                    if not taken:
+                    if not taken or not defer_error:
                         raise
                     self._failed = exc  # (the rows before it first)
                     break
