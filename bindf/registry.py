@@ -374,9 +374,7 @@ def discover_plugins() -> list[str]:
     for entry in found:
         if _SEEN_ENTRY_POINTS.get(entry.name) == entry.value:
             continue
-        problem = _name_problem(entry.name)
-        if problem is None and (entry.name in _BY_NAME or entry.name in _PENDING):
-            problem = "is taken"
+        problem = _name_problem(entry.name) or _taken_by(entry.name)
         if problem:
             warn(BindfWarning(
                 f"format plugin {entry.name!r} ({entry.value}) is ignored: the name {problem}"))
@@ -386,6 +384,19 @@ def discover_plugins() -> list[str]:
         _declare(entry.name)
         names.append(entry.name)
     return names
+
+
+def _taken_by(name: str) -> str | None:
+    """Why a plugin may not take ``name``: which format has it (None: free)."""
+    if name in _PENDING:
+        return f"is taken by the plugin {_PENDING[name].value}"
+    if name not in _BY_NAME:
+        return None
+    if any(s.name == name for s in BUILTIN):
+        return "is taken by a bindf built-in"
+    if name in _SEEN_ENTRY_POINTS:
+        return f"is taken by the plugin {_SEEN_ENTRY_POINTS[name]}"
+    return "is taken by a format registered with bindf.register_format"
 
 
 def _load_plugin(name: str) -> FormatSpec | None:

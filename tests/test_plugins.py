@@ -335,6 +335,9 @@ def test_a_broken_plugin_is_a_warning_naming_it() -> None:
     assert "format plugin 'brokenfmt' (bindf_broken_plugin:spec) failed to load" in result.stderr
     assert ("format plugin 'headers' (bindf_broken_plugin:spec) is ignored: the name is "
             "reserved: bindf.read_headers is one of bindf's own functions") in result.stderr
+    # a name that another format has: the warning says which one
+    assert ("format plugin 'apx' (bindf_broken_plugin:spec) is ignored: the name is taken "
+            "by a bindf built-in") in result.stderr
     # a plugin that calls sys.exit() at import is a warning too, not the end of the process
     assert ("format plugin 'exitfmt' (bindf_exiting_plugin:spec) failed to load: "
             "SystemExit: 3; it is ignored") in result.stderr
