@@ -272,7 +272,7 @@ class _Tail:
             batches = list(self.reader.iter_batches(self.follower.reader_columns(self.reader)))
         if not final and any(isinstance(w, TruncatedFileWarning) for w in seen.recorded):
             return []
-        seen.replay()
+        seen.emit()
         self.done, self.ended_by = True, "complete"
         return batches
 

@@ -49,7 +49,6 @@ import re
 import shutil
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -83,7 +82,7 @@ from ._manifest import (
 )
 from ._params import check_flag
 from ._threads import resolve_threads, usable_cores
-from ._warnings import warn
+from ._warnings import WarningSink, warn
 from .errors import BindfWarning
 
 __all__ = ["DatasetLockedError", "IngestReport", "find_sources",
@@ -662,31 +661,26 @@ class _Run:
             return
         bar = _ProgressBar(jobs) if progress else None
         last_save = time.monotonic()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", BindfWarning)
-            runner = _Runner(jobs, threads, client)  # (starts the jobs: warnings caught)
-            try:
-                for result in runner.results():
-                    self._record(result, caught)
-                    if bar is not None:
-                        bar.update(result["bytes"])
-                    if self.dirty and time.monotonic() - last_save > CHECKPOINT_SECONDS:
-                        self.save()
-                        last_save = time.monotonic()
-            finally:
-                # Interrupted: stop the running jobs, and record those that published
-                # their parts before they saw the request (or the parts would be in the
-                # dataset folder but not in the manifest until the next run).
-                for result in runner.stop():
-                    self._record(result, caught)
+        runner = _Runner(jobs, threads, client)  # (starts the jobs)
+        try:
+            for result in runner.results():
+                self._record(result)
                 if bar is not None:
-                    bar.close()
-                others = [w for w in caught if not issubclass(w.category, BindfWarning)]
-                caught.clear()
-        for w in others:  # not ours to record: pass them on
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                    bar.update(result["bytes"])
+                if self.dirty and time.monotonic() - last_save > CHECKPOINT_SECONDS:
+                    self.save()
+                    last_save = time.monotonic()
+        finally:
+            # Interrupted: stop the running jobs, and record those that published
+            # their parts before they saw the request (or the parts would be in the
+            # dataset folder but not in the manifest until the next run).
+            for result in runner.stop():
+                self._record(result)
+            if bar is not None:
+                bar.close()
 
-    def _record(self, result: dict[str, Any], caught: list[warnings.WarningMessage]) -> None:
+    def _record(self, result: dict[str, Any]) -> None:
+        """Enter a job's result (:func:`_run_job`) in the manifest and the report."""
         path, status, entry = result["path"], result["status"], result["entry"]
         report = self.report
         if status == "pending":
@@ -699,10 +693,7 @@ class _Run:
                                            "settings_hash": self.settings_hash}
             report.unchanged.append(path)
         else:
-            mine = [w for w in caught if getattr(w.message, "path", None) == path]
-            for w in mine:
-                caught.remove(w)
-            entry["warnings"] = result.get("warnings") or [str(w.message) for w in mine]
+            entry["warnings"] = result["warnings"]
             self.manifest.sources[path] = entry
             self.superseded.update(set((old or {}).get("parts") or ()) - set(entry["parts"]))
             if entry["warnings"]:
@@ -733,11 +724,11 @@ class _Runner:
         self.taken: set[Any] = set()
         if client is not None:  # (no stop Event: it does not pickle; dask cancels instead)
             self.pool = None
-            self.futures = client.map(_run_job_on_worker, jobs, pure=False)
+            self.futures = client.map(_run_job, jobs, pure=False)
             return
         self.event = threading.Event()
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="bindf-ingest")
-        self.futures = [self.pool.submit(run_job, replace(job, stop=self.event))
+        self.futures = [self.pool.submit(_run_job, replace(job, stop=self.event))
                         for job in jobs]
 
     def results(self) -> Iterator[dict[str, Any]]:
@@ -769,13 +760,18 @@ class _Runner:
         return [f.result() for f in late]
 
 
-def _run_job_on_worker(job: Job) -> dict[str, Any]:
-    """:func:`run_job` on a dask worker, returning its bindf warnings as text (warnings
-    raised in a worker process would otherwise end up in the worker's log)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", BindfWarning)
+def _run_job(job: Job) -> dict[str, Any]:
+    """:func:`run_job`, returning the bindf warnings of its file as text too
+    (``"warnings"``): they are recorded in the manifest and the report, not issued (and
+    warnings raised on a cluster's worker would end up in the worker's log).
+
+    A sink of this thread's own collects them: jobs run side by side on threads, here
+    and on a worker, and ``warnings.catch_warnings`` would swap the process-wide
+    filters under all of them (and under the user's other threads)."""
+    sink = WarningSink()
+    with sink.active():
         result = run_job(job)
-    result["warnings"] = [str(w.message) for w in caught if issubclass(w.category, BindfWarning)]
+    result["warnings"] = [str(w) for w in sink.recorded]
     return result
 
 

@@ -12,13 +12,13 @@ import contextlib
 import fnmatch
 import glob
 import os
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._ingest_worker import HEADER_COLUMN_TYPES, SOURCE_COLUMN
 from ._source import COMPRESSIONS
-from .errors import BindfError, BindfWarning
+from ._warnings import WarningSink
+from .errors import BindfError
 
 #: Files a folder source picks up by default: the registry's extensions, plus ``.bin``,
 #: the extension FLIM LABS exports carry (the registry detects those by magic bytes),
@@ -127,16 +127,14 @@ def infer_column_type(values: Iterable[Any]) -> str:
 def read_headers_for_types(paths: list[str], format: str | None,
                   options: dict[str, Any]) -> list[dict[str, Any]]:
     """Headers of ``paths`` for type inference; unreadable files are left out (their
-    ingestion records the error). One after the other: ``catch_warnings`` is not
-    thread-safe, and headers are cheap."""
+    ingestion records the error), and so are their warnings (it reports them)."""
     import bindf
 
     from ._params import DATA_ONLY_PARAMS
 
     options = {k: v for k, v in options.items() if k not in DATA_ONLY_PARAMS}  # a data read's only
     headers = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BindfWarning)
+    with WarningSink().active():  # (dropped)
         for path in paths:
             with contextlib.suppress(BindfError, OSError, ValueError, TypeError):
                 headers.append(bindf.read_header(path, format=format, **options))

@@ -4,7 +4,10 @@ A reader reports damage (a truncated tail, a skipped readout) with :func:`warn`.
 a read pipeline it is issued at once. While :class:`WarningSink` is active in the current
 thread (``with sink.active():``), the warning is recorded in the sink instead; the
 pipeline issues recorded warnings with :meth:`WarningSink.emit` in the caller's thread,
-in file order.
+in file order (into the caller's own sink, if one is active there: so a step that wants
+bindf's warnings of a read, or none of them, activates a sink around it, never
+``warnings.catch_warnings``, whose process-wide filters would also hide or catch the
+warnings of reads in other threads).
 
 Every warning is issued at the user's line: the innermost frame outside bindf, the
 libraries bindf is called through (polars' ``collect``, pandas, dask) and the standard
@@ -51,21 +54,18 @@ class WarningSink:
         return _Active(self)
 
     def emit(self) -> None:
-        """Issue the recorded warnings (in order, through the user's filters, at the
-        user's line) and forget them. Each is issued on its own: identical warnings of
-        several files all show."""
+        """Hand the recorded warnings on, in order, as if raised in this thread now, and
+        forget them: into the sink active here, if another one is (a bindf read inside
+        a step that collects its warnings: a dask partition's header, an ingestion
+        job), else issued (through the user's filters, at the user's line), each on its
+        own: identical warnings of several files all show."""
+        active = _SINK.get()
+        if active is not None and active is not self:
+            recorded, self.recorded = self.recorded, []
+            active.recorded.extend(recorded)
+            return
         while self.recorded:
             _issue(self.recorded.pop(0))
-
-    def replay(self) -> None:
-        """Hand the recorded warnings on as if raised in this thread now: into the sink
-        active here, or issued (warnings a worker thread recorded for this one)."""
-        active = _SINK.get()
-        if active is None:
-            self.emit()
-            return
-        recorded, self.recorded = self.recorded, []
-        active.recorded.extend(recorded)
 
 
 class _Active:

@@ -430,6 +430,27 @@ def test_truncated_file_warns_and_keeps_complete_records(stt1_files: list[Path])
     assert_same(ddf, eager)  # no second warning when computing
 
 
+def test_a_cut_run_warns_on_every_compute(tmp_path: Path) -> None:
+    """A run cut mid-readout warns in the worker that decodes it, on dask's threaded
+    scheduler, every time: a partition's header read hid bindf's warnings behind a
+    process-wide ``catch_warnings`` filter, so a cut file decoded meanwhile on the
+    other thread often gave no warning (6 computes in 8)."""
+    run = (Path(bindf.__file__).parent / "samples" / "astropix_threshold_scan.apx")
+    data = run.read_bytes()
+    paths = []
+    for k in range(4):
+        path = tmp_path / f"r{k}.apx"
+        path.write_bytes(data[: len(data) * 2 // 3] if k == 2 else data)
+        paths.append(str(path))
+    expected = bindf.read(paths[:2] + paths[3:], output="arrow").num_rows
+    for _ in range(12):
+        with pytest.warns(bindf.TruncatedFileWarning) as caught:
+            frame = bdask.read_apx(paths).compute(scheduler="threads")
+        assert [w.message.path for w in caught
+                if issubclass(w.category, bindf.TruncatedFileWarning)] == [paths[2]]
+        assert len(frame) > expected
+
+
 def test_file_that_shrinks_after_planning(stt1_files: list[Path]) -> None:
     path = stt1_files[0]
     ddf = bdask.read(str(path), blocksize=100 * RECORD)

@@ -207,7 +207,7 @@ def batches_in_parts(reader: ApxReader, parts: int,
         for piece in pieces:
             piece.close()
     for piece in standing:
-        piece.sink.replay()
+        piece.sink.emit()
         for kind, count in piece.stream.errors.items():
             reader.errors[kind] = reader.errors.get(kind, 0) + count
         yield from piece.batches

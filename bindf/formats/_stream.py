@@ -417,7 +417,7 @@ def prefetched(items: Generator[T, None, None], *, ahead: int = 1,
     for the worker and closes ``items`` (which closes the file).
 
     What a step reports travels with its item: the warnings it gave (:func:`warn`) are
-    handed on (:meth:`~bindf._warnings.WarningSink.replay`) when its item is taken, and
+    handed on (:meth:`~bindf._warnings.WarningSink.emit`) when its item is taken, and
     with ``counts = (current, into)`` the damage counts it added to ``current()`` (the
     decoder's ``errors``, which only the worker touches) are added to ``into`` (the
     reader's) then. A consumer that stops early (``n_rows``, ``head``) so reports exactly
@@ -447,7 +447,7 @@ def prefetched(items: Generator[T, None, None], *, ahead: int = 1,
         pending = deque(pool.submit(context.run, step) for _ in range(max(1, ahead)))
         while True:
             item, sink, counted, failed = pending.popleft().result()
-            sink.replay()
+            sink.emit()
             if counted is not None and into is not None:
                 for kind, count in counted.items():
                     if count != reported.get(kind, 0):

@@ -35,7 +35,6 @@ dask itself is imported only when a function here is called (``bindf[dask]``).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,8 +45,8 @@ import pyarrow as pa
 
 from .._params import DASK_HINTS, column_list
 from .._source import DecompressedSource, Source, Sources
-from .._warnings import warn
-from ..errors import BindfWarning, TruncatedFileWarning, missing_dependency
+from .._warnings import WarningSink, warn
+from ..errors import TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader, empty_batch
 from .batches import ReadPlan, with_extra_columns
 from .output import (
@@ -234,10 +233,11 @@ def read_partition(
         record_range=part.rows,
         path_type=path_type,
     )
-    with warnings.catch_warnings():
-        # What the header says (e.g. a declared record count beyond the end of the file)
-        # was reported on the client when the collection was made; not once per partition.
-        warnings.simplefilter("ignore", BindfWarning)
+    # What the header says (e.g. a declared record count beyond the end of the file)
+    # was reported on the client when the collection was made; not once per partition.
+    # (A dropped sink, not warnings.catch_warnings: its filter is process-wide, and hid
+    # the damage warnings of the partitions decoded meanwhile on the other threads.)
+    with WarningSink().active():
         plan.first_reader  # noqa: B018 - opens the file and reads its header
     # (not all_batches(): a partition's columns are not carved out of lanes)
     table = pa.Table.from_batches(plan.listed_batches(), schema=plan.output_schema())
