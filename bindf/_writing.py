@@ -56,7 +56,8 @@ def refuse_unlisted_channels(table: pa.Table, channel_columns: Sequence[str],
 
 
 def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
-                  first_row: int = 0, null_as_nan: bool = False) -> np.ndarray:
+                  first_row: int = 0, null_as_nan: bool = False,
+                  values_per_row: int = 1) -> np.ndarray:
     """Column ``name`` as a contiguous numpy array of ``dtype`` (safe cast, no nulls).
 
     Beside numbers: ``S`` fields take strings (as UTF-8) or bytes of at most the field's
@@ -67,15 +68,24 @@ def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
     the row number of ``table``'s first row, for a table that is part of a frame).
     ``null_as_nan``: for a float ``dtype``, null becomes NaN instead of being refused
     (for formats whose NaN stands for "no value", such as FCS1's JSON null).
+    ``values_per_row``: for a column of the values of a frame's lists flattened (SP01's
+    wide histograms), how many values each row holds, so that errors name the row.
     """
     dtype = np.dtype(dtype)
     column = table.column(name)
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
+    if values_per_row != 1:  # (errors name the frame's row, not the value's index)
+        try:
+            return column_values(table, name, dtype, first_row=0, null_as_nan=null_as_nan)
+        except _ValueInRow as exc:
+            raise exc.of_row(first_row + exc.row // values_per_row) from None
     if dtype.kind in "mM":  # null is a value there: NaT
-        return _time_values(column, name, dtype)
+        return _time_values(column, name, dtype, first_row)
     if column.null_count and not (null_as_nan and dtype.kind == "f"):
-        raise ValueError(f"column {name!r} has {column.null_count} null value(s); files cannot store them")
+        row = first_row + _first_true(column.is_null())
+        raise _ValueInRow(f"column {name!r} has {column.null_count} null value(s), the "
+                          f"first in row {row}; files cannot store them", row - first_row)
     if dtype.kind in "SUV":
         return _fixed_size_values(column, name, dtype, first_row)
     if dtype.kind == "b":
@@ -88,10 +98,15 @@ def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
     if column.type != target:
         try:
             cast = pc.cast(column, target, safe=True)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        except pa.ArrowNotImplementedError as exc:
             raise ValueError(
                 f"column {name!r} ({column.type}) cannot be stored as {target}: {exc}"
             ) from None
+        except pa.ArrowInvalid as exc:
+            row = _first_failing_row(column, target)
+            raise _ValueInRow(
+                f"column {name!r} ({column.type}) cannot be stored as {target}: row "
+                f"{first_row + row} holds {column[row].as_py()!r} ({exc})", row) from None
         if pa.types.is_floating(target):  # a safe cast lets a too large number become inf
             _refuse_overflow(column, cast, name, target, first_row)
         column = cast
@@ -112,11 +127,47 @@ def _refuse_overflow(column: pa.ChunkedArray, cast: pa.ChunkedArray, name: str,
                        & ~np.isfinite(cast.to_numpy()))
     if became_infinite.any():
         row = int(np.flatnonzero(became_infinite)[0])
-        raise ValueError(f"column {name!r}: {column[row].as_py()!r} in row {first_row + row} "
-                         f"is too large for {target}")
+        raise _ValueInRow(f"column {name!r}: {column[row].as_py()!r} in row {first_row + row} "
+                          f"is too large for {target}", row)
 
 
-def _time_values(column: pa.ChunkedArray, name: str, dtype: np.dtype) -> np.ndarray:
+class _ValueInRow(ValueError):
+    """A value that a file cannot store, ``row`` its index in the column converted."""
+
+    def __init__(self, message: str, row: int) -> None:
+        super().__init__(message)
+        self.row = row
+
+    def of_row(self, row: int) -> ValueError:
+        """The same error naming the frame's ``row`` instead (for a flattened column,
+        converted with ``first_row=0``: its message names the value's index)."""
+        return ValueError(str(self).replace(f"row {self.row}", f"row {row}", 1))
+
+
+def _first_true(mask: pa.ChunkedArray | pa.Array) -> int:
+    """Index of the first true value of a boolean array (one that has one)."""
+    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False)))[0])
+
+
+def _first_failing_row(column: pa.ChunkedArray, target: pa.DataType) -> int:
+    """The first row of ``column`` whose value a safe cast to ``target`` refuses (the
+    cast of the whole column was refused), found by bisection: a few casts of prefixes,
+    whatever the kinds of value and type (an error path: Arrow's message names the
+    value, not where it is)."""
+    low, high = 0, len(column)  # the prefix of `high` rows fails, of `low` rows not
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            pc.cast(column.slice(0, middle), target, safe=True)
+        except pa.ArrowInvalid:
+            high = middle
+        else:
+            low = middle
+    return low
+
+
+def _time_values(column: pa.ChunkedArray, name: str, dtype: np.dtype,
+                 first_row: int) -> np.ndarray:
     """A timestamp (naive) or date column as datetime64, a duration column as
     timedelta64, in the unit of ``dtype`` (a safe cast: no lost precision, no overflow)."""
     unit = np.datetime_data(dtype)[0]
@@ -135,8 +186,13 @@ def _time_values(column: pa.ChunkedArray, name: str, dtype: np.dtype) -> np.ndar
         raise ValueError(f"column {name!r} ({kind}) cannot be stored as {dtype}: it needs {needs}")
     try:
         ticks = pc.cast(pc.cast(column, target, safe=True), pa.int64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+    except pa.ArrowNotImplementedError as exc:
         raise ValueError(f"column {name!r} ({kind}) cannot be stored as {dtype}: {exc}") from None
+    except pa.ArrowInvalid as exc:
+        row = _first_failing_row(column, target)
+        raise _ValueInRow(f"column {name!r} ({kind}) cannot be stored as {dtype}: row "
+                          f"{first_row + row} holds {column[row].as_py()!r} ({exc})",
+                          row) from None
     values = pc.fill_null(ticks, NOT_A_TIME).to_numpy()
     return np.ascontiguousarray(values.view(dtype.newbyteorder("=")), dtype=dtype)
 
@@ -152,8 +208,8 @@ def _bool_values(column: pa.ChunkedArray, name: str, dtype: np.dtype,
     other = np.flatnonzero((numbers != 0) & (numbers != 1))
     if other.size:
         row = int(other[0])
-        raise ValueError(f"column {name!r}: row {first_row + row} holds {numbers[row]}, "
-                         "which a bool field cannot store (0 or 1)")
+        raise _ValueInRow(f"column {name!r}: row {first_row + row} holds {numbers[row]}, "
+                          "which a bool field cannot store (0 or 1)", row)
     return np.ascontiguousarray(numbers, dtype=dtype)
 
 
@@ -224,9 +280,9 @@ def _fixed_size_values(column: pa.ChunkedArray, name: str, dtype: np.dtype,
     if wrong.size:
         row = int(wrong[0])
         limit = f"exactly {width}" if dtype.kind == "V" else f"at most {width}"
-        raise ValueError(f"column {name!r}: the value in row {first_row + row} is "
-                         f"{lengths[row]} {what}; a {dtype} field holds {limit} "
-                         "(values are never cut)")
+        raise _ValueInRow(f"column {name!r}: the value in row {first_row + row} is "
+                          f"{lengths[row]} {what}; a {dtype} field holds {limit} "
+                          "(values are never cut)", row)
     padded = np.zeros((len(lengths), width), dtype=unit)
     padded[np.arange(width) < lengths[:, None]] = data
     return np.ascontiguousarray(padded.reshape(-1).view(dtype.newbyteorder("=")), dtype=dtype)

@@ -251,12 +251,14 @@ def test_writer_takes_python_values_and_pads_with_nuls(
                            "exactly 3"),
     ("v", ["abc", "def"], "column 'v' (string) cannot be stored as |V3: it needs bytes"),
     ("b", [0, 2], "column 'b': row 1 holds 2, which a bool field cannot store (0 or 1)"),
-    ("b", [None, True], "column 'b' has 1 null value(s); files cannot store them"),
+    ("b", [None, True], "column 'b' has 1 null value(s), the first in row 0; files cannot "
+                        "store them"),
+    ("t", [7, -1], "column 't' (int64) cannot be stored as uint64: row 1 holds -1 ("),
     ("when", pd.to_datetime(["2020-01-01", "2020-01-02"]).tz_localize("UTC"),
      "column 'when' (timestamp[{unit}, tz=UTC]) cannot be stored as >M8[ns]: it needs "
      "naive timestamps"),
-    ("span", pd.to_timedelta([1.5, 2], unit="s"), "column 'span' (duration[ns]) cannot be "
-                                                  "stored as timedelta64[s]: "),
+    ("span", pd.to_timedelta([2, 1.5], unit="s"), "column 'span' (duration[ns]) cannot be "
+                                                  "stored as timedelta64[s]: row 1 holds "),
     ("span", [1, 2], "column 'span' (int64) cannot be stored as timedelta64[s]: it needs "
                      "durations"),
 ])

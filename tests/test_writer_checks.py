@@ -53,12 +53,12 @@ def _pyarrow_message(message: str) -> str:
 
 
 @pytest.mark.parametrize(("value", "dtype", "message"), [
-    (256, "int64", "column 'channel_1' (int64) cannot be stored as uint8: Integer value 256 "
-                   "not in range: 0 to 255"),
-    (-1, "int64", "column 'channel_1' (int64) cannot be stored as uint8: Integer value -1 "
-                  "not in range: 0 to 255"),
-    (4.7, "float64", "column 'channel_1' (double) cannot be stored as uint8: Float value "
-                     "4.700000 was truncated converting to uint8"),
+    (256, "int64", "column 'channel_1' (int64) cannot be stored as uint8: row 0 holds 256 "
+                   "(Integer value 256 not in range: 0 to 255)"),
+    (-1, "int64", "column 'channel_1' (int64) cannot be stored as uint8: row 0 holds -1 "
+                  "(Integer value -1 not in range: 0 to 255)"),
+    (4.7, "float64", "column 'channel_1' (double) cannot be stored as uint8: row 0 holds 4.7 "
+                     "(Float value 4.700000 was truncated converting to uint8)"),
 ])
 def test_fcs1_refuses_a_channel_the_file_cannot_hold(curves, tmp_path, value, dtype, message):
     curves["channel_1"] = curves["channel_1"].astype(dtype)
@@ -71,8 +71,8 @@ def test_fcs1_refuses_a_channel_the_file_cannot_hold(curves, tmp_path, value, dt
 def test_fcs1_refuses_a_null_naming_the_column(curves, tmp_path):
     curves["channel_2"] = curves["channel_2"].astype("Int64")
     curves.loc[5, "channel_2"] = pd.NA
-    with pytest.raises(ValueError, match=r"^column 'channel_2' has 1 null value\(s\); files "
-                                         r"cannot store them$"):
+    with pytest.raises(ValueError, match=r"^column 'channel_2' has 1 null value\(s\), the "
+                                         r"first in row 5; files cannot store them$"):
         bindf.write_fcs1(tmp_path / "x.bin", curves)
     curves = bindf.read_fcs1(FCS1)
     curves["lag_index"] = curves["lag_index"].astype("Int64")
@@ -159,9 +159,9 @@ def test_apx3_writes_whole_number_float_columns(tmp_path):
 
 @pytest.mark.parametrize(("value", "message"), [
     (1.5, "write_apx: hit fields are integers: column 'row' (double) cannot be stored as "
-          "int64: Float value 1.500000 was truncated converting to int64"),
+          "int64: row 3 holds 1.5 (Float value 1.500000 was truncated converting to int64)"),
     (np.nan, "write_apx: hit fields are integers: column 'row' (double) cannot be stored as "
-             "int64: Float value nan was truncated converting to int64"),
+             "int64: row 3 holds nan (Float value nan was truncated converting to int64)"),
 ])
 def test_apx_refuses_a_fraction_or_nan_naming_the_column(tmp_path, value, message):
     hits = bindf.read_apx(APX4)
@@ -177,8 +177,8 @@ def test_apx_refuses_a_null_and_a_text_column(tmp_path):
     hits["row"] = hits["row"].astype("Int64")
     hits.loc[3, "row"] = pd.NA
     with pytest.raises(ValueError, match=re.escape(
-            "write_apx: hit fields are integers: column 'row' has 1 null value(s); files "
-            "cannot store them")):
+            "write_apx: hit fields are integers: column 'row' has 1 null value(s), the first "
+            "in row 3; files cannot store them")):
         bindf.write_apx(tmp_path / "f.apx", hits)
     hits["row"] = hits["row"].fillna(0).astype(str)
     with pytest.raises(ValueError, match=r"^write_apx: column 'row' must be integer, not "
@@ -270,3 +270,39 @@ def test_write_apx_refuses_bad_layout_arguments_by_name(tmp_path):
     bindf.write_apx(out, hits, idle_between=np.arange(len(hits)) % 3)
     pd.testing.assert_frame_equal(bindf.read_apx(out), hits, check_like=False,
                                   check_exact=True, check_flags=False, check_freq=False)
+
+
+def test_every_writer_names_the_row_of_a_value_it_cannot_store(tmp_path, monkeypatch):
+    """A value a file cannot hold is an error naming its column and its row in the
+    frame: also past the first of the steps a writer converts a large frame in, and for
+    a wide SP01 histogram (a column of lists, checked flattened)."""
+    import polars as pl
+
+    from bindf import _writing
+    from bindf.formats import _astep_writer, _it02_writer
+
+    samples = Path(bindf.__file__).parent / "samples"
+    for module in (_writing, _it02_writer, _astep_writer):
+        if hasattr(module, "WRITE_CHUNK_ROWS"):
+            monkeypatch.setattr(module, "WRITE_CHUNK_ROWS", 4)
+    tracing = bindf.read(samples / "intensity_tracing_it02.bin")
+    channel = next(c for c in tracing.columns if c.startswith("ch"))
+    tracing[channel] = tracing[channel].astype("float64")
+    tracing.loc[9, channel] = 2.5
+    with pytest.raises(ValueError, match=rf"^column '{channel}' \(double\) cannot be stored "
+                                         r"as uint32: row 9 holds 2\.5 \("):
+        bindf.write_it02(tmp_path / "x.bin", tracing)
+    frames = bindf.read(samples / "astep_quad_chip_frames.bin", format="astep")
+    frames["layer"] = frames["layer"].astype("int64")
+    frames.loc[6, "layer"] = 300
+    with pytest.raises(ValueError, match=r"^column 'layer' \(int64\) cannot be stored as "
+                                         r"uint8: row 6 holds 300 \("):
+        bindf.write_astep(tmp_path / "x.bin", frames)
+    wide = bindf.read_sp01(samples / "decay_curves_sp01.bin", shape="wide", output="polars")
+    name = next(c for c in wide.columns if c.startswith("ch"))
+    histograms = wide[name].to_list()
+    histograms[2][17] = -1
+    with pytest.raises(ValueError, match=rf"^column '{name}' \(int64\) cannot be stored as "
+                                         r"uint32: row 2 holds -1 \("):
+        bindf.write_sp01(tmp_path / "x.bin", wide.with_columns(pl.Series(name, histograms)))
+    assert nothing_written(tmp_path)

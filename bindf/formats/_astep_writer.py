@@ -100,12 +100,12 @@ def frame_block(table: pa.Table, chip: int | None, ts_order: str, ts_bytes: int 
     follow frame ``i``. ``first_row`` (of ``table`` in the whole frame) numbers the rows
     that the ``ts_bytes``, ``fpga_ts`` and ``sensor`` errors name."""
     n = table.num_rows
-    layer = column_values(table, "layer", np.uint8)
-    fpga_ts = column_values(table, "fpga_ts", np.uint64)
+    layer = column_values(table, "layer", np.uint8, first_row=first_row)
+    fpga_ts = column_values(table, "fpga_ts", np.uint64, first_row=first_row)
     if ts_bytes is not None:
         width = np.full(n, ts_bytes, dtype=np.int64)
     elif "ts_bytes" in table.column_names:
-        width = column_values(table, "ts_bytes", np.uint8).astype(np.int64)
+        width = column_values(table, "ts_bytes", np.uint8, first_row=first_row).astype(np.int64)
         bad = ~np.isin(width, TS_WIDTHS)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -122,7 +122,7 @@ def frame_block(table: pa.Table, chip: int | None, ts_order: str, ts_bytes: int 
     if "sensor" in table.column_names:
         sensor_len, sensor_data, sensor_offsets = _sensor_column(table, first_row)
     else:
-        word = _encode_v3(table) if chip == 3 else _encode_v4(table)
+        word = (_encode_v3 if chip == 3 else _encode_v4)(table, first_row)
         sensor_len = np.full(n, PAYLOAD_OF_CHIP[chip] + 1, dtype=np.int64)
         as_bytes = word.astype(">u8").view(np.uint8).reshape(n, 8)
         sensor_data = as_bytes[:, : PAYLOAD_OF_CHIP[chip] + 1].ravel()
@@ -150,7 +150,9 @@ def _sensor_column(table: pa.Table, first_row: int) -> tuple[np.ndarray, np.ndar
     """``(byte count, concatenated bytes, offsets)`` of the ``sensor`` column, validated."""
     column = table.column("sensor")
     if column.null_count:
-        raise ValueError(f"column 'sensor' has {column.null_count} null value(s)")
+        i = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise ValueError(f"column 'sensor' has {column.null_count} null value(s), the first "
+                         f"in row {first_row + i}")
     try:
         array = column.combine_chunks().cast(pa.large_binary())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -177,15 +179,15 @@ def _sensor_column(table: pa.Table, first_row: int) -> tuple[np.ndarray, np.ndar
     return count, data, offsets
 
 
-def _field_values(table: pa.Table, name: str, bits: int) -> np.ndarray:
-    values = column_values(table, name, np.uint64)
+def _field_values(table: pa.Table, name: str, bits: int, first_row: int) -> np.ndarray:
+    values = column_values(table, name, np.uint64, first_row=first_row)
     if values.size and values.max() >> np.uint64(bits):
         i = int(np.flatnonzero(values >> np.uint64(bits))[0])
-        raise ValueError(f"row {i}: {name} {values[i]} does not fit in {bits} bits")
+        raise ValueError(f"row {first_row + i}: {name} {values[i]} does not fit in {bits} bits")
     return values
 
 
-def _encode_v3(table: pa.Table) -> np.ndarray:
+def _encode_v3(table: pa.Table, first_row: int) -> np.ndarray:
     names = table.column_names
     missing = [c for c in _V3_WRITE if c not in names]
     if not ({"tot_msb", "tot_lsb"} <= set(names) or "tot_total" in names):
@@ -193,24 +195,25 @@ def _encode_v3(table: pa.Table) -> np.ndarray:
     if missing:
         raise ValueError(f"cannot write AstroPix 3 frames: missing column(s) {missing}")
     if {"tot_msb", "tot_lsb"} <= set(names):
-        msb, lsb = _field_values(table, "tot_msb", 4), _field_values(table, "tot_lsb", 8)
+        msb = _field_values(table, "tot_msb", 4, first_row)
+        lsb = _field_values(table, "tot_lsb", 8, first_row)
     else:
-        total = _field_values(table, "tot_total", 12)
+        total = _field_values(table, "tot_total", 12, first_row)
         msb, lsb = total >> np.uint64(8), total & np.uint64(0xFF)
     u = np.uint64
-    return ((((_field_values(table, "chip_id", 5) << u(3)) | u(4)) << u(56))
-            | (_field_values(table, "column", 1) << u(55))
-            | (_field_values(table, "location", 6) << u(48))
-            | (_field_values(table, "chip_timestamp", 8) << u(40))
+    return ((((_field_values(table, "chip_id", 5, first_row) << u(3)) | u(4)) << u(56))
+            | (_field_values(table, "column", 1, first_row) << u(55))
+            | (_field_values(table, "location", 6, first_row) << u(48))
+            | (_field_values(table, "chip_timestamp", 8, first_row) << u(40))
             | (msb << u(32)) | (lsb << u(24)))
 
 
-def _encode_v4(table: pa.Table) -> np.ndarray:
+def _encode_v4(table: pa.Table, first_row: int) -> np.ndarray:
     missing = [c for c in _V4_WRITE if c not in table.column_names]
     if missing:
         raise ValueError(f"cannot write AstroPix 4 frames: missing column(s) {missing}")
     word = np.full(table.num_rows, np.uint64(7) << np.uint64(56))  # payload 7
     for name in _V4_WRITE:
         first, end = V4_BITS[name]
-        word |= _field_values(table, name, end - first) << np.uint64(64 - end)
+        word |= _field_values(table, name, end - first, first_row) << np.uint64(64 - end)
     return word

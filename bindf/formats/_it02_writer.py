@@ -130,8 +130,8 @@ def write_it02(
         f.write(preamble)
         for lo in range(0, table.num_rows, WRITE_CHUNK_ROWS):
             part = table.slice(lo, WRITE_CHUNK_ROWS)
-            time = column_values(part, "time_ns", "<f8")
-            counts = [column_values(part, n, "<u4") for n in names]
+            time = column_values(part, "time_ns", "<f8", first_row=lo)
+            counts = [column_values(part, n, "<u4", first_row=lo) for n in names]
             if layout == "dense":
                 write_records(f, _encode_dense(time, counts))
             else:  # the encoder's index arrays are ~70 bytes a row: smaller steps

@@ -387,5 +387,6 @@ def _records_from_wide(
         if len(lengths) and (lengths != BINS).any():
             raise ValueError(f"cannot write SP01: every {name!r} histogram needs {BINS} values")
         flat = pa.table({name: pc.list_flatten(column)})
-        counts.append(column_values(flat, name, np.uint32).reshape(len(times), BINS))
+        counts.append(column_values(flat, name, np.uint32, values_per_row=BINS)
+                      .reshape(len(times), BINS))
     return times, counts
