@@ -48,7 +48,7 @@ def _library(frame: Any) -> str:
 
 _READ_ONLY = ("bindf's info (df.attrs['bindf']) is shared by every frame pandas derives "
               "from a read, and so cannot change in place: change a copy, such as "
-              "header = dict(df.bindf.header)")
+              "header = df.bindf.header.copy() (plain dicts and lists all the way down)")
 
 
 class _Shared:
@@ -73,12 +73,17 @@ class SharedDict(_Shared, dict):  # type: ignore[type-arg]
     pandas deep-copies ``attrs`` into each frame it derives (a slice, a column
     arithmetic, every group of a ``groupby``): the info of a read of thousands of files
     (every source path) made each such step cost milliseconds. Read-only, a deep copy of
-    it can be itself. ``dict(x)`` and ``x.copy()`` give ordinary dicts to change."""
+    it can be itself. ``x.copy()`` gives ordinary dicts and lists to change, all the
+    way down (``dict(x)`` copies the top level only)."""
 
     __slots__ = ()
 
     def __reduce__(self) -> Any:
         return (SharedDict, (dict(self),))
+
+    def copy(self) -> dict[Any, Any]:  # type: ignore[override]
+        """A plain copy to change, its dicts and lists copied too."""
+        return unshared(self)  # type: ignore[no-any-return]
 
     __setitem__ = __delitem__ = __ior__ = _Shared._refuse  # type: ignore[assignment]
     clear = pop = popitem = setdefault = update = _Shared._refuse  # type: ignore[assignment]
@@ -91,6 +96,10 @@ class SharedList(_Shared, list):  # type: ignore[type-arg]
 
     def __reduce__(self) -> Any:
         return (SharedList, (list(self),))
+
+    def copy(self) -> list[Any]:  # type: ignore[override]
+        """A plain copy to change, its dicts and lists copied too."""
+        return unshared(self)  # type: ignore[no-any-return]
 
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _Shared._refuse  # type: ignore[assignment]
     append = extend = insert = pop = remove = clear = sort = reverse = _Shared._refuse  # type: ignore[assignment]

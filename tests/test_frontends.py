@@ -841,6 +841,14 @@ def test_pandas_frames_share_the_reads_info_read_only(data_dir: Path) -> None:
         info["source"].append("x")
     header = dict(df.bindf.header)
     header["readout_uid"] = 3  # a copy is an ordinary dict
+    # .copy() is, all the way down (a nested value of dict(...) is still shared)
+    edited = df.bindf.header.copy()
+    nested = next(k for k, v in edited.items() if isinstance(v, dict))
+    edited[nested]["mine"] = 1
+    assert type(edited) is dict and "mine" not in df.bindf.header[nested]
+    sources = info["source"].copy()
+    sources.append("x")
+    assert type(sources) is list and len(info["source"]) == 2
     again = pickle.loads(pickle.dumps(df))
     assert again.attrs["bindf"] == info and json.loads(json.dumps(info)) == info
 
