@@ -102,13 +102,59 @@ def frame_to_table(frame: Frame, *, header: Mapping[str, Any] | None = None,
         frame.attrs = {**frame.attrs, "bindf": shared(info)}
     table = to_arrow_table(frame, keep_index=True, keep_na=True)
     attrs = getattr(frame, "attrs", None) if _library(frame) == "pandas" else None
+    metadata = dict(table.schema.metadata or {})
     if attrs:
-        metadata = dict(table.schema.metadata or {})
         metadata[PANDAS_ATTRS_KEY] = json.dumps(attrs, default=str).encode()
-        table = with_metadata(table, metadata)
+    if PANDAS_METADATA_KEY in metadata:
+        metadata[PANDAS_METADATA_KEY] = _readable_pandas_metadata(metadata[PANDAS_METADATA_KEY])
+    table = with_metadata(table, metadata)
     if info is not None:
         table = attach_info(table, info)
     return table, info
+
+
+def _readable_pandas_metadata(stored: bytes) -> bytes:
+    """pyarrow's pandas metadata, with each ``…[pyarrow]`` column type that pandas
+    cannot parse back (a ``dtype_backend="pyarrow"`` category column, spectroscopy's
+    ``marker``: ``dictionary<…>[pyarrow]``; SP01's wide histograms: a fixed-size list)
+    named as a type it can: ``category`` for a dictionary, else ``object``. Plain
+    ``pd.read_parquet`` failed on such a file (as on pandas' own ``to_parquet`` of the
+    frame); it reads those columns as categoricals and lists of arrays now, and
+    ``bindf.read_parquet`` gives the dtypes its ``dtype_backend`` asks for either way."""
+    pandas_metadata = json.loads(stored)
+    changed = False
+    for column in pandas_metadata.get("columns", []):
+        kind = column.get("numpy_type")
+        if not (isinstance(kind, str) and kind.endswith("[pyarrow]")):
+            continue
+        try:
+            pd.api.types.pandas_dtype(kind)
+        except (TypeError, ValueError, NotImplementedError):
+            column["numpy_type"] = "category" if kind.startswith("dictionary<") else "object"
+            # (for bindf.read_parquet, which gives the column its ArrowDtype back)
+            column["metadata"] = {**(column.get("metadata") or {}), _ARROW_DTYPE_KEY: kind}
+            changed = True
+    return json.dumps(pandas_metadata).encode() if changed else stored
+
+
+#: Marks a column of the pandas metadata whose ``ArrowDtype`` pandas could not read back
+#: (see :func:`_readable_pandas_metadata`).
+_ARROW_DTYPE_KEY = "bindf_arrow_dtype"
+
+
+def _with_arrow_dtypes_back(frame: pd.DataFrame, table: pa.Table,
+                            stored: bytes) -> pd.DataFrame:
+    """``frame`` (``table`` converted by its pandas metadata ``stored``) with the
+    columns that were ``ArrowDtype`` when written, but that pandas cannot read back as
+    such (:func:`_readable_pandas_metadata`), made ``ArrowDtype`` again: every column
+    comes back as pandas wrote it."""
+    names = [column["name"] for column in json.loads(stored).get("columns", [])
+             if _ARROW_DTYPE_KEY in (column.get("metadata") or {})]
+    for name in names:
+        if name in frame.columns and name in table.column_names:
+            frame[name] = pd.Series(pd.arrays.ArrowExtensionArray(table.column(name)),
+                                    index=frame.index, name=name)
+    return frame
 
 
 def _info_to_store(frame: Any, header: Mapping[str, Any] | None,
@@ -360,6 +406,8 @@ def read_parquet(
             frame = table.to_pandas(types_mapper=pd.ArrowDtype if dtype_backend else None)
         except _PANDAS_METADATA_UNREADABLE:
             return _without_pandas_metadata(table, info, dtype_backend)
+        if dtype_backend is None:
+            frame = _with_arrow_dtypes_back(frame, table, metadata[PANDAS_METADATA_KEY])
         if info is not None:
             set_pandas_info(frame, info)
         return frame

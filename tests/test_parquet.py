@@ -157,11 +157,12 @@ def test_a_frame_read_with_the_pyarrow_backend_round_trips(stt1_files: list[Path
                                                            tmp_path: Path) -> None:
     """pandas writes pandas metadata it cannot read back for an ArrowDtype dictionary
     column (`marker` of a dtype_backend="pyarrow" read): read_parquet raised pandas'
-    TypeError; the file is now converted as one without pandas metadata."""
+    TypeError. bindf writes such a column's type as one pandas reads (a categorical),
+    and bindf.read_parquet gives it back as written, as every column of a frame
+    written from pandas."""
     arrow_backed = bindf.read(stt1_files[0], dtype_backend="pyarrow")
     bindf.to_parquet(arrow_backed, tmp_path / "a.parquet")
-    pd.testing.assert_frame_equal(bindf.read_parquet(tmp_path / "a.parquet"),
-                                  bindf.read(stt1_files[0]))
+    pd.testing.assert_frame_equal(bindf.read_parquet(tmp_path / "a.parquet"), arrow_backed)
     pd.testing.assert_frame_equal(
         bindf.read_parquet(tmp_path / "a.parquet", dtype_backend="pyarrow"), arrow_backed)
     # every backend, and an SP01 wide frame's fixed-size lists ("pyarrow type specific
@@ -175,7 +176,18 @@ def test_a_frame_read_with_the_pyarrow_backend_round_trips(stt1_files: list[Path
         for backend in (None, "numpy_nullable", "pyarrow"):
             pd.testing.assert_frame_equal(
                 bindf.read_parquet(tmp_path / name, dtype_backend=backend),
-                bindf.read(source, dtype_backend=backend, **options))
+                # (by default: as written)
+                bindf.read(source, dtype_backend=backend or "pyarrow", **options))
+    # plain pd.read_parquet reads both files (it raised on their pandas metadata):
+    # the category column as a categorical, the histograms as arrays, header in attrs
+    plain = pd.read_parquet(tmp_path / "a.parquet")
+    assert isinstance(plain["marker"].dtype, pd.CategoricalDtype)
+    assert plain["marker"].astype("string").equals(arrow_backed["marker"].astype("string"))
+    assert plain.attrs["bindf"]["header"] == arrow_backed.attrs["bindf"]["header"]
+    wide = pd.read_parquet(tmp_path / "b.parquet")
+    expected = bindf.read(sp01, shape="wide")
+    channel = next(c for c in expected.columns if c.startswith("ch"))
+    assert [list(v) for v in wide[channel]] == [list(v) for v in expected[channel]]
     # the index the pandas metadata describes comes back with it: stored, or a range
     for rows, name in (([5, 2, 40, 7], "taken.parquet"), (slice(10, 20), "range.parquet")):
         part = arrow_backed.iloc[rows]
