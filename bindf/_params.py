@@ -128,9 +128,11 @@ HINTS: dict[str, str] = {
 #: What to do instead, for parameters of pandas' and polars' readers that bindf has no
 #: use for (a close name would mislead: ``rechunk`` is not ``chunksize``).
 ADVICE: dict[str, str] = {
-    "rechunk": "bindf's frames are contiguous already: drop rechunk=",
+    "rechunk": "bindf has no rechunk=: call .rechunk() on the frame (a read of several "
+               "files, or of a large file in batches, holds a chunk per batch)",
     "low_memory": "for bounded memory, read in chunks (chunksize=) or scan lazily",
-    "engine": "bindf has one decoder per format; output= picks pandas, polars or Arrow",
+    "engine": "bindf has one decoder per format: drop engine= (bindf.read's output= "
+              "picks pandas, polars or Arrow)",
     "use_pyarrow": "for Arrow, output='arrow' (or dtype_backend='pyarrow' in pandas)",
     "filepath_or_buffer": "the source is the first argument (or source=)",
 }
