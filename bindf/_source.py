@@ -450,12 +450,12 @@ def expand_sources(
             out.append(item)
             continue
         if is_source_object(item):
-            _refuse_unused_options(options, item)
+            refuse_unused_storage_options(options, item)
             out.append(object_source(item))
             continue
-        path = _path_text(item)
+        path = source_path_text(item)
         if not _is_url(path):
-            _refuse_unused_options(options, path)
+            refuse_unused_storage_options(options, path)
         if _is_url(path):
             out.extend(_expand_remote(path, options))
         elif has_glob_chars(path) and not os.path.exists(_local_path(path)):
@@ -575,23 +575,24 @@ def single_source(source: PathLike | SourceObject | Source,
         raise TypeError(f"source must be a path, a URL, bytes or a binary file object, not "
                         f"{source!r}")
     options = _storage_options(storage_options)
-    path = _path_text(source)
+    path = source_path_text(source)
     if not _is_url(path):
-        _refuse_unused_options(options, path)
+        refuse_unused_storage_options(options, path)
     return _path_source(path, options)
 
 
-def _path_text(item: str | os.PathLike[Any]) -> str:
+def source_path_text(item: str | os.PathLike[Any]) -> str:
     """A path or URL given as ``str`` or path-like (one whose ``__fspath__`` gives bytes
     too, decoded as the file system does), ``~`` expanded."""
     return user_path(os.fsdecode(os.fspath(item)))
 
 
-def _refuse_unused_options(options: dict[str, Any], source: Any) -> None:
+def refuse_unused_storage_options(options: dict[str, Any], source: Any) -> None:
     """``storage_options`` are fsspec's, for URLs: given with a local path or a file
     object they would be ignored without a word, so they are a ``ValueError`` (as in
-    pandas' readers). ``file://`` URLs are read as local paths and take none either."""
-    if options:
+    pandas' readers; each such item of a list, too). A ``file://`` URL passes, as in
+    pandas (bindf reads it as a local path: the options have nothing to do)."""
+    if options and not (isinstance(source, str) and source.startswith("file://")):
         what = repr(source) if isinstance(source, str) else "a buffer or file object"
         raise ValueError(f"storage_options= are for fsspec URLs (s3://, memory://, …), "
                          f"not {what}: drop them for local files")

@@ -78,13 +78,13 @@ def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
     if values_per_row != 1:  # (errors name the frame's row, not the value's index)
         try:
             return column_values(table, name, dtype, first_row=0, null_as_nan=null_as_nan)
-        except _ValueInRow as exc:
+        except ValueNotStorable as exc:
             raise exc.of_row(first_row + exc.row // values_per_row) from None
     if dtype.kind in "mM":  # null is a value there: NaT
         return _time_values(column, name, dtype, first_row)
     if column.null_count and not (null_as_nan and dtype.kind == "f"):
         row = first_row + _first_true(column.is_null())
-        raise _ValueInRow(f"column {name!r} has {column.null_count} null value(s), the "
+        raise ValueNotStorable(f"column {name!r} has {column.null_count} null value(s), the "
                           f"first in row {row}; files cannot store them", row - first_row)
     if dtype.kind in "SUV":
         return _fixed_size_values(column, name, dtype, first_row)
@@ -104,7 +104,7 @@ def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
             ) from None
         except pa.ArrowInvalid as exc:
             row = _first_failing_row(column, target)
-            raise _ValueInRow(
+            raise ValueNotStorable(
                 f"column {name!r} ({column.type}) cannot be stored as {target}: row "
                 f"{first_row + row} holds {column[row].as_py()!r} ({exc})", row) from None
         if pa.types.is_floating(target):  # a safe cast lets a too large number become inf
@@ -127,16 +127,19 @@ def _refuse_overflow(column: pa.ChunkedArray, cast: pa.ChunkedArray, name: str,
                        & ~np.isfinite(cast.to_numpy()))
     if became_infinite.any():
         row = int(np.flatnonzero(became_infinite)[0])
-        raise _ValueInRow(f"column {name!r}: {column[row].as_py()!r} in row {first_row + row} "
+        raise ValueNotStorable(f"column {name!r}: {column[row].as_py()!r} in row {first_row + row} "
                           f"is too large for {target}", row)
 
 
-class _ValueInRow(ValueError):
+class ValueNotStorable(ValueError):
     """A value that a file cannot store, ``row`` its index in the column converted."""
 
     def __init__(self, message: str, row: int) -> None:
         super().__init__(message)
         self.row = row
+
+    def __reduce__(self) -> Any:  # (pickled from a worker process: both arguments)
+        return (type(self), (str(self), self.row))
 
     def of_row(self, row: int) -> ValueError:
         """The same error naming the frame's ``row`` instead (for a flattened column,
@@ -190,7 +193,7 @@ def _time_values(column: pa.ChunkedArray, name: str, dtype: np.dtype,
         raise ValueError(f"column {name!r} ({kind}) cannot be stored as {dtype}: {exc}") from None
     except pa.ArrowInvalid as exc:
         row = _first_failing_row(column, target)
-        raise _ValueInRow(f"column {name!r} ({kind}) cannot be stored as {dtype}: row "
+        raise ValueNotStorable(f"column {name!r} ({kind}) cannot be stored as {dtype}: row "
                           f"{first_row + row} holds {column[row].as_py()!r} ({exc})",
                           row) from None
     values = pc.fill_null(ticks, NOT_A_TIME).to_numpy()
@@ -208,7 +211,7 @@ def _bool_values(column: pa.ChunkedArray, name: str, dtype: np.dtype,
     other = np.flatnonzero((numbers != 0) & (numbers != 1))
     if other.size:
         row = int(other[0])
-        raise _ValueInRow(f"column {name!r}: row {first_row + row} holds {numbers[row]}, "
+        raise ValueNotStorable(f"column {name!r}: row {first_row + row} holds {numbers[row]}, "
                           "which a bool field cannot store (0 or 1)", row)
     return np.ascontiguousarray(numbers, dtype=dtype)
 
@@ -280,7 +283,7 @@ def _fixed_size_values(column: pa.ChunkedArray, name: str, dtype: np.dtype,
     if wrong.size:
         row = int(wrong[0])
         limit = f"exactly {width}" if dtype.kind == "V" else f"at most {width}"
-        raise _ValueInRow(f"column {name!r}: the value in row {first_row + row} is "
+        raise ValueNotStorable(f"column {name!r}: the value in row {first_row + row} is "
                           f"{lengths[row]} {what}; a {dtype} field holds {limit} "
                           "(values are never cut)", row)
     padded = np.zeros((len(lengths), width), dtype=unit)

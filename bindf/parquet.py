@@ -51,9 +51,10 @@ from ._source import (
     is_source_object,
     local_matches,
     open_file_name,
+    refuse_unused_storage_options,
     remote_matches,
     source_items,
-    user_path,
+    source_path_text,
 )
 from ._writing import encode_preamble, inherited_header
 from .arrow import attach_info, build_info, info_from_metadata, info_to_metadata, with_metadata
@@ -440,12 +441,15 @@ def _parquet_inputs(source: Any, storage_options: dict[str, Any]) -> list[Any]:
     inputs: list[Any] = []
     for item in source_items(source):
         if is_source_object(item):
+            refuse_unused_storage_options(storage_options, item)
             inputs.append(item)
             continue
         if not isinstance(item, (str, os.PathLike)):
             raise TypeError(f"source must be a path, a glob, a URL, bytes, a binary file "
                             f"object or a list of those, not {item!r}")
-        path = user_path(os.fspath(item))
+        path = source_path_text(item)
+        if not _is_url(path):
+            refuse_unused_storage_options(storage_options, path)
         if _is_url(path):
             fs, fs_path = _fsspec_filesystem(path, storage_options)
             # (exists, not isfile: a dataset folder named as written is not a glob)

@@ -161,7 +161,13 @@ def test_storage_options_of_a_local_file_and_a_bytes_path_like(stt1_files: list[
     with pytest.raises(ValueError, match="storage_options= are for fsspec URLs"):
         bindf.read_header(path, storage_options={"anon": True})
     whole = bindf.read(path)
+    whole.bindf.to_parquet(path.with_suffix(".parquet"))
+    with pytest.raises(ValueError, match="storage_options= are for fsspec URLs"):
+        bindf.read_parquet(path.with_suffix(".parquet"), storage_options={"anon": True})
     pd.testing.assert_frame_equal(bindf.read(path, storage_options={}), whole)
+    # a file:// URL takes them, as in pandas (bindf reads it as a local path)
+    pd.testing.assert_frame_equal(
+        bindf.read(path.as_uri(), storage_options={"anon": True}), whole)
 
     class BytesPath:
         def __fspath__(self) -> bytes:

@@ -290,8 +290,13 @@ def test_every_writer_names_the_row_of_a_value_it_cannot_store(tmp_path, monkeyp
     tracing[channel] = tracing[channel].astype("float64")
     tracing.loc[9, channel] = 2.5
     with pytest.raises(ValueError, match=rf"^column '{channel}' \(double\) cannot be stored "
-                                         r"as uint32: row 9 holds 2\.5 \("):
+                                         r"as uint32: row 9 holds 2\.5 \(") as caught:
         bindf.write_it02(tmp_path / "x.bin", tracing)
+    # (it pickles, as raised in a worker process: a process pool broke on it)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert isinstance(again, ValueError) and str(again) == str(caught.value)
     frames = bindf.read(samples / "astep_quad_chip_frames.bin", format="astep")
     frames["layer"] = frames["layer"].astype("int64")
     frames.loc[6, "layer"] = 300

@@ -805,9 +805,10 @@ class ChunkedReader(Iterator[Frame]):
     Every chunk carries the same info (format, header, source), so that ``pd.concat``
     keeps it (pandas drops ``attrs`` that differ between the frames it joins). Damage
     skipped under ``on_error="warn"``/``"skip"`` is counted in :attr:`errors`, which is
-    final once the last chunk is read, as a stream's count is. Under ``"raise"`` the
-    rows before the damage come first (the chunk or ``get_chunk`` that meets it ends
-    there, shorter), then the next call raises; ``read()`` raises at once.
+    final once the last chunk is read, as a stream's count is. When the read fails
+    (damage under ``"raise"``, an unreadable file), the rows before the failure come
+    first (the chunk or ``get_chunk`` that meets it ends there, shorter), then the next
+    call raises; ``read()`` raises at once.
     """
 
     def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, output: Output,

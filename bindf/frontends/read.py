@@ -47,7 +47,7 @@ def read(
         check_count("chunksize", chunksize, 1)
         if kwargs.get("batch_size") is not None:  # (it was ignored, unchecked)
             raise TypeError("give chunksize= or batch_size=, not both: with chunksize= "
-                            "every chunk is one batch of that many rows")
+                            "every chunk holds that many rows (the last one fewer)")
         kwargs["batch_size"] = chunksize
     plan = ReadPlan.from_kwargs(source, format=format,
                                 path_type=path_type_for(output, dtype_backend), **kwargs)
