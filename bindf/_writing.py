@@ -83,7 +83,7 @@ def column_values(table: pa.Table, name: str, dtype: np.dtype | str, *,
     if dtype.kind in "mM":  # null is a value there: NaT
         return _time_values(column, name, dtype, first_row)
     if column.null_count and not (null_as_nan and dtype.kind == "f"):
-        row = first_row + _first_true(column.is_null())
+        row = first_row + first_true(column.is_null())
         raise ValueNotStorable(f"column {name!r} has {column.null_count} null value(s), the "
                           f"first in row {row}; files cannot store them", row - first_row)
     if dtype.kind in "SUV":
@@ -147,7 +147,7 @@ class ValueNotStorable(ValueError):
         return ValueError(str(self).replace(f"row {self.row}", f"row {row}", 1))
 
 
-def _first_true(mask: pa.ChunkedArray | pa.Array) -> int:
+def first_true(mask: pa.ChunkedArray | pa.Array) -> int:
     """Index of the first true value of a boolean array (one that has one)."""
     return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False)))[0])
 

@@ -120,8 +120,9 @@ def _readable_pandas_metadata(stored: bytes) -> bytes:
     ``marker``: ``dictionary<…>[pyarrow]``; SP01's wide histograms: a fixed-size list)
     named as a type it can: ``category`` for a dictionary, else ``object``. Plain
     ``pd.read_parquet`` failed on such a file (as on pandas' own ``to_parquet`` of the
-    frame); it reads those columns as categoricals and lists of arrays now, and
-    ``bindf.read_parquet`` gives the dtypes its ``dtype_backend`` asks for either way."""
+    frame); it reads those columns as categoricals and lists of arrays now. The
+    original type is kept beside it, so that ``bindf.read_parquet`` gives such a column
+    its ``ArrowDtype`` back (:func:`_with_arrow_dtypes_back`)."""
     pandas_metadata = json.loads(stored)
     changed = False
     for column in pandas_metadata.get("columns", []):

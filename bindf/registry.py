@@ -341,10 +341,9 @@ def register_format(spec: FormatSpec, *, replace: bool = False) -> FormatSpec:
                          "bindf's own functions")
     known = spec.name in _BY_NAME or spec.name in _PENDING
     if known and not replace:
-        builtin = any(s.name == spec.name for s in BUILTIN)
         raise ValueError(
             f"a format called {spec.name!r} is already registered"
-            + (" (a bindf built-in)" if builtin else "")
+            + (" (a bindf built-in)" if _is_builtin(spec.name) else "")
             + "; pass replace=True to replace it")
     _PENDING.pop(spec.name, None)
     _FAILED.pop(spec.name, None)
@@ -386,13 +385,17 @@ def discover_plugins() -> list[str]:
     return names
 
 
+def _is_builtin(name: str) -> bool:
+    return any(s.name == name for s in BUILTIN)
+
+
 def _taken_by(name: str) -> str | None:
     """Why a plugin may not take ``name``: which format has it (None: free)."""
     if name in _PENDING:
         return f"is taken by the plugin {_PENDING[name].value}"
     if name not in _BY_NAME:
         return None
-    if any(s.name == name for s in BUILTIN):
+    if _is_builtin(name):
         return "is taken by a bindf built-in"
     if name in _SEEN_ENTRY_POINTS:
         return f"is taken by the plugin {_SEEN_ENTRY_POINTS[name]}"

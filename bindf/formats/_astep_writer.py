@@ -12,7 +12,13 @@ import numpy as np
 import pyarrow as pa
 
 from .._atomic import atomic_output
-from .._writing import WRITE_CHUNK_ROWS, column_values, require_columns, to_arrow_table
+from .._writing import (
+    WRITE_CHUNK_ROWS,
+    column_values,
+    first_true,
+    require_columns,
+    to_arrow_table,
+)
 from .astep import FILLER, PAYLOAD_OF_CHIP, TS_WIDTHS, V4_BITS
 
 _V3_WRITE = ("chip_id", "column", "location", "chip_timestamp")
@@ -150,7 +156,7 @@ def _sensor_column(table: pa.Table, first_row: int) -> tuple[np.ndarray, np.ndar
     """``(byte count, concatenated bytes, offsets)`` of the ``sensor`` column, validated."""
     column = table.column("sensor")
     if column.null_count:
-        i = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        i = first_true(column.is_null())
         raise ValueError(f"column 'sensor' has {column.null_count} null value(s), the first "
                          f"in row {first_row + i}")
     try:
