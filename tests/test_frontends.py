@@ -1008,3 +1008,56 @@ def test_more_rows_than_a_polars_frame_holds_is_a_clear_error(
         bindf.read(stt1_files[0], output="polars")
     assert bindf.read(stt1_files[0], output="arrow").num_rows == 1000
     assert pl.read_spectro(stt1_files[0], n_rows=999).height == 999
+
+
+def test_exit_right_after_a_scan_that_stopped_early_does_not_abort(tmp_path: Path) -> None:
+    """``filter(...).head(n)`` over a file of several batches: polars may still be pulling
+    a batch on its own thread when ``collect()`` returns. A script that ends right there
+    was aborted by the interpreter's exit (status 134, "FATAL: exception not rethrown")
+    when that step took the GIL back during finalization; the exit now waits for it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.bin"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 30_000_000, dtype=np.uint8)
+                     .tobytes())
+    script = (
+        "import bindf, polars as pl\n"
+        f"lf = bindf.scan_records({str(path)!r}, dtype=[('x', '<u2'), ('y', 'i1')])\n"
+        "print(lf.filter(pl.col('x') > 5).head(3).collect().height)\n"
+    )
+    for _ in range(3):  # (the step must still run at the exit: it did every time here)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=120)
+        assert (done.returncode, done.stdout, "FATAL" in done.stderr) == (0, "3\n", False), \
+            done.stderr
+
+
+def test_the_exit_waits_for_scan_steps_under_way_and_stops_later_ones() -> None:
+    import threading
+
+    from bindf.frontends.polars import _SourceSteps
+
+    steps = _SourceSteps()
+    in_step, release = threading.Event(), threading.Event()
+
+    def frames():
+        in_step.set()
+        release.wait(10)
+        yield pl.DataFrame({"a": [1]})
+        yield pl.DataFrame({"a": [2]})  # never asked for once the exit began
+
+    got: list[int] = []
+    source = steps.stepped(frames())
+    consumer = threading.Thread(target=lambda: got.append(next(source)["a"][0]))
+    consumer.start()
+    in_step.wait(10)
+    exiting = threading.Thread(target=steps.wait_at_exit)
+    exiting.start()
+    exiting.join(0.2)
+    assert exiting.is_alive()  # waits for the step under way
+    release.set()
+    exiting.join(10)
+    consumer.join(10)
+    assert not exiting.is_alive() and got == [1]
+    assert list(source) == []  # a later step ends the source at once

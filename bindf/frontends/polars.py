@@ -9,9 +9,11 @@ only for ``head(n).filter(...)``: the limit comes first, as in its own scans.)
 
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import polars as pl
@@ -76,8 +78,61 @@ def _files_kept(paths: list[str], column: str | None,
     return verdict.to_list()
 
 
+class _SourceSteps:
+    """The steps of scan sources that polars' threads are running, so that the
+    interpreter's exit waits for them.
+
+    Why: polars pulls a source's next frame on a thread of its own, and may still be
+    pulling one after ``collect()`` returned (``filter(...).head(n)`` on a file of several
+    batches: the head was found, the batch being decoded is not needed). A step decodes
+    with the GIL released; if the interpreter is finalizing when it takes the GIL back,
+    Python ends the thread, and the unwinding through polars' frames aborts the process
+    ("FATAL: exception not rethrown", exit status 134) after the script's last line. An
+    ``atexit`` handler runs before that, while threads may still take the GIL: it lets the
+    steps under way finish, and any later step ends its source at once.
+    """
+
+    #: How long the exit waits for steps under way (each decodes one batch: well under
+    #: a second for a local file); past it, the exit goes on.
+    EXIT_WAIT_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._exiting = False
+        atexit.register(self.wait_at_exit)
+
+    def stepped(self, frames: Generator[pl.DataFrame, None, None]) -> Iterator[pl.DataFrame]:
+        """``frames``, each step counted while it runs; none once the interpreter exits."""
+        try:
+            while True:
+                with self._changed:
+                    if self._exiting:
+                        return
+                    self._running += 1
+                try:
+                    frame = next(frames, None)
+                finally:
+                    with self._changed:
+                        self._running -= 1
+                        self._changed.notify_all()
+                if frame is None:
+                    return
+                yield frame
+        finally:  # (a source closed early: its own clean-up now, not when collected)
+            frames.close()
+
+    def wait_at_exit(self) -> None:
+        with self._changed:
+            self._exiting = True
+            self._changed.wait_for(lambda: self._running == 0, self.EXIT_WAIT_SECONDS)
+
+
+_STEPS = _SourceSteps()
+
+
 def register_bindf_source(
-    io_source: Callable[..., Iterator[pl.DataFrame]],
+    io_source: Callable[..., Generator[pl.DataFrame, None, None]],
     *,
     schema: pl.Schema,
     explain_name: str,
@@ -100,7 +155,7 @@ def register_bindf_source(
         with_columns: list[str] | None, predicate: Any, n_rows: int | None, size: int | None
     ) -> Iterator[pl.DataFrame]:
         empty = True
-        for frame in io_source(with_columns, predicate, n_rows, size):
+        for frame in _STEPS.stepped(io_source(with_columns, predicate, n_rows, size)):
             empty = False
             yield frame
         if empty:
