@@ -97,6 +97,18 @@ def _listed(what: str, values: Any, kind: type, example: Any) -> tuple[Any, ...]
     return listed
 
 
+def checked_options(options: Any) -> tuple[Param, ...]:
+    """A format's declared options as a tuple; a ``TypeError`` for anything but the
+    parameters that ``bindf._params.option(name, default, annotation, doc)`` makes (a
+    name alone, ``options=["gain"]``, failed later with an ``AttributeError``)."""
+    listed = (options,) if isinstance(options, (str, Param)) else tuple(options)
+    for value in listed:
+        if not isinstance(value, Param):
+            raise TypeError(f"options holds the parameters that bindf._params.option(name, "
+                            f"default, annotation, doc) makes, not {value!r}")
+    return listed  # type: ignore[return-value]
+
+
 def _load(target: Any) -> Any:
     """``"module:attribute"`` → the attribute (imported now); anything else as is."""
     if not isinstance(target, str):
@@ -154,7 +166,11 @@ class FormatSpec:
         if self.probe is not None and not callable(self.probe):
             raise TypeError(f"probe must be a function of (first_bytes, source), not "
                             f"{self.probe!r}")
-        object.__setattr__(self, "options", tuple(self.options))
+        object.__setattr__(self, "options", checked_options(self.options))
+        if not (self.writer is None or isinstance(self.writer, str) or callable(self.writer)):
+            raise TypeError(f"writer must be a function of (path, frame, header=None, *, "
+                            f"overwrite=True), 'module:function' text or None, not "
+                            f"{self.writer!r}")
         if self.analysis is not None and self.analysis not in ANALYSIS_FAMILIES:
             raise ValueError(f"analysis is one of {sorted(ANALYSIS_FAMILIES)} or None, "
                              f"not {self.analysis!r}")

@@ -286,6 +286,27 @@ def test_import_bindf_is_lazy_and_knows_plugin_names_up_front() -> None:
                            "bindf.formats._record_fields", "bindf.formats.fixed_format"}, loaded
 
 
+def test_a_format_named_as_a_pandas_or_polars_reader_leaves_theirs_with_a_warning() -> None:
+    result = _fresh_python(
+        "import warnings, bindf, pandas as pd, polars as pl\n"
+        "own = pd.read_csv, pl.read_csv, pl.scan_csv, pd.read_excel\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    bindf.register_format(bindf.FixedRecordFormat('csv', dtype='<u4'))\n"
+        "    bindf.register_format(bindf.FixedRecordFormat('excel', dtype='<u4'))\n"
+        "assert (pd.read_csv, pl.read_csv, pl.scan_csv, pd.read_excel) == own\n"
+        "assert callable(bindf.read_csv) and callable(bindf.scan_excel)\n"
+        "print('\\n'.join(str(w.message) for w in caught))\n",
+        HERE / "plugin_site")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "format 'csv': pandas.read_csv, polars.read_csv, polars.scan_csv are pandas' or "
+        "polars' own and left as they are; read the format with bindf.read_csv and "
+        "bindf.scan_csv",
+        "format 'excel': pandas.read_excel, polars.read_excel are pandas' or polars' own and "
+        "left as they are; read the format with bindf.read_excel"]
+
+
 def test_a_read_with_format_given_imports_no_plugin() -> None:
     """A format given (A-STEP, no magic of its own: its file is checked against the
     other formats' magics) imports no plugin: only loaded formats are consulted."""

@@ -351,6 +351,8 @@ def test_structured_header_values_are_checked_not_cut(
     ([("n", [("a", "<u2")])], "record field 'n' ([('a', '<u2')]) is not supported: a nested "
                               "structure; flatten the dtype first"),
     ([("s", "S0"), ("t", "<u4")], "record field 's' (|S0) is not supported: it has zero size"),
+    ([("t", "<u4"), ("b", "<u2", (0,))],  # (flattened to no column; as a list, numpy's error)
+     "record field 'b' (('<u2', (0,))) is not supported: it has zero size"),
     ("<c8", "record field 'value' (complex64) is not supported: Arrow has no complex type; "
             "declare the real and imaginary parts as two '<f4' fields"),
 ])
@@ -377,6 +379,61 @@ def test_unsupported_dtype_from_a_header_callable_is_a_header_error(tmp_path: Pa
                                    "has no complex type; declare the real and imaginary parts "
                                    "as two '<f4' fields")
     assert caught.value.path == str(path)
+
+
+def test_header_text_that_is_not_valid_text_is_a_header_error(
+        tmp_path: Path, registered: Callable[..., bindf.FixedRecordFormat]) -> None:
+    """Bytes that are not UTF-8 in an ``S`` header field were read with characters
+    replaced (and the frame then did not write back); a lone surrogate in a ``U`` field
+    passed, and broke Arrow metadata, Parquet and read_headers with Unicode errors."""
+    not_utf8 = tmp_path / "s.bin"
+    not_utf8.write_bytes(b"HS01" + b"\xff\xfeab" + bytes(8))
+    surrogate = tmp_path / "u.bin"
+    surrogate.write_bytes(b"HS01" + np.array([0xD800, 65], "<u4").tobytes() + bytes(8))
+    for path, field, shown, why, size in (
+            (not_utf8, "S4", "|S4", "invalid start byte", 4),
+            (surrogate, "U2", "<U2", "surrogates not allowed", 8)):
+        name = f"text_{field.lower()}"
+        registered(name, magic=b"HS01", header=[("tag", field)], dtype="<u4")
+        for read in (lambda p, name=name: bindf.read(p, format=name, output="arrow"),
+                     lambda p, name=name: bindf.read_headers([p], format=name)):
+            with pytest.raises(bindf.HeaderError) as caught:
+                read(path)
+            assert caught.value.reason == (
+                f"header field 'tag' ({shown}) is not valid text ({why}); to read such "
+                f"files, declare its bytes as raw ('V{size}', shown as hex)")
+            assert (caught.value.path, caught.value.offset) == (str(path), 4)
+    registered("text_raw", magic=b"HS01", header=[("tag", "V4")], dtype="<u4")
+    assert bindf.read(not_utf8, format="text_raw").bindf.header == {"tag": "fffe6162"}
+
+
+def test_a_float128_header_field_is_refused_when_declared() -> None:
+    with pytest.raises(ValueError, match=r"header field 'q' \(float128\) is not supported: "
+                                         r"a 128-bit float is no JSON number"):
+        bindf.FixedRecordFormat("wide", magic=b"HF01", header=[("q", "<f16")], dtype="<u1")
+
+
+@pytest.mark.parametrize(("layout", "header", "cause"), [
+    (lambda h: [("x", f"<u{64 // h['bits']}")], 0, "ZeroDivisionError"),
+    (lambda h: h["names"].split(","), 5, "AttributeError"),
+])
+def test_any_error_of_a_layout_callable_from_header_values_is_a_header_error(
+        tmp_path: Path, layout: Any, header: int, cause: str) -> None:
+    path = tmp_path / "h.bin"
+    path.write_bytes(np.array([header], "<i4").tobytes() + bytes(8))
+    key = "bits" if cause == "ZeroDivisionError" else "names"
+    with pytest.raises(bindf.HeaderError, match=f"do not give a valid layout: {cause}"):
+        bindf.read_records(path, header=[(key, "<i4")], dtype=layout)
+
+
+def test_spec_options_and_writer_are_checked_when_declared() -> None:
+    with pytest.raises(TypeError, match="options holds the parameters that "
+                                        r"bindf._params.option\(.*\) makes, not 'gain'"):
+        bindf.FixedRecordFormat("opt", dtype="<u4", options=["gain"])
+    with pytest.raises(TypeError, match="writer must be a function"):
+        bindf.FixedRecordFormat("wr", dtype="<u4", writer=3)
+    with pytest.raises(TypeError, match="writer must be a function"):
+        bindf.FormatSpec("wr", "d", "bindf.formats.spectro:SpectroReader", writer=3)
 
 
 OUT_OF_ORDER = np.dtype({"names": ["a", "b", "c"], "formats": ["<u4", ">i2", "S3"],

@@ -36,7 +36,8 @@ def check_record_dtype(dtype: np.dtype) -> None:
     spans = []
     for name in dtype.names:
         field_dtype, offset = dtype.fields[name][:2]
-        why = _unsupported_because(field_dtype.base)
+        why = _unsupported_because(field_dtype.base) or (
+            "it has zero size" if field_dtype.itemsize == 0 else "")  # ('<u2', (0,))
         if why:
             raise ValueError(f"record field {name!r} ({field_dtype}) is not supported: {why}")
         spans.append((offset, offset + field_dtype.itemsize, name))

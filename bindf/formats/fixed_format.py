@@ -46,7 +46,7 @@ from .._writing import (
 )
 from ..arrow import STRING_BYTES_MAX
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedHeaderError
-from ..registry import FormatSpec
+from ..registry import FormatSpec, checked_options
 from ._fixed import FixedRecordReader
 from ._record_fields import (
     arrow_field,
@@ -72,8 +72,10 @@ def is_layout_callable(value: Any) -> bool:
 
 
 #: What a layout callable, or a header value it uses, raises for a header that does not
-#: give a layout (the reader makes a HeaderError of it, the writer a ValueError).
-LAYOUT_ERRORS = (TypeError, ValueError, KeyError, OverflowError, IndexError)
+#: give a layout (the reader makes a HeaderError of it, the writer a ValueError):
+#: ``bits=0`` divides by zero, a number where the callable expects text has no
+#: ``.lower()`` …
+LAYOUT_ERRORS = (TypeError, ValueError, LookupError, ArithmeticError, AttributeError)
 
 
 def _is_whole(value: Any, minimum: int) -> bool:
@@ -154,6 +156,11 @@ class FixedLayout:
                         + ("complex number; declare the real and imaginary parts as two "
                            "fields" if field_base.kind == "c" else
                            "nested records; flatten the dtype first"))
+                if field_base.kind == "f" and field_base.itemsize > 8:
+                    raise ValueError(
+                        f"header field {field_name!r} ({header_dtype[field_name]}) is not "
+                        f"supported: a {8 * field_base.itemsize}-bit float is no JSON "
+                        "number; declare its bytes as raw ('V16', shown as hex)")
             header = header_dtype
         elif isinstance(header, str) and not magic:
             raise ValueError('header="json" needs a magic (magic | u32 length | JSON)')
@@ -217,7 +224,16 @@ class FixedLayoutReader(FixedRecordReader):
                         f"{header_end + hdt.itemsize}-byte header",
                         path=self.path, offset=header_end + len(raw))
                 record = np.frombuffer(raw, dtype=hdt)[0]
-                header = {n: _header_json(record[n], hdt[n].base) for n in hdt.names}
+                for n in hdt.names:
+                    try:
+                        header[n] = _header_json(record[n], hdt[n].base)
+                    except UnicodeError as exc:  # (replaced characters would hide it, and
+                        # give a header the writer cannot write back)
+                        raise HeaderError(
+                            f"header field {n!r} ({hdt[n]}) is not valid text "
+                            f"({exc.reason}); to read such files, declare its bytes as raw "
+                            f"('V{hdt[n].itemsize}', shown as hex)",
+                            path=self.path, offset=header_end + hdt.fields[n][1]) from None
                 header_end += hdt.itemsize
         # Where the values that make the layout are: the header's first byte (past the
         # magic and, for JSON, its length field); 0 for a layout without a header.
@@ -484,6 +500,7 @@ class FixedRecordFormat(FormatSpec):
                  probe: Callable[..., bool] | None = None,
                  example_header: Mapping[str, Any] | None = None,
                  analysis: str | None = None, live_totals: tuple[str, ...] = ()) -> None:
+        options = checked_options(options)  # (read below, before FormatSpec checks them)
         layout = FixedLayout(dtype=dtype, magic=magic, header=header, offset=offset,
                              count=count, subarrays=subarrays, transform=transform,
                              rows_per_record=rows_per_record)
@@ -601,7 +618,8 @@ def _layout_problem(name: str, header: dict[str, Any] | None, exc: Exception) ->
 def _header_json(value: Any, base: np.dtype) -> Any:
     """A binary header field's value (``base``: the field's element dtype) as the JSON
     value the frame's header holds, for strict JSON (Arrow and Parquet metadata, the
-    CLI): text fields as text (``S`` read as UTF-8), raw bytes (``V``) as hex text,
+    CLI): text fields as text (``S`` read as UTF-8; text that is not valid Unicode is a
+    ``UnicodeError``), raw bytes (``V``) as hex text,
     datetime64 as ISO 8601 text, timedelta64 as a count of its unit, NaT and non-finite
     floats as None (strict JSON has neither); a sub-array as a list of those. The
     writers take each of these back (None as NaN or NaT: an infinity comes back NaN)."""
@@ -610,7 +628,11 @@ def _header_json(value: Any, base: np.dtype) -> Any:
     if base.kind == "V":
         return bytes(value).hex()
     if base.kind == "S":
-        return bytes(value).decode("utf-8", "replace")
+        return bytes(value).decode("utf-8")
+    if base.kind == "U":  # (numpy hands out lone surrogates and code points past U+10FFFF)
+        text = str(value)
+        text.encode("utf-8").decode("utf-8")
+        return text
     if base.kind in "mM":
         if np.isnat(value):
             return None

@@ -22,6 +22,8 @@ from typing import Any
 
 from .._params import DASK_HINTS, SCAN_HINTS, check_names, docstring, parameters, signature
 from .._source import Sources
+from .._warnings import warn
+from ..errors import BindfWarning
 from ..registry import FormatSpec, get_format
 
 #: kind → (what it returns, for the signature; which parameter table applies)
@@ -148,16 +150,26 @@ def functions_for(spec_name: str, *, has_writer: bool) -> dict[str, FormatFuncti
 
 def register_library_functions(name: str) -> None:
     """Add ``pd.read_<name>``, ``pl.read_<name>`` and ``pl.scan_<name>``; an attribute
-    that already exists there is never overwritten (unless it is bindf's own)."""
+    that already exists there is never overwritten (unless it is bindf's own): a format
+    called ``csv`` keeps ``pd.read_csv`` pandas' own, with a warning that says so, and
+    is read with ``bindf.read_csv``."""
     import pandas as pd
     import polars as pl
 
-    for module, output in ((pd, "pandas"), (pl, "polars")):
-        _set_if_free(module, f"read_{name}", FormatFunction("read", name, output=output))
-    _set_if_free(pl, f"scan_{name}", FormatFunction("scan", name))
-
-
-def _set_if_free(module: Any, attribute: str, value: FormatFunction) -> None:
-    existing = getattr(module, attribute, None)
-    if existing is None or isinstance(existing, FormatFunction):
-        setattr(module, attribute, value)
+    wanted = [(pd, f"read_{name}", FormatFunction("read", name, output="pandas")),
+              (pl, f"read_{name}", FormatFunction("read", name, output="polars")),
+              (pl, f"scan_{name}", FormatFunction("scan", name))]
+    taken = []
+    for module, attribute, function in wanted:
+        existing = getattr(module, attribute, None)
+        if existing is None or isinstance(existing, FormatFunction):
+            setattr(module, attribute, function)
+        else:
+            taken.append((module.__name__, attribute))
+    if taken:
+        names = ", ".join(f"{library}.{attribute}" for library, attribute in taken)
+        instead = " and ".join(sorted({f"bindf.{attribute}" for _, attribute in taken}))
+        one = len(taken) == 1
+        warn(BindfWarning(f"format {name!r}: {names} {'is' if one else 'are'} pandas' or "
+                          f"polars' own and left as {'it is' if one else 'they are'}; read "
+                          f"the format with {instead}"))
