@@ -30,8 +30,9 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
+from ._compressed import compression_of
 from ._params import check_count, check_names
-from ._source import Source, _is_url, compression_of, ensure_bindf_path, has_glob_chars, user_path
+from ._source import Source, _is_url, ensure_bindf_path, has_glob_chars, user_path
 from ._warnings import WarningSink, warn
 from .arrow import build_info, path_text
 from .errors import (

@@ -15,8 +15,8 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from ._compressed import COMPRESSIONS
 from ._ingest_worker import HEADER_COLUMN_TYPES, SOURCE_COLUMN
-from ._source import COMPRESSIONS
 from ._warnings import WarningSink
 from .errors import BindfError
 

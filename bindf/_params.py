@@ -138,7 +138,7 @@ ADVICE: dict[str, str] = {
 }
 
 #: The ``source`` parameter: its annotation names the ``Sources`` type of
-#: :mod:`bindf._source` (paths, URLs, bytes, binary file objects, fsspec ``OpenFile``,
+#: :mod:`bindf._inputs` (paths, URLs, bytes, binary file objects, fsspec ``OpenFile``,
 #: or a list of those).
 _SOURCE = inspect.Parameter("source", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                             annotation="Sources")

@@ -43,7 +43,7 @@ from ._follow import follow as follow
 from ._ingest import DatasetLockedError as DatasetLockedError
 from ._ingest import IngestReport as IngestReport
 from ._ingest import ingest as ingest
-from ._source import Sources as _Sources
+from ._inputs import Sources as _Sources
 from ._version import __version__ as __version__
 from .errors import BindfError as BindfError
 from .errors import BindfWarning as BindfWarning

@@ -457,7 +457,7 @@ def cmd_formats(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import bindf
-    from bindf._source import expand_sources
+    from bindf._inputs import expand_sources
     from bindf.frontends.headers import header_reader
     from bindf.registry import option_names
 
@@ -590,7 +590,7 @@ def _refuse_collisions(jobs: Sequence[tuple[list[Any], str]]) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from bindf._source import expand_sources
+    from bindf._inputs import expand_sources
     from bindf.frontends.batches import ReadPlan
 
     if bool(args.output) == bool(args.output_dir):
@@ -774,7 +774,7 @@ def command() -> NoReturn:
 
 def _run(args: argparse.Namespace) -> int:
     from bindf._atomic import OutputExistsError
-    from bindf._source import NotARegularFileError
+    from bindf._inputs import NotARegularFileError
     from bindf.errors import BindfError
 
     try:

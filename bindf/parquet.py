@@ -29,6 +29,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_path
+from ._file_objects import (
+    _is_fsspec_open_file,
+    _object_name,
+    _text_mode_error,
+    is_source_object,
+    open_file_name,
+)
 from ._frames import (
     _library,
     info_of,
@@ -37,25 +44,17 @@ from ._frames import (
     shared,
     to_arrow_table,
 )
-from ._params import check_count, column_list
-from ._source import (
+from ._inputs import (
     SourceObject,
-    _fsspec_filesystem,
-    _is_fsspec_open_file,
-    _is_url,
-    _local_path,
-    _object_name,
     _storage_options,
-    _text_mode_error,
-    has_glob_chars,
-    is_source_object,
     local_matches,
-    open_file_name,
     refuse_unused_storage_options,
     remote_matches,
     source_items,
     source_path_text,
 )
+from ._params import check_count, column_list
+from ._source import _fsspec_filesystem, _is_url, _local_path, has_glob_chars
 from ._writing import encode_preamble, inherited_header
 from .arrow import attach_info, build_info, info_from_metadata, info_to_metadata, with_metadata
 from .errors import BindfError, CorruptDataError, UnknownFormatError, check_columns_known

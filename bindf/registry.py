@@ -30,8 +30,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._inputs import single_source
 from ._params import Param, allowed_values, option, value_allowed
-from ._source import Source, single_source
+from ._source import Source
 from ._warnings import warn
 from .errors import BindfWarning, UnknownFormatError
 

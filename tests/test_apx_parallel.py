@@ -342,7 +342,7 @@ def test_ranges_of_bytes_but_not_of_a_file_object(tmp_path, cut_everywhere):
     import io
 
     import bindf
-    from bindf._source import expand_sources
+    from bindf._inputs import expand_sources
 
     path = tmp_path / "noisy.apx"
     path.write_bytes(_noisy_run(5, 2000))

@@ -22,8 +22,9 @@ import pytest
 from format_cases import Case
 
 import bindf
-from bindf import _source
-from bindf._source import COMPRESSIONS, DecompressedSource, expand_sources
+from bindf import _compressed
+from bindf._compressed import COMPRESSIONS, DecompressedSource
+from bindf._inputs import expand_sources
 from bindf.arrow import table_info
 
 zstandard = pytest.importorskip("zstandard")  # the [test] extra installs it
@@ -136,7 +137,7 @@ class CopyCounter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.made = self.alive = self.most = 0
-        copy_class = _source._DecompressedCopy
+        copy_class = _compressed._DecompressedCopy
         made, freed = copy_class.__init__, copy_class.__del__
 
         def init(copy: object, spool: object) -> None:

@@ -18,7 +18,8 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 import bindf
 import bindf.dask as bdask
-from bindf._source import Source, expand_sources
+from bindf._inputs import expand_sources
+from bindf._source import Source
 
 
 class _OwnMemory(MemoryFileSystem):

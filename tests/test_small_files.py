@@ -15,7 +15,8 @@ import pytest
 
 import bindf
 from bindf._frames import info_of
-from bindf._source import HOLD_IN_MEMORY_BYTES, Source, expand_sources
+from bindf._inputs import expand_sources
+from bindf._source import HOLD_IN_MEMORY_BYTES, Source
 from bindf.errors import CorruptDataWarning, TruncatedFileWarning
 from bindf.formats import apx
 from bindf.frontends.batches import PARALLEL_MIN_FILE_BYTES

@@ -22,8 +22,9 @@ import pytest
 from format_cases import Case
 
 import bindf
-from bindf import _source
-from bindf._source import ObjectSource, expand_sources
+from bindf import _file_objects
+from bindf._file_objects import ObjectSource
+from bindf._inputs import expand_sources
 from bindf.arrow import table_info
 
 
@@ -304,8 +305,8 @@ def test_long_stream_goes_to_disk_with_bounded_memory(cases: dict[str, Case],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A stream longer than the in-memory limit is copied to a temporary file in fixed
     pieces, so memory does not grow with the stream."""
-    monkeypatch.setattr(_source, "SPOOL_MEMORY_BYTES", 4096)
-    monkeypatch.setattr(_source, "SPOOL_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(_file_objects, "SPOOL_MEMORY_BYTES", 4096)
+    monkeypatch.setattr(_file_objects, "SPOOL_CHUNK_BYTES", 1000)
     case = cases["apx"]
     stream, thread = pipe_of(case.path.read_bytes())
     with stream:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO, ClassVar
 
-from .._source import ObjectSource
+from .._file_objects import ObjectSource
 from .fixed_format import FixedLayout, FixedLayoutReader
 
 

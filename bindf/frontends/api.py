@@ -20,8 +20,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from .._inputs import Sources
 from .._params import DASK_HINTS, SCAN_HINTS, check_names, docstring, parameters, signature
-from .._source import Sources
 from .._warnings import warn
 from ..errors import BindfWarning
 from ..registry import FormatSpec, get_format

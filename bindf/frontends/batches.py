@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .._inputs import Sources, expand_sources
 from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count, check_flag, column_list
-from .._source import Source, Sources, ensure_bindf_path, expand_sources
+from .._source import Source, ensure_bindf_path
 from .._threads import Lane, resolve_threads, settle, shared_executor
 from .._warnings import WarningSink, warn
 from ..arrow import build_info, path_text, repeated, rows_within_limit, text_bytes

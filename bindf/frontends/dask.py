@@ -43,8 +43,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
+from .._compressed import DecompressedSource
+from .._inputs import Sources
 from .._params import DASK_HINTS, column_list
-from .._source import DecompressedSource, Source, Sources
+from .._source import Source
 from .._warnings import WarningSink, warn
 from ..errors import TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader, empty_batch

@@ -19,8 +19,10 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
+from .._file_objects import ObjectSource
+from .._inputs import Sources
 from .._params import COMMON, OUTPUT, column_list, signature_with_options
-from .._source import ObjectSource, Source, Sources
+from .._source import Source
 from ..arrow import info_to_metadata, path_text
 from ..errors import check_columns_known
 from .batches import ReadPlan, with_extra_columns

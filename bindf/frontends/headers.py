@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pyarrow as pa
 
+from .._inputs import Sources, expand_sources
 from .._params import check_flag, check_names
-from .._source import Source, Sources, ensure_bindf_path, expand_sources
+from .._source import Source, ensure_bindf_path
 from .._threads import resolve_threads, run_all, shared_executor
 from ..arrow import path_text
 from ..errors import BindfError

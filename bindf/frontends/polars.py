@@ -20,8 +20,8 @@ import polars as pl
 import pyarrow as pa
 from polars.io.plugins import register_io_source
 
+from .._inputs import Sources
 from .._params import HINTS, SCAN_HINTS, check_count, check_names
-from .._source import Sources
 from .._threads import resolve_threads
 from .._warnings import WarningSink
 from ..arrow import path_text

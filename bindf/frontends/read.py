@@ -12,8 +12,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from .._inputs import PathLike, SourceObject, Sources, single_source
 from .._params import DATA_ONLY_PARAMS, check_count, docstring, signature_with_options
-from .._source import PathLike, Source, SourceObject, Sources, ensure_bindf_path, single_source
+from .._source import Source, ensure_bindf_path
 from ..errors import BindfError
 from ..registry import open_reader
 from .batches import ReadPlan
@@ -92,7 +93,7 @@ def read_header(
     """Return the header of one file as a dict, reading nothing but the header.
 
     ``path`` may also be bytes or a binary file object (as for :func:`read`); a
-    non-seekable stream is consumed whole (see :class:`bindf._source.ObjectSource`).
+    non-seekable stream is consumed whole (see :class:`bindf._file_objects.ObjectSource`).
     """
     taken_by_reads = sorted(set(options) & DATA_ONLY_PARAMS)
     if taken_by_reads:  # (the reader would name itself and hint the very same name)

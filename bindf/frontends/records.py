@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import polars as pl
 
+from .._inputs import Sources
 from .._params import check_flag
-from .._source import Sources
 from .output import Frame, Output
 from .polars import scan
 from .read import ChunkedReader, read
