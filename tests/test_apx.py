@@ -1074,7 +1074,7 @@ def test_writer_rejects_undecodable_input(tmp_path):
         (dict(base, ts_coarse1=[-1]), "negative"),
         (dict(base, ts_fine1=[1.5]), "integer"),
         ({k: v for k, v in base.items() if k != "ts_fine2"}, "missing"),
-        (dict(base, timestamp=[-5]), "negative"),
+        (dict(base, timestamp=[-5]), "holds -5 at hit 0, outside a readout.s uint64"),
         (dict(base, readout_id=[2**32]), "uint32"),
         (dict(base, row=[1, 2]), "different lengths"),
         (dict(base, readout_id=[1, 1], timestamp=[5, 6],

@@ -288,8 +288,6 @@ def encode_hits(columns: Mapping[str, np.ndarray], first_index: int = 0) -> np.n
             bad = first_index + int(np.argmin(column))
             raise ValueError(f"write_apx: column {name!r} has negative values (hit {bad})")
         values[name] = column.astype(np.uint64, copy=False)
-    if values["readout_id"].size and values["readout_id"].max() > 0xFFFFFFFF:
-        raise ValueError("write_apx: readout_id must fit in uint32")
     values.setdefault("payload", np.full(n, 7, dtype=np.uint64))
     for k, limit in (("1", CLOCK_ROLLOVER), ("2", 2 * CLOCK_ROLLOVER)):
         if f"ts_coarse{k}" in values and f"ts_fine{k}" in values:

@@ -223,8 +223,19 @@ def _integer_columns(table: pa.Table, wanted: Sequence[str],
             out[name] = column_values(table, source, target)
         except ValueError as exc:
             raise ValueError(f"write_apx: hit fields are integers: {exc}") from None
-    if out["timestamp"].size and out["timestamp"].min() < 0:
-        raise ValueError("write_apx: column 'timestamp' has negative values")
+    # The readout header's fields, for both chip generations (the hits' bytes, which
+    # each generation's encode_hits checks, hold neither): numpy would wrap a value
+    # outside the field's range when the header is filled in.
+    for name in ("readout_id", "timestamp"):
+        field = READOUT_DTYPE[name]
+        values = out[name]
+        outside = (values < 0) | (values > np.iinfo(field).max)
+        if outside.any():
+            hit = int(np.argmax(outside))
+            source = (stored_as or {}).get(name, name)
+            raise ValueError(f"write_apx: column {source!r} holds {values[hit]} at hit {hit}, "
+                             f"outside a readout's {field.name} field (0 to "
+                             f"{np.iinfo(field).max})")
     return out
 
 
