@@ -210,20 +210,27 @@ def to_arrow_table(frame: Any, *, keep_index: bool = False, keep_na: bool = Fals
     column as ``pd.NA``, so a frame read with ``dtype_backend="numpy_nullable"`` could not
     be written back.
 
-    Errors name what to mend: a string that UTF-8 cannot encode (a lone surrogate)
-    names its column, a dict of columns of different lengths gives each length.
+    Errors name what to mend: a string that UTF-8 cannot encode (a lone surrogate), or a
+    value Arrow cannot store with the rest of its column (``"n/a"`` in an object column
+    of numbers), names its column and row; a dict of columns of different lengths gives
+    each length.
     """
     try:
         return _as_arrow_table(frame, keep_index, keep_na)
     except UnicodeEncodeError as exc:
-        where = _unencodable_column(frame)
+        where = _failing_place(frame, UnicodeEncodeError)
         raise ValueError(f"{where}holds a string that is not encodable as UTF-8 ({exc}); "
                          "files hold UTF-8") from None
-    except pa.ArrowInvalid:
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         lengths = _column_lengths(frame)
         if len(set(lengths.values())) > 1:
             raise ValueError(f"the columns have different lengths: {lengths}") from None
-        raise
+        where = _failing_place(frame, (pa.ArrowInvalid, pa.ArrowTypeError))
+        if not where:
+            raise
+        why = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        raise ValueError(f"{where}holds a value that Arrow cannot store with the rest of "
+                         f"the column ({why})") from None
 
 
 def _as_arrow_table(frame: Any, keep_index: bool, keep_na: bool = False) -> pa.Table:
@@ -264,22 +271,36 @@ def _column_lengths(frame: Any) -> dict[str, int]:
             if hasattr(values, "__len__") and not isinstance(values, (str, bytes))}
 
 
-def _unencodable_column(frame: Any) -> str:
-    """``"column 'x' "`` for the first column of ``frame`` (pandas or a dict of columns,
-    the inputs that hold Python strings) that cannot be converted, else ``""``. Called
-    only after the whole frame failed, so trying the columns one by one costs nothing
-    in the normal case."""
+def _failing_place(frame: Any, errors: type[Exception] | tuple[type[Exception], ...]) -> str:
+    """``"column 'x', row 150, "``: where the conversion of ``frame`` (pandas or a dict
+    of columns, the inputs that hold Python objects) to Arrow raises one of ``errors``,
+    else ``""``. Called only after the whole frame failed: its columns are tried one by
+    one, and the failing column's row found by bisection over prefixes (a few
+    conversions; Arrow's message names the value, not where it is)."""
     if isinstance(frame, Mapping):
-        parts = [(name, {name: values}) for name, values in frame.items()]
+        parts = [(name, lambda n, name=name, values=values: {name: values[:n]}, len(values))
+                 for name, values in frame.items() if hasattr(values, "__len__")]
     elif hasattr(frame, "iloc") and hasattr(frame, "columns"):
-        parts = [(name, frame.iloc[:, [i]]) for i, name in enumerate(frame.columns)]
+        parts = [(name, lambda n, i=i: frame.iloc[:n, [i]], len(frame))
+                 for i, name in enumerate(frame.columns)]
     else:
         return ""
-    for name, part in parts:
+
+    def fails(part: Any) -> bool:
         try:
             _as_arrow_table(part, False)
-        except UnicodeEncodeError:
-            return f"column {name!r} "
+        except errors:
+            return True
+        return False
+
+    for name, rows, n in parts:
+        if not fails(rows(n)):
+            continue
+        low, high = 0, n  # the first `high` rows fail, the first `low` not
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if fails(rows(middle)) else (middle, high)
+        return f"column {name!r}, row {low}, "
     return ""
 
 

@@ -400,7 +400,8 @@ def test_a_string_utf8_cannot_encode_names_its_column(tmp_path: Path) -> None:
     its errors: a lone surrogate names its column (it was pyarrow's UnicodeEncodeError)
     and nothing is written."""
     frame = pd.DataFrame({"ok": ["a", "b"], "note": ["x", "\ud800"]}, dtype=object)
-    with pytest.raises(ValueError, match="column 'note' holds a string that is not encodable"):
+    with pytest.raises(ValueError, match="column 'note', row 1, holds a string that is not "
+                                         "encodable"):
         bindf.to_parquet(frame, tmp_path / "out.parquet")
     assert list(tmp_path.iterdir()) == []
 

@@ -242,7 +242,7 @@ def test_writer_takes_python_values_and_pads_with_nuls(
                                         "UTF-8; a |S4 field holds at most 4"),
     ("s", [b"abcde", b""], "column 's': the value in row 0 is 5 bytes long; a |S4 field"),
     ("s", [1, 2], "column 's' (int64) cannot be stored as |S4: it needs strings or bytes"),
-    ("s", ["ok", "\ud800"], "column 's' holds a string that is not encodable as UTF-8"),
+    ("s", ["ok", "\ud800"], "column 's', row 1, holds a string that is not encodable as UTF-8"),
     ("u", ["abc", "abcd"], "column 'u': the value in row 1 is 4 characters long; a <U3 field "
                            "holds at most 3"),
     ("u", [b"ab", b"\xff"], "column 'u' (binary) cannot be stored as <U3: its bytes are not "

@@ -172,6 +172,26 @@ def test_apx_refuses_a_fraction_or_nan_naming_the_column(tmp_path, value, messag
     assert nothing_written(tmp_path)
 
 
+@pytest.mark.parametrize("run", [APX4, APX3], ids=["astropix4", "astropix3"])
+@pytest.mark.parametrize(("column", "value", "field"), [
+    ("readout_id", -1, "uint32"), ("readout_id", 2**32, "uint32"), ("timestamp", -1, "uint64"),
+])
+def test_apx_refuses_a_readout_field_its_header_cannot_hold(tmp_path, run, column, value, field):
+    """AstroPix 3 runs wrote such a readout_id wrapped (-1 read back as 4294967295)."""
+    hits = bindf.read_apx(run)
+    if column == "timestamp" and run == APX3:
+        column = "wall_timestamp"  # (AstroPix 3's name for the readout's timestamp)
+    hits[column] = hits[column].astype("int64")
+    hits.loc[3, column] = value
+    out = tmp_path / "f.apx"
+    with pytest.raises(ValueError) as caught:
+        bindf.write_apx(out, hits)
+    assert str(caught.value) == (
+        f"write_apx: column {column!r} holds {value} at hit 3, outside a readout's {field} "
+        f"field (0 to {np.iinfo(field).max})")
+    assert not out.exists()
+
+
 def test_apx_refuses_a_null_and_a_text_column(tmp_path):
     hits = bindf.read_apx(APX4)
     hits["row"] = hits["row"].astype("Int64")
@@ -311,3 +331,23 @@ def test_every_writer_names_the_row_of_a_value_it_cannot_store(tmp_path, monkeyp
                                          r"uint32: row 2 holds -1 \("):
         bindf.write_sp01(tmp_path / "x.bin", wide.with_columns(pl.Series(name, histograms)))
     assert nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize(("sample", "write", "column", "stray"), [
+    ("intensity_tracing_it02.bin", "write_it02", "ch", "n/a"),
+    ("photon_events_stt1.bin", "write_spectro", "marker", 5),
+    ("time_tagger_itt1.bin", "write_itt1", "time_ns", "late"),
+])
+def test_a_stray_value_in_an_object_column_names_its_column_and_row(
+        tmp_path, sample, write, column, stray):
+    """A pandas object column with one value of another kind (a merge, a hand edit)
+    raised pyarrow's ArrowInvalid/ArrowTypeError from the conversion, with no row."""
+    frame = bindf.read(Path(bindf.__file__).parent / "samples" / sample)
+    column = next(c for c in frame.columns if c.startswith(column))
+    frame[column] = frame[column].astype(object)
+    frame.loc[5, column] = stray
+    out = tmp_path / "x.bin"
+    with pytest.raises(ValueError, match=rf"^column '{column}', row 5, holds a value that "
+                                         r"Arrow cannot store with the rest of the column \("):
+        getattr(bindf, write)(out, frame)
+    assert not out.exists()
