@@ -56,7 +56,9 @@ def test_registration_never_overwrites(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pd, "read_spectro", sentinel, raising=False)
     from bindf.frontends.api import register_library_functions
 
-    register_library_functions("spectro")
+    with pytest.warns(bindf.BindfWarning, match=r"^format 'spectro': pandas.read_spectro is "
+                                                r"pandas' or polars' own and left as it is"):
+        register_library_functions("spectro")
     assert pd.read_spectro is sentinel
 
 
