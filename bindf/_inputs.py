@@ -76,11 +76,11 @@ def expand_sources(
             out.append(object_source(item))
             continue
         path = source_path_text(item)
-        if not _is_url(path):
-            refuse_unused_storage_options(options, path)
         if _is_url(path):
             out.extend(_expand_remote(path, options))
-        elif has_glob_chars(path) and not os.path.exists(_local_path(path)):
+            continue
+        refuse_unused_storage_options(options, path)
+        if has_glob_chars(path) and not os.path.exists(_local_path(path)):
             out.extend(DecompressedSource(m, options, stored_size=size)
                        if compression_of(m) is not None
                        else Source(m, options, size=size) for m, size in local_matches(path))

@@ -448,8 +448,6 @@ def _parquet_inputs(source: Any, storage_options: dict[str, Any]) -> list[Any]:
             raise TypeError(f"source must be a path, a glob, a URL, bytes, a binary file "
                             f"object or a list of those, not {item!r}")
         path = source_path_text(item)
-        if not _is_url(path):
-            refuse_unused_storage_options(storage_options, path)
         if _is_url(path):
             fs, fs_path = _fsspec_filesystem(path, storage_options)
             # (exists, not isfile: a dataset folder named as written is not a glob)
@@ -458,7 +456,9 @@ def _parquet_inputs(source: Any, storage_options: dict[str, Any]) -> list[Any]:
                               for name, p, _ in remote_matches(path, fs, fs_path))
             else:
                 inputs.append(_RemotePath(path, fs, fs_path))
-        elif has_glob_chars(path) and not os.path.exists(_local_path(path)):
+            continue
+        refuse_unused_storage_options(storage_options, path)
+        if has_glob_chars(path) and not os.path.exists(_local_path(path)):
             inputs.extend(name for name, _ in local_matches(path))
         else:
             inputs.append(path)
