@@ -31,12 +31,13 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from ._compressed import compression_of
-from ._params import check_count, check_names
+from ._params import check_count, check_names, check_seconds
 from ._source import Source, _is_url, ensure_bindf_path, has_glob_chars, user_path
 from ._warnings import WarningSink, warn
 from .arrow import build_info, path_text
 from .errors import (
     BindfError,
+    BindfWarning,
     CorruptDataError,
     FileChangedWarning,
     HeaderError,
@@ -44,7 +45,13 @@ from .errors import (
     TruncatedHeaderError,
     check_columns_known,
 )
-from .formats._base import AcquisitionEnd, FormatReader, empty_batch, summed_errors
+from .formats._base import (
+    ON_ERROR_CHOICES,
+    AcquisitionEnd,
+    FormatReader,
+    empty_batch,
+    summed_errors,
+)
 from .formats._stream import BatchStream, FixedRecordStream, StreamState
 from .frontends.batches import path_chunks, with_extra_columns
 from .frontends.output import (
@@ -55,7 +62,13 @@ from .frontends.output import (
     path_type_for,
     table_to_output,
 )
-from .registry import check_option_values, open_reader, option_names
+from .registry import (
+    check_option_values,
+    detect_format,
+    get_format,
+    open_reader,
+    option_names,
+)
 
 #: Most bytes read (and decoded) in one step: a follower that starts on a large file, or
 #: a writer that appended a lot at once, still decodes in bounded memory.
@@ -131,10 +144,13 @@ class _Tail:
         if self.stream is None:
             if grew:
                 self._open()
-            elif isinstance(self.header_error, CorruptDataError):
-                # Damage its reader met on opening (FCS1 reads the whole file), in a
-                # file whose size held for a poll: bytes written cannot change, so more
-                # bytes cannot mend it. Raised now, not after idle_timeout (or never).
+            elif isinstance(self.header_error, CorruptDataError) and self._written_whole():
+                # Damage its reader met on opening a format written in one go (FCS1
+                # reads the whole file), in a file whose size held for a poll: the
+                # writer is done, so more bytes cannot mend it. Raised now, not after
+                # idle_timeout (or never). (Another format's reader may lack bytes to
+                # decide, as IT02's layout does early in a file: a writer's pause of one
+                # poll is no end; idle_timeout is.)
                 self.error, self.header_error = self.header_error, None
                 self.done, self.ended_by = True, "error"
                 return [], True
@@ -166,7 +182,7 @@ class _Tail:
         if self.candidate is not None:
             marker, size_then = self.candidate
             if st.st_size == size_then:  # still the end: the acquisition ended
-                self.header = {**self.header, **marker.header}
+                self.header = {**self._header_at_end(), **marker.header}
                 self.done, self.ended_by = True, "end_marker"
                 batches, self.held = self.held + self._finish(), []
                 return batches, False
@@ -185,14 +201,24 @@ class _Tail:
             # keys, as a read of the file gives them.
             assert self.reader is not None and self.f is not None
             marker = self.reader.acquisition_end(self.f, st.st_size)
-            if marker is not None:
-                self.header = {**self.header, **marker.header}
+            self.header = {**self._header_at_end(), **(marker.header if marker else {})}
             return batches + self._finish(), True
         self._remember_last_bytes()
         if self.candidate is not None:
             self.held.extend(batches)
             return [], True
         return batches, True
+
+    def _written_whole(self) -> bool:
+        """Whether this file's format is one written in one go (its reader could not be
+        opened, so the format is found as opening it would)."""
+        follower = self.follower
+        try:
+            spec = (get_format(follower.format) if follower.format is not None
+                    else detect_format(Source(self.path)))
+        except (BindfError, OSError, ValueError):
+            return False
+        return spec.reader_class().written_whole
 
     def _remember_last_bytes(self) -> None:
         """Keep the last bytes of the records read for :meth:`_rewritten` (none read
@@ -428,10 +454,7 @@ class _Tail:
         if self.reader is None:
             if self.header_error is not None:
                 raise self.header_error
-            if not os.path.exists(self.path):
-                raise FileNotFoundError(f"{self.path} did not appear within idle_timeout="
-                                        f"{self.follower.idle_timeout} s")
-            return []
+            return []  # (a path that never became a file: see Follower._skip_missing)
         if self.stream is None:  # never settled: the file as it is now decides
             self._open(force=True)
             if self.stream is None and self.header_error is not None:
@@ -441,13 +464,38 @@ class _Tail:
         batches, self.held, self.candidate = self.held, [], None
         if self.stream is not None:
             batches += self._read_to(os.stat(self.path).st_size)
+        self.header = self._header_at_end()
         if self.candidate is not None:  # the records end on the marker: the end after all
             self.header = {**self.header, **self.candidate[0].header}
             self.ended_by = "end_marker"
         return batches + self._finish()
 
+    def _header_at_end(self) -> dict[str, Any]:
+        """The header as the finished file holds it (before any end-marker keys): an
+        instrument may write it in place when it stops (a record count), and a read of
+        the finished file gives that one. The header as opened when the file's header no
+        longer opens, or now gives other columns (not this run's any more)."""
+        assert self.reader is not None
+        follower = self.follower
+        try:
+            with WarningSink().active():  # (its damage is the stream's to report)
+                again = open_reader(Source(self.path), self.reader.name,
+                                    on_error=follower.on_error, **follower.options)
+        except (BindfError, OSError, EOFError):
+            return self.header
+        if again.schema != self.reader.schema:
+            return self.header
+        return again.header_before_end()
+
     def _offset(self) -> int:
         return self.stream.read_position if self.stream is not None else 0
+
+    @property
+    def never_appeared(self) -> bool:
+        """The path has not been a file since it was taken up (no header error either:
+        a file that was there and went is a change, see :meth:`poll`)."""
+        return (self.reader is None and self.header_error is None
+                and not os.path.exists(self.path))
 
     @property
     def bytes_read(self) -> int:
@@ -466,9 +514,15 @@ class _Tail:
 
     @property
     def errors(self) -> dict[str, int]:
-        if self.stream is not None:
-            return dict(self.stream.errors)
-        return dict(self.reader.errors) if self.whole and self.reader is not None else {}
+        """Damage skipped so far: the stream's (records, readouts …) and the reader's,
+        which counts what it finds in the decoded values (a declared format's text that
+        is not text)."""
+        counts = []
+        if self.reader is not None:
+            counts.append(self.reader.errors)
+        if self.stream is not None and not any(self.stream.errors is c for c in counts):
+            counts.append(self.stream.errors)
+        return summed_errors(counts)
 
     def close(self) -> None:
         if self.f is not None:
@@ -481,7 +535,8 @@ class Follower(Iterator[Frame]):
 
     Also a context manager (leaving the ``with`` block closes it). Attributes for status
     displays: :attr:`path` (the file being followed), :attr:`paths` (every file so far),
-    :attr:`header`, :attr:`rows`, :attr:`bytes` and :attr:`errors` (totals so far),
+    :attr:`header` (the latest frame's; once its file ended, as the finished file holds
+    it), :attr:`rows`, :attr:`bytes` and :attr:`errors` (totals so far),
     :attr:`ended_by` (why iteration stopped).
     """
 
@@ -498,10 +553,14 @@ class Follower(Iterator[Frame]):
         check_option_values(options, format)
         if start not in START_CHOICES:
             raise ValueError(f"start must be one of {START_CHOICES}, not {start!r}")
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, not {poll_interval}")
-        if idle_timeout is not None and idle_timeout < 0:
-            raise ValueError(f"idle_timeout must be >= 0 or None, not {idle_timeout}")
+        check_seconds("poll_interval", poll_interval, positive=True)
+        check_seconds("idle_timeout", idle_timeout, positive=False, optional=True)
+        if on_error not in ON_ERROR_CHOICES:  # (a reader would say so when the file appears)
+            raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, not {on_error!r}")
+        if options.get("fill_gaps"):
+            raise ValueError("follow does not take fill_gaps=True (the gaps of a sparse IT02 "
+                             "file are filled in a whole read): read the file with "
+                             "fill_gaps=True once it is complete")
         check_count("batch_size", batch_size, 1)
         items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         if not items:
@@ -528,7 +587,8 @@ class Follower(Iterator[Frame]):
         self.on_error = on_error
         self.format = format
         self.options = options
-        #: Totals so far, and the file and header of the latest frame.
+        #: Totals so far, and the file and header of the latest frame (the header as
+        #: the file ended, once it did).
         self.rows = 0
         self.bytes = 0
         self.path: str | None = None
@@ -582,27 +642,39 @@ class Follower(Iterator[Frame]):
 
     # -- files ------------------------------------------------------------------------------
     def _candidates(self) -> list[str]:
-        """Every file the patterns name right now, in name order (a plain path counts
-        even before it exists: the follower waits for it)."""
-        found: set[str] = set()
+        """Every file the patterns name right now, each once, in the order given (a
+        glob's matches in name order), as ``bindf.read`` takes a list. A plain path
+        counts even before it exists: the follower waits for it."""
+        found: dict[str, None] = {}
         for pattern in self.patterns:
             if has_glob_chars(pattern) and not os.path.exists(pattern):
-                found.update(p for p in globbing.glob(pattern, recursive=True)
-                             if os.path.isfile(p))
+                found.update(dict.fromkeys(sorted(
+                    p for p in globbing.glob(pattern, recursive=True) if os.path.isfile(p))))
             else:
-                found.add(pattern)
-        return sorted(found)
+                found[pattern] = None
+        return list(found)
 
     @property
     def _single(self) -> bool:
         return len(self.patterns) == 1 and not (has_glob_chars(self.patterns[0])
                                                 and not os.path.exists(self.patterns[0]))
 
-    def _next_file(self, done: set[str]) -> str | None:
+    def _next_file(self, done: set[str], *, existing: bool = False) -> str | None:
+        """The first file not followed yet (``existing``: of those that exist now)."""
         for path in self._candidates():
-            if path not in done:
+            if path not in done and (not existing or os.path.exists(path)):
                 return path
         return None
+
+    def _skip_missing(self, path: str, done: set[str]) -> None:
+        """The listed ``path`` never became a file, and the follow moved past it (a
+        later file exists, or it ended idle): an error if no file was followed at all,
+        else a warning (the rows of the files that came are kept)."""
+        if not done:
+            raise FileNotFoundError(f"{path} did not appear within idle_timeout="
+                                    f"{self.idle_timeout} s")
+        warn(BindfWarning("the file was never written while it was followed: skipped",
+                          path=path))
 
     # -- columns -------------------------------------------------------------------------------
     def reader_columns(self, reader: FormatReader) -> list[str]:
@@ -640,6 +712,8 @@ class Follower(Iterator[Frame]):
                    always: bool = False) -> Iterator[Frame]:
         # every poll and finish of a tail comes here, with or without rows
         self._errors_by_path[tail.path] = tail.errors
+        if tail.done and tail.path == self.path:  # its header as it ended, frame or not
+            self.header = tail.header
         if not batches and not always:
             return
         assert tail.reader is not None
@@ -727,20 +801,29 @@ class Follower(Iterator[Frame]):
                             self.ended_by = tail.ended_by
                             return
                         continue
-                    if not active and self._next_file(done | {tail.path}) is not None:
+                    if not active and self._next_file(done | {tail.path},
+                                                      existing=True) is not None:
                         # The writer moved on to a later file: this one is finished.
-                        yield from self._final_frames(tail)
+                        if tail.never_appeared:
+                            self._skip_missing(tail.path, done)
+                        else:
+                            yield from self._final_frames(tail)
                         self._retire(tail, done)
                         continue
                 if self.idle_timeout is not None and \
                         time.monotonic() - last_activity >= self.idle_timeout:
                     self.ended_by = "idle"
-                    if tail is not None:
-                        yield from self._final_frames(tail)
-                    elif not done:
+                    if tail is None and not done:
                         raise FileNotFoundError(
                             f"no file {' or '.join(map(repr, self.patterns))} appeared "
                             f"within idle_timeout={self.idle_timeout} s")
+                    if tail is not None and not tail.never_appeared:
+                        yield from self._final_frames(tail)
+                        done.add(tail.path)
+                    # listed paths that never became files (the tail among them)
+                    for path in self._candidates():
+                        if path not in done and not os.path.exists(path):
+                            self._skip_missing(path, done)
                     return
                 try:
                     time.sleep(self.poll_interval)
@@ -774,10 +857,13 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
         yet, or whose header is still incomplete (a
         :class:`~bindf.errors.TruncatedHeaderError`), is waited for (up to
         ``idle_timeout``); a complete header that is damaged raises its
-        :class:`~bindf.errors.HeaderError` at once. Glob matches are followed one after the other in name order;
-        a file that appears later is picked up after the current one, and the current
-        one is taken as finished once a later file exists and it did not grow for one
-        poll.
+        :class:`~bindf.errors.HeaderError` at once. Files are followed one after the
+        other: a list in its order, a glob's matches in name order; a file that appears
+        later is picked up after the current one, and the current one is taken as
+        finished once a later file exists and it did not grow for one poll. A listed
+        path never written by then (or by the idle end) is skipped with a
+        :class:`~bindf.errors.BindfWarning`; a follow where no file came raises
+        ``FileNotFoundError``.
     poll_interval:
         Seconds between two polls of a file that did not grow.
     idle_timeout:
@@ -813,7 +899,8 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
     **options:
         The format's own read options (``layout=``, ``level=`` …), checked when
         ``follow`` is called (those of ``format``, or without it, names that some
-        format takes). IT02 ``fill_gaps`` is not supported.
+        format takes), as are ``on_error`` and the times. IT02 ``fill_gaps=True`` is
+        refused.
 
     Returns
     -------

@@ -259,6 +259,8 @@ def _write_parquet(follower: Follower, frames: Iterator[pa.Table], output: str,
     def info() -> dict[str, Any]:  # read at the end too: the header may grow
         if "header" not in first:
             from_first_reader()
+        if follower.paths and follower.path == follower.paths[0] and follower.header:
+            first["header"] = follower.header  # (as the file ended: rewritten in place?)
         paths = follower.paths
         return build_info(first["format"], first["header"],
                           paths[0] if len(paths) == 1 else paths, follower.errors or None)

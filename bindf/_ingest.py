@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
-import math
 import os
 import re
 import shutil
@@ -80,7 +79,7 @@ from ._manifest import (
     settings_hash,
     source_key,
 )
-from ._params import check_flag
+from ._params import check_flag, check_seconds
 from ._threads import resolve_threads, usable_cores
 from ._warnings import WarningSink, warn
 from .errors import BindfWarning
@@ -271,8 +270,7 @@ def ingest(
                        ("progress", progress), ("fsync", fsync)):
         check_flag(name, flag)  # prune="no" pruned
     threads = _usable_cores() if threads is None else resolve_threads(threads)
-    if not (math.isfinite(settle) and settle >= 0):
-        raise ValueError(f"settle must be 0 or more seconds, not {settle}")
+    check_seconds("settle", settle, positive=False)
     dest = os.path.abspath(os.path.expanduser(os.fspath(dest)))
     paths = find_sources(sources, pattern, exclude=dest)
     partition_by = [partition_by] if isinstance(partition_by, str) else list(partition_by)
@@ -822,8 +820,7 @@ def watch(sources: Any, dest: str | os.PathLike[str], *, interval: float = 10.0,
     another process held the dataset's lock, a manual ``bindf ingest`` say, is skipped
     with a warning and the loop goes on).
     """
-    if not (math.isfinite(interval) and interval > 0):
-        raise ValueError(f"interval must be a positive number of seconds, not {interval}")
+    check_seconds("interval", interval, positive=True)
     if max_runs is not None and max_runs < 1:
         raise ValueError(f"max_runs must be at least 1, not {max_runs}")
     kwargs.setdefault("settle", interval)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
+import math
 import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -220,6 +221,20 @@ def check_count(name: str, value: Any, minimum: int, *, optional: bool = True) -
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, not {value!r}")
+
+
+def check_seconds(name: str, value: Any, *, positive: bool, optional: bool = False) -> None:
+    """A ``ValueError`` unless ``value`` is a finite real number of seconds (> 0 when
+    ``positive``, else >= 0), or None when ``optional``: a NaN passed every comparison
+    (an idle timeout that never came, ``time.sleep``'s own error later), and a str gave
+    a ``TypeError`` from deep inside."""
+    if value is None and optional:
+        return
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value < 0 or (positive and value == 0)):
+        what = "a positive number of seconds" if positive else "a number of seconds >= 0"
+        raise ValueError(f"{name} must be {what}{' or None' if optional else ''}, "
+                         f"not {value!r}")
 
 
 def column_list(columns: Any) -> list[str] | None:

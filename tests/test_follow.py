@@ -26,6 +26,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
 import pytest
 
 import bindf
@@ -1297,3 +1298,155 @@ def test_path_column_of_a_large_poll_stays_within_arrow_text(
     assert [f["path"].to_list() for f in frames] == [[str(path)] * 400] * 2 + [
         [str(path)] * 200]
     assert frames[0].schema["path"] == pl.String
+
+
+SAMPLES = Path(bindf.__file__).parent / "samples"
+
+
+def _append_later(path: Path, data: bytes, delay: float) -> threading.Timer:
+    def append() -> None:
+        with open(path, "ab") as f:
+            f.write(data)
+
+    timer = threading.Timer(delay, append)
+    timer.start()
+    return timer
+
+
+def test_a_listed_file_not_written_yet_does_not_end_the_one_before(tmp_path: Path) -> None:
+    """``follow([a, b])``: ``b`` not existing yet is no later file, so a pause in ``a``
+    (several polls) is no end of ``a`` (its later rows were lost, with a false
+    truncation warning); a list is followed in its own order, as read takes it."""
+    data = (SAMPLES / "photon_events_stt1.bin").read_bytes()
+    a, b = tmp_path / "run2.bin", tmp_path / "run1.bin"  # (list order is not name order)
+    half = len(data) // 2
+    a.write_bytes(data[:half])
+
+    def writer() -> None:
+        time.sleep(0.4)  # a pause of several polls
+        with open(a, "ab") as f:
+            f.write(data[half:])
+        time.sleep(0.3)
+        b.write_bytes(data)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bindf.BindfWarning)
+        with bindf.follow([a, b], poll_interval=0.05, idle_timeout=1.0, output="arrow",
+                          include_file_paths="path") as live:
+            got = pa.concat_tables(f.replace_schema_metadata(None) for f in live)
+    thread.join()
+    assert live.paths == [str(a), str(b)]
+    expected = bindf.read([a, b], output="arrow", include_file_paths="path")
+    assert got.equals(expected.replace_schema_metadata(None))
+
+
+def test_a_listed_file_never_written_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    """The rows of the files that came are kept (the CLI writes them, status 0); the
+    missing one is named. Only a follow where no file came at all raises."""
+    a, never = tmp_path / "a.bin", tmp_path / "never.bin"
+    a.write_bytes((SAMPLES / "photon_events_stt1.bin").read_bytes())
+    with pytest.warns(bindf.BindfWarning, match="never written while it was followed") as seen:
+        with bindf.follow([a, never], poll_interval=0.02, idle_timeout=0.3,
+                          output="arrow") as live:
+            rows = sum(f.num_rows for f in live)
+    assert rows == bindf.read(a, output="arrow").num_rows and live.ended_by == "idle"
+    assert [w.message.path for w in seen if "never written" in str(w.message)] == [str(never)]
+    out = tmp_path / "out.parquet"
+    assert _follow_cli(str(a), str(never), "-o", str(out), "--poll-interval", "0.02",
+                       "--idle-timeout", "0.3") == 0
+    assert pq.read_table(out).num_rows == rows
+
+
+def test_a_declared_record_count_ends_the_records_as_read_does(tmp_path: Path) -> None:
+    """A header that declares its record count: bytes after the records are a trailer
+    (they were followed as one more row), and fewer records than declared warn as read
+    warns."""
+    header = np.dtype([("magic", "S4"), ("n", "<u4")])
+    records = np.dtype([("t", "<i8")])
+    options = {"format": "records", "dtype": records, "header": header,
+               "count": lambda h: h["n"]}
+    for declared, held, trailer in ((5, 5, b"\xff" * 16), (9, 5, b"")):
+        path = tmp_path / f"c{declared}.bin"
+        data = (np.array([(b"CNT1", declared)], header).tobytes()
+                + np.arange(held, dtype="<i8").tobytes() + trailer)
+        path.write_bytes(data[:20])
+        timer = _append_later(path, data[20:], 0.1)
+        with warnings.catch_warnings(record=True) as followed:
+            warnings.simplefilter("always")
+            with bindf.follow(path, poll_interval=0.02, idle_timeout=0.4, output="arrow",
+                              **options) as live:
+                got = pa.concat_tables(f.replace_schema_metadata(None) for f in live)
+        timer.join()
+        with warnings.catch_warnings(record=True) as read:
+            warnings.simplefilter("always")
+            expected = bindf.read(path, output="arrow", **options)
+        assert got["t"].to_pylist() == expected["t"].to_pylist() == list(range(held))
+        assert [str(w.message) for w in followed] == [str(w.message) for w in read]
+
+
+def test_a_sparse_it02_writer_pausing_early_is_waited_for(tmp_path: Path) -> None:
+    """Too few records to tell the layout, and the writer pausing a few polls: that is
+    no damage (a CorruptDataError was raised after one poll, a rule for files written
+    in one go); the layout is decided once the file is long enough, ends or goes idle."""
+    frame = bindf.read_it02(SAMPLES / "intensity_tracing_it02.bin")
+    source = tmp_path / "sparse.bin"
+    bindf.write_it02(source, frame, frame.bindf.header.copy(), layout="sparse")
+    data = source.read_bytes()
+    live_path = tmp_path / "live.bin"
+    live_path.write_bytes(data[:130])
+    timer = _append_later(live_path, data[130:], 0.3)
+    with bindf.follow(live_path, poll_interval=0.05, idle_timeout=2.0, output="arrow") as live:
+        got = pa.concat_tables(f.replace_schema_metadata(None) for f in live)
+    timer.join()
+    assert got.equals(bindf.read(source, output="arrow").replace_schema_metadata(None))
+
+
+def test_the_header_as_the_file_ended_and_text_damage_counted(tmp_path: Path) -> None:
+    """A count written into the header when the instrument stops is the follower's
+    header at the end (as read gives it); text that is not text, skipped under "warn",
+    is counted in ``errors`` as read counts it."""
+    header = np.dtype([("magic", "S4"), ("n", "<u4")])
+    records = np.dtype([("t", "<i8"), ("tag", "S4")])
+    values = np.zeros(300, records)
+    values["t"] = np.arange(300)
+    values["tag"] = b"ok"
+    raw = values.tobytes()
+    bad = 7 * records.itemsize + 8  # record 7's tag: bytes that are not UTF-8
+    raw = raw[:bad] + b"\xff\xfe\xfd\xfc" + raw[bad + 4:]
+    path = tmp_path / "log.bin"
+    path.write_bytes(np.array([(b"LOG1", 0)], header).tobytes() + raw[:100 * records.itemsize])
+    options = {"format": "records", "dtype": records, "header": header, "on_error": "skip"}
+
+    def finish() -> None:
+        with open(path, "r+b") as f:
+            f.seek(0, 2)
+            f.write(raw[100 * records.itemsize:])
+            f.seek(4)
+            f.write(np.uint32(300).tobytes())
+
+    timer = threading.Timer(0.15, finish)
+    timer.start()
+    with bindf.follow(path, poll_interval=0.02, idle_timeout=0.4, output="arrow",
+                      **options) as live:
+        rows = sum(f.num_rows for f in live)
+    timer.join()
+    expected = bindf.read(path, output="pandas", **options)
+    assert rows == len(expected) == 300
+    assert live.header == expected.bindf.header == {"magic": "LOG1", "n": 300}
+    assert live.errors == expected.attrs["bindf"]["errors"] == {"invalid_text": 1}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"on_error": "ignore"}, r"on_error must be one of \('raise', 'warn', 'skip'\)"),
+    ({"poll_interval": float("nan")}, "poll_interval must be a positive number of seconds"),
+    ({"poll_interval": "0.5"}, "poll_interval must be a positive number of seconds"),
+    ({"idle_timeout": float("nan")}, "idle_timeout must be a number of seconds >= 0 or None"),
+    ({"fill_gaps": True}, "follow does not take fill_gaps=True"),
+])
+def test_values_are_checked_when_follow_is_called(tmp_path: Path, options, message) -> None:
+    """Not when the file appears (a NaN idle timeout never came; a NaN poll interval
+    was time.sleep's error)."""
+    with pytest.raises(ValueError, match=message):
+        bindf.follow(tmp_path / "later.bin", **options)

@@ -81,6 +81,9 @@ class FixedRecordReader(FormatReader):
     #: with text fields keeps each text column of a batch within what an Arrow
     #: ``string`` array holds (see ``FixedLayoutReader``).
     max_batch_records: int | None = None
+    #: The number of records the header declares (None: as many as the file holds); a
+    #: declared layout's ``count`` sets it (see ``FixedLayoutReader``).
+    declared_count: int | None = None
 
     # -- layout -------------------------------------------------------------------------
     @property
@@ -132,7 +135,9 @@ class FixedRecordReader(FormatReader):
         schema = pa.schema([self.schema.field(c) for c in names])
         stream = FixedRecordStream(self.data_offset, path=self.path, dtype=self.record_dtype,
                                    fields=self.raw_fields_for(names), on_error=self.on_error,
-                                   data_end=data_end, label=self.label)
+                                   data_end=data_end, label=self.label,
+                                   # (dense IT02 borrows this method, and declares none)
+                                   declared_count=getattr(self, "declared_count", None))
 
         def to_batch(raw: dict[str, np.ndarray]) -> pa.RecordBatch:
             # The stream converts each unit as soon as it has stepped past its records.

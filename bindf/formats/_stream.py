@@ -516,23 +516,44 @@ class BatchStream:
 
 class FixedRecordStream(StreamDecoder[dict[str, np.ndarray]]):
     """Fixed-size records from a byte stream: yields ``{field: array}`` of the complete
-    records held (copies), carrying a partial record over to the next bytes."""
+    records held (copies), carrying a partial record over to the next bytes.
+
+    ``declared_count``: the number of records the header declares, when it does. The
+    stream ends after them (bytes after them are a trailer, as a read of the file takes
+    them), and a stream that finishes before them warns of a truncation, naming both
+    counts as the read does."""
 
     def __init__(self, position: int, *, path: str, dtype: np.dtype, fields: list[str],
                  on_error: str = "raise", data_end: int | None = None,
-                 label: str = "file") -> None:
+                 label: str = "file", declared_count: int | None = None) -> None:
         super().__init__(position, path=path, on_error=on_error, data_end=data_end,
                          label=label, capacity=max(dtype.itemsize, 64 << 10))
         self.dtype = dtype
         self.fields = fields
+        self.declared_count = declared_count
+        self._records_start = position
+        self._records_end = (None if declared_count is None
+                             else position + declared_count * dtype.itemsize)
 
     def _decode(self, buf: np.ndarray, have: int,
                 final: bool) -> Iterator[dict[str, np.ndarray]]:
         size = self.dtype.itemsize
         n = (have - self._pos) // size
+        if self._records_end is not None:
+            n = min(n, max(self._records_end - self.position, 0) // size)
+            if self.position + n * size >= self._records_end:
+                self.ended = True  # the declared records: what follows is a trailer
         if not n:
             return
         records = np.frombuffer(buf, dtype=self.dtype, count=n, offset=self._pos)
         out = {name: records[name].copy() for name in self.fields}
         self._pos += n * size
         yield out
+
+    def _at_end(self, pending: int, shrank: bool) -> None:
+        if not shrank and self._records_end is not None and self.position < self._records_end:
+            held = (self.position - self._records_start) // self.dtype.itemsize
+            self.warn_truncated(self.position, f"the header declares {self.declared_count} "
+                                f"records but the file holds {held}")
+            return
+        super()._at_end(pending, shrank)
