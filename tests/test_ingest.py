@@ -1038,8 +1038,10 @@ def test_python_refuses_values_out_of_range(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"threads must be >= 1 \(or None for the default\), "
                                          "not 0"):
         bindf.ingest(run, dest, threads=0)
-    with pytest.raises(ValueError, match="settle must be 0 or more seconds, not -5"):
+    with pytest.raises(ValueError, match="settle must be a number of seconds >= 0, not -5"):
         bindf.ingest(run, dest, settle=-5)
+    with pytest.raises(ValueError, match="settle must be a number of seconds >= 0, not '5'"):
+        bindf.ingest(run, dest, settle="5")  # (math.isfinite's TypeError before)
     with pytest.raises(ValueError, match="interval must be a positive number of seconds, "
                                          "not 0"):
         bindf.watch_ingest(run, dest, interval=0)
