@@ -960,3 +960,35 @@ def test_plot_hit_map_refuses_a_chip_without_hits() -> None:
     df = frame("polars", apx_columns(HITS), "apx", AP4)
     with pytest.raises(ValueError, match=r"its chips are \[0, 1\]"):
         df.bindf.plot_hit_map(chip=2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rebin_sums_signed_and_float_channels_in_their_own_kind(kind: str) -> None:
+    """A background-subtracted (signed) or corrected (float) channel was cast to uint64
+    before summing: fractions dropped, negative values wrapped to ~1.8e19."""
+    columns = it02_columns([1e6, 2e6, 3e6, 4e6], ch2=[1, 2, 3, 4], ch4=[0, 1, 0, 1])
+    columns["ch2"] = columns["ch2"].astype("int64") - 3  # -2, -1, 0, 1
+    columns["ch4"] = columns["ch4"] * 0.5
+    coarse = as_polars(frame(kind, columns, "it02", IT02_HEADER).bindf.rebin(2000), kind)
+    assert coarse.schema == {"time_ns": pl.Float64, "ch2": pl.Int64, "ch4": pl.Float64}
+    assert coarse.rows() == [(2e6, -3, 0.5), (4e6, 1, 0.5)]
+    columns["ch2"] = np.array(["a", "b", "c", "d"])
+    with pytest.raises(TypeError, match="rebin sums the channel columns: 'ch2' holds"):
+        frame(kind, columns, "it02", IT02_HEADER).bindf.rebin(2000)
+
+
+@pytest.mark.parametrize("shape", [(300, 300), (13, 16, 2), 13, (13.7, 16), ("13", "16"),
+                                   (0, 16), (True, 16)])
+def test_hit_map_shape_is_two_integers_a_map_can_hold(shape: Any) -> None:
+    df = frame("polars", apx_columns(HITS), "apx", AP4)
+    with pytest.raises(ValueError, match=r"shape must be \(rows, columns\): two integers "
+                                         "from 1 to 256"):
+        df.bindf.hit_map(shape=shape)
+    assert df.bindf.hit_map(shape=(np.int64(20), 256)).height == 20 * 256
+
+
+def test_match_rows_columns_on_astropix4_hits_says_they_need_no_matching() -> None:
+    hits = bindf.read_apx(Path(__file__).parent / "data" / "20250723_092534_data.apx")
+    with pytest.raises(ValueError, match=r"lacks \['location'\] \(AstroPix 4 hits have their "
+                                         "row and column already: nothing to match\\)"):
+        hits.bindf.match_rows_columns()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -156,8 +157,12 @@ def match_rows_columns(frame: Any, info: Mapping[str, Any] | None = None, *,
     names = column_names(frame)
     optional = [c for c in ("chip_timestamp", "wall_timestamp", "decoding_order") if c in names]
     needed = ["readout_id", "chip_id", "column", "location", "tot_us", *optional]
+    # (an AstroPix 4 frame has row and column already: no location, nothing to pair)
+    half_hits = ("it is for AstroPix 3 hits, whose row and column come as two half-hits "
+                 "with a location; select location when reading" if "row" not in names
+                 else "AstroPix 4 hits have their row and column already: nothing to match")
     files = file_columns(frame, info, "match_rows_columns", needed)
-    data = columns_of(frame, [*files, *needed], "match_rows_columns")
+    data = columns_of(frame, [*files, *needed], "match_rows_columns", half_hits)
     result = like_input(_match_rows_columns(data, files, same_chip_timestamp,
                                             max_tot_difference_us, keep_unmatched), frame)
     if info is not None:  # the pixel table keeps the run's metadata: .bindf.hit_map() works
@@ -262,6 +267,10 @@ def plot_hits_per_readout(frame: Any, info: Mapping[str, Any], *, ax: Any = None
 # --- computation (polars in, polars out) ---------------------------------------------
 
 
+#: The most rows (and columns) a hit map has: hits' rows and columns are uint8.
+MAX_GRID_SIDE = 256
+
+
 def grid_shape(header: Mapping[str, Any], rows: np.ndarray, columns: np.ndarray,
                shape: tuple[int, int] | None = None) -> tuple[int, int]:
     """(rows, columns) of the map: ``shape`` if given (it must hold every hit), else
@@ -269,9 +278,14 @@ def grid_shape(header: Mapping[str, Any], rows: np.ndarray, columns: np.ndarray,
     top_row = int(rows.max()) + 1 if len(rows) else 0
     top_col = int(columns.max()) + 1 if len(columns) else 0
     if shape is not None:
-        n_rows, n_cols = (int(n) for n in shape)
-        if n_rows < 1 or n_cols < 1:
-            raise ValueError(f"shape must be two positive numbers, not {shape!r}")
+        # (the map's row and column are uint8, as the hits' are: at most 256 of each)
+        if (isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence)
+                or len(shape) != 2
+                or not all(isinstance(n, Integral) and not isinstance(n, bool)
+                           and 1 <= n <= MAX_GRID_SIDE for n in shape)):
+            raise ValueError(f"shape must be (rows, columns): two integers from 1 to "
+                             f"{MAX_GRID_SIDE}, not {shape!r}")
+        n_rows, n_cols = int(shape[0]), int(shape[1])
         if top_row > n_rows or top_col > n_cols:
             raise ValueError(
                 f"shape {shape!r} is too small: hits reach row {top_row - 1}, "

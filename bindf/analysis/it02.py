@@ -61,7 +61,9 @@ def rebin(frame: Any, info: Mapping[str, Any], width_us: float, *,
     by file (coarse bins never mix two files): the result starts with that column,
     files in the order they come in the frame, each file's bins in time order.
 
-    Counts become uint64 (sums of uint32 can exceed 2**32). The result carries the
+    Counts become uint64 (sums of uint32 can exceed 2**32); a channel of signed values
+    (background subtracted) sums as int64, one of floats (a correction applied) as
+    float64. The result carries the
     frame's bindf metadata with ``bin_width_micros`` set to ``width_us``, so
     ``.bindf.count_rate()`` and ``.bindf.plot_trace()`` work on it.
     """
@@ -161,6 +163,24 @@ def _rebin_factor(width_us: Any, bin_us: float) -> int:
     return factor
 
 
+#: The type a channel's sums take, by the kind of its values.
+_NUMPY_SUM = {pl.UInt64: np.uint64, pl.Int64: np.int64, pl.Float64: np.float64}
+
+
+def _sum_type(name: str, dtype: pl.DataType) -> pl.DataType:
+    """What the sums of a channel of ``dtype`` are: counts (unsigned) as uint64 (sums of
+    uint32 can exceed 2**32), signed values (background subtracted) as int64, floats
+    (a correction factor applied) as float64; a TypeError for anything else (they were
+    all cast to uint64: fractions dropped, negative values wrapped)."""
+    if dtype.is_unsigned_integer() or dtype == pl.Boolean:
+        return pl.UInt64
+    if dtype.is_signed_integer():
+        return pl.Int64
+    if dtype.is_float():
+        return pl.Float64
+    raise TypeError(f"rebin sums the channel columns: {name!r} holds {dtype}, not numbers")
+
+
 def _rebin(data: pl.DataFrame, files: list[str], bin_us: float, factor: int,
            drop_partial: bool) -> pl.DataFrame:
     channels = data.columns[len(files) + 1:]
@@ -168,7 +188,7 @@ def _rebin(data: pl.DataFrame, files: list[str], bin_us: float, factor: int,
     # each file's records together, files in frame order, then by time
     data = sort_by_file(data, files, "time_ns")
     out_schema = {**{name: data.schema[name] for name in files}, "time_ns": pl.Float64,
-                  **{name: pl.UInt64 for name in channels}}
+                  **{name: _sum_type(name, data.schema[name]) for name in channels}}
     if data.height == 0:
         return pl.DataFrame(schema=out_schema)
     bin_ns = bin_us * 1e3
@@ -217,8 +237,9 @@ def _rebin(data: pl.DataFrame, files: list[str], bin_us: float, factor: int,
     anchor_last = lasts[anchor]
     columns["time_ns"] = times[anchor_last] + (end - position[anchor_last]) * bin_ns
     for name in channels:
-        counts = data[name].fill_null(0).to_numpy().astype(np.uint64)
-        summed = np.zeros(rows, dtype=np.uint64)
+        kind = _NUMPY_SUM[out_schema[name]]
+        counts = data[name].fill_null(0).to_numpy().astype(kind)
+        summed = np.zeros(rows, dtype=kind)
         summed[filled] = np.add.reduceat(counts, starts)
         columns[name] = summed
     table = pl.DataFrame(columns, schema=out_schema)
