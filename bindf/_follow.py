@@ -25,6 +25,7 @@ from __future__ import annotations
 import glob as globbing
 import os
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -607,7 +608,13 @@ class Follower(Iterator[Frame]):
         #: start="end": the size of each file that exists now (where its rows begin).
         self._sizes_at_start = {p: os.stat(p).st_size for p in self._candidates()
                                 if os.path.exists(p)}
-        self._frames = self._run()
+        # The iteration and the files' tails refer to the follower weakly: a follower
+        # dropped without close() (a consumer's loop that raised) is freed at once, and
+        # __del__ closes the file it was reading (a reference cycle kept it open until
+        # the garbage collector ran: on Windows, the instrument could not rename it).
+        # Inside it, the generators it delegates to are called on the class with the
+        # proxy (``self._to_frames`` would bind the follower itself, strongly).
+        self._frames = Follower._run(weakref.proxy(self))
 
     # -- iterator / context manager -----------------------------------------------------------
     def __iter__(self) -> Follower:
@@ -621,6 +628,10 @@ class Follower(Iterator[Frame]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_frames", None) is not None:  # (__init__ may have raised)
+            self.close()
 
     def stop(self) -> None:
         """Ask the iteration to end at its next poll, as if Ctrl-C was pressed: safe to
@@ -763,7 +774,7 @@ class Follower(Iterator[Frame]):
             batches = tail.finish()
         except BindfError as exc:
             raise ensure_bindf_path(exc, tail.path) from None
-        yield from self._to_frames(tail, batches)
+        yield from Follower._to_frames(self, tail, batches)
         self._raise_error_of(tail)
 
     def _retire(self, tail: _Tail, done: set[str]) -> None:
@@ -783,14 +794,14 @@ class Follower(Iterator[Frame]):
                     path = self._next_file(done)
                     if path is not None:
                         start = self._sizes_at_start.get(path) if self.start == "end" else None
-                        tail = self._tail = _Tail(path, self, start)
+                        tail = self._tail = _Tail(path, self, start)  # (self: a proxy)
                         self.paths.append(path)
                 if tail is not None:
                     try:
                         batches, active = tail.poll()
                     except BindfError as exc:
                         raise ensure_bindf_path(exc, tail.path) from None
-                    yield from self._to_frames(tail, batches,
+                    yield from Follower._to_frames(self, tail, batches,
                                                always=tail.ended_by == "end_marker")
                     if active:  # (after the frames: the caller's time with them is not idle)
                         last_activity = time.monotonic()
@@ -807,7 +818,7 @@ class Follower(Iterator[Frame]):
                         if tail.never_appeared:
                             self._skip_missing(tail.path, done)
                         else:
-                            yield from self._final_frames(tail)
+                            yield from Follower._final_frames(self, tail)
                         self._retire(tail, done)
                         continue
                 if self.idle_timeout is not None and \
@@ -818,7 +829,7 @@ class Follower(Iterator[Frame]):
                             f"no file {' or '.join(map(repr, self.patterns))} appeared "
                             f"within idle_timeout={self.idle_timeout} s")
                     if tail is not None and not tail.never_appeared:
-                        yield from self._final_frames(tail)
+                        yield from Follower._final_frames(self, tail)
                         done.add(tail.path)
                     # listed paths that never became files (the tail among them)
                     for path in self._candidates():

@@ -1450,3 +1450,37 @@ def test_values_are_checked_when_follow_is_called(tmp_path: Path, options, messa
     was time.sleep's error)."""
     with pytest.raises(ValueError, match=message):
         bindf.follow(tmp_path / "later.bin", **options)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_a_follower_dropped_without_close_closes_its_file(tmp_path: Path) -> None:
+    """A consumer's loop that raised (no ``with``) left the file open until the garbage
+    collector ran: the follower and its iteration referred to each other."""
+    import gc
+
+    path = tmp_path / "run.apx"
+    path.write_bytes((SAMPLES / "astropix_threshold_scan.apx").read_bytes())
+
+    def open_on_path() -> int:
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}") == str(path)
+                   for fd in os.listdir("/proc/self/fd")
+                   if os.path.exists(f"/proc/self/fd/{fd}"))
+
+    def consume() -> None:
+        for _ in bindf.follow(path, poll_interval=0.01, idle_timeout=None):
+            raise RuntimeError("the consumer's bug")
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(RuntimeError):
+            consume()
+        assert open_on_path() == 0
+        live = bindf.follow(path, poll_interval=0.01, idle_timeout=None)
+        next(live)
+        assert open_on_path() == 1
+        del live
+        assert open_on_path() == 0
+    finally:
+        if enabled:
+            gc.enable()
