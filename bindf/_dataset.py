@@ -10,7 +10,7 @@ them, so a scan reads its snapshot or, once such a manifest is saved, fails.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from ._ingest_worker import part_schema, schema_fingerprint
@@ -20,6 +20,33 @@ from .errors import BindfWarning
 
 if TYPE_CHECKING:
     import polars as pl
+
+
+def _partition_schema(partition_by: list[str],
+                      entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The partition columns' types, from the header values the manifest keeps for each
+    source: polars would guess them from the folder names, and read the text "1.10"
+    as the number 1.1, the same as "1.1" ("007" as 7.0). A field whose values are all
+    integers is Int64, all numbers Float64, all booleans Boolean, anything else text;
+    None (polars guesses) for a dataset whose manifest kept no values (made by an
+    earlier bindf)."""
+    import polars as pl
+
+    if any("partition" not in entry for entry in entries):
+        return None
+    schema: dict[str, Any] = {"format": pl.String}
+    for name in partition_by:
+        values = [v for entry in entries
+                  if (v := (entry["partition"] or {}).get(name)) is not None]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if values and all(isinstance(v, bool) for v in values):
+            schema[name] = pl.Boolean
+        elif values and len(numbers) == len(values):
+            schema[name] = (pl.Int64 if all(isinstance(v, int) for v in numbers)
+                            else pl.Float64)
+        else:
+            schema[name] = pl.String
+    return schema
 
 
 def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
@@ -87,7 +114,10 @@ def read_dataset(dest: str | os.PathLike[str], format: str | None = None, *,
             os.path.join(dest, *part.split("/")) for part in entry["parts"])
     main = manifest.schemas.get(name)
     order = sorted(groups, key=lambda f: (f != main, min(groups[f])))
-    scans = [pl.scan_parquet(groups[f], hive_partitioning=hive_partitioning) for f in order]
+    hive_schema = (_partition_schema(manifest.settings.get("partition_by") or [],
+                                     list(chosen.values())) if hive_partitioning else None)
+    scans = [pl.scan_parquet(groups[f], hive_partitioning=hive_partitioning,
+                             hive_schema=hive_schema) for f in order]
     lf = scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
     info = build_info(name, next(iter(chosen.values()))["header"], list(chosen))
     info["headers"] = {p: e["header"] for p, e in chosen.items()}

@@ -53,6 +53,7 @@ from ._inputs import (
     source_items,
     source_path_text,
 )
+from ._manifest import MANIFEST_NAME
 from ._params import check_count, column_list
 from ._source import _fsspec_filesystem, _is_url, _local_path, has_glob_chars
 from ._writing import encode_preamble, inherited_header
@@ -893,6 +894,14 @@ def _read_dataset(path: str, filesystem: Any, name: str, *, columns: list[str] |
     # as text (part.1, part.10, …, part.2): the rows came back out of order. (Each
     # fragment keeps its partition values.)
     fragments = sorted(listed.fragments, key=lambda fragment: _natural_key(fragment.path))
+    try:
+        stored = _alike_fragments(fragments, columns, name)
+    except BindfError as exc:
+        if filesystem is not None or not os.path.exists(os.path.join(path, MANIFEST_NAME)):
+            raise
+        raise BindfError(f"{exc.reason}; {name} is a bindf dataset: bindf.read_dataset("
+                         f"{name!r}, format=...) reads the folders of each format together",
+                         path=exc.path, offset=exc.offset) from None
     dataset = ds.FileSystemDataset(fragments, listed.schema, ds.ParquetFileFormat(),
                                    filesystem=listed.filesystem)
     metadata = listed.schema.metadata or {}
@@ -905,7 +914,42 @@ def _read_dataset(path: str, filesystem: Any, name: str, *, columns: list[str] |
     # (head reads the fragments in order, and no more of them than the rows need)
     table = (dataset.to_table(columns=wanted) if n_rows is None
              else dataset.head(n_rows, columns=wanted))
+    table = _one_dictionary_per_partition_column(table, stored)
     return with_metadata(table, {**(table.schema.metadata or {}), **metadata}), {}
+
+
+def _alike_fragments(fragments: list[Any], columns: list[str] | None,
+                     where: str) -> set[str]:
+    """Refuse a dataset folder whose files' columns differ, as a list of such files is
+    refused (:func:`_check_alike`, naming the file): pyarrow reads every file with the
+    first one's schema, so another's columns were dropped without a word (a bindf
+    dataset's ``format=apx-…`` folder of AstroPix 3 runs beside AstroPix 4 ones). Each
+    file's footer is read for it. Returns the names of the columns the files store
+    (the others are the folders' partition columns)."""
+    first: tuple[pa.Table, str] | None = None
+    for fragment in fragments:
+        schema = fragment.physical_schema
+        if columns is not None:
+            schema = pa.schema([f for f in schema if f.name in columns])
+        table = schema.empty_table()
+        if first is None:
+            first = (table, fragment.path)
+        else:
+            _check_alike(table, first[0], fragment.path, first[1], columns)
+    return set() if first is None else set(first[0].column_names)
+
+
+def _one_dictionary_per_partition_column(table: pa.Table, stored: set[str]) -> pa.Table:
+    """The partition columns (from the folder names: dictionary-typed, a dictionary per
+    file) as one dictionary each: pandas could not convert them where one folder is
+    the null partition (``key=__HIVE_DEFAULT_PARTITION__``: "Cannot yet unify
+    dictionaries with nulls"); they stay categorical there."""
+    for i, field in enumerate(table.schema):
+        if field.name in stored or not pa.types.is_dictionary(field.type):
+            continue
+        values = table.column(i).cast(field.type.value_type).combine_chunks()
+        table = table.set_column(i, field.name, values.dictionary_encode())
+    return table
 
 
 def _natural_key(path: str) -> list[Any]:

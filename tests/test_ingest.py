@@ -23,6 +23,7 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -1451,3 +1452,56 @@ def test_a_long_header_value_column_stays_within_arrow_text(
     # (the source column is repeated text too: the longer of the two sets the slices)
     step = bindf.arrow.STRING_BYTES_MAX // max(len(text.encode()), len(str(source).encode()))
     assert pq.ParquetFile(tmp_path / "ds" / part).metadata.num_row_groups == -(-200 // step)
+
+
+def _apx_runs_with(root: Path, values: list[Any]) -> list[Path]:
+    """Five-hit copies of the sample run whose header's ``args.yaml`` is each of
+    ``values`` (None: a run without it)."""
+    sample = SAMPLES / "astropix_threshold_scan.apx"
+    hits = bindf.read(sample).iloc[:5]
+    root.mkdir()
+    paths = []
+    for i, value in enumerate(values):
+        header = bindf.read_header(sample)
+        if value is None:
+            header["args"].pop("yaml", None)
+        else:
+            header["args"]["yaml"] = value
+        paths.append(root / f"r{i}.apx")
+        bindf.write_apx(paths[-1], hits, header)
+    return paths
+
+
+def test_read_dataset_types_partition_columns_by_the_header_values(tmp_path: Path) -> None:
+    """polars guessed them from the folder names: the text "1.10" came back as the
+    number 1.1, the same as "1.1" ("007" as 7.0)."""
+    runs = _apx_runs_with(tmp_path / "text", ["1.10", "1.1", "007", None])
+    bindf.ingest(tmp_path / "text", tmp_path / "ds", partition_by=["args.yaml"], threads=1)
+    got = (bindf.read_dataset(tmp_path / "ds").group_by("source")
+           .agg(pl.col("args.yaml").first()).sort("source").collect())
+    assert got.schema["args.yaml"] == pl.String
+    assert got["args.yaml"].to_list() == ["1.10", "1.1", "007", None]
+    assert got["source"].to_list() == [str(p) for p in runs]
+    _apx_runs_with(tmp_path / "numbers", [2, 3.5, None])
+    bindf.ingest(tmp_path / "numbers", tmp_path / "ds2", partition_by=["args.yaml"],
+                 threads=1)
+    got = bindf.read_dataset(tmp_path / "ds2").select("args.yaml").unique().collect()
+    assert got.schema["args.yaml"] == pl.Float64
+    assert sorted(got["args.yaml"].to_list(), key=lambda v: (v is None, v)) == [2.0, 3.5, None]
+
+
+def test_read_parquet_of_an_ingested_dataset_folder(tmp_path: Path) -> None:
+    """Folders of two schemas (AstroPix 4 and 3 runs): pyarrow read every file with the
+    first one's columns, dropping the others' without a word; a null partition folder
+    (a run without the field) made pandas' conversion fail with pyarrow's error."""
+    runs = tmp_path / "runs"
+    _apx_runs_with(runs, ["a", None])
+    shutil.copy(SAMPLES / "astropix3_injection_run.apx", runs / "apx3.apx")
+    dest = tmp_path / "ds"
+    bindf.ingest(runs, dest, partition_by=["args.yaml"], threads=1)
+    with pytest.raises(bindf.BindfError, match=r"its columns differ \(.*\); .* is a bindf "
+                                               r"dataset: bindf.read_dataset\("):
+        bindf.read_parquet(dest)
+    frame = bindf.read_parquet(dest / "format=apx")
+    assert len(frame) == 10 and frame["args.yaml"].isna().sum() == 5
+    assert frame["args.yaml"].dropna().unique().tolist() == ["a"]
