@@ -119,7 +119,8 @@ class _Tail:
         self.skip_state: StreamState | None = None
         self.done = False
         #: Why the file ended: "end_marker", "changed" (shrank, replaced, removed),
-        #: "data_end" (the decoder cannot go on, e.g. damage skipped under on_error),
+        #: "data_end" (the decoder cannot go on: damage skipped under on_error, or the
+        #: records a header declares all read),
         #: "error" (damage under on_error="raise": :attr:`error`) or "complete" (a file
         #: written in one go, read whole).
         self.ended_by: str | None = None
