@@ -27,7 +27,8 @@ def _partition_schema(partition_by: list[str],
     """The partition columns' types, from the header values the manifest keeps for each
     source: polars would guess them from the folder names, and read the text "1.10"
     as the number 1.1, the same as "1.1" ("007" as 7.0). A field whose values are all
-    integers is Int64, all numbers Float64, all booleans Boolean, anything else text;
+    integers is Int64 (text past int64's range, exactly as written), all numbers
+    Float64, all booleans Boolean, anything else text;
     None (polars guesses) for a dataset whose manifest kept no values (made by an
     earlier bindf)."""
     import polars as pl
@@ -42,8 +43,10 @@ def _partition_schema(partition_by: list[str],
         if values and all(isinstance(v, bool) for v in values):
             schema[name] = pl.Boolean
         elif values and len(numbers) == len(values):
-            schema[name] = (pl.Int64 if all(isinstance(v, int) for v in numbers)
-                            else pl.Float64)
+            integers = all(isinstance(v, int) for v in numbers)
+            schema[name] = (pl.Float64 if not integers
+                            else pl.Int64 if all(-2**63 <= v < 2**63 for v in numbers)
+                            else pl.String)  # (an integer past int64: its digits, exact)
         else:
             schema[name] = pl.String
     return schema

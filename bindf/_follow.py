@@ -22,6 +22,7 @@ Where a followed file ends:
 
 from __future__ import annotations
 
+import contextlib
 import glob as globbing
 import os
 import time
@@ -631,8 +632,15 @@ class Follower(Iterator[Frame]):
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_frames", None) is not None:  # (__init__ may have raised)
-            self.close()
+        if getattr(self, "_frames", None) is None:  # (__init__ may have raised)
+            return
+        # The file first: freed by the garbage collector (the follower in a cycle of
+        # the caller's), the iteration's weak proxy is dead already, and closing the
+        # iteration meets it (a ReferenceError, from its clean-up).
+        if self._tail is not None:
+            self._tail.close()
+        with contextlib.suppress(ReferenceError):
+            self._frames.close()
 
     def stop(self) -> None:
         """Ask the iteration to end at its next poll, as if Ctrl-C was pressed: safe to
@@ -680,13 +688,13 @@ class Follower(Iterator[Frame]):
 
     def _skip_missing(self, path: str, done: set[str]) -> None:
         """The listed ``path`` never became a file, and the follow moved past it (a
-        later file exists, or it ended idle): an error if no file was followed at all,
-        else a warning (the rows of the files that came are kept)."""
-        if not done:
-            raise FileNotFoundError(f"{path} did not appear within idle_timeout="
-                                    f"{self.idle_timeout} s")
+        later file exists, or it ended idle): a warning, the rows of the files that
+        came kept. (A follow where no file came raises at its idle end: see _run.)"""
         warn(BindfWarning("the file was never written while it was followed: skipped",
                           path=path))
+        done.add(path)
+        if path in self.paths:  # (taken up while it was waited for: not followed)
+            self.paths.remove(path)
 
     # -- columns -------------------------------------------------------------------------------
     def reader_columns(self, reader: FormatReader) -> list[str]:
@@ -787,6 +795,7 @@ class Follower(Iterator[Frame]):
 
     def _run(self) -> Iterator[Frame]:
         done: set[str] = set()
+        came = False  # whether any file was followed (one that never appeared was not)
         last_activity = time.monotonic()
         try:
             while not self._stop_requested:
@@ -809,6 +818,7 @@ class Follower(Iterator[Frame]):
                     self._raise_error_of(tail)
                     if tail.done:
                         self._retire(tail, done)
+                        came = True
                         if self._single or tail.ended_by == "changed":
                             self.ended_by = tail.ended_by
                             return
@@ -820,18 +830,23 @@ class Follower(Iterator[Frame]):
                             self._skip_missing(tail.path, done)
                         else:
                             yield from Follower._final_frames(self, tail)
+                            came = True
                         self._retire(tail, done)
                         continue
                 if self.idle_timeout is not None and \
                         time.monotonic() - last_activity >= self.idle_timeout:
                     self.ended_by = "idle"
-                    if tail is None and not done:
-                        raise FileNotFoundError(
-                            f"no file {' or '.join(map(repr, self.patterns))} appeared "
-                            f"within idle_timeout={self.idle_timeout} s")
                     if tail is not None and not tail.never_appeared:
                         yield from Follower._final_frames(self, tail)
                         done.add(tail.path)
+                        came = True
+                    if not came:
+                        if self._single:  # (its own name: the message tests know it)
+                            raise FileNotFoundError(f"{self.patterns[0]} did not appear "
+                                                    f"within idle_timeout={self.idle_timeout} s")
+                        raise FileNotFoundError(
+                            f"no file {' or '.join(map(repr, self.patterns))} appeared "
+                            f"within idle_timeout={self.idle_timeout} s")
                     # listed paths that never became files (the tail among them)
                     for path in self._candidates():
                         if path not in done and not os.path.exists(path):

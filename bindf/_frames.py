@@ -218,19 +218,20 @@ def to_arrow_table(frame: Any, *, keep_index: bool = False, keep_na: bool = Fals
     try:
         return _as_arrow_table(frame, keep_index, keep_na)
     except UnicodeEncodeError as exc:
-        where = _failing_place(frame, UnicodeEncodeError)
+        where = _place_text(_failing_place(frame, UnicodeEncodeError))
         raise ValueError(f"{where}holds a string that is not encodable as UTF-8 ({exc}); "
                          "files hold UTF-8") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         lengths = _column_lengths(frame)
         if len(set(lengths.values())) > 1:
             raise ValueError(f"the columns have different lengths: {lengths}") from None
-        where = _failing_place(frame, (pa.ArrowInvalid, pa.ArrowTypeError))
-        if not where:
+        place = _failing_place(frame, (pa.ArrowInvalid, pa.ArrowTypeError))
+        if place is None:
             raise
         why = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-        raise ValueError(f"{where}holds a value that Arrow cannot store with the rest of "
-                         f"the column ({why})") from None
+        what = ("cannot be stored as an Arrow column" if place[1] is None
+                else "holds a value that Arrow cannot store with the rest of the column")
+        raise ValueError(f"{_place_text(place)}{what} ({why})") from None
 
 
 def _as_arrow_table(frame: Any, keep_index: bool, keep_na: bool = False) -> pa.Table:
@@ -271,12 +272,22 @@ def _column_lengths(frame: Any) -> dict[str, int]:
             if hasattr(values, "__len__") and not isinstance(values, (str, bytes))}
 
 
-def _failing_place(frame: Any, errors: type[Exception] | tuple[type[Exception], ...]) -> str:
-    """``"column 'x', row 150, "``: where the conversion of ``frame`` (pandas or a dict
-    of columns, the inputs that hold Python objects) to Arrow raises one of ``errors``,
-    else ``""``. Called only after the whole frame failed: its columns are tried one by
-    one, and the failing column's row found by bisection over prefixes (a few
-    conversions; Arrow's message names the value, not where it is)."""
+def _place_text(place: tuple[Any, int | None] | None) -> str:
+    """``"column 'x', row 150, "`` (or without the row, or ``""``) for messages."""
+    if place is None:
+        return ""
+    name, row = place
+    return f"column {name!r} " if row is None else f"column {name!r}, row {row}, "
+
+
+def _failing_place(frame: Any, errors: type[Exception] | tuple[type[Exception], ...],
+                   ) -> tuple[Any, int | None] | None:
+    """``(column, row)`` where the conversion of ``frame`` (pandas or a dict of columns,
+    the inputs that hold Python objects) to Arrow raises one of ``errors`` (row None:
+    the column as a whole, a 2-D array say), else None. Called only after the whole
+    frame failed: its columns are tried one by one, and the failing column's row found
+    by bisection over prefixes (a few conversions; Arrow's message names the value, not
+    where it is)."""
     if isinstance(frame, Mapping):
         parts = [(name, lambda n, name=name, values=values: {name: values[:n]}, len(values))
                  for name, values in frame.items() if hasattr(values, "__len__")]
@@ -284,7 +295,7 @@ def _failing_place(frame: Any, errors: type[Exception] | tuple[type[Exception], 
         parts = [(name, lambda n, i=i: frame.iloc[:n, [i]], len(frame))
                  for i, name in enumerate(frame.columns)]
     else:
-        return ""
+        return None
 
     def fails(part: Any) -> bool:
         try:
@@ -296,12 +307,14 @@ def _failing_place(frame: Any, errors: type[Exception] | tuple[type[Exception], 
     for name, rows, n in parts:
         if not fails(rows(n)):
             continue
+        if fails(rows(0)):  # the column as a whole, not one of its values
+            return name, None
         low, high = 0, n  # the first `high` rows fail, the first `low` not
         while high - low > 1:
             middle = (low + high) // 2
             low, high = (low, middle) if fails(rows(middle)) else (middle, high)
-        return f"column {name!r}, row {low}, "
-    return ""
+        return name, low
+    return None
 
 
 def _pandas_to_arrow(frame: Any, keep_index: bool = False, keep_na: bool = False) -> pa.Table:

@@ -337,7 +337,8 @@ def read_parquet(
         column is declared nullable may differ); when ``columns`` is given, only those:
         files of other columns read together for the columns they share, as bindf's
         readers read such files. Any other difference is a :class:`~bindf.errors.BindfError` naming the file and
-        the columns that differ.
+        the columns that differ. (A dataset folder's files are read by pyarrow, which
+        casts the types that differ; files of other columns are refused there too.)
     n_rows:
         Read only the first ``n_rows`` rows, across files in order: the files of a glob
         or list after the one that completes them are not opened (``n_rows=0`` reads
@@ -895,7 +896,7 @@ def _read_dataset(path: str, filesystem: Any, name: str, *, columns: list[str] |
     # fragment keeps its partition values.)
     fragments = sorted(listed.fragments, key=lambda fragment: _natural_key(fragment.path))
     try:
-        stored = _alike_fragments(fragments, columns, name)
+        stored = _alike_fragments(fragments, columns, n_rows, name)
     except BindfError as exc:
         if filesystem is not None or not os.path.exists(os.path.join(path, MANIFEST_NAME)):
             raise
@@ -918,25 +919,41 @@ def _read_dataset(path: str, filesystem: Any, name: str, *, columns: list[str] |
     return with_metadata(table, {**(table.schema.metadata or {}), **metadata}), {}
 
 
-def _alike_fragments(fragments: list[Any], columns: list[str] | None,
+#: The column name pandas gives an unnamed index it stores in a Parquet file.
+_UNNAMED_PANDAS_INDEX = re.compile(r"__index_level_\d+__")
+
+
+def _alike_fragments(fragments: list[Any], columns: list[str] | None, n_rows: int | None,
                      where: str) -> set[str]:
-    """Refuse a dataset folder whose files' columns differ, as a list of such files is
-    refused (:func:`_check_alike`, naming the file): pyarrow reads every file with the
-    first one's schema, so another's columns were dropped without a word (a bindf
-    dataset's ``format=apx-…`` folder of AstroPix 3 runs beside AstroPix 4 ones). Each
-    file's footer is read for it. Returns the names of the columns the files store
-    (the others are the folders' partition columns)."""
-    first: tuple[pa.Table, str] | None = None
+    """Refuse a dataset folder whose files hold other columns (names), naming the file
+    and what differs: pyarrow reads every file with the first one's schema, so another
+    file's columns were dropped without a word, and columns it lacks came back null (a
+    bindf dataset's ``format=apx-…`` folder of AstroPix 3 runs beside AstroPix 4 ones).
+    Types may differ as pyarrow casts them (int32 and int64, an all-null column), and so
+    may a pandas index stored by some files only (``__index_level_0__``). Only
+    the files a read of ``n_rows`` opens are checked (a footer each); with ``columns``,
+    only those. Returns the names of the columns the files store (the others are the
+    folders' partition columns)."""
+    first: tuple[list[str], str] | None = None
+    rows = 0
     for fragment in fragments:
-        schema = fragment.physical_schema
-        if columns is not None:
-            schema = pa.schema([f for f in schema if f.name in columns])
-        table = schema.empty_table()
+        names = [name for name in fragment.physical_schema.names
+                 if (columns is None or name in columns)
+                 and not _UNNAMED_PANDAS_INDEX.fullmatch(name)]
         if first is None:
-            first = (table, fragment.path)
-        else:
-            _check_alike(table, first[0], fragment.path, first[1], columns)
-    return set() if first is None else set(first[0].column_names)
+            first = (names, fragment.path)
+        elif set(names) != set(first[0]):
+            only_here = [n for n in names if n not in first[0]]
+            missing = [n for n in first[0] if n not in names]
+            differences = ([f"only here: {only_here}"] if only_here else []) + (
+                [f"missing here: {missing}"] if missing else [])
+            raise BindfError(f"cannot read together with {first[1]}: its columns differ "
+                             f"({'; '.join(differences)})", path=fragment.path)
+        if n_rows is not None:
+            rows += fragment.metadata.num_rows
+            if rows >= n_rows:
+                break
+    return set() if first is None else set(first[0])
 
 
 def _one_dictionary_per_partition_column(table: pa.Table, stored: set[str]) -> pa.Table:

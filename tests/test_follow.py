@@ -1453,6 +1453,7 @@ def test_values_are_checked_when_follow_is_called(tmp_path: Path, options, messa
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # (__del__'s)
 def test_a_follower_dropped_without_close_closes_its_file(tmp_path: Path) -> None:
     """A consumer's loop that raised (no ``with``) left the file open until the garbage
     collector ran: the follower and its iteration referred to each other."""
@@ -1481,6 +1482,33 @@ def test_a_follower_dropped_without_close_closes_its_file(tmp_path: Path) -> Non
         assert open_on_path() == 1
         del live
         assert open_on_path() == 0
+
+        class Holder:  # a cycle of the caller's that holds a follower: freed by the
+            pass       # collector, which clears weak references before __del__ runs
+
+        holder = Holder()
+        holder.live, holder.me = bindf.follow(path, poll_interval=0.01, idle_timeout=None), holder
+        next(holder.live)
+        del holder
+        gc.collect()
+        assert open_on_path() == 0
     finally:
         if enabled:
             gc.enable()
+
+
+def test_a_listed_path_not_written_before_one_that_is(tmp_path: Path) -> None:
+    """``follow([missing, present])``: the missing one is skipped with a warning once the
+    later file exists, and the later file's rows come (it raised after one poll, with
+    no row and a message naming idle_timeout)."""
+    present = tmp_path / "b.bin"
+    present.write_bytes((SAMPLES / "photon_events_stt1.bin").read_bytes())
+    with pytest.warns(bindf.BindfWarning, match="never written while it was followed"):
+        with bindf.follow([tmp_path / "a_missing.bin", present], poll_interval=0.02,
+                          idle_timeout=0.3, output="arrow") as live:
+            rows = sum(f.num_rows for f in live)
+    assert rows == bindf.read(present, output="arrow").num_rows
+    assert live.paths == [str(present)] and live.ended_by == "idle"
+    with pytest.raises(FileNotFoundError, match="no file .* appeared within idle_timeout"):
+        list(bindf.follow([tmp_path / "x.bin", tmp_path / "y.bin"], poll_interval=0.02,
+                          idle_timeout=0.2))

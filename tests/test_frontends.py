@@ -1035,7 +1035,7 @@ def test_exit_right_after_a_scan_that_stopped_early_does_not_abort(tmp_path: Pat
             done.stderr
 
 
-def test_the_exit_waits_for_scan_steps_under_way_and_stops_later_ones() -> None:
+def test_the_exit_waits_for_scan_steps_under_way() -> None:
     import threading
 
     from bindf.frontends.polars import _SourceSteps
@@ -1047,7 +1047,7 @@ def test_the_exit_waits_for_scan_steps_under_way_and_stops_later_ones() -> None:
         in_step.set()
         release.wait(10)
         yield pl.DataFrame({"a": [1]})
-        yield pl.DataFrame({"a": [2]})  # never asked for once the exit began
+        yield pl.DataFrame({"a": [2]})
 
     got: list[int] = []
     source = steps.stepped(frames())
@@ -1062,4 +1062,23 @@ def test_the_exit_waits_for_scan_steps_under_way_and_stops_later_ones() -> None:
     exiting.join(10)
     consumer.join(10)
     assert not exiting.is_alive() and got == [1]
-    assert list(source) == []  # a later step ends the source at once
+    # a later step reads on (a scan collected in an atexit handler registered before
+    # bindf's, which runs after it, must read)
+    assert [frame["a"][0] for frame in source] == [2]
+
+
+def test_a_scan_collected_in_an_earlier_atexit_handler_reads(stt1_files: list[Path]) -> None:
+    """bindf's exit handler waits for scan steps under way; it runs before the handlers
+    registered before ``import bindf`` and must not stop their scans."""
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit\n"
+        f"atexit.register(lambda: print(__import__('bindf').scan({str(stt1_files[0])!r})"
+        ".collect().height))\n"
+        "import bindf\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout) == (0, "1000\n"), done.stderr

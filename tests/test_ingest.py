@@ -1488,6 +1488,10 @@ def test_read_dataset_types_partition_columns_by_the_header_values(tmp_path: Pat
     got = bindf.read_dataset(tmp_path / "ds2").select("args.yaml").unique().collect()
     assert got.schema["args.yaml"] == pl.Float64
     assert sorted(got["args.yaml"].to_list(), key=lambda v: (v is None, v)) == [2.0, 3.5, None]
+    _apx_runs_with(tmp_path / "huge", [2**63 + 5, 1])  # past int64: its digits, exactly
+    bindf.ingest(tmp_path / "huge", tmp_path / "ds3", partition_by=["args.yaml"], threads=1)
+    got = bindf.read_dataset(tmp_path / "ds3").select("args.yaml").unique().collect()
+    assert sorted(got["args.yaml"].to_list()) == ["1", str(2**63 + 5)]
 
 
 def test_read_parquet_of_an_ingested_dataset_folder(tmp_path: Path) -> None:

@@ -449,3 +449,31 @@ def test_a_scans_lazyframe_is_streamed_to_parquet(tmp_path: Path) -> None:
         scan.bindf.to_parquet(replaced, overwrite=False)
     with pytest.raises(ValueError, match="carries no bindf metadata"):
         scan.filter(pl.col("channel") == 0).bindf.to_parquet(tmp_path / "x.parquet")
+
+
+def test_a_folder_of_files_with_other_columns_is_refused_other_types_cast(tmp_path: Path) -> None:
+    """pyarrow reads every file of a folder with the first file's schema: a file of other
+    columns lost them without a word. Types it casts (int32 beside int64, a column of
+    nulls only, a pandas index one file stores) read as before."""
+    import pyarrow.parquet as pq
+
+    alike = tmp_path / "alike"
+    alike.mkdir()
+    pq.write_table(pa.table({"x": pa.array([1, 2], pa.int64()), "note": ["a", "b"]}),
+                   alike / "part.0.parquet")
+    pq.write_table(pa.table({"x": pa.array([3], pa.int32()), "note": pa.nulls(1)}),
+                   alike / "part.1.parquet")
+    pq.write_table(pa.Table.from_pandas(pd.DataFrame({"x": [4], "note": ["c"]}, index=[7])),
+                   alike / "part.2.parquet")
+    read = bindf.read_parquet(alike, output="arrow")
+    assert read["x"].to_pylist() == [1, 2, 3, 4]
+    assert read["note"].to_pylist() == ["a", "b", None, "c"]
+    other = tmp_path / "other"
+    other.mkdir()
+    pq.write_table(pa.table({"x": [1]}), other / "part.0.parquet")
+    pq.write_table(pa.table({"x": [2], "y": [3]}), other / "part.1.parquet")
+    with pytest.raises(bindf.BindfError, match=r"part.1.parquet: cannot read together with "
+                                               r".*part.0.parquet: its columns differ "
+                                               r"\(only here: \['y'\]\)"):
+        bindf.read_parquet(other)
+    assert bindf.read_parquet(other, n_rows=1, output="arrow")["x"].to_pylist() == [1]

@@ -351,3 +351,11 @@ def test_a_stray_value_in_an_object_column_names_its_column_and_row(
                                          r"Arrow cannot store with the rest of the column \("):
         getattr(bindf, write)(out, frame)
     assert not out.exists()
+
+
+def test_a_column_arrow_cannot_take_as_a_whole_is_named_without_a_row() -> None:
+    from bindf._frames import to_arrow_table
+
+    with pytest.raises(ValueError, match=r"^column 'a' cannot be stored as an Arrow column "
+                                         r"\(only handle 1-dimensional arrays\)"):
+        to_arrow_table({"a": np.zeros((3, 2)), "b": np.arange(3)})

@@ -172,7 +172,7 @@ def _sum_type(name: str, dtype: pl.DataType) -> pl.DataType:
     uint32 can exceed 2**32), signed values (background subtracted) as int64, floats
     (a correction factor applied) as float64; a TypeError for anything else (they were
     all cast to uint64: fractions dropped, negative values wrapped)."""
-    if dtype.is_unsigned_integer() or dtype == pl.Boolean:
+    if dtype.is_unsigned_integer() or dtype in (pl.Boolean, pl.Null):  # (Null: no counts)
         return pl.UInt64
     if dtype.is_signed_integer():
         return pl.Int64

@@ -89,7 +89,8 @@ class _SourceSteps:
     Python ends the thread, and the unwinding through polars' frames aborts the process
     ("FATAL: exception not rethrown", exit status 134) after the script's last line. An
     ``atexit`` handler runs before that, while threads may still take the GIL: it lets the
-    steps under way finish, and any later step ends its source at once.
+    steps under way finish. (It does not stop later steps: atexit handlers registered
+    before ``import bindf`` run after it, and a scan collected in one must read.)
     """
 
     #: How long the exit waits for steps under way (each decodes one batch: well under
@@ -99,16 +100,13 @@ class _SourceSteps:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._running = 0
-        self._exiting = False
         atexit.register(self.wait_at_exit)
 
     def stepped(self, frames: Generator[pl.DataFrame, None, None]) -> Iterator[pl.DataFrame]:
-        """``frames``, each step counted while it runs; none once the interpreter exits."""
+        """``frames``, each step counted while it runs."""
         try:
             while True:
                 with self._changed:
-                    if self._exiting:
-                        return
                     self._running += 1
                 try:
                     frame = next(frames, None)
@@ -124,7 +122,6 @@ class _SourceSteps:
 
     def wait_at_exit(self) -> None:
         with self._changed:
-            self._exiting = True
             self._changed.wait_for(lambda: self._running == 0, self.EXIT_WAIT_SECONDS)
 
 
