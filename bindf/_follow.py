@@ -23,6 +23,7 @@ Where a followed file ends:
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob as globbing
 import os
 import time
@@ -147,7 +148,7 @@ class _Tail:
         if self.stream is None:
             if grew:
                 self._open()
-            elif isinstance(self.header_error, CorruptDataError) and self._written_whole():
+            elif isinstance(self.header_error, CorruptDataError) and self._written_whole:
                 # Damage its reader met on opening a format written in one go (FCS1
                 # reads the whole file), in a file whose size held for a poll: the
                 # writer is done, so more bytes cannot mend it. Raised now, not after
@@ -212,9 +213,10 @@ class _Tail:
             return [], True
         return batches, True
 
+    @functools.cached_property
     def _written_whole(self) -> bool:
         """Whether this file's format is one written in one go (its reader could not be
-        opened, so the format is found as opening it would)."""
+        opened, so the format is found as opening it would; once, not at every poll)."""
         follower = self.follower
         try:
             spec = (get_format(follower.format) if follower.format is not None

@@ -560,6 +560,15 @@ _REPRESENTATIONS = [
 ]
 
 
+def _other_names(names: list[str], first_names: list[str]) -> list[str]:
+    """What a file's column ``names`` have that the first file's lack, and the reverse,
+    as the parts of a "columns differ" message (none: the same names)."""
+    extra = [n for n in names if n not in first_names]
+    missing = [n for n in first_names if n not in names]
+    return ([f"only here: {extra}"] if extra else []) + (
+        [f"missing here: {missing}"] if missing else [])
+
+
 def _check_alike(table: pa.Table, first: pa.Table, name: str, first_name: str,
                  columns: list[str] | None) -> None:
     """Refuse a file whose columns (as read: ``columns`` projects both) differ from the
@@ -572,16 +581,9 @@ def _check_alike(table: pa.Table, first: pa.Table, name: str, first_name: str,
         return
     types = dict(here)
     first_types = dict(there)
-    differences = []
-    extra = [n for n in table.column_names if n not in first_types]
-    missing = [n for n in first.column_names if n not in types]
-    retyped = [f"{n!r} is {types[n]} here, {first_types[n]} in the first file"
-               for n in first.column_names if n in types and types[n] != first_types[n]]
-    if extra:
-        differences.append(f"only here: {extra}")
-    if missing:
-        differences.append(f"missing here: {missing}")
-    differences.extend(retyped)
+    differences = _other_names(table.column_names, first.column_names)
+    differences.extend(f"{n!r} is {types[n]} here, {first_types[n]} in the first file"
+                       for n in first.column_names if n in types and types[n] != first_types[n])
     if not differences:
         differences.append(f"in another order: {table.column_names} vs {first.column_names}")
     shared = _alike_columns(table.schema, first.schema)
@@ -895,14 +897,11 @@ def _read_dataset(path: str, filesystem: Any, name: str, *, columns: list[str] |
     # as text (part.1, part.10, …, part.2): the rows came back out of order. (Each
     # fragment keeps its partition values.)
     fragments = sorted(listed.fragments, key=lambda fragment: _natural_key(fragment.path))
-    try:
-        stored = _alike_fragments(fragments, columns, n_rows, name)
-    except BindfError as exc:
-        if filesystem is not None or not os.path.exists(os.path.join(path, MANIFEST_NAME)):
-            raise
-        raise BindfError(f"{exc.reason}; {name} is a bindf dataset: bindf.read_dataset("
-                         f"{name!r}, format=...) reads the folders of each format together",
-                         path=exc.path, offset=exc.offset) from None
+    dataset_hint = ("" if filesystem is not None
+                    or not os.path.exists(os.path.join(path, MANIFEST_NAME))
+                    else f"; {name} is a bindf dataset: bindf.read_dataset({name!r}, "
+                         "format=...) reads the folders of each format together")
+    stored = _alike_fragments(fragments, columns, n_rows, dataset_hint)
     dataset = ds.FileSystemDataset(fragments, listed.schema, ds.ParquetFileFormat(),
                                    filesystem=listed.filesystem)
     metadata = listed.schema.metadata or {}
@@ -924,7 +923,7 @@ _UNNAMED_PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 
 def _alike_fragments(fragments: list[Any], columns: list[str] | None, n_rows: int | None,
-                     where: str) -> set[str]:
+                     hint: str = "") -> set[str]:
     """Refuse a dataset folder whose files hold other columns (names), naming the file
     and what differs: pyarrow reads every file with the first one's schema, so another
     file's columns were dropped without a word, and columns it lacks came back null (a
@@ -932,8 +931,8 @@ def _alike_fragments(fragments: list[Any], columns: list[str] | None, n_rows: in
     Types may differ as pyarrow casts them (int32 and int64, an all-null column), and so
     may a pandas index stored by some files only (``__index_level_0__``). Only
     the files a read of ``n_rows`` opens are checked (a footer each); with ``columns``,
-    only those. Returns the names of the columns the files store (the others are the
-    folders' partition columns)."""
+    only those; ``hint`` ends the message. Returns the names of the columns the files
+    store (the others are the folders' partition columns)."""
     first: tuple[list[str], str] | None = None
     rows = 0
     for fragment in fragments:
@@ -943,12 +942,9 @@ def _alike_fragments(fragments: list[Any], columns: list[str] | None, n_rows: in
         if first is None:
             first = (names, fragment.path)
         elif set(names) != set(first[0]):
-            only_here = [n for n in names if n not in first[0]]
-            missing = [n for n in first[0] if n not in names]
-            differences = ([f"only here: {only_here}"] if only_here else []) + (
-                [f"missing here: {missing}"] if missing else [])
+            differences = _other_names(names, first[0])
             raise BindfError(f"cannot read together with {first[1]}: its columns differ "
-                             f"({'; '.join(differences)})", path=fragment.path)
+                             f"({'; '.join(differences)}){hint}", path=fragment.path)
         if n_rows is not None:
             rows += fragment.metadata.num_rows
             if rows >= n_rows:

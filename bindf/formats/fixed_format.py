@@ -160,7 +160,8 @@ class FixedLayout:
                     raise ValueError(
                         f"header field {field_name!r} ({header_dtype[field_name]}) is not "
                         f"supported: a {8 * field_base.itemsize}-bit float is no JSON "
-                        "number; declare its bytes as raw ('V16', shown as hex)")
+                        f"number; declare its bytes as raw ('V{field_base.itemsize}', shown "
+                        "as hex)")
             header = header_dtype
         elif isinstance(header, str) and not magic:
             raise ValueError('header="json" needs a magic (magic | u32 length | JSON)')
