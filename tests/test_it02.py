@@ -202,7 +202,7 @@ def test_real_sample_columns_and_n_rows(data_dir):
 
 
 def test_real_sample_fill_gaps_follows_drifting_clock(data_dir):
-    # The device clock drifts by ~0.94 bin over the run: bins are indexed by time
+    # The device clock drifts by ~1 bin over the run: bins are indexed by time
     # *differences*, so no bin is invented or merged; times become nominal.
     path = data_dir / SAMPLE
     full = read(path)

@@ -84,6 +84,19 @@ def test_real_channel_and_harmonic_meaning(real):
     assert per_time["harmonic"].unique().to_list() == [2]
 
 
+def test_real_phasors_join_their_sp01_curves_with_the_documented_casts(real, data_dir):
+    """docs/formats/spf1.md: the keys are typed as stored (SP01: f64 times, uint8 channels),
+    and the cast it shows puts every phasor beside the curves of its interval."""
+    curves = bindf.read_sp01(data_dir / "sp01_decay_curves_example.bin", output="polars")
+    phasors = bindf.read_spf1(real, output="polars")
+    totals = curves.group_by("time_ns", "channel").agg(pl.col("count").sum())
+    joined = phasors.join(totals.with_columns(pl.col("time_ns").cast(pl.UInt64),
+                                              pl.col("channel").cast(pl.UInt32)),
+                          on=["time_ns", "channel"])
+    assert joined.height == phasors.height == 400
+    assert (joined["count"] > 0).all()
+
+
 def test_real_count_rows(real):
     assert SPF1Reader(Source(str(real))).count_rows() == 400
 

@@ -152,7 +152,7 @@ class IT02Reader(FormatReader):
         first record's bin index is ``floor(t / w + 0.5)`` (``w`` the bin width in ns);
         every later record advances the index by ``floor((t - t_prev) / w + 0.5)`` from
         the previous record, which must be at least 1. Indices follow time *differences*
-        so that a drifting device clock (the real example drifts by ~0.94 bin over 3000
+        so that a drifting device clock (the real example drifts by ~1 bin over 3000
         bins) neither invents empty bins nor merges two bins. ``time_ns`` then holds the
         nominal ``index * w``. Damaged times (``on_error`` applies; under
         ``"warn"``/``"skip"`` the records named are dropped, the rest kept):
