@@ -197,18 +197,20 @@ def to_arrow_table(frame: Any, *, keep_index: bool = False, keep_na: bool = Fals
 
     The one frame → Arrow conversion: the writers and Parquet export both use it. pandas
     frames keep their pandas schema metadata (so a Parquet file restores their dtypes),
-    and NaN stays a value (see :func:`_pandas_to_arrow`).
+    and NaN stays a value unless ``keep_na`` (see :func:`_pandas_to_arrow`).
 
     ``keep_index`` (pandas frames): keep the index as pandas' own ``to_parquet`` does, a
     ``RangeIndex`` in the pandas metadata only and any other index as columns after the
     frame's (the Parquet export: a groupby result keeps its keys). Without it the index
     is dropped: the format writers take columns only.
 
-    ``keep_na`` (pandas frames): keep a missing value of a nullable float column
-    (``Float64`` …) as null, as Parquet stores it. Without it (the format writers, whose
-    floats have no missing value but NaN) it is NaN: pandas 3 reads NaN into such a
-    column as ``pd.NA``, so a frame read with ``dtype_backend="numpy_nullable"`` could not
-    be written back.
+    ``keep_na`` (pandas frames; the Parquet export): pandas' missing values become nulls,
+    as in pandas' own ``to_parquet``: NaN in a numpy float column (where pandas reads a
+    null, an A-STEP ``tot_us`` say, and where it has no other way to say "missing") and
+    ``pd.NA`` in a nullable column. Without it (the format writers, whose floats have no
+    missing value but NaN) both are NaN: a file's NaN is a value it stores, and pandas 3
+    reads NaN into a nullable float column as ``pd.NA``, so a frame read with
+    ``dtype_backend="numpy_nullable"`` could not be written back otherwise.
 
     Errors name what to mend: a string that UTF-8 cannot encode (a lone surrogate), or a
     value Arrow cannot store with the rest of its column (``"n/a"`` in an object column
@@ -318,13 +320,14 @@ def _failing_place(frame: Any, errors: type[Exception] | tuple[type[Exception], 
 
 
 def _pandas_to_arrow(frame: Any, keep_index: bool = False, keep_na: bool = False) -> pa.Table:
-    """pandas → Arrow keeping NaN as a value.
+    """pandas → Arrow, keeping NaN as a value unless ``keep_na``.
 
     ``pa.Table.from_pandas`` turns NaN in float columns into nulls (pandas' missing-value
-    convention), but NaN is a legitimate ``f64`` the files store; plain numpy float
-    columns are therefore put back without that mapping. Nullable float columns'
-    NA becomes NaN too unless ``keep_na`` (see :func:`to_arrow_table`); other nullable
-    extension dtypes keep their NA as null (and the writers refuse nulls).
+    convention), but NaN is a legitimate ``f64`` the files store; for the format writers
+    plain numpy float columns are therefore put back without that mapping, and nullable
+    float columns' NA becomes NaN too. ``keep_na`` (the Parquet export) keeps pandas'
+    convention (see :func:`to_arrow_table`). Other nullable extension dtypes keep their
+    NA as null either way (and the writers refuse nulls).
     """
     import pandas as pd
 
@@ -334,13 +337,15 @@ def _pandas_to_arrow(frame: Any, keep_index: bool = False, keep_na: bool = False
     # preserve_index=None is pandas' to_parquet default (see to_arrow_table). Index
     # columns come after the frame's, so column i below is still the frame's column i.
     table = pa.Table.from_pandas(frame, preserve_index=None if keep_index else False)
+    if keep_na:
+        return table
     for i in range(frame.shape[1]):
         series = frame.iloc[:, i]
         if not table.column(i).null_count:
             continue
         if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f":
             values = series.to_numpy()
-        elif not keep_na and isinstance(series.dtype, (pd.Float32Dtype, pd.Float64Dtype)):
+        elif isinstance(series.dtype, (pd.Float32Dtype, pd.Float64Dtype)):
             values = series.to_numpy(dtype=series.dtype.numpy_dtype, na_value=np.nan)
         else:
             continue

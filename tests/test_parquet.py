@@ -236,6 +236,30 @@ def test_real_samples_round_trip_exactly(data_dir: Path, tmp_path: Path, name: s
         assert back.bindf.header == frame.bindf.header
 
 
+def test_a_default_pandas_frames_missing_floats_are_parquet_nulls(tmp_path: Path) -> None:
+    """As pandas' own to_parquet: NaN in a numpy float column is pandas' missing value
+    (A-STEP's tot_us of a wrong-length frame, a null in the file's Arrow table), written
+    as null, so polars, DuckDB and Arrow see the nulls the reader found (they got NaN, and
+    polars' mean() was NaN). A pyarrow-backed frame keeps a NaN apart from a null."""
+    astep = Path(bindf.__file__).parent / "samples" / "astep_quad_chip_frames.bin"
+    arrow = bindf.read(astep, output="arrow")
+    missing = arrow.column("tot_us").null_count
+    assert missing > 0
+    frame = bindf.read(astep)
+    assert frame["tot_us"].isna().sum() == missing
+    frame.bindf.to_parquet(tmp_path / "default.parquet")
+    written = pq.read_table(tmp_path / "default.parquet")
+    assert written.column("tot_us").null_count == missing
+    assert written.column("tot_us").equals(arrow.column("tot_us"))
+    assert pl.read_parquet(tmp_path / "default.parquet")["tot_us"].is_nan().sum() == 0
+    pd.testing.assert_frame_equal(bindf.read_parquet(tmp_path / "default.parquet"), frame)
+    # the pyarrow backend tells a NaN the data holds from a missing value
+    both = pd.DataFrame({"x": pd.arrays.ArrowExtensionArray(pa.array([1.5, float("nan"), None]))})
+    bindf.to_parquet(both, tmp_path / "arrow.parquet")
+    x = pq.read_table(tmp_path / "arrow.parquet").column("x")
+    assert x.null_count == 1 and x.is_nan().to_pylist() == [False, True, None]
+
+
 @pytest.mark.parametrize("fail_on", [1, 2, 3, "interrupt"])
 def test_writer_failing_mid_write_leaves_destination_untouched(
     stt1_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_on
