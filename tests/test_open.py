@@ -218,6 +218,20 @@ def test_requested_schema_with_values_that_do_not_fit(cases: dict[str, Case]) ->
         assert f.to_arrow().num_rows > 0  # the file is still usable
 
 
+def test_requested_schema_without_columns_or_naming_one_twice(cases: dict[str, Case]) -> None:
+    """An empty request kept no rows (columns=[] keeps them); a request naming a column
+    twice, which Arrow allows, was a KeyError saying the column did not exist."""
+    case = cases["spectro_stt1"]
+    expected = expected_table(case)
+    with open_case(case, batch_size=100) as f:
+        empty = pa.table(f, schema=pa.schema([]))
+        assert empty.num_columns == 0 and empty.num_rows == expected.num_rows
+        twice = pa.table(f, schema=pa.schema([("event", pa.uint16()), ("event", pa.uint8())]))
+    assert twice.schema.names == ["event", "event"] and twice.num_rows == expected.num_rows
+    assert twice.column(1).equals(expected["event"].cast(pa.uint8()))
+    assert twice.column(0).equals(expected["event"].cast(pa.uint16()))
+
+
 def test_requested_schema_with_an_unknown_column(cases: dict[str, Case]) -> None:
     with open_case(cases["sp01"]) as f, pytest.raises(ValueError, match=r"\['nope'\]"):
         pa.table(f, schema=pa.schema([("nope", pa.int8())]))

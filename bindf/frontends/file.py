@@ -201,8 +201,11 @@ class BindfFile:
         check_columns_known(path_text(self._sources[0].path), requested.names,
                             available.names, detail=" in the requested schema")
         names = requested.names
+        # by position: a request may name a column twice (Arrow allows it), and each
+        # place then gets the column
         target = pa.schema(
-            [_castable_field(available.field(n), requested.field(n)) for n in names],
+            [_castable_field(available.field(name), requested.field(i))
+             for i, name in enumerate(names)],
             metadata=available.metadata,
         )
         plan = self._plan(columns=names)
@@ -212,6 +215,9 @@ class BindfFile:
         for batch in self._pass(plan):
             # by name: the plan adds the row index and path columns the object was
             # opened with, wherever the request names them or not
+            if not target:  # no columns, the rows still count (as for columns=[])
+                yield batch.select([]).replace_schema_metadata(target.metadata)
+                continue
             columns = [batch.column(field.name) for field in target]
             yield pa.RecordBatch.from_arrays(
                 [column if column.type == field.type else _cast(column, field)
