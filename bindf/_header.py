@@ -197,7 +197,9 @@ def _whole_json_object(data: bytes) -> int | None:
     text = data.decode("utf-8", "surrogateescape")
     try:
         value, end = json.JSONDecoder().raw_decode(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # (RecursionError: cut text nested deeper than Python recurses, such as a
+        # million ``[``; no header bindf accepts is that deep, so it is not one.)
         return None
     size = len(text[:end].encode("utf-8", "surrogateescape"))
     if not isinstance(value, dict) or not data[size:].strip(b" \t\r\n"):

@@ -234,6 +234,18 @@ def test_a_damaged_length_before_a_whole_header_is_damage_not_a_cut():
             read(cut)
 
 
+def test_a_cut_header_nested_deeper_than_python_recurses_is_a_cut():
+    """The probe for a whole JSON object after a length that runs past the end used the
+    standard library's recursive parser with no depth guard: a cut header of 100,000
+    ``[`` raised a bare RecursionError (every JSON-header format, and a traceback in
+    ``bindf info``) instead of the cut-header error with the length field's offset."""
+    data = b"IT02" + struct.pack("<I", 10**9) + b"[" * 100_000
+    with pytest.raises(TruncatedHeaderError, match="declares 1000000000 bytes") as exc:
+        read_preamble(io.BytesIO(data), magic=b"IT02", file_size=len(data),
+                      format_label="IT02")
+    assert exc.value.offset == 4
+
+
 def test_read_preamble_file_shrank():
     data = preamble(b"SP01", b'{"a": 1}')
     # The size measured at open time says more bytes exist than the stream delivers.
