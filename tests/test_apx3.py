@@ -635,6 +635,18 @@ def test_log_readout_uid_refuses_other_chip_versions(version):
     assert info.value.path == "run.log" and info.value.offset == 42
 
 
+
+@pytest.mark.parametrize("version", ["{[1]: 2}", "-" * 5000 + "1", "0x" + "f" * 4000])
+def test_log_readout_uid_refuses_hostile_chip_version_text(version):
+    """chipVer text is evaluated as a literal: an unhashable dict, a nesting past
+    Python's recursion limit, or an integer too long to print gave a TypeError,
+    RecursionError or ValueError (and the CLI exit code of a bug) instead of the
+    refusal; the refusal shows the text as written, shortened."""
+    with pytest.raises(UnsupportedReadoutError, match="chipVer=") as info:
+        log_readout_uid({"Namespace": {"chipVer": version}}, path="run.log", offset=42)
+    assert info.value.path == "run.log" and info.value.offset == 42
+    assert len(str(info.value)) < 300
+
 # -- analysis: pairing row and column half-hits into pixel hits -------------------------------
 def generated_pixel_hits(seed: int, n_readouts: int = 300):
     """Pixel hits with a known answer, and the half-hit table an AstroPix 3 chip sends.

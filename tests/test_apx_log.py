@@ -169,6 +169,24 @@ def test_a_lone_surrogate_in_metadata_is_a_header_error(tmp_path: Path, line: st
         assert (raised.value.path, raised.value.offset) == (str(path), 0)
 
 
+
+@pytest.mark.parametrize("line", ["Digital: {'x': 0x" + "f" * 4000 + "}",
+                                  "Namespace(name='scan', chipVer=4, x=-" + "9" * 5000 + ")"])
+def test_an_integer_too_long_to_write_is_a_header_error(tmp_path: Path, line: str) -> None:
+    """A literal integer past the ~4,300 digits Python will spell was kept in the
+    header, and the steps that write the header as JSON (Arrow metadata, Parquet,
+    read_headers, bindf info) failed with a bare ValueError; it is refused at its line,
+    as a JSON header's is."""
+    path = tmp_path / "run.log"
+    text = f"{line}\n" + ("" if line.startswith("Namespace") else
+                          " Namespace(name='scan', chipVer=4)\n") + "0\tb'e0c0a0bb00ff'\n"
+    path.write_text(text)
+    for call in (bindf.read_header, bindf.read_apx_log, bindf.read_headers,
+                 lambda p: bindf.read_apx_log(p, output="arrow")):
+        with pytest.raises(bindf.HeaderError, match="line 1 .*digits") as raised:
+            call(path)
+        assert (raised.value.path, raised.value.offset) == (str(path), 0)
+
 def test_chunked_equals_whole(log_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bindf.formats import apx_log
 

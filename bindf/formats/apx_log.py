@@ -130,7 +130,14 @@ def _jsonable(value: Any) -> Any:
         return bytes(value).hex()
     if isinstance(value, str):
         return _text(value)
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        try:  # JSON (Arrow metadata, Parquet, read_headers) writes an integer's digits,
+            str(value)  # and Python refuses to spell those of one past ~4,300 of them
+        except ValueError:
+            raise ValueError(f"an integer of {value.bit_length()} bits has more digits than "
+                             "a header can write") from None
         return value
     if isinstance(value, float):
         return value if np.isfinite(value) else repr(value)
@@ -244,7 +251,7 @@ def _split_header(region: bytes, namespace_at: int | None, *, cut: bool,
                     data_offset = offset
                     break
                 raise _incomplete_header(len(region), True, path) from None
-            raise HeaderError(f"metadata line {number} is not a Python literal: {exc}",
+            raise HeaderError(f"log header line {number} is not a Python literal bindf can keep: {exc}",
                               path=path, offset=offset) from None
     if comments:
         header["comments"] = comments
@@ -332,16 +339,20 @@ def log_readout_uid(header: Mapping[str, Any], *, path: str | None = None,
     version = namespace.get("chipVer") if isinstance(namespace, Mapping) else None
     if version is None:
         return APX4_READOUT_UID
+    given = version
     if isinstance(version, str):
         try:
             version = ast.literal_eval(version.strip())
-        except (ValueError, SyntaxError):
-            pass
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass  # (text that is no literal, or a hostile one: the refusal below)
     if isinstance(version, int) and not isinstance(version, bool):
         if version in CHIP_VERSION_READOUTS:
             return CHIP_VERSION_READOUTS[version]
+    shown = repr(given)  # (as written: what it evaluates to may be too long to print)
+    if len(shown) > 60:
+        shown = f"{shown[:40]}... ({len(shown)} characters)"
     raise UnsupportedReadoutError(
-        f"the log's Namespace line has chipVer={version!r}; bindf reads AstroPix "
+        f"the log's Namespace line has chipVer={shown}; bindf reads AstroPix "
         f"{' and '.join(str(v) for v in CHIP_VERSION_READOUTS)} logs",
         path=path, offset=offset,
     )
