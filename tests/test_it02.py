@@ -558,6 +558,43 @@ def test_damaged_sparse_evidence_never_beats_plausible_dense_times():
     assert _it02_layout.detect_layout(clean_dense, len(clean_dense), 1, None, False) == "dense"
 
 
+
+def test_a_sparse_file_cut_in_its_first_records_reads_right_or_asks_for_the_layout(tmp_path):
+    """Cut a sparse file (3 channels) at every byte of its first records: each read is
+    the intact read's first rows (with a truncation warning when the cut is inside a
+    record), or, when both layouts read one plausible record, a CorruptDataError asking
+    for ``layout=``. The cut at exactly one dense record's length (20 data bytes) read
+    as a dense row of garbage counts with no warning; cuts inside the third sparse
+    record raised although two sparse records with plausibly spaced times preceded."""
+    header = {"channels": [0, 1, 2], "bin_width_micros": 1}
+    records = [sparse_record(1000.0, {0: 123}), sparse_record(2000.0, {1: 7}),
+               sparse_record(3000.0, {0: 1, 2: 9}), sparse_record(4000.0, {2: 5}),
+               end_marker(4000.0)]
+    data = preamble(header) + b"".join(records)
+    start = len(preamble(header))
+    intact = read(write(tmp_path, data, "intact.bin"))
+    ends = np.cumsum([len(r) for r in records])
+    asked = []
+    for size in range(1, len(data) - start):
+        path = write(tmp_path, data[:start + size], "cut.bin")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                df = read(path)
+            except CorruptDataError as err:
+                assert "layout=" in str(err) and "(one record)" in str(err)
+                asked.append(size)
+                continue
+        assert df.bindf.header["layout"] in ("sparse", None), size
+        n = len(df)
+        assert df.reset_index(drop=True).equals(intact.head(n).reset_index(drop=True)), size
+        assert bool(caught) == (size not in ends), size
+    assert asked == list(range(20, 26))  # one dense record, and one sparse record + a cut
+    # Told the layout, those cuts read as the sparse file they are.
+    path = write(tmp_path, data[:start + 20], "cut.bin")
+    with pytest.warns(TruncatedFileWarning):
+        assert read(path, layout="sparse").equals(intact.head(1))
+
 def test_damaged_dense_files_are_never_detected_sparse(tmp_path, data_dir):
     """Only a sparse chain broken by a bad mask gained evidence: dense files, clean or with
     implausible times, read exactly as before."""

@@ -133,6 +133,9 @@ class _Evidence:
     #: Damage that ends the record chain late enough for the records before it to still
     #: count as evidence (see :data:`MIN_RECORDS_BEFORE_BAD_MASK`), or None.
     damage: str | None = None
+    #: The times were put to the spacing test: two bins or more, or a bin that a
+    #: verified end marker closes. One lone time tests nothing but its range.
+    tested: bool = True
 
 
 def _dense_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None
@@ -140,7 +143,8 @@ def _dense_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: float
     dtype = dense_dtype(n_channels)
     n = min(len(head) // dtype.itemsize, PROBE_RECORDS)
     times = np.frombuffer(head, dtype=dtype, count=n)["time_ns"]
-    return _Evidence(None, _implausible_times(times, bin_ns), data_bytes % dtype.itemsize == 0)
+    return _Evidence(None, _implausible_times(times, bin_ns), data_bytes % dtype.itemsize == 0,
+                     tested=n >= 2)
 
 
 def _sparse_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None,
@@ -162,13 +166,15 @@ def _sparse_evidence(head: bytes, data_bytes: int, n_channels: int, bin_ns: floa
         # The chain cannot reach the end of the data, so it never ends cleanly.
         return _Evidence(None, _implausible_times(times, bin_ns), False, damage)
     clean = (pos == len(head)) if whole else marker_found
+    tested = n >= 2 or marker_found
     if clean and whole and 1 < rows == n:
         _, last, _ = _it02.scan_sparse(head, 0, n_channels, rows - 1)
         if head[last + 8] == 0:
             # The chain ends with a mask-0 record: the end marker, whose time may equal
-            # the last bin's. It is not a bin, so it takes no part in the spacing test.
-            times = times[:-1]
-    return _Evidence(None, _implausible_times(times, bin_ns), clean)
+            # the last bin's. It is not a bin, so it takes no part in the spacing test;
+            # a marker at or after the bins before it is the test they pass.
+            times, tested = times[:-1], bool(times[-1] >= times[-2])
+    return _Evidence(None, _implausible_times(times, bin_ns), clean, tested=tested)
 
 
 def detect_layout(head: bytes, data_bytes: int, n_channels: int, bin_ns: float | None,
@@ -186,7 +192,11 @@ def detect_layout(head: bytes, data_bytes: int, n_channels: int, bin_ns: float |
     for a first record is undecided (above), or dense if its ninth byte is no sparse mask
     for ``n_channels``; a layout
     whose leading times are plausible (see :func:`_implausible_times`) wins over one whose
-    are not; a tie is broken by which layout makes the data section end cleanly (dense:
+    are not; between plausible ones, times that passed the spacing test (two or more, or a
+    bin closed by a verified end marker) win over a single record; when both readings
+    are plausible single records nothing decides (a sparse file cut inside its second
+    record ends cleanly as one dense record of garbage counts); otherwise a tie is
+    broken by which layout makes the data section end cleanly (dense:
     a whole number of records; sparse: the chain ends exactly at the end of the file, or
     the file ends with a verified end marker). The real dense example is decided at the
     first step: read as sparse, its first mask is 0x7b, invalid for 3 channels.
@@ -206,16 +216,20 @@ def detect_layout(head: bytes, data_bytes: int, n_channels: int, bin_ns: float |
             sparse.impossible or sparse.implausible == NO_COMPLETE_RECORD):
         return "dense" if sparse.impossible else None
     ranked = {
-        name: (ev.implausible is None, ev.clean_end)
+        name: (ev.implausible is None, ev.implausible is None and ev.tested, ev.clean_end)
         for name, ev in (("dense", dense), ("sparse", sparse))
         if ev.impossible is None
     }
     best = max(ranked.values())
     winners = [name for name, score in ranked.items() if score == best]
-    if len(winners) == 1 and (best[0] or best[1]):
+    plausible = [name for name, ev in (("dense", dense), ("sparse", sparse))
+                 if ev.impossible is None and ev.implausible is None]
+    if len(winners) == 1 and (best[0] or best[2]) and (
+            len(plausible) < 2 or dense.tested or sparse.tested):
         return winners[0]
     why = "; ".join(
         f"as {name}: {ev.impossible or ev.implausible or 'plausible'}"
+        + ("" if ev.impossible or ev.implausible or ev.tested else " (one record)")
         + ("" if ev.impossible
            else f", then {ev.damage}" if ev.damage
            else f", {'ends' if ev.clean_end else 'does not end'} cleanly")

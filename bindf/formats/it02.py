@@ -137,9 +137,11 @@ class IT02Reader(FormatReader):
     layout : "dense" | "sparse" | None
         Force the record layout. By default it is detected from the first records (see
         :func:`detect_layout`): the layout whose leading times are plausible (finite,
-        within 0 … 1e18 ns, each at least half a bin after the previous) wins; a tie is
-        broken by which layout makes the data end cleanly; an empty data section reads
-        as dense. Data too short for a first record in any layout its bytes allow (a file
+        within 0 … 1e18 ns, each at least half a bin after the previous) wins, and
+        between plausible ones, one whose times passed that test (two or more) wins
+        over a single record; a tie is broken by which layout makes the data end
+        cleanly, except between two single plausible records (which raises, as below);
+        an empty data section reads as dense. Data too short for a first record in any layout its bytes allow (a file
         cut inside its first record) gives no row and a
         :class:`~bindf.errors.TruncatedFileWarning`, and the header's ``layout`` is None
         when both layouts are still possible. Bytes that fit neither (or both) raise
