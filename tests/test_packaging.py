@@ -96,7 +96,8 @@ def test_build_requires_a_setuptools_that_reads_spdx_licences():
 
 # -- polars 1.x / 2.x plugin API ----------------------------------------------------------
 def test_scan_drops_keywords_an_older_register_io_source_does_not_take(monkeypatch):
-    """polars 1.x (1.22 included): ``register_io_source(callable, schema)`` only."""
+    """polars 1.22 took ``register_io_source(callable, schema)`` only; the code that
+    drops what a polars does not take is checked against that narrowest signature."""
     from bindf.frontends import polars as polars_frontend
 
     real = polars_frontend.register_io_source

@@ -137,9 +137,9 @@ def register_bindf_source(
 ) -> pl.LazyFrame:
     """``register_io_source`` with the keywords this polars version knows.
 
-    The plugin API grew over polars 1.x/2.x: 1.x (1.22, the oldest bindf supports,
-    included) takes only the callable and the schema, later releases added
-    ``validate_schema`` and ``is_pure``, 2.0 added ``explain_name`` and
+    The plugin API grew over polars 1.x/2.x: 1.22 took only the callable and the
+    schema, 1.26 (the oldest bindf supports) adds ``validate_schema``, later releases
+    ``is_pure``, 2.0 added ``explain_name`` and
     ``explain_detail`` (what ``LazyFrame.explain()`` prints). Keywords this polars does
     not accept are dropped: the scan behaves the same, only ``explain()`` says less.
 
