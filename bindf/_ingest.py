@@ -114,7 +114,9 @@ class IngestReport:
     skipped under ``on_error="warn"``) to their messages; the manifest keeps them too.
     """
 
+    #: The dataset folder the run wrote to (or would write to).
     dest: str
+    #: The run only said what it would do (``dry_run=True``): it wrote nothing.
     dry_run: bool = False
     ingested: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
@@ -125,8 +127,11 @@ class IngestReport:
     pruned: list[str] = field(default_factory=list)
     moved: list[str] = field(default_factory=list)
     warnings: dict[str, list[str]] = field(default_factory=dict)
+    #: Rows written by this run (0 for a dry run).
     rows: int = 0
+    #: Bytes of the source files this run converted (0 for a dry run).
     bytes: int = 0
+    #: Wall-clock seconds the run took.
     seconds: float = 0.0
 
     @property

@@ -12,6 +12,8 @@ has a format page, and that nothing cites notes outside the repository.
 from __future__ import annotations
 
 import argparse
+import html
+import inspect
 import re
 import subprocess
 import sys
@@ -66,6 +68,24 @@ def test_dask_reference_documents_its_public_names(site: Path) -> None:
     missing = [name for name in [*bindf.dask.__all__, *per_format]
                if f"bindf.dask.{name}" not in anchors]
     assert not missing, f"not in the bindf.dask reference: {missing}"
+
+
+def test_no_attribute_is_documented_by_its_values_type(site: Path) -> None:
+    """Inspected at runtime, an attribute has no docstring of its own and griffe gave it
+    its value's type's: ``bindf.__version__`` read "Create a new string object …",
+    ``IngestReport.rows`` "Convert a number or string to an integer …". The docs
+    extension gives it the ``#:`` comment above it in the source instead."""
+    builtin_docs = {str: "Create a new string object", int: "Convert a number or string",
+                    float: "Convert a string or number", bool: "Returns True when",
+                    list: "Built-in mutable sequence", tuple: "Built-in immutable sequence"}
+    assert all(text in (inspect.getdoc(kind) or "") for kind, text in builtin_docs.items())
+    for page in ("bindf", "dask", "accessor"):
+        text = html.unescape((site / "api" / page / "index.html").read_text(encoding="utf-8"))
+        found = [doc for doc in builtin_docs.values() if doc in text]
+        assert not found, (page, found)
+    text = (site / "api" / "bindf" / "index.html").read_text(encoding="utf-8")
+    rows = text[text.index('id="bindf.IngestReport.rows"'):]
+    assert "Rows written by this run" in rows[:2000]
 
 
 def test_cli_page_holds_the_current_help(site: Path) -> None:

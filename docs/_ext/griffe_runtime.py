@@ -11,6 +11,11 @@ It also drops the class attributes that only runtime inspection sees (``__doc__`
 ``__module__``, ``__weakref__``, ``__dataclass_fields__`` …): reading the source never
 shows them, and they are no part of the API.
 
+An attribute inspected at runtime has no docstring of its own, so griffe gives it its
+value's type's (``str``, ``int``, ``bool``: "Create a new string object …"). The
+extension gives it the ``#:`` comment above its assignment in the source instead, as a
+static reading would, or no docstring when there is none.
+
 Finally, bindf's docstrings cross-reference with Sphinx roles (``:func:`bindf.read```,
 ``:class:`~bindf.errors.HeaderError```), which Markdown would print literally. They
 become optional autorefs: a link where the reference documents the target, plain code
@@ -19,10 +24,12 @@ otherwise (private helpers are not documented, and must not fail the build).
 
 from __future__ import annotations
 
+import ast
 import html
 import importlib
 import inspect
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +52,7 @@ class RuntimeMembers(griffe.Extension):
             for cls in module.classes.values():
                 if not cls.is_alias:
                     _drop_runtime_dunder_attributes(cls)
+        _attribute_comments_for_type_docstrings(pkg, seen=set())
         _rewrite_sphinx_roles(pkg, seen=set())
 
     def _modules(self, module: griffe.Module) -> Iterator[griffe.Module]:
@@ -120,6 +128,90 @@ def _drop_runtime_dunder_attributes(cls: griffe.Class) -> None:
     for inner in cls.classes.values():
         if not inner.is_alias:
             _drop_runtime_dunder_attributes(inner)
+
+
+def _attribute_comments_for_type_docstrings(obj: griffe.Object, seen: set[str]) -> None:
+    """Give each attribute whose docstring is its value's type's the ``#:`` comment above
+    it in the source (see the module docstring), recursively."""
+    if obj.path in seen:
+        return
+    seen.add(obj.path)
+    for name, member in list(obj.members.items()):
+        if member.is_alias:
+            continue
+        if member.is_attribute and member.docstring is not None:
+            value = _runtime_value(obj, name)
+            if member.docstring.value == inspect.getdoc(type(value)):
+                comment = _source_comment(obj, name)
+                if comment:
+                    member.docstring.value = comment
+                else:
+                    member.docstring = None
+        elif member.is_module or member.is_class:
+            _attribute_comments_for_type_docstrings(member, seen)
+
+
+def _runtime_object(obj: griffe.Object) -> Any:
+    """The runtime module or class a griffe module or class stands for."""
+    if obj.is_module:
+        return importlib.import_module(obj.path)
+    runtime = _runtime_object(obj.parent) if obj.parent is not None else None
+    return getattr(runtime, obj.name, None)
+
+
+def _runtime_value(owner: griffe.Object, name: str) -> Any:
+    """The attribute's runtime value (a dataclass field's default for a class)."""
+    return getattr(_runtime_object(owner), name, None)
+
+
+def _source_comment(owner: griffe.Object, name: str) -> str | None:
+    """The ``#:`` lines right above ``name``'s assignment in the runtime owner's source:
+    a class body, or a module (followed through ``from .x import name``)."""
+    return _comment_in(_runtime_object(owner), name)
+
+
+def _comment_in(runtime: Any, name: str) -> str | None:
+    module = sys.modules.get(getattr(runtime, "__module__", None) or "") if inspect.isclass(
+        runtime) else runtime
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        return None
+    tree = ast.parse(source)
+    body = tree.body
+    if inspect.isclass(runtime):
+        body = next((node.body for node in ast.walk(tree)
+                     if isinstance(node, ast.ClassDef) and node.name == runtime.__name__), [])
+    lines = source.splitlines()
+    for node in _statements(body):
+        if isinstance(node, ast.ImportFrom) and any(a.name == name and a.asname is None
+                                                    for a in node.names):
+            package = module.__name__ if hasattr(module, "__path__") else module.__package__
+            source_module = importlib.import_module("." * node.level + (node.module or ""),
+                                                    package)
+            return _comment_in(source_module, name)
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            comment: list[str] = []
+            line = node.lineno - 2  # (0-based: the line above the assignment)
+            while line >= 0 and lines[line].strip().startswith("#:"):
+                comment.insert(0, lines[line].strip()[2:].strip())
+                line -= 1
+            return " ".join(comment) or None
+    return None
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements of a module or class body, and those of its ``try``/``if`` blocks
+    (``try: __version__ = version(...)``), not those of its functions or classes."""
+    for node in body:
+        yield node
+        if isinstance(node, (ast.Try, ast.If)):
+            for block in (node.body, node.orelse, getattr(node, "finalbody", [])):
+                yield from _statements(block)
+            for handler in getattr(node, "handlers", []):
+                yield from _statements(handler.body)
 
 
 def _resolves(alias: griffe.Alias) -> bool:
