@@ -251,8 +251,8 @@ def _split_header(region: bytes, namespace_at: int | None, *, cut: bool,
                     data_offset = offset
                     break
                 raise _incomplete_header(len(region), True, path) from None
-            raise HeaderError(f"log header line {number} is not a Python literal bindf can keep: {exc}",
-                              path=path, offset=offset) from None
+            raise HeaderError(f"log header line {number} is not a Python literal bindf can "
+                              f"keep: {exc}", path=path, offset=offset) from None
     if comments:
         header["comments"] = comments
     return LogHeader(header, data_offset, namespace_offset, settled=True)

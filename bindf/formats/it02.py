@@ -141,8 +141,8 @@ class IT02Reader(FormatReader):
         between plausible ones, one whose times passed that test (two or more) wins
         over a single record; a tie is broken by which layout makes the data end
         cleanly, except between two single plausible records (which raises, as below);
-        an empty data section reads as dense. Data too short for a first record in any layout its bytes allow (a file
-        cut inside its first record) gives no row and a
+        an empty data section reads as dense. Data too short for a first record in any
+        layout its bytes allow (a file cut inside its first record) gives no row and a
         :class:`~bindf.errors.TruncatedFileWarning`, and the header's ``layout`` is None
         when both layouts are still possible. Bytes that fit neither (or both) raise
         :class:`~bindf.errors.CorruptDataError` asking for ``layout=``. A sparse chain
