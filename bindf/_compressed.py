@@ -50,8 +50,10 @@ class DecompressedSource(ObjectSource):
     """
 
     def __init__(self, path: str, storage_options: dict[str, Any] | None = None, *,
-                 fs: Any = None, fs_path: str | None = None, stored_size: int = -1) -> None:
-        compression = compression_of(fs_path if fs is not None else path)
+                 fs: Any = None, fs_path: str | None = None, stored_size: int = -1,
+                 compression: str | None = None) -> None:
+        # (given: an fsspec OpenFile says its compression; else the name says it)
+        compression = compression or compression_of(fs_path if fs is not None else path)
         assert compression is not None
         self._compression = compression
         self._memory = None
@@ -116,7 +118,7 @@ class DecompressedSource(ObjectSource):
         with self._copy_lock:
             copy = self._decompressed()
             size = self._size
-        return io.BufferedReader(_ObjectView(None, copy, 0, size, self._file_lock),
+        return io.BufferedReader(_ObjectView(None, copy, 0, size, self._file_lock, self.path),
                                  buffer_size=64 << 10)  # type: ignore[return-value]
 
     def held(self, *, small_whole: bool = True) -> _HeldCopy:  # type: ignore[override]
@@ -134,7 +136,7 @@ class DecompressedSource(ObjectSource):
         # (the filesystem too: a member of an archive, zip://run.apx.gz::runs.zip, is
         # named by its URL, whose end says nothing of the member's compression)
         return (_decompressed_again, (self.path, self.storage_options, self._fs,
-                                      self._fs_path, self._stored_size))
+                                      self._fs_path, self._stored_size, self._compression))
 
     def __repr__(self) -> str:
         size = "not decompressed yet" if self._size < 0 else self._size
@@ -149,9 +151,10 @@ COMPRESSION_RATIO_GUESS = 4
 
 
 def _decompressed_again(path: str, storage_options: dict[str, Any], fs: Any,
-                        fs_path: str | None, stored_size: int) -> DecompressedSource:
+                        fs_path: str | None, stored_size: int,
+                        compression: str | None = None) -> DecompressedSource:
     return DecompressedSource(path, storage_options, fs=fs, fs_path=fs_path,
-                              stored_size=stored_size)
+                              stored_size=stored_size, compression=compression)
 
 
 class _HeldCopy:

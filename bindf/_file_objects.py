@@ -13,7 +13,8 @@ import weakref
 from typing import Any, BinaryIO
 
 from ._source import Source
-from .errors import BindfError, UnknownFormatError
+from ._warnings import warn
+from .errors import BindfError, CorruptDataError, TruncatedFileWarning, UnknownFormatError
 
 #: Non-seekable streams are copied into a temporary file in pieces of this size.
 SPOOL_CHUNK_BYTES = 1 << 20
@@ -40,8 +41,10 @@ def object_source(obj: Any) -> Source:
     """The :class:`Source` of a buffer, a binary file object or an fsspec ``OpenFile``.
 
     An uncompressed ``OpenFile`` becomes an ordinary remote :class:`Source` on its
-    filesystem (ranged reads, no copy); a compressed one is opened (and closed again by
-    bindf) and read as a file object.
+    filesystem (ranged reads, no copy); one compressed as bindf decompresses files
+    (gzip, bz2, xz, zstd) is read as a compressed file of that name is, keeping every
+    byte before a cut; one of another compression is opened (and closed again by bindf)
+    and read as a file object.
     """
     if _is_fsspec_open_file(obj):
         name = open_file_name(obj)
@@ -49,6 +52,11 @@ def object_source(obj: Any) -> Source:
             raise _text_mode_error(name)
         if obj.compression is None:
             return Source(name, fs=obj.fs, fs_path=obj.path)
+        if obj.compression in ("gzip", "bz2", "xz", "zstd"):
+            from ._compressed import DecompressedSource
+
+            return DecompressedSource(name, fs=obj.fs, fs_path=obj.path,
+                                      compression=obj.compression)
         return ObjectSource(obj.open(), name=name, owned=True)
     return ObjectSource(obj)
 
@@ -113,8 +121,11 @@ class ObjectSource(Source):
             try:
                 if isinstance(obj, io.TextIOBase):
                     raise _text_mode_error(name)
+                if getattr(obj, "closed", False) is True:
+                    raise BindfError("this file object is closed: pass it while it is "
+                                     "open (inside its `with` block)", path=name)
                 start = _seekable_start(obj)
-                remaining = None if start is None else _remaining_bytes(obj, start)
+                remaining = None if start is None else _remaining_bytes(obj, start, name)
                 if start is None or remaining is None:
                     self._file, size = _spool(obj, name)
                     to_close.insert(0, self._file)
@@ -149,7 +160,7 @@ class ObjectSource(Source):
     def open(self) -> BinaryIO:
         """A fresh read-only view (closing it leaves the object open)."""
         return io.BufferedReader(_ObjectView(self._memory, self._file, self._start, self.size,
-                                             self._file_lock),
+                                             self._file_lock, self.path),
                                  buffer_size=64 << 10)  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -187,40 +198,85 @@ def _seekable_start(obj: Any) -> int | None:
         return None
 
 
-def _remaining_bytes(obj: Any, start: int) -> int | None:
+def _remaining_bytes(obj: Any, start: int, name: str) -> int | None:
     """Bytes from ``start`` to the end of a seekable object, leaving it at ``start``
     (``None`` if it cannot seek to its end: it is then read as a stream)."""
     try:
         obj.seek(0, io.SEEK_END)
         end = int(obj.tell())
-    except (AttributeError, OSError, ValueError):
+    except Exception:  # noqa: BLE001 - no seek (io.UnsupportedOperation), or a
+        # decompressing file object that meets a cut (EOFError) or damage on the way:
+        # read as a stream, whose copy keeps what comes before and says what happened
         end = None
-    obj.seek(start)
+    try:
+        obj.seek(start)
+    except Exception as exc:  # noqa: BLE001
+        if end is not None:  # it went to its end and cannot come back
+            raise BindfError(f"this file object cannot seek back to where it was ({exc})",
+                             path=name, offset=start) from None
+        # (it did not move: its seek fails altogether, a stream with only tell())
     return None if end is None else max(end - start, 0)
 
 
 def _spool(stream: Any, name: str) -> tuple[Any, int]:
-    """Copy a stream into an anonymous temporary file; return the file and the size."""
+    """Copy a stream into an anonymous temporary file; return the file and the size.
+
+    A decompressing file object (``gzip.open``, ``bz2.open`` …) that meets a cut raises
+    ``EOFError``: the copy keeps what it gave before, with a
+    :class:`~bindf.errors.TruncatedFileWarning` (such objects drop what they decompressed
+    in the call that reaches the cut: bindf's own decompression of a path keeps it).
+    Damaged compressed data is a :class:`~bindf.errors.CorruptDataError`. Offsets count
+    the bytes the stream gave."""
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
     size = 0
     try:
-        if hasattr(stream, "readinto"):
-            piece = bytearray(SPOOL_CHUNK_BYTES)
-            view = memoryview(piece)
-            while n := stream.readinto(view):
-                spool.write(view[:n])
-                size += n
-        else:
-            while data := stream.read(SPOOL_CHUNK_BYTES):
-                if isinstance(data, str):
-                    raise _text_mode_error(name)
-                spool.write(data)
-                size += len(data)
+        try:
+            # readinto1 where there is one: a buffered stream's readinto fills the whole
+            # piece in many reads, and a decompressing one that meets a cut in any of
+            # them drops them all; readinto1 gives what one read gave
+            readinto = getattr(stream, "readinto1", None) or getattr(stream, "readinto", None)
+            if readinto is not None:
+                piece = bytearray(SPOOL_CHUNK_BYTES)
+                view = memoryview(piece)
+                while n := readinto(view):
+                    spool.write(view[:n])
+                    size += n
+            else:
+                while data := stream.read(SPOOL_CHUNK_BYTES):
+                    if isinstance(data, str):
+                        raise _text_mode_error(name)
+                    spool.write(data)
+                    size += len(data)
+        except EOFError as exc:
+            warn(TruncatedFileWarning(
+                f"the stream ended with an error ({exc}): a compressed file cut short? "
+                f"Reading the {size:,} bytes it gave before; a decompressing file object "
+                "drops what it decompressed in the call that met the cut, so pass the "
+                "compressed file's path instead: bindf keeps every byte before the cut",
+                path=name, offset=size))
+        except Exception as exc:
+            if not _is_damaged_data(exc):
+                raise
+            raise CorruptDataError(f"cannot read this stream's data ({exc})", path=name,
+                                   offset=size) from None
     except BaseException:
         spool.close()
         raise
     spool.seek(0)
     return spool, size
+
+
+def _is_damaged_data(exc: Exception) -> bool:
+    """``exc`` says a decompressing stream met damaged data (not that the disk or the
+    network failed: those carry an errno, or are other errors)."""
+    import lzma
+    import zlib
+
+    if isinstance(exc, (zlib.error, lzma.LZMAError)):
+        return True
+    if type(exc).__name__ in ("ZstdError", "BadGzipFile"):  # zstandard, compression.zstd
+        return True
+    return type(exc) is OSError and exc.errno is None  # bz2's "Invalid data stream"
 
 
 class _ObjectView(io.RawIOBase):
@@ -230,10 +286,11 @@ class _ObjectView(io.RawIOBase):
     views of one object can be used in turn or by several threads."""
 
     def __init__(self, memory: memoryview | None, file: Any, start: int, size: int,
-                 lock: threading.Lock) -> None:
+                 lock: threading.Lock, name: str) -> None:
         super().__init__()
         self._memory = memory
         self._file = file
+        self._name = name
         self._lock = lock
         self._start = start
         self._size = size
@@ -265,13 +322,18 @@ class _ObjectView(io.RawIOBase):
             got = n
         else:
             with self._lock:
+                if getattr(self._file, "closed", False) is True:
+                    raise BindfError("this file object was closed while bindf read it: "
+                                     "keep it open until the read (or the iteration of "
+                                     "its chunks, or a scan's collect) ends",
+                                     path=self._name, offset=self._start + self._position)
                 self._file.seek(self._start + self._position)
                 if hasattr(self._file, "readinto"):
                     got = self._file.readinto(target[:n]) or 0
                 else:
                     data = self._file.read(n)
                     if isinstance(data, str):
-                        raise _text_mode_error(_object_name(self._file))
+                        raise _text_mode_error(self._name)
                     got = len(data)
                     target[:got] = data
         self._position += got

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -321,6 +322,78 @@ def test_remote_compressed_files(data_dir: Path) -> None:
     assert bindf.read_apx("memory://compressed/run.apx.gz").equals(expected)
     assert bindf.read_apx("memory://compressed/*.gz").equals(expected)
 
+
+
+@pytest.mark.parametrize("suffix, compression", [(".gz", "gzip"), (".bz2", "bz2"),
+                                                 (".xz", "xz"), (".zst", "zstd")])
+def test_a_compressed_fsspec_open_file_reads_as_its_path_does(data_dir: Path, suffix: str,
+                                                              compression: str) -> None:
+    """``fsspec.open(url, compression=...)``: bindf opened it and read fsspec's
+    decompressing file, so a cut file raised a bare EOFError and damaged data
+    gzip.BadGzipFile (no name, no row). It is decompressed as a path of that name is:
+    a cut keeps every row before it, with the same warning; damage is bindf's error."""
+    fsspec = pytest.importorskip("fsspec")
+    data = (data_dir / "20250723_092534_data.apx").read_bytes()
+    packed = COMPRESSORS[suffix](data)
+    fs = fsspec.filesystem("memory")
+    fs.pipe(f"/openfile/whole{suffix}", packed)
+    fs.pipe(f"/openfile/cut{suffix}", packed[: len(packed) * 3 // 4])
+    expected = bindf.read_apx(data)
+    # (named without the suffix: only the OpenFile says how the bytes are compressed)
+    whole = fsspec.open(f"memory://openfile/whole{suffix}", compression=compression)
+    assert bindf.read_apx(whole).equals(expected)
+    assert pickle.loads(pickle.dumps(_compressed.DecompressedSource(
+        "memory://openfile/whole", fs=whole.fs, fs_path=whole.path,
+        compression=compression))).size == len(data)
+    if compression in ("bz2", "zstd"):
+        return  # (a cut inside their first block, the whole of this file, leaves nothing)
+    with pytest.warns(bindf.TruncatedFileWarning) as caught:
+        got = bindf.read_apx(fsspec.open(f"memory://openfile/cut{suffix}",
+                                         compression=compression))
+    assert any("ends before its compressed data" in str(w.message) for w in caught)
+    assert 0 < len(got) < len(expected) and got.equals(expected.iloc[: len(got)])
+    if compression == "gzip":
+        damaged = bytearray(packed)
+        damaged[len(damaged) // 2: len(damaged) // 2 + 32] = b"\x55" * 32
+        fs.pipe("/openfile/damaged.gz", bytes(damaged))
+        with pytest.raises(bindf.CorruptDataError, match="cannot decompress") as info:
+            bindf.read_apx(fsspec.open("memory://openfile/damaged.gz", compression="gzip"))
+        assert info.value.path == "memory:///openfile/damaged.gz"
+
+
+@pytest.mark.parametrize("opener", [gzip.open, bz2.open, lzma.open])
+def test_a_decompressing_file_object_cut_or_damaged_is_a_bindf_warning_or_error(
+        data_dir: Path, tmp_path: Path, opener: Callable[..., object]) -> None:
+    """``gzip.open(path)`` passed as a file object: a cut file raised a bare EOFError
+    and damaged data zlib's, bz2's or lzma's own error. The rows the object gave come
+    back with a truncation warning that names the file and says to pass its path; damage
+    is a CorruptDataError naming the file."""
+    suffix = {gzip.open: ".gz", bz2.open: ".bz2", lzma.open: ".xz"}[opener]
+    one = bindf.read_apx(data_dir / "20250723_092534_data.apx")
+    bindf.write_apx(tmp_path / "long.apx", pd.concat([one] * 40, ignore_index=True),
+                    one.attrs["bindf"]["header"])
+    data = (tmp_path / "long.apx").read_bytes()  # (big enough to decompress in steps)
+    packed = COMPRESSORS[suffix](data)
+    expected = bindf.read_apx(data)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(packed[: len(packed) * 3 // 4])
+    with opener(cut) as f:  # type: ignore[operator]
+        with pytest.warns(bindf.TruncatedFileWarning) as caught:
+            got = bindf.read_apx(f)
+    # (GzipFile has the file's name; BZ2File and LZMAFile are named by their type)
+    name = str(cut) if opener is gzip.open else "File>"
+    assert any("pass the compressed file's path" in str(w.message)
+               and name in str(w.message) for w in caught)
+    assert 0 < len(got) < len(expected) and got.equals(expected.iloc[: len(got)])
+    damaged = bytearray(packed)
+    damaged[len(damaged) // 2: len(damaged) // 2 + 64] = b"\x55" * 64
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(bytes(damaged))
+    with opener(bad) as f:  # type: ignore[operator]
+        with pytest.raises(bindf.CorruptDataError, match="cannot read this stream") as info:
+            bindf.read_apx(f)
+    assert info.value.path == (str(bad) if opener is gzip.open else f"<{type(f).__name__}>")
+    assert info.value.offset is not None
 
 def test_follow_refuses_a_compressed_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not compressed ones"):

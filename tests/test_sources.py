@@ -167,6 +167,58 @@ def test_object_that_cannot_seek_to_its_end_is_read_as_a_stream(cases: dict[str,
     assert_same_read(read_arrow(buffer, case), read_arrow(case.path, case), "<NoSeekToEnd>")
 
 
+
+def test_a_stream_with_tell_but_no_seek_is_read_as_a_stream(cases: dict[str, Case]) -> None:
+    """A hand-written body wrapper with ``read`` and ``tell`` but a ``seek`` that fails
+    (and no ``seekable``): the seek back after the failed seek to its end escaped as
+    io.UnsupportedOperation."""
+    case = cases["it02_sparse"]
+
+    class Body:
+        name = "http-body"
+
+        def __init__(self, data: bytes) -> None:
+            self._buffer = io.BytesIO(data)
+
+        def read(self, n: int = -1) -> bytes:
+            return self._buffer.read(n)
+
+        def tell(self) -> int:
+            return self._buffer.tell()
+
+        def seek(self, *args: object) -> int:
+            raise io.UnsupportedOperation("seek")
+
+    got = read_arrow(Body(case.path.read_bytes()), case)
+    assert_same_read(got, read_arrow(case.path, case), "http-body")
+
+
+def test_a_closed_file_object_is_a_bindf_error_with_its_name(case: Case, tmp_path: Path
+                                                              ) -> None:
+    """Closed before the read (a ``with`` block that ended), or while its chunks were
+    being read: a bare ValueError ("readinto of closed file", "seek of closed file")
+    with no name and no offset."""
+    with open(case.path, "rb") as f:
+        pass
+    for call in (lambda: bindf.read(f, **case.kwargs), lambda: bindf.read_header(f),
+                 lambda: bindf.scan(f, **case.kwargs).collect()):
+        with pytest.raises(bindf.BindfError, match="file object is closed") as info:
+            call()
+        assert info.value.path == str(case.path)
+
+
+def test_a_file_object_closed_during_a_chunked_read_is_a_bindf_error(tmp_path: Path) -> None:
+    one = bindf.read_it02(Path(bindf.__file__).parent / "samples" / "intensity_tracing_it02.bin")
+    path = tmp_path / "long.bin"
+    bindf.write_it02(path, pd.concat([one] * 3000, ignore_index=True), one.bindf.header)
+    f = open(path, "rb")  # noqa: SIM115 - closed in the middle of the read, on purpose
+    chunks = bindf.read(f, chunksize=1000)
+    next(chunks)
+    f.close()
+    with pytest.raises(bindf.BindfError, match="closed while bindf read it") as info:
+        list(chunks)
+    assert info.value.path == str(path) and info.value.offset > 0
+
 def test_open_file_is_read_from_current_position(case: Case, tmp_path: Path) -> None:
     junk = b"not part of the data" * 7
     path = tmp_path / ("prefixed" + case.path.suffix)
