@@ -34,8 +34,10 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from ._compressed import compression_of
+from ._file_objects import is_source_object
+from ._inputs import source_path_text
 from ._params import check_count, check_names, check_seconds
-from ._source import Source, _is_url, ensure_bindf_path, has_glob_chars, user_path
+from ._source import Source, _is_url, _local_path, ensure_bindf_path, has_glob_chars
 from ._warnings import WarningSink, warn
 from .arrow import build_info, path_text
 from .errors import (
@@ -567,10 +569,17 @@ class Follower(Iterator[Frame]):
                              "file are filled in a whole read): read the file with "
                              "fill_gaps=True once it is complete")
         check_count("batch_size", batch_size, 1)
-        items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+        items = [source] if isinstance(source, (str, os.PathLike)) or is_source_object(
+            source) else list(source)
         if not items:
             raise FileNotFoundError("no file to follow was given")
-        self.patterns = [user_path(os.fspath(p)) for p in items]
+        for item in items:
+            if is_source_object(item):  # (bytes, a file object: a reader's data)
+                raise TypeError(f"bindf.follow polls files on disk, named by their paths, "
+                                f"not {type(item).__name__} data: pass the path of the file "
+                                "the instrument writes")
+        # (file:// URLs are local paths, as for every reader; bytes paths decoded)
+        self.patterns = [_local_path(source_path_text(p)) for p in items]
         remote = [p for p in self.patterns if _is_url(p)]
         if remote:
             raise ValueError(f"bindf.follow follows local files only (polled with os.stat), "
@@ -825,9 +834,13 @@ class Follower(Iterator[Frame]):
                             self.ended_by = tail.ended_by
                             return
                         continue
-                    if not active and self._next_file(done | {tail.path},
-                                                      existing=True) is not None:
-                        # The writer moved on to a later file: this one is finished.
+                    # A file that already exists after this one: the writer moved on, and
+                    # this one is finished once a poll finds nothing new, or once the
+                    # follow is idle (idle_timeout=0 ended before reading the later files).
+                    idle = self.idle_timeout is not None and \
+                        time.monotonic() - last_activity >= self.idle_timeout
+                    if (not active or idle) and self._next_file(done | {tail.path},
+                                                                existing=True) is not None:
                         if tail.never_appeared:
                             self._skip_missing(tail.path, done)
                         else:

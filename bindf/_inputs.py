@@ -191,12 +191,13 @@ def single_source(source: PathLike | SourceObject | Source,
     """The :class:`Source` of exactly one input (no glob expansion): for ``read_header``."""
     if isinstance(source, Source):
         return source
+    options = _storage_options(storage_options)
     if is_source_object(source):
+        refuse_unused_storage_options(options, source)  # (as every other reader does)
         return object_source(source)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a path, a URL, bytes or a binary file object, not "
                         f"{source!r}")
-    options = _storage_options(storage_options)
     path = source_path_text(source)
     if not _is_url(path):
         refuse_unused_storage_options(options, path)

@@ -261,6 +261,34 @@ def test_never_created_file_raises_after_idle_timeout(tmp_path: Path) -> None:
         list(bindf.follow(tmp_path / "nothing.apx", poll_interval=0.02, idle_timeout=0.2))
 
 
+
+def test_idle_timeout_zero_reads_every_file_already_there(tmp_path: Path) -> None:
+    """``follow(glob, idle_timeout=0)``: read what is there and stop. The idle end came
+    right after the first file's rows, and the later files, already complete, were never
+    read (ended_by "idle", no warning)."""
+    sample = Path(bindf.__file__).parent / "samples" / "photon_events_stt1.bin"
+    for i in range(3):
+        (tmp_path / f"r{i}.bin").write_bytes(sample.read_bytes())
+    follower = bindf.follow(str(tmp_path / "r*.bin"), idle_timeout=0,
+                            include_file_paths="file")
+    frames = pd.concat(follower)
+    assert frames["file"].unique().tolist() == [str(tmp_path / f"r{i}.bin") for i in range(3)]
+    assert len(frames) == 3 * len(bindf.read(sample)) and follower.ended_by == "idle"
+
+
+@pytest.mark.parametrize("source", [b"STT1", bytearray(b"STT1"), "bytesio", ["list"]])
+def test_follow_refuses_data_that_is_not_a_path(tmp_path: Path, source: object) -> None:
+    """A buffer or a file object has no file to poll: bytes were iterated as a list of
+    ints ("expected str … not int"), a BytesIO failed inside os.fspath."""
+    import io
+
+    if source == "bytesio":
+        source = io.BytesIO(b"STT1")
+    elif source == ["list"]:
+        source = [tmp_path / "a.bin", io.BytesIO(b"STT1")]
+    with pytest.raises(TypeError, match="polls files on disk, named by their paths"):
+        bindf.follow(source)  # type: ignore[arg-type]
+
 def test_incomplete_header_raises_after_idle_timeout(tmp_path: Path) -> None:
     path = tmp_path / "cut.apx"
     path.write_bytes(APX_SAMPLE.read_bytes()[:10])

@@ -245,6 +245,11 @@ def test_file_urls(tmp_path: Path) -> None:
     # file://localhost/… is the same file.
     pd.testing.assert_frame_equal(bindf.read(f"file://localhost{paths[1]}"),
                                   bindf.read(paths[1]))
+    # follow too: it polled the URL text with os.stat and said the file "did not appear"
+    followed = pd.concat(bindf.follow(pattern, idle_timeout=0, include_file_paths="file"))
+    assert followed["file"].unique().tolist() == [str(p) for p in paths]
+    pd.testing.assert_frame_equal(followed.drop(columns="file").reset_index(drop=True),
+                                  expected)
 
 
 def test_missing_remote_file_is_named_with_its_protocol(memdir) -> None:
