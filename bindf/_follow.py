@@ -895,14 +895,17 @@ def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
     Parameters
     ----------
     source:
-        A path, a glob (``"runs/*.apx"``) or a list of them. A path that does not exist
+        A path (or a ``file://`` URL), a glob (``"runs/*.apx"``) or a list of them;
+        not bytes or a file object, which have no file to poll (``TypeError``), nor a
+        remote or compressed file (``ValueError``). A path that does not exist
         yet, or whose header is still incomplete (a
         :class:`~bindf.errors.TruncatedHeaderError`), is waited for (up to
         ``idle_timeout``); a complete header that is damaged raises its
         :class:`~bindf.errors.HeaderError` at once. Files are followed one after the
         other: a list in its order, a glob's matches in name order; a file that appears
         later is picked up after the current one, and the current one is taken as
-        finished once a later file exists and it did not grow for one poll. A listed
+        finished once a later file exists and it did not grow for one poll (or the
+        follow is idle: ``idle_timeout=0`` reads every file already there). A listed
         path never written by then (or by the idle end) is skipped with a
         :class:`~bindf.errors.BindfWarning`; a follow where no file came raises
         ``FileNotFoundError``.
