@@ -28,8 +28,8 @@ import glob as globbing
 import os
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from typing import Any, BinaryIO
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, Literal, overload
 
 import pyarrow as pa
 
@@ -62,6 +62,7 @@ from .frontends.batches import path_chunks, with_extra_columns
 from .frontends.output import (
     DtypeBackend,
     Frame,
+    FrameT,
     Output,
     check_output,
     path_type_for,
@@ -74,6 +75,13 @@ from .registry import (
     open_reader,
     option_names,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import polars as pl
+
+#: What follow takes: a path (``str``, path-like, a ``file://`` URL), a glob, or several.
+FollowSources = str | os.PathLike[Any] | Iterable[str | os.PathLike[Any]]
 
 #: Most bytes read (and decoded) in one step: a follower that starts on a large file, or
 #: a writer that appended a lot at once, still decodes in bounded memory.
@@ -537,7 +545,7 @@ class _Tail:
             self.f = None
 
 
-class Follower(Iterator[Frame]):
+class Follower(Iterator[FrameT], Generic[FrameT]):
     """Iterator of frames of the rows appended to one or more files; see :func:`follow`.
 
     Also a context manager (leaving the ``with`` block closes it). Attributes for status
@@ -547,9 +555,9 @@ class Follower(Iterator[Frame]):
     :attr:`ended_by` (why iteration stopped).
     """
 
-    def __init__(self, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+    def __init__(self, source: FollowSources, *,
                  poll_interval: float = 0.5, idle_timeout: float | None = 60.0,
-                 output: Output = "pandas", columns: Sequence[str] | None = None,
+                 output: Output | str = "pandas", columns: Sequence[str] | None = None,
                  batch_size: int | None = None, include_file_paths: str | None = None,
                  start: str = "begin", on_error: str = "raise", format: str | None = None,
                  dtype_backend: DtypeBackend | None = None, **options: Any) -> None:
@@ -630,13 +638,13 @@ class Follower(Iterator[Frame]):
         self._frames = Follower._run(weakref.proxy(self))
 
     # -- iterator / context manager -----------------------------------------------------------
-    def __iter__(self) -> Follower:
+    def __iter__(self) -> Follower[FrameT]:
         return self
 
-    def __next__(self) -> Frame:
-        return next(self._frames)
+    def __next__(self) -> FrameT:
+        return next(self._frames)  # type: ignore[return-value]  # (a FrameT, of output=)
 
-    def __enter__(self) -> Follower:
+    def __enter__(self) -> Follower[FrameT]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -877,12 +885,36 @@ class Follower(Iterator[Frame]):
                 self._tail.close()
 
 
-def follow(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+@overload
+def follow(source: FollowSources, *, output: Literal["pandas"] = ..., poll_interval: float = ..., idle_timeout: float | None = ...,
+           columns: Sequence[str] | None = ..., batch_size: int | None = ...,
+           include_file_paths: str | None = ..., start: str = ..., on_error: str = ...,
+           format: str | None = ...,
+           dtype_backend: DtypeBackend | None = ..., **options: Any) -> Follower[pd.DataFrame]: ...
+@overload
+def follow(source: FollowSources, *, output: Literal["polars"], poll_interval: float = ..., idle_timeout: float | None = ...,
+           columns: Sequence[str] | None = ..., batch_size: int | None = ...,
+           include_file_paths: str | None = ..., start: str = ..., on_error: str = ...,
+           format: str | None = ...,
+           dtype_backend: None = ..., **options: Any) -> Follower[pl.DataFrame]: ...
+@overload
+def follow(source: FollowSources, *, output: Literal["arrow"], poll_interval: float = ..., idle_timeout: float | None = ...,
+           columns: Sequence[str] | None = ..., batch_size: int | None = ...,
+           include_file_paths: str | None = ..., start: str = ..., on_error: str = ...,
+           format: str | None = ...,
+           dtype_backend: None = ..., **options: Any) -> Follower[pa.Table]: ...
+@overload
+def follow(source: FollowSources, *, output: str, poll_interval: float = ..., idle_timeout: float | None = ...,
+           columns: Sequence[str] | None = ..., batch_size: int | None = ...,
+           include_file_paths: str | None = ..., start: str = ..., on_error: str = ...,
+           format: str | None = ...,
+           dtype_backend: DtypeBackend | None = ..., **options: Any) -> Follower[Frame]: ...
+def follow(source: FollowSources, *,
            poll_interval: float = 0.5, idle_timeout: float | None = 60.0,
-           output: Output = "pandas", columns: Sequence[str] | None = None,
+           output: Output | str = "pandas", columns: Sequence[str] | None = None,
            batch_size: int | None = None, include_file_paths: str | None = None,
            start: str = "begin", on_error: str = "raise", format: str | None = None,
-           dtype_backend: DtypeBackend | None = None, **options: Any) -> Follower:
+           dtype_backend: DtypeBackend | None = None, **options: Any) -> Follower[Any]:
     """Follow a file (or a glob of files) while it is being written: an iterator of
     frames, each holding the rows that became complete since the one before.
 

@@ -48,8 +48,9 @@ class OpenFileLike(Protocol):
 #: ``readinto``; seekable or not) or an ``fsspec.core.OpenFile``.
 SourceObject = bytes | bytearray | memoryview | SupportsRead | SupportsReadinto | OpenFileLike
 #: What every reader accepts as a source: one path/URL/buffer/file object, or several
-#: (for multi-file reads).
-Sources = PathLike | SourceObject | Sequence[PathLike | SourceObject]
+#: (for multi-file reads: a list, a generator such as ``Path.glob``, a pandas or polars
+#: Series of paths; not a set, whose order is not the files' order).
+Sources = PathLike | SourceObject | Iterable[PathLike | SourceObject]
 
 
 def expand_sources(

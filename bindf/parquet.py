@@ -183,7 +183,7 @@ def _info_to_store(frame: Any, header: Mapping[str, Any] | None,
 
 
 def to_parquet(
-    frame: Frame,
+    frame: Frame | pl.LazyFrame,
     path: str | os.PathLike[str] | BinaryIO,
     *,
     header: Mapping[str, Any] | None = None,
@@ -267,7 +267,7 @@ def to_parquet(
 #: What ``read_parquet`` takes as its source: one path, glob, URL or object, or a list
 #: of paths, globs, URLs and objects.
 ParquetSource = str | os.PathLike[str] | SourceObject
-ParquetSources = ParquetSource | Sequence[ParquetSource]
+ParquetSources = ParquetSource | Iterable[ParquetSource]
 
 
 @overload

@@ -48,6 +48,8 @@ def test_bindf_is_imported_from_the_installation_not_the_checkout():
 
 @pytest.mark.parametrize("relative", [
     "bindf/py.typed",
+    "bindf/__init__.pyi",
+    "bindf/dask.pyi",
     *(f"bindf/_kernels/{k}.pyi" for k in KERNELS),
     "bindf/samples/README.md",
     "bindf/samples/NOTICE.md",

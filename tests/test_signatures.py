@@ -75,6 +75,8 @@ def test_typing_stub_is_current() -> None:
         if spec.public:
             assert f"def read_{spec.name}(" in text and f"def scan_{spec.name}(" in text
     assert 'output: Literal["polars"], chunksize: None = ...' in text
+    with open(committed.replace("__init__.pyi", "dask.pyi"), encoding="utf-8") as f:
+        assert f.read() == _stubgen.dask_stub(), "run: python -m bindf._stubgen"
 
 
 def test_generic_read_hints_too(tmp_path) -> None:  # noqa: ANN001

@@ -5,6 +5,7 @@ The layout is described in :mod:`bindf.formats.apx`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ _WRITE_BLOCK_READOUTS = 1 << 16
 
 
 def write_apx(
-    path: str | Any,
+    path: str | os.PathLike[str],
     hits: Any,
     header: Mapping[str, Any] | None = None,
     *,

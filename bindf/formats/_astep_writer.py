@@ -5,6 +5,7 @@ that :class:`~bindf.formats.astep.AstepReader` reads. The layout is described in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ _V4_WRITE = ("chip_id", "row", "column", "ts_neg1", "ts_coarse1", "ts_fine1", "t
 
 
 def write_astep(
-    path: Any,
+    path: str | os.PathLike[str],
     frames: Any,
     header: Mapping[str, Any] | None = None,
     *,

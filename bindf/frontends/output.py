@@ -10,7 +10,7 @@ import bisect
 import functools
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, TypeAlias
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ from ..arrow import attach_info
 
 Output = Literal["pandas", "polars", "arrow"]
 Frame: TypeAlias = pd.DataFrame | pl.DataFrame | pa.Table
+#: The kind of frame a chunked read or a follow hands out (``ChunkedReader[pl.DataFrame]``
+#: for ``output="polars"``: the stub's overloads pick it from ``output=``).
+FrameT = TypeVar("FrameT")
 OUTPUTS = ("pandas", "polars", "arrow")
 #: pandas' ``dtype_backend`` (pandas >= 2 readers); ``None`` means the default.
 DtypeBackend = Literal["numpy_nullable", "pyarrow"]
@@ -790,7 +793,7 @@ def batch_to_polars(batch: pa.RecordBatch) -> pl.DataFrame:
     return table_to_polars(pa.Table.from_batches([batch]))
 
 
-class ChunkedReader(Iterator[Frame]):
+class ChunkedReader(Iterator[FrameT], Generic[FrameT]):
     """Iterator of frames returned when ``chunksize=`` is given (pandas' convention).
 
     As in pandas' chunked readers, each chunk holds ``chunksize`` rows (the last one
@@ -842,7 +845,7 @@ class ChunkedReader(Iterator[Frame]):
         self._failed: Exception | None = None
         self._closed = False
 
-    def __iter__(self) -> ChunkedReader:
+    def __iter__(self) -> ChunkedReader[FrameT]:
         return self
 
     @property
@@ -850,14 +853,14 @@ class ChunkedReader(Iterator[Frame]):
         """Damage skipped so far, ``{kind: count}`` (empty if none)."""
         return dict(self._info().get("errors") or {})
 
-    def __next__(self) -> Frame:
+    def __next__(self) -> FrameT:
         batches = self._take(self._chunksize)
         if batches:
             return self._frame(batches)
         # no row left: StopIteration, or the one empty chunk of a read without rows
         return self._frame([self._next_batch()])
 
-    def get_chunk(self, size: int | None = None) -> Frame:
+    def get_chunk(self, size: int | None = None) -> FrameT:
         """The next ``size`` rows (fewer at the end; default: the next chunk), as pandas'
         chunked readers' ``get_chunk``; ``StopIteration`` once every row was handed out."""
         if size is None:
@@ -868,7 +871,7 @@ class ChunkedReader(Iterator[Frame]):
             raise StopIteration
         return self._frame(batches)
 
-    def read(self, nrows: int | None = None) -> Frame:
+    def read(self, nrows: int | None = None) -> FrameT:
         """The next ``nrows`` rows (default: all that are left) as one frame, as pandas'
         chunked readers' ``read``; a frame of no rows (with the columns) at the end."""
         check_count("nrows", nrows, 0)
@@ -923,7 +926,7 @@ class ChunkedReader(Iterator[Frame]):
             raise
         return batch
 
-    def _frame(self, batches: list[pa.RecordBatch]) -> Frame:
+    def _frame(self, batches: list[pa.RecordBatch]) -> Any:  # (a FrameT, of output=)
         # (without the damage count, which grows as the chunks are read: see errors)
         info = {key: value for key, value in self._info().items() if key != "errors"}
         sources = info.get("source")
@@ -954,7 +957,7 @@ class ChunkedReader(Iterator[Frame]):
         if close is not None:
             close()
 
-    def __enter__(self) -> ChunkedReader:
+    def __enter__(self) -> ChunkedReader[FrameT]:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -35,11 +35,27 @@ def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any 
 @overload
 def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any = ...,
                  count: Any = ..., subarrays: str = ..., memmap: bool = ...,
-                 output: Output = ..., chunksize: int, **kwargs: Any) -> ChunkedReader: ...
+                 output: Literal["pandas"] = ..., chunksize: int,
+                 **kwargs: Any) -> ChunkedReader[pd.DataFrame]: ...
+@overload
+def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any = ...,
+                 count: Any = ..., subarrays: str = ..., memmap: bool = ...,
+                 output: Literal["polars"], chunksize: int,
+                 **kwargs: Any) -> ChunkedReader[pl.DataFrame]: ...
+@overload
+def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any = ...,
+                 count: Any = ..., subarrays: str = ..., memmap: bool = ...,
+                 output: Literal["arrow"], chunksize: int,
+                 **kwargs: Any) -> ChunkedReader[pa.Table]: ...
 @overload
 def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any = ...,
                  count: Any = ..., subarrays: str = ..., memmap: bool = ...,
                  output: str, chunksize: None = ..., **kwargs: Any) -> Frame: ...
+@overload
+def read_records(source: Sources, dtype: Any, *, offset: Any = ..., header: Any = ...,
+                 count: Any = ..., subarrays: str = ..., memmap: bool = ...,
+                 output: str = ..., chunksize: int | None = ...,
+                 **kwargs: Any) -> Frame | ChunkedReader[Frame]: ...
 
 
 def read_records(
@@ -53,7 +69,7 @@ def read_records(
     memmap: bool = False,
     output: Output | str = "pandas",
     **kwargs: Any,
-) -> Frame | ChunkedReader:
+) -> Frame | ChunkedReader[Frame]:
     """Read any file of fixed-size records described by a numpy ``dtype``.
 
     Parameters
