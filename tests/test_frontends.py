@@ -9,6 +9,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -753,6 +757,48 @@ def test_a_query_of_no_scan_column_keeps_every_row(format_case) -> None:
     assert_frame_equal(
         indexed.filter(pl.col(column).is_not_null()).select("i").collect(),
         eager.with_row_index("i", offset=7).filter(pl.col(column).is_not_null()).select("i"))
+
+
+def test_a_scan_pickles_and_serializes(format_case) -> None:
+    """docs/guide/scaling-out.md: scans pickle to worker processes. Every scan failed
+    ("cannot pickle '_thread.RLock' object"): its source function refers to the
+    module's step counter, which holds a lock."""
+    kwargs = dict(format_case.kwargs)
+    lazy = bindf.scan(format_case.path, **kwargs)
+    expected = lazy.collect()
+    assert_frame_equal(pickle.loads(pickle.dumps(lazy)).collect(), expected,
+                       categorical_as_str=True)
+    assert_frame_equal(pl.LazyFrame.deserialize(io.BytesIO(lazy.serialize())).collect(),
+                       expected, categorical_as_str=True)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+def test_a_process_forked_after_a_scan_was_built_runs_polars_queries(tmp_path: Path) -> None:
+    """Building a scan (not running it) asked polars for its thread pool's size, which
+    starts the pool; a process forked after that hung in every polars query (the
+    pool's threads are not in the child), a scan's collect or any other."""
+    script = tmp_path / "fork.py"
+    script.write_text(textwrap.dedent(f"""
+        import multiprocessing, sys
+        import bindf, polars as pl
+
+        def child(lazy):
+            pl.LazyFrame({{"a": [1, 2]}}).filter(pl.col("a") > 1).collect()
+            lazy.collect()
+
+        if __name__ == "__main__":
+            lazy = bindf.scan({str(DATA / "20250723_092534_data.apx")!r})
+            process = multiprocessing.get_context("fork").Process(target=child, args=(lazy,))
+            process.start()
+            process.join(60)
+            if process.is_alive():
+                process.kill()
+                sys.exit("the forked child hung")
+            sys.exit(process.exitcode)
+        """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_scan_sinks_to_parquet_ipc_and_csv(format_case, tmp_path: Path) -> None:

@@ -124,8 +124,20 @@ class _SourceSteps:
         with self._changed:
             self._changed.wait_for(lambda: self._running == 0, self.EXIT_WAIT_SECONDS)
 
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        # A scan's source function refers to this object, and polars pickles the
+        # function with the LazyFrame (pickle.dumps(lf), lf.serialize(), a process
+        # pool): the receiving process counts its steps with its own (a lock does not
+        # pickle).
+        return (_process_steps, ())
+
 
 _STEPS = _SourceSteps()
+
+
+def _process_steps() -> _SourceSteps:
+    """This process's :class:`_SourceSteps` (what a pickled one becomes)."""
+    return _STEPS
 
 
 def register_bindf_source(
@@ -195,13 +207,19 @@ def scan(
                 (), hints=SCAN_HINTS)
     check_count("n_rows", n_rows, 0)
     check_count("batch_size", batch_size, 1)
-    # polars runs this scan on its own thread pool: stay within its size, so that the
-    # two pools together do not oversubscribe the machine.
-    threads = min(resolve_threads(threads), pl.thread_pool_size())
+    requested_threads = resolve_threads(threads)
+
+    def capped_threads() -> int:
+        """polars runs this scan on its own thread pool: stay within its size, so that
+        the two pools together do not oversubscribe the machine. Asked when the scan
+        runs, not when it is built: asking starts polars' pool, and a process forked
+        from one that had only built a scan then hung in every polars query."""
+        return min(requested_threads, pl.thread_pool_size())
 
     def make_plan(columns: list[str] | None, n_rows: int | None, *,
                   files: Any = None, first_row_index: int | None = None,
-                  like: ReadPlan | None = None, to_polars: bool = True) -> ReadPlan:
+                  like: ReadPlan | None = None, to_polars: bool = True,
+                  threads: int | None = None) -> ReadPlan:
         # Batches: the scan's batch_size, else the readers' own (about 1 Mi rows, or a
         # chunk of the file), not polars' hint of 100,000 rows: frames that small made a
         # collect 1.6-2.2 times as slow (spectroscopy, sparse IT02), each frame paying
@@ -212,13 +230,14 @@ def scan(
             n_rows=n_rows, batch_size=batch_size, include_file_paths=include_file_paths,
             row_index_name=row_index_name,
             row_index_offset=row_index_offset if first_row_index is None else first_row_index,
-            storage_options=storage_options, progress=progress, threads=threads,
-            like=like, path_type=path_type_for("polars") if to_polars else None, **options)
+            storage_options=storage_options, progress=progress,
+            threads=capped_threads() if threads is None else threads, like=like, path_type=path_type_for("polars") if to_polars else None, **options)
 
     #: polars' own scans apply n_rows before any later filter: see io_source
     scan_rows = n_rows
     sources: Any = source
-    template = make_plan(None, None)
+    # (the template reads headers, and decodes nothing: the thread count asked for)
+    template = make_plan(None, None, threads=requested_threads)
     # Every collect reads the sources expanded here: a file object's start position is
     # taken once (reading the header moved it), and a stream is copied only once.
     sources = template.sources
