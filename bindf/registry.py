@@ -26,6 +26,7 @@ import difflib
 import importlib
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -332,6 +333,19 @@ _PENDING: dict[str, Any] = {}
 _FAILED: dict[str, str] = {}
 #: Entry points already declared: name → "module:attribute".
 _SEEN_ENTRY_POINTS: dict[str, str] = {}
+#: Held while a plugin is imported: threads that use it at once (a thread pool over
+#: files, a dask worker's threads) wait for the one import instead of finding the name
+#: neither pending nor loaded. Reentrant: a plugin's module may use bindf as it loads.
+_LOADING = threading.RLock()
+
+
+def _new_loading_lock() -> None:
+    global _LOADING
+    _LOADING = threading.RLock()  # (a fork while another thread held it: not held here)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_loading_lock)
 #: Called with each newly registered spec (``bindf`` adds its functions there).
 _LISTENERS: list[Callable[[FormatSpec], None]] = []
 
@@ -420,8 +434,15 @@ def _taken_by(name: str) -> str | None:
 
 
 def _load_plugin(name: str) -> FormatSpec | None:
-    """Import the plugin named ``name`` now; None (with a warning) if it is broken."""
-    entry = _PENDING.pop(name)
+    """Import the plugin named ``name`` now; None (with a warning) if it is broken.
+    The entry stays pending until the spec is registered (see :data:`_LOADING`)."""
+    with _LOADING:
+        if name not in _PENDING:  # loaded (or failed) by another thread meanwhile
+            return _BY_NAME.get(name)
+        return _import_plugin(name, _PENDING[name])
+
+
+def _import_plugin(name: str, entry: Any) -> FormatSpec | None:
     try:
         spec = entry.load()
         if callable(spec) and not isinstance(spec, FormatSpec):
@@ -436,9 +457,11 @@ def _load_plugin(name: str) -> FormatSpec | None:
         why = (f"format plugin {name!r} ({entry.value}) failed to load: "
                f"{type(exc).__name__}: {exc}")
         _FAILED[name] = why
+        del _PENDING[name]
         warn(BindfWarning(f"{why}; it is ignored"))
         return None
     _BY_NAME[name] = spec
+    del _PENDING[name]
     return spec
 
 

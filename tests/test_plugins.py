@@ -271,6 +271,40 @@ def _fresh_python(code: str, *sites: Path) -> subprocess.CompletedProcess[str]:
                           env=env, timeout=120, check=False)
 
 
+
+def test_threads_that_use_a_plugin_first_at_once_all_read_it(tmp_path: Path) -> None:
+    """The registry took a plugin out of its pending names before importing it and
+    registered its spec after: threads that used it meanwhile (a thread pool over
+    files, a dask worker's threads) found the name neither pending nor loaded ("unknown
+    format", most of 8 threads with a plugin whose import takes half a second). They
+    wait for the one import now."""
+    package = tmp_path / "bindf_slow_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import time\ntime.sleep(0.5)  # (an import that takes a moment, as scipy's)\n"
+        "import bindf\n"
+        "spec = bindf.FixedRecordFormat('slw', magic=b'SLW1', header='json',\n"
+        "    dtype=[('t_ns', '<f8'), ('n', '<u4')], extensions=('.slw',))\n")
+    info = tmp_path / "bindf_slow_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bindf-slow-plugin\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text("[bindf.formats]\nslw = bindf_slow_plugin:spec\n")
+    data = tmp_path / "x.slw"
+    data.write_bytes(b"SLW1" + (2).to_bytes(4, "little") + b"{}"
+                     + bytes(12 * 10))  # ten records
+    result = _fresh_python(
+        "import bindf\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        f"path = {str(data)!r}\n"
+        "def read(i):\n"
+        "    return len(bindf.read(path) if i % 2 else bindf.read_slw(path))\n"
+        "with ThreadPoolExecutor(8) as pool:\n"
+        "    print(list(pool.map(read, range(8))))\n",
+        tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([10] * 8)
+
 def test_import_bindf_is_lazy_and_knows_plugin_names_up_front() -> None:
     result = _fresh_python(
         "import sys, bindf, pandas as pd, polars as pl\n"
