@@ -197,7 +197,6 @@ from .frontends.dask import Partition as Partition
 from .frontends.dask import read as read
 from .frontends.dask import read_records as read_records
 from .frontends.dask import to_parquet as to_parquet
-
 '''
 
 
