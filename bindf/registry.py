@@ -192,6 +192,12 @@ class FormatSpec:
         make = _load(self.sample)
         return None if make is None else make()
 
+    def __dask_tokenize__(self) -> tuple[str, str, int]:
+        # dask names a task by its arguments, and a spec sent to workers (see
+        # spec_for_workers) holds classes and functions it cannot hash: its name and
+        # identity in this process say which spec it is
+        return ("bindf.FormatSpec", self.name, id(self))
+
 
 def _probe_apx_log(head: bytes, source: Source) -> bool:
     from .formats.apx_log import looks_like_apx_log
@@ -333,6 +339,9 @@ _PENDING: dict[str, Any] = {}
 _FAILED: dict[str, str] = {}
 #: Entry points already declared: name → "module:attribute".
 _SEEN_ENTRY_POINTS: dict[str, str] = {}
+#: Names given a spec by :func:`register_format` (built-in and plugin names replaced
+#: so included): other processes do not know them (see :func:`spec_for_workers`).
+_REGISTERED_AT_RUN_TIME: set[str] = set()
 #: Held while a plugin is imported: threads that use it at once (a thread pool over
 #: files, a dask worker's threads) wait for the one import instead of finding the name
 #: neither pending nor loaded. Reentrant: a plugin's module may use bindf as it loads.
@@ -379,6 +388,7 @@ def register_format(spec: FormatSpec, *, replace: bool = False) -> FormatSpec:
     _PENDING.pop(spec.name, None)
     _FAILED.pop(spec.name, None)
     _BY_NAME[spec.name] = spec
+    _REGISTERED_AT_RUN_TIME.add(spec.name)
     _declare(spec.name)
     for listener in list(_LISTENERS):
         listener(spec)
@@ -509,6 +519,28 @@ def check_option_values(options: Mapping[str, Any], format: str | None = None) -
         formats = ", ".join(dict.fromkeys(spec_name for spec_name, _ in taking))
         raise ValueError(f"{name} must be one of {tuple(listed)!r} (format {formats}), "
                          f"not {value!r}")
+
+
+def spec_for_workers(name: str) -> str | FormatSpec:
+    """How to name the format ``name`` to another process (a dask worker): its name when
+    that process knows it too (a built-in, or a plugin it imports the same way), else
+    the spec itself, for a format registered at run time (``register_format`` in a
+    notebook or under ``if __name__ == "__main__"``), which no other process has."""
+    spec = get_format(name)
+    if any(spec is builtin for builtin in BUILTIN) or _SEEN_ENTRY_POINTS.get(name) and \
+            name not in _REGISTERED_AT_RUN_TIME:
+        return name
+    return spec
+
+
+def known_in_this_process(spec: str | FormatSpec) -> str:
+    """The name of a format :func:`spec_for_workers` named, registering a spec this
+    process lacks (once: later partitions find it)."""
+    if isinstance(spec, str):
+        return spec
+    if spec.name not in _BY_NAME and spec.name not in _PENDING:
+        register_format(spec)
+    return spec.name
 
 
 def registered_spec(name: str) -> FormatSpec | None:

@@ -529,6 +529,21 @@ def test_local_cluster_matches_the_eager_read(tmp_path: Path, cluster_client) ->
         assert headers["path"].tolist() == files
 
 
+
+def test_a_format_registered_at_run_time_reads_on_worker_processes(
+        format_cases: dict, cluster_client) -> None:
+    """``register_format`` in a notebook (here: the test process) gives
+    ``bindf.dask.read_<name>`` at once, but the worker processes never registered it:
+    every partition failed with "unknown format 'stamp'". The spec goes to them now."""
+    case = format_cases["stamp"]
+    with dask.config.set(scheduler="dask.distributed"):
+        ddf = bdask.read_stamp(str(case.path), blocksize=64)
+        assert ddf.npartitions > 1
+        assert_same(ddf, bindf.read_stamp(case.path))
+    # built-ins and plugins a worker imports itself are named, not sent
+    assert bindf.registry.spec_for_workers("apx") == "apx"
+    assert bindf.registry.spec_for_workers("tpl") == "tpl"
+
 def test_to_parquet_dataset_keeps_the_header(stt1_files: list[Path], tmp_path: Path) -> None:
     files = [str(p) for p in stt1_files]
     ddf = bdask.read(files, blocksize=300 * RECORD, include_file_paths="file")

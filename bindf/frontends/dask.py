@@ -50,6 +50,7 @@ from .._source import Source
 from .._warnings import WarningSink, warn
 from ..errors import TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader, empty_batch
+from ..registry import FormatSpec, known_in_this_process, spec_for_workers
 from .batches import ReadPlan, with_extra_columns
 from .output import (
     DtypeBackend,
@@ -210,7 +211,7 @@ def read_partition(
     part: Partition,
     columns: list[str] | None = None,
     *,
-    format: str,
+    format: str | FormatSpec,
     include_file_paths: str | None,
     options: dict[str, Any],
     info: dict[str, Any] | None,
@@ -226,7 +227,9 @@ def read_partition(
     partition is decoded on one thread unless ``threads=`` was given explicitly."""
     plan = ReadPlan(
         [part.source],
-        format=format,
+        # (a spec: a format registered at run time on the client, which a worker
+        # process has not: registered here too, once)
+        format=known_in_this_process(format),
         columns=columns,
         # dask's projection names every column the partition must have, exactly
         include_file_paths=(include_file_paths if columns is None
@@ -335,7 +338,7 @@ def read(
             label=f"bindf-read-{plan.format}",
             enforce_metadata=False,
             columns=columns,
-            format=plan.format,
+            format=spec_for_workers(plan.format),
             include_file_paths=include_file_paths,
             options=dict(format_options),
             info=info,
