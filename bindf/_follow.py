@@ -886,25 +886,29 @@ class Follower(Iterator[FrameT], Generic[FrameT]):
 
 
 @overload
-def follow(source: FollowSources, *, output: Literal["pandas"] = ..., poll_interval: float = ..., idle_timeout: float | None = ...,
+def follow(source: FollowSources, *, output: Literal["pandas"] = ...,
+           poll_interval: float = ..., idle_timeout: float | None = ...,
            columns: Sequence[str] | None = ..., batch_size: int | None = ...,
            include_file_paths: str | None = ..., start: str = ..., on_error: str = ...,
            format: str | None = ...,
            dtype_backend: DtypeBackend | None = ..., **options: Any) -> Follower[pd.DataFrame]: ...
 @overload
-def follow(source: FollowSources, *, output: Literal["polars"], poll_interval: float = ..., idle_timeout: float | None = ...,
+def follow(source: FollowSources, *, output: Literal["polars"],
+           poll_interval: float = ..., idle_timeout: float | None = ...,
            columns: Sequence[str] | None = ..., batch_size: int | None = ...,
            include_file_paths: str | None = ..., start: str = ..., on_error: str = ...,
            format: str | None = ...,
            dtype_backend: None = ..., **options: Any) -> Follower[pl.DataFrame]: ...
 @overload
-def follow(source: FollowSources, *, output: Literal["arrow"], poll_interval: float = ..., idle_timeout: float | None = ...,
+def follow(source: FollowSources, *, output: Literal["arrow"],
+           poll_interval: float = ..., idle_timeout: float | None = ...,
            columns: Sequence[str] | None = ..., batch_size: int | None = ...,
            include_file_paths: str | None = ..., start: str = ..., on_error: str = ...,
            format: str | None = ...,
            dtype_backend: None = ..., **options: Any) -> Follower[pa.Table]: ...
 @overload
-def follow(source: FollowSources, *, output: str, poll_interval: float = ..., idle_timeout: float | None = ...,
+def follow(source: FollowSources, *, output: str,
+           poll_interval: float = ..., idle_timeout: float | None = ...,
            columns: Sequence[str] | None = ..., batch_size: int | None = ...,
            include_file_paths: str | None = ..., start: str = ..., on_error: str = ...,
            format: str | None = ...,

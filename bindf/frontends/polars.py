@@ -231,7 +231,8 @@ def scan(
             row_index_name=row_index_name,
             row_index_offset=row_index_offset if first_row_index is None else first_row_index,
             storage_options=storage_options, progress=progress,
-            threads=capped_threads() if threads is None else threads, like=like, path_type=path_type_for("polars") if to_polars else None, **options)
+            threads=capped_threads() if threads is None else threads, like=like,
+            path_type=path_type_for("polars") if to_polars else None, **options)
 
     #: polars' own scans apply n_rows before any later filter: see io_source
     scan_rows = n_rows
