@@ -211,11 +211,20 @@ def _remaining_bytes(obj: Any, start: int, name: str) -> int | None:
     try:
         obj.seek(start)
     except Exception as exc:  # noqa: BLE001
-        if end is not None:  # it went to its end and cannot come back
+        # It went to its end (or part of the way: a decompressing file over a pipe
+        # reads up to a cut before it fails) and cannot come back; a stream whose seek
+        # fails altogether (only tell()) did not move, and is read as a stream.
+        if end is not None or _position(obj) != start:
             raise BindfError(f"this file object cannot seek back to where it was ({exc})",
                              path=name, offset=start) from None
-        # (it did not move: its seek fails altogether, a stream with only tell())
     return None if end is None else max(end - start, 0)
+
+
+def _position(obj: Any) -> int | None:
+    try:
+        return int(obj.tell())
+    except Exception:  # noqa: BLE001 - no position to tell: not where it was either
+        return None
 
 
 def _spool(stream: Any, name: str) -> tuple[Any, int]:
@@ -233,12 +242,23 @@ def _spool(stream: Any, name: str) -> tuple[Any, int]:
         try:
             # readinto1 where there is one: a buffered stream's readinto fills the whole
             # piece in many reads, and a decompressing one that meets a cut in any of
-            # them drops them all; readinto1 gives what one read gave
-            readinto = getattr(stream, "readinto1", None) or getattr(stream, "readinto", None)
-            if readinto is not None:
+            # them drops them all; readinto1 gives what one read gave. (An object that
+            # inherits readinto1 but has no read1 refuses it: then readinto.)
+            methods = [m for m in (getattr(stream, "readinto1", None),
+                                   getattr(stream, "readinto", None)) if m is not None]
+            if methods:
                 piece = bytearray(SPOOL_CHUNK_BYTES)
                 view = memoryview(piece)
-                while n := readinto(view):
+                while True:
+                    try:
+                        n = methods[0](view)
+                    except io.UnsupportedOperation:
+                        if len(methods) == 1:
+                            raise
+                        methods.pop(0)
+                        continue
+                    if not n:
+                        break
                     spool.write(view[:n])
                     size += n
             else:

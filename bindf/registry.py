@@ -192,12 +192,6 @@ class FormatSpec:
         make = _load(self.sample)
         return None if make is None else make()
 
-    def __dask_tokenize__(self) -> tuple[str, str, int]:
-        # dask names a task by its arguments, and a spec sent to workers (see
-        # spec_for_workers) holds classes and functions it cannot hash: its name and
-        # identity in this process say which spec it is
-        return ("bindf.FormatSpec", self.name, id(self))
-
 
 def _probe_apx_log(head: bytes, source: Source) -> bool:
     from .formats.apx_log import looks_like_apx_log
@@ -346,11 +340,17 @@ _REGISTERED_AT_RUN_TIME: set[str] = set()
 #: files, a dask worker's threads) wait for the one import instead of finding the name
 #: neither pending nor loaded. Reentrant: a plugin's module may use bindf as it loads.
 _LOADING = threading.RLock()
+#: The plugins being imported (by the thread holding :data:`_LOADING`).
+_IMPORTING: set[str] = set()
+#: Specs sent by another process that this one registered: name → token (see
+#: :func:`known_in_this_process`).
+_ADOPTED: dict[str, str] = {}
 
 
 def _new_loading_lock() -> None:
     global _LOADING
     _LOADING = threading.RLock()  # (a fork while another thread held it: not held here)
+    _IMPORTING.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -447,9 +447,15 @@ def _load_plugin(name: str) -> FormatSpec | None:
     """Import the plugin named ``name`` now; None (with a warning) if it is broken.
     The entry stays pending until the spec is registered (see :data:`_LOADING`)."""
     with _LOADING:
-        if name not in _PENDING:  # loaded (or failed) by another thread meanwhile
+        # (loaded or failed in another thread meanwhile; or being imported by this one:
+        # a plugin module that lists the formats as it loads does not load itself again)
+        if name not in _PENDING or name in _IMPORTING:
             return _BY_NAME.get(name)
-        return _import_plugin(name, _PENDING[name])
+        _IMPORTING.add(name)
+        try:
+            return _import_plugin(name, _PENDING[name])
+        finally:
+            _IMPORTING.discard(name)
 
 
 def _import_plugin(name: str, entry: Any) -> FormatSpec | None:
@@ -467,12 +473,13 @@ def _import_plugin(name: str, entry: Any) -> FormatSpec | None:
         why = (f"format plugin {name!r} ({entry.value}) failed to load: "
                f"{type(exc).__name__}: {exc}")
         _FAILED[name] = why
-        del _PENDING[name]
+        _PENDING.pop(name, None)
         warn(BindfWarning(f"{why}; it is ignored"))
         return None
-    _BY_NAME[name] = spec
-    del _PENDING[name]
-    return spec
+    if name in _PENDING:  # (else its module registered a spec as it loaded: that one)
+        _BY_NAME[name] = spec
+        _PENDING.pop(name)
+    return _BY_NAME.get(name, spec)
 
 
 def _declare(name: str) -> None:
@@ -521,26 +528,46 @@ def check_option_values(options: Mapping[str, Any], format: str | None = None) -
                          f"not {value!r}")
 
 
-def spec_for_workers(name: str) -> str | FormatSpec:
+@dataclass(frozen=True)
+class SentSpec:
+    """A format registered at run time, as :func:`spec_for_workers` sends it to another
+    process: the spec, and which registration of the sender it is (``token``)."""
+
+    spec: FormatSpec
+    token: str
+
+    def __dask_tokenize__(self) -> str:
+        return self.token
+
+
+def spec_for_workers(name: str) -> str | SentSpec:
     """How to name the format ``name`` to another process (a dask worker): its name when
     that process knows it too (a built-in, or a plugin it imports the same way), else
     the spec itself, for a format registered at run time (``register_format`` in a
-    notebook or under ``if __name__ == "__main__"``), which no other process has."""
+    notebook or under ``if __name__ == "__main__"``, a built-in replaced so included),
+    which no other process has, or has in another version."""
     spec = get_format(name)
     if any(spec is builtin for builtin in BUILTIN) or _SEEN_ENTRY_POINTS.get(name) and \
             name not in _REGISTERED_AT_RUN_TIME:
         return name
-    return spec
+    # (the sender's process and the spec's identity in it: a spec registered again,
+    # edited in a notebook, is another token, and long-lived workers take it up)
+    return SentSpec(spec, f"{name}:{os.getpid()}:{id(spec)}")
 
 
-def known_in_this_process(spec: str | FormatSpec) -> str:
-    """The name of a format :func:`spec_for_workers` named, registering a spec this
-    process lacks (once: later partitions find it)."""
-    if isinstance(spec, str):
-        return spec
-    if spec.name not in _BY_NAME and spec.name not in _PENDING:
-        register_format(spec)
-    return spec.name
+def known_in_this_process(format: str | SentSpec) -> str:
+    """The name under which this process reads a format :func:`spec_for_workers` named:
+    a sent spec is registered here, replacing what the name meant (a built-in, an older
+    version), once per token; in the sender's own process it is already the one."""
+    if isinstance(format, str):
+        return format
+    name = format.spec.name
+    with _LOADING:  # (a worker's threads start their first partitions at once)
+        if _ADOPTED.get(name) != format.token:
+            if _BY_NAME.get(name) is not format.spec:
+                register_format(format.spec, replace=True)
+            _ADOPTED[name] = format.token
+    return name
 
 
 def registered_spec(name: str) -> FormatSpec | None:

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -304,6 +305,71 @@ def test_threads_that_use_a_plugin_first_at_once_all_read_it(tmp_path: Path) -> 
         tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str([10] * 8)
+
+def test_a_plugin_that_lists_the_formats_as_it_loads_loads_once(tmp_path: Path) -> None:
+    """A plugin module that calls bindf.list_formats() (or detects a file) while it is
+    imported: with its name kept pending during the import, the listing loaded it again
+    from the half-imported module ("failed to load") and the first load then raised a
+    KeyError. The listing now skips the plugin being imported."""
+    package = tmp_path / "bindf_listing_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text(textwrap.dedent("""
+        import bindf
+        KNOWN = [spec.name for spec in bindf.list_formats()]
+        spec = bindf.FixedRecordFormat("lst", magic=b"LST1", header="json",
+                                       dtype=[("t_ns", "<f8")], extensions=(".lst",))
+        """))
+    info = tmp_path / "bindf_listing_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bindf-listing-plugin\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text("[bindf.formats]\nlst = bindf_listing_plugin:spec\n")
+    data = tmp_path / "x.lst"
+    data.write_bytes(b"LST1" + (2).to_bytes(4, "little") + b"{}" + bytes(8 * 3))
+    result = _fresh_python(textwrap.dedent(f"""
+        import warnings
+        warnings.simplefilter("error")
+        import bindf
+        print(len(bindf.read({str(data)!r})))
+        import bindf_listing_plugin
+        print("lst" in bindf_listing_plugin.KNOWN)
+        """), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["3", "False"]
+
+
+def test_a_spec_sent_to_another_process_replaces_what_its_name_meant(tmp_path: Path) -> None:
+    """dask sends a format registered at run time with its tasks. A worker registered it
+    only when the name was unknown there: a built-in replaced on the client (or a spec
+    registered again after an edit, on long-lived workers) was read with the worker's
+    own version, without an error. Eight threads taking the spec at once all work."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent("""
+        import pickle, sys, threading
+        from bindf import registry
+        sent = pickle.loads(sys.stdin.buffer.read())
+        names = []
+        threads = [threading.Thread(target=lambda: names.append(
+            registry.known_in_this_process(sent))) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print(names == ["sp01"] * 8, registry.get_format("sp01").description)
+        """))
+    result = _fresh_python(textwrap.dedent(f"""
+        import dataclasses, pickle, subprocess, sys
+        import bindf
+        from bindf import registry
+        mine = dataclasses.replace(registry.get_format("sp01"), description="mine")
+        bindf.register_format(mine, replace=True)
+        print(registry.spec_for_workers("apx"))
+        sent = pickle.dumps(registry.spec_for_workers("sp01"))
+        print(subprocess.run([sys.executable, {str(worker)!r}], input=sent,
+                             capture_output=True, check=True).stdout.decode())
+        """))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["apx", "True", "mine"]
 
 def test_import_bindf_is_lazy_and_knows_plugin_names_up_front() -> None:
     result = _fresh_python(

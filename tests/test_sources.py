@@ -193,6 +193,41 @@ def test_a_stream_with_tell_but_no_seek_is_read_as_a_stream(cases: dict[str, Cas
     assert_same_read(got, read_arrow(case.path, case), "http-body")
 
 
+
+def test_a_buffered_stream_with_only_read_is_copied(cases: dict[str, Case]) -> None:
+    """An io.BufferedIOBase subclass that defines read() alone inherits a readinto1 that
+    calls the read1 it lacks: the copy of a stream, which prefers readinto1, failed with
+    io.UnsupportedOperation; it falls back to readinto (which calls read)."""
+    case = cases["it02_sparse"]
+
+    class OnlyRead(io.BufferedIOBase):
+        def __init__(self, data: bytes) -> None:
+            self._buffer = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int | None = -1) -> bytes:
+            return self._buffer.read(n)
+
+    got = read_arrow(OnlyRead(case.path.read_bytes()), case)
+    assert_same_read(got, read_arrow(case.path, case), "<OnlyRead>")
+
+
+def test_a_decompressing_stream_over_a_pipe_that_cannot_seek_back_says_so(
+        cases: dict[str, Case]) -> None:
+    """gzip over a pipe, cut: seeking to its end reads up to the cut and fails, and it
+    cannot seek back; the copy then began at the cut ("file is empty"). It is an error
+    saying the object cannot seek back."""
+    import gzip
+
+    packed = gzip.compress(cases["it02_sparse"].path.read_bytes())
+    stream, thread = pipe_of(packed[: len(packed) // 2])
+    with stream, gzip.GzipFile(fileobj=stream) as f:
+        with pytest.raises(bindf.BindfError, match="cannot seek back"):
+            bindf.read(f)
+    thread.join()
+
 def test_a_closed_file_object_is_a_bindf_error_with_its_name(case: Case, tmp_path: Path
                                                               ) -> None:
     """Closed before the read (a ``with`` block that ended), or while its chunks were

@@ -50,7 +50,7 @@ from .._source import Source
 from .._warnings import WarningSink, warn
 from ..errors import TruncatedFileWarning, missing_dependency
 from ..formats._base import FormatReader, empty_batch
-from ..registry import FormatSpec, known_in_this_process, spec_for_workers
+from ..registry import SentSpec, known_in_this_process, spec_for_workers
 from .batches import ReadPlan, with_extra_columns
 from .output import (
     DtypeBackend,
@@ -211,7 +211,7 @@ def read_partition(
     part: Partition,
     columns: list[str] | None = None,
     *,
-    format: str | FormatSpec,
+    format: str | SentSpec,
     include_file_paths: str | None,
     options: dict[str, Any],
     info: dict[str, Any] | None,
