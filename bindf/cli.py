@@ -381,6 +381,31 @@ def _raise_terminated(signum: int, frame: Any) -> None:
         _terminate()
 
 
+@contextlib.contextmanager
+def signals_not_swallowed() -> Iterator[None]:
+    """A handler's exception that lands in code whose exceptions Python only reports
+    (a weakref callback, ``__del__``: "Exception ignored in …") is lost, and the command
+    ran on to the end (seen in CI: Ctrl-C inside the import system's module-lock
+    callback, then a complete output and exit 0). Such a lost ``KeyboardInterrupt`` or
+    :class:`Terminated` sends its signal again, so that the handler raises where it
+    counts; other unraisable errors are reported as before."""
+    previous = sys.unraisablehook
+    signals = {KeyboardInterrupt: signal.SIGINT, Terminated: signal.SIGTERM}
+
+    def hook(unraisable: Any) -> None:
+        signum = signals.get(unraisable.exc_type)
+        if signum is None:
+            previous(unraisable)
+        else:
+            signal.raise_signal(signum)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def _terminate() -> None:
     raise Terminated
 
@@ -725,7 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Both wait while an output's temporary file is being made (bindf._atomic).
         with signal_handlers({signal.SIGTERM: _raise_terminated,
-                              signal.SIGINT: _raise_interrupted}):
+                              signal.SIGINT: _raise_interrupted}), signals_not_swallowed():
             parser = build_parser()
             args = parser.parse_args(argv)
             from bindf.errors import BindfWarning

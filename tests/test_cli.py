@@ -552,6 +552,34 @@ def test_signal_while_converting_leaves_nothing(tmp_path: Path, signum: str, cod
     assert os.listdir(tmp_path) == ["big.bin"]
 
 
+
+def test_a_signal_whose_exception_python_swallowed_is_sent_again() -> None:
+    """Ctrl-C that lands in a weakref callback or ``__del__`` (CI: the import system's
+    module-lock callback) raised KeyboardInterrupt where Python only reports it
+    ("Exception ignored in …"): the command ran to the end and exited 0. The command
+    sends the signal again, so that its handler raises where it counts."""
+    import gc
+    import signal
+
+    received = []
+
+    class RaisesWhenFreed:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        with cli.signals_not_swallowed():
+            thing = RaisesWhenFreed()
+            del thing
+            gc.collect()
+            for _ in range(100):  # (the handler runs at the next bytecode boundary)
+                if received:
+                    break
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert received == [signal.SIGINT]
+
 def test_unknown_format_is_a_usage_error(tmp_path: Path, capsys) -> None:
     f = write_stt1(tmp_path / "a.bin", n=10)
     for args in (["head", str(f)], ["info", str(f)],
