@@ -380,10 +380,11 @@ def test_a_decompressing_file_object_cut_or_damaged_is_a_bindf_warning_or_error(
     with opener(cut) as f:  # type: ignore[operator]
         with pytest.warns(bindf.TruncatedFileWarning) as caught:
             got = bindf.read_apx(f)
-    # (GzipFile has the file's name; BZ2File and LZMAFile are named by their type)
-    name = str(cut) if opener is gzip.open else "File>"
+    # (GzipFile has the file's name; BZ2File and LZMAFile too from Python 3.13 on,
+    # before that they are named by their type)
     assert any("pass the compressed file's path" in str(w.message)
-               and name in str(w.message) for w in caught)
+               and (str(cut) in str(w.message) or "File>" in str(w.message))
+               for w in caught)
     assert 0 < len(got) < len(expected) and got.equals(expected.iloc[: len(got)])
     damaged = bytearray(packed)
     damaged[len(damaged) // 2: len(damaged) // 2 + 64] = b"\x55" * 64
@@ -392,7 +393,7 @@ def test_a_decompressing_file_object_cut_or_damaged_is_a_bindf_warning_or_error(
     with opener(bad) as f:  # type: ignore[operator]
         with pytest.raises(bindf.CorruptDataError, match="cannot read this stream") as info:
             bindf.read_apx(f)
-    assert info.value.path == (str(bad) if opener is gzip.open else f"<{type(f).__name__}>")
+    assert info.value.path in (str(bad), f"<{type(f).__name__}>")
     assert info.value.offset is not None
 
 def test_follow_refuses_a_compressed_file(tmp_path: Path) -> None:
