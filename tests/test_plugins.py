@@ -273,24 +273,28 @@ def _fresh_python(code: str, *sites: Path) -> subprocess.CompletedProcess[str]:
 
 
 
+
+def _write_plugin(site: Path, package: str, name: str, source: str) -> None:
+    """An installed plugin in ``site``: module ``package`` (``source``), declaring the
+    format ``name`` (its ``spec``) in the ``bindf.formats`` entry-point group."""
+    (site / package).mkdir()
+    (site / package / "__init__.py").write_text(source)
+    info = site / f"{package}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[bindf.formats]\n{name} = {package}:spec\n")
+
 def test_threads_that_use_a_plugin_first_at_once_all_read_it(tmp_path: Path) -> None:
     """The registry took a plugin out of its pending names before importing it and
     registered its spec after: threads that used it meanwhile (a thread pool over
     files, a dask worker's threads) found the name neither pending nor loaded ("unknown
     format", most of 8 threads with a plugin whose import takes half a second). They
     wait for the one import now."""
-    package = tmp_path / "bindf_slow_plugin"
-    package.mkdir()
-    (package / "__init__.py").write_text(
-        "import time\ntime.sleep(0.5)  # (an import that takes a moment, as scipy's)\n"
-        "import bindf\n"
-        "spec = bindf.FixedRecordFormat('slw', magic=b'SLW1', header='json',\n"
-        "    dtype=[('t_ns', '<f8'), ('n', '<u4')], extensions=('.slw',))\n")
-    info = tmp_path / "bindf_slow_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bindf-slow-plugin\n"
-                                   "Version: 1.0\n")
-    (info / "entry_points.txt").write_text("[bindf.formats]\nslw = bindf_slow_plugin:spec\n")
+    _write_plugin(tmp_path, "bindf_slow_plugin", "slw",
+                  "import time\ntime.sleep(0.5)  # (an import that takes a moment, as scipy's)\n"
+                  "import bindf\n"
+                  "spec = bindf.FixedRecordFormat('slw', magic=b'SLW1', header='json',\n"
+                  "    dtype=[('t_ns', '<f8'), ('n', '<u4')], extensions=('.slw',))\n")
     data = tmp_path / "x.slw"
     data.write_bytes(b"SLW1" + (2).to_bytes(4, "little") + b"{}"
                      + bytes(12 * 10))  # ten records
@@ -306,24 +310,18 @@ def test_threads_that_use_a_plugin_first_at_once_all_read_it(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str([10] * 8)
 
+
 def test_a_plugin_that_lists_the_formats_as_it_loads_loads_once(tmp_path: Path) -> None:
     """A plugin module that calls bindf.list_formats() (or detects a file) while it is
     imported: with its name kept pending during the import, the listing loaded it again
     from the half-imported module ("failed to load") and the first load then raised a
     KeyError. The listing now skips the plugin being imported."""
-    package = tmp_path / "bindf_listing_plugin"
-    package.mkdir()
-    (package / "__init__.py").write_text(textwrap.dedent("""
+    _write_plugin(tmp_path, "bindf_listing_plugin", "lst", textwrap.dedent("""
         import bindf
         KNOWN = [spec.name for spec in bindf.list_formats()]
         spec = bindf.FixedRecordFormat("lst", magic=b"LST1", header="json",
                                        dtype=[("t_ns", "<f8")], extensions=(".lst",))
         """))
-    info = tmp_path / "bindf_listing_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bindf-listing-plugin\n"
-                                   "Version: 1.0\n")
-    (info / "entry_points.txt").write_text("[bindf.formats]\nlst = bindf_listing_plugin:spec\n")
     data = tmp_path / "x.lst"
     data.write_bytes(b"LST1" + (2).to_bytes(4, "little") + b"{}" + bytes(8 * 3))
     result = _fresh_python(textwrap.dedent(f"""
