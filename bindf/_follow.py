@@ -812,6 +812,11 @@ class Follower(Iterator[FrameT], Generic[FrameT]):
         self._tail = None
         self._bytes_before = self.bytes
 
+    def _idle_since(self, last_activity: float) -> bool:
+        """``idle_timeout`` has passed since ``last_activity`` (never, without one)."""
+        return self.idle_timeout is not None and \
+            time.monotonic() - last_activity >= self.idle_timeout
+
     def _run(self) -> Iterator[Frame]:
         done: set[str] = set()
         came = False  # whether any file was followed (one that never appeared was not)
@@ -845,9 +850,7 @@ class Follower(Iterator[FrameT], Generic[FrameT]):
                     # A file that already exists after this one: the writer moved on, and
                     # this one is finished once a poll finds nothing new, or once the
                     # follow is idle (idle_timeout=0 ended before reading the later files).
-                    idle = self.idle_timeout is not None and \
-                        time.monotonic() - last_activity >= self.idle_timeout
-                    if (not active or idle) and self._next_file(done | {tail.path},
+                    if (not active or self._idle_since(last_activity)) and self._next_file(done | {tail.path},
                                                                 existing=True) is not None:
                         if tail.never_appeared:
                             self._skip_missing(tail.path, done)
@@ -856,8 +859,7 @@ class Follower(Iterator[FrameT], Generic[FrameT]):
                             came = True
                         self._retire(tail, done)
                         continue
-                if self.idle_timeout is not None and \
-                        time.monotonic() - last_activity >= self.idle_timeout:
+                if self._idle_since(last_activity):
                     self.ended_by = "idle"
                     if tail is not None and not tail.never_appeared:
                         yield from Follower._final_frames(self, tail)
