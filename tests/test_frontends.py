@@ -1139,6 +1139,42 @@ def test_the_exit_waits_for_scan_steps_under_way() -> None:
     assert [frame["a"][0] for frame in source] == [2]
 
 
+def test_the_exit_waits_for_a_polars_thread_on_its_way_out_of_a_step() -> None:
+    """A step that has ended is not yet out of Python: the thread polars started runs on
+    through the generators' last lines. If the exit began while the GIL was taken from it
+    there, it took the GIL back during finalization and the process aborted (seen on
+    Python 3.13 in CI). The exit waits until such a thread has left Python; a thread
+    that Python's ``threading`` started is not waited for (threading joins its own)."""
+    import _thread
+    import threading
+    import time
+
+    from bindf.frontends.polars import _SourceSteps
+
+    steps = _SourceSteps()
+    stepped, left = threading.Event(), threading.Event()
+
+    def polars_like_thread() -> None:  # (a thread threading did not start, as polars')
+        next(steps.stepped(frame for frame in [pl.DataFrame({"a": [1]})]))
+        stepped.set()
+        time.sleep(0.3)  # still in Python after the step
+        left.set()
+
+    _thread.start_new_thread(polars_like_thread, ())
+    assert stepped.wait(10)
+    started = time.monotonic()
+    steps.wait_at_exit()
+    assert left.is_set() and time.monotonic() - started > 0.1
+
+    python_thread = threading.Thread(target=polars_like_thread, daemon=True)
+    stepped.clear(), left.clear()
+    python_thread.start()
+    assert stepped.wait(10)
+    steps.wait_at_exit()
+    assert not left.is_set()
+    python_thread.join(10)
+
+
 def test_a_scan_collected_in_an_earlier_atexit_handler_reads(stt1_files: list[Path]) -> None:
     """bindf's exit handler waits for scan steps under way; it runs before the handlers
     registered before ``import bindf`` and must not stop their scans."""

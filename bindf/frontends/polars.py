@@ -12,7 +12,9 @@ from __future__ import annotations
 import atexit
 import functools
 import inspect
+import sys
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -91,6 +93,12 @@ class _SourceSteps:
     ``atexit`` handler runs before that, while threads may still take the GIL: it lets the
     steps under way finish. (It does not stop later steps: atexit handlers registered
     before ``import bindf`` run after it, and a scan collected in one must read.)
+
+    A step that has ended is not yet out of Python: its thread runs on through the
+    generators' last lines and polars' taking of the frame, and if the GIL is taken from
+    it there (the exit asks for it), it takes the GIL once more. So the exit also waits
+    until no polars thread that ran a step is in Python code (a thread polars started,
+    not one of Python's: those ``threading`` waits for itself, or are daemons).
     """
 
     #: How long the exit waits for steps under way (each decodes one batch: well under
@@ -100,6 +108,7 @@ class _SourceSteps:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._running = 0
+        self._stepping_threads: set[int] = set()  # (idents: polars reuses its threads)
         atexit.register(self.wait_at_exit)
 
     def stepped(self, frames: Generator[pl.DataFrame, None, None]) -> Iterator[pl.DataFrame]:
@@ -108,6 +117,7 @@ class _SourceSteps:
             while True:
                 with self._changed:
                     self._running += 1
+                    self._stepping_threads.add(threading.get_ident())
                 try:
                     frame = next(frames, None)
                 finally:
@@ -121,8 +131,23 @@ class _SourceSteps:
             frames.close()
 
     def wait_at_exit(self) -> None:
+        deadline = time.monotonic() + self.EXIT_WAIT_SECONDS
         with self._changed:
             self._changed.wait_for(lambda: self._running == 0, self.EXIT_WAIT_SECONDS)
+        # (microseconds, but for a thread the machine did not run: polled)
+        while self._foreign_threads_in_python() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def _foreign_threads_in_python(self) -> bool:
+        """Whether a thread that ran a step, one not started by Python's ``threading``,
+        is in Python code now (it has a frame: a step, or the way out of one)."""
+        dummy = getattr(threading, "_DummyThread", ())  # (how threading names a foreign one)
+        started_by_python = {thread.ident for thread in threading.enumerate()
+                             if not isinstance(thread, dummy)}
+        with self._changed:
+            stepping = self._stepping_threads - started_by_python - {threading.get_ident()}
+        in_python = sys._current_frames()
+        return any(ident in in_python for ident in stepping)
 
     def __reduce__(self) -> tuple[Any, tuple[()]]:
         # A scan's source function refers to this object, and polars pickles the
