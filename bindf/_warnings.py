@@ -131,6 +131,8 @@ def _user_frame() -> FrameType | None:
 
     def inside(frame: FrameType, packages: tuple[str, ...]) -> bool:
         filename = frame.f_code.co_filename
+        if filename.startswith("<frozen "):  # the standard library's frozen modules
+            return _STDLIB_DIR in packages   # (importlib's: an `import bindf` line)
         if not os.path.isabs(filename):  # (relative to the working folder, which moves)
             return os.path.abspath(filename).startswith(packages)
         known = _INSIDE.get((filename, packages))

@@ -452,8 +452,9 @@ def test_a_broken_plugin_is_a_warning_naming_it() -> None:
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
     assert "format plugin 'brokenfmt' (bindf_broken_plugin:spec) failed to load" in result.stderr
-    assert ("format plugin 'headers' (bindf_broken_plugin:spec) is ignored: the name is "
-            "reserved: bindf.read_headers is one of bindf's own functions") in result.stderr
+    assert ("<string>:3: BindfWarning: format plugin 'headers' (bindf_broken_plugin:spec) is "
+            "ignored: the name is reserved: bindf.read_headers is one of bindf's own "
+            "functions") in result.stderr  # at the `import bindf` line, not in importlib
     # a name that another format has: the warning says which one
     assert ("format plugin 'apx' (bindf_broken_plugin:spec) is ignored: the name is taken "
             "by a bindf built-in") in result.stderr
