@@ -83,6 +83,7 @@ from ._params import check_flag, check_seconds
 from ._threads import resolve_threads, usable_cores
 from ._warnings import WarningSink, warn
 from .errors import BindfWarning
+from .registry import specs_for_workers
 
 __all__ = ["DatasetLockedError", "IngestReport", "find_sources",
            "ingest", "watch"]
@@ -223,7 +224,8 @@ def ingest(
     client:
         A ``distributed.Client``: files are converted on its workers, which must see
         ``dest`` at the same path (a shared filesystem). The manifest is written only
-        here, by the coordinating process.
+        here, by the coordinating process. Formats registered at run time here
+        (``register_format``) go to the workers with the jobs.
     progress:
         A tqdm bar over bytes, with the file count (needs ``bindf[progress]``).
     rows_per_part:
@@ -727,7 +729,9 @@ class _Runner:
         self.taken: set[Any] = set()
         if client is not None:  # (no stop Event: it does not pickle; dask cancels instead)
             self.pool = None
-            self.futures = client.map(_run_job, jobs, pure=False)
+            sent = specs_for_workers()
+            self.futures = client.map(_run_job, [replace(job, formats_sent=sent)
+                                                 for job in jobs], pure=False)
             return
         self.event = threading.Event()
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="bindf-ingest")

@@ -31,6 +31,7 @@ from ._version import __version__
 from .arrow import path_text, repeated, rows_within_limit, table_info, text_bytes
 from .errors import BindfError
 from .parquet import write_batches
+from .registry import SentSpec, known_in_this_process
 
 #: Rows per Arrow chunk read from a source (bounds the memory of one file's ingestion).
 CHUNK_ROWS = 1 << 20
@@ -78,6 +79,10 @@ class Job:
     #: batches and before publishing (local threads only; None on dask, where an Event
     #: does not pickle).
     stop: Any = field(default=None, compare=False, repr=False)
+    #: The formats registered at run time in the coordinating process, sent along to
+    #: a dask worker (another process, which has not registered them): see
+    #: :func:`bindf.registry.specs_for_workers`. Empty for local jobs.
+    formats_sent: tuple[SentSpec, ...] = field(default=(), compare=False, repr=False)
 
     def check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -175,6 +180,8 @@ def run_job(job: Job) -> dict[str, Any]:
     (the file changed while it was read) or ``"failed"`` (``entry["error"]`` says why).
     Raises :class:`IngestStopped` when ``job.stop`` is set before the parts are
     published (nothing is published then, and no staged file is left)."""
+    for sent in job.formats_sent:  # (before detection: a sent format may be the file's)
+        known_in_this_process(sent)
     try:
         before = os.stat(job.path)
     except OSError as exc:

@@ -555,6 +555,15 @@ def spec_for_workers(name: str) -> str | SentSpec:
     return SentSpec(spec, f"{name}:{os.getpid()}:{id(spec)}")
 
 
+def specs_for_workers() -> tuple[SentSpec, ...]:
+    """Every format registered at run time in this process, as :func:`spec_for_workers`
+    sends it: for work on other processes that may detect any format (an ingestion on
+    a dask cluster), not only read one it names."""
+    sent = (spec_for_workers(name) for name in sorted(_REGISTERED_AT_RUN_TIME)
+            if name in _BY_NAME)
+    return tuple(spec for spec in sent if isinstance(spec, SentSpec))
+
+
 def known_in_this_process(format: str | SentSpec) -> str:
     """The name under which this process reads a format :func:`spec_for_workers` named:
     a sent spec is registered here, replacing what the name meant (a built-in, an older

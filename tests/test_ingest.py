@@ -654,6 +654,29 @@ def test_local_cluster_run_equals_the_local_run(campaign, tmp_path: Path) -> Non
     assert snapshot(tmp_path / "dask") == snapshot(local)
 
 
+def test_a_cluster_run_reads_a_format_registered_at_run_time(format_cases: dict,
+                                                            tmp_path: Path) -> None:
+    """``register_format`` in the coordinating process (here: the tests' ``stamp``): the
+    workers, other processes, never registered it, and every file failed there (no
+    format matched, at byte offset 0). The run sends the run-time formats with its jobs."""
+    import shutil
+
+    distributed = pytest.importorskip("distributed")
+    folder = tmp_path / "stamps"
+    folder.mkdir()
+    for name in ("a.bin", "b.bin"):
+        shutil.copy(format_cases["stamp"].path, folder / name)
+    local = _fresh(folder, tmp_path / "local")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        report = bindf.ingest(folder, tmp_path / "dask", client=client)
+        assert len(report.ingested) == 2 and not report.failed, report.failed
+        assert client.run(lambda: "stamp" in bindf.registry.format_names()) == \
+            dict.fromkeys(client.scheduler_info()["workers"], True)
+    assert snapshot(tmp_path / "dask") == snapshot(local)
+
+
 def test_cli(campaign, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bindf.cli import main
 
