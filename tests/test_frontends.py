@@ -1148,30 +1148,33 @@ def test_the_exit_waits_for_a_polars_thread_on_its_way_out_of_a_step() -> None:
     import _thread
     import threading
     import time
+    from collections.abc import Callable
 
     from bindf.frontends.polars import _SourceSteps
 
     steps = _SourceSteps()
-    stepped, left = threading.Event(), threading.Event()
+    stepped, left, release = threading.Event(), threading.Event(), threading.Event()
 
-    def polars_like_thread() -> None:  # (a thread threading did not start, as polars')
+    def stepping_thread(linger: Callable[[], object]) -> None:
         next(steps.stepped(frame for frame in [pl.DataFrame({"a": [1]})]))
         stepped.set()
-        time.sleep(0.3)  # still in Python after the step
+        linger()  # still in Python after the step
         left.set()
 
-    _thread.start_new_thread(polars_like_thread, ())
+    # a thread that threading did not start, as polars' are
+    _thread.start_new_thread(stepping_thread, (lambda: time.sleep(0.3),))
     assert stepped.wait(10)
-    started = time.monotonic()
     steps.wait_at_exit()
-    assert left.is_set() and time.monotonic() - started > 0.1
+    assert left.is_set()
 
-    python_thread = threading.Thread(target=polars_like_thread, daemon=True)
     stepped.clear(), left.clear()
+    python_thread = threading.Thread(target=stepping_thread, args=(lambda: release.wait(10),),
+                                     daemon=True)
     python_thread.start()
     assert stepped.wait(10)
-    steps.wait_at_exit()
+    steps.wait_at_exit()  # (else it would wait the 10 s)
     assert not left.is_set()
+    release.set()
     python_thread.join(10)
 
 
