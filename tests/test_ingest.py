@@ -657,8 +657,8 @@ def test_local_cluster_run_equals_the_local_run(campaign, tmp_path: Path) -> Non
 def test_a_cluster_run_reads_a_format_registered_at_run_time(format_cases: dict,
                                                             tmp_path: Path) -> None:
     """``register_format`` in the coordinating process (here: the tests' ``stamp``): the
-    workers, other processes, never registered it, and every file failed there (no
-    format matched, at byte offset 0). The run sends the run-time formats with its jobs."""
+    workers, other processes, never registered it, and every file failed there
+    ("unrecognised file format"). The run sends the run-time formats with its jobs."""
     import shutil
 
     distributed = pytest.importorskip("distributed")
