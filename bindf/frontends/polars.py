@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import functools
 import inspect
+import math
 import sys
 import threading
 import time
@@ -99,15 +100,27 @@ class _SourceSteps:
     it there (the exit asks for it), it takes the GIL once more. So the exit also waits
     until no polars thread that ran a step is in Python code (a thread polars started,
     not one of Python's: those ``threading`` waits for itself, or are daemons).
+
+    Then polars drops the frame that a late step gave it, on its own thread, outside
+    Python; freeing the Arrow memory that a Python object owns (a numpy array taken
+    without a copy) takes the GIL there once more (pyarrow's buffers do), and the exit
+    then ended "terminate called without an active exception" (about once in 400 runs
+    of an AstroPix scan on a loaded machine). The exit also lets
+    :data:`DROP_GRACE_SECONDS` pass after the last step ended: a script that ends right
+    after a scan ends up to that much later.
     """
 
     #: How long the exit waits for steps under way (each decodes one batch: well under
     #: a second for a local file); past it, the exit goes on.
     EXIT_WAIT_SECONDS = 30.0
+    #: How long after the last step ended the exit waits for polars to drop its frame
+    #: (microseconds of work, but for a thread that a loaded machine does not run).
+    DROP_GRACE_SECONDS = 0.1
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._running = 0
+        self._last_step_end = -math.inf  # (time.monotonic())
         self._stepping_threads: set[int] = set()  # (idents: polars reuses its threads)
         atexit.register(self.wait_at_exit)
 
@@ -123,6 +136,7 @@ class _SourceSteps:
                 finally:
                     with self._changed:
                         self._running -= 1
+                        self._last_step_end = time.monotonic()
                         self._changed.notify_all()
                 if frame is None:
                     return
@@ -135,8 +149,17 @@ class _SourceSteps:
         with self._changed:
             self._changed.wait_for(lambda: self._running == 0, self.EXIT_WAIT_SECONDS)
         # (microseconds, but for a thread the machine did not run: polled)
-        while self._foreign_threads_in_python() and time.monotonic() < deadline:
+        while self._busy() and time.monotonic() < deadline:
             time.sleep(0.001)
+
+    def _busy(self) -> bool:
+        """Whether a step runs, ended less than :data:`DROP_GRACE_SECONDS` ago, or a
+        polars thread is still in Python after one."""
+        with self._changed:
+            if self._running or \
+                    time.monotonic() - self._last_step_end < self.DROP_GRACE_SECONDS:
+                return True
+        return self._foreign_threads_in_python()
 
     def _foreign_threads_in_python(self) -> bool:
         """Whether a thread that ran a step, one not started by Python's ``threading``,
