@@ -425,6 +425,28 @@ def read_into(f: BinaryIO, buffer: np.ndarray) -> int:
     return still_in_file(f, start, total)
 
 
+def local_descriptor(f: BinaryIO) -> tuple[int, int] | None:
+    """``(descriptor, position)`` of ``f`` when its bytes are those of an operating-system
+    file read as they are (``open(path, "rb")``, unbuffered or not, or a view of a held
+    one), so that a compiled loop may read them with ``pread``; None for anything else
+    (in-memory, remote, decompressing: a gzip file's ``fileno()`` is the compressed
+    file's)."""
+    if type(f) is _HeldFile:
+        held = f._held.content
+        if not _is_plain_os_file(held):
+            return None
+        return held.fileno(), f.tell()  # type: ignore[union-attr]
+    if not _is_plain_os_file(f):
+        return None
+    return f.fileno(), f.tell()
+
+
+def _is_plain_os_file(f: object) -> bool:
+    if type(f) is io.BufferedReader:
+        f = f.raw
+    return type(f) is io.FileIO and not f.closed
+
+
 def still_in_file(f: BinaryIO, start: int | None, n: int) -> int:
     """How many of the ``n`` bytes just read from ``start`` the file still holds.
 

@@ -890,6 +890,91 @@ def test_copy_fields(guarded: GuardedPages) -> None:
     assert min(outcomes.values()) > n_runs // 100, outcomes
 
 
+@pytest.mark.skipif(not _fields.HAVE_PREAD, reason="no pread on this platform")
+def test_fill_from_descriptor(tmp_path) -> None:
+    """The compiled read loop of local files: records from any position of a real file
+    (inside a record, at its end, past it), in chunks of any whole number of records,
+    into columns between canaries at every alignment: each column holds exactly numpy's
+    copy of its field for the records the file holds, the count is those records (the
+    partial one at the end left out), or the call is refused (ValueError) with nothing
+    written."""
+    import os
+
+    rng = np.random.default_rng(909)
+    n_runs = runs(1_500)
+    outcomes = {"ok": 0, "short": 0, "ValueError": 0}
+    path = tmp_path / "records.bin"
+    for _ in range(n_runs):
+        dtype = random_record_dtype(rng)
+        size = dtype.itemsize
+        content = rng.bytes(int(rng.integers(0, 40 * size)))
+        path.write_bytes(content)
+        position = int(rng.integers(0, len(content) + 2 * size))
+        n = int(rng.integers(0, 30))
+        wanted = [name for name in dtype.names if rng.random() < 0.8] or [dtype.names[0]]
+        out = Canaried()
+        columns = []
+        for name in wanted:
+            rows = n if rng.random() < 0.9 else int(rng.integers(0, n + 1))
+            shift = int(rng.integers(0, 8))
+            columns.append(out.array(rows * dtype[name].itemsize + shift, np.uint8)[shift:])
+        offsets = np.array([dtype.fields[name][1] for name in wanted], dtype=np.int64)
+        sizes = np.array([dtype[name].itemsize for name in wanted], dtype=np.int64)
+        if rng.random() < 0.05:  # a field outside the record
+            offsets[int(rng.integers(0, len(wanted)))] = int(rng.choice([-1, size, 2**62]))
+        buffer = np.empty(int(rng.integers(0, 5 * size + 1)), np.uint8)
+        before = [column.copy() for column in columns]
+        stream = bool(rng.random() < 0.5)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            got = _fields.fill_from_descriptor(fd, position, n, size, buffer, offsets, sizes,
+                                               columns, stream)
+            assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # pread: the descriptor never moved
+        except ValueError:
+            outcomes["ValueError"] += 1
+            assert all((c == b).all() for c, b in zip(columns, before))  # nothing written
+            assert n and (len(buffer) < size
+                          or any(len(c) < n * s for c, s in zip(columns, sizes))
+                          or any(o < 0 or o + s > size for o, s in zip(offsets, sizes)))
+        else:
+            held = max(len(content) - position, 0) // size
+            assert got == min(n, held)
+            outcomes["short" if got < n else "ok"] += 1
+            records = np.frombuffer(content[position:position + got * size], dtype)
+            for name, column, before_column in zip(wanted, columns, before):
+                expected = np.ascontiguousarray(records[name]).reshape(-1).view(np.uint8)
+                assert bytes(column[: len(expected)]) == expected.tobytes()
+                assert (column[len(expected):] == before_column[len(expected):]).all()
+        finally:
+            os.close(fd)
+        out.check()
+    count_kernel_calls("fields.fill_from_descriptor", n_runs)
+    assert min(outcomes.values()) > n_runs // 100, outcomes
+
+
+@pytest.mark.skipif(not _fields.HAVE_PREAD, reason="no pread on this platform")
+def test_fill_from_descriptor_errors(tmp_path) -> None:
+    """A failed read is the operating system's error (the descriptor is not open), and
+    a negative position is refused, as a ``readinto`` would."""
+    import errno
+    import os
+
+    one = np.array([0], dtype=np.int64)
+    columns = [np.zeros(8, np.uint8)]
+    path = tmp_path / "r.bin"
+    path.write_bytes(bytes(64))
+    fd = os.open(path, os.O_RDONLY)
+    os.close(fd)
+    with pytest.raises(OSError) as caught:
+        _fields.fill_from_descriptor(fd, 0, 1, 8, np.zeros(64, np.uint8), one,
+                                     np.array([8], np.int64), columns)
+    assert caught.value.errno == errno.EBADF
+    with pytest.raises(ValueError):
+        _fields.fill_from_descriptor(0, -1, 1, 8, np.zeros(64, np.uint8), one,
+                                     np.array([8], np.int64), columns)
+    count_kernel_calls("fields.fill_from_descriptor", 2)
+
+
 def test_copy_fields_refuses_counts_that_would_overflow() -> None:
     """A huge ``n`` must not pass the size checks by wrapping around."""
     records = np.zeros(64, np.uint8)

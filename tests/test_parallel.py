@@ -489,6 +489,59 @@ def test_fixed_records_split_truncated_mid_record(tmp_path, split_everything, fm
     assert results[1].equals(whole.slice(0, results[1].num_rows))
 
 
+@pytest.mark.parametrize("fmt", FIXED)
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("kwargs", [{}, {"batch_size": 7}, {"n_rows": 11}])
+def test_fixed_records_of_local_files_read_by_one_compiled_loop(tmp_path, monkeypatch, fmt,
+                                                                 threads, kwargs):
+    """A local file's records are read and copied by one compiled call per batch (or
+    part), ``pread`` and all (``_fields.fill_from_descriptor``), with many chunks per
+    call here; the table equals the chunk-by-chunk path's (taken where there is no
+    ``pread``, and by in-memory and compressed files), for whole files and for one cut
+    inside its last record (a warning and every complete record)."""
+    import gzip
+
+    import bindf.formats._fixed as fixed
+    from bindf import _source
+    from bindf._kernels import _fields
+
+    monkeypatch.setattr(fixed, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(fixed, "RAW_CHUNK_BYTES", 100)  # a few records per chunk
+    monkeypatch.setattr(fixed, "LOCAL_CHUNK_BYTES", 100)
+    monkeypatch.setattr(_source, "HOLD_IN_MEMORY_BYTES", 0)  # not read whole into memory
+    calls = []
+    real = _fields.fill_from_descriptor
+    monkeypatch.setattr(_fields, "fill_from_descriptor",
+                        lambda *args: calls.append(args[2]) or real(*args))
+    data = FILES[fmt].read_bytes()
+    whole = tmp_path / f"whole{FILES[fmt].suffix}"
+    cut = tmp_path / f"cut{FILES[fmt].suffix}"
+    whole.write_bytes(data)
+    cut.write_bytes(data[:-3])
+    packed = tmp_path / f"whole{FILES[fmt].suffix}.gz"
+    packed.write_bytes(gzip.compress(data))
+
+    def read(path: Path, **more) -> pa.Table:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = bindf.read(str(path), output="arrow", threads=threads, **kwargs, **more)
+        assert [w.category for w in caught] == (
+            [TruncatedFileWarning] if path == cut and "n_rows" not in kwargs else [])
+        return table
+
+    compiled = {path: read(path) for path in (whole, cut)}
+    assert calls and sum(calls) >= compiled[whole].num_rows // _reader(whole).rows_per_record
+    calls.clear()
+    assert read(packed).equals(compiled[whole]) and not calls  # decompressed: chunked
+    monkeypatch.setattr(_fields, "HAVE_PREAD", False)
+    for path, table in compiled.items():
+        assert read(path).equals(table)
+    assert not calls
+    if "n_rows" not in kwargs:
+        per_record = _reader(whole).rows_per_record
+        assert compiled[cut].num_rows == compiled[whole].num_rows - per_record
+
+
 def test_fixed_records_split_big_file_writes_into_the_output(tmp_path):
     """A spectro file larger than the parallel threshold: same table with 1 and 2
     threads, and the parallel read made no concatenated copies (one chunk per column)."""

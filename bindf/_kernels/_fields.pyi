@@ -3,7 +3,8 @@
 Memory safe for any argument values: a call whose arrays are too small for ``n`` records
 or whose fields lie outside the record raises ``ValueError`` before anything is written.
 Arguments of the wrong type or dtype and non-contiguous arrays are refused by Cython's
-argument conversion (``TypeError``/``ValueError``).
+argument conversion (``TypeError``/``ValueError``). ``fill_from_descriptor`` also raises
+the operating system's ``OSError`` for a failed read, after the records before it.
 """
 
 import numpy as np
@@ -11,6 +12,8 @@ import numpy.typing as npt
 
 #: Whether ``stream=True`` uses streaming stores on this build (x86-64, GCC or Clang).
 STREAMING_STORES: bool
+#: Whether :func:`fill_from_descriptor` can read on this platform (POSIX ``pread``).
+HAVE_PREAD: bool
 
 def copy_fields(
     records: npt.NDArray[np.uint8],
@@ -21,3 +24,15 @@ def copy_fields(
     columns: list[npt.NDArray[np.uint8]],
     stream: bool = False,
 ) -> None: ...
+
+def fill_from_descriptor(
+    fd: int,
+    position: int,
+    n: int,
+    record_size: int,
+    buffer: npt.NDArray[np.uint8],
+    offsets: npt.NDArray[np.int64],
+    sizes: npt.NDArray[np.int64],
+    columns: list[npt.NDArray[np.uint8]],
+    stream: bool = False,
+) -> int: ...
