@@ -95,6 +95,8 @@ def resolve_threads(threads: int | bool | None) -> int:
         raise TypeError(f"threads must be an int or None, not {type(threads).__name__}") from None
     if threads < 1:
         raise ValueError(f"threads must be >= 1 (or None for the default), not {threads}")
+    if threads <= 4:  # within max_threads() on any machine: no system call (each file of
+        return threads  # a glob of thousands resolves its share, 1)
     return min(threads, max_threads())
 
 
