@@ -28,7 +28,6 @@ it has derived columns, overrides :meth:`raw_fields_for` and :meth:`build_column
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 import numpy as np
@@ -36,7 +35,7 @@ import pyarrow as pa
 
 from .._kernels import _fields
 from .._source import local_descriptor, read_into, scratch_records
-from .._threads import part_bounds, read_in_parts
+from .._threads import Lane, part_bounds, read_in_parts
 from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
 from ._base import FormatReader, numpy_to_arrow
@@ -202,7 +201,8 @@ class FixedRecordReader(FormatReader):
                 out = {name: lanes.empty(name, n, self.record_dtype[name]) for name in fields}
                 stream = n * itemsize >= STREAM_MIN_BYTES
                 if in_parts and n * itemsize >= PARALLEL_MIN_BYTES:
-                    filled = self._fill_in_parts(helpers, row, n, fields, out, stream)
+                    filled = self._fill_in_parts(helpers, row, n, fields, out, stream,
+                                                 shared=local_descriptor(f))
                     f.seek(self.row_offset(row + n))
                 else:
                     filled = fill_records(f, self.record_dtype, n, fields, out, stream)
@@ -219,23 +219,31 @@ class FixedRecordReader(FormatReader):
                 row += n
         return False
 
-    def _fill_in_parts(self, helpers: ThreadPoolExecutor | None, first: int, n: int,
+    def _fill_in_parts(self, helpers: Lane | None, first: int, n: int,
                        fields: list[str], out: dict[str, np.ndarray],
-                       stream: bool = False) -> int:
+                       stream: bool = False, shared: tuple[int, int] | None = None) -> int:
         """Fill ``out`` with records ``first``..``first + n``: the range is cut into
-        record-aligned parts (:func:`~bindf._threads.part_bounds`), each read (its own
-        file handle, ``readinto`` into its thread's reused buffer) and copied into its
-        slice of the same output arrays (both release the GIL) by this thread or a free
-        one of ``helpers``. Returns the records read before the first short read."""
+        record-aligned parts (:func:`~bindf._threads.part_bounds`), each read and copied
+        into its slice of the same output arrays (without the GIL) by this thread or a
+        free one of ``helpers``. Returns the records read before the first short read.
+
+        ``shared``: the ``(descriptor, position)`` of the caller's open local file
+        (:func:`~bindf._source.local_descriptor`), which every part reads with
+        ``pread`` (no position to share); else each part opens the file itself."""
         itemsize = self.record_size
         bounds = part_bounds(n, itemsize, self.threads, PART_BYTES)
 
         def part(k: int) -> int:
             a, b = bounds[k], bounds[k + 1]
+            columns = {name: values[a:b] for name, values in out.items()}
+            if shared is not None:
+                filled = fill_records_at(shared[0], self.row_offset(first + a),
+                                         self.record_dtype, b - a, fields, columns, stream)
+                if filled is not None:
+                    return filled
             with self.source.open() as f:  # a handle per part: parts run on any thread
                 f.seek(self.row_offset(first + a))
-                return fill_records(f, self.record_dtype, b - a, fields,
-                                    {k: v[a:b] for k, v in out.items()}, stream)
+                return fill_records(f, self.record_dtype, b - a, fields, columns, stream)
 
         return read_in_parts(helpers, part, [b - a for a, b in zip(bounds, bounds[1:])])
 
@@ -260,15 +268,13 @@ def fill_records(f: BinaryIO, dtype: np.dtype, n: int, fields: list[str],
     the last (:func:`bindf._kernels._fields.fill_from_descriptor`); other files (in
     memory, remote, decompressed) chunk by chunk here."""
     itemsize = dtype.itemsize
-    layout = _field_layout(dtype, fields, out)
-    local = local_descriptor(f) if layout is not None and _fields.HAVE_PREAD else None
+    local = local_descriptor(f)
     if local is not None:
         fd, position = local
-        raw = scratch_records(dtype, max(min(LOCAL_CHUNK_BYTES // itemsize, n), 1))
-        filled = _fields.fill_from_descriptor(fd, position, n, itemsize, raw.view(np.uint8),
-                                              *layout, stream)
-        f.seek(position + filled * itemsize)
-        return filled
+        filled = fill_records_at(fd, position, dtype, n, fields, out, stream)
+        if filled is not None:
+            f.seek(position + filled * itemsize)
+            return filled
     raw = scratch_records(dtype, max(min(RAW_CHUNK_BYTES // itemsize, n), 1))
     copy = _field_copier(dtype, fields, out, stream=stream)
     filled = 0
@@ -284,6 +290,20 @@ def fill_records(f: BinaryIO, dtype: np.dtype, n: int, fields: list[str],
         if got < want:
             break
     return filled
+
+
+def fill_records_at(fd: int, position: int, dtype: np.dtype, n: int, fields: list[str],
+                    out: dict[str, np.ndarray], stream: bool = False) -> int | None:
+    """:func:`fill_records` from byte ``position`` of the open local file ``fd``, by one
+    compiled call (``pread``, so any thread may read its own range of one descriptor);
+    None, having read nothing, where it cannot (no ``pread`` on this platform, no field,
+    or columns that need numpy's copies: see :func:`_field_layout`)."""
+    layout = _field_layout(dtype, fields, out) if _fields.HAVE_PREAD else None
+    if layout is None:
+        return None
+    raw = scratch_records(dtype, max(min(LOCAL_CHUNK_BYTES // dtype.itemsize, n), 1))
+    return _fields.fill_from_descriptor(fd, position, n, dtype.itemsize, raw.view(np.uint8),
+                                        *layout, stream)
 
 
 def _field_layout(dtype: np.dtype, fields: list[str], out: dict[str, np.ndarray]
