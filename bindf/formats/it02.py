@@ -29,7 +29,7 @@ import pyarrow as pa
 from .._header import read_exact, read_preamble
 from .._kernels import _it02
 from .._lanes import fault_in
-from .._source import iter_fixed_records
+from .._source import iter_fixed_records, local_descriptor
 from .._threads import Lane, part_bounds, read_in_parts, shared_executor
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
@@ -40,6 +40,7 @@ from ._fixed import (
     STREAM_MIN_BYTES,
     FixedRecordReader,
     fill_records,
+    fill_records_at,
 )
 from ._it02_layout import (
     _F64,
@@ -428,7 +429,8 @@ class IT02Reader(FormatReader):
             f, dtype=self.dtype, start=self.data_offset, count=count,
             records_per_chunk=per_chunk, reuse=True)
         if parallel:
-            got = yield from self._dense_in_parts(helpers, want_time, fields, batch_size, count)
+            got = yield from self._dense_in_parts(helpers, want_time, fields, batch_size, count,
+                                                  local_descriptor(f))
         for records, offset in records_in_turn:
             n = len(records)
             if borrow:
@@ -464,13 +466,14 @@ class IT02Reader(FormatReader):
                                  f"the last {self.tail_bytes} bytes are an incomplete {record}")
 
     def _dense_in_parts(self, helpers: Lane | None, want_time: bool,
-                        fields: list[str], batch_size: int,
-                        count: int) -> Generator[_Chunk, None, int]:
+                        fields: list[str], batch_size: int, count: int,
+                        shared: tuple[int, int] | None) -> Generator[_Chunk, None, int]:
         """Dense records in parts: each output batch is cut into record-aligned parts
-        (:func:`~bindf._threads.part_bounds`), each read (own handle, ``readinto`` into
-        its thread's reused buffer) and copied into its slice of the batch's output
-        arrays by this thread or a free one of ``helpers``. Returns the records read
-        (fewer than ``count`` if the file shrank)."""
+        (:func:`~bindf._threads.part_bounds`), each read and copied into its slice of the
+        batch's output arrays by this thread or a free one of ``helpers``, as the
+        fixed-record formats' parts are: with ``pread`` from the caller's open local file
+        (``shared``, see :func:`~bindf._source.local_descriptor`), else through a handle
+        of its own. Returns the records read (fewer than ``count`` if the file shrank)."""
         size = self.dtype.itemsize
         names = (["time_ns"] if want_time else []) + fields
         got = 0
@@ -485,12 +488,18 @@ class IT02Reader(FormatReader):
             def part(k: int, first: int = got, columns: dict[str, np.ndarray] = columns,
                      bounds: list[int] = bounds, stream: bool = stream) -> int:
                 a, b = bounds[k], bounds[k + 1]
+                # the fixed-record formats' loops: this thread's reused buffer, the
+                # compiled field copies (streaming stores for large batches)
+                slices = {name: c[a:b] for name, c in columns.items()}
+                at = self.data_offset + (first + a) * size
+                if shared is not None:
+                    filled = fill_records_at(shared[0], at, self.dtype, b - a, names, slices,
+                                             stream)
+                    if filled is not None:
+                        return filled
                 with self.source.open() as f:  # a handle per part: parts run on any thread
-                    f.seek(self.data_offset + (first + a) * size)
-                    # the fixed-record formats' loop: this thread's reused buffer, the
-                    # compiled field copies (streaming stores for large batches)
-                    return fill_records(f, self.dtype, b - a, names,
-                                        {name: c[a:b] for name, c in columns.items()}, stream)
+                    f.seek(at)
+                    return fill_records(f, self.dtype, b - a, names, slices, stream)
 
             filled = read_in_parts(helpers, part, [b - a for a, b in zip(bounds, bounds[1:])])
             out.filled = filled
