@@ -614,6 +614,46 @@ def test_dense_it02_split_equal_sequential(tmp_path, monkeypatch, kwargs, thread
     assert bindf.read(path, output="arrow", threads=threads, **kwargs).equals(sequential)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"batch_size": 7}, {"n_rows": 33},
+                                    {"columns": ["time_ns"]}, {"fill_gaps": True}])
+def test_dense_it02_of_a_local_file_on_one_thread_reads_by_the_compiled_loop(
+        tmp_path, monkeypatch, kwargs):
+    """One thread reading a local dense IT02 file reads its records as the parts do
+    (``pread`` and the compiled copies, no GIL between chunks), with the same table as
+    the chunk-by-chunk loop that stays for other files; cut inside its last record, the
+    same warning and rows."""
+    import bindf.formats.it02 as it02
+    from bindf import _source
+    from bindf._kernels import _fields
+
+    monkeypatch.setattr(_source, "HOLD_IN_MEMORY_BYTES", 0)
+    calls = []
+    real = _fields.fill_from_descriptor
+    monkeypatch.setattr(_fields, "fill_from_descriptor",
+                        lambda *args: calls.append(args[2]) or real(*args))
+    data = FILES["it02"].read_bytes()
+    whole, cut = tmp_path / "whole.bin", tmp_path / "cut.bin"
+    whole.write_bytes(data)
+    cut.write_bytes(data[:-3])
+
+    def read(path: Path) -> tuple[pa.Table, list[type]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = bindf.read(str(path), output="arrow", threads=1, **kwargs)
+        return table, [w.category for w in caught]
+
+    compiled = {path: read(path) for path in (whole, cut)}
+    # (gap filling borrows the records' chunk instead: it copies them into its own rows)
+    assert bool(calls) == ("fill_gaps" not in kwargs)
+    calls.clear()
+    monkeypatch.setattr(it02, "local_descriptor", lambda f: None)  # the loop for others
+    for path, (table, warned) in compiled.items():
+        again, warned_again = read(path)
+        assert again.equals(table) and warned_again == warned
+    assert not calls
+    assert compiled[cut][1] == ([] if "n_rows" in kwargs else [TruncatedFileWarning])
+
+
 def test_dense_it02_split_truncated_mid_record(tmp_path, monkeypatch):
     import bindf.formats.it02 as it02
 

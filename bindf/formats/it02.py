@@ -424,13 +424,21 @@ class IT02Reader(FormatReader):
         out: _Outputs | None = None
         got = 0
         helpers = self.part_helpers()
-        parallel = (not borrow and helpers is not None and count * size >= PARALLEL_MIN_BYTES)
-        records_in_turn = () if parallel else iter_fixed_records(
+        local = local_descriptor(f)
+        # Owned columns come from the parts' compiled loops (the fixed-record formats'):
+        # several threads' parts, or this thread's alone for a local file (no GIL
+        # between chunks). The loop below stays for borrowed chunks and for one thread
+        # reading a file that is not local (where each part would open the file again).
+        in_parts = not borrow and (local is not None or (
+            helpers is not None and count * size >= PARALLEL_MIN_BYTES))
+        if in_parts and count * size < PARALLEL_MIN_BYTES:
+            helpers = None  # a small file: parts on other threads would cost more
+        records_in_turn = () if in_parts else iter_fixed_records(
             f, dtype=self.dtype, start=self.data_offset, count=count,
             records_per_chunk=per_chunk, reuse=True)
-        if parallel:
+        if in_parts:
             got = yield from self._dense_in_parts(helpers, want_time, fields, batch_size, count,
-                                                  local_descriptor(f))
+                                                  local)
         for records, offset in records_in_turn:
             n = len(records)
             if borrow:
