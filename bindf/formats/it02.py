@@ -408,11 +408,13 @@ class IT02Reader(FormatReader):
 
     def _dense_chunks(self, f: BinaryIO, want_time: bool, wanted: list[int], batch_size: int,
                       max_records: int | None, borrow: bool) -> Iterator[_Chunk]:
-        """Fixed-size records, CHUNK_BYTES at a time, read into one reused buffer.
+        """Fixed-size records into batches.
 
         Owned chunks: the columns are copied into large output arrays (see
-        :class:`_Outputs`). Borrowed ones (``borrow``) are views valid until the next
-        chunk: times in a reused contiguous array, counts strided views of the records.
+        :class:`_Outputs`), by the compiled loops of :meth:`_dense_in_parts` for a local
+        file or a parallel read, else CHUNK_BYTES at a time through one reused buffer.
+        Borrowed ones (``borrow``) are views valid until the next chunk: times in a
+        reused contiguous array, counts strided views of the records.
         """
         size = self.dtype.itemsize
         count = self.n_records if max_records is None else min(max_records, self.n_records)
