@@ -28,7 +28,8 @@ nearly all of it inside that loop; see :func:`bindf.formats._fixed.fill_records`
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.errno cimport errno
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport EINTR, errno
 from libc.string cimport memcpy
 
 import os
@@ -65,14 +66,14 @@ cdef extern from *:
     #include <sys/stat.h>
     #include <unistd.h>
     #define BINDF_HAVE_PREAD 1
-    /* n bytes from offset at (fewer only at the end of the file), over short reads and
-       interrupted ones; the bytes read, or -1 with errno set. */
+    /* n bytes from offset at (fewer only at the end of the file), over short reads; the
+       bytes read, or -1 with errno set (EINTR included: the caller checks for signals,
+       as Python's own reads do, and reads the chunk again). */
     static Py_ssize_t bindf_pread_full(int fd, uint8_t* buf, Py_ssize_t n, int64_t at) {
         Py_ssize_t total = 0;
         while (total < n) {
             ssize_t got = pread(fd, buf + total, (size_t)(n - total), (off_t)(at + total));
             if (got < 0) {
-                if (errno == EINTR) continue;
                 return -1;
             }
             if (got == 0) break;
@@ -259,6 +260,11 @@ def fill_from_descriptor(int fd, int64_t position, Py_ssize_t n, Py_ssize_t reco
                 got = bindf_pread_full(fd, &buffer[0], want * record_size, start)
                 if got < 0:
                     error = errno
+                    if error == EINTR:  # a signal: its Python handler may raise (Ctrl-C)
+                        error = 0
+                        with gil:
+                            PyErr_CheckSignals()
+                        continue
                     break
                 size = bindf_descriptor_size(fd)
                 if 0 <= size < start + got:  # cut while it was read
