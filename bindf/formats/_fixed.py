@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._kernels import _fields
-from .._source import local_descriptor, read_into, scratch_records
+from .._source import Source, local_descriptor, read_into, scratch_records
 from .._threads import Lane, part_bounds, read_in_parts
 from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
@@ -195,6 +195,7 @@ class FixedRecordReader(FormatReader):
         lanes = self.output_lanes(input_bytes=(stop - start) * itemsize, rows=stop - start)
         with self.source.open() as f:
             f.seek(self.row_offset(start))
+            local = local_descriptor(f)  # the parts read this file, if it is a local one
             row = start
             while row < stop:
                 n = min(batch_size, stop - row)
@@ -202,7 +203,7 @@ class FixedRecordReader(FormatReader):
                 stream = n * itemsize >= STREAM_MIN_BYTES
                 if in_parts and n * itemsize >= PARALLEL_MIN_BYTES:
                     filled = self._fill_in_parts(helpers, row, n, fields, out, stream,
-                                                 shared=local_descriptor(f))
+                                                 None if local is None else local[0])
                     f.seek(self.row_offset(row + n))
                 else:
                     filled = fill_records(f, self.record_dtype, n, fields, out, stream)
@@ -221,29 +222,21 @@ class FixedRecordReader(FormatReader):
 
     def _fill_in_parts(self, helpers: Lane | None, first: int, n: int,
                        fields: list[str], out: dict[str, np.ndarray],
-                       stream: bool = False, shared: tuple[int, int] | None = None) -> int:
+                       stream: bool = False, fd: int | None = None) -> int:
         """Fill ``out`` with records ``first``..``first + n``: the range is cut into
         record-aligned parts (:func:`~bindf._threads.part_bounds`), each read and copied
         into its slice of the same output arrays (without the GIL) by this thread or a
         free one of ``helpers``. Returns the records read before the first short read.
 
-        ``shared``: the ``(descriptor, position)`` of the caller's open local file
-        (:func:`~bindf._source.local_descriptor`), which every part reads with
-        ``pread`` (no position to share); else each part opens the file itself."""
+        ``fd``: the caller's open local file, which the parts read (see
+        :func:`fill_part`)."""
         itemsize = self.record_size
         bounds = part_bounds(n, itemsize, self.threads, PART_BYTES)
 
         def part(k: int) -> int:
             a, b = bounds[k], bounds[k + 1]
-            columns = {name: values[a:b] for name, values in out.items()}
-            if shared is not None:
-                filled = fill_records_at(shared[0], self.row_offset(first + a),
-                                         self.record_dtype, b - a, fields, columns, stream)
-                if filled is not None:
-                    return filled
-            with self.source.open() as f:  # a handle per part: parts run on any thread
-                f.seek(self.row_offset(first + a))
-                return fill_records(f, self.record_dtype, b - a, fields, columns, stream)
+            return fill_part(self.source, fd, self.row_offset(first + a), self.record_dtype,
+                             b - a, fields, {name: v[a:b] for name, v in out.items()}, stream)
 
         return read_in_parts(helpers, part, [b - a for a, b in zip(bounds, bounds[1:])])
 
@@ -290,6 +283,21 @@ def fill_records(f: BinaryIO, dtype: np.dtype, n: int, fields: list[str],
         if got < want:
             break
     return filled
+
+
+def fill_part(source: Source, fd: int | None, position: int, dtype: np.dtype, n: int,
+              fields: list[str], out: dict[str, np.ndarray], stream: bool = False) -> int:
+    """:func:`fill_records` of the ``n`` records at byte ``position`` of ``source``, for a
+    part of a parallel batch, which runs on any thread: with ``pread`` from ``fd``, the
+    caller's open local file (no position to share, :func:`fill_records_at`), where it
+    can; else through a handle of its own."""
+    if fd is not None:
+        filled = fill_records_at(fd, position, dtype, n, fields, out, stream)
+        if filled is not None:
+            return filled
+    with source.open() as f:
+        f.seek(position)
+        return fill_records(f, dtype, n, fields, out, stream)
 
 
 def fill_records_at(fd: int, position: int, dtype: np.dtype, n: int, fields: list[str],

@@ -39,8 +39,7 @@ from ._fixed import (
     PART_BYTES,
     STREAM_MIN_BYTES,
     FixedRecordReader,
-    fill_records,
-    fill_records_at,
+    fill_part,
 )
 from ._it02_layout import (
     _F64,
@@ -440,7 +439,7 @@ class IT02Reader(FormatReader):
             records_per_chunk=per_chunk, reuse=True)
         if in_parts:
             got = yield from self._dense_in_parts(helpers, want_time, fields, batch_size, count,
-                                                  local)
+                                                  None if local is None else local[0])
         for records, offset in records_in_turn:
             n = len(records)
             if borrow:
@@ -477,13 +476,12 @@ class IT02Reader(FormatReader):
 
     def _dense_in_parts(self, helpers: Lane | None, want_time: bool,
                         fields: list[str], batch_size: int, count: int,
-                        shared: tuple[int, int] | None) -> Generator[_Chunk, None, int]:
+                        fd: int | None) -> Generator[_Chunk, None, int]:
         """Dense records in parts: each output batch is cut into record-aligned parts
         (:func:`~bindf._threads.part_bounds`), each read and copied into its slice of the
         batch's output arrays by this thread or a free one of ``helpers``, as the
-        fixed-record formats' parts are: with ``pread`` from the caller's open local file
-        (``shared``, see :func:`~bindf._source.local_descriptor`), else through a handle
-        of its own. Returns the records read (fewer than ``count`` if the file shrank)."""
+        fixed-record formats' parts are (:func:`~._fixed.fill_part`: with ``pread`` from
+        ``fd``, the caller's open local file, else through a handle of its own). Returns the records read (fewer than ``count`` if the file shrank)."""
         size = self.dtype.itemsize
         names = (["time_ns"] if want_time else []) + fields
         got = 0
@@ -500,16 +498,9 @@ class IT02Reader(FormatReader):
                 a, b = bounds[k], bounds[k + 1]
                 # the fixed-record formats' loops: this thread's reused buffer, the
                 # compiled field copies (streaming stores for large batches)
-                slices = {name: c[a:b] for name, c in columns.items()}
-                at = self.data_offset + (first + a) * size
-                if shared is not None:
-                    filled = fill_records_at(shared[0], at, self.dtype, b - a, names, slices,
-                                             stream)
-                    if filled is not None:
-                        return filled
-                with self.source.open() as f:  # a handle per part: parts run on any thread
-                    f.seek(at)
-                    return fill_records(f, self.dtype, b - a, names, slices, stream)
+                return fill_part(self.source, fd, self.data_offset + (first + a) * size,
+                                 self.dtype, b - a, names,
+                                 {name: c[a:b] for name, c in columns.items()}, stream)
 
             filled = read_in_parts(helpers, part, [b - a for a, b in zip(bounds, bounds[1:])])
             out.filled = filled
