@@ -435,6 +435,77 @@ def test_decode_hits_on_mostly_clean_runs(guarded: GuardedPages) -> None:
     assert min(outcomes.values()) > n_runs // 50, outcomes
 
 
+def _readouts(rng: np.random.Generator, payloads: list[bytes]) -> bytes:
+    """Framed readouts of ``payloads``, with random ids and timestamps."""
+    return b"".join(
+        MARKER + rng.bytes(12) + len(payload).to_bytes(4, "little") + payload
+        for payload in payloads)
+
+
+def test_intact_run_decoder() -> None:
+    """IntactRunDecoder (a small run in one call) against frame_readouts + decode_hits
+    on the same bytes: runs of mostly clean readouts (damage inside payloads, which it
+    decodes as they do), a stand-in header before them, sometimes cut or followed by
+    noise (then it must refuse, as framing would not reach the end), one decoder reused
+    for runs of any size (its scratch grows), and starts outside the bytes."""
+    from bindf.formats.apx import PACKED_HIT
+
+    rng = np.random.default_rng(311)
+    decoder = _apx.IntactRunDecoder()
+    n_runs = runs(3_000)
+    outcomes = {"intact": 0, "refused": 0, "parity": 0}
+    for i in range(n_runs):
+        n = int(rng.integers(0, 8)) if rng.random() < 0.8 else int(rng.integers(8, 400))
+        body = _readouts(rng, [_mostly_clean_payload(rng) for _ in range(n)])
+        kind = rng.random()
+        if kind < 0.15 and body:
+            body = body[: int(rng.integers(0, len(body)))]
+        elif kind < 0.25:
+            body += steering_bytes(rng, int(rng.integers(1, 30)), APX_ALPHABET + MARKER)
+        prefix = rng.bytes(int(rng.integers(0, 40)))
+        data = prefix + body
+        start = len(prefix) if rng.random() < 0.95 else position(rng, len(data))
+        packed = decoder.decode(data, start)
+        if not 0 <= start <= len(data):
+            assert packed is None
+            outcomes["refused"] += 1
+            continue
+        buf = np.frombuffer(data, dtype=np.uint8)
+        cap = len(body) // 19 + 1
+        header_pos, length = np.empty(cap, np.int64), np.empty(cap, np.uint32)
+        readout_id, timestamp = np.empty(cap, np.uint32), np.empty(cap, np.uint64)
+        framed, stop, code = _apx.frame_readouts(buf, start, len(data), header_pos,
+                                                 readout_id, timestamp, length)
+        if code != _apx.FRAME_END or stop != len(data):
+            assert packed is None, (code, stop, len(data))
+            outcomes["refused"] += 1
+            continue
+        assert packed is not None
+        outcomes["intact"] += 1
+        bound = len(body) // 8 + framed
+        hits = np.empty((bound, 8), np.uint8)
+        order, hit_id = np.empty(bound, np.uint8), np.empty(bound, np.uint32)
+        hit_ts = np.empty(bound, np.uint64)
+        total, _ = _apx.decode_hits(
+            buf, header_pos[:framed] + 19, length[:framed], readout_id[:framed],
+            timestamp[:framed], np.zeros(8, np.uint8), -1, hits, order, hit_id, hit_ts,
+            np.empty(framed, np.uint8), np.empty(framed, np.uint32), True)
+        records = np.frombuffer(packed, dtype=PACKED_HIT)
+        assert len(packed) == total * _apx.PACKED_HIT_SIZE
+        assert np.array_equal(records["hit"], hits[:total])
+        assert np.array_equal(records["order"], order[:total])
+        assert np.array_equal(records["readout_id"], hit_id[:total])
+        assert np.array_equal(records["timestamp"], hit_ts[:total])
+        if i % 4 == 0:  # and with the pure-Python model
+            payloads = [data[p + 19 : p + 19 + k] for p, k in zip(header_pos[:framed],
+                                                                   length[:framed])]
+            results, _ = apx_ref.decode_payloads(payloads, None)
+            assert [bytes(h) for h in records["hit"]] == [h for r in results for h in r.hits]
+            outcomes["parity"] += 1
+    count_kernel_calls("apx.IntactRunDecoder.decode", n_runs)
+    assert min(outcomes.values()) > n_runs // 50, outcomes
+
+
 APX3_ALPHABET = bytes([0xBC, 0xFF, 0x20, 0x23, 0x3F, 0x40, 0x1F, 0x00])
 
 

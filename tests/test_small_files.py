@@ -1,5 +1,5 @@
 """Many small files through one glob: the fast path (files held in memory, decoded in
-the consuming thread, intact AstroPix runs in two kernel calls, units gathered across
+the consuming thread, intact AstroPix runs in one kernel call, units gathered across
 files) gives exactly what reading each file on its own gives, warnings and errors
 included, with any number of threads."""
 

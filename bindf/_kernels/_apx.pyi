@@ -49,6 +49,16 @@ def decode_hits(
     n_hits: npt.NDArray[np.uint32],
     store: bool = ...,
 ) -> tuple[int, int]: ...
+#: Bytes per hit in what ``IntactRunDecoder.decode`` returns (8 raw hit bytes, u64
+#: timestamp, u32 readout id, u8 decoding order; packed, native byte order).
+PACKED_HIT_SIZE: int
+
+class IntactRunDecoder:
+    """Frames and decodes whole small runs in one call, reusing its scratch (one per
+    thread)."""
+
+    def decode(self, data: bytes, start: int) -> bytes | None: ...
+
 def hit_fields(
     hits: npt.NDArray[np.uint8],
     chip_id: npt.NDArray[np.uint8] | None = ...,

@@ -30,7 +30,7 @@ Division of labour:
   ``threads=False``) and small files do it all in the caller's thread, since a thread
   per small file costs more than it saves. The output is the same. In a read of many
   files, an intact small run (every readout complete) is framed and its hits found in
-  two kernel calls straight from its bytes held in memory, and the hits of many runs
+  one kernel call straight from its bytes held in memory, and the hits of many runs
   become columns at once (:meth:`ApxReader.small_file_units`).
 
 The file is read in bounded chunks with ``readinto``; a readout is never split between
@@ -97,7 +97,6 @@ from ._apx_hits import (
     Decoded,
     HitColumns,
     HitDecoder,
-    _HitScratch,
 )
 from ._base import FormatReader, coalesced_batches, grouped_batches, numpy_batch
 from ._stream import PREFETCH_AHEAD, BatchStream, StreamDecoder, decode_file, prefetched
@@ -432,10 +431,10 @@ class ApxReader(FormatReader):
         finally:
             chunks.close()
 
-    def small_file_units(self, columns: list[str]) -> tuple[list[Decoded], int] | None:
-        """The hits of a file below :data:`PREFETCH_MIN_BYTES`, as private copies of the
-        kernel's raw output (8 bytes plus 14 of readout fields per hit): a read of many
-        small runs turns many files' hits into columns at once (:meth:`units_to_batch`)."""
+    def small_file_units(self, columns: list[str]) -> tuple[list[bytes], int] | None:
+        """The hits of a file below :data:`PREFETCH_MIN_BYTES` as packed records (see
+        :data:`PACKED_HIT`): a read of many small runs joins many files' records and
+        turns them into columns at once (:meth:`units_to_batch`)."""
         if (self.level != "hits" or self.readout_uid == APX3_READOUT_UID
                 or self.source.size - self.data_offset > PREFETCH_MIN_BYTES):
             return None  # AstroPix 3 hits have their own raw form: read file by file
@@ -446,68 +445,46 @@ class ApxReader(FormatReader):
         rows = 0
         for _, decoded in self._decoded_chunks(self.stream(per_call=_READOUTS_PER_CALL)):
             if decoded.n_hits:
-                units.append(Decoded(
-                    decoded.n_hits, decoded.hits.copy(), decoded.hit_order.copy(),
-                    decoded.hit_readout_id.copy(), decoded.hit_timestamp.copy(),
-                    decoded.status, decoded.readout_hits))
+                units.append(_packed_hits(decoded))
                 rows += decoded.n_hits
         return units, rows
 
-    def _intact_run_units(self) -> tuple[list[Decoded], int] | None:
-        """:meth:`small_file_units` in two kernel calls, for a run whose readouts are all
+    def _intact_run_units(self) -> tuple[list[bytes], int] | None:
+        """:meth:`small_file_units` in one kernel call, for a run whose readouts are all
         intact and end exactly at the end of the file (the usual case): the data bytes
-        are read at once, framed into scratch arrays shared by this thread's small files,
-        and their hits decoded in one call, starting with no carried bytes as every file
-        does. Anything else (a truncated or damaged run, a file that shrank) returns
-        ``None``, and the run goes through the streaming decoder, which reports it."""
+        are read at once (held in memory, see :meth:`Source.held`), then framed and
+        their hits decoded, starting with no carried bytes as every file does, by this
+        thread's :class:`~bindf._kernels._apx.IntactRunDecoder`. Anything else (a
+        truncated or damaged run, a file that shrank) returns ``None``, and the run goes
+        through the streaming decoder, which reports it."""
         start, end = self.data_offset, self.source.size
-        data = self.source.held_bytes()  # the file held in memory (see Source.held)
+        data = self.source.held_bytes()
         if data is None:
             with self.source.open() as f:
                 f.seek(start)
                 data = bytes(start) + f.read(end - start)  # positions as in the file
         if len(data) != end:
             return None
-        buf = np.frombuffer(data, dtype=np.uint8)
-        size = end - start
-        scratch = _small_run_scratch(size)
-        n, stop, code = _apx.frame_readouts(buf, start, end, scratch.header_pos,
-                                            scratch.readout_id, scratch.timestamp,
-                                            scratch.length)
-        if code != _apx.FRAME_END or stop != end:
+        decoder = getattr(_THIS_THREAD, "intact_runs", None)
+        if decoder is None:
+            decoder = _THIS_THREAD.intact_runs = _apx.IntactRunDecoder()
+        packed = decoder.decode(data, start)
+        if packed is None:
             return None
-        if not n:
+        if not packed:
             return [], 0
-        payload_pos = scratch.header_pos[:n]  # the kernel takes the count from this one
-        payload_pos += READOUT_HEADER_SIZE
-        hits = scratch.hits
-        # A readout of L payload bytes holds at most L // 8 hits plus one re-assembled
-        # hit; the payloads are fewer than ``size`` bytes.
-        bound = size // HIT_SIZE + n
-        if bound > len(hits.hits):
-            hits.__init__(max(bound, 2 * len(hits.hits)))
-        found, _ = _apx.decode_hits(
-            buf, payload_pos, scratch.length, scratch.readout_id, scratch.timestamp,
-            scratch.carry, -1, hits.hits, hits.order, hits.readout_id, hits.timestamp,
-            scratch.status, scratch.readout_hits, True)
-        if not found:
-            return [], 0
-        # Private copies of the hit arrays; the per-readout ones make no hit column.
-        return [Decoded(found, hits.hits[:found].copy(), hits.order[:found].copy(),
-                        hits.readout_id[:found].copy(), hits.timestamp[:found].copy(),
-                        _NO_READOUTS_U8, _NO_READOUTS_U32)], found
+        return [packed], len(packed) // PACKED_HIT.itemsize
 
-    def units_to_batch(self, units: list[Decoded], columns: list[str]) -> pa.RecordBatch:
+    def units_to_batch(self, units: list[bytes], columns: list[str]) -> pa.RecordBatch:
         schema = pa.schema([self.schema.field(c) for c in columns])
-        if len(units) == 1:
-            merged = units[0]
-        else:  # the per-readout arrays (status, readout_hits) make no hit column
-            merged = Decoded(
-                sum(u.n_hits for u in units), np.concatenate([u.hits for u in units]),
-                np.concatenate([u.hit_order for u in units]),
-                np.concatenate([u.hit_readout_id for u in units]),
-                np.concatenate([u.hit_timestamp for u in units]),
-                _NO_READOUTS_U8, _NO_READOUTS_U32)
+        records = np.frombuffer(units[0] if len(units) == 1 else b"".join(units),
+                                dtype=PACKED_HIT)
+        # The raw hits as the field kernel takes them (contiguous rows of 8 bytes); the
+        # readout fields are copied into their columns from the records as they are.
+        # The per-readout arrays (status, readout_hits) make no hit column.
+        merged = Decoded(len(records), np.ascontiguousarray(records["hit"]),
+                         records["order"], records["readout_id"], records["timestamp"],
+                         _NO_READOUTS_U8, _NO_READOUTS_U32)
         return numpy_batch(HitColumns()(merged, columns), schema)
 
     def _decoded_chunks(
@@ -547,41 +524,27 @@ class ApxReader(FormatReader):
                          threads=self.threads if threads is None else threads)
 
 
-class _SmallRunScratch:
-    """Framing and hit arrays reused by the small runs one thread decodes in turn (see
-    :meth:`ApxReader._intact_run_units`)."""
-
-    def __init__(self) -> None:
-        self.size = -1
-        self.carry = np.zeros(HIT_SIZE, dtype=np.uint8)
-        self.hits = _HitScratch(0)
-
-    def fit(self, size: int) -> _SmallRunScratch:
-        """Make the framing arrays large enough for a run of ``size`` data bytes (which
-        holds at most ``size // 19`` readouts)."""
-        if size > self.size:
-            self.size = max(size, 2 * self.size)
-            readouts = self.size // READOUT_HEADER_SIZE + 1
-            self.header_pos = np.empty(readouts, dtype=np.int64)
-            self.readout_id = np.empty(readouts, dtype=np.uint32)
-            self.timestamp = np.empty(readouts, dtype=np.uint64)
-            self.length = np.empty(readouts, dtype=np.uint32)
-            self.status = np.empty(readouts, dtype=np.uint8)
-            self.readout_hits = np.empty(readouts, dtype=np.uint32)
-        return self
-
-
-_SMALL_RUN_SCRATCH = threading.local()
+#: One hit of a small run as :meth:`ApxReader.small_file_units` keeps it: the packed
+#: record of :class:`~bindf._kernels._apx.IntactRunDecoder` (native byte order).
+PACKED_HIT = np.dtype([("hit", np.uint8, (HIT_SIZE,)), ("timestamp", np.uint64),
+                       ("readout_id", np.uint32), ("order", np.uint8)])
+assert PACKED_HIT.itemsize == _apx.PACKED_HIT_SIZE
+#: Each thread's :class:`~bindf._kernels._apx.IntactRunDecoder` (its scratch is reused
+#: by the small runs the thread decodes in turn).
+_THIS_THREAD = threading.local()
 _NO_READOUTS_U8 = np.empty(0, dtype=np.uint8)
 _NO_READOUTS_U32 = np.empty(0, dtype=np.uint32)
 
 
-def _small_run_scratch(size: int) -> _SmallRunScratch:
-    """This thread's :class:`_SmallRunScratch`, large enough for ``size`` data bytes."""
-    scratch = getattr(_SMALL_RUN_SCRATCH, "scratch", None)
-    if scratch is None:
-        scratch = _SMALL_RUN_SCRATCH.scratch = _SmallRunScratch()
-    return scratch.fit(size)
+def _packed_hits(decoded: Decoded) -> bytes:
+    """A decoded chunk's hits as :data:`PACKED_HIT` records (the streaming decoder's
+    output, for small runs that are not intact)."""
+    records = np.empty(decoded.n_hits, dtype=PACKED_HIT)
+    records["hit"] = decoded.hits[:decoded.n_hits]
+    records["timestamp"] = decoded.hit_timestamp[:decoded.n_hits]
+    records["readout_id"] = decoded.hit_readout_id[:decoded.n_hits]
+    records["order"] = decoded.hit_order[:decoded.n_hits]
+    return records.tobytes()
 
 
 @dataclass
