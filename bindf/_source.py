@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ._kernels import _fields
 from .errors import BindfError, missing_dependency
 
 _GLOB_CHARS = frozenset("*?[")
@@ -187,13 +188,23 @@ HOLD_IN_MEMORY_BYTES = 256 << 10
 
 
 def _whole_local_file(path: str, size: int) -> bytes:
-    """The first ``size`` bytes of the local file ``path`` (fewer if it shrank), read
-    with ``os.read`` on the file's descriptor: no buffered reader, whose construction
-    costs as much as the read itself for a file of a few kilobytes.
+    """The first ``size`` bytes of the local file ``path`` (fewer if it is shorter, or
+    was cut while it was read: bytes the file no longer holds after the read are left
+    out, see :func:`still_in_file`, so the reader sees a truncation).
 
-    Bytes the file no longer holds after the read (see :func:`still_in_file`) are left
-    out, so a file cut while it is read looks to the reader exactly as a short read of
-    the file itself would: a truncation."""
+    On POSIX systems one compiled call opens, reads, checks the size and closes
+    (:func:`bindf._kernels._fields.read_local_file`): in Python the file object and the
+    calls around the system calls cost as much again as the calls themselves, per file
+    of a glob of thousands. Elsewhere :func:`_whole_local_file_in_python`."""
+    if _fields.HAVE_PREAD:
+        return _fields.read_local_file(path, size)
+    return _whole_local_file_in_python(path, size)
+
+
+def _whole_local_file_in_python(path: str, size: int) -> bytes:
+    """:func:`_whole_local_file` with ``os.read`` on the file's descriptor (no buffered
+    reader, whose construction costs as much as the read itself for a file of a few
+    kilobytes)."""
     # A file object rather than os.open: Ctrl-C lands when a call returns, and a bare
     # descriptor it kept from being assigned would stay open for good (a file object is
     # closed when dropped). It costs ~1.5 µs a file; the reads still go through the fd.

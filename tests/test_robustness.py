@@ -42,6 +42,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bindf
+from bindf._kernels import _fields
 from bindf._source import Source
 from bindf.errors import BindfError, CorruptDataError, TruncatedFileWarning
 from bindf.registry import open_reader
@@ -782,7 +783,8 @@ def test_small_file_read_whole_keeps_only_the_bytes_it_still_holds(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same race for a small file read whole through its descriptor
     (``Source.held``), with short reads on the way: the bytes cut off during the read
-    are dropped, and the bytes before them are all kept."""
+    are dropped, and the bytes before them are all kept. (The Python read, used where
+    there is no POSIX ``open``; the compiled one: the next test.)"""
     import os
 
     from bindf import _source
@@ -797,9 +799,37 @@ def test_small_file_read_whole_keeps_only_the_bytes_it_still_holds(
         return data
 
     monkeypatch.setattr(os, "read", trickle_then_cut)
-    assert _source._whole_local_file(str(path), 100) == bytes(range(1, 41))
+    assert _source._whole_local_file_in_python(str(path), 100) == bytes(range(1, 41))
     monkeypatch.setattr(os, "read", lambda fd, n: original(fd, min(n, 7)))
-    assert _source._whole_local_file(str(path), 100) == bytes(range(1, 41))  # now short
+    assert _source._whole_local_file_in_python(str(path), 100) == bytes(range(1, 41))  # now short
+
+
+@pytest.mark.skipif(not _fields.HAVE_PREAD, reason="no POSIX open on this platform")
+def test_small_file_read_whole_by_one_compiled_call(tmp_path: Path) -> None:
+    """``read_local_file`` (``Source.held`` on POSIX systems) gives what the Python read
+    gives: the first ``size`` bytes, fewer where the file ends or where its size after
+    the read ends (a ``/proc`` file reports 0 bytes and reads some: they are not
+    kept), and the errors ``open()`` raises, with the path."""
+    from bindf import _source
+
+    data = np.random.default_rng(5).integers(0, 256, 5000, dtype=np.uint8).tobytes()
+    path = _write(tmp_path / "whole.bin", data)
+    for size in (0, 1, 4999, 5000, 6000):
+        got = _fields.read_local_file(str(path), size)
+        assert got == data[:size] == _source._whole_local_file_in_python(str(path), size)
+    if Path("/proc/self/status").exists():
+        assert _fields.read_local_file("/proc/self/status", 100) == b""
+        assert _source._whole_local_file_in_python("/proc/self/status", 100) == b""
+    missing = tmp_path / "missing.bin"
+    with pytest.raises(FileNotFoundError) as caught:
+        _fields.read_local_file(str(missing), 10)
+    assert caught.value.filename == str(missing)
+    with pytest.raises(IsADirectoryError):
+        _fields.read_local_file(str(tmp_path), 10)
+    with pytest.raises(ValueError, match="null"):
+        _fields.read_local_file(str(path) + "\0x", 10)
+    with pytest.raises(ValueError, match="negative"):
+        _fields.read_local_file(str(path), -1)
 
 
 @pytest.mark.parametrize("subject", SUBJECTS, ids=lambda s: s.name)
