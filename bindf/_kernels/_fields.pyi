@@ -4,7 +4,8 @@ Memory safe for any argument values: a call whose arrays are too small for ``n``
 or whose fields lie outside the record raises ``ValueError`` before anything is written.
 Arguments of the wrong type or dtype and non-contiguous arrays are refused by Cython's
 argument conversion (``TypeError``/``ValueError``). ``fill_from_descriptor`` also raises
-the operating system's ``OSError`` for a failed read, after the records before it.
+the operating system's ``OSError`` for a failed read, after the records before it;
+``read_local_file`` what ``open()`` and ``read()`` raise.
 """
 
 import numpy as np
@@ -12,7 +13,8 @@ import numpy.typing as npt
 
 #: Whether ``stream=True`` uses streaming stores on this build (x86-64, GCC or Clang).
 STREAMING_STORES: bool
-#: Whether :func:`fill_from_descriptor` can read on this platform (POSIX ``pread``).
+#: Whether :func:`fill_from_descriptor` and :func:`read_local_file` can read on this
+#: platform (POSIX: ``pread``, ``open``).
 HAVE_PREAD: bool
 
 def copy_fields(
@@ -36,3 +38,5 @@ def fill_from_descriptor(
     columns: list[npt.NDArray[np.uint8]],
     stream: bool = False,
 ) -> int: ...
+
+def read_local_file(path: str, size: int) -> bytes: ...
