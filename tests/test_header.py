@@ -369,6 +369,25 @@ def test_compiled_parser_agrees_with_json_on_any_bytes(raw) -> None:
     _agrees_with_json(raw)
 
 
+def test_compiled_parser_reuses_short_strings_it_has_seen() -> None:
+    """Short ASCII strings (a campaign's repeated keys) come from the parser's cache of
+    strings seen before: the same str object for the same text, whatever happened to
+    the cache in between (thousands of other strings, some landing in the same slots),
+    and always the text of the bytes. Non-ASCII and long strings are made anew."""
+    header = b'{"readout_uid": 4000, "chip": "v4", "long": "' + b"x" * 60 + b'", "e": "\xc3\xa9\xc3\xa9"}'
+    first = _jsonparse.parse_object(header, MAX_HEADER_DEPTH)
+    churn = [f"k{i}_{'y' * (i % 40)}" for i in range(5000)]
+    for start in range(0, len(churn), 500):
+        raw = json.dumps({key: key for key in churn[start:start + 500]}).encode()
+        assert _identical(_jsonparse.parse_object(raw, MAX_HEADER_DEPTH), json.loads(raw))
+    again = _jsonparse.parse_object(header, MAX_HEADER_DEPTH)
+    assert _identical(again, first) and _identical(again, json.loads(header))
+    third = _jsonparse.parse_object(header, MAX_HEADER_DEPTH)
+    assert all(a is b for a, b in zip(again, third))  # the keys
+    assert again["chip"] is third["chip"] and again["long"] is not third["long"]
+    assert again["e"] == "éé" and again["e"] is not third["e"]
+
+
 def test_compiled_parser_numbers_and_strings() -> None:
     raw = ('{"i": [0, -0, 7, -123456789012345678, 123456789012345678901234567890], '
            '"f": [0.0, -0.0, 1e5, 1E-5, 2.5e+3, 5e-324, 0.1, 1.7976931348623157e308, 1e-400,'
