@@ -216,6 +216,8 @@ def check_count(name: str, value: Any, minimum: int, *, optional: bool = True) -
     None when ``optional``: row counts and sizes (``n_rows``, ``batch_size``,
     ``chunksize``), which a float such as 2.5 would turn into odd batches or a foreign
     error deep in a reader."""
+    if type(value) is int and value >= minimum:  # the usual case, without the ABC check
+        return  # (that costs ~1 µs, per file of a glob of thousands)
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
