@@ -141,7 +141,22 @@ def assign_bins(fdp: atheris.FuzzedDataProvider) -> None:
     assert 0 <= n_bad <= n
 
 
-KERNELS = [frame_readouts, find_marker, decode_hits, scan_sparse, decode_sparse, assign_bins]
+_INTACT_RUNS = _apx.IntactRunDecoder()  # reused, as a reader's thread reuses its own
+
+
+@atheris.instrument_func
+def intact_run(fdp: atheris.FuzzedDataProvider) -> None:
+    data = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 4096))
+    start = _position(fdp, len(data))
+    packed = _INTACT_RUNS.decode(data, start)
+    if packed is not None:
+        assert 0 <= start <= len(data)
+        assert len(packed) % _apx.PACKED_HIT_SIZE == 0
+        assert len(packed) // _apx.PACKED_HIT_SIZE <= (len(data) - start) // 8 + 1
+
+
+KERNELS = [frame_readouts, find_marker, decode_hits, intact_run, scan_sparse, decode_sparse,
+           assign_bins]
 
 
 @atheris.instrument_func
