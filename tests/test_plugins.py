@@ -587,7 +587,7 @@ def test_binary_header_values_are_json_and_write_back(tmp_path: Path,
     record["gain"] = np.nan
     record["name"] = b"abc"
     record["pair"] = [3, 4]
-    record["unset"] = np.datetime64("NaT")
+    record["unset"] = np.datetime64("NaT", "us")
     rows = np.zeros(3, [("t", "<u8"), ("v", "<f4")])
     path = tmp_path / "a.vhdr"
     path.write_bytes(b"VHDR" + record.tobytes() + rows.tobytes())
