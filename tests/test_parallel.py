@@ -542,6 +542,48 @@ def test_fixed_records_of_local_files_read_by_one_compiled_loop(tmp_path, monkey
         assert compiled[cut].num_rows == compiled[whole].num_rows - per_record
 
 
+@pytest.mark.parametrize("fmt", ["spectro", "it02", "sp01"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_streaming_stores_on_or_off_give_the_same_table(tmp_path, monkeypatch, fmt, threads):
+    """Large batches of fixed records (and dense IT02) are copied into their columns with
+    streaming stores where this CPU's default or ``BINDF_STREAMING_STORES`` says so, with
+    ordinary stores otherwise; the kernel is asked for what was chosen, and the table is
+    the same either way (here every batch counts as large)."""
+    import bindf.formats._fixed as fixed
+    from bindf import _source
+    from bindf._kernels import _fields
+
+    monkeypatch.setattr(fixed, "STREAM_MIN_BYTES", 1)
+    monkeypatch.setattr(fixed, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(fixed, "LOCAL_CHUNK_BYTES", 100)
+    monkeypatch.setattr(_source, "HOLD_IN_MEMORY_BYTES", 0)  # read through the descriptor
+    asked: list[bool] = []
+    real = _fields.fill_from_descriptor
+    monkeypatch.setattr(_fields, "fill_from_descriptor",
+                        lambda *args: asked.append(bool(args[-1])) or real(*args))
+    tables = {}
+    for streaming in (False, True):
+        monkeypatch.setattr(fixed, "USE_STREAMING_STORES", streaming)
+        asked.clear()
+        tables[streaming] = bindf.read(str(FILES[fmt]), output="arrow", threads=threads)
+        assert asked and set(asked) == {streaming}
+    assert tables[True].equals(tables[False])
+
+
+def test_streaming_stores_chosen_by_environment() -> None:
+    """``BINDF_STREAMING_STORES`` overrides the CPU's default (AMD: streaming stores)."""
+    from bindf._kernels import _fields
+    from bindf.formats._fixed import streaming_stores_wanted
+
+    assert streaming_stores_wanted({}) == _fields.STREAMING_STORES_BY_DEFAULT
+    assert streaming_stores_wanted({"BINDF_STREAMING_STORES": ""}) == \
+        _fields.STREAMING_STORES_BY_DEFAULT
+    assert streaming_stores_wanted({"BINDF_STREAMING_STORES": " 1 "}) is True
+    assert streaming_stores_wanted({"BINDF_STREAMING_STORES": "0"}) is False
+    with pytest.raises(ValueError, match="BINDF_STREAMING_STORES must be 0 or 1"):
+        streaming_stores_wanted({"BINDF_STREAMING_STORES": "yes"})
+
+
 @pytest.mark.parametrize("fmt", ["spectro", "it02"])
 def test_parts_of_a_local_file_share_its_descriptor(tmp_path, monkeypatch, fmt):
     """The parts of a parallel batch (fixed records, dense IT02) read the caller's open

@@ -13,6 +13,8 @@ import numpy.typing as npt
 
 #: Whether ``stream=True`` uses streaming stores on this build (x86-64, GCC or Clang).
 STREAMING_STORES: bool
+#: Whether streaming stores are the readers' default on this CPU (AMD's).
+STREAMING_STORES_BY_DEFAULT: bool
 #: Whether :func:`fill_from_descriptor` and :func:`read_local_file` can read on this
 #: platform (POSIX: ``pread``, ``open``).
 HAVE_PREAD: bool

@@ -7,13 +7,15 @@ Why compiled: for streaming ("non-temporal") stores, which numpy does not use. T
 write a large column straight to memory instead of first reading each of its cache
 lines into the cache (which an ordinary store to memory not in the cache does): a third
 less memory traffic for a read whose output does not fit in the cache anyway. Measured
-in bindf's reads (same process, best of 9, three rounds, 2-core machine): a 200 MB
+in bindf's reads (same process, best of 9, three rounds, a 2-core AMD Zen 5): a 200 MB
 spectroscopy file 33.3-34.4 → 29.9-31.6 ms on one thread and 23.0-23.9 → 20.7-22.4 ms
 on two; 8 × 50 MB files on one thread 70.0-72.8 → 61.7-66.7 ms. The same loop with
-ordinary stores was no faster than numpy's copies (70.1-74.4 ms). The caller asks for
-streaming stores only for large batches: a small batch is read again at once (by
-polars, by the next step of a scan) and is better left in the cache. They exist on
-x86-64 with GCC and Clang; elsewhere ``stream`` makes no difference.
+ordinary stores was no faster than numpy's copies (70.1-74.4 ms). On an Intel Xeon the
+same reads were 13-18 % *slower* with them, so the readers use them by default on AMD
+CPUs only (:data:`STREAMING_STORES_BY_DEFAULT`). The caller asks for streaming stores
+only for large batches: a small batch is read again at once (by polars, by the next
+step of a scan) and is better left in the cache. They exist on x86-64 with GCC and
+Clang; elsewhere ``stream`` makes no difference.
 
 A field is copied as bytes, whatever its dtype (byte order, subarrays): the column's
 dtype is the field's, so the bytes are the values.
@@ -47,11 +49,20 @@ cdef extern from *:
     }
     static inline void bindf_stream32(void* p, uint32_t v) { _mm_stream_si32((int*)p, (int)v); }
     static inline void bindf_store_fence(void) { _mm_sfence(); }
+    #include <cpuid.h>
+    /* 1 on an AMD CPU (or Hygon's, the same cores), from the CPUID vendor string. */
+    static int bindf_cpu_is_amd(void) {
+        unsigned int eax, ebx, ecx, edx;
+        if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return 0;
+        return (ebx == 0x68747541u && edx == 0x69746e65u && ecx == 0x444d4163u)   /* AuthenticAMD */
+            || (ebx == 0x6f677948u && edx == 0x6e65476eu && ecx == 0x656e6975u);  /* HygonGenuine */
+    }
     #else
     #define BINDF_STREAMING_STORES 0
     static inline void bindf_stream64(void* p, uint64_t v) { memcpy(p, &v, 8); }
     static inline void bindf_stream32(void* p, uint32_t v) { memcpy(p, &v, 4); }
     static inline void bindf_store_fence(void) {}
+    static int bindf_cpu_is_amd(void) { return 0; }
     #endif
 
     #include <errno.h>
@@ -133,9 +144,18 @@ cdef extern from *:
     void bindf_stream64(void* p, uint64_t v) noexcept nogil
     void bindf_stream32(void* p, uint32_t v) noexcept nogil
     void bindf_store_fence() noexcept nogil
+    int bindf_cpu_is_amd() noexcept nogil
 
 #: Whether ``stream=True`` uses streaming stores on this build (x86-64, GCC or Clang).
 STREAMING_STORES = bool(BINDF_STREAMING_STORES)
+#: Whether streaming stores are the readers' default on this CPU: on AMD's. Measured in
+#: bindf's fixed-record reads, best of 10–12 in alternating rounds: on an AMD Zen 5
+#: they made a 200 MB spectroscopy file 8–12 % faster (see the module docstring); on an
+#: Intel Xeon (2.8 GHz, 48 MiB of L3) 13–18 % slower (the same file 55.8 against
+#: 68.3 ms on one thread, 39.2 against 45.1 on two; 200 MB of dense IT02 76.0 against
+#: 90.1 and 43.1 against 52.4; 8 x 50 MB files 110.1 against 127.2 and 62.8 against
+#: 73.8). ``BINDF_STREAMING_STORES`` overrides it (see bindf.formats._fixed).
+STREAMING_STORES_BY_DEFAULT = STREAMING_STORES and bool(bindf_cpu_is_amd())
 #: Whether :func:`fill_from_descriptor` and :func:`read_local_file` can read on this
 #: platform (POSIX: ``pread``, ``open``).
 HAVE_PREAD = bool(BINDF_HAVE_PREAD)

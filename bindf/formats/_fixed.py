@@ -27,7 +27,8 @@ it has derived columns, overrides :meth:`raw_fields_for` and :meth:`build_column
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Sequence
+import os
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import BinaryIO
 
 import numpy as np
@@ -52,9 +53,38 @@ PARALLEL_MIN_BYTES = 8 << 20
 PART_BYTES = 4 << 20
 
 #: Batches of at least this many bytes of records are written with streaming stores
-#: (:mod:`bindf._kernels._fields`): their columns go to memory, not into the cache,
-#: which a batch this large would not stay in until it is used anyway.
+#: (:mod:`bindf._kernels._fields`), where :data:`USE_STREAMING_STORES` says so: their
+#: columns go to memory, not into the cache, which a batch this large would not stay in
+#: until it is used anyway.
 STREAM_MIN_BYTES = 8 << 20
+
+#: Environment variable that chooses streaming stores for large batches (``1``) or
+#: ordinary ones (``0``) instead of this CPU's default.
+STREAMING_STORES_ENV_VAR = "BINDF_STREAMING_STORES"
+
+
+def streaming_stores_wanted(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether large batches are written with streaming stores: ``BINDF_STREAMING_STORES``
+    (``1``/``0``) if set, else this CPU's default (on AMD CPUs, where they were faster;
+    on the Intel one measured they were 13-18 % slower: see
+    :data:`bindf._kernels._fields.STREAMING_STORES_BY_DEFAULT`)."""
+    text = env.get(STREAMING_STORES_ENV_VAR, "").strip()
+    if not text:
+        return _fields.STREAMING_STORES_BY_DEFAULT
+    if text not in ("0", "1"):
+        raise ValueError(f"{STREAMING_STORES_ENV_VAR} must be 0 or 1, not {text!r}")
+    return text == "1"
+
+
+#: Whether this process writes large batches with streaming stores (read once, at
+#: import: see :func:`streaming_stores_wanted`).
+USE_STREAMING_STORES = streaming_stores_wanted()
+
+
+def streams(nbytes: int) -> bool:
+    """Whether a batch of ``nbytes`` of records is copied into its columns with streaming
+    stores (see :data:`STREAM_MIN_BYTES`)."""
+    return USE_STREAMING_STORES and nbytes >= STREAM_MIN_BYTES
 
 #: Size of each thread's reused read buffer where the reads and copies are rounds of a
 #: Python loop (files in memory, remote or decompressed; local files have their own
@@ -200,7 +230,7 @@ class FixedRecordReader(FormatReader):
             while row < stop:
                 n = min(batch_size, stop - row)
                 out = {name: lanes.empty(name, n, self.record_dtype[name]) for name in fields}
-                stream = n * itemsize >= STREAM_MIN_BYTES
+                stream = streams(n * itemsize)
                 if in_parts and n * itemsize >= PARALLEL_MIN_BYTES:
                     filled = self._fill_in_parts(helpers, row, n, fields, out, stream,
                                                  None if local is None else local[0])

@@ -37,9 +37,9 @@ from ._base import AcquisitionEnd, FormatReader, numpy_to_arrow
 from ._fixed import (
     PARALLEL_MIN_BYTES,
     PART_BYTES,
-    STREAM_MIN_BYTES,
     FixedRecordReader,
     fill_part,
+    streams,
 )
 from ._it02_layout import (
     _F64,
@@ -491,7 +491,7 @@ class IT02Reader(FormatReader):
             columns = dict(zip(names, ([out.time] if want_time else []) + out.counts,
                                strict=True))
             bounds = part_bounds(rows, size, self.threads, PART_BYTES)
-            stream = rows * size >= STREAM_MIN_BYTES
+            stream = streams(rows * size)
 
             def part(k: int, first: int = got, columns: dict[str, np.ndarray] = columns,
                      bounds: list[int] = bounds, stream: bool = stream) -> int:
