@@ -584,6 +584,23 @@ def test_streaming_stores_chosen_by_environment() -> None:
         streaming_stores_wanted({"BINDF_STREAMING_STORES": "yes"})
 
 
+def test_streaming_stores_environment_read_at_each_large_batch(tmp_path, monkeypatch):
+    """The environment is read when a large batch is copied (not at import, where a wrong
+    value would have broken ``import bindf``): a wrong one is the read's ValueError."""
+    import bindf.formats._fixed as fixed
+
+    monkeypatch.setattr(fixed, "STREAM_MIN_BYTES", 1)
+    monkeypatch.setenv("BINDF_STREAMING_STORES", "fast")
+    with pytest.raises(ValueError, match="BINDF_STREAMING_STORES must be 0 or 1"):
+        bindf.read(str(FILES["spectro"]), output="arrow")
+    expected = []
+    for value in ("0", "1"):
+        monkeypatch.setenv("BINDF_STREAMING_STORES", value)
+        assert fixed.streams(1) is (value == "1")
+        expected.append(bindf.read(str(FILES["spectro"]), output="arrow"))
+    assert expected[0].equals(expected[1])
+
+
 @pytest.mark.parametrize("fmt", ["spectro", "it02"])
 def test_parts_of_a_local_file_share_its_descriptor(tmp_path, monkeypatch, fmt):
     """The parts of a parallel batch (fixed records, dense IT02) read the caller's open

@@ -76,15 +76,18 @@ def streaming_stores_wanted(env: Mapping[str, str] = os.environ) -> bool:
     return text == "1"
 
 
-#: Whether this process writes large batches with streaming stores (read once, at
-#: import: see :func:`streaming_stores_wanted`).
-USE_STREAMING_STORES = streaming_stores_wanted()
+#: Streaming stores for large batches or not, for the whole process; None (the default):
+#: :func:`streaming_stores_wanted` decides at each large batch, as the environment says
+#: then (a wrong value is a ``ValueError`` of the read, as ``BINDF_NUM_THREADS``'s is).
+USE_STREAMING_STORES: bool | None = None
 
 
 def streams(nbytes: int) -> bool:
     """Whether a batch of ``nbytes`` of records is copied into its columns with streaming
     stores (see :data:`STREAM_MIN_BYTES`)."""
-    return USE_STREAMING_STORES and nbytes >= STREAM_MIN_BYTES
+    if nbytes < STREAM_MIN_BYTES:
+        return False
+    return streaming_stores_wanted() if USE_STREAMING_STORES is None else USE_STREAMING_STORES
 
 #: Size of each thread's reused read buffer where the reads and copies are rounds of a
 #: Python loop (files in memory, remote or decompressed; local files have their own
