@@ -160,6 +160,32 @@ def test_channel_and_marker_columns(tmp_path):
     assert table.schema.field("channel").nullable is True
 
 
+def test_photon_only_chunks_share_one_null_marker_column(tmp_path):
+    """Chunks without markers (the usual ones) take their all-null ``marker`` column as a
+    slice of one shared column instead of a freshly zero-filled one each; the frames are
+    what they were: all-null markers of the format's categories, next to a chunk that
+    has markers."""
+    rec = sample_records(2500, seed=3)
+    rec["event"] = np.where(np.isin(rec["event"], [70, 76, 80]), 1, rec["event"])
+    rec["event"][2100] = 76  # the last chunk has a marker
+    path = tmp_path / "photons.bin"
+    path.write_bytes(stt1_bytes({}, rec))
+    table = bindf.read_spectro(path, output="arrow", batch_size=1000)
+    chunks = table.column("marker").chunks
+    assert [len(c) for c in chunks] == [1000, 1000, 500]
+    assert [c.null_count for c in chunks] == [1000, 1000, 499]
+    assert chunks[0].buffers()[1].address == chunks[1].buffers()[1].address  # one column
+    assert table.column("marker").type == pa.dictionary(pa.int8(), pa.string())
+    frame = bindf.read_spectro(path, batch_size=1000)
+    assert list(frame["marker"].cat.categories) == ["frame", "line", "pixel"]
+    assert frame["marker"].isna().sum() == 2499 and frame["marker"][2100] == "line"
+    polars = bindf.read_spectro(path, output="polars", batch_size=1000)
+    assert polars["marker"].null_count() == 2499
+    assert polars["marker"].cast(pl.String)[2100] == "line"
+    again = bindf.read_spectro(path, output="arrow", batch_size=1000)
+    assert again.equals(table)
+
+
 # -- writer round trips ----------------------------------------------------------------
 
 

@@ -173,8 +173,7 @@ def event_columns(events: np.ndarray, wanted: Sequence[str] = ("channel", "marke
         if "channel" in wanted:
             out["channel"] = numpy_to_arrow(events)
         if "marker" in wanted:
-            out["marker"] = pa.DictionaryArray.from_arrays(
-                pa.nulls(len(events), pa.int8()), _MARKER_DICTIONARY)
+            out["marker"] = _no_markers(len(events))
         return out
     if "channel" in wanted:
         out["channel"] = _with_validity(pa.uint8(), events, ~is_marker)
@@ -188,6 +187,27 @@ def event_columns(events: np.ndarray, wanted: Sequence[str] = ("channel", "marke
 
 
 _FIRST_MARKER_CODE = min(MARKERS)
+
+#: Photon-only chunks of up to this many rows share one all-null ``marker`` column (see
+#: :func:`_no_markers`); larger ones get their own.
+_SHARED_NULL_MARKER_ROWS = 1 << 22
+_null_markers: pa.DictionaryArray | None = None
+
+
+def _no_markers(n: int) -> pa.DictionaryArray:
+    """An all-null ``marker`` column of ``n`` rows: a slice of one shared column (Arrow
+    arrays are immutable), grown to the longest chunk seen. Why: a new one per chunk
+    zero-filled a fresh megabyte per million rows (its index buffer and its validity
+    bitmap), whose first writes are page faults: ~900 a read of the 8 x 50 MB benchmark
+    glob, and its photon-only chunks are the usual ones."""
+    global _null_markers
+    shared = _null_markers
+    if shared is not None and len(shared) >= n:
+        return shared.slice(0, n)
+    column = pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int8()), _MARKER_DICTIONARY)
+    if n <= _SHARED_NULL_MARKER_ROWS:  # (two threads may both make one: either is kept)
+        _null_markers = column
+    return column
 
 
 def _with_validity(arrow_type: pa.DataType, values: np.ndarray, valid: np.ndarray) -> pa.Array:
