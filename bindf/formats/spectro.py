@@ -205,7 +205,10 @@ def _no_markers(n: int) -> pa.DictionaryArray:
     if shared is not None and len(shared) >= n:
         return shared.slice(0, n)
     column = pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int8()), _MARKER_DICTIONARY)
-    if n <= _SHARED_NULL_MARKER_ROWS:  # (two threads may both make one: either is kept)
+    # Kept if longer than the one shared now (another thread may have made a longer one
+    # meanwhile; in a race the shorter may win, which only costs a later chunk a column)
+    shared = _null_markers
+    if n <= _SHARED_NULL_MARKER_ROWS and (shared is None or n > len(shared)):
         _null_markers = column
     return column
 
