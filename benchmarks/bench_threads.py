@@ -12,16 +12,17 @@
   ratio is to the yardstick of :mod:`_harness`, timed in turn with the case.
 * **the machine's ceiling for the glob**: the least work any reader of those 8 files does,
   every byte brought from the page cache (``readinto``, 2 MiB at a time, as the
-  fixed-record reader does) and written once into memory already mapped, on one thread
+  fixed-record reader reads files that are not local ones) and written once into memory already mapped, on one thread
   and on the default threads (:func:`read_and_copy`), timed in the same rounds. Its
   speed-up is what the memory system of the machine allows a glob of decoded files;
   the glob's times are also printed as multiples of it.
 * **the machine's compute ceiling**: the same amount of computation that touches no
   memory beyond each core's own cache (SHA-256 of a 256 KiB buffer, :func:`compute_only`,
   which holds no GIL while it hashes), done by one thread and shared by the default
-  threads, in rounds of its own right after the glob's (:func:`compute_ceiling`). Its speed-up is what the cores of the machine give work
-  that shares nothing; on the shared virtual machine these figures come from it is
-  below 2 (1.72-1.89 for two threads, 2026-12-04).
+  threads, in rounds of its own right after the glob's (:func:`compute_ceiling`). Its
+  speed-up is what the cores of the machine give work that shares nothing: on the
+  shared virtual machine of 2026-12-04, 1.92-2.00 in quiet runs and down to 1.62 in
+  others.
 
 Every figure is the best of ``--repeat`` runs. The threads cases run in rounds (the
 yardstick, one thread, the default threads), so that the three figures of a case see
