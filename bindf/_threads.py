@@ -245,6 +245,30 @@ def read_in_parts(pool: Lane | None, part: Callable[[int], int],
         settle(futures)
 
 
+class WaitingTasks:
+    """How many tasks were submitted to a pool and have not started yet, counted from any
+    thread: :meth:`submitted` before each submission (:meth:`withdrawn` if it failed),
+    :meth:`started` first thing in each task."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting = 0
+
+    def submitted(self) -> None:
+        with self._lock:
+            self._waiting += 1
+
+    def started(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    withdrawn = started
+
+    def any(self) -> bool:
+        """Whether a task waits (a snapshot: one may start right after)."""
+        return self._waiting > 0
+
+
 #: The smallest part worth a task of its own (a part opens the file and starts a thread).
 MIN_PART_BYTES = 1 << 20
 

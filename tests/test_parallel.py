@@ -354,15 +354,21 @@ def test_part_bounds(n, itemsize, threads, part_bytes, expected):
 @pytest.mark.parametrize("fmt", ["spectro", "it02"])
 @pytest.mark.parametrize("threads", [2, 3])
 def test_glob_files_split_into_parts_shared_by_the_pool(tmp_path, monkeypatch, fmt, threads):
-    """In a multi-file read every file's batches are cut into parts that any free
-    thread of the read's pool may take (the last files are finished by every thread):
-    same table as one thread, warnings included, with a truncated file among them."""
+    """In a multi-file read a file's batches are cut into parts that any free thread of
+    the read's pool may take once no other file waits for a thread (the last files are
+    finished by every thread): same table as one thread, warnings included, with a
+    truncated file among them."""
     import bindf.formats._fixed as fixed
     import bindf.formats.it02 as it02
+    from bindf import _source
+    from bindf.frontends import batches
 
     for module in (fixed, it02):
         monkeypatch.setattr(module, "PARALLEL_MIN_BYTES", 1)
         monkeypatch.setattr(module, "PART_BYTES", 64)
+    # the small samples as large files: decoded on the pool, read through a descriptor
+    monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)
+    monkeypatch.setattr(_source, "HOLD_IN_MEMORY_BYTES", 0)
     paths = _copies(tmp_path, FILES[fmt], 5)
     data = Path(paths[3]).read_bytes()
     Path(paths[3]).write_bytes(data[:-3])  # cut inside the last record
@@ -378,6 +384,67 @@ def test_glob_files_split_into_parts_shared_by_the_pool(tmp_path, monkeypatch, f
         many, many_warnings = read(threads, **kwargs)
         assert many.equals(one) and many_warnings == one_warnings
     assert "truncated" in one_warnings[0]
+
+
+def test_batches_read_whole_while_other_files_wait_for_a_thread():
+    """A pool hands out its queued tasks first come, first served: while other files of
+    a multi-file read wait for a thread, no thread would take a part of this file
+    before them, so its batches are read whole (one compiled call, no Python between
+    parts); parts again once none waits, and never without helpers."""
+    from bindf._threads import WaitingTasks, part_bounds
+
+    reader = _reader(FILES["spectro"])
+    reader.threads = 2
+    helpers = shared_executor("bindf-test-parts", 1)
+    n, itemsize, part_bytes = 3 << 20, 17, 4 << 20
+    parts = part_bounds(n, itemsize, 2, part_bytes)
+    assert len(parts) > 2
+    assert reader.part_bounds(helpers, n, itemsize, part_bytes) == parts  # not a glob's
+    assert reader.part_bounds(None, n, itemsize, part_bytes) == [0, n]
+    waiting = WaitingTasks()
+    reader.files_waiting = waiting
+    assert reader.part_bounds(helpers, n, itemsize, part_bytes) == parts
+    waiting.submitted()
+    waiting.submitted()
+    assert waiting.any() and reader.part_bounds(helpers, n, itemsize, part_bytes) == [0, n]
+    waiting.started()
+    assert reader.part_bounds(helpers, n, itemsize, part_bytes) == [0, n]
+    waiting.withdrawn()  # (a submission that failed)
+    assert not waiting.any()
+    assert reader.part_bounds(helpers, n, itemsize, part_bytes) == parts
+
+
+@pytest.mark.parametrize("fmt", ["spectro", "it02"])
+def test_glob_reads_the_last_files_in_parts(tmp_path, monkeypatch, fmt):
+    """Counted in a real glob read on two threads: the files' tasks see the read's
+    count of files not started, and the last file, with none waiting, is cut into
+    parts; the table is the one-thread read's."""
+    import bindf.formats._fixed as fixed
+    import bindf.formats.it02 as it02
+    from bindf import _source
+    from bindf.formats._base import FormatReader
+    from bindf.frontends import batches
+
+    for module in (fixed, it02):
+        monkeypatch.setattr(module, "PARALLEL_MIN_BYTES", 1)
+        monkeypatch.setattr(module, "PART_BYTES", 64)
+    monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)  # (as in the test above)
+    monkeypatch.setattr(_source, "HOLD_IN_MEMORY_BYTES", 0)
+    paths = _copies(tmp_path, FILES[fmt], 5)
+    cut: dict[str, list[int]] = {}
+    real = FormatReader.part_bounds
+
+    def counted(self, helpers, n, itemsize, part_bytes):
+        assert self.files_waiting is not None  # a task of the glob's pool
+        bounds = real(self, helpers, n, itemsize, part_bytes)
+        cut.setdefault(str(self.path), []).append(len(bounds) - 1)
+        return bounds
+
+    monkeypatch.setattr(FormatReader, "part_bounds", counted)
+    many = _read(paths, 2)
+    assert set(cut) == set(paths) and min(cut[paths[-1]]) > 1
+    monkeypatch.setattr(FormatReader, "part_bounds", real)
+    assert many.equals(_read(paths, 1))
 
 
 def test_a_forked_child_makes_its_own_pools(monkeypatch):

@@ -27,7 +27,7 @@ import pyarrow as pa
 from .. import registry
 from .._lanes import Lanes, lanes_for
 from .._source import Source
-from .._threads import Lane, resolve_threads, shared_executor
+from .._threads import Lane, WaitingTasks, part_bounds, resolve_threads, shared_executor
 from ..errors import HeaderError, check_columns_known
 
 #: Rows per record batch unless the caller asks otherwise. Large enough that per-batch
@@ -245,6 +245,9 @@ class FormatReader(abc.ABC):
     #: by a multi-file read that decodes files in parallel (its pool: a thread with no
     #: file left to take helps finish another file). None: :meth:`part_helpers` decides.
     shared_helpers: Lane | None = None
+    #: Set with :attr:`shared_helpers`: the multi-file read's count of files submitted to
+    #: that pool and not started yet (see :meth:`part_bounds`).
+    files_waiting: WaitingTasks | None = None
     #: Short name used in the registry, in ``bindf.format`` metadata and by the CLI.
     name: ClassVar[str]
     #: Human name for messages ("FLIM LABS IT02 intensity tracing").
@@ -335,6 +338,22 @@ class FormatReader(abc.ABC):
         if self.shared_helpers is not None:
             return self.shared_helpers
         return shared_executor("bindf-parts", self.threads - 1) if self.threads > 1 else None
+
+    def part_bounds(self, helpers: Lane | None, n: int, itemsize: int,
+                    part_bytes: int) -> list[int]:
+        """Record-aligned bounds that cut a batch of ``n`` records of ``itemsize`` bytes
+        into parts of about ``part_bytes`` for :func:`~bindf._threads.read_in_parts` on
+        ``helpers`` (:func:`~bindf._threads.part_bounds`), or one part, ``[0, n]``, where
+        no other thread could take one: without helpers, and while other
+        files of a multi-file read wait for a thread of the pool, whose queue hands them
+        out before any part queued behind them. One part is one compiled call that reads
+        the whole batch without the GIL; parts cost a task and some Python each, taking
+        the GIL between them (8 x 50 MB spectroscopy files on two threads: 2-7 % of the
+        read, in alternating rounds). The last files of such a read, with none waiting,
+        are cut into parts again, which the threads done with their own files share."""
+        if helpers is None or (self.files_waiting is not None and self.files_waiting.any()):
+            return [0, n]
+        return part_bounds(n, itemsize, self.threads, part_bytes)
 
     # -- to implement -----------------------------------------------------------------
     @abc.abstractmethod

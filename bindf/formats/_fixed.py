@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from .._kernels import _fields
 from .._source import Source, local_descriptor, read_into, scratch_records
-from .._threads import Lane, part_bounds, read_in_parts
+from .._threads import Lane, read_in_parts
 from .._warnings import warn as _warn
 from ..errors import TruncatedFileWarning
 from ._base import FormatReader, numpy_to_arrow
@@ -257,14 +257,15 @@ class FixedRecordReader(FormatReader):
                        fields: list[str], out: dict[str, np.ndarray],
                        stream: bool = False, fd: int | None = None) -> int:
         """Fill ``out`` with records ``first``..``first + n``: the range is cut into
-        record-aligned parts (:func:`~bindf._threads.part_bounds`), each read and copied
-        into its slice of the same output arrays (without the GIL) by this thread or a
-        free one of ``helpers``. Returns the records read before the first short read.
+        record-aligned parts (:meth:`~._base.FormatReader.part_bounds`: one part where no
+        other thread would take one), each read and copied into its slice of the same
+        output arrays (without the GIL) by this thread or a free one of ``helpers``.
+        Returns the records read before the first short read.
 
         ``fd``: the caller's open local file, which the parts read (see
         :func:`fill_part`)."""
         itemsize = self.record_size
-        bounds = part_bounds(n, itemsize, self.threads, PART_BYTES)
+        bounds = self.part_bounds(helpers, n, itemsize, PART_BYTES)
 
         def part(k: int) -> int:
             a, b = bounds[k], bounds[k + 1]

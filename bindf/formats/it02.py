@@ -30,7 +30,7 @@ from .._header import read_exact, read_preamble
 from .._kernels import _it02
 from .._lanes import fault_in
 from .._source import iter_fixed_records, local_descriptor
-from .._threads import Lane, part_bounds, read_in_parts, shared_executor
+from .._threads import Lane, read_in_parts, shared_executor
 from .._warnings import warn as _warn
 from ..errors import CorruptDataError, CorruptDataWarning, HeaderError, TruncatedFileWarning
 from ._base import AcquisitionEnd, FormatReader, numpy_to_arrow
@@ -478,10 +478,12 @@ class IT02Reader(FormatReader):
                         fields: list[str], batch_size: int, count: int,
                         fd: int | None) -> Generator[_Chunk, None, int]:
         """Dense records in parts: each output batch is cut into record-aligned parts
-        (:func:`~bindf._threads.part_bounds`), each read and copied into its slice of the
-        batch's output arrays by this thread or a free one of ``helpers``, as the
-        fixed-record formats' parts are (:func:`~._fixed.fill_part`: with ``pread`` from
-        ``fd``, the caller's open local file, else through a handle of its own). Returns the records read (fewer than ``count`` if the file shrank)."""
+        (:meth:`~._base.FormatReader.part_bounds`: one part where no other thread would
+        take one), each read and copied into its slice of the batch's output arrays by
+        this thread or a free one of ``helpers``, as the fixed-record formats' parts are
+        (:func:`~._fixed.fill_part`: with ``pread`` from ``fd``, the caller's open local
+        file, else through a handle of its own). Returns the records read (fewer than
+        ``count`` if the file shrank)."""
         size = self.dtype.itemsize
         names = (["time_ns"] if want_time else []) + fields
         got = 0
@@ -490,7 +492,7 @@ class IT02Reader(FormatReader):
             out = _Outputs(rows, want_time, len(fields))
             columns = dict(zip(names, ([out.time] if want_time else []) + out.counts,
                                strict=True))
-            bounds = part_bounds(rows, size, self.threads, PART_BYTES)
+            bounds = self.part_bounds(helpers, rows, size, PART_BYTES)
             stream = streams(rows * size)
 
             def part(k: int, first: int = got, columns: dict[str, np.ndarray] = columns,

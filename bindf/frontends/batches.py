@@ -24,7 +24,7 @@ import pyarrow as pa
 from .._inputs import Sources, expand_sources
 from .._params import COMMON, HINTS, OUTPUT, PLAN, check_count, check_flag, column_list
 from .._source import Source, ensure_bindf_path
-from .._threads import Lane, resolve_threads, settle, shared_executor
+from .._threads import Lane, WaitingTasks, resolve_threads, settle, shared_executor
 from .._warnings import WarningSink, warn
 from ..arrow import build_info, path_text, repeated, rows_within_limit, text_bytes
 from ..errors import BindfError, BindfWarning, check_columns_known
@@ -501,6 +501,9 @@ class ReadPlan:
         decoded up to the rows still missing when it was submitted (an upper bound).
         """
         pool = shared_executor("bindf-read", self.threads)
+        # Files submitted whose task has not started: while any wait, a task reads its
+        # own batches whole instead of in parts (FormatReader.part_bounds)
+        waiting = WaitingTasks()
         pending: deque[tuple[Source, int, Future[_FileResult] | None]] = deque()
         submitted = 0
         # Rows handed out so far; only the consumer (this generator) updates it.
@@ -512,9 +515,16 @@ class ReadPlan:
                     if remaining is not None and remaining <= 0:
                         break
                     source = self.sources[submitted]
-                    pending.append((source, submitted, None if _decoded_inline(source)
-                                    else pool.submit(self._decode_whole_file, submitted,
-                                                     columns, remaining, pool)))
+                    future = None
+                    if not _decoded_inline(source):
+                        waiting.submitted()
+                        try:
+                            future = pool.submit(self._decode_whole_file, submitted,
+                                                 columns, remaining, pool, waiting)
+                        except BaseException:
+                            waiting.withdrawn()
+                            raise
+                    pending.append((source, submitted, future))
                     submitted += 1
                 if not pending:
                     return
@@ -538,16 +548,21 @@ class ReadPlan:
             settle(future for _, _, future in pending if future is not None)
 
     def _decode_whole_file(self, index: int, columns: list[str], n_rows: int | None,
-                           helpers: Lane | None = None) -> _FileResult:
+                           helpers: Lane | None = None,
+                           waiting: WaitingTasks | None = None) -> _FileResult:
         """One pool task: open file ``index`` once, decode it, keep its warnings.
         ``helpers`` (the pool) may decode parts of it: a thread with no file left to
-        take helps finish the files still being decoded."""
+        take helps finish the files still being decoded. ``waiting``: the read's count
+        of files submitted to that pool and not started (this one among them)."""
+        if waiting is not None:
+            waiting.started()
         result = _FileResult(WarningSink())
         try:
             # (the sink first: decompressing the file at held() may warn of a cut)
             with result.sink.active(), self.sources[index].held():
                 result.reader = self._reader_or_error(index)
                 result.reader.shared_helpers = helpers
+                result.reader.files_waiting = waiting
                 units = self._units(result.reader, columns)
                 if units is not None:
                     result.batches = units
