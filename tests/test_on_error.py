@@ -498,6 +498,19 @@ def test_counts_add_up_over_files(tmp_path: Path) -> None:
     assert [w.path for w in caught] == [str(bad), str(second)]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_counts_of_the_file_where_n_rows_ends(tmp_path: Path, threads: int) -> None:
+    """A read that ``n_rows`` ends inside a later file stops there; the damage its reader
+    found on the way (warned of) is counted too. The sequential read lost those counts:
+    they were taken once the file's batches were done, which a read that stops inside
+    them never reaches."""
+    bad, good, _ = _apx_bad_markers((3,))(tmp_path)
+    rows = bindf.read(good, output="arrow").num_rows
+    df, caught = _read([good, bad], "warn", n_rows=2 * rows - 40, threads=threads)
+    assert len(df) == 2 * rows - 40 and [w.path for w in caught] == [str(bad)]
+    assert df.attrs["bindf"]["errors"] == _apx_skipped((3,))
+
+
 @pytest.mark.parametrize("policy", ["warn", "skip"])
 def test_no_hit_is_joined_across_a_dropped_readout(policy: str, tmp_path: Path) -> None:
     """Readout 1 ends with the first 5 bytes of a hit, readout 3 starts with the other

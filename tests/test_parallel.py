@@ -447,6 +447,54 @@ def test_glob_reads_the_last_files_in_parts(tmp_path, monkeypatch, fmt):
     assert many.equals(_read(paths, 1))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_n_rows_ending_in_a_file_decoded_ahead_says_nothing_beyond_it(tmp_path, monkeypatch,
+                                                                       threads):
+    """A glob's files are decoded on the pool up to the rows still missing when each was
+    submitted: past the rows the read takes from the file where ``n_rows`` ends. What
+    that file warned of or counted beyond them (its truncated end; a damaged readout
+    under ``on_error="warn"``) is not the read's: as in the sequential read, no warning
+    and no count in the metadata; the rows, warnings and counts of the whole file where
+    ``n_rows`` takes all of it."""
+    from bindf import _source
+    from bindf.frontends import batches
+
+    monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)  # decoded on the pool
+    monkeypatch.setattr(_source, "HOLD_IN_MEMORY_BYTES", 0)
+    records = np.zeros(1000, dtype=[("event", "u1"), ("micro", "<f8"), ("macro", "<f8")])
+    records["macro"] = np.arange(1000)
+    spectro = [tmp_path / "spectroscopy-output-1.bin", tmp_path / "spectroscopy-output-2.bin"]
+    spectro[0].write_bytes(records.tobytes())
+    spectro[1].write_bytes(records.tobytes()[:-5])  # cut inside its last record
+    # an AstroPix run of 2 MB (the sample's readouts 80 times), its last readout marker
+    # damaged: beyond what a read of its first rows decodes
+    sample = FILES["apx"].read_bytes()
+    marker = b"\xfe\xdc\xba"
+    run = sample[:sample.index(marker)] + sample[sample.index(marker):] * 80
+    last = run.rindex(marker)
+    apx = [tmp_path / "a.apx", tmp_path / "b.apx"]
+    apx[0].write_bytes(sample)
+    apx[1].write_bytes(run[:last + 1] + b"\x23" + run[last + 2:])
+    apx_rows = bindf.read(str(apx[0]), output="arrow").num_rows
+
+    def read(paths: list[Path], threads: int, **kwargs) -> tuple[pa.Table, list[str]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = bindf.read([str(p) for p in paths], output="arrow", threads=threads,
+                               **kwargs)
+        return table, [f"{w.category.__name__}: {w.message}" for w in caught]
+
+    for paths, n_rows, options, says in (
+            (spectro, 1003, {}, []),
+            (spectro, 2000, {}, ["TruncatedFileWarning"]),
+            (apx, apx_rows + 3, {"on_error": "warn"}, []),
+            (apx, 100 * apx_rows, {"on_error": "warn"}, ["CorruptDataWarning"])):
+        one, one_said = read(paths, 1, n_rows=n_rows, **options)
+        many, many_said = read(paths, threads, n_rows=n_rows, **options)
+        assert many.equals(one, check_metadata=True) and many_said == one_said
+        assert [said.split(":")[0] for said in one_said] == says
+
+
 def test_a_forked_child_makes_its_own_pools(monkeypatch):
     # what os.register_at_fork runs in a child: the parent's pools (whose threads the
     # child does not have) are forgotten, and the next use makes a working one

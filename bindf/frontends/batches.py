@@ -472,8 +472,10 @@ class ReadPlan:
                     reader = self._reader_or_error(i)
                     units = self._units(reader, columns)
                 sink.emit()
+                # (counted as the reader fills it: a read that n_rows ends inside this
+                # file stops at the yield, with its damage so far counted)
+                self.errors_done.append(reader.errors)
                 if units is not None:
-                    self.errors_done.append(reader.errors)
                     yield source, units
                     continue
                 batches = self._reader_batches(reader, columns, remaining, produced)
@@ -481,7 +483,6 @@ class ReadPlan:
                     yield source, batches
                 finally:
                     batches.close()
-            self.errors_done.append(reader.errors)
 
     def _files_in_parallel(
         self, columns: list[str]
@@ -498,13 +499,16 @@ class ReadPlan:
         (see :mod:`bindf._warnings`); they are issued here, in file order, before the
         file's batches. At most ``threads + 1`` files are decoded ahead of the consumer
         (a chunked read holds that many files' batches). With ``n_rows``, each file is
-        decoded up to the rows still missing when it was submitted (an upper bound).
+        decoded up to the rows still missing when it was submitted (an upper bound), and
+        read again where it said more than the rows taken from it
+        (:meth:`_decoded_past_rows_wanted`).
         """
         pool = shared_executor("bindf-read", self.threads)
         # Files submitted whose task has not started: while any wait, a task reads its
         # own batches whole instead of in parts (FormatReader.part_bounds)
         waiting = WaitingTasks()
-        pending: deque[tuple[Source, int, Future[_FileResult] | None]] = deque()
+        # (source, its index, its task or None: decoded here, the n_rows it was given)
+        pending: deque[tuple[Source, int, Future[_FileResult] | None, int | None]] = deque()
         submitted = 0
         # Rows handed out so far; only the consumer (this generator) updates it.
         produced = 0
@@ -524,16 +528,19 @@ class ReadPlan:
                         except BaseException:
                             waiting.withdrawn()
                             raise
-                    pending.append((source, submitted, future))
+                    pending.append((source, submitted, future, remaining))
                     submitted += 1
                 if not pending:
                     return
-                source, index, future = pending.popleft()
+                source, index, future, bound = pending.popleft()
                 if future is None:  # a small file: decoded here, when its turn comes
                     remaining = None if self.n_rows is None else self.n_rows - produced
                     result = self._decode_whole_file(index, columns, remaining)
                 else:
                     result = future.result()
+                    if self._decoded_past_rows_wanted(result, bound, produced):
+                        assert self.n_rows is not None
+                        result = self._decode_whole_file(index, columns, self.n_rows - produced)
                 result.sink.emit()
                 if result.error is not None:
                     if result.batches:  # the rows before the damage, then the error
@@ -545,7 +552,26 @@ class ReadPlan:
                              else sum(b.num_rows for b in result.batches))
                 yield source, result.batches
         finally:  # files not handed out: cancelled, or waited for (they hold files open)
-            settle(future for _, _, future in pending if future is not None)
+            settle(future for _, _, future, _ in pending if future is not None)
+
+    def _decoded_past_rows_wanted(self, result: _FileResult, bound: int | None,
+                                  produced: int) -> bool:
+        """Whether a file decoded on the pool must be read again, up to the rows still
+        wanted now that ``produced`` are handed out: it was decoded up to ``bound``, the
+        rows missing when it was submitted, more than the read takes from it, and it warned
+        or counted damage (``on_error="warn"``/``"skip"``), which may lie beyond them (a
+        truncated end, a damaged readout). A sequential read stops before those and
+        says nothing of them; nor does a parallel one, which reads the file again as the
+        sequential read does (on this thread: one file per read at most, the one where
+        ``n_rows`` ends). Rows alone need no second read: the rows taken are the same
+        first rows either way, and an error beyond them is never raised (the consumer
+        stops before it)."""
+        if (self.n_rows is None or bound is None or bound <= self.n_rows - produced
+                or result.reader is None or isinstance(result.batches, _Units)):
+            return False  # (the same bound again would read the same)
+        rows = sum(batch.num_rows for batch in result.batches)
+        return rows > self.n_rows - produced and bool(
+            result.sink.recorded or any(result.reader.errors.values()))
 
     def _decode_whole_file(self, index: int, columns: list[str], n_rows: int | None,
                            helpers: Lane | None = None,
