@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -183,10 +184,18 @@ class _HeldCopy:
 class _DecompressedCopy:
     """The temporary copy of a compressed file, shared by its source and the views
     reading it; closed (its memory or disk space freed) when the last of them lets it
-    go, so a view still reading never finds it closed under it."""
+    go, so a view still reading never finds it closed under it.
+
+    Closed by a ``weakref.finalize`` callback, not ``__del__``: where the copy is
+    garbage in a reference cycle (a parallel read that ended early, by ``n_rows`` or an
+    error, drops the files it decoded ahead, and an error's traceback refers back to
+    its file's result), the collector runs weak-reference callbacks before any
+    object's ``__del__``, so the spool is closed before its own finalizer, which would
+    otherwise find it open and say so (a ``ResourceWarning``)."""
 
     def __init__(self, spool: Any) -> None:
         self._spool = spool
+        weakref.finalize(self, spool.close)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         return int(self._spool.seek(offset, whence))
@@ -198,8 +207,6 @@ class _DecompressedCopy:
         buffer[:len(data)] = data
         return len(data)
 
-    def __del__(self) -> None:
-        self._spool.close()
 
 
 class _Decompressing:

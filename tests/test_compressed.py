@@ -12,6 +12,7 @@ import lzma
 import pickle
 import sys
 import warnings
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -139,20 +140,19 @@ class CopyCounter:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.made = self.alive = self.most = 0
         copy_class = _compressed._DecompressedCopy
-        made, freed = copy_class.__init__, copy_class.__del__
+        made = copy_class.__init__
 
         def init(copy: object, spool: object) -> None:
             made(copy, spool)
             self.made += 1
             self.alive += 1
             self.most = max(self.most, self.alive)
-
-        def delete(copy: object) -> None:
-            self.alive -= 1
-            freed(copy)
+            weakref.finalize(copy, self._freed)
 
         monkeypatch.setattr(copy_class, "__init__", init)
-        monkeypatch.setattr(copy_class, "__del__", delete)
+
+    def _freed(self) -> None:
+        self.alive -= 1
 
     def reset(self) -> None:
         gc.collect()
@@ -260,6 +260,36 @@ def test_counting_rows_lets_each_copy_go(data_dir: Path, tmp_path: Path,
         assert f.num_rows == 4 * bindf.read_it01(data).shape[0]
         gc.collect()
         assert copies.made == 4 and copies.alive <= 1  # (the first's, for the header)
+
+
+@pytest.mark.parametrize(("damaged", "n_rows"), [(1, None), (0, 40_000)])
+def test_a_parallel_read_that_ends_in_an_error_closes_every_copy(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damaged: int,
+        n_rows: int | None) -> None:
+    """A read on two threads decodes the next files ahead; when an error ends it (here
+    the damaged readout near the end of a 1 MB run, within ``n_rows``), the copies of the files it read or
+    dropped are closed once collected, without a ``ResourceWarning``: an error's
+    traceback refers back to its file's result, so they are collected in a reference
+    cycle, and a temporary file collected there before the copy that closes it said it
+    was never closed."""
+    data = (data_dir / "20250723_092534_data.apx").read_bytes()
+    marker = b"\xfe\xdc\xba"
+    run = data[:data.index(marker)] + data[data.index(marker):] * 40
+    bad = bytearray(run)
+    bad[run.rindex(marker) + 1] ^= 0xFF
+    for i in range(3):
+        (tmp_path / f"run{i}.apx.bz2").write_bytes(bz2.compress(bytes(bad if i == damaged
+                                                                      else run)))
+    copies = CopyCounter(monkeypatch)
+    gc.collect()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            with pytest.raises(bindf.errors.CorruptDataError):
+                bindf.read(str(tmp_path / "run*"), output="arrow", threads=2, n_rows=n_rows)
+            gc.collect()
+    assert copies.made >= 2 and copies.alive == 0
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_an_archive_member_pickles_with_its_filesystem(data_dir: Path, tmp_path: Path) -> None:
