@@ -187,11 +187,11 @@ class _DecompressedCopy:
     go, so a view still reading never finds it closed under it.
 
     Closed by a ``weakref.finalize`` callback, not ``__del__``: where the copy is
-    garbage in a reference cycle (a parallel read that ended early, by ``n_rows`` or an
-    error, drops the files it decoded ahead, and an error's traceback refers back to
-    its file's result), the collector runs weak-reference callbacks before any
-    object's ``__del__``, so the spool is closed before its own finalizer, which would
-    otherwise find it open and say so (a ``ResourceWarning``)."""
+    garbage in a reference cycle (a parallel read that an error ended: the error's
+    traceback refers back to its file's result, and the files decoded ahead are
+    dropped), the collector runs weak-reference callbacks before any object's
+    ``__del__``, so the spool is closed before its own finalizer, which would otherwise
+    find it open and say so (a ``ResourceWarning``)."""
 
     def __init__(self, spool: Any) -> None:
         self._spool = spool
@@ -206,7 +206,6 @@ class _DecompressedCopy:
         data = self._spool.read(len(buffer))  # SpooledTemporaryFile before 3.11
         buffer[:len(data)] = data
         return len(data)
-
 
 
 class _Decompressing:
