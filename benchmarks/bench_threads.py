@@ -12,8 +12,9 @@
   ratio is to the yardstick of :mod:`_harness`, timed in turn with the case.
 * **the machine's ceiling for the glob**: the least work any reader of those 8 files does,
   every byte brought from the page cache (``readinto``, 2 MiB at a time, as the
-  fixed-record reader reads files that are not local ones) and written once into memory already mapped, on one thread
-  and on the default threads (:func:`read_and_copy`), timed in the same rounds. Its
+  fixed-record reader reads files that are not local ones) and written once into memory
+  already mapped, on one thread and on the default threads (:func:`read_and_copy`),
+  timed in the same rounds. Its
   speed-up is what the memory system of the machine allows a glob of decoded files;
   the glob's times are also printed as multiples of it.
 * **the machine's compute ceiling**: the same amount of computation that touches no
@@ -186,18 +187,27 @@ def compute_only(threads: int, calls: int = COMPUTE_CALLS) -> None:
         worker.join()
 
 
+def best_of_rounds(runs: dict[object, Callable[[], object]], repeat: int) -> dict[object, float]:
+    """The best time of each of ``runs`` over ``repeat`` rounds, each round running every
+    one of them in turn (so that they all see the same state of the machine)."""
+    best = {key: float("inf") for key in runs}
+    for _ in range(repeat):
+        for key, one_run in runs.items():
+            t0 = time.perf_counter()
+            result = one_run()
+            best[key] = min(best[key], time.perf_counter() - t0)
+            del result
+    return best
+
+
 def compute_ceiling(threads: int, repeat: int) -> tuple[float, float]:
     """Best times of :func:`compute_only` on one thread and on ``threads``, in rounds of
-    their own: run in the glob's rounds, its longer gaps between one-thread reads let the
-    memory allocator hand freed pages back to the system, and the one-thread read then
-    faulted its output in afresh in every round (1.45 times the ceiling's time instead of
-    1.08-1.16; measured 2026-12-04)."""
-    best = {1: float("inf"), threads: float("inf")}
-    for _ in range(repeat):
-        for count in best:
-            t0 = time.perf_counter()
-            compute_only(count)
-            best[count] = min(best[count], time.perf_counter() - t0)
+    their own: run in the glob's rounds, in one of two runs the one-thread glob took 1.45
+    times its ceiling's time instead of 1.08-1.16 (most likely the longer gaps between
+    one-thread reads letting the memory allocator hand freed pages back to the system,
+    to be faulted in again; 2026-12-04)."""
+    best = best_of_rounds({1: functools.partial(compute_only, 1),
+                           threads: functools.partial(compute_only, threads)}, repeat)
     return best[1], best[threads]
 
 
@@ -238,13 +248,7 @@ def threads_report(workdir: Path, target: int, repeat: int) -> list[str]:
             for threads in (1, many_threads):
                 runs[("ceiling", threads)] = functools.partial(read_and_copy, paths, outputs,
                                                                threads)
-        best = {key: float("inf") for key in runs}
-        for _ in range(repeat):
-            for key, one_run in runs.items():
-                t0 = time.perf_counter()
-                result = one_run()
-                best[key] = min(best[key], time.perf_counter() - t0)
-                del result
+        best = best_of_rounds(runs, repeat)
         rate = ystick.stat().st_size / best["yardstick"]
         one, many = (size / best[k] / rate for k in (1, many_threads))
         lines.append(f"{name:40} threads=1: {one:5.2f}×   threads={many_threads}: {many:5.2f}× "
