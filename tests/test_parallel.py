@@ -54,6 +54,16 @@ def _read(paths: list[str], threads: int, **kwargs) -> pa.Table:
     return bindf.read(paths, output="arrow", threads=threads, **kwargs)
 
 
+def _decoded_on_the_pool(monkeypatch) -> None:
+    """Small files read as large ones are: a multi-file read decodes them on its pool
+    (not inline), each read through its descriptor (not whole into memory)."""
+    from bindf import _source
+    from bindf.frontends import batches
+
+    monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)
+    monkeypatch.setattr(_source, "HOLD_IN_MEMORY_BYTES", 0)
+
+
 @pytest.mark.parametrize("fmt", sorted(FILES))
 @pytest.mark.parametrize("kwargs", [
     {},
@@ -360,15 +370,11 @@ def test_glob_files_split_into_parts_shared_by_the_pool(tmp_path, monkeypatch, f
     truncated file among them."""
     import bindf.formats._fixed as fixed
     import bindf.formats.it02 as it02
-    from bindf import _source
-    from bindf.frontends import batches
 
     for module in (fixed, it02):
         monkeypatch.setattr(module, "PARALLEL_MIN_BYTES", 1)
         monkeypatch.setattr(module, "PART_BYTES", 64)
-    # the small samples as large files: decoded on the pool, read through a descriptor
-    monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)
-    monkeypatch.setattr(_source, "HOLD_IN_MEMORY_BYTES", 0)
+    _decoded_on_the_pool(monkeypatch)
     paths = _copies(tmp_path, FILES[fmt], 5)
     data = Path(paths[3]).read_bytes()
     Path(paths[3]).write_bytes(data[:-3])  # cut inside the last record
@@ -421,15 +427,12 @@ def test_glob_reads_the_last_files_in_parts(tmp_path, monkeypatch, fmt):
     parts; the table is the one-thread read's."""
     import bindf.formats._fixed as fixed
     import bindf.formats.it02 as it02
-    from bindf import _source
     from bindf.formats._base import FormatReader
-    from bindf.frontends import batches
 
     for module in (fixed, it02):
         monkeypatch.setattr(module, "PARALLEL_MIN_BYTES", 1)
         monkeypatch.setattr(module, "PART_BYTES", 64)
-    monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)  # (as in the test above)
-    monkeypatch.setattr(_source, "HOLD_IN_MEMORY_BYTES", 0)
+    _decoded_on_the_pool(monkeypatch)
     paths = _copies(tmp_path, FILES[fmt], 5)
     cut: dict[str, list[int]] = {}
     real = FormatReader.part_bounds
@@ -456,11 +459,7 @@ def test_n_rows_ending_in_a_file_decoded_ahead_says_nothing_beyond_it(tmp_path, 
     under ``on_error="warn"``) is not the read's: as in the sequential read, no warning
     and no count in the metadata; the rows, warnings and counts of the whole file where
     ``n_rows`` takes all of it."""
-    from bindf import _source
-    from bindf.frontends import batches
-
-    monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)  # decoded on the pool
-    monkeypatch.setattr(_source, "HOLD_IN_MEMORY_BYTES", 0)
+    _decoded_on_the_pool(monkeypatch)
     records = np.zeros(1000, dtype=[("event", "u1"), ("micro", "<f8"), ("macro", "<f8")])
     records["macro"] = np.arange(1000)
     spectro = [tmp_path / "spectroscopy-output-1.bin", tmp_path / "spectroscopy-output-2.bin"]
