@@ -11,11 +11,13 @@ import gzip
 import lzma
 import pickle
 import sys
+import threading
 import warnings
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import polars as pl
@@ -28,6 +30,7 @@ from bindf import _compressed
 from bindf._compressed import COMPRESSIONS, DecompressedSource
 from bindf._inputs import expand_sources
 from bindf.arrow import table_info
+from bindf.frontends import batches
 
 zstandard = pytest.importorskip("zstandard")  # the [test] extra installs it
 
@@ -262,34 +265,88 @@ def test_counting_rows_lets_each_copy_go(data_dir: Path, tmp_path: Path,
         assert copies.made == 4 and copies.alive <= 1  # (the first's, for the header)
 
 
-@pytest.mark.parametrize(("damaged", "n_rows"), [(1, None), (0, 40_000)])
-def test_a_parallel_read_that_ends_in_an_error_closes_every_copy(
-        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damaged: int,
-        n_rows: int | None) -> None:
+@pytest.mark.parametrize("on_the_pool", [False, True])
+@pytest.mark.parametrize(("damaged", "n_rows"),
+                         [((1,), None), ((0,), 40_000), ((0, 1, 2), None), ((1, 2), None)])
+def test_a_parallel_read_that_ends_in_an_error_lets_every_copy_go_with_it(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        damaged: tuple[int, ...], n_rows: int | None, on_the_pool: bool) -> None:
     """A read on two threads decodes the next files ahead; when an error ends it (here
-    the damaged readout near the end of a 1 MB run, within ``n_rows``), the copies of the files it read or
-    dropped are closed once collected, without a ``ResourceWarning``: an error's
-    traceback refers back to its file's result, so they are collected in a reference
-    cycle, and a temporary file collected there before the copy that closes it said it
-    was never closed."""
+    the damaged readout near the end of a 1 MB run, within ``n_rows``), the copies of
+    the files it read or dropped go as soon as the error goes, without the garbage
+    collector (disabled here) and without a ``ResourceWarning``: the error's traceback
+    holds the frames that decoded and handed out the files, and nothing they hold may
+    hold the error (a cycle, which kept a large run's temporary file on disk until the
+    collector ran), nor the errors of files decoded ahead and dropped. The runs compress
+    to ~30 KB, which a read decodes inline; ``on_the_pool``: as large files are."""
+    if on_the_pool:
+        monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)
     data = (data_dir / "20250723_092534_data.apx").read_bytes()
     marker = b"\xfe\xdc\xba"
     run = data[:data.index(marker)] + data[data.index(marker):] * 40
     bad = bytearray(run)
     bad[run.rindex(marker) + 1] ^= 0xFF
     for i in range(3):
-        (tmp_path / f"run{i}.apx.bz2").write_bytes(bz2.compress(bytes(bad if i == damaged
+        (tmp_path / f"run{i}.apx.bz2").write_bytes(bz2.compress(bytes(bad if i in damaged
                                                                       else run)))
     copies = CopyCounter(monkeypatch)
     gc.collect()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for _ in range(2):
-            with pytest.raises(bindf.errors.CorruptDataError):
-                bindf.read(str(tmp_path / "run*"), output="arrow", threads=2, n_rows=n_rows)
-            gc.collect()
-    assert copies.made >= 2 and copies.alive == 0
+    gc.disable()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                with pytest.raises(bindf.errors.CorruptDataError):
+                    bindf.read(str(tmp_path / "run*"), output="arrow", threads=2,
+                               n_rows=n_rows)
+            alive_with_the_collector_off = copies.alive
+    finally:
+        gc.enable()
+    assert copies.made >= 2 and alive_with_the_collector_off == 0
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_damaged_file_decoded_ahead_and_dropped_lets_its_copy_go(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files 1 and 2 damaged, file 2 decoded ahead (file 1's task waits for it) and
+    dropped when file 1's error ends the read: its copy goes with the error, the
+    collector off (its own error's traceback held the result that held the error)."""
+    monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)  # (not inline: ~30 KB each)
+    data = (data_dir / "20250723_092534_data.apx").read_bytes()
+    marker = b"\xfe\xdc\xba"
+    run = data[:data.index(marker)] + data[data.index(marker):] * 40
+    bad = bytearray(run)
+    bad[run.rindex(marker) + 1] ^= 0xFF
+    for i in range(3):
+        (tmp_path / f"run{i}.apx.bz2").write_bytes(bz2.compress(bytes(bad if i else run)))
+    decode = batches.ReadPlan._decode_whole_file
+    last_decoded = threading.Event()
+    decoded = []
+
+    def file_1_after_file_2(plan: batches.ReadPlan, index: int, *args: Any,
+                            **kwargs: Any) -> Any:
+        if index == 1:
+            assert last_decoded.wait(30)
+        result = decode(plan, index, *args, **kwargs)
+        decoded.append((index, result.error is not None))
+        if index == 2:
+            last_decoded.set()
+        return result
+
+    monkeypatch.setattr(batches.ReadPlan, "_decode_whole_file", file_1_after_file_2)
+    copies = CopyCounter(monkeypatch)
+    gc.collect()
+    gc.disable()
+    try:
+        with pytest.raises(bindf.errors.CorruptDataError) as raised:
+            bindf.read(str(tmp_path / "run*"), output="arrow", threads=2)
+        assert "run1" in str(raised.value)
+        del raised
+        alive_with_the_collector_off = copies.alive
+    finally:
+        gc.enable()
+    assert sorted(decoded) == [(0, False), (1, True), (2, True)]
+    assert copies.made == 3 and alive_with_the_collector_off == 0
 
 
 def test_an_archive_member_pickles_with_its_filesystem(data_dir: Path, tmp_path: Path) -> None:

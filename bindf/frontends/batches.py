@@ -542,17 +542,24 @@ class ReadPlan:
                         assert self.n_rows is not None
                         result = self._decode_whole_file(index, columns, self.n_rows - produced)
                 result.sink.emit()
-                if result.error is not None:
-                    if result.batches:  # the rows before the damage, then the error
-                        yield source, result.batches
-                    raise result.error
+                if (error := result.taken_error()) is not None:
+                    try:
+                        if result.batches:  # the rows before the damage, then the error
+                            yield source, result.batches
+                        raise error
+                    finally:  # (this frame is in its traceback: held here, a cycle)
+                        del error
                 assert result.reader is not None
                 self.errors_done.append(result.reader.errors)
                 produced += (result.batches.rows if isinstance(result.batches, _Units)
                              else sum(b.num_rows for b in result.batches))
                 yield source, result.batches
         finally:  # files not handed out: cancelled, or waited for (they hold files open)
-            settle(future for _, _, future, _ in pending if future is not None)
+            dropped = [future for _, _, future, _ in pending if future is not None]
+            settle(dropped)
+            for future in dropped:
+                if not future.cancelled():
+                    future.result().taken_error()
 
     def _decoded_past_rows_wanted(self, result: _FileResult, bound: int | None,
                                   produced: int) -> bool:
@@ -714,6 +721,14 @@ class _FileResult:
     reader: FormatReader | None = None
     batches: list[pa.RecordBatch] | _Units = field(default_factory=list)
     error: BaseException | None = None
+
+    def taken_error(self) -> BaseException | None:
+        """The error, no longer held here. Why: its traceback holds the task's frame,
+        which holds this result; held here too, the two make a reference cycle, and the
+        file's decompressed copy (a temporary file on disk for large runs) would wait
+        for the garbage collector instead of going when the error goes."""
+        error, self.error = self.error, None
+        return error
 
 
 @dataclass
