@@ -265,6 +265,20 @@ def test_counting_rows_lets_each_copy_go(data_dir: Path, tmp_path: Path,
         assert copies.made == 4 and copies.alive <= 1  # (the first's, for the header)
 
 
+def _write_bz2_runs(data_dir: Path, tmp_path: Path, damaged: tuple[int, ...]) -> None:
+    """``run0.apx.bz2`` … ``run2.apx.bz2`` in ``tmp_path``: 1 MB AstroPix runs (the real
+    sample's readouts 40 times), those of ``damaged`` with a readout near the end
+    damaged (an error under ``on_error="raise"``)."""
+    data = (data_dir / "20250723_092534_data.apx").read_bytes()
+    marker = b"\xfe\xdc\xba"
+    run = data[:data.index(marker)] + data[data.index(marker):] * 40
+    bad = bytearray(run)
+    bad[run.rindex(marker) + 1] ^= 0xFF
+    for i in range(3):
+        (tmp_path / f"run{i}.apx.bz2").write_bytes(bz2.compress(bytes(bad if i in damaged
+                                                                      else run)))
+
+
 @pytest.mark.parametrize("on_the_pool", [False, True])
 @pytest.mark.parametrize(("damaged", "n_rows"),
                          [((1,), None), ((0,), 40_000), ((0, 1, 2), None), ((1, 2), None)])
@@ -281,14 +295,7 @@ def test_a_parallel_read_that_ends_in_an_error_lets_every_copy_go_with_it(
     to ~30 KB, which a read decodes inline; ``on_the_pool``: as large files are."""
     if on_the_pool:
         monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)
-    data = (data_dir / "20250723_092534_data.apx").read_bytes()
-    marker = b"\xfe\xdc\xba"
-    run = data[:data.index(marker)] + data[data.index(marker):] * 40
-    bad = bytearray(run)
-    bad[run.rindex(marker) + 1] ^= 0xFF
-    for i in range(3):
-        (tmp_path / f"run{i}.apx.bz2").write_bytes(bz2.compress(bytes(bad if i in damaged
-                                                                      else run)))
+    _write_bz2_runs(data_dir, tmp_path, damaged)
     copies = CopyCounter(monkeypatch)
     gc.collect()
     gc.disable()
@@ -312,13 +319,7 @@ def test_a_damaged_file_decoded_ahead_and_dropped_lets_its_copy_go(
     dropped when file 1's error ends the read: its copy goes with the error, the
     collector off (its own error's traceback held the result that held the error)."""
     monkeypatch.setattr(batches, "PARALLEL_MIN_FILE_BYTES", 0)  # (not inline: ~30 KB each)
-    data = (data_dir / "20250723_092534_data.apx").read_bytes()
-    marker = b"\xfe\xdc\xba"
-    run = data[:data.index(marker)] + data[data.index(marker):] * 40
-    bad = bytearray(run)
-    bad[run.rindex(marker) + 1] ^= 0xFF
-    for i in range(3):
-        (tmp_path / f"run{i}.apx.bz2").write_bytes(bz2.compress(bytes(bad if i else run)))
+    _write_bz2_runs(data_dir, tmp_path, damaged=(1, 2))
     decode = batches.ReadPlan._decode_whole_file
     last_decoded = threading.Event()
     decoded = []
