@@ -540,6 +540,7 @@ class ReadPlan:
                     result = future.result()
                     if self._decoded_past_rows_wanted(result, bound, produced):
                         assert self.n_rows is not None
+                        result.taken_error()  # (this decoding is dropped: see taken_error)
                         result = self._decode_whole_file(index, columns, self.n_rows - produced)
                 result.sink.emit()
                 if (error := result.taken_error()) is not None:
@@ -557,8 +558,8 @@ class ReadPlan:
         finally:  # files not handed out: cancelled, or waited for (they hold files open)
             dropped = [future for _, _, future, _ in pending if future is not None]
             settle(dropped)
-            for future in dropped:
-                if not future.cancelled():
+            for future in dropped:  # their errors, never raised: see taken_error
+                if not future.cancelled() and future.exception() is None:
                     future.result().taken_error()
 
     def _decoded_past_rows_wanted(self, result: _FileResult, bound: int | None,
