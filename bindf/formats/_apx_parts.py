@@ -155,9 +155,12 @@ class _Part:
             self.file = None
 
     def drop(self) -> None:
-        """Forget this range's result (it does not stand): its batches' memory too."""
+        """Forget this range's result (it does not stand): its batches' memory too, and
+        its error (whose traceback holds :meth:`decode_to`'s frame, which holds this
+        part: kept, the two would wait for the garbage collector)."""
         self.batches.clear()
         self.sink.recorded.clear()
+        self.error = None
         self.close()
 
 
@@ -212,8 +215,12 @@ def batches_in_parts(reader: ApxReader, parts: int,
             reader.errors[kind] = reader.errors.get(kind, 0) + count
         yield from piece.batches
         piece.batches.clear()
-        if piece.error is not None:
-            raise piece.error
+        error, piece.error = piece.error, None  # (not held where it is raised: see drop)
+        if error is not None:
+            try:
+                raise error
+            finally:  # (this frame is in its traceback)
+                del error
 
 
 def _standing(pieces: list[_Part], fresh: Any, source: Any) -> list[_Part]:

@@ -377,9 +377,12 @@ def _decoded_reading_ahead(f: BinaryIO, decoder: StreamDecoder[T], end: int, siz
     pending: Future[int] | None = pool.submit(read, spare, want)
     try:
         while pending is not None:
-            got = pending.result()
+            waited, pending = pending, None
+            try:
+                got = waited.result()
+            finally:  # (a failed read's future holds its error: see bindf._threads)
+                del waited
             freed, units = decoder.adopt(spare, READ_AHEAD_HEADROOM, got)
-            pending = None
             next_want = min(size, end - decoder.read_position)
             if got == want and next_want > 0:  # the next read, while these are decoded
                 # (the decoder's own first buffer, of another size, is let go)
@@ -432,14 +435,15 @@ def prefetched(items: Generator[T, None, None], *, ahead: int = 1,
     context = contextvars.copy_context()
     current, into = counts if counts is not None else (None, None)
 
-    def step() -> tuple[Any, WarningSink, dict[str, int] | None, BaseException | None]:
+    def step() -> tuple[Any, WarningSink, dict[str, int] | None, list[BaseException]]:
         sink = WarningSink()
-        failed = None
+        failed: list[BaseException] = []  # (a box the consumer empties: see below)
         try:
             with sink.active():
                 item = next(items, _DONE)
         except BaseException as exc:  # (raised in the consumer, after the warnings)
-            item, failed = _DONE, exc
+            item = _DONE
+            failed.append(exc)
         return item, sink, None if current is None else dict(current()), failed
 
     reported: dict[str, int] = {}  # of the counts, what `into` has been given
@@ -453,8 +457,15 @@ def prefetched(items: Generator[T, None, None], *, ahead: int = 1,
                     if count != reported.get(kind, 0):
                         into[kind] = into.get(kind, 0) + count - reported.get(kind, 0)
                 reported = counted
-            if failed is not None:
-                raise failed
+            if failed:
+                # Taken out of its box, which this frame, the step's and the pool
+                # thread's (all in its traceback) hold, and not kept here: held by any
+                # of them, it would make a reference cycle (see bindf._threads)
+                error = failed.pop()
+                try:
+                    raise error
+                finally:
+                    del error
             if item is _DONE:
                 return
             pending.append(pool.submit(context.run, step))

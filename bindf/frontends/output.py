@@ -913,7 +913,10 @@ class ChunkedReader(Iterator[FrameT], Generic[FrameT]):
             raise StopIteration
         if self._failed is not None:
             failed, self._failed = self._failed, None
-            raise failed
+            try:
+                raise failed
+            finally:  # (this frame is in its traceback: held here, a cycle)
+                del failed
         try:
             batch = next(self._batches)
         except StopIteration:
