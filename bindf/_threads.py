@@ -18,16 +18,17 @@ A count above :func:`max_threads` (four per usable core) is taken as that: reads
 in memory, so more threads than that only wait, and each would be a thread of its own
 (``threads=20000`` once cut a 10 MB file into a part per 30 records, on 250 threads).
 
-Errors handed from one thread to another (a pool task's, kept to be raised by the
-reader in file order) must not be held by the frames their traceback holds: by a local
-variable, a future or a result object such a frame holds. That is a reference cycle,
-and everything those frames hold (a read's preallocated columns, open files, temporary
-copies) would wait for the garbage collector instead of going when the error goes
-(a damaged 70 MB AstroPix run read on two threads: 576 MB of columns). So the code that stores
-such an error lets go of it before raising (``error, holder.error = holder.error,
-None``), raises a local in ``try: raise error`` / ``finally: del error``, and drops a
-failed future before its error leaves the frame, as ``concurrent.futures`` itself does.
-``tests/test_robustness.py`` checks that no error of a failed read is in a cycle.
+Errors handed from one thread to another (a pool task's, kept to be raised by the reader
+in file order) must not be held by the frames their traceback holds: by a local
+variable, a future or a result object such a frame holds. That is a reference cycle, and
+everything those frames hold (a read's preallocated columns, a glob's temporary
+decompressed copies) would wait for the garbage collector instead of going when the
+error goes (a damaged 70 MB AstroPix run read on two threads: 576 MB of columns). So the
+code that stores such an error lets go of it before raising (``error, holder.error =
+holder.error, None``), raises a local in ``try: raise error`` / ``finally: del error``,
+and drops a failed future before its error leaves the frame, as ``concurrent.futures``
+itself does. ``tests/test_robustness.py`` checks that no error of a failed read is in a
+cycle.
 """
 
 from __future__ import annotations
