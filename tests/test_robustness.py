@@ -872,7 +872,7 @@ def test_file_shrinking_after_open(subject: Subject, tmp_path: Path) -> None:
 def _errors_left_in_cycles(call: Callable[[], object]) -> tuple[str, list[str]]:
     """Run ``call`` with the garbage collector off; the name of what it raised, and the
     errors then found in reference cycles (which only the collector would free, with
-    whatever the frames of their tracebacks hold: outputs, open files)."""
+    whatever the frames of their tracebacks hold: outputs, decompressed copies)."""
     gc.collect()
     gc.disable()
     try:
