@@ -27,8 +27,8 @@ error goes (a damaged 70 MB AstroPix run read on two threads: 576 MB of columns)
 code that stores such an error lets go of it before raising (``error, holder.error =
 holder.error, None``), raises a local in ``try: raise error`` / ``finally: del error``,
 and drops a failed future before its error leaves the frame, as ``concurrent.futures``
-itself does. ``tests/test_robustness.py`` checks that no error of a failed read is in a
-cycle.
+itself does. ``tests/test_failed_reads_release_memory.py`` checks that no error of a
+failed read is in a cycle.
 """
 
 from __future__ import annotations
