@@ -226,12 +226,16 @@ def run_all(pool: Lane, task: Callable[[T], R], items: Iterable[T]) -> list[R]:
 
 
 def _result_of_last_reference(futures: deque[Future[R]]) -> R:
-    """The result of the first of ``futures``, taken out of it: raised, its error leaves
-    no frame holding the future, which holds the error (see the module docstring)."""
-    future = futures.popleft()
+    """The result of the first of ``futures``, taken out of it once done: raised, its
+    error leaves no frame holding the future, which holds the error (see the module
+    docstring). Interrupted while it waits (Ctrl-C), the future stays, for the caller to
+    settle: its task must not outlive the call."""
+    future = futures[0]
     try:
         return future.result()
     finally:
+        if future.done():
+            futures.popleft()
         del future
 
 

@@ -255,6 +255,38 @@ def test_run_all_keeps_order_and_raises_once_every_task_ended():
     assert started - {0} == ended  # no task still running when the error came out
 
 
+def test_run_all_interrupted_while_it_waits_still_outlives_no_task(monkeypatch) -> None:
+    """Ctrl-C while run_all waits for a task (its future's result() interrupted): the
+    task it waited for is still waited for before the interrupt comes out, as the
+    others are (tasks write into the caller's output)."""
+    from concurrent.futures import Future
+
+    pool = shared_executor("bindf-test-run-all", 2)
+    ended = set()
+    interrupted = []
+    result = Future.result
+    first_started = threading.Event()
+
+    def interrupted_once(future: Future, timeout: float | None = None) -> object:
+        if not interrupted:  # (once the task runs: a task not started is cancelled)
+            assert first_started.wait(10)
+            interrupted.append(future)
+            raise KeyboardInterrupt
+        return result(future, timeout)
+
+    def task(k: int) -> int:
+        if k == 0:
+            first_started.set()
+        time.sleep(0.3 if k == 0 else 0.01)  # (the one waited for ends last)
+        ended.add(k)
+        return k
+
+    monkeypatch.setattr(Future, "result", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_all(pool, task, range(3))
+    assert interrupted and interrupted[0].done() and 0 in ended
+
+
 def test_read_in_parts_stops_counting_at_a_short_part():
     pool = shared_executor("bindf-test-parts", 2)
     ended = []

@@ -377,11 +377,12 @@ def _decoded_reading_ahead(f: BinaryIO, decoder: StreamDecoder[T], end: int, siz
     pending: Future[int] | None = pool.submit(read, spare, want)
     try:
         while pending is not None:
-            waited, pending = pending, None
             try:
-                got = waited.result()
-            finally:  # (a failed read's future holds its error: see bindf._threads)
-                del waited
+                got = pending.result()
+            finally:  # once done, let go of (a failed read's future holds its error,
+                # see bindf._threads); interrupted while it runs, settled below
+                if pending.done():
+                    pending = None
             freed, units = decoder.adopt(spare, READ_AHEAD_HEADROOM, got)
             next_want = min(size, end - decoder.read_position)
             if got == want and next_want > 0:  # the next read, while these are decoded
