@@ -110,6 +110,20 @@ def data_dir() -> Path:
     return DATA
 
 
+def repeated_apx_run(repeats: int, damaged: str | None = None) -> bytes:
+    """The real AstroPix sample's header and readouts, the readouts ``repeats`` times
+    (27 KB each); ``damaged="last"`` or ``"middle"``: that readout's marker damaged (its
+    second byte inverted), an error under ``on_error="raise"``."""
+    data = (DATA / "20250723_092534_data.apx").read_bytes()
+    marker = b"\xfe\xdc\xba"
+    start = data.index(marker)
+    run = bytearray(data[:start] + data[start:] * repeats)
+    if damaged is not None:
+        at = run.rindex(marker) if damaged == "last" else run.index(marker, len(run) // 2)
+        run[at + 1] ^= 0xFF
+    return bytes(run)
+
+
 def write_stt1(path: Path, n: int = 1000, seed: int = 0, header: dict | None = None) -> Path:
     """A synthetic STT1 photon file (numpy only, so frontend tests do not depend on the
     format writers). Channel 0-3 photons with a line marker every 10th record."""

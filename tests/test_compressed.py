@@ -23,6 +23,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from conftest import repeated_apx_run
 from format_cases import Case
 
 import bindf
@@ -269,14 +270,9 @@ def _write_bz2_runs(data_dir: Path, tmp_path: Path, damaged: tuple[int, ...]) ->
     """``run0.apx.bz2`` … ``run2.apx.bz2`` in ``tmp_path``: 1 MB AstroPix runs (the real
     sample's readouts 40 times), those of ``damaged`` with a readout near the end
     damaged (an error under ``on_error="raise"``)."""
-    data = (data_dir / "20250723_092534_data.apx").read_bytes()
-    marker = b"\xfe\xdc\xba"
-    run = data[:data.index(marker)] + data[data.index(marker):] * 40
-    bad = bytearray(run)
-    bad[run.rindex(marker) + 1] ^= 0xFF
     for i in range(3):
-        (tmp_path / f"run{i}.apx.bz2").write_bytes(bz2.compress(bytes(bad if i in damaged
-                                                                      else run)))
+        run = repeated_apx_run(40, damaged="last" if i in damaged else None)
+        (tmp_path / f"run{i}.apx.bz2").write_bytes(bz2.compress(run))
 
 
 @pytest.mark.parametrize("on_the_pool", [False, True])

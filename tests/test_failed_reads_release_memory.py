@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import DATA
+from conftest import repeated_apx_run
 
 import bindf
 
@@ -49,19 +49,11 @@ def damaged_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     two threads) with a readout in its middle damaged; ``glob/r0-2.apx``: 1 MB runs, the
     second damaged near its end."""
     folder = tmp_path_factory.mktemp("damaged_runs")
-    data = (DATA / "20250723_092534_data.apx").read_bytes()
-    marker = b"\xfe\xdc\xba"
-    start = data.index(marker)
-    big = bytearray(data[:start] + data[start:] * (9_000_000 // (len(data) - start)))
-    big[big.index(marker, len(big) // 2) + 1] ^= 0xFF
-    (folder / "big.apx").write_bytes(big)
-    run = bytearray(data[:start] + data[start:] * 40)
+    (folder / "big.apx").write_bytes(repeated_apx_run(331, damaged="middle"))
     (folder / "glob").mkdir()
     for i in range(3):
-        damaged = bytearray(run)
-        if i == 1:
-            damaged[run.rindex(marker) + 1] ^= 0xFF
-        (folder / "glob" / f"r{i}.apx").write_bytes(damaged)
+        run = repeated_apx_run(40, damaged="last" if i == 1 else None)
+        (folder / "glob" / f"r{i}.apx").write_bytes(run)
     return folder
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
+from conftest import repeated_apx_run
 
 import bindf
 from bindf import _threads
@@ -499,13 +500,9 @@ def test_n_rows_ending_in_a_file_decoded_ahead_says_nothing_beyond_it(tmp_path, 
     spectro[1].write_bytes(records.tobytes()[:-5])  # cut inside its last record
     # an AstroPix run of 2 MB (the sample's readouts 80 times), its last readout marker
     # damaged: beyond what a read of its first rows decodes
-    sample = FILES["apx"].read_bytes()
-    marker = b"\xfe\xdc\xba"
-    run = sample[:sample.index(marker)] + sample[sample.index(marker):] * 80
-    last = run.rindex(marker)
     apx = [tmp_path / "a.apx", tmp_path / "b.apx"]
-    apx[0].write_bytes(sample)
-    apx[1].write_bytes(run[:last + 1] + b"\x23" + run[last + 2:])
+    apx[0].write_bytes(FILES["apx"].read_bytes())
+    apx[1].write_bytes(repeated_apx_run(80, damaged="last"))
     apx_rows = bindf.read(str(apx[0]), output="arrow").num_rows
 
     def read(paths: list[Path], threads: int, **kwargs) -> tuple[pa.Table, list[str]]:
